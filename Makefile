@@ -1,0 +1,28 @@
+# Set-up is automatic: each target creates .venv with Python 3.12 when it is missing.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint clean
+
+demo: $(STAMP)
+	$(PY) -m bayesmix.demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(PY) -m ruff check bayesmix tests benchmarks
+
+$(PY):
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"bayesmix needs Python >= 3.12, found {sys.version.split()[0]}: install 3.12 or run make PYTHON=python3.12"'
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) build *.egg-info

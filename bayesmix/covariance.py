@@ -1,0 +1,429 @@
+"""The four covariance structures, each defined in one place.
+
+Every structure knows, for its *natural* storage (the shapes scikit-learn uses):
+
+* ``full``: ``(K, D, D)``; ``tied``: ``(D, D)``; ``diag``: ``(K, D)``; ``spherical``: ``(K,)``,
+
+how many free parameters it has, the sufficient second-moment statistic of a block of
+rows, the M-step (maximum likelihood, or MAP under its conjugate prior), the precision
+Cholesky factor ``U`` with ``inv(cov) = U @ U.T``, the Gaussian log density, the log prior
+density, and the conversion to full ``(K, D, D)`` matrices used by the shared result
+interface.
+
+Conjugate priors: ``full`` and ``tied`` covariances are inverse-Wishart(``dof``, ``scale``)
+with ``scale`` a ``(D, D)`` matrix; ``diag`` and ``spherical`` variances are
+inverse-gamma(``dof / 2``, ``scale / 2``) with ``scale`` of shape ``(D,)`` or scalar, the
+one-dimensional case of the same inverse-Wishart family.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from scipy.special import gammaln, multigammaln
+
+from bayesmix.exceptions import DegenerateComponentWarning
+
+__all__ = ["CovarianceStructure", "get_structure", "STRUCTURES"]
+
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+class CovarianceStructure(ABC):
+    """Operations of one covariance structure; stateless singletons."""
+
+    name: ClassVar[str]
+
+    # -- bookkeeping ---------------------------------------------------------------
+    @abstractmethod
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free covariance parameters."""
+
+    @abstractmethod
+    def to_full(self, cov: np.ndarray, n_components: int, n_features: int) -> np.ndarray:
+        """Expand natural storage to ``(..., K, D, D)`` matrices."""
+
+    @abstractmethod
+    def from_full(self, cov_full: np.ndarray) -> np.ndarray:
+        """Reduce ``(K, D, D)`` matrices to natural storage (the structure's projection)."""
+
+    @abstractmethod
+    def default_prior_scale(self, target_variances: np.ndarray) -> np.ndarray | float:
+        """Prior scale whose prior mean covariance has ``target_variances`` on the diagonal."""
+
+    @abstractmethod
+    def default_prior_dof(self, n_features: int) -> float:
+        """Default prior degrees of freedom (the weakest with a finite prior mean)."""
+
+    # -- EM --------------------------------------------------------------------------
+    @abstractmethod
+    def second_moment(self, X: np.ndarray, resp: np.ndarray) -> np.ndarray:
+        """Sufficient statistic ``sum_n r_nk x_n x_n^T`` in the structure's reduced form."""
+
+    @abstractmethod
+    def m_step(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float | None,
+        scale: np.ndarray | float | None,
+        reg_covar: float,
+    ) -> np.ndarray:
+        """Covariances maximising the expected complete-data log posterior given ``means``.
+
+        With ``dof=None`` (no prior) this is the maximum-likelihood update.
+        """
+
+    # -- densities -----------------------------------------------------------------
+    @abstractmethod
+    def precision_cholesky(self, cov: np.ndarray) -> np.ndarray:
+        """Factor ``U`` with ``inv(cov) = U U^T`` (upper triangular for matrices)."""
+
+    @abstractmethod
+    def precision_matrices(self, prec_chol: np.ndarray, n_components: int, n_features: int):
+        """Precision matrices ``(K, D, D)``."""
+
+    @abstractmethod
+    def log_det_precision_cholesky(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray:
+        """``log det U`` per component, shape ``(K,)`` (or broadcastable)."""
+
+    @abstractmethod
+    def mahalanobis(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances ``(n, K)``."""
+
+    @abstractmethod
+    def log_prior(self, cov: np.ndarray, dof: float, scale: np.ndarray | float) -> float:
+        """Log density of the conjugate prior at ``cov`` (summed over components)."""
+
+    def log_prob(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Gaussian log densities ``log N(x_n | mu_k, cov_k)``, shape ``(n, K)``."""
+        n_features = X.shape[1]
+        log_det = self.log_det_precision_cholesky(prec_chol, n_features)
+        return -0.5 * (n_features * LOG_2PI + self.mahalanobis(X, means, prec_chol)) + log_det
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# ---------------------------------------------------------------------------------------
+# helpers shared by the matrix structures
+
+
+def _outer_sums(X: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    """``sum_n resp_nk x_n x_n^T`` as ``(K, D, D)`` through one GEMM on unique products."""
+    n_features = X.shape[1]
+    rows, cols = np.triu_indices(n_features)
+    products = X[:, rows] * X[:, cols]  # (n, D(D+1)/2)
+    packed = resp.T @ products  # (K, D(D+1)/2)
+    out = np.empty((resp.shape[1], n_features, n_features))
+    out[:, rows, cols] = packed
+    out[:, cols, rows] = packed
+    return out
+
+
+def _scatter_about(sum_xx, sum_x, mass, means):
+    """``sum_n r (x - mu)(x - mu)^T`` from raw moments, shape ``(K, D, D)``."""
+    cross = sum_x[:, :, None] * means[:, None, :]
+    return (
+        sum_xx
+        - cross
+        - np.swapaxes(cross, 1, 2)
+        + mass[:, None, None] * means[:, :, None] * means[:, None, :]
+    )
+
+
+def _cholesky(cov: np.ndarray) -> np.ndarray:
+    """Batched lower Cholesky factor; adds growing jitter to components that fail."""
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        pass
+    batch = cov.reshape((-1,) + cov.shape[-2:]).copy()
+    eye = np.eye(cov.shape[-1])
+    for k in range(batch.shape[0]):
+        base = max(np.abs(np.diag(batch[k])).mean(), 1.0) * 1e-12
+        for power in range(14):
+            try:
+                batch[k] = np.linalg.cholesky(batch[k] + base * 10.0**power * eye)
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:
+            raise ValueError(
+                "a covariance matrix is not positive definite even after adding jitter; "
+                "increase reg_covar or check the data for constant or duplicated columns."
+            )
+        warnings.warn(
+            f"covariance matrix {k} was not positive definite and was regularised with "
+            f"jitter {base * 10.0**power:.3g}; consider a larger reg_covar.",
+            DegenerateComponentWarning,
+            stacklevel=3,
+        )
+    return batch.reshape(cov.shape)
+
+
+def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
+    """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
+    lower = _cholesky(cov)
+    return np.swapaxes(np.linalg.inv(lower), -1, -2)
+
+
+def _inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
+    """Inverse-Wishart log density of ``cov = inv(U U^T)`` for each ``U`` in the batch."""
+    n_features = scale.shape[-1]
+    log_det_cov = -2.0 * np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
+    trace = np.einsum("...ji,jk,...ki->...", prec_chol, scale, prec_chol)
+    _, log_det_scale = np.linalg.slogdet(scale)
+    return (
+        0.5 * dof * log_det_scale
+        - 0.5 * dof * n_features * np.log(2.0)
+        - multigammaln(0.5 * dof, n_features)
+        - 0.5 * (dof + n_features + 1) * log_det_cov
+        - 0.5 * trace
+    )
+
+
+def _inverse_gamma_logpdf(var: np.ndarray, shape: float, rate) -> np.ndarray:
+    return shape * np.log(rate) - gammaln(shape) - (shape + 1) * np.log(var) - rate / var
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Full(CovarianceStructure):
+    """One unrestricted covariance matrix per component (mclust's VVV)."""
+
+    name = "full"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return cov
+
+    def from_full(self, cov_full):
+        return cov_full
+
+    def default_prior_scale(self, target_variances):
+        return np.diag(target_variances)
+
+    def default_prior_dof(self, n_features):
+        return n_features + 2.0
+
+    def second_moment(self, X, resp):
+        return _outer_sums(X, resp)
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = _scatter_about(sum_xx, sum_x, mass, means)
+        n_features = means.shape[1]
+        if dof is None:
+            cov = scatter / mass[:, None, None]
+        else:
+            cov = (scatter + scale) / (mass + dof + n_features + 1)[:, None, None]
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def precision_cholesky(self, cov):
+        return _upper_precision_cholesky(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
+
+    def mahalanobis(self, X, means, prec_chol):
+        # (K, n, D): whiten the block once per component with a batched GEMM.
+        whitened = np.matmul(X, prec_chol) - np.einsum("kd,kde->ke", means, prec_chol)[:, None]
+        return np.einsum("knd,knd->nk", whitened, whitened)
+
+    def log_prior(self, cov, dof, scale):
+        return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
+
+
+class Tied(CovarianceStructure):
+    """One covariance matrix shared by all components (mclust's EEE)."""
+
+    name = "tied"
+
+    def n_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return np.broadcast_to(cov[..., None, :, :], cov.shape[:-2] + (n_components,) + cov.shape[-2:])
+
+    def from_full(self, cov_full):
+        return np.asarray(cov_full).mean(axis=-3)
+
+    def default_prior_scale(self, target_variances):
+        return np.diag(target_variances)
+
+    def default_prior_dof(self, n_features):
+        return n_features + 2.0
+
+    def second_moment(self, X, resp):
+        return _outer_sums(X, resp.sum(axis=1, keepdims=True))[0]
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        cross = sum_x.T @ means  # sum_k S_k mu_k^T
+        scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
+        n_features = means.shape[1]
+        total = mass.sum()
+        if dof is None:
+            cov = scatter / total
+        else:
+            cov = (scatter + scale) / (total + dof + n_features + 1)
+        cov = 0.5 * (cov + cov.T)
+        cov[np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def precision_cholesky(self, cov):
+        return _upper_precision_cholesky(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol @ prec_chol.T, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(np.diag(prec_chol)).sum()
+
+    def mahalanobis(self, X, means, prec_chol):
+        whitened = X @ prec_chol
+        centres = means @ prec_chol
+        dist = (
+            np.einsum("nd,nd->n", whitened, whitened)[:, None]
+            - 2.0 * whitened @ centres.T
+            + np.einsum("kd,kd->k", centres, centres)
+        )
+        return np.maximum(dist, 0.0)
+
+    def log_prior(self, cov, dof, scale):
+        return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
+
+
+class Diag(CovarianceStructure):
+    """Axis-aligned covariances, one variance per component and feature (mclust's VVI)."""
+
+    name = "diag"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def to_full(self, cov, n_components, n_features):
+        n_features = cov.shape[-1]
+        out = np.zeros(cov.shape + (n_features,))
+        idx = np.arange(n_features)
+        out[..., idx, idx] = cov
+        return out
+
+    def from_full(self, cov_full):
+        return np.diagonal(cov_full, axis1=-2, axis2=-1).copy()
+
+    def default_prior_scale(self, target_variances):
+        return np.asarray(target_variances, dtype=float)
+
+    def default_prior_dof(self, n_features):
+        return 3.0
+
+    def second_moment(self, X, resp):
+        return resp.T @ (X * X)
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return sum_xx - 2.0 * sum_x * means + mass[:, None] * means**2
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        if dof is None:
+            var = scatter / mass[:, None]
+        else:
+            var = (scatter + scale) / (mass + dof + 2.0)[:, None]
+        return var + reg_covar
+
+    def precision_cholesky(self, cov):
+        return 1.0 / np.sqrt(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol**2, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(prec_chol).sum(-1)
+
+    def mahalanobis(self, X, means, prec_chol):
+        precision = prec_chol**2
+        dist = (
+            (X * X) @ precision.T
+            - 2.0 * X @ (means * precision).T
+            + np.einsum("kd,kd->k", means**2, precision)
+        )
+        return np.maximum(dist, 0.0)
+
+    def log_prior(self, cov, dof, scale):
+        return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())
+
+
+class Spherical(Diag):
+    """One variance per component shared by all features (mclust's VII)."""
+
+    name = "spherical"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components
+
+    def to_full(self, cov, n_components, n_features):
+        variances = np.repeat(np.asarray(cov)[..., None], n_features, axis=-1)
+        return super().to_full(variances, n_components, n_features)
+
+    def from_full(self, cov_full):
+        return np.diagonal(cov_full, axis1=-2, axis2=-1).mean(-1)
+
+    def default_prior_scale(self, target_variances):
+        return float(np.mean(target_variances))
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means).sum(1), 0.0)
+        n_features = means.shape[1]
+        if dof is None:
+            var = scatter / (mass * n_features)
+        else:
+            var = (scatter + scale) / (mass * n_features + dof + 2.0)
+        return var + reg_covar
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol**2, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return n_features * np.log(prec_chol)
+
+    def mahalanobis(self, X, means, prec_chol):
+        precision = prec_chol**2
+        dist = (
+            np.einsum("nd,nd->n", X, X)[:, None]
+            - 2.0 * X @ means.T
+            + np.einsum("kd,kd->k", means, means)
+        ) * precision
+        return np.maximum(dist, 0.0)
+
+
+STRUCTURES: dict[str, CovarianceStructure] = {
+    s.name: s for s in (Full(), Tied(), Diag(), Spherical())
+}
+
+
+def get_structure(covariance_type: str) -> CovarianceStructure:
+    """Return the structure named ``covariance_type``; raise a clear error otherwise."""
+    if not isinstance(covariance_type, str):
+        raise TypeError(
+            f"covariance_type must be a string, one of {sorted(STRUCTURES)}; "
+            f"got {type(covariance_type).__name__}."
+        )
+    try:
+        return STRUCTURES[covariance_type]
+    except KeyError:
+        raise ValueError(
+            f"covariance_type must be one of {sorted(STRUCTURES)}; got {covariance_type!r}."
+        ) from None

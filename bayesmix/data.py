@@ -1,0 +1,222 @@
+"""Input conversion and validation: the one door every public entry point goes through."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+__all__ = ["Data", "as_data", "check_sample_weight"]
+
+# Squares of larger values overflow float64 in the second moments.
+_MAX_ABS_VALUE = 1e150
+
+
+@dataclass(frozen=True)
+class Data:
+    """Validated observations.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        Float64 array of shape ``(n_obs, n_features)``; never modified by bayesmix.
+    feature_names : tuple of str
+        One name per column (DataFrame columns, DataArray coords, or ``x0, x1, ...``).
+    obs_names : numpy.ndarray
+        One label per row (DataFrame index, DataArray coords, or ``0 .. n_obs-1``).
+    """
+
+    values: np.ndarray
+    feature_names: tuple[str, ...]
+    obs_names: np.ndarray
+
+    @property
+    def n_obs(self) -> int:
+        return self.values.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.values.shape[1]
+
+
+def as_data(
+    X: Any,
+    *,
+    name: str = "X",
+    n_features: int | None = None,
+    min_obs: int = 1,
+) -> Data:
+    """Convert ``X`` to validated float64 observations.
+
+    Parameters
+    ----------
+    X : array-like, pandas.DataFrame, pandas.Series or xarray.DataArray
+        Observations, one row per observation and one column per feature.
+    name : str
+        Argument name used in error messages.
+    n_features : int, optional
+        Required number of features (e.g. the number seen at fit time).
+    min_obs : int
+        Smallest acceptable number of rows.
+
+    Returns
+    -------
+    Data
+
+    Raises
+    ------
+    TypeError
+        Non-numeric data.
+    ValueError
+        Wrong dimensionality, too few rows, NaN or infinite values, values too large
+        to square in float64, or a feature count different from ``n_features``.
+    """
+    if isinstance(X, Data):
+        data = X
+    elif isinstance(X, pd.Series):
+        data = _from_frame(X.to_frame(name=X.name if X.name is not None else "x0"), name)
+    elif isinstance(X, pd.DataFrame):
+        data = _from_frame(X, name)
+    elif isinstance(X, xr.DataArray):
+        data = _from_dataarray(X, name)
+    else:
+        data = _from_array(X, name)
+    _check_values(data, name, min_obs)
+    if n_features is not None and data.n_features != n_features:
+        raise ValueError(
+            f"{name} has {data.n_features} features but the model was fitted on "
+            f"{n_features}; pass data with the same columns as at fit time."
+        )
+    return data
+
+
+def _from_frame(frame: pd.DataFrame, name: str) -> Data:
+    bad = [
+        str(col)
+        for col, dtype in frame.dtypes.items()
+        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+        or isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_complex_dtype(dtype)
+    ]
+    if bad:
+        raise TypeError(
+            f"{name} has non-numeric columns {bad}; select numeric columns "
+            f"(e.g. {name}.select_dtypes('number')) or encode them as numbers first."
+        )
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    return Data(
+        values=values,
+        feature_names=tuple(str(c) for c in frame.columns),
+        obs_names=np.asarray(frame.index),
+    )
+
+
+def _from_dataarray(array: xr.DataArray, name: str) -> Data:
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} must be a 2-D DataArray (obs, feature); got dims {array.dims}."
+        )
+    obs_dim, feature_dim = array.dims
+    values = _numeric_array(array.values, name)
+    features = (
+        array.coords[feature_dim].values
+        if feature_dim in array.coords
+        else [f"x{i}" for i in range(array.shape[1])]
+    )
+    obs = array.coords[obs_dim].values if obs_dim in array.coords else np.arange(array.shape[0])
+    return Data(values, tuple(str(f) for f in features), np.asarray(obs))
+
+
+def _from_array(X: Any, name: str) -> Data:
+    if X is None or isinstance(X, (str, bytes, dict)):
+        raise TypeError(
+            f"{name} must be array-like of shape (n_obs, n_features); got {type(X).__name__}."
+        )
+    values = _numeric_array(X, name)
+    if values.ndim != 2:
+        hint = " For a single feature use X.reshape(-1, 1)." if values.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_obs, n_features); got {values.ndim}-D "
+            f"shape {values.shape}.{hint}"
+        )
+    names = tuple(f"x{i}" for i in range(values.shape[1]))
+    return Data(values, names, np.arange(values.shape[0]))
+
+
+def _numeric_array(X: Any, name: str) -> np.ndarray:
+    try:
+        raw = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to a numeric array: {exc}") from None
+    if raw.dtype.kind in "biuf":
+        return np.ascontiguousarray(raw, dtype=np.float64)
+    if raw.dtype.kind == "c":
+        raise TypeError(f"{name} is complex; bayesmix needs real-valued data.")
+    if raw.dtype.kind == "O":
+        try:
+            return np.ascontiguousarray(raw.astype(np.float64))
+        except (TypeError, ValueError):
+            pass
+    raise TypeError(
+        f"{name} must be numeric; got dtype {raw.dtype}. Convert or encode the values "
+        "as numbers first."
+    )
+
+
+def _check_values(data: Data, name: str, min_obs: int) -> None:
+    n_obs, n_features = data.values.shape
+    if n_features == 0:
+        raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
+    if n_obs < min_obs:
+        raise ValueError(
+            f"{name} has {n_obs} rows but at least {min_obs} are needed"
+            + (" (one per component)." if min_obs > 1 else ".")
+        )
+    finite = np.isfinite(data.values)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        count = int((~finite).sum())
+        raise ValueError(
+            f"{name} contains {count} NaN or infinite value(s), the first in row {row}, "
+            f"column {data.feature_names[col]!r}; drop or impute them before fitting."
+        )
+    if n_obs and np.abs(data.values).max() > _MAX_ABS_VALUE:
+        raise ValueError(
+            f"{name} has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
+            "overflow float64; rescale the data (e.g. standardise the columns)."
+        )
+
+
+def check_sample_weight(sample_weight: Any, n_obs: int) -> np.ndarray:
+    """Validate frequency weights: a finite, non-negative vector with a positive sum.
+
+    Parameters
+    ----------
+    sample_weight : array-like of shape (n_obs,) or None
+        ``None`` gives unit weights.
+    n_obs : int
+        Number of observations the weights belong to.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 weights of shape ``(n_obs,)``.
+    """
+    if sample_weight is None:
+        return np.ones(n_obs)
+    weights = _numeric_array(sample_weight, "sample_weight")
+    if weights.ndim != 1 or weights.shape[0] != n_obs:
+        raise ValueError(
+            f"sample_weight must have shape ({n_obs},), one weight per row of X; "
+            f"got shape {weights.shape}."
+        )
+    if not np.isfinite(weights).all():
+        raise ValueError("sample_weight contains NaN or infinite values; pass finite weights.")
+    if (weights < 0).any():
+        raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    if weights.sum() <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    return weights

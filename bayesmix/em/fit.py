@@ -1,0 +1,243 @@
+"""The EM loop: initialisation, restarts, convergence; maximum likelihood or MAP."""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bayesmix.covariance import CovarianceStructure
+from bayesmix.data import Data, check_sample_weight
+from bayesmix.em.init import INIT_METHODS, initial_responsibilities, nearest
+from bayesmix.em.stats import Params, SufficientStats, e_step, m_step, stats_from_responsibilities
+from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.priors import ResolvedPriors
+from bayesmix.validation import check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.results import EMResult
+
+__all__ = ["fit_em", "EMRun"]
+
+
+@dataclass(frozen=True)
+class EMRun:
+    """One EM run from one initialisation (parameters in shifted units)."""
+
+    params: Params
+    stats: SufficientStats
+    log_likelihood_trace: np.ndarray
+    log_posterior_trace: np.ndarray | None
+    converged: bool
+    n_iter: int
+
+
+def fit_em(
+    model: GaussianMixture,
+    data: Data,
+    *,
+    use_priors: bool,
+    sample_weight: Any = None,
+    n_init: int = 1,
+    init: str | Mapping = "kmeans++",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    random_state: Any = None,
+) -> EMResult:
+    """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options."""
+    from bayesmix.results import EMResult
+
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_float(tol, "tol")
+    reg_covar = check_float(reg_covar, "reg_covar")
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    _check_init(init)
+    if np.count_nonzero(weights) < model.n_components:
+        raise ValueError(
+            f"X has {np.count_nonzero(weights)} rows with positive weight but "
+            f"n_components={model.n_components}; use fewer components or more data."
+        )
+    rng = check_random_state(random_state)
+    structure = model.structure
+    X = data.values
+    shift = np.average(X, axis=0, weights=weights)
+    priors = model.resolve_priors(data, sample_weight=weights) if use_priors else None
+    shifted_priors = priors.shifted(shift) if priors is not None else None
+
+    start = time.perf_counter()
+    best = None
+    for _ in range(n_init):
+        first = _initial_params(init, X, weights, shift, model, shifted_priors, reg_covar, rng)
+        run = _run_em(X, weights, shift, first, structure, shifted_priors, max_iter, tol, reg_covar)
+        if best is None or _objective(run) > _objective(best):
+            best = run
+        if isinstance(init, Mapping):
+            break  # a given start is deterministic: restarts would repeat it
+    elapsed = time.perf_counter() - start
+    if not best.converged:
+        warnings.warn(
+            f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
+            "max_iter or tol, or try other initialisations (n_init).",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    params = Params(
+        best.params.weights,
+        best.params.means + shift,
+        best.params.covariances,
+        best.params.precisions_cholesky,
+    )
+    return EMResult(
+        model=model,
+        params=params,
+        feature_names=data.feature_names,
+        n_obs=float(weights.sum()),
+        log_likelihood=best.stats.log_likelihood,
+        log_max_resp=best.stats.log_max_resp,
+        log_likelihood_trace=best.log_likelihood_trace,
+        log_posterior_trace=best.log_posterior_trace,
+        converged=best.converged,
+        n_iter=best.n_iter,
+        priors=priors,
+        settings={
+            "method": "map" if use_priors else "em",
+            "n_init": n_init,
+            "init": init if isinstance(init, str) else "user",
+            "max_iter": max_iter,
+            "tol": tol,
+            "reg_covar": reg_covar,
+            "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
+            "fit_seconds": elapsed,
+        },
+    )
+
+
+def _objective(run: EMRun) -> float:
+    trace = run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
+    return float(trace[-1])
+
+
+def _run_em(X, weights, shift, params, structure, priors, max_iter, tol, reg_covar) -> EMRun:
+    total_weight = weights.sum()
+    stats = e_step(X, weights, shift, params, structure)
+    log_lik = [stats.log_likelihood]
+    log_post = [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
+    converged = False
+    n_iter = 0
+    for n_iter in range(1, max_iter + 1):
+        params = m_step(stats, structure, priors, reg_covar, previous=params)
+        stats = e_step(X, weights, shift, params, structure)
+        log_lik.append(stats.log_likelihood)
+        trace = log_lik
+        if priors is not None:
+            log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
+            trace = log_post
+        if abs(trace[-1] - trace[-2]) / total_weight < tol:
+            converged = True
+            break
+    return EMRun(
+        params,
+        stats,
+        np.asarray(log_lik),
+        None if priors is None else np.asarray(log_post),
+        converged,
+        n_iter,
+    )
+
+
+def _log_prior(params: Params, priors: ResolvedPriors, structure: CovarianceStructure) -> float:
+    return priors.log_density(params.weights, params.means, params.covariances, structure)
+
+
+def _check_init(init: Any) -> None:
+    if isinstance(init, str):
+        if init not in INIT_METHODS:
+            raise ValueError(f"init must be one of {list(INIT_METHODS)} or a mapping; got {init!r}.")
+        return
+    if not isinstance(init, Mapping):
+        raise TypeError(
+            "init must be a method name or a mapping with 'means' and optionally 'weights' "
+            f"and 'covariances'; got {type(init).__name__}."
+        )
+    unknown = set(init) - {"weights", "means", "covariances"}
+    if unknown or "means" not in init:
+        raise ValueError(
+            "init mapping needs a 'means' entry and may have 'weights' and 'covariances'; "
+            f"got keys {sorted(init)}."
+        )
+
+
+def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> Params:
+    structure = model.structure
+    if isinstance(init, Mapping):
+        return _user_params(init, X, weights, shift, model, priors, reg_covar)
+    resp = initial_responsibilities(init, X, weights, model.n_components, rng)
+    stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+    return m_step(stats, structure, priors, reg_covar)
+
+
+def _user_params(init, X, weights, shift, model, priors, reg_covar) -> Params:
+    structure = model.structure
+    n_components, n_features = model.n_components, X.shape[1]
+    means = _array(init["means"], "init['means']", (n_components, n_features)) - shift
+    labels, _ = nearest(X - shift, means)
+    resp = np.zeros((X.shape[0], n_components))
+    resp[np.arange(X.shape[0]), labels] = 1.0
+    stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+    mass = stats.mass + 10 * np.finfo(float).eps
+
+    if init.get("weights") is not None:
+        w = _array(init["weights"], "init['weights']", (n_components,))
+        if (w < 0).any() or not np.isclose(w.sum(), 1.0, rtol=1e-6):
+            raise ValueError("init['weights'] must be non-negative and sum to 1.")
+        w = w / w.sum()
+    else:
+        w = mass / mass.sum()
+
+    if init.get("covariances") is not None:
+        cov = np.asarray(init["covariances"], dtype=float)
+        natural_shape = _natural_shape(structure, n_components, n_features)
+        if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
+            cov = structure.from_full(cov)
+        cov = _array(cov, "init['covariances']", natural_shape)
+        if structure.name in ("diag", "spherical"):
+            if (cov <= 0).any():
+                raise ValueError("init['covariances'] must be positive.")
+        else:
+            matrices = cov.reshape((-1, n_features, n_features))
+            if not np.allclose(matrices, np.swapaxes(matrices, 1, 2)) or (
+                np.linalg.eigvalsh(matrices).min() <= 0
+            ):
+                raise ValueError("init['covariances'] must be symmetric positive definite.")
+    else:
+        dof, scale = (None, None) if priors is None else (priors.covariance_dof, priors.covariance_scale)
+        cov = structure.m_step(mass, stats.sum_x, stats.sum_xx, means, dof, scale, reg_covar)
+    return Params(w, means, cov, structure.precision_cholesky(cov))
+
+
+def _natural_shape(structure: CovarianceStructure, n_components: int, n_features: int):
+    return {
+        "full": (n_components, n_features, n_features),
+        "tied": (n_features, n_features),
+        "diag": (n_components, n_features),
+        "spherical": (n_components,),
+    }[structure.name]
+
+
+def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numeric.") from None
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {array.shape}.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return array

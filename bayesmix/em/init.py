@@ -1,0 +1,112 @@
+"""Initial responsibilities for EM: k-means++, k-means, random, random data points."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from bayesmix.em.stats import block_rows, iter_blocks
+
+__all__ = ["INIT_METHODS", "initial_responsibilities", "kmeans_plusplus", "nearest"]
+
+INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
+
+
+def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre, computed in row blocks."""
+    n_obs = X.shape[0]
+    labels = np.empty(n_obs, dtype=np.intp)
+    dist = np.empty(n_obs)
+    centre_sq = np.einsum("kd,kd->k", centres, centres)
+    for rows in iter_blocks(n_obs, block_rows(n_obs, X.shape[1], centres.shape[0])):
+        block = X[rows]
+        d2 = np.einsum("nd,nd->n", block, block)[:, None] - 2.0 * block @ centres.T + centre_sq
+        labels[rows] = d2.argmin(axis=1)
+        dist[rows] = np.maximum(d2[np.arange(block.shape[0]), labels[rows]], 0.0)
+    return labels, dist
+
+
+def kmeans_plusplus(
+    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """D^2 seeding (Arthur & Vassilvitskii 2007) with frequency weights.
+
+    The first centre is drawn in proportion to the weights, each further one in
+    proportion to weight times squared distance to the nearest centre chosen so far.
+    """
+    centres = np.empty((n_components, X.shape[1]))
+    probs = sample_weight / sample_weight.sum()
+    centres[0] = X[rng.choice(X.shape[0], p=probs)]
+    _, dist = nearest(X, centres[:1])
+    for k in range(1, n_components):
+        score = sample_weight * dist
+        total = score.sum()
+        # All remaining points coincide with centres: fall back to the weights.
+        probs = score / total if total > 0 else sample_weight / sample_weight.sum()
+        centres[k] = X[rng.choice(X.shape[0], p=probs)]
+        _, new_dist = nearest(X, centres[k : k + 1])
+        dist = np.minimum(dist, new_dist)
+    return centres
+
+
+def kmeans(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+    max_iter: int = 100,
+) -> np.ndarray:
+    """Weighted Lloyd iterations from a k-means++ start; returns the labels."""
+    centres = kmeans_plusplus(X, sample_weight, n_components, rng)
+    labels, _ = nearest(X, centres)
+    for _ in range(max_iter):
+        mass = np.bincount(labels, weights=sample_weight, minlength=n_components)
+        sums = np.stack(
+            [np.bincount(labels, X[:, d] * sample_weight, n_components) for d in range(X.shape[1])],
+            axis=1,
+        )
+        filled = mass > 0
+        centres[filled] = sums[filled] / mass[filled, None]
+        new_labels, _ = nearest(X, centres)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+    return labels
+
+
+def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
+    resp = np.zeros((labels.shape[0], n_components))
+    resp[np.arange(labels.shape[0]), labels] = 1.0
+    return resp
+
+
+def initial_responsibilities(
+    method: str,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Responsibilities ``(n, K)`` to start EM from, by the named method.
+
+    Parameters
+    ----------
+    method : {"kmeans++", "kmeans", "random", "random_from_data"}
+        ``kmeans++``: hard assignment to k-means++ seeds; ``kmeans``: to converged
+        k-means clusters; ``random``: uniform random responsibilities;
+        ``random_from_data``: hard assignment to K distinct random observations.
+    """
+    if method == "kmeans++":
+        labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
+    elif method == "kmeans":
+        labels = kmeans(X, sample_weight, n_components, rng)
+    elif method == "random":
+        resp = rng.uniform(size=(X.shape[0], n_components))
+        return resp / resp.sum(axis=1, keepdims=True)
+    elif method == "random_from_data":
+        candidates = np.flatnonzero(sample_weight > 0)
+        replace = candidates.size < n_components
+        chosen = rng.choice(candidates, size=n_components, replace=replace)
+        labels, _ = nearest(X, X[chosen])
+    else:  # validated at the door; kept for direct callers
+        raise ValueError(f"init must be one of {INIT_METHODS} or a mapping; got {method!r}.")
+    return _one_hot(labels, n_components)

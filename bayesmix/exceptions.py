@@ -1,0 +1,23 @@
+"""Warning classes of bayesmix, so users can filter them with :mod:`warnings`."""
+
+from __future__ import annotations
+
+
+class BayesmixWarning(UserWarning):
+    """Base class of every warning bayesmix emits."""
+
+
+class ConvergenceWarning(BayesmixWarning):
+    """An iterative fit stopped before meeting its convergence criterion."""
+
+
+class DegenerateComponentWarning(BayesmixWarning):
+    """A component lost (almost) all its responsibility mass or became singular."""
+
+
+class LabelSwitchingWarning(BayesmixWarning):
+    """Posterior draws show components exchanging their labels."""
+
+
+class SamplerWarning(BayesmixWarning):
+    """MCMC diagnostics (r_hat, ESS, divergences) indicate an unreliable posterior."""

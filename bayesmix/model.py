@@ -1,0 +1,199 @@
+"""The declaration of a Gaussian mixture and the dispatch of ``fit`` to a backend."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bayesmix.covariance import CovarianceStructure, get_structure
+from bayesmix.data import as_data, check_sample_weight
+from bayesmix.priors import Priors, ResolvedPriors
+from bayesmix.results import MixtureResult, sample_mixture
+from bayesmix.validation import check_int, check_random_state
+
+__all__ = ["GaussianMixture", "FIT_METHODS"]
+
+FIT_METHODS = ("em", "map")
+
+
+@dataclass(frozen=True)
+class GaussianMixture:
+    """A finite mixture of ``n_components`` Gaussians, declared once for every backend.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K (>= 1).
+    covariance_type : {"full", "diag", "spherical", "tied"}
+        ``full``: one unrestricted covariance per component; ``diag``: axis-aligned;
+        ``spherical``: one variance per component; ``tied``: one full covariance shared
+        by all components.
+    priors : Priors, mapping or None
+        Priors on weights, means and covariances (see :class:`bayesmix.Priors`).
+        ``None`` means the weakly informative data-scaled defaults; they are used by
+        the Bayesian backends and by ``fit(method="map")``, while ``fit(method="em")``
+        then gives the maximum-likelihood estimate.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> X = bm.datasets.load_faithful()
+    >>> model = bm.GaussianMixture(2, covariance_type="full")
+    >>> em = model.fit(X, method="em", n_init=3, random_state=0)
+    >>> em.weights.round(2)
+    array([0.64, 0.36])
+    """
+
+    n_components: int
+    covariance_type: str = "full"
+    priors: Priors | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_components", check_int(self.n_components, "n_components"))
+        get_structure(self.covariance_type)
+        priors = self.priors
+        if isinstance(priors, Mapping):
+            try:
+                priors = Priors(**priors)
+            except TypeError as exc:
+                raise TypeError(f"priors: {exc}; see bayesmix.Priors for the fields.") from None
+        if priors is not None and not isinstance(priors, Priors):
+            raise TypeError(
+                f"priors must be None, a bayesmix.Priors or a mapping; got {type(priors).__name__}."
+            )
+        object.__setattr__(self, "priors", priors)
+
+    @property
+    def structure(self) -> CovarianceStructure:
+        """The covariance structure's operations."""
+        return get_structure(self.covariance_type)
+
+    def n_parameters(self, n_features: int) -> int:
+        """Number of free parameters for data with ``n_features`` features."""
+        n_features = check_int(n_features, "n_features")
+        k = self.n_components
+        return (k - 1) + k * n_features + self.structure.n_parameters(k, n_features)
+
+    def resolve_priors(self, X: Any, sample_weight: Any = None) -> ResolvedPriors:
+        """The concrete priors for data ``X``: user values, defaults scaled to ``X``."""
+        data = as_data(X)
+        weights = check_sample_weight(sample_weight, data.n_obs)
+        priors = self.priors if self.priors is not None else Priors()
+        return priors.resolve(data.values, self.n_components, self.structure, weights)
+
+    def fit(self, X: Any, method: str = "em", **options: Any) -> MixtureResult:
+        """Fit the mixture to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+            Observations. Column names become the ``feature`` coordinate.
+        method : {"em", "map"}
+            ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
+            declaration has explicit priors; ``map``: MAP-EM with the declaration's
+            priors or their defaults.
+        **options
+            For EM: ``sample_weight`` (frequency weights), ``n_init`` (restarts, best
+            kept, default 1), ``init`` (``"kmeans++"`` default, ``"kmeans"``,
+            ``"random"``, ``"random_from_data"``, or a mapping with ``means`` and
+            optionally ``weights`` and ``covariances``), ``max_iter`` (100), ``tol``
+            (1e-3, on the change of the mean log-likelihood — or log posterior — per
+            observation), ``reg_covar`` (1e-6, added to covariance diagonals),
+            ``random_state``.
+
+        Returns
+        -------
+        MixtureResult
+            For EM an :class:`~bayesmix.results.EMResult`.
+        """
+        if not isinstance(method, str) or method not in FIT_METHODS:
+            raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
+        data = as_data(X, min_obs=self.n_components)
+        from bayesmix.em.fit import fit_em
+
+        use_priors = method == "map" or self.priors is not None
+        return fit_em(self, data, use_priors=use_priors, **_em_options(options))
+
+    def sample(
+        self, n_samples: int, params: Mapping | MixtureResult, random_state: Any = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``(X, z)`` from this mixture with the given parameters.
+
+        Parameters
+        ----------
+        n_samples : int
+            Number of observations.
+        params : mapping or MixtureResult
+            ``weights`` ``(K,)``, ``means`` ``(K, D)`` and ``covariances`` in the
+            structure's natural shape (``full`` ``(K, D, D)``, ``tied`` ``(D, D)``,
+            ``diag`` ``(K, D)``, ``spherical`` ``(K,)``) or full ``(K, D, D)`` matrices;
+            or a fitted result, whose (posterior) parameters are used.
+        random_state : int, numpy.random.Generator or None
+
+        Returns
+        -------
+        X : numpy.ndarray of shape (n_samples, n_features)
+        z : numpy.ndarray of shape (n_samples,)
+        """
+        n_samples = check_int(n_samples, "n_samples")
+        if isinstance(params, MixtureResult):
+            return params.sample(n_samples, random_state)
+        weights, means, covariances = self._check_params(params)
+        return sample_mixture(
+            weights[None], means[None], covariances[None], n_samples, check_random_state(random_state)
+        )
+
+    def _check_params(self, params: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        if not isinstance(params, Mapping) or not {"weights", "means", "covariances"} <= set(params):
+            raise TypeError(
+                "params must be a fitted result or a mapping with 'weights', 'means' and "
+                "'covariances'."
+            )
+        k = self.n_components
+        weights = np.asarray(params["weights"], dtype=float)
+        means = np.asarray(params["means"], dtype=float)
+        if weights.shape != (k,) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
+            raise ValueError(f"params['weights'] must have shape ({k},), be >= 0 and sum to 1.")
+        if means.ndim != 2 or means.shape[0] != k:
+            raise ValueError(f"params['means'] must have shape ({k}, n_features); got {means.shape}.")
+        d = means.shape[1]
+        cov = np.asarray(params["covariances"], dtype=float)
+        if cov.shape != (k, d, d):
+            try:
+                cov = np.array(self.structure.to_full(cov, k, d))
+            except (ValueError, IndexError):
+                raise ValueError(
+                    f"params['covariances'] has shape {cov.shape}, which fits neither full "
+                    f"({k}, {d}, {d}) matrices nor the {self.covariance_type!r} natural shape."
+                ) from None
+        if cov.shape != (k, d, d) or np.linalg.eigvalsh(cov).min() <= 0:
+            raise ValueError("params['covariances'] must be positive definite.")
+        return weights, means, cov
+
+    def __repr__(self) -> str:
+        priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
+        return (
+            f"GaussianMixture(n_components={self.n_components}, "
+            f"covariance_type={self.covariance_type!r}, priors={priors})"
+        )
+
+
+def _em_options(options: dict[str, Any]) -> dict[str, Any]:
+    allowed = {
+        "sample_weight",
+        "n_init",
+        "init",
+        "max_iter",
+        "tol",
+        "reg_covar",
+        "random_state",
+    }
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(
+            f"unknown option(s) {sorted(unknown)} for EM; valid options: {sorted(allowed)}."
+        )
+    return options

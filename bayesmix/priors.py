@@ -1,0 +1,215 @@
+"""Prior specifications of a Gaussian mixture and their data-scaled defaults.
+
+The same priors drive MAP-EM (closed-form conjugate M-steps) and the PyMC backend:
+
+* weights ``w ~ Dirichlet(weight_concentration)``;
+* means ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)``, independent of the covariances;
+* covariances: inverse-Wishart(``covariance_dof``, ``covariance_scale``) for ``full`` and
+  ``tied``; inverse-gamma(``covariance_dof / 2``, ``covariance_scale / 2``) on each
+  variance for ``diag`` and ``spherical``. Both are zero-avoiding: their density
+  vanishes as a variance goes to 0, where the mixture likelihood is unbounded.
+
+Defaults (any field left ``None``), in the spirit of mclust's ``defaultPrior``: the means
+centred on the data mean with a scale of 2.5 data standard deviations; covariances whose
+prior mean has the data variances divided by ``K^(2/D)`` on its diagonal (the data volume
+shared among ``K`` components), with the fewest degrees of freedom that keep that mean
+finite (``D + 2`` for inverse-Wishart, 3 for inverse-gamma).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import gammaln
+
+from bayesmix.covariance import CovarianceStructure
+
+__all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS"]
+
+MEAN_SCALE_IN_SDS = 2.5
+
+
+def _optional_positive(value: Any, name: str) -> np.ndarray | None:
+    if value is None:
+        return None
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"priors.{name} must be numeric; got {value!r}.") from None
+    if not np.isfinite(array).all() or (array <= 0).any():
+        raise ValueError(f"priors.{name} must be finite and > 0; got {value!r}.")
+    return array
+
+
+@dataclass(frozen=True)
+class Priors:
+    """Priors on the weights, means and covariances of a Gaussian mixture.
+
+    Parameters
+    ----------
+    weight_concentration : float or array-like of shape (K,)
+        Dirichlet concentration of the weights. ``1`` is uniform; values below 1
+        favour sparse weights (an overfitted mixture empties surplus components).
+    mean_loc : float or array-like of shape (D,), optional
+        Prior location of every component mean. Default: the data mean.
+    mean_scale : float or array-like of shape (D,), optional
+        Prior standard deviation of the means. Default: 2.5 data standard deviations.
+    covariance_dof : float, optional
+        Degrees of freedom of the inverse-Wishart (full, tied; must exceed ``D - 1``)
+        or twice the shape of the inverse-gamma (diag, spherical). Default ``D + 2``
+        resp. 3.
+    covariance_scale : float or array-like, optional
+        Scale matrix ``(D, D)`` (full, tied), scale vector ``(D,)`` (diag) or scalar
+        (spherical). Default: prior mean covariance ``diag(var(X)) / K^(2/D)``.
+    """
+
+    weight_concentration: Any = 1.0
+    mean_loc: Any = None
+    mean_scale: Any = None
+    covariance_dof: float | None = None
+    covariance_scale: Any = None
+
+    def __post_init__(self) -> None:
+        _optional_positive(self.weight_concentration, "weight_concentration")
+        _optional_positive(self.mean_scale, "mean_scale")
+        _optional_positive(self.covariance_dof, "covariance_dof")
+        if self.mean_loc is not None:
+            loc = np.asarray(self.mean_loc, dtype=float)
+            if not np.isfinite(loc).all():
+                raise ValueError("priors.mean_loc must be finite.")
+        if self.covariance_scale is not None:
+            scale = np.asarray(self.covariance_scale, dtype=float)
+            if not np.isfinite(scale).all():
+                raise ValueError("priors.covariance_scale must be finite.")
+
+    def resolve(
+        self,
+        X: np.ndarray,
+        n_components: int,
+        structure: CovarianceStructure,
+        sample_weight: np.ndarray | None = None,
+    ) -> ResolvedPriors:
+        """Fill defaults from the data and check shapes.
+
+        Parameters
+        ----------
+        X : numpy.ndarray of shape (n_obs, n_features)
+            Validated observations.
+        n_components : int
+            Number of components K.
+        structure : CovarianceStructure
+            Covariance structure, which fixes the form of the covariance prior.
+        sample_weight : numpy.ndarray, optional
+            Frequency weights for the data moments.
+
+        Returns
+        -------
+        ResolvedPriors
+        """
+        n_features = X.shape[1]
+        weights = np.ones(X.shape[0]) if sample_weight is None else sample_weight
+        data_mean = np.average(X, axis=0, weights=weights)
+        data_var = np.average((X - data_mean) ** 2, axis=0, weights=weights)
+        # Constant columns have no scale of their own: borrow one so priors stay proper.
+        positive = data_var[data_var > 0]
+        fallback = positive.mean() if positive.size else 1.0
+        data_var = np.where(data_var > 0, data_var, fallback)
+
+        concentration = np.broadcast_to(
+            np.asarray(self.weight_concentration, dtype=float), (n_components,)
+        ).copy()
+        mean_loc = self._vector(self.mean_loc, data_mean, n_features, "mean_loc")
+        mean_scale = self._vector(
+            self.mean_scale, MEAN_SCALE_IN_SDS * np.sqrt(data_var), n_features, "mean_scale"
+        )
+        dof = (
+            structure.default_prior_dof(n_features)
+            if self.covariance_dof is None
+            else float(self.covariance_dof)
+        )
+        if structure.name in ("full", "tied") and dof <= n_features - 1:
+            raise ValueError(
+                f"priors.covariance_dof must exceed n_features - 1 = {n_features - 1} for an "
+                f"inverse-Wishart prior; got {dof}."
+            )
+        default_scale = structure.default_prior_scale(data_var / n_components ** (2.0 / n_features))
+        scale = (
+            default_scale
+            if self.covariance_scale is None
+            else np.asarray(self.covariance_scale, dtype=float)
+        )
+        scale = self._check_scale(scale, np.shape(default_scale), structure)
+        return ResolvedPriors(concentration, mean_loc, mean_scale, dof, scale)
+
+    @staticmethod
+    def _vector(value, default, n_features, name):
+        if value is None:
+            return default
+        array = np.asarray(value, dtype=float)
+        try:
+            return np.broadcast_to(array, (n_features,)).copy()
+        except ValueError:
+            raise ValueError(
+                f"priors.{name} must be a scalar or have shape ({n_features},); "
+                f"got shape {array.shape}."
+            ) from None
+
+    @staticmethod
+    def _check_scale(scale, shape, structure):
+        if structure.name == "diag" and scale.ndim == 0:
+            scale = np.full(shape, float(scale))
+        if scale.shape != tuple(shape):
+            raise ValueError(
+                f"priors.covariance_scale for covariance_type={structure.name!r} must have "
+                f"shape {tuple(shape)}; got {scale.shape}."
+            )
+        if scale.ndim == 2:
+            if not np.allclose(scale, scale.T):
+                raise ValueError("priors.covariance_scale must be a symmetric matrix.")
+            if np.linalg.eigvalsh(scale).min() <= 0:
+                raise ValueError("priors.covariance_scale must be positive definite.")
+        elif (scale <= 0).any():
+            raise ValueError("priors.covariance_scale must be > 0.")
+        return scale
+
+
+@dataclass(frozen=True)
+class ResolvedPriors:
+    """Concrete prior parameters for data of a known shape (see :class:`Priors`)."""
+
+    weight_concentration: np.ndarray
+    mean_loc: np.ndarray
+    mean_scale: np.ndarray
+    covariance_dof: float
+    covariance_scale: np.ndarray | float
+
+    def shifted(self, shift: np.ndarray) -> ResolvedPriors:
+        """The same priors for data translated by ``-shift`` (covariances are invariant)."""
+        return ResolvedPriors(
+            self.weight_concentration,
+            self.mean_loc - shift,
+            self.mean_scale,
+            self.covariance_dof,
+            self.covariance_scale,
+        )
+
+    def log_density(
+        self,
+        weights: np.ndarray,
+        means: np.ndarray,
+        covariances: np.ndarray,
+        structure: CovarianceStructure,
+    ) -> float:
+        """Joint log prior density of one parameter set (covariances in natural form)."""
+        alpha = self.weight_concentration
+        with np.errstate(divide="ignore", invalid="ignore"):
+            weight_terms = np.where(alpha == 1.0, 0.0, (alpha - 1.0) * np.log(weights))
+        log_dirichlet = gammaln(alpha.sum()) - gammaln(alpha).sum() + weight_terms.sum()
+        z = (means - self.mean_loc) / self.mean_scale
+        log_normal = -0.5 * (z**2).sum() - means.shape[0] * (
+            np.log(self.mean_scale).sum() + 0.5 * means.shape[1] * np.log(2 * np.pi)
+        )
+        log_cov = structure.log_prior(covariances, self.covariance_dof, self.covariance_scale)
+        return float(log_dirichlet + log_normal + log_cov)

@@ -1,0 +1,437 @@
+"""The result interface shared by every inference backend.
+
+A result holds its parameters as an :class:`xarray.Dataset` with sample dims
+``(chain, draw)`` (an EM point estimate is ``chain=1, draw=1``). Everything downstream —
+memberships, predictive densities, sampling, the DataTree — is written once against it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix.data import as_data, check_sample_weight
+from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint, log_normalise
+from bayesmix.validation import check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.priors import ResolvedPriors
+
+__all__ = ["MixtureResult", "EMResult", "parameters_dataset", "sample_mixture"]
+
+
+def parameters_dataset(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    feature_names: tuple[str, ...],
+) -> xr.Dataset:
+    """Parameters with dims ``(chain, draw, component, feature, feature_)``.
+
+    Parameters
+    ----------
+    weights : array of shape (chain, draw, K)
+    means : array of shape (chain, draw, K, D)
+    covariances : array of shape (chain, draw, K, D, D)
+    feature_names : tuple of str
+
+    Returns
+    -------
+    xarray.Dataset
+        ``weights``, ``means``, ``covariances`` and the derived per-component standard
+        deviations ``stds`` and correlation matrices ``correlations``.
+    """
+    stds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
+    correlations = covariances / (stds[..., :, None] * stds[..., None, :])
+    n_chains, n_draws, n_components = weights.shape
+    coords = {
+        "chain": np.arange(n_chains),
+        "draw": np.arange(n_draws),
+        "component": np.arange(n_components),
+        "feature": list(feature_names),
+        "feature_": list(feature_names),
+    }
+    sample = ("chain", "draw", "component")
+    return xr.Dataset(
+        {
+            "weights": (sample, weights),
+            "means": (sample + ("feature",), means),
+            "covariances": (sample + ("feature", "feature_"), covariances),
+            "stds": (sample + ("feature",), stds),
+            "correlations": (sample + ("feature", "feature_"), correlations),
+        },
+        coords=coords,
+    )
+
+
+def sample_mixture(
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+    n_samples: int,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draw ``(X, z)`` from mixtures given per draw: weights ``(S, K)``, means
+    ``(S, K, D)``, full covariances ``(S, K, D, D)``; each sample picks a draw uniformly."""
+    n_draws, n_components, n_features = means.shape
+    chol = np.linalg.cholesky(covariances)
+    draw = rng.integers(n_draws, size=n_samples)
+    cumulative = np.cumsum(weights, axis=1)
+    cumulative /= cumulative[:, -1:]
+    u = rng.uniform(size=n_samples)
+    z = np.minimum((u[:, None] > cumulative[draw]).sum(axis=1), n_components - 1)
+    eps = rng.standard_normal((n_samples, n_features))
+    X = np.empty((n_samples, n_features))
+    for rows in iter_blocks(n_samples, block_rows(n_samples, n_features * n_features, 1)):
+        factors = chol[draw[rows], z[rows]]
+        X[rows] = means[draw[rows], z[rows]] + np.einsum("nde,ne->nd", factors, eps[rows])
+    return X, z
+
+
+class MixtureResult:
+    """A fitted mixture: parameters per posterior draw and the methods built on them.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        The declaration that was fitted.
+    posterior : xarray.Dataset
+        Output of :func:`parameters_dataset`.
+    settings : dict
+        Fit settings (method, seeds, timings), recorded as DataTree attributes.
+    """
+
+    def __init__(self, model: GaussianMixture, posterior: xr.Dataset, settings: dict) -> None:
+        self.model = model
+        self.posterior = posterior
+        self.settings = dict(settings)
+
+    # -- parameters per draw -------------------------------------------------------
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return tuple(str(f) for f in self.posterior["feature"].values)
+
+    @property
+    def n_features(self) -> int:
+        return self.posterior.sizes["feature"]
+
+    @property
+    def n_draws(self) -> int:
+        return self.posterior.sizes["chain"] * self.posterior.sizes["draw"]
+
+    @cached_property
+    def _draw_params(self) -> list[Params]:
+        """Natural-form parameters of every draw, chains flattened."""
+        structure = self.model.structure
+        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        weights = flat["weights"].values
+        means = flat["means"].values
+        natural = structure.from_full(flat["covariances"].values)
+        prec_chol = structure.precision_cholesky(natural)
+        return [
+            Params(weights[s], means[s], natural[s], prec_chol[s]) for s in range(weights.shape[0])
+        ]
+
+    def _log_joint(self, X: np.ndarray, params: Params) -> np.ndarray:
+        """``log w_k + log N(x | mu_k, cov_k)`` for one draw, in row blocks."""
+        out = np.empty((X.shape[0], self.model.n_components))
+        size = block_rows(X.shape[0], X.shape[1], self.model.n_components)
+        for rows in iter_blocks(X.shape[0], size):
+            out[rows] = log_joint(X[rows], params, self.model.structure)
+        return out
+
+    def _validated(self, X: Any) -> np.ndarray:
+        return as_data(X, n_features=self.n_features).values
+
+    # -- the shared interface --------------------------------------------------------
+    def membership_draws(self, X: Any) -> xr.DataArray:
+        """Membership probabilities ``p(z_n = k | x_n, theta)`` for every draw.
+
+        Returns
+        -------
+        xarray.DataArray
+            Dims ``(chain, draw, obs, component)``.
+        """
+        data = as_data(X, n_features=self.n_features)
+        probs = np.stack(
+            [np.exp(log_normalise(self._log_joint(data.values, p))[1]) for p in self._draw_params]
+        )
+        n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
+        return xr.DataArray(
+            probs.reshape(n_chains, n_draws, data.n_obs, -1),
+            dims=("chain", "draw", "obs", "component"),
+            coords={
+                "chain": self.posterior["chain"].values,
+                "draw": self.posterior["draw"].values,
+                "obs": data.obs_names,
+                "component": self.posterior["component"].values,
+            },
+            name="membership",
+        )
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Membership probabilities averaged over draws, shape ``(n_obs, K)``."""
+        X = self._validated(X)
+        total = np.zeros((X.shape[0], self.model.n_components))
+        for params in self._draw_params:
+            total += np.exp(log_normalise(self._log_joint(X, params))[1])
+        return total / len(self._draw_params)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable component of each observation, shape ``(n_obs,)``."""
+        return self.predict_proba(X).argmax(axis=1)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log predictive density ``log mean_s p(x_n | theta_s)`` per observation."""
+        X = self._validated(X)
+        acc = np.full(X.shape[0], -np.inf)
+        for params in self._draw_params:
+            acc = np.logaddexp(acc, log_normalise(self._log_joint(X, params))[0])
+        return acc - np.log(len(self._draw_params))
+
+    def score(self, X: Any, sample_weight: Any = None) -> float:
+        """Weighted mean log predictive density per observation."""
+        log_density = self.score_samples(X)
+        weights = check_sample_weight(sample_weight, log_density.shape[0])
+        return float(weights @ log_density / weights.sum())
+
+    def sample(self, n_samples: int = 1, random_state: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Draw from the (posterior) predictive distribution.
+
+        Returns
+        -------
+        X : numpy.ndarray of shape (n_samples, n_features)
+        z : numpy.ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        n_samples = check_int(n_samples, "n_samples")
+        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        return sample_mixture(
+            flat["weights"].values,
+            flat["means"].values,
+            flat["covariances"].values,
+            n_samples,
+            check_random_state(random_state),
+        )
+
+    def to_datatree(self, X: Any = None) -> xr.DataTree:
+        """The result as an ArviZ-ready :class:`xarray.DataTree`.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            Observations to add as ``observed_data`` with the pointwise
+            ``log_likelihood`` of every draw.
+        """
+        groups = {"posterior": self.posterior.assign_attrs(self._attrs())}
+        if X is not None:
+            data = as_data(X, n_features=self.n_features)
+            groups["observed_data"] = xr.Dataset(
+                {"X": (("obs", "feature"), data.values)},
+                coords={"obs": data.obs_names, "feature": list(data.feature_names)},
+            )
+            log_lik = np.stack(
+                [log_normalise(self._log_joint(data.values, p))[0] for p in self._draw_params]
+            )
+            n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
+            groups["log_likelihood"] = xr.Dataset(
+                {"X": (("chain", "draw", "obs"), log_lik.reshape(n_chains, n_draws, -1))},
+                coords={
+                    "chain": self.posterior["chain"].values,
+                    "draw": self.posterior["draw"].values,
+                    "obs": data.obs_names,
+                },
+            )
+        groups.update(self._extra_groups())
+        return xr.DataTree.from_dict(groups)
+
+    def _extra_groups(self) -> dict[str, xr.Dataset]:
+        return {}
+
+    def _attrs(self) -> dict[str, Any]:
+        from bayesmix import __version__
+
+        attrs = {
+            "bayesmix_version": __version__,
+            "n_components": self.model.n_components,
+            "covariance_type": self.model.covariance_type,
+        }
+        for key, value in self.settings.items():
+            attrs[key] = value if isinstance(value, (int, float, str)) else str(value)
+        return attrs
+
+
+class EMResult(MixtureResult):
+    """A maximum-likelihood or MAP point estimate found by EM (one draw).
+
+    Attributes
+    ----------
+    weights, means, covariances : numpy.ndarray
+        Shapes ``(K,)``, ``(K, D)`` and ``(K, D, D)`` (full matrices for every structure).
+    precisions_cholesky : numpy.ndarray
+        Natural-form factors ``U`` with ``inv(cov) = U U^T`` (scikit-learn's layout).
+    converged : bool
+    n_iter : int
+        Number of M-steps of the kept run.
+    log_likelihood : float
+        Weighted log-likelihood of the training data at the final parameters.
+    log_likelihood_trace : numpy.ndarray
+        Log-likelihood after each iteration, starting at the initial parameters.
+    log_posterior_trace : numpy.ndarray or None
+        Log posterior per iteration for MAP fits (what MAP-EM increases).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: GaussianMixture,
+        params: Params,
+        feature_names: tuple[str, ...],
+        n_obs: float,
+        log_likelihood: float,
+        log_max_resp: float,
+        log_likelihood_trace: np.ndarray,
+        log_posterior_trace: np.ndarray | None,
+        converged: bool,
+        n_iter: int,
+        priors: ResolvedPriors | None,
+        settings: dict,
+    ) -> None:
+        structure = model.structure
+        n_components, n_features = params.means.shape
+        covariances = np.array(structure.to_full(params.covariances, n_components, n_features))
+        posterior = parameters_dataset(
+            params.weights[None, None],
+            params.means[None, None],
+            covariances[None, None],
+            feature_names,
+        )
+        super().__init__(model, posterior, settings)
+        self.params = params
+        self.n_obs = n_obs
+        self.log_likelihood = float(log_likelihood)
+        self._log_max_resp = float(log_max_resp)
+        self.log_likelihood_trace = log_likelihood_trace
+        self.log_posterior_trace = log_posterior_trace
+        self.converged = bool(converged)
+        self.n_iter = int(n_iter)
+        self.priors = priors
+        self.__dict__["_draw_params"] = [params]
+
+    @property
+    def weights(self) -> np.ndarray:
+        return self.params.weights
+
+    @property
+    def means(self) -> np.ndarray:
+        return self.params.means
+
+    @property
+    def covariances(self) -> np.ndarray:
+        return self.posterior["covariances"].values[0, 0]
+
+    @property
+    def precisions_cholesky(self) -> np.ndarray:
+        return self.params.precisions_cholesky
+
+    @property
+    def n_parameters(self) -> int:
+        """Free parameters: ``K - 1`` weights, ``K D`` means and the covariances."""
+        return self.model.n_parameters(self.n_features)
+
+    # -- information criteria (scikit-learn's sign: lower is better) ----------------------
+    def _fit_terms(self, X: Any) -> tuple[float, float, float]:
+        if X is None:
+            return self.log_likelihood, self.n_obs, self._log_max_resp
+        X = self._validated(X)
+        log_norm, log_resp = log_normalise(self._log_joint(X, self.params))
+        return float(log_norm.sum()), float(X.shape[0]), float(log_resp.max(axis=1).sum())
+
+    def bic(self, X: Any = None) -> float:
+        """Bayesian information criterion ``-2 log L + p log n`` (lower is better).
+
+        mclust reports ``-bic`` (higher is better). Without ``X``, the training data's
+        log-likelihood and (weighted) size are used.
+        """
+        log_lik, n_obs, _ = self._fit_terms(X)
+        return -2.0 * log_lik + self.n_parameters * np.log(n_obs)
+
+    def aic(self, X: Any = None) -> float:
+        """Akaike information criterion ``-2 log L + 2 p`` (lower is better)."""
+        log_lik, _, _ = self._fit_terms(X)
+        return -2.0 * log_lik + 2.0 * self.n_parameters
+
+    def icl(self, X: Any = None) -> float:
+        """Integrated completed likelihood (Biernacki et al. 2000), lower is better.
+
+        ``bic - 2 sum_n log max_k z_nk``: BIC plus a penalty for assignment
+        uncertainty (mclust's ICL with the opposite sign).
+        """
+        log_lik, n_obs, log_max_resp = self._fit_terms(X)
+        return -2.0 * log_lik + self.n_parameters * np.log(n_obs) - 2.0 * log_max_resp
+
+    # -- reporting -----------------------------------------------------------------
+    def summary(self) -> pd.DataFrame:
+        """Point estimates as a table: one row per weight, mean and standard deviation,
+        and per correlation for matrix structures."""
+        rows = []
+        for k in range(self.model.n_components):
+            rows.append((f"weights[{k}]", self.weights[k]))
+            for d, name in enumerate(self.feature_names):
+                rows.append((f"means[{k}, {name}]", self.means[k, d]))
+            stds = self.posterior["stds"].values[0, 0, k]
+            for d, name in enumerate(self.feature_names):
+                rows.append((f"stds[{k}, {name}]", stds[d]))
+            if self.model.covariance_type in ("full", "tied"):
+                corr = self.posterior["correlations"].values[0, 0, k]
+                for i in range(self.n_features):
+                    for j in range(i + 1, self.n_features):
+                        label = f"correlations[{k}, {self.feature_names[i]}, {self.feature_names[j]}]"
+                        rows.append((label, corr[i, j]))
+        return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
+
+    def _extra_groups(self) -> dict[str, xr.Dataset]:
+        trace = {"log_likelihood": ("iteration", self.log_likelihood_trace)}
+        if self.log_posterior_trace is not None:
+            trace["log_posterior"] = ("iteration", self.log_posterior_trace)
+        return {"fit_trace": xr.Dataset(trace)}
+
+    def _attrs(self) -> dict[str, Any]:
+        attrs = super()._attrs()
+        attrs.update(
+            converged=int(self.converged),
+            n_iter=self.n_iter,
+            log_likelihood=self.log_likelihood,
+            n_obs=self.n_obs,
+        )
+        return attrs
+
+    def __repr__(self) -> str:
+        method = "MAP-EM" if self.log_posterior_trace is not None else "EM (maximum likelihood)"
+        status = f"converged in {self.n_iter} iterations" if self.converged else (
+            f"NOT converged after {self.n_iter} iterations"
+        )
+        lines = [
+            f"{method} fit of {self.model!r}",
+            f"  {status}; log-likelihood {self.log_likelihood:.4f} on {self.n_obs:g} obs",
+            f"  BIC {self.bic():.2f}  AIC {self.aic():.2f}  ICL {self.icl():.2f} "
+            "(lower is better)",
+            "",
+            self._parameter_table().to_string(float_format=lambda v: f"{v:.4g}"),
+        ]
+        return "\n".join(lines)
+
+    def _parameter_table(self) -> pd.DataFrame:
+        table = pd.DataFrame({"weight": self.weights})
+        for d, name in enumerate(self.feature_names):
+            table[f"mean[{name}]"] = self.means[:, d]
+        stds = self.posterior["stds"].values[0, 0]
+        for d, name in enumerate(self.feature_names):
+            table[f"sd[{name}]"] = stds[:, d]
+        table.index.name = "component"
+        return table

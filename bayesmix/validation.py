@@ -1,0 +1,56 @@
+"""Validators for scalar options, shared by every public entry point."""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+__all__ = ["check_int", "check_float", "check_random_state", "check_choice"]
+
+
+def check_int(value: Any, name: str, minimum: int = 1) -> int:
+    """Return ``value`` as an int ``>= minimum`` or raise a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}.")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}; got {value}.")
+    return int(value)
+
+
+def check_float(value: Any, name: str, minimum: float = 0.0, inclusive: bool = True) -> float:
+    """Return ``value`` as a finite float ``>= minimum`` (or ``>``) or raise."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number; got {value!r}.")
+    value = float(value)
+    too_small = value < minimum if inclusive else value <= minimum
+    if not np.isfinite(value) or too_small:
+        bound = ">=" if inclusive else ">"
+        raise ValueError(f"{name} must be finite and {bound} {minimum}; got {value}.")
+    return value
+
+
+def check_choice(value: Any, name: str, choices: tuple[str, ...]) -> str:
+    """Return ``value`` if it is one of ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}.")
+    return value
+
+
+def check_random_state(random_state: Any) -> np.random.Generator:
+    """Turn ``None``, an int, a SeedSequence or a Generator into a Generator."""
+    if random_state is None or isinstance(random_state, (numbers.Integral, np.random.SeedSequence)):
+        if isinstance(random_state, bool):
+            raise TypeError("random_state must be None, an int or a numpy Generator; got a bool.")
+        if isinstance(random_state, numbers.Integral) and random_state < 0:
+            raise ValueError(f"random_state must be >= 0; got {random_state}.")
+        return np.random.default_rng(random_state)
+    if isinstance(random_state, np.random.Generator):
+        return random_state
+    if isinstance(random_state, np.random.RandomState):
+        return np.random.default_rng(random_state.randint(2**31))
+    raise TypeError(
+        "random_state must be None, an int, a numpy SeedSequence or Generator; "
+        f"got {type(random_state).__name__}."
+    )
