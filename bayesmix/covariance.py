@@ -39,6 +39,10 @@ class CovarianceStructure(ABC):
 
     # -- bookkeeping ---------------------------------------------------------------
     @abstractmethod
+    def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of the covariances in this structure's storage."""
+
+    @abstractmethod
     def n_parameters(self, n_components: int, n_features: int) -> int:
         """Number of free covariance parameters."""
 
@@ -146,8 +150,13 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
     batch = cov.reshape((-1,) + cov.shape[-2:]).copy()
     eye = np.eye(cov.shape[-1])
     for k in range(batch.shape[0]):
+        try:  # only the components that fail get jitter (and a warning)
+            batch[k] = np.linalg.cholesky(batch[k])
+            continue
+        except np.linalg.LinAlgError:
+            pass
         base = max(np.abs(np.diag(batch[k])).mean(), 1.0) * 1e-12
-        for power in range(14):
+        for power in range(11):  # at most 1% of the mean variance
             try:
                 batch[k] = np.linalg.cholesky(batch[k] + base * 10.0**power * eye)
                 break
@@ -199,6 +208,9 @@ class Full(CovarianceStructure):
     """One unrestricted covariance matrix per component (mclust's VVV)."""
 
     name = "full"
+
+    def natural_shape(self, n_components, n_features):
+        return (n_components, n_features, n_features)
 
     def n_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
@@ -252,11 +264,16 @@ class Tied(CovarianceStructure):
 
     name = "tied"
 
+    def natural_shape(self, n_components, n_features):
+        return (n_features, n_features)
+
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
 
     def to_full(self, cov, n_components, n_features):
-        return np.broadcast_to(cov[..., None, :, :], cov.shape[:-2] + (n_components,) + cov.shape[-2:])
+        return np.broadcast_to(
+            cov[..., None, :, :], cov.shape[:-2] + (n_components,) + cov.shape[-2:]
+        )
 
     def from_full(self, cov_full):
         return np.asarray(cov_full).mean(axis=-3)
@@ -311,6 +328,9 @@ class Diag(CovarianceStructure):
 
     name = "diag"
 
+    def natural_shape(self, n_components, n_features):
+        return (n_components, n_features)
+
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
 
@@ -345,6 +365,18 @@ class Diag(CovarianceStructure):
         return var + reg_covar
 
     def precision_cholesky(self, cov):
+        cov = np.asarray(cov, dtype=float)
+        singular = ~(cov > 0)
+        if singular.any():
+            # As _cholesky does for matrices: a tiny variance relative to the component.
+            jitter = np.maximum(np.abs(cov).mean(axis=-1, keepdims=True), 1.0) * 1e-12
+            cov = np.where(singular, np.broadcast_to(jitter, cov.shape), cov)
+            warnings.warn(
+                f"{int(singular.sum())} variance(s) were not positive and were regularised "
+                "with jitter; consider a larger reg_covar.",
+                DegenerateComponentWarning,
+                stacklevel=3,
+            )
         return 1.0 / np.sqrt(cov)
 
     def precision_matrices(self, prec_chol, n_components, n_features):
@@ -370,6 +402,9 @@ class Spherical(Diag):
     """One variance per component shared by all features (mclust's VII)."""
 
     name = "spherical"
+
+    def natural_shape(self, n_components, n_features):
+        return (n_components,)
 
     def n_parameters(self, n_components, n_features):
         return n_components

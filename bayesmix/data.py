@@ -116,9 +116,7 @@ def _from_frame(frame: pd.DataFrame, name: str) -> Data:
 
 def _from_dataarray(array: xr.DataArray, name: str) -> Data:
     if array.ndim != 2:
-        raise ValueError(
-            f"{name} must be a 2-D DataArray (obs, feature); got dims {array.dims}."
-        )
+        raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {array.dims}.")
     obs_dim, feature_dim = array.dims
     values = _numeric_array(array.values, name)
     features = (
@@ -152,12 +150,12 @@ def _numeric_array(X: Any, name: str) -> np.ndarray:
     except Exception as exc:  # ragged lists and the like
         raise TypeError(f"{name} could not be converted to a numeric array: {exc}") from None
     if raw.dtype.kind in "biuf":
-        return np.ascontiguousarray(raw, dtype=np.float64)
+        return np.asarray(raw, dtype=np.float64, order="C")  # keeps 0-D input 0-D
     if raw.dtype.kind == "c":
         raise TypeError(f"{name} is complex; bayesmix needs real-valued data.")
     if raw.dtype.kind == "O":
         try:
-            return np.ascontiguousarray(raw.astype(np.float64))
+            return np.asarray(raw.astype(np.float64), order="C")
         except (TypeError, ValueError):
             pass
     raise TypeError(

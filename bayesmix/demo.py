@@ -15,8 +15,10 @@ def main() -> None:
     }
     print("Choosing K by BIC (lower is better):")
     for k, fit in fits.items():
-        print(f"  K={k}: log-likelihood {fit.log_likelihood:9.2f}  BIC {fit.bic():8.2f}"
-              f"  ICL {fit.icl():8.2f}")
+        print(
+            f"  K={k}: log-likelihood {fit.log_likelihood:9.2f}  BIC {fit.bic():8.2f}"
+            f"  ICL {fit.icl():8.2f}"
+        )
     best = min(fits, key=lambda k: fits[k].bic())
     print(f"\nBest by BIC: K={best}\n")
     print(fits[best])

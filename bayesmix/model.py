@@ -143,11 +143,17 @@ class GaussianMixture:
             return params.sample(n_samples, random_state)
         weights, means, covariances = self._check_params(params)
         return sample_mixture(
-            weights[None], means[None], covariances[None], n_samples, check_random_state(random_state)
+            weights[None],
+            means[None],
+            covariances[None],
+            n_samples,
+            check_random_state(random_state),
         )
 
     def _check_params(self, params: Mapping) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        if not isinstance(params, Mapping) or not {"weights", "means", "covariances"} <= set(params):
+        if not isinstance(params, Mapping) or not {"weights", "means", "covariances"} <= set(
+            params
+        ):
             raise TypeError(
                 "params must be a fitted result or a mapping with 'weights', 'means' and "
                 "'covariances'."
@@ -158,18 +164,20 @@ class GaussianMixture:
         if weights.shape != (k,) or (weights < 0).any() or not np.isclose(weights.sum(), 1):
             raise ValueError(f"params['weights'] must have shape ({k},), be >= 0 and sum to 1.")
         if means.ndim != 2 or means.shape[0] != k:
-            raise ValueError(f"params['means'] must have shape ({k}, n_features); got {means.shape}.")
+            raise ValueError(
+                f"params['means'] must have shape ({k}, n_features); got {means.shape}."
+            )
         d = means.shape[1]
         cov = np.asarray(params["covariances"], dtype=float)
-        if cov.shape != (k, d, d):
-            try:
-                cov = np.array(self.structure.to_full(cov, k, d))
-            except (ValueError, IndexError):
-                raise ValueError(
-                    f"params['covariances'] has shape {cov.shape}, which fits neither full "
-                    f"({k}, {d}, {d}) matrices nor the {self.covariance_type!r} natural shape."
-                ) from None
-        if cov.shape != (k, d, d) or np.linalg.eigvalsh(cov).min() <= 0:
+        natural = self.structure.natural_shape(k, d)
+        if cov.shape == natural and cov.shape != (k, d, d):
+            cov = np.array(self.structure.to_full(cov, k, d))
+        elif cov.shape != (k, d, d):
+            raise ValueError(
+                f"params['covariances'] has shape {cov.shape}; expected full matrices "
+                f"({k}, {d}, {d}) or the {self.covariance_type!r} shape {natural}."
+            )
+        if np.linalg.eigvalsh(cov).min() <= 0:
             raise ValueError("params['covariances'] must be positive definite.")
         return weights, means, cov
 

@@ -31,14 +31,21 @@ __all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS"]
 MEAN_SCALE_IN_SDS = 2.5
 
 
-def _optional_positive(value: Any, name: str) -> np.ndarray | None:
+def _optional_array(value: Any, name: str) -> np.ndarray | None:
     if value is None:
         return None
     try:
         array = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
         raise TypeError(f"priors.{name} must be numeric; got {value!r}.") from None
-    if not np.isfinite(array).all() or (array <= 0).any():
+    if not np.isfinite(array).all():
+        raise ValueError(f"priors.{name} must be finite; got {value!r}.")
+    return array
+
+
+def _optional_positive(value: Any, name: str) -> np.ndarray | None:
+    array = _optional_array(value, name)
+    if array is not None and (array <= 0).any():
         raise ValueError(f"priors.{name} must be finite and > 0; got {value!r}.")
     return array
 
@@ -74,15 +81,11 @@ class Priors:
     def __post_init__(self) -> None:
         _optional_positive(self.weight_concentration, "weight_concentration")
         _optional_positive(self.mean_scale, "mean_scale")
-        _optional_positive(self.covariance_dof, "covariance_dof")
-        if self.mean_loc is not None:
-            loc = np.asarray(self.mean_loc, dtype=float)
-            if not np.isfinite(loc).all():
-                raise ValueError("priors.mean_loc must be finite.")
-        if self.covariance_scale is not None:
-            scale = np.asarray(self.covariance_scale, dtype=float)
-            if not np.isfinite(scale).all():
-                raise ValueError("priors.covariance_scale must be finite.")
+        dof = _optional_positive(self.covariance_dof, "covariance_dof")
+        if dof is not None and dof.ndim != 0:
+            raise ValueError(f"priors.covariance_dof must be a scalar; got shape {dof.shape}.")
+        _optional_array(self.mean_loc, "mean_loc")
+        _optional_array(self.covariance_scale, "covariance_scale")
 
     def resolve(
         self,
@@ -117,9 +120,9 @@ class Priors:
         fallback = positive.mean() if positive.size else 1.0
         data_var = np.where(data_var > 0, data_var, fallback)
 
-        concentration = np.broadcast_to(
-            np.asarray(self.weight_concentration, dtype=float), (n_components,)
-        ).copy()
+        concentration = self._vector(
+            self.weight_concentration, np.ones(n_components), n_components, "weight_concentration"
+        )
         mean_loc = self._vector(self.mean_loc, data_mean, n_features, "mean_loc")
         mean_scale = self._vector(
             self.mean_scale, MEAN_SCALE_IN_SDS * np.sqrt(data_var), n_features, "mean_scale"
@@ -135,24 +138,22 @@ class Priors:
                 f"inverse-Wishart prior; got {dof}."
             )
         default_scale = structure.default_prior_scale(data_var / n_components ** (2.0 / n_features))
-        scale = (
-            default_scale
-            if self.covariance_scale is None
-            else np.asarray(self.covariance_scale, dtype=float)
+        scale = np.asarray(
+            default_scale if self.covariance_scale is None else self.covariance_scale, dtype=float
         )
         scale = self._check_scale(scale, np.shape(default_scale), structure)
         return ResolvedPriors(concentration, mean_loc, mean_scale, dof, scale)
 
     @staticmethod
-    def _vector(value, default, n_features, name):
+    def _vector(value, default, length, name):
         if value is None:
             return default
         array = np.asarray(value, dtype=float)
         try:
-            return np.broadcast_to(array, (n_features,)).copy()
+            return np.broadcast_to(array, (length,)).copy()
         except ValueError:
             raise ValueError(
-                f"priors.{name} must be a scalar or have shape ({n_features},); "
+                f"priors.{name} must be a scalar or have shape ({length},); "
                 f"got shape {array.shape}."
             ) from None
 
@@ -203,9 +204,12 @@ class ResolvedPriors:
         structure: CovarianceStructure,
     ) -> float:
         """Joint log prior density of one parameter set (covariances in natural form)."""
-        alpha = self.weight_concentration
-        with np.errstate(divide="ignore", invalid="ignore"):
-            weight_terms = np.where(alpha == 1.0, 0.0, (alpha - 1.0) * np.log(weights))
+        # Components emptied by a sparse prior (weight exactly 0, where the density of a
+        # concentration < 1 is infinite) leave the model: the Dirichlet is evaluated over
+        # the remaining components, so the objective stays finite and comparable.
+        alive = weights > 0
+        alpha = self.weight_concentration[alive]
+        weight_terms = (alpha - 1.0) * np.log(weights[alive])
         log_dirichlet = gammaln(alpha.sum()) - gammaln(alpha).sum() + weight_terms.sum()
         z = (means - self.mean_loc) / self.mean_scale
         log_normal = -0.5 * (z**2).sum() - means.shape[0] * (

@@ -47,7 +47,8 @@ def parameters_dataset(
         deviations ``stds`` and correlation matrices ``correlations``.
     """
     stds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
-    correlations = covariances / (stds[..., :, None] * stds[..., None, :])
+    outer = stds[..., :, None] * stds[..., None, :]
+    correlations = np.divide(covariances, outer, out=np.zeros_like(covariances), where=outer > 0)
     n_chains, n_draws, n_components = weights.shape
     coords = {
         "chain": np.arange(n_chains),
@@ -391,7 +392,9 @@ class EMResult(MixtureResult):
                 corr = self.posterior["correlations"].values[0, 0, k]
                 for i in range(self.n_features):
                     for j in range(i + 1, self.n_features):
-                        label = f"correlations[{k}, {self.feature_names[i]}, {self.feature_names[j]}]"
+                        label = (
+                            f"correlations[{k}, {self.feature_names[i]}, {self.feature_names[j]}]"
+                        )
                         rows.append((label, corr[i, j]))
         return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
 
@@ -413,14 +416,15 @@ class EMResult(MixtureResult):
 
     def __repr__(self) -> str:
         method = "MAP-EM" if self.log_posterior_trace is not None else "EM (maximum likelihood)"
-        status = f"converged in {self.n_iter} iterations" if self.converged else (
-            f"NOT converged after {self.n_iter} iterations"
+        status = (
+            f"converged in {self.n_iter} iterations"
+            if self.converged
+            else (f"NOT converged after {self.n_iter} iterations")
         )
         lines = [
             f"{method} fit of {self.model!r}",
             f"  {status}; log-likelihood {self.log_likelihood:.4f} on {self.n_obs:g} obs",
-            f"  BIC {self.bic():.2f}  AIC {self.aic():.2f}  ICL {self.icl():.2f} "
-            "(lower is better)",
+            f"  BIC {self.bic():.2f}  AIC {self.aic():.2f}  ICL {self.icl():.2f} (lower is better)",
             "",
             self._parameter_table().to_string(float_format=lambda v: f"{v:.4g}"),
         ]

@@ -47,8 +47,9 @@ def make_shifted_stretched(
     """Two 2-D Gaussian clusters: one shifted to (20, 20), one stretched and rotated.
 
     The classic mixture example of scikit-learn's documentation: half the points are
-    standard normal shifted by (20, 20); the other half are standard normal points
-    mapped by ``[[0, -0.7], [3.5, 0.7]]`` (covariance ``[[0.49, -0.49], [-0.49, 12.74]]``).
+    standard normal shifted by (20, 20); the other half are standard normal row vectors
+    ``z`` mapped to ``z @ A`` with ``A = [[0, -0.7], [3.5, 0.7]]``, centred at the origin
+    with covariance ``A.T @ A = [[12.25, 2.45], [2.45, 0.98]]``.
 
     Parameters
     ----------
@@ -67,7 +68,9 @@ def make_shifted_stretched(
     rng = check_random_state(random_state)
     n_shifted = n_samples // 2
     shifted = rng.standard_normal((n_shifted, 2)) + np.array([20.0, 20.0])
-    stretched = rng.standard_normal((n_samples - n_shifted, 2)) @ np.array([[0.0, -0.7], [3.5, 0.7]])
+    stretched = rng.standard_normal((n_samples - n_shifted, 2)) @ np.array(
+        [[0.0, -0.7], [3.5, 0.7]]
+    )
     X = pd.DataFrame(np.vstack([shifted, stretched]), columns=["x0", "x1"])
     labels = np.repeat([0, 1], [n_shifted, n_samples - n_shifted])
     return X, labels

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import time
 import warnings
 from collections.abc import Mapping
@@ -108,19 +109,29 @@ def fit_em(
         priors=priors,
         settings={
             "method": "map" if use_priors else "em",
-            "n_init": n_init,
+            "n_init": 1 if isinstance(init, Mapping) else n_init,
             "init": init if isinstance(init, str) else "user",
             "max_iter": max_iter,
             "tol": tol,
             "reg_covar": reg_covar,
-            "random_state": random_state if isinstance(random_state, (int, type(None))) else "generator",
+            "random_state": _seed_label(random_state),
             "fit_seconds": elapsed,
         },
     )
 
 
+def _seed_label(random_state: Any) -> int | str | None:
+    """The seed as recorded in the settings: an int (numpy integers too), None or
+    ``"generator"``."""
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    return None if random_state is None else "generator"
+
+
 def _objective(run: EMRun) -> float:
-    trace = run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
+    trace = (
+        run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
+    )
     return float(trace[-1])
 
 
@@ -128,10 +139,11 @@ def _run_em(X, weights, shift, params, structure, priors, max_iter, tol, reg_cov
     total_weight = weights.sum()
     stats = e_step(X, weights, shift, params, structure)
     log_lik = [stats.log_likelihood]
-    log_post = [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
+    log_post = (
+        [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
+    )
     converged = False
-    n_iter = 0
-    for n_iter in range(1, max_iter + 1):
+    while len(log_lik) <= max_iter:
         params = m_step(stats, structure, priors, reg_covar, previous=params)
         stats = e_step(X, weights, shift, params, structure)
         log_lik.append(stats.log_likelihood)
@@ -148,7 +160,7 @@ def _run_em(X, weights, shift, params, structure, priors, max_iter, tol, reg_cov
         np.asarray(log_lik),
         None if priors is None else np.asarray(log_post),
         converged,
-        n_iter,
+        len(log_lik) - 1,
     )
 
 
@@ -159,7 +171,9 @@ def _log_prior(params: Params, priors: ResolvedPriors, structure: CovarianceStru
 def _check_init(init: Any) -> None:
     if isinstance(init, str):
         if init not in INIT_METHODS:
-            raise ValueError(f"init must be one of {list(INIT_METHODS)} or a mapping; got {init!r}.")
+            raise ValueError(
+                f"init must be one of {list(INIT_METHODS)} or a mapping; got {init!r}."
+            )
         return
     if not isinstance(init, Mapping):
         raise TypeError(
@@ -203,7 +217,7 @@ def _user_params(init, X, weights, shift, model, priors, reg_covar) -> Params:
 
     if init.get("covariances") is not None:
         cov = np.asarray(init["covariances"], dtype=float)
-        natural_shape = _natural_shape(structure, n_components, n_features)
+        natural_shape = structure.natural_shape(n_components, n_features)
         if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
             cov = structure.from_full(cov)
         cov = _array(cov, "init['covariances']", natural_shape)
@@ -217,18 +231,11 @@ def _user_params(init, X, weights, shift, model, priors, reg_covar) -> Params:
             ):
                 raise ValueError("init['covariances'] must be symmetric positive definite.")
     else:
-        dof, scale = (None, None) if priors is None else (priors.covariance_dof, priors.covariance_scale)
+        dof, scale = (
+            (None, None) if priors is None else (priors.covariance_dof, priors.covariance_scale)
+        )
         cov = structure.m_step(mass, stats.sum_x, stats.sum_xx, means, dof, scale, reg_covar)
     return Params(w, means, cov, structure.precision_cholesky(cov))
-
-
-def _natural_shape(structure: CovarianceStructure, n_components: int, n_features: int):
-    return {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[structure.name]
 
 
 def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:

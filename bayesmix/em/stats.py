@@ -207,9 +207,7 @@ def _weights(mass: np.ndarray, priors: ResolvedPriors | None) -> np.ndarray:
 
 def _map_means(mass, sum_x, priors, structure, previous):
     n_components, n_features = sum_x.shape
-    precision = structure.precision_matrices(
-        previous.precisions_cholesky, n_components, n_features
-    )
+    precision = structure.precision_matrices(previous.precisions_cholesky, n_components, n_features)
     prior_precision = np.diag(1.0 / priors.mean_scale**2)
     lhs = mass[:, None, None] * precision + prior_precision
     rhs = np.einsum("kde,ke->kd", precision, sum_x) + prior_precision @ priors.mean_loc

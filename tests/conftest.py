@@ -1,0 +1,111 @@
+"""Shared fixtures: simulated data with known truth and scikit-learn references.
+
+Everything here is built with numpy, scipy and scikit-learn only, so the tests compare
+bayesmix against independent implementations, never against its own earlier output.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def _simulate_blobs(n_per_component, means, covariances, seed):
+    """Observations from Gaussians drawn with numpy directly, with their labels."""
+    rng = np.random.default_rng(seed)
+    blocks = [
+        rng.multivariate_normal(mean, cov, size=n)
+        for n, mean, cov in zip(n_per_component, means, covariances, strict=True)
+    ]
+    labels = np.repeat(np.arange(len(means)), n_per_component)
+    return np.vstack(blocks), labels
+
+
+def _blobs(n_components, n_features, n_per=60, seed=0):
+    """Well-separated correlated Gaussian clusters with random (fixed-seed) shapes:
+    ``(X, labels, means)``."""
+    rng = np.random.default_rng(1000 + seed)
+    means = rng.normal(scale=6.0, size=(n_components, n_features))
+    covariances = []
+    for _ in range(n_components):
+        a = rng.normal(size=(n_features, n_features))
+        covariances.append(a @ a.T / n_features + 0.3 * np.eye(n_features))
+    X, labels = _simulate_blobs([n_per] * n_components, means, covariances, seed)
+    return X, labels, means
+
+
+def natural_covariances(covariance_type, full):
+    """Project full ``(K, D, D)`` matrices onto a structure's natural storage."""
+    full = np.asarray(full, dtype=float)
+    if covariance_type == "full":
+        return full
+    if covariance_type == "tied":
+        return full.mean(axis=0)
+    diagonals = np.diagonal(full, axis1=-2, axis2=-1)
+    return diagonals if covariance_type == "diag" else diagonals.mean(axis=-1)
+
+
+def expand_covariances(covariance_type, natural, n_components, n_features):
+    """Natural storage to full ``(K, D, D)`` matrices, written independently of bayesmix."""
+    natural = np.asarray(natural, dtype=float)
+    if covariance_type == "full":
+        return natural
+    if covariance_type == "tied":
+        return np.repeat(natural[None], n_components, axis=0)
+    if covariance_type == "diag":
+        return np.stack([np.diag(v) for v in natural])
+    return np.stack([v * np.eye(n_features) for v in natural])
+
+
+def sklearn_precisions(covariance_type, natural):
+    """scikit-learn's ``precisions_init`` for natural covariances."""
+    chol = _compute_precision_cholesky(np.asarray(natural, dtype=float), covariance_type)
+    if covariance_type == "full":
+        return chol @ np.swapaxes(chol, 1, 2)
+    if covariance_type == "tied":
+        return chol @ chol.T
+    return chol**2
+
+
+def sklearn_at(covariance_type, weights, means, covariances):
+    """A scikit-learn GaussianMixture frozen at the given parameters (natural covariances)."""
+    means = np.asarray(means, dtype=float)
+    covariances = np.asarray(covariances, dtype=float)
+    gm = SklearnGaussianMixture(means.shape[0], covariance_type=covariance_type)
+    gm.weights_ = np.asarray(weights, dtype=float)
+    gm.means_ = means
+    gm.covariances_ = covariances
+    gm.precisions_cholesky_ = _compute_precision_cholesky(covariances, covariance_type)
+    gm.precisions_ = sklearn_precisions(covariance_type, covariances)
+    gm.n_features_in_ = means.shape[1]
+    gm.converged_ = True
+    return gm
+
+
+def match_components(estimated_means, true_means):
+    """Permutation ``perm`` with ``estimated_means[perm[k]]`` closest to ``true_means[k]``."""
+    from scipy.optimize import linear_sum_assignment
+
+    cost = ((np.asarray(true_means)[:, None] - np.asarray(estimated_means)[None]) ** 2).sum(-1)
+    _, perm = linear_sum_assignment(cost)
+    return perm
+
+
+@pytest.fixture
+def ref():
+    """Independent reference helpers (numpy, scipy, scikit-learn), as attributes."""
+    return SimpleNamespace(
+        simulate=_simulate_blobs,
+        blobs=_blobs,
+        natural=natural_covariances,
+        expand=expand_covariances,
+        sklearn_precisions=sklearn_precisions,
+        sklearn_at=sklearn_at,
+        match=match_components,
+    )
