@@ -38,9 +38,13 @@ class CovarianceStructure(ABC):
     name: ClassVar[str]
 
     # -- bookkeeping ---------------------------------------------------------------
-    @abstractmethod
+    natural_dims: ClassVar[tuple[str, ...]]
+    pymc_precision_name: ClassVar[str]  # the Deterministic holding the precision parameter
+
     def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of the covariances in this structure's storage."""
+        sizes = {"component": n_components, "feature": n_features, "feature_": n_features}
+        return tuple(sizes[dim] for dim in self.natural_dims)
 
     @abstractmethod
     def n_parameters(self, n_components: int, n_features: int) -> int:
@@ -103,6 +107,29 @@ class CovarianceStructure(ABC):
     @abstractmethod
     def log_prior(self, cov: np.ndarray, dof: float, scale: np.ndarray | float) -> float:
         """Log density of the conjugate prior at ``cov`` (summed over components)."""
+
+    # -- PyMC ------------------------------------------------------------------------
+    @abstractmethod
+    def pymc_scale(self, scale: np.ndarray | float) -> np.ndarray:
+        """The prior scale as the PyMC parametrisation consumes it (a data input)."""
+
+    @abstractmethod
+    def pymc_precision(self, dof, scale, n_components: int, n_features: int):
+        """Create the covariance prior's variables in the active ``pm.Model``.
+
+        ``dof`` and ``scale`` (from :meth:`pymc_scale`) may be shared data tensors, so a
+        compiled model can be reused with other priors. Free variables are
+        dimensionless; the returned tensor (also registered as a Deterministic) is the
+        precision parameter of :meth:`pymc_log_prob`.
+        """
+
+    @abstractmethod
+    def pymc_log_prob(self, X, means, precision):
+        """Gaussian log densities ``(n, K)`` as a pytensor graph."""
+
+    @abstractmethod
+    def covariance_from_precision(self, precision: np.ndarray, n_features: int) -> np.ndarray:
+        """Full covariance matrices ``(..., K, D, D)`` from draws of the precision parameter."""
 
     def log_prob(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
         """Gaussian log densities ``log N(x_n | mu_k, cov_k)``, shape ``(n, K)``."""
@@ -202,15 +229,64 @@ def _inverse_gamma_logpdf(var: np.ndarray, shape: float, rate) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------
+# PyMC parametrisations (pymc is imported lazily: EM users never pay for it)
+
+
+def _bartlett_factor(name: str, dof, lower, n_features: int, batch: tuple[int, ...], dims):
+    """Lower-triangular ``F = L A`` with ``F F^T ~ Wishart(dof, inv(scale))``, i.e. the
+    covariance ``inv(F F^T) ~ InverseWishart(dof, scale)`` (Bartlett decomposition):
+    ``L = chol(inv(scale))``, ``A_ii = sqrt(c_i)`` with ``c_i ~ ChiSquared(dof - i)`` and
+    ``A_ij ~ Normal(0, 1)`` below the diagonal."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    chi2 = pm.ChiSquared(
+        f"{name}_chi2", nu=dof - np.arange(n_features), shape=batch + (n_features,)
+    )
+    idx = np.arange(n_features)
+    factor = pt.zeros(batch + (n_features, n_features))
+    factor = pt.set_subtensor(factor[..., idx, idx], pt.sqrt(chi2))
+    rows, cols = np.tril_indices(n_features, -1)
+    if rows.size:
+        normal = pm.Normal(f"{name}_normal", 0.0, 1.0, shape=batch + (rows.size,))
+        factor = pt.set_subtensor(factor[..., rows, cols], normal)
+    return pm.Deterministic(name, pt.matmul(lower, factor), dims=dims + ("feature", "feature_"))
+
+
+def _variances(name: str, dof: float, scale, shape, dims):
+    """``scale * v`` with ``v ~ InverseGamma(dof / 2, 1 / 2)``: the same as
+    ``InverseGamma(dof / 2, scale / 2)`` with a dimensionless free variable."""
+    import pymc as pm
+
+    raw = pm.InverseGamma(f"{name}_raw", alpha=0.5 * dof, beta=0.5, shape=shape)
+    return pm.Deterministic(name, raw * scale, dims=dims)
+
+
+def _factor_log_prob(X, means, factor):
+    """Log densities ``(n, K)`` for lower-triangular precision factors ``(K, D, D)``."""
+    import pytensor.tensor as pt
+
+    whitened = pt.matmul(X, factor) - pt.matmul(means[:, None, :], factor)  # (K, n, D)
+    log_det = pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)).sum(-1)
+    n_features = X.shape[-1]
+    return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * n_features * LOG_2PI
+
+
+def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
+    inverse = np.linalg.inv(factor)
+    cov = np.swapaxes(inverse, -1, -2) @ inverse
+    return 0.5 * (cov + np.swapaxes(cov, -1, -2))
+
+
+# ---------------------------------------------------------------------------------------
 
 
 class Full(CovarianceStructure):
     """One unrestricted covariance matrix per component (mclust's VVV)."""
 
     name = "full"
-
-    def natural_shape(self, n_components, n_features):
-        return (n_components, n_features, n_features)
+    natural_dims = ("component", "feature", "feature_")
+    pymc_precision_name = "precision_factor"
 
     def n_parameters(self, n_components, n_features):
         return n_components * n_features * (n_features + 1) // 2
@@ -258,14 +334,27 @@ class Full(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
 
+    def pymc_scale(self, scale):
+        return np.linalg.cholesky(np.linalg.inv(scale))
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _bartlett_factor(
+            "precision_factor", dof, scale, n_features, (n_components,), ("component",)
+        )
+
+    def pymc_log_prob(self, X, means, precision):
+        return _factor_log_prob(X, means, precision)
+
+    def covariance_from_precision(self, precision, n_features):
+        return _covariance_from_factor(precision)
+
 
 class Tied(CovarianceStructure):
     """One covariance matrix shared by all components (mclust's EEE)."""
 
     name = "tied"
-
-    def natural_shape(self, n_components, n_features):
-        return (n_features, n_features)
+    natural_dims = ("feature", "feature_")
+    pymc_precision_name = "precision_factor"
 
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
@@ -322,14 +411,25 @@ class Tied(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
 
+    def pymc_scale(self, scale):
+        return np.linalg.cholesky(np.linalg.inv(scale))
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _bartlett_factor("precision_factor", dof, scale, n_features, (), ())
+
+    def pymc_log_prob(self, X, means, precision):
+        return _factor_log_prob(X, means, precision[None].repeat(means.shape[0], axis=0))
+
+    def covariance_from_precision(self, precision, n_features):
+        return _covariance_from_factor(precision)[..., None, :, :]
+
 
 class Diag(CovarianceStructure):
     """Axis-aligned covariances, one variance per component and feature (mclust's VVI)."""
 
     name = "diag"
-
-    def natural_shape(self, n_components, n_features):
-        return (n_components, n_features)
+    natural_dims = ("component", "feature")
+    pymc_precision_name = "variances"
 
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
@@ -397,14 +497,36 @@ class Diag(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())
 
+    def pymc_scale(self, scale):
+        return np.asarray(scale, dtype=float)
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _variances(
+            "variances",
+            dof,
+            np.asarray(scale),
+            (n_components, n_features),
+            ("component", "feature"),
+        )
+
+    def pymc_log_prob(self, X, means, precision):
+        import pytensor.tensor as pt
+
+        # variances (K, D) for diag; (K,) for spherical, broadcast over features
+        var = precision if precision.ndim == 2 else pt.shape_padright(precision)
+        var = pt.broadcast_to(var, means.shape)
+        sq = ((X[None, :, :] - means[:, None, :]) ** 2 / var[:, None, :]).sum(-1)
+        return (-0.5 * (sq + pt.log(var).sum(-1)[:, None])).T - 0.5 * X.shape[-1] * LOG_2PI
+
+    def covariance_from_precision(self, precision, n_features):
+        return self.to_full(precision, None, n_features)
+
 
 class Spherical(Diag):
     """One variance per component shared by all features (mclust's VII)."""
 
     name = "spherical"
-
-    def natural_shape(self, n_components, n_features):
-        return (n_components,)
+    natural_dims = ("component",)
 
     def n_parameters(self, n_components, n_features):
         return n_components
@@ -442,6 +564,9 @@ class Spherical(Diag):
             + np.einsum("kd,kd->k", means, means)
         ) * precision
         return np.maximum(dist, 0.0)
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _variances("variances", dof, scale, (n_components,), ("component",))
 
 
 STRUCTURES: dict[str, CovarianceStructure] = {

@@ -16,7 +16,7 @@ from bayesmix.validation import check_int, check_random_state
 
 __all__ = ["GaussianMixture", "FIT_METHODS"]
 
-FIT_METHODS = ("em", "map")
+FIT_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
 
 
 @dataclass(frozen=True)
@@ -91,10 +91,12 @@ class GaussianMixture:
         ----------
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations. Column names become the ``feature`` coordinate.
-        method : {"em", "map"}
+        method : {"em", "map", "nuts", "advi", "fullrank_advi"}
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
-            priors or their defaults.
+            priors or their defaults; ``nuts``: posterior draws by NUTS through PyMC;
+            ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
+            variational approximation fitted with PyMC.
         **options
             For EM: ``sample_weight`` (frequency weights), ``n_init`` (restarts, best
             kept, default 1), ``init`` (``"kmeans++"`` default, ``"kmeans"``,
@@ -104,18 +106,69 @@ class GaussianMixture:
             observation), ``reg_covar`` (1e-6, added to covariance diagonals),
             ``random_state``.
 
+            For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
+            ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
+            ``benchmarks/`` — or ``"pymc"``, ``"numpyro"``, ``"blackjax"``),
+            ``target_accept`` (0.8), ``identify`` (``"ordered"``: order the means of the
+            best-separated feature, chosen by a quick EM fit or named by ``order_by``;
+            ``"relabel"``: exchangeable model relabelled afterwards by Stephens' KL
+            algorithm; ``"none"``), ``order_by``, ``random_state``, ``progressbar``.
+
+            For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
+            ``learning_rate`` (0.02, Adam), ``tolerance`` (relative parameter change
+            that counts as converged), ``identify``, ``order_by``, ``random_state``,
+            ``progressbar``.
+
         Returns
         -------
         MixtureResult
-            For EM an :class:`~bayesmix.results.EMResult`.
+            For EM an :class:`~bayesmix.results.EMResult`, for NUTS and ADVI a
+            :class:`~bayesmix.bayes.result.BayesResult`.
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
         data = as_data(X, min_obs=self.n_components)
-        from bayesmix.em.fit import fit_em
+        if method in ("em", "map"):
+            from bayesmix.em.fit import fit_em
 
-        use_priors = method == "map" or self.priors is not None
-        return fit_em(self, data, use_priors=use_priors, **_em_options(options))
+            use_priors = method == "map" or self.priors is not None
+            return fit_em(self, data, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method))
+        if method == "nuts":
+            from bayesmix.bayes.fit import fit_nuts
+
+            return fit_nuts(self, data, **_check_options(options, _NUTS_OPTIONS, method))
+        from bayesmix.bayes.fit import fit_vi
+
+        return fit_vi(self, data, method, **_check_options(options, _VI_OPTIONS, method))
+
+    def build_pymc(self, X: Any, *, identify: str = "ordered", order_by: Any = None):
+        """The PyMC model this declaration becomes for data ``X``, to extend or sample.
+
+        The observed variable is ``X`` (dims ``obs, feature``); ``weights``, ``means`` and
+        the precision parameter are Deterministics in the data's units. The ordered means
+        have an invalid default initial point: sample with
+        ``pm.sample(initvals=bayesmix.bayes.builder.initial_point(spec))`` or use
+        ``identify="none"``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_obs, n_features)
+        identify : {"ordered", "relabel", "none"}
+            ``ordered`` orders the means of one feature (``order_by`` or the
+            best-separated one); the others give the exchangeable model.
+        order_by : str or int, optional
+            Feature whose means are ordered.
+
+        Returns
+        -------
+        pymc.Model
+        """
+        from bayesmix.bayes.builder import build_pymc
+        from bayesmix.bayes.fit import _seed, _spec
+
+        data = as_data(X, min_obs=self.n_components)
+        spec = _spec(self, data, identify, order_by, _seed(0))
+        return build_pymc(spec, self.structure, data, self.resolve_priors(data))
 
     def sample(
         self, n_samples: int, params: Mapping | MixtureResult, random_state: Any = None
@@ -189,19 +242,42 @@ class GaussianMixture:
         )
 
 
-def _em_options(options: dict[str, Any]) -> dict[str, Any]:
-    allowed = {
-        "sample_weight",
-        "n_init",
-        "init",
-        "max_iter",
-        "tol",
-        "reg_covar",
+_EM_OPTIONS = frozenset(
+    {"sample_weight", "n_init", "init", "max_iter", "tol", "reg_covar", "random_state"}
+)
+_NUTS_OPTIONS = frozenset(
+    {
+        "draws",
+        "tune",
+        "chains",
+        "cores",
+        "sampler",
+        "target_accept",
+        "identify",
+        "order_by",
         "random_state",
+        "progressbar",
     }
+)
+_VI_OPTIONS = frozenset(
+    {
+        "n",
+        "draws",
+        "learning_rate",
+        "tolerance",
+        "identify",
+        "order_by",
+        "random_state",
+        "progressbar",
+    }
+)
+
+
+def _check_options(options: dict[str, Any], allowed: frozenset[str], method: str) -> dict:
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(
-            f"unknown option(s) {sorted(unknown)} for EM; valid options: {sorted(allowed)}."
+            f"unknown option(s) {sorted(unknown)} for method={method!r}; valid options: "
+            f"{sorted(allowed)}."
         )
     return options

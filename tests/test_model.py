@@ -124,9 +124,9 @@ def small():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"method": "mcmc"}, ValueError, r"method must be one of \['em', 'map'\]; got 'mcmc'"),
+        ({"method": "mcmc"}, ValueError, r"method must be one of \['em', 'map', 'nuts', 'advi', 'fullrank_advi'\]; got 'mcmc'"),
         ({"method": None}, ValueError, "method must be one of"),
-        ({"n_iter": 5}, TypeError, r"unknown option\(s\) \['n_iter'\] for EM"),
+        ({"n_iter": 5}, TypeError, r"unknown option\(s\) \['n_iter'\] for method='em'"),
         ({"draws": 100, "tune": 5}, TypeError, r"unknown option\(s\) \['draws', 'tune'\]"),
         ({"init": "kmeans+"}, ValueError, "init must be one of .*got 'kmeans\\+'"),
         ({"init": 3}, TypeError, "init must be a method name or a mapping"),

@@ -1,0 +1,182 @@
+"""Turn a :class:`~bayesmix.GaussianMixture` declaration into a PyMC model.
+
+The latent assignments are marginalised by one log-sum-exp over components, vectorised
+over components and observations. Data and prior parameters enter as ``pm.Data``, so one
+compiled model serves every data set of the same shape. Free variables are
+dimensionless (means ``loc + scale * raw``, Bartlett factors, scaled inverse-gamma
+variances); ``weights``, ``means`` and the precision parameter are Deterministics in the
+data's units.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bayesmix.covariance import CovarianceStructure
+from bayesmix.data import Data
+from bayesmix.priors import ResolvedPriors
+from bayesmix.results import sample_mixture
+
+__all__ = ["ModelSpec", "build_pymc", "pymc_inputs", "initial_point", "choose_order_feature"]
+
+_SIGNATURE_LETTERS = {"component": "k", "feature": "d", "feature_": "d"}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What fixes the graph of the PyMC model (and so its compiled code)."""
+
+    covariance_type: str
+    n_components: int
+    n_features: int
+    order_feature: int | None
+
+
+def choose_order_feature(data: Data, means: np.ndarray, covariances: np.ndarray) -> int:
+    """The feature along which the components are best separated: the largest smallest
+    gap between sorted component means, in units of the component standard deviations.
+    Ordering the means of that feature identifies the components with the least
+    distortion of the posterior."""
+    if means.shape[0] == 1:
+        return int(np.argmax(data.values.std(axis=0)))
+    sds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))  # (K, D)
+    order = np.argsort(means, axis=0)
+    sorted_means = np.take_along_axis(means, order, axis=0)
+    sorted_sds = np.take_along_axis(sds, order, axis=0)
+    gaps = np.diff(sorted_means, axis=0) / (sorted_sds[1:] + sorted_sds[:-1])
+    return int(np.argmax(gaps.min(axis=0)))
+
+
+def pymc_inputs(
+    data: Data, priors: ResolvedPriors, structure: CovarianceStructure
+) -> dict[str, np.ndarray]:
+    """Values of the model's ``pm.Data`` inputs for one data set and its priors."""
+    return {
+        "X_data": data.values,
+        "prior_weight_concentration": priors.weight_concentration,
+        "prior_mean_loc": priors.mean_loc,
+        "prior_mean_scale": priors.mean_scale,
+        "prior_covariance_dof": np.asarray(priors.covariance_dof, dtype=float),
+        "prior_covariance_scale": structure.pymc_scale(priors.covariance_scale),
+    }
+
+
+def initial_point(spec: ModelSpec) -> dict[str, np.ndarray]:
+    """A valid start: distinct ordered means (the default point of an ordered variable
+    is invalid). Everything else starts at its support point."""
+    if spec.order_feature is None:
+        return {}
+    return {"means_ordered_raw": np.linspace(-1.0, 1.0, spec.n_components)}
+
+
+def build_pymc(
+    spec: ModelSpec,
+    structure: CovarianceStructure,
+    data: Data,
+    priors: ResolvedPriors,
+):
+    """Build the marginalised mixture as a ``pm.Model``.
+
+    Parameters
+    ----------
+    spec : ModelSpec
+        Structure, sizes and the ordered feature (``None`` for an exchangeable model).
+    structure : CovarianceStructure
+    data : Data
+        Observations (their names become coords).
+    priors : ResolvedPriors
+
+    Returns
+    -------
+    pymc.Model
+        With coords ``obs``, ``component``, ``feature``, ``feature_`` and the observed
+        variable ``X``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    inputs = pymc_inputs(data, priors, structure)
+    n_components, n_features = spec.n_components, spec.n_features
+    coords = {
+        "obs": data.obs_names,
+        "component": np.arange(n_components),
+        "feature": list(data.feature_names),
+        "feature_": list(data.feature_names),
+    }
+    with pm.Model(coords=coords) as model:
+        X = pm.Data("X_data", inputs["X_data"], dims=("obs", "feature"))
+        concentration = pm.Data("prior_weight_concentration", inputs["prior_weight_concentration"])
+        loc = pm.Data("prior_mean_loc", inputs["prior_mean_loc"])
+        scale = pm.Data("prior_mean_scale", inputs["prior_mean_scale"])
+        dof = pm.Data("prior_covariance_dof", inputs["prior_covariance_dof"])
+        cov_scale = pm.Data("prior_covariance_scale", inputs["prior_covariance_scale"])
+
+        weights = pm.Dirichlet("weights", a=concentration, dims="component")
+        raw = _raw_means(spec)
+        means = pm.Deterministic("means", loc + scale * raw, dims=("component", "feature"))
+        precision = structure.pymc_precision(dof, cov_scale, n_components, n_features)
+
+        precision_ndim = len(structure.natural_dims)
+
+        def logp(value, weights, means, precision):
+            # CustomDist hands parameters over with a leading broadcast dim per batch dim
+            # of the value; the model has one parameter set, so take it.
+            weights, means = _core(weights, 1), _core(means, 2)
+            precision = _core(precision, precision_ndim)
+            log_joint = pt.log(weights) + structure.pymc_log_prob(value, means, precision)
+            return pt.logsumexp(log_joint, axis=-1)
+
+        def random(weights, means, precision, rng=None, size=None):
+            size = tuple(np.atleast_1d(size)) if size is not None else ()
+            covariances = structure.covariance_from_precision(np.asarray(precision), n_features)
+            full = np.broadcast_to(covariances, (n_components, n_features, n_features))
+            draws, _ = sample_mixture(
+                weights[None], means[None], full[None], int(np.prod(size, dtype=int)), rng
+            )
+            return draws.reshape(size + (n_features,))
+
+        pm.CustomDist(
+            "X",
+            weights,
+            means,
+            precision,
+            logp=logp,
+            random=random,
+            signature=_signature(structure),
+            observed=X,
+            dims=("obs", "feature"),
+        )
+    return model
+
+
+def _raw_means(spec: ModelSpec):
+    """Standardised means ``(K, D)``; one column ordered when ``spec.order_feature``."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    if spec.order_feature is None:
+        return pm.Normal("means_raw", 0.0, 1.0, shape=(spec.n_components, spec.n_features))
+    ordered = pm.Normal(
+        "means_ordered_raw",
+        0.0,
+        1.0,
+        shape=(spec.n_components,),
+        transform=pm.distributions.transforms.ordered,
+    )
+    if spec.n_features == 1:
+        return ordered[:, None]
+    rest = pm.Normal("means_rest_raw", 0.0, 1.0, shape=(spec.n_components, spec.n_features - 1))
+    j = spec.order_feature
+    return pt.concatenate([rest[:, :j], ordered[:, None], rest[:, j:]], axis=1)
+
+
+def _core(param, core_ndim: int):
+    extra = param.ndim - core_ndim
+    return param[(0,) * extra] if extra > 0 else param
+
+
+def _signature(structure: CovarianceStructure) -> str:
+    precision = ",".join(_SIGNATURE_LETTERS[d] for d in structure.natural_dims)
+    return f"(k),(k,d),({precision})->(d)"

@@ -1,0 +1,270 @@
+"""Results of the Bayesian backends (NUTS, ADVI): posterior draws behind the shared interface."""
+
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix.data import Data
+from bayesmix.exceptions import LabelSwitchingWarning, SamplerWarning
+from bayesmix.results import MixtureResult
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.priors import ResolvedPriors
+
+__all__ = ["BayesResult"]
+
+RHAT_LIMIT = 1.01
+ESS_PER_CHAIN = 100
+
+
+class BayesResult(MixtureResult):
+    """Posterior (or variational) draws of a Gaussian mixture.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+        The fitted declaration.
+    posterior : xarray.Dataset
+        Parameters with dims ``(chain, draw, component, feature, feature_)``.
+    data : Data
+        The observations the model was fitted to.
+    priors : ResolvedPriors
+        The concrete priors used.
+    sample_stats : xarray.Dataset, optional
+        Sampler statistics (``diverging``, ``tree_depth``, ...), dims ``(chain, draw)``.
+    elbo : numpy.ndarray, optional
+        ELBO per iteration, for variational fits.
+    settings : dict
+        Fit settings recorded as attributes.
+    """
+
+    def __init__(
+        self,
+        *,
+        model: GaussianMixture,
+        posterior: xr.Dataset,
+        data: Data,
+        priors: ResolvedPriors,
+        sample_stats: xr.Dataset | None = None,
+        elbo: np.ndarray | None = None,
+        settings: dict,
+    ) -> None:
+        super().__init__(model, posterior, settings)
+        self.data = data
+        self.priors = priors
+        self.sample_stats = sample_stats
+        self.elbo = elbo
+
+    @property
+    def method(self) -> str:
+        return str(self.settings.get("method"))
+
+    @property
+    def is_mcmc(self) -> bool:
+        return (
+            self.sample_stats is not None
+            and self.posterior.sizes["chain"] > 0
+            and (self.elbo is None)
+        )
+
+    # -- point summaries the EM result has as attributes --------------------------------
+    @property
+    def weights(self) -> np.ndarray:
+        """Posterior mean weights ``(K,)``."""
+        return self.posterior["weights"].mean(("chain", "draw")).values
+
+    @property
+    def means(self) -> np.ndarray:
+        """Posterior mean component means ``(K, D)``."""
+        return self.posterior["means"].mean(("chain", "draw")).values
+
+    @property
+    def covariances(self) -> np.ndarray:
+        """Posterior mean covariance matrices ``(K, D, D)``."""
+        return self.posterior["covariances"].mean(("chain", "draw")).values
+
+    def memberships(self) -> xr.DataArray:
+        """Membership probabilities of the training observations for every draw,
+        dims ``(chain, draw, obs, component)``."""
+        return self.membership_draws(self.data)
+
+    # -- the DataTree ----------------------------------------------------------------
+    def to_datatree(
+        self, X: Any = None, *, posterior_predictive: bool = False, random_state: Any = None
+    ) -> xr.DataTree:
+        """ArviZ-ready DataTree: ``posterior``, ``sample_stats``, ``log_likelihood``,
+        ``observed_data``, ``membership`` and, on request, ``posterior_predictive``.
+
+        Parameters
+        ----------
+        X : array-like, optional
+            Observations for ``log_likelihood``/``observed_data``; default: the
+            training data.
+        posterior_predictive : bool
+            Add one replicate data set per draw (dims ``chain, draw, obs, feature``).
+        random_state : int or Generator, optional
+            Seed of the posterior predictive draws.
+        """
+        data = self.data if X is None else X
+        tree = super().to_datatree(data)
+        groups = {path: node.dataset for path, node in tree.subtree_with_keys if path != "."}
+        if self.sample_stats is not None:
+            groups["sample_stats"] = self.sample_stats
+        groups["membership"] = self.membership_draws(data).to_dataset()
+        if posterior_predictive:
+            groups["posterior_predictive"] = self._posterior_predictive(random_state)
+        return xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})
+
+    def _posterior_predictive(self, random_state: Any) -> xr.Dataset:
+        from bayesmix.results import sample_mixture
+        from bayesmix.validation import check_random_state
+
+        rng = check_random_state(random_state)
+        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        n_obs = self.data.n_obs
+        replicates = []
+        for s in range(flat.sizes["sample"]):
+            X, _ = sample_mixture(
+                flat["weights"].values[s : s + 1],
+                flat["means"].values[s : s + 1],
+                flat["covariances"].values[s : s + 1],
+                n_obs,
+                rng,
+            )
+            replicates.append(X)
+        values = np.stack(replicates).reshape(
+            self.posterior.sizes["chain"], self.posterior.sizes["draw"], n_obs, self.n_features
+        )
+        return xr.Dataset(
+            {"X": (("chain", "draw", "obs", "feature"), values)},
+            coords={
+                "chain": self.posterior["chain"].values,
+                "draw": self.posterior["draw"].values,
+                "obs": self.data.obs_names,
+                "feature": list(self.feature_names),
+            },
+        )
+
+    # -- diagnostics -------------------------------------------------------------------
+    def _summary_dataset(self) -> xr.Dataset:
+        """Identified, non-redundant parameters: weights, means, stds, and the
+        off-diagonal correlations for matrix structures."""
+        post = self.posterior
+        keep = {"weights": post["weights"], "means": post["means"], "stds": post["stds"]}
+        if self.model.covariance_type == "spherical":
+            keep["stds"] = post["stds"].isel(feature=0, drop=True)
+        if self.model.covariance_type == "tied":
+            keep["stds"] = post["stds"].isel(component=0, drop=True)
+        if self.model.covariance_type in ("full", "tied") and self.n_features > 1:
+            rows, cols = np.triu_indices(self.n_features, 1)
+            names = [f"{self.feature_names[i]}|{self.feature_names[j]}" for i, j in zip(rows, cols)]
+            corr = post["correlations"].values[..., rows, cols]
+            dims = ("chain", "draw", "component", "pair")
+            coords = {"pair": names}
+            if self.model.covariance_type == "tied":
+                corr, dims = corr[:, :, 0], ("chain", "draw", "pair")
+            keep["correlations"] = xr.DataArray(corr, dims=dims, coords=coords)
+        return xr.Dataset(keep)
+
+    def summary(self, ci_prob: float | None = None, **kwargs: Any) -> pd.DataFrame:
+        """``az.summary`` of the identified parameters, with mixture-aware warnings.
+
+        Warns (:class:`~bayesmix.SamplerWarning`) on r_hat > 1.01, bulk ESS below 100
+        per chain and divergences, and about near-empty components; returns the table.
+        Keyword arguments go to :func:`arviz.summary`.
+        """
+        import arviz as az
+
+        kind = kwargs.pop("kind", "all" if self.is_mcmc else "stats")
+        table = az.summary(self._summary_dataset(), kind=kind, ci_prob=ci_prob, **kwargs)
+        for message, category in self.diagnose(table):
+            warnings.warn(message, category, stacklevel=2)
+        return table
+
+    def diagnose(self, table: pd.DataFrame | None = None) -> list[tuple[str, type[Warning]]]:
+        """Plain-language problems with this posterior and what to do about them."""
+        import arviz as az
+
+        problems: list[tuple[str, type[Warning]]] = []
+        if self.is_mcmc:
+            if table is None:
+                table = az.summary(self._summary_dataset(), kind="diagnostics")
+            n_chains = self.posterior.sizes["chain"]
+            worst = table["r_hat"].max()
+            if n_chains > 1 and worst > RHAT_LIMIT:
+                problems.append(
+                    (
+                        f"r_hat up to {worst:.3f} (> {RHAT_LIMIT}): chains disagree. Draw more "
+                        "(draws=, tune=), or check label switching with diagnose_label_switching().",
+                        SamplerWarning,
+                    )
+                )
+            low = table["ess_bulk"].min()
+            if low < ESS_PER_CHAIN * n_chains:
+                problems.append(
+                    (
+                        f"bulk ESS as low as {low:.0f} (< {ESS_PER_CHAIN} per chain): increase draws.",
+                        SamplerWarning,
+                    )
+                )
+            if "diverging" in self.sample_stats:
+                n_div = int(self.sample_stats["diverging"].sum())
+                if n_div:
+                    problems.append(
+                        (
+                            f"{n_div} divergent transitions: the posterior has regions the sampler "
+                            "cannot explore. Raise target_accept (e.g. 0.95) or use fewer "
+                            "components.",
+                            SamplerWarning,
+                        )
+                    )
+            problems.extend(self._label_switching_problems())
+        expected = self.posterior["weights"].mean(("chain", "draw")).values * self.data.n_obs
+        empty = np.flatnonzero(expected < 1.0)
+        if empty.size:
+            problems.append(
+                (
+                    f"component(s) {empty.tolist()} hold less than one observation on average: "
+                    "the model likely has more components than the data support.",
+                    SamplerWarning,
+                )
+            )
+        return problems
+
+    def _label_switching_problems(self) -> list[tuple[str, type[Warning]]]:
+        from bayesmix.bayes.relabel import chain_permutations
+
+        chain_means = self.posterior["means"].mean("draw").values
+        perms = chain_permutations(chain_means, self.data.values.std(axis=0) + 1e-300)
+        identity = np.arange(self.model.n_components)
+        switched = [c for c in range(perms.shape[0]) if not np.array_equal(perms[c], identity)]
+        if not switched:
+            return []
+        return [
+            (
+                f"chains {switched} use other component labels than chain 0 (label switching). "
+                "Relabel with bayesmix.relabel(result) or fit with identify='ordered'.",
+                LabelSwitchingWarning,
+            )
+        ]
+
+    def __repr__(self) -> str:
+        sizes = self.posterior.sizes
+        lines = [
+            f"{self.method.upper()} fit of {self.model!r}",
+            f"  {sizes['chain']} chain(s) x {sizes['draw']} draws on {self.data.n_obs} obs",
+            "",
+            "posterior means:",
+        ]
+        table = pd.DataFrame({"weight": self.weights})
+        for d, name in enumerate(self.feature_names):
+            table[f"mean[{name}]"] = self.means[:, d]
+        table.index.name = "component"
+        lines.append(table.to_string(float_format=lambda v: f"{v:.4g}"))
+        return "\n".join(lines)
