@@ -1,6 +1,6 @@
 """bayesmix: Bayesian mixture models, fitted by EM, MCMC and variational inference."""
 
-from bayesmix import datasets
+from bayesmix import bayes, datasets
 from bayesmix.exceptions import (
     BayesmixWarning,
     ConvergenceWarning,

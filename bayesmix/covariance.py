@@ -124,6 +124,11 @@ class CovarianceStructure(ABC):
         """
 
     @abstractmethod
+    def pymc_start(self, cov: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        """Values of the free variables of :meth:`pymc_precision` that reproduce ``cov``
+        (natural form), given the PyMC scale from :meth:`pymc_scale`."""
+
+    @abstractmethod
     def pymc_log_prob(self, X, means, precision):
         """Gaussian log densities ``(n, K)`` as a pytensor graph."""
 
@@ -272,6 +277,16 @@ def _factor_log_prob(X, means, factor):
     return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * n_features * LOG_2PI
 
 
+def _bartlett_start(name: str, cov: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:
+    """Invert the Bartlett map: ``A = inv(L) chol(inv(cov))``."""
+    factor = np.linalg.solve(lower, np.linalg.cholesky(np.linalg.inv(cov)))
+    rows, cols = np.tril_indices(cov.shape[-1], -1)
+    start = {f"{name}_chi2": np.diagonal(factor, axis1=-2, axis2=-1) ** 2}
+    if rows.size:
+        start[f"{name}_normal"] = factor[..., rows, cols]
+    return start
+
+
 def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
     inverse = np.linalg.inv(factor)
     cov = np.swapaxes(inverse, -1, -2) @ inverse
@@ -341,6 +356,9 @@ class Full(CovarianceStructure):
         return _bartlett_factor(
             "precision_factor", dof, scale, n_features, (n_components,), ("component",)
         )
+
+    def pymc_start(self, cov, scale):
+        return _bartlett_start("precision_factor", cov, scale)
 
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision)
@@ -416,6 +434,9 @@ class Tied(CovarianceStructure):
 
     def pymc_precision(self, dof, scale, n_components, n_features):
         return _bartlett_factor("precision_factor", dof, scale, n_features, (), ())
+
+    def pymc_start(self, cov, scale):
+        return _bartlett_start("precision_factor", cov, scale)
 
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision[None].repeat(means.shape[0], axis=0))
@@ -508,6 +529,9 @@ class Diag(CovarianceStructure):
             (n_components, n_features),
             ("component", "feature"),
         )
+
+    def pymc_start(self, cov, scale):
+        return {"variances_raw": np.asarray(cov) / scale}
 
     def pymc_log_prob(self, X, means, precision):
         import pytensor.tensor as pt

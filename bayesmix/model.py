@@ -115,9 +115,10 @@ class GaussianMixture:
             algorithm; ``"none"``), ``order_by``, ``random_state``, ``progressbar``.
 
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
-            ``learning_rate`` (0.02, Adam), ``tolerance`` (relative parameter change
-            that counts as converged), ``identify``, ``order_by``, ``random_state``,
-            ``progressbar``.
+            ``learning_rate`` (0.005, Adam), ``tolerance`` (1e-4: relative change of the
+            mean ELBO between windows of 500 iterations that counts as converged; a
+            change within Monte Carlo noise counts too), ``identify``, ``order_by``,
+            ``random_state``, ``progressbar``. The fit starts at a MAP-EM estimate.
 
         Returns
         -------
@@ -132,7 +133,9 @@ class GaussianMixture:
             from bayesmix.em.fit import fit_em
 
             use_priors = method == "map" or self.priors is not None
-            return fit_em(self, data, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method))
+            return fit_em(
+                self, data, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method)
+            )
         if method == "nuts":
             from bayesmix.bayes.fit import fit_nuts
 
@@ -164,10 +167,11 @@ class GaussianMixture:
         pymc.Model
         """
         from bayesmix.bayes.builder import build_pymc
-        from bayesmix.bayes.fit import _seed, _spec
+        from bayesmix.bayes.fit import _spec, quick_em
 
         data = as_data(X, min_obs=self.n_components)
-        spec = _spec(self, data, identify, order_by, _seed(0))
+        needs_em = identify == "ordered" and order_by is None and self.n_components > 1
+        spec = _spec(self, data, identify, order_by, quick_em(self, data, 0) if needs_em else None)
         return build_pymc(spec, self.structure, data, self.resolve_priors(data))
 
     def sample(

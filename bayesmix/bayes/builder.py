@@ -19,7 +19,14 @@ from bayesmix.data import Data
 from bayesmix.priors import ResolvedPriors
 from bayesmix.results import sample_mixture
 
-__all__ = ["ModelSpec", "build_pymc", "pymc_inputs", "initial_point", "choose_order_feature"]
+__all__ = [
+    "ModelSpec",
+    "build_pymc",
+    "pymc_inputs",
+    "initial_point",
+    "point_estimate_start",
+    "choose_order_feature",
+]
 
 _SIGNATURE_LETTERS = {"component": "k", "feature": "d", "feature_": "d"}
 
@@ -64,11 +71,40 @@ def pymc_inputs(
 
 
 def initial_point(spec: ModelSpec) -> dict[str, np.ndarray]:
-    """A valid start: distinct ordered means (the default point of an ordered variable
-    is invalid). Everything else starts at its support point."""
+    """A valid start for any data: distinct ordered means (the default point of an
+    ordered variable is invalid); everything else starts at its support point."""
     if spec.order_feature is None:
         return {}
     return {"means_ordered_raw": np.linspace(-1.0, 1.0, spec.n_components)}
+
+
+def point_estimate_start(
+    spec: ModelSpec,
+    structure: CovarianceStructure,
+    priors: ResolvedPriors,
+    weights: np.ndarray,
+    means: np.ndarray,
+    covariances: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Free-variable values reproducing a point estimate (e.g. EM's, covariances in
+    natural form), with components sorted along the ordered feature."""
+    order = np.argsort(means[:, spec.order_feature or 0], kind="stable")
+    if structure.name != "tied":
+        covariances = covariances[order]
+    weights = np.maximum(weights[order], 1e-3)
+    raw = (means[order] - priors.mean_loc) / priors.mean_scale
+    start = {"weights": weights / weights.sum()}
+    start.update(structure.pymc_start(covariances, structure.pymc_scale(priors.covariance_scale)))
+    if spec.order_feature is None:
+        start["means_raw"] = raw
+        return start
+    j = spec.order_feature
+    ordered = raw[:, j].copy()
+    gaps = np.maximum(np.diff(ordered), 1e-6)  # the transform needs strict increase
+    start["means_ordered_raw"] = ordered[0] + np.concatenate([[0.0], np.cumsum(gaps)])
+    if spec.n_features > 1:
+        start["means_rest_raw"] = np.delete(raw, j, axis=1)
+    return start
 
 
 def build_pymc(

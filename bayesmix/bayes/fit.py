@@ -15,22 +15,35 @@ from bayesmix.bayes.builder import (
     build_pymc,
     choose_order_feature,
     initial_point,
+    point_estimate_start,
     pymc_inputs,
 )
-from bayesmix.bayes.relabel import apply_permutations, stephens_permutations
 from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
+from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.results import parameters_dataset
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
 
-__all__ = ["fit_nuts", "fit_vi", "SAMPLERS", "IDENTIFICATIONS", "clear_compiled_models"]
+__all__ = [
+    "fit_nuts",
+    "fit_vi",
+    "quick_em",
+    "SAMPLERS",
+    "IDENTIFICATIONS",
+    "clear_compiled_models",
+]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+INITIAL_VI_SD = 0.1
 IDENTIFICATIONS = ("ordered", "relabel", "none")
-_EXTRA = {"nutpie": ("nutpie", "nutpie"), "numpyro": ("numpyro", "jax"), "blackjax": ("blackjax", "jax")}
+_EXTRA = {
+    "nutpie": ("nutpie", "nutpie"),
+    "numpyro": ("numpyro", "jax"),
+    "blackjax": ("blackjax", "jax"),
+}
 
 # nutpie models compiled in this process, keyed by what fixes their graph; data and priors
 # are swapped in with ``with_data``, so a refit skips the compile.
@@ -50,21 +63,26 @@ def _seed(random_state: Any) -> int:
     return int(check_random_state(random_state).integers(2**31 - 1))
 
 
-def _spec(
-    model: GaussianMixture, data: Data, identify: str, order_by: Any, seed: int
-) -> ModelSpec:
+def quick_em(model: GaussianMixture, data: Data, seed: int):
+    """A MAP-EM point estimate (3 restarts) to choose the ordered feature and to start
+    variational fits; MAP keeps it inside the prior's support."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(data, method="map", n_init=3, random_state=seed)
+
+
+def _spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:
+    """The model's graph; ``em`` (a point estimate) picks the ordered feature when
+    ``order_by`` is not given."""
     identify = check_choice(identify, "identify", IDENTIFICATIONS)
     order_feature = None
     if identify == "ordered" and model.n_components > 1:
-        order_feature = _order_feature(model, data, order_by, seed)
+        order_feature = _order_feature(data, order_by, em)
     return ModelSpec(model.covariance_type, model.n_components, data.n_features, order_feature)
 
 
-def _order_feature(model: GaussianMixture, data: Data, order_by: Any, seed: int) -> int:
+def _order_feature(data: Data, order_by: Any, em) -> int:
     if order_by is None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            em = model.fit(data, method="em", n_init=3, random_state=seed)
         return choose_order_feature(data, em.means, em.covariances)
     if isinstance(order_by, str):
         if order_by not in data.feature_names:
@@ -113,11 +131,13 @@ def fit_nuts(
     sampler = "nutpie" if sampler is None else check_choice(sampler, "sampler", SAMPLERS)
     _require(sampler)
     seed = _seed(random_state)
-    spec = _spec(model, data, identify, order_by, seed)
-    priors = model.resolve_priors(data)
-
     start = time.perf_counter()
-    settings = dict(draws=draws, tune=tune, chains=chains, sampler=sampler, target_accept=target_accept)
+    needs_em = identify == "ordered" and order_by is None and model.n_components > 1
+    spec = _spec(model, data, identify, order_by, quick_em(model, data, seed) if needs_em else None)
+    priors = model.resolve_priors(data)
+    settings = dict(
+        draws=draws, tune=tune, chains=chains, sampler=sampler, target_accept=target_accept
+    )
     if sampler == "nutpie":
         tree = _sample_nutpie(spec, model, data, priors, seed, progressbar, cores, **settings)
     else:
@@ -177,8 +197,8 @@ def fit_vi(
     *,
     n: int = 30000,
     draws: int = 1000,
-    learning_rate: float = 0.02,
-    tolerance: float = 1e-3,
+    learning_rate: float = 0.005,
+    tolerance: float = 1e-4,
     identify: str = "ordered",
     order_by: Any = None,
     random_state: Any = None,
@@ -186,34 +206,45 @@ def fit_vi(
 ) -> BayesResult:
     """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``)."""
     import pymc as pm
-    from pymc.variational.callbacks import CheckParametersConvergence
 
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
     tolerance = check_float(tolerance, "tolerance", inclusive=False)
     seed = _seed(random_state)
-    spec = _spec(model, data, identify, order_by, seed)
+    start = time.perf_counter()
+    em = quick_em(model, data, seed)
+    spec = _spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
     pm_model = build_pymc(spec, model.structure, data, priors)
-    start = time.perf_counter()
+    em_start = point_estimate_start(
+        spec, model.structure, priors, em.weights, em.means, em.params.covariances
+    )
+    convergence = _ElboConvergence(tolerance)
     with pm_model:
-        approx = pm.fit(
-            n=n,
-            method=method,
-            random_seed=seed,
-            start=initial_point(spec),
-            progressbar=progressbar,
+        inference_class = pm.ADVI if method == "advi" else pm.FullRankADVI
+        inference = inference_class(start=em_start, random_seed=seed)
+        _narrow_start(inference.approx, INITIAL_VI_SD)
+        approx = inference.fit(
+            n,
             obj_optimizer=pm.adam(learning_rate=learning_rate),
-            callbacks=[CheckParametersConvergence(every=100, tolerance=tolerance, diff="relative")],
+            callbacks=[convergence],
+            progressbar=progressbar,
         )
         tree = approx.sample(draws, random_seed=seed)
     elbo = -np.asarray(approx.hist, dtype=float)
+    if not convergence.converged:
+        warnings.warn(
+            f"{method} did not converge in n={n} iterations (relative ELBO change >= "
+            f"{tolerance}); increase n or learning_rate.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     settings = dict(
         method=method,
         n=n,
         n_iter=len(elbo),
-        converged=int(len(elbo) < n),
+        converged=int(convergence.converged),
         draws=draws,
         learning_rate=learning_rate,
         identify=identify,
@@ -224,6 +255,41 @@ def fit_vi(
     return _result(model, data, priors, spec, tree, settings, elbo=elbo)
 
 
+def _narrow_start(approx, sd: float) -> None:
+    """Start the approximation at standard deviation ``sd`` around the point estimate
+    (PyMC starts at about 0.7 (mean-field) or 1.3 (full-rank) in unconstrained space,
+    wide enough to lose the EM start)."""
+    rho = np.log(np.expm1(sd))  # inverse of the softplus PyMC applies
+    for group in approx.groups:
+        params = group.shared_params
+        if "rho" in params:
+            params["rho"].set_value(np.full_like(params["rho"].get_value(), rho))
+        if "L_tril" in params:
+            rows, cols = np.tril_indices(group.ddim)
+            params["L_tril"].set_value(np.where(rows == cols, rho, 0.0))
+
+
+class _ElboConvergence:
+    """Stops ``pm.fit`` once the mean loss over a window of iterations differs from the
+    window before by less than ``tolerance`` (relative) or by less than twice the
+    standard error of that difference (the ELBO is flat within its Monte Carlo noise)."""
+
+    def __init__(self, tolerance: float, window: int = 500) -> None:
+        self.tolerance = tolerance
+        self.window = window
+        self.converged = False
+
+    def __call__(self, approx, losses, i) -> None:
+        if i % self.window or len(losses) < 2 * self.window:
+            return
+        recent, before = losses[-self.window :], losses[-2 * self.window : -self.window]
+        change = abs(np.mean(recent) - np.mean(before))
+        noise = 2.0 * np.sqrt((np.var(recent) + np.var(before)) / self.window)
+        if change <= max(self.tolerance * abs(np.mean(before)), noise):
+            self.converged = True
+            raise StopIteration
+
+
 def _result(model, data, priors, spec, tree, settings, sample_stats=False, elbo=None):
     structure = model.structure
     posterior = tree["posterior"].dataset
@@ -232,37 +298,18 @@ def _result(model, data, priors, spec, tree, settings, sample_stats=False, elbo=
     precision = posterior[structure.pymc_precision_name].values
     covariances = structure.covariance_from_precision(precision, spec.n_features)
     covariances = np.broadcast_to(covariances, means.shape + (spec.n_features,)).copy()
-    if settings["identify"] == "relabel" and spec.n_components > 1:
-        weights, means, covariances, sweeps = _relabel(model, data, weights, means, covariances)
-        settings["relabel_sweeps"] = sweeps
-    params = parameters_dataset(weights, means, covariances, data.feature_names)
-    stats = _sample_stats(tree) if sample_stats else None
-    return BayesResult(
-        model=model,
-        posterior=params,
-        data=data,
-        priors=priors,
-        sample_stats=stats,
-        elbo=elbo,
-        settings=settings,
-    )
-
-
-def _relabel(model, data, weights, means, covariances):
-    """Stephens' relabelling of every parameter from the per-draw memberships."""
-    n_chains, n_draws = weights.shape[:2]
-    provisional = BayesResult(
+    result = BayesResult(
         model=model,
         posterior=parameters_dataset(weights, means, covariances, data.feature_names),
         data=data,
-        priors=None,
-        settings={},
+        priors=priors,
+        sample_stats=_sample_stats(tree) if sample_stats else None,
+        elbo=elbo,
+        settings=settings,
     )
-    membership = provisional.membership_draws(data).values.reshape(n_chains * n_draws, data.n_obs, -1)
-    perms, sweeps = stephens_permutations(membership)
-    flat = [a.reshape((n_chains * n_draws,) + a.shape[2:]) for a in (weights, means, covariances)]
-    relabelled = [apply_permutations(a, perms, axis=1) for a in flat]
-    return (*(a.reshape((n_chains, n_draws) + a.shape[1:]) for a in relabelled), sweeps)
+    if settings["identify"] == "relabel" and spec.n_components > 1:
+        result = result.relabel()
+    return result
 
 
 def _sample_stats(tree: xr.DataTree) -> xr.Dataset | None:

@@ -24,9 +24,10 @@ def stephens_permutations(membership: np.ndarray, max_iter: int = 100) -> tuple[
     """Stephens' KL relabelling of membership probabilities.
 
     Finds per-draw permutations so that the permuted membership matrices are all close,
-    in Kullback-Leibler divergence, to their average ``Q``: alternately set ``Q`` to the
-    mean of the relabelled matrices and, per draw, solve the assignment problem with cost
-    ``C[k, j] = -sum_n Q_nk log p_nj`` (Hungarian algorithm), until no label changes.
+    in Kullback-Leibler divergence, to their average ``Q``: starting from ``Q`` = the
+    first draw's memberships, alternately solve, per draw, the assignment problem with
+    cost ``C[k, j] = -sum_n Q_nk log p_nj`` (Hungarian algorithm) and set ``Q`` to the
+    mean of the relabelled matrices, until no label changes.
 
     Parameters
     ----------
@@ -42,17 +43,18 @@ def stephens_permutations(membership: np.ndarray, max_iter: int = 100) -> tuple[
     n_sweeps : int
         Sweeps until the permutations stopped changing.
     """
-    n_draws, _, n_components = membership.shape
     log_p = np.log(np.maximum(membership, _TINY))
-    perms = np.tile(np.arange(n_components), (n_draws, 1))
+    # Start from the first draw as pivot: averaging unrelabelled draws would give a
+    # near-uniform target with no labelling to pull towards.
+    target = membership[0]
+    perms = None
     for sweep in range(1, max_iter + 1):
-        relabelled = np.take_along_axis(membership, perms[:, None, :], axis=2)
-        target = relabelled.mean(axis=0)  # Q, (N, K)
         cost = -np.einsum("nk,snj->skj", target, log_p)
         new = _best_permutations(cost)
-        if np.array_equal(new, perms):
+        if perms is not None and np.array_equal(new, perms):
             return perms, sweep
         perms = new
+        target = np.take_along_axis(membership, perms[:, None, :], axis=2).mean(axis=0)
     return perms, max_iter
 
 

@@ -11,7 +11,7 @@ import xarray as xr
 
 from bayesmix.data import Data
 from bayesmix.exceptions import LabelSwitchingWarning, SamplerWarning
-from bayesmix.results import MixtureResult
+from bayesmix.results import MixtureResult, parameters_dataset
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
@@ -67,11 +67,8 @@ class BayesResult(MixtureResult):
 
     @property
     def is_mcmc(self) -> bool:
-        return (
-            self.sample_stats is not None
-            and self.posterior.sizes["chain"] > 0
-            and (self.elbo is None)
-        )
+        """Whether the draws come from MCMC (so chain diagnostics apply)."""
+        return self.method == "nuts"
 
     # -- point summaries the EM result has as attributes --------------------------------
     @property
@@ -88,6 +85,39 @@ class BayesResult(MixtureResult):
     def covariances(self) -> np.ndarray:
         """Posterior mean covariance matrices ``(K, D, D)``."""
         return self.posterior["covariances"].mean(("chain", "draw")).values
+
+    def relabel(self) -> BayesResult:
+        """Resolve label switching by Stephens' (2000) KL algorithm.
+
+        Every draw's components are permuted so that its membership probabilities of
+        the training data agree with their average; weights, means and covariances are
+        permuted consistently. Label-invariant quantities (predictive densities,
+        co-clustering) are unchanged.
+
+        Returns
+        -------
+        BayesResult
+            A new result; ``settings["relabel_sweeps"]`` says how many sweeps it took.
+        """
+        from bayesmix.bayes.relabel import apply_permutations, stephens_permutations
+
+        n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
+        shape = (n_chains * n_draws, self.data.n_obs, self.model.n_components)
+        perms, sweeps = stephens_permutations(self.memberships().values.reshape(shape))
+        permuted = []
+        for name in ("weights", "means", "covariances"):
+            values = self.posterior[name].values
+            flat = values.reshape((n_chains * n_draws,) + values.shape[2:])
+            permuted.append(apply_permutations(flat, perms, axis=1).reshape(values.shape))
+        return BayesResult(
+            model=self.model,
+            posterior=parameters_dataset(*permuted, self.feature_names),
+            data=self.data,
+            priors=self.priors,
+            sample_stats=self.sample_stats,
+            elbo=self.elbo,
+            settings={**self.settings, "relabel_sweeps": sweeps},
+        )
 
     def memberships(self) -> xr.DataArray:
         """Membership probabilities of the training observations for every draw,
@@ -163,7 +193,10 @@ class BayesResult(MixtureResult):
             keep["stds"] = post["stds"].isel(component=0, drop=True)
         if self.model.covariance_type in ("full", "tied") and self.n_features > 1:
             rows, cols = np.triu_indices(self.n_features, 1)
-            names = [f"{self.feature_names[i]}|{self.feature_names[j]}" for i, j in zip(rows, cols)]
+            names = [
+                f"{self.feature_names[i]}|{self.feature_names[j]}"
+                for i, j in zip(rows, cols, strict=True)
+            ]
             corr = post["correlations"].values[..., rows, cols]
             dims = ("chain", "draw", "component", "pair")
             coords = {"pair": names}
@@ -201,7 +234,8 @@ class BayesResult(MixtureResult):
                 problems.append(
                     (
                         f"r_hat up to {worst:.3f} (> {RHAT_LIMIT}): chains disagree. Draw more "
-                        "(draws=, tune=), or check label switching with diagnose_label_switching().",
+                        "(draws=, tune=); if chains label components differently, relabel "
+                        "with result.relabel().",
                         SamplerWarning,
                     )
                 )
@@ -209,7 +243,8 @@ class BayesResult(MixtureResult):
             if low < ESS_PER_CHAIN * n_chains:
                 problems.append(
                     (
-                        f"bulk ESS as low as {low:.0f} (< {ESS_PER_CHAIN} per chain): increase draws.",
+                        f"bulk ESS as low as {low:.0f} (< {ESS_PER_CHAIN} per chain): "
+                        "increase draws.",
                         SamplerWarning,
                     )
                 )
@@ -249,7 +284,7 @@ class BayesResult(MixtureResult):
         return [
             (
                 f"chains {switched} use other component labels than chain 0 (label switching). "
-                "Relabel with bayesmix.relabel(result) or fit with identify='ordered'.",
+                "Relabel with result.relabel() or fit with identify='ordered'.",
                 LabelSwitchingWarning,
             )
         ]
