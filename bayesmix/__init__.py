@@ -24,5 +24,6 @@ __all__ = [
     "MixtureResult",
     "Priors",
     "SamplerWarning",
+    "bayes",
     "datasets",
 ]

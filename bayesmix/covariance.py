@@ -25,6 +25,8 @@ from typing import ClassVar
 import numpy as np
 from scipy.special import gammaln, multigammaln
 
+from bayesmix.em import kernels
+from bayesmix.em.kernels import n_chunks_for
 from bayesmix.exceptions import DegenerateComponentWarning
 
 __all__ = ["CovarianceStructure", "get_structure", "STRUCTURES"]
@@ -86,6 +88,19 @@ class CovarianceStructure(ABC):
 
         With ``dof=None`` (no prior) this is the maximum-likelihood update.
         """
+
+    @abstractmethod
+    def fused_statistics(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray,
+        shift: np.ndarray,
+        log_weights: np.ndarray,
+        means: np.ndarray,
+        prec_chol: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+        """One fused pass (see :mod:`bayesmix.em.kernels`): ``mass``, ``sum_x``,
+        ``sum_xx`` (this structure's form), log-likelihood and ``sum log max_k r``."""
 
     # -- densities -----------------------------------------------------------------
     @abstractmethod
@@ -332,6 +347,13 @@ class Full(CovarianceStructure):
         cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
         return cov
 
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        lower = np.ascontiguousarray(np.swapaxes(prec_chol, 1, 2))
+        log_det = self.log_det_precision_cholesky(prec_chol, X.shape[1])
+        return kernels.estep_full(
+            X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks_for(len(X))
+        )
+
     def precision_cholesky(self, cov):
         return _upper_precision_cholesky(cov)
 
@@ -406,6 +428,19 @@ class Tied(CovarianceStructure):
         cov = 0.5 * (cov + cov.T)
         cov[np.arange(n_features), np.arange(n_features)] += reg_covar
         return cov
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        log_det = np.full(means.shape[0], self.log_det_precision_cholesky(prec_chol, X.shape[1]))
+        return kernels.estep_tied(
+            X,
+            sample_weight,
+            shift,
+            log_weights,
+            means @ prec_chol,
+            np.ascontiguousarray(prec_chol.T),
+            log_det,
+            n_chunks_for(len(X)),
+        )
 
     def precision_cholesky(self, cov):
         return _upper_precision_cholesky(cov)
@@ -484,6 +519,15 @@ class Diag(CovarianceStructure):
         else:
             var = (scatter + scale) / (mass + dof + 2.0)[:, None]
         return var + reg_covar
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        # spherical factors (K,) broadcast over features
+        squared = (np.asarray(prec_chol) ** 2).reshape(len(means), -1)
+        precision = np.ascontiguousarray(np.broadcast_to(squared, means.shape))
+        log_det = self.log_det_precision_cholesky(prec_chol, X.shape[1])
+        return kernels.estep_diag(
+            X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks_for(len(X))
+        )
 
     def precision_cholesky(self, cov):
         cov = np.asarray(cov, dtype=float)

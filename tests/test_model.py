@@ -124,7 +124,12 @@ def small():
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"method": "mcmc"}, ValueError, r"method must be one of \['em', 'map', 'nuts', 'advi', 'fullrank_advi'\]; got 'mcmc'"),
+        (
+            {"method": "mcmc"},
+            ValueError,
+            r"method must be one of \['em', 'map', 'nuts', 'advi', 'fullrank_advi'\]; "
+            r"got 'mcmc'",
+        ),
         ({"method": None}, ValueError, "method must be one of"),
         ({"n_iter": 5}, TypeError, r"unknown option\(s\) \['n_iter'\] for method='em'"),
         ({"draws": 100, "tune": 5}, TypeError, r"unknown option\(s\) \['draws', 'tune'\]"),

@@ -82,17 +82,6 @@ def log_normalise(log_prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return log_norm[:, 0], log_prob - log_norm
 
 
-def _block_stats(X, weights, resp, structure, log_norm, log_resp) -> SufficientStats:
-    weighted = resp * weights[:, None]
-    return SufficientStats(
-        mass=weighted.sum(axis=0),
-        sum_x=weighted.T @ X,
-        sum_xx=structure.second_moment(X, weighted),
-        log_likelihood=float(weights @ log_norm),
-        log_max_resp=float(weights @ log_resp.max(axis=1)),
-    )
-
-
 def e_step(
     X: np.ndarray,
     sample_weight: np.ndarray,
@@ -100,18 +89,14 @@ def e_step(
     params: Params,
     structure: CovarianceStructure,
 ) -> SufficientStats:
-    """Sufficient statistics of ``X - shift`` under ``params`` (given in shifted units)."""
-    n_obs, n_features = X.shape
-    size = block_rows(n_obs, n_features, params.weights.shape[0])
-    total = None
-    for rows in iter_blocks(n_obs, size):
-        block = X[rows] - shift
-        log_norm, log_resp = log_normalise(log_joint(block, params, structure))
-        stats = _block_stats(
-            block, sample_weight[rows], np.exp(log_resp), structure, log_norm, log_resp
-        )
-        total = stats if total is None else total + stats
-    return total
+    """Sufficient statistics of ``X - shift`` under ``params`` (given in shifted units),
+    from one fused pass over the rows."""
+    with np.errstate(divide="ignore"):
+        log_weights = np.log(params.weights)
+    mass, sum_x, sum_xx, log_lik, log_max = structure.fused_statistics(
+        X, sample_weight, shift, log_weights, params.means, params.precisions_cholesky
+    )
+    return SufficientStats(mass, sum_x, sum_xx, float(log_lik), float(log_max))
 
 
 def stats_from_responsibilities(

@@ -1,0 +1,188 @@
+"""EM speed against scikit-learn: same data, same initial parameters, same iterations.
+
+For each case both libraries run ``--iterations`` EM iterations with ``tol=0`` from
+identical initial parameters, interleaved (sklearn, bayesmix, sklearn, ...) after a
+warm-up, ``--repeats`` times. Printed per case: median seconds, the ratio
+sklearn / bayesmix, the relative difference of the final log-likelihoods, the peak memory
+each fit allocated (tracemalloc, numpy buffers included) beside the data size, and the
+effective GFLOP/s of bayesmix against a model of the floating-point work per iteration.
+
+Run: ``python -m benchmarks.em`` (full table) or ``python -m benchmarks.em --quick``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
+
+import bayesmix as bm
+
+CASES = [
+    (1_000_000, 2, 8, "full"),
+    (100_000, 16, 8, "full"),
+    (200_000, 32, 16, "full"),
+    (100_000, 16, 8, "diag"),
+    (100_000, 16, 8, "spherical"),
+    (100_000, 16, 8, "tied"),
+]
+QUICK_CASES = [(3_000, 3, 4, kind) for kind in ("full", "diag", "spherical", "tied")]
+
+
+@dataclass
+class CaseResult:
+    n_obs: int
+    n_features: int
+    n_components: int
+    covariance_type: str
+    sklearn_seconds: float
+    bayesmix_seconds: float
+    log_likelihood_rel_diff: float
+    sklearn_peak_mb: float
+    bayesmix_peak_mb: float
+    data_mb: float
+    gflops: float
+
+    @property
+    def ratio(self) -> float:
+        return self.sklearn_seconds / self.bayesmix_seconds
+
+
+def make_data(n_obs: int, n_features: int, n_components: int, seed: int = 0) -> np.ndarray:
+    """Draws from a random mixture with well-spread components."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(scale=4.0, size=(n_components, n_features))
+    labels = rng.integers(n_components, size=n_obs)
+    mixing = rng.normal(size=(n_components, n_features, n_features)) / np.sqrt(n_features)
+    noise = rng.standard_normal((n_obs, n_features))
+    X = np.empty((n_obs, n_features))
+    for k in range(n_components):  # per component, not per row
+        rows = labels == k
+        X[rows] = centres[k] + noise[rows] @ (mixing[k] + np.eye(n_features))
+    return X
+
+
+def initial_parameters(X: np.ndarray, n_components: int, covariance_type: str, seed: int = 1):
+    """Identical starting parameters for both libraries: random rows as means, equal
+    weights, the data covariance for every component (in each natural shape)."""
+    rng = np.random.default_rng(seed)
+    means = X[rng.choice(X.shape[0], n_components, replace=False)]
+    cov = np.cov(X, rowvar=False)
+    natural = {
+        "full": np.repeat(cov[None], n_components, axis=0),
+        "tied": cov,
+        "diag": np.repeat(np.diag(cov)[None], n_components, axis=0),
+        "spherical": np.full(n_components, np.diag(cov).mean()),
+    }[covariance_type]
+    precisions = np.linalg.inv(natural) if kind_is_matrix(covariance_type) else 1.0 / natural
+    weights = np.full(n_components, 1.0 / n_components)
+    return weights, means, natural, precisions
+
+
+def kind_is_matrix(covariance_type: str) -> bool:
+    return covariance_type in ("full", "tied")
+
+
+def flops_per_iteration(n_obs: int, n_features: int, n_components: int, kind: str) -> float:
+    """Multiply-adds counted as 2 flops: whitening plus second moments."""
+    d = n_features
+    per_component = {"full": d * (d + 1), "tied": d * (d + 1) / n_components, "diag": 4 * d}
+    per_component["spherical"] = per_component["diag"]
+    return 2.0 * n_obs * n_components * (per_component[kind] + 2 * d)
+
+
+def _timed(fn):
+    tracemalloc.start()
+    start = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - start
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return out, seconds, peak / 2**20
+
+
+def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> CaseResult:
+    X = make_data(n_obs, n_features, n_components)
+    weights, means, covariances, precisions = initial_parameters(X, n_components, kind)
+
+    def sklearn_fit():
+        return SklearnGaussianMixture(
+            n_components,
+            covariance_type=kind,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            max_iter=iterations,
+            tol=0.0,
+        ).fit(X)
+
+    def bayesmix_fit():
+        init = {"weights": weights, "means": means, "covariances": covariances}
+        return bm.GaussianMixture(n_components, kind).fit(
+            X, init=init, max_iter=iterations, tol=0.0
+        )
+
+    sk_times, bm_times, sk_peak, bm_peak = [], [], 0.0, 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sklearn_fit(), bayesmix_fit()  # warm-up (imports, caches, page faults)
+        for _ in range(repeats):
+            sk, seconds, peak = _timed(sklearn_fit)
+            sk_times.append(seconds)
+            sk_peak = max(sk_peak, peak)
+            ours, seconds, peak = _timed(bayesmix_fit)
+            bm_times.append(seconds)
+            bm_peak = max(bm_peak, peak)
+    sk_loglik = sk.score(X) * n_obs
+    bm_loglik = ours.score(X) * n_obs
+    bm_median = statistics.median(bm_times)
+    return CaseResult(
+        n_obs,
+        n_features,
+        n_components,
+        kind,
+        statistics.median(sk_times),
+        bm_median,
+        abs(bm_loglik - sk_loglik) / abs(sk_loglik),
+        sk_peak,
+        bm_peak,
+        X.nbytes / 2**20,
+        flops_per_iteration(n_obs, n_features, n_components, kind) * iterations / bm_median / 1e9,
+    )
+
+
+def main(argv: list[str] | None = None) -> list[CaseResult]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny cases (a smoke test)")
+    parser.add_argument("--iterations", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args(argv)
+    cases = QUICK_CASES if args.quick else CASES
+    print(f"{args.iterations} EM iterations, tol=0, median of {args.repeats} interleaved runs\n")
+    print(
+        "| N | D | K | covariance | sklearn s | bayesmix s | sklearn/bayesmix | rel. diff log L |"
+        " peak MB sklearn | peak MB bayesmix | data MB | bayesmix GFLOP/s |"
+    )
+    print("| --- " * 12 + "|")
+    results = []
+    for case in cases:
+        r = run_case(*case, iterations=args.iterations, repeats=args.repeats)
+        results.append(r)
+        print(
+            f"| {r.n_obs:,} | {r.n_features} | {r.n_components} | {r.covariance_type} "
+            f"| {r.sklearn_seconds:.2f} | {r.bayesmix_seconds:.2f} | {r.ratio:.2f} "
+            f"| {r.log_likelihood_rel_diff:.1e} | {r.sklearn_peak_mb:.0f} "
+            f"| {r.bayesmix_peak_mb:.0f} | {r.data_mb:.0f} | {r.gflops:.2f} |",
+            flush=True,
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()
