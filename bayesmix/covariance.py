@@ -23,6 +23,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
+from scipy.linalg import solve_triangular
 from scipy.special import gammaln, multigammaln
 
 from bayesmix.em import kernels
@@ -226,7 +227,8 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
 def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
     lower = _cholesky(cov)
-    return np.swapaxes(np.linalg.inv(lower), -1, -2)
+    identity = np.broadcast_to(np.eye(cov.shape[-1]), lower.shape)
+    return np.swapaxes(solve_triangular(lower, identity, lower=True), -1, -2)
 
 
 def _inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
@@ -364,9 +366,13 @@ class Full(CovarianceStructure):
         return np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
 
     def mahalanobis(self, X, means, prec_chol):
-        # (K, n, D): whiten the block once per component with a batched GEMM.
-        whitened = np.matmul(X, prec_chol) - np.einsum("kd,kde->ke", means, prec_chol)[:, None]
-        return np.einsum("knd,knd->nk", whitened, whitened)
+        # Whiten for every component with one GEMM: X @ [U_1 | ... | U_K].
+        n_components, n_features, _ = prec_chol.shape
+        stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
+        centres = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1)
+        whitened = X @ stacked - centres
+        np.square(whitened, out=whitened)
+        return whitened.reshape(len(X), n_components, n_features).sum(axis=-1)
 
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())

@@ -78,14 +78,23 @@ def _compare_with_sklearn(ref, X, covariance_type, n_components, n_iter, reg_cov
         ref.expand(covariance_type, sk.covariances_, n_components, n_features),
         **tight,
     )
+    # Precision factors amplify rounding in the covariances by their condition number
+    # (a component collapsing onto a few points in 12-D reaches 1e6).
+    full = ref.expand(covariance_type, sk.covariances_, n_components, n_features)
+    condition = max(np.linalg.cond(matrix) for matrix in full)
     np.testing.assert_allclose(
-        res.precisions_cholesky, sk.precisions_cholesky_, rtol=1e-8, atol=1e-12
+        res.precisions_cholesky,
+        sk.precisions_cholesky_,
+        rtol=max(1e-8, 1e-13 * condition),
+        atol=1e-12,
     )
-    np.testing.assert_allclose(res.score(X), sk.score(X), rtol=1e-12)
-    np.testing.assert_allclose(res.log_likelihood / X.shape[0], sk.score(X), rtol=1e-12)
+    # 1e-10: a hundred times tighter than the 1e-8 the speed issue asks for; reached
+    # even by the ill-conditioned 12-D case (1e-11).
+    np.testing.assert_allclose(res.score(X), sk.score(X), rtol=1e-10)
+    np.testing.assert_allclose(res.log_likelihood / X.shape[0], sk.score(X), rtol=1e-10)
     # sklearn records the mean log-likelihood before each of its M-steps.
     np.testing.assert_allclose(
-        res.log_likelihood_trace[:-1] / X.shape[0], sk.lower_bounds_, rtol=1e-12
+        res.log_likelihood_trace[:-1] / X.shape[0], sk.lower_bounds_, rtol=1e-10
     )
 
 
@@ -97,7 +106,11 @@ def test_em_matches_sklearn_on_faithful(ref, covariance_type, reg_covar):
 
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
-@pytest.mark.parametrize(("n_features", "n_components"), [(1, 2), (2, 3), (3, 4), (5, 2)])
+@pytest.mark.parametrize(
+    ("n_features", "n_components"),
+    # up to 8 features the fused compiled E-step runs, above it the BLAS-blocked one
+    [(1, 2), (2, 3), (3, 4), (5, 2), (8, 3), (12, 3)],
+)
 def test_em_matches_sklearn_on_simulated_data(ref, covariance_type, n_features, n_components):
     X, _, _ = ref.blobs(n_components, n_features, n_per=40, seed=n_features)
     _compare_with_sklearn(ref, X, covariance_type, n_components, n_iter=8)
