@@ -108,7 +108,6 @@ def test_em_matches_sklearn_on_faithful(ref, covariance_type, reg_covar):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize(
     ("n_features", "n_components"),
-    # up to 8 features the fused compiled E-step runs, above it the BLAS-blocked one
     [(1, 2), (2, 3), (3, 4), (5, 2), (8, 3), (12, 3)],
 )
 def test_em_matches_sklearn_on_simulated_data(ref, covariance_type, n_features, n_components):

@@ -22,6 +22,9 @@ import numpy as np
 __all__ = ["estep_full", "estep_tied", "estep_diag", "n_chunks_for"]
 
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
+# Let LLVM reassociate sums (SIMD reductions) and fuse multiply-adds; no assumptions about
+# NaN or infinity (a zero weight has log weight -inf).
+_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
 def n_chunks_for(n_obs: int) -> int:
@@ -46,7 +49,7 @@ def _normalise_row(log_prob, n_components):
     return peak + log_total, -log_total
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks):
     """Statistics for per-component full covariances.
 
@@ -97,7 +100,7 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
     return mass.sum(axis=0), sum_x.sum(axis=0), out, log_lik.sum(), log_max.sum()
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_chunks):
     """Statistics for one shared covariance; ``centres[k] = mu_k @ U`` (whitened means).
 
@@ -149,7 +152,7 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
     return mass.sum(axis=0), sum_x.sum(axis=0), out, log_lik.sum(), log_max.sum()
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
 def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks):
     """Statistics for axis-aligned covariances; ``precision (K, D)`` holds ``1 / var``
     (spherical: the same value across features). ``sum_xx`` is ``sum r x^2``, ``(K, D)``."""
