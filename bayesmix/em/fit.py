@@ -198,44 +198,53 @@ def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> P
 
 
 def _user_params(init, X, weights, shift, model, priors, reg_covar) -> Params:
+    """Parameters from a user's start; missing weights or covariances come from the
+    hard assignment of every row to its nearest given mean."""
     structure = model.structure
     n_components, n_features = model.n_components, X.shape[1]
     means = _array(init["means"], "init['means']", (n_components, n_features)) - shift
-    labels, _ = nearest(X - shift, means)
-    resp = np.zeros((X.shape[0], n_components))
-    resp[np.arange(X.shape[0]), labels] = 1.0
-    stats = stats_from_responsibilities(X, weights, shift, resp, structure)
-    mass = stats.mass + 10 * np.finfo(float).eps
+    given_weights, given_cov = init.get("weights"), init.get("covariances")
+    if given_weights is None or given_cov is None:
+        labels, _ = nearest(X - shift, means)
+        resp = np.zeros((X.shape[0], n_components))
+        resp[np.arange(X.shape[0]), labels] = 1.0
+        stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+        mass = stats.mass + 10 * np.finfo(float).eps
 
-    if init.get("weights") is not None:
-        w = _array(init["weights"], "init['weights']", (n_components,))
+    if given_weights is not None:
+        w = _array(given_weights, "init['weights']", (n_components,))
         if (w < 0).any() or not np.isclose(w.sum(), 1.0, rtol=1e-6):
             raise ValueError("init['weights'] must be non-negative and sum to 1.")
         w = w / w.sum()
     else:
         w = mass / mass.sum()
 
-    if init.get("covariances") is not None:
-        cov = np.asarray(init["covariances"], dtype=float)
-        natural_shape = structure.natural_shape(n_components, n_features)
-        if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
-            cov = structure.from_full(cov)
-        cov = _array(cov, "init['covariances']", natural_shape)
-        if structure.name in ("diag", "spherical"):
-            if (cov <= 0).any():
-                raise ValueError("init['covariances'] must be positive.")
-        else:
-            matrices = cov.reshape((-1, n_features, n_features))
-            if not np.allclose(matrices, np.swapaxes(matrices, 1, 2)) or (
-                np.linalg.eigvalsh(matrices).min() <= 0
-            ):
-                raise ValueError("init['covariances'] must be symmetric positive definite.")
+    if given_cov is not None:
+        cov = _user_covariances(given_cov, structure, n_components, n_features)
     else:
         dof, scale = (
             (None, None) if priors is None else (priors.covariance_dof, priors.covariance_scale)
         )
         cov = structure.m_step(mass, stats.sum_x, stats.sum_xx, means, dof, scale, reg_covar)
     return Params(w, means, cov, structure.precision_cholesky(cov))
+
+
+def _user_covariances(value, structure, n_components: int, n_features: int) -> np.ndarray:
+    cov = np.asarray(value, dtype=float)
+    natural_shape = structure.natural_shape(n_components, n_features)
+    if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
+        cov = structure.from_full(cov)
+    cov = _array(cov, "init['covariances']", natural_shape)
+    if structure.name in ("diag", "spherical"):
+        if (cov <= 0).any():
+            raise ValueError("init['covariances'] must be positive.")
+        return cov
+    matrices = cov.reshape((-1, n_features, n_features))
+    if not np.allclose(matrices, np.swapaxes(matrices, 1, 2)) or (
+        np.linalg.eigvalsh(matrices).min() <= 0
+    ):
+        raise ValueError("init['covariances'] must be symmetric positive definite.")
+    return cov
 
 
 def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
