@@ -15,7 +15,14 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import as_data, check_sample_weight
-from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint, log_normalise
+from bayesmix.em.stats import (
+    BLOCK_BYTES,
+    Params,
+    block_rows,
+    iter_blocks,
+    log_joint,
+    log_normalise,
+)
 from bayesmix.validation import check_int, check_random_state
 
 if TYPE_CHECKING:
@@ -88,7 +95,8 @@ def sample_mixture(
     z = np.minimum((u[:, None] > cumulative[draw]).sum(axis=1), n_components - 1)
     eps = rng.standard_normal((n_samples, n_features))
     X = np.empty((n_samples, n_features))
-    for rows in iter_blocks(n_samples, block_rows(n_samples, n_features * n_features, 1)):
+    rows_per_block = max(1, BLOCK_BYTES // (8 * n_features * n_features))  # gathered factors
+    for rows in iter_blocks(n_samples, rows_per_block):
         factors = chol[draw[rows], z[rows]]
         X[rows] = means[draw[rows], z[rows]] + np.einsum("nde,ne->nd", factors, eps[rows])
     return X, z
