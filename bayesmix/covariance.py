@@ -23,7 +23,7 @@ from abc import ABC, abstractmethod
 from typing import ClassVar
 
 import numpy as np
-from scipy.linalg import solve_triangular
+from scipy.linalg.lapack import dtrtri
 from scipy.special import gammaln, multigammaln
 
 from bayesmix.em import kernels
@@ -227,8 +227,10 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
 def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
     lower = _cholesky(cov)
-    identity = np.broadcast_to(np.eye(cov.shape[-1]), lower.shape)
-    return np.swapaxes(solve_triangular(lower, identity, lower=True), -1, -2)
+    inverse = np.empty_like(lower)
+    for index in np.ndindex(lower.shape[:-2]):  # per matrix, never per row
+        inverse[index], _ = dtrtri(lower[index], lower=1)
+    return np.swapaxes(inverse, -1, -2)
 
 
 def _inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:

@@ -65,6 +65,12 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
     for c in nb.prange(n_chunks):
+        # chunk-local accumulators: no aliasing with other chunks' rows of the outputs
+        chunk_mass = np.zeros(n_components)
+        chunk_x = np.zeros((n_components, n_features))
+        chunk_xx = np.zeros((n_components, n_features, n_features))
+        chunk_lik = 0.0
+        chunk_max = 0.0
         x = np.empty(n_features)
         diff = np.empty(n_features)
         log_prob = np.empty(n_components)
@@ -83,16 +89,21 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
                 log_prob[k] = const[k] - 0.5 * maha
             log_norm, log_top = _normalise_row(log_prob, n_components)
             w = sample_weight[n]
-            log_lik[c] += w * log_norm
-            log_max[c] += w * log_top
+            chunk_lik += w * log_norm
+            chunk_max += w * log_top
             for k in range(n_components):
                 r = w * log_prob[k]
-                mass[c, k] += r
+                chunk_mass[k] += r
                 for i in range(n_features):
                     rx = r * x[i]
-                    sum_x[c, k, i] += rx
+                    chunk_x[k, i] += rx
                     for j in range(i + 1):
-                        sum_xx[c, k, i, j] += rx * x[j]
+                        chunk_xx[k, i, j] += rx * x[j]
+        mass[c] = chunk_mass
+        sum_x[c] = chunk_x
+        sum_xx[c] = chunk_xx
+        log_lik[c] = chunk_lik
+        log_max[c] = chunk_max
     out = sum_xx.sum(axis=0)
     for i in range(n_features):
         for j in range(i):
@@ -115,6 +126,11 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
     for c in nb.prange(n_chunks):
+        chunk_mass = np.zeros(n_components)
+        chunk_x = np.zeros((n_components, n_features))
+        chunk_xx = np.zeros((n_features, n_features))
+        chunk_lik = 0.0
+        chunk_max = 0.0
         x = np.empty(n_features)
         y = np.empty(n_features)
         log_prob = np.empty(n_components)
@@ -134,17 +150,22 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
                 log_prob[k] = const[k] - 0.5 * maha
             log_norm, log_top = _normalise_row(log_prob, n_components)
             w = sample_weight[n]
-            log_lik[c] += w * log_norm
-            log_max[c] += w * log_top
+            chunk_lik += w * log_norm
+            chunk_max += w * log_top
             for k in range(n_components):
                 r = w * log_prob[k]
-                mass[c, k] += r
+                chunk_mass[k] += r
                 for i in range(n_features):
-                    sum_x[c, k, i] += r * x[i]
+                    chunk_x[k, i] += r * x[i]
             for i in range(n_features):
                 wx = w * x[i]
                 for j in range(i + 1):
-                    sum_xx[c, i, j] += wx * x[j]
+                    chunk_xx[i, j] += wx * x[j]
+        mass[c] = chunk_mass
+        sum_x[c] = chunk_x
+        sum_xx[c] = chunk_xx
+        log_lik[c] = chunk_lik
+        log_max[c] = chunk_max
     out = sum_xx.sum(axis=0)
     for i in range(n_features):
         for j in range(i):
@@ -165,6 +186,11 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
     for c in nb.prange(n_chunks):
+        chunk_mass = np.zeros(n_components)
+        chunk_x = np.zeros((n_components, n_features))
+        chunk_xx = np.zeros((n_components, n_features))
+        chunk_lik = 0.0
+        chunk_max = 0.0
         x = np.empty(n_features)
         log_prob = np.empty(n_components)
         for n in range(c * n_obs // n_chunks, (c + 1) * n_obs // n_chunks):
@@ -178,15 +204,20 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
                 log_prob[k] = const[k] - 0.5 * maha
             log_norm, log_top = _normalise_row(log_prob, n_components)
             w = sample_weight[n]
-            log_lik[c] += w * log_norm
-            log_max[c] += w * log_top
+            chunk_lik += w * log_norm
+            chunk_max += w * log_top
             for k in range(n_components):
                 r = w * log_prob[k]
-                mass[c, k] += r
+                chunk_mass[k] += r
                 for d in range(n_features):
                     rx = r * x[d]
-                    sum_x[c, k, d] += rx
-                    sum_xx[c, k, d] += rx * x[d]
+                    chunk_x[k, d] += rx
+                    chunk_xx[k, d] += rx * x[d]
+        mass[c] = chunk_mass
+        sum_x[c] = chunk_x
+        sum_xx[c] = chunk_xx
+        log_lik[c] = chunk_lik
+        log_max[c] = chunk_max
     return (
         mass.sum(axis=0),
         sum_x.sum(axis=0),
