@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from scipy import stats
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
@@ -97,6 +98,20 @@ def match_components(estimated_means, true_means):
     return perm
 
 
+def scipy_log_prior(weights, means, natural_cov, covariance_type, priors):
+    """Log prior density with scipy's distributions (covariances in natural storage)."""
+    value = stats.dirichlet.logpdf(weights, priors.weight_concentration)
+    value += stats.norm.logpdf(means, priors.mean_loc, priors.mean_scale).sum()
+    dof, scale = priors.covariance_dof, priors.covariance_scale
+    if covariance_type == "full":
+        value += sum(stats.invwishart.logpdf(c, df=dof, scale=scale) for c in natural_cov)
+    elif covariance_type == "tied":
+        value += stats.invwishart.logpdf(natural_cov, df=dof, scale=scale)
+    else:
+        value += stats.invgamma.logpdf(natural_cov, a=dof / 2, scale=np.asarray(scale) / 2).sum()
+    return value
+
+
 @pytest.fixture
 def ref():
     """Independent reference helpers (numpy, scipy, scikit-learn), as attributes."""
@@ -108,4 +123,5 @@ def ref():
         sklearn_precisions=sklearn_precisions,
         sklearn_at=sklearn_at,
         match=match_components,
+        scipy_log_prior=scipy_log_prior,
     )
