@@ -14,6 +14,8 @@ from scipy import stats
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
+import bayesmix as bm
+
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
@@ -125,3 +127,28 @@ def ref():
         match=match_components,
         scipy_log_prior=scipy_log_prior,
     )
+
+
+# -- fits shared by every test module (one compile per distinct PyMC model per session) --
+@pytest.fixture(scope="session")
+def faithful():
+    """Old Faithful as a DataFrame (272 x 2)."""
+    return bm.datasets.load_faithful()
+
+
+@pytest.fixture(scope="session")
+def faithful_em(faithful):
+    """Maximum-likelihood EM, K=2 full covariance."""
+    return bm.GaussianMixture(2, "full").fit(faithful, method="em", n_init=3, random_state=0)
+
+
+@pytest.fixture(scope="session")
+def faithful_nuts(faithful):
+    """NUTS (nutpie), K=2 full covariance, 4 chains x 1000 draws."""
+    return bm.GaussianMixture(2, "full").fit(faithful, method="nuts", chains=4, random_state=11)
+
+
+@pytest.fixture(scope="session")
+def faithful_advi(faithful):
+    """Mean-field ADVI, K=2 full covariance."""
+    return bm.GaussianMixture(2, "full").fit(faithful, method="advi", random_state=0)

@@ -35,16 +35,6 @@ def truth_for(covariance_type: str) -> dict[str, np.ndarray]:
     return {**TRUTH, "covariances": structure.from_full(TRUTH["covariances"])}
 
 
-@pytest.fixture(scope="module")
-def faithful():
-    return bm.datasets.load_faithful()
-
-
-@pytest.fixture(scope="module")
-def faithful_nuts(faithful):
-    return bm.GaussianMixture(2, "full").fit(faithful, method="nuts", chains=4, random_state=11)
-
-
 @pytest.fixture(scope="module", params=["full", "tied", "diag"])
 def simulated_fit(request):
     """NUTS on 400 draws from a known mixture, one fit per covariance structure."""
