@@ -1,0 +1,1 @@
+"""Plots of fitted mixtures (matplotlib); every function returns its axes or figure."""
