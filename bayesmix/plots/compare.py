@@ -1,0 +1,135 @@
+"""Forest plot of a :class:`~bayesmix.compare.Comparison`: every fit's parameters side by side."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from bayesmix.compare import Comparison
+
+__all__ = ["plot_comparison"]
+
+_VARIABLES = ("weights", "means", "stds", "correlations")
+_OUTSIDE_COLOUR = "#fde2e1"
+
+
+def plot_comparison(
+    comparison: Comparison,
+    *,
+    var_names: str | Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """Forest plot of the parameters of several fits, grouped by parameter.
+
+    One panel per scalar parameter, each with its own x-axis (weights, means in each
+    feature's units, standard deviations and correlations live on different scales). In a
+    panel, every fit with draws shows its credible interval as a line and its posterior
+    mean as a dot; every point estimate (EM, MAP) is a diamond with a dashed vertical
+    line through it, so one sees at a glance which intervals contain it. Panels where a
+    point estimate falls outside some interval are shaded.
+
+    Parameters
+    ----------
+    comparison : Comparison
+        The output of :func:`bayesmix.compare`.
+    var_names : str or sequence of str, optional
+        Parameter groups to draw, among ``"weights"``, ``"means"``, ``"stds"`` and
+        ``"correlations"``; default all present.
+    figsize : (float, float), optional
+        Figure size in inches; default 7 wide and about 0.2 inch per fit and panel.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axes per parameter (``fig.axes``), top to bottom in table order.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
+
+    from bayesmix.compare import Comparison
+
+    if not isinstance(comparison, Comparison):
+        raise TypeError(
+            f"comparison must be the output of bayesmix.compare; got {type(comparison).__name__}."
+        )
+    table = comparison.parameters
+    if not len(table):
+        raise ValueError(
+            "this comparison has no parameter table (the results have different numbers of "
+            "components); compare the fits through comparison.fits instead."
+        )
+    groups = table.index.str.split("[").str[0].to_numpy()
+    present = [v for v in _VARIABLES if v in set(groups)]
+    if var_names is None:
+        selected = present
+    else:
+        selected = [var_names] if isinstance(var_names, str) else list(var_names)
+        unknown = [v for v in selected if v not in present]
+        if unknown or not selected:
+            raise ValueError(
+                f"var_names must name parameter groups among {present}; got {var_names!r}."
+            )
+    keep = np.isin(groups, selected)
+    table, groups = table[keep], groups[keep]
+    outside = comparison.outside[keep].to_numpy()
+
+    names = comparison.names
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    colour = {name: colours[i % len(colours)] for i, name in enumerate(names)}
+    ypos = {name: len(names) - 1 - i for i, name in enumerate(names)}
+    panel = 0.18 * len(names) + 0.32
+    if figsize is None:
+        figsize = (7.0, 0.9 + panel * len(table))
+    fig, axes = plt.subplots(len(table), 1, figsize=figsize, squeeze=False, layout="constrained")
+    axes = axes[:, 0]
+    for i, (label, row) in enumerate(table.iterrows()):
+        ax = axes[i]
+        for name in comparison.bayes_fits:
+            mean, lower, upper = row[(name, "mean")], row[(name, "lower")], row[(name, "upper")]
+            if not np.isfinite(mean):
+                continue
+            y = ypos[name]
+            ax.plot([lower, upper], [y, y], color=colour[name], lw=2.2, solid_capstyle="butt")
+            ax.plot([mean], [y], "o", color=colour[name], ms=5)
+        for name in comparison.point_fits:
+            estimate = row[(name, "estimate")]
+            if not np.isfinite(estimate):
+                continue
+            ax.axvline(estimate, color=colour[name], lw=0.8, ls="--", alpha=0.7)
+            ax.plot([estimate], [ypos[name]], "D", color=colour[name], ms=5, mec="black", mew=0.5)
+        ax.set_ylim(-0.7, len(names) - 0.3)
+        ax.set_yticks([])
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(axis="x", labelsize=7)
+        ax.margins(x=0.1)
+        if outside[i]:
+            ax.set_facecolor(_OUTSIDE_COLOUR)
+        if i == 0 or groups[i] != groups[i - 1]:
+            ax.set_title(groups[i], loc="left", fontsize=9, fontweight="bold")
+    handles = []
+    for name in names:
+        if name in comparison.bayes_fits:
+            handles.append(Line2D([], [], color=colour[name], lw=2.2, marker="o", ms=5, label=name))
+        else:
+            handles.append(
+                Line2D([], [], color=colour[name], ls="none", marker="D", ms=5, mec="black",
+                       mew=0.5, label=f"{name} (point estimate)")
+            )  # fmt: skip
+    title = f"{100 * comparison.ci_prob:.4g}% equal-tailed intervals and posterior means"
+    if outside.any():
+        title += "; shaded: a point estimate outside an interval"
+    fig.legend(
+        handles=handles,
+        loc="outside upper center",
+        ncol=len(names),
+        fontsize=8,
+        title=title,
+        title_fontsize=9,
+        frameon=False,
+    )
+    return fig
