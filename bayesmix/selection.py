@@ -1,0 +1,816 @@
+"""Choosing the number of components.
+
+Two routes:
+
+* :func:`select_components` fits a grid of declarations (number of components ``K`` x
+  covariance structure x inference method) and tabulates information criteria for the
+  point estimates (BIC, AIC, ICL) and PSIS-LOO for the posterior fits, marking the best
+  model of each method under each criterion.
+* :func:`overfitted_mixture` declares one mixture with more components than needed and a
+  sparse symmetric Dirichlet prior on the weights (Rousseau & Mengersen 2011;
+  Malsiner-Walli, Fruehwirth-Schnatter & Gruen 2016): the posterior empties the surplus
+  components, and :func:`n_clusters_posterior` reports the posterior distribution of the
+  number of occupied components, a label-invariant quantity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import numbers
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix.covariance import STRUCTURES
+from bayesmix.data import Data, as_data
+from bayesmix.em.stats import log_normalise
+from bayesmix.exceptions import BayesmixWarning, SamplerWarning
+from bayesmix.model import FIT_METHODS, GaussianMixture
+from bayesmix.priors import Priors
+from bayesmix.results import MixtureResult
+from bayesmix.validation import check_choice, check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    import matplotlib.axes
+
+__all__ = [
+    "select_components",
+    "SelectionResult",
+    "ParetoKWarning",
+    "overfitted_mixture",
+    "fit_overfitted",
+    "n_clusters_draws",
+    "n_clusters_posterior",
+    "EM_METHODS",
+    "BAYES_METHODS",
+    "CRITERIA",
+    "PARETO_K_THRESHOLD",
+    "SPARSE_CONCENTRATION",
+    "OVERFITTED_TARGET_ACCEPT",
+]
+
+COVARIANCE_TYPES = tuple(STRUCTURES)
+EM_METHODS = ("em", "map")
+BAYES_METHODS = ("nuts", "advi", "fullrank_advi")
+#: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
+EM_CRITERIA = ("bic", "aic", "icl")
+CRITERIA = EM_CRITERIA + ("loo",)
+#: Pareto shape above which PSIS-LOO's importance sampling is unreliable (Vehtari et al. 2024).
+PARETO_K_THRESHOLD = 0.7
+#: Default Dirichlet concentration of :func:`overfitted_mixture` (see its notes).
+SPARSE_CONCENTRATION = 0.01
+#: NUTS acceptance target of :func:`fit_overfitted`: the default 0.8 diverges often.
+OVERFITTED_TARGET_ACCEPT = 0.95
+
+_KEY_NAMES = ("method", "covariance_type", "n_components")
+_EM_COLUMNS = (
+    "log_likelihood",
+    "n_parameters",
+    "bic",
+    "aic",
+    "icl",
+    "mclust_bic",
+    "mclust_icl",
+    "converged",
+)
+_LOO_COLUMNS = (
+    "elpd_loo",
+    "se",
+    "p_loo",
+    "elpd_diff",
+    "dse",
+    "loo_weight",
+    "n_high_k",
+    "max_k",
+    "divergences",
+    "rhat_loglik",
+)
+_CONVENTION = (
+    "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty); "
+    "mclust_bic = -bic and mclust_icl = -icl: mclust's sign, higher is better; "
+    "elpd_loo: PSIS-LOO expected log predictive density, higher is better; "
+    "elpd_diff and dse: difference to the best model of the same method and its "
+    f"standard error; n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}."
+)
+
+
+class ParetoKWarning(BayesmixWarning):
+    """PSIS-LOO found observations with a high Pareto shape ``k``: the elpd estimate
+    of that fit is unreliable."""
+
+
+# -- validation --------------------------------------------------------------------------
+def _check_components(n_components: Any, n_obs: int) -> list[int]:
+    if isinstance(n_components, (str, bytes)) or not isinstance(n_components, Iterable):
+        raise TypeError(
+            "n_components must be a sequence of integers >= 1 such as range(1, 7) or "
+            f"[2, 3, 4]; got {n_components!r}. For a single K, pass [K]."
+        )
+    values = list(n_components)
+    if not values:
+        raise ValueError(
+            "n_components is empty; pass at least one number of components, e.g. range(1, 7)."
+        )
+    for k in values:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            raise TypeError(
+                f"n_components must contain integers only; got {k!r} "
+                f"({type(k).__name__}). Use e.g. range(1, 7)."
+            )
+        if k < 1:
+            raise ValueError(f"n_components must be >= 1; got {int(k)}.")
+        if k > n_obs:
+            raise ValueError(
+                f"n_components contains {int(k)}, more components than the {n_obs} "
+                "observations of X; use at most n_obs components."
+            )
+    return sorted({int(k) for k in values})
+
+
+def _check_names(value: Any, name: str, choices: tuple[str, ...]) -> list[str]:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, Iterable):
+        raise TypeError(f"{name} must be a string or a sequence of strings; got {value!r}.")
+    items = list(items)
+    if not items:
+        raise ValueError(f"{name} is empty; choose from {list(choices)}.")
+    for item in items:
+        check_choice(item, name, choices)
+    return list(dict.fromkeys(items))
+
+
+def _resolve_criteria(criterion: Any, methods: list[str]) -> dict[str, str]:
+    """The headline criterion of each method: ``bic``/``aic``/``icl`` for point estimates,
+    ``loo`` for posterior fits."""
+    if criterion is None:
+        return {m: ("bic" if m in EM_METHODS else "loo") for m in methods}
+    check_choice(criterion, "criterion", CRITERIA)
+    if criterion == "loo":
+        point = [m for m in methods if m in EM_METHODS]
+        if point:
+            raise ValueError(
+                f"criterion='loo' needs posterior draws, but methods {point} give point "
+                "estimates; use criterion=None (BIC for EM, LOO for Bayesian methods) or "
+                "drop them."
+            )
+    else:
+        bayes = [m for m in methods if m in BAYES_METHODS]
+        if bayes:
+            raise ValueError(
+                f"criterion={criterion!r} applies to EM point estimates, but methods {bayes} "
+                "give posterior draws (compared by LOO); use criterion=None (BIC for EM, "
+                "LOO for Bayesian methods) or criterion='loo' without EM methods."
+            )
+    return {m: criterion for m in methods}
+
+
+def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
+    from bayesmix.model import _EM_OPTIONS, _NUTS_OPTIONS, _VI_OPTIONS, _check_options
+
+    if fit_options is None:
+        return {m: {} for m in methods}
+    if not isinstance(fit_options, Mapping):
+        raise TypeError(
+            "fit_options must be a mapping from method to options, e.g. "
+            f"{{'nuts': {{'draws': 500}}}}; got {type(fit_options).__name__}."
+        )
+    unknown = set(fit_options) - set(methods)
+    if unknown:
+        raise ValueError(
+            f"fit_options has options for {sorted(unknown)}, which are not in methods="
+            f"{methods}; key fit_options by the methods you select."
+        )
+    allowed = {"em": _EM_OPTIONS, "map": _EM_OPTIONS, "nuts": _NUTS_OPTIONS}
+    out = {}
+    for method in methods:
+        options = fit_options.get(method, {})
+        if not isinstance(options, Mapping):
+            raise TypeError(
+                f"fit_options[{method!r}] must be a mapping of fit options; "
+                f"got {type(options).__name__}."
+            )
+        options = dict(options)
+        for key in ("random_state", "n_init"):
+            if key in options:
+                raise TypeError(
+                    f"fit_options[{method!r}] sets {key!r}; pass {key}= to "
+                    "select_components instead (it seeds / restarts every fit)."
+                )
+        _check_options(options, allowed.get(method, _VI_OPTIONS), method)
+        out[method] = options
+    return out
+
+
+# -- the grid ----------------------------------------------------------------------------
+def select_components(
+    X: Any,
+    n_components: Iterable[int] = range(1, 7),
+    covariance_types: str | Iterable[str] = ("full",),
+    methods: str | Iterable[str] = ("em",),
+    *,
+    n_init: int = 5,
+    random_state: Any = None,
+    criterion: str | None = None,
+    priors: Priors | Mapping | None = None,
+    fit_options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> SelectionResult:
+    """Fit mixtures over a grid of ``K`` and compare them.
+
+    One fit per (method, covariance type, K). Point estimates (``em``, ``map``) are
+    scored by information criteria, posterior fits (``nuts``, ``advi``,
+    ``fullrank_advi``) by PSIS-LOO through :func:`arviz.loo` and :func:`arviz.compare`.
+
+    **Sign conventions.** ``bic = -2 log L + p log n``, ``aic = -2 log L + 2 p`` and
+    ``icl = bic - 2 sum_n log max_k z_nk`` follow scikit-learn: *lower is better*.
+    ``mclust_bic = -bic`` and ``mclust_icl = -icl`` follow R's mclust: *higher is
+    better*. ``elpd_loo`` (expected log pointwise predictive density): *higher is
+    better*; ``-2 elpd_loo`` is on the deviance scale of BIC and AIC.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+        Observations.
+    n_components : sequence of int
+        Numbers of components to try, each between 1 and ``n_obs``.
+    covariance_types : str or sequence of str
+        Any of ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``.
+    methods : str or sequence of str
+        Any of ``"em"`` (maximum likelihood), ``"map"`` (MAP-EM with ``priors``),
+        ``"nuts"``, ``"advi"``, ``"fullrank_advi"``.
+    n_init : int
+        EM restarts per fit (the best is kept); default 5.
+    random_state : int, numpy.random.Generator or None
+        Seeds every fit (one child seed per fit, so the same seed gives the same table).
+    criterion : {"bic", "aic", "icl", "loo"}, optional
+        Criterion that picks :attr:`SelectionResult.best` and is drawn by
+        :meth:`SelectionResult.plot`. Default: ``"bic"`` for EM methods and ``"loo"``
+        for Bayesian ones. Every criterion is computed and marked in the table
+        regardless.
+    priors : bayesmix.Priors or mapping, optional
+        Priors for ``map`` and the Bayesian methods (``em`` is always maximum
+        likelihood). Default: bayesmix's data-scaled defaults.
+    fit_options : mapping, optional
+        Options per method passed to :meth:`GaussianMixture.fit`, e.g.
+        ``{"em": {"max_iter": 500}, "nuts": {"chains": 2, "draws": 500}}``.
+
+    Returns
+    -------
+    SelectionResult
+        ``.table`` (one row per fit), ``.best``, ``.best_fit()``, ``.fits``, ``.plot()``.
+
+    Notes
+    -----
+    A fit that raises is kept in the table with ``status="failed"`` and the error in
+    ``message``; the other fits go on (if every fit fails, the first error is raised:
+    the problem is then not one of the fits, e.g. a bad option). A fit with a singular
+    component covariance (a component collapsed onto repeated values, where the
+    likelihood is unbounded) gets ``status="degenerate"``: its criteria are shown but it
+    is never marked best. Warnings of single fits are re-issued with the fit's label
+    and listed in the ``notes`` column.
+    A :class:`ParetoKWarning` says which posterior fits have observations with Pareto
+    ``k > 0.7``: their elpd estimate is unreliable (typical of surplus components
+    that live on a few observations); compare them by K-fold cross-validation instead.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> X = bm.datasets.load_faithful()
+    >>> sel = bm.select_components(X, range(1, 5), ["full", "diag"], random_state=0)
+    >>> sel.best.loc["em", "n_components"]
+    2
+    """
+    data = as_data(X)
+    ks = _check_components(n_components, data.n_obs)
+    covariance_types = _check_names(covariance_types, "covariance_types", COVARIANCE_TYPES)
+    methods = _check_names(methods, "methods", FIT_METHODS)
+    criteria = _resolve_criteria(criterion, methods)
+    n_init = check_int(n_init, "n_init")
+    rng = check_random_state(random_state)
+    options = _check_fit_options(fit_options, methods)
+    if isinstance(priors, Mapping):
+        priors = Priors(**priors)
+    if priors is not None and not isinstance(priors, Priors):
+        raise TypeError(
+            f"priors must be None, a bayesmix.Priors or a mapping; got {type(priors).__name__}."
+        )
+
+    keys = [(m, c, k) for m in methods for c in covariance_types for k in ks]
+    seeds = rng.integers(2**31 - 1, size=len(keys))
+    rows, fits, errors = [], {}, []
+    for key, seed in zip(keys, seeds, strict=True):
+        row, fit, error = _fit_one(data, key, int(seed), n_init, priors, options[key[0]])
+        rows.append(row)
+        fits[key] = fit
+        if error is not None:
+            errors.append(error)
+    if len(errors) == len(keys):
+        raise errors[0]  # nothing fitted: a systematic problem (e.g. an option's value)
+    table = pd.DataFrame(rows).set_index(list(_KEY_NAMES))
+    bayes = [m for m in methods if m in BAYES_METHODS]
+    if bayes:
+        table = _add_loo(table, fits, data, bayes)
+    order = ["status", *_EM_COLUMNS, *_LOO_COLUMNS, "fit_seconds", "message", "notes"]
+    table = _mark_best(table[[c for c in order if c in table]].sort_index(), methods)
+    return SelectionResult(table, fits, criteria, data.n_obs)
+
+
+def _fit_one(data, key, seed, n_init, priors, options):
+    method, covariance_type, k = key
+    label = f"[{method}, {covariance_type}, K={k}]"
+    model = GaussianMixture(k, covariance_type, None if method == "em" else priors)
+    kwargs = dict(options, random_state=seed)
+    if method in EM_METHODS:
+        kwargs["n_init"] = n_init
+    row = dict(zip(_KEY_NAMES, key, strict=True), status="ok", message="", notes="")
+    fit = error = None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            fit = model.fit(data, method=method, **kwargs)
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError) as exc:
+            row.update(status="failed", message=f"{type(exc).__name__}: {exc}")
+            error = exc
+    notes = []
+    for item in caught:
+        if issubclass(item.category, BayesmixWarning):
+            notes.append(f"{item.category.__name__}: {item.message}")
+            warnings.warn(f"{label} {item.message}", item.category, stacklevel=3)
+        else:
+            warnings.warn_explicit(item.message, item.category, item.filename, item.lineno)
+    row["notes"] = "; ".join(dict.fromkeys(notes))
+    if fit is None:
+        return row, None, error
+    if _is_degenerate(fit, data):
+        row.update(
+            status="degenerate",
+            message="a component covariance is singular (a component collapsed onto "
+            "repeated values); its likelihood is unbounded, so the fit is left out of the "
+            "best models",
+        )
+    row["fit_seconds"] = float(fit.settings.get("fit_seconds", np.nan))
+    if method in EM_METHODS:
+        bic, icl = fit.bic(), fit.icl()
+        row.update(
+            log_likelihood=fit.log_likelihood,
+            n_parameters=fit.n_parameters,
+            bic=bic,
+            aic=fit.aic(),
+            icl=icl,
+            mclust_bic=-bic,
+            mclust_icl=-icl,
+            converged=fit.converged,
+        )
+        if not np.isfinite(bic):
+            row.update(status="degenerate", message="non-finite log-likelihood")
+    return row, fit, None
+
+
+def _is_degenerate(fit: MixtureResult, data: Data, tol: float = 1e-8) -> bool:
+    """Whether some component covariance is numerically singular in units of the data's
+    standard deviations (in any draw)."""
+    sd = data.values.std(axis=0)
+    sd = np.where(sd > 0, sd, 1.0)
+    covariances = fit.posterior["covariances"].values / np.multiply.outer(sd, sd)
+    return bool(np.linalg.eigvalsh(covariances).min() < tol)
+
+
+def _loo_tree(fit: MixtureResult, data: Data) -> xr.DataTree:
+    """posterior, observed_data and log_likelihood of ``data`` (the shared
+    :meth:`MixtureResult.to_datatree`; the Bayesian override adds per-draw memberships,
+    which LOO does not need)."""
+    return MixtureResult.to_datatree(fit, data)
+
+
+def _add_loo(table, fits, data, bayes_methods):
+    import arviz as az
+
+    for column in _LOO_COLUMNS:
+        table[column] = np.nan
+    flagged = []
+    for method in bayes_methods:
+        elpds = {}
+        for key, fit in fits.items():
+            if key[0] != method or fit is None:
+                continue
+            tree = _loo_tree(fit, data)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # the Pareto k warning is ours below
+                    elpd = az.loo(tree, pointwise=True, var_name="X")
+            except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+                table.loc[key, ["status", "message"]] = ["failed", f"LOO: {exc}"]
+                continue
+            k_hat = np.asarray(elpd.pareto_k.values, dtype=float)
+            n_high = int(np.sum(k_hat > PARETO_K_THRESHOLD))
+            table.loc[key, ["elpd_loo", "se", "p_loo", "n_high_k", "max_k"]] = [
+                elpd.elpd,
+                elpd.se,
+                elpd.p,
+                n_high,
+                float(np.nanmax(k_hat)),
+            ]
+            if fit.sample_stats is not None and "diverging" in fit.sample_stats:
+                table.loc[key, "divergences"] = int(fit.sample_stats["diverging"].sum())
+            if tree["posterior"].sizes["chain"] > 1:
+                total = tree["log_likelihood"]["X"].sum("obs")
+                table.loc[key, "rhat_loglik"] = float(az.rhat(total))
+            if n_high:
+                flagged.append(f"{key[0]}/{key[1]}/K={key[2]}: {n_high} (max k {k_hat.max():.2f})")
+            elpds[_label(key)] = (key, elpd)
+        if elpds:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                compared = az.compare(
+                    {name: elpd for name, (_, elpd) in elpds.items()}, round_to="none"
+                )
+            for name, (key, _) in elpds.items():
+                table.loc[key, ["elpd_diff", "dse", "loo_weight"]] = compared.loc[
+                    name, ["elpd_diff", "dse", "weight"]
+                ].to_numpy(dtype=float)
+    if flagged:
+        warnings.warn(
+            f"PSIS-LOO has observations with Pareto k > {PARETO_K_THRESHOLD} for "
+            f"{'; '.join(flagged)}. Their elpd_loo is unreliable (surplus components that "
+            "live on a few observations do this): compare those K by K-fold cross-validation "
+            "(arviz.loo_kfold) or draw more.",
+            ParetoKWarning,
+            stacklevel=3,
+        )
+    return table
+
+
+def _label(key: tuple[str, str, int]) -> str:
+    return f"{key[0]}/{key[1]}/K={key[2]}"
+
+
+def _mark_best(table: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
+    """Boolean ``best_<criterion>`` columns: the best row of each method per criterion."""
+    ok = table["status"] == "ok"
+    method_level = table.index.get_level_values("method")
+    for criterion in CRITERIA:
+        column, higher_better = ("elpd_loo", True) if criterion == "loo" else (criterion, False)
+        flag = np.zeros(len(table), dtype=bool)
+        if column in table:
+            for method in methods:
+                values = table[column].where(ok & (method_level == method))
+                if values.notna().any():
+                    best = values.idxmax() if higher_better else values.idxmin()
+                    flag[table.index.get_loc(best)] = True
+        table[f"best_{criterion}"] = flag
+    return table
+
+
+class SelectionResult:
+    """The outcome of :func:`select_components`.
+
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per fit, indexed by ``(method, covariance_type, n_components)``. Columns:
+        ``status`` (``"ok"``, ``"failed"`` or ``"degenerate"``; only ``"ok"`` fits are
+        marked best), ``message`` (the error of a failed fit),
+        ``notes`` (warnings of the fit), ``fit_seconds``; for EM methods
+        ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
+        ``mclust_bic``, ``mclust_icl`` (= minus those, higher is better), ``converged``;
+        for Bayesian methods ``elpd_loo``, ``se``, ``p_loo``, ``elpd_diff`` and ``dse``
+        (against the best fit of the same method), ``loo_weight`` (stacking weight),
+        ``n_high_k`` (Pareto ``k > 0.7``), ``max_k``, ``divergences`` (NUTS) and
+        ``rhat_loglik`` (r_hat of the total log-likelihood, a label-invariant
+        convergence check); and ``best_bic``, ``best_aic``, ``best_icl``,
+        ``best_loo`` marking the best fit of each method.
+    fits : dict
+        The fitted results keyed like the table's index; ``None`` for failed fits.
+    criteria : dict
+        The headline criterion of each method.
+    """
+
+    def __init__(
+        self,
+        table: pd.DataFrame,
+        fits: dict[tuple[str, str, int], MixtureResult | None],
+        criteria: dict[str, str],
+        n_obs: int,
+    ) -> None:
+        self.table = table
+        self.fits = fits
+        self.criteria = dict(criteria)
+        self.n_obs = n_obs
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.criteria)
+
+    @property
+    def best(self) -> pd.DataFrame:
+        """The chosen model of each method: its covariance type, number of components,
+        the criterion and its value (index: method)."""
+        rows = []
+        for method, criterion in self.criteria.items():
+            chosen = self.table[self.table[f"best_{criterion}"]]
+            chosen = chosen[chosen.index.get_level_values("method") == method]
+            column = "elpd_loo" if criterion == "loo" else criterion
+            if chosen.empty:
+                rows.append((method, None, None, criterion, np.nan))
+                continue
+            (_, covariance_type, k), value = chosen.index[0], chosen[column].iloc[0]
+            rows.append((method, covariance_type, int(k), criterion, float(value)))
+        columns = ["method", "covariance_type", "n_components", "criterion", "value"]
+        return pd.DataFrame(rows, columns=columns).set_index("method")
+
+    def best_fit(self, method: str | None = None) -> MixtureResult:
+        """The fitted result chosen for ``method`` (may be omitted when one method ran)."""
+        if method is None:
+            if len(self.criteria) > 1:
+                raise ValueError(
+                    f"several methods were compared ({self.methods}); name one: "
+                    "best_fit(method=...)."
+                )
+            method = self.methods[0]
+        check_choice(method, "method", tuple(self.methods))
+        row = self.best.loc[method]
+        if row["n_components"] is None or pd.isna(row["n_components"]):
+            raise ValueError(f"every {method!r} fit failed; see the table's 'message' column.")
+        return self.fits[(method, row["covariance_type"], int(row["n_components"]))]
+
+    def plot(
+        self, criterion: str | None = None, ax: matplotlib.axes.Axes | None = None
+    ) -> matplotlib.axes.Axes:
+        """The model-selection curve; see :func:`bayesmix.plots.plot_selection`."""
+        from bayesmix.plots.selection import plot_selection
+
+        return plot_selection(self, criterion=criterion, ax=ax)
+
+    # -- display -------------------------------------------------------------------------
+    def _display_table(self) -> pd.DataFrame:
+        table = self.table.drop(columns=[c for c in self.table if c.startswith("best_")])
+        table = table.dropna(axis=1, how="all")
+        for column in ("message", "notes"):
+            if column in table and not table[column].astype(bool).any():
+                table = table.drop(columns=column)
+        best = []
+        for key in self.table.index:
+            marks = [c[5:] for c in self.table if c.startswith("best_") and self.table.loc[key, c]]
+            headline = self.criteria[key[0]]
+            best.append(", ".join(m.upper() + ("*" if m == headline else "") for m in marks) or "")
+        table.insert(0, "best", best)
+        return table
+
+    def _header(self) -> list[str]:
+        levels = self.table.index
+        ks = sorted(set(levels.get_level_values("n_components")))
+        covs = list(dict.fromkeys(levels.get_level_values("covariance_type")))
+        n_failed = int((self.table["status"] != "ok").sum())
+        lines = [
+            f"Selection of the number of components: K in {ks}, covariance types {covs}, "
+            f"methods {self.methods}, {len(self.table)} fits"
+            + (f" ({n_failed} failed)" if n_failed else "")
+            + f", {self.n_obs} observations",
+            "Conventions: " + _CONVENTION,
+            "best: marks the best fit of each method per criterion; * = headline criterion.",
+        ]
+        for method, row in self.best.iterrows():
+            if row["n_components"] is None or pd.isna(row["n_components"]):
+                lines.append(f"  {method}: no successful fit")
+                continue
+            lines.append(
+                f"  {method}: K={int(row['n_components'])}, {row['covariance_type']} "
+                f"({row['criterion']} = {row['value']:.2f})"
+            )
+        return lines
+
+    def __repr__(self) -> str:
+        return "\n".join(
+            self._header()
+            + ["", self._display_table().to_string(float_format=lambda v: f"{v:.6g}")]
+        )
+
+    def _repr_html_(self) -> str:
+        header = self._header()
+        items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in header[3:])
+        return (
+            f"<div><p><b>{html.escape(header[0])}</b></p>"
+            f"<p><i>{html.escape(header[1])}</i><br>{html.escape(header[2])}</p>"
+            f"<ul>{items}</ul>"
+            + self._display_table().to_html(float_format=lambda v: f"{v:.6g}")
+            + "</div>"
+        )
+
+
+# -- overfitted mixtures ---------------------------------------------------------------
+def overfitted_mixture(
+    max_components: int = 10,
+    covariance_type: str = "full",
+    *,
+    concentration: float = SPARSE_CONCENTRATION,
+    priors: Priors | Mapping | None = None,
+) -> GaussianMixture:
+    """A mixture with surplus components and a sparse symmetric Dirichlet weight prior.
+
+    With ``weights ~ Dirichlet(concentration, ..., concentration)`` and a concentration
+    well below ``d / 2`` (``d`` = number of parameters of one component), the posterior
+    of an overfitted mixture empties the components the data do not need instead of
+    duplicating populated ones (Rousseau & Mengersen 2011). Malsiner-Walli,
+    Fruehwirth-Schnatter & Gruen (2016) recommend values around 0.01-0.1 in practice.
+    Fit the declaration with ``method="nuts"`` and read the number of clusters with
+    :func:`n_clusters_posterior`.
+
+    Parameters
+    ----------
+    max_components : int
+        Number of components, an upper bound on the number of clusters (>= 2).
+    covariance_type : {"full", "tied", "diag", "spherical"}
+    concentration : float
+        Symmetric Dirichlet concentration ``e0 > 0``; default 0.05 (chosen by the
+        sampling experiments reported in the project notes: see Notes).
+    priors : bayesmix.Priors or mapping, optional
+        Priors for the means and covariances; its ``weight_concentration`` is replaced.
+
+    Returns
+    -------
+    GaussianMixture
+
+    Notes
+    -----
+    Sample with ``identify="none"``: the number of occupied components is
+    label-invariant, so it needs no identification, and ordering means that the prior
+    places freely (those of empty components) adds constraints the sampler must
+    navigate. Use several chains and check the r_hat of
+    :func:`n_clusters_draws`.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> model = bm.overfitted_mixture(8)
+    >>> model.priors.weight_concentration
+    0.05
+    """
+    max_components = check_int(max_components, "max_components", minimum=2)
+    check_choice(covariance_type, "covariance_type", COVARIANCE_TYPES)
+    concentration = check_float(concentration, "concentration", inclusive=False)
+    if isinstance(priors, Mapping):
+        priors = Priors(**priors)
+    if priors is None:
+        priors = Priors()
+    if not isinstance(priors, Priors):
+        raise TypeError(
+            f"priors must be None, a bayesmix.Priors or a mapping; got {type(priors).__name__}."
+        )
+    priors = dataclasses.replace(priors, weight_concentration=concentration)
+    return GaussianMixture(max_components, covariance_type, priors)
+
+
+def fit_overfitted(
+    X: Any,
+    max_components: int = 10,
+    covariance_type: str = "full",
+    *,
+    concentration: float = SPARSE_CONCENTRATION,
+    priors: Priors | Mapping | None = None,
+    random_state: Any = None,
+    **options: Any,
+) -> MixtureResult:
+    """Fit :func:`overfitted_mixture` by NUTS with settings that sample it well.
+
+    Defaults ``identify="none"`` and ``target_accept=0.95`` (see the notes of
+    :func:`overfitted_mixture`); any other NUTS option of
+    :meth:`GaussianMixture.fit` (``draws``, ``tune``, ``chains``, ...) can be passed.
+    Read the number of clusters with :func:`n_clusters_posterior`.
+
+    Returns
+    -------
+    BayesResult
+    """
+    options.setdefault("identify", "none")
+    options.setdefault("target_accept", OVERFITTED_TARGET_ACCEPT)
+    model = overfitted_mixture(
+        max_components, covariance_type, concentration=concentration, priors=priors
+    )
+    return model.fit(X, method="nuts", random_state=random_state, **options)
+
+
+def _check_result(result: Any, X: Any) -> Data:
+    if not isinstance(result, MixtureResult):
+        raise TypeError(
+            f"result must be a fitted bayesmix result (e.g. from model.fit(X, method='nuts')); "
+            f"got {type(result).__name__}."
+        )
+    if X is None:
+        data = getattr(result, "data", None)
+        if data is None:
+            raise ValueError(
+                "X is required for a result that does not keep its training data "
+                "(EM results); pass the observations the model was fitted to."
+            )
+        return data
+    return as_data(X, n_features=result.n_features)
+
+
+def n_clusters_draws(
+    result: MixtureResult, X: Any = None, random_state: Any = None
+) -> xr.DataArray:
+    """The number of occupied components in every posterior draw.
+
+    For each draw ``s`` the allocations ``z_n ~ Categorical(p(z_n | x_n, theta_s))`` are
+    sampled and the distinct components among them counted. The count does not depend
+    on how components are labelled, so it needs no relabelling and its r_hat is a valid
+    convergence check even under label switching.
+
+    Parameters
+    ----------
+    result : MixtureResult
+        A fitted mixture, typically NUTS draws of :func:`overfitted_mixture`.
+    X : array-like, optional
+        Observations; default: the training data of a Bayesian result.
+    random_state : int, numpy.random.Generator or None
+        Seed of the sampled allocations.
+
+    Returns
+    -------
+    xarray.DataArray
+        Integer counts, dims ``(chain, draw)``.
+    """
+    data = _check_result(result, X)
+    rng = check_random_state(random_state)
+    n_components = result.model.n_components
+    counts = np.empty(len(result._draw_params), dtype=np.int64)
+    for s, params in enumerate(result._draw_params):  # per draw: (N, K) memberships
+        _, log_resp = log_normalise(result._log_joint(data.values, params))
+        cumulative = np.cumsum(np.exp(log_resp), axis=1)
+        u = rng.uniform(size=data.n_obs) * cumulative[:, -1]
+        z = np.minimum((u[:, None] > cumulative).sum(axis=1), n_components - 1)
+        counts[s] = np.count_nonzero(np.bincount(z, minlength=n_components))
+    sizes = result.posterior.sizes
+    return xr.DataArray(
+        counts.reshape(sizes["chain"], sizes["draw"]),
+        dims=("chain", "draw"),
+        coords={"chain": result.posterior["chain"].values, "draw": result.posterior["draw"].values},
+        name="n_clusters",
+    )
+
+
+def n_clusters_posterior(
+    result: MixtureResult, X: Any = None, random_state: Any = None
+) -> pd.Series:
+    """Posterior distribution of the number of occupied components (clusters).
+
+    Parameters
+    ----------
+    result : MixtureResult
+        A fitted mixture, typically NUTS draws of :func:`overfitted_mixture`.
+    X : array-like, optional
+        Observations; default: the training data of a Bayesian result.
+    random_state : int, numpy.random.Generator or None
+        Seed of the sampled allocations.
+
+    Returns
+    -------
+    pandas.Series
+        Probabilities indexed by the number of clusters ``1 .. K`` (name
+        ``"probability"``, index name ``"n_clusters"``). ``series.attrs`` holds
+        ``mode`` (the most probable number), ``mean``, ``r_hat`` of the per-draw
+        counts (NaN for a single chain) and ``n_draws``.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> X = bm.datasets.load_faithful()
+    >>> fit = bm.overfitted_mixture(6).fit(X, method="nuts", identify="none")
+    >>> post = bm.n_clusters_posterior(fit)
+    >>> post.attrs["mode"]
+    2
+    """
+    draws = n_clusters_draws(result, X, random_state)
+    n_components = result.model.n_components
+    counts = np.bincount(draws.values.ravel(), minlength=n_components + 1)[1:]
+    probabilities = pd.Series(
+        counts / counts.sum(),
+        index=pd.Index(np.arange(1, n_components + 1), name="n_clusters"),
+        name="probability",
+    )
+    r_hat = np.nan
+    if draws.sizes["chain"] > 1:
+        import arviz as az
+
+        if np.ptp(draws.values) > 0:
+            r_hat = float(az.rhat(draws.astype(float)))
+        else:
+            r_hat = 1.0
+        if r_hat > 1.01:
+            warnings.warn(
+                f"r_hat of the number of clusters is {r_hat:.3f} (> 1.01): chains disagree "
+                "on it. Draw more (draws=, tune=) or raise target_accept.",
+                SamplerWarning,
+                stacklevel=2,
+            )
+    probabilities.attrs.update(
+        mode=int(probabilities.idxmax()),
+        mean=float(draws.mean()),
+        r_hat=r_hat,
+        n_draws=int(draws.size),
+    )
+    return probabilities
