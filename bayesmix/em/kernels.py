@@ -4,6 +4,13 @@ Each kernel walks the rows once, in parallel chunks, and for every row computes 
 component log densities, the log-sum-exp, the responsibilities and adds them into the
 chunk's statistics — no ``(N, K)`` or ``(N, K, D)`` temporaries. Chunk statistics are
 summed at the end, in a fixed order, so results do not depend on thread scheduling.
+
+Within a chunk, rows go in blocks of ``BLOCK_ROWS``, copied transposed (features x rows),
+so every inner loop runs over the rows of a block: contiguous, the same length each time
+and vectorised by LLVM (SIMD) — about twice as fast as looping over components and
+features row by row. The block length is a run-time value on purpose: LLVM fully unrolls
+a loop of constant length into scalar code instead of vectorising it. The last block of a
+chunk is padded with zero-weight rows.
 Compiled code is cached on disk (``cache=True``): only the first use on a machine pays
 for compilation.
 
@@ -27,26 +34,67 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
+BLOCK_ROWS = 64
+
+
 def n_chunks_for(n_obs: int) -> int:
     """Enough chunks to balance the threads, few enough to keep per-chunk sums cheap."""
     return max(1, min(n_obs // 512, 8 * nb.get_num_threads()))
 
 
 @nb.njit(cache=True, inline="always")
-def _normalise_row(log_prob, n_components):
-    """Turn ``log_prob`` into responsibilities in place; return the row's log-sum-exp
-    and ``log max_k r``. One ``exp`` per component."""
-    peak = log_prob[0]
+def _load_block(X, sample_weight, shift, start, stop, xt, w):
+    """Rows ``start:stop`` minus ``shift``, transposed into ``xt (D, B)``; weights into
+    ``w``; the rest of the block is padded with zero rows of zero weight."""
+    size = stop - start
+    for b in range(xt.shape[1]):
+        w[b] = sample_weight[start + b] if b < size else 0.0
+    for d in range(xt.shape[0]):
+        for b in range(xt.shape[1]):
+            xt[d, b] = X[start + b, d] - shift[d] if b < size else 0.0
+
+
+@nb.njit(cache=True, inline="always")
+def _normalise_block(log_prob, w, peak, total):
+    """Turn ``log_prob (K, B)`` into weighted responsibilities ``w_b r_kb`` in place; return
+    the block's weighted log-likelihood and weighted sum of ``log max_k r``."""
+    n_components, block = log_prob.shape
+    for b in range(block):
+        peak[b] = log_prob[0, b]
+        total[b] = 0.0
     for k in range(1, n_components):
-        peak = max(peak, log_prob[k])
-    total = 0.0
+        for b in range(block):
+            peak[b] = max(peak[b], log_prob[k, b])
     for k in range(n_components):
-        log_prob[k] = math.exp(log_prob[k] - peak)
-        total += log_prob[k]
+        for b in range(block):
+            log_prob[k, b] = math.exp(log_prob[k, b] - peak[b])
+            total[b] += log_prob[k, b]
+    log_lik = 0.0
+    log_max = 0.0
+    for b in range(block):
+        log_total = math.log(total[b])
+        log_lik += w[b] * (peak[b] + log_total)
+        log_max -= w[b] * log_total
+        total[b] = w[b] / total[b]
     for k in range(n_components):
-        log_prob[k] /= total
-    log_total = math.log(total)
-    return peak + log_total, -log_total
+        for b in range(block):
+            log_prob[k, b] *= total[b]
+    return log_lik, log_max
+
+
+@nb.njit(cache=True, inline="always")
+def _first_moments(resp, k, xt, rx, mass, sum_x):
+    """Add component ``k``'s mass and ``sum r x`` of a block; leave ``r x`` in ``rx``."""
+    acc = 0.0
+    for b in range(xt.shape[1]):
+        acc += resp[k, b]
+    mass[k] += acc
+    for i in range(xt.shape[0]):
+        acc = 0.0
+        for b in range(xt.shape[1]):
+            rx[i, b] = resp[k, b] * xt[i, b]
+            acc += rx[i, b]
+        sum_x[k, i] += acc
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -58,6 +106,7 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
     """
     n_obs, n_features = X.shape
     n_components = means.shape[0]
+    block = min(BLOCK_ROWS, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_components, n_features, n_features))
@@ -69,41 +118,47 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
         chunk_xx = np.zeros((n_components, n_features, n_features))
-        chunk_lik = 0.0
-        chunk_max = 0.0
-        x = np.empty(n_features)
-        diff = np.empty(n_features)
-        log_prob = np.empty(n_components)
-        for n in range(c * n_obs // n_chunks, (c + 1) * n_obs // n_chunks):
-            for d in range(n_features):
-                x[d] = X[n, d] - shift[d]
+        xt = np.empty((n_features, block))
+        diff = np.empty((n_features, block))
+        rx = np.empty((n_features, block))
+        resp = np.empty((n_components, block))
+        w = np.empty(block)
+        y = np.empty(block)
+        maha = np.empty(block)
+        peak = np.empty(block)
+        total = np.empty(block)
+        stop = (c + 1) * n_obs // n_chunks
+        for start in range(c * n_obs // n_chunks, stop, block):
+            _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
             for k in range(n_components):
                 for d in range(n_features):
-                    diff[d] = x[d] - means[k, d]
-                maha = 0.0
+                    for b in range(block):
+                        diff[d, b] = xt[d, b] - means[k, d]
+                maha[:] = 0.0
                 for j in range(n_features):
-                    y = 0.0
+                    y[:] = 0.0
                     for i in range(j + 1):
-                        y += lower[k, j, i] * diff[i]
-                    maha += y * y
-                log_prob[k] = const[k] - 0.5 * maha
-            log_norm, log_top = _normalise_row(log_prob, n_components)
-            w = sample_weight[n]
-            chunk_lik += w * log_norm
-            chunk_max += w * log_top
+                        factor = lower[k, j, i]
+                        for b in range(block):
+                            y[b] += factor * diff[i, b]
+                    for b in range(block):
+                        maha[b] += y[b] * y[b]
+                for b in range(block):
+                    resp[k, b] = const[k] - 0.5 * maha[b]
+            block_lik, block_max = _normalise_block(resp, w, peak, total)
+            log_lik[c] += block_lik
+            log_max[c] += block_max
             for k in range(n_components):
-                r = w * log_prob[k]
-                chunk_mass[k] += r
+                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
                 for i in range(n_features):
-                    rx = r * x[i]
-                    chunk_x[k, i] += rx
                     for j in range(i + 1):
-                        chunk_xx[k, i, j] += rx * x[j]
+                        acc = 0.0
+                        for b in range(block):
+                            acc += rx[i, b] * xt[j, b]
+                        chunk_xx[k, i, j] += acc
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-        log_lik[c] = chunk_lik
-        log_max[c] = chunk_max
     out = sum_xx.sum(axis=0)
     for i in range(n_features):
         for j in range(i):
@@ -119,6 +174,7 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
     """
     n_obs, n_features = X.shape
     n_components = centres.shape[0]
+    block = min(BLOCK_ROWS, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_features, n_features))
@@ -129,43 +185,49 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
         chunk_xx = np.zeros((n_features, n_features))
-        chunk_lik = 0.0
-        chunk_max = 0.0
-        x = np.empty(n_features)
-        y = np.empty(n_features)
-        log_prob = np.empty(n_components)
-        for n in range(c * n_obs // n_chunks, (c + 1) * n_obs // n_chunks):
-            for d in range(n_features):
-                x[d] = X[n, d] - shift[d]
+        xt = np.empty((n_features, block))
+        yt = np.empty((n_features, block))
+        rx = np.empty((n_features, block))
+        resp = np.empty((n_components, block))
+        w = np.empty(block)
+        peak = np.empty(block)
+        total = np.empty(block)
+        stop = (c + 1) * n_obs // n_chunks
+        for start in range(c * n_obs // n_chunks, stop, block):
+            _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
             for j in range(n_features):
-                acc = 0.0
+                yt[j] = 0.0
                 for i in range(j + 1):
-                    acc += lower[j, i] * x[i]
-                y[j] = acc
+                    factor = lower[j, i]
+                    for b in range(block):
+                        yt[j, b] += factor * xt[i, b]
             for k in range(n_components):
-                maha = 0.0
+                for b in range(block):
+                    resp[k, b] = 0.0
                 for j in range(n_features):
-                    delta = y[j] - centres[k, j]
-                    maha += delta * delta
-                log_prob[k] = const[k] - 0.5 * maha
-            log_norm, log_top = _normalise_row(log_prob, n_components)
-            w = sample_weight[n]
-            chunk_lik += w * log_norm
-            chunk_max += w * log_top
+                    centre = centres[k, j]
+                    for b in range(block):
+                        delta = yt[j, b] - centre
+                        resp[k, b] += delta * delta
+                for b in range(block):
+                    resp[k, b] = const[k] - 0.5 * resp[k, b]
+            block_lik, block_max = _normalise_block(resp, w, peak, total)
+            log_lik[c] += block_lik
+            log_max[c] += block_max
             for k in range(n_components):
-                r = w * log_prob[k]
-                chunk_mass[k] += r
-                for i in range(n_features):
-                    chunk_x[k, i] += r * x[i]
+                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
             for i in range(n_features):
-                wx = w * x[i]
+                for b in range(block):
+                    rx[i, b] = w[b] * xt[i, b]
+            for i in range(n_features):
                 for j in range(i + 1):
-                    chunk_xx[i, j] += wx * x[j]
+                    acc = 0.0
+                    for b in range(block):
+                        acc += rx[i, b] * xt[j, b]
+                    chunk_xx[i, j] += acc
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-        log_lik[c] = chunk_lik
-        log_max[c] = chunk_max
     out = sum_xx.sum(axis=0)
     for i in range(n_features):
         for j in range(i):
@@ -179,6 +241,7 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
     (spherical: the same value across features). ``sum_xx`` is ``sum r x^2``, ``(K, D)``."""
     n_obs, n_features = X.shape
     n_components = means.shape[0]
+    block = min(BLOCK_ROWS, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_components, n_features))
@@ -189,35 +252,38 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
         chunk_xx = np.zeros((n_components, n_features))
-        chunk_lik = 0.0
-        chunk_max = 0.0
-        x = np.empty(n_features)
-        log_prob = np.empty(n_components)
-        for n in range(c * n_obs // n_chunks, (c + 1) * n_obs // n_chunks):
-            for d in range(n_features):
-                x[d] = X[n, d] - shift[d]
+        xt = np.empty((n_features, block))
+        rx = np.empty((n_features, block))
+        resp = np.empty((n_components, block))
+        w = np.empty(block)
+        peak = np.empty(block)
+        total = np.empty(block)
+        stop = (c + 1) * n_obs // n_chunks
+        for start in range(c * n_obs // n_chunks, stop, block):
+            _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
             for k in range(n_components):
-                maha = 0.0
+                for b in range(block):
+                    resp[k, b] = 0.0
                 for d in range(n_features):
-                    delta = x[d] - means[k, d]
-                    maha += precision[k, d] * delta * delta
-                log_prob[k] = const[k] - 0.5 * maha
-            log_norm, log_top = _normalise_row(log_prob, n_components)
-            w = sample_weight[n]
-            chunk_lik += w * log_norm
-            chunk_max += w * log_top
+                    mean, prec = means[k, d], precision[k, d]
+                    for b in range(block):
+                        delta = xt[d, b] - mean
+                        resp[k, b] += prec * delta * delta
+                for b in range(block):
+                    resp[k, b] = const[k] - 0.5 * resp[k, b]
+            block_lik, block_max = _normalise_block(resp, w, peak, total)
+            log_lik[c] += block_lik
+            log_max[c] += block_max
             for k in range(n_components):
-                r = w * log_prob[k]
-                chunk_mass[k] += r
+                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
                 for d in range(n_features):
-                    rx = r * x[d]
-                    chunk_x[k, d] += rx
-                    chunk_xx[k, d] += rx * x[d]
+                    acc = 0.0
+                    for b in range(block):
+                        acc += rx[d, b] * xt[d, b]
+                    chunk_xx[k, d] += acc
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-        log_lik[c] = chunk_lik
-        log_max[c] = chunk_max
     return (
         mass.sum(axis=0),
         sum_x.sum(axis=0),
