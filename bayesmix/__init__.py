@@ -1,6 +1,24 @@
 """bayesmix: Bayesian mixture models, fitted by EM, MCMC and variational inference."""
 
 from bayesmix import bayes, datasets
+from bayesmix.clustering import (
+    Memberships,
+    Partition,
+    adjusted_rand_index,
+    co_clustering,
+    expected_loss,
+    memberships,
+    partition_from_psm,
+    point_partition,
+)
+from bayesmix.compare import Comparison, compare
+from bayesmix.density import (
+    AnomalyScores,
+    anomaly_scores,
+    density,
+    log_density_draws,
+    marginal_density,
+)
 from bayesmix.exceptions import (
     BayesmixWarning,
     ConvergenceWarning,
@@ -15,15 +33,39 @@ from bayesmix.results import EMResult, MixtureResult
 __version__ = "0.1.0"
 
 __all__ = [
+    "AnomalyScores",
     "BayesmixWarning",
+    "Comparison",
     "ConvergenceWarning",
     "DegenerateComponentWarning",
     "EMResult",
     "GaussianMixture",
     "LabelSwitchingWarning",
+    "Memberships",
     "MixtureResult",
+    "Partition",
     "Priors",
     "SamplerWarning",
+    "adjusted_rand_index",
+    "anomaly_scores",
     "bayes",
+    "co_clustering",
+    "compare",
     "datasets",
+    "density",
+    "expected_loss",
+    "log_density_draws",
+    "marginal_density",
+    "memberships",
+    "partition_from_psm",
+    "point_partition",
 ]
+
+
+def __getattr__(name: str):
+    """Import ``bayesmix.plots`` (and so matplotlib) only when it is first used."""
+    if name == "plots":
+        import importlib
+
+        return importlib.import_module("bayesmix.plots")
+    raise AttributeError(f"module 'bayesmix' has no attribute {name!r}")

@@ -266,6 +266,18 @@ def test_switched_chain_is_diagnosed_and_relabelled(faithful_nuts):
     assert az.rhat(fixed.posterior)["means"].max() < 1.01
 
 
+def test_diagnose_without_sampler_statistics(faithful_nuts):
+    bare = BayesResult(
+        model=faithful_nuts.model,
+        posterior=faithful_nuts.posterior,
+        data=faithful_nuts.data,
+        priors=faithful_nuts.priors,
+        sample_stats=None,
+        settings={"method": "nuts"},
+    )
+    assert bare.diagnose() == []
+
+
 def test_relabel_identification_on_an_exchangeable_model():
     model = bm.GaussianMixture(2, "diag")
     X, _ = model.sample(300, truth_for("diag"), random_state=8)
@@ -319,10 +331,11 @@ def test_bad_data_is_refused_before_compiling(faithful):
         bm.GaussianMixture(3).fit(X[:2], method="advi")
 
 
-def test_missing_sampler_names_the_extra(faithful):
+@pytest.mark.parametrize(("sampler", "module"), [("numpyro", "numpyro"), ("nutpie_jax", "jax")])
+def test_missing_sampler_names_the_extra(faithful, sampler, module):
     import importlib.util
 
-    if importlib.util.find_spec("numpyro") is not None:
-        pytest.skip("numpyro is installed")
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed")
     with pytest.raises(ImportError, match=r"bayesmix\[jax\]"):
-        bm.GaussianMixture(2).fit(faithful, method="nuts", sampler="numpyro")
+        bm.GaussianMixture(2).fit(faithful, method="nuts", sampler=sampler)

@@ -248,7 +248,7 @@ class BayesResult(MixtureResult):
                         SamplerWarning,
                     )
                 )
-            if "diverging" in self.sample_stats:
+            if self.sample_stats is not None and "diverging" in self.sample_stats:
                 n_div = int(self.sample_stats["diverging"].sum())
                 if n_div:
                     problems.append(
