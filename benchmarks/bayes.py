@@ -1,0 +1,308 @@
+"""Full Bayes and ADVI: bayesmix against the PyMC gallery-style mixture model.
+
+NUTS: for each case and tool, a fresh Python process is started; "cold" is the wall time from
+its launch (imports and compilation included) until a posterior with bulk ESS >= 1000 for
+every identified parameter (weights, means, standard deviations, correlations) and
+r_hat <= 1.01; "warm" is the same for a second data set of the same shape (the rows
+permuted) in that process. A tool that misses the target on a run samples again with twice
+the draws, and the time of the misses counts.
+
+The reference is the model of the PyMC example gallery: Dirichlet weights, the first mean
+coordinate ordered, one ``LKJCholeskyCov`` per component (one shared for ``tied``),
+``pm.Mixture`` over a batched ``pm.MvNormal`` (``pm.NormalMixture`` in 1-D), sampled by
+``pm.sample()`` with its defaults (which in PyMC 6 is nutpie when it is installed: 1000 draws,
+nutpie's default of 400 tuning steps; 4 chains). bayesmix fits its own
+declaration (conjugate priors, marginalised with one log-sum-exp) with fewer tuning steps.
+The two models' priors differ, so the posterior means printed side by side agree only to
+about a posterior standard deviation.
+
+ADVI: time until the ELBO has converged, bayesmix's mean-field ADVI (from a MAP-EM start)
+against scikit-learn's ``BayesianGaussianMixture`` (coordinate-ascent VB) on the same data,
+in one process after a warm-up, medians.
+
+Run: ``python -m benchmarks.bayes [--cases ...] [--tools ...] [--repeats 3] [--skip-advi]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+ESS_TARGET = 1000
+RHAT_TARGET = 1.01
+CASES = {
+    "faithful-full-K2": ("faithful", 2, "full"),
+    "faithful-tied-K3": ("faithful", 3, "tied"),
+    "galaxies-K4": ("galaxies", 4, "full"),
+}
+# bayesmix's first attempt; the reference starts at pm.sample()'s defaults
+BAYESMIX_TUNE, BAYESMIX_DRAWS = 400, 400
+REFERENCE_TUNE, REFERENCE_DRAWS = None, 1000  # pm.sample()'s defaults
+
+
+def load(name: str):
+    """Standardised data set (pandas DataFrame)."""
+    import bayesmix as bm
+
+    X = bm.datasets.load_faithful() if name == "faithful" else bm.datasets.load_galaxies()
+    return (X - X.mean()) / X.std()
+
+
+def meets_target(posterior) -> tuple[bool, float, float]:
+    """Whether an identified-parameter Dataset reaches the ESS and r_hat targets."""
+    import arviz as az
+
+    table = az.summary(posterior, kind="diagnostics").dropna()
+    ess, rhat = float(table["ess_bulk"].min()), float(table["r_hat"].max())
+    return ess >= ESS_TARGET and rhat <= RHAT_TARGET, ess, rhat
+
+
+# -- the gallery-style reference --------------------------------------------------------
+def reference_model(X: np.ndarray, n_components: int, covariance_type: str):
+    """The PyMC gallery's mixture: LKJ covariances, pm.Mixture of a batched MvNormal."""
+    import pymc as pm
+    import pytensor.tensor as pt
+    from pymc.distributions.transforms import ordered
+
+    n_features = X.shape[1]
+    first = np.linspace(-1.0, 1.0, n_components)
+    with pm.Model() as model:
+        data = pm.Data("X", X)
+        weights = pm.Dirichlet("weights", np.ones(n_components))
+        if n_features == 1:
+            means = pm.Normal("means", 0, 2, shape=n_components, transform=ordered, initval=first)
+            stds = pm.HalfNormal("stds", 1.0, shape=n_components)
+            pm.NormalMixture("obs", w=weights, mu=means, sigma=stds, observed=data[:, 0])
+            return model
+        mean0 = pm.Normal("mean0", 0, 2, shape=n_components, transform=ordered, initval=first)
+        rest = pm.Normal("mean_rest", 0, 2, shape=(n_components, n_features - 1))
+        means = pm.Deterministic("means", pt.concatenate([mean0[:, None], rest], axis=1))
+        sd_dist = pm.HalfNormal.dist(1.0, shape=n_features)
+        n_cov = 1 if covariance_type == "tied" else n_components
+        chols = [
+            pm.LKJCholeskyCov(f"chol{k}", n=n_features, eta=2.0, sd_dist=sd_dist)[0]
+            for k in range(n_cov)
+        ]
+        chol = chols[0] if covariance_type == "tied" else pt.stack(chols)
+        components = pm.MvNormal.dist(mu=means, chol=chol)
+        pm.Mixture("obs", w=weights, comp_dists=components, observed=data)
+    return model
+
+
+def reference_identified(tree, n_features: int, covariance_type: str):
+    """Weights, means, standard deviations and correlations of a reference posterior."""
+    import xarray as xr
+
+    post = tree["posterior"].dataset
+    keep = {"weights": post["weights"], "means": post["means"]}
+    if n_features == 1:
+        keep["stds"] = post["stds"]
+        return xr.Dataset(keep)
+    rows, cols = np.triu_indices(n_features, 1)
+    names = sorted(v for v in post.data_vars if v.startswith("chol") and v.endswith("_stds"))
+    for name in names:
+        keep[name] = post[name]
+        corr = post[name.replace("_stds", "_corr")].values[..., rows, cols]
+        keep[name.replace("_stds", "_corr")] = (("chain", "draw", "pair"), corr)
+    return xr.Dataset(keep)
+
+
+def run_reference(X, n_components, covariance_type, model=None, seed=0):
+    import pymc as pm
+
+    model = model or reference_model(X, n_components, covariance_type)
+    draws, attempts = REFERENCE_DRAWS, []
+    while True:
+        with model:
+            pm.set_data({"X": X})
+            tree = pm.sample(
+                draws,
+                tune=REFERENCE_TUNE,
+                chains=4,
+                random_seed=seed,
+                progressbar=False,
+                compute_convergence_checks=False,
+            )
+        ok, ess, rhat = meets_target(reference_identified(tree, X.shape[1], covariance_type))
+        attempts.append(draws)
+        if ok or draws >= 8 * REFERENCE_DRAWS:
+            break
+        draws *= 2
+    post = tree["posterior"].dataset
+    summary = {
+        "weights": post["weights"].mean(("chain", "draw")).values.round(3).tolist(),
+        "means": post["means"].mean(("chain", "draw")).values.round(3).tolist(),
+    }
+    return model, {"ok": ok, "ess": ess, "rhat": rhat, "draws": attempts, **summary}
+
+
+def run_bayesmix(X, n_components, covariance_type, sampler, seed=0):
+    import bayesmix as bm
+
+    model = bm.GaussianMixture(n_components, covariance_type)
+    draws, attempts = BAYESMIX_DRAWS, []
+    while True:
+        fit = model.fit(
+            X,
+            method="nuts",
+            sampler=sampler,
+            chains=4,
+            draws=draws,
+            tune=BAYESMIX_TUNE,
+            random_state=seed,
+            order_by=0,
+        )
+        ok, ess, rhat = meets_target(fit._summary_dataset())
+        attempts.append(draws)
+        if ok or draws >= 8 * BAYESMIX_DRAWS:
+            break
+        draws *= 2
+    summary = {"weights": fit.weights.round(3).tolist(), "means": fit.means.round(3).tolist()}
+    return {"ok": ok, "ess": ess, "rhat": rhat, "draws": attempts, **summary}
+
+
+def child(tool: str, case: str) -> None:
+    """One cold and one warm fit in this (fresh) process; prints one JSON line."""
+    warnings.simplefilter("ignore")
+    data_name, n_components, covariance_type = CASES[case]
+    frame = load(data_name)
+    X = frame.to_numpy()
+    permuted = frame.sample(frac=1.0, random_state=0).to_numpy()
+    rows = []
+    if tool == "reference":
+        model, cold = run_reference(X, n_components, covariance_type, seed=1)
+        rows.append({**cold, "done": time.time()})
+        start = time.perf_counter()
+        _, warm = run_reference(permuted, n_components, covariance_type, model=model, seed=2)
+    else:
+        cold = run_bayesmix(X, n_components, covariance_type, tool, seed=1)
+        rows.append({**cold, "done": time.time()})
+        start = time.perf_counter()
+        warm = run_bayesmix(permuted, n_components, covariance_type, tool, seed=2)
+    rows.append({**warm, "seconds": time.perf_counter() - start})
+    print(json.dumps(rows))
+
+
+def run_child(tool: str, case: str) -> tuple[float, dict, dict]:
+    launched = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bayes", "--child", tool, case],
+        capture_output=True,
+        text=True,
+    )
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr.strip().splitlines()[-1] if out.stderr else "failed")
+    cold, warm = json.loads(out.stdout.strip().splitlines()[-1])
+    return cold["done"] - launched, cold, warm
+
+
+def nuts_table(cases: list[str], tools: list[str], repeats: int) -> None:
+    print(
+        f"NUTS until bulk ESS >= {ESS_TARGET} and r_hat <= {RHAT_TARGET} for every identified "
+        f"parameter; medians of {repeats} fresh processes per tool, interleaved"
+    )
+    print()
+    print(
+        "| case | tool | cold s | warm s | reference/tool cold | reference/tool warm | draws "
+        "per chain (warm) | min ESS (warm) | max r_hat (warm) | posterior mean weights (warm) "
+        "| posterior means (warm) |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case in cases:
+        runs = {tool: [] for tool in ["reference", *tools]}
+        for _ in range(repeats):
+            for tool in runs:
+                try:
+                    runs[tool].append(run_child(tool, case))
+                except RuntimeError as exc:
+                    print(f"| {case} | {tool} | failed: {str(exc)[:80]} |", flush=True)
+        medians = {
+            tool: (
+                statistics.median(r[0] for r in got),
+                statistics.median(r[2]["seconds"] for r in got),
+                got[-1][2],
+            )
+            for tool, got in runs.items()
+            if got
+        }
+        ref_cold, ref_warm, _ = medians.get("reference", (np.nan, np.nan, None))
+        for tool, (cold, warm, last) in medians.items():
+            flag = "" if last["ok"] else " (target missed)"
+            print(
+                f"| {case} | {tool} | {cold:.1f} | {warm:.1f} | {ref_cold / cold:.1f} | "
+                f"{ref_warm / warm:.1f} | {'+'.join(map(str, last['draws']))}{flag} | "
+                f"{last['ess']:.0f} | {last['rhat']:.3f} | {last['weights']} | {last['means']} |",
+                flush=True,
+            )
+
+
+def advi_table(repeats: int) -> None:
+    """bayesmix ADVI against scikit-learn's BayesianGaussianMixture, same process."""
+    from sklearn.mixture import BayesianGaussianMixture
+
+    import bayesmix as bm
+
+    print()
+    print(f"ADVI until the ELBO converges; medians of {repeats} after a warm-up, same process")
+    print()
+    print(
+        "| case | bayesmix ADVI s | iterations | BayesianGaussianMixture s | BGM iterations | "
+        "BGM/bayesmix | bayesmix weights | BGM weights |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for case, (data_name, n_components, covariance_type) in CASES.items():
+        X = load(data_name)
+        model = bm.GaussianMixture(n_components, covariance_type)
+        sk = BayesianGaussianMixture(
+            n_components=n_components,
+            covariance_type=covariance_type,
+            max_iter=1000,
+            weight_concentration_prior_type="dirichlet_distribution",
+            random_state=0,
+        )
+        model.fit(X, method="advi", random_state=0)  # warm-up: compile caches
+        ours, theirs = [], []
+        for seed in range(repeats):
+            start = time.perf_counter()
+            fit = model.fit(X, method="advi", random_state=seed)
+            ours.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            sk.set_params(random_state=seed).fit(X.to_numpy())
+            theirs.append(time.perf_counter() - start)
+        a, b = statistics.median(ours), statistics.median(theirs)
+        print(
+            f"| {case} | {a:.2f} | {fit.settings['n_iter']} | {b:.3f} | {sk.n_iter_} | "
+            f"{b / a:.3f} | {np.round(np.sort(fit.weights), 3).tolist()} | "
+            f"{np.round(np.sort(sk.weights_), 3).tolist()} |",
+            flush=True,
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--child", nargs=2, metavar=("TOOL", "CASE"), help=argparse.SUPPRESS)
+    parser.add_argument("--cases", default=",".join(CASES))
+    parser.add_argument("--tools", default="nutpie", help="bayesmix samplers, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--skip-advi", action="store_true")
+    parser.add_argument("--skip-nuts", action="store_true")
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+    print("started", time.strftime("%Y-%m-%d %H:%M"))
+    if not args.skip_nuts:
+        nuts_table(args.cases.split(","), args.tools.split(","), args.repeats)
+    if not args.skip_advi:
+        advi_table(args.repeats)
+
+
+if __name__ == "__main__":
+    main()
