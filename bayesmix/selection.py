@@ -65,7 +65,7 @@ PARETO_K_THRESHOLD = 0.7
 #: Default Dirichlet concentration of :func:`overfitted_mixture` (see its notes).
 SPARSE_CONCENTRATION = 0.02
 #: NUTS acceptance target of :func:`fit_overfitted`: the default 0.8 diverges often.
-OVERFITTED_TARGET_ACCEPT = 0.95
+OVERFITTED_TARGET_ACCEPT = 0.99
 
 _KEY_NAMES = ("method", "covariance_type", "n_components")
 _EM_COLUMNS = (
@@ -275,6 +275,8 @@ def select_components(
     A :class:`ParetoKWarning` says which posterior fits have observations with Pareto
     ``k > 0.7``: their elpd estimate is unreliable (typical of surplus components
     that live on a few observations); compare them by K-fold cross-validation instead.
+    For ``advi`` and ``fullrank_advi`` the draws come from the variational
+    approximation, so their elpd_loo is that of the approximate posterior.
 
     Examples
     --------
@@ -635,31 +637,41 @@ def overfitted_mixture(
 
     Notes
     -----
-    Measured with nutpie on 150 draws from three unit-variance clusters at -5, 0, 5
-    (K = 6, full covariance, 4 chains x 1000 draws after 1000 tuning steps; the
-    posterior probability of 3 occupied components in brackets):
+    Measured with nutpie on 150 draws from three unit-variance clusters (1-D: centres
+    -5, 0, 5; 2-D: (-5, 0), (0, 4), (5, 0)), full covariance, ``identify="none"``,
+    4 chains x 1000 draws after 1000 tuning steps: divergences, r_hat of the number of
+    occupied components, and its posterior probability of the true 3.
 
-    ====================  ==============  =============  ==============
-    concentration         target 0.8      target 0.95    r_hat (count)
-    ====================  ==============  =============  ==============
-    0.01                  2194 div (.96)  2 div (.90)    1.01 / 1.00
-    0.02                  --              0 div (.79)    1.00
-    0.05                  285 div (.55)   0 div (.60)    1.04 / 1.00
-    0.1                   0 div (.34)     --             1.01
-    0.5 / 1.0             0-2 div (.01)   --             1.01-1.02
-    ====================  ==============  =============  ==============
+    ===  ==  =============  ======  ===========  ======  ======
+    D    K   concentration  target  divergences  r_hat   P(3)
+    ===  ==  =============  ======  ===========  ======  ======
+    1    6   0.01           0.8     2194         1.011   0.96
+    1    6   0.05           0.8     285          1.035   0.55
+    1    6   0.1            0.8     0            1.006   0.34
+    1    6   0.5 / 1.0      0.8     0 / 2        ~1.02   0.01
+    1    6   0.01           0.95    2            1.001   0.90
+    1    6   0.02           0.95    0            1.001   0.79
+    1    6   0.05           0.95    0            1.002   0.60
+    1    6   0.02           0.99    0            1.002   0.80
+    2    6   0.01           0.95    7            1.005   0.97
+    2    6   0.02           0.95    98           1.004   0.94
+    2    6   0.05           0.95    474          1.118   0.82
+    2    10  0.02           0.95    34           1.018   0.83
+    2    6   0.02           0.99    0            1.006   0.94
+    ===  ==  =============  ======  ===========  ======  ======
 
-    Concentrations of 0.1 and more leave surplus components with a few observations
-    (the count's mode was 4 at 0.1, 5-6 at 0.5-1), so small values are needed, and those
-    diverge at NUTS' default acceptance target: the log-weight of an empty component
-    spreads over a range of order ``1 / concentration`` while its mean and covariance
-    switch between the prior and a few observations (a funnel). A target of 0.95 removes
-    the divergences at the cost of longer trajectories (tree depth 8-9); 0.02 was the
-    smallest concentration without divergences and took less than half the time of
-    0.01. Ordering the means (``identify="ordered"``) did not help (823 instead of 2194
-    divergences at 0.01, 172 instead of 285 at 0.05, 1.5-3 times slower) and is not
-    needed: the number of occupied components is label-invariant, so its r_hat
-    (:func:`n_clusters_draws`) is a valid convergence check under label switching.
+    Concentrations of 0.1 and more leave surplus components holding a few
+    observations (the count's mode was 4 at 0.1 and 5-6 at 0.5-1), so small values are
+    needed, and those diverge at NUTS' default acceptance target: the log-weight of an
+    empty component spreads over a range of order ``1 / concentration`` while its mean
+    and covariance switch between the prior and a few observations (a funnel). Raising
+    the target removes most divergences at the cost of longer trajectories (tree depth
+    7-9); 0.02 with a target of 0.99 (the defaults of :func:`fit_overfitted`) had none
+    in either dimension. Ordering the means (``identify="ordered"``) did not help (1-D,
+    target 0.8: 823 instead of 2194 divergences at 0.01, 172 instead of 285 at 0.05,
+    1.5-3 times slower) and is not needed: the number of occupied components is
+    label-invariant, so its r_hat (:func:`n_clusters_draws`) is a valid convergence
+    check under label switching.
 
     Examples
     --------
@@ -695,7 +707,7 @@ def fit_overfitted(
 ) -> MixtureResult:
     """Fit :func:`overfitted_mixture` by NUTS with settings that sample it well.
 
-    Defaults ``identify="none"`` and ``target_accept=0.95`` (see the notes of
+    Defaults ``identify="none"`` and ``target_accept=0.99`` (see the notes of
     :func:`overfitted_mixture`); any other NUTS option of
     :meth:`GaussianMixture.fit` (``draws``, ``tune``, ``chains``, ...) can be passed.
     Read the number of clusters with :func:`n_clusters_posterior`.
@@ -798,8 +810,8 @@ def n_clusters_posterior(
     --------
     >>> import bayesmix as bm
     >>> X = bm.datasets.load_faithful()
-    >>> fit = bm.overfitted_mixture(6).fit(X, method="nuts", identify="none")
-    >>> post = bm.n_clusters_posterior(fit)
+    >>> fit = bm.fit_overfitted(X, 6, random_state=0)
+    >>> post = bm.n_clusters_posterior(fit, random_state=0)
     >>> post.attrs["mode"]
     2
     """

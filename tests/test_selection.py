@@ -492,7 +492,7 @@ def test_overfitted_mixture_finds_three_clusters(overfitted_fit, tmp_path):
         warnings.simplefilter("ignore", bm.SamplerWarning)
         post = n_clusters_posterior(overfitted_fit, random_state=0)
     assert overfitted_fit.settings["identify"] == "none"
-    assert overfitted_fit.settings["target_accept"] == 0.95
+    assert overfitted_fit.settings["target_accept"] == 0.99
     assert overfitted_fit.model.priors.weight_concentration == SPARSE_CONCENTRATION
     assert post.attrs["mode"] == 3
     assert post.loc[3] > 0.5
