@@ -24,11 +24,20 @@ from bayesmix.exceptions import (
     ConvergenceWarning,
     DegenerateComponentWarning,
     LabelSwitchingWarning,
+    ParetoKWarning,
     SamplerWarning,
 )
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult, MixtureResult
+from bayesmix.selection import (
+    SelectionResult,
+    fit_overfitted,
+    n_clusters_draws,
+    n_clusters_posterior,
+    overfitted_mixture,
+    select_components,
+)
 
 __version__ = "0.1.0"
 
@@ -43,9 +52,11 @@ __all__ = [
     "LabelSwitchingWarning",
     "Memberships",
     "MixtureResult",
+    "ParetoKWarning",
     "Partition",
     "Priors",
     "SamplerWarning",
+    "SelectionResult",
     "adjusted_rand_index",
     "anomaly_scores",
     "bayes",
@@ -54,11 +65,16 @@ __all__ = [
     "datasets",
     "density",
     "expected_loss",
+    "fit_overfitted",
     "log_density_draws",
     "marginal_density",
     "memberships",
+    "n_clusters_draws",
+    "n_clusters_posterior",
+    "overfitted_mixture",
     "partition_from_psm",
     "point_partition",
+    "select_components",
 ]
 
 

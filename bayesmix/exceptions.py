@@ -21,3 +21,8 @@ class LabelSwitchingWarning(BayesmixWarning):
 
 class SamplerWarning(BayesmixWarning):
     """MCMC diagnostics (r_hat, ESS, divergences) indicate an unreliable posterior."""
+
+
+class ParetoKWarning(BayesmixWarning):
+    """PSIS-LOO found observations with a high Pareto shape ``k``: the elpd estimate
+    of that fit is unreliable."""

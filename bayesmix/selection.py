@@ -29,7 +29,7 @@ import xarray as xr
 from bayesmix.covariance import STRUCTURES
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
-from bayesmix.exceptions import BayesmixWarning, SamplerWarning
+from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.model import FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import MixtureResult
@@ -97,11 +97,6 @@ _CONVENTION = (
     "elpd_diff and dse: difference to the best model of the same method and its "
     f"standard error; n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}."
 )
-
-
-class ParetoKWarning(BayesmixWarning):
-    """PSIS-LOO found observations with a high Pareto shape ``k``: the elpd estimate
-    of that fit is unreliable."""
 
 
 # -- validation --------------------------------------------------------------------------

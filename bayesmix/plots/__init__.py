@@ -11,6 +11,7 @@ from bayesmix.plots.clustering import (
 from bayesmix.plots.compare import plot_comparison
 from bayesmix.plots.density import plot_anomalies, plot_density
 from bayesmix.plots.diagnostics import plot_rank, plot_trace
+from bayesmix.plots.selection import plot_n_clusters, plot_selection
 
 __all__ = [
     "plot_anomalies",
@@ -19,6 +20,8 @@ __all__ = [
     "plot_comparison",
     "plot_density",
     "plot_membership_uncertainty",
+    "plot_n_clusters",
     "plot_rank",
+    "plot_selection",
     "plot_trace",
 ]
