@@ -173,15 +173,18 @@ def _check_values(data: Data, name: str, min_obs: int) -> None:
             f"{name} has {n_obs} rows but at least {min_obs} are needed"
             + (" (one per component)." if min_obs > 1 else ".")
         )
-    finite = np.isfinite(data.values)
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        count = int((~finite).sum())
+    if n_obs == 0:
+        return
+    # min and max propagate NaN and see inf: two reductions, no temporaries
+    low, high = data.values.min(), data.values.max()
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = ~np.isfinite(data.values)
+        row, col = np.argwhere(bad)[0]
         raise ValueError(
-            f"{name} contains {count} NaN or infinite value(s), the first in row {row}, "
-            f"column {data.feature_names[col]!r}; drop or impute them before fitting."
+            f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first in row "
+            f"{row}, column {data.feature_names[col]!r}; drop or impute them before fitting."
         )
-    if n_obs and np.abs(data.values).max() > _MAX_ABS_VALUE:
+    if max(-low, high) > _MAX_ABS_VALUE:
         raise ValueError(
             f"{name} has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
             "overflow float64; rescale the data (e.g. standardise the columns)."
