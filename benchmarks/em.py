@@ -4,7 +4,8 @@ For each case both libraries run ``--iterations`` EM iterations with ``tol=0`` f
 identical initial parameters, interleaved (sklearn, bayesmix, sklearn, ...) after a
 warm-up, ``--repeats`` times. Printed per case: median seconds, the ratio
 sklearn / bayesmix, the relative difference of the final log-likelihoods, the peak memory
-each fit allocated (tracemalloc, numpy buffers included) beside the data size, and the
+each fit allocated (tracemalloc, numpy buffers included; measured in a separate untimed
+run because tracing slows allocation) beside the data size, and the
 effective GFLOP/s of bayesmix against a model of the floating-point work per iteration.
 
 Run: ``python -m benchmarks.em`` (full table) or ``python -m benchmarks.em --quick``.
@@ -98,13 +99,18 @@ def flops_per_iteration(n_obs: int, n_features: int, n_components: int, kind: st
 
 
 def _timed(fn):
-    tracemalloc.start()
     start = time.perf_counter()
     out = fn()
-    seconds = time.perf_counter() - start
+    return out, time.perf_counter() - start
+
+
+def _peak_mb(fn) -> float:
+    """Peak traced memory of one call (a separate, untimed run: tracing slows allocation)."""
+    tracemalloc.start()
+    fn()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    return out, seconds, peak / 2**20
+    return peak / 2**20
 
 
 def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> CaseResult:
@@ -128,17 +134,16 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
             X, init=init, max_iter=iterations, tol=0.0
         )
 
-    sk_times, bm_times, sk_peak, bm_peak = [], [], 0.0, 0.0
+    sk_times, bm_times = [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         sklearn_fit(), bayesmix_fit()  # warm-up (imports, caches, page faults)
         for _ in range(repeats):
-            sk, seconds, peak = _timed(sklearn_fit)
+            sk, seconds = _timed(sklearn_fit)
             sk_times.append(seconds)
-            sk_peak = max(sk_peak, peak)
-            ours, seconds, peak = _timed(bayesmix_fit)
+            ours, seconds = _timed(bayesmix_fit)
             bm_times.append(seconds)
-            bm_peak = max(bm_peak, peak)
+        sk_peak, bm_peak = _peak_mb(sklearn_fit), _peak_mb(bayesmix_fit)
     sk_loglik = sk.score(X) * n_obs
     bm_loglik = ours.score(X) * n_obs
     bm_median = statistics.median(bm_times)
