@@ -109,10 +109,8 @@ class GaussianMixture:
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
             ``benchmarks/``: about 20 s to compile a new model shape once per process,
-            then about 1 s per fit; ``"nutpie_jax"`` — nutpie on a JAX-compiled model,
-            about 2 s to compile but slower per draw, the fastest single cold fit; or
-            ``"pymc"``, ``"numpyro"``, ``"blackjax"``; the JAX ones need
-            ``pip install 'bayesmix[jax]'``),
+            then about 1 s per fit; or ``"pymc"``, ``"numpyro"`` (the fastest single cold
+            fit) or ``"blackjax"``; the JAX ones need ``pip install 'bayesmix[jax]'``),
             ``target_accept`` (0.8), ``identify`` (``"ordered"``: order the means of the
             best-separated feature, chosen by a quick EM fit or named by ``order_by``;
             ``"relabel"``: exchangeable model relabelled afterwards by Stephens' KL

@@ -331,7 +331,7 @@ def test_bad_data_is_refused_before_compiling(faithful):
         bm.GaussianMixture(3).fit(X[:2], method="advi")
 
 
-@pytest.mark.parametrize(("sampler", "module"), [("numpyro", "numpyro"), ("nutpie_jax", "jax")])
+@pytest.mark.parametrize(("sampler", "module"), [("numpyro", "numpyro"), ("blackjax", "blackjax")])
 def test_missing_sampler_names_the_extra(faithful, sampler, module):
     import importlib.util
 

@@ -502,3 +502,13 @@ def test_overfitted_mixture_finds_three_clusters(overfitted_fit, tmp_path):
     ax = plot_n_clusters(post)
     assert len(ax.patches) == 6
     _save(ax.figure, tmp_path, "n_clusters_overfitted.png")
+
+
+@pytest.mark.slow
+def test_variational_fits_get_loo_rows(faithful):
+    selection = select_components(faithful, [2], "full", ("advi",), random_state=0)
+    row = selection.table.loc[("advi", "full", 2)]
+    assert row["status"] == "ok" and np.isfinite(row["elpd_loo"]) and row["se"] > 0
+    fit = selection.fits[("advi", "full", 2)]
+    assert fit.settings["method"] == "advi"
+    assert selection.best.loc["advi", "criterion"] == "loo"

@@ -36,19 +36,18 @@ __all__ = [
     "clear_compiled_models",
 ]
 
-SAMPLERS = ("nutpie", "nutpie_jax", "pymc", "numpyro", "blackjax")
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 INITIAL_VI_SD = 0.1
 IDENTIFICATIONS = ("ordered", "relabel", "none")
 _EXTRA = {
     "nutpie": ("nutpie", "nutpie"),
-    "nutpie_jax": ("jax", "jax"),
     "numpyro": ("numpyro", "jax"),
     "blackjax": ("blackjax", "jax"),
 }
 
-# nutpie models compiled in this process, keyed by what fixes their graph and the compile
-# backend; data and priors are swapped in with ``with_data``, so a refit skips the compile.
-_NUTPIE_CACHE: dict[tuple[ModelSpec, str], Any] = {}
+# nutpie models compiled in this process, keyed by what fixes their graph; data and priors
+# are swapped in with ``with_data``, so a refit skips the compile.
+_NUTPIE_CACHE: dict[ModelSpec, Any] = {}
 
 
 def clear_compiled_models() -> None:
@@ -139,7 +138,7 @@ def fit_nuts(
     settings = dict(
         draws=draws, tune=tune, chains=chains, sampler=sampler, target_accept=target_accept
     )
-    if sampler.startswith("nutpie"):
+    if sampler == "nutpie":
         tree = _sample_nutpie(spec, model, data, priors, seed, progressbar, cores, **settings)
     else:
         import pymc as pm
@@ -171,18 +170,11 @@ def fit_nuts(
 def _sample_nutpie(spec, model, data, priors, seed, progressbar, cores, **settings):
     import nutpie
 
-    backend = "jax" if settings["sampler"] == "nutpie_jax" else "numba"
-    compiled = _NUTPIE_CACHE.get((spec, backend))
+    compiled = _NUTPIE_CACHE.get(spec)
     if compiled is None:
         pm_model = build_pymc(spec, model.structure, data, priors)
-        compiled = nutpie.compile_pymc_model(
-            pm_model,
-            initial_points=initial_point(spec),
-            backend=backend,
-            gradient_backend="jax" if backend == "jax" else "pytensor",
-            freeze_model=False,  # keep data and priors swappable by with_data
-        )
-        _NUTPIE_CACHE[spec, backend] = compiled
+        compiled = nutpie.compile_pymc_model(pm_model, initial_points=initial_point(spec))
+        _NUTPIE_CACHE[spec] = compiled
     else:
         compiled = compiled.with_data(**pymc_inputs(data, priors, model.structure))
     return nutpie.sample(
