@@ -6,6 +6,8 @@ tests reading the shared NUTS fit are marked slow.
 
 from __future__ import annotations
 
+import importlib
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -18,7 +20,6 @@ from scipy import stats  # noqa: E402
 from scipy.integrate import trapezoid  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-import bayesmix.density as density_module  # noqa: E402
 from bayesmix.bayes.result import BayesResult  # noqa: E402
 from bayesmix.data import as_data  # noqa: E402
 from bayesmix.density import (  # noqa: E402
@@ -199,6 +200,8 @@ def test_far_points_keep_finite_log_density(faithful_em):
 def test_small_memory_blocks_give_the_same_numbers(jittered, faithful, monkeypatch):
     reference = density(jittered, faithful, log=True)
     reference_scores = anomaly_scores(jittered, faithful.iloc[:40], reference=faithful)
+    # bm.density is the function; the module that shares its name is in sys.modules
+    density_module = importlib.import_module("bayesmix.density")
     monkeypatch.setattr(density_module, "BLOCK_BYTES", 200)  # a few draws and rows a block
     monkeypatch.setattr(density_module, "OUTPUT_BYTES", 3000)
     blocked = density(jittered, faithful, log=True)
