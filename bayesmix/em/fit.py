@@ -68,7 +68,7 @@ def fit_em(
     rng = check_random_state(random_state)
     structure = model.structure
     X = data.values
-    shift = np.average(X, axis=0, weights=weights)
+    shift = weights @ X / weights.sum()  # weighted mean by one GEMV, no N x D temporary
     priors = model.resolve_priors(data, sample_weight=weights) if use_priors else None
     shifted_priors = priors.shifted(shift) if priors is not None else None
 
