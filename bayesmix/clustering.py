@@ -27,7 +27,7 @@ import xarray as xr
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_choice, check_float, check_int
+from bayesmix.validation import check_choice, check_ci_prob, check_float, check_int
 
 __all__ = [
     "Memberships",
@@ -78,15 +78,6 @@ def _result_data(result: Any, X: Any, caller: str) -> Data:
                 f"training data; pass the observations to cluster, e.g. {caller}(result, X)."
             )
     return as_data(X, n_features=result.n_features)
-
-
-def _check_ci_prob(ci_prob: Any) -> float:
-    value = check_float(ci_prob, "ci_prob")
-    if not 0.0 < value < 1.0:
-        raise ValueError(
-            f"ci_prob must be strictly between 0 and 1 (e.g. 0.94 for a 94% interval); got {value}."
-        )
-    return value
 
 
 def _check_threshold(threshold: Any) -> float:
@@ -263,7 +254,7 @@ def memberships(
     observations are held at once (blocks of about 64 MB).
     """
     data = _result_data(result, X, "memberships")
-    ci_prob = _check_ci_prob(ci_prob)
+    ci_prob = check_ci_prob(ci_prob)
     threshold = _check_threshold(threshold)
     n_obs, n_components, n_draws = data.n_obs, result.model.n_components, result.n_draws
     rows_per_block = max(1, BLOCK_BYTES // (8 * n_draws * n_components))

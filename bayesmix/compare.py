@@ -22,7 +22,7 @@ from bayesmix.clustering import adjusted_rand_index
 from bayesmix.data import as_data
 from bayesmix.exceptions import LabelSwitchingWarning
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_float
+from bayesmix.validation import check_ci_prob
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -99,9 +99,7 @@ def compare(
     """
     results = _check_results(results)
     names = _check_names(names, results)
-    ci_prob = check_float(ci_prob, "ci_prob", minimum=0.0, inclusive=False)
-    if ci_prob >= 1:
-        raise ValueError(f"ci_prob must be in (0, 1), e.g. 0.94; got {ci_prob}.")
+    ci_prob = check_ci_prob(ci_prob)
     data = _check_X(X, results[0])
 
     notes: list[str] = []

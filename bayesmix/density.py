@@ -23,7 +23,7 @@ import xarray as xr
 from bayesmix.covariance import _cholesky
 from bayesmix.data import Data, as_data
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_int
+from bayesmix.validation import check_ci_prob, check_int
 
 __all__ = [
     "AnomalyScores",
@@ -201,18 +201,6 @@ def _check_result(result: Any) -> MixtureResult:
     return result
 
 
-def _check_ci_prob(ci_prob: Any) -> float:
-    if isinstance(ci_prob, bool) or not isinstance(ci_prob, numbers.Real):
-        raise TypeError(f"ci_prob must be a number in (0, 1), e.g. 0.94; got {ci_prob!r}.")
-    ci_prob = float(ci_prob)
-    if not 0.0 < ci_prob < 1.0:
-        raise ValueError(
-            f"ci_prob must lie strictly between 0 and 1 (e.g. 0.94 for a 94% interval); "
-            f"got {ci_prob}."
-        )
-    return ci_prob
-
-
 def _check_bool(value: Any, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False; got {value!r}.")
@@ -367,7 +355,7 @@ def density(
     True
     """
     result = _check_result(result)
-    ci_prob = _check_ci_prob(ci_prob)
+    ci_prob = check_ci_prob(ci_prob)
     log = _check_bool(log, "log")
     data = as_points(result, X)
     draws = _MixtureDraws.from_result(result)
@@ -445,7 +433,7 @@ def marginal_density(
     ``density`` is label-invariant.
     """
     result = _check_result(result)
-    ci_prob = _check_ci_prob(ci_prob)
+    ci_prob = check_ci_prob(ci_prob)
     index = feature_index(result, feature)
     if grid is None:
         grid = _default_grid(result, index, check_int(n_grid, "n_grid", minimum=2))

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_float", "check_random_state", "check_choice"]
+__all__ = ["check_int", "check_float", "check_random_state", "check_choice", "check_ci_prob"]
 
 
 def check_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -28,6 +28,19 @@ def check_float(value: Any, name: str, minimum: float = 0.0, inclusive: bool = T
     if not np.isfinite(value) or too_small:
         bound = ">=" if inclusive else ">"
         raise ValueError(f"{name} must be finite and {bound} {minimum}; got {value}.")
+    return value
+
+
+def check_ci_prob(ci_prob: Any) -> float:
+    """Return the probability mass of a credible interval, strictly inside (0, 1)."""
+    if isinstance(ci_prob, bool) or not isinstance(ci_prob, numbers.Real):
+        raise TypeError(f"ci_prob must be a number in (0, 1), e.g. 0.94; got {ci_prob!r}.")
+    value = float(ci_prob)
+    if not 0.0 < value < 1.0:
+        raise ValueError(
+            "ci_prob must lie strictly between 0 and 1 (e.g. 0.94 for a 94% interval); "
+            f"got {value}."
+        )
     return value
 
 

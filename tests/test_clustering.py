@@ -227,9 +227,9 @@ def test_memberships_bad_input(faithful, faithful_em):
     with pytest.raises(ValueError, match="X has 3 features but the model was fitted on 2"):
         memberships(faithful_em, three)
     for bad in (0.0, 1.0, 1.5):
-        with pytest.raises(ValueError, match="ci_prob must be strictly between 0 and 1"):
+        with pytest.raises(ValueError, match="ci_prob must lie strictly between 0 and 1"):
             memberships(faithful_em, faithful, ci_prob=bad)
-    with pytest.raises(TypeError, match="ci_prob must be a real number"):
+    with pytest.raises(TypeError, match="ci_prob must be a number in"):
         memberships(faithful_em, faithful, ci_prob="94%")
     with pytest.raises(ValueError, match="threshold must be in"):
         memberships(faithful_em, faithful, threshold=1.0)

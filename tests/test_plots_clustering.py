@@ -163,7 +163,7 @@ def test_clusters_2d_bad_input(faithful, faithful_em):
         plot_clusters_2d(faithful_em)
     with pytest.raises(ValueError, match="X has 3 features but the model was fitted on 2"):
         plot_clusters_2d(faithful_em, np.ones((5, 3)))
-    with pytest.raises(ValueError, match="ci_prob must be strictly between 0 and 1"):
+    with pytest.raises(ValueError, match="ci_prob must lie strictly between 0 and 1"):
         plot_clusters_2d(faithful_em, faithful, ci_prob=94)
     renamed = faithful.rename(columns={"waiting": "wait"})
     other = bm.GaussianMixture(2, "full").fit(renamed, method="em", random_state=0)
