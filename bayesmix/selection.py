@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from bayesmix.clustering import _result_data
 from bayesmix.covariance import STRUCTURES
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
@@ -720,23 +721,6 @@ def fit_overfitted(
     return model.fit(X, method="nuts", random_state=random_state, **options)
 
 
-def _check_result(result: Any, X: Any) -> Data:
-    if not isinstance(result, MixtureResult):
-        raise TypeError(
-            f"result must be a fitted bayesmix result (e.g. from model.fit(X, method='nuts')); "
-            f"got {type(result).__name__}."
-        )
-    if X is None:
-        data = getattr(result, "data", None)
-        if data is None:
-            raise ValueError(
-                "X is required for a result that does not keep its training data "
-                "(EM results); pass the observations the model was fitted to."
-            )
-        return data
-    return as_data(X, n_features=result.n_features)
-
-
 def n_clusters_draws(
     result: MixtureResult, X: Any = None, random_state: Any = None
 ) -> xr.DataArray:
@@ -761,7 +745,7 @@ def n_clusters_draws(
     xarray.DataArray
         Integer counts, dims ``(chain, draw)``.
     """
-    data = _check_result(result, X)
+    data = _result_data(result, X, "n_clusters_posterior")
     rng = check_random_state(random_state)
     n_components = result.model.n_components
     counts = np.empty(len(result._draw_params), dtype=np.int64)

@@ -344,7 +344,7 @@ def test_n_clusters_bad_input(em_selection, blobs_2d):
     fit = em_selection.fits[("em", "full", 3)]
     with pytest.raises(ValueError, match="X is required"):
         n_clusters_posterior(fit)
-    with pytest.raises(TypeError, match="result must be a fitted bayesmix result"):
+    with pytest.raises(TypeError, match="result must be a fitted mixture"):
         n_clusters_posterior(em_selection)
     with pytest.raises(ValueError, match="feature"):
         n_clusters_posterior(fit, blobs_2d[:, :1])
