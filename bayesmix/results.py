@@ -7,7 +7,10 @@ memberships, predictive densities, sampling, the DataTree — is written once ag
 
 from __future__ import annotations
 
+import os
+import platform
 from functools import cached_property
+from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -102,6 +105,18 @@ def sample_mixture(
     return X, z
 
 
+def package_versions() -> dict[str, str]:
+    """Versions of bayesmix and the libraries that determine its numbers (read from the
+    installed distributions, so nothing heavy is imported)."""
+    versions = {"python": platform.python_version()}
+    for name in ("bayesmix", "numpy", "scipy", "pymc", "pytensor", "arviz", "nutpie"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
 class MixtureResult:
     """A fitted mixture: parameters per posterior draw and the methods built on them.
 
@@ -119,6 +134,19 @@ class MixtureResult:
         self.model = model
         self.posterior = posterior
         self.settings = dict(settings)
+        self.settings.setdefault("versions", package_versions())
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the result to a netCDF file that :func:`bayesmix.load` reads back exactly.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (conventionally ``.nc``); it is overwritten.
+        """
+        from bayesmix.io import save
+
+        save(self, path)
 
     # -- parameters per draw -------------------------------------------------------
     @property
@@ -263,14 +291,15 @@ class MixtureResult:
         return {}
 
     def _attrs(self) -> dict[str, Any]:
-        from bayesmix import __version__
-
         attrs = {
-            "bayesmix_version": __version__,
             "n_components": self.model.n_components,
             "covariance_type": self.model.covariance_type,
         }
+        for name, version in self.settings["versions"].items():
+            attrs[f"{name}_version"] = version
         for key, value in self.settings.items():
+            if key == "versions":
+                continue
             attrs[key] = value if isinstance(value, (int, float, str)) else str(value)
         return attrs
 

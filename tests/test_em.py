@@ -788,3 +788,14 @@ def test_sparse_weight_prior_keeps_a_finite_objective():
     assert (res.weights == 0).any()  # surplus components were emptied, as documented
     assert np.isfinite(res.log_posterior_trace).all()
     assert res.converged
+
+
+def test_result_records_versions_and_datatree_attrs():
+    X = np.random.default_rng(0).normal(size=(60, 2))
+    res = bm.GaussianMixture(2).fit(X, random_state=0)
+    versions = res.settings["versions"]
+    assert versions["numpy"] == np.__version__
+    assert {"bayesmix", "scipy", "pymc", "arviz", "python"} <= set(versions)
+    attrs = res.to_datatree()["posterior"].attrs
+    assert attrs["numpy_version"] == np.__version__
+    assert attrs["random_state"] == 0 and "versions" not in attrs
