@@ -1,27 +1,107 @@
-"""The showcase run by ``make demo``: EM on the shipped Old Faithful data."""
+"""The showcase run by ``make demo`` (``bayesmix demo``, ``python -m bayesmix.demo``).
+
+On the shipped Old Faithful data it chooses the number of components by BIC over EM
+fits, fits the chosen mixture by EM, NUTS and ADVI, compares them, and writes the
+report that ``bayesmix fit`` writes (summary table, netCDF files, plots, HTML page).
+"""
 
 from __future__ import annotations
 
-import bayesmix as bm
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from bayesmix.report import ReportFiles
+
+__all__ = ["run_demo", "main"]
+
+#: Where ``make demo`` and ``python -m bayesmix.demo`` write the report.
+DEFAULT_OUT = "demo-report"
+
+
+def run_demo(
+    out: str | os.PathLike = DEFAULT_OUT,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    plots: bool = True,
+    echo: Callable[[str], None] = print,
+) -> ReportFiles:
+    """Fit Old Faithful every way bayesmix can and write the report.
+
+    Parameters
+    ----------
+    out : str or path-like
+        Directory for the report (created if needed).
+    quick : bool
+        EM and a short NUTS run only (2 chains x 300 draws after 300 tuning steps), no
+        ADVI.
+    seed : int
+        Seeds the model selection and every fit.
+    plots : bool
+        Draw the PNG plots.
+    echo : callable
+        Receives the progress lines (``print`` by default).
+
+    Returns
+    -------
+    ReportFiles
+        The paths written; ``.html`` is the report.
+    """
+    import bayesmix as bm
+    from bayesmix.report import fit_methods, write_report
+    from bayesmix.validation import check_int
+
+    seed = check_int(seed, "seed", minimum=0)
+    X = bm.datasets.load_faithful()
+    echo(f"Old Faithful: {X.shape[0]} eruptions, features {', '.join(X.columns)}")
+
+    echo("Choosing K by BIC over EM fits with K = 1..4 (full covariance) ...")
+    selection = bm.select_components(X, range(1, 5), "full", "em", n_init=5, random_state=seed)
+    table = selection.table.xs(("em", "full"), level=("method", "covariance_type"))
+    for k, row in table.iterrows():
+        echo(f"  K={k}: log-likelihood {row['log_likelihood']:9.2f}   BIC {row['bic']:8.2f}")
+    k_best = int(selection.best.loc["em", "n_components"])
+    echo(f"  BIC chooses K={k_best}")
+
+    model = bm.GaussianMixture(k_best, "full")
+    nuts = {"chains": 2, "draws": 300, "tune": 300} if quick else {"chains": 4, "draws": 1000}
+    options = {"em": {"n_init": 5}, "nuts": nuts, "advi": {}}
+    methods = ["em", "nuts"] if quick else ["em", "nuts", "advi"]
+    for method in methods:
+        options[method]["random_state"] = seed
+    results, fit_warnings = fit_methods(X, model, methods, options, echo=echo)
+
+    echo(f"Writing the report to {out}/ ...")
+    files = write_report(
+        results,
+        X,
+        out,
+        title=f"bayesmix demo: Old Faithful, {k_best} components by EM, NUTS"
+        + ("" if quick else " and ADVI"),
+        data_info={
+            "source": "Old Faithful geyser, Yellowstone (R datasets::faithful), shipped "
+            "with bayesmix: eruption time and waiting time to the next eruption, in minutes",
+        },
+        selection=selection,
+        fit_warnings=fit_warnings,
+        plots=plots,
+        command="bayesmix demo" + (" --quick" if quick else ""),
+    )
+    for line in files.lines():
+        echo(line)
+    return files
 
 
 def main() -> None:
-    """Fit Old Faithful by EM for K = 1..4, print the BIC table and the best fit."""
-    X = bm.datasets.load_faithful()
-    print(f"Old Faithful: {X.shape[0]} eruptions, features {list(X.columns)}\n")
-    fits = {
-        k: bm.GaussianMixture(k, covariance_type="full").fit(X, n_init=5, random_state=0)
-        for k in range(1, 5)
-    }
-    print("Choosing K by BIC (lower is better):")
-    for k, fit in fits.items():
-        print(
-            f"  K={k}: log-likelihood {fit.log_likelihood:9.2f}  BIC {fit.bic():8.2f}"
-            f"  ICL {fit.icl():8.2f}"
-        )
-    best = min(fits, key=lambda k: fits[k].bic())
-    print(f"\nBest by BIC: K={best}\n")
-    print(fits[best])
+    """``python -m bayesmix.demo [OUT]``: the demo without the command-line extra."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(DEFAULT_OUT)
+    files = run_demo(out)
+    print(f"\nOpen the report: {files.html.resolve()}")
 
 
 if __name__ == "__main__":

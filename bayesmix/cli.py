@@ -1,0 +1,782 @@
+"""The ``bayesmix`` command line: ``fit``, ``select`` and ``demo``.
+
+Built on click (``pip install 'bayesmix[cli]'``), which only this module imports. Every
+error ends in one line on stderr (``Error: ...``) and a non-zero exit code: 2 for bad
+usage or input, 1 when a fit fails; ``--traceback`` shows the Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shlex
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["cli", "main", "read_data"]
+
+FIT_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
+_FILE_TYPES = "CSV (.csv, .tsv, .txt, optionally compressed: .csv.gz ...) or Parquet (.parquet)"
+
+
+# -- errors -------------------------------------------------------------------------------
+class _InputError(click.ClickException):
+    """Bad input data (exit code 2, like click's usage errors)."""
+
+    exit_code = 2
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def _fail(message: str, exit_code: int) -> None:
+    click.echo(f"Error: {_one_line(message)}", err=True)
+    sys.exit(exit_code)
+
+
+class _Group(click.Group):
+    """A group whose errors, in every command, are one line on stderr."""
+
+    def main(self, args: Sequence[str] | None = None, prog_name: str | None = None, **extra: Any):
+        argv = list(sys.argv[1:] if args is None else args)
+        show_traceback = "--traceback" in argv
+        extra.pop("standalone_mode", None)
+        try:
+            rv = super().main(argv, prog_name or "bayesmix", standalone_mode=False, **extra)
+        except click.UsageError as exc:
+            hint = ""
+            if exc.ctx is not None:
+                hint = f" (see '{exc.ctx.command_path} --help')"
+            _fail(exc.format_message() + hint, exc.exit_code)
+        except click.ClickException as exc:
+            _fail(exc.format_message(), exc.exit_code)
+        except (click.Abort, KeyboardInterrupt):
+            _fail("interrupted.", 130)
+        except Exception as exc:  # a fit failed: one line unless --traceback
+            if show_traceback:
+                raise
+            if isinstance(exc, (ValueError, TypeError)):  # bayesmix's messages say the fix
+                _fail(str(exc), 1)
+            _fail(f"{type(exc).__name__}: {exc} (rerun as 'bayesmix --traceback ...')", 1)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+# -- parameter types ------------------------------------------------------------------------
+class _ChoiceList(click.ParamType):
+    """Comma-separated choices, e.g. ``em,nuts``."""
+
+    def __init__(self, choices: Sequence[str], name: str) -> None:
+        self.choices = tuple(choices)
+        self.name = name
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(self.choices) + "],..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        items = [v.strip().lower() for v in str(value).split(",")]
+        if not all(items):
+            self.fail(
+                f"{value!r} has an empty item; write e.g. {','.join(self.choices[:2])}.",
+                param,
+                ctx,
+            )
+        bad = [v for v in items if v not in self.choices]
+        if bad:
+            self.fail(
+                f"unknown {self.name} {', '.join(map(repr, bad))}; choose from "
+                f"{', '.join(self.choices)} (comma-separated for several).",
+                param,
+                ctx,
+            )
+        return list(dict.fromkeys(items))
+
+
+class _ComponentList(click.ParamType):
+    """Numbers of components: ``1-6``, ``2,3,5`` or ``1-3,6``."""
+
+    name = "K-LIST"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        if isinstance(value, (list, tuple)):
+            return list(value)
+        ks: set[int] = set()
+        for part in str(value).replace(" ", "").split(","):
+            match = re.fullmatch(r"(-?\d+)(?:-(-?\d+))?", part)
+            if match is None:
+                self.fail(
+                    f"{value!r} is not a list of numbers of components; write a range such "
+                    "as 1-6, a list such as 2,3,5, or both (1-3,6).",
+                    param,
+                    ctx,
+                )
+            low = int(match[1])
+            high = low if match[2] is None else int(match[2])
+            if low < 1:
+                self.fail(
+                    f"numbers of components must be >= 1; got {low} in {value!r}.", param, ctx
+                )
+            if high < low:
+                self.fail(
+                    f"the range {part} is empty; write it low-high, e.g. {high}-{low}.", param, ctx
+                )
+            ks.update(range(low, high + 1))
+        return sorted(ks)
+
+
+# -- reading data ---------------------------------------------------------------------------
+def _file_kind(path: Path) -> str:
+    suffixes = [s.lower() for s in path.suffixes]
+    if suffixes and suffixes[-1] in COMPRESSION_SUFFIXES:
+        suffixes = suffixes[:-1]
+    suffix = suffixes[-1] if suffixes else ""
+    if suffix in CSV_SUFFIXES:
+        return "tsv" if suffix == ".tsv" else "csv"
+    if suffix in PARQUET_SUFFIXES:
+        return "parquet"
+    raise _InputError(
+        f"cannot tell the file type of '{path}' (suffix {suffix or 'none'!r}); bayesmix "
+        f"reads {_FILE_TYPES}."
+    )
+
+
+def read_data(
+    path: str | Path,
+    columns: Sequence[str] | None = None,
+    *,
+    index_col: str | None = None,
+    drop_missing: bool = False,
+) -> tuple[Any, dict[str, Any], list[str]]:
+    """Read a CSV or Parquet file and select the numeric columns to fit.
+
+    Parameters
+    ----------
+    path : str or pathlib.Path
+        A CSV file (``.csv``, ``.tsv``, ``.txt``, optionally compressed) with a header row,
+        or a Parquet file (``.parquet``, ``.pq``).
+    columns : sequence of str, optional
+        Columns to use; default every numeric column (the others are reported).
+    index_col : str, optional
+        Column holding row names. An unnamed first column of a CSV (as written by
+        ``DataFrame.to_csv``) is taken as row names automatically.
+    drop_missing : bool
+        Drop rows with missing values in the used columns instead of failing.
+
+    Returns
+    -------
+    frame : pandas.DataFrame
+        The columns to fit, all numeric.
+    info : dict
+        What was read, for the report (file, rows and columns used or dropped).
+    messages : list of str
+        Notes for the user (dropped columns, the row-name column, dropped rows).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    kind = _file_kind(path)
+    try:
+        if kind == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+    except ImportError as exc:
+        raise _InputError(f"reading '{path}' needs pyarrow: {exc}") from None
+    except Exception as exc:  # pandas / pyarrow parse errors of every kind
+        raise _InputError(f"could not read '{path}' as {kind.upper()}: {_one_line(exc)}") from None
+    messages: list[str] = []
+    info: dict[str, Any] = {"file": str(path)}
+    if frame.shape[1] == 0 or frame.shape[0] == 0:
+        raise _InputError(
+            f"'{path}' holds no data ({frame.shape[0]} rows, {frame.shape[1]} "
+            "columns); a header row and at least one data row are needed."
+        )
+    frame.columns = [str(c) for c in frame.columns]
+    if index_col is not None:
+        if index_col not in frame.columns:
+            raise _InputError(
+                f"--index-col {index_col!r} is not a column of '{path}'; columns: "
+                f"{', '.join(frame.columns)}."
+            )
+        frame = frame.set_index(index_col)
+        info["row names"] = f"column {index_col!r}"
+    elif kind != "parquet" and frame.columns[0].startswith("Unnamed: 0"):
+        frame = frame.set_index(frame.columns[0])
+        frame.index.name = None
+        messages.append("the unnamed first column was taken as row names (an index column).")
+        info["row names"] = "the unnamed first column"
+
+    if columns is None:
+        numeric = frame.select_dtypes("number")
+        dropped = [c for c in frame.columns if c not in numeric.columns]
+        if numeric.shape[1] == 0:
+            raise _InputError(
+                f"'{path}' has no numeric columns (columns: {', '.join(frame.columns)}); "
+                "encode the data as numbers, or check the separator and the header row."
+            )
+        if dropped:
+            messages.append(
+                f"non-numeric column(s) {', '.join(dropped)} not used; choose columns "
+                "with --columns."
+            )
+            info["columns not used (non-numeric)"] = ", ".join(dropped)
+        frame = numeric
+    else:
+        unknown = [c for c in columns if c not in frame.columns]
+        if unknown:
+            raise _InputError(
+                f"--columns names {', '.join(map(repr, unknown))}, not found in '{path}'; "
+                f"its columns are {', '.join(frame.columns)}."
+            )
+        frame = frame[list(columns)]
+        bad = {c: str(frame[c].dtype) for c in frame.columns}
+        bad = {
+            c: d
+            for c, d in bad.items()
+            if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
+        }
+        if bad:
+            examples = []
+            for column in bad:
+                values = pd.to_numeric(frame[column], errors="coerce")
+                offending = frame[column][values.isna() & frame[column].notna()]
+                if len(offending):
+                    examples.append(f"{column!r} (e.g. {str(offending.iloc[0])!r})")
+                else:
+                    examples.append(f"{column!r} ({bad[column]})")
+            raise _InputError(
+                f"column(s) {', '.join(examples)} are not numeric; bayesmix fits numeric "
+                "columns only — encode them as numbers or leave them out of --columns."
+            )
+    frame = frame.astype("float64")
+    missing = frame.isna()
+    if missing.to_numpy().any():
+        per_column = missing.sum()
+        where = ", ".join(f"{c}: {int(n)}" for c, n in per_column.items() if n)
+        n_rows = int(missing.any(axis=1).sum())
+        if not drop_missing:
+            raise _InputError(
+                f"'{path}' has missing values in {n_rows} row(s) ({where}); drop those rows "
+                "with --drop-missing, or impute them before fitting."
+            )
+        frame = frame[~missing.any(axis=1)]
+        messages.append(f"dropped {n_rows} row(s) with missing values ({where}).")
+        info["rows dropped (missing values)"] = n_rows
+        if frame.shape[0] == 0:
+            raise _InputError(f"every row of '{path}' has a missing value; nothing is left.")
+    info["columns used"] = ", ".join(frame.columns)
+    return frame, info, messages
+
+
+def _warn(message: str) -> None:
+    click.echo(f"Warning: {message}", err=True)
+
+
+def _echo_messages(messages: Sequence[str]) -> None:
+    for message in messages:
+        click.echo(f"Note: {message}", err=True)
+
+
+# -- fitting -----------------------------------------------------------------------------
+def _quiet_libraries(verbose: bool) -> None:
+    """Keep PyMC's and PyTensor's log lines out of the terminal unless asked for."""
+    if verbose:
+        return
+    for name in ("pymc", "pytensor", "nutpie"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _use_agg() -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+
+def method_options(
+    methods: Sequence[str],
+    *,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    n_init: int,
+    seed: int,
+    progress: bool,
+) -> dict[str, dict[str, Any]]:
+    """The fit options of each method from the command-line settings."""
+    options: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        if method in ("em", "map"):
+            options[method] = {"n_init": n_init, "random_state": seed}
+        elif method == "nuts":
+            options[method] = {
+                "draws": draws,
+                "tune": tune,
+                "chains": chains,
+                "target_accept": target_accept,
+                "random_state": seed,
+                "progressbar": progress,
+            }
+        else:
+            options[method] = {"draws": draws, "random_state": seed, "progressbar": progress}
+    return options
+
+
+def _seed(seed: int | None) -> int:
+    import numpy as np
+
+    return (
+        int(np.random.SeedSequence().generate_state(1)[0] % (2**31 - 1)) if seed is None else seed
+    )
+
+
+def _command_line() -> str:
+    return shlex.join(["bayesmix", *sys.argv[1:]])
+
+
+# -- shared options -------------------------------------------------------------------------
+def _data_options(function: Callable) -> Callable:
+    function = click.option(
+        "--drop-missing",
+        is_flag=True,
+        help="Drop rows with missing values in the used columns (default: stop with an error).",
+    )(function)
+    function = click.option(
+        "--index-col",
+        metavar="NAME",
+        help="Column with row names (not fitted). An unnamed first CSV column is used "
+        "automatically.",
+    )(function)
+    function = click.option(
+        "--columns",
+        metavar="A,B,...",
+        callback=lambda ctx, param, value: (
+            None if value is None else [c.strip() for c in value.split(",") if c.strip()] or None
+        ),
+        help="Comma-separated columns to fit (default: every numeric column).",
+    )(function)
+    return function
+
+
+def _sampler_options(function: Callable) -> Callable:
+    for decorator in reversed(
+        [
+            click.option(
+                "--draws",
+                type=click.IntRange(min=1),
+                default=1000,
+                show_default=True,
+                help="Posterior draws per chain (nuts) or from the approximation (advi).",
+            ),
+            click.option(
+                "--tune",
+                type=click.IntRange(min=0),
+                default=1000,
+                show_default=True,
+                help="NUTS tuning steps per chain.",
+            ),
+            click.option(
+                "--chains",
+                type=click.IntRange(min=1),
+                default=4,
+                show_default=True,
+                help="NUTS chains.",
+            ),
+            click.option(
+                "--target-accept",
+                type=click.FloatRange(0, 1, min_open=True, max_open=True),
+                default=0.8,
+                show_default=True,
+                help="NUTS target acceptance rate (raise it, e.g. 0.95, against divergences).",
+            ),
+            click.option(
+                "--n-init",
+                type=click.IntRange(min=1),
+                default=5,
+                show_default=True,
+                help="EM restarts (the best is kept).",
+            ),
+            click.option(
+                "--seed",
+                type=click.IntRange(min=0),
+                default=None,
+                help="Random seed (default: a fresh one, printed so the run can be repeated).",
+            ),
+            click.option("--progress", is_flag=True, help="Show the samplers' progress bars."),
+        ]
+    ):
+        function = decorator(function)
+    return function
+
+
+DATA_ARGUMENT = click.argument(
+    "data", type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path)
+)
+
+
+# -- the commands ---------------------------------------------------------------------------
+def _version() -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version("bayesmix")
+    except metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+        import bayesmix
+
+        return bayesmix.__version__
+
+
+@click.group(
+    "bayesmix",
+    cls=_Group,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="""\b
+Examples:
+  bayesmix demo
+  bayesmix fit data.csv --components 3 --method em,nuts --out results
+  bayesmix select data.parquet --components 1-6 --covariance full,diag
+""",
+)
+@click.version_option(_version(), "--version", prog_name="bayesmix")
+@click.option("--traceback", is_flag=True, help="Show the Python traceback when a command fails.")
+@click.option("--verbose", is_flag=True, help="Show the log messages of PyMC and PyTensor.")
+@click.pass_context
+def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
+    """Bayesian Gaussian mixtures from the command line.
+
+    Fit a mixture by EM, NUTS or ADVI and write a report (fit), choose the number of
+    components (select), or run the showcase on the Old Faithful data (demo).
+    Run 'bayesmix COMMAND --help' for the options of each command.
+    """
+    _quiet_libraries(verbose)
+    if ctx.invoked_subcommand is None:
+        click.echo(ctx.get_help())
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bayesmix fit data.csv --components 3
+  bayesmix fit data.csv -k 2 --method em,nuts --covariance diag --out results
+  bayesmix fit data.parquet -k 2 --columns height,weight --method nuts --draws 2000
+"""
+)
+@DATA_ARGUMENT
+@click.option(
+    "-k",
+    "--components",
+    type=click.IntRange(min=1),
+    required=True,
+    help="Number of mixture components K (choose it with 'bayesmix select').",
+)
+@click.option(
+    "--covariance",
+    type=click.Choice(COVARIANCE_TYPES, case_sensitive=False),
+    default="full",
+    show_default=True,
+    help="Covariance structure of the components.",
+)
+@click.option(
+    "--method",
+    "methods",
+    type=_ChoiceList(FIT_METHODS, "method"),
+    default="em",
+    show_default=True,
+    help="Inference method(s), comma-separated: em (maximum likelihood), map (MAP-EM), "
+    "nuts (MCMC), advi, fullrank_advi (variational).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Directory for the results (default: DATA's name + '-bayesmix' in the current directory).",
+)
+@click.option(
+    "--ci-prob",
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
+    default=0.94,
+    show_default=True,
+    help="Probability mass of the credible intervals.",
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots (faster).")
+@_data_options
+@_sampler_options
+def fit(
+    data: Path,
+    components: int,
+    covariance: str,
+    methods: list[str],
+    out: Path | None,
+    ci_prob: float,
+    no_plots: bool,
+    columns: list[str] | None,
+    index_col: str | None,
+    drop_missing: bool,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    n_init: int,
+    seed: int | None,
+    progress: bool,
+) -> None:
+    """Fit a K-component Gaussian mixture to DATA and write a report.
+
+    DATA is a CSV file with a header row or a Parquet file. Writes into --out:
+    summary.csv (one row per method and parameter), <method>.nc (the result as a
+    netCDF DataTree; read it with bayesmix.io.load), PNG plots and report.html, a
+    self-contained page with every table and plot.
+    """
+    import bayesmix as bm
+    from bayesmix.report import fit_methods, write_report
+
+    frame, info, messages = read_data(data, columns, index_col=index_col, drop_missing=drop_missing)
+    _echo_messages(messages)
+    if components > frame.shape[0]:
+        raise click.BadParameter(
+            f"{components} components for {frame.shape[0]} observations; K must be at most "
+            "the number of rows.",
+            param_hint="'--components'",
+        )
+    seed = _seed(seed)
+    covariance = covariance.lower()
+    click.echo(
+        f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
+        f"({', '.join(frame.columns)}) from {data}"
+    )
+    model = bm.GaussianMixture(components, covariance)
+    options = method_options(
+        methods,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=target_accept,
+        n_init=n_init,
+        seed=seed,
+        progress=progress,
+    )
+    click.echo(f"Model: {model!r}; seed {seed}")
+    results, fit_warnings = fit_methods(frame, model, methods, options, echo=click.echo, warn=_warn)
+    out = Path(f"{data.name.split('.')[0]}-bayesmix") if out is None else out
+    _use_agg()
+    click.echo(f"Writing the report to {out}/ ...")
+    files = write_report(
+        results,
+        frame,
+        out,
+        title=f"bayesmix: {components}-component {covariance} mixture of {data.name}",
+        data_info=info,
+        fit_warnings=fit_warnings,
+        plots=not no_plots,
+        ci_prob=ci_prob,
+        command=_command_line(),
+    )
+    _echo_estimates(files.summary)
+    for line in files.lines():
+        click.echo(line)
+
+
+def _echo_estimates(summary_path: Path) -> None:
+    import pandas as pd
+
+    table = pd.read_csv(summary_path)
+    wide = table.pivot(index="parameter", columns="method", values="estimate")
+    wide = wide.reindex(
+        index=list(dict.fromkeys(table["parameter"])), columns=list(dict.fromkeys(table["method"]))
+    )
+    wide.columns.name = None
+    click.echo("\nEstimates (EM/MAP: point estimate; otherwise posterior mean):")
+    click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}", na_rep=""))
+    click.echo("")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bayesmix select data.csv
+  bayesmix select data.csv --components 1-8 --covariance full,diag,tied --out selection.csv
+  bayesmix select data.csv --components 2,3,4 --method em,nuts --draws 500
+"""
+)
+@DATA_ARGUMENT
+@click.option(
+    "-k",
+    "--components",
+    type=_ComponentList(),
+    default="1-6",
+    show_default=True,
+    help="Numbers of components to try: a range (1-6), a list (2,3,5) or both (1-3,6).",
+)
+@click.option(
+    "--covariance",
+    "covariances",
+    type=_ChoiceList(COVARIANCE_TYPES, "covariance type"),
+    default="full",
+    show_default=True,
+    help="Covariance structure(s), comma-separated.",
+)
+@click.option(
+    "--method",
+    "methods",
+    type=_ChoiceList(FIT_METHODS, "method"),
+    default="em",
+    show_default=True,
+    help="Method(s), comma-separated: EM methods are compared by BIC/AIC/ICL, nuts and "
+    "advi by PSIS-LOO.",
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the full table to this CSV file.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw the selection curve to this PNG file.",
+)
+@_data_options
+@_sampler_options
+def select(
+    data: Path,
+    components: list[int],
+    covariances: list[str],
+    methods: list[str],
+    out: Path | None,
+    plot: Path | None,
+    columns: list[str] | None,
+    index_col: str | None,
+    drop_missing: bool,
+    draws: int,
+    tune: int,
+    chains: int,
+    target_accept: float,
+    n_init: int,
+    seed: int | None,
+    progress: bool,
+) -> None:
+    """Compare mixtures with different numbers of components on DATA.
+
+    Fits every combination of K, covariance structure and method, and prints the
+    model-selection table: BIC, AIC and ICL for EM fits (lower is better), PSIS-LOO for
+    posterior fits (higher elpd is better), with the best model of each method marked.
+    """
+    import bayesmix as bm
+
+    frame, _, messages = read_data(data, columns, index_col=index_col, drop_missing=drop_missing)
+    _echo_messages(messages)
+    if components[-1] > frame.shape[0]:
+        raise click.BadParameter(
+            f"K up to {components[-1]} for {frame.shape[0]} observations; K must be at most "
+            "the number of rows.",
+            param_hint="'--components'",
+        )
+    seed = _seed(seed)
+    options = method_options(
+        methods,
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=target_accept,
+        n_init=n_init,
+        seed=seed,
+        progress=progress,
+    )
+    fit_options = {
+        m: {k: v for k, v in o.items() if k not in ("random_state", "n_init")}
+        for m, o in options.items()
+    }
+    n_fits = len(components) * len(covariances) * len(methods)
+    click.echo(
+        f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
+        f"({', '.join(frame.columns)}); {n_fits} fits, seed {seed} ...",
+        err=True,
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", bm.BayesmixWarning)
+        selection = bm.select_components(
+            frame,
+            components,
+            covariance_types=covariances,
+            methods=methods,
+            n_init=n_init,
+            random_state=seed,
+            fit_options=fit_options,
+        )
+    for message in dict.fromkeys(
+        _one_line(w.message) for w in caught if issubclass(w.category, bm.BayesmixWarning)
+    ):
+        click.echo(f"Warning: {message}", err=True)
+    click.echo(repr(selection))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        selection.table.to_csv(out)
+        click.echo(f"\ntable: {out}")
+    if plot is not None:
+        _use_agg()
+        import matplotlib.pyplot as plt
+
+        plot.parent.mkdir(parents=True, exist_ok=True)
+        ax = selection.plot()
+        ax.figure.savefig(plot, dpi=110, bbox_inches="tight")
+        plt.close(ax.figure)
+        click.echo(f"plot: {plot}")
+
+
+@cli.command(
+    epilog="""\b
+Examples:
+  bayesmix demo
+  bayesmix demo --out faithful-report --quick
+"""
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("demo-report"),
+    show_default=True,
+    help="Directory for the report.",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="EM and a short NUTS run only (2 chains x 300 draws, no ADVI): about a minute less.",
+)
+@click.option(
+    "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
+)
+@click.option("--no-plots", is_flag=True, help="Skip the PNG plots.")
+def demo(out: Path, quick: bool, seed: int, no_plots: bool) -> None:
+    """Run the showcase on the shipped Old Faithful data.
+
+    Chooses K by BIC over EM fits with 1-4 components, then fits the 2-component
+    full-covariance mixture by EM, NUTS and ADVI, compares them, and writes the report
+    (as 'bayesmix fit' does) into --out.
+    """
+    from bayesmix.demo import run_demo
+
+    _use_agg()
+    files = run_demo(out, quick=quick, seed=seed, plots=not no_plots, echo=click.echo)
+    click.echo(f"\nOpen the report: {files.html.resolve()}")
+
+
+def main(args: Sequence[str] | None = None) -> None:
+    """Entry point of the ``bayesmix`` console script."""
+    cli.main(args=args, prog_name="bayesmix")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

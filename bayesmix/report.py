@@ -1,0 +1,840 @@
+"""Reports of fitted mixtures: a summary table, netCDF files, PNG plots and one HTML page.
+
+:func:`write_report` is what ``bayesmix fit`` and ``bayesmix demo`` write; it works on any
+results fitted in Python too. The HTML page is self-contained (plots embedded as base64
+data URIs, inline styles, no scripts or external references), so it can be mailed or
+archived as one file.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import os
+import re
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bayesmix.data import Data, as_data
+from bayesmix.exceptions import BayesmixWarning
+from bayesmix.results import MixtureResult
+from bayesmix.validation import check_choice, check_ci_prob
+
+__all__ = ["ReportFiles", "fit_methods", "summary_table", "write_report"]
+
+#: At most this many features are drawn in pairwise scatter and marginal density grids.
+MAX_PLOT_FEATURES = 4
+_SUMMARY_COLUMNS = (
+    "method",
+    "parameter",
+    "estimate",
+    "sd",
+    "lower",
+    "upper",
+    "ci_prob",
+    "r_hat",
+    "ess_bulk",
+    "ess_tail",
+)
+
+
+@dataclass
+class ReportFiles:
+    """What :func:`write_report` wrote.
+
+    Attributes
+    ----------
+    directory : pathlib.Path
+    html : pathlib.Path
+        The self-contained report.
+    summary : pathlib.Path
+        ``summary.csv``: one row per fit and parameter.
+    comparison : pathlib.Path or None
+        ``comparison.csv`` (several fits only): :func:`bayesmix.compare`'s parameter table.
+    netcdf : dict of str to pathlib.Path
+        One netCDF file per fit (read back with ``bayesmix.io.load``).
+    plots : dict of str to pathlib.Path
+        PNG files by plot name.
+    problems : list of str
+        Files that could not be written, and why.
+    """
+
+    directory: Path
+    html: Path
+    summary: Path
+    comparison: Path | None = None
+    netcdf: dict[str, Path] = field(default_factory=dict)
+    plots: dict[str, Path] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        """One line per file written (and per problem), for printing."""
+        out = [f"report:      {self.html}", f"summary:     {self.summary}"]
+        if self.comparison is not None:
+            out.append(f"comparison:  {self.comparison}")
+        out += [f"netCDF:      {path}" for path in self.netcdf.values()]
+        out += [f"plot:        {path}" for path in self.plots.values()]
+        out += [f"not written: {problem}" for problem in self.problems]
+        return out
+
+    def __repr__(self) -> str:
+        return "\n".join([f"Report in {self.directory}"] + ["  " + line for line in self.lines()])
+
+
+# -- the summary table --------------------------------------------------------------------
+def _default_names(results: Sequence[MixtureResult]) -> list[str]:
+    methods = [str(r.settings.get("method", type(r).__name__)).lower() for r in results]
+    counts = {m: methods.count(m) for m in methods}
+    seen: dict[str, int] = {}
+    names = []
+    for method in methods:
+        seen[method] = seen.get(method, 0) + 1
+        names.append(method if counts[method] == 1 else f"{method}{seen[method]}")
+    return names
+
+
+def _check_results(results: Any) -> dict[str, MixtureResult]:
+    if isinstance(results, MixtureResult):
+        results = [results]
+    if isinstance(results, Mapping):
+        named = dict(results)
+    elif isinstance(results, Sequence) and not isinstance(results, (str, bytes)):
+        named = dict(zip(_default_names(list(results)), results, strict=True))
+    else:
+        raise TypeError(
+            "results must be a fitted result, a sequence of them or a mapping "
+            f"{{name: result}}; got {type(results).__name__}."
+        )
+    if not named:
+        raise ValueError("results is empty; pass at least one fitted result.")
+    for name, result in named.items():
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
+            raise ValueError(
+                f"result names become file names: use letters, digits, '_', '-' or '.'; "
+                f"got {name!r}."
+            )
+        if not isinstance(result, MixtureResult):
+            raise TypeError(
+                f"results[{name!r}] must be a fitted result (GaussianMixture.fit(...)); "
+                f"got {type(result).__name__}."
+            )
+    features = {r.feature_names for r in named.values()}
+    if len(features) > 1:
+        raise ValueError(
+            f"the results were fitted on different features {sorted(features)}; report fits "
+            "of the same data together."
+        )
+    return named
+
+
+def _aligned(
+    named: dict[str, MixtureResult], data: Data, ci_prob: float
+) -> tuple[dict[str, MixtureResult], dict[str, Any], Any]:
+    """Results as compared (label switching resolved, components matched to the first
+    result's) with their posteriors, and the :class:`~bayesmix.compare.Comparison` when
+    there are several results with the same number of components."""
+    from bayesmix.compare import _resolve_labels, compare
+
+    names = list(named)
+    if len(named) > 1:
+        comparison = compare(*named.values(), X=data, names=names, ci_prob=ci_prob)
+        results = dict(zip(names, comparison.results, strict=True))
+        return results, dict(comparison.posteriors), comparison
+    notes: list[str] = []  # _resolve_labels' diagnostics repeat those of the report
+    results = dict(zip(names, _resolve_labels(tuple(named.values()), names, notes), strict=True))
+    return results, {n: r.posterior for n, r in results.items()}, None
+
+
+def _relabel_notes(named: dict[str, MixtureResult], aligned: dict[str, MixtureResult]) -> dict:
+    return {
+        name: [
+            "the chains labelled the components differently (label switching); the draws "
+            "were relabelled by Stephens' algorithm (result.relabel()) for this report."
+        ]
+        for name in named
+        if aligned[name] is not named[name]
+    }
+
+
+def summary_table(
+    results: MixtureResult | Sequence[MixtureResult] | Mapping[str, MixtureResult],
+    X: Any,
+    *,
+    ci_prob: float = 0.94,
+) -> pd.DataFrame:
+    """One row per fit and scalar parameter: estimate, spread and MCMC diagnostics.
+
+    Components of every fit are matched to the first fit's (as in
+    :func:`bayesmix.compare`, after resolving label switching), so ``means[0, x]`` means
+    the same component in every row.
+
+    Parameters
+    ----------
+    results : MixtureResult, sequence of them or mapping {name: result}
+        Fits of the same features; names default to the fit methods.
+    X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+        The observations (used to match components across fits).
+    ci_prob : float
+        Probability mass of the equal-tailed credible intervals, in (0, 1).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``method`` (the fit's name), ``parameter`` (``weights[k]``,
+        ``means[k, feature]``, ``stds[k, feature]``, ``correlations[k, feature, feature]``),
+        ``estimate`` (the point estimate of EM/MAP, the posterior mean otherwise), ``sd``,
+        ``lower`` and ``upper`` (the credible interval; posterior draws only), ``ci_prob``,
+        and for NUTS ``r_hat``, ``ess_bulk`` and ``ess_tail`` (missing where they do not
+        apply).
+    """
+    named = _check_results(results)
+    ci_prob = check_ci_prob(ci_prob)
+    data = as_data(X, n_features=next(iter(named.values())).n_features)
+    aligned, posteriors, _ = _aligned(named, data, ci_prob)
+    return _summary_rows(aligned, posteriors, data.feature_names, ci_prob)
+
+
+def _summary_rows(
+    results: dict[str, MixtureResult],
+    posteriors: dict[str, Any],
+    features: tuple[str, ...],
+    ci_prob: float,
+) -> pd.DataFrame:
+    import xarray as xr
+
+    from bayesmix.compare import _row_draws, _rows
+
+    tail = (1.0 - ci_prob) / 2.0
+    frames = []
+    for name, result in results.items():
+        rows = _rows((result,), features)
+        posterior = posteriors[name]
+        draws = _row_draws(posterior, result.model.covariance_type, rows)
+        frame = pd.DataFrame(
+            {
+                "method": name,
+                "parameter": [row.label for row in rows],
+                "estimate": draws.mean(axis=0),
+            }
+        )
+        frame["sd"] = frame["lower"] = frame["upper"] = np.nan
+        frame["ci_prob"] = np.nan
+        frame["r_hat"] = frame["ess_bulk"] = frame["ess_tail"] = np.nan
+        if draws.shape[0] > 1:
+            frame["sd"] = draws.std(axis=0, ddof=1)
+            lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0)
+            frame["lower"], frame["upper"], frame["ci_prob"] = lower, upper, ci_prob
+        if getattr(result, "is_mcmc", False):
+            import arviz as az
+
+            shape = (posterior.sizes["chain"], posterior.sizes["draw"], len(rows))
+            values = xr.DataArray(draws.reshape(shape), dims=("chain", "draw", "parameter"))
+            if shape[0] > 1:
+                frame["r_hat"] = np.asarray(az.rhat(values))
+            frame["ess_bulk"] = np.asarray(az.ess(values, method="bulk"))
+            frame["ess_tail"] = np.asarray(az.ess(values, method="tail"))
+        frames.append(frame[np.isfinite(frame["estimate"])])
+    return pd.concat(frames, ignore_index=True)[list(_SUMMARY_COLUMNS)]
+
+
+def fit_methods(
+    X: Any,
+    model: Any,
+    methods: Sequence[str],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    *,
+    echo: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
+) -> tuple[dict[str, MixtureResult], dict[str, list[str]]]:
+    """Fit one declaration by several methods, reporting progress and collecting warnings.
+
+    Parameters
+    ----------
+    X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+    model : GaussianMixture
+    methods : sequence of str
+        Fit methods (``"em"``, ``"map"``, ``"nuts"``, ``"advi"``, ``"fullrank_advi"``).
+    options : mapping {method: mapping of fit options}, optional
+        Keyword arguments of :meth:`GaussianMixture.fit` per method.
+    echo : callable
+        Receives one progress line per fit (``print`` by default).
+    warn : callable, optional
+        Receives each warning message as it is caught (default: ``echo``).
+
+    Returns
+    -------
+    results : dict {method: MixtureResult}
+    fit_warnings : dict {method: list of str}
+        The distinct warnings (bayesmix's, and user/runtime warnings of the libraries)
+        raised by each fit, for :func:`write_report`.
+    """
+    from bayesmix.model import FIT_METHODS, GaussianMixture
+
+    if not isinstance(model, GaussianMixture):
+        raise TypeError(f"model must be a bayesmix.GaussianMixture; got {type(model).__name__}.")
+    if isinstance(methods, str):
+        methods = [methods]
+    methods = list(methods)
+    if not methods:
+        raise ValueError(f"methods is empty; choose from {list(FIT_METHODS)}.")
+    for method in methods:
+        check_choice(method, "methods", FIT_METHODS)
+    options = {} if options is None else dict(options)
+    warn = echo if warn is None else warn
+    results: dict[str, MixtureResult] = {}
+    caught_by_method: dict[str, list[str]] = {}
+    for method in methods:
+        kwargs = dict(options.get(method, {}))
+        echo(_fitting_line(method, kwargs))
+        start = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            results[method] = model.fit(X, method=method, **kwargs)
+        messages = list(
+            dict.fromkeys(
+                _one_line(w.message)
+                for w in caught
+                if issubclass(w.category, (BayesmixWarning, UserWarning, RuntimeWarning))
+            )
+        )
+        caught_by_method[method] = messages
+        echo(f"  {method} done in {time.perf_counter() - start:.1f} s")
+        for message in messages:
+            warn(f"({method}) {message}")
+    return results, caught_by_method
+
+
+def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
+    if method == "nuts":
+        return (
+            f"Fitting nuts: {options.get('chains', 4)} chains x {options.get('draws', 1000)} "
+            f"draws after {options.get('tune', 1000)} tuning steps (the first fit of a model "
+            "shape in a process compiles it: 20-60 s) ..."
+        )
+    if method in ("advi", "fullrank_advi"):
+        return f"Fitting {method} (compiles the model first: 10-30 s) ..."
+    return f"Fitting {method} ({options.get('n_init', 1)} restart(s)) ..."
+
+
+# -- plots ----------------------------------------------------------------------------------
+def _save(fig: Any, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _feature_grid(n_panels: int, width: float = 4.6, height: float = 4.0):
+    import matplotlib.pyplot as plt
+
+    n_cols = min(n_panels, 3)
+    n_rows = -(-n_panels // n_cols)
+    fig, axes = plt.subplots(
+        n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False
+    )
+    for ax in axes.flat[n_panels:]:
+        ax.set_visible(False)
+    return fig, list(axes.flat[:n_panels])
+
+
+def _plot_clusters(result: MixtureResult, overlay: dict, data: Data, path: Path) -> None:
+    from bayesmix.plots import plot_clusters_2d
+
+    n_shown = min(data.n_features, MAX_PLOT_FEATURES)
+    pairs = [(i, j) for i in range(n_shown) for j in range(i + 1, n_shown)]
+    fig, axes = _feature_grid(len(pairs), 6.0 if len(pairs) == 1 else 4.6, 5.0)
+    for n, (ax, pair) in enumerate(zip(axes, pairs, strict=True)):
+        plot_clusters_2d(result, data, features=pair, overlay=overlay or None, ax=ax)
+        legend = ax.get_legend()
+        if n and legend is not None:
+            legend.remove()
+    _save(fig, path)
+
+
+def _plot_densities(result: MixtureResult, data: Data, path: Path) -> None:
+    from bayesmix.plots import plot_density
+
+    n_shown = min(data.n_features, MAX_PLOT_FEATURES)
+    fig, axes = _feature_grid(n_shown, 6.0 if n_shown == 1 else 4.6, 3.6)
+    for n, ax in enumerate(axes):
+        plot_density(result, data, feature=n, ax=ax)
+        legend = ax.get_legend()
+        if n and legend is not None:
+            legend.remove()
+    _save(fig, path)
+
+
+def _plot_membership(result: MixtureResult, data: Data, path: Path) -> None:
+    from bayesmix.plots import plot_membership_uncertainty
+
+    ax = plot_membership_uncertainty(result, data)
+    _save(ax.figure, path)
+
+
+def _plot_trace(result: MixtureResult, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    from bayesmix.plots import plot_trace
+
+    collection = plot_trace(result)
+    figure = collection.viz["figure"].item()
+    figure.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(figure)
+
+
+_CAPTIONS = {
+    "clusters": "Observations coloured by their most probable component, with the ellipses "
+    "holding 50% and 95% of each component (thin lines: posterior draws; black: point "
+    "estimates for comparison). Larger points are less certain assignments.",
+    "density": "Histogram of each feature with the fitted marginal density (credible band for "
+    "posterior fits) and its weighted components.",
+    "membership": "Probability of each observation's assigned component, from the most to the "
+    "least certain, with credible intervals over posterior draws.",
+    "trace": "NUTS traces and marginal posteriors of every parameter, chain by chain.",
+    "comparison": "Every parameter by every fit: posterior means with credible intervals, point "
+    "estimates as diamonds; shaded panels have a point estimate outside an interval.",
+    "selection": "Model selection over the number of components.",
+}
+
+
+def _plots(
+    results: dict[str, MixtureResult],
+    data: Data,
+    comparison: Any,
+    selection: Any,
+    out: Path,
+    problems: list[str],
+) -> dict[str, Path]:
+    points = {n: r for n, r in results.items() if r.n_draws == 1}
+    jobs: list[tuple[str, Any]] = []
+    for name, result in results.items():
+        if data.n_features >= 2:
+            overlay = {n: r for n, r in points.items() if n != name and result.n_draws > 1}
+            jobs.append((f"clusters_{name}", (result, overlay)))
+        jobs.append((f"density_{name}", result))
+        jobs.append((f"membership_{name}", result))
+        if getattr(result, "is_mcmc", False):
+            jobs.append((f"trace_{name}", result))
+    if comparison is not None and len(comparison.parameters):
+        jobs.append(("comparison", comparison))
+    if selection is not None:
+        jobs.append(("selection", selection))
+
+    written: dict[str, Path] = {}
+    for key, obj in jobs:
+        path = out / f"{key}.png"
+        kind = key.split("_")[0]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                if kind == "clusters":
+                    _plot_clusters(*obj, data, path)
+                elif kind == "density":
+                    _plot_densities(obj, data, path)
+                elif kind == "membership":
+                    _plot_membership(obj, data, path)
+                elif kind == "trace":
+                    _plot_trace(obj, path)
+                elif kind == "comparison":
+                    _save(obj.plot(), path)
+                else:
+                    _save(obj.plot().figure, path)
+        except Exception as exc:  # one failed plot must not cost the whole report
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+            problems.append(f"{path.name}: {type(exc).__name__}: {_one_line(str(exc))}")
+            continue
+        written[key] = path
+    return written
+
+
+# -- the HTML page ------------------------------------------------------------------------
+_STYLE = """
+body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; margin: 2em auto;
+       max-width: 1100px; padding: 0 1em; color: #222; line-height: 1.45; }
+h1 { font-size: 1.6em; border-bottom: 2px solid #4c72b0; padding-bottom: .2em; }
+h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
+h3 { font-size: 1.05em; margin-bottom: .3em; }
+table { border-collapse: collapse; font-size: .88em; margin: .5em 0 1em 0; }
+th, td { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }
+th { background: #f3f5f9; }
+tbody th, td.label { text-align: left; }
+code, pre { background: #f3f3f3; padding: 1px 4px; border-radius: 3px; }
+pre { padding: .6em; overflow-x: auto; white-space: pre-wrap; }
+figure { margin: 1em 0 1.6em 0; }
+figure img { max-width: 100%; border: 1px solid #e4e4e4; }
+figcaption { font-size: .88em; color: #555; }
+.ok { color: #2e7d32; }
+.problem { color: #b23c17; }
+.small { font-size: .85em; color: #555; }
+"""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _esc(value: Any) -> str:
+    return html.escape(str(value))
+
+
+def _frame_html(frame: pd.DataFrame, index: bool = True, digits: int = 4) -> str:
+    def fmt(value: float) -> str:
+        return "" if not np.isfinite(value) else f"{value:.{digits}g}"
+
+    return frame.to_html(index=index, float_format=fmt, na_rep="", border=0, escape=True)
+
+
+def _image(path: Path, caption: str) -> str:
+    encoded = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (
+        f'<figure><img alt="{_esc(path.stem)}" src="data:image/png;base64,{encoded}">'
+        f"<figcaption>{_esc(caption)}</figcaption></figure>"
+    )
+
+
+def _settings_table(results: dict[str, MixtureResult]) -> pd.DataFrame:
+    skip = {"versions"}
+    table: dict[str, dict[str, str]] = {}
+    for name, result in results.items():
+        column = {"covariance_type": result.model.covariance_type}
+        column["n_components"] = str(result.model.n_components)
+        for key, value in result.settings.items():
+            if key in skip:
+                continue
+            if key == "fit_seconds":
+                value = f"{float(value):.2f}"
+            column[key] = str(value)
+        table[name] = column
+    frame = pd.DataFrame(table)
+    first = [k for k in ("method", "fit_seconds") if k in frame.index]
+    return frame.loc[first + [k for k in frame.index if k not in first]].fillna("")
+
+
+def _diagnostics(name: str, result: MixtureResult, data: Data) -> list[tuple[bool, str]]:
+    """Plain-language findings about one fit: ``(is_problem, sentence)``."""
+    from bayesmix.results import EMResult
+
+    found: list[tuple[bool, str]] = []
+    if isinstance(result, EMResult):
+        kind = "MAP-EM" if result.log_posterior_trace is not None else "EM"
+        if result.converged:
+            found.append((False, f"{kind} converged in {result.n_iter} iterations."))
+        else:
+            found.append(
+                (
+                    True,
+                    f"{kind} did NOT converge in {result.n_iter} iterations: the estimates may "
+                    "still move; raise max_iter or try more restarts (--n-init).",
+                )
+            )
+        found.append(
+            (
+                False,
+                f"Log-likelihood {result.log_likelihood:.2f}; BIC {result.bic():.2f}, "
+                f"AIC {result.aic():.2f}, ICL {result.icl():.2f} (lower is better).",
+            )
+        )
+        return found
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        problems = result.diagnose()
+    for message, _ in problems:
+        found.append((True, message))
+    if getattr(result, "is_mcmc", False):
+        if not problems:
+            found.append(
+                (
+                    False,
+                    "No sampling problems: every r_hat <= 1.01, bulk ESS >= 100 per chain, no "
+                    "divergent transitions, all chains agree on the component labels.",
+                )
+            )
+    else:
+        converged = result.settings.get("converged")
+        if converged is not None and not int(converged):
+            found.append(
+                (True, "The variational fit did not converge: raise n or the learning rate.")
+            )
+        found.append(
+            (
+                False,
+                "Variational draws come from an approximation of the posterior that usually "
+                "understates its spread; check important conclusions with NUTS.",
+            )
+        )
+    return found
+
+
+def _clusters_table(results: dict[str, MixtureResult], data: Data) -> pd.DataFrame:
+    from bayesmix.clustering import memberships
+
+    rows = {}
+    for name, result in results.items():
+        members = memberships(result, data)
+        counts = np.bincount(members.labels, minlength=result.model.n_components)
+        row = {f"component {k}": int(c) for k, c in enumerate(counts)}
+        row["uncertain"] = int(members.uncertain.sum())
+        rows[name] = row
+    return pd.DataFrame(rows).T.fillna(0).astype(int)
+
+
+def _html(
+    *,
+    title: str,
+    results: dict[str, MixtureResult],
+    data: Data,
+    data_info: Mapping[str, Any],
+    summary: pd.DataFrame,
+    comparison: Any,
+    selection: Any,
+    plots: dict[str, Path],
+    fit_warnings: Mapping[str, Sequence[str]],
+    notes: Mapping[str, Sequence[str]],
+    problems: list[str],
+    command: str | None,
+    ci_prob: float,
+) -> str:
+    first = next(iter(results.values()))
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style></head><body>",
+        f"<h1>{_esc(title)}</h1>",
+        f'<p class="small">Written {datetime.datetime.now().astimezone():%Y-%m-%d %H:%M %Z} '
+        f"by bayesmix {_esc(first.settings['versions'].get('bayesmix', ''))}.</p>",
+    ]
+    if command:
+        parts.append(f"<p>Command: <code>{_esc(command)}</code></p>")
+
+    parts.append("<h2>Model</h2>")
+    parts.append(f"<pre>{_esc(repr(first.model))}</pre>")
+    parts.append(
+        f"<p>{first.model.n_components} Gaussian components with <b>"
+        f"{_esc(first.model.covariance_type)}</b> covariance matrices on {data.n_features} "
+        f"feature(s); fitted by {', '.join(_esc(n) for n in results)}.</p>"
+    )
+
+    parts.append("<h2>Data</h2>")
+    info = {"observations": data.n_obs, "features": ", ".join(data.feature_names)}
+    info.update({str(k): v for k, v in data_info.items()})
+    parts.append(
+        "<table><tbody>"
+        + "".join(
+            f'<tr><th>{_esc(k)}</th><td class="label">{_esc(v)}</td></tr>' for k, v in info.items()
+        )
+        + "</tbody></table>"
+    )
+    described = pd.DataFrame(data.values, columns=list(data.feature_names)).describe().T
+    parts.append(_frame_html(described))
+
+    if selection is not None:
+        parts.append("<h2>Choosing the number of components</h2>")
+        parts.append(selection._repr_html_())
+        if "selection" in plots:
+            parts.append(_image(plots["selection"], _CAPTIONS["selection"]))
+
+    parts.append("<h2>Fits</h2>")
+    parts.append("<h3>Settings and timings</h3>")
+    parts.append(_frame_html(_settings_table(results)))
+    parts.append("<h3>Diagnostics</h3>")
+    for name, result in results.items():
+        findings = _diagnostics(name, result, data)
+        findings += [(True, f"warning during the fit: {w}") for w in fit_warnings.get(name, ())]
+        findings += [(False, note) for note in notes.get(name, ())]
+        items = "".join(
+            f'<li class="{"problem" if bad else "ok"}">{_esc(text)}</li>' for bad, text in findings
+        )
+        parts.append(f"<p><b>{_esc(name)}</b></p><ul>{items}</ul>")
+
+    parts.append("<h2>Parameters</h2>")
+    if comparison is not None:
+        parts.append(
+            "<p>Point estimates next to posterior means with "
+            f"{100 * ci_prob:g}% equal-tailed credible intervals "
+            "(components matched across fits):</p>"
+        )
+        parts.append(comparison._repr_html_())
+        if "comparison" in plots:
+            parts.append(_image(plots["comparison"], _CAPTIONS["comparison"]))
+    parts.append(
+        "<p>The full table (<code>summary.csv</code>): estimate is the point estimate of "
+        "EM/MAP and the posterior mean otherwise; lower and upper bound the "
+        f"{100 * ci_prob:g}% credible interval; r_hat and ESS are for NUTS.</p>"
+    )
+    shown = summary.set_index(["method", "parameter"]).dropna(axis=1, how="all")
+    parts.append(_frame_html(shown))
+
+    parts.append("<h2>Clusters</h2>")
+    try:
+        table = _clusters_table(results, data)
+        parts.append(
+            "<p>Observations per most probable component; <i>uncertain</i> counts those "
+            "whose assignment probability is below 0.8 (1 - max p &gt; 0.2).</p>"
+        )
+        parts.append(_frame_html(table))
+    except Exception as exc:  # the page is still worth writing without this table
+        problems.append(f"clusters table: {type(exc).__name__}: {_one_line(str(exc))}")
+    for name in results:
+        shown = [k for k in (f"clusters_{name}", f"density_{name}", f"membership_{name}")]
+        shown = [k for k in shown if k in plots]
+        if shown:
+            parts.append(f"<h3>{_esc(name)}</h3>")
+        for key in shown:
+            parts.append(_image(plots[key], _CAPTIONS[key.split("_")[0]]))
+
+    traces = [k for k in plots if k.startswith("trace_")]
+    if traces:
+        parts.append("<h2>Sampler traces</h2>")
+        for key in traces:
+            parts.append(_image(plots[key], _CAPTIONS["trace"]))
+
+    if problems:
+        parts.append("<h2>Not written</h2><ul>")
+        parts += [f'<li class="problem">{_esc(p)}</li>' for p in problems]
+        parts.append("</ul>")
+
+    parts.append("<h2>Versions</h2>")
+    versions = first.settings.get("versions", {})
+    parts.append(
+        "<p>"
+        + ", ".join(f"{_esc(k)} {_esc(v)}" for k, v in versions.items())
+        + "</p></body></html>"
+    )
+    return "\n".join(parts)
+
+
+# -- the entry point ----------------------------------------------------------------------
+def write_report(
+    results: MixtureResult | Sequence[MixtureResult] | Mapping[str, MixtureResult],
+    X: Any,
+    out: str | os.PathLike,
+    *,
+    title: str = "bayesmix report",
+    data_info: Mapping[str, Any] | None = None,
+    selection: Any = None,
+    fit_warnings: Mapping[str, Sequence[str]] | None = None,
+    plots: bool = True,
+    netcdf: bool = True,
+    ci_prob: float = 0.94,
+    command: str | None = None,
+) -> ReportFiles:
+    """Write the summary table, netCDF files, plots and a self-contained HTML report.
+
+    Parameters
+    ----------
+    results : MixtureResult, sequence of them or mapping {name: result}
+        Fits of the same features (usually one declaration fitted by several methods).
+        Names (default: the fit methods) become file names.
+    X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+        The observations the results were fitted to.
+    out : str or path-like
+        Directory to write into (created if needed; existing files are overwritten).
+    title : str
+        Heading of the HTML page.
+    data_info : mapping, optional
+        Extra lines for the report's data section (e.g. the source file, dropped columns).
+    selection : bayesmix.SelectionResult, optional
+        A model-selection table to include (with its plot).
+    fit_warnings : mapping {name: list of str}, optional
+        Warnings raised while fitting, shown with each fit's diagnostics.
+    plots : bool
+        Draw the PNG plots (clusters or densities, membership uncertainty, comparison,
+        NUTS traces).
+    netcdf : bool
+        Save every result with ``result.save`` as ``<name>.nc``.
+    ci_prob : float
+        Probability mass of the credible intervals, in (0, 1).
+    command : str, optional
+        The command that produced the fits, shown in the report.
+
+    Returns
+    -------
+    ReportFiles
+        The paths written: ``html``, ``summary``, ``comparison``, ``netcdf``, ``plots``,
+        and ``problems`` (files that could not be written, with the reason).
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> from bayesmix.report import write_report
+    >>> X = bm.datasets.load_faithful()
+    >>> em = bm.GaussianMixture(2).fit(X, random_state=0)
+    >>> files = write_report(em, X, "faithful-report")  # doctest: +SKIP
+    >>> files.html  # doctest: +SKIP
+    PosixPath('faithful-report/report.html')
+    """
+    named = _check_results(results)
+    ci_prob = check_ci_prob(ci_prob)
+    data = as_data(X, n_features=next(iter(named.values())).n_features)
+    if not isinstance(title, str):
+        raise TypeError(f"title must be a string; got {type(title).__name__}.")
+    if data_info is not None and not isinstance(data_info, Mapping):
+        raise TypeError(f"data_info must be a mapping; got {type(data_info).__name__}.")
+    if fit_warnings is not None and not isinstance(fit_warnings, Mapping):
+        raise TypeError(f"fit_warnings must be a mapping; got {type(fit_warnings).__name__}.")
+    if selection is not None:
+        from bayesmix.selection import SelectionResult
+
+        if not isinstance(selection, SelectionResult):
+            raise TypeError(
+                "selection must be the output of bayesmix.select_components; "
+                f"got {type(selection).__name__}."
+            )
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={str(out)!r} is a file; pass a directory to write the report to.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    problems: list[str] = []
+    with warnings.catch_warnings():
+        # what these warn about is in the diagnostics section already
+        warnings.simplefilter("ignore", BayesmixWarning)
+        aligned, posteriors, comparison = _aligned(named, data, ci_prob)
+    files = ReportFiles(directory=out, html=out / "report.html", summary=out / "summary.csv")
+    summary = _summary_rows(aligned, posteriors, data.feature_names, ci_prob)
+    summary.to_csv(files.summary, index=False)
+    if comparison is not None and len(comparison.parameters):
+        files.comparison = out / "comparison.csv"
+        table = comparison.parameters.copy()
+        table.columns = [f"{fit}_{stat}".replace(" ", "_") for fit, stat in table.columns]
+        table.to_csv(files.comparison)
+    if netcdf:
+        for name, result in named.items():
+            path = out / f"{name}.nc"
+            try:
+                result.save(path)
+            except ImportError as exc:  # e.g. no netCDF engine installed
+                problems.append(f"{path.name}: {_one_line(str(exc))}")
+                continue
+            files.netcdf[name] = path
+    if plots:
+        files.plots = _plots(aligned, data, comparison, selection, out, problems)
+    page = _html(
+        title=title,
+        results=aligned,
+        data=data,
+        data_info=data_info or {},
+        summary=summary,
+        comparison=comparison,
+        selection=selection,
+        plots=files.plots,
+        fit_warnings=fit_warnings or {},
+        notes=_relabel_notes(named, aligned),
+        problems=problems,
+        command=command,
+        ci_prob=ci_prob,
+    )
+    files.html.write_text(page, encoding="utf-8")
+    files.problems = problems
+    return files
