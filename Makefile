@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint clean
 
 demo: $(STAMP)
-	$(PY) -m bayesmix.demo
+	$(VENV)/bin/bayesmix demo --out demo-report
 
 test: $(STAMP)
 	$(PY) -m pytest
