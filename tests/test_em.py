@@ -702,7 +702,8 @@ def test_identical_points_without_regularisation_stay_finite(covariance_type):
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_identical_points_with_default_regularisation(covariance_type):
     X = np.repeat([[0.0, 0.0], [1.0, 1.0], [2.0, 5.0]], 10, axis=0)
-    res = bm.GaussianMixture(3, covariance_type).fit(X, random_state=0)
+    with pytest.warns(bm.DegenerateComponentWarning, match="sit.? on identical points"):
+        res = bm.GaussianMixture(3, covariance_type).fit(X, random_state=0)
     _assert_finite(res)
     if covariance_type != "tied":  # each component is one point: variance = reg_covar
         np.testing.assert_allclose(np.diagonal(res.covariances, axis1=1, axis2=2), 1e-6, rtol=1e-6)

@@ -21,6 +21,7 @@ is ``y_j = sum_{i <= j} lower[k, j, i] (x_i - mu_ki)``.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numba as nb
@@ -303,3 +304,29 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
         log_lik.sum(),
         log_max.sum(),
     )
+
+
+def _frozen_inputs(kernel):
+    """``kernel`` called with its array arguments as read-only C-contiguous float64 views.
+
+    Numba compiles one specialisation per argument type, and a read-only array (a memmap, a
+    Dask chunk, an array a caller froze) is a different type from a writable one. Passing
+    every array read-only means each kernel is compiled, and cached, exactly once.
+    """
+
+    @functools.wraps(kernel.py_func)
+    def call(*args):
+        return kernel(*(_read_only(arg) if isinstance(arg, np.ndarray) else arg for arg in args))
+
+    return call
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    view = np.ascontiguousarray(array, dtype=np.float64).view()
+    view.flags.writeable = False
+    return view
+
+
+estep_full = _frozen_inputs(estep_full)
+estep_tied = _frozen_inputs(estep_tied)
+estep_diag = _frozen_inputs(estep_diag)

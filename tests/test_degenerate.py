@@ -1,0 +1,96 @@
+"""EM on degenerate data ends with finite parameters and a warning naming what happened."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmix as bm
+
+COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
+
+
+def _fit_recording(X, n_components=2, covariance_type="full", **options):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = bm.GaussianMixture(n_components, covariance_type).fit(X, random_state=0, **options)
+    for name in ("weights", "means", "covariances"):
+        assert np.isfinite(result.posterior[name].values).all(), name
+    messages = [str(w.message) for w in caught if w.category is bm.DegenerateComponentWarning]
+    return result, messages
+
+
+@pytest.fixture(scope="module")
+def rng():
+    return np.random.default_rng(3)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "spherical"])
+def test_identical_points_are_named(rng, covariance_type):
+    X = np.vstack([rng.normal(size=(50, 2)), np.tile([[6.0, 6.0]], (30, 1))])
+    result, messages = _fit_recording(X, covariance_type=covariance_type)
+    collapsed = int(np.argmin(np.abs(result.means - 6.0).sum(axis=1)))
+    assert any(
+        f"component {collapsed} sits on identical points (about 30 observations" in m
+        for m in messages
+    ), messages
+    assert any("Remove duplicated rows" in m for m in messages)
+
+
+def test_identical_points_under_a_tied_covariance(rng):
+    X = np.repeat(rng.normal(size=(2, 2)), 20, axis=0)
+    _, messages = _fit_recording(X, covariance_type="tied")
+    assert any("all components sit on identical points" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag", "tied"])
+def test_constant_feature_is_named(rng, covariance_type):
+    X = pd.DataFrame({"height": rng.normal(size=80), "site": 3.0})
+    _, messages = _fit_recording(X, covariance_type=covariance_type)
+    assert any("feature 'site' is constant in X" in m for m in messages), messages
+
+
+def test_feature_constant_within_one_component(rng):
+    a = np.column_stack([rng.normal(size=40), np.full(40, 2.0)])
+    b = np.column_stack([rng.normal(8.0, 1.0, size=40), rng.normal(size=40)])
+    X = pd.DataFrame(np.vstack([a, b]), columns=["x", "dose"])
+    result, messages = _fit_recording(X)
+    k = int(np.argmin(result.means[:, 0]))
+    assert any(f"feature 'dose' is constant within component {k}" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_collinear_features_are_named(rng, covariance_type):
+    t = rng.normal(size=90)
+    X = pd.DataFrame({"a": t, "b": 2.0 * t - 1.0, "c": rng.normal(size=90)})
+    _, messages = _fit_recording(X, covariance_type=covariance_type)
+    assert any("features 'a', 'b' are collinear within" in m for m in messages), messages
+
+
+def test_too_few_observations_for_a_full_covariance(rng):
+    X = np.vstack([rng.normal(size=(60, 5)), rng.normal(10.0, 1.0, size=(4, 5))])
+    _, messages = _fit_recording(X)
+    assert any("has about 4.0 observations for 5 features" in m for m in messages), messages
+
+
+def test_data_below_reg_covar(rng):
+    X = rng.normal(size=(60, 2)) * 1e-200
+    _, messages = _fit_recording(X)
+    assert any("the spread of X" in m and "standardise" in m for m in messages), messages
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_healthy_data_gives_no_degeneracy_warning(rng, covariance_type):
+    X = np.vstack([rng.normal(size=(60, 3)), rng.normal(5.0, 1.0, size=(60, 3))])
+    _, messages = _fit_recording(X, covariance_type=covariance_type)
+    assert messages == []
+
+
+def test_map_fit_of_identical_points_stays_finite_and_quiet(rng):
+    X = np.vstack([rng.normal(size=(50, 2)), np.tile([[6.0, 6.0]], (30, 1))])
+    result, messages = _fit_recording(X, method="map")
+    assert messages == []
+    assert np.linalg.eigvalsh(result.covariances).min() > 1e-3
