@@ -21,6 +21,14 @@ __all__ = ["BayesResult"]
 
 RHAT_LIMIT = 1.01
 ESS_PER_CHAIN = 100
+# a chain whose draws repeat the previous one this often is stuck
+STUCK_REPEAT_FRACTION = 0.5
+# a chain whose mean log density is this many within-chain sds below the others' median
+MODE_GAP_SDS = 4.0
+# E-BFMI below this signals poor energy exploration (Betancourt 2016)
+BFMI_LIMIT = 0.3
+# more saturated trees than this fraction is reported
+TREEDEPTH_FRACTION = 0.05
 
 
 class BayesResult(MixtureResult):
@@ -208,8 +216,8 @@ class BayesResult(MixtureResult):
     def summary(self, ci_prob: float | None = None, **kwargs: Any) -> pd.DataFrame:
         """``az.summary`` of the identified parameters, with mixture-aware warnings.
 
-        Warns (:class:`~bayesmix.SamplerWarning`) on r_hat > 1.01, bulk ESS below 100
-        per chain and divergences, and about near-empty components; returns the table.
+        Warns (:class:`~bayesmix.SamplerWarning`, :class:`~bayesmix.LabelSwitchingWarning`)
+        with every problem :meth:`diagnose` finds; returns the table.
         Keyword arguments go to :func:`arviz.summary`.
         """
         import arviz as az
@@ -221,7 +229,24 @@ class BayesResult(MixtureResult):
         return table
 
     def diagnose(self, table: pd.DataFrame | None = None) -> list[tuple[str, type[Warning]]]:
-        """Plain-language problems with this posterior and what to do about them."""
+        """Plain-language problems with this posterior and what to do about them.
+
+        Checks, for MCMC: r_hat, bulk ESS, divergences, stuck chains (draws that repeat),
+        chains left in a lower-density mode, low E-BFMI, saturated trees and label
+        switching between chains; for every fit: components holding less than one
+        observation on average.
+
+        Parameters
+        ----------
+        table : pandas.DataFrame, optional
+            A precomputed ``arviz.summary(..., kind="diagnostics")`` table to reuse.
+
+        Returns
+        -------
+        list of (str, Warning subclass)
+            Each problem's message (what happened and the remedy) and its category;
+            empty when nothing was found.
+        """
         import arviz as az
 
         problems: list[tuple[str, type[Warning]]] = []
@@ -259,6 +284,7 @@ class BayesResult(MixtureResult):
                             SamplerWarning,
                         )
                     )
+            problems.extend(self._chain_problems())
             problems.extend(self._label_switching_problems())
         expected = self.posterior["weights"].mean(("chain", "draw")).values * self.data.n_obs
         empty = np.flatnonzero(expected < 1.0)
@@ -267,6 +293,75 @@ class BayesResult(MixtureResult):
                 (
                     f"component(s) {empty.tolist()} hold less than one observation on average: "
                     "the model likely has more components than the data support.",
+                    SamplerWarning,
+                )
+            )
+        return problems
+
+    def _chain_problems(self) -> list[tuple[str, type[Warning]]]:
+        """Stuck chains, chains in a lower-density mode, low E-BFMI, saturated trees."""
+        problems = []
+        post = self.posterior
+        flat = np.concatenate(
+            [
+                post[name].values.reshape(post.sizes["chain"], post.sizes["draw"], -1)
+                for name in ("weights", "means")
+            ],
+            axis=-1,
+        )
+        repeated = 1.0 - np.any(np.diff(flat, axis=1) != 0, axis=-1).mean(axis=1)
+        for chain in np.flatnonzero(repeated > STUCK_REPEAT_FRACTION):
+            problems.append(
+                (
+                    f"chain {chain} is stuck: {repeated[chain]:.0%} of its draws repeat the "
+                    "previous one, so it does not explore the posterior. Tune longer (tune=), "
+                    "standardise the columns of X, or refit with another random_state.",
+                    SamplerWarning,
+                )
+            )
+        stats = self.sample_stats if self.sample_stats is not None else xr.Dataset()
+        log_density = next((stats[n].values for n in ("lp", "logp") if n in stats), None)
+        if log_density is not None and log_density.shape[0] > 1:
+            chain_mean = log_density.mean(axis=1)
+            spread = max(float(np.median(log_density.std(axis=1))), 1.0)
+            for chain in range(len(chain_mean)):
+                gap = np.median(np.delete(chain_mean, chain)) - chain_mean[chain]
+                if gap > MODE_GAP_SDS * spread:
+                    problems.append(
+                        (
+                            f"chain {chain} stays in a region of lower posterior density than "
+                            f"the others (mean log density {gap:.1f} lower): it is stuck in a "
+                            "minor mode. Tune longer (tune=), use fewer components, or compare "
+                            "the modes with more chains.",
+                            SamplerWarning,
+                        )
+                    )
+        if "energy" in stats:
+            energy = stats["energy"].values
+            bfmi = np.sum(np.diff(energy, axis=1) ** 2, axis=1) / np.sum(
+                (energy - energy.mean(axis=1, keepdims=True)) ** 2, axis=1
+            )
+            low = np.flatnonzero(bfmi < BFMI_LIMIT)
+            if low.size:
+                problems.append(
+                    (
+                        f"E-BFMI as low as {bfmi[low].min():.2f} (< {BFMI_LIMIT}) in chain(s) "
+                        f"{low.tolist()}: the sampler explores the posterior's energy poorly, "
+                        "a sign of heavy tails or a funnel. Tune longer (tune=) or use more "
+                        "informative priors on the covariances.",
+                        SamplerWarning,
+                    )
+                )
+        saturated = next(
+            (stats[n].values for n in ("reached_max_treedepth", "maxdepth_reached") if n in stats),
+            None,
+        )
+        if saturated is not None and saturated.mean() > TREEDEPTH_FRACTION:
+            problems.append(
+                (
+                    f"{saturated.mean():.0%} of the transitions hit the maximum tree depth: the "
+                    "posterior is badly scaled or strongly correlated, which makes sampling "
+                    "slow. Standardise the columns of X.",
                     SamplerWarning,
                 )
             )

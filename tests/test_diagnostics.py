@@ -1,0 +1,92 @@
+"""Sampler trouble is reported in plain words with a remedy.
+
+The healthy four-chain Old Faithful fit is diagnosed clean; copies of it with one chain
+frozen, pushed into a lower-density region, or given a sticky energy trace show that each
+problem is detected, named with its chain, and paired with a remedy.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bayesmix as bm
+from bayesmix.bayes.result import BayesResult
+from bayesmix.results import parameters_dataset
+
+pytestmark = pytest.mark.slow
+
+
+def _variant(fit, *, posterior=None, sample_stats=None):
+    return BayesResult(
+        model=fit.model,
+        posterior=fit.posterior if posterior is None else posterior,
+        data=fit.data,
+        priors=fit.priors,
+        sample_stats=fit.sample_stats if sample_stats is None else sample_stats,
+        settings={"method": "nuts"},
+    )
+
+
+def _messages(result):
+    return [message for message, category in result.diagnose() if category is bm.SamplerWarning]
+
+
+def test_healthy_fit_has_no_problems(faithful_nuts):
+    assert faithful_nuts.diagnose() == []
+    assert {"energy", "diverging"} <= set(faithful_nuts.sample_stats.data_vars)
+
+
+def test_stuck_chain_is_named(faithful_nuts):
+    names = ("weights", "means", "covariances")
+    values = {name: faithful_nuts.posterior[name].values.copy() for name in names}
+    for name in names:  # chain 2 never leaves its first draw
+        values[name][2] = values[name][2][:1]
+    frozen = parameters_dataset(
+        values["weights"], values["means"], values["covariances"], faithful_nuts.feature_names
+    )
+    messages = _messages(_variant(faithful_nuts, posterior=frozen))
+    stuck = [m for m in messages if m.startswith("chain 2 is stuck")]
+    assert stuck and "100% of its draws repeat" in stuck[0] and "tune=" in stuck[0]
+    assert not any(m.startswith(("chain 0", "chain 1", "chain 3")) for m in messages)
+
+
+def test_chain_in_a_minor_mode_is_named(faithful_nuts):
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    name = "lp" if "lp" in stats else "logp"
+    stats[name][1] = stats[name][1] - 25.0 * float(stats[name].std())
+    messages = _messages(_variant(faithful_nuts, sample_stats=stats))
+    assert any(
+        m.startswith("chain 1 stays in a region of lower posterior density") for m in messages
+    )
+    assert not any("chain 0 stays" in m for m in messages)
+
+
+def test_low_e_bfmi_is_reported(faithful_nuts):
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    energy = stats["energy"].values
+    # a random walk: successive energies barely change relative to their spread
+    walk = np.cumsum(np.random.default_rng(0).normal(size=energy.shape[1]))
+    stats["energy"][3] = energy[3].mean() + walk
+    messages = _messages(_variant(faithful_nuts, sample_stats=stats))
+    low = [m for m in messages if m.startswith("E-BFMI as low as")]
+    assert low and "chain(s) [3]" in low[0] and "priors" in low[0]
+    bfmi = np.sum(np.diff(walk) ** 2) / np.sum((walk - walk.mean()) ** 2)
+    assert f"{bfmi:.2f}" in low[0]
+
+
+def test_saturated_trees_are_reported(faithful_nuts):
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    name = next(n for n in ("reached_max_treedepth", "maxdepth_reached") if n in stats)
+    flags = stats[name].values.astype(bool)
+    flags[:, ::4] = True
+    stats[name] = (stats[name].dims, flags)
+    messages = _messages(_variant(faithful_nuts, sample_stats=stats))
+    assert any("hit the maximum tree depth" in m and "Standardise" in m for m in messages)
+
+
+def test_summary_warns_with_the_same_words(faithful_nuts):
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    stats["energy"][0] = np.cumsum(np.ones(stats.sizes["draw"]))
+    with pytest.warns(bm.SamplerWarning, match="E-BFMI"):
+        _variant(faithful_nuts, sample_stats=stats).summary()
