@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint docs clean
 
 demo: $(STAMP)
 	$(VENV)/bin/bayesmix demo --out demo-report
@@ -14,6 +14,9 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check bayesmix tests benchmarks
+
+docs: $(STAMP)
+	$(PY) -m sphinx -W --keep-going -b html docs docs/_build/html
 
 $(PY):
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 12), f"bayesmix needs Python >= 3.12, found {sys.version.split()[0]}: install 3.12 or run make PYTHON=python3.12"'

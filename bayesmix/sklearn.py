@@ -134,7 +134,7 @@ default=None
         ``result_.log_likelihood_trace`` also has the value at the initial parameters.)
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (n_features,)
         Names of the features seen during :meth:`fit`, when ``X`` had string column
         names.
     result_ : bayesmix.EMResult
