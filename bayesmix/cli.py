@@ -569,6 +569,13 @@ def fit(
     )
     click.echo(f"Model: {model!r}; seed {seed}")
     results, fit_warnings = fit_methods(frame, model, methods, options, echo=click.echo, warn=_warn)
+    for method, result in results.items():
+        if hasattr(result, "diagnose"):  # posterior draws: say what to do about problems
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                problems = result.diagnose()
+            for message, _ in problems:
+                _warn(f"({method}) {message}")
     out = Path(f"{data.name.split('.')[0]}-bayesmix") if out is None else out
     _use_agg()
     click.echo(f"Writing the report to {out}/ ...")

@@ -94,13 +94,20 @@ def run_demo(
     return files
 
 
-def main() -> None:
-    """``python -m bayesmix.demo [OUT]``: the demo without the command-line extra."""
+def main(argv: list[str] | None = None) -> None:
+    """``python -m bayesmix.demo [--out DIR] [--quick]``: the demo without the CLI extra."""
+    import argparse
+
     import matplotlib
 
+    parser = argparse.ArgumentParser(
+        prog="python -m bayesmix.demo", description=run_demo.__doc__.splitlines()[0]
+    )
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"report directory ({DEFAULT_OUT})")
+    parser.add_argument("--quick", action="store_true", help="EM and a short NUTS run only")
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     matplotlib.use("Agg")
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(DEFAULT_OUT)
-    files = run_demo(out)
+    files = run_demo(Path(args.out), quick=args.quick)
     print(f"\nOpen the report: {files.html.resolve()}")
 
 

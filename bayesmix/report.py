@@ -15,6 +15,7 @@ import os
 import re
 import time
 import warnings
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ __all__ = ["ReportFiles", "fit_methods", "summary_table", "write_report"]
 
 #: At most this many features are drawn in pairwise scatter and marginal density grids.
 MAX_PLOT_FEATURES = 4
+#: Trace plots stop adding parameter groups (weights, means, stds, correlations) beyond
+#: this many rows.
+MAX_TRACE_ROWS = 40
 _SUMMARY_COLUMNS = (
     "method",
     "parameter",
@@ -382,9 +386,20 @@ def _plot_membership(result: MixtureResult, data: Data, path: Path) -> None:
 def _plot_trace(result: MixtureResult, path: Path) -> None:
     import matplotlib.pyplot as plt
 
+    from bayesmix.compare import _rows
     from bayesmix.plots import plot_trace
 
-    collection = plot_trace(result)
+    # one row per scalar parameter: keep the figure readable for large K x D
+    counts = Counter(row.variable for row in _rows((result,), result.feature_names))
+    var_names, total = [], 0
+    for variable in ("weights", "means", "stds", "correlations"):
+        if not counts[variable]:
+            continue
+        if var_names and total + counts[variable] > MAX_TRACE_ROWS:
+            break
+        var_names.append(variable)
+        total += counts[variable]
+    collection = plot_trace(result, var_names=var_names)
     figure = collection.viz["figure"].item()
     figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
@@ -464,7 +479,8 @@ body { font-family: -apple-system, "Segoe UI", Helvetica, Arial, sans-serif; mar
 h1 { font-size: 1.6em; border-bottom: 2px solid #4c72b0; padding-bottom: .2em; }
 h2 { font-size: 1.25em; margin-top: 1.8em; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.05em; margin-bottom: .3em; }
-table { border-collapse: collapse; font-size: .88em; margin: .5em 0 1em 0; }
+table { border-collapse: collapse; font-size: .88em; margin: .5em 0 1em 0; display: block;
+        overflow-x: auto; max-width: 100%; }
 th, td { padding: 2px 8px; border-bottom: 1px solid #ddd; text-align: right; }
 th { background: #f3f5f9; }
 tbody th, td.label { text-align: left; }

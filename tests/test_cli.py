@@ -81,6 +81,14 @@ def test_version_and_bare_group():
     assert bare.exit_code == 0 and "Commands:" in bare.output
 
 
+def test_python_m_demo_has_help(capsys):
+    from bayesmix.demo import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0 and "--quick" in capsys.readouterr().out
+
+
 def test_component_lists():
     parse = _ComponentList().convert
     assert parse("1-6", None, None) == [1, 2, 3, 4, 5, 6]
