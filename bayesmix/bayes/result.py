@@ -268,8 +268,8 @@ class BayesResult(MixtureResult):
             if low < ESS_PER_CHAIN * n_chains:
                 problems.append(
                     (
-                        f"bulk ESS as low as {low:.0f} (< {ESS_PER_CHAIN} per chain): "
-                        "increase draws.",
+                        f"bulk ESS as low as {low:.0f} (below {ESS_PER_CHAIN} per chain, "
+                        f"{ESS_PER_CHAIN * n_chains} for {n_chains} chains): increase draws.",
                         SamplerWarning,
                     )
                 )
