@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -27,11 +27,16 @@ class Data:
         One name per column (DataFrame columns, DataArray coords, or ``x0, x1, ...``).
     obs_names : numpy.ndarray
         One label per row (DataFrame index, DataArray coords, or ``0 .. n_obs-1``).
+    allow_missing : bool
+        Whether ``values`` was validated with NaN allowed as "missing"
+        (``as_data(..., allow_missing=True)``); such data keeps that permission when it
+        passes through :func:`as_data` again.
     """
 
     values: np.ndarray
     feature_names: tuple[str, ...]
     obs_names: np.ndarray
+    allow_missing: bool = False
 
     @property
     def n_obs(self) -> int:
@@ -48,6 +53,7 @@ def as_data(
     name: str = "X",
     n_features: int | None = None,
     min_obs: int = 1,
+    allow_missing: bool = False,
 ) -> Data:
     """Convert ``X`` to validated float64 observations.
 
@@ -61,6 +67,10 @@ def as_data(
         Required number of features (e.g. the number seen at fit time).
     min_obs : int
         Smallest acceptable number of rows.
+    allow_missing : bool
+        Accept NaN as a missing value (infinite values are still an error); the
+        returned ``Data`` records it in ``allow_missing``. A ``Data`` that was
+        validated with ``allow_missing=True`` keeps the permission.
 
     Returns
     -------
@@ -71,11 +81,15 @@ def as_data(
     TypeError
         Non-numeric data.
     ValueError
-        Wrong dimensionality, too few rows, NaN or infinite values, values too large
-        to square in float64, or a feature count different from ``n_features``.
+        Wrong dimensionality, too few rows, NaN (unless ``allow_missing``) or infinite
+        values, values too large to square in float64, or a feature count different
+        from ``n_features``.
     """
+    if not isinstance(allow_missing, (bool, np.bool_)):
+        raise TypeError(f"allow_missing must be True or False; got {allow_missing!r}.")
     if isinstance(X, Data):
         data = X
+        allow_missing = bool(allow_missing or X.allow_missing)
     elif isinstance(X, pd.Series):
         data = _from_frame(X.to_frame(name=X.name if X.name is not None else "x0"), name)
     elif isinstance(X, pd.DataFrame):
@@ -84,7 +98,9 @@ def as_data(
         data = _from_dataarray(X, name)
     else:
         data = _from_array(X, name)
-    _check_values(data, name, min_obs)
+    _check_values(data, name, min_obs, bool(allow_missing))
+    if data.allow_missing != bool(allow_missing):
+        data = replace(data, allow_missing=bool(allow_missing))
     if n_features is not None and data.n_features != n_features:
         raise ValueError(
             f"{name} has {data.n_features} features but the model was fitted on "
@@ -164,7 +180,7 @@ def _numeric_array(X: Any, name: str) -> np.ndarray:
     )
 
 
-def _check_values(data: Data, name: str, min_obs: int) -> None:
+def _check_values(data: Data, name: str, min_obs: int, allow_missing: bool = False) -> None:
     n_obs, n_features = data.values.shape
     if n_features == 0:
         raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
@@ -178,12 +194,28 @@ def _check_values(data: Data, name: str, min_obs: int) -> None:
     # min and max propagate NaN and see inf: two reductions, no temporaries
     low, high = data.values.min(), data.values.max()
     if not (np.isfinite(low) and np.isfinite(high)):
-        bad = ~np.isfinite(data.values)
-        row, col = np.argwhere(bad)[0]
-        raise ValueError(
-            f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first in row "
-            f"{row}, column {data.feature_names[col]!r}; drop or impute them before fitting."
-        )
+        if allow_missing:
+            bad = np.isinf(data.values)
+            if bad.any():
+                row, col = np.argwhere(bad)[0]
+                raise ValueError(
+                    f"{name} contains {int(bad.sum())} infinite value(s), the first in row "
+                    f"{row}, column {data.feature_names[col]!r}; only NaN marks a missing "
+                    "value: replace infinite values by NaN or drop them."
+                )
+            observed = ~np.isnan(data.values)
+            if not observed.any():
+                return
+            low, high = data.values[observed].min(), data.values[observed].max()
+        else:
+            bad = ~np.isfinite(data.values)
+            row, col = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first in row "
+                f"{row}, column {data.feature_names[col]!r}; drop or impute them before "
+                "fitting, or fit with missing='marginalize' to use the observed features of "
+                "incomplete rows."
+            )
     if max(-low, high) > _MAX_ABS_VALUE:
         raise ValueError(
             f"{name} has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
