@@ -130,6 +130,8 @@ class GaussianMixture:
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
+        if _is_dask(X):
+            return _fit_dask(self, X, method, options)
         data = as_data(X, min_obs=self.n_components)
         if method in ("em", "map"):
             from bayesmix.em.fit import fit_em
@@ -287,3 +289,31 @@ def _check_options(options: dict[str, Any], allowed: frozenset[str], method: str
             f"{sorted(allowed)}."
         )
     return options
+
+
+def _is_dask(X: Any) -> bool:
+    from bayesmix.em.distributed import is_dask_input
+
+    return is_dask_input(X)
+
+
+def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> MixtureResult:
+    """EM and MAP-EM on Dask input without materialising it (bayesmix.em.distributed)."""
+    if method not in ("em", "map"):
+        raise ValueError(
+            f"method={method!r} needs the data in memory; X is a Dask collection. Fit "
+            "method='em' or 'map' on Dask input, or bring X into memory with X.compute() "
+            "(for very large data see docs/guide/scaling.md: minibatch ADVI)."
+        )
+    if options.get("missing", "error") != "error":
+        raise ValueError(
+            f"missing={options['missing']!r} is not supported for Dask input; drop or impute "
+            "incomplete rows first, or compute X and fit in memory."
+        )
+    options = {k: v for k, v in options.items() if k != "missing"}
+    from bayesmix.em.distributed import fit_em_dask
+
+    use_priors = method == "map" or model.priors is not None
+    return fit_em_dask(
+        model, X, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method)
+    )

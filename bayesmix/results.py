@@ -117,6 +117,18 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+def _is_dask(X: Any) -> bool:
+    from bayesmix.em.distributed import is_dask_input
+
+    return is_dask_input(X)
+
+
+def _lazy(result: MixtureResult, X: Any, kind: str):
+    from bayesmix.em.distributed import lazy_prediction
+
+    return lazy_prediction(result, X, kind)
+
+
 class MixtureResult:
     """A fitted mixture: parameters per posterior draw and the methods built on them.
 
@@ -212,7 +224,13 @@ class MixtureResult:
         )
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """Membership probabilities averaged over draws, shape ``(n_obs, K)``."""
+        """Membership probabilities averaged over draws, shape ``(n_obs, K)``.
+
+        For Dask input (array, DataFrame, Dask-backed DataArray) a lazy Dask array
+        chunked like ``X``'s rows; nothing is computed until ``.compute()``.
+        """
+        if _is_dask(X):
+            return _lazy(self, X, "predict_proba")
         X = self._validated(X)
         total = np.zeros((X.shape[0], self.model.n_components))
         for params in self._draw_params:
@@ -220,11 +238,17 @@ class MixtureResult:
         return total / len(self._draw_params)
 
     def predict(self, X: Any) -> np.ndarray:
-        """Most probable component of each observation, shape ``(n_obs,)``."""
+        """Most probable component of each observation, shape ``(n_obs,)`` (lazy Dask
+        array for Dask input)."""
+        if _is_dask(X):
+            return _lazy(self, X, "predict")
         return self.predict_proba(X).argmax(axis=1)
 
     def score_samples(self, X: Any) -> np.ndarray:
-        """Log predictive density ``log mean_s p(x_n | theta_s)`` per observation."""
+        """Log predictive density ``log mean_s p(x_n | theta_s)`` per observation (lazy
+        Dask array for Dask input)."""
+        if _is_dask(X):
+            return _lazy(self, X, "score_samples")
         X = self._validated(X)
         acc = np.full(X.shape[0], -np.inf)
         for params in self._draw_params:

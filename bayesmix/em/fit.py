@@ -7,6 +7,7 @@ import time
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -52,7 +53,6 @@ def fit_em(
     random_state: Any = None,
 ) -> EMResult:
     """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options."""
-    from bayesmix.results import EMResult
 
     n_init = check_int(n_init, "n_init")
     max_iter = check_int(max_iter, "max_iter")
@@ -73,22 +73,65 @@ def fit_em(
     shifted_priors = priors.shifted(shift) if priors is not None else None
 
     start = time.perf_counter()
+    estep = partial(e_step, X, weights, shift, structure=structure)
+    best = _best_run(
+        lambda: _initial_params(init, X, weights, shift, model, shifted_priors, reg_covar, rng),
+        estep,
+        float(weights.sum()),
+        structure,
+        shifted_priors,
+        n_init=1 if isinstance(init, Mapping) else n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+    )
+    return _em_result(
+        model,
+        best,
+        shift,
+        priors,
+        feature_names=data.feature_names,
+        n_obs=float(weights.sum()),
+        settings={
+            "method": "map" if use_priors else "em",
+            "n_init": 1 if isinstance(init, Mapping) else n_init,
+            "init": init if isinstance(init, str) else "user",
+            "max_iter": max_iter,
+            "tol": tol,
+            "reg_covar": reg_covar,
+            "random_state": _seed_label(random_state),
+            "fit_seconds": time.perf_counter() - start,
+        },
+    )
+
+
+def _best_run(
+    initial, estep, total_weight, structure, priors, *, n_init, max_iter, tol, reg_covar
+) -> EMRun:
+    """The best of ``n_init`` EM runs, each from ``initial()``; warns if it did not converge.
+
+    ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
+    memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
+    """
     best = None
     for _ in range(n_init):
-        first = _initial_params(init, X, weights, shift, model, shifted_priors, reg_covar, rng)
-        run = _run_em(X, weights, shift, first, structure, shifted_priors, max_iter, tol, reg_covar)
+        run = _run_em(estep, total_weight, initial(), structure, priors, max_iter, tol, reg_covar)
         if best is None or _objective(run) > _objective(best):
             best = run
-        if isinstance(init, Mapping):
-            break  # a given start is deterministic: restarts would repeat it
-    elapsed = time.perf_counter() - start
     if not best.converged:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
             "max_iter or tol, or try other initialisations (n_init).",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
+    return best
+
+
+def _em_result(model, best, shift, priors, *, feature_names, n_obs, settings) -> EMResult:
+    """The :class:`EMResult` of the best run, parameters shifted back to data units."""
+    from bayesmix.results import EMResult
+
     params = Params(
         best.params.weights,
         best.params.means + shift,
@@ -98,8 +141,8 @@ def fit_em(
     return EMResult(
         model=model,
         params=params,
-        feature_names=data.feature_names,
-        n_obs=float(weights.sum()),
+        feature_names=feature_names,
+        n_obs=n_obs,
         log_likelihood=best.stats.log_likelihood,
         log_max_resp=best.stats.log_max_resp,
         log_likelihood_trace=best.log_likelihood_trace,
@@ -107,16 +150,7 @@ def fit_em(
         converged=best.converged,
         n_iter=best.n_iter,
         priors=priors,
-        settings={
-            "method": "map" if use_priors else "em",
-            "n_init": 1 if isinstance(init, Mapping) else n_init,
-            "init": init if isinstance(init, str) else "user",
-            "max_iter": max_iter,
-            "tol": tol,
-            "reg_covar": reg_covar,
-            "random_state": _seed_label(random_state),
-            "fit_seconds": elapsed,
-        },
+        settings=settings,
     )
 
 
@@ -135,9 +169,8 @@ def _objective(run: EMRun) -> float:
     return float(trace[-1])
 
 
-def _run_em(X, weights, shift, params, structure, priors, max_iter, tol, reg_covar) -> EMRun:
-    total_weight = weights.sum()
-    stats = e_step(X, weights, shift, params, structure)
+def _run_em(estep, total_weight, params, structure, priors, max_iter, tol, reg_covar) -> EMRun:
+    stats = estep(params)
     log_lik = [stats.log_likelihood]
     log_post = (
         [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
@@ -145,7 +178,7 @@ def _run_em(X, weights, shift, params, structure, priors, max_iter, tol, reg_cov
     converged = False
     while len(log_lik) <= max_iter:
         params = m_step(stats, structure, priors, reg_covar, previous=params)
-        stats = e_step(X, weights, shift, params, structure)
+        stats = estep(params)
         log_lik.append(stats.log_likelihood)
         trace = log_lik
         if priors is not None:
@@ -191,24 +224,38 @@ def _check_init(init: Any) -> None:
 def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> Params:
     structure = model.structure
     if isinstance(init, Mapping):
-        return _user_params(init, X, weights, shift, model, priors, reg_covar)
+        return _user_params(
+            init,
+            X.shape[1],
+            shift,
+            model,
+            priors,
+            reg_covar,
+            partial(_assigned_stats, X, weights, shift, structure=structure),
+        )
     resp = initial_responsibilities(init, X, weights, model.n_components, rng)
     stats = stats_from_responsibilities(X, weights, shift, resp, structure)
     return m_step(stats, structure, priors, reg_covar)
 
 
-def _user_params(init, X, weights, shift, model, priors, reg_covar) -> Params:
+def _assigned_stats(X, weights, shift, centres, structure) -> SufficientStats:
+    """Statistics of the hard assignment of every row to its nearest centre (centres in
+    shifted units)."""
+    labels, _ = nearest(X - shift, centres)
+    resp = np.zeros((X.shape[0], centres.shape[0]))
+    resp[np.arange(X.shape[0]), labels] = 1.0
+    return stats_from_responsibilities(X, weights, shift, resp, structure)
+
+
+def _user_params(init, n_features, shift, model, priors, reg_covar, assigned_stats) -> Params:
     """Parameters from a user's start; missing weights or covariances come from the
-    hard assignment of every row to its nearest given mean."""
+    hard assignment of every row to its nearest given mean (``assigned_stats(means)``)."""
     structure = model.structure
-    n_components, n_features = model.n_components, X.shape[1]
+    n_components = model.n_components
     means = _array(init["means"], "init['means']", (n_components, n_features)) - shift
     given_weights, given_cov = init.get("weights"), init.get("covariances")
     if given_weights is None or given_cov is None:
-        labels, _ = nearest(X - shift, means)
-        resp = np.zeros((X.shape[0], n_components))
-        resp[np.arange(X.shape[0]), labels] = 1.0
-        stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+        stats = assigned_stats(means)
         mass = stats.mass + 10 * np.finfo(float).eps
 
     if given_weights is not None:

@@ -1,0 +1,711 @@
+"""EM on Dask: the in-memory EM loop with the E-step mapped over chunks and tree-summed.
+
+The E-step's statistics add up over blocks of rows (:mod:`bayesmix.em.stats`), so EM on a
+chunked :class:`dask.array.Array` is the in-memory loop of :mod:`bayesmix.em.fit`
+(``_best_run`` / ``_run_em``) with another ``estep``: every chunk's
+:func:`~bayesmix.em.stats.e_step` runs where the chunk lives, the
+:class:`~bayesmix.em.stats.SufficientStats` (``K x D x D`` numbers) are summed in a tree
+of fixed shape, and only that sum reaches the client; one :func:`dask.compute` per
+iteration, under whatever scheduler is active (the threaded default or a
+``dask.distributed.Client``).
+
+Passes over the data:
+
+1. a scan: the weighted mean and variance (merged per chunk by Chan's formula), checks for
+   NaN, infinite or huge values and bad weights, and a seeded random sample of rows
+   (``INIT_SAMPLE_ROWS`` in expectation, drawn per chunk) for the initialisation;
+2. per restart, one pass that hard-assigns every row to the centres that k-means++ (or
+   k-means, or random rows) chose on the sample and sums the statistics;
+3. one pass per EM iteration.
+
+Nothing is persisted: a lazily generated or file-backed array is read again on every
+pass, so memory stays at a few chunks per worker thread. If the data fit in the workers'
+memory, ``X = X.persist()`` before fitting saves regenerating them each iteration.
+
+Dask is imported lazily: bayesmix imports without it, and only Dask input loads it.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial, reduce
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix.data import _MAX_ABS_VALUE, check_sample_weight
+from bayesmix.em.fit import _best_run, _check_init, _em_result, _seed_label, _user_params
+from bayesmix.em.init import kmeans, kmeans_plusplus, nearest
+from bayesmix.em.stats import (
+    Params,
+    SufficientStats,
+    e_step,
+    iter_blocks,
+    m_step,
+    stats_from_responsibilities,
+)
+from bayesmix.exceptions import BayesmixWarning
+from bayesmix.priors import Priors, ResolvedPriors
+from bayesmix.validation import check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.results import EMResult, MixtureResult
+
+__all__ = [
+    "DaskData",
+    "RechunkWarning",
+    "as_dask_data",
+    "fit_em_dask",
+    "is_dask_input",
+    "lazy_prediction",
+]
+
+# Rows the initialisation sample holds in expectation (k-means++ runs on it in memory).
+INIT_SAMPLE_ROWS = 100_000
+# Rows per slice of the scan's centred-moment computation (bounds its temporaries).
+_SCAN_ROWS = 65_536
+# Partial sums combined per node of the reduction tree.
+TREE_FAN_IN = 8
+
+_INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
+
+
+class RechunkWarning(BayesmixWarning):
+    """Dask input was chunked along the feature axis and was rechunked to whole rows."""
+
+
+def is_dask_input(X: Any) -> bool:
+    """Whether ``X`` is a Dask collection (array, DataFrame, Series) or a Dask-backed
+    :class:`xarray.DataArray` / :class:`xarray.Dataset`; Dask itself is not imported."""
+    if type(X).__module__.startswith("dask"):
+        return hasattr(X, "__dask_graph__")
+    if isinstance(X, xr.DataArray):
+        return X.chunks is not None
+    if isinstance(X, xr.Dataset):
+        return bool(X.chunks)
+    return False
+
+
+# -- input conversion ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DaskData:
+    """Validated-shape Dask observations (values are checked by the scan of a fit).
+
+    Attributes
+    ----------
+    array : dask.array.Array
+        Float64, shape ``(n_obs, n_features)``, known row chunks, one chunk of columns.
+    feature_names : tuple of str
+    """
+
+    array: Any
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def row_chunks(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.array.chunks[0])
+
+
+def _import_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:  # pragma: no cover - dask is installed wherever Dask input exists
+        raise ImportError(f"Dask input needs the dask package; {_INSTALL_HINT}.") from None
+    return dask, da
+
+
+def as_dask_data(
+    X: Any, *, name: str = "X", n_features: int | None = None, min_obs: int = 1
+) -> DaskData:
+    """Convert Dask input to a float64 Dask array chunked along rows only, lazily.
+
+    Parameters
+    ----------
+    X : dask.array.Array, dask.dataframe.DataFrame or Series, or Dask-backed
+        xarray.DataArray (dims ``(obs, feature)``) or xarray.Dataset (one 1-D variable per
+        feature)
+    name : str
+        Argument name used in error messages.
+    n_features : int, optional
+        Required number of features.
+    min_obs : int
+        Smallest acceptable number of rows.
+
+    Returns
+    -------
+    DaskData
+
+    Raises
+    ------
+    TypeError
+        Non-numeric data or an unsupported type.
+    ValueError
+        Wrong dimensionality, unknown chunk sizes, too few rows or a feature count
+        different from ``n_features``.
+
+    Notes
+    -----
+    A Dask DataFrame's partition lengths are computed (one pass over its index) because
+    EM needs to know where every chunk starts. A Dask array with unknown chunk sizes is
+    refused with the fix (``X.compute_chunk_sizes()``). Chunks along the feature axis are
+    merged with ``X.rechunk({1: -1})`` and a :class:`RechunkWarning`.
+    """
+    _, da = _import_dask()
+    array, features = _dask_values(X, name)
+    if array.ndim != 2:
+        hint = " For a single feature use X.reshape(-1, 1)." if array.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_obs, n_features); got {array.ndim}-D shape "
+            f"{array.shape}.{hint}"
+        )
+    if array.dtype.kind == "c":
+        raise TypeError(f"{name} is complex; bayesmix needs real-valued data.")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be numeric; got dtype {array.dtype}. Convert or encode the values "
+            "as numbers first."
+        )
+    if any(np.isnan(c) for c in array.chunks[0]) or np.isnan(array.shape[1]):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (NaN in {name}.chunks), e.g. after boolean "
+            f"indexing; compute them first with {name} = {name}.compute_chunk_sizes(), or "
+            "for a Dask DataFrame pass the DataFrame itself or ddf.to_dask_array(lengths=True)."
+        )
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
+    if len(array.chunks[1]) > 1:
+        warnings.warn(
+            f"{name} is chunked along the feature axis ({len(array.chunks[1])} column "
+            "chunks); bayesmix rechunked it to whole rows, which regroups the data on every "
+            f"pass. Chunk by rows only upstream, e.g. {name} = {name}.rechunk({{1: -1}}).",
+            RechunkWarning,
+            stacklevel=4,
+        )
+        array = array.rechunk({1: -1})
+    if array.dtype != np.float64:
+        array = array.astype(np.float64)
+    if features is None:
+        features = tuple(f"x{i}" for i in range(array.shape[1]))
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {array.shape[1]} features but the model was fitted on "
+            f"{n_features}; pass data with the same columns as at fit time."
+        )
+    if array.shape[0] < min_obs:
+        raise ValueError(
+            f"{name} has {array.shape[0]} rows but at least {min_obs} are needed"
+            + (" (one per component)." if min_obs > 1 else ".")
+        )
+    del da
+    return DaskData(array, features)
+
+
+def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
+    """The Dask array behind ``X`` and its feature names (None: default names)."""
+    if isinstance(X, xr.Dataset):
+        names = list(X.data_vars)
+        bad = [v for v in names if X[v].ndim != 1]
+        if not names or bad:
+            raise ValueError(
+                f"{name} as an xarray.Dataset needs one 1-D variable per feature along the "
+                f"observation dim; got variables {names} with dims "
+                f"{[X[v].dims for v in names]}. Or pass a 2-D DataArray (obs, feature)."
+            )
+        X = X[names].to_dataarray(dim="feature").transpose(X[names[0]].dims[0], "feature")
+        X = X.chunk({"feature": -1})  # one chunk per variable from the stacking: merge them
+    if isinstance(X, xr.DataArray):
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {X.dims}.")
+        feature_dim = X.dims[1]
+        features = (
+            tuple(str(f) for f in X.coords[feature_dim].values) if feature_dim in X.coords else None
+        )
+        _, da = _import_dask()
+        return da.asarray(X.data), features
+    if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
+        frame = X.to_frame() if not hasattr(X, "columns") else X
+        bad = [
+            str(col)
+            for col, dtype in frame.dtypes.items()
+            if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+            or isinstance(dtype, pd.CategoricalDtype)
+            or pd.api.types.is_complex_dtype(dtype)
+        ]
+        if bad:
+            raise TypeError(
+                f"{name} has non-numeric columns {bad}; select numeric columns "
+                f"(e.g. {name}.select_dtypes('number')) or encode them as numbers first."
+            )
+        features = tuple(str(c) for c in frame.columns)
+        return frame.to_dask_array(lengths=True), features
+    if hasattr(X, "rechunk") and hasattr(X, "chunks"):  # dask.array.Array
+        return X, None
+    raise TypeError(
+        f"{name}: unsupported Dask collection {type(X).__name__}; pass a dask.array.Array, "
+        "a dask DataFrame of numeric columns or a Dask-backed xarray.DataArray."
+    )
+
+
+def _dask_weights(sample_weight: Any, data: DaskData) -> Any:
+    """Weights as a Dask array with the row chunks of ``data`` (None: unit weights)."""
+    if sample_weight is None:
+        return None
+    _, da = _import_dask()
+    if is_dask_input(sample_weight):
+        weights = sample_weight
+        if hasattr(weights, "to_dask_array"):
+            weights = weights.to_dask_array(lengths=True)
+        elif isinstance(weights, xr.DataArray):
+            weights = da.asarray(weights.data)
+        if weights.ndim != 1:
+            raise ValueError(
+                f"sample_weight must be 1-D with one weight per row of X; got shape "
+                f"{weights.shape}."
+            )
+        if any(np.isnan(c) for c in weights.chunks[0]):
+            raise ValueError(
+                "sample_weight has unknown chunk sizes; compute them first with "
+                "sample_weight = sample_weight.compute_chunk_sizes()."
+            )
+        if weights.shape[0] != data.n_obs:
+            raise ValueError(
+                f"sample_weight must have shape ({data.n_obs},), one weight per row of X; "
+                f"got shape {weights.shape}."
+            )
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numeric; got dtype {weights.dtype}.")
+        # finiteness, signs and the sum are checked by the scan
+        return weights.astype(np.float64).rechunk((data.row_chunks,))
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    return da.from_array(weights, chunks=(data.row_chunks,))
+
+
+# -- per-chunk work (runs on the workers) ------------------------------------------------
+
+
+@contextmanager
+def _one_numba_thread():
+    """Dask already runs one task per core: keep the compiled E-step single-threaded
+    inside a task (numba's thread count is thread-local) to avoid oversubscription."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _block(x: Any, w: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    w = np.ones(x.shape[0]) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    return x, w
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """Summary of one pass over the data, merged over chunks in order."""
+
+    total_weight: float
+    mean: np.ndarray
+    m2: np.ndarray  # sum_n w_n (x_n - mean)^2 per feature
+    n_positive: int
+    n_bad: int  # NaN or infinite values of X
+    first_bad: tuple[int, int] | None  # (global row, column)
+    max_abs: float
+    n_bad_weights: int
+    n_negative_weights: int
+    sample: np.ndarray
+    sample_weight: np.ndarray
+
+
+def _scan_block(x, w, offset, keep, seed) -> _Scan:
+    x, w = _block(x, w)
+    n_features = x.shape[1]
+    low, high = (x.min(), x.max()) if x.size else (0.0, 0.0)
+    n_bad, first_bad = 0, None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = ~np.isfinite(x)
+        n_bad = int(bad.sum())
+        row, col = np.argwhere(bad)[0]
+        first_bad = (offset + int(row), int(col))
+    bad_w = ~np.isfinite(w)
+    total = float(w.sum()) if not bad_w.any() else 0.0
+    if n_bad == 0 and total > 0 and not bad_w.any():
+        mean = w @ x / total
+        m2 = np.zeros(n_features)
+        for rows in iter_blocks(x.shape[0], _SCAN_ROWS):  # bounded temporaries
+            centred = x[rows] - mean
+            m2 += w[rows] @ (centred * centred)
+    else:
+        mean, m2 = np.zeros(n_features), np.zeros(n_features)
+    if keep >= 1.0:
+        chosen = slice(None)
+    else:
+        chosen = np.random.default_rng(seed).random(x.shape[0]) < keep
+    return _Scan(
+        total_weight=total,
+        mean=mean,
+        m2=m2,
+        n_positive=int(np.count_nonzero(w > 0)),
+        n_bad=n_bad,
+        first_bad=first_bad,
+        max_abs=float(max(-low, high)) if n_bad == 0 else 0.0,
+        n_bad_weights=int(bad_w.sum()),
+        n_negative_weights=int(np.count_nonzero(w < 0)),
+        sample=x[chosen].copy(),
+        sample_weight=w[chosen].copy(),
+    )
+
+
+def _merge_scans(a: _Scan, b: _Scan) -> _Scan:
+    """Chan et al.'s pairwise update of weighted means and squared deviations."""
+    total = a.total_weight + b.total_weight
+    if total > 0:
+        delta = b.mean - a.mean
+        mean = a.mean + delta * (b.total_weight / total)
+        m2 = a.m2 + b.m2 + delta * delta * (a.total_weight * b.total_weight / total)
+    else:
+        mean, m2 = a.mean, a.m2
+    return _Scan(
+        total_weight=total,
+        mean=mean,
+        m2=m2,
+        n_positive=a.n_positive + b.n_positive,
+        n_bad=a.n_bad + b.n_bad,
+        first_bad=a.first_bad if a.first_bad is not None else b.first_bad,
+        max_abs=max(a.max_abs, b.max_abs),
+        n_bad_weights=a.n_bad_weights + b.n_bad_weights,
+        n_negative_weights=a.n_negative_weights + b.n_negative_weights,
+        sample=np.concatenate([a.sample, b.sample]),
+        sample_weight=np.concatenate([a.sample_weight, b.sample_weight]),
+    )
+
+
+def _estep_block(x, w, shift, params, structure) -> SufficientStats:
+    x, w = _block(x, w)
+    with _one_numba_thread():
+        return e_step(x, w, shift, params, structure)
+
+
+def _assigned_block(x, w, shift, centres, structure) -> SufficientStats:
+    """Statistics of the hard assignment of a chunk's rows to the nearest centre."""
+    x, w = _block(x, w)
+    labels, _ = nearest(x - shift, centres)
+    resp = np.zeros((x.shape[0], centres.shape[0]))
+    resp[np.arange(x.shape[0]), labels] = 1.0
+    return stats_from_responsibilities(x, w, shift, resp, structure)
+
+
+def _random_block(x, w, seed, shift, n_components, structure) -> SufficientStats:
+    """Statistics of uniform random responsibilities (``init="random"``), seeded per chunk."""
+    x, w = _block(x, w)
+    resp = np.random.default_rng(seed).uniform(size=(x.shape[0], n_components))
+    resp /= resp.sum(axis=1, keepdims=True)
+    return stats_from_responsibilities(x, w, shift, resp, structure)
+
+
+def _sum_all(*parts):
+    return reduce(lambda a, b: a + b, parts)
+
+
+def _merge_all(*parts):
+    return reduce(_merge_scans, parts)
+
+
+# -- the data source: one map-reduce per pass --------------------------------------------
+
+
+class DaskSource:
+    """Chunked data and weights; every pass is a map over chunks and a fixed-shape tree
+    reduction, evaluated by one :func:`dask.compute` under the active scheduler."""
+
+    def __init__(self, data: DaskData, weights: Any) -> None:
+        dask, _ = _import_dask()
+        self.data = data
+        self.n_chunks = len(data.row_chunks)
+        self._x = list(data.array.to_delayed(optimize_graph=True).ravel())
+        self._w = (
+            [None] * self.n_chunks
+            if weights is None
+            else list(weights.to_delayed(optimize_graph=True).ravel())
+        )
+        self._delayed = dask.delayed
+        self._compute = dask.compute
+
+    def map_reduce(self, func: Callable, combine: Callable, *args: Any, per_chunk=None) -> Any:
+        """``combine`` over chunks (in chunk order, tree-shaped) of
+        ``func(x_chunk, w_chunk, *per_chunk[i], *args)``; small ``args`` are sent once."""
+        delayed = self._delayed
+        shared = [delayed(a) if isinstance(a, (np.ndarray, Params)) else a for a in args]
+        task = delayed(func, pure=False)
+        parts = [
+            task(x, w, *(() if per_chunk is None else per_chunk[i]), *shared)
+            for i, (x, w) in enumerate(zip(self._x, self._w, strict=True))
+        ]
+        node = delayed(combine, pure=False)
+        while len(parts) > 1:
+            parts = [node(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)]
+        return self._compute(parts[0])[0]
+
+    def scan(self, rng: np.random.Generator, sample_rows: int) -> _Scan:
+        keep = min(1.0, sample_rows / max(self.data.n_obs, 1))
+        # Whole data as the "sample" when it is small: no random numbers are drawn, so
+        # k-means++ sees exactly what the in-memory fit sees with the same seed.
+        seeds = [None] * self.n_chunks if keep >= 1.0 else rng.integers(2**63, size=self.n_chunks)
+        offsets = np.concatenate([[0], np.cumsum(self.data.row_chunks)[:-1]])
+        per_chunk = [(int(offsets[i]), keep, seeds[i]) for i in range(self.n_chunks)]
+        return self.map_reduce(_scan_block, _merge_all, per_chunk=per_chunk)
+
+    def estep(self, params: Params, *, shift: np.ndarray, structure) -> SufficientStats:
+        return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
+
+    def assigned_stats(self, centres: np.ndarray, *, shift: np.ndarray, structure):
+        return _finite(self.map_reduce(_assigned_block, _sum_all, shift, centres, structure))
+
+    def random_stats(self, n_components: int, rng, *, shift: np.ndarray, structure):
+        seeds = rng.integers(2**63, size=self.n_chunks)
+        return _finite(
+            self.map_reduce(
+                _random_block,
+                _sum_all,
+                shift,
+                n_components,
+                structure,
+                per_chunk=[(int(s),) for s in seeds],
+            )
+        )
+
+
+def _finite(stats: SufficientStats) -> SufficientStats:
+    """The scan found only finite values; NaN now means the data changed between passes."""
+    if not (np.isfinite(stats.log_likelihood) and np.isfinite(stats.sum_xx).all()):
+        raise ValueError(
+            "X produced NaN or infinite values during an EM pass although the scan before "
+            "EM found none: the data changed between passes (e.g. an unseeded or "
+            "non-deterministic source). Make X deterministic (seeded generation) or "
+            "X = X.persist() it, and drop or impute non-finite values."
+        )
+    return stats
+
+
+# -- the fit -----------------------------------------------------------------------------
+
+
+def _check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
+    if scan.n_bad:
+        row, col = scan.first_bad
+        raise ValueError(
+            f"X contains {scan.n_bad} NaN or infinite value(s), the first in row {row}, "
+            f"column {data.feature_names[col]!r}; drop or impute them before fitting (e.g. "
+            "X = X[da.isfinite(X).all(axis=1)].compute_chunk_sizes())."
+        )
+    if scan.max_abs > _MAX_ABS_VALUE:
+        raise ValueError(
+            f"X has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
+            "overflow float64; rescale the data (e.g. standardise the columns)."
+        )
+    if scan.n_bad_weights:
+        raise ValueError("sample_weight contains NaN or infinite values; pass finite weights.")
+    if scan.n_negative_weights:
+        raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    if scan.total_weight <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    if scan.n_positive < n_components:
+        raise ValueError(
+            f"X has {scan.n_positive} rows with positive weight but "
+            f"n_components={n_components}; use fewer components or more data."
+        )
+
+
+def _resolve_priors(model: GaussianMixture, scan: _Scan) -> ResolvedPriors:
+    """The model's priors with data-scaled defaults from the scan's weighted moments.
+
+    :meth:`Priors.resolve` reads the weighted mean and variance of its data; two rows at
+    ``mean -+ sd`` with equal weights have exactly those moments (to rounding).
+    """
+    sd = np.sqrt(scan.m2 / scan.total_weight)
+    two_rows = np.stack([scan.mean - sd, scan.mean + sd])
+    priors = model.priors if model.priors is not None else Priors()
+    return priors.resolve(two_rows, model.n_components, model.structure, np.ones(2))
+
+
+def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarray:
+    """Initial centres (data units) chosen on the scan's sample."""
+    sample, weights = scan.sample, scan.sample_weight
+    if np.count_nonzero(weights) < n_components:
+        raise ValueError(
+            f"the initialisation sample holds {np.count_nonzero(weights)} rows with positive "
+            f"weight, fewer than n_components={n_components}; use init='random' or give "
+            "initial means (init={'means': ...})."
+        )
+    if init == "kmeans++":
+        return kmeans_plusplus(sample, weights, n_components, rng)
+    if init == "random_from_data":
+        candidates = np.flatnonzero(weights > 0)
+        chosen = rng.choice(candidates, size=n_components, replace=False)
+        return sample[chosen]
+    labels = kmeans(sample, weights, n_components, rng)  # "kmeans"
+    mass = np.bincount(labels, weights=weights, minlength=n_components)
+    sums = np.stack(
+        [np.bincount(labels, sample[:, d] * weights, n_components) for d in range(sample.shape[1])],
+        axis=1,
+    )
+    centres = sums / np.where(mass > 0, mass, 1.0)[:, None]
+    empty = mass <= 0
+    if empty.any():
+        centres[empty] = sample[rng.choice(np.flatnonzero(weights > 0), int(empty.sum()))]
+    return centres
+
+
+def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_covar, rng):
+    structure = model.structure
+    if isinstance(init, Mapping):
+        assigned = partial(source.assigned_stats, shift=shift, structure=structure)
+        return _user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
+    if init == "random":
+        stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
+    else:
+        centres = _sample_centres(init, scan, model.n_components, rng) - shift
+        stats = source.assigned_stats(centres, shift=shift, structure=structure)
+    return m_step(stats, structure, priors, reg_covar)
+
+
+def fit_em_dask(
+    model: GaussianMixture,
+    X: Any,
+    *,
+    use_priors: bool,
+    sample_weight: Any = None,
+    n_init: int = 1,
+    init: str | Mapping = "kmeans++",
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    random_state: Any = None,
+) -> EMResult:
+    """Fit ``model`` by EM (or MAP-EM) to Dask input without materialising it.
+
+    The options are those of :meth:`GaussianMixture.fit` for ``method="em"``. The EM
+    loop is the in-memory one; the E-step maps over chunks and tree-sums their
+    statistics (see the module docstring for the passes). With the same data and the
+    same initial parameters (``init={"means": ..., "weights": ..., "covariances":
+    ...}``) the result equals the in-memory fit's to rounding; for data of at most
+    ``INIT_SAMPLE_ROWS`` rows the k-means++ start is the in-memory one for the same
+    seed too. On more rows k-means++ (or k-means, or random rows) runs on a seeded
+    random sample of about ``INIT_SAMPLE_ROWS`` rows.
+
+    Returns
+    -------
+    EMResult
+        ``settings`` also records ``backend="dask"`` and ``n_chunks``.
+    """
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_float(tol, "tol")
+    reg_covar = check_float(reg_covar, "reg_covar")
+    _check_init(init)
+    data = as_dask_data(X, min_obs=model.n_components)
+    weights = _dask_weights(sample_weight, data)
+    rng = check_random_state(random_state)
+    structure = model.structure
+
+    start = time.perf_counter()
+    source = DaskSource(data, weights)
+    scan = source.scan(rng, INIT_SAMPLE_ROWS)
+    _check_scan(scan, data, model.n_components)
+    shift = scan.mean
+    priors = _resolve_priors(model, scan) if use_priors else None
+    shifted_priors = priors.shifted(shift) if priors is not None else None
+    best = _best_run(
+        lambda: _initial_params(init, source, scan, shift, model, shifted_priors, reg_covar, rng),
+        partial(source.estep, shift=shift, structure=structure),
+        scan.total_weight,
+        structure,
+        shifted_priors,
+        n_init=1 if isinstance(init, Mapping) else n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+    )
+    return _em_result(
+        model,
+        best,
+        shift,
+        priors,
+        feature_names=data.feature_names,
+        n_obs=scan.total_weight,
+        settings={
+            "method": "map" if use_priors else "em",
+            "n_init": 1 if isinstance(init, Mapping) else n_init,
+            "init": init if isinstance(init, str) else "user",
+            "max_iter": max_iter,
+            "tol": tol,
+            "reg_covar": reg_covar,
+            "random_state": _seed_label(random_state),
+            "fit_seconds": time.perf_counter() - start,
+            "backend": "dask",
+            "n_chunks": source.n_chunks,
+        },
+    )
+
+
+# -- lazy predictions --------------------------------------------------------------------
+
+
+def _predict_block(x, result, kind):
+    return getattr(result, kind)(np.ascontiguousarray(x, dtype=np.float64))
+
+
+def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
+    """``result.<kind>(X)`` for Dask input as a lazy Dask array, chunked like ``X``'s rows.
+
+    Parameters
+    ----------
+    result : MixtureResult
+    X : Dask input (see :func:`as_dask_data`)
+    kind : {"predict_proba", "predict", "score_samples"}
+
+    Returns
+    -------
+    dask.array.Array
+        ``(n_obs, K)`` float for ``predict_proba``, ``(n_obs,)`` int for ``predict``,
+        ``(n_obs,)`` float for ``score_samples``; nothing is computed until
+        ``.compute()``. Each chunk is validated when it is computed.
+    """
+    if kind not in ("predict_proba", "predict", "score_samples"):
+        raise ValueError(
+            f"kind must be 'predict_proba', 'predict' or 'score_samples'; got {kind!r}."
+        )
+    data = as_dask_data(X, n_features=result.n_features)
+    func = partial(_predict_block, result=result, kind=kind)
+    if kind == "predict_proba":
+        return data.array.map_blocks(
+            func,
+            dtype=np.float64,
+            chunks=(data.array.chunks[0], (result.model.n_components,)),
+            meta=np.empty((0, 0)),
+        )
+    dtype = np.intp if kind == "predict" else np.float64
+    return data.array.map_blocks(
+        func, dtype=dtype, drop_axis=1, chunks=(data.array.chunks[0],), meta=np.empty(0, dtype)
+    )

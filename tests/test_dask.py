@@ -1,0 +1,247 @@
+"""EM on Dask: equality with in-memory EM on a real LocalCluster, lazy predictions,
+bounded worker memory on data larger than the workers' memory, and clear input errors."""
+
+from __future__ import annotations
+
+import resource
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+import bayesmix as bm
+from bayesmix.em import distributed
+from bayesmix.em.distributed import RechunkWarning, is_dask_input
+from bayesmix.exceptions import ConvergenceWarning
+
+da = pytest.importorskip("dask.array")
+dask = pytest.importorskip("dask")
+dd = pytest.importorskip("dask.dataframe")
+pytest.importorskip("distributed")
+
+WORKER_MEMORY = 450 * 2**20  # bytes per worker; an idle worker with bayesmix holds ~250 MB
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    # No pausing, spilling or restarting (the statistics are tiny): the memory test asserts
+    # the bound on each worker's peak resident memory itself.
+    no_pause = {
+        f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")
+    }
+    with (
+        dask.config.set(no_pause),
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            memory_limit=WORKER_MEMORY,
+        ) as cluster,
+        Client(cluster, set_as_default=False) as client,
+    ):
+        yield client
+
+
+def _mixture(n_obs, seed=0):
+    """Three well-separated 3-D Gaussians with known weights (0.5, 0.3, 0.2)."""
+    rng = np.random.default_rng(seed)
+    z = rng.choice(3, size=n_obs, p=[0.5, 0.3, 0.2])
+    centres = np.array([[0.0, 0.0, 0.0], [6.0, 0.0, 3.0], [0.0, 7.0, -4.0]])
+    scales = np.array([1.0, 0.5, 1.5])
+    return centres[z] + scales[z, None] * rng.standard_normal((n_obs, 3)), z
+
+
+def _assert_same_fit(got, want, rtol=1e-10):
+    assert got.n_iter == want.n_iter
+    for name in ("weights", "means", "covariances"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert np.max(np.abs(a - b)) <= rtol * np.max(np.abs(b)), name
+    assert got.log_likelihood == pytest.approx(want.log_likelihood, rel=rtol)
+    np.testing.assert_allclose(got.log_likelihood_trace, want.log_likelihood_trace, rtol=rtol)
+
+
+def test_detects_dask_input_without_importing_it_for_others():
+    X, _ = _mixture(100)
+    dX = da.from_array(X, chunks=(30, 3))
+    assert is_dask_input(dX) and is_dask_input(dd.from_array(X))
+    assert is_dask_input(xr.DataArray(dX, dims=("obs", "feature")))
+    assert is_dask_input(xr.Dataset({"a": ("obs", dX[:, 0])}))
+    assert not is_dask_input(X) and not is_dask_input(pd.DataFrame(X))
+    assert not is_dask_input(xr.DataArray(X, dims=("obs", "feature")))
+
+
+def test_cluster_em_and_map_equal_in_memory(client):
+    X, _ = _mixture(6_000)
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, size=len(X))
+    dX = da.from_array(X, chunks=(700, 3))  # uneven last chunk
+    dw = da.from_array(weights, chunks=1_000)  # other chunks than X: realigned
+    with dask.config.set(scheduler=client.get):
+        for model, method, init in [
+            (bm.GaussianMixture(3, "full"), "em", "kmeans++"),  # same seed -> same start
+            (bm.GaussianMixture(3, "tied"), "map", {"means": X[:3]}),
+        ]:
+            want = model.fit(X, method=method, sample_weight=weights, init=init, random_state=3)
+            got = model.fit(dX, method=method, sample_weight=dw, init=init, random_state=3)
+            _assert_same_fit(got, want)
+            assert got.settings["backend"] == "dask" and got.settings["n_chunks"] == 9
+            assert got.n_obs == pytest.approx(weights.sum(), rel=1e-12)
+    assert client.run(lambda: 1)  # the workers are still alive
+
+
+def test_threaded_scheduler_dataframe_xarray_and_priors():
+    X, _ = _mixture(3_000, seed=2)
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = bm.GaussianMixture(3, "diag", priors={"weight_concentration": 2.0})
+    want = model.fit(frame, random_state=0)
+    ddf = dd.from_pandas(frame, npartitions=4)
+    array = xr.DataArray(X, dims=("obs", "feature"), coords={"feature": ["a", "b", "c"]})
+    with dask.config.set(scheduler="threads"):
+        for data in (
+            ddf,
+            array.chunk({"obs": 800}),
+            array.chunk({"obs": 800}).to_dataset("feature"),
+        ):
+            got = model.fit(data, random_state=0)
+            _assert_same_fit(got, want)
+            assert got.feature_names == ("a", "b", "c")
+            assert got.settings["method"] == "map"  # explicit priors: MAP, as in memory
+
+
+def test_sampled_initialisation_recovers_truth_reproducibly(monkeypatch):
+    # More rows than the initialisation sample: k-means++ etc. run on a seeded sample.
+    monkeypatch.setattr(distributed, "INIT_SAMPLE_ROWS", 500)
+    X, z = _mixture(8_000, seed=4)
+    dX = da.from_array(X, chunks=(1_000, 3))
+    true_weights = np.bincount(z) / len(z)
+    model = bm.GaussianMixture(3, "full")
+    with dask.config.set(scheduler="sync"):
+        for init in ("kmeans++", "kmeans", "random_from_data", "random"):
+            first = model.fit(dX, init=init, n_init=2, tol=1e-6, random_state=7)
+            again = model.fit(dX, init=init, n_init=2, tol=1e-6, random_state=7)
+            np.testing.assert_array_equal(first.means, again.means)
+            assert np.sort(first.weights) == pytest.approx(np.sort(true_weights), abs=0.01), init
+            # the fixed point of in-memory EM: one more in-memory iteration changes nothing
+            start = {k: getattr(first, k) for k in ("weights", "means", "covariances")}
+            step = model.fit(X, init=start, max_iter=1, tol=0)
+            assert step.means == pytest.approx(first.means, abs=1e-3)
+
+
+def test_lazy_predictions_equal_in_memory(client):
+    X, _ = _mixture(2_000, seed=5)
+    result = bm.GaussianMixture(3, "full").fit(X, random_state=0)
+    calls = []
+
+    def source(block):
+        calls.append(len(block))
+        return block
+
+    dX = da.from_array(X, chunks=(500, 3)).map_blocks(source, meta=np.empty((0, 0)))
+    lazy = {
+        "predict_proba": result.predict_proba(dX),
+        "predict": result.predict(dX),
+        "score_samples": result.score_samples(dX),
+    }
+    assert not calls  # nothing computed yet
+    assert lazy["predict_proba"].shape == (2_000, 3) and lazy["predict"].shape == (2_000,)
+    with dask.config.set(scheduler="sync"):
+        for kind, value in lazy.items():
+            assert isinstance(value, da.Array)
+            np.testing.assert_allclose(value.compute(), getattr(result, kind)(X), rtol=1e-12)
+    assert calls  # computed only now
+    chunked = xr.DataArray(X, dims=("obs", "feature")).chunk({"obs": 700})
+    with dask.config.set(scheduler=client.get):
+        got = result.predict(chunked).compute()
+    np.testing.assert_array_equal(got, result.predict(X))
+
+
+def _tiled_chunk(block_info=None):
+    """A chunk of copies of the same seeded 8-D two-component sample: data of any size,
+    generated on the worker, whose fit equals the in-memory fit of one copy."""
+    rows = block_info[None]["chunk-shape"][0]
+    base = _tile_base()
+    return np.tile(base, (rows // len(base), 1))
+
+
+def _tile_base():
+    rng = np.random.default_rng(11)
+    z = rng.random(10_000) < 0.3
+    base = rng.standard_normal((10_000, 8))
+    base[z] = base[z] * 0.5 + 3.0
+    return base
+
+
+def test_worker_memory_stays_bounded_on_data_larger_than_workers(client):
+    chunk_rows, n_chunks = 200_000, 80  # 12.8 MB chunks, 1.02 GB in all
+    X = da.map_blocks(
+        _tiled_chunk, chunks=((chunk_rows,) * n_chunks, (8,)), dtype=float, meta=np.empty((0, 0))
+    )
+    n_workers = len(client.scheduler_info()["workers"])
+    assert X.nbytes > n_workers * WORKER_MEMORY
+    model = bm.GaussianMixture(2, "diag")
+    init = {"means": [np.zeros(8), np.full(8, 2.0)], "weights": [0.5, 0.5]}
+    init["covariances"] = np.ones((2, 8))
+    with dask.config.set(scheduler=client.get), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = model.fit(X, init=init, max_iter=1, tol=0)  # scan + 2 E-step passes
+        want = model.fit(_tile_base(), init=init, max_iter=1, tol=0)
+    assert got.n_obs == X.shape[0]
+    np.testing.assert_allclose(got.means, want.means, rtol=1e-9)
+    np.testing.assert_allclose(got.covariances, want.covariances, rtol=1e-9)
+    peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+    assert max(peaks.values()) < WORKER_MEMORY, {k: v / 2**20 for k, v in peaks.items()}
+
+
+def test_bad_input_errors_name_problem_and_fix():
+    X, _ = _mixture(400, seed=6)
+    model = bm.GaussianMixture(2, "full")
+    dX = da.from_array(X, chunks=(100, 3))
+    with dask.config.set(scheduler="sync"):
+        with pytest.warns(RechunkWarning, match=r"rechunk\(\{1: -1\}\)"):
+            model.fit(da.from_array(X, chunks=(100, 2)), max_iter=3, random_state=0)
+        with pytest.raises(ValueError, match="compute_chunk_sizes"):
+            model.fit(dX[dX[:, 0] > -100])
+        bad = X.copy()
+        bad[321, 2] = np.nan
+        with pytest.raises(
+            ValueError, match=r"1 NaN or infinite value\(s\), the first in row 321, column 'x2'"
+        ):
+            model.fit(da.from_array(bad, chunks=(100, 3)))
+        passes = []
+
+        def flaky(block):  # finite on the first pass only: NaN appears mid-stream
+            passes.append(1)
+            return block if len(passes) <= 4 else block * np.nan
+
+        with pytest.raises(ValueError, match="during an EM pass"):
+            start = {"means": X[:2], "weights": [0.5, 0.5], "covariances": [np.eye(3)] * 2}
+            model.fit(dX.map_blocks(flaky, meta=np.empty((0, 0))), init=start)
+        with pytest.raises(ValueError, match="negative"):
+            model.fit(dX, sample_weight=-da.ones(400, chunks=100))
+        with pytest.raises(ValueError, match=r"shape \(400,\)"):
+            model.fit(dX, sample_weight=da.ones(300, chunks=100))
+        with pytest.raises(TypeError, match="non-numeric columns \\['s'\\]"):
+            model.fit(dd.from_pandas(pd.DataFrame({"a": X[:, 0], "s": "x"}), npartitions=2))
+        with pytest.raises(ValueError, match="reshape"):
+            model.fit(dX[:, 0])
+        with pytest.raises(ValueError, match="needs the data in memory"):
+            model.fit(dX, method="nuts")
+        with pytest.raises(ValueError, match="not supported for Dask"):
+            model.fit(dX, missing="marginalize")
+        with pytest.raises(TypeError, match="unknown option"):
+            model.fit(dX, draws=10)
+        result = model.fit(X, random_state=0)
+        with pytest.raises(ValueError, match="fitted on 3"):
+            result.predict(dX[:, :2])
+
+
+def test_benchmark_script_runs_quick(client):
+    from benchmarks import dask_em
+
+    report = dask_em.main(["--quick", "--no-spark"], client=client)
+    assert report["dask_rows_per_s"] > 0 and report["memory_rows_per_s"] > 0
+    assert report["log_likelihood_rel_diff"] < 1e-10
