@@ -631,3 +631,26 @@ def test_save_replaces_an_existing_file(faithful_em, faithful_map, faithful, tmp
     faithful_map.save(path)
     assert_same_result(faithful_map, load(path), faithful)
     assert [p.name for p in tmp_path.iterdir()] == ["r.nc"]
+
+
+@pytest.mark.slow
+def test_data_with_missing_values_round_trips(faithful_advi, faithful, tmp_path):
+    import dataclasses
+
+    if "allow_missing" not in {f.name for f in dataclasses.fields(Data)}:
+        pytest.skip("this bayesmix has no missing-data support")
+    values = faithful.to_numpy(dtype=float)
+    values[[3, 10], 0] = np.nan
+    data = Data(values, tuple(faithful.columns), np.arange(len(faithful)), allow_missing=True)
+    result = BayesResult(
+        model=faithful_advi.model,
+        posterior=faithful_advi.posterior,
+        data=data,
+        priors=faithful_advi.priors,
+        elbo=faithful_advi.elbo,
+        settings={**faithful_advi.settings, "missing": "marginalize"},
+    )
+    loaded = round_trip(result, tmp_path)
+    assert loaded.data.allow_missing is True
+    _same_array(result.data.values, loaded.data.values, "values with NaN")
+    _same_array(result.score_samples(data), loaded.score_samples(loaded.data), "density")
