@@ -119,8 +119,16 @@ class GaussianMixture:
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
             ``learning_rate`` (0.005, Adam), ``tolerance`` (1e-4: relative change of the
             mean ELBO between windows of 500 iterations that counts as converged; a
-            change within Monte Carlo noise counts too), ``identify``, ``order_by``,
-            ``random_state``, ``progressbar``. The fit starts at a MAP-EM estimate.
+            change within Monte Carlo noise counts too), ``batch_size`` (None: every
+            row at every step; an integer ``1 <= batch_size < n_obs``: minibatch ADVI,
+            each step sees ``batch_size`` random rows and scales their log-likelihood
+            by ``n_obs / batch_size``, for data too large for full-batch fits; values
+            ``>= n_obs`` mean the full batch; not with missing values), ``identify``,
+            ``order_by``, ``random_state``, ``progressbar``. The fit starts at a MAP-EM
+            estimate. The compiled ADVI step is kept per model shape (K, D, covariance
+            type, ordered feature, method, batch size) for the process: a refit on
+            other data of that shape skips the compile and gives what a fresh compile
+            gives for the same seed.
 
         Returns
         -------
@@ -273,6 +281,7 @@ _VI_OPTIONS = frozenset(
         "draws",
         "learning_rate",
         "tolerance",
+        "batch_size",
         "identify",
         "order_by",
         "random_state",

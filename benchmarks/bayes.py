@@ -18,9 +18,12 @@ about a posterior standard deviation.
 
 ADVI: time until the ELBO has converged, bayesmix's mean-field ADVI (from a MAP-EM start)
 against scikit-learn's ``BayesianGaussianMixture`` (coordinate-ascent VB) on the same data,
-in one process after a warm-up, medians.
+in one process: the first fit of a case (compile included) and warm refits, medians.
+Minibatch ADVI: seconds per 1000 iterations, full batch against ``batch_size``, on 10^6
+simulated rows.
 
-Run: ``python -m benchmarks.bayes [--cases ...] [--tools ...] [--repeats 3] [--skip-advi]``.
+Run: ``python -m benchmarks.bayes [--cases ...] [--tools ...] [--repeats 3] [--skip-advi]
+[--skip-nuts] [--skip-minibatch] [--minibatch-n 1000000] [--batch-sizes 1000,10000]``.
 """
 
 from __future__ import annotations
@@ -244,19 +247,24 @@ def nuts_table(cases: list[str], tools: list[str], repeats: int) -> None:
 
 
 def advi_table(repeats: int) -> None:
-    """bayesmix ADVI against scikit-learn's BayesianGaussianMixture, same process."""
+    """bayesmix ADVI against scikit-learn's BayesianGaussianMixture, same process.
+
+    "cold" is the first ADVI fit of a case in this process (its graph compiled; imports
+    and numba's disk cache already warm), "warm" the median of ``repeats`` refits with
+    other seeds (compiled step reused). BGM runs with its defaults (tol 1e-3)."""
     from sklearn.mixture import BayesianGaussianMixture
 
     import bayesmix as bm
 
     print()
-    print(f"ADVI until the ELBO converges; medians of {repeats} after a warm-up, same process")
+    print(f"ADVI until the ELBO converges; warm: medians of {repeats}, same process")
     print()
     print(
-        "| case | bayesmix ADVI s | iterations | BayesianGaussianMixture s | BGM iterations | "
-        "BGM/bayesmix | bayesmix weights | BGM weights |"
+        "| case | bayesmix ADVI cold s | bayesmix ADVI warm s | iterations | "
+        "BayesianGaussianMixture s | BGM iterations | BGM/bayesmix warm | bayesmix weights | "
+        "BGM weights |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for case, (data_name, n_components, covariance_type) in CASES.items():
         X = load(data_name)
         model = bm.GaussianMixture(n_components, covariance_type)
@@ -267,7 +275,9 @@ def advi_table(repeats: int) -> None:
             weight_concentration_prior_type="dirichlet_distribution",
             random_state=0,
         )
-        model.fit(X, method="advi", random_state=0)  # warm-up: compile caches
+        start = time.perf_counter()
+        model.fit(X, method="advi", random_state=100)  # compiles this case's graph
+        cold = time.perf_counter() - start
         ours, theirs = [], []
         for seed in range(repeats):
             start = time.perf_counter()
@@ -278,11 +288,59 @@ def advi_table(repeats: int) -> None:
             theirs.append(time.perf_counter() - start)
         a, b = statistics.median(ours), statistics.median(theirs)
         print(
-            f"| {case} | {a:.2f} | {fit.settings['n_iter']} | {b:.3f} | {sk.n_iter_} | "
-            f"{b / a:.3f} | {np.round(np.sort(fit.weights), 3).tolist()} | "
+            f"| {case} | {cold:.2f} | {a:.2f} | {fit.settings['n_iter']} | {b:.3f} | "
+            f"{sk.n_iter_} | {b / a:.3f} | {np.round(np.sort(fit.weights), 3).tolist()} | "
             f"{np.round(np.sort(sk.weights_), 3).tolist()} |",
             flush=True,
         )
+
+
+MINIBATCH_TRUTH = {
+    "weights": np.array([0.4, 0.6]),
+    "means": np.array([[-3.0, 1.0], [3.0, -1.0]]),
+    "covariances": np.array([[[1.0, 0.4], [0.4, 0.8]], [[0.6, -0.2], [-0.2, 1.2]]]),
+}
+
+
+def minibatch_table(n_obs: int, batch_sizes: list[int], full_steps: int) -> None:
+    """Seconds per 1000 ADVI iterations, full batch against minibatches, on ``n_obs``
+    draws of a 2-D, K=2 mixture (the step alone, timed after the fit compiled it; the
+    full batch over ``full_steps`` steps, scaled), and one complete minibatch fit."""
+    import bayesmix as bm
+    from bayesmix.bayes import fit as bayes_fit
+
+    model = bm.GaussianMixture(2, "full")
+    X, _ = model.sample(n_obs, MINIBATCH_TRUTH, random_state=0)
+    print()
+    print(f"ADVI iterations on N={n_obs:,} (D=2, K=2 full); step only, after its compile")
+    print()
+    print(
+        "| batch | s per 1000 iterations | full/minibatch | complete fit s | iterations | "
+        "max abs error of the means | posterior sd of the means |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    per_1000 = {}
+    for batch in [None, *batch_sizes]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model.fit(X, method="advi", batch_size=batch, n=10, draws=10, order_by=0)
+        compiled = bayes_fit._VI_CACHE[next(k for k in bayes_fit._VI_CACHE if k[2] == batch)]
+        steps = full_steps if batch is None else 1000
+        start = time.perf_counter()
+        for _ in range(steps):
+            compiled._step()
+        per_1000[batch] = (time.perf_counter() - start) * 1000 / steps
+        fit_cols = "| - | - | - | - |"
+        if batch is not None:
+            start = time.perf_counter()
+            fit = model.fit(X, method="advi", batch_size=batch, order_by=0, random_state=1)
+            seconds = time.perf_counter() - start
+            error = np.abs(fit.means - MINIBATCH_TRUTH["means"]).max()
+            sd = fit.posterior["means"].std(("chain", "draw")).values.max()
+            fit_cols = f"| {seconds:.1f} | {fit.settings['n_iter']} | {error:.3f} | {sd:.4f} |"
+        label = "full" if batch is None else f"{batch:,}"
+        ratio = per_1000[None] / per_1000[batch]
+        print(f"| {label} | {per_1000[batch]:.2f} | {ratio:.0f} {fit_cols}", flush=True)
 
 
 def main() -> None:
@@ -293,6 +351,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-advi", action="store_true")
     parser.add_argument("--skip-nuts", action="store_true")
+    parser.add_argument("--skip-minibatch", action="store_true")
+    parser.add_argument("--minibatch-n", type=int, default=1_000_000)
+    parser.add_argument("--batch-sizes", default="1000,10000")
+    parser.add_argument("--full-steps", type=int, default=50, help="full-batch steps timed")
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -302,6 +364,9 @@ def main() -> None:
         nuts_table(args.cases.split(","), args.tools.split(","), args.repeats)
     if not args.skip_advi:
         advi_table(args.repeats)
+    if not args.skip_minibatch:
+        batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+        minibatch_table(args.minibatch_n, batch_sizes, args.full_steps)
 
 
 if __name__ == "__main__":

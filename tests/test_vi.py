@@ -1,0 +1,123 @@
+"""ADVI: compiled step functions reused across fits, and minibatch ADVI.
+
+References are independent: a fresh compile (for the cache), the simulation's truth and
+EM's maximum-likelihood estimate (for minibatch ADVI). The faithful fits reuse the
+session fixture's compiled model; the minibatch graph is compiled once, by the first fit
+of the module fixture.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import bayesmix as bm
+from bayesmix.bayes import fit as bayes_fit
+from bayesmix.bayes.fit import clear_compiled_models, fit_vi
+from bayesmix.data import as_data
+
+pytestmark = pytest.mark.slow
+
+TRUTH = {
+    "weights": np.array([0.4, 0.6]),
+    "means": np.array([[-3.0, 1.0], [3.0, -1.0]]),
+    "covariances": np.array([[[1.0, 0.4], [0.4, 0.8]], [[0.6, -0.2], [-0.2, 1.2]]]),
+}
+BATCH = 500
+
+
+def assert_same_fit(a, b) -> None:
+    xr.testing.assert_identical(a.posterior, b.posterior)
+    np.testing.assert_array_equal(a.elbo, b.elbo)
+
+
+def test_refit_is_cached_and_bitwise_identical(faithful, faithful_advi):
+    cached = dict(bayes_fit._VI_CACHE)
+    # batch_size >= n_obs is the full batch: the same compiled graph, the same fit
+    refit = bm.GaussianMixture(2, "full").fit(
+        faithful, method="advi", random_state=0, batch_size=len(faithful)
+    )
+    assert bayes_fit._VI_CACHE == cached
+    assert refit.settings["batch_size"] == len(faithful)
+    assert_same_fit(refit, faithful_advi)
+
+
+def test_clear_compiled_models_empties_both_caches():
+    saved = dict(bayes_fit._NUTPIE_CACHE), dict(bayes_fit._VI_CACHE)
+    try:
+        clear_compiled_models()
+        assert not bayes_fit._NUTPIE_CACHE and not bayes_fit._VI_CACHE
+    finally:  # keep the compiled models for the other tests
+        bayes_fit._NUTPIE_CACHE.update(saved[0])
+        bayes_fit._VI_CACHE.update(saved[1])
+
+
+@pytest.fixture(scope="module")
+def minibatch():
+    """Minibatch ADVI on 20000 draws from a known mixture: a fresh compile, then a fit on
+    other data (another length) and the first fit repeated from the cache."""
+    model = bm.GaussianMixture(2, "full")
+    X, _ = model.sample(20_000, TRUTH, random_state=1)
+    other, _ = model.sample(15_000, TRUTH, random_state=2)
+    for key in [k for k in bayes_fit._VI_CACHE if k[2] == BATCH]:
+        del bayes_fit._VI_CACHE[key]  # the first fit below compiles afresh
+    options = dict(method="advi", batch_size=BATCH, order_by=0)
+    fresh = model.fit(X, random_state=3, **options)
+    on_other = model.fit(other, random_state=4, **options)
+    cached = model.fit(X, random_state=3, **options)
+    em = model.fit(X, method="em", random_state=0)
+    return X, fresh, on_other, cached, em
+
+
+def test_minibatch_refit_on_other_data_equals_a_fresh_compile(minibatch):
+    _, fresh, on_other, cached, _ = minibatch
+    assert sum(k[2] == BATCH for k in bayes_fit._VI_CACHE) == 1
+    assert on_other.data.n_obs == 15_000 and on_other.settings["batch_size"] == BATCH
+    assert_same_fit(cached, fresh)
+
+
+def test_minibatch_posterior_is_near_the_truth_and_em(minibatch):
+    _, fit, on_other, _, em = minibatch
+    order = np.argsort(em.means[:, 0])  # ADVI orders the means of feature 0
+    for result in (fit, on_other):
+        assert result.settings["converged"] == 1
+        assert np.abs(result.means - TRUTH["means"]).max() < 0.1
+        assert np.abs(result.weights - TRUTH["weights"]).max() < 0.02
+        assert np.abs(result.covariances - TRUTH["covariances"]).max() < 0.15
+    assert np.abs(fit.means - em.means[order]).max() < 0.08
+    assert np.abs(fit.weights - em.weights[order]).max() < 0.02
+
+
+def test_minibatch_result_has_the_usual_form(minibatch, faithful_advi):
+    X, fit, _, _, _ = minibatch
+    assert type(fit) is type(faithful_advi)
+    assert set(fit.posterior.data_vars) == set(faithful_advi.posterior.data_vars)
+    assert dict(fit.posterior.sizes) == dict(faithful_advi.posterior.sizes)
+    assert fit.data.n_obs == len(X) and np.isfinite(fit.elbo).all()
+    tree = fit.to_datatree(X[:50])
+    assert set(tree.children) == set(faithful_advi.to_datatree(X[:50]).children)
+    assert tree["log_likelihood"].dataset.sizes["obs"] == 50
+
+
+@pytest.mark.parametrize(
+    ("batch_size", "error", "match"),
+    [
+        (0, ValueError, "batch_size must be >= 1"),
+        (-5, ValueError, "batch_size must be >= 1"),
+        (2.5, TypeError, "batch_size must be None"),
+        ("100", TypeError, "batch_size must be None"),
+        (True, TypeError, "batch_size must be None"),
+    ],
+)
+def test_bad_batch_size_is_refused(faithful, batch_size, error, match):
+    with pytest.raises(error, match=match):
+        bm.GaussianMixture(2).fit(faithful, method="advi", batch_size=batch_size)
+
+
+def test_minibatch_refuses_missing_values(faithful):
+    X = faithful.to_numpy().copy()
+    X[3, 1] = np.nan
+    data = as_data(X, allow_missing=True)  # as fit(..., missing="marginalize") passes it
+    with pytest.raises(ValueError, match="does not support missing values"):
+        fit_vi(bm.GaussianMixture(2), data, "advi", batch_size=50)
