@@ -18,6 +18,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import as_data, check_sample_weight
+from bayesmix.em.missing import marginal_log_joint
 from bayesmix.em.stats import (
     BLOCK_BYTES,
     Params,
@@ -187,7 +188,11 @@ class MixtureResult:
         ]
 
     def _log_joint(self, X: np.ndarray, params: Params) -> np.ndarray:
-        """``log w_k + log N(x | mu_k, cov_k)`` for one draw, in row blocks."""
+        """``log w_k + log N(x | mu_k, cov_k)`` for one draw, in row blocks (over the
+        observed features of rows with NaN, which validation lets through only for
+        ``missing="marginalize"``)."""
+        if np.isnan(X).any():
+            return marginal_log_joint(X, params, self.model.structure)
         out = np.empty((X.shape[0], self.model.n_components))
         size = block_rows(X.shape[0], X.shape[1], self.model.n_components)
         for rows in iter_blocks(X.shape[0], size):
@@ -195,7 +200,13 @@ class MixtureResult:
         return out
 
     def _validated(self, X: Any) -> np.ndarray:
-        return as_data(X, n_features=self.n_features).values
+        return as_data(X, n_features=self.n_features, allow_missing=self._allows_missing).values
+
+    @property
+    def _allows_missing(self) -> bool:
+        """Whether NaN in prediction data is marginalised (fitted with
+        ``missing="marginalize"``) rather than rejected."""
+        return self.settings.get("missing") == "marginalize"
 
     # -- the shared interface --------------------------------------------------------
     def membership_draws(self, X: Any) -> xr.DataArray:
@@ -206,7 +217,7 @@ class MixtureResult:
         xarray.DataArray
             Dims ``(chain, draw, obs, component)``.
         """
-        data = as_data(X, n_features=self.n_features)
+        data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
         probs = np.stack(
             [np.exp(log_normalise(self._log_joint(data.values, p))[1]) for p in self._draw_params]
         )
@@ -291,7 +302,7 @@ class MixtureResult:
         """
         groups = {"posterior": self.posterior.assign_attrs(self._attrs())}
         if X is not None:
-            data = as_data(X, n_features=self.n_features)
+            data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
             groups["observed_data"] = xr.Dataset(
                 {"X": (("obs", "feature"), data.values)},
                 coords={"obs": data.obs_names, "feature": list(data.feature_names)},

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bayesmix.covariance import CovarianceStructure
+from bayesmix.covariance import LOG_2PI, CovarianceStructure
 from bayesmix.data import Data
+from bayesmix.em.missing import MissingLayout, missing_layout
 from bayesmix.priors import ResolvedPriors
 from bayesmix.results import sample_mixture
 
@@ -26,6 +27,7 @@ __all__ = [
     "initial_point",
     "point_estimate_start",
     "choose_order_feature",
+    "missing_patterns",
 ]
 
 _SIGNATURE_LETTERS = {"component": "k", "feature": "d", "feature_": "d"}
@@ -39,6 +41,9 @@ class ModelSpec:
     n_components: int
     n_features: int
     order_feature: int | None
+    # observed-feature masks of the incomplete rows' patterns (missing="marginalize"),
+    # as ``bayesmix.em.missing.missing_layout(X).key``; () for complete data
+    missing_patterns: tuple[tuple[bool, ...], ...] = ()
 
 
 def choose_order_feature(data: Data, means: np.ndarray, covariances: np.ndarray) -> int:
@@ -47,7 +52,7 @@ def choose_order_feature(data: Data, means: np.ndarray, covariances: np.ndarray)
     Ordering the means of that feature identifies the components with the least
     distortion of the posterior."""
     if means.shape[0] == 1:
-        return int(np.argmax(data.values.std(axis=0)))
+        return int(np.argmax(np.nanstd(data.values, axis=0)))  # NaN: missing values
     sds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))  # (K, D)
     order = np.argsort(means, axis=0)
     sorted_means = np.take_along_axis(means, order, axis=0)
@@ -59,9 +64,13 @@ def choose_order_feature(data: Data, means: np.ndarray, covariances: np.ndarray)
 def pymc_inputs(
     data: Data, priors: ResolvedPriors, structure: CovarianceStructure
 ) -> dict[str, np.ndarray]:
-    """Values of the model's ``pm.Data`` inputs for one data set and its priors."""
+    """Values of the model's ``pm.Data`` inputs for one data set and its priors.
+
+    With missing values, ``X_data`` holds the complete rows and ``X_pattern{p}_data``
+    the observed columns of the rows with the ``p``-th missingness pattern.
+    """
     return {
-        "X_data": data.values,
+        **_observation_inputs(data),
         "prior_weight_concentration": priors.weight_concentration,
         "prior_mean_loc": priors.mean_loc,
         "prior_mean_scale": priors.mean_scale,
@@ -112,8 +121,6 @@ def build_pymc(
     structure: CovarianceStructure,
     data: Data,
     priors: ResolvedPriors,
-    *,
-    batch_size: int | None = None,
 ):
     """Build the marginalised mixture as a ``pm.Model``.
 
@@ -125,11 +132,6 @@ def build_pymc(
     data : Data
         Observations (their names become coords).
     priors : ResolvedPriors
-    batch_size : int, optional
-        Minibatch size: ``X`` then observes ``batch_size`` rows of ``X_data`` drawn
-        afresh at each evaluation (``pm.Minibatch``), its log-likelihood scaled by
-        ``n_obs / batch_size`` (``total_size``); for ADVI on large data. ``None`` (the
-        default): every row.
 
     Returns
     -------
@@ -142,8 +144,9 @@ def build_pymc(
 
     inputs = pymc_inputs(data, priors, structure)
     n_components, n_features = spec.n_components, spec.n_features
+    layout = _checked_layout(spec, data)
     coords = {
-        "obs": data.obs_names,
+        "obs": np.asarray(data.obs_names)[layout.complete],
         "component": np.arange(n_components),
         "feature": list(data.feature_names),
         "feature_": list(data.feature_names),
@@ -188,23 +191,14 @@ def build_pymc(
             logp=logp,
             random=random,
             signature=_signature(structure),
-            **_observed_rows(X, batch_size),
+            observed=X,
+            dims=("obs", "feature"),
         )
+        if layout.has_missing:
+            _add_pattern_likelihoods(
+                layout, data, inputs, structure, weights, means, precision, random
+            )
     return model
-
-
-def _observed_rows(X, batch_size: int | None) -> dict:
-    """``CustomDist`` keywords observing every row of ``X``, or a minibatch of
-    ``batch_size`` rows whose log-likelihood is scaled by ``n_obs / batch_size``."""
-    import pymc as pm
-
-    if batch_size is None:
-        return {"observed": X, "dims": ("obs", "feature")}
-    # total_size is symbolic (X's length), so one compiled graph serves every n_obs
-    return {
-        "observed": pm.Minibatch(X, batch_size=batch_size),
-        "total_size": [X.shape[0], None],
-    }
 
 
 def _raw_means(spec: ModelSpec):
@@ -236,3 +230,109 @@ def _core(param, core_ndim: int):
 def _signature(structure: CovarianceStructure) -> str:
     precision = ",".join(_SIGNATURE_LETTERS[d] for d in structure.natural_dims)
     return f"(k),(k,d),({precision})->(d)"
+
+
+# ---------------------------------------------------------------------------------------
+# missing values (missing="marginalize"): one observed-marginal likelihood per pattern
+
+
+def missing_patterns(data: Data) -> tuple[tuple[bool, ...], ...]:
+    """The missingness patterns of ``data`` as they enter :class:`ModelSpec`."""
+    if not np.isnan(data.values).any():
+        return ()
+    return missing_layout(data.values).key
+
+
+def _checked_layout(spec: ModelSpec, data: Data) -> MissingLayout:
+    layout = missing_layout(data.values)
+    if layout.key != spec.missing_patterns:
+        raise ValueError(
+            "the data's missingness patterns differ from spec.missing_patterns; build the "
+            "spec with missing_patterns=bayesmix.bayes.builder.missing_patterns(data)."
+        )
+    if any(p.observed.size == 0 for p in layout.patterns):
+        raise ValueError(
+            "X has rows without any observed feature; drop them before building the model."
+        )
+    return layout
+
+
+def _observation_inputs(data: Data) -> dict[str, np.ndarray]:
+    if not np.isnan(data.values).any():
+        return {"X_data": data.values}
+    layout = missing_layout(data.values)
+    inputs = {"X_data": data.values[layout.complete]}
+    for p, pattern in enumerate(layout.patterns):
+        inputs[f"X_pattern{p}_data"] = data.values[pattern.rows][:, pattern.observed]
+    return inputs
+
+
+def _add_pattern_likelihoods(layout, data, inputs, structure, weights, means, precision, random):
+    """One observed variable ``X_pattern{p}`` per missingness pattern whose density is
+    the mixture of the marginal Gaussians of its observed features: sub-vectors of the
+    means and, for matrix structures, the Cholesky factor of the selected covariance
+    block."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    model = pm.modelcontext(None)
+    precision_ndim = len(structure.natural_dims)
+    for p, pattern in enumerate(layout.patterns):
+        obs = pattern.observed
+        obs_dim, feature_dim = f"obs_pattern{p}", f"feature_pattern{p}"
+        model.add_coord(obs_dim, np.asarray(data.obs_names)[pattern.rows])
+        model.add_coord(feature_dim, [data.feature_names[j] for j in obs])
+        observed = pm.Data(
+            f"X_pattern{p}_data", inputs[f"X_pattern{p}_data"], dims=(obs_dim, feature_dim)
+        )
+
+        def logp(value, weights, means, precision, means_observed, obs=obs):
+            weights, means = _core(weights, 1), _core(means, 2)
+            precision = _core(precision, precision_ndim)
+            log_dens = _observed_log_prob(structure, value, means, precision, obs)
+            return pt.logsumexp(pt.log(weights) + log_dens, axis=-1)
+
+        def random_observed(
+            weights, means, precision, means_observed, rng=None, size=None, obs=obs
+        ):
+            return random(weights, means, precision, rng=rng, size=size)[..., obs]
+
+        precision_sig = ",".join(_SIGNATURE_LETTERS[d] for d in structure.natural_dims)
+        pm.CustomDist(
+            f"X_pattern{p}",
+            weights,
+            means,
+            precision,
+            means[:, obs],  # fixes the support shape (o) of the observed columns
+            logp=logp,
+            random=random_observed,
+            signature=f"(k),(k,d),({precision_sig}),(k,o)->(o)",
+            observed=observed,
+            dims=(obs_dim, feature_dim),
+        )
+
+
+def _observed_log_prob(structure: CovarianceStructure, value, means, precision, obs):
+    """``log N(x_o | mu_k,o, Sigma_k,oo)`` ``(n, K)`` as a pytensor graph."""
+    import pytensor.tensor as pt
+
+    if structure.name in ("diag", "spherical"):
+        variances = precision[:, obs] if structure.name == "diag" else precision
+        return structure.pymc_log_prob(value, means[:, obs], variances)
+    # precision = F F^T with lower-triangular F: Sigma = F^-T F^-1
+    factor = precision if structure.name == "full" else precision[None]
+    eye = pt.eye(factor.shape[-1])
+    factor_inv = pt.linalg.solve_triangular(factor, pt.broadcast_to(eye, factor.shape), lower=True)
+    cov = pt.matmul(factor_inv.mT, factor_inv)
+    cov_oo = cov[:, obs][:, :, obs]
+    lower = pt.linalg.cholesky(cov_oo)
+    lower_inv = pt.linalg.solve_triangular(
+        lower, pt.broadcast_to(pt.eye(obs.size), lower.shape), lower=True
+    )
+    # whitening by L^-1: the upper factor L^-T plays the precision factor's role
+    upper = lower_inv.mT
+    if structure.name == "tied":
+        upper = pt.repeat(upper, means.shape[0], axis=0)
+    whitened = pt.matmul(value, upper) - pt.matmul(means[:, None, obs], upper)  # (K, n, o)
+    log_det = pt.log(pt.diagonal(upper, axis1=-2, axis2=-1)).sum(-1)
+    return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * obs.size * LOG_2PI
