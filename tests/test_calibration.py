@@ -67,7 +67,7 @@ def sbc_spherical(cache_sizes):
 def test_prior_draws_match_closed_forms(covariance_type):
     priors = sbc.sbc_priors(covariance_type)
     rng = np.random.default_rng(5)
-    n = 3000
+    n = 1500
     draws = [sbc.draw_parameters(priors, covariance_type, 2, 2, rng) for _ in range(n)]
     weights = np.array([d[0] for d in draws])
     means = np.array([d[1] for d in draws])
