@@ -121,6 +121,8 @@ def build_pymc(
     structure: CovarianceStructure,
     data: Data,
     priors: ResolvedPriors,
+    *,
+    batch_size: int | None = None,
 ):
     """Build the marginalised mixture as a ``pm.Model``.
 
@@ -132,6 +134,11 @@ def build_pymc(
     data : Data
         Observations (their names become coords).
     priors : ResolvedPriors
+    batch_size : int, optional
+        Minibatch size: ``X`` then observes ``batch_size`` rows of ``X_data`` drawn
+        afresh at each evaluation (``pm.Minibatch``), its log-likelihood scaled by
+        ``n_obs / batch_size`` (``total_size``); for ADVI on large data. ``None`` (the
+        default): every row.
 
     Returns
     -------
@@ -191,14 +198,27 @@ def build_pymc(
             logp=logp,
             random=random,
             signature=_signature(structure),
-            observed=X,
-            dims=("obs", "feature"),
+            **_observed_rows(X, batch_size),
         )
         if layout.has_missing:
             _add_pattern_likelihoods(
                 layout, data, inputs, structure, weights, means, precision, random
             )
     return model
+
+
+def _observed_rows(X, batch_size: int | None) -> dict:
+    """``CustomDist`` keywords observing every row of ``X``, or a minibatch of
+    ``batch_size`` rows whose log-likelihood is scaled by ``n_obs / batch_size``."""
+    import pymc as pm
+
+    if batch_size is None:
+        return {"observed": X, "dims": ("obs", "feature")}
+    # total_size is symbolic (X's length), so one compiled graph serves every n_obs
+    return {
+        "observed": pm.Minibatch(X, batch_size=batch_size),
+        "total_size": [X.shape[0], None],
+    }
 
 
 def _raw_means(spec: ModelSpec):

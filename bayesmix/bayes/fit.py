@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import numbers
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -49,11 +51,14 @@ _EXTRA = {
 # nutpie models compiled in this process, keyed by what fixes their graph; data and priors
 # are swapped in with ``with_data``, so a refit skips the compile.
 _NUTPIE_CACHE: dict[ModelSpec, Any] = {}
+# ADVI step and draw functions, keyed by (ModelSpec, method, batch_size); see _CompiledVI
+_VI_CACHE: dict[tuple[ModelSpec, str, int | None], _CompiledVI] = {}
 
 
 def clear_compiled_models() -> None:
-    """Forget the compiled models kept for reuse in this process."""
+    """Forget the compiled models (NUTS and ADVI) kept for reuse in this process."""
     _NUTPIE_CACHE.clear()
+    _VI_CACHE.clear()
 
 
 def _seed(random_state: Any) -> int:
@@ -171,7 +176,8 @@ def fit_nuts(
         random_state=seed,
         fit_seconds=time.perf_counter() - start,
     )
-    return _result(model, data, priors, spec, tree, settings, sample_stats=True)
+    params = _tree_params(tree, model.structure)
+    return _result(model, data, priors, spec, params, settings, sample_stats=_sample_stats(tree))
 
 
 def _sample_nutpie(spec, model, data, priors, seed, progressbar, cores, **settings):
@@ -206,41 +212,48 @@ def fit_vi(
     draws: int = 1000,
     learning_rate: float = 0.005,
     tolerance: float = 1e-4,
+    batch_size: int | None = None,
     identify: str = "ordered",
     order_by: Any = None,
     random_state: Any = None,
     progressbar: bool = False,
 ) -> BayesResult:
-    """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``)."""
-    import pymc as pm
+    """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``).
 
+    The compiled ADVI step and the draws of the fitted approximation are kept per model
+    graph (:class:`ModelSpec`, method, minibatch size) for the process: a refit swaps
+    data and priors into the model's ``pm.Data`` and resets the approximation, the
+    optimiser and the random streams, so it gives what a fresh compile gives.
+    """
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
     tolerance = check_float(tolerance, "tolerance", inclusive=False)
+    batch_size = _check_batch_size(batch_size, data)
+    if batch_size is not None and np.isnan(data.values).any():
+        raise ValueError(
+            "batch_size (minibatch ADVI) does not support missing values; fit the full "
+            "batch (batch_size=None) or drop the incomplete rows."
+        )
     seed = _seed(random_state)
     start = time.perf_counter()
     em = quick_em(model, data, seed)
     spec = _spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
-    pm_model = build_pymc(spec, model.structure, data, priors)
+    key = (spec, method, batch_size)
+    compiled = _VI_CACHE.get(key)
+    if compiled is None:
+        compiled = _CompiledVI(spec, model.structure, data, priors, method, batch_size)
+        _VI_CACHE[key] = compiled
+    else:
+        compiled.set_data(data, priors, model.structure)
     em_start = point_estimate_start(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
     )
-    convergence = _ElboConvergence(tolerance)
-    with pm_model:
-        inference_class = pm.ADVI if method == "advi" else pm.FullRankADVI
-        inference = inference_class(start=em_start, random_seed=seed)
-        _narrow_start(inference.approx, INITIAL_VI_SD)
-        approx = inference.fit(
-            n,
-            obj_optimizer=pm.adam(learning_rate=learning_rate),
-            callbacks=[convergence],
-            progressbar=progressbar,
-        )
-        tree = approx.sample(draws, random_seed=seed)
-    elbo = -np.asarray(approx.hist, dtype=float)
-    if not convergence.converged:
+    compiled.reset(em_start, learning_rate, seed)
+    losses, converged = compiled.optimise(n, tolerance, progressbar)
+    weights, means, precision = compiled.draw(draws, seed)
+    if not converged:
         warnings.warn(
             f"{method} did not converge in n={n} iterations (relative ELBO change >= "
             f"{tolerance}); increase n or learning_rate.",
@@ -250,16 +263,160 @@ def fit_vi(
     settings = dict(
         method=method,
         n=n,
-        n_iter=len(elbo),
-        converged=int(convergence.converged),
+        n_iter=len(losses),
+        converged=int(converged),
         draws=draws,
         learning_rate=learning_rate,
+        batch_size=data.n_obs if batch_size is None else batch_size,
         identify=identify,
         order_feature=-1 if spec.order_feature is None else spec.order_feature,
         random_state=seed,
         fit_seconds=time.perf_counter() - start,
     )
-    return _result(model, data, priors, spec, tree, settings, elbo=elbo)
+    params = (weights[None], means[None], precision[None])  # one chain
+    return _result(model, data, priors, spec, params, settings, elbo=-losses)
+
+
+def _check_batch_size(batch_size: Any, data: Data) -> int | None:
+    """``None`` for the full batch (also for ``batch_size >= n_obs``), else the size."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(
+            f"batch_size must be None (full batch) or an integer between 1 and the number "
+            f"of observations ({data.n_obs}); got {batch_size!r}."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (or None for the full batch); got {batch_size}.")
+    return None if batch_size >= data.n_obs else int(batch_size)
+
+
+class _CompiledVI:
+    """One ADVI problem compiled for reuse: the model (data and priors in ``pm.Data``),
+    its approximation, the Adam step returning the loss (negative ELBO), the map from a
+    start point to the approximation's mean, and the draws of the approximation.
+
+    Random streams are seeded by :meth:`reset` and :meth:`draw`, never at compile time,
+    and every optimiser state goes back to its initial value in :meth:`reset`: a cached
+    fit repeats a fresh one bit for bit.
+    """
+
+    def __init__(self, spec, structure, data, priors, method, batch_size) -> None:
+        import pymc as pm
+        import pytensor
+        import pytensor.tensor as pt
+        from pymc.pytensorf import compile as compile_pymc
+        from pymc.pytensorf import find_rng_nodes
+        from pytensor.graph.replace import vectorize_graph
+
+        self.model = build_pymc(spec, structure, data, priors, batch_size=batch_size)
+        with self.model:
+            inference_class = pm.ADVI if method == "advi" else pm.FullRankADVI
+            inference = inference_class(start=initial_point(spec), random_seed=0)
+        self.approx = inference.approx
+        (group,) = self.approx.groups  # ADVI and full-rank ADVI: one group, every variable
+        self._group = group
+        self._learning_rate = pytensor.shared(np.float64(0.005), "learning_rate")
+        with self.model:
+            updates = inference.objective.updates(
+                obj_optimizer=pm.adam(learning_rate=self._learning_rate)
+            )
+            self._step, rng_updates = compile_pymc(
+                [], updates.loss, updates=updates, random_seed=False, return_updates=True
+            )
+        self._step_rngs = list(rng_updates)
+        # Adam's moments and step count, and the approximation's parameters
+        self._initial_state = [(var, var.get_value(borrow=False)) for var in updates]
+
+        # start point (constrained values) -> the approximation's mean (unconstrained, flat)
+        value_vars = {value.name: value for value in self.model.value_vars}
+        self._start_names, inputs, flat, position = [], [], [], 0
+        for name, (_, slc, _, _) in group.ordering.items():
+            if slc.start != position:
+                raise RuntimeError(f"unexpected layout of the ADVI parameters at {name!r}")
+            position = slc.stop
+            rv = self.model.values_to_rvs[value_vars[name]]
+            value = rv.type(name=rv.name)
+            transform = self.model.rvs_to_transforms.get(rv)
+            if transform is not None:
+                value_t = transform.forward(value, *rv.owner.inputs)
+            else:
+                value_t = value
+            self._start_names.append(rv.name)
+            inputs.append(value)
+            flat.append(pt.flatten(value_t))
+        self._to_flat = compile_pymc(inputs, pt.concatenate(flat), random_seed=False)
+
+        # draws of weights, means and the precision parameter, vectorised over draws
+        size = pt.iscalar("draws")
+        names = ("weights", "means", structure.pymc_precision_name)
+        outputs = self.model.replace_rvs_by_values([self.model[name] for name in names])
+        batched = {value_vars[name]: self.approx.rslice(name) for name in group.ordering}
+        outputs = vectorize_graph(outputs, replace=batched)
+        outputs = self.approx.set_size_and_deterministic(outputs, size, 0)
+        self._draw = compile_pymc([size], outputs, random_seed=False)
+        self._draw_rngs = find_rng_nodes(outputs)
+
+    def set_data(self, data: Data, priors, structure) -> None:
+        """Swap another data set of the same graph (any number of rows) and its priors
+        into the ``pm.Data`` containers. Shapes are symbolic there; the model's ``obs``
+        coords keep the first data set's names (nothing here reads them)."""
+        for name, value in pymc_inputs(data, priors, structure).items():
+            self.model[name].set_value(np.asarray(value, dtype=float))
+
+    def reset(self, start: dict[str, np.ndarray], learning_rate: float, seed: int) -> None:
+        """Back to iteration 0: optimiser state cleared, the approximation's mean at
+        ``start`` (constrained values of every free variable) with standard deviation
+        ``INITIAL_VI_SD``, random streams seeded from ``seed``."""
+        from pymc.pytensorf import reseed_rngs
+
+        for var, value in self._initial_state:
+            var.set_value(value.copy())
+        self._learning_rate.set_value(np.float64(learning_rate))
+        mean = self._to_flat(*(start[name] for name in self._start_names))
+        self._group.params_dict["mu"].set_value(np.asarray(mean, dtype=float))
+        _narrow_start(self.approx, INITIAL_VI_SD)
+        reseed_rngs(self._step_rngs, [seed, 0])
+
+    def optimise(self, n: int, tolerance: float, progressbar: bool) -> tuple[np.ndarray, bool]:
+        """At most ``n`` Adam steps; the losses (negative ELBO) and whether they converged."""
+        convergence = _ElboConvergence(tolerance)
+        losses = np.empty(n)
+        step = self._step
+        with _progress(n, progressbar) as advance:
+            for i in range(n):
+                loss = step()
+                if np.isnan(loss):
+                    raise FloatingPointError(
+                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate "
+                        f"(now {float(self._learning_rate.get_value())})."
+                    )
+                losses[i] = loss
+                if (i + 1) % convergence.window == 0:
+                    advance(convergence.window)
+                    if convergence.check(losses[: i + 1]):
+                        return losses[: i + 1], True
+        return losses, False
+
+    def draw(self, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``draws`` draws of (weights, means, precision parameter) from the approximation."""
+        from pymc.pytensorf import reseed_rngs
+
+        reseed_rngs(self._draw_rngs, [seed, 1])
+        return tuple(np.asarray(x) for x in self._draw(draws))
+
+
+@contextlib.contextmanager
+def _progress(n: int, show: bool):
+    """A progress bar over ``n`` iterations (PyMC's), advanced by the yielded function."""
+    if not show:
+        yield lambda steps: None
+        return
+    from pymc.progress_bar import CustomProgress
+
+    with CustomProgress() as progress:
+        task = progress.add_task("ADVI", total=n)
+        yield lambda steps: progress.update(task, advance=steps)
 
 
 def _narrow_start(approx, sd: float) -> None:
@@ -277,32 +434,35 @@ def _narrow_start(approx, sd: float) -> None:
 
 
 class _ElboConvergence:
-    """Stops ``pm.fit`` once the mean loss over a window of iterations differs from the
+    """Converged once the mean loss over a window of iterations differs from the
     window before by less than ``tolerance`` (relative) or by less than twice the
     standard error of that difference (the ELBO is flat within its Monte Carlo noise)."""
 
     def __init__(self, tolerance: float, window: int = 500) -> None:
         self.tolerance = tolerance
         self.window = window
-        self.converged = False
 
-    def __call__(self, approx, losses, i) -> None:
-        if i % self.window or len(losses) < 2 * self.window:
-            return
+    def check(self, losses: np.ndarray) -> bool:
+        if len(losses) < 2 * self.window:
+            return False
         recent, before = losses[-self.window :], losses[-2 * self.window : -self.window]
         change = abs(np.mean(recent) - np.mean(before))
         noise = 2.0 * np.sqrt((np.var(recent) + np.var(before)) / self.window)
-        if change <= max(self.tolerance * abs(np.mean(before)), noise):
-            self.converged = True
-            raise StopIteration
+        return bool(change <= max(self.tolerance * abs(np.mean(before)), noise))
 
 
-def _result(model, data, priors, spec, tree, settings, sample_stats=False, elbo=None):
-    structure = model.structure
+def _tree_params(tree: xr.DataTree, structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and the precision parameter ``(chain, draw, ...)`` of a PyMC trace."""
     posterior = tree["posterior"].dataset
-    weights = posterior["weights"].values
-    means = posterior["means"].values
-    precision = posterior[structure.pymc_precision_name].values
+    names = ("weights", "means", structure.pymc_precision_name)
+    return tuple(posterior[name].values for name in names)
+
+
+def _result(model, data, priors, spec, params, settings, sample_stats=None, elbo=None):
+    """The :class:`BayesResult` of draws ``params`` = (weights, means, precision
+    parameter), each ``(chain, draw, ...)``."""
+    structure = model.structure
+    weights, means, precision = params
     covariances = structure.covariance_from_precision(precision, spec.n_features)
     covariances = np.broadcast_to(covariances, means.shape + (spec.n_features,)).copy()
     result = BayesResult(
@@ -310,7 +470,7 @@ def _result(model, data, priors, spec, tree, settings, sample_stats=False, elbo=
         posterior=parameters_dataset(weights, means, covariances, data.feature_names),
         data=data,
         priors=priors,
-        sample_stats=_sample_stats(tree) if sample_stats else None,
+        sample_stats=sample_stats,
         elbo=elbo,
         settings=settings,
     )

@@ -385,6 +385,40 @@ class BayesResult(MixtureResult):
             )
         ]
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import html_card
+
+        sizes = self.posterior.sizes
+        facts = [
+            ("model", repr(self.model)),
+            (
+                "draws",
+                f"{sizes['chain']} chain(s) x {sizes['draw']} draws on {self.data.n_obs} "
+                "observations",
+            ),
+        ]
+        for key in ("sampler", "identify", "fit_seconds"):
+            if key in self.settings:
+                value = self.settings[key]
+                facts.append(
+                    (key.replace("_", " "), f"{value:.3g} s" if key == "fit_seconds" else value)
+                )
+        post = self.posterior
+        table = pd.DataFrame({"weight": self.weights})
+        for d, name in enumerate(self.feature_names):
+            draws = post["means"].isel(feature=d)
+            table[f"mean[{name}]"] = draws.mean(("chain", "draw")).values
+            table[f"sd of mean[{name}]"] = draws.std(("chain", "draw")).values
+        table.index.name = "component"
+        problems = [message for message, _ in self.diagnose()]
+        return html_card(
+            f"{self.method.upper()} posterior",
+            facts,
+            table=table,
+            notes=[] if problems else ["diagnostics: no problems found"],
+            warnings=problems,
+        )
+
     def __repr__(self) -> str:
         sizes = self.posterior.sizes
         lines = [
