@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix.covariance import CovarianceStructure, get_structure
-from bayesmix.data import as_data, check_sample_weight
+from bayesmix.data import Data, as_data, check_sample_weight
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.results import MixtureResult, sample_mixture
 from bayesmix.validation import check_int, check_random_state
@@ -78,11 +78,18 @@ class GaussianMixture:
         return (k - 1) + k * n_features + self.structure.n_parameters(k, n_features)
 
     def resolve_priors(self, X: Any, sample_weight: Any = None) -> ResolvedPriors:
-        """The concrete priors for data ``X``: user values, defaults scaled to ``X``."""
-        data = as_data(X)
+        """The concrete priors for data ``X``: user values, defaults scaled to ``X``.
+
+        Missing values (NaN) are allowed: the data-scaled defaults then use the mean and
+        variance of every feature over its observed values.
+        """
+        data = as_data(X, allow_missing=True)
         weights = check_sample_weight(sample_weight, data.n_obs)
         priors = self.priors if self.priors is not None else Priors()
-        return priors.resolve(data.values, self.n_components, self.structure, weights)
+        values = data.values
+        if np.isnan(values).any():
+            values, weights = _moment_rows(values, weights)
+        return priors.resolve(values, self.n_components, self.structure, weights)
 
     def fit(self, X: Any, method: str = "em", **options: Any) -> MixtureResult:
         """Fit the mixture to ``X``.
@@ -104,7 +111,21 @@ class GaussianMixture:
             optionally ``weights`` and ``covariances``), ``max_iter`` (100), ``tol``
             (1e-3, on the change of the mean log-likelihood — or log posterior — per
             observation), ``reg_covar`` (1e-6, added to covariance diagonals),
-            ``random_state``.
+            ``random_state``, ``missing`` (below).
+
+            Every method: ``missing`` — ``"error"`` (default): NaN in ``X`` raises;
+            ``"marginalize"``: NaN marks a missing value (missing at random) and every
+            row contributes the marginal density of its observed features. EM stays
+            exact (the E-step fills the statistics with conditional expectations,
+            Ghahramani & Jordan 1994); the log-likelihood, BIC and the NUTS/ADVI
+            likelihood are those of the observed data. Rows without any observed
+            feature are dropped with a ``MissingDataWarning``. Without NaN the fit is
+            identical to the default. A result fitted with ``missing="marginalize"``
+            also marginalises NaN in ``predict_proba``, ``predict``,
+            ``score_samples``, ``score``, ``membership_draws``, ``to_datatree`` and
+            ``bic``/``aic``/``icl`` (a row without observed features then gets the
+            mixture weights as memberships and log density 0); other results reject
+            NaN there.
 
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
@@ -140,23 +161,40 @@ class GaussianMixture:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
         if _is_dask(X):
             return _fit_dask(self, X, method, options)
-        data = as_data(X, min_obs=self.n_components)
+        missing = _missing_policy(X, options.pop("missing", None))
+        data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
         if method in ("em", "map"):
             from bayesmix.em.fit import fit_em
 
             use_priors = method == "map" or self.priors is not None
             return fit_em(
-                self, data, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method)
+                self,
+                data,
+                use_priors=use_priors,
+                missing=missing,
+                **_check_options(options, _EM_OPTIONS, method),
             )
+        if missing == "marginalize":
+            data = _drop_unobserved(data)
         if method == "nuts":
             from bayesmix.bayes.fit import fit_nuts
 
-            return fit_nuts(self, data, **_check_options(options, _NUTS_OPTIONS, method))
-        from bayesmix.bayes.fit import fit_vi
+            result = fit_nuts(self, data, **_check_options(options, _NUTS_OPTIONS, method))
+        else:
+            from bayesmix.bayes.fit import fit_vi
 
-        return fit_vi(self, data, method, **_check_options(options, _VI_OPTIONS, method))
+            result = fit_vi(self, data, method, **_check_options(options, _VI_OPTIONS, method))
+        result.settings["missing"] = missing
+        return result
 
-    def build_pymc(self, X: Any, *, identify: str = "ordered", order_by: Any = None):
+    def build_pymc(
+        self,
+        X: Any,
+        *,
+        identify: str = "ordered",
+        order_by: Any = None,
+        missing: str | None = None,
+    ):
         """The PyMC model this declaration becomes for data ``X``, to extend or sample.
 
         The observed variable is ``X`` (dims ``obs, feature``); ``weights``, ``means`` and
@@ -173,6 +211,11 @@ class GaussianMixture:
             best-separated one); the others give the exchangeable model.
         order_by : str or int, optional
             Feature whose means are ordered.
+        missing : {"error", "marginalize"}, optional
+            As in :meth:`fit` (default ``"error"``): with ``"marginalize"`` the
+            complete rows are the observed ``X`` (dims ``obs, feature``) and the rows
+            of every missingness pattern an observed ``X_pattern{p}`` over their
+            observed features, with the marginal mixture density.
 
         Returns
         -------
@@ -181,7 +224,10 @@ class GaussianMixture:
         from bayesmix.bayes.builder import build_pymc
         from bayesmix.bayes.fit import _spec, quick_em
 
-        data = as_data(X, min_obs=self.n_components)
+        missing = _missing_policy(X, missing)
+        data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
+        if missing == "marginalize":
+            data = _drop_unobserved(data)
         needs_em = identify == "ordered" and order_by is None and self.n_components > 1
         spec = _spec(self, data, identify, order_by, quick_em(self, data, 0) if needs_em else None)
         return build_pymc(spec, self.structure, data, self.resolve_priors(data))
@@ -259,7 +305,7 @@ class GaussianMixture:
 
 
 _EM_OPTIONS = frozenset(
-    {"sample_weight", "n_init", "init", "max_iter", "tol", "reg_covar", "random_state"}
+    {"sample_weight", "n_init", "init", "max_iter", "tol", "reg_covar", "random_state", "missing"}
 )
 _NUTS_OPTIONS = frozenset(
     {
@@ -273,6 +319,7 @@ _NUTS_OPTIONS = frozenset(
         "order_by",
         "random_state",
         "progressbar",
+        "missing",
     }
 )
 _VI_OPTIONS = frozenset(
@@ -286,6 +333,7 @@ _VI_OPTIONS = frozenset(
         "order_by",
         "random_state",
         "progressbar",
+        "missing",
     }
 )
 
@@ -326,3 +374,32 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
     return fit_em_dask(
         model, X, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method)
     )
+
+
+def _missing_policy(X: Any, missing: Any) -> str:
+    """The ``missing`` option; by default ``"error"``, or ``"marginalize"`` for data
+    already validated with missing values allowed (e.g. by an outer fit)."""
+    from bayesmix.em.missing import check_missing
+
+    if missing is None:
+        return "marginalize" if isinstance(X, Data) and X.allow_missing else "error"
+    return check_missing(missing)
+
+
+def _drop_unobserved(data: Data) -> Data:
+    """Rows without observed features removed (with a warning), for the Bayesian fits."""
+    from bayesmix.em.missing import drop_unobserved_rows
+
+    data, _ = drop_unobserved_rows(data, np.ones(data.n_obs), stacklevel=3)
+    return data
+
+
+def _moment_rows(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two equally weighted rows ``mean -/+ sd`` whose weighted mean and variance are
+    those of the observed values of every feature: the data moments the default priors
+    are scaled to, for data with NaN."""
+    from bayesmix.em.missing import observed_moments
+
+    mean, var = observed_moments(values, weights)
+    sd = np.sqrt(var)
+    return np.stack([mean - sd, mean + sd]), np.ones(2)

@@ -15,6 +15,12 @@ import numpy as np
 from bayesmix.covariance import CovarianceStructure
 from bayesmix.data import Data, check_sample_weight
 from bayesmix.em.init import INIT_METHODS, initial_responsibilities, nearest
+from bayesmix.em.missing import (
+    MissingEStep,
+    check_missing,
+    drop_unobserved_rows,
+    observed_moments,
+)
 from bayesmix.em.stats import Params, SufficientStats, e_step, m_step, stats_from_responsibilities
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.priors import ResolvedPriors
@@ -51,6 +57,7 @@ def fit_em(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     random_state: Any = None,
+    missing: str = "error",
 ) -> EMResult:
     """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options."""
 
@@ -60,6 +67,10 @@ def fit_em(
     reg_covar = check_float(reg_covar, "reg_covar")
     weights = check_sample_weight(sample_weight, data.n_obs)
     _check_init(init)
+    missing = check_missing(missing)
+    has_missing = missing == "marginalize" and bool(np.isnan(data.values).any())
+    if has_missing:
+        data, weights = drop_unobserved_rows(data, weights, stacklevel=3)
     if np.count_nonzero(weights) < model.n_components:
         raise ValueError(
             f"X has {np.count_nonzero(weights)} rows with positive weight but "
@@ -68,12 +79,17 @@ def fit_em(
     rng = check_random_state(random_state)
     structure = model.structure
     X = data.values
-    shift = weights @ X / weights.sum()  # weighted mean by one GEMV, no N x D temporary
+    estep = None
+    if has_missing:
+        shift, X, estep = _missing_setup(data, weights, structure)
+    else:
+        shift = weights @ X / weights.sum()  # weighted mean by one GEMV, no N x D temporary
     priors = model.resolve_priors(data, sample_weight=weights) if use_priors else None
     shifted_priors = priors.shifted(shift) if priors is not None else None
 
     start = time.perf_counter()
-    estep = partial(e_step, X, weights, shift, structure=structure)
+    if estep is None:
+        estep = partial(e_step, X, weights, shift, structure=structure)
     best = _best_run(
         lambda: _initial_params(init, X, weights, shift, model, shifted_priors, reg_covar, rng),
         estep,
@@ -100,6 +116,7 @@ def fit_em(
             "tol": tol,
             "reg_covar": reg_covar,
             "random_state": _seed_label(random_state),
+            "missing": missing,
             "fit_seconds": time.perf_counter() - start,
         },
     )
@@ -304,3 +321,12 @@ def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
     if not np.isfinite(array).all():
         raise ValueError(f"{name} contains NaN or infinite values.")
     return array
+
+
+def _missing_setup(data: Data, weights: np.ndarray, structure: CovarianceStructure):
+    """For data with NaN (``missing="marginalize"``): the weighted mean of the observed
+    values as shift, the data with NaN replaced by that mean (used only to initialise)
+    and the pattern-wise E-step of :mod:`bayesmix.em.missing`."""
+    shift, _ = observed_moments(data.values, weights)
+    imputed = np.where(np.isnan(data.values), shift, data.values)
+    return shift, imputed, MissingEStep(data.values, weights, shift, structure)
