@@ -17,6 +17,12 @@ from bayesmix.validation import check_int, check_random_state
 __all__ = ["GaussianMixture", "FIT_METHODS"]
 
 FIT_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+_COVARIANCE_WORDS = {
+    "full": "one unrestricted covariance per component",
+    "tied": "one covariance shared by all components",
+    "diag": "one diagonal covariance per component",
+    "spherical": "one variance per component",
+}
 
 
 @dataclass(frozen=True)
@@ -295,6 +301,24 @@ class GaussianMixture:
         if np.linalg.eigvalsh(cov).min() <= 0:
             raise ValueError("params['covariances'] must be positive definite.")
         return weights, means, cov
+
+    def _repr_html_(self) -> str:
+        from bayesmix.display import html_card
+
+        facts = [
+            ("components", self.n_components),
+            ("covariance", f"{self.covariance_type} ({_COVARIANCE_WORDS[self.covariance_type]})"),
+        ]
+        if self.priors is None:
+            facts.append(("priors", "default, scaled to the data at fit time"))
+        else:
+            for name, value in vars(self.priors).items():
+                facts.append((f"prior {name}", "default" if value is None else value))
+        return html_card(
+            "GaussianMixture declaration",
+            facts,
+            notes=[f"fit with .fit(X, method=...), method one of {', '.join(FIT_METHODS)}"],
+        )
 
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)

@@ -502,6 +502,30 @@ class EMResult(MixtureResult):
         ]
         return "\n".join(lines)
 
+    def _repr_html_(self) -> str:
+        from bayesmix.display import html_card
+
+        method = "MAP-EM" if self.log_posterior_trace is not None else "EM (maximum likelihood)"
+        status = (
+            f"converged in {self.n_iter} iterations"
+            if self.converged
+            else f"not converged after {self.n_iter} iterations: raise max_iter or tol"
+        )
+        facts = [
+            ("model", repr(self.model)),
+            ("status", status),
+            ("log-likelihood", f"{self.log_likelihood:.4f} on {self.n_obs:g} observations"),
+            ("BIC / AIC / ICL", f"{self.bic():.2f} / {self.aic():.2f} / {self.icl():.2f}"),
+            ("fit time", f"{self.settings.get('fit_seconds', float('nan')):.3g} s"),
+        ]
+        return html_card(
+            f"{method} fit",
+            facts,
+            table=self._parameter_table(),
+            notes=["BIC, AIC and ICL in scikit-learn's sign: lower is better"],
+            warnings=[] if self.converged else [status],
+        )
+
     def _parameter_table(self) -> pd.DataFrame:
         table = pd.DataFrame({"weight": self.weights})
         for d, name in enumerate(self.feature_names):

@@ -67,3 +67,20 @@ def check_random_state(random_state: Any) -> np.random.Generator:
         "random_state must be None, an int, a numpy SeedSequence or Generator; "
         f"got {type(random_state).__name__}."
     )
+
+
+def reproducible_rng(random_state: Any) -> tuple[np.random.Generator, dict[str, Any]]:
+    """The Generator for ``random_state`` and what to record to reproduce it.
+
+    Returns ``(generator, record)``: ``record`` is ``{"seed": int}`` for an int or
+    ``None`` (a seed is drawn, so even an unseeded fit can be repeated), and
+    ``{"generator_state": dict}`` — the bit generator's state before use — for a
+    Generator, SeedSequence or RandomState. Pass the seed back as ``random_state``, or
+    restore the state with ``generator.bit_generator.state = record["generator_state"]``.
+    """
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().generate_state(1)[0])
+    rng = check_random_state(random_state)
+    if isinstance(random_state, numbers.Integral):
+        return rng, {"seed": int(random_state)}
+    return rng, {"generator_state": rng.bit_generator.state}

@@ -127,29 +127,24 @@ def test_em_is_bitwise_identical_across_processes(em_data, tmp_path):
             assert _em_fingerprint(other) == _em_fingerprint(here), (cov, init)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="EM's E-step sums depend on the numba thread count: em/kernels.py n_chunks_for "
-    "uses 8 * numba.get_num_threads() chunks once N >= 4096 * threads, and the final "
-    "log_lik.sum() / log_max.sum() inside the parallel=True kernels become numba parallel "
-    "reductions split by thread; either changes the summation order and the last bits",
-)
 def test_em_does_not_depend_on_the_number_of_threads():
     import numba
 
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("needs at least two numba threads")
     rng = np.random.default_rng(0)
-    X = np.concatenate([rng.normal(-2, 1, (5000, 2)), rng.normal(2, 1, (5000, 2))])
+    X = np.concatenate([rng.normal(-2, 1, (20000, 3)), rng.normal(2, 1, (20000, 3))])
     before = numba.get_num_threads()
-    fits = []
-    try:
-        for threads in (1, 2):
-            numba.set_num_threads(threads)
-            fits.append(bm.GaussianMixture(2, "full").fit(X, random_state=0, max_iter=5))
-    finally:
-        numba.set_num_threads(before)
-    assert _em_fingerprint(fits[0]) == _em_fingerprint(fits[1])
+    for covariance_type in ("full", "tied", "diag", "spherical"):
+        fits = []
+        try:
+            for threads in (1, 2):
+                numba.set_num_threads(threads)
+                model = bm.GaussianMixture(2, covariance_type)
+                fits.append(model.fit(X, random_state=0, max_iter=5, tol=0.0))
+        finally:
+            numba.set_num_threads(before)
+        assert _em_fingerprint(fits[0]) == _em_fingerprint(fits[1]), covariance_type
 
 
 def test_settings_record_seed_and_versions(faithful_em):
@@ -287,3 +282,21 @@ def test_pymc_settings_record_seed_and_versions(tiny_nuts, tiny_advi):
         assert result.settings["random_state"] == 1
     assert tiny_nuts["a"].settings["sampler"] == "nutpie"
     assert tiny_nuts["a"].sample_stats.attrs["inference_library"] == "nutpie"
+
+
+@pytest.mark.parametrize("random_state", [None, "generator", 7])
+def test_em_records_what_reproduces_it(random_state):
+    X = np.random.default_rng(5).normal(size=(200, 2))
+    if random_state == "generator":
+        random_state = np.random.default_rng(123)
+        random_state.random(3)  # a generator part-way through its stream
+    model = bm.GaussianMixture(3, "full")
+    first = model.fit(X, random_state=random_state, n_init=2)
+    if "seed" in first.settings:
+        assert random_state != "generator" and (random_state is None or first.settings["seed"] == 7)
+        again = model.fit(X, random_state=first.settings["seed"], n_init=2)
+    else:
+        restored = np.random.default_rng()
+        restored.bit_generator.state = first.settings["generator_state"]
+        again = model.fit(X, random_state=restored, n_init=2)
+    assert _em_fingerprint(again) == _em_fingerprint(first)

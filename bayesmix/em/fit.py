@@ -14,6 +14,7 @@ import numpy as np
 
 from bayesmix.covariance import CovarianceStructure
 from bayesmix.data import Data, check_sample_weight
+from bayesmix.em.degeneracy import warn_degenerate
 from bayesmix.em.init import INIT_METHODS, initial_responsibilities, nearest
 from bayesmix.em.missing import (
     MissingEStep,
@@ -24,7 +25,7 @@ from bayesmix.em.missing import (
 from bayesmix.em.stats import Params, SufficientStats, e_step, m_step, stats_from_responsibilities
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.priors import ResolvedPriors
-from bayesmix.validation import check_float, check_int, check_random_state
+from bayesmix.validation import check_float, check_int, reproducible_rng
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
@@ -76,7 +77,7 @@ def fit_em(
             f"X has {np.count_nonzero(weights)} rows with positive weight but "
             f"n_components={model.n_components}; use fewer components or more data."
         )
-    rng = check_random_state(random_state)
+    rng, seed_record = reproducible_rng(random_state)
     structure = model.structure
     X = data.values
     estep = None
@@ -116,6 +117,7 @@ def fit_em(
             "tol": tol,
             "reg_covar": reg_covar,
             "random_state": _seed_label(random_state),
+            **seed_record,
             "missing": missing,
             "fit_seconds": time.perf_counter() - start,
         },
@@ -155,6 +157,8 @@ def _em_result(model, best, shift, priors, *, feature_names, n_obs, settings) ->
         best.params.covariances,
         best.params.precisions_cholesky,
     )
+    if priors is None:
+        warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs)
     return EMResult(
         model=model,
         params=params,

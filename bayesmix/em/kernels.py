@@ -40,9 +40,14 @@ _EXP_FLOOR = -40.0
 _EXP_TAYLOR = 1.0 / np.cumprod(np.concatenate(([1.0], np.arange(1.0, 13.0))))  # 1/i!
 
 
+# Chunks per pass: enough to balance the threads of any common machine, few enough to keep
+# the per-chunk sums cheap. Fixed, so results do not depend on the number of threads.
+MAX_CHUNKS = 64
+
+
 def n_chunks_for(n_obs: int) -> int:
-    """Enough chunks to balance the threads, few enough to keep per-chunk sums cheap."""
-    return max(1, min(n_obs // 512, 8 * nb.get_num_threads()))
+    """Chunks for ``n_obs`` rows: at least 512 rows each, at most :data:`MAX_CHUNKS`."""
+    return max(1, min(n_obs // 512, MAX_CHUNKS))
 
 
 @nb.njit(cache=True, inline="always")
@@ -172,11 +177,7 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-    out = sum_xx.sum(axis=0)
-    for i in range(n_features):
-        for j in range(i):
-            out[:, j, i] = out[:, i, j]
-    return mass.sum(axis=0), sum_x.sum(axis=0), out, log_lik.sum(), log_max.sum()
+    return mass, sum_x, sum_xx, log_lik, log_max
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -241,11 +242,7 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-    out = sum_xx.sum(axis=0)
-    for i in range(n_features):
-        for j in range(i):
-            out[j, i] = out[i, j]
-    return mass.sum(axis=0), sum_x.sum(axis=0), out, log_lik.sum(), log_max.sum()
+    return mass, sum_x, sum_xx, log_lik, log_max
 
 
 @nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
@@ -297,26 +294,31 @@ def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, 
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
-    return (
-        mass.sum(axis=0),
-        sum_x.sum(axis=0),
-        sum_xx.sum(axis=0),
-        log_lik.sum(),
-        log_max.sum(),
-    )
+    return mass, sum_x, sum_xx, log_lik, log_max
 
 
-def _frozen_inputs(kernel):
-    """``kernel`` called with its array arguments as read-only C-contiguous float64 views.
+def _summed_over_chunks(kernel, symmetric: bool):
+    """``kernel`` called with read-only inputs, its per-chunk statistics summed in order.
 
     Numba compiles one specialisation per argument type, and a read-only array (a memmap, a
-    Dask chunk, an array a caller froze) is a different type from a writable one. Passing
+    Dask chunk, an array a caller froze) is a different type from a writable one: passing
     every array read-only means each kernel is compiled, and cached, exactly once.
+
+    The chunk sums are added here by numpy, in chunk order, rather than inside the
+    ``parallel=True`` kernel, where numba would split the reduction by thread: with a
+    chunk count that does not depend on the thread count either, results are bitwise the
+    same whatever ``NUMBA_NUM_THREADS`` is. Kernels fill only the lower triangle of
+    symmetric second moments; it is mirrored here.
     """
 
     @functools.wraps(kernel.py_func)
     def call(*args):
-        return kernel(*(_read_only(arg) if isinstance(arg, np.ndarray) else arg for arg in args))
+        frozen = (_read_only(arg) if isinstance(arg, np.ndarray) else arg for arg in args)
+        mass, sum_x, sum_xx, log_lik, log_max = kernel(*frozen)
+        sum_xx = sum_xx.sum(axis=0)
+        if symmetric:
+            sum_xx = sum_xx + np.swapaxes(np.tril(sum_xx, -1), -1, -2)
+        return mass.sum(axis=0), sum_x.sum(axis=0), sum_xx, log_lik.sum(), log_max.sum()
 
     return call
 
@@ -327,6 +329,6 @@ def _read_only(array: np.ndarray) -> np.ndarray:
     return view
 
 
-estep_full = _frozen_inputs(estep_full)
-estep_tied = _frozen_inputs(estep_tied)
-estep_diag = _frozen_inputs(estep_diag)
+estep_full = _summed_over_chunks(estep_full, symmetric=True)
+estep_tied = _summed_over_chunks(estep_tied, symmetric=True)
+estep_diag = _summed_over_chunks(estep_diag, symmetric=False)
