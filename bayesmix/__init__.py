@@ -24,9 +24,11 @@ from bayesmix.exceptions import (
     ConvergenceWarning,
     DegenerateComponentWarning,
     LabelSwitchingWarning,
+    MissingDataWarning,
     ParetoKWarning,
     SamplerWarning,
 )
+from bayesmix.io import load
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult, MixtureResult
@@ -51,6 +53,7 @@ __all__ = [
     "GaussianMixture",
     "LabelSwitchingWarning",
     "Memberships",
+    "MissingDataWarning",
     "MixtureResult",
     "ParetoKWarning",
     "Partition",
@@ -66,6 +69,7 @@ __all__ = [
     "density",
     "expected_loss",
     "fit_overfitted",
+    "load",
     "log_density_draws",
     "marginal_density",
     "memberships",

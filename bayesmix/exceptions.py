@@ -26,3 +26,7 @@ class SamplerWarning(BayesmixWarning):
 class ParetoKWarning(BayesmixWarning):
     """PSIS-LOO found observations with a high Pareto shape ``k``: the elpd estimate
     of that fit is unreliable."""
+
+
+class MissingDataWarning(BayesmixWarning):
+    """Rows were dropped because none of their features was observed."""

@@ -157,6 +157,10 @@ class GaussianMixture:
             other data of that shape skips the compile and gives what a fresh compile
             gives for the same seed.
 
+            ``progressbar`` (NUTS and ADVI): ``None`` (default) shows progress in a
+            Jupyter kernel or an interactive terminal and hides it elsewhere; ``True``
+            or ``False`` force it.
+
         Returns
         -------
         MixtureResult

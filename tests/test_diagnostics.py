@@ -90,3 +90,12 @@ def test_summary_warns_with_the_same_words(faithful_nuts):
     stats["energy"][0] = np.cumsum(np.ones(stats.sizes["draw"]))
     with pytest.warns(bm.SamplerWarning, match="E-BFMI"):
         _variant(faithful_nuts, sample_stats=stats).summary()
+
+
+def test_progressbar_option_is_validated_and_automatic():
+    from bayesmix.bayes.fit import show_progress
+
+    assert show_progress(True) is True and show_progress(False) is False
+    assert show_progress(None) is False  # pytest: no kernel, no terminal on stderr
+    with pytest.raises(TypeError, match="progressbar must be True, False or None"):
+        show_progress("yes")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import numbers
+import sys
 import time
 import warnings
 from typing import TYPE_CHECKING, Any
@@ -130,10 +131,11 @@ def fit_nuts(
     identify: str = "ordered",
     order_by: Any = None,
     random_state: Any = None,
-    progressbar: bool = False,
+    progressbar: bool | None = None,
 ) -> BayesResult:
     """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`."""
     draws = check_int(draws, "draws")
+    progressbar = show_progress(progressbar)
     chains = check_int(chains, "chains")
     tune = 1000 if tune is None else check_int(tune, "tune", minimum=0)
     cores = min(chains, 2) if cores is None else check_int(cores, "cores")
@@ -216,7 +218,7 @@ def fit_vi(
     identify: str = "ordered",
     order_by: Any = None,
     random_state: Any = None,
-    progressbar: bool = False,
+    progressbar: bool | None = None,
 ) -> BayesResult:
     """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``).
 
@@ -229,6 +231,7 @@ def fit_vi(
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
     tolerance = check_float(tolerance, "tolerance", inclusive=False)
+    progressbar = show_progress(progressbar)
     batch_size = _check_batch_size(batch_size, data)
     if batch_size is not None and np.isnan(data.values).any():
         raise ValueError(
@@ -404,6 +407,21 @@ class _CompiledVI:
 
         reseed_rngs(self._draw_rngs, [seed, 1])
         return tuple(np.asarray(x) for x in self._draw(draws))
+
+
+def show_progress(progressbar: Any) -> bool:
+    """Resolve the ``progressbar`` option: ``None`` shows progress in a Jupyter kernel or
+    an interactive terminal, and hides it in scripts, logs and tests."""
+    if progressbar is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        in_kernel = shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+        return bool(in_kernel or sys.stderr.isatty())
+    if not isinstance(progressbar, (bool, np.bool_)):
+        raise TypeError(
+            f"progressbar must be True, False or None (automatic); got {progressbar!r}."
+        )
+    return bool(progressbar)
 
 
 @contextlib.contextmanager

@@ -40,7 +40,7 @@ from bayesmix.em.stats import (
     log_joint,
     log_normalise,
 )
-from bayesmix.exceptions import BayesmixWarning
+from bayesmix.exceptions import MissingDataWarning
 from bayesmix.validation import check_choice
 
 __all__ = [
@@ -57,10 +57,6 @@ __all__ = [
 ]
 
 MISSING_POLICIES = ("error", "marginalize")
-
-
-class MissingDataWarning(BayesmixWarning):
-    """Rows were dropped because none of their features was observed."""
 
 
 def check_missing(missing: Any) -> str:
