@@ -10,7 +10,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bayesmix demo --out demo-report
 
 test: $(STAMP)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 lint: $(STAMP)
 	$(PY) -m ruff check bayesmix tests benchmarks
