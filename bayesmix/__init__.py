@@ -26,6 +26,7 @@ from bayesmix.exceptions import (
     LabelSwitchingWarning,
     MissingDataWarning,
     ParetoKWarning,
+    RechunkWarning,
     SamplerWarning,
 )
 from bayesmix.io import load
@@ -58,6 +59,7 @@ __all__ = [
     "ParetoKWarning",
     "Partition",
     "Priors",
+    "RechunkWarning",
     "SamplerWarning",
     "SelectionResult",
     "adjusted_rand_index",

@@ -30,3 +30,7 @@ class ParetoKWarning(BayesmixWarning):
 
 class MissingDataWarning(BayesmixWarning):
     """Rows were dropped because none of their features was observed."""
+
+
+class RechunkWarning(BayesmixWarning):
+    """Dask input was chunked along the feature axis and was rechunked to whole rows."""

@@ -654,3 +654,22 @@ def test_data_with_missing_values_round_trips(faithful_advi, faithful, tmp_path)
     assert loaded.data.allow_missing is True
     _same_array(result.data.values, loaded.data.values, "values with NaN")
     _same_array(result.score_samples(data), loaded.score_samples(loaded.data), "density")
+
+
+# ---------------------------------------------------------------------------------------
+# data safety: posterior fits never modify the caller's data
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["nuts", "advi"])
+def test_posterior_fits_leave_the_callers_data_unchanged(faithful, method):
+    frame = faithful.copy()
+    snapshot = frame.copy()
+    values = frame.to_numpy(copy=True)
+    values.flags.writeable = False  # any write inside the fit would raise
+    model = bm.GaussianMixture(2, "full")
+    options = {"draws": 50, "tune": 50, "chains": 2} if method == "nuts" else {"n": 500}
+    for data in (frame, values):
+        model.fit(data, method=method, random_state=1, **options)
+    pd.testing.assert_frame_equal(frame, snapshot)
+    np.testing.assert_array_equal(values, snapshot.to_numpy())

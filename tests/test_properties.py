@@ -465,3 +465,28 @@ def test_cli_fit_writes_results_or_fails_in_one_line(
     errors = [line for line in outcome.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith("Error: "), outcome.stderr
     assert "Traceback" not in outcome.output
+
+
+@settings(PROPERTY_SETTINGS, max_examples=60)
+@given(
+    content=st.one_of(
+        st.binary(max_size=300),
+        st.sampled_from([b"\x89HDF\r\n\x1a\n", b"CDF\x01", b"CDF\x02", b"\x80\x04\x95"]).flatmap(
+            lambda head: st.binary(max_size=200).map(lambda tail: head + tail)
+        ),
+    ),
+    cut=st.floats(0.0, 0.99),
+)
+def test_loading_any_bytes_refuses_clearly(fitted, tmp_path_factory, content, cut):
+    folder = tmp_path_factory.mktemp("load")
+    saved = folder / "result.nc"
+    fitted.save(saved)
+    intact = saved.read_bytes()
+    candidates = {"garbage.nc": content, "truncated.nc": intact[: int(cut * len(intact))]}
+    for name, data in candidates.items():
+        path = folder / name
+        path.write_bytes(data)
+        with pytest.raises(ValueError) as caught:
+            bm.load(path)
+        message = str(caught.value)
+        assert str(path) in message and "\n" not in message.strip(), message

@@ -50,7 +50,7 @@ from bayesmix.em.stats import (
     m_step,
     stats_from_responsibilities,
 )
-from bayesmix.exceptions import BayesmixWarning
+from bayesmix.exceptions import RechunkWarning
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.validation import check_float, check_int, check_random_state
 
@@ -75,10 +75,6 @@ _SCAN_ROWS = 65_536
 TREE_FAN_IN = 8
 
 _INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
-
-
-class RechunkWarning(BayesmixWarning):
-    """Dask input was chunked along the feature axis and was rechunked to whole rows."""
 
 
 def is_dask_input(X: Any) -> bool:
