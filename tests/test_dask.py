@@ -33,6 +33,14 @@ def client():
     no_pause = {
         f"distributed.worker.memory.{k}": False for k in ("target", "spill", "pause", "terminate")
     }
+    # Compile (and cache on disk) every E-step kernel here first, so the workers load them
+    # from the cache: a compile inside a worker peaks at several hundred MB of LLVM memory,
+    # which the memory test would mistake for data.
+    X, _ = _mixture(600, seed=9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        for covariance_type in ("full", "tied", "diag"):
+            bm.GaussianMixture(2, covariance_type).fit(X, max_iter=1, random_state=0)
     with (
         dask.config.set(no_pause),
         LocalCluster(

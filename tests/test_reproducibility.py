@@ -8,6 +8,7 @@ own fits. The PyMC fits use one tiny model (1-D, K=2) so the subprocess compiles
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -47,13 +48,22 @@ def _posterior_fingerprint(result) -> dict[str, bytes]:
     return out
 
 
+# The environment this process started with. Starting a dask.distributed cluster (another
+# test module in the same worker) sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in os.environ, and a
+# BLAS with another thread count may round differently: fresh interpreters get the
+# threading this process was started with.
+_START_ENVIRONMENT = dict(os.environ)
+
+
 def _run_python(code: str, timeout: float = 600) -> None:
-    """Run ``code`` in a fresh interpreter (same environment); fail with its stderr."""
+    """Run ``code`` in a fresh interpreter (this process's starting environment); fail
+    with its stderr."""
     done = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=_START_ENVIRONMENT,
     )
     assert done.returncode == 0, done.stderr[-3000:]
 
