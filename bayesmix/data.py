@@ -109,7 +109,9 @@ def as_data(
     return data
 
 
-def _from_frame(frame: pd.DataFrame, name: str) -> Data:
+def check_numeric_columns(frame: Any, name: str) -> None:
+    """Raise a TypeError naming the columns of a (pandas or Dask) DataFrame that are not
+    real numbers or booleans (strings, categoricals, complex numbers)."""
     bad = [
         str(col)
         for col, dtype in frame.dtypes.items()
@@ -122,6 +124,10 @@ def _from_frame(frame: pd.DataFrame, name: str) -> Data:
             f"{name} has non-numeric columns {bad}; select numeric columns "
             f"(e.g. {name}.select_dtypes('number')) or encode them as numbers first."
         )
+
+
+def _from_frame(frame: pd.DataFrame, name: str) -> Data:
+    check_numeric_columns(frame, name)
     values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     return Data(
         values=values,

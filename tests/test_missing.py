@@ -11,6 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import expand_covariances
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -31,18 +32,6 @@ COVARIANCES = np.array(
 )
 
 
-def _full(covariance_type, natural, n_components, n_features):
-    """Natural storage to full matrices, written independently of bayesmix."""
-    natural = np.asarray(natural, dtype=float)
-    if covariance_type == "full":
-        return natural
-    if covariance_type == "tied":
-        return np.repeat(natural[None], n_components, axis=0)
-    if covariance_type == "diag":
-        return np.stack([np.diag(v) for v in natural])
-    return np.stack([v * np.eye(n_features) for v in natural])
-
-
 def _natural(covariance_type, full):
     if covariance_type == "full":
         return full
@@ -54,7 +43,7 @@ def _natural(covariance_type, full):
 
 def _simulate(n_obs, seed, covariance_type="full"):
     rng = np.random.default_rng(seed)
-    full = _full(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
+    full = expand_covariances(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
     z = rng.choice(2, size=n_obs, p=WEIGHTS)
     X = np.empty((n_obs, 3))
     for k in range(2):
@@ -157,7 +146,9 @@ def test_marginal_log_joint_matches_scipy(covariance_type):
     params = Params(WEIGHTS, MEANS, natural, structure.precision_cholesky(natural))
     X = _remove(_simulate(60, 1), 0.3, 1)
     X[5] = np.nan  # nothing observed: log w_k
-    expected = _scipy_log_joint(X, WEIGHTS, MEANS, _full(covariance_type, natural, 2, 3))
+    expected = _scipy_log_joint(
+        X, WEIGHTS, MEANS, expand_covariances(covariance_type, natural, 2, 3)
+    )
     assert np.allclose(marginal_log_joint(X, params, structure), expected, rtol=1e-10)
 
 
@@ -193,7 +184,7 @@ def _unpack(covariance_type, theta):
         natural = mats if covariance_type == "full" else mats[0]
     else:
         natural = rest.reshape(2, 3) if covariance_type == "diag" else rest
-    return weights, means, _full(covariance_type, natural, 2, 3)
+    return weights, means, expand_covariances(covariance_type, natural, 2, 3)
 
 
 def _pack(covariance_type, fit):
@@ -248,7 +239,7 @@ def test_em_with_20_percent_mcar_recovers_the_complete_data_estimates(covariance
     assert np.allclose(fit.weights[got], complete.weights[ref], atol=0.02)
     assert np.allclose(fit.means[got], complete.means[ref], atol=0.1)
     assert np.allclose(fit.covariances[got], complete.covariances[ref], atol=0.12)
-    truth = _full(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
+    truth = expand_covariances(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
     assert np.allclose(fit.means[got], MEANS, atol=0.15)
     assert np.allclose(fit.covariances[got], truth, atol=0.2)
 

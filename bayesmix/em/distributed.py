@@ -36,11 +36,10 @@ from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
-from bayesmix.data import _MAX_ABS_VALUE, check_sample_weight
-from bayesmix.em.fit import _best_run, _check_init, _em_result, _seed_label, _user_params
+from bayesmix.data import _MAX_ABS_VALUE, check_numeric_columns, check_sample_weight
+from bayesmix.em.fit import _best_run, _check_init, _em_result, _user_params, em_settings
 from bayesmix.em.init import kmeans, kmeans_plusplus, nearest
 from bayesmix.em.stats import (
     Params,
@@ -52,7 +51,7 @@ from bayesmix.em.stats import (
 )
 from bayesmix.exceptions import RechunkWarning
 from bayesmix.priors import Priors, ResolvedPriors
-from bayesmix.validation import check_float, check_int, check_random_state
+from bayesmix.validation import check_float, check_int, reproducible_rng
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
@@ -238,18 +237,7 @@ def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
         return da.asarray(X.data), features
     if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
         frame = X.to_frame() if not hasattr(X, "columns") else X
-        bad = [
-            str(col)
-            for col, dtype in frame.dtypes.items()
-            if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
-            or isinstance(dtype, pd.CategoricalDtype)
-            or pd.api.types.is_complex_dtype(dtype)
-        ]
-        if bad:
-            raise TypeError(
-                f"{name} has non-numeric columns {bad}; select numeric columns "
-                f"(e.g. {name}.select_dtypes('number')) or encode them as numbers first."
-            )
+        check_numeric_columns(frame, name)
         features = tuple(str(c) for c in frame.columns)
         return frame.to_dask_array(lengths=True), features
     if hasattr(X, "rechunk") and hasattr(X, "chunks"):  # dask.array.Array
@@ -622,7 +610,7 @@ def fit_em_dask(
     _check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
     weights = _dask_weights(sample_weight, data)
-    rng = check_random_state(random_state)
+    rng, seed_record = reproducible_rng(random_state)
     structure = model.structure
 
     start = time.perf_counter()
@@ -650,18 +638,19 @@ def fit_em_dask(
         priors,
         feature_names=data.feature_names,
         n_obs=scan.total_weight,
-        settings={
-            "method": "map" if use_priors else "em",
-            "n_init": 1 if isinstance(init, Mapping) else n_init,
-            "init": init if isinstance(init, str) else "user",
-            "max_iter": max_iter,
-            "tol": tol,
-            "reg_covar": reg_covar,
-            "random_state": _seed_label(random_state),
-            "fit_seconds": time.perf_counter() - start,
-            "backend": "dask",
-            "n_chunks": source.n_chunks,
-        },
+        settings=em_settings(
+            use_priors=use_priors,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            random_state=random_state,
+            seed_record=seed_record,
+            start=start,
+            backend="dask",
+            n_chunks=source.n_chunks,
+        ),
     )
 
 

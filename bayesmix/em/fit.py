@@ -109,19 +109,48 @@ def fit_em(
         priors,
         feature_names=data.feature_names,
         n_obs=float(weights.sum()),
-        settings={
-            "method": "map" if use_priors else "em",
-            "n_init": 1 if isinstance(init, Mapping) else n_init,
-            "init": init if isinstance(init, str) else "user",
-            "max_iter": max_iter,
-            "tol": tol,
-            "reg_covar": reg_covar,
-            "random_state": _seed_label(random_state),
-            **seed_record,
-            "missing": missing,
-            "fit_seconds": time.perf_counter() - start,
-        },
+        settings=em_settings(
+            use_priors=use_priors,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            random_state=random_state,
+            seed_record=seed_record,
+            start=start,
+            missing=missing,
+        ),
     )
+
+
+def em_settings(
+    *,
+    use_priors: bool,
+    init: str | Mapping,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    random_state: Any,
+    seed_record: dict[str, Any],
+    start: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The settings an EM result records (``start`` is the ``perf_counter`` time the fit
+    began); ``extra`` entries are added after the common ones."""
+    return {
+        "method": "map" if use_priors else "em",
+        "n_init": 1 if isinstance(init, Mapping) else n_init,
+        "init": init if isinstance(init, str) else "user",
+        "max_iter": max_iter,
+        "tol": tol,
+        "reg_covar": reg_covar,
+        "random_state": _seed_label(random_state),
+        **seed_record,
+        **extra,
+        "fit_seconds": time.perf_counter() - start,
+    }
 
 
 def _best_run(
