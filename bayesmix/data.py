@@ -128,7 +128,9 @@ def check_numeric_columns(frame: Any, name: str) -> None:
 
 def _from_frame(frame: pd.DataFrame, name: str) -> Data:
     check_numeric_columns(frame, name)
-    values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    # row-major like every other input: the fused E-step walks rows (pandas hands out
+    # column-major arrays, which the kernels would copy on every pass)
+    values = np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan))
     return Data(
         values=values,
         feature_names=tuple(str(c) for c in frame.columns),

@@ -90,6 +90,16 @@ def test_em_same_seed_is_bitwise_identical(em_data, covariance_type, init):
     assert first.settings["random_state"] == 7 and first.settings["n_init"] == 3
 
 
+def test_em_does_not_depend_on_the_memory_layout_of_the_data(em_data):
+    """A DataFrame, a row-major and a column-major array of the same numbers fit alike."""
+    values = em_data.to_numpy(dtype=float)
+    fits = [
+        _em_fit(data, "full", "kmeans++", 7)
+        for data in (em_data, np.ascontiguousarray(values), np.asfortranarray(values))
+    ]
+    assert _em_fingerprint(fits[0]) == _em_fingerprint(fits[1]) == _em_fingerprint(fits[2])
+
+
 def test_em_different_seeds_start_differently(em_data):
     a = _em_fit(em_data, "full", "random", 1)
     b = _em_fit(em_data, "full", "random", 2)
@@ -135,6 +145,33 @@ def test_em_is_bitwise_identical_across_processes(em_data, tmp_path):
             other = load(tmp_path / f"em-{cov}-{i}.nc")
             here = _em_fit(em_data, cov, init, 7)
             assert _em_fingerprint(other) == _em_fingerprint(here), (cov, init)
+
+
+def test_em_first_process_on_a_machine_matches_later_ones(tmp_path):
+    """A process that finds numba's cache empty gets the same fit as one that loads the
+    kernel from it (a fresh compile rounds differently: bayesmix compiles in a child and
+    loads the cached code in both cases)."""
+    code = """
+        import sys
+        import bayesmix as bm
+        fit = bm.GaussianMixture(3, "full").fit(
+            bm.datasets.load_faithful(), init="kmeans", max_iter=30, random_state=7
+        )
+        fit.save(sys.argv[1])
+        """
+    environment = {**_START_ENVIRONMENT, "NUMBA_CACHE_DIR": str(tmp_path / "numba-cache")}
+    for name in ("cold", "warm"):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code), str(tmp_path / f"{name}.nc")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            env=environment,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+    assert any((tmp_path / "numba-cache").rglob("*.nbi"))  # the cold process did compile
+    cold, warm = load(tmp_path / "cold.nc"), load(tmp_path / "warm.nc")
+    assert _em_fingerprint(cold) == _em_fingerprint(warm)
 
 
 def test_em_does_not_depend_on_the_number_of_threads():

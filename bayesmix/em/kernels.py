@@ -23,6 +23,10 @@ from __future__ import annotations
 
 import functools
 import math
+import os
+import subprocess
+import sys
+import threading
 
 import numba as nb
 import numpy as np
@@ -33,6 +37,7 @@ _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 # Let LLVM reassociate sums (SIMD reductions) and fuse multiply-adds; no assumptions about
 # NaN or infinity (a zero weight has log weight -inf).
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+_KERNEL_OPTIONS = {"parallel": True, "cache": True, "fastmath": _FASTMATH}
 
 
 BLOCK_ROWS = 64
@@ -115,8 +120,8 @@ def _first_moments(resp, k, xt, rx, mass, sum_x):
         sum_x[k, i] += acc
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks):
+@nb.njit(**_KERNEL_OPTIONS)
+def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks):
     """Statistics for per-component full covariances.
 
     Returns ``mass (K,)``, ``sum_x (K, D)``, ``sum_xx (K, D, D)``, the weighted
@@ -180,8 +185,8 @@ def estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_ch
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_chunks):
+@nb.njit(**_KERNEL_OPTIONS)
+def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_chunks):
     """Statistics for one shared covariance; ``centres[k] = mu_k @ U`` (whitened means).
 
     ``sum_xx`` is the weighted scatter of the rows, ``(D, D)``.
@@ -245,8 +250,8 @@ def estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
-@nb.njit(parallel=True, cache=True, fastmath=_FASTMATH)
-def estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks):
+@nb.njit(**_KERNEL_OPTIONS)
+def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks):
     """Statistics for axis-aligned covariances; ``precision (K, D)`` holds ``1 / var``
     (spherical: the same value across features). ``sum_xx`` is ``sum r x^2``, ``(K, D)``."""
     n_obs, n_features = X.shape
@@ -309,11 +314,22 @@ def _summed_over_chunks(kernel, symmetric: bool):
     chunk count that does not depend on the thread count either, results are bitwise the
     same whatever ``NUMBA_NUM_THREADS`` is. Kernels fill only the lower triangle of
     symmetric second moments; it is mirrored here.
+
+    Every process runs the kernel as loaded from numba's disk cache, never the code of a
+    compile in this process: with ``fastmath`` reassociation, the machine code of a fresh
+    compile and the code numba loads from its cache round differently in the last bits
+    (measured: the full and tied kernels), so a process that compiled a kernel would not
+    reproduce the fits of the processes that load it. A kernel missing from the cache is
+    therefore compiled, and cached, by a child process (:func:`_compile_in_child`).
     """
+    first_call = threading.Lock()
 
     @functools.wraps(kernel.py_func)
     def call(*args):
-        frozen = (_read_only(arg) if isinstance(arg, np.ndarray) else arg for arg in args)
+        frozen = [_read_only(arg) if isinstance(arg, np.ndarray) else arg for arg in args]
+        if not kernel.overloads:
+            with first_call:
+                _compile_in_child(kernel, frozen)
         mass, sum_x, sum_xx, log_lik, log_max = kernel(*frozen)
         sum_xx = sum_xx.sum(axis=0)
         if symmetric:
@@ -323,12 +339,50 @@ def _summed_over_chunks(kernel, symmetric: bool):
     return call
 
 
+_CHILD_COMPILE_TIMEOUT = 900.0  # seconds; a cold compile takes 20-30
+
+
+def _compile_in_child(kernel, args) -> None:
+    """Compile ``kernel`` in a child Python process if it is not in numba's disk cache yet,
+    so that this process loads it from there.
+
+    If the child fails (or caching is unavailable), this process compiles the kernel itself
+    on its first call, as numba always does: fits stay correct, and bitwise equal across
+    processes that all compiled their own.
+    """
+    if kernel.overloads:  # another thread got here first
+        return
+    signature = tuple(nb.typeof(arg) for arg in args)
+    if kernel._cache.load_overload(signature, kernel.targetctx) is not None:
+        return
+    name = kernel.py_func.__name__.removeprefix("_estep_")
+    try:
+        subprocess.run(
+            [sys.executable, "-c", f"import {__name__} as k; k.compile_kernel({name!r})"],
+            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+            capture_output=True,
+            timeout=_CHILD_COMPILE_TIMEOUT,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        pass  # this process compiles on the first call instead
+
+
+def compile_kernel(name: str) -> None:
+    """Compile (and cache on disk) the E-step kernel ``_estep_<name>`` on a tiny problem."""
+    rows, ones = _read_only(np.linspace(-1.0, 1.0, 6).reshape(3, 2)), _read_only(np.ones(3))
+    pair, means = _read_only(np.zeros(2)), rows[:2]
+    lower = _read_only(np.stack([np.eye(2)] * 2))
+    scale = {"full": lower, "tied": lower[0], "diag": _read_only(np.ones((2, 2)))}[name]
+    globals()[f"_estep_{name}"](rows, ones, pair, pair, means, scale, pair, 1)
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     view = np.ascontiguousarray(array, dtype=np.float64).view()
     view.flags.writeable = False
     return view
 
 
-estep_full = _summed_over_chunks(estep_full, symmetric=True)
-estep_tied = _summed_over_chunks(estep_tied, symmetric=True)
-estep_diag = _summed_over_chunks(estep_diag, symmetric=False)
+estep_full = _summed_over_chunks(_estep_full, symmetric=True)
+estep_tied = _summed_over_chunks(_estep_tied, symmetric=True)
+estep_diag = _summed_over_chunks(_estep_diag, symmetric=False)
