@@ -95,8 +95,9 @@ _CONVENTION = (
     "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty); "
     "mclust_bic = -bic and mclust_icl = -icl: mclust's sign, higher is better; "
     "elpd_loo: PSIS-LOO expected log predictive density, higher is better; "
-    "elpd_diff and dse: difference to the best model of the same method and its "
-    f"standard error; n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}."
+    "elpd_diff and dse: difference to the highest elpd_loo of the same method and its "
+    "standard error; best by LOO: the fewest components within one dse of the highest; "
+    f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}."
 )
 
 
@@ -447,20 +448,36 @@ def _label(key: tuple[str, str, int]) -> str:
 
 
 def _mark_best(table: pd.DataFrame, methods: list[str]) -> pd.DataFrame:
-    """Boolean ``best_<criterion>`` columns: the best row of each method per criterion."""
+    """Boolean ``best_<criterion>`` columns: the best row of each method per criterion.
+
+    For BIC, AIC and ICL the lowest value. For LOO the one-standard-error rule: the fit
+    with the fewest components among those whose ``elpd_loo`` is within one standard error
+    of the difference (``dse``) of the method's highest, the highest ``elpd_loo`` breaking
+    ties. A surplus component often predicts as well as the true number of components, so
+    the highest ``elpd_loo`` alone would pick an overfitted K whenever noise favours it.
+    """
     ok = table["status"] == "ok"
     method_level = table.index.get_level_values("method")
     for criterion in CRITERIA:
-        column, higher_better = ("elpd_loo", True) if criterion == "loo" else (criterion, False)
+        column = "elpd_loo" if criterion == "loo" else criterion
         flag = np.zeros(len(table), dtype=bool)
         if column in table:
             for method in methods:
                 values = table[column].where(ok & (method_level == method))
                 if values.notna().any():
-                    best = values.idxmax() if higher_better else values.idxmin()
+                    best = _within_one_se(table, values) if criterion == "loo" else values.idxmin()
                     flag[table.index.get_loc(best)] = True
         table[f"best_{criterion}"] = flag
     return table
+
+
+def _within_one_se(table: pd.DataFrame, elpd: pd.Series):
+    """Index of the fewest-component fit whose ``elpd`` is within ``dse`` of the highest."""
+    close = elpd.notna() & (table["elpd_diff"] >= -table["dse"].fillna(0.0))
+    candidates = elpd[close]
+    n_components = candidates.index.get_level_values("n_components")
+    order = np.lexsort((-candidates.to_numpy(dtype=float), n_components))
+    return candidates.index[order[0]]
 
 
 class SelectionResult:
@@ -476,11 +493,13 @@ class SelectionResult:
         ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
         ``mclust_bic``, ``mclust_icl`` (= minus those, higher is better), ``converged``;
         for Bayesian methods ``elpd_loo``, ``se``, ``p_loo``, ``elpd_diff`` and ``dse``
-        (against the best fit of the same method), ``loo_weight`` (stacking weight),
+        (against the highest ``elpd_loo`` of the same method), ``loo_weight`` (stacking
+        weight),
         ``n_high_k`` (Pareto ``k > 0.7``), ``max_k``, ``divergences`` (NUTS) and
         ``rhat_loglik`` (r_hat of the total log-likelihood, a label-invariant
         convergence check); and ``best_bic``, ``best_aic``, ``best_icl``,
-        ``best_loo`` marking the best fit of each method.
+        ``best_loo`` marking the best fit of each method (lowest criterion; for LOO the
+        fewest components within one ``dse`` of the highest ``elpd_loo``).
     fits : dict
         The fitted results keyed like the table's index; ``None`` for failed fits.
     criteria : dict
