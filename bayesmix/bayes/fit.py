@@ -95,6 +95,13 @@ def _spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) 
     )
 
 
+def _check_identification(data: Data, identify: Any, order_by: Any) -> None:
+    """Refuse a bad ``identify`` or ``order_by`` before the MAP-EM start is computed."""
+    check_choice(identify, "identify", IDENTIFICATIONS)
+    if order_by is not None:
+        _order_feature(data, order_by, None)
+
+
 def _order_feature(data: Data, order_by: Any, em) -> int:
     if order_by is None:
         return choose_order_feature(data, em.means, em.covariances)
@@ -147,6 +154,7 @@ def fit_nuts(
     _require(sampler)
     seed = _seed(random_state)
     start = time.perf_counter()
+    _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
     spec = _spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
@@ -288,6 +296,7 @@ def fit_vi(
         )
     seed = _seed(random_state)
     start = time.perf_counter()
+    _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
     spec = _spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
