@@ -142,6 +142,8 @@ class GaussianMixture:
             best-separated feature, chosen by a quick EM fit or named by ``order_by``;
             ``"relabel"``: exchangeable model relabelled afterwards by Stephens' KL
             algorithm; ``"none"``), ``order_by``, ``random_state``, ``progressbar``.
+            Every chain starts at a MAP-EM estimate plus uniform jitter of ±0.5 per
+            unconstrained coordinate, drawn from the chain's seed.
 
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
             ``learning_rate`` (0.005, Adam), ``tolerance`` (1e-4: relative change of the
