@@ -44,20 +44,21 @@ def cache_sizes():
     return {}
 
 
+def _run_counting_compiles(covariance_type, seed, cache_sizes):
+    before = len(bayes_fit._NUTPIE_CACHE)
+    result = sbc.run_sbc(covariance_type, N_SIMS, seed=seed, **SBC_OPTIONS)
+    cache_sizes[covariance_type] = (before, len(bayes_fit._NUTPIE_CACHE))
+    return result
+
+
 @pytest.fixture(scope="module")
 def sbc_full(cache_sizes):
-    before = len(bayes_fit._NUTPIE_CACHE)
-    result = sbc.run_sbc("full", N_SIMS, seed=11, **SBC_OPTIONS)
-    cache_sizes["full"] = (before, len(bayes_fit._NUTPIE_CACHE))
-    return result
+    return _run_counting_compiles("full", 11, cache_sizes)
 
 
 @pytest.fixture(scope="module")
 def sbc_spherical(cache_sizes):
-    before = len(bayes_fit._NUTPIE_CACHE)
-    result = sbc.run_sbc("spherical", N_SIMS, seed=12, **SBC_OPTIONS)
-    cache_sizes["spherical"] = (before, len(bayes_fit._NUTPIE_CACHE))
-    return result
+    return _run_counting_compiles("spherical", 12, cache_sizes)
 
 
 # -- the simulator and the statistics, against closed forms (no MCMC) -------------------

@@ -11,7 +11,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import expand_covariances
+from conftest import expand_covariances, natural_covariances
 from scipy import stats
 from scipy.special import logsumexp
 
@@ -32,18 +32,15 @@ COVARIANCES = np.array(
 )
 
 
-def _natural(covariance_type, full):
-    if covariance_type == "full":
-        return full
-    if covariance_type == "tied":
-        return full.mean(axis=0)
-    diagonals = np.diagonal(full, axis1=-2, axis2=-1)
-    return diagonals if covariance_type == "diag" else diagonals.mean(axis=-1)
+def _true_covariances(covariance_type):
+    """The simulation's covariances in ``covariance_type``'s structure, as full matrices."""
+    natural = natural_covariances(covariance_type, COVARIANCES)
+    return expand_covariances(covariance_type, natural, 2, 3)
 
 
 def _simulate(n_obs, seed, covariance_type="full"):
     rng = np.random.default_rng(seed)
-    full = expand_covariances(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
+    full = _true_covariances(covariance_type)
     z = rng.choice(2, size=n_obs, p=WEIGHTS)
     X = np.empty((n_obs, 3))
     for k in range(2):
@@ -141,7 +138,7 @@ def test_layout_groups_rows_by_pattern():
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_marginal_log_joint_matches_scipy(covariance_type):
     model = bm.GaussianMixture(2, covariance_type)
-    natural = _natural(covariance_type, COVARIANCES)
+    natural = natural_covariances(covariance_type, COVARIANCES)
     structure = model.structure
     params = Params(WEIGHTS, MEANS, natural, structure.precision_cholesky(natural))
     X = _remove(_simulate(60, 1), 0.3, 1)
@@ -188,7 +185,7 @@ def _unpack(covariance_type, theta):
 
 
 def _pack(covariance_type, fit):
-    natural = _natural(covariance_type, fit.covariances)
+    natural = natural_covariances(covariance_type, fit.covariances)
     if covariance_type in ("full", "tied"):
         rows, cols = np.triu_indices(3)
         natural = np.asarray(natural)[..., rows, cols]
@@ -239,7 +236,7 @@ def test_em_with_20_percent_mcar_recovers_the_complete_data_estimates(covariance
     assert np.allclose(fit.weights[got], complete.weights[ref], atol=0.02)
     assert np.allclose(fit.means[got], complete.means[ref], atol=0.1)
     assert np.allclose(fit.covariances[got], complete.covariances[ref], atol=0.12)
-    truth = expand_covariances(covariance_type, _natural(covariance_type, COVARIANCES), 2, 3)
+    truth = _true_covariances(covariance_type)
     assert np.allclose(fit.means[got], MEANS, atol=0.15)
     assert np.allclose(fit.covariances[got], truth, atol=0.2)
 
