@@ -3,6 +3,7 @@ bounded worker memory on data larger than the workers' memory, and clear input e
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import numpy as np
@@ -100,6 +101,41 @@ def test_cluster_em_and_map_equal_in_memory(client):
     assert client.run(lambda: 1)  # the workers are still alive
 
 
+def test_persisted_data_on_cluster_go_through_worker_actors(client):
+    X, _ = _mixture(5_000, seed=3)
+    weights = np.random.default_rng(2).uniform(0.5, 2.0, size=len(X))
+    dX = client.persist(da.from_array(X, chunks=(600, 3)))
+    dw = da.from_array(weights, chunks=1_000)  # not persisted: computed onto the workers
+    model = bm.GaussianMixture(3, "full")
+    start = {"means": X[:3], "weights": [0.3, 0.3, 0.4]}
+    want = model.fit(X, sample_weight=weights, init=start, max_iter=20, tol=0)
+    with dask.config.set(scheduler=client.get), warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        got = model.fit(dX, sample_weight=dw, init=start, max_iter=20, tol=0)
+    assert got.settings["estep"] == "worker-actors"
+    _assert_same_fit(got, want)
+    # the actors and the weights computed for them are released after the fit
+    for _ in range(50):
+        held = [k for k in client.who_has() if "_ChunkHolder" in str(k)]
+        if not held:
+            break
+        time.sleep(0.1)
+    assert not held
+
+
+def test_assign_chunks_balances_rows_per_worker_thread():
+    a, b, c = "tcp://a", "tcp://b", "tcp://c"
+    # six chunks on a, two on b: two of a's move to b
+    owners = distributed.assign_chunks([[a]] * 6 + [[b]] * 2, [10] * 8, {a: 1, b: 1})
+    assert owners == [a] * 4 + [b] * 4
+    # replicas are used where they balance; a worker with two threads takes twice the rows
+    owners = distributed.assign_chunks([[a, b]] * 6, [10] * 6, {a: 2, b: 1})
+    assert owners.count(a) == 4 and owners.count(b) == 2
+    # chunks on a worker that has left go to the least loaded worker; uneven chunk sizes
+    owners = distributed.assign_chunks([[c], [a], [a]], [20, 10, 10], {a: 1, b: 1})
+    assert owners == [b, a, a]
+
+
 def test_threaded_scheduler_dataframe_xarray_and_priors():
     X, _ = _mixture(3_000, seed=2)
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
@@ -164,6 +200,69 @@ def test_lazy_predictions_equal_in_memory(client):
     with dask.config.set(scheduler=client.get):
         got = result.predict(chunked).compute()
     np.testing.assert_array_equal(got, result.predict(X))
+
+
+def test_blockwise_quantiles_equal_numpy(monkeypatch):
+    rng = np.random.default_rng(8)
+    values = rng.standard_normal((7_001, 4))
+    values[:, 0] = np.round(values[:, 0], 1)  # many ties
+    values[:, 3] = 2.5  # one value only
+    chunked = da.from_array(values, chunks=(900, 4))
+
+    def columns(x):  # two groups of columns, as the anomaly scores yield them
+        yield slice(0, 3), x[:, :3]
+        yield slice(3, 4), x[:, 3:]
+
+    with dask.config.set(scheduler="sync"):
+        for level in (0.5, 0.99, 0.9999):
+            got = distributed.blockwise_quantiles(chunked, columns, 4, level)
+            np.testing.assert_array_equal(got, np.quantile(values, level, axis=0))
+        monkeypatch.setattr(distributed, "QUANTILE_COLLECT", 2)  # narrow down to few values
+        got = distributed.blockwise_quantiles(chunked, columns, 4, 0.95)
+    np.testing.assert_array_equal(got, np.quantile(values, 0.95, axis=0))
+
+
+def test_anomaly_scores_on_dask_equal_in_memory(client):
+    X, _ = _mixture(4_000, seed=7)
+    X[:5] += 12.0  # clear outliers
+    result = bm.GaussianMixture(3, "full").fit(X, random_state=0)
+    want = bm.anomaly_scores(result, X[:1_000], reference=X, contamination=0.01)
+    calls = []
+
+    def source(block):
+        calls.append(len(block))
+        return block
+
+    dX = da.from_array(X, chunks=(700, 3))
+    with dask.config.set(scheduler=client.get):  # the threshold's passes run on the cluster
+        got = bm.anomaly_scores(
+            result,
+            dX[:1_000].map_blocks(source, meta=np.empty((0, 0))),
+            reference=xr.DataArray(dX, dims=("obs", "feature")),
+            contamination=0.01,
+        )
+    assert got.threshold == want.threshold  # exact, computed now
+    np.testing.assert_array_equal(got.draw_thresholds, want.draw_thresholds)
+    assert got.is_lazy and not calls  # scores of X not computed yet
+    assert isinstance(got.score, da.Array) and isinstance(got.is_anomaly, da.Array)
+    assert "lazy" in repr(got)
+    with dask.config.set(scheduler="sync"):
+        done = got.compute()
+    assert calls  # computed only now
+    np.testing.assert_allclose(done.score, want.score, rtol=1e-12)
+    np.testing.assert_allclose(done.reference_score, want.reference_score, rtol=1e-12)
+    np.testing.assert_array_equal(done.is_anomaly, want.is_anomaly)
+    np.testing.assert_array_equal(done.probability, want.probability)
+    assert set(range(5)) <= set(done.anomalies) and done.n_anomalies == want.n_anomalies
+    # in-memory reference, Dask X; and X=None scores the Dask reference itself
+    mixed = bm.anomaly_scores(result, dX, reference=X, quantile=0.99)
+    alone = bm.anomaly_scores(result, reference=dX, quantile=0.99)
+    assert mixed.threshold == alone.threshold == bm.anomaly_scores(result, reference=X).threshold
+    np.testing.assert_array_equal(mixed.is_anomaly.compute(), alone.is_anomaly.compute())
+    bad = X.copy()
+    bad[1_500, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        bm.anomaly_scores(result, reference=da.from_array(bad, chunks=(700, 3)))
 
 
 def _tiled_chunk(block_info=None):

@@ -72,6 +72,9 @@ INIT_SAMPLE_ROWS = 100_000
 _SCAN_ROWS = 65_536
 # Partial sums combined per node of the reduction tree.
 TREE_FAN_IN = 8
+# EM iterations on data persisted on a dask.distributed cluster call one actor per worker
+# (False: a task graph per iteration, as for any other data).
+WORKER_ACTORS = True
 
 _INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
 
@@ -286,13 +289,13 @@ def _dask_weights(sample_weight: Any, data: DaskData) -> Any:
 
 
 @contextmanager
-def _one_numba_thread():
-    """Dask already runs one task per core: keep the compiled E-step single-threaded
-    inside a task (numba's thread count is thread-local) to avoid oversubscription."""
+def _numba_threads(n_threads: int = 1):
+    """Run the compiled E-step on ``n_threads`` threads (numba's thread count is
+    thread-local). One inside a graph task: Dask already runs one task per core."""
     import numba
 
     before = numba.get_num_threads()
-    numba.set_num_threads(1)
+    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
     try:
         yield
     finally:
@@ -387,7 +390,7 @@ def _merge_scans(a: _Scan, b: _Scan) -> _Scan:
 
 def _estep_block(x, w, shift, params, structure) -> SufficientStats:
     x, w = _block(x, w)
-    with _one_numba_thread():
+    with _numba_threads(1):
         return e_step(x, w, shift, params, structure)
 
 
@@ -421,12 +424,22 @@ def _merge_all(*parts):
 
 class DaskSource:
     """Chunked data and weights; every pass is a map over chunks and a fixed-shape tree
-    reduction, evaluated by one :func:`dask.compute` under the active scheduler."""
+    reduction, evaluated by one :func:`dask.compute` under the active scheduler.
+
+    The E-step of EM iterations goes through :class:`_WorkerChunks` instead when a
+    ``dask.distributed`` client is active and every chunk of ``X`` is already in the
+    cluster's memory (``X = X.persist()``): one actor per worker holds its chunks, and an
+    iteration is one direct call per worker rather than a task graph through the
+    scheduler (see :attr:`estep_path`).
+    """
 
     def __init__(self, data: DaskData, weights: Any) -> None:
         dask, _ = _import_dask()
         self.data = data
         self.n_chunks = len(data.row_chunks)
+        self._weights = weights
+        self._client = _persisted_on_client(data.array) if WORKER_ACTORS else None
+        self._workers: _WorkerChunks | None = None
         self._x = list(data.array.to_delayed(optimize_graph=True).ravel())
         self._w = (
             [None] * self.n_chunks
@@ -460,8 +473,23 @@ class DaskSource:
         per_chunk = [(int(offsets[i]), keep, seeds[i]) for i in range(self.n_chunks)]
         return self.map_reduce(_scan_block, _merge_all, per_chunk=per_chunk)
 
+    @property
+    def estep_path(self) -> str:
+        """``"worker-actors"`` (persisted data, distributed client) or ``"task-graph"``."""
+        return "task-graph" if self._client is None else "worker-actors"
+
     def estep(self, params: Params, *, shift: np.ndarray, structure) -> SufficientStats:
-        return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
+        if self._client is None:
+            return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
+        if self._workers is None:  # first E-step: place the actors
+            self._workers = _WorkerChunks(self._client, self.data.array, self._weights)
+        return _finite(self._workers.estep(shift, params, structure))
+
+    def close(self) -> None:
+        """Release the actors (and the chunk copies they hold)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
 
     def assigned_stats(self, centres: np.ndarray, *, shift: np.ndarray, structure):
         return _finite(self.map_reduce(_assigned_block, _sum_all, shift, centres, structure))
@@ -490,6 +518,153 @@ def _finite(stats: SufficientStats) -> SufficientStats:
             "X = X.persist() it, and drop or impute non-finite values."
         )
     return stats
+
+
+# -- persisted data on a distributed cluster: one actor per worker ----------------------
+
+
+def _persisted_on_client(array: Any) -> Any:
+    """The active ``dask.distributed`` client if every chunk of ``array`` is a future in
+    its cluster's memory (``array.persist()`` under that client), else None."""
+    try:
+        from dask.base import get_scheduler
+        from distributed import Client
+    except ImportError:
+        return None
+    client = getattr(get_scheduler(collections=[array]), "__self__", None)
+    if not isinstance(client, Client) or client.status != "running":
+        return None
+    keys = {f.key for f in client.futures_of(array)}
+    return client if keys and keys.issuperset(_chunk_keys(array)) else None
+
+
+def _chunk_keys(array: Any) -> list:
+    from dask.core import flatten
+
+    return list(flatten(array.__dask_keys__()))
+
+
+def assign_chunks(
+    holders: list[list[str]], sizes: list[int], threads: Mapping[str, int]
+) -> list[str]:
+    """The worker that serves each chunk in the E-step, balancing rows per worker thread.
+
+    A chunk stays on a worker holding it while that worker's rows, with half of the
+    chunk, stay within its share (``n_rows * threads / total threads``); the other
+    chunks go, in chunk order, to the worker with the fewest rows per thread after taking
+    them (they are copied there once per fit). The workers' largest load never grows:
+    only workers below their share receive copies.
+
+    Parameters
+    ----------
+    holders : list of list of str
+        Per chunk, the addresses of the workers holding it (``Client.who_has``).
+    sizes : list of int
+        Rows per chunk.
+    threads : mapping of str to int
+        Threads per worker address.
+
+    Returns
+    -------
+    list of str
+        Per chunk, the address of its worker.
+    """
+    workers = sorted(threads)
+    total_threads = sum(threads[w] for w in workers)
+    share = {w: sum(sizes) * threads[w] / total_threads for w in workers}
+    load = dict.fromkeys(workers, 0)
+    owners: list[str | None] = [None] * len(sizes)
+    for i, held in enumerate(holders):
+        held = sorted(w for w in held if w in threads)
+        if held:
+            w = min(held, key=lambda h: load[h] / threads[h])
+            if load[w] + sizes[i] / 2 <= share[w]:
+                owners[i] = w
+                load[w] += sizes[i]
+    for i, owner in enumerate(owners):
+        if owner is None:
+            w = min(workers, key=lambda h: (load[h] + sizes[i]) / threads[h])
+            owners[i] = w
+            load[w] += sizes[i]
+    return owners
+
+
+class _ChunkHolder:
+    """Dask actor on one worker: its chunks of a persisted array (references to the
+    worker's own chunks, copies of chunks moved to it) and their weights."""
+
+    def __init__(self, chunks: list, weights: list) -> None:
+        from distributed import get_worker
+
+        self._chunks = [np.ascontiguousarray(x, dtype=np.float64) for x in chunks]
+        self._weights = weights
+        self._n_threads = get_worker().state.nthreads
+
+    def estep(self, shift, params, structure) -> SufficientStats:
+        """The E-step statistics of this worker's chunks, summed in chunk order, computed
+        on the worker's threads."""
+        with _numba_threads(self._n_threads):
+            return _sum_all(
+                *(
+                    e_step(*_block(x, w), shift, params, structure)
+                    for x, w in zip(self._chunks, self._weights, strict=True)
+                )
+            )
+
+
+class _WorkerChunks:
+    """The E-step over a persisted array as one actor call per worker.
+
+    A task graph per iteration costs tens of milliseconds of scheduler round trips (one
+    task per chunk plus the reduction tree); an actor holds each worker's chunks for
+    the whole fit, and an iteration is one call per worker (a few milliseconds) whose
+    ``K x D x D`` statistics the client sums in worker order. Chunks are balanced over
+    the workers' threads once (:func:`assign_chunks`); weights are computed onto the
+    workers that serve their chunks.
+    """
+
+    def __init__(self, client: Any, array: Any, weights: Any) -> None:
+        self._client = client
+        futures = {f.key: f for f in client.futures_of(array)}
+        chunks = [futures[key] for key in _chunk_keys(array)]
+        who_has = client.who_has(chunks)
+        threads = {a: w["nthreads"] for a, w in client.scheduler_info()["workers"].items()}
+        owners = assign_chunks(
+            [list(who_has.get(f.key, ())) for f in chunks],
+            [int(c) for c in array.chunks[0]],
+            threads,
+        )
+        w_parts = None if weights is None else weights.to_delayed(optimize_graph=True).ravel()
+        submitted = []
+        for worker in sorted(set(owners)):
+            mine = [i for i, owner in enumerate(owners) if owner == worker]
+            w = (
+                [None] * len(mine)
+                if w_parts is None
+                else client.compute([w_parts[i] for i in mine], workers=[worker])
+            )
+            submitted.append(
+                client.submit(
+                    _ChunkHolder,
+                    [chunks[i] for i in mine],
+                    w,
+                    workers=[worker],
+                    actor=True,
+                    pure=False,
+                )
+            )
+        with client.as_current():  # the actor proxies bind to this client
+            self._actors = [future.result() for future in submitted]
+        self._futures = submitted
+
+    def estep(self, shift, params, structure) -> SufficientStats:
+        calls = [actor.estep(shift, params, structure) for actor in self._actors]
+        return _sum_all(*(call.result() for call in calls))
+
+    def close(self) -> None:
+        for future in self._futures:
+            future.release()
+        self._actors, self._futures = [], []
 
 
 # -- the fit -----------------------------------------------------------------------------
@@ -615,22 +790,27 @@ def fit_em_dask(
 
     start = time.perf_counter()
     source = DaskSource(data, weights)
-    scan = source.scan(rng, INIT_SAMPLE_ROWS)
-    _check_scan(scan, data, model.n_components)
-    shift = scan.mean
-    priors = _resolve_priors(model, scan) if use_priors else None
-    shifted_priors = priors.shifted(shift) if priors is not None else None
-    best = _best_run(
-        lambda: _initial_params(init, source, scan, shift, model, shifted_priors, reg_covar, rng),
-        partial(source.estep, shift=shift, structure=structure),
-        scan.total_weight,
-        structure,
-        shifted_priors,
-        n_init=1 if isinstance(init, Mapping) else n_init,
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
-    )
+    try:
+        scan = source.scan(rng, INIT_SAMPLE_ROWS)
+        _check_scan(scan, data, model.n_components)
+        shift = scan.mean
+        priors = _resolve_priors(model, scan) if use_priors else None
+        shifted_priors = priors.shifted(shift) if priors is not None else None
+        best = _best_run(
+            lambda: _initial_params(
+                init, source, scan, shift, model, shifted_priors, reg_covar, rng
+            ),
+            partial(source.estep, shift=shift, structure=structure),
+            scan.total_weight,
+            structure,
+            shifted_priors,
+            n_init=1 if isinstance(init, Mapping) else n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+        )
+    finally:
+        source.close()
     return _em_result(
         model,
         best,
@@ -650,6 +830,7 @@ def fit_em_dask(
             start=start,
             backend="dask",
             n_chunks=source.n_chunks,
+            estep=source.estep_path,
         ),
     )
 
@@ -694,3 +875,119 @@ def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
     return data.array.map_blocks(
         func, dtype=dtype, drop_axis=1, chunks=(data.array.chunks[0],), meta=np.empty(0, dtype)
     )
+
+
+# -- exact quantiles of per-row values over chunks -----------------------------------------
+
+# Values a collection pass may return per target rank (the bracket is narrowed until then).
+QUANTILE_COLLECT = 4096
+# Counters per selection pass and chunk (targets x bins).
+_QUANTILE_COUNTERS = 2**20
+
+
+def blockwise_quantiles(
+    array: Any, columns: Callable[[np.ndarray], Any], n_columns: int, level: float
+) -> np.ndarray:
+    """Exact ``np.quantile(values, level, axis=0)`` of ``values = columns(rows)`` over all
+    rows of a chunked Dask array, without holding the values.
+
+    ``columns(x)`` maps a chunk's rows to their values, yielding ``(column_slice,
+    block)`` pairs (``block`` of shape ``(n_rows, n_slice)``) so that it may compute the
+    columns in memory-bounded groups. Each quantile is numpy's ``"linear"`` one: the
+    order statistics of rank ``k = floor((n - 1) * level)`` and ``k + 1``, interpolated.
+    They are found by bracketing: a pass for each column's smallest and largest finite
+    value, then passes that count the values in equal bins of every rank's bracket and
+    keep the bin holding the rank (a ``bins``-fold narrowing per pass), until each
+    bracket holds at most :data:`QUANTILE_COLLECT` values (or one float); a last pass
+    collects them. Typically 4 passes (2 counting passes for ``1e8`` rows at 1024 bins);
+    every pass is one :func:`dask.compute` under the active scheduler and re-evaluates
+    ``columns``. The result is exact, equal to ``np.quantile`` of all values.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_columns,)
+    """
+    dask, _ = _import_dask()
+    n_obs = int(array.shape[0])
+    chunks = list(array.to_delayed(optimize_graph=True).ravel())
+    if n_obs == 0:
+        raise ValueError("no values: the quantile of an empty array is undefined.")
+
+    def run(func, *args):
+        task = dask.delayed(func, pure=False)
+        return dask.compute(*[task(chunk, columns, *args) for chunk in chunks])
+
+    position = (n_obs - 1) * level
+    rank = int(np.floor(position))
+    gamma = position - rank
+    ranks = np.array([rank, min(rank + 1, n_obs - 1)])
+    # targets: (column, rank) pairs, column-major
+    target_column = np.repeat(np.arange(n_columns), 2)
+    target_rank = np.tile(ranks, n_columns)
+    extremes = run(_column_extremes, n_columns)
+    low = np.min([e[0] for e in extremes], axis=0)
+    high = np.max([e[1] for e in extremes], axis=0)
+    n_finite = np.sum([e[2] for e in extremes], axis=0)
+    lo = low[target_column]
+    hi = np.nextafter(high[target_column], np.inf)  # brackets are [lo, hi)
+    below = np.zeros(target_rank.shape[0], dtype=np.int64)
+    inside = n_finite[target_column].astype(np.int64)
+    bins = int(max(16, min(1024, _QUANTILE_COUNTERS // max(target_rank.shape[0], 1))))
+    values = np.full(target_rank.shape[0], np.inf)  # ranks beyond the finite values: +inf
+    active = target_rank < below + inside
+    while True:
+        narrow = active & (inside > QUANTILE_COLLECT) & (np.nextafter(lo, np.inf) < hi)
+        if not narrow.any():
+            break
+        edges = np.linspace(lo, hi, bins + 1, axis=1)  # (T, bins + 1)
+        edges[:, -1] = hi
+        counts = np.sum(run(_bracket_counts, target_column, edges, narrow), axis=0)
+        cumulative = below[:, None] + np.cumsum(counts[:, 1:-1], axis=1)  # (T, bins)
+        idx = np.flatnonzero(narrow)
+        chosen = np.argmax(cumulative[idx] > target_rank[idx, None], axis=1)
+        below[idx] = cumulative[idx, chosen] - counts[idx, chosen + 1]
+        inside[idx] = counts[idx, chosen + 1]
+        lo[idx], hi[idx] = edges[idx, chosen], edges[idx, chosen + 1]
+    single = active & (inside > QUANTILE_COLLECT)  # one float left in the bracket
+    values[single] = lo[single]
+    collect = active & ~single
+    if collect.any():
+        parts = run(_bracket_values, target_column, lo, hi, collect)
+        for t in np.flatnonzero(collect):
+            inner = np.sort(np.concatenate([part[t] for part in parts]))
+            values[t] = inner[target_rank[t] - below[t]]
+    pairs = values.reshape(n_columns, 2)
+    return np.array([np.quantile(pair, gamma) for pair in pairs])
+
+
+def _column_extremes(chunk, columns, n_columns):
+    low, high = np.full(n_columns, np.inf), np.full(n_columns, -np.inf)
+    n_finite = np.zeros(n_columns, dtype=np.int64)
+    for cols, block in columns(np.asarray(chunk)):
+        finite = np.isfinite(block)
+        low[cols] = np.where(finite, block, np.inf).min(axis=0, initial=np.inf)
+        high[cols] = np.where(finite, block, -np.inf).max(axis=0, initial=-np.inf)
+        n_finite[cols] = finite.sum(axis=0)
+    return low, high, n_finite
+
+
+def _bracket_counts(chunk, columns, target_column, edges, narrow):
+    """Per target: values below its bracket, in each bin, and at or above its top."""
+    counts = np.zeros((edges.shape[0], edges.shape[1] + 1), dtype=np.int64)
+    for cols, block in columns(np.asarray(chunk)):
+        first = cols.start
+        for t in np.flatnonzero(narrow & (target_column >= first) & (target_column < cols.stop)):
+            where = np.searchsorted(edges[t], block[:, target_column[t] - first], side="right")
+            counts[t] = np.bincount(where, minlength=counts.shape[1])
+    return counts
+
+
+def _bracket_values(chunk, columns, target_column, lo, hi, collect):
+    """Per target: the values inside its bracket ``[lo, hi)`` (empty if not collected)."""
+    out = [np.empty(0)] * target_column.shape[0]
+    for cols, block in columns(np.asarray(chunk)):
+        first = cols.start
+        for t in np.flatnonzero(collect & (target_column >= first) & (target_column < cols.stop)):
+            column = block[:, target_column[t] - first]
+            out[t] = column[(column >= lo[t]) & (column < hi[t])]
+    return out
