@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -475,6 +476,12 @@ def marginal_density(
 class AnomalyScores:
     """Anomaly scores of observations under a fitted mixture.
 
+    For Dask input the per-observation arrays (``score``, ``is_anomaly``,
+    ``probability``, ``obs_names``, and ``reference_score`` for a Dask reference) are
+    lazy :class:`dask.array.Array` objects while the thresholds are numbers (see
+    :func:`anomaly_scores`); :meth:`compute` returns the in-memory equivalent, and
+    ``n_anomalies``, ``anomalies``, ``to_dataframe()`` compute what they need.
+
     Attributes
     ----------
     score : numpy.ndarray of shape (n_obs,)
@@ -526,6 +533,34 @@ class AnomalyScores:
         return 1.0 - self.level
 
     @property
+    def is_lazy(self) -> bool:
+        """Whether the per-observation arrays are lazy Dask arrays (Dask input)."""
+        return not isinstance(self.score, np.ndarray) or not isinstance(
+            self.reference_score, np.ndarray
+        )
+
+    def compute(self) -> AnomalyScores:
+        """The same scores with every lazy array computed (one :func:`dask.compute`, one
+        pass over the data); ``self`` when nothing is lazy."""
+        if not self.is_lazy:
+            return self
+        import dask
+
+        score, probability, obs_names, reference_score = dask.compute(
+            self.score, self.probability, self.obs_names, self.reference_score
+        )
+        return AnomalyScores(
+            score=score,
+            threshold=self.threshold,
+            probability=probability,
+            obs_names=obs_names,
+            level=self.level,
+            reference_score=reference_score,
+            draw_thresholds=self.draw_thresholds,
+            method=self.method,
+        )
+
+    @property
     def n_draws(self) -> int:
         return int(self.draw_thresholds.shape[0])
 
@@ -535,7 +570,10 @@ class AnomalyScores:
 
     @property
     def anomalies(self) -> np.ndarray:
-        """Labels of the flagged observations, most anomalous first."""
+        """Labels of the flagged observations, most anomalous first (computed for Dask
+        input)."""
+        if self.is_lazy:
+            return self.compute().anomalies
         order = np.argsort(-self.score[self.is_anomaly], kind="stable")
         return self.obs_names[self.is_anomaly][order]
 
@@ -544,7 +582,9 @@ class AnomalyScores:
 
     def to_dataframe(self) -> pd.DataFrame:
         """One row per observation: ``score``, ``threshold``, ``is_anomaly``,
-        ``probability`` (index: the observation labels)."""
+        ``probability`` (index: the observation labels); computed for Dask input."""
+        if self.is_lazy:
+            return self.compute().to_dataframe()
         frame = pd.DataFrame(
             {
                 "score": self.score,
@@ -567,13 +607,25 @@ class AnomalyScores:
     def _top(self, n: int = 10) -> pd.DataFrame:
         return self.to_dataframe().sort_values("score", ascending=False, kind="stable").head(n)
 
+    def _lazy_headline(self) -> str:
+        return (
+            f"lazy Dask scores of {len(self)} observations (.compute() evaluates them); "
+            f"threshold {self.threshold:.4g}, the {self.level:.4g} quantile of "
+            f"{self.reference_score.shape[0]} reference scores; {self.method}, "
+            f"{self.n_draws} draw(s)"
+        )
+
     def __repr__(self) -> str:
+        if self.is_lazy:
+            return f"AnomalyScores: {self._lazy_headline()}"
         top = self._top()
         return f"AnomalyScores: {self._headline()}\nhighest scores:\n" + top.to_string(
             float_format=lambda v: f"{v:.4g}"
         )
 
     def _repr_html_(self) -> str:
+        if self.is_lazy:
+            return f"<p><b>AnomalyScores</b>: {self._lazy_headline()}</p>"
         table = self._top().to_html(float_format=lambda v: f"{v:.4g}", border=0)
         return f"<p><b>AnomalyScores</b>: {self._headline()}; highest scores:</p>" + table
 
@@ -649,6 +701,19 @@ def anomaly_scores(
         ``.score``, ``.threshold``, ``.is_anomaly``, ``.probability``,
         ``.to_dataframe()``.
 
+    Notes
+    -----
+    Dask input (``X`` or ``reference`` a Dask array, DataFrame or Dask-backed xarray
+    object, as accepted by ``fit``): the thresholds are computed now and exactly, the
+    per-observation arrays stay lazy. A Dask ``reference``'s thresholds (the overall
+    one and, for several draws, one per draw) are exact ``np.quantile`` values found by
+    :func:`bayesmix.em.distributed.blockwise_quantiles` in a few passes over it (about
+    four, each evaluating the densities of every draw again) without holding its scores;
+    an in-memory reference is scored in memory. For Dask ``X`` (or a Dask reference
+    scored as ``X``) ``score``, ``is_anomaly``, ``probability``, ``reference_score``
+    and ``obs_names`` (positions ``0..n-1``) are lazy Dask arrays chunked like its rows;
+    :meth:`AnomalyScores.compute` evaluates them in one pass.
+
     Examples
     --------
     >>> import bayesmix as bm
@@ -661,6 +726,8 @@ def anomaly_scores(
     """
     result = _check_result(result)
     level = _check_level(quantile, contamination)
+    if _is_dask(X) or _is_dask(reference):
+        return _dask_anomaly_scores(result, X, reference, level)
     if reference is None:
         ref = _training_data(result)
         if ref is None:
@@ -702,3 +769,144 @@ def anomaly_scores(
         draw_thresholds=draw_thresholds,
         method=str(result.settings.get("method", type(result).__name__)),
     )
+
+
+# ---------------------------------------------------------------------------------------
+# anomalies on Dask input
+
+
+def _is_dask(X: Any) -> bool:
+    if X is None:
+        return False
+    from bayesmix.em.distributed import is_dask_input
+
+    return is_dask_input(X)
+
+
+def _score_columns(x: np.ndarray, draws: _MixtureDraws, per_draw: bool) -> Iterator:
+    """``(column_slice, block)`` pairs of the anomaly scores of rows ``x``: column 0 the
+    score under the posterior predictive, columns ``1..S`` (with ``per_draw``) the
+    scores under each draw, computed over memory-bounded blocks of draws."""
+    x = _finite_rows(x)
+    acc = np.full(x.shape[0], -np.inf)
+    for block, log_p in _iter_log_density(draws, x):
+        acc = np.logaddexp(acc, _logsumexp(log_p, axis=1))
+        if per_draw:
+            yield slice(1 + block.start, 1 + block.stop), -log_p
+    yield slice(0, 1), -(acc - np.log(draws.n_draws))[:, None]
+
+
+def _score_block(x: np.ndarray, draws: _MixtureDraws, draw_thresholds: np.ndarray) -> np.ndarray:
+    """``(n, 2)``: each row's score and the fraction of draws whose own threshold its
+    per-draw score exceeds (the in-memory computation, on one chunk)."""
+    x = _finite_rows(x)
+    acc = np.full(x.shape[0], -np.inf)
+    exceed = np.zeros(x.shape[0])
+    for block, log_p in _iter_log_density(draws, x):
+        exceed += (-log_p > draw_thresholds[block]).sum(axis=1)
+        acc = np.logaddexp(acc, _logsumexp(log_p, axis=1))
+    return np.stack([-(acc - np.log(draws.n_draws)), exceed / draws.n_draws], axis=1)
+
+
+def _finite_rows(x: Any) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if not np.isfinite(x).all():
+        raise ValueError(
+            "a chunk of the Dask data holds NaN or infinite values; drop or impute them "
+            "before scoring (e.g. X = X[da.isfinite(X).all(axis=1)].compute_chunk_sizes())."
+        )
+    return x
+
+
+def _dask_points(result: MixtureResult, X: Any, name: str):
+    """:func:`as_points` for Dask input: the fitted feature count and, when both are
+    named, the fitted feature names."""
+    from bayesmix.em.distributed import as_dask_data
+
+    data = as_dask_data(X, name=name, n_features=result.n_features)
+    default = tuple(f"x{i}" for i in range(result.n_features))
+    named = data.feature_names != default and result.feature_names != default
+    if named and data.feature_names != result.feature_names:
+        raise ValueError(
+            f"{name} has columns {list(data.feature_names)} but the model was fitted on "
+            f"{list(result.feature_names)}; select and order the columns as at fit time."
+        )
+    return data
+
+
+def _lazy_scores(data, draws: _MixtureDraws, draw_thresholds: np.ndarray):
+    """Lazy ``(score, probability, obs_names)`` of Dask points."""
+    import dask.array as da
+
+    rows = data.array.chunks[0]
+    both = data.array.map_blocks(
+        _score_block,
+        draws=draws,
+        draw_thresholds=draw_thresholds,
+        chunks=(rows, (2,)),
+        dtype=np.float64,
+        meta=np.empty((0, 0)),
+    )
+    return both[:, 0], both[:, 1], da.arange(data.n_obs, chunks=(rows,))
+
+
+def _dask_anomaly_scores(
+    result: MixtureResult, X: Any, reference: Any, level: float
+) -> AnomalyScores:
+    from bayesmix.em.distributed import blockwise_quantiles
+
+    draws = _MixtureDraws.from_result(result)
+    per_draw = draws.n_draws > 1
+    if _is_dask(reference):
+        ref = _dask_points(result, reference, "reference")
+        columns = partial(_score_columns, draws=draws, per_draw=per_draw)
+        found = blockwise_quantiles(ref.array, columns, 1 + draws.n_draws * per_draw, level)
+        threshold, draw_thresholds = found[0], (found[1:] if per_draw else found[:1])
+        ref_lazy = _lazy_scores(ref, draws, draw_thresholds)
+        reference_score = ref_lazy[0]
+    else:
+        if reference is None:
+            ref = _training_data(result)
+            if ref is None:
+                raise ValueError(
+                    f"reference is required for a {type(result).__name__}, which does not "
+                    "store its training data: pass reference=X_train (the data that "
+                    "define normal scores)."
+                )
+        else:
+            ref = as_points(result, reference, name="reference")
+        reference_score, draw_thresholds = _memory_reference(draws, ref.values, level)
+        threshold = float(np.quantile(reference_score, level))
+    if X is None and _is_dask(reference):
+        score, probability, obs_names = ref_lazy
+    elif X is None:
+        both = _score_block(ref.values, draws, draw_thresholds)
+        score, probability, obs_names = both[:, 0], both[:, 1], _obs_coord(ref)
+    elif _is_dask(X):
+        score, probability, obs_names = _lazy_scores(
+            _dask_points(result, X, "X"), draws, draw_thresholds
+        )
+    else:
+        data = as_points(result, X)
+        both = _score_block(data.values, draws, draw_thresholds)
+        score, probability, obs_names = both[:, 0], both[:, 1], _obs_coord(data)
+    return AnomalyScores(
+        score=score,
+        threshold=threshold,
+        probability=probability,
+        obs_names=obs_names,
+        level=level,
+        reference_score=reference_score,
+        draw_thresholds=draw_thresholds,
+        method=str(result.settings.get("method", type(result).__name__)),
+    )
+
+
+def _memory_reference(draws: _MixtureDraws, values: np.ndarray, level: float):
+    """In-memory reference scores and per-draw thresholds (as in :func:`anomaly_scores`)."""
+    acc = np.full(values.shape[0], -np.inf)
+    draw_thresholds = np.empty(draws.n_draws)
+    for block, log_p in _iter_log_density(draws, values):
+        draw_thresholds[block] = np.quantile(-log_p, level, axis=0)
+        acc = np.logaddexp(acc, _logsumexp(log_p, axis=1))
+    return -(acc - np.log(draws.n_draws)), draw_thresholds
