@@ -3,18 +3,24 @@ larger than the workers' memory.
 
 1. Throughput (``--rows`` x 8 features, K=8, full covariance, data from
    :func:`benchmarks.em.make_data`): bayesmix in memory, bayesmix on a 2-worker
-   ``LocalCluster`` (one thread per worker process, data persisted in 8 chunks) and Spark
-   MLlib's ``GaussianMixture`` (``local[2]``, data cached). Every tool's time per iteration
-   is ``(t(maxIter=11) - t(maxIter=1)) / 10``, so start-up and initialisation cancel;
-   ``--repeats`` interleaved runs, medians. bayesmix fits start from the same given
-   parameters with ``tol=0``; Spark from its own random start with ``tol=0``.
+   ``LocalCluster`` (one thread per worker process, data persisted in 8 chunks) through
+   its worker actors and, for comparison, through a task graph per iteration
+   (``distributed.WORKER_ACTORS = False``), and Spark MLlib's ``GaussianMixture``
+   (``local[2]``, data cached). Every tool's time per iteration is
+   ``(t(maxIter=11) - t(maxIter=1)) / 10``, so start-up and initialisation cancel;
+   ``--repeats`` runs, the engines interleaved within each, medians; the 1-minute load
+   average is printed before and after each repeat (the machine may be shared). bayesmix
+   fits start from the same given parameters with ``tol=0``; Spark from its own random
+   start with ``tol=0``.
 2. Out of memory: ``--oom-rows`` x 8 rows generated chunk by chunk on the workers (each
    chunk a seeded draw from a known 8-component mixture; nothing persisted, so every pass
    regenerates the data) fitted on a 2-worker ``LocalCluster`` with ``--worker-memory``
    per worker. Reported: data size against the workers' total memory limit, seconds per
    E-step pass (rows per second per iteration), total fit time, and the peak resident
-   memory of each worker process (``ru_maxrss``); the in-memory engine runs on a slice
-   of the same data that fits (``--slice-rows``).
+   memory of each worker process during the fit (Linux ``VmHWM``, reset just before it;
+   not ``ru_maxrss``, which a spawned worker inherits from the process that started
+   it); the in-memory engine runs on a slice of the same data that fits
+   (``--slice-rows``).
 
 Run: ``python -m benchmarks.dask_em`` (full) or ``python -m benchmarks.dask_em --quick
 --no-spark``. Spark needs ``pyspark`` and Java 17 (``pip install 'bayesmix[bench]'``).
@@ -24,11 +30,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
 import warnings
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -107,6 +113,14 @@ def spark_seconds_per_iteration(frame) -> float:
     return (times[ITERATIONS[1]] - times[ITERATIONS[0]]) / (ITERATIONS[1] - ITERATIONS[0])
 
 
+@contextmanager
+def _stopping(spark):
+    try:
+        yield spark
+    finally:
+        spark.stop()
+
+
 def mixture_truth(seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
     means = rng.normal(scale=4.0, size=(N_COMPONENTS, N_FEATURES))
@@ -145,8 +159,17 @@ def generated_array(n_rows: int, chunk_rows: int, truth: dict, seed: int = 0):
     )
 
 
+def _reset_peak_rss() -> None:
+    """Restart this process's peak resident memory (VmHWM) from its current size."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
 def _peak_rss() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory in bytes since :func:`_reset_peak_rss`."""
+    with open("/proc/self/status") as status:
+        line = next(line for line in status if line.startswith("VmHWM:"))
+    return int(line.split()[1]) * 1024
 
 
 def out_of_memory_fit(client, n_rows: int, chunk_rows: int, iterations: int) -> dict:
@@ -168,6 +191,7 @@ def out_of_memory_fit(client, n_rows: int, chunk_rows: int, iterations: int) -> 
         return out
 
     distributed.DaskSource.estep = timed
+    client.run(_reset_peak_rss)
     try:
         start = time.perf_counter()
         with warnings.catch_warnings():
@@ -243,40 +267,57 @@ def main(argv: list[str] | None = None, client=None) -> dict:
             bayesmix_seconds_per_iteration(X[:2_000], init)  # warm-up (compiled code, imports)
             with dask.config.set(scheduler=client.get):
                 bayesmix_seconds_per_iteration(dX[:2_000], init)
-            memory, dasked, diffs = [], [], []
-            for _ in range(args.repeats):
+                bayesmix_seconds_per_iteration(dX, init)  # the workers' actors too
+            spark = frame = None
+            if not args.no_spark:
+                spark = stack.enter_context(_stopping(spark_session()))
+                frame = spark_frame(spark, X)
+                spark_seconds_per_iteration(frame)  # warm-up (JIT, broadcast)
+            times: dict[str, list[float]] = {"memory": [], "actors": [], "graph": [], "spark": []}
+            diffs, loads = [], [os.getloadavg()[0]]
+            for _ in range(args.repeats):  # interleaved, so that load changes hit every engine
                 t_mem, ll_mem = bayesmix_seconds_per_iteration(X, init)
                 with dask.config.set(scheduler=client.get):
-                    t_dask, ll_dask = bayesmix_seconds_per_iteration(dX, init)
-                memory.append(t_mem)
-                dasked.append(t_dask)
-                diffs.append(abs(ll_dask - ll_mem) / abs(ll_mem))
+                    t_actors, ll_actors = bayesmix_seconds_per_iteration(dX, init)
+                    distributed.WORKER_ACTORS = False
+                    try:
+                        t_graph, ll_graph = bayesmix_seconds_per_iteration(dX, init)
+                    finally:
+                        distributed.WORKER_ACTORS = True
+                times["memory"].append(t_mem)
+                times["actors"].append(t_actors)
+                times["graph"].append(t_graph)
+                if frame is not None:
+                    times["spark"].append(spark_seconds_per_iteration(frame))
+                diffs += [abs(ll - ll_mem) / abs(ll_mem) for ll in (ll_actors, ll_graph)]
+                loads.append(os.getloadavg()[0])
             del dX
-            report["memory_rows_per_s"] = n_rows / statistics.median(memory)
-            report["dask_rows_per_s"] = n_rows / statistics.median(dasked)
+            if spark is not None:
+                spark.stop()  # before the out-of-memory part (stopping again is a no-op)
+            median = {k: statistics.median(v) for k, v in times.items() if v}
+            report["seconds_per_iteration"] = median
+            report["memory_rows_per_s"] = n_rows / median["memory"]
+            report["dask_rows_per_s"] = n_rows / median["actors"]
+            report["dask_graph_rows_per_s"] = n_rows / median["graph"]
+            if "spark" in median:
+                report["spark_rows_per_s"] = n_rows / median["spark"]
             report["log_likelihood_rel_diff"] = max(diffs)
+            report["load_average"] = loads
             print(
                 f"Throughput: N={n_rows:,}, D={N_FEATURES}, K={N_COMPONENTS}, full; seconds per "
-                f"iteration = (t(maxIter=11) - t(maxIter=1)) / 10, median of {args.repeats}"
+                f"iteration = (t(maxIter=11) - t(maxIter=1)) / 10, median of {args.repeats} "
+                "interleaved repeats"
             )
             print("| engine | s / iteration | rows / s / iteration | vs Spark | vs in-memory |")
             print("| --- | --- | --- | --- | --- |")
-            rows = [
-                ("bayesmix in memory (2 numba threads)", statistics.median(memory)),
-                (f"bayesmix on Dask ({n_workers}-worker LocalCluster)", statistics.median(dasked)),
-            ]
-            if not args.no_spark:
-                spark = spark_session()
-                try:
-                    frame = spark_frame(spark, X)
-                    spark_seconds_per_iteration(frame)  # warm-up (JIT, broadcast)
-                    spark_times = [spark_seconds_per_iteration(frame) for _ in range(args.repeats)]
-                finally:
-                    spark.stop()
-                report["spark_rows_per_s"] = n_rows / statistics.median(spark_times)
-                rows.append(
-                    ("Spark MLlib GaussianMixture (local[2])", statistics.median(spark_times))
-                )
+            names = {
+                "memory": "bayesmix in memory (2 numba threads)",
+                "actors": f"bayesmix on Dask, {n_workers}-worker LocalCluster (worker actors)",
+                "graph": f"bayesmix on Dask, {n_workers}-worker LocalCluster (task graph per "
+                "iteration)",
+                "spark": "Spark MLlib GaussianMixture (local[2])",
+            }
+            rows = [(names[k], v) for k, v in median.items()]
             spark_rate = report.get("spark_rows_per_s")
             for name, seconds in rows:
                 rate = n_rows / seconds
@@ -288,6 +329,7 @@ def main(argv: list[str] | None = None, client=None) -> dict:
             print(
                 f"max relative difference of log-likelihoods, Dask vs in memory: {max(diffs):.1e}"
             )
+            print(f"1-minute load average before and after each repeat: {loads}")
 
         # -- 2. out of memory ---------------------------------------------------------
         if oom_rows <= 0:  # --oom-rows 0: throughput only
@@ -313,7 +355,7 @@ def main(argv: list[str] | None = None, client=None) -> dict:
             f"rows/s/iteration; Dask/in-memory {oom['rows_per_s'] / (slice_rows / t_slice):.2f}x"
         )
         print(
-            f"  peak worker memory (ru_maxrss): {peak / 2**20:,.0f} MiB of "
+            f"  peak worker memory during the fit (VmHWM): {peak / 2**20:,.0f} MiB of "
             f"{limit / n_workers / 2**20:,.0f} MiB limit per worker; largest weight error "
             f"{oom['weights_error']:.4f}"
         )
