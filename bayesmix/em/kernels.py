@@ -93,11 +93,23 @@ def _normalise_block(log_prob, w, peak, total):
             log_prob[k, b] = p if x > _EXP_FLOOR else 0.0
             total[b] += log_prob[k, b]
     log_lik = 0.0
-    log_max = 0.0
+    unit_weights = True
     for b in range(block):
-        log_total = math.log(total[b])
-        log_lik += w[b] * (peak[b] + log_total)
-        log_max -= w[b] * log_total
+        log_lik += w[b] * peak[b]
+        unit_weights &= w[b] == 0.0 or w[b] == 1.0
+    if unit_weights:
+        # One log per block: every total is in [1, K], so their product (at most K**64)
+        # cannot overflow, and its log is the sum of their logs.
+        product = 1.0
+        for b in range(block):
+            product *= total[b] if w[b] > 0.0 else 1.0
+        log_max = -math.log(product)
+    else:
+        log_max = 0.0
+        for b in range(block):
+            log_max -= w[b] * math.log(total[b])
+    log_lik -= log_max
+    for b in range(block):
         total[b] = w[b] / total[b]
     for k in range(n_components):
         for b in range(block):
@@ -174,11 +186,20 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
             for k in range(n_components):
                 _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
                 for i in range(n_features):
-                    for j in range(i + 1):
+                    # two columns per pass over the block: each rx load feeds two sums
+                    for j in range(0, i, 2):
                         acc = 0.0
+                        acc2 = 0.0
                         for b in range(block):
                             acc += rx[i, b] * xt[j, b]
+                            acc2 += rx[i, b] * xt[j + 1, b]
                         chunk_xx[k, i, j] += acc
+                        chunk_xx[k, i, j + 1] += acc2
+                    if i % 2 == 0:
+                        acc = 0.0
+                        for b in range(block):
+                            acc += rx[i, b] * xt[i, b]
+                        chunk_xx[k, i, i] += acc
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
@@ -268,7 +289,6 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
         chunk_x = np.zeros((n_components, n_features))
         chunk_xx = np.zeros((n_components, n_features))
         xt = np.empty((n_features, block))
-        rx = np.empty((n_features, block))
         resp = np.empty((n_components, block))
         w = np.empty(block)
         peak = np.empty(block)
@@ -290,12 +310,19 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
             log_lik[c] += block_lik
             log_max[c] += block_max
             for k in range(n_components):
-                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
+                acc = 0.0
+                for b in range(block):
+                    acc += resp[k, b]
+                chunk_mass[k] += acc
                 for d in range(n_features):
                     acc = 0.0
+                    acc2 = 0.0
                     for b in range(block):
-                        acc += rx[d, b] * xt[d, b]
-                    chunk_xx[k, d] += acc
+                        weighted = resp[k, b] * xt[d, b]
+                        acc += weighted
+                        acc2 += weighted * xt[d, b]
+                    chunk_x[k, d] += acc
+                    chunk_xx[k, d] += acc2
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
