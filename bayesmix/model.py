@@ -138,7 +138,9 @@ class GaussianMixture:
             ``benchmarks/``: about 20 s to compile a new model shape once per process,
             then about 1 s per fit; or ``"pymc"``, ``"numpyro"`` (the fastest single cold
             fit) or ``"blackjax"``; the JAX ones need ``pip install 'bayesmix[jax]'``),
-            ``target_accept`` (0.8), ``identify`` (``"ordered"``: order the means of the
+            ``target_accept`` (0.8), ``mass_matrix`` (``"auto"``: nutpie adapts a low-rank
+            mass matrix for two or more features and a diagonal one in 1-D; or
+            ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``: order the means of the
             best-separated feature, chosen by a quick EM fit or named by ``order_by``;
             ``"relabel"``: exchangeable model relabelled afterwards by Stephens' KL
             algorithm; ``"none"``), ``order_by``, ``random_state``, ``progressbar``.
@@ -345,6 +347,7 @@ _NUTS_OPTIONS = frozenset(
         "cores",
         "sampler",
         "target_accept",
+        "mass_matrix",
         "identify",
         "order_by",
         "random_state",

@@ -67,6 +67,20 @@ def test_faithful_posterior_is_near_the_map_estimate(faithful, faithful_nuts):
     assert np.allclose(faithful_nuts.weights, em.weights[order], atol=0.05)
 
 
+def test_low_rank_and_diagonal_mass_matrices_sample_the_same_posterior(faithful, faithful_nuts):
+    assert faithful_nuts.settings["mass_matrix"] == "low_rank"  # "auto" with two features
+    diagonal = bm.GaussianMixture(2, "full").fit(
+        faithful, method="nuts", chains=4, mass_matrix="diag", random_state=5
+    )
+    assert diagonal.settings["mass_matrix"] == "diag"
+    for name in ("weights", "means", "stds"):
+        a, b = faithful_nuts.posterior[name], diagonal.posterior[name]
+        # two independent runs of >= 400 effective draws: means agree to a few MC errors
+        mc_error = np.hypot(a.std(("chain", "draw")), b.std(("chain", "draw"))) / np.sqrt(400)
+        difference = np.abs(a.mean(("chain", "draw")) - b.mean(("chain", "draw")))
+        assert (difference < 4 * mc_error).all(), name
+
+
 def test_intervals_cover_the_truth(simulated_fit):
     model, params, _, _, fit = simulated_fit
     post = fit.posterior
@@ -201,7 +215,7 @@ def galaxies_pymc():
 
 def test_pymc_sampler_on_one_dimensional_data(galaxies_pymc):
     X, fit = galaxies_pymc
-    assert fit.settings["sampler"] == "pymc"
+    assert fit.settings["sampler"] == "pymc" and fit.settings["mass_matrix"] == "diag"
     assert fit.posterior["means"].dims[-1] == "feature"
     assert list(fit.posterior["feature"].values) == ["velocity"]
     means = fit.means[:, 0]
@@ -308,6 +322,12 @@ def test_short_runs_are_reported_in_plain_words(faithful):
         ({"method": "nuts", "tune": -1}, ValueError, "tune must be >= 0"),
         ({"method": "nuts", "draws": 1.5}, TypeError, "draws must be an integer"),
         ({"method": "nuts", "target_accept": 1.2}, ValueError, "target_accept must be < 1"),
+        ({"method": "nuts", "mass_matrix": "dense"}, ValueError, "mass_matrix must be one of"),
+        (
+            {"method": "nuts", "sampler": "pymc", "mass_matrix": "low_rank"},
+            ValueError,
+            "mass_matrix='low_rank' needs sampler='nutpie'",
+        ),
         ({"method": "nuts", "identify": "sorted"}, ValueError, "identify must be one of"),
         ({"method": "nuts", "order_by": "duration"}, ValueError, "order_by='duration' is not"),
         ({"method": "nuts", "order_by": 5}, ValueError, "order_by=5 is out of range"),

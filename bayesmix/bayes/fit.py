@@ -42,6 +42,7 @@ __all__ = [
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+MASS_MATRICES = ("auto", "diag", "low_rank")
 INITIAL_VI_SD = 0.1
 IDENTIFICATIONS = ("ordered", "relabel", "none")
 _EXTRA = {
@@ -117,6 +118,28 @@ def _order_feature(data: Data, order_by: Any, em) -> int:
     return index
 
 
+def _mass_matrix(mass_matrix: Any, sampler: str, n_features: int) -> str:
+    """The mass matrix NUTS adapts: ``"auto"`` is nutpie's ``"low_rank"`` (a diagonal
+    plus the directions of the largest posterior correlations) for two or more features,
+    ``"diag"`` for one; other samplers adapt a diagonal one.
+
+    Measured (``benchmarks/README.md``): on Old Faithful with K=3 tied, low-rank
+    adaptation gave 3x the ESS per draw of the diagonal one with fewer leapfrog steps;
+    on 1-D galaxies with K=4 its chains agreed less (r_hat 1.1-1.6 against 1.02-1.05).
+    """
+    mass_matrix = check_choice(mass_matrix, "mass_matrix", MASS_MATRICES)
+    if sampler != "nutpie":
+        if mass_matrix == "low_rank":
+            raise ValueError(
+                f"mass_matrix='low_rank' needs sampler='nutpie'; sampler={sampler!r} "
+                "adapts a diagonal mass matrix (use mass_matrix='auto' or 'diag')."
+            )
+        return "diag"
+    if mass_matrix == "auto":
+        return "low_rank" if n_features >= 2 else "diag"
+    return mass_matrix
+
+
 def _require(sampler: str) -> None:
     if sampler in _EXTRA and importlib.util.find_spec(_EXTRA[sampler][0]) is None:
         module, extra = _EXTRA[sampler]
@@ -136,6 +159,7 @@ def fit_nuts(
     cores: int | None = None,
     sampler: str | None = None,
     target_accept: float = 0.8,
+    mass_matrix: str = "auto",
     identify: str = "ordered",
     order_by: Any = None,
     random_state: Any = None,
@@ -151,6 +175,7 @@ def fit_nuts(
     if target_accept >= 1:
         raise ValueError(f"target_accept must be < 1; got {target_accept}.")
     sampler = "nutpie" if sampler is None else check_choice(sampler, "sampler", SAMPLERS)
+    mass_matrix = _mass_matrix(mass_matrix, sampler, data.n_features)
     _require(sampler)
     seed = _seed(random_state)
     start = time.perf_counter()
@@ -162,7 +187,12 @@ def fit_nuts(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
     )
     settings = dict(
-        draws=draws, tune=tune, chains=chains, sampler=sampler, target_accept=target_accept
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        sampler=sampler,
+        target_accept=target_accept,
+        mass_matrix=mass_matrix,
     )
     if sampler == "nutpie":
         tree = _sample_nutpie(
@@ -223,6 +253,7 @@ def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores
         save_warmup=False,
         progress_bar=progressbar,
         target_accept=settings["target_accept"],
+        adaptation=settings["mass_matrix"],
     )
 
 
