@@ -313,6 +313,7 @@ def method_options(
     n_init: int,
     seed: int,
     progress: bool,
+    mass_matrix: str = "auto",
 ) -> dict[str, dict[str, Any]]:
     """The fit options of each method from the command-line settings."""
     options: dict[str, dict[str, Any]] = {}
@@ -325,6 +326,7 @@ def method_options(
                 "tune": tune,
                 "chains": chains,
                 "target_accept": target_accept,
+                "mass_matrix": mass_matrix,
                 "random_state": seed,
                 "progressbar": progress,
             }
@@ -399,6 +401,13 @@ def _sampler_options(function: Callable) -> Callable:
                 default=0.8,
                 show_default=True,
                 help="NUTS target acceptance rate (raise it, e.g. 0.95, against divergences).",
+            ),
+            click.option(
+                "--mass-matrix",
+                type=click.Choice(["auto", "diag", "low_rank"]),
+                default="auto",
+                show_default=True,
+                help="NUTS mass matrix: auto is low_rank for 2+ features, diag in 1-D.",
             ),
             click.option(
                 "--n-init",
@@ -528,6 +537,7 @@ def fit(
     tune: int,
     chains: int,
     target_accept: float,
+    mass_matrix: str,
     n_init: int,
     seed: int | None,
     progress: bool,
@@ -563,6 +573,7 @@ def fit(
         tune=tune,
         chains=chains,
         target_accept=target_accept,
+        mass_matrix=mass_matrix,
         n_init=n_init,
         seed=seed,
         progress=progress,
@@ -671,6 +682,7 @@ def select(
     tune: int,
     chains: int,
     target_accept: float,
+    mass_matrix: str,
     n_init: int,
     seed: int | None,
     progress: bool,
@@ -698,6 +710,7 @@ def select(
         tune=tune,
         chains=chains,
         target_accept=target_accept,
+        mass_matrix=mass_matrix,
         n_init=n_init,
         seed=seed,
         progress=progress,

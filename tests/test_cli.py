@@ -296,7 +296,7 @@ def test_fit_em_and_nuts(tmp_path):
     out = tmp_path / "both"
     result = run(
         "fit", FAITHFUL, "-k", "2", "--method", "em,nuts", "--draws", "200", "--tune", "200",
-        "--chains", "2", "--seed", "5", "--out", out,
+        "--chains", "2", "--mass-matrix", "diag", "--seed", "5", "--out", out,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     names = {p.name for p in out.iterdir()}
@@ -331,6 +331,7 @@ def test_fit_em_and_nuts(tmp_path):
 
         loaded = load(out / "nuts.nc")
         assert loaded.posterior.sizes["chain"] == 2 and loaded.posterior.sizes["draw"] == 200
+        assert loaded.settings["mass_matrix"] == "diag"
         means = loaded.posterior["weights"].mean(("chain", "draw")).values
         np.testing.assert_allclose(
             np.sort(means), np.sort(nuts.loc[["weights[0]", "weights[1]"], "estimate"])
