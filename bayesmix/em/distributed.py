@@ -628,7 +628,7 @@ class _WorkerChunks:
         futures = {f.key: f for f in client.futures_of(array)}
         chunks = [futures[key] for key in _chunk_keys(array)]
         who_has = client.who_has(chunks)
-        threads = {a: w["nthreads"] for a, w in client.scheduler_info()["workers"].items()}
+        threads = client.nthreads()
         owners = assign_chunks(
             [list(who_has.get(f.key, ())) for f in chunks],
             [int(c) for c in array.chunks[0]],
@@ -649,6 +649,7 @@ class _WorkerChunks:
                     [chunks[i] for i in mine],
                     w,
                     workers=[worker],
+                    allow_other_workers=True,  # if the worker left meanwhile
                     actor=True,
                     pure=False,
                 )
@@ -662,8 +663,13 @@ class _WorkerChunks:
         return _sum_all(*(call.result() for call in calls))
 
     def close(self) -> None:
-        for future in self._futures:
-            future.release()
+        # The proxies hold futures of their own, which a reference cycle inside
+        # distributed's Actor keeps alive until the next garbage collection: release them
+        # too, so the actors (and chunk copies) go now.
+        proxies = [getattr(actor, "_future", None) for actor in self._actors]
+        for future in [*self._futures, *proxies]:
+            if future is not None:
+                future.release()
         self._actors, self._futures = [], []
 
 
@@ -723,17 +729,110 @@ def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarra
         candidates = np.flatnonzero(weights > 0)
         chosen = rng.choice(candidates, size=n_components, replace=False)
         return sample[chosen]
-    labels = kmeans(sample, weights, n_components, rng)  # "kmeans"
+    return _kmeans_centres(sample, weights, n_components, rng)  # "kmeans"
+
+
+def _kmeans_centres(points, weights, n_components, rng) -> np.ndarray:
+    """Centres of weighted k-means (Lloyd from k-means++) on points held in memory."""
+    labels = kmeans(points, weights, n_components, rng)
     mass = np.bincount(labels, weights=weights, minlength=n_components)
     sums = np.stack(
-        [np.bincount(labels, sample[:, d] * weights, n_components) for d in range(sample.shape[1])],
+        [np.bincount(labels, points[:, d] * weights, n_components) for d in range(points.shape[1])],
         axis=1,
     )
     centres = sums / np.where(mass > 0, mass, 1.0)[:, None]
     empty = mass <= 0
     if empty.any():
-        centres[empty] = sample[rng.choice(np.flatnonzero(weights > 0), int(empty.sum()))]
+        centres[empty] = points[rng.choice(np.flatnonzero(weights > 0), int(empty.sum()))]
     return centres
+
+
+# -- k-means|| (Bahmani et al. 2012) ------------------------------------------------------
+
+# Sampling rounds and oversampling factor (candidates per round, in expectation, per
+# component) of init="k-means||".
+KMEANS_PARALLEL_ROUNDS = 5
+KMEANS_PARALLEL_OVERSAMPLING = 2.0
+
+
+def _candidates_block(x, w, seed, centres, oversampling) -> tuple:
+    """One k-means|| round on a chunk: its cost ``sum w d^2`` to the nearest centre, and
+    the rows that may be sampled once the total cost is known.
+
+    A row is sampled with probability ``min(1, l * w * d^2 / cost)`` (Bahmani et al.):
+    with a uniform ``u`` per row it is sampled iff its key ``l * w * d^2 / u`` exceeds the
+    total cost. The total is at least this chunk's cost, so the rows whose key exceeds
+    the chunk's cost (about ``l`` of them) are a superset; the client keeps those above
+    the total.
+    """
+    x, w = _block(x, w)
+    _, d2 = nearest(x, centres)
+    cost = float(w @ d2)
+    u = np.random.default_rng(seed).random(x.shape[0])
+    score = oversampling * w * d2
+    keep = score > u * cost
+    with np.errstate(divide="ignore"):
+        keys = score[keep] / u[keep]
+    return cost, x[keep].copy(), keys
+
+
+def _merge_candidates(*parts) -> tuple:
+    return (
+        sum(p[0] for p in parts),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def _nearest_mass_block(x, w, centres) -> np.ndarray:
+    x, w = _block(x, w)
+    labels, _ = nearest(x, centres)
+    return np.bincount(labels, weights=w, minlength=centres.shape[0])
+
+
+def kmeans_parallel_centres(
+    source: DaskSource, scan: _Scan, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Initial centres by k-means|| (Bahmani et al. 2012, "Scalable k-means++").
+
+    The first centre is a row of the scan's sample drawn in proportion to its weight.
+    Each of :data:`KMEANS_PARALLEL_ROUNDS` passes over the chunks then samples every row
+    independently with probability ``min(1, l * w * d^2 / cost)``, ``l =
+    KMEANS_PARALLEL_OVERSAMPLING * n_components``, ``d`` its distance to the nearest
+    centre so far and ``cost`` the sum of ``w * d^2`` over all rows, and adds the sampled
+    rows to the centres (about ``l`` per round). One more pass weights each candidate by
+    the rows nearest to it, and weighted k-means (k-means++ then Lloyd) reduces the
+    candidates to ``n_components`` centres in memory. Only candidates travel; the array
+    is never materialised. Data units.
+    """
+    sample, weights = scan.sample, scan.sample_weight
+    if np.count_nonzero(weights) < 1:
+        raise ValueError(
+            "the initialisation sample holds no row with positive weight; use "
+            "init='random' or give initial means (init={'means': ...})."
+        )
+    centres = sample[[rng.choice(sample.shape[0], p=weights / weights.sum())]]
+    oversampling = KMEANS_PARALLEL_OVERSAMPLING * n_components
+    for _ in range(KMEANS_PARALLEL_ROUNDS):
+        seeds = rng.integers(2**63, size=source.n_chunks)
+        cost, rows, keys = source.map_reduce(
+            _candidates_block,
+            _merge_candidates,
+            centres,
+            oversampling,
+            per_chunk=[(int(s),) for s in seeds],
+        )
+        if cost <= 0:  # every row sits on a centre
+            break
+        centres = np.concatenate([centres, rows[keys > cost]])
+    mass = source.map_reduce(_nearest_mass_block, _sum_all, centres)
+    if np.count_nonzero(mass) < n_components:
+        raise ValueError(
+            f"k-means|| found {np.count_nonzero(mass)} distinct candidate centres, fewer "
+            f"than n_components={n_components} (too few distinct rows?); use fewer "
+            "components or init='random'."
+        )
+    return _kmeans_centres(centres, mass, n_components, rng)
 
 
 def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_covar, rng):
@@ -744,7 +843,10 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
     if init == "random":
         stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
     else:
-        centres = _sample_centres(init, scan, model.n_components, rng) - shift
+        if init == "k-means||":
+            centres = kmeans_parallel_centres(source, scan, model.n_components, rng) - shift
+        else:
+            centres = _sample_centres(init, scan, model.n_components, rng) - shift
         stats = source.assigned_stats(centres, shift=shift, structure=structure)
     return m_step(stats, structure, priors, reg_covar)
 
@@ -782,7 +884,8 @@ def fit_em_dask(
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
-    _check_init(init)
+    if init != "k-means||":
+        _check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
     weights = _dask_weights(sample_weight, data)
     rng, seed_record = reproducible_rng(random_state)
