@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import importlib.util
 import numbers
 import sys
@@ -44,6 +45,17 @@ __all__ = [
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 MASS_MATRICES = ("auto", "diag", "low_rank")
 INITIAL_VI_SD = 0.1
+# minibatch ADVI: the start's curvature is averaged over minibatches totalling about
+# this many rows; parameters are averaged over windows of iterations, at least this many
+# windows run, and the tail's halves must agree this well (see _tail_settled)
+CURVATURE_ROWS = 2_000
+MINIBATCH_MIN_WINDOWS = 4
+MINIBATCH_WINDOW = 500
+MINIBATCH_RATE = 1.0
+MINIBATCH_SCALE_RATE = 0.2
+MINIBATCH_DECAY_POWER = 0.6
+MINIBATCH_DECAY_EPOCHS = 1.0
+MINIBATCH_MEAN_TOLERANCE = 0.5
 IDENTIFICATIONS = ("ordered", "relabel", "none")
 _EXTRA = {
     "nutpie": ("nutpie", "nutpie"),
@@ -299,8 +311,8 @@ def fit_vi(
     *,
     n: int = 30000,
     draws: int = 1000,
-    learning_rate: float = 0.005,
-    tolerance: float = 1e-4,
+    learning_rate: float | None = None,
+    tolerance: float | None = None,
     batch_size: int | None = None,
     identify: str = "ordered",
     order_by: Any = None,
@@ -309,6 +321,23 @@ def fit_vi(
 ) -> BayesResult:
     """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``).
 
+    Full batch (``batch_size=None``): Adam with a constant ``learning_rate`` (default
+    0.005) from the MAP-EM estimate at standard deviation ``INITIAL_VI_SD``, stopped when
+    the mean ELBO over windows of 500 iterations changes by less than ``tolerance``
+    (default 1e-4, relative) or than its Monte Carlo noise.
+
+    Minibatch (``batch_size`` rows per step): the approximation starts at the Laplace
+    approximation of the MAP-EM estimate (the curvature averaged over minibatches of
+    about ``CURVATURE_ROWS`` rows); Adam's step of each coordinate is ``learning_rate``
+    (default 1) times ``sqrt(batch_size / n_obs)`` times its start standard deviation
+    (the mean) or times 1 (the log-scale parameters), decaying as
+    ``(1 + t / epoch) ** -MINIBATCH_DECAY_POWER`` with ``epoch = n_obs / batch_size``
+    steps; the result is the average of the approximation's parameters over the last
+    half of the windows of ``MINIBATCH_WINDOW`` iterations (Polyak-Ruppert), converged
+    once the two halves of that tail agree to ``tolerance`` (default 0.5) approximate
+    posterior standard deviations in every mean coordinate and to ``tolerance / 5`` in
+    every log standard deviation.
+
     The compiled ADVI step and the draws of the fitted approximation are kept per model
     graph (:class:`ModelSpec`, method, minibatch size) for the process: a refit swaps
     data and priors into the model's ``pm.Data`` and resets the approximation, the
@@ -316,10 +345,15 @@ def fit_vi(
     """
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
-    learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
-    tolerance = check_float(tolerance, "tolerance", inclusive=False)
     progressbar = show_progress(progressbar)
     batch_size = _check_batch_size(batch_size, data)
+    minibatch = batch_size is not None
+    if learning_rate is None:
+        learning_rate = MINIBATCH_RATE if minibatch else 0.005
+    learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
+    if tolerance is None:
+        tolerance = MINIBATCH_MEAN_TOLERANCE if minibatch else 1e-4
+    tolerance = check_float(tolerance, "tolerance", inclusive=False)
     if batch_size is not None and np.isnan(data.values).any():
         raise ValueError(
             "batch_size (minibatch ADVI) does not support missing values; fit the full "
@@ -341,13 +375,23 @@ def fit_vi(
     em_start = point_estimate_start(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
     )
-    compiled.reset(em_start, learning_rate, seed)
-    losses, converged = compiled.optimise(n, tolerance, progressbar)
+    if minibatch:
+        compiled.epoch = data.n_obs / batch_size
+        compiled.curvature_batches = int(np.clip(np.ceil(CURVATURE_ROWS / batch_size), 1, 50))
+        compiled.reset(em_start, learning_rate * np.sqrt(batch_size / data.n_obs), seed)
+        losses, converged = compiled.optimise_averaged(n, tolerance, progressbar)
+        rule = (
+            f"the averaged means still moved by more than {tolerance} posterior standard "
+            f"deviations, or the standard deviations by more than {tolerance / 5:.0%}"
+        )
+    else:
+        compiled.reset(em_start, learning_rate, seed)
+        losses, converged = compiled.optimise(n, tolerance, progressbar)
+        rule = f"relative ELBO change >= {tolerance}"
     weights, means, precision = compiled.draw(draws, seed)
     if not converged:
         warnings.warn(
-            f"{method} did not converge in n={n} iterations (relative ELBO change >= "
-            f"{tolerance}); increase n or learning_rate.",
+            f"{method} did not converge in n={n} iterations ({rule}); increase n.",
             ConvergenceWarning,
             stacklevel=3,
         )
@@ -384,8 +428,10 @@ def _check_batch_size(batch_size: Any, data: Data) -> int | None:
 
 class _CompiledVI:
     """One ADVI problem compiled for reuse: the model (data and priors in ``pm.Data``),
-    its approximation, the Adam step returning the loss (negative ELBO), the map from a
-    start point to the approximation's mean, and the draws of the approximation.
+    its approximation, the Adam step returning the loss (negative ELBO; minibatch ADVI's
+    step, a per-coordinate scaled and decaying Adam, also returns the gradient in the
+    approximation's mean, for the start's curvature), the map from a start point to
+    the approximation's mean, and the draws of the approximation.
 
     Random streams are seeded by :meth:`reset` and :meth:`draw`, never at compile time,
     and every optimiser state goes back to its initial value in :meth:`reset`: a cached
@@ -408,12 +454,33 @@ class _CompiledVI:
         (group,) = self.approx.groups  # ADVI and full-rank ADVI: one group, every variable
         self._group = group
         self._learning_rate = pytensor.shared(np.float64(0.005), "learning_rate")
-        with self.model:
-            updates = inference.objective.updates(
-                obj_optimizer=pm.adam(learning_rate=self._learning_rate)
+        self.minibatch = batch_size is not None
+        if self.minibatch:
+            # a step per coordinate, set from the start's curvature by reset()
+            self._rates = {
+                name: pytensor.shared(np.zeros_like(param.get_value()), f"rate_{name}")
+                for name, param in group.shared_params.items()
+            }
+            self._decay = pytensor.shared(np.float64(0.0), "decay_power")
+            self._decay_steps = pytensor.shared(np.float64(1.0), "decay_steps")
+            gradients: dict = {}  # the minibatch step also returns its gradient in mu
+            optimizer = functools.partial(
+                _scaled_adam,
+                gradients=gradients,
+                rates=self._rates,
+                decay_power=self._decay,
+                decay_steps=self._decay_steps,
             )
+        else:
+            optimizer = pm.adam(learning_rate=self._learning_rate)
+        with self.model:
+            updates = inference.objective.updates(obj_optimizer=optimizer)
+            outputs = updates.loss
+            if self.minibatch:  # PyMC divides the loss by N / batch_size
+                scale = self.approx.symbolic_normalizing_constant
+                outputs = [updates.loss, gradients["mu"] * scale]
             self._step, rng_updates = compile_pymc(
-                [], updates.loss, updates=updates, random_seed=False, return_updates=True
+                [], outputs, updates=updates, random_seed=False, return_updates=True
             )
         self._step_rngs = list(rng_updates)
         # Adam's moments and step count, and the approximation's parameters
@@ -447,17 +514,57 @@ class _CompiledVI:
 
     def reset(self, start: dict[str, np.ndarray], learning_rate: float, seed: int) -> None:
         """Back to iteration 0: optimiser state cleared, the approximation's mean at
-        ``start`` (constrained values of every free variable) with standard deviation
-        ``INITIAL_VI_SD``, random streams seeded from ``seed``."""
+        ``start`` (constrained values of every free variable), random streams seeded
+        from ``seed``. The full batch starts at standard deviation ``INITIAL_VI_SD``;
+        minibatch ADVI at the Laplace approximation of the start (its curvature, averaged
+        over minibatches), with steps of ``learning_rate`` times that scale."""
         from pymc.pytensorf import reseed_rngs
 
         for var, value in self._initial_state:
             var.set_value(value.copy())
         self._learning_rate.set_value(np.float64(learning_rate))
-        mean = self._to_flat(*(start[name] for name in self._start_names))
-        self._group.params_dict["mu"].set_value(np.asarray(mean, dtype=float))
-        _narrow_start(self.approx, INITIAL_VI_SD)
+        mean = np.asarray(self._to_flat(*(start[name] for name in self._start_names)), float)
+        self._group.params_dict["mu"].set_value(mean)
         reseed_rngs(self._step_rngs, [seed, 0])
+        if not self.minibatch:
+            _narrow_start(self.approx, INITIAL_VI_SD)
+            return
+        params = self._group.shared_params
+        hessian = _curvature(
+            self._step, self._step_rngs, params, mean, self.curvature_batches, seed
+        )
+        for var, value in self._initial_state:  # undo the curvature's steps
+            var.set_value(value.copy())
+        params["mu"].set_value(mean)
+        reseed_rngs(self._step_rngs, [seed, 0])
+        covariance = _laplace_covariance(hessian)
+        self._decay.set_value(np.float64(MINIBATCH_DECAY_POWER))
+        self._decay_steps.set_value(np.float64(max(1.0, MINIBATCH_DECAY_EPOCHS * self.epoch)))
+        self._laplace_start(covariance, learning_rate)
+
+    def _laplace_start(self, covariance: np.ndarray, learning_rate: float) -> None:
+        """The approximation's scale at ``covariance`` (mean-field: the conditional
+        standard deviations, which the mean-field optimum has for a Gaussian posterior;
+        full-rank: its Cholesky factor), and each coordinate's step: ``learning_rate``
+        times its marginal standard deviation for the mean, ``MINIBATCH_SCALE_RATE *
+        learning_rate`` for the log-scale parameters (times the row's marginal standard
+        deviation for the off-diagonal entries of the full-rank Cholesky factor)."""
+        params = self._group.shared_params
+        marginal = np.sqrt(np.diag(covariance))
+        self._rates["mu"].set_value(learning_rate * marginal)
+        if "rho" in params:
+            sd = 1.0 / np.sqrt(np.diag(np.linalg.inv(covariance)))
+            params["rho"].set_value(_sigma_to_rho(sd))
+            self._rates["rho"].set_value(np.full_like(sd, MINIBATCH_SCALE_RATE * learning_rate))
+        else:
+            chol = np.linalg.cholesky(covariance)
+            rows, cols = np.tril_indices(len(chol))
+            diagonal = rows == cols
+            entries = np.where(diagonal, _sigma_to_rho(np.diag(chol)[rows]), chol[rows, cols])
+            params["L_tril"].set_value(entries)
+            # off-diagonal entries of row i are in the units of coordinate i
+            rate = MINIBATCH_SCALE_RATE * learning_rate
+            self._rates["L_tril"].set_value(rate * np.where(diagonal, 1.0, marginal[rows]))
 
     def optimise(self, n: int, tolerance: float, progressbar: bool) -> tuple[np.ndarray, bool]:
         """At most ``n`` Adam steps; the losses (negative ELBO) and whether they converged."""
@@ -478,6 +585,55 @@ class _CompiledVI:
                     if convergence.check(losses[: i + 1]):
                         return losses[: i + 1], True
         return losses, False
+
+    def optimise_averaged(
+        self, n: int, tolerance: float, progressbar: bool
+    ) -> tuple[np.ndarray, bool]:
+        """Minibatch ADVI: at most ``n`` steps, the approximation's parameters averaged
+        over windows of iterations; the estimate is the average over the last half of
+        the windows (Polyak-Ruppert tail averaging), converged once that tail's two
+        halves agree (see :func:`_tail_settled`). Sets the approximation to the
+        estimate; returns the losses and whether they converged."""
+        params = self._group.shared_params
+        window = MINIBATCH_WINDOW
+        sums = {name: np.zeros_like(param.get_value()) for name, param in params.items()}
+        windows: list[dict[str, np.ndarray]] = []
+        losses = np.empty(n)
+        step, converged, done = self._step, False, 0
+        with _progress(n, progressbar) as advance:
+            for i in range(n):
+                loss = step()[0]
+                if np.isnan(loss):
+                    raise FloatingPointError(
+                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate."
+                    )
+                losses[i] = loss
+                for name, param in params.items():
+                    sums[name] += param.get_value(borrow=True)
+                done = i + 1
+                if done % window == 0:
+                    windows.append({name: total / window for name, total in sums.items()})
+                    for total in sums.values():
+                        total[:] = 0.0
+                    advance(window)
+                    if _tail_settled(windows, self._marginal_sds, tolerance):
+                        converged = True
+                        break
+        if windows:
+            tail = windows[len(windows) // 2 :]
+            for name, param in params.items():
+                param.set_value(np.mean([w[name] for w in tail], axis=0))
+        return losses[:done], converged
+
+    def _marginal_sds(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """The approximation's marginal standard deviations at parameters ``values``."""
+        if "rho" in values:
+            return np.logaddexp(0.0, values["rho"])
+        d = len(values["mu"])
+        chol = np.zeros((d, d))
+        chol[np.tril_indices(d)] = values["L_tril"]
+        chol[np.diag_indices(d)] = np.logaddexp(0.0, np.diag(chol))
+        return np.sqrt((chol**2).sum(axis=1))
 
     def draw(self, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``draws`` draws of (weights, means, precision parameter) from the approximation."""
@@ -527,6 +683,101 @@ def _narrow_start(approx, sd: float) -> None:
         if "L_tril" in params:
             rows, cols = np.tril_indices(group.ddim)
             params["L_tril"].set_value(np.where(rows == cols, rho, 0.0))
+
+
+def _sigma_to_rho(sd: np.ndarray) -> np.ndarray:
+    """The inverse of the softplus PyMC maps its scale parameters through."""
+    sd = np.asarray(sd, dtype=float)
+    return sd + np.log(-np.expm1(-sd))
+
+
+def _scaled_adam(grads, params, gradients, rates, decay_power, decay_steps, beta1=0.9, beta2=0.999):
+    """Adam (as ``pm.adam``) with a step per coordinate, ``rates[param.name]``, times a
+    Robbins-Monro decay ``(1 + t / decay_steps) ** -decay_power``; the gradients are put
+    in ``gradients`` by parameter name."""
+    from collections import OrderedDict
+
+    import pytensor
+    import pytensor.tensor as pt
+
+    t_prev = pytensor.shared(np.float64(0.0), "adam_t")
+    t = t_prev + 1.0
+    a_t = pt.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) * (1.0 + t / decay_steps) ** -decay_power
+    updates = OrderedDict()
+    for param, grad in zip(params, grads, strict=True):
+        gradients[param.name] = grad
+        value = param.get_value(borrow=True)
+        m_prev = pytensor.shared(np.zeros_like(value), shape=param.type.shape)
+        v_prev = pytensor.shared(np.zeros_like(value), shape=param.type.shape)
+        m_t = beta1 * m_prev + (1.0 - beta1) * grad
+        v_t = beta2 * v_prev + (1.0 - beta2) * grad**2
+        updates[m_prev] = m_t
+        updates[v_prev] = v_t
+        updates[param] = param - a_t * rates[param.name] * m_t / (pt.sqrt(v_t) + 1e-8)
+    updates[t_prev] = t
+    return updates
+
+
+def _curvature(step, rngs, params, point: np.ndarray, batches: int, seed: int) -> np.ndarray:
+    """The Hessian of the negative log density (log-likelihood of a minibatch scaled to
+    the whole data, priors, Jacobians) at ``point``, averaged over ``batches``
+    minibatches: central differences of the gradient the minibatch step returns (in the
+    whole data's units), taken with the approximation's scale at 1e-13 (its gradient in
+    the mean is then the log density's), the step's streams reseeded before each
+    evaluation so that every difference is taken on one minibatch's rows. The step's
+    updates are undone by the caller (:meth:`_CompiledVI.reset`)."""
+    from pymc.pytensorf import reseed_rngs
+
+    tiny = {
+        name: _sigma_to_rho(np.full(param.get_value().shape, 1e-13))
+        for name, param in params.items()
+        if name != "mu"
+    }
+    d = len(point)
+    if "L_tril" in tiny:
+        rows, cols = np.tril_indices(d)
+        tiny["L_tril"] = np.where(rows == cols, tiny["L_tril"], 0.0)
+    steps = 1e-5 * np.maximum(1.0, np.abs(point))
+    hessian = np.zeros((d, d))
+    for batch in range(batches):
+        for i in range(d):
+            shifted = []
+            for sign in (1.0, -1.0):
+                x = point.copy()
+                x[i] += sign * steps[i]
+                params["mu"].set_value(x)
+                for name, value in tiny.items():
+                    params[name].set_value(value)
+                reseed_rngs(rngs, [seed, 2, batch])
+                shifted.append(np.asarray(step()[1]))
+            hessian[:, i] += (shifted[0] - shifted[1]) / (2.0 * steps[i])
+    return hessian / batches
+
+
+def _laplace_covariance(hessian: np.ndarray) -> np.ndarray:
+    """The inverse of a (symmetrised) Hessian, its eigenvalues floored at
+    ``INITIAL_VI_SD ** -2``: no direction starts wider than the full batch does."""
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    eigenvalues = np.maximum(eigenvalues, INITIAL_VI_SD**-2)
+    return (vectors / eigenvalues) @ vectors.T
+
+
+def _tail_settled(windows: list[dict[str, np.ndarray]], marginal_sds, tolerance: float) -> bool:
+    """Whether the last half of the window averages is stationary: its first and second
+    halves' averages differ by at most ``tolerance`` of the approximation's standard
+    deviation in every mean coordinate and by at most ``tolerance / 5`` in every log
+    standard deviation. At least ``MINIBATCH_MIN_WINDOWS`` windows."""
+    if len(windows) < MINIBATCH_MIN_WINDOWS:
+        return False
+    tail = windows[len(windows) // 2 :]
+    halves = [tail[: len(tail) // 2], tail[len(tail) // 2 :]]
+    first, second = (
+        {name: np.mean([w[name] for w in half], axis=0) for name in tail[0]} for half in halves
+    )
+    sd_first, sd_second = marginal_sds(first), marginal_sds(second)
+    shift = np.abs(first["mu"] - second["mu"]) / np.sqrt(sd_first * sd_second)
+    scale = np.abs(np.log(sd_first / sd_second))
+    return bool(shift.max() <= tolerance and scale.max() <= tolerance / 5)
 
 
 class _ElboConvergence:
