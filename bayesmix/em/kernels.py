@@ -41,6 +41,8 @@ _KERNEL_OPTIONS = {"parallel": True, "cache": True, "fastmath": _FASTMATH}
 
 
 BLOCK_ROWS = 64
+# the largest K for which K**BLOCK_ROWS stays far below the largest float (1e308)
+_MAX_COMPONENTS_PRODUCT = 10_000
 _EXP_FLOOR = -40.0
 _EXP_TAYLOR = 1.0 / np.cumprod(np.concatenate(([1.0], np.arange(1.0, 13.0))))  # 1/i!
 
@@ -97,9 +99,9 @@ def _normalise_block(log_prob, w, peak, total):
     for b in range(block):
         log_lik += w[b] * peak[b]
         unit_weights &= w[b] == 0.0 or w[b] == 1.0
-    if unit_weights:
-        # One log per block: every total is in [1, K], so their product (at most K**64)
-        # cannot overflow, and its log is the sum of their logs.
+    if unit_weights and n_components <= _MAX_COMPONENTS_PRODUCT:
+        # One log per block: every total is in [1, K], so their product (at most
+        # K**BLOCK_ROWS) cannot overflow, and its log is the sum of their logs.
         product = 1.0
         for b in range(block):
             product *= total[b] if w[b] > 0.0 else 1.0
