@@ -20,10 +20,12 @@ ADVI: time until the ELBO has converged, bayesmix's mean-field ADVI (from a MAP-
 against scikit-learn's ``BayesianGaussianMixture`` (coordinate-ascent VB) on the same data,
 in one process: the first fit of a case (compile included) and warm refits, medians.
 Minibatch ADVI: seconds per 1000 iterations, full batch against ``batch_size``, on 10^6
-simulated rows.
+simulated rows, and the accuracy of complete minibatch fits (posterior means and standard
+deviations) against the large-sample posterior of the full data.
 
 Run: ``python -m benchmarks.bayes [--cases ...] [--tools ...] [--repeats 3] [--skip-advi]
-[--skip-nuts] [--skip-minibatch] [--minibatch-n 1000000] [--batch-sizes 1000,10000]``.
+[--skip-nuts] [--skip-minibatch] [--minibatch-n 1000000] [--batch-sizes 1000,10000]
+[--minibatch-methods advi,fullrank_advi] [--minibatch-seeds 1,2]``.
 """
 
 from __future__ import annotations
@@ -302,45 +304,113 @@ MINIBATCH_TRUTH = {
 }
 
 
-def minibatch_table(n_obs: int, batch_sizes: list[int], full_steps: int) -> None:
-    """Seconds per 1000 ADVI iterations, full batch against minibatches, on ``n_obs``
-    draws of a 2-D, K=2 mixture (the step alone, timed after the fit compiled it; the
-    full batch over ``full_steps`` steps, scaled), and one complete minibatch fit."""
+def complete_data_sds(weights, covariances, n_obs: int) -> dict[str, np.ndarray]:
+    """Large-sample posterior standard deviations of a well-separated mixture (memberships
+    all but certain): a mean coordinate sqrt(Sigma_dd / n_k), a weight sqrt(w (1-w) / n),
+    a covariance entry sqrt((Sigma_ij^2 + Sigma_ii Sigma_jj) / n_k), n_k = n w_k."""
+    counts = n_obs * weights
+    variances = np.diagonal(covariances, axis1=1, axis2=2)
+    outer = np.einsum("kii,kjj->kij", covariances, covariances)
+    return {
+        "means": np.sqrt(variances / counts[:, None]),
+        "weights": np.sqrt(weights * (1 - weights) / n_obs),
+        "covariances": np.sqrt((covariances**2 + outer) / counts[:, None, None]),
+    }
+
+
+def minibatch_table(
+    n_obs: int, batch_sizes: list[int], full_steps: int, methods: list[str], seeds: list[int]
+) -> None:
+    """Minibatch ADVI on ``n_obs`` draws of a 2-D, K=2 full mixture (well separated).
+
+    Speed: seconds per 1000 iterations of the compiled step alone, timed after the fit
+    compiled it (the full batch over ``full_steps`` steps, scaled). Accuracy of complete
+    default fits (one per seed): the reference posterior is the large-sample one of the
+    full data, centred at EM's maximum-likelihood estimate (prior influence ~1/N) with
+    the closed-form complete-data standard deviations (:func:`complete_data_sds`); the
+    error of the posterior means is given in those standard deviations, and the posterior
+    standard deviations of the fit as ratios to them: of the means apart from the
+    ordered feature, of the ordered feature's means (mean-field ADVI can only represent
+    their conditional spread in PyMC's ordered coordinates), of the weights and
+    covariance entries."""
     import bayesmix as bm
     from bayesmix.bayes import fit as bayes_fit
 
     model = bm.GaussianMixture(2, "full")
     X, _ = model.sample(n_obs, MINIBATCH_TRUTH, random_state=0)
-    print()
-    print(f"ADVI iterations on N={n_obs:,} (D=2, K=2 full); step only, after its compile")
+    em = model.fit(X, method="em", random_state=0, tol=1e-10)
+    order = np.argsort(em.means[:, 0])  # fits with order_by=0 order feature 0's means
+    reference = {"weights": em.weights[order], "means": em.means[order]}
+    reference["covariances"] = em.covariances[order]
+    ref_sds = complete_data_sds(reference["weights"], reference["covariances"], n_obs)
     print()
     print(
-        "| batch | s per 1000 iterations | full/minibatch | complete fit s | iterations | "
-        "max abs error of the means | posterior sd of the means |"
+        f"ADVI on N={n_obs:,} (D=2, K=2 full); step only, after its compile; complete "
+        f"default fits with random_state in {seeds}; reference: EM's estimate and the "
+        f"closed-form complete-data posterior sds (means: "
+        f"{ref_sds['means'].min():.4f}-{ref_sds['means'].max():.4f})"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- |")
+    print()
+    print(
+        "| method | batch | s per 1000 iterations | full/minibatch | complete fit s | "
+        "iterations | max abs error of the means | max error / reference sd (means, "
+        "weights, covariances) | sd ratio: means (feature 1) | sd ratio: means (ordered "
+        "feature 0) | sd ratio: weights, covariances |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     per_1000 = {}
-    for batch in [None, *batch_sizes]:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            model.fit(X, method="advi", batch_size=batch, n=10, draws=10, order_by=0)
-        compiled = bayes_fit._VI_CACHE[next(k for k in bayes_fit._VI_CACHE if k[2] == batch)]
-        steps = full_steps if batch is None else 1000
-        start = time.perf_counter()
-        for _ in range(steps):
-            compiled._step()
-        per_1000[batch] = (time.perf_counter() - start) * 1000 / steps
-        fit_cols = "| - | - | - | - |"
-        if batch is not None:
+    for method in methods:
+        for batch in [None, *batch_sizes]:
+            if batch is None and method != methods[0]:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model.fit(X, method=method, batch_size=batch, n=10, draws=10, order_by=0)
+            key = next(k for k in bayes_fit._VI_CACHE if k[1:] == (method, batch))
+            compiled = bayes_fit._VI_CACHE[key]
+            steps = full_steps if batch is None else 1000
             start = time.perf_counter()
-            fit = model.fit(X, method="advi", batch_size=batch, order_by=0, random_state=1)
-            seconds = time.perf_counter() - start
-            error = np.abs(fit.means - MINIBATCH_TRUTH["means"]).max()
-            sd = fit.posterior["means"].std(("chain", "draw")).values.max()
-            fit_cols = f"| {seconds:.1f} | {fit.settings['n_iter']} | {error:.3f} | {sd:.4f} |"
-        label = "full" if batch is None else f"{batch:,}"
-        ratio = per_1000[None] / per_1000[batch]
-        print(f"| {label} | {per_1000[batch]:.2f} | {ratio:.0f} {fit_cols}", flush=True)
+            for _ in range(steps):
+                compiled._step()
+            per_1000[batch] = (time.perf_counter() - start) * 1000 / steps
+            label = "full" if batch is None else f"{batch:,}"
+            ratio = per_1000[None] / per_1000[batch]
+            if batch is None:
+                print(
+                    f"| {method} | {label} | {per_1000[batch]:.2f} | 1 | - | - | - | - | - "
+                    "| - | - |",
+                    flush=True,
+                )
+                continue
+            for seed in seeds:
+                start = time.perf_counter()
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    fit = model.fit(
+                        X, method=method, batch_size=batch, order_by=0, random_state=seed
+                    )
+                seconds = time.perf_counter() - start
+                post = fit.posterior
+                errors = {
+                    name: np.abs(post[name].mean(("chain", "draw")).values - reference[name])
+                    for name in reference
+                }
+                z = max((errors[name] / ref_sds[name]).max() for name in reference)
+                sd = {
+                    name: post[name].std(("chain", "draw")).values / ref_sds[name]
+                    for name in reference
+                }
+                rest = np.concatenate([sd["weights"].ravel(), sd["covariances"].ravel()])
+                flag = "" if fit.settings["converged"] else " (not converged)"
+                print(
+                    f"| {method} | {label} | {per_1000[batch]:.2f} | {ratio:.0f} | "
+                    f"{seconds:.1f} | {fit.settings['n_iter']}{flag} | "
+                    f"{errors['means'].max():.5f} | {z:.2f} | "
+                    f"{sd['means'][:, 1].min():.2f}-{sd['means'][:, 1].max():.2f} | "
+                    f"{sd['means'][:, 0].min():.2f}-{sd['means'][:, 0].max():.2f} | "
+                    f"{rest.min():.2f}-{rest.max():.2f} |",
+                    flush=True,
+                )
 
 
 def main() -> None:
@@ -355,6 +425,8 @@ def main() -> None:
     parser.add_argument("--minibatch-n", type=int, default=1_000_000)
     parser.add_argument("--batch-sizes", default="1000,10000")
     parser.add_argument("--full-steps", type=int, default=50, help="full-batch steps timed")
+    parser.add_argument("--minibatch-methods", default="advi,fullrank_advi")
+    parser.add_argument("--minibatch-seeds", default="1,2")
     args = parser.parse_args()
     if args.child:
         child(*args.child)
@@ -366,7 +438,9 @@ def main() -> None:
         advi_table(args.repeats)
     if not args.skip_minibatch:
         batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
-        minibatch_table(args.minibatch_n, batch_sizes, args.full_steps)
+        methods = args.minibatch_methods.split(",")
+        seeds = [int(seed) for seed in args.minibatch_seeds.split(",")]
+        minibatch_table(args.minibatch_n, batch_sizes, args.full_steps, methods, seeds)
 
 
 if __name__ == "__main__":
