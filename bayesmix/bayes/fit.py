@@ -45,16 +45,20 @@ __all__ = [
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
 MASS_MATRICES = ("auto", "diag", "low_rank")
 INITIAL_VI_SD = 0.1
-# minibatch ADVI: the start's curvature is averaged over minibatches totalling about
-# this many rows; parameters are averaged over windows of iterations, at least this many
-# windows run, and the tail's halves must agree this well (see _tail_settled)
+# Minibatch ADVI (see fit_vi). The Laplace start's Hessian is averaged over minibatches
+# of about CURVATURE_ROWS rows in all. Adam's step per coordinate is MINIBATCH_RATE (the
+# default learning_rate) x sqrt(batch / N) x its Laplace sd, MINIBATCH_SCALE_RATE times
+# that for the log-scale parameters, decaying as (1 + t / (MINIBATCH_DECAY_EPOCHS * N /
+# batch)) ** -MINIBATCH_DECAY_POWER. Parameters are averaged over windows of
+# MINIBATCH_WINDOW steps; at least MINIBATCH_MIN_WINDOWS windows run; the default
+# tolerance is MINIBATCH_MEAN_TOLERANCE posterior sds (see _tail_settled).
 CURVATURE_ROWS = 2_000
-MINIBATCH_MIN_WINDOWS = 4
-MINIBATCH_WINDOW = 500
 MINIBATCH_RATE = 1.0
 MINIBATCH_SCALE_RATE = 0.2
 MINIBATCH_DECAY_POWER = 0.6
 MINIBATCH_DECAY_EPOCHS = 1.0
+MINIBATCH_WINDOW = 500
+MINIBATCH_MIN_WINDOWS = 4
 MINIBATCH_MEAN_TOLERANCE = 0.5
 IDENTIFICATIONS = ("ordered", "relabel", "none")
 _EXTRA = {
