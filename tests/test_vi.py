@@ -166,3 +166,37 @@ def test_minibatch_refuses_missing_values(faithful):
     data = as_data(X, allow_missing=True)  # as fit(..., missing="marginalize") passes it
     with pytest.raises(ValueError, match="does not support missing values"):
         fit_vi(bm.GaussianMixture(2), data, "advi", batch_size=50)
+
+
+def test_minibatch_stops_only_when_the_averaged_tail_is_stationary():
+    """The stopping rule on synthetic window averages: stationary noise well inside the
+    tolerance stops, a drift of one sd per window or a scale that keeps shrinking does
+    not, nor does a run shorter than the minimum."""
+    rng = np.random.default_rng(0)
+
+    def sds(values):  # mean-field: softplus(rho)
+        return np.logaddexp(0.0, values["rho"])
+
+    rho = np.log(np.expm1(np.full(3, 0.01)))  # sd 0.01
+
+    def windows(mu_step=0.0, rho_step=0.0, noise=0.001, count=8):
+        return [
+            {"mu": i * mu_step + noise * rng.standard_normal(3), "rho": rho + i * rho_step}
+            for i in range(count)
+        ]
+
+    settled = bayes_fit._tail_settled
+    assert settled(windows(), sds, 0.5)
+    assert not settled(windows(count=bayes_fit.MINIBATCH_MIN_WINDOWS - 1), sds, 0.5)
+    assert not settled(windows(mu_step=0.01), sds, 0.5)
+    assert not settled(windows(rho_step=-0.1), sds, 0.5)
+    assert not settled(windows(noise=0.02), sds, 0.5)
+
+
+def test_minibatch_that_runs_out_of_steps_warns(minibatch):
+    X = minibatch[0]
+    with pytest.warns(bm.ConvergenceWarning, match="posterior standard deviations"):
+        fit = bm.GaussianMixture(2, "full").fit(
+            X, method="advi", batch_size=BATCH, order_by=0, n=1200, random_state=0
+        )
+    assert fit.settings["converged"] == 0 and fit.settings["n_iter"] == 1200
