@@ -112,8 +112,9 @@ class GaussianMixture:
             variational approximation fitted with PyMC.
         **options
             For EM: ``sample_weight`` (frequency weights), ``n_init`` (restarts, best
-            kept, default 1), ``init`` (``"kmeans++"`` default, ``"kmeans"``,
-            ``"random"``, ``"random_from_data"``, or a mapping with ``means`` and
+            kept, default 1), ``init`` (``"kmeans++"`` default, ``"kmeans||"`` (k-means||,
+            the scalable k-means++ for Dask input; k-means++ itself in memory),
+            ``"kmeans"``, ``"random"``, ``"random_from_data"``, or a mapping with ``means`` and
             optionally ``weights`` and ``covariances``), ``max_iter`` (100), ``tol``
             (1e-3, on the change of the mean log-likelihood — or log posterior — per
             observation), ``reg_covar`` (1e-6, added to covariance diagonals),

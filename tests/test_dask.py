@@ -192,13 +192,13 @@ def test_kmeans_parallel_finds_separated_clusters_without_materialising(monkeypa
     with dask.config.set(scheduler="sync"):
         scan = source.scan(np.random.default_rng(0), 1_000)  # a small sample, as for big data
         centres = distributed.kmeans_parallel_centres(source, scan, 9, np.random.default_rng(1))
-        result = bm.GaussianMixture(9, "spherical").fit(dX, init="k-means||", random_state=3)
+        result = bm.GaussianMixture(9, "spherical").fit(dX, init="kmeans||", random_state=3)
     distance = np.linalg.norm(centres[:, None] - grid[None], axis=-1)
     assert sorted(distance.argmin(axis=1)) == list(range(9))  # one centre per cluster
     assert distance.min(axis=1).max() < 3.0
     order = np.linalg.norm(result.means[:, None] - grid[None], axis=-1).argmin(axis=0)
     np.testing.assert_allclose(result.weights[order], np.bincount(z) / len(z), atol=1e-3)
-    assert result.settings["init"] == "k-means||"
+    assert result.settings["init"] == "kmeans||"
 
 
 def test_lazy_predictions_equal_in_memory(client):

@@ -543,6 +543,16 @@ def test_kmeans_init_is_lloyd_from_kmeans_plusplus_like_sklearn(blobs_for_restar
     np.testing.assert_array_equal(resp.argmax(1), sk_labels)
 
 
+def test_kmeans_parallel_in_memory_is_kmeans_plusplus(three_blobs):
+    X, _, _ = three_blobs
+    fits = [
+        bm.GaussianMixture(3, "full").fit(X, init=init, n_init=2, random_state=4)
+        for init in ("kmeans||", "kmeans++")
+    ]
+    np.testing.assert_array_equal(fits[0].means, fits[1].means)
+    np.testing.assert_array_equal(fits[0].covariances, fits[1].covariances)
+
+
 def test_kmeans_plusplus_seeds_are_data_points_spread_over_clusters(three_blobs):
     X, labels, _ = three_blobs
     hits = 0

@@ -26,7 +26,7 @@ worker holds its chunks (:class:`_WorkerChunks`) and an E-step is one actor call
 worker (relayed by the scheduler, or direct with ``Client(direct_to_workers=True)``), a
 few milliseconds of overhead instead of tens for a task graph.
 
-``init="k-means||"`` (:func:`kmeans_parallel_centres`) chooses the initial centres over
+``init="kmeans||"`` (:func:`kmeans_parallel_centres`) chooses the initial centres over
 all rows in a few more passes instead of on the sample; anomaly thresholds on Dask input
 use the exact :func:`blockwise_quantiles`.
 
@@ -761,7 +761,7 @@ def _kmeans_centres(points, weights, n_components, rng) -> np.ndarray:
 # -- k-means|| (Bahmani et al. 2012) ------------------------------------------------------
 
 # Sampling rounds and oversampling factor (candidates per round, in expectation, per
-# component) of init="k-means||".
+# component) of init="kmeans||".
 KMEANS_PARALLEL_ROUNDS = 5
 KMEANS_PARALLEL_OVERSAMPLING = 2.0
 
@@ -854,7 +854,7 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
     if init == "random":
         stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
     else:
-        if init == "k-means||":
+        if init == "kmeans||":
             centres = kmeans_parallel_centres(source, scan, model.n_components, rng) - shift
         else:
             centres = _sample_centres(init, scan, model.n_components, rng) - shift
@@ -895,8 +895,7 @@ def fit_em_dask(
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
-    if init != "k-means||":
-        _check_init(init)
+    _check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
     weights = _dask_weights(sample_weight, data)
     rng, seed_record = reproducible_rng(random_state)

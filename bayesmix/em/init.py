@@ -8,7 +8,9 @@ from bayesmix.em.stats import block_rows, iter_blocks
 
 __all__ = ["INIT_METHODS", "initial_responsibilities", "kmeans_plusplus", "nearest"]
 
-INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
+# "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
+# data per centre; in memory it is the exact k-means++ seeding that k-means|| approximates.
+INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data")
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -90,12 +92,13 @@ def initial_responsibilities(
 
     Parameters
     ----------
-    method : {"kmeans++", "kmeans", "random", "random_from_data"}
-        ``kmeans++``: hard assignment to k-means++ seeds; ``kmeans``: to converged
+    method : {"kmeans++", "kmeans||", "kmeans", "random", "random_from_data"}
+        ``kmeans++`` (and ``kmeans||``, its scalable approximation for Dask input, which
+        in memory is k-means++ itself): hard assignment to k-means++ seeds; ``kmeans``: to converged
         k-means clusters; ``random``: uniform random responsibilities;
         ``random_from_data``: hard assignment to K distinct random observations.
     """
-    if method == "kmeans++":
+    if method in ("kmeans++", "kmeans||"):
         labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
     elif method == "kmeans":
         labels = kmeans(X, sample_weight, n_components, rng)
