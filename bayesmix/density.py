@@ -248,7 +248,11 @@ def as_points(result: MixtureResult, X: Any, name: str = "X") -> Data:
     ValueError
         Wrong number of features, or named columns that differ from the fitted ones.
     """
-    data = as_data(X, name=name, n_features=result.n_features)
+    return _same_columns(as_data(X, name=name, n_features=result.n_features), result, name)
+
+
+def _same_columns(data, result: MixtureResult, name: str):
+    """``data`` (in memory or Dask) if its columns are the fitted ones, when both are named."""
     default = tuple(f"x{i}" for i in range(result.n_features))
     named = data.feature_names != default and result.feature_names != default
     if named and data.feature_names != result.feature_names:
@@ -823,15 +827,7 @@ def _dask_points(result: MixtureResult, X: Any, name: str):
     named, the fitted feature names."""
     from bayesmix.em.distributed import as_dask_data
 
-    data = as_dask_data(X, name=name, n_features=result.n_features)
-    default = tuple(f"x{i}" for i in range(result.n_features))
-    named = data.feature_names != default and result.feature_names != default
-    if named and data.feature_names != result.feature_names:
-        raise ValueError(
-            f"{name} has columns {list(data.feature_names)} but the model was fitted on "
-            f"{list(result.feature_names)}; select and order the columns as at fit time."
-        )
-    return data
+    return _same_columns(as_dask_data(X, name=name, n_features=result.n_features), result, name)
 
 
 def _lazy_scores(data, draws: _MixtureDraws, draw_thresholds: np.ndarray):
