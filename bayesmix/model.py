@@ -149,9 +149,14 @@ class GaussianMixture:
             unconstrained coordinate, drawn from the chain's seed.
 
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
-            ``learning_rate`` (0.005, Adam), ``tolerance`` (1e-4: relative change of the
-            mean ELBO between windows of 500 iterations that counts as converged; a
-            change within Monte Carlo noise counts too), ``batch_size`` (None: every
+            ``learning_rate`` (full batch: Adam's step, 0.005; minibatch: the step
+            relative to sqrt(batch_size / n_obs) times each coordinate's Laplace standard
+            deviation, 1), ``tolerance`` (full batch: 1e-4, the relative change of the
+            mean ELBO between windows of 500 iterations that counts as converged, a
+            change within Monte Carlo noise counting too; minibatch: 0.5, how far the
+            averaged means may move between the two halves of the averaging tail, in
+            approximate posterior standard deviations, tolerance/5 for the log standard
+            deviations), ``batch_size`` (None: every
             row at every step; an integer ``1 <= batch_size < n_obs``: minibatch ADVI,
             each step sees ``batch_size`` random rows and scales their log-likelihood
             by ``n_obs / batch_size``, for data too large for full-batch fits; values
