@@ -529,13 +529,12 @@ class Diag(CovarianceStructure):
         return var + reg_covar
 
     def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
-        # spherical factors (K,) broadcast over features
-        squared = (np.asarray(prec_chol) ** 2).reshape(len(means), -1)
-        precision = np.ascontiguousarray(np.broadcast_to(squared, means.shape))
         log_det = self.log_det_precision_cholesky(prec_chol, X.shape[1])
-        return kernels.estep_diag(
-            X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks_for(len(X))
+        return self._kernel(
+            X, sample_weight, shift, log_weights, means, prec_chol**2, log_det, n_chunks_for(len(X))
         )
+
+    _kernel = staticmethod(kernels.estep_diag)
 
     def precision_cholesky(self, cov):
         cov = np.asarray(cov, dtype=float)
@@ -617,8 +616,17 @@ class Spherical(Diag):
     def default_prior_scale(self, target_variances):
         return float(np.mean(target_variances))
 
+    # sum_xx is sum_n r_nk |x_n|^2, shape (K,): the variance needs no more
+    _kernel = staticmethod(kernels.estep_spherical)
+
+    def second_moment(self, X, resp):
+        return resp.T @ np.einsum("nd,nd->n", X, X)
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return sum_xx - 2.0 * np.einsum("kd,kd->k", sum_x, means) + mass * (means**2).sum(1)
+
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
-        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means).sum(1), 0.0)
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
         n_features = means.shape[1]
         if dof is None:
             var = scatter / (mass * n_features)

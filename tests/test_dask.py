@@ -39,7 +39,7 @@ def client():
     X, _ = _mixture(600, seed=9)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        for covariance_type in ("full", "tied", "diag"):
+        for covariance_type in ("full", "tied", "diag", "spherical"):
             bm.GaussianMixture(2, covariance_type).fit(X, max_iter=1, random_state=0)
     with (
         dask.config.set(no_pause),

@@ -348,8 +348,10 @@ def _zero_stats(structure: CovarianceStructure, n_components: int, n_features: i
         sum_xx = np.zeros((n_components, n_features, n_features))
     elif structure.name == "tied":
         sum_xx = np.zeros((n_features, n_features))
-    else:  # diag and spherical keep per-feature second moments (K, D)
+    elif structure.name == "diag":  # per-feature second moments (K, D)
         sum_xx = np.zeros((n_components, n_features))
+    else:  # spherical: sum r |x|^2 (K,)
+        sum_xx = np.zeros(n_components)
     return SufficientStats(
         np.zeros(n_components), np.zeros((n_components, n_features)), sum_xx, 0.0, 0.0
     )
@@ -368,6 +370,8 @@ def _pattern_stats(xo, weights, pattern, gaussians, params, structure, n_feature
     if _is_axis_aligned(structure):
         sum_xx = (weighted * filled).sum(axis=1)
         sum_xx[:, mis] += mass[:, None] * gaussians.cond_var
+        if structure.name == "spherical":
+            sum_xx = sum_xx.sum(axis=1)
     else:
         outer = np.swapaxes(weighted, 1, 2) @ filled  # (K, D, D)
         outer[:, mis[:, None], mis] += mass[:, None, None] * gaussians.cond_cov
