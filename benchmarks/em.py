@@ -91,10 +91,15 @@ def kind_is_matrix(covariance_type: str) -> bool:
 
 
 def flops_per_iteration(n_obs: int, n_features: int, n_components: int, kind: str) -> float:
-    """Multiply-adds counted as 2 flops: whitening plus second moments."""
+    """Multiply-adds counted as 2 flops: whitening plus second moments (spherical: the
+    squared norm of a row, shared by the components)."""
     d = n_features
-    per_component = {"full": d * (d + 1), "tied": d * (d + 1) / n_components, "diag": 4 * d}
-    per_component["spherical"] = per_component["diag"]
+    per_component = {
+        "full": d * (d + 1),
+        "tied": d * (d + 1) / n_components,
+        "diag": 4 * d,
+        "spherical": d / n_components,
+    }
     return 2.0 * n_obs * n_components * (per_component[kind] + 2 * d)
 
 
