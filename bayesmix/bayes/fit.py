@@ -380,8 +380,6 @@ def fit_vi(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
     )
     if minibatch:
-        compiled.epoch = data.n_obs / batch_size
-        compiled.curvature_batches = int(np.clip(np.ceil(CURVATURE_ROWS / batch_size), 1, 50))
         compiled.reset(em_start, learning_rate * np.sqrt(batch_size / data.n_obs), seed)
         losses, converged = compiled.optimise_averaged(n, tolerance, progressbar)
         rule = (
@@ -451,6 +449,7 @@ class _CompiledVI:
         from pytensor.graph.replace import vectorize_graph
 
         self.model = build_pymc(spec, structure, data, priors, batch_size=batch_size)
+        self.batch_size, self.n_obs = batch_size, data.n_obs
         with self.model:
             inference_class = pm.ADVI if method == "advi" else pm.FullRankADVI
             inference = inference_class(start=initial_point(spec), random_seed=0)
@@ -513,8 +512,19 @@ class _CompiledVI:
         """Swap another data set of the same graph (any number of rows) and its priors
         into the ``pm.Data`` containers. Shapes are symbolic there; the model's ``obs``
         coords keep the first data set's names (nothing here reads them)."""
+        self.n_obs = data.n_obs
         for name, value in pymc_inputs(data, priors, structure).items():
             self.model[name].set_value(np.asarray(value, dtype=float))
+
+    @property
+    def epoch(self) -> float:
+        """Minibatch steps per pass over the data."""
+        return self.n_obs / self.batch_size
+
+    @property
+    def curvature_batches(self) -> int:
+        """Minibatches whose gradients give the Laplace start: about CURVATURE_ROWS rows."""
+        return int(np.clip(np.ceil(CURVATURE_ROWS / self.batch_size), 1, 50))
 
     def reset(self, start: dict[str, np.ndarray], learning_rate: float, seed: int) -> None:
         """Back to iteration 0: optimiser state cleared, the approximation's mean at
