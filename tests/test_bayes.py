@@ -181,7 +181,9 @@ def test_datatree_survives_netcdf(faithful_nuts, tmp_path):
 # -- compiled-model reuse, samplers, ADVI ---------------------------------------------------
 
 
-def test_refit_reuses_the_compiled_model(faithful, faithful_nuts):
+def test_refit_samples_the_cached_density_with_new_data_and_priors(faithful, faithful_nuts):
+    """Complete data: nutpie samples bayesmix's disk-cached log density, so no PyMC model
+    is built or kept; data and priors of the refit are its own."""
     from bayesmix.bayes import fit as bayes_fit
 
     cached = len(bayes_fit._NUTPIE_CACHE)
@@ -190,6 +192,7 @@ def test_refit_reuses_the_compiled_model(faithful, faithful_nuts):
         subset, method="nuts", chains=2, draws=300, random_state=1, order_by=0
     )
     assert len(bayes_fit._NUTPIE_CACHE) == cached
+    assert refit.settings["log_density"] == faithful_nuts.settings["log_density"] == "bayesmix"
     assert refit.data.n_obs == 150 and refit.posterior.sizes["draw"] == 300
     # the priors were swapped in with the data: defaults scaled to the subset
     assert np.allclose(refit.priors.mean_loc, subset.mean().to_numpy())

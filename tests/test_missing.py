@@ -388,6 +388,11 @@ def test_nuts_posterior_with_missing_values_is_near_the_complete_data_posterior(
 ):
     X, fit = faithful_missing
     assert fit.settings["missing"] == "marginalize"
+    # the missing-data likelihood is PyMC's graph, the complete-data one bayesmix's own
+    assert (fit.settings["log_density"], faithful_nuts.settings["log_density"]) == (
+        "pymc",
+        "bayesmix",
+    )
     full_sd = faithful_nuts.posterior["means"].std(("chain", "draw")).values
     missing_sd = fit.posterior["means"].std(("chain", "draw")).values
     assert np.all(np.abs(fit.means - faithful_nuts.means) < 1.5 * full_sd)

@@ -67,8 +67,9 @@ _EXTRA = {
     "blackjax": ("blackjax", "jax"),
 }
 
-# nutpie models compiled in this process, keyed by what fixes their graph; data and priors
-# are swapped in with ``with_data``, so a refit skips the compile.
+# nutpie models compiled from PyMC graphs in this process (data with missing values; complete
+# data use bayesmix.bayes.logdensity), keyed by what fixes their graph; data and priors are
+# swapped in with ``with_data``, so a refit skips the compile.
 _NUTPIE_CACHE: dict[ModelSpec, Any] = {}
 # ADVI step and draw functions, keyed by (ModelSpec, method, batch_size); see _CompiledVI
 _VI_CACHE: dict[tuple[ModelSpec, str, int | None], _CompiledVI] = {}
@@ -231,8 +232,10 @@ def fit_nuts(
                 compute_convergence_checks=False,
                 target_accept=target_accept,
             )
+    hand_written = sampler == "nutpie" and not spec.missing_patterns
     settings.update(
         method="nuts",
+        log_density="bayesmix" if hand_written else "pymc",
         identify=identify,
         order_feature=-1 if spec.order_feature is None else spec.order_feature,
         random_state=seed,
@@ -243,6 +246,71 @@ def fit_nuts(
 
 
 def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores, **settings):
+    import nutpie
+
+    if spec.missing_patterns:
+        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start)
+    else:
+        compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start)
+    return nutpie.sample(
+        compiled,
+        draws=settings["draws"],
+        tune=settings["tune"],
+        chains=settings["chains"],
+        cores=cores,
+        seed=seed,
+        save_warmup=False,
+        progress_bar=progressbar,
+        target_accept=settings["target_accept"],
+        adaptation=settings["mass_matrix"],
+    )
+
+
+def _numba_nutpie_model(spec, structure, data, priors, em_start):
+    """nutpie's model of complete data: the hand-written log density of
+    :mod:`bayesmix.bayes.logdensity` as C callbacks loaded from numba's disk cache, so
+    neither PyMC nor a compile is needed, and the sampler threads run without the GIL."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from bayesmix.bayes import logdensity
+
+    K, D = spec.n_components, spec.n_features
+    order = -1 if spec.order_feature is None else spec.order_feature
+    layout = logdensity.Layout(spec.covariance_type, K, D, order)
+    inputs = logdensity.density_inputs(data, priors, structure, K)
+    names = ["weights", "means", structure.pymc_precision_name]
+    shapes = [(K,), (K, D), layout.precision_shape]
+    return CompiledPyMCModel(
+        dims=dict(
+            zip(
+                names,
+                [("component",), ("component", "feature"), structure.natural_dims],
+                strict=True,
+            )
+        ),
+        compiled_logp_func=logdensity.nutpie_logp,
+        compiled_expand_func=logdensity.nutpie_expand,
+        initial_point_func=_jittered_start(logdensity.flat_start(layout, em_start)),
+        shared_data={},
+        shared_var_keys={},
+        user_data=logdensity.pack_inputs(layout, inputs),  # its buffer is what the callbacks read
+        n_expanded=layout.n_expanded,
+        shape_info=(names, None, shapes),
+        logp_func=None,
+        expand_func=None,
+        _n_dim=layout.n_dim,
+        _shapes=dict(zip(names, shapes, strict=True)),
+        _coords={
+            "component": np.arange(K),
+            "feature": list(data.feature_names),
+            "feature_": list(data.feature_names),
+        },
+    )
+
+
+def _pymc_nutpie_model(spec, model, data, priors, em_start):
+    """nutpie's model compiled from the PyMC graph (data with missing values), kept per
+    graph for the process: a refit swaps data and priors in with ``with_data``."""
     import nutpie
 
     cached = _NUTPIE_CACHE.get(spec)
@@ -256,21 +324,7 @@ def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores
         compiled_with_data = cached[0].with_data(**pymc_inputs(data, priors, model.structure))
     _, names, to_flat = cached
     centre = np.asarray(to_flat(*(em_start[name] for name in names)), dtype=np.float64)
-    compiled_with_data = dataclasses.replace(
-        compiled_with_data, initial_point_func=_jittered_start(centre)
-    )
-    return nutpie.sample(
-        compiled_with_data,
-        draws=settings["draws"],
-        tune=settings["tune"],
-        chains=settings["chains"],
-        cores=cores,
-        seed=seed,
-        save_warmup=False,
-        progress_bar=progressbar,
-        target_accept=settings["target_accept"],
-        adaptation=settings["mass_matrix"],
-    )
+    return dataclasses.replace(compiled_with_data, initial_point_func=_jittered_start(centre))
 
 
 # Half-width of the uniform jitter (unconstrained units) around the MAP-EM point at which

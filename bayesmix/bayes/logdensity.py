@@ -1,0 +1,547 @@
+"""The marginalised mixture's log posterior density and its gradient, written by hand and
+compiled by numba with an on-disk cache, for nutpie to sample without PyMC.
+
+The density is that of :func:`bayesmix.bayes.builder.build_pymc` on complete data, in the
+same unconstrained coordinates (PyMC's simplex, ordered and log transforms, Jacobians
+included), so it equals the PyMC model's ``logp`` to rounding. Compiling the PyMC model
+for nutpie takes 20-30 s in every fresh process (numba cannot cache that graph); these
+functions compile once per machine and load from the cache in a fraction of a second.
+
+One pass over the rows computes the responsibilities and each component's weighted
+count, centred first moment and centred scatter; every gradient follows from those
+sufficient statistics in closed form.
+
+Flat layout of the unconstrained vector ``theta``:
+
+1. ``K - 1`` simplex coordinates of the weights: ``w = softmax([y, -sum(y)])``;
+2. the standardised means ``raw`` (``means = loc + scale * raw``): with an ordered
+   feature ``j``, ``K`` ordered coordinates (``raw[0, j] = o_0``, then increments
+   ``exp(o_i)``) followed by the other features ``(K, D - 1)`` row-major; without,
+   ``(K, D)`` row-major;
+3. the covariance parameters: for ``full`` (``tied``: one set) the logs of the Bartlett
+   chi-squares ``(K, D)`` and then the below-diagonal normals ``(K, D (D - 1) / 2)`` in
+   ``numpy.tril_indices(D, -1)`` order, the precision factor being ``F = L A``; for
+   ``diag`` (``spherical``) the logs of the dimensionless variances ``(K, D)`` (``(K,)``),
+   the variances being ``exp(u) * scale``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numba as nb
+import numpy as np
+
+from bayesmix.covariance import CovarianceStructure
+from bayesmix.data import Data
+from bayesmix.priors import ResolvedPriors
+
+__all__ = [
+    "KINDS",
+    "Layout",
+    "density_inputs",
+    "flat_start",
+    "log_density",
+    "expand",
+    "pack_inputs",
+    "nutpie_logp",
+    "nutpie_expand",
+]
+
+KINDS = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
+_FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Sizes of the blocks of ``theta`` for one model graph."""
+
+    covariance_type: str
+    n_components: int
+    n_features: int
+    order_feature: int  # -1: exchangeable means
+
+    @property
+    def kind(self) -> int:
+        return KINDS[self.covariance_type]
+
+    @property
+    def n_factors(self) -> int:
+        """Precision factors (full: one per component; tied: one)."""
+        return 1 if self.covariance_type == "tied" else self.n_components
+
+    @property
+    def n_covariance(self) -> int:
+        K, D = self.n_components, self.n_features
+        if self.covariance_type in ("full", "tied"):
+            return self.n_factors * (D + D * (D - 1) // 2)
+        return K * D if self.covariance_type == "diag" else K
+
+    @property
+    def n_dim(self) -> int:
+        K, D = self.n_components, self.n_features
+        return K - 1 + K * D + self.n_covariance
+
+    @property
+    def precision_shape(self) -> tuple[int, ...]:
+        """Shape of the precision parameter (factors or variances)."""
+        K, D = self.n_components, self.n_features
+        return {
+            "full": (K, D, D),
+            "tied": (D, D),
+            "diag": (K, D),
+            "spherical": (K,),
+        }[self.covariance_type]
+
+    @property
+    def n_expanded(self) -> int:
+        K, D = self.n_components, self.n_features
+        return K + K * D + int(np.prod(self.precision_shape))
+
+
+def density_inputs(
+    data: Data, priors: ResolvedPriors, structure: CovarianceStructure, n_components: int
+) -> dict[str, np.ndarray]:
+    """The arrays :func:`log_density` reads besides ``theta``: data and priors, each
+    broadcast to one fixed rank so that one compiled function serves every model."""
+    K, D = n_components, data.n_features
+    scale = np.asarray(structure.pymc_scale(priors.covariance_scale), dtype=np.float64)
+    if structure.name == "diag":
+        scale = np.broadcast_to(scale, (K, D))
+    elif structure.name == "spherical":
+        scale = np.broadcast_to(scale, (K,))[:, None]
+    return {
+        "X": np.ascontiguousarray(data.values, dtype=np.float64),
+        "concentration": np.ascontiguousarray(
+            np.broadcast_to(priors.weight_concentration, (K,)), dtype=np.float64
+        ),
+        "mean_loc": np.ascontiguousarray(np.broadcast_to(priors.mean_loc, (K, D)), np.float64),
+        "mean_scale": np.ascontiguousarray(
+            np.broadcast_to(priors.mean_scale, (K, D)), dtype=np.float64
+        ),
+        "dof": np.array([priors.covariance_dof], dtype=np.float64),
+        "covariance_scale": np.ascontiguousarray(scale, dtype=np.float64),
+    }
+
+
+def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
+    """``theta`` of a start point given as constrained values of the PyMC model's free
+    variables (:func:`bayesmix.bayes.builder.point_estimate_start`)."""
+    log_w = np.log(start["weights"])
+    blocks = [log_w[:-1] - log_w.mean()]
+    if layout.order_feature < 0:
+        blocks.append(np.ravel(start["means_raw"]))
+    else:
+        ordered = np.asarray(start["means_ordered_raw"], dtype=float)
+        blocks += [ordered[:1], np.log(np.diff(ordered))]
+        if layout.n_features > 1:
+            blocks.append(np.ravel(start["means_rest_raw"]))
+    if layout.covariance_type in ("full", "tied"):
+        blocks.append(np.log(np.ravel(start["precision_factor_chi2"])))
+        if layout.n_features > 1:
+            blocks.append(np.ravel(start["precision_factor_normal"]))
+    else:
+        blocks.append(np.log(np.ravel(start["variances_raw"])))
+    theta = np.concatenate(blocks).astype(np.float64)
+    if theta.size != layout.n_dim:
+        raise RuntimeError(f"start has {theta.size} coordinates, the layout {layout.n_dim}")
+    return theta
+
+
+# ---------------------------------------------------------------------------------------
+# unconstrained -> model parameters (shared by the density and the expansion)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _log_weights(theta, K):
+    """``log softmax([y, -sum(y)])`` from the first ``K - 1`` coordinates."""
+    z = np.empty(K)
+    last = 0.0
+    for k in range(K - 1):
+        z[k] = theta[k]
+        last -= theta[k]
+    z[K - 1] = last
+    top = z.max()
+    total = 0.0
+    for k in range(K):
+        total += math.exp(z[k] - top)
+    return z - (top + math.log(total))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _raw_means(theta, pos, K, D, order_feature):
+    """Standardised means ``(K, D)`` and the log Jacobian of the ordered transform."""
+    raw = np.empty((K, D))
+    log_jac = 0.0
+    if order_feature < 0:
+        for k in range(K):
+            for d in range(D):
+                raw[k, d] = theta[pos + k * D + d]
+        return raw, log_jac
+    acc = theta[pos]
+    raw[0, order_feature] = acc
+    for k in range(1, K):
+        acc += math.exp(theta[pos + k])
+        raw[k, order_feature] = acc
+        log_jac += theta[pos + k]
+    pos += K
+    for k in range(K):
+        for d in range(D):
+            if d != order_feature:
+                raw[k, d] = theta[pos]
+                pos += 1
+    return raw, log_jac
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _bartlett(theta, pos, lower, n_factors, D):
+    """Bartlett matrices ``A`` ``(F, D, D)`` and precision factors ``L A``."""
+    A = np.zeros((n_factors, D, D))
+    for f in range(n_factors):
+        for d in range(D):
+            A[f, d, d] = math.exp(0.5 * theta[pos + f * D + d])
+    pos += n_factors * D
+    for f in range(n_factors):
+        for r in range(1, D):
+            for c in range(r):
+                A[f, r, c] = theta[pos]
+                pos += 1
+    factors = np.zeros((n_factors, D, D))
+    for f in range(n_factors):
+        for r in range(D):
+            for c in range(r + 1):
+                total = 0.0
+                for m in range(c, r + 1):
+                    total += lower[r, m] * A[f, m, c]
+                factors[f, r, c] = total
+    return A, factors
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _variances(theta, pos, scale, K, D, kind):
+    """Variances ``(K, D)`` (spherical: each row constant) from their log raw values."""
+    var = np.empty((K, D))
+    for k in range(K):
+        for d in range(D):
+            u = theta[pos + k * D + d] if kind == _DIAG else theta[pos + k]
+            var[k, d] = math.exp(u) * (scale[k, d] if kind == _DIAG else scale[k, 0])
+    return var
+
+
+# ---------------------------------------------------------------------------------------
+# the density
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def log_density(
+    theta, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order_feature, grad
+):
+    """Log posterior density at ``theta`` (see the module docstring for the layout);
+    its gradient is written into ``grad``. Returns ``-inf`` outside the support."""
+    n, D = X.shape
+    K = concentration.shape[0]
+    grad[:] = 0.0
+    log_w = _log_weights(theta, K)
+    # Dirichlet density plus the simplex Jacobian (log K + sum log w)
+    alpha_sum = 0.0
+    logp = math.log(K)
+    for k in range(K):
+        alpha_sum += concentration[k]
+        logp += concentration[k] * log_w[k] - math.lgamma(concentration[k])
+    logp += math.lgamma(alpha_sum)
+
+    pos = K - 1
+    raw, log_jac = _raw_means(theta, pos, K, D, order_feature)
+    logp += log_jac - 0.5 * K * D * _LOG_2PI
+    means = mean_loc + mean_scale * raw
+    for k in range(K):
+        for d in range(D):
+            logp -= 0.5 * raw[k, d] ** 2
+    pos += K * D
+
+    matrix = kind == _FULL or kind == _TIED
+    n_factors = 1 if kind == _TIED else K
+    if matrix:
+        A, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
+        var = np.empty((0, 0))
+        log_det = np.zeros(n_factors)  # log det F
+        for f in range(n_factors):
+            for d in range(D):
+                nu = dof[0] - d
+                u = theta[pos + f * D + d]
+                logp += 0.5 * nu * u - 0.5 * math.exp(u) - 0.5 * nu * math.log(2.0)
+                logp -= math.lgamma(0.5 * nu)
+                log_det[f] += math.log(covariance_scale[d, d]) + 0.5 * u
+            for i in range(
+                pos + n_factors * D + f * (D * (D - 1) // 2),
+                pos + n_factors * D + (f + 1) * (D * (D - 1) // 2),
+            ):
+                logp -= 0.5 * theta[i] ** 2 + 0.5 * _LOG_2PI
+    else:
+        A = factors = np.empty((0, 0, 0))
+        var = _variances(theta, pos, covariance_scale, K, D, kind)
+        shape = 0.5 * dof[0]
+        n_var = K * D if kind == _DIAG else K
+        for i in range(pos, pos + n_var):
+            u = theta[i]
+            logp += shape * math.log(0.5) - math.lgamma(shape) - shape * u - 0.5 * math.exp(-u)
+        log_det = np.zeros(K)  # -0.5 sum log var, the precision's half log determinant
+        for k in range(K):
+            for d in range(D):
+                log_det[k] -= 0.5 * math.log(var[k, d])
+    if not math.isfinite(logp):
+        return -np.inf
+
+    # one pass over the rows: responsibilities and centred sufficient statistics
+    counts = np.zeros(K)
+    first = np.zeros((K, D))  # sum r (x - mu)
+    scatter = np.zeros((K, D, D)) if matrix else np.zeros((K, 1, D))
+    log_joint = np.empty(K)
+    centred = np.empty((K, D))
+    for i in range(n):
+        for k in range(K):
+            quad = 0.0
+            for d in range(D):
+                centred[k, d] = X[i, d] - means[k, d]
+            if matrix:
+                f = 0 if kind == _TIED else k
+                for c in range(D):
+                    white = 0.0
+                    for r in range(c, D):
+                        white += factors[f, r, c] * centred[k, r]
+                    quad += white * white
+                log_joint[k] = log_w[k] - 0.5 * quad + log_det[f]
+            else:
+                for d in range(D):
+                    quad += centred[k, d] ** 2 / var[k, d]
+                log_joint[k] = log_w[k] - 0.5 * quad + log_det[k]
+        top = log_joint.max()
+        total = 0.0
+        for k in range(K):
+            log_joint[k] = math.exp(log_joint[k] - top)  # now the unnormalised responsibility
+            total += log_joint[k]
+        logp += top + math.log(total) - 0.5 * D * _LOG_2PI
+        for k in range(K):
+            r = log_joint[k] / total
+            counts[k] += r
+            for a in range(D):
+                first[k, a] += r * centred[k, a]
+                if matrix:
+                    for b in range(a + 1):
+                        scatter[k, a, b] += r * centred[k, a] * centred[k, b]
+                else:
+                    scatter[k, 0, a] += r * centred[k, a] ** 2
+    if not math.isfinite(logp):
+        return -np.inf
+
+    # weights: d/dz_k of sum_k (alpha_k + N_k) log w_k
+    coef_sum = alpha_sum + n
+    gz_last = concentration[K - 1] + counts[K - 1] - coef_sum * math.exp(log_w[K - 1])
+    for k in range(K - 1):
+        grad[k] = concentration[k] + counts[k] - coef_sum * math.exp(log_w[k]) - gz_last
+
+    # means: d log L / d mu_k = Precision_k (sum r (x - mu_k))
+    g_means = np.zeros((K, D))
+    for k in range(K):
+        if matrix:
+            f = 0 if kind == _TIED else k
+            for c in range(D):  # F (F^T first)
+                white = 0.0
+                for r in range(c, D):
+                    white += factors[f, r, c] * first[k, r]
+                for r in range(c, D):
+                    g_means[k, r] += factors[f, r, c] * white
+        else:
+            for d in range(D):
+                g_means[k, d] = first[k, d] / var[k, d]
+    g_raw = mean_scale * g_means - raw
+    mean_pos = K - 1
+    if order_feature < 0:
+        for k in range(K):
+            for d in range(D):
+                grad[mean_pos + k * D + d] = g_raw[k, d]
+    else:
+        tail = 0.0  # sum_{m >= k} of the gradient in the ordered column
+        for k in range(K - 1, -1, -1):
+            tail += g_raw[k, order_feature]
+            if k > 0:
+                grad[mean_pos + k] = math.exp(theta[mean_pos + k]) * tail + 1.0
+        grad[mean_pos] = tail
+        i = mean_pos + K
+        for k in range(K):
+            for d in range(D):
+                if d != order_feature:
+                    grad[i] = g_raw[k, d]
+                    i += 1
+
+    if matrix:
+        _factor_gradient(
+            theta, pos, A, factors, covariance_scale, counts, scatter, dof[0], kind, grad
+        )
+    else:
+        for k in range(K):
+            if kind == _DIAG:
+                for d in range(D):
+                    u = theta[pos + k * D + d]
+                    g = 0.5 * scatter[k, 0, d] / var[k, d] - 0.5 * counts[k]
+                    grad[pos + k * D + d] = g - 0.5 * dof[0] + 0.5 * math.exp(-u)
+            else:
+                u = theta[pos + k]
+                total = 0.0
+                for d in range(D):
+                    total += scatter[k, 0, d]
+                g = 0.5 * total / var[k, 0] - 0.5 * D * counts[k]
+                grad[pos + k] = g - 0.5 * dof[0] + 0.5 * math.exp(-u)
+    return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, grad):
+    """Gradient in the Bartlett coordinates: with ``G = -C F + N diag(1 / F_dd)`` the
+    gradient in ``F`` (``C`` the centred scatter, lower triangle stored), the gradient in
+    ``A`` is the lower triangle of ``L^T G``."""
+    n_factors, D = factors.shape[0], factors.shape[1]
+    K = counts.shape[0]
+    n_tri = D * (D - 1) // 2
+    for f in range(n_factors):
+        G = np.zeros((D, D))
+        for k in range(K):
+            if kind == _TIED or k == f:
+                for a in range(D):
+                    for c in range(D):
+                        total = 0.0
+                        for b in range(c, D):  # F is lower triangular
+                            s = scatter[k, a, b] if b <= a else scatter[k, b, a]
+                            total += s * factors[f, b, c]
+                        G[a, c] -= total
+                    G[a, a] += counts[k] / factors[f, a, a]
+        i = pos + n_factors * D + f * n_tri
+        for r in range(D):
+            for c in range(r + 1):
+                g_a = 0.0
+                for m in range(D):
+                    g_a += lower[m, r] * G[m, c]
+                if r == c:
+                    u = theta[pos + f * D + r]
+                    nu = dof - r
+                    grad[pos + f * D + r] = 0.5 * A[f, r, r] * g_a + 0.5 * nu - 0.5 * math.exp(u)
+                else:
+                    grad[i] = g_a - theta[i]
+                    i += 1
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, out):
+    """Weights, means and the precision parameter at ``theta``, flattened into ``out``."""
+    K, D = mean_loc.shape
+    log_w = _log_weights(theta, K)
+    for k in range(K):
+        out[k] = math.exp(log_w[k])
+    pos = K - 1
+    raw, _ = _raw_means(theta, pos, K, D, order_feature)
+    for k in range(K):
+        for d in range(D):
+            out[K + k * D + d] = mean_loc[k, d] + mean_scale[k, d] * raw[k, d]
+    pos += K * D
+    i = K + K * D
+    if kind == _FULL or kind == _TIED:
+        n_factors = 1 if kind == _TIED else K
+        _, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
+        for f in range(n_factors):
+            for r in range(D):
+                for c in range(D):
+                    out[i] = factors[f, r, c]
+                    i += 1
+    else:
+        var = _variances(theta, pos, covariance_scale, K, D, kind)
+        for k in range(K):
+            for d in range(D if kind == _DIAG else 1):
+                out[i] = var[k, d]
+                i += 1
+
+
+# ---------------------------------------------------------------------------------------
+# C callbacks for nutpie: it calls them from its sampler threads without the GIL, passing
+# the address of one float64 buffer (:func:`pack_inputs`) holding the sizes, data and priors
+
+_HEADER = 6  # n, D, K, kind, order_feature, dof
+
+
+def pack_inputs(layout: Layout, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """One float64 buffer with the sizes, the model's kind and the arrays of
+    :func:`density_inputs`, read back by the C callbacks."""
+    n = inputs["X"].shape[0]
+    header = [n, layout.n_features, layout.n_components, layout.kind, layout.order_feature]
+    parts = [np.asarray(header + [inputs["dof"][0]], dtype=np.float64)]
+    for name in ("X", "concentration", "mean_loc", "mean_scale", "covariance_scale"):
+        parts.append(np.ravel(inputs[name]))
+    return np.concatenate(parts)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _unpack(address):
+    header = nb.carray(address, (_HEADER,), np.float64)
+    n, D, K, kind = int(header[0]), int(header[1]), int(header[2]), int(header[3])
+    rows, cols = (D, D) if kind == _FULL or kind == _TIED else (K, D if kind == _DIAG else 1)
+    size = _HEADER + n * D + K + 2 * K * D + rows * cols
+    buffer = nb.carray(address, (size,), np.float64)
+    pos = _HEADER
+    X = buffer[pos : pos + n * D].reshape((n, D))
+    pos += n * D
+    concentration = buffer[pos : pos + K]
+    pos += K
+    mean_loc = buffer[pos : pos + K * D].reshape((K, D))
+    pos += K * D
+    mean_scale = buffer[pos : pos + K * D].reshape((K, D))
+    pos += K * D
+    covariance_scale = buffer[pos : pos + rows * cols].reshape((rows, cols))
+    dof = buffer[_HEADER - 1 : _HEADER]
+    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, int(header[4])
+
+
+_double_pointer = nb.types.CPointer(nb.types.double)
+
+
+@nb.cfunc(
+    nb.types.int64(
+        nb.types.uint64, _double_pointer, _double_pointer, _double_pointer, nb.types.voidptr
+    ),
+    cache=True,
+    error_model="numpy",
+)
+def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
+    """nutpie's log density callback: 0 on success, 3 or 4 for a non-finite gradient or
+    density (nutpie then treats the point as outside the support)."""
+    X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order = _unpack(
+        inputs_address
+    )
+    x = nb.carray(x_address, (n_dim,))
+    grad = nb.carray(grad_address, (n_dim,))
+    logp = nb.carray(logp_address, (1,))
+    logp[0] = log_density(
+        x, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order, grad
+    )
+    if not math.isfinite(logp[0]):
+        return 4
+    for i in range(n_dim):
+        if not math.isfinite(grad[i]):
+            return 3
+    return 0
+
+
+@nb.cfunc(
+    nb.types.int64(
+        nb.types.uint64, nb.types.uint64, _double_pointer, _double_pointer, nb.types.voidptr
+    ),
+    cache=True,
+    error_model="numpy",
+)
+def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
+    """nutpie's callback storing weights, means and the precision parameter of a draw."""
+    _, _, mean_loc, mean_scale, _, covariance_scale, kind, order = _unpack(inputs_address)
+    x = nb.carray(x_address, (n_dim,))
+    out = nb.carray(out_address, (n_expanded,))
+    expand(x, mean_loc, mean_scale, covariance_scale, kind, order, out)
+    return 0
