@@ -154,7 +154,7 @@ def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
 # unconstrained -> model parameters (shared by the density and the expansion)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _log_weights(theta, K):
     """``log softmax([y, -sum(y)])`` from the first ``K - 1`` coordinates."""
     z = np.empty(K)
@@ -170,7 +170,7 @@ def _log_weights(theta, K):
     return z - (top + math.log(total))
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _raw_means(theta, pos, K, D, order_feature):
     """Standardised means ``(K, D)`` and the log Jacobian of the ordered transform."""
     raw = np.empty((K, D))
@@ -195,7 +195,7 @@ def _raw_means(theta, pos, K, D, order_feature):
     return raw, log_jac
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _bartlett(theta, pos, lower, n_factors, D):
     """Bartlett matrices ``A`` ``(F, D, D)`` and precision factors ``L A``."""
     A = np.zeros((n_factors, D, D))
@@ -219,7 +219,7 @@ def _bartlett(theta, pos, lower, n_factors, D):
     return A, factors
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _variances(theta, pos, scale, K, D, kind):
     """Variances ``(K, D)`` (spherical: each row constant) from their log raw values."""
     var = np.empty((K, D))
@@ -234,7 +234,7 @@ def _variances(theta, pos, scale, K, D, kind):
 # the density
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def log_density(
     theta, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order_feature, grad
 ):
@@ -298,41 +298,20 @@ def log_density(
     counts = np.zeros(K)
     first = np.zeros((K, D))  # sum r (x - mu)
     scatter = np.zeros((K, D, D)) if matrix else np.zeros((K, 1, D))
-    log_joint = np.empty(K)
-    centred = np.empty((K, D))
-    for i in range(n):
-        for k in range(K):
-            quad = 0.0
-            for d in range(D):
-                centred[k, d] = X[i, d] - means[k, d]
-            if matrix:
-                f = 0 if kind == _TIED else k
-                for c in range(D):
-                    white = 0.0
-                    for r in range(c, D):
-                        white += factors[f, r, c] * centred[k, r]
-                    quad += white * white
-                log_joint[k] = log_w[k] - 0.5 * quad + log_det[f]
-            else:
-                for d in range(D):
-                    quad += centred[k, d] ** 2 / var[k, d]
-                log_joint[k] = log_w[k] - 0.5 * quad + log_det[k]
-        top = log_joint.max()
-        total = 0.0
-        for k in range(K):
-            log_joint[k] = math.exp(log_joint[k] - top)  # now the unnormalised responsibility
-            total += log_joint[k]
-        logp += top + math.log(total) - 0.5 * D * _LOG_2PI
-        for k in range(K):
-            r = log_joint[k] / total
-            counts[k] += r
-            for a in range(D):
-                first[k, a] += r * centred[k, a]
-                if matrix:
-                    for b in range(a + 1):
-                        scatter[k, a, b] += r * centred[k, a] * centred[k, b]
-                else:
-                    scatter[k, 0, a] += r * centred[k, a] ** 2
+    if matrix:  # whitening reads F^T row by row: store it contiguously
+        precision = np.zeros((n_factors, D, D))
+        for f in range(n_factors):
+            for r in range(D):
+                for c in range(r + 1):
+                    precision[f, c, r] = factors[f, r, c]
+    else:
+        precision = 1.0 / var.reshape((K, 1, D))
+    base = np.empty(K)  # log w_k + log det of the precision factor / 2
+    for k in range(K):
+        base[k] = log_w[k] + log_det[0 if kind == _TIED else k]
+    logp += _row_statistics(
+        X, means, precision, base, matrix, kind == _TIED, counts, first, scatter
+    )
     if not math.isfinite(logp):
         return -np.inf
 
@@ -397,7 +376,56 @@ def log_density(
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scatter):
+    """Sum over rows of log sum_k w_k N(x | mu_k, Sigma_k); adds each component's
+    responsibility total, centred first moment and centred scatter (lower triangle; the
+    diagonal only, in ``scatter[:, 0]``, when not ``matrix``) to the accumulators.
+    ``precision`` holds F^T (``matrix``) or the inverse variances ``(K, 1, D)``."""
+    n, D = X.shape
+    K = means.shape[0]
+    joint = np.empty(K)
+    centred = np.empty((K, D))
+    total_logp = 0.0
+    for i in range(n):
+        top = -np.inf
+        for k in range(K):
+            for d in range(D):
+                centred[k, d] = X[i, d] - means[k, d]
+            quad = 0.0
+            if matrix:
+                f = 0 if tied else k
+                for c in range(D):
+                    white = 0.0
+                    for r in range(c, D):
+                        white += precision[f, c, r] * centred[k, r]
+                    quad += white * white
+            else:
+                for d in range(D):
+                    quad += centred[k, d] * centred[k, d] * precision[k, 0, d]
+            joint[k] = base[k] - 0.5 * quad
+            top = max(top, joint[k])
+        total = 0.0
+        for k in range(K):
+            joint[k] = math.exp(joint[k] - top)  # the unnormalised responsibility
+            total += joint[k]
+        total_logp += top + math.log(total)
+        inverse = 1.0 / total
+        for k in range(K):
+            r = joint[k] * inverse
+            counts[k] += r
+            for a in range(D):
+                weighted = r * centred[k, a]
+                first[k, a] += weighted
+                if matrix:
+                    for b in range(a + 1):
+                        scatter[k, a, b] += weighted * centred[k, b]
+                else:
+                    scatter[k, 0, a] += weighted * centred[k, a]
+    return total_logp - 0.5 * n * D * _LOG_2PI
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, grad):
     """Gradient in the Bartlett coordinates: with ``G = -C F + N diag(1 / F_dd)`` the
     gradient in ``F`` (``C`` the centred scatter, lower triangle stored), the gradient in
@@ -432,7 +460,7 @@ def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, 
                     i += 1
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy", fastmath=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, out):
     """Weights, means and the precision parameter at ``theta``, flattened into ``out``."""
     K, D = mean_loc.shape
