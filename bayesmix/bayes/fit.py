@@ -269,7 +269,9 @@ def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores
 def _numba_nutpie_model(spec, structure, data, priors, em_start):
     """nutpie's model of complete data: the hand-written log density of
     :mod:`bayesmix.bayes.logdensity` as C callbacks loaded from numba's disk cache, so
-    neither PyMC nor a compile is needed, and the sampler threads run without the GIL."""
+    neither PyMC nor a compile is needed, and the sampler threads run without the GIL.
+    The container is nutpie's own for numba C callbacks (named for PyMC, which is not
+    involved here)."""
     from nutpie.compile_pymc import CompiledPyMCModel
 
     from bayesmix.bayes import logdensity
@@ -278,16 +280,14 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start):
     order = -1 if spec.order_feature is None else spec.order_feature
     layout = logdensity.Layout(spec.covariance_type, K, D, order)
     inputs = logdensity.density_inputs(data, priors, structure, K)
-    names = ["weights", "means", structure.pymc_precision_name]
-    shapes = [(K,), (K, D), layout.precision_shape]
+    precision = structure.pymc_precision_name
+    shapes = {"weights": (K,), "means": (K, D), precision: layout.precision_shape}
     return CompiledPyMCModel(
-        dims=dict(
-            zip(
-                names,
-                [("component",), ("component", "feature"), structure.natural_dims],
-                strict=True,
-            )
-        ),
+        dims={
+            "weights": ("component",),
+            "means": ("component", "feature"),
+            precision: structure.natural_dims,
+        },
         compiled_logp_func=logdensity.nutpie_logp,
         compiled_expand_func=logdensity.nutpie_expand,
         initial_point_func=_jittered_start(logdensity.flat_start(layout, em_start)),
@@ -295,11 +295,11 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start):
         shared_var_keys={},
         user_data=logdensity.pack_inputs(layout, inputs),  # its buffer is what the callbacks read
         n_expanded=layout.n_expanded,
-        shape_info=(names, None, shapes),
+        shape_info=(list(shapes), None, list(shapes.values())),
         logp_func=None,
         expand_func=None,
         _n_dim=layout.n_dim,
-        _shapes=dict(zip(names, shapes, strict=True)),
+        _shapes=shapes,
         _coords={
             "component": np.arange(K),
             "feature": list(data.feature_names),
