@@ -136,9 +136,11 @@ class GaussianMixture:
 
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
-            ``benchmarks/``: about 20 s to compile a new model shape once per process,
-            then about 1 s per fit; or ``"pymc"``, ``"numpyro"`` (the fastest single cold
-            fit) or ``"blackjax"``; the JAX ones need ``pip install 'bayesmix[jax]'``),
+            ``benchmarks/``: on complete data it samples bayesmix's own log density,
+            compiled once per machine and loaded from numba's disk cache, about 1 s per
+            fit; with missing values the PyMC model, compiled once per shape and process
+            in about 20 s; or ``"pymc"``, ``"numpyro"`` or ``"blackjax"`` on the PyMC
+            model; the JAX ones need ``pip install 'bayesmix[jax]'``),
             ``target_accept`` (0.8), ``mass_matrix`` (``"auto"``: nutpie adapts a low-rank
             mass matrix for two or more features and a diagonal one in 1-D; or
             ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``: order the means of the
