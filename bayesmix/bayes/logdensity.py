@@ -242,138 +242,156 @@ def log_density(
     its gradient is written into ``grad``. Returns ``-inf`` outside the support."""
     n, D = X.shape
     K = concentration.shape[0]
+    tied, matrix = kind == _TIED, kind == _FULL or kind == _TIED
     grad[:] = 0.0
     log_w = _log_weights(theta, K)
-    # Dirichlet density plus the simplex Jacobian (log K + sum log w)
-    alpha_sum = 0.0
-    logp = math.log(K)
-    for k in range(K):
-        alpha_sum += concentration[k]
-        logp += concentration[k] * log_w[k] - math.lgamma(concentration[k])
-    logp += math.lgamma(alpha_sum)
-
-    pos = K - 1
-    raw, log_jac = _raw_means(theta, pos, K, D, order_feature)
-    logp += log_jac - 0.5 * K * D * _LOG_2PI
+    raw, log_jac = _raw_means(theta, K - 1, K, D, order_feature)
     means = mean_loc + mean_scale * raw
-    for k in range(K):
-        for d in range(D):
-            logp -= 0.5 * raw[k, d] ** 2
-    pos += K * D
-
-    matrix = kind == _FULL or kind == _TIED
-    n_factors = 1 if kind == _TIED else K
+    logp = _dirichlet_log_prior(log_w, concentration) + log_jac
+    logp -= 0.5 * (np.sum(raw**2) + K * D * _LOG_2PI)
+    pos = K - 1 + K * D  # the covariance parameters
     if matrix:
+        n_factors = 1 if tied else K
         A, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
+        logp += _bartlett_log_prior(theta, pos, n_factors, D, dof[0])
         var = np.empty((0, 0))
+        precision = np.zeros((n_factors, D, D))  # F^T, read row by row when whitening
         log_det = np.zeros(n_factors)  # log det F
         for f in range(n_factors):
+            precision[f] = factors[f].T
             for d in range(D):
-                nu = dof[0] - d
-                u = theta[pos + f * D + d]
-                logp += 0.5 * nu * u - 0.5 * math.exp(u) - 0.5 * nu * math.log(2.0)
-                logp -= math.lgamma(0.5 * nu)
-                log_det[f] += math.log(covariance_scale[d, d]) + 0.5 * u
-            for i in range(
-                pos + n_factors * D + f * (D * (D - 1) // 2),
-                pos + n_factors * D + (f + 1) * (D * (D - 1) // 2),
-            ):
-                logp -= 0.5 * theta[i] ** 2 + 0.5 * _LOG_2PI
+                log_det[f] += math.log(factors[f, d, d])
     else:
         A = factors = np.empty((0, 0, 0))
         var = _variances(theta, pos, covariance_scale, K, D, kind)
-        shape = 0.5 * dof[0]
-        n_var = K * D if kind == _DIAG else K
-        for i in range(pos, pos + n_var):
-            u = theta[i]
-            logp += shape * math.log(0.5) - math.lgamma(shape) - shape * u - 0.5 * math.exp(-u)
-        log_det = np.zeros(K)  # -0.5 sum log var, the precision's half log determinant
-        for k in range(K):
-            for d in range(D):
-                log_det[k] -= 0.5 * math.log(var[k, d])
-    if not math.isfinite(logp):
-        return -np.inf
-
-    # one pass over the rows: responsibilities and centred sufficient statistics
-    counts = np.zeros(K)
-    first = np.zeros((K, D))  # sum r (x - mu)
-    scatter = np.zeros((K, D, D)) if matrix else np.zeros((K, 1, D))
-    if matrix:  # whitening reads F^T row by row: store it contiguously
-        precision = np.zeros((n_factors, D, D))
-        for f in range(n_factors):
-            for r in range(D):
-                for c in range(r + 1):
-                    precision[f, c, r] = factors[f, r, c]
-    else:
+        logp += _inverse_gamma_log_prior(theta[pos : pos + (K * D if kind == _DIAG else K)], dof[0])
         precision = 1.0 / var.reshape((K, 1, D))
-    base = np.empty(K)  # log w_k + log det of the precision factor / 2
-    for k in range(K):
-        base[k] = log_w[k] + log_det[0 if kind == _TIED else k]
-    logp += _row_statistics(
-        X, means, precision, base, matrix, kind == _TIED, counts, first, scatter
-    )
+        log_det = -0.5 * np.log(var).sum(axis=1)  # log det of the precision / 2
     if not math.isfinite(logp):
         return -np.inf
 
-    # weights: d/dz_k of sum_k (alpha_k + N_k) log w_k
-    coef_sum = alpha_sum + n
-    gz_last = concentration[K - 1] + counts[K - 1] - coef_sum * math.exp(log_w[K - 1])
-    for k in range(K - 1):
-        grad[k] = concentration[k] + counts[k] - coef_sum * math.exp(log_w[k]) - gz_last
-
-    # means: d log L / d mu_k = Precision_k (sum r (x - mu_k))
-    g_means = np.zeros((K, D))
+    base = np.empty(K)  # log w_k + log det F_k
     for k in range(K):
-        if matrix:
-            f = 0 if kind == _TIED else k
-            for c in range(D):  # F (F^T first)
-                white = 0.0
-                for r in range(c, D):
-                    white += factors[f, r, c] * first[k, r]
-                for r in range(c, D):
-                    g_means[k, r] += factors[f, r, c] * white
-        else:
-            for d in range(D):
-                g_means[k, d] = first[k, d] / var[k, d]
-    g_raw = mean_scale * g_means - raw
-    mean_pos = K - 1
-    if order_feature < 0:
-        for k in range(K):
-            for d in range(D):
-                grad[mean_pos + k * D + d] = g_raw[k, d]
-    else:
-        tail = 0.0  # sum_{m >= k} of the gradient in the ordered column
-        for k in range(K - 1, -1, -1):
-            tail += g_raw[k, order_feature]
-            if k > 0:
-                grad[mean_pos + k] = math.exp(theta[mean_pos + k]) * tail + 1.0
-        grad[mean_pos] = tail
-        i = mean_pos + K
-        for k in range(K):
-            for d in range(D):
-                if d != order_feature:
-                    grad[i] = g_raw[k, d]
-                    i += 1
+        base[k] = log_w[k] + log_det[0 if tied else k]
+    counts, first = np.zeros(K), np.zeros((K, D))
+    scatter = np.zeros((K, D, D)) if matrix else np.zeros((K, 1, D))
+    logp += _row_statistics(X, means, precision, base, matrix, tied, counts, first, scatter)
+    if not math.isfinite(logp):
+        return -np.inf
 
+    _weights_gradient(log_w, concentration, counts, grad)
+    g_means = _precision_times(first, factors, var, matrix, tied)
+    _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, grad)
     if matrix:
         _factor_gradient(
             theta, pos, A, factors, covariance_scale, counts, scatter, dof[0], kind, grad
         )
     else:
-        for k in range(K):
-            if kind == _DIAG:
-                for d in range(D):
-                    u = theta[pos + k * D + d]
-                    g = 0.5 * scatter[k, 0, d] / var[k, d] - 0.5 * counts[k]
-                    grad[pos + k * D + d] = g - 0.5 * dof[0] + 0.5 * math.exp(-u)
-            else:
-                u = theta[pos + k]
-                total = 0.0
-                for d in range(D):
-                    total += scatter[k, 0, d]
-                g = 0.5 * total / var[k, 0] - 0.5 * D * counts[k]
-                grad[pos + k] = g - 0.5 * dof[0] + 0.5 * math.exp(-u)
+        _variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
     return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _dirichlet_log_prior(log_w, concentration):
+    """Dirichlet log density plus the simplex transform's log Jacobian (log K + sum log w)."""
+    K = log_w.shape[0]
+    logp = math.log(K) + math.lgamma(concentration.sum())
+    for k in range(K):
+        logp += concentration[k] * log_w[k] - math.lgamma(concentration[k])
+    return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _bartlett_log_prior(theta, pos, n_factors, D, dof):
+    """Log densities of the Bartlett variables, log Jacobian included: ChiSquared(dof - d)
+    of the diagonal ``exp(u)`` and standard normals below it."""
+    logp = 0.0
+    for f in range(n_factors):
+        for d in range(D):
+            nu = dof - d
+            u = theta[pos + f * D + d]
+            logp += 0.5 * nu * (u - math.log(2.0)) - 0.5 * math.exp(u) - math.lgamma(0.5 * nu)
+    normals = theta[pos + n_factors * D : pos + n_factors * (D + D * (D - 1) // 2)]
+    return logp - 0.5 * (np.sum(normals**2) + normals.size * _LOG_2PI)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _inverse_gamma_log_prior(log_raw, dof):
+    """InverseGamma(dof / 2, 1 / 2) log densities of ``exp(log_raw)``, log Jacobian included."""
+    shape = 0.5 * dof
+    logp = log_raw.size * (shape * math.log(0.5) - math.lgamma(shape))
+    for u in log_raw:
+        logp -= shape * u + 0.5 * math.exp(-u)
+    return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _weights_gradient(log_w, concentration, counts, grad):
+    """Gradient in the simplex coordinates of sum_k (alpha_k + N_k) log w_k."""
+    K = log_w.shape[0]
+    total = concentration.sum() + counts.sum()
+    last = concentration[K - 1] + counts[K - 1] - total * math.exp(log_w[K - 1])
+    for k in range(K - 1):
+        grad[k] = concentration[k] + counts[k] - total * math.exp(log_w[k]) - last
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _precision_times(first, factors, var, matrix, tied):
+    """``Sigma_k^-1 first_k`` for every component: ``F (F^T first_k)`` or ``first / var``."""
+    K, D = first.shape
+    out = np.zeros((K, D))
+    for k in range(K):
+        if matrix:
+            f = 0 if tied else k
+            for c in range(D):
+                white = 0.0
+                for r in range(c, D):
+                    white += factors[f, r, c] * first[k, r]
+                for r in range(c, D):
+                    out[k, r] += factors[f, r, c] * white
+        else:
+            for d in range(D):
+                out[k, d] = first[k, d] / var[k, d]
+    return out
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _raw_means_gradient(theta, pos, g_raw, order_feature, grad):
+    """Chain ``g_raw`` (the gradient in the standardised means) through the ordered
+    transform (log Jacobian included) into ``grad``."""
+    K, D = g_raw.shape
+    if order_feature < 0:
+        for k in range(K):
+            for d in range(D):
+                grad[pos + k * D + d] = g_raw[k, d]
+        return
+    tail = 0.0  # sum over the components from k on of the ordered column's gradient
+    for k in range(K - 1, 0, -1):
+        tail += g_raw[k, order_feature]
+        grad[pos + k] = math.exp(theta[pos + k]) * tail + 1.0
+    grad[pos] = tail + g_raw[0, order_feature]
+    i = pos + K
+    for k in range(K):
+        for d in range(D):
+            if d != order_feature:
+                grad[i] = g_raw[k, d]
+                i += 1
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _variance_gradient(theta, pos, var, counts, scatter, dof, kind, grad):
+    """Gradient in the log raw variances: likelihood (centred scatter diagonals) plus the
+    inverse-gamma prior and its Jacobian."""
+    K, D = var.shape
+    for k in range(K):
+        if kind == _DIAG:
+            for d in range(D):
+                i = pos + k * D + d
+                g = 0.5 * scatter[k, 0, d] / var[k, d] - 0.5 * counts[k]
+                grad[i] = g - 0.5 * dof + 0.5 * math.exp(-theta[i])
+        else:
+            g = 0.5 * scatter[k, 0].sum() / var[k, 0] - 0.5 * D * counts[k]
+            grad[pos + k] = g - 0.5 * dof + 0.5 * math.exp(-theta[pos + k])
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
