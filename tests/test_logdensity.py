@@ -20,33 +20,38 @@ import bayesmix as bm
 from bayesmix.bayes import builder, logdensity
 from bayesmix.data import as_data
 
-CASES = [(cov, order) for cov in ("full", "tied", "diag", "spherical") for order in (1, None)]
+# (covariance type, ordered feature or None, K, D): every structure ordered and exchangeable
+# at K = D = 3, and the edge sizes K = 1 (no simplex coordinate), D = 1 (no Bartlett normal)
+SIZES = [(1, 3, None), (2, 1, 0), (1, 1, None)]
+CASES = [
+    (cov, order, 3, 3) for cov in ("full", "tied", "diag", "spherical") for order in (1, None)
+] + [(cov, order, K, D) for cov in ("full", "tied", "diag", "spherical") for K, D, order in SIZES]
 
 
-def _problem(covariance_type: str, order_feature: int | None):
-    """A 3-component, 3-feature model on skewed data, its PyMC model, the hand-written
-    density's layout and inputs, and the MAP-EM start as the PyMC free variables."""
+def _problem(covariance_type: str, order_feature: int | None, K: int = 3, D: int = 3):
+    """A K-component model on D skewed features, its PyMC model, the hand-written density's
+    layout and inputs, the MAP-EM start as the PyMC free variables and the EM fit."""
     rng = np.random.default_rng(7)
     X = np.vstack(
         [
             rng.standard_normal((40, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, -1.0],
             rng.standard_normal((30, 3)) + [3.0, -2.0, 2.0],
         ]
-    )
-    model = bm.GaussianMixture(3, covariance_type)
+    )[:, :D]
+    model = bm.GaussianMixture(K, covariance_type)
     data = as_data(X)
     priors = model.resolve_priors(data)
-    spec = builder.ModelSpec(covariance_type, 3, 3, order_feature)
+    spec = builder.ModelSpec(covariance_type, K, D, order_feature)
     em = model.fit(X, method="map", random_state=0)
     start = builder.point_estimate_start(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
     )
     pm_model = builder.build_pymc(spec, model.structure, data, priors)
     layout = logdensity.Layout(
-        covariance_type, 3, 3, -1 if order_feature is None else order_feature
+        covariance_type, K, D, -1 if order_feature is None else order_feature
     )
-    inputs = logdensity.density_inputs(data, priors, model.structure, 3)
-    return model, pm_model, layout, inputs, start
+    inputs = logdensity.density_inputs(data, priors, model.structure, K)
+    return model, pm_model, layout, inputs, start, em
 
 
 def _ours(theta, layout, inputs):
@@ -80,13 +85,13 @@ def _deterministics(pm_model, names):
     return function
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{c}-{o}" for c, o in CASES])
+@pytest.fixture(scope="module", params=CASES, ids=[f"{c}-{o}-K{k}-D{d}" for c, o, k, d in CASES])
 def problem(request):
     return _problem(*request.param)
 
 
 def test_density_and_gradient_equal_pymc(problem):
-    _, pm_model, layout, inputs, start = problem
+    _, pm_model, layout, inputs, start, _ = problem
     logp = pm_model.compile_logp(mode="FAST_COMPILE")
     dlogp = pm_model.compile_dlogp(mode="FAST_COMPILE")
     rng = np.random.default_rng(0)
@@ -106,7 +111,7 @@ def test_density_and_gradient_equal_pymc(problem):
 
 
 def test_expanded_parameters_equal_pymc_deterministics(problem):
-    model, pm_model, layout, inputs, start = problem
+    model, pm_model, layout, inputs, start, _ = problem
     names = ["weights", "means", model.structure.pymc_precision_name]
     evaluate = _deterministics(pm_model, names)
     theta = logdensity.flat_start(layout, start) + 0.3
@@ -126,20 +131,35 @@ def test_expanded_parameters_equal_pymc_deterministics(problem):
 
 def test_start_reproduces_the_point_estimate(problem):
     """``flat_start`` inverts the transforms: PyMC's deterministics at the start are the
-    MAP-EM estimate (components sorted along the ordered feature)."""
-    model, pm_model, layout, _, start = problem
+    MAP-EM estimate, components sorted along the ordered feature."""
+    model, pm_model, layout, _, start, em = problem
     theta = logdensity.flat_start(layout, start)
-    (weights,) = _deterministics(pm_model, ["weights"])(_pymc_point(pm_model, theta))
-    np.testing.assert_allclose(weights, start["weights"], rtol=1e-12)
+    precision = model.structure.pymc_precision_name
+    weights, means, factor = _deterministics(pm_model, ["weights", "means", precision])(
+        _pymc_point(pm_model, theta)
+    )
+    order = np.argsort(em.means[:, max(layout.order_feature, 0)], kind="stable")
+    covariances = model.structure.covariance_from_precision(factor, layout.n_features)
+    want_cov = em.params.covariances
+    if model.covariance_type != "tied":
+        want_cov = want_cov[order]
+    np.testing.assert_allclose(weights, em.weights[order] / em.weights.sum(), rtol=1e-9)
+    np.testing.assert_allclose(means, em.means[order], rtol=1e-9, atol=1e-12)
+    full_want = model.structure.to_full(want_cov, layout.n_components, layout.n_features)
+    np.testing.assert_allclose(
+        np.broadcast_to(covariances, full_want.shape), full_want, rtol=1e-9, atol=1e-12
+    )
 
 
-@pytest.mark.parametrize(
-    ("covariance_type", "far_value"), [("full", 2000.0), ("spherical", -2000.0)]
-)
-def test_c_callbacks_read_the_packed_inputs(covariance_type, far_value):
-    """The callbacks nutpie calls (through the packed buffer) give what the Python entry
-    point gives, and report a density that overflows as outside the support (code 4)."""
-    _, _, layout, inputs, start = _problem(covariance_type, 1)
+# a chi-square of exp(2000) or a variance of exp(-2000): prior density zero
+FAR = {"full": 2000.0, "tied": 2000.0, "diag": -2000.0, "spherical": -2000.0}
+
+
+@pytest.mark.parametrize("covariance_type", list(FAR))
+def test_c_callbacks_read_the_packed_inputs(covariance_type):
+    """The callbacks nutpie calls (through the packed buffer) give exactly what the Python
+    entry points give, and report a zero prior density as a rejected step (code 4)."""
+    _, _, layout, inputs, start, _ = _problem(covariance_type, 1, K=3, D=2)
     buffer = logdensity.pack_inputs(layout, inputs)
     theta = logdensity.flat_start(layout, start) + 0.2
     want, want_grad = _ours(theta, layout, inputs)
@@ -159,10 +179,9 @@ def test_c_callbacks_read_the_packed_inputs(covariance_type, far_value):
     assert value[0] == want
     np.testing.assert_array_equal(grad, want_grad)
     far = theta.copy()
-    # a chi-square of +exp(2000) or a variance of exp(-2000): prior density zero
-    far[layout.n_dim - layout.n_covariance] = far_value
+    far[layout.n_dim - layout.n_covariance] = FAR[covariance_type]
     assert call(far) == 4
-    out = np.empty(layout.n_expanded)
+    out, want_out = np.empty(layout.n_expanded), np.empty(layout.n_expanded)
     code = logdensity.nutpie_expand.ctypes(
         layout.n_dim,
         layout.n_expanded,
@@ -170,7 +189,37 @@ def test_c_callbacks_read_the_packed_inputs(covariance_type, far_value):
         out.ctypes.data_as(double),
         ctypes.c_void_p(buffer.ctypes.data),
     )
-    assert code == 0 and np.isfinite(out).all()
+    logdensity.expand(
+        theta,
+        inputs["mean_loc"],
+        inputs["mean_scale"],
+        inputs["covariance_scale"],
+        layout.kind,
+        layout.order_feature,
+        want_out,
+    )
+    assert code == 0
+    np.testing.assert_array_equal(out, want_out)
+
+
+@pytest.mark.parametrize("covariance_type", ["spherical", "diag"])
+def test_one_component_posterior_is_the_conjugate_normal_one(covariance_type):
+    """K=1 through nutpie on the hand-written density: with 2000 rows the posterior of the
+    mean is the sample mean with standard deviation sqrt(variance / n), and the variance
+    sits at the sample variance (the prior's weight is negligible)."""
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((2000, 2)) * [1.5, 1.5] + [2.0, -1.0]
+    fit = bm.GaussianMixture(1, covariance_type).fit(
+        X, method="nuts", chains=2, draws=500, tune=300, random_state=0, progressbar=False
+    )
+    assert fit.settings["log_density"] == "bayesmix"
+    means = fit.posterior["means"].values.reshape(-1, 2)
+    sd = np.sqrt(X.var(axis=0) / len(X))
+    assert np.all(np.abs(means.mean(axis=0) - X.mean(axis=0)) < 0.2 * sd)
+    np.testing.assert_allclose(means.std(axis=0), sd, rtol=0.15)
+    variances = np.diagonal(fit.covariances, axis1=-2, axis2=-1)[0]
+    want = X.var(axis=0) if covariance_type == "diag" else np.full(2, X.var(axis=0).mean())
+    np.testing.assert_allclose(variances, want, rtol=0.03)
 
 
 def test_nuts_on_complete_data_never_imports_pymc():

@@ -271,7 +271,9 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start):
     :mod:`bayesmix.bayes.logdensity` as C callbacks loaded from numba's disk cache, so
     neither PyMC nor a compile is needed, and the sampler threads run without the GIL.
     The container is nutpie's own for numba C callbacks (named for PyMC, which is not
-    involved here)."""
+    involved here); what it must hold is what its ``_make_model`` reads (nutpie 0.16:
+    the callbacks' addresses, ``user_data``, ``n_expanded``, the names and shapes in
+    ``shape_info``, ``_n_dim``, ``_coords``, ``dims`` and ``initial_point_func``)."""
     from nutpie.compile_pymc import CompiledPyMCModel
 
     from bayesmix.bayes import logdensity

@@ -49,8 +49,8 @@ __all__ = [
     "nutpie_expand",
 ]
 
-KINDS = {"full": 0, "tied": 1, "diag": 2, "spherical": 3}
 _FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
+KINDS = {"full": _FULL, "tied": _TIED, "diag": _DIAG, "spherical": _SPHERICAL}
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -240,7 +240,7 @@ def log_density(
 ):
     """Log posterior density at ``theta`` (see the module docstring for the layout);
     its gradient is written into ``grad``. Returns ``-inf`` outside the support."""
-    n, D = X.shape
+    D = X.shape[1]
     K = concentration.shape[0]
     tied, matrix = kind == _TIED, kind == _FULL or kind == _TIED
     grad[:] = 0.0
@@ -255,18 +255,21 @@ def log_density(
         A, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
         logp += _bartlett_log_prior(theta, pos, n_factors, D, dof[0])
         var = np.empty((0, 0))
-        precision = np.zeros((n_factors, D, D))  # F^T, read row by row when whitening
-        log_det = np.zeros(n_factors)  # log det F
+        precision = factors
+        log_det = np.zeros(n_factors)  # log det F = sum log L_dd + u_d / 2
         for f in range(n_factors):
-            precision[f] = factors[f].T
             for d in range(D):
-                log_det[f] += math.log(factors[f, d, d])
+                log_det[f] += math.log(covariance_scale[d, d]) + 0.5 * theta[pos + f * D + d]
     else:
         A = factors = np.empty((0, 0, 0))
         var = _variances(theta, pos, covariance_scale, K, D, kind)
         logp += _inverse_gamma_log_prior(theta[pos : pos + (K * D if kind == _DIAG else K)], dof[0])
         precision = 1.0 / var.reshape((K, 1, D))
-        log_det = -0.5 * np.log(var).sum(axis=1)  # log det of the precision / 2
+        log_det = np.zeros(K)  # log det of the precision / 2 = -sum (u + log scale) / 2
+        for k in range(K):
+            for d in range(D):
+                u = theta[pos + k * D + d] if kind == _DIAG else theta[pos + k]
+                log_det[k] -= 0.5 * (u + math.log(covariance_scale[k, d if kind == _DIAG else 0]))
     if not math.isfinite(logp):
         return -np.inf
 
@@ -399,7 +402,8 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
     """Sum over rows of log sum_k w_k N(x | mu_k, Sigma_k); adds each component's
     responsibility total, centred first moment and centred scatter (lower triangle; the
     diagonal only, in ``scatter[:, 0]``, when not ``matrix``) to the accumulators.
-    ``precision`` holds F^T (``matrix``) or the inverse variances ``(K, 1, D)``."""
+    ``precision`` holds the precision factors F (``matrix``) or the inverse variances
+    ``(K, 1, D)``."""
     n, D = X.shape
     K = means.shape[0]
     joint = np.empty(K)
@@ -416,7 +420,7 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
                 for c in range(D):
                     white = 0.0
                     for r in range(c, D):
-                        white += precision[f, c, r] * centred[k, r]
+                        white += precision[f, r, c] * centred[k, r]
                     quad += white * white
             else:
                 for d in range(D):
@@ -449,25 +453,23 @@ def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, 
     gradient in ``F`` (``C`` the centred scatter, lower triangle stored), the gradient in
     ``A`` is the lower triangle of ``L^T G``."""
     n_factors, D = factors.shape[0], factors.shape[1]
-    K = counts.shape[0]
     n_tri = D * (D - 1) // 2
     for f in range(n_factors):
-        G = np.zeros((D, D))
-        for k in range(K):
-            if kind == _TIED or k == f:
-                for a in range(D):
-                    for c in range(D):
-                        total = 0.0
-                        for b in range(c, D):  # F is lower triangular
-                            s = scatter[k, a, b] if b <= a else scatter[k, b, a]
-                            total += s * factors[f, b, c]
-                        G[a, c] -= total
-                    G[a, a] += counts[k] / factors[f, a, a]
+        G = np.zeros((D, D))  # lower triangle: all that L^T G reads below
+        for k in range(counts.shape[0]) if kind == _TIED else range(f, f + 1):
+            for a in range(D):
+                for c in range(a + 1):
+                    total = 0.0
+                    for b in range(c, D):  # F is lower triangular
+                        s = scatter[k, a, b] if b <= a else scatter[k, b, a]
+                        total += s * factors[f, b, c]
+                    G[a, c] -= total
+                G[a, a] += counts[k] / factors[f, a, a]
         i = pos + n_factors * D + f * n_tri
         for r in range(D):
             for c in range(r + 1):
                 g_a = 0.0
-                for m in range(D):
+                for m in range(r, D):  # L lower, G lower: m >= r >= c
                     g_a += lower[m, r] * G[m, c]
                 if r == c:
                     u = theta[pos + f * D + r]
@@ -512,27 +514,51 @@ def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, o
 # C callbacks for nutpie: it calls them from its sampler threads without the GIL, passing
 # the address of one float64 buffer (:func:`pack_inputs`) holding the sizes, data and priors
 
-_HEADER = 6  # n, D, K, kind, order_feature, dof
+# header of the buffer: its first _HEADER values, at these positions
+_N_OBS, _N_FEATURES, _N_COMPONENTS, _KIND, _ORDER_FEATURE, _DOF, _HEADER = range(7)
 
 
 def pack_inputs(layout: Layout, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """One float64 buffer with the sizes, the model's kind and the arrays of
+    """One read-only float64 buffer with the sizes, the model's kind and the arrays of
     :func:`density_inputs`, read back by the C callbacks."""
     n = inputs["X"].shape[0]
-    header = [n, layout.n_features, layout.n_components, layout.kind, layout.order_feature]
-    parts = [np.asarray(header + [inputs["dof"][0]], dtype=np.float64)]
+    header = np.zeros(_HEADER)
+    header[[_N_OBS, _N_FEATURES, _N_COMPONENTS, _KIND, _ORDER_FEATURE, _DOF]] = (
+        n,
+        layout.n_features,
+        layout.n_components,
+        layout.kind,
+        layout.order_feature,
+        inputs["dof"][0],
+    )
+    parts = [header]
     for name in ("X", "concentration", "mean_loc", "mean_scale", "covariance_scale"):
         parts.append(np.ravel(inputs[name]))
-    return np.concatenate(parts)
+    buffer = np.concatenate(parts)
+    expected = _buffer_size(n, layout.n_features, layout.n_components, layout.kind)
+    if buffer.size != expected:
+        raise RuntimeError(f"packed {buffer.size} values where the callbacks read {expected}")
+    buffer.flags.writeable = False
+    return buffer
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _covariance_scale_shape(D, K, kind):
+    return (D, D) if kind == _FULL or kind == _TIED else (K, D if kind == _DIAG else 1)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _buffer_size(n, D, K, kind):
+    rows, cols = _covariance_scale_shape(D, K, kind)
+    return _HEADER + n * D + K + 2 * K * D + rows * cols
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _unpack(address):
     header = nb.carray(address, (_HEADER,), np.float64)
-    n, D, K, kind = int(header[0]), int(header[1]), int(header[2]), int(header[3])
-    rows, cols = (D, D) if kind == _FULL or kind == _TIED else (K, D if kind == _DIAG else 1)
-    size = _HEADER + n * D + K + 2 * K * D + rows * cols
-    buffer = nb.carray(address, (size,), np.float64)
+    n, D = int(header[_N_OBS]), int(header[_N_FEATURES])
+    K, kind = int(header[_N_COMPONENTS]), int(header[_KIND])
+    buffer = nb.carray(address, (_buffer_size(n, D, K, kind),), np.float64)
     pos = _HEADER
     X = buffer[pos : pos + n * D].reshape((n, D))
     pos += n * D
@@ -542,9 +568,10 @@ def _unpack(address):
     pos += K * D
     mean_scale = buffer[pos : pos + K * D].reshape((K, D))
     pos += K * D
-    covariance_scale = buffer[pos : pos + rows * cols].reshape((rows, cols))
-    dof = buffer[_HEADER - 1 : _HEADER]
-    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, int(header[4])
+    covariance_scale = buffer[pos:].reshape(_covariance_scale_shape(D, K, kind))
+    dof = buffer[_DOF : _DOF + 1]
+    order = int(header[_ORDER_FEATURE])
+    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order
 
 
 _double_pointer = nb.types.CPointer(nb.types.double)
@@ -558,22 +585,25 @@ _double_pointer = nb.types.CPointer(nb.types.double)
     error_model="numpy",
 )
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
-    """nutpie's log density callback: 0 on success, 3 or 4 for a non-finite gradient or
-    density (nutpie then treats the point as outside the support)."""
-    X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order = _unpack(
-        inputs_address
-    )
-    x = nb.carray(x_address, (n_dim,))
-    grad = nb.carray(grad_address, (n_dim,))
-    logp = nb.carray(logp_address, (1,))
-    logp[0] = log_density(
-        x, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order, grad
-    )
-    if not math.isfinite(logp[0]):
-        return 4
-    for i in range(n_dim):
-        if not math.isfinite(grad[i]):
-            return 3
+    """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
+    3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
+    try:
+        X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order = _unpack(
+            inputs_address
+        )
+        x = nb.carray(x_address, (n_dim,))
+        grad = nb.carray(grad_address, (n_dim,))
+        logp = nb.carray(logp_address, (1,))
+        logp[0] = log_density(
+            x, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order, grad
+        )
+        if not math.isfinite(logp[0]):
+            return 4
+        for i in range(n_dim):
+            if not math.isfinite(grad[i]):
+                return 3
+    except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
+        return 1
     return 0
 
 
@@ -585,9 +615,13 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     error_model="numpy",
 )
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
-    """nutpie's callback storing weights, means and the precision parameter of a draw."""
-    _, _, mean_loc, mean_scale, _, covariance_scale, kind, order = _unpack(inputs_address)
-    x = nb.carray(x_address, (n_dim,))
-    out = nb.carray(out_address, (n_expanded,))
-    expand(x, mean_loc, mean_scale, covariance_scale, kind, order, out)
+    """nutpie's callback storing weights, means and the precision parameter of a draw;
+    0 on success, 1 on an error."""
+    try:
+        _, _, mean_loc, mean_scale, _, covariance_scale, kind, order = _unpack(inputs_address)
+        x = nb.carray(x_address, (n_dim,))
+        out = nb.carray(out_address, (n_expanded,))
+        expand(x, mean_loc, mean_scale, covariance_scale, kind, order, out)
+    except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
+        return 1
     return 0
