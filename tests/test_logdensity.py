@@ -62,6 +62,20 @@ def _ours(theta, layout, inputs):
     return value, grad
 
 
+def _expanded(theta, layout, inputs):
+    out = np.empty(layout.n_expanded)
+    logdensity.expand(
+        theta,
+        inputs["mean_loc"],
+        inputs["mean_scale"],
+        inputs["covariance_scale"],
+        layout.kind,
+        layout.order_feature,
+        out,
+    )
+    return out
+
+
 def _pymc_point(pm_model, theta):
     """Split ``theta`` into the PyMC model's value variables: the layout's blocks are the
     free variables in the model's order, each raveled row-major."""
@@ -115,16 +129,7 @@ def test_expanded_parameters_equal_pymc_deterministics(problem):
     names = ["weights", "means", model.structure.pymc_precision_name]
     evaluate = _deterministics(pm_model, names)
     theta = logdensity.flat_start(layout, start) + 0.3
-    out = np.empty(layout.n_expanded)
-    logdensity.expand(
-        theta,
-        inputs["mean_loc"],
-        inputs["mean_scale"],
-        inputs["covariance_scale"],
-        layout.kind,
-        layout.order_feature,
-        out,
-    )
+    out = _expanded(theta, layout, inputs)
     want = np.concatenate([np.ravel(v) for v in evaluate(_pymc_point(pm_model, theta))])
     np.testing.assert_allclose(out, want, rtol=1e-12, atol=1e-14)
 
@@ -181,7 +186,7 @@ def test_c_callbacks_read_the_packed_inputs(covariance_type):
     far = theta.copy()
     far[layout.n_dim - layout.n_covariance] = FAR[covariance_type]
     assert call(far) == 4
-    out, want_out = np.empty(layout.n_expanded), np.empty(layout.n_expanded)
+    out = np.empty(layout.n_expanded)
     code = logdensity.nutpie_expand.ctypes(
         layout.n_dim,
         layout.n_expanded,
@@ -189,17 +194,8 @@ def test_c_callbacks_read_the_packed_inputs(covariance_type):
         out.ctypes.data_as(double),
         ctypes.c_void_p(buffer.ctypes.data),
     )
-    logdensity.expand(
-        theta,
-        inputs["mean_loc"],
-        inputs["mean_scale"],
-        inputs["covariance_scale"],
-        layout.kind,
-        layout.order_feature,
-        want_out,
-    )
     assert code == 0
-    np.testing.assert_array_equal(out, want_out)
+    np.testing.assert_array_equal(out, _expanded(theta, layout, inputs))
 
 
 @pytest.mark.parametrize("covariance_type", ["spherical", "diag"])

@@ -347,9 +347,7 @@ def _precision_times(first, factors, var, matrix, tied):
         if matrix:
             f = 0 if tied else k
             for c in range(D):
-                white = 0.0
-                for r in range(c, D):
-                    white += factors[f, r, c] * first[k, r]
+                white = _whiten(factors[f], first[k], c)
                 for r in range(c, D):
                     out[k, r] += factors[f, r, c] * white
         else:
@@ -418,9 +416,7 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
             if matrix:
                 f = 0 if tied else k
                 for c in range(D):
-                    white = 0.0
-                    for r in range(c, D):
-                        white += precision[f, r, c] * centred[k, r]
+                    white = _whiten(precision[f], centred[k], c)
                     quad += white * white
             else:
                 for d in range(D):
@@ -445,6 +441,15 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
                 else:
                     scatter[k, 0, a] += weighted * centred[k, a]
     return total_logp - 0.5 * n * D * _LOG_2PI
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _whiten(factor, vector, c):
+    """``(F^T v)_c`` for a lower-triangular ``F``."""
+    total = 0.0
+    for r in range(c, vector.shape[0]):
+        total += factor[r, c] * vector[r]
+    return total
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
