@@ -210,6 +210,8 @@ def fit_nuts(
         sampler=sampler,
         target_accept=target_accept,
         mass_matrix=mass_matrix,
+        # nutpie samples bayesmix's own density of complete data, PyMC's model otherwise
+        log_density="bayesmix" if sampler == "nutpie" and not spec.missing_patterns else "pymc",
     )
     if sampler == "nutpie":
         tree = _sample_nutpie(
@@ -232,10 +234,8 @@ def fit_nuts(
                 compute_convergence_checks=False,
                 target_accept=target_accept,
             )
-    hand_written = sampler == "nutpie" and not spec.missing_patterns
     settings.update(
         method="nuts",
-        log_density="bayesmix" if hand_written else "pymc",
         identify=identify,
         order_feature=-1 if spec.order_feature is None else spec.order_feature,
         random_state=seed,
@@ -248,10 +248,10 @@ def fit_nuts(
 def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores, **settings):
     import nutpie
 
-    if spec.missing_patterns:
-        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start)
-    else:
+    if settings["log_density"] == "bayesmix":
         compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start)
+    else:
+        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start)
     return nutpie.sample(
         compiled,
         draws=settings["draws"],

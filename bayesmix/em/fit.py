@@ -97,7 +97,8 @@ def fit_em(
         float(weights.sum()),
         structure,
         shifted_priors,
-        n_init=1 if isinstance(init, Mapping) else n_init,
+        init=init,
+        n_init=n_init,
         max_iter=max_iter,
         tol=tol,
         reg_covar=reg_covar,
@@ -154,15 +155,16 @@ def em_settings(
 
 
 def _best_run(
-    initial, estep, total_weight, structure, priors, *, n_init, max_iter, tol, reg_covar
+    initial, estep, total_weight, structure, priors, *, init, n_init, max_iter, tol, reg_covar
 ) -> EMRun:
-    """The best of ``n_init`` EM runs, each from ``initial()``; warns if it did not converge.
+    """The best of ``n_init`` EM runs, each from ``initial()`` (one run when ``init`` gives
+    the start explicitly, as a mapping); warns if it did not converge.
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
     """
     best = None
-    for _ in range(n_init):
+    for _ in range(1 if isinstance(init, Mapping) else n_init):
         run = _run_em(estep, total_weight, initial(), structure, priors, max_iter, tol, reg_covar)
         if best is None or _objective(run) > _objective(best):
             best = run
