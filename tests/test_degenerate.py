@@ -94,3 +94,34 @@ def test_map_fit_of_identical_points_stays_finite_and_quiet(rng):
     result, messages = _fit_recording(X, method="map")
     assert messages == []
     assert np.linalg.eigvalsh(result.covariances).min() > 1e-3
+
+
+@pytest.mark.parametrize("name", ["breast_cancer", "wine", "iris"])
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_real_data_on_mixed_scales_gives_no_degeneracy_warning(name, covariance_type):
+    # breast_cancer mixes variances from 7e-6 to 3e5: features with standard deviations of
+    # 0.003 and ~500 distinct values are neither constant nor collinear
+    datasets = pytest.importorskip("sklearn.datasets")
+    X = getattr(datasets, f"load_{name}")().data
+    _, messages = _fit_recording(X, n_components=1, covariance_type=covariance_type)
+    assert messages == []
+
+
+def test_tiny_scale_feature_is_not_constant(rng):
+    X = pd.DataFrame({"x": rng.normal(size=100), "tiny": 1e-6 * (1.0 + 0.3 * rng.normal(size=100))})
+    for covariance_type in COVARIANCE_TYPES:
+        _, messages = _fit_recording(X, n_components=1, covariance_type=covariance_type)
+        assert messages == [], covariance_type
+
+
+def test_constant_feature_at_a_large_value_is_named(rng):
+    X = pd.DataFrame({"x": rng.normal(size=100), "serial": 1e6})
+    _, messages = _fit_recording(X, n_components=1)
+    assert any("feature 'serial' is constant in X" in m for m in messages), messages
+
+
+def test_collinear_tiny_scale_features_are_named(rng):
+    t = 1e-6 * rng.normal(size=100)
+    X = pd.DataFrame({"a": t, "b": 3.0 * t + 1e-6, "big": rng.normal(1e6, 1.0, size=100)})
+    _, messages = _fit_recording(X, n_components=1)
+    assert any("features 'a', 'b' are collinear within" in m for m in messages), messages

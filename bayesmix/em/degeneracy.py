@@ -19,9 +19,14 @@ from bayesmix.exceptions import DegenerateComponentWarning
 
 __all__ = ["degeneracy_messages", "warn_degenerate"]
 
-# A direction whose scatter variance is below this fraction of the data's largest variance
-# (or of reg_covar, whichever is larger) counts as having no spread.
+# Features are judged on their own scale. A feature is constant when its variance is within
+# rounding of zero for values of its size, ROUNDING * eps * (mean^2 + reg_covar) (the scatter
+# is a difference of moments of that size, and the covariance minus reg_covar). A direction
+# has no spread when its variance, in units of each feature's standard deviation (a scale-free,
+# correlation-like matrix), is below RELATIVE_SPREAD plus the rounding of that direction.
 RELATIVE_SPREAD = 1e-9
+ROUNDING = 16.0
+EPS = np.finfo(float).eps
 # A null direction within this angle of a feature axis is reported as that feature.
 AXIS_ALIGNMENT = 0.99
 
@@ -63,8 +68,9 @@ def degeneracy_messages(
             f"reg_covar={reg_covar:g}, so the covariances reflect reg_covar rather than the "
             "data; standardise the columns of X or lower reg_covar."
         ]
-    threshold = RELATIVE_SPREAD * data_variance.max()
-    constant = np.flatnonzero(data_variance <= threshold)
+    floor = ROUNDING * EPS * (_mixture_mean(params) ** 2 + reg_covar)
+    constant = np.flatnonzero(data_variance <= floor)
+    scatter, relative_floor = _standardised(scatter, data_variance, floor)
     messages = []
     if constant.size:
         messages.append(
@@ -73,8 +79,10 @@ def degeneracy_messages(
             "(method='map')."
         )
     values, vectors = np.linalg.eigh(scatter)
+    # an eigenvalue's rounding: each feature's relative floor, weighted by the direction
+    thresholds = RELATIVE_SPREAD + np.einsum("...dj,d->...j", vectors**2, relative_floor)
     for k in range(values.shape[0] if structure.name != "tied" else 1):
-        null = values[k] <= threshold
+        null = values[k] <= thresholds[k]
         if not null.any():
             continue
         components = "all components" if structure.name == "tied" else f"component {k}"
@@ -133,6 +141,19 @@ def warn_degenerate(
     :func:`degeneracy_messages`."""
     for message in degeneracy_messages(params, structure, reg_covar, feature_names, n_obs):
         warnings.warn(message, DegenerateComponentWarning, stacklevel=5)
+
+
+def _mixture_mean(params: Params) -> np.ndarray:
+    return params.weights @ params.means
+
+
+def _standardised(
+    scatter: np.ndarray, data_variance: np.ndarray, floor: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The scatter in units of each feature's standard deviation in X (constant features
+    keep unit scale), and each feature's rounding floor in those units."""
+    scale = np.sqrt(np.where(data_variance > floor, data_variance, 1.0))
+    return scatter / np.multiply.outer(scale, scale), floor / scale**2
 
 
 def _mixture_variance(weights: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> np.ndarray:
