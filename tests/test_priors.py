@@ -181,9 +181,27 @@ def test_weighted_defaults_equal_duplicated_rows(X):
     model = bm.GaussianMixture(2, "full")
     weighted = model.resolve_priors(X, sample_weight=counts)
     duplicated = model.resolve_priors(np.repeat(X, counts, axis=0))
-    np.testing.assert_allclose(weighted.mean_loc, duplicated.mean_loc, rtol=1e-12)
-    np.testing.assert_allclose(weighted.mean_scale, duplicated.mean_scale, rtol=1e-12)
-    np.testing.assert_allclose(weighted.covariance_scale, duplicated.covariance_scale, rtol=1e-12)
+    # The two sum the rows in different orders. A sum of n terms rounds by at most
+    # n eps times their magnitudes (Higham 2002, eq. 4.4): |x| for the centre and the
+    # spread, (2 |x|)^2 for the scale matrix. Relative tolerances alone fail for a centre or
+    # a covariance that is near zero (the third column's centre is ~0.01).
+    # Compared in units of each column's largest |x|.
+    n = counts.sum()
+    size = np.abs(X).max(axis=0)
+    rounding = n * np.finfo(float).eps
+    for name in ("mean_loc", "mean_scale"):
+        np.testing.assert_allclose(
+            getattr(weighted, name) / size,
+            getattr(duplicated, name) / size,
+            rtol=1e-12,
+            atol=rounding,
+        )
+    np.testing.assert_allclose(
+        weighted.covariance_scale / np.outer(size, size),
+        duplicated.covariance_scale / np.outer(size, size),
+        rtol=1e-12,
+        atol=4 * rounding,
+    )
 
 
 def test_constant_column_borrows_a_scale(X):
