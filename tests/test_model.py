@@ -331,16 +331,19 @@ def test_bic_prefers_the_true_number_of_components(ref):
 def test_predictions_match_sklearn(ref, fitted, faithful, new_points, covariance_type):
     res = fitted[covariance_type]
     sk = ref.sklearn_at(covariance_type, res.weights, res.means, res.params.covariances)
+    # Each side factorises the covariances itself: Mahalanobis terms agree to about
+    # eps * cond(covariance) relative (observed up to 87 eps at cond 764); 16 is margin.
+    rtol = max(1e-12, 16 * np.finfo(float).eps * np.linalg.cond(res.covariances).max())
     for X in (faithful.to_numpy(), new_points):
         np.testing.assert_allclose(res.predict_proba(X), sk.predict_proba(X), rtol=1e-9, atol=1e-14)
         np.testing.assert_array_equal(res.predict(X), sk.predict(X))
-        np.testing.assert_allclose(res.score_samples(X), sk.score_samples(X), rtol=1e-12)
-        np.testing.assert_allclose(res.score(X), sk.score(X), rtol=1e-12)
+        np.testing.assert_allclose(res.score_samples(X), sk.score_samples(X), rtol=rtol)
+        np.testing.assert_allclose(res.score(X), sk.score(X), rtol=rtol)
     weights = np.random.default_rng(0).uniform(0.0, 3.0, new_points.shape[0])
     np.testing.assert_allclose(
         res.score(new_points, sample_weight=weights),
         np.average(sk.score_samples(new_points), weights=weights),
-        rtol=1e-12,
+        rtol=rtol,
     )
 
 
