@@ -27,7 +27,13 @@ import xarray as xr
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_choice, check_ci_prob, check_float, check_int
+from bayesmix.validation import (
+    DEFAULT_CI_PROB,
+    check_choice,
+    check_ci_prob,
+    check_float,
+    check_int,
+)
 
 __all__ = [
     "Memberships",
@@ -201,7 +207,7 @@ def memberships(
     result: MixtureResult,
     X: Any = None,
     *,
-    ci_prob: float = 0.94,
+    ci_prob: float = DEFAULT_CI_PROB,
     threshold: float = 0.2,
 ) -> Memberships:
     """Membership probabilities of observations, with their uncertainty.

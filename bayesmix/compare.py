@@ -22,7 +22,7 @@ from bayesmix.clustering import adjusted_rand_index
 from bayesmix.data import as_data
 from bayesmix.exceptions import LabelSwitchingWarning
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_ci_prob
+from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -47,7 +47,7 @@ def compare(
     *results: MixtureResult,
     X: Any,
     names: Sequence[str] | None = None,
-    ci_prob: float = 0.94,
+    ci_prob: float = DEFAULT_CI_PROB,
 ) -> Comparison:
     """Compare fits of the same mixture side by side (EM versus full Bayes).
 

@@ -24,7 +24,7 @@ import xarray as xr
 from bayesmix.covariance import _cholesky
 from bayesmix.data import Data, as_data
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_ci_prob, check_int
+from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob, check_int
 
 __all__ = [
     "AnomalyScores",
@@ -39,7 +39,6 @@ LOG_2PI = np.log(2.0 * np.pi)
 BLOCK_BYTES = 16 * 2**20
 # Bytes of per-draw results (draws x rows [x components]) held before reducing them.
 OUTPUT_BYTES = 64 * 2**20
-DEFAULT_CI_PROB = 0.94
 
 
 # ---------------------------------------------------------------------------------------

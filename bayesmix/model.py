@@ -50,7 +50,7 @@ class GaussianMixture:
     >>> model = bm.GaussianMixture(2, covariance_type="full")
     >>> em = model.fit(X, method="em", n_init=3, random_state=0)
     >>> em.weights.round(2)
-    array([0.64, 0.36])
+    array([0.36, 0.64])
     """
 
     n_components: int
@@ -119,6 +119,14 @@ class GaussianMixture:
             (1e-3, on the change of the mean log-likelihood — or log posterior — per
             observation), ``reg_covar`` (1e-6, added to covariance diagonals),
             ``random_state``, ``missing`` (below).
+
+            Every method: ``order_by`` — the feature (name or index) whose means number
+            the components: component ``k`` has the ``k``-th smallest mean. By default
+            the feature along which the fitted components are best separated; every
+            method applies the same rule, so component ``k`` is the same cluster in EM,
+            MAP, NUTS and ADVI results (``settings["order_feature"]`` names the feature;
+            an EM start given as an ``init`` mapping keeps its own numbering; see
+            :mod:`bayesmix.ordering`).
 
             Every method: ``missing`` — ``"error"`` (default): NaN in ``X`` raises;
             ``"marginalize"``: NaN marks a missing value (missing at random) and every
@@ -345,7 +353,17 @@ class GaussianMixture:
 
 
 _EM_OPTIONS = frozenset(
-    {"sample_weight", "n_init", "init", "max_iter", "tol", "reg_covar", "random_state", "missing"}
+    {
+        "sample_weight",
+        "n_init",
+        "init",
+        "max_iter",
+        "tol",
+        "reg_covar",
+        "random_state",
+        "missing",
+        "order_by",
+    }
 )
 _NUTS_OPTIONS = frozenset(
     {

@@ -33,7 +33,13 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.priors import ResolvedPriors
 
-__all__ = ["MixtureResult", "EMResult", "parameters_dataset", "sample_mixture"]
+__all__ = [
+    "MixtureResult",
+    "EMResult",
+    "parameters_dataset",
+    "identified_parameters",
+    "sample_mixture",
+]
 
 
 def parameters_dataset(
@@ -79,6 +85,45 @@ def parameters_dataset(
         },
         coords=coords,
     )
+
+
+def identified_parameters(posterior: xr.Dataset, covariance_type: str) -> xr.Dataset:
+    """The free parameters of a structure, without redundant or fixed entries.
+
+    ``weights``, ``means``, ``stds`` (one per component for ``spherical``, one per
+    feature for ``tied``) and, for ``full`` and ``tied`` with two or more features, the
+    off-diagonal ``correlations`` over a ``pair`` dim labelled ``"a, b"``. The diagonal
+    of a correlation matrix (always 1) and the zeros ``diag`` and ``spherical`` fix are
+    left out: they are not parameters, and ArviZ cannot draw constant variables.
+
+    Parameters
+    ----------
+    posterior : xarray.Dataset
+        Output of :func:`parameters_dataset`.
+    covariance_type : str
+
+    Returns
+    -------
+    xarray.Dataset
+        The labels :func:`arviz.summary` gives its rows (``means[0, waiting]``,
+        ``correlations[0, eruptions, waiting]``) are the ones every bayesmix table uses.
+    """
+    stds = posterior["stds"]
+    if covariance_type == "spherical":
+        stds = stds.isel(feature=0, drop=True)
+    elif covariance_type == "tied":
+        stds = stds.isel(component=0, drop=True)
+    keep = {"weights": posterior["weights"], "means": posterior["means"], "stds": stds}
+    features = [str(name) for name in posterior["feature"].values]
+    if covariance_type in ("full", "tied") and len(features) > 1:
+        rows, cols = np.triu_indices(len(features), 1)
+        pairs = [f"{features[i]}, {features[j]}" for i, j in zip(rows, cols, strict=True)]
+        corr = posterior["correlations"].values[..., rows, cols]
+        dims = ("chain", "draw", "component", "pair")
+        if covariance_type == "tied":
+            corr, dims = corr[:, :, 0], ("chain", "draw", "pair")
+        keep["correlations"] = xr.DataArray(corr, dims=dims, coords={"pair": pairs})
+    return xr.Dataset(keep)
 
 
 def sample_mixture(
@@ -307,7 +352,7 @@ class MixtureResult:
             Observations to add as ``observed_data`` with the pointwise
             ``log_likelihood`` of every draw.
         """
-        groups = {"posterior": self.posterior.assign_attrs(self._attrs())}
+        groups = {"posterior": self._exported_posterior().assign_attrs(self._attrs())}
         if X is not None:
             data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
             groups["observed_data"] = xr.Dataset(
@@ -331,6 +376,16 @@ class MixtureResult:
 
     def _extra_groups(self) -> dict[str, xr.Dataset]:
         return {}
+
+    def _exported_posterior(self) -> xr.Dataset:
+        """The posterior as the DataTree holds it: correlations as the off-diagonal pairs
+        of :func:`identified_parameters` (none for ``diag`` and ``spherical``), so that
+        every variable is a parameter ArviZ can summarise and plot."""
+        identified = identified_parameters(self.posterior, self.model.covariance_type)
+        exported = self.posterior.drop_vars("correlations")
+        if "correlations" in identified:
+            exported["correlations"] = identified["correlations"]
+        return exported
 
     def _attrs(self) -> dict[str, Any]:
         attrs = {
@@ -458,23 +513,17 @@ class EMResult(MixtureResult):
     # -- reporting -----------------------------------------------------------------
     def summary(self) -> pd.DataFrame:
         """Point estimates as a table: one row per weight, mean and standard deviation,
-        and per correlation for matrix structures."""
+        and per correlation for matrix structures, labelled as in a NUTS or ADVI
+        ``summary()`` (the parameters of :func:`identified_parameters`)."""
+        identified = identified_parameters(self.posterior, self.model.covariance_type)
         rows = []
-        for k in range(self.model.n_components):
-            rows.append((f"weights[{k}]", self.weights[k]))
-            for d, name in enumerate(self.feature_names):
-                rows.append((f"means[{k}, {name}]", self.means[k, d]))
-            stds = self.posterior["stds"].values[0, 0, k]
-            for d, name in enumerate(self.feature_names):
-                rows.append((f"stds[{k}, {name}]", stds[d]))
-            if self.model.covariance_type in ("full", "tied"):
-                corr = self.posterior["correlations"].values[0, 0, k]
-                for i in range(self.n_features):
-                    for j in range(i + 1, self.n_features):
-                        label = (
-                            f"correlations[{k}, {self.feature_names[i]}, {self.feature_names[j]}]"
-                        )
-                        rows.append((label, corr[i, j]))
+        for name, values in identified.isel(chain=0, draw=0).data_vars.items():
+            for index in np.ndindex(values.shape):
+                labels = [
+                    str(values[dim].values[i]) for dim, i in zip(values.dims, index, strict=True)
+                ]
+                label = f"{name}[{', '.join(labels)}]" if labels else name
+                rows.append((label, float(values.values[index])))
         return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
 
     def _extra_groups(self) -> dict[str, xr.Dataset]:
@@ -539,6 +588,6 @@ class EMResult(MixtureResult):
             table[f"mean[{name}]"] = self.means[:, d]
         stds = self.posterior["stds"].values[0, 0]
         for d, name in enumerate(self.feature_names):
-            table[f"sd[{name}]"] = stds[:, d]
+            table[f"std[{name}]"] = stds[:, d]  # the component's standard deviation
         table.index.name = "component"
         return table

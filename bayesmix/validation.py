@@ -31,6 +31,11 @@ def check_float(value: Any, name: str, minimum: float = 0.0, inclusive: bool = T
     return value
 
 
+# The credible mass of every interval bayesmix reports unless told otherwise (summaries,
+# memberships, density bands, comparisons, plots, the report and the CLI).
+DEFAULT_CI_PROB = 0.94
+
+
 def check_ci_prob(ci_prob: Any) -> float:
     """Return the probability mass of a credible interval, strictly inside (0, 1)."""
     if isinstance(ci_prob, bool) or not isinstance(ci_prob, numbers.Real):

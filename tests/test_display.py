@@ -70,6 +70,6 @@ def test_posterior_card_shows_draws_and_diagnostics(faithful_nuts):
     page = _parse(faithful_nuts._repr_html_())
     text = " ".join(page.chunks)
     assert "4 chain(s) x 1000 draws on 272 observations" in text
-    assert "no problems found" in text and "sd of mean[waiting]" in text
+    assert "no problems found" in text and "posterior sd of mean[waiting]" in text
     weights = faithful_nuts.posterior["weights"].mean(("chain", "draw")).values
     assert f"{weights[0]:.4g}" in text

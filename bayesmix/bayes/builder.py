@@ -26,7 +26,6 @@ __all__ = [
     "pymc_inputs",
     "initial_point",
     "point_estimate_start",
-    "choose_order_feature",
     "missing_patterns",
 ]
 
@@ -44,21 +43,6 @@ class ModelSpec:
     # observed-feature masks of the incomplete rows' patterns (missing="marginalize"),
     # as ``bayesmix.em.missing.missing_layout(X).key``; () for complete data
     missing_patterns: tuple[tuple[bool, ...], ...] = ()
-
-
-def choose_order_feature(data: Data, means: np.ndarray, covariances: np.ndarray) -> int:
-    """The feature along which the components are best separated: the largest smallest
-    gap between sorted component means, in units of the component standard deviations.
-    Ordering the means of that feature identifies the components with the least
-    distortion of the posterior."""
-    if means.shape[0] == 1:
-        return int(np.argmax(np.nanstd(data.values, axis=0)))  # NaN: missing values
-    sds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))  # (K, D)
-    order = np.argsort(means, axis=0)
-    sorted_means = np.take_along_axis(means, order, axis=0)
-    sorted_sds = np.take_along_axis(sds, order, axis=0)
-    gaps = np.diff(sorted_means, axis=0) / (sorted_sds[1:] + sorted_sds[:-1])
-    return int(np.argmax(gaps.min(axis=0)))
 
 
 def pymc_inputs(

@@ -18,7 +18,6 @@ import xarray as xr
 from bayesmix.bayes.builder import (
     ModelSpec,
     build_pymc,
-    choose_order_feature,
     initial_point,
     missing_patterns,
     point_estimate_start,
@@ -27,6 +26,7 @@ from bayesmix.bayes.builder import (
 from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
 from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
 from bayesmix.results import parameters_dataset
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
@@ -101,14 +101,12 @@ def _spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) 
     """The model's graph; ``em`` (a point estimate) picks the ordered feature when
     ``order_by`` is not given."""
     identify = check_choice(identify, "identify", IDENTIFICATIONS)
-    order_feature = None
-    if identify == "ordered" and model.n_components > 1:
-        order_feature = _order_feature(data, order_by, em)
+    ordered = identify == "ordered" and model.n_components > 1
     return ModelSpec(
         model.covariance_type,
         model.n_components,
         data.n_features,
-        order_feature,
+        order_feature(data, order_by, em) if ordered else None,
         missing_patterns(data),
     )
 
@@ -116,23 +114,14 @@ def _spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) 
 def _check_identification(data: Data, identify: Any, order_by: Any) -> None:
     """Refuse a bad ``identify`` or ``order_by`` before the MAP-EM start is computed."""
     check_choice(identify, "identify", IDENTIFICATIONS)
-    if order_by is not None:
-        _order_feature(data, order_by, None)
+    resolve_order_by(order_by, data.feature_names)
 
 
-def _order_feature(data: Data, order_by: Any, em) -> int:
-    if order_by is None:
-        return choose_order_feature(data, em.means, em.covariances)
-    if isinstance(order_by, str):
-        if order_by not in data.feature_names:
-            raise ValueError(
-                f"order_by={order_by!r} is not a feature; choose one of {list(data.feature_names)}."
-            )
-        return data.feature_names.index(order_by)
-    index = check_int(order_by, "order_by", minimum=0)
-    if index >= data.n_features:
-        raise ValueError(f"order_by={index} is out of range for {data.n_features} features.")
-    return index
+def order_feature(data: Data, order_by: Any, em) -> int:
+    """The feature that numbers the components (:mod:`bayesmix.ordering`): ``order_by``,
+    or the one along which the point estimate ``em`` separates them best."""
+    index = resolve_order_by(order_by, data.feature_names)
+    return best_separated_feature(em.means, em.covariances) if index is None else index
 
 
 def _mass_matrix(mass_matrix: Any, sampler: str, n_features: int) -> str:
@@ -237,8 +226,9 @@ def fit_nuts(
     settings.update(
         method="nuts",
         identify=identify,
-        order_feature=-1 if spec.order_feature is None else spec.order_feature,
+        order_feature=data.feature_names[order_feature(data, order_by, em)],
         random_state=seed,
+        seed=seed,
         fit_seconds=time.perf_counter() - start,
     )
     params = _tree_params(tree, model.structure)
@@ -462,8 +452,9 @@ def fit_vi(
         learning_rate=learning_rate,
         batch_size=data.n_obs if batch_size is None else batch_size,
         identify=identify,
-        order_feature=-1 if spec.order_feature is None else spec.order_feature,
+        order_feature=data.feature_names[order_feature(data, order_by, em)],
         random_state=seed,
+        seed=seed,
         fit_seconds=time.perf_counter() - start,
     )
     params = (weights[None], means[None], precision[None])  # one chain
@@ -877,14 +868,18 @@ def _tree_params(tree: xr.DataTree, structure) -> tuple[np.ndarray, np.ndarray, 
 
 def _result(model, data, priors, spec, params, settings, sample_stats=None, elbo=None):
     """The :class:`BayesResult` of draws ``params`` = (weights, means, precision
-    parameter), each ``(chain, draw, ...)``."""
+    parameter), each ``(chain, draw, ...)``, components numbered by
+    :mod:`bayesmix.ordering`'s rule."""
     structure = model.structure
     weights, means, precision = params
     covariances = structure.covariance_from_precision(precision, spec.n_features)
     covariances = np.broadcast_to(covariances, means.shape + (spec.n_features,)).copy()
+    posterior = parameters_dataset(weights, means, covariances, data.feature_names)
+    if settings["identify"] == "none":  # ordered draws follow the rule; relabel() applies it
+        posterior = order_posterior(posterior, data.feature_names.index(settings["order_feature"]))
     result = BayesResult(
         model=model,
-        posterior=parameters_dataset(weights, means, covariances, data.feature_names),
+        posterior=posterior,
         data=data,
         priors=priors,
         sample_stats=sample_stats,

@@ -11,7 +11,9 @@ import xarray as xr
 
 from bayesmix.data import Data
 from bayesmix.exceptions import LabelSwitchingWarning, SamplerWarning
-from bayesmix.results import MixtureResult, parameters_dataset
+from bayesmix.ordering import best_separated_feature, order_posterior
+from bayesmix.results import MixtureResult, identified_parameters, parameters_dataset
+from bayesmix.validation import DEFAULT_CI_PROB
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
@@ -100,7 +102,8 @@ class BayesResult(MixtureResult):
         Every draw's components are permuted so that its membership probabilities of
         the training data agree with their average; weights, means and covariances are
         permuted consistently. Label-invariant quantities (predictive densities,
-        co-clustering) are unchanged.
+        co-clustering) are unchanged. The relabelled components are then numbered by
+        their posterior mean of the order feature (:mod:`bayesmix.ordering`).
 
         Returns
         -------
@@ -117,14 +120,25 @@ class BayesResult(MixtureResult):
             values = self.posterior[name].values
             flat = values.reshape((n_chains * n_draws,) + values.shape[2:])
             permuted.append(apply_permutations(flat, perms, axis=1).reshape(values.shape))
+        posterior = parameters_dataset(*permuted, self.feature_names)
+        name = self.settings.get("order_feature")
+        if name in self.feature_names:
+            feature = self.feature_names.index(name)
+        else:  # a result saved before the ordering rule: choose as the fits do
+            mean = posterior.mean(("chain", "draw"))
+            feature = best_separated_feature(mean["means"].values, mean["covariances"].values)
         return BayesResult(
             model=self.model,
-            posterior=parameters_dataset(*permuted, self.feature_names),
+            posterior=order_posterior(posterior, feature),
             data=self.data,
             priors=self.priors,
             sample_stats=self.sample_stats,
             elbo=self.elbo,
-            settings={**self.settings, "relabel_sweeps": sweeps},
+            settings={
+                **self.settings,
+                "relabel_sweeps": sweeps,
+                "order_feature": self.feature_names[feature],
+            },
         )
 
     def memberships(self) -> xr.DataArray:
@@ -191,33 +205,16 @@ class BayesResult(MixtureResult):
 
     # -- diagnostics -------------------------------------------------------------------
     def _summary_dataset(self) -> xr.Dataset:
-        """Identified, non-redundant parameters: weights, means, stds, and the
-        off-diagonal correlations for matrix structures."""
-        post = self.posterior
-        keep = {"weights": post["weights"], "means": post["means"], "stds": post["stds"]}
-        if self.model.covariance_type == "spherical":
-            keep["stds"] = post["stds"].isel(feature=0, drop=True)
-        if self.model.covariance_type == "tied":
-            keep["stds"] = post["stds"].isel(component=0, drop=True)
-        if self.model.covariance_type in ("full", "tied") and self.n_features > 1:
-            rows, cols = np.triu_indices(self.n_features, 1)
-            names = [
-                f"{self.feature_names[i]}|{self.feature_names[j]}"
-                for i, j in zip(rows, cols, strict=True)
-            ]
-            corr = post["correlations"].values[..., rows, cols]
-            dims = ("chain", "draw", "component", "pair")
-            coords = {"pair": names}
-            if self.model.covariance_type == "tied":
-                corr, dims = corr[:, :, 0], ("chain", "draw", "pair")
-            keep["correlations"] = xr.DataArray(corr, dims=dims, coords=coords)
-        return xr.Dataset(keep)
+        return identified_parameters(self.posterior, self.model.covariance_type)
 
-    def summary(self, ci_prob: float | None = None, **kwargs: Any) -> pd.DataFrame:
+    def summary(self, ci_prob: float = DEFAULT_CI_PROB, **kwargs: Any) -> pd.DataFrame:
         """``az.summary`` of the identified parameters, with mixture-aware warnings.
 
-        Warns (:class:`~bayesmix.SamplerWarning`, :class:`~bayesmix.LabelSwitchingWarning`)
-        with every problem :meth:`diagnose` finds; returns the table.
+        The parameters are those of :func:`~bayesmix.results.identified_parameters`;
+        intervals are equal-tailed with mass ``ci_prob`` (94% by default, as in every
+        bayesmix table). Warns (:class:`~bayesmix.SamplerWarning`,
+        :class:`~bayesmix.LabelSwitchingWarning`) with every problem :meth:`diagnose`
+        finds; returns the table.
         Keyword arguments go to :func:`arviz.summary`.
         """
         import arviz as az
@@ -408,7 +405,7 @@ class BayesResult(MixtureResult):
         for d, name in enumerate(self.feature_names):
             draws = post["means"].isel(feature=d)
             table[f"mean[{name}]"] = draws.mean(("chain", "draw")).values
-            table[f"sd of mean[{name}]"] = draws.std(("chain", "draw")).values
+            table[f"posterior sd of mean[{name}]"] = draws.std(("chain", "draw")).values
         table.index.name = "component"
         problems = [message for message, _ in self.diagnose()]
         return html_card(

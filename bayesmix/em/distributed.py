@@ -58,6 +58,7 @@ from bayesmix.em.stats import (
     stats_from_responsibilities,
 )
 from bayesmix.exceptions import RechunkWarning
+from bayesmix.ordering import resolve_order_by
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.validation import check_float, check_int, reproducible_rng
 
@@ -874,6 +875,7 @@ def fit_em_dask(
     tol: float = 1e-3,
     reg_covar: float = 1e-6,
     random_state: Any = None,
+    order_by: Any = None,
 ) -> EMResult:
     """Fit ``model`` by EM (or MAP-EM) to Dask input without materialising it.
 
@@ -897,6 +899,7 @@ def fit_em_dask(
     reg_covar = check_float(reg_covar, "reg_covar")
     _check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
+    resolve_order_by(order_by, data.feature_names)  # before any pass over the data
     weights = _dask_weights(sample_weight, data)
     rng, seed_record = reproducible_rng(random_state)
     structure = model.structure
@@ -932,6 +935,7 @@ def fit_em_dask(
         priors,
         feature_names=data.feature_names,
         n_obs=scan.total_weight,
+        order_by=order_by,
         settings=em_settings(
             use_priors=use_priors,
             init=init,

@@ -20,7 +20,7 @@ from bayesmix.clustering import (
     point_partition,
 )
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_int, check_random_state
+from bayesmix.validation import DEFAULT_CI_PROB, check_int, check_random_state
 
 __all__ = ["plot_clusters_2d", "plot_co_clustering", "plot_membership_uncertainty"]
 
@@ -49,7 +49,7 @@ def plot_membership_uncertainty(
     source: MixtureResult | Memberships,
     X: Any = None,
     *,
-    ci_prob: float = 0.94,
+    ci_prob: float = DEFAULT_CI_PROB,
     threshold: float = 0.2,
     ax: Any = None,
 ):
@@ -311,7 +311,7 @@ def plot_clusters_2d(
     levels: Any = (0.5, 0.95),
     n_draw_ellipses: int = 40,
     overlay: Any = None,
-    ci_prob: float = 0.94,
+    ci_prob: float = DEFAULT_CI_PROB,
     threshold: float = 0.2,
     random_state: Any = 0,
     ax: Any = None,
