@@ -9,15 +9,16 @@ archived as one file.
 from __future__ import annotations
 
 import base64
+import copy
 import datetime
 import html
 import os
 import re
 import time
 import warnings
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +30,21 @@ from bayesmix.exceptions import BayesmixWarning
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_choice, check_ci_prob
 
-__all__ = ["ReportFiles", "fit_methods", "summary_table", "write_report"]
+__all__ = ["ReportFiles", "feature_ranking", "fit_methods", "summary_table", "write_report"]
 
-#: At most this many features are drawn in pairwise scatter and marginal density grids.
+#: At most this many features are drawn in the pairwise scatter grid and the comparison
+#: plot: the ones that separate the components most (see :func:`feature_ranking`).
 MAX_PLOT_FEATURES = 4
-#: Trace plots stop adding parameter groups (weights, means, stds, correlations) beyond
-#: this many rows.
-MAX_TRACE_ROWS = 40
+#: At most this many features get a marginal density panel.
+MAX_DENSITY_FEATURES = 6
+#: Trace plots have at most this many rows (two panels each: ArviZ draws at most
+#: ``arviz_base.rcParams["plot.max_subplots"]`` = 40 panels).
+MAX_TRACE_ROWS = 20
+#: The HTML tables leave out the correlations when a fit has more than this many (they
+#: stay in ``summary.csv`` and ``comparison.csv``).
+MAX_TABLE_CORRELATIONS = 30
+#: Resolution of the grids of scatter and density panels (about 1,250 pixels wide).
+GRID_DPI = 90
 _SUMMARY_COLUMNS = (
     "method",
     "parameter",
@@ -328,11 +337,75 @@ def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
     return f"Fitting {method} ({options.get('n_init', 1)} restart(s)) ..."
 
 
+# -- what the plots show --------------------------------------------------------------------
+def feature_ranking(result: MixtureResult, X: Any) -> pd.Series:
+    """How strongly each feature separates the components of a fit, most separating first.
+
+    The share of a feature's variance that lies between the groups of observations with
+    the same most probable component (the correlation ratio, eta squared): near 1 when
+    the components differ in that feature and each is tight in it, 0 when every group
+    has the same mean. The report draws the features with the largest shares when there
+    are too many to draw them all.
+
+    Parameters
+    ----------
+    result : MixtureResult
+        Any fitted result.
+    X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+        The observations (usually the training data).
+
+    Returns
+    -------
+    pandas.Series
+        The share (in [0, 1]) by feature name, sorted from the largest.
+    """
+    data = as_data(X, n_features=result.n_features)
+    labels = np.asarray(result.predict(data.values))
+    centred = data.values - data.values.mean(axis=0)
+    between = np.zeros(data.n_features)
+    for k in np.unique(labels):
+        members = centred[labels == k]
+        between += len(members) * members.mean(axis=0) ** 2
+    total = (centred**2).sum(axis=0)
+    share = np.divide(between, total, out=np.zeros_like(between), where=total > 0)
+    ranking = pd.Series(share, index=list(data.feature_names), name="between_share")
+    return ranking.sort_values(ascending=False, kind="stable")
+
+
+@dataclass(frozen=True)
+class _Shown:
+    """Which features the plots draw when there are too many to draw them all."""
+
+    ranking: pd.Series
+    features: tuple[str, ...]
+
+    def names(self, limit: int) -> list[str]:
+        """Every feature in the data's order if they fit, else the most separating ones."""
+        if len(self.features) <= limit:
+            return list(self.features)
+        return list(self.ranking.index[:limit])
+
+    def positions(self, limit: int) -> list[int]:
+        return [self.features.index(name) for name in self.names(limit)]
+
+    def note(self, limit: int) -> str:
+        """The sentence saying which features were drawn and which were left out."""
+        if len(self.features) <= limit:
+            return ""
+        shown = self.ranking.iloc[:limit]
+        return (
+            f" Drawn: the {limit} of {len(self.features)} features that separate the "
+            "components most (share of their variance between the assigned components: "
+            + ", ".join(f"{name} {share:.2f}" for name, share in shown.items())
+            + f"); not drawn: {', '.join(self.ranking.index[limit:])}."
+        )
+
+
 # -- plots ----------------------------------------------------------------------------------
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, dpi: int = 110) -> None:
     import matplotlib.pyplot as plt
 
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=dpi, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -342,126 +415,171 @@ def _feature_grid(n_panels: int, width: float = 4.6, height: float = 4.0):
     n_cols = min(n_panels, 3)
     n_rows = -(-n_panels // n_cols)
     fig, axes = plt.subplots(
-        n_rows, n_cols, figsize=(width * n_cols, height * n_rows), squeeze=False
+        n_rows,
+        n_cols,
+        figsize=(width * n_cols, height * n_rows),
+        squeeze=False,
+        layout="constrained",  # titles clear of the tick labels of the panel above
     )
     for ax in axes.flat[n_panels:]:
         ax.set_visible(False)
     return fig, list(axes.flat[:n_panels])
 
 
-def _plot_clusters(result: MixtureResult, overlay: dict, data: Data, path: Path) -> None:
+def _plot_clusters(
+    result: MixtureResult, overlay: dict, data: Data, shown: _Shown, path: Path
+) -> str:
     from bayesmix.plots import plot_clusters_2d
 
-    n_shown = min(data.n_features, MAX_PLOT_FEATURES)
-    pairs = [(i, j) for i in range(n_shown) for j in range(i + 1, n_shown)]
+    features = shown.positions(MAX_PLOT_FEATURES)
+    pairs = [(i, j) for n, i in enumerate(features) for j in features[n + 1 :]]
     fig, axes = _feature_grid(len(pairs), 6.0 if len(pairs) == 1 else 4.6, 5.0)
     for n, (ax, pair) in enumerate(zip(axes, pairs, strict=True)):
         plot_clusters_2d(result, data, features=pair, overlay=overlay or None, ax=ax)
         legend = ax.get_legend()
         if n and legend is not None:
             legend.remove()
-    _save(fig, path)
+    _save(fig, path, dpi=GRID_DPI)
+    return _CAPTIONS["clusters"] + shown.note(MAX_PLOT_FEATURES)
 
 
-def _plot_densities(result: MixtureResult, data: Data, path: Path) -> None:
+def _plot_densities(result: MixtureResult, data: Data, shown: _Shown, path: Path) -> str:
     from bayesmix.plots import plot_density
 
-    n_shown = min(data.n_features, MAX_PLOT_FEATURES)
-    fig, axes = _feature_grid(n_shown, 6.0 if n_shown == 1 else 4.6, 3.6)
-    for n, ax in enumerate(axes):
-        plot_density(result, data, feature=n, ax=ax)
+    features = shown.positions(MAX_DENSITY_FEATURES)
+    fig, axes = _feature_grid(len(features), 6.0 if len(features) == 1 else 4.6, 3.6)
+    for n, (ax, feature) in enumerate(zip(axes, features, strict=True)):
+        plot_density(result, data, feature=feature, ax=ax)
         legend = ax.get_legend()
         if n and legend is not None:
             legend.remove()
-    _save(fig, path)
+    _save(fig, path, dpi=GRID_DPI)
+    return _CAPTIONS["density"] + shown.note(MAX_DENSITY_FEATURES)
 
 
-def _plot_membership(result: MixtureResult, data: Data, path: Path) -> None:
+def _plot_membership(result: MixtureResult, data: Data, path: Path) -> str:
     from bayesmix.plots import plot_membership_uncertainty
 
     ax = plot_membership_uncertainty(result, data)
     _save(ax.figure, path)
+    return _CAPTIONS["membership"]
 
 
-def _plot_trace(result: MixtureResult, path: Path) -> None:
+def _plot_trace(result: MixtureResult, shown: _Shown, summary: pd.DataFrame, path: Path) -> str:
+    """Traces of the weights and of the means of the most separating features, as many
+    as fit in :data:`MAX_TRACE_ROWS` rows."""
     import matplotlib.pyplot as plt
 
-    from bayesmix.compare import _rows
     from bayesmix.plots import plot_trace
 
-    # one row per scalar parameter: keep the figure readable for large K x D
-    counts = Counter(row.variable for row in _rows((result,), result.feature_names))
-    var_names, total = [], 0
-    for variable in ("weights", "means", "stds", "correlations"):
-        if not counts[variable]:
-            continue
-        if var_names and total + counts[variable] > MAX_TRACE_ROWS:
-            break
-        var_names.append(variable)
-        total += counts[variable]
-    collection = plot_trace(result, var_names=var_names)
+    n_components = result.model.n_components
+    n_features = min(MAX_PLOT_FEATURES, (MAX_TRACE_ROWS - n_components) // n_components)
+    features = shown.names(MAX_PLOT_FEATURES)[: max(n_features, 0)]
+    components = list(range(min(n_components, MAX_TRACE_ROWS)))
+    coords: dict[str, list] = {"component": components}
+    if features:
+        coords["feature"] = features
+    collection = plot_trace(
+        result, var_names=["weights", "means"][: 1 + bool(features)], coords=coords
+    )
     figure = collection.viz["figure"].item()
     figure.savefig(path, dpi=80, bbox_inches="tight")
     plt.close(figure)
+    return _trace_caption(result, features, components, summary)
+
+
+def _trace_caption(
+    result: MixtureResult, features: list[str], components: list[int], summary: pd.DataFrame
+) -> str:
+    drawn = (
+        "the weights"
+        if len(components) == result.model.n_components
+        else (f"the weights of components 0-{components[-1]}")
+    )
+    if features:
+        drawn += f" and the means in {', '.join(features)}"
+    caption = (
+        f"NUTS traces and marginal posteriors, chain by chain, of {drawn}; the other "
+        "parameters are not drawn (r_hat and ESS of every parameter are in summary.csv)."
+    )
+    method = str(result.settings.get("method", ""))
+    rows = summary[summary["method"] == method].dropna(subset=["r_hat"])
+    if len(rows):
+        worst = rows.loc[rows["r_hat"].idxmax()]
+        caption += f" Largest r_hat: {worst['r_hat']:.3f} ({worst['parameter']})."
+    return caption
+
+
+def _plot_comparison(comparison: Any, shown: _Shown, path: Path) -> str:
+    features = shown.names(MAX_PLOT_FEATURES)
+    if len(features) == len(shown.features):
+        _save(comparison.plot(), path)
+        return _CAPTIONS["comparison"]
+    _save(comparison.plot(var_names=["weights", "means", "stds"], features=features), path)
+    return _CAPTIONS["comparison"] + (
+        f" Drawn: the weights, and the means and stds in the {len(features)} features that "
+        f"separate the components most ({', '.join(features)}); every parameter is in "
+        "comparison.csv."
+    )
+
+
+def _plot_selection(selection: Any, path: Path) -> str:
+    _save(selection.plot().figure, path)
+    return _CAPTIONS["selection"]
 
 
 _CAPTIONS = {
     "clusters": "Observations coloured by their most probable component, with the ellipses "
     "holding 50% and 95% of each component (thin lines: posterior draws; black: point "
     "estimates for comparison). Larger points are less certain assignments.",
-    "density": "Histogram of each feature with the fitted marginal density (credible band for "
-    "posterior fits) and its weighted components.",
+    "density": "Histogram of each drawn feature with the fitted marginal density (credible "
+    "band for posterior fits) and its weighted components.",
     "membership": "Probability of each observation's assigned component, from the most to the "
     "least certain, with credible intervals over posterior draws.",
-    "trace": "NUTS traces and marginal posteriors of every parameter, chain by chain.",
-    "comparison": "Every parameter by every fit: posterior means with credible intervals, point "
+    "comparison": "Parameters by fit: posterior means with credible intervals, point "
     "estimates as diamonds; shaded panels have a point estimate outside an interval.",
     "selection": "Model selection over the number of components.",
 }
 
 
-def _plots(
+def _plot_jobs(
     results: dict[str, MixtureResult],
     data: Data,
+    shown: _Shown,
+    summary: pd.DataFrame,
     comparison: Any,
     selection: Any,
-    out: Path,
-    problems: list[str],
-) -> dict[str, Path]:
+) -> list[tuple[str, Callable[[Path], str]]]:
+    """Each plot's name and the function drawing it into a path (returning its caption)."""
     points = {n: r for n, r in results.items() if r.n_draws == 1}
-    jobs: list[tuple[str, Any]] = []
+    jobs: list[tuple[str, Callable[[Path], str]]] = []
     for name, result in results.items():
         if data.n_features >= 2:
             overlay = {n: r for n, r in points.items() if n != name and result.n_draws > 1}
-            jobs.append((f"clusters_{name}", (result, overlay)))
-        jobs.append((f"density_{name}", result))
-        jobs.append((f"membership_{name}", result))
+            jobs.append((f"clusters_{name}", partial(_plot_clusters, result, overlay, data, shown)))
+        jobs.append((f"density_{name}", partial(_plot_densities, result, data, shown)))
+        jobs.append((f"membership_{name}", partial(_plot_membership, result, data)))
         if getattr(result, "is_mcmc", False):
-            jobs.append((f"trace_{name}", result))
+            jobs.append((f"trace_{name}", partial(_plot_trace, result, shown, summary)))
     if comparison is not None and len(comparison.parameters):
-        jobs.append(("comparison", comparison))
+        jobs.append(("comparison", partial(_plot_comparison, comparison, shown)))
     if selection is not None:
-        jobs.append(("selection", selection))
+        jobs.append(("selection", partial(_plot_selection, selection)))
+    return jobs
 
+
+def _plots(
+    jobs: list[tuple[str, Callable[[Path], str]]], out: Path, problems: list[str]
+) -> tuple[dict[str, Path], dict[str, str]]:
+    """Draw every plot; returns the paths written and their captions by plot name."""
     written: dict[str, Path] = {}
-    for key, obj in jobs:
+    captions: dict[str, str] = {}
+    for key, draw in jobs:
         path = out / f"{key}.png"
-        kind = key.split("_")[0]
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                if kind == "clusters":
-                    _plot_clusters(*obj, data, path)
-                elif kind == "density":
-                    _plot_densities(obj, data, path)
-                elif kind == "membership":
-                    _plot_membership(obj, data, path)
-                elif kind == "trace":
-                    _plot_trace(obj, path)
-                elif kind == "comparison":
-                    _save(obj.plot(), path)
-                else:
-                    _save(obj.plot().figure, path)
+                captions[key] = draw(path)
         except Exception as exc:  # one failed plot must not cost the whole report
             import matplotlib.pyplot as plt
 
@@ -469,7 +587,7 @@ def _plots(
             problems.append(f"{path.name}: {type(exc).__name__}: {_one_line(str(exc))}")
             continue
         written[key] = path
-    return written
+    return written, captions
 
 
 # -- the HTML page ------------------------------------------------------------------------
@@ -604,6 +722,51 @@ def _clusters_table(results: dict[str, MixtureResult], data: Data) -> pd.DataFra
     return pd.DataFrame(rows).T.fillna(0).astype(int)
 
 
+def _parameters_html(
+    summary: pd.DataFrame,
+    comparison: Any,
+    plots: dict[str, Path],
+    captions: dict[str, str],
+    ci_prob: float,
+) -> list[str]:
+    """The parameter tables (without the correlations when there are many) and the
+    comparison plot."""
+    parameters = summary["parameter"]
+    is_correlation = parameters.str.startswith("correlations[")
+    n_correlations = int(is_correlation[summary["method"] == summary["method"].iloc[0]].sum())
+    hide = n_correlations > MAX_TABLE_CORRELATIONS
+    parts = ["<h2>Parameters</h2>"]
+    if hide:
+        parts.append(
+            f"<p>The {n_correlations} correlations of each fit are left out of the tables "
+            "below; every parameter is in <code>summary.csv</code>"
+            + (" and <code>comparison.csv</code>" if comparison is not None else "")
+            + ".</p>"
+        )
+    if comparison is not None:
+        parts.append(
+            "<p>Point estimates next to posterior means with "
+            f"{100 * ci_prob:g}% equal-tailed credible intervals "
+            "(components matched across fits):</p>"
+        )
+        table = copy.copy(comparison)
+        if hide:
+            table.parameters = table.parameters[
+                ~table.parameters.index.str.startswith("correlations[")
+            ]
+        parts.append(table._repr_html_())
+        if "comparison" in plots:
+            parts.append(_image(plots["comparison"], captions["comparison"]))
+    parts.append(
+        "<p>The summary table (<code>summary.csv</code>): estimate is the point estimate of "
+        "EM/MAP and the posterior mean otherwise; lower and upper bound the "
+        f"{100 * ci_prob:g}% credible interval; r_hat and ESS are for NUTS.</p>"
+    )
+    shown = summary[~is_correlation] if hide else summary
+    parts.append(_frame_html(shown.set_index(["method", "parameter"]).dropna(axis=1, how="all")))
+    return parts
+
+
 def _html(
     *,
     title: str,
@@ -614,6 +777,7 @@ def _html(
     comparison: Any,
     selection: Any,
     plots: dict[str, Path],
+    captions: dict[str, str],
     fit_warnings: Mapping[str, Sequence[str]],
     notes: Mapping[str, Sequence[str]],
     problems: list[str],
@@ -658,7 +822,7 @@ def _html(
         parts.append("<h2>Choosing the number of components</h2>")
         parts.append(selection._repr_html_())
         if "selection" in plots:
-            parts.append(_image(plots["selection"], _CAPTIONS["selection"]))
+            parts.append(_image(plots["selection"], captions["selection"]))
 
     parts.append("<h2>Fits</h2>")
     parts.append("<h3>Settings and timings</h3>")
@@ -673,23 +837,7 @@ def _html(
         )
         parts.append(f"<p><b>{_esc(name)}</b></p><ul>{items}</ul>")
 
-    parts.append("<h2>Parameters</h2>")
-    if comparison is not None:
-        parts.append(
-            "<p>Point estimates next to posterior means with "
-            f"{100 * ci_prob:g}% equal-tailed credible intervals "
-            "(components matched across fits):</p>"
-        )
-        parts.append(comparison._repr_html_())
-        if "comparison" in plots:
-            parts.append(_image(plots["comparison"], _CAPTIONS["comparison"]))
-    parts.append(
-        "<p>The full table (<code>summary.csv</code>): estimate is the point estimate of "
-        "EM/MAP and the posterior mean otherwise; lower and upper bound the "
-        f"{100 * ci_prob:g}% credible interval; r_hat and ESS are for NUTS.</p>"
-    )
-    shown = summary.set_index(["method", "parameter"]).dropna(axis=1, how="all")
-    parts.append(_frame_html(shown))
+    parts += _parameters_html(summary, comparison, plots, captions, ci_prob)
 
     parts.append("<h2>Clusters</h2>")
     try:
@@ -707,13 +855,13 @@ def _html(
         if shown:
             parts.append(f"<h3>{_esc(name)}</h3>")
         for key in shown:
-            parts.append(_image(plots[key], _CAPTIONS[key.split("_")[0]]))
+            parts.append(_image(plots[key], captions[key]))
 
     traces = [k for k in plots if k.startswith("trace_")]
     if traces:
         parts.append("<h2>Sampler traces</h2>")
         for key in traces:
-            parts.append(_image(plots[key], _CAPTIONS["trace"]))
+            parts.append(_image(plots[key], captions[key]))
 
     if problems:
         parts.append("<h2>Not written</h2><ul>")
@@ -813,6 +961,7 @@ def write_report(
     out.mkdir(parents=True, exist_ok=True)
 
     problems: list[str] = []
+    captions: dict[str, str] = {}
     with warnings.catch_warnings():
         # what these warn about is in the diagnostics section already
         warnings.simplefilter("ignore", BayesmixWarning)
@@ -835,7 +984,9 @@ def write_report(
                 continue
             files.netcdf[name] = path
     if plots:
-        files.plots = _plots(aligned, data, comparison, selection, out, problems)
+        shown = _Shown(feature_ranking(next(iter(aligned.values())), data), data.feature_names)
+        jobs = _plot_jobs(aligned, data, shown, summary, comparison, selection)
+        files.plots, captions = _plots(jobs, out, problems)
     page = _html(
         title=title,
         results=aligned,
@@ -845,6 +996,7 @@ def write_report(
         comparison=comparison,
         selection=selection,
         plots=files.plots,
+        captions=captions,
         fit_warnings=fit_warnings or {},
         notes=_relabel_notes(named, aligned),
         problems=problems,

@@ -22,6 +22,7 @@ def plot_comparison(
     comparison: Comparison,
     *,
     var_names: str | Sequence[str] | None = None,
+    features: Sequence[str] | None = None,
     figsize: tuple[float, float] | None = None,
 ) -> Figure:
     """Forest plot of the parameters of several fits, grouped by parameter.
@@ -40,6 +41,10 @@ def plot_comparison(
     var_names : str or sequence of str, optional
         Parameter groups to draw, among ``"weights"``, ``"means"``, ``"stds"`` and
         ``"correlations"``; default all present.
+    features : sequence of str, optional
+        Draw only the parameters of these features: the weights, the means and standard
+        deviations in these features and the correlations between two of them (for data
+        with many features); default every feature.
     figsize : (float, float), optional
         Figure size in inches; default 7 wide and about 0.2 inch per fit and panel.
 
@@ -75,6 +80,8 @@ def plot_comparison(
                 f"var_names must name parameter groups among {present}; got {var_names!r}."
             )
     keep = np.isin(groups, selected)
+    if features is not None:
+        keep &= table.index.isin(_feature_rows(comparison, features))
     table, groups = table[keep], groups[keep]
     outside = comparison.outside[keep].to_numpy()
 
@@ -85,7 +92,15 @@ def plot_comparison(
     panel = 0.18 * len(names) + 0.32
     if figsize is None:
         figsize = (7.0, 0.9 + panel * len(table))
-    fig, axes = plt.subplots(len(table), 1, figsize=figsize, squeeze=False, layout="constrained")
+    # a fixed layout: constrained layout costs seconds per dozen panels; the parameter
+    # labels and the legend sit outside the axes (savefig(..., bbox_inches="tight"))
+    fig, axes = plt.subplots(
+        len(table),
+        1,
+        figsize=figsize,
+        squeeze=False,
+        gridspec_kw={"hspace": 0.5 / panel + 0.6, "top": 1.0, "bottom": 0.0},
+    )
     axes = axes[:, 0]
     for i, (label, row) in enumerate(table.iterrows()):
         ax = axes[i]
@@ -125,7 +140,8 @@ def plot_comparison(
         title += "; shaded: a point estimate outside an interval"
     fig.legend(
         handles=handles,
-        loc="outside upper center",
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0 + 0.3 / figsize[1]),
         ncol=len(names),
         fontsize=8,
         title=title,
@@ -133,3 +149,20 @@ def plot_comparison(
         frameon=False,
     )
     return fig
+
+
+def _feature_rows(comparison: Comparison, features: Sequence[str]) -> set[str]:
+    """Labels of the parameter-table rows that involve only ``features``."""
+    known = comparison.results[0].feature_names
+    features = [features] if isinstance(features, str) else list(features)
+    unknown = [f for f in features if f not in known]
+    if unknown or not features:
+        raise ValueError(f"features must name features among {list(known)}; got {features!r}.")
+    components = range(comparison.results[0].model.n_components)
+    labels = {f"weights[{k}]" for k in components} | {f"stds[{k}]" for k in components}
+    for f in features:
+        labels |= {f"stds[{f}]"} | {f"{v}[{k}, {f}]" for v in ("means", "stds") for k in components}
+        for g in features:
+            labels |= {f"correlations[{f}, {g}]"}
+            labels |= {f"correlations[{k}, {f}, {g}]" for k in components}
+    return labels
