@@ -25,6 +25,9 @@ COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
+#: The console lists at most about this many estimates per fit (the weights, then the means
+#: in the features that separate the components most); summary.csv holds every parameter.
+MAX_CONSOLE_ROWS = 24
 _FILE_TYPES = "CSV (.csv, .tsv, .txt, optionally compressed: .csv.gz ...) or Parquet (.parquet)"
 
 
@@ -151,12 +154,81 @@ def _file_kind(path: Path) -> str:
     )
 
 
+#: Separators a CSV may use; the header row's most frequent one is taken.
+CSV_SEPARATORS = (",", ";", "\t", "|")
+_SEPARATOR_NAMES = {",": "comma", ";": "semicolon", "\t": "tab", "|": "'|'"}
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d*,\d+(?:[eE][-+]?\d+)?\s*")
+
+
+def _head_lines(path: Path, n_lines: int = 20) -> list[str]:
+    """The first lines of a (possibly compressed) text file, unparsed."""
+    import csv
+
+    import pandas as pd
+
+    lines = pd.read_csv(
+        path, sep="\x1f", header=None, nrows=n_lines, dtype=str, quoting=csv.QUOTE_NONE,
+        keep_default_na=False, engine="python", skip_blank_lines=True,
+    )  # fmt: skip
+    return [str(line) for line in lines.iloc[:, 0]]
+
+
+def _read_csv(
+    path: Path, kind: str, na_values: list[str], info: dict[str, Any], messages: list[str]
+) -> Any:
+    """Read a CSV with the separator of its header row and its decimal mark."""
+    import pandas as pd
+
+    sep, decimal = "\t", "."
+    if kind != "tsv":
+        lines = _head_lines(path)
+        header = lines[0] if lines else ""
+        sep = max(CSV_SEPARATORS, key=header.count)
+        sep = sep if header.count(sep) else ","
+        if sep != ",":
+            cells = [cell for line in lines[1:] for cell in line.split(sep)]
+            if any(_DECIMAL_COMMA.fullmatch(cell) for cell in cells):
+                decimal = ","
+    if sep not in (",", "\t") or decimal != ".":
+        how = f"{_SEPARATOR_NAMES[sep]}-separated values" + (
+            " with decimal commas" if decimal == "," else ""
+        )
+        messages.append(f"read '{path.name}' as {how}.")
+        info["format"] = how
+    return pd.read_csv(path, sep=sep, decimal=decimal, na_values=na_values or None)
+
+
+def _check_mostly_numeric(frame: Any, path: Path) -> None:
+    """Refuse a column of numbers with a few text cells (e.g. ``?`` for missing), which
+    would otherwise be dropped as non-numeric."""
+    import pandas as pd
+
+    for column in frame.columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or values.notna().sum() == 0:
+            continue
+        numbers = pd.to_numeric(values, errors="coerce")
+        text = values.notna() & numbers.isna()
+        if numbers.notna().sum() < text.sum():  # mostly text: a non-numeric column
+            continue
+        position = int(text.to_numpy().argmax())
+        tokens = sorted({str(v) for v in values[text]})
+        raise _InputError(
+            f"column {column!r} holds numbers but line {position + 2} of '{path.name}' has "
+            f"{str(values.iloc[position])!r} ({int(text.sum())} such cell(s): "
+            f"{', '.join(map(repr, tokens[:5]))}); fix those cells, or treat them as missing "
+            f"with --na-values {shlex.quote(','.join(tokens[:5]))} (and drop those rows with "
+            "--drop-missing)."
+        )
+
+
 def read_data(
     path: str | Path,
     columns: Sequence[str] | None = None,
     *,
     index_col: str | None = None,
     drop_missing: bool = False,
+    na_values: Sequence[str] = (),
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """Read a CSV or Parquet file and select the numeric columns to fit.
 
@@ -172,6 +244,16 @@ def read_data(
         ``DataFrame.to_csv``) is taken as row names automatically.
     drop_missing : bool
         Drop rows with missing values in the used columns instead of failing.
+    na_values : sequence of str
+        Cell values that mean "missing" besides empty cells and ``NA``/``NaN`` (e.g.
+        ``"?"``); a numeric column holding any other text is refused.
+
+    Notes
+    -----
+    A CSV's separator (comma, semicolon, tab or ``|``) is the one its header row holds
+    most often; with a separator other than a comma, numbers written with a decimal comma
+    (``5,1``) are read as such. A column whose cells are mostly numbers but holds some
+    text is an error naming the column, the line and the value.
 
     Returns
     -------
@@ -186,17 +268,19 @@ def read_data(
 
     path = Path(path)
     kind = _file_kind(path)
+    messages: list[str] = []
+    info: dict[str, Any] = {"file": str(path)}
     try:
         if kind == "parquet":
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+            frame = _read_csv(path, kind, list(na_values), info, messages)
     except ImportError as exc:
         raise _InputError(f"reading '{path}' needs pyarrow: {exc}") from None
+    except _InputError:
+        raise
     except Exception as exc:  # pandas / pyarrow parse errors of every kind
         raise _InputError(f"could not read '{path}' as {kind.upper()}: {_one_line(exc)}") from None
-    messages: list[str] = []
-    info: dict[str, Any] = {"file": str(path)}
     if frame.shape[1] == 0 or frame.shape[0] == 0:
         raise _InputError(
             f"'{path}' holds no data ({frame.shape[0]} rows, {frame.shape[1]} "
@@ -218,6 +302,7 @@ def read_data(
         info["row names"] = "the unnamed first column"
 
     if columns is None:
+        _check_mostly_numeric(frame, path)
         numeric = frame.select_dtypes("number")
         dropped = [c for c in frame.columns if c not in numeric.columns]
         if numeric.shape[1] == 0:
@@ -349,6 +434,15 @@ def _command_line() -> str:
 
 # -- shared options -------------------------------------------------------------------------
 def _data_options(function: Callable) -> Callable:
+    function = click.option(
+        "--na-values",
+        metavar="A,B,...",
+        callback=lambda ctx, param, value: (
+            [] if value is None else [v.strip() for v in value.split(",") if v.strip()]
+        ),
+        help="Comma-separated cell values that mean missing (e.g. '?'), besides empty cells "
+        "and NA/NaN.",
+    )(function)
     function = click.option(
         "--drop-missing",
         is_flag=True,
@@ -533,6 +627,7 @@ def fit(
     columns: list[str] | None,
     index_col: str | None,
     drop_missing: bool,
+    na_values: list[str],
     draws: int,
     tune: int,
     chains: int,
@@ -550,9 +645,11 @@ def fit(
     self-contained page with every table and plot.
     """
     import bayesmix as bm
-    from bayesmix.report import fit_methods, write_report
+    from bayesmix.report import feature_ranking, fit_methods, write_report
 
-    frame, info, messages = read_data(data, columns, index_col=index_col, drop_missing=drop_missing)
+    frame, info, messages = read_data(
+        data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values
+    )
     _echo_messages(messages)
     if components > frame.shape[0]:
         raise click.BadParameter(
@@ -601,12 +698,14 @@ def fit(
         ci_prob=ci_prob,
         command=_command_line(),
     )
-    _echo_estimates(files.summary)
+    _echo_estimates(files.summary, feature_ranking(next(iter(results.values())), frame))
     for line in files.lines():
         click.echo(line)
 
 
-def _echo_estimates(summary_path: Path) -> None:
+def _echo_estimates(summary_path: Path, ranking: Any) -> None:
+    """The weights and the means in the most separating features, fit by fit; the rest
+    is in ``summary.csv``."""
     import pandas as pd
 
     table = pd.read_csv(summary_path)
@@ -615,8 +714,22 @@ def _echo_estimates(summary_path: Path) -> None:
         index=list(dict.fromkeys(table["parameter"])), columns=list(dict.fromkeys(table["method"]))
     )
     wide.columns.name = None
-    click.echo("\nEstimates (EM/MAP: point estimate; otherwise posterior mean):")
-    click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}", na_rep=""))
+    n_components = int(wide.index.str.startswith("weights[").sum())
+    n_features = max(1, (MAX_CONSOLE_ROWS - n_components) // n_components)
+    features = list(ranking.index[:n_features])
+    means = {f"means[{k}, {f}]" for k in range(n_components) for f in features}
+    shown = wide[wide.index.str.startswith("weights[") | wide.index.isin(means)]
+    which = "the weights and means"
+    if len(features) < len(ranking):
+        which = (
+            f"the weights, and the means in the {len(features)} of {len(ranking)} features "
+            "that separate the components most"
+        )
+    click.echo(
+        f"\nEstimates of {which} (EM/MAP: point estimate; otherwise posterior mean); "
+        f"all {len(wide)} parameters, with intervals and diagnostics, are in {summary_path}:"
+    )
+    click.echo(shown.to_string(float_format=lambda v: f"{v:.4g}", na_rep=""))
     click.echo("")
 
 
@@ -678,6 +791,7 @@ def select(
     columns: list[str] | None,
     index_col: str | None,
     drop_missing: bool,
+    na_values: list[str],
     draws: int,
     tune: int,
     chains: int,
@@ -695,7 +809,9 @@ def select(
     """
     import bayesmix as bm
 
-    frame, _, messages = read_data(data, columns, index_col=index_col, drop_missing=drop_missing)
+    frame, _, messages = read_data(
+        data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values
+    )
     _echo_messages(messages)
     if components[-1] > frame.shape[0]:
         raise click.BadParameter(
@@ -740,7 +856,7 @@ def select(
         _one_line(w.message) for w in caught if issubclass(w.category, bm.BayesmixWarning)
     ):
         click.echo(f"Warning: {message}", err=True)
-    click.echo(repr(selection))
+    _echo_selection(selection)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         selection.table.to_csv(out)
@@ -754,6 +870,66 @@ def select(
         ax.figure.savefig(plot, dpi=110, bbox_inches="tight")
         plt.close(ax.figure)
         click.echo(f"plot: {plot}")
+
+
+def _column_meanings() -> list[tuple[str, str]]:
+    """What the selection table's columns mean, by the column that calls for it."""
+    from bayesmix.selection import PARETO_K_THRESHOLD
+
+    return [
+        ("bic", "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty)"),
+        ("bic", "mclust's sign (mclust_bic = -bic, mclust_icl = -icl) is in the --out table"),
+        ("elpd_loo", "elpd_loo: PSIS-LOO expected log predictive density, higher is better"),
+        (
+            "elpd_diff",
+            "elpd_diff, dse: difference to the highest elpd_loo of the same method and its "
+            "standard error; best by LOO: the fewest components within one dse of the highest",
+        ),
+        ("n_high_k", f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}"),
+    ]
+
+
+def _echo_selection(selection: Any) -> None:
+    """The selection table, its notes listed under it (not as a wide column), and the
+    meaning of the columns shown."""
+    import pandas as pd
+
+    table = selection.table
+    best_columns = [c for c in table if c.startswith("best_")]
+    marks = [
+        ", ".join(
+            c[5:].upper() + ("*" if c[5:] == selection.criteria[key[0]] else "")
+            for c in best_columns
+            if table.loc[key, c]
+        )
+        for key in table.index
+    ]
+    dropped = best_columns + ["message", "notes", "mclust_bic", "mclust_icl"]
+    shown = table.drop(columns=[c for c in dropped if c in table]).dropna(axis=1, how="all")
+    shown.insert(0, "best", marks)
+    if "fit_seconds" in shown:
+        shown["fit_seconds"] = shown["fit_seconds"].round(2)
+    shown.index = shown.index.set_names(["method", "covariance", "K"])
+    click.echo(f"Selection over K on {selection.n_obs} observations; best fit by method:")
+    for method, row in selection.best.iterrows():
+        if row["n_components"] is None or pd.isna(row["n_components"]):
+            click.echo(f"  {method}: no successful fit")
+        else:
+            click.echo(
+                f"  {method}: K={int(row['n_components'])}, {row['covariance_type']} "
+                f"({row['criterion']} = {row['value']:.2f})"
+            )
+    click.echo("")
+    click.echo(shown.to_string(float_format=lambda v: f"{v:.6g}"))
+    click.echo("\nbest: the best fit of each method by each criterion; * = the method's criterion.")
+    for column, meaning in _column_meanings():
+        if column in shown:
+            click.echo(meaning + ".")
+    for column in ("message", "notes"):
+        for key, text in table[column].items():
+            if text:
+                method, covariance, k = key
+                click.echo(f"{column} ({method}, {covariance}, K={k}): {text}")
 
 
 @cli.command(

@@ -370,3 +370,60 @@ def test_demo_quick(tmp_path, monkeypatch):
     assert "Choosing the number of components" in page and "BIC*" in page
     summary = pd.read_csv(report.parent / "summary.csv")
     assert summary["parameter"].tolist() == FAITHFUL_PARAMETERS * 2
+
+
+# -- what a newcomer's files look like -------------------------------------------------------
+@pytest.fixture(scope="module")
+def iris_frame():
+    from sklearn.datasets import load_iris
+
+    return load_iris(as_frame=True).data
+
+
+def test_semicolon_csv_with_decimal_commas(tmp_path, iris_frame):
+    path = tmp_path / "iris.csv"
+    iris_frame.to_csv(path, sep=";", decimal=",", index=False)
+    read, info, messages = read_data(path)
+    assert list(read.columns) == list(iris_frame.columns)
+    np.testing.assert_array_equal(read.to_numpy(), iris_frame.to_numpy())
+    assert info["format"] == "semicolon-separated values with decimal commas"
+    assert any("decimal commas" in m for m in messages)
+    iris_frame.to_csv(path, sep=";", index=False)  # decimal points
+    np.testing.assert_array_equal(read_data(path)[0].to_numpy(), iris_frame.to_numpy())
+
+
+def test_text_cell_in_a_numeric_column_is_an_error(tmp_path, iris_frame):
+    frame = iris_frame.astype(object)
+    frame.iloc[5, 1] = "?"
+    path = tmp_path / "gap.csv"
+    frame.to_csv(path, index=False)
+    result = run("fit", path, "-k", "2", "--no-plots", "--out", tmp_path / "o")
+    assert_one_line_error(result, 2, "'sepal width (cm)'", "line 7", "'?'", "--na-values")
+    read, info, _ = read_data(path, na_values=["?"], drop_missing=True)
+    assert read.shape == (149, 4) and info["rows dropped (missing values)"] == 1
+    # a genuinely non-numeric column is still left out with a note
+    frame = iris_frame.assign(species="setosa")
+    frame.to_csv(path, index=False)
+    read, _, messages = read_data(path)
+    assert read.shape == (150, 4) and "species" in messages[0]
+
+
+def test_fit_prints_a_compact_summary(tmp_path):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(80, 12))
+    values[:40, 7] += 5.0
+    pd.DataFrame(values, columns=[f"x{i}" for i in range(12)]).to_csv(tmp_path / "w.csv")
+    result = run("fit", tmp_path / "w.csv", "-k", "2", "--no-plots", "--seed", "0",
+                 "--n-init", "1", "--out", tmp_path / "o")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    # 2 weights + 2 x 11 means shown (at most MAX_CONSOLE_ROWS), not all 182 parameters
+    assert "means[0, x7]" in result.stdout and "correlations[" not in result.stdout
+    assert "all 182 parameters" in result.stdout and "summary.csv" in result.stdout
+    assert len(result.stdout.splitlines()) < 50
+
+
+def test_select_table_is_narrow_and_describes_its_columns(tmp_path):
+    result = run("select", FAITHFUL, "--components", "1-2", "--seed", "0", "--n-init", "1")
+    assert result.exit_code == 0, result.output
+    assert max(map(len, result.stdout.splitlines())) < 130
+    assert "bic, aic, icl" in result.stdout and "elpd_loo" not in result.stdout
