@@ -329,11 +329,15 @@ def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
     if method == "nuts":
         return (
             f"Fitting nuts: {options.get('chains', 4)} chains x {options.get('draws', 1000)} "
-            f"draws after {options.get('tune', 1000)} tuning steps (the first fit of a model "
-            "shape in a process compiles it: 20-60 s) ..."
+            f"draws after {options.get('tune', 1000)} tuning steps (the first use on a machine "
+            "compiles bayesmix's log density, about 20 s, cached on disk; with missing values "
+            "the PyMC model is compiled, tens of seconds per process) ..."
         )
     if method in ("advi", "fullrank_advi"):
-        return f"Fitting {method} (compiles the model first: 10-30 s) ..."
+        return (
+            f"Fitting {method} (compiles the PyMC model first: seconds when PyTensor's cache "
+            "is warm, up to about 2 minutes on an empty cache) ..."
+        )
     return f"Fitting {method} ({options.get('n_init', 1)} restart(s)) ..."
 
 
