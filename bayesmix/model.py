@@ -107,7 +107,7 @@ class GaussianMixture:
         method : {"em", "map", "nuts", "advi", "fullrank_advi"}
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
-            priors or their defaults; ``nuts``: posterior draws by NUTS through PyMC;
+            priors or their defaults; ``nuts``: posterior draws by NUTS (nutpie by default);
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
             variational approximation fitted with PyMC.
         **options

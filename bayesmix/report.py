@@ -830,6 +830,13 @@ def _html(
 
     parts.append("<h2>Fits</h2>")
     parts.append("<h3>Settings and timings</h3>")
+    parts.append(
+        '<p class="small">fit_seconds is the wall-clock time of each fit in this run, '
+        "including any compilation it triggered: the first NUTS fit on a machine compiles "
+        "bayesmix's log density (about 20 s, then cached on disk), the first ADVI fit "
+        "PyTensor's model (up to about 2 minutes with an empty cache). Repeated runs are "
+        "faster.</p>"
+    )
     parts.append(_frame_html(_settings_table(results)))
     parts.append("<h3>Diagnostics</h3>")
     for name, result in results.items():
