@@ -23,16 +23,18 @@ array([0.36, 0.64])
 from __future__ import annotations
 
 import numbers
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import xarray as xr
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
 
+from bayesmix.data import Data, as_data
+from bayesmix.em.fit import EMProgress, fit_em
 from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
 from bayesmix.model import GaussianMixture as MixtureModel
 from bayesmix.priors import Priors
@@ -42,6 +44,20 @@ __all__ = ["GaussianMixture", "ConvergenceWarning"]
 
 # scikit-learn spells the k-means++ initialisation with a hyphen.
 _INIT_ALIASES = {"k-means++": "kmeans++"}
+# A component with at most this weight received no responsibility mass (the EM M-step's
+# own threshold, relative to the total mass).
+_EMPTY_WEIGHT = 1e-12
+# scikit-learn's warning when the kept run did not converge.
+_NOT_CONVERGED = (
+    "Best performing initialization did not converge. Try different init parameters, or "
+    "increase max_iter, tol, or check for degenerate data."
+)
+# scikit-learn's message when a covariance is not positive definite (reg_covar too small).
+_ILL_DEFINED = (
+    "Fitting the mixture model failed because some components have ill-defined empirical "
+    "covariance (for instance caused by singleton or collapsed samples). Try to decrease the "
+    "number of components, increase reg_covar, or scale the input data."
+)
 
 
 class ConvergenceWarning(BayesmixConvergenceWarning, SklearnConvergenceWarning):
@@ -76,17 +92,20 @@ class GaussianMixture(DensityMixin, BaseEstimator):
     reg_covar : float, default=1e-6
         Non-negative regularisation added to the covariance diagonals.
     max_iter : int, default=100
-        Maximum number of EM iterations (at least 1).
+        Maximum number of EM iterations. ``0`` only initialises: the fitted parameters
+        are the initial ones and ``converged_`` is False.
     n_init : int, default=1
         Number of initialisations; the fit with the highest objective is kept.
-        Ignored when ``means_init`` is given (a given start is deterministic).
+        Ignored when ``means_init`` is given (a given start is deterministic) and on a
+        warm start.
     init_params : {"kmeans++", "k-means++", "kmeans", "random", "random_from_data"}, \
 default="kmeans++"
         How initial responsibilities are chosen: hard assignment to k-means++ seeds or
         to converged k-means clusters, uniform random responsibilities, or hard
         assignment to randomly chosen observations.
     weights_init : array-like of shape (n_components,), default=None
-        Initial weights; needs ``means_init``.
+        Initial weights. Without ``means_init``, the means (and the covariances unless
+        ``precisions_init`` is given) come from the ``init_params`` initialisation.
     means_init : array-like of shape (n_components, n_features), default=None
         Initial means. Without ``weights_init`` and ``precisions_init`` the initial
         weights and covariances are those of the clusters nearest to these means.
@@ -94,7 +113,9 @@ default="kmeans++"
         Initial precisions (inverse covariances), shaped as scikit-learn's:
         ``(n_components,)`` for spherical, ``(n_features, n_features)`` for tied,
         ``(n_components, n_features)`` for diag and
-        ``(n_components, n_features, n_features)`` for full. Needs ``means_init``.
+        ``(n_components, n_features, n_features)`` for full. Without ``means_init``, the
+        means (and the weights unless ``weights_init`` is given) come from the
+        ``init_params`` initialisation.
     random_state : int, numpy.random.RandomState, numpy.random.Generator or None, \
 default=None
         Seed of the initialisation (and of :meth:`sample`). An int gives reproducible
@@ -102,6 +123,16 @@ default=None
     priors : bayesmix.Priors, mapping or None, default=None
         Priors on the weights, means and covariances (see :class:`bayesmix.Priors`).
         When given, the fit is the MAP estimate under them whatever ``map`` is.
+    warm_start : bool, default=False
+        If True, each :meth:`fit` after the first starts from the parameters of the
+        previous fit (one run, ``n_init`` ignored), so repeated calls with a small
+        ``max_iter`` continue the same EM run.
+    verbose : int, default=0
+        ``1`` prints the start and end of each initialisation and every
+        ``verbose_interval``-th iteration; ``2`` adds the time per step and the change of
+        the log-likelihood.
+    verbose_interval : int, default=10
+        Iterations between two progress lines.
     map : bool, default=False
         Fit the maximum a posteriori estimate under ``priors``, or under bayesmix's
         weakly informative data-scaled default priors when ``priors`` is None. MAP keeps
@@ -110,7 +141,8 @@ default=None
     Attributes
     ----------
     weights_ : ndarray of shape (n_components,)
-        Mixture weights.
+        Mixture weights. Fitted arrays have the data type of ``X`` (float32 or float64),
+        as in scikit-learn.
     means_ : ndarray of shape (n_components, n_features)
         Component means.
     covariances_ : ndarray
@@ -123,15 +155,19 @@ default=None
     converged_ : bool
         Whether the kept run met ``tol`` within ``max_iter`` iterations.
     n_iter_ : int
-        Number of EM iterations (M-steps) of the kept run.
+        Number of EM iterations (M-steps) of the kept run, counted as scikit-learn
+        does: iteration ``n`` tests the change of the log-likelihood between the
+        parameters of iterations ``n - 1`` and ``n - 2`` against ``tol``, then takes its
+        M-step.
     lower_bound_ : float
-        Mean log-likelihood per sample of the training data at the fitted parameters
-        (weighted mean with ``sample_weight``).
+        Mean log-likelihood per sample of the training data (weighted mean with
+        ``sample_weight``) at the parameters before the last M-step, as in
+        scikit-learn (``-inf`` when ``max_iter=0``); :meth:`score` gives it at the
+        fitted parameters.
     lower_bounds_ : list of float
-        Mean log-likelihood per sample after each iteration of the kept run;
-        ``lower_bounds_[-1] == lower_bound_``. (scikit-learn records the value before
-        each iteration's M-step instead, so its list lags this one by one iteration;
-        ``result_.log_likelihood_trace`` also has the value at the initial parameters.)
+        ``lower_bound_`` at each iteration of the kept run (``lower_bounds_[-1] ==
+        lower_bound_``); ``result_.log_likelihood_trace`` also has the value at the
+        fitted parameters.
     n_features_in_ : int
         Number of features seen during :meth:`fit`.
     feature_names_in_ : ndarray of shape (n_features,)
@@ -149,13 +185,13 @@ default=None
     -----
     Differences from :class:`sklearn.mixture.GaussianMixture`: ``fit`` takes
     ``sample_weight``; the default initialisation is k-means++ seeding rather than full
-    k-means; ``max_iter=0``, ``warm_start`` and ``verbose`` are not supported;
-    ``weights_init`` and ``precisions_init`` need ``means_init``; computations are in
-    float64 whatever the input dtype; :meth:`sample` returns draws in random order
-    rather than grouped by component. EM converges one iteration earlier than
-    scikit-learn's for the same ``tol`` because bayesmix tests the change of the
-    log-likelihood at the newest parameters; from the same start and with ``tol=0``
-    the iterates agree to rounding error.
+    k-means; ``means_init`` alone takes the initial weights and covariances from the
+    clusters nearest to the given means (scikit-learn: from ``init_params``);
+    :meth:`sample` returns draws in random order rather than grouped by component. From
+    the same start the iterates, ``n_iter_`` and ``lower_bounds_`` agree with
+    scikit-learn's to rounding error. Float32 data is fitted by float32 E-step kernels
+    (sums over rows in float64) and gives float32 fitted arrays, ``score_samples`` and
+    ``predict_proba``; the M-step runs in float64.
 
     Examples
     --------
@@ -184,6 +220,9 @@ default=None
         means_init: Any = None,
         precisions_init: Any = None,
         random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
         priors: Priors | Mapping | None = None,
         map: bool = False,
     ) -> None:
@@ -198,6 +237,9 @@ default=None
         self.means_init = means_init
         self.precisions_init = precisions_init
         self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
         self.priors = priors
         self.map = map
 
@@ -245,7 +287,7 @@ default=None
 
     def _fit(self, X: Any, sample_weight: Any) -> np.ndarray:
         """Validate, fit, set the fitted attributes; return the validated ``X``."""
-        X = validate_data(self, X, dtype=np.float64, ensure_min_samples=2)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n_samples, n_features = X.shape
         if sample_weight is not None:
             sample_weight = _check_sample_weight(
@@ -256,22 +298,32 @@ default=None
                 "Expected n_samples >= n_components but got n_components = "
                 f"{self.n_components}, n_samples = {n_samples}"
             )
-        if not isinstance(self.map, (bool, np.bool_)):
-            raise TypeError(f"map must be a bool; got {self.map!r}.")
+        for name in ("map", "warm_start"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be a bool; got {getattr(self, name)!r}.")
+        verbose = _check_verbosity(self.verbose, self.verbose_interval)
         model = MixtureModel(self.n_components, self.covariance_type, self.priors)
-        init = self._init_option(model, n_features)
+        warm = self.warm_start and hasattr(self, "result_")
+        if warm:
+            init, previous = self._warm_start_option(model, n_features)
+        else:
+            init, previous = self._init_option(model, n_features), None
 
-        # Feature names travel to the bayesmix result (summaries, DataTree); no copy.
-        data: Any = X
-        if hasattr(self, "feature_names_in_"):
-            data = xr.DataArray(
-                X, dims=("obs", "feature"), coords={"feature": list(self.feature_names_in_)}
-            )
+        names = getattr(self, "feature_names_in_", None)
+        data = as_data(
+            Data(
+                X,
+                tuple(names) if names is not None else tuple(f"x{i}" for i in range(n_features)),
+                np.arange(n_samples),
+            ),
+            min_obs=model.n_components,
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            result = model.fit(
+            result = fit_em(
+                model,
                 data,
-                method="map" if self.map else "em",
+                use_priors=bool(self.map) or self.priors is not None,
                 sample_weight=sample_weight,
                 n_init=self.n_init,
                 init=init,
@@ -279,51 +331,84 @@ default=None
                 tol=self.tol,
                 reg_covar=self.reg_covar,
                 random_state=self.random_state,
+                callback=_VerboseProgress(verbose, self.verbose_interval) if verbose else None,
+                lagged_convergence=True,
+                previous_objective=previous,
             )
+        if _ill_defined(result, self.reg_covar):
+            raise ValueError(_ILL_DEFINED)
         _reemit(caught)
-        self._set_fitted(result)
+        self._set_fitted(result, X.dtype)
         return X
 
     def _init_option(self, model: MixtureModel, n_features: int) -> str | dict[str, Any]:
         """bayesmix's ``init``: a method name, or a mapping from the ``*_init`` params."""
-        if self.means_init is None:
-            if self.weights_init is not None or self.precisions_init is not None:
-                raise ValueError(
-                    "weights_init and precisions_init need means_init: bayesmix starts "
-                    "from given parameters only when the means are among them."
-                )
-            if isinstance(self.init_params, str):
-                return _INIT_ALIASES.get(self.init_params, self.init_params)
-            return self.init_params  # bayesmix rejects it with a clear message
-        init: dict[str, Any] = {"means": self.means_init}
+        method = self.init_params
+        if isinstance(method, str):
+            method = _INIT_ALIASES.get(method, method)
+        n_components = model.n_components
+        init: dict[str, Any] = {}
+        if self.means_init is not None:
+            init["means"] = _check_init_array(self.means_init, "means", (n_components, n_features))
         if self.weights_init is not None:
-            init["weights"] = self.weights_init
+            init["weights"] = _check_weights(self.weights_init, n_components)
         if self.precisions_init is not None:
             init["covariances"] = _precisions_to_covariances(
-                self.precisions_init, model.covariance_type, model.n_components, n_features
+                self.precisions_init, model.covariance_type, n_components, n_features
             )
+        if not init:
+            return method  # bayesmix rejects a bad name with a clear message
+        if "means" not in init:
+            init["method"] = method
         return init
 
-    def _set_fitted(self, result: EMResult) -> None:
+    def _warm_start_option(
+        self, model: MixtureModel, n_features: int
+    ) -> tuple[dict[str, Any], float | None]:
+        """The previous fit's parameters as ``init``, and its objective before the last
+        M-step (scikit-learn's warm-start reference for the first convergence test)."""
+        previous = self.result_
+        if (
+            previous.model.covariance_type != model.covariance_type
+            or previous.params.means.shape != (model.n_components, n_features)
+        ):
+            raise ValueError(
+                "warm_start=True continues the previous fit, which had "
+                f"n_components={previous.params.means.shape[0]}, covariance_type="
+                f"{previous.model.covariance_type!r} and {previous.params.means.shape[1]} "
+                "features; refit with warm_start=False after changing them."
+            )
+        params = previous.params
+        init = {"means": params.means, "weights": params.weights, "covariances": params.covariances}
+        trace = _objective_trace(previous)
+        reference = float(trace[-2] / previous.n_obs) if len(trace) > 1 else None
+        return init, reference
+
+    def _set_fitted(self, result: EMResult, dtype: np.dtype) -> None:
         params = result.params
         self.result_ = result
-        self.weights_ = params.weights
-        self.means_ = params.means
-        self.covariances_ = params.covariances
-        self.precisions_cholesky_ = params.precisions_cholesky
+        self.weights_ = params.weights.astype(dtype, copy=False)
+        self.means_ = params.means.astype(dtype, copy=False)
+        self.covariances_ = params.covariances.astype(dtype, copy=False)
+        self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype, copy=False)
         self.precisions_ = _precisions_from_cholesky(
             params.precisions_cholesky, result.model.covariance_type
-        )
+        ).astype(dtype, copy=False)
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
-        per_sample = result.log_likelihood_trace / result.n_obs
-        self.lower_bound_ = float(result.log_likelihood / result.n_obs)
-        self.lower_bounds_ = [float(v) for v in per_sample[1:]]
+        # scikit-learn's bookkeeping: iteration n records the value before its M-step.
+        per_sample = result.log_likelihood_trace[:-1] / result.n_obs
+        self.lower_bounds_ = [float(v) for v in per_sample]
+        self.lower_bound_ = self.lower_bounds_[-1] if self.lower_bounds_ else -np.inf
 
     # -- prediction ------------------------------------------------------------------
     def _validated(self, X: Any) -> np.ndarray:
         check_is_fitted(self)
-        return validate_data(self, X, dtype=np.float64, reset=False)
+        return validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+
+    def _output_dtype(self, X: np.ndarray) -> np.dtype:
+        """scikit-learn's result type: float32 only for float32 data on a float32 fit."""
+        return np.result_type(X.dtype, self.means_.dtype)
 
     def predict(self, X: Any) -> np.ndarray:
         """Most probable component of each sample.
@@ -355,7 +440,7 @@ default=None
             Membership probabilities; rows sum to 1.
         """
         X = self._validated(X)
-        return self.result_.predict_proba(X)
+        return self.result_.predict_proba(X).astype(self._output_dtype(X), copy=False)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Log density of the fitted mixture at each sample.
@@ -371,7 +456,13 @@ default=None
             ``log p(x)`` of each sample.
         """
         X = self._validated(X)
-        return self.result_.score_samples(X)
+        return self.result_.score_samples(X).astype(self._output_dtype(X), copy=False)
+
+    def _n_parameters(self) -> int:
+        """Number of free parameters (scikit-learn's private helper, kept for code that
+        calls it)."""
+        check_is_fitted(self)
+        return int(self.result_.n_parameters)
 
     def score(self, X: Any, y: Any = None) -> float:
         """Mean log density per sample of ``X`` (higher is better).
@@ -441,17 +532,132 @@ default=None
             Component of each sample.
         """
         check_is_fitted(self)
-        return self.result_.sample(n_samples, self.random_state)
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
+            )
+        return self.result_.sample(int(n_samples), self.random_state)
+
+
+class _VerboseProgress:
+    """Print scikit-learn's progress lines from :class:`bayesmix.em.fit.EMProgress`
+    reports (``verbose`` 1 or 2)."""
+
+    def __init__(self, verbose: int, interval: int) -> None:
+        self.verbose = verbose
+        self.interval = interval
+        self.run_start = self.step_start = time.perf_counter()
+
+    def __call__(self, progress: EMProgress) -> None:
+        now = time.perf_counter()
+        if progress.done:
+            status = "converged" if progress.converged else "did not converge"
+            line = f"Initialization {status}."
+            if self.verbose >= 2:
+                line += (
+                    f" time lapse {now - self.run_start:.5f}s\t lower bound "
+                    f"{progress.objective:.5f}."
+                )
+            print(line)
+        elif progress.n_iter == 0:
+            print(f"Initialization {progress.init}")
+            self.run_start = self.step_start = now
+        elif progress.n_iter % self.interval == 0:
+            line = f"  Iteration {progress.n_iter}"
+            if self.verbose >= 2:
+                line += (
+                    f"\t time lapse {now - self.step_start:.5f}s\t ll change {progress.change:.5f}"
+                )
+                self.step_start = now
+            print(line)
+
+
+def _check_verbosity(verbose: Any, interval: Any) -> int:
+    """``verbose`` as an int >= 0, checking ``verbose_interval`` when it is used."""
+    if isinstance(verbose, bool):
+        verbose = int(verbose)
+    if not isinstance(verbose, numbers.Integral) or verbose < 0:
+        raise ValueError(f"verbose must be an integer >= 0; got {verbose!r}.")
+    if verbose and (
+        isinstance(interval, bool) or not isinstance(interval, numbers.Integral) or interval < 1
+    ):
+        raise ValueError(f"verbose_interval must be an integer >= 1; got {interval!r}.")
+    return int(verbose)
+
+
+def _objective_trace(result: EMResult) -> np.ndarray:
+    """The objective EM maximised, per iteration: log posterior for MAP, else
+    log-likelihood."""
+    if result.log_posterior_trace is not None:
+        return result.log_posterior_trace
+    return result.log_likelihood_trace
+
+
+def _ill_defined(result: EMResult, reg_covar: float) -> bool:
+    """Whether scikit-learn's estimator would have raised on this fit: a covariance is
+    not positive definite, or, with ``reg_covar=0``, a component was left without
+    responsibility mass (scikit-learn's covariance for it is then zero; bayesmix's EM
+    re-seeds it at weight ~0 and warns instead)."""
+    params = result.params
+    n_components, n_features = params.means.shape
+    covariances = np.asarray(
+        result.model.structure.to_full(params.covariances, n_components, n_features)
+    )
+    if not np.isfinite(covariances).all():
+        return True
+    try:
+        np.linalg.cholesky(covariances)
+    except np.linalg.LinAlgError:
+        return True
+    return reg_covar == 0 and bool((params.weights <= _EMPTY_WEIGHT).any())
+
+
+def _check_init_array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 copy of an ``*_init`` parameter, checked for shape and finiteness."""
+    try:
+        array = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name}_init must be numeric; got {type(value).__name__}.") from None
+    if array.shape != shape:
+        raise ValueError(
+            f"The parameter '{name}' should have the shape of {shape}, but got "
+            f"{array.shape}; pass {name}_init with that shape."
+        )
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name}_init contains NaN or infinite values.")
+    return array
+
+
+def _check_weights(value: Any, n_components: int) -> np.ndarray:
+    """``weights_init`` checked: shape, range [0, 1] and sum 1."""
+    weights = _check_init_array(value, "weights", (n_components,))
+    if weights.min() < 0 or weights.max() > 1:
+        raise ValueError(
+            "The parameter 'weights' should be in the range [0, 1], but got min value "
+            f"{weights.min():.5f}, max value {weights.max():.5f}; pass weights_init as "
+            "mixture proportions."
+        )
+    if not np.isclose(weights.sum(), 1.0, rtol=1e-6, atol=0.0):
+        raise ValueError(
+            f"The parameter 'weights' should be normalized, but got sum(weights) = "
+            f"{weights.sum():.5f}; divide weights_init by its sum."
+        )
+    return weights
 
 
 def _reemit(caught: list[warnings.WarningMessage]) -> None:
     """Warn again what bayesmix warned, convergence as scikit-learn's category too."""
     for record in caught:
-        category = record.category
+        category, message = record.category, str(record.message)
         if issubclass(category, BayesmixConvergenceWarning):
-            category = ConvergenceWarning
+            # scikit-learn's wording first, so filters written for it apply
+            category, message = ConvergenceWarning, f"{_NOT_CONVERGED} ({message})"
         # stacklevel 4: _reemit, _fit, fit / fit_predict, then the caller.
-        warnings.warn(str(record.message), category, stacklevel=4)
+        warnings.warn(message, category, stacklevel=4)
 
 
 def _precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
@@ -467,7 +673,7 @@ def _precisions_to_covariances(
     precisions: Any, covariance_type: str, n_components: int, n_features: int
 ) -> np.ndarray:
     """Invert scikit-learn-shaped initial precisions, checking shape and definiteness."""
-    precisions = np.asarray(precisions, dtype=np.float64)
+    precisions = np.array(precisions, dtype=np.float64)
     expected = {
         "full": (n_components, n_features, n_features),
         "tied": (n_features, n_features),
@@ -476,8 +682,9 @@ def _precisions_to_covariances(
     }[covariance_type]
     if precisions.shape != expected:
         raise ValueError(
-            f"The parameter 'precisions_init' should have the shape of {expected} for "
-            f"covariance_type={covariance_type!r}, but got {precisions.shape}."
+            f"The parameter '{covariance_type} precision' should have the shape of "
+            f"{expected}, but got {precisions.shape}; pass precisions_init with that shape "
+            f"for covariance_type={covariance_type!r}."
         )
     if not np.isfinite(precisions).all():
         raise ValueError("precisions_init contains NaN or infinite values.")

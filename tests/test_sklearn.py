@@ -118,15 +118,11 @@ def test_fitted_attributes_match_sklearn(blobs, covariance_type):
     assert ours.n_iter_ == reference.n_iter_ == 5
     assert ours.converged_ is reference.converged_ is False
     assert ours.n_features_in_ == reference.n_features_in_ == 3
-    # lower_bound_ is the log-likelihood at the fitted parameters; scikit-learn's list
-    # holds the value before each M-step, one iteration behind ours.
-    assert_allclose(ours.lower_bound_, reference.score(blobs), rtol=1e-12)
+    # scikit-learn's bookkeeping: the value before each iteration's M-step
+    assert_allclose(ours.lower_bound_, reference.lower_bound_, rtol=1e-12)
+    assert_allclose(ours.lower_bounds_, reference.lower_bounds_, rtol=1e-12)
     assert ours.lower_bounds_[-1] == ours.lower_bound_
-    assert len(ours.lower_bounds_) == ours.n_iter_
-    assert_allclose(ours.lower_bounds_[:-1], reference.lower_bounds_[1:], rtol=1e-12)
-    assert_allclose(
-        ours.result_.log_likelihood_trace[:-1] / len(blobs), reference.lower_bounds_, rtol=1e-12
-    )
+    assert_allclose(ours.result_.log_likelihood_trace[-1] / len(blobs), reference.score(blobs))
     assert_allclose(ours.score_samples(blobs), reference.score_samples(blobs), rtol=1e-11)
     assert_allclose(ours.predict_proba(blobs), reference.predict_proba(blobs), atol=1e-10)
     assert_array_equal(ours.predict(blobs), reference.predict(blobs))
@@ -193,9 +189,11 @@ def test_sample_weight_moves_the_fit(blobs):
     heavy = np.where(labels == labels[0], 10.0, 1.0)
     weighted = GaussianMixture(3, random_state=0).fit(blobs, sample_weight=heavy)
     assert weighted.weights_[weighted.predict(blobs[:1])[0]] > 0.5
-    # lower_bound_ is the weighted mean log-likelihood
+    # the log-likelihood per unit of weight (lower_bound_ is its value one M-step earlier)
     expected = np.average(weighted.score_samples(blobs), weights=heavy)
-    assert_allclose(weighted.lower_bound_, expected, rtol=1e-12)
+    trace = weighted.result_.log_likelihood_trace / heavy.sum()
+    assert_allclose(trace[-1], expected, rtol=1e-12)
+    assert weighted.lower_bound_ == trace[-2]
 
 
 @pytest.mark.parametrize(
@@ -377,8 +375,9 @@ def test_means_init_alone(blobs):
 @pytest.mark.parametrize(
     ("params", "error", "match"),
     [
-        (dict(weights_init=[0.5, 0.5]), ValueError, "need means_init"),
-        (dict(precisions_init=np.ones(2)), ValueError, "need means_init"),
+        (dict(weights_init=[0.5, 0.6]), ValueError, "should be normalized"),
+        (dict(weights_init=[[0.5, 0.5]]), ValueError, "'weights' should have the shape"),
+        (dict(precisions_init=np.ones(3)), ValueError, "should have the shape"),
         (
             dict(means_init=np.zeros((2, 3)), precisions_init=np.ones((2, 3))),
             ValueError,
@@ -401,7 +400,10 @@ def test_means_init_alone(blobs):
         (dict(means_init=np.zeros((3, 3))), ValueError, "shape"),
         (dict(covariance_type="banana"), ValueError, "covariance_type"),
         (dict(map="yes"), TypeError, "map must be a bool"),
-        (dict(max_iter=0), ValueError, "max_iter"),
+        (dict(max_iter=-1), ValueError, "max_iter"),
+        (dict(warm_start="yes"), TypeError, "warm_start must be a bool"),
+        (dict(verbose=-1), ValueError, "verbose must be"),
+        (dict(verbose=1, verbose_interval=0), ValueError, "verbose_interval"),
         (dict(n_components=200), ValueError, "n_samples >= n_components"),
     ],
 )
@@ -451,10 +453,151 @@ def test_dataframe_input_equals_array_input():
     assert_array_equal(a.predict(frame), b.predict(frame.to_numpy()))
 
 
-def test_float32_and_list_input():
+def test_list_input_equals_array_input():
     X, _ = make_blobs(n_samples=60, centers=2, random_state=0)
-    a = GaussianMixture(2, random_state=0).fit(X.astype(np.float32))
-    b = GaussianMixture(2, random_state=0).fit(X.astype(np.float32).tolist())
-    assert a.means_.dtype == np.float64
+    a = GaussianMixture(2, random_state=0).fit(X)
+    b = GaussianMixture(2, random_state=0).fit(X.tolist())
     assert_array_equal(a.means_, b.means_)
-    assert a.score(pd.DataFrame(X)) == b.score(X)
+    assert a.score(pd.DataFrame(X)) == b.score(X.tolist())
+
+
+# -- scikit-learn's contract: dtypes, max_iter=0, partial starts, warm start, verbose -----
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_data_gives_sklearns_dtypes(blobs, covariance_type):
+    X32 = blobs.astype(np.float32)
+    reference = sklearn.mixture.GaussianMixture(
+        3, covariance_type=covariance_type, random_state=0
+    ).fit(X32)
+    ours = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(X32)
+    for name in ("weights_", "means_", "covariances_", "precisions_", "precisions_cholesky_"):
+        assert getattr(ours, name).dtype == getattr(reference, name).dtype == np.float32, name
+    for method in ("score_samples", "predict_proba"):
+        assert getattr(ours, method)(X32).dtype == getattr(reference, method)(X32).dtype
+        assert getattr(ours, method)(blobs).dtype == np.float64  # as scikit-learn's
+    # float32 rounding only: the same optimum as the float64 fit
+    ours64 = GaussianMixture(3, covariance_type=covariance_type, random_state=0).fit(blobs)
+    assert_allclose(ours.means_, ours64.means_, rtol=1e-4, atol=1e-4)
+    assert_allclose(ours.score(X32), ours64.score(blobs), rtol=1e-5)
+
+
+def test_float32_data_runs_the_float32_kernels(blobs):
+    from bayesmix.em import kernels
+
+    GaussianMixture(2, random_state=0).fit(blobs.astype(np.float32))
+    assert any(str(signature[0].dtype) == "float32" for signature in kernels._estep_full.overloads)
+
+
+def test_native_api_stays_float64(blobs):
+    for X in (blobs, blobs.astype(np.float32)):
+        result = bm.GaussianMixture(2).fit(X, method="em", random_state=0)
+        assert result.params.means.dtype == result.params.covariances.dtype == np.float64
+
+
+def test_max_iter_zero_initialises_only(blobs):
+    means = GaussianMixture(3, random_state=0).fit(blobs).means_ + 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scikit-learn does not warn for max_iter=0
+        gmm = GaussianMixture(3, means_init=means, max_iter=0).fit(blobs)
+    assert_allclose(gmm.means_, means)
+    assert gmm.n_iter_ == 0 and gmm.converged_ is False
+    assert gmm.lower_bound_ == -np.inf and gmm.lower_bounds_ == []
+    reference = sklearn.mixture.GaussianMixture(3, means_init=means, max_iter=0).fit(blobs)
+    assert reference.lower_bound_ == -np.inf and reference.lower_bounds_ == []
+
+
+def test_weights_or_precisions_without_means(blobs):
+    weights = np.array([0.2, 0.3, 0.5])
+    only_weights = GaussianMixture(3, weights_init=weights, max_iter=0, random_state=0)
+    assert_allclose(only_weights.fit(blobs).weights_, weights)
+    precisions = np.stack([np.eye(3) * p for p in (1.0, 2.0, 4.0)])
+    only_precisions = GaussianMixture(3, precisions_init=precisions, max_iter=0, random_state=0)
+    assert_allclose(only_precisions.fit(blobs).precisions_, precisions, atol=1e-12)
+    # the means come from init_params, as without a start (numbered in the order of the
+    # given precisions, while a fit without a start numbers its components canonically)
+    plain = GaussianMixture(3, max_iter=0, random_state=0).fit(blobs)
+    order = [np.argsort(m[:, 0]) for m in (only_precisions.means_, plain.means_)]
+    assert_array_equal(only_precisions.means_[order[0]], plain.means_[order[1]])
+    fitted = GaussianMixture(3, weights_init=weights, random_state=0).fit(blobs)
+    assert fitted.converged_
+
+
+@pytest.mark.filterwarnings("ignore::bayesmix.ConvergenceWarning")
+def test_warm_start_continues_the_previous_fit(blobs):
+    two = GaussianMixture(3, max_iter=2, random_state=0).fit(blobs)
+    warm = GaussianMixture(3, max_iter=1, random_state=0, warm_start=True, n_init=4)
+    warm.fit(blobs)
+    assert warm.n_iter_ == 1
+    warm.fit(blobs)  # one more iteration from where the first fit stopped (n_init ignored)
+    _assert_close(warm.means_, two.means_)
+    _assert_close(warm.covariances_, two.covariances_)
+    assert warm.result_.settings["init"] == "user"
+    with pytest.raises(ValueError, match="warm_start=True continues"):
+        warm.set_params(n_components=2).fit(blobs)
+
+
+def test_verbose_prints_sklearns_progress_lines(blobs, capsys):
+    GaussianMixture(3, random_state=0, verbose=1, verbose_interval=2).fit(blobs)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "Initialization 0" and out[-1] == "Initialization converged."
+    assert "  Iteration 2" in out
+    GaussianMixture(3, random_state=0, verbose=2, verbose_interval=1, n_init=2).fit(blobs)
+    out = capsys.readouterr().out
+    assert "Initialization 1" in out and "ll change" in out and "lower bound" in out
+    GaussianMixture(3, random_state=0).fit(blobs)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_collapsed_data_without_regularisation_raises_like_sklearn(covariance_type):
+    X = np.vstack((np.ones((5, 5)), np.zeros((5, 5))))
+    gmm = GaussianMixture(10, reg_covar=0, covariance_type=covariance_type, random_state=0)
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            gmm.fit(X)
+    with pytest.raises(ValueError, match="ill-defined empirical covariance"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            sklearn.mixture.GaussianMixture(
+                10, reg_covar=0, covariance_type=covariance_type, random_state=0
+            ).fit(X)
+    # the native API keeps fitting, with warnings
+    with pytest.warns(bm.DegenerateComponentWarning):
+        bm.GaussianMixture(10, covariance_type).fit(X, reg_covar=0, random_state=0)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_n_iter_and_lower_bounds_match_sklearn_at_convergence(blobs, covariance_type):
+    start = sklearn.mixture.GaussianMixture(
+        3, covariance_type=covariance_type, max_iter=1, random_state=0
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        start.fit(blobs)
+    params = dict(
+        covariance_type=covariance_type,
+        weights_init=start.weights_,
+        means_init=start.means_,
+        precisions_init=start.precisions_,
+        tol=1e-6,
+    )
+    reference = sklearn.mixture.GaussianMixture(3, **params).fit(blobs)
+    ours = GaussianMixture(3, **params).fit(blobs)
+    assert ours.converged_ and reference.converged_
+    assert ours.n_iter_ == reference.n_iter_
+    assert_allclose(ours.lower_bounds_, reference.lower_bounds_, rtol=1e-10)
+    assert_allclose(ours.lower_bound_, reference.lower_bound_, rtol=1e-10)
+
+
+def test_convergence_warning_has_sklearns_wording(blobs):
+    with pytest.warns(ConvergenceWarning, match="^Best performing initialization did not"):
+        GaussianMixture(3, max_iter=1, tol=0.0).fit(blobs)
+
+
+def test_sample_rejects_bad_n_samples(blobs):
+    gmm = GaussianMixture(2, random_state=0).fit(blobs)
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="Invalid value for 'n_samples'"):
+            gmm.sample(bad)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numbers
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,12 @@ from bayesmix.em.missing import (
 )
 from bayesmix.em.stats import Params, SufficientStats, e_step, m_step, stats_from_responsibilities
 from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.ordering import (
+    best_separated_feature,
+    component_order,
+    permute_params,
+    resolve_order_by,
+)
 from bayesmix.priors import ResolvedPriors
 from bayesmix.validation import check_float, check_int, reproducible_rng
 
@@ -31,7 +37,7 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.results import EMResult
 
-__all__ = ["fit_em", "EMRun"]
+__all__ = ["fit_em", "EMRun", "EMProgress"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +50,38 @@ class EMRun:
     log_posterior_trace: np.ndarray | None
     converged: bool
     n_iter: int
+
+
+@dataclass(frozen=True)
+class EMProgress:
+    """What ``fit_em``'s ``callback`` receives: once when a run has its initial
+    parameters (``n_iter=0``), after every iteration, and once when the run ends
+    (``done=True``).
+
+    Attributes
+    ----------
+    init : int
+        Index of the run (initialisation), from 0.
+    n_iter : int
+        Iterations (M-steps) done so far in this run.
+    objective : float
+        Log-likelihood (log posterior for MAP) per unit of weight at the current
+        parameters.
+    change : float
+        The change of ``objective`` per unit of weight that the convergence test
+        compared with ``tol`` (``nan`` before the first iteration).
+    converged : bool
+        Whether the run has converged.
+    done : bool
+        Whether the run has ended.
+    """
+
+    init: int
+    n_iter: int
+    objective: float
+    change: float
+    converged: bool
+    done: bool
 
 
 def fit_em(
@@ -59,15 +97,42 @@ def fit_em(
     reg_covar: float = 1e-6,
     random_state: Any = None,
     missing: str = "error",
+    order_by: Any = None,
+    callback: Callable[[EMProgress], None] | None = None,
+    lagged_convergence: bool = False,
+    previous_objective: float | None = None,
 ) -> EMResult:
-    """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options."""
+    """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options.
+
+    Options beyond :meth:`GaussianMixture.fit`'s:
+
+    - ``init`` may be a mapping without ``"means"``: its ``"weights"`` and/or
+      ``"covariances"`` replace those of the initialisation named by its ``"method"``
+      (default ``"kmeans++"``), which is still random, so ``n_init`` runs are made.
+    - ``max_iter=0`` returns the initial parameters (``converged=False``, no warning).
+    - ``callback(progress)`` is called with an :class:`EMProgress` as the runs go
+      (verbose output, progress bars).
+    - ``lagged_convergence=True`` is scikit-learn's bookkeeping: iteration ``n`` tests the
+      change between the objectives at the parameters of iterations ``n - 1`` and
+      ``n - 2`` and then still takes its M-step, so a run converges one iteration later
+      than by default. ``previous_objective`` (per unit of weight) stands in for the
+      objective before the start in that test (scikit-learn's warm start); ``None`` is
+      minus infinity.
+
+    ``data.values`` may be float32: the E-step then runs float32 kernels
+    (:mod:`bayesmix.em.kernels`); initialisation, M-step and parameters stay float64.
+    """
 
     n_init = check_int(n_init, "n_init")
-    max_iter = check_int(max_iter, "max_iter")
+    max_iter = check_int(max_iter, "max_iter", minimum=0)
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
     weights = check_sample_weight(sample_weight, data.n_obs)
-    _check_init(init)
+    _check_init(init, partial=True)
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
+    reference = -np.inf if previous_objective is None else float(previous_objective)
+    resolve_order_by(order_by, data.feature_names)
     missing = check_missing(missing)
     has_missing = missing == "marginalize" and bool(np.isnan(data.values).any())
     if has_missing:
@@ -102,6 +167,9 @@ def fit_em(
         max_iter=max_iter,
         tol=tol,
         reg_covar=reg_covar,
+        callback=callback,
+        lagged=bool(lagged_convergence),
+        reference=reference,
     )
     return _em_result(
         model,
@@ -110,6 +178,7 @@ def fit_em(
         priors,
         feature_names=data.feature_names,
         n_obs=float(weights.sum()),
+        order_by=order_by,
         settings=em_settings(
             use_priors=use_priors,
             init=init,
@@ -142,7 +211,7 @@ def em_settings(
     began); ``extra`` entries are added after the common ones."""
     return {
         "method": "map" if use_priors else "em",
-        "n_init": 1 if isinstance(init, Mapping) else n_init,
+        "n_init": 1 if _explicit(init) else n_init,
         "init": init if isinstance(init, str) else "user",
         "max_iter": max_iter,
         "tol": tol,
@@ -155,20 +224,38 @@ def em_settings(
 
 
 def _best_run(
-    initial, estep, total_weight, structure, priors, *, init, n_init, max_iter, tol, reg_covar
+    initial,
+    estep,
+    total_weight,
+    structure,
+    priors,
+    *,
+    init,
+    n_init,
+    max_iter,
+    tol,
+    reg_covar,
+    callback=None,
+    lagged=False,
+    reference=-np.inf,
 ) -> EMRun:
     """The best of ``n_init`` EM runs, each from ``initial()`` (one run when ``init`` gives
-    the start explicitly, as a mapping); warns if it did not converge.
+    the start explicitly, as a mapping with means); warns if it did not converge (unless
+    ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and ``reference``
+    are :func:`fit_em`'s ``callback``, ``lagged_convergence`` and
+    ``previous_objective``.
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
     """
     best = None
-    for _ in range(1 if isinstance(init, Mapping) else n_init):
-        run = _run_em(estep, total_weight, initial(), structure, priors, max_iter, tol, reg_covar)
-        if best is None or _objective(run) > _objective(best):
+    test = _ConvergenceTest(total_weight, tol, lagged, reference)
+    for index in range(1 if _explicit(init) else n_init):
+        report = None if callback is None else partial(_report, callback, index, total_weight)
+        run = _run_em(estep, initial(), structure, priors, max_iter, reg_covar, test, report)
+        if best is None or _objective(run, lagged) > _objective(best, lagged):
             best = run
-    if not best.converged:
+    if not best.converged and max_iter > 0:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
             "max_iter or tol, or try other initialisations (n_init).",
@@ -178,8 +265,12 @@ def _best_run(
     return best
 
 
-def _em_result(model, best, shift, priors, *, feature_names, n_obs, settings) -> EMResult:
-    """The :class:`EMResult` of the best run, parameters shifted back to data units."""
+def _em_result(
+    model, best, shift, priors, *, feature_names, n_obs, settings, order_by=None
+) -> EMResult:
+    """The :class:`EMResult` of the best run, parameters shifted back to data units,
+    components numbered by :mod:`bayesmix.ordering`'s rule (an explicit start keeps its
+    numbering)."""
     from bayesmix.results import EMResult
 
     params = Params(
@@ -188,6 +279,15 @@ def _em_result(model, best, shift, priors, *, feature_names, n_obs, settings) ->
         best.params.covariances,
         best.params.precisions_cholesky,
     )
+    feature = resolve_order_by(order_by, feature_names)
+    if feature is None:
+        n_components, n_features = params.means.shape
+        covariances = model.structure.to_full(params.covariances, n_components, n_features)
+        feature = best_separated_feature(params.means, np.asarray(covariances))
+    if settings["init"] != "user":
+        perm = component_order(params.means, feature)
+        params = permute_params(params, perm, shared_covariance=model.structure.name == "tied")
+    settings["order_feature"] = feature_names[feature]
     if priors is None:
         warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs)
     return EMResult(
@@ -214,31 +314,63 @@ def _seed_label(random_state: Any) -> int | str | None:
     return None if random_state is None else "generator"
 
 
-def _objective(run: EMRun) -> float:
+def _objective(run: EMRun, lagged: bool = False) -> float:
+    """The objective that ranks runs: at the fitted parameters or, ``lagged``, at those
+    before the last M-step (scikit-learn's lower bound)."""
     trace = (
         run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
     )
-    return float(trace[-1])
+    return float(trace[-2] if lagged and len(trace) > 1 else trace[-1])
 
 
-def _run_em(estep, total_weight, params, structure, priors, max_iter, tol, reg_covar) -> EMRun:
+@dataclass(frozen=True)
+class _ConvergenceTest:
+    """When a run has converged: ``|change| / total_weight < tol``, the change being that
+    of the newest iteration or, ``lagged``, of the one before (scikit-learn's; the
+    objective before the start is ``reference`` per unit of weight)."""
+
+    total_weight: float
+    tol: float
+    lagged: bool
+    reference: float
+
+    def change(self, trace: list[float]) -> float:
+        """The change per unit of weight that decides, ``trace`` ending with the
+        objective after the newest M-step."""
+        if not self.lagged:
+            return (trace[-1] - trace[-2]) / self.total_weight
+        before = trace[-3] / self.total_weight if len(trace) > 2 else self.reference
+        return trace[-2] / self.total_weight - before
+
+
+def _report(callback, index, total_weight, n_iter, objective, change, converged, done):
+    callback(EMProgress(index, n_iter, objective / total_weight, change, converged, done))
+
+
+def _run_em(estep, params, structure, priors, max_iter, reg_covar, test, report) -> EMRun:
     stats = estep(params)
     log_lik = [stats.log_likelihood]
     log_post = (
         [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
     )
+    trace = log_lik if priors is None else log_post
+    if report is not None:
+        report(0, trace[-1], np.nan, False, False)
     converged = False
     while len(log_lik) <= max_iter:
         params = m_step(stats, structure, priors, reg_covar, previous=params)
         stats = estep(params)
         log_lik.append(stats.log_likelihood)
-        trace = log_lik
         if priors is not None:
             log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
-            trace = log_post
-        if abs(trace[-1] - trace[-2]) / total_weight < tol:
-            converged = True
+        change = test.change(trace)
+        converged = abs(change) < test.tol
+        if report is not None:
+            report(len(log_lik) - 1, trace[-1], change, converged, False)
+        if converged:
             break
+    if report is not None:
+        report(len(log_lik) - 1, trace[-1], np.nan, converged, True)
     return EMRun(
         params,
         stats,
@@ -253,7 +385,14 @@ def _log_prior(params: Params, priors: ResolvedPriors, structure: CovarianceStru
     return priors.log_density(params.weights, params.means, params.covariances, structure)
 
 
-def _check_init(init: Any) -> None:
+def _explicit(init: Any) -> bool:
+    """Whether ``init`` gives the start explicitly (a mapping with means): one run."""
+    return isinstance(init, Mapping) and "means" in init
+
+
+def _check_init(init: Any, partial: bool = False) -> None:
+    """Validate ``init``; ``partial`` accepts a mapping without ``"means"`` (its
+    ``"method"`` initialises the parameters it does not give)."""
     if isinstance(init, str):
         if init not in INIT_METHODS:
             raise ValueError(
@@ -265,6 +404,15 @@ def _check_init(init: Any) -> None:
             "init must be a method name or a mapping with 'means' and optionally 'weights' "
             f"and 'covariances'; got {type(init).__name__}."
         )
+    if partial and "means" not in init:
+        unknown = set(init) - {"weights", "covariances", "method"}
+        if unknown or not ({"weights", "covariances"} & set(init)):
+            raise ValueError(
+                "init mapping without 'means' needs 'weights' and/or 'covariances' and may "
+                f"have 'method' (how the rest is initialised); got keys {sorted(init)}."
+            )
+        _check_init(init.get("method", "kmeans++"))
+        return
     unknown = set(init) - {"weights", "means", "covariances"}
     if unknown or "means" not in init:
         raise ValueError(
@@ -275,6 +423,11 @@ def _check_init(init: Any) -> None:
 
 def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> Params:
     structure = model.structure
+    if isinstance(init, Mapping) and "means" not in init:
+        method = _initial_params(
+            init.get("method", "kmeans++"), X, weights, shift, model, priors, reg_covar, rng
+        )
+        return _given_parts(init, method, structure)
     if isinstance(init, Mapping):
         return _user_params(
             init,
@@ -288,6 +441,29 @@ def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> P
     resp = initial_responsibilities(init, X, weights, model.n_components, rng)
     stats = stats_from_responsibilities(X, weights, shift, resp, structure)
     return m_step(stats, structure, priors, reg_covar)
+
+
+def _given_parts(init, params: Params, structure: CovarianceStructure) -> Params:
+    """``params`` with the weights and/or covariances that ``init`` gives."""
+    n_components, n_features = params.means.shape
+    w, cov = params.weights, params.covariances
+    if init.get("weights") is not None:
+        w = _user_weights(init["weights"], n_components)
+    if init.get("covariances") is not None:
+        cov = _user_covariances(init["covariances"], structure, n_components, n_features)
+    precisions_cholesky = (
+        params.precisions_cholesky
+        if cov is params.covariances
+        else structure.precision_cholesky(cov)
+    )
+    return Params(w, params.means, cov, precisions_cholesky)
+
+
+def _user_weights(value: Any, n_components: int) -> np.ndarray:
+    w = _array(value, "init['weights']", (n_components,))
+    if (w < 0).any() or not np.isclose(w.sum(), 1.0, rtol=1e-6):
+        raise ValueError("init['weights'] must be non-negative and sum to 1.")
+    return w / w.sum()
 
 
 def _assigned_stats(X, weights, shift, centres, structure) -> SufficientStats:
@@ -311,10 +487,7 @@ def _user_params(init, n_features, shift, model, priors, reg_covar, assigned_sta
         mass = stats.mass + 10 * np.finfo(float).eps
 
     if given_weights is not None:
-        w = _array(given_weights, "init['weights']", (n_components,))
-        if (w < 0).any() or not np.isclose(w.sum(), 1.0, rtol=1e-6):
-            raise ValueError("init['weights'] must be non-negative and sum to 1.")
-        w = w / w.sum()
+        w = _user_weights(given_weights, n_components)
     else:
         w = mass / mass.sum()
 
