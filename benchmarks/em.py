@@ -5,8 +5,12 @@ identical initial parameters, interleaved (sklearn, bayesmix, sklearn, ...) afte
 warm-up, ``--repeats`` times. Printed per case: median seconds, the ratio
 sklearn / bayesmix, the relative difference of the final log-likelihoods, the peak memory
 each fit allocated (tracemalloc, numpy buffers included; measured in a separate untimed
-run because tracing slows allocation) beside the data size, and the
-effective GFLOP/s of bayesmix against a model of the floating-point work per iteration.
+run because tracing slows allocation) beside the data size, the
+effective GFLOP/s of bayesmix against a model of the floating-point work per iteration,
+and bayesmix on the same data in float32 (through :class:`bayesmix.sklearn.GaussianMixture`,
+which keeps float32 data float32 and runs the float32 E-step kernels; timed in the same
+interleaved rounds): its median seconds, the speed ratio float64 / float32 and the relative
+difference of its final log-likelihood from the float64 fit's.
 
 Run: ``python -m benchmarks.em`` (full table) or ``python -m benchmarks.em --quick``.
 """
@@ -24,6 +28,7 @@ import numpy as np
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import bayesmix as bm
+from bayesmix.sklearn import GaussianMixture as BayesmixEstimator
 
 CASES = [
     (1_000_000, 2, 8, "full"),
@@ -49,10 +54,17 @@ class CaseResult:
     bayesmix_peak_mb: float
     data_mb: float
     gflops: float
+    float32_seconds: float
+    float32_log_likelihood_rel_diff: float
 
     @property
     def ratio(self) -> float:
         return self.sklearn_seconds / self.bayesmix_seconds
+
+    @property
+    def float32_ratio(self) -> float:
+        """How many times faster bayesmix runs on float32 data than on float64."""
+        return self.bayesmix_seconds / self.float32_seconds
 
 
 def make_data(n_obs: int, n_features: int, n_components: int, seed: int = 0) -> np.ndarray:
@@ -139,18 +151,34 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
             X, init=init, max_iter=iterations, tol=0.0
         )
 
-    sk_times, bm_times = [], []
+    X32 = X.astype(np.float32)
+
+    def float32_fit():
+        return BayesmixEstimator(
+            n_components,
+            covariance_type=kind,
+            weights_init=weights,
+            means_init=means,
+            precisions_init=precisions,
+            max_iter=iterations,
+            tol=0.0,
+        ).fit(X32)
+
+    sk_times, bm_times, f32_times = [], [], []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sklearn_fit(), bayesmix_fit()  # warm-up (imports, caches, page faults)
+        sklearn_fit(), bayesmix_fit(), float32_fit()  # warm-up (imports, caches, compiles)
         for _ in range(repeats):
             sk, seconds = _timed(sklearn_fit)
             sk_times.append(seconds)
             ours, seconds = _timed(bayesmix_fit)
             bm_times.append(seconds)
+            ours32, seconds = _timed(float32_fit)
+            f32_times.append(seconds)
         sk_peak, bm_peak = _peak_mb(sklearn_fit), _peak_mb(bayesmix_fit)
     sk_loglik = sk.score(X) * n_obs
     bm_loglik = ours.score(X) * n_obs
+    f32_loglik = ours32.result_.score(X) * n_obs  # the float32 fit's parameters on X
     bm_median = statistics.median(bm_times)
     return CaseResult(
         n_obs,
@@ -164,6 +192,8 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
         bm_peak,
         X.nbytes / 2**20,
         flops_per_iteration(n_obs, n_features, n_components, kind) * iterations / bm_median / 1e9,
+        statistics.median(f32_times),
+        abs(f32_loglik - bm_loglik) / abs(bm_loglik),
     )
 
 
@@ -178,8 +208,9 @@ def main(argv: list[str] | None = None) -> list[CaseResult]:
     print(
         "| N | D | K | covariance | sklearn s | bayesmix s | sklearn/bayesmix | rel. diff log L |"
         " peak MB sklearn | peak MB bayesmix | data MB | bayesmix GFLOP/s |"
+        " bayesmix float32 s | float64/float32 | float32 rel. diff log L |"
     )
-    print("| --- " * 12 + "|")
+    print("| --- " * 15 + "|")
     results = []
     for case in cases:
         r = run_case(*case, iterations=args.iterations, repeats=args.repeats)
@@ -188,7 +219,9 @@ def main(argv: list[str] | None = None) -> list[CaseResult]:
             f"| {r.n_obs:,} | {r.n_features} | {r.n_components} | {r.covariance_type} "
             f"| {r.sklearn_seconds:.2f} | {r.bayesmix_seconds:.2f} | {r.ratio:.2f} "
             f"| {r.log_likelihood_rel_diff:.1e} | {r.sklearn_peak_mb:.0f} "
-            f"| {r.bayesmix_peak_mb:.0f} | {r.data_mb:.0f} | {r.gflops:.2f} |",
+            f"| {r.bayesmix_peak_mb:.0f} | {r.data_mb:.0f} | {r.gflops:.2f} "
+            f"| {r.float32_seconds:.2f} | {r.float32_ratio:.2f} "
+            f"| {r.float32_log_likelihood_rel_diff:.1e} |",
             flush=True,
         )
     return results
