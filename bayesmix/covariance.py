@@ -30,9 +30,20 @@ from bayesmix.em import kernels
 from bayesmix.em.kernels import n_chunks_for
 from bayesmix.exceptions import DegenerateComponentWarning
 
-__all__ = ["CovarianceStructure", "get_structure", "STRUCTURES"]
+__all__ = ["CovarianceStructure", "get_structure", "STRUCTURES", "variance_rounding"]
 
 LOG_2PI = np.log(2.0 * np.pi)
+# eps times this many, times mean^2, is how far a variance of values of size |mean| may sit
+# from zero by rounding alone (moments of that size, less the square of their mean)
+VARIANCE_ROUNDING = 16.0
+
+
+def variance_rounding(mean: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """The variance a constant feature with this mean may show by rounding alone: a
+    variance at or below it is zero on the feature's own scale (3.3 repeated has variance
+    ~1e-30, not 0; 1e6 + 0.1 repeated ~1e-20). ``offset``: a variance that was added and
+    subtracted again (``reg_covar``), whose rounding counts too."""
+    return VARIANCE_ROUNDING * np.finfo(float).eps * (np.square(mean) + offset)
 
 
 class CovarianceStructure(ABC):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
-from bayesmix.covariance import CovarianceStructure
+from bayesmix.covariance import CovarianceStructure, variance_rounding
 
 __all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS"]
 
@@ -116,9 +116,9 @@ class Priors:
         data_mean = np.average(X, axis=0, weights=weights)
         data_var = np.average((X - data_mean) ** 2, axis=0, weights=weights)
         # Constant columns have no scale of their own: borrow one so priors stay proper.
-        positive = data_var[data_var > 0]
-        fallback = positive.mean() if positive.size else 1.0
-        data_var = np.where(data_var > 0, data_var, fallback)
+        spread = data_var > variance_rounding(data_mean)
+        fallback = data_var[spread].mean() if spread.any() else 1.0
+        data_var = np.where(spread, data_var, fallback)
 
         concentration = self._vector(
             self.weight_concentration, np.ones(n_components), n_components, "weight_concentration"

@@ -204,9 +204,12 @@ def test_weighted_defaults_equal_duplicated_rows(X):
     )
 
 
-def test_constant_column_borrows_a_scale(X):
+@pytest.mark.parametrize("value", [5.0, 3.3, 0.1, 1e6 + 0.1])
+def test_constant_column_borrows_a_scale(X, value):
+    # 3.3, 0.1 and 1e6 + 0.1 repeated have variances of rounding size (1e-30, 1e-34, 1e-20),
+    # not 0: still constant on their own scale
     X = X.copy()
-    X[:, 2] = 5.0
+    X[:, 2] = value
     resolved = bm.GaussianMixture(2, "diag").resolve_priors(X)
     other = X[:, :2].var(axis=0).mean()
     np.testing.assert_allclose(resolved.mean_scale[2], MEAN_SCALE_IN_SDS * np.sqrt(other))

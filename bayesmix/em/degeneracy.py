@@ -13,20 +13,18 @@ import warnings
 
 import numpy as np
 
-from bayesmix.covariance import CovarianceStructure
+from bayesmix.covariance import CovarianceStructure, variance_rounding
 from bayesmix.em.stats import Params
 from bayesmix.exceptions import DegenerateComponentWarning
 
 __all__ = ["degeneracy_messages", "warn_degenerate"]
 
 # Features are judged on their own scale. A feature is constant when its variance is within
-# rounding of zero for values of its size, ROUNDING * eps * (mean^2 + reg_covar) (the scatter
-# is a difference of moments of that size, and the covariance minus reg_covar). A direction
-# has no spread when its variance, in units of each feature's standard deviation (a scale-free,
-# correlation-like matrix), is below RELATIVE_SPREAD plus the rounding of that direction.
+# rounding of zero for values of its size and of reg_covar (the scatter is the covariance
+# minus reg_covar). A direction has no spread when its variance, in units of each feature's
+# standard deviation (a scale-free, correlation-like matrix), is below RELATIVE_SPREAD plus
+# the rounding of that direction.
 RELATIVE_SPREAD = 1e-9
-ROUNDING = 16.0
-EPS = np.finfo(float).eps
 # A null direction within this angle of a feature axis is reported as that feature.
 AXIS_ALIGNMENT = 0.99
 
@@ -68,7 +66,7 @@ def degeneracy_messages(
             f"reg_covar={reg_covar:g}, so the covariances reflect reg_covar rather than the "
             "data; standardise the columns of X or lower reg_covar."
         ]
-    floor = ROUNDING * EPS * (_mixture_mean(params) ** 2 + reg_covar)
+    floor = variance_rounding(_mixture_mean(params), reg_covar)
     constant = np.flatnonzero(data_variance <= floor)
     scatter, relative_floor = _standardised(scatter, data_variance, floor)
     messages = []
