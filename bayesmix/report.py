@@ -433,13 +433,17 @@ def _feature_grid(n_panels: int, width: float = 4.6, height: float = 4.0):
 def _plot_clusters(
     result: MixtureResult, overlay: dict, data: Data, shown: _Shown, path: Path
 ) -> str:
+    from bayesmix.clustering import memberships
     from bayesmix.plots import plot_clusters_2d
 
     features = shown.positions(MAX_PLOT_FEATURES)
     pairs = [(i, j) for n, i in enumerate(features) for j in features[n + 1 :]]
+    members = memberships(result, data)  # once for every panel
     fig, axes = _feature_grid(len(pairs), 6.0 if len(pairs) == 1 else 4.6, 5.0)
     for n, (ax, pair) in enumerate(zip(axes, pairs, strict=True)):
-        plot_clusters_2d(result, data, features=pair, overlay=overlay or None, ax=ax)
+        plot_clusters_2d(
+            result, data, features=pair, overlay=overlay or None, members=members, ax=ax
+        )
         legend = ax.get_legend()
         if n and legend is not None:
             legend.remove()

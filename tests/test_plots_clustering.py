@@ -145,6 +145,17 @@ def test_clusters_2d_ellipse_holds_the_stated_probability(tmp_path, faithful, fa
         np.testing.assert_allclose(radius2, chi2.ppf(0.95, 2), rtol=1e-8)
 
 
+def test_clusters_2d_reuses_given_memberships(faithful, faithful_em):
+    members = memberships(faithful_em, faithful, threshold=0.5)
+    fig, (left, right) = plt.subplots(1, 2)
+    plot_clusters_2d(faithful_em, faithful, members=members, ax=left)
+    plot_clusters_2d(faithful_em, faithful, threshold=0.5, ax=right)
+    sizes = [np.concatenate([c.get_sizes() for c in ax.collections]) for ax in (left, right)]
+    np.testing.assert_array_equal(*sizes)
+    with pytest.raises(ValueError, match="members must be memberships"):
+        plot_clusters_2d(faithful_em, faithful.iloc[:10], members=members)
+
+
 def test_clusters_2d_bad_input(faithful, faithful_em):
     one = bm.GaussianMixture(2, "full").fit(faithful[["waiting"]], method="em", random_state=0)
     with pytest.raises(ValueError, match="needs a result with at least 2 features; this one has 1"):

@@ -314,6 +314,7 @@ def plot_clusters_2d(
     ci_prob: float = DEFAULT_CI_PROB,
     threshold: float = 0.2,
     random_state: Any = 0,
+    members: Memberships | None = None,
     ax: Any = None,
 ):
     """Scatter of two features coloured by assignment, with component ellipses.
@@ -347,6 +348,9 @@ def plot_clusters_2d(
         Passed to :func:`~bayesmix.clustering.memberships`.
     random_state : int or numpy.random.Generator, optional
         Choice of the posterior draws shown.
+    members : Memberships, optional
+        ``memberships(result, X, ...)`` computed once for several panels of the same fit
+        and data (``ci_prob`` and ``threshold`` are then not used).
     ax : matplotlib.axes.Axes, optional
 
     Returns
@@ -383,7 +387,13 @@ def plot_clusters_2d(
                 f"not {list(result.feature_names)}; overlay fits of the same data."
             )
     data = _result_data(result, X, "plot_clusters_2d")
-    found = memberships(result, data, ci_prob=ci_prob, threshold=threshold)
+    found = members
+    if found is None:
+        found = memberships(result, data, ci_prob=ci_prob, threshold=threshold)
+    elif not isinstance(found, Memberships) or found.dataset.sizes["obs"] != data.n_obs:
+        raise ValueError(
+            "members must be memberships(result, X) of this result and these observations."
+        )
     rng = check_random_state(random_state)
     ax = _axes(ax, (7, 6))
 
