@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bayesmix.clustering import memberships
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning
 from bayesmix.results import MixtureResult
@@ -431,14 +432,12 @@ def _feature_grid(n_panels: int, width: float = 4.6, height: float = 4.0):
 
 
 def _plot_clusters(
-    result: MixtureResult, overlay: dict, data: Data, shown: _Shown, path: Path
+    result: MixtureResult, overlay: dict, data: Data, shown: _Shown, members: Any, path: Path
 ) -> str:
-    from bayesmix.clustering import memberships
     from bayesmix.plots import plot_clusters_2d
 
     features = shown.positions(MAX_PLOT_FEATURES)
     pairs = [(i, j) for n, i in enumerate(features) for j in features[n + 1 :]]
-    members = memberships(result, data)  # once for every panel
     fig, axes = _feature_grid(len(pairs), 6.0 if len(pairs) == 1 else 4.6, 5.0)
     for n, (ax, pair) in enumerate(zip(axes, pairs, strict=True)):
         plot_clusters_2d(
@@ -465,10 +464,10 @@ def _plot_densities(result: MixtureResult, data: Data, shown: _Shown, path: Path
     return _CAPTIONS["density"] + shown.note(MAX_DENSITY_FEATURES)
 
 
-def _plot_membership(result: MixtureResult, data: Data, path: Path) -> str:
+def _plot_membership(members: Any, path: Path) -> str:
     from bayesmix.plots import plot_membership_uncertainty
 
-    ax = plot_membership_uncertainty(result, data)
+    ax = plot_membership_uncertainty(members)
     _save(ax.figure, path)
     return _CAPTIONS["membership"]
 
@@ -553,6 +552,7 @@ _CAPTIONS = {
 def _plot_jobs(
     results: dict[str, MixtureResult],
     data: Data,
+    members: dict[str, Any],
     shown: _Shown,
     summary: pd.DataFrame,
     comparison: Any,
@@ -564,9 +564,14 @@ def _plot_jobs(
     for name, result in results.items():
         if data.n_features >= 2:
             overlay = {n: r for n, r in points.items() if n != name and result.n_draws > 1}
-            jobs.append((f"clusters_{name}", partial(_plot_clusters, result, overlay, data, shown)))
+            jobs.append(
+                (
+                    f"clusters_{name}",
+                    partial(_plot_clusters, result, overlay, data, shown, members[name]),
+                )
+            )
         jobs.append((f"density_{name}", partial(_plot_densities, result, data, shown)))
-        jobs.append((f"membership_{name}", partial(_plot_membership, result, data)))
+        jobs.append((f"membership_{name}", partial(_plot_membership, members[name])))
         if getattr(result, "is_mcmc", False):
             jobs.append((f"trace_{name}", partial(_plot_trace, result, shown, summary)))
     if comparison is not None and len(comparison.parameters):
@@ -717,15 +722,12 @@ def _diagnostics(name: str, result: MixtureResult, data: Data) -> list[tuple[boo
     return found
 
 
-def _clusters_table(results: dict[str, MixtureResult], data: Data) -> pd.DataFrame:
-    from bayesmix.clustering import memberships
-
+def _clusters_table(results: dict[str, MixtureResult], members: dict[str, Any]) -> pd.DataFrame:
     rows = {}
     for name, result in results.items():
-        members = memberships(result, data)
-        counts = np.bincount(members.labels, minlength=result.model.n_components)
+        counts = np.bincount(members[name].labels, minlength=result.model.n_components)
         row = {f"component {k}": int(c) for k, c in enumerate(counts)}
-        row["uncertain"] = int(members.uncertain.sum())
+        row["uncertain"] = int(members[name].uncertain.sum())
         rows[name] = row
     return pd.DataFrame(rows).T.fillna(0).astype(int)
 
@@ -780,6 +782,7 @@ def _html(
     title: str,
     results: dict[str, MixtureResult],
     data: Data,
+    members: dict[str, Any],
     data_info: Mapping[str, Any],
     summary: pd.DataFrame,
     comparison: Any,
@@ -856,7 +859,7 @@ def _html(
 
     parts.append("<h2>Clusters</h2>")
     try:
-        table = _clusters_table(results, data)
+        table = _clusters_table(results, members)
         parts.append(
             "<p>Observations per most probable component; <i>uncertain</i> counts those "
             "whose assignment probability is below 0.8 (1 - max p &gt; 0.2).</p>"
@@ -982,6 +985,8 @@ def write_report(
         warnings.simplefilter("ignore", BayesmixWarning)
         aligned, posteriors, comparison = _aligned(named, data, ci_prob)
     files = ReportFiles(directory=out, html=out / "report.html", summary=out / "summary.csv")
+    # once per fit for the clusters table and the scatter and membership plots
+    members = {name: memberships(result, data) for name, result in aligned.items()}
     summary = _summary_rows(aligned, posteriors, data.feature_names, ci_prob)
     summary.to_csv(files.summary, index=False)
     if comparison is not None and len(comparison.parameters):
@@ -1000,12 +1005,13 @@ def write_report(
             files.netcdf[name] = path
     if plots:
         shown = _Shown(feature_ranking(next(iter(aligned.values())), data), data.feature_names)
-        jobs = _plot_jobs(aligned, data, shown, summary, comparison, selection)
+        jobs = _plot_jobs(aligned, data, members, shown, summary, comparison, selection)
         files.plots, captions = _plots(jobs, out, problems)
     page = _html(
         title=title,
         results=aligned,
         data=data,
+        members=members,
         data_info=data_info or {},
         summary=summary,
         comparison=comparison,
