@@ -15,11 +15,11 @@ Compiled code is cached on disk (``cache=True``): only the first use on a machin
 for compilation.
 
 Float32 data is read as float32: the rows, the shift, the means and the precision factors
-are float32 and the per-row arithmetic (whitening, distances, ``r x`` products) runs in
-float32, twice as many lanes per SIMD instruction as float64. Responsibilities, the
-log-sum-exp and every sum over rows (mass, moments, log-likelihood) stay float64, so
-rounding does not grow with the number of rows. Each data type is a separate compiled
-specialisation.
+are float32 and the per-row arithmetic (whitening, distances, ``r x`` products) and the
+moment sums within a block (at most ``BLOCK_ROWS`` rows) run in float32, twice as many
+lanes per SIMD instruction as float64. Responsibilities, the log-sum-exp, the
+log-likelihood and every running sum across blocks stay float64, so rounding does not
+grow with the number of rows. Each data type is a separate compiled specialisation.
 
 Conventions (shifted units, i.e. ``x - shift``): ``lower[k]`` is the transpose of the
 upper precision Cholesky factor ``U_k`` (``inv(cov_k) = U_k U_k^T``), so the whitened row
@@ -158,18 +158,19 @@ def _combine_rows(coefs, rows, count, out):
 
 
 @nb.njit(cache=True, inline="always")
-def _first_moments(resp, k, xt, rx, mass, sum_x):
-    """Add component ``k``'s mass and ``sum r x`` of a block; leave ``r x`` in ``rx``."""
+def _first_moments(resp, k, xt, rx, mass, sum_x, zero):
+    """Add component ``k``'s mass and ``sum r x`` of a block; leave ``r x`` in ``rx``.
+    ``zero`` is a zero of the data type: the block's sums run in that type."""
     acc = 0.0
     for b in range(xt.shape[1]):
         acc += resp[k, b]
     mass[k] += acc
     for i in range(xt.shape[0]):
-        acc = 0.0
+        acc_x = zero
         for b in range(xt.shape[1]):
             rx[i, b] = resp[k, b] * xt[i, b]
-            acc += rx[i, b]
-        sum_x[k, i] += acc
+            acc_x += rx[i, b]
+        sum_x[k, i] += acc_x
 
 
 @nb.njit(**_KERNEL_OPTIONS)
@@ -188,6 +189,9 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
+    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
+    # chunk's running sums are float64.
+    zero = np.zeros(1, X.dtype)[0]
     for c in nb.prange(n_chunks):
         # chunk-local accumulators: no aliasing with other chunks' rows of the outputs
         chunk_mass = np.zeros(n_components)
@@ -220,19 +224,19 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
             log_lik[c] += block_lik
             log_max[c] += block_max
             for k in range(n_components):
-                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
+                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
                 for i in range(n_features):
                     # two columns per pass over the block: each rx load feeds two sums
                     for j in range(0, i, 2):
-                        acc = 0.0
-                        acc2 = 0.0
+                        acc = zero
+                        acc2 = zero
                         for b in range(block):
                             acc += rx[i, b] * xt[j, b]
                             acc2 += rx[i, b] * xt[j + 1, b]
                         chunk_xx[k, i, j] += acc
                         chunk_xx[k, i, j + 1] += acc2
                     if i % 2 == 0:
-                        acc = 0.0
+                        acc = zero
                         for b in range(block):
                             acc += rx[i, b] * xt[i, b]
                         chunk_xx[k, i, i] += acc
@@ -257,6 +261,9 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
+    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
+    # chunk's running sums are float64.
+    zero = np.zeros(1, X.dtype)[0]
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
@@ -264,6 +271,7 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
         xt = np.empty((n_features, block), X.dtype)
         yt = np.empty((n_features, block), X.dtype)
         rx = np.empty((n_features, block), X.dtype)
+        dist = np.empty(block, X.dtype)
         resp = np.empty((n_components, block))
         w = np.empty(block)
         peak = np.empty(block)
@@ -274,26 +282,25 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
             for j in range(n_features):
                 _combine_rows(lower[j], xt, j + 1, yt[j])
             for k in range(n_components):
-                for b in range(block):
-                    resp[k, b] = 0.0
+                dist[:] = 0.0
                 for j in range(n_features):
                     centre = centres[k, j]
                     for b in range(block):
                         delta = yt[j, b] - centre
-                        resp[k, b] += delta * delta
+                        dist[b] += delta * delta
                 for b in range(block):
-                    resp[k, b] = const[k] - 0.5 * resp[k, b]
+                    resp[k, b] = const[k] - 0.5 * dist[b]
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
             for k in range(n_components):
-                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x)
+                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
             for i in range(n_features):
                 for b in range(block):
                     rx[i, b] = w[b] * xt[i, b]
             for i in range(n_features):
                 for j in range(i + 1):
-                    acc = 0.0
+                    acc = zero
                     for b in range(block):
                         acc += rx[i, b] * xt[j, b]
                     chunk_xx[i, j] += acc
@@ -316,11 +323,16 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
+    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
+    # chunk's running sums are float64.
+    zero = np.zeros(1, X.dtype)[0]
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
         chunk_xx = np.zeros((n_components, n_features))
         xt = np.empty((n_features, block), X.dtype)
+        dist = np.empty(block, X.dtype)
+        rk = np.empty(block, X.dtype)
         resp = np.empty((n_components, block))
         w = np.empty(block)
         peak = np.empty(block)
@@ -329,15 +341,14 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
             for k in range(n_components):
-                for b in range(block):
-                    resp[k, b] = 0.0
+                dist[:] = 0.0
                 for d in range(n_features):
                     mean, prec = means[k, d], precision[k, d]
                     for b in range(block):
                         delta = xt[d, b] - mean
-                        resp[k, b] += prec * delta * delta
+                        dist[b] += prec * delta * delta
                 for b in range(block):
-                    resp[k, b] = const[k] - 0.5 * resp[k, b]
+                    resp[k, b] = const[k] - 0.5 * dist[b]
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
@@ -345,16 +356,17 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
                 acc = 0.0
                 for b in range(block):
                     acc += resp[k, b]
+                    rk[b] = resp[k, b]  # in the data type
                 chunk_mass[k] += acc
                 for d in range(n_features):
-                    acc = 0.0
-                    acc2 = 0.0
+                    acc_x = zero
+                    acc_xx = zero
                     for b in range(block):
-                        weighted = resp[k, b] * xt[d, b]
-                        acc += weighted
-                        acc2 += weighted * xt[d, b]
-                    chunk_x[k, d] += acc
-                    chunk_xx[k, d] += acc2
+                        weighted = rk[b] * xt[d, b]
+                        acc_x += weighted
+                        acc_xx += weighted * xt[d, b]
+                    chunk_x[k, d] += acc_x
+                    chunk_xx[k, d] += acc_xx
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
@@ -379,6 +391,9 @@ def _estep_spherical(X, sample_weight, shift, log_weights, means, precision, log
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
+    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
+    # chunk's running sums are float64.
+    zero = np.zeros(1, X.dtype)[0]
     mean_norms = (means * means).sum(axis=1)
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
@@ -388,6 +403,7 @@ def _estep_spherical(X, sample_weight, shift, log_weights, means, precision, log
         resp = np.empty((n_components, block))
         norms = np.empty(block, X.dtype)
         dot = np.empty(block, X.dtype)
+        rk = np.empty(block, X.dtype)
         w = np.empty(block)
         peak = np.empty(block)
         total = np.empty(block)
@@ -409,17 +425,19 @@ def _estep_spherical(X, sample_weight, shift, log_weights, means, precision, log
             log_max[c] += block_max
             for k in range(n_components):
                 acc = 0.0
-                acc2 = 0.0
                 for b in range(block):
                     acc += resp[k, b]
-                    acc2 += resp[k, b] * norms[b]
+                    rk[b] = resp[k, b]  # in the data type
+                acc_xx = zero
+                for b in range(block):
+                    acc_xx += rk[b] * norms[b]
                 chunk_mass[k] += acc
-                chunk_xx[k] += acc2
+                chunk_xx[k] += acc_xx
                 for d in range(n_features):
-                    acc = 0.0
+                    acc_x = zero
                     for b in range(block):
-                        acc += resp[k, b] * xt[d, b]
-                    chunk_x[k, d] += acc
+                        acc_x += rk[b] * xt[d, b]
+                    chunk_x[k, d] += acc_x
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         sum_xx[c] = chunk_xx
