@@ -332,7 +332,7 @@ default=None
                 reg_covar=self.reg_covar,
                 random_state=self.random_state,
                 callback=_VerboseProgress(verbose, self.verbose_interval) if verbose else None,
-                lagged_convergence=True,
+                sklearn_bookkeeping=True,
                 previous_objective=previous,
             )
         if _ill_defined(result, self.reg_covar):

@@ -99,36 +99,37 @@ def fit_em(
     missing: str = "error",
     order_by: Any = None,
     callback: Callable[[EMProgress], None] | None = None,
-    lagged_convergence: bool = False,
+    sklearn_bookkeeping: bool = False,
     previous_objective: float | None = None,
 ) -> EMResult:
     """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options.
 
     Options beyond :meth:`GaussianMixture.fit`'s:
 
-    - ``init`` may be a mapping without ``"means"``: its ``"weights"`` and/or
-      ``"covariances"`` replace those of the initialisation named by its ``"method"``
-      (default ``"kmeans++"``), which is still random, so ``n_init`` runs are made.
-    - ``max_iter=0`` returns the initial parameters (``converged=False``, no warning).
     - ``callback(progress)`` is called with an :class:`EMProgress` as the runs go
       (verbose output, progress bars).
-    - ``lagged_convergence=True`` is scikit-learn's bookkeeping: iteration ``n`` tests the
-      change between the objectives at the parameters of iterations ``n - 1`` and
-      ``n - 2`` and then still takes its M-step, so a run converges one iteration later
-      than by default. ``previous_objective`` (per unit of weight) stands in for the
-      objective before the start in that test (scikit-learn's warm start); ``None`` is
-      minus infinity.
+    - ``sklearn_bookkeeping=True`` follows scikit-learn's EM loop (for
+      :class:`bayesmix.sklearn.GaussianMixture`): iteration ``n`` tests the change
+      between the objectives at the parameters of iterations ``n - 1`` and ``n - 2`` and
+      then still takes its M-step, so a run converges one iteration later than by
+      default; restarts are ranked by the objective before the last M-step; and
+      ``max_iter=0`` is allowed and returns the initial parameters (``converged=False``,
+      no warning); ``init`` may be a mapping without ``"means"``, whose ``"weights"``
+      and/or ``"covariances"`` replace those of the initialisation named by its
+      ``"method"`` (default ``"kmeans++"``; still random, so ``n_init`` runs are made).
+      ``previous_objective`` (per unit of weight) stands in for the objective before the
+      start in the first test (scikit-learn's warm start); ``None`` is minus infinity.
 
     ``data.values`` may be float32: the E-step then runs float32 kernels
     (:mod:`bayesmix.em.kernels`); initialisation, M-step and parameters stay float64.
     """
 
     n_init = check_int(n_init, "n_init")
-    max_iter = check_int(max_iter, "max_iter", minimum=0)
+    max_iter = check_int(max_iter, "max_iter", minimum=0 if sklearn_bookkeeping else 1)
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
     weights = check_sample_weight(sample_weight, data.n_obs)
-    _check_init(init, partial=True)
+    _check_init(init, partial=bool(sklearn_bookkeeping))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
     reference = -np.inf if previous_objective is None else float(previous_objective)
@@ -168,7 +169,7 @@ def fit_em(
         tol=tol,
         reg_covar=reg_covar,
         callback=callback,
-        lagged=bool(lagged_convergence),
+        lagged=bool(sklearn_bookkeeping),
         reference=reference,
     )
     return _em_result(
@@ -242,7 +243,7 @@ def _best_run(
     """The best of ``n_init`` EM runs, each from ``initial()`` (one run when ``init`` gives
     the start explicitly, as a mapping with means); warns if it did not converge (unless
     ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and ``reference``
-    are :func:`fit_em`'s ``callback``, ``lagged_convergence`` and
+    are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
     ``previous_objective``.
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
