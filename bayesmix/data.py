@@ -13,6 +13,9 @@ __all__ = ["Data", "as_data", "check_sample_weight"]
 
 # Squares of larger values overflow float64 in the second moments.
 _MAX_ABS_VALUE = 1e150
+# The same for float32 data (kept float32 by the scikit-learn estimator; the E-step kernels
+# then sum squares of up to 64 rows in float32).
+_MAX_ABS_FLOAT32 = 1e17
 
 
 @dataclass(frozen=True)
@@ -23,6 +26,9 @@ class Data:
     ----------
     values : numpy.ndarray
         Float64 array of shape ``(n_obs, n_features)``; never modified by bayesmix.
+        :func:`as_data` always gives float64; a ``Data`` built directly from float32
+        values (as :class:`bayesmix.sklearn.GaussianMixture` does) keeps them float32, and
+        EM then runs its float32 kernels.
     feature_names : tuple of str
         One name per column (DataFrame columns, DataArray coords, or ``x0, x1, ...``).
     obs_names : numpy.ndarray
@@ -224,10 +230,11 @@ def _check_values(data: Data, name: str, min_obs: int, allow_missing: bool = Fal
                 "fitting, or fit with missing='marginalize' to use the observed features of "
                 "incomplete rows."
             )
-    if max(-low, high) > _MAX_ABS_VALUE:
+    limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else _MAX_ABS_VALUE
+    if max(-low, high) > limit:
         raise ValueError(
-            f"{name} has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
-            "overflow float64; rescale the data (e.g. standardise the columns)."
+            f"{name} has values larger than {limit:g} in magnitude, whose squares overflow "
+            f"{data.values.dtype}; rescale the data (e.g. standardise the columns)."
         )
 
 
