@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from numpy.testing import assert_allclose
 from scipy import stats
 from scipy.special import logsumexp
 from sklearn.cluster import KMeans
@@ -810,3 +811,122 @@ def test_result_records_versions_and_datatree_attrs():
     attrs = res.to_datatree()["posterior"].attrs
     assert attrs["numpy_version"] == np.__version__
     assert attrs["random_state"] == 0 and "versions" not in attrs
+
+
+# ---------------------------------------------------------------------------------------
+# fit_em options used by the scikit-learn estimator; float32 kernels
+
+
+def _fit_em(X, n_components=3, covariance_type="full", **options):
+    from bayesmix.data import as_data
+    from bayesmix.em.fit import fit_em
+
+    model = bm.GaussianMixture(n_components, covariance_type)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.ConvergenceWarning)
+        return fit_em(model, as_data(X), use_priors=False, **options)
+
+
+def test_callback_reports_every_iteration(three_blobs):
+    X = three_blobs[0]
+    reports = []
+    result = _fit_em(X, n_init=2, random_state=0, callback=reports.append)
+    assert [r.init for r in reports if r.n_iter == 0 and not r.done] == [0, 1]
+    assert [r.init for r in reports if r.done] == [0, 1]
+    last_run = [r for r in reports if r.init == 1]
+    assert [r.n_iter for r in last_run[:-1]] == list(range(len(last_run) - 1))
+    assert last_run[-1].done and last_run[-2].converged
+    steps = [r for r in last_run if 0 < r.n_iter and not r.done]
+    objectives = [r.objective for r in last_run[:-1]]
+    assert_allclose([r.change for r in steps], np.diff(objectives), rtol=1e-9, atol=1e-12)
+    with pytest.raises(TypeError, match="callback must be callable"):
+        _fit_em(X, callback=1)
+    assert result.converged
+
+
+def test_sklearn_bookkeeping_takes_one_more_step(three_blobs):
+    X = three_blobs[0]
+    start = {"means": three_blobs[2] + 0.5}
+    ours = _fit_em(X, init=start, tol=1e-3)
+    lagged = _fit_em(X, init=start, tol=1e-3, sklearn_bookkeeping=True)
+    assert ours.converged and lagged.converged
+    assert lagged.n_iter == ours.n_iter + 1
+    same_steps = _fit_em(X, init=start, tol=0.0, max_iter=lagged.n_iter)
+    np.testing.assert_array_equal(lagged.params.means, same_steps.params.means)
+    # previous_objective: the first test compares with it (a warm start's lower bound)
+    trace = ours.log_likelihood_trace / len(X)
+    warm = _fit_em(
+        X,
+        init=start,
+        tol=1e-3,
+        max_iter=1,
+        sklearn_bookkeeping=True,
+        previous_objective=trace[0] - 1e-5,
+    )
+    assert warm.converged and warm.n_iter == 1
+
+
+def test_max_iter_zero_only_with_sklearn_bookkeeping(three_blobs):
+    X = three_blobs[0]
+    with pytest.raises(ValueError, match="max_iter must be >= 1"):
+        _fit_em(X, max_iter=0)
+    means = three_blobs[2] + 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        start = _fit_em(X, init={"means": means}, max_iter=0, sklearn_bookkeeping=True)
+    assert_allclose(start.params.means, means)
+    assert start.n_iter == 0 and not start.converged
+
+
+def test_init_mapping_without_means(three_blobs):
+    X = three_blobs[0]
+    weights = np.array([0.5, 0.3, 0.2])
+    covariances = np.stack([np.eye(2) * s for s in (1.0, 2.0, 3.0)])
+    given = _fit_em(
+        X,
+        init={"weights": weights, "covariances": covariances, "method": "kmeans"},
+        max_iter=0,
+        sklearn_bookkeeping=True,
+        random_state=0,
+    )
+    assert_allclose(given.params.weights, weights)
+    assert_allclose(given.params.covariances, covariances)
+    assert given.settings["init"] == "user"
+    restarts = _fit_em(
+        X, init={"weights": weights}, n_init=3, random_state=0, sklearn_bookkeeping=True
+    )
+    assert restarts.settings["n_init"] == 3 and restarts.converged
+    for bad, match in [
+        ({"method": "kmeans"}, "needs 'weights' and/or 'covariances'"),
+        ({"weights": weights, "method": "spectral"}, "init must be one of"),
+        ({"weights": weights, "colour": 1}, "needs 'weights' and/or"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            _fit_em(X, init=bad, sklearn_bookkeeping=True)
+    with pytest.raises(ValueError, match="needs a 'means' entry"):
+        bm.GaussianMixture(3).fit(X, init={"weights": weights})  # the public API needs means
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_float32_kernels_match_float64_statistics(covariance_type):
+    from bayesmix.em.stats import e_step
+
+    X = bm.datasets.load_faithful().to_numpy()
+    model = bm.GaussianMixture(2, covariance_type)
+    fitted = _fit_em(X, 2, covariance_type, random_state=0)
+    params = fitted.params
+    shift = X.mean(axis=0)
+    shifted = type(params)(
+        params.weights, params.means - shift, params.covariances, params.precisions_cholesky
+    )
+    weights = np.ones(len(X))
+    exact = e_step(X, weights, shift, shifted, model.structure)
+    single = e_step(X.astype(np.float32), weights, shift, shifted, model.structure)
+    for name in ("mass", "sum_x", "sum_xx"):
+        value, want = getattr(single, name), getattr(exact, name)
+        assert value.dtype == np.float64
+        assert_allclose(value, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), err_msg=name)
+    assert_allclose(single.log_likelihood, exact.log_likelihood, rtol=1e-6)
+    # a fit on float32 data reaches the float64 fit's optimum
+    fitted32 = _fit_em(X.astype(np.float32), 2, covariance_type, random_state=0)
+    assert_allclose(fitted32.params.means, params.means, rtol=1e-4, atol=1e-4)
