@@ -949,7 +949,8 @@ Examples:
 @click.option(
     "--quick",
     is_flag=True,
-    help="EM and a short NUTS run only (2 chains x 300 draws, no ADVI): about a minute less.",
+    help="EM and a short NUTS run only (2 chains x 300 draws; no ADVI, whose first fit on a "
+    "machine compiles PyMC's model).",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
@@ -958,9 +959,9 @@ Examples:
 def demo(out: Path, quick: bool, seed: int, no_plots: bool) -> None:
     """Run the showcase on the shipped Old Faithful data.
 
-    Chooses K by BIC over EM fits with 1-4 components, then fits the 2-component
-    full-covariance mixture by EM, NUTS and ADVI, compares them, and writes the report
-    (as 'bayesmix fit' does) into --out.
+    Chooses K by BIC over EM fits with 1-4 components, then fits the chosen
+    full-covariance mixture (K=2) by EM, NUTS and ADVI, compares them, and writes the
+    report (as 'bayesmix fit' does) into --out.
     """
     from bayesmix.demo import run_demo
 
