@@ -856,7 +856,7 @@ def select(
         _one_line(w.message) for w in caught if issubclass(w.category, bm.BayesmixWarning)
     ):
         click.echo(f"Warning: {message}", err=True)
-    _echo_selection(selection)
+    click.echo(repr(selection))
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         selection.table.to_csv(out)
@@ -870,66 +870,6 @@ def select(
         ax.figure.savefig(plot, dpi=110, bbox_inches="tight")
         plt.close(ax.figure)
         click.echo(f"plot: {plot}")
-
-
-def _column_meanings() -> list[tuple[str, str]]:
-    """What the selection table's columns mean, by the column that calls for it."""
-    from bayesmix.selection import PARETO_K_THRESHOLD
-
-    return [
-        ("bic", "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty)"),
-        ("bic", "mclust's sign (mclust_bic = -bic, mclust_icl = -icl) is in the --out table"),
-        ("elpd_loo", "elpd_loo: PSIS-LOO expected log predictive density, higher is better"),
-        (
-            "elpd_diff",
-            "elpd_diff, dse: difference to the highest elpd_loo of the same method and its "
-            "standard error; best by LOO: the fewest components within one dse of the highest",
-        ),
-        ("n_high_k", f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}"),
-    ]
-
-
-def _echo_selection(selection: Any) -> None:
-    """The selection table, its notes listed under it (not as a wide column), and the
-    meaning of the columns shown."""
-    import pandas as pd
-
-    table = selection.table
-    best_columns = [c for c in table if c.startswith("best_")]
-    marks = [
-        ", ".join(
-            c[5:].upper() + ("*" if c[5:] == selection.criteria[key[0]] else "")
-            for c in best_columns
-            if table.loc[key, c]
-        )
-        for key in table.index
-    ]
-    dropped = best_columns + ["message", "notes", "mclust_bic", "mclust_icl"]
-    shown = table.drop(columns=[c for c in dropped if c in table]).dropna(axis=1, how="all")
-    shown.insert(0, "best", marks)
-    if "fit_seconds" in shown:
-        shown["fit_seconds"] = shown["fit_seconds"].round(2)
-    shown.index = shown.index.set_names(["method", "covariance", "K"])
-    click.echo(f"Selection over K on {selection.n_obs} observations; best fit by method:")
-    for method, row in selection.best.iterrows():
-        if row["n_components"] is None or pd.isna(row["n_components"]):
-            click.echo(f"  {method}: no successful fit")
-        else:
-            click.echo(
-                f"  {method}: K={int(row['n_components'])}, {row['covariance_type']} "
-                f"({row['criterion']} = {row['value']:.2f})"
-            )
-    click.echo("")
-    click.echo(shown.to_string(float_format=lambda v: f"{v:.6g}"))
-    click.echo("\nbest: the best fit of each method by each criterion; * = the method's criterion.")
-    for column, meaning in _column_meanings():
-        if column in shown:
-            click.echo(meaning + ".")
-    for column in ("message", "notes"):
-        for key, text in table[column].items():
-            if text:
-                method, covariance, k = key
-                click.echo(f"{column} ({method}, {covariance}, K={k}): {text}")
 
 
 @cli.command(

@@ -91,13 +91,21 @@ _LOO_COLUMNS = (
     "divergences",
     "rhat_loglik",
 )
-_CONVENTION = (
-    "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty); "
-    "mclust_bic = -bic and mclust_icl = -icl: mclust's sign, higher is better; "
-    "elpd_loo: PSIS-LOO expected log predictive density, higher is better; "
-    "elpd_diff and dse: difference to the highest elpd_loo of the same method and its "
-    "standard error; best by LOO: the fewest components within one dse of the highest; "
-    f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}."
+# What the displayed columns mean, each line keyed by the column that calls for it.
+_COLUMN_MEANINGS = (
+    ("bic", "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty)"),
+    (
+        "bic",
+        "mclust_bic = -bic, mclust_icl = -icl (mclust's sign, higher is better): in "
+        ".table and the CLI's --out file",
+    ),
+    ("elpd_loo", "elpd_loo: PSIS-LOO expected log predictive density, higher is better"),
+    (
+        "elpd_diff",
+        "elpd_diff, dse: difference to the highest elpd_loo of the same method and its "
+        "standard error; best by LOO: the fewest components within one dse of the highest",
+    ),
+    ("n_high_k", f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}"),
 )
 
 
@@ -564,18 +572,25 @@ class SelectionResult:
 
     # -- display -------------------------------------------------------------------------
     def _display_table(self) -> pd.DataFrame:
-        table = self.table.drop(columns=[c for c in self.table if c.startswith("best_")])
+        """The table as displayed: a ``best`` column instead of the ``best_*`` flags,
+        without mclust's signs, the messages and notes (listed under it) and empty
+        columns, so it stays narrow."""
+        flags = [c for c in self.table if c.startswith("best_")]
+        hidden = [*flags, "message", "notes", "mclust_bic", "mclust_icl"]
+        table = self.table.drop(columns=[c for c in hidden if c in self.table])
         table = table.dropna(axis=1, how="all")
-        for column in ("message", "notes"):
-            if column in table and not table[column].astype(bool).any():
-                table = table.drop(columns=column)
-        best = []
-        for key in self.table.index:
-            marks = [c[5:] for c in self.table if c.startswith("best_") and self.table.loc[key, c]]
-            headline = self.criteria[key[0]]
-            best.append(", ".join(m.upper() + ("*" if m == headline else "") for m in marks) or "")
+        best = [
+            ", ".join(
+                c[5:].upper() + ("*" if c[5:] == self.criteria[key[0]] else "")
+                for c in flags
+                if self.table.loc[key, c]
+            )
+            for key in self.table.index
+        ]
         table.insert(0, "best", best)
-        return table
+        if "fit_seconds" in table:
+            table["fit_seconds"] = table["fit_seconds"].round(2)
+        return table.rename_axis(["method", "covariance", "K"])
 
     def _header(self) -> list[str]:
         levels = self.table.index
@@ -583,12 +598,10 @@ class SelectionResult:
         covs = list(dict.fromkeys(levels.get_level_values("covariance_type")))
         n_failed = int((self.table["status"] != "ok").sum())
         lines = [
-            f"Selection of the number of components: K in {ks}, covariance types {covs}, "
-            f"methods {self.methods}, {len(self.table)} fits"
+            f"Selection of K in {ks}, covariance types {covs}, methods {self.methods}: "
+            f"{len(self.table)} fits"
             + (f" ({n_failed} failed)" if n_failed else "")
-            + f", {self.n_obs} observations",
-            "Conventions: " + _CONVENTION,
-            "best: marks the best fit of each method per criterion; * = headline criterion.",
+            + f" on {self.n_obs} observations. Best fit by method:"
         ]
         for method, row in self.best.iterrows():
             if row["n_components"] is None or pd.isna(row["n_components"]):
@@ -600,21 +613,30 @@ class SelectionResult:
             )
         return lines
 
+    def _footer(self, shown: pd.DataFrame) -> list[str]:
+        """What the shown columns mean, then the fits' messages and notes."""
+        lines = ["best: the best fit of each method by each criterion; * = its criterion."]
+        lines += [f"{meaning}." for column, meaning in _COLUMN_MEANINGS if column in shown]
+        for column in ("message", "notes"):
+            for (method, covariance, k), text in self.table[column].items():
+                if text:
+                    lines.append(f"{column} ({method}, {covariance}, K={k}): {text}")
+        return lines
+
     def __repr__(self) -> str:
-        return "\n".join(
-            self._header()
-            + ["", self._display_table().to_string(float_format=lambda v: f"{v:.6g}")]
-        )
+        shown = self._display_table()
+        table = shown.to_string(float_format=lambda v: f"{v:.6g}")
+        return "\n".join([*self._header(), "", table, "", *self._footer(shown)])
 
     def _repr_html_(self) -> str:
+        shown = self._display_table()
         header = self._header()
-        items = "".join(f"<li>{html.escape(line.strip())}</li>" for line in header[3:])
+        best = "".join(f"<li>{html.escape(line.strip())}</li>" for line in header[1:])
+        footer = "".join(f"<li>{html.escape(line)}</li>" for line in self._footer(shown))
         return (
-            f"<div><p><b>{html.escape(header[0])}</b></p>"
-            f"<p><i>{html.escape(header[1])}</i><br>{html.escape(header[2])}</p>"
-            f"<ul>{items}</ul>"
-            + self._display_table().to_html(float_format=lambda v: f"{v:.6g}")
-            + "</div>"
+            f"<div><p><b>{html.escape(header[0])}</b></p><ul>{best}</ul>"
+            + shown.to_html(float_format=lambda v: f"{v:.6g}")
+            + f"<ul>{footer}</ul></div>"
         )
 
 

@@ -1,4 +1,5 @@
-"""NUTS and ADVI fits of a declaration through PyMC, returned as :class:`BayesResult`."""
+"""NUTS (nutpie on bayesmix's own log density, or PyMC's samplers) and ADVI (PyMC) fits of a
+declaration, returned as :class:`BayesResult`."""
 
 from __future__ import annotations
 
