@@ -27,7 +27,7 @@ import pandas as pd
 
 from bayesmix.clustering import memberships
 from bayesmix.data import Data, as_data
-from bayesmix.exceptions import BayesmixWarning
+from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_choice, check_ci_prob
 
@@ -311,7 +311,7 @@ def fit_methods(
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            results[method] = model.fit(X, method=method, **kwargs)
+            results[method] = _resolve_label_switching(model.fit(X, method=method, **kwargs))
         messages = list(
             dict.fromkeys(
                 _one_line(w.message)
@@ -324,6 +324,27 @@ def fit_methods(
         for message in messages:
             warn(f"({method}) {message}")
     return results, caught_by_method
+
+
+def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
+    """``result``, relabelled once (with a warning) if its chains label the components
+    differently, so that the saved file, the console, the tables and the plots all show
+    the same draws in the same order."""
+    if not hasattr(result, "relabel") or result.model.n_components == 1:
+        return result
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        problems = result.diagnose()
+    if not any(issubclass(category, LabelSwitchingWarning) for _, category in problems):
+        return result
+    warnings.warn(
+        "the chains labelled the components differently (label switching): the draws were "
+        "relabelled by Stephens' algorithm (result.relabel()); the saved file, tables, plots "
+        "and diagnostics below are those of the relabelled draws.",
+        LabelSwitchingWarning,
+        stacklevel=2,
+    )
+    return result.relabel()
 
 
 def _fitting_line(method: str, options: Mapping[str, Any]) -> str:

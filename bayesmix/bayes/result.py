@@ -374,10 +374,20 @@ class BayesResult(MixtureResult):
         switched = [c for c in range(perms.shape[0]) if not np.array_equal(perms[c], identity)]
         if not switched:
             return []
+        if "relabel_sweeps" in self.settings:
+            remedy = (
+                "The draws are relabelled already, so the chains found different "
+                "clusterings (e.g. a component empty in some chains): fit fewer components "
+                "or run longer chains"
+            )
+        elif self.settings.get("identify") == "ordered":
+            remedy = "Relabel with result.relabel(), or order another feature (order_by=)"
+        else:
+            remedy = "Relabel with result.relabel() or fit with identify='ordered'"
         return [
             (
-                f"chains {switched} use other component labels than chain 0 (label switching). "
-                "Relabel with result.relabel() or fit with identify='ordered'.",
+                f"chains {switched} use other component labels than chain 0 (label "
+                f"switching). {remedy}.",
                 LabelSwitchingWarning,
             )
         ]
