@@ -163,8 +163,10 @@ def test_integer_weights_equal_repetition(blobs, covariance_type):
         repeated = GaussianMixture(3, **params).fit(np.repeat(blobs, sample_weight, axis=0))
     for name in ("weights_", "means_", "covariances_", "precisions_cholesky_"):
         _assert_close(getattr(weighted, name), getattr(repeated, name))
-    assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-12)
-    assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-12)
+    # weighted and repeated rows sum in other orders and block sizes: rounding of a sum
+    # of ~1e3 terms, not the last bits (as test_em's weighted-vs-repeated check)
+    assert_allclose(weighted.lower_bound_, repeated.lower_bound_, rtol=1e-10)
+    assert_allclose(weighted.lower_bounds_, repeated.lower_bounds_, rtol=1e-10)
 
 
 def test_zero_weights_equal_dropping_rows(blobs):
