@@ -23,6 +23,7 @@ import time
 import tracemalloc
 import warnings
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
@@ -134,8 +135,9 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
     X = make_data(n_obs, n_features, n_components)
     weights, means, covariances, precisions = initial_parameters(X, n_components, kind)
 
-    def sklearn_fit():
-        return SklearnGaussianMixture(
+    def estimator_fit(estimator_class, data):
+        """scikit-learn's estimator, or bayesmix's with the same interface, from the start."""
+        return estimator_class(
             n_components,
             covariance_type=kind,
             weights_init=weights,
@@ -143,26 +145,17 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
             precisions_init=precisions,
             max_iter=iterations,
             tol=0.0,
-        ).fit(X)
+        ).fit(data)
+
+    sklearn_fit = partial(estimator_fit, SklearnGaussianMixture, X)
+    # float32 data kept float32 by bayesmix's scikit-learn estimator (float32 kernels)
+    float32_fit = partial(estimator_fit, BayesmixEstimator, X.astype(np.float32))
 
     def bayesmix_fit():
         init = {"weights": weights, "means": means, "covariances": covariances}
         return bm.GaussianMixture(n_components, kind).fit(
             X, init=init, max_iter=iterations, tol=0.0
         )
-
-    X32 = X.astype(np.float32)
-
-    def float32_fit():
-        return BayesmixEstimator(
-            n_components,
-            covariance_type=kind,
-            weights_init=weights,
-            means_init=means,
-            precisions_init=precisions,
-            max_iter=iterations,
-            tol=0.0,
-        ).fit(X32)
 
     sk_times, bm_times, f32_times = [], [], []
     with warnings.catch_warnings():
