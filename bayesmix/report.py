@@ -28,7 +28,7 @@ import pandas as pd
 from bayesmix.clustering import memberships
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
-from bayesmix.results import MixtureResult
+from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import check_choice, check_ci_prob
 
 __all__ = ["ReportFiles", "feature_ranking", "fit_methods", "summary_table", "write_report"]
@@ -155,15 +155,14 @@ def _aligned(
     """Results as compared (label switching resolved, components matched to the first
     result's) with their posteriors, and the :class:`~bayesmix.compare.Comparison` when
     there are several results with the same number of components."""
-    from bayesmix.compare import _resolve_labels, compare
+    from bayesmix.compare import compare
 
     names = list(named)
     if len(named) > 1:
         comparison = compare(*named.values(), X=data, names=names, ci_prob=ci_prob)
         results = dict(zip(names, comparison.results, strict=True))
         return results, dict(comparison.posteriors), comparison
-    notes: list[str] = []  # _resolve_labels' diagnostics repeat those of the report
-    results = dict(zip(names, _resolve_labels(tuple(named.values()), names, notes), strict=True))
+    results = {name: _relabelled_if_switched(result) for name, result in named.items()}
     return results, {n: r.posterior for n, r in results.items()}, None
 
 
@@ -213,32 +212,21 @@ def summary_table(
     ci_prob = check_ci_prob(ci_prob)
     data = as_data(X, n_features=next(iter(named.values())).n_features)
     aligned, posteriors, _ = _aligned(named, data, ci_prob)
-    return _summary_rows(aligned, posteriors, data.feature_names, ci_prob)
+    return _summary_rows(aligned, posteriors, ci_prob)
 
 
 def _summary_rows(
-    results: dict[str, MixtureResult],
-    posteriors: dict[str, Any],
-    features: tuple[str, ...],
-    ci_prob: float,
+    results: dict[str, MixtureResult], posteriors: dict[str, Any], ci_prob: float
 ) -> pd.DataFrame:
     import xarray as xr
-
-    from bayesmix.compare import _row_draws, _rows
 
     tail = (1.0 - ci_prob) / 2.0
     frames = []
     for name, result in results.items():
-        rows = _rows((result,), features)
         posterior = posteriors[name]
-        draws = _row_draws(posterior, result.model.covariance_type, rows)
-        frame = pd.DataFrame(
-            {
-                "method": name,
-                "parameter": [row.label for row in rows],
-                "estimate": draws.mean(axis=0),
-            }
-        )
+        labels, draws = parameter_draws(posterior, result.model.covariance_type)
+        draws = draws.reshape(-1, len(labels))
+        frame = pd.DataFrame({"method": name, "parameter": labels, "estimate": draws.mean(axis=0)})
         frame["sd"] = frame["lower"] = frame["upper"] = np.nan
         frame["ci_prob"] = np.nan
         frame["r_hat"] = frame["ess_bulk"] = frame["ess_tail"] = np.nan
@@ -249,7 +237,7 @@ def _summary_rows(
         if getattr(result, "is_mcmc", False):
             import arviz as az
 
-            shape = (posterior.sizes["chain"], posterior.sizes["draw"], len(rows))
+            shape = (posterior.sizes["chain"], posterior.sizes["draw"], len(labels))
             values = xr.DataArray(draws.reshape(shape), dims=("chain", "draw", "parameter"))
             if shape[0] > 1:
                 frame["r_hat"] = np.asarray(az.rhat(values))
@@ -326,16 +314,24 @@ def fit_methods(
     return results, caught_by_method
 
 
-def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
-    """``result``, relabelled once (with a warning) if its chains label the components
-    differently, so that the saved file, the console, the tables and the plots all show
-    the same draws in the same order."""
+def _relabelled_if_switched(result: MixtureResult) -> MixtureResult:
+    """``result``, or ``result.relabel()`` if its chains label the components differently."""
     if not hasattr(result, "relabel") or result.model.n_components == 1:
         return result
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         problems = result.diagnose()
     if not any(issubclass(category, LabelSwitchingWarning) for _, category in problems):
+        return result
+    return result.relabel()
+
+
+def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
+    """``result``, relabelled once (with a warning) if its chains label the components
+    differently, so that the saved file, the console, the tables and the plots all show
+    the same draws in the same order."""
+    relabelled = _relabelled_if_switched(result)
+    if relabelled is result:
         return result
     warnings.warn(
         "the chains labelled the components differently (label switching): the draws were "
@@ -344,7 +340,7 @@ def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
         LabelSwitchingWarning,
         stacklevel=2,
     )
-    return result.relabel()
+    return relabelled
 
 
 def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
@@ -1008,7 +1004,7 @@ def write_report(
     files = ReportFiles(directory=out, html=out / "report.html", summary=out / "summary.csv")
     # once per fit for the clusters table and the scatter and membership plots
     members = {name: memberships(result, data) for name, result in aligned.items()}
-    summary = _summary_rows(aligned, posteriors, data.feature_names, ci_prob)
+    summary = _summary_rows(aligned, posteriors, ci_prob)
     summary.to_csv(files.summary, index=False)
     if comparison is not None and len(comparison.parameters):
         files.comparison = out / "comparison.csv"

@@ -38,6 +38,7 @@ __all__ = [
     "EMResult",
     "parameters_dataset",
     "identified_parameters",
+    "parameter_draws",
     "sample_mixture",
 ]
 
@@ -124,6 +125,27 @@ def identified_parameters(posterior: xr.Dataset, covariance_type: str) -> xr.Dat
             corr, dims = corr[:, :, 0], ("chain", "draw", "pair")
         keep["correlations"] = xr.DataArray(corr, dims=dims, coords={"pair": pairs})
     return xr.Dataset(keep)
+
+
+def parameter_draws(posterior: xr.Dataset, covariance_type: str) -> tuple[list[str], np.ndarray]:
+    """The parameters of :func:`identified_parameters` as scalar columns.
+
+    Returns
+    -------
+    labels : list of str
+        One per parameter, as :func:`arviz.summary` labels its rows
+        (``"means[0, waiting]"``).
+    draws : numpy.ndarray of shape (chain, draw, n_parameters)
+    """
+    identified = identified_parameters(posterior, covariance_type)
+    labels, columns = [], []
+    for name, values in identified.data_vars.items():
+        dims = values.dims[2:]
+        for index in np.ndindex(values.shape[2:]):
+            coords = [str(values[dim].values[i]) for dim, i in zip(dims, index, strict=True)]
+            labels.append(f"{name}[{', '.join(coords)}]" if coords else name)
+            columns.append(values.values[(..., *index)])
+    return labels, np.stack(columns, axis=-1)
 
 
 def sample_mixture(
@@ -515,15 +537,8 @@ class EMResult(MixtureResult):
         """Point estimates as a table: one row per weight, mean and standard deviation,
         and per correlation for matrix structures, labelled as in a NUTS or ADVI
         ``summary()`` (the parameters of :func:`identified_parameters`)."""
-        identified = identified_parameters(self.posterior, self.model.covariance_type)
-        rows = []
-        for name, values in identified.isel(chain=0, draw=0).data_vars.items():
-            for index in np.ndindex(values.shape):
-                labels = [
-                    str(values[dim].values[i]) for dim, i in zip(values.dims, index, strict=True)
-                ]
-                label = f"{name}[{', '.join(labels)}]" if labels else name
-                rows.append((label, float(values.values[index])))
+        labels, draws = parameter_draws(self.posterior, self.model.covariance_type)
+        rows = list(zip(labels, draws[0, 0].tolist(), strict=True))
         return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
 
     def _extra_groups(self) -> dict[str, xr.Dataset]:
