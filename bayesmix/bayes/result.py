@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -225,6 +226,16 @@ class BayesResult(MixtureResult):
             warnings.warn(message, category, stacklevel=2)
         return table
 
+    @cached_property
+    def _diagnostics_table(self) -> pd.DataFrame:
+        """r_hat and ESS of every identified parameter, computed once per result (a
+        result's draws never change; relabelling makes a new result). On 30 features
+        this ``az.summary`` call takes seconds, and reports and comparisons ask for it
+        several times."""
+        import arviz as az
+
+        return az.summary(self._summary_dataset(), kind="diagnostics")
+
     def diagnose(self, table: pd.DataFrame | None = None) -> list[tuple[str, type[Warning]]]:
         """Plain-language problems with this posterior and what to do about them.
 
@@ -244,12 +255,10 @@ class BayesResult(MixtureResult):
             Each problem's message (what happened and the remedy) and its category;
             empty when nothing was found.
         """
-        import arviz as az
-
         problems: list[tuple[str, type[Warning]]] = []
         if self.is_mcmc:
             if table is None:
-                table = az.summary(self._summary_dataset(), kind="diagnostics")
+                table = self._diagnostics_table
             n_chains = self.posterior.sizes["chain"]
             worst = table["r_hat"].max()
             if n_chains > 1 and worst > RHAT_LIMIT:
