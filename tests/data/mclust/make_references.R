@@ -43,6 +43,16 @@ min_eigen_of <- function(fit, d) {
   min(apply(sig, 3, function(s) min(eigen(s, symmetric = TRUE, only.values = TRUE)$values)))
 }
 
+# One row of bic_choice.csv: the model and G with the highest BIC in `bic`.
+bic_choice <- function(bic, name, among, d, gmax) {
+  best <- pickBIC(bic, k = 1)
+  model <- sub(",.*$", "", names(best))
+  data.frame(
+    data = name, among = among, model = model,
+    bayesmix_covariance = cov_label(model, d),
+    G = as.integer(sub("^.*,", "", names(best))), bic_mclust = unname(best), G_max = gmax)
+}
+
 choice_rows <- list()
 for (spec in specs) {
   name <- sub("=.*$", "", spec)
@@ -91,12 +101,7 @@ for (spec in specs) {
   tab <- do.call(rbind, rows)
   write.csv(tab, file.path(outdir, paste0(name, ".csv")), row.names = FALSE, na = "NA")
 
-  best4 <- pickBIC(bic4, k = 1)
-  m4 <- sub(",.*$", "", names(best4)); g4 <- as.integer(sub("^.*,", "", names(best4)))
-  choice_rows[[length(choice_rows) + 1]] <- data.frame(
-    data = name, among = "four", model = m4,
-    bayesmix_covariance = cov_label(m4, d),
-    G = g4, bic_mclust = unname(best4), G_max = gmax)
+  choice_rows[[length(choice_rows) + 1]] <- bic_choice(bic4, name, "four", d, gmax)
   message(sprintf("%s: n=%d d=%d G=1..%d, four models: %.1f s", name, NROW(X), d, gmax,
                   proc.time()[["elapsed"]] - t0))
   if (name %in% four_only) next
@@ -104,12 +109,7 @@ for (spec in specs) {
   all_models <- if (d == 1) c("E", "V") else mclust.options("emModelNames")
   # with x = bic4, mclustBIC reuses its control, hc start and already fitted cells
   bic_all <- mclustBIC(X, G = Gs, modelNames = all_models, x = bic4)
-  best_all <- pickBIC(bic_all, k = 1)
-  ma <- sub(",.*$", "", names(best_all)); ga <- as.integer(sub("^.*,", "", names(best_all)))
-  choice_rows[[length(choice_rows) + 1]] <- data.frame(
-    data = name, among = "all", model = ma,
-    bayesmix_covariance = cov_label(ma, d),
-    G = ga, bic_mclust = unname(best_all), G_max = gmax)
+  choice_rows[[length(choice_rows) + 1]] <- bic_choice(bic_all, name, "all", d, gmax)
   message(sprintf("%s: n=%d d=%d G=1..%d, with all models: %.1f s", name, NROW(X), d, gmax,
                   proc.time()[["elapsed"]] - t0))
 }
