@@ -1,16 +1,24 @@
-"""Initial responsibilities for EM: k-means++, k-means, random, random data points."""
+"""Initial responsibilities for EM: k-means++, k-means, random, random data points and
+model-based hierarchical clustering (mclust's start)."""
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
+from bayesmix.em.hierarchical import HC_MAX_ROWS, HierarchicalTree, hierarchical_tree
 from bayesmix.em.stats import block_rows, iter_blocks
 
-__all__ = ["INIT_METHODS", "initial_responsibilities", "kmeans_plusplus", "nearest"]
+__all__ = ["INIT_METHODS", "hc_labels", "initial_responsibilities", "kmeans_plusplus", "nearest"]
 
 # "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
 # data per centre; in memory it is the exact k-means++ seeding that k-means|| approximates.
-INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data")
+INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data", "hc")
+
+# The last hierarchical tree built, keyed by a digest of the data, the weights and the
+# subsample seed: fitting K = 1..9 to the same data builds the tree once.
+_HC_CACHE: dict[tuple, HierarchicalTree] = {}
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -75,6 +83,38 @@ def kmeans(
     return labels
 
 
+def hc_labels(
+    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Labels of mclust's hierarchical start: ``hclass(hc(X), K)``.
+
+    The tree (:func:`bayesmix.em.hierarchical.hierarchical_tree` with mclust 6's defaults:
+    ``"VVV"`` on the ``"SVD"``-transformed data, ``"V"`` for one column, ``"EII"`` when
+    there are no more rows than columns; identical rows start as one group) does not
+    depend on ``rng`` or on a shift of ``X`` unless more than ``HC_MAX_ROWS`` rows have
+    positive weight: then it is built on a subsample drawn with a seed taken from ``rng``.
+    The last tree is cached, keyed by a digest of ``X``, the weights and that seed. With
+    fewer distinct rows than ``n_components`` the surplus components get no rows.
+    """
+    seed = None
+    if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
+        seed = int(rng.integers(2**63))
+    key = (
+        X.shape,
+        X.dtype.str,
+        hashlib.blake2b(np.ascontiguousarray(X)).hexdigest(),
+        hashlib.blake2b(np.ascontiguousarray(sample_weight, dtype=np.float64)).hexdigest(),
+        seed,
+    )
+    tree = _HC_CACHE.get(key)
+    if tree is None:
+        sub_rng = np.random.default_rng(seed) if seed is not None else None
+        tree = hierarchical_tree(X, sample_weight, rng=sub_rng)
+        _HC_CACHE.clear()
+        _HC_CACHE[key] = tree
+    return tree.labels(min(n_components, tree.n_groups))
+
+
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
     resp = np.zeros((labels.shape[0], n_components))
     resp[np.arange(labels.shape[0]), labels] = 1.0
@@ -92,11 +132,14 @@ def initial_responsibilities(
 
     Parameters
     ----------
-    method : {"kmeans++", "kmeans||", "kmeans", "random", "random_from_data"}
+    method : {"kmeans++", "kmeans||", "kmeans", "random", "random_from_data", "hc"}
         ``kmeans++`` (and ``kmeans||``, its scalable approximation for Dask input, which
         in memory is k-means++ itself): hard assignment to k-means++ seeds; ``kmeans``: to converged
         k-means clusters; ``random``: uniform random responsibilities;
-        ``random_from_data``: hard assignment to K distinct random observations.
+        ``random_from_data``: hard assignment to K distinct random observations;
+        ``hc``: hard assignment to the K groups of mclust's model-based agglomerative
+        hierarchical clustering (:func:`hc_labels`; deterministic, the same for every
+        ``rng`` unless the data have more than ``HC_MAX_ROWS`` rows of positive weight).
     """
     if method in ("kmeans++", "kmeans||"):
         labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
@@ -110,6 +153,8 @@ def initial_responsibilities(
         replace = candidates.size < n_components
         chosen = rng.choice(candidates, size=n_components, replace=replace)
         labels, _ = nearest(X, X[chosen])
+    elif method == "hc":
+        labels = hc_labels(X, sample_weight, n_components, rng)
     else:  # validated at the door; kept for direct callers
         raise ValueError(f"init must be one of {INIT_METHODS} or a mapping; got {method!r}.")
     return _one_hot(labels, n_components)
