@@ -94,11 +94,13 @@ class CovarianceStructure(ABC):
         means: np.ndarray,
         dof: float | None,
         scale: np.ndarray | float | None,
-        reg_covar: float,
+        reg_covar: float | np.ndarray,
     ) -> np.ndarray:
         """Covariances maximising the expected complete-data log posterior given ``means``.
 
-        With ``dof=None`` (no prior) this is the maximum-likelihood update.
+        With ``dof=None`` (no prior) this is the maximum-likelihood update. ``reg_covar``
+        is added to the variances: a scalar, or one value per feature (``(D,)``; a
+        spherical covariance adds their mean).
         """
 
     @abstractmethod
@@ -643,7 +645,7 @@ class Spherical(Diag):
             var = scatter / (mass * n_features)
         else:
             var = (scatter + scale) / (mass * n_features + dof + 2.0)
-        return var + reg_covar
+        return var + np.mean(reg_covar)  # per-feature regularisation: its mean
 
     def precision_matrices(self, prec_chol, n_components, n_features):
         return self.to_full(prec_chol**2, n_components, n_features)

@@ -441,6 +441,12 @@ class EMResult(MixtureResult):
         Log-likelihood after each iteration, starting at the initial parameters.
     log_posterior_trace : numpy.ndarray or None
         Log posterior per iteration for MAP fits (what MAP-EM increases).
+    spurious : tuple of str
+        Why the fit is a spurious maximum of the likelihood — a component collapsed onto
+        a few points or onto a line or plane of rounded data, where the likelihood is
+        unbounded — one reason per collapsed component; empty for a sound fit. EM keeps
+        the best start that is not spurious; this is non-empty only when every start
+        was, and :func:`~bayesmix.select_components` never chooses such a fit.
     """
 
     def __init__(
@@ -458,6 +464,7 @@ class EMResult(MixtureResult):
         n_iter: int,
         priors: ResolvedPriors | None,
         settings: dict,
+        spurious: tuple[str, ...] = (),
     ) -> None:
         structure = model.structure
         n_components, n_features = params.means.shape
@@ -478,6 +485,7 @@ class EMResult(MixtureResult):
         self.converged = bool(converged)
         self.n_iter = int(n_iter)
         self.priors = priors
+        self.spurious = tuple(spurious)
         self.__dict__["_draw_params"] = [params]
 
     @property

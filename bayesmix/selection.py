@@ -78,6 +78,7 @@ _EM_COLUMNS = (
     "mclust_bic",
     "mclust_icl",
     "converged",
+    "spurious_starts",
 )
 _LOO_COLUMNS = (
     "elpd_loo",
@@ -106,6 +107,11 @@ _COLUMN_MEANINGS = (
         "standard error; best by LOO: the fewest components within one dse of the highest",
     ),
     ("n_high_k", f"n_high_k: observations with Pareto k > {PARETO_K_THRESHOLD}"),
+    (
+        "spurious_starts",
+        "spurious_starts: EM starts that ended on a spurious maximum (a collapsed "
+        "component) and were set aside for the best sound one; status 'spurious': all did",
+    ),
 )
 
 
@@ -272,11 +278,15 @@ def select_components(
     -----
     A fit that raises is kept in the table with ``status="failed"`` and the error in
     ``message``; the other fits go on (if every fit fails, the first error is raised:
-    the problem is then not one of the fits, e.g. a bad option). A fit with a singular
-    component covariance (a component collapsed onto repeated values, where the
-    likelihood is unbounded) gets ``status="degenerate"``: its criteria are shown but it
-    is never marked best. Warnings of single fits are re-issued with the fit's label
-    and listed in the ``notes`` column.
+    the problem is then not one of the fits, e.g. a bad option). EM keeps the best of
+    its starts that is not a spurious maximum (a component collapsed onto a few points
+    or onto a line or plane of rounded data, where the likelihood is unbounded; see
+    :attr:`EMResult.spurious <bayesmix.results.EMResult>`); ``spurious_starts`` counts
+    the starts set aside. When every start was spurious the fit gets
+    ``status="spurious"`` and the reasons in ``message``: its criteria are shown but it
+    is never marked best. A posterior fit with a singular component covariance gets
+    ``status="degenerate"``, likewise never best. Warnings of single fits are re-issued
+    with the fit's label and listed in the ``notes`` column.
     A :class:`ParetoKWarning` says which posterior fits have observations with Pareto
     ``k > 0.7``: their elpd estimate is unreliable (typical of surplus components
     that live on a few observations); compare them by K-fold cross-validation instead.
@@ -352,7 +362,13 @@ def _fit_one(data, key, seed, n_init, priors, options):
     row["notes"] = "; ".join(dict.fromkeys(notes))
     if fit is None:
         return row, None, error
-    if _is_degenerate(fit, data):
+    if method in EM_METHODS and fit.spurious:
+        row.update(
+            status="spurious",
+            message=f"every start ended on a spurious maximum: {'; '.join(fit.spurious)}; "
+            "the likelihood is unbounded there, so the fit is left out of the best models",
+        )
+    elif method not in EM_METHODS and _is_degenerate(fit, data):
         row.update(
             status="degenerate",
             message="a component covariance is singular (a component collapsed onto "
@@ -371,6 +387,7 @@ def _fit_one(data, key, seed, n_init, priors, options):
             mclust_bic=-bic,
             mclust_icl=-icl,
             converged=fit.converged,
+            spurious_starts=fit.settings.get("n_spurious_runs", 0),
         )
         if not np.isfinite(bic):
             row.update(status="degenerate", message="non-finite log-likelihood")
@@ -495,11 +512,12 @@ class SelectionResult:
     ----------
     table : pandas.DataFrame
         One row per fit, indexed by ``(method, covariance_type, n_components)``. Columns:
-        ``status`` (``"ok"``, ``"failed"`` or ``"degenerate"``; only ``"ok"`` fits are
-        marked best), ``message`` (the error of a failed fit),
+        ``status`` (``"ok"``, ``"failed"``, ``"spurious"`` or ``"degenerate"``; only
+        ``"ok"`` fits are marked best), ``message`` (the error of a failed fit),
         ``notes`` (warnings of the fit), ``fit_seconds``; for EM methods
         ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
-        ``mclust_bic``, ``mclust_icl`` (= minus those, higher is better), ``converged``;
+        ``mclust_bic``, ``mclust_icl`` (= minus those, higher is better), ``converged``,
+        ``spurious_starts`` (EM starts set aside as spurious maxima);
         for Bayesian methods ``elpd_loo``, ``se``, ``p_loo``, ``elpd_diff`` and ``dse``
         (against the highest ``elpd_loo`` of the same method), ``loo_weight`` (stacking
         weight),
@@ -596,11 +614,12 @@ class SelectionResult:
         levels = self.table.index
         ks = sorted(set(levels.get_level_values("n_components")))
         covs = list(dict.fromkeys(levels.get_level_values("covariance_type")))
-        n_failed = int((self.table["status"] != "ok").sum())
+        status = self.table["status"].value_counts()
+        excluded = ", ".join(f"{status[name]} {name}" for name in status.index if name != "ok")
         lines = [
             f"Selection of K in {ks}, covariance types {covs}, methods {self.methods}: "
             f"{len(self.table)} fits"
-            + (f" ({n_failed} failed)" if n_failed else "")
+            + (f" ({excluded}, never best)" if excluded else "")
             + f" on {self.n_obs} observations. Best fit by method:"
         ]
         for method, row in self.best.iterrows():

@@ -48,6 +48,9 @@ def _start(ref, X, n_components, covariance_type, seed=0):
 
 
 def _compare_with_sklearn(ref, X, covariance_type, n_components, n_iter, reg_covar=1e-6):
+    # bayesmix's reg_covar is relative to each feature's variance, scikit-learn's absolute:
+    # on standardised columns (variance 1) they add the same
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
     weights, means, covariances = _start(ref, X, n_components, covariance_type)
     sk = SklearnGaussianMixture(
         n_components,

@@ -47,7 +47,16 @@ import numpy as np
 import xarray as xr
 
 from bayesmix.data import _MAX_ABS_VALUE, check_numeric_columns, check_sample_weight
-from bayesmix.em.fit import _best_run, _check_init, _em_result, _user_params, em_settings
+from bayesmix.em.degeneracy import collapse_reasons, feature_resolution
+from bayesmix.em.fit import (
+    EM_DEFAULTS,
+    _best_run,
+    _check_init,
+    _em_result,
+    _user_params,
+    em_settings,
+    regularisation,
+)
 from bayesmix.em.init import kmeans, kmeans_plusplus, nearest
 from bayesmix.em.stats import (
     Params,
@@ -870,10 +879,10 @@ def fit_em_dask(
     use_priors: bool,
     sample_weight: Any = None,
     n_init: int = 1,
-    init: str | Mapping = "kmeans++",
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
+    init: str | Mapping = EM_DEFAULTS["init"],
+    max_iter: int = EM_DEFAULTS["max_iter"],
+    tol: float = EM_DEFAULTS["tol"],
+    reg_covar: float = EM_DEFAULTS["reg_covar"],
     random_state: Any = None,
     order_by: Any = None,
 ) -> EMResult:
@@ -887,6 +896,11 @@ def fit_em_dask(
     ``INIT_SAMPLE_ROWS`` rows the k-means++ start is the in-memory one for the same
     seed too. On more rows k-means++ (or k-means, or random rows) runs on a seeded
     random sample of about ``INIT_SAMPLE_ROWS`` rows.
+
+    Defaults are the in-memory ones except the starts: one (``n_init=1``, each start
+    costs passes over all the data), and ``init="auto"`` is k-means|| here.
+    ``reg_covar`` is relative to each feature's variance on the sample, and spurious
+    maxima are judged with the sample's resolution.
 
     Returns
     -------
@@ -912,9 +926,11 @@ def fit_em_dask(
         shift = scan.mean
         priors = _resolve_priors(model, scan) if use_priors else None
         shifted_priors = priors.shifted(shift) if priors is not None else None
+        reg = regularisation(scan.sample, scan.sample_weight, reg_covar)
+        starts = "kmeans||" if isinstance(init, str) and init == "auto" else init
         best = _best_run(
-            lambda: _initial_params(
-                init, source, scan, shift, model, shifted_priors, reg_covar, rng
+            lambda index: _initial_params(
+                starts, source, scan, shift, model, shifted_priors, reg, rng
             ),
             partial(source.estep, shift=shift, structure=structure),
             scan.total_weight,
@@ -924,7 +940,14 @@ def fit_em_dask(
             n_init=n_init,
             max_iter=max_iter,
             tol=tol,
-            reg_covar=reg_covar,
+            reg_covar=reg,
+            judge=partial(
+                collapse_reasons,
+                structure=structure,
+                regularisation=reg,
+                resolution=feature_resolution(scan.sample, scan.sample_weight),
+                n_obs=scan.total_weight,
+            ),
         )
     finally:
         source.close()
@@ -949,7 +972,9 @@ def fit_em_dask(
             backend="dask",
             n_chunks=source.n_chunks,
             estep=source.estep_path,
+            reg_covar_relative=True,
         ),
+        regularisation=reg,
     )
 
 

@@ -6,15 +6,15 @@ import numbers
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayesmix.covariance import CovarianceStructure
+from bayesmix.covariance import CovarianceStructure, variance_rounding
 from bayesmix.data import Data, check_sample_weight
-from bayesmix.em.degeneracy import warn_degenerate
+from bayesmix.em.degeneracy import collapse_reasons, feature_resolution, warn_degenerate
 from bayesmix.em.init import INIT_METHODS, initial_responsibilities, nearest
 from bayesmix.em.missing import (
     MissingEStep,
@@ -22,8 +22,16 @@ from bayesmix.em.missing import (
     drop_unobserved_rows,
     observed_moments,
 )
-from bayesmix.em.stats import Params, SufficientStats, e_step, m_step, stats_from_responsibilities
-from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.em.stats import (
+    Params,
+    SufficientStats,
+    block_rows,
+    e_step,
+    iter_blocks,
+    m_step,
+    stats_from_responsibilities,
+)
+from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
 from bayesmix.ordering import (
     best_separated_feature,
     component_order,
@@ -37,12 +45,26 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.results import EMResult
 
-__all__ = ["fit_em", "EMRun", "EMProgress"]
+__all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
+
+# The native defaults: run to the local optimum (the Aitken-projected gain below tol per
+# observation, Böhning et al. 1994), from a hierarchical start and k-means++ restarts,
+# with regularisation relative to each feature's variance. The scikit-learn estimator
+# keeps scikit-learn's (tol 1e-3 on the last change, 100 iterations, one k-means start,
+# absolute reg_covar).
+EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
+# a step of the objective within this many eps of its size is rounding: converged
+ROUNDING_STEPS = 1000
+# init="auto": the first start is the hierarchical one, the others k-means++
+AUTO_STARTS = ("hc", "kmeans++")
 
 
 @dataclass(frozen=True)
 class EMRun:
-    """One EM run from one initialisation (parameters in shifted units)."""
+    """One EM run from one initialisation (parameters in shifted units); ``spurious``:
+    why it is a spurious maximum (empty if it is not), ``n_spurious``: how many of the
+    runs it was chosen from were, ``n_runs``: how many runs there were (see
+    :func:`_best_run`)."""
 
     params: Params
     stats: SufficientStats
@@ -50,6 +72,9 @@ class EMRun:
     log_posterior_trace: np.ndarray | None
     converged: bool
     n_iter: int
+    spurious: tuple[str, ...] = ()
+    n_spurious: int = 0
+    n_runs: int = 1
 
 
 @dataclass(frozen=True)
@@ -90,11 +115,11 @@ def fit_em(
     *,
     use_priors: bool,
     sample_weight: Any = None,
-    n_init: int = 1,
-    init: str | Mapping = "kmeans++",
-    max_iter: int = 100,
-    tol: float = 1e-3,
-    reg_covar: float = 1e-6,
+    n_init: int = EM_DEFAULTS["n_init"],
+    init: str | Mapping = EM_DEFAULTS["init"],
+    max_iter: int = EM_DEFAULTS["max_iter"],
+    tol: float = EM_DEFAULTS["tol"],
+    reg_covar: float = EM_DEFAULTS["reg_covar"],
     random_state: Any = None,
     missing: str = "error",
     order_by: Any = None,
@@ -119,6 +144,8 @@ def fit_em(
       ``"method"`` (default ``"kmeans++"``; still random, so ``n_init`` runs are made).
       ``previous_objective`` (per unit of weight) stands in for the objective before the
       start in the first test (scikit-learn's warm start); ``None`` is minus infinity.
+      ``reg_covar`` is then absolute (scikit-learn's), not relative to each feature's
+      variance.
 
     ``data.values`` may be float32: the E-step then runs float32 kernels
     (:mod:`bayesmix.em.kernels`); initialisation, M-step and parameters stay float64.
@@ -155,10 +182,20 @@ def fit_em(
     shifted_priors = priors.shifted(shift) if priors is not None else None
 
     start = time.perf_counter()
+    reg = reg_covar if sklearn_bookkeeping else regularisation(X, weights, reg_covar)
     if estep is None:
         estep = partial(e_step, X, weights, shift, structure=structure)
+    judge = partial(
+        collapse_reasons,
+        structure=structure,
+        regularisation=reg,
+        resolution=feature_resolution(X, weights),
+        n_obs=float(weights.sum()),
+    )
     best = _best_run(
-        lambda: _initial_params(init, X, weights, shift, model, shifted_priors, reg_covar, rng),
+        lambda index: _initial_params(
+            start_method(init, index), X, weights, shift, model, shifted_priors, reg, rng
+        ),
         estep,
         float(weights.sum()),
         structure,
@@ -167,10 +204,11 @@ def fit_em(
         n_init=n_init,
         max_iter=max_iter,
         tol=tol,
-        reg_covar=reg_covar,
+        reg_covar=reg,
         callback=callback,
         lagged=bool(sklearn_bookkeeping),
         reference=reference,
+        judge=judge,
     )
     return _em_result(
         model,
@@ -191,8 +229,42 @@ def fit_em(
             seed_record=seed_record,
             start=start,
             missing=missing,
+            reg_covar_relative=not sklearn_bookkeeping,
         ),
+        regularisation=reg,
     )
+
+
+def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.ndarray:
+    """What the M-step adds to each feature's variance: ``reg_covar`` times the feature's
+    weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
+    every scale; a constant feature uses its squared mean, or 1 if that is 0."""
+    n_obs, n_features = X.shape
+    sums = np.zeros((3, n_features))  # weight, weighted sum, weighted sum of squares
+    centre = np.nanmedian(X[:: max(1, n_obs // 1000)], axis=0)  # avoids cancellation
+    centre = np.where(np.isfinite(centre), centre, 0.0)
+    for rows in iter_blocks(n_obs, block_rows(n_obs, n_features, 1)):
+        block = np.asarray(X[rows], dtype=float) - centre
+        observed = ~np.isnan(block)
+        w = weights[rows, None] * observed
+        block = np.where(observed, block, 0.0)
+        sums += [w.sum(axis=0), (w * block).sum(axis=0), (w * block**2).sum(axis=0)]
+    total = np.maximum(sums[0], np.finfo(float).tiny)
+    offset = sums[1] / total
+    variance = np.maximum(sums[2] / total - offset**2, 0.0)
+    mean = centre + offset
+    constant = variance <= variance_rounding(mean)
+    scale = np.where(~constant, variance, np.where(mean != 0, np.square(mean), 1.0))
+    return reg_covar * scale
+
+
+def start_method(init: str | Mapping, index: int) -> str | Mapping:
+    """The start of run ``index`` (from 0): ``init="auto"`` makes the first run's start
+    the hierarchical one (``"hc"``) and the others k-means++; any other ``init`` is
+    used by every run."""
+    if isinstance(init, str) and init == "auto":
+        return AUTO_STARTS[0] if index == 0 else AUTO_STARTS[1]
+    return init
 
 
 def em_settings(
@@ -239,23 +311,38 @@ def _best_run(
     callback=None,
     lagged=False,
     reference=-np.inf,
+    judge=None,
 ) -> EMRun:
-    """The best of ``n_init`` EM runs, each from ``initial()`` (one run when ``init`` gives
-    the start explicitly, as a mapping with means); warns if it did not converge (unless
-    ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and ``reference``
-    are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
-    ``previous_objective``.
+    """The best of ``n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
+    ``init`` gives the start explicitly, as a mapping with means); warns if it did not
+    converge (unless ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and
+    ``reference`` are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
+    ``previous_objective``; ``reg_covar`` is what the M-step adds to the variances.
+
+    ``judge(params)`` lists why a run ended on a spurious maximum
+    (:func:`~bayesmix.em.degeneracy.collapse_reasons`): the best run is the one of highest
+    objective among those it does not reject. If it rejects all ``n_init``, up to
+    ``n_init`` more runs are made (``initial`` with the next indices), stopping at the
+    first sound one; if all are rejected the best is chosen among all. The returned run's
+    ``spurious`` holds its reasons and ``n_spurious`` counts the rejected runs.
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
     """
-    best = None
+    best, best_key, n_spurious = None, None, 0
     test = _ConvergenceTest(total_weight, tol, lagged, reference)
-    for index in range(1 if _explicit(init) else n_init):
+    n_runs = 1 if _explicit(init) else n_init
+    index = 0
+    while index < n_runs or (best.spurious and index < 2 * n_runs and not _explicit(init)):
         report = None if callback is None else partial(_report, callback, index, total_weight)
-        run = _run_em(estep, initial(), structure, priors, max_iter, reg_covar, test, report)
-        if best is None or _objective(run, lagged) > _objective(best, lagged):
-            best = run
+        run = _run_em(estep, initial(index), structure, priors, max_iter, reg_covar, test, report)
+        reasons = tuple(judge(run.params)) if judge is not None and priors is None else ()
+        n_spurious += bool(reasons)
+        key = (not reasons, _objective(run, lagged))
+        if best is None or key > best_key:
+            best, best_key = replace(run, spurious=reasons), key
+        index += 1
+    best = replace(best, n_spurious=n_spurious, n_runs=index)
     if not best.converged and max_iter > 0:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
@@ -267,11 +354,21 @@ def _best_run(
 
 
 def _em_result(
-    model, best, shift, priors, *, feature_names, n_obs, settings, order_by=None
+    model,
+    best,
+    shift,
+    priors,
+    *,
+    feature_names,
+    n_obs,
+    settings,
+    order_by=None,
+    regularisation=None,
 ) -> EMResult:
     """The :class:`EMResult` of the best run, parameters shifted back to data units,
     components numbered by :mod:`bayesmix.ordering`'s rule (an explicit start keeps its
-    numbering)."""
+    numbering). ``regularisation``: what the M-step added to each feature's variance
+    (default ``settings["reg_covar"]``)."""
     from bayesmix.results import EMResult
 
     params = Params(
@@ -289,8 +386,20 @@ def _em_result(
         perm = component_order(params.means, feature)
         params = permute_params(params, perm, shared_covariance=model.structure.name == "tied")
     settings["order_feature"] = feature_names[feature]
+    settings["n_spurious_runs"] = best.n_spurious
+    settings["n_runs"] = best.n_runs
+    reg = settings["reg_covar"] if regularisation is None else regularisation
     if priors is None:
-        warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs)
+        warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs, reg)
+    if best.spurious:
+        warnings.warn(
+            f"every EM start ended on a spurious maximum of the likelihood "
+            f"({best.n_spurious} of {best.n_runs}): {'; '.join(best.spurious)}. The "
+            "likelihood is unbounded there; use fewer components, more starts (n_init), "
+            "another covariance_type, or fit with priors (method='map').",
+            DegenerateComponentWarning,
+            stacklevel=4,
+        )
     return EMResult(
         model=model,
         params=params,
@@ -304,6 +413,7 @@ def _em_result(
         n_iter=best.n_iter,
         priors=priors,
         settings=settings,
+        spurious=best.spurious,
     )
 
 
@@ -326,9 +436,17 @@ def _objective(run: EMRun, lagged: bool = False) -> float:
 
 @dataclass(frozen=True)
 class _ConvergenceTest:
-    """When a run has converged: ``|change| / total_weight < tol``, the change being that
-    of the newest iteration or, ``lagged``, of the one before (scikit-learn's; the
-    objective before the start is ``reference`` per unit of weight)."""
+    """When a run has converged: ``|change| / total_weight < tol``.
+
+    By default the change is the gain still to come, projected by Aitken's
+    acceleration from the last three objectives (Böhning et al. 1994; McNicholas et al.
+    2010): EM converges linearly, ``L_{k+1} - L_k ~ a (L_k - L_{k-1})``, so the limit is
+    ``L_k + (L_k - L_{k-1}) a / (1 - a)``; a run stops when that gain, not just the last
+    step, is below ``tol`` per unit of weight (where the steps do not shrink, ``a >= 1``,
+    it does not stop unless the step is at rounding level). ``lagged``: the change of the
+    iteration before the newest (scikit-learn's; the objective before the start is
+    ``reference`` per unit of weight).
+    """
 
     total_weight: float
     tol: float
@@ -338,10 +456,17 @@ class _ConvergenceTest:
     def change(self, trace: list[float]) -> float:
         """The change per unit of weight that decides, ``trace`` ending with the
         objective after the newest M-step."""
-        if not self.lagged:
-            return (trace[-1] - trace[-2]) / self.total_weight
-        before = trace[-3] / self.total_weight if len(trace) > 2 else self.reference
-        return trace[-2] / self.total_weight - before
+        if self.lagged:
+            before = trace[-3] / self.total_weight if len(trace) > 2 else self.reference
+            return trace[-2] / self.total_weight - before
+        step = trace[-1] - trace[-2]
+        rounding = ROUNDING_STEPS * np.finfo(float).eps * max(abs(trace[-1]), self.total_weight)
+        if len(trace) < 3 or step <= rounding:  # also a decrease: rounding at the optimum
+            return step / self.total_weight
+        previous = trace[-2] - trace[-3]
+        rate = step / previous if previous > 0 else np.inf
+        gain = step * rate / (1.0 - rate) if 0.0 <= rate < 1.0 else np.inf
+        return max(step, gain) / self.total_weight
 
 
 def _report(callback, index, total_weight, n_iter, objective, change, converged, done):
@@ -395,9 +520,9 @@ def _check_init(init: Any, partial: bool = False) -> None:
     """Validate ``init``; ``partial`` accepts a mapping without ``"means"`` (its
     ``"method"`` initialises the parameters it does not give)."""
     if isinstance(init, str):
-        if init not in INIT_METHODS:
+        if init != "auto" and init not in INIT_METHODS:
             raise ValueError(
-                f"init must be one of {list(INIT_METHODS)} or a mapping; got {init!r}."
+                f"init must be 'auto', one of {list(INIT_METHODS)} or a mapping; got {init!r}."
             )
         return
     if not isinstance(init, Mapping):
