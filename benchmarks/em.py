@@ -145,6 +145,7 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
             precisions_init=precisions,
             max_iter=iterations,
             tol=0.0,
+            reg_covar=0.0,  # bayesmix's native reg_covar is relative, scikit-learn's absolute
         ).fit(data)
 
     sklearn_fit = partial(estimator_fit, SklearnGaussianMixture, X)
@@ -154,7 +155,7 @@ def run_case(n_obs, n_features, n_components, kind, iterations, repeats) -> Case
     def bayesmix_fit():
         init = {"weights": weights, "means": means, "covariances": covariances}
         return bm.GaussianMixture(n_components, kind).fit(
-            X, init=init, max_iter=iterations, tol=0.0
+            X, init=init, max_iter=iterations, tol=0.0, reg_covar=0.0
         )
 
     sk_times, bm_times, f32_times = [], [], []

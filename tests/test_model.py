@@ -133,7 +133,7 @@ def small():
         ({"method": None}, ValueError, "method must be one of"),
         ({"n_iter": 5}, TypeError, r"unknown option\(s\) \['n_iter'\] for method='em'"),
         ({"draws": 100, "tune": 5}, TypeError, r"unknown option\(s\) \['draws', 'tune'\]"),
-        ({"init": "kmeans+"}, ValueError, "init must be one of .*got 'kmeans\\+'"),
+        ({"init": "kmeans+"}, ValueError, "init must be 'auto', one of .*got 'kmeans\\+'"),
         ({"init": 3}, TypeError, "init must be a method name or a mapping"),
         ({"init": {"weights": [0.5, 0.5]}}, ValueError, "init mapping needs a 'means' entry"),
         (

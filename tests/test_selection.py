@@ -170,8 +170,10 @@ def test_degenerate_fits_are_flagged_and_never_best():
         )
     table = sel.table
     assert table.loc[("em", "full", 1), "status"] == "ok"
-    assert table.loc[("em", "full", 3), "status"] == "degenerate"
-    assert "singular" in table.loc[("em", "full", 3), "message"]
+    assert table.loc[("em", "full", 3), "status"] == "spurious"
+    assert "spurious maximum" in table.loc[("em", "full", 3), "message"]
+    assert table.loc[("em", "full", 3), "spurious_starts"] > 0
+    assert "spurious, never best" in repr(sel).splitlines()[0]
     # its BIC is the smallest (unbounded likelihood) but it is not chosen
     assert table["bic"].idxmin() == ("em", "full", 3)
     assert not table.loc[("em", "full", 3), "best_bic"]

@@ -972,7 +972,7 @@ def fit_em_dask(
             backend="dask",
             n_chunks=source.n_chunks,
             estep=source.estep_path,
-            reg_covar_relative=True,
+            reg_covar_scale="feature variance",
         ),
         regularisation=reg,
     )

@@ -229,7 +229,7 @@ def fit_em(
             seed_record=seed_record,
             start=start,
             missing=missing,
-            reg_covar_relative=not sklearn_bookkeeping,
+            reg_covar_scale="absolute" if sklearn_bookkeeping else "feature variance",
         ),
         regularisation=reg,
     )

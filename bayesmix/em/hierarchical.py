@@ -191,8 +191,12 @@ def hc_transform(X: np.ndarray, sample_weight: np.ndarray, use: str = "SVD") -> 
     if use in ("STD", "SVD", "PCR"):
         varying = np.ptp(X[live], axis=0) > 0
         dof = total - 1.0 if total > 1.0 else total
-        sd = np.sqrt(w @ Y[live][:, varying] ** 2 / dof)
-        Y = Y[:, varying] / sd
+        Y = Y[:, varying]
+        sd = np.sqrt(w @ Y[live] ** 2 / dof)
+        if not (sd > 0).all():  # squares underflowed (scales near 1e-160): rescale first
+            Y = Y / np.abs(Y[live]).max(axis=0)
+            sd = np.sqrt(w @ Y[live] ** 2 / dof)
+        Y = Y / sd
         if use == "STD":
             return Y
     root_w = np.sqrt(w)[:, None]
