@@ -111,14 +111,21 @@ class GaussianMixture:
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
             variational approximation fitted with PyMC.
         **options
-            For EM: ``sample_weight`` (frequency weights), ``n_init`` (restarts, best
-            kept, default 1), ``init`` (``"kmeans++"`` default, ``"kmeans||"`` (k-means||,
-            the scalable k-means++ for Dask input; k-means++ itself in memory),
-            ``"kmeans"``, ``"random"``, ``"random_from_data"``, or a mapping with ``means`` and
-            optionally ``weights`` and ``covariances``), ``max_iter`` (100), ``tol``
-            (1e-3, on the change of the mean log-likelihood — or log posterior — per
-            observation), ``reg_covar`` (1e-6, added to covariance diagonals),
-            ``random_state``, ``missing`` (below).
+            For EM: ``sample_weight`` (frequency weights), ``n_init`` (starts, default
+            5; the best that is not a spurious maximum is kept, see
+            :attr:`EMResult.spurious <bayesmix.results.EMResult>`), ``init`` (``"auto"``
+            default: the first start ``"hc"``, the others ``"kmeans++"``; ``"hc"``:
+            model-based hierarchical clustering, mclust's start; ``"kmeans++"``,
+            ``"kmeans||"`` (k-means||, the scalable k-means++ for Dask input; k-means++
+            itself in memory), ``"kmeans"``, ``"random"``, ``"random_from_data"``, or a
+            mapping with ``means`` and optionally ``weights`` and ``covariances``),
+            ``max_iter`` (1000 per start), ``tol`` (1e-8, on the gain of the
+            log-likelihood — or log posterior — per observation still to come,
+            projected by Aitken's acceleration), ``reg_covar`` (1e-8, times each
+            feature's variance, added to the covariance diagonals), ``random_state``,
+            ``missing`` (below). These defaults reach the local optimum and mclust's
+            optima on real data; :class:`bayesmix.sklearn.GaussianMixture` keeps
+            scikit-learn's (see the EM guide).
 
             Every method: ``order_by`` — the feature (name or index) whose means number
             the components: component ``k`` has the ``k``-th smallest mean. By default

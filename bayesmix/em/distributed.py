@@ -927,6 +927,13 @@ def fit_em_dask(
         priors = _resolve_priors(model, scan) if use_priors else None
         shifted_priors = priors.shifted(shift) if priors is not None else None
         reg = regularisation(scan.sample, scan.sample_weight, reg_covar)
+        judge = partial(
+            collapse_reasons,
+            structure=structure,
+            regularisation=reg,
+            resolution=feature_resolution(scan.sample, scan.sample_weight),
+            n_obs=scan.total_weight,
+        )
         starts = "kmeans||" if isinstance(init, str) and init == "auto" else init
         best = _best_run(
             lambda index: _initial_params(
@@ -941,13 +948,7 @@ def fit_em_dask(
             max_iter=max_iter,
             tol=tol,
             reg_covar=reg,
-            judge=partial(
-                collapse_reasons,
-                structure=structure,
-                regularisation=reg,
-                resolution=feature_resolution(scan.sample, scan.sample_weight),
-                n_obs=scan.total_weight,
-            ),
+            judge=judge,
         )
     finally:
         source.close()
@@ -959,6 +960,7 @@ def fit_em_dask(
         feature_names=data.feature_names,
         n_obs=scan.total_weight,
         order_by=order_by,
+        judge=judge,
         settings=em_settings(
             use_priors=use_priors,
             init=init,

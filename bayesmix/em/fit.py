@@ -55,8 +55,11 @@ __all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
 EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
 # a step of the objective within this many eps of its size is rounding: converged
 ROUNDING_STEPS = 1000
-# init="auto": the first start is the hierarchical one, the others k-means++
-AUTO_STARTS = ("hc", "kmeans++")
+# iterations between two looks for a collapsing component (see _run_em)
+SPURIOUS_CHECK = 50
+# init="auto": the first start is the hierarchical one, the others k-means++, extra runs
+# after all were spurious random
+AUTO_STARTS = ("hc", "kmeans++", "random")
 
 
 @dataclass(frozen=True)
@@ -194,7 +197,7 @@ def fit_em(
     )
     best = _best_run(
         lambda index: _initial_params(
-            start_method(init, index), X, weights, shift, model, shifted_priors, reg, rng
+            start_method(init, index, n_init), X, weights, shift, model, shifted_priors, reg, rng
         ),
         estep,
         float(weights.sum()),
@@ -218,6 +221,7 @@ def fit_em(
         feature_names=data.feature_names,
         n_obs=float(weights.sum()),
         order_by=order_by,
+        judge=judge,
         settings=em_settings(
             use_priors=use_priors,
             init=init,
@@ -258,12 +262,13 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     return reg_covar * scale
 
 
-def start_method(init: str | Mapping, index: int) -> str | Mapping:
-    """The start of run ``index`` (from 0): ``init="auto"`` makes the first run's start
-    the hierarchical one (``"hc"``) and the others k-means++; any other ``init`` is
-    used by every run."""
+def start_method(init: str | Mapping, index: int, n_init: int) -> str | Mapping:
+    """The start of run ``index`` (from 0) of ``n_init``: ``init="auto"`` makes the first
+    run's start the hierarchical one (``"hc"``), the others k-means++, and the extra runs
+    made when all ``n_init`` were spurious random responsibilities (soft starts, which
+    put no component on a single point); any other ``init`` is used by every run."""
     if isinstance(init, str) and init == "auto":
-        return AUTO_STARTS[0] if index == 0 else AUTO_STARTS[1]
+        return AUTO_STARTS[min(index, 1)] if index < n_init else AUTO_STARTS[2]
     return init
 
 
@@ -335,8 +340,11 @@ def _best_run(
     index = 0
     while index < n_runs or (best.spurious and index < 2 * n_runs and not _explicit(init)):
         report = None if callback is None else partial(_report, callback, index, total_weight)
-        run = _run_em(estep, initial(index), structure, priors, max_iter, reg_covar, test, report)
-        reasons = tuple(judge(run.params)) if judge is not None and priors is None else ()
+        judge_run = judge if priors is None else None
+        run = _run_em(
+            estep, initial(index), structure, priors, max_iter, reg_covar, test, report, judge_run
+        )
+        reasons = tuple(judge_run(run.params)) if judge_run is not None else ()
         n_spurious += bool(reasons)
         key = (not reasons, _objective(run, lagged))
         if best is None or key > best_key:
@@ -364,11 +372,13 @@ def _em_result(
     settings,
     order_by=None,
     regularisation=None,
+    judge=None,
 ) -> EMResult:
     """The :class:`EMResult` of the best run, parameters shifted back to data units,
     components numbered by :mod:`bayesmix.ordering`'s rule (an explicit start keeps its
     numbering). ``regularisation``: what the M-step added to each feature's variance
-    (default ``settings["reg_covar"]``)."""
+    (default ``settings["reg_covar"]``); ``judge``: :func:`_best_run`'s, to name the
+    collapsed components of a spurious result by their final numbers."""
     from bayesmix.results import EMResult
 
     params = Params(
@@ -386,6 +396,8 @@ def _em_result(
         perm = component_order(params.means, feature)
         params = permute_params(params, perm, shared_covariance=model.structure.name == "tied")
     settings["order_feature"] = feature_names[feature]
+    if best.spurious and judge is not None:
+        best = replace(best, spurious=tuple(judge(params)))
     settings["n_spurious_runs"] = best.n_spurious
     settings["n_runs"] = best.n_runs
     reg = settings["reg_covar"] if regularisation is None else regularisation
@@ -473,7 +485,12 @@ def _report(callback, index, total_weight, n_iter, objective, change, converged,
     callback(EMProgress(index, n_iter, objective / total_weight, change, converged, done))
 
 
-def _run_em(estep, params, structure, priors, max_iter, reg_covar, test, report) -> EMRun:
+def _run_em(
+    estep, params, structure, priors, max_iter, reg_covar, test, report, judge=None
+) -> EMRun:
+    """One EM run from ``params``. With ``judge`` (maximum likelihood only), a run found
+    spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there: the collapse
+    goes on without end and no more iterations can make it sound."""
     stats = estep(params)
     log_lik = [stats.log_likelihood]
     log_post = (
@@ -482,7 +499,7 @@ def _run_em(estep, params, structure, priors, max_iter, reg_covar, test, report)
     trace = log_lik if priors is None else log_post
     if report is not None:
         report(0, trace[-1], np.nan, False, False)
-    converged = False
+    converged = collapsing = False
     while len(log_lik) <= max_iter:
         params = m_step(stats, structure, priors, reg_covar, previous=params)
         stats = estep(params)
@@ -495,6 +512,11 @@ def _run_em(estep, params, structure, priors, max_iter, reg_covar, test, report)
             report(len(log_lik) - 1, trace[-1], change, converged, False)
         if converged:
             break
+        if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
+            spurious = bool(judge(params))
+            if spurious and collapsing:
+                break
+            collapsing = spurious
     if report is not None:
         report(len(log_lik) - 1, trace[-1], np.nan, converged, True)
     return EMRun(

@@ -89,8 +89,11 @@ def hc_labels(
     """Labels of mclust's hierarchical start: ``hclass(hc(X), K)``.
 
     The tree (:func:`bayesmix.em.hierarchical.hierarchical_tree` with mclust 6's defaults:
-    ``"VVV"`` on the ``"SVD"``-transformed data, ``"V"`` for one column, ``"EII"`` when
-    there are no more rows than columns; identical rows start as one group) does not
+    ``"VVV"`` on the ``"SVD"``-transformed data, ``"V"`` on the standardised column for
+    one column, ``"EII"`` when there are no more rows than columns; every row its own
+    group at the start, as in ``hc(X)``, unless rows have weights other than 1: then
+    identical rows start as one group, as in ``hc(X, partition = dupPartition(X))``) does
+    not
     depend on ``rng`` or on a shift of ``X`` unless more than ``HC_MAX_ROWS`` rows have
     positive weight: then it is built on a subsample drawn with a seed taken from ``rng``.
     The last tree is cached, keyed by a digest of ``X``, the weights and that seed. With
@@ -109,7 +112,13 @@ def hc_labels(
     tree = _HC_CACHE.get(key)
     if tree is None:
         sub_rng = np.random.default_rng(seed) if seed is not None else None
-        tree = hierarchical_tree(X, sample_weight, rng=sub_rng)
+        # one column: SVD is the standardised column times a constant, and standardising
+        # alone reproduces mclust's trees (galaxies), where rounding breaks SVD's near-ties
+        use = "STD" if X.shape[1] == 1 else "SVD"
+        # mclust's hc(X) starts every row as its own group; weighted rows need identical
+        # rows grouped (a row of weight 2 is then the row twice)
+        weighted = bool(np.any(sample_weight[sample_weight > 0] != 1.0))
+        tree = hierarchical_tree(X, sample_weight, use=use, group_duplicates=weighted, rng=sub_rng)
         _HC_CACHE.clear()
         _HC_CACHE[key] = tree
     return tree.labels(min(n_components, tree.n_groups))
