@@ -595,6 +595,8 @@ class SelectionResult:
         columns, so it stays narrow."""
         flags = [c for c in self.table if c.startswith("best_")]
         hidden = [*flags, "message", "notes", "mclust_bic", "mclust_icl"]
+        if "spurious_starts" in self.table and not self.table["spurious_starts"].any():
+            hidden.append("spurious_starts")  # shown where some start was set aside
         table = self.table.drop(columns=[c for c in hidden if c in self.table])
         table = table.dropna(axis=1, how="all")
         best = [

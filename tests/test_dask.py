@@ -93,8 +93,9 @@ def test_cluster_em_and_map_equal_in_memory(client):
             (bm.GaussianMixture(3, "full"), "em", "kmeans++"),  # same seed -> same start
             (bm.GaussianMixture(3, "tied"), "map", {"means": X[:3]}),
         ]:
-            want = model.fit(X, method=method, sample_weight=weights, init=init, random_state=3)
-            got = model.fit(dX, method=method, sample_weight=dw, init=init, random_state=3)
+            options = dict(method=method, init=init, n_init=1, random_state=3)
+            want = model.fit(X, sample_weight=weights, **options)
+            got = model.fit(dX, sample_weight=dw, **options)
             _assert_same_fit(got, want)
             assert got.settings["backend"] == "dask" and got.settings["n_chunks"] == 9
             assert got.n_obs == pytest.approx(weights.sum(), rel=1e-12)
@@ -140,7 +141,9 @@ def test_threaded_scheduler_dataframe_xarray_and_priors():
     X, _ = _mixture(3_000, seed=2)
     frame = pd.DataFrame(X, columns=["a", "b", "c"])
     model = bm.GaussianMixture(3, "diag", priors={"weight_concentration": 2.0})
-    want = model.fit(frame, random_state=0)
+    # one k-means++ start: the same in memory and on Dask (Dask's default is one start)
+    options = dict(init="kmeans++", n_init=1, random_state=0)
+    want = model.fit(frame, **options)
     ddf = dd.from_pandas(frame, npartitions=4)
     array = xr.DataArray(X, dims=("obs", "feature"), coords={"feature": ["a", "b", "c"]})
     with dask.config.set(scheduler="threads"):
@@ -149,7 +152,7 @@ def test_threaded_scheduler_dataframe_xarray_and_priors():
             array.chunk({"obs": 800}),
             array.chunk({"obs": 800}).to_dataset("feature"),
         ):
-            got = model.fit(data, random_state=0)
+            got = model.fit(data, **options)
             _assert_same_fit(got, want)
             assert got.feature_names == ("a", "b", "c")
             assert got.settings["method"] == "map"  # explicit priors: MAP, as in memory

@@ -238,7 +238,7 @@ def collapse_reasons(
                 f"= {n_features + 1}"
             )
         elif (values[k] < thresholds[k]).any():
-            j = int(np.argmin(values[k] / thresholds[k]))
+            j = int(np.argmin(values[k] - thresholds[k]))
             reasons.append(
                 f"{who} has standard deviation {np.sqrt(max(values[k, j], 0.0)):.3g} along "
                 f"a direction where the data's resolution supports no less than "

@@ -56,8 +56,9 @@ from bayesmix.em.fit import (
     _user_params,
     em_settings,
     regularisation,
+    start_method,
 )
-from bayesmix.em.init import kmeans, kmeans_plusplus, nearest
+from bayesmix.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
 from bayesmix.em.stats import (
     Params,
     SufficientStats,
@@ -750,6 +751,17 @@ def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarra
         candidates = np.flatnonzero(weights > 0)
         chosen = rng.choice(candidates, size=n_components, replace=False)
         return sample[chosen]
+    if init == "hc":  # the hierarchical groups of the sample, as centres
+        labels = hc_labels(sample, weights, n_components, rng)
+        mass = np.bincount(labels, weights=weights, minlength=n_components)
+        sums = np.stack(
+            [
+                np.bincount(labels, sample[:, d] * weights, n_components)
+                for d in range(sample.shape[1])
+            ],
+            axis=1,
+        )
+        return sums / np.maximum(mass, np.finfo(float).tiny)[:, None]
     return _kmeans_centres(sample, weights, n_components, rng)  # "kmeans"
 
 
@@ -872,6 +884,13 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
     return m_step(stats, structure, priors, reg_covar)
 
 
+def _dask_start(init, index: int, n_init: int):
+    """:func:`~bayesmix.em.fit.start_method` with k-means|| for k-means++ under
+    ``init="auto"`` (the hierarchical start runs on the scan's sample)."""
+    method = start_method(init, index, n_init)
+    return "kmeans||" if method == "kmeans++" and init == "auto" else method
+
+
 def fit_em_dask(
     model: GaussianMixture,
     X: Any,
@@ -897,8 +916,9 @@ def fit_em_dask(
     seed too. On more rows k-means++ (or k-means, or random rows) runs on a seeded
     random sample of about ``INIT_SAMPLE_ROWS`` rows.
 
-    Defaults are the in-memory ones except the starts: one (``n_init=1``, each start
-    costs passes over all the data), and ``init="auto"`` is k-means|| here.
+    Defaults are the in-memory ones except the number of starts: one (``n_init=1``, each
+    start costs passes over all the data); under ``init="auto"`` it is the hierarchical
+    start on the sample, further starts k-means||.
     ``reg_covar`` is relative to each feature's variance on the sample, and spurious
     maxima are judged with the sample's resolution.
 
@@ -934,10 +954,16 @@ def fit_em_dask(
             resolution=feature_resolution(scan.sample, scan.sample_weight),
             n_obs=scan.total_weight,
         )
-        starts = "kmeans||" if isinstance(init, str) and init == "auto" else init
         best = _best_run(
             lambda index: _initial_params(
-                starts, source, scan, shift, model, shifted_priors, reg, rng
+                _dask_start(init, index, n_init),
+                source,
+                scan,
+                shift,
+                model,
+                shifted_priors,
+                reg,
+                rng,
             ),
             partial(source.estep, shift=shift, structure=structure),
             scan.total_weight,

@@ -55,6 +55,8 @@ __all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
 EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
 # a step of the objective within this many eps of its size is rounding: converged
 ROUNDING_STEPS = 1000
+# iterations every start gets before only the best continue (see _best_run)
+SCREEN_ITER = 20
 # iterations between two looks for a collapsing component (see _run_em)
 SPURIOUS_CHECK = 50
 # init="auto": the first start is the hierarchical one, the others k-means++, extra runs
@@ -66,8 +68,8 @@ AUTO_STARTS = ("hc", "kmeans++", "random")
 class EMRun:
     """One EM run from one initialisation (parameters in shifted units); ``spurious``:
     why it is a spurious maximum (empty if it is not), ``n_spurious``: how many of the
-    runs it was chosen from were, ``n_runs``: how many runs there were (see
-    :func:`_best_run`)."""
+    runs it was chosen from were, ``n_runs``: how many runs there were, ``stopped``:
+    whether it was stopped as collapsing (see :func:`_best_run` and :func:`_run_em`)."""
 
     params: Params
     stats: SufficientStats
@@ -78,6 +80,7 @@ class EMRun:
     spurious: tuple[str, ...] = ()
     n_spurious: int = 0
     n_runs: int = 1
+    stopped: bool = False
 
 
 @dataclass(frozen=True)
@@ -324,32 +327,78 @@ def _best_run(
     ``reference`` are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
     ``previous_objective``; ``reg_covar`` is what the M-step adds to the variances.
 
+    Short runs first (emEM; Biernacki, Celeux & Govaert 2003): every start gets
+    ``SCREEN_ITER`` iterations, then only the first start (under ``init="auto"`` the
+    hierarchical one, mclust's) and the best of the others by objective continue to
+    convergence. With ``lagged`` (scikit-learn's loop) every run goes to convergence.
+
     ``judge(params)`` lists why a run ended on a spurious maximum
     (:func:`~bayesmix.em.degeneracy.collapse_reasons`): the best run is the one of highest
-    objective among those it does not reject. If it rejects all ``n_init``, up to
-    ``n_init`` more runs are made (``initial`` with the next indices), stopping at the
+    objective among those it does not reject. If it rejects all, up to ``n_init`` more
+    runs are made (``initial`` with the next indices, run to convergence), stopping at the
     first sound one; if all are rejected the best is chosen among all. The returned run's
     ``spurious`` holds its reasons and ``n_spurious`` counts the rejected runs.
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
     """
-    best, best_key, n_spurious = None, None, 0
     test = _ConvergenceTest(total_weight, tol, lagged, reference)
+    judge = judge if priors is None else None
     n_runs = 1 if _explicit(init) else n_init
-    index = 0
-    while index < n_runs or (best.spurious and index < 2 * n_runs and not _explicit(init)):
-        report = None if callback is None else partial(_report, callback, index, total_weight)
-        judge_run = judge if priors is None else None
-        run = _run_em(
-            estep, initial(index), structure, priors, max_iter, reg_covar, test, report, judge_run
+    screen = max_iter if lagged or n_runs == 1 else min(SCREEN_ITER, max_iter)
+
+    def reporter(index):
+        return None if callback is None else partial(_report, callback, index, total_weight)
+
+    def run(index, resume=None, limit=max_iter):
+        start = initial(index) if resume is None else None
+        return _run_em(
+            estep,
+            start,
+            structure,
+            priors,
+            limit,
+            reg_covar,
+            test,
+            reporter(index),
+            judge,
+            resume,
+            end=limit == max_iter,
         )
-        reasons = tuple(judge_run(run.params)) if judge_run is not None else ()
+
+    def verdict(result):
+        return tuple(judge(result.params)) if judge is not None else ()
+
+    screened = [run(index, limit=screen) for index in range(n_runs)]
+    if screen < max_iter:
+        ranked = sorted(
+            range(1, n_runs),
+            key=lambda i: (not verdict(screened[i]), _objective(screened[i])),
+            reverse=True,
+        )
+        for index, screen_run in enumerate(screened):
+            if screen_run.converged or screen_run.stopped:
+                continue
+            if index in (0, *ranked[:1]):
+                screened[index] = run(index, resume=screen_run)
+            elif callback is not None:  # cut short by the screen: its last report
+                reporter(index)(screen_run.n_iter, _objective(screen_run), np.nan, False, True)
+        # the continued runs and those that converged within the screen
+        finished = [r for r in screened if r.converged or r.n_iter >= max_iter or r.stopped]
+    else:
+        finished = screened
+    best, best_key, n_spurious = None, None, 0
+    index = n_runs
+    while finished:
+        result = finished.pop(0)
+        reasons = verdict(result)
         n_spurious += bool(reasons)
-        key = (not reasons, _objective(run, lagged))
+        key = (not reasons, _objective(result, lagged))
         if best is None or key > best_key:
-            best, best_key = replace(run, spurious=reasons), key
-        index += 1
+            best, best_key = replace(result, spurious=reasons), key
+        if not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
+            finished.append(run(index))  # all spurious: another start, to the end
+            index += 1
     best = replace(best, n_spurious=n_spurious, n_runs=index)
     if not best.converged and max_iter > 0:
         warnings.warn(
@@ -486,20 +535,39 @@ def _report(callback, index, total_weight, n_iter, objective, change, converged,
 
 
 def _run_em(
-    estep, params, structure, priors, max_iter, reg_covar, test, report, judge=None
+    estep,
+    params,
+    structure,
+    priors,
+    max_iter,
+    reg_covar,
+    test,
+    report,
+    judge=None,
+    resume=None,
+    end=True,
 ) -> EMRun:
-    """One EM run from ``params``. With ``judge`` (maximum likelihood only), a run found
-    spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there: the collapse
-    goes on without end and no more iterations can make it sound."""
-    stats = estep(params)
-    log_lik = [stats.log_likelihood]
-    log_post = (
-        [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
-    )
+    """One EM run from ``params``, or continuing the run ``resume``, until it converges or
+    has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
+    run found spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there
+    (``stopped``): the collapse goes on without end and no more iterations can make it
+    sound. ``report`` announces the start (not on resuming), every iteration and the end
+    (converged, stopped, or out of iterations where ``end``: a screening run that is not
+    continued gets its last report from :func:`_best_run`)."""
+    if resume is None:
+        stats = estep(params)
+        log_lik = [stats.log_likelihood]
+        log_post = (
+            [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
+        )
+    else:
+        params, stats = resume.params, resume.stats
+        log_lik = list(resume.log_likelihood_trace)
+        log_post = [] if priors is None else list(resume.log_posterior_trace)
     trace = log_lik if priors is None else log_post
-    if report is not None:
+    if report is not None and resume is None:
         report(0, trace[-1], np.nan, False, False)
-    converged = collapsing = False
+    converged = collapsing = stopped = False
     while len(log_lik) <= max_iter:
         params = m_step(stats, structure, priors, reg_covar, previous=params)
         stats = estep(params)
@@ -514,10 +582,11 @@ def _run_em(
             break
         if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
             spurious = bool(judge(params))
-            if spurious and collapsing:
+            stopped = spurious and collapsing
+            if stopped:
                 break
             collapsing = spurious
-    if report is not None:
+    if report is not None and (converged or stopped or end):
         report(len(log_lik) - 1, trace[-1], np.nan, converged, True)
     return EMRun(
         params,
@@ -526,6 +595,7 @@ def _run_em(
         None if priors is None else np.asarray(log_post),
         converged,
         len(log_lik) - 1,
+        stopped=stopped,
     )
 
 
