@@ -76,7 +76,7 @@ def test_too_few_observations_for_a_full_covariance(rng):
     start = {"means": [X[:60].mean(axis=0), X[60:].mean(axis=0)]}
     _, messages = _fit_recording(X, init=start)
     assert any("has about 4.0 observations for 5 features" in m for m in messages), messages
-    assert any("spurious maximum" in m and "fewer than features + 1" in m for m in messages)
+    assert any("spurious maximum" in m and "fewer than the 6 its covariance" in m for m in messages)
 
 
 def test_data_below_reg_covar(rng):

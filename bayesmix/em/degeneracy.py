@@ -191,8 +191,9 @@ def collapse_reasons(
     onto a line or plane that rounded data happen to fill, raises it without limit. Such
     a component is *collapsed* here when
 
-    - it has fewer effective observations (summed responsibilities) than features + 1
-      (full covariances only: fewer cannot span the space), or
+    - it has fewer effective observations (summed responsibilities) than its covariance
+      needs: features + 1 for a full covariance (fewer cannot span the space), 2 for a
+      diagonal or spherical one (one point has no spread), or
     - its variance in some direction, less the regularisation, is below what the data's
       resolution supports: ``RESOLUTION_SD**2`` times the variance of rounding to the
       resolution ``h`` (``h**2 / 12`` per feature, combined along the direction), or
@@ -229,13 +230,14 @@ def collapse_reasons(
     values, vectors = np.linalg.eigh(scatter)
     thresholds = np.einsum("kdj,d->kj", vectors**2, floor)
     mass = params.weights * n_obs
+    least = n_features + 1 if structure.name == "full" else 2  # observations a spread needs
     reasons = []
     for k in range(n_components if structure.name != "tied" else 1):
         who = "the shared covariance" if structure.name == "tied" else f"component {k}"
-        if structure.name == "full" and mass[k] < n_features + 1:
+        if structure.name != "tied" and mass[k] < least:
             reasons.append(
-                f"{who} has {mass[k]:.1f} effective observations, fewer than features + 1 "
-                f"= {n_features + 1}"
+                f"{who} has {mass[k]:.1f} effective observations, fewer than the {least} "
+                f"its covariance needs"
             )
         elif (values[k] < thresholds[k]).any():
             j = int(np.argmin(values[k] - thresholds[k]))
