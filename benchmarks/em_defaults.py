@@ -4,25 +4,31 @@ Commit 532b830 changed the defaults of ``GaussianMixture.fit(X, method="em")``: 
 k-means++ start, 100 iterations at most and ``tol=1e-3`` on the last change of the mean
 log-likelihood to ``init="auto"`` (hierarchical start, then k-means++), ``n_init=5``, 1000
 iterations and ``tol=1e-8`` on the Aitken-projected remaining gain (spurious maxima set
-aside and restarted). This script fits each case with the default options of whichever
-bayesmix it imports (``random_state=0``) and prints, per case and configuration:
+aside and restarted); commit c1ecc7a screens the starts (emEM: 20 iterations each, then
+only the hierarchical start and the best other one continue). This script fits each case
+with the default options of whichever bayesmix it imports (``random_state=0``) and prints,
+per case and configuration:
 
 - seconds per fit (median over ``--repeats`` timed fits, after one untimed warm-up fit
   with ``max_iter=2``: same data, starts and kernels, without waiting for convergence);
 - how many EM runs (starts) were made and the EM iterations of each (their sum is the work);
-- seconds per EM iteration: the time from each run's first callback (initial parameters,
-  after the initial E-step) to its last, summed over runs, divided by the iterations (the
-  cost of one M-step + E-step + convergence test, starts excluded);
+- seconds per EM iteration: the time from each iteration report to the previous report of
+  the same run, summed, divided by the iterations so timed (the cost of one M-step + E-step
+  + convergence test, starts excluded; the first iteration of a run resumed after the
+  screen, whose previous report is another run's, is not timed);
 - the rest of the fit (starts, initial E-steps, spurious-maximum checks, result): fit
   seconds minus the EM-loop seconds;
 - the log-likelihood of the kept run, whether it converged, and the warnings raised.
 
 Iterations and times come from ``fit_em``'s public ``callback`` (:class:`EMProgress`: one
 call with ``n_iter=0`` when a run has its initial parameters, one per iteration, one with
-``done=True`` at the end), present in the old and the new code alike. A third
-configuration, ``old-starts``, passes ``init="kmeans++", n_init=1`` to the new code: the
-old start settings with the new stopping rule, so that the cost per iteration at equal
-work per start is visible (on the old code it is the same as ``default``).
+``done=True`` at the end: for a start cut short by the screen, at its 20th iteration,
+reported after the continued runs; a continued run reports no new start), present in the
+old and the new code alike; a run's iterations are those of its one ``done=True`` report,
+listed by start index. A third configuration, ``old-starts``, passes ``init="kmeans++",
+n_init=1`` to the new code: the old start settings with the new stopping rule, so that the
+cost per iteration at equal work per start is visible (on the old code it is the same as
+``default``).
 
 Run (``python -m benchmarks.em_defaults``; ``--quick`` for a small smoke run)::
 
@@ -77,6 +83,7 @@ class Fit:
 
     seconds: float
     loop_seconds: float
+    timed_iterations: int
     iterations: list[int]
     log_likelihood: float
     converged: bool
@@ -88,7 +95,7 @@ class Fit:
 
     @property
     def seconds_per_iter(self) -> float:
-        return self.loop_seconds / max(self.n_iter, 1)
+        return self.loop_seconds / max(self.timed_iterations, 1)
 
 
 @dataclass
@@ -118,21 +125,35 @@ class Summary:
 
 
 class IterationClock:
-    """``fit_em`` callback: the iterations of each run and the seconds between a run's
-    first report (its initial parameters) and its last."""
+    """``fit_em`` callback: the iterations of each run (from its one ``done=True``
+    report) and the seconds of its iterations: each iteration report's time since the
+    previous report, counted only when that previous report was the same run's. Runs are
+    sequential but, under screening (c1ecc7a), not contiguous: every start runs 20
+    iterations before any continues, and a start cut short by the screen gets its last
+    report after the continued runs; so the span from a run's first report to its last
+    would hold other runs' work. The first iteration after a resume (its previous report
+    was another run's) is left out of the seconds and of ``timed_iterations``."""
 
     def __init__(self) -> None:
-        self.started: dict[int, float] = {}
-        self.iterations: list[int] = []
+        self.by_run: dict[int, int] = {}
         self.loop_seconds = 0.0
+        self.timed_iterations = 0
+        self.last: tuple[int, float] | None = None
+
+    @property
+    def iterations(self) -> list[int]:
+        return [self.by_run[i] for i in sorted(self.by_run)]
 
     def __call__(self, progress) -> None:
         now = time.perf_counter()
-        if progress.n_iter == 0 and not progress.done:
-            self.started[progress.init] = now
         if progress.done:
-            self.loop_seconds += now - self.started.pop(progress.init)
-            self.iterations.append(progress.n_iter)
+            if progress.init in self.by_run:
+                raise RuntimeError(f"run {progress.init} reported done twice")
+            self.by_run[progress.init] = progress.n_iter
+        elif progress.n_iter > 0 and self.last is not None and self.last[0] == progress.init:
+            self.loop_seconds += now - self.last[1]
+            self.timed_iterations += 1
+        self.last = (progress.init, now)
 
 
 def load(case: str) -> tuple[np.ndarray, int, str]:
@@ -166,6 +187,7 @@ def fit_once(model, data, options: dict) -> Fit:
     return Fit(
         seconds,
         clock.loop_seconds,
+        clock.timed_iterations,
         clock.iterations,
         float(result.log_likelihood),
         bool(result.converged),
