@@ -243,14 +243,19 @@ def test_init_hc_is_deterministic_and_mclusts_start():
     expected = pd.read_csv(DATA / "hc_iris.csv").query(
         "model == 'VVV' and use == 'SVD' and partition == 'rows'"
     )
-    # Identical rows start as one group here (weights are masses); on iris this gives
-    # mclust's partition all the same.
+    # Unweighted rows each start as their own group, as in mclust's hc(X)
     for g in range(1, 10):
         labels = hc_labels(X, w, g, np.random.default_rng(g))
         assert adjusted_rand_score(labels, expected[f"G{g}"]) == 1.0
-    # Fewer distinct rows than components: the surplus components stay empty.
+    # Fewer distinct rows than components: unweighted, identical rows split among groups
+    # but no group mixes distinct rows; weighted, identical rows are one group and the
+    # surplus components stay empty
     few = np.repeat(X[:2], 5, axis=0)
-    assert np.bincount(hc_labels(few, np.ones(10), 4, np.random.default_rng(0))).size == 2
+    labels = hc_labels(few, np.ones(10), 4, np.random.default_rng(0))
+    assert np.unique(labels).size == 4
+    assert all(np.unique(few[labels == k], axis=0).shape[0] == 1 for k in range(4))
+    weighted = hc_labels(few, np.full(10, 2.0), 4, np.random.default_rng(0))
+    assert np.bincount(weighted).size == 2
 
 
 def test_em_from_hc_start():

@@ -454,8 +454,14 @@ def _em_result(
         warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs, reg)
     if best.spurious:
         warnings.warn(
-            f"every EM start ended on a spurious maximum of the likelihood "
-            f"({best.n_spurious} of {best.n_runs}): {'; '.join(best.spurious)}. The "
+            f"every EM run ended on a spurious maximum of the likelihood ({best.n_spurious} "
+            f"of {best.n_runs} starts run to the end"
+            + (
+                f", the others left after the {SCREEN_ITER}-iteration screen"
+                if best.n_spurious < best.n_runs
+                else ""
+            )
+            + f"): {'; '.join(best.spurious)}. The "
             "likelihood is unbounded there; use fewer components, more starts (n_init), "
             "another covariance_type, or fit with priors (method='map').",
             DegenerateComponentWarning,
