@@ -576,6 +576,7 @@ class EMResult(MixtureResult):
             f"{method} fit of {self.model!r}",
             f"  {status}; log-likelihood {self.log_likelihood:.4f} on {self.n_obs:g} obs",
             f"  BIC {self.bic():.2f}  AIC {self.aic():.2f}  ICL {self.icl():.2f} (lower is better)",
+            *([f"  {self._spurious_note()}"] if self.spurious else []),
             "",
             self._parameter_table().to_string(float_format=lambda v: f"{v:.4g}"),
         ]
@@ -602,7 +603,14 @@ class EMResult(MixtureResult):
             facts,
             table=self._parameter_table(),
             notes=["BIC, AIC and ICL in scikit-learn's sign: lower is better"],
-            warnings=[] if self.converged else [status],
+            warnings=([] if self.converged else [status])
+            + ([self._spurious_note()] if self.spurious else []),
+        )
+
+    def _spurious_note(self) -> str:
+        return (
+            f"SPURIOUS maximum (every start collapsed; the likelihood is unbounded there): "
+            f"{'; '.join(self.spurious)}"
         )
 
     def _parameter_table(self) -> pd.DataFrame:

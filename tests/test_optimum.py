@@ -284,6 +284,7 @@ def test_full_k6_on_12_points_is_spurious_and_never_best():
     assert fit.settings["n_init"] == 5
     assert fit.settings["n_runs"] == 10 > fit.settings["n_init"]
     assert fit.settings["n_spurious_runs"] == 10
+    assert "SPURIOUS maximum" in repr(fit) and "SPURIOUS maximum" in fit._repr_html_()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         selection = bm.select_components(X, [1, 2, 6], "full", random_state=0)
