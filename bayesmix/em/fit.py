@@ -327,10 +327,10 @@ def _best_run(
     ``reference`` are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
     ``previous_objective``; ``reg_covar`` is what the M-step adds to the variances.
 
-    Short runs first (emEM; Biernacki, Celeux & Govaert 2003): every start gets
-    ``SCREEN_ITER`` iterations, then only the first start (under ``init="auto"`` the
-    hierarchical one, mclust's) and the best of the others by objective continue to
-    convergence. With ``lagged`` (scikit-learn's loop) every run goes to convergence.
+    Under ``init="auto"``, short runs first (emEM; Biernacki, Celeux & Govaert 2003):
+    every start gets ``SCREEN_ITER`` iterations, then only the first (the hierarchical
+    one, mclust's) and the best of the others by objective continue to convergence. Any
+    other ``init`` (and ``lagged``, scikit-learn's loop) runs every start to convergence.
 
     ``judge(params)`` lists why a run ended on a spurious maximum
     (:func:`~bayesmix.em.degeneracy.collapse_reasons`): the best run is the one of highest
@@ -345,7 +345,8 @@ def _best_run(
     test = _ConvergenceTest(total_weight, tol, lagged, reference)
     judge = judge if priors is None else None
     n_runs = 1 if _explicit(init) else n_init
-    screen = max_iter if lagged or n_runs == 1 else min(SCREEN_ITER, max_iter)
+    screened_starts = init == "auto" and not lagged and n_runs > 1
+    screen = min(SCREEN_ITER, max_iter) if screened_starts else max_iter
 
     def reporter(index):
         return None if callback is None else partial(_report, callback, index, total_weight)
