@@ -508,7 +508,8 @@ def _sampler_options(function: Callable) -> Callable:
                 type=click.IntRange(min=1),
                 default=5,
                 show_default=True,
-                help="EM restarts (the best is kept).",
+                help="EM starts: a hierarchical one (mclust's), the rest k-means++; the best "
+                "that is not a spurious maximum is kept.",
             ),
             click.option(
                 "--seed",

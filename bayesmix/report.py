@@ -27,6 +27,7 @@ import pandas as pd
 
 from bayesmix.clustering import memberships
 from bayesmix.data import Data, as_data
+from bayesmix.em.fit import EM_DEFAULTS
 from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import check_choice, check_ci_prob
@@ -356,7 +357,7 @@ def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
             f"Fitting {method} (compiles the PyMC model first: seconds when PyTensor's cache "
             "is warm, up to about 2 minutes on an empty cache) ..."
         )
-    return f"Fitting {method} ({options.get('n_init', 1)} restart(s)) ..."
+    return f"Fitting {method} ({options.get('n_init', EM_DEFAULTS['n_init'])} start(s)) ..."
 
 
 # -- what the plots show --------------------------------------------------------------------

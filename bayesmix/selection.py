@@ -254,7 +254,9 @@ def select_components(
         Any of ``"em"`` (maximum likelihood), ``"map"`` (MAP-EM with ``priors``),
         ``"nuts"``, ``"advi"``, ``"fullrank_advi"``.
     n_init : int
-        EM restarts per fit (the best is kept); default 5.
+        EM starts per fit, default 5: the hierarchical start (mclust's) and k-means++
+        starts, screened (see :meth:`GaussianMixture.fit`); the best that is not a
+        spurious maximum is kept.
     random_state : int, numpy.random.Generator or None
         Seeds every fit (one child seed per fit, so the same seed gives the same table).
     criterion : {"bic", "aic", "icl", "loo"}, optional
