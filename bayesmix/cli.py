@@ -643,7 +643,9 @@ def fit(
     DATA is a CSV file with a header row or a Parquet file. Writes into --out:
     summary.csv (one row per method and parameter), <method>.nc (the result as a
     netCDF DataTree; read it with bayesmix.io.load), PNG plots and report.html, a
-    self-contained page with every table and plot.
+    self-contained page with every table and plot. Each <method>.nc is written as soon
+    as that fit is done, so a later fit that fails or is interrupted loses nothing
+    finished.
     """
     import bayesmix as bm
     from bayesmix.report import feature_ranking, fit_methods, write_report
@@ -677,7 +679,20 @@ def fit(
         progress=progress,
     )
     click.echo(f"Model: {model!r}; seed {seed}")
-    results, fit_warnings = fit_methods(frame, model, methods, options, echo=click.echo, warn=_warn)
+    out = Path(f"{data.name.split('.')[0]}-bayesmix") if out is None else out
+    if out.exists() and not out.is_dir():
+        raise click.BadParameter(f"{out} is a file; give a directory.", param_hint="'--out'")
+
+    def save_now(method: str, result: Any) -> None:
+        """Each fit is saved as soon as it is done: a later fit that fails or is
+        interrupted loses nothing finished (the report rewrites the file at the end)."""
+        out.mkdir(parents=True, exist_ok=True)
+        result.save(out / f"{method}.nc")
+        click.echo(f"  saved {out / f'{method}.nc'}")
+
+    results, fit_warnings = fit_methods(
+        frame, model, methods, options, echo=click.echo, warn=_warn, on_result=save_now
+    )
     for method, result in results.items():
         if hasattr(result, "diagnose"):  # posterior draws: say what to do about problems
             with warnings.catch_warnings():
@@ -685,7 +700,6 @@ def fit(
                 problems = result.diagnose()
             for message, _ in problems:
                 _warn(f"({method}) {message}")
-    out = Path(f"{data.name.split('.')[0]}-bayesmix") if out is None else out
     _use_agg()
     click.echo(f"Writing the report to {out}/ ...")
     files = write_report(

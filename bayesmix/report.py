@@ -256,6 +256,7 @@ def fit_methods(
     *,
     echo: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
+    on_result: Callable[[str, MixtureResult], None] | None = None,
 ) -> tuple[dict[str, MixtureResult], dict[str, list[str]]]:
     """Fit one declaration by several methods, reporting progress and collecting warnings.
 
@@ -271,6 +272,10 @@ def fit_methods(
         Receives one progress line per fit (``print`` by default).
     warn : callable, optional
         Receives each warning message as it is caught (default: ``echo``).
+    on_result : callable, optional
+        Called as ``on_result(method, result)`` as soon as each fit is done, before the
+        next starts (the CLI saves each result there, so a later fit that fails or is
+        interrupted loses nothing finished).
 
     Returns
     -------
@@ -312,6 +317,8 @@ def fit_methods(
         echo(f"  {method} done in {time.perf_counter() - start:.1f} s")
         for message in messages:
             warn(f"({method}) {message}")
+        if on_result is not None:
+            on_result(method, results[method])
     return results, caught_by_method
 
 

@@ -89,3 +89,25 @@ def test_iris_trace_with_three_components_is_drawn(tmp_path):
     assert "trace_nuts" in files.plots, files.problems
     trace = next(c for c in _captions(files.html.read_text()) if c.startswith("NUTS traces"))
     assert "the weights and the means in" in trace and "Largest r_hat:" in trace
+
+
+def test_fit_methods_hands_over_each_result_before_the_next_fit(tmp_path, faithful):
+    # the CLI saves each result in on_result: EM's file exists although NUTS then fails
+    from bayesmix.io import load
+    from bayesmix.report import fit_methods
+
+    def save(method, result):
+        result.save(tmp_path / f"{method}.nc")
+
+    with pytest.raises(ValueError, match="draws must be >= 1"):
+        fit_methods(
+            faithful,
+            bm.GaussianMixture(2),
+            ["em", "nuts"],
+            {"em": {"random_state": 0}, "nuts": {"draws": 0}},
+            echo=lambda line: None,
+            on_result=save,
+        )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["em.nc"]
+    saved = load(tmp_path / "em.nc")
+    assert saved.log_likelihood == pytest.approx(-1130.2640, abs=1e-3)
