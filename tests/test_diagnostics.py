@@ -99,3 +99,23 @@ def test_progressbar_option_is_validated_and_automatic():
     assert show_progress(None) is False  # pytest: no kernel, no terminal on stderr
     with pytest.raises(TypeError, match="progressbar must be True, False or None"):
         show_progress("yes")
+
+
+@pytest.mark.parametrize(
+    ("target_accept", "advice"),
+    [
+        (0.8, "Raise target_accept (e.g. 0.95)"),
+        (0.95, "Raise target_accept (it was 0.95; e.g. 0.99)"),
+        (0.99, "target_accept is 0.99 already"),
+    ],
+)
+def test_divergence_advice_never_repeats_the_setting(faithful_nuts, target_accept, advice):
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    flags = stats["diverging"].values.copy()
+    flags[0, :3] = True
+    stats["diverging"] = (stats["diverging"].dims, flags)
+    result = _variant(faithful_nuts, sample_stats=stats)
+    result.settings["target_accept"] = target_accept
+    messages = [m for m in _messages(result) if "divergent transitions" in m]
+    assert len(messages) == 1 and messages[0].startswith("3 divergent transitions")
+    assert advice in messages[0]

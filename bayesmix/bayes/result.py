@@ -285,8 +285,7 @@ class BayesResult(MixtureResult):
                     problems.append(
                         (
                             f"{n_div} divergent transitions: the posterior has regions the sampler "
-                            "cannot explore. Raise target_accept (e.g. 0.95) or use fewer "
-                            "components.",
+                            f"cannot explore. {self._divergence_remedy()}",
                             SamplerWarning,
                         )
                     )
@@ -303,6 +302,18 @@ class BayesResult(MixtureResult):
                 )
             )
         return problems
+
+    def _divergence_remedy(self) -> str:
+        """What to do about divergences, never advising what the fit already used."""
+        target = self.settings.get("target_accept")
+        if target is None or target < 0.95:
+            return "Raise target_accept (e.g. 0.95) or use fewer components."
+        if target < 0.99:
+            return f"Raise target_accept (it was {target:g}; e.g. 0.99) or use fewer components."
+        return (
+            f"target_accept is {target:g} already: use fewer components, standardise the "
+            "columns of X, or give the covariances more informative priors."
+        )
 
     def _chain_problems(self) -> list[tuple[str, type[Warning]]]:
         """Stuck chains, chains in a lower-density mode, low E-BFMI, saturated trees."""
