@@ -753,21 +753,19 @@ def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarra
         return sample[chosen]
     if init == "hc":  # the hierarchical groups of the sample, as centres
         labels = hc_labels(sample, weights, n_components, rng)
-        mass = np.bincount(labels, weights=weights, minlength=n_components)
-        sums = np.stack(
-            [
-                np.bincount(labels, sample[:, d] * weights, n_components)
-                for d in range(sample.shape[1])
-            ],
-            axis=1,
-        )
-        return sums / np.maximum(mass, np.finfo(float).tiny)[:, None]
-    return _kmeans_centres(sample, weights, n_components, rng)  # "kmeans"
+    else:  # "kmeans"
+        labels = kmeans(sample, weights, n_components, rng)
+    return _group_centres(sample, weights, labels, n_components, rng)
 
 
 def _kmeans_centres(points, weights, n_components, rng) -> np.ndarray:
     """Centres of weighted k-means (Lloyd from k-means++) on points held in memory."""
     labels = kmeans(points, weights, n_components, rng)
+    return _group_centres(points, weights, labels, n_components, rng)
+
+
+def _group_centres(points, weights, labels, n_components, rng) -> np.ndarray:
+    """Weighted means of the labelled groups; an empty group takes a random point."""
     mass = np.bincount(labels, weights=weights, minlength=n_components)
     sums = np.stack(
         [np.bincount(labels, points[:, d] * weights, n_components) for d in range(points.shape[1])],
