@@ -20,7 +20,7 @@ import click
 
 __all__ = ["cli", "main", "read_data"]
 
-FIT_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -405,6 +405,14 @@ def method_options(
     for method in methods:
         if method in ("em", "map"):
             options[method] = {"n_init": n_init, "random_state": seed}
+        elif method == "gibbs":
+            options[method] = {
+                "draws": draws,
+                "tune": tune,
+                "chains": chains,
+                "random_state": seed,
+                "progressbar": progress,
+            }
         elif method == "nuts":
             options[method] = {
                 "draws": draws,
@@ -473,21 +481,21 @@ def _sampler_options(function: Callable) -> Callable:
                 type=click.IntRange(min=1),
                 default=1000,
                 show_default=True,
-                help="Posterior draws per chain (nuts) or from the approximation (advi).",
+                help="Posterior draws per chain (gibbs, nuts) or from the approximation (advi).",
             ),
             click.option(
                 "--tune",
                 type=click.IntRange(min=0),
                 default=1000,
                 show_default=True,
-                help="NUTS tuning steps per chain.",
+                help="Tuning steps (nuts) or discarded burn-in sweeps (gibbs) per chain.",
             ),
             click.option(
                 "--chains",
                 type=click.IntRange(min=1),
                 default=4,
                 show_default=True,
-                help="NUTS chains.",
+                help="MCMC chains (gibbs, nuts).",
             ),
             click.option(
                 "--target-accept",
@@ -599,7 +607,8 @@ Examples:
     default="em",
     show_default=True,
     help="Inference method(s), comma-separated: em (maximum likelihood), map (MAP-EM), "
-    "nuts (MCMC), advi, fullrank_advi (variational).",
+    "gibbs (conjugate Gibbs sampler: the MCMC that mixes on real data), nuts (MCMC), "
+    "advi, fullrank_advi (variational).",
 )
 @click.option(
     "--out",
@@ -779,8 +788,8 @@ Examples:
     type=_ChoiceList(FIT_METHODS, "method"),
     default="em",
     show_default=True,
-    help="Method(s), comma-separated: EM methods are compared by BIC/AIC/ICL, nuts and "
-    "advi by PSIS-LOO.",
+    help="Method(s), comma-separated: EM methods are compared by BIC/AIC/ICL, gibbs, nuts "
+    "and advi by PSIS-LOO.",
 )
 @click.option(
     "--out",

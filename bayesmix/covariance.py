@@ -137,6 +137,30 @@ class CovarianceStructure(ABC):
     def log_prior(self, cov: np.ndarray, dof: float, scale: np.ndarray | float) -> float:
         """Log density of the conjugate prior at ``cov`` (summed over components)."""
 
+    @abstractmethod
+    def posterior_draw(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float,
+        scale: np.ndarray | float,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One draw of the covariances from their conditional posterior given the means
+        and the statistics of the observations allocated to each component (the
+        conjugate update whose mode is :meth:`m_step` with the same prior).
+
+        Returns
+        -------
+        covariances : numpy.ndarray
+            Natural form.
+        prec_chol : numpy.ndarray
+            A triangular factor ``F`` with ``inv(cov) = F F^T``, as :meth:`log_prob`
+            takes it.
+        """
+
     # -- PyMC ------------------------------------------------------------------------
     @abstractmethod
     def pymc_scale(self, scale: np.ndarray | float) -> np.ndarray:
@@ -180,12 +204,20 @@ class CovarianceStructure(ABC):
 
 
 def _outer_sums(X: np.ndarray, resp: np.ndarray) -> np.ndarray:
-    """``sum_n resp_nk x_n x_n^T`` as ``(K, D, D)`` through one GEMM on unique products."""
-    n_features = X.shape[1]
+    """``sum_n resp_nk x_n x_n^T`` as ``(K, D, D)`` through one GEMM: ``X^T`` times the
+    rows weighted per component (``N K D^2`` flops), or times the rows' unique products
+    (``N K D (D + 1) / 2``) when there are more components than features plus one (the
+    products' gather costs more than it saves otherwise)."""
+    n_obs, n_features = X.shape
+    n_components = resp.shape[1]
+    if n_components <= n_features + 1:
+        weighted = (resp[:, :, None] * X[:, None, :]).reshape(n_obs, n_components * n_features)
+        out = (X.T @ weighted).reshape(n_features, n_components, n_features).transpose(1, 0, 2)
+        return 0.5 * (out + np.swapaxes(out, 1, 2))
     rows, cols = np.triu_indices(n_features)
     products = X[:, rows] * X[:, cols]  # (n, D(D+1)/2)
     packed = resp.T @ products  # (K, D(D+1)/2)
-    out = np.empty((resp.shape[1], n_features, n_features))
+    out = np.empty((n_components, n_features, n_features))
     out[:, rows, cols] = packed
     out[:, cols, rows] = packed
     return out
@@ -263,6 +295,33 @@ def _inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray
 
 def _inverse_gamma_logpdf(var: np.ndarray, shape: float, rate) -> np.ndarray:
     return shape * np.log(rate) - gammaln(shape) - (shape + 1) * np.log(var) - rate / var
+
+
+def _inverse_wishart_draw(
+    scale: np.ndarray, dof: np.ndarray | float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``cov ~ InverseWishart(dof, scale)`` for a batch of ``scale`` matrices, and
+    the lower-triangular factor ``F = L A`` of the precision (Bartlett: ``L =
+    chol(inv(scale))``, ``A_ii = sqrt(chi2(dof - i))``, ``A_ij ~ N(0, 1)`` below the
+    diagonal), so ``inv(cov) = F F^T``."""
+    n_features = scale.shape[-1]
+    batch = scale.shape[:-2]
+    lower = np.linalg.cholesky(np.linalg.inv(0.5 * (scale + np.swapaxes(scale, -1, -2))))
+    bartlett = np.zeros(scale.shape)
+    idx = np.arange(n_features)
+    dof = np.asarray(dof, dtype=float)[..., None]
+    bartlett[..., idx, idx] = np.sqrt(rng.chisquare(np.broadcast_to(dof - idx, batch + idx.shape)))
+    rows, cols = np.tril_indices(n_features, -1)
+    bartlett[..., rows, cols] = rng.standard_normal(batch + rows.shape)
+    factor = lower @ bartlett
+    return _covariance_from_factor(factor), factor
+
+
+def _inverse_gamma_draw(shape: np.ndarray, rate: np.ndarray, rng: np.random.Generator):
+    """Variances ``~ InverseGamma(shape, rate)`` and their precision factors ``1/sd``."""
+    shape, rate = np.broadcast_arrays(shape, rate)
+    var = rate / rng.gamma(shape)
+    return var, 1.0 / np.sqrt(var)
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,6 +451,10 @@ class Full(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
 
+    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
+        scatter = _scatter_about(sum_xx, sum_x, mass, means)
+        return _inverse_wishart_draw(scatter + scale, dof + mass, rng)
+
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
 
@@ -484,6 +547,11 @@ class Tied(CovarianceStructure):
 
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
+
+    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
+        cross = sum_x.T @ means
+        scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
+        return _inverse_wishart_draw(scatter + scale, dof + mass.sum(), rng)
 
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
@@ -582,6 +650,18 @@ class Diag(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())
 
+    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        shape = 0.5 * (dof + mass * self._values_per_variance(means.shape[1]))
+        if scatter.ndim == 2:
+            shape = shape[:, None]
+        return _inverse_gamma_draw(shape, 0.5 * (scatter + scale), rng)
+
+    @staticmethod
+    def _values_per_variance(n_features: int) -> int:
+        """Squared deviations that inform one variance per observation."""
+        return 1
+
     def pymc_scale(self, scale):
         return np.asarray(scale, dtype=float)
 
@@ -664,6 +744,10 @@ class Spherical(Diag):
 
     def pymc_precision(self, dof, scale, n_components, n_features):
         return _variances("variances", dof, scale, (n_components,), ("component",))
+
+    @staticmethod
+    def _values_per_variance(n_features: int) -> int:
+        return n_features
 
 
 STRUCTURES: dict[str, CovarianceStructure] = {

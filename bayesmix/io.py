@@ -51,7 +51,7 @@ _PARAMETER_DIMS = {
     "covariances": ("chain", "draw", "component", "feature", "feature_"),
 }
 _EM_METHODS = ("em", "map")
-_BAYES_METHODS = ("nuts", "advi", "fullrank_advi")
+_BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 # dtype kinds that JSON-tagged numpy values, observation names and sample statistics may have
 _NUMERIC_KINDS = "biuf"
 _JSON_ARRAY_KINDS = "biufU"
@@ -763,7 +763,7 @@ def _load_bayes(loader, tree, model, settings, raw_fields, priors, feature_names
     extra = loader.mapping(fields["data"], "fields.data", optional=extra_names)
     if priors is None:
         raise loader.fail("priors", "are missing (a Bayesian result always has priors)")
-    if settings["method"] != "nuts" and sizes["chain"] != 1:
+    if settings["method"] not in ("gibbs", "nuts") and sizes["chain"] != 1:
         raise loader.fail("group 'posterior'", "of a variational fit must have one chain")
 
     observed = loader.group(tree, "observed_data")

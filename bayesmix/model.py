@@ -16,7 +16,7 @@ from bayesmix.validation import check_int, check_random_state
 
 __all__ = ["GaussianMixture", "FIT_METHODS"]
 
-FIT_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
 _COVARIANCE_WORDS = {
     "full": "one unrestricted covariance per component",
     "tied": "one covariance shared by all components",
@@ -104,10 +104,13 @@ class GaussianMixture:
         ----------
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations. Column names become the ``feature`` coordinate.
-        method : {"em", "map", "nuts", "advi", "fullrank_advi"}
+        method : {"em", "map", "gibbs", "nuts", "advi", "fullrank_advi"}
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
-            priors or their defaults; ``nuts``: posterior draws by NUTS (nutpie by default);
+            priors or their defaults; ``gibbs``: posterior draws by the conjugate Gibbs
+            sampler (:mod:`bayesmix.bayes.gibbs`), the MCMC method that mixes on real data
+            in 4-30 dimensions (``benchmarks/``); ``nuts``: posterior draws by NUTS
+            (nutpie by default);
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
             variational approximation fitted with PyMC.
         **options
@@ -149,6 +152,14 @@ class GaussianMixture:
             mixture weights as memberships and log density 0); other results reject
             NaN there.
 
+            For Gibbs: ``draws`` (2000 per chain), ``tune`` (500 burn-in sweeps
+            discarded), ``chains`` (4), ``thin`` (1: keep every sweep), ``identify``
+            (``"relabel"``, default: Stephens' KL relabelling of the draws;
+            ``"ordered"``: every draw's components sorted by the order feature's mean,
+            which is the posterior of the ordered model; ``"none"``), ``order_by``,
+            ``random_state``, ``progressbar``. Every chain starts at a MAP-EM estimate;
+            complete data only (with missing values use NUTS).
+
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
             ``benchmarks/``: on complete data it samples bayesmix's own log density,
@@ -184,14 +195,14 @@ class GaussianMixture:
             other data of that shape skips the compile and gives what a fresh compile
             gives for the same seed.
 
-            ``progressbar`` (NUTS and ADVI): ``None`` (default) shows progress in a
+            ``progressbar`` (Gibbs, NUTS and ADVI): ``None`` (default) shows progress in a
             Jupyter kernel or an interactive terminal and hides it elsewhere; ``True``
             or ``False`` force it.
 
         Returns
         -------
         MixtureResult
-            For EM an :class:`~bayesmix.results.EMResult`, for NUTS and ADVI a
+            For EM an :class:`~bayesmix.results.EMResult`, for Gibbs, NUTS and ADVI a
             :class:`~bayesmix.bayes.result.BayesResult`.
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
@@ -213,7 +224,11 @@ class GaussianMixture:
             )
         if missing == "marginalize":
             data = _drop_unobserved(data)
-        if method == "nuts":
+        if method == "gibbs":
+            from bayesmix.bayes.gibbs import fit_gibbs
+
+            result = fit_gibbs(self, data, **_check_options(options, _GIBBS_OPTIONS, method))
+        elif method == "nuts":
             from bayesmix.bayes.fit import fit_nuts
 
             result = fit_nuts(self, data, **_check_options(options, _NUTS_OPTIONS, method))
@@ -381,6 +396,19 @@ _NUTS_OPTIONS = frozenset(
         "sampler",
         "target_accept",
         "mass_matrix",
+        "identify",
+        "order_by",
+        "random_state",
+        "progressbar",
+        "missing",
+    }
+)
+_GIBBS_OPTIONS = frozenset(
+    {
+        "draws",
+        "tune",
+        "chains",
+        "thin",
         "identify",
         "order_by",
         "random_state",

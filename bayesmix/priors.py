@@ -2,14 +2,22 @@
 
 The same priors drive MAP-EM (closed-form conjugate M-steps) and the PyMC backend:
 
-* weights ``w ~ Dirichlet(weight_concentration)``;
+* weights ``w ~ Dirichlet(weight_concentration)``, 4 per component by default;
 * means ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)``, independent of the covariances;
 * covariances: inverse-Wishart(``covariance_dof``, ``covariance_scale``) for ``full`` and
   ``tied``; inverse-gamma(``covariance_dof / 2``, ``covariance_scale / 2``) on each
   variance for ``diag`` and ``spherical``. Both are zero-avoiding: their density
   vanishes as a variance goes to 0, where the mixture likelihood is unbounded.
 
-Defaults (any field left ``None``), in the spirit of mclust's ``defaultPrior``: the means
+The weights' default concentration of 4 keeps every component populated when ``K`` is
+meant to be ``K`` (Fruehwirth-Schnatter 2006, sec. 4.2.3): under the uniform Dirichlet(1)
+the posterior of a full-covariance mixture of iris with K=3 puts much of its mass on two
+clusters and a component holding a handful of rows (Gibbs chains fall into it and stay;
+NUTS chains too), which is BIC's answer for K=2 and not a three-cluster posterior. An
+overfitted mixture (:func:`bayesmix.overfitted_mixture`) wants the opposite, a
+concentration well below 1, and sets it.
+
+Other defaults (any field left ``None``), in the spirit of mclust's ``defaultPrior``: the means
 centred on the data mean with a scale of 2.5 data standard deviations; covariances whose
 prior mean has the data variances divided by ``K^(2/D)`` on its diagonal (the data volume
 shared among ``K`` components), with the fewest degrees of freedom that keep that mean
@@ -26,9 +34,10 @@ from scipy.special import gammaln
 
 from bayesmix.covariance import CovarianceStructure, variance_rounding
 
-__all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS"]
+__all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS", "WEIGHT_CONCENTRATION"]
 
 MEAN_SCALE_IN_SDS = 2.5
+WEIGHT_CONCENTRATION = 4.0
 
 
 def _optional_array(value: Any, name: str) -> np.ndarray | None:
@@ -56,9 +65,11 @@ class Priors:
 
     Parameters
     ----------
-    weight_concentration : float or array-like of shape (K,)
-        Dirichlet concentration of the weights. ``1`` is uniform; values below 1
-        favour sparse weights (an overfitted mixture empties surplus components).
+    weight_concentration : float or array-like of shape (K,), optional
+        Dirichlet concentration of the weights. Default 4 (``WEIGHT_CONCENTRATION``):
+        keeps components from emptying (see the module notes). ``1`` is uniform;
+        values below 1 favour sparse weights (an overfitted mixture empties surplus
+        components).
     mean_loc : float or array-like of shape (D,), optional
         Prior location of every component mean. Default: the data mean.
     mean_scale : float or array-like of shape (D,), optional
@@ -72,7 +83,7 @@ class Priors:
         (spherical). Default: prior mean covariance ``diag(var(X)) / K^(2/D)``.
     """
 
-    weight_concentration: Any = 1.0
+    weight_concentration: Any = WEIGHT_CONCENTRATION
     mean_loc: Any = None
     mean_scale: Any = None
     covariance_dof: float | None = None
@@ -121,7 +132,10 @@ class Priors:
         data_var = np.where(spread, data_var, fallback)
 
         concentration = self._vector(
-            self.weight_concentration, np.ones(n_components), n_components, "weight_concentration"
+            self.weight_concentration,
+            np.full(n_components, WEIGHT_CONCENTRATION),
+            n_components,
+            "weight_concentration",
         )
         mean_loc = self._vector(self.mean_loc, data_mean, n_features, "mean_loc")
         mean_scale = self._vector(

@@ -352,6 +352,11 @@ def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
 
 
 def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
+    if method == "gibbs":
+        return (
+            f"Fitting gibbs: {options.get('chains', 4)} chains x {options.get('draws', 1000)} "
+            f"draws after {options.get('tune', 500)} burn-in sweeps ..."
+        )
     if method == "nuts":
         return (
             f"Fitting nuts: {options.get('chains', 4)} chains x {options.get('draws', 1000)} "

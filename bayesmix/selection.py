@@ -57,7 +57,7 @@ __all__ = [
 
 COVARIANCE_TYPES = tuple(STRUCTURES)
 EM_METHODS = ("em", "map")
-BAYES_METHODS = ("nuts", "advi", "fullrank_advi")
+BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
 EM_CRITERIA = ("bic", "aic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)
@@ -181,7 +181,13 @@ def _resolve_criteria(criterion: Any, methods: list[str]) -> dict[str, str]:
 
 
 def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
-    from bayesmix.model import _EM_OPTIONS, _NUTS_OPTIONS, _VI_OPTIONS, _check_options
+    from bayesmix.model import (
+        _EM_OPTIONS,
+        _GIBBS_OPTIONS,
+        _NUTS_OPTIONS,
+        _VI_OPTIONS,
+        _check_options,
+    )
 
     if fit_options is None:
         return {m: {} for m in methods}
@@ -196,7 +202,12 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
             f"fit_options has options for {sorted(unknown)}, which are not in methods="
             f"{methods}; key fit_options by the methods you select."
         )
-    allowed = {"em": _EM_OPTIONS, "map": _EM_OPTIONS, "nuts": _NUTS_OPTIONS}
+    allowed = {
+        "em": _EM_OPTIONS,
+        "map": _EM_OPTIONS,
+        "gibbs": _GIBBS_OPTIONS,
+        "nuts": _NUTS_OPTIONS,
+    }
     out = {}
     for method in methods:
         options = fit_options.get(method, {})

@@ -270,6 +270,7 @@ def run_sbc(
     target_accept: float = 0.9,
     simulator_scale: float = 1.0,
     progress: bool = False,
+    method: str = "nuts",
 ) -> SBCResult:
     """Run SBC for one covariance type (K=2, D=2).
 
@@ -284,9 +285,11 @@ def run_sbc(
         ``L``: the rank is counted among ``L`` posterior draws thinned evenly from
         ``chains * draws``.
     chains, draws, tune : int
-        NUTS settings (nutpie).
+        Sampler settings (``tune``: NUTS's tuning steps, Gibbs's burn-in sweeps).
     target_accept : float
         NUTS step-size adaptation target (0.9: fewer divergences on near-empty components).
+    method : {"nuts", "gibbs"}
+        The sampler under test (both fit the ordered model, ``order_by=0``).
     seed : int
         Seeds the simulations and the sampler.
     simulator_scale : float
@@ -301,6 +304,8 @@ def run_sbc(
 
     import bayesmix as bm
 
+    if method not in ("nuts", "gibbs"):
+        raise ValueError(f"method must be 'nuts' or 'gibbs'; got {method!r}.")
     if covariance_type not in COVARIANCE_TYPES:
         raise ValueError(
             f"covariance_type must be one of {COVARIANCE_TYPES}; got {covariance_type!r}."
@@ -328,16 +333,17 @@ def run_sbc(
         X = simulate_data(weights, means, cov, n_obs, rng)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            fit = model.fit(
-                X,
-                method="nuts",
+            options = dict(
                 chains=chains,
                 draws=draws,
                 tune=tune,
+                identify="ordered",
                 order_by=ORDER_FEATURE,
-                target_accept=target_accept,
                 random_state=int(rng.integers(2**31 - 1)),
             )
+            if method == "nuts":
+                options["target_accept"] = target_accept
+            fit = model.fit(X, method=method, **options)
         seconds[s] = fit.settings["fit_seconds"]
         post = fit.posterior
         stat_draws = sbc_statistics(
@@ -492,12 +498,14 @@ def main(argv: list[str] | None = None) -> list[SBCResult]:
     parser.add_argument("--tune", type=int, default=500)
     parser.add_argument("--chains", type=int, default=2)
     parser.add_argument("--seed", type=int, default=2026)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "sbc"))
+    parser.add_argument("--method", choices=("nuts", "gibbs"), default="nuts")
+    parser.add_argument("--out", default=None, help="default benchmarks/sbc (gibbs: sbc/gibbs)")
     parser.add_argument(
         "--load", action="store_true", help="redraw figures and table from OUT/ranks_*.npz"
     )
     args = parser.parse_args(argv)
-    out = Path(args.out)
+    default_out = Path(__file__).parent / "sbc"
+    out = Path(args.out) if args.out else default_out / ("gibbs" if args.method == "gibbs" else "")
     out.mkdir(parents=True, exist_ok=True)
     types = args.types.split(",")
     if args.load:
@@ -509,7 +517,7 @@ def main(argv: list[str] | None = None) -> list[SBCResult]:
         return results
     print(
         f"SBC: K={N_COMPONENTS}, D={N_FEATURES}, N={args.n_obs}, S={args.sims}, L={args.ranks}, "
-        f"{args.bins} bins; nutpie {args.chains} chains x ({args.tune} tune + {args.draws} draws);"
+        f"{args.bins} bins; {args.method} {args.chains} chains x ({args.tune} tune + {args.draws} draws);"
         f" started {time.strftime('%Y-%m-%d %H:%M')}",
         flush=True,
     )
@@ -526,6 +534,7 @@ def main(argv: list[str] | None = None) -> list[SBCResult]:
             tune=args.tune,
             seed=args.seed + i,
             progress=True,
+            method=args.method,
         )
         results.append(result)
         save_result(

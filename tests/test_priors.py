@@ -139,7 +139,7 @@ def test_defaults_follow_the_data(X, covariance_type):
     k, d = 4, X.shape[1]
     resolved = bm.GaussianMixture(k, covariance_type).resolve_priors(X)
     variance = X.var(axis=0)
-    np.testing.assert_array_equal(resolved.weight_concentration, np.ones(k))
+    np.testing.assert_array_equal(resolved.weight_concentration, np.full(k, 4.0))
     np.testing.assert_allclose(resolved.mean_loc, X.mean(axis=0))
     np.testing.assert_allclose(resolved.mean_scale, MEAN_SCALE_IN_SDS * np.sqrt(variance))
     target = variance / k ** (2.0 / d)  # the data volume shared among K components
@@ -171,9 +171,9 @@ def test_user_values_override_defaults_and_broadcast(X):
     np.testing.assert_array_equal(diag.covariance_scale, [2.0, 2.0, 2.0])
 
 
-def test_weight_concentration_none_means_uniform(X):
+def test_weight_concentration_none_means_the_default(X):
     resolved = bm.GaussianMixture(3, priors=Priors(weight_concentration=None)).resolve_priors(X)
-    np.testing.assert_array_equal(resolved.weight_concentration, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(resolved.weight_concentration, [4.0, 4.0, 4.0])
 
 
 def test_weighted_defaults_equal_duplicated_rows(X):

@@ -41,6 +41,11 @@ __all__ = [
     "SAMPLERS",
     "IDENTIFICATIONS",
     "clear_compiled_models",
+    "posterior_result",
+    "progress_bar",
+    "show_progress",
+    "resolve_seed",
+    "order_feature",
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
@@ -82,7 +87,8 @@ def clear_compiled_models() -> None:
     _VI_CACHE.clear()
 
 
-def _seed(random_state: Any) -> int:
+def resolve_seed(random_state: Any) -> int:
+    """One integer seed from ``random_state`` (an int is used as it is)."""
     if random_state is not None and not isinstance(random_state, np.random.Generator):
         check_random_state(random_state)  # validates type and sign
         if isinstance(random_state, (int, np.integer)):
@@ -184,7 +190,7 @@ def fit_nuts(
     sampler = "nutpie" if sampler is None else check_choice(sampler, "sampler", SAMPLERS)
     mass_matrix = _mass_matrix(mass_matrix, sampler, data.n_features)
     _require(sampler)
-    seed = _seed(random_state)
+    seed = resolve_seed(random_state)
     start = time.perf_counter()
     _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
@@ -410,7 +416,7 @@ def fit_vi(
             "batch_size (minibatch ADVI) does not support missing values; fit the full "
             "batch (batch_size=None) or drop the incomplete rows."
         )
-    seed = _seed(random_state)
+    seed = resolve_seed(random_state)
     start = time.perf_counter()
     _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
@@ -633,7 +639,7 @@ class _CompiledVI:
         convergence = _ElboConvergence(tolerance)
         losses = np.empty(n)
         step = self._step
-        with _progress(n, progressbar) as advance:
+        with progress_bar(n, progressbar, "ADVI") as advance:
             for i in range(n):
                 loss = step()
                 if np.isnan(loss):
@@ -662,7 +668,7 @@ class _CompiledVI:
         windows: list[dict[str, np.ndarray]] = []
         losses = np.empty(n)
         step, converged, done = self._step, False, 0
-        with _progress(n, progressbar) as advance:
+        with progress_bar(n, progressbar, "ADVI") as advance:
             for i in range(n):
                 loss = step()[0]
                 if np.isnan(loss):
@@ -721,15 +727,31 @@ def show_progress(progressbar: Any) -> bool:
 
 
 @contextlib.contextmanager
-def _progress(n: int, show: bool):
-    """A progress bar over ``n`` iterations (PyMC's), advanced by the yielded function."""
+def progress_bar(n: int, show: bool, description: str):
+    """A progress bar over ``n`` steps with the elapsed and the estimated remaining time
+    (rich, as PyMC's bars), advanced by the yielded function."""
     if not show:
         yield lambda steps: None
         return
-    from pymc.progress_bar import CustomProgress
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
 
-    with CustomProgress() as progress:
-        task = progress.add_task("ADVI", total=n)
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task(description, total=n)
         yield lambda steps: progress.update(task, advance=steps)
 
 
@@ -868,13 +890,29 @@ def _tree_params(tree: xr.DataTree, structure) -> tuple[np.ndarray, np.ndarray, 
 
 
 def _result(model, data, priors, spec, params, settings, sample_stats=None, elbo=None):
-    """The :class:`BayesResult` of draws ``params`` = (weights, means, precision
-    parameter), each ``(chain, draw, ...)``, components numbered by
-    :mod:`bayesmix.ordering`'s rule."""
-    structure = model.structure
+    """:func:`posterior_result` of draws ``params`` = (weights, means, precision
+    parameter), each ``(chain, draw, ...)``."""
     weights, means, precision = params
-    covariances = structure.covariance_from_precision(precision, spec.n_features)
+    covariances = model.structure.covariance_from_precision(precision, spec.n_features)
     covariances = np.broadcast_to(covariances, means.shape + (spec.n_features,)).copy()
+    return posterior_result(
+        model, data, priors, (weights, means, covariances), settings, sample_stats, elbo
+    )
+
+
+def posterior_result(
+    model: GaussianMixture,
+    data: Data,
+    priors,
+    draws: tuple[np.ndarray, np.ndarray, np.ndarray],
+    settings: dict,
+    sample_stats: xr.Dataset | None = None,
+    elbo: np.ndarray | None = None,
+) -> BayesResult:
+    """The :class:`BayesResult` of ``draws`` = (weights, means, full covariance
+    matrices), each ``(chain, draw, ...)``, identified as ``settings["identify"]`` says
+    and with components numbered by :mod:`bayesmix.ordering`'s rule."""
+    weights, means, covariances = draws
     posterior = parameters_dataset(weights, means, covariances, data.feature_names)
     if settings["identify"] == "none":  # ordered draws follow the rule; relabel() applies it
         posterior = order_posterior(posterior, data.feature_names.index(settings["order_feature"]))
@@ -887,7 +925,7 @@ def _result(model, data, priors, spec, params, settings, sample_stats=None, elbo
         elbo=elbo,
         settings=settings,
     )
-    if settings["identify"] == "relabel" and spec.n_components > 1:
+    if settings["identify"] == "relabel" and model.n_components > 1:
         result = result.relabel()
     return result
 

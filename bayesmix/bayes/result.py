@@ -79,7 +79,7 @@ class BayesResult(MixtureResult):
     @property
     def is_mcmc(self) -> bool:
         """Whether the draws come from MCMC (so chain diagnostics apply)."""
-        return self.method == "nuts"
+        return self.method in ("nuts", "gibbs")
 
     # -- point summaries the EM result has as attributes --------------------------------
     @property
