@@ -924,7 +924,7 @@ def demo(out: Path, quick: bool, seed: int, no_plots: bool) -> None:
     """Run the showcase on the shipped Old Faithful data.
 
     Chooses K by BIC over EM fits with 1-4 components, then fits the chosen
-    full-covariance mixture (K=2) by EM, NUTS and ADVI, compares them, and writes the
+    full-covariance mixture (K=2) by EM, Gibbs, NUTS and ADVI, compares them, and writes the
     report (as 'bayesmix fit' does) into --out.
     """
     from bayesmix.demo import run_demo

@@ -138,6 +138,13 @@ class CovarianceStructure(ABC):
         """Log density of the conjugate prior at ``cov`` (summed over components)."""
 
     @abstractmethod
+    def log_prior_draws(
+        self, cov: np.ndarray, prec_chol: np.ndarray, dof: float, scale: np.ndarray | float
+    ) -> np.ndarray:
+        """:meth:`log_prior` of a batch of draws (leading axis) whose precision factors
+        ``prec_chol`` (any triangular ``F`` with ``inv(cov) = F F^T``) are known."""
+
+    @abstractmethod
     def posterior_draw(
         self,
         mass: np.ndarray,
@@ -451,6 +458,9 @@ class Full(CovarianceStructure):
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
 
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        return _inverse_wishart_logpdf(prec_chol, dof, scale).sum(axis=-1)
+
     def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
         scatter = _scatter_about(sum_xx, sum_x, mass, means)
         return _inverse_wishart_draw(scatter + scale, dof + mass, rng)
@@ -547,6 +557,9 @@ class Tied(CovarianceStructure):
 
     def log_prior(self, cov, dof, scale):
         return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
+
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        return _inverse_wishart_logpdf(prec_chol, dof, scale)
 
     def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
         cross = sum_x.T @ means
@@ -649,6 +662,10 @@ class Diag(CovarianceStructure):
 
     def log_prior(self, cov, dof, scale):
         return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())
+
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        log_density = _inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale))
+        return log_density.reshape(len(cov), -1).sum(axis=1)
 
     def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)

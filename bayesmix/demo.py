@@ -1,7 +1,7 @@
 """The showcase run by ``make demo`` (``bayesmix demo``, ``python -m bayesmix.demo``).
 
 On the shipped Old Faithful data it chooses the number of components by BIC over EM
-fits, fits the chosen mixture by EM, NUTS and ADVI, compares them, and writes the
+fits, fits the chosen mixture by EM, Gibbs sampling, NUTS and ADVI, compares them, and writes the
 report that ``bayesmix fit`` writes (summary table, netCDF files, plots, HTML page).
 """
 
@@ -67,8 +67,8 @@ def run_demo(
 
     model = bm.GaussianMixture(k_best, "full")
     nuts = {"chains": 2, "draws": 300, "tune": 300} if quick else {"chains": 4, "draws": 1000}
-    options = {"em": {"n_init": 5}, "nuts": nuts, "advi": {}}
-    methods = ["em", "nuts"] if quick else ["em", "nuts", "advi"]
+    options = {"em": {"n_init": 5}, "gibbs": {"chains": 4}, "nuts": nuts, "advi": {}}
+    methods = ["em", "nuts"] if quick else ["em", "gibbs", "nuts", "advi"]
     for method in methods:
         options[method]["random_state"] = seed
     results, fit_warnings = fit_methods(X, model, methods, options, echo=echo)
@@ -78,8 +78,8 @@ def run_demo(
         results,
         X,
         out,
-        title=f"bayesmix demo: Old Faithful, {k_best} components by EM, NUTS"
-        + ("" if quick else " and ADVI"),
+        title=f"bayesmix demo: Old Faithful, {k_best} components by EM, "
+        + ("NUTS" if quick else "Gibbs, NUTS and ADVI"),
         data_info={
             "source": "Old Faithful geyser, Yellowstone (R datasets::faithful), shipped "
             "with bayesmix: eruption time and waiting time to the next eruption, in minutes",

@@ -409,6 +409,7 @@ _GIBBS_OPTIONS = frozenset(
         "tune",
         "chains",
         "thin",
+        "temperatures",
         "identify",
         "order_by",
         "random_state",

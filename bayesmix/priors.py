@@ -80,7 +80,12 @@ class Priors:
         resp. 3.
     covariance_scale : float or array-like, optional
         Scale matrix ``(D, D)`` (full, tied), scale vector ``(D,)`` (diag) or scalar
-        (spherical). Default: prior mean covariance ``diag(var(X)) / K^(2/D)``.
+        (spherical). Default: prior mean covariance ``diag(var(X)) / C^(2/D)``, the
+        data volume shared among ``C`` clusters.
+    covariance_clusters : float, optional
+        ``C`` of the default ``covariance_scale``: how many clusters the data are
+        expected to hold. Default ``K``; an overfitted mixture sets 1, as its sparse
+        weight prior expects few clusters, not ``K``.
     """
 
     weight_concentration: Any = WEIGHT_CONCENTRATION
@@ -88,6 +93,7 @@ class Priors:
     mean_scale: Any = None
     covariance_dof: float | None = None
     covariance_scale: Any = None
+    covariance_clusters: float | None = None
 
     def __post_init__(self) -> None:
         _optional_positive(self.weight_concentration, "weight_concentration")
@@ -97,6 +103,11 @@ class Priors:
             raise ValueError(f"priors.covariance_dof must be a scalar; got shape {dof.shape}.")
         _optional_array(self.mean_loc, "mean_loc")
         _optional_array(self.covariance_scale, "covariance_scale")
+        clusters = _optional_positive(self.covariance_clusters, "covariance_clusters")
+        if clusters is not None and clusters.ndim != 0:
+            raise ValueError(
+                f"priors.covariance_clusters must be a scalar; got shape {clusters.shape}."
+            )
 
     def resolve(
         self,
@@ -151,7 +162,8 @@ class Priors:
                 f"priors.covariance_dof must exceed n_features - 1 = {n_features - 1} for an "
                 f"inverse-Wishart prior; got {dof}."
             )
-        default_scale = structure.default_prior_scale(data_var / n_components ** (2.0 / n_features))
+        clusters = n_components if self.covariance_clusters is None else self.covariance_clusters
+        default_scale = structure.default_prior_scale(data_var / clusters ** (2.0 / n_features))
         scale = np.asarray(
             default_scale if self.covariance_scale is None else self.covariance_scale, dtype=float
         )
@@ -218,16 +230,39 @@ class ResolvedPriors:
         structure: CovarianceStructure,
     ) -> float:
         """Joint log prior density of one parameter set (covariances in natural form)."""
+        factor = structure.precision_cholesky(covariances)
+        return float(
+            self.log_density_draws(
+                weights[None], means[None], covariances[None], factor[None], structure
+            )[0]
+        )
+
+    def log_density_draws(
+        self,
+        weights: np.ndarray,
+        means: np.ndarray,
+        covariances: np.ndarray,
+        prec_chol: np.ndarray,
+        structure: CovarianceStructure,
+    ) -> np.ndarray:
+        """:meth:`log_density` of a batch of parameter sets (leading axis, ``S``) whose
+        precision factors are known (``inv(cov) = F F^T``); shape ``(S,)``."""
         # Components emptied by a sparse prior (weight exactly 0, where the density of a
         # concentration < 1 is infinite) leave the model: the Dirichlet is evaluated over
         # the remaining components, so the objective stays finite and comparable.
         alive = weights > 0
-        alpha = self.weight_concentration[alive]
-        weight_terms = (alpha - 1.0) * np.log(weights[alive])
-        log_dirichlet = gammaln(alpha.sum()) - gammaln(alpha).sum() + weight_terms.sum()
-        z = (means - self.mean_loc) / self.mean_scale
-        log_normal = -0.5 * (z**2).sum() - means.shape[0] * (
-            np.log(self.mean_scale).sum() + 0.5 * means.shape[1] * np.log(2 * np.pi)
+        alpha = np.where(alive, self.weight_concentration, 0.0)
+        weight_terms = np.where(alive, (alpha - 1.0) * np.log(np.where(alive, weights, 1.0)), 0.0)
+        log_dirichlet = (
+            gammaln(alpha.sum(axis=1))
+            - np.where(alive, gammaln(np.where(alive, alpha, 1.0)), 0.0).sum(axis=1)
+            + weight_terms.sum(axis=1)
         )
-        log_cov = structure.log_prior(covariances, self.covariance_dof, self.covariance_scale)
-        return float(log_dirichlet + log_normal + log_cov)
+        z = (means - self.mean_loc) / self.mean_scale
+        log_normal = -0.5 * (z**2).sum(axis=(1, 2)) - means.shape[1] * (
+            np.log(self.mean_scale).sum() + 0.5 * means.shape[2] * np.log(2 * np.pi)
+        )
+        log_cov = structure.log_prior_draws(
+            covariances, prec_chol, self.covariance_dof, self.covariance_scale
+        )
+        return log_dirichlet + log_normal + log_cov

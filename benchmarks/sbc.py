@@ -517,8 +517,8 @@ def main(argv: list[str] | None = None) -> list[SBCResult]:
         return results
     print(
         f"SBC: K={N_COMPONENTS}, D={N_FEATURES}, N={args.n_obs}, S={args.sims}, L={args.ranks}, "
-        f"{args.bins} bins; {args.method} {args.chains} chains x ({args.tune} tune + {args.draws} draws);"
-        f" started {time.strftime('%Y-%m-%d %H:%M')}",
+        f"{args.bins} bins; {args.method} {args.chains} chains x ({args.tune} tune + "
+        f"{args.draws} draws); started {time.strftime('%Y-%m-%d %H:%M')}",
         flush=True,
     )
     results = []

@@ -321,7 +321,7 @@ def test_short_runs_are_reported_in_plain_words(faithful):
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
-        ({"method": "gibbs"}, ValueError, "method must be one of"),
+        ({"method": "hmc"}, ValueError, "method must be one of"),
         ({"method": "nuts", "sampler": "stan"}, ValueError, "sampler must be one of"),
         ({"method": "nuts", "draws": 0}, ValueError, "draws must be >= 1"),
         ({"method": "nuts", "chains": 0}, ValueError, "chains must be >= 1"),

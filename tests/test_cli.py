@@ -226,7 +226,7 @@ def bad_files(tmp_path_factory):
         (["fit", "{root}/mixed.csv", "-k", "2", "--columns", "x,y"], 2, ["'y'", "name, x"]),
         (["fit", "{faithful}", "-k", "0"], 2, ["--components", ">=1"]),
         (["fit", "{faithful}", "-k", "273"], 2, ["273 components for 272 observations"]),
-        (["fit", "{faithful}", "-k", "2", "--method", "em,gibbs"], 2, ["gibbs", "nuts"]),
+        (["fit", "{faithful}", "-k", "2", "--method", "em,hmc"], 2, ["hmc", "gibbs", "nuts"]),
         (["fit", "{faithful}", "-k", "2", "--covariance", "banded"], 2, ["banded"]),
         (["fit", "{faithful}"], 2, ["--components"]),
         (["fit", "{faithful}", "-k", "2", "--drawz", "5"], 2, ["--drawz"]),

@@ -119,3 +119,16 @@ def test_divergence_advice_never_repeats_the_setting(faithful_nuts, target_accep
     messages = [m for m in _messages(result) if "divergent transitions" in m]
     assert len(messages) == 1 and messages[0].startswith("3 divergent transitions")
     assert advice in messages[0]
+    assert "method='gibbs'" in messages[0]  # complete data: the sampler without divergences
+
+
+def test_rhat_advice_fits_the_method(faithful_nuts):
+    """A NUTS fit is pointed to the Gibbs sampler; a relabelled fit is told its posterior
+    is multimodal, never to relabel again."""
+    nuts = _variant(faithful_nuts)
+    assert "method='gibbs'" in nuts._rhat_remedy() and "result.relabel()" in nuts._rhat_remedy()
+    relabelled = _variant(faithful_nuts)
+    relabelled.settings["relabel_sweeps"] = 2
+    relabelled.settings["method"] = "gibbs"
+    remedy = relabelled._rhat_remedy()
+    assert "multimodal" in remedy and "relabel()" not in remedy and "method='gibbs'" not in remedy

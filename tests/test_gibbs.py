@@ -12,7 +12,7 @@ from sklearn.datasets import load_iris
 from sklearn.metrics import adjusted_rand_score
 
 import bayesmix as bm
-from bayesmix.bayes.gibbs import GibbsState, gibbs_sweep
+from bayesmix.bayes.gibbs import GibbsState, gibbs_sweep, log_joint
 from bayesmix.covariance import get_structure
 from benchmarks import sbc
 
@@ -80,10 +80,15 @@ def test_mean_draws_have_the_conditional_normal_posterior():
     priors = model.resolve_priors(X)
     structure = model.structure
     cov = np.array([[[1.5, 0.3], [0.3, 1.0]]])
-    state = GibbsState(np.zeros(1), np.zeros((1, 2)), cov, structure.precision_cholesky(cov))
-    means = np.array(
-        [gibbs_sweep(X, state, structure, priors, rng)[0].means[0] for _ in range(6000)]
+    replicas = 6000  # one sweep of many replicas from the same state
+    state = GibbsState(
+        np.zeros((replicas, 1)),
+        np.zeros((replicas, 1, 2)),
+        np.repeat(cov[None], replicas, axis=0),
+        np.repeat(structure.precision_cholesky(cov)[None], replicas, axis=0),
     )
+    joint = log_joint(X, state, structure)
+    means = gibbs_sweep(X, state, joint, np.ones(replicas), structure, priors, rng)[0].means[:, 0]
     precision = np.linalg.inv(cov[0])
     A = np.diag([1 / 4.0, 1 / 0.25]) + 25 * precision
     b = precision @ X.sum(0)
@@ -96,26 +101,28 @@ def test_mean_draws_have_the_conditional_normal_posterior():
 
 
 def test_allocations_follow_the_membership_probabilities():
-    """One sweep's allocations are drawn from p(z_n = k | x_n, theta): over many sweeps
-    from one state, the allocation frequencies of a row between two components match
-    its membership probability."""
+    """One sweep's allocations are drawn from p(z_n = k | x_n, theta): over many replicas
+    in one state, how often the three rows use both components matches the membership
+    probabilities."""
     X = np.array([[0.0], [0.4], [3.0]])
     model = bm.GaussianMixture(2, "spherical")
     structure = model.structure
     priors = model.resolve_priors(X)
+    replicas = 3000
     cov = np.array([1.0, 1.0])
     state = GibbsState(
-        np.log([0.3, 0.7]), np.array([[0.0], [1.0]]), cov, structure.precision_cholesky(cov)
+        np.tile(np.log([0.3, 0.7]), (replicas, 1)),
+        np.tile([[0.0], [1.0]], (replicas, 1, 1)),
+        np.tile(cov, (replicas, 1)),
+        np.tile(structure.precision_cholesky(cov), (replicas, 1)),
     )
+    joint = log_joint(X, state, structure)
     rng = np.random.default_rng(2)
-    occupied = [gibbs_sweep(X, state, structure, priors, rng)[2] for _ in range(3000)]
-    log_joint = np.log([0.3, 0.7]) + stats.norm.logpdf(X, [0.0, 1.0], 1.0)
-    p_both = (
-        1
-        - np.prod(
-            np.exp(log_joint - np.logaddexp.reduce(log_joint, axis=1, keepdims=True)), axis=0
-        ).sum()
-    )
+    occupied = gibbs_sweep(X, state, joint, np.ones(replicas), structure, priors, rng)[1]
+    expected = np.log([0.3, 0.7]) + stats.norm.logpdf(X, [0.0, 1.0], 1.0)
+    np.testing.assert_allclose(joint[:, 0], expected)
+    membership = np.exp(expected - np.logaddexp.reduce(expected, axis=1, keepdims=True))
+    p_both = 1 - np.prod(membership, axis=0).sum()
     # probability that the three rows use both components = 1 - P(all in 0) - P(all in 1)
     observed = np.mean(np.array(occupied) == 2)
     assert abs(observed - p_both) < 4 * np.sqrt(p_both * (1 - p_both) / 3000)

@@ -127,7 +127,7 @@ def small():
         (
             {"method": "mcmc"},
             ValueError,
-            r"method must be one of \['em', 'map', 'nuts', 'advi', 'fullrank_advi'\]; "
+            r"method must be one of \['em', 'map', 'gibbs', 'nuts', 'advi', 'fullrank_advi'\]; "
             r"got 'mcmc'",
         ),
         ({"method": None}, ValueError, "method must be one of"),

@@ -270,7 +270,8 @@ def test_log_density_matches_scipy(X, ref, covariance_type, alpha):
 
 
 def test_log_density_with_uniform_weights_prior_ignores_empty_components(X):
-    resolved = bm.GaussianMixture(2, "spherical").resolve_priors(X)
+    uniform = Priors(weight_concentration=1.0)
+    resolved = bm.GaussianMixture(2, "spherical", priors=uniform).resolve_priors(X)
     structure = get_structure("spherical")
     means = np.zeros((2, 3))
     cov = np.ones(2)
@@ -279,3 +280,29 @@ def test_log_density_with_uniform_weights_prior_ignores_empty_components(X):
         resolved.log_density(np.array([1.0, 0.0]), means, cov, structure),
         resolved.log_density(np.array([0.5, 0.5]), means, cov, structure),
     )
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_batched_log_density_equals_one_set_at_a_time(X, covariance_type):
+    """log_density_draws (the Gibbs sampler's, reusing precision factors) is log_density
+    of each parameter set, with lower-triangular (Bartlett) factors as well as upper."""
+    model = bm.GaussianMixture(3, covariance_type)
+    resolved = model.resolve_priors(X)
+    structure = model.structure
+    rng = np.random.default_rng(3)
+    draws = []
+    for _ in range(4):
+        weights = rng.dirichlet(np.ones(3))
+        means = rng.normal(size=(3, X.shape[1]))
+        rows = rng.normal(size=(30, X.shape[1]))
+        resp = rng.dirichlet(np.ones(3), 30)
+        mass, sum_x = resp.sum(axis=0), resp.T @ rows
+        sum_xx = structure.second_moment(rows, resp)
+        cov, factor = structure.posterior_draw(
+            mass, sum_x, sum_xx, means, resolved.covariance_dof, resolved.covariance_scale, rng
+        )
+        draws.append((weights, means, cov, factor))
+    stacked = [np.stack(parts) for parts in zip(*draws, strict=True)]
+    batched = resolved.log_density_draws(*stacked, structure)
+    one_at_a_time = [resolved.log_density(w, m, c, structure) for w, m, c, _ in draws]
+    np.testing.assert_allclose(batched, one_at_a_time, rtol=1e-10)

@@ -21,8 +21,9 @@ over all rows and components: no gradient, no step size, no tuning, and no diver
 
 from __future__ import annotations
 
+import dataclasses
 import time
-import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from bayesmix.bayes.fit import (
     show_progress,
 )
 from bayesmix.bayes.result import BayesResult
+from bayesmix.covariance import get_structure
 from bayesmix.data import Data
 from bayesmix.ordering import resolve_order_by
 from bayesmix.validation import check_choice, check_int
@@ -47,29 +49,71 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.priors import ResolvedPriors
 
-__all__ = ["fit_gibbs", "GibbsState", "gibbs_sweep"]
+__all__ = [
+    "fit_gibbs",
+    "GibbsState",
+    "gibbs_sweep",
+    "log_joint",
+    "swap_replicas",
+    "temperature_ladder",
+]
 
 _TINY = np.finfo(float).tiny
+_FULL = get_structure("full")
+# the coldest tempered replica weighs the data as about this many observations
+TEMPERED_ROWS = 5.0
 
 
+@dataclass(frozen=True)
 class GibbsState:
-    """The parameters of one chain: log weights, means, covariances (natural form) and
-    their precision factors."""
+    """The parameters of ``R`` replicas (chains, and their tempered copies): log weights
+    ``(R, K)``, means ``(R, K, D)``, covariances in natural form and their precision
+    factors (``(R,) + natural shape``; ``inv(cov) = F F^T``)."""
 
-    def __init__(self, log_weights, means, covariances, prec_chol) -> None:
-        self.log_weights = log_weights
-        self.means = means
-        self.covariances = covariances
-        self.prec_chol = prec_chol
+    log_weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    prec_chol: np.ndarray
+
+    def take(self, index: np.ndarray) -> GibbsState:
+        """The replicas in the order ``index``."""
+        return GibbsState(*(array[index] for array in dataclasses.astuple(self)))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(R, K, D)``."""
+        return self.means.shape
+
+
+def _component_view(state: GibbsState, structure: CovarianceStructure):
+    """Every replica's components side by side: the structure that evaluates them and
+    their precision factors ``(R K, ...)`` (a tied factor repeated per component, read
+    as full covariances)."""
+    n_replicas, n_components, _ = state.shape
+    if structure.name == "tied":
+        return _FULL, np.repeat(state.prec_chol, n_components, axis=0)
+    factors = state.prec_chol.reshape((n_replicas * n_components,) + state.prec_chol.shape[2:])
+    return structure, factors
+
+
+def log_joint(X: np.ndarray, state: GibbsState, structure: CovarianceStructure) -> np.ndarray:
+    """``log w_k + log N(x_n | mu_k, cov_k)`` of every replica, shape ``(N, R, K)``."""
+    n_replicas, n_components, n_features = state.shape
+    evaluator, factors = _component_view(state, structure)
+    flat_means = state.means.reshape(n_replicas * n_components, n_features)
+    log_prob = evaluator.log_prob(X, flat_means, factors)
+    return log_prob.reshape(len(X), n_replicas, n_components) + state.log_weights
 
 
 def _log_dirichlet_draw(concentration: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``log w`` for ``w ~ Dirichlet(concentration)``: ``Gamma(a) = Gamma(a + 1) U^(1/a)``
-    keeps tiny concentrations (a sparse prior's empty components) finite in log space."""
-    log_gamma = np.log(rng.gamma(concentration + 1.0)) + np.log(rng.random(concentration.size)) / (
-        concentration
+    """``log w`` for ``w ~ Dirichlet(concentration)`` along the last axis:
+    ``Gamma(a) = Gamma(a + 1) U^(1/a)`` keeps tiny concentrations (a sparse prior's
+    empty components) finite in log space."""
+    log_gamma = (
+        np.log(rng.gamma(concentration + 1.0))
+        + np.log(rng.random(concentration.shape)) / concentration
     )
-    return log_gamma - np.logaddexp.reduce(log_gamma)
+    return log_gamma - np.logaddexp.reduce(log_gamma, axis=-1, keepdims=True)
 
 
 def _mean_draw(
@@ -79,8 +123,8 @@ def _mean_draw(
     priors: ResolvedPriors,
     rng: np.random.Generator,
 ) -> np.ndarray:
-    """Means ``(K, D)`` from their conditional posterior given the covariances (the
-    prior on each coordinate is an independent normal)."""
+    """Means ``(M, D)`` of ``M`` components from their conditional posterior given the
+    covariances (the prior on each coordinate is an independent normal)."""
     n_features = sum_x.shape[1]
     prior_precision = priors.mean_scale**-2.0
     posterior_precision = precision * mass[:, None, None]
@@ -96,45 +140,136 @@ def _mean_draw(
 def gibbs_sweep(
     X: np.ndarray,
     state: GibbsState,
+    joint: np.ndarray,
+    betas: np.ndarray,
     structure: CovarianceStructure,
     priors: ResolvedPriors,
     rng: np.random.Generator,
-) -> tuple[GibbsState, float, int]:
-    """One sweep from ``state``: allocations, weights, means, covariances.
+) -> tuple[GibbsState, np.ndarray]:
+    """One sweep of every replica: allocations, weights, means, covariances.
+
+    Replica ``r`` samples the tempered posterior whose complete-data likelihood is
+    raised to ``betas[r]`` (1: the posterior): its allocations are drawn from the
+    memberships of ``betas[r] * joint`` and its statistics are weighted by
+    ``betas[r]`` in the conjugate updates.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (N, D)
+    state : GibbsState
+    joint : numpy.ndarray of shape (N, R, K)
+        :func:`log_joint` of ``state``.
+    betas : numpy.ndarray of shape (R,)
+    structure, priors
+        The declaration's covariance structure and resolved priors.
+    rng : numpy.random.Generator
 
     Returns
     -------
     state : GibbsState
         The next state.
-    log_likelihood : float
-        The observed-data log-likelihood of the *incoming* state.
-    occupied : int
-        How many components the sweep's allocations use.
+    occupied : numpy.ndarray of shape (R,)
+        How many components each replica's allocations use.
     """
-    n_components = state.means.shape[0]
-    log_joint = structure.log_prob(X, state.means, state.prec_chol) + state.log_weights
-    log_norm = np.logaddexp.reduce(log_joint, axis=1)
-    cumulative = np.cumsum(np.exp(log_joint - log_norm[:, None]), axis=1)
-    u = rng.random(X.shape[0]) * cumulative[:, -1]
-    allocation = np.minimum((cumulative < u[:, None]).sum(axis=1), n_components - 1)
-    hard = (allocation[:, None] == np.arange(n_components)).astype(float)
-    mass = hard.sum(axis=0)
-    sum_x = hard.T @ X
-    sum_xx = structure.second_moment(X, hard)
-    log_weights = _log_dirichlet_draw(priors.weight_concentration + mass, rng)
-    precision = np.broadcast_to(
-        structure.precision_matrices(state.prec_chol, n_components, X.shape[1]),
-        (n_components, X.shape[1], X.shape[1]),
+    n_replicas, n_components, n_features = state.shape
+    tempered = joint * betas[:, None]
+    tempered -= tempered.max(axis=2, keepdims=True)
+    cumulative = np.cumsum(np.exp(tempered), axis=2)
+    u = rng.random(tempered.shape[:2]) * cumulative[..., -1]
+    allocation = np.minimum((cumulative < u[..., None]).sum(axis=2), n_components - 1)
+    hard = allocation[..., None] == np.arange(n_components)  # (N, R, K)
+    occupied = hard.any(axis=0).sum(axis=1)
+    weighted = (hard * betas[:, None]).reshape(len(X), n_replicas * n_components)
+    mass = weighted.sum(axis=0)
+    sum_x = weighted.T @ X
+    log_weights = _log_dirichlet_draw(
+        priors.weight_concentration + mass.reshape(n_replicas, n_components), rng
     )
+    evaluator, factors = _component_view(state, structure)
+    precision = evaluator.precision_matrices(factors, n_replicas * n_components, n_features)
     means = _mean_draw(mass, sum_x, precision, priors, rng)
-    covariances, prec_chol = structure.posterior_draw(
-        mass, sum_x, sum_xx, means, priors.covariance_dof, priors.covariance_scale, rng
+    dof, scale = priors.covariance_dof, priors.covariance_scale
+    if structure.name == "tied":  # one covariance per replica: its own conjugate draw
+        sum_xx = _FULL.second_moment(X, weighted).reshape(
+            n_replicas, n_components, n_features, n_features
+        )
+        draws = [
+            structure.posterior_draw(
+                mass.reshape(n_replicas, n_components)[r],
+                sum_x.reshape(n_replicas, n_components, n_features)[r],
+                sum_xx[r].sum(axis=0),
+                means.reshape(n_replicas, n_components, n_features)[r],
+                dof,
+                scale,
+                rng,
+            )
+            for r in range(n_replicas)
+        ]
+        covariances = np.stack([cov for cov, _ in draws])
+        prec_chol = np.stack([factor for _, factor in draws])
+    else:
+        sum_xx = structure.second_moment(X, weighted)
+        covariances, prec_chol = structure.posterior_draw(
+            mass, sum_x, sum_xx, means, dof, scale, rng
+        )
+        batch = (n_replicas, n_components)
+        covariances = covariances.reshape(batch + covariances.shape[1:])
+        prec_chol = prec_chol.reshape(batch + prec_chol.shape[1:])
+    new_state = GibbsState(
+        log_weights, means.reshape(n_replicas, n_components, n_features), covariances, prec_chol
     )
-    return (
-        GibbsState(log_weights, means, covariances, prec_chol),
-        float(log_norm.sum()),
-        int((mass > 0).sum()),
+    return new_state, occupied
+
+
+def _tempered_log_likelihood(joint: np.ndarray, betas: np.ndarray) -> np.ndarray:
+    """``sum_n log sum_k exp(beta_r joint[n, r, k])`` per replica: the log density (up to
+    the prior) of the parameters under the tempered target the sweeps sample."""
+    return np.logaddexp.reduce(joint * betas[:, None], axis=2).sum(axis=0)
+
+
+def swap_replicas(
+    joint: np.ndarray, ladder: np.ndarray, n_chains: int, parity: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Propose exchanging neighbouring temperatures ``(t, t + 1)`` with ``t % 2 == parity``
+    in every chain (parallel tempering); accept with the Metropolis ratio of the two
+    tempered targets.
+
+    Returns
+    -------
+    order : numpy.ndarray of shape (R,)
+        The replica that takes each slot (apply with :meth:`GibbsState.take`).
+    accepted : numpy.ndarray of shape (chains, T - 1)
+        Which pairs swapped (``False`` where none was proposed).
+    """
+    n_temps = ladder.size
+    lower = np.arange(parity, n_temps - 1, 2)
+    accepted = np.zeros((n_chains, n_temps - 1), dtype=bool)
+    order = np.arange(n_chains * n_temps)
+    if lower.size == 0:
+        return order, accepted
+    a = (np.arange(n_chains)[:, None] * n_temps + lower).ravel()
+    b = a + 1
+    beta_a, beta_b = ladder[a % n_temps], ladder[b % n_temps]
+    log_ratio = (
+        _tempered_log_likelihood(joint[:, a], beta_b)
+        + _tempered_log_likelihood(joint[:, b], beta_a)
+        - _tempered_log_likelihood(joint[:, a], beta_a)
+        - _tempered_log_likelihood(joint[:, b], beta_b)
     )
+    swap = np.log(rng.random(a.size)) < log_ratio
+    order[a[swap]], order[b[swap]] = b[swap], a[swap]
+    accepted[:, lower] = swap.reshape(n_chains, lower.size)
+    return order, accepted
+
+
+def temperature_ladder(temperatures: int, n_obs: int) -> np.ndarray:
+    """``temperatures`` inverse temperatures from 1 down to ``TEMPERED_ROWS / n_obs``
+    (the likelihood of about ``TEMPERED_ROWS`` observations: flat enough to move between
+    modes), geometrically spaced."""
+    if temperatures == 1:
+        return np.ones(1)
+    coldest = min(TEMPERED_ROWS / n_obs, 0.5)
+    return coldest ** (np.arange(temperatures) / (temperatures - 1))
 
 
 def fit_gibbs(
@@ -145,6 +280,7 @@ def fit_gibbs(
     tune: int = 500,
     chains: int = 4,
     thin: int = 1,
+    temperatures: int = 1,
     identify: str = "relabel",
     order_by: Any = None,
     random_state: Any = None,
@@ -152,13 +288,16 @@ def fit_gibbs(
 ) -> BayesResult:
     """Sample the posterior by the conjugate Gibbs sampler; see :meth:`GaussianMixture.fit`.
 
-    Every chain starts at the MAP-EM estimate; its first ``tune`` sweeps are discarded
-    and then every ``thin``-th of ``draws * thin`` sweeps is kept.
+    All chains (and, with ``temperatures > 1``, their tempered replicas) advance
+    together, one vectorised sweep at a time. Every replica starts at the MAP-EM
+    estimate; the first ``tune`` sweeps are discarded and then every ``thin``-th of
+    ``draws * thin`` sweeps of the untempered replicas is kept.
     """
     draws = check_int(draws, "draws")
     tune = check_int(tune, "tune", minimum=0)
     chains = check_int(chains, "chains")
     thin = check_int(thin, "thin")
+    temperatures = check_int(temperatures, "temperatures")
     identify = check_choice(identify, "identify", IDENTIFICATIONS)
     resolve_order_by(order_by, data.feature_names)
     progressbar = show_progress(progressbar)
@@ -175,49 +314,53 @@ def fit_gibbs(
     X, centred_priors = data.values - shift, priors.shifted(shift)
     structure = model.structure
     K, D = model.n_components, data.n_features
+    ladder = temperature_ladder(temperatures, data.n_obs)
+    betas = np.tile(ladder, chains)
+    cold = np.arange(chains) * temperatures
+    n_replicas = chains * temperatures
+    state = GibbsState(
+        np.tile(np.log(np.maximum(em.weights, _TINY)), (n_replicas, 1)),
+        np.tile(em.means - shift, (n_replicas, 1, 1)),
+        np.repeat(em.params.covariances[None], n_replicas, axis=0),
+        np.repeat(em.params.precisions_cholesky[None], n_replicas, axis=0),
+    )
+    rng = np.random.default_rng(seed)
     weights = np.empty((chains, draws, K))
     means = np.empty((chains, draws, K, D))
     covariances = np.empty((chains, draws) + structure.natural_shape(K, D))
     log_posterior = np.empty((chains, draws))
     occupied = np.empty((chains, draws), dtype=np.int64)
+    swaps = np.zeros((chains, max(temperatures - 1, 1)))
     sweeps = tune + draws * thin
-    start_state = GibbsState(
-        np.log(np.maximum(em.weights, _TINY)),
-        em.means - shift,
-        em.params.covariances,
-        em.params.precisions_cholesky,
-    )
-    with progress_bar(chains * sweeps, progressbar, "Gibbs") as advance:
-
-        def run(chain: int) -> None:
-            rng = np.random.default_rng([seed, chain])
-            state = start_state
-            for sweep in range(sweeps):
-                kept = sweep - tune
-                keep = kept >= 0 and kept % thin == 0
-                if keep:
-                    draw = kept // thin
-                    weights[chain, draw] = np.exp(state.log_weights)
-                    means[chain, draw] = state.means + shift
-                    covariances[chain, draw] = state.covariances
-                new_state, log_likelihood, n_occupied = gibbs_sweep(
-                    X, state, structure, centred_priors, rng
+    with progress_bar(sweeps, progressbar, "Gibbs") as advance:
+        for sweep in range(sweeps):
+            joint = log_joint(X, state, structure)
+            if temperatures > 1:
+                order, accepted = swap_replicas(joint, ladder, chains, sweep % 2, rng)
+                state, joint = state.take(order), joint[:, order]
+                swaps += accepted
+            kept = sweep - tune
+            keep = kept >= 0 and kept % thin == 0
+            if keep:
+                draw = kept // thin
+                weights[:, draw] = np.exp(state.log_weights[cold])
+                means[:, draw] = state.means[cold] + shift
+                covariances[:, draw] = state.covariances[cold]
+                log_likelihood = np.logaddexp.reduce(joint[:, cold], axis=2).sum(axis=0)
+                chain_states = state.take(cold)
+                log_posterior[:, draw] = log_likelihood + centred_priors.log_density_draws(
+                    np.maximum(np.exp(chain_states.log_weights), _TINY),
+                    chain_states.means,
+                    chain_states.covariances,
+                    chain_states.prec_chol,
+                    structure,
                 )
-                if keep:
-                    log_posterior[chain, draw] = log_likelihood + centred_priors.log_density(
-                        np.maximum(np.exp(state.log_weights), _TINY),
-                        state.means,
-                        state.covariances,
-                        structure,
-                    )
-                    occupied[chain, draw] = n_occupied
-                state = new_state
-                if sweep % 100 == 99:
-                    advance(100)
-            advance(sweeps % 100)
-
-        for chain in range(chains):  # threads measured slower: the GIL, BLAS's own threads
-            run(chain)
+            state, n_occupied = gibbs_sweep(X, state, joint, betas, structure, centred_priors, rng)
+            if keep:
+                occupied[:, draw] = n_occupied[cold]
+            if sweep % 100 == 99:
+                advance(100)
+        advance(sweeps % 100)
     weights = np.maximum(weights, _TINY)
     weights /= weights.sum(axis=-1, keepdims=True)
     full = structure.to_full(covariances.reshape((chains * draws,) + covariances.shape[2:]), K, D)
@@ -229,16 +372,20 @@ def fit_gibbs(
         tune=tune,
         chains=chains,
         thin=thin,
+        temperatures=temperatures,
         identify=identify,
         order_feature=data.feature_names[order_feature(data, order_by, em)],
         random_state=seed,
         seed=seed,
     )
+    if temperatures > 1:
+        settings["inverse_temperatures"] = ladder.round(4).tolist()
+        # each pair is proposed every other sweep
+        settings["swap_acceptance"] = (swaps.mean(axis=0) / (sweeps / 2)).round(3).tolist()
     stats = _sample_stats(log_posterior, occupied)
     if identify == "ordered" and K > 1:
         weights, means, full = _ordered(weights, means, full, data, settings)
-    with warnings.catch_warnings():
-        result = posterior_result(model, data, priors, (weights, means, full), settings, stats)
+    result = posterior_result(model, data, priors, (weights, means, full), settings, stats)
     result.settings["fit_seconds"] = time.perf_counter() - start
     return result
 

@@ -264,9 +264,7 @@ class BayesResult(MixtureResult):
             if n_chains > 1 and worst > RHAT_LIMIT:
                 problems.append(
                     (
-                        f"r_hat up to {worst:.3f} (> {RHAT_LIMIT}): chains disagree. Draw more "
-                        "(draws=, tune=); if chains label components differently, relabel "
-                        "with result.relabel().",
+                        f"r_hat up to {worst:.3f} (> {RHAT_LIMIT}): {self._rhat_remedy()}",
                         SamplerWarning,
                     )
                 )
@@ -303,16 +301,41 @@ class BayesResult(MixtureResult):
             )
         return problems
 
+    def _rhat_remedy(self) -> str:
+        """What to do about chains that disagree, never advising what the fit did."""
+        if "relabel_sweeps" in self.settings:
+            advice = (
+                "chains disagree although the draws are relabelled: the posterior is "
+                "multimodal (the chains found different clusterings) or mixes slowly. Draw "
+                "more (draws=), compare the chains' clusterings, or fit fewer components"
+            )
+        else:
+            advice = (
+                "chains disagree. Draw more (draws=, tune=); if chains label components "
+                "differently, relabel with result.relabel()"
+            )
+        return advice + self._gibbs_advice() + "."
+
+    def _gibbs_advice(self) -> str:
+        """Point a NUTS fit of complete data to the Gibbs sampler."""
+        if self.method != "nuts" or np.isnan(self.data.values).any():
+            return ""
+        return "; or sample with method='gibbs', which mixes better on mixtures"
+
     def _divergence_remedy(self) -> str:
         """What to do about divergences, never advising what the fit already used."""
         target = self.settings.get("target_accept")
+        gibbs = self._gibbs_advice().replace("; or sample", ", or sample")
         if target is None or target < 0.95:
-            return "Raise target_accept (e.g. 0.95) or use fewer components."
+            return f"Raise target_accept (e.g. 0.95) or use fewer components{gibbs}."
         if target < 0.99:
-            return f"Raise target_accept (it was {target:g}; e.g. 0.99) or use fewer components."
+            return (
+                f"Raise target_accept (it was {target:g}; e.g. 0.99) or use fewer "
+                f"components{gibbs}."
+            )
         return (
             f"target_accept is {target:g} already: use fewer components, standardise the "
-            "columns of X, or give the covariances more informative priors."
+            f"columns of X, or give the covariances more informative priors{gibbs}."
         )
 
     def _chain_problems(self) -> list[tuple[str, type[Warning]]]:
