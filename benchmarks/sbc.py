@@ -271,6 +271,7 @@ def run_sbc(
     simulator_scale: float = 1.0,
     progress: bool = False,
     method: str = "nuts",
+    temperatures: int = 1,
 ) -> SBCResult:
     """Run SBC for one covariance type (K=2, D=2).
 
@@ -290,6 +291,8 @@ def run_sbc(
         NUTS step-size adaptation target (0.9: fewer divergences on near-empty components).
     method : {"nuts", "gibbs"}
         The sampler under test (both fit the ordered model, ``order_by=0``).
+    temperatures : int
+        Gibbs only: tempered replicas per chain (parallel tempering).
     seed : int
         Seeds the simulations and the sampler.
     simulator_scale : float
@@ -343,6 +346,8 @@ def run_sbc(
             )
             if method == "nuts":
                 options["target_accept"] = target_accept
+            else:
+                options["temperatures"] = temperatures
             fit = model.fit(X, method=method, **options)
         seconds[s] = fit.settings["fit_seconds"]
         post = fit.posterior

@@ -363,6 +363,12 @@ def test_overfitted_mixture_declaration():
     resolved = model.resolve_priors(np.random.default_rng(0).normal(size=(20, 2)))
     np.testing.assert_array_equal(resolved.weight_concentration, np.full(8, SPARSE_CONCENTRATION))
     assert overfitted_mixture(4, concentration=0.3).priors.weight_concentration == 0.3
+    # covariances scaled for one cluster spanning the data, not for max_components
+    assert model.priors.covariance_clusters == 1.0
+    X = np.random.default_rng(0).normal(size=(20, 2)) * [1.0, 3.0]
+    np.testing.assert_allclose(
+        overfitted_mixture(8, "diag").resolve_priors(X).covariance_scale, X.var(axis=0)
+    )
     with pytest.raises(ValueError, match="max_components must be >= 2"):
         overfitted_mixture(1)
     with pytest.raises(ValueError, match="concentration must be finite and > 0"):
@@ -507,28 +513,47 @@ def test_mixed_plot_uses_the_deviance_scale(bayes_selection, tmp_path):
 
 @pytest.fixture(scope="module")
 def overfitted_fit(x_1d):
-    """NUTS on the sparse-Dirichlet overfitted mixture with six components."""
+    """The Gibbs sampler (fit_overfitted's default) on the sparse-Dirichlet overfitted
+    mixture with six components."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.BayesmixWarning)
-        return fit_overfitted(x_1d, 6, random_state=2, **NUTS_OPTIONS)
+        return fit_overfitted(x_1d, 6, random_state=2)
 
 
 @pytest.mark.slow
-def test_overfitted_mixture_finds_three_clusters(overfitted_fit, tmp_path):
+def test_overfitted_mixture_finds_three_clusters(overfitted_fit, x_1d, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", bm.SamplerWarning)
         post = n_clusters_posterior(overfitted_fit, random_state=0)
-    assert overfitted_fit.settings["identify"] == "none"
-    assert overfitted_fit.settings["target_accept"] == 0.99
+    settings = overfitted_fit.settings
+    assert settings["method"] == "gibbs" and settings["identify"] == "none"
+    assert (settings["draws"], settings["thin"], settings["tune"]) == (5000, 4, 1000)
     assert overfitted_fit.model.priors.weight_concentration == SPARSE_CONCENTRATION
     assert post.attrs["mode"] == 3
     assert post.loc[3] > 0.5
     assert post.attrs["r_hat"] < 1.05
     assert post.loc[[1, 2]].sum() == 0.0  # never merges two true clusters
     assert post.sum() == pytest.approx(1.0)
+    # the Gibbs sweeps' own allocation counts; resampled ones on other data
+    draws = n_clusters_draws(overfitted_fit)
+    np.testing.assert_array_equal(draws, overfitted_fit.sample_stats["occupied_components"])
+    resampled = n_clusters_draws(overfitted_fit, x_1d, random_state=0)
+    assert abs(float((resampled == 3).mean()) - post.loc[3]) < 0.1
     ax = plot_n_clusters(post)
     assert len(ax.patches) == 6
     _save(ax.figure, tmp_path, "n_clusters_overfitted.png")
+
+
+@pytest.mark.slow
+def test_overfitted_mixture_by_nuts(x_1d):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", bm.BayesmixWarning)
+        fit = fit_overfitted(x_1d, 6, method="nuts", random_state=2, **NUTS_OPTIONS)
+        post = n_clusters_posterior(fit, random_state=0)
+    assert fit.settings["method"] == "nuts" and fit.settings["target_accept"] == 0.99
+    assert post.attrs["mode"] == 3 and post.loc[[1, 2]].sum() == 0.0
+    with pytest.raises(ValueError, match="method must be one of"):
+        fit_overfitted(x_1d, 6, method="advi")
 
 
 @pytest.mark.slow

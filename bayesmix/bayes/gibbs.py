@@ -55,13 +55,18 @@ __all__ = [
     "gibbs_sweep",
     "log_joint",
     "swap_replicas",
-    "temperature_ladder",
+    "TemperatureLadder",
 ]
 
 _TINY = np.finfo(float).tiny
 _FULL = get_structure("full")
 # the coldest tempered replica weighs the data as about this many observations
 TEMPERED_ROWS = 5.0
+# ladder adaptation while tuning: the initial swap rate of the running means, the step on
+# the log-gaps (per unit of swap-rate difference), decaying as 1 / (1 + sweep / DECAY)
+LADDER_TARGET_RATE = 0.3
+LADDER_ADAPT_RATE = 0.5
+LADDER_ADAPT_DECAY = 300.0
 
 
 @dataclass(frozen=True)
@@ -262,14 +267,54 @@ def swap_replicas(
     return order, accepted
 
 
-def temperature_ladder(temperatures: int, n_obs: int) -> np.ndarray:
-    """``temperatures`` inverse temperatures from 1 down to ``TEMPERED_ROWS / n_obs``
-    (the likelihood of about ``TEMPERED_ROWS`` observations: flat enough to move between
-    modes), geometrically spaced."""
-    if temperatures == 1:
-        return np.ones(1)
-    coldest = min(TEMPERED_ROWS / n_obs, 0.5)
-    return coldest ** (np.arange(temperatures) / (temperatures - 1))
+class TemperatureLadder:
+    """Inverse temperatures ``1 = beta_0 > ... > beta_(T-1) = TEMPERED_ROWS / n_obs`` (the
+    coldest weighs the data as about ``TEMPERED_ROWS`` observations: flat enough to move
+    between modes), started geometrically spaced and adapted while tuning so that every
+    neighbouring pair swaps about equally often (Vousden, Farr & Mandel 2016): the log-gap
+    of a pair that swaps more often than the average widens, of one that swaps less
+    narrows, at a rate decaying over the tuning sweeps; the range stays fixed. A
+    transition where clusters merge draws levels to it. Frozen after tuning.
+    """
+
+    def __init__(self, temperatures: int, n_obs: int) -> None:
+        self.size = temperatures
+        coldest = min(TEMPERED_ROWS / n_obs, 0.5) if temperatures > 1 else 1.0
+        self._range = -np.log(coldest)
+        self._gaps = np.full(max(temperatures - 1, 0), self._range / max(temperatures - 1, 1))
+        self._rates = np.full(self._gaps.size, LADDER_TARGET_RATE)
+        self._proposed = np.zeros(self._gaps.size)
+        self._accepted = np.zeros(self._gaps.size)
+
+    @property
+    def betas(self) -> np.ndarray:
+        """The inverse temperatures, hottest last."""
+        return np.exp(-np.concatenate([[0.0], np.cumsum(self._gaps)]))
+
+    def record(self, accepted: np.ndarray, parity: int, adapt_step: int | None) -> None:
+        """Count one round of swap proposals (``accepted``: chains x pairs, proposed
+        where ``pair % 2 == parity``); while tuning (``adapt_step`` = the sweep) move the
+        gaps towards equal swap rates."""
+        proposed = np.arange(self._gaps.size) % 2 == parity
+        self._proposed += proposed * accepted.shape[0]
+        self._accepted += accepted.sum(axis=0)
+        if adapt_step is None or not proposed.any():
+            return
+        rate = accepted.mean(axis=0)
+        self._rates[proposed] += 0.1 * (rate[proposed] - self._rates[proposed])
+        step = LADDER_ADAPT_RATE / (1.0 + adapt_step / LADDER_ADAPT_DECAY)
+        self._gaps *= np.exp(step * (self._rates - self._rates.mean()))
+        self._gaps *= self._range / self._gaps.sum()
+
+    def reset_counts(self) -> None:
+        """Forget the tuning sweeps' swaps (the reported rates are the kept sweeps')."""
+        self._proposed[:] = 0.0
+        self._accepted[:] = 0.0
+
+    @property
+    def swap_rates(self) -> np.ndarray:
+        """Accepted fraction of the swap proposals of each neighbouring pair."""
+        return self._accepted / np.maximum(self._proposed, 1.0)
 
 
 def fit_gibbs(
@@ -314,8 +359,8 @@ def fit_gibbs(
     X, centred_priors = data.values - shift, priors.shifted(shift)
     structure = model.structure
     K, D = model.n_components, data.n_features
-    ladder = temperature_ladder(temperatures, data.n_obs)
-    betas = np.tile(ladder, chains)
+    ladder = TemperatureLadder(temperatures, data.n_obs)
+    betas = np.tile(ladder.betas, chains)
     cold = np.arange(chains) * temperatures
     n_replicas = chains * temperatures
     state = GibbsState(
@@ -330,15 +375,17 @@ def fit_gibbs(
     covariances = np.empty((chains, draws) + structure.natural_shape(K, D))
     log_posterior = np.empty((chains, draws))
     occupied = np.empty((chains, draws), dtype=np.int64)
-    swaps = np.zeros((chains, max(temperatures - 1, 1)))
     sweeps = tune + draws * thin
     with progress_bar(sweeps, progressbar, "Gibbs") as advance:
         for sweep in range(sweeps):
             joint = log_joint(X, state, structure)
             if temperatures > 1:
-                order, accepted = swap_replicas(joint, ladder, chains, sweep % 2, rng)
+                order, accepted = swap_replicas(joint, ladder.betas, chains, sweep % 2, rng)
                 state, joint = state.take(order), joint[:, order]
-                swaps += accepted
+                ladder.record(accepted, sweep % 2, sweep if sweep < tune else None)
+                betas = np.tile(ladder.betas, chains)
+                if sweep == tune - 1:
+                    ladder.reset_counts()
             kept = sweep - tune
             keep = kept >= 0 and kept % thin == 0
             if keep:
@@ -379,9 +426,8 @@ def fit_gibbs(
         seed=seed,
     )
     if temperatures > 1:
-        settings["inverse_temperatures"] = ladder.round(4).tolist()
-        # each pair is proposed every other sweep
-        settings["swap_acceptance"] = (swaps.mean(axis=0) / (sweeps / 2)).round(3).tolist()
+        settings["inverse_temperatures"] = ladder.betas.round(4).tolist()
+        settings["swap_acceptance"] = ladder.swap_rates.round(3).tolist()
     stats = _sample_stats(log_posterior, occupied)
     if identify == "ordered" and K > 1:
         weights, means, full = _ordered(weights, means, full, data, settings)
