@@ -111,3 +111,36 @@ def test_fit_methods_hands_over_each_result_before_the_next_fit(tmp_path, faithf
     assert sorted(p.name for p in tmp_path.iterdir()) == ["em.nc"]
     saved = load(tmp_path / "em.nc")
     assert saved.log_likelihood == pytest.approx(-1130.2640, abs=1e-3)
+
+
+@pytest.mark.slow
+def test_fit_methods_says_up_front_when_a_fit_will_take_long(faithful, monkeypatch):
+    """Before a Gibbs fit projected past LONG_FIT_SECONDS the projection is echoed (with
+    the limit at 0 here, so the fit itself stays short); NUTS with full covariances in
+    NUTS_SLOW_FEATURES or more dimensions is announced as slow, with the faster method."""
+    from bayesmix import report
+    from bayesmix.bayes.gibbs import projected_seconds
+
+    model = bm.GaussianMixture(2)
+    seconds = projected_seconds(model, faithful, draws=50, tune=10, chains=2)
+    assert np.isfinite(seconds) and seconds > 0
+    lines: list[str] = []
+    report.fit_methods(
+        faithful, model, ["gibbs"], {"gibbs": {"draws": 50, "tune": 10}}, echo=lines.append
+    )
+    assert not any("will take about" in line for line in lines)  # well under a minute
+    monkeypatch.setattr(report, "LONG_FIT_SECONDS", 0.0)
+    monkeypatch.setattr(report, "NUTS_SLOW_FEATURES", 2)
+    lines.clear()
+    report.fit_methods(
+        faithful,
+        model,
+        ["gibbs", "nuts"],
+        {"gibbs": {"draws": 50, "tune": 10}, "nuts": {"draws": 20, "tune": 20, "chains": 1}},
+        echo=lines.append,
+    )
+    gibbs_at = next(i for i, line in enumerate(lines) if line.startswith("Fitting gibbs"))
+    assert "this Gibbs fit will take about" in lines[gibbs_at + 1]
+    nuts_at = next(i for i, line in enumerate(lines) if line.startswith("Fitting nuts"))
+    assert "NUTS with full covariances in 2 dimensions" in lines[nuts_at + 1]
+    assert "method gibbs" in lines[nuts_at + 1]
