@@ -405,26 +405,12 @@ def method_options(
     for method in methods:
         if method in ("em", "map"):
             options[method] = {"n_init": n_init, "random_state": seed}
-        elif method == "gibbs":
-            options[method] = {
-                "draws": draws,
-                "tune": tune,
-                "chains": chains,
-                "random_state": seed,
-                "progressbar": progress,
-            }
-        elif method == "nuts":
-            options[method] = {
-                "draws": draws,
-                "tune": tune,
-                "chains": chains,
-                "target_accept": target_accept,
-                "mass_matrix": mass_matrix,
-                "random_state": seed,
-                "progressbar": progress,
-            }
-        else:
-            options[method] = {"draws": draws, "random_state": seed, "progressbar": progress}
+            continue
+        options[method] = {"draws": draws, "random_state": seed, "progressbar": progress}
+        if method in ("gibbs", "nuts"):  # MCMC: chains and their tuning or burn-in
+            options[method].update(tune=tune, chains=chains)
+        if method == "nuts":
+            options[method].update(target_accept=target_accept, mass_matrix=mass_matrix)
     return options
 
 
