@@ -108,7 +108,7 @@ class GaussianMixture:
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
             priors or their defaults; ``gibbs``: posterior draws by the conjugate Gibbs
-            sampler (:mod:`bayesmix.bayes.gibbs`), the MCMC method that mixes on real data
+            sampler (:mod:`bayesmix.bayes.gibbs`), the MCMC method that mixes best on real data
             in 4-30 dimensions (``benchmarks/``); ``nuts``: posterior draws by NUTS
             (nutpie by default);
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
