@@ -43,3 +43,40 @@ def test_bayes_benchmark_reference_models_and_targets(faithful_nuts):
         xr.DataTree.from_dict({"/posterior": posterior}), 2, "tied"
     )
     assert identified["chol0_corr"].dims == ("chain", "draw", "pair")
+
+
+def test_real_data_benchmark_record_and_table(capsys):
+    import numpy as np
+    import xarray as xr
+
+    from benchmarks import real_data
+
+    record = real_data.run_case(
+        "gibbs", "iris", seed=0, draws=20, tune=10, max_draws=40, warmup={"draws": 5, "tune": 5}
+    )
+    assert record["status"] == "ok" and record["draws"][0] == 20 and record["divergences"] == 0
+    assert (record["n_obs"], record["n_features"], record["n_components"]) == (150, 4, 3)
+    assert record["seconds"] > 0 and record["max_rhat"] > 0 and record["min_ess_bulk"] > 0
+    X, y = real_data.load("iris")
+    assert record["sklearn_ari"] == real_data.sklearn_ari(X, y, 3) > 0.8
+    assert 0.5 < record["ari"] <= 1
+    assert record["pass"]["ari"] == (record["ari"] >= record["sklearn_ari"] - real_data.ARI_SLACK)
+    # the reference's posterior-mean memberships, on a two-draw posterior of known labels
+    means = np.array([[[-5.0, 0.0], [5.0, 0.0]]] * 2)[None]
+    post = xr.Dataset(
+        {
+            "weights": (("chain", "draw", "k"), np.full((1, 2, 2), 0.5)),
+            "means": (("chain", "draw", "k", "d"), means),
+            **{f"chol{k}_stds": (("chain", "draw", "d"), np.ones((1, 2, 2))) for k in (0, 1)},
+            **{
+                f"chol{k}_corr": (("chain", "draw", "d", "e"), np.ones((1, 2, 1, 1)) * np.eye(2))
+                for k in (0, 1)
+            },
+        }
+    )
+    points = np.array([[-5.0, 1.0], [4.0, -1.0]])
+    assert real_data.reference_memberships(post, points, 2).argmax(axis=1).tolist() == [0, 1]
+    dnf = {"tool": "reference", "status": "did not finish (timed fit) in 1800 s", "timeout": 1800.0}
+    real_data.table({"iris/gibbs": record, "iris/reference": {**record, **dnf}})
+    out = capsys.readouterr().out
+    assert "| iris | gibbs |" in out and "did not finish" in out and "> " in out
