@@ -1,6 +1,6 @@
 """bayesmix: Bayesian mixture models, fitted by EM, MCMC and variational inference."""
 
-from bayesmix import bayes, datasets
+from bayesmix import bayes, datasets, families
 from bayesmix.clustering import (
     Memberships,
     Partition,
@@ -30,6 +30,7 @@ from bayesmix.exceptions import (
     SamplerWarning,
 )
 from bayesmix.io import load
+from bayesmix.mixture import Mixture
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult, MixtureResult
@@ -55,6 +56,7 @@ __all__ = [
     "LabelSwitchingWarning",
     "Memberships",
     "MissingDataWarning",
+    "Mixture",
     "MixtureResult",
     "ParetoKWarning",
     "Partition",
@@ -68,6 +70,7 @@ __all__ = [
     "co_clustering",
     "compare",
     "datasets",
+    "families",
     "density",
     "expected_loss",
     "fit_overfitted",

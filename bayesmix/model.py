@@ -7,11 +7,20 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import xarray as xr
 
 from bayesmix.covariance import CovarianceStructure, get_structure
 from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.em.missing import marginal_log_joint
+from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint
 from bayesmix.priors import Priors, ResolvedPriors
-from bayesmix.results import MixtureResult, sample_mixture
+from bayesmix.results import (
+    MixtureResult,
+    identified_parameters,
+    parameters_dataset,
+    sample_mixture,
+)
 from bayesmix.validation import check_int, check_random_state
 
 __all__ = ["GaussianMixture", "FIT_METHODS"]
@@ -347,6 +356,93 @@ class GaussianMixture:
         if np.linalg.eigvalsh(cov).min() <= 0:
             raise ValueError("params['covariances'] must be positive definite.")
         return weights, means, cov
+
+    # -- the mixture's math as the shared result interface uses it ---------------------
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of an estimate's arrays (``EMResult.parameters``)."""
+        return ("weights", "means", "covariances")
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Gaussians take any finite numbers (:func:`~bayesmix.data.as_data` checks them)."""
+
+    def declaration_attrs(self) -> dict[str, Any]:
+        """The declaration as DataTree attributes."""
+        return {"n_components": self.n_components, "covariance_type": self.covariance_type}
+
+    def point_posterior(self, params: Params, feature_names: tuple[str, ...]) -> xr.Dataset:
+        """One estimate as a posterior with ``chain = draw = 1``."""
+        n_components, n_features = params.means.shape
+        full = self.structure.to_full(params.covariances, n_components, n_features)
+        return parameters_dataset(
+            params.weights[None, None],
+            params.means[None, None],
+            np.array(full)[None, None],
+            feature_names,
+        )
+
+    def draw_parameters(self, posterior: xr.Dataset) -> list[Params]:
+        """Natural-form parameters of every draw, chains flattened."""
+        flat = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        weights, means = flat["weights"].values, flat["means"].values
+        natural = self.structure.from_full(flat["covariances"].values)
+        factors = self.structure.precision_cholesky(natural)
+        return [
+            Params(weights[s], means[s], natural[s], factors[s]) for s in range(weights.shape[0])
+        ]
+
+    def log_joint(self, X: np.ndarray, params: Params) -> np.ndarray:
+        """``log w_k + log N(x_n | mu_k, cov_k)`` ``(n_obs, K)``, in row blocks; rows with
+        NaN get the density of their observed features."""
+        if np.isnan(X).any():
+            return marginal_log_joint(X, params, self.structure)
+        out = np.empty((X.shape[0], self.n_components))
+        size = block_rows(X.shape[0], X.shape[1], self.n_components)
+        for rows in iter_blocks(X.shape[0], size):
+            out[rows] = log_joint(X[rows], params, self.structure)
+        return out
+
+    def sample_posterior(
+        self, posterior: xr.Dataset, n_samples: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, z)`` from the posterior predictive (each sample picks a draw)."""
+        flat = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        return sample_mixture(
+            flat["weights"].values,
+            flat["means"].values,
+            flat["covariances"].values,
+            n_samples,
+            rng,
+        )
+
+    def identified_parameters(self, posterior: xr.Dataset) -> xr.Dataset:
+        """The free parameters (see :func:`bayesmix.results.identified_parameters`)."""
+        return identified_parameters(posterior, self.covariance_type)
+
+    def export_posterior(self, posterior: xr.Dataset) -> xr.Dataset:
+        """The posterior for the DataTree: correlations as the off-diagonal pairs of
+        :meth:`identified_parameters` (none for ``diag`` and ``spherical``)."""
+        identified = self.identified_parameters(posterior)
+        exported = posterior.drop_vars("correlations")
+        if "correlations" in identified:
+            exported["correlations"] = identified["correlations"]
+        return exported
+
+    def component_means(self, posterior: xr.Dataset) -> np.ndarray:
+        """``E[x | k]`` per draw, ``(chain, draw, K, D)``."""
+        return posterior["means"].values
+
+    def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
+        """A point estimate as one row per component: weight, means, standard deviations."""
+        table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
+        features = [str(name) for name in posterior["feature"].values]
+        means, stds = posterior["means"].values[0, 0], posterior["stds"].values[0, 0]
+        for d, name in enumerate(features):
+            table[f"mean[{name}]"] = means[:, d]
+        for d, name in enumerate(features):
+            table[f"std[{name}]"] = stds[:, d]  # the component's standard deviation
+        table.index.name = "component"
+        return table
 
     def _repr_html_(self) -> str:
         from bayesmix.display import html_card

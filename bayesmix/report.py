@@ -230,7 +230,7 @@ def _summary_rows(
     frames = []
     for name, result in results.items():
         posterior = posteriors[name]
-        labels, draws = parameter_draws(posterior, result.model.covariance_type)
+        labels, draws = parameter_draws(result.model.identified_parameters(posterior))
         draws = draws.reshape(-1, len(labels))
         frame = pd.DataFrame({"method": name, "parameter": labels, "estimate": draws.mean(axis=0)})
         frame["sd"] = frame["lower"] = frame["upper"] = np.nan

@@ -17,14 +17,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import as_data, check_sample_weight
-from bayesmix.em.missing import marginal_log_joint
+from bayesmix.data import Data, as_data, check_sample_weight
 from bayesmix.em.stats import (
     BLOCK_BYTES,
     Params,
-    block_rows,
     iter_blocks,
-    log_joint,
     log_normalise,
 )
 from bayesmix.validation import check_int, check_random_state
@@ -127,8 +124,9 @@ def identified_parameters(posterior: xr.Dataset, covariance_type: str) -> xr.Dat
     return xr.Dataset(keep)
 
 
-def parameter_draws(posterior: xr.Dataset, covariance_type: str) -> tuple[list[str], np.ndarray]:
-    """The parameters of :func:`identified_parameters` as scalar columns.
+def parameter_draws(identified: xr.Dataset) -> tuple[list[str], np.ndarray]:
+    """Identified parameters (dims ``(chain, draw, ...)``, e.g. the output of
+    :func:`identified_parameters`) as scalar columns.
 
     Returns
     -------
@@ -137,7 +135,6 @@ def parameter_draws(posterior: xr.Dataset, covariance_type: str) -> tuple[list[s
         (``"means[0, waiting]"``).
     draws : numpy.ndarray of shape (chain, draw, n_parameters)
     """
-    identified = identified_parameters(posterior, covariance_type)
     labels, columns = [], []
     for name, values in identified.data_vars.items():
         dims = values.dims[2:]
@@ -249,32 +246,24 @@ class MixtureResult:
         return self.posterior.sizes["chain"] * self.posterior.sizes["draw"]
 
     @cached_property
-    def _draw_params(self) -> list[Params]:
-        """Natural-form parameters of every draw, chains flattened."""
-        structure = self.model.structure
-        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
-        weights = flat["weights"].values
-        means = flat["means"].values
-        natural = structure.from_full(flat["covariances"].values)
-        prec_chol = structure.precision_cholesky(natural)
-        return [
-            Params(weights[s], means[s], natural[s], prec_chol[s]) for s in range(weights.shape[0])
-        ]
+    def _draw_params(self) -> list:
+        """Parameters of every draw, chains flattened, in the form the declaration's
+        :meth:`log_joint` takes."""
+        return self.model.draw_parameters(self.posterior)
 
-    def _log_joint(self, X: np.ndarray, params: Params) -> np.ndarray:
-        """``log w_k + log N(x | mu_k, cov_k)`` for one draw, in row blocks (over the
-        observed features of rows with NaN, which validation lets through only for
-        ``missing="marginalize"``)."""
-        if np.isnan(X).any():
-            return marginal_log_joint(X, params, self.model.structure)
-        out = np.empty((X.shape[0], self.model.n_components))
-        size = block_rows(X.shape[0], X.shape[1], self.model.n_components)
-        for rows in iter_blocks(X.shape[0], size):
-            out[rows] = log_joint(X[rows], params, self.model.structure)
-        return out
+    def _log_joint(self, X: np.ndarray, params: Any) -> np.ndarray:
+        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)`` for one draw."""
+        return self.model.log_joint(X, params)
 
     def _validated(self, X: Any) -> np.ndarray:
-        return as_data(X, n_features=self.n_features, allow_missing=self._allows_missing).values
+        return self._validated_data(X).values
+
+    def _validated_data(self, X: Any) -> Data:
+        """``X`` checked against the fit: number of features, NaN policy, and the
+        family's support (counts for count families)."""
+        data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
+        self.model.check_values(data.values, data.feature_names, "X")
+        return data
 
     @property
     def _allows_missing(self) -> bool:
@@ -291,7 +280,7 @@ class MixtureResult:
         xarray.DataArray
             Dims ``(chain, draw, obs, component)``.
         """
-        data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
+        data = self._validated_data(X)
         probs = np.stack(
             [np.exp(log_normalise(self._log_joint(data.values, p))[1]) for p in self._draw_params]
         )
@@ -356,14 +345,8 @@ class MixtureResult:
             Component of each sample.
         """
         n_samples = check_int(n_samples, "n_samples")
-        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
-        return sample_mixture(
-            flat["weights"].values,
-            flat["means"].values,
-            flat["covariances"].values,
-            n_samples,
-            check_random_state(random_state),
-        )
+        rng = check_random_state(random_state)
+        return self.model.sample_posterior(self.posterior, n_samples, rng)
 
     def to_datatree(self, X: Any = None) -> xr.DataTree:
         """The result as an ArviZ-ready :class:`xarray.DataTree`.
@@ -376,7 +359,7 @@ class MixtureResult:
         """
         groups = {"posterior": self._exported_posterior().assign_attrs(self._attrs())}
         if X is not None:
-            data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
+            data = self._validated_data(X)
             groups["observed_data"] = xr.Dataset(
                 {"X": (("obs", "feature"), data.values)},
                 coords={"obs": data.obs_names, "feature": list(data.feature_names)},
@@ -400,20 +383,12 @@ class MixtureResult:
         return {}
 
     def _exported_posterior(self) -> xr.Dataset:
-        """The posterior as the DataTree holds it: correlations as the off-diagonal pairs
-        of :func:`identified_parameters` (none for ``diag`` and ``spherical``), so that
-        every variable is a parameter ArviZ can summarise and plot."""
-        identified = identified_parameters(self.posterior, self.model.covariance_type)
-        exported = self.posterior.drop_vars("correlations")
-        if "correlations" in identified:
-            exported["correlations"] = identified["correlations"]
-        return exported
+        """The posterior as the DataTree holds it: only variables ArviZ can summarise
+        and plot (for Gaussians, correlations as their off-diagonal pairs)."""
+        return self.model.export_posterior(self.posterior)
 
     def _attrs(self) -> dict[str, Any]:
-        attrs = {
-            "n_components": self.model.n_components,
-            "covariance_type": self.model.covariance_type,
-        }
+        attrs = self.model.declaration_attrs()
         for name, version in self.settings["versions"].items():
             attrs[f"{name}_version"] = version
         for key, value in self.settings.items():
@@ -466,16 +441,7 @@ class EMResult(MixtureResult):
         settings: dict,
         spurious: tuple[str, ...] = (),
     ) -> None:
-        structure = model.structure
-        n_components, n_features = params.means.shape
-        covariances = np.array(structure.to_full(params.covariances, n_components, n_features))
-        posterior = parameters_dataset(
-            params.weights[None, None],
-            params.means[None, None],
-            covariances[None, None],
-            feature_names,
-        )
-        super().__init__(model, posterior, settings)
+        super().__init__(model, model.point_posterior(params, feature_names), settings)
         self.params = params
         self.n_obs = n_obs
         self.log_likelihood = float(log_likelihood)
@@ -490,11 +456,20 @@ class EMResult(MixtureResult):
 
     @property
     def weights(self) -> np.ndarray:
-        return self.params.weights
+        return self.posterior["weights"].values[0, 0]
+
+    @property
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The estimate as arrays with the component axis first: ``weights`` and the
+        family's parameters (for Gaussians ``means`` and full ``covariances``)."""
+        names = self.model.parameter_names
+        return {name: self.posterior[name].values[0, 0] for name in names}
 
     @property
     def means(self) -> np.ndarray:
-        return self.params.means
+        """Component means ``E[x | k]`` ``(K, D)`` (for count families the rates or
+        means of every column)."""
+        return self.model.component_means(self.posterior)[0, 0]
 
     @property
     def covariances(self) -> np.ndarray:
@@ -545,7 +520,7 @@ class EMResult(MixtureResult):
         """Point estimates as a table: one row per weight, mean and standard deviation,
         and per correlation for matrix structures, labelled as in a NUTS or ADVI
         ``summary()`` (the parameters of :func:`identified_parameters`)."""
-        labels, draws = parameter_draws(self.posterior, self.model.covariance_type)
+        labels, draws = parameter_draws(self.model.identified_parameters(self.posterior))
         rows = list(zip(labels, draws[0, 0].tolist(), strict=True))
         return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
 
@@ -614,11 +589,4 @@ class EMResult(MixtureResult):
         )
 
     def _parameter_table(self) -> pd.DataFrame:
-        table = pd.DataFrame({"weight": self.weights})
-        for d, name in enumerate(self.feature_names):
-            table[f"mean[{name}]"] = self.means[:, d]
-        stds = self.posterior["stds"].values[0, 0]
-        for d, name in enumerate(self.feature_names):
-            table[f"std[{name}]"] = stds[:, d]  # the component's standard deviation
-        table.index.name = "component"
-        return table
+        return self.model.parameter_table(self.posterior)

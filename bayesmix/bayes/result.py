@@ -13,7 +13,7 @@ import xarray as xr
 from bayesmix.data import Data
 from bayesmix.exceptions import LabelSwitchingWarning, SamplerWarning
 from bayesmix.ordering import best_separated_feature, order_posterior
-from bayesmix.results import MixtureResult, identified_parameters, parameters_dataset
+from bayesmix.results import MixtureResult, parameters_dataset
 from bayesmix.validation import DEFAULT_CI_PROB
 
 if TYPE_CHECKING:
@@ -206,7 +206,7 @@ class BayesResult(MixtureResult):
 
     # -- diagnostics -------------------------------------------------------------------
     def _summary_dataset(self) -> xr.Dataset:
-        return identified_parameters(self.posterior, self.model.covariance_type)
+        return self.model.identified_parameters(self.posterior)
 
     def summary(self, ci_prob: float = DEFAULT_CI_PROB, **kwargs: Any) -> pd.DataFrame:
         """``az.summary`` of the identified parameters, with mixture-aware warnings.

@@ -1,0 +1,20 @@
+"""Component families: the distribution of one mixture component.
+
+``bm.Mixture(K, family)`` declares a mixture of any of them:
+
+* :class:`Gaussian` — continuous data, any covariance structure (the same declaration
+  as :class:`bayesmix.GaussianMixture`);
+* :class:`Poisson` — counts, one rate per component and column;
+* :class:`NegativeBinomial` — overdispersed counts, one mean and one dispersion per
+  component and column.
+
+Non-Gaussian families implement :class:`ComponentFamily`, the one interface through
+which backends and analyses use their math.
+"""
+
+from bayesmix.families.base import ComponentFamily
+from bayesmix.families.gaussian import Gaussian
+from bayesmix.families.negative_binomial import NegativeBinomial
+from bayesmix.families.poisson import Poisson
+
+__all__ = ["ComponentFamily", "Gaussian", "NegativeBinomial", "Poisson"]

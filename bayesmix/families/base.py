@@ -1,0 +1,168 @@
+"""The interface through which backends and analyses use a component family's math.
+
+A component family is the distribution of one mixture component, ``p(x | theta_k)``.
+Everything a backend needs from it lives on one object (one module per family):
+
+* the parameter schema (:attr:`ComponentFamily.parameters`: names and the dims after
+  ``component``) and the free-parameter count for BIC;
+* validation of the data the family accepts (:meth:`~ComponentFamily.check_values`);
+* priors: their names and defaults, the data-scaled values (:meth:`resolve_priors`), the
+  log prior density;
+* initialisation, additive sufficient statistics of responsibility-weighted rows
+  (:meth:`statistics`; sums over rows, so blocks add up), the M-step (maximum likelihood,
+  or MAP with the priors), the log density ``(n_obs, K)``, the component means and
+  standard deviations (for ordering components), and sampling.
+
+Parameters of one fit travel as a dict of arrays with the component axis first, plus
+``"weights"`` ``(K,)``; a posterior holds the same names with dims ``(chain, draw,
+component, ...)``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+__all__ = ["ComponentFamily", "Parameters", "check_counts", "positive_hyperparameter"]
+
+Parameters = dict[str, np.ndarray]
+
+
+class ComponentFamily(ABC):
+    """A component distribution: the operations every backend calls.
+
+    Subclasses set :attr:`name`, :attr:`parameters` and :attr:`prior_defaults` and
+    implement the abstract methods. Instances are immutable and compare equal when
+    their settings are equal (they are part of a frozen declaration).
+    """
+
+    #: short name used in reprs, saved files and the CLI (``"poisson"``)
+    name: ClassVar[str]
+    #: parameter name -> dims after ``component`` (``{"rates": ("feature",)}``)
+    parameters: ClassVar[dict[str, tuple[str, ...]]]
+    #: prior hyperparameter name -> default (None: scaled to the data)
+    prior_defaults: ClassVar[dict[str, Any]]
+
+    # -- declaration ---------------------------------------------------------------
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments (for reprs and saved files)."""
+        return {}
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.settings() == self.settings()
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(sorted(self.settings().items()))))
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
+        return f"{type(self).__name__}({args})"
+
+    @abstractmethod
+    def n_parameters(self, n_features: int) -> int:
+        """Free parameters of one component."""
+
+    @abstractmethod
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Raise ``ValueError`` naming the column and row when ``values`` is outside the
+        family's support."""
+
+    # -- priors --------------------------------------------------------------------
+    @abstractmethod
+    def resolve_priors(
+        self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Concrete hyperparameters ``(D,)`` per name: ``given`` values, else defaults
+        scaled to the weighted data."""
+
+    @abstractmethod
+    def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """Log prior density of the component parameters (the weights' Dirichlet is
+        the mixture's)."""
+
+    # -- EM ------------------------------------------------------------------------
+    def prepare(self, X: np.ndarray) -> Any:
+        """Data-dependent constants :meth:`statistics` needs (None by default)."""
+        return None
+
+    @abstractmethod
+    def initial_parameters(
+        self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
+    ) -> Parameters:
+        """Component parameters to start EM from, given ``K`` centre rows ``(K, D)``
+        and the data's weights."""
+
+    @abstractmethod
+    def statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> Parameters:
+        """Additive sufficient statistics of rows ``X`` with responsibilities ``resp``
+        ``(n_obs, K)`` (sample weights already multiplied in) under the current
+        ``params`` (which families with latent variables per row, such as Student-t's
+        scales, need for their expectations)."""
+
+    @abstractmethod
+    def maximise(
+        self,
+        mass: np.ndarray,
+        stats: Parameters,
+        priors: Mapping[str, np.ndarray] | None,
+        previous: Parameters,
+        prepared: Any,
+    ) -> Parameters:
+        """The M-step: maximum likelihood (``priors=None``) or MAP parameters from the
+        statistics; components without mass keep ``previous``."""
+
+    # -- densities and summaries ---------------------------------------------------
+    @abstractmethod
+    def log_density(self, X: np.ndarray, params: Parameters) -> np.ndarray:
+        """``log p(x_n | theta_k)``, shape ``(n_obs, K)``."""
+
+    @abstractmethod
+    def component_means(self, params: Parameters) -> np.ndarray:
+        """``E[x | component k]``, shape ``(..., K, D)`` for parameters with any
+        leading axes."""
+
+    @abstractmethod
+    def component_variances(self, params: Parameters) -> np.ndarray:
+        """``Var[x_d | component k]``, shape ``(..., K, D)``."""
+
+    @abstractmethod
+    def sample(
+        self, params: Parameters, components: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """One row per entry of ``components`` from that component, ``(n, D)``."""
+
+
+def check_counts(
+    values: np.ndarray, feature_names: tuple[str, ...], name: str, family: str
+) -> None:
+    """Raise ``ValueError`` unless every value is a non-negative integer count."""
+    bad = (values < 0) | (values != np.floor(values))
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise ValueError(
+            f"{name} must hold non-negative integer counts for the {family} family; "
+            f"column {feature_names[col]!r} has {values[row, col]!r} at row {row}. Use a "
+            f"Gaussian or Student-t family for continuous data."
+        )
+
+
+def positive_hyperparameter(given: Mapping[str, Any], key: str, default: Any, n_features: int):
+    """``given[key]`` (or ``default``) as a positive ``(D,)`` array; ``ValueError``
+    naming the prior otherwise."""
+    value = given.get(key)
+    value = default if value is None else value
+    try:
+        array = np.broadcast_to(np.asarray(value, dtype=float), (n_features,)).copy()
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"priors[{key!r}] must be a positive number or one per feature ({n_features}); "
+            f"got {value!r}."
+        ) from None
+    if not np.isfinite(array).all() or (array <= 0).any():
+        raise ValueError(f"priors[{key!r}] must be finite and > 0; got {value!r}.")
+    return array

@@ -1,0 +1,279 @@
+"""The declaration of a mixture of any component family, and its math for the results.
+
+``Mixture(n_components, family, priors)`` declares ``K`` components of one family from
+:mod:`bayesmix.families`. A Gaussian family gives a :class:`~bayesmix.GaussianMixture`
+(the same object ``bm.GaussianMixture`` declares); other families give a
+:class:`Mixture`, whose results are the same :class:`~bayesmix.results.EMResult`
+(``predict_proba``, ``predict``, ``score_samples``, ``sample``, ``bic``/``aic``/``icl``,
+``summary``, ``to_datatree``, ``save``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.em.stats import block_rows, iter_blocks
+from bayesmix.families.base import ComponentFamily, Parameters
+from bayesmix.families.gaussian import Gaussian
+from bayesmix.model import GaussianMixture
+from bayesmix.priors import WEIGHT_CONCENTRATION
+from bayesmix.results import MixtureResult
+from bayesmix.validation import check_int
+
+__all__ = ["Mixture", "FAMILY_METHODS"]
+
+#: fit methods available for the non-Gaussian families
+FAMILY_METHODS = ("em", "map")
+_EM_OPTIONS = frozenset({"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by"})
+
+
+@dataclass(frozen=True, eq=True)
+class Mixture:
+    """A finite mixture of ``n_components`` components of one family.
+
+    Parameters
+    ----------
+    n_components : int
+        Number of components K (>= 1).
+    family : ComponentFamily
+        One of :mod:`bayesmix.families`: ``Poisson()``, ``NegativeBinomial()`` or
+        ``Gaussian(covariance_type)`` (which returns a :class:`~bayesmix.GaussianMixture`).
+    priors : mapping, optional
+        Prior hyperparameters by name: ``weight_concentration`` (Dirichlet, default 4)
+        and the family's own (see its docstring); missing ones take their data-scaled
+        defaults (:meth:`resolve_priors` shows them). ``fit(method="em")`` gives the
+        maximum-likelihood estimate when ``priors`` is None and the MAP estimate when
+        priors are given; ``method="map"`` always uses them.
+
+    Examples
+    --------
+    >>> import numpy as np, bayesmix as bm
+    >>> rng = np.random.default_rng(1)
+    >>> X = np.concatenate([rng.poisson(1.0, (400, 2)), rng.poisson(8.0, (100, 2))])
+    >>> em = bm.Mixture(2, bm.families.Poisson()).fit(X, random_state=0)
+    >>> em.weights.round(2)
+    array([0.8, 0.2])
+    """
+
+    n_components: int
+    family: ComponentFamily
+    priors: Mapping[str, Any] | None = field(default=None, hash=False)
+
+    def __new__(cls, n_components: Any = None, family: Any = None, priors: Any = None):
+        if isinstance(family, Gaussian):
+            return GaussianMixture(n_components, family.covariance_type, priors)
+        return super().__new__(cls)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n_components", check_int(self.n_components, "n_components"))
+        if not isinstance(self.family, ComponentFamily):
+            raise TypeError(
+                "family must be a component family from bayesmix.families (Gaussian(), "
+                f"Poisson(), NegativeBinomial()); got {type(self.family).__name__}."
+            )
+        if self.priors is not None:
+            if not isinstance(self.priors, Mapping):
+                raise TypeError(
+                    f"priors must be None or a mapping of hyperparameters; got "
+                    f"{type(self.priors).__name__}."
+                )
+            allowed = {"weight_concentration", *self.family.prior_defaults}
+            unknown = set(self.priors) - allowed
+            if unknown:
+                raise ValueError(
+                    f"priors has unknown names {sorted(unknown)} for the {self.family.name} "
+                    f"family; valid names: {sorted(allowed)}."
+                )
+            object.__setattr__(self, "priors", dict(self.priors))
+
+    def __hash__(self) -> int:
+        return hash((self.n_components, self.family, repr(self.priors)))
+
+    # -- the declaration -------------------------------------------------------------
+    def n_parameters(self, n_features: int) -> int:
+        """Free parameters for data with ``n_features`` columns (``K - 1`` weights)."""
+        n_features = check_int(n_features, "n_features")
+        return self.n_components - 1 + self.n_components * self.family.n_parameters(n_features)
+
+    def check_data(self, X: Any, n_features: int | None = None, name: str = "X") -> Data:
+        """``X`` validated for this family (numbers, then the family's support)."""
+        data = as_data(X, name=name, n_features=n_features)
+        self.check_values(data.values, data.feature_names, name)
+        return data
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Raise ``ValueError`` when ``values`` is outside the family's support."""
+        self.family.check_values(values, feature_names, name)
+
+    def resolve_priors(self, X: Any, sample_weight: Any = None) -> dict[str, np.ndarray]:
+        """The concrete priors for data ``X``: given values, else data-scaled defaults."""
+        data = X if isinstance(X, Data) else self.check_data(X)
+        weights = (
+            sample_weight
+            if isinstance(sample_weight, np.ndarray) and sample_weight.shape == (data.n_obs,)
+            else check_sample_weight(sample_weight, data.n_obs)
+        )
+        given = self.priors or {}
+        concentration = np.asarray(
+            given.get("weight_concentration", WEIGHT_CONCENTRATION), dtype=float
+        )
+        try:
+            concentration = np.broadcast_to(concentration, (self.n_components,)).copy()
+        except ValueError:
+            raise ValueError(
+                f"priors['weight_concentration'] must be a number or {self.n_components} "
+                f"numbers; got shape {concentration.shape}."
+            ) from None
+        if not np.isfinite(concentration).all() or (concentration <= 0).any():
+            raise ValueError("priors['weight_concentration'] must be finite and > 0.")
+        resolved = self.family.resolve_priors(given, data.values, weights)
+        return {"weight_concentration": concentration, **resolved}
+
+    def fit(self, X: Any, method: str = "em", **options: Any) -> MixtureResult:
+        """Fit the mixture to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_obs, n_features), DataFrame or DataArray
+            Observations in the family's support (counts for Poisson and negative
+            binomial). Column names become the ``feature`` coordinate.
+        method : {"em", "map"}
+            ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
+            MAP-EM with the priors or their defaults.
+        **options
+            ``sample_weight`` (frequency weights), ``n_init`` (starts, default 10),
+            ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per observation
+            that counts as converged), ``random_state``, ``order_by`` (the feature
+            whose component means number the components; default the best-separated
+            one).
+
+        Returns
+        -------
+        EMResult
+        """
+        from bayesmix.em.family import fit_family_em
+
+        if not isinstance(method, str) or method not in FAMILY_METHODS:
+            raise ValueError(
+                f"method must be one of {list(FAMILY_METHODS)} for the {self.family.name} "
+                f"family; got {method!r}."
+            )
+        unknown = set(options) - _EM_OPTIONS
+        if unknown:
+            raise TypeError(
+                f"unknown option(s) {sorted(unknown)} for method={method!r}; valid options: "
+                f"{sorted(_EM_OPTIONS)}."
+            )
+        data = self.check_data(X)
+        if data.n_obs < self.n_components:
+            raise ValueError(
+                f"X has {data.n_obs} rows; a mixture of {self.n_components} components "
+                f"needs at least {self.n_components}."
+            )
+        use_priors = method == "map" or self.priors is not None
+        return fit_family_em(self, data, use_priors=use_priors, **options)
+
+    # -- the mixture's math as the shared result interface uses it -------------------
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Names of an estimate's arrays (``EMResult.parameters``)."""
+        return ("weights", *self.family.parameters)
+
+    def declaration_attrs(self) -> dict[str, Any]:
+        """The declaration as DataTree attributes."""
+        return {"n_components": self.n_components, "family": self.family.name}
+
+    def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """Log prior density: the weights' Dirichlet plus the family's."""
+        from scipy.stats import dirichlet
+
+        alpha = priors["weight_concentration"]
+        weights = np.clip(params["weights"], 1e-300, None)
+        log_weights = dirichlet.logpdf(weights / weights.sum(), alpha)
+        return float(log_weights) + self.family.log_prior(params, priors)
+
+    def point_posterior(self, params: Parameters, feature_names: tuple[str, ...]) -> xr.Dataset:
+        """One estimate as a posterior with ``chain = draw = 1``."""
+        return self._dataset(
+            {name: value[None, None] for name, value in params.items()}, feature_names
+        )
+
+    def draw_parameters(self, posterior: xr.Dataset) -> list[Parameters]:
+        """Parameters of every draw, chains flattened."""
+        flat = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        arrays = {name: flat[name].values for name in self.parameter_names}
+        return [
+            {name: value[s] for name, value in arrays.items()} for s in range(flat.sizes["sample"])
+        ]
+
+    def log_joint(self, X: np.ndarray, params: Parameters) -> np.ndarray:
+        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)``, in row blocks."""
+        out = np.empty((X.shape[0], self.n_components))
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params["weights"])
+        size = block_rows(X.shape[0], X.shape[1], self.n_components)
+        for rows in iter_blocks(X.shape[0], size):
+            out[rows] = log_weights + self.family.log_density(X[rows], params)
+        return out
+
+    def sample_posterior(
+        self, posterior: xr.Dataset, n_samples: int, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(X, z)`` from the posterior predictive (each sample picks a draw)."""
+        draws = self.draw_parameters(posterior)
+        pick = rng.integers(len(draws), size=n_samples)
+        z = np.empty(n_samples, dtype=np.intp)
+        X = np.empty((n_samples, posterior.sizes["feature"]))
+        for s in np.unique(pick):
+            rows = np.flatnonzero(pick == s)
+            z[rows] = rng.choice(self.n_components, size=rows.size, p=draws[s]["weights"])
+            X[rows] = self.family.sample(draws[s], z[rows], rng)
+        return X, z
+
+    def identified_parameters(self, posterior: xr.Dataset) -> xr.Dataset:
+        """The weights and the family's parameters (all free)."""
+        return posterior[list(self.parameter_names)]
+
+    def export_posterior(self, posterior: xr.Dataset) -> xr.Dataset:
+        """The posterior as the DataTree holds it."""
+        return posterior
+
+    def component_means(self, posterior: xr.Dataset) -> np.ndarray:
+        """``E[x | k]`` per draw, ``(chain, draw, K, D)``."""
+        return self.family.component_means({n: posterior[n].values for n in self.parameter_names})
+
+    def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
+        """A point estimate as one row per component: the weight and every parameter."""
+        table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
+        features = [str(name) for name in posterior["feature"].values]
+        for name in self.family.parameters:
+            values = posterior[name].values[0, 0]
+            for d, feature in enumerate(features):
+                table[f"{name}[{feature}]"] = values[:, d]
+        table.index.name = "component"
+        return table
+
+    def _dataset(self, arrays: Parameters, feature_names: tuple[str, ...]) -> xr.Dataset:
+        n_chains, n_draws = arrays["weights"].shape[:2]
+        sample = ("chain", "draw", "component")
+        variables = {"weights": (sample, arrays["weights"])}
+        for name, dims in self.family.parameters.items():
+            variables[name] = (sample + dims, arrays[name])
+        coords = {
+            "chain": np.arange(n_chains),
+            "draw": np.arange(n_draws),
+            "component": np.arange(self.n_components),
+            "feature": list(feature_names),
+        }
+        return xr.Dataset(variables, coords=coords)
+
+    def __repr__(self) -> str:
+        priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
+        return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
