@@ -34,6 +34,8 @@ import xarray as xr
 from bayesmix.covariance import STRUCTURES, get_structure
 from bayesmix.data import Data
 from bayesmix.em.stats import Params
+from bayesmix.families import FAMILIES
+from bayesmix.mixture import Mixture
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.results import EMResult, MixtureResult, parameters_dataset
 
@@ -361,6 +363,8 @@ def save(result: MixtureResult, path: str | os.PathLike) -> None:
 
 def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
     model = result.model
+    if isinstance(model, Mixture):
+        return _family_tree(result)
     if type(model).__name__ != "GaussianMixture":
         raise TypeError(f"cannot save a result of a {type(model).__name__} declaration.")
     groups: dict[str, xr.Dataset] = {
@@ -426,6 +430,44 @@ def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
         "bayesmix_model": _dumps(_model_dict(model), "the declaration (model)"),
         "bayesmix_settings": _dumps(result.settings, "settings"),
         "bayesmix_priors": _dumps(_priors_dict(result.priors), "the resolved priors"),
+        "bayesmix_fields": _dumps(fields, "result fields"),
+        "bayesmix_version": str(result.settings.get("versions", {}).get("bayesmix", "unknown")),
+    }
+    return tree
+
+
+def _family_tree(result: EMResult) -> xr.DataTree:
+    """The file of an EM/MAP result of a :class:`~bayesmix.Mixture` (any family): the
+    posterior (one chain and draw) holds the estimate exactly."""
+    model = result.model
+    trace = {"log_likelihood": ("iteration", np.asarray(result.log_likelihood_trace))}
+    if result.log_posterior_trace is not None:
+        trace["log_posterior"] = ("iteration", np.asarray(result.log_posterior_trace))
+    groups = {
+        "posterior": result.posterior.drop_encoding().assign_attrs(_info_attrs(result)),
+        "fit_trace": xr.Dataset(trace),
+    }
+    fields = {
+        "n_obs": result.n_obs,
+        "log_likelihood": result.log_likelihood,
+        "log_max_resp": result._log_max_resp,
+        "converged": result.converged,
+        "n_iter": result.n_iter,
+    }
+    declaration = {
+        "n_components": model.n_components,
+        "family": model.family.name,
+        "family_settings": model.family.settings(),
+        "priors": model.priors,
+    }
+    tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
+    tree.attrs = {
+        "bayesmix_format": FORMAT_NAME,
+        "bayesmix_format_version": FORMAT_VERSION,
+        "bayesmix_result_type": "EMResult",
+        "bayesmix_model": _dumps(declaration, "the declaration (model)"),
+        "bayesmix_settings": _dumps(result.settings, "settings"),
+        "bayesmix_priors": _dumps(result.priors, "the resolved priors"),
         "bayesmix_fields": _dumps(fields, "result fields"),
         "bayesmix_version": str(result.settings.get("versions", {}).get("bayesmix", "unknown")),
     }
@@ -566,10 +608,14 @@ def load(path: str | os.PathLike) -> MixtureResult:
             "attribute 'bayesmix_result_type'",
             f"must be 'EMResult' or 'BayesResult'; got {result_type!r}",
         )
-    model = _load_model(loader, loader.json_attr(attrs, "bayesmix_model"))
+    raw_model = loader.json_attr(attrs, "bayesmix_model")
     settings = _load_settings(loader, loader.json_attr(attrs, "bayesmix_settings"), result_type)
     fields = loader.json_attr(attrs, "bayesmix_fields")
     raw_priors = loader.json_attr(attrs, "bayesmix_priors")
+    if isinstance(raw_model, dict) and "family" in raw_model:
+        model = _load_family_model(loader, raw_model)
+        return _load_family_em(loader, tree, model, settings, fields, raw_priors)
+    model = _load_model(loader, raw_model)
     posterior = loader.group(tree, "posterior")
     feature_names = loader.names(posterior, "posterior", "feature")
     if loader.names(posterior, "posterior", "feature_") != feature_names:
@@ -632,6 +678,85 @@ def _load_model(loader: _Loader, raw: Any):
         except (TypeError, ValueError) as exc:
             raise loader.fail("model.priors", f"is invalid: {_one_line(exc)}") from None
     return GaussianMixture(n_components, covariance_type, priors)
+
+
+def _load_family_model(loader: _Loader, raw: dict) -> Mixture:
+    raw = loader.mapping(
+        raw, "model", required=("n_components", "family", "family_settings", "priors")
+    )
+    n_components = loader.integer(raw["n_components"], "model.n_components", minimum=1)
+    family_class = FAMILIES.get(raw["family"])
+    if family_class is None:
+        raise loader.fail(
+            "model.family", f"must be one of {sorted(FAMILIES)}; got {raw['family']!r}"
+        )
+    settings = loader.mapping(raw["family_settings"], "model.family_settings")
+    try:
+        return Mixture(n_components, family_class(**settings), raw["priors"])
+    except (TypeError, ValueError) as exc:
+        raise loader.fail("model", f"is invalid: {_one_line(exc)}") from None
+
+
+def _load_family_em(loader: _Loader, tree, model: Mixture, settings, raw_fields, raw_priors):
+    """An EM/MAP result of a family declaration, every array checked against the
+    family's schema."""
+    posterior = loader.group(tree, "posterior")
+    feature_names = loader.names(posterior, "posterior", "feature")
+    sizes = {"chain": 1, "draw": 1, "component": model.n_components}
+    sizes.update(feature=len(feature_names), feature_=len(feature_names))
+    params = {
+        "weights": loader.array(
+            posterior, "posterior", "weights", _PARAMETER_DIMS["weights"], sizes
+        )
+    }
+    for name, dims in model.family.parameters.items():
+        params[name] = loader.array(
+            posterior, "posterior", name, ("chain", "draw", "component", *dims), sizes
+        )
+    if (params["weights"] < 0).any() or not np.isclose(params["weights"].sum(), 1.0):
+        raise loader.fail("variable 'posterior/weights'", "must be >= 0 and sum to 1")
+    fields = loader.mapping(
+        raw_fields,
+        "fields",
+        required=("n_obs", "log_likelihood", "log_max_resp", "converged", "n_iter"),
+    )
+    priors = None
+    if raw_priors is not None:
+        names = ("weight_concentration", *model.family.prior_defaults)
+        raw_priors = loader.mapping(raw_priors, "priors", required=names)
+        priors = {}
+        for name in names:
+            value = np.asarray(raw_priors[name])
+            if value.dtype.kind not in "iuf" or not np.isfinite(value).all():
+                raise loader.fail(f"priors.{name}", "must be finite numbers")
+            priors[name] = value.astype(float)
+    trace_ds = loader.group(tree, "fit_trace")
+    log_lik = loader.array(
+        trace_ds, "fit_trace", "log_likelihood", ("iteration",), {}, finite=False
+    )
+    log_post = None
+    if "log_posterior" in trace_ds.variables:
+        log_post = loader.array(
+            trace_ds, "fit_trace", "log_posterior", ("iteration",), {}, finite=False
+        )
+    if (log_post is None) != (priors is None):
+        raise loader.fail(
+            "group 'fit_trace'", "must have a log_posterior trace exactly when priors are stored"
+        )
+    return EMResult(
+        model=model,
+        params={name: value[0, 0] for name, value in params.items()},
+        feature_names=feature_names,
+        n_obs=loader.real(fields["n_obs"], "fields.n_obs"),
+        log_likelihood=loader.real(fields["log_likelihood"], "fields.log_likelihood"),
+        log_max_resp=loader.real(fields["log_max_resp"], "fields.log_max_resp"),
+        log_likelihood_trace=log_lik,
+        log_posterior_trace=log_post,
+        converged=loader.boolean(fields["converged"], "fields.converged"),
+        n_iter=loader.integer(fields["n_iter"], "fields.n_iter"),
+        priors=priors,
+        settings=settings,
+    )
 
 
 def _load_settings(loader: _Loader, raw: Any, result_type: str) -> dict:

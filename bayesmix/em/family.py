@@ -10,6 +10,7 @@ with the largest objective (log-likelihood, or log posterior for MAP) is kept.
 from __future__ import annotations
 
 import time
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from bayesmix.data import Data, check_sample_weight
 from bayesmix.em.init import kmeans
 from bayesmix.em.stats import log_normalise
+from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.ordering import best_separated_feature, resolve_order_by
 from bayesmix.results import EMResult
 from bayesmix.validation import check_float, check_int, reproducible_rng
@@ -89,6 +91,13 @@ def fit_family_em(
         for _ in range(n_init)
     ]
     best = max(runs, key=lambda run: run["trace"][-1])
+    if not best["converged"]:
+        warnings.warn(
+            f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
+            "max_iter or tol, or try other starts (n_init).",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
     params = _ordered(model, best["params"], order_feature)
     log_norm, log_resp = log_normalise(model.log_joint(X, params))
     settings = {

@@ -17,4 +17,9 @@ from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.poisson import Poisson
 
-__all__ = ["ComponentFamily", "Gaussian", "NegativeBinomial", "Poisson"]
+__all__ = ["ComponentFamily", "FAMILIES", "Gaussian", "NegativeBinomial", "Poisson"]
+
+#: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
+FAMILIES: dict[str, type[ComponentFamily]] = {
+    family.name: family for family in (Poisson, NegativeBinomial)
+}

@@ -43,6 +43,8 @@ __all__ = ["NegativeBinomial"]
 DISPERSION_BOUNDS = (1e-4, 1e6)
 BISECTION_STEPS = 48
 DISPERSION_LOG_LOC, DISPERSION_LOG_SCALE = 0.0, 2.5
+# Largest count table the log density gathers from (beyond it, lgamma per entry).
+LGAMMA_TABLE_MAX = 4096
 
 
 @dataclass(frozen=True)
@@ -154,16 +156,13 @@ class NegativeBinomial(ComponentFamily):
         }
 
     def log_density(self, X: np.ndarray, params: Parameters) -> np.ndarray:
-        mu, alpha = params["means"][None], params["dispersions"][None]  # (1, K, D)
-        x = X[:, None, :]
+        mu, alpha = params["means"], params["dispersions"]
         log_total = np.log(alpha + mu)
-        terms = (
-            gammaln(x + alpha)
-            - gammaln(alpha)
-            + alpha * (np.log(alpha) - log_total)
-            + x * (np.log(mu) - log_total)
+        return (
+            X @ (np.log(mu) - log_total).T
+            + (alpha * (np.log(alpha) - log_total)).sum(axis=1)
+            + _log_count_terms(X, alpha)
         )
-        return terms.sum(axis=2) - gammaln(X + 1.0).sum(axis=1)[:, None]
 
     def component_means(self, params: Parameters) -> np.ndarray:
         return params["means"]
@@ -176,6 +175,26 @@ class NegativeBinomial(ComponentFamily):
     ) -> np.ndarray:
         mu, alpha = params["means"][components], params["dispersions"][components]
         return rng.negative_binomial(alpha, alpha / (alpha + mu)).astype(float)
+
+
+def _log_count_terms(X: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """``sum_d lgamma(x_nd + a_kd) - lgamma(a_kd) - lgamma(x_nd + 1)``, shape
+    ``(n_obs, K)``. Small counts: a table over the counts ``0 .. max(X)`` (one ``lgamma``
+    per component, column and count value, not per row) summed per row by a sparse
+    one-hot product; large counts: ``lgamma`` per entry."""
+    n_obs, n_features = X.shape
+    top = int(X.max(initial=0.0))
+    if top + 1 > LGAMMA_TABLE_MAX or top + 1 > n_obs:
+        terms = gammaln(X[:, None, :] + alpha[None]) - gammaln(alpha)[None]
+        return terms.sum(axis=2) - gammaln(X + 1.0).sum(axis=1)[:, None]
+    counts = np.arange(top + 1.0)
+    table = gammaln(counts + alpha[..., None]) - gammaln(alpha)[..., None] - gammaln(counts + 1.0)
+    columns = (X.astype(np.intp) + np.arange(n_features) * (top + 1)).ravel()
+    one_hot = scipy.sparse.csr_matrix(
+        (np.ones(columns.size), columns, np.arange(0, columns.size + 1, n_features)),
+        shape=(n_obs, n_features * (top + 1)),
+    )
+    return one_hot @ table.reshape(alpha.shape[0], -1).T
 
 
 def _log_lognormal(alpha: np.ndarray, priors: Mapping[str, np.ndarray]) -> np.ndarray:
