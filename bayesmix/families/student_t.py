@@ -1,0 +1,495 @@
+"""Student-t components: continuous data with heavier tails than a Gaussian's.
+
+Component ``k`` is a multivariate t with location ``mu_k`` (``means``), scale matrix
+``Sigma_k`` (``scales``) and degrees of freedom ``nu_k`` (``dof``):
+
+``log p(x | k) = lgamma((nu + D) / 2) - lgamma(nu / 2) - D/2 log(nu pi) - 1/2 log|Sigma|
+- (nu + D) / 2 log(1 + delta / nu)``, with ``delta = (x - mu)^T Sigma^-1 (x - mu)``.
+
+Its mean is ``mu`` (for ``nu > 1``) and its covariance ``Sigma nu / (nu - 2)`` (for
+``nu > 2``). As ``nu`` grows the component becomes Gaussian; a small ``nu`` lets a
+component absorb outlying rows in its tails instead of moving its location towards them,
+which makes t mixtures robust clustering models (McLachlan & Peel 2000, ch. 7).
+
+Schema: ``means`` ``(K, D)``; ``scales`` ``(K, D, D)`` (dims ``feature``, ``feature_``)
+for ``covariance_type="full"`` or the ``(K, D)`` diagonal for ``"diag"``; ``dof``
+``(K,)``. ``StudentT(dof=5)`` fixes every component's degrees of freedom: ``dof`` is
+still reported, but is not a free parameter (not estimated, not counted by BIC).
+
+EM is the ECM algorithm of Liu & Rubin (1995) (McLachlan & Peel 2000, sec. 7.5). The
+E-step gives each row a latent precision weight ``u_nk = (nu_k + D) / (nu_k + delta_nk)``
+(small for rows far out in component ``k``'s tails); the additive statistics per
+component are ``sum r``, ``sum r u``, ``sum r u x``, ``sum r u x x^T`` and
+``sum r (log u - u + digamma((nu + D)/2) - log((nu + D)/2))`` (the expected
+``log u - u`` under the current ``nu``). The conditional M-steps:
+``mu = sum r u x / sum r u``; ``Sigma = sum r u (x - mu)(x - mu)^T / sum r`` (divided by
+the mass, not by ``sum r u``); ``nu`` the root of
+``log(nu/2) + 1 - digamma(nu/2) + sum r (E[log u] - u) / sum r = 0``, found by
+safeguarded Newton steps in ``log nu`` for all components at once, within
+:data:`DOF_BOUNDS` = [1, 200] (1: the location still is a centre, though the mean of
+a t with ``nu <= 1`` does not exist; 200: Gaussian for any practical purpose, and a flat
+likelihood in ``nu`` beyond). A ridge of
+``1e-8`` times each feature's variance is added to the diagonal of every scale, as the
+Gaussian family's ``reg_covar``.
+
+Priors (MAP-EM; ``Mixture(K, StudentT(), priors={...})``), each one's conditional mode
+is one conditional M-step, so MAP-EM still increases the log posterior:
+
+* ``mean_loc``, ``mean_scale``: ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)``; defaults
+  the data mean and 2.5 data standard deviations (as the Gaussian family);
+* ``scale_dof``, ``scale_scale``: ``Sigma_k ~ InverseWishart(scale_dof, scale_scale)``
+  (full; ``scale_scale`` a ``(D, D)`` matrix or its diagonal ``(D,)``), or each variance
+  ``~ InverseGamma(scale_dof / 2, scale_scale_d / 2)`` (diag). Defaults ``D + 2`` resp. 3
+  (the fewest keeping the prior mean finite) and ``diag(var(X))``: the prior mean of the
+  scales is the data variance. (The Gaussian family divides it by ``K^(2/D)``; a
+  family's priors do not know ``K``, so the default here is wider, which is the weaker
+  choice.)
+* ``dof_shape``, ``dof_rate``: ``nu_k ~ Gamma(dof_shape, dof_rate)`` (shape-rate),
+  defaults 2 and 0.1 (Juarez & Steel 2010): prior mean 20, mode 10; ignored when the
+  degrees of freedom are fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from scipy.special import digamma, gammaln, multigammaln, polygamma
+
+from bayesmix.families.base import ComponentFamily, Parameters, positive_hyperparameter
+
+__all__ = ["StudentT", "DOF_BOUNDS"]
+
+#: bracket of the degrees-of-freedom M-step
+DOF_BOUNDS = (1.0, 200.0)
+MAX_DOF_ITERATIONS = 100
+#: starting degrees of freedom when they are estimated
+INITIAL_DOF = 10.0
+#: ridge added to every scale's diagonal, relative to each feature's variance
+REG_SCALE = 1e-8
+#: ``nu / (nu - 2)`` is capped at this (the variance of a t with ``nu <= 2`` is infinite)
+VARIANCE_FACTOR_CAP = 1e6
+MEAN_SCALE_IN_SDS = 2.5
+DOF_SHAPE, DOF_RATE = 2.0, 0.1
+COVARIANCE_TYPES = ("full", "diag")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Data constants of the M-step: the ridge added to the scales' diagonals."""
+
+    ridge: np.ndarray
+
+
+class StudentT(ComponentFamily):
+    """Multivariate Student-t components: location ``means``, scale matrix ``scales``
+    and degrees of freedom ``dof`` per component.
+
+    Parameters
+    ----------
+    covariance_type : {"full", "diag"}
+        Scale matrices: full ``(K, D, D)``, or diagonal (stored as ``(K, D)`` variances).
+    dof : float, optional
+        Fixed degrees of freedom for every component (> 0); ``None`` (default) estimates
+        them per component within :data:`DOF_BOUNDS`.
+
+    Priors (``Mixture(..., priors={...})``): ``mean_loc``, ``mean_scale``, ``scale_dof``,
+    ``scale_scale``, ``dof_shape`` (2), ``dof_rate`` (0.1); see the module notes.
+
+    Examples
+    --------
+    >>> import numpy as np, bayesmix as bm
+    >>> from bayesmix.families.student_t import StudentT
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.standard_t(4, (300, 1)), 10 + rng.standard_t(4, (200, 1))])
+    >>> em = bm.Mixture(2, StudentT()).fit(X + 5, random_state=0)
+    >>> em.parameters["means"].round(1)
+    array([[ 5. ],
+           [15. ]])
+    """
+
+    name = "student_t"
+    prior_defaults = {
+        "mean_loc": None,
+        "mean_scale": None,
+        "scale_dof": None,
+        "scale_scale": None,
+        "dof_shape": DOF_SHAPE,
+        "dof_rate": DOF_RATE,
+    }
+
+    def __init__(self, covariance_type: str = "full", dof: float | None = None) -> None:
+        if covariance_type not in COVARIANCE_TYPES:
+            raise ValueError(
+                f"covariance_type must be one of {list(COVARIANCE_TYPES)} for the Student-t "
+                f"family; got {covariance_type!r}."
+            )
+        if dof is not None:
+            try:
+                dof = float(dof)
+            except (TypeError, ValueError):
+                raise ValueError(f"dof must be None or a number > 0; got {dof!r}.") from None
+            if not np.isfinite(dof) or dof <= 0:
+                raise ValueError(f"dof must be None or a finite number > 0; got {dof!r}.")
+        self._covariance_type = covariance_type
+        self._dof = dof
+
+    @property
+    def covariance_type(self) -> str:
+        return self._covariance_type
+
+    @property
+    def dof(self) -> float | None:
+        return self._dof
+
+    @property
+    def parameters(self) -> dict[str, tuple[str, ...]]:  # type: ignore[override]
+        scales = ("feature", "feature_") if self._covariance_type == "full" else ("feature",)
+        return {"means": ("feature",), "scales": scales, "dof": ()}
+
+    def settings(self) -> dict[str, Any]:
+        return {"covariance_type": self._covariance_type, "dof": self._dof}
+
+    @property
+    def _full(self) -> bool:
+        return self._covariance_type == "full"
+
+    def n_parameters(self, n_features: int) -> int:
+        scales = n_features * (n_features + 1) // 2 if self._full else n_features
+        return n_features + scales + (1 if self._dof is None else 0)
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Any finite real numbers (``as_data`` has already rejected NaN and inf)."""
+
+    # -- priors --------------------------------------------------------------------
+    def resolve_priors(
+        self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        n_features = X.shape[1]
+        data_mean = weights @ X / weights.sum()
+        data_var = weights @ (X - data_mean) ** 2 / weights.sum()
+        spread = data_var > 0
+        data_var = np.where(spread, data_var, data_var[spread].mean() if spread.any() else 1.0)
+        loc = given.get("mean_loc")
+        try:
+            loc = np.broadcast_to(
+                np.asarray(data_mean if loc is None else loc, dtype=float), (n_features,)
+            ).copy()
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"priors['mean_loc'] must be a number or one per feature ({n_features}); "
+                f"got {loc!r}."
+            ) from None
+        if not np.isfinite(loc).all():
+            raise ValueError("priors['mean_loc'] must be finite.")
+        default_dof = n_features + 2.0 if self._full else 3.0
+        scale_dof = given.get("scale_dof")
+        scale_dof = default_dof if scale_dof is None else scale_dof
+        try:
+            scale_dof = float(scale_dof)
+        except (TypeError, ValueError):
+            raise ValueError(f"priors['scale_dof'] must be a number; got {scale_dof!r}.") from None
+        minimum = n_features - 1.0 if self._full else 0.0
+        if not np.isfinite(scale_dof) or scale_dof <= minimum:
+            raise ValueError(
+                f"priors['scale_dof'] must be finite and > {minimum:g} for the "
+                f"{'inverse-Wishart' if self._full else 'inverse-gamma'} prior of "
+                f"{self._covariance_type!r} scales; got {scale_dof!r}."
+            )
+        return {
+            "mean_loc": loc,
+            "mean_scale": positive_hyperparameter(
+                given, "mean_scale", MEAN_SCALE_IN_SDS * np.sqrt(data_var), n_features
+            ),
+            "scale_dof": np.asarray(scale_dof),
+            "scale_scale": self._prior_scale(given.get("scale_scale"), data_var),
+            "dof_shape": np.asarray(_positive_scalar(given, "dof_shape", DOF_SHAPE)),
+            "dof_rate": np.asarray(_positive_scalar(given, "dof_rate", DOF_RATE)),
+        }
+
+    def _prior_scale(self, value: Any, data_var: np.ndarray) -> np.ndarray:
+        n_features = data_var.size
+        if value is None:
+            return np.diag(data_var) if self._full else data_var.copy()
+        try:
+            array = np.asarray(value, dtype=float)
+        except (TypeError, ValueError):
+            raise ValueError(f"priors['scale_scale'] must be numeric; got {value!r}.") from None
+        if self._full and array.shape == (n_features, n_features):
+            if not np.isfinite(array).all() or not np.allclose(array, array.T):
+                raise ValueError("priors['scale_scale'] must be a finite symmetric matrix.")
+            if np.linalg.eigvalsh(array).min() <= 0:
+                raise ValueError("priors['scale_scale'] must be positive definite.")
+            return array.copy()
+        vector = positive_hyperparameter({"scale_scale": array}, "scale_scale", None, n_features)
+        return np.diag(vector) if self._full else vector
+
+    def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        z = (params["means"] - priors["mean_loc"]) / priors["mean_scale"]
+        means = (-0.5 * z**2 - np.log(priors["mean_scale"]) - 0.5 * np.log(2 * np.pi)).sum()
+        scale_dof, scale_scale = float(priors["scale_dof"]), priors["scale_scale"]
+        if self._full:
+            scales = _inverse_wishart_logpdf(params["scales"], scale_dof, scale_scale).sum()
+        else:
+            shape, rate = 0.5 * scale_dof, 0.5 * scale_scale
+            var = params["scales"]
+            scales = (
+                shape * np.log(rate) - gammaln(shape) - (shape + 1) * np.log(var) - rate / var
+            ).sum()
+        total = float(means + scales)
+        if self._dof is None:
+            shape, rate, nu = float(priors["dof_shape"]), float(priors["dof_rate"]), params["dof"]
+            total += float(
+                (shape * np.log(rate) - gammaln(shape) + (shape - 1) * np.log(nu) - rate * nu).sum()
+            )
+        return total
+
+    # -- EM ------------------------------------------------------------------------
+    def prepare(self, X: np.ndarray) -> Prepared:
+        var = X.var(axis=0)
+        return Prepared(REG_SCALE * np.where(var > 0, var, 1.0))
+
+    def initial_parameters(
+        self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
+    ) -> Parameters:
+        n_components, n_features = centres.shape
+        mean = weights @ X / weights.sum()
+        centred = X - mean
+        cov = (centred * weights[:, None]).T @ centred / weights.sum()
+        cov = cov / n_components ** (2.0 / n_features)
+        cov[np.diag_indices(n_features)] += REG_SCALE * np.maximum(np.diag(cov), 1.0)
+        scales = np.repeat(cov[None] if self._full else np.diag(cov)[None], n_components, 0)
+        dof = INITIAL_DOF if self._dof is None else self._dof
+        return {
+            "means": np.array(centres, dtype=float),
+            "scales": scales,
+            "dof": np.full(n_components, dof),
+        }
+
+    def statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> Parameters:
+        n_features = X.shape[1]
+        nu = params["dof"]
+        delta, _ = self._mahalanobis(X, params)
+        u = (nu + n_features) / (nu + delta)  # (n, K)
+        ru = resp * u
+        half = 0.5 * (nu + n_features)
+        log_u_term = resp * (np.log(u) - u) + resp * (digamma(half) - np.log(half))
+        if self._full:
+            n_obs, n_components = ru.shape
+            weighted = (ru[:, :, None] * X[:, None, :]).reshape(n_obs, n_components * n_features)
+            sum_uxx = (X.T @ weighted).reshape(n_features, n_components, n_features)
+            sum_uxx = sum_uxx.transpose(1, 0, 2)
+            sum_uxx = 0.5 * (sum_uxx + np.swapaxes(sum_uxx, 1, 2))
+        else:
+            sum_uxx = ru.T @ X**2
+        return {
+            "sum_u": ru.sum(axis=0),
+            "sum_ux": ru.T @ X,
+            "sum_uxx": sum_uxx,
+            "sum_log_u": log_u_term.sum(axis=0),
+        }
+
+    def maximise(
+        self,
+        mass: np.ndarray,
+        stats: Parameters,
+        priors: Mapping[str, np.ndarray] | None,
+        previous: Parameters,
+        prepared: Prepared,
+    ) -> Parameters:
+        alive = mass > 0
+        sum_u, sum_ux, sum_uxx = stats["sum_u"], stats["sum_ux"], stats["sum_uxx"]
+        # CM-step 1: locations given the previous scales
+        if priors is None:
+            safe = np.where(sum_u > 0, sum_u, 1.0)[:, None]
+            means = np.where(alive[:, None], sum_ux / safe, previous["means"])
+        else:
+            means = self._map_means(sum_u, sum_ux, previous["scales"], priors)
+            means = np.where(alive[:, None], means, previous["means"])
+        # CM-step 2: scales given the new locations
+        if self._full:
+            cross = sum_ux[:, :, None] * means[:, None, :]
+            scatter = (
+                sum_uxx
+                - cross
+                - np.swapaxes(cross, 1, 2)
+                + sum_u[:, None, None] * means[:, :, None] * means[:, None, :]
+            )
+            if priors is None:
+                denominator = mass
+            else:
+                scatter = scatter + priors["scale_scale"]
+                denominator = mass + float(priors["scale_dof"]) + means.shape[1] + 1.0
+            scales = scatter / np.where(denominator > 0, denominator, 1.0)[:, None, None]
+            scales = 0.5 * (scales + np.swapaxes(scales, 1, 2))
+            diagonal = np.diag_indices(means.shape[1])
+            scales[:, diagonal[0], diagonal[1]] += prepared.ridge
+            scales = np.where(alive[:, None, None], scales, previous["scales"])
+        else:
+            scatter = sum_uxx - 2.0 * sum_ux * means + sum_u[:, None] * means**2
+            if priors is None:
+                denominator = mass
+            else:
+                scatter = scatter + priors["scale_scale"]
+                denominator = mass + float(priors["scale_dof"]) + 2.0
+            scales = np.maximum(scatter, 0.0) / np.where(denominator > 0, denominator, 1.0)[:, None]
+            scales = np.where(alive[:, None], scales + prepared.ridge, previous["scales"])
+        # CM-step 3: degrees of freedom
+        if self._dof is None:
+            dof = _dof_step(mass, stats["sum_log_u"], priors, previous["dof"])
+            dof = np.where(alive, dof, previous["dof"])
+        else:
+            dof = np.full(mass.shape, self._dof)
+        return {"means": means, "scales": scales, "dof": dof}
+
+    def _map_means(self, sum_u, sum_ux, scales, priors):
+        """Conditional mode of the locations under their Normal prior given ``scales``."""
+        loc, prior_precision = priors["mean_loc"], 1.0 / priors["mean_scale"] ** 2
+        if not self._full:
+            return (sum_ux / scales + prior_precision * loc) / (
+                sum_u[:, None] / scales + prior_precision
+            )
+        precision = np.linalg.inv(scales)  # (K, D, D), K small matrices
+        lhs = sum_u[:, None, None] * precision + np.diag(prior_precision)
+        rhs = np.einsum("kde,ke->kd", precision, sum_ux) + prior_precision * loc
+        return np.linalg.solve(lhs, rhs[..., None])[..., 0]
+
+    # -- densities and summaries ---------------------------------------------------
+    def _mahalanobis(self, X: np.ndarray, params: Parameters) -> tuple[np.ndarray, np.ndarray]:
+        """``delta_nk`` ``(n, K)`` and ``log|Sigma_k|`` ``(K,)``."""
+        means, scales = params["means"], params["scales"]
+        if not self._full:
+            delta = (X**2) @ (1.0 / scales).T - 2.0 * X @ (means / scales).T
+            delta += (means**2 / scales).sum(axis=1)
+            return np.maximum(delta, 0.0), np.log(scales).sum(axis=1)
+        lower = np.linalg.cholesky(scales)  # (K, D, D)
+        eye = np.broadcast_to(np.eye(means.shape[1]), scales.shape)
+        inverse = np.linalg.solve(lower, eye)  # L^-1 per component
+        # z_nk = L_k^-1 (x_n - mu_k): one product per component for all rows at once
+        z = np.einsum("kij,nj->nki", inverse, X) - np.einsum("kij,kj->ki", inverse, means)
+        log_det = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
+        return (z**2).sum(axis=2), log_det
+
+    def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
+        """Multivariate t log densities ``(n_obs, K)`` (``prepared`` is not needed)."""
+        n_features = X.shape[1]
+        nu = params["dof"]
+        delta, log_det = self._mahalanobis(X, params)
+        constant = (
+            gammaln(0.5 * (nu + n_features))
+            - gammaln(0.5 * nu)
+            - 0.5 * n_features * np.log(nu * np.pi)
+            - 0.5 * log_det
+        )
+        return constant - 0.5 * (nu + n_features) * np.log1p(delta / nu)
+
+    def component_means(self, params: Parameters) -> np.ndarray:
+        """The locations (the means for ``dof > 1``; the mean does not exist below)."""
+        return params["means"]
+
+    def component_variances(self, params: Parameters) -> np.ndarray:
+        """``diag(scales) * dof / (dof - 2)``; for ``dof <= 2`` (infinite variance) the
+        factor is capped at :data:`VARIANCE_FACTOR_CAP` = 1e6, so orderings and plots get
+        a finite, very large variance."""
+        scales = params["scales"]
+        diagonal = np.diagonal(scales, axis1=-2, axis2=-1) if self._full else scales
+        nu = np.asarray(params["dof"], dtype=float)[..., None]
+        factor = nu / np.maximum(nu - 2.0, nu / VARIANCE_FACTOR_CAP)
+        return diagonal * factor
+
+    def sample(
+        self, params: Parameters, components: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        means = params["means"][components]
+        scales = params["scales"]
+        nu = params["dof"][components]
+        z = rng.standard_normal(means.shape)
+        if self._full:
+            lower = np.linalg.cholesky(scales)[components]
+            z = np.einsum("nij,nj->ni", lower, z)
+        else:
+            z = z * np.sqrt(scales[components])
+        w = rng.chisquare(nu) / nu
+        return means + z / np.sqrt(w)[:, None]
+
+
+def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> float:
+    value = given.get(key)
+    value = default if value is None else value
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"priors[{key!r}] must be a positive number; got {value!r}.") from None
+    if not np.isfinite(number) or number <= 0:
+        raise ValueError(f"priors[{key!r}] must be finite and > 0; got {value!r}.")
+    return number
+
+
+def _inverse_wishart_logpdf(cov: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
+    """Inverse-Wishart log density of each matrix in ``cov`` ``(K, D, D)``."""
+    n_features = scale.shape[-1]
+    lower = np.linalg.cholesky(cov)
+    log_det_cov = 2.0 * np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(-1)
+    trace = np.trace(np.linalg.solve(cov, np.broadcast_to(scale, cov.shape)), axis1=-2, axis2=-1)
+    _, log_det_scale = np.linalg.slogdet(scale)
+    return (
+        0.5 * dof * log_det_scale
+        - 0.5 * dof * n_features * np.log(2.0)
+        - multigammaln(0.5 * dof, n_features)
+        - 0.5 * (dof + n_features + 1) * log_det_cov
+        - 0.5 * trace
+    )
+
+
+def _dof_step(
+    mass: np.ndarray,
+    sum_log_u: np.ndarray,
+    priors: Mapping[str, np.ndarray] | None,
+    start: np.ndarray,
+) -> np.ndarray:
+    """Degrees of freedom maximising the expected complete-data log-likelihood (plus the
+    Gamma log prior), all components at once, within :data:`DOF_BOUNDS`, starting from
+    ``start`` (the previous degrees of freedom).
+
+    The derivative in ``nu`` decreases, so its root is unique: Newton steps in
+    ``t = log nu``, safeguarded by bisection within a bracket that shrinks every
+    iteration (a step leaving the bracket is replaced by its midpoint)."""
+    safe_mass = np.where(mass > 0, mass, 1.0)
+    shape = None if priors is None else float(priors["dof_shape"])
+    rate = None if priors is None else float(priors["dof_rate"])
+
+    def slope(nu):
+        """d/d(nu) of the objective and d/d(log nu) of that."""
+        half = 0.5 * nu
+        value = 0.5 * safe_mass * (np.log(half) + 1.0 - digamma(half)) + 0.5 * sum_log_u
+        derivative = 0.5 * safe_mass * (1.0 / nu - 0.5 * polygamma(1, half))
+        if shape is not None:
+            value = value + (shape - 1.0) / nu - rate
+            derivative = derivative - (shape - 1.0) / nu**2
+        return value, derivative * nu
+
+    low = np.full(mass.shape, np.log(DOF_BOUNDS[0]))
+    high = np.full(mass.shape, np.log(DOF_BOUNDS[1]))
+    at_low, _ = slope(np.exp(low))
+    at_high, _ = slope(np.exp(high))
+    t = np.log(np.clip(np.broadcast_to(start, mass.shape), *DOF_BOUNDS))
+    for _ in range(MAX_DOF_ITERATIONS):
+        value, derivative = slope(np.exp(t))
+        rising = value > 0
+        low = np.where(rising, t, low)
+        high = np.where(rising, high, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = t - value / derivative
+        inside = np.isfinite(step) & (step > low) & (step < high)
+        new = np.where(inside, step, 0.5 * (low + high))
+        done = np.abs(new - t) < 1e-12
+        t = new
+        if done.all():
+            break
+    t = np.where(at_low <= 0, np.log(DOF_BOUNDS[0]), t)
+    t = np.where(at_high >= 0, np.log(DOF_BOUNDS[1]), t)
+    return np.exp(t)

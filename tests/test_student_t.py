@@ -1,0 +1,317 @@
+"""Student-t component family: densities, ECM, MAP, robustness and the result interface.
+
+References are independent of bayesmix: scipy's multivariate t density, data simulated
+with scipy, scipy's maximum-likelihood fit and optimisers, and scikit-free hand counts.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from scipy import optimize, stats
+from scipy.special import logsumexp
+
+import bayesmix as bm
+from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.families.student_t import DOF_BOUNDS, StudentT
+
+MEANS = np.array([[0.0, 0.0], [4.0, 3.0]])
+SCALES = np.array([[[1.0, 0.5], [0.5, 1.0]], [[1.5, -0.3], [-0.3, 0.8]]])
+DOF = np.array([4.0, 4.0])
+WEIGHTS = np.array([0.4, 0.6])
+
+
+def simulate(n, means, scales, dof, weights, seed):
+    """Rows of a t mixture drawn with scipy, with their labels."""
+    rng = np.random.default_rng(seed)
+    labels = rng.choice(len(weights), size=n, p=weights)
+    X = np.empty((n, means.shape[1]))
+    for k in range(len(weights)):
+        rows = labels == k
+        X[rows] = stats.multivariate_t(means[k], scales[k], df=dof[k]).rvs(
+            size=rows.sum(), random_state=rng
+        )
+    return X, labels
+
+
+def scipy_log_density(X, means, scales, dof):
+    return np.stack(
+        [stats.multivariate_t(means[k], scales[k], df=dof[k]).logpdf(X) for k in range(len(dof))],
+        axis=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def mixture_data():
+    return simulate(2000, MEANS, SCALES, DOF, WEIGHTS, seed=0)[0]
+
+
+# -- declaration -------------------------------------------------------------------------
+def test_declaration_validates_settings_and_counts_parameters():
+    with pytest.raises(ValueError, match="covariance_type"):
+        StudentT("tied")
+    with pytest.raises(ValueError, match="dof"):
+        StudentT(dof=0)
+    with pytest.raises(ValueError, match="dof"):
+        StudentT(dof="many")
+    assert StudentT() == StudentT("full", None)
+    assert StudentT(dof=5) != StudentT()
+    assert hash(StudentT("diag")) == hash(StudentT("diag"))
+    # D = 3: means 3, full scale 6, dof 1; diag scale 3
+    assert StudentT().n_parameters(3) == 3 + 6 + 1
+    assert StudentT("diag").n_parameters(3) == 3 + 3 + 1
+    assert StudentT(dof=5).n_parameters(3) == 3 + 6
+    assert StudentT().parameters == {
+        "means": ("feature",),
+        "scales": ("feature", "feature_"),
+        "dof": (),
+    }
+    assert StudentT("diag").parameters["scales"] == ("feature",)
+    with pytest.raises(ValueError, match="unknown names"):
+        bm.Mixture(2, StudentT(), priors={"covariance_scale": 1.0})
+
+
+# -- log density -------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_log_density_matches_scipy_multivariate_t(covariance_type):
+    rng = np.random.default_rng(1)
+    n_features, n_components = 3, 3
+    X = rng.normal(scale=3.0, size=(40, n_features))
+    means = rng.normal(size=(n_components, n_features))
+    factors = rng.normal(size=(n_components, n_features, n_features))
+    scales = factors @ np.swapaxes(factors, 1, 2) + np.eye(n_features)
+    if covariance_type == "diag":
+        scales = np.stack([np.diag(np.diag(s)) for s in scales])
+    dof = np.array([1.5, 4.0, 60.0])
+    stored = scales if covariance_type == "full" else np.diagonal(scales, axis1=1, axis2=2)
+    params = {"means": means, "scales": stored.copy(), "dof": dof}
+    got = StudentT(covariance_type).log_density(X, params)
+    np.testing.assert_allclose(got, scipy_log_density(X, means, scales, dof), rtol=1e-12)
+
+
+def test_sample_marginals_match_scipy_t():
+    rng = np.random.default_rng(2)
+    params = {"means": MEANS, "scales": SCALES, "dof": np.array([3.0, 8.0])}
+    components = np.repeat([0, 1], 4000)
+    draws = StudentT().sample(params, components, rng)
+    assert draws.shape == (8000, 2)
+    for k in range(2):
+        for d in range(2):
+            reference = stats.t(params["dof"][k], loc=MEANS[k, d], scale=np.sqrt(SCALES[k, d, d]))
+            assert stats.kstest(draws[components == k, d], reference.cdf).pvalue > 1e-3
+    # the cross-feature dependence: the scale matrix's correlation (t has no closed-form
+    # sample correlation test; compare Kendall's tau, which is that of the elliptical law)
+    tau = stats.kendalltau(draws[:4000, 0], draws[:4000, 1]).statistic
+    rho = SCALES[0, 0, 1] / np.sqrt(SCALES[0, 0, 0] * SCALES[0, 1, 1])
+    assert abs(tau - 2.0 / np.pi * np.arcsin(rho)) < 0.04
+
+
+def test_component_moments():
+    family = StudentT()
+    params = {"means": MEANS, "scales": SCALES, "dof": np.array([4.0, 2.0])}
+    np.testing.assert_array_equal(family.component_means(params), MEANS)
+    variances = family.component_variances(params)
+    np.testing.assert_allclose(variances[0], np.diag(SCALES[0]) * 2.0)
+    assert np.isfinite(variances[1]).all() and (variances[1] >= 1e5 * np.diag(SCALES[1])).all()
+    # leading (chain, draw) axes, as a posterior has them
+    stacked = {name: np.broadcast_to(value, (2, 3, *value.shape)) for name, value in params.items()}
+    assert family.component_variances(stacked).shape == (2, 3, 2, 2)
+    diag = {"means": MEANS, "scales": np.diagonal(SCALES, axis1=1, axis2=2), "dof": DOF}
+    np.testing.assert_allclose(StudentT("diag").component_variances(diag), diag["scales"] * 2.0)
+
+
+# -- maximum likelihood by ECM ---------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_ecm_recovers_a_two_component_t_mixture(covariance_type, mixture_data):
+    if covariance_type == "diag":
+        scales = np.stack([np.diag(np.diag(s)) for s in SCALES])
+        X = simulate(2000, MEANS, scales, DOF, WEIGHTS, seed=0)[0]
+        truth = np.diagonal(scales, axis1=1, axis2=2)
+    else:
+        X, truth = mixture_data, SCALES
+    result = bm.Mixture(2, StudentT(covariance_type)).fit(X, random_state=0, n_init=3)
+    params = result.parameters
+    assert result.converged
+    np.testing.assert_allclose(params["weights"], WEIGHTS, atol=0.03)
+    np.testing.assert_allclose(params["means"], MEANS, atol=0.12)
+    np.testing.assert_allclose(params["scales"], truth, atol=0.15)
+    assert ((params["dof"] > 3.0) & (params["dof"] < 5.5)).all(), params["dof"]
+    trace = result.log_likelihood_trace
+    assert np.diff(trace).min() >= -1e-9 * abs(trace[-1])
+
+
+def test_ecm_reaches_scipy_maximum_likelihood_for_one_t():
+    x = stats.t.rvs(4, loc=1.0, scale=2.0, size=400, random_state=np.random.default_rng(3))
+    result = bm.Mixture(1, StudentT()).fit(
+        x[:, None], random_state=0, n_init=1, tol=1e-12, max_iter=5000
+    )
+    params = result.parameters
+    assert np.diff(result.log_likelihood_trace).min() >= -1e-9
+
+    def negative_log_likelihood(theta):
+        return -stats.t.logpdf(x, np.exp(theta[2]), theta[0], np.exp(theta[1])).sum()
+
+    from_truth = optimize.minimize(
+        negative_log_likelihood, [1.0, np.log(2.0), np.log(4.0)], method="BFGS"
+    )
+    df, loc, scale = stats.t.fit(x)
+    scipy_fit = stats.t.logpdf(x, df, loc, scale).sum()
+    assert result.log_likelihood >= -from_truth.fun - 1e-7
+    assert result.log_likelihood >= scipy_fit - 1e-7
+    own = stats.t.logpdf(
+        x, params["dof"][0], params["means"][0, 0], np.sqrt(params["scales"][0, 0, 0])
+    )
+    np.testing.assert_allclose(own.sum(), result.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(params["means"][0, 0], loc, atol=1e-4)
+    np.testing.assert_allclose(np.sqrt(params["scales"][0, 0, 0]), scale, rtol=1e-4)
+    np.testing.assert_allclose(params["dof"][0], df, rtol=1e-3)
+
+
+def test_dof_stays_within_bounds_for_gaussian_data():
+    X = np.random.default_rng(4).normal(size=(500, 1))
+    with warnings.catch_warnings():
+        # the likelihood is flat in large dof: ECM creeps towards the upper bound
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        result = bm.Mixture(1, StudentT()).fit(X, random_state=0, n_init=1, max_iter=300, tol=1e-6)
+    assert DOF_BOUNDS[0] <= result.parameters["dof"][0] <= DOF_BOUNDS[1]
+    assert result.parameters["dof"][0] > 30  # Gaussian data: the t drifts to large dof
+
+
+def test_fixed_dof_is_kept_and_not_counted(mixture_data):
+    free = bm.Mixture(2, StudentT()).fit(mixture_data, random_state=0, n_init=1)
+    fixed = bm.Mixture(2, StudentT(dof=5)).fit(mixture_data, random_state=0, n_init=1)
+    np.testing.assert_array_equal(fixed.parameters["dof"], [5.0, 5.0])
+    assert free.n_parameters - fixed.n_parameters == 2
+    np.testing.assert_allclose(fixed.parameters["means"], MEANS, atol=0.12)
+    # the fixed-dof fit's log-likelihood cannot beat the free one's
+    assert fixed.log_likelihood <= free.log_likelihood + 1e-6
+    with_priors = bm.Mixture(2, StudentT(dof=5), priors={}).fit(
+        mixture_data, random_state=0, n_init=1
+    )
+    np.testing.assert_array_equal(with_priors.parameters["dof"], [5.0, 5.0])
+
+
+# -- MAP ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_map_ecm_reaches_the_posterior_mode_from_scipy(covariance_type):
+    """K = 1, D = 1: the MAP estimate against Nelder-Mead on the log posterior written
+    with scipy densities (in one dimension the inverse-Wishart is an inverse-gamma)."""
+    x = stats.t.rvs(4, loc=1.0, scale=2.0, size=60, random_state=np.random.default_rng(3))
+    priors = {
+        "mean_loc": 0.0,
+        "mean_scale": 0.5,
+        "scale_dof": 6.0,
+        "scale_scale": 3.0,
+        "dof_shape": 2.0,
+        "dof_rate": 0.1,
+    }
+    result = bm.Mixture(1, StudentT(covariance_type), priors=priors).fit(
+        x[:, None], random_state=0, n_init=1, tol=1e-13, max_iter=20000
+    )
+    assert np.diff(result.log_posterior_trace).min() >= -1e-9
+
+    def negative_log_posterior(theta):
+        mu, var, nu = theta[0], np.exp(theta[1]), np.exp(theta[2])
+        return -(
+            stats.t.logpdf(x, nu, loc=mu, scale=np.sqrt(var)).sum()
+            + stats.norm.logpdf(mu, 0.0, 0.5)
+            + stats.invgamma.logpdf(var, 3.0, scale=1.5)
+            + stats.gamma.logpdf(nu, 2.0, scale=10.0)
+        )
+
+    mode = optimize.minimize(
+        negative_log_posterior,
+        [1.0, np.log(4.0), np.log(4.0)],
+        method="Nelder-Mead",
+        options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 20000},
+    )
+    # Dirichlet of one weight: log density 0, so the trace is the log posterior itself
+    assert result.log_posterior_trace[-1] >= -mode.fun - 1e-7
+    params = result.parameters
+    np.testing.assert_allclose(params["means"].ravel(), mode.x[0], atol=1e-5)
+    np.testing.assert_allclose(params["scales"].ravel(), np.exp(mode.x[1]), rtol=1e-5)
+    np.testing.assert_allclose(params["dof"], np.exp(mode.x[2]), rtol=1e-5)
+
+
+def test_default_priors_are_scaled_to_the_data(mixture_data):
+    resolved = bm.Mixture(2, StudentT()).resolve_priors(mixture_data)
+    var = mixture_data.var(axis=0)
+    np.testing.assert_allclose(resolved["mean_loc"], mixture_data.mean(axis=0))
+    np.testing.assert_allclose(resolved["mean_scale"], 2.5 * np.sqrt(var))
+    np.testing.assert_allclose(resolved["scale_scale"], np.diag(var))
+    assert float(resolved["scale_dof"]) == 4.0  # D + 2
+    assert float(resolved["dof_shape"]) == 2.0 and float(resolved["dof_rate"]) == 0.1
+    diag = bm.Mixture(2, StudentT("diag")).resolve_priors(mixture_data)
+    np.testing.assert_allclose(diag["scale_scale"], var)
+    assert float(diag["scale_dof"]) == 3.0
+    with pytest.raises(ValueError, match="scale_dof"):
+        bm.Mixture(2, StudentT(), priors={"scale_dof": 0.5}).resolve_priors(mixture_data)
+    with pytest.raises(ValueError, match="positive definite"):
+        bm.Mixture(2, StudentT(), priors={"scale_scale": -np.eye(2)}).resolve_priors(mixture_data)
+    result = bm.Mixture(2, StudentT(), priors={}).fit(mixture_data, random_state=0, n_init=1)
+    assert np.diff(result.log_posterior_trace).min() >= -1e-9 * abs(result.log_posterior_trace[-1])
+    np.testing.assert_allclose(result.parameters["means"], MEANS, atol=0.12)
+
+
+# -- robust clustering (issue 17) ------------------------------------------------------------
+def test_t_mixture_resists_outliers_in_old_faithful():
+    clean = bm.datasets.load_faithful()
+    X = clean.to_numpy(dtype=float)
+    sd = X.std(axis=0)
+    reference = bm.GaussianMixture(2).fit(clean, random_state=0).means
+    # 5% gross outliers, uniform over a box three times the data's range
+    rng = np.random.default_rng(0)
+    low, high = X.min(axis=0), X.max(axis=0)
+    centre, span = 0.5 * (low + high), high - low
+    outliers = rng.uniform(centre - 1.5 * span, centre + 1.5 * span, size=(14, 2))
+    contaminated = np.vstack([X, outliers])
+    with warnings.catch_warnings():
+        # ECM creeps slowly along the flat likelihood of a near-Gaussian component's dof
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        robust = bm.Mixture(2, StudentT()).fit(
+            contaminated, random_state=0, n_init=3, max_iter=300, tol=1e-6
+        )
+    gaussian = bm.GaussianMixture(2).fit(contaminated, random_state=0)
+    t_shift = np.abs(robust.means - reference) / sd
+    gaussian_shift = np.abs(gaussian.means - reference) / sd
+    assert t_shift.max() < 0.1, t_shift
+    assert gaussian_shift.max() > 0.1, gaussian_shift
+    assert gaussian_shift.max() > 5 * t_shift.max()
+
+
+# -- the shared result interface -------------------------------------------------------------
+def test_result_interface(mixture_data):
+    X = mixture_data
+    result = bm.Mixture(2, StudentT()).fit(X, random_state=0, n_init=1)
+    params = result.parameters
+    n_obs, n_features = X.shape
+    # K - 1 weights + K (D means + D(D+1)/2 scales + 1 dof)
+    n_parameters = 1 + 2 * (2 + 3 + 1)
+    assert result.n_parameters == n_parameters
+    log_joint = np.log(params["weights"]) + scipy_log_density(
+        X, params["means"], params["scales"], params["dof"]
+    )
+    log_lik = logsumexp(log_joint, axis=1)
+    np.testing.assert_allclose(result.log_likelihood, log_lik.sum(), rtol=1e-10)
+    np.testing.assert_allclose(
+        result.bic(), -2.0 * log_lik.sum() + n_parameters * np.log(n_obs), rtol=1e-10
+    )
+    np.testing.assert_allclose(result.aic(), -2.0 * log_lik.sum() + 2 * n_parameters, rtol=1e-10)
+    np.testing.assert_allclose(result.score_samples(X[:50]), log_lik[:50], rtol=1e-10)
+    np.testing.assert_allclose(
+        result.predict_proba(X[:50]), np.exp(log_joint - log_lik[:, None])[:50], atol=1e-12
+    )
+    samples, labels = result.sample(300, random_state=0)
+    assert samples.shape == (300, n_features) and set(np.unique(labels)) <= {0, 1}
+    summary = result.summary()
+    assert len(summary) == 2 + 2 * n_features + 2 * n_features**2 + 2
+    assert "dof[0]" in summary.index
+    tree = result.to_datatree(X[:20])
+    posterior = tree["posterior"].to_dataset()
+    assert posterior["means"].dims == ("chain", "draw", "component", "feature")
+    assert posterior["scales"].dims == ("chain", "draw", "component", "feature", "feature_")
+    assert posterior["dof"].dims == ("chain", "draw", "component")
+    assert tree["log_likelihood"]["X"].shape == (1, 1, 20)
+    assert posterior.attrs["family"] == "student_t"
