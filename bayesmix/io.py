@@ -690,7 +690,7 @@ def _load_family_model(loader: _Loader, raw: dict) -> Mixture:
         raise loader.fail(
             "model.family", f"must be one of {sorted(FAMILIES)}; got {raw['family']!r}"
         )
-    settings = loader.mapping(raw["family_settings"], "model.family_settings")
+    settings = loader.mapping(raw["family_settings"], "model.family_settings", free=True)
     try:
         return Mixture(n_components, family_class(**settings), raw["priors"])
     except (TypeError, ValueError) as exc:

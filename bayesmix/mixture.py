@@ -213,11 +213,14 @@ class Mixture:
             {name: value[s] for name, value in arrays.items()} for s in range(flat.sizes["sample"])
         ]
 
-    def log_joint(self, X: np.ndarray, params: Parameters) -> np.ndarray:
-        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)``, in row blocks."""
-        out = np.empty((X.shape[0], self.n_components))
+    def log_joint(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
+        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)``: with the family's
+        ``prepared`` constants of ``X`` in one piece (EM), else in row blocks."""
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
+        if prepared is not None:
+            return log_weights + self.family.log_density(X, params, prepared)
+        out = np.empty((X.shape[0], self.n_components))
         size = block_rows(X.shape[0], X.shape[1], self.n_components)
         for rows in iter_blocks(X.shape[0], size):
             out[rows] = log_weights + self.family.log_density(X[rows], params)
@@ -252,11 +255,12 @@ class Mixture:
     def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
         """A point estimate as one row per component: the weight and every parameter."""
         table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
-        features = [str(name) for name in posterior["feature"].values]
-        for name in self.family.parameters:
+        for name, dims in self.family.parameters.items():
             values = posterior[name].values[0, 0]
-            for d, feature in enumerate(features):
-                table[f"{name}[{feature}]"] = values[:, d]
+            for index in np.ndindex(values.shape[1:]):
+                coords = [str(posterior[dim].values[i]) for dim, i in zip(dims, index, strict=True)]
+                label = f"{name}[{', '.join(coords)}]" if coords else name
+                table[label] = values[(slice(None), *index)]
         table.index.name = "component"
         return table
 
@@ -272,6 +276,8 @@ class Mixture:
             "component": np.arange(self.n_components),
             "feature": list(feature_names),
         }
+        if any("feature_" in dims for dims in self.family.parameters.values()):
+            coords["feature_"] = list(feature_names)
         return xr.Dataset(variables, coords=coords)
 
     def __repr__(self) -> str:

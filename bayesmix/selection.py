@@ -31,6 +31,8 @@ from bayesmix.covariance import STRUCTURES
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
+from bayesmix.families import ComponentFamily, Gaussian
+from bayesmix.mixture import Mixture
 from bayesmix.model import FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import MixtureResult
@@ -235,9 +237,10 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
 def select_components(
     X: Any,
     n_components: Iterable[int] = range(1, 7),
-    covariance_types: str | Iterable[str] = ("full",),
+    covariance_types: str | Iterable[str] | None = None,
     methods: str | Iterable[str] = ("em",),
     *,
+    families: Iterable[ComponentFamily] | None = None,
     n_init: int = 5,
     random_state: Any = None,
     criterion: str | None = None,
@@ -262,8 +265,9 @@ def select_components(
         Observations.
     n_components : sequence of int
         Numbers of components to try, each between 1 and ``n_obs``.
-    covariance_types : str or sequence of str
-        Any of ``"full"``, ``"tied"``, ``"diag"``, ``"spherical"``.
+    covariance_types : str or sequence of str, optional
+        Gaussian mixtures with any of ``"full"``, ``"tied"``, ``"diag"``,
+        ``"spherical"``. Default ``("full",)``, or none when ``families`` is given.
     methods : str or sequence of str
         Any of ``"em"`` (maximum likelihood), ``"map"`` (MAP-EM with ``priors``),
         ``"nuts"``, ``"advi"``, ``"fullrank_advi"``.
@@ -281,6 +285,15 @@ def select_components(
     priors : bayesmix.Priors or mapping, optional
         Priors for ``map`` and the Bayesian methods (``em`` is always maximum
         likelihood). Default: bayesmix's data-scaled defaults.
+    families : sequence of component families, optional
+        Other component families to compare (:mod:`bayesmix.families`, e.g.
+        ``[bm.families.Poisson(), bm.families.NegativeBinomial()]``), fitted by
+        :class:`bayesmix.Mixture` with their default priors for ``map``; their rows
+        carry the family's name in the ``covariance_type`` column (``"poisson"``, or
+        with its settings, ``"student_t(dof=5)"``). A ``Gaussian(covariance_type)``
+        entry adds that covariance type. Information criteria compare families fitted
+        to the same data on the same scale (counts: probability masses; real values:
+        densities); never compare a count family with a Gaussian by BIC.
     fit_options : mapping, optional
         Options per method passed to :meth:`GaussianMixture.fit`, e.g.
         ``{"em": {"max_iter": 500}, "nuts": {"chains": 2, "draws": 500}}``.
@@ -319,7 +332,7 @@ def select_components(
     """
     data = as_data(X)
     ks = _check_components(n_components, data.n_obs)
-    covariance_types = _check_names(covariance_types, "covariance_types", COVARIANCE_TYPES)
+    declarations = _declarations(covariance_types, families)
     methods = _check_names(methods, "methods", FIT_METHODS)
     criteria = _resolve_criteria(criterion, methods)
     n_init = check_int(n_init, "n_init")
@@ -332,11 +345,18 @@ def select_components(
             f"priors must be None, a bayesmix.Priors or a mapping; got {type(priors).__name__}."
         )
 
-    keys = [(m, c, k) for m in methods for c in covariance_types for k in ks]
+    keys = [(m, c, k) for m in methods for c in declarations for k in ks]
     seeds = rng.integers(2**31 - 1, size=len(keys))
     rows, fits, errors = [], {}, []
     for key, seed in zip(keys, seeds, strict=True):
-        row, fit, error = _fit_one(data, key, int(seed), n_init, priors, options[key[0]])
+        method, label, k = key
+        family = declarations[label]
+        model = (
+            GaussianMixture(k, label, None if method == "em" else priors)
+            if family is None
+            else Mixture(k, family)
+        )
+        row, fit, error = _fit_one(model, data, key, int(seed), n_init, options[method])
         rows.append(row)
         fits[key] = fit
         if error is not None:
@@ -352,10 +372,42 @@ def select_components(
     return SelectionResult(table, fits, criteria, data.n_obs)
 
 
-def _fit_one(data, key, seed, n_init, priors, options):
+def _declarations(
+    covariance_types: Any, families: Iterable[ComponentFamily] | None
+) -> dict[str, ComponentFamily | None]:
+    """Table label -> family (None for a Gaussian covariance type)."""
+    if families is None:
+        families = []
+    elif isinstance(families, (ComponentFamily, Gaussian)) or not isinstance(families, Iterable):
+        families = [families]
+    families = list(families)
+    if covariance_types is None:
+        types = [] if families else ["full"]
+    else:
+        types = _check_names(covariance_types, "covariance_types", COVARIANCE_TYPES)
+    out: dict[str, ComponentFamily | None] = {}
+    for family in families:
+        if isinstance(family, Gaussian):
+            types.append(family.covariance_type)
+        elif isinstance(family, ComponentFamily):
+            settings = family.settings()
+            label = family.name
+            if settings:
+                label += "(" + ", ".join(f"{key}={value}" for key, value in settings.items()) + ")"
+            out[label] = family
+        else:
+            raise TypeError(
+                "families must hold component families from bayesmix.families (e.g. "
+                f"bm.families.Poisson()); got {type(family).__name__}."
+            )
+    if not types and not out:
+        raise ValueError("families is empty; give component families or covariance_types.")
+    return {**dict.fromkeys(types), **out}
+
+
+def _fit_one(model, data, key, seed, n_init, options):
     method, covariance_type, k = key
     label = f"[{method}, {covariance_type}, K={k}]"
-    model = GaussianMixture(k, covariance_type, None if method == "em" else priors)
     kwargs = dict(options, random_state=seed)
     if method in EM_METHODS:
         kwargs["n_init"] = n_init

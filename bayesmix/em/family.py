@@ -2,9 +2,10 @@
 
 Every iteration is the family's additive statistics of the responsibility-weighted rows
 followed by its M-step; the weights take the Dirichlet's MAP (or the mass fractions
-without priors). Starts: weighted k-means on the square roots of the data (a
-variance-stabilising transform for counts), each start from its own seeds; the start
-with the largest objective (log-likelihood, or log posterior for MAP) is kept.
+without priors). Starts: weighted k-means on the family's start transform of the data
+(square roots for counts, which stabilise their variances; the data themselves
+otherwise), each start from its own seeds; the start with the largest objective
+(log-likelihood, or log posterior for MAP) is kept.
 """
 
 from __future__ import annotations
@@ -136,9 +137,10 @@ def weights_step(mass: np.ndarray, concentration: np.ndarray | None) -> np.ndarr
 
 
 def _start(model: Mixture, X: np.ndarray, weights: np.ndarray, prepared: Any, rng) -> Parameters:
-    """Parameters fitted to the clusters of weighted k-means on ``sqrt(X)``."""
+    """Parameters fitted to the clusters of weighted k-means on the family's
+    :meth:`~bayesmix.families.base.ComponentFamily.start_transform` of ``X``."""
     n_components = model.n_components
-    labels = kmeans(np.sqrt(np.maximum(X, 0.0)), weights, n_components, rng)
+    labels = kmeans(model.family.start_transform(X), weights, n_components, rng)
     resp = np.zeros((X.shape[0], n_components))
     resp[np.arange(X.shape[0]), labels] = weights
     mass = resp.sum(axis=0)
@@ -161,7 +163,7 @@ def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
     concentration = None if priors is None else priors["weight_concentration"]
     log_likelihood, trace, converged = [], [], False
     for n_iter in range(max_iter + 1):
-        log_norm, log_resp = log_normalise(model.log_joint(X, params))
+        log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
         log_likelihood.append(float(weights @ log_norm))
         objective = log_likelihood[-1] + (
             0.0 if priors is None else model.log_prior(params, priors)

@@ -6,7 +6,9 @@
   as :class:`bayesmix.GaussianMixture`);
 * :class:`Poisson` — counts, one rate per component and column;
 * :class:`NegativeBinomial` — overdispersed counts, one mean and one dispersion per
-  component and column.
+  component and column;
+* :class:`StudentT` — continuous data with heavy tails (robust clustering: outlying rows
+  sit in a component's tails instead of pulling its location).
 
 Non-Gaussian families implement :class:`ComponentFamily`, the one interface through
 which backends and analyses use their math.
@@ -16,10 +18,11 @@ from bayesmix.families.base import ComponentFamily
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.poisson import Poisson
+from bayesmix.families.student_t import StudentT
 
-__all__ = ["ComponentFamily", "FAMILIES", "Gaussian", "NegativeBinomial", "Poisson"]
+__all__ = ["ComponentFamily", "FAMILIES", "Gaussian", "NegativeBinomial", "Poisson", "StudentT"]
 
 #: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
 FAMILIES: dict[str, type[ComponentFamily]] = {
-    family.name: family for family in (Poisson, NegativeBinomial)
+    family.name: family for family in (Poisson, NegativeBinomial, StudentT)
 }

@@ -26,7 +26,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["ComponentFamily", "Parameters", "check_counts", "positive_hyperparameter"]
+__all__ = [
+    "ComponentFamily",
+    "CountFamily",
+    "Parameters",
+    "check_counts",
+    "positive_hyperparameter",
+]
 
 Parameters = dict[str, np.ndarray]
 
@@ -85,8 +91,14 @@ class ComponentFamily(ABC):
 
     # -- EM ------------------------------------------------------------------------
     def prepare(self, X: np.ndarray) -> Any:
-        """Data-dependent constants :meth:`statistics` needs (None by default)."""
+        """Constants of the data that :meth:`statistics` and :meth:`log_density` reuse
+        across EM iterations (None by default)."""
         return None
+
+    def start_transform(self, X: np.ndarray) -> np.ndarray:
+        """The rows as EM's k-means start clusters them (the identity; count families
+        take square roots, which stabilise Poisson-like variances)."""
+        return X
 
     @abstractmethod
     def initial_parameters(
@@ -118,8 +130,9 @@ class ComponentFamily(ABC):
 
     # -- densities and summaries ---------------------------------------------------
     @abstractmethod
-    def log_density(self, X: np.ndarray, params: Parameters) -> np.ndarray:
-        """``log p(x_n | theta_k)``, shape ``(n_obs, K)``."""
+    def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
+        """``log p(x_n | theta_k)``, shape ``(n_obs, K)``; ``prepared`` is
+        :meth:`prepare` of this ``X`` (computed when None)."""
 
     @abstractmethod
     def component_means(self, params: Parameters) -> np.ndarray:
@@ -135,6 +148,17 @@ class ComponentFamily(ABC):
         self, params: Parameters, components: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         """One row per entry of ``components`` from that component, ``(n, D)``."""
+
+
+class CountFamily(ComponentFamily):
+    """A family of non-negative integer counts: checks the support and starts EM from
+    k-means on square roots."""
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        check_counts(values, feature_names, name, type(self).__name__)
+
+    def start_transform(self, X: np.ndarray) -> np.ndarray:
+        return np.sqrt(X)
 
 
 def check_counts(

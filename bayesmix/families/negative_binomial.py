@@ -10,8 +10,8 @@ Sufficient statistics: per component and column the responsibility mass, the wei
 sum, and the weighted histogram of the column's distinct values (the ``lgamma(x + a)``
 term needs it); they add over blocks of rows. The M-step is a conditional maximisation
 (ECM): ``mu`` in closed form given ``alpha`` (the weighted mean without priors; the root
-of a quadratic under the Gamma prior), then ``alpha`` by bisection on the sign of the
-derivative in ``log alpha``, vectorised over components and columns.
+of a quadratic under the Gamma prior), then ``alpha`` by safeguarded Newton steps in
+``log alpha`` from the previous value, vectorised over components and columns.
 
 Priors: ``mu_kd ~ Gamma(mean_shape, mean_shape / mean_mean_d)`` (mean_mean defaults to
 the column's data mean, shape 2), ``log alpha_kd ~ Normal(dispersion_log_loc,
@@ -27,12 +27,11 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse
-from scipy.special import digamma, gammaln
+from scipy.special import digamma, gammaln, polygamma
 
 from bayesmix.families.base import (
-    ComponentFamily,
+    CountFamily,
     Parameters,
-    check_counts,
     positive_hyperparameter,
 )
 from bayesmix.families.poisson import PRIOR_MEAN_FLOOR, RATE_FLOOR, log_gamma_density
@@ -41,21 +40,21 @@ __all__ = ["NegativeBinomial"]
 
 # Bracket of the dispersion's M-step (alpha = 1e6 is Poisson to within 1e-6 relative variance).
 DISPERSION_BOUNDS = (1e-4, 1e6)
-BISECTION_STEPS = 48
+NEWTON_STEPS, NEWTON_TOL = 50, 1e-6
 DISPERSION_LOG_LOC, DISPERSION_LOG_SCALE = 0.0, 2.5
-# Largest count table the log density gathers from (beyond it, lgamma per entry).
-LGAMMA_TABLE_MAX = 4096
 
 
 @dataclass(frozen=True)
 class CountHistogram:
-    """The distinct values of the data and a sparse one-hot map rows -> (column, value)."""
+    """The data's distinct values, a sparse one-hot map rows -> (column, value), and
+    ``sum_d lgamma(x_nd + 1)`` per row."""
 
     values: np.ndarray
     one_hot: scipy.sparse.csr_matrix
+    row_constant: np.ndarray
 
 
-class NegativeBinomial(ComponentFamily):
+class NegativeBinomial(CountFamily):
     """Negative binomial components for overdispersed counts, one mean and one
     dispersion ``alpha`` (variance ``mu + mu**2 / alpha``) per component and column.
 
@@ -74,9 +73,6 @@ class NegativeBinomial(ComponentFamily):
 
     def n_parameters(self, n_features: int) -> int:
         return 2 * n_features
-
-    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
-        check_counts(values, feature_names, name, "negative binomial")
 
     def resolve_priors(
         self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
@@ -117,7 +113,7 @@ class NegativeBinomial(ComponentFamily):
         one_hot = scipy.sparse.csr_matrix(
             (np.ones(rows.size), (rows, columns)), shape=(n_obs, n_features * values.size)
         )
-        return CountHistogram(values, one_hot)
+        return CountHistogram(values, one_hot, gammaln(X + 1.0).sum(axis=1))
 
     def initial_parameters(
         self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
@@ -148,20 +144,30 @@ class NegativeBinomial(ComponentFamily):
         means = _conditional_means(mass, stats["sum_x"], previous["dispersions"], priors)
         means = np.where(alive, np.maximum(means, RATE_FLOOR), previous["means"])
         dispersions = _conditional_dispersions(
-            mass, stats["sum_x"], stats["histogram"], prepared.values, means, priors
+            mass,
+            stats["sum_x"],
+            stats["histogram"],
+            prepared.values,
+            means,
+            previous["dispersions"],
+            priors,
         )
         return {
             "means": means,
             "dispersions": np.where(alive, dispersions, previous["dispersions"]),
         }
 
-    def log_density(self, X: np.ndarray, params: Parameters) -> np.ndarray:
+    def log_density(
+        self, X: np.ndarray, params: Parameters, prepared: CountHistogram | None = None
+    ) -> np.ndarray:
         mu, alpha = params["means"], params["dispersions"]
         log_total = np.log(alpha + mu)
         return (
             X @ (np.log(mu) - log_total).T
             + (alpha * (np.log(alpha) - log_total)).sum(axis=1)
-            + _log_count_terms(X, alpha)
+            + _log_rising_factorials(
+                X, alpha, prepared if prepared is not None else self.prepare(X)
+            )
         )
 
     def component_means(self, params: Parameters) -> np.ndarray:
@@ -177,24 +183,17 @@ class NegativeBinomial(ComponentFamily):
         return rng.negative_binomial(alpha, alpha / (alpha + mu)).astype(float)
 
 
-def _log_count_terms(X: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+def _log_rising_factorials(X: np.ndarray, alpha: np.ndarray, prepared: CountHistogram):
     """``sum_d lgamma(x_nd + a_kd) - lgamma(a_kd) - lgamma(x_nd + 1)``, shape
-    ``(n_obs, K)``. Small counts: a table over the counts ``0 .. max(X)`` (one ``lgamma``
-    per component, column and count value, not per row) summed per row by a sparse
-    one-hot product; large counts: ``lgamma`` per entry."""
-    n_obs, n_features = X.shape
-    top = int(X.max(initial=0.0))
-    if top + 1 > LGAMMA_TABLE_MAX or top + 1 > n_obs:
+    ``(n_obs, K)``: from a table over the distinct counts (one ``lgamma`` per component,
+    column and value, not per row) summed per row by the sparse one-hot product, or per
+    entry when there are more distinct values than rows."""
+    values = prepared.values
+    if values.size > X.shape[0]:
         terms = gammaln(X[:, None, :] + alpha[None]) - gammaln(alpha)[None]
-        return terms.sum(axis=2) - gammaln(X + 1.0).sum(axis=1)[:, None]
-    counts = np.arange(top + 1.0)
-    table = gammaln(counts + alpha[..., None]) - gammaln(alpha)[..., None] - gammaln(counts + 1.0)
-    columns = (X.astype(np.intp) + np.arange(n_features) * (top + 1)).ravel()
-    one_hot = scipy.sparse.csr_matrix(
-        (np.ones(columns.size), columns, np.arange(0, columns.size + 1, n_features)),
-        shape=(n_obs, n_features * (top + 1)),
-    )
-    return one_hot @ table.reshape(alpha.shape[0], -1).T
+        return terms.sum(axis=2) - prepared.row_constant[:, None]
+    table = gammaln(values + alpha[..., None]) - gammaln(alpha)[..., None]  # (K, D, V)
+    return prepared.one_hot @ table.reshape(alpha.shape[0], -1).T - prepared.row_constant[:, None]
 
 
 def _log_lognormal(alpha: np.ndarray, priors: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -215,25 +214,48 @@ def _conditional_means(mass, sum_x, alpha, priors):
     return 2.0 * c / (b + np.sqrt(b**2 + 4.0 * rate * c))
 
 
-def _conditional_dispersions(mass, sum_x, histogram, values, means, priors):
-    """``alpha`` maximising the (MAP) objective given ``means``: bisection in
-    ``log alpha`` on the sign of the derivative, all components and columns at once."""
+def _conditional_dispersions(mass, sum_x, histogram, values, means, start, priors):
+    """``alpha`` maximising the (MAP) objective given ``means``, for all components and
+    columns at once: Newton steps in ``t = log alpha`` from ``start`` on the derivative's
+    root, safeguarded by a bracket that starts at :data:`DISPERSION_BOUNDS` and shrinks
+    with the derivative's sign (a step leaving it bisects instead)."""
 
-    def slope(alpha):
+    def slope_and_curvature(t):
+        alpha = np.exp(t)
         a = alpha[..., None]
-        counts = (histogram * (digamma(values + a) - digamma(a))).sum(axis=-1)
         total = alpha + means
-        value = counts + mass * (np.log(alpha / total) + means / total) - sum_x / total
+        slope = (histogram * (digamma(values + a) - digamma(a))).sum(axis=-1)
+        slope += mass * (np.log(alpha / total) + means / total) - sum_x / total
+        curve = (histogram * (polygamma(1, values + a) - polygamma(1, a))).sum(axis=-1)
+        curve += mass * (1.0 / alpha - 1.0 / total - means / total**2) + sum_x / total**2
         if priors is not None:
-            z = (np.log(alpha) - priors["dispersion_log_loc"]) / priors["dispersion_log_scale"]
-            value -= (1.0 + z / priors["dispersion_log_scale"]) / alpha
-        return value
+            scale = priors["dispersion_log_scale"]
+            z = (t - priors["dispersion_log_loc"]) / scale
+            slope -= (1.0 + z / scale) / alpha
+            curve += (1.0 + z / scale - 1.0 / scale**2) / alpha**2
+        # d/dt = alpha d/dalpha
+        return slope * alpha, curve * alpha**2 + slope * alpha
 
     low = np.full(means.shape, np.log(DISPERSION_BOUNDS[0]))
     high = np.full(means.shape, np.log(DISPERSION_BOUNDS[1]))
-    for _ in range(BISECTION_STEPS):
-        middle = 0.5 * (low + high)
-        rising = slope(np.exp(middle)) > 0
-        low = np.where(rising, middle, low)
-        high = np.where(rising, high, middle)
-    return np.exp(0.5 * (low + high))
+    # Still rising at the upper bound (no overdispersion: the Poisson limit) or falling at
+    # the lower one: the bound is the answer; the bracket collapses onto it.
+    at_high = slope_and_curvature(high)[0] >= 0
+    at_low = ~at_high & (slope_and_curvature(low)[0] <= 0)
+    low = np.where(at_high, high, low)
+    high = np.where(at_low, low, high)
+    t = np.clip(np.log(start), low, high)
+    for _ in range(NEWTON_STEPS):
+        slope, curve = slope_and_curvature(t)
+        low = np.where(slope > 0, t, low)
+        high = np.where(slope > 0, high, t)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            step = np.where(curve < 0, -slope / curve, np.nan)
+        proposal = t + step
+        inside = np.isfinite(proposal) & (proposal > low) & (proposal < high)
+        new = np.where(inside, proposal, 0.5 * (low + high))
+        if np.all(np.abs(new - t) < NEWTON_TOL):
+            t = new
+            break
+        t = new
+    return np.exp(t)

@@ -21,9 +21,8 @@ import numpy as np
 from scipy.special import gammaln
 
 from bayesmix.families.base import (
-    ComponentFamily,
+    CountFamily,
     Parameters,
-    check_counts,
     positive_hyperparameter,
 )
 
@@ -35,7 +34,7 @@ RATE_FLOOR = 1e-10
 PRIOR_MEAN_FLOOR = 1e-2
 
 
-class Poisson(ComponentFamily):
+class Poisson(CountFamily):
     """Poisson components for count data (non-negative integers), one rate per column.
 
     Priors (``Mixture(..., priors={...})``): ``rate_shape`` (Gamma shape, default 2) and
@@ -58,9 +57,6 @@ class Poisson(ComponentFamily):
 
     def n_parameters(self, n_features: int) -> int:
         return n_features
-
-    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
-        check_counts(values, feature_names, name, "Poisson")
 
     def resolve_priors(
         self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
@@ -103,9 +99,16 @@ class Poisson(ComponentFamily):
             rates = np.maximum(shape - 1.0 + sum_x, 0.0) / (rate + mass)
         return {"rates": np.maximum(rates, RATE_FLOOR)}
 
-    def log_density(self, X: np.ndarray, params: Parameters) -> np.ndarray:
+    def prepare(self, X: np.ndarray) -> np.ndarray:
+        """``sum_d log x_nd!`` per row (constant over iterations)."""
+        return gammaln(X + 1.0).sum(axis=1)
+
+    def log_density(
+        self, X: np.ndarray, params: Parameters, prepared: np.ndarray | None = None
+    ) -> np.ndarray:
         rates = np.maximum(params["rates"], RATE_FLOOR)
-        return X @ np.log(rates).T - rates.sum(axis=1) - gammaln(X + 1.0).sum(axis=1)[:, None]
+        row_constant = self.prepare(X) if prepared is None else prepared
+        return X @ np.log(rates).T - rates.sum(axis=1) - row_constant[:, None]
 
     def component_means(self, params: Parameters) -> np.ndarray:
         return params["rates"]
