@@ -7,7 +7,12 @@ import pandas as pd
 import pytest
 
 import bayesmix as bm
-from bayesmix.datasets import load_faithful, load_galaxies, make_shifted_stretched
+from bayesmix.datasets import (
+    load_biochemists,
+    load_faithful,
+    load_galaxies,
+    make_shifted_stretched,
+)
 
 
 def test_load_faithful():
@@ -28,6 +33,29 @@ def test_load_faithful_returns_a_fresh_frame():
     first = load_faithful()
     first.iloc[0, 0] = -1.0
     assert load_faithful().iloc[0, 0] == 3.6
+
+
+def test_load_biochemists():
+    X = load_biochemists()
+    assert isinstance(X, pd.DataFrame)
+    assert X.shape == (915, 6)
+    assert list(X.columns) == ["art", "fem", "mar", "kid5", "phd", "ment"]
+    assert not X.isna().any().any()
+    for column in ("art", "kid5", "ment"):
+        assert pd.api.types.is_integer_dtype(X[column])
+    assert X["phd"].dtype == np.float64
+    # flexmix::bioChemists: first row, factor levels and counts, summary statistics.
+    assert tuple(X.iloc[0]) == (0, "Men", "Married", 0, 2.52, 7)
+    assert X["fem"].value_counts().to_dict() == {"Men": 494, "Women": 421}
+    assert X["mar"].value_counts().to_dict() == {"Married": 606, "Single": 309}
+    assert X["art"].sum() == 1549 and X["art"].max() == 19
+    assert (X["art"] == 0).sum() == 275
+    assert X["kid5"].sum() == 453 and X["ment"].sum() == 8022
+    assert X["phd"].min() == 0.755 and X["phd"].max() == 4.62
+    assert X["phd"].sum() == pytest.approx(2839.345)
+    # the counts fit a count family directly
+    em = bm.Mixture(1, bm.families.Poisson()).fit(X[["art"]], random_state=0)
+    assert em.parameters["rates"][0, 0] == pytest.approx(1549 / 915)
 
 
 @pytest.mark.parametrize("thousands", [False, True])

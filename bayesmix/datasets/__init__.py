@@ -10,7 +10,7 @@ import pandas as pd
 
 from bayesmix.validation import check_int, check_random_state
 
-__all__ = ["load_faithful", "load_galaxies", "make_shifted_stretched"]
+__all__ = ["load_biochemists", "load_faithful", "load_galaxies", "make_shifted_stretched"]
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -39,6 +39,25 @@ def load_galaxies(thousands: bool = False) -> pd.DataFrame:
     if thousands:
         frame["velocity"] = frame["velocity"] / 1000.0
     return frame
+
+
+def load_biochemists() -> pd.DataFrame:
+    """Publications of 915 biochemistry PhD students (R ``flexmix::bioChemists``, also
+    ``pscl::bioChemists``; Long 1990).
+
+    Columns: ``art`` (articles published in the last three years of the PhD, a count
+    from 0 to 19), ``fem`` (``"Men"`` or ``"Women"``), ``mar`` (``"Single"`` or
+    ``"Married"``), ``kid5`` (number of children under six), ``phd`` (prestige of the
+    PhD department, rounded to the three decimals of the source, which stores it in
+    single precision) and ``ment`` (articles by the mentor in the last three years).
+    The classic example of overdispersed counts: Poisson and negative binomial mixtures
+    of ``art`` (Grün & Leisch 2008; Zeileis, Kleiber & Jackman 2008).
+
+    References: J. S. Long (1990), The origins of sex differences in science, *Social
+    Forces* 68(4), 1297-1316; B. Grün & F. Leisch (2008), FlexMix version 2, *Journal of
+    Statistical Software* 28(4).
+    """
+    return _read("biochemists.csv")
 
 
 def make_shifted_stretched(
