@@ -21,7 +21,7 @@ from scipy.optimize import linear_sum_assignment
 from bayesmix.clustering import adjusted_rand_index
 from bayesmix.data import as_data
 from bayesmix.exceptions import LabelSwitchingWarning
-from bayesmix.results import MixtureResult
+from bayesmix.results import MixtureResult, require_gaussian
 from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
 
 if TYPE_CHECKING:
@@ -365,6 +365,8 @@ def _check_results(results: tuple[Any, ...]) -> tuple[MixtureResult, ...]:
         raise ValueError(
             f"compare needs at least two results, e.g. compare(em, nuts, X=X); got {len(results)}."
         )
+    for result in results:
+        require_gaussian(result, "compare")
     reference = results[0].feature_names
     for i, result in enumerate(results[1:], start=1):
         if result.feature_names != reference:

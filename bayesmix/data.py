@@ -60,6 +60,7 @@ def as_data(
     n_features: int | None = None,
     min_obs: int = 1,
     allow_missing: bool = False,
+    missing_hint: bool = True,
 ) -> Data:
     """Convert ``X`` to validated float64 observations.
 
@@ -77,6 +78,9 @@ def as_data(
         Accept NaN as a missing value (infinite values are still an error); the
         returned ``Data`` records it in ``allow_missing``. A ``Data`` that was
         validated with ``allow_missing=True`` keeps the permission.
+    missing_hint : bool
+        Whether the error for NaN suggests ``missing='marginalize'`` (False where the
+        caller cannot marginalise).
 
     Returns
     -------
@@ -104,7 +108,7 @@ def as_data(
         data = _from_dataarray(X, name)
     else:
         data = _from_array(X, name)
-    _check_values(data, name, min_obs, bool(allow_missing))
+    _check_values(data, name, min_obs, bool(allow_missing), missing_hint)
     if data.allow_missing != bool(allow_missing):
         data = replace(data, allow_missing=bool(allow_missing))
     if n_features is not None and data.n_features != n_features:
@@ -194,7 +198,9 @@ def _numeric_array(X: Any, name: str) -> np.ndarray:
     )
 
 
-def _check_values(data: Data, name: str, min_obs: int, allow_missing: bool = False) -> None:
+def _check_values(
+    data: Data, name: str, min_obs: int, allow_missing: bool = False, missing_hint: bool = True
+) -> None:
     n_obs, n_features = data.values.shape
     if n_features == 0:
         raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
@@ -224,11 +230,16 @@ def _check_values(data: Data, name: str, min_obs: int, allow_missing: bool = Fal
         else:
             bad = ~np.isfinite(data.values)
             row, col = np.argwhere(bad)[0]
+            hint = (
+                ", or fit with missing='marginalize' to use the observed features of "
+                "incomplete rows"
+                if missing_hint
+                else ""
+            )
             raise ValueError(
                 f"{name} contains {int(bad.sum())} NaN or infinite value(s), the first in row "
                 f"{row}, column {data.feature_names[col]!r}; drop or impute them before "
-                "fitting, or fit with missing='marginalize' to use the observed features of "
-                "incomplete rows."
+                f"fitting{hint}."
             )
     limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else _MAX_ABS_VALUE
     if max(-low, high) > limit:

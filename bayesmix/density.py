@@ -23,7 +23,7 @@ import xarray as xr
 
 from bayesmix.covariance import _cholesky
 from bayesmix.data import Data, as_data
-from bayesmix.results import MixtureResult
+from bayesmix.results import MixtureResult, require_gaussian
 from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob, check_int
 
 __all__ = [
@@ -94,6 +94,7 @@ class _MixtureDraws:
 
     @classmethod
     def from_result(cls, result: MixtureResult) -> _MixtureDraws:
+        require_gaussian(result, "density, marginal densities and anomaly scores")
         flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         return cls(flat["weights"].values, flat["means"].values, flat["covariances"].values)
 

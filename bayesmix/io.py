@@ -36,8 +36,9 @@ from bayesmix.data import Data
 from bayesmix.em.stats import Params
 from bayesmix.families import FAMILIES
 from bayesmix.mixture import Mixture
+from bayesmix.model import GaussianMixture
 from bayesmix.priors import Priors, ResolvedPriors
-from bayesmix.results import EMResult, MixtureResult, parameters_dataset
+from bayesmix.results import EMResult, MixtureResult
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -363,25 +364,24 @@ def save(result: MixtureResult, path: str | os.PathLike) -> None:
 
 def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
     model = result.model
-    if isinstance(model, Mixture):
-        return _family_tree(result)
-    if type(model).__name__ != "GaussianMixture":
+    if not isinstance(model, (Mixture, GaussianMixture)):
         raise TypeError(f"cannot save a result of a {type(model).__name__} declaration.")
     groups: dict[str, xr.Dataset] = {
         "posterior": result.posterior.drop_encoding().assign_attrs(_info_attrs(result))
     }
     if isinstance(result, EMResult):
         result_type = "EMResult"
-        params = result.params
-        natural = model.structure.natural_dims
-        groups["em_parameters"] = xr.Dataset(
-            {
-                "weights": (("component",), np.asarray(params.weights)),
-                "means": (("component", "feature"), np.asarray(params.means)),
-                "covariances": (natural, np.asarray(params.covariances)),
-                "precisions_cholesky": (natural, np.asarray(params.precisions_cholesky)),
-            }
-        )
+        if isinstance(model, GaussianMixture):  # a family's posterior holds it exactly
+            params = result.params
+            natural = model.structure.natural_dims
+            groups["em_parameters"] = xr.Dataset(
+                {
+                    "weights": (("component",), np.asarray(params.weights)),
+                    "means": (("component", "feature"), np.asarray(params.means)),
+                    "covariances": (natural, np.asarray(params.covariances)),
+                    "precisions_cholesky": (natural, np.asarray(params.precisions_cholesky)),
+                }
+            )
         trace = {"log_likelihood": ("iteration", np.asarray(result.log_likelihood_trace))}
         if result.log_posterior_trace is not None:
             trace["log_posterior"] = ("iteration", np.asarray(result.log_posterior_trace))
@@ -436,44 +436,6 @@ def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
     return tree
 
 
-def _family_tree(result: EMResult) -> xr.DataTree:
-    """The file of an EM/MAP result of a :class:`~bayesmix.Mixture` (any family): the
-    posterior (one chain and draw) holds the estimate exactly."""
-    model = result.model
-    trace = {"log_likelihood": ("iteration", np.asarray(result.log_likelihood_trace))}
-    if result.log_posterior_trace is not None:
-        trace["log_posterior"] = ("iteration", np.asarray(result.log_posterior_trace))
-    groups = {
-        "posterior": result.posterior.drop_encoding().assign_attrs(_info_attrs(result)),
-        "fit_trace": xr.Dataset(trace),
-    }
-    fields = {
-        "n_obs": result.n_obs,
-        "log_likelihood": result.log_likelihood,
-        "log_max_resp": result._log_max_resp,
-        "converged": result.converged,
-        "n_iter": result.n_iter,
-    }
-    declaration = {
-        "n_components": model.n_components,
-        "family": model.family.name,
-        "family_settings": model.family.settings(),
-        "priors": model.priors,
-    }
-    tree = xr.DataTree.from_dict({f"/{name}": ds for name, ds in groups.items()})
-    tree.attrs = {
-        "bayesmix_format": FORMAT_NAME,
-        "bayesmix_format_version": FORMAT_VERSION,
-        "bayesmix_result_type": "EMResult",
-        "bayesmix_model": _dumps(declaration, "the declaration (model)"),
-        "bayesmix_settings": _dumps(result.settings, "settings"),
-        "bayesmix_priors": _dumps(result.priors, "the resolved priors"),
-        "bayesmix_fields": _dumps(fields, "result fields"),
-        "bayesmix_version": str(result.settings.get("versions", {}).get("bayesmix", "unknown")),
-    }
-    return tree
-
-
 def _info_attrs(result: MixtureResult) -> dict[str, Any]:
     """The posterior attributes of ``to_datatree`` for readers of the file (ArviZ, xarray),
     as netCDF attribute types; :func:`load` reads the JSON attributes instead."""
@@ -488,6 +450,13 @@ def _info_attrs(result: MixtureResult) -> dict[str, Any]:
 
 
 def _model_dict(model: Any) -> dict:
+    if isinstance(model, Mixture):
+        return {
+            "n_components": model.n_components,
+            "family": model.family.name,
+            "family_settings": model.family.settings(),
+            "priors": model.priors,
+        }
     priors = None
     if model.priors is not None:
         priors = {f.name: getattr(model.priors, f.name) for f in dataclasses.fields(Priors)}
@@ -498,9 +467,9 @@ def _model_dict(model: Any) -> dict:
     }
 
 
-def _priors_dict(priors: ResolvedPriors | None) -> dict | None:
-    if priors is None:
-        return None
+def _priors_dict(priors: ResolvedPriors | dict | None) -> dict | None:
+    if priors is None or isinstance(priors, dict):  # a family's priors are a dict already
+        return priors
     return {f.name: getattr(priors, f.name) for f in dataclasses.fields(ResolvedPriors)}
 
 
@@ -614,11 +583,17 @@ def load(path: str | os.PathLike) -> MixtureResult:
     raw_priors = loader.json_attr(attrs, "bayesmix_priors")
     if isinstance(raw_model, dict) and "family" in raw_model:
         model = _load_family_model(loader, raw_model)
-        return _load_family_em(loader, tree, model, settings, fields, raw_priors)
-    model = _load_model(loader, raw_model)
+        dims = {"weights": _PARAMETER_DIMS["weights"]} | {
+            name: ("chain", "draw", "component", *parameter_dims)
+            for name, parameter_dims in model.family.parameters.items()
+        }
+    else:
+        model = _load_model(loader, raw_model)
+        dims = _PARAMETER_DIMS
     posterior = loader.group(tree, "posterior")
     feature_names = loader.names(posterior, "posterior", "feature")
-    if loader.names(posterior, "posterior", "feature_") != feature_names:
+    needs_pairs = any("feature_" in d for d in dims.values())
+    if needs_pairs and loader.names(posterior, "posterior", "feature_") != feature_names:
         raise loader.fail("coordinate 'posterior/feature_'", "differs from 'posterior/feature'")
     sizes = {
         "chain": posterior.sizes.get("chain", 0),
@@ -633,12 +608,15 @@ def load(path: str | os.PathLike) -> MixtureResult:
         loader.index(posterior, "posterior", dim, sizes[dim])
     loader.index(posterior, "posterior", "component", model.n_components)
     arrays = {
-        name: loader.array(posterior, "posterior", name, dims, sizes)
-        for name, dims in _PARAMETER_DIMS.items()
+        name: loader.array(posterior, "posterior", name, variable_dims, sizes)
+        for name, variable_dims in dims.items()
     }
     if (arrays["weights"] < 0).any() or (arrays["weights"] > 1).any():
         raise loader.fail("variable 'posterior/weights'", "has values outside [0, 1]")
-    priors = _load_priors(loader, raw_priors, model, len(feature_names))
+    if isinstance(model, Mixture):
+        priors = _load_family_priors(loader, raw_priors, model)
+    else:
+        priors = _load_priors(loader, raw_priors, model, len(feature_names))
     if result_type == "EMResult":
         return _load_em(loader, tree, model, settings, fields, priors, feature_names, arrays, sizes)
     return _load_bayes(loader, tree, model, settings, fields, priors, feature_names, arrays, sizes)
@@ -660,8 +638,6 @@ def _read_tree(path: str) -> xr.DataTree:
 
 
 def _load_model(loader: _Loader, raw: Any):
-    from bayesmix.model import GaussianMixture
-
     raw = loader.mapping(raw, "model", required=("n_components", "covariance_type", "priors"))
     n_components = loader.integer(raw["n_components"], "model.n_components", minimum=1)
     covariance_type = raw["covariance_type"]
@@ -697,66 +673,21 @@ def _load_family_model(loader: _Loader, raw: dict) -> Mixture:
         raise loader.fail("model", f"is invalid: {_one_line(exc)}") from None
 
 
-def _load_family_em(loader: _Loader, tree, model: Mixture, settings, raw_fields, raw_priors):
-    """An EM/MAP result of a family declaration, every array checked against the
-    family's schema."""
-    posterior = loader.group(tree, "posterior")
-    feature_names = loader.names(posterior, "posterior", "feature")
-    sizes = {"chain": 1, "draw": 1, "component": model.n_components}
-    sizes.update(feature=len(feature_names), feature_=len(feature_names))
-    params = {
-        "weights": loader.array(
-            posterior, "posterior", "weights", _PARAMETER_DIMS["weights"], sizes
-        )
-    }
-    for name, dims in model.family.parameters.items():
-        params[name] = loader.array(
-            posterior, "posterior", name, ("chain", "draw", "component", *dims), sizes
-        )
-    if (params["weights"] < 0).any() or not np.isclose(params["weights"].sum(), 1.0):
-        raise loader.fail("variable 'posterior/weights'", "must be >= 0 and sum to 1")
-    fields = loader.mapping(
-        raw_fields,
-        "fields",
-        required=("n_obs", "log_likelihood", "log_max_resp", "converged", "n_iter"),
-    )
-    priors = None
-    if raw_priors is not None:
-        names = ("weight_concentration", *model.family.prior_defaults)
-        raw_priors = loader.mapping(raw_priors, "priors", required=names)
-        priors = {}
-        for name in names:
-            value = np.asarray(raw_priors[name])
-            if value.dtype.kind not in "iuf" or not np.isfinite(value).all():
-                raise loader.fail(f"priors.{name}", "must be finite numbers")
-            priors[name] = value.astype(float)
-    trace_ds = loader.group(tree, "fit_trace")
-    log_lik = loader.array(
-        trace_ds, "fit_trace", "log_likelihood", ("iteration",), {}, finite=False
-    )
-    log_post = None
-    if "log_posterior" in trace_ds.variables:
-        log_post = loader.array(
-            trace_ds, "fit_trace", "log_posterior", ("iteration",), {}, finite=False
-        )
-    if (log_post is None) != (priors is None):
-        raise loader.fail(
-            "group 'fit_trace'", "must have a log_posterior trace exactly when priors are stored"
-        )
-    return EMResult(
-        model=model,
-        params={name: value[0, 0] for name, value in params.items()},
-        feature_names=feature_names,
-        n_obs=loader.real(fields["n_obs"], "fields.n_obs"),
-        log_likelihood=loader.real(fields["log_likelihood"], "fields.log_likelihood"),
-        log_max_resp=loader.real(fields["log_max_resp"], "fields.log_max_resp"),
-        log_likelihood_trace=log_lik,
-        log_posterior_trace=log_post,
-        converged=loader.boolean(fields["converged"], "fields.converged"),
-        n_iter=loader.integer(fields["n_iter"], "fields.n_iter"),
-        priors=priors,
-        settings=settings,
-    )
+def _load_family_priors(loader: _Loader, raw: Any, model: Mixture) -> dict | None:
+    """A family's resolved priors: every hyperparameter, finite numbers."""
+    if raw is None:
+        return None
+    names = ("weight_concentration", *model.family.prior_defaults)
+    raw = loader.mapping(raw, "priors", required=names)
+    priors = {}
+    for name in names:
+        value = np.asarray(raw[name])
+        if value.dtype.kind not in "iuf" or not np.isfinite(value).all():
+            raise loader.fail(f"priors.{name}", "must be finite numbers")
+        priors[name] = value.astype(float)
+    if priors["weight_concentration"].shape != (model.n_components,):
+        raise loader.fail("priors.weight_concentration", f"must have {model.n_components} values")
+    return priors
 
 
 def _load_settings(loader: _Loader, raw: Any, result_type: str) -> dict:
@@ -834,14 +765,17 @@ def _load_em(loader, tree, model, settings, raw_fields, priors, feature_names, a
     log_max_resp = loader.real(fields["log_max_resp"], "fields.log_max_resp")
     if log_max_resp > 0:
         raise loader.fail("fields.log_max_resp", f"must be <= 0; got {log_max_resp}")
-    ds = loader.group(tree, "em_parameters")
-    natural = model.structure.natural_dims
-    params = Params(
-        loader.array(ds, "em_parameters", "weights", ("component",), sizes),
-        loader.array(ds, "em_parameters", "means", ("component", "feature"), sizes),
-        loader.array(ds, "em_parameters", "covariances", natural, sizes),
-        loader.array(ds, "em_parameters", "precisions_cholesky", natural, sizes),
-    )
+    if isinstance(model, Mixture):
+        params = {name: value[0, 0] for name, value in arrays.items()}
+    else:
+        ds = loader.group(tree, "em_parameters")
+        natural = model.structure.natural_dims
+        params = Params(
+            loader.array(ds, "em_parameters", "weights", ("component",), sizes),
+            loader.array(ds, "em_parameters", "means", ("component", "feature"), sizes),
+            loader.array(ds, "em_parameters", "covariances", natural, sizes),
+            loader.array(ds, "em_parameters", "precisions_cholesky", natural, sizes),
+        )
     trace_ds = loader.group(tree, "fit_trace")
     log_lik = loader.array(
         trace_ds, "fit_trace", "log_likelihood", ("iteration",), {}, finite=False
@@ -936,9 +870,7 @@ def _load_bayes(loader, tree, model, settings, raw_fields, priors, feature_names
     if has_elbo:
         trace = loader.group(tree, "fit_trace")
         elbo = loader.array(trace, "fit_trace", "elbo", ("iteration",), {}, finite=False)
-    posterior = parameters_dataset(
-        arrays["weights"], arrays["means"], arrays["covariances"], feature_names
-    )
+    posterior = model.posterior_from_draws(arrays, feature_names)
     return BayesResult(
         model=model,
         posterior=posterior,

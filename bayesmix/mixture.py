@@ -29,9 +29,17 @@ from bayesmix.validation import check_int
 
 __all__ = ["Mixture", "FAMILY_METHODS"]
 
-#: fit methods available for the non-Gaussian families
-FAMILY_METHODS = ("em", "map")
-_EM_OPTIONS = frozenset({"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by"})
+#: fit methods of the non-Gaussian families (the Bayesian ones for families with a PyMC
+#: parametrisation, ``family.supports_pymc``)
+FAMILY_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+_BAYES_COMMON = {"identify", "order_by", "random_state", "progressbar", "draws"}
+_OPTIONS = {
+    "em": frozenset({"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by"}),
+    "nuts": frozenset(_BAYES_COMMON | {"tune", "chains", "cores", "target_accept"}),
+    "advi": frozenset(_BAYES_COMMON | {"n", "learning_rate"}),
+}
+_OPTIONS["map"] = _OPTIONS["em"]
+_OPTIONS["fullrank_advi"] = _OPTIONS["advi"]
 
 
 @dataclass(frozen=True, eq=True)
@@ -104,7 +112,7 @@ class Mixture:
 
     def check_data(self, X: Any, n_features: int | None = None, name: str = "X") -> Data:
         """``X`` validated for this family (numbers, then the family's support)."""
-        data = as_data(X, name=name, n_features=n_features)
+        data = as_data(X, name=name, n_features=n_features, missing_hint=False)
         self.check_values(data.values, data.feature_names, name)
         return data
 
@@ -144,32 +152,47 @@ class Mixture:
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations in the family's support (counts for Poisson and negative
             binomial). Column names become the ``feature`` coordinate.
-        method : {"em", "map"}
+        method : {"em", "map", "nuts", "advi", "fullrank_advi"}
             ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
-            MAP-EM with the priors or their defaults.
+            MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
+            PyMC's NUTS; ``advi`` / ``fullrank_advi``: draws from PyMC's variational
+            approximations (the Bayesian methods for families with a PyMC
+            parametrisation: Poisson and negative binomial).
         **options
-            ``sample_weight`` (frequency weights), ``n_init`` (starts, default 10),
-            ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per observation
-            that counts as converged), ``random_state``, ``order_by`` (the feature
-            whose component means number the components; default the best-separated
-            one).
+            EM and MAP: ``sample_weight`` (frequency weights), ``n_init`` (starts,
+            default 10), ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per
+            observation that counts as converged), ``random_state``, ``order_by`` (the
+            feature whose component means number the components; default the
+            best-separated one).
+
+            NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
+            ``target_accept`` (0.8), ``identify`` (``"relabel"``: Stephens' relabelling
+            of the exchangeable model's draws, default; ``"none"``), ``order_by``,
+            ``random_state``, ``progressbar``. ADVI: ``n`` (30000 iterations at most,
+            stopped when the parameters settle), ``draws`` (1000), ``learning_rate``
+            (0.005), ``identify``, ``order_by``, ``random_state``, ``progressbar``.
+            Every chain or approximation starts at the MAP-EM estimate. The PyMC model
+            is compiled on every fit (tens of seconds on two cores).
 
         Returns
         -------
-        EMResult
+        EMResult or BayesResult
         """
-        from bayesmix.em.family import fit_family_em
-
         if not isinstance(method, str) or method not in FAMILY_METHODS:
             raise ValueError(
                 f"method must be one of {list(FAMILY_METHODS)} for the {self.family.name} "
                 f"family; got {method!r}."
             )
-        unknown = set(options) - _EM_OPTIONS
+        if method not in ("em", "map") and not self.family.supports_pymc:
+            raise ValueError(
+                f"method={method!r} is not available for the {self.family.name} family yet "
+                "(it has no PyMC parametrisation); use method='em' or 'map'."
+            )
+        unknown = set(options) - _OPTIONS[method]
         if unknown:
             raise TypeError(
                 f"unknown option(s) {sorted(unknown)} for method={method!r}; valid options: "
-                f"{sorted(_EM_OPTIONS)}."
+                f"{sorted(_OPTIONS[method])}."
             )
         data = self.check_data(X)
         if data.n_obs < self.n_components:
@@ -177,6 +200,16 @@ class Mixture:
                 f"X has {data.n_obs} rows; a mixture of {self.n_components} components "
                 f"needs at least {self.n_components}."
             )
+        if method == "nuts":
+            from bayesmix.bayes.family import fit_family_nuts
+
+            return fit_family_nuts(self, data, **options)
+        if method in ("advi", "fullrank_advi"):
+            from bayesmix.bayes.family import fit_family_vi
+
+            return fit_family_vi(self, data, method, **options)
+        from bayesmix.em.family import fit_family_em
+
         use_priors = method == "map" or self.priors is not None
         return fit_family_em(self, data, use_priors=use_priors, **options)
 
@@ -201,7 +234,7 @@ class Mixture:
 
     def point_posterior(self, params: Parameters, feature_names: tuple[str, ...]) -> xr.Dataset:
         """One estimate as a posterior with ``chain = draw = 1``."""
-        return self._dataset(
+        return self.posterior_from_draws(
             {name: value[None, None] for name, value in params.items()}, feature_names
         )
 
@@ -264,7 +297,11 @@ class Mixture:
         table.index.name = "component"
         return table
 
-    def _dataset(self, arrays: Parameters, feature_names: tuple[str, ...]) -> xr.Dataset:
+    def posterior_from_draws(
+        self, arrays: Parameters, feature_names: tuple[str, ...]
+    ) -> xr.Dataset:
+        """The posterior Dataset of draws ``(chain, draw, component, ...)`` of every
+        parameter."""
         n_chains, n_draws = arrays["weights"].shape[:2]
         sample = ("chain", "draw", "component")
         variables = {"weights": (sample, arrays["weights"])}

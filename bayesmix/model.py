@@ -381,6 +381,15 @@ class GaussianMixture:
             feature_names,
         )
 
+    def posterior_from_draws(
+        self, draws: dict[str, np.ndarray], feature_names: tuple[str, ...]
+    ) -> xr.Dataset:
+        """The posterior Dataset of ``weights``, ``means`` and full ``covariances``
+        draws ``(chain, draw, ...)`` (with the derived ``stds`` and ``correlations``)."""
+        return parameters_dataset(
+            draws["weights"], draws["means"], draws["covariances"], feature_names
+        )
+
     def draw_parameters(self, posterior: xr.Dataset) -> list[Params]:
         """Natural-form parameters of every draw, chains flattened."""
         flat = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)

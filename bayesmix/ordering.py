@@ -104,9 +104,14 @@ def permute_params(params: Params, perm: np.ndarray, shared_covariance: bool) ->
     return Params(params.weights[perm], params.means[perm], covariances, factors)
 
 
-def order_posterior(posterior: xr.Dataset, feature: int) -> xr.Dataset:
-    """Draws with components numbered by their posterior mean of ``feature``'s mean."""
-    means = posterior["means"].mean(("chain", "draw")).values
+def order_posterior(
+    posterior: xr.Dataset, feature: int, means: np.ndarray | None = None
+) -> xr.Dataset:
+    """Draws with components numbered by their posterior mean of ``feature``'s mean;
+    ``means`` ``(K, D)``: the posterior mean component means, when the posterior has no
+    ``means`` variable (count families' ``rates``)."""
+    if means is None:
+        means = posterior["means"].mean(("chain", "draw")).values
     perm = component_order(means, feature)
     if np.array_equal(perm, np.arange(perm.size)):
         return posterior

@@ -37,6 +37,7 @@ __all__ = [
     "identified_parameters",
     "parameter_draws",
     "sample_mixture",
+    "require_gaussian",
 ]
 
 
@@ -168,6 +169,19 @@ def sample_mixture(
         factors = chol[draw[rows], z[rows]]
         X[rows] = means[draw[rows], z[rows]] + np.einsum("nde,ne->nd", factors, eps[rows])
     return X, z
+
+
+def require_gaussian(result: MixtureResult, what: str) -> None:
+    """Raise ``ValueError`` when ``result`` is not of a Gaussian mixture (analyses not
+    yet written for other component families)."""
+    if "covariances" not in result.posterior:
+        family = result.model.declaration_attrs().get("family", "non-Gaussian")
+        raise ValueError(
+            f"{what}: available for Gaussian mixtures only so far; this result is of the "
+            f"{family} family. Its own methods work (predict_proba, score_samples, sample, "
+            "summary, to_datatree), as do bm.memberships, bm.point_partition and "
+            "bm.co_clustering."
+        )
 
 
 def package_versions() -> dict[str, str]:

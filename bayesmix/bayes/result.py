@@ -13,7 +13,7 @@ import xarray as xr
 from bayesmix.data import Data
 from bayesmix.exceptions import LabelSwitchingWarning, SamplerWarning
 from bayesmix.ordering import best_separated_feature, order_posterior
-from bayesmix.results import MixtureResult, parameters_dataset
+from bayesmix.results import MixtureResult
 from bayesmix.validation import DEFAULT_CI_PROB
 
 if TYPE_CHECKING:
@@ -89,8 +89,19 @@ class BayesResult(MixtureResult):
 
     @property
     def means(self) -> np.ndarray:
-        """Posterior mean component means ``(K, D)``."""
-        return self.posterior["means"].mean(("chain", "draw")).values
+        """Posterior mean of the component means ``E[x | k]`` ``(K, D)`` (for count
+        families the rates or means of every column)."""
+        return self._mean_draws.mean(("chain", "draw")).values
+
+    @cached_property
+    def _mean_draws(self) -> xr.DataArray:
+        """``E[x | k]`` per draw, dims ``(chain, draw, component, feature)``."""
+        return xr.DataArray(
+            self.model.component_means(self.posterior),
+            dims=("chain", "draw", "component", "feature"),
+            coords={dim: self.posterior[dim].values for dim in ("chain", "draw", "component")}
+            | {"feature": list(self.feature_names)},
+        )
 
     @property
     def covariances(self) -> np.ndarray:
@@ -116,12 +127,13 @@ class BayesResult(MixtureResult):
         n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
         shape = (n_chains * n_draws, self.data.n_obs, self.model.n_components)
         perms, sweeps = stephens_permutations(self.memberships().values.reshape(shape))
-        permuted = []
-        for name in ("weights", "means", "covariances"):
+        permuted = {}
+        for name in self.model.parameter_names:
             values = self.posterior[name].values
             flat = values.reshape((n_chains * n_draws,) + values.shape[2:])
-            permuted.append(apply_permutations(flat, perms, axis=1).reshape(values.shape))
-        posterior = parameters_dataset(*permuted, self.feature_names)
+            permuted[name] = apply_permutations(flat, perms, axis=1).reshape(values.shape)
+        posterior = self.model.posterior_from_draws(permuted, self.feature_names)
+        means = self.model.component_means(posterior).mean(axis=(0, 1))
         name = self.settings.get("order_feature")
         if name in self.feature_names:
             feature = self.feature_names.index(name)
@@ -130,7 +142,7 @@ class BayesResult(MixtureResult):
             feature = best_separated_feature(mean["means"].values, mean["covariances"].values)
         return BayesResult(
             model=self.model,
-            posterior=order_posterior(posterior, feature),
+            posterior=order_posterior(posterior, feature, means),
             data=self.data,
             priors=self.priors,
             sample_stats=self.sample_stats,
@@ -175,22 +187,15 @@ class BayesResult(MixtureResult):
         return xr.DataTree.from_dict({f"/{k}": v for k, v in groups.items()})
 
     def _posterior_predictive(self, random_state: Any) -> xr.Dataset:
-        from bayesmix.results import sample_mixture
         from bayesmix.validation import check_random_state
 
         rng = check_random_state(random_state)
-        flat = self.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         n_obs = self.data.n_obs
         replicates = []
-        for s in range(flat.sizes["sample"]):
-            X, _ = sample_mixture(
-                flat["weights"].values[s : s + 1],
-                flat["means"].values[s : s + 1],
-                flat["covariances"].values[s : s + 1],
-                n_obs,
-                rng,
-            )
-            replicates.append(X)
+        for chain in range(self.posterior.sizes["chain"]):
+            for draw in range(self.posterior.sizes["draw"]):
+                one = self.posterior.isel(chain=[chain], draw=[draw])
+                replicates.append(self.model.sample_posterior(one, n_obs, rng)[0])
         values = np.stack(replicates).reshape(
             self.posterior.sizes["chain"], self.posterior.sizes["draw"], n_obs, self.n_features
         )
@@ -344,8 +349,8 @@ class BayesResult(MixtureResult):
         post = self.posterior
         flat = np.concatenate(
             [
-                post[name].values.reshape(post.sizes["chain"], post.sizes["draw"], -1)
-                for name in ("weights", "means")
+                values.reshape(post.sizes["chain"], post.sizes["draw"], -1)
+                for values in (post["weights"].values, self._mean_draws.values)
             ],
             axis=-1,
         )
@@ -410,7 +415,7 @@ class BayesResult(MixtureResult):
     def _label_switching_problems(self) -> list[tuple[str, type[Warning]]]:
         from bayesmix.bayes.relabel import chain_permutations
 
-        chain_means = self.posterior["means"].mean("draw").values
+        chain_means = self._mean_draws.mean("draw").values
         scale = np.nanstd(self.data.values, axis=0)  # NaN: missing values
         perms = chain_permutations(chain_means, scale + 1e-300)
         identity = np.arange(self.model.n_components)
@@ -453,10 +458,9 @@ class BayesResult(MixtureResult):
                 facts.append(
                     (key.replace("_", " "), f"{value:.3g} s" if key == "fit_seconds" else value)
                 )
-        post = self.posterior
         table = pd.DataFrame({"weight": self.weights})
         for d, name in enumerate(self.feature_names):
-            draws = post["means"].isel(feature=d)
+            draws = self._mean_draws.isel(feature=d)
             table[f"mean[{name}]"] = draws.mean(("chain", "draw")).values
             table[f"posterior sd of mean[{name}]"] = draws.std(("chain", "draw")).values
         table.index.name = "component"

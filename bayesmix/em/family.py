@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayesmix.data import Data, check_sample_weight
+from bayesmix.em.convergence import ConvergenceTest
 from bayesmix.em.init import kmeans
 from bayesmix.em.stats import log_normalise
 from bayesmix.exceptions import ConvergenceWarning
@@ -58,7 +59,9 @@ def fit_family_em(
     max_iter : int
         Iterations per start.
     tol : float
-        Convergence: the objective's gain per (weighted) observation in one iteration.
+        Convergence: the objective's gain per (weighted) observation still to come,
+        projected by Aitken's acceleration (:class:`~bayesmix.em.convergence.ConvergenceTest`,
+        as for Gaussians).
     random_state : int, Generator or None
     order_by : str or int, optional
         Feature whose component means number the components (default: the
@@ -75,7 +78,8 @@ def fit_family_em(
     weights = check_sample_weight(sample_weight, data.n_obs)
     order_feature = resolve_order_by(order_by, data.feature_names)
     rng, seed_record = reproducible_rng(random_state)
-    priors = model.resolve_priors(data, weights) if use_priors else None
+    default_priors = model.resolve_priors(data, weights)
+    priors = default_priors if use_priors else None
     X = data.values
     prepared = model.family.prepare(X)
     runs = [
@@ -85,7 +89,7 @@ def fit_family_em(
             weights,
             priors,
             prepared,
-            _start(model, X, weights, prepared, rng),
+            _start(model, X, weights, prepared, default_priors, rng),
             max_iter,
             tol,
         )
@@ -136,8 +140,9 @@ def weights_step(mass: np.ndarray, concentration: np.ndarray | None) -> np.ndarr
     return unnormalised / unnormalised.sum()
 
 
-def _start(model: Mixture, X: np.ndarray, weights: np.ndarray, prepared: Any, rng) -> Parameters:
-    """Parameters fitted to the clusters of weighted k-means on the family's
+def _start(model: Mixture, X, weights, prepared, priors, rng) -> Parameters:
+    """MAP parameters (under the default priors, which keep a cluster of zeros off a
+    zero rate) of the clusters of weighted k-means on the family's
     :meth:`~bayesmix.families.base.ComponentFamily.start_transform` of ``X``."""
     n_components = model.n_components
     labels = kmeans(model.family.start_transform(X), weights, n_components, rng)
@@ -152,7 +157,7 @@ def _start(model: Mixture, X: np.ndarray, weights: np.ndarray, prepared: Any, rn
     )
     params = model.family.initial_parameters(X, centres, weights)
     stats = model.family.statistics(X, resp, params, prepared)
-    params = model.family.maximise(mass, stats, None, params, prepared)
+    params = model.family.maximise(mass, stats, priors, params, prepared)
     params["weights"] = np.full(n_components, 1.0 / n_components)
     return params
 
@@ -160,6 +165,7 @@ def _start(model: Mixture, X: np.ndarray, weights: np.ndarray, prepared: Any, rn
 def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
     """EM from ``params`` until the objective gains less than ``tol`` per observation."""
     family, total = model.family, weights.sum()
+    test = ConvergenceTest(total, tol, lagged=False, reference=0.0)
     concentration = None if priors is None else priors["weight_concentration"]
     log_likelihood, trace, converged = [], [], False
     for n_iter in range(max_iter + 1):
@@ -169,7 +175,7 @@ def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
             0.0 if priors is None else model.log_prior(params, priors)
         )
         trace.append(objective)
-        if n_iter > 0 and abs(trace[-1] - trace[-2]) <= tol * total:
+        if n_iter > 0 and abs(test.change(trace)) < tol:
             converged = True
             break
         if n_iter == max_iter:

@@ -14,6 +14,7 @@ import numpy as np
 
 from bayesmix.covariance import CovarianceStructure, variance_rounding
 from bayesmix.data import Data, check_sample_weight
+from bayesmix.em.convergence import ConvergenceTest
 from bayesmix.em.degeneracy import collapse_reasons, feature_resolution, warn_degenerate
 from bayesmix.em.init import INIT_METHODS, initial_responsibilities, nearest
 from bayesmix.em.missing import (
@@ -53,8 +54,6 @@ __all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
 # keeps scikit-learn's (tol 1e-3 on the last change, 100 iterations, one k-means start,
 # absolute reg_covar).
 EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
-# a step of the objective within this many eps of its size is rounding: converged
-ROUNDING_STEPS = 1000
 # iterations every start gets before only the best continue (see _best_run)
 SCREEN_ITER = 20
 # iterations between two looks for a collapsing component (see _run_em)
@@ -342,7 +341,7 @@ def _best_run(
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.em.distributed`).
     """
-    test = _ConvergenceTest(total_weight, tol, lagged, reference)
+    test = ConvergenceTest(total_weight, tol, lagged, reference)
     judge = judge if priors is None else None
     n_runs = 1 if _explicit(init) else n_init
     screened_starts = init == "auto" and not lagged and n_runs > 1
@@ -500,41 +499,6 @@ def _objective(run: EMRun, lagged: bool = False) -> float:
         run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
     )
     return float(trace[-2] if lagged and len(trace) > 1 else trace[-1])
-
-
-@dataclass(frozen=True)
-class _ConvergenceTest:
-    """When a run has converged: ``|change| / total_weight < tol``.
-
-    By default the change is the gain still to come, projected by Aitken's
-    acceleration from the last three objectives (Böhning et al. 1994; McNicholas et al.
-    2010): EM converges linearly, ``L_{k+1} - L_k ~ a (L_k - L_{k-1})``, so the limit is
-    ``L_k + (L_k - L_{k-1}) a / (1 - a)``; a run stops when that gain, not just the last
-    step, is below ``tol`` per unit of weight (where the steps do not shrink, ``a >= 1``,
-    it does not stop unless the step is at rounding level). ``lagged``: the change of the
-    iteration before the newest (scikit-learn's; the objective before the start is
-    ``reference`` per unit of weight).
-    """
-
-    total_weight: float
-    tol: float
-    lagged: bool
-    reference: float
-
-    def change(self, trace: list[float]) -> float:
-        """The change per unit of weight that decides, ``trace`` ending with the
-        objective after the newest M-step."""
-        if self.lagged:
-            before = trace[-3] / self.total_weight if len(trace) > 2 else self.reference
-            return trace[-2] / self.total_weight - before
-        step = trace[-1] - trace[-2]
-        rounding = ROUNDING_STEPS * np.finfo(float).eps * max(abs(trace[-1]), self.total_weight)
-        if len(trace) < 3 or step <= rounding:  # also a decrease: rounding at the optimum
-            return step / self.total_weight
-        previous = trace[-2] - trace[-3]
-        rate = step / previous if previous > 0 else np.inf
-        gain = step * rate / (1.0 - rate) if 0.0 <= rate < 1.0 else np.inf
-        return max(step, gain) / self.total_weight
 
 
 def _report(callback, index, total_weight, n_iter, objective, change, converged, done):

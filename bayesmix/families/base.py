@@ -149,6 +149,19 @@ class ComponentFamily(ABC):
     ) -> np.ndarray:
         """One row per entry of ``components`` from that component, ``(n, D)``."""
 
+    # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
+    #: whether :meth:`pymc_parameters` and :meth:`pymc_log_density` are defined
+    supports_pymc: ClassVar[bool] = False
+
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """Inside a ``pm.Model`` with dims ``component`` and ``feature``: one random
+        variable per parameter, named as in :attr:`parameters`, with the priors."""
+        raise NotImplementedError
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        """``log p(x_n | theta_k)`` as a PyTensor ``(n_obs, K)`` expression."""
+        raise NotImplementedError
+
 
 class CountFamily(ComponentFamily):
     """A family of non-negative integer counts: checks the support and starts EM from

@@ -182,6 +182,35 @@ class NegativeBinomial(CountFamily):
         mu, alpha = params["means"][components], params["dispersions"][components]
         return rng.negative_binomial(alpha, alpha / (alpha + mu)).astype(float)
 
+    supports_pymc = True
+
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        import pymc as pm
+
+        dims = ("component", "feature")
+        shape = priors["mean_shape"]
+        means = pm.Gamma("means", alpha=shape, beta=shape / priors["mean_mean"], dims=dims)
+        dispersions = pm.LogNormal(
+            "dispersions",
+            mu=priors["dispersion_log_loc"],
+            sigma=priors["dispersion_log_scale"],
+            dims=dims,
+        )
+        return {"means": means, "dispersions": dispersions}
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        import pytensor.tensor as pt
+
+        mu, alpha = params["means"], params["dispersions"]
+        log_total = pt.log(alpha + mu)
+        rising = pt.gammaln(X[:, None, :] + alpha[None]) - pt.gammaln(alpha)[None]
+        return (
+            X @ (pt.log(mu) - log_total).T
+            + (alpha * (pt.log(alpha) - log_total)).sum(axis=1)
+            + rising.sum(axis=2)
+            - pt.gammaln(X + 1.0).sum(axis=1)[:, None]
+        )
+
 
 def _log_rising_factorials(X: np.ndarray, alpha: np.ndarray, prepared: CountHistogram):
     """``sum_d lgamma(x_nd + a_kd) - lgamma(a_kd) - lgamma(x_nd + 1)``, shape

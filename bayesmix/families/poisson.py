@@ -47,8 +47,8 @@ class Poisson(CountFamily):
     >>> X = np.concatenate([rng.poisson(2.0, (300, 1)), rng.poisson(12.0, (200, 1))])
     >>> em = bm.Mixture(2, bm.families.Poisson()).fit(X, random_state=0)
     >>> em.parameters["rates"].round(1)
-    array([[ 2. ],
-           [11.9]])
+    array([[ 2.1],
+           [12.1]])
     """
 
     name = "poisson"
@@ -120,6 +120,24 @@ class Poisson(CountFamily):
         self, params: Parameters, components: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         return rng.poisson(params["rates"][components]).astype(float)
+
+    supports_pymc = True
+
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        import pymc as pm
+
+        shape = priors["rate_shape"]
+        rates = pm.Gamma(
+            "rates", alpha=shape, beta=shape / priors["rate_mean"], dims=("component", "feature")
+        )
+        return {"rates": rates}
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        import pytensor.tensor as pt
+
+        rates = params["rates"]
+        row_constant = pt.gammaln(X + 1.0).sum(axis=1)
+        return X @ pt.log(rates).T - rates.sum(axis=1) - row_constant[:, None]
 
 
 def log_gamma_density(value: np.ndarray, shape: np.ndarray, mean: np.ndarray) -> np.ndarray:
