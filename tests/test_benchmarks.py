@@ -80,3 +80,16 @@ def test_real_data_benchmark_record_and_table(capsys):
     real_data.table({"iris/gibbs": record, "iris/reference": {**record, **dnf}})
     out = capsys.readouterr().out
     assert "| iris | gibbs |" in out and "did not finish" in out and "> " in out
+
+
+def test_families_benchmark_runs_every_family(capsys):
+    """The quick case is a smoke test: its timings are too short to mean anything."""
+    import numpy as np
+
+    from benchmarks import families
+
+    rows = families.main(["--quick"])
+    assert {row["family"] for row in rows} == set(families.TARGETS)
+    for row in rows:
+        assert np.isfinite([row["reference_ms"], row["family_ms"], row["ratio"]]).all()
+    assert "ratio" in capsys.readouterr().out
