@@ -369,10 +369,10 @@ class StudentT(ComponentFamily):
         lower = np.linalg.cholesky(scales)  # (K, D, D)
         eye = np.broadcast_to(np.eye(means.shape[1]), scales.shape)
         inverse = np.linalg.solve(lower, eye)  # L^-1 per component
-        # z_nk = L_k^-1 (x_n - mu_k): one product per component for all rows at once
-        z = np.einsum("kij,nj->nki", inverse, X) - np.einsum("kij,kj->ki", inverse, means)
+        # z_kn = L_k^-1 (x_n - mu_k): one BLAS product per component for all rows at once
+        z = X @ np.swapaxes(inverse, 1, 2) - (inverse @ means[..., None])[..., 0][:, None, :]
         log_det = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
-        return (z**2).sum(axis=2), log_det
+        return (z**2).sum(axis=2).T, log_det
 
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
         """Multivariate t log densities ``(n_obs, K)`` (``prepared`` is not needed)."""
