@@ -94,7 +94,7 @@ class _MixtureDraws:
 
     @classmethod
     def from_result(cls, result: MixtureResult) -> _MixtureDraws:
-        require_gaussian(result, "density, marginal densities and anomaly scores")
+        require_gaussian(result, "this analysis")
         flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         return cls(flat["weights"].values, flat["means"].values, flat["covariances"].values)
 
@@ -134,6 +134,37 @@ class _MixtureDraws:
     def log_density(self, X: np.ndarray, draws: slice) -> np.ndarray:
         """``log p(x_n | theta_s)``, shape ``(n, S_b)``."""
         return _logsumexp(self.log_joint(X, draws), axis=1)
+
+
+class _FamilyDraws:
+    """The draws of a non-Gaussian family's result, evaluated through the declaration's
+    log joint (:meth:`bayesmix.Mixture.log_joint`), one draw at a time (vectorised over
+    rows and components); the same interface as :class:`_MixtureDraws`."""
+
+    def __init__(self, result: MixtureResult) -> None:
+        self.model = result.model
+        self.params = result.model.draw_parameters(result.posterior)
+        self.n_draws = len(self.params)
+        self.n_components = result.model.n_components
+        self.n_features = result.n_features
+
+    def log_joint(self, X: np.ndarray, draws: slice) -> np.ndarray:
+        """``log w_k + log p(x_n | theta_k)`` per draw, shape ``(n, K, S_b)``."""
+        start, stop, _ = draws.indices(self.n_draws)
+        return np.stack(
+            [self.model.log_joint(X, self.params[s]) for s in range(start, stop)], axis=-1
+        )
+
+    def log_density(self, X: np.ndarray, draws: slice) -> np.ndarray:
+        """``log p(x_n | theta_s)``, shape ``(n, S_b)``."""
+        return _logsumexp(self.log_joint(X, draws), axis=1)
+
+
+def _draws(result: MixtureResult) -> _MixtureDraws | _FamilyDraws:
+    """The evaluator of ``result``'s draws: Gaussian kernels, or the family's density."""
+    if "covariances" in result.posterior:
+        return _MixtureDraws.from_result(result)
+    return _FamilyDraws(result)
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
@@ -248,7 +279,9 @@ def as_points(result: MixtureResult, X: Any, name: str = "X") -> Data:
     ValueError
         Wrong number of features, or named columns that differ from the fitted ones.
     """
-    return _same_columns(as_data(X, name=name, n_features=result.n_features), result, name)
+    data = as_data(X, name=name, n_features=result.n_features)
+    result.model.check_values(data.values, data.feature_names, name)
+    return _same_columns(data, result, name)
 
 
 def _same_columns(data, result: MixtureResult, name: str):
@@ -294,7 +327,7 @@ def log_density_draws(result: MixtureResult, X: Any) -> xr.DataArray:
     """
     result = _check_result(result)
     data = as_points(result, X)
-    draws = _MixtureDraws.from_result(result)
+    draws = _draws(result)
     values = np.empty((draws.n_draws, data.n_obs))
     for block, log_p in _iter_log_density(draws, data.values):
         values[block] = log_p.T
@@ -363,7 +396,7 @@ def density(
     ci_prob = check_ci_prob(ci_prob)
     log = _check_bool(log, "log")
     data = as_points(result, X)
-    draws = _MixtureDraws.from_result(result)
+    draws = _draws(result)
     summary = _summarise(draws, data.values, ci_prob)
     values = {
         "density": summary["log_mean"],
@@ -438,6 +471,7 @@ def marginal_density(
     ``density`` is label-invariant.
     """
     result = _check_result(result)
+    require_gaussian(result, "marginal_density")
     ci_prob = check_ci_prob(ci_prob)
     index = feature_index(result, feature)
     if grid is None:
@@ -454,7 +488,7 @@ def marginal_density(
         if not np.isfinite(grid).all():
             raise ValueError("grid contains NaN or infinite values; pass finite points.")
     flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
-    means = flat["means"].values[:, :, index : index + 1]
+    means = flat["means"].values[:, :, index : index + 1]  # Gaussian (checked above)
     variances = flat["covariances"].values[:, :, index, index][..., None, None]
     draws = _MixtureDraws(flat["weights"].values, means, variances)
     summary = _summarise(draws, grid[:, None], ci_prob, components=True)
@@ -744,7 +778,7 @@ def anomaly_scores(
         ref = as_points(result, reference, name="reference")
     data = ref if X is None else as_points(result, X)
     same = data is ref
-    draws = _MixtureDraws.from_result(result)
+    draws = _draws(result)
     n_ref, n_obs = ref.n_obs, data.n_obs
     acc_ref = np.full(n_ref, -np.inf)
     acc_obs = np.full(0 if same else n_obs, -np.inf)
@@ -851,7 +885,7 @@ def _dask_anomaly_scores(
 ) -> AnomalyScores:
     from bayesmix.em.distributed import blockwise_quantiles
 
-    draws = _MixtureDraws.from_result(result)
+    draws = _draws(result)
     per_draw = draws.n_draws > 1
     if _is_dask(reference):
         ref = _dask_points(result, reference, "reference")

@@ -179,8 +179,8 @@ def require_gaussian(result: MixtureResult, what: str) -> None:
         raise ValueError(
             f"{what}: available for Gaussian mixtures only so far; this result is of the "
             f"{family} family. Its own methods work (predict_proba, score_samples, sample, "
-            "summary, to_datatree), as do bm.memberships, bm.point_partition and "
-            "bm.co_clustering."
+            "summary, to_datatree), as do bm.memberships, bm.point_partition, "
+            "bm.co_clustering, bm.density and bm.anomaly_scores."
         )
 
 

@@ -128,15 +128,24 @@ def test_bayes_methods_need_a_pymc_parametrisation():
         bm.Mixture(2, bm.families.Poisson()).fit([[1], [2], [3]], method="nuts", identify="x")
 
 
-def test_gaussian_only_analyses_say_so(counts):
+def test_analyses_of_a_family_result(counts):
+    """density and anomaly scores use the family's mass function; the Gaussian-only
+    analyses say so."""
+    from scipy.special import logsumexp
+
     em = bm.Mixture(2, bm.families.Poisson()).fit(counts, random_state=0)
+    rates, weights = em.parameters["rates"], em.weights
+    per_component = [stats.poisson.logpmf(counts, rates[k]).sum(axis=1) for k in range(2)]
+    expected = np.exp(logsumexp(np.log(weights) + np.stack(per_component, axis=1), axis=1))
+    np.testing.assert_allclose(bm.density(em, counts)["density"].values, expected, rtol=1e-10)
+    scores = bm.anomaly_scores(em, counts, reference=counts)
+    np.testing.assert_allclose(scores.to_dataframe()["score"], -np.log(expected), rtol=1e-10)
+    with pytest.raises(ValueError, match="non-negative integer counts"):
+        bm.density(em, [[1.5, 2.0]])
     message = "available for Gaussian mixtures only so far; this result is of the poisson"
     with pytest.raises(ValueError, match=message):
-        bm.density(em, counts[:5])
-    with pytest.raises(ValueError, match=message):
-        bm.anomaly_scores(em, counts, reference=counts)
+        bm.marginal_density(em, 0)
     with pytest.raises(ValueError, match=message):
         bm.compare(em, em, X=counts)
-    # the analyses written against the shared result methods work
     assert bm.memberships(em, counts).probabilities.shape == (counts.shape[0], 2)
     assert bm.co_clustering(em, counts).shape == (counts.shape[0], counts.shape[0])

@@ -183,7 +183,7 @@ def check_counts(
         row, col = np.argwhere(bad)[0]
         raise ValueError(
             f"{name} must hold non-negative integer counts for the {family} family; "
-            f"column {feature_names[col]!r} has {values[row, col]!r} at row {row}. Use a "
+            f"column {feature_names[col]!r} has {values[row, col]:g} at row {row}. Use a "
             f"Gaussian or Student-t family for continuous data."
         )
 
