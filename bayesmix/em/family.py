@@ -111,7 +111,7 @@ def fit_family_em(
             stacklevel=3,
         )
     params = _ordered(model, best["params"], order_feature)
-    log_norm, log_resp = log_normalise(model.log_joint(X, params))
+    log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
     settings = {
         "method": "map" if use_priors else "em",
         "family": model.family.name,
