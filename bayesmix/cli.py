@@ -22,6 +22,9 @@ __all__ = ["cli", "main", "read_data"]
 
 FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+# the non-Gaussian families by name (bayesmix.families.FAMILIES; kept here so --help does
+# not import the package)
+FAMILY_NAMES = ("poisson", "negative_binomial", "student_t")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
@@ -749,6 +752,7 @@ Examples:
   bayesmix select data.csv
   bayesmix select data.csv --components 1-8 --covariance full,diag,tied --out selection.csv
   bayesmix select data.csv --components 2,3,4 --method em,nuts --draws 500
+  bayesmix select counts.csv --components 1-4 --family poisson,negative_binomial
 """
 )
 @DATA_ARGUMENT
@@ -764,9 +768,17 @@ Examples:
     "--covariance",
     "covariances",
     type=_ChoiceList(COVARIANCE_TYPES, "covariance type"),
-    default="full",
-    show_default=True,
-    help="Covariance structure(s), comma-separated.",
+    default=None,
+    help="Gaussian covariance structure(s), comma-separated [default: full, or none when "
+    "--family is given].",
+)
+@click.option(
+    "--family",
+    "families",
+    type=_ChoiceList(FAMILY_NAMES, "family"),
+    default=None,
+    help="Other component families to compare, comma-separated: poisson, negative_binomial "
+    "(counts), student_t (heavy tails); compared by the same criteria.",
 )
 @click.option(
     "--method",
@@ -794,7 +806,8 @@ Examples:
 def select(
     data: Path,
     components: list[int],
-    covariances: list[str],
+    covariances: list[str] | None,
+    families: list[str] | None,
     methods: list[str],
     out: Path | None,
     plot: Path | None,
@@ -845,7 +858,8 @@ def select(
         m: {k: v for k, v in o.items() if k not in ("random_state", "n_init")}
         for m, o in options.items()
     }
-    n_fits = len(components) * len(covariances) * len(methods)
+    declarations = (len(covariances) if covariances else 0 if families else 1) + len(families or ())
+    n_fits = len(components) * declarations * len(methods)
     click.echo(
         f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
         f"({', '.join(frame.columns)}); {n_fits} fits, seed {seed} ...",
@@ -858,6 +872,7 @@ def select(
             components,
             covariance_types=covariances,
             methods=methods,
+            families=[bm.families.FAMILIES[name]() for name in families or ()],
             n_init=n_init,
             random_state=seed,
             fit_options=fit_options,

@@ -213,6 +213,10 @@ class Mixture:
         use_priors = method == "map" or self.priors is not None
         return fit_family_em(self, data, use_priors=use_priors, **options)
 
+    def fit_options(self, method: str) -> frozenset[str]:
+        """The options :meth:`fit` takes with ``method``."""
+        return _OPTIONS[method]
+
     # -- the mixture's math as the shared result interface uses it -------------------
     @property
     def parameter_names(self) -> tuple[str, ...]:

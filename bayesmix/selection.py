@@ -288,7 +288,8 @@ def select_components(
     families : sequence of component families, optional
         Other component families to compare (:mod:`bayesmix.families`, e.g.
         ``[bm.families.Poisson(), bm.families.NegativeBinomial()]``), fitted by
-        :class:`bayesmix.Mixture` with their default priors for ``map``; their rows
+        :class:`bayesmix.Mixture` with their default priors for ``map`` (and without the
+        ``fit_options`` only Gaussian fits take, such as NUTS' ``mass_matrix``); their rows
         carry the family's name in the ``covariance_type`` column (``"poisson"``, or
         with its settings, ``"student_t(dof=5)"``). A ``Gaussian(covariance_type)``
         entry adds that covariance type. Information criteria compare families fitted
@@ -356,7 +357,11 @@ def select_components(
             if family is None
             else Mixture(k, family)
         )
-        row, fit, error = _fit_one(model, data, key, int(seed), n_init, options[method])
+        method_options = options[method]
+        if family is not None:  # options only the Gaussian fits take are left out
+            allowed = model.fit_options(method)
+            method_options = {k: v for k, v in method_options.items() if k in allowed}
+        row, fit, error = _fit_one(model, data, key, int(seed), n_init, method_options)
         rows.append(row)
         fits[key] = fit
         if error is not None:

@@ -453,3 +453,30 @@ def test_one_nuts_fit_is_one_set_of_draws_everywhere(tmp_path):
         assert float(console[0]) == pytest.approx(summary["r_hat"].max(), abs=5e-4)
     means = saved.means[:, saved.feature_names.index(saved.settings["order_feature"])]
     assert np.all(np.diff(means) > 0)  # numbered by the rule after relabelling too
+
+
+def test_select_compares_count_families(tmp_path):
+    rng = np.random.default_rng(0)
+    counts = np.concatenate([rng.poisson(1.0, 150), rng.poisson(7.0, 100)])
+    path = tmp_path / "counts.csv"
+    pd.DataFrame({"count": counts}).to_csv(path, index=False)
+    out = tmp_path / "table.csv"
+    result = run(
+        "select",
+        path,
+        "-k",
+        "1-3",
+        "--family",
+        "poisson,negative_binomial",
+        "--seed",
+        "0",
+        "--out",
+        out,
+    )
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table["covariance_type"]) == {"poisson", "negative_binomial"}
+    assert len(table) == 6 and (table["status"] == "ok").all()
+    assert "full" not in set(table["covariance_type"])  # no Gaussian rows unless asked
+    bad = run("select", path, "--family", "gamma")
+    assert bad.exit_code != 0 and "poisson" in bad.output
