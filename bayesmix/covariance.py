@@ -30,7 +30,13 @@ from bayesmix.em import kernels
 from bayesmix.em.kernels import n_chunks_for
 from bayesmix.exceptions import DegenerateComponentWarning
 
-__all__ = ["CovarianceStructure", "get_structure", "STRUCTURES", "variance_rounding"]
+__all__ = [
+    "CovarianceStructure",
+    "get_structure",
+    "inverse_wishart_logpdf",
+    "STRUCTURES",
+    "variance_rounding",
+]
 
 LOG_2PI = np.log(2.0 * np.pi)
 # eps times this many, times mean^2, is how far a variance of values of size |mean| may sit
@@ -285,7 +291,7 @@ def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     return np.swapaxes(inverse, -1, -2)
 
 
-def _inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
+def inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
     """Inverse-Wishart log density of ``cov = inv(U U^T)`` for each ``U`` in the batch."""
     n_features = scale.shape[-1]
     log_det_cov = -2.0 * np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
@@ -456,10 +462,10 @@ class Full(CovarianceStructure):
         return whitened.reshape(len(X), n_components, n_features).sum(axis=-1)
 
     def log_prior(self, cov, dof, scale):
-        return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
+        return float(inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
 
     def log_prior_draws(self, cov, prec_chol, dof, scale):
-        return _inverse_wishart_logpdf(prec_chol, dof, scale).sum(axis=-1)
+        return inverse_wishart_logpdf(prec_chol, dof, scale).sum(axis=-1)
 
     def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
         scatter = _scatter_about(sum_xx, sum_x, mass, means)
@@ -556,10 +562,10 @@ class Tied(CovarianceStructure):
         return np.maximum(dist, 0.0)
 
     def log_prior(self, cov, dof, scale):
-        return float(_inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
+        return float(inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
 
     def log_prior_draws(self, cov, prec_chol, dof, scale):
-        return _inverse_wishart_logpdf(prec_chol, dof, scale)
+        return inverse_wishart_logpdf(prec_chol, dof, scale)
 
     def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
         cross = sum_x.T @ means

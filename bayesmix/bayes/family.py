@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayesmix.bayes.fit import resolve_seed, show_progress
+from bayesmix.bayes.fit import identified_result, resolve_seed, show_progress
 from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
 from bayesmix.ordering import resolve_order_by
@@ -52,10 +52,16 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     return pm_model
 
 
-def _start(model: Mixture, data: Data, seed: int):
-    """The MAP-EM estimate (the chains' start) and the resolved priors."""
+def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
+    """The checks every method shares, then the MAP-EM start: ``(progressbar, seed,
+    start, priors, started)``."""
+    check_choice(identify, "identify", IDENTIFY)
+    resolve_order_by(order_by, data.feature_names)
+    progressbar = show_progress(progressbar)
+    seed = resolve_seed(random_state)
+    started = time.perf_counter()
     em = model.fit(data, method="map", random_state=seed, n_init=5)
-    return em.parameters, em.priors
+    return progressbar, seed, em.parameters, em.priors, started
 
 
 def fit_family_nuts(
@@ -80,12 +86,9 @@ def fit_family_nuts(
     target_accept = check_float(target_accept, "target_accept", minimum=0.0, inclusive=False)
     if target_accept >= 1:
         raise ValueError(f"target_accept must be < 1; got {target_accept}.")
-    identify = check_choice(identify, "identify", IDENTIFY)
-    resolve_order_by(order_by, data.feature_names)
-    progressbar = show_progress(progressbar)
-    seed = resolve_seed(random_state)
-    started = time.perf_counter()
-    start, priors = _start(model, data, seed)
+    progressbar, seed, start, priors, started = _prepare(
+        model, data, identify, order_by, random_state, progressbar
+    )
     import pymc as pm
 
     with build_family_pymc(model, data, priors):
@@ -143,12 +146,9 @@ def fit_family_vi(
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, inclusive=False)
-    identify = check_choice(identify, "identify", IDENTIFY)
-    resolve_order_by(order_by, data.feature_names)
-    progressbar = show_progress(progressbar)
-    seed = resolve_seed(random_state)
-    started = time.perf_counter()
-    start, priors = _start(model, data, seed)
+    progressbar, seed, start, priors, started = _prepare(
+        model, data, identify, order_by, random_state, progressbar
+    )
     with build_family_pymc(model, data, priors):
         kind = pm.ADVI if method == "advi" else pm.FullRankADVI
         inference = kind(start=start, random_seed=seed)
@@ -189,16 +189,7 @@ def _result(model, data, priors, tree, settings, order_by, started, sample_stats
         variances = model.family.component_variances(mean)
         feature = best_separated_feature(means, variances[..., None] * np.eye(means.shape[1]))
     settings.update(order_feature=data.feature_names[feature])
-    result = BayesResult(
-        model=model,
-        posterior=order_posterior(dataset, feature, means),
-        data=data,
-        priors=priors,
-        sample_stats=sample_stats,
-        elbo=elbo,
-        settings=settings,
-    )
-    if settings["identify"] == "relabel" and model.n_components > 1:
-        result = result.relabel()
+    posterior = order_posterior(dataset, feature, means)
+    result = identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
     result.settings["fit_seconds"] = time.perf_counter() - started
     return result

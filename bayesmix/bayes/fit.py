@@ -42,6 +42,7 @@ __all__ = [
     "IDENTIFICATIONS",
     "clear_compiled_models",
     "posterior_result",
+    "identified_result",
     "progress_bar",
     "show_progress",
     "resolve_seed",
@@ -916,6 +917,20 @@ def posterior_result(
     posterior = parameters_dataset(weights, means, covariances, data.feature_names)
     if settings["identify"] == "none":  # ordered draws follow the rule; relabel() applies it
         posterior = order_posterior(posterior, data.feature_names.index(settings["order_feature"]))
+    return identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
+
+
+def identified_result(
+    model: Any,
+    data: Data,
+    priors: Any,
+    posterior: xr.Dataset,
+    settings: dict,
+    sample_stats: xr.Dataset | None = None,
+    elbo: np.ndarray | None = None,
+) -> BayesResult:
+    """The :class:`BayesResult` of ``posterior``, relabelled when
+    ``settings["identify"]`` is ``"relabel"`` (any declaration: Gaussian or family)."""
     result = BayesResult(
         model=model,
         posterior=posterior,

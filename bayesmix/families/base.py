@@ -32,6 +32,7 @@ __all__ = [
     "Parameters",
     "check_counts",
     "positive_hyperparameter",
+    "real_hyperparameter",
 ]
 
 Parameters = dict[str, np.ndarray]
@@ -188,18 +189,27 @@ def check_counts(
         )
 
 
-def positive_hyperparameter(given: Mapping[str, Any], key: str, default: Any, n_features: int):
-    """``given[key]`` (or ``default``) as a positive ``(D,)`` array; ``ValueError``
-    naming the prior otherwise."""
+def real_hyperparameter(given: Mapping[str, Any], key: str, default: Any, n_features: int):
+    """``given[key]`` (or ``default``) as a finite ``(D,)`` array; ``ValueError`` naming
+    the prior otherwise."""
     value = given.get(key)
     value = default if value is None else value
     try:
         array = np.broadcast_to(np.asarray(value, dtype=float), (n_features,)).copy()
     except (TypeError, ValueError):
         raise ValueError(
-            f"priors[{key!r}] must be a positive number or one per feature ({n_features}); "
-            f"got {value!r}."
+            f"priors[{key!r}] must be a number or one per feature ({n_features}); got {value!r}."
         ) from None
-    if not np.isfinite(array).all() or (array <= 0).any():
-        raise ValueError(f"priors[{key!r}] must be finite and > 0; got {value!r}.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"priors[{key!r}] must be finite; got {value!r}.")
+    return array
+
+
+def positive_hyperparameter(given: Mapping[str, Any], key: str, default: Any, n_features: int):
+    """:func:`real_hyperparameter`, and > 0."""
+    array = real_hyperparameter(given, key, default, n_features)
+    if (array <= 0).any():
+        raise ValueError(
+            f"priors[{key!r}] must be finite and > 0; got {given.get(key, default)!r}."
+        )
     return array

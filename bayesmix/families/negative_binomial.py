@@ -33,6 +33,7 @@ from bayesmix.families.base import (
     CountFamily,
     Parameters,
     positive_hyperparameter,
+    real_hyperparameter,
 )
 from bayesmix.families.poisson import PRIOR_MEAN_FLOOR, RATE_FLOOR, log_gamma_density
 
@@ -81,18 +82,7 @@ class NegativeBinomial(CountFamily):
     ) -> dict[str, np.ndarray]:
         n_features = X.shape[1]
         data_mean = np.maximum(weights @ X / weights.sum(), PRIOR_MEAN_FLOOR)
-        loc = given.get("dispersion_log_loc")
-        try:
-            loc = np.broadcast_to(
-                np.asarray(DISPERSION_LOG_LOC if loc is None else loc, dtype=float), (n_features,)
-            ).copy()
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"priors['dispersion_log_loc'] must be a number or one per feature "
-                f"({n_features}); got {loc!r}."
-            ) from None
-        if not np.isfinite(loc).all():
-            raise ValueError("priors['dispersion_log_loc'] must be finite.")
+        loc = real_hyperparameter(given, "dispersion_log_loc", DISPERSION_LOG_LOC, n_features)
         return {
             "mean_shape": positive_hyperparameter(given, "mean_shape", 2.0, n_features),
             "mean_mean": positive_hyperparameter(given, "mean_mean", data_mean, n_features),

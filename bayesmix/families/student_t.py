@@ -56,9 +56,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import digamma, gammaln, multigammaln, polygamma
+from scipy.special import digamma, gammaln, polygamma
 
-from bayesmix.families.base import ComponentFamily, Parameters, positive_hyperparameter
+from bayesmix.covariance import get_structure, inverse_wishart_logpdf
+from bayesmix.families.base import (
+    ComponentFamily,
+    Parameters,
+    positive_hyperparameter,
+    real_hyperparameter,
+)
 
 __all__ = ["StudentT", "DOF_BOUNDS"]
 
@@ -172,18 +178,7 @@ class StudentT(ComponentFamily):
         data_var = weights @ (X - data_mean) ** 2 / weights.sum()
         spread = data_var > 0
         data_var = np.where(spread, data_var, data_var[spread].mean() if spread.any() else 1.0)
-        loc = given.get("mean_loc")
-        try:
-            loc = np.broadcast_to(
-                np.asarray(data_mean if loc is None else loc, dtype=float), (n_features,)
-            ).copy()
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"priors['mean_loc'] must be a number or one per feature ({n_features}); "
-                f"got {loc!r}."
-            ) from None
-        if not np.isfinite(loc).all():
-            raise ValueError("priors['mean_loc'] must be finite.")
+        loc = real_hyperparameter(given, "mean_loc", data_mean, n_features)
         default_dof = n_features + 2.0 if self._full else 3.0
         scale_dof = given.get("scale_dof")
         scale_dof = default_dof if scale_dof is None else scale_dof
@@ -231,7 +226,8 @@ class StudentT(ComponentFamily):
         means = (-0.5 * z**2 - np.log(priors["mean_scale"]) - 0.5 * np.log(2 * np.pi)).sum()
         scale_dof, scale_scale = float(priors["scale_dof"]), priors["scale_scale"]
         if self._full:
-            scales = _inverse_wishart_logpdf(params["scales"], scale_dof, scale_scale).sum()
+            factors = get_structure("full").precision_cholesky(params["scales"])
+            scales = inverse_wishart_logpdf(factors, scale_dof, scale_scale).sum()
         else:
             shape, rate = 0.5 * scale_dof, 0.5 * scale_scale
             var = params["scales"]
@@ -427,22 +423,6 @@ def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> floa
     if not np.isfinite(number) or number <= 0:
         raise ValueError(f"priors[{key!r}] must be finite and > 0; got {value!r}.")
     return number
-
-
-def _inverse_wishart_logpdf(cov: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
-    """Inverse-Wishart log density of each matrix in ``cov`` ``(K, D, D)``."""
-    n_features = scale.shape[-1]
-    lower = np.linalg.cholesky(cov)
-    log_det_cov = 2.0 * np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(-1)
-    trace = np.trace(np.linalg.solve(cov, np.broadcast_to(scale, cov.shape)), axis1=-2, axis2=-1)
-    _, log_det_scale = np.linalg.slogdet(scale)
-    return (
-        0.5 * dof * log_det_scale
-        - 0.5 * dof * n_features * np.log(2.0)
-        - multigammaln(0.5 * dof, n_features)
-        - 0.5 * (dof + n_features + 1) * log_det_cov
-        - 0.5 * trace
-    )
 
 
 def _dof_step(
