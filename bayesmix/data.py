@@ -12,7 +12,7 @@ import xarray as xr
 __all__ = ["Data", "as_data", "check_sample_weight"]
 
 # Squares of larger values overflow float64 in the second moments.
-_MAX_ABS_VALUE = 1e150
+MAX_ABS_VALUE = 1e150
 # The same for float32 data (kept float32 by the scikit-learn estimator; the E-step kernels
 # then sum squares of up to 64 rows in float32).
 _MAX_ABS_FLOAT32 = 1e17
@@ -241,7 +241,7 @@ def _check_values(
                 f"{row}, column {data.feature_names[col]!r}; drop or impute them before "
                 f"fitting{hint}."
             )
-    limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else _MAX_ABS_VALUE
+    limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else MAX_ABS_VALUE
     if max(-low, high) > limit:
         raise ValueError(
             f"{name} has values larger than {limit:g} in magnitude, whose squares overflow "

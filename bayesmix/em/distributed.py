@@ -2,7 +2,7 @@
 
 The E-step's statistics add up over blocks of rows (:mod:`bayesmix.em.stats`), so EM on a
 chunked :class:`dask.array.Array` is the in-memory loop of :mod:`bayesmix.em.fit`
-(``_best_run`` / ``_run_em``) with another ``estep``: every chunk's
+(``best_run`` / ``_run_em``) with another ``estep``: every chunk's
 :func:`~bayesmix.em.stats.e_step` runs where the chunk lives, the
 :class:`~bayesmix.em.stats.SufficientStats` (``K x D x D`` numbers) are summed in a tree
 of fixed shape, and only that sum reaches the client; one :func:`dask.compute` per
@@ -46,17 +46,17 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from bayesmix.data import _MAX_ABS_VALUE, check_numeric_columns, check_sample_weight
+from bayesmix.data import MAX_ABS_VALUE, check_numeric_columns, check_sample_weight
 from bayesmix.em.degeneracy import collapse_reasons, feature_resolution
 from bayesmix.em.fit import (
     EM_DEFAULTS,
-    _best_run,
-    _check_init,
-    _em_result,
-    _user_params,
+    best_run,
+    check_init,
+    em_result,
     em_settings,
     regularisation,
     start_method,
+    user_params,
 )
 from bayesmix.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
 from bayesmix.em.stats import (
@@ -706,9 +706,9 @@ def _check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
             f"column {data.feature_names[col]!r}; drop or impute them before fitting (e.g. "
             "X = X[da.isfinite(X).all(axis=1)].compute_chunk_sizes())."
         )
-    if scan.max_abs > _MAX_ABS_VALUE:
+    if scan.max_abs > MAX_ABS_VALUE:
         raise ValueError(
-            f"X has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
+            f"X has values larger than {MAX_ABS_VALUE:g} in magnitude, whose squares "
             "overflow float64; rescale the data (e.g. standardise the columns)."
         )
     if scan.n_bad_weights:
@@ -870,7 +870,7 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
     structure = model.structure
     if isinstance(init, Mapping):
         assigned = partial(source.assigned_stats, shift=shift, structure=structure)
-        return _user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
+        return user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
     if init == "random":
         stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
     else:
@@ -929,7 +929,7 @@ def fit_em_dask(
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
-    _check_init(init)
+    check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
     resolve_order_by(order_by, data.feature_names)  # before any pass over the data
     weights = _dask_weights(sample_weight, data)
@@ -952,7 +952,7 @@ def fit_em_dask(
             resolution=feature_resolution(scan.sample, scan.sample_weight),
             n_obs=scan.total_weight,
         )
-        best = _best_run(
+        best = best_run(
             lambda index: _initial_params(
                 _dask_start(init, index, n_init),
                 source,
@@ -976,7 +976,7 @@ def fit_em_dask(
         )
     finally:
         source.close()
-    return _em_result(
+    return em_result(
         model,
         best,
         shift,
