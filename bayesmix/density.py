@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.covariance import jittered_cholesky
-from bayesmix.data import Data, as_data
+from bayesmix.data import Data, as_dask_data, as_data, is_dask_input
 from bayesmix.results import MixtureResult, require_gaussian
 from bayesmix.validation import DEFAULT_CI_PROB, check_bool, check_ci_prob, check_int
 
@@ -801,11 +801,7 @@ def anomaly_scores(
 
 
 def _is_dask(X: Any) -> bool:
-    if X is None:
-        return False
-    from bayesmix.em.distributed import is_dask_input
-
-    return is_dask_input(X)
+    return X is not None and is_dask_input(X)
 
 
 def _score_columns(x: np.ndarray, draws: _MixtureDraws, per_draw: bool) -> Iterator:
@@ -846,8 +842,6 @@ def _finite_rows(x: Any) -> np.ndarray:
 def _dask_points(result: MixtureResult, X: Any, name: str):
     """:func:`as_points` for Dask input: the fitted feature count and, when both are
     named, the fitted feature names."""
-    from bayesmix.em.distributed import as_dask_data
-
     return _same_columns(as_dask_data(X, name=name, n_features=result.n_features), result, name)
 
 

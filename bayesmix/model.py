@@ -11,7 +11,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.covariance import CovarianceStructure, get_structure
-from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
 from bayesmix.em.missing import marginal_log_joint
 from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint
 from bayesmix.priors import Priors, ResolvedPriors
@@ -23,9 +23,12 @@ from bayesmix.results import (
 )
 from bayesmix.validation import check_int, check_random_state
 
-__all__ = ["GaussianMixture", "FIT_METHODS"]
+__all__ = ["GaussianMixture", "FIT_METHODS", "EM_METHODS", "BAYES_METHODS"]
 
-FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
+# Point estimates (maximum likelihood or MAP EM) and posterior approximations (MCMC, VI).
+EM_METHODS = ("em", "map")
+BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
+FIT_METHODS = EM_METHODS + BAYES_METHODS
 _COVARIANCE_WORDS = {
     "full": "one unrestricted covariance per component",
     "tied": "one covariance shared by all components",
@@ -216,7 +219,7 @@ class GaussianMixture:
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
-        if _is_dask(X):
+        if is_dask_input(X):
             return _fit_dask(self, X, method, options)
         missing = _missing_policy(X, options.pop("missing", None))
         data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
@@ -572,12 +575,6 @@ def check_options(options: dict[str, Any], allowed: frozenset[str], method: str)
             f"{sorted(allowed)}."
         )
     return options
-
-
-def _is_dask(X: Any) -> bool:
-    from bayesmix.em.distributed import is_dask_input
-
-    return is_dask_input(X)
 
 
 def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> MixtureResult:
