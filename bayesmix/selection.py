@@ -33,7 +33,7 @@ from bayesmix.em.stats import log_normalise
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.families import ComponentFamily, Gaussian
 from bayesmix.mixture import Mixture
-from bayesmix.model import FIT_METHODS, GaussianMixture
+from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 COVARIANCE_TYPES = tuple(STRUCTURES)
-EM_METHODS = ("em", "map")
-BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
 EM_CRITERIA = ("bic", "aic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)
