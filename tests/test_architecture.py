@@ -78,8 +78,9 @@ def _scan(name: str, path: Path) -> tuple[list[Import], list[AttributeUse]]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     imports: list[Import] = []
     aliases: dict[str, str] = {}  # local name -> bayesmix module it is bound to
-    type_only = _type_checking_imports(tree)
-    for node in ast.walk(tree):
+    nodes = list(ast.walk(tree))  # one walk: it is most of the check's time
+    type_only = _type_checking_imports(nodes)
+    for node in nodes:
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if alias.name == PACKAGE or alias.name.startswith(PACKAGE + "."):
@@ -104,7 +105,7 @@ def _scan(name: str, path: Path) -> tuple[list[Import], list[AttributeUse]]:
                         Import(name, source, alias.name, node.lineno, id(node) in type_only)
                     )
     uses: list[AttributeUse] = []
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
             dotted = _dotted(node.value, aliases)
             if dotted is not None and dotted != name:
@@ -118,10 +119,10 @@ def _is_type_checking(test: ast.expr) -> bool:
     )
 
 
-def _type_checking_imports(tree: ast.AST) -> set[int]:
+def _type_checking_imports(nodes: list[ast.AST]) -> set[int]:
     """``id()`` of the import statements inside ``if TYPE_CHECKING:`` blocks."""
     found: set[int] = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             for statement in node.body:
                 for inner in ast.walk(statement):
