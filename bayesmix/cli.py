@@ -645,7 +645,7 @@ def fit(
     as that fit is done, so a later fit that fails or is interrupted loses nothing
     finished.
     """
-    import bayesmix as bm
+    from bayesmix.model import GaussianMixture
     from bayesmix.report import feature_ranking, fit_methods, write_report
 
     frame, info, messages = read_data(
@@ -664,7 +664,7 @@ def fit(
         f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
         f"({', '.join(frame.columns)}) from {data}"
     )
-    model = bm.GaussianMixture(components, covariance)
+    model = GaussianMixture(components, covariance)
     options = method_options(
         methods,
         draws=draws,
@@ -830,7 +830,9 @@ def select(
     model-selection table: BIC, AIC and ICL for EM fits (lower is better), PSIS-LOO for
     posterior fits (higher elpd is better), with the best model of each method marked.
     """
-    import bayesmix as bm
+    from bayesmix.exceptions import BayesmixWarning
+    from bayesmix.families import FAMILIES
+    from bayesmix.selection import select_components
 
     frame, _, messages = read_data(
         data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values
@@ -866,19 +868,19 @@ def select(
         err=True,
     )
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", bm.BayesmixWarning)
-        selection = bm.select_components(
+        warnings.simplefilter("always", BayesmixWarning)
+        selection = select_components(
             frame,
             components,
             covariance_types=covariances,
             methods=methods,
-            families=[bm.families.FAMILIES[name]() for name in families or ()],
+            families=[FAMILIES[name]() for name in families or ()],
             n_init=n_init,
             random_state=seed,
             fit_options=fit_options,
         )
     for message in dict.fromkeys(
-        _one_line(w.message) for w in caught if issubclass(w.category, bm.BayesmixWarning)
+        _one_line(w.message) for w in caught if issubclass(w.category, BayesmixWarning)
     ):
         click.echo(f"Warning: {message}", err=True)
     click.echo(repr(selection))

@@ -69,8 +69,22 @@ def _labels(labels: Any, name: str) -> np.ndarray:
     return array
 
 
-def _result_data(result: Any, X: Any, caller: str) -> Data:
-    """Validated observations for ``result``: ``X``, or a Bayesian result's training data."""
+def result_data(result: Any, X: Any, caller: str) -> Data:
+    """Validated observations for ``result``: ``X``, or a Bayesian result's training data.
+
+    Parameters
+    ----------
+    result : MixtureResult
+        A fitted result.
+    X : array-like or None
+        Observations; None takes the result's training data (Bayesian results keep it).
+    caller : str
+        The public function's name, used in error messages.
+
+    Returns
+    -------
+    Data
+    """
     if not isinstance(result, MixtureResult):
         raise TypeError(
             f"result must be a fitted mixture (the return value of GaussianMixture.fit); "
@@ -259,7 +273,7 @@ def memberships(
     negligible distance outside them. Probabilities of all draws of a block of
     observations are held at once (blocks of about 64 MB).
     """
-    data = _result_data(result, X, "memberships")
+    data = result_data(result, X, "memberships")
     ci_prob = check_ci_prob(ci_prob)
     threshold = _check_threshold(threshold)
     n_obs, n_components, n_draws = data.n_obs, result.model.n_components, result.n_draws
@@ -383,7 +397,7 @@ def co_clustering(result: MixtureResult, X: Any = None, *, max_obs: int = MAX_OB
     xarray.DataArray
         Dims ``(obs, obs_)`` with the observation labels as coordinates.
     """
-    data = _result_data(result, X, "co_clustering")
+    data = result_data(result, X, "co_clustering")
     _check_size(data.n_obs, max_obs)
     psm, _, _, _ = _psm_pass(result, data, keep_draw_labels=False)
     return _psm_array(psm, data, result.n_draws)
@@ -827,7 +841,7 @@ def point_partition(
         Clusters are named after the mixture component they share most observations
         with (by the mean memberships); clusters without one get ``K, K + 1, ...``.
     """
-    data = _result_data(result, X, "point_partition")
+    data = result_data(result, X, "point_partition")
     loss = check_choice(loss, "loss", LOSSES)
     max_candidates = check_int(max_candidates, "max_candidates")
     n_components = result.model.n_components

@@ -247,8 +247,19 @@ def _scatter_about(sum_xx, sum_x, mass, means):
     )
 
 
-def _cholesky(cov: np.ndarray) -> np.ndarray:
-    """Batched lower Cholesky factor; adds growing jitter to components that fail."""
+def jittered_cholesky(cov: np.ndarray) -> np.ndarray:
+    """Batched lower Cholesky factor; adds growing jitter to components that fail.
+
+    Parameters
+    ----------
+    cov : numpy.ndarray of shape (..., D, D)
+        Covariance matrices.
+
+    Returns
+    -------
+    numpy.ndarray of shape (..., D, D)
+        Lower factors ``L`` with ``L @ L.T`` equal to ``cov`` (plus jitter where needed).
+    """
     try:
         return np.linalg.cholesky(cov)
     except np.linalg.LinAlgError:
@@ -284,7 +295,7 @@ def _cholesky(cov: np.ndarray) -> np.ndarray:
 
 def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
-    lower = _cholesky(cov)
+    lower = jittered_cholesky(cov)
     inverse = np.empty_like(lower)
     for index in np.ndindex(lower.shape[:-2]):  # per matrix, never per row
         inverse[index], _ = dtrtri(lower[index], lower=1)
@@ -640,7 +651,7 @@ class Diag(CovarianceStructure):
         cov = np.asarray(cov, dtype=float)
         singular = ~(cov > 0)
         if singular.any():
-            # As _cholesky does for matrices: a tiny variance relative to the component.
+            # As jittered_cholesky does for matrices: a tiny variance relative to the component.
             jitter = np.maximum(np.abs(cov).mean(axis=-1, keepdims=True), 1.0) * 1e-12
             cov = np.where(singular, np.broadcast_to(jitter, cov.shape), cov)
             warnings.warn(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -9,10 +10,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-__all__ = ["Data", "as_data", "check_sample_weight"]
+from bayesmix.exceptions import RechunkWarning
+
+__all__ = ["DaskData", "Data", "as_dask_data", "as_data", "check_sample_weight", "is_dask_input"]
 
 # Squares of larger values overflow float64 in the second moments.
-_MAX_ABS_VALUE = 1e150
+MAX_ABS_VALUE = 1e150
 # The same for float32 data (kept float32 by the scikit-learn estimator; the E-step kernels
 # then sum squares of up to 64 rows in float32).
 _MAX_ABS_FLOAT32 = 1e17
@@ -241,7 +244,7 @@ def _check_values(
                 f"{row}, column {data.feature_names[col]!r}; drop or impute them before "
                 f"fitting{hint}."
             )
-    limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else _MAX_ABS_VALUE
+    limit = _MAX_ABS_FLOAT32 if data.values.dtype == np.float32 else MAX_ABS_VALUE
     if max(-low, high) > limit:
         raise ValueError(
             f"{name} has values larger than {limit:g} in magnitude, whose squares overflow "
@@ -279,3 +282,177 @@ def check_sample_weight(sample_weight: Any, n_obs: int) -> np.ndarray:
     if weights.sum() <= 0:
         raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
     return weights
+
+
+# -- Dask input (converted lazily; Dask is imported only when such input arrives) -------
+
+_INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
+
+
+def is_dask_input(X: Any) -> bool:
+    """Whether ``X`` is a Dask collection (array, DataFrame, Series) or a Dask-backed
+    :class:`xarray.DataArray` / :class:`xarray.Dataset`; Dask itself is not imported."""
+    if type(X).__module__.startswith("dask"):
+        return hasattr(X, "__dask_graph__")
+    if isinstance(X, xr.DataArray):
+        return X.chunks is not None
+    if isinstance(X, xr.Dataset):
+        return bool(X.chunks)
+    return False
+
+
+@dataclass(frozen=True)
+class DaskData:
+    """Validated-shape Dask observations (values are checked by the scan of a fit).
+
+    Attributes
+    ----------
+    array : dask.array.Array
+        Float64, shape ``(n_obs, n_features)``, known row chunks, one chunk of columns.
+    feature_names : tuple of str
+    """
+
+    array: Any
+    feature_names: tuple[str, ...]
+
+    @property
+    def n_obs(self) -> int:
+        return int(self.array.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.array.shape[1])
+
+    @property
+    def row_chunks(self) -> tuple[int, ...]:
+        return tuple(int(c) for c in self.array.chunks[0])
+
+
+def import_dask():
+    try:
+        import dask
+        import dask.array as da
+    except ImportError:  # pragma: no cover - dask is installed wherever Dask input exists
+        raise ImportError(f"Dask input needs the dask package; {_INSTALL_HINT}.") from None
+    return dask, da
+
+
+def as_dask_data(
+    X: Any, *, name: str = "X", n_features: int | None = None, min_obs: int = 1
+) -> DaskData:
+    """Convert Dask input to a float64 Dask array chunked along rows only, lazily.
+
+    Parameters
+    ----------
+    X : dask.array.Array, dask.dataframe.DataFrame or Series, or Dask-backed
+        xarray.DataArray (dims ``(obs, feature)``) or xarray.Dataset (one 1-D variable per
+        feature)
+    name : str
+        Argument name used in error messages.
+    n_features : int, optional
+        Required number of features.
+    min_obs : int
+        Smallest acceptable number of rows.
+
+    Returns
+    -------
+    DaskData
+
+    Raises
+    ------
+    TypeError
+        Non-numeric data or an unsupported type.
+    ValueError
+        Wrong dimensionality, unknown chunk sizes, too few rows or a feature count
+        different from ``n_features``.
+
+    Notes
+    -----
+    A Dask DataFrame's partition lengths are computed (one pass over its index) because
+    EM needs to know where every chunk starts. A Dask array with unknown chunk sizes is
+    refused with the fix (``X.compute_chunk_sizes()``). Chunks along the feature axis are
+    merged with ``X.rechunk({1: -1})`` and a :class:`RechunkWarning`.
+    """
+    _, da = import_dask()
+    array, features = _dask_values(X, name)
+    if array.ndim != 2:
+        hint = " For a single feature use X.reshape(-1, 1)." if array.ndim == 1 else ""
+        raise ValueError(
+            f"{name} must be 2-D with shape (n_obs, n_features); got {array.ndim}-D shape "
+            f"{array.shape}.{hint}"
+        )
+    if array.dtype.kind == "c":
+        raise TypeError(f"{name} is complex; bayesmix needs real-valued data.")
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be numeric; got dtype {array.dtype}. Convert or encode the values "
+            "as numbers first."
+        )
+    if any(np.isnan(c) for c in array.chunks[0]) or np.isnan(array.shape[1]):
+        raise ValueError(
+            f"{name} has unknown chunk sizes (NaN in {name}.chunks), e.g. after boolean "
+            f"indexing; compute them first with {name} = {name}.compute_chunk_sizes(), or "
+            "for a Dask DataFrame pass the DataFrame itself or ddf.to_dask_array(lengths=True)."
+        )
+    if array.shape[1] == 0:
+        raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
+    if len(array.chunks[1]) > 1:
+        warnings.warn(
+            f"{name} is chunked along the feature axis ({len(array.chunks[1])} column "
+            "chunks); bayesmix rechunked it to whole rows, which regroups the data on every "
+            f"pass. Chunk by rows only upstream, e.g. {name} = {name}.rechunk({{1: -1}}).",
+            RechunkWarning,
+            stacklevel=4,
+        )
+        array = array.rechunk({1: -1})
+    if array.dtype != np.float64:
+        array = array.astype(np.float64)
+    if features is None:
+        features = tuple(f"x{i}" for i in range(array.shape[1]))
+    if n_features is not None and array.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {array.shape[1]} features but the model was fitted on "
+            f"{n_features}; pass data with the same columns as at fit time."
+        )
+    if array.shape[0] < min_obs:
+        raise ValueError(
+            f"{name} has {array.shape[0]} rows but at least {min_obs} are needed"
+            + (" (one per component)." if min_obs > 1 else ".")
+        )
+    del da
+    return DaskData(array, features)
+
+
+def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
+    """The Dask array behind ``X`` and its feature names (None: default names)."""
+    if isinstance(X, xr.Dataset):
+        names = list(X.data_vars)
+        bad = [v for v in names if X[v].ndim != 1]
+        if not names or bad:
+            raise ValueError(
+                f"{name} as an xarray.Dataset needs one 1-D variable per feature along the "
+                f"observation dim; got variables {names} with dims "
+                f"{[X[v].dims for v in names]}. Or pass a 2-D DataArray (obs, feature)."
+            )
+        X = X[names].to_dataarray(dim="feature").transpose(X[names[0]].dims[0], "feature")
+        X = X.chunk({"feature": -1})  # one chunk per variable from the stacking: merge them
+    if isinstance(X, xr.DataArray):
+        if X.ndim != 2:
+            raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {X.dims}.")
+        feature_dim = X.dims[1]
+        features = (
+            tuple(str(f) for f in X.coords[feature_dim].values) if feature_dim in X.coords else None
+        )
+        _, da = import_dask()
+        return da.asarray(X.data), features
+    if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
+        frame = X.to_frame() if not hasattr(X, "columns") else X
+        check_numeric_columns(frame, name)
+        features = tuple(str(c) for c in frame.columns)
+        return frame.to_dask_array(lengths=True), features
+    if hasattr(X, "rechunk") and hasattr(X, "chunks"):  # dask.array.Array
+        return X, None
+    raise TypeError(
+        f"{name}: unsupported Dask collection {type(X).__name__}; pass a dask.array.Array, "
+        "a dask DataFrame of numeric columns or a Dask-backed xarray.DataArray."
+    )

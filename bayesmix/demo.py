@@ -49,23 +49,25 @@ def run_demo(
     ReportFiles
         The paths written; ``.html`` is the report.
     """
-    import bayesmix as bm
+    from bayesmix.datasets import load_faithful
+    from bayesmix.model import GaussianMixture
     from bayesmix.report import fit_methods, write_report
+    from bayesmix.selection import select_components
     from bayesmix.validation import check_int
 
     seed = check_int(seed, "seed", minimum=0)
-    X = bm.datasets.load_faithful()
+    X = load_faithful()
     echo(f"Old Faithful: {X.shape[0]} eruptions, features {', '.join(X.columns)}")
 
     echo("Choosing K by BIC over EM fits with K = 1..4 (full covariance) ...")
-    selection = bm.select_components(X, range(1, 5), "full", "em", n_init=5, random_state=seed)
+    selection = select_components(X, range(1, 5), "full", "em", n_init=5, random_state=seed)
     table = selection.table.xs(("em", "full"), level=("method", "covariance_type"))
     for k, row in table.iterrows():
         echo(f"  K={k}: log-likelihood {row['log_likelihood']:9.2f}   BIC {row['bic']:8.2f}")
     k_best = int(selection.best.loc["em", "n_components"])
     echo(f"  BIC chooses K={k_best}")
 
-    model = bm.GaussianMixture(k_best, "full")
+    model = GaussianMixture(k_best, "full")
     nuts = {"chains": 2, "draws": 300, "tune": 300} if quick else {"chains": 4, "draws": 1000}
     options = {"em": {"n_init": 5}, "gibbs": {"chains": 4}, "nuts": nuts, "advi": {}}
     methods = ["em", "nuts"] if quick else ["em", "gibbs", "nuts", "advi"]

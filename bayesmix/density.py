@@ -21,10 +21,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.covariance import _cholesky
-from bayesmix.data import Data, as_data
+from bayesmix.covariance import jittered_cholesky
+from bayesmix.data import Data, as_dask_data, as_data, is_dask_input
 from bayesmix.results import MixtureResult, require_gaussian
-from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob, check_int
+from bayesmix.validation import DEFAULT_CI_PROB, check_bool, check_ci_prob, check_int
 
 __all__ = [
     "AnomalyScores",
@@ -77,7 +77,7 @@ class _MixtureDraws:
             self.means = np.ascontiguousarray(means.transpose(2, 1, 0))
             log_det = np.log(inv_std).sum(-1)
         else:
-            lower = _cholesky(covariances)
+            lower = jittered_cholesky(covariances)
             eye = np.broadcast_to(np.eye(n_features), lower.shape)
             # W = inv(L), so the whitened point is W (x - mu); solve rather than invert.
             whiten = np.linalg.solve(lower, eye)  # (S, K, E, D)
@@ -224,19 +224,29 @@ def _iter_log_density(draws: _MixtureDraws, X: np.ndarray) -> Iterator[tuple[sli
 # validation helpers
 
 
-def _check_result(result: Any) -> MixtureResult:
+def check_result(result: Any) -> MixtureResult:
+    """Return ``result`` if it is a fitted bayesmix result.
+
+    Parameters
+    ----------
+    result : Any
+        The value passed as ``result`` to a density or anomaly function.
+
+    Returns
+    -------
+    MixtureResult
+
+    Raises
+    ------
+    TypeError
+        ``result`` is not an :class:`~bayesmix.results.MixtureResult`.
+    """
     if not isinstance(result, MixtureResult):
         raise TypeError(
             "result must be a fitted bayesmix result (EMResult or BayesResult from "
             f"GaussianMixture.fit); got {type(result).__name__}."
         )
     return result
-
-
-def _check_bool(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r}.")
-    return bool(value)
 
 
 def feature_index(result: MixtureResult, feature: Any) -> int:
@@ -297,7 +307,18 @@ def _same_columns(data, result: MixtureResult, name: str):
     return data
 
 
-def _training_data(result: MixtureResult) -> Data | None:
+def training_data(result: MixtureResult) -> Data | None:
+    """The observations a result was fitted to, when it keeps them.
+
+    Parameters
+    ----------
+    result : MixtureResult
+
+    Returns
+    -------
+    Data or None
+        The result's ``data`` attribute; None when it keeps no training data.
+    """
     data = getattr(result, "data", None)
     return data if isinstance(data, Data) else None
 
@@ -325,7 +346,7 @@ def log_density_draws(result: MixtureResult, X: Any) -> xr.DataArray:
         Dims ``(chain, draw, obs)``. This holds ``S * N`` numbers; :func:`density`
         summarises over draws without keeping them all.
     """
-    result = _check_result(result)
+    result = check_result(result)
     data = as_points(result, X)
     draws = _draws(result)
     values = np.empty((draws.n_draws, data.n_obs))
@@ -392,9 +413,9 @@ def density(
     >>> bool((bands["lower"] <= bands["upper"]).all())
     True
     """
-    result = _check_result(result)
+    result = check_result(result)
     ci_prob = check_ci_prob(ci_prob)
-    log = _check_bool(log, "log")
+    log = check_bool(log, "log")
     data = as_points(result, X)
     draws = _draws(result)
     summary = _summarise(draws, data.values, ci_prob)
@@ -420,7 +441,7 @@ def _default_grid(result: MixtureResult, index: int, n_grid: int) -> np.ndarray:
     hi = float(np.quantile(means + 4.0 * stds, 0.99))
     lo = min(lo, float((means - 4.0 * stds).mean(axis=(0, 1)).min()))
     hi = max(hi, float((means + 4.0 * stds).mean(axis=(0, 1)).max()))
-    data = _training_data(result)
+    data = training_data(result)
     if data is not None:
         column = data.values[:, index]
         lo, hi = min(lo, column.min()), max(hi, column.max())
@@ -470,7 +491,7 @@ def marginal_density(
     labels are identified (EM, ordered fits, or ``BayesResult.relabel()``); the total
     ``density`` is label-invariant.
     """
-    result = _check_result(result)
+    result = check_result(result)
     require_gaussian(result, "marginal_density")
     ci_prob = check_ci_prob(ci_prob)
     index = feature_index(result, feature)
@@ -762,12 +783,12 @@ def anomaly_scores(
     >>> scores.n_anomalies
     14
     """
-    result = _check_result(result)
+    result = check_result(result)
     level = _check_level(quantile, contamination)
     if _is_dask(X) or _is_dask(reference):
         return _dask_anomaly_scores(result, X, reference, level)
     if reference is None:
-        ref = _training_data(result)
+        ref = training_data(result)
         if ref is None:
             raise ValueError(
                 f"reference is required for a {type(result).__name__}, which does not store "
@@ -814,11 +835,7 @@ def anomaly_scores(
 
 
 def _is_dask(X: Any) -> bool:
-    if X is None:
-        return False
-    from bayesmix.em.distributed import is_dask_input
-
-    return is_dask_input(X)
+    return X is not None and is_dask_input(X)
 
 
 def _score_columns(x: np.ndarray, draws: _MixtureDraws, per_draw: bool) -> Iterator:
@@ -859,8 +876,6 @@ def _finite_rows(x: Any) -> np.ndarray:
 def _dask_points(result: MixtureResult, X: Any, name: str):
     """:func:`as_points` for Dask input: the fitted feature count and, when both are
     named, the fitted feature names."""
-    from bayesmix.em.distributed import as_dask_data
-
     return _same_columns(as_dask_data(X, name=name, n_features=result.n_features), result, name)
 
 
@@ -896,7 +911,7 @@ def _dask_anomaly_scores(
         reference_score = ref_lazy[0]
     else:
         if reference is None:
-            ref = _training_data(result)
+            ref = training_data(result)
             if ref is None:
                 raise ValueError(
                     f"reference is required for a {type(result).__name__}, which does not "

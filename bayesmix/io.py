@@ -36,9 +36,9 @@ from bayesmix.data import Data
 from bayesmix.em.stats import Params
 from bayesmix.families import FAMILIES
 from bayesmix.mixture import Mixture
-from bayesmix.model import GaussianMixture
+from bayesmix.model import BAYES_METHODS, EM_METHODS, GaussianMixture
 from bayesmix.priors import Priors, ResolvedPriors
-from bayesmix.results import EMResult, MixtureResult
+from bayesmix.results import EMResult, MixtureResult, register_writer
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
 
@@ -53,8 +53,6 @@ _PARAMETER_DIMS = {
     "means": ("chain", "draw", "component", "feature"),
     "covariances": ("chain", "draw", "component", "feature", "feature_"),
 }
-_EM_METHODS = ("em", "map")
-_BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 # dtype kinds that JSON-tagged numpy values, observation names and sample statistics may have
 _NUMERIC_KINDS = "biuf"
 _JSON_ARRAY_KINDS = "biufU"
@@ -693,7 +691,7 @@ def _load_family_priors(loader: _Loader, raw: Any, model: Mixture) -> dict | Non
 def _load_settings(loader: _Loader, raw: Any, result_type: str) -> dict:
     if not isinstance(raw, dict):
         raise loader.fail("settings", f"must be a JSON object; got {type(raw).__name__}")
-    allowed = _EM_METHODS if result_type == "EMResult" else _BAYES_METHODS
+    allowed = EM_METHODS if result_type == "EMResult" else BAYES_METHODS
     if raw.get("method") not in allowed:
         raise loader.fail(
             "settings.method",
@@ -908,3 +906,6 @@ def _load_sample_stats(loader: _Loader, stats: xr.Dataset, sizes: dict) -> xr.Da
         )
     out.attrs = loader.mapping(attrs["dataset"], "sample_stats attributes.dataset", free=True)
     return out
+
+
+register_writer(save)

@@ -11,7 +11,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.covariance import CovarianceStructure, get_structure
-from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
 from bayesmix.em.missing import marginal_log_joint
 from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint
 from bayesmix.priors import Priors, ResolvedPriors
@@ -23,9 +23,12 @@ from bayesmix.results import (
 )
 from bayesmix.validation import check_int, check_random_state
 
-__all__ = ["GaussianMixture", "FIT_METHODS"]
+__all__ = ["GaussianMixture", "FIT_METHODS", "EM_METHODS", "BAYES_METHODS"]
 
-FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
+# Point estimates (maximum likelihood or MAP EM) and posterior approximations (MCMC, VI).
+EM_METHODS = ("em", "map")
+BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
+FIT_METHODS = EM_METHODS + BAYES_METHODS
 _COVARIANCE_WORDS = {
     "full": "one unrestricted covariance per component",
     "tied": "one covariance shared by all components",
@@ -216,7 +219,7 @@ class GaussianMixture:
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
-        if _is_dask(X):
+        if is_dask_input(X):
             return _fit_dask(self, X, method, options)
         missing = _missing_policy(X, options.pop("missing", None))
         data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
@@ -229,22 +232,22 @@ class GaussianMixture:
                 data,
                 use_priors=use_priors,
                 missing=missing,
-                **_check_options(options, _EM_OPTIONS, method),
+                **check_options(options, EM_OPTIONS, method),
             )
         if missing == "marginalize":
             data = _drop_unobserved(data)
         if method == "gibbs":
             from bayesmix.bayes.gibbs import fit_gibbs
 
-            result = fit_gibbs(self, data, **_check_options(options, _GIBBS_OPTIONS, method))
+            result = fit_gibbs(self, data, **check_options(options, GIBBS_OPTIONS, method))
         elif method == "nuts":
             from bayesmix.bayes.fit import fit_nuts
 
-            result = fit_nuts(self, data, **_check_options(options, _NUTS_OPTIONS, method))
+            result = fit_nuts(self, data, **check_options(options, NUTS_OPTIONS, method))
         else:
             from bayesmix.bayes.fit import fit_vi
 
-            result = fit_vi(self, data, method, **_check_options(options, _VI_OPTIONS, method))
+            result = fit_vi(self, data, method, **check_options(options, VI_OPTIONS, method))
         result.settings["missing"] = missing
         return result
 
@@ -283,14 +286,16 @@ class GaussianMixture:
         pymc.Model
         """
         from bayesmix.bayes.builder import build_pymc
-        from bayesmix.bayes.fit import _spec, quick_em
+        from bayesmix.bayes.fit import model_spec, quick_em
 
         missing = _missing_policy(X, missing)
         data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
         if missing == "marginalize":
             data = _drop_unobserved(data)
         needs_em = identify == "ordered" and order_by is None and self.n_components > 1
-        spec = _spec(self, data, identify, order_by, quick_em(self, data, 0) if needs_em else None)
+        spec = model_spec(
+            self, data, identify, order_by, quick_em(self, data, 0) if needs_em else None
+        )
         return build_pymc(spec, self.structure, data, self.resolve_priors(data))
 
     def sample(
@@ -479,7 +484,9 @@ class GaussianMixture:
         )
 
 
-_EM_OPTIONS = frozenset(
+# The keyword options each fit method accepts (checked by check_options; shared with
+# bayesmix.selection, which passes per-method options through).
+EM_OPTIONS = frozenset(
     {
         "sample_weight",
         "n_init",
@@ -492,7 +499,7 @@ _EM_OPTIONS = frozenset(
         "order_by",
     }
 )
-_NUTS_OPTIONS = frozenset(
+NUTS_OPTIONS = frozenset(
     {
         "draws",
         "tune",
@@ -508,7 +515,7 @@ _NUTS_OPTIONS = frozenset(
         "missing",
     }
 )
-_GIBBS_OPTIONS = frozenset(
+GIBBS_OPTIONS = frozenset(
     {
         "draws",
         "tune",
@@ -522,7 +529,7 @@ _GIBBS_OPTIONS = frozenset(
         "missing",
     }
 )
-_VI_OPTIONS = frozenset(
+VI_OPTIONS = frozenset(
     {
         "n",
         "draws",
@@ -538,7 +545,29 @@ _VI_OPTIONS = frozenset(
 )
 
 
-def _check_options(options: dict[str, Any], allowed: frozenset[str], method: str) -> dict:
+def check_options(options: dict[str, Any], allowed: frozenset[str], method: str) -> dict:
+    """Return ``options`` if every key is a valid option of a fit method.
+
+    Parameters
+    ----------
+    options : dict
+        Keyword options passed to :meth:`GaussianMixture.fit`.
+    allowed : frozenset of str
+        The method's valid options (:data:`EM_OPTIONS`, :data:`NUTS_OPTIONS`,
+        :data:`GIBBS_OPTIONS` or :data:`VI_OPTIONS`).
+    method : str
+        The fit method, named in the error message.
+
+    Returns
+    -------
+    dict
+        ``options`` unchanged.
+
+    Raises
+    ------
+    TypeError
+        An option is not among ``allowed``.
+    """
     unknown = set(options) - allowed
     if unknown:
         raise TypeError(
@@ -546,12 +575,6 @@ def _check_options(options: dict[str, Any], allowed: frozenset[str], method: str
             f"{sorted(allowed)}."
         )
     return options
-
-
-def _is_dask(X: Any) -> bool:
-    from bayesmix.em.distributed import is_dask_input
-
-    return is_dask_input(X)
 
 
 def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> MixtureResult:
@@ -572,7 +595,7 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
 
     use_priors = method == "map" or model.priors is not None
     return fit_em_dask(
-        model, X, use_priors=use_priors, **_check_options(options, _EM_OPTIONS, method)
+        model, X, use_priors=use_priors, **check_options(options, EM_OPTIONS, method)
     )
 
 

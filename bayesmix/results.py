@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import platform
-from functools import cache, cached_property
+from collections.abc import Callable
+from functools import cache, cached_property, partial
 from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.data import Data, as_dask_data, as_data, check_sample_weight, is_dask_input
 from bayesmix.em.stats import (
     BLOCK_BYTES,
     Params,
@@ -203,16 +204,62 @@ def _installed_versions() -> tuple[tuple[str, str], ...]:
     return tuple(versions)
 
 
-def _is_dask(X: Any) -> bool:
-    from bayesmix.em.distributed import is_dask_input
-
-    return is_dask_input(X)
+def _predict_block(x, result, kind):
+    return getattr(result, kind)(np.ascontiguousarray(x, dtype=np.float64))
 
 
-def _lazy(result: MixtureResult, X: Any, kind: str):
-    from bayesmix.em.distributed import lazy_prediction
+def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
+    """``result.<kind>(X)`` for Dask input as a lazy Dask array, chunked like ``X``'s rows.
 
-    return lazy_prediction(result, X, kind)
+    Parameters
+    ----------
+    result : MixtureResult
+    X : Dask input (see :func:`bayesmix.data.as_dask_data`)
+    kind : {"predict_proba", "predict", "score_samples"}
+
+    Returns
+    -------
+    dask.array.Array
+        ``(n_obs, K)`` float for ``predict_proba``, ``(n_obs,)`` int for ``predict``,
+        ``(n_obs,)`` float for ``score_samples``; nothing is computed until
+        ``.compute()``. Each chunk is validated when it is computed.
+    """
+    if kind not in ("predict_proba", "predict", "score_samples"):
+        raise ValueError(
+            f"kind must be 'predict_proba', 'predict' or 'score_samples'; got {kind!r}."
+        )
+    data = as_dask_data(X, n_features=result.n_features)
+    func = partial(_predict_block, result=result, kind=kind)
+    if kind == "predict_proba":
+        return data.array.map_blocks(
+            func,
+            dtype=np.float64,
+            chunks=(data.array.chunks[0], (result.model.n_components,)),
+            meta=np.empty((0, 0)),
+        )
+    dtype = np.intp if kind == "predict" else np.float64
+    return data.array.map_blocks(
+        func, dtype=dtype, drop_axis=1, chunks=(data.array.chunks[0],), meta=np.empty(0, dtype)
+    )
+
+
+# The function MixtureResult.save writes with. bayesmix.io registers its ``save`` on import
+# (and bayesmix/__init__ imports bayesmix.io): io reads and writes results, so it sits above
+# this module, which therefore must not import it.
+_WRITER: Callable[[MixtureResult, str | os.PathLike], None] | None = None
+
+
+def register_writer(writer: Callable[[MixtureResult, str | os.PathLike], None]) -> None:
+    """Set the function :meth:`MixtureResult.save` calls.
+
+    Parameters
+    ----------
+    writer : callable
+        ``writer(result, path)`` writes ``result`` to ``path``; :mod:`bayesmix.io`
+        registers :func:`bayesmix.io.save` when it is imported.
+    """
+    global _WRITER
+    _WRITER = writer
 
 
 class MixtureResult:
@@ -242,9 +289,9 @@ class MixtureResult:
         path : str or path-like
             The file to write (conventionally ``.nc``); it is overwritten.
         """
-        from bayesmix.io import save
-
-        save(self, path)
+        if _WRITER is None:  # pragma: no cover - bayesmix/__init__ imports bayesmix.io
+            raise RuntimeError("no result writer is registered; import bayesmix.io first.")
+        _WRITER(self, path)
 
     # -- parameters per draw -------------------------------------------------------
     @property
@@ -317,8 +364,8 @@ class MixtureResult:
         For Dask input (array, DataFrame, Dask-backed DataArray) a lazy Dask array
         chunked like ``X``'s rows; nothing is computed until ``.compute()``.
         """
-        if _is_dask(X):
-            return _lazy(self, X, "predict_proba")
+        if is_dask_input(X):
+            return lazy_prediction(self, X, "predict_proba")
         X = self._validated(X)
         total = np.zeros((X.shape[0], self.model.n_components))
         for params in self._draw_params:
@@ -328,15 +375,15 @@ class MixtureResult:
     def predict(self, X: Any) -> np.ndarray:
         """Most probable component of each observation, shape ``(n_obs,)`` (lazy Dask
         array for Dask input)."""
-        if _is_dask(X):
-            return _lazy(self, X, "predict")
+        if is_dask_input(X):
+            return lazy_prediction(self, X, "predict")
         return self.predict_proba(X).argmax(axis=1)
 
     def score_samples(self, X: Any) -> np.ndarray:
         """Log predictive density ``log mean_s p(x_n | theta_s)`` per observation (lazy
         Dask array for Dask input)."""
-        if _is_dask(X):
-            return _lazy(self, X, "score_samples")
+        if is_dask_input(X):
+            return lazy_prediction(self, X, "score_samples")
         X = self._validated(X)
         acc = np.full(X.shape[0], -np.inf)
         for params in self._draw_params:

@@ -26,14 +26,14 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.clustering import _result_data
+from bayesmix.clustering import result_data
 from bayesmix.covariance import STRUCTURES
 from bayesmix.data import Data, as_data
 from bayesmix.em.stats import log_normalise
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.families import ComponentFamily, Gaussian
 from bayesmix.mixture import Mixture
-from bayesmix.model import FIT_METHODS, GaussianMixture
+from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
@@ -59,8 +59,6 @@ __all__ = [
 ]
 
 COVARIANCE_TYPES = tuple(STRUCTURES)
-EM_METHODS = ("em", "map")
-BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
 EM_CRITERIA = ("bic", "aic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)
@@ -187,11 +185,11 @@ def _resolve_criteria(criterion: Any, methods: list[str]) -> dict[str, str]:
 
 def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
     from bayesmix.model import (
-        _EM_OPTIONS,
-        _GIBBS_OPTIONS,
-        _NUTS_OPTIONS,
-        _VI_OPTIONS,
-        _check_options,
+        EM_OPTIONS,
+        GIBBS_OPTIONS,
+        NUTS_OPTIONS,
+        VI_OPTIONS,
+        check_options,
     )
 
     if fit_options is None:
@@ -208,10 +206,10 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
             f"{methods}; key fit_options by the methods you select."
         )
     allowed = {
-        "em": _EM_OPTIONS,
-        "map": _EM_OPTIONS,
-        "gibbs": _GIBBS_OPTIONS,
-        "nuts": _NUTS_OPTIONS,
+        "em": EM_OPTIONS,
+        "map": EM_OPTIONS,
+        "gibbs": GIBBS_OPTIONS,
+        "nuts": NUTS_OPTIONS,
     }
     out = {}
     for method in methods:
@@ -228,7 +226,7 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
                     f"fit_options[{method!r}] sets {key!r}; pass {key}= to "
                     "select_components instead (it seeds / restarts every fit)."
                 )
-        _check_options(options, allowed.get(method, _VI_OPTIONS), method)
+        check_options(options, allowed.get(method, VI_OPTIONS), method)
         out[method] = options
     return out
 
@@ -903,7 +901,7 @@ def n_clusters_draws(
     xarray.DataArray
         Integer counts, dims ``(chain, draw)``.
     """
-    data = _result_data(result, X, "n_clusters_posterior")
+    data = result_data(result, X, "n_clusters_posterior")
     stats = getattr(result, "sample_stats", None)
     if X is None and stats is not None and "occupied_components" in stats:
         return stats["occupied_components"].rename("n_clusters")

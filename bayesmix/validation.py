@@ -7,7 +7,38 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["check_int", "check_float", "check_random_state", "check_choice", "check_ci_prob"]
+__all__ = [
+    "check_bool",
+    "check_int",
+    "check_float",
+    "check_random_state",
+    "check_choice",
+    "check_ci_prob",
+]
+
+
+def check_bool(value: Any, name: str) -> bool:
+    """Return ``value`` as a bool if it is ``True`` or ``False`` (numpy's too).
+
+    Parameters
+    ----------
+    value : Any
+        The value to check.
+    name : str
+        Argument name used in the error message.
+
+    Returns
+    -------
+    bool
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a (numpy) bool.
+    """
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}.")
+    return bool(value)
 
 
 def check_int(value: Any, name: str, minimum: int = 1) -> int:

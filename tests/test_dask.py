@@ -12,8 +12,9 @@ import pytest
 import xarray as xr
 
 import bayesmix as bm
+from bayesmix.data import is_dask_input
 from bayesmix.em import distributed
-from bayesmix.em.distributed import RechunkWarning, is_dask_input
+from bayesmix.em.distributed import RechunkWarning
 from bayesmix.exceptions import ConvergenceWarning
 
 da = pytest.importorskip("dask.array")

@@ -105,9 +105,25 @@ def quick_em(model: GaussianMixture, data: Data, seed: int):
         return model.fit(data, method="map", n_init=3, random_state=seed)
 
 
-def _spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:
+def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:
     """The model's graph; ``em`` (a point estimate) picks the ordered feature when
-    ``order_by`` is not given."""
+    ``order_by`` is not given.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+    data : Data
+    identify : {"ordered", "relabel", "none"}
+        How labels are identified (see :data:`IDENTIFICATIONS`).
+    order_by : str or int or None
+        The ordered feature; None lets ``em`` choose it.
+    em : MixtureResult or None
+        A point estimate, needed only when the feature is chosen.
+
+    Returns
+    -------
+    ModelSpec
+    """
     identify = check_choice(identify, "identify", IDENTIFICATIONS)
     ordered = identify == "ordered" and model.n_components > 1
     return ModelSpec(
@@ -195,7 +211,7 @@ def fit_nuts(
     start = time.perf_counter()
     _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
-    spec = _spec(model, data, identify, order_by, em)
+    spec = model_spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
     em_start = point_estimate_start(
         spec, model.structure, priors, em.weights, em.means, em.params.covariances
@@ -421,7 +437,7 @@ def fit_vi(
     start = time.perf_counter()
     _check_identification(data, identify, order_by)  # before any work
     em = quick_em(model, data, seed)
-    spec = _spec(model, data, identify, order_by, em)
+    spec = model_spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
     key = (spec, method, batch_size)
     compiled = _VI_CACHE.get(key)

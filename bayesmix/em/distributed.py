@@ -2,7 +2,7 @@
 
 The E-step's statistics add up over blocks of rows (:mod:`bayesmix.em.stats`), so EM on a
 chunked :class:`dask.array.Array` is the in-memory loop of :mod:`bayesmix.em.fit`
-(``_best_run`` / ``_run_em``) with another ``estep``: every chunk's
+(``best_run`` / ``_run_em``) with another ``estep``: every chunk's
 :func:`~bayesmix.em.stats.e_step` runs where the chunk lives, the
 :class:`~bayesmix.em.stats.SufficientStats` (``K x D x D`` numbers) are summed in a tree
 of fixed shape, and only that sum reaches the client; one :func:`dask.compute` per
@@ -36,7 +36,6 @@ Dask is imported lazily: bayesmix imports without it, and only Dask input loads 
 from __future__ import annotations
 
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -46,17 +45,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from bayesmix.data import _MAX_ABS_VALUE, check_numeric_columns, check_sample_weight
+from bayesmix.data import (
+    MAX_ABS_VALUE,
+    DaskData,
+    as_dask_data,
+    check_sample_weight,
+    import_dask,
+    is_dask_input,
+)
 from bayesmix.em.degeneracy import collapse_reasons, feature_resolution
 from bayesmix.em.fit import (
     EM_DEFAULTS,
-    _best_run,
-    _check_init,
-    _em_result,
-    _user_params,
+    best_run,
+    check_init,
+    em_result,
     em_settings,
     regularisation,
     start_method,
+    user_params,
 )
 from bayesmix.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
 from bayesmix.em.stats import (
@@ -74,7 +80,7 @@ from bayesmix.validation import check_float, check_int, reproducible_rng
 
 if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
-    from bayesmix.results import EMResult, MixtureResult
+    from bayesmix.results import EMResult
 
 __all__ = [
     "DaskData",
@@ -85,7 +91,6 @@ __all__ = [
     "fit_em_dask",
     "is_dask_input",
     "kmeans_parallel_centres",
-    "lazy_prediction",
 ]
 
 # Rows the initialisation sample holds in expectation (k-means++ runs on it in memory).
@@ -98,186 +103,12 @@ TREE_FAN_IN = 8
 # (False: a task graph per iteration, as for any other data).
 WORKER_ACTORS = True
 
-_INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
-
-
-def is_dask_input(X: Any) -> bool:
-    """Whether ``X`` is a Dask collection (array, DataFrame, Series) or a Dask-backed
-    :class:`xarray.DataArray` / :class:`xarray.Dataset`; Dask itself is not imported."""
-    if type(X).__module__.startswith("dask"):
-        return hasattr(X, "__dask_graph__")
-    if isinstance(X, xr.DataArray):
-        return X.chunks is not None
-    if isinstance(X, xr.Dataset):
-        return bool(X.chunks)
-    return False
-
-
-# -- input conversion ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class DaskData:
-    """Validated-shape Dask observations (values are checked by the scan of a fit).
-
-    Attributes
-    ----------
-    array : dask.array.Array
-        Float64, shape ``(n_obs, n_features)``, known row chunks, one chunk of columns.
-    feature_names : tuple of str
-    """
-
-    array: Any
-    feature_names: tuple[str, ...]
-
-    @property
-    def n_obs(self) -> int:
-        return int(self.array.shape[0])
-
-    @property
-    def n_features(self) -> int:
-        return int(self.array.shape[1])
-
-    @property
-    def row_chunks(self) -> tuple[int, ...]:
-        return tuple(int(c) for c in self.array.chunks[0])
-
-
-def _import_dask():
-    try:
-        import dask
-        import dask.array as da
-    except ImportError:  # pragma: no cover - dask is installed wherever Dask input exists
-        raise ImportError(f"Dask input needs the dask package; {_INSTALL_HINT}.") from None
-    return dask, da
-
-
-def as_dask_data(
-    X: Any, *, name: str = "X", n_features: int | None = None, min_obs: int = 1
-) -> DaskData:
-    """Convert Dask input to a float64 Dask array chunked along rows only, lazily.
-
-    Parameters
-    ----------
-    X : dask.array.Array, dask.dataframe.DataFrame or Series, or Dask-backed
-        xarray.DataArray (dims ``(obs, feature)``) or xarray.Dataset (one 1-D variable per
-        feature)
-    name : str
-        Argument name used in error messages.
-    n_features : int, optional
-        Required number of features.
-    min_obs : int
-        Smallest acceptable number of rows.
-
-    Returns
-    -------
-    DaskData
-
-    Raises
-    ------
-    TypeError
-        Non-numeric data or an unsupported type.
-    ValueError
-        Wrong dimensionality, unknown chunk sizes, too few rows or a feature count
-        different from ``n_features``.
-
-    Notes
-    -----
-    A Dask DataFrame's partition lengths are computed (one pass over its index) because
-    EM needs to know where every chunk starts. A Dask array with unknown chunk sizes is
-    refused with the fix (``X.compute_chunk_sizes()``). Chunks along the feature axis are
-    merged with ``X.rechunk({1: -1})`` and a :class:`RechunkWarning`.
-    """
-    _, da = _import_dask()
-    array, features = _dask_values(X, name)
-    if array.ndim != 2:
-        hint = " For a single feature use X.reshape(-1, 1)." if array.ndim == 1 else ""
-        raise ValueError(
-            f"{name} must be 2-D with shape (n_obs, n_features); got {array.ndim}-D shape "
-            f"{array.shape}.{hint}"
-        )
-    if array.dtype.kind == "c":
-        raise TypeError(f"{name} is complex; bayesmix needs real-valued data.")
-    if array.dtype.kind not in "biuf":
-        raise TypeError(
-            f"{name} must be numeric; got dtype {array.dtype}. Convert or encode the values "
-            "as numbers first."
-        )
-    if any(np.isnan(c) for c in array.chunks[0]) or np.isnan(array.shape[1]):
-        raise ValueError(
-            f"{name} has unknown chunk sizes (NaN in {name}.chunks), e.g. after boolean "
-            f"indexing; compute them first with {name} = {name}.compute_chunk_sizes(), or "
-            "for a Dask DataFrame pass the DataFrame itself or ddf.to_dask_array(lengths=True)."
-        )
-    if array.shape[1] == 0:
-        raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
-    if len(array.chunks[1]) > 1:
-        warnings.warn(
-            f"{name} is chunked along the feature axis ({len(array.chunks[1])} column "
-            "chunks); bayesmix rechunked it to whole rows, which regroups the data on every "
-            f"pass. Chunk by rows only upstream, e.g. {name} = {name}.rechunk({{1: -1}}).",
-            RechunkWarning,
-            stacklevel=4,
-        )
-        array = array.rechunk({1: -1})
-    if array.dtype != np.float64:
-        array = array.astype(np.float64)
-    if features is None:
-        features = tuple(f"x{i}" for i in range(array.shape[1]))
-    if n_features is not None and array.shape[1] != n_features:
-        raise ValueError(
-            f"{name} has {array.shape[1]} features but the model was fitted on "
-            f"{n_features}; pass data with the same columns as at fit time."
-        )
-    if array.shape[0] < min_obs:
-        raise ValueError(
-            f"{name} has {array.shape[0]} rows but at least {min_obs} are needed"
-            + (" (one per component)." if min_obs > 1 else ".")
-        )
-    del da
-    return DaskData(array, features)
-
-
-def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
-    """The Dask array behind ``X`` and its feature names (None: default names)."""
-    if isinstance(X, xr.Dataset):
-        names = list(X.data_vars)
-        bad = [v for v in names if X[v].ndim != 1]
-        if not names or bad:
-            raise ValueError(
-                f"{name} as an xarray.Dataset needs one 1-D variable per feature along the "
-                f"observation dim; got variables {names} with dims "
-                f"{[X[v].dims for v in names]}. Or pass a 2-D DataArray (obs, feature)."
-            )
-        X = X[names].to_dataarray(dim="feature").transpose(X[names[0]].dims[0], "feature")
-        X = X.chunk({"feature": -1})  # one chunk per variable from the stacking: merge them
-    if isinstance(X, xr.DataArray):
-        if X.ndim != 2:
-            raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {X.dims}.")
-        feature_dim = X.dims[1]
-        features = (
-            tuple(str(f) for f in X.coords[feature_dim].values) if feature_dim in X.coords else None
-        )
-        _, da = _import_dask()
-        return da.asarray(X.data), features
-    if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
-        frame = X.to_frame() if not hasattr(X, "columns") else X
-        check_numeric_columns(frame, name)
-        features = tuple(str(c) for c in frame.columns)
-        return frame.to_dask_array(lengths=True), features
-    if hasattr(X, "rechunk") and hasattr(X, "chunks"):  # dask.array.Array
-        return X, None
-    raise TypeError(
-        f"{name}: unsupported Dask collection {type(X).__name__}; pass a dask.array.Array, "
-        "a dask DataFrame of numeric columns or a Dask-backed xarray.DataArray."
-    )
-
 
 def _dask_weights(sample_weight: Any, data: DaskData) -> Any:
     """Weights as a Dask array with the row chunks of ``data`` (None: unit weights)."""
     if sample_weight is None:
         return None
-    _, da = _import_dask()
+    _, da = import_dask()
     if is_dask_input(sample_weight):
         weights = sample_weight
         if hasattr(weights, "to_dask_array"):
@@ -456,7 +287,7 @@ class DaskSource:
     """
 
     def __init__(self, data: DaskData, weights: Any) -> None:
-        dask, _ = _import_dask()
+        dask, _ = import_dask()
         self.data = data
         self.n_chunks = len(data.row_chunks)
         self._weights = weights
@@ -706,9 +537,9 @@ def _check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
             f"column {data.feature_names[col]!r}; drop or impute them before fitting (e.g. "
             "X = X[da.isfinite(X).all(axis=1)].compute_chunk_sizes())."
         )
-    if scan.max_abs > _MAX_ABS_VALUE:
+    if scan.max_abs > MAX_ABS_VALUE:
         raise ValueError(
-            f"X has values larger than {_MAX_ABS_VALUE:g} in magnitude, whose squares "
+            f"X has values larger than {MAX_ABS_VALUE:g} in magnitude, whose squares "
             "overflow float64; rescale the data (e.g. standardise the columns)."
         )
     if scan.n_bad_weights:
@@ -870,7 +701,7 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
     structure = model.structure
     if isinstance(init, Mapping):
         assigned = partial(source.assigned_stats, shift=shift, structure=structure)
-        return _user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
+        return user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
     if init == "random":
         stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
     else:
@@ -929,7 +760,7 @@ def fit_em_dask(
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
-    _check_init(init)
+    check_init(init)
     data = as_dask_data(X, min_obs=model.n_components)
     resolve_order_by(order_by, data.feature_names)  # before any pass over the data
     weights = _dask_weights(sample_weight, data)
@@ -952,7 +783,7 @@ def fit_em_dask(
             resolution=feature_resolution(scan.sample, scan.sample_weight),
             n_obs=scan.total_weight,
         )
-        best = _best_run(
+        best = best_run(
             lambda index: _initial_params(
                 _dask_start(init, index, n_init),
                 source,
@@ -976,7 +807,7 @@ def fit_em_dask(
         )
     finally:
         source.close()
-    return _em_result(
+    return em_result(
         model,
         best,
         shift,
@@ -1001,48 +832,6 @@ def fit_em_dask(
             reg_covar_scale="feature variance",
         ),
         regularisation=reg,
-    )
-
-
-# -- lazy predictions --------------------------------------------------------------------
-
-
-def _predict_block(x, result, kind):
-    return getattr(result, kind)(np.ascontiguousarray(x, dtype=np.float64))
-
-
-def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
-    """``result.<kind>(X)`` for Dask input as a lazy Dask array, chunked like ``X``'s rows.
-
-    Parameters
-    ----------
-    result : MixtureResult
-    X : Dask input (see :func:`as_dask_data`)
-    kind : {"predict_proba", "predict", "score_samples"}
-
-    Returns
-    -------
-    dask.array.Array
-        ``(n_obs, K)`` float for ``predict_proba``, ``(n_obs,)`` int for ``predict``,
-        ``(n_obs,)`` float for ``score_samples``; nothing is computed until
-        ``.compute()``. Each chunk is validated when it is computed.
-    """
-    if kind not in ("predict_proba", "predict", "score_samples"):
-        raise ValueError(
-            f"kind must be 'predict_proba', 'predict' or 'score_samples'; got {kind!r}."
-        )
-    data = as_dask_data(X, n_features=result.n_features)
-    func = partial(_predict_block, result=result, kind=kind)
-    if kind == "predict_proba":
-        return data.array.map_blocks(
-            func,
-            dtype=np.float64,
-            chunks=(data.array.chunks[0], (result.model.n_components,)),
-            meta=np.empty((0, 0)),
-        )
-    dtype = np.intp if kind == "predict" else np.float64
-    return data.array.map_blocks(
-        func, dtype=dtype, drop_axis=1, chunks=(data.array.chunks[0],), meta=np.empty(0, dtype)
     )
 
 
@@ -1076,7 +865,7 @@ def blockwise_quantiles(
     -------
     numpy.ndarray of shape (n_columns,)
     """
-    dask, _ = _import_dask()
+    dask, _ = import_dask()
     n_obs = int(array.shape[0])
     chunks = list(array.to_delayed(optimize_graph=True).ravel())
     if n_obs == 0:

@@ -54,7 +54,7 @@ __all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
 # keeps scikit-learn's (tol 1e-3 on the last change, 100 iterations, one k-means start,
 # absolute reg_covar).
 EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
-# iterations every start gets before only the best continue (see _best_run)
+# iterations every start gets before only the best continue (see best_run)
 SCREEN_ITER = 20
 # iterations between two looks for a collapsing component (see _run_em)
 SPURIOUS_CHECK = 50
@@ -68,7 +68,7 @@ class EMRun:
     """One EM run from one initialisation (parameters in shifted units); ``spurious``:
     why it is a spurious maximum (empty if it is not), ``n_spurious``: how many of the
     runs it was chosen from were, ``n_runs``: how many runs there were, ``stopped``:
-    whether it was stopped as collapsing (see :func:`_best_run` and :func:`_run_em`)."""
+    whether it was stopped as collapsing (see :func:`best_run` and :func:`_run_em`)."""
 
     params: Params
     stats: SufficientStats
@@ -161,7 +161,7 @@ def fit_em(
     tol = check_float(tol, "tol")
     reg_covar = check_float(reg_covar, "reg_covar")
     weights = check_sample_weight(sample_weight, data.n_obs)
-    _check_init(init, partial=bool(sklearn_bookkeeping))
+    check_init(init, partial=bool(sklearn_bookkeeping))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
     reference = -np.inf if previous_objective is None else float(previous_objective)
@@ -197,7 +197,7 @@ def fit_em(
         resolution=feature_resolution(X, weights),
         n_obs=float(weights.sum()),
     )
-    best = _best_run(
+    best = best_run(
         lambda index: _initial_params(
             start_method(init, index, n_init), X, weights, shift, model, shifted_priors, reg, rng
         ),
@@ -215,7 +215,7 @@ def fit_em(
         reference=reference,
         judge=judge,
     )
-    return _em_result(
+    return em_result(
         model,
         best,
         shift,
@@ -303,7 +303,7 @@ def em_settings(
     }
 
 
-def _best_run(
+def best_run(
     initial,
     estep,
     total_weight,
@@ -410,7 +410,7 @@ def _best_run(
     return best
 
 
-def _em_result(
+def em_result(
     model,
     best,
     shift,
@@ -426,7 +426,7 @@ def _em_result(
     """The :class:`EMResult` of the best run, parameters shifted back to data units,
     components numbered by :mod:`bayesmix.ordering`'s rule (an explicit start keeps its
     numbering). ``regularisation``: what the M-step added to each feature's variance
-    (default ``settings["reg_covar"]``); ``judge``: :func:`_best_run`'s, to name the
+    (default ``settings["reg_covar"]``); ``judge``: :func:`best_run`'s, to name the
     collapsed components of a spurious result by their final numbers."""
     from bayesmix.results import EMResult
 
@@ -524,7 +524,7 @@ def _run_em(
     (``stopped``): the collapse goes on without end and no more iterations can make it
     sound. ``report`` announces the start (not on resuming), every iteration and the end
     (converged, stopped, or out of iterations where ``end``: a screening run that is not
-    continued gets its last report from :func:`_best_run`)."""
+    continued gets its last report from :func:`best_run`)."""
     if resume is None:
         stats = estep(params)
         log_lik = [stats.log_likelihood]
@@ -579,7 +579,7 @@ def _explicit(init: Any) -> bool:
     return isinstance(init, Mapping) and "means" in init
 
 
-def _check_init(init: Any, partial: bool = False) -> None:
+def check_init(init: Any, partial: bool = False) -> None:
     """Validate ``init``; ``partial`` accepts a mapping without ``"means"`` (its
     ``"method"`` initialises the parameters it does not give)."""
     if isinstance(init, str):
@@ -600,7 +600,7 @@ def _check_init(init: Any, partial: bool = False) -> None:
                 "init mapping without 'means' needs 'weights' and/or 'covariances' and may "
                 f"have 'method' (how the rest is initialised); got keys {sorted(init)}."
             )
-        _check_init(init.get("method", "kmeans++"))
+        check_init(init.get("method", "kmeans++"))
         return
     unknown = set(init) - {"weights", "means", "covariances"}
     if unknown or "means" not in init:
@@ -618,7 +618,7 @@ def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> P
         )
         return _given_parts(init, method, structure)
     if isinstance(init, Mapping):
-        return _user_params(
+        return user_params(
             init,
             X.shape[1],
             shift,
@@ -664,7 +664,7 @@ def _assigned_stats(X, weights, shift, centres, structure) -> SufficientStats:
     return stats_from_responsibilities(X, weights, shift, resp, structure)
 
 
-def _user_params(init, n_features, shift, model, priors, reg_covar, assigned_stats) -> Params:
+def user_params(init, n_features, shift, model, priors, reg_covar, assigned_stats) -> Params:
     """Parameters from a user's start; missing weights or covariances come from the
     hard assignment of every row to its nearest given mean (``assigned_stats(means)``)."""
     structure = model.structure

@@ -14,10 +14,10 @@ import numpy as np
 from bayesmix.clustering import (
     Memberships,
     Partition,
-    _result_data,
     co_clustering,
     memberships,
     point_partition,
+    result_data,
 )
 from bayesmix.results import MixtureResult
 from bayesmix.validation import DEFAULT_CI_PROB, check_int, check_random_state
@@ -386,7 +386,7 @@ def plot_clusters_2d(
                 f"overlay {label!r} was fitted on features {list(other.feature_names)}, "
                 f"not {list(result.feature_names)}; overlay fits of the same data."
             )
-    data = _result_data(result, X, "plot_clusters_2d")
+    data = result_data(result, X, "plot_clusters_2d")
     found = members
     if found is None:
         found = memberships(result, data, ci_prob=ci_prob, threshold=threshold)

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -16,6 +17,15 @@ __all__ = ["plot_comparison"]
 
 _VARIABLES = ("weights", "means", "stds", "correlations")
 _OUTSIDE_COLOUR = "#fde2e1"
+
+
+def _is_comparison(comparison: Any) -> bool:
+    """Whether ``comparison`` has what the forest plot reads from a
+    :class:`~bayesmix.compare.Comparison` (checked by its attributes: this module sits
+    below :mod:`bayesmix.compare`, whose ``Comparison.plot`` calls it)."""
+    return isinstance(getattr(comparison, "parameters", None), pd.DataFrame) and all(
+        hasattr(comparison, name) for name in ("names", "outside", "fits")
+    )
 
 
 def plot_comparison(
@@ -56,9 +66,7 @@ def plot_comparison(
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
-    from bayesmix.compare import Comparison
-
-    if not isinstance(comparison, Comparison):
+    if not _is_comparison(comparison):
         raise TypeError(
             f"comparison must be the output of bayesmix.compare; got {type(comparison).__name__}."
         )

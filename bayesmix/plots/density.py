@@ -10,16 +10,15 @@ import numpy as np
 from bayesmix.density import (
     DEFAULT_CI_PROB,
     AnomalyScores,
-    _check_bool,
-    _check_result,
-    _training_data,
     anomaly_scores,
     as_points,
+    check_result,
     feature_index,
     marginal_density,
+    training_data,
 )
 from bayesmix.results import MixtureResult
-from bayesmix.validation import check_int
+from bayesmix.validation import check_bool, check_int
 
 __all__ = ["plot_density", "plot_anomalies"]
 
@@ -75,13 +74,13 @@ def plot_density(
     -------
     matplotlib.axes.Axes
     """
-    result = _check_result(result)
-    components = _check_bool(components, "components")
+    result = check_result(result)
+    components = check_bool(components, "components")
     n_grid = check_int(n_grid, "n_grid", minimum=2)
     index = feature_index(result, feature)
     name = result.feature_names[index]
     if X is None:
-        data = _training_data(result)
+        data = training_data(result)
     else:
         data = as_points(result, X)
     column = None if data is None else data.values[:, index]
@@ -203,13 +202,13 @@ def plot_anomalies(
             "X and scoring options (reference=, quantile=, contamination=) apply only when "
             "a fitted result is passed; these scores are already computed."
         )
-    sort = _check_bool(sort, "sort")
+    sort = check_bool(sort, "sort")
     max_labels = check_int(max_labels, "max_labels", minimum=0)
     if not isinstance(yscale, str) or yscale not in ("linear", "symlog"):
         raise ValueError(f"yscale must be 'linear' or 'symlog'; got {yscale!r}.")
     if color_by_probability is None:
         color_by_probability = scores.n_draws > 1
-    color_by_probability = _check_bool(color_by_probability, "color_by_probability")
+    color_by_probability = check_bool(color_by_probability, "color_by_probability")
 
     order = np.argsort(scores.score, kind="stable") if sort else np.arange(len(scores))
     position = np.empty(len(scores))

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from bayesmix.model import BAYES_METHODS, EM_METHODS
 from bayesmix.validation import check_choice
 
 if TYPE_CHECKING:
@@ -15,6 +16,16 @@ if TYPE_CHECKING:
     from bayesmix.selection import SelectionResult
 
 __all__ = ["plot_selection", "plot_n_clusters"]
+
+
+def _is_selection(selection: Any) -> bool:
+    """Whether ``selection`` has what :func:`plot_selection` reads from a
+    :class:`~bayesmix.selection.SelectionResult` (checked by its attributes: this module
+    sits below :mod:`bayesmix.selection`, whose ``SelectionResult.plot`` calls it)."""
+    return isinstance(getattr(selection, "table", None), pd.DataFrame) and all(
+        hasattr(selection, name) for name in ("criteria", "methods")
+    )
+
 
 # criterion -> (table column, best-flag column, label, lower is better)
 _CURVES = {
@@ -66,9 +77,7 @@ def plot_selection(
     -------
     matplotlib.axes.Axes
     """
-    from bayesmix.selection import BAYES_METHODS, EM_METHODS, SelectionResult
-
-    if not isinstance(selection, SelectionResult):
+    if not _is_selection(selection):
         raise TypeError(
             "selection must be the result of bayesmix.select_components; "
             f"got {type(selection).__name__}."
