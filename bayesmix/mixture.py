@@ -278,8 +278,21 @@ class Mixture:
         return X, z
 
     def identified_parameters(self, posterior: xr.Dataset) -> xr.Dataset:
-        """The weights and the family's parameters (all free)."""
-        return posterior[list(self.parameter_names)]
+        """The weights and the family's parameters; a symmetric ``(feature, feature_)``
+        matrix (the Student-t's full scales) keeps its upper triangle, diagonal
+        included, over a ``pair`` dim labelled ``"a, b"``."""
+        keep = {}
+        for name in self.parameter_names:
+            values = posterior[name]
+            if {"feature", "feature_"} <= set(values.dims):
+                features = [str(f) for f in posterior["feature"].values]
+                rows, cols = np.triu_indices(len(features))
+                pairs = [f"{features[i]}, {features[j]}" for i, j in zip(rows, cols, strict=True)]
+                ordered = values.transpose(..., "feature", "feature_").values[..., rows, cols]
+                dims = tuple(d for d in values.dims if d not in ("feature", "feature_"))
+                values = xr.DataArray(ordered, dims=(*dims, "pair"), coords={"pair": pairs})
+            keep[name] = values
+        return xr.Dataset(keep)
 
     def export_posterior(self, posterior: xr.Dataset) -> xr.Dataset:
         """The posterior as the DataTree holds it."""

@@ -490,3 +490,27 @@ def test_loading_any_bytes_refuses_clearly(fitted, tmp_path_factory, content, cu
             bm.load(path)
         message = str(caught.value)
         assert str(path) in message and "\n" not in message.strip(), message
+
+
+@PROPERTY_SETTINGS
+@given(
+    X=data,
+    n_components=st.integers(1, 4),
+    family=st.sampled_from(
+        [bm.families.Poisson(), bm.families.NegativeBinomial(), bm.families.StudentT("diag")]
+    ),
+    method=st.sampled_from(["em", "map"]),
+)
+def test_family_fit_is_finite_or_refuses_clearly(X, n_components, family, method):
+    """Any input to a non-Gaussian family's EM: finite estimates or a one-line error naming
+    the data (counts families refuse non-counts, every family NaN and the wrong shapes)."""
+    model = bm.Mixture(n_components, family)
+    start = time.perf_counter()
+    result = _call(model.fit, X, method=method, random_state=0, max_iter=50, n_init=2)
+    assert time.perf_counter() - start < 30, "fit took too long"
+    if result is not None:
+        for name, values in result.parameters.items():
+            assert np.isfinite(values).all(), f"{name} not finite"
+        assert np.isclose(result.weights.sum(), 1.0)
+        assert np.isfinite(result.log_likelihood) and np.isfinite(result.bic())
+        assert np.isfinite(result.predict_proba(X)).all()

@@ -315,3 +315,17 @@ def test_result_interface(mixture_data):
     assert posterior["dof"].dims == ("chain", "draw", "component")
     assert tree["log_likelihood"]["X"].shape == (1, 1, 20)
     assert posterior.attrs["family"] == "student_t"
+
+
+def test_summary_lists_each_free_scale_once():
+    """A full scale matrix is symmetric: the summary keeps its upper triangle."""
+    X = bm.datasets.load_faithful()
+    fit = bm.Mixture(2, StudentT()).fit(X, random_state=0, n_init=2, tol=1e-5, max_iter=300)
+    labels = fit.summary().index.tolist()
+    scales = [label for label in labels if label.startswith("scales[0,")]
+    assert scales == [
+        "scales[0, eruptions, eruptions]",
+        "scales[0, eruptions, waiting]",
+        "scales[0, waiting, waiting]",
+    ]
+    assert len(labels) == 2 + 2 * 2 + 2 * 3 + 2
