@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ import xarray as xr
 
 from bayesmix.data import Data, as_data, check_sample_weight
 from bayesmix.em.stats import block_rows, iter_blocks
+from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families.base import ComponentFamily, Parameters
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.model import GaussianMixture
@@ -32,9 +34,11 @@ __all__ = ["Mixture", "FAMILY_METHODS"]
 #: fit methods of the non-Gaussian families (the Bayesian ones for families with a PyMC
 #: parametrisation, ``family.supports_pymc``)
 FAMILY_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
-_BAYES_COMMON = {"identify", "order_by", "random_state", "progressbar", "draws"}
+_BAYES_COMMON = {"identify", "order_by", "random_state", "progressbar", "draws", "missing"}
 _OPTIONS = {
-    "em": frozenset({"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by"}),
+    "em": frozenset(
+        {"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by", "missing"}
+    ),
     "nuts": frozenset(_BAYES_COMMON | {"tune", "chains", "cores", "target_accept"}),
     "advi": frozenset(_BAYES_COMMON | {"n", "learning_rate"}),
 }
@@ -110,10 +114,42 @@ class Mixture:
         n_features = check_int(n_features, "n_features")
         return self.n_components - 1 + self.n_components * self.family.n_parameters(n_features)
 
-    def check_data(self, X: Any, n_features: int | None = None, name: str = "X") -> Data:
-        """``X`` validated for this family (numbers, then the family's support)."""
-        data = as_data(X, name=name, n_features=n_features, missing_hint=False)
+    def check_data(
+        self, X: Any, n_features: int | None = None, name: str = "X", missing: Any = "error"
+    ) -> Data:
+        """``X`` validated for this family (numbers, then the family's support); with
+        ``missing="marginalize"`` NaN marks a missing entry (count families) and rows
+        without any observed entry are dropped with a ``MissingDataWarning``."""
+        if missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize'; got {missing!r}.")
+        if missing == "marginalize" and not self.family.supports_missing:
+            raise ValueError(
+                f"missing='marginalize' is not available for the {self.family.name} family "
+                "yet (count families marginalise missing entries); drop or impute the NaN."
+            )
+        allow = missing == "marginalize"
+        data = as_data(
+            X,
+            name=name,
+            n_features=n_features,
+            allow_missing=allow,
+            missing_hint=self.family.supports_missing,
+        )
         self.check_values(data.values, data.feature_names, name)
+        empty = np.isnan(data.values).all(axis=0) if allow else np.zeros(data.n_features, bool)
+        if empty.any():
+            column = data.feature_names[int(np.argmax(empty))]
+            raise ValueError(f"{name}'s column {column!r} has no observed value; drop the column.")
+        unobserved = np.isnan(data.values).all(axis=1) if allow else np.zeros(data.n_obs, bool)
+        if unobserved.any():
+            warnings.warn(
+                f"{int(unobserved.sum())} row(s) of {name} have no observed entry and are "
+                "left out of the fit.",
+                MissingDataWarning,
+                stacklevel=3,
+            )
+            keep = ~unobserved
+            data = Data(data.values[keep], data.feature_names, data.obs_names[keep], True)
         return data
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
@@ -163,7 +199,11 @@ class Mixture:
             default 10), ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per
             observation that counts as converged), ``random_state``, ``order_by`` (the
             feature whose component means number the components; default the
-            best-separated one).
+            best-separated one), ``missing`` (``"error"``, default: NaN raises;
+            ``"marginalize"``, count families: NaN marks an entry missing at random, which
+            drops out of its row's likelihood — exact, as columns are independent given
+            the component; the result then also takes NaN in ``predict_proba`` and the
+            other prediction methods).
 
             NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
             ``target_accept`` (0.8), ``identify`` (``"relabel"``: Stephens' relabelling
@@ -194,7 +234,13 @@ class Mixture:
                 f"unknown option(s) {sorted(unknown)} for method={method!r}; valid options: "
                 f"{sorted(_OPTIONS[method])}."
             )
-        data = self.check_data(X)
+        missing = options.pop("missing", "error")
+        if missing != "error" and method not in ("em", "map"):
+            raise ValueError(
+                f"missing={missing!r} is available with method='em' or 'map' for the "
+                f"{self.family.name} family; drop or impute the NaN for method={method!r}."
+            )
+        data = self.check_data(X, missing=missing)
         if data.n_obs < self.n_components:
             raise ValueError(
                 f"X has {data.n_obs} rows; a mixture of {self.n_components} components "
@@ -211,7 +257,9 @@ class Mixture:
         from bayesmix.em.family import fit_family_em
 
         use_priors = method == "map" or self.priors is not None
-        return fit_family_em(self, data, use_priors=use_priors, **options)
+        result = fit_family_em(self, data, use_priors=use_priors, **options)
+        result.settings["missing"] = missing
+        return result
 
     def fit_options(self, method: str) -> frozenset[str]:
         """The options :meth:`fit` takes with ``method``."""

@@ -585,3 +585,84 @@ def test_gaussian_family_declares_a_gaussian_mixture():
     assert isinstance(model, bm.GaussianMixture)
     assert model == bm.GaussianMixture(3, "diag")
     assert model.covariance_type == "diag" and model.n_components == 3
+
+
+# -- missing values (count families) ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def counts_with_gaps():
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.poisson([1.0, 4.0], (120, 2)), rng.poisson([7.0, 2.0], (80, 2))])
+    X = X.astype(float)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    return X
+
+
+def _observed_log_likelihood(X, weights, rates):
+    """The observed-data log-likelihood written independently: missing entries drop out."""
+    observed = ~np.isnan(X)
+    per_component = [
+        np.where(observed, stats.poisson.logpmf(np.nan_to_num(X), rate), 0.0).sum(axis=1)
+        for rate in rates
+    ]
+    return float(logsumexp(np.log(weights) + np.stack(per_component, axis=1), axis=1).sum())
+
+
+def test_poisson_em_marginalises_missing_entries(counts_with_gaps, tmp_path):
+    X = counts_with_gaps
+    em = bm.Mixture(2, bm.families.Poisson()).fit(X, missing="marginalize", random_state=0)
+    expected = _observed_log_likelihood(X, em.weights, em.parameters["rates"])
+    assert em.log_likelihood == pytest.approx(expected, abs=1e-9)
+
+    def negative(theta):
+        weight = 1.0 / (1.0 + np.exp(-theta[0]))
+        rates = np.exp(theta[1:]).reshape(2, 2)
+        return -_observed_log_likelihood(X, [weight, 1.0 - weight], rates)
+
+    rng = np.random.default_rng(1)
+    best = min(
+        (
+            optimize.minimize(
+                negative,
+                np.r_[0.0, np.log(rng.uniform(0.5, 8.0, 4))],
+                method="Nelder-Mead",
+                options={"maxiter": 20000, "xatol": 1e-9, "fatol": 1e-10},
+            )
+            for _ in range(6)
+        ),
+        key=lambda run: run.fun,
+    )
+    assert em.log_likelihood >= -best.fun - 1e-5
+    proba = em.predict_proba(X)  # NaN accepted at prediction time too
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    path = tmp_path / "gaps.nc"
+    em.save(path)
+    np.testing.assert_array_equal(bm.load(path).predict_proba(X), proba)
+
+
+def test_negative_binomial_em_with_missing_entries_is_finite(counts_with_gaps):
+    em = bm.Mixture(2, bm.families.NegativeBinomial()).fit(
+        counts_with_gaps, missing="marginalize", random_state=0
+    )
+    assert all(np.isfinite(v).all() for v in em.parameters.values())
+    complete = bm.Mixture(2, bm.families.NegativeBinomial()).fit(
+        np.nan_to_num(counts_with_gaps[~np.isnan(counts_with_gaps).any(axis=1)]), random_state=0
+    )
+    np.testing.assert_allclose(em.means, complete.means, rtol=0.35)
+
+
+def test_missing_values_are_refused_clearly_where_not_supported(counts_with_gaps):
+    X = counts_with_gaps
+    with pytest.raises(ValueError, match="missing='marginalize'"):
+        bm.Mixture(2, bm.families.Poisson()).fit(X)  # the error suggests marginalising
+    with pytest.raises(ValueError, match="not available for the student_t family"):
+        bm.Mixture(2, bm.families.StudentT()).fit(X, missing="marginalize")
+    with pytest.raises(ValueError, match="method='em' or 'map'"):
+        bm.Mixture(2, bm.families.Poisson()).fit(X, method="nuts", missing="marginalize")
+    with pytest.raises(ValueError, match="no observed value"):
+        gaps = X.copy()
+        gaps[:, 1] = np.nan
+        bm.Mixture(2, bm.families.Poisson()).fit(gaps, missing="marginalize")
+    with pytest.warns(bm.MissingDataWarning, match="no observed entry"):
+        gaps = X.copy()
+        gaps[0] = np.nan
+        bm.Mixture(2, bm.families.Poisson()).fit(gaps, missing="marginalize", random_state=0)

@@ -156,9 +156,10 @@ def _start(model: Mixture, X, weights, prepared, priors, rng) -> Parameters:
     resp = np.zeros((X.shape[0], n_components))
     resp[np.arange(X.shape[0]), labels] = weights
     mass = resp.sum(axis=0)
+    filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X) if np.isnan(X).any() else X
     centres = np.stack(
         [
-            X[labels == k].mean(axis=0) if mass[k] > 0 else X[rng.integers(X.shape[0])]
+            filled[labels == k].mean(axis=0) if mass[k] > 0 else filled[rng.integers(len(X))]
             for k in range(n_components)
         ]
     )

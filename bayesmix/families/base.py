@@ -22,12 +22,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import gammaln
 
 __all__ = [
     "ComponentFamily",
+    "CountData",
     "CountFamily",
     "Parameters",
     "check_counts",
@@ -150,6 +153,9 @@ class ComponentFamily(ABC):
     ) -> np.ndarray:
         """One row per entry of ``components`` from that component, ``(n, D)``."""
 
+    #: whether NaN entries (missing at random) are marginalised (``missing="marginalize"``)
+    supports_missing: ClassVar[bool] = False
+
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
     #: whether :meth:`pymc_parameters` and :meth:`pymc_log_density` are defined
     supports_pymc: ClassVar[bool] = False
@@ -164,22 +170,69 @@ class ComponentFamily(ABC):
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class CountData:
+    """Counts ready for the count families' EM: missing entries (NaN) as zeros, the mask
+    of observed entries (None when none is missing) and ``sum_d log x_nd!`` per row over
+    the observed entries. Columns are independent given the component, so a row's
+    missing entries simply drop out of its log mass (marginalised exactly)."""
+
+    values: np.ndarray
+    observed: np.ndarray | None
+    row_constant: np.ndarray
+
+    @classmethod
+    def of(cls, X: np.ndarray) -> CountData:
+        missing = np.isnan(X)
+        values = np.where(missing, 0.0, X) if missing.any() else X
+        observed = (~missing).astype(float) if missing.any() else None
+        return cls(values, observed, gammaln(values + 1.0).sum(axis=1))
+
+    def observed_mass(self, resp: np.ndarray) -> np.ndarray:
+        """Responsibility mass of the observed entries per component and column ``(K, D)``."""
+        if self.observed is None:
+            return np.repeat(resp.sum(axis=0)[:, None], self.values.shape[1], axis=1)
+        return resp.T @ self.observed
+
+    def column_sums(self, table: np.ndarray) -> np.ndarray:
+        """``sum_d table[k, d]`` over each row's observed columns, ``(n_obs, K)``."""
+        if self.observed is None:
+            return np.broadcast_to(table.sum(axis=1), (self.values.shape[0], table.shape[0]))
+        return self.observed @ table.T
+
+
 class CountFamily(ComponentFamily):
-    """A family of non-negative integer counts: checks the support and starts EM from
-    k-means on square roots."""
+    """A family of non-negative integer counts, columns independent given the component:
+    checks the support, marginalises missing entries, starts EM from k-means on square
+    roots."""
+
+    supports_missing = True
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         check_counts(values, feature_names, name, type(self).__name__)
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
-        return np.sqrt(X)
+        """Square roots, missing entries replaced by their column's mean."""
+        column_means = np.nan_to_num(np.nanmean(X, axis=0)) if np.isnan(X).any() else 0.0
+        return np.sqrt(np.where(np.isnan(X), column_means, X))
+
+    @staticmethod
+    def data_means(X: np.ndarray, weights: np.ndarray, floor: float) -> np.ndarray:
+        """Weighted column means over the observed entries, at least ``floor``."""
+        observed = ~np.isnan(X)
+        totals = weights @ np.where(observed, X, 0.0)
+        counts = weights @ observed
+        means = np.divide(totals, counts, out=np.zeros_like(totals), where=counts > 0)
+        return np.maximum(means, floor)
 
 
 def check_counts(
     values: np.ndarray, feature_names: tuple[str, ...], name: str, family: str
 ) -> None:
-    """Raise ``ValueError`` unless every value is a non-negative integer count."""
-    bad = (values < 0) | (values != np.floor(values))
+    """Raise ``ValueError`` unless every value is a non-negative integer count (or NaN,
+    which only data validated with missing values allowed can hold)."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isnan(values) & ((values < 0) | (values != np.floor(values)))
     if bad.any():
         row, col = np.argwhere(bad)[0]
         raise ValueError(

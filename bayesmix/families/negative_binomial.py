@@ -30,6 +30,7 @@ import scipy.sparse
 from scipy.special import digamma, gammaln, polygamma
 
 from bayesmix.families.base import (
+    CountData,
     CountFamily,
     Parameters,
     positive_hyperparameter,
@@ -49,12 +50,12 @@ DISPERSION_LOG_LOC, DISPERSION_LOG_SCALE = 0.0, 2.5
 
 @dataclass(frozen=True)
 class CountHistogram:
-    """The data's distinct values, a sparse one-hot map rows -> (column, value), and
-    ``sum_d lgamma(x_nd + 1)`` per row."""
+    """The data's distinct observed values, a sparse one-hot map rows -> (column, value)
+    over the observed entries, and the counts themselves (:class:`CountData`)."""
 
     values: np.ndarray
     one_hot: scipy.sparse.csr_matrix
-    row_constant: np.ndarray
+    data: CountData
 
 
 class NegativeBinomial(CountFamily):
@@ -81,7 +82,7 @@ class NegativeBinomial(CountFamily):
         self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         n_features = X.shape[1]
-        data_mean = np.maximum(weights @ X / weights.sum(), PRIOR_MEAN_FLOOR)
+        data_mean = self.data_means(X, weights, PRIOR_MEAN_FLOOR)
         loc = real_hyperparameter(given, "dispersion_log_loc", DISPERSION_LOG_LOC, n_features)
         return {
             "mean_shape": positive_hyperparameter(given, "mean_shape", 2.0, n_features),
@@ -97,15 +98,16 @@ class NegativeBinomial(CountFamily):
         return float(means.sum() + _log_lognormal(params["dispersions"], priors).sum())
 
     def prepare(self, X: np.ndarray) -> CountHistogram:
-        values, index = np.unique(X, return_inverse=True)
-        index = index.reshape(X.shape)
+        data = CountData.of(X)
+        observed = ~np.isnan(X)
+        values, index = np.unique(X[observed], return_inverse=True)
         n_obs, n_features = X.shape
-        columns = (np.arange(n_features) * values.size + index).ravel()
-        rows = np.repeat(np.arange(n_obs), n_features)
+        rows, cols = np.nonzero(observed)
         one_hot = scipy.sparse.csr_matrix(
-            (np.ones(rows.size), (rows, columns)), shape=(n_obs, n_features * values.size)
+            (np.ones(rows.size), (rows, cols * values.size + index)),
+            shape=(n_obs, n_features * values.size),
         )
-        return CountHistogram(values, one_hot, gammaln(X + 1.0).sum(axis=1))
+        return CountHistogram(values, one_hot, data)
 
     def initial_parameters(
         self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
@@ -121,7 +123,11 @@ class NegativeBinomial(CountFamily):
         n_components, n_features = resp.shape[1], X.shape[1]
         histogram = np.asarray(prepared.one_hot.T @ resp)  # (D * V, K)
         histogram = histogram.reshape(n_features, -1, n_components).transpose(2, 0, 1)
-        return {"sum_x": resp.T @ X, "histogram": histogram}
+        return {
+            "sum_x": resp.T @ prepared.data.values,
+            "histogram": histogram,
+            "observed_mass": prepared.data.observed_mass(resp),
+        }
 
     def maximise(
         self,
@@ -132,7 +138,7 @@ class NegativeBinomial(CountFamily):
         prepared: CountHistogram,
     ) -> Parameters:
         alive = (mass > 0)[:, None]
-        mass = mass[:, None] * np.ones_like(stats["sum_x"])
+        mass = stats["observed_mass"]
         means = _conditional_means(mass, stats["sum_x"], previous["dispersions"], priors)
         means = np.where(alive, np.maximum(means, RATE_FLOOR), previous["means"])
         dispersions = _conditional_dispersions(
@@ -153,13 +159,12 @@ class NegativeBinomial(CountFamily):
         self, X: np.ndarray, params: Parameters, prepared: CountHistogram | None = None
     ) -> np.ndarray:
         mu, alpha = params["means"], params["dispersions"]
+        prepared = self.prepare(X) if prepared is None else prepared
         log_total = np.log(alpha + mu)
         return (
-            X @ (np.log(mu) - log_total).T
-            + (alpha * (np.log(alpha) - log_total)).sum(axis=1)
-            + _log_rising_factorials(
-                X, alpha, prepared if prepared is not None else self.prepare(X)
-            )
+            prepared.data.values @ (np.log(mu) - log_total).T
+            + prepared.data.column_sums(alpha * (np.log(alpha) - log_total))
+            + _log_rising_factorials(X, alpha, prepared)
         )
 
     def component_means(self, params: Parameters) -> np.ndarray:
@@ -205,16 +210,18 @@ class NegativeBinomial(CountFamily):
 
 
 def _log_rising_factorials(X: np.ndarray, alpha: np.ndarray, prepared: CountHistogram):
-    """``sum_d lgamma(x_nd + a_kd) - lgamma(a_kd) - lgamma(x_nd + 1)``, shape
-    ``(n_obs, K)``: from a table over the distinct counts (one ``lgamma`` per component,
-    column and value, not per row) summed per row by the sparse one-hot product, or per
-    entry when there are more distinct values than rows."""
-    values = prepared.values
-    if values.size > X.shape[0]:
-        terms = gammaln(X[:, None, :] + alpha[None]) - gammaln(alpha)[None]
-        return terms.sum(axis=2) - prepared.row_constant[:, None]
-    table = gammaln(values + alpha[..., None]) - gammaln(alpha)[..., None]  # (K, D, V)
-    return prepared.one_hot @ table.reshape(alpha.shape[0], -1).T - prepared.row_constant[:, None]
+    """``sum_d lgamma(x_nd + a_kd) - lgamma(a_kd) - lgamma(x_nd + 1)`` over each row's
+    observed entries, shape ``(n_obs, K)``: from a table over the distinct counts (one
+    ``lgamma`` per component, column and value, not per row) summed per row by the sparse
+    one-hot product, or per entry when there are more distinct values than rows."""
+    data = prepared.data
+    if prepared.values.size > X.shape[0]:
+        terms = gammaln(data.values[:, None, :] + alpha[None]) - gammaln(alpha)[None]
+        if data.observed is not None:
+            terms = terms * data.observed[:, None, :]
+        return terms.sum(axis=2) - data.row_constant[:, None]
+    table = gammaln(prepared.values + alpha[..., None]) - gammaln(alpha)[..., None]  # (K, D, V)
+    return prepared.one_hot @ table.reshape(alpha.shape[0], -1).T - data.row_constant[:, None]
 
 
 def _log_lognormal(alpha: np.ndarray, priors: Mapping[str, np.ndarray]) -> np.ndarray:

@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from bayesmix.families.base import (
+    CountData,
     CountFamily,
     Parameters,
     positive_hyperparameter,
@@ -62,7 +63,7 @@ class Poisson(CountFamily):
         self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         n_features = X.shape[1]
-        data_mean = np.maximum(weights @ X / weights.sum(), PRIOR_MEAN_FLOOR)
+        data_mean = self.data_means(X, weights, PRIOR_MEAN_FLOOR)
         return {
             "rate_shape": positive_hyperparameter(given, "rate_shape", 2.0, n_features),
             "rate_mean": positive_hyperparameter(given, "rate_mean", data_mean, n_features),
@@ -81,7 +82,7 @@ class Poisson(CountFamily):
     def statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
     ) -> Parameters:
-        return {"sum_x": resp.T @ X}
+        return {"sum_x": resp.T @ prepared.values, "observed_mass": prepared.observed_mass(resp)}
 
     def maximise(
         self,
@@ -91,7 +92,7 @@ class Poisson(CountFamily):
         previous: Parameters,
         prepared: Any,
     ) -> Parameters:
-        sum_x, mass = stats["sum_x"], mass[:, None]
+        sum_x, mass = stats["sum_x"], stats["observed_mass"]
         if priors is None:
             rates = np.divide(sum_x, mass, out=previous["rates"].copy(), where=mass > 0)
         else:
@@ -99,16 +100,16 @@ class Poisson(CountFamily):
             rates = np.maximum(shape - 1.0 + sum_x, 0.0) / (rate + mass)
         return {"rates": np.maximum(rates, RATE_FLOOR)}
 
-    def prepare(self, X: np.ndarray) -> np.ndarray:
-        """``sum_d log x_nd!`` per row (constant over iterations)."""
-        return gammaln(X + 1.0).sum(axis=1)
+    def prepare(self, X: np.ndarray) -> CountData:
+        """The counts with missing entries zeroed, their mask and ``sum_d log x_nd!``."""
+        return CountData.of(X)
 
     def log_density(
-        self, X: np.ndarray, params: Parameters, prepared: np.ndarray | None = None
+        self, X: np.ndarray, params: Parameters, prepared: CountData | None = None
     ) -> np.ndarray:
         rates = np.maximum(params["rates"], RATE_FLOOR)
-        row_constant = self.prepare(X) if prepared is None else prepared
-        return X @ np.log(rates).T - rates.sum(axis=1) - row_constant[:, None]
+        data = self.prepare(X) if prepared is None else prepared
+        return data.values @ np.log(rates).T - data.column_sums(rates) - data.row_constant[:, None]
 
     def component_means(self, params: Parameters) -> np.ndarray:
         return params["rates"]
