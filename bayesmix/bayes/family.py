@@ -16,7 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bayesmix.bayes.fit import identified_result, resolve_seed, show_progress
+from bayesmix.bayes.fit import (
+    check_nuts_settings,
+    identified_result,
+    resolve_seed,
+    show_progress,
+)
 from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
 from bayesmix.ordering import resolve_order_by
@@ -79,13 +84,9 @@ def fit_family_nuts(
     progressbar: bool | None = None,
 ) -> BayesResult:
     """Posterior draws by PyMC's NUTS; see :meth:`bayesmix.Mixture.fit`."""
-    draws = check_int(draws, "draws")
-    tune = check_int(tune, "tune", minimum=0)
-    chains = check_int(chains, "chains")
-    cores = min(chains, 2) if cores is None else check_int(cores, "cores")
-    target_accept = check_float(target_accept, "target_accept", minimum=0.0, inclusive=False)
-    if target_accept >= 1:
-        raise ValueError(f"target_accept must be < 1; got {target_accept}.")
+    draws, tune, chains, cores, target_accept = check_nuts_settings(
+        draws, tune, chains, cores, target_accept
+    )
     progressbar, seed, start, priors, started = _prepare(
         model, data, identify, order_by, random_state, progressbar
     )

@@ -43,6 +43,7 @@ __all__ = [
     "clear_compiled_models",
     "posterior_result",
     "identified_result",
+    "check_nuts_settings",
     "progress_bar",
     "show_progress",
     "resolve_seed",
@@ -179,6 +180,21 @@ def _require(sampler: str) -> None:
         )
 
 
+def check_nuts_settings(
+    draws: Any, tune: Any, chains: Any, cores: Any, target_accept: Any
+) -> tuple[int, int, int, int, float]:
+    """NUTS' settings checked (one-line errors naming them), with the defaults filled:
+    1000 tuning steps, ``min(chains, 2)`` cores."""
+    draws = check_int(draws, "draws")
+    chains = check_int(chains, "chains")
+    tune = 1000 if tune is None else check_int(tune, "tune", minimum=0)
+    cores = min(chains, 2) if cores is None else check_int(cores, "cores")
+    target_accept = check_float(target_accept, "target_accept", minimum=0.0, inclusive=False)
+    if target_accept >= 1:
+        raise ValueError(f"target_accept must be < 1; got {target_accept}.")
+    return draws, tune, chains, cores, target_accept
+
+
 def fit_nuts(
     model: GaussianMixture,
     data: Data,
@@ -196,14 +212,10 @@ def fit_nuts(
     progressbar: bool | None = None,
 ) -> BayesResult:
     """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`."""
-    draws = check_int(draws, "draws")
+    draws, tune, chains, cores, target_accept = check_nuts_settings(
+        draws, tune, chains, cores, target_accept
+    )
     progressbar = show_progress(progressbar)
-    chains = check_int(chains, "chains")
-    tune = 1000 if tune is None else check_int(tune, "tune", minimum=0)
-    cores = min(chains, 2) if cores is None else check_int(cores, "cores")
-    target_accept = check_float(target_accept, "target_accept", minimum=0.0, inclusive=False)
-    if target_accept >= 1:
-        raise ValueError(f"target_accept must be < 1; got {target_accept}.")
     sampler = "nutpie" if sampler is None else check_choice(sampler, "sampler", SAMPLERS)
     mass_matrix = _mass_matrix(mass_matrix, sampler, data.n_features)
     _require(sampler)
