@@ -141,12 +141,30 @@ class _FamilyDraws:
     log joint (:meth:`bayesmix.Mixture.log_joint`), one draw at a time (vectorised over
     rows and components); the same interface as :class:`_MixtureDraws`."""
 
-    def __init__(self, result: MixtureResult) -> None:
-        self.model = result.model
-        self.params = result.model.draw_parameters(result.posterior)
-        self.n_draws = len(self.params)
-        self.n_components = result.model.n_components
-        self.n_features = result.n_features
+    def __init__(self, model: Any, params: list[dict[str, np.ndarray]], n_features: int) -> None:
+        self.model = model
+        self.params = params
+        self.n_draws = len(params)
+        self.n_components = model.n_components
+        self.n_features = n_features
+
+    @classmethod
+    def from_result(cls, result: MixtureResult) -> _FamilyDraws:
+        model = result.model
+        return cls(model, model.draw_parameters(result.posterior), result.n_features)
+
+    @classmethod
+    def marginal(cls, result: MixtureResult, feature: int) -> _FamilyDraws:
+        """The draws of feature ``feature``'s marginal mixture (a one-feature declaration
+        of the family's marginal)."""
+        model = result.model
+        family = model.family
+        one = type(model)(model.n_components, family.marginal_family(), model.priors)
+        params = [
+            {"weights": p["weights"], **family.marginal_parameters(p, feature)}
+            for p in model.draw_parameters(result.posterior)
+        ]
+        return cls(one, params, 1)
 
     def log_joint(self, X: np.ndarray, draws: slice) -> np.ndarray:
         """``log w_k + log p(x_n | theta_k)`` per draw, shape ``(n, K, S_b)``."""
@@ -164,7 +182,7 @@ def _draws(result: MixtureResult) -> _MixtureDraws | _FamilyDraws:
     """The evaluator of ``result``'s draws: Gaussian kernels, or the family's density."""
     if "covariances" in result.posterior:
         return _MixtureDraws.from_result(result)
-    return _FamilyDraws(result)
+    return _FamilyDraws.from_result(result)
 
 
 def _logsumexp(a: np.ndarray, axis: int) -> np.ndarray:
@@ -434,9 +452,31 @@ def density(
     )
 
 
+def is_discrete(result: MixtureResult) -> bool:
+    """Whether ``result`` models discrete data (a count family: its densities are
+    probability masses, defined at the counts only)."""
+    family = getattr(result.model, "family", None)
+    return bool(getattr(family, "discrete", False))
+
+
+def marginal_grid(result: MixtureResult, low: float, high: float, n_grid: int) -> np.ndarray:
+    """Points spanning ``[low, high]`` at which ``result``'s one-feature marginal is
+    defined: ``n_grid`` evenly spaced values, or the counts for a count family."""
+    family = getattr(result.model, "family", None)
+    if family is None:
+        return np.linspace(low, high, n_grid)
+    return family.marginal_grid(low, high, n_grid)
+
+
 def _default_grid(result: MixtureResult, index: int, n_grid: int) -> np.ndarray:
-    means = result.posterior["means"].isel(feature=index).values
-    stds = result.posterior["stds"].isel(feature=index).values
+    if "stds" in result.posterior:
+        means = result.posterior["means"].isel(feature=index).values
+        stds = result.posterior["stds"].isel(feature=index).values
+    else:  # another family: its component means and standard deviations
+        family = result.model.family
+        arrays = {name: result.posterior[name].values for name in family.parameters}
+        means = family.component_means(arrays)[..., index]
+        stds = family.component_spreads(arrays)[..., index]
     lo = float(np.quantile(means - 4.0 * stds, 0.01))
     hi = float(np.quantile(means + 4.0 * stds, 0.99))
     lo = min(lo, float((means - 4.0 * stds).mean(axis=(0, 1)).min()))
@@ -444,8 +484,8 @@ def _default_grid(result: MixtureResult, index: int, n_grid: int) -> np.ndarray:
     data = training_data(result)
     if data is not None:
         column = data.values[:, index]
-        lo, hi = min(lo, column.min()), max(hi, column.max())
-    return np.linspace(lo, hi, n_grid)
+        lo, hi = min(lo, np.nanmin(column)), max(hi, np.nanmax(column))
+    return marginal_grid(result, lo, hi, n_grid)
 
 
 def marginal_density(
@@ -492,7 +532,6 @@ def marginal_density(
     ``density`` is label-invariant.
     """
     result = check_result(result)
-    require_gaussian(result, "marginal_density")
     ci_prob = check_ci_prob(ci_prob)
     index = feature_index(result, feature)
     if grid is None:
@@ -508,10 +547,14 @@ def marginal_density(
             )
         if not np.isfinite(grid).all():
             raise ValueError("grid contains NaN or infinite values; pass finite points.")
-    flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
-    means = flat["means"].values[:, :, index : index + 1]  # Gaussian (checked above)
-    variances = flat["covariances"].values[:, :, index, index][..., None, None]
-    draws = _MixtureDraws(flat["weights"].values, means, variances)
+        result.model.check_values(grid[:, None], (result.feature_names[index],), "grid")
+    if "covariances" in result.posterior:
+        flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
+        means = flat["means"].values[:, :, index : index + 1]
+        variances = flat["covariances"].values[:, :, index, index][..., None, None]
+        draws = _MixtureDraws(flat["weights"].values, means, variances)
+    else:
+        draws = _FamilyDraws.marginal(result, index)
     summary = _summarise(draws, grid[:, None], ci_prob, components=True)
     name = result.feature_names[index]
     quantiles = np.exp(summary["log_quantiles"])
@@ -524,7 +567,12 @@ def marginal_density(
             "components": (("component", "grid"), np.exp(summary["log_components"])),
         },
         coords={"grid": grid, "component": result.posterior["component"].values},
-        attrs={"feature": name, "ci_prob": ci_prob, "n_draws": draws.n_draws},
+        attrs={
+            "feature": name,
+            "ci_prob": ci_prob,
+            "n_draws": draws.n_draws,
+            "discrete": int(is_discrete(result)),
+        },
     )
 
 

@@ -129,8 +129,8 @@ def test_bayes_methods_need_a_pymc_parametrisation():
 
 
 def test_analyses_of_a_family_result(counts):
-    """density and anomaly scores use the family's mass function; the Gaussian-only
-    analyses say so."""
+    """density and anomaly scores use the family's mass function; compare, Gaussian-only
+    so far, says so."""
     from scipy.special import logsumexp
 
     em = bm.Mixture(2, bm.families.Poisson()).fit(counts, random_state=0)
@@ -144,8 +144,52 @@ def test_analyses_of_a_family_result(counts):
         bm.density(em, [[1.5, 2.0]])
     message = "available for Gaussian mixtures only so far; this result is of the poisson"
     with pytest.raises(ValueError, match=message):
-        bm.marginal_density(em, 0)
-    with pytest.raises(ValueError, match=message):
         bm.compare(em, em, X=counts)
     assert bm.memberships(em, counts).probabilities.shape == (counts.shape[0], 2)
     assert bm.co_clustering(em, counts).shape == (counts.shape[0], counts.shape[0])
+
+
+def test_marginals_and_plots_of_family_results(counts, tmp_path):
+    """One-feature marginals against scipy (a count family's is a probability mass at
+    the counts; a full Student-t's is a univariate t), and the plots draw them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bayesmix import plots
+
+    em = bm.Mixture(2, bm.families.NegativeBinomial()).fit(counts, random_state=0)
+    marginal = bm.marginal_density(em, 1)
+    grid = marginal["grid"].values
+    assert np.array_equal(grid, np.round(grid)) and grid.min() == 0 and marginal.attrs["discrete"]
+    mu, alpha = em.parameters["means"][:, 1], em.parameters["dispersions"][:, 1]
+    expected = sum(
+        w * stats.nbinom.pmf(grid, a, a / (a + m))
+        for w, m, a in zip(em.weights, mu, alpha, strict=True)
+    )
+    # scipy loses digits for dispersions near the Poisson limit (alpha up to 1e6)
+    np.testing.assert_allclose(marginal["density"].values, expected, rtol=1e-7)
+    with pytest.raises(ValueError, match="grid must hold non-negative integer counts"):
+        bm.marginal_density(em, 0, grid=[0.5, 1.0])
+    faithful = bm.datasets.load_faithful()
+    t = bm.Mixture(2, bm.families.StudentT()).fit(faithful, random_state=0, n_init=2, tol=1e-5)
+    marginal = bm.marginal_density(t, "waiting")
+    p = t.parameters
+    expected = sum(
+        p["weights"][k]
+        * stats.t.pdf(
+            marginal["grid"].values, p["dof"][k], p["means"][k, 1], np.sqrt(p["scales"][k, 1, 1])
+        )
+        for k in range(2)
+    )
+    np.testing.assert_allclose(marginal["density"].values, expected, rtol=1e-10)
+    for ax in (
+        plots.plot_density(em, counts, feature=0),
+        plots.plot_clusters_2d(em, counts),
+        plots.plot_density(t, faithful, feature="waiting"),
+    ):
+        path = tmp_path / "plot.png"
+        ax.figure.savefig(path)
+        assert path.stat().st_size > 10_000
+        plt.close(ax.figure)

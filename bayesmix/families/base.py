@@ -132,6 +132,30 @@ class ComponentFamily(ABC):
         """The M-step: maximum likelihood (``priors=None``) or MAP parameters from the
         statistics; components without mass keep ``previous``."""
 
+    # -- one-feature marginals -------------------------------------------------------
+    def marginal_family(self) -> ComponentFamily:
+        """The family of one feature's marginal (itself; a full-scale Student-t's is a
+        diagonal one)."""
+        return self
+
+    def marginal_parameters(self, params: Parameters, feature: int) -> Parameters:
+        """The parameters of feature ``feature``'s marginal, one column (any leading axes):
+        a ``(feature,)`` parameter keeps that column, a ``(feature, feature_)`` matrix its
+        diagonal entry, others stay."""
+        out = {}
+        for name, dims in self.parameters.items():
+            value = params[name]
+            if dims == ("feature",):
+                value = value[..., feature : feature + 1]
+            elif dims == ("feature", "feature_"):
+                value = value[..., feature, feature][..., None]
+            out[name] = value
+        return out
+
+    def marginal_grid(self, low: float, high: float, n_grid: int) -> np.ndarray:
+        """Points at which to draw a one-feature marginal spanning ``[low, high]``."""
+        return np.linspace(low, high, n_grid)
+
     # -- densities and summaries ---------------------------------------------------
     @abstractmethod
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
@@ -147,6 +171,11 @@ class ComponentFamily(ABC):
     def component_variances(self, params: Parameters) -> np.ndarray:
         """``Var[x_d | component k]``, shape ``(..., K, D)``."""
 
+    def component_spreads(self, params: Parameters) -> np.ndarray:
+        """A width per component and feature ``(..., K, D)`` for drawing the components
+        (default the standard deviations)."""
+        return np.sqrt(self.component_variances(params))
+
     @abstractmethod
     def sample(
         self, params: Parameters, components: np.ndarray, rng: np.random.Generator
@@ -155,6 +184,8 @@ class ComponentFamily(ABC):
 
     #: whether NaN entries (missing at random) are marginalised (``missing="marginalize"``)
     supports_missing: ClassVar[bool] = False
+    #: whether the data are discrete (densities are then probability masses)
+    discrete: ClassVar[bool] = False
 
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
     #: whether :meth:`pymc_parameters` and :meth:`pymc_log_density` are defined
@@ -207,9 +238,15 @@ class CountFamily(ComponentFamily):
     roots."""
 
     supports_missing = True
+    discrete = True
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         check_counts(values, feature_names, name, type(self).__name__)
+
+    def marginal_grid(self, low: float, high: float, n_grid: int) -> np.ndarray:
+        """The counts in ``[max(low, 0), high]`` (at most ``n_grid`` of them, evenly spread)."""
+        grid = np.round(np.linspace(max(low, 0.0), max(high, 1.0), n_grid))
+        return np.unique(grid)
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """Square roots, missing entries replaced by their column's mean."""

@@ -162,6 +162,10 @@ class StudentT(ComponentFamily):
     def _full(self) -> bool:
         return self._covariance_type == "full"
 
+    def marginal_family(self) -> StudentT:
+        """A one-feature marginal of a full-scale t is a t with that diagonal scale."""
+        return StudentT("diag", self.dof) if self._full else self
+
     def n_parameters(self, n_features: int) -> int:
         scales = n_features * (n_features + 1) // 2 if self._full else n_features
         return n_features + scales + (1 if self._dof is None else 0)
@@ -396,6 +400,12 @@ class StudentT(ComponentFamily):
         nu = np.asarray(params["dof"], dtype=float)[..., None]
         factor = nu / np.maximum(nu - 2.0, nu / VARIANCE_FACTOR_CAP)
         return diagonal * factor
+
+    def component_spreads(self, params: Parameters) -> np.ndarray:
+        """The scales' square roots (finite for any ``dof``; the standard deviation may
+        not exist)."""
+        scales = params["scales"]
+        return np.sqrt(np.diagonal(scales, axis1=-2, axis2=-1) if self._full else scales)
 
     def sample(
         self, params: Parameters, components: np.ndarray, rng: np.random.Generator

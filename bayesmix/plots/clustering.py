@@ -261,7 +261,10 @@ def _check_levels(levels: Any) -> np.ndarray:
 
 def _ellipses(means: np.ndarray, covs: np.ndarray, level: float, n_points: int = 120):
     """Boundary of the ellipse holding probability ``level`` of each 2-D Gaussian
-    ``(..., 2)``, ``(..., 2, 2)``: points ``(..., n_points, 2)``."""
+    ``(..., 2)``, ``(..., 2, 2)``: points ``(..., n_points, 2)`` (none for the empty
+    covariances of a non-Gaussian family)."""
+    if covs.shape[-1] == 0:
+        return np.zeros(means.shape[:-1] + (0, 2))
     radius = np.sqrt(-2.0 * np.log1p(-level))  # chi-square(2) quantile, square root
     angle = np.linspace(0.0, 2.0 * np.pi, n_points)
     circle = np.stack([np.cos(angle), np.sin(angle)], axis=-1) * radius  # (n, 2)
@@ -270,8 +273,13 @@ def _ellipses(means: np.ndarray, covs: np.ndarray, level: float, n_points: int =
 
 
 def _point_estimate(result: MixtureResult, pair: list[int]) -> tuple[np.ndarray, np.ndarray]:
+    """Posterior mean component means and covariances of the pair of features; for a
+    non-Gaussian family the means and no covariances (``(K, 0, 0)``: no ellipses, whose
+    probability levels hold for Gaussians only)."""
     post = result.posterior
-    means = post["means"].mean(("chain", "draw")).values[:, pair]
+    means = result.model.component_means(post).mean(axis=(0, 1))[:, pair]
+    if "covariances" not in post:
+        return means, np.zeros((means.shape[0], 0, 0))
     covs = post["covariances"].mean(("chain", "draw")).values[:, pair][:, :, pair]
     return means, covs
 
@@ -442,7 +450,7 @@ def plot_clusters_2d(
         )
     )
 
-    if result.n_draws > 1 and n_draw_ellipses > 0:
+    if result.n_draws > 1 and n_draw_ellipses > 0 and "covariances" in result.posterior:
         flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         chosen = rng.choice(
             result.n_draws, size=min(n_draw_ellipses, result.n_draws), replace=False
@@ -465,7 +473,11 @@ def plot_clusters_2d(
             )
         )
 
-    level_text = ", ".join(f"{p:.0%}" for p in levels)
+    level_text = (
+        ", ".join(f"{p:.0%}" for p in levels)
+        if "covariances" in result.posterior
+        else "component means"  # ellipses' probability levels hold for Gaussians only
+    )
     means, covs = _point_estimate(result, pair)
     for level in levels:
         for k, curve in enumerate(_ellipses(means, covs, level)):

@@ -14,7 +14,9 @@ from bayesmix.density import (
     as_points,
     check_result,
     feature_index,
+    is_discrete,
     marginal_density,
+    marginal_grid,
     training_data,
 )
 from bayesmix.results import MixtureResult
@@ -88,8 +90,12 @@ def plot_density(
         raise TypeError(
             f"bins must be an integer or a numpy bin rule such as 'auto'; got {bins!r}."
         )
+    discrete = is_discrete(result)
     edges = None
-    if column is not None:
+    if column is not None and discrete:  # one bar per count
+        column = column[~np.isnan(column)]
+        edges = np.arange(column.min(), column.max() + 2.0) - 0.5
+    elif column is not None:
         try:
             edges = np.histogram_bin_edges(column, bins=bins)
         except ValueError as exc:
@@ -100,7 +106,11 @@ def plot_density(
     if column is not None:
         pad = 0.05 * (column.max() - column.min() or 1.0)
         lo, hi = min(lo, column.min() - pad), max(hi, column.max() + pad)
-    marginal = marginal_density(result, index, np.linspace(lo, hi, n_grid), ci_prob=ci_prob)
+    marginal = marginal_density(
+        result, index, marginal_grid(result, lo, hi, n_grid), ci_prob=ci_prob
+    )
+    # a probability mass is drawn as points at the counts (joined to guide the eye)
+    style = {"marker": "o", "markersize": 3.5} if discrete else {}
 
     ax = _new_axes(ax, (6.4, 4.0))
     grid = marginal["grid"].values
@@ -130,7 +140,9 @@ def plot_density(
         marginal["density"].values,
         color="C0",
         linewidth=2.0,
-        label="posterior predictive" if many else "fitted density",
+        label=("posterior predictive" if many else "fitted ")
+        + ("" if many else "mass" if discrete else "density"),
+        **style,
     )
     if components:
         for k in range(marginal.sizes["component"]):
@@ -142,12 +154,14 @@ def plot_density(
                 linewidth=1.4,
                 zorder=3,
                 label=f"component {marginal['component'].values[k]}",
+                **style,
             )
     ax.set_xlim(lo, hi)
     ax.set_ylim(bottom=0)
     ax.set_xlabel(name)
-    ax.set_ylabel("density")
-    title = "density" if result.n_features == 1 else f"marginal density of {name}"
+    ax.set_ylabel("probability" if discrete else "density")
+    kind = "probability mass" if discrete else "density"
+    title = kind if result.n_features == 1 else f"marginal {kind} of {name}"
     ax.set_title(f"{title} ({result.settings.get('method', 'fit')})")
     ax.legend(frameon=False, fontsize="small")
     return ax
