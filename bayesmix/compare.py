@@ -21,7 +21,8 @@ from scipy.optimize import linear_sum_assignment
 from bayesmix.clustering import adjusted_rand_index
 from bayesmix.data import as_data
 from bayesmix.exceptions import LabelSwitchingWarning
-from bayesmix.results import MixtureResult, require_gaussian
+from bayesmix.model import GaussianMixture
+from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
 
 if TYPE_CHECKING:
@@ -51,21 +52,29 @@ def compare(
 ) -> Comparison:
     """Compare fits of the same mixture side by side (EM versus full Bayes).
 
+    Works for every component family: Gaussian mixtures (``GaussianMixture.fit``) and
+    the families of :class:`~bayesmix.Mixture` (Poisson and negative binomial fitted by
+    EM, MAP, NUTS or ADVI; Student-t by EM or MAP), whose parameters are shown under the
+    family's own names (``rates[k, feature]``, ``dispersions[k, feature]``,
+    ``scales[k, feature]``, ``dof[k]``, ...).
+
     Bayesian results whose chains use different component labels (reported by
     :meth:`~bayesmix.bayes.result.BayesResult.diagnose` as label switching) are relabelled
     first (:meth:`~bayesmix.bayes.result.BayesResult.relabel`). Then every result's
     components are matched to the first result's by the Hungarian algorithm on the
-    (posterior mean) component means, standardised by the standard deviation of ``X``.
+    (posterior mean) component means ``E[x | k]``, standardised by the standard deviation
+    of ``X``.
 
     Parameters
     ----------
     *results : MixtureResult
-        Two or more fitted results (``GaussianMixture.fit(...)``) on the same features,
-        e.g. ``compare(em, nuts, advi, X=X)``. The first is the reference for the
-        component matching and the assignment agreement.
+        Two or more fitted results (``GaussianMixture.fit(...)``, ``Mixture.fit(...)``)
+        on the same features, e.g. ``compare(em, nuts, advi, X=X)``. The first is the
+        reference for the component matching and the assignment agreement.
     X : array-like of shape (n_obs, n_features), DataFrame or DataArray
         Observations for the log predictive density, the assignments and the feature
-        scales used to match components (usually the training data).
+        scales used to match components (usually the training data); in the support of
+        every result's family (counts for Poisson and negative binomial fits).
     names : sequence of str, optional
         One unique name per result; default the fit methods (``"em"``, ``"nuts"``, ...),
         numbered when repeated.
@@ -86,7 +95,12 @@ def compare(
     label-free quantities (log predictive density, assignment agreement, time); their
     parameter table is empty, and the notes say so. Results with different covariance
     structures are compared parameter by parameter: correlations that a structure fixes
-    at 0 (``diag``, ``spherical``) are shown as missing.
+    at 0 (``diag``, ``spherical``) are shown as missing. Results of different families
+    (a Student-t against a Gaussian mixture, a negative binomial against a Poisson one)
+    share the rows of the parameters they have in common (``weights``, and ``means`` for
+    Gaussian, Student-t and negative binomial components); each family's other
+    parameters are missing for the fits of the other families. The log predictive
+    density of an EM or MAP fit is its log-likelihood at the estimate.
 
     Examples
     --------
@@ -96,11 +110,19 @@ def compare(
     >>> em = model.fit(X, method="em", random_state=0)
     >>> nuts = model.fit(X, method="nuts", random_state=0)  # doctest: +SKIP
     >>> bm.compare(em, nuts, X=X)  # doctest: +SKIP
+
+    A Poisson mixture of article counts, EM against NUTS:
+
+    >>> art = bm.datasets.load_biochemists()[["art"]]
+    >>> counts = bm.Mixture(2, bm.families.Poisson())
+    >>> em = counts.fit(art, random_state=0)
+    >>> nuts = counts.fit(art, method="nuts", random_state=0)  # doctest: +SKIP
+    >>> bm.compare(em, nuts, X=art).parameters  # doctest: +SKIP
     """
     results = _check_results(results)
     names = _check_names(names, results)
     ci_prob = check_ci_prob(ci_prob)
-    data = _check_X(X, results[0])
+    data = _check_X(X, results)
 
     notes: list[str] = []
     results = _resolve_labels(results, names, notes)
@@ -132,15 +154,36 @@ def compare(
             "cannot be matched component by component, so only the fit table (log predictive "
             "density, assignment agreement, time) is compared and the parameter table is empty."
         )
-    structures = sorted({r.model.covariance_type for r in results})
-    if same_k and len(structures) > 1:
+    gaussian = all(_is_gaussian(r) for r in results)
+    families = list(dict.fromkeys(_family(r) for r in results))
+    if same_k and gaussian:
+        structures = sorted({r.model.covariance_type for r in results})
+        if len(structures) > 1:
+            notes.append(
+                f"The covariance structures differ ({', '.join(structures)}): correlations "
+                "fixed at 0 by a structure are shown as missing; tied stds are repeated per "
+                "component."
+            )
+    elif same_k and len(families) > 1:
         notes.append(
-            f"The covariance structures differ ({', '.join(structures)}): correlations fixed "
-            "at 0 by a structure are shown as missing; tied stds are repeated per component."
+            f"The component families differ ({', '.join(families)}): parameters of the same "
+            "name share a row (the weights, and the means where families have them); the "
+            "other parameters are missing for the fits whose family lacks them."
         )
 
-    rows = _rows(results, data.feature_names) if same_k else []
-    parameters = _parameter_table(results, names, posteriors, rows, ci_prob)
+    if not same_k:
+        labels = []
+        draws = {n: np.empty((r.n_draws, 0)) for n, r in zip(names, results, strict=True)}
+    elif gaussian:
+        rows = _rows(results, data.feature_names)
+        labels = [row.label for row in rows]
+        draws = {
+            name: _row_draws(posteriors[name], result.model.covariance_type, rows)
+            for name, result in zip(names, results, strict=True)
+        }
+    else:
+        labels, draws = _family_rows(results, names, posteriors)
+    parameters = _parameter_table(results, names, draws, labels, ci_prob)
     labels = [r.predict(data.values) for r in results]
     agreement = pd.DataFrame(
         [[adjusted_rand_index(a, b) for b in labels] for a in labels],
@@ -173,14 +216,18 @@ class Comparison:
     Attributes
     ----------
     parameters : pandas.DataFrame
-        One row per scalar parameter (``weights[k]``, ``means[k, feature]``,
-        ``stds[k, feature]``, ``correlations[k, feature, feature]``); columns
+        One row per scalar parameter (Gaussian: ``weights[k]``, ``means[k, feature]``,
+        ``stds[k, feature]``, ``correlations[k, feature, feature]``; other families their
+        own, e.g. ``rates[k, feature]`` for Poisson, ``means`` and ``dispersions`` for
+        the negative binomial, ``means``, ``scales`` and ``dof[k]`` for Student-t); columns
         ``(fit, "estimate")`` for point estimates, ``(fit, "mean")``, ``(fit, "lower")``,
         ``(fit, "upper")`` for posterior draws and ``(fit, "<point fit> inside")``: whether
         that point estimate lies in the credible interval (missing where either is).
     fits : pandas.DataFrame
-        One row per result: ``method``, ``n_components``, ``covariance_type``,
-        ``n_draws``, ``lpd`` (sum of ``score_samples(X)``), ``lpd_per_obs``, ``ari``
+        One row per result: ``method``, ``n_components``, ``family`` (``"gaussian"``,
+        ``"poisson"``, ...), ``covariance_type`` (empty for count families), ``n_draws``,
+        ``lpd`` (sum of ``score_samples(X)``: the log-likelihood for EM and MAP fits),
+        ``lpd_per_obs``, ``ari``
         (adjusted Rand index of ``predict(X)`` against the first result) and
         ``fit_seconds``.
     agreement : pandas.DataFrame
@@ -299,7 +346,8 @@ class Comparison:
             {
                 "method": fits["method"],
                 "K": fits["n_components"].astype(str),
-                "covariance": fits["covariance_type"],
+                **({} if set(fits["family"]) == {"gaussian"} else {"family": fits["family"]}),
+                "covariance": fits["covariance_type"].replace("", "—"),
                 "draws": fits["n_draws"].astype(str),
                 "lpd": [f"{v:.2f}" for v in fits["lpd"]],
                 "lpd / obs": [f"{v:.4f}" for v in fits["lpd_per_obs"]],
@@ -359,14 +407,13 @@ def _check_results(results: tuple[Any, ...]) -> tuple[MixtureResult, ...]:
         if not isinstance(result, MixtureResult):
             raise TypeError(
                 f"results[{i}] is a {type(result).__name__}, not a fitted bayesmix result; "
-                "pass the objects returned by GaussianMixture.fit(X, method=...)."
+                "pass the objects returned by GaussianMixture.fit(X, method=...) or "
+                "Mixture.fit(X, method=...)."
             )
     if len(results) < 2:
         raise ValueError(
             f"compare needs at least two results, e.g. compare(em, nuts, X=X); got {len(results)}."
         )
-    for result in results:
-        require_gaussian(result, "compare")
     reference = results[0].feature_names
     for i, result in enumerate(results[1:], start=1):
         if result.feature_names != reference:
@@ -402,7 +449,8 @@ def _check_names(names: Any, results: tuple[MixtureResult, ...]) -> list[str]:
     return names
 
 
-def _check_X(X: Any, reference: MixtureResult):
+def _check_X(X: Any, results: tuple[MixtureResult, ...]):
+    reference = results[0]
     data = as_data(X, name="X", n_features=reference.n_features)
     expected = reference.feature_names
     default = tuple(f"x{i}" for i in range(reference.n_features))
@@ -416,6 +464,8 @@ def _check_X(X: Any, reference: MixtureResult):
             f"X has columns {list(data.feature_names)} but the results were fitted on "
             f"{list(expected)}.{hint}"
         )
+    for result in results:  # the family's support: counts for count families
+        result.model.check_values(data.values, data.feature_names, "X")
     return data
 
 
@@ -451,9 +501,10 @@ def _match_components(
     reference: MixtureResult, result: MixtureResult, scale: np.ndarray
 ) -> np.ndarray:
     """``perm[k]``: the component of ``result`` matched to component ``k`` of
-    ``reference`` (Hungarian algorithm on standardised posterior mean means)."""
-    ref = reference.posterior["means"].mean(("chain", "draw")).values / scale
-    other = result.posterior["means"].mean(("chain", "draw")).values / scale
+    ``reference`` (Hungarian algorithm on the standardised posterior mean of the
+    component means ``E[x | k]``, which every family defines)."""
+    ref = reference.model.component_means(reference.posterior).mean(axis=(0, 1)) / scale
+    other = result.model.component_means(result.posterior).mean(axis=(0, 1)) / scale
     cost = ((ref[:, None, :] - other[None, :, :]) ** 2).sum(axis=-1)
     rows, cols = linear_sum_assignment(cost)
     perm = np.empty(ref.shape[0], dtype=np.intp)
@@ -534,28 +585,63 @@ def _row_draws(posterior: xr.Dataset, covariance_type: str, rows: list[_Row]) ->
     return out
 
 
+def _family_rows(
+    results: tuple[MixtureResult, ...], names: list[str], posteriors: dict[str, xr.Dataset]
+) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Rows of results of any family: every result's identified parameters under the
+    family's names (as its ``summary()`` labels them), the union over the results in the
+    order first met, NaN where a result's family lacks a row's parameter.
+
+    Returns
+    -------
+    labels : list of str
+    draws : dict of str to numpy.ndarray
+        Per result, its values of every row for every draw, ``(n_draws, n_rows)``.
+    """
+    own: dict[str, tuple[list[str], np.ndarray]] = {}
+    for name, result in zip(names, results, strict=True):
+        labels, values = parameter_draws(result.model.identified_parameters(posteriors[name]))
+        own[name] = (labels, values.reshape(-1, len(labels)))
+    # group rows by parameter name, the groups in the order first met
+    groups: dict[str, list[str]] = {}
+    for labels, _ in own.values():
+        for label in labels:
+            group = groups.setdefault(label.split("[")[0], [])
+            if label not in group:
+                group.append(label)
+    rows = [label for group in groups.values() for label in group]
+    position = {label: i for i, label in enumerate(rows)}
+    draws = {}
+    for name, (labels, values) in own.items():
+        out = np.full((values.shape[0], len(rows)), np.nan)
+        out[:, [position[label] for label in labels]] = values
+        draws[name] = out
+    return rows, draws
+
+
 def _parameter_table(
     results: tuple[MixtureResult, ...],
     names: list[str],
-    posteriors: dict[str, xr.Dataset],
-    rows: list[_Row],
+    draws: dict[str, np.ndarray],
+    labels: list[str],
     ci_prob: float,
 ) -> pd.DataFrame:
-    index = pd.Index([row.label for row in rows], name="parameter", dtype=object)
+    index = pd.Index(labels, name="parameter", dtype=object)
     columns: dict[tuple[str, str], Any] = {}
     points = {}
     for name, result in zip(names, results, strict=True):
         if result.n_draws == 1:
-            values = _row_draws(posteriors[name], result.model.covariance_type, rows)[0]
+            values = draws[name][0]
             columns[(name, "estimate")] = values
             points[name] = values
     tail = (1.0 - ci_prob) / 2.0
     for name, result in zip(names, results, strict=True):
         if result.n_draws == 1:
             continue
-        draws = _row_draws(posteriors[name], result.model.covariance_type, rows)
-        lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0)
-        columns[(name, "mean")] = draws.mean(axis=0)
+        values = draws[name]
+        with np.errstate(invalid="ignore"):
+            lower, upper = np.quantile(values, [tail, 1.0 - tail], axis=0)
+        columns[(name, "mean")] = values.mean(axis=0)
         columns[(name, "lower")] = lower
         columns[(name, "upper")] = upper
         for point, estimate in points.items():
@@ -578,7 +664,8 @@ def _fit_table(
         {
             "method": [str(r.settings.get("method", type(r).__name__)) for r in results],
             "n_components": [r.model.n_components for r in results],
-            "covariance_type": [r.model.covariance_type for r in results],
+            "family": [_family(r) for r in results],
+            "covariance_type": [_covariance_type(r) for r in results],
             "n_draws": [r.n_draws for r in results],
             "lpd": lpd,
             "lpd_per_obs": lpd / X.shape[0],
@@ -587,6 +674,22 @@ def _fit_table(
         },
         index=pd.Index(names, name="fit"),
     )
+
+
+def _is_gaussian(result: MixtureResult) -> bool:
+    return isinstance(result.model, GaussianMixture)
+
+
+def _family(result: MixtureResult) -> str:
+    """The component family's name (``"gaussian"``, ``"poisson"``, ...)."""
+    return "gaussian" if _is_gaussian(result) else str(result.model.family.name)
+
+
+def _covariance_type(result: MixtureResult) -> str:
+    """The covariance structure (Gaussian and Student-t); empty for count families."""
+    if _is_gaussian(result):
+        return str(result.model.covariance_type)
+    return str(getattr(result.model.family, "covariance_type", ""))
 
 
 # -- formatting ---------------------------------------------------------------------------

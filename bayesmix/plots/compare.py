@@ -15,7 +15,6 @@ if TYPE_CHECKING:
 
 __all__ = ["plot_comparison"]
 
-_VARIABLES = ("weights", "means", "stds", "correlations")
 _OUTSIDE_COLOUR = "#fde2e1"
 
 
@@ -49,12 +48,16 @@ def plot_comparison(
     comparison : Comparison
         The output of :func:`bayesmix.compare`.
     var_names : str or sequence of str, optional
-        Parameter groups to draw, among ``"weights"``, ``"means"``, ``"stds"`` and
-        ``"correlations"``; default all present.
+        Parameter groups to draw: for Gaussian mixtures among ``"weights"``,
+        ``"means"``, ``"stds"`` and ``"correlations"``, for other families among their
+        own (``"rates"``; ``"means"``, ``"dispersions"``; ``"scales"``, ``"dof"``);
+        default all present.
     features : sequence of str, optional
-        Draw only the parameters of these features: the weights, the means and standard
-        deviations in these features and the correlations between two of them (for data
-        with many features); default every feature.
+        Draw only the parameters of these features: the weights (and other parameters
+        of no feature, such as a Student-t's ``dof``), the parameters in one of these
+        features (means, standard deviations, rates, ...) and those between two of them
+        (correlations, Student-t scales), for data with many features; default every
+        feature.
     figsize : (float, float), optional
         Figure size in inches; default 7 wide and about 0.2 inch per fit and panel.
 
@@ -77,7 +80,7 @@ def plot_comparison(
             "components); compare the fits through comparison.fits instead."
         )
     groups = table.index.str.split("[").str[0].to_numpy()
-    present = [v for v in _VARIABLES if v in set(groups)]
+    present = list(dict.fromkeys(groups))
     if var_names is None:
         selected = present
     else:
@@ -160,17 +163,31 @@ def plot_comparison(
 
 
 def _feature_rows(comparison: Comparison, features: Sequence[str]) -> set[str]:
-    """Labels of the parameter-table rows that involve only ``features``."""
+    """Labels of the parameter-table rows that involve only ``features``: every compared
+    result's rows (labelled as its ``summary()`` does) when its parameters are restricted
+    to those features."""
+    from bayesmix.results import parameter_draws
+
     known = comparison.results[0].feature_names
     features = [features] if isinstance(features, str) else list(features)
     unknown = [f for f in features if f not in known]
     if unknown or not features:
         raise ValueError(f"features must name features among {list(known)}; got {features!r}.")
+    subset = [f for f in known if f in features]  # the data's order, as pair labels have it
+    labels: set[str] = set()
+    for name, result in zip(comparison.names, comparison.results, strict=True):
+        posterior = comparison.posteriors[name]
+        selection = {dim: subset for dim in ("feature", "feature_") if dim in posterior.sizes}
+        identified = result.model.identified_parameters(posterior.sel(selection))
+        labels.update(parameter_draws(identified)[0])
+    # a Gaussian parameter shown per component for a structure that shares it (tied stds
+    # next to full ones) keeps its per-component label in the table
     components = range(comparison.results[0].model.n_components)
-    labels = {f"weights[{k}]" for k in components} | {f"stds[{k}]" for k in components}
-    for f in features:
-        labels |= {f"stds[{f}]"} | {f"{v}[{k}, {f}]" for v in ("means", "stds") for k in components}
-        for g in features:
-            labels |= {f"correlations[{f}, {g}]"}
-            labels |= {f"correlations[{k}, {f}, {g}]" for k in components}
+    for label in list(labels):
+        group, _, inside = label.partition("[")
+        parts = inside.rstrip("]").split(", ")
+        if group in ("stds", "correlations") and parts[0] not in map(str, components):
+            labels |= {f"{group}[{k}, {inside.rstrip(']')}]" for k in components}
+        if group == "stds" and len(parts) == 1 and parts[0] in map(str, components):
+            labels |= {f"stds[{parts[0]}, {f}]" for f in subset}
     return labels
