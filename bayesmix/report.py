@@ -32,7 +32,15 @@ from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import check_choice, check_ci_prob
 
-__all__ = ["ReportFiles", "feature_ranking", "fit_methods", "summary_table", "write_report"]
+__all__ = [
+    "ReportFiles",
+    "describe_model",
+    "feature_ranking",
+    "fit_methods",
+    "summary_table",
+    "supported_methods",
+    "write_report",
+]
 
 #: A fit projected to run longer than this many seconds is announced before it starts.
 LONG_FIT_SECONDS = 60.0
@@ -143,7 +151,8 @@ def _check_results(results: Any) -> dict[str, MixtureResult]:
             )
         if not isinstance(result, MixtureResult):
             raise TypeError(
-                f"results[{name!r}] must be a fitted result (GaussianMixture.fit(...)); "
+                f"results[{name!r}] must be a fitted result (GaussianMixture.fit(...) or "
+                "Mixture.fit(...)); "
                 f"got {type(result).__name__}."
             )
     features = {r.feature_names for r in named.values()}
@@ -208,7 +217,9 @@ def summary_table(
     -------
     pandas.DataFrame
         Columns ``method`` (the fit's name), ``parameter`` (``weights[k]``,
-        ``means[k, feature]``, ``stds[k, feature]``, ``correlations[k, feature, feature]``),
+        ``means[k, feature]``, ``stds[k, feature]``, ``correlations[k, feature, feature]``
+        for Gaussian fits; the family's own names for other families, e.g.
+        ``rates[k, feature]``, as its ``summary()`` labels them),
         ``estimate`` (the point estimate of EM/MAP, the posterior mean otherwise), ``sd``,
         ``lower`` and ``upper`` (the credible interval; posterior draws only), ``ci_prob``,
         and for NUTS ``r_hat``, ``ess_bulk`` and ``ess_tail`` (missing where they do not
@@ -268,11 +279,12 @@ def fit_methods(
     Parameters
     ----------
     X : array-like of shape (n_obs, n_features), DataFrame or DataArray
-    model : GaussianMixture
+    model : GaussianMixture or Mixture
+        The declaration (any component family).
     methods : sequence of str
         Fit methods (``"em"``, ``"map"``, ``"nuts"``, ``"advi"``, ``"fullrank_advi"``).
     options : mapping {method: mapping of fit options}, optional
-        Keyword arguments of :meth:`GaussianMixture.fit` per method.
+        Keyword arguments of the declaration's ``fit`` per method.
     echo : callable
         Receives one progress line per fit (``print`` by default).
     warn : callable, optional
@@ -289,17 +301,27 @@ def fit_methods(
         The distinct warnings (bayesmix's, and user/runtime warnings of the libraries)
         raised by each fit, for :func:`write_report`.
     """
-    from bayesmix.model import FIT_METHODS, GaussianMixture
+    from bayesmix.mixture import Mixture
+    from bayesmix.model import GaussianMixture
 
-    if not isinstance(model, GaussianMixture):
-        raise TypeError(f"model must be a bayesmix.GaussianMixture; got {type(model).__name__}.")
+    if not isinstance(model, (GaussianMixture, Mixture)):
+        raise TypeError(
+            "model must be a bayesmix.GaussianMixture or bayesmix.Mixture; got "
+            f"{type(model).__name__}."
+        )
+    allowed = supported_methods(model)
     if isinstance(methods, str):
         methods = [methods]
     methods = list(methods)
     if not methods:
-        raise ValueError(f"methods is empty; choose from {list(FIT_METHODS)}.")
+        raise ValueError(f"methods is empty; choose from {list(allowed)}.")
     for method in methods:
-        check_choice(method, "methods", FIT_METHODS)
+        if isinstance(model, Mixture) and isinstance(method, str) and method not in allowed:
+            raise ValueError(
+                f"method {method!r} is not available for the {model.family.name} family; "
+                f"it is fitted by {', '.join(allowed)}."
+            )
+        check_choice(method, "methods", allowed)
     options = {} if options is None else dict(options)
     warn = echo if warn is None else warn
     results: dict[str, MixtureResult] = {}
@@ -328,6 +350,74 @@ def fit_methods(
         if on_result is not None:
             on_result(method, results[method])
     return results, caught_by_method
+
+
+def supported_methods(model: Any) -> tuple[str, ...]:
+    """The fit methods a declaration takes.
+
+    Parameters
+    ----------
+    model : GaussianMixture or Mixture
+
+    Returns
+    -------
+    tuple of str
+        Every method for Gaussian mixtures (``em``, ``map``, ``gibbs``, ``nuts``, ``advi``,
+        ``fullrank_advi``); for other families ``em`` and ``map``, and ``nuts``, ``advi``
+        and ``fullrank_advi`` when the family has a PyMC parametrisation (Poisson and
+        negative binomial; not Student-t).
+    """
+    from bayesmix.mixture import FAMILY_METHODS, Mixture
+    from bayesmix.model import FIT_METHODS
+
+    if not isinstance(model, Mixture):
+        return tuple(FIT_METHODS)
+    if model.family.supports_pymc:
+        return tuple(FAMILY_METHODS)
+    return tuple(m for m in FAMILY_METHODS if m in ("em", "map"))
+
+
+def describe_model(model: Any) -> str:
+    """The declaration in words: ``"2 poisson components"``, ``"3 Gaussian components
+    with full covariance matrices"``.
+
+    Parameters
+    ----------
+    model : GaussianMixture or Mixture
+
+    Returns
+    -------
+    str
+    """
+    from bayesmix.mixture import Mixture
+
+    k = model.n_components
+    if not isinstance(model, Mixture):
+        return f"{k} Gaussian components with {model.covariance_type} covariance matrices"
+    family = model.family
+    words = {
+        "poisson": "Poisson",
+        "negative_binomial": "negative binomial",
+        "student_t": "Student-t",
+    }.get(family.name, family.name)
+    text = f"{k} {words} component{'s' if k != 1 else ''}"
+    covariance = getattr(family, "covariance_type", None)
+    if covariance is not None:
+        text += f" with {covariance} scale matrices"
+        dof = getattr(family, "dof", None)
+        if dof is None:
+            text += " and degrees of freedom estimated per component"
+        else:
+            text += f" and {dof:g} degrees of freedom"
+    elif getattr(family, "discrete", False):
+        text += " (counts; the columns independent given the component)"
+    return text
+
+
+def _location_name(result: MixtureResult) -> str:
+    """The parameter that locates the components (``means``; Poisson's ``rates``)."""
+    names = result.model.parameter_names
+    return "means" if "means" in names else names[1]
 
 
 def _relabelled_if_switched(result: MixtureResult) -> MixtureResult:
@@ -389,7 +479,7 @@ def _long_fit_caution(method: str, model: Any, X: Any, options: Mapping[str, Any
     if method == "gibbs":
         from bayesmix.bayes.gibbs import projected_seconds
 
-        keys = ("draws", "tune", "chains", "thin", "temperatures")
+        keys = ("draws", "tune", "chains", "thin", "temperatures", "mode_jumps")
         seconds = projected_seconds(model, X, **{k: options[k] for k in keys if k in options})
         if seconds > LONG_FIT_SECONDS:
             return (
@@ -399,7 +489,7 @@ def _long_fit_caution(method: str, model: Any, X: Any, options: Mapping[str, Any
         return ""
     if (
         method == "nuts"
-        and model.covariance_type in ("full", "tied")
+        and getattr(model, "covariance_type", None) in ("full", "tied")
         and n_features >= NUTS_SLOW_FEATURES
     ):
         return (
@@ -516,7 +606,9 @@ def _plot_clusters(
         if n and legend is not None:
             legend.remove()
     _save(fig, path, dpi=GRID_DPI)
-    return _CAPTIONS["clusters"] + shown.note(MAX_PLOT_FEATURES)
+    gaussian = "covariances" in result.posterior
+    caption = _CAPTIONS["clusters"] if gaussian else _CAPTIONS["clusters_family"]
+    return caption + shown.note(MAX_PLOT_FEATURES)
 
 
 def _plot_densities(result: MixtureResult, data: Data, shown: _Shown, path: Path) -> str:
@@ -530,7 +622,9 @@ def _plot_densities(result: MixtureResult, data: Data, shown: _Shown, path: Path
         if n and legend is not None:
             legend.remove()
     _save(fig, path, dpi=GRID_DPI)
-    return _CAPTIONS["density"] + shown.note(MAX_DENSITY_FEATURES)
+    discrete = getattr(getattr(result.model, "family", None), "discrete", False)
+    caption = _CAPTIONS["mass"] if discrete else _CAPTIONS["density"]
+    return caption + shown.note(MAX_DENSITY_FEATURES)
 
 
 def _plot_membership(members: Any, path: Path) -> str:
@@ -555,8 +649,9 @@ def _plot_trace(result: MixtureResult, shown: _Shown, summary: pd.DataFrame, pat
     coords: dict[str, list] = {"component": components}
     if features:
         coords["feature"] = features
+    location = _location_name(result)
     collection = plot_trace(
-        result, var_names=["weights", "means"][: 1 + bool(features)], coords=coords
+        result, var_names=["weights", location][: 1 + bool(features)], coords=coords
     )
     figure = collection.viz["figure"].item()
     figure.savefig(path, dpi=80, bbox_inches="tight")
@@ -573,7 +668,7 @@ def _trace_caption(
         else (f"the weights of components 0-{components[-1]}")
     )
     if features:
-        drawn += f" and the means in {', '.join(features)}"
+        drawn += f" and the {_location_name(result)} in {', '.join(features)}"
     caption = (
         f"NUTS traces and marginal posteriors, chain by chain, of {drawn}; the other "
         "parameters are not drawn (r_hat and ESS of every parameter are in summary.csv)."
@@ -591,9 +686,15 @@ def _plot_comparison(comparison: Any, shown: _Shown, path: Path) -> str:
     if len(features) == len(shown.features):
         _save(comparison.plot(), path)
         return _CAPTIONS["comparison"]
-    _save(comparison.plot(var_names=["weights", "means", "stds"], features=features), path)
+    groups = list(dict.fromkeys(comparison.parameters.index.str.split("[").str[0]))
+    if "correlations" in groups:  # Gaussian: the weights, means and stds
+        groups = [g for g in groups if g in ("weights", "means", "stds")]
+        drawn = "the means and stds"
+    else:
+        drawn = "the " + " and ".join(g for g in groups if g != "weights")
+    _save(comparison.plot(var_names=groups, features=features), path)
     return _CAPTIONS["comparison"] + (
-        f" Drawn: the weights, and the means and stds in the {len(features)} features that "
+        f" Drawn: the weights, and {drawn} in the {len(features)} features that "
         f"separate the components most ({', '.join(features)}); every parameter is in "
         "comparison.csv."
     )
@@ -608,8 +709,14 @@ _CAPTIONS = {
     "clusters": "Observations coloured by their most probable component, with the ellipses "
     "holding 50% and 95% of each component (thin lines: posterior draws; black: point "
     "estimates for comparison). Larger points are less certain assignments.",
+    "clusters_family": "Observations coloured by their most probable component, with each "
+    "component's mean (posterior mean for posterior fits). Larger points are less certain "
+    "assignments.",
     "density": "Histogram of each drawn feature with the fitted marginal density (credible "
     "band for posterior fits) and its weighted components.",
+    "mass": "Share of each count among the observations of each drawn feature (bars) with "
+    "the fitted marginal probability mass (credible band for posterior fits) and its "
+    "weighted components.",
     "membership": "Probability of each observation's assigned component, from the most to the "
     "least certain, with credible intervals over posterior draws.",
     "comparison": "Parameters by fit: posterior means with credible intervals, point "
@@ -718,11 +825,23 @@ def _image(path: Path, caption: str) -> str:
     )
 
 
+def _declaration_column(model: Any) -> dict[str, str]:
+    """The declaration's settings for the settings table: the covariance structure of a
+    Gaussian mixture; a family's name and its settings."""
+    from bayesmix.mixture import Mixture
+
+    if not isinstance(model, Mixture):
+        return {"covariance_type": str(model.covariance_type)}
+    column = {"family": model.family.name}
+    column.update({key: str(value) for key, value in model.family.settings().items()})
+    return column
+
+
 def _settings_table(results: dict[str, MixtureResult]) -> pd.DataFrame:
     skip = {"versions"}
     table: dict[str, dict[str, str]] = {}
     for name, result in results.items():
-        column = {"covariance_type": result.model.covariance_type}
+        column = _declaration_column(result.model)
         column["n_components"] = str(result.model.n_components)
         for key, value in result.settings.items():
             if key in skip:
@@ -880,9 +999,8 @@ def _html(
     parts.append("<h2>Model</h2>")
     parts.append(f"<pre>{_esc(repr(first.model))}</pre>")
     parts.append(
-        f"<p>{first.model.n_components} Gaussian components with <b>"
-        f"{_esc(first.model.covariance_type)}</b> covariance matrices on {data.n_features} "
-        f"feature(s); fitted by {', '.join(_esc(n) for n in results)}.</p>"
+        f"<p>{_esc(describe_model(first.model))} on {data.n_features} feature(s); fitted by "
+        f"{', '.join(_esc(n) for n in results)}.</p>"
     )
 
     parts.append("<h2>Data</h2>")
@@ -985,7 +1103,10 @@ def write_report(
     Parameters
     ----------
     results : MixtureResult, sequence of them or mapping {name: result}
-        Fits of the same features (usually one declaration fitted by several methods).
+        Fits of the same features (usually one declaration fitted by several methods),
+        of any component family: Gaussian mixtures and the families of
+        :class:`~bayesmix.Mixture` (their parameter tables use the family's names; count
+        families get a probability mass plot instead of a density, and no ellipses).
         Names (default: the fit methods) become file names.
     X : array-like of shape (n_obs, n_features), DataFrame or DataArray
         The observations the results were fitted to.
@@ -1024,6 +1145,9 @@ def write_report(
     >>> files = write_report(em, X, "faithful-report")  # doctest: +SKIP
     >>> files.html  # doctest: +SKIP
     PosixPath('faithful-report/report.html')
+    >>> art = bm.datasets.load_biochemists()[["art"]]
+    >>> poisson = bm.Mixture(2, bm.families.Poisson()).fit(art, random_state=0)
+    >>> files = write_report(poisson, art, "articles-report")  # doctest: +SKIP
     """
     named = _check_results(results)
     ci_prob = check_ci_prob(ci_prob)
