@@ -547,6 +547,7 @@ def _version() -> str:
 Examples:
   bayesmix demo
   bayesmix fit data.csv --components 3 --method em,nuts --out results
+  bayesmix fit counts.csv --components 2 --family poisson --method em,nuts
   bayesmix select data.parquet --components 1-6 --covariance full,diag
 """,
 )
@@ -555,7 +556,7 @@ Examples:
 @click.option("--verbose", is_flag=True, help="Show the log messages of PyMC and PyTensor.")
 @click.pass_context
 def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
-    """Bayesian Gaussian mixtures from the command line.
+    """Bayesian mixtures (Gaussian, Student-t, Poisson, negative binomial) from the command line.
 
     Fit a mixture by EM, NUTS or ADVI and write a report (fit), choose the number of
     components (select), or run the showcase on the Old Faithful data (demo).
@@ -572,6 +573,8 @@ Examples:
   bayesmix fit data.csv --components 3
   bayesmix fit data.csv -k 2 --method em,nuts --covariance diag --out results
   bayesmix fit data.parquet -k 2 --columns height,weight --method nuts --draws 2000
+  bayesmix fit counts.csv -k 2 --family negative_binomial --method em,map,nuts
+  bayesmix fit data.csv -k 2 --family student_t --covariance diag --method em,map
 """
 )
 @DATA_ARGUMENT
@@ -583,11 +586,19 @@ Examples:
     help="Number of mixture components K (choose it with 'bayesmix select').",
 )
 @click.option(
+    "--family",
+    type=click.Choice(("gaussian", *FAMILY_NAMES), case_sensitive=False),
+    default="gaussian",
+    show_default=True,
+    help="Component family: gaussian; student_t (heavy tails: em, map); poisson or "
+    "negative_binomial (counts: em, map, nuts, advi, fullrank_advi).",
+)
+@click.option(
     "--covariance",
     type=click.Choice(COVARIANCE_TYPES, case_sensitive=False),
-    default="full",
-    show_default=True,
-    help="Covariance structure of the components.",
+    default=None,
+    help="Covariance structure of Gaussian components, or scale structure of Student-t "
+    "ones (full or diag) [default: full].",
 )
 @click.option(
     "--method",
@@ -596,8 +607,8 @@ Examples:
     default="em",
     show_default=True,
     help="Inference method(s), comma-separated: em (maximum likelihood), map (MAP-EM), "
-    "gibbs (conjugate Gibbs sampler: the MCMC that mixes on real data), nuts (MCMC), "
-    "advi, fullrank_advi (variational).",
+    "gibbs (conjugate Gibbs sampler for Gaussians: the MCMC that mixes on real data), "
+    "nuts (MCMC), advi, fullrank_advi (variational).",
 )
 @click.option(
     "--out",
@@ -618,7 +629,8 @@ Examples:
 def fit(
     data: Path,
     components: int,
-    covariance: str,
+    family: str,
+    covariance: str | None,
     methods: list[str],
     out: Path | None,
     ci_prob: float,
@@ -636,18 +648,22 @@ def fit(
     seed: int | None,
     progress: bool,
 ) -> None:
-    """Fit a K-component Gaussian mixture to DATA and write a report.
+    """Fit a K-component mixture to DATA and write a report.
 
-    DATA is a CSV file with a header row or a Parquet file. Writes into --out:
+    The components are Gaussian unless --family names another family: student_t
+    (robust to outliers), poisson or negative_binomial (counts; every column a count,
+    independent given the component). DATA is a CSV file with a header row or a Parquet
+    file. Writes into --out:
     summary.csv (one row per method and parameter), <method>.nc (the result as a
     netCDF DataTree; read it with bayesmix.io.load), PNG plots and report.html, a
     self-contained page with every table and plot. Each <method>.nc is written as soon
     as that fit is done, so a later fit that fails or is interrupted loses nothing
     finished.
     """
-    from bayesmix.model import GaussianMixture
     from bayesmix.report import feature_ranking, fit_methods, write_report
 
+    family = family.lower()
+    model, structure = _declaration(components, family, covariance, methods, mass_matrix)
     frame, info, messages = read_data(
         data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values
     )
@@ -658,13 +674,16 @@ def fit(
             "the number of rows.",
             param_hint="'--components'",
         )
+    if family != "gaussian":
+        try:  # the family's support (counts for count families), before any fit
+            model.check_data(frame)
+        except ValueError as exc:
+            raise _InputError(f"{exc} (--family {family})") from None
     seed = _seed(seed)
-    covariance = covariance.lower()
     click.echo(
         f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
         f"({', '.join(frame.columns)}) from {data}"
     )
-    model = GaussianMixture(components, covariance)
     options = method_options(
         methods,
         draws=draws,
@@ -676,6 +695,10 @@ def fit(
         seed=seed,
         progress=progress,
     )
+    if family != "gaussian":  # the options a family's fits take (no NUTS mass matrix)
+        options = {
+            m: {k: v for k, v in o.items() if k in model.fit_options(m)} for m, o in options.items()
+        }
     click.echo(f"Model: {model!r}; seed {seed}")
     out = Path(f"{data.name.split('.')[0]}-bayesmix") if out is None else out
     if out.exists() and not out.is_dir():
@@ -704,21 +727,77 @@ def fit(
         results,
         frame,
         out,
-        title=f"bayesmix: {components}-component {covariance} mixture of {data.name}",
+        title=f"bayesmix: {components}-component {structure} mixture of {data.name}",
         data_info=info,
         fit_warnings=fit_warnings,
         plots=not no_plots,
         ci_prob=ci_prob,
         command=_command_line(),
     )
-    _echo_estimates(files.summary, feature_ranking(next(iter(results.values())), frame))
+    location = "means" if "means" in model.parameter_names else model.parameter_names[1]
+    first = next(iter(results.values()))
+    _echo_estimates(files.summary, feature_ranking(first, frame), location)
     for line in files.lines():
         click.echo(line)
 
 
-def _echo_estimates(summary_path: Path, ranking: Any) -> None:
-    """The weights and the means in the most separating features, fit by fit; the rest
-    is in ``summary.csv``."""
+def _declaration(
+    components: int, family: str, covariance: str | None, methods: list[str], mass_matrix: str
+) -> tuple[Any, str]:
+    """The declaration ``fit`` fits, and its words for the title (``"full"``,
+    ``"poisson"``, ``"student_t (diag)"``); a combination of options that cannot work is
+    a one-line usage error naming what works."""
+    from bayesmix.report import supported_methods
+
+    if family == "gaussian":
+        from bayesmix.model import GaussianMixture
+
+        covariance = (covariance or "full").lower()
+        return GaussianMixture(components, covariance), covariance
+    from bayesmix.families import FAMILIES
+    from bayesmix.mixture import Mixture
+
+    if family == "student_t":
+        from bayesmix.families.student_t import COVARIANCE_TYPES as T_TYPES
+
+        covariance = (covariance or "full").lower()
+        if covariance not in T_TYPES:
+            raise click.BadParameter(
+                f"the student_t family takes --covariance {' or '.join(T_TYPES)}; got "
+                f"{covariance!r}.",
+                param_hint="'--covariance'",
+            )
+        model = Mixture(components, FAMILIES[family](covariance_type=covariance))
+        structure = f"student_t ({covariance})"
+    else:
+        if covariance is not None:
+            raise click.BadParameter(
+                f"only the gaussian and student_t families take a covariance structure; the "
+                f"{family} family has one parameter set per column (leave --covariance out).",
+                param_hint="'--covariance'",
+            )
+        model = Mixture(components, FAMILIES[family]())
+        structure = family
+    allowed = supported_methods(model)
+    unsupported = [m for m in methods if m not in allowed]
+    if unsupported:
+        raise click.BadParameter(
+            f"{', '.join(unsupported)} cannot fit the {family} family; it supports "
+            f"{', '.join(allowed)}.",
+            param_hint="'--method'",
+        )
+    if mass_matrix != "auto" and "nuts" in methods:
+        raise click.BadParameter(
+            f"--mass-matrix applies to Gaussian NUTS fits; the {family} family's NUTS uses "
+            "PyMC's adapted diagonal mass matrix (leave --mass-matrix out).",
+            param_hint="'--mass-matrix'",
+        )
+    return model, structure
+
+
+def _echo_estimates(summary_path: Path, ranking: Any, location: str = "means") -> None:
+    """The weights and the component locations (``means``; Poisson's ``rates``) in the
+    most separating features, fit by fit; the rest is in ``summary.csv``."""
     import pandas as pd
 
     table = pd.read_csv(summary_path)
@@ -730,13 +809,13 @@ def _echo_estimates(summary_path: Path, ranking: Any) -> None:
     n_components = int(wide.index.str.startswith("weights[").sum())
     n_features = max(1, (MAX_CONSOLE_ROWS - n_components) // n_components)
     features = list(ranking.index[:n_features])
-    means = {f"means[{k}, {f}]" for k in range(n_components) for f in features}
+    means = {f"{location}[{k}, {f}]" for k in range(n_components) for f in features}
     shown = wide[wide.index.str.startswith("weights[") | wide.index.isin(means)]
-    which = "the weights and means"
+    which = f"the weights and {location}"
     if len(features) < len(ranking):
         which = (
-            f"the weights, and the means in the {len(features)} of {len(ranking)} features "
-            "that separate the components most"
+            f"the weights, and the {location} in the {len(features)} of {len(ranking)} "
+            "features that separate the components most"
         )
     click.echo(
         f"\nEstimates of {which} (EM/MAP: point estimate; otherwise posterior mean); "

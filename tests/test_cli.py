@@ -75,6 +75,13 @@ def test_help_of_every_command_has_examples(command):
     assert "Usage: bayesmix" in result.output and "Examples:" in result.output
 
 
+def test_fit_help_names_the_families_and_their_methods():
+    text = " ".join(run("fit", "--help").output.split())
+    assert "--family [gaussian|poisson|negative_binomial|student_t]" in text
+    assert "student_t (heavy tails: em, map)" in text
+    assert "--family negative_binomial --method em,map,nuts" in text  # an example
+
+
 def test_version_and_bare_group():
     assert run("--version").output.strip() == f"bayesmix, version {bm.__version__}"
     bare = run()
