@@ -328,7 +328,7 @@ def fit_methods(
     caught_by_method: dict[str, list[str]] = {}
     for method in methods:
         kwargs = dict(options.get(method, {}))
-        echo(_fitting_line(method, kwargs))
+        echo(_fitting_line(method, kwargs, family=isinstance(model, Mixture)))
         caution = _long_fit_caution(method, model, X, kwargs)
         if caution:
             echo(caution)
@@ -449,7 +449,20 @@ def _resolve_label_switching(result: MixtureResult) -> MixtureResult:
     return relabelled
 
 
-def _fitting_line(method: str, options: Mapping[str, Any]) -> str:
+def _fitting_line(method: str, options: Mapping[str, Any], family: bool = False) -> str:
+    """The line announcing a fit; ``family``: of a non-Gaussian family, whose NUTS and ADVI
+    compile their PyMC model on every fit."""
+    if family and method in ("nuts", "advi", "fullrank_advi"):
+        draws = (
+            f"{options.get('chains', 4)} chains x {options.get('draws', 1000)} draws after "
+            f"{options.get('tune', 1000)} tuning steps"
+            if method == "nuts"
+            else f"{options.get('draws', 1000)} draws from the approximation"
+        )
+        return (
+            f"Fitting {method}: {draws} (compiles the family's PyMC model first: seconds when "
+            "PyTensor's cache is warm, tens of seconds otherwise) ..."
+        )
     if method == "gibbs":
         return (
             f"Fitting gibbs: {options.get('chains', 4)} chains x {options.get('draws', 1000)} "
@@ -1029,7 +1042,14 @@ def _html(
         "including any compilation it triggered: the first NUTS fit on a machine compiles "
         "bayesmix's log density (about 20 s, then cached on disk), the first ADVI fit "
         "PyTensor's model (up to about 2 minutes with an empty cache). Repeated runs are "
-        "faster.</p>"
+        "faster."
+        + (
+            " NUTS and ADVI fits of a non-Gaussian family compile their PyMC model on every "
+            "fit (seconds when PyTensor's cache is warm)."
+            if any(r.n_draws > 1 and "covariances" not in r.posterior for r in results.values())
+            else ""
+        )
+        + "</p>"
     )
     parts.append(_frame_html(_settings_table(results)))
     parts.append("<h3>Diagnostics</h3>")
