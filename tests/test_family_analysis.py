@@ -4,8 +4,9 @@ Real data: the article counts of flexmix's ``bioChemists`` (Poisson and negative
 mixtures) and Old Faithful with a few gross outliers (Student-t). The tables are checked
 against quantities computed here with numpy and scipy from the results' own parameter
 draws (scipy's Poisson mass for the log-likelihoods, scikit-learn's adjusted Rand index
-for the agreement). One PyMC model is compiled in this module (a Poisson K=2 NUTS fit of
-the article counts, module-scoped and reused by the compare and report tests).
+for the agreement). Two PyMC models are compiled in this module: a Poisson K=2 NUTS fit of
+the article counts (module-scoped, reused by the compare and report tests) and one negative
+binomial ADVI fit.
 """
 
 from __future__ import annotations
@@ -271,6 +272,52 @@ def test_compare_matches_components_across_methods(art, poisson_fits, poisson_nu
         np.testing.assert_allclose(table[("flipped", statistic)], table[("nuts", statistic)])
     assert any("flipped: components reordered" in note for note in comparison.notes)
     assert comparison.agreement.loc["nuts", "flipped"] == pytest.approx(1.0)
+
+
+@slow
+def test_compare_negative_binomial_em_and_advi(art):
+    """A second compiled model: ADVI of a negative binomial mixture (one chain of draws)."""
+    model = bm.Mixture(2, bm.families.NegativeBinomial())
+    em = model.fit(art, n_init=2, max_iter=300, random_state=0)
+    vi = model.fit(art, method="advi", n=3000, draws=300, random_state=0, progressbar=False)
+    comparison = compare(em, vi, X=art)
+    table = comparison.parameters
+    assert list(table.index) == [
+        "weights[0]",
+        "weights[1]",
+        "means[0, art]",
+        "means[1, art]",
+        "dispersions[0, art]",
+        "dispersions[1, art]",
+    ]
+    perm = comparison.permutations["advi"]
+    draws = np.concatenate(
+        [
+            vi.posterior[name].values.reshape(300, 2, -1)[:, perm].reshape(300, -1)
+            for name in ("weights", "means", "dispersions")
+        ],
+        axis=1,
+    )
+    np.testing.assert_allclose(table[("advi", "mean")], draws.mean(axis=0))
+    lower, upper = np.quantile(draws, [0.03, 0.97], axis=0)
+    np.testing.assert_allclose(table[("advi", "lower")], lower)
+    np.testing.assert_allclose(table[("advi", "upper")], upper)
+    estimate = np.concatenate(
+        [em.weights, em.parameters["means"][:, 0], em.parameters["dispersions"][:, 0]]
+    )
+    np.testing.assert_allclose(table[("em", "estimate")], estimate)
+    inside = (lower <= estimate) & (estimate <= upper)
+    assert list(table[("advi", "em inside")]) == inside.tolist()
+    assert comparison.outside.to_numpy().tolist() == (~inside).tolist()
+    # EM's lpd is its log-likelihood under scipy's negative binomial (n = dispersion)
+    X = art.to_numpy(dtype=float)
+    alpha, mu = em.parameters["dispersions"][:, 0], em.parameters["means"][:, 0]
+    log_joint = np.log(em.weights) + stats.nbinom.logpmf(X, alpha, alpha / (alpha + mu))
+    assert comparison.fits.loc["em", "lpd"] == pytest.approx(
+        float(logsumexp(log_joint, axis=1).sum()), rel=1e-10
+    )
+    assert comparison.fits.loc["advi", "n_draws"] == 300
+    assert list(comparison.fits["family"]) == ["negative_binomial"] * 2
 
 
 # -- the report -----------------------------------------------------------------------------
