@@ -177,8 +177,14 @@ def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
     concentration = None if priors is None else priors["weight_concentration"]
     log_likelihood, trace, converged = [], [], False
     for n_iter in range(max_iter + 1):
-        log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
-        log_likelihood.append(float(weights @ log_norm))
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params["weights"])
+        fused = family.expectation(X, weights, log_weights, params, prepared)
+        if fused is None:
+            log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
+            log_likelihood.append(float(weights @ log_norm))
+        else:
+            log_likelihood.append(fused[0])
         objective = log_likelihood[-1] + (
             0.0 if priors is None else model.log_prior(params, priors)
         )
@@ -188,9 +194,12 @@ def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
             break
         if n_iter == max_iter:
             break
-        resp = np.exp(log_resp) * weights[:, None]
-        mass = resp.sum(axis=0)
-        stats = family.statistics(X, resp, params, prepared)
+        if fused is None:
+            resp = np.exp(log_resp) * weights[:, None]
+            mass = resp.sum(axis=0)
+            stats = family.statistics(X, resp, params, prepared)
+        else:
+            mass, stats = fused[1], fused[2]
         params = {
             **family.maximise(mass, stats, priors, params, prepared),
             "weights": weights_step(mass, concentration),

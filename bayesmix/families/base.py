@@ -23,6 +23,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
@@ -119,6 +120,23 @@ class ComponentFamily(ABC):
         ``(n_obs, K)`` (sample weights already multiplied in) under the current
         ``params`` (which families with latent variables per row, such as Student-t's
         scales, need for their expectations)."""
+
+    def expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        params: Parameters,
+        prepared: Any,
+    ) -> tuple[float, np.ndarray, Parameters] | None:
+        """An optional fused E-step: in one pass, the weighted log-likelihood of ``X``
+        under the mixture (``log_weights`` ``(K,)`` and ``params``), the responsibility
+        mass ``(K,)`` and :meth:`statistics` of the weighted responsibilities.
+
+        Returns None (the default) when the family has no fused pass for these data;
+        EM then computes :meth:`log_density`, normalises it and calls :meth:`statistics`.
+        """
+        return None
 
     @abstractmethod
     def maximise(
@@ -218,6 +236,13 @@ class CountData:
         values = np.where(missing, 0.0, X) if missing.any() else X
         observed = (~missing).astype(float) if missing.any() else None
         return cls(values, observed, gammaln(values + 1.0).sum(axis=1))
+
+    @cached_property
+    def missing_bins(self) -> np.ndarray:
+        """``(n_obs, D)`` integers: 0 for an observed entry, 1 for a missing one (the
+        bins of :func:`bayesmix.families.kernels.count_pass`'s table)."""
+        observed = np.ones(self.values.shape) if self.observed is None else self.observed
+        return (observed == 0).astype(np.intp)
 
     def observed_mass(self, resp: np.ndarray) -> np.ndarray:
         """Responsibility mass of the observed entries per component and column ``(K, D)``."""

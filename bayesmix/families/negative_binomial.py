@@ -36,6 +36,7 @@ from bayesmix.families.base import (
     positive_hyperparameter,
     real_hyperparameter,
 )
+from bayesmix.families.kernels import count_pass, n_chunks
 from bayesmix.families.poisson import PRIOR_MEAN_FLOOR, RATE_FLOOR, log_gamma_density
 
 __all__ = ["NegativeBinomial"]
@@ -51,11 +52,14 @@ DISPERSION_LOG_LOC, DISPERSION_LOG_SCALE = 0.0, 2.5
 @dataclass(frozen=True)
 class CountHistogram:
     """The data's distinct observed values, a sparse one-hot map rows -> (column, value)
-    over the observed entries, and the counts themselves (:class:`CountData`)."""
+    over the observed entries, the counts themselves (:class:`CountData`), and each
+    entry's value index ``(n_obs, D)`` (``len(values)`` for a missing entry: the bins of
+    :func:`~bayesmix.families.kernels.count_pass`)."""
 
     values: np.ndarray
     one_hot: scipy.sparse.csr_matrix
     data: CountData
+    bins: np.ndarray
 
 
 class NegativeBinomial(CountFamily):
@@ -107,7 +111,9 @@ class NegativeBinomial(CountFamily):
             (np.ones(rows.size), (rows, cols * values.size + index)),
             shape=(n_obs, n_features * values.size),
         )
-        return CountHistogram(values, one_hot, data)
+        bins = np.full((n_obs, n_features), values.size, dtype=np.intp)
+        bins[observed] = index
+        return CountHistogram(values, one_hot, data, bins)
 
     def initial_parameters(
         self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
@@ -128,6 +134,43 @@ class NegativeBinomial(CountFamily):
             "histogram": histogram,
             "observed_mass": prepared.data.observed_mass(resp),
         }
+
+    def expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        params: Parameters,
+        prepared: CountHistogram,
+    ) -> tuple[float, np.ndarray, Parameters] | None:
+        """One fused pass (:func:`~bayesmix.families.kernels.count_pass`): ``x log(mu /
+        (mu + a))`` by one product, and ``lgamma(x + a) - lgamma(a) + a log(a / (a + mu))``
+        from a table over the distinct counts (one ``lgamma`` per component, column and
+        value, not per row), whose weighted histogram the pass returns with it. None (the
+        unfused path) when the table would be larger than the data."""
+        mu, alpha = params["means"], params["dispersions"]
+        n_values = prepared.values.size
+        if n_values > X.shape[0] or alpha.size * (n_values + 1) * n_chunks(X.shape[0]) > X.size:
+            return None
+        log_total = np.log(alpha + mu)
+        table = np.zeros(alpha.shape + (n_values + 1,))  # the last bin: missing entries
+        table[..., :n_values] = (
+            gammaln(prepared.values + alpha[..., None])
+            - gammaln(alpha)[..., None]
+            + (alpha * (np.log(alpha) - log_total))[..., None]
+        )
+        log_lik, mass, sum_x, histogram = count_pass(
+            prepared.data.values,
+            prepared.bins,
+            weights,
+            log_weights,
+            np.log(mu) - log_total,
+            table,
+            prepared.data.row_constant,
+        )
+        histogram = histogram[..., :n_values]
+        stats = {"sum_x": sum_x, "histogram": histogram, "observed_mass": histogram.sum(axis=-1)}
+        return log_lik, mass, stats
 
     def maximise(
         self,

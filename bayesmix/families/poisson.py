@@ -26,6 +26,7 @@ from bayesmix.families.base import (
     Parameters,
     positive_hyperparameter,
 )
+from bayesmix.families.kernels import count_pass
 
 __all__ = ["Poisson"]
 
@@ -33,6 +34,8 @@ __all__ = ["Poisson"]
 RATE_FLOOR = 1e-10
 # Smallest count mean that sets a default prior (a column of zeros still gets a prior).
 PRIOR_MEAN_FLOOR = 1e-2
+# the bins of a table without bins (no missing entries)
+NO_BINS = np.zeros((0, 0), dtype=np.intp)
 
 
 class Poisson(CountFamily):
@@ -83,6 +86,40 @@ class Poisson(CountFamily):
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
     ) -> Parameters:
         return {"sum_x": resp.T @ prepared.values, "observed_mass": prepared.observed_mass(resp)}
+
+    def expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        params: Parameters,
+        prepared: CountData,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """One fused pass (:func:`~bayesmix.families.kernels.count_pass`): ``x log lambda``
+        by one product with the log rates, ``-lambda`` in the constant (or, with missing
+        entries, in a table over observed / missing whose histogram is the observed mass)."""
+        rates = np.maximum(params["rates"], RATE_FLOOR)
+        if prepared.observed is None:
+            constant = log_weights - rates.sum(axis=1)
+            table = np.zeros(rates.shape + (0,))
+        else:
+            constant = log_weights
+            table = np.stack([-rates, np.zeros_like(rates)], axis=-1)
+        log_lik, mass, sum_x, histogram = count_pass(
+            prepared.values,
+            NO_BINS if prepared.observed is None else prepared.missing_bins,
+            weights,
+            constant,
+            np.log(rates),
+            table,
+            prepared.row_constant,
+        )
+        observed_mass = (
+            np.repeat(mass[:, None], rates.shape[1], axis=1)
+            if prepared.observed is None
+            else histogram[..., 0]
+        )
+        return log_lik, mass, {"sum_x": sum_x, "observed_mass": observed_mass}
 
     def maximise(
         self,

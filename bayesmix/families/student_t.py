@@ -65,6 +65,7 @@ from bayesmix.families.base import (
     positive_hyperparameter,
     real_hyperparameter,
 )
+from bayesmix.families.kernels import student_t_pass
 
 __all__ = ["StudentT", "DOF_BOUNDS"]
 
@@ -271,9 +272,58 @@ class StudentT(ComponentFamily):
     def statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
     ) -> Parameters:
+        delta, _ = self._mahalanobis(X, params)
+        return self._statistics(X, resp, params["dof"], delta)
+
+    def expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        params: Parameters,
+        prepared: Any,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """One pass: each Mahalanobis distance ``delta_nk`` serves the log density and
+        the latent scale weight ``u_nk`` (full scales: the compiled
+        :func:`~bayesmix.families.kernels.student_t_pass`; diagonal: numpy)."""
         n_features = X.shape[1]
         nu = params["dof"]
-        delta, _ = self._mahalanobis(X, params)
+        half = 0.5 * (nu + n_features)
+        if self._full:
+            lower = np.linalg.cholesky(params["scales"])
+            eye = np.broadcast_to(np.eye(n_features), lower.shape)
+            log_det = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
+            constant = log_weights + self._log_constant(nu, log_det, n_features)
+            log_lik, mass, stats = student_t_pass(
+                X, weights, constant, np.linalg.solve(lower, eye), nu, params["means"]
+            )
+            stats["sum_log_u"] = stats.pop("sum_r_log_u") + mass * (digamma(half) - np.log(half))
+            return log_lik, mass, stats
+        delta, log_det = self._mahalanobis(X, params)
+        log_joint = log_weights + self._log_constant(nu, log_det, n_features)
+        log_joint = log_joint - half * np.log1p(delta / nu)
+        peak = log_joint.max(axis=1, keepdims=True)
+        resp = np.exp(log_joint - peak)
+        total = resp.sum(axis=1, keepdims=True)
+        log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
+        resp *= weights[:, None] / total
+        return log_lik, resp.sum(axis=0), self._statistics(X, resp, nu, delta)
+
+    @staticmethod
+    def _log_constant(nu: np.ndarray, log_det: np.ndarray, n_features: int) -> np.ndarray:
+        """The log density's terms without ``x``, ``(K,)``."""
+        return (
+            gammaln(0.5 * (nu + n_features))
+            - gammaln(0.5 * nu)
+            - 0.5 * n_features * np.log(nu * np.pi)
+            - 0.5 * log_det
+        )
+
+    def _statistics(
+        self, X: np.ndarray, resp: np.ndarray, nu: np.ndarray, delta: np.ndarray
+    ) -> Parameters:
+        """:meth:`statistics` given the Mahalanobis distances ``delta`` ``(n, K)``."""
+        n_features = X.shape[1]
         u = (nu + n_features) / (nu + delta)  # (n, K)
         ru = resp * u
         half = 0.5 * (nu + n_features)
@@ -379,12 +429,7 @@ class StudentT(ComponentFamily):
         n_features = X.shape[1]
         nu = params["dof"]
         delta, log_det = self._mahalanobis(X, params)
-        constant = (
-            gammaln(0.5 * (nu + n_features))
-            - gammaln(0.5 * nu)
-            - 0.5 * n_features * np.log(nu * np.pi)
-            - 0.5 * log_det
-        )
+        constant = self._log_constant(nu, log_det, n_features)
         return constant - 0.5 * (nu + n_features) * np.log1p(delta / nu)
 
     def component_means(self, params: Parameters) -> np.ndarray:
