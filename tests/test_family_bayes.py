@@ -142,9 +142,8 @@ def test_analyses_of_a_family_result(counts):
     np.testing.assert_allclose(scores.to_dataframe()["score"], -np.log(expected), rtol=1e-10)
     with pytest.raises(ValueError, match="non-negative integer counts"):
         bm.density(em, [[1.5, 2.0]])
-    message = "available for Gaussian mixtures only so far; this result is of the poisson"
-    with pytest.raises(ValueError, match=message):
-        bm.compare(em, em, X=counts)
+    comparison = bm.compare(em, em, X=counts, names=["a", "b"])
+    assert list(comparison.fits["family"]) == ["poisson", "poisson"]
     assert bm.memberships(em, counts).probabilities.shape == (counts.shape[0], 2)
     assert bm.co_clustering(em, counts).shape == (counts.shape[0], counts.shape[0])
 
