@@ -151,6 +151,36 @@ class CovarianceStructure(ABC):
         ``prec_chol`` (any triangular ``F`` with ``inv(cov) = F F^T``) are known."""
 
     @abstractmethod
+    def conditional_parameters(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float,
+        scale: np.ndarray | float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The parameters of the covariances' conditional posterior given the means and
+        the statistics of the observations allocated to each component (the conjugate
+        update whose mode is :meth:`m_step` with the same prior): ``(dof, scale)`` of an
+        inverse-Wishart for full and tied, ``(shape, rate)`` of inverse-gammas for diag
+        and spherical. The statistics may carry leading batch axes before the component
+        axis (except for tied, whose one covariance pools the components)."""
+
+    @abstractmethod
+    def conditional_draw(
+        self, parameters: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Covariances (natural form) drawn from :meth:`conditional_parameters`' law,
+        and their triangular precision factors ``F`` (``inv(cov) = F F^T``)."""
+
+    @abstractmethod
+    def conditional_log_density(
+        self, cov: np.ndarray, prec_chol: np.ndarray, parameters: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """Log density of each covariance (one per component; one in all for tied) under
+        :meth:`conditional_parameters`' law; batch axes broadcast."""
+
     def posterior_draw(
         self,
         mass: np.ndarray,
@@ -162,8 +192,7 @@ class CovarianceStructure(ABC):
         rng: np.random.Generator,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One draw of the covariances from their conditional posterior given the means
-        and the statistics of the observations allocated to each component (the
-        conjugate update whose mode is :meth:`m_step` with the same prior).
+        and the statistics of the observations allocated to each component.
 
         Returns
         -------
@@ -173,6 +202,8 @@ class CovarianceStructure(ABC):
             A triangular factor ``F`` with ``inv(cov) = F F^T``, as :meth:`log_prob`
             takes it.
         """
+        parameters = self.conditional_parameters(mass, sum_x, sum_xx, means, dof, scale)
+        return self.conditional_draw(parameters, rng)
 
     # -- PyMC ------------------------------------------------------------------------
     @abstractmethod
@@ -238,12 +269,12 @@ def _outer_sums(X: np.ndarray, resp: np.ndarray) -> np.ndarray:
 
 def _scatter_about(sum_xx, sum_x, mass, means):
     """``sum_n r (x - mu)(x - mu)^T`` from raw moments, shape ``(K, D, D)``."""
-    cross = sum_x[:, :, None] * means[:, None, :]
+    cross = sum_x[..., :, None] * means[..., None, :]
     return (
         sum_xx
         - cross
-        - np.swapaxes(cross, 1, 2)
-        + mass[:, None, None] * means[:, :, None] * means[:, None, :]
+        - np.swapaxes(cross, -1, -2)
+        + mass[..., None, None] * means[..., :, None] * means[..., None, :]
     )
 
 
@@ -302,11 +333,14 @@ def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     return np.swapaxes(inverse, -1, -2)
 
 
-def inverse_wishart_logpdf(prec_chol: np.ndarray, dof: float, scale: np.ndarray) -> np.ndarray:
-    """Inverse-Wishart log density of ``cov = inv(U U^T)`` for each ``U`` in the batch."""
+def inverse_wishart_logpdf(
+    prec_chol: np.ndarray, dof: float | np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Inverse-Wishart log density of ``cov = inv(U U^T)`` for each ``U`` in the batch;
+    ``dof`` and ``scale`` may carry batch axes too (broadcast)."""
     n_features = scale.shape[-1]
-    log_det_cov = -2.0 * np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
-    trace = np.einsum("...ji,jk,...ki->...", prec_chol, scale, prec_chol)
+    log_det_cov = -2.0 * np.log(np.abs(np.diagonal(prec_chol, axis1=-2, axis2=-1))).sum(-1)
+    trace = np.einsum("...ji,...jk,...ki->...", prec_chol, scale, prec_chol)
     _, log_det_scale = np.linalg.slogdet(scale)
     return (
         0.5 * dof * log_det_scale
@@ -478,9 +512,16 @@ class Full(CovarianceStructure):
     def log_prior_draws(self, cov, prec_chol, dof, scale):
         return inverse_wishart_logpdf(prec_chol, dof, scale).sum(axis=-1)
 
-    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
-        scatter = _scatter_about(sum_xx, sum_x, mass, means)
-        return _inverse_wishart_draw(scatter + scale, dof + mass, rng)
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        return dof + mass, _scatter_about(sum_xx, sum_x, mass, means) + scale
+
+    def conditional_draw(self, parameters, rng):
+        dof, scale = parameters
+        return _inverse_wishart_draw(scale, dof, rng)
+
+    def conditional_log_density(self, cov, prec_chol, parameters):
+        dof, scale = parameters
+        return inverse_wishart_logpdf(prec_chol, dof, scale)
 
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
@@ -578,10 +619,13 @@ class Tied(CovarianceStructure):
     def log_prior_draws(self, cov, prec_chol, dof, scale):
         return inverse_wishart_logpdf(prec_chol, dof, scale)
 
-    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
         cross = sum_x.T @ means
         scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
-        return _inverse_wishart_draw(scatter + scale, dof + mass.sum(), rng)
+        return dof + mass.sum(), scatter + scale
+
+    conditional_draw = Full.conditional_draw
+    conditional_log_density = Full.conditional_log_density
 
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
@@ -629,7 +673,7 @@ class Diag(CovarianceStructure):
         return resp.T @ (X * X)
 
     def _scatter(self, mass, sum_x, sum_xx, means):
-        return sum_xx - 2.0 * sum_x * means + mass[:, None] * means**2
+        return sum_xx - 2.0 * sum_x * means + mass[..., None] * means**2
 
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
@@ -684,12 +728,23 @@ class Diag(CovarianceStructure):
         log_density = _inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale))
         return log_density.reshape(len(cov), -1).sum(axis=1)
 
-    def posterior_draw(self, mass, sum_x, sum_xx, means, dof, scale, rng):
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
-        shape = 0.5 * (dof + mass * self._values_per_variance(means.shape[1]))
-        if scatter.ndim == 2:
-            shape = shape[:, None]
-        return _inverse_gamma_draw(shape, 0.5 * (scatter + scale), rng)
+        shape = 0.5 * (dof + mass * self._values_per_variance(means.shape[-1]))
+        if scatter.ndim > shape.ndim:
+            shape = shape[..., None]
+        return np.broadcast_to(shape, scatter.shape), 0.5 * (scatter + scale)
+
+    def conditional_draw(self, parameters, rng):
+        return _inverse_gamma_draw(*parameters, rng)
+
+    def conditional_log_density(self, cov, prec_chol, parameters):
+        return self._per_component(_inverse_gamma_logpdf(cov, *parameters))
+
+    @staticmethod
+    def _per_component(values: np.ndarray) -> np.ndarray:
+        """One variance per feature: a component's log density sums them."""
+        return values.sum(axis=-1)
 
     @staticmethod
     def _values_per_variance(n_features: int) -> int:
@@ -750,7 +805,7 @@ class Spherical(Diag):
         return resp.T @ np.einsum("nd,nd->n", X, X)
 
     def _scatter(self, mass, sum_x, sum_xx, means):
-        return sum_xx - 2.0 * np.einsum("kd,kd->k", sum_x, means) + mass * (means**2).sum(1)
+        return sum_xx - 2.0 * np.einsum("...d,...d->...", sum_x, means) + mass * (means**2).sum(-1)
 
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
@@ -782,6 +837,10 @@ class Spherical(Diag):
     @staticmethod
     def _values_per_variance(n_features: int) -> int:
         return n_features
+
+    @staticmethod
+    def _per_component(values: np.ndarray) -> np.ndarray:
+        return values
 
 
 STRUCTURES: dict[str, CovarianceStructure] = {

@@ -169,8 +169,12 @@ class GaussianMixture:
             (``"relabel"``, default: Stephens' KL relabelling of the draws;
             ``"ordered"``: every draw's components sorted by the order feature's mean,
             which is the posterior of the ordered model; ``"none"``), ``order_by``,
-            ``random_state``, ``progressbar``. Every chain starts at a MAP-EM estimate;
-            complete data only (with missing values use NUTS).
+            ``temperatures`` (1: no parallel tempering), ``mode_jumps`` (True: a
+            mode-jumping Metropolis-Hastings step before every sweep, proposing from
+            the posterior's local modes, for 2-6 components; see
+            :mod:`bayesmix.bayes.modejump`), ``random_state``, ``progressbar``. Every
+            chain starts at a MAP-EM estimate; complete data only (with missing values
+            use NUTS).
 
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see
@@ -522,6 +526,7 @@ GIBBS_OPTIONS = frozenset(
         "chains",
         "thin",
         "temperatures",
+        "mode_jumps",
         "identify",
         "order_by",
         "random_state",

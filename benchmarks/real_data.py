@@ -1,7 +1,8 @@
 """Full Bayes on real data: bayesmix's Gibbs sampler and NUTS against the PyMC gallery model.
 
 Cases (issue 16): scikit-learn's bundled iris (K=3), wine (K=3) and breast_cancer (K=2),
-full covariances, the raw columns as shipped (``sklearn.datasets.load_*``). Targets, each a
+full covariances, the raw columns as shipped (``sklearn.datasets.load_*``), and the galaxies
+velocities (K=4, standardised; no labels, so no ARI; its ESS target is 1000). Targets, each a
 pass/fail column: r_hat <= 1.01 and bulk ESS >= 400 on every identified parameter (weights,
 means, standard deviations, correlations), no divergences, at most 60 s warm, an ARI of
 ``result.predict(X)`` to the true labels at least that of scikit-learn's
@@ -52,7 +53,9 @@ import numpy as np
 
 from benchmarks.bayes import meets_target, reference_identified, reference_model
 
-CASES = {"iris": 3, "wine": 3, "breast_cancer": 2}
+CASES = {"iris": 3, "wine": 3, "breast_cancer": 2, "galaxies": 4}
+# the issue's ESS target where it is not ESS_TARGET
+ESS_TARGETS = {"galaxies": 1000}
 TOOLS = ("gibbs", "nuts", "reference")
 RHAT_TARGET, ESS_TARGET, SECONDS_TARGET, ARI_SLACK, SPEED_TARGET = 1.01, 400, 60.0, 0.05, 10.0
 GIBBS_TUNE, GIBBS_DRAWS, GIBBS_MAX_DRAWS = 500, 1000, 8000
@@ -60,8 +63,14 @@ WARMUP = {"tune": 50, "draws": 50}
 RECORDS = Path(__file__).with_suffix(".json")
 
 
-def load(case: str) -> tuple[np.ndarray, np.ndarray]:
-    """The raw columns and true labels of a scikit-learn bundled data set."""
+def load(case: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The raw columns and true labels of a scikit-learn bundled data set (galaxies: the
+    standardised velocities, no labels)."""
+    if case == "galaxies":
+        import bayesmix as bm
+
+        X = np.asarray(bm.datasets.load_galaxies(), dtype=float).reshape(-1, 1)
+        return (X - X.mean()) / X.std(), None
     from sklearn import datasets
 
     return getattr(datasets, f"load_{case}")(return_X_y=True)
@@ -190,11 +199,14 @@ def run_case(
         spent, used, rhat, ess, divergences, labels = _fit(tool, X, n_components, seed, **options)
         seconds += spent
         attempts.append(int(used))
-        mixed = rhat <= RHAT_TARGET and ess >= ESS_TARGET
+        mixed = rhat <= RHAT_TARGET and ess >= ESS_TARGETS.get(case, ESS_TARGET)
         if tool != "gibbs" or mixed or 2 * options["draws"] > max_draws:
             break
         options["draws"] *= 2
-    ari, reference_ari = float(adjusted_rand_score(y, labels)), sklearn_ari(X, y, n_components)
+    ari = reference_ari = None
+    if y is not None:
+        ari = float(adjusted_rand_score(y, labels))
+        reference_ari = sklearn_ari(X, y, n_components)
     return {
         "case": case,
         "tool": tool,
@@ -213,10 +225,10 @@ def run_case(
         "sklearn_ari": reference_ari,
         "pass": {
             "r_hat": rhat <= RHAT_TARGET,
-            "ess": ess >= ESS_TARGET,
+            "ess": ess >= ESS_TARGETS.get(case, ESS_TARGET),
             "divergences": divergences == 0,
             "seconds": seconds <= SECONDS_TARGET,
-            "ari": ari >= reference_ari - ARI_SLACK,
+            "ari": None if ari is None else ari >= reference_ari - ARI_SLACK,
         },
     }
 
@@ -319,10 +331,13 @@ def table(records: dict) -> None:
                 continue
             speed, fast = ("1", None) if r is ref else _speed(ref, r["seconds"])
             flags = " | ".join(mark[r["pass"][k]] for k in r["pass"])
+            aris = " | ".join(
+                "-" if a is None else f"{a:.3f}" for a in (r["ari"], r["sklearn_ari"])
+            )
             print(
                 f"| {case} | {tool} | {r['seconds']:.1f} | {'+'.join(map(str, r['draws']))} | "
                 f"{r['max_rhat']:.3f} | {r['min_ess_bulk']:.0f} | {r['divergences']} | "
-                f"{r['ari']:.3f} | {r['sklearn_ari']:.3f} | {flags} | {speed} | {mark[fast]} |"
+                f"{aris} | {flags} | {speed} | {mark[fast]} |"
             )
 
 

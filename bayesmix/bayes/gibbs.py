@@ -21,15 +21,21 @@ over all rows and components: no gradient, no step size, no tuning, and no diver
 
 from __future__ import annotations
 
-import dataclasses
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import xarray as xr
 from threadpoolctl import threadpool_limits
 
+from bayesmix.bayes.conditionals import (
+    GibbsState,
+    component_precisions,
+    log_dirichlet_draw,
+    log_joint,
+    log_likelihood,
+    mean_draw,
+)
 from bayesmix.bayes.fit import (
     IDENTIFICATIONS,
     order_feature,
@@ -38,6 +44,12 @@ from bayesmix.bayes.fit import (
     quick_em,
     resolve_seed,
     show_progress,
+)
+from bayesmix.bayes.modejump import (
+    MAX_JUMP_COMPONENTS,
+    ModeJumps,
+    ModeProposal,
+    mode_jump,
 )
 from bayesmix.bayes.result import BayesResult
 from bayesmix.covariance import get_structure
@@ -71,79 +83,6 @@ ESTIMATE_SWEEPS = 5
 LADDER_TARGET_RATE = 0.3
 LADDER_ADAPT_RATE = 0.5
 LADDER_ADAPT_DECAY = 300.0
-
-
-@dataclass(frozen=True)
-class GibbsState:
-    """The parameters of ``R`` replicas (chains, and their tempered copies): log weights
-    ``(R, K)``, means ``(R, K, D)``, covariances in natural form and their precision
-    factors (``(R,) + natural shape``; ``inv(cov) = F F^T``)."""
-
-    log_weights: np.ndarray
-    means: np.ndarray
-    covariances: np.ndarray
-    prec_chol: np.ndarray
-
-    def take(self, index: np.ndarray) -> GibbsState:
-        """The replicas in the order ``index``."""
-        return GibbsState(*(array[index] for array in dataclasses.astuple(self)))
-
-    @property
-    def shape(self) -> tuple[int, int, int]:
-        """``(R, K, D)``."""
-        return self.means.shape
-
-
-def _component_view(state: GibbsState, structure: CovarianceStructure):
-    """Every replica's components side by side: the structure that evaluates them and
-    their precision factors ``(R K, ...)`` (a tied factor repeated per component, read
-    as full covariances)."""
-    n_replicas, n_components, _ = state.shape
-    if structure.name == "tied":
-        return _FULL, np.repeat(state.prec_chol, n_components, axis=0)
-    factors = state.prec_chol.reshape((n_replicas * n_components,) + state.prec_chol.shape[2:])
-    return structure, factors
-
-
-def log_joint(X: np.ndarray, state: GibbsState, structure: CovarianceStructure) -> np.ndarray:
-    """``log w_k + log N(x_n | mu_k, cov_k)`` of every replica, shape ``(N, R, K)``."""
-    n_replicas, n_components, n_features = state.shape
-    evaluator, factors = _component_view(state, structure)
-    flat_means = state.means.reshape(n_replicas * n_components, n_features)
-    log_prob = evaluator.log_prob(X, flat_means, factors)
-    return log_prob.reshape(len(X), n_replicas, n_components) + state.log_weights
-
-
-def _log_dirichlet_draw(concentration: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """``log w`` for ``w ~ Dirichlet(concentration)`` along the last axis:
-    ``Gamma(a) = Gamma(a + 1) U^(1/a)`` keeps tiny concentrations (a sparse prior's
-    empty components) finite in log space."""
-    log_gamma = (
-        np.log(rng.gamma(concentration + 1.0))
-        + np.log(rng.random(concentration.shape)) / concentration
-    )
-    return log_gamma - np.logaddexp.reduce(log_gamma, axis=-1, keepdims=True)
-
-
-def _mean_draw(
-    mass: np.ndarray,
-    sum_x: np.ndarray,
-    precision: np.ndarray,
-    priors: ResolvedPriors,
-    rng: np.random.Generator,
-) -> np.ndarray:
-    """Means ``(M, D)`` of ``M`` components from their conditional posterior given the
-    covariances (the prior on each coordinate is an independent normal)."""
-    n_features = sum_x.shape[1]
-    prior_precision = priors.mean_scale**-2.0
-    posterior_precision = precision * mass[:, None, None]
-    idx = np.arange(n_features)
-    posterior_precision[:, idx, idx] += prior_precision
-    shift = np.einsum("kde,ke->kd", precision, sum_x) + prior_precision * priors.mean_loc
-    lower = np.linalg.cholesky(posterior_precision)
-    centre = np.linalg.solve(posterior_precision, shift[..., None])[..., 0]
-    noise = rng.standard_normal(sum_x.shape)[..., None]
-    return centre + np.linalg.solve(np.swapaxes(lower, -1, -2), noise)[..., 0]
 
 
 def gibbs_sweep(
@@ -191,12 +130,13 @@ def gibbs_sweep(
     weighted = (hard * betas[:, None]).reshape(len(X), n_replicas * n_components)
     mass = weighted.sum(axis=0)
     sum_x = weighted.T @ X
-    log_weights = _log_dirichlet_draw(
+    log_weights = log_dirichlet_draw(
         priors.weight_concentration + mass.reshape(n_replicas, n_components), rng
     )
-    evaluator, factors = _component_view(state, structure)
-    precision = evaluator.precision_matrices(factors, n_replicas * n_components, n_features)
-    means = _mean_draw(mass, sum_x, precision, priors, rng)
+    precision = component_precisions(state, structure).reshape(
+        n_replicas * n_components, n_features, n_features
+    )
+    means = mean_draw(mass, sum_x, precision, priors, rng)
     dof, scale = priors.covariance_dof, priors.covariance_scale
     if structure.name == "tied":  # one covariance per replica: its own conjugate draw
         sum_xx = _FULL.second_moment(X, weighted).reshape(
@@ -330,10 +270,13 @@ def projected_seconds(
     chains: int = 4,
     thin: int = 1,
     temperatures: int = 1,
+    mode_jumps: bool = True,
 ) -> float:
     """About how long :func:`fit_gibbs` with these settings will sample, from a few timed
     sweeps of as many replicas from a rough state (equal weights, spread rows as means,
-    the data covariance); the MAP-EM start and the relabelling come on top.
+    the data covariance), each preceded by a mode jump when ``mode_jumps`` (proposed
+    from that state alone: the modes found while tuning make the real jumps dearer);
+    the MAP-EM start, the mode searches and the relabelling come on top.
 
     Returns
     -------
@@ -355,10 +298,21 @@ def projected_seconds(
     )
     rng = np.random.default_rng(0)
     betas = np.ones(replicas)
+    cold = np.arange(chains) * temperatures
+    jumping = mode_jumps and 2 <= K <= MAX_JUMP_COMPONENTS
+    if jumping:
+        centred = priors.shifted(data.values.mean(axis=0))
+        proposal = ModeProposal.from_modes(values, state.take(cold[:1]), structure, centred)
     start = time.perf_counter()
     with threadpool_limits(1, "blas"):
         for _ in range(ESTIMATE_SWEEPS):
             joint = log_joint(values, state, structure)
+            if jumping:
+                moved, moved_joint, _ = mode_jump(
+                    values, state.take(cold), joint[:, cold], proposal, rng
+                )
+                state = state.put(cold, moved)
+                joint[:, cold] = moved_joint
             state, _ = gibbs_sweep(values, state, joint, betas, structure, priors, rng)
     per_sweep = (time.perf_counter() - start) / ESTIMATE_SWEEPS
     return per_sweep * (tune + draws * thin)
@@ -375,6 +329,7 @@ def fit_gibbs(
     temperatures: int = 1,
     identify: str = "relabel",
     order_by: Any = None,
+    mode_jumps: bool = True,
     random_state: Any = None,
     progressbar: bool | None = None,
 ) -> BayesResult:
@@ -383,7 +338,10 @@ def fit_gibbs(
     All chains (and, with ``temperatures > 1``, their tempered replicas) advance
     together, one vectorised sweep at a time. Every replica starts at the MAP-EM
     estimate; the first ``tune`` sweeps are discarded and then every ``thin``-th of
-    ``draws * thin`` sweeps of the untempered replicas is kept.
+    ``draws * thin`` sweeps of the untempered replicas is kept. With ``mode_jumps``
+    (and 2 to :data:`~bayesmix.bayes.modejump.MAX_JUMP_COMPONENTS` components) every
+    sweep of an untempered replica is preceded by a mode-jumping Metropolis-Hastings
+    step (:mod:`bayesmix.bayes.modejump`) whose modes are collected while tuning.
     """
     draws = check_int(draws, "draws")
     tune = check_int(tune, "tune", minimum=0)
@@ -393,6 +351,8 @@ def fit_gibbs(
     identify = check_choice(identify, "identify", IDENTIFICATIONS)
     resolve_order_by(order_by, data.feature_names)
     progressbar = show_progress(progressbar)
+    if not isinstance(mode_jumps, (bool, np.bool_)):
+        raise TypeError(f"mode_jumps must be True or False; got {mode_jumps!r}.")
     if np.isnan(data.values).any():
         raise ValueError(
             "method='gibbs' needs complete data; X has missing values. Fit "
@@ -423,6 +383,10 @@ def fit_gibbs(
     log_posterior = np.empty((chains, draws))
     occupied = np.empty((chains, draws), dtype=np.int64)
     sweeps = tune + draws * thin
+    jumps = None
+    if mode_jumps and 2 <= K <= MAX_JUMP_COMPONENTS:
+        best = state.take(np.array([0]))
+        jumps = ModeJumps(model, data, centred_priors, best, shift, tune)
     # One BLAS thread: a sweep's products are small, and OpenBLAS's threads made them
     # 7x slower on a loaded 2-core machine (breast_cancer: 1.7 s against 12.9 s).
     with progress_bar(sweeps, progressbar, "Gibbs") as advance, threadpool_limits(1, "blas"):
@@ -435,6 +399,9 @@ def fit_gibbs(
                 betas = np.tile(ladder.betas, chains)
                 if sweep == tune - 1:
                     ladder.reset_counts()
+            if jumps is not None:
+                moved, joint[:, cold] = jumps.step(state.take(cold), joint[:, cold], sweep, rng)
+                state = state.put(cold, moved)
             kept = sweep - tune
             keep = kept >= 0 and kept % thin == 0
             if keep:
@@ -442,10 +409,11 @@ def fit_gibbs(
                 weights[:, draw] = np.exp(state.log_weights[cold])
                 means[:, draw] = state.means[cold] + shift
                 covariances[:, draw] = state.covariances[cold]
-                log_likelihood = np.logaddexp.reduce(joint[:, cold], axis=2).sum(axis=0)
                 chain_states = state.take(cold)
-                log_posterior[:, draw] = log_likelihood + centred_priors.log_density_draws(
-                    np.maximum(np.exp(chain_states.log_weights), _TINY),
+                log_posterior[:, draw] = log_likelihood(
+                    joint[:, cold]
+                ) + centred_priors.log_density_draws(
+                    chain_states.weights,
                     chain_states.means,
                     chain_states.covariances,
                     chain_states.prec_chol,
@@ -474,6 +442,7 @@ def fit_gibbs(
         random_state=seed,
         seed=seed,
     )
+    settings.update(jumps.settings if jumps is not None else {"mode_jumps": False})
     if temperatures > 1:
         settings["inverse_temperatures"] = ladder.betas.round(4).tolist()
         settings["swap_acceptance"] = ladder.swap_rates.round(3).tolist()

@@ -1,0 +1,185 @@
+"""The Gaussian mixture's parameters as the Gibbs sampler holds them, and their conjugate
+conditional laws: draws and log densities of the weights (Dirichlet) and of the means given
+the covariances (normal); the covariances' laws belong to each
+:class:`~bayesmix.covariance.CovarianceStructure`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from scipy.special import gammaln
+
+from bayesmix.covariance import LOG_2PI, get_structure
+
+if TYPE_CHECKING:
+    from bayesmix.covariance import CovarianceStructure
+    from bayesmix.priors import ResolvedPriors
+
+__all__ = [
+    "GibbsState",
+    "component_precisions",
+    "log_joint",
+    "log_likelihood",
+    "log_dirichlet_draw",
+    "dirichlet_log_density",
+    "mean_draw",
+    "mean_log_density",
+]
+
+_FULL = get_structure("full")
+
+
+@dataclass(frozen=True)
+class GibbsState:
+    """The parameters of ``R`` replicas (chains, and their tempered copies): log weights
+    ``(R, K)``, means ``(R, K, D)``, covariances in natural form and their precision
+    factors (``(R,) + natural shape``; ``inv(cov) = F F^T``)."""
+
+    log_weights: np.ndarray
+    means: np.ndarray
+    covariances: np.ndarray
+    prec_chol: np.ndarray
+
+    def arrays(self) -> tuple[np.ndarray, ...]:
+        """The four arrays (not copied)."""
+        return self.log_weights, self.means, self.covariances, self.prec_chol
+
+    def take(self, index: np.ndarray) -> GibbsState:
+        """The replicas in the order ``index``."""
+        return GibbsState(*(array[index] for array in self.arrays()))
+
+    def where(self, mask: np.ndarray, other: GibbsState) -> GibbsState:
+        """Replica ``r`` from ``other`` where ``mask[r]``, from ``self`` elsewhere."""
+        return GibbsState(
+            *(
+                np.where(mask.reshape((-1,) + (1,) * (mine.ndim - 1)), theirs, mine)
+                for mine, theirs in zip(self.arrays(), other.arrays(), strict=True)
+            )
+        )
+
+    def put(self, index: np.ndarray, other: GibbsState) -> GibbsState:
+        """A copy whose replicas ``index`` are ``other``'s."""
+        arrays = []
+        for mine, theirs in zip(self.arrays(), other.arrays(), strict=True):
+            mine = mine.copy()
+            mine[index] = theirs
+            arrays.append(mine)
+        return GibbsState(*arrays)
+
+    @classmethod
+    def concatenate(cls, states: list[GibbsState]) -> GibbsState:
+        """The replicas of ``states``, one after the other."""
+        columns = zip(*(state.arrays() for state in states), strict=True)
+        return cls(*(np.concatenate(values) for values in columns))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """``(R, K, D)``."""
+        return self.means.shape
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``(R, K)``, every component's weight at least the smallest positive float."""
+        return np.maximum(np.exp(self.log_weights), np.finfo(float).tiny)
+
+
+def _component_view(state: GibbsState, structure: CovarianceStructure):
+    """Every replica's components side by side: the structure that evaluates them and
+    their precision factors ``(R K, ...)`` (a tied factor repeated per component, read
+    as full covariances)."""
+    n_replicas, n_components, _ = state.shape
+    if structure.name == "tied":
+        return _FULL, np.repeat(state.prec_chol, n_components, axis=0)
+    factors = state.prec_chol.reshape((n_replicas * n_components,) + state.prec_chol.shape[2:])
+    return structure, factors
+
+
+def component_precisions(state: GibbsState, structure: CovarianceStructure) -> np.ndarray:
+    """Every component's precision matrix, ``(R, K, D, D)``."""
+    n_replicas, n_components, n_features = state.shape
+    evaluator, factors = _component_view(state, structure)
+    precision = evaluator.precision_matrices(factors, n_replicas * n_components, n_features)
+    return precision.reshape(n_replicas, n_components, n_features, n_features)
+
+
+def log_joint(X: np.ndarray, state: GibbsState, structure: CovarianceStructure) -> np.ndarray:
+    """``log w_k + log N(x_n | mu_k, cov_k)`` of every replica, shape ``(N, R, K)``."""
+    n_replicas, n_components, n_features = state.shape
+    evaluator, factors = _component_view(state, structure)
+    flat_means = state.means.reshape(n_replicas * n_components, n_features)
+    log_prob = evaluator.log_prob(X, flat_means, factors)
+    return log_prob.reshape(len(X), n_replicas, n_components) + state.log_weights
+
+
+def log_likelihood(joint: np.ndarray) -> np.ndarray:
+    """The mixture's log-likelihood of each replica from its :func:`log_joint`, ``(R,)``."""
+    return np.logaddexp.reduce(joint, axis=2).sum(axis=0)
+
+
+def log_dirichlet_draw(concentration: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``log w`` for ``w ~ Dirichlet(concentration)`` along the last axis:
+    ``Gamma(a) = Gamma(a + 1) U^(1/a)`` keeps tiny concentrations (a sparse prior's
+    empty components) finite in log space."""
+    log_gamma = (
+        np.log(rng.gamma(concentration + 1.0))
+        + np.log(rng.random(concentration.shape)) / concentration
+    )
+    return log_gamma - np.logaddexp.reduce(log_gamma, axis=-1, keepdims=True)
+
+
+def dirichlet_log_density(log_weights: np.ndarray, concentration: np.ndarray) -> np.ndarray:
+    """Log density of ``Dirichlet(concentration)`` (last axis) at ``exp(log_weights)``."""
+    return (
+        gammaln(concentration.sum(axis=-1))
+        - gammaln(concentration).sum(axis=-1)
+        + ((concentration - 1.0) * log_weights).sum(axis=-1)
+    )
+
+
+def _mean_conditional(mass, sum_x, precision, priors: ResolvedPriors):
+    """The conditional posterior of a mean given its covariance, ``N(A^-1 b, A^-1)`` with
+    ``A = diag(1 / mean_scale^2) + mass inv(cov)`` and ``b = mean_loc / mean_scale^2 +
+    inv(cov) sum_x``: returns ``A`` and ``b`` (batch axes broadcast)."""
+    n_features = sum_x.shape[-1]
+    prior_precision = priors.mean_scale**-2.0
+    posterior_precision = precision * np.asarray(mass)[..., None, None]
+    idx = np.arange(n_features)
+    posterior_precision[..., idx, idx] += prior_precision
+    shift = np.einsum("...de,...e->...d", precision, sum_x) + prior_precision * priors.mean_loc
+    return posterior_precision, shift
+
+
+def mean_draw(
+    mass: np.ndarray,
+    sum_x: np.ndarray,
+    precision: np.ndarray,
+    priors: ResolvedPriors,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Means ``(M, D)`` of ``M`` components from their conditional posterior given the
+    covariances (the prior on each coordinate is an independent normal)."""
+    posterior_precision, shift = _mean_conditional(mass, sum_x, precision, priors)
+    lower = np.linalg.cholesky(posterior_precision)
+    centre = np.linalg.solve(posterior_precision, shift[..., None])[..., 0]
+    noise = rng.standard_normal(sum_x.shape)[..., None]
+    return centre + np.linalg.solve(np.swapaxes(lower, -1, -2), noise)[..., 0]
+
+
+def mean_log_density(
+    means: np.ndarray,
+    mass: np.ndarray,
+    sum_x: np.ndarray,
+    precision: np.ndarray,
+    priors: ResolvedPriors,
+) -> np.ndarray:
+    """Log density of ``means`` under the law :func:`mean_draw` samples (batch axes of
+    every argument broadcast; the last is the feature)."""
+    posterior_precision, shift = _mean_conditional(mass, sum_x, precision, priors)
+    lower = np.linalg.cholesky(posterior_precision)
+    centre = np.linalg.solve(posterior_precision, shift[..., None])[..., 0]
+    diff = means - centre
+    quadratic = np.einsum("...d,...de,...e->...", diff, posterior_precision, diff)
+    log_det = np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(axis=-1)
+    return log_det - 0.5 * (means.shape[-1] * LOG_2PI + quadratic)
