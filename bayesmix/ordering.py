@@ -28,6 +28,9 @@ from bayesmix.validation import check_int
 
 __all__ = [
     "best_separated_feature",
+    "separation",
+    "best_separating_direction",
+    "direction_rotation",
     "resolve_order_by",
     "component_order",
     "permute_params",
@@ -62,6 +65,117 @@ def best_separated_feature(means: np.ndarray, covariances: np.ndarray) -> int:
     sorted_sds = np.take_along_axis(sds, order, axis=0)
     gaps = np.diff(sorted_means, axis=0) / (sorted_sds[1:] + sorted_sds[:-1])
     return int(np.argmax(gaps.min(axis=0)))
+
+
+def separation(means: np.ndarray, covariances: np.ndarray, direction: np.ndarray) -> float:
+    """How well the components are separated along ``direction``: the smallest gap
+    between neighbouring sorted projected means, in units of the sum of the two
+    components' projected standard deviations (the criterion of
+    :func:`best_separated_feature`, for any direction).
+
+    Parameters
+    ----------
+    means : numpy.ndarray of shape (K, D)
+    covariances : numpy.ndarray of shape (K, D, D)
+    direction : numpy.ndarray of shape (D,)
+
+    Returns
+    -------
+    float
+        ``inf`` for a single component.
+    """
+    if means.shape[0] == 1:
+        return float("inf")
+    projected = means @ direction
+    sds = np.sqrt(np.maximum(np.einsum("d,kde,e->k", direction, covariances, direction), 0.0))
+    order = np.argsort(projected, kind="stable")
+    gaps = np.diff(projected[order]) / (sds[order][1:] + sds[order][:-1] + 1e-300)
+    return float(gaps.min())
+
+
+def best_separating_direction(
+    means: np.ndarray, covariances: np.ndarray, weights: np.ndarray | None = None
+) -> np.ndarray:
+    """The direction along which the components are best separated, by
+    :func:`separation`, among the features' axes, the discriminant directions of the
+    components (eigenvectors of ``W^-1 B``, ``W`` the weighted within-component and ``B``
+    the between-component covariance) and, for every pair of components, Fisher's
+    direction ``(Sigma_i + Sigma_j)^-1 (mu_j - mu_i)``.
+
+    Ordering the projections of the component means on it identifies the components
+    where no single feature separates them all (e.g. two clusters that overlap in every
+    feature but not in a combination of features). A feature's axis is kept unless
+    another direction separates strictly better.
+
+    Parameters
+    ----------
+    means : numpy.ndarray of shape (K, D)
+    covariances : numpy.ndarray of shape (K, D, D)
+        Full covariance matrices.
+    weights : numpy.ndarray of shape (K,), optional
+        Component weights (equal when not given).
+
+    Returns
+    -------
+    numpy.ndarray of shape (D,)
+        A unit vector in the data's units; an axis ``e_j`` when a feature is best.
+    """
+    K, D = means.shape
+    axes = np.eye(D)
+    if K == 1:
+        return axes[0]
+    weights = np.full(K, 1.0 / K) if weights is None else np.asarray(weights) / np.sum(weights)
+    candidates = [axes[best_separated_feature(means, covariances)]]
+    within = np.einsum("k,kde->de", weights, covariances)
+    centred = means - weights @ means
+    between = np.einsum("k,kd,ke->de", weights, centred, centred)
+    ridge = 1e-9 * np.trace(within) / D * np.eye(D)
+    try:
+        values, vectors = np.linalg.eig(np.linalg.solve(within + ridge, between))
+        order = np.argsort(-values.real)[: K - 1]
+        candidates += list(vectors.real[:, order].T)
+        for i in range(K):
+            for j in range(i + 1, K):
+                pooled = covariances[i] + covariances[j] + ridge
+                candidates.append(np.linalg.solve(pooled, means[j] - means[i]))
+    except np.linalg.LinAlgError:
+        pass
+    best, best_score = candidates[0], separation(means, covariances, candidates[0])
+    for candidate in candidates[1:]:
+        norm = np.linalg.norm(candidate)
+        if not np.isfinite(norm) or norm == 0:
+            continue
+        score = separation(means, covariances, candidate / norm)
+        if score > best_score * (1 + 1e-9):
+            best, best_score = candidate / norm, score
+    return best / np.linalg.norm(best)
+
+
+def direction_rotation(direction: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """An orthogonal matrix ``R`` whose first column is ``scale * direction``,
+    normalised: with means ``loc + scale * R z``, ordering ``z[:, 0]`` orders the
+    projections ``direction @ mean`` (``R`` maps an isotropic prior on ``z`` onto the
+    same prior on the standardised means, with log Jacobian 0).
+
+    Parameters
+    ----------
+    direction : numpy.ndarray of shape (D,)
+    scale : numpy.ndarray of shape (D,)
+        The means' prior scales.
+
+    Returns
+    -------
+    numpy.ndarray of shape (D, D)
+        A Householder reflection (the identity when the direction is the first axis).
+    """
+    v = np.asarray(direction, dtype=float) * np.asarray(scale, dtype=float)
+    v = v / np.linalg.norm(v)
+    u = v.copy()
+    u[0] -= 1.0
+    norm2 = u @ u
+    if norm2 < 1e-24:
+        return np.eye(v.size)
+    return np.eye(v.size) - 2.0 * np.outer(u, u) / norm2
 
 
 def resolve_order_by(order_by: Any, feature_names: tuple[str, ...]) -> int | None:

@@ -307,6 +307,30 @@ def test_relabel_identification_on_an_exchangeable_model():
     assert fit.diagnose() == []
 
 
+def test_direction_ordering_identifies_clusters_no_feature_separates():
+    """Two clusters apart along x0 - x1 whose means are 1.2 sds apart in each feature:
+    identify="direction" orders their projections on the best-separating direction in
+    every draw (a bijection: r_hat is fine and the posterior sits at the truth), numbers
+    the components by the order feature's posterior mean, and records the direction."""
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [1.2, -1.2]])
+    X = np.vstack([rng.normal(c, 0.35, size=(120, 2)) for c in centres])
+    fit = bm.GaussianMixture(2, "full").fit(
+        X, method="nuts", identify="direction", chains=2, draws=300, tune=300, random_state=1
+    )
+    direction = np.asarray(fit.settings["order_direction"])
+    np.testing.assert_allclose(np.abs(direction), np.sqrt([0.5, 0.5]), atol=0.1)
+    projections = fit.posterior["means"].values @ direction  # (chain, draw, K)
+    gaps = np.diff(projections, axis=-1)
+    assert np.all(gaps > 0) or np.all(gaps < 0)
+    feature = fit.feature_names.index(fit.settings["order_feature"])
+    assert np.all(np.diff(fit.means[:, feature]) > 0)
+    np.testing.assert_allclose(fit.means, centres[np.argsort(centres[:, feature])], atol=0.1)
+    assert az.rhat(fit.posterior)["means"].max() < 1.05
+    with pytest.raises(ValueError, match="identify='direction' orders along a direction"):
+        bm.GaussianMixture(2).fit(X, method="nuts", identify="direction", order_by=0)
+
+
 def test_short_runs_are_reported_in_plain_words(faithful):
     fit = bm.GaussianMixture(2, "full").fit(
         faithful, method="nuts", chains=2, draws=30, tune=30, random_state=0, order_by=0

@@ -132,3 +132,37 @@ def test_rhat_advice_fits_the_method(faithful_nuts):
     relabelled.settings["method"] = "gibbs"
     remedy = relabelled._rhat_remedy()
     assert "multimodal" in remedy and "relabel()" not in remedy and "method='gibbs'" not in remedy
+
+
+def test_scaling_advice_never_repeats_what_the_fit_did(faithful_nuts):
+    """Saturated trees, a stuck chain and a minor mode: standardising is advised only
+    for data that are not standardised, a low-rank mass matrix only when another was
+    adapted, and a chain in a minor mode is not told to tune longer (every chain starts
+    at the MAP-EM estimate)."""
+    from bayesmix.data import as_data
+
+    stats = faithful_nuts.sample_stats.copy(deep=True)
+    name = next(n for n in ("reached_max_treedepth", "maxdepth_reached") if n in stats)
+    flags = stats[name].values.astype(bool)
+    flags[:, ::4] = True
+    stats[name] = (stats[name].dims, flags)
+    lp = "lp" if "lp" in stats else "logp"
+    stats[lp][1] = stats[lp][1] - 25.0 * float(stats[lp].std())
+    raw = _variant(faithful_nuts, sample_stats=stats)
+    raw.settings.update(mass_matrix="diag", tune=1000)
+    values = faithful_nuts.data.values
+    standardised = BayesResult(
+        model=faithful_nuts.model,
+        posterior=faithful_nuts.posterior,
+        data=as_data((values - values.mean(0)) / values.std(0)),
+        priors=faithful_nuts.priors,
+        sample_stats=stats,
+        settings={"method": "nuts", "mass_matrix": "low_rank", "sampler": "nutpie"},
+    )
+    depth = [m for m in _messages(raw) if "maximum tree depth" in m][0]
+    assert "Standardise the columns of X" in depth and "mass_matrix='low_rank'" in depth
+    depth = [m for m in _messages(standardised) if "maximum tree depth" in m][0]
+    assert "tandardise" not in depth and "low_rank" not in depth and "priors" in depth
+    for result in (raw, standardised):
+        mode = [m for m in _messages(result) if "minor mode" in m][0]
+        assert "Tune longer" not in mode and "random_state" in mode

@@ -16,7 +16,15 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.ordering import best_separated_feature, component_order, resolve_order_by
+from bayesmix.bayes import logdensity
+from bayesmix.ordering import (
+    best_separated_feature,
+    best_separating_direction,
+    component_order,
+    direction_rotation,
+    resolve_order_by,
+    separation,
+)
 
 matplotlib.use("Agg")
 
@@ -57,10 +65,108 @@ def test_components_are_sorted_on_the_order_feature(fits):
 
 
 def test_ordered_draws_follow_the_rule_in_every_draw(fits):
+    """Draws ordered on a feature follow the rule draw by draw; draws ordered along a
+    direction have increasing (or, renumbered as a whole, decreasing) projections."""
     nuts = fits["nuts"]
-    feature = nuts.feature_names.index(nuts.settings["order_feature"])
-    means = nuts.posterior["means"].isel(feature=feature).values  # (chain, draw, K)
-    assert np.all(np.diff(means, axis=-1) > 0)
+    direction = nuts.settings.get("order_direction")
+    if direction is None:
+        feature = nuts.feature_names.index(nuts.settings["order_feature"])
+        means = nuts.posterior["means"].isel(feature=feature).values  # (chain, draw, K)
+    else:
+        means = nuts.posterior["means"].values @ np.asarray(direction)
+    gaps = np.diff(means, axis=-1)
+    assert np.all(gaps > 0) or np.all(gaps < 0)
+
+
+def test_best_separating_direction_beats_every_feature():
+    """Two clusters apart along x0 - x1 but overlapping in each feature: the direction
+    is (1, -1) / sqrt 2 up to sign; when one feature separates best, its axis."""
+    means = np.array([[0.0, 0.0], [1.0, -1.0]])
+    covariances = np.stack([0.25 * np.eye(2)] * 2)
+    direction = best_separating_direction(means, covariances)
+    np.testing.assert_allclose(np.abs(direction), np.sqrt([0.5, 0.5]), atol=1e-8)
+    assert separation(means, covariances, direction) > separation(means, covariances, [1, 0])
+    apart_in_x1 = np.array([[0.0, 0.0], [0.0, 1.0]])  # no direction beats the axis
+    np.testing.assert_array_equal(best_separating_direction(apart_in_x1, covariances), [0, 1])
+    np.testing.assert_array_equal(best_separating_direction(means[:1], covariances[:1]), [1, 0])
+
+
+def test_direction_rotation_is_orthogonal_with_the_direction_first():
+    rng = np.random.default_rng(0)
+    direction, scale = rng.normal(size=4), rng.uniform(0.5, 2.0, size=4)
+    R = direction_rotation(direction, scale)
+    np.testing.assert_allclose(R @ R.T, np.eye(4), atol=1e-12)
+    v = direction * scale
+    np.testing.assert_allclose(R[:, 0], v / np.linalg.norm(v), atol=1e-12)
+    np.testing.assert_allclose(direction_rotation(np.eye(3)[0], np.ones(3)), np.eye(3))
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_direction_ordered_density_gradient_and_order(covariance_type):
+    """The rotated ordered density: gradient equal to central differences, the expanded
+    means' projections on the direction increasing, the rotation changing nothing but the
+    means (an orthogonal map of an isotropic prior: the log density at rotated
+    coordinates equals the identity's at the rotated-back point)."""
+    rng = np.random.default_rng(1)
+    K, D = 3, 4
+    layout = logdensity.Layout(covariance_type, K, D, 0)
+    direction, scale = rng.normal(size=D), np.full(D, 2.0)
+    R = direction_rotation(direction, scale)
+    inputs = {
+        "X": rng.normal(size=(40, D)),
+        "concentration": np.full(K, 4.0),
+        "mean_loc": np.zeros((K, D)),
+        "mean_scale": np.broadcast_to(scale, (K, D)).copy(),
+        "dof": np.array([D + 2.0]),
+        "covariance_scale": np.eye(D) if covariance_type == "full" else np.ones((K, D)),
+    }
+    theta = 0.3 * rng.normal(size=layout.n_dim)
+    grad, scratch = np.empty(layout.n_dim), np.empty(layout.n_dim)
+
+    def density(x, rotation=R):
+        return logdensity.log_density(
+            x, **inputs, kind=layout.kind, order_feature=0, grad=scratch, rotation=rotation
+        )
+
+    value = logdensity.log_density(
+        theta, **inputs, kind=layout.kind, order_feature=0, grad=grad, rotation=R
+    )
+    assert value == density(theta)
+    step = 1e-6
+    numeric = [
+        (density(theta + step * e) - density(theta - step * e)) / (2 * step)
+        for e in np.eye(layout.n_dim)
+    ]
+    np.testing.assert_allclose(grad, numeric, rtol=1e-5, atol=1e-5)
+    out = np.empty(layout.n_expanded)
+    logdensity.expand(
+        theta,
+        inputs["mean_loc"],
+        inputs["mean_scale"],
+        inputs["covariance_scale"],
+        layout.kind,
+        0,
+        out,
+        R,
+    )
+    means = out[K : K + K * D].reshape(K, D)
+    assert np.all(np.diff(means @ direction) > 0)
+    identity_out = np.empty(layout.n_expanded)
+    logdensity.expand(
+        theta,
+        inputs["mean_loc"],
+        inputs["mean_scale"],
+        inputs["covariance_scale"],
+        layout.kind,
+        0,
+        identity_out,
+    )
+    np.testing.assert_allclose(  # the rotation moves the means only
+        np.delete(out, np.s_[K : K + K * D]), np.delete(identity_out, np.s_[K : K + K * D])
+    )
+    np.testing.assert_allclose(
+        means / scale, (identity_out[K : K + K * D].reshape(K, D) / scale) @ R.T
+    )
 
 
 def test_em_order_does_not_depend_on_the_start(faithful):
@@ -155,3 +261,46 @@ def test_datatree_holds_only_parameters_arviz_can_draw(fits, name):
 def test_diag_datatree_has_no_fixed_correlations(faithful):
     tree = bm.GaussianMixture(2, "diag").fit(faithful, random_state=0).to_datatree()
     assert "correlations" not in tree["posterior"].data_vars
+
+
+def test_direction_ordered_pymc_model_equals_the_numba_density(faithful):
+    """The PyMC graph ordered along a direction (``prior_mean_rotation``) has the numba
+    density's log posterior at the MAP-EM start, and the start reproduces the MAP-EM
+    means with their projections increasing."""
+    import pytensor
+
+    from bayesmix.bayes.builder import ModelSpec, build_pymc, point_estimate_start
+    from bayesmix.data import as_data
+
+    model = bm.GaussianMixture(2, "full")
+    data = as_data(faithful)
+    em = model.fit(faithful, method="map", n_init=2, random_state=0)
+    priors = model.resolve_priors(data)
+    direction = np.array([0.6, -0.8])
+    R = direction_rotation(direction, priors.mean_scale)
+    spec = ModelSpec("full", 2, 2, 0)
+    start = point_estimate_start(
+        spec, model.structure, priors, em.weights, em.means, em.params.covariances, R
+    )
+    pm_model = build_pymc(spec, model.structure, data, priors, rotation=R)
+    point = pm_model.initial_point()
+    layout = logdensity.Layout("full", 2, 2, 0)
+    theta = logdensity.flat_start(layout, start)
+    sizes = [point[v.name].size for v in pm_model.value_vars]
+    parts = np.split(theta, np.cumsum(sizes)[:-1])
+    values = pm_model.value_vars
+    point = {v.name: p.reshape(point[v.name].shape) for v, p in zip(values, parts, strict=True)}
+    (means_graph,) = pm_model.replace_rvs_by_values([pm_model["means"]])
+    logp, means = pytensor.function(
+        values, [pm_model.logp(), means_graph], mode="FAST_COMPILE", on_unused_input="ignore"
+    )(**point)
+    want = logdensity.log_density(
+        theta,
+        **logdensity.density_inputs(data, priors, model.structure, 2, R),
+        kind=layout.kind,
+        order_feature=0,
+        grad=np.empty(layout.n_dim),
+    )
+    np.testing.assert_allclose(logp, want, rtol=1e-9)
+    order = np.argsort(em.means @ direction)
+    np.testing.assert_allclose(means, em.means[order], rtol=1e-6)

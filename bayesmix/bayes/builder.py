@@ -46,13 +46,19 @@ class ModelSpec:
 
 
 def pymc_inputs(
-    data: Data, priors: ResolvedPriors, structure: CovarianceStructure
+    data: Data,
+    priors: ResolvedPriors,
+    structure: CovarianceStructure,
+    rotation: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Values of the model's ``pm.Data`` inputs for one data set and its priors.
 
     With missing values, ``X_data`` holds the complete rows and ``X_pattern{p}_data``
     the observed columns of the rows with the ``p``-th missingness pattern.
+    ``prior_mean_rotation`` is the ordered means' rotation (see :func:`build_pymc`;
+    default: the identity).
     """
+    D = data.n_features
     return {
         **_observation_inputs(data),
         "prior_weight_concentration": priors.weight_concentration,
@@ -60,6 +66,7 @@ def pymc_inputs(
         "prior_mean_scale": priors.mean_scale,
         "prior_covariance_dof": np.asarray(priors.covariance_dof, dtype=float),
         "prior_covariance_scale": structure.pymc_scale(priors.covariance_scale),
+        "prior_mean_rotation": np.eye(D) if rotation is None else np.asarray(rotation, float),
     }
 
 
@@ -78,14 +85,19 @@ def point_estimate_start(
     weights: np.ndarray,
     means: np.ndarray,
     covariances: np.ndarray,
+    rotation: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Free-variable values reproducing a point estimate (e.g. EM's, covariances in
-    natural form), with components sorted along the ordered feature."""
-    order = np.argsort(means[:, spec.order_feature or 0], kind="stable")
+    natural form), with components sorted along the ordered coordinate (a feature, or
+    the direction of ``rotation``'s column ``spec.order_feature``)."""
+    raw = (means - priors.mean_loc) / priors.mean_scale
+    if rotation is not None and spec.order_feature is not None:
+        raw = raw @ rotation  # the coordinates z of raw = z R^T
+    order = np.argsort(raw[:, spec.order_feature or 0], kind="stable")
     if structure.name != "tied":
         covariances = covariances[order]
     weights = np.maximum(weights[order], 1e-3)
-    raw = (means[order] - priors.mean_loc) / priors.mean_scale
+    raw = raw[order]
     start = {"weights": weights / weights.sum()}
     start.update(structure.pymc_start(covariances, structure.pymc_scale(priors.covariance_scale)))
     if spec.order_feature is None:
@@ -107,6 +119,7 @@ def build_pymc(
     priors: ResolvedPriors,
     *,
     batch_size: int | None = None,
+    rotation: np.ndarray | None = None,
 ):
     """Build the marginalised mixture as a ``pm.Model``.
 
@@ -123,6 +136,11 @@ def build_pymc(
         afresh at each evaluation (``pm.Minibatch``), its log-likelihood scaled by
         ``n_obs / batch_size`` (``total_size``); for ADVI on large data. ``None`` (the
         default): every row.
+    rotation : numpy.ndarray of shape (D, D), optional
+        With an ordered coordinate ``j``, the standardised means are ``z R^T`` with
+        ``z[:, j]`` increasing and ``R`` this orthogonal matrix (the ``pm.Data``
+        ``prior_mean_rotation``): the identity (the default) orders feature ``j``, a
+        rotation with a direction in column ``j`` orders the means' projections on it.
 
     Returns
     -------
@@ -133,7 +151,7 @@ def build_pymc(
     import pymc as pm
     import pytensor.tensor as pt
 
-    inputs = pymc_inputs(data, priors, structure)
+    inputs = pymc_inputs(data, priors, structure, rotation)
     n_components, n_features = spec.n_components, spec.n_features
     layout = _checked_layout(spec, data)
     coords = {
@@ -149,9 +167,10 @@ def build_pymc(
         scale = pm.Data("prior_mean_scale", inputs["prior_mean_scale"])
         dof = pm.Data("prior_covariance_dof", inputs["prior_covariance_dof"])
         cov_scale = pm.Data("prior_covariance_scale", inputs["prior_covariance_scale"])
+        mean_rotation = pm.Data("prior_mean_rotation", inputs["prior_mean_rotation"])
 
         weights = pm.Dirichlet("weights", a=concentration, dims="component")
-        raw = _raw_means(spec)
+        raw = _raw_means(spec, mean_rotation)
         means = pm.Deterministic("means", loc + scale * raw, dims=("component", "feature"))
         precision = structure.pymc_precision(dof, cov_scale, n_components, n_features)
 
@@ -205,8 +224,9 @@ def _observed_rows(X, batch_size: int | None) -> dict:
     }
 
 
-def _raw_means(spec: ModelSpec):
-    """Standardised means ``(K, D)``; one column ordered when ``spec.order_feature``."""
+def _raw_means(spec: ModelSpec, rotation):
+    """Standardised means ``(K, D)``: with ``spec.order_feature``, ``z R^T`` with column
+    ``order_feature`` of ``z`` ordered (``R`` = ``rotation``, orthogonal: log Jacobian 0)."""
     import pymc as pm
     import pytensor.tensor as pt
 
@@ -223,7 +243,8 @@ def _raw_means(spec: ModelSpec):
         return ordered[:, None]
     rest = pm.Normal("means_rest_raw", 0.0, 1.0, shape=(spec.n_components, spec.n_features - 1))
     j = spec.order_feature
-    return pt.concatenate([rest[:, :j], ordered[:, None], rest[:, j:]], axis=1)
+    z = pt.concatenate([rest[:, :j], ordered[:, None], rest[:, j:]], axis=1)
+    return z @ rotation.T
 
 
 def _core(param, core_ndim: int):

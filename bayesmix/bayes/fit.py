@@ -27,7 +27,13 @@ from bayesmix.bayes.builder import (
 from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
 from bayesmix.exceptions import ConvergenceWarning
-from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
+from bayesmix.ordering import (
+    best_separated_feature,
+    best_separating_direction,
+    direction_rotation,
+    order_posterior,
+    resolve_order_by,
+)
 from bayesmix.results import parameters_dataset
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
@@ -40,6 +46,7 @@ __all__ = [
     "quick_em",
     "SAMPLERS",
     "IDENTIFICATIONS",
+    "NUTS_IDENTIFICATIONS",
     "clear_compiled_models",
     "posterior_result",
     "identified_result",
@@ -48,6 +55,7 @@ __all__ = [
     "show_progress",
     "resolve_seed",
     "order_feature",
+    "order_rotation",
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
@@ -69,6 +77,8 @@ MINIBATCH_WINDOW = 500
 MINIBATCH_MIN_WINDOWS = 4
 MINIBATCH_MEAN_TOLERANCE = 0.5
 IDENTIFICATIONS = ("ordered", "relabel", "none")
+# NUTS also orders along the best-separating direction (see order_rotation)
+NUTS_IDENTIFICATIONS = ("ordered", "direction", "relabel", "none")
 _EXTRA = {
     "nutpie": ("nutpie", "nutpie"),
     "numpyro": ("numpyro", "jax"),
@@ -149,6 +159,35 @@ def order_feature(data: Data, order_by: Any, em) -> int:
     return best_separated_feature(em.means, em.covariances) if index is None else index
 
 
+def order_rotation(spec: ModelSpec, data: Data, priors, em):
+    """The direction of ``identify="direction"``: ``(spec, rotation, direction)``.
+
+    The components are ordered along the direction that separates the MAP-EM estimate
+    ``em``'s components best (:func:`bayesmix.ordering.best_separating_direction`: a
+    feature's axis, a discriminant direction or a pairwise Fisher direction). When that
+    is not a feature's axis, the model orders ``z[:, 0]`` of the means
+    ``loc + scale * z R^T`` with ``R = direction_rotation(direction, scale)``; the
+    returned spec's ordered coordinate is then 0. Otherwise (one feature, an
+    exchangeable model, or an axis best) the spec orders that feature, with
+    ``rotation = direction = None``.
+
+    Returns
+    -------
+    spec : ModelSpec
+    rotation : numpy.ndarray of shape (D, D) or None
+    direction : numpy.ndarray of shape (D,) or None
+        Unit vector in the data's units.
+    """
+    if spec.order_feature is None or data.n_features == 1:
+        return spec, None, None
+    direction = best_separating_direction(em.means, em.covariances, em.weights)
+    axis = np.flatnonzero(np.abs(direction) > 1.0 - 1e-12)
+    if axis.size == 1:
+        return dataclasses.replace(spec, order_feature=int(axis[0])), None, None
+    rotation = direction_rotation(direction, np.broadcast_to(priors.mean_scale, direction.shape))
+    return dataclasses.replace(spec, order_feature=0), rotation, direction
+
+
 def _mass_matrix(mass_matrix: Any, sampler: str, n_features: int) -> str:
     """The mass matrix NUTS adapts: ``"auto"`` is nutpie's ``"low_rank"`` (a diagonal
     plus the directions of the largest posterior correlations) for two or more features,
@@ -221,12 +260,21 @@ def fit_nuts(
     _require(sampler)
     seed = resolve_seed(random_state)
     start = time.perf_counter()
-    _check_identification(data, identify, order_by)  # before any work
+    identify = check_choice(identify, "identify", NUTS_IDENTIFICATIONS)
+    if identify == "direction" and order_by is not None:
+        raise ValueError(
+            f"order_by={order_by!r} names a feature to order, identify='direction' orders "
+            "along a direction: give identify='ordered' with order_by, or leave order_by out."
+        )
+    resolve_order_by(order_by, data.feature_names)  # before any work
     em = quick_em(model, data, seed)
-    spec = model_spec(model, data, identify, order_by, em)
     priors = model.resolve_priors(data)
+    spec = model_spec(model, data, "ordered" if identify == "direction" else identify, order_by, em)
+    spec, rotation, direction = (
+        order_rotation(spec, data, priors, em) if identify == "direction" else (spec, None, None)
+    )
     em_start = point_estimate_start(
-        spec, model.structure, priors, em.weights, em.means, em.params.covariances
+        spec, model.structure, priors, em.weights, em.means, em.params.covariances, rotation
     )
     settings = dict(
         draws=draws,
@@ -240,12 +288,12 @@ def fit_nuts(
     )
     if sampler == "nutpie":
         tree = _sample_nutpie(
-            spec, model, data, priors, em_start, seed, progressbar, cores, **settings
+            spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
         )
     else:
         import pymc as pm
 
-        pm_model = build_pymc(spec, model.structure, data, priors)
+        pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
         with pm_model:
             tree = pm.sample(
                 draws,
@@ -267,17 +315,21 @@ def fit_nuts(
         seed=seed,
         fit_seconds=time.perf_counter() - start,
     )
+    if direction is not None:
+        settings["order_direction"] = [float(v) for v in direction]
     params = _tree_params(tree, model.structure)
     return _result(model, data, priors, spec, params, settings, sample_stats=_sample_stats(tree))
 
 
-def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores, **settings):
+def _sample_nutpie(
+    spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
+):
     import nutpie
 
     if settings["log_density"] == "bayesmix":
-        compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start)
+        compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start, rotation)
     else:
-        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start)
+        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start, rotation)
     return nutpie.sample(
         compiled,
         draws=settings["draws"],
@@ -292,7 +344,7 @@ def _sample_nutpie(spec, model, data, priors, em_start, seed, progressbar, cores
     )
 
 
-def _numba_nutpie_model(spec, structure, data, priors, em_start):
+def _numba_nutpie_model(spec, structure, data, priors, em_start, rotation=None):
     """nutpie's model of complete data: the hand-written log density of
     :mod:`bayesmix.bayes.logdensity` as C callbacks loaded from numba's disk cache, so
     neither PyMC nor a compile is needed, and the sampler threads run without the GIL.
@@ -307,7 +359,7 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start):
     K, D = spec.n_components, spec.n_features
     order = -1 if spec.order_feature is None else spec.order_feature
     layout = logdensity.Layout(spec.covariance_type, K, D, order)
-    inputs = logdensity.density_inputs(data, priors, structure, K)
+    inputs = logdensity.density_inputs(data, priors, structure, K, rotation)
     precision = structure.pymc_precision_name
     shapes = {"weights": (K,), "means": (K, D), precision: layout.precision_shape}
     return CompiledPyMCModel(
@@ -336,20 +388,21 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start):
     )
 
 
-def _pymc_nutpie_model(spec, model, data, priors, em_start):
+def _pymc_nutpie_model(spec, model, data, priors, em_start, rotation=None):
     """nutpie's model compiled from the PyMC graph (data with missing values), kept per
     graph for the process: a refit swaps data and priors in with ``with_data``."""
     import nutpie
 
     cached = _NUTPIE_CACHE.get(spec)
     if cached is None:
-        pm_model = build_pymc(spec, model.structure, data, priors)
+        pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
         compiled = nutpie.compile_pymc_model(pm_model, initial_points=initial_point(spec))
         value_names = [pm_model.rvs_to_values[rv].name for rv in pm_model.free_RVs]
         cached = _NUTPIE_CACHE[spec] = (compiled, *_start_flattener(pm_model, value_names))
         compiled_with_data = compiled
     else:
-        compiled_with_data = cached[0].with_data(**pymc_inputs(data, priors, model.structure))
+        inputs = pymc_inputs(data, priors, model.structure, rotation)
+        compiled_with_data = cached[0].with_data(**inputs)
     _, names, to_flat = cached
     centre = np.asarray(to_flat(*(em_start[name] for name in names)), dtype=np.float64)
     return dataclasses.replace(compiled_with_data, initial_point_func=_jittered_start(centre))
@@ -943,7 +996,9 @@ def posterior_result(
     and with components numbered by :mod:`bayesmix.ordering`'s rule."""
     weights, means, covariances = draws
     posterior = parameters_dataset(weights, means, covariances, data.feature_names)
-    if settings["identify"] == "none":  # ordered draws follow the rule; relabel() applies it
+    # draws ordered on the feature follow the rule; relabel() applies it; draws ordered
+    # along a direction (settings["order_direction"]) are renumbered as a whole
+    if settings["identify"] == "none" or settings.get("order_direction") is not None:
         posterior = order_posterior(posterior, data.feature_names.index(settings["order_feature"]))
     return identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
 

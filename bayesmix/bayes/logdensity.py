@@ -15,9 +15,12 @@ Flat layout of the unconstrained vector ``theta``:
 
 1. ``K - 1`` simplex coordinates of the weights: ``w = softmax([y, -sum(y)])``;
 2. the standardised means ``raw`` (``means = loc + scale * raw``): with an ordered
-   feature ``j``, ``K`` ordered coordinates (``raw[0, j] = o_0``, then increments
-   ``exp(o_i)``) followed by the other features ``(K, D - 1)`` row-major; without,
-   ``(K, D)`` row-major;
+   coordinate ``j``, ``K`` ordered coordinates (``z[0, j] = o_0``, then increments
+   ``exp(o_i)``) followed by the other coordinates of ``z`` ``(K, D - 1)`` row-major, and
+   ``raw = z R^T`` with the orthogonal ``rotation`` ``R`` (the identity orders feature
+   ``j``; a rotation whose column ``j`` is a direction orders the means' projections on
+   it, :func:`bayesmix.ordering.direction_rotation`; log Jacobian 0, and the isotropic
+   prior of ``raw`` is that of ``z``); without, ``raw`` ``(K, D)`` row-major;
 3. the covariance parameters: for ``full`` (``tied``: one set) the logs of the Bartlett
    chi-squares ``(K, D)`` and then the below-diagonal normals ``(K, D (D - 1) / 2)`` in
    ``numpy.tril_indices(D, -1)`` order, the precision factor being ``F = L A``; for
@@ -102,10 +105,15 @@ class Layout:
 
 
 def density_inputs(
-    data: Data, priors: ResolvedPriors, structure: CovarianceStructure, n_components: int
+    data: Data,
+    priors: ResolvedPriors,
+    structure: CovarianceStructure,
+    n_components: int,
+    rotation: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """The arrays :func:`log_density` reads besides ``theta``: data and priors, each
-    broadcast to one fixed rank so that one compiled function serves every model."""
+    broadcast to one fixed rank so that one compiled function serves every model, and
+    the ordered means' ``rotation`` (default: the identity, which orders one feature)."""
     K, D = n_components, data.n_features
     scale = np.asarray(structure.pymc_scale(priors.covariance_scale), dtype=np.float64)
     if structure.name == "diag":
@@ -123,6 +131,7 @@ def density_inputs(
         ),
         "dof": np.array([priors.covariance_dof], dtype=np.float64),
         "covariance_scale": np.ascontiguousarray(scale, dtype=np.float64),
+        "rotation": np.ascontiguousarray(np.eye(D) if rotation is None else rotation, np.float64),
     }
 
 
@@ -171,8 +180,17 @@ def _log_weights(theta, K):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _raw_means(theta, pos, K, D, order_feature):
+def _raw_means(theta, pos, K, D, order_feature, rotation):
     """Standardised means ``(K, D)`` and the log Jacobian of the ordered transform."""
+    z, log_jac = _ordered_coordinates(theta, pos, K, D, order_feature)
+    if order_feature < 0:
+        return z, log_jac
+    return z @ rotation.T, log_jac
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _ordered_coordinates(theta, pos, K, D, order_feature):
+    """``z`` ``(K, D)`` (column ``order_feature`` increasing) and its log Jacobian."""
     raw = np.empty((K, D))
     log_jac = 0.0
     if order_feature < 0:
@@ -234,18 +252,59 @@ def _variances(theta, pos, scale, K, D, kind):
 # the density
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
 def log_density(
-    theta, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order_feature, grad
+    theta,
+    X,
+    concentration,
+    mean_loc,
+    mean_scale,
+    dof,
+    covariance_scale,
+    kind,
+    order_feature,
+    grad,
+    rotation=None,
 ):
     """Log posterior density at ``theta`` (see the module docstring for the layout);
-    its gradient is written into ``grad``. Returns ``-inf`` outside the support."""
+    its gradient is written into ``grad``. Returns ``-inf`` outside the support.
+    ``rotation`` (default: the identity) is that of the ordered means."""
+    if rotation is None:
+        rotation = np.eye(X.shape[1])
+    return _log_density(
+        theta,
+        X,
+        concentration,
+        mean_loc,
+        mean_scale,
+        dof,
+        covariance_scale,
+        np.ascontiguousarray(rotation, dtype=np.float64),
+        kind,
+        order_feature,
+        grad,
+    )
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _log_density(
+    theta,
+    X,
+    concentration,
+    mean_loc,
+    mean_scale,
+    dof,
+    covariance_scale,
+    rotation,
+    kind,
+    order_feature,
+    grad,
+):
     D = X.shape[1]
     K = concentration.shape[0]
     tied, matrix = kind == _TIED, kind == _FULL or kind == _TIED
     grad[:] = 0.0
     log_w = _log_weights(theta, K)
-    raw, log_jac = _raw_means(theta, K - 1, K, D, order_feature)
+    raw, log_jac = _raw_means(theta, K - 1, K, D, order_feature, rotation)
     means = mean_loc + mean_scale * raw
     logp = _dirichlet_log_prior(log_w, concentration) + log_jac
     logp -= 0.5 * (np.sum(raw**2) + K * D * _LOG_2PI)
@@ -284,7 +343,7 @@ def log_density(
 
     _weights_gradient(log_w, concentration, counts, grad)
     g_means = _precision_times(first, factors, var, matrix, tied)
-    _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, grad)
+    _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, rotation, grad)
     if matrix:
         _factor_gradient(
             theta, pos, A, factors, covariance_scale, counts, scatter, dof[0], kind, grad
@@ -357,15 +416,16 @@ def _precision_times(first, factors, var, matrix, tied):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _raw_means_gradient(theta, pos, g_raw, order_feature, grad):
-    """Chain ``g_raw`` (the gradient in the standardised means) through the ordered
-    transform (log Jacobian included) into ``grad``."""
+def _raw_means_gradient(theta, pos, g_raw, order_feature, rotation, grad):
+    """Chain ``g_raw`` (the gradient in the standardised means) through the rotation
+    and the ordered transform (log Jacobian included) into ``grad``."""
     K, D = g_raw.shape
     if order_feature < 0:
         for k in range(K):
             for d in range(D):
                 grad[pos + k * D + d] = g_raw[k, d]
         return
+    g_raw = g_raw @ rotation  # raw = z R^T
     tail = 0.0  # sum over the components from k on of the ordered column's gradient
     for k in range(K - 1, 0, -1):
         tail += g_raw[k, order_feature]
@@ -485,15 +545,23 @@ def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, 
                     i += 1
 
 
+def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, out, rotation=None):
+    """Weights, means and the precision parameter at ``theta``, flattened into ``out``;
+    ``rotation`` (default: the identity) is that of the ordered means."""
+    if rotation is None:
+        rotation = np.eye(mean_loc.shape[1])
+    rotation = np.ascontiguousarray(rotation, dtype=np.float64)
+    _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order_feature, out)
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, out):
-    """Weights, means and the precision parameter at ``theta``, flattened into ``out``."""
+def _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order_feature, out):
     K, D = mean_loc.shape
     log_w = _log_weights(theta, K)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     pos = K - 1
-    raw, _ = _raw_means(theta, pos, K, D, order_feature)
+    raw, _ = _raw_means(theta, pos, K, D, order_feature, rotation)
     for k in range(K):
         for d in range(D):
             out[K + k * D + d] = mean_loc[k, d] + mean_scale[k, d] * raw[k, d]
@@ -537,8 +605,11 @@ def pack_inputs(layout: Layout, inputs: dict[str, np.ndarray]) -> np.ndarray:
         inputs["dof"][0],
     )
     parts = [header]
-    for name in ("X", "concentration", "mean_loc", "mean_scale", "covariance_scale"):
+    D = layout.n_features
+    rotation = inputs.get("rotation", np.eye(D))
+    for name in ("X", "concentration", "mean_loc", "mean_scale"):
         parts.append(np.ravel(inputs[name]))
+    parts += [np.ravel(rotation), np.ravel(inputs["covariance_scale"])]
     buffer = np.concatenate(parts)
     expected = _buffer_size(n, layout.n_features, layout.n_components, layout.kind)
     if buffer.size != expected:
@@ -555,7 +626,7 @@ def _covariance_scale_shape(D, K, kind):
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, kind):
     rows, cols = _covariance_scale_shape(D, K, kind)
-    return _HEADER + n * D + K + 2 * K * D + rows * cols
+    return _HEADER + n * D + K + 2 * K * D + D * D + rows * cols
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -573,10 +644,12 @@ def _unpack(address):
     pos += K * D
     mean_scale = buffer[pos : pos + K * D].reshape((K, D))
     pos += K * D
+    rotation = buffer[pos : pos + D * D].reshape((D, D))
+    pos += D * D
     covariance_scale = buffer[pos:].reshape(_covariance_scale_shape(D, K, kind))
     dof = buffer[_DOF : _DOF + 1]
     order = int(header[_ORDER_FEATURE])
-    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order
+    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, rotation, kind, order
 
 
 _double_pointer = nb.types.CPointer(nb.types.double)
@@ -593,14 +666,24 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
     try:
-        X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order = _unpack(
-            inputs_address
+        X, concentration, mean_loc, mean_scale, dof, covariance_scale, rotation, kind, order = (
+            _unpack(inputs_address)
         )
         x = nb.carray(x_address, (n_dim,))
         grad = nb.carray(grad_address, (n_dim,))
         logp = nb.carray(logp_address, (1,))
-        logp[0] = log_density(
-            x, X, concentration, mean_loc, mean_scale, dof, covariance_scale, kind, order, grad
+        logp[0] = _log_density(
+            x,
+            X,
+            concentration,
+            mean_loc,
+            mean_scale,
+            dof,
+            covariance_scale,
+            rotation,
+            kind,
+            order,
+            grad,
         )
         if not math.isfinite(logp[0]):
             return 4
@@ -623,10 +706,12 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing weights, means and the precision parameter of a draw;
     0 on success, 1 on an error."""
     try:
-        _, _, mean_loc, mean_scale, _, covariance_scale, kind, order = _unpack(inputs_address)
+        _, _, mean_loc, mean_scale, _, covariance_scale, rotation, kind, order = _unpack(
+            inputs_address
+        )
         x = nb.carray(x_address, (n_dim,))
         out = nb.carray(out_address, (n_expanded,))
-        expand(x, mean_loc, mean_scale, covariance_scale, kind, order, out)
+        _expand(x, mean_loc, mean_scale, covariance_scale, rotation, kind, order, out)
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0

@@ -339,8 +339,9 @@ class BayesResult(MixtureResult):
                 f"components{gibbs}."
             )
         return (
-            f"target_accept is {target:g} already: use fewer components, standardise the "
-            f"columns of X, or give the covariances more informative priors{gibbs}."
+            f"target_accept is {target:g} already: use fewer components, "
+            f"{self._standardise_advice(', ')}or give the covariances more informative "
+            f"priors{gibbs}."
         )
 
     def _chain_problems(self) -> list[tuple[str, type[Warning]]]:
@@ -359,8 +360,9 @@ class BayesResult(MixtureResult):
             problems.append(
                 (
                     f"chain {chain} is stuck: {repeated[chain]:.0%} of its draws repeat the "
-                    "previous one, so it does not explore the posterior. Tune longer (tune=), "
-                    "standardise the columns of X, or refit with another random_state.",
+                    "previous one, so it does not explore the posterior. "
+                    f"{self._tune_advice()}{self._standardise_advice(', ')}"
+                    "or refit with another random_state.",
                     SamplerWarning,
                 )
             )
@@ -376,8 +378,7 @@ class BayesResult(MixtureResult):
                         (
                             f"chain {chain} stays in a region of lower posterior density than "
                             f"the others (mean log density {gap:.1f} lower): it is stuck in a "
-                            "minor mode. Tune longer (tune=), use fewer components, or compare "
-                            "the modes with more chains.",
+                            f"minor mode. {self._minor_mode_advice()}",
                             SamplerWarning,
                         )
                     )
@@ -392,8 +393,8 @@ class BayesResult(MixtureResult):
                     (
                         f"E-BFMI as low as {bfmi[low].min():.2f} (< {BFMI_LIMIT}) in chain(s) "
                         f"{low.tolist()}: the sampler explores the posterior's energy poorly, "
-                        "a sign of heavy tails or a funnel. Tune longer (tune=) or use more "
-                        "informative priors on the covariances.",
+                        f"a sign of heavy tails or a funnel. {self._tune_advice()}or use "
+                        "more informative priors on the covariances.",
                         SamplerWarning,
                     )
                 )
@@ -406,11 +407,52 @@ class BayesResult(MixtureResult):
                 (
                     f"{saturated.mean():.0%} of the transitions hit the maximum tree depth: the "
                     "posterior is badly scaled or strongly correlated, which makes sampling "
-                    "slow. Standardise the columns of X.",
+                    f"slow. {self._scaling_advice()}",
                     SamplerWarning,
                 )
             )
         return problems
+
+    def _tune_advice(self) -> str:
+        """ "Tune longer", naming the tuning steps the fit used when it says."""
+        tune = self.settings.get("tune")
+        if tune is None:
+            return "Tune longer (tune=), "
+        return f"Tune longer (tune= more than {tune}), "
+
+    def _standardised(self) -> bool:
+        """Whether every column of the training data has mean 0 and sd 1 already."""
+        values = self.data.values
+        mean, sd = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+        centred = np.abs(mean) < 1e-6 * np.maximum(sd, 1.0)
+        return bool(np.all(centred) and np.all(np.abs(sd - 1.0) < 0.02))
+
+    def _standardise_advice(self, end: str = ". ") -> str:
+        """Standardising X, unless X is standardised already."""
+        return "" if self._standardised() else f"standardise the columns of X{end}"
+
+    def _scaling_advice(self) -> str:
+        """What to do about saturated trees, never advising what the fit already used."""
+        advice = []
+        if not self._standardised():
+            advice.append("standardise the columns of X")
+        sampler = self.settings.get("sampler", "nutpie")
+        if sampler == "nutpie" and self.settings.get("mass_matrix") != "low_rank":
+            advice.append("adapt a low-rank mass matrix (mass_matrix='low_rank')")
+        advice.append("use fewer components or give the covariances more informative priors")
+        text = ", or ".join(advice)
+        return text[0].upper() + text[1:] + "."
+
+    def _minor_mode_advice(self) -> str:
+        """What to do about a chain in a minor mode (NUTS and Gibbs chains start at the
+        MAP-EM estimate, so tuning longer rarely brings one back)."""
+        advice = (
+            "Compare the chains' clusterings (the posterior is multimodal), use fewer "
+            "components, or refit with another random_state"
+        )
+        if self.method == "nuts" and not np.isnan(self.data.values).any():
+            advice += "; or sample with method='gibbs'"
+        return advice + "."
 
     def _label_switching_problems(self) -> list[tuple[str, type[Warning]]]:
         from bayesmix.bayes.relabel import chain_permutations
@@ -430,6 +472,13 @@ class BayesResult(MixtureResult):
             )
         elif self.settings.get("identify") == "ordered":
             remedy = "Relabel with result.relabel(), or order another feature (order_by=)"
+            if self.method == "nuts":
+                remedy += " or along the best-separating direction (identify='direction')"
+        elif self.settings.get("identify") == "direction":
+            remedy = (
+                "Relabel with result.relabel(), or order one feature (identify='ordered', "
+                "order_by=)"
+            )
         else:
             remedy = "Relabel with result.relabel() or fit with identify='ordered'"
         return [
