@@ -1,4 +1,8 @@
-"""A scikit-learn estimator wrapping the bayesmix EM backend.
+"""scikit-learn estimators wrapping the bayesmix EM backend.
+
+:class:`Mixture` is an estimator for a mixture of any component family of
+:mod:`bayesmix.families` (Poisson, negative binomial, Student-t), fitted by the family's
+EM or MAP-EM.
 
 :class:`GaussianMixture` here is a drop-in for :class:`sklearn.mixture.GaussianMixture`:
 the same constructor parameters (plus ``priors`` and ``map`` for MAP estimation), the
@@ -31,16 +35,24 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
-from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+from sklearn.utils.validation import (
+    _check_sample_weight,
+    check_is_fitted,
+    check_non_negative,
+    validate_data,
+)
 
 from bayesmix.data import Data, as_data
 from bayesmix.em.fit import EMProgress, fit_em
 from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
+from bayesmix.families import FAMILIES, ComponentFamily, Gaussian
+from bayesmix.families.base import CountFamily
+from bayesmix.mixture import Mixture as FamilyMixture
 from bayesmix.model import GaussianMixture as MixtureModel
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult
 
-__all__ = ["GaussianMixture", "ConvergenceWarning"]
+__all__ = ["GaussianMixture", "Mixture", "ConvergenceWarning"]
 
 # scikit-learn spells the k-means++ initialisation with a hyphen.
 _INIT_ALIASES = {"k-means++": "kmeans++"}
@@ -541,6 +553,459 @@ default=None
                 f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
             )
         return self.result_.sample(int(n_samples), self.random_state)
+
+
+class Mixture(DensityMixin, BaseEstimator):
+    """A mixture of any component family fitted by bayesmix's EM, with scikit-learn's
+    interface.
+
+    The estimator form of ``bm.Mixture(n_components, family, priors).fit(X,
+    method="em")`` (or ``method="map"``): the same declaration, the same EM and the
+    same defaults, so its fit is the one :class:`bayesmix.Mixture` gives for the same
+    options and seed. It works in pipelines, grid searches (choosing ``n_components`` or
+    ``family`` by :meth:`score`, the mean held-out log-likelihood) and anything else that
+    takes a scikit-learn estimator. For Gaussian components use :class:`GaussianMixture`.
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of mixture components.
+    family : str or bayesmix.families.ComponentFamily, default="poisson"
+        The component family: a name from :data:`bayesmix.families.FAMILIES`
+        (``"poisson"``, ``"negative_binomial"``, ``"student_t"``, each with its default
+        settings) or an instance such as ``bm.families.StudentT("diag", dof=4)``.
+    priors : mapping or None, default=None
+        Prior hyperparameters by name (``weight_concentration`` and the family's own,
+        see its docstring); missing ones take their data-scaled defaults. When given,
+        the fit is the MAP estimate under them whatever ``map`` is.
+    map : bool, default=False
+        Fit the maximum a posteriori estimate under ``priors``, or under the family's
+        weakly informative data-scaled default priors when ``priors`` is None.
+    n_init : int, default=10
+        Number of starts (weighted k-means on the family's start transform of ``X``,
+        each from its own seeds); the one with the highest objective is kept.
+    max_iter : int, default=1000
+        Maximum number of EM iterations per start (at least 1).
+    tol : float, default=1e-8
+        Convergence threshold: the objective's gain per (weighted) observation still to
+        come, projected by Aitken's acceleration (bayesmix's EM criterion, not
+        scikit-learn's change per iteration, hence the smaller default).
+    random_state : int, numpy.random.Generator, numpy.random.RandomState or None, \
+default=None
+        Seed of the starts (and of :meth:`sample`). An int gives reproducible fits.
+    verbose : int, default=0
+        ``1`` prints one line per fit: convergence, iterations, objective and time.
+    missing : {"error", "marginalize"}, default="error"
+        ``"error"``: NaN in ``X`` raises. ``"marginalize"`` (count families): a NaN entry
+        is missing at random and drops out of its row's likelihood, in :meth:`fit` and in
+        the prediction methods.
+
+    Attributes
+    ----------
+    weights_ : ndarray of shape (n_components,)
+        Mixture weights.
+    <parameter>_ : ndarray
+        One attribute per parameter of the family (``result_.parameters``), named with a
+        trailing underscore and with the component axis first: ``rates_``
+        ``(n_components, n_features)`` for Poisson; ``means_`` and ``dispersions_`` for the
+        negative binomial; ``means_``, ``scales_`` (``(n_components, n_features,
+        n_features)`` for ``"full"``, ``(n_components, n_features)`` for ``"diag"``) and
+        ``dof_`` ``(n_components,)`` for the Student-t.
+    converged_ : bool
+        Whether the kept start met ``tol`` within ``max_iter`` iterations.
+    n_iter_ : int
+        Number of EM iterations (M-steps) of the kept start.
+    lower_bound_ : float
+        The objective EM maximised — the log-likelihood, or for MAP the log posterior —
+        per (weighted) training observation, at the fitted parameters. (For maximum
+        likelihood, :meth:`score` of the training data gives the same value.)
+    lower_bounds_ : list of float
+        The objective per observation at each iteration of the kept start, from the
+        initial parameters to the fitted ones (``lower_bounds_[-1] == lower_bound_``).
+    n_features_in_ : int
+        Number of features seen during :meth:`fit`.
+    feature_names_in_ : ndarray of shape (n_features,)
+        Names of the features seen during :meth:`fit`, when ``X`` had string column
+        names.
+    result_ : bayesmix.EMResult
+        The full bayesmix result: ``icl``, ``summary``, ``to_datatree``, traces, priors,
+        ``save``; ``result_.model`` is the :class:`bayesmix.Mixture` declaration.
+
+    See Also
+    --------
+    bayesmix.Mixture : The declaration shared by all bayesmix backends.
+    GaussianMixture : The estimator for Gaussian components.
+
+    Notes
+    -----
+    Count families (Poisson, negative binomial) accept non-negative integer counts
+    only: negative values raise scikit-learn's "Negative values in data passed to ..."
+    error and non-integers a ``ValueError`` naming the column and row, in :meth:`fit` and
+    in every prediction method. Their estimator tags say ``positive_only``, and the
+    scikit-learn estimator checks that feed them continuous data are listed as expected
+    failures in the tests (``tests/test_sklearn_families.py``), each with its reason.
+
+    ``sample_weight`` in :meth:`fit` are frequency weights: an integer weight ``w`` fits
+    as ``w`` copies of the row. With more than one component the k-means starts depend on
+    the order and repetition of the rows, so a weighted fit and a fit on repeated rows
+    can reach different local optima from the same seed.
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> from bayesmix.sklearn import Mixture
+    >>> X = bm.datasets.load_biochemists()[["art"]]
+    >>> mix = Mixture(2, family="poisson", random_state=0).fit(X)
+    >>> mix.rates_.round(2)
+    array([[1.07],
+           [4.19]])
+    >>> mix.predict(X.iloc[:3])
+    array([0, 0, 0])
+    """
+
+    def __init__(
+        self,
+        n_components: int = 1,
+        family: str | ComponentFamily = "poisson",
+        *,
+        priors: Mapping[str, Any] | None = None,
+        map: bool = False,
+        n_init: int = 10,
+        max_iter: int = 1000,
+        tol: float = 1e-8,
+        random_state: Any = None,
+        verbose: int = 0,
+        missing: str = "error",
+    ) -> None:
+        self.n_components = n_components
+        self.family = family
+        self.priors = priors
+        self.map = map
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.verbose = verbose
+        self.missing = missing
+
+    def __sklearn_tags__(self) -> Any:
+        tags = super().__sklearn_tags__()
+        try:
+            family = _resolve_family(self.family)
+        except (TypeError, ValueError):  # an invalid family is reported by fit
+            return tags
+        tags.input_tags.positive_only = isinstance(family, CountFamily)
+        tags.input_tags.allow_nan = self.missing == "marginalize" and family.supports_missing
+        return tags
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Mixture:
+        """Estimate the mixture's parameters by EM (or MAP-EM).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data in the family's support (non-negative integer counts for the
+            count families).
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative frequency weights: a weight of 2 counts a row twice, 0 drops
+            it. ``None`` gives every row weight 1.
+
+        Returns
+        -------
+        self : Mixture
+            The fitted estimator.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Fit the mixture to ``X`` and return the most probable component of each row.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Frequency weights, as in :meth:`fit`.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component labels, equal to ``fit(X).predict(X)``.
+        """
+        X = self._fit(X, sample_weight)
+        return self.result_.predict(self._data(X))
+
+    def _fit(self, X: Any, sample_weight: Any) -> np.ndarray:
+        """Validate, fit, set the fitted attributes; return the validated ``X``."""
+        family = _resolve_family(self.family)
+        missing = self._check_missing(family)
+        if not isinstance(self.map, (bool, np.bool_)):
+            raise TypeError(f"map must be a bool; got {self.map!r}.")
+        verbose = _check_verbosity(self.verbose, 1)
+        declaration = FamilyMixture(self.n_components, family, self.priors)
+        X = validate_data(
+            self,
+            X,
+            dtype=np.float64,
+            ensure_min_samples=2,
+            ensure_all_finite="allow-nan" if missing == "marginalize" else True,
+        )
+        self._check_support(X, family)
+        n_samples = X.shape[0]
+        if n_samples < declaration.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{declaration.n_components}, n_samples = {n_samples}"
+            )
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        started = time.perf_counter()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = declaration.fit(
+                self._data(X, allow_missing=missing == "marginalize"),
+                method="map" if self.map else "em",
+                sample_weight=sample_weight,
+                n_init=self.n_init,
+                max_iter=self.max_iter,
+                tol=self.tol,
+                random_state=self.random_state,
+                missing=missing,
+            )
+        _reemit(caught)
+        self._set_fitted(result)
+        if verbose:
+            objective = "log posterior" if result.log_posterior_trace is not None else "log-lik"
+            status = "converged" if result.converged else "did not converge"
+            print(
+                f"{family!r}, {declaration.n_components} component(s): best of "
+                f"{result.settings['n_init']} start(s) {status} after {result.n_iter} "
+                f"iterations; {objective} per sample {self.lower_bound_:.5f}; time "
+                f"{time.perf_counter() - started:.3f}s."
+            )
+        return X
+
+    def _check_missing(self, family: ComponentFamily) -> str:
+        if self.missing not in ("error", "marginalize"):
+            raise ValueError(f"missing must be 'error' or 'marginalize'; got {self.missing!r}.")
+        if self.missing == "marginalize" and not family.supports_missing:
+            raise ValueError(
+                f"missing='marginalize' is not available for the {family.name} family (count "
+                "families marginalise missing entries); drop or impute the NaN."
+            )
+        return self.missing
+
+    def _check_support(self, X: np.ndarray, family: ComponentFamily) -> None:
+        """scikit-learn's error for negative values of a count family (the family's own
+        check, with the column and row, follows in bayesmix's validation)."""
+        if isinstance(family, CountFamily):
+            check_non_negative(
+                X[~np.isnan(X)], f"bayesmix.sklearn.Mixture (the {family.name} family's counts)"
+            )
+
+    def _data(self, X: np.ndarray, allow_missing: bool = False) -> Data:
+        """Validated rows as bayesmix :class:`~bayesmix.data.Data`, named by the fit's
+        feature names (``x0, x1, ...`` without them)."""
+        names = getattr(self, "feature_names_in_", None)
+        names = (
+            tuple(str(name) for name in names)
+            if names is not None
+            else tuple(f"x{i}" for i in range(X.shape[1]))
+        )
+        return Data(X, names, np.arange(X.shape[0]), allow_missing)
+
+    def _set_fitted(self, result: EMResult) -> None:
+        previous = getattr(self, "result_", None)
+        if previous is not None:  # a refit with another family: drop its parameters
+            for name in previous.model.parameter_names:
+                self.__dict__.pop(f"{name}_", None)
+        self.result_ = result
+        for name, value in result.parameters.items():
+            setattr(self, f"{name}_", np.array(value))
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        trace = _objective_trace(result) / result.n_obs
+        self.lower_bounds_ = [float(value) for value in trace]
+        self.lower_bound_ = self.lower_bounds_[-1]
+
+    # -- prediction ------------------------------------------------------------------
+    def _validated(self, X: Any) -> Data:
+        check_is_fitted(self)
+        allow_nan = self.result_.settings.get("missing") == "marginalize"
+        X = validate_data(
+            self,
+            X,
+            dtype=np.float64,
+            reset=False,
+            ensure_all_finite="allow-nan" if allow_nan else True,
+        )
+        self._check_support(X, self.result_.model.family)
+        return self._data(X, allow_missing=allow_nan)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+            Component labels.
+        """
+        data = self._validated(X)
+        return self.result_.predict(data)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Posterior probability of each component for each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+            Membership probabilities; rows sum to 1.
+        """
+        data = self._validated(X)
+        return self.result_.predict_proba(data)
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """Log density (log probability mass for count families) of the fitted mixture
+        at each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+            ``log p(x)`` of each sample.
+        """
+        data = self._validated(X)
+        return self.result_.score_samples(data)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log density per sample of ``X`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+
+        Returns
+        -------
+        bic : float
+            ``-2 log L(X) + p log n`` with ``p`` free parameters (a fixed Student-t
+            ``dof`` is not one).
+        """
+        data = self._validated(X)
+        return float(self.result_.bic(data))
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples in the family's support.
+
+        Returns
+        -------
+        aic : float
+            ``-2 log L(X) + 2 p`` with ``p`` free parameters.
+        """
+        data = self._validated(X)
+        return float(self.result_.aic(data))
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture.
+
+        Uses ``random_state``: with an int, every call returns the same draws, as in
+        scikit-learn.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples (at least 1).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples, in random order (counts as floats for the count families).
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        check_is_fitted(self)
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
+            )
+        return self.result_.sample(int(n_samples), self.random_state)
+
+
+def _resolve_family(family: Any) -> ComponentFamily:
+    """A family instance from :class:`Mixture`'s ``family`` parameter."""
+    names = sorted(FAMILIES)
+    if isinstance(family, str):
+        if family == "gaussian":
+            raise ValueError(
+                "family='gaussian': use bayesmix.sklearn.GaussianMixture for Gaussian "
+                f"components; Mixture takes one of {names}."
+            )
+        if family not in FAMILIES:
+            raise ValueError(
+                f"family must be one of {names} or a family instance from bayesmix.families; "
+                f"got {family!r}."
+            )
+        return FAMILIES[family]()
+    if isinstance(family, Gaussian):
+        raise ValueError(
+            "family=Gaussian(...): use bayesmix.sklearn.GaussianMixture for Gaussian "
+            f"components; Mixture takes one of {names} or their instances."
+        )
+    if isinstance(family, ComponentFamily):
+        return family
+    hint = " (pass an instance, not the class)" if isinstance(family, type) else ""
+    raise TypeError(
+        f"family must be a name from {names} or a family instance such as "
+        f"bayesmix.families.StudentT('diag'){hint}; got {family!r}."
+    )
 
 
 class _VerboseProgress:
