@@ -666,3 +666,60 @@ def test_missing_values_are_refused_clearly_where_not_supported(counts_with_gaps
         gaps = X.copy()
         gaps[0] = np.nan
         bm.Mixture(2, bm.families.Poisson()).fit(gaps, missing="marginalize", random_state=0)
+
+
+# -- the fused E-step pass -------------------------------------------------------------------
+def _unfused_expectation(family, X, weights, log_weights, params, prepared, reference_logpmf):
+    """Log-likelihood by scipy, responsibilities from it, statistics by the family's
+    ``statistics`` (what EM computed before the fused pass)."""
+    log_joint = log_weights + reference_logpmf
+    log_norm = logsumexp(log_joint, axis=1)
+    resp = np.exp(log_joint - log_norm[:, None]) * weights[:, None]
+    stats_ = family.statistics(X, resp, params, prepared)
+    return float(weights @ log_norm), resp.sum(axis=0), stats_
+
+
+@pytest.mark.parametrize("which", ["poisson", "negative_binomial"])
+@pytest.mark.parametrize("with_gaps", [False, True])
+def test_fused_expectation_equals_scipy_and_the_statistics(which, with_gaps):
+    """The count families' one-pass E-step (kernels.count_pass, several chunks) gives the
+    scipy log-likelihood and the same statistics as ``statistics`` of the scipy
+    responsibilities, to 1e-10, with sample weights and missing entries."""
+    rng = np.random.default_rng(3)
+    X = rng.negative_binomial(4.0, 4.0 / (4.0 + rng.uniform(1, 20, (1, 5))), (3000, 5))
+    X = X.astype(float)
+    if with_gaps:
+        X[rng.random(X.shape) < 0.1] = np.nan
+    weights = rng.integers(1, 4, len(X)).astype(float)
+    family = bm.families.FAMILIES[which]()
+    prepared = family.prepare(X)
+    log_weights = np.log([0.2, 0.3, 0.5])
+    means = rng.uniform(1.0, 20.0, (3, 5))
+    if which == "poisson":
+        params = {"rates": means}
+        logpmf = stats.poisson.logpmf(np.nan_to_num(X)[:, None, :], means[None])
+    else:
+        alpha = rng.uniform(0.5, 30.0, (3, 5))
+        params = {"means": means, "dispersions": alpha}
+        logpmf = stats.nbinom.logpmf(
+            np.nan_to_num(X)[:, None, :], alpha[None], (alpha / (alpha + means))[None]
+        )
+    logpmf = np.where(np.isnan(X)[:, None, :], 0.0, logpmf).sum(axis=2)
+    fused = family.expectation(X, weights, log_weights, params, prepared)
+    assert fused is not None
+    expected = _unfused_expectation(family, X, weights, log_weights, params, prepared, logpmf)
+    np.testing.assert_allclose(fused[0], expected[0], rtol=1e-12)
+    np.testing.assert_allclose(fused[1], expected[1], rtol=1e-10)
+    assert fused[2].keys() == expected[2].keys()
+    for name in expected[2]:
+        np.testing.assert_allclose(fused[2][name], expected[2][name], rtol=1e-10, atol=1e-9)
+
+
+def test_negative_binomial_without_a_small_value_table_takes_the_unfused_path():
+    """More distinct counts than rows: no fused pass (None), EM still fits."""
+    X = np.arange(40.0).reshape(20, 2) * 7
+    family = bm.families.NegativeBinomial()
+    params = {"means": np.full((2, 2), 50.0), "dispersions": np.full((2, 2), 5.0)}
+    assert family.expectation(X, np.ones(20), np.log([0.5, 0.5]), params, family.prepare(X)) is None
+    fit = bm.Mixture(2, family).fit(X, n_init=1, random_state=0)
+    assert np.isfinite(fit.log_likelihood)

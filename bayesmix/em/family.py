@@ -1,8 +1,12 @@
 """EM and MAP-EM for mixtures of any component family (:mod:`bayesmix.families`).
 
 Every iteration is the family's additive statistics of the responsibility-weighted rows
-followed by its M-step; the weights take the Dirichlet's MAP (or the mass fractions
-without priors). Starts: weighted k-means on the family's start transform of the data
+followed by its M-step. The log-likelihood, responsibilities and statistics come from the
+family's fused pass over the rows when it has one
+(:meth:`~bayesmix.families.base.ComponentFamily.expectation`; Poisson, negative
+binomial, Student-t), else from its log density, normalised here, and its
+statistics. The weights take the Dirichlet's MAP (or the mass fractions without
+priors). Starts: weighted k-means on the family's start transform of the data
 (square roots for counts, which stabilise their variances; the data themselves
 otherwise), each start from its own seeds; the start with the largest objective
 (log-likelihood, or log posterior for MAP) is kept.

@@ -355,7 +355,10 @@ def _conditional_dispersions(mass, sum_x, histogram, values, means, start, prior
         with np.errstate(divide="ignore", invalid="ignore"):
             step = np.where(curve < 0, -slope / curve, np.nan)
         proposal = t + step
-        inside = np.isfinite(proposal) & (proposal > low) & (proposal < high)
+        # Closed bracket: at the root the slope's sign is rounding noise, and a step of
+        # ~0 then lands on the end the bracket just moved to; bisecting that (an open
+        # bracket) jumped away from the root and took 20+ steps to come back.
+        inside = np.isfinite(proposal) & (proposal >= low) & (proposal <= high)
         new = np.where(inside, proposal, 0.5 * (low + high))
         if np.all(np.abs(new - t) < NEWTON_TOL):
             t = new

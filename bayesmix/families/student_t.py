@@ -519,7 +519,8 @@ def _dof_step(
         high = np.where(rising, high, t)
         with np.errstate(divide="ignore", invalid="ignore"):
             step = t - value / derivative
-        inside = np.isfinite(step) & (step > low) & (step < high)
+        # closed bracket: a step of ~0 at the root may land on the end just moved there
+        inside = np.isfinite(step) & (step >= low) & (step <= high)
         new = np.where(inside, step, 0.5 * (low + high))
         done = np.abs(new - t) < 1e-12
         t = new
