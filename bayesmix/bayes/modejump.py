@@ -461,11 +461,12 @@ class ModeJumps:
 
     While tuning, the first ``min(PROBE_SWEEPS, tune // 4)`` sweeps jump with the
     MAP-EM estimate's proposal alone; if fewer than :data:`MIN_JUMP_ACCEPTANCE` of
-    them were accepted the jumps stop (the posterior is not what the proposal can
-    fit), otherwise the merge-split modes (:func:`initial_modes`) join it, and at
-    :data:`MODE_SEARCHES` of the tuning sweeps MAP-EM from every chain's state adds
-    the modes the chains are in. After tuning the proposal is fixed; the jumps stop
-    for good if the tuning's acceptance was below :data:`MIN_JUMP_ACCEPTANCE`.
+    the second half of them were accepted (the first half leaves the start) the jumps
+    stop (the posterior is not what the proposal can fit), otherwise the merge-split
+    modes (:func:`initial_modes`) join it, and at :data:`MODE_SEARCHES` of the tuning
+    sweeps MAP-EM from every chain's state adds the modes the chains are in. After
+    tuning the proposal is fixed; the jumps stop for good if fewer than
+    :data:`MIN_JUMP_ACCEPTANCE` of the second half of tuning's were accepted.
 
     Parameters
     ----------
@@ -492,7 +493,9 @@ class ModeJumps:
         self.proposal = ModeProposal.from_modes(self._X, self.modes, model.structure, priors)
         self._searches = {int(tune * fraction) - 1 for fraction in MODE_SEARCHES} - {-1}
         self._tune = tune
-        self._counts = np.zeros((2, 2))  # proposed and accepted, while tuning and after
+        # proposed and accepted: in the window a decision looks at, and after tuning
+        self._counts = np.zeros((2, 2))
+        self._window_starts = {self._probe // 2, tune // 2}
 
     def step(
         self, state: GibbsState, joint: np.ndarray, sweep: int, rng: np.random.Generator
@@ -500,6 +503,8 @@ class ModeJumps:
         """The jump before sweep ``sweep`` (of the untempered replicas ``state``, whose
         :func:`~bayesmix.bayes.conditionals.log_joint` is ``joint``), and the schedule's
         searches and decisions after it."""
+        if sweep in self._window_starts:
+            self._counts[0] = 0.0
         if self.active and sweep % JUMP_EVERY == 0:
             state, joint, accepted = mode_jump(self._X, state, joint, self.proposal, rng)
             self._counts[int(sweep >= self._tune)] += accepted.size, accepted.sum()
@@ -530,8 +535,8 @@ class ModeJumps:
     @property
     def settings(self) -> dict:
         """What a result's settings record: whether the kept sweeps jumped, the modes
-        and the acceptance rate (of the kept sweeps, or of the tuning's if the jumps
-        stopped)."""
+        and the acceptance rate (of the kept sweeps, or of the window of tuning sweeps
+        that stopped the jumps)."""
         stage = 1 if self.active else 0
         proposed, accepted = self._counts[stage]
         return {
