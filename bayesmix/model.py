@@ -172,9 +172,11 @@ class GaussianMixture:
             ``temperatures`` (1: no parallel tempering), ``mode_jumps`` (True: a
             mode-jumping Metropolis-Hastings step before every sweep, proposing from
             the posterior's local modes, for 2-6 components; see
-            :mod:`bayesmix.bayes.modejump`), ``random_state``, ``progressbar``. Every
-            chain starts at a MAP-EM estimate; complete data only (with missing values
-            use NUTS).
+            :mod:`bayesmix.bayes.modejump`; not with missing values), ``random_state``,
+            ``progressbar``. Every chain starts at a MAP-EM estimate. With
+            ``missing="marginalize"`` every sweep also draws each chain's missing values
+            from their conditional given the row's observed values, its allocation and
+            the parameters (data augmentation).
 
             For NUTS: ``draws`` (1000 per chain), ``tune`` (1000), ``chains`` (4),
             ``cores``, ``sampler`` (``"nutpie"`` default — the fastest measured, see

@@ -16,6 +16,7 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import bayesmix as bm
+from bayesmix.covariance import get_structure
 from bayesmix.data import as_data
 from bayesmix.em.missing import MissingDataWarning, marginal_log_joint, missing_layout
 from bayesmix.em.stats import Params
@@ -427,3 +428,71 @@ def test_nuts_log_likelihood_is_per_observation_and_marginal(faithful_missing):
         warnings.simplefilter("ignore", bm.BayesmixWarning)
         table = fit.summary()  # diagnostics scale features by their observed spread
     assert np.isfinite(table["mean"]).all()
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied", "diag", "spherical"])
+def test_gibbs_imputes_from_the_gaussian_conditional(covariance_type):
+    """One imputation over many replicas in the same state: draws of a row's missing
+    values have the conditional mean mu_m + S_mo S_oo^-1 (x_o - mu_o) and covariance
+    (S_mm - S_mo S_oo^-1 S_om) / beta of the component it is allocated to (numpy's
+    closed form, not bayesmix's)."""
+    from bayesmix.bayes.conditionals import GibbsState, impute_missing
+    from bayesmix.em.missing import missing_layout
+
+    structure = get_structure(covariance_type)
+    rng = np.random.default_rng(5)
+    cov_full = np.array(
+        [
+            [[2.0, 0.6, 0.3], [0.6, 1.0, -0.2], [0.3, -0.2, 1.5]],
+            [[1.0, -0.4, 0.1], [-0.4, 2.0, 0.5], [0.1, 0.5, 0.8]],
+        ]
+    )
+    natural = structure.from_full(cov_full)
+    full = np.broadcast_to(structure.to_full(natural, 2, 3), (2, 3, 3))
+    means = np.array([[0.0, 1.0, -1.0], [2.0, -1.0, 0.5]])
+    replicas = 20000
+    state = GibbsState(
+        np.log(np.full((replicas, 2), 0.5)),
+        np.repeat(means[None], replicas, axis=0),
+        np.repeat(natural[None], replicas, axis=0),
+        np.repeat(structure.precision_cholesky(natural)[None], replicas, axis=0),
+    )
+    row = np.array([[0.7, np.nan, np.nan], [np.nan, 0.2, -0.3]])
+    patterns = missing_layout(row).patterns
+    X = np.repeat(np.nan_to_num(row)[None], replicas, axis=0)
+    allocation = np.tile([[1], [0]], (1, replicas))  # row 0 in component 1, row 1 in 0
+    betas = np.full(replicas, 0.5)
+    impute_missing(X, patterns, state, allocation, betas, structure, rng)
+    for index, k, obs, mis in ((0, 1, [0], [1, 2]), (1, 0, [1, 2], [0])):
+        S = full[k]
+        B = S[np.ix_(mis, obs)] @ np.linalg.inv(S[np.ix_(obs, obs)])
+        mean = means[k, mis] + B @ (row[index, obs] - means[k, obs])
+        cov = (S[np.ix_(mis, mis)] - B @ S[np.ix_(obs, mis)]) / 0.5
+        draws = X[:, index, mis]
+        se = np.sqrt(np.diag(cov) / replicas)
+        np.testing.assert_allclose(draws.mean(0), mean, atol=5 * se.max())
+        cov_se = np.sqrt((np.outer(np.diag(cov), np.diag(cov)) + cov**2) / replicas)
+        assert np.all(np.abs(np.atleast_2d(np.cov(draws.T)) - cov) < 5 * cov_se)
+        np.testing.assert_array_equal(
+            X[:, index, obs], np.broadcast_to(row[index, obs], (replicas, len(obs)))
+        )
+
+
+@pytest.mark.slow
+def test_gibbs_with_missing_values_samples_nuts_posterior(faithful_missing):
+    """Gibbs with data augmentation and NUTS on PyMC's marginal likelihood sample the same
+    posterior of Old Faithful with 10% of its values missing: posterior means within
+    0.3 posterior sds, posterior sds within 20%."""
+    X, nuts = faithful_missing
+    gibbs = bm.GaussianMixture(2, "full").fit(
+        X, method="gibbs", missing="marginalize", draws=2000, random_state=4, progressbar=False
+    )
+    assert gibbs.settings["missing"] == "marginalize" and gibbs.settings["mode_jumps"] is False
+    draws = ("chain", "draw")
+    for name in ("weights", "means", "stds"):
+        g, n = gibbs.posterior[name], nuts.posterior[name]
+        sd = n.std(draws).values
+        np.testing.assert_array_less(np.abs(g.mean(draws).values - n.mean(draws).values), 0.3 * sd)
+        np.testing.assert_allclose(g.std(draws).values, sd, rtol=0.2)
+    # predictions on incomplete rows use the observed features' marginal
+    assert gibbs.predict_proba(X).shape == (len(X), 2)

@@ -80,6 +80,17 @@ def test_mean_conditional_density_is_the_normal():
     np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
+def _map_state(model, X):
+    """The MAP-EM estimate as one Gibbs replica."""
+    em = model.fit(X, method="map", random_state=0)
+    return GibbsState(
+        np.log(em.weights)[None],
+        em.means[None],
+        em.params.covariances[None],
+        em.params.precisions_cholesky[None],
+    )
+
+
 @pytest.fixture(scope="module")
 def two_mode_proposal(faithful):
     """Old Faithful K=2 full: the MAP mode and a merge-split one."""
@@ -87,13 +98,7 @@ def two_mode_proposal(faithful):
     model = bm.GaussianMixture(2, "full")
     priors = model.resolve_priors(X)
     structure = model.structure
-    em = model.fit(X, method="map", random_state=0)
-    best = GibbsState(
-        np.log(em.weights)[None],
-        em.means[None],
-        em.params.covariances[None],
-        em.params.precisions_cholesky[None],
-    )
+    best = _map_state(model, X)
     starts = merge_split_starts(X, best, structure)
     modes = GibbsState(
         *(np.concatenate([a, b[:1]]) for a, b in zip(best.arrays(), starts.arrays(), strict=True))
@@ -155,13 +160,7 @@ def test_proposal_draws_follow_its_density(two_mode_proposal):
 def test_merge_split_starts_free_a_component(two_mode_proposal):
     X, proposal, structure = two_mode_proposal
     model = bm.GaussianMixture(2, "full")
-    em = model.fit(X, method="map", random_state=0)
-    best = GibbsState(
-        np.log(em.weights)[None],
-        em.means[None],
-        em.params.covariances[None],
-        em.params.precisions_cholesky[None],
-    )
+    best = _map_state(model, X)
     starts = merge_split_starts(X, best, structure)
     assert starts.shape == (2, 2, 2)  # one pair, two ways to place the freed component
     np.testing.assert_allclose(np.exp(starts.log_weights).sum(1), 1.0)

@@ -15,6 +15,7 @@ from bayesmix.covariance import LOG_2PI, get_structure
 
 if TYPE_CHECKING:
     from bayesmix.covariance import CovarianceStructure
+    from bayesmix.em.missing import Pattern
     from bayesmix.priors import ResolvedPriors
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "dirichlet_log_density",
     "mean_draw",
     "mean_log_density",
+    "impute_missing",
 ]
 
 _FULL = get_structure("full")
@@ -105,8 +107,12 @@ def component_precisions(state: GibbsState, structure: CovarianceStructure) -> n
 
 
 def log_joint(X: np.ndarray, state: GibbsState, structure: CovarianceStructure) -> np.ndarray:
-    """``log w_k + log N(x_n | mu_k, cov_k)`` of every replica, shape ``(N, R, K)``."""
+    """``log w_k + log N(x_n | mu_k, cov_k)`` of every replica, shape ``(N, R, K)``;
+    ``X`` is ``(N, D)``, or ``(R, N, D)`` when every replica has its own completion."""
     n_replicas, n_components, n_features = state.shape
+    if X.ndim == 3:
+        columns = [log_joint(X[r], state.take(np.array([r])), structure) for r in range(n_replicas)]
+        return np.concatenate(columns, axis=1)
     evaluator, factors = _component_view(state, structure)
     flat_means = state.means.reshape(n_replicas * n_components, n_features)
     log_prob = evaluator.log_prob(X, flat_means, factors)
@@ -183,3 +189,55 @@ def mean_log_density(
     quadratic = np.einsum("...d,...de,...e->...", diff, posterior_precision, diff)
     log_det = np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(axis=-1)
     return log_det - 0.5 * (means.shape[-1] * LOG_2PI + quadratic)
+
+
+def impute_missing(
+    X: np.ndarray,
+    patterns: tuple[Pattern, ...],
+    state: GibbsState,
+    allocation: np.ndarray,
+    betas: np.ndarray,
+    structure: CovarianceStructure,
+    rng: np.random.Generator,
+) -> None:
+    """Draw every replica's missing values from their conditional given the observed
+    features of the row, its allocation and the parameters (data augmentation):
+    ``x_m ~ N(mu_k,m + B_k (x_o - mu_k,o), C_k / beta)`` with ``B_k = Sigma_k,mo
+    Sigma_k,oo^-1`` and ``C_k = Sigma_k,mm - B_k Sigma_k,om`` (a replica tempered at
+    ``beta`` weighs its likelihood by ``beta``). ``X`` ``(R, N, D)`` is updated in place.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (R, N, D)
+    patterns : tuple of Pattern
+        The missingness patterns (:func:`bayesmix.em.missing.missing_layout`).
+    state : GibbsState
+    allocation : numpy.ndarray of shape (N, R)
+    betas : numpy.ndarray of shape (R,)
+    structure : CovarianceStructure
+    rng : numpy.random.Generator
+    """
+    n_replicas, n_components, n_features = state.shape
+    covariances = structure.to_full(state.covariances, n_components, n_features)
+    covariances = np.broadcast_to(covariances, (n_replicas, n_components, n_features, n_features))
+    for pattern in patterns:
+        obs, mis, rows = pattern.observed, pattern.missing, pattern.rows
+        cov_mm = covariances[:, :, mis[:, None], mis]  # (R, K, m, m)
+        if obs.size:
+            cov_oo = covariances[:, :, obs[:, None], obs]
+            cov_om = covariances[:, :, obs[:, None], mis]
+            regression = np.swapaxes(np.linalg.solve(cov_oo, cov_om), -1, -2)  # (R, K, m, o)
+            conditional = cov_mm - regression @ cov_om
+        else:
+            regression, conditional = None, cov_mm
+        conditional = 0.5 * (conditional + np.swapaxes(conditional, -1, -2))
+        lower = np.linalg.cholesky(conditional / betas[:, None, None, None])
+        replica = np.arange(n_replicas)[:, None]
+        component = allocation[rows].T  # (R, n)
+        centre = state.means[replica, component][..., mis]  # (R, n, m)
+        if regression is not None:
+            observed = X[:, rows][..., obs] - state.means[replica, component][..., obs]
+            centre += np.einsum("rnmo,rno->rnm", regression[replica, component], observed)
+        noise = rng.standard_normal(centre.shape)
+        draws = centre + np.einsum("rnmj,rnj->rnm", lower[replica, component], noise)
+        X[:, rows[:, None], mis] = draws

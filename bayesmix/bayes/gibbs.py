@@ -13,6 +13,13 @@ Every sweep draws, in turn,
    (:meth:`~bayesmix.covariance.CovarianceStructure.posterior_draw`: inverse-Wishart
    for full and tied, inverse-gamma for diag and spherical).
 
+With missing values (``missing="marginalize"``) every replica keeps its own completion
+of the data: after each sweep its missing values are drawn from their Gaussian
+conditional given the row's observed values, its allocation and the new parameters
+(:func:`~bayesmix.bayes.conditionals.impute_missing`; Tanner & Wong 1987), and the next
+sweep's statistics use the completed rows; the kept draws' ``lp`` is then the log
+density of the parameters and the completion.
+
 The allocations' statistics are the EM kernels' sufficient statistics with hard
 memberships, and the priors are the declaration's own (:class:`~bayesmix.Priors`), so
 the sampler targets the same posterior as NUTS. A sweep is a handful of matrix products
@@ -31,6 +38,7 @@ from threadpoolctl import threadpool_limits
 from bayesmix.bayes.conditionals import (
     GibbsState,
     component_precisions,
+    impute_missing,
     log_dirichlet_draw,
     log_joint,
     log_likelihood,
@@ -54,6 +62,7 @@ from bayesmix.bayes.modejump import (
 from bayesmix.bayes.result import BayesResult
 from bayesmix.covariance import get_structure
 from bayesmix.data import Data, as_data
+from bayesmix.em.missing import missing_layout
 from bayesmix.ordering import resolve_order_by
 from bayesmix.validation import check_choice, check_int
 
@@ -93,7 +102,7 @@ def gibbs_sweep(
     structure: CovarianceStructure,
     priors: ResolvedPriors,
     rng: np.random.Generator,
-) -> tuple[GibbsState, np.ndarray]:
+) -> tuple[GibbsState, np.ndarray, np.ndarray]:
     """One sweep of every replica: allocations, weights, means, covariances.
 
     Replica ``r`` samples the tempered posterior whose complete-data likelihood is
@@ -103,7 +112,8 @@ def gibbs_sweep(
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (N, D)
+    X : numpy.ndarray of shape (N, D) or (R, N, D)
+        The data, or every replica's completion of it (missing values imputed).
     state : GibbsState
     joint : numpy.ndarray of shape (N, R, K)
         :func:`log_joint` of ``state``.
@@ -118,6 +128,8 @@ def gibbs_sweep(
         The next state.
     occupied : numpy.ndarray of shape (R,)
         How many components each replica's allocations use.
+    allocation : numpy.ndarray of shape (N, R)
+        The allocations drawn.
     """
     n_replicas, n_components, n_features = state.shape
     tempered = joint * betas[:, None]
@@ -127,9 +139,13 @@ def gibbs_sweep(
     allocation = np.minimum((cumulative < u[..., None]).sum(axis=2), n_components - 1)
     hard = allocation[..., None] == np.arange(n_components)  # (N, R, K)
     occupied = hard.any(axis=0).sum(axis=1)
-    weighted = (hard * betas[:, None]).reshape(len(X), n_replicas * n_components)
+    per_replica = (hard * betas[:, None]).astype(float)  # (N, R, K)
+    weighted = per_replica.reshape(len(hard), n_replicas * n_components)
     mass = weighted.sum(axis=0)
-    sum_x = weighted.T @ X
+    if X.ndim == 3:  # every replica completes the missing values its own way
+        sum_x = np.einsum("nrk,rnd->rkd", per_replica, X).reshape(mass.size, n_features)
+    else:
+        sum_x = weighted.T @ X
     log_weights = log_dirichlet_draw(
         priors.weight_concentration + mass.reshape(n_replicas, n_components), rng
     )
@@ -139,7 +155,7 @@ def gibbs_sweep(
     means = mean_draw(mass, sum_x, precision, priors, rng)
     dof, scale = priors.covariance_dof, priors.covariance_scale
     if structure.name == "tied":  # one covariance per replica: its own conjugate draw
-        sum_xx = _FULL.second_moment(X, weighted).reshape(
+        sum_xx = _second_moments(_FULL, X, per_replica).reshape(
             n_replicas, n_components, n_features, n_features
         )
         draws = [
@@ -157,7 +173,7 @@ def gibbs_sweep(
         covariances = np.stack([cov for cov, _ in draws])
         prec_chol = np.stack([factor for _, factor in draws])
     else:
-        sum_xx = structure.second_moment(X, weighted)
+        sum_xx = _second_moments(structure, X, per_replica)
         covariances, prec_chol = structure.posterior_draw(
             mass, sum_x, sum_xx, means, dof, scale, rng
         )
@@ -167,7 +183,18 @@ def gibbs_sweep(
     new_state = GibbsState(
         log_weights, means.reshape(n_replicas, n_components, n_features), covariances, prec_chol
     )
-    return new_state, occupied
+    return new_state, occupied, allocation
+
+
+def _second_moments(structure, X: np.ndarray, weighted: np.ndarray) -> np.ndarray:
+    """The structure's second moments of every replica's components (``weighted``:
+    ``(N, R, K)``), for data shared by the replicas ``(N, D)`` or their own ``(R, N, D)``."""
+    n_obs, n_replicas, n_components = weighted.shape
+    if X.ndim == 2:
+        return structure.second_moment(X, weighted.reshape(n_obs, n_replicas * n_components))
+    return np.concatenate(
+        [structure.second_moment(X[r], weighted[:, r]) for r in range(n_replicas)]
+    )
 
 
 def _tempered_log_likelihood(joint: np.ndarray, betas: np.ndarray) -> np.ndarray:
@@ -283,8 +310,8 @@ def projected_seconds(
     float
         Seconds.
     """
-    data = as_data(X, min_obs=model.n_components)
-    values = data.values - data.values.mean(axis=0)
+    data = as_data(X, min_obs=model.n_components, allow_missing=True)
+    values = np.nan_to_num(data.values - np.nanmean(data.values, axis=0))  # means filled in
     structure, priors = model.structure, model.resolve_priors(data)
     K = model.n_components
     replicas = chains * temperatures
@@ -301,7 +328,7 @@ def projected_seconds(
     cold = np.arange(chains) * temperatures
     jumping = mode_jumps and 2 <= K <= MAX_JUMP_COMPONENTS
     if jumping:
-        centred = priors.shifted(data.values.mean(axis=0))
+        centred = priors.shifted(np.nanmean(data.values, axis=0))
         proposal = ModeProposal.from_modes(values, state.take(cold[:1]), structure, centred)
     start = time.perf_counter()
     with threadpool_limits(1, "blas"):
@@ -313,7 +340,7 @@ def projected_seconds(
                 )
                 state = state.put(cold, moved)
                 joint[:, cold] = moved_joint
-            state, _ = gibbs_sweep(values, state, joint, betas, structure, priors, rng)
+            state = gibbs_sweep(values, state, joint, betas, structure, priors, rng)[0]
     per_sweep = (time.perf_counter() - start) / ESTIMATE_SWEEPS
     return per_sweep * (tune + draws * thin)
 
@@ -353,17 +380,13 @@ def fit_gibbs(
     progressbar = show_progress(progressbar)
     if not isinstance(mode_jumps, (bool, np.bool_)):
         raise TypeError(f"mode_jumps must be True or False; got {mode_jumps!r}.")
-    if np.isnan(data.values).any():
-        raise ValueError(
-            "method='gibbs' needs complete data; X has missing values. Fit "
-            "method='nuts' with missing='marginalize', or drop the incomplete rows."
-        )
     seed = resolve_seed(random_state)
     start = time.perf_counter()
     em = quick_em(model, data, seed)
     priors = model.resolve_priors(data)
-    shift = data.values.mean(axis=0)  # centred data: better conditioned moments
+    shift = np.nanmean(data.values, axis=0)  # centred data: better conditioned moments
     X, centred_priors = data.values - shift, priors.shifted(shift)
+    patterns = missing_layout(X).patterns
     structure = model.structure
     K, D = model.n_components, data.n_features
     ladder = TemperatureLadder(temperatures, data.n_obs)
@@ -383,8 +406,10 @@ def fit_gibbs(
     log_posterior = np.empty((chains, draws))
     occupied = np.empty((chains, draws), dtype=np.int64)
     sweeps = tune + draws * thin
+    if patterns:  # data augmentation: every replica imputes its own missing values
+        X = np.repeat(np.nan_to_num(X)[None], n_replicas, axis=0)  # started at the means
     jumps = None
-    if mode_jumps and 2 <= K <= MAX_JUMP_COMPONENTS:
+    if mode_jumps and 2 <= K <= MAX_JUMP_COMPONENTS and not patterns:
         best = state.take(np.array([0]))
         jumps = ModeJumps(model, data, centred_priors, best, shift, tune)
     # One BLAS thread: a sweep's products are small, and OpenBLAS's threads made them
@@ -395,6 +420,7 @@ def fit_gibbs(
             if temperatures > 1:
                 order, accepted = swap_replicas(joint, ladder.betas, chains, sweep % 2, rng)
                 state, joint = state.take(order), joint[:, order]
+                X = X[order] if patterns else X
                 ladder.record(accepted, sweep % 2, sweep if sweep < tune else None)
                 betas = np.tile(ladder.betas, chains)
                 if sweep == tune - 1:
@@ -419,7 +445,11 @@ def fit_gibbs(
                     chain_states.prec_chol,
                     structure,
                 )
-            state, n_occupied = gibbs_sweep(X, state, joint, betas, structure, centred_priors, rng)
+            state, n_occupied, allocation = gibbs_sweep(
+                X, state, joint, betas, structure, centred_priors, rng
+            )
+            if patterns:
+                impute_missing(X, patterns, state, allocation, betas, structure, rng)
             if keep:
                 occupied[:, draw] = n_occupied[cold]
             if sweep % 100 == 99:

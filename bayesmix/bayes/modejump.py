@@ -23,6 +23,7 @@ checkpoints); the proposal is frozen when the kept draws start.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import itertools
 import math
@@ -169,16 +170,7 @@ class ModeProposal:
         log_mass = log_posteriors - own
         laplace = np.exp(log_mass - log_mass.max())
         weights = (1.0 - EVEN_SHARE) * laplace / laplace.sum() + EVEN_SHARE / len(mass)
-        return cls(
-            np.log(weights),
-            proposal.concentration,
-            mass,
-            sum_x,
-            covariance_parameters,
-            log_posteriors,
-            structure,
-            priors,
-        )
+        return dataclasses.replace(proposal, log_mode_weights=np.log(weights))
 
     @property
     def n_modes(self) -> int:
