@@ -45,6 +45,7 @@ from sklearn.utils.validation import (
 from bayesmix.data import Data, as_data
 from bayesmix.em.fit import EMProgress, fit_em
 from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
+from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families import FAMILIES, ComponentFamily, Gaussian
 from bayesmix.families.base import CountFamily
 from bayesmix.mixture import Mixture as FamilyMixture
@@ -767,11 +768,14 @@ default=None
             sample_weight = _check_sample_weight(
                 sample_weight, X, dtype=np.float64, ensure_non_negative=True
             )
+        rows = self._observed_rows(X) if missing == "marginalize" else slice(None)
+        if sample_weight is not None:
+            sample_weight = sample_weight[rows]
         started = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             result = declaration.fit(
-                self._data(X, allow_missing=missing == "marginalize"),
+                self._data(X[rows], allow_missing=missing == "marginalize"),
                 method="map" if self.map else "em",
                 sample_weight=sample_weight,
                 n_init=self.n_init,
@@ -803,12 +807,28 @@ default=None
             )
         return self.missing
 
+    @staticmethod
+    def _observed_rows(X: np.ndarray) -> np.ndarray | slice:
+        """The rows with an observed entry (all, as a slice, when there is none without);
+        the others are left out of the fit with a ``MissingDataWarning``, here, so that
+        ``sample_weight`` is subset with them."""
+        empty = np.isnan(X).all(axis=1)
+        if not empty.any():
+            return slice(None)
+        warnings.warn(
+            f"{int(empty.sum())} row(s) of X have no observed entry and are left out of the fit.",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+        return np.flatnonzero(~empty)
+
     def _check_support(self, X: np.ndarray, family: ComponentFamily) -> None:
         """scikit-learn's error for negative values of a count family (the family's own
         check, with the column and row, follows in bayesmix's validation)."""
-        if isinstance(family, CountFamily):
+        values = X[~np.isnan(X)]
+        if isinstance(family, CountFamily) and values.size:
             check_non_negative(
-                X[~np.isnan(X)], f"bayesmix.sklearn.Mixture (the {family.name} family's counts)"
+                values, f"bayesmix.sklearn.Mixture (the {family.name} family's counts)"
             )
 
     def _data(self, X: np.ndarray, allow_missing: bool = False) -> Data:

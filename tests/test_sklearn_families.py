@@ -241,6 +241,7 @@ def test_fitted_attributes_and_methods(articles):
     assert isinstance(est.result_, bm.EMResult)
     assert est.n_features_in_ == 1
     assert_array_equal(est.feature_names_in_, ["art"])
+    assert est.result_.feature_names == ("art",)  # the result is labelled by the columns
     assert est.rates_.shape == (2, 1) and est.weights_.shape == (2,)
     proba = est.predict_proba(articles)
     assert_allclose(proba.sum(axis=1), 1.0)
@@ -429,3 +430,18 @@ def test_verbose_prints_one_line(counts, capsys):
     Mixture(2, verbose=1, n_init=2, random_state=0).fit(counts)
     out = capsys.readouterr().out.strip().splitlines()
     assert len(out) == 1 and "best of 2 start(s) converged" in out[0]
+
+
+def test_rows_without_observed_entries_leave_the_fit_with_their_weights(counts):
+    holes = counts.astype(float)
+    holes[[3, 10], :] = np.nan
+    weights = np.random.default_rng(2).integers(1, 4, len(counts)).astype(float)
+    keep = np.ones(len(counts), bool)
+    keep[[3, 10]] = False
+    with pytest.warns(bm.MissingDataWarning, match="2 row"):
+        est = Mixture(1, "poisson", missing="marginalize").fit(holes, sample_weight=weights)
+    ref = Mixture(1, "poisson").fit(counts[keep], sample_weight=weights[keep])
+    assert_allclose(est.rates_, ref.rates_, rtol=1e-12)
+    assert_allclose(est.rates_[0], np.average(counts[keep], axis=0, weights=weights[keep]))
+    # such a row's memberships are the weights
+    assert_allclose(est.predict_proba(holes[[3]]), est.weights_[None, :])
