@@ -11,9 +11,11 @@ The order feature is ``order_by`` when the fit names one; otherwise the feature 
 which the fitted components are best separated (:func:`best_separated_feature`, from
 the fit's own estimate for EM and MAP, from the MAP-EM start for NUTS and ADVI). Draws
 of NUTS and ADVI fitted with ``identify="ordered"`` satisfy the rule draw by draw;
-with ``identify="relabel"`` or ``"none"`` the components are numbered by their
-posterior mean. An EM fit started from an explicit ``init`` mapping keeps the numbering
-of that start. ``result.settings["order_feature"]`` names the feature used.
+with ``identify="relabel"``, ``"none"`` or (NUTS) ``"direction"`` (the means'
+projections on :func:`best_separating_direction` ordered in every draw) the components
+are numbered by their posterior mean. An EM fit started from an explicit ``init``
+mapping keeps the numbering of that start. ``result.settings["order_feature"]`` names
+the feature used (and ``result.settings["order_direction"]`` the direction, if any).
 """
 
 from __future__ import annotations

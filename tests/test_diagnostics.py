@@ -7,6 +7,8 @@ problem is detected, named with its chain, and paired with a remedy.
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -166,3 +168,8 @@ def test_scaling_advice_never_repeats_what_the_fit_did(faithful_nuts):
     for result in (raw, standardised):
         mode = [m for m in _messages(result) if "minor mode" in m][0]
         assert "Tune longer" not in mode and "random_state" in mode
+        assert "weight_concentration=10" in mode  # the default Dirichlet(4) is weaker
+    strong = _variant(faithful_nuts, sample_stats=stats)
+    strong.priors = dataclasses.replace(faithful_nuts.priors, weight_concentration=np.full(2, 10.0))
+    mode = [m for m in _messages(strong) if "minor mode" in m][0]
+    assert "weight_concentration" not in mode  # never advise what is set
