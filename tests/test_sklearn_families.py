@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import sklearn.exceptions
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from numpy.testing import assert_allclose, assert_array_equal
 from scipy.stats import poisson
 from sklearn.base import clone
@@ -445,3 +448,66 @@ def test_rows_without_observed_entries_leave_the_fit_with_their_weights(counts):
     assert_allclose(est.rates_[0], np.average(counts[keep], axis=0, weights=weights[keep]))
     # such a row's memberships are the weights
     assert_allclose(est.predict_proba(holes[[3]]), est.weights_[None, :])
+
+
+# -- every input fits finitely or gets a one-line error ---------------------------------
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    X=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 12), st.integers(1, 3)),
+        elements=st.integers(0, 30).map(float),
+    ),
+    n_components=st.integers(1, 3),
+    family=st.sampled_from(["poisson", "negative_binomial"]),
+)
+def test_count_estimator_fits_finitely_or_refuses(X, n_components, family):
+    est = Mixture(n_components, family, n_init=1, max_iter=50, random_state=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # only bayesmix's own warnings are expected
+            warnings.simplefilter("ignore", bm.BayesmixWarning)
+            est.fit(X)
+    except (ValueError, TypeError) as error:
+        assert "\n" not in str(error)
+        return
+    assert np.isfinite(est.score_samples(X)).all()
+    assert_allclose(est.predict_proba(X).sum(axis=1), 1.0)
+    assert np.isfinite(est.lower_bound_)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(
+    X=hnp.arrays(
+        np.float64,
+        st.tuples(st.integers(1, 12), st.integers(1, 3)),
+        elements=st.floats(-1e3, 1e3, allow_subnormal=False),
+    ),
+    n_components=st.integers(1, 3),
+    covariance_type=st.sampled_from(["full", "diag"]),
+)
+def test_student_t_estimator_fits_finitely_or_refuses(X, n_components, covariance_type):
+    family = bm.families.StudentT(covariance_type)
+    est = Mixture(n_components, family, n_init=1, max_iter=50, random_state=0)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            warnings.simplefilter("ignore", bm.BayesmixWarning)
+            est.fit(X)
+    except (ValueError, TypeError) as error:
+        assert "\n" not in str(error)
+        return
+    assert np.isfinite(est.score_samples(X)).all()
+    assert np.isfinite(est.lower_bound_)
