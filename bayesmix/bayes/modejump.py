@@ -74,9 +74,9 @@ MERGE_SPLIT_ROUNDS = 2
 # jumps stop after tuning when fewer than this share of the tuning's proposals were
 # accepted (in many dimensions the proposal rarely fits: the sweeps alone are cheaper)
 MIN_JUMP_ACCEPTANCE = 0.01
-# jumps from the MAP-EM estimate alone while tuning's first sweeps (at most this many)
-# decide whether the modes are worth searching for: in many dimensions the proposal
-# rarely fits, and the search (MAP-EM runs) would cost more than it brings
+# the acceptance of tuning's first sweeps (at most this many) decides whether jumps and
+# further mode searches go on: in many dimensions the proposal rarely fits, and the
+# searches (MAP-EM runs) would cost more than they bring
 PROBE_SWEEPS = 50
 # mode searches (MAP-EM from every chain's state) at these fractions of the tuning sweeps
 MODE_SEARCHES = (0.25, 0.5, 0.75, 1.0)
@@ -451,12 +451,13 @@ def find_modes(
 class ModeJumps:
     """The mode-jumping moves of one Gibbs fit: the proposal, its schedule and counts.
 
-    While tuning, the first ``min(PROBE_SWEEPS, tune // 4)`` sweeps jump with the
-    MAP-EM estimate's proposal alone; if fewer than :data:`MIN_JUMP_ACCEPTANCE` of
-    the second half of them were accepted (the first half leaves the start) the jumps
-    stop (the posterior is not what the proposal can fit), otherwise the merge-split
-    modes (:func:`initial_modes`) join it, and at :data:`MODE_SEARCHES` of the tuning
-    sweeps MAP-EM from every chain's state adds the modes the chains are in. After
+    The proposal starts with the MAP-EM estimate and the modes of its merge-split
+    starts (:func:`initial_modes`). While tuning, if fewer than
+    :data:`MIN_JUMP_ACCEPTANCE` of the jumps of the second half of the first
+    ``min(PROBE_SWEEPS, tune // 4)`` sweeps were accepted (the first half leaves the
+    start), the jumps stop (the posterior is not what the proposal can fit: many
+    dimensions); otherwise at :data:`MODE_SEARCHES` of the tuning sweeps MAP-EM from
+    every chain's state adds the modes the chains are in. After
     tuning the proposal is fixed; the jumps stop for good if fewer than
     :data:`MIN_JUMP_ACCEPTANCE` of the second half of tuning's were accepted.
 
@@ -478,10 +479,8 @@ class ModeJumps:
         self._model, self._data, self._priors, self._shift = model, data, priors, shift
         self._X = data.values - shift
         self.active = True
-        self.modes = best
+        self.modes = initial_modes(model, data, priors, best, shift)
         self._probe = min(PROBE_SWEEPS, tune // 4)
-        if not self._probe:
-            self.modes = initial_modes(model, data, priors, best, shift)
         self.proposal = ModeProposal.from_modes(self._X, self.modes, model.structure, priors)
         self._searches = {int(tune * fraction) - 1 for fraction in MODE_SEARCHES} - {-1}
         self._tune = tune
@@ -506,17 +505,12 @@ class ModeJumps:
 
     def _schedule(self, state: GibbsState, sweep: int) -> None:
         model, data, priors, shift = self._model, self._data, self._priors, self._shift
-        found = None
-        if sweep == self._probe - 1:
-            if self._rarely_accepted():
-                self.active = False
-                return
-            found = initial_modes(model, data, priors, self.modes, shift)
+        if sweep == self._probe - 1 and self._rarely_accepted():
+            self.active = False
+            return
         if sweep in self._searches:
-            found = find_modes(model, data, priors, state, shift, found or self.modes)
-        if found is not None:
-            self.modes = found
-            self.proposal = ModeProposal.from_modes(self._X, found, model.structure, priors)
+            self.modes = find_modes(model, data, priors, state, shift, self.modes)
+            self.proposal = ModeProposal.from_modes(self._X, self.modes, model.structure, priors)
         if sweep == self._tune - 1 and self._rarely_accepted():
             self.active = False
 
