@@ -241,6 +241,12 @@ class Mixture:
                 f"{self.family.name} family; drop or impute the NaN for method={method!r}."
             )
         data = self.check_data(X, missing=missing)
+        weights = options.get("sample_weight")
+        if missing == "marginalize" and weights is not None and np.ndim(weights) == 1:
+            # rows with no observed entry left the data: their weights leave too
+            observed = ~np.isnan(as_data(X, allow_missing=True).values).all(axis=1)
+            if len(weights) == observed.size and not observed.all():
+                options["sample_weight"] = np.asarray(weights)[observed]
         if data.n_obs < self.n_components:
             raise ValueError(
                 f"X has {data.n_obs} rows; a mixture of {self.n_components} components "

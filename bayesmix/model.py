@@ -189,10 +189,12 @@ class GaussianMixture:
             mass matrix for two or more features and a diagonal one in 1-D; or
             ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``: order the means of the
             best-separated feature, chosen by a quick EM fit or named by ``order_by``;
-            ``"relabel"``: exchangeable model relabelled afterwards by Stephens' KL
-            algorithm; ``"none"``), ``order_by``, ``random_state``, ``progressbar``.
-            Every chain starts at a MAP-EM estimate plus uniform jitter of ±0.5 per
-            unconstrained coordinate, drawn from the chain's seed.
+            ``"direction"``: order the means' projections on the best-separating
+            direction of the quick EM fit's components; ``"relabel"``: exchangeable
+            model relabelled afterwards by Stephens' KL algorithm; ``"none"``),
+            ``order_by``, ``random_state``, ``progressbar``. Every chain starts at a
+            MAP-EM estimate plus uniform jitter of ±0.1 per unconstrained coordinate,
+            drawn from the chain's seed.
 
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
             ``learning_rate`` (full batch: Adam's step, 0.005; minibatch: the step

@@ -723,3 +723,17 @@ def test_negative_binomial_without_a_small_value_table_takes_the_unfused_path():
     assert family.expectation(X, np.ones(20), np.log([0.5, 0.5]), params, family.prepare(X)) is None
     fit = bm.Mixture(2, family).fit(X, n_init=1, random_state=0)
     assert np.isfinite(fit.log_likelihood)
+
+
+def test_sample_weight_with_unobserved_rows_drops_their_weights(poisson_data):
+    """missing='marginalize' leaves rows with no observed entry out of the fit, and their
+    weights with them: the fit equals the one without those rows."""
+    X = np.asarray(poisson_data[:60], dtype=float).copy()
+    X[[3, 20], :] = np.nan
+    weights = np.random.default_rng(9).integers(1, 4, size=60).astype(float)
+    model = bm.Mixture(2, bm.families.Poisson())
+    with pytest.warns(bm.MissingDataWarning):
+        dropped = model.fit(X, missing="marginalize", sample_weight=weights, random_state=0)
+    keep = ~np.isnan(X).all(axis=1)
+    direct = model.fit(X[keep], sample_weight=weights[keep], random_state=0)
+    assert dropped.log_likelihood == pytest.approx(direct.log_likelihood, rel=1e-10)

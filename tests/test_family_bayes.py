@@ -85,6 +85,11 @@ def test_poisson_nuts_result_interface(poisson_nuts, counts):
         post.predict_proba([[1.5, 2.0]])
     replicate = post.to_datatree(posterior_predictive=True, random_state=0)
     assert replicate["posterior_predictive"]["X"].shape[2:] == counts.shape
+    # advice never points a family to the Gibbs sampler it lacks; kind="stats" summaries
+    # (no r_hat column) still get the diagnostics
+    assert "gibbs" not in post._rhat_remedy() + post._divergence_remedy()
+    stats = post.summary(kind="stats")
+    assert "mean" in stats.columns and "r_hat" not in stats.columns
 
 
 def test_family_bayes_results_save_and_load(poisson_nuts, counts, tmp_path):

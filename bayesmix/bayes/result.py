@@ -232,7 +232,8 @@ class BayesResult(MixtureResult):
 
         kind = kwargs.pop("kind", "all" if self.is_mcmc else "stats")
         table = az.summary(self._summary_dataset(), kind=kind, ci_prob=ci_prob, **kwargs)
-        for message, category in self.diagnose(table):
+        reusable = table if "r_hat" in table.columns else None  # kind="stats" has no r_hat
+        for message, category in self.diagnose(reusable):
             warnings.warn(message, category, stacklevel=2)
         return table
 
@@ -327,8 +328,9 @@ class BayesResult(MixtureResult):
         return advice + self._gibbs_advice() + "."
 
     def _gibbs_advice(self) -> str:
-        """Point a NUTS fit of complete data to the Gibbs sampler."""
-        if self.method != "nuts" or np.isnan(self.data.values).any():
+        """Point a NUTS fit of a Gaussian mixture to the Gibbs sampler (other families
+        have none)."""
+        if self.method != "nuts" or hasattr(self.model, "family"):
             return ""
         return "; or sample with method='gibbs', which mixes better on mixtures"
 
