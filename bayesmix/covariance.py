@@ -340,7 +340,7 @@ def inverse_wishart_logpdf(
     ``dof`` and ``scale`` may carry batch axes too (broadcast)."""
     n_features = scale.shape[-1]
     log_det_cov = -2.0 * np.log(np.abs(np.diagonal(prec_chol, axis1=-2, axis2=-1))).sum(-1)
-    trace = np.einsum("...ji,...jk,...ki->...", prec_chol, scale, prec_chol)
+    trace = ((scale @ prec_chol) * prec_chol).sum(axis=(-2, -1))  # tr(F^T S F)
     _, log_det_scale = np.linalg.slogdet(scale)
     return (
         0.5 * dof * log_det_scale

@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import bayesmix as bm
-from bayesmix.bayes.conditionals import GibbsState, mean_log_density
+from bayesmix.bayes.conditionals import GibbsState, mean_log_density, mean_log_density_pairs
 from bayesmix.bayes.modejump import ModeProposal, merge_split_starts
 from bayesmix.covariance import get_structure
 
@@ -190,3 +190,25 @@ def test_mode_jumps_make_galaxies_k4_mix():
     summary = result.summary()
     assert summary["r_hat"].max() < 1.02
     assert summary["ess_bulk"].min() > 400
+
+
+def test_mean_density_of_all_pairs_is_the_broadcast_one():
+    """The eigendecomposition shortcut gives mean_log_density of every (mean, conditional)
+    pair (raw data scales: a non-isotropic prior precision)."""
+    rng = np.random.default_rng(6)
+    model = bm.GaussianMixture(2, "full")
+    priors = model.resolve_priors(rng.normal(size=(30, 3)) * [1.0, 10.0, 0.1])
+    means = rng.normal(size=(2, 3, 3))
+    factors = np.tril(rng.normal(size=(2, 3, 3, 3))) + 2.0 * np.eye(3)
+    precision = factors @ np.swapaxes(factors, -1, -2)
+    mass = rng.uniform(1.0, 20.0, size=(4, 2))
+    sum_x = rng.normal(size=(4, 2, 3)) * 5.0
+    pairs = mean_log_density_pairs(means, precision, mass, sum_x, priors)
+    expected = mean_log_density(
+        means[:, None, None],
+        mass[None, :, :, None],
+        sum_x[None, :, :, None],
+        precision[:, None, None],
+        priors,
+    )
+    np.testing.assert_allclose(pairs, expected, rtol=1e-10)

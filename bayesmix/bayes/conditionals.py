@@ -27,6 +27,7 @@ __all__ = [
     "dirichlet_log_density",
     "mean_draw",
     "mean_log_density",
+    "mean_log_density_pairs",
     "impute_missing",
 ]
 
@@ -189,6 +190,43 @@ def mean_log_density(
     quadratic = np.einsum("...d,...de,...e->...", diff, posterior_precision, diff)
     log_det = np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(axis=-1)
     return log_det - 0.5 * (means.shape[-1] * LOG_2PI + quadratic)
+
+
+def mean_log_density_pairs(
+    means: np.ndarray,
+    precision: np.ndarray,
+    mass: np.ndarray,
+    sum_x: np.ndarray,
+    priors: ResolvedPriors,
+) -> np.ndarray:
+    """:func:`mean_log_density` of every mean ``j`` (with its precision) under every
+    conditional ``k`` (its mass and sum), ``(R, M, K, J)`` for means ``(R, J, D)``,
+    precisions ``(R, J, D, D)`` and statistics ``(M, K)``, ``(M, K, D)``.
+
+    With ``P = diag(1 / mean_scale^2)`` and ``W_j = P^-1/2 inv(cov_j) P^-1/2 = Q_j E_j
+    Q_j^T`` (one eigendecomposition per mean, not per pair), ``A = P^1/2 Q (I + n E)
+    Q^T P^1/2``: the log determinant is ``log det P + sum log(1 + n e)`` and the
+    quadratic form is diagonal in ``Q_j``'s basis.
+    """
+    n_features = means.shape[-1]
+    root = 1.0 / priors.mean_scale  # P^1/2
+    whitened = precision / root[:, None] / root[None, :]  # P^-1/2 inv(cov) P^-1/2
+    eigenvalues, basis = np.linalg.eigh(whitened)  # (R, J, D), (R, J, D, D)
+    basis_t = np.swapaxes(basis, -1, -2)
+    nu = np.einsum("rjed,rjd->rje", basis_t, means * root)  # Q^T P^1/2 mu
+    # beta = P^-1/2 b = P^-1/2 inv(cov) s + P^1/2 mu0 = W P^1/2 s + P^1/2 mu0, rotated
+    scaled_sums = (sum_x * root).reshape(-1, n_features)  # (M K, D)
+    rotated_sums = np.einsum("rjed,cd->rjce", basis_t, scaled_sums)  # Q^T P^1/2 s
+    rotated_prior = np.einsum("rjed,d->rje", basis_t, priors.mean_loc * root)
+    beta = eigenvalues[:, :, None, :] * rotated_sums + rotated_prior[:, :, None, :]
+    scale = 1.0 + mass.reshape(-1)[None, None, :, None] * eigenvalues[:, :, None, :]
+    nu = nu[:, :, None, :]
+    quadratic = (scale * nu**2 - 2.0 * nu * beta + beta**2 / scale).sum(axis=-1)
+    log_det = np.log(root).sum() + 0.5 * np.log(scale).sum(axis=-1)
+    values = log_det - 0.5 * (n_features * LOG_2PI + quadratic)  # (R, J, M K)
+    n_replicas, n_means = means.shape[:2]
+    values = values.reshape(n_replicas, n_means, *mass.shape)
+    return np.moveaxis(values, 1, -1)
 
 
 def impute_missing(

@@ -41,7 +41,7 @@ from bayesmix.bayes.conditionals import (
     log_joint,
     log_likelihood,
     mean_draw,
-    mean_log_density,
+    mean_log_density_pairs,
 )
 
 if TYPE_CHECKING:
@@ -218,12 +218,8 @@ class ModeProposal:
                 tuple(value[None, :, :, None] for value in self.covariance_parameters),
             )
         precision = component_precisions(state, structure)  # (R, K, D, D)
-        pairs = pairs + mean_log_density(
-            state.means[:, None, None],
-            self.mass[None, :, :, None],
-            self.sum_x[None, :, :, None],
-            precision[:, None, None],
-            self.priors,
+        pairs = pairs + mean_log_density_pairs(
+            state.means, precision, self.mass, self.sum_x, self.priors
         )
         return pairs, np.broadcast_to(shared, pairs.shape[:2])
 
