@@ -82,7 +82,112 @@ class ConvergenceWarning(BayesmixConvergenceWarning, SklearnConvergenceWarning):
     """
 
 
-class GaussianMixture(DensityMixin, BaseEstimator):
+class _EstimatorBase(DensityMixin, BaseEstimator):
+    """What :class:`GaussianMixture` and :class:`Mixture` share: fitting by ``_fit``,
+    and the scores and draws of the fitted ``result_`` on data checked by ``_validated``."""
+
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> _EstimatorBase:
+        """Estimate the mixture's parameters by EM (or MAP-EM).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data, one row per observation (in the family's support).
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative frequency weights: a weight of 2 counts a row twice, 0 drops
+            it. ``None`` gives every row weight 1.
+
+        Returns
+        -------
+        self
+            The fitted estimator.
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean log density per sample of ``X`` (higher is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+        y : None
+            Ignored; present for API consistency.
+
+        Returns
+        -------
+        log_likelihood : float
+            Mean of :meth:`score_samples`.
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def bic(self, X: Any) -> float:
+        """Bayesian information criterion on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        bic : float
+            ``-2 log L(X) + p log n`` with ``p`` free parameters (a fixed Student-t
+            ``dof`` is not one).
+        """
+        X = self._validated(X)  # checks that the estimator is fitted first
+        return float(self.result_.bic(X))
+
+    def aic(self, X: Any) -> float:
+        """Akaike information criterion on ``X`` (lower is better).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Samples.
+
+        Returns
+        -------
+        aic : float
+            ``-2 log L(X) + 2 p`` with ``p`` free parameters.
+        """
+        X = self._validated(X)  # checks that the estimator is fitted first
+        return float(self.result_.aic(X))
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw samples from the fitted mixture.
+
+        Uses ``random_state``: with an int, every call returns the same draws, as in
+        scikit-learn.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+            Number of samples (at least 1).
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+            Samples, in random order (counts as floats for the count families).
+        y : ndarray of shape (n_samples,)
+            Component of each sample.
+        """
+        check_is_fitted(self)
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
+            )
+        return self.result_.sample(int(n_samples), self.random_state)
+
+
+class GaussianMixture(_EstimatorBase):
     """Gaussian mixture fitted by bayesmix's EM, with scikit-learn's interface.
 
     Maximum-likelihood EM by default (the estimate of
@@ -257,27 +362,6 @@ default=None
         self.map = map
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> GaussianMixture:
-        """Estimate the mixture's parameters by EM (or MAP-EM).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data, one row per observation.
-        y : None
-            Ignored; present for API consistency.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative frequency weights: a weight of 2 counts a row twice, 0 drops
-            it. ``None`` gives every row weight 1.
-
-        Returns
-        -------
-        self : GaussianMixture
-            The fitted estimator.
-        """
-        self._fit(X, sample_weight)
-        return self
-
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         """Fit the mixture to ``X`` and return the most probable component of each row.
 
@@ -477,86 +561,8 @@ default=None
         check_is_fitted(self)
         return int(self.result_.n_parameters)
 
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log density per sample of ``X`` (higher is better).
 
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-        y : None
-            Ignored; present for API consistency.
-
-        Returns
-        -------
-        log_likelihood : float
-            Mean of :meth:`score_samples`.
-        """
-        return float(np.mean(self.score_samples(X)))
-
-    def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        bic : float
-            ``-2 log L(X) + p log n`` with ``p`` free parameters.
-        """
-        X = self._validated(X)
-        return float(self.result_.bic(X))
-
-    def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples.
-
-        Returns
-        -------
-        aic : float
-            ``-2 log L(X) + 2 p`` with ``p`` free parameters.
-        """
-        X = self._validated(X)
-        return float(self.result_.aic(X))
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture.
-
-        Uses ``random_state``: with an int, every call returns the same draws, as in
-        scikit-learn.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Number of samples (at least 1).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            Samples, in random order.
-        y : ndarray of shape (n_samples,)
-            Component of each sample.
-        """
-        check_is_fitted(self)
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, numbers.Integral)
-            or n_samples < 1
-        ):
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
-            )
-        return self.result_.sample(int(n_samples), self.random_state)
-
-
-class Mixture(DensityMixin, BaseEstimator):
+class Mixture(_EstimatorBase):
     """A mixture of any component family fitted by bayesmix's EM, with scikit-learn's
     interface.
 
@@ -700,28 +706,6 @@ default=None
         return tags
 
     # -- fitting ---------------------------------------------------------------------
-    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> Mixture:
-        """Estimate the mixture's parameters by EM (or MAP-EM).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Training data in the family's support (non-negative integer counts for the
-            count families).
-        y : None
-            Ignored; present for API consistency.
-        sample_weight : array-like of shape (n_samples,), default=None
-            Non-negative frequency weights: a weight of 2 counts a row twice, 0 drops
-            it. ``None`` gives every row weight 1.
-
-        Returns
-        -------
-        self : Mixture
-            The fitted estimator.
-        """
-        self._fit(X, sample_weight)
-        return self
-
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
         """Fit the mixture to ``X`` and return the most probable component of each row.
 
@@ -918,85 +902,6 @@ default=None
         """
         data = self._validated(X)
         return self.result_.score_samples(data)
-
-    def score(self, X: Any, y: Any = None) -> float:
-        """Mean log density per sample of ``X`` (higher is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples in the family's support.
-        y : None
-            Ignored; present for API consistency.
-
-        Returns
-        -------
-        log_likelihood : float
-            Mean of :meth:`score_samples`.
-        """
-        return float(np.mean(self.score_samples(X)))
-
-    def bic(self, X: Any) -> float:
-        """Bayesian information criterion on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples in the family's support.
-
-        Returns
-        -------
-        bic : float
-            ``-2 log L(X) + p log n`` with ``p`` free parameters (a fixed Student-t
-            ``dof`` is not one).
-        """
-        data = self._validated(X)
-        return float(self.result_.bic(data))
-
-    def aic(self, X: Any) -> float:
-        """Akaike information criterion on ``X`` (lower is better).
-
-        Parameters
-        ----------
-        X : array-like of shape (n_samples, n_features)
-            Samples in the family's support.
-
-        Returns
-        -------
-        aic : float
-            ``-2 log L(X) + 2 p`` with ``p`` free parameters.
-        """
-        data = self._validated(X)
-        return float(self.result_.aic(data))
-
-    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
-        """Draw samples from the fitted mixture.
-
-        Uses ``random_state``: with an int, every call returns the same draws, as in
-        scikit-learn.
-
-        Parameters
-        ----------
-        n_samples : int, default=1
-            Number of samples (at least 1).
-
-        Returns
-        -------
-        X : ndarray of shape (n_samples, n_features)
-            Samples, in random order (counts as floats for the count families).
-        y : ndarray of shape (n_samples,)
-            Component of each sample.
-        """
-        check_is_fitted(self)
-        if (
-            isinstance(n_samples, bool)
-            or not isinstance(n_samples, numbers.Integral)
-            or n_samples < 1
-        ):
-            raise ValueError(
-                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
-            )
-        return self.result_.sample(int(n_samples), self.random_state)
 
 
 def _resolve_family(family: Any) -> ComponentFamily:

@@ -532,7 +532,9 @@ def test_overfitted_mixture_finds_three_clusters(overfitted_fit, x_1d, tmp_path)
     assert post.attrs["mode"] == 3
     assert post.loc[3] > 0.5
     assert post.attrs["r_hat"] < 1.05
-    assert post.loc[[1, 2]].sum() == 0.0  # never merges two true clusters
+    # almost never merges two true clusters (the mode jumps' merge-split modes reach such
+    # states: one draw in 20000 at this seed)
+    assert post.loc[[1, 2]].sum() < 1e-3
     assert post.sum() == pytest.approx(1.0)
     # the Gibbs sweeps' own allocation counts; resampled ones on other data
     draws = n_clusters_draws(overfitted_fit)
