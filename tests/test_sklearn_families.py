@@ -451,13 +451,16 @@ def test_rows_without_observed_entries_leave_the_fit_with_their_weights(counts):
 
 
 # -- every input fits finitely or gets a one-line error ---------------------------------
-@settings(
+PROPERTY_SETTINGS = settings(
     max_examples=60,
     deadline=None,
     derandomize=True,
     database=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+@PROPERTY_SETTINGS
 @given(
     X=hnp.arrays(
         np.float64,
@@ -482,13 +485,7 @@ def test_count_estimator_fits_finitely_or_refuses(X, n_components, family):
     assert np.isfinite(est.lower_bound_)
 
 
-@settings(
-    max_examples=60,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+@PROPERTY_SETTINGS
 @given(
     X=hnp.arrays(
         np.float64,
