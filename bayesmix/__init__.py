@@ -1,7 +1,7 @@
 """bayesmix: Bayesian mixture models, fitted by EM, MCMC and variational inference."""
 
-from bayesmix import bayes, datasets, families
-from bayesmix.clustering import (
+from bayesmix import datasets, families
+from bayesmix.analysis.clustering import (
     Memberships,
     Partition,
     adjusted_rand_index,
@@ -11,13 +11,21 @@ from bayesmix.clustering import (
     partition_from_psm,
     point_partition,
 )
-from bayesmix.compare import Comparison, compare
-from bayesmix.density import (
+from bayesmix.analysis.compare import Comparison, compare
+from bayesmix.analysis.density import (
     AnomalyScores,
     anomaly_scores,
     density,
     log_density_draws,
     marginal_density,
+)
+from bayesmix.analysis.selection import (
+    SelectionResult,
+    fit_overfitted,
+    n_clusters_draws,
+    n_clusters_posterior,
+    overfitted_mixture,
+    select_components,
 )
 from bayesmix.exceptions import (
     BayesmixWarning,
@@ -29,19 +37,12 @@ from bayesmix.exceptions import (
     RechunkWarning,
     SamplerWarning,
 )
-from bayesmix.io import load
+from bayesmix.inference import bayes
 from bayesmix.mixture import Mixture
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult, MixtureResult
-from bayesmix.selection import (
-    SelectionResult,
-    fit_overfitted,
-    n_clusters_draws,
-    n_clusters_posterior,
-    overfitted_mixture,
-    select_components,
-)
+from bayesmix.results.io import load
 
 __version__ = "0.1.0"
 
@@ -88,9 +89,9 @@ __all__ = [
 
 
 def __getattr__(name: str):
-    """Import ``bayesmix.plots`` (and so matplotlib) only when it is first used."""
+    """Import ``bayesmix.viz`` (and so matplotlib) only when it is first used."""
     if name == "plots":
         import importlib
 
-        return importlib.import_module("bayesmix.plots")
+        return importlib.import_module("bayesmix.viz")
     raise AttributeError(f"module 'bayesmix' has no attribute {name!r}")

@@ -655,12 +655,12 @@ def fit(
     independent given the component). DATA is a CSV file with a header row or a Parquet
     file. Writes into --out:
     summary.csv (one row per method and parameter), <method>.nc (the result as a
-    netCDF DataTree; read it with bayesmix.io.load), PNG plots and report.html, a
+    netCDF DataTree; read it with bayesmix.results.io.load), PNG plots and report.html, a
     self-contained page with every table and plot. Each <method>.nc is written as soon
     as that fit is done, so a later fit that fails or is interrupted loses nothing
     finished.
     """
-    from bayesmix.report import feature_ranking, fit_methods, write_report
+    from bayesmix.viz.report import feature_ranking, fit_methods, write_report
 
     family = family.lower()
     model, structure = _declaration(components, family, covariance, methods, mass_matrix)
@@ -747,7 +747,7 @@ def _declaration(
     """The declaration ``fit`` fits, and its words for the title (``"full"``,
     ``"poisson"``, ``"student_t (diag)"``); a combination of options that cannot work is
     a one-line usage error naming what works."""
-    from bayesmix.report import supported_methods
+    from bayesmix.viz.report import supported_methods
 
     if family == "gaussian":
         from bayesmix.model import GaussianMixture
@@ -909,9 +909,9 @@ def select(
     model-selection table: BIC, AIC and ICL for EM fits (lower is better), PSIS-LOO for
     posterior fits (higher elpd is better), with the best model of each method marked.
     """
+    from bayesmix.analysis.selection import select_components
     from bayesmix.exceptions import BayesmixWarning
     from bayesmix.families import FAMILIES
-    from bayesmix.selection import select_components
 
     frame, _, messages = read_data(
         data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values

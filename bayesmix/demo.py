@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from bayesmix.report import ReportFiles
+from bayesmix.viz.report import ReportFiles
 
 __all__ = ["run_demo", "main"]
 
@@ -49,11 +49,11 @@ def run_demo(
     ReportFiles
         The paths written; ``.html`` is the report.
     """
+    from bayesmix.analysis.selection import select_components
     from bayesmix.datasets import load_faithful
     from bayesmix.model import GaussianMixture
-    from bayesmix.report import fit_methods, write_report
-    from bayesmix.selection import select_components
     from bayesmix.validation import check_int
+    from bayesmix.viz.report import fit_methods, write_report
 
     seed = check_int(seed, "seed", minimum=0)
     X = load_faithful()

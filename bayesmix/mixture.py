@@ -20,10 +20,10 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import Data, as_data, check_sample_weight
-from bayesmix.em.stats import block_rows, iter_blocks
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families.base import ComponentFamily, Parameters
 from bayesmix.families.gaussian import Gaussian
+from bayesmix.families.gaussian.stats import block_rows, iter_blocks
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results import MixtureResult
@@ -253,14 +253,14 @@ class Mixture:
                 f"needs at least {self.n_components}."
             )
         if method == "nuts":
-            from bayesmix.bayes.family import fit_family_nuts
+            from bayesmix.inference.bayes.family import fit_family_nuts
 
             return fit_family_nuts(self, data, **options)
         if method in ("advi", "fullrank_advi"):
-            from bayesmix.bayes.family import fit_family_vi
+            from bayesmix.inference.bayes.family import fit_family_vi
 
             return fit_family_vi(self, data, method, **options)
-        from bayesmix.em.family import fit_family_em
+        from bayesmix.inference.em.family import fit_family_em
 
         use_priors = method == "map" or self.priors is not None
         result = fit_family_em(self, data, use_priors=use_priors, **options)

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.covariance import CovarianceStructure, get_structure
 from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
-from bayesmix.em.missing import marginal_log_joint
-from bayesmix.em.stats import Params, block_rows, iter_blocks, log_joint
+from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
+from bayesmix.families.gaussian.missing import marginal_log_joint
+from bayesmix.families.gaussian.stats import Params, block_rows, iter_blocks, log_joint
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.results import (
     MixtureResult,
@@ -120,9 +120,9 @@ class GaussianMixture:
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
             priors or their defaults; ``gibbs``: posterior draws by the conjugate Gibbs
-            sampler (:mod:`bayesmix.bayes.gibbs`), the MCMC method that mixes best on real data
-            in 4-30 dimensions (``benchmarks/``); ``nuts``: posterior draws by NUTS
-            (nutpie by default);
+            sampler (:mod:`bayesmix.inference.bayes.gibbs`), the MCMC method that mixes
+            best on real data in 4-30 dimensions (``benchmarks/``); ``nuts``: posterior
+            draws by NUTS (nutpie by default);
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
             variational approximation fitted with PyMC.
         **options
@@ -172,7 +172,7 @@ class GaussianMixture:
             ``temperatures`` (1: no parallel tempering), ``mode_jumps`` (True: a
             mode-jumping Metropolis-Hastings step before every sweep, proposing from
             the posterior's local modes, for 2-6 components; see
-            :mod:`bayesmix.bayes.modejump`; not with missing values), ``random_state``,
+            :mod:`bayesmix.inference.bayes.modejump`; not with missing values), ``random_state``,
             ``progressbar``. Every chain starts at a MAP-EM estimate. With
             ``missing="marginalize"`` every sweep also draws each chain's missing values
             from their conditional given the row's observed values, its allocation and
@@ -223,7 +223,7 @@ class GaussianMixture:
         -------
         MixtureResult
             For EM an :class:`~bayesmix.results.EMResult`, for Gibbs, NUTS and ADVI a
-            :class:`~bayesmix.bayes.result.BayesResult`.
+            :class:`~bayesmix.results.posterior.BayesResult`.
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
@@ -232,7 +232,7 @@ class GaussianMixture:
         missing = _missing_policy(X, options.pop("missing", None))
         data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
         if method in ("em", "map"):
-            from bayesmix.em.fit import fit_em
+            from bayesmix.inference.em.fit import fit_em
 
             use_priors = method == "map" or self.priors is not None
             return fit_em(
@@ -245,15 +245,15 @@ class GaussianMixture:
         if missing == "marginalize":
             data = _drop_unobserved(data)
         if method == "gibbs":
-            from bayesmix.bayes.gibbs import fit_gibbs
+            from bayesmix.inference.bayes.gibbs import fit_gibbs
 
             result = fit_gibbs(self, data, **check_options(options, GIBBS_OPTIONS, method))
         elif method == "nuts":
-            from bayesmix.bayes.fit import fit_nuts
+            from bayesmix.inference.bayes.fit import fit_nuts
 
             result = fit_nuts(self, data, **check_options(options, NUTS_OPTIONS, method))
         else:
-            from bayesmix.bayes.fit import fit_vi
+            from bayesmix.inference.bayes.fit import fit_vi
 
             result = fit_vi(self, data, method, **check_options(options, VI_OPTIONS, method))
         result.settings["missing"] = missing
@@ -272,7 +272,7 @@ class GaussianMixture:
         The observed variable is ``X`` (dims ``obs, feature``); ``weights``, ``means`` and
         the precision parameter are Deterministics in the data's units. The ordered means
         have an invalid default initial point: sample with
-        ``pm.sample(initvals=bayesmix.bayes.builder.initial_point(spec))`` or use
+        ``pm.sample(initvals=bayesmix.families.gaussian.builder.initial_point(spec))`` or use
         ``identify="none"``.
 
         Parameters
@@ -293,8 +293,8 @@ class GaussianMixture:
         -------
         pymc.Model
         """
-        from bayesmix.bayes.builder import build_pymc
-        from bayesmix.bayes.fit import model_spec, quick_em
+        from bayesmix.families.gaussian.builder import build_pymc
+        from bayesmix.inference.bayes.fit import model_spec, quick_em
 
         missing = _missing_policy(X, missing)
         data = as_data(X, min_obs=self.n_components, allow_missing=missing == "marginalize")
@@ -493,7 +493,7 @@ class GaussianMixture:
 
 
 # The keyword options each fit method accepts (checked by check_options; shared with
-# bayesmix.selection, which passes per-method options through).
+# bayesmix.analysis.selection, which passes per-method options through).
 EM_OPTIONS = frozenset(
     {
         "sample_weight",
@@ -587,7 +587,7 @@ def check_options(options: dict[str, Any], allowed: frozenset[str], method: str)
 
 
 def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> MixtureResult:
-    """EM and MAP-EM on Dask input without materialising it (bayesmix.em.distributed)."""
+    """EM and MAP-EM on Dask input without materialising it (bayesmix.inference.em.distributed)."""
     if method not in ("em", "map"):
         raise ValueError(
             f"method={method!r} needs the data in memory; X is a Dask collection. Fit "
@@ -600,7 +600,7 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
             "incomplete rows first, or compute X and fit in memory."
         )
     options = {k: v for k, v in options.items() if k != "missing"}
-    from bayesmix.em.distributed import fit_em_dask
+    from bayesmix.inference.em.distributed import fit_em_dask
 
     use_priors = method == "map" or model.priors is not None
     return fit_em_dask(
@@ -611,7 +611,7 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
 def _missing_policy(X: Any, missing: Any) -> str:
     """The ``missing`` option; by default ``"error"``, or ``"marginalize"`` for data
     already validated with missing values allowed (e.g. by an outer fit)."""
-    from bayesmix.em.missing import check_missing
+    from bayesmix.families.gaussian.missing import check_missing
 
     if missing is None:
         return "marginalize" if isinstance(X, Data) and X.allow_missing else "error"
@@ -620,7 +620,7 @@ def _missing_policy(X: Any, missing: Any) -> str:
 
 def _drop_unobserved(data: Data) -> Data:
     """Rows without observed features removed (with a warning), for the Bayesian fits."""
-    from bayesmix.em.missing import drop_unobserved_rows
+    from bayesmix.families.gaussian.missing import drop_unobserved_rows
 
     data, _ = drop_unobserved_rows(data, np.ones(data.n_obs), stacklevel=3)
     return data
@@ -630,7 +630,7 @@ def _moment_rows(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, n
     """Two equally weighted rows ``mean -/+ sd`` whose weighted mean and variance are
     those of the observed values of every feature: the data moments the default priors
     are scaled to, for data with NaN."""
-    from bayesmix.em.missing import observed_moments
+    from bayesmix.families.gaussian.missing import observed_moments
 
     mean, var = observed_moments(values, weights)
     sd = np.sqrt(var)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from bayesmix.em.stats import Params
+from bayesmix.families.gaussian.stats import Params
 from bayesmix.validation import check_int
 
 __all__ = [

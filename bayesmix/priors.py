@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from scipy.special import gammaln
 
-from bayesmix.covariance import CovarianceStructure, variance_rounding
+from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_rounding
 
 __all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS", "WEIGHT_CONCENTRATION"]
 

@@ -43,11 +43,11 @@ from sklearn.utils.validation import (
 )
 
 from bayesmix.data import Data, as_data
-from bayesmix.em.fit import EMProgress, fit_em
 from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families import FAMILIES, ComponentFamily, Gaussian
 from bayesmix.families.base import CountFamily
+from bayesmix.inference.em.fit import EMProgress, fit_em
 from bayesmix.mixture import Mixture as FamilyMixture
 from bayesmix.model import GaussianMixture as MixtureModel
 from bayesmix.priors import Priors
@@ -934,7 +934,7 @@ def _resolve_family(family: Any) -> ComponentFamily:
 
 
 class _VerboseProgress:
-    """Print scikit-learn's progress lines from :class:`bayesmix.em.fit.EMProgress`
+    """Print scikit-learn's progress lines from :class:`bayesmix.inference.em.fit.EMProgress`
     reports (``verbose`` 1 or 2)."""
 
     def __init__(self, verbose: int, interval: int) -> None:

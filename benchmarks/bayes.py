@@ -354,7 +354,7 @@ def minibatch_table(
     their conditional spread in PyMC's ordered coordinates), of the weights and
     covariance entries."""
     import bayesmix as bm
-    from bayesmix.bayes import fit as bayes_fit
+    from bayesmix.inference.bayes import fit as bayes_fit
 
     truth = MINIBATCH_CASES[case]
     n_components, n_features = truth["means"].shape

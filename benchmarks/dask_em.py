@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 
 import bayesmix as bm
-from bayesmix.em import distributed
+from bayesmix.inference.em import distributed
 from benchmarks.em import make_data
 
 N_FEATURES, N_COMPONENTS = 8, 8

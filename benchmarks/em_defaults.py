@@ -176,7 +176,7 @@ def load(case: str) -> tuple[np.ndarray, int, str]:
 
 def fit_once(model, data, options: dict) -> Fit:
     """One default EM fit (``random_state=0``), timed, with its iterations counted."""
-    from bayesmix.em.fit import fit_em
+    from bayesmix.inference.em.fit import fit_em
 
     clock = IterationClock()
     with warnings.catch_warnings(record=True) as caught:
@@ -247,7 +247,7 @@ class Runner:
 def describe_bayesmix() -> str:
     """Which bayesmix this process imported, its commit and its fit_em defaults."""
     import bayesmix
-    from bayesmix.em.fit import fit_em
+    from bayesmix.inference.em.fit import fit_em
 
     root = Path(bayesmix.__file__).resolve().parent.parent
     try:

@@ -6,11 +6,12 @@ data set, fit it with nutpie, and record the rank of the true value of each test
 ``L`` thinned posterior draws. If the sampler and the model agree, every rank is uniform on
 ``0..L``; a chi-square test on ``B`` equal bins checks it.
 
-The prior is reproduced here independently of :mod:`bayesmix.bayes.builder` with numpy/scipy
-(inverse-Wishart by ``scipy.stats.invwishart``, inverse-gamma by ``scipy.stats.invgamma``, the
-ordered means as sorted i.i.d. normals), so SBC tests the builder's prior as well as the
-sampler. Every prior field is explicit: the defaults are scaled to the data (``mean_loc`` is the
-data mean, ...), and a data-dependent prior would make SBC invalid.
+The prior is reproduced here independently of :mod:`bayesmix.families.gaussian.builder` with
+numpy/scipy (inverse-Wishart by ``scipy.stats.invwishart``, inverse-gamma by
+``scipy.stats.invgamma``, the ordered means as sorted i.i.d. normals), so SBC tests the
+builder's prior as well as the sampler. Every prior field is explicit: the defaults are scaled
+to the data (``mean_loc`` is the data mean, ...), and a data-dependent prior would make SBC
+invalid.
 
 Test statistics: identified ones (the means are ordered on feature 0, so component 0 is the one
 with the lower mean there): ``w[0]``, ``mu[k, d]``, ``logdet S[k]``; label-invariant ones:
@@ -66,7 +67,7 @@ def sbc_priors(
     bayesmix.Priors
     """
     from bayesmix import Priors
-    from bayesmix.covariance import get_structure
+    from bayesmix.families.gaussian.covariance import get_structure
 
     structure = get_structure(covariance_type)
     if not np.isfinite(scale) or scale <= 0:

@@ -16,9 +16,9 @@ from scipy.stats import multivariate_normal
 from sklearn.metrics import adjusted_rand_score
 
 import bayesmix as bm
-from bayesmix.bayes.relabel import apply_permutations, stephens_permutations
-from bayesmix.bayes.result import BayesResult
+from bayesmix.inference.bayes.relabel import apply_permutations, stephens_permutations
 from bayesmix.results import parameters_dataset
+from bayesmix.results.posterior import BayesResult
 
 pytestmark = pytest.mark.slow
 
@@ -184,7 +184,7 @@ def test_datatree_survives_netcdf(faithful_nuts, tmp_path):
 def test_refit_samples_the_cached_density_with_new_data_and_priors(faithful, faithful_nuts):
     """Complete data: nutpie samples bayesmix's disk-cached log density, so no PyMC model
     is built or kept; data and priors of the refit are its own."""
-    from bayesmix.bayes import fit as bayes_fit
+    from bayesmix.inference.bayes import fit as bayes_fit
 
     cached = len(bayes_fit._NUTPIE_CACHE)
     subset = faithful.iloc[:150]

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from bayesmix.bayes import fit as bayes_fit
+from bayesmix.inference.bayes import fit as bayes_fit
 from benchmarks import sbc
 
 pytestmark = pytest.mark.slow

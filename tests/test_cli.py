@@ -21,11 +21,11 @@ from sklearn.mixture import GaussianMixture as SklearnGaussianMixture  # noqa: E
 
 import bayesmix as bm  # noqa: E402
 from bayesmix.cli import _ComponentList, cli, read_data  # noqa: E402
-from bayesmix.report import summary_table  # noqa: E402
+from bayesmix.viz.report import summary_table  # noqa: E402
 
 FAITHFUL = Path(str(files("bayesmix.datasets").joinpath("faithful.csv")))
 SCRIPT = Path(sys.executable).parent / "bayesmix"
-HAS_IO = importlib.util.find_spec("bayesmix.io") is not None
+HAS_IO = importlib.util.find_spec("bayesmix.results.io") is not None
 # one row per weight (2), mean (2 x 2), std (2 x 2) and correlation (2) of a K=2, D=2 full fit
 FAITHFUL_PARAMETERS = [
     "weights[0]",
@@ -159,9 +159,9 @@ def test_fit_em_summary_matches_scikit_learn(em_run, faithful):
         )
 
 
-@pytest.mark.skipif(not HAS_IO, reason="bayesmix.io not available yet")
+@pytest.mark.skipif(not HAS_IO, reason="bayesmix.results.io not available yet")
 def test_fit_em_netcdf_round_trips(em_run):
-    from bayesmix.io import load
+    from bayesmix.results.io import load
 
     out, _ = em_run
     loaded = load(out / "em.nc")
@@ -334,7 +334,7 @@ def test_fit_em_and_nuts(tmp_path):
     np.testing.assert_allclose(em["estimate"], nuts["estimate"], rtol=0.1, atol=0.05)
 
     if HAS_IO:
-        from bayesmix.io import load
+        from bayesmix.results.io import load
 
         loaded = load(out / "nuts.nc")
         assert loaded.posterior.sizes["chain"] == 2 and loaded.posterior.sizes["draw"] == 200

@@ -14,8 +14,7 @@ from scipy.special import logsumexp
 from scipy.stats import entropy, multivariate_normal
 
 import bayesmix as bm
-from bayesmix.bayes.result import BayesResult
-from bayesmix.clustering import (
+from bayesmix.analysis.clustering import (
     Memberships,
     adjusted_rand_index,
     co_clustering,
@@ -26,6 +25,7 @@ from bayesmix.clustering import (
 )
 from bayesmix.data import as_data
 from bayesmix.results import parameters_dataset
+from bayesmix.results.posterior import BayesResult
 
 slow = pytest.mark.slow
 

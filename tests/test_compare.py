@@ -24,12 +24,12 @@ from scipy import stats  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.bayes.result import BayesResult  # noqa: E402
-from bayesmix.compare import Comparison, compare  # noqa: E402
+from bayesmix.analysis.compare import Comparison, compare  # noqa: E402
 from bayesmix.data import as_data  # noqa: E402
-from bayesmix.plots.compare import plot_comparison  # noqa: E402
-from bayesmix.plots.diagnostics import plot_rank, plot_trace  # noqa: E402
 from bayesmix.results import parameters_dataset  # noqa: E402
+from bayesmix.results.posterior import BayesResult  # noqa: E402
+from bayesmix.viz.compare import plot_comparison  # noqa: E402
+from bayesmix.viz.diagnostics import plot_rank, plot_trace  # noqa: E402
 
 slow = pytest.mark.slow
 OUTSIDE_COLOUR = "#fde2e1"

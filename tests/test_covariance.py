@@ -9,8 +9,8 @@ import pytest
 from scipy import stats
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
-from bayesmix.covariance import STRUCTURES, get_structure
 from bayesmix.exceptions import DegenerateComponentWarning
+from bayesmix.families.gaussian.covariance import STRUCTURES, get_structure
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 K, D = 3, 4

@@ -13,9 +13,9 @@ import xarray as xr
 
 import bayesmix as bm
 from bayesmix.data import is_dask_input
-from bayesmix.em import distributed
-from bayesmix.em.distributed import RechunkWarning
 from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.inference.em import distributed
+from bayesmix.inference.em.distributed import RechunkWarning
 
 da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")

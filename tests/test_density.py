@@ -20,17 +20,17 @@ from scipy import stats  # noqa: E402
 from scipy.integrate import trapezoid  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.bayes.result import BayesResult  # noqa: E402
-from bayesmix.data import as_data  # noqa: E402
-from bayesmix.density import (  # noqa: E402
+from bayesmix.analysis.density import (  # noqa: E402
     AnomalyScores,
     anomaly_scores,
     density,
     log_density_draws,
     marginal_density,
 )
-from bayesmix.plots.density import plot_anomalies, plot_density  # noqa: E402
+from bayesmix.data import as_data  # noqa: E402
 from bayesmix.results import MixtureResult, parameters_dataset  # noqa: E402
+from bayesmix.results.posterior import BayesResult  # noqa: E402
+from bayesmix.viz.density import plot_anomalies, plot_density  # noqa: E402
 
 # far from both Old Faithful clusters (eruptions in minutes, waiting in minutes)
 PLANTED = pd.DataFrame(

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.bayes.result import BayesResult
 from bayesmix.results import parameters_dataset
+from bayesmix.results.posterior import BayesResult
 
 pytestmark = pytest.mark.slow
 
@@ -95,7 +95,7 @@ def test_summary_warns_with_the_same_words(faithful_nuts):
 
 
 def test_progressbar_option_is_validated_and_automatic():
-    from bayesmix.bayes.fit import show_progress
+    from bayesmix.inference.bayes.fit import show_progress
 
     assert show_progress(True) is True and show_progress(False) is False
     assert show_progress(None) is False  # pytest: no kernel, no terminal on stderr

@@ -61,14 +61,14 @@ def test_api_reference_covers_the_public_api(site):
     public = [name for name in bm.__all__ if name not in ("bayes", "datasets")]
     missing = [name for name in public if f"generated/bayesmix.{name}.html" not in api]
     missing += [
-        name for name in bm.plots.__all__ if f"generated/bayesmix.plots.{name}.html" not in api
+        name for name in bm.plots.__all__ if f"generated/bayesmix.viz.{name}.html" not in api
     ]
     assert not missing
     page = (site / "generated" / "bayesmix.GaussianMixture.html").read_text()
     assert 'id="bayesmix.GaussianMixture.fit"' in page
     assert "Parameters" in page  # numpydoc sections rendered
-    result = (site / "generated" / "bayesmix.bayes.BayesResult.html").read_text()
-    assert 'id="bayesmix.bayes.BayesResult.summary"' in result
+    result = (site / "generated" / "bayesmix.results.posterior.BayesResult.html").read_text()
+    assert 'id="bayesmix.results.posterior.BayesResult.summary"' in result
     assert "predict_proba" in result  # inherited from MixtureResult
 
 

@@ -17,7 +17,7 @@ from sklearn.metrics import adjusted_rand_score
 from sklearn.mixture import GaussianMixture as SklearnGaussianMixture
 
 import bayesmix as bm
-from bayesmix.em.init import INIT_METHODS, initial_responsibilities, kmeans_plusplus
+from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities, kmeans_plusplus
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -833,7 +833,7 @@ def test_result_records_versions_and_datatree_attrs():
 
 def _fit_em(X, n_components=3, covariance_type="full", **options):
     from bayesmix.data import as_data
-    from bayesmix.em.fit import fit_em
+    from bayesmix.inference.em.fit import fit_em
 
     model = bm.GaussianMixture(n_components, covariance_type)
     with warnings.catch_warnings():
@@ -931,7 +931,7 @@ def test_init_mapping_without_means(three_blobs):
 
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_float32_kernels_match_float64_statistics(covariance_type):
-    from bayesmix.em.stats import e_step
+    from bayesmix.families.gaussian.stats import e_step
 
     X = bm.datasets.load_faithful().to_numpy()
     model = bm.GaussianMixture(2, covariance_type)

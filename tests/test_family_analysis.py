@@ -27,11 +27,11 @@ from scipy.special import logsumexp  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.bayes.result import BayesResult  # noqa: E402
+from bayesmix.analysis.compare import compare  # noqa: E402
 from bayesmix.cli import cli  # noqa: E402
-from bayesmix.compare import compare  # noqa: E402
-from bayesmix.plots.compare import plot_comparison  # noqa: E402
-from bayesmix.report import describe_model, fit_methods, supported_methods, write_report  # noqa: E402
+from bayesmix.results.posterior import BayesResult  # noqa: E402
+from bayesmix.viz.compare import plot_comparison  # noqa: E402
+from bayesmix.viz.report import describe_model, fit_methods, supported_methods, write_report  # noqa: E402
 
 slow = pytest.mark.slow
 

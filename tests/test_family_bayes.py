@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 import bayesmix as bm
-from bayesmix.bayes.result import BayesResult
+from bayesmix.results.posterior import BayesResult
 
 pytestmark = pytest.mark.slow
 

@@ -12,14 +12,14 @@ from sklearn.datasets import load_iris
 from sklearn.metrics import adjusted_rand_score
 
 import bayesmix as bm
-from bayesmix.bayes.gibbs import (
+from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.inference.bayes.gibbs import (
     TEMPERED_ROWS,
     GibbsState,
     gibbs_sweep,
     log_joint,
     swap_replicas,
 )
-from bayesmix.covariance import get_structure
 from benchmarks import sbc
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")

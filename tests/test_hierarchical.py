@@ -15,8 +15,8 @@ from sklearn.datasets import load_breast_cancer, load_iris, load_wine
 from sklearn.metrics import adjusted_rand_score
 
 import bayesmix as bm
-from bayesmix.em.hierarchical import hc_transform, hierarchical_tree
-from bayesmix.em.init import INIT_METHODS, hc_labels, initial_responsibilities
+from bayesmix.inference.em.hierarchical import hc_transform, hierarchical_tree
+from bayesmix.inference.em.init import INIT_METHODS, hc_labels, initial_responsibilities
 
 DATA = Path(__file__).parent / "data" / "mclust"
 FAITHFUL = Path(bm.__file__).parent / "datasets" / "faithful.csv"

@@ -20,10 +20,10 @@ import pytest
 import xarray as xr
 
 import bayesmix as bm
-from bayesmix.bayes.result import BayesResult
 from bayesmix.data import Data
-from bayesmix.io import FORMAT_VERSION, load, save
 from bayesmix.results import EMResult
+from bayesmix.results.io import FORMAT_VERSION, load, save
+from bayesmix.results.posterior import BayesResult
 
 
 # -- helpers ------------------------------------------------------------------------

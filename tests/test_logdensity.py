@@ -1,6 +1,7 @@
-"""The hand-written log posterior density that nutpie samples (``bayesmix.bayes.logdensity``)
-against PyMC's own log density and automatic gradient of the same model, its C callbacks
-against the Python entry point, and a NUTS fit in a fresh process that never imports PyMC.
+"""The hand-written log posterior density that nutpie samples
+(``bayesmix.families.gaussian.logdensity``) against PyMC's own log density and automatic
+gradient of the same model, its C callbacks against the Python entry point, and a NUTS fit in a
+fresh process that never imports PyMC.
 
 PyMC's functions are compiled in ``FAST_COMPILE`` mode (no numba), so these tests add no
 slow compile to the suite.
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.bayes import builder, logdensity
 from bayesmix.data import as_data
+from bayesmix.families.gaussian import builder, logdensity
 
 # (covariance type, ordered feature or None, K, D): every structure ordered and exchangeable
 # at K = D = 3, and the edge sizes K = 1 (no simplex coordinate), D = 1 (no Bartlett normal)

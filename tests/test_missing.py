@@ -16,10 +16,14 @@ from scipy import stats
 from scipy.special import logsumexp
 
 import bayesmix as bm
-from bayesmix.covariance import get_structure
 from bayesmix.data import as_data
-from bayesmix.em.missing import MissingDataWarning, marginal_log_joint, missing_layout
-from bayesmix.em.stats import Params
+from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.families.gaussian.missing import (
+    MissingDataWarning,
+    marginal_log_joint,
+    missing_layout,
+)
+from bayesmix.families.gaussian.stats import Params
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -342,7 +346,7 @@ def test_pymc_likelihood_is_the_observed_data_marginal(covariance_type):
     density of every row (compiled without the numba backend: no sampling here)."""
     from pytensor.compile.mode import Mode
 
-    from bayesmix.bayes.builder import ModelSpec, build_pymc, missing_patterns
+    from bayesmix.families.gaussian.builder import ModelSpec, build_pymc, missing_patterns
 
     model = bm.GaussianMixture(2, covariance_type)
     X = _remove(_simulate(40, 10), 0.3, 10)
@@ -436,8 +440,8 @@ def test_gibbs_imputes_from_the_gaussian_conditional(covariance_type):
     values have the conditional mean mu_m + S_mo S_oo^-1 (x_o - mu_o) and covariance
     (S_mm - S_mo S_oo^-1 S_om) / beta of the component it is allocated to (numpy's
     closed form, not bayesmix's)."""
-    from bayesmix.bayes.conditionals import GibbsState, impute_missing
-    from bayesmix.em.missing import missing_layout
+    from bayesmix.families.gaussian.missing import missing_layout
+    from bayesmix.inference.bayes.conditionals import GibbsState, impute_missing
 
     structure = get_structure(covariance_type)
     rng = np.random.default_rng(5)

@@ -1,4 +1,4 @@
-"""The Gibbs sampler's mode-jumping move (bayesmix.bayes.modejump): its densities against
+"""The Gibbs sampler's mode-jumping move (bayesmix.inference.bayes.modejump): its densities against
 scipy, its draws against its density, and its effect on a multimodal real posterior."""
 
 from __future__ import annotations
@@ -10,9 +10,13 @@ import pytest
 from scipy import stats
 
 import bayesmix as bm
-from bayesmix.bayes.conditionals import GibbsState, mean_log_density, mean_log_density_pairs
-from bayesmix.bayes.modejump import ModeProposal, merge_split_starts
-from bayesmix.covariance import get_structure
+from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.inference.bayes.conditionals import (
+    GibbsState,
+    mean_log_density,
+    mean_log_density_pairs,
+)
+from bayesmix.inference.bayes.modejump import ModeProposal, merge_split_starts
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 
 import bayesmix as bm
 import bayesmix.sklearn
-from bayesmix.em.degeneracy import RESOLUTION_SD, feature_resolution
+from bayesmix.inference.em.degeneracy import RESOLUTION_SD, feature_resolution
 
 REFERENCES = Path(__file__).parent / "data" / "mclust"
 FOUR = ["full", "tied", "diag", "spherical"]

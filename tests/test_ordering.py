@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.bayes import logdensity
+from bayesmix.families.gaussian import logdensity
 from bayesmix.ordering import (
     best_separated_feature,
     best_separating_direction,
@@ -269,8 +269,8 @@ def test_direction_ordered_pymc_model_equals_the_numba_density(faithful):
     means with their projections increasing."""
     import pytensor
 
-    from bayesmix.bayes.builder import ModelSpec, build_pymc, point_estimate_start
     from bayesmix.data import as_data
+    from bayesmix.families.gaussian.builder import ModelSpec, build_pymc, point_estimate_start
 
     model = bm.GaussianMixture(2, "full")
     data = as_data(faithful)

@@ -12,8 +12,8 @@ import pytest  # noqa: E402
 from matplotlib.collections import LineCollection, PathCollection  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.clustering import memberships, point_partition  # noqa: E402
-from bayesmix.plots.clustering import (  # noqa: E402
+from bayesmix.analysis.clustering import memberships, point_partition  # noqa: E402
+from bayesmix.viz.clustering import (  # noqa: E402
     plot_clusters_2d,
     plot_co_clustering,
     plot_membership_uncertainty,

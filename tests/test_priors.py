@@ -10,7 +10,7 @@ import pytest
 from scipy import stats
 
 import bayesmix as bm
-from bayesmix.covariance import get_structure
+from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.priors import MEAN_SCALE_IN_SDS, Priors
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")

@@ -15,7 +15,7 @@ import pytest  # noqa: E402
 from sklearn.datasets import load_iris  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.report import MAX_PLOT_FEATURES, feature_ranking, write_report  # noqa: E402
+from bayesmix.viz.report import MAX_PLOT_FEATURES, feature_ranking, write_report  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -93,8 +93,8 @@ def test_iris_trace_with_three_components_is_drawn(tmp_path):
 
 def test_fit_methods_hands_over_each_result_before_the_next_fit(tmp_path, faithful):
     # the CLI saves each result in on_result: EM's file exists although NUTS then fails
-    from bayesmix.io import load
-    from bayesmix.report import fit_methods
+    from bayesmix.results.io import load
+    from bayesmix.viz.report import fit_methods
 
     def save(method, result):
         result.save(tmp_path / f"{method}.nc")
@@ -118,8 +118,8 @@ def test_fit_methods_says_up_front_when_a_fit_will_take_long(faithful, monkeypat
     """Before a Gibbs fit projected past LONG_FIT_SECONDS the projection is echoed (with
     the limit at 0 here, so the fit itself stays short); NUTS with full covariances in
     NUTS_SLOW_FEATURES or more dimensions is announced as slow, with the faster method."""
-    from bayesmix import report
-    from bayesmix.bayes.gibbs import projected_seconds
+    from bayesmix.inference.bayes.gibbs import projected_seconds
+    from bayesmix.viz import report
 
     model = bm.GaussianMixture(2)
     seconds = projected_seconds(model, faithful, draws=50, tune=10, chains=2)

@@ -2,7 +2,7 @@
 and across fresh processes; results record the seed and the package versions.
 
 Cross-process checks run ``python -c`` in a subprocess that fits and saves with
-:func:`bayesmix.io.save`; this process compares the loaded arrays byte for byte with its
+:func:`bayesmix.results.io.save`; this process compares the loaded arrays byte for byte with its
 own fits. The PyMC fits use one tiny model (1-D, K=2) so the subprocess compiles once.
 """
 
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import bayesmix as bm
-from bayesmix.io import load
+from bayesmix.results.io import load
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 INIT_METHODS = ("kmeans++", "kmeans", "random", "random_from_data")
@@ -125,7 +125,7 @@ def test_em_generator_state_is_reproducible(em_data):
 
 def test_em_is_bitwise_identical_across_processes(em_data, tmp_path):
     """16 fits (4 structures x 4 initialisations, 3 restarts each) in a fresh process,
-    saved with bayesmix.io.save, equal this process's fits byte for byte."""
+    saved with bayesmix.results.io.save, equal this process's fits byte for byte."""
     _run_python(
         f"""
         import warnings

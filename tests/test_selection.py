@@ -24,10 +24,7 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 import bayesmix as bm  # noqa: E402
-from bayesmix.bayes.result import BayesResult  # noqa: E402
-from bayesmix.plots.selection import plot_n_clusters, plot_selection  # noqa: E402
-from bayesmix.results import parameters_dataset  # noqa: E402
-from bayesmix.selection import (  # noqa: E402
+from bayesmix.analysis.selection import (  # noqa: E402
     SPARSE_CONCENTRATION,
     ParetoKWarning,
     SelectionResult,
@@ -38,6 +35,9 @@ from bayesmix.selection import (  # noqa: E402
     overfitted_mixture,
     select_components,
 )
+from bayesmix.results import parameters_dataset  # noqa: E402
+from bayesmix.results.posterior import BayesResult  # noqa: E402
+from bayesmix.viz.selection import plot_n_clusters, plot_selection  # noqa: E402
 
 CENTRES_1D = (-5.0, 0.0, 5.0)
 
@@ -432,7 +432,7 @@ def test_loo_picks_the_true_number_of_components(bayes_selection):
 
 
 def test_best_by_loo_is_the_fewest_components_within_one_standard_error():
-    from bayesmix.selection import _mark_best
+    from bayesmix.analysis.selection import _mark_best
 
     index = pd.MultiIndex.from_tuples(
         [("nuts", "full", k) for k in (2, 3, 4)],
@@ -479,7 +479,7 @@ def test_loo_values_match_arviz_on_the_same_tree(bayes_selection, x_1d):
 
 @pytest.mark.slow
 def test_high_pareto_k_warns(bayes_selection, monkeypatch, x_1d):
-    import bayesmix.selection as selection
+    import bayesmix.analysis.selection as selection
 
     monkeypatch.setattr(selection, "PARETO_K_THRESHOLD", -1.0)  # every k counts as high
     table = bayes_selection.table.drop(columns=[c for c in bayes_selection.table if "loo" in c])

@@ -485,7 +485,7 @@ def test_float32_data_gives_sklearns_dtypes(blobs, covariance_type):
 
 
 def test_float32_data_runs_the_float32_kernels(blobs):
-    from bayesmix.em import kernels
+    from bayesmix.families.gaussian import kernels
 
     GaussianMixture(2, random_state=0).fit(blobs.astype(np.float32))
     assert any(str(signature[0].dtype) == "float32" for signature in kernels._estep_full.overloads)

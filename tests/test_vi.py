@@ -14,9 +14,9 @@ import pytest
 import xarray as xr
 
 import bayesmix as bm
-from bayesmix.bayes import fit as bayes_fit
-from bayesmix.bayes.fit import clear_compiled_models, fit_vi
 from bayesmix.data import as_data
+from bayesmix.inference.bayes import fit as bayes_fit
+from bayesmix.inference.bayes.fit import clear_compiled_models, fit_vi
 
 pytestmark = pytest.mark.slow
 

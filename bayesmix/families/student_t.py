@@ -58,13 +58,13 @@ from typing import Any
 import numpy as np
 from scipy.special import digamma, gammaln, polygamma
 
-from bayesmix.covariance import get_structure, inverse_wishart_logpdf
 from bayesmix.families.base import (
     ComponentFamily,
     Parameters,
     positive_hyperparameter,
     real_hyperparameter,
 )
+from bayesmix.families.gaussian.covariance import get_structure, inverse_wishart_logpdf
 from bayesmix.families.kernels import student_t_pass
 
 __all__ = ["StudentT", "DOF_BOUNDS"]

@@ -1,0 +1,863 @@
+"""The four covariance structures, each defined in one place.
+
+Every structure knows, for its *natural* storage (the shapes scikit-learn uses):
+
+* ``full``: ``(K, D, D)``; ``tied``: ``(D, D)``; ``diag``: ``(K, D)``; ``spherical``: ``(K,)``,
+
+how many free parameters it has, the sufficient second-moment statistic of a block of
+rows, the M-step (maximum likelihood, or MAP under its conjugate prior), the precision
+Cholesky factor ``U`` with ``inv(cov) = U @ U.T``, the Gaussian log density, the log prior
+density, and the conversion to full ``(K, D, D)`` matrices used by the shared result
+interface.
+
+Conjugate priors: ``full`` and ``tied`` covariances are inverse-Wishart(``dof``, ``scale``)
+with ``scale`` a ``(D, D)`` matrix; ``diag`` and ``spherical`` variances are
+inverse-gamma(``dof / 2``, ``scale / 2``) with ``scale`` of shape ``(D,)`` or scalar, the
+one-dimensional case of the same inverse-Wishart family.
+"""
+
+from __future__ import annotations
+
+import warnings
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import numpy as np
+from scipy.linalg.lapack import dtrtri
+from scipy.special import gammaln, multigammaln
+
+from bayesmix.exceptions import DegenerateComponentWarning
+from bayesmix.families.gaussian import kernels
+from bayesmix.families.gaussian.kernels import n_chunks_for
+
+__all__ = [
+    "CovarianceStructure",
+    "get_structure",
+    "inverse_wishart_logpdf",
+    "STRUCTURES",
+    "variance_rounding",
+]
+
+LOG_2PI = np.log(2.0 * np.pi)
+# eps times this many, times mean^2, is how far a variance of values of size |mean| may sit
+# from zero by rounding alone (moments of that size, less the square of their mean)
+VARIANCE_ROUNDING = 16.0
+
+
+def variance_rounding(mean: np.ndarray, offset: float = 0.0) -> np.ndarray:
+    """The variance a constant feature with this mean may show by rounding alone: a
+    variance at or below it is zero on the feature's own scale (3.3 repeated has variance
+    ~1e-30, not 0; 1e6 + 0.1 repeated ~1e-20). ``offset``: a variance that was added and
+    subtracted again (``reg_covar``), whose rounding counts too."""
+    return VARIANCE_ROUNDING * np.finfo(float).eps * (np.square(mean) + offset)
+
+
+class CovarianceStructure(ABC):
+    """Operations of one covariance structure; stateless singletons."""
+
+    name: ClassVar[str]
+
+    # -- bookkeeping ---------------------------------------------------------------
+    natural_dims: ClassVar[tuple[str, ...]]
+    pymc_precision_name: ClassVar[str]  # the Deterministic holding the precision parameter
+
+    def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
+        """Shape of the covariances in this structure's storage."""
+        sizes = {"component": n_components, "feature": n_features, "feature_": n_features}
+        return tuple(sizes[dim] for dim in self.natural_dims)
+
+    @abstractmethod
+    def n_parameters(self, n_components: int, n_features: int) -> int:
+        """Number of free covariance parameters."""
+
+    @abstractmethod
+    def to_full(self, cov: np.ndarray, n_components: int, n_features: int) -> np.ndarray:
+        """Expand natural storage to ``(..., K, D, D)`` matrices."""
+
+    @abstractmethod
+    def from_full(self, cov_full: np.ndarray) -> np.ndarray:
+        """Reduce ``(K, D, D)`` matrices to natural storage (the structure's projection)."""
+
+    @abstractmethod
+    def default_prior_scale(self, target_variances: np.ndarray) -> np.ndarray | float:
+        """Prior scale whose prior mean covariance has ``target_variances`` on the diagonal."""
+
+    @abstractmethod
+    def default_prior_dof(self, n_features: int) -> float:
+        """Default prior degrees of freedom (the weakest with a finite prior mean)."""
+
+    # -- EM --------------------------------------------------------------------------
+    @abstractmethod
+    def second_moment(self, X: np.ndarray, resp: np.ndarray) -> np.ndarray:
+        """Sufficient statistic ``sum_n r_nk x_n x_n^T`` in the structure's reduced form."""
+
+    @abstractmethod
+    def m_step(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float | None,
+        scale: np.ndarray | float | None,
+        reg_covar: float | np.ndarray,
+    ) -> np.ndarray:
+        """Covariances maximising the expected complete-data log posterior given ``means``.
+
+        With ``dof=None`` (no prior) this is the maximum-likelihood update. ``reg_covar``
+        is added to the variances: a scalar, or one value per feature (``(D,)``; a
+        spherical covariance adds their mean).
+        """
+
+    @abstractmethod
+    def fused_statistics(
+        self,
+        X: np.ndarray,
+        sample_weight: np.ndarray,
+        shift: np.ndarray,
+        log_weights: np.ndarray,
+        means: np.ndarray,
+        prec_chol: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float, float]:
+        """One fused pass (see :mod:`bayesmix.families.gaussian.kernels`): ``mass``, ``sum_x``,
+        ``sum_xx`` (this structure's form), log-likelihood and ``sum log max_k r``."""
+
+    # -- densities -----------------------------------------------------------------
+    @abstractmethod
+    def precision_cholesky(self, cov: np.ndarray) -> np.ndarray:
+        """Factor ``U`` with ``inv(cov) = U U^T`` (upper triangular for matrices)."""
+
+    @abstractmethod
+    def precision_matrices(self, prec_chol: np.ndarray, n_components: int, n_features: int):
+        """Precision matrices ``(K, D, D)``."""
+
+    @abstractmethod
+    def log_det_precision_cholesky(self, prec_chol: np.ndarray, n_features: int) -> np.ndarray:
+        """``log det U`` per component, shape ``(K,)`` (or broadcastable)."""
+
+    @abstractmethod
+    def mahalanobis(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Squared Mahalanobis distances ``(n, K)``."""
+
+    @abstractmethod
+    def log_prior(self, cov: np.ndarray, dof: float, scale: np.ndarray | float) -> float:
+        """Log density of the conjugate prior at ``cov`` (summed over components)."""
+
+    @abstractmethod
+    def log_prior_draws(
+        self, cov: np.ndarray, prec_chol: np.ndarray, dof: float, scale: np.ndarray | float
+    ) -> np.ndarray:
+        """:meth:`log_prior` of a batch of draws (leading axis) whose precision factors
+        ``prec_chol`` (any triangular ``F`` with ``inv(cov) = F F^T``) are known."""
+
+    @abstractmethod
+    def conditional_parameters(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float,
+        scale: np.ndarray | float,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The parameters of the covariances' conditional posterior given the means and
+        the statistics of the observations allocated to each component (the conjugate
+        update whose mode is :meth:`m_step` with the same prior): ``(dof, scale)`` of an
+        inverse-Wishart for full and tied, ``(shape, rate)`` of inverse-gammas for diag
+        and spherical. The statistics may carry leading batch axes before the component
+        axis (except for tied, whose one covariance pools the components)."""
+
+    @abstractmethod
+    def conditional_draw(
+        self, parameters: tuple[np.ndarray, np.ndarray], rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Covariances (natural form) drawn from :meth:`conditional_parameters`' law,
+        and their triangular precision factors ``F`` (``inv(cov) = F F^T``)."""
+
+    @abstractmethod
+    def conditional_log_density(
+        self, cov: np.ndarray, prec_chol: np.ndarray, parameters: tuple[np.ndarray, np.ndarray]
+    ) -> np.ndarray:
+        """Log density of each covariance (one per component; one in all for tied) under
+        :meth:`conditional_parameters`' law; batch axes broadcast."""
+
+    def posterior_draw(
+        self,
+        mass: np.ndarray,
+        sum_x: np.ndarray,
+        sum_xx: np.ndarray,
+        means: np.ndarray,
+        dof: float,
+        scale: np.ndarray | float,
+        rng: np.random.Generator,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One draw of the covariances from their conditional posterior given the means
+        and the statistics of the observations allocated to each component.
+
+        Returns
+        -------
+        covariances : numpy.ndarray
+            Natural form.
+        prec_chol : numpy.ndarray
+            A triangular factor ``F`` with ``inv(cov) = F F^T``, as :meth:`log_prob`
+            takes it.
+        """
+        parameters = self.conditional_parameters(mass, sum_x, sum_xx, means, dof, scale)
+        return self.conditional_draw(parameters, rng)
+
+    # -- PyMC ------------------------------------------------------------------------
+    @abstractmethod
+    def pymc_scale(self, scale: np.ndarray | float) -> np.ndarray:
+        """The prior scale as the PyMC parametrisation consumes it (a data input)."""
+
+    @abstractmethod
+    def pymc_precision(self, dof, scale, n_components: int, n_features: int):
+        """Create the covariance prior's variables in the active ``pm.Model``.
+
+        ``dof`` and ``scale`` (from :meth:`pymc_scale`) may be shared data tensors, so a
+        compiled model can be reused with other priors. Free variables are
+        dimensionless; the returned tensor (also registered as a Deterministic) is the
+        precision parameter of :meth:`pymc_log_prob`.
+        """
+
+    @abstractmethod
+    def pymc_start(self, cov: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+        """Values of the free variables of :meth:`pymc_precision` that reproduce ``cov``
+        (natural form), given the PyMC scale from :meth:`pymc_scale`."""
+
+    @abstractmethod
+    def pymc_log_prob(self, X, means, precision):
+        """Gaussian log densities ``(n, K)`` as a pytensor graph."""
+
+    @abstractmethod
+    def covariance_from_precision(self, precision: np.ndarray, n_features: int) -> np.ndarray:
+        """Full covariance matrices ``(..., K, D, D)`` from draws of the precision parameter."""
+
+    def log_prob(self, X: np.ndarray, means: np.ndarray, prec_chol: np.ndarray) -> np.ndarray:
+        """Gaussian log densities ``log N(x_n | mu_k, cov_k)``, shape ``(n, K)``."""
+        n_features = X.shape[1]
+        log_det = self.log_det_precision_cholesky(prec_chol, n_features)
+        return -0.5 * (n_features * LOG_2PI + self.mahalanobis(X, means, prec_chol)) + log_det
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+# ---------------------------------------------------------------------------------------
+# helpers shared by the matrix structures
+
+
+def _outer_sums(X: np.ndarray, resp: np.ndarray) -> np.ndarray:
+    """``sum_n resp_nk x_n x_n^T`` as ``(K, D, D)`` through one GEMM: ``X^T`` times the
+    rows weighted per component (``N K D^2`` flops), or times the rows' unique products
+    (``N K D (D + 1) / 2``) when there are more components than features plus one (the
+    products' gather costs more than it saves otherwise)."""
+    n_obs, n_features = X.shape
+    n_components = resp.shape[1]
+    if n_components <= n_features + 1:
+        weighted = (resp[:, :, None] * X[:, None, :]).reshape(n_obs, n_components * n_features)
+        out = (X.T @ weighted).reshape(n_features, n_components, n_features).transpose(1, 0, 2)
+        return 0.5 * (out + np.swapaxes(out, 1, 2))
+    rows, cols = np.triu_indices(n_features)
+    products = X[:, rows] * X[:, cols]  # (n, D(D+1)/2)
+    packed = resp.T @ products  # (K, D(D+1)/2)
+    out = np.empty((n_components, n_features, n_features))
+    out[:, rows, cols] = packed
+    out[:, cols, rows] = packed
+    return out
+
+
+def _scatter_about(sum_xx, sum_x, mass, means):
+    """``sum_n r (x - mu)(x - mu)^T`` from raw moments, shape ``(K, D, D)``."""
+    cross = sum_x[..., :, None] * means[..., None, :]
+    return (
+        sum_xx
+        - cross
+        - np.swapaxes(cross, -1, -2)
+        + mass[..., None, None] * means[..., :, None] * means[..., None, :]
+    )
+
+
+def jittered_cholesky(cov: np.ndarray) -> np.ndarray:
+    """Batched lower Cholesky factor; adds growing jitter to components that fail.
+
+    Parameters
+    ----------
+    cov : numpy.ndarray of shape (..., D, D)
+        Covariance matrices.
+
+    Returns
+    -------
+    numpy.ndarray of shape (..., D, D)
+        Lower factors ``L`` with ``L @ L.T`` equal to ``cov`` (plus jitter where needed).
+    """
+    try:
+        return np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        pass
+    batch = cov.reshape((-1,) + cov.shape[-2:]).copy()
+    eye = np.eye(cov.shape[-1])
+    for k in range(batch.shape[0]):
+        try:  # only the components that fail get jitter (and a warning)
+            batch[k] = np.linalg.cholesky(batch[k])
+            continue
+        except np.linalg.LinAlgError:
+            pass
+        base = max(np.abs(np.diag(batch[k])).mean(), 1.0) * 1e-12
+        for power in range(11):  # at most 1% of the mean variance
+            try:
+                batch[k] = np.linalg.cholesky(batch[k] + base * 10.0**power * eye)
+                break
+            except np.linalg.LinAlgError:
+                continue
+        else:
+            raise ValueError(
+                "a covariance matrix is not positive definite even after adding jitter; "
+                "increase reg_covar or check the data for constant or duplicated columns."
+            )
+        warnings.warn(
+            f"covariance matrix {k} was not positive definite and was regularised with "
+            f"jitter {base * 10.0**power:.3g}; consider a larger reg_covar.",
+            DegenerateComponentWarning,
+            stacklevel=3,
+        )
+    return batch.reshape(cov.shape)
+
+
+def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
+    """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
+    lower = jittered_cholesky(cov)
+    inverse = np.empty_like(lower)
+    for index in np.ndindex(lower.shape[:-2]):  # per matrix, never per row
+        inverse[index], _ = dtrtri(lower[index], lower=1)
+    return np.swapaxes(inverse, -1, -2)
+
+
+def inverse_wishart_logpdf(
+    prec_chol: np.ndarray, dof: float | np.ndarray, scale: np.ndarray
+) -> np.ndarray:
+    """Inverse-Wishart log density of ``cov = inv(U U^T)`` for each ``U`` in the batch;
+    ``dof`` and ``scale`` may carry batch axes too (broadcast)."""
+    n_features = scale.shape[-1]
+    log_det_cov = -2.0 * np.log(np.abs(np.diagonal(prec_chol, axis1=-2, axis2=-1))).sum(-1)
+    trace = ((scale @ prec_chol) * prec_chol).sum(axis=(-2, -1))  # tr(F^T S F)
+    _, log_det_scale = np.linalg.slogdet(scale)
+    return (
+        0.5 * dof * log_det_scale
+        - 0.5 * dof * n_features * np.log(2.0)
+        - multigammaln(0.5 * dof, n_features)
+        - 0.5 * (dof + n_features + 1) * log_det_cov
+        - 0.5 * trace
+    )
+
+
+def _inverse_gamma_logpdf(var: np.ndarray, shape: float, rate) -> np.ndarray:
+    return shape * np.log(rate) - gammaln(shape) - (shape + 1) * np.log(var) - rate / var
+
+
+def _inverse_wishart_draw(
+    scale: np.ndarray, dof: np.ndarray | float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Draws ``cov ~ InverseWishart(dof, scale)`` for a batch of ``scale`` matrices, and
+    the lower-triangular factor ``F = L A`` of the precision (Bartlett: ``L =
+    chol(inv(scale))``, ``A_ii = sqrt(chi2(dof - i))``, ``A_ij ~ N(0, 1)`` below the
+    diagonal), so ``inv(cov) = F F^T``."""
+    n_features = scale.shape[-1]
+    batch = scale.shape[:-2]
+    lower = np.linalg.cholesky(np.linalg.inv(0.5 * (scale + np.swapaxes(scale, -1, -2))))
+    bartlett = np.zeros(scale.shape)
+    idx = np.arange(n_features)
+    dof = np.asarray(dof, dtype=float)[..., None]
+    bartlett[..., idx, idx] = np.sqrt(rng.chisquare(np.broadcast_to(dof - idx, batch + idx.shape)))
+    rows, cols = np.tril_indices(n_features, -1)
+    bartlett[..., rows, cols] = rng.standard_normal(batch + rows.shape)
+    factor = lower @ bartlett
+    return _covariance_from_factor(factor), factor
+
+
+def _inverse_gamma_draw(shape: np.ndarray, rate: np.ndarray, rng: np.random.Generator):
+    """Variances ``~ InverseGamma(shape, rate)`` and their precision factors ``1/sd``."""
+    shape, rate = np.broadcast_arrays(shape, rate)
+    var = rate / rng.gamma(shape)
+    return var, 1.0 / np.sqrt(var)
+
+
+# ---------------------------------------------------------------------------------------
+# PyMC parametrisations (pymc is imported lazily: EM users never pay for it)
+
+
+def _bartlett_factor(name: str, dof, lower, n_features: int, batch: tuple[int, ...], dims):
+    """Lower-triangular ``F = L A`` with ``F F^T ~ Wishart(dof, inv(scale))``, i.e. the
+    covariance ``inv(F F^T) ~ InverseWishart(dof, scale)`` (Bartlett decomposition):
+    ``L = chol(inv(scale))``, ``A_ii = sqrt(c_i)`` with ``c_i ~ ChiSquared(dof - i)`` and
+    ``A_ij ~ Normal(0, 1)`` below the diagonal."""
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    chi2 = pm.ChiSquared(
+        f"{name}_chi2", nu=dof - np.arange(n_features), shape=batch + (n_features,)
+    )
+    idx = np.arange(n_features)
+    factor = pt.zeros(batch + (n_features, n_features))
+    factor = pt.set_subtensor(factor[..., idx, idx], pt.sqrt(chi2))
+    rows, cols = np.tril_indices(n_features, -1)
+    if rows.size:
+        normal = pm.Normal(f"{name}_normal", 0.0, 1.0, shape=batch + (rows.size,))
+        factor = pt.set_subtensor(factor[..., rows, cols], normal)
+    return pm.Deterministic(name, pt.matmul(lower, factor), dims=dims + ("feature", "feature_"))
+
+
+def _variances(name: str, dof: float, scale, shape, dims):
+    """``scale * v`` with ``v ~ InverseGamma(dof / 2, 1 / 2)``: the same as
+    ``InverseGamma(dof / 2, scale / 2)`` with a dimensionless free variable."""
+    import pymc as pm
+
+    raw = pm.InverseGamma(f"{name}_raw", alpha=0.5 * dof, beta=0.5, shape=shape)
+    return pm.Deterministic(name, raw * scale, dims=dims)
+
+
+def _factor_log_prob(X, means, factor):
+    """Log densities ``(n, K)`` for lower-triangular precision factors ``(K, D, D)``."""
+    import pytensor.tensor as pt
+
+    whitened = pt.matmul(X, factor) - pt.matmul(means[:, None, :], factor)  # (K, n, D)
+    log_det = pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)).sum(-1)
+    n_features = X.shape[-1]
+    return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * n_features * LOG_2PI
+
+
+def _bartlett_start(name: str, cov: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:
+    """Invert the Bartlett map: ``A = inv(L) chol(inv(cov))``."""
+    factor = np.linalg.solve(lower, np.linalg.cholesky(np.linalg.inv(cov)))
+    rows, cols = np.tril_indices(cov.shape[-1], -1)
+    start = {f"{name}_chi2": np.diagonal(factor, axis1=-2, axis2=-1) ** 2}
+    if rows.size:
+        start[f"{name}_normal"] = factor[..., rows, cols]
+    return start
+
+
+def _covariance_from_factor(factor: np.ndarray) -> np.ndarray:
+    inverse = np.linalg.inv(factor)
+    cov = np.swapaxes(inverse, -1, -2) @ inverse
+    return 0.5 * (cov + np.swapaxes(cov, -1, -2))
+
+
+# ---------------------------------------------------------------------------------------
+
+
+class Full(CovarianceStructure):
+    """One unrestricted covariance matrix per component (mclust's VVV)."""
+
+    name = "full"
+    natural_dims = ("component", "feature", "feature_")
+    pymc_precision_name = "precision_factor"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return cov
+
+    def from_full(self, cov_full):
+        return cov_full
+
+    def default_prior_scale(self, target_variances):
+        return np.diag(target_variances)
+
+    def default_prior_dof(self, n_features):
+        return n_features + 2.0
+
+    def second_moment(self, X, resp):
+        return _outer_sums(X, resp)
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = _scatter_about(sum_xx, sum_x, mass, means)
+        n_features = means.shape[1]
+        if dof is None:
+            cov = scatter / mass[:, None, None]
+        else:
+            cov = (scatter + scale) / (mass + dof + n_features + 1)[:, None, None]
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        lower = np.ascontiguousarray(np.swapaxes(prec_chol, 1, 2))
+        log_det = self.log_det_precision_cholesky(prec_chol, X.shape[1])
+        return kernels.estep_full(
+            X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks_for(len(X))
+        )
+
+    def precision_cholesky(self, cov):
+        return _upper_precision_cholesky(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
+
+    def mahalanobis(self, X, means, prec_chol):
+        # Whiten for every component with one GEMM: X @ [U_1 | ... | U_K].
+        n_components, n_features, _ = prec_chol.shape
+        stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
+        centres = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1)
+        whitened = X @ stacked - centres
+        np.square(whitened, out=whitened)
+        return whitened.reshape(len(X), n_components, n_features).sum(axis=-1)
+
+    def log_prior(self, cov, dof, scale):
+        return float(inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
+
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        return inverse_wishart_logpdf(prec_chol, dof, scale).sum(axis=-1)
+
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        return dof + mass, _scatter_about(sum_xx, sum_x, mass, means) + scale
+
+    def conditional_draw(self, parameters, rng):
+        dof, scale = parameters
+        return _inverse_wishart_draw(scale, dof, rng)
+
+    def conditional_log_density(self, cov, prec_chol, parameters):
+        dof, scale = parameters
+        return inverse_wishart_logpdf(prec_chol, dof, scale)
+
+    def pymc_scale(self, scale):
+        return np.linalg.cholesky(np.linalg.inv(scale))
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _bartlett_factor(
+            "precision_factor", dof, scale, n_features, (n_components,), ("component",)
+        )
+
+    def pymc_start(self, cov, scale):
+        return _bartlett_start("precision_factor", cov, scale)
+
+    def pymc_log_prob(self, X, means, precision):
+        return _factor_log_prob(X, means, precision)
+
+    def covariance_from_precision(self, precision, n_features):
+        return _covariance_from_factor(precision)
+
+
+class Tied(CovarianceStructure):
+    """One covariance matrix shared by all components (mclust's EEE)."""
+
+    name = "tied"
+    natural_dims = ("feature", "feature_")
+    pymc_precision_name = "precision_factor"
+
+    def n_parameters(self, n_components, n_features):
+        return n_features * (n_features + 1) // 2
+
+    def to_full(self, cov, n_components, n_features):
+        return np.broadcast_to(
+            cov[..., None, :, :], cov.shape[:-2] + (n_components,) + cov.shape[-2:]
+        )
+
+    def from_full(self, cov_full):
+        return np.asarray(cov_full).mean(axis=-3)
+
+    def default_prior_scale(self, target_variances):
+        return np.diag(target_variances)
+
+    def default_prior_dof(self, n_features):
+        return n_features + 2.0
+
+    def second_moment(self, X, resp):
+        return _outer_sums(X, resp.sum(axis=1, keepdims=True))[0]
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        cross = sum_x.T @ means  # sum_k S_k mu_k^T
+        scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
+        n_features = means.shape[1]
+        total = mass.sum()
+        if dof is None:
+            cov = scatter / total
+        else:
+            cov = (scatter + scale) / (total + dof + n_features + 1)
+        cov = 0.5 * (cov + cov.T)
+        cov[np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        log_det = np.full(means.shape[0], self.log_det_precision_cholesky(prec_chol, X.shape[1]))
+        return kernels.estep_tied(
+            X,
+            sample_weight,
+            shift,
+            log_weights,
+            means @ prec_chol,
+            np.ascontiguousarray(prec_chol.T),
+            log_det,
+            n_chunks_for(len(X)),
+        )
+
+    def precision_cholesky(self, cov):
+        return _upper_precision_cholesky(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol @ prec_chol.T, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(np.diag(prec_chol)).sum()
+
+    def mahalanobis(self, X, means, prec_chol):
+        whitened = X @ prec_chol
+        centres = means @ prec_chol
+        dist = (
+            np.einsum("nd,nd->n", whitened, whitened)[:, None]
+            - 2.0 * whitened @ centres.T
+            + np.einsum("kd,kd->k", centres, centres)
+        )
+        return np.maximum(dist, 0.0)
+
+    def log_prior(self, cov, dof, scale):
+        return float(inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale))
+
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        return inverse_wishart_logpdf(prec_chol, dof, scale)
+
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        cross = sum_x.T @ means
+        scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
+        return dof + mass.sum(), scatter + scale
+
+    conditional_draw = Full.conditional_draw
+    conditional_log_density = Full.conditional_log_density
+
+    def pymc_scale(self, scale):
+        return np.linalg.cholesky(np.linalg.inv(scale))
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _bartlett_factor("precision_factor", dof, scale, n_features, (), ())
+
+    def pymc_start(self, cov, scale):
+        return _bartlett_start("precision_factor", cov, scale)
+
+    def pymc_log_prob(self, X, means, precision):
+        return _factor_log_prob(X, means, precision[None].repeat(means.shape[0], axis=0))
+
+    def covariance_from_precision(self, precision, n_features):
+        return _covariance_from_factor(precision)[..., None, :, :]
+
+
+class Diag(CovarianceStructure):
+    """Axis-aligned covariances, one variance per component and feature (mclust's VVI)."""
+
+    name = "diag"
+    natural_dims = ("component", "feature")
+    pymc_precision_name = "variances"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components * n_features
+
+    def to_full(self, cov, n_components, n_features):
+        n_features = cov.shape[-1]
+        out = np.zeros(cov.shape + (n_features,))
+        idx = np.arange(n_features)
+        out[..., idx, idx] = cov
+        return out
+
+    def from_full(self, cov_full):
+        return np.diagonal(cov_full, axis1=-2, axis2=-1).copy()
+
+    def default_prior_scale(self, target_variances):
+        return np.asarray(target_variances, dtype=float)
+
+    def default_prior_dof(self, n_features):
+        return 3.0
+
+    def second_moment(self, X, resp):
+        return resp.T @ (X * X)
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return sum_xx - 2.0 * sum_x * means + mass[..., None] * means**2
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        if dof is None:
+            var = scatter / mass[:, None]
+        else:
+            var = (scatter + scale) / (mass + dof + 2.0)[:, None]
+        return var + reg_covar
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        log_det = self.log_det_precision_cholesky(prec_chol, X.shape[1])
+        return self._kernel(
+            X, sample_weight, shift, log_weights, means, prec_chol**2, log_det, n_chunks_for(len(X))
+        )
+
+    _kernel = staticmethod(kernels.estep_diag)
+
+    def precision_cholesky(self, cov):
+        cov = np.asarray(cov, dtype=float)
+        singular = ~(cov > 0)
+        if singular.any():
+            # As jittered_cholesky does for matrices: a tiny variance relative to the component.
+            jitter = np.maximum(np.abs(cov).mean(axis=-1, keepdims=True), 1.0) * 1e-12
+            cov = np.where(singular, np.broadcast_to(jitter, cov.shape), cov)
+            warnings.warn(
+                f"{int(singular.sum())} variance(s) were not positive and were regularised "
+                "with jitter; consider a larger reg_covar.",
+                DegenerateComponentWarning,
+                stacklevel=3,
+            )
+        return 1.0 / np.sqrt(cov)
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol**2, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return np.log(prec_chol).sum(-1)
+
+    def mahalanobis(self, X, means, prec_chol):
+        precision = prec_chol**2
+        dist = (
+            (X * X) @ precision.T
+            - 2.0 * X @ (means * precision).T
+            + np.einsum("kd,kd->k", means**2, precision)
+        )
+        return np.maximum(dist, 0.0)
+
+    def log_prior(self, cov, dof, scale):
+        return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())
+
+    def log_prior_draws(self, cov, prec_chol, dof, scale):
+        log_density = _inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale))
+        return log_density.reshape(len(cov), -1).sum(axis=1)
+
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        shape = 0.5 * (dof + mass * self._values_per_variance(means.shape[-1]))
+        if scatter.ndim > shape.ndim:
+            shape = shape[..., None]
+        return np.broadcast_to(shape, scatter.shape), 0.5 * (scatter + scale)
+
+    def conditional_draw(self, parameters, rng):
+        return _inverse_gamma_draw(*parameters, rng)
+
+    def conditional_log_density(self, cov, prec_chol, parameters):
+        return self._per_component(_inverse_gamma_logpdf(cov, *parameters))
+
+    @staticmethod
+    def _per_component(values: np.ndarray) -> np.ndarray:
+        """One variance per feature: a component's log density sums them."""
+        return values.sum(axis=-1)
+
+    @staticmethod
+    def _values_per_variance(n_features: int) -> int:
+        """Squared deviations that inform one variance per observation."""
+        return 1
+
+    def pymc_scale(self, scale):
+        return np.asarray(scale, dtype=float)
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _variances(
+            "variances",
+            dof,
+            np.asarray(scale),
+            (n_components, n_features),
+            ("component", "feature"),
+        )
+
+    def pymc_start(self, cov, scale):
+        return {"variances_raw": np.asarray(cov) / scale}
+
+    def pymc_log_prob(self, X, means, precision):
+        import pytensor.tensor as pt
+
+        # variances (K, D) for diag; (K,) for spherical, broadcast over features
+        var = precision if precision.ndim == 2 else pt.shape_padright(precision)
+        var = pt.broadcast_to(var, means.shape)
+        sq = ((X[None, :, :] - means[:, None, :]) ** 2 / var[:, None, :]).sum(-1)
+        return (-0.5 * (sq + pt.log(var).sum(-1)[:, None])).T - 0.5 * X.shape[-1] * LOG_2PI
+
+    def covariance_from_precision(self, precision, n_features):
+        return self.to_full(precision, None, n_features)
+
+
+class Spherical(Diag):
+    """One variance per component shared by all features (mclust's VII)."""
+
+    name = "spherical"
+    natural_dims = ("component",)
+
+    def n_parameters(self, n_components, n_features):
+        return n_components
+
+    def to_full(self, cov, n_components, n_features):
+        variances = np.repeat(np.asarray(cov)[..., None], n_features, axis=-1)
+        return super().to_full(variances, n_components, n_features)
+
+    def from_full(self, cov_full):
+        return np.diagonal(cov_full, axis1=-2, axis2=-1).mean(-1)
+
+    def default_prior_scale(self, target_variances):
+        return float(np.mean(target_variances))
+
+    # sum_xx is sum_n r_nk |x_n|^2, shape (K,): the variance needs no more
+    _kernel = staticmethod(kernels.estep_spherical)
+
+    def second_moment(self, X, resp):
+        return resp.T @ np.einsum("nd,nd->n", X, X)
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return sum_xx - 2.0 * np.einsum("...d,...d->...", sum_x, means) + mass * (means**2).sum(-1)
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        n_features = means.shape[1]
+        if dof is None:
+            var = scatter / (mass * n_features)
+        else:
+            var = (scatter + scale) / (mass * n_features + dof + 2.0)
+        return var + np.mean(reg_covar)  # per-feature regularisation: its mean
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol**2, n_components, n_features)
+
+    def log_det_precision_cholesky(self, prec_chol, n_features):
+        return n_features * np.log(prec_chol)
+
+    def mahalanobis(self, X, means, prec_chol):
+        precision = prec_chol**2
+        dist = (
+            np.einsum("nd,nd->n", X, X)[:, None]
+            - 2.0 * X @ means.T
+            + np.einsum("kd,kd->k", means, means)
+        ) * precision
+        return np.maximum(dist, 0.0)
+
+    def pymc_precision(self, dof, scale, n_components, n_features):
+        return _variances("variances", dof, scale, (n_components,), ("component",))
+
+    @staticmethod
+    def _values_per_variance(n_features: int) -> int:
+        return n_features
+
+    @staticmethod
+    def _per_component(values: np.ndarray) -> np.ndarray:
+        return values
+
+
+STRUCTURES: dict[str, CovarianceStructure] = {
+    s.name: s for s in (Full(), Tied(), Diag(), Spherical())
+}
+
+
+def get_structure(covariance_type: str) -> CovarianceStructure:
+    """Return the structure named ``covariance_type``; raise a clear error otherwise."""
+    if not isinstance(covariance_type, str):
+        raise TypeError(
+            f"covariance_type must be a string, one of {sorted(STRUCTURES)}; "
+            f"got {type(covariance_type).__name__}."
+        )
+    try:
+        return STRUCTURES[covariance_type]
+    except KeyError:
+        raise ValueError(
+            f"covariance_type must be one of {sorted(STRUCTURES)}; got {covariance_type!r}."
+        ) from None

@@ -1,0 +1,196 @@
+"""NUTS and ADVI for mixtures of a non-Gaussian family (:class:`bayesmix.Mixture`).
+
+The PyMC model: ``weights ~ Dirichlet(weight_concentration)``, the family's parameters
+with their priors (:meth:`~bayesmix.families.base.ComponentFamily.pymc_parameters`), and
+the marginal likelihood ``sum_n logsumexp_k(log w_k + log p(x_n | theta_k))`` as a
+potential (the allocations are summed out). The model is exchangeable: draws are
+identified afterwards by Stephens' relabelling (``identify="relabel"``, default) and the
+components numbered by :mod:`bayesmix.ordering`'s rule, as for Gaussians. Every chain
+starts at the MAP-EM estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bayesmix.data import Data
+from bayesmix.inference.bayes.fit import (
+    check_nuts_settings,
+    identified_result,
+    resolve_seed,
+    show_progress,
+)
+from bayesmix.ordering import resolve_order_by
+from bayesmix.results.posterior import BayesResult
+from bayesmix.validation import check_choice, check_float, check_int
+
+if TYPE_CHECKING:
+    from bayesmix.mixture import Mixture
+
+__all__ = ["build_family_pymc", "fit_family_nuts", "fit_family_vi"]
+
+IDENTIFY = ("relabel", "none")
+
+
+def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray]):
+    """The PyMC model of ``model`` for ``data`` (see the module notes).
+
+    Returns
+    -------
+    pymc.Model
+        Free variables ``weights`` (dims ``component``) and the family's parameters;
+        the potential ``log_likelihood``.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    coords = {"component": np.arange(model.n_components), "feature": list(data.feature_names)}
+    with pm.Model(coords=coords) as pm_model:
+        X = pm.Data("X", data.values, dims=("obs", "feature"))
+        weights = pm.Dirichlet("weights", a=priors["weight_concentration"], dims="component")
+        params = model.family.pymc_parameters(priors)
+        log_joint = pt.log(weights) + model.family.pymc_log_density(X, params)
+        pm.Potential("log_likelihood", pm.math.logsumexp(log_joint, axis=1).sum())
+    return pm_model
+
+
+def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
+    """The checks every method shares, then the MAP-EM start: ``(progressbar, seed,
+    start, priors, started)``."""
+    check_choice(identify, "identify", IDENTIFY)
+    resolve_order_by(order_by, data.feature_names)
+    progressbar = show_progress(progressbar)
+    seed = resolve_seed(random_state)
+    started = time.perf_counter()
+    em = model.fit(data, method="map", random_state=seed, n_init=5)
+    return progressbar, seed, em.parameters, em.priors, started
+
+
+def fit_family_nuts(
+    model: Mixture,
+    data: Data,
+    *,
+    draws: int = 1000,
+    tune: int = 1000,
+    chains: int = 4,
+    cores: int | None = None,
+    target_accept: float = 0.8,
+    identify: str = "relabel",
+    order_by: Any = None,
+    random_state: Any = None,
+    progressbar: bool | None = None,
+) -> BayesResult:
+    """Posterior draws by PyMC's NUTS; see :meth:`bayesmix.Mixture.fit`."""
+    draws, tune, chains, cores, target_accept = check_nuts_settings(
+        draws, tune, chains, cores, target_accept
+    )
+    progressbar, seed, start, priors, started = _prepare(
+        model, data, identify, order_by, random_state, progressbar
+    )
+    import pymc as pm
+
+    with build_family_pymc(model, data, priors):
+        tree = pm.sample(
+            draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            random_seed=seed,
+            nuts_sampler="pymc",
+            initvals=start,
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+            target_accept=target_accept,
+        )
+    stats = tree["sample_stats"].dataset
+    numeric = [
+        name
+        for name, var in stats.data_vars.items()
+        if var.dtype.kind in "biuf" and set(var.dims) <= {"chain", "draw"}
+    ]
+    settings = dict(
+        method="nuts",
+        sampler="pymc",
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        target_accept=target_accept,
+        identify=identify,
+        random_state=seed,
+        seed=seed,
+    )
+    return _result(model, data, priors, tree, settings, order_by, started, stats[numeric])
+
+
+def fit_family_vi(
+    model: Mixture,
+    data: Data,
+    method: str,
+    *,
+    n: int = 30000,
+    draws: int = 1000,
+    learning_rate: float = 0.005,
+    identify: str = "relabel",
+    order_by: Any = None,
+    random_state: Any = None,
+    progressbar: bool | None = None,
+) -> BayesResult:
+    """Draws from PyMC's mean-field (``advi``) or full-rank (``fullrank_advi``)
+    approximation, started at the MAP-EM estimate; see :meth:`bayesmix.Mixture.fit`."""
+    import pymc as pm
+    from pymc.variational.callbacks import CheckParametersConvergence
+    from pymc.variational.updates import adam
+
+    n = check_int(n, "n")
+    draws = check_int(draws, "draws")
+    learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, inclusive=False)
+    progressbar, seed, start, priors, started = _prepare(
+        model, data, identify, order_by, random_state, progressbar
+    )
+    with build_family_pymc(model, data, priors):
+        kind = pm.ADVI if method == "advi" else pm.FullRankADVI
+        inference = kind(start=start, random_seed=seed)
+        approx = inference.fit(
+            n,
+            obj_optimizer=adam(learning_rate=learning_rate),
+            callbacks=[CheckParametersConvergence(tolerance=1e-3, diff="relative")],
+            progressbar=progressbar,
+        )
+        tree = approx.sample(draws, random_seed=seed)
+    settings = dict(
+        method=method,
+        n=n,
+        draws=draws,
+        learning_rate=learning_rate,
+        iterations=len(approx.hist),
+        identify=identify,
+        random_state=seed,
+        seed=seed,
+    )
+    return _result(
+        model, data, priors, tree, settings, order_by, started, elbo=-np.asarray(approx.hist)
+    )
+
+
+def _result(model, data, priors, tree, settings, order_by, started, sample_stats=None, elbo=None):
+    """The :class:`BayesResult`: relabelled when asked, components numbered by the
+    order feature (``order_by`` or the best separated one at the posterior mean)."""
+    from bayesmix.ordering import best_separated_feature, order_posterior
+
+    posterior = tree["posterior"].dataset
+    draws = {name: posterior[name].values for name in model.parameter_names}
+    dataset = model.posterior_from_draws(draws, data.feature_names)
+    mean = {name: value.mean(axis=(0, 1)) for name, value in draws.items()}
+    means = model.family.component_means(mean)
+    feature = resolve_order_by(order_by, data.feature_names)
+    if feature is None:
+        variances = model.family.component_variances(mean)
+        feature = best_separated_feature(means, variances[..., None] * np.eye(means.shape[1]))
+    settings.update(order_feature=data.feature_names[feature])
+    posterior = order_posterior(dataset, feature, means)
+    result = identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
+    result.settings["fit_seconds"] = time.perf_counter() - started
+    return result

@@ -1,0 +1,1045 @@
+"""NUTS (nutpie on bayesmix's own log density, or PyMC's samplers) and ADVI (PyMC) fits of a
+declaration, returned as :class:`BayesResult`."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import importlib.util
+import numbers
+import sys
+import time
+import warnings
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from bayesmix.data import Data
+from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.families.gaussian.builder import (
+    ModelSpec,
+    build_pymc,
+    initial_point,
+    missing_patterns,
+    point_estimate_start,
+    pymc_inputs,
+)
+from bayesmix.ordering import (
+    best_separated_feature,
+    best_separating_direction,
+    direction_rotation,
+    order_posterior,
+    resolve_order_by,
+)
+from bayesmix.results import parameters_dataset
+from bayesmix.results.posterior import BayesResult
+from bayesmix.validation import check_choice, check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+
+__all__ = [
+    "fit_nuts",
+    "fit_vi",
+    "quick_em",
+    "SAMPLERS",
+    "IDENTIFICATIONS",
+    "NUTS_IDENTIFICATIONS",
+    "clear_compiled_models",
+    "posterior_result",
+    "identified_result",
+    "check_nuts_settings",
+    "progress_bar",
+    "show_progress",
+    "resolve_seed",
+    "order_feature",
+    "order_rotation",
+]
+
+SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
+MASS_MATRICES = ("auto", "diag", "low_rank")
+INITIAL_VI_SD = 0.1
+# Minibatch ADVI (see fit_vi). The Laplace start's Hessian is averaged over minibatches
+# of about CURVATURE_ROWS rows in all. Adam's step per coordinate is MINIBATCH_RATE (the
+# default learning_rate) x sqrt(batch / N) x its Laplace sd, MINIBATCH_SCALE_RATE times
+# that for the log-scale parameters, decaying as (1 + t / (MINIBATCH_DECAY_EPOCHS * N /
+# batch)) ** -MINIBATCH_DECAY_POWER. Parameters are averaged over windows of
+# MINIBATCH_WINDOW steps; at least MINIBATCH_MIN_WINDOWS windows run; the default
+# tolerance is MINIBATCH_MEAN_TOLERANCE posterior sds (see _tail_settled).
+CURVATURE_ROWS = 2_000
+MINIBATCH_RATE = 1.0
+MINIBATCH_SCALE_RATE = 0.2
+MINIBATCH_DECAY_POWER = 0.6
+MINIBATCH_DECAY_EPOCHS = 1.0
+MINIBATCH_WINDOW = 500
+MINIBATCH_MIN_WINDOWS = 4
+MINIBATCH_MEAN_TOLERANCE = 0.5
+IDENTIFICATIONS = ("ordered", "relabel", "none")
+# NUTS also orders along the best-separating direction (see order_rotation)
+NUTS_IDENTIFICATIONS = ("ordered", "direction", "relabel", "none")
+_EXTRA = {
+    "nutpie": ("nutpie", "nutpie"),
+    "numpyro": ("numpyro", "jax"),
+    "blackjax": ("blackjax", "jax"),
+}
+
+# nutpie models compiled from PyMC graphs in this process (data with missing values; complete
+# data use bayesmix.families.gaussian.logdensity), keyed by what fixes their graph; data
+# and priors are swapped in with ``with_data``, so a refit skips the compile.
+_NUTPIE_CACHE: dict[ModelSpec, Any] = {}
+# ADVI step and draw functions, keyed by (ModelSpec, method, batch_size); see _CompiledVI
+_VI_CACHE: dict[tuple[ModelSpec, str, int | None], _CompiledVI] = {}
+
+
+def clear_compiled_models() -> None:
+    """Forget the compiled models (NUTS and ADVI) kept for reuse in this process."""
+    _NUTPIE_CACHE.clear()
+    _VI_CACHE.clear()
+
+
+def resolve_seed(random_state: Any) -> int:
+    """One integer seed from ``random_state`` (an int is used as it is)."""
+    if random_state is not None and not isinstance(random_state, np.random.Generator):
+        check_random_state(random_state)  # validates type and sign
+        if isinstance(random_state, (int, np.integer)):
+            return int(random_state)
+    return int(check_random_state(random_state).integers(2**31 - 1))
+
+
+def quick_em(model: GaussianMixture, data: Data, seed: int):
+    """A MAP-EM point estimate (3 restarts) to choose the ordered feature and to start
+    variational fits; MAP keeps it inside the prior's support."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit(data, method="map", n_init=3, random_state=seed)
+
+
+def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:
+    """The model's graph; ``em`` (a point estimate) picks the ordered feature when
+    ``order_by`` is not given.
+
+    Parameters
+    ----------
+    model : GaussianMixture
+    data : Data
+    identify : {"ordered", "relabel", "none"}
+        How labels are identified (see :data:`IDENTIFICATIONS`).
+    order_by : str or int or None
+        The ordered feature; None lets ``em`` choose it.
+    em : MixtureResult or None
+        A point estimate, needed only when the feature is chosen.
+
+    Returns
+    -------
+    ModelSpec
+    """
+    identify = check_choice(identify, "identify", IDENTIFICATIONS)
+    ordered = identify == "ordered" and model.n_components > 1
+    return ModelSpec(
+        model.covariance_type,
+        model.n_components,
+        data.n_features,
+        order_feature(data, order_by, em) if ordered else None,
+        missing_patterns(data),
+    )
+
+
+def _check_identification(data: Data, identify: Any, order_by: Any) -> None:
+    """Refuse a bad ``identify`` or ``order_by`` before the MAP-EM start is computed."""
+    check_choice(identify, "identify", IDENTIFICATIONS)
+    resolve_order_by(order_by, data.feature_names)
+
+
+def order_feature(data: Data, order_by: Any, em) -> int:
+    """The feature that numbers the components (:mod:`bayesmix.ordering`): ``order_by``,
+    or the one along which the point estimate ``em`` separates them best."""
+    index = resolve_order_by(order_by, data.feature_names)
+    return best_separated_feature(em.means, em.covariances) if index is None else index
+
+
+def order_rotation(spec: ModelSpec, data: Data, priors, em):
+    """The direction of ``identify="direction"``: ``(spec, rotation, direction)``.
+
+    The components are ordered along the direction that separates the MAP-EM estimate
+    ``em``'s components best (:func:`bayesmix.ordering.best_separating_direction`: a
+    feature's axis, a discriminant direction or a pairwise Fisher direction). When that
+    is not a feature's axis, the model orders ``z[:, 0]`` of the means
+    ``loc + scale * z R^T`` with ``R = direction_rotation(direction, scale)``; the
+    returned spec's ordered coordinate is then 0. Otherwise (one feature, an
+    exchangeable model, or an axis best) the spec orders that feature, with
+    ``rotation = direction = None``.
+
+    Returns
+    -------
+    spec : ModelSpec
+    rotation : numpy.ndarray of shape (D, D) or None
+    direction : numpy.ndarray of shape (D,) or None
+        Unit vector in the data's units.
+    """
+    if spec.order_feature is None or data.n_features == 1:
+        return spec, None, None
+    direction = best_separating_direction(em.means, em.covariances, em.weights)
+    axis = np.flatnonzero(np.abs(direction) > 1.0 - 1e-12)
+    if axis.size == 1:
+        return dataclasses.replace(spec, order_feature=int(axis[0])), None, None
+    rotation = direction_rotation(direction, np.broadcast_to(priors.mean_scale, direction.shape))
+    return dataclasses.replace(spec, order_feature=0), rotation, direction
+
+
+def _mass_matrix(mass_matrix: Any, sampler: str, n_features: int) -> str:
+    """The mass matrix NUTS adapts: ``"auto"`` is nutpie's ``"low_rank"`` (a diagonal
+    plus the directions of the largest posterior correlations) for two or more features,
+    ``"diag"`` for one; other samplers adapt a diagonal one.
+
+    Measured (``benchmarks/README.md``): on Old Faithful with K=3 tied, low-rank
+    adaptation gave 3x the ESS per draw of the diagonal one with fewer leapfrog steps;
+    on 1-D galaxies with K=4 its chains agreed less (r_hat 1.1-1.6 against 1.02-1.05).
+    """
+    mass_matrix = check_choice(mass_matrix, "mass_matrix", MASS_MATRICES)
+    if sampler != "nutpie":
+        if mass_matrix == "low_rank":
+            raise ValueError(
+                f"mass_matrix='low_rank' needs sampler='nutpie'; sampler={sampler!r} "
+                "adapts a diagonal mass matrix (use mass_matrix='auto' or 'diag')."
+            )
+        return "diag"
+    if mass_matrix == "auto":
+        return "low_rank" if n_features >= 2 else "diag"
+    return mass_matrix
+
+
+def _require(sampler: str) -> None:
+    if sampler in _EXTRA and importlib.util.find_spec(_EXTRA[sampler][0]) is None:
+        module, extra = _EXTRA[sampler]
+        raise ImportError(
+            f"sampler={sampler!r} needs the package {module!r}; install it with "
+            f"pip install 'bayesmix[{extra}]'."
+        )
+
+
+def check_nuts_settings(
+    draws: Any, tune: Any, chains: Any, cores: Any, target_accept: Any
+) -> tuple[int, int, int, int, float]:
+    """NUTS' settings checked (one-line errors naming them), with the defaults filled:
+    1000 tuning steps, ``min(chains, 2)`` cores."""
+    draws = check_int(draws, "draws")
+    chains = check_int(chains, "chains")
+    tune = 1000 if tune is None else check_int(tune, "tune", minimum=0)
+    cores = min(chains, 2) if cores is None else check_int(cores, "cores")
+    target_accept = check_float(target_accept, "target_accept", minimum=0.0, inclusive=False)
+    if target_accept >= 1:
+        raise ValueError(f"target_accept must be < 1; got {target_accept}.")
+    return draws, tune, chains, cores, target_accept
+
+
+def fit_nuts(
+    model: GaussianMixture,
+    data: Data,
+    *,
+    draws: int = 1000,
+    tune: int | None = None,
+    chains: int = 4,
+    cores: int | None = None,
+    sampler: str | None = None,
+    target_accept: float = 0.8,
+    mass_matrix: str = "auto",
+    identify: str = "ordered",
+    order_by: Any = None,
+    random_state: Any = None,
+    progressbar: bool | None = None,
+) -> BayesResult:
+    """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`."""
+    draws, tune, chains, cores, target_accept = check_nuts_settings(
+        draws, tune, chains, cores, target_accept
+    )
+    progressbar = show_progress(progressbar)
+    sampler = "nutpie" if sampler is None else check_choice(sampler, "sampler", SAMPLERS)
+    mass_matrix = _mass_matrix(mass_matrix, sampler, data.n_features)
+    _require(sampler)
+    seed = resolve_seed(random_state)
+    start = time.perf_counter()
+    identify = check_choice(identify, "identify", NUTS_IDENTIFICATIONS)
+    if identify == "direction" and order_by is not None:
+        raise ValueError(
+            f"order_by={order_by!r} names a feature to order, identify='direction' orders "
+            "along a direction: give identify='ordered' with order_by, or leave order_by out."
+        )
+    resolve_order_by(order_by, data.feature_names)  # before any work
+    em = quick_em(model, data, seed)
+    priors = model.resolve_priors(data)
+    spec = model_spec(model, data, "ordered" if identify == "direction" else identify, order_by, em)
+    spec, rotation, direction = (
+        order_rotation(spec, data, priors, em) if identify == "direction" else (spec, None, None)
+    )
+    em_start = point_estimate_start(
+        spec, model.structure, priors, em.weights, em.means, em.params.covariances, rotation
+    )
+    settings = dict(
+        draws=draws,
+        tune=tune,
+        chains=chains,
+        sampler=sampler,
+        target_accept=target_accept,
+        mass_matrix=mass_matrix,
+        # nutpie samples bayesmix's own density of complete data, PyMC's model otherwise
+        log_density="bayesmix" if sampler == "nutpie" and not spec.missing_patterns else "pymc",
+    )
+    if sampler == "nutpie":
+        tree = _sample_nutpie(
+            spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
+        )
+    else:
+        import pymc as pm
+
+        pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
+        with pm_model:
+            tree = pm.sample(
+                draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                random_seed=seed,
+                nuts_sampler=sampler,
+                initvals=em_start,
+                progressbar=progressbar,
+                compute_convergence_checks=False,
+                target_accept=target_accept,
+            )
+    settings.update(
+        method="nuts",
+        identify=identify,
+        order_feature=data.feature_names[order_feature(data, order_by, em)],
+        random_state=seed,
+        seed=seed,
+        fit_seconds=time.perf_counter() - start,
+    )
+    if direction is not None:
+        settings["order_direction"] = [float(v) for v in direction]
+    params = _tree_params(tree, model.structure)
+    return _result(model, data, priors, spec, params, settings, sample_stats=_sample_stats(tree))
+
+
+def _sample_nutpie(
+    spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
+):
+    import nutpie
+
+    if settings["log_density"] == "bayesmix":
+        compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start, rotation)
+    else:
+        compiled = _pymc_nutpie_model(spec, model, data, priors, em_start, rotation)
+    return nutpie.sample(
+        compiled,
+        draws=settings["draws"],
+        tune=settings["tune"],
+        chains=settings["chains"],
+        cores=cores,
+        seed=seed,
+        save_warmup=False,
+        progress_bar=progressbar,
+        target_accept=settings["target_accept"],
+        adaptation=settings["mass_matrix"],
+    )
+
+
+def _numba_nutpie_model(spec, structure, data, priors, em_start, rotation=None):
+    """nutpie's model of complete data: the hand-written log density of
+    :mod:`bayesmix.families.gaussian.logdensity` as C callbacks loaded from numba's disk cache, so
+    neither PyMC nor a compile is needed, and the sampler threads run without the GIL.
+    The container is nutpie's own for numba C callbacks (named for PyMC, which is not
+    involved here); what it must hold is what its ``_make_model`` reads (nutpie 0.16:
+    the callbacks' addresses, ``user_data``, ``n_expanded``, the names and shapes in
+    ``shape_info``, ``_n_dim``, ``_coords``, ``dims`` and ``initial_point_func``)."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    from bayesmix.families.gaussian import logdensity
+
+    K, D = spec.n_components, spec.n_features
+    order = -1 if spec.order_feature is None else spec.order_feature
+    layout = logdensity.Layout(spec.covariance_type, K, D, order)
+    inputs = logdensity.density_inputs(data, priors, structure, K, rotation)
+    precision = structure.pymc_precision_name
+    shapes = {"weights": (K,), "means": (K, D), precision: layout.precision_shape}
+    return CompiledPyMCModel(
+        dims={
+            "weights": ("component",),
+            "means": ("component", "feature"),
+            precision: structure.natural_dims,
+        },
+        compiled_logp_func=logdensity.nutpie_logp,
+        compiled_expand_func=logdensity.nutpie_expand,
+        initial_point_func=_jittered_start(logdensity.flat_start(layout, em_start)),
+        shared_data={},
+        shared_var_keys={},
+        user_data=logdensity.pack_inputs(layout, inputs),  # its buffer is what the callbacks read
+        n_expanded=layout.n_expanded,
+        shape_info=(list(shapes), None, list(shapes.values())),
+        logp_func=None,
+        expand_func=None,
+        _n_dim=layout.n_dim,
+        _shapes=shapes,
+        _coords={
+            "component": np.arange(K),
+            "feature": list(data.feature_names),
+            "feature_": list(data.feature_names),
+        },
+    )
+
+
+def _pymc_nutpie_model(spec, model, data, priors, em_start, rotation=None):
+    """nutpie's model compiled from the PyMC graph (data with missing values), kept per
+    graph for the process: a refit swaps data and priors in with ``with_data``."""
+    import nutpie
+
+    cached = _NUTPIE_CACHE.get(spec)
+    if cached is None:
+        pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
+        compiled = nutpie.compile_pymc_model(pm_model, initial_points=initial_point(spec))
+        value_names = [pm_model.rvs_to_values[rv].name for rv in pm_model.free_RVs]
+        cached = _NUTPIE_CACHE[spec] = (compiled, *_start_flattener(pm_model, value_names))
+        compiled_with_data = compiled
+    else:
+        inputs = pymc_inputs(data, priors, model.structure, rotation)
+        compiled_with_data = cached[0].with_data(**inputs)
+    _, names, to_flat = cached
+    centre = np.asarray(to_flat(*(em_start[name] for name in names)), dtype=np.float64)
+    return dataclasses.replace(compiled_with_data, initial_point_func=_jittered_start(centre))
+
+
+# Half-width of the uniform jitter (unconstrained units) around the MAP-EM point at which
+# each NUTS chain starts: still a few posterior standard deviations of the means for N
+# above about a hundred rows, so r_hat compares dispersed starts, but inside the dominant
+# mode. Measured (benchmarks/README.md, "NUTS identification beyond two features"): with
+# 0.5 the four chains of wine K=3 full settled in different modes (r_hat 1.04-1.5 on the
+# raw and the standardised columns); with 0.1 they agreed in 3 of 4 runs (r_hat
+# 1.005-1.008; the fourth found a second, higher-density mode). On iris the jitter made
+# no measurable difference.
+NUTS_START_JITTER = 0.1
+
+
+def _start_flattener(pm_model, value_names: list[str]):
+    """The free variables' names (in ``value_names``' order) and a compiled map from their
+    constrained values to one flat unconstrained vector, the layout nutpie and ADVI use."""
+    import pytensor.tensor as pt
+    from pymc.pytensorf import compile as compile_pymc
+
+    value_vars = {value.name: value for value in pm_model.value_vars}
+    names, inputs, flat = [], [], []
+    for name in value_names:
+        rv = pm_model.values_to_rvs[value_vars[name]]
+        value = rv.type(name=rv.name)
+        transform = pm_model.rvs_to_transforms.get(rv)
+        unconstrained = value if transform is None else transform.forward(value, *rv.owner.inputs)
+        names.append(rv.name)
+        inputs.append(value)
+        flat.append(pt.flatten(unconstrained))
+    return names, compile_pymc(inputs, pt.concatenate(flat), random_seed=False)
+
+
+def _jittered_start(centre: np.ndarray):
+    """nutpie's per-chain start: ``centre`` plus uniform jitter, seeded by the chain."""
+
+    def start(seed) -> np.ndarray:
+        jitter = np.random.default_rng(seed).uniform(-1.0, 1.0, centre.shape)
+        return centre + NUTS_START_JITTER * jitter
+
+    return start
+
+
+def fit_vi(
+    model: GaussianMixture,
+    data: Data,
+    method: str,
+    *,
+    n: int = 30000,
+    draws: int = 1000,
+    learning_rate: float | None = None,
+    tolerance: float | None = None,
+    batch_size: int | None = None,
+    identify: str = "ordered",
+    order_by: Any = None,
+    random_state: Any = None,
+    progressbar: bool | None = None,
+) -> BayesResult:
+    """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``).
+
+    Full batch (``batch_size=None``): Adam with a constant ``learning_rate`` (default
+    0.005) from the MAP-EM estimate at standard deviation ``INITIAL_VI_SD``, stopped when
+    the mean ELBO over windows of 500 iterations changes by less than ``tolerance``
+    (default 1e-4, relative) or than its Monte Carlo noise.
+
+    Minibatch (``batch_size`` rows per step): the approximation starts at the Laplace
+    approximation of the MAP-EM estimate (the curvature averaged over minibatches of
+    about ``CURVATURE_ROWS`` rows); Adam's step of each coordinate is ``learning_rate``
+    (default 1) times ``sqrt(batch_size / n_obs)`` times its start standard deviation
+    (the mean) or times 1 (the log-scale parameters), decaying as
+    ``(1 + t / epoch) ** -MINIBATCH_DECAY_POWER`` with ``epoch = n_obs / batch_size``
+    steps; the result is the average of the approximation's parameters over the last
+    half of the windows of ``MINIBATCH_WINDOW`` iterations (Polyak-Ruppert), converged
+    once the two halves of that tail agree to ``tolerance`` (default 0.5) approximate
+    posterior standard deviations in every mean coordinate and to ``tolerance / 5`` in
+    every log standard deviation.
+
+    The compiled ADVI step and the draws of the fitted approximation are kept per model
+    graph (:class:`ModelSpec`, method, minibatch size) for the process: a refit swaps
+    data and priors into the model's ``pm.Data`` and resets the approximation, the
+    optimiser and the random streams, so it gives what a fresh compile gives.
+    """
+    n = check_int(n, "n")
+    draws = check_int(draws, "draws")
+    progressbar = show_progress(progressbar)
+    batch_size = _check_batch_size(batch_size, data)
+    minibatch = batch_size is not None
+    if learning_rate is None:
+        learning_rate = MINIBATCH_RATE if minibatch else 0.005
+    learning_rate = check_float(learning_rate, "learning_rate", inclusive=False)
+    if tolerance is None:
+        tolerance = MINIBATCH_MEAN_TOLERANCE if minibatch else 1e-4
+    tolerance = check_float(tolerance, "tolerance", inclusive=False)
+    if batch_size is not None and np.isnan(data.values).any():
+        raise ValueError(
+            "batch_size (minibatch ADVI) does not support missing values; fit the full "
+            "batch (batch_size=None) or drop the incomplete rows."
+        )
+    seed = resolve_seed(random_state)
+    start = time.perf_counter()
+    _check_identification(data, identify, order_by)  # before any work
+    em = quick_em(model, data, seed)
+    spec = model_spec(model, data, identify, order_by, em)
+    priors = model.resolve_priors(data)
+    key = (spec, method, batch_size)
+    compiled = _VI_CACHE.get(key)
+    if compiled is None:
+        compiled = _CompiledVI(spec, model.structure, data, priors, method, batch_size)
+        _VI_CACHE[key] = compiled
+    else:
+        compiled.set_data(data, priors, model.structure)
+    em_start = point_estimate_start(
+        spec, model.structure, priors, em.weights, em.means, em.params.covariances
+    )
+    if minibatch:
+        compiled.reset(em_start, learning_rate * np.sqrt(batch_size / data.n_obs), seed)
+        losses, converged = compiled.optimise_averaged(n, tolerance, progressbar)
+        rule = (
+            f"the averaged means still moved by more than {tolerance} posterior standard "
+            f"deviations, or the standard deviations by more than {tolerance / 5:.0%}"
+        )
+    else:
+        compiled.reset(em_start, learning_rate, seed)
+        losses, converged = compiled.optimise(n, tolerance, progressbar)
+        rule = f"relative ELBO change >= {tolerance}"
+    weights, means, precision = compiled.draw(draws, seed)
+    if not converged:
+        warnings.warn(
+            f"{method} did not converge in n={n} iterations ({rule}); increase n.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    settings = dict(
+        method=method,
+        n=n,
+        n_iter=len(losses),
+        converged=int(converged),
+        draws=draws,
+        learning_rate=learning_rate,
+        batch_size=data.n_obs if batch_size is None else batch_size,
+        identify=identify,
+        order_feature=data.feature_names[order_feature(data, order_by, em)],
+        random_state=seed,
+        seed=seed,
+        fit_seconds=time.perf_counter() - start,
+    )
+    params = (weights[None], means[None], precision[None])  # one chain
+    return _result(model, data, priors, spec, params, settings, elbo=-losses)
+
+
+def _check_batch_size(batch_size: Any, data: Data) -> int | None:
+    """``None`` for the full batch (also for ``batch_size >= n_obs``), else the size."""
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(
+            f"batch_size must be None (full batch) or an integer between 1 and the number "
+            f"of observations ({data.n_obs}); got {batch_size!r}."
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (or None for the full batch); got {batch_size}.")
+    return None if batch_size >= data.n_obs else int(batch_size)
+
+
+class _CompiledVI:
+    """One ADVI problem compiled for reuse: the model (data and priors in ``pm.Data``),
+    its approximation, the Adam step returning the loss (negative ELBO; minibatch ADVI's
+    step, a per-coordinate scaled and decaying Adam, also returns the gradient in the
+    approximation's mean, for the start's curvature), the map from a start point to
+    the approximation's mean, and the draws of the approximation.
+
+    Random streams are seeded by :meth:`reset` and :meth:`draw`, never at compile time,
+    and every optimiser state goes back to its initial value in :meth:`reset`: a cached
+    fit repeats a fresh one bit for bit.
+    """
+
+    def __init__(self, spec, structure, data, priors, method, batch_size) -> None:
+        import pymc as pm
+        import pytensor
+        import pytensor.tensor as pt
+        from pymc.pytensorf import compile as compile_pymc
+        from pymc.pytensorf import find_rng_nodes
+        from pytensor.graph.replace import vectorize_graph
+
+        self.model = build_pymc(spec, structure, data, priors, batch_size=batch_size)
+        self.batch_size, self.n_obs = batch_size, data.n_obs
+        with self.model:
+            inference_class = pm.ADVI if method == "advi" else pm.FullRankADVI
+            inference = inference_class(start=initial_point(spec), random_seed=0)
+        self.approx = inference.approx
+        (group,) = self.approx.groups  # ADVI and full-rank ADVI: one group, every variable
+        self._group = group
+        self._learning_rate = pytensor.shared(np.float64(0.005), "learning_rate")
+        self.minibatch = batch_size is not None
+        if self.minibatch:
+            # a step per coordinate, set from the start's curvature by reset()
+            self._rates = {
+                name: pytensor.shared(np.zeros_like(param.get_value()), f"rate_{name}")
+                for name, param in group.shared_params.items()
+            }
+            self._decay = pytensor.shared(np.float64(0.0), "decay_power")
+            self._decay_steps = pytensor.shared(np.float64(1.0), "decay_steps")
+            gradients: dict = {}  # the minibatch step also returns its gradient in mu
+            optimizer = functools.partial(
+                _scaled_adam,
+                gradients=gradients,
+                rates=self._rates,
+                decay_power=self._decay,
+                decay_steps=self._decay_steps,
+            )
+        else:
+            optimizer = pm.adam(learning_rate=self._learning_rate)
+        with self.model:
+            updates = inference.objective.updates(obj_optimizer=optimizer)
+            outputs = updates.loss
+            if self.minibatch:  # PyMC divides the loss by N / batch_size
+                scale = self.approx.symbolic_normalizing_constant
+                outputs = [updates.loss, gradients["mu"] * scale]
+            self._step, rng_updates = compile_pymc(
+                [], outputs, updates=updates, random_seed=False, return_updates=True
+            )
+        self._step_rngs = list(rng_updates)
+        # Adam's moments and step count, and the approximation's parameters
+        self._initial_state = [(var, var.get_value(borrow=False)) for var in updates]
+
+        # start point (constrained values) -> the approximation's mean (unconstrained, flat)
+        position = 0
+        for name, (_, slc, _, _) in group.ordering.items():
+            if slc.start != position:
+                raise RuntimeError(f"unexpected layout of the ADVI parameters at {name!r}")
+            position = slc.stop
+        self._start_names, self._to_flat = _start_flattener(self.model, list(group.ordering))
+        value_vars = {value.name: value for value in self.model.value_vars}
+
+        # draws of weights, means and the precision parameter, vectorised over draws
+        size = pt.iscalar("draws")
+        names = ("weights", "means", structure.pymc_precision_name)
+        outputs = self.model.replace_rvs_by_values([self.model[name] for name in names])
+        batched = {value_vars[name]: self.approx.rslice(name) for name in group.ordering}
+        outputs = vectorize_graph(outputs, replace=batched)
+        outputs = self.approx.set_size_and_deterministic(outputs, size, 0)
+        self._draw = compile_pymc([size], outputs, random_seed=False)
+        self._draw_rngs = find_rng_nodes(outputs)
+
+    def set_data(self, data: Data, priors, structure) -> None:
+        """Swap another data set of the same graph (any number of rows) and its priors
+        into the ``pm.Data`` containers. Shapes are symbolic there; the model's ``obs``
+        coords keep the first data set's names (nothing here reads them)."""
+        self.n_obs = data.n_obs
+        for name, value in pymc_inputs(data, priors, structure).items():
+            self.model[name].set_value(np.asarray(value, dtype=float))
+
+    @property
+    def epoch(self) -> float:
+        """Minibatch steps per pass over the data."""
+        return self.n_obs / self.batch_size
+
+    @property
+    def curvature_batches(self) -> int:
+        """Minibatches whose gradients give the Laplace start: about CURVATURE_ROWS rows."""
+        return int(np.clip(np.ceil(CURVATURE_ROWS / self.batch_size), 1, 50))
+
+    def reset(self, start: dict[str, np.ndarray], learning_rate: float, seed: int) -> None:
+        """Back to iteration 0: optimiser state cleared, the approximation's mean at
+        ``start`` (constrained values of every free variable), random streams seeded
+        from ``seed``. The full batch starts at standard deviation ``INITIAL_VI_SD``;
+        minibatch ADVI at the Laplace approximation of the start (its curvature, averaged
+        over minibatches), with steps of ``learning_rate`` times that scale."""
+        from pymc.pytensorf import reseed_rngs
+
+        for var, value in self._initial_state:
+            var.set_value(value.copy())
+        self._learning_rate.set_value(np.float64(learning_rate))
+        mean = np.asarray(self._to_flat(*(start[name] for name in self._start_names)), float)
+        self._group.params_dict["mu"].set_value(mean)
+        reseed_rngs(self._step_rngs, [seed, 0])
+        if not self.minibatch:
+            _narrow_start(self.approx, INITIAL_VI_SD)
+            return
+        params = self._group.shared_params
+        hessian = _curvature(
+            self._step, self._step_rngs, params, mean, self.curvature_batches, seed
+        )
+        for var, value in self._initial_state:  # undo the curvature's steps
+            var.set_value(value.copy())
+        params["mu"].set_value(mean)
+        reseed_rngs(self._step_rngs, [seed, 0])
+        covariance = _laplace_covariance(hessian)
+        self._decay.set_value(np.float64(MINIBATCH_DECAY_POWER))
+        self._decay_steps.set_value(np.float64(max(1.0, MINIBATCH_DECAY_EPOCHS * self.epoch)))
+        self._laplace_start(covariance, learning_rate)
+
+    def _laplace_start(self, covariance: np.ndarray, learning_rate: float) -> None:
+        """The approximation's scale at ``covariance`` (mean-field: the conditional
+        standard deviations, which the mean-field optimum has for a Gaussian posterior;
+        full-rank: its Cholesky factor), and each coordinate's step: ``learning_rate``
+        times its marginal standard deviation for the mean, ``MINIBATCH_SCALE_RATE *
+        learning_rate`` for the log-scale parameters (times the row's marginal standard
+        deviation for the off-diagonal entries of the full-rank Cholesky factor)."""
+        params = self._group.shared_params
+        marginal = np.sqrt(np.diag(covariance))
+        self._rates["mu"].set_value(learning_rate * marginal)
+        if "rho" in params:
+            sd = 1.0 / np.sqrt(np.diag(np.linalg.inv(covariance)))
+            params["rho"].set_value(_sigma_to_rho(sd))
+            self._rates["rho"].set_value(np.full_like(sd, MINIBATCH_SCALE_RATE * learning_rate))
+        else:
+            chol = np.linalg.cholesky(covariance)
+            rows, cols = np.tril_indices(len(chol))
+            diagonal = rows == cols
+            entries = np.where(diagonal, _sigma_to_rho(np.diag(chol)[rows]), chol[rows, cols])
+            params["L_tril"].set_value(entries)
+            # off-diagonal entries of row i are in the units of coordinate i
+            rate = MINIBATCH_SCALE_RATE * learning_rate
+            self._rates["L_tril"].set_value(rate * np.where(diagonal, 1.0, marginal[rows]))
+
+    def optimise(self, n: int, tolerance: float, progressbar: bool) -> tuple[np.ndarray, bool]:
+        """At most ``n`` Adam steps; the losses (negative ELBO) and whether they converged."""
+        convergence = _ElboConvergence(tolerance)
+        losses = np.empty(n)
+        step = self._step
+        with progress_bar(n, progressbar, "ADVI") as advance:
+            for i in range(n):
+                loss = step()
+                if np.isnan(loss):
+                    raise FloatingPointError(
+                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate "
+                        f"(now {float(self._learning_rate.get_value())})."
+                    )
+                losses[i] = loss
+                if (i + 1) % convergence.window == 0:
+                    advance(convergence.window)
+                    if convergence.check(losses[: i + 1]):
+                        return losses[: i + 1], True
+        return losses, False
+
+    def optimise_averaged(
+        self, n: int, tolerance: float, progressbar: bool
+    ) -> tuple[np.ndarray, bool]:
+        """Minibatch ADVI: at most ``n`` steps, the approximation's parameters averaged
+        over windows of iterations; the estimate is the average over the last half of
+        the windows (Polyak-Ruppert tail averaging), converged once that tail's two
+        halves agree (see :func:`_tail_settled`). Sets the approximation to the
+        estimate; returns the losses and whether they converged."""
+        params = self._group.shared_params
+        window = MINIBATCH_WINDOW
+        sums = {name: np.zeros_like(param.get_value()) for name, param in params.items()}
+        windows: list[dict[str, np.ndarray]] = []
+        losses = np.empty(n)
+        step, converged, done = self._step, False, 0
+        with progress_bar(n, progressbar, "ADVI") as advance:
+            for i in range(n):
+                loss = step()[0]
+                if np.isnan(loss):
+                    raise FloatingPointError(
+                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate."
+                    )
+                losses[i] = loss
+                for name, param in params.items():
+                    sums[name] += param.get_value(borrow=True)
+                done = i + 1
+                if done % window == 0:
+                    windows.append({name: total / window for name, total in sums.items()})
+                    for total in sums.values():
+                        total[:] = 0.0
+                    advance(window)
+                    if _tail_settled(windows, self._marginal_sds, tolerance):
+                        converged = True
+                        break
+        if windows:
+            tail = windows[len(windows) // 2 :]
+            for name, param in params.items():
+                param.set_value(np.mean([w[name] for w in tail], axis=0))
+        return losses[:done], converged
+
+    def _marginal_sds(self, values: dict[str, np.ndarray]) -> np.ndarray:
+        """The approximation's marginal standard deviations at parameters ``values``."""
+        if "rho" in values:
+            return np.logaddexp(0.0, values["rho"])
+        d = len(values["mu"])
+        chol = np.zeros((d, d))
+        chol[np.tril_indices(d)] = values["L_tril"]
+        chol[np.diag_indices(d)] = np.logaddexp(0.0, np.diag(chol))
+        return np.sqrt((chol**2).sum(axis=1))
+
+    def draw(self, draws: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``draws`` draws of (weights, means, precision parameter) from the approximation."""
+        from pymc.pytensorf import reseed_rngs
+
+        reseed_rngs(self._draw_rngs, [seed, 1])
+        return tuple(np.asarray(x) for x in self._draw(draws))
+
+
+def show_progress(progressbar: Any) -> bool:
+    """Resolve the ``progressbar`` option: ``None`` shows progress in a Jupyter kernel or
+    an interactive terminal, and hides it in scripts, logs and tests."""
+    if progressbar is None:
+        ipython = sys.modules.get("IPython")
+        shell = ipython.get_ipython() if ipython is not None else None
+        in_kernel = shell is not None and "IPKernelApp" in getattr(shell, "config", {})
+        return bool(in_kernel or sys.stderr.isatty())
+    if not isinstance(progressbar, (bool, np.bool_)):
+        raise TypeError(
+            f"progressbar must be True, False or None (automatic); got {progressbar!r}."
+        )
+    return bool(progressbar)
+
+
+@contextlib.contextmanager
+def progress_bar(n: int, show: bool, description: str):
+    """A progress bar over ``n`` steps with the elapsed and the estimated remaining time
+    (rich, as PyMC's bars), advanced by the yielded function."""
+    if not show:
+        yield lambda steps: None
+        return
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("left"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns) as progress:
+        task = progress.add_task(description, total=n)
+        yield lambda steps: progress.update(task, advance=steps)
+
+
+def _narrow_start(approx, sd: float) -> None:
+    """Start the approximation at standard deviation ``sd`` around the point estimate
+    (PyMC starts at about 0.7 (mean-field) or 1.3 (full-rank) in unconstrained space,
+    wide enough to lose the EM start)."""
+    rho = np.log(np.expm1(sd))  # inverse of the softplus PyMC applies
+    for group in approx.groups:
+        params = group.shared_params
+        if "rho" in params:
+            params["rho"].set_value(np.full_like(params["rho"].get_value(), rho))
+        if "L_tril" in params:
+            rows, cols = np.tril_indices(group.ddim)
+            params["L_tril"].set_value(np.where(rows == cols, rho, 0.0))
+
+
+def _sigma_to_rho(sd: np.ndarray) -> np.ndarray:
+    """The inverse of the softplus PyMC maps its scale parameters through."""
+    sd = np.asarray(sd, dtype=float)
+    return sd + np.log(-np.expm1(-sd))
+
+
+def _scaled_adam(grads, params, gradients, rates, decay_power, decay_steps, beta1=0.9, beta2=0.999):
+    """Adam (as ``pm.adam``) with a step per coordinate, ``rates[param.name]``, times a
+    Robbins-Monro decay ``(1 + t / decay_steps) ** -decay_power``; the gradients are put
+    in ``gradients`` by parameter name."""
+    from collections import OrderedDict
+
+    import pytensor
+    import pytensor.tensor as pt
+
+    t_prev = pytensor.shared(np.float64(0.0), "adam_t")
+    t = t_prev + 1.0
+    a_t = pt.sqrt(1.0 - beta2**t) / (1.0 - beta1**t) * (1.0 + t / decay_steps) ** -decay_power
+    updates = OrderedDict()
+    for param, grad in zip(params, grads, strict=True):
+        gradients[param.name] = grad
+        value = param.get_value(borrow=True)
+        m_prev = pytensor.shared(np.zeros_like(value), shape=param.type.shape)
+        v_prev = pytensor.shared(np.zeros_like(value), shape=param.type.shape)
+        m_t = beta1 * m_prev + (1.0 - beta1) * grad
+        v_t = beta2 * v_prev + (1.0 - beta2) * grad**2
+        updates[m_prev] = m_t
+        updates[v_prev] = v_t
+        updates[param] = param - a_t * rates[param.name] * m_t / (pt.sqrt(v_t) + 1e-8)
+    updates[t_prev] = t
+    return updates
+
+
+def _curvature(step, rngs, params, point: np.ndarray, batches: int, seed: int) -> np.ndarray:
+    """The Hessian of the negative log density (log-likelihood of a minibatch scaled to
+    the whole data, priors, Jacobians) at ``point``, averaged over ``batches``
+    minibatches: central differences of the gradient the minibatch step returns (in the
+    whole data's units), taken with the approximation's scale at 1e-13 (its gradient in
+    the mean is then the log density's), the step's streams reseeded before each
+    evaluation so that every difference is taken on one minibatch's rows. The step's
+    updates are undone by the caller (:meth:`_CompiledVI.reset`)."""
+    from pymc.pytensorf import reseed_rngs
+
+    tiny = {
+        name: _sigma_to_rho(np.full(param.get_value().shape, 1e-13))
+        for name, param in params.items()
+        if name != "mu"
+    }
+    d = len(point)
+    if "L_tril" in tiny:
+        rows, cols = np.tril_indices(d)
+        tiny["L_tril"] = np.where(rows == cols, tiny["L_tril"], 0.0)
+    steps = 1e-5 * np.maximum(1.0, np.abs(point))
+    hessian = np.zeros((d, d))
+    for batch in range(batches):
+        for i in range(d):
+            shifted = []
+            for sign in (1.0, -1.0):
+                x = point.copy()
+                x[i] += sign * steps[i]
+                params["mu"].set_value(x)
+                for name, value in tiny.items():
+                    params[name].set_value(value)
+                reseed_rngs(rngs, [seed, 2, batch])
+                shifted.append(np.asarray(step()[1]))
+            hessian[:, i] += (shifted[0] - shifted[1]) / (2.0 * steps[i])
+    return hessian / batches
+
+
+def _laplace_covariance(hessian: np.ndarray) -> np.ndarray:
+    """The inverse of a (symmetrised) Hessian, its eigenvalues floored at
+    ``INITIAL_VI_SD ** -2``: no direction starts wider than the full batch does."""
+    eigenvalues, vectors = np.linalg.eigh(0.5 * (hessian + hessian.T))
+    eigenvalues = np.maximum(eigenvalues, INITIAL_VI_SD**-2)
+    return (vectors / eigenvalues) @ vectors.T
+
+
+def _tail_settled(windows: list[dict[str, np.ndarray]], marginal_sds, tolerance: float) -> bool:
+    """Whether the last half of the window averages is stationary: its first and second
+    halves' averages differ by at most ``tolerance`` of the approximation's standard
+    deviation in every mean coordinate and by at most ``tolerance / 5`` in every log
+    standard deviation. At least ``MINIBATCH_MIN_WINDOWS`` windows."""
+    if len(windows) < MINIBATCH_MIN_WINDOWS:
+        return False
+    tail = windows[len(windows) // 2 :]
+    halves = [tail[: len(tail) // 2], tail[len(tail) // 2 :]]
+    first, second = (
+        {name: np.mean([w[name] for w in half], axis=0) for name in tail[0]} for half in halves
+    )
+    sd_first, sd_second = marginal_sds(first), marginal_sds(second)
+    shift = np.abs(first["mu"] - second["mu"]) / np.sqrt(sd_first * sd_second)
+    scale = np.abs(np.log(sd_first / sd_second))
+    return bool(shift.max() <= tolerance and scale.max() <= tolerance / 5)
+
+
+class _ElboConvergence:
+    """Converged once the mean loss over a window of iterations differs from the
+    window before by less than ``tolerance`` (relative) or by less than twice the
+    standard error of that difference (the ELBO is flat within its Monte Carlo noise)."""
+
+    def __init__(self, tolerance: float, window: int = 500) -> None:
+        self.tolerance = tolerance
+        self.window = window
+
+    def check(self, losses: np.ndarray) -> bool:
+        if len(losses) < 2 * self.window:
+            return False
+        recent, before = losses[-self.window :], losses[-2 * self.window : -self.window]
+        change = abs(np.mean(recent) - np.mean(before))
+        noise = 2.0 * np.sqrt((np.var(recent) + np.var(before)) / self.window)
+        return bool(change <= max(self.tolerance * abs(np.mean(before)), noise))
+
+
+def _tree_params(tree: xr.DataTree, structure) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weights, means and the precision parameter ``(chain, draw, ...)`` of a PyMC trace."""
+    posterior = tree["posterior"].dataset
+    names = ("weights", "means", structure.pymc_precision_name)
+    return tuple(posterior[name].values for name in names)
+
+
+def _result(model, data, priors, spec, params, settings, sample_stats=None, elbo=None):
+    """:func:`posterior_result` of draws ``params`` = (weights, means, precision
+    parameter), each ``(chain, draw, ...)``."""
+    weights, means, precision = params
+    covariances = model.structure.covariance_from_precision(precision, spec.n_features)
+    covariances = np.broadcast_to(covariances, means.shape + (spec.n_features,)).copy()
+    return posterior_result(
+        model, data, priors, (weights, means, covariances), settings, sample_stats, elbo
+    )
+
+
+def posterior_result(
+    model: GaussianMixture,
+    data: Data,
+    priors,
+    draws: tuple[np.ndarray, np.ndarray, np.ndarray],
+    settings: dict,
+    sample_stats: xr.Dataset | None = None,
+    elbo: np.ndarray | None = None,
+) -> BayesResult:
+    """The :class:`BayesResult` of ``draws`` = (weights, means, full covariance
+    matrices), each ``(chain, draw, ...)``, identified as ``settings["identify"]`` says
+    and with components numbered by :mod:`bayesmix.ordering`'s rule."""
+    weights, means, covariances = draws
+    posterior = parameters_dataset(weights, means, covariances, data.feature_names)
+    # draws ordered on the feature follow the rule; relabel() applies it; draws ordered
+    # along a direction (settings["order_direction"]) are renumbered as a whole
+    if settings["identify"] == "none" or settings.get("order_direction") is not None:
+        posterior = order_posterior(posterior, data.feature_names.index(settings["order_feature"]))
+    return identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
+
+
+def identified_result(
+    model: Any,
+    data: Data,
+    priors: Any,
+    posterior: xr.Dataset,
+    settings: dict,
+    sample_stats: xr.Dataset | None = None,
+    elbo: np.ndarray | None = None,
+) -> BayesResult:
+    """The :class:`BayesResult` of ``posterior``, relabelled when
+    ``settings["identify"]`` is ``"relabel"`` (any declaration: Gaussian or family)."""
+    result = BayesResult(
+        model=model,
+        posterior=posterior,
+        data=data,
+        priors=priors,
+        sample_stats=sample_stats,
+        elbo=elbo,
+        settings=settings,
+    )
+    if settings["identify"] == "relabel" and model.n_components > 1:
+        result = result.relabel()
+    return result
+
+
+def _sample_stats(tree: xr.DataTree) -> xr.Dataset | None:
+    if "sample_stats" not in tree.children:
+        return None
+    stats = tree["sample_stats"].dataset
+    numeric = [
+        name
+        for name, var in stats.data_vars.items()
+        if var.dtype.kind in "biuf" and set(var.dims) <= {"chain", "draw"}
+    ]
+    return stats[numeric]

@@ -1,0 +1,951 @@
+"""EM on Dask: the in-memory EM loop with the E-step mapped over chunks and tree-summed.
+
+The E-step's statistics add up over blocks of rows (:mod:`bayesmix.families.gaussian.stats`), so
+EM on a chunked :class:`dask.array.Array` is the in-memory loop of :mod:`bayesmix.inference.em.fit`
+(``best_run`` / ``_run_em``) with another ``estep``: every chunk's
+:func:`~bayesmix.families.gaussian.stats.e_step` runs where the chunk lives, the
+:class:`~bayesmix.families.gaussian.stats.SufficientStats` (``K x D x D`` numbers) are summed
+in a tree of fixed shape, and only that sum reaches the client; one :func:`dask.compute` per
+iteration, under whatever scheduler is active (the threaded default or a
+``dask.distributed.Client``).
+
+Passes over the data:
+
+1. a scan: the weighted mean and variance (merged per chunk by Chan's formula), checks for
+   NaN, infinite or huge values and bad weights, and a seeded random sample of rows
+   (``INIT_SAMPLE_ROWS`` in expectation, drawn per chunk) for the initialisation;
+2. per restart, one pass that hard-assigns every row to the centres that k-means++ (or
+   k-means, or random rows) chose on the sample and sums the statistics;
+3. one pass per EM iteration.
+
+Nothing is persisted: a lazily generated or file-backed array is read again on every
+pass, so memory stays at a few chunks per worker thread. If the data fit in the workers'
+memory, ``X = X.persist()`` before fitting saves regenerating them each iteration, and
+under a ``dask.distributed`` client the iterations then schedule no tasks: one actor per
+worker holds its chunks (:class:`_WorkerChunks`) and an E-step is one actor call per
+worker (relayed by the scheduler, or direct with ``Client(direct_to_workers=True)``), a
+few milliseconds of overhead instead of tens for a task graph.
+
+``init="kmeans||"`` (:func:`kmeans_parallel_centres`) chooses the initial centres over
+all rows in a few more passes instead of on the sample; anomaly thresholds on Dask input
+use the exact :func:`blockwise_quantiles`.
+
+Dask is imported lazily: bayesmix imports without it, and only Dask input loads it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial, reduce
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import xarray as xr
+
+from bayesmix.data import (
+    MAX_ABS_VALUE,
+    DaskData,
+    as_dask_data,
+    check_sample_weight,
+    import_dask,
+    is_dask_input,
+)
+from bayesmix.exceptions import RechunkWarning
+from bayesmix.families.gaussian.stats import (
+    Params,
+    SufficientStats,
+    e_step,
+    iter_blocks,
+    m_step,
+    stats_from_responsibilities,
+)
+from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution
+from bayesmix.inference.em.fit import (
+    EM_DEFAULTS,
+    best_run,
+    check_init,
+    em_result,
+    em_settings,
+    regularisation,
+    start_method,
+    user_params,
+)
+from bayesmix.inference.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
+from bayesmix.ordering import resolve_order_by
+from bayesmix.priors import Priors, ResolvedPriors
+from bayesmix.validation import check_float, check_int, reproducible_rng
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.results import EMResult
+
+__all__ = [
+    "DaskData",
+    "RechunkWarning",
+    "as_dask_data",
+    "assign_chunks",
+    "blockwise_quantiles",
+    "fit_em_dask",
+    "is_dask_input",
+    "kmeans_parallel_centres",
+]
+
+# Rows the initialisation sample holds in expectation (k-means++ runs on it in memory).
+INIT_SAMPLE_ROWS = 100_000
+# Rows per slice of the scan's centred-moment computation (bounds its temporaries).
+_SCAN_ROWS = 65_536
+# Partial sums combined per node of the reduction tree.
+TREE_FAN_IN = 8
+# EM iterations on data persisted on a dask.distributed cluster call one actor per worker
+# (False: a task graph per iteration, as for any other data).
+WORKER_ACTORS = True
+
+
+def _dask_weights(sample_weight: Any, data: DaskData) -> Any:
+    """Weights as a Dask array with the row chunks of ``data`` (None: unit weights)."""
+    if sample_weight is None:
+        return None
+    _, da = import_dask()
+    if is_dask_input(sample_weight):
+        weights = sample_weight
+        if hasattr(weights, "to_dask_array"):
+            weights = weights.to_dask_array(lengths=True)
+        elif isinstance(weights, xr.DataArray):
+            weights = da.asarray(weights.data)
+        if weights.ndim != 1:
+            raise ValueError(
+                f"sample_weight must be 1-D with one weight per row of X; got shape "
+                f"{weights.shape}."
+            )
+        if any(np.isnan(c) for c in weights.chunks[0]):
+            raise ValueError(
+                "sample_weight has unknown chunk sizes; compute them first with "
+                "sample_weight = sample_weight.compute_chunk_sizes()."
+            )
+        if weights.shape[0] != data.n_obs:
+            raise ValueError(
+                f"sample_weight must have shape ({data.n_obs},), one weight per row of X; "
+                f"got shape {weights.shape}."
+            )
+        if weights.dtype.kind not in "biuf":
+            raise TypeError(f"sample_weight must be numeric; got dtype {weights.dtype}.")
+        # finiteness, signs and the sum are checked by the scan
+        return weights.astype(np.float64).rechunk((data.row_chunks,))
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    return da.from_array(weights, chunks=(data.row_chunks,))
+
+
+# -- per-chunk work (runs on the workers) ------------------------------------------------
+
+
+@contextmanager
+def _numba_threads(n_threads: int = 1):
+    """Run the compiled E-step on ``n_threads`` threads (numba's thread count is
+    thread-local). One inside a graph task: Dask already runs one task per core."""
+    import numba
+
+    before = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(n_threads, numba.config.NUMBA_NUM_THREADS)))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+def _block(x: Any, w: Any) -> tuple[np.ndarray, np.ndarray]:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    w = np.ones(x.shape[0]) if w is None else np.ascontiguousarray(w, dtype=np.float64)
+    return x, w
+
+
+@dataclass(frozen=True)
+class _Scan:
+    """Summary of one pass over the data, merged over chunks in order."""
+
+    total_weight: float
+    mean: np.ndarray
+    m2: np.ndarray  # sum_n w_n (x_n - mean)^2 per feature
+    n_positive: int
+    n_bad: int  # NaN or infinite values of X
+    first_bad: tuple[int, int] | None  # (global row, column)
+    max_abs: float
+    n_bad_weights: int
+    n_negative_weights: int
+    sample: np.ndarray
+    sample_weight: np.ndarray
+
+
+def _scan_block(x, w, offset, keep, seed) -> _Scan:
+    x, w = _block(x, w)
+    n_features = x.shape[1]
+    low, high = (x.min(), x.max()) if x.size else (0.0, 0.0)
+    n_bad, first_bad = 0, None
+    if not (np.isfinite(low) and np.isfinite(high)):
+        bad = ~np.isfinite(x)
+        n_bad = int(bad.sum())
+        row, col = np.argwhere(bad)[0]
+        first_bad = (offset + int(row), int(col))
+    bad_w = ~np.isfinite(w)
+    total = float(w.sum()) if not bad_w.any() else 0.0
+    if n_bad == 0 and total > 0 and not bad_w.any():
+        mean = w @ x / total
+        m2 = np.zeros(n_features)
+        for rows in iter_blocks(x.shape[0], _SCAN_ROWS):  # bounded temporaries
+            centred = x[rows] - mean
+            m2 += w[rows] @ (centred * centred)
+    else:
+        mean, m2 = np.zeros(n_features), np.zeros(n_features)
+    if keep >= 1.0:
+        chosen = slice(None)
+    else:
+        chosen = np.random.default_rng(seed).random(x.shape[0]) < keep
+    return _Scan(
+        total_weight=total,
+        mean=mean,
+        m2=m2,
+        n_positive=int(np.count_nonzero(w > 0)),
+        n_bad=n_bad,
+        first_bad=first_bad,
+        max_abs=float(max(-low, high)) if n_bad == 0 else 0.0,
+        n_bad_weights=int(bad_w.sum()),
+        n_negative_weights=int(np.count_nonzero(w < 0)),
+        sample=x[chosen].copy(),
+        sample_weight=w[chosen].copy(),
+    )
+
+
+def _merge_scans(a: _Scan, b: _Scan) -> _Scan:
+    """Chan et al.'s pairwise update of weighted means and squared deviations."""
+    total = a.total_weight + b.total_weight
+    if total > 0:
+        delta = b.mean - a.mean
+        mean = a.mean + delta * (b.total_weight / total)
+        m2 = a.m2 + b.m2 + delta * delta * (a.total_weight * b.total_weight / total)
+    else:
+        mean, m2 = a.mean, a.m2
+    return _Scan(
+        total_weight=total,
+        mean=mean,
+        m2=m2,
+        n_positive=a.n_positive + b.n_positive,
+        n_bad=a.n_bad + b.n_bad,
+        first_bad=a.first_bad if a.first_bad is not None else b.first_bad,
+        max_abs=max(a.max_abs, b.max_abs),
+        n_bad_weights=a.n_bad_weights + b.n_bad_weights,
+        n_negative_weights=a.n_negative_weights + b.n_negative_weights,
+        sample=np.concatenate([a.sample, b.sample]),
+        sample_weight=np.concatenate([a.sample_weight, b.sample_weight]),
+    )
+
+
+def _estep_block(x, w, shift, params, structure) -> SufficientStats:
+    x, w = _block(x, w)
+    with _numba_threads(1):
+        return e_step(x, w, shift, params, structure)
+
+
+def _assigned_block(x, w, shift, centres, structure) -> SufficientStats:
+    """Statistics of the hard assignment of a chunk's rows to the nearest centre."""
+    x, w = _block(x, w)
+    labels, _ = nearest(x - shift, centres)
+    resp = np.zeros((x.shape[0], centres.shape[0]))
+    resp[np.arange(x.shape[0]), labels] = 1.0
+    return stats_from_responsibilities(x, w, shift, resp, structure)
+
+
+def _random_block(x, w, seed, shift, n_components, structure) -> SufficientStats:
+    """Statistics of uniform random responsibilities (``init="random"``), seeded per chunk."""
+    x, w = _block(x, w)
+    resp = np.random.default_rng(seed).uniform(size=(x.shape[0], n_components))
+    resp /= resp.sum(axis=1, keepdims=True)
+    return stats_from_responsibilities(x, w, shift, resp, structure)
+
+
+def _sum_all(*parts):
+    return reduce(lambda a, b: a + b, parts)
+
+
+def _merge_all(*parts):
+    return reduce(_merge_scans, parts)
+
+
+# -- the data source: one map-reduce per pass --------------------------------------------
+
+
+class DaskSource:
+    """Chunked data and weights; every pass is a map over chunks and a fixed-shape tree
+    reduction, evaluated by one :func:`dask.compute` under the active scheduler.
+
+    The E-step of EM iterations goes through :class:`_WorkerChunks` instead when a
+    ``dask.distributed`` client is active and every chunk of ``X`` is already in the
+    cluster's memory (``X = X.persist()``): one actor per worker holds its chunks, and an
+    iteration is one actor call per worker rather than a task graph (see
+    :attr:`estep_path`).
+    """
+
+    def __init__(self, data: DaskData, weights: Any) -> None:
+        dask, _ = import_dask()
+        self.data = data
+        self.n_chunks = len(data.row_chunks)
+        self._weights = weights
+        self._client = _persisted_on_client(data.array) if WORKER_ACTORS else None
+        self._workers: _WorkerChunks | None = None
+        self._x = list(data.array.to_delayed(optimize_graph=True).ravel())
+        self._w = (
+            [None] * self.n_chunks
+            if weights is None
+            else list(weights.to_delayed(optimize_graph=True).ravel())
+        )
+        self._delayed = dask.delayed
+        self._compute = dask.compute
+
+    def map_reduce(self, func: Callable, combine: Callable, *args: Any, per_chunk=None) -> Any:
+        """``combine`` over chunks (in chunk order, tree-shaped) of
+        ``func(x_chunk, w_chunk, *per_chunk[i], *args)``; small ``args`` are sent once."""
+        delayed = self._delayed
+        shared = [delayed(a) if isinstance(a, (np.ndarray, Params)) else a for a in args]
+        task = delayed(func, pure=False)
+        parts = [
+            task(x, w, *(() if per_chunk is None else per_chunk[i]), *shared)
+            for i, (x, w) in enumerate(zip(self._x, self._w, strict=True))
+        ]
+        node = delayed(combine, pure=False)
+        while len(parts) > 1:
+            parts = [node(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)]
+        return self._compute(parts[0])[0]
+
+    def scan(self, rng: np.random.Generator, sample_rows: int) -> _Scan:
+        keep = min(1.0, sample_rows / max(self.data.n_obs, 1))
+        # Whole data as the "sample" when it is small: no random numbers are drawn, so
+        # k-means++ sees exactly what the in-memory fit sees with the same seed.
+        seeds = [None] * self.n_chunks if keep >= 1.0 else rng.integers(2**63, size=self.n_chunks)
+        offsets = np.concatenate([[0], np.cumsum(self.data.row_chunks)[:-1]])
+        per_chunk = [(int(offsets[i]), keep, seeds[i]) for i in range(self.n_chunks)]
+        return self.map_reduce(_scan_block, _merge_all, per_chunk=per_chunk)
+
+    @property
+    def estep_path(self) -> str:
+        """``"worker-actors"`` (persisted data, distributed client) or ``"task-graph"``."""
+        return "task-graph" if self._client is None else "worker-actors"
+
+    def estep(self, params: Params, *, shift: np.ndarray, structure) -> SufficientStats:
+        if self._client is None:
+            return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
+        if self._workers is None:  # first E-step: place the actors
+            self._workers = _WorkerChunks(self._client, self.data.array, self._weights)
+        return _finite(self._workers.estep(shift, params, structure))
+
+    def close(self) -> None:
+        """Release the actors (and the chunk copies they hold)."""
+        if self._workers is not None:
+            self._workers.close()
+            self._workers = None
+
+    def assigned_stats(self, centres: np.ndarray, *, shift: np.ndarray, structure):
+        return _finite(self.map_reduce(_assigned_block, _sum_all, shift, centres, structure))
+
+    def random_stats(self, n_components: int, rng, *, shift: np.ndarray, structure):
+        seeds = rng.integers(2**63, size=self.n_chunks)
+        return _finite(
+            self.map_reduce(
+                _random_block,
+                _sum_all,
+                shift,
+                n_components,
+                structure,
+                per_chunk=[(int(s),) for s in seeds],
+            )
+        )
+
+
+def _finite(stats: SufficientStats) -> SufficientStats:
+    """The scan found only finite values; NaN now means the data changed between passes."""
+    if not (np.isfinite(stats.log_likelihood) and np.isfinite(stats.sum_xx).all()):
+        raise ValueError(
+            "X produced NaN or infinite values during an EM pass although the scan before "
+            "EM found none: the data changed between passes (e.g. an unseeded or "
+            "non-deterministic source). Make X deterministic (seeded generation) or "
+            "X = X.persist() it, and drop or impute non-finite values."
+        )
+    return stats
+
+
+# -- persisted data on a distributed cluster: one actor per worker ----------------------
+
+
+def _persisted_on_client(array: Any) -> Any:
+    """The active ``dask.distributed`` client if every chunk of ``array`` is a future in
+    its cluster's memory (``array.persist()`` under that client), else None."""
+    try:
+        from dask.base import get_scheduler
+        from distributed import Client
+    except ImportError:
+        return None
+    client = getattr(get_scheduler(collections=[array]), "__self__", None)
+    if not isinstance(client, Client) or client.status != "running":
+        return None
+    keys = {f.key for f in client.futures_of(array)}
+    return client if keys and keys.issuperset(_chunk_keys(array)) else None
+
+
+def _chunk_keys(array: Any) -> list:
+    from dask.core import flatten
+
+    return list(flatten(array.__dask_keys__()))
+
+
+def assign_chunks(
+    holders: list[list[str]], sizes: list[int], threads: Mapping[str, int]
+) -> list[str]:
+    """The worker that serves each chunk in the E-step, balancing rows per worker thread.
+
+    A chunk stays on a worker holding it while that worker's rows, with half of the
+    chunk, stay within its share (``n_rows * threads / total threads``); the other
+    chunks go, in chunk order, to the worker with the fewest rows per thread after taking
+    them (they are copied there once per fit). The workers' largest load never grows:
+    only workers below their share receive copies.
+
+    Parameters
+    ----------
+    holders : list of list of str
+        Per chunk, the addresses of the workers holding it (``Client.who_has``).
+    sizes : list of int
+        Rows per chunk.
+    threads : mapping of str to int
+        Threads per worker address.
+
+    Returns
+    -------
+    list of str
+        Per chunk, the address of its worker.
+    """
+    workers = sorted(threads)
+    total_threads = sum(threads[w] for w in workers)
+    share = {w: sum(sizes) * threads[w] / total_threads for w in workers}
+    load = dict.fromkeys(workers, 0)
+    owners: list[str | None] = [None] * len(sizes)
+    for i, held in enumerate(holders):
+        held = sorted(w for w in held if w in threads)
+        if held:
+            w = min(held, key=lambda h: load[h] / threads[h])
+            if load[w] + sizes[i] / 2 <= share[w]:
+                owners[i] = w
+                load[w] += sizes[i]
+    for i, owner in enumerate(owners):
+        if owner is None:
+            w = min(workers, key=lambda h: (load[h] + sizes[i]) / threads[h])
+            owners[i] = w
+            load[w] += sizes[i]
+    return owners
+
+
+class _ChunkHolder:
+    """Dask actor on one worker: its chunks of a persisted array (references to the
+    worker's own chunks, copies of chunks moved to it) and their weights."""
+
+    def __init__(self, chunks: list, weights: list) -> None:
+        from distributed import get_worker
+
+        self._chunks = [np.ascontiguousarray(x, dtype=np.float64) for x in chunks]
+        self._weights = weights
+        self._n_threads = get_worker().state.nthreads
+
+    def estep(self, shift, params, structure) -> SufficientStats:
+        """The E-step statistics of this worker's chunks, summed in chunk order, computed
+        on the worker's threads."""
+        with _numba_threads(self._n_threads):
+            return _sum_all(
+                *(
+                    e_step(*_block(x, w), shift, params, structure)
+                    for x, w in zip(self._chunks, self._weights, strict=True)
+                )
+            )
+
+
+class _WorkerChunks:
+    """The E-step over a persisted array as one actor call per worker.
+
+    A task graph per iteration costs tens of milliseconds of scheduler round trips (one
+    task per chunk plus the reduction tree); an actor holds each worker's chunks for
+    the whole fit, and an iteration is one call per worker (a few milliseconds) whose
+    ``K x D x D`` statistics the client sums in worker order. Chunks are balanced over
+    the workers' threads once (:func:`assign_chunks`); weights are computed onto the
+    workers that serve their chunks.
+    """
+
+    def __init__(self, client: Any, array: Any, weights: Any) -> None:
+        self._client = client
+        futures = {f.key: f for f in client.futures_of(array)}
+        chunks = [futures[key] for key in _chunk_keys(array)]
+        who_has = client.who_has(chunks)
+        threads = client.nthreads()
+        owners = assign_chunks(
+            [list(who_has.get(f.key, ())) for f in chunks],
+            [int(c) for c in array.chunks[0]],
+            threads,
+        )
+        w_parts = None if weights is None else weights.to_delayed(optimize_graph=True).ravel()
+        submitted = []
+        for worker in sorted(set(owners)):
+            mine = [i for i, owner in enumerate(owners) if owner == worker]
+            w = (
+                [None] * len(mine)
+                if w_parts is None
+                else client.compute([w_parts[i] for i in mine], workers=[worker])
+            )
+            submitted.append(
+                client.submit(
+                    _ChunkHolder,
+                    [chunks[i] for i in mine],
+                    w,
+                    workers=[worker],
+                    allow_other_workers=True,  # if the worker left meanwhile
+                    actor=True,
+                    pure=False,
+                )
+            )
+        with client.as_current():  # the actor proxies bind to this client
+            self._actors = [future.result() for future in submitted]
+        self._futures = submitted
+
+    def estep(self, shift, params, structure) -> SufficientStats:
+        calls = [actor.estep(shift, params, structure) for actor in self._actors]
+        return _sum_all(*(call.result() for call in calls))
+
+    def close(self) -> None:
+        # The proxies hold futures of their own, which a reference cycle inside
+        # distributed's Actor keeps alive until the next garbage collection: release them
+        # too, so the actors (and chunk copies) go now.
+        proxies = [getattr(actor, "_future", None) for actor in self._actors]
+        for future in [*self._futures, *proxies]:
+            if future is not None:
+                future.release()
+        self._actors, self._futures = [], []
+
+
+# -- the fit -----------------------------------------------------------------------------
+
+
+def _check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
+    if scan.n_bad:
+        row, col = scan.first_bad
+        raise ValueError(
+            f"X contains {scan.n_bad} NaN or infinite value(s), the first in row {row}, "
+            f"column {data.feature_names[col]!r}; drop or impute them before fitting (e.g. "
+            "X = X[da.isfinite(X).all(axis=1)].compute_chunk_sizes())."
+        )
+    if scan.max_abs > MAX_ABS_VALUE:
+        raise ValueError(
+            f"X has values larger than {MAX_ABS_VALUE:g} in magnitude, whose squares "
+            "overflow float64; rescale the data (e.g. standardise the columns)."
+        )
+    if scan.n_bad_weights:
+        raise ValueError("sample_weight contains NaN or infinite values; pass finite weights.")
+    if scan.n_negative_weights:
+        raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    if scan.total_weight <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    if scan.n_positive < n_components:
+        raise ValueError(
+            f"X has {scan.n_positive} rows with positive weight but "
+            f"n_components={n_components}; use fewer components or more data."
+        )
+
+
+def _resolve_priors(model: GaussianMixture, scan: _Scan) -> ResolvedPriors:
+    """The model's priors with data-scaled defaults from the scan's weighted moments.
+
+    :meth:`Priors.resolve` reads the weighted mean and variance of its data; two rows at
+    ``mean -+ sd`` with equal weights have exactly those moments (to rounding).
+    """
+    sd = np.sqrt(scan.m2 / scan.total_weight)
+    two_rows = np.stack([scan.mean - sd, scan.mean + sd])
+    priors = model.priors if model.priors is not None else Priors()
+    return priors.resolve(two_rows, model.n_components, model.structure, np.ones(2))
+
+
+def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarray:
+    """Initial centres (data units) chosen on the scan's sample."""
+    sample, weights = scan.sample, scan.sample_weight
+    if np.count_nonzero(weights) < n_components:
+        raise ValueError(
+            f"the initialisation sample holds {np.count_nonzero(weights)} rows with positive "
+            f"weight, fewer than n_components={n_components}; use init='random' or give "
+            "initial means (init={'means': ...})."
+        )
+    if init == "kmeans++":
+        return kmeans_plusplus(sample, weights, n_components, rng)
+    if init == "random_from_data":
+        candidates = np.flatnonzero(weights > 0)
+        chosen = rng.choice(candidates, size=n_components, replace=False)
+        return sample[chosen]
+    if init == "hc":  # the hierarchical groups of the sample, as centres
+        labels = hc_labels(sample, weights, n_components, rng)
+    else:  # "kmeans"
+        labels = kmeans(sample, weights, n_components, rng)
+    return _group_centres(sample, weights, labels, n_components, rng)
+
+
+def _kmeans_centres(points, weights, n_components, rng) -> np.ndarray:
+    """Centres of weighted k-means (Lloyd from k-means++) on points held in memory."""
+    labels = kmeans(points, weights, n_components, rng)
+    return _group_centres(points, weights, labels, n_components, rng)
+
+
+def _group_centres(points, weights, labels, n_components, rng) -> np.ndarray:
+    """Weighted means of the labelled groups; an empty group takes a random point."""
+    mass = np.bincount(labels, weights=weights, minlength=n_components)
+    sums = np.stack(
+        [np.bincount(labels, points[:, d] * weights, n_components) for d in range(points.shape[1])],
+        axis=1,
+    )
+    centres = sums / np.where(mass > 0, mass, 1.0)[:, None]
+    empty = mass <= 0
+    if empty.any():
+        centres[empty] = points[rng.choice(np.flatnonzero(weights > 0), int(empty.sum()))]
+    return centres
+
+
+# -- k-means|| (Bahmani et al. 2012) ------------------------------------------------------
+
+# Sampling rounds and oversampling factor (candidates per round, in expectation, per
+# component) of init="kmeans||".
+KMEANS_PARALLEL_ROUNDS = 5
+KMEANS_PARALLEL_OVERSAMPLING = 2.0
+
+
+def _candidates_block(x, w, seed, centres, oversampling) -> tuple:
+    """One k-means|| round on a chunk: its cost ``sum w d^2`` to the nearest centre, and
+    the rows that may be sampled once the total cost is known.
+
+    A row is sampled with probability ``min(1, l * w * d^2 / cost)`` (Bahmani et al.):
+    with a uniform ``u`` per row it is sampled iff its key ``l * w * d^2 / u`` exceeds the
+    total cost. The total is at least this chunk's cost, so the rows whose key exceeds
+    the chunk's cost (about ``l`` of them) are a superset; the client keeps those above
+    the total.
+    """
+    x, w = _block(x, w)
+    _, d2 = nearest(x, centres)
+    cost = float(w @ d2)
+    u = np.random.default_rng(seed).random(x.shape[0])
+    score = oversampling * w * d2
+    keep = score > u * cost
+    with np.errstate(divide="ignore"):
+        keys = score[keep] / u[keep]
+    return cost, x[keep].copy(), keys
+
+
+def _merge_candidates(*parts) -> tuple:
+    return (
+        sum(p[0] for p in parts),
+        np.concatenate([p[1] for p in parts]),
+        np.concatenate([p[2] for p in parts]),
+    )
+
+
+def _nearest_mass_block(x, w, centres) -> np.ndarray:
+    x, w = _block(x, w)
+    labels, _ = nearest(x, centres)
+    return np.bincount(labels, weights=w, minlength=centres.shape[0])
+
+
+def kmeans_parallel_centres(
+    source: DaskSource, scan: _Scan, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Initial centres by k-means|| (Bahmani et al. 2012, "Scalable k-means++").
+
+    The first centre is a row of the scan's sample drawn in proportion to its weight.
+    Each of :data:`KMEANS_PARALLEL_ROUNDS` passes over the chunks then samples every row
+    independently with probability ``min(1, l * w * d^2 / cost)``, ``l =
+    KMEANS_PARALLEL_OVERSAMPLING * n_components``, ``d`` its distance to the nearest
+    centre so far and ``cost`` the sum of ``w * d^2`` over all rows, and adds the sampled
+    rows to the centres (about ``l`` per round). One more pass weights each candidate by
+    the rows nearest to it, and weighted k-means (k-means++ then Lloyd) reduces the
+    candidates to ``n_components`` centres in memory. Only candidates travel; the array
+    is never materialised. Data units.
+    """
+    sample, weights = scan.sample, scan.sample_weight
+    if np.count_nonzero(weights) < 1:
+        raise ValueError(
+            "the initialisation sample holds no row with positive weight; use "
+            "init='random' or give initial means (init={'means': ...})."
+        )
+    centres = sample[[rng.choice(sample.shape[0], p=weights / weights.sum())]]
+    oversampling = KMEANS_PARALLEL_OVERSAMPLING * n_components
+    for _ in range(KMEANS_PARALLEL_ROUNDS):
+        seeds = rng.integers(2**63, size=source.n_chunks)
+        cost, rows, keys = source.map_reduce(
+            _candidates_block,
+            _merge_candidates,
+            centres,
+            oversampling,
+            per_chunk=[(int(s),) for s in seeds],
+        )
+        if cost <= 0:  # every row sits on a centre
+            break
+        centres = np.concatenate([centres, rows[keys > cost]])
+    mass = source.map_reduce(_nearest_mass_block, _sum_all, centres)
+    if np.count_nonzero(mass) < n_components:
+        raise ValueError(
+            f"k-means|| found {np.count_nonzero(mass)} distinct candidate centres, fewer "
+            f"than n_components={n_components} (too few distinct rows?); use fewer "
+            "components or init='random'."
+        )
+    return _kmeans_centres(centres, mass, n_components, rng)
+
+
+def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_covar, rng):
+    structure = model.structure
+    if isinstance(init, Mapping):
+        assigned = partial(source.assigned_stats, shift=shift, structure=structure)
+        return user_params(init, source.data.n_features, shift, model, priors, reg_covar, assigned)
+    if init == "random":
+        stats = source.random_stats(model.n_components, rng, shift=shift, structure=structure)
+    else:
+        if init == "kmeans||":
+            centres = kmeans_parallel_centres(source, scan, model.n_components, rng) - shift
+        else:
+            centres = _sample_centres(init, scan, model.n_components, rng) - shift
+        stats = source.assigned_stats(centres, shift=shift, structure=structure)
+    return m_step(stats, structure, priors, reg_covar)
+
+
+def _dask_start(init, index: int, n_init: int):
+    """:func:`~bayesmix.inference.em.fit.start_method` with k-means|| for k-means++ under
+    ``init="auto"`` (the hierarchical start runs on the scan's sample)."""
+    method = start_method(init, index, n_init)
+    return "kmeans||" if method == "kmeans++" and init == "auto" else method
+
+
+def fit_em_dask(
+    model: GaussianMixture,
+    X: Any,
+    *,
+    use_priors: bool,
+    sample_weight: Any = None,
+    n_init: int = 1,
+    init: str | Mapping = EM_DEFAULTS["init"],
+    max_iter: int = EM_DEFAULTS["max_iter"],
+    tol: float = EM_DEFAULTS["tol"],
+    reg_covar: float = EM_DEFAULTS["reg_covar"],
+    random_state: Any = None,
+    order_by: Any = None,
+) -> EMResult:
+    """Fit ``model`` by EM (or MAP-EM) to Dask input without materialising it.
+
+    The options are those of :meth:`GaussianMixture.fit` for ``method="em"``. The EM
+    loop is the in-memory one; the E-step maps over chunks and tree-sums their
+    statistics (see the module docstring for the passes). With the same data and the
+    same initial parameters (``init={"means": ..., "weights": ..., "covariances":
+    ...}``) the result equals the in-memory fit's to rounding; for data of at most
+    ``INIT_SAMPLE_ROWS`` rows the k-means++ start is the in-memory one for the same
+    seed too. On more rows k-means++ (or k-means, or random rows) runs on a seeded
+    random sample of about ``INIT_SAMPLE_ROWS`` rows.
+
+    Defaults are the in-memory ones except the number of starts: one (``n_init=1``, each
+    start costs passes over all the data); under ``init="auto"`` it is the hierarchical
+    start on the sample, further starts k-means||.
+    ``reg_covar`` is relative to each feature's variance on the sample, and spurious
+    maxima are judged with the sample's resolution.
+
+    Returns
+    -------
+    EMResult
+        ``settings`` also records ``backend="dask"`` and ``n_chunks``.
+    """
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_float(tol, "tol")
+    reg_covar = check_float(reg_covar, "reg_covar")
+    check_init(init)
+    data = as_dask_data(X, min_obs=model.n_components)
+    resolve_order_by(order_by, data.feature_names)  # before any pass over the data
+    weights = _dask_weights(sample_weight, data)
+    rng, seed_record = reproducible_rng(random_state)
+    structure = model.structure
+
+    start = time.perf_counter()
+    source = DaskSource(data, weights)
+    try:
+        scan = source.scan(rng, INIT_SAMPLE_ROWS)
+        _check_scan(scan, data, model.n_components)
+        shift = scan.mean
+        priors = _resolve_priors(model, scan) if use_priors else None
+        shifted_priors = priors.shifted(shift) if priors is not None else None
+        reg = regularisation(scan.sample, scan.sample_weight, reg_covar)
+        judge = partial(
+            collapse_reasons,
+            structure=structure,
+            regularisation=reg,
+            resolution=feature_resolution(scan.sample, scan.sample_weight),
+            n_obs=scan.total_weight,
+        )
+        best = best_run(
+            lambda index: _initial_params(
+                _dask_start(init, index, n_init),
+                source,
+                scan,
+                shift,
+                model,
+                shifted_priors,
+                reg,
+                rng,
+            ),
+            partial(source.estep, shift=shift, structure=structure),
+            scan.total_weight,
+            structure,
+            shifted_priors,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg,
+            judge=judge,
+        )
+    finally:
+        source.close()
+    return em_result(
+        model,
+        best,
+        shift,
+        priors,
+        feature_names=data.feature_names,
+        n_obs=scan.total_weight,
+        order_by=order_by,
+        judge=judge,
+        settings=em_settings(
+            use_priors=use_priors,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            random_state=random_state,
+            seed_record=seed_record,
+            start=start,
+            backend="dask",
+            n_chunks=source.n_chunks,
+            estep=source.estep_path,
+            reg_covar_scale="feature variance",
+        ),
+        regularisation=reg,
+    )
+
+
+# -- exact quantiles of per-row values over chunks -----------------------------------------
+
+# Values a collection pass may return per target rank (the bracket is narrowed until then).
+QUANTILE_COLLECT = 4096
+# Counters per selection pass and chunk (targets x bins).
+_QUANTILE_COUNTERS = 2**20
+
+
+def blockwise_quantiles(
+    array: Any, columns: Callable[[np.ndarray], Any], n_columns: int, level: float
+) -> np.ndarray:
+    """Exact ``np.quantile(values, level, axis=0)`` of ``values = columns(rows)`` over all
+    rows of a chunked Dask array, without holding the values.
+
+    ``columns(x)`` maps a chunk's rows to their values, yielding ``(column_slice,
+    block)`` pairs (``block`` of shape ``(n_rows, n_slice)``) so that it may compute the
+    columns in memory-bounded groups. Each quantile is numpy's ``"linear"`` one: the
+    order statistics of rank ``k = floor((n - 1) * level)`` and ``k + 1``, interpolated.
+    They are found by bracketing: a pass for each column's smallest and largest finite
+    value, then passes that count the values in equal bins of every rank's bracket and
+    keep the bin holding the rank (a ``bins``-fold narrowing per pass), until each
+    bracket holds at most :data:`QUANTILE_COLLECT` values (or one float); a last pass
+    collects them. Typically 4 passes (2 counting passes for ``1e8`` rows at 1024 bins);
+    every pass is one :func:`dask.compute` under the active scheduler and re-evaluates
+    ``columns``. The result is exact, equal to ``np.quantile`` of all values.
+
+    Returns
+    -------
+    numpy.ndarray of shape (n_columns,)
+    """
+    dask, _ = import_dask()
+    n_obs = int(array.shape[0])
+    chunks = list(array.to_delayed(optimize_graph=True).ravel())
+    if n_obs == 0:
+        raise ValueError("no values: the quantile of an empty array is undefined.")
+
+    def run(func, *args):
+        task = dask.delayed(func, pure=False)
+        return dask.compute(*[task(chunk, columns, *args) for chunk in chunks])
+
+    position = (n_obs - 1) * level
+    rank = int(np.floor(position))
+    gamma = position - rank
+    ranks = np.array([rank, min(rank + 1, n_obs - 1)])
+    # targets: (column, rank) pairs, column-major
+    target_column = np.repeat(np.arange(n_columns), 2)
+    target_rank = np.tile(ranks, n_columns)
+    extremes = run(_column_extremes, n_columns)
+    low = np.min([e[0] for e in extremes], axis=0)
+    high = np.max([e[1] for e in extremes], axis=0)
+    n_finite = np.sum([e[2] for e in extremes], axis=0)
+    lo = low[target_column]
+    hi = np.nextafter(high[target_column], np.inf)  # brackets are [lo, hi)
+    below = np.zeros(target_rank.shape[0], dtype=np.int64)
+    inside = n_finite[target_column].astype(np.int64)
+    bins = int(max(16, min(1024, _QUANTILE_COUNTERS // max(target_rank.shape[0], 1))))
+    values = np.full(target_rank.shape[0], np.inf)  # ranks beyond the finite values: +inf
+    active = target_rank < below + inside
+    while True:
+        narrow = active & (inside > QUANTILE_COLLECT) & (np.nextafter(lo, np.inf) < hi)
+        if not narrow.any():
+            break
+        edges = np.linspace(lo, hi, bins + 1, axis=1)  # (T, bins + 1)
+        edges[:, -1] = hi
+        counts = np.sum(run(_bracket_counts, target_column, edges, narrow), axis=0)
+        cumulative = below[:, None] + np.cumsum(counts[:, 1:-1], axis=1)  # (T, bins)
+        idx = np.flatnonzero(narrow)
+        chosen = np.argmax(cumulative[idx] > target_rank[idx, None], axis=1)
+        below[idx] = cumulative[idx, chosen] - counts[idx, chosen + 1]
+        inside[idx] = counts[idx, chosen + 1]
+        lo[idx], hi[idx] = edges[idx, chosen], edges[idx, chosen + 1]
+    single = active & (inside > QUANTILE_COLLECT)  # one float left in the bracket
+    values[single] = lo[single]
+    collect = active & ~single
+    if collect.any():
+        parts = run(_bracket_values, target_column, lo, hi, collect)
+        for t in np.flatnonzero(collect):
+            inner = np.sort(np.concatenate([part[t] for part in parts]))
+            values[t] = inner[target_rank[t] - below[t]]
+    pairs = values.reshape(n_columns, 2)
+    return np.array([np.quantile(pair, gamma) for pair in pairs])
+
+
+def _column_extremes(chunk, columns, n_columns):
+    low, high = np.full(n_columns, np.inf), np.full(n_columns, -np.inf)
+    n_finite = np.zeros(n_columns, dtype=np.int64)
+    for cols, block in columns(np.asarray(chunk)):
+        finite = np.isfinite(block)
+        low[cols] = np.where(finite, block, np.inf).min(axis=0, initial=np.inf)
+        high[cols] = np.where(finite, block, -np.inf).max(axis=0, initial=-np.inf)
+        n_finite[cols] = finite.sum(axis=0)
+    return low, high, n_finite
+
+
+def _bracket_counts(chunk, columns, target_column, edges, narrow):
+    """Per target: values below its bracket, in each bin, and at or above its top."""
+    counts = np.zeros((edges.shape[0], edges.shape[1] + 1), dtype=np.int64)
+    for cols, block in columns(np.asarray(chunk)):
+        first = cols.start
+        for t in np.flatnonzero(narrow & (target_column >= first) & (target_column < cols.stop)):
+            where = np.searchsorted(edges[t], block[:, target_column[t] - first], side="right")
+            counts[t] = np.bincount(where, minlength=counts.shape[1])
+    return counts
+
+
+def _bracket_values(chunk, columns, target_column, lo, hi, collect):
+    """Per target: the values inside its bracket ``[lo, hi)`` (empty if not collected)."""
+    out = [np.empty(0)] * target_column.shape[0]
+    for cols, block in columns(np.asarray(chunk)):
+        first = cols.start
+        for t in np.flatnonzero(collect & (target_column >= first) & (target_column < cols.stop)):
+            column = block[:, target_column[t] - first]
+            out[t] = column[(column >= lo[t]) & (column < hi[t])]
+    return out

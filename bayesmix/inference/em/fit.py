@@ -1,0 +1,729 @@
+"""The EM loop: initialisation, restarts, convergence; maximum likelihood or MAP."""
+
+from __future__ import annotations
+
+import numbers
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bayesmix.data import Data, check_sample_weight
+from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
+from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_rounding
+from bayesmix.families.gaussian.missing import (
+    MissingEStep,
+    check_missing,
+    drop_unobserved_rows,
+    observed_moments,
+)
+from bayesmix.families.gaussian.stats import (
+    Params,
+    SufficientStats,
+    block_rows,
+    e_step,
+    iter_blocks,
+    m_step,
+    stats_from_responsibilities,
+)
+from bayesmix.inference.em.convergence import ConvergenceTest
+from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution, warn_degenerate
+from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities, nearest
+from bayesmix.ordering import (
+    best_separated_feature,
+    component_order,
+    permute_params,
+    resolve_order_by,
+)
+from bayesmix.priors import ResolvedPriors
+from bayesmix.validation import check_float, check_int, reproducible_rng
+
+if TYPE_CHECKING:
+    from bayesmix.model import GaussianMixture
+    from bayesmix.results import EMResult
+
+__all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
+
+# The native defaults: run to the local optimum (the Aitken-projected gain below tol per
+# observation, Böhning et al. 1994), from a hierarchical start and k-means++ restarts,
+# with regularisation relative to each feature's variance. The scikit-learn estimator
+# keeps scikit-learn's (tol 1e-3 on the last change, 100 iterations, one k-means start,
+# absolute reg_covar).
+EM_DEFAULTS = {"init": "auto", "n_init": 5, "max_iter": 1000, "tol": 1e-8, "reg_covar": 1e-8}
+# iterations every start gets before only the best continue (see best_run)
+SCREEN_ITER = 20
+# iterations between two looks for a collapsing component (see _run_em)
+SPURIOUS_CHECK = 50
+# init="auto": the first start is the hierarchical one, the others k-means++, extra runs
+# after all were spurious random
+AUTO_STARTS = ("hc", "kmeans++", "random")
+
+
+@dataclass(frozen=True)
+class EMRun:
+    """One EM run from one initialisation (parameters in shifted units); ``spurious``:
+    why it is a spurious maximum (empty if it is not), ``n_spurious``: how many of the
+    runs it was chosen from were, ``n_runs``: how many runs there were, ``stopped``:
+    whether it was stopped as collapsing (see :func:`best_run` and :func:`_run_em`)."""
+
+    params: Params
+    stats: SufficientStats
+    log_likelihood_trace: np.ndarray
+    log_posterior_trace: np.ndarray | None
+    converged: bool
+    n_iter: int
+    spurious: tuple[str, ...] = ()
+    n_spurious: int = 0
+    n_runs: int = 1
+    stopped: bool = False
+
+
+@dataclass(frozen=True)
+class EMProgress:
+    """What ``fit_em``'s ``callback`` receives: once when a run has its initial
+    parameters (``n_iter=0``), after every iteration, and once when the run ends
+    (``done=True``).
+
+    Attributes
+    ----------
+    init : int
+        Index of the run (initialisation), from 0.
+    n_iter : int
+        Iterations (M-steps) done so far in this run.
+    objective : float
+        Log-likelihood (log posterior for MAP) per unit of weight at the current
+        parameters.
+    change : float
+        The change of ``objective`` per unit of weight that the convergence test
+        compared with ``tol`` (``nan`` before the first iteration).
+    converged : bool
+        Whether the run has converged.
+    done : bool
+        Whether the run has ended.
+    """
+
+    init: int
+    n_iter: int
+    objective: float
+    change: float
+    converged: bool
+    done: bool
+
+
+def fit_em(
+    model: GaussianMixture,
+    data: Data,
+    *,
+    use_priors: bool,
+    sample_weight: Any = None,
+    n_init: int = EM_DEFAULTS["n_init"],
+    init: str | Mapping = EM_DEFAULTS["init"],
+    max_iter: int = EM_DEFAULTS["max_iter"],
+    tol: float = EM_DEFAULTS["tol"],
+    reg_covar: float = EM_DEFAULTS["reg_covar"],
+    random_state: Any = None,
+    missing: str = "error",
+    order_by: Any = None,
+    callback: Callable[[EMProgress], None] | None = None,
+    sklearn_bookkeeping: bool = False,
+    previous_objective: float | None = None,
+) -> EMResult:
+    """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options.
+
+    Options beyond :meth:`GaussianMixture.fit`'s:
+
+    - ``callback(progress)`` is called with an :class:`EMProgress` as the runs go
+      (verbose output, progress bars).
+    - ``sklearn_bookkeeping=True`` follows scikit-learn's EM loop (for
+      :class:`bayesmix.sklearn.GaussianMixture`): iteration ``n`` tests the change
+      between the objectives at the parameters of iterations ``n - 1`` and ``n - 2`` and
+      then still takes its M-step, so a run converges one iteration later than by
+      default; restarts are ranked by the objective before the last M-step; and
+      ``max_iter=0`` is allowed and returns the initial parameters (``converged=False``,
+      no warning); ``init`` may be a mapping without ``"means"``, whose ``"weights"``
+      and/or ``"covariances"`` replace those of the initialisation named by its
+      ``"method"`` (default ``"kmeans++"``; still random, so ``n_init`` runs are made).
+      ``previous_objective`` (per unit of weight) stands in for the objective before the
+      start in the first test (scikit-learn's warm start); ``None`` is minus infinity.
+      ``reg_covar`` is then absolute (scikit-learn's), not relative to each feature's
+      variance.
+
+    ``data.values`` may be float32: the E-step then runs float32 kernels
+    (:mod:`bayesmix.families.gaussian.kernels`); initialisation, M-step and parameters stay float64.
+    """
+
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter", minimum=0 if sklearn_bookkeeping else 1)
+    tol = check_float(tol, "tol")
+    reg_covar = check_float(reg_covar, "reg_covar")
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    check_init(init, partial=bool(sklearn_bookkeeping))
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
+    reference = -np.inf if previous_objective is None else float(previous_objective)
+    resolve_order_by(order_by, data.feature_names)
+    missing = check_missing(missing)
+    has_missing = missing == "marginalize" and bool(np.isnan(data.values).any())
+    if has_missing:
+        data, weights = drop_unobserved_rows(data, weights, stacklevel=3)
+    if np.count_nonzero(weights) < model.n_components:
+        raise ValueError(
+            f"X has {np.count_nonzero(weights)} rows with positive weight but "
+            f"n_components={model.n_components}; use fewer components or more data."
+        )
+    rng, seed_record = reproducible_rng(random_state)
+    structure = model.structure
+    X = data.values
+    estep = None
+    if has_missing:
+        shift, X, estep = _missing_setup(data, weights, structure)
+    else:
+        shift = weights @ X / weights.sum()  # weighted mean by one GEMV, no N x D temporary
+    priors = model.resolve_priors(data, sample_weight=weights) if use_priors else None
+    shifted_priors = priors.shifted(shift) if priors is not None else None
+
+    start = time.perf_counter()
+    reg = reg_covar if sklearn_bookkeeping else regularisation(X, weights, reg_covar)
+    if estep is None:
+        estep = partial(e_step, X, weights, shift, structure=structure)
+    judge = partial(
+        collapse_reasons,
+        structure=structure,
+        regularisation=reg,
+        resolution=feature_resolution(X, weights),
+        n_obs=float(weights.sum()),
+    )
+    best = best_run(
+        lambda index: _initial_params(
+            start_method(init, index, n_init), X, weights, shift, model, shifted_priors, reg, rng
+        ),
+        estep,
+        float(weights.sum()),
+        structure,
+        shifted_priors,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg,
+        callback=callback,
+        lagged=bool(sklearn_bookkeeping),
+        reference=reference,
+        judge=judge,
+    )
+    return em_result(
+        model,
+        best,
+        shift,
+        priors,
+        feature_names=data.feature_names,
+        n_obs=float(weights.sum()),
+        order_by=order_by,
+        judge=judge,
+        settings=em_settings(
+            use_priors=use_priors,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            random_state=random_state,
+            seed_record=seed_record,
+            start=start,
+            missing=missing,
+            reg_covar_scale="absolute" if sklearn_bookkeeping else "feature variance",
+        ),
+        regularisation=reg,
+    )
+
+
+def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.ndarray:
+    """What the M-step adds to each feature's variance: ``reg_covar`` times the feature's
+    weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
+    every scale; a constant feature uses its squared mean, or 1 if that is 0."""
+    n_obs, n_features = X.shape
+    sums = np.zeros((3, n_features))  # weight, weighted sum, weighted sum of squares
+    centre = np.nanmedian(X[:: max(1, n_obs // 1000)], axis=0)  # avoids cancellation
+    centre = np.where(np.isfinite(centre), centre, 0.0)
+    for rows in iter_blocks(n_obs, block_rows(n_obs, n_features, 1)):
+        block = np.asarray(X[rows], dtype=float) - centre
+        observed = ~np.isnan(block)
+        w = weights[rows, None] * observed
+        block = np.where(observed, block, 0.0)
+        sums += [w.sum(axis=0), (w * block).sum(axis=0), (w * block**2).sum(axis=0)]
+    total = np.maximum(sums[0], np.finfo(float).tiny)
+    offset = sums[1] / total
+    variance = np.maximum(sums[2] / total - offset**2, 0.0)
+    mean = centre + offset
+    constant = variance <= variance_rounding(mean)
+    scale = np.where(~constant, variance, np.where(mean != 0, np.square(mean), 1.0))
+    return reg_covar * scale
+
+
+def start_method(init: str | Mapping, index: int, n_init: int) -> str | Mapping:
+    """The start of run ``index`` (from 0) of ``n_init``: ``init="auto"`` makes the first
+    run's start the hierarchical one (``"hc"``), the others k-means++, and the extra runs
+    made when all ``n_init`` were spurious random responsibilities (soft starts, which
+    put no component on a single point); any other ``init`` is used by every run."""
+    if isinstance(init, str) and init == "auto":
+        return AUTO_STARTS[min(index, 1)] if index < n_init else AUTO_STARTS[2]
+    return init
+
+
+def em_settings(
+    *,
+    use_priors: bool,
+    init: str | Mapping,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    random_state: Any,
+    seed_record: dict[str, Any],
+    start: float,
+    **extra: Any,
+) -> dict[str, Any]:
+    """The settings an EM result records (``start`` is the ``perf_counter`` time the fit
+    began); ``extra`` entries are added after the common ones."""
+    return {
+        "method": "map" if use_priors else "em",
+        "n_init": 1 if _explicit(init) else n_init,
+        "init": init if isinstance(init, str) else "user",
+        "max_iter": max_iter,
+        "tol": tol,
+        "reg_covar": reg_covar,
+        "random_state": _seed_label(random_state),
+        **seed_record,
+        **extra,
+        "fit_seconds": time.perf_counter() - start,
+    }
+
+
+def best_run(
+    initial,
+    estep,
+    total_weight,
+    structure,
+    priors,
+    *,
+    init,
+    n_init,
+    max_iter,
+    tol,
+    reg_covar,
+    callback=None,
+    lagged=False,
+    reference=-np.inf,
+    judge=None,
+) -> EMRun:
+    """The best of ``n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
+    ``init`` gives the start explicitly, as a mapping with means); warns if it did not
+    converge (unless ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and
+    ``reference`` are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
+    ``previous_objective``; ``reg_covar`` is what the M-step adds to the variances.
+
+    Under ``init="auto"``, short runs first (emEM; Biernacki, Celeux & Govaert 2003):
+    every start gets ``SCREEN_ITER`` iterations, then only the first (the hierarchical
+    one, mclust's) and the best of the others by objective continue to convergence. Any
+    other ``init`` (and ``lagged``, scikit-learn's loop) runs every start to convergence.
+
+    ``judge(params)`` lists why a run ended on a spurious maximum
+    (:func:`~bayesmix.inference.em.degeneracy.collapse_reasons`): the best run is the one of highest
+    objective among those it does not reject. If it rejects all, up to ``n_init`` more
+    runs are made (``initial`` with the next indices, run to convergence), stopping at the
+    first sound one; if all are rejected the best is chosen among all. The returned run's
+    ``spurious`` holds its reasons and ``n_spurious`` counts the rejected runs.
+
+    ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
+    memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.inference.em.distributed`).
+    """
+    test = ConvergenceTest(total_weight, tol, lagged, reference)
+    judge = judge if priors is None else None
+    n_runs = 1 if _explicit(init) else n_init
+    screened_starts = init == "auto" and not lagged and n_runs > 1
+    screen = min(SCREEN_ITER, max_iter) if screened_starts else max_iter
+
+    def reporter(index):
+        return None if callback is None else partial(_report, callback, index, total_weight)
+
+    def run(index, resume=None, limit=max_iter):
+        start = initial(index) if resume is None else None
+        return _run_em(
+            estep,
+            start,
+            structure,
+            priors,
+            limit,
+            reg_covar,
+            test,
+            reporter(index),
+            judge,
+            resume,
+            end=limit == max_iter,
+        )
+
+    def verdict(result):
+        return tuple(judge(result.params)) if judge is not None else ()
+
+    screened = [run(index, limit=screen) for index in range(n_runs)]
+    if screen < max_iter:
+        ranked = sorted(
+            range(1, n_runs),
+            key=lambda i: (not verdict(screened[i]), _objective(screened[i])),
+            reverse=True,
+        )
+        for index, screen_run in enumerate(screened):
+            if screen_run.converged or screen_run.stopped:
+                continue
+            if index in (0, *ranked[:1]):
+                screened[index] = run(index, resume=screen_run)
+            elif callback is not None:  # cut short by the screen: its last report
+                reporter(index)(screen_run.n_iter, _objective(screen_run), np.nan, False, True)
+        # the continued runs and those that converged within the screen
+        finished = [r for r in screened if r.converged or r.n_iter >= max_iter or r.stopped]
+    else:
+        finished = screened
+    best, best_key, n_spurious = None, None, 0
+    index = n_runs
+    while finished:
+        result = finished.pop(0)
+        reasons = verdict(result)
+        n_spurious += bool(reasons)
+        key = (not reasons, _objective(result, lagged))
+        if best is None or key > best_key:
+            best, best_key = replace(result, spurious=reasons), key
+        if not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
+            finished.append(run(index))  # all spurious: another start, to the end
+            index += 1
+    best = replace(best, n_spurious=n_spurious, n_runs=index)
+    if not best.converged and max_iter > 0:
+        warnings.warn(
+            f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
+            "max_iter or tol, or try other initialisations (n_init).",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    return best
+
+
+def em_result(
+    model,
+    best,
+    shift,
+    priors,
+    *,
+    feature_names,
+    n_obs,
+    settings,
+    order_by=None,
+    regularisation=None,
+    judge=None,
+) -> EMResult:
+    """The :class:`EMResult` of the best run, parameters shifted back to data units,
+    components numbered by :mod:`bayesmix.ordering`'s rule (an explicit start keeps its
+    numbering). ``regularisation``: what the M-step added to each feature's variance
+    (default ``settings["reg_covar"]``); ``judge``: :func:`best_run`'s, to name the
+    collapsed components of a spurious result by their final numbers."""
+    from bayesmix.results import EMResult
+
+    params = Params(
+        best.params.weights,
+        best.params.means + shift,
+        best.params.covariances,
+        best.params.precisions_cholesky,
+    )
+    feature = resolve_order_by(order_by, feature_names)
+    if feature is None:
+        n_components, n_features = params.means.shape
+        covariances = model.structure.to_full(params.covariances, n_components, n_features)
+        feature = best_separated_feature(params.means, np.asarray(covariances))
+    if settings["init"] != "user":
+        perm = component_order(params.means, feature)
+        params = permute_params(params, perm, shared_covariance=model.structure.name == "tied")
+    settings["order_feature"] = feature_names[feature]
+    if best.spurious and judge is not None:
+        best = replace(best, spurious=tuple(judge(params)))
+    settings["n_spurious_runs"] = best.n_spurious
+    settings["n_runs"] = best.n_runs
+    reg = settings["reg_covar"] if regularisation is None else regularisation
+    if priors is None:
+        warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs, reg)
+    if best.spurious:
+        warnings.warn(
+            f"every EM run ended on a spurious maximum of the likelihood ({best.n_spurious} "
+            f"of {best.n_runs} starts run to the end"
+            + (
+                f", the others left after the {SCREEN_ITER}-iteration screen"
+                if best.n_spurious < best.n_runs
+                else ""
+            )
+            + f"): {'; '.join(best.spurious)}. The "
+            "likelihood is unbounded there; use fewer components, more starts (n_init), "
+            "another covariance_type, or fit with priors (method='map').",
+            DegenerateComponentWarning,
+            stacklevel=4,
+        )
+    return EMResult(
+        model=model,
+        params=params,
+        feature_names=feature_names,
+        n_obs=n_obs,
+        log_likelihood=best.stats.log_likelihood,
+        log_max_resp=best.stats.log_max_resp,
+        log_likelihood_trace=best.log_likelihood_trace,
+        log_posterior_trace=best.log_posterior_trace,
+        converged=best.converged,
+        n_iter=best.n_iter,
+        priors=priors,
+        settings=settings,
+        spurious=best.spurious,
+    )
+
+
+def _seed_label(random_state: Any) -> int | str | None:
+    """The seed as recorded in the settings: an int (numpy integers too), None or
+    ``"generator"``."""
+    if isinstance(random_state, numbers.Integral):
+        return int(random_state)
+    return None if random_state is None else "generator"
+
+
+def _objective(run: EMRun, lagged: bool = False) -> float:
+    """The objective that ranks runs: at the fitted parameters or, ``lagged``, at those
+    before the last M-step (scikit-learn's lower bound)."""
+    trace = (
+        run.log_posterior_trace if run.log_posterior_trace is not None else run.log_likelihood_trace
+    )
+    return float(trace[-2] if lagged and len(trace) > 1 else trace[-1])
+
+
+def _report(callback, index, total_weight, n_iter, objective, change, converged, done):
+    callback(EMProgress(index, n_iter, objective / total_weight, change, converged, done))
+
+
+def _run_em(
+    estep,
+    params,
+    structure,
+    priors,
+    max_iter,
+    reg_covar,
+    test,
+    report,
+    judge=None,
+    resume=None,
+    end=True,
+) -> EMRun:
+    """One EM run from ``params``, or continuing the run ``resume``, until it converges or
+    has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
+    run found spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there
+    (``stopped``): the collapse goes on without end and no more iterations can make it
+    sound. ``report`` announces the start (not on resuming), every iteration and the end
+    (converged, stopped, or out of iterations where ``end``: a screening run that is not
+    continued gets its last report from :func:`best_run`)."""
+    if resume is None:
+        stats = estep(params)
+        log_lik = [stats.log_likelihood]
+        log_post = (
+            [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
+        )
+    else:
+        params, stats = resume.params, resume.stats
+        log_lik = list(resume.log_likelihood_trace)
+        log_post = [] if priors is None else list(resume.log_posterior_trace)
+    trace = log_lik if priors is None else log_post
+    if report is not None and resume is None:
+        report(0, trace[-1], np.nan, False, False)
+    converged = collapsing = stopped = False
+    while len(log_lik) <= max_iter:
+        params = m_step(stats, structure, priors, reg_covar, previous=params)
+        stats = estep(params)
+        log_lik.append(stats.log_likelihood)
+        if priors is not None:
+            log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
+        change = test.change(trace)
+        converged = abs(change) < test.tol
+        if report is not None:
+            report(len(log_lik) - 1, trace[-1], change, converged, False)
+        if converged:
+            break
+        if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
+            spurious = bool(judge(params))
+            stopped = spurious and collapsing
+            if stopped:
+                break
+            collapsing = spurious
+    if report is not None and (converged or stopped or end):
+        report(len(log_lik) - 1, trace[-1], np.nan, converged, True)
+    return EMRun(
+        params,
+        stats,
+        np.asarray(log_lik),
+        None if priors is None else np.asarray(log_post),
+        converged,
+        len(log_lik) - 1,
+        stopped=stopped,
+    )
+
+
+def _log_prior(params: Params, priors: ResolvedPriors, structure: CovarianceStructure) -> float:
+    return priors.log_density(params.weights, params.means, params.covariances, structure)
+
+
+def _explicit(init: Any) -> bool:
+    """Whether ``init`` gives the start explicitly (a mapping with means): one run."""
+    return isinstance(init, Mapping) and "means" in init
+
+
+def check_init(init: Any, partial: bool = False) -> None:
+    """Validate ``init``; ``partial`` accepts a mapping without ``"means"`` (its
+    ``"method"`` initialises the parameters it does not give)."""
+    if isinstance(init, str):
+        if init != "auto" and init not in INIT_METHODS:
+            raise ValueError(
+                f"init must be 'auto', one of {list(INIT_METHODS)} or a mapping; got {init!r}."
+            )
+        return
+    if not isinstance(init, Mapping):
+        raise TypeError(
+            "init must be a method name or a mapping with 'means' and optionally 'weights' "
+            f"and 'covariances'; got {type(init).__name__}."
+        )
+    if partial and "means" not in init:
+        unknown = set(init) - {"weights", "covariances", "method"}
+        if unknown or not ({"weights", "covariances"} & set(init)):
+            raise ValueError(
+                "init mapping without 'means' needs 'weights' and/or 'covariances' and may "
+                f"have 'method' (how the rest is initialised); got keys {sorted(init)}."
+            )
+        check_init(init.get("method", "kmeans++"))
+        return
+    unknown = set(init) - {"weights", "means", "covariances"}
+    if unknown or "means" not in init:
+        raise ValueError(
+            "init mapping needs a 'means' entry and may have 'weights' and 'covariances'; "
+            f"got keys {sorted(init)}."
+        )
+
+
+def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> Params:
+    structure = model.structure
+    if isinstance(init, Mapping) and "means" not in init:
+        method = _initial_params(
+            init.get("method", "kmeans++"), X, weights, shift, model, priors, reg_covar, rng
+        )
+        return _given_parts(init, method, structure)
+    if isinstance(init, Mapping):
+        return user_params(
+            init,
+            X.shape[1],
+            shift,
+            model,
+            priors,
+            reg_covar,
+            partial(_assigned_stats, X, weights, shift, structure=structure),
+        )
+    resp = initial_responsibilities(init, X, weights, model.n_components, rng)
+    stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+    return m_step(stats, structure, priors, reg_covar)
+
+
+def _given_parts(init, params: Params, structure: CovarianceStructure) -> Params:
+    """``params`` with the weights and/or covariances that ``init`` gives."""
+    n_components, n_features = params.means.shape
+    w, cov = params.weights, params.covariances
+    if init.get("weights") is not None:
+        w = _user_weights(init["weights"], n_components)
+    if init.get("covariances") is not None:
+        cov = _user_covariances(init["covariances"], structure, n_components, n_features)
+    precisions_cholesky = (
+        params.precisions_cholesky
+        if cov is params.covariances
+        else structure.precision_cholesky(cov)
+    )
+    return Params(w, params.means, cov, precisions_cholesky)
+
+
+def _user_weights(value: Any, n_components: int) -> np.ndarray:
+    w = _array(value, "init['weights']", (n_components,))
+    if (w < 0).any() or not np.isclose(w.sum(), 1.0, rtol=1e-6):
+        raise ValueError("init['weights'] must be non-negative and sum to 1.")
+    return w / w.sum()
+
+
+def _assigned_stats(X, weights, shift, centres, structure) -> SufficientStats:
+    """Statistics of the hard assignment of every row to its nearest centre (centres in
+    shifted units)."""
+    labels, _ = nearest(X - shift, centres)
+    resp = np.zeros((X.shape[0], centres.shape[0]))
+    resp[np.arange(X.shape[0]), labels] = 1.0
+    return stats_from_responsibilities(X, weights, shift, resp, structure)
+
+
+def user_params(init, n_features, shift, model, priors, reg_covar, assigned_stats) -> Params:
+    """Parameters from a user's start; missing weights or covariances come from the
+    hard assignment of every row to its nearest given mean (``assigned_stats(means)``)."""
+    structure = model.structure
+    n_components = model.n_components
+    means = _array(init["means"], "init['means']", (n_components, n_features)) - shift
+    given_weights, given_cov = init.get("weights"), init.get("covariances")
+    if given_weights is None or given_cov is None:
+        stats = assigned_stats(means)
+        mass = stats.mass + 10 * np.finfo(float).eps
+
+    if given_weights is not None:
+        w = _user_weights(given_weights, n_components)
+    else:
+        w = mass / mass.sum()
+
+    if given_cov is not None:
+        cov = _user_covariances(given_cov, structure, n_components, n_features)
+    else:
+        dof, scale = (
+            (None, None) if priors is None else (priors.covariance_dof, priors.covariance_scale)
+        )
+        cov = structure.m_step(mass, stats.sum_x, stats.sum_xx, means, dof, scale, reg_covar)
+    return Params(w, means, cov, structure.precision_cholesky(cov))
+
+
+def _user_covariances(value, structure, n_components: int, n_features: int) -> np.ndarray:
+    cov = np.asarray(value, dtype=float)
+    natural_shape = structure.natural_shape(n_components, n_features)
+    if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
+        cov = structure.from_full(cov)
+    cov = _array(cov, "init['covariances']", natural_shape)
+    if structure.name in ("diag", "spherical"):
+        if (cov <= 0).any():
+            raise ValueError("init['covariances'] must be positive.")
+        return cov
+    matrices = cov.reshape((-1, n_features, n_features))
+    if not np.allclose(matrices, np.swapaxes(matrices, 1, 2)) or (
+        np.linalg.eigvalsh(matrices).min() <= 0
+    ):
+        raise ValueError("init['covariances'] must be symmetric positive definite.")
+    return cov
+
+
+def _array(value: Any, name: str, shape: tuple[int, ...]) -> np.ndarray:
+    try:
+        array = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be numeric.") from None
+    if array.shape != shape:
+        raise ValueError(f"{name} must have shape {shape}; got {array.shape}.")
+    if not np.isfinite(array).all():
+        raise ValueError(f"{name} contains NaN or infinite values.")
+    return array
+
+
+def _missing_setup(data: Data, weights: np.ndarray, structure: CovarianceStructure):
+    """For data with NaN (``missing="marginalize"``): the weighted mean of the observed
+    values as shift, the data with NaN replaced by that mean (used only to initialise)
+    and the pattern-wise E-step of :mod:`bayesmix.families.gaussian.missing`."""
+    shift, _ = observed_moments(data.values, weights)
+    imputed = np.where(np.isnan(data.values), shift, data.values)
+    return shift, imputed, MissingEStep(data.values, weights, shift, structure)

@@ -1,0 +1,169 @@
+"""Initial responsibilities for EM: k-means++, k-means, random, random data points and
+model-based hierarchical clustering (mclust's start)."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+from bayesmix.families.gaussian.stats import block_rows, iter_blocks
+from bayesmix.inference.em.hierarchical import HC_MAX_ROWS, HierarchicalTree, hierarchical_tree
+
+__all__ = ["INIT_METHODS", "hc_labels", "initial_responsibilities", "kmeans_plusplus", "nearest"]
+
+# "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
+# data per centre; in memory it is the exact k-means++ seeding that k-means|| approximates.
+INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data", "hc")
+
+# The last hierarchical tree built, keyed by a digest of the data, the weights and the
+# subsample seed: fitting K = 1..9 to the same data builds the tree once.
+_HC_CACHE: dict[tuple, HierarchicalTree] = {}
+
+
+def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index of and squared distance to the nearest centre, computed in row blocks."""
+    n_obs = X.shape[0]
+    labels = np.empty(n_obs, dtype=np.intp)
+    dist = np.empty(n_obs)
+    centre_sq = np.einsum("kd,kd->k", centres, centres)
+    for rows in iter_blocks(n_obs, block_rows(n_obs, X.shape[1], centres.shape[0])):
+        block = X[rows]
+        d2 = np.einsum("nd,nd->n", block, block)[:, None] - 2.0 * block @ centres.T + centre_sq
+        labels[rows] = d2.argmin(axis=1)
+        dist[rows] = np.maximum(d2[np.arange(block.shape[0]), labels[rows]], 0.0)
+    return labels, dist
+
+
+def kmeans_plusplus(
+    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """D^2 seeding (Arthur & Vassilvitskii 2007) with frequency weights.
+
+    The first centre is drawn in proportion to the weights, each further one in
+    proportion to weight times squared distance to the nearest centre chosen so far.
+    """
+    centres = np.empty((n_components, X.shape[1]))
+    probs = sample_weight / sample_weight.sum()
+    centres[0] = X[rng.choice(X.shape[0], p=probs)]
+    _, dist = nearest(X, centres[:1])
+    for k in range(1, n_components):
+        score = sample_weight * dist
+        total = score.sum()
+        # All remaining points coincide with centres: fall back to the weights.
+        probs = score / total if total > 0 else sample_weight / sample_weight.sum()
+        centres[k] = X[rng.choice(X.shape[0], p=probs)]
+        _, new_dist = nearest(X, centres[k : k + 1])
+        dist = np.minimum(dist, new_dist)
+    return centres
+
+
+def kmeans(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+    max_iter: int = 100,
+) -> np.ndarray:
+    """Weighted Lloyd iterations from a k-means++ start; returns the labels."""
+    centres = kmeans_plusplus(X, sample_weight, n_components, rng)
+    labels, _ = nearest(X, centres)
+    for _ in range(max_iter):
+        mass = np.bincount(labels, weights=sample_weight, minlength=n_components)
+        sums = np.stack(
+            [np.bincount(labels, X[:, d] * sample_weight, n_components) for d in range(X.shape[1])],
+            axis=1,
+        )
+        filled = mass > 0
+        centres[filled] = sums[filled] / mass[filled, None]
+        new_labels, _ = nearest(X, centres)
+        if np.array_equal(new_labels, labels):
+            break
+        labels = new_labels
+    return labels
+
+
+def hc_labels(
+    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Labels of mclust's hierarchical start: ``hclass(hc(X), K)``.
+
+    The tree (:func:`bayesmix.inference.em.hierarchical.hierarchical_tree` with mclust 6's defaults:
+    ``"VVV"`` on the ``"SVD"``-transformed data, ``"V"`` on the standardised column for
+    one column, ``"EII"`` when there are no more rows than columns; every row its own
+    group at the start, as in ``hc(X)``, unless rows have weights other than 1: then
+    identical rows start as one group, as in ``hc(X, partition = dupPartition(X))``) does
+    not
+    depend on ``rng`` or on a shift of ``X`` unless more than ``HC_MAX_ROWS`` rows have
+    positive weight: then it is built on a subsample drawn with a seed taken from ``rng``.
+    The last tree is cached, keyed by a digest of ``X``, the weights and that seed. With
+    fewer distinct rows than ``n_components`` the surplus components get no rows.
+    """
+    seed = None
+    if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
+        seed = int(rng.integers(2**63))
+    key = (
+        X.shape,
+        X.dtype.str,
+        hashlib.blake2b(np.ascontiguousarray(X)).hexdigest(),
+        hashlib.blake2b(np.ascontiguousarray(sample_weight, dtype=np.float64)).hexdigest(),
+        seed,
+    )
+    tree = _HC_CACHE.get(key)
+    if tree is None:
+        sub_rng = np.random.default_rng(seed) if seed is not None else None
+        # one column: SVD is the standardised column times a constant, and standardising
+        # alone reproduces mclust's trees (galaxies), where rounding breaks SVD's near-ties
+        use = "STD" if X.shape[1] == 1 else "SVD"
+        # mclust's hc(X) starts every row as its own group; weighted rows need identical
+        # rows grouped (a row of weight 2 is then the row twice)
+        weighted = bool(np.any(sample_weight[sample_weight > 0] != 1.0))
+        tree = hierarchical_tree(X, sample_weight, use=use, group_duplicates=weighted, rng=sub_rng)
+        _HC_CACHE.clear()
+        _HC_CACHE[key] = tree
+    return tree.labels(min(n_components, tree.n_groups))
+
+
+def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
+    resp = np.zeros((labels.shape[0], n_components))
+    resp[np.arange(labels.shape[0]), labels] = 1.0
+    return resp
+
+
+def initial_responsibilities(
+    method: str,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Responsibilities ``(n, K)`` to start EM from, by the named method.
+
+    Parameters
+    ----------
+    method : {"kmeans++", "kmeans||", "kmeans", "random", "random_from_data", "hc"}
+        ``kmeans++`` (and ``kmeans||``, its scalable approximation for Dask input, which
+        in memory is k-means++ itself): hard assignment to k-means++ seeds; ``kmeans``: to converged
+        k-means clusters; ``random``: uniform random responsibilities;
+        ``random_from_data``: hard assignment to K distinct random observations;
+        ``hc``: hard assignment to the K groups of mclust's model-based agglomerative
+        hierarchical clustering (:func:`hc_labels`; deterministic, the same for every
+        ``rng`` unless the data have more than ``HC_MAX_ROWS`` rows of positive weight).
+    """
+    if method in ("kmeans++", "kmeans||"):
+        labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
+    elif method == "kmeans":
+        labels = kmeans(X, sample_weight, n_components, rng)
+    elif method == "random":
+        resp = rng.uniform(size=(X.shape[0], n_components))
+        return resp / resp.sum(axis=1, keepdims=True)
+    elif method == "random_from_data":
+        candidates = np.flatnonzero(sample_weight > 0)
+        replace = candidates.size < n_components
+        chosen = rng.choice(candidates, size=n_components, replace=replace)
+        labels, _ = nearest(X, X[chosen])
+    elif method == "hc":
+        labels = hc_labels(X, sample_weight, n_components, rng)
+    else:  # validated at the door; kept for direct callers
+        raise ValueError(f"init must be one of {INIT_METHODS} or a mapping; got {method!r}.")
+    return _one_hot(labels, n_components)
