@@ -193,7 +193,7 @@ class Mixture:
             MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
             PyMC's NUTS; ``advi`` / ``fullrank_advi``: draws from PyMC's variational
             approximations (the Bayesian methods for families with a PyMC
-            parametrisation: Poisson and negative binomial).
+            parametrisation: Poisson, negative binomial and Student-t).
         **options
             EM and MAP: ``sample_weight`` (frequency weights), ``n_init`` (starts,
             default 10), ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per
@@ -203,16 +203,20 @@ class Mixture:
             ``"marginalize"``, count families: NaN marks an entry missing at random, which
             drops out of its row's likelihood — exact, as columns are independent given
             the component; the result then also takes NaN in ``predict_proba`` and the
-            other prediction methods).
+            other prediction methods; NUTS and ADVI take it too, with the same
+            likelihood).
 
             NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
             ``target_accept`` (0.8), ``identify`` (``"relabel"``: Stephens' relabelling
             of the exchangeable model's draws, default; ``"none"``), ``order_by``,
-            ``random_state``, ``progressbar``. ADVI: ``n`` (30000 iterations at most,
-            stopped when the parameters settle), ``draws`` (1000), ``learning_rate``
-            (0.005), ``identify``, ``order_by``, ``random_state``, ``progressbar``.
-            Every chain or approximation starts at the MAP-EM estimate. The PyMC model
-            is compiled on every fit (tens of seconds on two cores).
+            ``random_state``, ``progressbar``, ``missing``. ADVI: ``n`` (30000 iterations
+            at most, stopped when the parameters settle), ``draws`` (1000),
+            ``learning_rate`` (0.005), ``identify``, ``order_by``, ``random_state``,
+            ``progressbar``, ``missing``. Every chain or approximation starts at the
+            MAP-EM estimate, mapped exactly into the PyMC model's free variables (for
+            full Student-t scales, the Bartlett factors of their precisions). The PyMC
+            model is compiled on every fit (tens of seconds on two cores; less when
+            numba's cache already holds a model of the same shape).
 
         Returns
         -------
@@ -235,11 +239,6 @@ class Mixture:
                 f"{sorted(_OPTIONS[method])}."
             )
         missing = options.pop("missing", "error")
-        if missing != "error" and method not in ("em", "map"):
-            raise ValueError(
-                f"missing={missing!r} is available with method='em' or 'map' for the "
-                f"{self.family.name} family; drop or impute the NaN for method={method!r}."
-            )
         data = self.check_data(X, missing=missing)
         weights = options.get("sample_weight")
         if missing == "marginalize" and weights is not None and np.ndim(weights) == 1:
@@ -255,15 +254,16 @@ class Mixture:
         if method == "nuts":
             from bayesmix.inference.bayes.family import fit_family_nuts
 
-            return fit_family_nuts(self, data, **options)
-        if method in ("advi", "fullrank_advi"):
+            result = fit_family_nuts(self, data, **options)
+        elif method in ("advi", "fullrank_advi"):
             from bayesmix.inference.bayes.family import fit_family_vi
 
-            return fit_family_vi(self, data, method, **options)
-        from bayesmix.inference.em.family import fit_family_em
+            result = fit_family_vi(self, data, method, **options)
+        else:
+            from bayesmix.inference.em.family import fit_family_em
 
-        use_priors = method == "map" or self.priors is not None
-        result = fit_family_em(self, data, use_priors=use_priors, **options)
+            use_priors = method == "map" or self.priors is not None
+            result = fit_family_em(self, data, use_priors=use_priors, **options)
         result.settings["missing"] = missing
         return result
 

@@ -124,9 +124,12 @@ def test_negative_binomial_nuts_recovers_overdispersion():
 
 
 def test_bayes_methods_need_a_pymc_parametrisation():
+    class NoPyMC(bm.families.StudentT):
+        supports_pymc = False
+
     X = bm.datasets.load_faithful()
     with pytest.raises(ValueError, match="not available for the student_t family"):
-        bm.Mixture(2, bm.families.StudentT()).fit(X, method="nuts")
+        bm.Mixture(2, NoPyMC()).fit(X, method="nuts")
     with pytest.raises(TypeError, match="unknown option"):
         bm.Mixture(2, bm.families.Poisson()).fit([[1], [2], [3]], method="nuts", n_init=3)
     with pytest.raises(ValueError, match="identify"):

@@ -215,8 +215,31 @@ class ComponentFamily(ABC):
         raise NotImplementedError
 
     def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
-        """``log p(x_n | theta_k)`` as a PyTensor ``(n_obs, K)`` expression."""
+        """``log p(x_n | theta_k)`` as a PyTensor ``(n_obs, K)`` expression; ``params``
+        is :meth:`pymc_parameters`' dict or :meth:`pymc_marginal_parameters` of it."""
         raise NotImplementedError
+
+    def pymc_initial_values(
+        self, params: Parameters, priors: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The free variables of :meth:`pymc_parameters` at the estimate ``params`` (the
+        start of NUTS and ADVI); by default the parameters themselves."""
+        return {name: np.asarray(params[name], dtype=float) for name in self.parameters}
+
+    def pymc_marginal_parameters(self, params: Mapping[str, Any], columns: np.ndarray):
+        """:meth:`pymc_parameters`' variables for the marginal of the features
+        ``columns`` (a row's observed features, ``missing="marginalize"``): ``(feature,)``
+        parameters keep those columns, ``(feature, feature_)`` matrices that block;
+        other entries of ``params`` are left out."""
+        out = {}
+        for name, dims in self.parameters.items():
+            value = params[name]
+            if dims == ("feature",):
+                value = value[:, columns]
+            elif dims == ("feature", "feature_"):
+                value = value[:, columns][:, :, columns]
+            out[name] = value
+        return out
 
 
 @dataclass(frozen=True)

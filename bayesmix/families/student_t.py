@@ -467,6 +467,134 @@ class StudentT(ComponentFamily):
         w = rng.chisquare(nu) / nu
         return means + z / np.sqrt(w)[:, None]
 
+    # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
+    supports_pymc = True
+
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """The priors of the module notes as PyMC variables.
+
+        ``means ~ Normal(mean_loc, mean_scale)``; diagonal scales ``~ InverseGamma(
+        scale_dof / 2, scale_scale / 2)``; full scales ``~ InverseWishart(scale_dof,
+        scale_scale)`` through the Bartlett decomposition of their precision
+        ``Sigma^-1 = P P^T``, ``P = C A`` with ``C = chol(scale_scale^-1)`` and ``A``
+        lower triangular, ``A_ii^2 ~ ChiSquared(scale_dof - i)`` (``i = 0..D-1``,
+        the variable ``scales_chi2``) and ``A_ij ~ Normal(0, 1)`` below the diagonal
+        (``scales_normal``): exactly the inverse-Wishart prior, with unconstrained free
+        variables of order one. ``scales`` is then a deterministic; the factor ``P``
+        (``"precision_factor"`` in the returned dict) feeds the log density without a
+        matrix inverse. ``dof ~ Gamma(dof_shape, dof_rate)`` when estimated (no bounds:
+        EM's :data:`DOF_BOUNDS` guard its solver, the prior does the same here), a
+        constant deterministic when fixed.
+        """
+        import pymc as pm
+        import pytensor.tensor as pt
+
+        model = pm.modelcontext(None)
+        n_components = len(model.coords["component"])
+        n_features = len(model.coords["feature"])
+        means = pm.Normal(
+            "means",
+            mu=priors["mean_loc"],
+            sigma=priors["mean_scale"],
+            dims=("component", "feature"),
+        )
+        params: dict[str, Any] = {"means": means}
+        scale_dof = float(priors["scale_dof"])
+        if self._full:
+            factor = _bartlett_base(priors["scale_scale"])
+            chi2 = pm.Gamma(
+                "scales_chi2",
+                alpha=0.5 * (scale_dof - np.arange(n_features)),
+                beta=0.5,
+                dims=("component", "feature"),
+            )
+            bartlett = pt.zeros((n_components, n_features, n_features))
+            diagonal = np.diag_indices(n_features)
+            bartlett = pt.set_subtensor(bartlett[:, diagonal[0], diagonal[1]], pt.sqrt(chi2))
+            rows, cols = np.tril_indices(n_features, -1)
+            if rows.size:
+                normal = pm.Normal("scales_normal", 0.0, 1.0, shape=(n_components, rows.size))
+                bartlett = pt.set_subtensor(bartlett[:, rows, cols], normal)
+            precision_factor = pt.matmul(factor, bartlett)  # (K, D, D), lower triangular
+            precision = pt.matmul(precision_factor, precision_factor.mT)
+            params["scales"] = pm.Deterministic(
+                "scales", pt.linalg.inv(precision), dims=("component", "feature", "feature_")
+            )
+            params["precision_factor"] = precision_factor
+        else:
+            params["scales"] = pm.InverseGamma(
+                "scales",
+                alpha=0.5 * scale_dof,
+                beta=0.5 * priors["scale_scale"],
+                dims=("component", "feature"),
+            )
+        if self._dof is None:
+            params["dof"] = pm.Gamma(
+                "dof",
+                alpha=float(priors["dof_shape"]),
+                beta=float(priors["dof_rate"]),
+                dims="component",
+            )
+        else:
+            params["dof"] = pm.Deterministic(
+                "dof", pt.as_tensor(np.full(n_components, self._dof)), dims="component"
+            )
+        return params
+
+    def pymc_initial_values(
+        self, params: Parameters, priors: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """The free variables of :meth:`pymc_parameters` at the estimate ``params``
+        (exact: the Bartlett factor is ``A = C^-1 chol(Sigma^-1)``)."""
+        start = {"means": np.asarray(params["means"], dtype=float)}
+        if self._full:
+            precision_factor = np.linalg.cholesky(np.linalg.inv(params["scales"]))
+            bartlett = np.linalg.solve(_bartlett_base(priors["scale_scale"]), precision_factor)
+            start["scales_chi2"] = np.diagonal(bartlett, axis1=1, axis2=2) ** 2
+            rows, cols = np.tril_indices(bartlett.shape[-1], -1)
+            if rows.size:
+                start["scales_normal"] = bartlett[:, rows, cols]
+        else:
+            start["scales"] = np.asarray(params["scales"], dtype=float)
+        if self._dof is None:
+            start["dof"] = np.asarray(params["dof"], dtype=float)
+        return start
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        """Multivariate t log densities ``(n_obs, K)``: the Mahalanobis distances by
+        one batched product with a precision factor (``params["precision_factor"]``,
+        else ``chol(scales)^-T``, as for the scales of a subset of the features)."""
+        import pytensor.tensor as pt
+
+        means, scales, nu = params["means"], params["scales"], params["dof"]
+        n_features = means.shape[-1]
+        if not self._full:
+            delta = (pt.sqr(X[:, None, :] - means[None]) / scales[None]).sum(axis=-1)
+            log_det = pt.log(scales).sum(axis=1)
+        else:
+            factor = params.get("precision_factor")
+            if factor is None:
+                lower = pt.linalg.cholesky(scales)
+                eye = pt.broadcast_to(pt.eye(n_features), lower.shape)
+                factor = pt.linalg.solve_triangular(lower, eye, lower=True).mT
+            whitened = pt.matmul(X, factor) - pt.matmul(means[:, None, :], factor)  # (K, n, D)
+            delta = pt.sqr(whitened).sum(axis=-1).T
+            log_det = -2.0 * pt.log(pt.diagonal(factor, axis1=-2, axis2=-1)).sum(axis=-1)
+        half = 0.5 * (nu + n_features)
+        constant = (
+            pt.gammaln(half)
+            - pt.gammaln(0.5 * nu)
+            - 0.5 * n_features * pt.log(nu * np.pi)
+            - 0.5 * log_det
+        )
+        return constant - half * pt.log1p(pt.maximum(delta, 0.0) / nu)
+
+
+def _bartlett_base(scale_scale: np.ndarray) -> np.ndarray:
+    """``chol(scale_scale^-1)``: the fixed factor of the Bartlett decomposition of a
+    precision whose covariance is inverse-Wishart with scale ``scale_scale``."""
+    return np.linalg.cholesky(np.linalg.inv(np.asarray(scale_scale, dtype=float)))
+
 
 def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> float:
     value = given.get(key)

@@ -6,7 +6,9 @@ the marginal likelihood ``sum_n logsumexp_k(log w_k + log p(x_n | theta_k))`` as
 potential (the allocations are summed out). The model is exchangeable: draws are
 identified afterwards by Stephens' relabelling (``identify="relabel"``, default) and the
 components numbered by :mod:`bayesmix.ordering`'s rule, as for Gaussians. Every chain
-starts at the MAP-EM estimate.
+starts at the MAP-EM estimate, mapped into the free variables by the family
+(:meth:`~bayesmix.families.base.ComponentFamily.pymc_initial_values`). Missing entries
+(``missing="marginalize"``) are marginalised in the likelihood (:func:`build_family_pymc`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayesmix.data import Data
+from bayesmix.families.base import CountFamily
 from bayesmix.inference.bayes.fit import (
     check_nuts_settings,
     identified_result,
@@ -38,6 +41,15 @@ IDENTIFY = ("relabel", "none")
 def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray]):
     """The PyMC model of ``model`` for ``data`` (see the module notes).
 
+    Missing entries (NaN, ``missing="marginalize"``) are marginalised exactly, through
+    :meth:`~bayesmix.families.base.ComponentFamily.pymc_marginal_parameters`: for a
+    family whose columns are independent given the component (the count families)
+    each column's log density is computed once for all rows and a missing entry's term
+    is masked out (one term per column); for others (Student-t) the rows are grouped by
+    their pattern of observed features and each group gets the marginal density of
+    those features (one term per pattern, so the graph grows with the number of
+    distinct patterns).
+
     Returns
     -------
     pymc.Model
@@ -47,14 +59,58 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     import pymc as pm
     import pytensor.tensor as pt
 
-    coords = {"component": np.arange(model.n_components), "feature": list(data.feature_names)}
+    family = model.family
+    features = list(data.feature_names)
+    coords = {"component": np.arange(model.n_components), "feature": features}
+    if any("feature_" in dims for dims in family.parameters.values()):
+        coords["feature_"] = features
+    values = data.values
+    missing = np.isnan(values)
     with pm.Model(coords=coords) as pm_model:
-        X = pm.Data("X", data.values, dims=("obs", "feature"))
         weights = pm.Dirichlet("weights", a=priors["weight_concentration"], dims="component")
-        params = model.family.pymc_parameters(priors)
-        log_joint = pt.log(weights) + model.family.pymc_log_density(X, params)
-        pm.Potential("log_likelihood", pm.math.logsumexp(log_joint, axis=1).sum())
+        params = family.pymc_parameters(priors)
+        if not missing.any():
+            X = pm.Data("X", values, dims=("obs", "feature"))
+            log_densities = [family.pymc_log_density(X, params)]
+        elif isinstance(family, CountFamily):
+            X = pt.as_tensor(np.where(missing, 0.0, values))
+            observed = pt.as_tensor((~missing).astype(float))
+            columns = [
+                observed[:, [d]]
+                * family.pymc_log_density(
+                    X[:, [d]], family.pymc_marginal_parameters(params, np.array([d]))
+                )
+                for d in range(values.shape[1])
+            ]
+            log_densities = [sum(columns)]
+        else:
+            log_densities = []
+            for rows, columns in _missingness_patterns(missing):
+                X = pt.as_tensor(values[rows][:, columns])
+                if columns.size < values.shape[1]:
+                    log_densities.append(
+                        family.pymc_log_density(X, family.pymc_marginal_parameters(params, columns))
+                    )
+                else:
+                    log_densities.append(family.pymc_log_density(X, params))
+        log_weights = pt.log(weights)
+        log_likelihood = sum(
+            pm.math.logsumexp(log_weights + log_density, axis=1).sum()
+            for log_density in log_densities
+        )
+        pm.Potential("log_likelihood", log_likelihood)
     return pm_model
+
+
+def _missingness_patterns(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows grouped by their pattern of missing entries: ``(rows, observed
+    columns)`` per distinct pattern."""
+    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [
+        (np.flatnonzero(inverse == p), np.flatnonzero(~pattern))
+        for p, pattern in enumerate(patterns)
+    ]
 
 
 def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
@@ -65,8 +121,11 @@ def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progr
     progressbar = show_progress(progressbar)
     seed = resolve_seed(random_state)
     started = time.perf_counter()
-    em = model.fit(data, method="map", random_state=seed, n_init=5)
-    return progressbar, seed, em.parameters, em.priors, started
+    missing = "marginalize" if np.isnan(data.values).any() else "error"
+    em = model.fit(data, method="map", random_state=seed, n_init=5, missing=missing)
+    start = {"weights": em.parameters["weights"]}
+    start.update(model.family.pymc_initial_values(em.parameters, em.priors))
+    return progressbar, seed, start, em.priors, started
 
 
 def fit_family_nuts(
