@@ -186,7 +186,7 @@ def test_t_nuts_recovers_simulated_truth(t_nuts):
     assert np.abs(first - em.parameters["means"]).max() < 0.6
 
 
-def test_t_nuts_result_interface(t_nuts, simulated):
+def test_t_nuts_result_interface(t_nuts, simulated, tmp_path):
     post = t_nuts
     proba = post.predict_proba(simulated)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
@@ -205,6 +205,10 @@ def test_t_nuts_result_interface(t_nuts, simulated):
     assert list(comparison.fits["family"]) == ["student_t", "student_t"]
     X_new, z = post.sample(20, random_state=0)
     assert X_new.shape == (20, 2) and np.isfinite(X_new).all()
+    post.save(tmp_path / "t.nc")
+    loaded = bm.load(tmp_path / "t.nc")
+    assert loaded.model == post.model
+    np.testing.assert_array_equal(loaded.predict_proba(simulated), proba)
 
 
 def test_t_nuts_resists_gross_outliers_in_old_faithful():
