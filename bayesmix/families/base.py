@@ -33,6 +33,7 @@ __all__ = [
     "ComponentFamily",
     "CountData",
     "CountFamily",
+    "DataSummary",
     "Parameters",
     "check_counts",
     "positive_hyperparameter",
@@ -40,6 +41,21 @@ __all__ = [
 ]
 
 Parameters = dict[str, np.ndarray]
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What :meth:`ComponentFamily.prepare` of a block of rows may need from all the
+    rows: per column the number of observed entries, their mean and variance (divided by
+    the count), and for discrete families the sorted distinct observed values (None
+    otherwise). Chunked EM (Dask) gathers it in one scan, so that every chunk is prepared
+    consistently with the whole data (:meth:`ComponentFamily.prepare` with ``summary``).
+    """
+
+    n_observed: np.ndarray
+    mean: np.ndarray
+    variance: np.ndarray
+    values: np.ndarray | None = None
 
 
 class ComponentFamily(ABC):
@@ -95,9 +111,12 @@ class ComponentFamily(ABC):
         the mixture's)."""
 
     # -- EM ------------------------------------------------------------------------
-    def prepare(self, X: np.ndarray) -> Any:
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> Any:
         """Constants of the data that :meth:`statistics` and :meth:`log_density` reuse
-        across EM iterations (None by default)."""
+        across EM iterations (None by default). With ``summary`` (of all rows), ``X`` is
+        one block of them and the constants that depend on all rows come from the
+        summary: the statistics of blocks then add up, and ``prepare`` of no rows (``X``
+        of shape ``(0, D)``) gives what :meth:`maximise` needs."""
         return None
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:

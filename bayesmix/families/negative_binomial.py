@@ -32,6 +32,7 @@ from scipy.special import digamma, gammaln, polygamma
 from bayesmix.families.base import (
     CountData,
     CountFamily,
+    DataSummary,
     Parameters,
     positive_hyperparameter,
     real_hyperparameter,
@@ -101,10 +102,16 @@ class NegativeBinomial(CountFamily):
         means = log_gamma_density(params["means"], priors["mean_shape"], priors["mean_mean"])
         return float(means.sum() + _log_lognormal(params["dispersions"], priors).sum())
 
-    def prepare(self, X: np.ndarray) -> CountHistogram:
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> CountHistogram:
+        """The histogram's map over the distinct counts of ``X``, or of all rows
+        (``summary.values``) when ``X`` is one block of them."""
         data = CountData.of(X)
         observed = ~np.isnan(X)
-        values, index = np.unique(X[observed], return_inverse=True)
+        if summary is None:
+            values, index = np.unique(X[observed], return_inverse=True)
+        else:
+            values = summary.values
+            index = np.searchsorted(values, X[observed])
         n_obs, n_features = X.shape
         rows, cols = np.nonzero(observed)
         one_hot = scipy.sparse.csr_matrix(

@@ -23,6 +23,7 @@ from scipy.special import gammaln
 from bayesmix.families.base import (
     CountData,
     CountFamily,
+    DataSummary,
     Parameters,
     positive_hyperparameter,
 )
@@ -137,8 +138,9 @@ class Poisson(CountFamily):
             rates = np.maximum(shape - 1.0 + sum_x, 0.0) / (rate + mass)
         return {"rates": np.maximum(rates, RATE_FLOOR)}
 
-    def prepare(self, X: np.ndarray) -> CountData:
-        """The counts with missing entries zeroed, their mask and ``sum_d log x_nd!``."""
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> CountData:
+        """The counts with missing entries zeroed, their mask and ``sum_d log x_nd!``
+        (row by row: ``summary`` is not needed)."""
         return CountData.of(X)
 
     def log_density(

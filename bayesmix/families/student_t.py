@@ -60,6 +60,7 @@ from scipy.special import digamma, gammaln, polygamma
 
 from bayesmix.families.base import (
     ComponentFamily,
+    DataSummary,
     Parameters,
     positive_hyperparameter,
     real_hyperparameter,
@@ -248,8 +249,9 @@ class StudentT(ComponentFamily):
         return total
 
     # -- EM ------------------------------------------------------------------------
-    def prepare(self, X: np.ndarray) -> Prepared:
-        var = X.var(axis=0)
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> Prepared:
+        """The scales' ridge from each feature's variance (of all rows: ``summary``)."""
+        var = X.var(axis=0) if summary is None else summary.variance
         return Prepared(REG_SCALE * np.where(var > 0, var, 1.0))
 
     def initial_parameters(
