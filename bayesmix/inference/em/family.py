@@ -11,6 +11,17 @@ priors). Starts: weighted k-means on the family's start transform of the data
 otherwise), each start from its own seeds; the start with the largest objective
 (log-likelihood, or log posterior for MAP) is kept.
 
+One loop serves data in memory and chunked (Dask) data: it sees the rows only through a
+*source* whose passes return sums over rows — the E-step's ``(log-likelihood, mass,
+statistics)``, the statistics of a start's hard assignment, and the final
+log-likelihood — computed block by block by :func:`block_estep`,
+:func:`block_assigned` and :func:`block_final` and added with :func:`add_statistics`.
+:class:`InMemoryRows` is one block; :mod:`bayesmix.inference.em.distributed` maps the same block
+functions over a Dask array's chunks and tree-sums them. A family's
+:meth:`~bayesmix.families.base.ComponentFamily.prepare` of a block, given the
+:class:`~bayesmix.families.base.DataSummary` of all rows, makes the blocks' statistics
+add up to those of all rows; ``prepare`` of no rows gives what the M-step needs.
+
 The iterations run with one BLAS thread: their products are tall and skinny (rows by
 components or features), where OpenBLAS's threads gain nothing and, on a loaded
 two-core machine, made one ``(D, N) @ (N, K D)`` product 100x slower (777 ms against
@@ -30,16 +41,26 @@ from bayesmix.data import Data, check_sample_weight
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.inference.em.convergence import ConvergenceTest
-from bayesmix.inference.em.init import kmeans
+from bayesmix.inference.em.init import kmeans, nearest
 from bayesmix.ordering import best_separated_feature, resolve_order_by
 from bayesmix.results import EMResult
 from bayesmix.validation import check_float, check_int, reproducible_rng
 
 if TYPE_CHECKING:
-    from bayesmix.families.base import Parameters
+    from bayesmix.families.base import ComponentFamily, Parameters
     from bayesmix.mixture import Mixture
 
-__all__ = ["fit_family_em", "weights_step"]
+__all__ = [
+    "InMemoryRows",
+    "add_statistics",
+    "block_assigned",
+    "block_estep",
+    "block_final",
+    "check_em_options",
+    "fit_family_em",
+    "run_family_em",
+    "weights_step",
+]
 
 
 def fit_family_em(
@@ -82,63 +103,195 @@ def fit_family_em(
     EMResult
     """
     started = time.perf_counter()
-    n_init = check_int(n_init, "n_init")
-    max_iter = check_int(max_iter, "max_iter")
-    tol = check_float(tol, "tol")
+    n_init, max_iter, tol = check_em_options(n_init, max_iter, tol)
     weights = check_sample_weight(sample_weight, data.n_obs)
     order_feature = resolve_order_by(order_by, data.feature_names)
     rng, seed_record = reproducible_rng(random_state)
     default_priors = model.resolve_priors(data, weights)
+    return run_family_em(
+        model,
+        InMemoryRows(model.family, data.values, weights),
+        default_priors,
+        use_priors=use_priors,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        rng=rng,
+        order_feature=order_feature,
+        feature_names=data.feature_names,
+        settings=seed_record,
+        started=started,
+    )
+
+
+def check_em_options(n_init: Any, max_iter: Any, tol: Any) -> tuple[int, int, float]:
+    """``n_init``, ``max_iter`` and ``tol`` validated (``ValueError``/``TypeError``
+    naming the option)."""
+    return check_int(n_init, "n_init"), check_int(max_iter, "max_iter"), check_float(tol, "tol")
+
+
+class InMemoryRows:
+    """The rows in memory as the source of :func:`run_family_em`: every pass is one
+    block, the family's :meth:`prepare` of all rows computed once.
+
+    A source has ``total_weight``, ``prepared`` (for the M-step), the rows the starts'
+    k-means sees (``sample``, ``sample_weight``; ``sample_is_data`` when they are all
+    the rows, in order) and three passes: :meth:`estep`, :meth:`assigned`, :meth:`final`.
+    """
+
+    sample_is_data = True
+
+    def __init__(self, family: ComponentFamily, X: np.ndarray, weights: np.ndarray) -> None:
+        self.family, self.X, self.weights = family, X, weights
+        self.prepared = family.prepare(X)
+        self.total_weight = weights.sum()
+        self.sample, self.sample_weight = X, weights
+
+    def estep(self, log_weights: np.ndarray, params: Parameters):
+        """``(log-likelihood, mass, statistics)`` of all rows (:func:`block_estep`)."""
+        return block_estep(self.family, self.X, self.weights, self.prepared, log_weights, params)
+
+    def assigned(self, labels: np.ndarray | None, centres: np.ndarray | None, params):
+        """``(mass, statistics)`` of the rows' hard assignment (:func:`block_assigned`)."""
+        return block_assigned(
+            self.family, self.X, self.weights, self.prepared, labels, centres, params
+        )
+
+    def final(self, log_weights: np.ndarray, params: Parameters) -> tuple[float, float]:
+        """``(log-likelihood, sum_n w_n max_k log r_nk)`` (:func:`block_final`)."""
+        return block_final(self.family, self.X, self.weights, self.prepared, log_weights, params)
+
+
+# -- the passes over one block of rows (additive: blocks add up by add_statistics) -------
+
+
+def block_estep(
+    family: ComponentFamily,
+    X: np.ndarray,
+    weights: np.ndarray,
+    prepared: Any,
+    log_weights: np.ndarray,
+    params: Parameters,
+) -> tuple[float, np.ndarray, Parameters]:
+    """The E-step of a block: its weighted log-likelihood, responsibility mass ``(K,)``
+    and the family's statistics, from the family's fused pass when it has one, else
+    from its log density and :meth:`statistics`."""
+    fused = family.expectation(X, weights, log_weights, params, prepared)
+    if fused is not None:
+        return fused
+    log_norm, log_resp = log_normalise(log_weights + family.log_density(X, params, prepared))
+    resp = np.exp(log_resp) * weights[:, None]
+    return float(weights @ log_norm), resp.sum(axis=0), family.statistics(X, resp, params, prepared)
+
+
+def block_assigned(
+    family: ComponentFamily,
+    X: np.ndarray,
+    weights: np.ndarray,
+    prepared: Any,
+    labels: np.ndarray | None,
+    centres: np.ndarray | None,
+    params: Parameters,
+) -> tuple[np.ndarray, Parameters]:
+    """Mass and statistics of a block's rows assigned to one component each: by
+    ``labels``, or (``labels=None``) to the nearest of ``centres`` in the family's
+    start transform."""
+    if labels is None:
+        labels, _ = nearest(family.start_transform(X), centres)
+    resp = np.zeros((X.shape[0], _n_components(params)))
+    resp[np.arange(X.shape[0]), labels] = weights
+    return resp.sum(axis=0), family.statistics(X, resp, params, prepared)
+
+
+def block_final(
+    family: ComponentFamily,
+    X: np.ndarray,
+    weights: np.ndarray,
+    prepared: Any,
+    log_weights: np.ndarray,
+    params: Parameters,
+) -> tuple[float, float]:
+    """A block's weighted log-likelihood and ``sum_n w_n max_k log r_nk`` (for ICL)."""
+    log_norm, log_resp = log_normalise(log_weights + family.log_density(X, params, prepared))
+    return float(weights @ log_norm), float(weights @ log_resp.max(axis=1))
+
+
+def add_statistics(a: Any, b: Any) -> Any:
+    """The sum of two blocks' pass results (numbers, arrays, and tuples or dicts of them)."""
+    if isinstance(a, dict):
+        return {key: add_statistics(a[key], b[key]) for key in a}
+    if isinstance(a, tuple):
+        return tuple(add_statistics(x, y) for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def _n_components(params: Parameters) -> int:
+    return next(iter(params.values())).shape[0]
+
+
+# -- the loop ---------------------------------------------------------------------------
+
+
+def run_family_em(
+    model: Mixture,
+    source: Any,
+    default_priors: dict[str, np.ndarray],
+    *,
+    use_priors: bool,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    rng: np.random.Generator,
+    order_feature: int | None,
+    feature_names: tuple[str, ...],
+    settings: dict[str, Any],
+    started: float,
+) -> EMResult:
+    """EM from ``n_init`` starts over the rows of ``source`` (:class:`InMemoryRows` or
+    the Dask chunks of :mod:`bayesmix.inference.em.distributed`); the best start's estimate,
+    components ordered, as an :class:`EMResult` (``settings`` are added to its
+    record)."""
     priors = default_priors if use_priors else None
-    X = data.values
-    prepared = model.family.prepare(X)
     with threadpool_limits(1, "blas"):  # tall-skinny products; threads thrash (module notes)
         runs = [
-            _run(
-                model,
-                X,
-                weights,
-                priors,
-                prepared,
-                _start(model, X, weights, prepared, default_priors, rng),
-                max_iter,
-                tol,
-            )
+            _run(model, source, priors, _start(model, source, default_priors, rng), max_iter, tol)
             for _ in range(n_init)
         ]
-    best = max(runs, key=lambda run: run["trace"][-1])
+        best = max(runs, key=lambda run: run["trace"][-1])
+        params = _ordered(model, best["params"], order_feature)
+        with np.errstate(divide="ignore"):
+            log_weights = np.log(params["weights"])
+        log_likelihood, log_max_resp = source.final(log_weights, params)
     if not best["converged"]:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
             "max_iter or tol, or try other starts (n_init).",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    params = _ordered(model, best["params"], order_feature)
-    log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
-    settings = {
+    record = {
         "method": "map" if use_priors else "em",
         "family": model.family.name,
         "n_init": n_init,
         "max_iter": max_iter,
         "tol": tol,
-        **seed_record,
-        "order_feature": data.feature_names[_order_index(model, params, order_feature)],
-        "fit_seconds": time.perf_counter() - started,
+        **settings,
+        "order_feature": feature_names[_order_index(model, params, order_feature)],
     }
+    record["fit_seconds"] = time.perf_counter() - started
     return EMResult(
         model=model,
         params=params,
-        feature_names=data.feature_names,
-        n_obs=float(weights.sum()),
-        log_likelihood=float(weights @ log_norm),
-        log_max_resp=float(weights @ log_resp.max(axis=1)),
+        feature_names=feature_names,
+        n_obs=float(source.total_weight),
+        log_likelihood=float(log_likelihood),
+        log_max_resp=float(log_max_resp),
         log_likelihood_trace=np.array(best["log_likelihood"]),
         log_posterior_trace=np.array(best["trace"]) if use_priors else None,
         converged=best["converged"],
         n_iter=best["n_iter"],
         priors=priors,
-        settings=settings,
+        settings=record,
     )
 
 
@@ -151,44 +304,57 @@ def weights_step(mass: np.ndarray, concentration: np.ndarray | None) -> np.ndarr
     return unnormalised / unnormalised.sum()
 
 
-def _start(model: Mixture, X, weights, prepared, priors, rng) -> Parameters:
+def _start(model: Mixture, source: Any, priors, rng) -> Parameters:
     """MAP parameters (under the default priors, which keep a cluster of zeros off a
     zero rate) of the clusters of weighted k-means on the family's
-    :meth:`~bayesmix.families.base.ComponentFamily.start_transform` of ``X``."""
-    n_components = model.n_components
-    labels = kmeans(model.family.start_transform(X), weights, n_components, rng)
-    resp = np.zeros((X.shape[0], n_components))
-    resp[np.arange(X.shape[0]), labels] = weights
-    mass = resp.sum(axis=0)
+    :meth:`~bayesmix.families.base.ComponentFamily.start_transform` of the source's
+    sample: of all rows in memory (and of chunked data small enough to be its own
+    sample); otherwise every row joins the nearest k-means centre."""
+    family, n_components = model.family, model.n_components
+    X, weights = source.sample, source.sample_weight
+    transformed = family.start_transform(X)
+    labels = kmeans(transformed, weights, n_components, rng)
+    mass = np.bincount(labels, weights=weights, minlength=n_components)
     filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X) if np.isnan(X).any() else X
+    picks = [None if mass[k] > 0 else int(rng.integers(len(X))) for k in range(n_components)]
     centres = np.stack(
         [
-            filled[labels == k].mean(axis=0) if mass[k] > 0 else filled[rng.integers(len(X))]
-            for k in range(n_components)
+            filled[labels == k].mean(axis=0) if pick is None else filled[pick]
+            for k, pick in enumerate(picks)
         ]
     )
-    params = model.family.initial_parameters(X, centres, weights)
-    stats = model.family.statistics(X, resp, params, prepared)
-    params = model.family.maximise(mass, stats, priors, params, prepared)
+    params = family.initial_parameters(X, centres, weights)
+    if source.sample_is_data:
+        mass, stats = source.assigned(labels, None, params)
+    else:
+        sums = np.stack(
+            [
+                np.bincount(labels, transformed[:, d] * weights, n_components)
+                for d in range(X.shape[1])
+            ],
+            axis=1,
+        )
+        middles = sums / np.where(mass > 0, mass, 1.0)[:, None]
+        for k, pick in enumerate(picks):
+            if pick is not None:
+                middles[k] = transformed[pick]
+        mass, stats = source.assigned(None, middles, params)
+    params = family.maximise(mass, stats, priors, params, source.prepared)
     params["weights"] = np.full(n_components, 1.0 / n_components)
     return params
 
 
-def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
+def _run(model, source, priors, params, max_iter, tol) -> dict:
     """EM from ``params`` until the objective gains less than ``tol`` per observation."""
-    family, total = model.family, weights.sum()
-    test = ConvergenceTest(total, tol, lagged=False, reference=0.0)
+    family = model.family
+    test = ConvergenceTest(source.total_weight, tol, lagged=False, reference=0.0)
     concentration = None if priors is None else priors["weight_concentration"]
     log_likelihood, trace, converged = [], [], False
     for n_iter in range(max_iter + 1):
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
-        fused = family.expectation(X, weights, log_weights, params, prepared)
-        if fused is None:
-            log_norm, log_resp = log_normalise(model.log_joint(X, params, prepared))
-            log_likelihood.append(float(weights @ log_norm))
-        else:
-            log_likelihood.append(fused[0])
+        total, mass, stats = source.estep(log_weights, params)
+        log_likelihood.append(float(total))
         objective = log_likelihood[-1] + (
             0.0 if priors is None else model.log_prior(params, priors)
         )
@@ -198,14 +364,8 @@ def _run(model, X, weights, priors, prepared, params, max_iter, tol) -> dict:
             break
         if n_iter == max_iter:
             break
-        if fused is None:
-            resp = np.exp(log_resp) * weights[:, None]
-            mass = resp.sum(axis=0)
-            stats = family.statistics(X, resp, params, prepared)
-        else:
-            mass, stats = fused[1], fused[2]
         params = {
-            **family.maximise(mass, stats, priors, params, prepared),
+            **family.maximise(mass, stats, priors, params, source.prepared),
             "weights": weights_step(mass, concentration),
         }
     return {
