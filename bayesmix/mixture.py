@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import Data, as_data, check_sample_weight
+from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families.base import ComponentFamily, Parameters
 from bayesmix.families.gaussian import Gaussian
@@ -120,13 +120,7 @@ class Mixture:
         """``X`` validated for this family (numbers, then the family's support); with
         ``missing="marginalize"`` NaN marks a missing entry (count families) and rows
         without any observed entry are dropped with a ``MissingDataWarning``."""
-        if missing not in ("error", "marginalize"):
-            raise ValueError(f"missing must be 'error' or 'marginalize'; got {missing!r}.")
-        if missing == "marginalize" and not self.family.supports_missing:
-            raise ValueError(
-                f"missing='marginalize' is not available for the {self.family.name} family "
-                "yet (count families marginalise missing entries); drop or impute the NaN."
-            )
+        _check_missing(self.family, missing)
         allow = missing == "marginalize"
         data = as_data(
             X,
@@ -187,7 +181,10 @@ class Mixture:
         ----------
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations in the family's support (counts for Poisson and negative
-            binomial). Column names become the ``feature`` coordinate.
+            binomial). Column names become the ``feature`` coordinate. A Dask array or
+            DataFrame (``em`` and ``map``) is fitted chunk by chunk without bringing it
+            into memory, equal to the in-memory fit with the same seed and starts
+            (one start by default; :func:`~bayesmix.inference.em.distributed.fit_family_em_dask`).
         method : {"em", "map", "nuts", "advi", "fullrank_advi"}
             ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
             MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
@@ -239,6 +236,8 @@ class Mixture:
                 f"{sorted(_OPTIONS[method])}."
             )
         missing = options.pop("missing", "error")
+        if is_dask_input(X):
+            return _fit_dask(self, X, method, missing, options)
         data = self.check_data(X, missing=missing)
         weights = options.get("sample_weight")
         if missing == "marginalize" and weights is not None and np.ndim(weights) == 1:
@@ -391,3 +390,31 @@ class Mixture:
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
         return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
+
+
+def _check_missing(family: ComponentFamily, missing: Any) -> None:
+    """``ValueError`` unless ``missing`` is a policy the family supports."""
+    if missing not in ("error", "marginalize"):
+        raise ValueError(f"missing must be 'error' or 'marginalize'; got {missing!r}.")
+    if missing == "marginalize" and not family.supports_missing:
+        raise ValueError(
+            f"missing='marginalize' is not available for the {family.name} family "
+            "yet (count families marginalise missing entries); drop or impute the NaN."
+        )
+
+
+def _fit_dask(model: Mixture, X: Any, method: str, missing: Any, options: dict) -> MixtureResult:
+    """EM and MAP-EM on Dask input without materialising it
+    (:func:`bayesmix.inference.em.distributed.fit_family_em_dask`)."""
+    if method not in ("em", "map"):
+        raise ValueError(
+            f"method={method!r} needs the data in memory; X is a Dask collection. Fit "
+            "method='em' or 'map' on Dask input, or bring X into memory with X.compute()."
+        )
+    _check_missing(model.family, missing)
+    from bayesmix.inference.em.distributed import fit_family_em_dask
+
+    use_priors = method == "map" or model.priors is not None
+    result = fit_family_em_dask(model, X, use_priors=use_priors, missing=missing, **options)
+    result.settings["missing"] = missing
+    return result

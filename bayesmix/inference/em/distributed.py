@@ -35,7 +35,9 @@ Dask is imported lazily: bayesmix imports without it, and only Dask input loads 
 
 from __future__ import annotations
 
+import re
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -48,12 +50,14 @@ import xarray as xr
 from bayesmix.data import (
     MAX_ABS_VALUE,
     DaskData,
+    Data,
     as_dask_data,
     check_sample_weight,
     import_dask,
     is_dask_input,
 )
-from bayesmix.exceptions import RechunkWarning
+from bayesmix.exceptions import MissingDataWarning, RechunkWarning
+from bayesmix.families.base import DataSummary
 from bayesmix.families.gaussian.stats import (
     Params,
     SufficientStats,
@@ -63,6 +67,14 @@ from bayesmix.families.gaussian.stats import (
     stats_from_responsibilities,
 )
 from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution
+from bayesmix.inference.em.family import (
+    add_statistics,
+    block_assigned,
+    block_estep,
+    block_final,
+    check_em_options,
+    run_family_em,
+)
 from bayesmix.inference.em.fit import (
     EM_DEFAULTS,
     best_run,
@@ -79,6 +91,8 @@ from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.validation import check_float, check_int, reproducible_rng
 
 if TYPE_CHECKING:
+    from bayesmix.families.base import ComponentFamily, Parameters
+    from bayesmix.mixture import Mixture
     from bayesmix.model import GaussianMixture
     from bayesmix.results import EMResult
 
@@ -89,6 +103,7 @@ __all__ = [
     "assign_chunks",
     "blockwise_quantiles",
     "fit_em_dask",
+    "fit_family_em_dask",
     "is_dask_input",
     "kmeans_parallel_centres",
 ]
@@ -306,7 +321,10 @@ class DaskSource:
         """``combine`` over chunks (in chunk order, tree-shaped) of
         ``func(x_chunk, w_chunk, *per_chunk[i], *args)``; small ``args`` are sent once."""
         delayed = self._delayed
-        shared = [delayed(a) if isinstance(a, (np.ndarray, Params)) else a for a in args]
+        shared = [
+            delayed(a) if isinstance(a, (np.ndarray, Params, dict, DataSummary)) else a
+            for a in args
+        ]
         task = delayed(func, pure=False)
         parts = [
             task(x, w, *(() if per_chunk is None else per_chunk[i]), *shared)
@@ -464,6 +482,20 @@ class _ChunkHolder:
                 )
             )
 
+    def family_estep(self, family, summary, drop_empty, log_weights, params):
+        """:func:`~bayesmix.inference.em.family.block_estep` of this worker's chunks,
+        summed in chunk order; the chunks are prepared for the family once per fit (the
+        actors live for one fit)."""
+        if getattr(self, "_family_rows", None) is None:
+            self._family_rows = [
+                _family_rows(x, w, family, summary, drop_empty)
+                for x, w in zip(self._chunks, self._weights, strict=True)
+            ]
+        return reduce(
+            add_statistics,
+            (block_estep(family, *rows, log_weights, params) for rows in self._family_rows),
+        )
+
 
 class _WorkerChunks:
     """The E-step over a persisted array as one actor call per worker.
@@ -514,6 +546,13 @@ class _WorkerChunks:
     def estep(self, shift, params, structure) -> SufficientStats:
         calls = [actor.estep(shift, params, structure) for actor in self._actors]
         return _sum_all(*(call.result() for call in calls))
+
+    def family_estep(self, family, summary, drop_empty, log_weights, params):
+        calls = [
+            actor.family_estep(family, summary, drop_empty, log_weights, params)
+            for actor in self._actors
+        ]
+        return reduce(add_statistics, (call.result() for call in calls))
 
     def close(self) -> None:
         # The proxies hold futures of their own, which a reference cycle inside
@@ -833,6 +872,417 @@ def fit_em_dask(
         ),
         regularisation=reg,
     )
+
+
+# -- mixtures of any component family (bayesmix.families) ---------------------------------
+
+
+@dataclass(frozen=True)
+class _FamilyScan:
+    """One pass over the data for a component family, merged over chunks in order.
+
+    Moments are per column over the observed entries: unweighted (the families'
+    :class:`~bayesmix.families.base.DataSummary`) and weighted (the priors' data-scaled
+    defaults), merged by Chan's formula."""
+
+    rows: tuple[int, ...]  # rows kept (with an observed entry) per chunk
+    n_empty: int  # rows without any observed entry (left out, missing="marginalize")
+    total_weight: float
+    n_positive: int
+    n_nan: int  # NaN entries, an error unless missing values are allowed
+    first_nan: tuple[int, int] | None
+    n_inf: int
+    first_inf: tuple[int, int] | None
+    support_error: str | None  # the family's check_values message (first chunk failing)
+    max_abs: float
+    n_bad_weights: int
+    n_negative_weights: int
+    count: np.ndarray
+    mean: np.ndarray
+    m2: np.ndarray
+    weight: np.ndarray
+    weighted_mean: np.ndarray
+    weighted_m2: np.ndarray
+    values: np.ndarray | None  # distinct observed values (discrete families)
+    sample: np.ndarray
+    sample_weight: np.ndarray
+
+
+def _column_moments(x, w, observed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per column: total weight, weighted mean and squared deviations of the observed
+    entries."""
+    zeroed = np.where(observed, x, 0.0)
+    total = w @ observed
+    mean = np.divide(w @ zeroed, total, out=np.zeros(x.shape[1]), where=total > 0)
+    m2 = np.zeros(x.shape[1])
+    for rows in iter_blocks(x.shape[0], _SCAN_ROWS):  # bounded temporaries
+        centred = np.where(observed[rows], x[rows] - mean, 0.0)
+        m2 += w[rows] @ (centred * centred)
+    return total, mean, m2
+
+
+def _chan(total_a, mean_a, m2_a, total_b, mean_b, m2_b):
+    """Chan et al.'s pairwise merge of per-column (weights, means, squared deviations)."""
+    total = total_a + total_b
+    safe = np.where(total > 0, total, 1.0)
+    delta = mean_b - mean_a
+    mean = np.where(total > 0, mean_a + delta * (total_b / safe), mean_a)
+    m2 = m2_a + m2_b + np.where(total > 0, delta * delta * (total_a * total_b / safe), 0.0)
+    return total, mean, m2
+
+
+def _family_scan_block(x, w, offset, keep, seed, family, feature_names, allow_missing):
+    x, w = _block(x, w)
+    nan, inf = np.isnan(x), np.isinf(x)
+    n_nan, first_nan = 0, None
+    if not allow_missing and nan.any():
+        n_nan = int(nan.sum())
+        row, col = np.argwhere(nan | inf)[0]
+        first_nan = (offset + int(row), int(col))
+    n_inf, first_inf = int(inf.sum()), None
+    if n_inf:
+        row, col = np.argwhere(inf)[0]
+        first_inf = (offset + int(row), int(col))
+    n_empty, kept = 0, None
+    if allow_missing:
+        empty = nan.all(axis=1)
+        n_empty = int(empty.sum())
+        if n_empty:
+            kept = np.flatnonzero(~empty)
+            x, w, nan = x[kept], w[kept], nan[kept]
+    observed = ~nan
+    bad_w = ~np.isfinite(w)
+    n_features = x.shape[1]
+    support_error = None
+    if not (n_nan or n_inf or bad_w.any()):
+        try:
+            family.check_values(x, feature_names, "X")
+        except ValueError as error:
+            support_error = _global_row(str(error), offset, kept)
+    if n_nan or n_inf or bad_w.any() or support_error:
+        zeros = np.zeros(n_features)
+        count, mean, m2, weight, weighted_mean, weighted_m2 = (zeros,) * 6
+        max_abs, values = 0.0, None
+    else:
+        count, mean, m2 = _column_moments(x, np.ones(x.shape[0]), observed)
+        weight, weighted_mean, weighted_m2 = _column_moments(x, w, observed)
+        finite = x[observed]
+        max_abs = float(np.abs(finite).max(initial=0.0))
+        values = np.unique(finite) if family.discrete else None
+    chosen = slice(None) if keep >= 1.0 else np.random.default_rng(seed).random(len(x)) < keep
+    return _FamilyScan(
+        rows=(int(x.shape[0]),),
+        n_empty=n_empty,
+        total_weight=float(w.sum()) if not bad_w.any() else 0.0,
+        n_positive=int(np.count_nonzero(w > 0)),
+        n_nan=n_nan,
+        first_nan=first_nan,
+        n_inf=n_inf,
+        first_inf=first_inf,
+        support_error=support_error,
+        max_abs=max_abs,
+        n_bad_weights=int(bad_w.sum()),
+        n_negative_weights=int(np.count_nonzero(w < 0)),
+        count=count,
+        mean=mean,
+        m2=m2,
+        weight=weight,
+        weighted_mean=weighted_mean,
+        weighted_m2=weighted_m2,
+        values=values,
+        sample=x[chosen].copy(),
+        sample_weight=w[chosen].copy(),
+    )
+
+
+def _global_row(message: str, offset: int, kept: np.ndarray | None) -> str:
+    """A family's support message about a chunk's rows, its ``row N`` made a row of X."""
+
+    def replace(match):
+        row = int(match.group(1))
+        return f"row {offset + (row if kept is None else int(kept[row]))}"
+
+    changed, n = re.subn(r"\brow (\d+)", replace, message, count=1)
+    return changed if n else f"{message} (in the Dask chunk starting at row {offset})"
+
+
+def _merge_family_scans(a: _FamilyScan, b: _FamilyScan) -> _FamilyScan:
+    count, mean, m2 = _chan(a.count, a.mean, a.m2, b.count, b.mean, b.m2)
+    weight, weighted_mean, weighted_m2 = _chan(
+        a.weight, a.weighted_mean, a.weighted_m2, b.weight, b.weighted_mean, b.weighted_m2
+    )
+    values = a.values if b.values is None else b.values
+    if a.values is not None and b.values is not None:
+        values = np.union1d(a.values, b.values)
+    return _FamilyScan(
+        rows=a.rows + b.rows,
+        n_empty=a.n_empty + b.n_empty,
+        total_weight=a.total_weight + b.total_weight,
+        n_positive=a.n_positive + b.n_positive,
+        n_nan=a.n_nan + b.n_nan,
+        first_nan=a.first_nan if a.first_nan is not None else b.first_nan,
+        n_inf=a.n_inf + b.n_inf,
+        first_inf=a.first_inf if a.first_inf is not None else b.first_inf,
+        support_error=a.support_error or b.support_error,
+        max_abs=max(a.max_abs, b.max_abs),
+        n_bad_weights=a.n_bad_weights + b.n_bad_weights,
+        n_negative_weights=a.n_negative_weights + b.n_negative_weights,
+        count=count,
+        mean=mean,
+        m2=m2,
+        weight=weight,
+        weighted_mean=weighted_mean,
+        weighted_m2=weighted_m2,
+        values=values,
+        sample=np.concatenate([a.sample, b.sample]),
+        sample_weight=np.concatenate([a.sample_weight, b.sample_weight]),
+    )
+
+
+def _merge_all_family(*parts):
+    return reduce(_merge_family_scans, parts)
+
+
+def _sum_statistics(*parts):
+    return reduce(add_statistics, parts)
+
+
+def _family_rows(x, w, family, summary, drop_empty) -> tuple[np.ndarray, np.ndarray, Any]:
+    """A chunk's rows (without those that have no observed entry, when missing values
+    are allowed), weights and the family's :meth:`prepare` of them given the summary of
+    all rows."""
+    x, w = _block(x, w)
+    if drop_empty:
+        keep = ~np.isnan(x).all(axis=1)
+        if not keep.all():
+            x, w = x[keep], w[keep]
+    return x, w, family.prepare(x, summary)
+
+
+def _family_estep_block(x, w, family, summary, drop_empty, log_weights, params):
+    return block_estep(
+        family, *_family_rows(x, w, family, summary, drop_empty), log_weights, params
+    )
+
+
+def _family_assigned_block(x, w, labels, family, summary, drop_empty, centres, params):
+    rows = _family_rows(x, w, family, summary, drop_empty)
+    return block_assigned(family, *rows, labels, centres, params)
+
+
+def _family_final_block(x, w, family, summary, drop_empty, log_weights, params):
+    return block_final(
+        family, *_family_rows(x, w, family, summary, drop_empty), log_weights, params
+    )
+
+
+class FamilyChunks:
+    """The chunks of a Dask array as the source of
+    :func:`~bayesmix.inference.em.family.run_family_em`: every pass maps the in-memory
+    block functions of :mod:`bayesmix.inference.em.family` over the chunks and tree-sums
+    their results (:class:`DaskSource`); on data persisted on a ``dask.distributed``
+    cluster the E-step is one actor call per worker, each actor keeping its chunks
+    prepared for the family."""
+
+    def __init__(self, source: DaskSource, family: ComponentFamily, allow_missing: bool) -> None:
+        self.source, self.family, self.drop_empty = source, family, allow_missing
+
+    def scan(self, rng: np.random.Generator, sample_rows: int) -> _FamilyScan:
+        """The scan; sets the summary, ``prepared``, the total weight and the sample."""
+        source, data = self.source, self.source.data
+        keep = min(1.0, sample_rows / max(data.n_obs, 1))
+        # Whole data as the "sample" when it is small: no random numbers are drawn, so the
+        # starts' k-means sees exactly what the in-memory fit sees with the same seed.
+        seeds = (
+            [None] * source.n_chunks if keep >= 1.0 else rng.integers(2**63, size=source.n_chunks)
+        )
+        offsets = np.concatenate([[0], np.cumsum(data.row_chunks)[:-1]])
+        scan = source.map_reduce(
+            _family_scan_block,
+            _merge_all_family,
+            self.family,
+            data.feature_names,
+            self.drop_empty,
+            per_chunk=[(int(offsets[i]), keep, seeds[i]) for i in range(source.n_chunks)],
+        )
+        self.summary = DataSummary(
+            scan.count,
+            scan.mean,
+            np.divide(scan.m2, scan.count, out=np.zeros_like(scan.m2), where=scan.count > 0),
+            scan.values,
+        )
+        self.prepared = self.family.prepare(np.empty((0, data.n_features)), self.summary)
+        self.total_weight = scan.total_weight
+        self.sample, self.sample_weight = scan.sample, scan.sample_weight
+        self.sample_is_data = keep >= 1.0
+        self._bounds = np.concatenate([[0], np.cumsum(scan.rows)])
+        return scan
+
+    def _shared(self) -> tuple:
+        return self.family, self.summary, self.drop_empty
+
+    def estep(self, log_weights: np.ndarray, params: Parameters):
+        source = self.source
+        if source._client is None:
+            return source.map_reduce(
+                _family_estep_block, _sum_statistics, *self._shared(), log_weights, params
+            )
+        if source._workers is None:  # first E-step: place the actors
+            source._workers = _WorkerChunks(source._client, source.data.array, source._weights)
+        return source._workers.family_estep(*self._shared(), log_weights, params)
+
+    def assigned(self, labels: np.ndarray | None, centres: np.ndarray | None, params):
+        bounds = self._bounds
+        per_chunk = [
+            (None if labels is None else labels[bounds[i] : bounds[i + 1]],)
+            for i in range(self.source.n_chunks)
+        ]
+        return self.source.map_reduce(
+            _family_assigned_block,
+            _sum_statistics,
+            *self._shared(),
+            centres,
+            params,
+            per_chunk=per_chunk,
+        )
+
+    def final(self, log_weights: np.ndarray, params: Parameters) -> tuple[float, float]:
+        return self.source.map_reduce(
+            _family_final_block, _sum_statistics, *self._shared(), log_weights, params
+        )
+
+
+def _check_family_scan(scan: _FamilyScan, model: Mixture, data: DaskData) -> None:
+    names, family = data.feature_names, model.family
+    if scan.n_nan:
+        row, col = scan.first_nan
+        hint = (
+            ", or fit with missing='marginalize' to use the observed features of incomplete rows"
+            if family.supports_missing
+            else ""
+        )
+        raise ValueError(
+            f"X contains {scan.n_nan + scan.n_inf} NaN or infinite value(s), the first in row "
+            f"{row}, column {names[col]!r}; drop or impute them before fitting{hint}."
+        )
+    if scan.n_inf:
+        row, col = scan.first_inf
+        raise ValueError(
+            f"X contains {scan.n_inf} infinite value(s), the first in row {row}, column "
+            f"{names[col]!r}; only NaN marks a missing value: replace infinite values by "
+            "NaN or drop them."
+        )
+    if scan.n_bad_weights:
+        raise ValueError("sample_weight contains NaN or infinite values; pass finite weights.")
+    if scan.support_error:
+        raise ValueError(scan.support_error)
+    if scan.max_abs > MAX_ABS_VALUE:
+        raise ValueError(
+            f"X has values larger than {MAX_ABS_VALUE:g} in magnitude, whose squares "
+            "overflow float64; rescale the data (e.g. standardise the columns)."
+        )
+    if scan.n_negative_weights:
+        raise ValueError("sample_weight contains negative values; weights must be >= 0.")
+    empty = scan.count == 0
+    if empty.any():
+        column = names[int(np.argmax(empty))]
+        raise ValueError(f"X's column {column!r} has no observed value; drop the column.")
+    if scan.n_empty:
+        warnings.warn(
+            f"{scan.n_empty} row(s) of X have no observed entry and are left out of the fit.",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+    n_rows = sum(scan.rows)
+    if n_rows < model.n_components:
+        raise ValueError(
+            f"X has {n_rows} rows; a mixture of {model.n_components} components needs at "
+            f"least {model.n_components}."
+        )
+    if scan.total_weight <= 0:
+        raise ValueError("sample_weight sums to zero; at least one weight must be positive.")
+    if scan.n_positive < model.n_components:
+        raise ValueError(
+            f"X has {scan.n_positive} rows with positive weight but "
+            f"n_components={model.n_components}; use fewer components or more data."
+        )
+
+
+def fit_family_em_dask(
+    model: Mixture,
+    X: Any,
+    *,
+    use_priors: bool,
+    missing: str = "error",
+    sample_weight: Any = None,
+    n_init: int = 1,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    random_state: Any = None,
+    order_by: Any = None,
+) -> EMResult:
+    """Fit a mixture of any component family by EM (or MAP-EM) to Dask input without
+    materialising it.
+
+    The options are those of :meth:`bayesmix.Mixture.fit` for ``method="em"``, and the
+    loop is the in-memory one (:func:`~bayesmix.inference.em.family.run_family_em`) with passes
+    that map the same block functions over the chunks and tree-sum them: one scan (data
+    checks, the family's :class:`~bayesmix.families.base.DataSummary`, the weighted
+    moments behind the default priors, the starts' sample), per start one pass for its
+    hard assignment, one pass per iteration and a final one. With the same data, seed
+    and options the result equals the in-memory fit's to rounding when the data have at
+    most ``INIT_SAMPLE_ROWS`` rows (k-means then runs on all of them); on more rows
+    k-means runs on a seeded random sample of about ``INIT_SAMPLE_ROWS`` rows and every
+    row joins its nearest centre. ``missing="marginalize"`` (count families) leaves
+    rows without an observed entry out, with a ``MissingDataWarning``.
+
+    Defaults are the in-memory ones except the number of starts: one (``n_init=1``; each
+    start costs passes over all the data), as for Gaussian mixtures on Dask.
+
+    Returns
+    -------
+    EMResult
+        ``settings`` also records ``backend="dask"``, ``n_chunks`` and ``estep``.
+    """
+    started = time.perf_counter()
+    n_init, max_iter, tol = check_em_options(n_init, max_iter, tol)
+    data = as_dask_data(X, min_obs=model.n_components)
+    order_feature = resolve_order_by(order_by, data.feature_names)
+    weights = _dask_weights(sample_weight, data)
+    rng, seed_record = reproducible_rng(random_state)
+    source = DaskSource(data, weights)
+    try:
+        chunks = FamilyChunks(source, model.family, missing == "marginalize")
+        scan = chunks.scan(rng, INIT_SAMPLE_ROWS)
+        _check_family_scan(scan, model, data)
+        # Two rows at mean -+ sd with equal weights have the data's weighted mean and
+        # variance per column (to rounding), all the families' default priors read.
+        sd = np.sqrt(scan.weighted_m2 / np.where(scan.weight > 0, scan.weight, 1.0))
+        two_rows = np.stack([scan.weighted_mean - sd, scan.weighted_mean + sd])
+        default_priors = model.resolve_priors(
+            Data(two_rows, data.feature_names, np.arange(2)), np.ones(2)
+        )
+        return run_family_em(
+            model,
+            chunks,
+            default_priors,
+            use_priors=use_priors,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            rng=rng,
+            order_feature=order_feature,
+            feature_names=data.feature_names,
+            settings={
+                **seed_record,
+                "backend": "dask",
+                "n_chunks": source.n_chunks,
+                "estep": source.estep_path,
+            },
+            started=started,
+        )
+    finally:
+        source.close()
 
 
 # -- exact quantiles of per-row values over chunks -----------------------------------------
