@@ -53,14 +53,19 @@ def seconds_per_iteration(model, X: np.ndarray, iterations: int, **options) -> f
     return (long - short) / max(long_iter - short_iter, 1)
 
 
-def available_families() -> dict[str, object]:
-    """The benchmarked families this bayesmix has, constructed with their defaults."""
-    return {name: family() for name, family in bm.families.FAMILIES.items() if name in TARGETS}
+def available_families(names=None) -> dict[str, object]:
+    """The benchmarked families this bayesmix has (``names``: only these), constructed
+    with their defaults."""
+    return {
+        name: family()
+        for name, family in bm.families.FAMILIES.items()
+        if name in TARGETS and (names is None or name in names)
+    }
 
 
-def run(cases, iterations: int, repeats: int) -> list[dict]:
+def run(cases, iterations: int, repeats: int, families=None) -> list[dict]:
     rows = []
-    families = available_families()
+    families = available_families(families)
     for n_obs, n_features, n_components in cases:
         X = simulate(n_obs, n_features, n_components)
         for name, family in families.items():
@@ -101,11 +106,20 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--quick", action="store_true", help="one small case, few repeats")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--families", nargs="*", choices=sorted(TARGETS), help="default: all")
+    parser.add_argument(
+        "--case",
+        type=int,
+        nargs=3,
+        action="append",
+        metavar=("N", "D", "K"),
+        help="N D K (repeatable; default: the cases of the issue's record)",
+    )
     args = parser.parse_args(argv)
-    cases = QUICK_CASES if args.quick else CASES
+    cases = QUICK_CASES if args.quick else (args.case or CASES)
     repeats = 2 if args.quick else args.repeats
     iterations = 10 if args.quick else args.iterations
-    rows = run(cases, iterations, repeats)
+    rows = run(cases, iterations, repeats, args.families)
     print(
         f"{'case':<22} {'family':<18} {'reference':<15} {'ref ms':>8} {'fam ms':>8} "
         f"{'ratio':>6} {'target':>6}"

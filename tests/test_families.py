@@ -682,9 +682,9 @@ def _unfused_expectation(family, X, weights, log_weights, params, prepared, refe
 @pytest.mark.parametrize("which", ["poisson", "negative_binomial"])
 @pytest.mark.parametrize("with_gaps", [False, True])
 def test_fused_expectation_equals_scipy_and_the_statistics(which, with_gaps):
-    """The count families' one-pass E-step (kernels.count_pass, several chunks) gives the
-    scipy log-likelihood and the same statistics as ``statistics`` of the scipy
-    responsibilities, to 1e-10, with sample weights and missing entries."""
+    """The count families' one-pass E-step (kernels.count_pass / table_pass, several
+    chunks) gives the scipy log-likelihood and the same statistics as ``statistics`` of
+    the scipy responsibilities, to 1e-10, with sample weights and missing entries."""
     rng = np.random.default_rng(3)
     X = rng.negative_binomial(4.0, 4.0 / (4.0 + rng.uniform(1, 20, (1, 5))), (3000, 5))
     X = X.astype(float)
@@ -713,6 +713,55 @@ def test_fused_expectation_equals_scipy_and_the_statistics(which, with_gaps):
     assert fused[2].keys() == expected[2].keys()
     for name in expected[2]:
         np.testing.assert_allclose(fused[2][name], expected[2][name], rtol=1e-10, atol=1e-9)
+
+
+def test_table_pass_equals_the_count_pass_it_replaced():
+    """The negative binomial's pass (kernels.table_pass: every per-entry term, x log(mu /
+    (mu + a)) included, in one table; sum r x from the histogram) against the pass it
+    replaced (kernels.count_pass: x log(mu / (mu + a)) by a product, the rest from the
+    table), with zero and integer sample weights, missing entries, a component of zero
+    weight, and 1, 3 or 64 chunks: the same log-likelihood, mass and statistics to
+    1e-12."""
+    from scipy.special import gammaln
+
+    from bayesmix.families.kernels import count_pass, table_pass
+
+    rng = np.random.default_rng(11)
+    X = rng.negative_binomial(3.0, 3.0 / (3.0 + rng.uniform(1, 15, (1, 4))), (40_000, 4))
+    X = X.astype(float)
+    X[rng.random(X.shape) < 0.05] = np.nan
+    weights = rng.integers(0, 3, len(X)).astype(float)
+    family = bm.families.NegativeBinomial()
+    prepared = family.prepare(X)
+    values = prepared.values
+    mu, alpha = rng.uniform(1, 15, (3, 4)), rng.uniform(0.5, 20, (3, 4))
+    log_weights = np.log([0.0, 0.4, 0.6])
+    log_total = np.log(alpha + mu)
+    table = np.zeros(alpha.shape + (values.size + 1,))
+    table[..., :-1] = (
+        gammaln(values + alpha[..., None])
+        - gammaln(alpha)[..., None]
+        + (alpha * (np.log(alpha) - log_total))[..., None]
+    )
+    old_lik, old_mass, old_sum_x, old_histogram = count_pass(
+        prepared.data.values,
+        prepared.bins.astype(np.intp),
+        weights,
+        log_weights,
+        np.log(mu) - log_total,
+        table,
+        prepared.data.row_constant,
+    )
+    table[..., :-1] += values * (np.log(mu) - log_total)[..., None]
+    for chunks in (1, 3, 64):
+        lik, mass, histogram = table_pass(
+            prepared.bins, weights, log_weights, table, prepared.data.row_constant, chunks
+        )
+        np.testing.assert_allclose(lik, old_lik, rtol=1e-12)
+        np.testing.assert_allclose(mass, old_mass, rtol=1e-12)
+        assert mass[0] == 0.0
+        np.testing.assert_allclose(histogram, old_histogram, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(histogram[..., :-1] @ values, old_sum_x, rtol=1e-12)
 
 
 def test_negative_binomial_without_a_small_value_table_takes_the_unfused_path():

@@ -281,6 +281,35 @@ def test_t_mixture_resists_outliers_in_old_faithful():
     assert gaussian_shift.max() > 5 * t_shift.max()
 
 
+def test_fused_pass_with_zero_weights_and_partial_blocks():
+    """kernels.student_t_pass (blocks of rows, a zero-padded last block per chunk)
+    with zero sample weights and a component of zero weight equals the unfused
+    statistics of the same responsibilities, to 1e-10."""
+    rng = np.random.default_rng(8)
+    n_obs, n_features = 1_337, 3
+    X = rng.standard_t(4.0, (n_obs, n_features)) * [1.0, 3.0, 0.3] + [5.0, -2.0, 0.0]
+    weights = rng.integers(0, 3, n_obs).astype(float)
+    family = StudentT()
+    factors = rng.normal(size=(3, n_features, n_features)) * 0.3 + np.eye(n_features)
+    params = {
+        "means": rng.normal(size=(3, n_features)),
+        "scales": factors @ np.swapaxes(factors, 1, 2),
+        "dof": np.array([1.5, 9.0, 150.0]),
+    }
+    log_weights = np.log([0.3, 0.0, 0.7])
+    log_joint = log_weights + family.log_density(X, params)
+    log_norm = logsumexp(log_joint, axis=1)
+    resp = np.exp(log_joint - log_norm[:, None]) * weights[:, None]
+    prepared = family.prepare(X)
+    expected = family.statistics(X, resp, params, prepared)
+    log_lik, mass, fused = family.expectation(X, weights, log_weights, params, prepared)
+    np.testing.assert_allclose(log_lik, weights @ log_norm, rtol=1e-12)
+    np.testing.assert_allclose(mass, resp.sum(axis=0), rtol=1e-10)
+    assert mass[1] == 0.0
+    for name in expected:
+        np.testing.assert_allclose(fused[name], expected[name], rtol=1e-10, atol=1e-9)
+
+
 # -- the shared result interface -------------------------------------------------------------
 def test_result_interface(mixture_data):
     X = mixture_data

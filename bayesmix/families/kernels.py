@@ -13,19 +13,33 @@ outlive a chunk.
 
 The loops use no ``fastmath``: every operation rounds as written, so the machine code
 a process compiles and the code it loads from numba's disk cache (``cache=True``; only
-the first use on a machine compiles) give the same bits.
+the first use on a machine compiles) give the same bits. ``error_model="numpy"``
+(IEEE division, no Python zero-division checks) lets the loops with divisions
+vectorise. Loops that should vectorise run over contiguous, run-time-length ranges
+with unsigned or loop-counter indices and hold no reduction (a reduction would need
+``fastmath`` reassociation): reductions accumulate per row of a block and are summed
+once per chunk, and exponentials use a Taylor form without a libm call (the Gaussian
+kernels' ``exp``, relative error about 6e-15).
 
-Two passes serve all three families:
+Three passes serve the three families:
 
-* :func:`count_pass`: ``log p(x | k) = c_k + sum_d x_d b_kd + sum_d T_kd[bin(x_d)] -
-  r(x)``, for the Poisson (``b = log lambda``, ``T = -lambda``) and the negative
-  binomial (``b = log(mu / (mu + a))``, ``T`` its table of ``lgamma(v + a) - lgamma(a)
-  + a log(a / (a + mu))`` over the distinct counts ``v``); missing entries fall in a bin
-  whose table entries are 0. Statistics: responsibility mass, ``sum r x`` and the
-  weighted histogram of the bins per component and column.
-* :func:`student_t_pass`: full-scale multivariate t; one Mahalanobis distance per row
-  and component gives both the log density and the latent scale weight
-  ``u = (nu + D) / (nu + delta)`` (and ``log u`` from the same ``log1p``).
+* :func:`count_pass` (Poisson): ``log p(x | k) = c_k + sum_d x_d b_kd + sum_d
+  T_kd[bin(x_d)] - r(x)`` with ``b = log lambda``, ``T = -lambda`` (missing entries
+  fall in a bin whose table entries are 0). Statistics: responsibility mass, ``sum r
+  x`` and the weighted histogram of the bins.
+* :func:`table_pass` (negative binomial): ``log p(x | k) = c_k + sum_d T_kd[bin(x_d)] -
+  r(x)``, every per-entry term (``x log(mu / (mu + a))`` included) in one table over
+  the distinct counts, laid out ``(D, bins, K)``: per entry, one contiguous K-vector
+  is gathered for the density and one scattered into the histogram of responsibility
+  mass per bin (from which ``sum r x`` follows). Each chunk fills its own histogram;
+  :func:`table_chunks` bounds their number so that zeroing and summing them stays
+  small against the pass.
+* :func:`student_t_pass`: full-scale multivariate t, in blocks of rows transposed
+  (features x rows): one BLAS product whitens a block for every component at once
+  (``L_k^-1 (x - mu_k)``), one Mahalanobis distance per row and component gives both
+  the log density and the latent scale weight ``u = (nu + D) / (nu + delta)`` (and
+  ``log u`` from the same logarithm), and a second product gives ``sum r u x`` and
+  ``sum r u x x^T`` for every component.
 """
 
 from __future__ import annotations
@@ -37,13 +51,35 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["count_pass", "n_chunks", "student_t_pass"]
+__all__ = ["count_pass", "n_chunks", "student_t_pass", "table_chunks", "table_pass"]
 
 MAX_CHUNKS = 64
 MIN_CHUNK_ROWS = 512
-#: rows per product within a chunk (the Student-t pass): its ``(rows, K D)`` blocks stay
-#: in the core's cache
-BLOCK_ROWS = 256
+#: rows per block of the Student-t pass: its ``(K D, rows)`` blocks stay in the core's
+#: cache
+BLOCK_ROWS = 128
+#: rows per block of :func:`table_pass`
+TABLE_BLOCK = 64
+#: the chunks' histograms of :func:`table_pass` hold at most this share of the entries
+TABLE_HISTOGRAM_SHARE = 8
+
+
+_EXP_FLOOR = -40.0
+_EXP_TAYLOR = 1.0 / np.cumprod(np.concatenate(([1.0], np.arange(1.0, 13.0))))  # 1/i!
+
+
+@nb.njit(cache=True, inline="always")
+def _exp_shifted(x):
+    """``e^x`` for ``x <= 0`` without a libm call, so loops over it vectorise:
+    ``(e^(x/128))^128`` with ``e^(x/128)`` from its Taylor polynomial (relative error
+    about 6e-15); 0 below ``e^-40`` (the Gaussian kernels' exp)."""
+    y = max(x, _EXP_FLOOR) * (1.0 / 128.0)
+    p = _EXP_TAYLOR[12]
+    for i in range(11, -1, -1):
+        p = p * y + _EXP_TAYLOR[i]
+    for _ in range(7):
+        p *= p
+    return p if x > _EXP_FLOOR else 0.0
 
 
 def n_chunks(n_obs: int) -> int:
@@ -178,52 +214,109 @@ def count_pass(
     return float(log_lik.sum()), mass.sum(axis=0), sum_x.sum(axis=0), histogram
 
 
-@nb.njit(cache=True, nogil=True)
-def _student_t_chunks(first, last, X, weights, constant, whiten_t, shifts, dof, chunks, outputs):
-    # whiten_t (D, K D): every component's L_k^-T side by side, one product per block
-    log_lik, mass, sum_u, sum_log_u, sum_ux, sum_uxx = outputs
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale, chunks, outputs):
+    # Rows go in blocks of BLOCK_ROWS, transposed (features x rows), so the per-entry
+    # loops run over a block's rows and vectorise. whiten (K D, D + 1): every
+    # component's [L_k^-1, -L_k^-1 mu_k] stacked, so one product with the block and its
+    # row of ones whitens it for all components; moments (K D, D + 1) per chunk: row
+    # k D + d holds sum r u x_d x (columns < D) and sum r u x_d (column D) of component k.
+    log_lik, mass, sum_u, sum_log_u, moments = outputs
     n_obs, n_features = X.shape
     n_components = constant.shape[0]
-    log_scale = np.log(dof + n_features) - np.log(dof)  # log u = log_scale - log1p(delta/nu)
+    block = BLOCK_ROWS
+    xt = np.zeros((n_features + 1, block))
+    z = np.empty((n_components * n_features, block))
+    weighted = np.empty((n_components * n_features, block))
+    rows = np.empty((block, n_features + 1))
+    product = np.empty((n_components * n_features, n_features + 1))
+    acc = np.empty(block)
+    delta = np.empty((n_components, block))
+    ratio = np.empty((n_components, block))
+    resp = np.empty((n_components, block))
+    peak = np.empty(block)
+    total = np.empty(block)
+    w = np.empty(block)
     for c in range(first, last):
+        part_mass = np.zeros((n_components, block))
+        part_u = np.zeros((n_components, block))
+        part_log = np.zeros((n_components, block))
+        chunk_moments = moments[c]
+        chunk_lik = 0.0
         chunk_stop = (c + 1) * n_obs // chunks
-        for start in range(c * n_obs // chunks, chunk_stop, BLOCK_ROWS):
-            stop = min(start + BLOCK_ROWS, chunk_stop)
-            size = stop - start
-            rows = np.ascontiguousarray(X[start:stop])
-            z = np.dot(rows, whiten_t)  # (rows, K D): L_k^-1 x for every k
-            resp = np.empty((size, n_components))
-            delta = np.empty((size, n_components))
-            ratio = np.empty((size, n_components))
-            for r in range(size):
-                for k in range(n_components):
-                    acc = 0.0
-                    for d in range(n_features):
-                        e = z[r, k * n_features + d] - shifts[k, d]
-                        acc += e * e
-                    delta[r, k] = acc
-                    ratio[r, k] = math.log1p(acc / dof[k])
-                    resp[r, k] = constant[k] - 0.5 * (dof[k] + n_features) * ratio[r, k]
-            block_lik = 0.0
-            for r in range(size):
-                block_lik += _normalise_row(resp, r, weights[start + r])
-            log_lik[c] += block_lik
-            # resp holds r_nk; weighted gets r_nk u_nk x_n for every k side by side
-            weighted = z  # reused: (rows, K D)
-            for r in range(size):
-                for k in range(n_components):
-                    nu = dof[k]
-                    u = (nu + n_features) / (nu + delta[r, k])
-                    log_u = log_scale[k] - ratio[r, k]
-                    ru = resp[r, k] * u
-                    mass[c, k] += resp[r, k]
-                    sum_log_u[c, k] += resp[r, k] * (log_u - u)
-                    sum_u[c, k] += ru
-                    delta[r, k] = ru
-                    for d in range(n_features):
-                        weighted[r, k * n_features + d] = ru * rows[r, d]
-            sum_ux[c] += np.dot(np.ascontiguousarray(delta.T), rows)
-            sum_uxx[c] += np.dot(np.ascontiguousarray(rows.T), weighted)
+        for start in range(c * n_obs // chunks, chunk_stop, block):
+            size = min(block, chunk_stop - start)
+            for b in range(block):
+                w[b] = weights[start + b] if b < size else 0.0
+                xt[n_features, b] = 1.0 if b < size else 0.0
+            for d in range(n_features):
+                for b in range(block):
+                    xt[d, b] = X[start + b, d] if b < size else 0.0
+            for b in range(block):
+                for d in range(n_features + 1):
+                    rows[b, d] = xt[d, b]
+            # (K D, rows): L_k^-1 (x - mu_k) for every k (the last column of whiten,
+            # -L_k^-1 mu_k, meets the block's row of ones)
+            np.dot(whiten, xt, z)
+            for k in range(n_components):
+                acc[:] = 0.0
+                for d in range(n_features):
+                    row = z[k * n_features + d]
+                    for b in range(block):
+                        acc[b] += row[b] * row[b]
+                nu = dof[k]
+                log_nu = math.log(nu)
+                half = 0.5 * (nu + n_features)
+                for b in range(block):
+                    delta[k, b] = acc[b]
+                    # log(1 + delta / nu) to an absolute 1e-16 (the rounding of
+                    # nu + delta), at half the cost of log1p
+                    ratio[k, b] = math.log(nu + acc[b]) - log_nu
+                    resp[k, b] = constant[k] - half * ratio[k, b]
+            for b in range(block):
+                peak[b] = resp[0, b]
+            for k in range(1, n_components):
+                for b in range(block):
+                    peak[b] = max(peak[b], resp[k, b])
+            for k in range(n_components):
+                for b in range(block):
+                    resp[k, b] = _exp_shifted(resp[k, b] - peak[b])
+            for b in range(block):
+                total[b] = resp[0, b]
+            for k in range(1, n_components):
+                for b in range(block):
+                    total[b] += resp[k, b]
+            for b in range(size):
+                if w[b] > 0.0:
+                    chunk_lik += w[b] * (peak[b] + math.log(total[b]))
+                total[b] = w[b] / total[b]
+            for b in range(size, block):
+                total[b] = 0.0
+            for k in range(n_components):
+                nu = dof[k]
+                scale = nu + n_features
+                for b in range(block):
+                    r = resp[k, b] * total[b]
+                    u = scale / (nu + delta[k, b])
+                    part_mass[k, b] += r
+                    part_u[k, b] += r * u
+                    part_log[k, b] += r * (log_scale[k] - ratio[k, b] - u)
+                    resp[k, b] = r * u
+                for d in range(n_features):
+                    target = weighted[k * n_features + d]
+                    row = xt[d]
+                    for b in range(block):
+                        target[b] = resp[k, b] * row[b]
+            np.dot(weighted, rows, product)
+            for i in range(n_components * n_features):
+                for j in range(n_features + 1):
+                    chunk_moments[i, j] += product[i, j]
+        log_lik[c] = chunk_lik
+        for k in range(n_components):
+            for b in range(block):
+                mass[c, k] += part_mass[k, b]
+                sum_u[c, k] += part_u[k, b]
+                sum_log_u[c, k] += part_log[k, b]
 
 
 def student_t_pass(
@@ -257,36 +350,162 @@ def student_t_pass(
     """
     chunks = n_chunks(X.shape[0])
     whiten = np.asarray(whiten, dtype=float)
+    dof = np.ascontiguousarray(dof, dtype=float)
     n_components, n_features = whiten.shape[:2]
     outputs = (
         np.zeros(chunks),
         np.zeros((chunks, n_components)),
         np.zeros((chunks, n_components)),
         np.zeros((chunks, n_components)),
-        np.zeros((chunks, n_components, n_features)),
-        np.zeros((chunks, n_features, n_components * n_features)),
+        np.zeros((chunks, n_components * n_features, n_features + 1)),
     )
-    log_lik, mass, sum_u, sum_log_u, sum_ux, sum_uxx = _in_threads(
+    log_lik, mass, sum_u, sum_log_u, moments = _in_threads(
         chunks,
         _student_t_chunks,
         np.ascontiguousarray(X, dtype=float),
         np.ascontiguousarray(weights, dtype=float),
         np.ascontiguousarray(constant, dtype=float),
-        np.ascontiguousarray(whiten.transpose(2, 0, 1).reshape(whiten.shape[2], -1)),
-        np.ascontiguousarray((whiten @ np.asarray(means, dtype=float)[..., None])[..., 0]),
-        np.ascontiguousarray(dof, dtype=float),
+        np.concatenate(
+            [
+                whiten.reshape(n_components * n_features, n_features),
+                -(whiten @ np.asarray(means, dtype=float)[..., None]).reshape(-1, 1),
+            ],
+            axis=1,
+        ),
+        dof,
+        np.log(dof + n_features) - np.log(dof),  # log u = this - log(1 + delta / nu)
         chunks,
         outputs,
     )
-    sum_uxx = sum_uxx.sum(axis=0).reshape(n_features, n_components, n_features)
-    sum_uxx = sum_uxx.transpose(1, 0, 2)
+    moments = moments.sum(axis=0).reshape(n_components, n_features, n_features + 1)
+    sum_uxx = moments[..., :n_features]
     stats = {
         "sum_u": sum_u.sum(axis=0),
-        "sum_ux": sum_ux.sum(axis=0),
+        "sum_ux": np.ascontiguousarray(moments[..., n_features]),
         "sum_uxx": 0.5 * (sum_uxx + np.swapaxes(sum_uxx, 1, 2)),
         "sum_r_log_u": sum_log_u.sum(axis=0),
     }
     return float(log_lik.sum()), mass.sum(axis=0), stats
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _table_chunks(first, last, bins, weights, constant, table, row_constant, chunks, outputs):
+    # table and each histogram slot are (D, n_bins, K): one bin's K entries are
+    # contiguous; the bins are unsigned, so indexing needs no negative-index wraparound
+    # and the loops over the K entries vectorise. Rows go in blocks of TABLE_BLOCK: the
+    # exponentials run over a whole block's (rows, K) values in one vectorised loop.
+    log_lik, mass, histogram = outputs
+    n_obs, n_features = bins.shape
+    n_components = constant.shape[0]
+    block = np.empty((TABLE_BLOCK, n_components))
+    flat = block.reshape(-1)
+    peaks = np.empty(TABLE_BLOCK)
+    for c in range(first, last):
+        counts = histogram[c]
+        chunk_mass = mass[c]
+        chunk_lik = 0.0
+        chunk_stop = (c + 1) * n_obs // chunks
+        for start in range(c * n_obs // chunks, chunk_stop, TABLE_BLOCK):
+            size = min(TABLE_BLOCK, chunk_stop - start)
+            for b in range(size):
+                row, row_bins = block[b], bins[start + b]
+                shift = row_constant[start + b]
+                for k in range(n_components):
+                    row[k] = constant[k] - shift
+                for d in range(n_features):
+                    entries = table[d, row_bins[d]]
+                    for k in range(n_components):
+                        row[k] += entries[k]
+                peak = row[0]
+                for k in range(1, n_components):
+                    peak = max(peak, row[k])
+                peaks[b] = peak
+                if peak == -math.inf:  # no component can produce the row
+                    peak = 0.0
+                for k in range(n_components):
+                    row[k] -= peak
+            for i in range(size * n_components):
+                flat[i] = _exp_shifted(flat[i])
+            for b in range(size):
+                weight = weights[start + b]
+                if weight == 0.0:
+                    continue
+                if peaks[b] == -math.inf:
+                    chunk_lik = -math.inf
+                    continue
+                row, row_bins = block[b], bins[start + b]
+                total = 0.0
+                for k in range(n_components):
+                    total += row[k]
+                chunk_lik += weight * (peaks[b] + math.log(total))
+                scale = weight / total
+                for k in range(n_components):
+                    row[k] *= scale
+                    chunk_mass[k] += row[k]
+                for d in range(n_features):
+                    cells = counts[d, row_bins[d]]
+                    for k in range(n_components):
+                        cells[k] += row[k]
+        log_lik[c] = chunk_lik
+
+
+def table_chunks(n_obs: int, n_features: int, n_cells: int) -> int:
+    """Chunks for :func:`table_pass` over ``n_obs`` rows with ``n_cells`` histogram cells
+    (``K D n_bins``): :func:`n_chunks`, but no more than keep the chunks' histograms
+    (each chunk zeroes, fills and returns its own) at most 1 /
+    :data:`TABLE_HISTOGRAM_SHARE` of the data's entries. At 64 chunks they cost about
+    half as much as the rest of a pass on 100000 x 16 counts, K=8 (measured)."""
+    share = (n_obs * n_features) // max(TABLE_HISTOGRAM_SHARE * n_cells, 1)
+    return max(1, min(n_chunks(n_obs), share))
+
+
+def table_pass(
+    bins: np.ndarray,
+    weights: np.ndarray,
+    constant: np.ndarray,
+    table: np.ndarray,
+    row_constant: np.ndarray,
+    chunks: int,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One EM pass of a family whose log density is a sum of per-entry table values:
+    ``log p(x | k) = c_k + sum_d T_kd[bin(x_d)] - r(x)`` (module notes).
+
+    Parameters
+    ----------
+    bins : ndarray of uint64 of shape (n_obs, n_features)
+        Each entry's bin (a missing entry: a bin whose table entries are 0).
+    weights : ndarray of shape (n_obs,)
+    constant : ndarray of shape (n_components,)
+    table : ndarray of shape (n_components, n_features, n_bins)
+    row_constant : ndarray of shape (n_obs,)
+    chunks : int
+        Chunks of rows (:func:`table_chunks`; each adds into its own histogram).
+
+    Returns
+    -------
+    log_likelihood : float
+    mass : ndarray of shape (n_components,)
+    histogram : ndarray of shape (n_components, n_features, n_bins)
+        Responsibility mass per bin.
+    """
+    n_components, n_features, n_bins = np.shape(table)
+    outputs = (
+        np.zeros(chunks),
+        np.zeros((chunks, n_components)),
+        np.zeros((chunks, n_features, n_bins, n_components)),
+    )
+    log_lik, mass, histogram = _in_threads(
+        chunks,
+        _table_chunks,
+        np.ascontiguousarray(bins, dtype=np.uint64),
+        np.ascontiguousarray(weights, dtype=float),
+        np.ascontiguousarray(constant, dtype=float),
+        np.ascontiguousarray(np.asarray(table, dtype=float).transpose(1, 2, 0)),
+        np.ascontiguousarray(row_constant, dtype=float),
+        chunks,
+        outputs,
+    )
+    return float(log_lik.sum()), mass.sum(axis=0), histogram.sum(axis=0).transpose(2, 0, 1)
 
 
 def _in_threads(chunks: int, kernel, *args):

@@ -37,7 +37,7 @@ from bayesmix.families.base import (
     positive_hyperparameter,
     real_hyperparameter,
 )
-from bayesmix.families.kernels import count_pass, n_chunks
+from bayesmix.families.kernels import table_chunks, table_pass
 from bayesmix.families.poisson import PRIOR_MEAN_FLOOR, RATE_FLOOR, log_gamma_density
 
 __all__ = ["NegativeBinomial"]
@@ -54,8 +54,8 @@ DISPERSION_LOG_LOC, DISPERSION_LOG_SCALE = 0.0, 2.5
 class CountHistogram:
     """The data's distinct observed values, a sparse one-hot map rows -> (column, value)
     over the observed entries, the counts themselves (:class:`CountData`), and each
-    entry's value index ``(n_obs, D)`` (``len(values)`` for a missing entry: the bins of
-    :func:`~bayesmix.families.kernels.count_pass`)."""
+    entry's value index ``(n_obs, D)``, unsigned (``len(values)`` for a missing entry:
+    the bins of :func:`~bayesmix.families.kernels.table_pass`)."""
 
     values: np.ndarray
     one_hot: scipy.sparse.csr_matrix
@@ -118,7 +118,7 @@ class NegativeBinomial(CountFamily):
             (np.ones(rows.size), (rows, cols * values.size + index)),
             shape=(n_obs, n_features * values.size),
         )
-        bins = np.full((n_obs, n_features), values.size, dtype=np.intp)
+        bins = np.full((n_obs, n_features), values.size, dtype=np.uint64)
         bins[observed] = index
         return CountHistogram(values, one_hot, data, bins)
 
@@ -150,14 +150,16 @@ class NegativeBinomial(CountFamily):
         params: Parameters,
         prepared: CountHistogram,
     ) -> tuple[float, np.ndarray, Parameters] | None:
-        """One fused pass (:func:`~bayesmix.families.kernels.count_pass`): ``x log(mu /
-        (mu + a))`` by one product, and ``lgamma(x + a) - lgamma(a) + a log(a / (a + mu))``
-        from a table over the distinct counts (one ``lgamma`` per component, column and
-        value, not per row), whose weighted histogram the pass returns with it. None (the
-        unfused path) when the table would be larger than the data."""
+        """One fused pass (:func:`~bayesmix.families.kernels.table_pass`): each entry's
+        log mass ``lgamma(x + a) - lgamma(a) + a log(a / (a + mu)) + x log(mu / (a +
+        mu))`` from a table over the distinct counts (one ``lgamma`` per component,
+        column and value, not per entry), whose weighted histogram the pass returns with
+        it; ``sum r x`` is the histogram times the values. None (the unfused path) when
+        the table would be larger than the data."""
         mu, alpha = params["means"], params["dispersions"]
         n_values = prepared.values.size
-        if n_values > X.shape[0] or alpha.size * (n_values + 1) * n_chunks(X.shape[0]) > X.size:
+        n_cells = alpha.size * (n_values + 1)
+        if n_values > X.shape[0] or n_cells > X.size:
             return None
         log_total = np.log(alpha + mu)
         table = np.zeros(alpha.shape + (n_values + 1,))  # the last bin: missing entries
@@ -165,18 +167,22 @@ class NegativeBinomial(CountFamily):
             gammaln(prepared.values + alpha[..., None])
             - gammaln(alpha)[..., None]
             + (alpha * (np.log(alpha) - log_total))[..., None]
+            + prepared.values * (np.log(mu) - log_total)[..., None]
         )
-        log_lik, mass, sum_x, histogram = count_pass(
-            prepared.data.values,
+        log_lik, mass, histogram = table_pass(
             prepared.bins,
             weights,
             log_weights,
-            np.log(mu) - log_total,
             table,
             prepared.data.row_constant,
+            table_chunks(*X.shape, n_cells),
         )
         histogram = histogram[..., :n_values]
-        stats = {"sum_x": sum_x, "histogram": histogram, "observed_mass": histogram.sum(axis=-1)}
+        stats = {
+            "sum_x": histogram @ prepared.values,
+            "histogram": histogram,
+            "observed_mass": histogram.sum(axis=-1),
+        }
         return log_lik, mass, stats
 
     def maximise(
