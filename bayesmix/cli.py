@@ -590,8 +590,8 @@ Examples:
     type=click.Choice(("gaussian", *FAMILY_NAMES), case_sensitive=False),
     default="gaussian",
     show_default=True,
-    help="Component family: gaussian; student_t (heavy tails: em, map); poisson or "
-    "negative_binomial (counts: em, map, nuts, advi, fullrank_advi).",
+    help="Component family: gaussian (every method); student_t (heavy tails), poisson or "
+    "negative_binomial (counts): em, map, nuts, advi, fullrank_advi.",
 )
 @click.option(
     "--covariance",

@@ -364,8 +364,8 @@ def supported_methods(model: Any) -> tuple[str, ...]:
     tuple of str
         Every method for Gaussian mixtures (``em``, ``map``, ``gibbs``, ``nuts``, ``advi``,
         ``fullrank_advi``); for other families ``em`` and ``map``, and ``nuts``, ``advi``
-        and ``fullrank_advi`` when the family has a PyMC parametrisation (Poisson and
-        negative binomial; not Student-t).
+        and ``fullrank_advi`` when the family has a PyMC parametrisation (Poisson,
+        negative binomial and Student-t).
     """
     from bayesmix.mixture import FAMILY_METHODS, Mixture
     from bayesmix.model import FIT_METHODS
