@@ -221,7 +221,7 @@ def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale,
     # component's [L_k^-1, -L_k^-1 mu_k] stacked, so one product with the block and its
     # row of ones whitens it for all components; moments (K D, D + 1) per chunk: row
     # k D + d holds sum r u x_d x (columns < D) and sum r u x_d (column D) of component k.
-    log_lik, mass, sum_u, sum_log_u, moments = outputs
+    log_lik, mass, sum_u, sum_uu, sum_log_u, moments = outputs
     n_obs, n_features = X.shape
     n_components = constant.shape[0]
     block = BLOCK_ROWS
@@ -240,6 +240,7 @@ def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale,
     for c in range(first, last):
         part_mass = np.zeros((n_components, block))
         part_u = np.zeros((n_components, block))
+        part_uu = np.zeros((n_components, block))
         part_log = np.zeros((n_components, block))
         chunk_moments = moments[c]
         chunk_lik = 0.0
@@ -300,6 +301,7 @@ def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale,
                     u = scale / (nu + delta[k, b])
                     part_mass[k, b] += r
                     part_u[k, b] += r * u
+                    part_uu[k, b] += r * u * u
                     part_log[k, b] += r * (log_scale[k] - ratio[k, b] - u)
                     resp[k, b] = r * u
                 for d in range(n_features):
@@ -316,6 +318,7 @@ def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale,
             for b in range(block):
                 mass[c, k] += part_mass[k, b]
                 sum_u[c, k] += part_u[k, b]
+                sum_uu[c, k] += part_uu[k, b]
                 sum_log_u[c, k] += part_log[k, b]
 
 
@@ -345,8 +348,8 @@ def student_t_pass(
     log_likelihood : float
     mass : ndarray of shape (n_components,)
     statistics : dict
-        ``sum_u``, ``sum_ux``, ``sum_uxx`` (symmetric) and ``sum_r_log_u`` (``sum r
-        (log u - u)``).
+        ``sum_u``, ``sum_uu`` (``sum r u^2``), ``sum_ux``, ``sum_uxx`` (symmetric) and
+        ``sum_r_log_u`` (``sum r (log u - u)``).
     """
     chunks = n_chunks(X.shape[0])
     whiten = np.asarray(whiten, dtype=float)
@@ -357,9 +360,10 @@ def student_t_pass(
         np.zeros((chunks, n_components)),
         np.zeros((chunks, n_components)),
         np.zeros((chunks, n_components)),
+        np.zeros((chunks, n_components)),
         np.zeros((chunks, n_components * n_features, n_features + 1)),
     )
-    log_lik, mass, sum_u, sum_log_u, moments = _in_threads(
+    log_lik, mass, sum_u, sum_uu, sum_log_u, moments = _in_threads(
         chunks,
         _student_t_chunks,
         np.ascontiguousarray(X, dtype=float),
@@ -381,6 +385,7 @@ def student_t_pass(
     sum_uxx = moments[..., :n_features]
     stats = {
         "sum_u": sum_u.sum(axis=0),
+        "sum_uu": sum_uu.sum(axis=0),
         "sum_ux": np.ascontiguousarray(moments[..., n_features]),
         "sum_uxx": 0.5 * (sum_uxx + np.swapaxes(sum_uxx, 1, 2)),
         "sum_r_log_u": sum_log_u.sum(axis=0),

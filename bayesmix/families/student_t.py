@@ -19,13 +19,16 @@ still reported, but is not a free parameter (not estimated, not counted by BIC).
 EM is the ECM algorithm of Liu & Rubin (1995) (McLachlan & Peel 2000, sec. 7.5). The
 E-step gives each row a latent precision weight ``u_nk = (nu_k + D) / (nu_k + delta_nk)``
 (small for rows far out in component ``k``'s tails); the additive statistics per
-component are ``sum r``, ``sum r u``, ``sum r u x``, ``sum r u x x^T`` and
+component are ``sum r``, ``sum r u``, ``sum r u^2``, ``sum r u x``, ``sum r u x x^T`` and
 ``sum r (log u - u + digamma((nu + D)/2) - log((nu + D)/2))`` (the expected
 ``log u - u`` under the current ``nu``). The conditional M-steps:
 ``mu = sum r u x / sum r u``; ``Sigma = sum r u (x - mu)(x - mu)^T / sum r`` (divided by
 the mass, not by ``sum r u``); ``nu`` the root of
 ``log(nu/2) + 1 - digamma(nu/2) + sum r (E[log u] - u) / sum r = 0``, found by
-safeguarded Newton steps in ``log nu`` for all components at once, within
+safeguarded Newton steps in ``log nu`` for all components at once, or, where it goes
+further in the same direction, one Newton step on the log-likelihood itself (ECM alone
+creeps where the likelihood is flat in ``nu``: hundreds to thousands of iterations
+towards a near-Gaussian component's bound; see :func:`_dof_step`), within
 :data:`DOF_BOUNDS` = [1, 200] (1: the location still is a centre, though the mean of
 a t with ``nu <= 1`` does not exist; 200: Gaussian for any practical purpose, and a flat
 likelihood in ``nu`` beyond). A ridge of
@@ -33,7 +36,10 @@ likelihood in ``nu`` beyond). A ridge of
 Gaussian family's ``reg_covar``.
 
 Priors (MAP-EM; ``Mixture(K, StudentT(), priors={...})``), each one's conditional mode
-is one conditional M-step, so MAP-EM still increases the log posterior:
+is one conditional M-step, so MAP-EM still increases the log posterior (the dof's
+Newton step on the log-likelihood is the one step that is not a conditional maximum of
+EM's Q, so its increase is not guaranteed by construction; the tests check that the
+traces do not decrease):
 
 * ``mean_loc``, ``mean_scale``: ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)``; defaults
   the data mean and 2.5 data standard deviations (as the Gaussian family);
@@ -340,6 +346,7 @@ class StudentT(ComponentFamily):
             sum_uxx = ru.T @ X**2
         return {
             "sum_u": ru.sum(axis=0),
+            "sum_uu": (ru * u).sum(axis=0),
             "sum_ux": ru.T @ X,
             "sum_uxx": sum_uxx,
             "sum_log_u": log_u_term.sum(axis=0),
@@ -392,7 +399,7 @@ class StudentT(ComponentFamily):
             scales = np.where(alive[:, None], scales + prepared.ridge, previous["scales"])
         # CM-step 3: degrees of freedom
         if self._dof is None:
-            dof = _dof_step(mass, stats["sum_log_u"], priors, previous["dof"])
+            dof = _dof_step(mass, stats, priors, previous["dof"], means.shape[1])
             dof = np.where(alive, dof, previous["dof"])
         else:
             dof = np.full(mass.shape, self._dof)
@@ -612,13 +619,99 @@ def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> floa
 
 def _dof_step(
     mass: np.ndarray,
+    stats: Parameters,
+    priors: Mapping[str, np.ndarray] | None,
+    start: np.ndarray,
+    n_features: int,
+) -> np.ndarray:
+    """Degrees of freedom for the next iteration, all components at once, within
+    :data:`DOF_BOUNDS`: the ECM step (:func:`_dof_root`), or, where it goes further in
+    the same direction, one capped Newton step on the log-likelihood itself
+    (:func:`_dof_newton`).
+
+    ECM's step maximises the expected complete-data log-likelihood, whose curvature in
+    ``nu`` includes the information the unobserved scales ``u`` carry: where the data
+    say little about ``nu`` (a component close to Gaussian, whose likelihood keeps
+    rising slowly towards large ``nu``) that curvature dominates and ECM creeps, e.g.
+    38 -> 83 in 700 iterations on Old Faithful with 5% outliers. The observed
+    log-likelihood's own slope and curvature in ``nu`` at the current estimate (given
+    the locations, scales and responsibilities of the E-step) come from the same
+    additive statistics (``sum r u^2`` added), so a Newton step on it costs nothing;
+    both steps share the slope's sign (EM's Q and the log-likelihood have the same
+    gradient at the current estimate)."""
+    root = _dof_root(mass, stats["sum_log_u"], priors, start)
+    newton = _dof_newton(mass, stats, priors, start, n_features)
+    t, t_root, t_newton = np.log(start), np.log(root), np.log(newton)
+    further = (t_newton - t) * (t_root - t) > 0
+    further &= np.abs(t_newton - t) > np.abs(t_root - t)
+    return np.where(further, newton, root)
+
+
+#: largest change of ``log nu`` of one Newton step (:func:`_dof_newton`)
+MAX_DOF_LOG_STEP = 1.0
+
+
+def _dof_newton(
+    mass: np.ndarray,
+    stats: Parameters,
+    priors: Mapping[str, np.ndarray] | None,
+    start: np.ndarray,
+    n_features: int,
+) -> np.ndarray:
+    """One Newton step in ``t = log nu`` on ``F(nu) = sum_n r_n log t(x_n; mu, Sigma,
+    nu)`` (plus the Gamma log prior) from the E-step's ``nu`` (``start``), with ``mu``,
+    ``Sigma`` and the responsibilities ``r`` of that E-step, capped at
+    :data:`MAX_DOF_LOG_STEP` and clipped to :data:`DOF_BOUNDS`; ``start`` where ``F`` is
+    not concave in ``t`` there.
+
+    With ``L_n = log(1 + delta_n / nu)`` and ``u_n = (nu + D) / (nu + delta_n)``:
+    ``F = m c(nu) - (nu + D) / 2 sum r L``, ``c = lgamma((nu + D) / 2) - lgamma(nu / 2)
+    - D / 2 log nu``; ``F' = m c' - S_L / 2 - S_u / 2 + m (nu + D) / (2 nu)`` and
+    ``F'' = m c'' - S_u / (nu + D) + m / nu + S_uu / (2 (nu + D)) - m (nu + D) /
+    (2 nu^2)``, where ``S_u = sum r u``, ``S_uu = sum r u^2`` and ``S_L = sum r L = m
+    log((nu + D) / nu) - sum r log u`` (``sum r log u`` from ``sum_log_u``)."""
+    nu = np.clip(np.asarray(start, dtype=float), *DOF_BOUNDS)
+    m = np.where(mass > 0, mass, 1.0)
+    dim = float(n_features)
+    half, half_d = 0.5 * nu, 0.5 * (nu + dim)
+    sum_u, sum_uu = stats["sum_u"], stats["sum_uu"]
+    # sum r log u: sum_log_u is sum r (log u - u) + m (digamma(half_d) - log(half_d))
+    sum_r_log_u = stats["sum_log_u"] - m * (digamma(half_d) - np.log(half_d)) + sum_u
+    sum_l = m * np.log((nu + dim) / nu) - sum_r_log_u
+    slope = (
+        0.5 * m * (digamma(half_d) - digamma(half) - dim / nu)
+        - 0.5 * sum_l
+        - 0.5 * sum_u
+        + 0.5 * m * (nu + dim) / nu
+    )
+    curve = (
+        0.25 * m * (polygamma(1, half_d) - polygamma(1, half))
+        + 0.5 * m * dim / nu**2
+        - sum_u / (nu + dim)
+        + m / nu
+        + 0.5 * sum_uu / (nu + dim)
+        - 0.5 * m * (nu + dim) / nu**2
+    )
+    if priors is not None:
+        shape, rate = float(priors["dof_shape"]), float(priors["dof_rate"])
+        slope = slope + (shape - 1.0) / nu - rate
+        curve = curve - (shape - 1.0) / nu**2
+    slope_t, curve_t = slope * nu, curve * nu**2 + slope * nu
+    with np.errstate(divide="ignore", invalid="ignore"):
+        step = np.where(curve_t < 0, -slope_t / curve_t, 0.0)
+    step = np.clip(np.nan_to_num(step), -MAX_DOF_LOG_STEP, MAX_DOF_LOG_STEP)
+    return np.clip(nu * np.exp(step), *DOF_BOUNDS)
+
+
+def _dof_root(
+    mass: np.ndarray,
     sum_log_u: np.ndarray,
     priors: Mapping[str, np.ndarray] | None,
     start: np.ndarray,
 ) -> np.ndarray:
-    """Degrees of freedom maximising the expected complete-data log-likelihood (plus the
-    Gamma log prior), all components at once, within :data:`DOF_BOUNDS`, starting from
-    ``start`` (the previous degrees of freedom).
+    """ECM's degrees of freedom: the maximiser of the expected complete-data
+    log-likelihood (plus the Gamma log prior), all components at once, within
+    :data:`DOF_BOUNDS`, starting from ``start`` (the previous degrees of freedom).
 
     The derivative in ``nu`` decreases, so its root is unique: Newton steps in
     ``t = log nu``, safeguarded by bisection within a bracket that shrinks every
@@ -656,6 +749,6 @@ def _dof_step(
         t = new
         if done.all():
             break
-    t = np.where(at_low <= 0, np.log(DOF_BOUNDS[0]), t)
-    t = np.where(at_high >= 0, np.log(DOF_BOUNDS[1]), t)
-    return np.exp(t)
+    # a bound itself where the objective still falls (rises) there: exactly, not exp(log)
+    nu = np.where(at_low <= 0, DOF_BOUNDS[0], np.exp(t))
+    return np.where(at_high >= 0, DOF_BOUNDS[1], nu)
