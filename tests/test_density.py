@@ -201,7 +201,7 @@ def test_small_memory_blocks_give_the_same_numbers(jittered, faithful, monkeypat
     reference = density(jittered, faithful, log=True)
     reference_scores = anomaly_scores(jittered, faithful.iloc[:40], reference=faithful)
     # bm.density is the function; the module that shares its name is in sys.modules
-    density_module = importlib.import_module("bayesmix.density")
+    density_module = importlib.import_module("bayesmix.analysis.density")
     monkeypatch.setattr(density_module, "BLOCK_BYTES", 200)  # a few draws and rows a block
     monkeypatch.setattr(density_module, "OUTPUT_BYTES", 3000)
     blocked = density(jittered, faithful, log=True)
