@@ -25,8 +25,8 @@ Three passes serve the three families:
 
 * :func:`count_pass` (Poisson): ``log p(x | k) = c_k + sum_d x_d b_kd + sum_d
   T_kd[bin(x_d)] - r(x)`` with ``b = log lambda``, ``T = -lambda`` (missing entries
-  fall in a bin whose table entries are 0). Statistics: responsibility mass, ``sum r
-  x`` and the weighted histogram of the bins.
+  fall in a bin whose table entries are 0), in blocks of rows like :func:`table_pass`.
+  Statistics: responsibility mass, ``sum r x`` and the weighted histogram of the bins.
 * :func:`table_pass` (negative binomial): ``log p(x | k) = c_k + sum_d T_kd[bin(x_d)] -
   r(x)``, every per-entry term (``x log(mu / (mu + a))`` included) in one table over
   the distinct counts, laid out ``(D, bins, K)``: per entry, one contiguous K-vector
@@ -88,67 +88,79 @@ def n_chunks(n_obs: int) -> int:
     return max(1, min(n_obs // MIN_CHUNK_ROWS, MAX_CHUNKS))
 
 
-@nb.njit(cache=True)
-def _normalise_row(log_prob, row, weight):
-    """Turn ``log_prob[row]`` (``log w_k + log p(x | k)``) into weighted responsibilities
-    in place; return the row's weighted log-likelihood."""
-    n_components = log_prob.shape[1]
-    peak = log_prob[row, 0]
-    for k in range(1, n_components):
-        peak = max(peak, log_prob[row, k])
-    if peak == -math.inf:  # no component can produce the row (zero weights)
-        return -math.inf * weight if weight > 0 else 0.0
-    total = 0.0
-    for k in range(n_components):
-        log_prob[row, k] = math.exp(log_prob[row, k] - peak)
-        total += log_prob[row, k]
-    scale = weight / total
-    for k in range(n_components):
-        log_prob[row, k] *= scale
-    return weight * (peak + math.log(total)) if weight > 0 else 0.0
-
-
-@nb.njit(cache=True, nogil=True)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _count_chunks(
     first, last, X, bins, weights, constant, coef_t, table, row_constant, chunks, outputs
 ):
-    # table and histogram are (D, n_bins, K): one bin's K entries are contiguous
+    # coef_t (D, K); table and each histogram slot (D, n_bins, K): the K values of one
+    # feature or bin are contiguous, so the loops over them vectorise. Rows go in
+    # blocks of TABLE_BLOCK: the exponentials run over a whole block in one loop.
     log_lik, mass, sum_x, histogram = outputs
     n_obs, n_features = X.shape
     n_components = constant.shape[0]
     n_bins = table.shape[1]
+    block = np.empty((TABLE_BLOCK, n_components))
+    flat = block.reshape(-1)
+    peaks = np.empty(TABLE_BLOCK)
     for c in range(first, last):
-        start, stop = c * n_obs // chunks, (c + 1) * n_obs // chunks
-        rows = np.ascontiguousarray(X[start:stop])
-        resp = np.dot(rows, coef_t)  # (rows, K): sum_d x_d b_kd
+        counts = histogram[c]
+        chunk_mass = mass[c]
+        chunk_x = sum_x[c]
         chunk_lik = 0.0
-        # flat views: one entry's K table values and histogram cells are contiguous
-        flat_table = table.reshape(-1)
-        flat_histogram = np.zeros(n_features * n_bins * n_components)
-        row = np.empty(n_components)
-        for r in range(stop - start):
-            n = start + r
-            for k in range(n_components):
-                row[k] = resp[r, k] + constant[k] - row_constant[n]
-            if n_bins > 0:
+        chunk_stop = (c + 1) * n_obs // chunks
+        for start in range(c * n_obs // chunks, chunk_stop, TABLE_BLOCK):
+            size = min(TABLE_BLOCK, chunk_stop - start)
+            for b in range(size):
+                row, x = block[b], X[start + b]
+                shift = row_constant[start + b]
+                for k in range(n_components):
+                    row[k] = constant[k] - shift
                 for d in range(n_features):
-                    offset = (d * n_bins + bins[n, d]) * n_components
+                    value = x[d]
+                    coefs = coef_t[d]
                     for k in range(n_components):
-                        row[k] += flat_table[offset + k]
-            for k in range(n_components):
-                resp[r, k] = row[k]
-            chunk_lik += _normalise_row(resp, r, weights[n])
-            for k in range(n_components):
-                row[k] = resp[r, k]
-                mass[c, k] += row[k]
-            if n_bins > 0:
-                for d in range(n_features):
-                    offset = (d * n_bins + bins[n, d]) * n_components
-                    for k in range(n_components):
-                        flat_histogram[offset + k] += row[k]
-        histogram[c] = flat_histogram.reshape(n_features, n_bins, n_components)
+                        row[k] += value * coefs[k]
+                if n_bins > 0:
+                    for d in range(n_features):
+                        entries = table[d, bins[start + b, d]]
+                        for k in range(n_components):
+                            row[k] += entries[k]
+                peak = row[0]
+                for k in range(1, n_components):
+                    peak = max(peak, row[k])
+                peaks[b] = peak
+                if peak == -math.inf:  # no component can produce the row
+                    peak = 0.0
+                for k in range(n_components):
+                    row[k] -= peak
+            for i in range(size * n_components):
+                flat[i] = _exp_shifted(flat[i])
+            for b in range(size):
+                weight = weights[start + b]
+                if weight == 0.0:
+                    continue
+                if peaks[b] == -math.inf:
+                    chunk_lik = -math.inf
+                    continue
+                row, x = block[b], X[start + b]
+                total = 0.0
+                for k in range(n_components):
+                    total += row[k]
+                chunk_lik += weight * (peaks[b] + math.log(total))
+                scale = weight / total
+                for k in range(n_components):
+                    row[k] *= scale
+                    chunk_mass[k] += row[k]
+                    resp = row[k]
+                    target = chunk_x[k]
+                    for d in range(n_features):
+                        target[d] += resp * x[d]
+                if n_bins > 0:
+                    for d in range(n_features):
+                        cells = counts[d, bins[start + b, d]]
+                        for k in range(n_components):
+                            cells[k] += row[k]
         log_lik[c] = chunk_lik
-        sum_x[c] = np.dot(np.ascontiguousarray(resp.T), rows)
 
 
 def count_pass(
