@@ -10,13 +10,20 @@ import pytest
 from scipy import stats
 
 import bayesmix as bm
+from bayesmix.data import as_data
 from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.inference.bayes.conditionals import (
     GibbsState,
     mean_log_density,
     mean_log_density_pairs,
 )
-from bayesmix.inference.bayes.modejump import ModeProposal, merge_split_starts
+from bayesmix.inference.bayes.modejump import (
+    MIN_MODE_SHARE,
+    ModeProposal,
+    initial_modes,
+    merge_split_starts,
+    mode_proposal,
+)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
@@ -169,6 +176,51 @@ def test_merge_split_starts_free_a_component(two_mode_proposal):
     assert starts.shape == (2, 2, 2)  # one pair, two ways to place the freed component
     np.testing.assert_allclose(np.exp(starts.log_weights).sum(1), 1.0)
     assert np.isfinite(starts.prec_chol).all()
+
+
+@pytest.mark.slow
+def test_modes_without_posterior_mass_leave_the_proposal():
+    """Wine K=3 full: of the modes MAP-EM reaches from the merge-split starts, some sit
+    tens of nats below the best and hold no posterior mass; mode_proposal drops them,
+    and the proposal is the one of the modes that remain."""
+    from sklearn.datasets import load_wine
+
+    X = load_wine().data
+    model = bm.GaussianMixture(3, "full")
+    shift = X.mean(0)
+    priors = model.resolve_priors(X).shifted(shift)
+    em = model.fit(X, method="map", random_state=0)
+    best = GibbsState(
+        np.log(em.weights)[None],
+        (em.means - shift)[None],
+        em.params.covariances[None],
+        em.params.precisions_cholesky[None],
+    )
+    modes = initial_modes(model, as_data(X), priors, best, shift)
+    everything = ModeProposal.from_modes(X - shift, modes, model.structure, priors)
+    useful = everything.mass_share >= MIN_MODE_SHARE
+    assert useful[0] and not useful.all()
+    kept, pruned = mode_proposal(X - shift, modes, model.structure, priors)
+    np.testing.assert_array_equal(kept.means, modes.means[useful])
+    alone = ModeProposal.from_modes(X - shift, kept, model.structure, priors)
+    state = everything.draw(5, np.random.default_rng(5))
+    np.testing.assert_allclose(pruned.log_density(state), alone.log_density(state), rtol=1e-12)
+
+
+@pytest.mark.slow
+def test_mode_jumps_stay_on_where_the_chains_find_the_modes():
+    """Wine K=3 full (13 features): the MAP-EM start's own proposal is refused at first;
+    after the search from the chains' states (end of the probe) the jumps are accepted
+    often. They used to be switched off by a probe that had not searched yet."""
+    from sklearn.datasets import load_wine
+
+    X = load_wine().data
+    result = bm.GaussianMixture(3, "full").fit(
+        X, method="gibbs", tune=200, draws=100, random_state=0, progressbar=False
+    )
+    assert result.settings["mode_jumps"] is True
+    assert result.settings["jump_acceptance"] > 0.1
+    assert result.settings["modes_found"] >= 2
 
 
 def test_mode_jumps_option(faithful):

@@ -60,6 +60,7 @@ __all__ = [
     "find_modes",
     "initial_modes",
     "merge_split_starts",
+    "mode_proposal",
 ]
 
 # the proposal sums over the K! relabellings of each mode: up to 720 for K = 6
@@ -84,6 +85,10 @@ MODE_SEARCHES = (0.25, 0.5, 0.75, 1.0)
 JUMP_EVERY = 1
 # two MAP-EM optima are the same mode when their log posteriors agree to this
 SAME_MODE_TOLERANCE = 1e-6
+# a mode whose estimated share of the posterior mass is below this leaves the proposal:
+# its draws would be refused, and its pair terms would cost as much as a useful mode's
+# (on wine, 4 of the 8 modes found sit 31-60 nats below the best)
+MIN_MODE_SHARE = 1e-3
 
 
 def log_target(
@@ -115,6 +120,8 @@ class ModeProposal:
         The covariances' conditional laws per mode (leading axis ``M``).
     log_posteriors : numpy.ndarray of shape (M,)
         The log posterior at each mode.
+    mass_share : numpy.ndarray of shape (M,)
+        Each mode's estimated share of the posterior mass (the Laplace-type estimate).
     """
 
     log_mode_weights: np.ndarray
@@ -125,6 +132,7 @@ class ModeProposal:
     log_posteriors: np.ndarray
     structure: CovarianceStructure
     priors: ResolvedPriors
+    mass_share: np.ndarray | None = None
 
     @classmethod
     def from_modes(
@@ -168,9 +176,10 @@ class ModeProposal:
         )
         own = proposal.log_density_per_mode(modes)[np.arange(len(mass)), np.arange(len(mass))]
         log_mass = log_posteriors - own
-        laplace = np.exp(log_mass - log_mass.max())
-        weights = (1.0 - EVEN_SHARE) * laplace / laplace.sum() + EVEN_SHARE / len(mass)
-        return dataclasses.replace(proposal, log_mode_weights=np.log(weights))
+        share = np.exp(log_mass - log_mass.max())
+        share /= share.sum()
+        weights = (1.0 - EVEN_SHARE) * share + EVEN_SHARE / len(mass)
+        return dataclasses.replace(proposal, log_mode_weights=np.log(weights), mass_share=share)
 
     @property
     def n_modes(self) -> int:
@@ -243,6 +252,22 @@ class ModeProposal:
         drawn = GibbsState(log_weights, means, covariances, prec_chol)
         order = self.permutations[rng.integers(len(self.permutations), size=n_replicas)]
         return _relabelled(drawn, order, structure)
+
+
+def mode_proposal(
+    X: np.ndarray,
+    modes: GibbsState,
+    structure: CovarianceStructure,
+    priors: ResolvedPriors,
+) -> tuple[GibbsState, ModeProposal]:
+    """The modes that hold at least :data:`MIN_MODE_SHARE` of the estimated posterior
+    mass, and their :class:`ModeProposal` (``X`` centred, priors in the same units)."""
+    proposal = ModeProposal.from_modes(X, modes, structure, priors)
+    keep = np.flatnonzero(proposal.mass_share >= MIN_MODE_SHARE)
+    if len(keep) == modes.shape[0]:
+        return modes, proposal
+    modes = modes.take(keep)
+    return modes, ModeProposal.from_modes(X, modes, structure, priors)
 
 
 def _relabelled(state: GibbsState, order: np.ndarray, structure) -> GibbsState:
@@ -448,14 +473,15 @@ class ModeJumps:
     """The mode-jumping moves of one Gibbs fit: the proposal, its schedule and counts.
 
     The proposal starts with the MAP-EM estimate and the modes of its merge-split
-    starts (:func:`initial_modes`). While tuning, if fewer than
-    :data:`MIN_JUMP_ACCEPTANCE` of the jumps of the second half of the first
-    ``min(PROBE_SWEEPS, tune // 4)`` sweeps were accepted (the first half leaves the
-    start), the jumps stop (the posterior is not what the proposal can fit: many
-    dimensions); otherwise at :data:`MODE_SEARCHES` of the tuning sweeps MAP-EM from
-    every chain's state adds the modes the chains are in. After
-    tuning the proposal is fixed; the jumps stop for good if fewer than
-    :data:`MIN_JUMP_ACCEPTANCE` of the second half of tuning's were accepted.
+    starts (:func:`initial_modes`); modes holding less than :data:`MIN_MODE_SHARE` of
+    the estimated posterior mass leave it (:func:`mode_proposal`). After the first
+    ``p = min(PROBE_SWEEPS, tune // 4)`` sweeps (the chains have left their start),
+    and at :data:`MODE_SEARCHES` of the tuning sweeps, MAP-EM from every chain's state
+    adds the modes the chains are in. If fewer than :data:`MIN_JUMP_ACCEPTANCE` of the
+    jumps of sweeps ``p .. 2p - 1`` (with the chains' own modes in the proposal) were
+    accepted, the jumps stop (the posterior is not what the proposal can fit: many
+    dimensions). After tuning the proposal is fixed; the jumps stop for good if fewer
+    than :data:`MIN_JUMP_ACCEPTANCE` of the second half of tuning's were accepted.
 
     Parameters
     ----------
@@ -475,14 +501,17 @@ class ModeJumps:
         self._model, self._data, self._priors, self._shift = model, data, priors, shift
         self._X = data.values - shift
         self.active = True
-        self.modes = initial_modes(model, data, priors, best, shift)
-        self._probe = min(PROBE_SWEEPS, tune // 4)
-        self.proposal = ModeProposal.from_modes(self._X, self.modes, model.structure, priors)
-        self._searches = {int(tune * fraction) - 1 for fraction in MODE_SEARCHES} - {-1}
+        modes = initial_modes(model, data, priors, best, shift)
+        self.modes, self.proposal = mode_proposal(self._X, modes, model.structure, priors)
+        probe = min(PROBE_SWEEPS, tune // 4)
+        fractions = {int(tune * fraction) - 1 for fraction in MODE_SEARCHES}
+        self._searches = ({probe - 1} | fractions) - {-1}
         self._tune = tune
+        # the sweeps whose acceptance decides (the probe's and tuning's second halves)
+        self._decisions = {2 * probe - 1, tune - 1} - {-1}
+        self._window_starts = {probe, tune // 2}
         # proposed and accepted: in the window a decision looks at, and after tuning
         self._counts = np.zeros((2, 2))
-        self._window_starts = {self._probe // 2, tune // 2}
 
     def step(
         self, state: GibbsState, joint: np.ndarray, sweep: int, rng: np.random.Generator
@@ -501,14 +530,12 @@ class ModeJumps:
 
     def _schedule(self, state: GibbsState, sweep: int) -> None:
         model, data, priors, shift = self._model, self._data, self._priors, self._shift
-        if sweep == self._probe - 1 and self._rarely_accepted():
+        if sweep in self._decisions and self._rarely_accepted():
             self.active = False
             return
         if sweep in self._searches:
-            self.modes = find_modes(model, data, priors, state, shift, self.modes)
-            self.proposal = ModeProposal.from_modes(self._X, self.modes, model.structure, priors)
-        if sweep == self._tune - 1 and self._rarely_accepted():
-            self.active = False
+            modes = find_modes(model, data, priors, state, shift, self.modes)
+            self.modes, self.proposal = mode_proposal(self._X, modes, model.structure, priors)
 
     def _rarely_accepted(self) -> bool:
         proposed, accepted = self._counts[0]
