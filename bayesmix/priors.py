@@ -157,7 +157,7 @@ class Priors:
             if self.covariance_dof is None
             else float(self.covariance_dof)
         )
-        if structure.name in ("full", "tied") and dof <= n_features - 1:
+        if not structure.axis_aligned and dof <= n_features - 1:
             raise ValueError(
                 f"priors.covariance_dof must exceed n_features - 1 = {n_features - 1} for an "
                 f"inverse-Wishart prior; got {dof}."
@@ -185,7 +185,7 @@ class Priors:
 
     @staticmethod
     def _check_scale(scale, shape, structure):
-        if structure.name == "diag" and scale.ndim == 0:
+        if structure.axis_aligned and scale.ndim == 0:  # one value for every variance
             scale = np.full(shape, float(scale))
         if scale.shape != tuple(shape):
             raise ValueError(

@@ -60,11 +60,65 @@ class CovarianceStructure(ABC):
     # -- bookkeeping ---------------------------------------------------------------
     natural_dims: ClassVar[tuple[str, ...]]
     pymc_precision_name: ClassVar[str]  # the Deterministic holding the precision parameter
+    # one covariance for all components (tied), not one per component
+    shared_across_components: ClassVar[bool] = False
+    # variances only (diag, spherical): no correlations, no matrices to factorise
+    axis_aligned: ClassVar[bool] = False
 
     def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of the covariances in this structure's storage."""
         sizes = {"component": n_components, "feature": n_features, "feature_": n_features}
         return tuple(sizes[dim] for dim in self.natural_dims)
+
+    def n_covariances(self, n_components: int) -> int:
+        """Number of distinct covariances: one per component, or one shared by all."""
+        return n_components
+
+    def min_observations(self, n_features: int) -> int:
+        """Effective observations a covariance needs to have spread in every direction:
+        ``D + 1`` for a matrix (fewer cannot span the space), 2 for variances (one point
+        has no spread)."""
+        return n_features + 1
+
+    def representable_variances(self, values: np.ndarray | float, n_features: int) -> np.ndarray:
+        """Per-feature variances ``(D,)`` as this structure represents them.
+
+        Parameters
+        ----------
+        values : numpy.ndarray or float
+            One value per feature (``(D,)``) or one for all.
+        n_features : int
+
+        Returns
+        -------
+        numpy.ndarray of shape (n_features,)
+            ``values`` broadcast; a spherical covariance, one variance for all features,
+            holds their mean (as :meth:`m_step` adds the mean of a per-feature
+            ``reg_covar``).
+        """
+        return np.broadcast_to(np.asarray(values, dtype=float), (n_features,))
+
+    def pool_second_moments(self, moments: np.ndarray) -> np.ndarray:
+        """Reduce per-component second moments to this structure's statistic.
+
+        Parameters
+        ----------
+        moments : numpy.ndarray
+            ``sum_n r_nk x_n x_n^T`` as ``(K, D, D)`` for matrix structures, or its
+            diagonal ``(K, D)`` for axis-aligned ones.
+
+        Returns
+        -------
+        numpy.ndarray
+            The :meth:`second_moment` form: pooled over components (tied) or over
+            features (spherical), else unchanged.
+        """
+        return moments
+
+    def natural_precisions(self, prec_chol: np.ndarray) -> np.ndarray:
+        """Precisions ``U U^T`` (``U**2`` for variances) in the natural storage shape,
+        as scikit-learn's ``precisions_``."""
+        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
 
     @abstractmethod
     def n_parameters(self, n_components: int, n_features: int) -> int:
@@ -228,6 +282,12 @@ class CovarianceStructure(ABC):
     @abstractmethod
     def pymc_log_prob(self, X, means, precision):
         """Gaussian log densities ``(n, K)`` as a pytensor graph."""
+
+    @abstractmethod
+    def pymc_observed_log_prob(self, X, means, precision, observed: np.ndarray):
+        """``log N(x_o | mu_k,o, Sigma_k,oo)`` ``(n, K)`` over the ``observed`` features
+        (an index array), as a pytensor graph: ``X`` holds those features only, ``means``
+        and ``precision`` (:meth:`pymc_precision`'s) all of them."""
 
     @abstractmethod
     def covariance_from_precision(self, precision: np.ndarray, n_features: int) -> np.ndarray:
@@ -426,6 +486,24 @@ def _factor_log_prob(X, means, factor):
     return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * n_features * LOG_2PI
 
 
+def _observed_factor(factor, observed):
+    """Upper-triangular precision factors ``(K, o, o)`` of the ``observed`` features'
+    marginal covariances, from lower-triangular precision factors ``(K, D, D)``."""
+    import pytensor.tensor as pt
+
+    # precision = F F^T with lower-triangular F: Sigma = F^-T F^-1
+    eye = pt.eye(factor.shape[-1])
+    factor_inv = pt.linalg.solve_triangular(factor, pt.broadcast_to(eye, factor.shape), lower=True)
+    cov = pt.matmul(factor_inv.mT, factor_inv)
+    cov_oo = cov[:, observed][:, :, observed]
+    lower = pt.linalg.cholesky(cov_oo)
+    lower_inv = pt.linalg.solve_triangular(
+        lower, pt.broadcast_to(pt.eye(observed.size), lower.shape), lower=True
+    )
+    # whitening by L^-1: the upper factor L^-T plays the precision factor's role
+    return lower_inv.mT
+
+
 def _bartlett_start(name: str, cov: np.ndarray, lower: np.ndarray) -> dict[str, np.ndarray]:
     """Invert the Bartlett map: ``A = inv(L) chol(inv(cov))``."""
     factor = np.linalg.solve(lower, np.linalg.cholesky(np.linalg.inv(cov)))
@@ -537,6 +615,9 @@ class Full(CovarianceStructure):
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision)
 
+    def pymc_observed_log_prob(self, X, means, precision, observed):
+        return _factor_log_prob(X, means[:, observed], _observed_factor(precision, observed))
+
     def covariance_from_precision(self, precision, n_features):
         return _covariance_from_factor(precision)
 
@@ -547,6 +628,13 @@ class Tied(CovarianceStructure):
     name = "tied"
     natural_dims = ("feature", "feature_")
     pymc_precision_name = "precision_factor"
+    shared_across_components = True
+
+    def n_covariances(self, n_components):
+        return 1
+
+    def pool_second_moments(self, moments):
+        return moments.sum(axis=0)
 
     def n_parameters(self, n_components, n_features):
         return n_features * (n_features + 1) // 2
@@ -639,6 +727,10 @@ class Tied(CovarianceStructure):
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision[None].repeat(means.shape[0], axis=0))
 
+    def pymc_observed_log_prob(self, X, means, precision, observed):
+        upper = _observed_factor(precision[None], observed)
+        return _factor_log_prob(X, means[:, observed], upper.repeat(means.shape[0], axis=0))
+
     def covariance_from_precision(self, precision, n_features):
         return _covariance_from_factor(precision)[..., None, :, :]
 
@@ -649,6 +741,13 @@ class Diag(CovarianceStructure):
     name = "diag"
     natural_dims = ("component", "feature")
     pymc_precision_name = "variances"
+    axis_aligned = True
+
+    def min_observations(self, n_features):
+        return 2
+
+    def natural_precisions(self, prec_chol):
+        return prec_chol**2
 
     def n_parameters(self, n_components, n_features):
         return n_components * n_features
@@ -775,6 +874,16 @@ class Diag(CovarianceStructure):
         sq = ((X[None, :, :] - means[:, None, :]) ** 2 / var[:, None, :]).sum(-1)
         return (-0.5 * (sq + pt.log(var).sum(-1)[:, None])).T - 0.5 * X.shape[-1] * LOG_2PI
 
+    def pymc_observed_log_prob(self, X, means, precision, observed):
+        return self.pymc_log_prob(
+            X, means[:, observed], self._observed_variances(precision, observed)
+        )
+
+    @staticmethod
+    def _observed_variances(variances, observed):
+        """The variances of the ``observed`` features (spherical: all the same)."""
+        return variances[:, observed]
+
     def covariance_from_precision(self, precision, n_features):
         return self.to_full(precision, None, n_features)
 
@@ -784,6 +893,17 @@ class Spherical(Diag):
 
     name = "spherical"
     natural_dims = ("component",)
+
+    def representable_variances(self, values, n_features):
+        values = super().representable_variances(values, n_features)
+        return np.full(n_features, values.mean())
+
+    def pool_second_moments(self, moments):
+        return moments.sum(axis=1)
+
+    @staticmethod
+    def _observed_variances(variances, observed):
+        return variances
 
     def n_parameters(self, n_components, n_features):
         return n_components

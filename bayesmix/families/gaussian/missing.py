@@ -232,10 +232,6 @@ def _variances(structure: CovarianceStructure, covariances: np.ndarray, shape) -
     return np.broadcast_to(cov if cov.ndim == 2 else cov[:, None], shape)
 
 
-def _is_axis_aligned(structure: CovarianceStructure) -> bool:
-    return structure.name in ("diag", "spherical")
-
-
 class _PatternGaussians:
     """The observed-marginal Gaussians of one pattern and the conditionals of its
     missing block, for one parameter set (all components)."""
@@ -245,7 +241,7 @@ class _PatternGaussians:
         means = params.means
         self.obs, self.mis = obs, mis
         self.mean_obs = means[:, obs]  # (K, o)
-        if _is_axis_aligned(structure):
+        if structure.axis_aligned:
             var = _variances(structure, params.covariances, means.shape)
             self.inv_var_obs = 1.0 / var[:, obs]
             self.log_det = 0.5 * np.log(var[:, obs]).sum(axis=1)  # log det Sigma_oo / 2
@@ -344,14 +340,7 @@ def marginal_log_joint(X: np.ndarray, params: Params, structure: CovarianceStruc
 
 
 def _zero_stats(structure: CovarianceStructure, n_components: int, n_features: int):
-    if structure.name == "full":
-        sum_xx = np.zeros((n_components, n_features, n_features))
-    elif structure.name == "tied":
-        sum_xx = np.zeros((n_features, n_features))
-    elif structure.name == "diag":  # per-feature second moments (K, D)
-        sum_xx = np.zeros((n_components, n_features))
-    else:  # spherical: sum r |x|^2 (K,)
-        sum_xx = np.zeros(n_components)
+    sum_xx = np.zeros(structure.natural_shape(n_components, n_features))
     return SufficientStats(
         np.zeros(n_components), np.zeros((n_components, n_features)), sum_xx, 0.0, 0.0
     )
@@ -367,15 +356,13 @@ def _pattern_stats(xo, weights, pattern, gaussians, params, structure, n_feature
     weighted = filled * resp.T[:, :, None]
     sum_x = weighted.sum(axis=1)
     mis = pattern.missing
-    if _is_axis_aligned(structure):
-        sum_xx = (weighted * filled).sum(axis=1)
-        sum_xx[:, mis] += mass[:, None] * gaussians.cond_var
-        if structure.name == "spherical":
-            sum_xx = sum_xx.sum(axis=1)
+    if structure.axis_aligned:
+        moments = (weighted * filled).sum(axis=1)  # (K, D)
+        moments[:, mis] += mass[:, None] * gaussians.cond_var
     else:
-        outer = np.swapaxes(weighted, 1, 2) @ filled  # (K, D, D)
-        outer[:, mis[:, None], mis] += mass[:, None, None] * gaussians.cond_cov
-        sum_xx = outer.sum(axis=0) if structure.name == "tied" else outer
+        moments = np.swapaxes(weighted, 1, 2) @ filled  # (K, D, D)
+        moments[:, mis[:, None], mis] += mass[:, None, None] * gaussians.cond_cov
+    sum_xx = structure.pool_second_moments(moments)
     log_lik = float(weights @ log_norm)
     log_max = float(weights @ log_resp.max(axis=1))
     return SufficientStats(mass, sum_x, sum_xx, log_lik, log_max)

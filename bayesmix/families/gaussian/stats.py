@@ -175,7 +175,7 @@ def _fill_empty(stats: SufficientStats, structure: CovarianceStructure):
     share = np.where(empty, mass / stats.mass.sum(), 1.0)
     sum_x = np.where(empty[:, None], stats.sum_x.sum(0) * share[:, None], stats.sum_x)
     sum_xx = stats.sum_xx
-    if structure.name != "tied":  # tied keeps one pooled second moment already
+    if not structure.shared_across_components:  # a shared one is pooled already
         per_component = (-1,) + (1,) * (sum_xx.ndim - 1)
         pooled = sum_xx.sum(0) * share.reshape(per_component)
         sum_xx = np.where(empty.reshape(per_component), pooled, sum_xx)

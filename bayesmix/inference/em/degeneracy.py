@@ -73,7 +73,9 @@ def degeneracy_messages(
         One message per problem found; empty when the fit is not degenerate.
     """
     n_components, n_features = params.means.shape
-    added = _added(structure, reg_covar if regularisation is None else regularisation, n_features)
+    added = structure.representable_variances(
+        reg_covar if regularisation is None else regularisation, n_features
+    )
     covariances = structure.to_full(params.covariances, n_components, n_features)
     scatter = covariances - np.diag(added)
     data_variance = _mixture_variance(params.weights, params.means, scatter)
@@ -96,17 +98,18 @@ def degeneracy_messages(
     values, vectors = np.linalg.eigh(scatter)
     # an eigenvalue's rounding: each feature's relative floor, weighted by the direction
     thresholds = RELATIVE_SPREAD + np.einsum("...dj,d->...j", vectors**2, relative_floor)
-    for k in range(values.shape[0] if structure.name != "tied" else 1):
+    shared = structure.shared_across_components
+    for k in range(structure.n_covariances(n_components)):
         null = values[k] <= thresholds[k]
         if not null.any():
             continue
-        components = "all components" if structure.name == "tied" else f"component {k}"
-        mass = params.weights[k] * n_obs if structure.name != "tied" else n_obs
+        components = "all components" if shared else f"component {k}"
+        mass = n_obs if shared else params.weights[k] * n_obs
         if null.all():
             where = (
                 "all components sit on identical points (the observations of each component "
                 "are identical)"
-                if structure.name == "tied"
+                if shared
                 else f"component {k} sits on identical points (about {mass:.0f} observations "
                 f"at {np.array2string(params.means[k], precision=4, separator=', ')})"
             )
@@ -218,23 +221,23 @@ def collapse_reasons(
         One reason per collapsed component.
     """
     n_components, n_features = params.means.shape
-    added = _added(structure, regularisation, n_features)
+    added = structure.representable_variances(regularisation, n_features)
     covariances = np.asarray(structure.to_full(params.covariances, n_components, n_features))
     scatter = covariances - np.diag(added)
     data_variance = _mixture_variance(params.weights, params.means, scatter)
     floor = np.maximum(
         RESOLUTION_SD**2 * np.square(resolution) / 12.0, RELATIVE_SPREAD * data_variance
     )
-    if structure.name == "spherical":
-        floor = np.full(n_features, floor.mean())
+    floor = structure.representable_variances(floor, n_features)
     values, vectors = np.linalg.eigh(scatter)
     thresholds = np.einsum("kdj,d->kj", vectors**2, floor)
     mass = params.weights * n_obs
-    least = n_features + 1 if structure.name == "full" else 2  # observations a spread needs
+    least = structure.min_observations(n_features)  # observations a spread needs
+    shared = structure.shared_across_components  # a shared covariance pools all observations
     reasons = []
-    for k in range(n_components if structure.name != "tied" else 1):
-        who = "the shared covariance" if structure.name == "tied" else f"component {k}"
-        if structure.name != "tied" and mass[k] < least:
+    for k in range(structure.n_covariances(n_components)):
+        who = "the shared covariance" if shared else f"component {k}"
+        if not shared and mass[k] < least:
             reasons.append(
                 f"{who} has {mass[k]:.1f} effective observations, fewer than the {least} "
                 f"its covariance needs"
@@ -247,13 +250,6 @@ def collapse_reasons(
                 f"{np.sqrt(thresholds[k, j]):.3g}"
             )
     return reasons
-
-
-def _added(structure: CovarianceStructure, regularisation, n_features: int) -> np.ndarray:
-    """The regularisation added to each feature's variance, as a ``(D,)`` array (a
-    spherical covariance adds the mean)."""
-    added = np.broadcast_to(np.asarray(regularisation, dtype=float), (n_features,))
-    return np.full(n_features, added.mean()) if structure.name == "spherical" else added
 
 
 def _mixture_mean(params: Params) -> np.ndarray:
