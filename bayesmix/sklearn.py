@@ -47,6 +47,7 @@ from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families import FAMILIES, ComponentFamily, Gaussian
 from bayesmix.families.base import CountFamily
+from bayesmix.families.gaussian.covariance import CovarianceStructure
 from bayesmix.inference.em.fit import EMProgress, fit_em
 from bayesmix.mixture import Mixture as FamilyMixture
 from bayesmix.model import GaussianMixture as MixtureModel
@@ -451,7 +452,7 @@ default=None
             init["weights"] = _check_weights(self.weights_init, n_components)
         if self.precisions_init is not None:
             init["covariances"] = _precisions_to_covariances(
-                self.precisions_init, model.covariance_type, n_components, n_features
+                self.precisions_init, model.structure, n_components, n_features
             )
         if not init:
             return method  # bayesmix rejects a bad name with a clear message
@@ -466,7 +467,7 @@ default=None
         M-step (scikit-learn's warm-start reference for the first convergence test)."""
         previous = self.result_
         if (
-            previous.model.covariance_type != model.covariance_type
+            previous.model.structure is not model.structure
             or previous.params.means.shape != (model.n_components, n_features)
         ):
             raise ValueError(
@@ -488,8 +489,8 @@ default=None
         self.means_ = params.means.astype(dtype, copy=False)
         self.covariances_ = params.covariances.astype(dtype, copy=False)
         self.precisions_cholesky_ = params.precisions_cholesky.astype(dtype, copy=False)
-        self.precisions_ = _precisions_from_cholesky(
-            params.precisions_cholesky, result.model.covariance_type
+        self.precisions_ = result.model.structure.natural_precisions(
+            params.precisions_cholesky
         ).astype(dtype, copy=False)
         self.converged_ = result.converged
         self.n_iter_ = result.n_iter
@@ -1050,26 +1051,13 @@ def _reemit(caught: list[warnings.WarningMessage]) -> None:
         warnings.warn(message, category, stacklevel=4)
 
 
-def _precisions_from_cholesky(prec_chol: np.ndarray, covariance_type: str) -> np.ndarray:
-    """Precisions ``U U^T`` (or ``U**2``) in the natural shape of the structure."""
-    if covariance_type == "full":
-        return prec_chol @ np.swapaxes(prec_chol, -1, -2)
-    if covariance_type == "tied":
-        return prec_chol @ prec_chol.T
-    return prec_chol**2
-
-
 def _precisions_to_covariances(
-    precisions: Any, covariance_type: str, n_components: int, n_features: int
+    precisions: Any, structure: CovarianceStructure, n_components: int, n_features: int
 ) -> np.ndarray:
     """Invert scikit-learn-shaped initial precisions, checking shape and definiteness."""
     precisions = np.array(precisions, dtype=np.float64)
-    expected = {
-        "full": (n_components, n_features, n_features),
-        "tied": (n_features, n_features),
-        "diag": (n_components, n_features),
-        "spherical": (n_components,),
-    }[covariance_type]
+    covariance_type = structure.name
+    expected = structure.natural_shape(n_components, n_features)
     if precisions.shape != expected:
         raise ValueError(
             f"The parameter '{covariance_type} precision' should have the shape of "
@@ -1078,7 +1066,7 @@ def _precisions_to_covariances(
         )
     if not np.isfinite(precisions).all():
         raise ValueError("precisions_init contains NaN or infinite values.")
-    if covariance_type in ("diag", "spherical"):
+    if structure.axis_aligned:
         if (precisions <= 0).any():
             raise ValueError(f"'{covariance_type} precision' should be positive.")
         return 1.0 / precisions
