@@ -252,3 +252,42 @@ def test_zero_variance_is_jittered_with_a_warning(covariance_type):
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # healthy variances warn nothing
         structure.precision_cholesky(var + 1.0)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_structure_properties_agree_with_its_storage(rng, covariance_type):
+    structure = get_structure(covariance_type)
+    shape = structure.natural_shape(K, D)
+    assert structure.shared_across_components == ("component" not in structure.natural_dims)
+    assert structure.axis_aligned == ("feature_" not in structure.natural_dims)
+    assert structure.n_covariances(K) == (1 if structure.shared_across_components else K)
+    assert structure.min_observations(D) == (2 if structure.axis_aligned else D + 1)
+    cov = _natural(covariance_type, rng)
+    precisions = structure.natural_precisions(structure.precision_cholesky(cov))
+    assert precisions.shape == shape
+    full_precisions = np.linalg.inv(structure.to_full(cov, K, D))
+    np.testing.assert_allclose(structure.to_full(precisions, K, D), full_precisions, rtol=1e-10)
+
+
+@pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
+def test_pooled_second_moments_are_the_structure_statistic(rng, covariance_type):
+    structure = get_structure(covariance_type)
+    X = rng.normal(size=(50, D))
+    resp = rng.dirichlet(np.ones(K), size=50)
+    outer = np.einsum("nk,nd,ne->kde", resp, X, X)
+    moments = np.diagonal(outer, axis1=1, axis2=2) if structure.axis_aligned else outer
+    np.testing.assert_allclose(
+        structure.pool_second_moments(moments), structure.second_moment(X, resp), rtol=1e-12
+    )
+
+
+def test_representable_variances_are_the_spherical_mean():
+    values = np.array([1.0, 2.0, 3.0, 6.0])
+    for covariance_type in ("full", "tied", "diag"):
+        np.testing.assert_array_equal(
+            get_structure(covariance_type).representable_variances(values, D), values
+        )
+    np.testing.assert_array_equal(
+        get_structure("spherical").representable_variances(values, D), 3.0
+    )
+    np.testing.assert_array_equal(get_structure("diag").representable_variances(0.5, D), 0.5)
