@@ -238,6 +238,14 @@ class ComponentFamily(ABC):
         is :meth:`pymc_parameters`' dict or :meth:`pymc_marginal_parameters` of it."""
         raise NotImplementedError
 
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """Optional fast path for NUTS: the log density of :meth:`pymc_parameters`'
+        mixture model on the complete data ``X``, written by hand with its gradient as
+        numba C callbacks nutpie calls (an object with ``nutpie_logp``-style callbacks,
+        see :mod:`bayesmix.families.count_logdensity`), or None (the default): NUTS then
+        compiles and samples the PyMC model."""
+        return None
+
     def pymc_initial_values(
         self, params: Parameters, priors: Mapping[str, np.ndarray]
     ) -> dict[str, np.ndarray]:

@@ -237,6 +237,13 @@ class NegativeBinomial(CountFamily):
 
     supports_pymc = True
 
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """The hand-written density of the PyMC model
+        (:mod:`bayesmix.families.count_logdensity`)."""
+        from bayesmix.families.count_logdensity import count_density
+
+        return count_density("negative_binomial", X, priors, n_components)
+
     def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
         import pymc as pm
 

@@ -163,6 +163,13 @@ class Poisson(CountFamily):
 
     supports_pymc = True
 
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """The hand-written density of the PyMC model
+        (:mod:`bayesmix.families.count_logdensity`)."""
+        from bayesmix.families.count_logdensity import count_density
+
+        return count_density("poisson", X, priors, n_components)
+
     def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
         import pymc as pm
 

@@ -38,6 +38,7 @@ import numpy as np
 
 from bayesmix.data import Data
 from bayesmix.families.gaussian.covariance import CovarianceStructure
+from bayesmix.families.simplex import dirichlet_log_prior, log_weights, weights_gradient
 from bayesmix.priors import ResolvedPriors
 
 __all__ = [
@@ -164,22 +165,6 @@ def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _log_weights(theta, K):
-    """``log softmax([y, -sum(y)])`` from the first ``K - 1`` coordinates."""
-    z = np.empty(K)
-    last = 0.0
-    for k in range(K - 1):
-        z[k] = theta[k]
-        last -= theta[k]
-    z[K - 1] = last
-    top = z.max()
-    total = 0.0
-    for k in range(K):
-        total += math.exp(z[k] - top)
-    return z - (top + math.log(total))
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
 def _raw_means(theta, pos, K, D, order_feature, rotation):
     """Standardised means ``(K, D)`` and the log Jacobian of the ordered transform."""
     z, log_jac = _ordered_coordinates(theta, pos, K, D, order_feature)
@@ -303,10 +288,10 @@ def _log_density(
     K = concentration.shape[0]
     tied, matrix = kind == _TIED, kind == _FULL or kind == _TIED
     grad[:] = 0.0
-    log_w = _log_weights(theta, K)
+    log_w = log_weights(theta, K)
     raw, log_jac = _raw_means(theta, K - 1, K, D, order_feature, rotation)
     means = mean_loc + mean_scale * raw
-    logp = _dirichlet_log_prior(log_w, concentration) + log_jac
+    logp = dirichlet_log_prior(log_w, concentration) + log_jac
     logp -= 0.5 * (np.sum(raw**2) + K * D * _LOG_2PI)
     pos = K - 1 + K * D  # the covariance parameters
     if matrix:
@@ -341,7 +326,7 @@ def _log_density(
     if not math.isfinite(logp):
         return -np.inf
 
-    _weights_gradient(log_w, concentration, counts, grad)
+    weights_gradient(log_w, concentration, counts, grad)
     g_means = _precision_times(first, factors, var, matrix, tied)
     _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, rotation, grad)
     if matrix:
@@ -350,16 +335,6 @@ def _log_density(
         )
     else:
         _variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
-    return logp
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _dirichlet_log_prior(log_w, concentration):
-    """Dirichlet log density plus the simplex transform's log Jacobian (log K + sum log w)."""
-    K = log_w.shape[0]
-    logp = math.log(K) + math.lgamma(concentration.sum())
-    for k in range(K):
-        logp += concentration[k] * log_w[k] - math.lgamma(concentration[k])
     return logp
 
 
@@ -385,16 +360,6 @@ def _inverse_gamma_log_prior(log_raw, dof):
     for u in log_raw:
         logp -= shape * u + 0.5 * math.exp(-u)
     return logp
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _weights_gradient(log_w, concentration, counts, grad):
-    """Gradient in the simplex coordinates of sum_k (alpha_k + N_k) log w_k."""
-    K = log_w.shape[0]
-    total = concentration.sum() + counts.sum()
-    last = concentration[K - 1] + counts[K - 1] - total * math.exp(log_w[K - 1])
-    for k in range(K - 1):
-        grad[k] = concentration[k] + counts[k] - total * math.exp(log_w[k]) - last
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -557,7 +522,7 @@ def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, o
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order_feature, out):
     K, D = mean_loc.shape
-    log_w = _log_weights(theta, K)
+    log_w = log_weights(theta, K)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     pos = K - 1

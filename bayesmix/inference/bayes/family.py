@@ -21,6 +21,7 @@ import numpy as np
 from bayesmix.data import Data
 from bayesmix.families.base import CountFamily
 from bayesmix.inference.bayes.fit import (
+    callback_nutpie_model,
     check_nuts_settings,
     identified_result,
     resolve_seed,
@@ -149,21 +150,51 @@ def fit_family_nuts(
     progressbar, seed, start, priors, started = _prepare(
         model, data, identify, order_by, random_state, progressbar
     )
-    import pymc as pm
+    # complete data of a family with a hand-written density: nutpie samples it, with no
+    # PyMC graph to compile; otherwise (missing entries, Student-t) PyMC's model and NUTS
+    density = None
+    if not np.isnan(data.values).any():
+        density = model.family.nutpie_density(data.values, priors, model.n_components)
+    if density is not None:
+        import nutpie
 
-    with build_family_pymc(model, data, priors):
-        tree = pm.sample(
-            draws,
+        compiled = callback_nutpie_model(
+            density.nutpie_logp,
+            density.nutpie_expand,
+            density.buffer,
+            shapes=density.shapes,
+            dims={"weights": ("component",)}
+            | {name: ("component", *model.family.parameters[name]) for name in density.names},
+            feature_names=data.feature_names,
+            centre=density.flat_start(start),
+        )
+        tree = nutpie.sample(
+            compiled,
+            draws=draws,
             tune=tune,
             chains=chains,
             cores=cores,
-            random_seed=seed,
-            nuts_sampler="pymc",
-            initvals=start,
-            progressbar=progressbar,
-            compute_convergence_checks=False,
+            seed=seed,
+            save_warmup=False,
+            progress_bar=progressbar,
             target_accept=target_accept,
         )
+    else:
+        import pymc as pm
+
+        with build_family_pymc(model, data, priors):
+            tree = pm.sample(
+                draws,
+                tune=tune,
+                chains=chains,
+                cores=cores,
+                random_seed=seed,
+                nuts_sampler="pymc",
+                initvals=start,
+                progressbar=progressbar,
+                compute_convergence_checks=False,
+                target_accept=target_accept,
+            )
     stats = tree["sample_stats"].dataset
     numeric = [
         name
@@ -172,7 +203,8 @@ def fit_family_nuts(
     ]
     settings = dict(
         method="nuts",
-        sampler="pymc",
+        sampler="pymc" if density is None else "nutpie",
+        log_density="pymc" if density is None else "bayesmix",
         draws=draws,
         tune=tune,
         chains=chains,

@@ -56,6 +56,7 @@ __all__ = [
     "resolve_seed",
     "order_feature",
     "order_rotation",
+    "callback_nutpie_model",
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
@@ -346,14 +347,7 @@ def _sample_nutpie(
 
 def _numba_nutpie_model(spec, structure, data, priors, em_start, rotation=None):
     """nutpie's model of complete data: the hand-written log density of
-    :mod:`bayesmix.families.gaussian.logdensity` as C callbacks loaded from numba's disk cache, so
-    neither PyMC nor a compile is needed, and the sampler threads run without the GIL.
-    The container is nutpie's own for numba C callbacks (named for PyMC, which is not
-    involved here); what it must hold is what its ``_make_model`` reads (nutpie 0.16:
-    the callbacks' addresses, ``user_data``, ``n_expanded``, the names and shapes in
-    ``shape_info``, ``_n_dim``, ``_coords``, ``dims`` and ``initial_point_func``)."""
-    from nutpie.compile_pymc import CompiledPyMCModel
-
+    :mod:`bayesmix.families.gaussian.logdensity` (:func:`callback_nutpie_model`)."""
     from bayesmix.families.gaussian import logdensity
 
     K, D = spec.n_components, spec.n_features
@@ -361,29 +355,62 @@ def _numba_nutpie_model(spec, structure, data, priors, em_start, rotation=None):
     layout = logdensity.Layout(spec.covariance_type, K, D, order)
     inputs = logdensity.density_inputs(data, priors, structure, K, rotation)
     precision = structure.pymc_precision_name
-    shapes = {"weights": (K,), "means": (K, D), precision: layout.precision_shape}
-    return CompiledPyMCModel(
+    return callback_nutpie_model(
+        logdensity.nutpie_logp,
+        logdensity.nutpie_expand,
+        logdensity.pack_inputs(layout, inputs),
+        shapes={"weights": (K,), "means": (K, D), precision: layout.precision_shape},
         dims={
             "weights": ("component",),
             "means": ("component", "feature"),
             precision: structure.natural_dims,
         },
-        compiled_logp_func=logdensity.nutpie_logp,
-        compiled_expand_func=logdensity.nutpie_expand,
-        initial_point_func=_jittered_start(logdensity.flat_start(layout, em_start)),
+        feature_names=data.feature_names,
+        centre=logdensity.flat_start(layout, em_start),
+    )
+
+
+def callback_nutpie_model(
+    logp_callback,
+    expand_callback,
+    user_data: np.ndarray,
+    shapes: dict[str, tuple[int, ...]],
+    dims: dict[str, tuple[str, ...]],
+    feature_names,
+    centre: np.ndarray,
+):
+    """nutpie's model of a hand-written log density given as numba C callbacks (loaded
+    from numba's disk cache, so neither PyMC nor a compile is needed, and the sampler
+    threads run without the GIL): ``logp_callback(n_dim, x, grad, logp, user_data)`` and
+    ``expand_callback(n_dim, n_expanded, x, out, user_data)``, which writes the
+    variables of ``shapes`` flattened in that order; ``user_data`` is the buffer both
+    read; the chains start around ``centre`` (:data:`NUTS_START_JITTER`).
+
+    The container is nutpie's own for numba C callbacks (named for PyMC, which is not
+    involved here); what it must hold is what its ``_make_model`` reads (nutpie 0.16:
+    the callbacks' addresses, ``user_data``, ``n_expanded``, the names and shapes in
+    ``shape_info``, ``_n_dim``, ``_coords``, ``dims`` and ``initial_point_func``)."""
+    from nutpie.compile_pymc import CompiledPyMCModel
+
+    K = shapes["weights"][0]
+    return CompiledPyMCModel(
+        dims=dims,
+        compiled_logp_func=logp_callback,
+        compiled_expand_func=expand_callback,
+        initial_point_func=_jittered_start(centre),
         shared_data={},
         shared_var_keys={},
-        user_data=logdensity.pack_inputs(layout, inputs),  # its buffer is what the callbacks read
-        n_expanded=layout.n_expanded,
+        user_data=user_data,
+        n_expanded=int(sum(np.prod(shape, dtype=int) for shape in shapes.values())),
         shape_info=(list(shapes), None, list(shapes.values())),
         logp_func=None,
         expand_func=None,
-        _n_dim=layout.n_dim,
+        _n_dim=centre.size,
         _shapes=shapes,
         _coords={
             "component": np.arange(K),
-            "feature": list(data.feature_names),
-            "feature_": list(data.feature_names),
+            "feature": list(feature_names),
+            "feature_": list(feature_names),
         },
     )
 
