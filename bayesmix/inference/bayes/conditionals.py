@@ -93,7 +93,7 @@ def _component_view(state: GibbsState, structure: CovarianceStructure):
     their precision factors ``(R K, ...)`` (a tied factor repeated per component, read
     as full covariances)."""
     n_replicas, n_components, _ = state.shape
-    if structure.name == "tied":
+    if structure.shared_across_components:
         return _FULL, np.repeat(state.prec_chol, n_components, axis=0)
     factors = state.prec_chol.reshape((n_replicas * n_components,) + state.prec_chol.shape[2:])
     return structure, factors

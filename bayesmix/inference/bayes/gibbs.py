@@ -154,7 +154,7 @@ def gibbs_sweep(
     )
     means = mean_draw(mass, sum_x, precision, priors, rng)
     dof, scale = priors.covariance_dof, priors.covariance_scale
-    if structure.name == "tied":  # one covariance per replica: its own conjugate draw
+    if structure.shared_across_components:  # one covariance per replica: its own conjugate draw
         sum_xx = _second_moments(_FULL, X, per_replica).reshape(
             n_replicas, n_components, n_features, n_features
         )

@@ -214,7 +214,7 @@ class ModeProposal:
         shared = dirichlet_log_density(np.zeros_like(self.concentration), self.concentration)
         shared = shared[None, :]
         pairs = (self.concentration[None, :, :, None] - 1.0) * state.log_weights[:, None, None, :]
-        if structure.name == "tied":
+        if structure.shared_across_components:
             shared = shared + structure.conditional_log_density(
                 state.covariances[:, None],
                 state.prec_chol[:, None],
@@ -239,11 +239,12 @@ class ModeProposal:
         mode = rng.choice(self.n_modes, size=n_replicas, p=np.exp(self.log_mode_weights))
         log_weights = log_dirichlet_draw(self.concentration[mode], rng)
         parameters = tuple(value[mode] for value in self.covariance_parameters)
-        if structure.name != "tied":  # one covariance per component: draw them side by side
+        per_component = not structure.shared_across_components
+        if per_component:  # one covariance per component: draw them side by side
             batch = n_replicas * n_components
             parameters = tuple(value.reshape((batch,) + value.shape[2:]) for value in parameters)
         covariances, prec_chol = structure.conditional_draw(parameters, rng)
-        if structure.name != "tied":
+        if per_component:
             covariances = covariances.reshape((n_replicas, n_components) + covariances.shape[1:])
             prec_chol = prec_chol.reshape((n_replicas, n_components) + prec_chol.shape[1:])
         unplaced = GibbsState(log_weights, self.sum_x[mode], covariances, prec_chol)
@@ -278,7 +279,7 @@ def _relabelled(state: GibbsState, order: np.ndarray, structure) -> GibbsState:
         return np.take_along_axis(array, index, axis=1)
 
     covariances, prec_chol = state.covariances, state.prec_chol
-    if structure.name != "tied":
+    if not structure.shared_across_components:
         covariances, prec_chol = along(covariances), along(prec_chol)
     return GibbsState(along(state.log_weights), along(state.means), covariances, prec_chol)
 

@@ -443,7 +443,9 @@ def em_result(
         feature = best_separated_feature(params.means, np.asarray(covariances))
     if settings["init"] != "user":
         perm = component_order(params.means, feature)
-        params = permute_params(params, perm, shared_covariance=model.structure.name == "tied")
+        params = permute_params(
+            params, perm, shared_covariance=model.structure.shared_across_components
+        )
     settings["order_feature"] = feature_names[feature]
     if best.spurious and judge is not None:
         best = replace(best, spurious=tuple(judge(params)))
@@ -696,7 +698,7 @@ def _user_covariances(value, structure, n_components: int, n_features: int) -> n
     if cov.shape == (n_components, n_features, n_features) and cov.shape != natural_shape:
         cov = structure.from_full(cov)
     cov = _array(cov, "init['covariances']", natural_shape)
-    if structure.name in ("diag", "spherical"):
+    if structure.axis_aligned:
         if (cov <= 0).any():
             raise ValueError("init['covariances'] must be positive.")
         return cov
