@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import Data, as_dask_data, as_data, check_sample_weight, is_dask_input
+from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.families.gaussian.stats import (
     BLOCK_BYTES,
     Params,
@@ -108,19 +109,18 @@ def identified_parameters(posterior: xr.Dataset, covariance_type: str) -> xr.Dat
         The labels :func:`arviz.summary` gives its rows (``means[0, waiting]``,
         ``correlations[0, eruptions, waiting]``) are the ones every bayesmix table uses.
     """
-    stds = posterior["stds"]
-    if covariance_type == "spherical":
-        stds = stds.isel(feature=0, drop=True)
-    elif covariance_type == "tied":
-        stds = stds.isel(component=0, drop=True)
+    structure = get_structure(covariance_type)
+    # a dim the structure does not store holds copies: keep its first entry only
+    repeated = [dim for dim in ("component", "feature") if dim not in structure.natural_dims]
+    stds = posterior["stds"].isel({dim: 0 for dim in repeated}, drop=True)
     keep = {"weights": posterior["weights"], "means": posterior["means"], "stds": stds}
     features = [str(name) for name in posterior["feature"].values]
-    if covariance_type in ("full", "tied") and len(features) > 1:
+    if not structure.axis_aligned and len(features) > 1:
         rows, cols = np.triu_indices(len(features), 1)
         pairs = [f"{features[i]}, {features[j]}" for i, j in zip(rows, cols, strict=True)]
         corr = posterior["correlations"].values[..., rows, cols]
         dims = ("chain", "draw", "component", "pair")
-        if covariance_type == "tied":
+        if structure.shared_across_components:
             corr, dims = corr[:, :, 0], ("chain", "draw", "pair")
         keep["correlations"] = xr.DataArray(corr, dims=dims, coords={"pair": pairs})
     return xr.Dataset(keep)

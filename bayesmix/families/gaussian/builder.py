@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from bayesmix.data import Data
-from bayesmix.families.gaussian.covariance import LOG_2PI, CovarianceStructure
+from bayesmix.families.gaussian.covariance import CovarianceStructure
 from bayesmix.families.gaussian.missing import MissingLayout, missing_layout
 from bayesmix.priors import ResolvedPriors
 from bayesmix.results import sample_mixture
@@ -94,7 +94,7 @@ def point_estimate_start(
     if rotation is not None and spec.order_feature is not None:
         raw = raw @ rotation  # the coordinates z of raw = z R^T
     order = np.argsort(raw[:, spec.order_feature or 0], kind="stable")
-    if structure.name != "tied":
+    if not structure.shared_across_components:
         covariances = covariances[order]
     weights = np.maximum(weights[order], 1e-3)
     raw = raw[order]
@@ -314,7 +314,7 @@ def _add_pattern_likelihoods(layout, data, inputs, structure, weights, means, pr
         def logp(value, weights, means, precision, means_observed, obs=obs):
             weights, means = _core(weights, 1), _core(means, 2)
             precision = _core(precision, precision_ndim)
-            log_dens = _observed_log_prob(structure, value, means, precision, obs)
+            log_dens = structure.pymc_observed_log_prob(value, means, precision, obs)
             return pt.logsumexp(pt.log(weights) + log_dens, axis=-1)
 
         def random_observed(
@@ -335,29 +335,3 @@ def _add_pattern_likelihoods(layout, data, inputs, structure, weights, means, pr
             observed=observed,
             dims=(obs_dim, feature_dim),
         )
-
-
-def _observed_log_prob(structure: CovarianceStructure, value, means, precision, obs):
-    """``log N(x_o | mu_k,o, Sigma_k,oo)`` ``(n, K)`` as a pytensor graph."""
-    import pytensor.tensor as pt
-
-    if structure.name in ("diag", "spherical"):
-        variances = precision[:, obs] if structure.name == "diag" else precision
-        return structure.pymc_log_prob(value, means[:, obs], variances)
-    # precision = F F^T with lower-triangular F: Sigma = F^-T F^-1
-    factor = precision if structure.name == "full" else precision[None]
-    eye = pt.eye(factor.shape[-1])
-    factor_inv = pt.linalg.solve_triangular(factor, pt.broadcast_to(eye, factor.shape), lower=True)
-    cov = pt.matmul(factor_inv.mT, factor_inv)
-    cov_oo = cov[:, obs][:, :, obs]
-    lower = pt.linalg.cholesky(cov_oo)
-    lower_inv = pt.linalg.solve_triangular(
-        lower, pt.broadcast_to(pt.eye(obs.size), lower.shape), lower=True
-    )
-    # whitening by L^-1: the upper factor L^-T plays the precision factor's role
-    upper = lower_inv.mT
-    if structure.name == "tied":
-        upper = pt.repeat(upper, means.shape[0], axis=0)
-    whitened = pt.matmul(value, upper) - pt.matmul(means[:, None, obs], upper)  # (K, n, o)
-    log_det = pt.log(pt.diagonal(upper, axis1=-2, axis2=-1)).sum(-1)
-    return (-0.5 * (whitened**2).sum(-1) + log_det[:, None]).T - 0.5 * obs.size * LOG_2PI
