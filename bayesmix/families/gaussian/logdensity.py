@@ -37,7 +37,7 @@ import numba as nb
 import numpy as np
 
 from bayesmix.data import Data
-from bayesmix.families.gaussian.covariance import CovarianceStructure
+from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
 from bayesmix.families.simplex import dirichlet_log_prior, log_weights, weights_gradient
 from bayesmix.priors import ResolvedPriors
 
@@ -68,20 +68,23 @@ class Layout:
     order_feature: int  # -1: exchangeable means
 
     @property
+    def structure(self) -> CovarianceStructure:
+        """The covariance structure whose parameters the covariance block holds."""
+        return get_structure(self.covariance_type)
+
+    @property
     def kind(self) -> int:
         return KINDS[self.covariance_type]
 
     @property
     def n_factors(self) -> int:
         """Precision factors (full: one per component; tied: one)."""
-        return 1 if self.covariance_type == "tied" else self.n_components
+        return self.structure.n_covariances(self.n_components)
 
     @property
     def n_covariance(self) -> int:
-        K, D = self.n_components, self.n_features
-        if self.covariance_type in ("full", "tied"):
-            return self.n_factors * (D + D * (D - 1) // 2)
-        return K * D if self.covariance_type == "diag" else K
+        """Free covariance coordinates (Bartlett variables or log variances)."""
+        return self.structure.n_parameters(self.n_components, self.n_features)
 
     @property
     def n_dim(self) -> int:
@@ -91,13 +94,7 @@ class Layout:
     @property
     def precision_shape(self) -> tuple[int, ...]:
         """Shape of the precision parameter (factors or variances)."""
-        K, D = self.n_components, self.n_features
-        return {
-            "full": (K, D, D),
-            "tied": (D, D),
-            "diag": (K, D),
-            "spherical": (K,),
-        }[self.covariance_type]
+        return self.structure.natural_shape(self.n_components, self.n_features)
 
     @property
     def n_expanded(self) -> int:
@@ -117,10 +114,8 @@ def density_inputs(
     the ordered means' ``rotation`` (default: the identity, which orders one feature)."""
     K, D = n_components, data.n_features
     scale = np.asarray(structure.pymc_scale(priors.covariance_scale), dtype=np.float64)
-    if structure.name == "diag":
-        scale = np.broadcast_to(scale, (K, D))
-    elif structure.name == "spherical":
-        scale = np.broadcast_to(scale, (K,))[:, None]
+    # one fixed rank: matrices (D, D), variances one row per component ((K, D) or (K, 1))
+    scale = np.broadcast_to(scale, _covariance_scale_shape(D, K, KINDS[structure.name]))
     return {
         "X": np.ascontiguousarray(data.values, dtype=np.float64),
         "concentration": np.ascontiguousarray(
@@ -148,7 +143,7 @@ def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
         blocks += [ordered[:1], np.log(np.diff(ordered))]
         if layout.n_features > 1:
             blocks.append(np.ravel(start["means_rest_raw"]))
-    if layout.covariance_type in ("full", "tied"):
+    if not layout.structure.axis_aligned:
         blocks.append(np.log(np.ravel(start["precision_factor_chi2"])))
         if layout.n_features > 1:
             blocks.append(np.ravel(start["precision_factor_normal"]))
