@@ -8,7 +8,9 @@ how many free parameters it has, the sufficient second-moment statistic of a blo
 rows, the M-step (maximum likelihood, or MAP under its conjugate prior), the precision
 Cholesky factor ``U`` with ``inv(cov) = U @ U.T``, the Gaussian log density, the log prior
 density, and the conversion to full ``(K, D, D)`` matrices used by the shared result
-interface.
+interface. Other modules read what differs between structures from the structure
+(``shared_across_components``, ``axis_aligned``, :meth:`CovarianceStructure.n_covariances`,
+...), never by comparing its ``name``; ``tests/test_architecture.py`` checks it.
 
 Conjugate priors: ``full`` and ``tied`` covariances are inverse-Wishart(``dof``, ``scale``)
 with ``scale`` a ``(D, D)`` matrix; ``diag`` and ``spherical`` variances are
