@@ -1,0 +1,136 @@
+"""NUTS for a count mixture in a fresh process against the Gaussian fast path (issue 17's
+target: a Poisson K=3 mixture of 10,000 rows within 3x of the Gaussian fast path's time).
+
+Each run is a fresh Python process that simulates its data, fits by NUTS with the
+defaults (4 chains, 1000 tuning steps, 1000 draws, relabelling for the families,
+nutpie on bayesmix's hand-written density in both cases) and reports the fit's own
+seconds (MAP-EM start, sampling, relabelling); the wall time of the whole process
+(imports, data, fit) is measured from outside. Cases:
+
+- ``poisson``: ``Mixture(3, Poisson())`` on 10,000 x D counts (rates 1-15);
+- ``negative_binomial``: ``Mixture(3, NegativeBinomial())`` on the same shape (alpha 5);
+- ``gaussian``: ``GaussianMixture(3, "diag")`` on 10,000 x D well-separated rows.
+
+Warm: numba's on-disk cache is filled by one run first, then ``--repeats`` runs, medians.
+Cold: one run with ``NUMBA_CACHE_DIR`` pointing at an empty directory (every numba
+function of bayesmix compiles in that process, the EM kernels included).
+
+Run: ``python -m benchmarks.family_nuts [--features 2] [--repeats 3] [--cases poisson,gaussian]
+[--skip-cold]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+N_ROWS, N_COMPONENTS = 10_000, 3
+
+CHILD = """
+import json, sys, time, warnings
+warnings.simplefilter("ignore")
+started = time.perf_counter()
+import numpy as np
+import bayesmix as bm
+imported = time.perf_counter() - started
+case, D, N = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rng = np.random.default_rng(0)
+z = rng.choice(3, size=N, p=[0.3, 0.3, 0.4])
+centres = np.array([[1.0, 8.0, 3.0], [6.0, 2.0, 9.0], [15.0, 12.0, 1.5]])[:, :D]
+if case == "poisson":
+    X = rng.poisson(centres[z]).astype(float)
+    model = bm.Mixture(3, bm.families.Poisson())
+elif case == "negative_binomial":
+    X = rng.negative_binomial(5.0, 5.0 / (5.0 + centres[z])).astype(float)
+    model = bm.Mixture(3, bm.families.NegativeBinomial())
+else:
+    X = np.array([[0.0] * 3, [4.0, -4.0, 4.0], [-4.0, 4.0, 4.0]])[:, :D][z]
+    X = X + rng.standard_normal(X.shape)
+    model = bm.GaussianMixture(3, "diag")
+fit = model.fit(X, method="nuts", random_state=0, progressbar=False)
+table = fit.summary()
+print(json.dumps({
+    "import_seconds": imported,
+    "fit_seconds": fit.settings["fit_seconds"],
+    "log_density": fit.settings.get("log_density"),
+    "pymc_imported": "pymc" in sys.modules,
+    "min_ess_bulk": float(table["ess_bulk"].astype(float).min()),
+    "max_r_hat": float(table["r_hat"].astype(float).max()),
+}))
+"""
+
+
+def run_once(case: str, n_features: int, env: dict | None = None) -> dict:
+    """One fresh process: its report plus ``process_seconds`` (wall, from outside)."""
+    started = time.perf_counter()
+    run = subprocess.run(
+        [sys.executable, "-c", CHILD, case, str(n_features), str(N_ROWS)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    out = json.loads(run.stdout.splitlines()[-1])
+    out["process_seconds"] = time.perf_counter() - started
+    return out
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--features", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cases", default="poisson,negative_binomial,gaussian")
+    parser.add_argument("--skip-cold", action="store_true")
+    args = parser.parse_args(argv)
+    cases = args.cases.split(",")
+    results = {}
+    for case in cases:
+        run_once(case, args.features)  # fills numba's cache
+        runs = [run_once(case, args.features) for _ in range(args.repeats)]
+        results[case] = {
+            "process_seconds": statistics.median(r["process_seconds"] for r in runs),
+            "fit_seconds": statistics.median(r["fit_seconds"] for r in runs),
+            "import_seconds": statistics.median(r["import_seconds"] for r in runs),
+            "min_ess_bulk": min(r["min_ess_bulk"] for r in runs),
+            "max_r_hat": max(r["max_r_hat"] for r in runs),
+            "log_density": runs[0]["log_density"],
+            "pymc_imported": any(r["pymc_imported"] for r in runs),
+        }
+        if not args.skip_cold:
+            with tempfile.TemporaryDirectory() as cache:
+                cold = run_once(case, args.features, env={**os.environ, "NUMBA_CACHE_DIR": cache})
+            results[case]["cold_process_seconds"] = cold["process_seconds"]
+            results[case]["cold_fit_seconds"] = cold["fit_seconds"]
+    print(f"N={N_ROWS}, K={N_COMPONENTS}, D={args.features}, NUTS defaults (4 chains)")
+    print(
+        f"{'case':<18} {'process s':>9} {'fit s':>7} {'import s':>8} {'cold proc s':>11} "
+        f"{'cold fit s':>10} {'min ESS':>8} {'max rhat':>8}  density  pymc"
+    )
+    for case, r in results.items():
+        print(
+            f"{case:<18} {r['process_seconds']:9.2f} {r['fit_seconds']:7.2f} "
+            f"{r['import_seconds']:8.2f} {r.get('cold_process_seconds', float('nan')):11.2f} "
+            f"{r.get('cold_fit_seconds', float('nan')):10.2f} {r['min_ess_bulk']:8.0f} "
+            f"{r['max_r_hat']:8.3f}  {r['log_density']:<8} {r['pymc_imported']}"
+        )
+    if "gaussian" in results:
+        base = results["gaussian"]
+        for case in results:
+            if case != "gaussian":
+                process = results[case]["process_seconds"] / base["process_seconds"]
+                fit = results[case]["fit_seconds"] / base["fit_seconds"]
+                print(
+                    f"{case} / gaussian (warm, median of {args.repeats}): "
+                    f"process {process:.2f}x, fit {fit:.2f}x"
+                )
+    return results
+
+
+if __name__ == "__main__":
+    main()
