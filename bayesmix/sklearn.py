@@ -466,9 +466,9 @@ default=None
         """The previous fit's parameters as ``init``, and its objective before the last
         M-step (scikit-learn's warm-start reference for the first convergence test)."""
         previous = self.result_
-        if (
-            previous.model.structure is not model.structure
-            or previous.params.means.shape != (model.n_components, n_features)
+        if previous.model.structure is not model.structure or previous.params.means.shape != (
+            model.n_components,
+            n_features,
         ):
             raise ValueError(
                 "warm_start=True continues the previous fit, which had "
