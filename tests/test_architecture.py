@@ -259,9 +259,6 @@ STRUCTURE_NAME_BRANCHES = {
     # Student-t's own two scale structures ("full", "diag"), not the Gaussian ones: the
     # check of the user's string, and two branches between them (another change's file)
     f"{PACKAGE}.families.student_t": (3, "Student-t's scale structures"),
-    # not yet moved (outside this change's files): mixture-level decisions over several fits
-    f"{PACKAGE}.analysis.compare": (3, "to move: matrix / tied / spherical sets of fits"),
-    f"{PACKAGE}.viz.report": (1, "to move: correlations shown for matrix structures"),
 }
 
 

@@ -28,9 +28,9 @@ from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["Comparison", "compare"]
+    from bayesmix.families.gaussian.covariance import CovarianceStructure
 
-_MATRIX_STRUCTURES = ("full", "tied")
+__all__ = ["Comparison", "compare"]
 
 
 @dataclass(frozen=True)
@@ -178,7 +178,7 @@ def compare(
         rows = _rows(results, data.feature_names)
         labels = [row.label for row in rows]
         draws = {
-            name: _row_draws(posteriors[name], result.model.covariance_type, rows)
+            name: _row_draws(posteriors[name], result.model.structure, rows)
             for name, result in zip(names, results, strict=True)
         }
     else:
@@ -521,17 +521,17 @@ def _rows(results: tuple[MixtureResult, ...], features: tuple[str, ...]) -> list
     """Scalar parameters shown for these results, without the redundant ones of a shared
     structure (one std per spherical component, one set of stds and correlations when
     every result is tied)."""
-    structures = {r.model.covariance_type for r in results}
+    structures = [r.model.structure for r in results]
     n_components = results[0].model.n_components
     n_features = len(features)
-    all_tied = structures == {"tied"}
+    all_tied = all(s.shared_across_components for s in structures)
     rows = [_Row(f"weights[{k}]", "weights", k, 0, 0) for k in range(n_components)]
     rows += [
         _Row(f"means[{k}, {f}]", "means", k, d, 0)
         for k in range(n_components)
         for d, f in enumerate(features)
     ]
-    if structures == {"spherical"}:
+    if all(s.natural_dims == ("component",) for s in structures):  # one std per component
         rows += [_Row(f"stds[{k}]", "stds", k, 0, 0) for k in range(n_components)]
     elif all_tied:
         rows += [_Row(f"stds[{f}]", "stds", 0, d, 0) for d, f in enumerate(features)]
@@ -541,7 +541,7 @@ def _rows(results: tuple[MixtureResult, ...], features: tuple[str, ...]) -> list
             for k in range(n_components)
             for d, f in enumerate(features)
         ]
-    if structures & set(_MATRIX_STRUCTURES) and n_features > 1:
+    if not all(s.axis_aligned for s in structures) and n_features > 1:
         pairs = [(i, j) for i in range(n_features) for j in range(i + 1, n_features)]
         components = [None] if all_tied else range(n_components)
         for k in components:
@@ -559,7 +559,9 @@ def _rows(results: tuple[MixtureResult, ...], features: tuple[str, ...]) -> list
     return rows
 
 
-def _row_draws(posterior: xr.Dataset, covariance_type: str, rows: list[_Row]) -> np.ndarray:
+def _row_draws(
+    posterior: xr.Dataset, structure: CovarianceStructure, rows: list[_Row]
+) -> np.ndarray:
     """Values of every row for every draw, shape ``(n_draws, n_rows)`` (NaN where the
     structure fixes the parameter)."""
     flat = {
@@ -568,7 +570,7 @@ def _row_draws(posterior: xr.Dataset, covariance_type: str, rows: list[_Row]) ->
     }
     n_draws = flat["weights"].shape[0]
     out = np.full((n_draws, len(rows)), np.nan)
-    fixed = covariance_type not in _MATRIX_STRUCTURES
+    fixed = structure.axis_aligned  # no correlations
     for variable in ("weights", "means", "stds", "correlations"):
         index = [i for i, row in enumerate(rows) if row.variable == variable]
         if not index or (variable == "correlations" and fixed):

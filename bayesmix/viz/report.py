@@ -502,7 +502,7 @@ def _long_fit_caution(method: str, model: Any, X: Any, options: Mapping[str, Any
         return ""
     if (
         method == "nuts"
-        and getattr(model, "covariance_type", None) in ("full", "tied")
+        and not getattr(getattr(model, "structure", None), "axis_aligned", True)
         and n_features >= NUTS_SLOW_FEATURES
     ):
         return (
