@@ -150,6 +150,25 @@ def test_missing_counts_on_dask_equal_in_memory():
     assert np.isfinite(nb.log_likelihood)
 
 
+@pytest.mark.parametrize(("family", "method"), [(StudentT(), "em"), (StudentT("diag"), "map")])
+def test_missing_student_t_on_dask_equals_in_memory(family, method):
+    """Student-t with missing='marginalize': the chunks' pattern-wise E-steps (t
+    marginals, conditional moments) add up to the in-memory fit's."""
+    X = DATA["t"].copy()
+    X[np.random.default_rng(1).random(X.shape) < 0.15] = np.nan
+    model = bm.Mixture(2, family)
+    fit = {"n_init": 2, "random_state": 3, "method": method, "missing": "marginalize"}
+    with pytest.warns(bm.MissingDataWarning):
+        want = model.fit(X, sample_weight=WEIGHTS, **fit)
+    with dask.config.set(scheduler="sync"), pytest.warns(bm.MissingDataWarning):
+        got = model.fit(
+            da.from_array(X, chunks=(500, 2)),
+            sample_weight=da.from_array(WEIGHTS, chunks=500),
+            **fit,
+        )
+    _assert_same_fit(got, want)
+
+
 def test_sampled_start_on_large_data(monkeypatch):
     """Data larger than the start's sample: k-means on a seeded sample, every row joins
     its nearest centre; the truth is recovered and the fit is reproducible."""
@@ -173,7 +192,6 @@ def test_sampled_start_on_large_data(monkeypatch):
         (Poisson(), lambda X: _with(X, 7, 0, np.inf), {"missing": "marginalize"}, "infinite"),
         (Poisson(), lambda X: _with(X, 610, 0, 1.5), {}, r"integer counts .* at row 610\."),
         (Poisson(), lambda X: X[:, 0], {}, "must be 2-D"),
-        (StudentT(), lambda X: X, {"missing": "marginalize"}, "not available for the student_t"),
         (Poisson(), lambda X: X, {"method": "nuts"}, "needs the data in memory"),
         (Poisson(), lambda X: X, {"sample_weight": -np.ones(2400)}, "negative"),
         (Poisson(), lambda X: X, {"sample_weight": np.ones(5)}, r"shape \(2400,\)"),

@@ -281,8 +281,6 @@ def test_bad_method_and_missing_combinations_give_one_line_errors():
     faithful = bm.datasets.load_faithful().values.copy()
     faithful[0, 0] = np.nan
     cases = [
-        (bm.Mixture(2, bm.families.StudentT()), dict(method="nuts", missing="marginalize")),
-        (bm.Mixture(2, bm.families.StudentT()), dict(method="advi", missing="marginalize")),
         (bm.Mixture(2, bm.families.StudentT()), dict(method="nuts")),
         (bm.Mixture(2, bm.families.Poisson()), dict(method="nuts", missing="drop")),
     ]

@@ -387,7 +387,6 @@ def test_bad_family(counts, family, error, match):
         ({"tol": -1.0}, ValueError, "tol"),
         ({"verbose": -1}, ValueError, "verbose"),
         ({"missing": "drop"}, ValueError, "missing"),
-        ({"family": "student_t", "missing": "marginalize"}, ValueError, "not available"),
     ],
 )
 def test_bad_params(counts, params, error, match):

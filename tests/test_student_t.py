@@ -436,3 +436,204 @@ def test_fused_expectation_equals_scipy_and_the_statistics(covariance_type):
     assert fused.keys() == expected.keys()
     for name in expected:
         np.testing.assert_allclose(fused[name], expected[name], rtol=1e-10, atol=1e-9)
+
+
+# -- missing values (missing="marginalize") ------------------------------------------------
+def with_gaps(X, fraction, seed):
+    """``X`` with entries set to NaN at random (missing at random), no row left empty."""
+    rng = np.random.default_rng(seed)
+    gaps = rng.random(X.shape) < fraction
+    gaps[gaps.all(axis=1), 0] = False
+    return np.where(gaps, np.nan, X)
+
+
+def scipy_observed_log_density(X, means, scales, dof, covariance_type):
+    """``(n, K)``: scipy's multivariate t log density of each row's observed sub-vector
+    (the t marginal over the observed features), the rows of one pattern at a time."""
+    out = np.empty((len(X), len(dof)))
+    patterns, inverse = np.unique(np.isnan(X), axis=0, return_inverse=True)
+    for p, pattern in enumerate(patterns):
+        rows, seen = np.flatnonzero(np.ravel(inverse) == p), ~pattern
+        for k in range(len(dof)):
+            scale = scales[k] if covariance_type == "full" else np.diag(scales[k])
+            dist = stats.multivariate_t(means[k][seen], scale[np.ix_(seen, seen)], df=dof[k])
+            out[rows, k] = np.atleast_1d(dist.logpdf(X[rows][:, seen]))
+    return out
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_log_likelihood_with_missing_values_matches_scipy_marginals(covariance_type):
+    rng = np.random.default_rng(21)
+    X = with_gaps(rng.standard_t(4.0, (300, 3)) * [1.0, 2.0, 0.5] + [0.0, 1.0, 2.0], 0.3, 22)
+    weights = rng.integers(1, 4, len(X)).astype(float)
+    family = StudentT(covariance_type)
+    means = rng.normal(size=(2, 3))
+    factors = rng.normal(size=(2, 3, 3)) * 0.4 + 1.5 * np.eye(3)
+    scales = factors @ np.swapaxes(factors, 1, 2)
+    if covariance_type == "diag":
+        scales = np.diagonal(scales, axis1=1, axis2=2).copy()
+    params = {"means": means, "scales": scales, "dof": np.array([2.5, 9.0])}
+    log_weights = np.log([0.3, 0.7])
+    expected = scipy_observed_log_density(X, means, scales, params["dof"], covariance_type)
+    np.testing.assert_allclose(family.log_density(X, params), expected, rtol=1e-10)
+    log_norm = logsumexp(log_weights + expected, axis=1)
+    log_lik, mass, _ = family.expectation(X, weights, log_weights, params, family.prepare(X))
+    np.testing.assert_allclose(log_lik, weights @ log_norm, rtol=1e-10)
+    np.testing.assert_allclose(mass.sum(), weights.sum(), rtol=1e-12)
+    # a fitted result scores rows with NaN by the same marginals
+    result = bm.Mixture(2, family).fit(X, missing="marginalize", random_state=0, n_init=2)
+    fitted = result.parameters
+    reference = logsumexp(
+        np.log(fitted["weights"])
+        + scipy_observed_log_density(
+            X, fitted["means"], fitted["scales"], fitted["dof"], covariance_type
+        ),
+        axis=1,
+    )
+    np.testing.assert_allclose(result.score_samples(X), reference, rtol=1e-10)
+    np.testing.assert_allclose(result.log_likelihood, reference.sum(), rtol=1e-10)
+    assert np.isfinite(result.predict_proba(X)).all()
+
+
+def _unpack(theta, n_components, n_features, covariance_type):
+    """Weights, means and scales from unconstrained parameters (softmax logits, Cholesky
+    factors with log diagonals, or log variances)."""
+    logits = np.concatenate([[0.0], theta[: n_components - 1]])
+    weights = np.exp(logits - logsumexp(logits))
+    at = n_components - 1
+    means = theta[at : at + n_components * n_features].reshape(n_components, n_features)
+    at += n_components * n_features
+    if covariance_type == "diag":
+        return weights, means, np.exp(theta[at:].reshape(n_components, n_features))
+    rows, cols = np.tril_indices(n_features)
+    factors = np.zeros((n_components, n_features, n_features))
+    factors[:, rows, cols] = theta[at:].reshape(n_components, rows.size)
+    diagonal = np.diag_indices(n_features)
+    factors[:, diagonal[0], diagonal[1]] = np.exp(factors[:, diagonal[0], diagonal[1]])
+    return weights, means, factors @ np.swapaxes(factors, 1, 2)
+
+
+def _pack(params, covariance_type):
+    weights, means, scales = params["weights"], params["means"], params["scales"]
+    parts = [np.log(weights[1:] / weights[0]), means.ravel()]
+    if covariance_type == "diag":
+        parts.append(np.log(scales).ravel())
+    else:
+        factors = np.linalg.cholesky(scales)
+        diagonal = np.diag_indices(scales.shape[1])
+        factors[:, diagonal[0], diagonal[1]] = np.log(factors[:, diagonal[0], diagonal[1]])
+        rows, cols = np.tril_indices(scales.shape[1])
+        parts.append(factors[:, rows, cols].ravel())
+    return np.concatenate(parts)
+
+
+@pytest.mark.parametrize(
+    ("n_components", "n_features", "covariance_type"),
+    [(1, 3, "full"), (2, 2, "full"), (2, 3, "diag")],
+)
+def test_ecm_with_missing_values_reaches_the_optimisers_maximum(
+    n_components, n_features, covariance_type
+):
+    """The observed-data log-likelihood (scipy's t marginals of the observed
+    sub-vectors), maximised by L-BFGS from EM's estimate perturbed and from other starts,
+    never exceeds EM's maximum, and reaches it within 1e-6 (fixed dof)."""
+    rng = np.random.default_rng(30 + n_components + n_features)
+    means = np.array([[0.0, 0.0, 0.0], [4.0, 3.0, -2.0]])[:n_components, :n_features]
+    X = np.concatenate(
+        [
+            rng.standard_t(4.0, (60 // n_components, n_features)) + means[k]
+            for k in range(n_components)
+        ]
+    )
+    X[:, 1:] += 0.6 * X[:, :1]  # correlated features: the conditional means matter
+    X = with_gaps(X, 0.25, 31)
+    dof = 4.0
+    result = bm.Mixture(n_components, StudentT(covariance_type, dof=dof)).fit(
+        X, missing="marginalize", random_state=0, n_init=3, tol=1e-14, max_iter=20000
+    )
+    assert result.converged
+
+    def negative_log_likelihood(theta):
+        weights, means_, scales = _unpack(theta, n_components, n_features, covariance_type)
+        dofs = np.full(n_components, dof)
+        log_density = scipy_observed_log_density(X, means_, scales, dofs, covariance_type)
+        return -logsumexp(np.log(weights) + log_density, axis=1).sum()
+
+    em_value = result.log_likelihood
+    np.testing.assert_allclose(
+        -negative_log_likelihood(_pack(result.parameters, covariance_type)), em_value, rtol=1e-10
+    )
+    start = _pack(result.parameters, covariance_type)
+    starts = [start + rng.normal(scale=0.2, size=start.size) for _ in range(2)]
+    for found in (optimize.minimize(negative_log_likelihood, s, method="L-BFGS-B") for s in starts):
+        assert -found.fun <= em_value + 1e-6 * abs(em_value)
+        np.testing.assert_allclose(-found.fun, em_value, rtol=1e-6)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+@pytest.mark.parametrize("method", ["em", "map"])
+def test_traces_never_decrease_with_missing_values(covariance_type, method, mixture_data):
+    X = with_gaps(mixture_data[:600], 0.3, 40)
+    result = bm.Mixture(2, StudentT(covariance_type)).fit(
+        X, method=method, missing="marginalize", random_state=0, n_init=2
+    )
+    trace = result.log_posterior_trace if method == "map" else result.log_likelihood_trace
+    assert np.diff(trace).min() >= -1e-9 * abs(trace[-1])
+    np.testing.assert_allclose(result.parameters["means"], MEANS, atol=0.5)
+
+
+def test_dof_newton_step_with_missing_values_is_newton_on_the_marginals():
+    """The dof step's Newton proposal with rows of 1, 2 or 3 observed features: one
+    Newton step in log nu on sum_n r_n log t_{p_n}(x_n,o; ...), by finite differences of
+    scipy's marginal densities."""
+    from bayesmix.families.student_t import _dof_newton
+
+    rng = np.random.default_rng(13)
+    X = with_gaps(rng.standard_t(6.0, (1500, 3)) @ np.diag([1.0, 0.7, 1.3]), 0.35, 14)
+    resp = rng.uniform(0.2, 1.0, len(X))
+    family = StudentT()
+    params = {
+        "means": np.array([[0.1, -0.1, 0.0]]),
+        "scales": np.array([[[1.2, 0.2, 0.0], [0.2, 0.6, 0.1], [0.0, 0.1, 1.5]]]),
+    }
+    for nu in (3.0, 15.0):
+        params["dof"] = np.array([nu])
+        stats_ = family.statistics(X, resp[:, None], params, family.prepare(X))
+
+        def objective(t, params=params):
+            density = scipy_observed_log_density(
+                X, params["means"], params["scales"], np.array([np.exp(t)]), "full"
+            )
+            return resp @ density[:, 0]
+
+        t, h = np.log(nu), 1e-3
+        slope = (objective(t + h) - objective(t - h)) / (2 * h)
+        curve = (objective(t + h) - 2 * objective(t) + objective(t - h)) / h**2
+        step = np.clip(-slope / curve, -1.0, 1.0)
+        proposal = _dof_newton(np.array([resp.sum()]), stats_, None, np.array([nu]), 3)
+        np.testing.assert_allclose(np.log(proposal[0]), t + step, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "diag"])
+def test_marginalize_without_missing_values_is_the_complete_data_fit(covariance_type, mixture_data):
+    X = mixture_data[:500]
+    family = StudentT(covariance_type)
+    plain = bm.Mixture(2, family).fit(X, random_state=0, n_init=2)
+    marginal = bm.Mixture(2, family).fit(X, missing="marginalize", random_state=0, n_init=2)
+    for name, value in plain.parameters.items():
+        np.testing.assert_array_equal(marginal.parameters[name], value)
+    np.testing.assert_array_equal(marginal.log_likelihood_trace, plain.log_likelihood_trace)
+
+
+def test_rows_without_observed_entries_are_dropped_with_a_warning(mixture_data):
+    X = with_gaps(mixture_data[:300], 0.2, 50)
+    empty = X.copy()
+    empty[7] = np.nan
+    with pytest.warns(bm.MissingDataWarning, match="1 row"):
+        dropped = bm.Mixture(2, StudentT()).fit(empty, missing="marginalize", random_state=0)
+    kept = bm.Mixture(2, StudentT()).fit(
+        np.delete(empty, 7, axis=0), missing="marginalize", random_state=0
+    )
+    assert dropped.n_obs == len(X) - 1
+    for name, value in kept.parameters.items():
+        np.testing.assert_allclose(dropped.parameters[name], value, rtol=1e-12)

@@ -35,6 +35,21 @@ likelihood in ``nu`` beyond). A ridge of
 ``1e-8`` times each feature's variance is added to the diagonal of every scale, as the
 Gaussian family's ``reg_covar``.
 
+Missing values (``fit(..., missing="marginalize")``, NaN missing at random) are
+marginalised exactly (Liu & Rubin 1995; Liu 1997): a row with ``p_o`` observed features
+``o`` has, in component ``k``, the t density of dimension ``p_o`` with the same ``nu``,
+location ``mu_o`` and scale ``Sigma_oo``; its weight is ``u = (nu + p_o) / (nu +
+delta_o)`` (``delta_o`` the Mahalanobis distance over ``o``); its missing part enters the
+statistics through its conditional mean ``xhat_m = mu_m + Sigma_mo Sigma_oo^-1 (x_o -
+mu_o)`` and conditional scale ``Sigma_m|o = Sigma_mm - Sigma_mo Sigma_oo^-1 Sigma_om``:
+``E[u x] = u xhat`` and ``E[u x x^T] = u xhat xhat^T + Sigma_m|o`` (not scaled by ``u``);
+the dof step's digammas take each row's ``p_o``, and its Newton step the sums
+``mass_by_dims``, ``sum_u_by_dims``, ``sum_uu_by_dims`` per number of observed features.
+Data without NaN keep the compiled pass; the rows of data with NaN (complete ones
+included) are grouped by their pattern of missing entries, each pattern vectorised over
+its rows in numpy (:meth:`StudentT._pattern_pass`). Without NaN, ``missing="marginalize"``
+gives the complete-data fit, bit for bit.
+
 Priors (MAP-EM; ``Mixture(K, StudentT(), priors={...})``), each one's conditional mode
 is one conditional M-step, so MAP-EM still increases the log posterior (the dof's
 Newton step on the log-likelihood is the one step that is not a conditional maximum of
@@ -125,6 +140,7 @@ class StudentT(ComponentFamily):
     """
 
     name = "student_t"
+    supports_missing = True
     prior_defaults = {
         "mean_loc": None,
         "mean_scale": None,
@@ -186,8 +202,7 @@ class StudentT(ComponentFamily):
         self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
     ) -> dict[str, np.ndarray]:
         n_features = X.shape[1]
-        data_mean = weights @ X / weights.sum()
-        data_var = weights @ (X - data_mean) ** 2 / weights.sum()
+        data_mean, data_var = _observed_moments(X, weights)
         spread = data_var > 0
         data_var = np.where(spread, data_var, data_var[spread].mean() if spread.any() else 1.0)
         loc = real_hyperparameter(given, "mean_loc", data_mean, n_features)
@@ -257,13 +272,25 @@ class StudentT(ComponentFamily):
     # -- EM ------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> Prepared:
         """The scales' ridge from each feature's variance (of all rows: ``summary``)."""
-        var = X.var(axis=0) if summary is None else summary.variance
+        if summary is not None:
+            var = summary.variance
+        elif np.isnan(X).any():
+            var = _observed_moments(X, np.ones(X.shape[0]))[1]
+        else:
+            var = X.var(axis=0)
         return Prepared(REG_SCALE * np.where(var > 0, var, 1.0))
+
+    def start_transform(self, X: np.ndarray) -> np.ndarray:
+        """The rows, missing entries replaced by their column's mean (for k-means)."""
+        if not np.isnan(X).any():
+            return X
+        return np.where(np.isnan(X), np.nan_to_num(np.nanmean(X, axis=0)), X)
 
     def initial_parameters(
         self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
     ) -> Parameters:
         n_components, n_features = centres.shape
+        X = self.start_transform(X)  # missing entries: the column means (a start only)
         mean = weights @ X / weights.sum()
         centred = X - mean
         cov = (centred * weights[:, None]).T @ centred / weights.sum()
@@ -280,8 +307,15 @@ class StudentT(ComponentFamily):
     def statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
     ) -> Parameters:
-        delta, _ = self._mahalanobis(X, params)
-        return self._statistics(X, resp, params["dof"], delta)
+        missing = np.isnan(X)
+        if not missing.any():
+            delta, _ = self._mahalanobis(X, params)
+            return _with_dims(self._statistics(X, resp, params["dof"], delta), resp.sum(axis=0))
+        stats = None
+        for rows, observed in _patterns(missing):
+            part = self._pattern_pass(X[rows], observed, params, resp=resp[rows])[2]
+            stats = part if stats is None else _add(stats, part)
+        return stats
 
     def expectation(
         self,
@@ -293,7 +327,24 @@ class StudentT(ComponentFamily):
     ) -> tuple[float, np.ndarray, Parameters]:
         """One pass: each Mahalanobis distance ``delta_nk`` serves the log density and
         the latent scale weight ``u_nk`` (full scales: the compiled
-        :func:`~bayesmix.families.kernels.student_t_pass`; diagonal: numpy)."""
+        :func:`~bayesmix.families.kernels.student_t_pass`; diagonal: numpy).
+
+        Rows with missing entries (NaN) go through :meth:`_pattern_pass`, grouped by
+        their pattern of observed features (the module notes' exact ECM)."""
+        missing = np.isnan(X)
+        if not missing.any():
+            log_lik, mass, stats = self._complete_expectation(X, weights, log_weights, params)
+            return log_lik, mass, _with_dims(stats, mass)
+        total = None
+        for rows, observed in _patterns(missing):
+            part = self._pattern_pass(
+                X[rows], observed, params, weights=weights[rows], log_weights=log_weights
+            )
+            total = part if total is None else _add(total, part)
+        return total
+
+    def _complete_expectation(self, X, weights, log_weights, params):
+        """:meth:`expectation` of rows without missing entries."""
         n_features = X.shape[1]
         nu = params["dof"]
         half = 0.5 * (nu + n_features)
@@ -316,6 +367,104 @@ class StudentT(ComponentFamily):
         log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
         resp *= weights[:, None] / total
         return log_lik, resp.sum(axis=0), self._statistics(X, resp, nu, delta)
+
+    def _pattern_pass(
+        self,
+        X: np.ndarray,
+        observed: np.ndarray,
+        params: Parameters,
+        *,
+        weights: np.ndarray | None = None,
+        log_weights: np.ndarray | None = None,
+        resp: np.ndarray | None = None,
+        density_only: bool = False,
+    ):
+        """Rows sharing one pattern of observed features (``observed``, a boolean
+        ``(D,)`` mask), vectorised over rows and components (module notes, missing
+        values): the log densities ``(n, K)`` of the t marginals over the observed
+        features (``density_only``), else ``(log-likelihood, mass, statistics)`` of the
+        rows' E-step (``weights``, ``log_weights``) or, given the weighted
+        responsibilities ``resp``, ``(0.0, mass, statistics)``.
+
+        Given the component, the missing part's conditional mean is ``mu_m + Sigma_mo
+        Sigma_oo^-1 (x_o - mu_o)`` and its conditional scale ``Sigma_m|o = Sigma_mm -
+        Sigma_mo Sigma_oo^-1 Sigma_om``, so with ``xhat`` the row completed by that mean
+        and ``u = (nu + p_o) / (nu + delta_o)``: ``E[u x] = u xhat`` and ``E[u x x^T] =
+        u xhat xhat^T + Sigma_m|o`` (the conditional scale of ``x_m`` given ``u`` is
+        ``Sigma_m|o / u``)."""
+        obs, mis = np.flatnonzero(observed), np.flatnonzero(~observed)
+        n_obs_dims = obs.size
+        means, scales, nu = params["means"], params["scales"], params["dof"]
+        n_components, n_features = means.shape
+        n_rows = X.shape[0]
+        x_obs = X[:, obs]
+        diff = x_obs[None] - means[:, None, obs]  # (K, n, p_o)
+        lower = z = None
+        if n_obs_dims == 0:
+            delta, log_det = np.zeros((n_rows, n_components)), np.zeros(n_components)
+        elif self._full:
+            lower = np.linalg.cholesky(scales[:, obs][:, :, obs])
+            z = np.linalg.solve(lower, np.swapaxes(diff, 1, 2))  # (K, p_o, n)
+            delta = (z**2).sum(axis=1).T
+            log_det = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
+        else:
+            var_obs = scales[:, obs]
+            delta = (diff**2 / var_obs[:, None, :]).sum(axis=2).T
+            log_det = np.log(var_obs).sum(axis=1)
+        delta = np.maximum(delta, 0.0)
+        log_dens = self._log_constant(nu, log_det, n_obs_dims)
+        log_dens = log_dens - 0.5 * (nu + n_obs_dims) * np.log1p(delta / nu)
+        if density_only:
+            return log_dens
+        if resp is None:
+            log_joint = log_weights + log_dens
+            peak = log_joint.max(axis=1, keepdims=True)
+            resp = np.exp(log_joint - peak)
+            total = resp.sum(axis=1, keepdims=True)
+            log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
+            resp *= weights[:, None] / total
+        else:
+            log_lik = 0.0
+        mass = resp.sum(axis=0)
+        u = (nu + n_obs_dims) / (nu + delta)  # (n, K)
+        ru = resp * u
+        xhat = np.empty((n_components, n_rows, n_features))
+        xhat[:, :, obs] = x_obs[None]
+        conditional = np.zeros(scales.shape)
+        if mis.size and self._full:
+            if n_obs_dims:
+                gain = np.linalg.solve(lower, scales[:, obs][:, :, mis])  # L_oo^-1 Sigma_om
+                xhat[:, :, mis] = means[:, None, mis] + np.swapaxes(z, 1, 2) @ gain
+                block = scales[:, mis][:, :, mis] - np.swapaxes(gain, 1, 2) @ gain
+            else:
+                xhat[:, :, mis] = means[:, None, mis]
+                block = scales[:, mis][:, :, mis]
+            conditional[:, mis[:, None], mis[None, :]] = block
+        elif mis.size:
+            xhat[:, :, mis] = means[:, None, mis]
+            conditional[:, mis] = scales[:, mis]
+        weighted = ru.T[:, :, None] * xhat  # (K, n, D)
+        if self._full:
+            sum_uxx = np.swapaxes(weighted, 1, 2) @ xhat + mass[:, None, None] * conditional
+            sum_uxx = 0.5 * (sum_uxx + np.swapaxes(sum_uxx, 1, 2))
+        else:
+            sum_uxx = (weighted * xhat).sum(axis=1) + mass[:, None] * conditional
+        half = 0.5 * (nu + n_obs_dims)
+        sum_u, sum_uu = ru.sum(axis=0), (ru * u).sum(axis=0)
+        by_dims = np.zeros((3, n_components, n_features + 1))
+        by_dims[:, :, n_obs_dims] = mass, sum_u, sum_uu
+        stats = {
+            "sum_u": sum_u,
+            "sum_uu": sum_uu,
+            "sum_ux": weighted.sum(axis=1),
+            "sum_uxx": sum_uxx,
+            "sum_log_u": (resp * (np.log(u) - u)).sum(axis=0)
+            + mass * (digamma(half) - np.log(half)),
+            "mass_by_dims": by_dims[0],
+            "sum_u_by_dims": by_dims[1],
+            "sum_uu_by_dims": by_dims[2],
+        }
+        return log_lik, mass, stats
 
     @staticmethod
     def _log_constant(nu: np.ndarray, log_det: np.ndarray, n_features: int) -> np.ndarray:
@@ -434,7 +583,14 @@ class StudentT(ComponentFamily):
         return (z**2).sum(axis=2).T, log_det
 
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
-        """Multivariate t log densities ``(n_obs, K)`` (``prepared`` is not needed)."""
+        """Multivariate t log densities ``(n_obs, K)`` (``prepared`` is not needed); for a
+        row with missing entries (NaN) the t marginal of its observed features."""
+        missing = np.isnan(X)
+        if missing.any():
+            out = np.empty((X.shape[0], params["means"].shape[0]))
+            for rows, observed in _patterns(missing):
+                out[rows] = self._pattern_pass(X[rows], observed, params, density_only=True)
+            return out
         n_features = X.shape[1]
         nu = params["dof"]
         delta, log_det = self._mahalanobis(X, params)
@@ -605,6 +761,51 @@ def _bartlett_base(scale_scale: np.ndarray) -> np.ndarray:
     return np.linalg.cholesky(np.linalg.inv(np.asarray(scale_scale, dtype=float)))
 
 
+def _observed_moments(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted mean and variance of each column over its observed (not NaN) entries."""
+    observed = ~np.isnan(X)
+    if observed.all():
+        mean = weights @ X / weights.sum()
+        return mean, weights @ (X - mean) ** 2 / weights.sum()
+    counts = weights @ observed
+    safe = np.where(counts > 0, counts, 1.0)
+    mean = weights @ np.where(observed, X, 0.0) / safe
+    var = weights @ np.where(observed, X - mean, 0.0) ** 2 / safe
+    return mean, var
+
+
+def _patterns(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows grouped by their pattern of missing entries: ``(rows, observed mask)``
+    per distinct pattern."""
+    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [(np.flatnonzero(inverse == p), ~pattern) for p, pattern in enumerate(patterns)]
+
+
+def _add(a: Any, b: Any) -> Any:
+    """The sum of two passes' results (numbers, arrays, and tuples or dicts of them)."""
+    if isinstance(a, dict):
+        return {key: _add(a[key], b[key]) for key in a}
+    if isinstance(a, tuple):
+        return tuple(_add(x, y) for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def _with_dims(stats: Parameters, mass: np.ndarray) -> Parameters:
+    """Complete rows' statistics with the per-number-of-observed-features sums of the
+    dof step (``mass_by_dims``, ``sum_u_by_dims``, ``sum_uu_by_dims``, ``(K, D + 1)``,
+    column ``p`` for the rows with ``p`` observed features): all in column ``D``."""
+    n_components, n_features = stats["sum_ux"].shape
+    by_dims = np.zeros((3, n_components, n_features + 1))
+    by_dims[:, :, n_features] = mass, stats["sum_u"], stats["sum_uu"]
+    return {
+        **stats,
+        "mass_by_dims": by_dims[0],
+        "sum_u_by_dims": by_dims[1],
+        "sum_uu_by_dims": by_dims[2],
+    }
+
+
 def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> float:
     value = given.get(key)
     value = default if value is None else value
@@ -692,6 +893,10 @@ def _dof_newton(
         + 0.5 * sum_uu / (nu + dim)
         - 0.5 * m * (nu + dim) / nu**2
     )
+    partial = stats["mass_by_dims"][:, :-1].sum(axis=1) > 0
+    if partial.any():  # rows with missing entries: p_o observed features per row
+        slope_p, curve_p = _dof_slope_curve_missing(m, stats, nu)
+        slope, curve = np.where(partial, slope_p, slope), np.where(partial, curve_p, curve)
     if priors is not None:
         shape, rate = float(priors["dof_shape"]), float(priors["dof_rate"])
         slope = slope + (shape - 1.0) / nu - rate
@@ -701,6 +906,36 @@ def _dof_newton(
         step = np.where(curve_t < 0, -slope_t / curve_t, 0.0)
     step = np.clip(np.nan_to_num(step), -MAX_DOF_LOG_STEP, MAX_DOF_LOG_STEP)
     return np.clip(nu * np.exp(step), *DOF_BOUNDS)
+
+
+def _dof_slope_curve_missing(
+    m: np.ndarray, stats: Parameters, nu: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_dof_newton`'s slope and curvature of ``F`` in ``nu`` when rows have
+    ``p_n`` observed features each (their t marginals have dimension ``p_n``): with
+    ``A = sum r digamma((nu + p) / 2)``, ``B`` the same with the trigamma, ``G = sum r
+    log((nu + p) / 2)``, ``F' = A / 2 - m digamma(nu / 2) / 2 - S_L / 2 - S_u / 2 + m / 2``
+    with ``S_L = G - m log(nu / 2) - sum r log u``, and ``F'' = (B - m trigamma(nu /
+    2)) / 4 - sum r u / (nu + p) + sum r u^2 / (2 (nu + p)) + m / (2 nu)`` (the terms in
+    ``p / nu`` cancel); the sums over rows come per ``p`` from the ``*_by_dims``
+    statistics. With ``p = D`` for every row this is the complete-data formula."""
+    dims = np.arange(stats["mass_by_dims"].shape[1], dtype=float)
+    plus = nu[:, None] + dims  # (K, D + 1)
+    by_mass = stats["mass_by_dims"]
+    a = (by_mass * digamma(0.5 * plus)).sum(axis=1)
+    b = (by_mass * polygamma(1, 0.5 * plus)).sum(axis=1)
+    g = (by_mass * np.log(0.5 * plus)).sum(axis=1)
+    sum_u = stats["sum_u"]
+    sum_r_log_u = stats["sum_log_u"] - a + g + sum_u
+    sum_l = g - m * np.log(0.5 * nu) - sum_r_log_u
+    slope = 0.5 * a - 0.5 * m * digamma(0.5 * nu) - 0.5 * sum_l - 0.5 * sum_u + 0.5 * m
+    curve = (
+        0.25 * (b - m * polygamma(1, 0.5 * nu))
+        - (stats["sum_u_by_dims"] / plus).sum(axis=1)
+        + 0.5 * (stats["sum_uu_by_dims"] / plus).sum(axis=1)
+        + 0.5 * m / nu
+    )
+    return slope, curve
 
 
 def _dof_root(
