@@ -118,8 +118,8 @@ class Mixture:
         self, X: Any, n_features: int | None = None, name: str = "X", missing: Any = "error"
     ) -> Data:
         """``X`` validated for this family (numbers, then the family's support); with
-        ``missing="marginalize"`` NaN marks a missing entry (count families) and rows
-        without any observed entry are dropped with a ``MissingDataWarning``."""
+        ``missing="marginalize"`` NaN marks a missing entry and rows without any observed
+        entry are dropped with a ``MissingDataWarning``."""
         _check_missing(self.family, missing)
         allow = missing == "marginalize"
         data = as_data(
@@ -197,11 +197,12 @@ class Mixture:
             observation that counts as converged), ``random_state``, ``order_by`` (the
             feature whose component means number the components; default the
             best-separated one), ``missing`` (``"error"``, default: NaN raises;
-            ``"marginalize"``, count families: NaN marks an entry missing at random, which
-            drops out of its row's likelihood — exact, as columns are independent given
-            the component; the result then also takes NaN in ``predict_proba`` and the
-            other prediction methods; NUTS and ADVI take it too, with the same
-            likelihood).
+            ``"marginalize"``: NaN marks an entry missing at random, and each row's
+            likelihood is the marginal over its observed entries — exact: count columns
+            are independent given the component, and a Student-t or Gaussian component's
+            marginal over a subset of features is again Student-t or Gaussian; the
+            result then also takes NaN in ``predict_proba`` and the other prediction
+            methods; NUTS and ADVI take it too, with the same likelihood).
 
             NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
             ``target_accept`` (0.8), ``identify`` (``"relabel"``: Stephens' relabelling
@@ -399,7 +400,7 @@ def _check_missing(family: ComponentFamily, missing: Any) -> None:
     if missing == "marginalize" and not family.supports_missing:
         raise ValueError(
             f"missing='marginalize' is not available for the {family.name} family "
-            "yet (count families marginalise missing entries); drop or impute the NaN."
+            "yet; drop or impute the NaN."
         )
 
 

@@ -604,9 +604,9 @@ default=None
     verbose : int, default=0
         ``1`` prints one line per fit: convergence, iterations, objective and time.
     missing : {"error", "marginalize"}, default="error"
-        ``"error"``: NaN in ``X`` raises. ``"marginalize"`` (count families): a NaN entry
-        is missing at random and drops out of its row's likelihood, in :meth:`fit` and in
-        the prediction methods.
+        ``"error"``: NaN in ``X`` raises. ``"marginalize"``: a NaN entry is missing at
+        random and each row's likelihood is the marginal over its observed entries, in
+        :meth:`fit` and in the prediction methods.
 
     Attributes
     ----------
