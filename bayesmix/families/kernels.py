@@ -82,6 +82,32 @@ def _exp_shifted(x):
     return p if x > _EXP_FLOOR else 0.0
 
 
+@nb.njit(cache=True, inline="always")
+def _subtract_peak(row, n_components):
+    """Subtract the row's largest log density from its ``n_components`` entries (nothing
+    when every entry is -inf: no component can produce the row) and return that peak."""
+    peak = row[0]
+    for k in range(1, n_components):
+        peak = max(peak, row[k])
+    shift = 0.0 if peak == -math.inf else peak
+    for k in range(n_components):
+        row[k] -= shift
+    return peak
+
+
+@nb.njit(cache=True, inline="always")
+def _responsibilities(row, n_components, weight):
+    """Scale the exponentiated row to sum to ``weight`` (its responsibilities times the
+    row's weight) and return the log of its sum before scaling."""
+    total = 0.0
+    for k in range(n_components):
+        total += row[k]
+    scale = weight / total
+    for k in range(n_components):
+        row[k] *= scale
+    return math.log(total)
+
+
 def n_chunks(n_obs: int) -> int:
     """Chunks for ``n_obs`` rows: at least :data:`MIN_CHUNK_ROWS` each, at most
     :data:`MAX_CHUNKS`."""
@@ -125,14 +151,7 @@ def _count_chunks(
                         entries = table[d, bins[start + b, d]]
                         for k in range(n_components):
                             row[k] += entries[k]
-                peak = row[0]
-                for k in range(1, n_components):
-                    peak = max(peak, row[k])
-                peaks[b] = peak
-                if peak == -math.inf:  # no component can produce the row
-                    peak = 0.0
-                for k in range(n_components):
-                    row[k] -= peak
+                peaks[b] = _subtract_peak(row, n_components)
             for i in range(size * n_components):
                 flat[i] = _exp_shifted(flat[i])
             for b in range(size):
@@ -143,13 +162,8 @@ def _count_chunks(
                     chunk_lik = -math.inf
                     continue
                 row, x = block[b], X[start + b]
-                total = 0.0
+                chunk_lik += weight * (peaks[b] + _responsibilities(row, n_components, weight))
                 for k in range(n_components):
-                    total += row[k]
-                chunk_lik += weight * (peaks[b] + math.log(total))
-                scale = weight / total
-                for k in range(n_components):
-                    row[k] *= scale
                     chunk_mass[k] += row[k]
                     resp = row[k]
                     target = chunk_x[k]
@@ -433,14 +447,7 @@ def _table_chunks(first, last, bins, weights, constant, table, row_constant, chu
                     entries = table[d, row_bins[d]]
                     for k in range(n_components):
                         row[k] += entries[k]
-                peak = row[0]
-                for k in range(1, n_components):
-                    peak = max(peak, row[k])
-                peaks[b] = peak
-                if peak == -math.inf:  # no component can produce the row
-                    peak = 0.0
-                for k in range(n_components):
-                    row[k] -= peak
+                peaks[b] = _subtract_peak(row, n_components)
             for i in range(size * n_components):
                 flat[i] = _exp_shifted(flat[i])
             for b in range(size):
@@ -451,13 +458,8 @@ def _table_chunks(first, last, bins, weights, constant, table, row_constant, chu
                     chunk_lik = -math.inf
                     continue
                 row, row_bins = block[b], bins[start + b]
-                total = 0.0
+                chunk_lik += weight * (peaks[b] + _responsibilities(row, n_components, weight))
                 for k in range(n_components):
-                    total += row[k]
-                chunk_lik += weight * (peaks[b] + math.log(total))
-                scale = weight / total
-                for k in range(n_components):
-                    row[k] *= scale
                     chunk_mass[k] += row[k]
                 for d in range(n_features):
                     cells = counts[d, row_bins[d]]
