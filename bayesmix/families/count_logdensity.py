@@ -44,6 +44,7 @@ __all__ = [
     "CountDensity",
     "count_density",
     "digamma",
+    "gamma_log_prior",
     "nutpie_logp",
     "nutpie_expand",
 ]
@@ -247,7 +248,7 @@ def _digamma_difference(x, a):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _gamma_log_prior(u, shape, rate):
+def gamma_log_prior(u, shape, rate):
     """``Gamma(shape, rate)`` log density of ``exp(u)`` plus the log Jacobian ``u``."""
     return shape * math.log(rate) - math.lgamma(shape) + shape * u - rate * math.exp(u)
 
@@ -304,7 +305,7 @@ def _poisson(theta, rows, multiplicity, concentration, shape, rate, constant, gr
             u = theta[pos + k * D + d]
             rates[k, d] = math.exp(u)
             base[k] -= rates[k, d]
-            logp += _gamma_log_prior(u, shape[d], rate[d])
+            logp += gamma_log_prior(u, shape[d], rate[d])
     if not math.isfinite(logp):
         return -np.inf
     counts, sums = np.zeros(K), np.zeros((K, D))
@@ -369,7 +370,7 @@ def _negative_binomial(
             mu[k, d], alpha[k, d] = math.exp(u), math.exp(v)
             log_total[k, d] = max(u, v) + math.log1p(math.exp(-abs(u - v)))  # log(a + mu)
             base[k] += alpha[k, d] * (v - log_total[k, d])
-            logp += _gamma_log_prior(u, shape[d], rate[d])
+            logp += gamma_log_prior(u, shape[d], rate[d])
             z = (v - loc[d]) / scale[d]
             logp -= math.log(scale[d]) + _HALF_LOG_2PI + 0.5 * z * z
     if not math.isfinite(logp):

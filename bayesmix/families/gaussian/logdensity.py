@@ -51,6 +51,14 @@ __all__ = [
     "pack_inputs",
     "nutpie_logp",
     "nutpie_expand",
+    "bartlett",
+    "bartlett_log_prior",
+    "factor_gradient",
+    "inverse_gamma_log_prior",
+    "precision_times",
+    "variance_gradient",
+    "variances",
+    "whiten",
 ]
 
 _FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
@@ -194,7 +202,7 @@ def _ordered_coordinates(theta, pos, K, D, order_feature):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _bartlett(theta, pos, lower, n_factors, D):
+def bartlett(theta, pos, lower, n_factors, D):
     """Bartlett matrices ``A`` ``(F, D, D)`` and precision factors ``L A``."""
     A = np.zeros((n_factors, D, D))
     for f in range(n_factors):
@@ -218,7 +226,7 @@ def _bartlett(theta, pos, lower, n_factors, D):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _variances(theta, pos, scale, K, D, kind):
+def variances(theta, pos, scale, K, D, kind):
     """Variances ``(K, D)`` (spherical: each row constant) from their log raw values."""
     var = np.empty((K, D))
     for k in range(K):
@@ -291,8 +299,8 @@ def _log_density(
     pos = K - 1 + K * D  # the covariance parameters
     if matrix:
         n_factors = 1 if tied else K
-        A, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
-        logp += _bartlett_log_prior(theta, pos, n_factors, D, dof[0])
+        A, factors = bartlett(theta, pos, covariance_scale, n_factors, D)
+        logp += bartlett_log_prior(theta, pos, n_factors, D, dof[0])
         var = np.empty((0, 0))
         precision = factors
         log_det = np.zeros(n_factors)  # log det F = sum log L_dd + u_d / 2
@@ -301,8 +309,8 @@ def _log_density(
                 log_det[f] += math.log(covariance_scale[d, d]) + 0.5 * theta[pos + f * D + d]
     else:
         A = factors = np.empty((0, 0, 0))
-        var = _variances(theta, pos, covariance_scale, K, D, kind)
-        logp += _inverse_gamma_log_prior(theta[pos : pos + (K * D if kind == _DIAG else K)], dof[0])
+        var = variances(theta, pos, covariance_scale, K, D, kind)
+        logp += inverse_gamma_log_prior(theta[pos : pos + (K * D if kind == _DIAG else K)], dof[0])
         precision = 1.0 / var.reshape((K, 1, D))
         log_det = np.zeros(K)  # log det of the precision / 2 = -sum (u + log scale) / 2
         for k in range(K):
@@ -322,19 +330,19 @@ def _log_density(
         return -np.inf
 
     weights_gradient(log_w, concentration, counts, grad)
-    g_means = _precision_times(first, factors, var, matrix, tied)
+    g_means = precision_times(first, factors, var, matrix, tied)
     _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, rotation, grad)
     if matrix:
-        _factor_gradient(
+        factor_gradient(
             theta, pos, A, factors, covariance_scale, counts, scatter, dof[0], kind, grad
         )
     else:
-        _variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
+        variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
     return logp
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _bartlett_log_prior(theta, pos, n_factors, D, dof):
+def bartlett_log_prior(theta, pos, n_factors, D, dof):
     """Log densities of the Bartlett variables, log Jacobian included: ChiSquared(dof - d)
     of the diagonal ``exp(u)`` and standard normals below it."""
     logp = 0.0
@@ -348,7 +356,7 @@ def _bartlett_log_prior(theta, pos, n_factors, D, dof):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _inverse_gamma_log_prior(log_raw, dof):
+def inverse_gamma_log_prior(log_raw, dof):
     """InverseGamma(dof / 2, 1 / 2) log densities of ``exp(log_raw)``, log Jacobian included."""
     shape = 0.5 * dof
     logp = log_raw.size * (shape * math.log(0.5) - math.lgamma(shape))
@@ -358,7 +366,7 @@ def _inverse_gamma_log_prior(log_raw, dof):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _precision_times(first, factors, var, matrix, tied):
+def precision_times(first, factors, var, matrix, tied):
     """``Sigma_k^-1 first_k`` for every component: ``F (F^T first_k)`` or ``first / var``."""
     K, D = first.shape
     out = np.zeros((K, D))
@@ -366,7 +374,7 @@ def _precision_times(first, factors, var, matrix, tied):
         if matrix:
             f = 0 if tied else k
             for c in range(D):
-                white = _whiten(factors[f], first[k], c)
+                white = whiten(factors[f], first[k], c)
                 for r in range(c, D):
                     out[k, r] += factors[f, r, c] * white
         else:
@@ -400,7 +408,7 @@ def _raw_means_gradient(theta, pos, g_raw, order_feature, rotation, grad):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _variance_gradient(theta, pos, var, counts, scatter, dof, kind, grad):
+def variance_gradient(theta, pos, var, counts, scatter, dof, kind, grad):
     """Gradient in the log raw variances: likelihood (centred scatter diagonals) plus the
     inverse-gamma prior and its Jacobian."""
     K, D = var.shape
@@ -436,7 +444,7 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
             if matrix:
                 f = 0 if tied else k
                 for c in range(D):
-                    white = _whiten(precision[f], centred[k], c)
+                    white = whiten(precision[f], centred[k], c)
                     quad += white * white
             else:
                 for d in range(D):
@@ -464,7 +472,7 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _whiten(factor, vector, c):
+def whiten(factor, vector, c):
     """``(F^T v)_c`` for a lower-triangular ``F``."""
     total = 0.0
     for r in range(c, vector.shape[0]):
@@ -473,7 +481,7 @@ def _whiten(factor, vector, c):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, grad):
+def factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, grad):
     """Gradient in the Bartlett coordinates: with ``G = -C F + N diag(1 / F_dd)`` the
     gradient in ``F`` (``C`` the centred scatter, lower triangle stored), the gradient in
     ``A`` is the lower triangle of ``L^T G``."""
@@ -529,14 +537,14 @@ def _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order
     i = K + K * D
     if kind == _FULL or kind == _TIED:
         n_factors = 1 if kind == _TIED else K
-        _, factors = _bartlett(theta, pos, covariance_scale, n_factors, D)
+        _, factors = bartlett(theta, pos, covariance_scale, n_factors, D)
         for f in range(n_factors):
             for r in range(D):
                 for c in range(D):
                     out[i] = factors[f, r, c]
                     i += 1
     else:
-        var = _variances(theta, pos, covariance_scale, K, D, kind)
+        var = variances(theta, pos, covariance_scale, K, D, kind)
         for k in range(K):
             for d in range(D if kind == _DIAG else 1):
                 out[i] = var[k, d]
