@@ -240,6 +240,11 @@ class Mixture:
         if is_dask_input(X):
             return _fit_dask(self, X, method, missing, options)
         data = self.check_data(X, missing=missing)
+        family = self.family.for_data(data.values)
+        if family is not self.family:  # settings fixed by the data (Categorical's categories)
+            return Mixture(self.n_components, family, self.priors).fit(
+                X, method, missing=missing, **options
+            )
         weights = options.get("sample_weight")
         if missing == "marginalize" and weights is not None and np.ndim(weights) == 1:
             # rows with no observed entry left the data: their weights leave too

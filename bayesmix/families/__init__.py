@@ -8,21 +8,36 @@
 * :class:`NegativeBinomial` — overdispersed counts, one mean and one dispersion per
   component and column;
 * :class:`StudentT` — continuous data with heavy tails (robust clustering: outlying rows
-  sit in a component's tails instead of pulling its location).
+  sit in a component's tails instead of pulling its location);
+* :class:`Bernoulli` — binary items (latent class analysis), one probability per
+  component and column;
+* :class:`Categorical` — nominal items, each column its own set of category codes,
+  one probability per component, column and category.
 
 Non-Gaussian families implement :class:`ComponentFamily`, the one interface through
 which backends and analyses use their math.
 """
 
 from bayesmix.families.base import ComponentFamily
+from bayesmix.families.bernoulli import Bernoulli
+from bayesmix.families.categorical import Categorical
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.poisson import Poisson
 from bayesmix.families.student_t import StudentT
 
-__all__ = ["ComponentFamily", "FAMILIES", "Gaussian", "NegativeBinomial", "Poisson", "StudentT"]
+__all__ = [
+    "Bernoulli",
+    "Categorical",
+    "ComponentFamily",
+    "FAMILIES",
+    "Gaussian",
+    "NegativeBinomial",
+    "Poisson",
+    "StudentT",
+]
 
 #: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
 FAMILIES: dict[str, type[ComponentFamily]] = {
-    family.name: family for family in (Poisson, NegativeBinomial, StudentT)
+    family.name: family for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical)
 }

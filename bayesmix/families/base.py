@@ -88,6 +88,12 @@ class ComponentFamily(ABC):
         args = ", ".join(f"{key}={value!r}" for key, value in self.settings().items())
         return f"{type(self).__name__}({args})"
 
+    def for_data(self, values: np.ndarray) -> ComponentFamily:
+        """The family with the settings that the fitted data fix (itself by default;
+        ``Categorical()`` takes its numbers of categories from them). ``Mixture.fit``
+        fits, and its result keeps, this family."""
+        return self
+
     @abstractmethod
     def n_parameters(self, n_features: int) -> int:
         """Free parameters of one component."""
