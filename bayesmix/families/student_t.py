@@ -635,6 +635,13 @@ class StudentT(ComponentFamily):
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
     supports_pymc = True
 
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """The hand-written density of the PyMC model
+        (:mod:`bayesmix.families.student_t_logdensity`)."""
+        from bayesmix.families.student_t_logdensity import student_t_density
+
+        return student_t_density(self._covariance_type, self._dof, X, priors, n_components)
+
     def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
         """The priors of the module notes as PyMC variables.
 
