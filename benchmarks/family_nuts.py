@@ -1,5 +1,6 @@
-"""NUTS for a count mixture in a fresh process against the Gaussian fast path (issue 17's
-target: a Poisson K=3 mixture of 10,000 rows within 3x of the Gaussian fast path's time).
+"""NUTS for a count or Student-t mixture in a fresh process against the Gaussian fast path
+(issue 17's target: a Poisson K=3 mixture of 10,000 rows within 3x of the Gaussian fast
+path's time; the Student-t family's: no tens of seconds compiling in a fresh process).
 
 Each run is a fresh Python process that simulates its data, fits by NUTS with the
 defaults (4 chains, 1000 tuning steps, 1000 draws, relabelling for the families,
@@ -9,14 +10,21 @@ seconds (MAP-EM start, sampling, relabelling); the wall time of the whole proces
 
 - ``poisson``: ``Mixture(3, Poisson())`` on 10,000 x D counts (rates 1-15);
 - ``negative_binomial``: ``Mixture(3, NegativeBinomial())`` on the same shape (alpha 5);
-- ``gaussian``: ``GaussianMixture(3, "diag")`` on 10,000 x D well-separated rows.
+- ``gaussian``: ``GaussianMixture(3, "diag")`` on 10,000 x D well-separated rows;
+- ``student_t``: ``Mixture(3, StudentT("full"))`` on 2,000 x D rows of three t clusters
+  (4 degrees of freedom), by nutpie on the hand-written density;
+- ``student_t_pymc``: the same fit by the former route (PyMC's model compiled and
+  sampled by PyMC's NUTS: ``StudentT.nutpie_density`` switched off in the child);
+- ``gaussian_t_data``: ``GaussianMixture(3, "full")`` on the Student-t case's rows (the
+  Gaussian fast path on the same data).
 
 Warm: numba's on-disk cache is filled by one run first, then ``--repeats`` runs, medians.
 Cold: one run with ``NUMBA_CACHE_DIR`` pointing at an empty directory (every numba
 function of bayesmix compiles in that process, the EM kernels included).
 
 Run: ``python -m benchmarks.family_nuts [--features 2] [--repeats 3] [--cases poisson,gaussian]
-[--skip-cold]``.
+[--skip-cold]``. The child alone (for an outside timer): ``python -c "$(python -c
+'from benchmarks.family_nuts import CHILD; print(CHILD)')" CASE D N``.
 """
 
 from __future__ import annotations
@@ -31,6 +39,9 @@ import tempfile
 import time
 
 N_ROWS, N_COMPONENTS = 10_000, 3
+#: rows of the Student-t cases
+T_ROWS = 2_000
+T_CASES = ("student_t", "student_t_pymc", "gaussian_t_data")
 
 CHILD = """
 import json, sys, time, warnings
@@ -49,6 +60,14 @@ if case == "poisson":
 elif case == "negative_binomial":
     X = rng.negative_binomial(5.0, 5.0 / (5.0 + centres[z])).astype(float)
     model = bm.Mixture(3, bm.families.NegativeBinomial())
+elif case in ("student_t", "student_t_pymc", "gaussian_t_data"):
+    locations = np.array([[0.0, 0.0, 0.0], [6.0, -3.0, 4.0], [-4.0, 6.0, 8.0]])[:, :D]
+    X = locations[z] + rng.standard_t(4.0, (N, D))
+    model = bm.Mixture(3, bm.families.StudentT("full"))
+    if case == "student_t_pymc":
+        bm.families.StudentT.nutpie_density = lambda *args: None
+    elif case == "gaussian_t_data":
+        model = bm.GaussianMixture(3, "full")
 else:
     X = np.array([[0.0] * 3, [4.0, -4.0, 4.0], [-4.0, 4.0, 4.0]])[:, :D][z]
     X = X + rng.standard_normal(X.shape)
@@ -66,11 +85,16 @@ print(json.dumps({
 """
 
 
+def rows(case: str) -> int:
+    """The number of rows of ``case``'s data."""
+    return T_ROWS if case in T_CASES else N_ROWS
+
+
 def run_once(case: str, n_features: int, env: dict | None = None) -> dict:
     """One fresh process: its report plus ``process_seconds`` (wall, from outside)."""
     started = time.perf_counter()
     run = subprocess.run(
-        [sys.executable, "-c", CHILD, case, str(n_features), str(N_ROWS)],
+        [sys.executable, "-c", CHILD, case, str(n_features), str(rows(case))],
         capture_output=True,
         text=True,
         check=True,
@@ -107,7 +131,10 @@ def main(argv: list[str] | None = None) -> dict:
                 cold = run_once(case, args.features, env={**os.environ, "NUMBA_CACHE_DIR": cache})
             results[case]["cold_process_seconds"] = cold["process_seconds"]
             results[case]["cold_fit_seconds"] = cold["fit_seconds"]
-    print(f"N={N_ROWS}, K={N_COMPONENTS}, D={args.features}, NUTS defaults (4 chains)")
+    print(
+        f"N={N_ROWS} (Student-t cases {T_ROWS}), K={N_COMPONENTS}, D={args.features}, "
+        "NUTS defaults (4 chains)"
+    )
     print(
         f"{'case':<18} {'process s':>9} {'fit s':>7} {'import s':>8} {'cold proc s':>11} "
         f"{'cold fit s':>10} {'min ESS':>8} {'max rhat':>8}  density  pymc"
@@ -119,16 +146,15 @@ def main(argv: list[str] | None = None) -> dict:
             f"{r.get('cold_fit_seconds', float('nan')):10.2f} {r['min_ess_bulk']:8.0f} "
             f"{r['max_r_hat']:8.3f}  {r['log_density']:<8} {r['pymc_imported']}"
         )
-    if "gaussian" in results:
-        base = results["gaussian"]
-        for case in results:
-            if case != "gaussian":
-                process = results[case]["process_seconds"] / base["process_seconds"]
-                fit = results[case]["fit_seconds"] / base["fit_seconds"]
-                print(
-                    f"{case} / gaussian (warm, median of {args.repeats}): "
-                    f"process {process:.2f}x, fit {fit:.2f}x"
-                )
+    for case in results:
+        base = "gaussian_t_data" if case in T_CASES else "gaussian"
+        if case != base and base in results:
+            process = results[case]["process_seconds"] / results[base]["process_seconds"]
+            fit = results[case]["fit_seconds"] / results[base]["fit_seconds"]
+            print(
+                f"{case} / {base} (warm, median of {args.repeats}): "
+                f"process {process:.2f}x, fit {fit:.2f}x"
+            )
     return results
 
 
