@@ -79,18 +79,27 @@ def problem(request):
 
 def test_density_and_gradient_equal_pymc(problem):
     """The log density equals the PyMC model's compiled ``logp`` (Jacobians included) to
-    1e-9 relative, and the gradient its ``dlogp``, at the MAP-EM start and around it."""
+    1e-9 relative, and the gradient its ``dlogp``, at the MAP-EM start and around it.
+
+    The two differ by a constant of up to a few 1e-8: PyMC's ``Gamma`` and
+    ``InverseGamma`` log densities are off by about 1e-8 at some shapes (1.56e-8 at
+    shape 1.5, rate 0.5, against scipy, whatever the value); ours equal scipy's
+    (:func:`test_density_equals_scipy_at_constrained_values`), and the differences
+    between points agree to rounding."""
     model, X, _, density, pm_model, _, start = problem
     names = [pm_model.rvs_to_values[rv].name for rv in pm_model.free_RVs]
     assert names[0] == "weights_simplex__"
     logp = pm_model.compile_logp(jacobian=True, mode="FAST_COMPILE")
     dlogp = pm_model.compile_dlogp(jacobian=True, mode="FAST_COMPILE")
+    ours, theirs = [], []
     for theta in _thetas(density, density.flat_start(start)):
         grad = np.empty(density.n_dim)
-        value = density.log_density(theta, grad)
+        ours.append(density.log_density(theta, grad))
         point = _pymc_point(pm_model, theta)
-        np.testing.assert_allclose(value, float(logp(point)), rtol=1e-9, atol=0)
+        theirs.append(float(logp(point)))
         np.testing.assert_allclose(grad, dlogp(point), rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(np.diff(ours), np.diff(theirs), rtol=1e-10, atol=1e-10)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
