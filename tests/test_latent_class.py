@@ -394,3 +394,41 @@ def test_numbers_of_categories_must_match_the_columns():
     X[::2] = 1
     with pytest.raises(ValueError, match="n_categories for 2 features; the data have 3"):
         bm.Mixture(2, bm.families.Categorical((2, 2))).fit(X)
+
+
+# -- the fused passes ----------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("family", "levels", "missing"),
+    [
+        (bm.families.Bernoulli(), 2, False),  # indicator pass on the data themselves
+        (bm.families.Bernoulli(), 2, True),  # indicator pass with observed indicators
+        (bm.families.Categorical(), 3, False),  # indicator pass on category indicators
+        (bm.families.Categorical(), 3, True),  # table pass
+        (bm.families.Categorical(), 5, False),  # table pass
+    ],
+)
+def test_fused_pass_equals_log_density_and_statistics(family, levels, missing):
+    rng = np.random.default_rng(10)
+    X = rng.integers(levels, size=(3000, 6)).astype(float)
+    X = with_missing(rng, X, 0.2) if missing else X
+    family = family.for_data(X)
+    weights, table = random_start(rng, family, X, 4)
+    params = family.from_table(table)
+    row_weights = rng.uniform(0.5, 2.0, X.shape[0])
+    prepared = family.prepare(X)
+    log_lik, mass, stats_ = family.expectation(X, row_weights, np.log(weights), params, prepared)
+    log_joint = np.log(weights) + family.log_density(X, params)
+    log_norm = logsumexp(log_joint, axis=1)
+    resp = np.exp(log_joint - log_norm[:, None]) * row_weights[:, None]
+    assert log_lik == pytest.approx(float(row_weights @ log_norm), rel=1e-13)
+    np.testing.assert_allclose(mass, resp.sum(axis=0), rtol=1e-12)
+    expected = family.statistics(X, resp, params, prepared)["counts"]
+    np.testing.assert_allclose(stats_["counts"], expected, rtol=1e-10, atol=1e-9)
+
+
+def test_benchmark_runs():
+    from benchmarks import latent_class
+
+    result = latent_class.main(["--quick", "--iterations", "2", "--repeats", "1"])
+    assert result["log_likelihood_rel_diff"] < 1e-12
+    assert result["bayesmix_wall"] > 0 and result["stepmix_wall"] > 0

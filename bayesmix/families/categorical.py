@@ -42,13 +42,12 @@ from bayesmix.families.base import (
     Parameters,
     positive_hyperparameter,
 )
-from bayesmix.families.kernels import table_chunks, table_pass
+from bayesmix.families.kernels import indicator_pass, table_chunks, table_pass
 
 __all__ = [
     "Categorical",
     "CategoryCodes",
     "CategoryFamily",
-    "category_codes",
     "inferred_sizes",
 ]
 
@@ -65,13 +64,25 @@ PYMC_START_FLOOR = 1e-6
 
 @dataclass(frozen=True)
 class CategoryCodes:
-    """Category codes ready for EM: each entry's code as an unsigned bin ``(n_obs, D)``
-    (``n_bins`` for a missing entry: the bin of :func:`~bayesmix.families.kernels.
-    table_pass` whose table entries are 0) and the number of real bins (the padded
-    category axis)."""
+    """Category codes ready for EM: the codes ``(n_obs, D)`` (NaN: missing), the length
+    of the padded category axis and which of its categories each feature has ``(D,
+    n_bins)``; the two encodings of the fused passes are built when first used."""
 
-    bins: np.ndarray
+    values: np.ndarray
     n_bins: int
+    mask: np.ndarray
+
+    @cached_property
+    def missing(self) -> bool:
+        """Whether any entry is missing."""
+        return bool(np.isnan(self.values).any())
+
+    @cached_property
+    def bins(self) -> np.ndarray:
+        """Each entry's code as an unsigned bin, ``n_bins`` for a missing entry (the bin
+        of :func:`~bayesmix.families.kernels.table_pass` whose table entries are 0)."""
+        missing = np.isnan(self.values)
+        return np.where(missing, self.n_bins, np.nan_to_num(self.values)).astype(np.uint64)
 
     @cached_property
     def one_hot(self) -> scipy.sparse.csr_matrix:
@@ -85,18 +96,61 @@ class CategoryCodes:
             shape=(n_obs, n_features * (self.n_bins + 1)),
         )
 
+    @cached_property
+    def columns(self) -> tuple[np.ndarray, np.ndarray]:
+        """Feature and category of the indicator columns of :attr:`design` (every
+        category but each feature's first)."""
+        features, categories = np.nonzero(self.mask[:, 1:])
+        return features, categories + 1
+
+    @property
+    def design_width(self) -> int:
+        """Columns of :attr:`design`."""
+        return self.columns[0].size + (self.values.shape[1] if self.missing else 0)
+
+    @cached_property
+    def design(self) -> np.ndarray:
+        """The indicators of :func:`~bayesmix.families.kernels.indicator_pass` ``(n_obs,
+        design_width)``: ``x_d == c`` for every category but the first (for a Bernoulli
+        the data themselves), then, with missing entries, ``x_d`` observed."""
+        features, categories = self.columns
+        if not self.missing and np.array_equal(categories, np.ones(self.values.shape[1])):
+            return np.ascontiguousarray(self.values, dtype=float)
+        parts = [self.values[:, features] == categories]
+        if self.missing:
+            parts.append(~np.isnan(self.values))
+        return np.concatenate(parts, axis=1).astype(float)
+
+    def design_coefficients(self, log_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(constant (K,), coef (K, design_width))`` of :attr:`design` for the log
+        probabilities ``(K, D, >= n_bins)``: a category's log-ratio to its feature's first,
+        the first's log probability on the column of the observed indicator (or in the
+        constant for complete data)."""
+        features, categories = self.columns
+        first = log_table[:, :, 0]
+        coef = [log_table[:, features, categories] - first[:, features]]
+        if self.missing:
+            coef.append(first)
+            return np.zeros(log_table.shape[0]), np.concatenate(coef, axis=1)
+        return first.sum(axis=1), coef[0]
+
+    def design_counts(self, mass: np.ndarray, sums: np.ndarray) -> np.ndarray:
+        """The histogram ``(K, D, n_bins)`` from :func:`~bayesmix.families.kernels.
+        indicator_pass`'s sums: the first category's mass is the observed mass less the
+        others'."""
+        features, categories = self.columns
+        n_features = self.values.shape[1]
+        counts = np.zeros((mass.size, n_features, self.n_bins))
+        counts[:, features, categories] = sums[:, : features.size]
+        observed = sums[:, features.size :] if self.missing else mass[:, None]
+        counts[:, :, 0] = np.maximum(observed - counts.sum(axis=-1), 0.0)
+        return counts
+
     def counts(self, resp: np.ndarray) -> np.ndarray:
         """Responsibility mass per component, feature and category ``(K, D, n_bins)``."""
         n_features = self.bins.shape[1]
         histogram = np.asarray(self.one_hot.T @ resp).reshape(n_features, self.n_bins + 1, -1)
         return np.ascontiguousarray(histogram[:, : self.n_bins].transpose(2, 0, 1))
-
-
-def category_codes(X: np.ndarray, n_bins: int) -> CategoryCodes:
-    """:class:`CategoryCodes` of ``X`` (codes already checked to lie below ``n_bins``)."""
-    missing = np.isnan(X)
-    bins = np.where(missing, n_bins, np.nan_to_num(X)).astype(np.uint64)
-    return CategoryCodes(bins, int(n_bins))
 
 
 class CategoryFamily(ComponentFamily):
@@ -138,7 +192,8 @@ class CategoryFamily(ComponentFamily):
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> CategoryCodes:
         """The entries' category bins (row by row; ``summary`` only fixes the padded
         axis when the categories are inferred)."""
-        return category_codes(X, self.n_bins(X, summary))
+        n_bins = self.n_bins(X, summary)
+        return CategoryCodes(X, n_bins, self.category_mask(X.shape[1], n_bins))
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """The rows one-hot encoded ``(n_obs, D C)``, a missing entry replaced by its
@@ -175,10 +230,19 @@ class CategoryFamily(ComponentFamily):
         params: Parameters,
         prepared: CategoryCodes,
     ) -> tuple[float, np.ndarray, Parameters]:
-        """One fused pass (:func:`~bayesmix.families.kernels.table_pass`) over a table
-        of the log probabilities (a last bin of zeros for missing entries); its weighted
-        histogram is the statistics."""
+        """One fused pass: :func:`~bayesmix.families.kernels.indicator_pass` (two BLAS
+        products per block of rows) while the indicators are at most two per feature
+        (binary items; three categories; binary items with missing entries), else
+        :func:`~bayesmix.families.kernels.table_pass` over the log probabilities (a last
+        bin of zeros for missing entries). The histogram of responsibility mass per
+        category is the statistics."""
         table = self.log_table(params, prepared.n_bins)
+        if prepared.design_width <= 2 * X.shape[1]:
+            constant, coef = prepared.design_coefficients(table)
+            log_lik, mass, sums = indicator_pass(
+                prepared.design, weights, log_weights + constant, coef
+            )
+            return log_lik, mass, {"counts": prepared.design_counts(mass, sums)}
         log_lik, mass, histogram = table_pass(
             prepared.bins,
             weights,

@@ -21,7 +21,7 @@ with unsigned or loop-counter indices and hold no reduction (a reduction would n
 once per chunk, and exponentials use a Taylor form without a libm call (the Gaussian
 kernels' ``exp``, relative error about 6e-15).
 
-Three passes serve the three families:
+Four passes serve the families:
 
 * :func:`count_pass` (Poisson): ``log p(x | k) = c_k + sum_d x_d b_kd + sum_d
   T_kd[bin(x_d)] - r(x)`` with ``b = log lambda``, ``T = -lambda`` (missing entries
@@ -34,6 +34,11 @@ Three passes serve the three families:
   mass per bin (from which ``sum r x`` follows). Each chunk fills its own histogram;
   :func:`table_chunks` bounds their number so that zeroing and summing them stays
   small against the pass.
+* :func:`indicator_pass` (Bernoulli, categorical): ``log p(x | k) = c_k + sum_m z_m
+  b_km`` for indicator columns ``z`` (a Bernoulli's items, a categorical's indicators of
+  its categories past the first, and with missing entries the indicators of observed
+  entries), in blocks of rows by two BLAS products each: the block times ``b`` for the
+  log densities, the responsibilities times the block for ``sum r z``.
 * :func:`student_t_pass`: full-scale multivariate t, in blocks of rows transposed
   (features x rows): one BLAS product whitens a block for every component at once
   (``L_k^-1 (x - mu_k)``), one Mahalanobis distance per row and component gives both
@@ -51,7 +56,14 @@ from concurrent.futures import ThreadPoolExecutor
 import numba as nb
 import numpy as np
 
-__all__ = ["count_pass", "n_chunks", "student_t_pass", "table_chunks", "table_pass"]
+__all__ = [
+    "count_pass",
+    "indicator_pass",
+    "n_chunks",
+    "student_t_pass",
+    "table_chunks",
+    "table_pass",
+]
 
 MAX_CHUNKS = 64
 MIN_CHUNK_ROWS = 512
@@ -525,6 +537,94 @@ def table_pass(
         outputs,
     )
     return float(log_lik.sum()), mass.sum(axis=0), histogram.sum(axis=0).transpose(2, 0, 1)
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _indicator_chunks(first, last, Z, weights, constant, coef_t, chunks, outputs):
+    # Rows go in blocks of BLOCK_ROWS, copied into a contiguous buffer: one BLAS product
+    # gives the block's log densities for every component (rows, K), a second the
+    # statistics of its responsibilities (K, columns). The buffers' rows past a partial
+    # block keep the previous block's (finite) values and meet zero responsibilities.
+    log_lik, mass, sums = outputs
+    n_obs, n_columns = Z.shape
+    n_components = constant.shape[0]
+    rows = np.zeros((BLOCK_ROWS, n_columns))
+    block = np.empty((BLOCK_ROWS, n_components))
+    flat = block.reshape(-1)
+    resp_t = np.zeros((n_components, BLOCK_ROWS))
+    product = np.empty((n_components, n_columns))
+    peaks = np.empty(BLOCK_ROWS)
+    for c in range(first, last):
+        chunk_lik = 0.0
+        chunk_stop = (c + 1) * n_obs // chunks
+        for start in range(c * n_obs // chunks, chunk_stop, BLOCK_ROWS):
+            size = min(BLOCK_ROWS, chunk_stop - start)
+            rows[:size] = Z[start : start + size]
+            np.dot(rows, coef_t, block)
+            for b in range(size):
+                row = block[b]
+                for k in range(n_components):
+                    row[k] += constant[k]
+                peaks[b] = _subtract_peak(row, n_components)
+            for i in range(size * n_components):
+                flat[i] = _exp_shifted(flat[i])
+            resp_t[:] = 0.0
+            for b in range(size):
+                weight = weights[start + b]
+                if weight == 0.0:
+                    continue
+                if peaks[b] == -math.inf:
+                    chunk_lik = -math.inf
+                    continue
+                row = block[b]
+                chunk_lik += weight * (peaks[b] + _responsibilities(row, n_components, weight))
+                for k in range(n_components):
+                    resp_t[k, b] = row[k]
+                    mass[c, k] += row[k]
+            np.dot(resp_t, rows, product)
+            sums[c] += product
+        log_lik[c] = chunk_lik
+
+
+def indicator_pass(
+    Z: np.ndarray, weights: np.ndarray, constant: np.ndarray, coef: np.ndarray
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One EM pass of a family whose log density is linear in indicator columns:
+    ``log p(x | k) = c_k + sum_m z_m b_km`` (module notes).
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_obs, n_columns)
+        The rows' indicators (a Bernoulli's items; a categorical's category indicators).
+    weights : ndarray of shape (n_obs,)
+    constant : ndarray of shape (n_components,)
+    coef : ndarray of shape (n_components, n_columns)
+
+    Returns
+    -------
+    log_likelihood : float
+    mass : ndarray of shape (n_components,)
+    sums : ndarray of shape (n_components, n_columns)
+        ``sum_n r_nk z_nm``.
+    """
+    chunks = n_chunks(Z.shape[0])
+    n_components, n_columns = np.shape(coef)
+    outputs = (
+        np.zeros(chunks),
+        np.zeros((chunks, n_components)),
+        np.zeros((chunks, n_components, n_columns)),
+    )
+    log_lik, mass, sums = _in_threads(
+        chunks,
+        _indicator_chunks,
+        np.ascontiguousarray(Z, dtype=float),
+        np.ascontiguousarray(weights, dtype=float),
+        np.ascontiguousarray(constant, dtype=float),
+        np.ascontiguousarray(np.asarray(coef, dtype=float).T),
+        chunks,
+        outputs,
+    )
+    return float(log_lik.sum()), mass.sum(axis=0), sums.sum(axis=0)
 
 
 def _in_threads(chunks: int, kernel, *args):
