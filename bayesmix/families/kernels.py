@@ -120,6 +120,25 @@ def _responsibilities(row, n_components, weight):
     return math.log(total)
 
 
+@nb.njit(cache=True, inline="always")
+def _weigh_block(lik, block, peaks, weights, start, size, n_components):
+    """Exponentiate a block's first ``size`` rows of peak-shifted log densities (one
+    vectorised loop) and scale each row to its responsibilities times its weight (a row
+    of weight 0, or that no component can produce, to zeros); return ``lik`` plus the
+    block's weighted log-likelihood (-inf when a row of positive weight is impossible)."""
+    flat = block.reshape(-1)
+    for i in range(size * n_components):
+        flat[i] = _exp_shifted(flat[i])
+    for b in range(size):
+        weight, row = weights[start + b], block[b]
+        if weight != 0.0 and peaks[b] != -math.inf:
+            lik += weight * (peaks[b] + _responsibilities(row, n_components, weight))
+        else:
+            lik = lik if weight == 0.0 else -math.inf
+            row[:n_components] = 0.0
+    return lik
+
+
 def n_chunks(n_obs: int) -> int:
     """Chunks for ``n_obs`` rows: at least :data:`MIN_CHUNK_ROWS` each, at most
     :data:`MAX_CHUNKS`."""
@@ -550,7 +569,6 @@ def _indicator_chunks(first, last, Z, weights, constant, coef_t, chunks, outputs
     n_components = constant.shape[0]
     rows = np.zeros((BLOCK_ROWS, n_columns))
     block = np.empty((BLOCK_ROWS, n_components))
-    flat = block.reshape(-1)
     resp_t = np.zeros((n_components, BLOCK_ROWS))
     product = np.empty((n_components, n_columns))
     peaks = np.empty(BLOCK_ROWS)
@@ -566,18 +584,10 @@ def _indicator_chunks(first, last, Z, weights, constant, coef_t, chunks, outputs
                 for k in range(n_components):
                     row[k] += constant[k]
                 peaks[b] = _subtract_peak(row, n_components)
-            for i in range(size * n_components):
-                flat[i] = _exp_shifted(flat[i])
+            chunk_lik = _weigh_block(chunk_lik, block, peaks, weights, start, size, n_components)
             resp_t[:] = 0.0
             for b in range(size):
-                weight = weights[start + b]
-                if weight == 0.0:
-                    continue
-                if peaks[b] == -math.inf:
-                    chunk_lik = -math.inf
-                    continue
                 row = block[b]
-                chunk_lik += weight * (peaks[b] + _responsibilities(row, n_components, weight))
                 for k in range(n_components):
                     resp_t[k, b] = row[k]
                     mass[c, k] += row[k]
