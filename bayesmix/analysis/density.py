@@ -22,7 +22,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import Data, as_dask_data, as_data, is_dask_input
-from bayesmix.families.gaussian.covariance import jittered_cholesky
+from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.results import MixtureResult, require_gaussian
 from bayesmix.validation import DEFAULT_CI_PROB, check_bool, check_ci_prob, check_int
 
@@ -34,9 +34,10 @@ __all__ = [
     "marginal_density",
 ]
 
-LOG_2PI = np.log(2.0 * np.pi)
 # Bytes of whitening temporaries one evaluation block may allocate.
 BLOCK_BYTES = 16 * 2**20
+# Rows one Gaussian evaluation block aims at (fewer draws per block when needed).
+ROWS_PER_BLOCK = 256
 # Bytes of per-draw results (draws x rows [x components]) held before reducing them.
 OUTPUT_BYTES = 64 * 2**20
 
@@ -48,49 +49,42 @@ OUTPUT_BYTES = 64 * 2**20
 class _MixtureDraws:
     """Stacked parameters of all draws, ready for blocked evaluation.
 
+    The Gaussian log densities are those of the covariance structures
+    (:meth:`bayesmix.families.gaussian.covariance.CovarianceStructure.log_prob`, the one
+    numpy Gaussian density): the draws' components are stacked into one long component
+    axis, so a block of draws is one call (one GEMM for full matrices).
+
     Parameters
     ----------
     weights : array (S, K)
     means : array (S, K, D)
     covariances : array (S, K, D, D)
         Full matrices. When every off-diagonal entry is zero (diag and spherical
-        structures, 1-D marginals) only the standard deviations are used.
+        structures, 1-D marginals) only the variances are used.
     """
 
     def __init__(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray) -> None:
         self.n_draws, self.n_components, self.n_features = means.shape
         n_features = self.n_features
-        means = np.asarray(means, dtype=float)
         covariances = np.asarray(covariances, dtype=float)
         off_diagonal = ~np.eye(n_features, dtype=bool)
-        self.diagonal = not np.any(covariances[..., off_diagonal])
-        if self.diagonal:
-            variances = np.diagonal(covariances, axis1=-2, axis2=-1)
-            if not (variances > 0).all():
+        if np.any(covariances[..., off_diagonal]):
+            self.structure = get_structure("full")
+            covariances = covariances.transpose(1, 0, 2, 3)
+        else:
+            self.structure = get_structure("diag")
+            covariances = np.diagonal(covariances, axis1=-2, axis2=-1).transpose(1, 0, 2)
+            if not (covariances > 0).all():
                 raise ValueError(
                     "the result has non-positive variances; its covariance matrices must be "
                     "positive definite."
                 )
-            inv_std = 1.0 / np.sqrt(variances)  # (S, K, D)
-            # (D, K, S): draws innermost, so reductions over components add slabs
-            self.inv_std = np.ascontiguousarray(inv_std.transpose(2, 1, 0))
-            self.means = np.ascontiguousarray(means.transpose(2, 1, 0))
-            log_det = np.log(inv_std).sum(-1)
-        else:
-            lower = jittered_cholesky(covariances)
-            eye = np.broadcast_to(np.eye(n_features), lower.shape)
-            # W = inv(L), so the whitened point is W (x - mu); solve rather than invert.
-            whiten = np.linalg.solve(lower, eye)  # (S, K, E, D)
-            # (D, E, K, S): one GEMM of X (n, D) gives all whitened coordinates
-            self.whiten = np.ascontiguousarray(whiten.transpose(3, 2, 1, 0))
-            self.centres = np.einsum("sked,skd->eks", whiten, means)  # (E, K, S)
-            log_det = -np.log(np.diagonal(lower, axis1=-2, axis2=-1)).sum(-1)
+        # component-major (K, S, ...): a block of draws is a strided slice of every
+        # component, and the structure's (n, K * S_b) output reshapes to (n, K, S_b)
+        self.prec_chol = self.structure.precision_cholesky(covariances)
+        self.means = np.asarray(means, dtype=float).transpose(1, 0, 2)
         with np.errstate(divide="ignore"):
-            log_weights = np.log(np.asarray(weights, dtype=float))
-        log_const = log_weights + log_det - 0.5 * n_features * LOG_2PI
-        self.log_const = np.ascontiguousarray(log_const.T)  # (K, S)
-        # draws per evaluation sub-block so one row's temporaries fit the budget
-        self._draws_per_block = max(1, BLOCK_BYTES // (8 * self.n_components * n_features))
+            self.log_weights = np.log(np.asarray(weights, dtype=float)).T  # (K, S)
 
     @classmethod
     def from_result(cls, result: MixtureResult) -> _MixtureDraws:
@@ -103,33 +97,20 @@ class _MixtureDraws:
         start, stop, _ = draws.indices(self.n_draws)
         n_obs = X.shape[0]
         out = np.empty((n_obs, self.n_components, stop - start))
-        for sub in _blocks(start, stop, self._draws_per_block):
-            width = (sub.stop - sub.start) * self.n_components * self.n_features
-            rows_per_block = max(1, BLOCK_BYTES // (8 * width))
+        # draws per sub-block: the whitened temporaries of ROWS_PER_BLOCK rows fit the
+        # budget, so the per-call set-up (stacking the factors) is amortised over rows
+        per_draw = 8 * self.n_components * self.n_features  # bytes per row and draw
+        draws_per_block = max(1, BLOCK_BYTES // (per_draw * min(max(n_obs, 1), ROWS_PER_BLOCK)))
+        for sub in _blocks(start, stop, draws_per_block):
+            rows_per_block = max(1, BLOCK_BYTES // (per_draw * (sub.stop - sub.start)))
             target = slice(sub.start - start, sub.stop - start)
+            means = self.means[:, sub].reshape(-1, self.n_features)
+            prec_chol = self.prec_chol[:, sub].reshape(-1, *self.prec_chol.shape[2:])
+            shape = (self.n_components, sub.stop - sub.start)
             for rows in _blocks(0, n_obs, rows_per_block):
-                out[rows, :, target] = self._log_joint_block(X[rows], sub)
+                log_prob = self.structure.log_prob(X[rows], means, prec_chol)
+                out[rows, :, target] = log_prob.reshape(-1, *shape) + self.log_weights[:, sub]
         return out
-
-    def _log_joint_block(self, X: np.ndarray, draws: slice) -> np.ndarray:
-        n_obs, n_features = X.shape
-        if self.diagonal:
-            maha = np.zeros((n_obs, self.n_components, draws.stop - draws.start))
-            for d in range(n_features):  # a loop over features, vectorised over the rest
-                term = (X[:, d, None, None] - self.means[d, :, draws]) * self.inv_std[d, :, draws]
-                np.square(term, out=term)
-                maha += term
-        else:
-            whiten = self.whiten[..., draws]  # (D, E, K, S_b)
-            n_sub = whiten.shape[-1]
-            whitened = X @ whiten.reshape(n_features, -1)  # (n, E * K * S_b)
-            whitened -= self.centres[..., draws].reshape(-1)
-            np.square(whitened, out=whitened)
-            maha = whitened.reshape(n_obs, n_features, self.n_components * n_sub).sum(axis=1)
-            maha = maha.reshape(n_obs, self.n_components, n_sub)
-        maha *= -0.5
-        maha += self.log_const[:, draws]
-        return maha
 
     def log_density(self, X: np.ndarray, draws: slice) -> np.ndarray:
         """``log p(x_n | theta_s)``, shape ``(n, S_b)``."""

@@ -578,13 +578,16 @@ class Full(CovarianceStructure):
         return np.log(np.diagonal(prec_chol, axis1=-2, axis2=-1)).sum(-1)
 
     def mahalanobis(self, X, means, prec_chol):
-        # Whiten for every component with one GEMM: X @ [U_1 | ... | U_K].
+        # Whiten for every component with one GEMM: X @ [U_1 | ... | U_K], the columns
+        # ordered (whitened coordinate, component) so the sum over coordinates adds
+        # contiguous slabs of K.
         n_components, n_features, _ = prec_chol.shape
-        stacked = prec_chol.transpose(1, 0, 2).reshape(n_features, n_components * n_features)
-        centres = np.einsum("kd,kde->ke", means, prec_chol).reshape(-1)
-        whitened = X @ stacked - centres
+        stacked = prec_chol.transpose(1, 2, 0).reshape(n_features, n_features * n_components)
+        centres = np.einsum("kd,kde->ek", means, prec_chol).reshape(-1)
+        whitened = X @ stacked
+        whitened -= centres
         np.square(whitened, out=whitened)
-        return whitened.reshape(len(X), n_components, n_features).sum(axis=-1)
+        return whitened.reshape(len(X), n_features, n_components).sum(axis=1)
 
     def log_prior(self, cov, dof, scale):
         return float(inverse_wishart_logpdf(self.precision_cholesky(cov), dof, scale).sum())
@@ -814,13 +817,13 @@ class Diag(CovarianceStructure):
         return np.log(prec_chol).sum(-1)
 
     def mahalanobis(self, X, means, prec_chol):
-        precision = prec_chol**2
-        dist = (
-            (X * X) @ precision.T
-            - 2.0 * X @ (means * precision).T
-            + np.einsum("kd,kd->k", means**2, precision)
-        )
-        return np.maximum(dist, 0.0)
+        # feature-major (D, K) operands: numpy's matmul is slow on transposed views
+        precision = np.ascontiguousarray(np.square(prec_chol.T))
+        means = np.ascontiguousarray(means.T)
+        dist = (X * X) @ precision
+        dist -= X @ (2.0 * means * precision)
+        dist += np.einsum("dk,dk->k", np.square(means), precision)
+        return np.maximum(dist, 0.0, out=dist)
 
     def log_prior(self, cov, dof, scale):
         return float(_inverse_gamma_logpdf(cov, 0.5 * dof, 0.5 * np.asarray(scale)).sum())

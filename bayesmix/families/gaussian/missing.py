@@ -31,7 +31,7 @@ import numpy as np
 
 from bayesmix.data import Data
 from bayesmix.exceptions import MissingDataWarning
-from bayesmix.families.gaussian.covariance import LOG_2PI, CovarianceStructure
+from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
 from bayesmix.families.gaussian.stats import (
     Params,
     SufficientStats,
@@ -115,21 +115,27 @@ class MissingLayout:
         return tuple(keys)
 
 
-def missing_layout(X: np.ndarray) -> MissingLayout:
+def missing_layout(X: np.ndarray | Data) -> MissingLayout:
     """Group the rows of ``X`` by their pattern of NaN.
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (n_obs, n_features)
+    X : numpy.ndarray of shape (n_obs, n_features) or Data
+        For :class:`~bayesmix.data.Data`, its cached ``missing_mask``.
 
     Returns
     -------
     MissingLayout
     """
-    X = np.asarray(X, dtype=float)
-    if X.ndim != 2:
-        raise ValueError(f"X must be 2-D (n_obs, n_features); got shape {X.shape}.")
-    mask = np.isnan(X)
+    if isinstance(X, Data) and not X.has_missing:
+        return MissingLayout(np.arange(X.n_obs), (), X.n_features)
+    if isinstance(X, Data):
+        X, mask = X.values, X.missing_mask
+    else:
+        X = np.asarray(X, dtype=float)
+        if X.ndim != 2:
+            raise ValueError(f"X must be 2-D (n_obs, n_features); got shape {X.shape}.")
+        mask = np.isnan(X)
     incomplete_row = mask.any(axis=1)
     complete = np.flatnonzero(~incomplete_row)
     incomplete = np.flatnonzero(incomplete_row)
@@ -165,9 +171,9 @@ def drop_unobserved_rows(
     sample_weight : numpy.ndarray
         Their weights.
     """
-    mask = np.isnan(data.values)
-    if not mask.any():
+    if not data.has_missing:
         return data, sample_weight
+    mask = data.missing_mask
     unobserved = mask.all(axis=1)
     never = mask[~unobserved].all(axis=0) if (~unobserved).any() else np.ones(mask.shape[1], bool)
     if never.any():
@@ -190,14 +196,15 @@ def drop_unobserved_rows(
 
 
 def observed_moments(
-    X: np.ndarray, sample_weight: np.ndarray | None = None
+    X: np.ndarray | Data, sample_weight: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted mean and (population) variance of every feature over its observed
     (non-NaN) values.
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (n_obs, n_features)
+    X : numpy.ndarray of shape (n_obs, n_features) or Data
+        For :class:`~bayesmix.data.Data`, its cached NaN mask.
     sample_weight : numpy.ndarray of shape (n_obs,), optional
 
     Returns
@@ -205,9 +212,12 @@ def observed_moments(
     mean, var : numpy.ndarray of shape (n_features,)
         NaN for a feature without observed values of positive weight.
     """
-    X = np.asarray(X, dtype=float)
+    if isinstance(X, Data):
+        X, observed = X.values, ~X.missing_mask
+    else:
+        X = np.asarray(X, dtype=float)
+        observed = ~np.isnan(X)
     weights = np.ones(X.shape[0]) if sample_weight is None else np.asarray(sample_weight)
-    observed = ~np.isnan(X)
     filled = np.where(observed, X, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         total = weights @ observed
@@ -243,8 +253,8 @@ class _PatternGaussians:
         self.mean_obs = means[:, obs]  # (K, o)
         if structure.axis_aligned:
             var = _variances(structure, params.covariances, means.shape)
-            self.inv_var_obs = 1.0 / var[:, obs]
-            self.log_det = 0.5 * np.log(var[:, obs]).sum(axis=1)  # log det Sigma_oo / 2
+            # the observed block's Gaussian, as a diag structure's precision factor
+            self.observed = get_structure("diag"), 1.0 / np.sqrt(var[:, obs])
             self.mean_mis = means[:, mis]
             self.cond_var = var[:, mis]  # diagonal of C_k
             self.regression = None
@@ -253,7 +263,8 @@ class _PatternGaussians:
         cov_oo = cov[:, obs[:, None], obs]  # (K, o, o)
         lower = np.linalg.cholesky(cov_oo)
         self.lower_inv = np.linalg.inv(lower)  # (K, o, o), lower triangular
-        self.log_det = np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
+        # inv(Sigma_oo) = U U^T with the upper-triangular U = L^-T
+        self.observed = get_structure("full"), np.swapaxes(self.lower_inv, 1, 2)
         # B_k = Sigma_mo Sigma_oo^-1 = (Sigma_mo L^-T) L^-1
         cov_mo = cov[:, mis[:, None], obs]  # (K, m, o)
         half = cov_mo @ np.swapaxes(self.lower_inv, 1, 2)
@@ -265,14 +276,9 @@ class _PatternGaussians:
     def log_density(self, xo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``log N(x_o | mu_k,o, Sigma_k,oo)`` ``(n, K)`` and the centred rows
         ``(K, n, o)``."""
+        structure, prec_chol = self.observed
         diff = xo[None, :, :] - self.mean_obs[:, None, :]  # (K, n, o)
-        if self.regression is None:
-            maha = np.einsum("kno,kno,ko->nk", diff, diff, self.inv_var_obs)
-        else:
-            white = diff @ np.swapaxes(self.lower_inv, 1, 2)
-            maha = np.einsum("kno,kno->nk", white, white)
-        n_obs_features = self.obs.size
-        return -0.5 * (n_obs_features * LOG_2PI + maha) - self.log_det, diff
+        return structure.log_prob(xo, self.mean_obs, prec_chol), diff
 
     def completed(self, xo: np.ndarray, diff: np.ndarray, n_features: int) -> np.ndarray:
         """Rows with the missing block filled by ``E[x_m | x_o, k]``: ``(K, n, D)``."""
@@ -300,14 +306,17 @@ def _log_weights(params: Params) -> np.ndarray:
         return np.log(params.weights)
 
 
-def marginal_log_joint(X: np.ndarray, params: Params, structure: CovarianceStructure) -> np.ndarray:
+def marginal_log_joint(
+    X: np.ndarray | Data, params: Params, structure: CovarianceStructure
+) -> np.ndarray:
     """``log w_k + log N(x_n,o | mu_k,o, Sigma_k,oo)`` over each row's observed features.
 
     Parameters
     ----------
-    X : numpy.ndarray of shape (n_obs, n_features)
+    X : numpy.ndarray of shape (n_obs, n_features) or Data
         Observations, NaN where missing. A row without observed features gets
-        ``log w_k`` (the marginal density of nothing is 1).
+        ``log w_k`` (the marginal density of nothing is 1). A
+        :class:`~bayesmix.data.Data` lends its cached NaN mask.
     params : Params
         One parameter set (natural-form covariances), in the units of ``X``.
     structure : CovarianceStructure
@@ -316,10 +325,10 @@ def marginal_log_joint(X: np.ndarray, params: Params, structure: CovarianceStruc
     -------
     numpy.ndarray of shape (n_obs, n_components)
     """
-    X = np.asarray(X, dtype=float)
+    layout = missing_layout(X)
+    X = X.values if isinstance(X, Data) else np.asarray(X, dtype=float)
     n_obs, n_features = X.shape
     n_components = params.weights.size
-    layout = missing_layout(X)
     out = np.empty((n_obs, n_components))
     complete = layout.complete
     size = block_rows(max(complete.size, 1), n_features, n_components)
