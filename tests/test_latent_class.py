@@ -432,3 +432,49 @@ def test_benchmark_runs():
     result = latent_class.main(["--quick", "--iterations", "2", "--repeats", "1"])
     assert result["log_likelihood_rel_diff"] < 1e-12
     assert result["bayesmix_wall"] > 0 and result["stepmix_wall"] > 0
+
+
+# -- NUTS and ADVI (PyMC) ------------------------------------------------------------------------
+@pytest.mark.slow
+def test_nuts_with_one_component_is_the_beta_posterior():
+    rng = np.random.default_rng(11)
+    X = rng.binomial(1, [0.2, 0.6, 0.9], size=(80, 3)).astype(float)
+    result = bm.Mixture(1, bm.families.Bernoulli()).fit(
+        X, method="nuts", draws=500, tune=500, chains=2, cores=1, random_state=1, progressbar=False
+    )
+    draws = result.posterior["probabilities"].values.reshape(-1, 3)
+    a, b = 1.5 + X.sum(axis=0), 1.5 + (1 - X).sum(axis=0)
+    mean, sd = a / (a + b), np.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))
+    standard_error = sd / np.sqrt(300)  # a floor on the effective sample size of 1000 draws
+    np.testing.assert_array_less(np.abs(draws.mean(axis=0) - mean), 4 * standard_error)
+    np.testing.assert_allclose(draws.std(axis=0), sd, rtol=0.15)
+
+
+@pytest.mark.slow
+def test_nuts_with_one_component_is_the_dirichlet_posterior():
+    rng = np.random.default_rng(12)
+    X = rng.choice(3, size=(60, 2), p=[0.5, 0.3, 0.2]).astype(float)
+    result = bm.Mixture(1, bm.families.Categorical()).fit(
+        X, method="nuts", draws=500, tune=500, chains=2, cores=1, random_state=1, progressbar=False
+    )
+    draws = result.posterior["probabilities"].values.reshape(-1, 2, 3)
+    for d in range(2):
+        alpha = np.array([(X[:, d] == c).sum() for c in range(3)]) + 1.5
+        mean = alpha / alpha.sum()
+        sd = np.sqrt(mean * (1 - mean) / (alpha.sum() + 1))
+        np.testing.assert_array_less(np.abs(draws[:, d].mean(axis=0) - mean), 4 * sd / np.sqrt(300))
+
+
+@pytest.mark.slow
+def test_advi_with_missing_cells_finds_the_classes():
+    rng = np.random.default_rng(13)
+    X = np.concatenate([rng.binomial(1, 0.85, (150, 4)), rng.binomial(1, 0.15, (100, 4))])
+    X = with_missing(rng, X.astype(float), 0.1)
+    result = bm.Mixture(2, bm.families.Bernoulli()).fit(
+        X, method="advi", missing="marginalize", random_state=1, progressbar=False
+    )
+    means = result.posterior["probabilities"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(np.sort(means.mean(axis=1)), [0.15, 0.85], atol=0.1)
+    np.testing.assert_allclose(
+        np.sort(result.posterior["weights"].mean(("chain", "draw")).values), [0.4, 0.6], atol=0.08
+    )
