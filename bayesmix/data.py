@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -40,12 +41,24 @@ class Data:
         Whether ``values`` was validated with NaN allowed as "missing"
         (``as_data(..., allow_missing=True)``); such data keeps that permission when it
         passes through :func:`as_data` again.
+    validated : bool
+        Whether :func:`as_data` has checked ``values`` (finite or NaN where allowed, not
+        too large to square); :func:`as_data` passes validated data on as it is, without
+        another look at the values. A ``Data`` built directly is checked by the first
+        :func:`as_data` it meets. Not part of equality.
+
+    Notes
+    -----
+    Facts derived from the values (:attr:`has_missing`, :attr:`missing_mask`) are
+    computed at most once per object: every layer a fit goes through asks the object
+    instead of scanning the values again.
     """
 
     values: np.ndarray
     feature_names: tuple[str, ...]
     obs_names: np.ndarray
     allow_missing: bool = False
+    validated: bool = field(default=False, repr=False, compare=False)
 
     @property
     def n_obs(self) -> int:
@@ -54,6 +67,21 @@ class Data:
     @property
     def n_features(self) -> int:
         return self.values.shape[1]
+
+    @cached_property
+    def has_missing(self) -> bool:
+        """Whether some value is NaN (known without a scan once :func:`as_data` has
+        validated the values)."""
+        if self.validated and not self.allow_missing:
+            return False
+        return bool(self.missing_mask.any())
+
+    @cached_property
+    def missing_mask(self) -> np.ndarray:
+        """Read-only boolean mask of the NaN values, ``(n_obs, n_features)``."""
+        mask = np.isnan(self.values)
+        mask.flags.writeable = False
+        return mask
 
 
 def as_data(
@@ -100,6 +128,8 @@ def as_data(
     """
     if not isinstance(allow_missing, (bool, np.bool_)):
         raise TypeError(f"allow_missing must be True or False; got {allow_missing!r}.")
+    if isinstance(X, Data) and X.validated:
+        return _trusted(X, name, n_features, min_obs, bool(allow_missing))
     if isinstance(X, Data):
         data = X
         allow_missing = bool(allow_missing or X.allow_missing)
@@ -111,15 +141,31 @@ def as_data(
         data = _from_dataarray(X, name)
     else:
         data = _from_array(X, name)
-    _check_values(data, name, min_obs, bool(allow_missing), missing_hint)
-    if data.allow_missing != bool(allow_missing):
-        data = replace(data, allow_missing=bool(allow_missing))
+    has_missing = _check_values(data, name, min_obs, bool(allow_missing), missing_hint)
+    _check_n_features(data, name, n_features)
+    data = replace(data, allow_missing=bool(allow_missing), validated=True)
+    data.__dict__["has_missing"] = has_missing  # known from the scan: cached_property's slot
+    return data
+
+
+def _trusted(data: Data, name: str, n_features: int | None, min_obs: int, allow: bool) -> Data:
+    """Validated ``data`` as it is (the shape checks only, no look at the values); with
+    the permission for NaN added when ``allow`` asks for it."""
+    _check_shape(data, name, min_obs)
+    _check_n_features(data, name, n_features)
+    if not allow or data.allow_missing:
+        return data
+    widened = replace(data, allow_missing=True)
+    widened.__dict__["has_missing"] = False  # validated without NaN
+    return widened
+
+
+def _check_n_features(data: Data, name: str, n_features: int | None) -> None:
     if n_features is not None and data.n_features != n_features:
         raise ValueError(
             f"{name} has {data.n_features} features but the model was fitted on "
             f"{n_features}; pass data with the same columns as at fit time."
         )
-    return data
 
 
 def check_numeric_columns(frame: Any, name: str) -> None:
@@ -201,9 +247,7 @@ def _numeric_array(X: Any, name: str) -> np.ndarray:
     )
 
 
-def _check_values(
-    data: Data, name: str, min_obs: int, allow_missing: bool = False, missing_hint: bool = True
-) -> None:
+def _check_shape(data: Data, name: str, min_obs: int) -> None:
     n_obs, n_features = data.values.shape
     if n_features == 0:
         raise ValueError(f"{name} has no features (0 columns); pass at least one column.")
@@ -212,11 +256,19 @@ def _check_values(
             f"{name} has {n_obs} rows but at least {min_obs} are needed"
             + (" (one per component)." if min_obs > 1 else ".")
         )
-    if n_obs == 0:
-        return
+
+
+def _check_values(
+    data: Data, name: str, min_obs: int, allow_missing: bool = False, missing_hint: bool = True
+) -> bool:
+    """Raise for values :func:`as_data` refuses; return whether some value is NaN."""
+    _check_shape(data, name, min_obs)
+    if data.n_obs == 0:
+        return False
     # min and max propagate NaN and see inf: two reductions, no temporaries
     low, high = data.values.min(), data.values.max()
-    if not (np.isfinite(low) and np.isfinite(high)):
+    has_missing = not (np.isfinite(low) and np.isfinite(high))
+    if has_missing:
         if allow_missing:
             bad = np.isinf(data.values)
             if bad.any():
@@ -228,7 +280,7 @@ def _check_values(
                 )
             observed = ~np.isnan(data.values)
             if not observed.any():
-                return
+                return True
             low, high = data.values[observed].min(), data.values[observed].max()
         else:
             bad = ~np.isfinite(data.values)
@@ -250,6 +302,7 @@ def _check_values(
             f"{name} has values larger than {limit:g} in magnitude, whose squares overflow "
             f"{data.values.dtype}; rescale the data (e.g. standardise the columns)."
         )
+    return has_missing
 
 
 def check_sample_weight(sample_weight: Any, n_obs: int) -> np.ndarray:

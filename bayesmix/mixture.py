@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -120,6 +120,12 @@ class Mixture:
         """``X`` validated for this family (numbers, then the family's support); with
         ``missing="marginalize"`` NaN marks a missing entry and rows without any observed
         entry are dropped with a ``MissingDataWarning``."""
+        return self._checked(X, n_features, name, missing)[0]
+
+    def _checked(
+        self, X: Any, n_features: int | None, name: str, missing: Any
+    ) -> tuple[Data, np.ndarray | None]:
+        """:meth:`check_data`'s data and the mask of the rows it kept (None: all)."""
         _check_missing(self.family, missing)
         allow = missing == "marginalize"
         data = as_data(
@@ -130,21 +136,22 @@ class Mixture:
             missing_hint=self.family.supports_missing,
         )
         self.check_values(data.values, data.feature_names, name)
-        empty = np.isnan(data.values).all(axis=0) if allow else np.zeros(data.n_features, bool)
+        if not data.has_missing:
+            return data, None
+        empty = data.missing_mask.all(axis=0)
         if empty.any():
             column = data.feature_names[int(np.argmax(empty))]
             raise ValueError(f"{name}'s column {column!r} has no observed value; drop the column.")
-        unobserved = np.isnan(data.values).all(axis=1) if allow else np.zeros(data.n_obs, bool)
-        if unobserved.any():
-            warnings.warn(
-                f"{int(unobserved.sum())} row(s) of {name} have no observed entry and are "
-                "left out of the fit.",
-                MissingDataWarning,
-                stacklevel=3,
-            )
-            keep = ~unobserved
-            data = Data(data.values[keep], data.feature_names, data.obs_names[keep], True)
-        return data
+        keep = ~data.missing_mask.all(axis=1)
+        if keep.all():
+            return data, None
+        warnings.warn(
+            f"{int(keep.size - keep.sum())} row(s) of {name} have no observed entry and are "
+            "left out of the fit.",
+            MissingDataWarning,
+            stacklevel=4,
+        )
+        return replace(data, values=data.values[keep], obs_names=data.obs_names[keep]), keep
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """Raise ``ValueError`` when ``values`` is outside the family's support."""
@@ -239,18 +246,17 @@ class Mixture:
         missing = options.pop("missing", "error")
         if is_dask_input(X):
             return _fit_dask(self, X, method, missing, options)
-        data = self.check_data(X, missing=missing)
+        data, kept = self._checked(X, None, "X", missing)
         family = self.family.for_data(data.values)
         if family is not self.family:  # settings fixed by the data (Categorical's categories)
             return Mixture(self.n_components, family, self.priors).fit(
                 X, method, missing=missing, **options
             )
         weights = options.get("sample_weight")
-        if missing == "marginalize" and weights is not None and np.ndim(weights) == 1:
+        if kept is not None and weights is not None and np.ndim(weights) == 1:
             # rows with no observed entry left the data: their weights leave too
-            observed = ~np.isnan(as_data(X, allow_missing=True).values).all(axis=1)
-            if len(weights) == observed.size and not observed.all():
-                options["sample_weight"] = np.asarray(weights)[observed]
+            if len(weights) == kept.size:
+                options["sample_weight"] = np.asarray(weights)[kept]
         if data.n_obs < self.n_components:
             raise ValueError(
                 f"X has {data.n_obs} rows; a mixture of {self.n_components} components "
@@ -309,9 +315,12 @@ class Mixture:
             {name: value[s] for name, value in arrays.items()} for s in range(flat.sizes["sample"])
         ]
 
-    def log_joint(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
+    def log_joint(
+        self, X: np.ndarray | Data, params: Parameters, prepared: Any = None
+    ) -> np.ndarray:
         """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)``: with the family's
         ``prepared`` constants of ``X`` in one piece (EM), else in row blocks."""
+        X = X.values if isinstance(X, Data) else X
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
         if prepared is not None:

@@ -101,12 +101,12 @@ class GaussianMixture:
         Missing values (NaN) are allowed: the data-scaled defaults then use the mean and
         variance of every feature over its observed values.
         """
-        data = as_data(X, allow_missing=True)
+        data = as_data(X, allow_missing=True)  # validated Data passes as it is
         weights = check_sample_weight(sample_weight, data.n_obs)
         priors = self.priors if self.priors is not None else Priors()
         values = data.values
-        if np.isnan(values).any():
-            values, weights = _moment_rows(values, weights)
+        if data.has_missing:
+            values, weights = _moment_rows(data, weights)
         return priors.resolve(values, self.n_components, self.structure, weights)
 
     def fit(self, X: Any, method: str = "em", **options: Any) -> MixtureResult:
@@ -413,11 +413,13 @@ class GaussianMixture:
             Params(weights[s], means[s], natural[s], factors[s]) for s in range(weights.shape[0])
         ]
 
-    def log_joint(self, X: np.ndarray, params: Params) -> np.ndarray:
+    def log_joint(self, X: np.ndarray | Data, params: Params) -> np.ndarray:
         """``log w_k + log N(x_n | mu_k, cov_k)`` ``(n_obs, K)``, in row blocks; rows with
-        NaN get the density of their observed features."""
-        if np.isnan(X).any():
+        NaN get the density of their observed features. For a :class:`~bayesmix.data.Data`
+        its cached ``has_missing`` says whether there are any (no scan per draw)."""
+        if X.has_missing if isinstance(X, Data) else np.isnan(X).any():
             return marginal_log_joint(X, params, self.structure)
+        X = X.values if isinstance(X, Data) else X
         out = np.empty((X.shape[0], self.n_components))
         size = block_rows(X.shape[0], X.shape[1], self.n_components)
         for rows in iter_blocks(X.shape[0], size):
@@ -626,12 +628,12 @@ def _drop_unobserved(data: Data) -> Data:
     return data
 
 
-def _moment_rows(values: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _moment_rows(data: Data, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Two equally weighted rows ``mean -/+ sd`` whose weighted mean and variance are
     those of the observed values of every feature: the data moments the default priors
     are scaled to, for data with NaN."""
     from bayesmix.families.gaussian.missing import observed_moments
 
-    mean, var = observed_moments(values, weights)
+    mean, var = observed_moments(data, weights)
     sd = np.sqrt(var)
     return np.stack([mean - sd, mean + sd]), np.ones(2)

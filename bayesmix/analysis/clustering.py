@@ -17,7 +17,7 @@ draw), NUTS draws and variational (ADVI) draws alike.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -110,10 +110,10 @@ def _check_threshold(threshold: Any) -> float:
     return value
 
 
-def _draw_memberships(result: MixtureResult, values: np.ndarray, draws: range) -> np.ndarray:
+def _draw_memberships(result: MixtureResult, data: Data, draws: range) -> np.ndarray:
     """``p(z_n = k | x_n, theta_s)`` for the given flattened draws, shape ``(s, n, K)``."""
     params = result._draw_params
-    return np.stack([np.exp(log_normalise(result._log_joint(values, params[s]))[1]) for s in draws])
+    return np.stack([np.exp(log_normalise(result._log_joint(data, params[s]))[1]) for s in draws])
 
 
 def _draw_blocks(result: MixtureResult, n_obs: int) -> Iterator[range]:
@@ -284,7 +284,8 @@ def memberships(
     quantiles = [(1.0 - ci_prob) / 2.0, (1.0 + ci_prob) / 2.0]
     for start in range(0, n_obs, rows_per_block):
         rows = slice(start, min(start + rows_per_block, n_obs))
-        probs = _draw_memberships(result, data.values[rows], range(n_draws))
+        block = replace(data, values=data.values[rows], obs_names=data.obs_names[rows])
+        probs = _draw_memberships(result, block, range(n_draws))
         mean[rows] = probs.mean(axis=0)
         lower[rows], upper[rows] = np.quantile(probs, quantiles, axis=0)
     assignment = mean.argmax(axis=1)
@@ -344,7 +345,7 @@ def _psm_pass(
     total = np.zeros((n_obs, n_components))
     uniques, counts = [], []
     for draws in _draw_blocks(result, n_obs):
-        probs = _draw_memberships(result, data.values, draws)  # (s, N, K)
+        probs = _draw_memberships(result, data, draws)  # (s, N, K)
         stacked = probs.transpose(1, 0, 2).reshape(n_obs, -1)  # (N, s K)
         psm += stacked @ stacked.T
         total += probs.sum(axis=0)

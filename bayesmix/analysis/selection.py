@@ -909,7 +909,7 @@ def n_clusters_draws(
     n_components = result.model.n_components
     counts = np.empty(len(result._draw_params), dtype=np.int64)
     for s, params in enumerate(result._draw_params):  # per draw: (N, K) memberships
-        _, log_resp = log_normalise(result._log_joint(data.values, params))
+        _, log_resp = log_normalise(result._log_joint(data, params))
         cumulative = np.cumsum(np.exp(log_resp), axis=1)
         u = rng.uniform(size=data.n_obs) * cumulative[:, -1]
         z = np.minimum((u[:, None] > cumulative).sum(axis=1), n_components - 1)

@@ -312,12 +312,10 @@ class MixtureResult:
         :meth:`log_joint` takes."""
         return self.model.draw_parameters(self.posterior)
 
-    def _log_joint(self, X: np.ndarray, params: Any) -> np.ndarray:
-        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)`` for one draw."""
-        return self.model.log_joint(X, params)
-
-    def _validated(self, X: Any) -> np.ndarray:
-        return self._validated_data(X).values
+    def _log_joint(self, data: Data, params: Any) -> np.ndarray:
+        """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)`` for one draw of validated
+        ``data`` (its cached facts spare a scan per draw)."""
+        return self.model.log_joint(data, params)
 
     def _validated_data(self, X: Any) -> Data:
         """``X`` checked against the fit: number of features, NaN policy, and the
@@ -343,7 +341,7 @@ class MixtureResult:
         """
         data = self._validated_data(X)
         probs = np.stack(
-            [np.exp(log_normalise(self._log_joint(data.values, p))[1]) for p in self._draw_params]
+            [np.exp(log_normalise(self._log_joint(data, p))[1]) for p in self._draw_params]
         )
         n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
         return xr.DataArray(
@@ -366,10 +364,10 @@ class MixtureResult:
         """
         if is_dask_input(X):
             return lazy_prediction(self, X, "predict_proba")
-        X = self._validated(X)
-        total = np.zeros((X.shape[0], self.model.n_components))
+        data = self._validated_data(X)
+        total = np.zeros((data.n_obs, self.model.n_components))
         for params in self._draw_params:
-            total += np.exp(log_normalise(self._log_joint(X, params))[1])
+            total += np.exp(log_normalise(self._log_joint(data, params))[1])
         return total / len(self._draw_params)
 
     def predict(self, X: Any) -> np.ndarray:
@@ -384,10 +382,10 @@ class MixtureResult:
         Dask array for Dask input)."""
         if is_dask_input(X):
             return lazy_prediction(self, X, "score_samples")
-        X = self._validated(X)
-        acc = np.full(X.shape[0], -np.inf)
+        data = self._validated_data(X)
+        acc = np.full(data.n_obs, -np.inf)
         for params in self._draw_params:
-            acc = np.logaddexp(acc, log_normalise(self._log_joint(X, params))[0])
+            acc = np.logaddexp(acc, log_normalise(self._log_joint(data, params))[0])
         return acc - np.log(len(self._draw_params))
 
     def score(self, X: Any, sample_weight: Any = None) -> float:
@@ -426,7 +424,7 @@ class MixtureResult:
                 coords={"obs": data.obs_names, "feature": list(data.feature_names)},
             )
             log_lik = np.stack(
-                [log_normalise(self._log_joint(data.values, p))[0] for p in self._draw_params]
+                [log_normalise(self._log_joint(data, p))[0] for p in self._draw_params]
             )
             n_chains, n_draws = self.posterior.sizes["chain"], self.posterior.sizes["draw"]
             groups["log_likelihood"] = xr.Dataset(
@@ -549,9 +547,9 @@ class EMResult(MixtureResult):
     def _fit_terms(self, X: Any) -> tuple[float, float, float]:
         if X is None:
             return self.log_likelihood, self.n_obs, self._log_max_resp
-        X = self._validated(X)
-        log_norm, log_resp = log_normalise(self._log_joint(X, self.params))
-        return float(log_norm.sum()), float(X.shape[0]), float(log_resp.max(axis=1).sum())
+        data = self._validated_data(X)
+        log_norm, log_resp = log_normalise(self._log_joint(data, self.params))
+        return float(log_norm.sum()), float(data.n_obs), float(log_resp.max(axis=1).sum())
 
     def bic(self, X: Any = None) -> float:
         """Bayesian information criterion ``-2 log L + p log n`` (lower is better).

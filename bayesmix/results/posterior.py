@@ -466,7 +466,7 @@ class BayesResult(MixtureResult):
                 "shrinking onto a few rows with a stronger weight prior, e.g. "
                 f"priors=Priors(weight_concentration={STRONG_CONCENTRATION:g})"
             )
-        if self.method == "nuts" and not np.isnan(self.data.values).any():
+        if self.method == "nuts" and not self.data.has_missing:
             advice += "; or sample with method='gibbs'"
         return advice + "."
 

@@ -263,13 +263,13 @@ def _signature(structure: CovarianceStructure) -> str:
 
 def missing_patterns(data: Data) -> tuple[tuple[bool, ...], ...]:
     """The missingness patterns of ``data`` as they enter :class:`ModelSpec`."""
-    if not np.isnan(data.values).any():
+    if not data.has_missing:
         return ()
-    return missing_layout(data.values).key
+    return missing_layout(data).key
 
 
 def _checked_layout(spec: ModelSpec, data: Data) -> MissingLayout:
-    layout = missing_layout(data.values)
+    layout = missing_layout(data)
     if layout.key != spec.missing_patterns:
         raise ValueError(
             "the data's missingness patterns differ from spec.missing_patterns; build the "
@@ -283,9 +283,9 @@ def _checked_layout(spec: ModelSpec, data: Data) -> MissingLayout:
 
 
 def _observation_inputs(data: Data) -> dict[str, np.ndarray]:
-    if not np.isnan(data.values).any():
+    if not data.has_missing:
         return {"X_data": data.values}
-    layout = missing_layout(data.values)
+    layout = missing_layout(data)
     inputs = {"X_data": data.values[layout.complete]}
     for p, pattern in enumerate(layout.patterns):
         inputs[f"X_pattern{p}_data"] = data.values[pattern.rows][:, pattern.observed]

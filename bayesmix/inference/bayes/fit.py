@@ -26,6 +26,7 @@ from bayesmix.families.gaussian.builder import (
     point_estimate_start,
     pymc_inputs,
 )
+from bayesmix.inference.em.fit import fit_em
 from bayesmix.ordering import (
     best_separated_feature,
     best_separating_direction,
@@ -111,10 +112,18 @@ def resolve_seed(random_state: Any) -> int:
 
 def quick_em(model: GaussianMixture, data: Data, seed: int):
     """A MAP-EM point estimate (3 restarts) to choose the ordered feature and to start
-    variational fits; MAP keeps it inside the prior's support."""
+    variational fits; MAP keeps it inside the prior's support. ``data`` is the fit's
+    validated data, passed down as it is."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return model.fit(data, method="map", n_init=3, random_state=seed)
+        return map_em(model, data, n_init=3, random_state=seed)
+
+
+def map_em(model: GaussianMixture, data: Data, **options: Any):
+    """``model.fit(data, method="map", **options)`` without going back through the
+    door: ``data`` is validated already, NaN marginalised when it allows them."""
+    missing = "marginalize" if data.allow_missing else "error"
+    return fit_em(model, data, use_priors=True, missing=missing, **options)
 
 
 def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:

@@ -384,9 +384,10 @@ def fit_gibbs(
     start = time.perf_counter()
     em = quick_em(model, data, seed)
     priors = model.resolve_priors(data)
-    shift = np.nanmean(data.values, axis=0)  # centred data: better conditioned moments
+    # centred data: better conditioned moments
+    shift = np.nanmean(data.values, axis=0) if data.has_missing else data.values.mean(axis=0)
     X, centred_priors = data.values - shift, priors.shifted(shift)
-    patterns = missing_layout(X).patterns
+    patterns = missing_layout(data).patterns  # X's NaN are data's
     structure = model.structure
     K, D = model.n_components, data.n_features
     ladder = TemperatureLadder(temperatures, data.n_obs)

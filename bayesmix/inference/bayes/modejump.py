@@ -43,6 +43,7 @@ from bayesmix.inference.bayes.conditionals import (
     mean_draw,
     mean_log_density_pairs,
 )
+from bayesmix.inference.bayes.fit import map_em
 
 if TYPE_CHECKING:
     from bayesmix.data import Data
@@ -443,7 +444,7 @@ def find_modes(
                 "means": starts.means[r] + shift,
                 "covariances": starts.covariances[r],
             }
-            fitted = model.fit(data, method="map", init=init)
+            fitted = map_em(model, data, init=init)
             covariances = fitted.params.covariances
             found.append(
                 GibbsState(

@@ -253,8 +253,16 @@ def run_family_em(
     record)."""
     priors = default_priors if use_priors else None
     with threadpool_limits(1, "blas"):  # tall-skinny products; threads thrash (module notes)
+        rows = _start_rows(model.family, source)
         runs = [
-            _run(model, source, priors, _start(model, source, default_priors, rng), max_iter, tol)
+            _run(
+                model,
+                source,
+                priors,
+                _start(model, source, default_priors, rng, rows),
+                max_iter,
+                tol,
+            )
             for _ in range(n_init)
         ]
         best = max(runs, key=lambda run: run["trace"][-1])
@@ -304,18 +312,31 @@ def weights_step(mass: np.ndarray, concentration: np.ndarray | None) -> np.ndarr
     return unnormalised / unnormalised.sum()
 
 
-def _start(model: Mixture, source: Any, priors, rng) -> Parameters:
+def _start_rows(family: ComponentFamily, source: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The source's sample as every start reads it, computed once for all starts: the
+    family's :meth:`~bayesmix.families.base.ComponentFamily.start_transform` (what
+    k-means clusters) and the rows with NaN replaced by their column's mean (the
+    clusters' centres)."""
+    X = source.sample
+    missing = np.isnan(X)
+    filled = np.where(missing, np.nanmean(X, axis=0), X) if missing.any() else X
+    return family.start_transform(X), filled
+
+
+def _start(
+    model: Mixture, source: Any, priors, rng, rows: tuple[np.ndarray, np.ndarray]
+) -> Parameters:
     """MAP parameters (under the default priors, which keep a cluster of zeros off a
     zero rate) of the clusters of weighted k-means on the family's
     :meth:`~bayesmix.families.base.ComponentFamily.start_transform` of the source's
-    sample: of all rows in memory (and of chunked data small enough to be its own
-    sample); otherwise every row joins the nearest k-means centre."""
+    sample (``rows``, from :func:`_start_rows`): of all rows in memory (and of chunked
+    data small enough to be its own sample); otherwise every row joins the nearest
+    k-means centre."""
     family, n_components = model.family, model.n_components
     X, weights = source.sample, source.sample_weight
-    transformed = family.start_transform(X)
+    transformed, filled = rows
     labels = kmeans(transformed, weights, n_components, rng)
     mass = np.bincount(labels, weights=weights, minlength=n_components)
-    filled = np.where(np.isnan(X), np.nanmean(X, axis=0), X) if np.isnan(X).any() else X
     picks = [None if mass[k] > 0 else int(rng.integers(len(X))) for k in range(n_components)]
     centres = np.stack(
         [

@@ -19,6 +19,7 @@ from bayesmix.families.gaussian.missing import (
     MissingEStep,
     check_missing,
     drop_unobserved_rows,
+    missing_layout,
     observed_moments,
 )
 from bayesmix.families.gaussian.stats import (
@@ -167,7 +168,7 @@ def fit_em(
     reference = -np.inf if previous_objective is None else float(previous_objective)
     resolve_order_by(order_by, data.feature_names)
     missing = check_missing(missing)
-    has_missing = missing == "marginalize" and bool(np.isnan(data.values).any())
+    has_missing = missing == "marginalize" and data.has_missing
     if has_missing:
         data, weights = drop_unobserved_rows(data, weights, stacklevel=3)
     if np.count_nonzero(weights) < model.n_components:
@@ -726,6 +727,7 @@ def _missing_setup(data: Data, weights: np.ndarray, structure: CovarianceStructu
     """For data with NaN (``missing="marginalize"``): the weighted mean of the observed
     values as shift, the data with NaN replaced by that mean (used only to initialise)
     and the pattern-wise E-step of :mod:`bayesmix.families.gaussian.missing`."""
-    shift, _ = observed_moments(data.values, weights)
-    imputed = np.where(np.isnan(data.values), shift, data.values)
-    return shift, imputed, MissingEStep(data.values, weights, shift, structure)
+    shift, _ = observed_moments(data, weights)
+    imputed = np.where(data.missing_mask, shift, data.values)
+    layout = missing_layout(data)
+    return shift, imputed, MissingEStep(data.values, weights, shift, structure, layout)

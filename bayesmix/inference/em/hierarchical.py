@@ -224,6 +224,7 @@ def hierarchical_tree(
     group_duplicates: bool = True,
     max_rows: int = HC_MAX_ROWS,
     rng: np.random.Generator | None = None,
+    finite: bool = False,
 ) -> HierarchicalTree:
     """Model-based agglomerative hierarchical clustering of the rows of ``X``.
 
@@ -266,6 +267,9 @@ def hierarchical_tree(
         ``O(max_rows^2)`` memory and, for ``"VVV"``, up to ``O(max_rows^2 p^3)`` time.
     rng : numpy.random.Generator, optional
         Draws the subsample (only used when subsampling); default ``default_rng(0)``.
+    finite : bool
+        ``X`` is known to be finite (EM passes its validated data), so the check for NaN
+        and infinite values is skipped.
 
     Returns
     -------
@@ -276,7 +280,7 @@ def hierarchical_tree(
         X = X[:, None]
     if X.ndim != 2 or X.shape[0] < 1 or X.shape[1] < 1:
         raise ValueError(f"X must be a non-empty 2-D array (n, d); got shape {X.shape}.")
-    if not np.isfinite(X).all():
+    if not finite and not np.isfinite(X).all():
         raise ValueError(
             "X contains NaN or infinite values; hierarchical clustering needs finite data."
         )

@@ -97,7 +97,8 @@ def hc_labels(
     depend on ``rng`` or on a shift of ``X`` unless more than ``HC_MAX_ROWS`` rows have
     positive weight: then it is built on a subsample drawn with a seed taken from ``rng``.
     The last tree is cached, keyed by a digest of ``X``, the weights and that seed. With
-    fewer distinct rows than ``n_components`` the surplus components get no rows.
+    fewer distinct rows than ``n_components`` the surplus components get no rows. ``X``
+    is finite (EM's validated data), so the tree does not check it again.
     """
     seed = None
     if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
@@ -118,7 +119,9 @@ def hc_labels(
         # mclust's hc(X) starts every row as its own group; weighted rows need identical
         # rows grouped (a row of weight 2 is then the row twice)
         weighted = bool(np.any(sample_weight[sample_weight > 0] != 1.0))
-        tree = hierarchical_tree(X, sample_weight, use=use, group_duplicates=weighted, rng=sub_rng)
+        tree = hierarchical_tree(
+            X, sample_weight, use=use, group_duplicates=weighted, rng=sub_rng, finite=True
+        )
         _HC_CACHE.clear()
         _HC_CACHE[key] = tree
     return tree.labels(min(n_components, tree.n_groups))
