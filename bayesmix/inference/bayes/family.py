@@ -9,6 +9,11 @@ components numbered by :mod:`bayesmix.ordering`'s rule, as for Gaussians. Every 
 starts at the MAP-EM estimate, mapped into the free variables by the family
 (:meth:`~bayesmix.families.base.ComponentFamily.pymc_initial_values`). Missing entries
 (``missing="marginalize"``) are marginalised in the likelihood (:func:`build_family_pymc`).
+
+Complete data of a family with a hand-written density
+(:meth:`~bayesmix.families.base.ComponentFamily.nutpie_density`) skip PyMC: NUTS is
+nutpie on that density, ADVI :func:`bayesmix.inference.bayes.advi.fit_advi` on it
+(``settings["log_density"]`` is ``"bayesmix"``, else ``"pymc"``).
 """
 
 from __future__ import annotations
