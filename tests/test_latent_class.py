@@ -478,3 +478,20 @@ def test_advi_with_missing_cells_finds_the_classes():
     np.testing.assert_allclose(
         np.sort(result.posterior["weights"].mean(("chain", "draw")).values), [0.4, 0.6], atol=0.08
     )
+
+
+def test_marginal_densities_are_the_category_probabilities():
+    rng = np.random.default_rng(14)
+    X = simulate(rng, 400, *categorical_truth(rng))[0]
+    em = bm.Mixture(2, bm.families.Categorical()).fit(X, random_state=0)
+    marginal = bm.marginal_density(em, "x4")
+    expected = em.weights @ em.parameters["probabilities"][:, 4]
+    np.testing.assert_allclose(marginal["density"].values[:5], expected, rtol=1e-12)
+    # a code past the feature's categories has the floor probability (1e-15) at most
+    assert marginal["density"].values[5:].max(initial=0.0) <= 1.01e-15
+    binary = (X > 0).astype(float)
+    em = bm.Mixture(2, bm.families.Bernoulli()).fit(binary, random_state=0)
+    marginal = bm.marginal_density(em, 1)
+    np.testing.assert_array_equal(marginal["grid"].values, [0.0, 1.0])
+    p = em.weights @ em.parameters["probabilities"][:, 1]
+    np.testing.assert_allclose(marginal["density"].values, [1 - p, p], rtol=1e-12)

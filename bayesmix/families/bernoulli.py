@@ -80,6 +80,10 @@ class Bernoulli(CategoryFamily):
     def n_bins(self, X: np.ndarray, summary: DataSummary | None = None) -> int:
         return 2
 
+    def marginal_grid(self, low: float, high: float, n_grid: int) -> np.ndarray:
+        """The two outcomes."""
+        return np.array([0.0, 1.0])
+
     def table(self, params: Parameters) -> np.ndarray:
         p = params["probabilities"]
         return np.stack([1.0 - p, p], axis=-1)

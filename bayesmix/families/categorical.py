@@ -300,11 +300,15 @@ class CategoryFamily(ComponentFamily):
     def log_density(
         self, X: np.ndarray, params: Parameters, prepared: CategoryCodes | None = None
     ) -> np.ndarray:
+        """``log p(x_n | theta_k)``: a missing entry adds 0, a code past the parameters'
+        categories (a marginal's grid) the floor's log, as a category of probability 0."""
         codes = self.prepare(X) if prepared is None else prepared
-        table = self.log_table(params, max(codes.n_bins, self.table(params).shape[-1]))
+        width = self.table(params).shape[-1]
+        table = self.log_table(params, width + 1)  # bins: categories, beyond, missing
+        table[..., width] = np.log(PROBABILITY_FLOOR)
         out = np.zeros((X.shape[0], table.shape[0]))
-        bins = codes.bins.astype(np.intp)
-        bins[bins == codes.n_bins] = table.shape[-1] - 1  # missing: the bin of zeros
+        bins = np.minimum(codes.bins, width).astype(np.intp)
+        bins[codes.bins == codes.n_bins] = width + 1
         for d in range(X.shape[1]):  # a loop over features, each one gather over rows
             out += table[:, d, :].T[bins[:, d]]
         return out
@@ -459,6 +463,11 @@ class Categorical(CategoryFamily):
                     f"{name}'s column {column!r} has a single category; it tells nothing "
                     "about the classes: drop it (or give n_categories)."
                 )
+
+    def marginal_family(self) -> Categorical:
+        """The family of one feature's marginal: without per-feature numbers of
+        categories (the marginal's probabilities carry them, padded with zeros)."""
+        return Categorical() if isinstance(self.n_categories, tuple) else self
 
     def category_mask(self, n_features: int, n_bins: int) -> np.ndarray:
         sizes = self.sizes(n_features)
