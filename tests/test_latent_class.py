@@ -495,3 +495,31 @@ def test_marginal_densities_are_the_category_probabilities():
     np.testing.assert_array_equal(marginal["grid"].values, [0.0, 1.0])
     p = em.weights @ em.parameters["probabilities"][:, 1]
     np.testing.assert_allclose(marginal["density"].values, [1 - p, p], rtol=1e-12)
+
+
+# -- Dask ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", [bm.families.Bernoulli(), bm.families.Categorical(3)])
+def test_dask_em_equals_the_in_memory_fit(family):
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(15)
+    weights, table = binary_truth() if family.name == "bernoulli" else categorical_truth(rng)
+    table = (
+        table
+        if family.name == "bernoulli"
+        else table[:, :, :3] / table[:, :, :3].sum(-1)[..., None]
+    )
+    X = with_missing(rng, simulate(rng, 2500, weights, table)[0], 0.1)
+    options = {"missing": "marginalize", "random_state": 0, "n_init": 1, "tol": 1e-6}
+    chunked = bm.Mixture(3, family).fit(da.from_array(X, chunks=(600, X.shape[1])), **options)
+    in_memory = bm.Mixture(3, family).fit(X, **options)
+    assert chunked.log_likelihood == pytest.approx(in_memory.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(
+        chunked.parameters["probabilities"], in_memory.parameters["probabilities"], atol=1e-10
+    )
+
+
+def test_dask_needs_the_numbers_of_categories():
+    da = pytest.importorskip("dask.array")
+    X = da.from_array(np.random.default_rng(0).choice(3, size=(100, 2)).astype(float), chunks=50)
+    with pytest.raises(ValueError, match=r"needs n_categories: the numbers of categories are"):
+        bm.Mixture(2, bm.families.Categorical()).fit(X)
