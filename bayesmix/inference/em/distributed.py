@@ -68,19 +68,18 @@ from bayesmix.families.gaussian.stats import (
 )
 from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution
 from bayesmix.inference.em.family import (
+    FamilyEMOptions,
     add_statistics,
     block_assigned,
     block_estep,
     block_final,
-    check_em_options,
     run_family_em,
 )
 from bayesmix.inference.em.fit import (
     EM_DEFAULTS,
+    EMOptions,
     best_run,
-    check_init,
     em_result,
-    em_settings,
     regularisation,
     start_method,
     user_params,
@@ -88,7 +87,7 @@ from bayesmix.inference.em.fit import (
 from bayesmix.inference.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
 from bayesmix.ordering import resolve_order_by
 from bayesmix.priors import Priors, ResolvedPriors
-from bayesmix.validation import check_float, check_int, reproducible_rng
+from bayesmix.validation import reproducible_rng
 
 if TYPE_CHECKING:
     from bayesmix.families.base import ComponentFamily, Parameters
@@ -795,11 +794,9 @@ def fit_em_dask(
     EMResult
         ``settings`` also records ``backend="dask"`` and ``n_chunks``.
     """
-    n_init = check_int(n_init, "n_init")
-    max_iter = check_int(max_iter, "max_iter")
-    tol = check_float(tol, "tol")
-    reg_covar = check_float(reg_covar, "reg_covar")
-    check_init(init)
+    options = EMOptions.checked(
+        use_priors, init, n_init, max_iter, tol, reg_covar, random_state, order_by
+    )
     data = as_dask_data(X, min_obs=model.n_components)
     resolve_order_by(order_by, data.feature_names)  # before any pass over the data
     weights = _dask_weights(sample_weight, data)
@@ -814,7 +811,7 @@ def fit_em_dask(
         shift = scan.mean
         priors = _resolve_priors(model, scan) if use_priors else None
         shifted_priors = priors.shifted(shift) if priors is not None else None
-        reg = regularisation(scan.sample, scan.sample_weight, reg_covar)
+        reg = regularisation(scan.sample, scan.sample_weight, options.reg_covar)
         judge = partial(
             collapse_reasons,
             structure=structure,
@@ -837,40 +834,31 @@ def fit_em_dask(
             scan.total_weight,
             structure,
             shifted_priors,
-            init=init,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
+            options,
             reg_covar=reg,
             judge=judge,
         )
     finally:
         source.close()
+    settings = options.settings(
+        seed_record,
+        start,
+        backend="dask",
+        n_chunks=source.n_chunks,
+        estep=source.estep_path,
+        reg_covar_scale="feature variance",
+    )
     return em_result(
         model,
         best,
         shift,
         priors,
+        options,
         feature_names=data.feature_names,
         n_obs=scan.total_weight,
-        order_by=order_by,
-        judge=judge,
-        settings=em_settings(
-            use_priors=use_priors,
-            init=init,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            reg_covar=reg_covar,
-            random_state=random_state,
-            seed_record=seed_record,
-            start=start,
-            backend="dask",
-            n_chunks=source.n_chunks,
-            estep=source.estep_path,
-            reg_covar_scale="feature variance",
-        ),
+        settings=settings,
         regularisation=reg,
+        judge=judge,
     )
 
 
@@ -1245,15 +1233,15 @@ def fit_family_em_dask(
         ``settings`` also records ``backend="dask"``, ``n_chunks`` and ``estep``.
     """
     started = time.perf_counter()
-    n_init, max_iter, tol = check_em_options(n_init, max_iter, tol)
     data = as_dask_data(X, min_obs=model.n_components)
-    order_feature = resolve_order_by(order_by, data.feature_names)
+    options = FamilyEMOptions.checked(
+        use_priors, n_init, max_iter, tol, random_state, order_by, data.feature_names, started
+    )
     weights = _dask_weights(sample_weight, data)
-    rng, seed_record = reproducible_rng(random_state)
     source = DaskSource(data, weights)
     try:
         chunks = FamilyChunks(source, model.family, missing == "marginalize")
-        scan = chunks.scan(rng, INIT_SAMPLE_ROWS)
+        scan = chunks.scan(options.rng, INIT_SAMPLE_ROWS)
         _check_family_scan(scan, model, data)
         # Two rows at mean -+ sd with equal weights have the data's weighted mean and
         # variance per column (to rounding), all the families' default priors read.
@@ -1266,20 +1254,10 @@ def fit_family_em_dask(
             model,
             chunks,
             default_priors,
-            use_priors=use_priors,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            rng=rng,
-            order_feature=order_feature,
-            feature_names=data.feature_names,
-            settings={
-                **seed_record,
-                "backend": "dask",
-                "n_chunks": source.n_chunks,
-                "estep": source.estep_path,
-            },
-            started=started,
+            options,
+            backend="dask",
+            n_chunks=source.n_chunks,
+            estep=source.estep_path,
         )
     finally:
         source.close()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -56,7 +57,7 @@ __all__ = [
     "block_assigned",
     "block_estep",
     "block_final",
-    "check_em_options",
+    "FamilyEMOptions",
     "fit_family_em",
     "run_family_em",
     "weights_step",
@@ -103,31 +104,78 @@ def fit_family_em(
     EMResult
     """
     started = time.perf_counter()
-    n_init, max_iter, tol = check_em_options(n_init, max_iter, tol)
-    weights = check_sample_weight(sample_weight, data.n_obs)
-    order_feature = resolve_order_by(order_by, data.feature_names)
-    rng, seed_record = reproducible_rng(random_state)
-    default_priors = model.resolve_priors(data, weights)
-    return run_family_em(
-        model,
-        InMemoryRows(model.family, data.values, weights),
-        default_priors,
-        use_priors=use_priors,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
-        rng=rng,
-        order_feature=order_feature,
-        feature_names=data.feature_names,
-        settings=seed_record,
-        started=started,
+    options = FamilyEMOptions.checked(
+        use_priors, n_init, max_iter, tol, random_state, order_by, data.feature_names, started
     )
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    default_priors = model.resolve_priors(data, weights)
+    source = InMemoryRows(model.family, data.values, weights)
+    return run_family_em(model, source, default_priors, options)
 
 
-def check_em_options(n_init: Any, max_iter: Any, tol: Any) -> tuple[int, int, float]:
-    """``n_init``, ``max_iter`` and ``tol`` validated (``ValueError``/``TypeError``
-    naming the option)."""
-    return check_int(n_init, "n_init"), check_int(max_iter, "max_iter"), check_float(tol, "tol")
+@dataclass(frozen=True)
+class FamilyEMOptions:
+    """The checked options of one family EM fit, passed as one object from the fit (in
+    memory, :func:`fit_family_em`; on Dask,
+    :func:`~bayesmix.inference.em.distributed.fit_family_em_dask`) to
+    :func:`run_family_em`.
+
+    Attributes
+    ----------
+    use_priors : bool
+    n_init, max_iter : int
+    tol : float
+    rng : numpy.random.Generator
+        The fit's generator (from ``random_state``).
+    seed_record : dict
+        How ``random_state`` is recorded (:func:`~bayesmix.validation.reproducible_rng`).
+    order_feature : int or None
+        The feature whose means number the components (None: the best-separated one).
+    feature_names : tuple of str
+    started : float
+        ``perf_counter`` time the fit began.
+    """
+
+    use_priors: bool
+    n_init: int
+    max_iter: int
+    tol: float
+    rng: np.random.Generator
+    seed_record: dict[str, Any]
+    order_feature: int | None
+    feature_names: tuple[str, ...]
+    started: float
+
+    @classmethod
+    def checked(
+        cls,
+        use_priors: bool,
+        n_init: Any,
+        max_iter: Any,
+        tol: Any,
+        random_state: Any,
+        order_by: Any,
+        feature_names: tuple[str, ...],
+        started: float,
+    ) -> FamilyEMOptions:
+        """The options validated (``ValueError``/``TypeError`` naming the option), the
+        order feature (``order_by`` among ``feature_names``) resolved and the generator
+        made from ``random_state``."""
+        n_init, max_iter = check_int(n_init, "n_init"), check_int(max_iter, "max_iter")
+        tol = check_float(tol, "tol")
+        order_feature = resolve_order_by(order_by, feature_names)
+        rng, seed_record = reproducible_rng(random_state)
+        return cls(
+            bool(use_priors),
+            n_init,
+            max_iter,
+            tol,
+            rng,
+            seed_record,
+            order_feature,
+            feature_names,
+            started,
+        )
 
 
 class InMemoryRows:
@@ -236,21 +284,20 @@ def run_family_em(
     model: Mixture,
     source: Any,
     default_priors: dict[str, np.ndarray],
-    *,
-    use_priors: bool,
-    n_init: int,
-    max_iter: int,
-    tol: float,
-    rng: np.random.Generator,
-    order_feature: int | None,
-    feature_names: tuple[str, ...],
-    settings: dict[str, Any],
-    started: float,
+    options: FamilyEMOptions,
+    **settings: Any,
 ) -> EMResult:
-    """EM from ``n_init`` starts over the rows of ``source`` (:class:`InMemoryRows` or
-    the Dask chunks of :mod:`bayesmix.inference.em.distributed`); the best start's estimate,
-    components ordered, as an :class:`EMResult` (``settings`` are added to its
-    record)."""
+    """EM from ``options.n_init`` starts over the rows of ``source``
+    (:class:`InMemoryRows` or the Dask chunks of :mod:`bayesmix.inference.em.distributed`);
+    the best start's estimate, components ordered, as an :class:`EMResult` (its record
+    holds ``options.seed_record`` and then ``settings``)."""
+    use_priors, n_init, max_iter, tol = (
+        options.use_priors,
+        options.n_init,
+        options.max_iter,
+        options.tol,
+    )
+    rng, order_feature, feature_names = options.rng, options.order_feature, options.feature_names
     priors = default_priors if use_priors else None
     with threadpool_limits(1, "blas"):  # tall-skinny products; threads thrash (module notes)
         rows = _start_rows(model.family, source)
@@ -283,10 +330,11 @@ def run_family_em(
         "n_init": n_init,
         "max_iter": max_iter,
         "tol": tol,
+        **options.seed_record,
         **settings,
         "order_feature": feature_names[_order_index(model, params, order_feature)],
     }
-    record["fit_seconds"] = time.perf_counter() - started
+    record["fit_seconds"] = time.perf_counter() - options.started
     return EMResult(
         model=model,
         params=params,

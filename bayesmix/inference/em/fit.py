@@ -157,12 +157,11 @@ def fit_em(
     (:mod:`bayesmix.families.gaussian.kernels`); initialisation, M-step and parameters stay float64.
     """
 
-    n_init = check_int(n_init, "n_init")
-    max_iter = check_int(max_iter, "max_iter", minimum=0 if sklearn_bookkeeping else 1)
-    tol = check_float(tol, "tol")
-    reg_covar = check_float(reg_covar, "reg_covar")
+    sklearn = bool(sklearn_bookkeeping)
+    options = EMOptions.checked(
+        use_priors, init, n_init, max_iter, tol, reg_covar, random_state, order_by, sklearn=sklearn
+    )
     weights = check_sample_weight(sample_weight, data.n_obs)
-    check_init(init, partial=bool(sklearn_bookkeeping))
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
     reference = -np.inf if previous_objective is None else float(previous_objective)
@@ -188,7 +187,7 @@ def fit_em(
     shifted_priors = priors.shifted(shift) if priors is not None else None
 
     start = time.perf_counter()
-    reg = reg_covar if sklearn_bookkeeping else regularisation(X, weights, reg_covar)
+    reg = options.reg_covar if sklearn else regularisation(X, weights, options.reg_covar)
     if estep is None:
         estep = partial(e_step, X, weights, shift, structure=structure)
     judge = partial(
@@ -200,45 +199,43 @@ def fit_em(
     )
     best = best_run(
         lambda index: _initial_params(
-            start_method(init, index, n_init), X, weights, shift, model, shifted_priors, reg, rng
+            start_method(init, index, options.n_init),
+            X,
+            weights,
+            shift,
+            model,
+            shifted_priors,
+            reg,
+            rng,
         ),
         estep,
         float(weights.sum()),
         structure,
         shifted_priors,
-        init=init,
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=tol,
+        options,
         reg_covar=reg,
         callback=callback,
-        lagged=bool(sklearn_bookkeeping),
+        lagged=sklearn,
         reference=reference,
         judge=judge,
+    )
+    settings = options.settings(
+        seed_record,
+        start,
+        missing=missing,
+        reg_covar_scale="absolute" if sklearn else "feature variance",
     )
     return em_result(
         model,
         best,
         shift,
         priors,
+        options,
         feature_names=data.feature_names,
         n_obs=float(weights.sum()),
-        order_by=order_by,
-        judge=judge,
-        settings=em_settings(
-            use_priors=use_priors,
-            init=init,
-            n_init=n_init,
-            max_iter=max_iter,
-            tol=tol,
-            reg_covar=reg_covar,
-            random_state=random_state,
-            seed_record=seed_record,
-            start=start,
-            missing=missing,
-            reg_covar_scale="absolute" if sklearn_bookkeeping else "feature variance",
-        ),
+        settings=settings,
         regularisation=reg,
+        judge=judge,
     )
 
 
@@ -275,33 +272,76 @@ def start_method(init: str | Mapping, index: int, n_init: int) -> str | Mapping:
     return init
 
 
-def em_settings(
-    *,
-    use_priors: bool,
-    init: str | Mapping,
-    n_init: int,
-    max_iter: int,
-    tol: float,
-    reg_covar: float,
-    random_state: Any,
-    seed_record: dict[str, Any],
-    start: float,
-    **extra: Any,
-) -> dict[str, Any]:
-    """The settings an EM result records (``start`` is the ``perf_counter`` time the fit
-    began); ``extra`` entries are added after the common ones."""
-    return {
-        "method": "map" if use_priors else "em",
-        "n_init": 1 if _explicit(init) else n_init,
-        "init": init if isinstance(init, str) else "user",
-        "max_iter": max_iter,
-        "tol": tol,
-        "reg_covar": reg_covar,
-        "random_state": _seed_label(random_state),
-        **seed_record,
-        **extra,
-        "fit_seconds": time.perf_counter() - start,
-    }
+@dataclass(frozen=True)
+class EMOptions:
+    """The checked options of one Gaussian EM fit, passed as one object from the fit (in
+    memory, :func:`fit_em`; on Dask,
+    :func:`~bayesmix.inference.em.distributed.fit_em_dask`) to :func:`best_run`,
+    :func:`em_result` and the settings the result records.
+
+    Attributes
+    ----------
+    use_priors : bool
+        MAP-EM (with the declaration's priors or their defaults) rather than ML.
+    init : str or mapping
+    n_init, max_iter : int
+    tol, reg_covar : float
+        ``reg_covar`` as given (the fit turns it into what the M-step adds).
+    random_state : int, Generator or None
+        As given (recorded by its label).
+    order_by : str, int or None
+        The feature whose means number the components.
+    """
+
+    use_priors: bool
+    init: str | Mapping
+    n_init: int
+    max_iter: int
+    tol: float
+    reg_covar: float
+    random_state: Any
+    order_by: Any = None
+
+    @classmethod
+    def checked(
+        cls,
+        use_priors: bool,
+        init: Any,
+        n_init: Any,
+        max_iter: Any,
+        tol: Any,
+        reg_covar: Any,
+        random_state: Any,
+        order_by: Any = None,
+        *,
+        sklearn: bool = False,
+    ) -> EMOptions:
+        """The options validated, in the order of the attributes (``TypeError`` or
+        ``ValueError`` naming the option);
+        ``sklearn``: scikit-learn's bookkeeping, which allows ``max_iter=0`` and an
+        ``init`` mapping without ``"means"``."""
+        n_init = check_int(n_init, "n_init")
+        max_iter = check_int(max_iter, "max_iter", minimum=0 if sklearn else 1)
+        tol = check_float(tol, "tol")
+        reg_covar = check_float(reg_covar, "reg_covar")
+        check_init(init, partial=sklearn)
+        return cls(bool(use_priors), init, n_init, max_iter, tol, reg_covar, random_state, order_by)
+
+    def settings(self, seed_record: dict[str, Any], start: float, **extra: Any) -> dict[str, Any]:
+        """The settings an EM result records (``start`` is the ``perf_counter`` time the
+        fit began); ``extra`` entries are added after the common ones."""
+        return {
+            "method": "map" if self.use_priors else "em",
+            "n_init": 1 if _explicit(self.init) else self.n_init,
+            "init": self.init if isinstance(self.init, str) else "user",
+            "max_iter": self.max_iter,
+            "tol": self.tol,
+            "reg_covar": self.reg_covar,
+            "random_state": _seed_label(self.random_state),
+            **seed_record,
+            **extra,
+            "fit_seconds": time.perf_counter() - start,
+        }
 
 
 def best_run(
@@ -310,19 +350,16 @@ def best_run(
     total_weight,
     structure,
     priors,
+    options: EMOptions,
     *,
-    init,
-    n_init,
-    max_iter,
-    tol,
     reg_covar,
     callback=None,
     lagged=False,
     reference=-np.inf,
     judge=None,
 ) -> EMRun:
-    """The best of ``n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
-    ``init`` gives the start explicitly, as a mapping with means); warns if it did not
+    """The best of ``options.n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
+    ``options.init`` gives the start explicitly, as a mapping with means); warns if it did not
     converge (unless ``max_iter`` is 0: initialisation only). ``callback``, ``lagged`` and
     ``reference`` are :func:`fit_em`'s ``callback``, ``sklearn_bookkeeping`` and
     ``previous_objective``; ``reg_covar`` is what the M-step adds to the variances.
@@ -342,6 +379,7 @@ def best_run(
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.inference.em.distributed`).
     """
+    init, n_init, max_iter, tol = options.init, options.n_init, options.max_iter, options.tol
     test = ConvergenceTest(total_weight, tol, lagged, reference)
     judge = judge if priors is None else None
     n_runs = 1 if _explicit(init) else n_init
@@ -416,11 +454,11 @@ def em_result(
     best,
     shift,
     priors,
+    options: EMOptions,
     *,
     feature_names,
     n_obs,
     settings,
-    order_by=None,
     regularisation=None,
     judge=None,
 ) -> EMResult:
@@ -437,7 +475,7 @@ def em_result(
         best.params.covariances,
         best.params.precisions_cholesky,
     )
-    feature = resolve_order_by(order_by, feature_names)
+    feature = resolve_order_by(options.order_by, feature_names)
     if feature is None:
         n_components, n_features = params.means.shape
         covariances = model.structure.to_full(params.covariances, n_components, n_features)
