@@ -277,3 +277,13 @@ def test_sklearn_estimator_validates_once(monkeypatch, X):
     again = GaussianMixture(2, random_state=0).fit(X)
     assert np.array_equal(estimator.means_, again.means_)
     assert np.array_equal(estimator.covariances_, again.covariances_)
+
+
+def test_compare_converts_once(monkeypatch, X):
+    full = bm.GaussianMixture(2).fit(X, n_init=1, random_state=0)
+    diag = bm.GaussianMixture(2, "diag").fit(X, n_init=1, random_state=0)
+    counts, table = _passes(monkeypatch, lambda: bm.compare(full, diag, X=X))
+    assert counts == ONCE  # before: once more per result's predict and score_samples
+    assert np.array_equal(
+        table.fits["lpd"].to_numpy(), [full.score_samples(X).sum(), diag.score_samples(X).sum()]
+    )

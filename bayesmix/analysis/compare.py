@@ -19,7 +19,7 @@ import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
 from bayesmix.analysis.clustering import adjusted_rand_index
-from bayesmix.data import as_data
+from bayesmix.data import Data, as_data
 from bayesmix.exceptions import LabelSwitchingWarning
 from bayesmix.model import GaussianMixture
 from bayesmix.results import MixtureResult, parameter_draws
@@ -184,13 +184,13 @@ def compare(
     else:
         labels, draws = _family_rows(results, names, posteriors)
     parameters = _parameter_table(results, names, draws, labels, ci_prob)
-    labels = [r.predict(data.values) for r in results]
+    labels = [r.predict(data) for r in results]  # validated: no conversion per result
     agreement = pd.DataFrame(
         [[adjusted_rand_index(a, b) for b in labels] for a in labels],
         index=pd.Index(names, name="fit"),
         columns=pd.Index(names, name="fit"),
     )
-    fits = _fit_table(results, names, data.values, agreement)
+    fits = _fit_table(results, names, data, agreement)
     notes.append(
         "lpd is the log predictive density of X (log mean over draws of p(x | theta)); "
         "on the training data it is an in-sample measure that favours flexible fits — "
@@ -658,10 +658,10 @@ def _parameter_table(
 def _fit_table(
     results: tuple[MixtureResult, ...],
     names: list[str],
-    X: np.ndarray,
+    data: Data,
     agreement: pd.DataFrame,
 ) -> pd.DataFrame:
-    lpd = np.array([r.score_samples(X).sum() for r in results])
+    lpd = np.array([r.score_samples(data).sum() for r in results])
     return pd.DataFrame(
         {
             "method": [str(r.settings.get("method", type(r).__name__)) for r in results],
@@ -670,7 +670,7 @@ def _fit_table(
             "covariance_type": [_covariance_type(r) for r in results],
             "n_draws": [r.n_draws for r in results],
             "lpd": lpd,
-            "lpd_per_obs": lpd / X.shape[0],
+            "lpd_per_obs": lpd / data.n_obs,
             "ari": agreement.iloc[0].to_numpy(),
             "fit_seconds": [float(r.settings.get("fit_seconds", np.nan)) for r in results],
         },
