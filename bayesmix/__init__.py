@@ -19,6 +19,13 @@ from bayesmix.analysis.density import (
     log_density_draws,
     marginal_density,
 )
+from bayesmix.analysis.latent_class import (
+    adjusted_bic,
+    class_sizes,
+    classification_table,
+    entropy_r2,
+    response_probabilities,
+)
 from bayesmix.analysis.selection import (
     SelectionResult,
     fit_overfitted,
@@ -65,14 +72,18 @@ __all__ = [
     "RechunkWarning",
     "SamplerWarning",
     "SelectionResult",
+    "adjusted_bic",
     "adjusted_rand_index",
     "anomaly_scores",
     "bayes",
+    "class_sizes",
+    "classification_table",
     "co_clustering",
     "compare",
     "datasets",
     "families",
     "density",
+    "entropy_r2",
     "expected_loss",
     "fit_overfitted",
     "load",
@@ -84,6 +95,7 @@ __all__ = [
     "overfitted_mixture",
     "partition_from_psm",
     "point_partition",
+    "response_probabilities",
     "select_components",
 ]
 
