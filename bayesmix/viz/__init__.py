@@ -11,6 +11,7 @@ from bayesmix.viz.clustering import (
 from bayesmix.viz.compare import plot_comparison
 from bayesmix.viz.density import plot_anomalies, plot_density
 from bayesmix.viz.diagnostics import plot_rank, plot_trace
+from bayesmix.viz.profile import plot_profile
 from bayesmix.viz.selection import plot_n_clusters, plot_selection
 
 __all__ = [
@@ -21,6 +22,7 @@ __all__ = [
     "plot_density",
     "plot_membership_uncertainty",
     "plot_n_clusters",
+    "plot_profile",
     "plot_rank",
     "plot_selection",
     "plot_trace",
