@@ -13,7 +13,22 @@ import xarray as xr
 
 from bayesmix.exceptions import RechunkWarning
 
-__all__ = ["DaskData", "Data", "as_dask_data", "as_data", "check_sample_weight", "is_dask_input"]
+__all__ = [
+    "Categories",
+    "DaskData",
+    "Data",
+    "as_dask_data",
+    "as_data",
+    "check_categories",
+    "check_sample_weight",
+    "is_dask_input",
+    "is_typed",
+]
+
+#: the category labels of a DataFrame's typed columns, one entry per feature: the labels of
+#: codes ``0, 1, ...`` (as text) for a categorical, text or boolean column, None for a
+#: numeric one
+Categories = tuple[tuple[str, ...] | None, ...]
 
 # Squares of larger values overflow float64 in the second moments.
 MAX_ABS_VALUE = 1e150
@@ -46,6 +61,10 @@ class Data:
         too large to square); :func:`as_data` passes validated data on as it is, without
         another look at the values. A ``Data`` built directly is checked by the first
         :func:`as_data` it meets. Not part of equality.
+    categories : tuple or None
+        The category labels of the columns that :func:`as_data` coded (``categories=``):
+        per feature the labels of codes ``0, 1, ...`` (as text), None for a numeric
+        column; None when no column was coded.
 
     Notes
     -----
@@ -59,6 +78,7 @@ class Data:
     obs_names: np.ndarray
     allow_missing: bool = False
     validated: bool = field(default=False, repr=False, compare=False)
+    categories: Categories | None = None
 
     @property
     def n_obs(self) -> int:
@@ -92,6 +112,7 @@ def as_data(
     min_obs: int = 1,
     allow_missing: bool = False,
     missing_hint: bool = True,
+    categories: Categories | str | None = None,
 ) -> Data:
     """Convert ``X`` to validated float64 observations.
 
@@ -112,6 +133,17 @@ def as_data(
     missing_hint : bool
         Whether the error for NaN suggests ``missing='marginalize'`` (False where the
         caller cannot marginalise).
+    categories : None, "infer" or tuple
+        What a DataFrame's (or Series') categorical, text (object or string) and boolean
+        columns become. None (the default): text and categorical columns are refused
+        (booleans are the numbers 0 and 1). ``"infer"``: every such column becomes
+        integer category codes (NaN where missing) with its labels in
+        :attr:`Data.categories`: an ordered or unordered categorical's own categories in
+        their order, the sorted distinct values (as text) of a text column, and
+        ``False, True`` (codes 0, 1) for a boolean column; a column with fewer than two
+        distinct values is an error. A tuple (a fit's :attr:`Data.categories`): the
+        columns are coded with those labels (a label the fit did not see is an error
+        naming the column and the label) and the data keeps them, whatever its type.
 
     Returns
     -------
@@ -120,29 +152,34 @@ def as_data(
     Raises
     ------
     TypeError
-        Non-numeric data.
+        Non-numeric data (text or categorical columns without ``categories``).
     ValueError
         Wrong dimensionality, too few rows, NaN (unless ``allow_missing``) or infinite
-        values, values too large to square in float64, or a feature count different
-        from ``n_features``.
+        values, values too large to square in float64, a feature count different
+        from ``n_features``, a coded column with one category, or a label unseen by the
+        fit.
     """
     if not isinstance(allow_missing, (bool, np.bool_)):
         raise TypeError(f"allow_missing must be True or False; got {allow_missing!r}.")
+    categories = check_categories(categories)
     if isinstance(X, Data) and X.validated:
         return _trusted(X, name, n_features, min_obs, bool(allow_missing))
     if isinstance(X, Data):
         data = X
         allow_missing = bool(allow_missing or X.allow_missing)
     elif isinstance(X, pd.Series):
-        data = _from_frame(X.to_frame(name=X.name if X.name is not None else "x0"), name)
+        frame = X.to_frame(name=X.name if X.name is not None else "x0")
+        data = _from_frame(frame, name, categories)
     elif isinstance(X, pd.DataFrame):
-        data = _from_frame(X, name)
+        data = _from_frame(X, name, categories)
     elif isinstance(X, xr.DataArray):
         data = _from_dataarray(X, name)
     else:
         data = _from_array(X, name)
     has_missing = _check_values(data, name, min_obs, bool(allow_missing), missing_hint)
     _check_n_features(data, name, n_features)
+    if isinstance(categories, tuple):  # coded as the fit coded its data
+        data = replace(data, categories=categories)
     data = replace(data, allow_missing=bool(allow_missing), validated=True)
     data.__dict__["has_missing"] = has_missing  # known from the scan: cached_property's slot
     return data
@@ -180,21 +217,143 @@ def check_numeric_columns(frame: Any, name: str) -> None:
     ]
     if bad:
         raise TypeError(
-            f"{name} has non-numeric columns {bad}; select numeric columns "
-            f"(e.g. {name}.select_dtypes('number')) or encode them as numbers first."
+            f"{name} has non-numeric columns {bad}; fit category or text columns with "
+            "family='auto' or bm.families.Categorical() (latent class analysis), select "
+            f"numeric columns (e.g. {name}.select_dtypes('number')) or encode them as "
+            "numbers first."
         )
 
 
-def _from_frame(frame: pd.DataFrame, name: str) -> Data:
-    check_numeric_columns(frame, name)
+def _from_frame(frame: pd.DataFrame, name: str, categories: Categories | str | None) -> Data:
+    feature_names = tuple(str(c) for c in frame.columns)
+    labels = None
+    if categories is None:
+        check_numeric_columns(frame, name)
+        values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        values, labels = _coded_frame(frame, name, categories)
     # row-major like every other input: the fused E-step walks rows (pandas hands out
     # column-major arrays, which the kernels would copy on every pass)
-    values = np.ascontiguousarray(frame.to_numpy(dtype=np.float64, na_value=np.nan))
     return Data(
-        values=values,
-        feature_names=tuple(str(c) for c in frame.columns),
+        values=np.ascontiguousarray(values),
+        feature_names=feature_names,
         obs_names=np.asarray(frame.index),
+        categories=labels,
     )
+
+
+def check_categories(categories: Any) -> Categories | str | None:
+    """``categories`` as :func:`as_data` takes it: None, ``"infer"`` or one entry per
+    feature, each None or a tuple of at least two distinct strings (lists become
+    tuples); ``TypeError`` or ``ValueError`` otherwise."""
+    if categories is None or (isinstance(categories, str) and categories == "infer"):
+        return categories
+    if not isinstance(categories, (tuple, list)):
+        raise TypeError(
+            "categories must be None, 'infer' or one tuple of labels (or None) per feature; "
+            f"got {categories!r}."
+        )
+    out = []
+    for index, labels in enumerate(categories):
+        if labels is not None:
+            if not isinstance(labels, (tuple, list)) or not all(
+                isinstance(label, str) for label in labels
+            ):
+                raise TypeError(f"categories[{index}] must be None or a tuple of strings.")
+            if len(set(labels)) != len(labels) or len(labels) < 2:
+                raise ValueError(
+                    f"categories[{index}] must hold at least two distinct labels; got {labels}."
+                )
+            labels = tuple(labels)
+        out.append(labels)
+    return tuple(out)
+
+
+def _coded_frame(
+    frame: pd.DataFrame, name: str, categories: Categories | str
+) -> tuple[np.ndarray, Categories | None]:
+    """The columns as numbers, typed ones as category codes, and their labels (None when
+    no column is typed and none was given)."""
+    fitted = None if categories == "infer" else categories
+    if fitted is not None and len(fitted) != frame.shape[1]:
+        raise ValueError(
+            f"{name} has {frame.shape[1]} features but the model was fitted on "
+            f"{len(fitted)}; pass data with the same columns as at fit time."
+        )
+    values = np.empty(frame.shape)
+    labels: list[tuple[str, ...] | None] = []
+    for index in range(frame.shape[1]):
+        column = frame.iloc[:, index]
+        known = None if fitted is None else fitted[index]
+        values[:, index], column_labels = _coded_column(column, name, known, fitted is None)
+        labels.append(column_labels)
+    if fitted is None and all(column is None for column in labels):
+        return values, None
+    return values, tuple(labels)
+
+
+def is_typed(dtype: Any) -> bool:
+    """Whether a pandas column of ``dtype`` holds categories (categorical, text/object or
+    boolean) rather than numbers."""
+    return (
+        isinstance(dtype, pd.CategoricalDtype)
+        or pd.api.types.is_bool_dtype(dtype)
+        or pd.api.types.is_object_dtype(dtype)
+        or pd.api.types.is_string_dtype(dtype)
+    )
+
+
+def _coded_column(
+    column: pd.Series, name: str, known: tuple[str, ...] | None, infer: bool
+) -> tuple[np.ndarray, tuple[str, ...] | None]:
+    """One column as numbers: a typed column's category codes (NaN: missing) with the
+    labels ``known`` from a fit, or those of the column when ``infer``."""
+    if not is_typed(column.dtype):
+        check_numeric_columns(column.to_frame(), name)
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
+    if known is None and not infer:
+        raise TypeError(
+            f"{name}'s column {str(column.name)!r} holds {column.dtype} values but was "
+            "numeric when the model was fitted; pass it as numbers."
+        )
+    observed = column.notna().to_numpy()
+    text = column[observed].astype(str)
+    labels = _column_labels(column, text, name) if known is None else known
+    codes = pd.Index(labels).get_indexer(text.to_numpy())
+    if (codes < 0).any():
+        unseen = text.to_numpy()[np.argmax(codes < 0)]
+        raise ValueError(
+            f"{name}'s column {str(column.name)!r} has the category {unseen!r}, which the "
+            f"model did not see when it was fitted (its categories: {list(labels)})."
+        )
+    values = np.full(column.shape[0], np.nan)
+    values[observed] = codes
+    return values, labels
+
+
+def _column_labels(column: pd.Series, text: pd.Series, name: str) -> tuple[str, ...]:
+    """A typed column's labels in code order: a categorical's categories, ``False, True``
+    for booleans, the sorted distinct values of text; ``ValueError`` for a column with
+    fewer than two distinct values or labels equal as text."""
+    distinct = pd.unique(text.to_numpy())
+    if distinct.size < 2:
+        found = f"the single category {distinct[0]!r}" if distinct.size else "no observed value"
+        raise ValueError(
+            f"{name}'s column {str(column.name)!r} has {found}; it tells nothing about the "
+            "classes: drop the column."
+        )
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        labels = tuple(str(c) for c in column.cat.categories)
+    elif pd.api.types.is_bool_dtype(column.dtype):
+        labels = ("False", "True")
+    else:
+        labels = tuple(sorted(str(v) for v in distinct))
+    if len(set(labels)) != len(labels):
+        raise ValueError(
+            f"{name}'s column {str(column.name)!r} has categories that are equal as text "
+            f"({list(labels)}); rename them."
+        )
+    return labels
 
 
 def _from_dataarray(array: xr.DataArray, name: str) -> Data:
