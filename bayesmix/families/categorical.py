@@ -286,6 +286,26 @@ class CategoryFamily(ComponentFamily):
         kernel = np.where(mask, xlogy(alpha - 1.0, table), 0.0).sum(axis=(-2, -1))
         return float((kernel + constant.sum()).sum())
 
+    # -- NUTS and ADVI without PyMC -----------------------------------------------------
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """The hand-written density of the PyMC model on the complete codes ``X``
+        (:mod:`bayesmix.families.category_logdensity`); None with missing entries."""
+        from bayesmix.families.category_logdensity import category_density
+
+        if np.isnan(X).any():
+            return None
+        family = self.for_data(X)
+        n_bins = family.n_bins(X)
+        return category_density(
+            self.name,
+            X,
+            priors["weight_concentration"],
+            family.concentrations(priors, n_bins),
+            family.category_mask(X.shape[1], n_bins).sum(axis=1),
+            n_components,
+            PROBABILITY_FLOOR,
+        )
+
     # -- densities and summaries -------------------------------------------------------
     def log_table(self, params: Parameters, n_bins: int) -> np.ndarray:
         """``log pi`` ``(K, D, n_bins + 1)`` (floored), with a last bin of zeros for
