@@ -402,6 +402,14 @@ def callback_nutpie_model(
     from nutpie.compile_pymc import CompiledPyMCModel
 
     K = shapes["weights"][0]
+    coords = {
+        "component": np.arange(K),
+        "feature": list(feature_names),
+        "feature_": list(feature_names),
+    }
+    for name, names in dims.items():  # any other axis (a Categorical's category) numbered
+        for dim, size in zip(names, shapes.get(name, ()), strict=False):
+            coords.setdefault(dim, np.arange(size))
     return CompiledPyMCModel(
         dims=dims,
         compiled_logp_func=logp_callback,
@@ -416,11 +424,7 @@ def callback_nutpie_model(
         expand_func=None,
         _n_dim=centre.size,
         _shapes=shapes,
-        _coords={
-            "component": np.arange(K),
-            "feature": list(feature_names),
-            "feature_": list(feature_names),
-        },
+        _coords=coords,
     )
 
 
