@@ -6,6 +6,22 @@
 :class:`Mixture`, whose results are the same :class:`~bayesmix.results.EMResult`
 (``predict_proba``, ``predict``, ``score_samples``, ``sample``, ``bic``/``aic``/``icl``,
 ``summary``, ``to_datatree``, ``save``).
+
+Typed columns (latent class analysis): a DataFrame's categorical, text and boolean
+columns are fitted by the category families (``Bernoulli``, ``Categorical``) as integer
+codes with their labels (:func:`bayesmix.data.as_data`'s ``categories``); the fitted
+declaration keeps the labels (``Mixture.categories``), so predictions code new data the
+same way and the posterior labels its categories:
+
+* when every feature has the same labels, the ``category`` coordinate holds them;
+* always, a ``category_label`` coordinate with dims ``(feature, category)`` holds each
+  feature's labels (the code's digits for a numeric column, ``""`` past a feature's own
+  categories). A Bernoulli's ``probabilities`` are those of the label of code 1.
+
+``family="auto"`` chooses the family from the columns when fitted
+(:meth:`Mixture.resolve_family`): Gaussian for numeric columns, Bernoulli when every
+column is boolean or has two categories, Categorical when every column is categorical or
+text; the result's ``settings["family_mapping"]`` records each column's kind.
 """
 
 from __future__ import annotations
@@ -19,9 +35,18 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
+from bayesmix.data import (
+    Categories,
+    Data,
+    as_data,
+    check_categories,
+    check_sample_weight,
+    is_dask_input,
+)
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families.base import ComponentFamily, Parameters
+from bayesmix.families.bernoulli import Bernoulli
+from bayesmix.families.categorical import Categorical, CategoryFamily
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.gaussian.stats import block_rows, iter_blocks
 from bayesmix.model import GaussianMixture
@@ -29,7 +54,10 @@ from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_int
 
-__all__ = ["Mixture", "FAMILY_METHODS"]
+__all__ = ["Mixture", "FAMILY_METHODS", "AUTO"]
+
+#: ``Mixture(K, family=AUTO)``: the family is chosen from the data when fitted
+AUTO = "auto"
 
 #: fit methods of the non-Gaussian families (the Bayesian ones for families with a PyMC
 #: parametrisation, ``family.supports_pymc``)
@@ -54,15 +82,20 @@ class Mixture:
     ----------
     n_components : int
         Number of components K (>= 1).
-    family : ComponentFamily
-        One of :mod:`bayesmix.families`: ``Poisson()``, ``NegativeBinomial()`` or
-        ``Gaussian(covariance_type)`` (which returns a :class:`~bayesmix.GaussianMixture`).
+    family : ComponentFamily or "auto"
+        One of :mod:`bayesmix.families`: ``Poisson()``, ``NegativeBinomial()``,
+        ``StudentT()``, ``Bernoulli()``, ``Categorical()`` or ``Gaussian(covariance_type)``
+        (which returns a :class:`~bayesmix.GaussianMixture`); ``"auto"``: chosen from the
+        data's columns when fitted (:meth:`resolve_family`).
     priors : mapping, optional
         Prior hyperparameters by name: ``weight_concentration`` (Dirichlet, default 4)
         and the family's own (see its docstring); missing ones take their data-scaled
         defaults (:meth:`resolve_priors` shows them). ``fit(method="em")`` gives the
         maximum-likelihood estimate when ``priors`` is None and the MAP estimate when
         priors are given; ``method="map"`` always uses them.
+    categories : tuple, optional
+        The category labels of the fitted data's columns (:attr:`bayesmix.data.Data.
+        categories`); set by :meth:`fit` on the result's declaration, not by hand.
 
     Examples
     --------
@@ -77,18 +110,34 @@ class Mixture:
     n_components: int
     family: ComponentFamily
     priors: Mapping[str, Any] | None = field(default=None, hash=False)
+    categories: Categories | None = None
 
-    def __new__(cls, n_components: Any = None, family: Any = None, priors: Any = None):
+    def __new__(
+        cls,
+        n_components: Any = None,
+        family: Any = None,
+        priors: Any = None,
+        categories: Any = None,
+    ):
         if isinstance(family, Gaussian):
             return GaussianMixture(n_components, family.covariance_type, priors)
         return super().__new__(cls)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_components", check_int(self.n_components, "n_components"))
+        categories = check_categories(self.categories)
+        if isinstance(categories, str):
+            raise TypeError("categories must be None or one tuple of labels per feature.")
+        object.__setattr__(self, "categories", categories)
+        if isinstance(self.family, str) and self.family == AUTO:
+            if self.priors is not None and not isinstance(self.priors, Mapping):
+                raise TypeError("priors must be None or a mapping of hyperparameters.")
+            return  # the family's priors are checked once the data have chosen it
         if not isinstance(self.family, ComponentFamily):
             raise TypeError(
                 "family must be a component family from bayesmix.families (Gaussian(), "
-                f"Poisson(), NegativeBinomial()); got {type(self.family).__name__}."
+                "Poisson(), NegativeBinomial(), StudentT(), Bernoulli(), Categorical()) or "
+                f"'auto'; got {self.family!r}."
             )
         if self.priors is not None:
             if not isinstance(self.priors, Mapping):
@@ -106,7 +155,7 @@ class Mixture:
             object.__setattr__(self, "priors", dict(self.priors))
 
     def __hash__(self) -> int:
-        return hash((self.n_components, self.family, repr(self.priors)))
+        return hash((self.n_components, self.family, repr(self.priors), self.categories))
 
     # -- the declaration -------------------------------------------------------------
     def n_parameters(self, n_features: int) -> int:
@@ -119,8 +168,67 @@ class Mixture:
     ) -> Data:
         """``X`` validated for this family (numbers, then the family's support); with
         ``missing="marginalize"`` NaN marks a missing entry and rows without any observed
-        entry are dropped with a ``MissingDataWarning``."""
+        entry are dropped with a ``MissingDataWarning``. With ``family="auto"``, checked
+        for the family the data choose."""
+        if self.is_auto:
+            family, _ = self.resolve_family(X, missing)
+            model = Mixture(self.n_components, family, self.priors)
+            return model.check_data(X, n_features, name, missing)
         return self._checked(X, n_features, name, missing)[0]
+
+    @property
+    def is_auto(self) -> bool:
+        """Whether the family is chosen from the data when fitted (``family="auto"``)."""
+        return isinstance(self.family, str)
+
+    def resolve_family(self, X: Any, missing: Any = "error") -> tuple[Any, dict[str, str]]:
+        """The family ``family="auto"`` fits to ``X``, and the kind of every column.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or DataArray
+            The data to fit.
+        missing : {"error", "marginalize"}
+            Whether NaN (and None in typed columns) marks missing entries.
+
+        Returns
+        -------
+        family : ComponentFamily
+            ``Gaussian()`` when every column is numeric (numbers, also 0/1),
+            ``Bernoulli()`` when every column is boolean or categorical/text with two
+            categories, ``Categorical()`` when every column is categorical or text.
+        mapping : dict of str to str
+            Column name -> ``"numeric"``, ``"binary (<label of 0>, <label of 1>)"`` or
+            ``"categorical (<labels in code order>)"``; the fitted result keeps it as
+            ``settings["family_mapping"]``.
+
+        Raises
+        ------
+        ValueError
+            Numeric and categorical columns together (a product family over column
+            groups is not available yet; the message names the columns of each kind).
+        """
+        data = as_data(X, categories="infer", allow_missing=missing == "marginalize")
+        labels = data.categories or (None,) * data.n_features
+        mapping = {
+            name: _column_kind(column)
+            for name, column in zip(data.feature_names, labels, strict=True)
+        }
+        numeric = [name for name, kind in mapping.items() if kind == "numeric"]
+        typed = [name for name, kind in mapping.items() if kind != "numeric"]
+        if numeric and typed:
+            raise ValueError(
+                f"family='auto' found numeric columns {numeric} and categorical columns "
+                f"{typed}; mixtures over mixed column types (a product family) are not "
+                "available yet: fit the numeric columns with a Gaussian family and the "
+                "categorical ones with bm.families.Categorical() separately, or encode "
+                "the categorical columns as numbers."
+            )
+        if not typed:
+            return Gaussian(), mapping
+        if all(column is not None and len(column) == 2 for column in labels):
+            return Bernoulli(), mapping
+        return Categorical(), mapping
 
     def _checked(
         self, X: Any, n_features: int | None, name: str, missing: Any
@@ -128,12 +236,16 @@ class Mixture:
         """:meth:`check_data`'s data and the mask of the rows it kept (None: all)."""
         _check_missing(self.family, missing)
         allow = missing == "marginalize"
+        coding = self.categories
+        if coding is None and isinstance(self.family, CategoryFamily):
+            coding = "infer"
         data = as_data(
             X,
             name=name,
             n_features=n_features,
             allow_missing=allow,
             missing_hint=self.family.supports_missing,
+            categories=coding,
         )
         self.check_values(data.values, data.feature_names, name)
         if not data.has_missing:
@@ -226,7 +338,13 @@ class Mixture:
         Returns
         -------
         EMResult or BayesResult
+            With ``family="auto"``, the fit of the family the data choose
+            (:meth:`resolve_family`; a :class:`~bayesmix.GaussianMixture`'s result for
+            numeric columns), whose ``settings["family_mapping"]`` holds each column's
+            kind.
         """
+        if self.is_auto:
+            return self._fit_auto(X, method, options)
         if not isinstance(method, str) or method not in FAMILY_METHODS:
             raise ValueError(
                 f"method must be one of {list(FAMILY_METHODS)} for the {self.family.name} "
@@ -247,11 +365,9 @@ class Mixture:
         if is_dask_input(X):
             return _fit_dask(self, X, method, missing, options)
         data, kept = self._checked(X, None, "X", missing)
-        family = self.family.for_data(data.values)
-        if family is not self.family:  # settings fixed by the data (Categorical's categories)
-            return Mixture(self.n_components, family, self.priors).fit(
-                X, method, missing=missing, **options
-            )
+        fixed = self._fixed_by(data)
+        if fixed != self:  # settings fixed by the data (Categorical's categories, labels)
+            return fixed.fit(X, method, missing=missing, **options)
         weights = options.get("sample_weight")
         if kept is not None and weights is not None and np.ndim(weights) == 1:
             # rows with no observed entry left the data: their weights leave too
@@ -277,6 +393,39 @@ class Mixture:
             result = fit_family_em(self, data, use_priors=use_priors, **options)
         result.settings["missing"] = missing
         return result
+
+    def _fit_auto(self, X: Any, method: str, options: dict) -> MixtureResult:
+        """The fit of the family :meth:`resolve_family` chooses, with the mapping."""
+        if is_dask_input(X):
+            raise ValueError(
+                "family='auto' chooses the family from data in memory; X is a Dask "
+                "collection: name the family (e.g. bm.families.Categorical(n_categories=...))."
+            )
+        family, mapping = self.resolve_family(X, options.get("missing", "error"))
+        result = Mixture(self.n_components, family, self.priors).fit(X, method, **options)
+        result.settings["family_mapping"] = mapping
+        return result
+
+    def _fixed_by(self, data: Data) -> Mixture:
+        """The declaration with the settings ``data`` fix: the family's (Categorical's
+        numbers of categories: a coded column's number of labels, else its largest code
+        plus one) and the columns' labels; ``ValueError`` when a column has more labels
+        than the family's categories."""
+        family = self.family.for_data(data.values)
+        if data.categories is None:
+            return Mixture(self.n_components, family, self.priors)
+        if isinstance(family, Bernoulli):
+            sizes = [2] * data.n_features
+        else:
+            sizes = family.sizes(data.n_features)
+            if self.family.n_categories is None:  # inferred: the labels count, seen or not
+                sizes = [
+                    len(labels) if labels is not None else int(size)
+                    for labels, size in zip(data.categories, sizes, strict=True)
+                ]
+                family = Categorical(tuple(sizes))
+        _check_label_counts(family, data, sizes)
+        return Mixture(self.n_components, family, self.priors, data.categories)
 
     def fit_options(self, method: str) -> frozenset[str]:
         """The options :meth:`fit` takes with ``method``."""
@@ -400,11 +549,55 @@ class Mixture:
         }
         if any("feature_" in dims for dims in self.family.parameters.values()):
             coords["feature_"] = list(feature_names)
+        coords.update(self._category_coords(arrays))
         return xr.Dataset(variables, coords=coords)
+
+    def _category_coords(self, arrays: Parameters) -> dict[str, Any]:
+        """The labels of the categories (none without :attr:`categories`): a
+        ``category_label`` coordinate ``(feature, category)`` (a numeric column's codes
+        as text, ``""`` past a feature's categories) and, when every feature has the same
+        labels, those as the ``category`` coordinate."""
+        if self.categories is None:
+            return {}
+        widths = [
+            arrays[name].shape[-1]
+            for name, dims in self.family.parameters.items()
+            if dims[-1:] == ("category",)
+        ]
+        width = widths[0] if widths else 2  # a Bernoulli: codes 0 and 1
+        labels = [
+            list(column) if column is not None else [str(code) for code in range(width)]
+            for column in self.categories
+        ]
+        table = np.array([column + [""] * (width - len(column)) for column in labels], dtype=str)
+        coords: dict[str, Any] = {"category_label": (("feature", "category"), table)}
+        if all(column == labels[0] for column in labels) and len(labels[0]) == width:
+            coords["category"] = labels[0]
+        return coords
 
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
         return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
+
+
+def _column_kind(labels: tuple[str, ...] | None) -> str:
+    """A column's kind for ``family="auto"``'s mapping."""
+    if labels is None:
+        return "numeric"
+    kind = "binary" if len(labels) == 2 else "categorical"
+    return f"{kind} ({', '.join(labels)})"
+
+
+def _check_label_counts(family: ComponentFamily, data: Data, sizes: Any) -> None:
+    """``ValueError`` naming the first coded column with more labels than the family has
+    categories for it."""
+    for name, labels, size in zip(data.feature_names, data.categories, sizes, strict=True):
+        if labels is not None and len(labels) > size:
+            raise ValueError(
+                f"X's column {name!r} has {len(labels)} categories ({', '.join(labels)}) "
+                f"but the {family!r} family takes {int(size)} for it; use "
+                "bm.families.Categorical() (or drop unused categories)."
+            )
 
 
 def _check_missing(family: ComponentFamily, missing: Any) -> None:

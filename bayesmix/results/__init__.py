@@ -319,8 +319,14 @@ class MixtureResult:
 
     def _validated_data(self, X: Any) -> Data:
         """``X`` checked against the fit: number of features, NaN policy, and the
-        family's support (counts for count families)."""
-        data = as_data(X, n_features=self.n_features, allow_missing=self._allows_missing)
+        family's support (counts for count families); a DataFrame's category and text
+        columns coded with the fitted labels (the declaration's ``categories``)."""
+        data = as_data(
+            X,
+            n_features=self.n_features,
+            allow_missing=self._allows_missing,
+            categories=getattr(self.model, "categories", None),
+        )
         self.model.check_values(data.values, data.feature_names, "X")
         return data
 
