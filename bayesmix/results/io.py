@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from bayesmix.data import Data
+from bayesmix.data import Data, check_categories
 from bayesmix.families import FAMILIES
 from bayesmix.families.gaussian.covariance import STRUCTURES, get_structure
 from bayesmix.families.gaussian.stats import Params
@@ -449,12 +449,15 @@ def _info_attrs(result: MixtureResult) -> dict[str, Any]:
 
 def _model_dict(model: Any) -> dict:
     if isinstance(model, Mixture):
-        return {
+        out = {
             "n_components": model.n_components,
             "family": model.family.name,
             "family_settings": model.family.settings(),
             "priors": model.priors,
         }
+        if model.categories is not None:  # files of fits without labels stay as they were
+            out["categories"] = model.categories
+        return out
     priors = None
     if model.priors is not None:
         priors = {f.name: getattr(model.priors, f.name) for f in dataclasses.fields(Priors)}
@@ -590,6 +593,9 @@ def load(path: str | os.PathLike) -> MixtureResult:
         dims = _PARAMETER_DIMS
     posterior = loader.group(tree, "posterior")
     feature_names = loader.names(posterior, "posterior", "feature")
+    labels = getattr(model, "categories", None)
+    if labels is not None and len(labels) != len(feature_names):
+        raise loader.fail("model.categories", f"must have {len(feature_names)} entries")
     needs_pairs = any("feature_" in d for d in dims.values())
     if needs_pairs and loader.names(posterior, "posterior", "feature_") != feature_names:
         raise loader.fail("coordinate 'posterior/feature_'", "differs from 'posterior/feature'")
@@ -656,7 +662,10 @@ def _load_model(loader: _Loader, raw: Any):
 
 def _load_family_model(loader: _Loader, raw: dict) -> Mixture:
     raw = loader.mapping(
-        raw, "model", required=("n_components", "family", "family_settings", "priors")
+        raw,
+        "model",
+        required=("n_components", "family", "family_settings", "priors"),
+        optional=("categories",),
     )
     n_components = loader.integer(raw["n_components"], "model.n_components", minimum=1)
     family_class = FAMILIES.get(raw["family"])
@@ -665,10 +674,24 @@ def _load_family_model(loader: _Loader, raw: dict) -> Mixture:
             "model.family", f"must be one of {sorted(FAMILIES)}; got {raw['family']!r}"
         )
     settings = loader.mapping(raw["family_settings"], "model.family_settings", free=True)
+    categories = _load_categories(loader, raw.get("categories"), "model.categories")
     try:
-        return Mixture(n_components, family_class(**settings), raw["priors"])
+        return Mixture(n_components, family_class(**settings), raw["priors"], categories)
     except (TypeError, ValueError) as exc:
         raise loader.fail("model", f"is invalid: {_one_line(exc)}") from None
+
+
+def _load_categories(loader: _Loader, raw: Any, field: str) -> tuple | None:
+    """Category labels (:attr:`bayesmix.data.Data.categories`): None, or per feature
+    None or a tuple of distinct strings."""
+    if raw is None:
+        return None
+    if not isinstance(raw, tuple):
+        raise loader.fail(field, f"must be a tuple of label tuples; got {type(raw).__name__}")
+    try:
+        return check_categories(raw)
+    except (TypeError, ValueError) as exc:
+        raise loader.fail(field, f"is invalid: {_one_line(exc)}") from None
 
 
 def _load_family_priors(loader: _Loader, raw: Any, model: Mixture) -> dict | None:
@@ -857,6 +880,9 @@ def _load_bayes(loader, tree, model, settings, raw_fields, priors, feature_names
                 "coordinate 'observed_data/obs'",
                 f"has dtype {obs_names.dtype}, not the recorded {obs_dtype}",
             ) from None
+    extra["categories"] = _load_categories(
+        loader, extra.get("categories"), "fields.data.categories"
+    )
     data = Data(values, feature_names, obs_names, **extra)
 
     sample_stats = None
