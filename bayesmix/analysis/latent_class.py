@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import xlogy
 
+from bayesmix.analysis.clustering import result_data
 from bayesmix.families.categorical import CategoryFamily
 from bayesmix.results import EMResult, MixtureResult
 from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
@@ -49,16 +50,13 @@ def _check_result(result: Any) -> MixtureResult:
 
 
 def _memberships(result: Any, X: Any, caller: str) -> np.ndarray:
-    """``predict_proba`` of ``X`` (default: a Bayesian result's training data), ``(n, K)``."""
-    _check_result(result)
+    """``predict_proba`` of ``X`` (default: a Bayesian result's training data), ``(n, K)``.
+
+    Given ``X`` goes to ``predict_proba`` as it is, so a fit with ``missing="marginalize"``
+    takes NaN cells."""
     if X is None:
-        X = getattr(result, "data", None)
-        if X is None:
-            raise ValueError(
-                f"X is required for {type(result).__name__}, which does not keep its "
-                f"training data; call {caller}(result, X)."
-            )
-    return np.asarray(result.predict_proba(X))
+        X = result_data(result, None, caller)
+    return np.asarray(_check_result(result).predict_proba(X))
 
 
 def _quantiles(draws: np.ndarray, ci_prob: float) -> tuple[np.ndarray, np.ndarray]:
