@@ -4,7 +4,8 @@ Two routes:
 
 * :func:`select_components` fits a grid of declarations (number of components ``K`` x
   covariance structure x inference method) and tabulates information criteria for the
-  point estimates (BIC, AIC, ICL) and PSIS-LOO for the posterior fits, marking the best
+  point estimates (BIC, AIC, sample-size-adjusted BIC, ICL, and the entropy R² of their
+  memberships) and PSIS-LOO for the posterior fits, marking the best
   model of each method under each criterion.
 * :func:`overfitted_mixture` declares one mixture with more components than needed and a
   sparse symmetric Dirichlet prior on the weights (Rousseau & Mengersen 2011;
@@ -27,6 +28,7 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.analysis.clustering import result_data
+from bayesmix.analysis.latent_class import adjusted_bic, entropy_r2
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.families import ComponentFamily, Gaussian
@@ -60,7 +62,7 @@ __all__ = [
 
 COVARIANCE_TYPES = tuple(STRUCTURES)
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
-EM_CRITERIA = ("bic", "aic", "icl")
+EM_CRITERIA = ("bic", "aic", "abic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)
 #: Pareto shape above which PSIS-LOO's importance sampling is unreliable (Vehtari et al. 2024).
 PARETO_K_THRESHOLD = 0.7
@@ -77,7 +79,9 @@ _EM_COLUMNS = (
     "n_parameters",
     "bic",
     "aic",
+    "abic",
     "icl",
+    "entropy_r2",
     "mclust_bic",
     "mclust_icl",
     "converged",
@@ -98,6 +102,16 @@ _LOO_COLUMNS = (
 # What the displayed columns mean, each line keyed by the column that calls for it.
 _COLUMN_MEANINGS = (
     ("bic", "bic, aic, icl: scikit-learn's sign, lower is better (-2 log L + penalty)"),
+    (
+        "abic",
+        "abic: sample-size-adjusted BIC (Sclove 1987), -2 log L + p log((n + 2) / 24), "
+        "lower is better",
+    ),
+    (
+        "entropy_r2",
+        "entropy_r2: relative entropy of the memberships (Mplus' entropy), 1 = classes "
+        "fully separated; describes the classification, not the fit (never marked best)",
+    ),
     (
         "bic",
         "mclust_bic = -bic, mclust_icl = -icl (mclust's sign, higher is better): in "
@@ -251,8 +265,13 @@ def select_components(
     scored by information criteria, posterior fits (``nuts``, ``advi``,
     ``fullrank_advi``) by PSIS-LOO through :func:`arviz.loo` and :func:`arviz.compare`.
 
-    **Sign conventions.** ``bic = -2 log L + p log n``, ``aic = -2 log L + 2 p`` and
+    **Sign conventions.** ``bic = -2 log L + p log n``, ``aic = -2 log L + 2 p``,
+    ``abic = -2 log L + p log((n + 2) / 24)`` (the sample-size-adjusted BIC of Sclove
+    1987, Mplus' and the latent class literature's aBIC) and
     ``icl = bic - 2 sum_n log max_k z_nk`` follow scikit-learn: *lower is better*.
+    ``entropy_r2`` (:func:`bayesmix.entropy_r2`, Mplus' entropy) is the relative entropy
+    of the fit's memberships of ``X``, 1 for fully separated classes and NaN for
+    ``K = 1``; it describes the classification and is tabulated, never used to choose.
     ``mclust_bic = -bic`` and ``mclust_icl = -icl`` follow R's mclust: *higher is
     better*. ``elpd_loo`` (expected log pointwise predictive density): *higher is
     better*; ``-2 elpd_loo`` is on the deviance scale of BIC and AIC.
@@ -275,7 +294,7 @@ def select_components(
         spurious maximum is kept.
     random_state : int, numpy.random.Generator or None
         Seeds every fit (one child seed per fit, so the same seed gives the same table).
-    criterion : {"bic", "aic", "icl", "loo"}, optional
+    criterion : {"bic", "aic", "abic", "icl", "loo"}, optional
         Criterion that picks :attr:`SelectionResult.best` and is drawn by
         :meth:`SelectionResult.plot`. Default: ``"bic"`` for EM methods and ``"loo"``
         for Bayesian ones. Every criterion is computed and marked in the table
@@ -454,7 +473,9 @@ def _fit_one(model, data, key, seed, n_init, options):
             n_parameters=fit.n_parameters,
             bic=bic,
             aic=fit.aic(),
+            abic=adjusted_bic(fit),
             icl=icl,
+            entropy_r2=entropy_r2(fit, data) if k > 1 else np.nan,
             mclust_bic=-bic,
             mclust_icl=-icl,
             converged=fit.converged,
@@ -586,15 +607,16 @@ class SelectionResult:
         ``status`` (``"ok"``, ``"failed"``, ``"spurious"`` or ``"degenerate"``; only
         ``"ok"`` fits are marked best), ``message`` (the error of a failed fit),
         ``notes`` (warnings of the fit), ``fit_seconds``; for EM methods
-        ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``icl`` (lower is better),
-        ``mclust_bic``, ``mclust_icl`` (= minus those, higher is better), ``converged``,
+        ``log_likelihood``, ``n_parameters``, ``bic``, ``aic``, ``abic``, ``icl`` (lower
+        is better), ``entropy_r2`` (separation of the classes), ``mclust_bic``,
+        ``mclust_icl`` (= minus those, higher is better), ``converged``,
         ``spurious_starts`` (EM starts set aside as spurious maxima);
         for Bayesian methods ``elpd_loo``, ``se``, ``p_loo``, ``elpd_diff`` and ``dse``
         (against the highest ``elpd_loo`` of the same method), ``loo_weight`` (stacking
         weight),
         ``n_high_k`` (Pareto ``k > 0.7``), ``max_k``, ``divergences`` (NUTS) and
         ``rhat_loglik`` (r_hat of the total log-likelihood, a label-invariant
-        convergence check); and ``best_bic``, ``best_aic``, ``best_icl``,
+        convergence check); and ``best_bic``, ``best_aic``, ``best_abic``, ``best_icl``,
         ``best_loo`` marking the best fit of each method (lowest criterion; for LOO the
         fewest components within one ``dse`` of the highest ``elpd_loo``).
     fits : dict

@@ -31,12 +31,13 @@ def _is_selection(selection: Any) -> bool:
 _CURVES = {
     "bic": ("bic", "best_bic", "BIC", True),
     "aic": ("aic", "best_aic", "AIC", True),
+    "abic": ("abic", "best_abic", "aBIC", True),
     "icl": ("icl", "best_icl", "ICL", True),
     "mclust_bic": ("mclust_bic", "best_bic", "mclust BIC", False),
     "mclust_icl": ("mclust_icl", "best_icl", "mclust ICL", False),
     "loo": ("elpd_loo", "best_loo", "elpd_loo", False),
 }
-_POINT_CRITERIA = ("bic", "aic", "icl", "mclust_bic", "mclust_icl")
+_POINT_CRITERIA = ("bic", "aic", "abic", "icl", "mclust_bic", "mclust_icl")
 
 
 def _get_ax(ax: Any) -> matplotlib.axes.Axes:
@@ -67,7 +68,7 @@ def plot_selection(
     ----------
     selection : SelectionResult
         Output of :func:`bayesmix.select_components`.
-    criterion : {"bic", "aic", "icl", "mclust_bic", "mclust_icl", "loo"}, optional
+    criterion : {"bic", "aic", "abic", "icl", "mclust_bic", "mclust_icl", "loo"}, optional
         What to draw; default: the headline criterion of each method. An EM criterion
         draws the EM methods only, ``"loo"`` the Bayesian ones only.
     ax : matplotlib.axes.Axes, optional
