@@ -272,3 +272,18 @@ def test_bad_input_is_refused(binary):
         bm.plots.plot_profile(em, categories=[2])
     with pytest.raises(ValueError, match="features"):
         bm.entropy_r2(em, X[:, :3])
+
+
+def test_missing_cells_are_marginalised_in_memberships(binary):
+    X, _ = binary
+    X = X.copy()
+    X[np.random.default_rng(5).uniform(size=X.shape) < 0.1] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        em = bm.Mixture(2, bm.families.Bernoulli()).fit(X, missing="marginalize", random_state=0)
+    resp = em.predict_proba(X)
+    assert np.isfinite(resp).all()
+    expected = 1.0 + (resp * np.log(resp)).sum() / (len(X) * np.log(2))
+    assert bm.entropy_r2(em, X) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(bm.classification_table(em, X).sum(axis=1), 1.0)
+    assert bm.class_sizes(em, X)["modal_count"].sum() == len(X)
