@@ -24,7 +24,12 @@ FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # the non-Gaussian families by name (bayesmix.families.FAMILIES; kept here so --help does
 # not import the package)
-FAMILY_NAMES = ("poisson", "negative_binomial", "student_t")
+FAMILY_NAMES = ("poisson", "negative_binomial", "student_t", "bernoulli", "categorical", "auto")
+#: the families ``select`` compares (the category families are fitted by ``fit``)
+SELECT_FAMILY_NAMES = ("poisson", "negative_binomial", "student_t")
+#: families that fit a CSV's text columns (as categories, latent class analysis); "auto"
+#: chooses the family from the columns (bayesmix.Mixture.resolve_family)
+TEXT_FAMILIES = ("bernoulli", "categorical", "auto")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
@@ -232,6 +237,7 @@ def read_data(
     index_col: str | None = None,
     drop_missing: bool = False,
     na_values: Sequence[str] = (),
+    text_columns: bool = False,
 ) -> tuple[Any, dict[str, Any], list[str]]:
     """Read a CSV or Parquet file and select the numeric columns to fit.
 
@@ -250,6 +256,9 @@ def read_data(
     na_values : sequence of str
         Cell values that mean "missing" besides empty cells and ``NA``/``NaN`` (e.g.
         ``"?"``); a numeric column holding any other text is refused.
+    text_columns : bool
+        Keep text (and boolean) columns too, as text: the category families fit them
+        (``--family bernoulli``, ``categorical`` or ``auto``).
 
     Notes
     -----
@@ -261,7 +270,7 @@ def read_data(
     Returns
     -------
     frame : pandas.DataFrame
-        The columns to fit, all numeric.
+        The columns to fit, all numeric (numbers or text with ``text_columns``).
     info : dict
         What was read, for the report (file, rows and columns used or dropped).
     messages : list of str
@@ -306,7 +315,7 @@ def read_data(
 
     if columns is None:
         _check_mostly_numeric(frame, path)
-        numeric = frame.select_dtypes("number")
+        numeric = frame if text_columns else frame.select_dtypes("number")
         dropped = [c for c in frame.columns if c not in numeric.columns]
         if numeric.shape[1] == 0:
             raise _InputError(
@@ -334,7 +343,7 @@ def read_data(
             for c, d in bad.items()
             if not pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])
         }
-        if bad:
+        if bad and not text_columns:
             examples = []
             for column in bad:
                 values = pd.to_numeric(frame[column], errors="coerce")
@@ -347,7 +356,8 @@ def read_data(
                 f"column(s) {', '.join(examples)} are not numeric; bayesmix fits numeric "
                 "columns only — encode them as numbers or leave them out of --columns."
             )
-    frame = frame.astype("float64")
+    numbers = frame.select_dtypes("number").columns
+    frame = frame.astype(dict.fromkeys(numbers, "float64"))
     missing = frame.isna()
     if missing.to_numpy().any():
         per_column = missing.sum()
@@ -591,7 +601,10 @@ Examples:
     default="gaussian",
     show_default=True,
     help="Component family: gaussian (every method); student_t (heavy tails), poisson or "
-    "negative_binomial (counts): em, map, nuts, advi, fullrank_advi.",
+    "negative_binomial (counts): em, map, nuts, advi, fullrank_advi; bernoulli or "
+    "categorical (text, category and 0/1 columns: latent class analysis): the same; auto: "
+    "chosen from the columns (gaussian for numbers, bernoulli for two categories each, "
+    "else categorical).",
 )
 @click.option(
     "--covariance",
@@ -652,7 +665,9 @@ def fit(
 
     The components are Gaussian unless --family names another family: student_t
     (robust to outliers), poisson or negative_binomial (counts; every column a count,
-    independent given the component). DATA is a CSV file with a header row or a Parquet
+    independent given the component), bernoulli or categorical (text, category or 0/1
+    columns, each a set of categories: latent class analysis), or auto (chosen from the
+    columns, and shown). DATA is a CSV file with a header row or a Parquet
     file. Writes into --out:
     summary.csv (one row per method and parameter), <method>.nc (the result as a
     netCDF DataTree; read it with bayesmix.results.io.load), PNG plots and report.html, a
@@ -663,11 +678,20 @@ def fit(
     from bayesmix.viz.report import feature_ranking, fit_methods, write_report
 
     family = family.lower()
-    model, structure = _declaration(components, family, covariance, methods, mass_matrix)
+    if family != "auto":  # usage errors before the data are read
+        model, structure = _declaration(components, family, covariance, methods, mass_matrix)
     frame, info, messages = read_data(
-        data, columns, index_col=index_col, drop_missing=drop_missing, na_values=na_values
+        data,
+        columns,
+        index_col=index_col,
+        drop_missing=drop_missing,
+        na_values=na_values,
+        text_columns=family in TEXT_FAMILIES,
     )
     _echo_messages(messages)
+    if family == "auto":
+        family = _auto_family(components, frame, info)
+        model, structure = _declaration(components, family, covariance, methods, mass_matrix)
     if components > frame.shape[0]:
         raise click.BadParameter(
             f"{components} components for {frame.shape[0]} observations; K must be at most "
@@ -679,6 +703,7 @@ def fit(
             model.check_data(frame)
         except ValueError as exc:
             raise _InputError(f"{exc} (--family {family})") from None
+    coded = _coded(frame) if family in TEXT_FAMILIES else frame
     seed = _seed(seed)
     click.echo(
         f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
@@ -725,7 +750,7 @@ def fit(
     click.echo(f"Writing the report to {out}/ ...")
     files = write_report(
         results,
-        frame,
+        coded,
         out,
         title=f"bayesmix: {components}-component {structure} mixture of {data.name}",
         data_info=info,
@@ -736,9 +761,36 @@ def fit(
     )
     location = "means" if "means" in model.parameter_names else model.parameter_names[1]
     first = next(iter(results.values()))
-    _echo_estimates(files.summary, feature_ranking(first, frame), location)
+    _echo_estimates(files.summary, feature_ranking(first, coded), location)
     for line in files.lines():
         click.echo(line)
+
+
+def _auto_family(components: int, frame: Any, info: dict[str, Any]) -> str:
+    """The family ``--family auto`` fits to ``frame`` (echoing each column's kind, and
+    recording them in the report's ``info``); mixed column kinds are an input error."""
+    from bayesmix.mixture import Mixture
+
+    try:
+        chosen, mapping = Mixture(components, "auto").resolve_family(frame)
+    except (TypeError, ValueError) as exc:
+        raise _InputError(f"{_one_line(exc)} (--family auto)") from None
+    name = chosen.name
+    kinds = "; ".join(f"{column}: {kind}" for column, kind in mapping.items())
+    click.echo(f"Family (auto): {name} ({kinds})")
+    info["family (auto)"] = f"{name} ({kinds})"
+    return name
+
+
+def _coded(frame: Any) -> Any:
+    """``frame`` with text columns as their category codes (the numbers the category
+    families fit, which the report draws)."""
+    import pandas as pd
+
+    from bayesmix.data import as_data
+
+    data = as_data(frame, categories="infer", allow_missing=True)
+    return pd.DataFrame(data.values, index=frame.index, columns=frame.columns)
 
 
 def _declaration(
@@ -854,7 +906,7 @@ Examples:
 @click.option(
     "--family",
     "families",
-    type=_ChoiceList(FAMILY_NAMES, "family"),
+    type=_ChoiceList(SELECT_FAMILY_NAMES, "family"),
     default=None,
     help="Other component families to compare, comma-separated: poisson, negative_binomial "
     "(counts), student_t (heavy tails); compared by the same criteria.",

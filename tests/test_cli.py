@@ -77,7 +77,9 @@ def test_help_of_every_command_has_examples(command):
 
 def test_fit_help_names_the_families_and_their_methods():
     text = " ".join(run("fit", "--help").output.split())
-    assert "--family [gaussian|poisson|negative_binomial|student_t]" in text
+    assert (
+        "--family [gaussian|poisson|negative_binomial|student_t|bernoulli|categorical|auto]" in text
+    )
     assert "student_t (heavy tails), poisson or negative_binomial (counts): em, map, nuts" in text
     assert "--family negative_binomial --method em,map,nuts" in text  # an example
 
