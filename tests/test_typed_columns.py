@@ -1,0 +1,249 @@
+"""Typed columns (latent class analysis on DataFrames): categorical, text and boolean
+columns as category codes with their labels, through fit, predict, save/load, the
+``family="auto"`` choice and the CLI."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+import bayesmix as bm
+from bayesmix.cli import cli
+from bayesmix.data import as_data
+from bayesmix.exceptions import MissingDataWarning
+
+
+def _survey(n: int = 240, seed: int = 0) -> pd.DataFrame:
+    """Two classes answering an ordered, an unordered, a text, a string and a boolean item."""
+    rng = np.random.default_rng(seed)
+    z = rng.random(n) < 0.5
+    pick = lambda p, q, labels: np.where(  # noqa: E731
+        z, rng.choice(labels, n, p=p), rng.choice(labels, n, p=q)
+    )
+    return pd.DataFrame(
+        {
+            "level": pd.Categorical(
+                pick([0.8, 0.15, 0.05], [0.05, 0.15, 0.8], ["low", "mid", "high"]),
+                categories=["low", "mid", "high"],
+                ordered=True,
+            ),
+            "colour": pd.Categorical(
+                pick([0.7, 0.3], [0.2, 0.8], ["red", "blue"]), categories=["red", "blue"]
+            ),
+            "city": pick([0.6, 0.3, 0.1], [0.1, 0.3, 0.6], ["Oslo", "Bergen", "Tromso"]),
+            "pet": pd.array(pick([0.9, 0.1], [0.2, 0.8], ["dog", "cat"]), dtype="string"),
+            "smoker": pick([0.9, 0.1], [0.1, 0.9], [True, False]).astype(bool),
+        }
+    )
+
+
+# -- coding ----------------------------------------------------------------------------
+def test_codes_and_labels_of_each_column_type():
+    frame = _survey()
+    data = as_data(frame, categories="infer")
+    assert data.categories == (
+        ("low", "mid", "high"),  # an ordered categorical keeps its order
+        ("red", "blue"),  # an unordered one its own categories' order
+        ("Bergen", "Oslo", "Tromso"),  # text: sorted
+        ("cat", "dog"),  # string dtype: sorted
+        ("False", "True"),  # booleans
+    )
+    expected = np.column_stack(
+        [
+            frame["level"].cat.codes,
+            frame["colour"].cat.codes,
+            pd.Index(["Bergen", "Oslo", "Tromso"]).get_indexer(frame["city"]),
+            (frame["pet"] == "dog").astype(int),
+            frame["smoker"].astype(int),
+        ]
+    ).astype(float)
+    np.testing.assert_array_equal(data.values, expected)
+    assert data.values.flags.c_contiguous
+
+
+def test_missing_cells_are_nan_codes():
+    frame = pd.DataFrame({"a": ["x", None, "y", "x"], "b": pd.Categorical(["u", "v", None, "u"])})
+    data = as_data(frame, categories="infer", allow_missing=True)
+    np.testing.assert_array_equal(data.values, [[0, 0], [np.nan, 1], [1, np.nan], [0, 0]])
+
+
+def test_without_categories_text_columns_are_refused_with_the_fix():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    with pytest.raises(TypeError, match=r"non-numeric columns \['b'\].*family='auto'"):
+        as_data(frame)
+    with pytest.raises(TypeError, match="Categorical"):
+        bm.GaussianMixture(2).fit(frame)
+    with pytest.raises(TypeError, match="non-numeric"):
+        bm.Mixture(1, bm.families.Poisson()).fit(frame)
+
+
+@pytest.mark.parametrize(
+    "column",
+    [["a", "a", "a"], pd.Categorical(["u", "u", "u"], categories=["u", "v"]), [True] * 3],
+)
+def test_a_column_with_one_category_is_a_one_line_error(column):
+    frame = pd.DataFrame({"ok": ["p", "q", "p"], "one": column})
+    with pytest.raises(ValueError, match="column 'one' has the single category") as info:
+        bm.Mixture(2, bm.families.Categorical()).fit(frame)
+    assert "\n" not in str(info.value)
+
+
+def test_labels_equal_as_text_are_an_error():
+    frame = pd.DataFrame({"a": pd.Categorical([1, "1", 2], categories=[1, "1", 2])})
+    with pytest.raises(ValueError, match="equal as text"):
+        as_data(frame, categories="infer")
+
+
+# -- fit, predict, save, load ----------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted():
+    frame = _survey()
+    return frame, bm.Mixture(2, bm.families.Categorical()).fit(frame, random_state=0)
+
+
+def test_the_fit_keeps_the_labels_and_labels_the_posterior(fitted):
+    frame, result = fitted
+    assert result.model.categories == as_data(frame, categories="infer").categories
+    assert result.model.family == bm.families.Categorical(n_categories=(3, 2, 3, 2, 2))
+    labels = result.posterior["category_label"]
+    assert labels.dims == ("feature", "category")
+    assert labels.sel(feature="level").values.tolist() == ["low", "mid", "high"]
+    assert labels.sel(feature="smoker").values.tolist() == ["False", "True", ""]
+    tree = result.to_datatree()
+    assert "category_label" in tree["posterior"].coords
+
+
+def test_shared_labels_become_the_category_coordinate():
+    rng = np.random.default_rng(3)
+    answers = rng.choice(["agree", "neutral", "disagree"], size=(90, 3))
+    frame = pd.DataFrame(answers, columns=["q1", "q2", "q3"]).astype(
+        pd.CategoricalDtype(["disagree", "neutral", "agree"], ordered=True)
+    )
+    result = bm.Mixture(2, bm.families.Categorical()).fit(frame, random_state=0, n_init=2)
+    assert result.posterior["category"].values.tolist() == ["disagree", "neutral", "agree"]
+    assert "probabilities[0, q1, agree]" in result.summary().index
+
+
+def test_predict_codes_new_frames_with_the_fitted_labels(fitted):
+    frame, result = fitted
+    expected = result.predict_proba(frame)
+    shuffled = frame.iloc[::-1].copy()
+    shuffled["city"] = shuffled["city"].astype("category")  # its own categories' order
+    shuffled["level"] = shuffled["level"].astype(str)  # the labels as plain text
+    np.testing.assert_array_equal(result.predict_proba(shuffled), expected[::-1])
+    codes = as_data(frame, categories="infer").values
+    np.testing.assert_array_equal(result.predict_proba(codes), expected)
+
+
+def test_an_unseen_category_at_predict_time_names_column_and_label(fitted):
+    frame, result = fitted
+    new = frame.head(3).astype({"city": object})
+    new.loc[new.index[1], "city"] = "Paris"
+    with pytest.raises(ValueError, match="column 'city' has the category 'Paris'") as info:
+        result.predict(new)
+    assert "\n" not in str(info.value)
+
+
+def test_save_and_load_keep_the_labels(fitted, tmp_path):
+    frame, result = fitted
+    result.save(tmp_path / "fit.nc")
+    loaded = bm.load(tmp_path / "fit.nc")
+    assert loaded.model == result.model
+    np.testing.assert_array_equal(loaded.predict_proba(frame), result.predict_proba(frame))
+    assert loaded.posterior["category_label"].equals(result.posterior["category_label"])
+
+
+def test_a_file_without_labels_still_loads(tmp_path):
+    X = np.random.default_rng(1).choice(3, (60, 2)).astype(float)
+    result = bm.Mixture(2, bm.families.Categorical()).fit(X, random_state=0, n_init=1)
+    result.save(tmp_path / "plain.nc")
+    loaded = bm.load(tmp_path / "plain.nc")
+    assert loaded.model.categories is None and "category_label" not in loaded.posterior.coords
+
+
+def test_em_on_a_frame_equals_em_on_its_codes(fitted):
+    frame, result = fitted
+    codes = as_data(frame, categories="infer").values.copy()
+    on_codes = bm.Mixture(2, bm.families.Categorical()).fit(codes, random_state=0)
+    for name, value in on_codes.parameters.items():
+        np.testing.assert_array_equal(result.parameters[name], value)
+    assert result.log_likelihood == on_codes.log_likelihood
+
+
+def test_unused_categories_count_and_have_probability_zero():
+    """More categories than rows: a category no row has gets probability 0 (ML)."""
+    frame = pd.DataFrame({"a": pd.Categorical(["x", "y", "x", "y"], categories=list("xyzuvw"))})
+    result = bm.Mixture(1, bm.families.Categorical()).fit(frame)
+    assert result.model.family == bm.families.Categorical(n_categories=(6,))
+    np.testing.assert_allclose(result.parameters["probabilities"][0, 0], [0.5, 0.5, 0, 0, 0, 0])
+    assert result.predict(pd.DataFrame({"a": ["w"]})).tolist() == [0]
+
+
+def test_rows_with_every_cell_missing_are_left_out_and_predicted_by_the_weights():
+    frame = _survey(120)[["city", "pet"]].astype(object)
+    frame.iloc[5] = None
+    with pytest.warns(MissingDataWarning, match="1 row"):
+        result = bm.Mixture(2, bm.families.Categorical()).fit(
+            frame, missing="marginalize", random_state=0
+        )
+    np.testing.assert_allclose(result.predict_proba(frame.iloc[[5]])[0], result.weights)
+
+
+# -- family="auto" -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("columns", "family"),
+    [
+        (["colour", "pet", "smoker"], bm.families.Bernoulli()),
+        (["level", "city", "smoker"], bm.families.Categorical()),
+    ],
+)
+def test_auto_chooses_the_category_families(columns, family):
+    frame = _survey()[columns]
+    model = bm.Mixture(2, "auto")
+    chosen, mapping = model.resolve_family(frame)
+    assert chosen == family
+    result = model.fit(frame, random_state=0, n_init=1)
+    assert result.settings["family_mapping"] == mapping
+    assert type(result.model.family) is type(family)
+    assert mapping["smoker"] == "binary (False, True)"
+
+
+def test_auto_on_numeric_columns_is_a_gaussian_mixture():
+    frame = pd.DataFrame(np.random.default_rng(2).normal(size=(50, 2)), columns=["u", "v"])
+    result = bm.Mixture(2, "auto").fit(frame, random_state=0)
+    assert isinstance(result.model, bm.GaussianMixture)
+    assert result.settings["family_mapping"] == {"u": "numeric", "v": "numeric"}
+
+
+def test_auto_on_mixed_columns_names_the_columns_of_each_kind():
+    frame = _survey()[["city"]].assign(height=np.linspace(1.5, 2.0, 240))
+    with pytest.raises(ValueError, match=r"numeric columns \['height'\].*\['city'\]"):
+        bm.Mixture(2, "auto").fit(frame)
+
+
+def test_bernoulli_refuses_a_column_with_three_categories():
+    frame = _survey()[["level", "smoker"]]
+    with pytest.raises(ValueError, match="column 'level' for the Bernoulli family"):
+        bm.Mixture(2, bm.families.Bernoulli()).fit(frame)
+    unused = frame.assign(level=frame["level"].where(frame["level"] != "high", "mid"))
+    with pytest.raises(ValueError, match="column 'level' has 3 categories"):
+        bm.Mixture(2, bm.families.Bernoulli()).fit(unused)
+
+
+# -- CLI ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("family", ["categorical", "auto"])
+def test_cli_fits_a_csv_with_text_columns(family, tmp_path):
+    path = tmp_path / "survey.csv"
+    _survey(120)[["city", "pet", "level"]].to_csv(path, index=False)
+    out = tmp_path / "out"
+    args = ["fit", str(path), "-k", "2", "--family", family, "--out", str(out), "--no-plots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    loaded = bm.load(out / "em.nc")
+    assert loaded.model.categories[0] == ("Bergen", "Oslo", "Tromso")
