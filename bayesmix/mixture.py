@@ -497,17 +497,21 @@ class Mixture:
     def identified_parameters(self, posterior: xr.Dataset) -> xr.Dataset:
         """The weights and the family's parameters; a symmetric ``(feature, feature_)``
         matrix (the Student-t's full scales) keeps its upper triangle, diagonal
-        included, over a ``pair`` dim labelled ``"a, b"``."""
+        included, over a ``pair`` dim labelled ``"a, b"``; probabilities over categories
+        labelled per feature (``category_label``, features with different labels) keep
+        each feature's own categories over an ``item`` dim labelled ``"feature, label"``."""
+        features = [str(f) for f in posterior["feature"].values]
         keep = {}
         for name in self.parameter_names:
             values = posterior[name]
             if {"feature", "feature_"} <= set(values.dims):
-                features = [str(f) for f in posterior["feature"].values]
                 rows, cols = np.triu_indices(len(features))
-                pairs = [f"{features[i]}, {features[j]}" for i, j in zip(rows, cols, strict=True)]
-                ordered = values.transpose(..., "feature", "feature_").values[..., rows, cols]
-                dims = tuple(d for d in values.dims if d not in ("feature", "feature_"))
-                values = xr.DataArray(ordered, dims=(*dims, "pair"), coords={"pair": pairs})
+                labels = [features[j] for j in cols]
+                values = _flattened(values, ("feature", "feature_"), rows, cols, labels, "pair")
+            elif "category" in values.dims and _labels_per_feature(posterior):
+                table = posterior["category_label"].values
+                rows, cols = np.nonzero(table != "")
+                values = _flattened(values, ("feature", "category"), rows, cols, table[rows, cols])
             keep[name] = values
         return xr.Dataset(keep)
 
@@ -522,10 +526,15 @@ class Mixture:
     def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
         """A point estimate as one row per component: the weight and every parameter."""
         table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
+        labelled = _labels_per_feature(posterior)
         for name, dims in self.family.parameters.items():
             values = posterior[name].values[0, 0]
             for index in np.ndindex(values.shape[1:]):
                 coords = [str(posterior[dim].values[i]) for dim, i in zip(dims, index, strict=True)]
+                if labelled and dims == ("feature", "category"):
+                    coords[1] = str(posterior["category_label"].values[index])
+                    if not coords[1]:
+                        continue  # past the feature's own categories
                 label = f"{name}[{', '.join(coords)}]" if coords else name
                 table[label] = values[(slice(None), *index)]
         table.index.name = "component"
@@ -578,6 +587,29 @@ class Mixture:
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
         return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
+
+
+def _labels_per_feature(posterior: xr.Dataset) -> bool:
+    """Whether the posterior's categories are labelled feature by feature (not by a
+    shared ``category`` coordinate)."""
+    return "category_label" in posterior.coords and "category" not in posterior.indexes
+
+
+def _flattened(
+    values: xr.DataArray,
+    dims: tuple[str, str],
+    rows: np.ndarray,
+    cols: np.ndarray,
+    labels: Any,
+    new_dim: str = "item",
+) -> xr.DataArray:
+    """``values`` at the entries ``(rows, cols)`` of its two ``dims``, over one ``new_dim``
+    labelled ``"<feature>, <label>"`` (the feature of each row)."""
+    features = [str(f) for f in values["feature"].values]
+    names = [f"{features[i]}, {label}" for i, label in zip(rows, labels, strict=True)]
+    entries = values.transpose(..., *dims).values[..., rows, cols]
+    kept = tuple(d for d in values.dims if d not in dims)
+    return xr.DataArray(entries, dims=(*kept, new_dim), coords={new_dim: names})
 
 
 def _column_kind(labels: tuple[str, ...] | None) -> str:

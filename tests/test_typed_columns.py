@@ -115,6 +115,10 @@ def test_the_fit_keeps_the_labels_and_labels_the_posterior(fitted):
     assert labels.sel(feature="smoker").values.tolist() == ["False", "True", ""]
     tree = result.to_datatree()
     assert "category_label" in tree["posterior"].coords
+    rows = result.summary().index
+    assert "probabilities[0, city, Oslo]" in rows and "probabilities[1, smoker, True]" in rows
+    assert len(rows) == 2 + 2 * (3 + 2 + 3 + 2 + 2)  # each feature's own categories only
+    assert "probabilities[level, high]" in repr(result)
 
 
 def test_shared_labels_become_the_category_coordinate():
