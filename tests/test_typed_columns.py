@@ -251,3 +251,24 @@ def test_cli_fits_a_csv_with_text_columns(family, tmp_path):
     assert run.exit_code == 0, run.output
     loaded = bm.load(out / "em.nc")
     assert loaded.model.categories[0] == ("Bergen", "Oslo", "Tromso")
+
+
+def test_a_bayesian_fit_keeps_the_labels_through_save_load_and_relabel(tmp_path):
+    frame = _survey(120)[["city", "pet"]]
+    result = bm.Mixture(2, bm.families.Categorical()).fit(
+        frame, method="advi", random_state=0, n=300, draws=20, progressbar=False
+    )
+    assert result.data.categories == (("Bergen", "Oslo", "Tromso"), ("cat", "dog"))
+    assert "probabilities[0, pet, dog]" in result.summary().index
+    result.save(tmp_path / "advi.nc")
+    loaded = bm.load(tmp_path / "advi.nc")
+    assert loaded.data.categories == result.data.categories
+    np.testing.assert_array_equal(loaded.predict_proba(frame), result.predict_proba(frame))
+    relabelled = result.relabel().posterior["category_label"]
+    assert relabelled.equals(result.posterior["category_label"])
+
+
+def test_a_series_of_text_is_one_categorical_feature():
+    series = pd.Series(["a", "b", "b", "a"], name="answer")
+    data = as_data(series, categories="infer")
+    assert data.feature_names == ("answer",) and data.categories == (("a", "b"),)
