@@ -86,8 +86,8 @@ def main(case: str) -> dict:
 
         tree = pymc_route(model, X, 0)
         posterior = tree["posterior"].dataset
-        names = [name for name in posterior.data_vars if name.startswith("probabilities_")]
-        ess = min(float(az.ess(posterior[name]).min()) for name in names)
+        names = [name for name in posterior.data_vars if name.startswith("probabilities")]
+        ess = float(np.nanmin([np.nanmin(az.ess(posterior[name]).values) for name in names]))
         route = "pymc"
     else:
         fit = model.fit(X, method="nuts", random_state=0, progressbar=False, **SETTINGS)

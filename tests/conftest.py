@@ -100,6 +100,21 @@ def match_components(estimated_means, true_means):
     return perm
 
 
+def pymc_point(pm_model, theta):
+    """Split the flat unconstrained vector ``theta`` into ``pm_model``'s value variables,
+    in the model's order (to evaluate its compiled ``logp`` where a hand-written density
+    is evaluated)."""
+    point, pos = {}, 0
+    initial = pm_model.initial_point()
+    for rv in pm_model.free_RVs:
+        name = pm_model.rvs_to_values[rv].name
+        size = initial[name].size
+        point[name] = theta[pos : pos + size].reshape(initial[name].shape)
+        pos += size
+    assert pos == theta.size
+    return point
+
+
 def scipy_log_prior(weights, means, natural_cov, covariance_type, priors):
     """Log prior density with scipy's distributions (covariances in natural storage)."""
     value = stats.dirichlet.logpdf(weights, priors.weight_concentration)

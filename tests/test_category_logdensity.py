@@ -14,6 +14,7 @@ import ctypes
 
 import numpy as np
 import pytest
+from conftest import pymc_point
 from scipy import stats
 
 import bayesmix as bm
@@ -38,19 +39,6 @@ def _problem(family: str, K: int):
     priors = model.resolve_priors(data)
     density = model.family.nutpie_density(X, priors, K)
     return model, data, priors, density, X
-
-
-def _pymc_point(pm_model, theta):
-    """Split ``theta`` into the PyMC model's value variables, in the model's order."""
-    point, pos = {}, 0
-    initial = pm_model.initial_point()
-    for rv in pm_model.free_RVs:
-        name = pm_model.rvs_to_values[rv].name
-        size = initial[name].size
-        point[name] = theta[pos : pos + size].reshape(initial[name].shape)
-        pos += size
-    assert pos == theta.size
-    return point
 
 
 PYMC_CASES = [("bernoulli", 2), ("categorical", 1), ("categorical", 2)]
@@ -79,7 +67,7 @@ def test_density_and_gradient_equal_pymc(compiled):
     for theta in [*thetas, floored]:
         grad = np.empty(density.n_dim)
         value = density.log_density(theta, grad)
-        point = _pymc_point(pm_model, theta)
+        point = pymc_point(pm_model, theta)
         np.testing.assert_allclose(value, float(logp(point)), rtol=1e-9)
         np.testing.assert_allclose(grad, dlogp(point), rtol=1e-9, atol=1e-9)
 
