@@ -118,7 +118,7 @@ def student_t_density(
     if buffer.size != expected:
         raise RuntimeError(f"packed {buffer.size} values where the callbacks read {expected}")
     buffer.flags.writeable = False
-    return StudentTDensity(covariance_type, K, D, dof is None, buffer)
+    return StudentTDensity(kind, K, D, dof is None, buffer)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -425,11 +425,11 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
 
 @dataclass(frozen=True)
 class StudentTDensity:
-    """One Student-t mixture's hand-written density: its sizes, whether the degrees of
-    freedom are free, and the read-only buffer the callbacks read
-    (:func:`student_t_density`)."""
+    """One Student-t mixture's hand-written density: its scale structure (``kind``, a
+    value of :data:`KINDS`), sizes, whether the degrees of freedom are free, and the
+    read-only buffer the callbacks read (:func:`student_t_density`)."""
 
-    covariance_type: str
+    kind: int
     n_components: int
     n_features: int
     estimate_dof: bool
@@ -445,10 +445,15 @@ class StudentTDensity:
         return _NAMES
 
     @property
+    def full(self) -> bool:
+        """Full scale matrices (Bartlett coordinates), else diagonal (log variances)."""
+        return self.kind == _FULL
+
+    @property
     def n_covariance(self) -> int:
         """Free coordinates of the scales (Bartlett variables or log variances)."""
         K, D = self.n_components, self.n_features
-        return K * D + (K * D * (D - 1) // 2 if self.covariance_type == "full" else 0)
+        return K * D + (K * D * (D - 1) // 2 if self.full else 0)
 
     @property
     def n_dim(self) -> int:
@@ -459,7 +464,7 @@ class StudentTDensity:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Each expanded variable's shape (``weights`` first), in the expansion's order."""
         K, D = self.n_components, self.n_features
-        scales = (K, D, D) if self.covariance_type == "full" else (K, D)
+        scales = (K, D, D) if self.full else (K, D)
         return {"weights": (K,), "means": (K, D), "scales": scales, "dof": (K,)}
 
     @property
@@ -470,7 +475,7 @@ class StudentTDensity:
         """``theta`` at the PyMC model's free variables given as constrained values
         (:meth:`~bayesmix.families.StudentT.pymc_initial_values` plus ``weights``)."""
         blocks = [flat_weights(start["weights"]), np.ravel(start["means"])]
-        if self.covariance_type == "full":
+        if self.full:
             blocks.append(np.log(np.ravel(start["scales_chi2"])))
             if self.n_features > 1:
                 blocks.append(np.ravel(start["scales_normal"]))
