@@ -11,6 +11,9 @@ PyMC's functions are compiled in ``FAST_COMPILE`` mode, three models in all.
 from __future__ import annotations
 
 import ctypes
+import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -216,3 +219,31 @@ def test_advi_takes_the_hand_written_density():
     assert fit.settings["log_density"] == "bayesmix"
     first = fit.posterior["probabilities"].mean(("chain", "draw")).values[:, 0, 0]
     np.testing.assert_allclose(np.sort(first), [0.05, 0.8], atol=0.1)
+
+
+FRESH_FIT = """
+import json, sys, warnings
+warnings.simplefilter("ignore")
+import numpy as np
+import bayesmix as bm
+
+rng = np.random.default_rng(0)
+X = np.column_stack([rng.integers(0, c, 200) for c in (3, 2, 4)]).astype(float)
+fit = bm.Mixture(2, bm.families.Categorical()).fit(
+    X, method="nuts", chains=1, draws=200, tune=200, random_state=0, progressbar=False
+)
+print(json.dumps({
+    "imported": [m for m in ("pymc", "pytensor") if m in sys.modules],
+    "sampler": fit.settings["sampler"],
+    "shape": list(fit.posterior["probabilities"].shape),
+}))
+"""
+
+
+@pytest.mark.slow
+def test_fresh_process_nuts_never_imports_pymc():
+    run = subprocess.run(
+        [sys.executable, "-c", FRESH_FIT], capture_output=True, text=True, check=True, timeout=600
+    )
+    out = json.loads(run.stdout.splitlines()[-1])
+    assert out == {"imported": [], "sampler": "nutpie", "shape": [1, 200, 2, 3, 4]}
