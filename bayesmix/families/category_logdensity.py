@@ -366,56 +366,45 @@ def _buffer_at(address):
     return nb.carray(address, (_buffer_size(n, D, K, W),), np.float64)
 
 
-_double_pointer = nb.types.CPointer(nb.types.double)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _evaluate(address, theta, grad):
+    """:func:`_log_density` on the buffer at ``address``."""
+    return _log_density(theta, *_unpack(_buffer_at(address)), grad)
 
 
-@nb.cfunc(
-    nb.types.int64(
-        nb.types.uint64, _double_pointer, _double_pointer, _double_pointer, nb.types.voidptr
-    ),
-    cache=True,
-    error_model="numpy",
-)
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _expand_at(address, theta, out):
+    """:func:`_expand` on the buffer at ``address``."""
+    _expand(theta, *_unpack(_buffer_at(address))[2:], out)
+
+
+_DOUBLES = nb.types.CPointer(nb.types.double)
+_LOGP = nb.types.int64(nb.types.uint64, _DOUBLES, _DOUBLES, _DOUBLES, nb.types.voidptr)
+_EXPAND = nb.types.int64(nb.types.uint64, nb.types.uint64, _DOUBLES, _DOUBLES, nb.types.voidptr)
+
+
+@nb.cfunc(_LOGP, cache=True, error_model="numpy")
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
     try:
-        rows, multiplicity, concentration, alpha, sizes, offsets, kind, log_floor = _unpack(
-            _buffer_at(inputs_address)
-        )
-        x = nb.carray(x_address, (n_dim,))
         grad = nb.carray(grad_address, (n_dim,))
-        logp = nb.carray(logp_address, (1,))
-        logp[0] = _log_density(
-            x, rows, multiplicity, concentration, alpha, sizes, offsets, kind, log_floor, grad
-        )
-        if not math.isfinite(logp[0]):
+        value = _evaluate(inputs_address, nb.carray(x_address, (n_dim,)), grad)
+        nb.carray(logp_address, (1,))[0] = value
+        if not math.isfinite(value):
             return 4
-        for i in range(n_dim):
-            if not math.isfinite(grad[i]):
-                return 3
+        return 0 if np.isfinite(grad).all() else 3
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
-    return 0
 
 
-@nb.cfunc(
-    nb.types.int64(
-        nb.types.uint64, nb.types.uint64, _double_pointer, _double_pointer, nb.types.voidptr
-    ),
-    cache=True,
-    error_model="numpy",
-)
+@nb.cfunc(_EXPAND, cache=True, error_model="numpy")
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing the weights and probabilities of a draw; 0 on success,
     1 on an error."""
     try:
-        _, _, concentration, alpha, sizes, offsets, kind, log_floor = _unpack(
-            _buffer_at(inputs_address)
-        )
-        x = nb.carray(x_address, (n_dim,))
         out = nb.carray(out_address, (n_expanded,))
-        _expand(x, concentration, alpha, sizes, offsets, kind, log_floor, out)
+        _expand_at(inputs_address, nb.carray(x_address, (n_dim,)), out)
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0
