@@ -122,7 +122,20 @@ class CategoryDensity:
         return np.concatenate(blocks).astype(np.float64)
 
     def log_density(self, theta: np.ndarray, grad: np.ndarray) -> float:
-        """Log posterior density at ``theta``; its gradient is written into ``grad``."""
+        """Log posterior density at ``theta``; its gradient is written into ``grad``.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            The unconstrained coordinates ``(n_dim,)`` (module notes).
+        grad : numpy.ndarray
+            Output ``(n_dim,)``: the gradient at ``theta``.
+
+        Returns
+        -------
+        float
+            The log density (``-inf`` where it is not finite; ``grad`` then means nothing).
+        """
         theta = np.ascontiguousarray(theta, dtype=np.float64)
         return float(_log_density(theta, *_unpack(self.buffer), grad))
 
@@ -163,6 +176,11 @@ def category_density(
         ``K``.
     floor : float
         The likelihood's probability floor (the family's PyMC density's).
+
+    Returns
+    -------
+    CategoryDensity
+        The density, its data reduced to the distinct rows with their multiplicities.
     """
     code = KINDS[kind]
     X = np.asarray(X, dtype=np.float64)
