@@ -110,7 +110,8 @@ _COLUMN_MEANINGS = (
     (
         "entropy_r2",
         "entropy_r2: relative entropy of the memberships (Mplus' entropy), 1 = classes "
-        "fully separated; describes the classification, not the fit (never marked best)",
+        "fully separated;\n  it describes the classification, not the fit (never marked "
+        "best)",
     ),
     (
         "bic",
@@ -690,6 +691,10 @@ class SelectionResult:
         hidden = [*flags, "message", "notes", "mclust_bic", "mclust_icl"]
         if "spurious_starts" in self.table and not self.table["spurious_starts"].any():
             hidden.append("spurious_starts")  # shown where some start was set aside
+        if (self.table["status"] == "ok").all():
+            hidden.append("status")  # the header names the fits excluded otherwise
+        if "converged" in self.table and self.table["converged"].astype(bool).all():
+            hidden.append("converged")  # the footer says so
         table = self.table.drop(columns=[c for c in hidden if c in self.table])
         table = table.dropna(axis=1, how="all")
         best = [
@@ -703,6 +708,8 @@ class SelectionResult:
         table.insert(0, "best", best)
         if "fit_seconds" in table:
             table["fit_seconds"] = table["fit_seconds"].round(2)
+        if "entropy_r2" in table:
+            table["entropy_r2"] = table["entropy_r2"].round(3)
         return table.rename_axis(["method", "covariance", "K"])
 
     def _header(self) -> list[str]:
@@ -730,6 +737,8 @@ class SelectionResult:
     def _footer(self, shown: pd.DataFrame) -> list[str]:
         """What the shown columns mean, then the fits' messages and notes."""
         lines = ["best: the best fit of each method by each criterion; * = its criterion."]
+        if "converged" in self.table and "converged" not in shown:
+            lines.append("Every fit converged.")
         lines += [f"{meaning}." for column, meaning in _COLUMN_MEANINGS if column in shown]
         for column in ("message", "notes"):
             for (method, covariance, k), text in self.table[column].items():

@@ -229,6 +229,10 @@ class ComponentFamily(ABC):
     supports_missing: ClassVar[bool] = False
     #: whether the data are discrete (densities are then probability masses)
     discrete: ClassVar[bool] = False
+    #: whether the features are independent given the component (local independence):
+    #: a missing entry then drops one factor of the density, and the PyMC route
+    #: marginalises it by masking that term rather than by grouping rows by pattern
+    independent_features: ClassVar[bool] = False
 
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
     #: whether :meth:`pymc_parameters` and :meth:`pymc_log_density` are defined
@@ -320,6 +324,7 @@ class CountFamily(ComponentFamily):
 
     supports_missing = True
     discrete = True
+    independent_features = True
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         check_counts(values, feature_names, name, type(self).__name__)

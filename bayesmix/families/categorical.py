@@ -165,6 +165,7 @@ class CategoryFamily(ComponentFamily):
 
     supports_missing = True
     discrete = True
+    independent_features = True
     supports_pymc = True
 
     # -- what subclasses define --------------------------------------------------------

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayesmix.data import Data
-from bayesmix.families.base import CountFamily
 from bayesmix.inference.bayes.advi import fit_advi
 from bayesmix.inference.bayes.fit import (
     callback_nutpie_model,
@@ -50,12 +49,13 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
 
     Missing entries (NaN, ``missing="marginalize"``) are marginalised exactly, through
     :meth:`~bayesmix.families.base.ComponentFamily.pymc_marginal_parameters`: for a
-    family whose columns are independent given the component (the count families)
-    each column's log density is computed once for all rows and a missing entry's term
-    is masked out (one term per column); for others (Student-t) the rows are grouped by
-    their pattern of observed features and each group gets the marginal density of
-    those features (one term per pattern, so the graph grows with the number of
-    distinct patterns).
+    family whose columns are independent given the component
+    (:attr:`~bayesmix.families.base.ComponentFamily.independent_features`: counts,
+    latent classes) each column's log density is computed once for all rows and a
+    missing entry's term is masked out (one term per column); for others (Student-t)
+    the rows are grouped by their pattern of observed features and each group gets the
+    marginal density of those features (one term per pattern, so the graph grows with
+    the number of distinct patterns).
 
     Returns
     -------
@@ -79,7 +79,7 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
         if not missing.any():
             X = pm.Data("X", values, dims=("obs", "feature"))
             log_densities = [family.pymc_log_density(X, params)]
-        elif isinstance(family, CountFamily):
+        elif family.independent_features:
             X = pt.as_tensor(np.where(missing, 0.0, values))
             observed = pt.as_tensor((~missing).astype(float))
             columns = [
@@ -157,7 +157,7 @@ def fit_family_nuts(
         model, data, identify, order_by, random_state, progressbar
     )
     # complete data of a family with a hand-written density: nutpie samples it, with no
-    # PyMC graph to compile; otherwise (missing entries, Student-t) PyMC's model and NUTS
+    # PyMC graph to compile; otherwise (missing entries) PyMC's model and NUTS
     density = None
     if not np.isnan(data.values).any():
         density = model.family.nutpie_density(data.values, priors, model.n_components)
