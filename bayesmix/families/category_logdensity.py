@@ -38,6 +38,7 @@ from bayesmix.families.simplex import (
     dirichlet_log_prior,
     flat_weights,
     log_weights,
+    normalise_joint,
     weights_gradient,
 )
 
@@ -311,21 +312,14 @@ def _log_density(
     counts, histogram = np.zeros(K), np.zeros((K, D, W))
     joint = np.empty(K)
     for i in range(n):
-        top = -np.inf
         for k in range(K):
             total = log_w[k]
             for d in range(D):
                 total += log_table[k, d, int(rows[i, d])]
             joint[k] = total
-            top = max(top, total)
-        total = 0.0
+        logp += multiplicity[i] * normalise_joint(joint, multiplicity[i])
         for k in range(K):
-            joint[k] = math.exp(joint[k] - top)
-            total += joint[k]
-        logp += multiplicity[i] * (top + math.log(total))
-        inverse = multiplicity[i] / total
-        for k in range(K):
-            r = joint[k] * inverse
+            r = joint[k]
             counts[k] += r
             for d in range(D):
                 histogram[k, d, int(rows[i, d])] += r

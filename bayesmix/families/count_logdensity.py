@@ -36,6 +36,7 @@ from bayesmix.families.simplex import (
     dirichlet_log_prior,
     flat_weights,
     log_weights,
+    normalise_joint,
     weights_gradient,
 )
 
@@ -311,21 +312,14 @@ def _poisson(theta, rows, multiplicity, concentration, shape, rate, constant, gr
     counts, sums = np.zeros(K), np.zeros((K, D))
     joint = np.empty(K)
     for i in range(n):
-        top = -np.inf
         for k in range(K):
             total = base[k]
             for d in range(D):
                 total += rows[i, d] * theta[pos + k * D + d]
             joint[k] = total
-            top = max(top, total)
-        total = 0.0
+        logp += multiplicity[i] * normalise_joint(joint, multiplicity[i])
         for k in range(K):
-            joint[k] = math.exp(joint[k] - top)
-            total += joint[k]
-        logp += multiplicity[i] * (top + math.log(total))
-        inverse = multiplicity[i] / total
-        for k in range(K):
-            r = joint[k] * inverse
+            r = joint[k]
             counts[k] += r
             for d in range(D):
                 sums[k, d] += r * rows[i, d]
@@ -389,21 +383,14 @@ def _negative_binomial(
     counts, histogram = np.zeros(K), np.zeros((K, V))
     joint = np.empty(K)
     for i in range(n):
-        top = -np.inf
         for k in range(K):
             total = base[k]
             for d in range(D):
                 total += table[k, int(bins[i, d])]
             joint[k] = total
-            top = max(top, total)
-        total = 0.0
+        logp += multiplicity[i] * normalise_joint(joint, multiplicity[i])
         for k in range(K):
-            joint[k] = math.exp(joint[k] - top)
-            total += joint[k]
-        logp += multiplicity[i] * (top + math.log(total))
-        inverse = multiplicity[i] / total
-        for k in range(K):
-            r = joint[k] * inverse
+            r = joint[k]
             counts[k] += r
             for d in range(D):
                 histogram[k, int(bins[i, d])] += r

@@ -1,6 +1,8 @@
-"""The mixture weights in PyMC's simplex coordinates, for the hand-written log densities
-that nutpie samples (:mod:`bayesmix.families.gaussian.logdensity`,
-:mod:`bayesmix.families.count_logdensity`): numba functions, cached on disk.
+"""The mixture weights in PyMC's simplex coordinates, and the normalisation of a row's
+log joint densities into responsibilities, for the hand-written log densities that
+nutpie samples (:mod:`bayesmix.families.gaussian.logdensity`,
+:mod:`bayesmix.families.count_logdensity`, :mod:`bayesmix.families.student_t_logdensity`,
+:mod:`bayesmix.families.category_logdensity`): numba functions, cached on disk.
 
 ``weights ~ Dirichlet(concentration)`` is sampled through ``K - 1`` unconstrained
 coordinates ``y``: ``w = softmax([y, -sum(y)])``, log Jacobian ``log K + sum log w``.
@@ -13,7 +15,13 @@ import math
 import numba as nb
 import numpy as np
 
-__all__ = ["log_weights", "dirichlet_log_prior", "weights_gradient", "flat_weights"]
+__all__ = [
+    "log_weights",
+    "dirichlet_log_prior",
+    "weights_gradient",
+    "flat_weights",
+    "normalise_joint",
+]
 
 
 def flat_weights(weights: np.ndarray) -> np.ndarray:
@@ -57,3 +65,22 @@ def weights_gradient(log_w, concentration, counts, grad):
     last = concentration[K - 1] + counts[K - 1] - total * math.exp(log_w[K - 1])
     for k in range(K - 1):
         grad[k] = concentration[k] + counts[k] - total * math.exp(log_w[k]) - last
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def normalise_joint(joint, weight):
+    """Replace a row's log joint densities ``log w_k + log p(x | theta_k)`` (``joint``,
+    length ``K``) by its responsibilities times ``weight``, in place, and return the
+    row's log density ``log sum_k exp(joint_k)`` (NaN when every entry is ``-inf``; the
+    callers then return ``-inf``)."""
+    top = -np.inf
+    for k in range(joint.shape[0]):
+        top = max(top, joint[k])
+    total = 0.0
+    for k in range(joint.shape[0]):
+        joint[k] = math.exp(joint[k] - top)
+        total += joint[k]
+    scale = weight / total
+    for k in range(joint.shape[0]):
+        joint[k] *= scale
+    return top + math.log(total)

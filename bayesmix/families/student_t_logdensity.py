@@ -57,6 +57,7 @@ from bayesmix.families.simplex import (
     dirichlet_log_prior,
     flat_weights,
     log_weights,
+    normalise_joint,
     weights_gradient,
 )
 
@@ -261,7 +262,6 @@ def _row_statistics(X, means, factors, var, nu, base, full, sums, first, scatter
     centred = np.empty((K, D))
     total_logp = 0.0
     for i in range(n):
-        top = -np.inf
         for k in range(K):
             delta = 0.0
             for d in range(D):
@@ -275,14 +275,9 @@ def _row_statistics(X, means, factors, var, nu, base, full, sums, first, scatter
             log1p[k] = math.log1p(delta / nu[k])
             u[k] = (nu[k] + D) / (nu[k] + delta)
             joint[k] = base[k] - 0.5 * (nu[k] + D) * log1p[k]
-            top = max(top, joint[k])
-        total = 0.0
+        total_logp += normalise_joint(joint, 1.0)
         for k in range(K):
-            joint[k] = math.exp(joint[k] - top)
-            total += joint[k]
-        total_logp += top + math.log(total)
-        for k in range(K):
-            r = joint[k] / total
+            r = joint[k]
             sums[0, k] += r
             sums[1, k] += r * u[k]
             sums[2, k] += r * log1p[k]

@@ -38,7 +38,12 @@ import numpy as np
 
 from bayesmix.data import Data
 from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
-from bayesmix.families.simplex import dirichlet_log_prior, log_weights, weights_gradient
+from bayesmix.families.simplex import (
+    dirichlet_log_prior,
+    log_weights,
+    normalise_joint,
+    weights_gradient,
+)
 from bayesmix.priors import ResolvedPriors
 
 __all__ = [
@@ -436,7 +441,6 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
     centred = np.empty((K, D))
     total_logp = 0.0
     for i in range(n):
-        top = -np.inf
         for k in range(K):
             for d in range(D):
                 centred[k, d] = X[i, d] - means[k, d]
@@ -450,15 +454,9 @@ def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scat
                 for d in range(D):
                     quad += centred[k, d] * centred[k, d] * precision[k, 0, d]
             joint[k] = base[k] - 0.5 * quad
-            top = max(top, joint[k])
-        total = 0.0
+        total_logp += normalise_joint(joint, 1.0)
         for k in range(K):
-            joint[k] = math.exp(joint[k] - top)  # the unnormalised responsibility
-            total += joint[k]
-        total_logp += top + math.log(total)
-        inverse = 1.0 / total
-        for k in range(K):
-            r = joint[k] * inverse
+            r = joint[k]
             counts[k] += r
             for a in range(D):
                 weighted = r * centred[k, a]
