@@ -15,6 +15,7 @@ import ctypes
 
 import numpy as np
 import pytest
+from conftest import pymc_point
 from scipy import stats
 
 import bayesmix as bm
@@ -41,19 +42,6 @@ def _problem(covariance_type, dof, K, D):
     priors = model.resolve_priors(data)
     density = model.family.nutpie_density(X, priors, K)
     return model, X, priors, density
-
-
-def _pymc_point(pm_model, theta):
-    """Split ``theta`` into the PyMC model's value variables, in the model's order."""
-    point, pos = {}, 0
-    initial = pm_model.initial_point()
-    for rv in pm_model.free_RVs:
-        name = pm_model.rvs_to_values[rv].name
-        size = initial[name].size
-        point[name] = theta[pos : pos + size].reshape(initial[name].shape)
-        pos += size
-    assert pos == theta.size
-    return point
 
 
 def _em_start(model, X):
@@ -95,7 +83,7 @@ def test_density_and_gradient_equal_pymc(problem):
     for theta in _thetas(density, density.flat_start(start)):
         grad = np.empty(density.n_dim)
         ours.append(density.log_density(theta, grad))
-        point = _pymc_point(pm_model, theta)
+        point = pymc_point(pm_model, theta)
         theirs.append(float(logp(point)))
         np.testing.assert_allclose(grad, dlogp(point), rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=0)
