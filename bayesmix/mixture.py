@@ -49,6 +49,7 @@ from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical, CategoryFamily
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.gaussian.stats import block_rows, iter_blocks
+from bayesmix.families.independent import Independent
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results import MixtureResult
@@ -290,7 +291,7 @@ class Mixture:
             ) from None
         if not np.isfinite(concentration).all() or (concentration <= 0).any():
             raise ValueError("priors['weight_concentration'] must be finite and > 0.")
-        resolved = self.family.resolve_priors(given, data.values, weights)
+        resolved = _bound(self.family, data).resolve_priors(given, data.values, weights)
         return {"weight_concentration": concentration, **resolved}
 
     def fit(self, X: Any, method: str = "em", **options: Any) -> MixtureResult:
@@ -411,7 +412,7 @@ class Mixture:
         numbers of categories: a coded column's number of labels, else its largest code
         plus one) and the columns' labels; ``ValueError`` when a column has more labels
         than the family's categories."""
-        family = self.family.for_data(data.values)
+        family = _bound(self.family, data).for_data(data.values)
         if data.categories is None:
             return Mixture(self.n_components, family, self.priors)
         if isinstance(family, Bernoulli):
@@ -587,6 +588,14 @@ class Mixture:
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)
         return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
+
+
+def _bound(family: ComponentFamily, data: Data) -> ComponentFamily:
+    """``family`` with an :class:`~bayesmix.families.independent.Independent`'s column
+    names bound to the data's columns (other families as they are)."""
+    if isinstance(family, Independent):
+        return family.for_columns(data.feature_names)
+    return family
 
 
 def _labels_per_feature(posterior: xr.Dataset) -> bool:

@@ -12,7 +12,11 @@
 * :class:`Bernoulli` — binary items (latent class analysis), one probability per
   component and column;
 * :class:`Categorical` — nominal items, each column its own set of category codes,
-  one probability per component, column and category.
+  one probability per component, column and category;
+* :class:`Normal` — continuous data, features independent given the component (latent
+  profiles), one mean and one variance per component and column;
+* :class:`Independent` — mixed-type data: a product of the families above over
+  disjoint groups of columns.
 
 Non-Gaussian families implement :class:`ComponentFamily`, the one interface through
 which backends and analyses use their math.
@@ -22,7 +26,9 @@ from bayesmix.families.base import ComponentFamily
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical
 from bayesmix.families.gaussian import Gaussian
+from bayesmix.families.independent import Independent
 from bayesmix.families.negative_binomial import NegativeBinomial
+from bayesmix.families.normal import Normal
 from bayesmix.families.poisson import Poisson
 from bayesmix.families.student_t import StudentT
 
@@ -32,12 +38,15 @@ __all__ = [
     "ComponentFamily",
     "FAMILIES",
     "Gaussian",
+    "Independent",
     "NegativeBinomial",
+    "Normal",
     "Poisson",
     "StudentT",
 ]
 
 #: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
 FAMILIES: dict[str, type[ComponentFamily]] = {
-    family.name: family for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical)
+    family.name: family
+    for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical, Normal)
 }

@@ -1,0 +1,383 @@
+"""A product of families over groups of columns: mixed-type data.
+
+``Independent({("x", "y"): Normal(), ("smoker",): Bernoulli(), "visits": Poisson()})``
+gives each component the density ``p(x | k) = prod_b p_b(x_b | theta_kb)``: the blocks
+``b`` (disjoint groups of columns that together cover every column) are independent
+given the component, each with its own family and parameters. Its log density is the
+sum of the blocks' on their columns; its statistics are the blocks' (a dict by block);
+the M-step is every block's own; a missing entry is handled as its block's family
+handles it (the local-independence families drop its factor).
+
+Blocks and names. A block's key is one column or a tuple of columns, each a name of
+the data's columns or an integer position. Each block is named by its family's
+``name`` (``"normal"``, ``"bernoulli"``, ...), numbered from 1 when a family appears
+in several blocks (``"normal1"``, ``"normal2"``). Fitting binds the keys to positions
+(:meth:`Independent.for_columns`): the fitted result's family holds integer positions.
+
+Parameters. Block ``b``'s parameter ``p`` is ``<b>_<p>`` (``normal_means``,
+``bernoulli_probabilities``), its dims prefixed the same way: ``(component,
+normal_feature)``, ``(component, categorical_feature, categorical_category)``; the
+block's ``<b>_feature`` axis lists its columns in the order of its key.
+
+Priors. Block ``b``'s hyperparameter ``h`` is ``<b>_<h>`` (``normal_mean_loc``,
+``bernoulli_probability_alpha``); ``weight_concentration`` stays the mixture's.
+``Mixture.resolve_priors`` shows them all.
+
+EM's start. k-means clusters the blocks' start transforms side by side (counts' square
+roots, categories' one-hot indicators), the continuous blocks' columns standardised: a
+continuous column then weighs as much as any other, and two rows' squared distance on a
+categorical column is 2 when they differ (as in k-prototypes). Only EM and MAP-EM fit
+it; NUTS and ADVI raise (the blocks' PyMC variables would share names and the
+``feature`` dim).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
+
+__all__ = ["Independent"]
+
+
+class Independent(ComponentFamily):
+    """A product of component families over disjoint groups of columns.
+
+    Parameters
+    ----------
+    blocks : mapping
+        Column selection -> :class:`~bayesmix.families.base.ComponentFamily`. A
+        selection is a column name, an integer position or a tuple of them; the
+        selections must be disjoint and, when fitted, cover every column.
+
+    Examples
+    --------
+    >>> import numpy as np, bayesmix as bm
+    >>> rng = np.random.default_rng(0)
+    >>> z = rng.integers(2, size=400)
+    >>> X = np.column_stack([rng.normal(4.0 * z, 1.0), rng.binomial(1, 0.2 + 0.6 * z)])
+    >>> family = bm.families.Independent({0: bm.families.Normal(), 1: bm.families.Bernoulli()})
+    >>> em = bm.Mixture(2, family).fit(X, random_state=0)
+    >>> sorted(em.parameters)
+    ['bernoulli_probabilities', 'normal_means', 'normal_variances', 'weights']
+    """
+
+    name = "independent"
+
+    def __init__(self, blocks: Mapping[Any, ComponentFamily]) -> None:
+        if not isinstance(blocks, Mapping) or not blocks:
+            raise ValueError(
+                "Independent takes a non-empty mapping of column selections to families."
+            )
+        checked = []
+        for key, family in blocks.items():
+            if not isinstance(family, ComponentFamily) or isinstance(family, Independent):
+                raise ValueError(
+                    f"Independent's block {key!r} must be a component family (Normal(), "
+                    f"Poisson(), Bernoulli(), ...), not {family!r}."
+                )
+            checked.append((_selection(key), family))
+        columns = [column for key, _ in checked for column in key]
+        repeated = [column for column, count in Counter(columns).items() if count > 1]
+        if repeated:
+            raise ValueError(f"Independent's blocks overlap: column(s) {repeated} are in two.")
+        self._blocks = tuple(checked)
+        self._prefixes = _prefixes([family.name for _, family in checked])
+
+    # -- declaration ---------------------------------------------------------------
+    @property
+    def blocks(self) -> tuple[tuple[tuple[Any, ...], ComponentFamily], ...]:
+        """``(columns, family)`` per block."""
+        return self._blocks
+
+    @property
+    def prefixes(self) -> tuple[str, ...]:
+        """The blocks' names, which prefix their parameters, dims and priors."""
+        return self._prefixes
+
+    def settings(self) -> dict[str, Any]:
+        return {"blocks": self._blocks}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{_key_repr(key)}: {family!r}" for key, family in self._blocks)
+        return f"Independent({{{inner}}})"
+
+    @property
+    def parameters(self) -> dict[str, tuple[str, ...]]:  # type: ignore[override]
+        return {
+            f"{prefix}_{name}": tuple(f"{prefix}_{dim}" for dim in dims)
+            for prefix, (_, family) in zip(self._prefixes, self._blocks, strict=True)
+            for name, dims in family.parameters.items()
+        }
+
+    @property
+    def prior_defaults(self) -> dict[str, Any]:  # type: ignore[override]
+        return {
+            f"{prefix}_{name}": value
+            for prefix, (_, family) in zip(self._prefixes, self._blocks, strict=True)
+            for name, value in family.prior_defaults.items()
+        }
+
+    @property
+    def supports_missing(self) -> bool:  # type: ignore[override]
+        return all(family.supports_missing for _, family in self._blocks)
+
+    def for_columns(self, feature_names: tuple[str, ...]) -> Independent:
+        """The family with every selection as integer positions among ``feature_names``;
+        ``ValueError`` for an unknown name or position, or for columns no block covers."""
+        names = [str(name) for name in feature_names]
+        bound = {}
+        for key, family in self._blocks:
+            bound[tuple(_position(column, names) for column in key)] = family
+        covered = {column for key in bound for column in key}
+        uncovered = [names[d] for d in range(len(names)) if d not in covered]
+        if uncovered:
+            raise ValueError(f"Independent's blocks do not cover column(s) {uncovered}.")
+        return Independent(bound)
+
+    def for_data(self, values: np.ndarray) -> Independent:
+        """Every block's :meth:`~ComponentFamily.for_data` of its columns (selections by
+        position; names are bound first by :meth:`for_columns`)."""
+        return Independent(
+            {key: family.for_data(values[:, self._columns(key)]) for key, family in self._blocks}
+        )
+
+    def n_parameters(self, n_features: int) -> int:
+        self._check_width(n_features)
+        return sum(family.n_parameters(len(key)) for key, family in self._blocks)
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """The selections checked against the columns, then every block's values by
+        its family."""
+        bound = self.for_columns(feature_names)
+        names = np.asarray(feature_names, dtype=object)
+        for key, family in bound.blocks:
+            columns = list(key)
+            family.check_values(values[:, columns], tuple(names[columns]), name)
+
+    # -- the blocks' views of the data and the parameters --------------------------
+    def _columns(self, key: tuple[Any, ...]) -> list[int]:
+        if not all(isinstance(column, int) for column in key):
+            raise ValueError(
+                "Independent with column names needs the data's columns: fit it with "
+                "bm.Mixture(K, family).fit(X), or select the columns by position."
+            )
+        return list(key)
+
+    def _check_width(self, n_features: int) -> None:
+        width = sum(len(key) for key, _ in self._blocks)
+        if width != n_features:
+            raise ValueError(
+                f"Independent's blocks hold {width} columns; the data have {n_features}."
+            )
+
+    def _parts(self):
+        """``(prefix, columns, family)`` per block."""
+        for prefix, (key, family) in zip(self._prefixes, self._blocks, strict=True):
+            yield prefix, self._columns(key), family
+
+    def _block_params(self, params: Mapping[str, Any], prefix: str, family) -> Parameters:
+        return {name: params[f"{prefix}_{name}"] for name in family.parameters}
+
+    @staticmethod
+    def _prefixed(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        return {f"{prefix}_{name}": value for name, value in values.items()}
+
+    @staticmethod
+    def _unprefixed(values: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+        start = f"{prefix}_"
+        return {key[len(start) :]: v for key, v in values.items() if key.startswith(start)}
+
+    # -- priors --------------------------------------------------------------------
+    def resolve_priors(
+        self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Every block's priors for its columns, under ``<block>_<name>``."""
+        out: dict[str, np.ndarray] = {}
+        for prefix, columns, family in self._parts():
+            block = family.resolve_priors(self._unprefixed(given, prefix), X[:, columns], weights)
+            out.update(self._prefixed(block, prefix))
+        return out
+
+    def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        return sum(
+            family.log_prior(
+                self._block_params(params, prefix, family), self._unprefixed(priors, prefix)
+            )
+            for prefix, _, family in self._parts()
+        )
+
+    # -- EM ------------------------------------------------------------------------
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> dict[str, Any]:
+        """Every block's constants of its columns (``summary`` cut to them)."""
+        return {
+            prefix: family.prepare(X[:, columns], _summary_of(summary, columns))
+            for prefix, columns, family in self._parts()
+        }
+
+    def start_transform(self, X: np.ndarray) -> np.ndarray:
+        """The blocks' start transforms side by side, those of continuous families
+        standardised (missing entries at their column's mean, so at 0)."""
+        parts = []
+        for _, columns, family in self._parts():
+            part = family.start_transform(X[:, columns])
+            if not family.discrete:
+                filled = np.where(np.isnan(part), np.nanmean(part, axis=0), part)
+                sd = filled.std(axis=0)
+                part = (filled - filled.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+            parts.append(part)
+        return np.concatenate(parts, axis=1)
+
+    def initial_parameters(
+        self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
+    ) -> Parameters:
+        out: Parameters = {}
+        for prefix, columns, family in self._parts():
+            start = family.initial_parameters(X[:, columns], centres[:, columns], weights)
+            out.update(self._prefixed(start, prefix))
+        return out
+
+    def statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> dict[str, Parameters]:
+        """Every block's statistics, by block name."""
+        if prepared is None:
+            prepared = self.prepare(X)
+        return {
+            prefix: family.statistics(
+                X[:, columns], resp, self._block_params(params, prefix, family), prepared[prefix]
+            )
+            for prefix, columns, family in self._parts()
+        }
+
+    def maximise(
+        self,
+        mass: np.ndarray,
+        stats: Mapping[str, Parameters],
+        priors: Mapping[str, np.ndarray] | None,
+        previous: Parameters,
+        prepared: Any,
+    ) -> Parameters:
+        """Every block's M-step."""
+        out: Parameters = {}
+        for prefix, _, family in self._parts():
+            block = family.maximise(
+                mass,
+                stats[prefix],
+                None if priors is None else self._unprefixed(priors, prefix),
+                self._block_params(previous, prefix, family),
+                prepared[prefix],
+            )
+            out.update(self._prefixed(block, prefix))
+        return out
+
+    # -- densities and summaries ---------------------------------------------------
+    def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
+        """The sum of the blocks' log densities on their columns ``(n_obs, K)``."""
+        if prepared is None:
+            prepared = self.prepare(X)
+        return sum(
+            family.log_density(
+                X[:, columns], self._block_params(params, prefix, family), prepared[prefix]
+            )
+            for prefix, columns, family in self._parts()
+        )
+
+    def _per_column(self, params: Parameters, method: str) -> np.ndarray:
+        """A ``(..., K, D)`` summary assembled from every block's ``method``."""
+        parts = [
+            (columns, getattr(family, method)(self._block_params(params, prefix, family)))
+            for prefix, columns, family in self._parts()
+        ]
+        width = sum(len(columns) for columns, _ in parts)
+        out = np.empty(parts[0][1].shape[:-1] + (width,))
+        for columns, value in parts:
+            out[..., columns] = value
+        return out
+
+    def component_means(self, params: Parameters) -> np.ndarray:
+        """Every block's component means in its columns."""
+        return self._per_column(params, "component_means")
+
+    def component_variances(self, params: Parameters) -> np.ndarray:
+        """Every block's component variances in its columns."""
+        return self._per_column(params, "component_variances")
+
+    def sample(
+        self, params: Parameters, components: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        """Every block's columns from its family, given the same components."""
+        width = sum(len(key) for key, _ in self._blocks)
+        out = np.empty((len(components), width))
+        for prefix, columns, family in self._parts():
+            block = self._block_params(params, prefix, family)
+            out[:, columns] = family.sample(block, components, rng)
+        return out
+
+    def marginal_family(self) -> ComponentFamily:
+        """Not available: a feature's marginal is its block's family's (draw the blocks'
+        mixtures separately)."""
+        raise ValueError(
+            "one-feature marginals of an Independent family are not available yet; plot "
+            "each block's columns with a mixture of its own family."
+        )
+
+
+def _selection(key: Any) -> tuple[Any, ...]:
+    """A block's key as a non-empty tuple of column names (str) or positions (int)."""
+    columns = key if isinstance(key, tuple) else (key,)
+    if not columns:
+        raise ValueError("Independent's block selects no column.")
+    out = []
+    for column in columns:
+        if isinstance(column, (int, np.integer)) and not isinstance(column, bool):
+            out.append(int(column))
+        elif isinstance(column, str):
+            out.append(column)
+        else:
+            raise ValueError(
+                f"Independent's columns are names or integer positions; got {column!r}."
+            )
+    return tuple(out)
+
+
+def _position(column: int | str, names: list[str]) -> int:
+    """The position of ``column`` among ``names``; ``ValueError`` when it is not there."""
+    if isinstance(column, int):
+        if not 0 <= column < len(names):
+            raise ValueError(
+                f"Independent selects column {column}; the data have {len(names)} columns."
+            )
+        return column
+    if column not in names:
+        raise ValueError(f"Independent selects unknown column {column!r}; columns: {names}.")
+    return names.index(column)
+
+
+def _prefixes(names: list[str]) -> tuple[str, ...]:
+    """The blocks' names: the family's, numbered from 1 when it repeats."""
+    counts, seen = Counter(names), Counter()
+    out = []
+    for name in names:
+        seen[name] += 1
+        out.append(f"{name}{seen[name]}" if counts[name] > 1 else name)
+    return tuple(out)
+
+
+def _summary_of(summary: DataSummary | None, columns: list[int]) -> DataSummary | None:
+    if summary is None:
+        return None
+    return DataSummary(
+        summary.n_observed[columns],
+        summary.mean[columns],
+        summary.variance[columns],
+        summary.values,
+    )
+
+
+def _key_repr(key: tuple[Any, ...]) -> str:
+    return repr(key[0]) if len(key) == 1 else repr(key)

@@ -1,0 +1,270 @@
+"""Normal components with local independence: one mean and one variance per component
+and feature (the latent profile model; StepMix's ``gaussian_diag``).
+
+Features are independent given the component, so a component's log density is a sum
+of one Normal log density per observed feature:
+``log p(x | k) = sum_d -1/2 [log(2 pi s2_kd) + (x_d - mu_kd)^2 / s2_kd]``; a missing
+entry (NaN) contributes nothing, which marginalises it exactly in every backend. On
+complete data the family is the diagonal Gaussian (``bm.GaussianMixture(K, "diag")``),
+with the same variance floor: ``1e-8`` times each feature's variance is added to every
+variance in the M-step (a constant feature uses its squared mean, or 1).
+
+Priors (MAP-EM, NUTS, ADVI): ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)`` with defaults
+the data mean and 2.5 data standard deviations; ``s2_kd ~ InverseGamma(variance_dof_d /
+2, variance_scale_d / 2)`` with defaults 3 and the data variance (weakly informative,
+prior mode ``variance_scale / (variance_dof + 2)``). The M-step is closed form: the mean
+given the previous variance, then the variance given the new mean (one ECM cycle),
+``s2 = (scatter + variance_scale) / (N + variance_dof + 2)``; without priors the
+weighted mean and scatter over the rows observing the feature.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from bayesmix.families.base import (
+    ComponentFamily,
+    DataSummary,
+    Parameters,
+    positive_hyperparameter,
+    real_hyperparameter,
+)
+from bayesmix.families.gaussian.covariance import variance_rounding
+
+__all__ = ["Normal", "NormalData"]
+
+#: the variance floor, relative to each feature's variance (the Gaussian's ``reg_covar``)
+REG_VARIANCE = 1e-8
+#: the default prior sd of the means, in data standard deviations
+MEAN_SCALE_IN_SDS = 2.5
+#: the default inverse-gamma "degrees of freedom" of the variances
+VARIANCE_DOF = 3.0
+LOG_2PI = np.log(2.0 * np.pi)
+
+
+@dataclass(frozen=True)
+class NormalData:
+    """The rows ready for EM: missing entries as zeros, the mask of observed entries
+    (None when none is missing) and the variance floor per feature ``(D,)``."""
+
+    values: np.ndarray
+    observed: np.ndarray | None
+    floor: np.ndarray
+
+    def observed_mass(self, resp: np.ndarray) -> np.ndarray:
+        """Responsibility mass over the rows observing each feature ``(K, D)``."""
+        if self.observed is None:
+            return np.repeat(resp.sum(axis=0)[:, None], self.values.shape[1], axis=1)
+        return resp.T @ self.observed
+
+
+def observed_moments(X: np.ndarray, weights: np.ndarray | None = None):
+    """Weighted mean and variance (divided by the weight) of each column's observed
+    entries ``(D,)`` each."""
+    observed = ~np.isnan(X)
+    w = (np.ones(X.shape[0]) if weights is None else weights)[:, None] * observed
+    total = np.maximum(w.sum(axis=0), np.finfo(float).tiny)
+    values = np.where(observed, X, 0.0)
+    mean = (w * values).sum(axis=0) / total
+    variance = (w * np.where(observed, X - mean, 0.0) ** 2).sum(axis=0) / total
+    return mean, variance
+
+
+def variance_floor(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """``REG_VARIANCE`` times each feature's variance (a constant feature's squared mean,
+    or 1)."""
+    constant = variance <= variance_rounding(mean)
+    scale = np.where(~constant, variance, np.where(mean != 0, np.square(mean), 1.0))
+    return REG_VARIANCE * scale
+
+
+class Normal(ComponentFamily):
+    """Normal components, features independent given the component (latent profile
+    analysis): ``means`` and ``variances`` ``(component, feature)``.
+
+    Priors (``Mixture(..., priors={...})``): ``mean_loc``, ``mean_scale`` (Normal prior
+    of the means; defaults the data mean and 2.5 data sds), ``variance_dof``,
+    ``variance_scale`` (``InverseGamma(dof / 2, scale / 2)`` of the variances; defaults 3
+    and the data variance). Each is one number or one per feature.
+
+    Examples
+    --------
+    >>> import numpy as np, bayesmix as bm
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.concatenate([rng.normal(0.0, 1.0, (300, 2)), rng.normal(6.0, 1.0, (200, 2))])
+    >>> em = bm.Mixture(2, bm.families.Normal()).fit(X, random_state=0)
+    >>> em.weights.round(1)
+    array([0.6, 0.4])
+    """
+
+    name = "normal"
+    parameters = {"means": ("feature",), "variances": ("feature",)}
+    prior_defaults = {
+        "mean_loc": None,
+        "mean_scale": None,
+        "variance_dof": VARIANCE_DOF,
+        "variance_scale": None,
+    }
+    supports_missing = True
+    independent_features = True
+    supports_pymc = True
+
+    def n_parameters(self, n_features: int) -> int:
+        return 2 * n_features
+
+    def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Any finite real numbers (``as_data`` has already rejected inf)."""
+
+    # -- priors --------------------------------------------------------------------
+    def resolve_priors(
+        self, given: Mapping[str, Any], X: np.ndarray, weights: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """The four hyperparameters per feature: given values, else the data-scaled
+        defaults (data mean, 2.5 data sds, 3, data variance)."""
+        n_features = X.shape[1]
+        mean, variance = observed_moments(X, weights)
+        spread = variance > 0
+        variance = np.where(spread, variance, variance[spread].mean() if spread.any() else 1.0)
+        return {
+            "mean_loc": real_hyperparameter(given, "mean_loc", mean, n_features),
+            "mean_scale": positive_hyperparameter(
+                given, "mean_scale", MEAN_SCALE_IN_SDS * np.sqrt(variance), n_features
+            ),
+            "variance_dof": positive_hyperparameter(
+                given, "variance_dof", VARIANCE_DOF, n_features
+            ),
+            "variance_scale": positive_hyperparameter(
+                given, "variance_scale", variance, n_features
+            ),
+        }
+
+    def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """Normal log densities of the means plus inverse-gamma ones of the variances."""
+        from scipy.stats import invgamma, norm
+
+        means = norm.logpdf(params["means"], priors["mean_loc"], priors["mean_scale"])
+        shape, scale = 0.5 * priors["variance_dof"], 0.5 * priors["variance_scale"]
+        variances = invgamma.logpdf(params["variances"], shape, scale=scale)
+        return float(means.sum() + variances.sum())
+
+    # -- EM ------------------------------------------------------------------------
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> NormalData:
+        """Missing entries zeroed, their mask, and the variance floor (from ``summary``
+        when given, else from ``X``)."""
+        missing = np.isnan(X)
+        values = np.where(missing, 0.0, X) if missing.any() else X
+        observed = (~missing).astype(float) if missing.any() else None
+        if summary is None:
+            mean, variance = observed_moments(X)
+        else:
+            mean, variance = summary.mean, summary.variance
+        return NormalData(values, observed, variance_floor(mean, variance))
+
+    def start_transform(self, X: np.ndarray) -> np.ndarray:
+        """The rows, missing entries replaced by their column's observed mean."""
+        missing = np.isnan(X)
+        return np.where(missing, observed_moments(X)[0], X) if missing.any() else X
+
+    def initial_parameters(
+        self, X: np.ndarray, centres: np.ndarray, weights: np.ndarray
+    ) -> Parameters:
+        """The centres and the data variance (EM's start replaces both by the M-step of
+        its clusters)."""
+        _, variance = observed_moments(X, weights)
+        return {
+            "means": np.array(centres, dtype=float),
+            "variances": np.repeat(np.maximum(variance, 1e-12)[None], centres.shape[0], 0),
+        }
+
+    def statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: NormalData
+    ) -> Parameters:
+        """Per component and feature: observed mass, weighted sum and sum of squares."""
+        values = prepared.values
+        return {
+            "observed_mass": prepared.observed_mass(resp),
+            "sum_x": resp.T @ values,
+            "sum_xx": resp.T @ (values * values),
+        }
+
+    def maximise(
+        self,
+        mass: np.ndarray,
+        stats: Parameters,
+        priors: Mapping[str, np.ndarray] | None,
+        previous: Parameters,
+        prepared: NormalData,
+    ) -> Parameters:
+        """Means (given the previous variances under the prior), then variances; a
+        component and feature without mass keeps its previous values."""
+        n, sum_x, sum_xx = stats["observed_mass"], stats["sum_x"], stats["sum_xx"]
+        if priors is None:
+            means = np.divide(sum_x, n, out=previous["means"].copy(), where=n > 0)
+        else:
+            precision = 1.0 / priors["mean_scale"] ** 2
+            weight = n / previous["variances"]
+            means = (sum_x / previous["variances"] + precision * priors["mean_loc"]) / (
+                weight + precision
+            )
+        scatter = np.maximum(sum_xx - 2.0 * sum_x * means + n * means**2, 0.0)
+        if priors is None:
+            variances = np.divide(scatter, n, out=previous["variances"].copy(), where=n > 0)
+            variances = np.where(n > 0, variances + prepared.floor, variances)
+        else:
+            dof, scale = priors["variance_dof"], priors["variance_scale"]
+            variances = (scatter + scale) / (n + dof + 2.0) + prepared.floor
+        return {"means": means, "variances": variances}
+
+    # -- densities and summaries ---------------------------------------------------
+    def log_density(
+        self, X: np.ndarray, params: Parameters, prepared: NormalData | None = None
+    ) -> np.ndarray:
+        """Sum over the observed features of the Normal log densities ``(n_obs, K)``
+        (one pass over the rows per component)."""
+        data = self.prepare(X) if prepared is None else prepared
+        means, variances = params["means"], params["variances"]
+        observed = np.ones(X.shape) if data.observed is None else data.observed
+        out = np.empty((X.shape[0], means.shape[0]))
+        for k in range(means.shape[0]):  # a loop over components, vectorised over rows
+            terms = (data.values - means[k]) ** 2 / variances[k] + np.log(variances[k]) + LOG_2PI
+            out[:, k] = -0.5 * (terms * observed).sum(axis=1)
+        return out
+
+    def component_means(self, params: Parameters) -> np.ndarray:
+        return params["means"]
+
+    def component_variances(self, params: Parameters) -> np.ndarray:
+        return params["variances"]
+
+    def sample(
+        self, params: Parameters, components: np.ndarray, rng: np.random.Generator
+    ) -> np.ndarray:
+        means = params["means"][components]
+        return rng.normal(means, np.sqrt(params["variances"][components]))
+
+    # -- PyMC ----------------------------------------------------------------------
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+        """``means`` (Normal) and ``variances`` (inverse-gamma), dims ``(component,
+        feature)``."""
+        import pymc as pm
+
+        dims = ("component", "feature")
+        means = pm.Normal("means", mu=priors["mean_loc"], sigma=priors["mean_scale"], dims=dims)
+        variances = pm.InverseGamma(
+            "variances",
+            alpha=0.5 * priors["variance_dof"],
+            beta=0.5 * priors["variance_scale"],
+            dims=dims,
+        )
+        return {"means": means, "variances": variances}
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        import pytensor.tensor as pt
+
+        means, variances = params["means"], params["variances"]
+        terms = (X[:, None, :] - means[None]) ** 2 / variances[None] + pt.log(variances)[None]
+        return -0.5 * (terms + LOG_2PI).sum(axis=-1)
