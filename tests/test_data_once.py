@@ -287,3 +287,18 @@ def test_compare_converts_once(monkeypatch, X):
     assert np.array_equal(
         table.fits["lpd"].to_numpy(), [full.score_samples(X).sum(), diag.score_samples(X).sum()]
     )
+
+
+def test_saved_results_do_not_store_the_validated_flag(X, tmp_path):
+    from bayesmix.results.io import load
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit = bm.GaussianMixture(2).fit(
+            X, method="gibbs", chains=1, draws=5, tune=2, random_state=0, progressbar=False
+        )
+    assert fit.data.validated
+    fit.save(tmp_path / "fit.nc")
+    loaded = load(tmp_path / "fit.nc")  # a stored 'validated' key would be refused
+    assert not loaded.data.validated
+    assert np.array_equal(loaded.data.values, fit.data.values)

@@ -55,6 +55,9 @@ _PARAMETER_DIMS = {
 }
 # dtype kinds that JSON-tagged numpy values, observation names and sample statistics may have
 _NUMERIC_KINDS = "biuf"
+# Data fields kept apart (the observed_data group) or not stored: ``validated`` is a
+# fact of the running process (a loaded result's data is checked by the loader).
+_DATA_NOT_STORED = ("values", "feature_names", "obs_names", "validated")
 _JSON_ARRAY_KINDS = "biufU"
 _NAME_KINDS = "biufUMmO"
 
@@ -402,7 +405,7 @@ def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
         extra = {
             f.name: getattr(data, f.name)
             for f in dataclasses.fields(data)
-            if f.name not in ("values", "feature_names", "obs_names")
+            if f.name not in _DATA_NOT_STORED
         }
         fields = {"obs_names_dtype": obs_dtype, "data": extra}
         if result.sample_stats is not None:
@@ -838,7 +841,7 @@ def _load_bayes(loader, tree, model, settings, raw_fields, priors, feature_names
     from bayesmix.results.posterior import BayesResult
 
     data_fields = [f.name for f in dataclasses.fields(Data)]
-    extra_names = [n for n in data_fields if n not in ("values", "feature_names", "obs_names")]
+    extra_names = [n for n in data_fields if n not in _DATA_NOT_STORED]
     fields = loader.mapping(raw_fields, "fields", required=("obs_names_dtype", "data", "has_elbo"))
     extra = loader.mapping(fields["data"], "fields.data", optional=extra_names)
     if priors is None:
