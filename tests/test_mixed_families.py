@@ -301,6 +301,9 @@ def test_named_blocks_bind_to_a_dataframes_columns():
     assert em.model.family == Independent({(0, 1): Normal(), (2, 3, 4): Bernoulli(), 5: Poisson()})
     posterior = em.to_datatree()["posterior"]
     assert posterior["normal_means"].dims == ("chain", "draw", "component", "normal_feature")
+    assert list(posterior["bernoulli_feature"].values) == ["a", "b", "c"]
+    assert list(posterior["poisson_feature"].values) == ["n"]
+    assert "normal_means[0, x]" in em.summary().index
     assert posterior["poisson_rates"].shape == (1, 1, 3, 1)
     assert em.n_parameters == 2 + 3 * (4 + 3 + 1)
     assert em.predict_proba(df).shape == (600, 3)

@@ -17,7 +17,8 @@ in several blocks (``"normal1"``, ``"normal2"``). Fitting binds the keys to posi
 Parameters. Block ``b``'s parameter ``p`` is ``<b>_<p>`` (``normal_means``,
 ``bernoulli_probabilities``), its dims prefixed the same way: ``(component,
 normal_feature)``, ``(component, categorical_feature, categorical_category)``; the
-block's ``<b>_feature`` axis lists its columns in the order of its key.
+block's ``<b>_feature`` coordinate holds its columns' names in the order of its key
+(:meth:`Independent.coords`; a category axis is numbered by code).
 
 Priors. Block ``b``'s hyperparameter ``h`` is ``<b>_<h>`` (``normal_mean_loc``,
 ``bernoulli_probability_alpha``); ``weight_concentration`` stays the mixture's.
@@ -138,6 +139,18 @@ class Independent(ComponentFamily):
         if uncovered:
             raise ValueError(f"Independent's blocks do not cover column(s) {uncovered}.")
         return Independent(bound)
+
+    def coords(self, feature_names: tuple[str, ...]) -> dict[str, list[str]]:
+        """The blocks' column names as the coordinates of their ``<block>_feature`` (and
+        ``<block>_feature_``) dims."""
+        dims = {dim for value in self.parameters.values() for dim in value}
+        out = {}
+        for prefix, columns, _ in self._parts():
+            names = [str(feature_names[column]) for column in columns]
+            for dim in (f"{prefix}_feature", f"{prefix}_feature_"):
+                if dim in dims:
+                    out[dim] = names
+        return out
 
     def for_data(self, values: np.ndarray) -> Independent:
         """Every block's :meth:`~ComponentFamily.for_data` of its columns (selections by
