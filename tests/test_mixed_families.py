@@ -338,3 +338,32 @@ def test_bayesian_methods_and_marginals_are_refused_clearly():
         model.fit(X, method="nuts")
     with pytest.raises(ValueError, match="marginals"):
         model.family.marginal_family()
+
+
+# -- Normal through the PyMC route, saved and loaded --------------------------------------------
+def two_clusters():
+    rng = np.random.default_rng(8)
+    return np.concatenate([rng.normal(0.0, 1.0, (150, 2)), rng.normal(5.0, 1.0, (100, 2))])
+
+
+def test_normal_posterior_by_nuts_and_advi_with_missing_cells():
+    X = two_clusters()
+    nuts = bm.Mixture(2, Normal()).fit(
+        X, method="nuts", draws=150, tune=150, chains=1, random_state=0, progressbar=False
+    )
+    means = nuts.posterior["means"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(means, [[0.0, 0.0], [5.0, 5.0]], atol=0.3)
+    X[::7, 0] = np.nan
+    advi = bm.Mixture(2, Normal()).fit(
+        X, method="advi", n=2000, random_state=0, progressbar=False, missing="marginalize"
+    )
+    means = advi.posterior["means"].mean(("chain", "draw")).values
+    np.testing.assert_allclose(means, [[0.0, 0.0], [5.0, 5.0]], atol=0.3)
+
+
+def test_normal_result_saves_and_loads(tmp_path):
+    em = bm.Mixture(2, Normal()).fit(two_clusters(), random_state=0)
+    em.save(tmp_path / "normal.nc")
+    back = bm.load(tmp_path / "normal.nc")
+    assert back.model == em.model
+    np.testing.assert_allclose(back.parameters["variances"], em.parameters["variances"])
