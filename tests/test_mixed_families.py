@@ -367,3 +367,37 @@ def test_normal_result_saves_and_loads(tmp_path):
     back = bm.load(tmp_path / "normal.nc")
     assert back.model == em.model
     np.testing.assert_allclose(back.parameters["variances"], em.parameters["variances"])
+
+
+# -- other blocks, chunked data -------------------------------------------------------------------
+def test_student_t_and_negative_binomial_blocks_with_missing_cells():
+    rng = np.random.default_rng(9)
+    z = rng.integers(2, size=800)
+    t = rng.standard_t(4, size=(800, 2)) + 4.0 * z[:, None]
+    X = np.column_stack([t, rng.negative_binomial(3, 0.3 + 0.4 * z)]).astype(float)
+    X[::5, 2], X[::7, 0] = np.nan, np.nan
+    blocks = {(0, 1): bm.families.StudentT("diag"), 2: bm.families.NegativeBinomial()}
+    em = bm.Mixture(2, Independent(blocks)).fit(X, missing="marginalize", random_state=0)
+    p = em.parameters
+    t_params = {name[len("student_t_") :]: v for name, v in p.items() if "student_t" in name}
+    nb_params = {
+        name[len("negative_binomial_") :]: v for name, v in p.items() if "binomial" in name
+    }
+    log_joint = (
+        np.log(p["weights"])
+        + blocks[(0, 1)].log_density(X[:, :2], t_params)
+        + blocks[2].log_density(X[:, 2:], nb_params)
+    )
+    np.testing.assert_allclose(em.log_likelihood, logsumexp(log_joint, axis=1).sum(), rtol=1e-12)
+    np.testing.assert_allclose(np.sort(p["student_t_means"][:, 0]), [0.0, 4.0], atol=0.2)
+
+
+def test_chunked_fit_equals_the_fit_in_memory():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(10)
+    z = rng.integers(2, size=2000)
+    X = np.column_stack([rng.normal(4.0 * z, 1.0), rng.poisson(2 + 5 * z)]).astype(float)
+    model = bm.Mixture(2, Independent({0: Normal(), 1: Poisson()}))
+    in_memory = model.fit(X, random_state=0, n_init=1)
+    chunked = model.fit(da.from_array(X, chunks=500), random_state=0, n_init=1)
+    np.testing.assert_allclose(chunked.log_likelihood, in_memory.log_likelihood, rtol=1e-12)
