@@ -238,7 +238,7 @@ class Mixture:
         _check_missing(self.family, missing)
         allow = missing == "marginalize"
         coding = self.categories
-        if coding is None and isinstance(self.family, CategoryFamily):
+        if coding is None and isinstance(self.family, (CategoryFamily, Independent)):
             coding = "infer"
         data = as_data(
             X,
@@ -415,6 +415,11 @@ class Mixture:
         family = _bound(self.family, data).for_data(data.values)
         if data.categories is None:
             return Mixture(self.n_components, family, self.priors)
+        if isinstance(family, Independent):
+            family = _bound(self.family, data).with_label_counts(data.categories)
+            return Mixture(
+                self.n_components, family.for_data(data.values), self.priors, data.categories
+            )
         if isinstance(family, Bernoulli):
             sizes = [2] * data.n_features
         else:
@@ -569,8 +574,8 @@ class Mixture:
         ``category_label`` coordinate ``(feature, category)`` (a numeric column's codes
         as text, ``""`` past a feature's categories) and, when every feature has the same
         labels, those as the ``category`` coordinate."""
-        if self.categories is None:
-            return {}
+        if self.categories is None or isinstance(self.family, Independent):
+            return {}  # an Independent's blocks have their own category dims
         widths = [
             arrays[name].shape[-1]
             for name, dims in self.family.parameters.items()

@@ -401,3 +401,28 @@ def test_chunked_fit_equals_the_fit_in_memory():
     in_memory = model.fit(X, random_state=0, n_init=1)
     chunked = model.fit(da.from_array(X, chunks=500), random_state=0, n_init=1)
     np.testing.assert_allclose(chunked.log_likelihood, in_memory.log_likelihood, rtol=1e-12)
+
+
+def test_typed_columns_are_coded_and_keep_their_labels():
+    rng = np.random.default_rng(11)
+    z = rng.integers(2, size=400)
+    frame = pd.DataFrame(
+        {
+            "height": rng.normal(1.6 + 0.2 * z, 0.05),
+            "city": np.where(z == 1, "Oslo", rng.choice(["Bergen", "Tromso"], 400)),
+            "level": pd.Categorical(
+                np.where(z == 1, "high", "low"), categories=["low", "mid", "high"]
+            ),
+            "smoker": (z == 1) ^ (rng.uniform(size=400) < 0.1),
+        }
+    )
+    family = Independent(
+        {"height": Normal(), ("city", "level"): Categorical(), "smoker": Bernoulli()}
+    )
+    em = bm.Mixture(2, family).fit(frame, random_state=0)
+    # the unused label "mid" still counts: three categories for level
+    assert em.model.family.blocks[1][1] == Categorical(n_categories=(3, 3))
+    assert em.model.categories[2] == ("low", "mid", "high")
+    assert np.mean(em.predict(frame) == z) in (pytest.approx(1.0), pytest.approx(0.0))
+    oslo = em.predict_proba(frame[frame["city"] == "Oslo"].iloc[:3])  # coded as in the fit
+    assert np.all(oslo.max(axis=1) > 0.99)

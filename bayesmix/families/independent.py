@@ -24,6 +24,12 @@ Priors. Block ``b``'s hyperparameter ``h`` is ``<b>_<h>`` (``normal_mean_loc``,
 ``bernoulli_probability_alpha``); ``weight_concentration`` stays the mixture's.
 ``Mixture.resolve_priors`` shows them all.
 
+Typed columns. A DataFrame's categorical, text and boolean columns are coded as the
+category families' integer codes (as for ``Categorical()`` alone); a Categorical block
+of labelled columns takes their numbers of labels. The posterior labels a block's
+features by name; its category axis is numbered by code (the labels are in the
+result's ``model.categories``).
+
 EM's start. k-means clusters the blocks' start transforms side by side (counts' square
 roots, categories' one-hot indicators), the continuous blocks' columns standardised: a
 continuous column then weighs as much as any other, and two rows' squared distance on a
@@ -41,6 +47,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
+from bayesmix.families.categorical import Categorical
 
 __all__ = ["Independent"]
 
@@ -158,6 +165,19 @@ class Independent(ComponentFamily):
         return Independent(
             {key: family.for_data(values[:, self._columns(key)]) for key, family in self._blocks}
         )
+
+    def with_label_counts(self, categories: tuple[Any, ...]) -> Independent:
+        """Categorical blocks without numbers of categories take each labelled column's
+        number of labels (``categories``: the data's labels per column, None for a
+        numeric column), so that labels the fitted rows did not use still count."""
+        blocks = {}
+        for key, family in self._blocks:
+            labels = [categories[column] for column in self._columns(key)]
+            if isinstance(family, Categorical) and family.n_categories is None:
+                if all(column is not None for column in labels):
+                    family = Categorical(tuple(len(column) for column in labels))
+            blocks[key] = family
+        return Independent(blocks)
 
     def n_parameters(self, n_features: int) -> int:
         self._check_width(n_features)
