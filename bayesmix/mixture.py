@@ -21,7 +21,10 @@ same way and the posterior labels its categories:
 ``family="auto"`` chooses the family from the columns when fitted
 (:meth:`Mixture.resolve_family`): Gaussian for numeric columns, Bernoulli when every
 column is boolean or has two categories, Categorical when every column is categorical or
-text; the result's ``settings["family_mapping"]`` records each column's kind.
+text; for numeric and categorical columns together, ``Independent`` with a ``Normal()``
+block of the numeric columns, a ``Bernoulli()`` block of those with two categories and a
+``Categorical()`` block of the others; the result's ``settings["family_mapping"]``
+records each column's kind.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from bayesmix.families.categorical import Categorical, CategoryFamily
 from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.gaussian.stats import block_rows, iter_blocks
 from bayesmix.families.independent import Independent
+from bayesmix.families.normal import Normal
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results import MixtureResult
@@ -197,17 +201,14 @@ class Mixture:
         family : ComponentFamily
             ``Gaussian()`` when every column is numeric (numbers, also 0/1),
             ``Bernoulli()`` when every column is boolean or categorical/text with two
-            categories, ``Categorical()`` when every column is categorical or text.
+            categories, ``Categorical()`` when every column is categorical or text;
+            for numeric and categorical columns together, ``Independent`` over the
+            column groups: ``Normal()`` for the numeric ones, ``Bernoulli()`` for those
+            with two categories, ``Categorical()`` for the others.
         mapping : dict of str to str
             Column name -> ``"numeric"``, ``"binary (<label of 0>, <label of 1>)"`` or
             ``"categorical (<labels in code order>)"``; the fitted result keeps it as
             ``settings["family_mapping"]``.
-
-        Raises
-        ------
-        ValueError
-            Numeric and categorical columns together (a product family over column
-            groups is not available yet; the message names the columns of each kind).
         """
         data = as_data(X, categories="infer", allow_missing=missing == "marginalize")
         labels = data.categories or (None,) * data.n_features
@@ -218,13 +219,7 @@ class Mixture:
         numeric = [name for name, kind in mapping.items() if kind == "numeric"]
         typed = [name for name, kind in mapping.items() if kind != "numeric"]
         if numeric and typed:
-            raise ValueError(
-                f"family='auto' found numeric columns {numeric} and categorical columns "
-                f"{typed}; mixtures over mixed column types (a product family) are not "
-                "available yet: fit the numeric columns with a Gaussian family and the "
-                "categorical ones with bm.families.Categorical() separately, or encode "
-                "the categorical columns as numbers."
-            )
+            return _mixed_family(mapping), mapping
         if not typed:
             return Gaussian(), mapping
         if all(column is not None and len(column) == 2 for column in labels):
@@ -626,6 +621,18 @@ def _flattened(
     entries = values.transpose(..., *dims).values[..., rows, cols]
     kept = tuple(d for d in values.dims if d not in dims)
     return xr.DataArray(entries, dims=(*kept, new_dim), coords={new_dim: names})
+
+
+def _mixed_family(mapping: dict[str, str]) -> Independent:
+    """``family="auto"``'s family for numeric and categorical columns together: a block
+    per kind of column (:func:`_column_kind`) that the data have."""
+    kinds = {"numeric": Normal(), "binary": Bernoulli(), "categorical": Categorical()}
+    blocks = {}
+    for kind, family in kinds.items():
+        columns = tuple(name for name, column in mapping.items() if column.split()[0] == kind)
+        if columns:
+            blocks[columns] = family
+    return Independent(blocks)
 
 
 def _column_kind(labels: tuple[str, ...] | None) -> str:

@@ -223,10 +223,13 @@ def test_auto_on_numeric_columns_is_a_gaussian_mixture():
     assert result.settings["family_mapping"] == {"u": "numeric", "v": "numeric"}
 
 
-def test_auto_on_mixed_columns_names_the_columns_of_each_kind():
-    frame = _survey()[["city"]].assign(height=np.linspace(1.5, 2.0, 240))
-    with pytest.raises(ValueError, match=r"numeric columns \['height'\].*\['city'\]"):
-        bm.Mixture(2, "auto").fit(frame)
+def test_auto_on_mixed_columns_is_a_product_over_the_kinds_of_column():
+    frame = _survey()[["city", "smoker"]].assign(height=np.linspace(1.5, 2.0, 240))
+    result = bm.Mixture(2, "auto").fit(frame, random_state=0, n_init=1)
+    assert result.model.family == bm.families.Independent(
+        {2: bm.families.Normal(), 1: bm.families.Bernoulli(), 0: bm.families.Categorical((3,))}
+    )
+    assert result.settings["family_mapping"]["height"] == "numeric"
 
 
 def test_bernoulli_refuses_a_column_with_three_categories():
