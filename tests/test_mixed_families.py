@@ -426,3 +426,24 @@ def test_typed_columns_are_coded_and_keep_their_labels():
     assert np.mean(em.predict(frame) == z) in (pytest.approx(1.0), pytest.approx(0.0))
     oslo = em.predict_proba(frame[frame["city"] == "Oslo"].iloc[:3])  # coded as in the fit
     assert np.all(oslo.max(axis=1) > 0.99)
+
+
+def test_auto_fit_on_mixed_columns_saves_and_loads(tmp_path):
+    rng = np.random.default_rng(12)
+    z = rng.integers(2, size=300)
+    frame = pd.DataFrame(
+        {
+            "height": rng.normal(1.6 + 0.2 * z, 0.05),
+            "city": np.where(z == 1, "Oslo", rng.choice(["Bergen", "Tromso"], 300)),
+            "smoker": (z == 1) ^ (rng.uniform(size=300) < 0.1),
+        }
+    )
+    em = bm.Mixture(2, "auto").fit(frame, random_state=0)
+    assert em.model.family == Independent(
+        {"height": Normal(), "smoker": Bernoulli(), "city": Categorical()}
+    ).for_columns(("height", "city", "smoker")).with_label_counts(em.model.categories)
+    em.save(tmp_path / "mixed.nc")
+    back = bm.load(tmp_path / "mixed.nc")
+    assert back.model == em.model
+    np.testing.assert_allclose(back.predict_proba(frame), em.predict_proba(frame))
+    assert Independent(em.model.family.settings()["blocks"]) == em.model.family

@@ -48,5 +48,5 @@ __all__ = [
 #: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
 FAMILIES: dict[str, type[ComponentFamily]] = {
     family.name: family
-    for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical, Normal)
+    for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical, Normal, Independent)
 }

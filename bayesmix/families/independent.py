@@ -41,13 +41,18 @@ it; NUTS and ADVI raise (the blocks' PyMC variables would share names and the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
+from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical
+from bayesmix.families.negative_binomial import NegativeBinomial
+from bayesmix.families.normal import Normal
+from bayesmix.families.poisson import Poisson
+from bayesmix.families.student_t import StudentT
 
 __all__ = ["Independent"]
 
@@ -76,8 +81,10 @@ class Independent(ComponentFamily):
 
     name = "independent"
 
-    def __init__(self, blocks: Mapping[Any, ComponentFamily]) -> None:
-        if not isinstance(blocks, Mapping) or not blocks:
+    def __init__(self, blocks: Mapping[Any, ComponentFamily] | Sequence[Any]) -> None:
+        if not isinstance(blocks, Mapping):
+            blocks = _from_settings(blocks)
+        if not blocks:
             raise ValueError(
                 "Independent takes a non-empty mapping of column selections to families."
             )
@@ -108,7 +115,13 @@ class Independent(ComponentFamily):
         return self._prefixes
 
     def settings(self) -> dict[str, Any]:
-        return {"blocks": self._blocks}
+        """``{"blocks": ((columns, family name, family settings), ...)}``: plain values
+        (saved files hold them), which the constructor also takes."""
+        blocks = tuple((key, family.name, family.settings()) for key, family in self._blocks)
+        return {"blocks": blocks}
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, self._blocks))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{_key_repr(key)}: {family!r}" for key, family in self._blocks)
@@ -358,6 +371,29 @@ class Independent(ComponentFamily):
             "one-feature marginals of an Independent family are not available yet; plot "
             "each block's columns with a mixture of its own family."
         )
+
+
+#: the families a saved Independent's blocks may name
+BLOCK_FAMILIES: dict[str, type[ComponentFamily]] = {
+    family.name: family
+    for family in (Normal, Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical)
+}
+
+
+def _from_settings(blocks: Any) -> dict[Any, ComponentFamily]:
+    """Blocks given as :meth:`Independent.settings` gives them: ``(columns, family name,
+    family settings)`` triples (lists too, as a saved file may hold them)."""
+    out = {}
+    try:
+        for columns, name, settings in blocks:
+            key = tuple(columns) if isinstance(columns, (list, tuple)) else columns
+            out[key] = BLOCK_FAMILIES[name](**settings)
+    except (TypeError, ValueError, KeyError):
+        raise ValueError(
+            "Independent takes a mapping of column selections to families (or its "
+            f"settings' (columns, family name, settings) triples); got {blocks!r}."
+        ) from None
+    return out
 
 
 def _selection(key: Any) -> tuple[Any, ...]:
