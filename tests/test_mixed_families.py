@@ -447,3 +447,10 @@ def test_auto_fit_on_mixed_columns_saves_and_loads(tmp_path):
     assert back.model == em.model
     np.testing.assert_allclose(back.predict_proba(frame), em.predict_proba(frame))
     assert Independent(em.model.family.settings()["blocks"]) == em.model.family
+
+
+def test_independent_without_blocks_says_what_it_needs():
+    with pytest.raises(ValueError, match="Independent needs its blocks"):
+        Independent()
+    with pytest.raises(ValueError, match="triples"):
+        Independent([("x", "no_such_family", {})])

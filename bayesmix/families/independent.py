@@ -81,7 +81,12 @@ class Independent(ComponentFamily):
 
     name = "independent"
 
-    def __init__(self, blocks: Mapping[Any, ComponentFamily] | Sequence[Any]) -> None:
+    def __init__(self, blocks: Mapping[Any, ComponentFamily] | Sequence[Any] | None = None) -> None:
+        if blocks is None:
+            raise ValueError(
+                "Independent needs its blocks: Independent({('x', 'y'): Normal(), "
+                "'smoker': Bernoulli(), ...}), column selections mapped to families."
+            )
         if not isinstance(blocks, Mapping):
             blocks = _from_settings(blocks)
         if not blocks:
