@@ -29,7 +29,7 @@ FAMILY_NAMES = ("poisson", "negative_binomial", "student_t", "bernoulli", "categ
 SELECT_FAMILY_NAMES = ("poisson", "negative_binomial", "student_t")
 #: families that fit a CSV's text columns (as categories, latent class analysis); "auto"
 #: chooses the family from the columns (bayesmix.Mixture.resolve_family)
-TEXT_FAMILIES = ("bernoulli", "categorical", "auto")
+TEXT_FAMILIES = ("bernoulli", "categorical", "independent", "auto")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zip", ".xz", ".zst")
@@ -690,8 +690,11 @@ def fit(
     )
     _echo_messages(messages)
     if family == "auto":
-        family = _auto_family(components, frame, info)
-        model, structure = _declaration(components, family, covariance, methods, mass_matrix)
+        chosen = _auto_family(components, frame, info)
+        family = chosen.name
+        model, structure = _declaration(
+            components, family, covariance, methods, mass_matrix, chosen
+        )
     if components > frame.shape[0]:
         raise click.BadParameter(
             f"{components} components for {frame.shape[0]} observations; K must be at most "
@@ -766,7 +769,7 @@ def fit(
         click.echo(line)
 
 
-def _auto_family(components: int, frame: Any, info: dict[str, Any]) -> str:
+def _auto_family(components: int, frame: Any, info: dict[str, Any]) -> Any:
     """The family ``--family auto`` fits to ``frame`` (echoing each column's kind, and
     recording them in the report's ``info``); mixed column kinds are an input error."""
     from bayesmix.mixture import Mixture
@@ -779,7 +782,7 @@ def _auto_family(components: int, frame: Any, info: dict[str, Any]) -> str:
     kinds = "; ".join(f"{column}: {kind}" for column, kind in mapping.items())
     click.echo(f"Family (auto): {name} ({kinds})")
     info["family (auto)"] = f"{name} ({kinds})"
-    return name
+    return chosen
 
 
 def _coded(frame: Any) -> Any:
@@ -794,11 +797,17 @@ def _coded(frame: Any) -> Any:
 
 
 def _declaration(
-    components: int, family: str, covariance: str | None, methods: list[str], mass_matrix: str
+    components: int,
+    family: str,
+    covariance: str | None,
+    methods: list[str],
+    mass_matrix: str,
+    chosen: Any = None,
 ) -> tuple[Any, str]:
     """The declaration ``fit`` fits, and its words for the title (``"full"``,
     ``"poisson"``, ``"student_t (diag)"``); a combination of options that cannot work is
-    a one-line usage error naming what works."""
+    a one-line usage error naming what works. ``chosen``: the family object ``--family
+    auto`` resolved (named ``family``), used as it is."""
     from bayesmix.viz.report import supported_methods
 
     if family == "gaussian":
@@ -828,7 +837,7 @@ def _declaration(
                 f"{family} family has one parameter set per column (leave --covariance out).",
                 param_hint="'--covariance'",
             )
-        model = Mixture(components, FAMILIES[family]())
+        model = Mixture(components, FAMILIES[family]() if chosen is None else chosen)
         structure = family
     allowed = supported_methods(model)
     unsupported = [m for m in methods if m not in allowed]

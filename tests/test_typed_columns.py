@@ -256,6 +256,25 @@ def test_cli_fits_a_csv_with_text_columns(family, tmp_path):
     assert loaded.model.categories[0] == ("Bergen", "Oslo", "Tromso")
 
 
+def test_cli_auto_fits_a_csv_of_numeric_and_text_columns(tmp_path):
+    """A mixed CSV gets the product family ``auto`` resolves (not one rebuilt by name)."""
+    path = tmp_path / "mixed.csv"
+    frame = _survey(160)[["city", "pet"]]
+    frame["height"] = np.where(frame["city"] == "Oslo", 170.0, 180.0)
+    frame["height"] += np.random.default_rng(1).normal(0.0, 3.0, len(frame))
+    frame.to_csv(path, index=False)
+    out = tmp_path / "out"
+    args = ["fit", str(path), "-k", "2", "--family", "auto", "--out", str(out), "--no-plots"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert run.exit_code == 0, run.output
+    assert "Family (auto): independent" in run.output
+    loaded = bm.load(out / "em.nc")
+    assert loaded.model.family.name == "independent"
+    assert "normal_means" in loaded.posterior
+
+
 def test_a_bayesian_fit_keeps_the_labels_through_save_load_and_relabel(tmp_path):
     frame = _survey(120)[["city", "pet"]]
     result = bm.Mixture(2, bm.families.Categorical()).fit(
