@@ -518,8 +518,29 @@ def test_dask_em_equals_the_in_memory_fit(family):
     )
 
 
-def test_dask_needs_the_numbers_of_categories():
+def test_dask_infers_the_numbers_of_categories():
+    """Categorical() on a Dask array takes each column's largest code plus one from the
+    scan (one chunk may lack a column's largest code) and fits as in memory."""
     da = pytest.importorskip("dask.array")
-    X = da.from_array(np.random.default_rng(0).choice(3, size=(100, 2)).astype(float), chunks=50)
-    with pytest.raises(ValueError, match=r"needs n_categories: the numbers of categories are"):
-        bm.Mixture(2, bm.families.Categorical()).fit(X)
+    rng = np.random.default_rng(16)
+    weights, table = categorical_truth(rng)
+    X = with_missing(rng, simulate(rng, 1500, weights, table)[0], 0.1)
+    X[:500, 0] = np.where(np.isnan(X[:500, 0]), np.nan, 0.0)  # the first chunk: code 0 only
+    options = {"missing": "marginalize", "random_state": 0, "n_init": 1, "tol": 1e-6}
+    family = bm.families.Categorical()
+    chunked = bm.Mixture(3, family).fit(da.from_array(X, chunks=(500, X.shape[1])), **options)
+    in_memory = bm.Mixture(3, family).fit(X, **options)
+    assert chunked.model.family == in_memory.model.family
+    assert chunked.model.family.n_categories == tuple(int(m) + 1 for m in np.nanmax(X, axis=0))
+    assert chunked.log_likelihood == pytest.approx(in_memory.log_likelihood, rel=1e-12)
+    np.testing.assert_allclose(
+        chunked.parameters["probabilities"], in_memory.parameters["probabilities"], atol=1e-12
+    )
+
+
+def test_dask_refuses_a_column_with_a_single_category():
+    da = pytest.importorskip("dask.array")
+    X = np.random.default_rng(0).choice(3, size=(100, 2)).astype(float)
+    X[:, 1] = 0.0
+    with pytest.raises(ValueError, match=r"column 'x1' has a single category"):
+        bm.Mixture(2, bm.families.Categorical()).fit(da.from_array(X, chunks=50))

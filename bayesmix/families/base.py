@@ -47,15 +47,18 @@ Parameters = dict[str, np.ndarray]
 class DataSummary:
     """What :meth:`ComponentFamily.prepare` of a block of rows may need from all the
     rows: per column the number of observed entries, their mean and variance (divided by
-    the count), and for discrete families the sorted distinct observed values (None
-    otherwise). Chunked EM (Dask) gathers it in one scan, so that every chunk is prepared
-    consistently with the whole data (:meth:`ComponentFamily.prepare` with ``summary``).
+    the count), for discrete families the sorted distinct observed values (None
+    otherwise), and per column the largest observed value (None when not gathered).
+    Chunked EM (Dask) gathers it in one scan, so that every chunk is prepared
+    consistently with the whole data (:meth:`ComponentFamily.prepare` with ``summary``)
+    and the family binds the settings the data fix (:meth:`ComponentFamily.for_summary`).
     """
 
     n_observed: np.ndarray
     mean: np.ndarray
     variance: np.ndarray
     values: np.ndarray | None = None
+    maximum: np.ndarray | None = None
 
 
 class ComponentFamily(ABC):
@@ -93,6 +96,18 @@ class ComponentFamily(ABC):
         ``Categorical()`` takes its numbers of categories from them). ``Mixture.fit``
         fits, and its result keeps, this family."""
         return self
+
+    def for_summary(self, summary: DataSummary, feature_names: tuple[str, ...]) -> ComponentFamily:
+        """:meth:`for_data` from the :class:`DataSummary` of chunked data (the data are
+        not in memory); ``feature_names`` name the columns in error messages. Itself by
+        default."""
+        return self
+
+    def check_block(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """:meth:`check_values` of one block of rows of chunked data: the checks that
+        hold row by row (those about all the rows run on the :class:`DataSummary`, in
+        :meth:`for_summary`). :meth:`check_values` by default."""
+        self.check_values(values, feature_names, name)
 
     @abstractmethod
     def n_parameters(self, n_features: int) -> int:

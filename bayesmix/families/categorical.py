@@ -450,6 +450,16 @@ class Categorical(CategoryFamily):
             return self
         return Categorical(tuple(int(c) for c in inferred_sizes(values)))
 
+    def for_summary(self, summary: DataSummary, feature_names: tuple[str, ...]) -> Categorical:
+        """:meth:`for_data` from chunked data's per-column largest codes
+        (``summary.maximum``); ``ValueError`` for a column with a single category, as
+        :meth:`check_values` on data in memory."""
+        if self.n_categories is not None or summary.maximum is None:
+            return self
+        sizes = np.where(np.isfinite(summary.maximum), summary.maximum, 0.0).astype(int) + 1
+        self._check_several(sizes, feature_names, "X")
+        return Categorical(tuple(int(c) for c in sizes))
+
     def sizes(self, n_features: int) -> np.ndarray | None:
         """``C_d`` per feature ``(D,)``, or None when the categories are not known yet."""
         if self.n_categories is None:
@@ -473,17 +483,28 @@ class Categorical(CategoryFamily):
         return int((sizes - 1).sum())
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        self.check_block(values, feature_names, name)
+        if self.sizes(values.shape[1]) is None and values.shape[0] > 0:
+            self._check_several(inferred_sizes(values), feature_names, name)
+
+    def check_block(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """The codes' checks (integers ``>= 0``, below the numbers of categories when
+        given); whether every column has several categories is checked on all the rows
+        (:meth:`check_values`, :meth:`for_summary`)."""
         sizes = self.sizes(values.shape[1])
         limits = np.full(values.shape[1], np.inf) if sizes is None else sizes.astype(float)
         self.check_codes(values, limits, feature_names, name)
-        if sizes is None:
-            single = inferred_sizes(values) == 1
-            if single.any() and values.shape[0] > 0:
-                column = feature_names[int(np.argmax(single))]
-                raise ValueError(
-                    f"{name}'s column {column!r} has a single category; it tells nothing "
-                    "about the classes: drop it (or give n_categories)."
-                )
+
+    @staticmethod
+    def _check_several(sizes: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """``ValueError`` naming the first column whose inferred number of categories is 1."""
+        single = sizes == 1
+        if single.any():
+            column = feature_names[int(np.argmax(single))]
+            raise ValueError(
+                f"{name}'s column {column!r} has a single category; it tells nothing "
+                "about the classes: drop it (or give n_categories)."
+            )
 
     def marginal_family(self) -> Categorical:
         """The family of one feature's marginal: without per-feature numbers of
@@ -501,10 +522,13 @@ class Categorical(CategoryFamily):
         if sizes is not None:
             return int(sizes.max())
         if summary is not None:
-            raise ValueError(
-                "Categorical() on chunked (Dask) input needs n_categories: the numbers "
-                "of categories are not inferred chunk by chunk."
-            )
+            if summary.maximum is None:
+                raise ValueError(
+                    "Categorical() on chunked (Dask) input needs n_categories or the "
+                    "columns' largest codes (DataSummary.maximum): the numbers of "
+                    "categories are not inferred chunk by chunk."
+                )
+            return int(np.nan_to_num(summary.maximum, neginf=0.0).max(initial=0.0)) + 1
         return int(inferred_sizes(X).max(initial=1))
 
     def table(self, params: Parameters) -> np.ndarray:

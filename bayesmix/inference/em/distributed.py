@@ -40,7 +40,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
@@ -892,6 +892,7 @@ class _FamilyScan:
     weighted_mean: np.ndarray
     weighted_m2: np.ndarray
     values: np.ndarray | None  # distinct observed values (discrete families)
+    maximum: np.ndarray  # largest observed value per column (-inf: none)
     sample: np.ndarray
     sample_weight: np.ndarray
 
@@ -944,19 +945,21 @@ def _family_scan_block(x, w, offset, keep, seed, family, feature_names, allow_mi
     support_error = None
     if not (n_nan or n_inf or bad_w.any()):
         try:
-            family.check_values(x, feature_names, "X")
+            family.check_block(x, feature_names, "X")
         except ValueError as error:
             support_error = _global_row(str(error), offset, kept)
     if n_nan or n_inf or bad_w.any() or support_error:
         zeros = np.zeros(n_features)
         count, mean, m2, weight, weighted_mean, weighted_m2 = (zeros,) * 6
         max_abs, values = 0.0, None
+        maximum = np.full(n_features, -np.inf)
     else:
         count, mean, m2 = _column_moments(x, np.ones(x.shape[0]), observed)
         weight, weighted_mean, weighted_m2 = _column_moments(x, w, observed)
         finite = x[observed]
         max_abs = float(np.abs(finite).max(initial=0.0))
         values = np.unique(finite) if family.discrete else None
+        maximum = np.where(observed, x, -np.inf).max(axis=0, initial=-np.inf)
     chosen = slice(None) if keep >= 1.0 else np.random.default_rng(seed).random(len(x)) < keep
     return _FamilyScan(
         rows=(int(x.shape[0]),),
@@ -978,6 +981,7 @@ def _family_scan_block(x, w, offset, keep, seed, family, feature_names, allow_mi
         weighted_mean=weighted_mean,
         weighted_m2=weighted_m2,
         values=values,
+        maximum=maximum,
         sample=x[chosen].copy(),
         sample_weight=w[chosen].copy(),
     )
@@ -1022,6 +1026,7 @@ def _merge_family_scans(a: _FamilyScan, b: _FamilyScan) -> _FamilyScan:
         weighted_mean=weighted_mean,
         weighted_m2=weighted_m2,
         values=values,
+        maximum=np.maximum(a.maximum, b.maximum),
         sample=np.concatenate([a.sample, b.sample]),
         sample_weight=np.concatenate([a.sample_weight, b.sample_weight]),
     )
@@ -1076,7 +1081,8 @@ class FamilyChunks:
         self.source, self.family, self.drop_empty = source, family, allow_missing
 
     def scan(self, rng: np.random.Generator, sample_rows: int) -> _FamilyScan:
-        """The scan; sets the summary, ``prepared``, the total weight and the sample."""
+        """The scan; sets the summary, the total weight and the sample (:meth:`bind`
+        then sets the family the data fix and ``prepared``)."""
         source, data = self.source, self.source.data
         keep = min(1.0, sample_rows / max(data.n_obs, 1))
         # Whole data as the "sample" when it is small: no random numbers are drawn, so the
@@ -1098,13 +1104,21 @@ class FamilyChunks:
             scan.mean,
             np.divide(scan.m2, scan.count, out=np.zeros_like(scan.m2), where=scan.count > 0),
             scan.values,
+            scan.maximum,
         )
-        self.prepared = self.family.prepare(np.empty((0, data.n_features)), self.summary)
         self.total_weight = scan.total_weight
         self.sample, self.sample_weight = scan.sample, scan.sample_weight
         self.sample_is_data = keep >= 1.0
         self._bounds = np.concatenate([[0], np.cumsum(scan.rows)])
         return scan
+
+    def bind(self, family: ComponentFamily) -> None:
+        """Fit ``family`` (the scanned one with the settings the data fix,
+        :meth:`~bayesmix.families.base.ComponentFamily.for_summary`): the chunks are
+        prepared for it."""
+        self.family = family
+        n_features = self.source.data.n_features
+        self.prepared = family.prepare(np.empty((0, n_features)), self.summary)
 
     def _shared(self) -> tuple:
         return self.family, self.summary, self.drop_empty
@@ -1243,6 +1257,10 @@ def fit_family_em_dask(
         chunks = FamilyChunks(source, model.family, missing == "marginalize")
         scan = chunks.scan(options.rng, INIT_SAMPLE_ROWS)
         _check_family_scan(scan, model, data)
+        family = model.family.for_summary(chunks.summary, data.feature_names)
+        if family != model.family:
+            model = replace(model, family=family)
+        chunks.bind(family)
         # Two rows at mean -+ sd with equal weights have the data's weighted mean and
         # variance per column (to rounding), all the families' default priors read.
         sd = np.sqrt(scan.weighted_m2 / np.where(scan.weight > 0, scan.weight, 1.0))
