@@ -166,7 +166,8 @@ class Mixture:
     def n_parameters(self, n_features: int) -> int:
         """Free parameters for data with ``n_features`` columns (``K - 1`` weights)."""
         n_features = check_int(n_features, "n_features")
-        return self.n_components - 1 + self.n_components * self.family.n_parameters(n_features)
+        family = self.chosen_family("n_parameters")
+        return self.n_components - 1 + self.n_components * family.n_parameters(n_features)
 
     def check_data(
         self, X: Any, n_features: int | None = None, name: str = "X", missing: Any = "error"
@@ -185,6 +186,17 @@ class Mixture:
     def is_auto(self) -> bool:
         """Whether the family is chosen from the data when fitted (``family="auto"``)."""
         return isinstance(self.family, str)
+
+    def chosen_family(self, what: str) -> ComponentFamily:
+        """The family; with ``family="auto"`` (not chosen yet), a ``ValueError`` saying
+        that ``what`` needs the family that :meth:`resolve_family` or :meth:`fit`
+        chooses from the data."""
+        if self.is_auto:
+            raise ValueError(
+                f"{what} needs the family, which Mixture(..., family='auto') chooses from "
+                "the data at fit time: call resolve_family(X) (or fit) first."
+            )
+        return self.family
 
     def resolve_family(self, X: Any, missing: Any = "error") -> tuple[Any, dict[str, str]]:
         """The family ``family="auto"`` fits to ``X``, and the kind of every column.
@@ -263,10 +275,15 @@ class Mixture:
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """Raise ``ValueError`` when ``values`` is outside the family's support."""
-        self.family.check_values(values, feature_names, name)
+        self.chosen_family("check_values").check_values(values, feature_names, name)
 
     def resolve_priors(self, X: Any, sample_weight: Any = None) -> dict[str, np.ndarray]:
-        """The concrete priors for data ``X``: given values, else data-scaled defaults."""
+        """The concrete priors for data ``X``: given values, else data-scaled defaults
+        (with ``family="auto"``, those of the family :meth:`resolve_family` chooses for
+        ``X``)."""
+        if self.is_auto:
+            family, _ = self.resolve_family(X, "marginalize")
+            return Mixture(self.n_components, family, self.priors).resolve_priors(X, sample_weight)
         data = X if isinstance(X, Data) else self.check_data(X)
         weights = (
             sample_weight
@@ -436,29 +453,33 @@ class Mixture:
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Names of an estimate's arrays (``EMResult.parameters``)."""
-        return ("weights", *self.family.parameters)
+        return ("weights", *self.chosen_family("parameter_names").parameters)
 
     def declaration_attrs(self) -> dict[str, Any]:
         """The declaration as DataTree attributes."""
-        return {"n_components": self.n_components, "family": self.family.name}
+        family = self.chosen_family("declaration_attrs")
+        return {"n_components": self.n_components, "family": family.name}
 
     def log_prior(self, params: Parameters, priors: Mapping[str, np.ndarray]) -> float:
         """Log prior density: the weights' Dirichlet plus the family's."""
         from scipy.stats import dirichlet
 
+        family = self.chosen_family("log_prior")
         alpha = priors["weight_concentration"]
         weights = np.clip(params["weights"], 1e-300, None)
         log_weights = dirichlet.logpdf(weights / weights.sum(), alpha)
-        return float(log_weights) + self.family.log_prior(params, priors)
+        return float(log_weights) + family.log_prior(params, priors)
 
     def point_posterior(self, params: Parameters, feature_names: tuple[str, ...]) -> xr.Dataset:
         """One estimate as a posterior with ``chain = draw = 1``."""
+        self.chosen_family("point_posterior")
         return self.posterior_from_draws(
             {name: value[None, None] for name, value in params.items()}, feature_names
         )
 
     def draw_parameters(self, posterior: xr.Dataset) -> list[Parameters]:
         """Parameters of every draw, chains flattened."""
+        self.chosen_family("draw_parameters")
         flat = posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         arrays = {name: flat[name].values for name in self.parameter_names}
         return [
@@ -470,21 +491,23 @@ class Mixture:
     ) -> np.ndarray:
         """``log w_k + log p(x_n | theta_k)`` ``(n_obs, K)``: with the family's
         ``prepared`` constants of ``X`` in one piece (EM), else in row blocks."""
+        family = self.chosen_family("log_joint")
         X = X.values if isinstance(X, Data) else X
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
         if prepared is not None:
-            return log_weights + self.family.log_density(X, params, prepared)
+            return log_weights + family.log_density(X, params, prepared)
         out = np.empty((X.shape[0], self.n_components))
         size = block_rows(X.shape[0], X.shape[1], self.n_components)
         for rows in iter_blocks(X.shape[0], size):
-            out[rows] = log_weights + self.family.log_density(X[rows], params)
+            out[rows] = log_weights + family.log_density(X[rows], params)
         return out
 
     def sample_posterior(
         self, posterior: xr.Dataset, n_samples: int, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray]:
         """``(X, z)`` from the posterior predictive (each sample picks a draw)."""
+        self.chosen_family("sample_posterior")
         draws = self.draw_parameters(posterior)
         pick = rng.integers(len(draws), size=n_samples)
         z = np.empty(n_samples, dtype=np.intp)
@@ -501,6 +524,7 @@ class Mixture:
         included, over a ``pair`` dim labelled ``"a, b"``; probabilities over categories
         labelled per feature (``category_label``, features with different labels) keep
         each feature's own categories over an ``item`` dim labelled ``"feature, label"``."""
+        self.chosen_family("identified_parameters")
         features = [str(f) for f in posterior["feature"].values]
         keep = {}
         for name in self.parameter_names:
@@ -518,17 +542,20 @@ class Mixture:
 
     def export_posterior(self, posterior: xr.Dataset) -> xr.Dataset:
         """The posterior as the DataTree holds it."""
+        self.chosen_family("export_posterior")
         return posterior
 
     def component_means(self, posterior: xr.Dataset) -> np.ndarray:
         """``E[x | k]`` per draw, ``(chain, draw, K, D)``."""
-        return self.family.component_means({n: posterior[n].values for n in self.parameter_names})
+        family = self.chosen_family("component_means")
+        return family.component_means({n: posterior[n].values for n in self.parameter_names})
 
     def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
         """A point estimate as one row per component: the weight and every parameter."""
+        family = self.chosen_family("parameter_table")
         table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
         labelled = _labels_per_feature(posterior)
-        for name, dims in self.family.parameters.items():
+        for name, dims in family.parameters.items():
             values = posterior[name].values[0, 0]
             for index in np.ndindex(values.shape[1:]):
                 coords = [str(posterior[dim].values[i]) for dim, i in zip(dims, index, strict=True)]
@@ -546,10 +573,11 @@ class Mixture:
     ) -> xr.Dataset:
         """The posterior Dataset of draws ``(chain, draw, component, ...)`` of every
         parameter."""
+        family = self.chosen_family("posterior_from_draws")
         n_chains, n_draws = arrays["weights"].shape[:2]
         sample = ("chain", "draw", "component")
         variables = {"weights": (sample, arrays["weights"])}
-        for name, dims in self.family.parameters.items():
+        for name, dims in family.parameters.items():
             variables[name] = (sample + dims, arrays[name])
         coords = {
             "chain": np.arange(n_chains),

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 from click.testing import CliRunner
 
 import bayesmix as bm
@@ -230,6 +231,65 @@ def test_auto_on_mixed_columns_is_a_product_over_the_kinds_of_column():
         {2: bm.families.Normal(), 1: bm.families.Bernoulli(), 0: bm.families.Categorical((3,))}
     )
     assert result.settings["family_mapping"]["height"] == "numeric"
+
+
+def _unresolved_calls() -> dict:
+    """Every public method of Mixture that needs the family, called on any arguments."""
+    posterior = xr.Dataset()
+    params = {"weights": np.array([0.5, 0.5])}
+    return {
+        "n_parameters": lambda m: m.n_parameters(3),
+        "check_values": lambda m: m.check_values(np.zeros((2, 1)), ("a",), "X"),
+        "parameter_names": lambda m: m.parameter_names,
+        "declaration_attrs": lambda m: m.declaration_attrs(),
+        "log_prior": lambda m: m.log_prior(params, {}),
+        "point_posterior": lambda m: m.point_posterior(params, ("a",)),
+        "draw_parameters": lambda m: m.draw_parameters(posterior),
+        "log_joint": lambda m: m.log_joint(np.zeros((2, 1)), params),
+        "sample_posterior": lambda m: m.sample_posterior(posterior, 5, np.random.default_rng()),
+        "identified_parameters": lambda m: m.identified_parameters(posterior),
+        "export_posterior": lambda m: m.export_posterior(posterior),
+        "component_means": lambda m: m.component_means(posterior),
+        "parameter_table": lambda m: m.parameter_table(posterior),
+        "posterior_from_draws": lambda m: m.posterior_from_draws(params, ("a",)),
+    }
+
+
+def test_auto_before_fitting_works_from_x_or_says_the_family_is_chosen_at_fit_time():
+    """Every public method of an unresolved ``Mixture(K, "auto")``: those given X resolve
+    the family from it; the others raise a one-line ValueError naming resolve_family."""
+    frame = _survey()[["level", "city", "smoker"]]
+    model = bm.Mixture(2, "auto", priors={"weight_concentration": 2.0})
+    working = {
+        "check_data": lambda m: m.check_data(frame),
+        "resolve_family": lambda m: m.resolve_family(frame),
+        "resolve_priors": lambda m: m.resolve_priors(frame),
+        "fit": lambda m: m.fit(frame, random_state=0, n_init=1),
+        "fit_options": lambda m: m.fit_options("em"),
+        "is_auto": lambda m: m.is_auto,
+        "chosen_family": None,  # the check itself
+    }
+    calls = _unresolved_calls()
+    public = {name for name in dir(bm.Mixture) if not name.startswith("_")}
+    public -= {"n_components", "family", "priors", "categories"}  # the declaration's fields
+    assert public == set(calls) | set(working)
+    for name, call in calls.items():
+        with pytest.raises(ValueError, match=rf"^{name} needs the family, .*'auto'.*resolve_fam"):
+            call(model)
+    chosen, _ = model.resolve_family(frame)
+    resolved = bm.Mixture(2, chosen, model.priors)
+    priors = model.resolve_priors(frame)
+    assert priors.keys() == resolved.resolve_priors(frame).keys()
+    np.testing.assert_array_equal(priors["weight_concentration"], [2.0, 2.0])
+    assert working["fit"](model).model.family.name == "categorical"
+    assert model.check_data(frame).n_features == 3
+    assert model.fit_options("em") == resolved.fit_options("em") and model.is_auto
+    assert repr(model) == (
+        "Mixture(n_components=2, family='auto', priors={'weight_concentration': 2.0})"
+    )
+    with pytest.raises(ValueError, match=r"^check_values needs the family"):
+        model.chosen_family("check_values")
+    assert resolved.chosen_family("x") == chosen
 
 
 def test_bernoulli_refuses_a_column_with_three_categories():
