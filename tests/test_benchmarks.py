@@ -93,3 +93,18 @@ def test_families_benchmark_runs_every_family(capsys):
     for row in rows:
         assert np.isfinite([row["reference_ms"], row["family_ms"], row["ratio"]]).all()
     assert "ratio" in capsys.readouterr().out
+
+
+def test_latent_class_benchmark_runs_both_cases(capsys):
+    """Binary and mixed quick cases: both tools' log-likelihood traces agree (the mixed
+    case to bayesmix's variance floor against StepMix's ``reg_covar=0``)."""
+    import pytest
+
+    pytest.importorskip("stepmix")
+    from benchmarks import latent_class
+
+    for extra, tolerance in (([], 1e-12), (["--mixed"], 1e-7)):
+        per = latent_class.main(["--quick", "--iterations", "3", "--repeats", "1", *extra])
+        assert per["log_likelihood_rel_diff"] < tolerance
+        assert per["bayesmix_wall"] > 0 and per["stepmix_wall"] > 0
+    assert "StepMix/bayesmix" in capsys.readouterr().out

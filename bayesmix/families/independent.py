@@ -41,14 +41,15 @@ it; NUTS and ADVI raise (the blocks' PyMC variables would share names and the
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
 from bayesmix.families.bernoulli import Bernoulli
-from bayesmix.families.categorical import Categorical
+from bayesmix.families.categorical import Categorical, CategoryCodes, CategoryFamily
+from bayesmix.families.kernels import indicator_pass
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.normal import Normal
 from bayesmix.families.poisson import Poisson
@@ -263,12 +264,49 @@ class Independent(ComponentFamily):
         )
 
     # -- EM ------------------------------------------------------------------------
-    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> dict[str, Any]:
-        """Every block's constants of its columns (``summary`` cut to them)."""
-        return {
-            prefix: family.prepare(X[:, columns], _summary_of(summary, columns))
-            for prefix, columns, family in self._parts()
+    def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> BlockData:
+        """Every block's constants of its columns (``summary`` cut to them), by block
+        name."""
+        return BlockData(
+            {
+                prefix: family.prepare(X[:, columns], _summary_of(summary, columns))
+                for prefix, columns, family in self._parts()
+            }
+        )
+
+    def expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        params: Parameters,
+        prepared: BlockData,
+    ) -> tuple[float, np.ndarray, dict[str, Parameters]] | None:
+        """One fused pass when every block's log density is linear in a design of its
+        columns (Normal on complete data: ``x`` and ``x^2``; Bernoulli and Categorical:
+        category indicators): :func:`~bayesmix.families.kernels.indicator_pass` over the
+        blocks' designs side by side (built once, kept in ``prepared``). None otherwise:
+        EM then sums the blocks' log densities."""
+        parts = []
+        for prefix, _, family in self._parts():
+            block = self._block_params(params, prefix, family)
+            part = _linear_part(family, block, prepared[prefix])
+            if part is None:
+                return None
+            parts.append(part)
+        if prepared.design is None:
+            prepared.design = np.concatenate([design for design, *_ in parts], axis=1)
+        constant = log_weights + sum(part[1] for part in parts)
+        coef = np.concatenate([part[2] for part in parts], axis=1)
+        log_lik, mass, sums = indicator_pass(prepared.design, weights, constant, coef)
+        edges = np.cumsum([part[2].shape[1] for part in parts])[:-1]
+        stats = {
+            prefix: part[3](mass, block_sums)
+            for prefix, part, block_sums in zip(
+                self._prefixes, parts, np.split(sums, edges, axis=1), strict=True
+            )
         }
+        return log_lik, mass, stats
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """The blocks' start transforms side by side, those of continuous families
@@ -376,6 +414,48 @@ class Independent(ComponentFamily):
             "one-feature marginals of an Independent family are not available yet; plot "
             "each block's columns with a mixture of its own family."
         )
+
+
+class BlockData(dict):
+    """:meth:`Independent.prepare`'s blocks' constants by block name, and the blocks'
+    designs side by side once :meth:`Independent.expectation` has built them
+    (``design``, None before)."""
+
+    design: np.ndarray | None = None
+
+
+#: a categorical block joins the fused pass while its design has at most this many
+#: columns per feature (nine categories; the dense design grows with the categories)
+MAX_DESIGN_PER_FEATURE = 8
+
+#: a block's linear form: design, constant (K,), coefficients (K, M), statistics of
+#: (mass, sums)
+LinearPart = tuple[np.ndarray, np.ndarray, np.ndarray, Callable[..., Parameters]]
+
+
+def _linear_part(family: ComponentFamily, params: Parameters, prepared: Any) -> LinearPart | None:
+    """A block's log density as ``constant_k + design @ coef_k`` and how its statistics
+    follow from the pass's sums; None when the family (or its data) has none."""
+    if isinstance(family, Normal) and prepared.design is not None:
+        constant, coef = family.design_coefficients(params, prepared)
+
+        def normal_stats(mass: np.ndarray, sums: np.ndarray) -> Parameters:
+            return family.design_statistics(mass, sums, prepared)
+
+        return prepared.design, constant, coef, normal_stats
+    if (
+        isinstance(family, CategoryFamily)
+        and isinstance(prepared, CategoryCodes)
+        and prepared.design_width <= MAX_DESIGN_PER_FEATURE * prepared.values.shape[1]
+    ):
+        table = family.log_table(params, prepared.n_bins)
+        constant, coef = prepared.design_coefficients(table)
+
+        def category_stats(mass: np.ndarray, sums: np.ndarray) -> Parameters:
+            return {"counts": prepared.design_counts(mass, sums)}
+
+        return prepared.design, constant, coef, category_stats
+    return None
 
 
 #: the families a saved Independent's blocks may name

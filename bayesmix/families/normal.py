@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -54,6 +55,21 @@ class NormalData:
     values: np.ndarray
     observed: np.ndarray | None
     floor: np.ndarray
+
+    @cached_property
+    def shift(self) -> np.ndarray:
+        """Each column's mean ``(D,)``, the origin of :attr:`design`."""
+        return self.values.mean(axis=0) if self.values.shape[0] else np.zeros(self.values.shape[1])
+
+    @cached_property
+    def design(self) -> np.ndarray | None:
+        """``[x - shift, (x - shift)^2]`` ``(n_obs, 2 D)``, in which a component's log
+        density is linear (:meth:`Normal.design_coefficients`); None with missing
+        entries."""
+        if self.observed is not None:
+            return None
+        centred = self.values - self.shift
+        return np.concatenate([centred, centred * centred], axis=1)
 
     def observed_mass(self, resp: np.ndarray) -> np.ndarray:
         """Responsibility mass over the rows observing each feature ``(K, D)``."""
@@ -218,6 +234,55 @@ class Normal(ComponentFamily):
             dof, scale = priors["variance_dof"], priors["variance_scale"]
             variances = (scatter + scale) / (n + dof + 2.0) + prepared.floor
         return {"means": means, "variances": variances}
+
+    def design_coefficients(
+        self, params: Parameters, prepared: NormalData
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(constant (K,), coef (K, 2 D))`` of ``prepared.design``: with ``z = x -
+        shift``, ``log p(x | k) = constant_k + sum_d z_d (m_kd / s2_kd) - z_d^2 / (2
+        s2_kd)``, ``m_kd = mu_kd - shift_d``.
+
+        Parameters
+        ----------
+        params : dict
+            ``means`` and ``variances`` ``(K, D)``.
+        prepared : NormalData
+            The rows (complete: ``prepared.design`` is not None).
+
+        Returns
+        -------
+        constant : ndarray of shape (n_components,)
+        coef : ndarray of shape (n_components, 2 n_features)
+        """
+        means, variances = params["means"] - prepared.shift, params["variances"]
+        constant = -0.5 * (LOG_2PI + np.log(variances) + means * means / variances).sum(axis=1)
+        return constant, np.concatenate([means / variances, -0.5 / variances], axis=1)
+
+    def design_statistics(
+        self, mass: np.ndarray, sums: np.ndarray, prepared: NormalData
+    ) -> Parameters:
+        """:meth:`statistics` from the responsibility mass ``(K,)`` and the weighted sums
+        of ``prepared.design``'s columns ``(K, 2 D)`` (as
+        :func:`~bayesmix.families.kernels.indicator_pass` returns them).
+
+        Parameters
+        ----------
+        mass : ndarray of shape (n_components,)
+        sums : ndarray of shape (n_components, 2 n_features)
+        prepared : NormalData
+
+        Returns
+        -------
+        dict
+            ``observed_mass``, ``sum_x`` and ``sum_xx`` ``(K, D)``.
+        """
+        shift, n = prepared.shift, mass[:, None]
+        sum_z, sum_zz = np.split(sums, 2, axis=1)
+        return {
+            "observed_mass": np.repeat(n, shift.size, axis=1),
+            "sum_x": sum_z + n * shift,
+            "sum_xx": sum_zz + 2.0 * shift * sum_z + n * shift * shift,
+        }
 
     # -- densities and summaries ---------------------------------------------------
     def log_density(
