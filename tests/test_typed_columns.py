@@ -16,6 +16,7 @@ import bayesmix as bm
 from bayesmix.cli import cli
 from bayesmix.data import as_data
 from bayesmix.exceptions import MissingDataWarning
+from bayesmix.viz.report import write_report
 
 
 def _survey(n: int = 240, seed: int = 0) -> pd.DataFrame:
@@ -314,6 +315,31 @@ def test_cli_fits_a_csv_with_text_columns(family, tmp_path):
     assert run.exit_code == 0, run.output
     loaded = bm.load(out / "em.nc")
     assert loaded.model.categories[0] == ("Bergen", "Oslo", "Tromso")
+    page = (out / "report.html").read_text()
+    assert "probabilities[0, city = Oslo]" in page and "probabilities[0, city, " not in page
+
+
+@pytest.mark.parametrize("coded", [False, True])
+def test_report_names_the_categories_by_their_labels(coded, tmp_path):
+    """Parameter tables and the data's table show labels (``city = Oslo``), not codes, for
+    Categorical and Bernoulli fits of text columns, given the text or the coded frame."""
+    frame = _survey()[["city", "pet", "smoker"]]
+    categorical = bm.Mixture(2, bm.families.Categorical()).fit(frame, random_state=0, n_init=1)
+    bernoulli = bm.Mixture(2, bm.families.Bernoulli()).fit(
+        frame[["pet", "smoker"]], random_state=0, n_init=1
+    )
+    cases = [
+        (categorical, frame, "probabilities[1, city = Tromso]", "probabilities[0, city, "),
+        (bernoulli, frame[["pet", "smoker"]], "probabilities[1, smoker = True]", "smoker]"),
+    ]
+    for n, (result, X, labelled, coded_name) in enumerate(cases):
+        X = pd.DataFrame(as_data(X, categories="infer").values, columns=X.columns) if coded else X
+        files = write_report(result, X, tmp_path / str(n), plots=False, netcdf=False)
+        page = files.html.read_text()
+        assert labelled in page and coded_name not in page
+        assert "probabilities[0, pet = dog]" in page
+        assert "<th>dog</th>" in page and "<th>cat</th>" in page  # counts per category
+        assert pd.read_csv(files.summary)["parameter"].str.contains(" = ").sum() == 0
 
 
 def test_cli_auto_fits_a_csv_of_numeric_and_text_columns(tmp_path):

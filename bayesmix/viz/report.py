@@ -28,6 +28,8 @@ import pandas as pd
 from bayesmix.analysis.clustering import memberships
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
+from bayesmix.families.bernoulli import Bernoulli
+from bayesmix.families.categorical import CategoryFamily
 from bayesmix.inference.em.fit import EM_DEFAULTS
 from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import check_choice, check_ci_prob
@@ -933,15 +935,60 @@ def _clusters_table(results: dict[str, MixtureResult], members: dict[str, Any]) 
     return pd.DataFrame(rows).T.fillna(0).astype(int)
 
 
+def _labelled_parameters(result: MixtureResult) -> dict[str, str]:
+    """The summary's names of a Bernoulli or Categorical fit's probabilities -> names by
+    the categories' labels (``probabilities[0, city, Oslo]`` and a Bernoulli's
+    ``probabilities[0, smoker]``, the probability of code 1, -> ``probabilities[0,
+    city = Oslo]``, ``probabilities[0, smoker = True]``); empty for fits without labels."""
+    model = result.model
+    categories = getattr(model, "categories", None)
+    if categories is None or not isinstance(model.family, CategoryFamily):
+        return {}
+    binary = isinstance(model.family, Bernoulli)
+    features = [str(f) for f in result.posterior["feature"].values]
+    names = {}
+    for name in model.family.parameters:
+        for k in range(model.n_components):
+            for feature, labels in zip(features, categories, strict=True):
+                if labels is None:
+                    continue
+                if binary:
+                    names[f"{name}[{k}, {feature}]"] = f"{name}[{k}, {feature} = {labels[1]}]"
+                    continue
+                for label in labels:
+                    names[f"{name}[{k}, {feature}, {label}]"] = f"{name}[{k}, {feature} = {label}]"
+    return names
+
+
+def _category_counts(data: Data, categories: Sequence[Any]) -> pd.DataFrame:
+    """Per labelled column and label (code order): the number and the share of the
+    observed entries with that label."""
+    rows = []
+    for d, labels in enumerate(categories):
+        if labels is None:
+            continue
+        column = data.values[:, d]
+        observed = column[~np.isnan(column)]
+        for code, label in enumerate(labels):
+            count = int(np.count_nonzero(observed == code))
+            share = count / observed.size if observed.size else np.nan
+            rows.append((data.feature_names[d], label, count, share))
+    frame = pd.DataFrame(rows, columns=["feature", "category", "count", "share"])
+    return frame.set_index(["feature", "category"])
+
+
 def _parameters_html(
     summary: pd.DataFrame,
     comparison: Any,
     plots: dict[str, Path],
     captions: dict[str, str],
     ci_prob: float,
+    labelled: Mapping[str, str],
 ) -> list[str]:
     """The parameter tables (without the correlations when there are many) and the
-    comparison plot."""
+    comparison plot; ``labelled`` renames category parameters by their labels
+    (:func:`_labelled_parameters`)."""
+    summary = summary.assign(parameter=summary["parameter"].replace(dict(labelled)))
     parameters = summary["parameter"]
     is_correlation = parameters.str.startswith("correlations[")
     n_correlations = int(is_correlation[summary["method"] == summary["method"].iloc[0]].sum())
@@ -961,6 +1008,7 @@ def _parameters_html(
             "(components matched across fits):</p>"
         )
         table = copy.copy(comparison)
+        table.parameters = table.parameters.rename(index=dict(labelled))
         if hide:
             table.parameters = table.parameters[
                 ~table.parameters.index.str.startswith("correlations[")
@@ -971,7 +1019,14 @@ def _parameters_html(
     parts.append(
         "<p>The summary table (<code>summary.csv</code>): estimate is the point estimate of "
         "EM/MAP and the posterior mean otherwise; lower and upper bound the "
-        f"{100 * ci_prob:g}% credible interval; r_hat and ESS are for NUTS.</p>"
+        f"{100 * ci_prob:g}% credible interval; r_hat and ESS are for NUTS."
+        + (
+            " A category's probability is named by its label: "
+            f"<code>{_esc(next(iter(labelled.values())))}</code>."
+            if labelled
+            else ""
+        )
+        + "</p>"
     )
     shown = summary[~is_correlation] if hide else summary
     parts.append(_frame_html(shown.set_index(["method", "parameter"]).dropna(axis=1, how="all")))
@@ -1026,8 +1081,15 @@ def _html(
         )
         + "</tbody></table>"
     )
-    described = pd.DataFrame(data.values, columns=list(data.feature_names)).describe().T
-    parts.append(_frame_html(described))
+    categories = getattr(first.model, "categories", None) or (None,) * data.n_features
+    numeric = [d for d, labels in enumerate(categories) if labels is None]
+    if numeric:
+        values = data.values[:, numeric]
+        names = [data.feature_names[d] for d in numeric]
+        parts.append(_frame_html(pd.DataFrame(values, columns=names).describe().T))
+    if len(numeric) < data.n_features:
+        parts.append("<p>Observations per category of the category columns:</p>")
+        parts.append(_frame_html(_category_counts(data, categories), digits=3))
 
     if selection is not None:
         parts.append("<h2>Choosing the number of components</h2>")
@@ -1062,7 +1124,10 @@ def _html(
         )
         parts.append(f"<p><b>{_esc(name)}</b></p><ul>{items}</ul>")
 
-    parts += _parameters_html(summary, comparison, plots, captions, ci_prob)
+    labelled = {
+        key: value for r in results.values() for key, value in _labelled_parameters(r).items()
+    }
+    parts += _parameters_html(summary, comparison, plots, captions, ci_prob, labelled)
 
     parts.append("<h2>Clusters</h2>")
     try:
@@ -1171,7 +1236,11 @@ def write_report(
     """
     named = _check_results(results)
     ci_prob = check_ci_prob(ci_prob)
-    data = as_data(X, n_features=next(iter(named.values())).n_features)
+    first = next(iter(named.values()))
+    # text columns coded by the labels of the fit (codes pass as they are)
+    data = as_data(
+        X, n_features=first.n_features, categories=getattr(first.model, "categories", None)
+    )
     if not isinstance(title, str):
         raise TypeError(f"title must be a string; got {type(title).__name__}.")
     if data_info is not None and not isinstance(data_info, Mapping):
