@@ -342,6 +342,22 @@ def test_report_names_the_categories_by_their_labels(coded, tmp_path):
         assert pd.read_csv(files.summary)["parameter"].str.contains(" = ").sum() == 0
 
 
+def test_density_plot_names_the_categories_by_their_labels():
+    """The report's density plot of a Categorical fit with per-feature numbers of
+    categories: each column's own categories, ticks labelled (the grid check used the
+    whole model's numbers of categories on one column and failed)."""
+    import matplotlib.pyplot as plt
+
+    frame = _survey()[["city", "pet"]]
+    result = bm.Mixture(2, bm.families.Categorical()).fit(frame, random_state=0, n_init=1)
+    marginal = bm.marginal_density(result, "pet", grid=[0.0, 1.0])
+    np.testing.assert_allclose(marginal["density"].sum(), 1.0, rtol=1e-12)
+    ax = bm.plots.plot_density(result, as_data(frame, categories="infer"), feature="city")
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["Bergen", "Oslo", "Tromso"]
+    assert ax.get_xlim() == (-0.5, 2.5)
+    plt.close(ax.figure)
+
+
 def test_cli_auto_fits_a_csv_of_numeric_and_text_columns(tmp_path):
     """A mixed CSV gets the product family ``auto`` resolves (not one rebuilt by name)."""
     path = tmp_path / "mixed.csv"

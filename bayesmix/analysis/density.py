@@ -528,7 +528,11 @@ def marginal_density(
             )
         if not np.isfinite(grid).all():
             raise ValueError("grid contains NaN or infinite values; pass finite points.")
-        result.model.check_values(grid[:, None], (result.feature_names[index],), "grid")
+        names = (result.feature_names[index],)
+        if "covariances" in result.posterior:
+            result.model.check_values(grid[:, None], names, "grid")
+        else:  # the feature's own support (per-feature settings are the whole model's)
+            result.model.family.marginal_family().check_block(grid[:, None], names, "grid")
     if "covariances" in result.posterior:
         flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         means = flat["means"].values[:, :, index : index + 1]

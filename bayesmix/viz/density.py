@@ -106,6 +106,10 @@ def plot_density(
     if column is not None:
         pad = 0.05 * (column.max() - column.min() or 1.0)
         lo, hi = min(lo, column.min() - pad), max(hi, column.max() + pad)
+    categories = getattr(result.model, "categories", None)
+    labels = categories[index] if categories is not None and discrete else None
+    if labels is not None:  # the column's categories, named by their labels
+        lo, hi = -0.5, len(labels) - 0.5
     marginal = marginal_density(
         result, index, marginal_grid(result, lo, hi, n_grid), ci_prob=ci_prob
     )
@@ -157,6 +161,9 @@ def plot_density(
                 **style,
             )
     ax.set_xlim(lo, hi)
+    if labels is not None:
+        long = max(len(label) for label in labels) > 6 or len(labels) > 6
+        ax.set_xticks(range(len(labels)), labels, rotation=30 if long else 0)
     ax.set_ylim(bottom=0)
     ax.set_xlabel(name)
     ax.set_ylabel("probability" if discrete else "density")
