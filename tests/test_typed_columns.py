@@ -16,7 +16,7 @@ import bayesmix as bm
 from bayesmix.cli import cli
 from bayesmix.data import as_data
 from bayesmix.exceptions import MissingDataWarning
-from bayesmix.viz.report import write_report
+from bayesmix.viz.report import feature_ranking, write_report
 
 
 def _survey(n: int = 240, seed: int = 0) -> pd.DataFrame:
@@ -340,6 +340,21 @@ def test_report_names_the_categories_by_their_labels(coded, tmp_path):
         assert "probabilities[0, pet = dog]" in page
         assert "<th>dog</th>" in page and "<th>cat</th>" in page  # counts per category
         assert pd.read_csv(files.summary)["parameter"].str.contains(" = ").sum() == 0
+
+
+def test_feature_ranking_of_category_columns_does_not_depend_on_the_codes():
+    """A column of categories ranks by its categories' indicators (their between-class
+    sums of squares over their total), from the text frame or its codes."""
+    frame = _survey()[["city", "pet", "level"]]
+    result = bm.Mixture(2, bm.families.Categorical()).fit(frame, random_state=0, n_init=1)
+    ranking = feature_ranking(result, frame)
+    coded = pd.DataFrame(as_data(frame, categories="infer").values, columns=frame.columns)
+    pd.testing.assert_series_equal(ranking, feature_ranking(result, coded))
+    z = result.predict(frame)
+    indicators = pd.get_dummies(frame["city"]).astype(float)
+    centred = indicators - indicators.mean()
+    between = (centred.groupby(z).mean() ** 2).mul(centred.groupby(z).size(), axis=0).sum().sum()
+    assert ranking["city"] == pytest.approx(between / (centred**2).sum().sum(), rel=1e-12)
 
 
 def test_density_plot_names_the_categories_by_their_labels():

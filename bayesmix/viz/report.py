@@ -537,18 +537,37 @@ def feature_ranking(result: MixtureResult, X: Any) -> pd.Series:
     -------
     pandas.Series
         The share (in [0, 1]) by feature name, sorted from the largest.
+
+    Notes
+    -----
+    A column of categories (text or categorical columns of a fit that keeps their
+    labels, ``result.model.categories``; ``X`` may hold the labels or their codes) counts
+    as its categories' indicators, their between-group variances summed over their
+    variances summed: the share does not depend on the order of the codes.
     """
-    data = as_data(X, n_features=result.n_features)
+    categories = getattr(result.model, "categories", None)
+    data = as_data(X, n_features=result.n_features, categories=categories)
     labels = np.asarray(result.predict(data.values))
-    centred = data.values - data.values.mean(axis=0)
-    between = np.zeros(data.n_features)
-    for k in np.unique(labels):
-        members = centred[labels == k]
-        between += len(members) * members.mean(axis=0) ** 2
-    total = (centred**2).sum(axis=0)
+    between, total = _between_and_total(data.values, labels)
+    for d, column in enumerate(categories or ()):
+        if column is not None and len(column) > 2:  # two categories: the codes' share
+            indicators = data.values[:, d, None] == np.arange(len(column))
+            parts = _between_and_total(indicators.astype(float), labels)
+            between[d], total[d] = parts[0].sum(), parts[1].sum()
     share = np.divide(between, total, out=np.zeros_like(between), where=total > 0)
     ranking = pd.Series(share, index=list(data.feature_names), name="between_share")
     return ranking.sort_values(ascending=False, kind="stable")
+
+
+def _between_and_total(values: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the sum of squares between the groups of rows with the same label and
+    the total sum of squares about the mean."""
+    centred = values - values.mean(axis=0)
+    between = np.zeros(values.shape[1])
+    for k in np.unique(labels):
+        members = centred[labels == k]
+        between += len(members) * members.mean(axis=0) ** 2
+    return between, (centred**2).sum(axis=0)
 
 
 @dataclass(frozen=True)
