@@ -412,7 +412,8 @@ class Mixture:
         if is_dask_input(X):
             raise ValueError(
                 "family='auto' chooses the family from data in memory; X is a Dask "
-                "collection: name the family (e.g. bm.families.Categorical(n_categories=...))."
+                "collection: name the family (e.g. bm.families.Categorical(), whose numbers of "
+                "categories the chunks' scan finds)."
             )
         family, mapping = self.resolve_family(X, options.get("missing", "error"))
         result = Mixture(self.n_components, family, self.priors).fit(X, method, **options)
