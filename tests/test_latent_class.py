@@ -544,3 +544,12 @@ def test_dask_refuses_a_column_with_a_single_category():
     X[:, 1] = 0.0
     with pytest.raises(ValueError, match=r"column 'x1' has a single category"):
         bm.Mixture(2, bm.families.Categorical()).fit(da.from_array(X, chunks=50))
+
+
+def test_dask_independent_with_an_inferred_categorical_block_says_what_it_needs():
+    da = pytest.importorskip("dask.array")
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.normal(size=200), rng.choice(3, 200)])
+    family = bm.families.Independent({0: bm.families.Normal(), 1: bm.families.Categorical()})
+    with pytest.raises(ValueError, match=r"^Categorical\(\) as a block of Independent on chunked"):
+        bm.Mixture(2, family).fit(da.from_array(X, chunks=100), random_state=0)

@@ -524,9 +524,9 @@ class Categorical(CategoryFamily):
         if summary is not None:
             if summary.maximum is None:
                 raise ValueError(
-                    "Categorical() on chunked (Dask) input needs n_categories or the "
-                    "columns' largest codes (DataSummary.maximum): the numbers of "
-                    "categories are not inferred chunk by chunk."
+                    "Categorical() as a block of Independent on chunked (Dask) input needs "
+                    "n_categories: the blocks do not take their numbers of categories from "
+                    "the scan yet."
                 )
             return int(np.nan_to_num(summary.maximum, neginf=0.0).max(initial=0.0)) + 1
         return int(inferred_sizes(X).max(initial=1))
