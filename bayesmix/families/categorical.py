@@ -27,6 +27,7 @@ bernoulli.Bernoulli` (a Categorical with two categories stored as ``P(x = 1)``).
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -169,25 +170,25 @@ class CategoryFamily(ComponentFamily):
     supports_pymc = True
 
     # -- what subclasses define --------------------------------------------------------
+    @abstractmethod
     def category_mask(self, n_features: int, n_bins: int) -> np.ndarray:
         """``(D, n_bins)`` booleans: which padded categories each feature has."""
-        raise NotImplementedError
 
+    @abstractmethod
     def table(self, params: Parameters) -> np.ndarray:
         """The padded category probabilities ``(..., K, D, C)`` of ``params``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def from_table(self, table: np.ndarray) -> Parameters:
         """The parameters of a padded probability table."""
-        raise NotImplementedError
 
+    @abstractmethod
     def concentrations(self, priors: Mapping[str, np.ndarray], n_bins: int) -> np.ndarray:
         """The prior's Dirichlet concentration per feature and category ``(D, n_bins)``."""
-        raise NotImplementedError
 
+    @abstractmethod
     def n_bins(self, X: np.ndarray, summary: DataSummary | None = None) -> int:
         """The length of the padded category axis for data ``X``."""
-        raise NotImplementedError
 
     # -- EM ----------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> CategoryCodes:
