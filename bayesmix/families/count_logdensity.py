@@ -441,6 +441,12 @@ def _buffer_at(address):
     return nb.carray(address, (_buffer_size(n, D, K, kind, V),), np.float64)
 
 
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def _evaluate(address, theta, grad):
+    """:func:`_log_density` on the buffer at ``address``."""
+    return _log_density(theta, *_unpack(_buffer_at(address)), grad)
+
+
 _double_pointer = nb.types.CPointer(nb.types.double)
 
 
@@ -455,39 +461,10 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
     try:
-        (
-            rows,
-            multiplicity,
-            concentration,
-            shape,
-            rate,
-            loc,
-            scale,
-            values,
-            columns,
-            bins,
-            constant,
-            kind,
-        ) = _unpack(_buffer_at(inputs_address))
         x = nb.carray(x_address, (n_dim,))
         grad = nb.carray(grad_address, (n_dim,))
         logp = nb.carray(logp_address, (1,))
-        logp[0] = _log_density(
-            x,
-            rows,
-            multiplicity,
-            concentration,
-            shape,
-            rate,
-            loc,
-            scale,
-            values,
-            columns,
-            bins,
-            constant,
-            kind,
-            grad,
-        )
+        logp[0] = _evaluate(inputs_address, x, grad)
         if not math.isfinite(logp[0]):
             return 4
         for i in range(n_dim):
