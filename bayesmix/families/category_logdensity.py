@@ -51,103 +51,6 @@ KINDS = {"bernoulli": _BERNOULLI, "categorical": _CATEGORICAL}
 _N_ROWS, _N_FEATURES, _N_COMPONENTS, _KIND, _WIDTH, _LOG_FLOOR, _HEADER = range(7)
 
 
-@dataclass(frozen=True)
-class CategoryDensity:
-    """One model's hand-written density: its kind, sizes and the read-only buffer the
-    callbacks read (:func:`category_density`).
-
-    Attributes
-    ----------
-    kind : int
-        ``KINDS["bernoulli"]`` or ``KINDS["categorical"]``.
-    n_components, n_features : int
-        ``K`` and ``D``.
-    sizes : numpy.ndarray
-        Categories per feature ``(D,)`` (2 for a Bernoulli).
-    buffer : numpy.ndarray
-        The packed data, priors and layout the callbacks read.
-    """
-
-    kind: int
-    n_components: int
-    n_features: int
-    sizes: np.ndarray
-    buffer: np.ndarray
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The expanded variables after ``weights``."""
-        return ("probabilities",)
-
-    @property
-    def n_dim(self) -> int:
-        """Length of ``theta``."""
-        return self.n_components - 1 + self.n_components * int((self.sizes - 1).sum())
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Each expanded variable's shape (``weights`` first), in the expansion's order:
-        the Categorical's probabilities padded to the largest number of categories."""
-        K, D = self.n_components, self.n_features
-        if self.kind == _BERNOULLI:
-            return {"weights": (K,), "probabilities": (K, D)}
-        return {"weights": (K,), "probabilities": (K, D, int(self.sizes.max()))}
-
-    @property
-    def n_expanded(self) -> int:
-        """Length of the expansion."""
-        return int(sum(np.prod(shape) for shape in self.shapes.values()))
-
-    @property
-    def nutpie_logp(self):
-        """nutpie's log density callback (:func:`nutpie_logp`), reading :attr:`buffer`."""
-        return nutpie_logp
-
-    @property
-    def nutpie_expand(self):
-        """nutpie's expansion callback (:func:`nutpie_expand`), reading :attr:`buffer`."""
-        return nutpie_expand
-
-    def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
-        """``theta`` at constrained values of the free variables: ``weights`` and
-        (Bernoulli) ``probabilities`` ``(K, D)`` or (Categorical) each group's
-        ``probabilities_<C>`` ``(K, D_C, C)``, as the family's ``pymc_initial_values``."""
-        blocks = [flat_weights(start["weights"])]
-        if self.kind == _BERNOULLI:
-            p = np.asarray(start["probabilities"], dtype=np.float64)
-            blocks.append(np.ravel(np.log(p) - np.log1p(-p)))
-        else:
-            for size in np.unique(self.sizes):
-                log_p = np.log(np.asarray(start[f"probabilities_{size}"], dtype=np.float64))
-                blocks.append(np.ravel(log_p[..., :-1] - log_p.mean(axis=-1, keepdims=True)))
-        return np.concatenate(blocks).astype(np.float64)
-
-    def log_density(self, theta: np.ndarray, grad: np.ndarray) -> float:
-        """Log posterior density at ``theta``; its gradient is written into ``grad``.
-
-        Parameters
-        ----------
-        theta : numpy.ndarray
-            The unconstrained coordinates ``(n_dim,)`` (module notes).
-        grad : numpy.ndarray
-            Output ``(n_dim,)``: the gradient at ``theta``.
-
-        Returns
-        -------
-        float
-            The log density (``-inf`` where it is not finite; ``grad`` then means nothing).
-        """
-        theta = np.ascontiguousarray(theta, dtype=np.float64)
-        return float(_log_density(theta, *_unpack(self.buffer), grad))
-
-    def expand(self, theta: np.ndarray) -> np.ndarray:
-        """Weights and probabilities at ``theta``, flattened (:attr:`shapes`)."""
-        out = np.empty(self.n_expanded)
-        theta = np.ascontiguousarray(theta, dtype=np.float64)
-        _expand(theta, *_unpack(self.buffer)[2:], out)
-        return out
-
-
 def category_density(
     kind: str,
     X: np.ndarray,
@@ -420,3 +323,94 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0
+
+
+@dataclass(frozen=True)
+class CategoryDensity:
+    """One model's hand-written density: its kind, sizes and the read-only buffer the
+    callbacks read (:func:`category_density`).
+
+    Attributes
+    ----------
+    kind : int
+        ``KINDS["bernoulli"]`` or ``KINDS["categorical"]``.
+    n_components, n_features : int
+        ``K`` and ``D``.
+    sizes : numpy.ndarray
+        Categories per feature ``(D,)`` (2 for a Bernoulli).
+    buffer : numpy.ndarray
+        The packed data, priors and layout the callbacks read.
+    """
+
+    kind: int
+    n_components: int
+    n_features: int
+    sizes: np.ndarray
+    buffer: np.ndarray
+
+    #: nutpie's callbacks (C functions reading :attr:`buffer`), not fields
+    nutpie_logp = nutpie_logp
+    nutpie_expand = nutpie_expand
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The expanded variables after ``weights``."""
+        return ("probabilities",)
+
+    @property
+    def n_dim(self) -> int:
+        """Length of ``theta``."""
+        return self.n_components - 1 + self.n_components * int((self.sizes - 1).sum())
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each expanded variable's shape (``weights`` first), in the expansion's order:
+        the Categorical's probabilities padded to the largest number of categories."""
+        K, D = self.n_components, self.n_features
+        if self.kind == _BERNOULLI:
+            return {"weights": (K,), "probabilities": (K, D)}
+        return {"weights": (K,), "probabilities": (K, D, int(self.sizes.max()))}
+
+    @property
+    def n_expanded(self) -> int:
+        """Length of the expansion."""
+        return int(sum(np.prod(shape) for shape in self.shapes.values()))
+
+    def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
+        """``theta`` at constrained values of the free variables: ``weights`` and
+        (Bernoulli) ``probabilities`` ``(K, D)`` or (Categorical) each group's
+        ``probabilities_<C>`` ``(K, D_C, C)``, as the family's ``pymc_initial_values``."""
+        blocks = [flat_weights(start["weights"])]
+        if self.kind == _BERNOULLI:
+            p = np.asarray(start["probabilities"], dtype=np.float64)
+            blocks.append(np.ravel(np.log(p) - np.log1p(-p)))
+        else:
+            for size in np.unique(self.sizes):
+                log_p = np.log(np.asarray(start[f"probabilities_{size}"], dtype=np.float64))
+                blocks.append(np.ravel(log_p[..., :-1] - log_p.mean(axis=-1, keepdims=True)))
+        return np.concatenate(blocks).astype(np.float64)
+
+    def log_density(self, theta: np.ndarray, grad: np.ndarray) -> float:
+        """Log posterior density at ``theta``; its gradient is written into ``grad``.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray
+            The unconstrained coordinates ``(n_dim,)`` (module notes).
+        grad : numpy.ndarray
+            Output ``(n_dim,)``: the gradient at ``theta``.
+
+        Returns
+        -------
+        float
+            The log density (``-inf`` where it is not finite; ``grad`` then means nothing).
+        """
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        return float(_log_density(theta, *_unpack(self.buffer), grad))
+
+    def expand(self, theta: np.ndarray) -> np.ndarray:
+        """Weights and probabilities at ``theta``, flattened (:attr:`shapes`)."""
+        out = np.empty(self.n_expanded)
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        _expand(theta, *_unpack(self.buffer)[2:], out)
+        return out

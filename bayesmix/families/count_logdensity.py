@@ -62,65 +62,6 @@ _FINITE_SUM_MAX = 32
 _N_ROWS, _N_FEATURES, _N_COMPONENTS, _KIND, _N_VALUES, _CONSTANT, _HEADER = range(7)
 
 
-@dataclass(frozen=True)
-class CountDensity:
-    """One model's hand-written density: its kind, sizes and the read-only buffer the
-    callbacks read (:func:`count_density`)."""
-
-    kind: int
-    n_components: int
-    n_features: int
-    buffer: np.ndarray
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The free variables after ``weights``, in ``theta``'s order."""
-        return _NAMES[self.kind]
-
-    @property
-    def n_dim(self) -> int:
-        K, D = self.n_components, self.n_features
-        return K - 1 + len(self.names) * K * D
-
-    @property
-    def n_expanded(self) -> int:
-        return self.n_dim + 1
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """Each expanded variable's shape (``weights`` first), in the expansion's order."""
-        K, D = self.n_components, self.n_features
-        return {"weights": (K,), **{name: (K, D) for name in self.names}}
-
-    @property
-    def nutpie_logp(self):
-        """nutpie's log density callback (:func:`nutpie_logp`), reading :attr:`buffer`."""
-        return nutpie_logp
-
-    @property
-    def nutpie_expand(self):
-        """nutpie's expansion callback (:func:`nutpie_expand`), reading :attr:`buffer`."""
-        return nutpie_expand
-
-    def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
-        """``theta`` at constrained values of the free variables (``weights`` and the
-        family's parameters)."""
-        blocks = [flat_weights(start["weights"])]
-        blocks += [np.log(np.ravel(start[name])) for name in self.names]
-        return np.concatenate(blocks).astype(np.float64)
-
-    def log_density(self, theta: np.ndarray, grad: np.ndarray) -> float:
-        """Log posterior density at ``theta``; its gradient is written into ``grad``."""
-        theta = np.ascontiguousarray(theta, dtype=np.float64)
-        return float(_log_density(theta, *_unpack(self.buffer), grad))
-
-    def expand(self, theta: np.ndarray) -> np.ndarray:
-        """Weights and the family's parameters at ``theta``, flattened."""
-        out = np.empty(self.n_expanded)
-        _expand(np.ascontiguousarray(theta, dtype=np.float64), self.n_components, out)
-        return out
-
-
 def count_density(
     family: str, X: np.ndarray, priors: dict[str, np.ndarray], n_components: int
 ) -> CountDensity:
@@ -493,3 +434,56 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0
+
+
+@dataclass(frozen=True)
+class CountDensity:
+    """One model's hand-written density: its kind, sizes and the read-only buffer the
+    callbacks read (:func:`count_density`)."""
+
+    kind: int
+    n_components: int
+    n_features: int
+    buffer: np.ndarray
+
+    #: nutpie's callbacks (C functions reading :attr:`buffer`), not fields
+    nutpie_logp = nutpie_logp
+    nutpie_expand = nutpie_expand
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The free variables after ``weights``, in ``theta``'s order."""
+        return _NAMES[self.kind]
+
+    @property
+    def n_dim(self) -> int:
+        K, D = self.n_components, self.n_features
+        return K - 1 + len(self.names) * K * D
+
+    @property
+    def n_expanded(self) -> int:
+        return self.n_dim + 1
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each expanded variable's shape (``weights`` first), in the expansion's order."""
+        K, D = self.n_components, self.n_features
+        return {"weights": (K,), **{name: (K, D) for name in self.names}}
+
+    def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
+        """``theta`` at constrained values of the free variables (``weights`` and the
+        family's parameters)."""
+        blocks = [flat_weights(start["weights"])]
+        blocks += [np.log(np.ravel(start[name])) for name in self.names]
+        return np.concatenate(blocks).astype(np.float64)
+
+    def log_density(self, theta: np.ndarray, grad: np.ndarray) -> float:
+        """Log posterior density at ``theta``; its gradient is written into ``grad``."""
+        theta = np.ascontiguousarray(theta, dtype=np.float64)
+        return float(_log_density(theta, *_unpack(self.buffer), grad))
+
+    def expand(self, theta: np.ndarray) -> np.ndarray:
+        """Weights and the family's parameters at ``theta``, flattened."""
+        out = np.empty(self.n_expanded)
+        _expand(np.ascontiguousarray(theta, dtype=np.float64), self.n_components, out)
+        return out
