@@ -36,7 +36,9 @@ __all__ = [
     "DataSummary",
     "Parameters",
     "check_counts",
+    "missingness_patterns",
     "positive_hyperparameter",
+    "pymc_dims",
     "real_hyperparameter",
 ]
 
@@ -190,6 +192,13 @@ class ComponentFamily(ABC):
         """The M-step: maximum likelihood (``priors=None``) or MAP parameters from the
         statistics; components without mass keep ``previous``."""
 
+    def coords(self, feature_names: tuple[str, ...]) -> dict[str, list[str]]:
+        """Coordinates of the family's own dims beyond ``component``, ``feature`` and
+        ``feature_`` (none by default; an
+        :class:`~bayesmix.families.independent.Independent` family's blocks' columns by
+        name), for its posterior and its PyMC model."""
+        return {}
+
     # -- one-feature marginals -------------------------------------------------------
     def marginal_family(self) -> ComponentFamily:
         """The family of one feature's marginal (itself; a full-scale Student-t's is a
@@ -253,9 +262,14 @@ class ComponentFamily(ABC):
     #: whether :meth:`pymc_parameters` and :meth:`pymc_log_density` are defined
     supports_pymc: ClassVar[bool] = False
 
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Inside a ``pm.Model`` with dims ``component`` and ``feature``: one random
-        variable per parameter, named as in :attr:`parameters`, with the priors."""
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
+        """Inside a ``pm.Model`` with dims ``component`` and ``<prefix>feature``: one
+        random variable per parameter, named ``<prefix><name>`` (as in :attr:`parameters`)
+        with dims ``component`` and the parameter's dims prefixed the same way
+        (:func:`pymc_dims`), with the priors. The returned dict is keyed by the names
+        without the prefix. A block of an
+        :class:`~bayesmix.families.independent.Independent` family is built with its
+        block's name as the prefix (``"normal_"``)."""
         raise NotImplementedError
 
     def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
@@ -278,6 +292,45 @@ class ComponentFamily(ABC):
         start of NUTS and ADVI); by default the parameters themselves."""
         return {name: np.asarray(params[name], dtype=float) for name in self.parameters}
 
+    def pymc_missing_log_density(self, values: np.ndarray, params: Mapping[str, Any]) -> Any:
+        """``log p(x_n^obs | theta_k)`` ``(n_obs, K)`` of data ``values`` with missing
+        entries (NaN), marginalised exactly through :meth:`pymc_marginal_parameters`: for
+        a family whose columns are independent given the component
+        (:attr:`independent_features`) each column's log density is computed once for
+        all rows and a missing entry's term is masked out (one term per column); for
+        others (Student-t) the rows are grouped by their pattern of observed features
+        and each group gets the marginal density of those features (one term per
+        pattern, so the graph grows with the number of distinct patterns). A row
+        with no observed feature contributes 0."""
+        import pytensor.tensor as pt
+
+        missing = np.isnan(values)
+        if not missing.any():
+            return self.pymc_log_density(pt.as_tensor(values), params)
+        if self.independent_features:
+            X = pt.as_tensor(np.where(missing, 0.0, values))
+            observed = pt.as_tensor((~missing).astype(float))
+            return sum(
+                observed[:, [d]]
+                * self.pymc_log_density(
+                    X[:, [d]], self.pymc_marginal_parameters(params, np.array([d]))
+                )
+                for d in range(values.shape[1])
+            )
+        parts, order = [], []
+        for rows, columns in missingness_patterns(missing):
+            X = pt.as_tensor(values[rows][:, columns])
+            if columns.size == 0:
+                n_components = params[next(iter(self.parameters))].shape[0]
+                parts.append(pt.zeros((rows.size, n_components)))
+            elif columns.size < values.shape[1]:
+                marginal = self.pymc_marginal_parameters(params, columns)
+                parts.append(self.pymc_log_density(X, marginal))
+            else:
+                parts.append(self.pymc_log_density(X, params))
+            order.append(rows)
+        return pt.concatenate(parts, axis=0)[np.argsort(np.concatenate(order))]
+
     def pymc_marginal_parameters(self, params: Mapping[str, Any], columns: np.ndarray):
         """:meth:`pymc_parameters`' variables for the marginal of the features
         ``columns`` (a row's observed features, ``missing="marginalize"``): ``(feature,)``
@@ -292,6 +345,23 @@ class ComponentFamily(ABC):
                 value = value[:, columns][:, :, columns]
             out[name] = value
         return out
+
+
+def pymc_dims(prefix: str, dims: tuple[str, ...]) -> tuple[str, ...]:
+    """``dims`` of a PyMC variable built with ``prefix`` (:meth:`ComponentFamily.
+    pymc_parameters`): every dim but ``component`` prefixed."""
+    return tuple(dim if dim == "component" else f"{prefix}{dim}" for dim in dims)
+
+
+def missingness_patterns(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows grouped by their pattern of missing entries: ``(rows, observed
+    columns)`` per distinct pattern."""
+    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
+    inverse = np.ravel(inverse)
+    return [
+        (np.flatnonzero(inverse == p), np.flatnonzero(~pattern))
+        for p, pattern in enumerate(patterns)
+    ]
 
 
 @dataclass(frozen=True)

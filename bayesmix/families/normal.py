@@ -32,6 +32,7 @@ from bayesmix.families.base import (
     DataSummary,
     Parameters,
     positive_hyperparameter,
+    pymc_dims,
     real_hyperparameter,
 )
 from bayesmix.families.gaussian.covariance import variance_rounding
@@ -312,15 +313,16 @@ class Normal(ComponentFamily):
         return rng.normal(means, np.sqrt(params["variances"][components]))
 
     # -- PyMC ----------------------------------------------------------------------
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         """``means`` (Normal) and ``variances`` (inverse-gamma), dims ``(component,
-        feature)``."""
+        feature)`` (names and dims prefixed with ``prefix``)."""
         import pymc as pm
 
-        dims = ("component", "feature")
-        means = pm.Normal("means", mu=priors["mean_loc"], sigma=priors["mean_scale"], dims=dims)
+        dims = pymc_dims(prefix, ("component", "feature"))
+        mu, sigma = priors["mean_loc"], priors["mean_scale"]
+        means = pm.Normal(f"{prefix}means", mu=mu, sigma=sigma, dims=dims)
         variances = pm.InverseGamma(
-            "variances",
+            f"{prefix}variances",
             alpha=0.5 * priors["variance_dof"],
             beta=0.5 * priors["variance_scale"],
             dims=dims,

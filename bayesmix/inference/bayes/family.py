@@ -47,15 +47,11 @@ IDENTIFY = ("relabel", "none")
 def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray]):
     """The PyMC model of ``model`` for ``data`` (see the module notes).
 
-    Missing entries (NaN, ``missing="marginalize"``) are marginalised exactly, through
-    :meth:`~bayesmix.families.base.ComponentFamily.pymc_marginal_parameters`: for a
-    family whose columns are independent given the component
-    (:attr:`~bayesmix.families.base.ComponentFamily.independent_features`: counts,
-    latent classes) each column's log density is computed once for all rows and a
-    missing entry's term is masked out (one term per column); for others (Student-t)
-    the rows are grouped by their pattern of observed features and each group gets the
-    marginal density of those features (one term per pattern, so the graph grows with
-    the number of distinct patterns).
+    Missing entries (NaN, ``missing="marginalize"``) are marginalised exactly by the
+    family (:meth:`~bayesmix.families.base.ComponentFamily.pymc_missing_log_density`:
+    masked terms for families whose columns are independent given the component, the
+    marginal density per pattern of observed features for others; an
+    :class:`~bayesmix.families.Independent` family each block as its own family does).
 
     Returns
     -------
@@ -71,53 +67,20 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     coords = {"component": np.arange(model.n_components), "feature": features}
     if any("feature_" in dims for dims in family.parameters.values()):
         coords["feature_"] = features
+    coords.update(family.coords(data.feature_names))
     values = data.values
-    missing = np.isnan(values)
     with pm.Model(coords=coords) as pm_model:
         weights = pm.Dirichlet("weights", a=priors["weight_concentration"], dims="component")
         params = family.pymc_parameters(priors)
-        if not missing.any():
+        if not np.isnan(values).any():
             X = pm.Data("X", values, dims=("obs", "feature"))
-            log_densities = [family.pymc_log_density(X, params)]
-        elif family.independent_features:
-            X = pt.as_tensor(np.where(missing, 0.0, values))
-            observed = pt.as_tensor((~missing).astype(float))
-            columns = [
-                observed[:, [d]]
-                * family.pymc_log_density(
-                    X[:, [d]], family.pymc_marginal_parameters(params, np.array([d]))
-                )
-                for d in range(values.shape[1])
-            ]
-            log_densities = [sum(columns)]
+            log_density = family.pymc_log_density(X, params)
         else:
-            log_densities = []
-            for rows, columns in _missingness_patterns(missing):
-                X = pt.as_tensor(values[rows][:, columns])
-                if columns.size < values.shape[1]:
-                    log_densities.append(
-                        family.pymc_log_density(X, family.pymc_marginal_parameters(params, columns))
-                    )
-                else:
-                    log_densities.append(family.pymc_log_density(X, params))
+            log_density = family.pymc_missing_log_density(values, params)
         log_weights = pt.log(weights)
-        log_likelihood = sum(
-            pm.math.logsumexp(log_weights + log_density, axis=1).sum()
-            for log_density in log_densities
-        )
+        log_likelihood = pm.math.logsumexp(log_weights + log_density, axis=1).sum()
         pm.Potential("log_likelihood", log_likelihood)
     return pm_model
-
-
-def _missingness_patterns(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
-    """The rows grouped by their pattern of missing entries: ``(rows, observed
-    columns)`` per distinct pattern."""
-    patterns, inverse = np.unique(missing, axis=0, return_inverse=True)
-    inverse = np.ravel(inverse)
-    return [
-        (np.flatnonzero(inverse == p), np.flatnonzero(~pattern))
-        for p, pattern in enumerate(patterns)
-    ]
 
 
 def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
