@@ -61,7 +61,13 @@ from bayesmix.families.simplex import (
     weights_gradient,
 )
 
-__all__ = ["StudentTDensity", "student_t_density", "nutpie_logp", "nutpie_expand"]
+__all__ = [
+    "StudentTDensity",
+    "student_t_density",
+    "normal_log_prior",
+    "nutpie_logp",
+    "nutpie_expand",
+]
 
 _FULL, _DIAG = KINDS["full"], KINDS["diag"]
 _LOG_PI = math.log(math.pi)
@@ -164,9 +170,7 @@ def _log_density(theta, buffer, grad):
     grad[:] = 0.0
     log_w = log_weights(theta, K)
     means = theta[K - 1 : K - 1 + K * D].copy().reshape((K, D))
-    logp = dirichlet_log_prior(log_w, concentration) + _normal_log_prior(
-        means, mean_loc, mean_scale
-    )
+    logp = dirichlet_log_prior(log_w, concentration) + normal_log_prior(means, mean_loc, mean_scale)
     pos = K - 1 + K * D  # the scale parameters
     shifted, A, factors, var, log_det, prior = _scales(theta, pos, scale, priors[0], kind, K, D)
     pos_dof = pos + K * D + (K * D * (D - 1) // 2 if full else 0)
@@ -200,7 +204,7 @@ def _log_density(theta, buffer, grad):
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _normal_log_prior(means, mean_loc, mean_scale):
+def normal_log_prior(means, mean_loc, mean_scale):
     """``Normal(mean_loc_d, mean_scale_d)`` log densities of the means."""
     K, D = means.shape
     logp = -0.5 * K * D * _LOG_2PI
