@@ -589,8 +589,7 @@ class Mixture:
         if any("feature_" in dims for dims in self.family.parameters.values()):
             coords["feature_"] = list(feature_names)
         coords.update(self._category_coords(arrays))
-        if isinstance(self.family, Independent):  # every block's columns by name
-            coords.update(self.family.coords(feature_names))
+        coords.update(family.coords(feature_names))  # an Independent's blocks' columns
         return xr.Dataset(variables, coords=coords)
 
     def _category_coords(self, arrays: Parameters) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from scipy.special import xlogy
 
 from bayesmix.analysis.clustering import result_data
 from bayesmix.families.categorical import CategoryFamily
+from bayesmix.families.independent import Independent
 from bayesmix.results import EMResult, MixtureResult
 from bayesmix.validation import DEFAULT_CI_PROB, check_ci_prob
 
@@ -87,7 +88,8 @@ def response_probabilities(result: MixtureResult, ci_prob: float = DEFAULT_CI_PR
     ----------
     result : MixtureResult
         A fit of :class:`~bayesmix.families.Bernoulli` or
-        :class:`~bayesmix.families.Categorical` components (any method).
+        :class:`~bayesmix.families.Categorical` components (any method), or of an
+        :class:`~bayesmix.families.Independent` family with such blocks (their items).
     ci_prob : float
         Mass of the equal-tailed credible interval, in (0, 1).
 
@@ -109,26 +111,57 @@ def response_probabilities(result: MixtureResult, ci_prob: float = DEFAULT_CI_PR
         If its components are not Bernoulli or Categorical, or ``ci_prob`` is not in (0, 1).
     """
     family = getattr(_check_result(result).model, "family", None)
-    if not isinstance(family, CategoryFamily):
+    blocks = _category_blocks(family, result.feature_names)
+    if not blocks:
         name = getattr(family, "name", "gaussian")
         raise ValueError(
             "response_probabilities needs Bernoulli or Categorical components (latent "
             f"classes); this fit has {name} components. Use result.summary() for them."
         )
     ci_prob = check_ci_prob(ci_prob)
-    posterior = result.posterior
-    table = family.table({"probabilities": posterior["probabilities"].values})
+    frame = pd.concat(
+        [
+            _response_frame(result, block, result.posterior[name], features, ci_prob)
+            for name, block, features in blocks
+        ]
+    )
+    frame.attrs.update(ci_prob=ci_prob, method=result.settings.get("method", ""))
+    return frame
+
+
+def _category_blocks(family: Any, feature_names: Any) -> list[tuple[str, CategoryFamily, list]]:
+    """``(probabilities' name, family, feature names)`` of the category families of a
+    fit: the family itself, or an :class:`~bayesmix.families.Independent`'s Bernoulli
+    and Categorical blocks (their parameters ``<block>_probabilities``)."""
+    if isinstance(family, CategoryFamily):
+        return [("probabilities", family, list(feature_names))]
+    if isinstance(family, Independent):
+        return [
+            (f"{prefix}_probabilities", block, [feature_names[c] for c in columns])
+            for prefix, (columns, block) in zip(family.prefixes, family.blocks, strict=True)
+            if isinstance(block, CategoryFamily)
+        ]
+    return []
+
+
+def _response_frame(
+    result: MixtureResult,
+    family: CategoryFamily,
+    probabilities: Any,
+    features: list,
+    ci_prob: float,
+) -> pd.DataFrame:
+    """:func:`response_probabilities`' rows of one category family's features."""
+    table = family.table({"probabilities": probabilities.values})
     n_comp, n_feat, n_cat = table.shape[-3:]
     stats = _summarise(result, table.reshape(-1, n_comp, n_feat, n_cat), ci_prob)
     index = pd.MultiIndex.from_product(
-        [posterior["component"].values, list(result.feature_names), np.arange(n_cat)],
+        [probabilities["component"].values, features, np.arange(n_cat)],
         names=["component", "feature", "category"],
     )
     frame = pd.DataFrame(stats.reshape(-1, 3), index=index, columns=_INTERVAL)
     keep = np.broadcast_to(family.category_mask(n_feat, n_cat), (n_comp, n_feat, n_cat))
-    frame = frame[keep.ravel()]
-    frame.attrs.update(ci_prob=ci_prob, method=result.settings.get("method", ""))
-    return frame
+    return frame[keep.ravel()]
 
 
 # -- class sizes -------------------------------------------------------------------------

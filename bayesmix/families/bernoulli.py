@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from bayesmix.families.base import DataSummary, Parameters, positive_hyperparameter
+from bayesmix.families.base import (
+    DataSummary,
+    Parameters,
+    positive_hyperparameter,
+    pymc_dims,
+)
 from bayesmix.families.categorical import (
     DEFAULT_CONCENTRATION,
     PROBABILITY_FLOOR,
@@ -95,14 +100,14 @@ class Bernoulli(CategoryFamily):
         return np.stack([priors["probability_beta"], priors["probability_alpha"]], axis=-1)
 
     # -- PyMC ------------------------------------------------------------------------------
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         import pymc as pm
 
         probabilities = pm.Beta(
-            "probabilities",
+            f"{prefix}probabilities",
             alpha=priors["probability_alpha"],
             beta=priors["probability_beta"],
-            dims=("component", "feature"),
+            dims=pymc_dims(prefix, ("component", "feature")),
         )
         return {"probabilities": probabilities}
 

@@ -42,6 +42,7 @@ from bayesmix.families.base import (
     DataSummary,
     Parameters,
     positive_hyperparameter,
+    pymc_dims,
 )
 from bayesmix.families.kernels import indicator_pass, table_chunks, table_pass
 
@@ -552,33 +553,36 @@ class Categorical(CategoryFamily):
         }
 
     # -- PyMC ------------------------------------------------------------------------------
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         """One Dirichlet per group of features with the same number of categories
         (``probabilities_<C>``, shape ``(K, D_C, C)``), assembled into the padded
-        ``probabilities`` (a deterministic, dims ``component, feature, category``)."""
+        ``probabilities`` (a deterministic, dims ``component, feature, category``);
+        names and dims prefixed with ``prefix``."""
         import pymc as pm
         import pytensor.tensor as pt
 
         model = pm.modelcontext(None)
         n_components = len(model.coords["component"])
-        n_features = len(model.coords["feature"])
+        n_features = len(model.coords[f"{prefix}feature"])
         sizes = self.sizes(n_features)
         width = int(sizes.max())
-        if "category" not in model.coords:
-            model.add_coord("category", np.arange(width))
+        if f"{prefix}category" not in model.coords:
+            model.add_coord(f"{prefix}category", np.arange(width))
         table = pt.zeros((n_components, n_features, width))
         concentration = priors["probability_concentration"]
         for size in np.unique(sizes):
             group = np.flatnonzero(sizes == size)
             alpha = np.repeat(concentration[group][:, None], size, axis=1)
             part = pm.Dirichlet(
-                f"probabilities_{size}",
+                f"{prefix}probabilities_{size}",
                 a=np.broadcast_to(alpha, (n_components, group.size, size)),
                 shape=(n_components, group.size, size),
             )
             table = pt.set_subtensor(table[:, group, :size], part)
         probabilities = pm.Deterministic(
-            "probabilities", table, dims=("component", "feature", "category")
+            f"{prefix}probabilities",
+            table,
+            dims=pymc_dims(prefix, ("component", "feature", "category")),
         )
         return {"probabilities": probabilities}
 

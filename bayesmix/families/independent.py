@@ -33,9 +33,16 @@ result's ``model.categories``).
 EM's start. k-means clusters the blocks' start transforms side by side (counts' square
 roots, categories' one-hot indicators), the continuous blocks' columns standardised: a
 continuous column then weighs as much as any other, and two rows' squared distance on a
-categorical column is 2 when they differ (as in k-prototypes). Only EM and MAP-EM fit
-it; NUTS and ADVI raise (the blocks' PyMC variables would share names and the
-``feature`` dim).
+categorical column is 2 when they differ (as in k-prototypes).
+
+NUTS and ADVI. Every block builds its PyMC variables with its family's
+``pymc_parameters``, its name as the prefix: the variables carry the parameters' names
+and dims (``normal_means``, dims ``(component, normal_feature)``), so the draws map back
+to the same parameters as EM's. The log density is the sum of the blocks'; missing
+entries are marginalised block by block, each as its family does (local independence
+drops a missing entry's factor; a Student-t block's rows take the marginal of their
+observed columns). There is no hand-written (nutpie) density: NUTS samples PyMC's
+compiled model, ADVI is PyMC's.
 """
 
 from __future__ import annotations
@@ -152,6 +159,14 @@ class Independent(ComponentFamily):
     @property
     def supports_missing(self) -> bool:  # type: ignore[override]
         return all(family.supports_missing for _, family in self._blocks)
+
+    @property
+    def supports_pymc(self) -> bool:  # type: ignore[override]
+        return all(family.supports_pymc for _, family in self._blocks)
+
+    @property
+    def independent_features(self) -> bool:  # type: ignore[override]
+        return all(family.independent_features for _, family in self._blocks)
 
     def for_columns(self, feature_names: tuple[str, ...]) -> Independent:
         """The family with every selection as integer positions among ``feature_names``;
@@ -405,6 +420,57 @@ class Independent(ComponentFamily):
         for prefix, columns, family in self._parts():
             block = self._block_params(params, prefix, family)
             out[:, columns] = family.sample(block, components, rng)
+        return out
+
+    # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
+        """Every block's variables, built by its family with the block's name as the
+        prefix (``normal_means``, dims ``(component, normal_feature)``; the model holds
+        the ``<block>_feature`` coords, :meth:`coords`). The dict holds every entry of
+        the blocks' dicts under ``<block>_<key>``."""
+        out: dict[str, Any] = {}
+        for name, _, family in self._parts():
+            block = family.pymc_parameters(
+                self._unprefixed(priors, name), prefix=f"{prefix}{name}_"
+            )
+            out.update(self._prefixed(block, name))
+        return out
+
+    def pymc_log_density(self, X: Any, params: Mapping[str, Any]) -> Any:
+        """The sum of the blocks' log densities on their columns."""
+        return sum(
+            family.pymc_log_density(X[:, columns], self._unprefixed(params, name))
+            for name, columns, family in self._parts()
+        )
+
+    def pymc_missing_log_density(self, values: np.ndarray, params: Mapping[str, Any]) -> Any:
+        """The sum of the blocks' log densities of their observed entries, each
+        marginalised as its family does (a block's missing entries drop its factors
+        under local independence; a Student-t block's rows get the marginal of their
+        observed columns)."""
+        return sum(
+            family.pymc_missing_log_density(values[:, columns], self._unprefixed(params, name))
+            for name, columns, family in self._parts()
+        )
+
+    def pymc_marginal_parameters(self, params: Mapping[str, Any], columns: np.ndarray):
+        """Not defined: the blocks marginalise their own columns
+        (:meth:`pymc_missing_log_density`)."""
+        raise NotImplementedError(
+            "Independent marginalises missing entries block by block: call "
+            "pymc_missing_log_density."
+        )
+
+    def pymc_initial_values(
+        self, params: Parameters, priors: Mapping[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """Every block's free variables at the estimate, under ``<block>_<name>``."""
+        out: dict[str, np.ndarray] = {}
+        for name, _, family in self._parts():
+            block = family.pymc_initial_values(
+                self._block_params(params, name, family), self._unprefixed(priors, name)
+            )
+            out.update(self._prefixed(block, name))
         return out
 
     def marginal_family(self) -> ComponentFamily:

@@ -35,6 +35,7 @@ from bayesmix.families.base import (
     DataSummary,
     Parameters,
     positive_hyperparameter,
+    pymc_dims,
     real_hyperparameter,
 )
 from bayesmix.families.kernels import table_chunks, table_pass
@@ -244,14 +245,15 @@ class NegativeBinomial(CountFamily):
 
         return count_density("negative_binomial", X, priors, n_components)
 
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         import pymc as pm
 
-        dims = ("component", "feature")
+        dims = pymc_dims(prefix, ("component", "feature"))
         shape = priors["mean_shape"]
-        means = pm.Gamma("means", alpha=shape, beta=shape / priors["mean_mean"], dims=dims)
+        rate = shape / priors["mean_mean"]
+        means = pm.Gamma(f"{prefix}means", alpha=shape, beta=rate, dims=dims)
         dispersions = pm.LogNormal(
-            "dispersions",
+            f"{prefix}dispersions",
             mu=priors["dispersion_log_loc"],
             sigma=priors["dispersion_log_scale"],
             dims=dims,

@@ -26,6 +26,7 @@ from bayesmix.families.base import (
     DataSummary,
     Parameters,
     positive_hyperparameter,
+    pymc_dims,
 )
 from bayesmix.families.kernels import count_pass
 
@@ -170,12 +171,15 @@ class Poisson(CountFamily):
 
         return count_density("poisson", X, priors, n_components)
 
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         import pymc as pm
 
         shape = priors["rate_shape"]
         rates = pm.Gamma(
-            "rates", alpha=shape, beta=shape / priors["rate_mean"], dims=("component", "feature")
+            f"{prefix}rates",
+            alpha=shape,
+            beta=shape / priors["rate_mean"],
+            dims=pymc_dims(prefix, ("component", "feature")),
         )
         return {"rates": rates}
 

@@ -84,6 +84,7 @@ from bayesmix.families.base import (
     DataSummary,
     Parameters,
     positive_hyperparameter,
+    pymc_dims,
     real_hyperparameter,
 )
 from bayesmix.families.gaussian.covariance import get_structure, inverse_wishart_logpdf
@@ -642,7 +643,7 @@ class StudentT(ComponentFamily):
 
         return student_t_density(self._covariance_type, self._dof, X, priors, n_components)
 
-    def pymc_parameters(self, priors: Mapping[str, np.ndarray]) -> dict[str, Any]:
+    def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         """The priors of the module notes as PyMC variables.
 
         ``means ~ Normal(mean_loc, mean_scale)``; diagonal scales ``~ InverseGamma(
@@ -656,60 +657,64 @@ class StudentT(ComponentFamily):
         (``"precision_factor"`` in the returned dict) feeds the log density without a
         matrix inverse. ``dof ~ Gamma(dof_shape, dof_rate)`` when estimated (no bounds:
         EM's :data:`DOF_BOUNDS` guard its solver, the prior does the same here), a
-        constant deterministic when fixed.
+        constant deterministic when fixed. Names and dims are prefixed with ``prefix``.
         """
         import pymc as pm
         import pytensor.tensor as pt
 
         model = pm.modelcontext(None)
         n_components = len(model.coords["component"])
-        n_features = len(model.coords["feature"])
+        n_features = len(model.coords[f"{prefix}feature"])
         means = pm.Normal(
-            "means",
+            f"{prefix}means",
             mu=priors["mean_loc"],
             sigma=priors["mean_scale"],
-            dims=("component", "feature"),
+            dims=pymc_dims(prefix, ("component", "feature")),
         )
         params: dict[str, Any] = {"means": means}
         scale_dof = float(priors["scale_dof"])
         if self._full:
             factor = _bartlett_base(priors["scale_scale"])
             chi2 = pm.Gamma(
-                "scales_chi2",
+                f"{prefix}scales_chi2",
                 alpha=0.5 * (scale_dof - np.arange(n_features)),
                 beta=0.5,
-                dims=("component", "feature"),
+                dims=pymc_dims(prefix, ("component", "feature")),
             )
             bartlett = pt.zeros((n_components, n_features, n_features))
             diagonal = np.diag_indices(n_features)
             bartlett = pt.set_subtensor(bartlett[:, diagonal[0], diagonal[1]], pt.sqrt(chi2))
             rows, cols = np.tril_indices(n_features, -1)
             if rows.size:
-                normal = pm.Normal("scales_normal", 0.0, 1.0, shape=(n_components, rows.size))
+                normal = pm.Normal(
+                    f"{prefix}scales_normal", 0.0, 1.0, shape=(n_components, rows.size)
+                )
                 bartlett = pt.set_subtensor(bartlett[:, rows, cols], normal)
             precision_factor = pt.matmul(factor, bartlett)  # (K, D, D), lower triangular
             precision = pt.matmul(precision_factor, precision_factor.mT)
             params["scales"] = pm.Deterministic(
-                "scales", pt.linalg.inv(precision), dims=("component", "feature", "feature_")
+                f"{prefix}scales",
+                pt.linalg.inv(precision),
+                dims=pymc_dims(prefix, ("component", "feature", "feature_")),
             )
             params["precision_factor"] = precision_factor
         else:
             params["scales"] = pm.InverseGamma(
-                "scales",
+                f"{prefix}scales",
                 alpha=0.5 * scale_dof,
                 beta=0.5 * priors["scale_scale"],
-                dims=("component", "feature"),
+                dims=pymc_dims(prefix, ("component", "feature")),
             )
         if self._dof is None:
             params["dof"] = pm.Gamma(
-                "dof",
+                f"{prefix}dof",
                 alpha=float(priors["dof_shape"]),
                 beta=float(priors["dof_rate"]),
                 dims="component",
             )
         else:
             params["dof"] = pm.Deterministic(
-                "dof", pt.as_tensor(np.full(n_components, self._dof)), dims="component"
+                f"{prefix}dof", pt.as_tensor(np.full(n_components, self._dof)), dims="component"
             )
         return params
 
