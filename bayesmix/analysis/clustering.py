@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import Data, as_data
+from bayesmix.data import Data
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.results import MixtureResult
 from bayesmix.validation import (
@@ -97,7 +97,7 @@ def result_data(result: Any, X: Any, caller: str) -> Data:
                 f"X is required for {type(result).__name__}, which does not keep its "
                 f"training data; pass the observations to cluster, e.g. {caller}(result, X)."
             )
-    return as_data(X, n_features=result.n_features)
+    return result.check_data(X)
 
 
 def _check_threshold(threshold: Any) -> float:

@@ -19,7 +19,7 @@ import xarray as xr
 from scipy.optimize import linear_sum_assignment
 
 from bayesmix.analysis.clustering import adjusted_rand_index
-from bayesmix.data import Data, as_data
+from bayesmix.data import Data
 from bayesmix.exceptions import LabelSwitchingWarning
 from bayesmix.model import GaussianMixture
 from bayesmix.results import MixtureResult, parameter_draws
@@ -451,7 +451,7 @@ def _check_names(names: Any, results: tuple[MixtureResult, ...]) -> list[str]:
 
 def _check_X(X: Any, results: tuple[MixtureResult, ...]):
     reference = results[0]
-    data = as_data(X, name="X", n_features=reference.n_features)
+    data = reference.check_data(X)
     expected = reference.feature_names
     default = tuple(f"x{i}" for i in range(reference.n_features))
     if isinstance(X, pd.DataFrame) and expected != default and data.feature_names != expected:
@@ -464,7 +464,7 @@ def _check_X(X: Any, results: tuple[MixtureResult, ...]):
             f"X has columns {list(data.feature_names)} but the results were fitted on "
             f"{list(expected)}.{hint}"
         )
-    for result in results:  # the family's support: counts for count families
+    for result in results[1:]:  # the family's support: counts for count families
         result.model.check_values(data.values, data.feature_names, "X")
     return data
 

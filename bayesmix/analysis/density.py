@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from bayesmix.data import Data, as_dask_data, as_data, is_dask_input
+from bayesmix.data import Data, as_dask_data, is_dask_input
 from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.results import MixtureResult, require_gaussian
 from bayesmix.validation import DEFAULT_CI_PROB, check_bool, check_ci_prob, check_int
@@ -288,8 +288,7 @@ def as_points(result: MixtureResult, X: Any, name: str = "X") -> Data:
     ValueError
         Wrong number of features, or named columns that differ from the fitted ones.
     """
-    data = as_data(X, name=name, n_features=result.n_features)
-    result.model.check_values(data.values, data.feature_names, name)
+    data = result.check_data(X, name)
     return _same_columns(data, result, name)
 
 

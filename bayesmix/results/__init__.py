@@ -317,17 +317,33 @@ class MixtureResult:
         ``data`` (its cached facts spare a scan per draw)."""
         return self.model.log_joint(data, params)
 
-    def _validated_data(self, X: Any) -> Data:
-        """``X`` checked against the fit: number of features, NaN policy, and the
-        family's support (counts for count families); a DataFrame's category and text
-        columns coded with the fitted labels (the declaration's ``categories``)."""
+    def check_data(self, X: Any, name: str = "X") -> Data:
+        """``X`` checked against the fit, as every method and analysis of the result
+        takes it.
+
+        Parameters
+        ----------
+        X : array-like, DataFrame or DataArray
+            Observations with the fitted number of features.
+        name : str
+            The argument's name in error messages.
+
+        Returns
+        -------
+        Data
+            The number of features checked, NaN accepted when the fit marginalised
+            missing values (``missing="marginalize"``), values inside the family's
+            support (counts for count families), a DataFrame's category, text and
+            boolean columns coded with the fitted labels (``model.categories``).
+        """
         data = as_data(
             X,
+            name=name,
             n_features=self.n_features,
             allow_missing=self._allows_missing,
             categories=getattr(self.model, "categories", None),
         )
-        self.model.check_values(data.values, data.feature_names, "X")
+        self.model.check_values(data.values, data.feature_names, name)
         return data
 
     @property
@@ -345,7 +361,7 @@ class MixtureResult:
         xarray.DataArray
             Dims ``(chain, draw, obs, component)``.
         """
-        data = self._validated_data(X)
+        data = self.check_data(X)
         probs = np.stack(
             [np.exp(log_normalise(self._log_joint(data, p))[1]) for p in self._draw_params]
         )
@@ -370,7 +386,7 @@ class MixtureResult:
         """
         if is_dask_input(X):
             return lazy_prediction(self, X, "predict_proba")
-        data = self._validated_data(X)
+        data = self.check_data(X)
         total = np.zeros((data.n_obs, self.model.n_components))
         for params in self._draw_params:
             total += np.exp(log_normalise(self._log_joint(data, params))[1])
@@ -388,7 +404,7 @@ class MixtureResult:
         Dask array for Dask input)."""
         if is_dask_input(X):
             return lazy_prediction(self, X, "score_samples")
-        data = self._validated_data(X)
+        data = self.check_data(X)
         acc = np.full(data.n_obs, -np.inf)
         for params in self._draw_params:
             acc = np.logaddexp(acc, log_normalise(self._log_joint(data, params))[0])
@@ -424,7 +440,7 @@ class MixtureResult:
         """
         groups = {"posterior": self._exported_posterior().assign_attrs(self._attrs())}
         if X is not None:
-            data = self._validated_data(X)
+            data = self.check_data(X)
             groups["observed_data"] = xr.Dataset(
                 {"X": (("obs", "feature"), data.values)},
                 coords={"obs": data.obs_names, "feature": list(data.feature_names)},
@@ -553,7 +569,7 @@ class EMResult(MixtureResult):
     def _fit_terms(self, X: Any) -> tuple[float, float, float]:
         if X is None:
             return self.log_likelihood, self.n_obs, self._log_max_resp
-        data = self._validated_data(X)
+        data = self.check_data(X)
         log_norm, log_resp = log_normalise(self._log_joint(data, self.params))
         return float(log_norm.sum()), float(data.n_obs), float(log_resp.max(axis=1).sum())
 

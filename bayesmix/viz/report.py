@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.analysis.clustering import memberships
-from bayesmix.data import Data, as_data
+from bayesmix.data import Data
 from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import CategoryFamily
@@ -229,7 +229,7 @@ def summary_table(
     """
     named = _check_results(results)
     ci_prob = check_ci_prob(ci_prob)
-    data = as_data(X, n_features=next(iter(named.values())).n_features)
+    data = next(iter(named.values())).check_data(X)
     aligned, posteriors, _ = _aligned(named, data, ci_prob)
     return _summary_rows(aligned, posteriors, ci_prob)
 
@@ -546,7 +546,7 @@ def feature_ranking(result: MixtureResult, X: Any) -> pd.Series:
     variances summed: the share does not depend on the order of the codes.
     """
     categories = getattr(result.model, "categories", None)
-    data = as_data(X, n_features=result.n_features, categories=categories)
+    data = result.check_data(X)
     labels = np.asarray(result.predict(data.values))
     between, total = _between_and_total(data.values, labels)
     for d, column in enumerate(categories or ()):
@@ -1257,9 +1257,7 @@ def write_report(
     ci_prob = check_ci_prob(ci_prob)
     first = next(iter(named.values()))
     # text columns coded by the labels of the fit (codes pass as they are)
-    data = as_data(
-        X, n_features=first.n_features, categories=getattr(first.model, "categories", None)
-    )
+    data = first.check_data(X)
     if not isinstance(title, str):
         raise TypeError(f"title must be a string; got {type(title).__name__}.")
     if data_info is not None and not isinstance(data_info, Mapping):
