@@ -303,9 +303,11 @@ def select_components(
     priors : bayesmix.Priors or mapping, optional
         Priors for ``map`` and the Bayesian methods (``em`` is always maximum
         likelihood). Default: bayesmix's data-scaled defaults.
-    families : sequence of component families, optional
+    families : sequence of component families or "auto", optional
         Other component families to compare (:mod:`bayesmix.families`, e.g.
-        ``[bm.families.Poisson(), bm.families.NegativeBinomial()]``), fitted by
+        ``[bm.families.Poisson(), bm.families.NegativeBinomial()]``; ``"auto"`` is the
+        family ``bm.Mixture(K, family="auto")`` chooses for the columns of ``X``, e.g.
+        latent classes for text columns, a product family for mixed ones), fitted by
         :class:`bayesmix.Mixture` with their default priors for ``map`` (and without the
         ``fit_options`` only Gaussian fits take, such as NUTS' ``mass_matrix``); their rows
         carry the family's name in the ``covariance_type`` column (``"poisson"``, or
@@ -349,9 +351,10 @@ def select_components(
     >>> sel.best.loc["em", "n_components"]
     2
     """
-    data = as_data(X)
+    declarations = _declarations(covariance_types, _chosen_families(families, X))
+    codes = any(Mixture(1, f).coding == "infer" for f in declarations.values() if f is not None)
+    data = as_data(X, categories="infer" if codes else None)
     ks = _check_components(n_components, data.n_obs)
-    declarations = _declarations(covariance_types, families)
     methods = _check_names(methods, "methods", FIT_METHODS)
     criteria = _resolve_criteria(criterion, methods)
     n_init = check_int(n_init, "n_init")
@@ -395,6 +398,22 @@ def select_components(
     return SelectionResult(table, fits, criteria, data.n_obs)
 
 
+def _chosen_families(families: Any, X: Any) -> Any:
+    """``families`` with ``"auto"`` (alone or as an entry) replaced by the family
+    :meth:`Mixture.resolve_family` chooses for the columns of ``X``."""
+    if isinstance(families, str):
+        families = [families]
+    if families is None or not isinstance(families, Iterable):
+        return families
+    families = list(families)
+    for i, family in enumerate(families):
+        if isinstance(family, str):
+            if family != "auto":
+                raise ValueError(f"families takes component families or 'auto'; got {family!r}.")
+            families[i] = Mixture(1, "auto").resolve_family(X)[0]
+    return families
+
+
 def _declarations(
     covariance_types: Any, families: Iterable[ComponentFamily] | None
 ) -> dict[str, ComponentFamily | None]:
@@ -413,11 +432,7 @@ def _declarations(
         if isinstance(family, Gaussian):
             types.append(family.covariance_type)
         elif isinstance(family, ComponentFamily):
-            settings = family.settings()
-            label = family.name
-            if settings:
-                label += "(" + ", ".join(f"{key}={value}" for key, value in settings.items()) + ")"
-            out[label] = family
+            out[_family_label(family)] = family
         else:
             raise TypeError(
                 "families must hold component families from bayesmix.families (e.g. "
@@ -426,6 +441,20 @@ def _declarations(
     if not types and not out:
         raise ValueError("families is empty; give component families or covariance_types.")
     return {**dict.fromkeys(types), **out}
+
+
+def _family_label(family: ComponentFamily) -> str:
+    """A family's row label: its name with the settings it was given (``student_t(dof=5)``;
+    a product family lists its blocks' names and columns: ``independent(normal[x, y],
+    categorical[city])``)."""
+    settings = {key: value for key, value in family.settings().items() if value is not None}
+    if "blocks" in settings:  # Independent: (columns, family name, settings) per block
+        parts = [
+            f"{name}[{', '.join(map(str, columns))}]" for columns, name, _ in settings["blocks"]
+        ]
+    else:
+        parts = [f"{key}={value}" for key, value in settings.items()]
+    return family.name + (f"({', '.join(parts)})" if parts else "")
 
 
 def _fit_one(model, data, key, seed, n_init, options):

@@ -1,0 +1,120 @@
+"""Every analysis takes a DataFrame with text, categorical and boolean columns the way the
+fit took it: coded with the fitted labels (``MixtureResult.check_data``).
+
+The reference is the same analysis on the codes themselves (a numeric array), which the
+analyses have always taken: the two must agree exactly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import bayesmix as bm
+from bayesmix.data import as_data
+
+
+@pytest.fixture(scope="module")
+def frame() -> pd.DataFrame:
+    """Two classes seen through two numbers, a yes/no answer, a city and a flag."""
+    rng = np.random.default_rng(3)
+    n = 240
+    z = rng.integers(0, 2, n)
+    cities = np.array(["Lima", "Oslo", "Rome"])
+    return pd.DataFrame(
+        {
+            "x": rng.normal(3.0 * z, 1.0),
+            "y": rng.normal(-2.0 * z, 1.0),
+            "smoker": np.where(rng.random(n) < np.where(z, 0.8, 0.2), "yes", "no"),
+            "city": cities[np.where(z, rng.integers(0, 2, n), rng.integers(1, 3, n))],
+            "flag": rng.random(n) < np.where(z, 0.7, 0.3),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def codes(frame) -> np.ndarray:
+    return as_data(frame, categories="infer").values
+
+
+@pytest.fixture(scope="module")
+def fit(frame):
+    return bm.Mixture(2, family="auto").fit(frame, random_state=0)
+
+
+def test_memberships_of_the_frame_are_those_of_its_codes(fit, frame, codes):
+    by_frame = bm.memberships(fit, frame)
+    by_codes = bm.memberships(fit, codes)
+    np.testing.assert_array_equal(by_frame.probabilities, by_codes.probabilities)
+    assert list(by_frame["obs"].values) == list(frame.index)
+
+
+def test_co_clustering_and_point_partition_of_the_frame(fit, frame, codes):
+    np.testing.assert_array_equal(
+        bm.co_clustering(fit, frame).values, bm.co_clustering(fit, codes).values
+    )
+    partition = bm.point_partition(fit, frame)
+    np.testing.assert_array_equal(partition.labels, bm.point_partition(fit, codes).labels)
+    assert partition.n_clusters == 2
+
+
+def test_anomaly_scores_of_the_frame_are_those_of_its_codes(fit, frame, codes):
+    by_frame = bm.anomaly_scores(fit, frame, reference=frame)
+    by_codes = bm.anomaly_scores(fit, codes, reference=codes)
+    np.testing.assert_array_equal(by_frame.score, by_codes.score)
+    assert np.isfinite(by_frame.score).all()
+
+
+def test_compare_em_and_map_on_the_frame(fit, frame):
+    map_fit = bm.Mixture(2, family="auto").fit(frame, method="map", random_state=0)
+    comparison = bm.compare(fit, map_fit, X=frame, names=["em", "map"])
+    assert comparison.fits.loc["em", "lpd"] == pytest.approx(fit.log_likelihood, rel=1e-10)
+    # MAP maximises the posterior, not the likelihood: its lpd is at most EM's
+    assert comparison.fits.loc["map", "lpd"] <= comparison.fits.loc["em", "lpd"] + 1e-6
+
+
+def test_an_unseen_label_in_an_analysis_names_column_and_label(fit, frame):
+    other = frame.copy()
+    other.loc[0, "city"] = "Quito"
+    with pytest.raises(ValueError, match="Quito"):
+        bm.memberships(fit, other)
+
+
+def test_missing_cells_follow_the_fits_policy(frame):
+    holed = frame.copy()
+    holed.loc[::7, "city"] = None
+    holed.loc[::5, "x"] = np.nan
+    fit = bm.Mixture(2, family="auto").fit(holed, missing="marginalize", random_state=0)
+    probabilities = bm.memberships(fit, holed).probabilities
+    assert np.isfinite(probabilities).all()
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0)
+    strict = bm.Mixture(2, family="auto").fit(frame, random_state=0)
+    with pytest.raises(ValueError, match="missing"):
+        bm.memberships(strict, holed)
+
+
+def test_select_components_with_auto_labels_the_product_family(frame, fit):
+    selection = bm.select_components(frame, [1, 2], families="auto", random_state=0)
+    labels = selection.table.index.get_level_values("covariance_type").unique()
+    assert list(labels) == ["independent(normal[x, y], bernoulli[smoker, flag], categorical[city])"]
+    best = selection.table.xs(2, level="n_components").iloc[0]
+    assert best["log_likelihood"] == pytest.approx(fit.log_likelihood, rel=1e-9)
+    chosen = selection.best_fit()
+    assert chosen.model.categories == fit.model.categories
+
+
+def test_select_components_of_text_columns_by_a_category_family(frame):
+    items = frame[["smoker", "city"]]
+    selection = bm.select_components(
+        items, [1, 2], families=[bm.families.Categorical()], random_state=0
+    )
+    assert list(selection.table.index.get_level_values("covariance_type").unique()) == [
+        "categorical"
+    ]
+    assert (selection.table["status"] == "ok").all()
+
+
+def test_select_components_refuses_an_unknown_family_name(frame):
+    with pytest.raises(ValueError, match="families takes component families or 'auto'"):
+        bm.select_components(frame, [1, 2], families="automatic")
