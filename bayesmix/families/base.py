@@ -223,6 +223,16 @@ class ComponentFamily(ABC):
         """Points at which to draw a one-feature marginal spanning ``[low, high]``."""
         return np.linspace(low, high, n_grid)
 
+    def degeneracy_messages(
+        self, params: Parameters, prepared: Any, feature_names: tuple[str, ...], n_obs: float
+    ) -> list[str]:
+        """Plain-language messages naming what a maximum-likelihood EM fit ``params``
+        (weights included) owes to a floor rather than to the data (a component
+        collapsed onto identical values); maximum-likelihood EM issues each as a
+        :class:`~bayesmix.DegenerateComponentWarning`. ``prepared`` is :meth:`prepare`'s
+        output for the fit's data. No messages by default."""
+        return []
+
     # -- densities and summaries ---------------------------------------------------
     @abstractmethod
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:

@@ -285,6 +285,32 @@ class Normal(ComponentFamily):
             "sum_xx": sum_zz + 2.0 * shift * sum_z + n * shift * shift,
         }
 
+    def degeneracy_messages(
+        self,
+        params: Parameters,
+        prepared: NormalData,
+        feature_names: tuple[str, ...],
+        n_obs: float,
+    ) -> list[str]:
+        """The diagonal Gaussian's messages
+        (:func:`~bayesmix.inference.em.degeneracy.degeneracy_messages`): a feature
+        whose variance within a component is only the floor (a component on identical
+        values of it), or a component on identical rows."""
+        from bayesmix.families.gaussian.covariance import get_structure
+        from bayesmix.families.gaussian.stats import Params
+        from bayesmix.inference.em.degeneracy import degeneracy_messages
+
+        variances = params["variances"]
+        fitted = Params(params["weights"], params["means"], variances, 1.0 / np.sqrt(variances))
+        floor = prepared.floor
+        name = (
+            f"the variance floor ({REG_VARIANCE:g} times the feature's variance, "
+            f"{np.array2string(floor, precision=3, separator=', ')})"
+        )
+        return degeneracy_messages(
+            fitted, get_structure("diag"), REG_VARIANCE, feature_names, n_obs, floor, name
+        )
+
     # -- densities and summaries ---------------------------------------------------
     def log_density(
         self, X: np.ndarray, params: Parameters, prepared: NormalData | None = None
@@ -313,6 +339,13 @@ class Normal(ComponentFamily):
         return rng.normal(means, np.sqrt(params["variances"][components]))
 
     # -- PyMC ----------------------------------------------------------------------
+    def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):
+        """The hand-written density of the PyMC model
+        (:mod:`bayesmix.families.normal_logdensity`)."""
+        from bayesmix.families.normal_logdensity import normal_density
+
+        return normal_density(X, priors, n_components)
+
     def pymc_parameters(self, priors: Mapping[str, np.ndarray], prefix: str = "") -> dict[str, Any]:
         """``means`` (Normal) and ``variances`` (inverse-gamma), dims ``(component,
         feature)`` (names and dims prefixed with ``prefix``)."""

@@ -48,6 +48,7 @@ def degeneracy_messages(
     feature_names: tuple[str, ...],
     n_obs: float,
     regularisation: np.ndarray | float | None = None,
+    floor_name: str | None = None,
 ) -> list[str]:
     """Messages naming each degenerate direction of a maximum-likelihood fit.
 
@@ -66,6 +67,10 @@ def degeneracy_messages(
     regularisation : numpy.ndarray or float, optional
         What the M-step added to each feature's variance (``(D,)``); default
         ``reg_covar``.
+    floor_name : str, optional
+        How the messages name that addition when it is not a ``reg_covar`` the user
+        can raise (:class:`~bayesmix.families.Normal`'s variance floor); default
+        ``"reg_covar=<value>"``, with the advice to raise it.
 
     Returns
     -------
@@ -73,6 +78,8 @@ def degeneracy_messages(
         One message per problem found; empty when the fit is not degenerate.
     """
     n_components, n_features = params.means.shape
+    floor_text = f"reg_covar={reg_covar:g}" if floor_name is None else floor_name
+    raise_hint = "raise reg_covar, " if floor_name is None else ""
     added = structure.representable_variances(
         reg_covar if regularisation is None else regularisation, n_features
     )
@@ -92,7 +99,7 @@ def degeneracy_messages(
     if constant.size:
         messages.append(
             f"feature {_names(feature_names, constant)} is constant in X, so every covariance "
-            f"is reg_covar={reg_covar:g} along it; drop the feature or fit with priors "
+            f"is {floor_text} along it; drop the feature or fit with priors "
             "(method='map')."
         )
     values, vectors = np.linalg.eigh(scatter)
@@ -114,8 +121,8 @@ def degeneracy_messages(
                 f"at {np.array2string(params.means[k], precision=4, separator=', ')})"
             )
             messages.append(
-                f"{where}: the covariance is only reg_covar={reg_covar:g} and the likelihood "
-                "is unbounded. Remove duplicated rows, use fewer components, raise reg_covar, "
+                f"{where}: the covariance is only {floor_text} and the likelihood "
+                f"is unbounded. Remove duplicated rows, use fewer components, {raise_hint}"
                 "or fit with priors (method='map')."
             )
             continue
@@ -123,7 +130,7 @@ def degeneracy_messages(
             messages.append(
                 f"{components} has about {mass:.1f} observations for {n_features} features, "
                 f"too few to estimate its covariance, which is singular up to "
-                f"reg_covar={reg_covar:g}. Use fewer components, covariance_type='diag', "
+                f"{floor_text}. Use fewer components, covariance_type='diag', "
                 "'spherical' or 'tied', or fit with priors (method='map')."
             )
             continue
@@ -135,15 +142,15 @@ def degeneracy_messages(
             messages.append(
                 f"feature {_names(feature_names, aligned)} is constant within {components} "
                 f"(about {mass:.0f} observations): its variance there is only "
-                f"reg_covar={reg_covar:g}. Use fewer components, raise reg_covar, or fit with "
+                f"{floor_text}. Use fewer components, {raise_hint}or fit with "
                 "priors (method='map')."
             )
         elif not np.isin(involved, constant).all():
             messages.append(
                 f"features {_names(feature_names, involved)} are collinear within {components} "
                 f"(about {mass:.0f} observations lie on a lower-dimensional subspace), so its "
-                f"covariance is singular up to reg_covar={reg_covar:g}. Drop a redundant "
-                "feature, raise reg_covar, or fit with priors (method='map')."
+                f"covariance is singular up to {floor_text}. Drop a redundant "
+                f"feature, {raise_hint}or fit with priors (method='map')."
             )
     return messages
 

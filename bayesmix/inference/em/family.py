@@ -39,7 +39,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from bayesmix.data import Data, check_sample_weight
-from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.inference.em.convergence import ConvergenceTest
 from bayesmix.inference.em.init import kmeans, nearest
@@ -317,6 +317,11 @@ def run_family_em(
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
         log_likelihood, log_max_resp = source.final(log_weights, params)
+    if priors is None:  # a prior keeps the variances off the floor
+        for message in model.family.degeneracy_messages(
+            params, source.prepared, feature_names, float(source.total_weight)
+        ):
+            warnings.warn(message, DegenerateComponentWarning, stacklevel=4)
     if not best["converged"]:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
