@@ -331,12 +331,14 @@ def test_bad_blocks_raise_one_line_value_errors(blocks, message):
     assert "\n" not in str(error.value)
 
 
-def test_marginals_are_refused_clearly():
-    """NUTS and ADVI fit Independent (tests/test_independent_bayes.py); one-feature
-    marginals are not available yet."""
+def test_bayesian_methods_and_marginals_are_declared():
+    """NUTS and ADVI fit Independent (tests/test_independent_bayes.py); a one-feature
+    marginal is its block's family's, so it needs the feature."""
     model = bm.Mixture(2, mixed_family("binary"))
     assert model.family.supports_pymc
-    with pytest.raises(ValueError, match="marginals"):
+    assert model.family.marginal_family(1) == Normal()
+    assert model.family.marginal_family(3) == Bernoulli()
+    with pytest.raises(ValueError, match="pass the feature"):
         model.family.marginal_family()
 
 

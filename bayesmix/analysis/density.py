@@ -140,7 +140,9 @@ class _FamilyDraws:
         of the family's marginal)."""
         model = result.model
         family = model.family
-        one = type(model)(model.n_components, family.marginal_family(), model.priors)
+        # the marginal declaration only evaluates densities: no priors (an Independent's
+        # are named by block)
+        one = type(model)(model.n_components, family.marginal_family(feature))
         params = [
             {"weights": p["weights"], **family.marginal_parameters(p, feature)}
             for p in model.draw_parameters(result.posterior)
@@ -432,20 +434,26 @@ def density(
     )
 
 
-def is_discrete(result: MixtureResult) -> bool:
+def is_discrete(result: MixtureResult, feature: int | None = None) -> bool:
     """Whether ``result`` models discrete data (a count family: its densities are
-    probability masses, defined at the counts only)."""
+    probability masses, defined at the counts only); with ``feature``, that feature
+    (an :class:`~bayesmix.families.Independent` family's column: its block's family)."""
     family = getattr(result.model, "family", None)
+    if family is not None and feature is not None:
+        family = family.marginal_family(feature)
     return bool(getattr(family, "discrete", False))
 
 
-def marginal_grid(result: MixtureResult, low: float, high: float, n_grid: int) -> np.ndarray:
-    """Points spanning ``[low, high]`` at which ``result``'s one-feature marginal is
+def marginal_grid(
+    result: MixtureResult, low: float, high: float, n_grid: int, feature: int | None = None
+) -> np.ndarray:
+    """Points spanning ``[low, high]`` at which ``result``'s one-feature marginal (of
+    ``feature``, which an :class:`~bayesmix.families.Independent` family needs) is
     defined: ``n_grid`` evenly spaced values, or the counts for a count family."""
     family = getattr(result.model, "family", None)
     if family is None:
         return np.linspace(low, high, n_grid)
-    return family.marginal_grid(low, high, n_grid)
+    return family.marginal_family(feature).marginal_grid(low, high, n_grid)
 
 
 def _default_grid(result: MixtureResult, index: int, n_grid: int) -> np.ndarray:
@@ -465,7 +473,7 @@ def _default_grid(result: MixtureResult, index: int, n_grid: int) -> np.ndarray:
     if data is not None:
         column = data.values[:, index]
         lo, hi = min(lo, np.nanmin(column)), max(hi, np.nanmax(column))
-    return marginal_grid(result, lo, hi, n_grid)
+    return marginal_grid(result, lo, hi, n_grid, index)
 
 
 def marginal_density(
@@ -531,7 +539,8 @@ def marginal_density(
         if "covariances" in result.posterior:
             result.model.check_values(grid[:, None], names, "grid")
         else:  # the feature's own support (per-feature settings are the whole model's)
-            result.model.family.marginal_family().check_block(grid[:, None], names, "grid")
+            family = result.model.family.marginal_family(index)
+            family.check_block(grid[:, None], names, "grid")
     if "covariances" in result.posterior:
         flat = result.posterior.stack(sample=("chain", "draw")).transpose("sample", ...)
         means = flat["means"].values[:, :, index : index + 1]
@@ -555,7 +564,7 @@ def marginal_density(
             "feature": name,
             "ci_prob": ci_prob,
             "n_draws": draws.n_draws,
-            "discrete": int(is_discrete(result)),
+            "discrete": int(is_discrete(result, index)),
         },
     )
 

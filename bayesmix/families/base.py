@@ -200,9 +200,11 @@ class ComponentFamily(ABC):
         return {}
 
     # -- one-feature marginals -------------------------------------------------------
-    def marginal_family(self) -> ComponentFamily:
-        """The family of one feature's marginal (itself; a full-scale Student-t's is a
-        diagonal one)."""
+    def marginal_family(self, feature: int | None = None) -> ComponentFamily:
+        """The family of feature ``feature``'s marginal (itself; a full-scale
+        Student-t's is a diagonal one; an
+        :class:`~bayesmix.families.independent.Independent` family's is the family of
+        the feature's block, which needs ``feature``)."""
         return self
 
     def marginal_parameters(self, params: Parameters, feature: int) -> Parameters:

@@ -508,7 +508,7 @@ class Categorical(CategoryFamily):
                 "about the classes: drop it (or give n_categories)."
             )
 
-    def marginal_family(self) -> Categorical:
+    def marginal_family(self, feature: int | None = None) -> Categorical:
         """The family of one feature's marginal: without per-feature numbers of
         categories (the marginal's probabilities carry them, padded with zeros)."""
         return Categorical() if isinstance(self.n_categories, tuple) else self

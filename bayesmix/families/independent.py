@@ -473,13 +473,30 @@ class Independent(ComponentFamily):
             out.update(self._prefixed(block, name))
         return out
 
-    def marginal_family(self) -> ComponentFamily:
-        """Not available: a feature's marginal is its block's family's (draw the blocks'
-        mixtures separately)."""
-        raise ValueError(
-            "one-feature marginals of an Independent family are not available yet; plot "
-            "each block's columns with a mixture of its own family."
-        )
+    # -- one-feature marginals -------------------------------------------------------
+    def _block_of(self, feature: Any) -> tuple[str, int, ComponentFamily]:
+        """``(block name, position within the block, family)`` of column ``feature``."""
+        if feature is None:
+            raise ValueError(
+                "an Independent family's one-feature marginal depends on the feature's "
+                "block: pass the feature (marginal_family(feature))."
+            )
+        for name, columns, family in self._parts():
+            if feature in columns:
+                return name, columns.index(feature), family
+        raise ValueError(f"Independent's blocks have no column {feature!r}.")
+
+    def marginal_family(self, feature: int | None = None) -> ComponentFamily:
+        """The one-feature marginal family of column ``feature``'s block (a Normal column's
+        is Normal, a Categorical column's Categorical, ...)."""
+        _, position, family = self._block_of(feature)
+        return family.marginal_family(position)
+
+    def marginal_parameters(self, params: Parameters, feature: int) -> Parameters:
+        """Column ``feature``'s marginal parameters under its block family's names
+        (those of :meth:`marginal_family`), any leading axes."""
+        name, position, family = self._block_of(feature)
+        return family.marginal_parameters(self._block_params(params, name, family), position)
 
 
 class BlockData(dict):

@@ -187,7 +187,7 @@ class StudentT(ComponentFamily):
     def _full(self) -> bool:
         return self._covariance_type == "full"
 
-    def marginal_family(self) -> StudentT:
+    def marginal_family(self, feature: int | None = None) -> StudentT:
         """A one-feature marginal of a full-scale t is a t with that diagonal scale."""
         return StudentT("diag", self.dof) if self._full else self
 

@@ -90,7 +90,7 @@ def plot_density(
         raise TypeError(
             f"bins must be an integer or a numpy bin rule such as 'auto'; got {bins!r}."
         )
-    discrete = is_discrete(result)
+    discrete = is_discrete(result, index)
     edges = None
     if column is not None and discrete:  # one bar per count
         column = column[~np.isnan(column)]
@@ -111,7 +111,7 @@ def plot_density(
     if labels is not None:  # the column's categories, named by their labels
         lo, hi = -0.5, len(labels) - 0.5
     marginal = marginal_density(
-        result, index, marginal_grid(result, lo, hi, n_grid), ci_prob=ci_prob
+        result, index, marginal_grid(result, lo, hi, n_grid, index), ci_prob=ci_prob
     )
     # a probability mass is drawn as points at the counts (joined to guide the eye)
     style = {"marker": "o", "markersize": 3.5} if discrete else {}
