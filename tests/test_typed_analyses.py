@@ -118,3 +118,38 @@ def test_select_components_of_text_columns_by_a_category_family(frame):
 def test_select_components_refuses_an_unknown_family_name(frame):
     with pytest.raises(ValueError, match="families takes component families or 'auto'"):
         bm.select_components(frame, [1, 2], families="automatic")
+
+
+def test_response_probabilities_name_the_labels_in_the_columns_order(fit):
+    table = bm.response_probabilities(fit)
+    assert list(table.columns) == ["mean", "lower", "upper", "label"]
+    first = table.xs(0, level="component")
+    assert list(first.index.get_level_values("feature").unique()) == ["smoker", "city", "flag"]
+    labels = first["label"].groupby(level="feature", sort=False).agg(list).to_dict()
+    assert labels == {
+        "smoker": ["no", "yes"],
+        "city": ["Lima", "Oslo", "Rome"],
+        "flag": ["False", "True"],
+    }
+    # each class's probabilities of an item sum to one
+    sums = table["mean"].groupby(level=["component", "feature"]).sum()
+    np.testing.assert_allclose(sums, 1.0, rtol=1e-12)
+
+
+def test_profile_plot_draws_the_items_with_their_labels(fit):
+    fig = bm.plots.plot_profile(fit)
+    assert len(fig.axes) == 3  # city has three categories
+    ticks = [t.get_text() for t in fig.axes[1].get_xticklabels()]
+    assert ticks == ["smoker\n(yes)", "city\n(Oslo)", "flag\n(True)"]
+    table = bm.response_probabilities(fit)
+    drawn = fig.axes[1].get_lines()[0].get_ydata()
+    np.testing.assert_array_equal(drawn, table.xs((0, 1), level=("component", "category"))["mean"])
+
+
+def test_report_draws_numeric_pairs_and_the_profile(fit, frame, tmp_path):
+    from bayesmix.viz.report import write_report
+
+    files = write_report(fit, frame, tmp_path / "report")
+    assert {"clusters_em", "profile_em", "density_em"} <= set(files.plots)
+    page = files.html.read_text()
+    assert "profile plot" in page

@@ -98,10 +98,13 @@ def response_probabilities(result: MixtureResult, ci_prob: float = DEFAULT_CI_PR
     pandas.DataFrame
         One row per ``(component, feature, category)`` (a Bernoulli item has categories
         0 and 1; a Categorical item only its own ``C_d`` categories, not the padding),
-        columns ``mean``, ``lower``, ``upper``. For a Bayesian fit the posterior mean and
+        in the order of the components and of the fit's columns; columns ``mean``,
+        ``lower``, ``upper`` and ``label``. For a Bayesian fit the posterior mean and
         the quantiles ``(1 -/+ ci_prob) / 2`` over draws; for a point estimate (EM, MAP)
         ``mean`` is the estimate and ``lower``/``upper`` are NaN (EM gives no interval).
-        ``attrs`` holds ``ci_prob`` and ``method``.
+        ``label`` is the category's label when the fit coded labelled columns (text,
+        categorical or boolean columns of a DataFrame: ``"yes"``, ``"Oslo"``), else its
+        code as text. ``attrs`` holds ``ci_prob`` and ``method``.
 
     Raises
     ------
@@ -125,8 +128,23 @@ def response_probabilities(result: MixtureResult, ci_prob: float = DEFAULT_CI_PR
             for name, block, features in blocks
         ]
     )
+    position = {name: i for i, name in enumerate(result.feature_names)}
+    frame = frame.sort_index(
+        key=lambda level: level.map(position) if level.name == "feature" else level
+    )
+    frame["label"] = _labels(frame.index, result)
     frame.attrs.update(ci_prob=ci_prob, method=result.settings.get("method", ""))
     return frame
+
+
+def _labels(index: pd.MultiIndex, result: MixtureResult) -> list[str]:
+    """Each row's category label: the fitted label of its code, else the code as text."""
+    coded = getattr(result.model, "categories", None) or (None,) * result.n_features
+    by_feature = dict(zip(result.feature_names, coded, strict=True))
+    return [
+        str(code) if by_feature[feature] is None else str(by_feature[feature][code])
+        for _, feature, code in index
+    ]
 
 
 def _category_blocks(family: Any, feature_names: Any) -> list[tuple[str, CategoryFamily, list]]:

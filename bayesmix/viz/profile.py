@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 
 from bayesmix.analysis.latent_class import response_probabilities
 from bayesmix.validation import DEFAULT_CI_PROB
@@ -42,7 +43,9 @@ def _draw_panel(
     ax: matplotlib.axes.Axes, grid: Any, features: list[str], weights: np.ndarray
 ) -> None:
     """One line per class across ``features``: ``grid`` holds ``mean``, ``lower``,
-    ``upper`` indexed ``(component, feature)``; an item without the category is a gap."""
+    ``upper`` and ``label`` indexed ``(component, feature)``; an item without the
+    category is a gap. An item's tick names the category's label when it is not the
+    code (``smoker (yes)``)."""
     components = grid.index.get_level_values("component").unique()
     positions = np.arange(len(features), dtype=float)
     for j, component in enumerate(components):
@@ -53,7 +56,13 @@ def _draw_panel(
         )
         if rows["lower"].notna().any():
             ax.vlines(x, rows["lower"], rows["upper"], colors=line.get_color(), linewidth=1.5)
-    ax.set_xticks(positions, [str(f) for f in features], rotation=45 if len(features) > 8 else 0)
+    labels = grid.loc[components[0], "label"].reindex(features)
+    codes = str(grid.attrs.get("category", ""))
+    ticks = [
+        str(f) if pd.isna(label) or label == codes else f"{f}\n({label})"
+        for f, label in zip(features, labels, strict=True)
+    ]
+    ax.set_xticks(positions, ticks, rotation=45 if len(features) > 8 else 0)
     ax.set_ylim(-0.02, 1.02)
     ax.grid(axis="y", alpha=0.3)
 
@@ -76,11 +85,14 @@ def plot_profile(
     Parameters
     ----------
     result : MixtureResult
-        A fit of Bernoulli or Categorical components.
+        A fit of Bernoulli or Categorical components, or of an
+        :class:`~bayesmix.families.Independent` family with such blocks (its items are
+        drawn; its other columns are not).
     categories : int or sequence of int, optional
-        Category codes to draw, one panel each; default ``1`` (``P(item = 1)``) for
-        Bernoulli items and every category for Categorical items (an item without a
-        category leaves a gap in that panel).
+        Category codes to draw, one panel each; default ``1`` (``P(item = 1)``) when
+        every item has two categories, else every category (an item without a category
+        leaves a gap in that panel). An item's tick names the category's label when the
+        fit coded labelled columns (``smoker (yes)``).
     ci_prob : float
         Mass of the credible intervals, in (0, 1).
     figsize : (float, float), optional
@@ -94,17 +106,19 @@ def plot_profile(
     import matplotlib.pyplot as plt
 
     table = response_probabilities(result, ci_prob=ci_prob)
-    binary = result.model.family.name == "bernoulli"
+    features = list(table.index.get_level_values("feature").unique())  # the items
+    first = table.xs(table.index[0][0], level="component")
+    binary = bool((first.groupby(level="feature", sort=False).size() == 2).all())
     chosen = _categories(categories, table.index.get_level_values("category").unique(), binary)
-    features = list(result.feature_names)
     if figsize is None:
         figsize = (max(4.8, 0.6 * len(features) + 2.0), 3.2 * len(chosen))
     fig, axes = plt.subplots(len(chosen), 1, figsize=figsize, squeeze=False, layout="constrained")
     weights = result.posterior["weights"].mean(("chain", "draw")).values
     for ax, category in zip(axes[:, 0], chosen, strict=True):
         grid = table.xs(category, level="category")
+        grid.attrs["category"] = category
         _draw_panel(ax, grid, features, weights)
-        ax.set_title(f"P(item = {category} | class)")
+        ax.set_title(f"P(item = category {category} | class)")
         ax.set_ylabel("probability")
     axes[0, 0].legend(fontsize="small", loc="best")
     axes[-1, 0].set_xlabel("item")

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bayesmix.analysis.clustering import memberships
+from bayesmix.analysis.latent_class import response_probabilities
 from bayesmix.data import Data
 from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.families.bernoulli import Bernoulli
@@ -629,7 +630,10 @@ def _plot_clusters(
 ) -> str:
     from bayesmix.viz import plot_clusters_2d
 
-    features = shown.positions(MAX_PLOT_FEATURES)
+    items = _item_columns(result)
+    features = [
+        data.feature_names.index(f) for f in shown.names(len(shown.features)) if f not in items
+    ][:MAX_PLOT_FEATURES]
     pairs = [(i, j) for n, i in enumerate(features) for j in features[n + 1 :]]
     fig, axes = _feature_grid(len(pairs), 6.0 if len(pairs) == 1 else 4.6, 5.0)
     for n, (ax, pair) in enumerate(zip(axes, pairs, strict=True)):
@@ -642,7 +646,26 @@ def _plot_clusters(
     _save(fig, path, dpi=GRID_DPI)
     gaussian = "covariances" in result.posterior
     caption = _CAPTIONS["clusters"] if gaussian else _CAPTIONS["clusters_family"]
+    if items:
+        return caption + " Category columns are drawn in the profile plot, not here."
     return caption + shown.note(MAX_PLOT_FEATURES)
+
+
+def _item_columns(result: MixtureResult) -> list[str]:
+    """The columns a fit models by Bernoulli or Categorical components (latent class
+    items; the profile plot draws them), in the data's order."""
+    try:
+        table = response_probabilities(result)
+    except ValueError:  # no category components
+        return []
+    return list(table.index.get_level_values("feature").unique())
+
+
+def _plot_profile(result: MixtureResult, path: Path) -> str:
+    from bayesmix.viz import plot_profile
+
+    _save(plot_profile(result), path)
+    return _CAPTIONS["profile"]
 
 
 def _plot_densities(result: MixtureResult, data: Data, shown: _Shown, path: Path) -> str:
@@ -743,6 +766,9 @@ _CAPTIONS = {
     "clusters": "Observations coloured by their most probable component, with the ellipses "
     "holding 50% and 95% of each component (thin lines: posterior draws; black: point "
     "estimates for comparison). Larger points are less certain assignments.",
+    "profile": "Response probabilities of the category columns (items) by class, one panel "
+    "per category code (the ticks name each item's label of that code); vertical bars are "
+    "credible intervals for posterior fits.",
     "clusters_family": "Observations coloured by their most probable component, with each "
     "component's mean (posterior mean for posterior fits). Larger points are less certain "
     "assignments.",
@@ -772,7 +798,7 @@ def _plot_jobs(
     points = {n: r for n, r in results.items() if r.n_draws == 1}
     jobs: list[tuple[str, Callable[[Path], str]]] = []
     for name, result in results.items():
-        if data.n_features >= 2:
+        if data.n_features - len(_item_columns(result)) >= 2:
             overlay = {n: r for n, r in points.items() if n != name and result.n_draws > 1}
             jobs.append(
                 (
@@ -780,6 +806,8 @@ def _plot_jobs(
                     partial(_plot_clusters, result, overlay, data, shown, members[name]),
                 )
             )
+        if _item_columns(result):
+            jobs.append((f"profile_{name}", partial(_plot_profile, result)))
         jobs.append((f"density_{name}", partial(_plot_densities, result, data, shown)))
         jobs.append((f"membership_{name}", partial(_plot_membership, members[name])))
         if getattr(result, "is_mcmc", False):
@@ -1159,7 +1187,7 @@ def _html(
     except Exception as exc:  # the page is still worth writing without this table
         problems.append(f"clusters table: {type(exc).__name__}: {_one_line(str(exc))}")
     for name in results:
-        shown = [k for k in (f"clusters_{name}", f"density_{name}", f"membership_{name}")]
+        shown = [f"{kind}_{name}" for kind in ("clusters", "profile", "density", "membership")]
         shown = [k for k in shown if k in plots]
         if shown:
             parts.append(f"<h3>{_esc(name)}</h3>")
