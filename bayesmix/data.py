@@ -274,12 +274,7 @@ def _coded_frame(
 ) -> tuple[np.ndarray, Categories | None]:
     """The columns as numbers, typed ones as category codes, and their labels (None when
     no column is typed and none was given)."""
-    fitted = None if categories == "infer" else categories
-    if fitted is not None and len(fitted) != frame.shape[1]:
-        raise ValueError(
-            f"{name} has {frame.shape[1]} features but the model was fitted on "
-            f"{len(fitted)}; pass data with the same columns as at fit time."
-        )
+    fitted = _fitted_labels(categories, frame.shape[1], name)
     values = np.empty(frame.shape)
     labels: list[tuple[str, ...] | None] = []
     for index in range(frame.shape[1]):
@@ -290,6 +285,18 @@ def _coded_frame(
     if fitted is None and all(column is None for column in labels):
         return values, None
     return values, tuple(labels)
+
+
+def _fitted_labels(categories: Categories | str, n_columns: int, name: str) -> Categories | None:
+    """A fit's labels (None for ``"infer"``); ``ValueError`` when they are not one per
+    column."""
+    fitted = None if categories == "infer" else categories
+    if fitted is not None and len(fitted) != n_columns:
+        raise ValueError(
+            f"{name} has {n_columns} features but the model was fitted on "
+            f"{len(fitted)}; pass data with the same columns as at fit time."
+        )
+    return fitted
 
 
 def is_typed(dtype: Any) -> bool:
@@ -337,11 +344,24 @@ def _column_labels(column: pd.Series, text: pd.Series, name: str) -> tuple[str, 
     fewer than two distinct values or labels equal as text."""
     distinct = pd.unique(text.to_numpy())
     if distinct.size < 2:
-        found = f"the single category {distinct[0]!r}" if distinct.size else "no observed value"
-        raise ValueError(
-            f"{name}'s column {str(column.name)!r} has {found}; it tells nothing about the "
-            "classes: drop the column."
-        )
+        raise too_few_categories(column.name, distinct, name)
+    return _typed_labels(column, distinct, name)
+
+
+def too_few_categories(column: Any, distinct: Any, name: str) -> ValueError:
+    """The error for a typed column with fewer than two distinct observed values
+    (``distinct``: the labels found)."""
+    found = f"the single category {distinct[0]!r}" if len(distinct) else "no observed value"
+    return ValueError(
+        f"{name}'s column {str(column)!r} has {found}; it tells nothing about the "
+        "classes: drop the column."
+    )
+
+
+def _typed_labels(column: pd.Series, distinct: Any, name: str) -> tuple[str, ...]:
+    """The labelling rules: a categorical's categories, ``False, True`` for booleans, the
+    sorted ``distinct`` values (as text) of text; ``ValueError`` for labels equal as text.
+    ``column`` only lends its dtype and name (an empty column does)."""
     if isinstance(column.dtype, pd.CategoricalDtype):
         labels = tuple(str(c) for c in column.cat.categories)
     elif pd.api.types.is_bool_dtype(column.dtype):
@@ -502,8 +522,11 @@ _INSTALL_HINT = "install it with pip install 'bayesmix[dask]'"
 
 
 def is_dask_input(X: Any) -> bool:
-    """Whether ``X`` is a Dask collection (array, DataFrame, Series) or a Dask-backed
-    :class:`xarray.DataArray` / :class:`xarray.Dataset`; Dask itself is not imported."""
+    """Whether ``X`` is a Dask collection (array, DataFrame, Series), a Dask-backed
+    :class:`xarray.DataArray` / :class:`xarray.Dataset` or a :class:`DaskData`; Dask
+    itself is not imported."""
+    if isinstance(X, DaskData):
+        return True
     if type(X).__module__.startswith("dask"):
         return hasattr(X, "__dask_graph__")
     if isinstance(X, xr.DataArray):
@@ -522,10 +545,13 @@ class DaskData:
     array : dask.array.Array
         Float64, shape ``(n_obs, n_features)``, known row chunks, one chunk of columns.
     feature_names : tuple of str
+    categories : tuple or None
+        The labels of a Dask DataFrame's coded columns, as :attr:`Data.categories`.
     """
 
     array: Any
     feature_names: tuple[str, ...]
+    categories: Categories | None = None
 
     @property
     def n_obs(self) -> int:
@@ -550,21 +576,34 @@ def import_dask():
 
 
 def as_dask_data(
-    X: Any, *, name: str = "X", n_features: int | None = None, min_obs: int = 1
+    X: Any,
+    *,
+    name: str = "X",
+    n_features: int | None = None,
+    min_obs: int = 1,
+    categories: Categories | str | None = None,
 ) -> DaskData:
     """Convert Dask input to a float64 Dask array chunked along rows only, lazily.
 
     Parameters
     ----------
-    X : dask.array.Array, dask.dataframe.DataFrame or Series, or Dask-backed
+    X : dask.array.Array, dask.dataframe.DataFrame or Series, Dask-backed
         xarray.DataArray (dims ``(obs, feature)``) or xarray.Dataset (one 1-D variable per
-        feature)
+        feature), or DaskData (passed on as it is, after the shape checks)
     name : str
         Argument name used in error messages.
     n_features : int, optional
         Required number of features.
     min_obs : int
         Smallest acceptable number of rows.
+    categories : None, "infer" or tuple
+        A Dask DataFrame's categorical, text and boolean columns, as :func:`as_data`
+        codes a pandas one (the same labels, codes and errors), partition by partition:
+        a categorical column needs known categories (``X = X.categorize()``) and costs
+        no pass; boolean columns are labelled ``False, True``; the distinct values of
+        the text columns are found in one pass (with the partition lengths). A tuple
+        (a fit's labels) costs no pass; a label the fit did not see is an error when the
+        partition holding it is computed.
 
     Returns
     -------
@@ -585,8 +624,12 @@ def as_dask_data(
     refused with the fix (``X.compute_chunk_sizes()``). Chunks along the feature axis are
     merged with ``X.rechunk({1: -1})`` and a :class:`RechunkWarning`.
     """
+    categories = check_categories(categories)
+    if isinstance(X, DaskData):
+        _check_dask_shape(X.array, name, n_features, min_obs)
+        return X
     _, da = import_dask()
-    array, features = _dask_values(X, name)
+    array, features, labels = _dask_values(X, name, categories)
     if array.ndim != 2:
         hint = " For a single feature use X.reshape(-1, 1)." if array.ndim == 1 else ""
         raise ValueError(
@@ -621,6 +664,14 @@ def as_dask_data(
         array = array.astype(np.float64)
     if features is None:
         features = tuple(f"x{i}" for i in range(array.shape[1]))
+    _check_dask_shape(array, name, n_features, min_obs)
+    del da
+    if isinstance(categories, tuple):  # coded as the fit coded its data
+        labels = categories
+    return DaskData(array, features, labels)
+
+
+def _check_dask_shape(array: Any, name: str, n_features: int | None, min_obs: int) -> None:
     if n_features is not None and array.shape[1] != n_features:
         raise ValueError(
             f"{name} has {array.shape[1]} features but the model was fitted on "
@@ -631,12 +682,13 @@ def as_dask_data(
             f"{name} has {array.shape[0]} rows but at least {min_obs} are needed"
             + (" (one per component)." if min_obs > 1 else ".")
         )
-    del da
-    return DaskData(array, features)
 
 
-def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
-    """The Dask array behind ``X`` and its feature names (None: default names)."""
+def _dask_values(
+    X: Any, name: str, categories: Categories | str | None
+) -> tuple[Any, tuple[str, ...] | None, Categories | None]:
+    """The Dask array behind ``X``, its feature names (None: default names) and the
+    labels of its coded columns (None: none coded)."""
     if isinstance(X, xr.Dataset):
         names = list(X.data_vars)
         bad = [v for v in names if X[v].ndim != 1]
@@ -656,15 +708,79 @@ def _dask_values(X: Any, name: str) -> tuple[Any, tuple[str, ...] | None]:
             tuple(str(f) for f in X.coords[feature_dim].values) if feature_dim in X.coords else None
         )
         _, da = import_dask()
-        return da.asarray(X.data), features
+        return da.asarray(X.data), features, None
     if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
-        frame = X.to_frame() if not hasattr(X, "columns") else X
-        check_numeric_columns(frame, name)
+        frame = X if X.ndim == 2 else X.to_frame(name=X.name if X.name is not None else "x0")
         features = tuple(str(c) for c in frame.columns)
-        return frame.to_dask_array(lengths=True), features
+        if categories is None or not any(is_typed(dtype) for dtype in frame.dtypes):
+            check_numeric_columns(frame, name)
+            booleans = [c for c, dtype in frame.dtypes.items() if pd.api.types.is_bool_dtype(dtype)]
+            if booleans:  # the numbers 0 and 1 (with numbers, the array would be of objects)
+                frame = frame.astype(dict.fromkeys(booleans, np.float64))
+            return frame.to_dask_array(lengths=True), features, None
+        array, labels = _coded_dask_frame(frame, name, categories)
+        return array, features, labels
     if hasattr(X, "rechunk") and hasattr(X, "chunks"):  # dask.array.Array
-        return X, None
+        return X, None, None
     raise TypeError(
         f"{name}: unsupported Dask collection {type(X).__name__}; pass a dask.array.Array, "
         "a dask DataFrame of numeric columns or a Dask-backed xarray.DataArray."
     )
+
+
+def _coded_dask_frame(
+    frame: Any, name: str, categories: Categories | str
+) -> tuple[Any, Categories | None]:
+    """A Dask DataFrame with typed columns as a float64 Dask array of its numbers and
+    category codes (:func:`_coded_frame` of every partition, with all the partitions'
+    labels), and those labels."""
+    dask, _ = import_dask()
+    fitted = _fitted_labels(categories, len(frame.columns), name)
+    meta = frame._meta  # empty pandas frame with the dtypes (a known categorical's categories)
+    if fitted is not None:
+        _coded_frame(meta, name, fitted)  # a typed column numeric at fit time: raise now
+        labels: Categories = fitted
+    else:
+        found: list[tuple[str, ...] | None] = [None] * len(frame.columns)
+        text = []
+        for index, (column, dtype) in enumerate(frame.dtypes.items()):
+            if not is_typed(dtype):
+                continue
+            if isinstance(dtype, pd.CategoricalDtype) and not frame[column].cat.known:
+                raise TypeError(
+                    f"{name}'s column {str(column)!r} is categorical with unknown categories; "
+                    f"make them known first: {name} = {name}.categorize()."
+                )
+            if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
+                found[index] = _typed_labels(meta.iloc[:, index], (), name)
+            else:
+                text.append(index)
+        distinct = [frame.iloc[:, index].dropna().astype(str).unique() for index in text]
+        lengths, *distinct = dask.compute(
+            frame.map_partitions(len, enforce_metadata=False), *distinct
+        )
+        for index, values in zip(text, distinct, strict=True):
+            values = pd.unique(np.asarray(values, dtype=object))
+            if values.size < 2:
+                raise too_few_categories(frame.columns[index], values, name)
+            found[index] = _typed_labels(meta.iloc[:, index], values, name)
+        labels = tuple(found)
+    coded = frame.map_partitions(
+        _coded_partition,
+        name,
+        labels,
+        meta=pd.DataFrame({column: np.empty(0) for column in frame.columns}),
+        enforce_metadata=False,
+    )
+    if fitted is not None:
+        lengths = frame.map_partitions(len, enforce_metadata=False).compute()
+    array = coded.to_dask_array(lengths=tuple(int(n) for n in lengths))
+    if fitted is None and all(column is None for column in labels):
+        return array, None
+    return array, labels
+
+
+def _coded_partition(part: pd.DataFrame, name: str, labels: Categories) -> pd.DataFrame:
+    """One partition's numbers and codes with all the partitions' ``labels``."""
+    values, _ = _coded_frame(part, name, labels)
+    return pd.DataFrame(values, index=part.index, columns=part.columns)

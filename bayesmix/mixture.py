@@ -40,14 +40,17 @@ import xarray as xr
 
 from bayesmix.data import (
     Categories,
+    DaskData,
     Data,
+    as_dask_data,
     as_data,
     check_categories,
     check_sample_weight,
     is_dask_input,
+    too_few_categories,
 )
 from bayesmix.exceptions import MissingDataWarning
-from bayesmix.families.base import ComponentFamily, Parameters
+from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical, CategoryFamily
 from bayesmix.families.gaussian import Gaussian
@@ -203,8 +206,9 @@ class Mixture:
 
         Parameters
         ----------
-        X : array-like, DataFrame or DataArray
-            The data to fit.
+        X : array-like, DataFrame or DataArray, or Dask input
+            The data to fit (a Dask DataFrame's columns as :func:`~bayesmix.data.
+            as_dask_data` labels them: one pass for the text columns' values).
         missing : {"error", "marginalize"}
             Whether NaN (and None in typed columns) marks missing entries.
 
@@ -222,7 +226,10 @@ class Mixture:
             ``"categorical (<labels in code order>)"``; the fitted result keeps it as
             ``settings["family_mapping"]``.
         """
-        data = as_data(X, categories="infer", allow_missing=missing == "marginalize")
+        if is_dask_input(X):
+            data = as_dask_data(X, categories="infer")
+        else:
+            data = as_data(X, categories="infer", allow_missing=missing == "marginalize")
         labels = data.categories or (None,) * data.n_features
         mapping = {
             name: _column_kind(column)
@@ -244,16 +251,13 @@ class Mixture:
         """:meth:`check_data`'s data and the mask of the rows it kept (None: all)."""
         _check_missing(self.family, missing)
         allow = missing == "marginalize"
-        coding = self.categories
-        if coding is None and isinstance(self.family, (CategoryFamily, Independent)):
-            coding = "infer"
         data = as_data(
             X,
             name=name,
             n_features=n_features,
             allow_missing=allow,
             missing_hint=self.family.supports_missing,
-            categories=coding,
+            categories=self.coding,
         )
         self.check_values(data.values, data.feature_names, name)
         if not data.has_missing:
@@ -272,6 +276,16 @@ class Mixture:
             stacklevel=4,
         )
         return replace(data, values=data.values[keep], obs_names=data.obs_names[keep]), keep
+
+    @property
+    def coding(self) -> Categories | str | None:
+        """How a DataFrame's typed columns are coded (:func:`~bayesmix.data.as_data`'s
+        ``categories``): with the fitted labels, else inferred for the category families
+        and ``Independent``, else refused (None)."""
+        family = self.chosen_family("coding")
+        if self.categories is None and isinstance(family, (CategoryFamily, Independent)):
+            return "infer"
+        return self.categories
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """Raise ``ValueError`` when ``values`` is outside the family's support."""
@@ -409,12 +423,8 @@ class Mixture:
 
     def _fit_auto(self, X: Any, method: str, options: dict) -> MixtureResult:
         """The fit of the family :meth:`resolve_family` chooses, with the mapping."""
-        if is_dask_input(X):
-            raise ValueError(
-                "family='auto' chooses the family from data in memory; X is a Dask "
-                "collection: name the family (e.g. bm.families.Categorical(), whose numbers of "
-                "categories the chunks' scan finds)."
-            )
+        if is_dask_input(X):  # labelled once, for the choice and the fit
+            X = as_dask_data(X, min_obs=self.n_components, categories="infer")
         family, mapping = self.resolve_family(X, options.get("missing", "error"))
         result = Mixture(self.n_components, family, self.priors).fit(X, method, **options)
         result.settings["family_mapping"] = mapping
@@ -425,26 +435,47 @@ class Mixture:
         numbers of categories: a coded column's number of labels, else its largest code
         plus one) and the columns' labels; ``ValueError`` when a column has more labels
         than the family's categories."""
-        family = _bound(self.family, data).for_data(data.values)
-        if data.categories is None:
+        return self._fixed(
+            data.feature_names, data.categories, lambda family: family.for_data(data.values)
+        )
+
+    def fixed_by_summary(self, summary: DataSummary, data: DaskData) -> Mixture:
+        """:meth:`_fixed_by` for chunked data: the family's settings from the scan's
+        :class:`~bayesmix.families.base.DataSummary` (``for_summary``), the labels from
+        ``data``; ``ValueError`` for a coded column with a single observed category, as
+        :func:`~bayesmix.data.as_data` in memory."""
+        self.chosen_family("fixed_by_summary")
+        names = data.feature_names
+        for index, labels in enumerate(data.categories or ()):
+            if labels is not None and summary.n_observed[index] and not summary.variance[index]:
+                found = (labels[int(summary.mean[index])],)
+                raise too_few_categories(names[index], found, "X")
+        return self._fixed(
+            names, data.categories, lambda family: family.for_summary(summary, names)
+        )
+
+    def _fixed(self, names: tuple[str, ...], categories: Categories | None, bind) -> Mixture:
+        """The declaration with the family ``bind`` fixes (``for_data`` or
+        ``for_summary``), Categorical's numbers of categories counted from the
+        ``categories`` labels, and the labels."""
+        family = bind(_bound(self.family, names))
+        if categories is None:
             return Mixture(self.n_components, family, self.priors)
         if isinstance(family, Independent):
-            family = _bound(self.family, data).with_label_counts(data.categories)
-            return Mixture(
-                self.n_components, family.for_data(data.values), self.priors, data.categories
-            )
+            family = bind(_bound(self.family, names).with_label_counts(categories))
+            return Mixture(self.n_components, family, self.priors, categories)
         if isinstance(family, Bernoulli):
-            sizes = [2] * data.n_features
+            sizes = [2] * len(names)
         else:
-            sizes = family.sizes(data.n_features)
+            sizes = family.sizes(len(names))
             if self.family.n_categories is None:  # inferred: the labels count, seen or not
                 sizes = [
                     len(labels) if labels is not None else int(size)
-                    for labels, size in zip(data.categories, sizes, strict=True)
+                    for labels, size in zip(categories, sizes, strict=True)
                 ]
                 family = Categorical(tuple(sizes))
-        _check_label_counts(family, data, sizes)
-        return Mixture(self.n_components, family, self.priors, data.categories)
+        _check_label_counts(family, names, categories, sizes)
+        return Mixture(self.n_components, family, self.priors, categories)
 
     def fit_options(self, method: str) -> frozenset[str]:
         """The options :meth:`fit` takes with ``method``."""
@@ -620,11 +651,12 @@ class Mixture:
         return f"Mixture(n_components={self.n_components}, family={self.family!r}, priors={priors})"
 
 
-def _bound(family: ComponentFamily, data: Data) -> ComponentFamily:
+def _bound(family: ComponentFamily, data: Data | tuple[str, ...]) -> ComponentFamily:
     """``family`` with an :class:`~bayesmix.families.independent.Independent`'s column
-    names bound to the data's columns (other families as they are)."""
+    names bound to the data's columns (``data`` or their names; other families as they
+    are)."""
     if isinstance(family, Independent):
-        return family.for_columns(data.feature_names)
+        return family.for_columns(data.feature_names if isinstance(data, Data) else data)
     return family
 
 
@@ -671,10 +703,12 @@ def _column_kind(labels: tuple[str, ...] | None) -> str:
     return f"{kind} ({', '.join(labels)})"
 
 
-def _check_label_counts(family: ComponentFamily, data: Data, sizes: Any) -> None:
+def _check_label_counts(
+    family: ComponentFamily, names: tuple[str, ...], categories: Categories, sizes: Any
+) -> None:
     """``ValueError`` naming the first coded column with more labels than the family has
     categories for it."""
-    for name, labels, size in zip(data.feature_names, data.categories, sizes, strict=True):
+    for name, labels, size in zip(names, categories, sizes, strict=True):
         if labels is not None and len(labels) > size:
             raise ValueError(
                 f"X's column {name!r} has {len(labels)} categories ({', '.join(labels)}) "

@@ -546,10 +546,14 @@ def test_dask_refuses_a_column_with_a_single_category():
         bm.Mixture(2, bm.families.Categorical()).fit(da.from_array(X, chunks=50))
 
 
-def test_dask_independent_with_an_inferred_categorical_block_says_what_it_needs():
+def test_dask_independent_infers_its_categorical_block():
+    """The block takes its number of categories from the scan, as on data in memory
+    (more in tests/test_dask_typed.py)."""
     da = pytest.importorskip("dask.array")
     rng = np.random.default_rng(0)
     X = np.column_stack([rng.normal(size=200), rng.choice(3, 200)])
     family = bm.families.Independent({0: bm.families.Normal(), 1: bm.families.Categorical()})
-    with pytest.raises(ValueError, match=r"^Categorical\(\) as a block of Independent on chunked"):
-        bm.Mixture(2, family).fit(da.from_array(X, chunks=100), random_state=0)
+    chunked = bm.Mixture(2, family).fit(da.from_array(X, chunks=100), random_state=0)
+    in_memory = bm.Mixture(2, family).fit(X, random_state=0, n_init=1)
+    assert chunked.model.family == in_memory.model.family
+    assert chunked.log_likelihood == pytest.approx(in_memory.log_likelihood, rel=1e-12)

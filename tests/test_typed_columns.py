@@ -253,6 +253,8 @@ def _unresolved_calls() -> dict:
         "component_means": lambda m: m.component_means(posterior),
         "parameter_table": lambda m: m.parameter_table(posterior),
         "posterior_from_draws": lambda m: m.posterior_from_draws(params, ("a",)),
+        "coding": lambda m: m.coding,
+        "fixed_by_summary": lambda m: m.fixed_by_summary(None, None),
     }
 
 

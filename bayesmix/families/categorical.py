@@ -526,9 +526,8 @@ class Categorical(CategoryFamily):
         if summary is not None:
             if summary.maximum is None:
                 raise ValueError(
-                    "Categorical() as a block of Independent on chunked (Dask) input needs "
-                    "n_categories: the blocks do not take their numbers of categories from "
-                    "the scan yet."
+                    "Categorical() on chunked (Dask) input needs n_categories or the scan's "
+                    "largest code per column (DataSummary.maximum); give n_categories."
                 )
             return int(np.nan_to_num(summary.maximum, neginf=0.0).max(initial=0.0)) + 1
         return int(inferred_sizes(X).max(initial=1))

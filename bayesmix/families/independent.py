@@ -200,6 +200,16 @@ class Independent(ComponentFamily):
             {key: family.for_data(values[:, self._columns(key)]) for key, family in self._blocks}
         )
 
+    def for_summary(self, summary: DataSummary, feature_names: tuple[str, ...]) -> Independent:
+        """Every block's :meth:`~ComponentFamily.for_summary` of its columns' part of the
+        chunked data's summary (selections bound to ``feature_names`` by position)."""
+        return Independent(
+            {
+                key: family.for_summary(_summary_of(summary, list(key)), names)
+                for key, family, names in self._bound_blocks(feature_names)
+            }
+        )
+
     def with_label_counts(self, categories: tuple[Any, ...]) -> Independent:
         """Categorical blocks without numbers of categories take each labelled column's
         number of labels (``categories``: the data's labels per column, None for a
@@ -220,11 +230,21 @@ class Independent(ComponentFamily):
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """The selections checked against the columns, then every block's values by
         its family."""
-        bound = self.for_columns(feature_names)
+        for key, family, names in self._bound_blocks(feature_names):
+            family.check_values(values[:, list(key)], names, name)
+
+    def check_block(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
+        """Every block's :meth:`~ComponentFamily.check_block` of its columns (one block of
+        rows of chunked data)."""
+        for key, family, names in self._bound_blocks(feature_names):
+            family.check_block(values[:, list(key)], names, name)
+
+    def _bound_blocks(self, feature_names: tuple[str, ...]):
+        """``(positions, family, column names)`` per block, the selections bound to
+        ``feature_names`` (:meth:`for_columns`)."""
         names = np.asarray(feature_names, dtype=object)
-        for key, family in bound.blocks:
-            columns = list(key)
-            family.check_values(values[:, columns], tuple(names[columns]), name)
+        for key, family in self.for_columns(feature_names).blocks:
+            yield key, family, tuple(names[list(key)])
 
     # -- the blocks' views of the data and the parameters --------------------------
     def _columns(self, key: tuple[Any, ...]) -> list[int]:
@@ -613,6 +633,7 @@ def _summary_of(summary: DataSummary | None, columns: list[int]) -> DataSummary 
         summary.mean[columns],
         summary.variance[columns],
         summary.values,
+        None if summary.maximum is None else summary.maximum[columns],
     )
 
 

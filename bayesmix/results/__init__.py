@@ -228,7 +228,9 @@ def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
         raise ValueError(
             f"kind must be 'predict_proba', 'predict' or 'score_samples'; got {kind!r}."
         )
-    data = as_dask_data(X, n_features=result.n_features)
+    data = as_dask_data(
+        X, n_features=result.n_features, categories=getattr(result.model, "categories", None)
+    )
     func = partial(_predict_block, result=result, kind=kind)
     if kind == "predict_proba":
         return data.array.map_blocks(

@@ -40,7 +40,7 @@ import time
 import warnings
 from collections.abc import Callable, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
@@ -1247,7 +1247,8 @@ def fit_family_em_dask(
         ``settings`` also records ``backend="dask"``, ``n_chunks`` and ``estep``.
     """
     started = time.perf_counter()
-    data = as_dask_data(X, min_obs=model.n_components)
+    # a Dask DataFrame's typed columns coded as in memory (Mixture.coding)
+    data = as_dask_data(X, min_obs=model.n_components, categories=model.coding)
     options = FamilyEMOptions.checked(
         use_priors, n_init, max_iter, tol, random_state, order_by, data.feature_names, started
     )
@@ -1257,10 +1258,10 @@ def fit_family_em_dask(
         chunks = FamilyChunks(source, model.family, missing == "marginalize")
         scan = chunks.scan(options.rng, INIT_SAMPLE_ROWS)
         _check_family_scan(scan, model, data)
-        family = model.family.for_summary(chunks.summary, data.feature_names)
-        if family != model.family:
-            model = replace(model, family=family)
-        chunks.bind(family)
+        # the settings the data fix (Categorical's numbers of categories, an Independent's
+        # blocks by position) and a Dask DataFrame's labels, as Mixture.fit in memory
+        model = model.fixed_by_summary(chunks.summary, data)
+        chunks.bind(model.family)
         # Two rows at mean -+ sd with equal weights have the data's weighted mean and
         # variance per column (to rounding), all the families' default priors read.
         sd = np.sqrt(scan.weighted_m2 / np.where(scan.weight > 0, scan.weight, 1.0))
