@@ -44,7 +44,12 @@ from bayesmix.families.base import (
     positive_hyperparameter,
     pymc_dims,
 )
-from bayesmix.families.kernels import indicator_pass, table_chunks, table_pass
+from bayesmix.families.kernels import (
+    IndicatorDesign,
+    indicator_pass,
+    table_chunks,
+    table_pass,
+)
 
 __all__ = [
     "Categorical",
@@ -122,6 +127,12 @@ class CategoryCodes:
         if self.missing:
             parts.append(~np.isnan(self.values))
         return np.concatenate(parts, axis=1).astype(float)
+
+    @cached_property
+    def indicator_design(self) -> IndicatorDesign:
+        """:attr:`design` packed for :func:`~bayesmix.families.kernels.indicator_pass`
+        (built once)."""
+        return IndicatorDesign(self.design)
 
     def design_coefficients(self, log_table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(constant (K,), coef (K, design_width))`` of :attr:`design` for the log
@@ -233,17 +244,17 @@ class CategoryFamily(ComponentFamily):
         params: Parameters,
         prepared: CategoryCodes,
     ) -> tuple[float, np.ndarray, Parameters]:
-        """One fused pass: :func:`~bayesmix.families.kernels.indicator_pass` (two BLAS
-        products per block of rows) while the indicators are at most two per feature
-        (binary items; three categories; binary items with missing entries), else
-        :func:`~bayesmix.families.kernels.table_pass` over the log probabilities (a last
-        bin of zeros for missing entries). The histogram of responsibility mass per
-        category is the statistics."""
+        """One fused pass: :func:`~bayesmix.families.kernels.indicator_pass` (the
+        indicators packed into byte codes, one table entry per code) while the indicators
+        are at most two per feature (binary items; three categories; binary items with
+        missing entries), else :func:`~bayesmix.families.kernels.table_pass` over the log
+        probabilities (a last bin of zeros for missing entries). The histogram of
+        responsibility mass per category is the statistics."""
         table = self.log_table(params, prepared.n_bins)
         if prepared.design_width <= 2 * X.shape[1]:
             constant, coef = prepared.design_coefficients(table)
             log_lik, mass, sums = indicator_pass(
-                prepared.design, weights, log_weights + constant, coef
+                prepared.indicator_design, weights, log_weights + constant, coef
             )
             return log_lik, mass, {"counts": prepared.design_counts(mass, sums)}
         log_lik, mass, histogram = table_pass(

@@ -56,7 +56,7 @@ import numpy as np
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical, CategoryCodes, CategoryFamily
-from bayesmix.families.kernels import indicator_pass
+from bayesmix.families.kernels import IndicatorDesign, indicator_pass
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.normal import Normal
 from bayesmix.families.poisson import Poisson
@@ -330,7 +330,9 @@ class Independent(ComponentFamily):
                 return None
             parts.append(part)
         if prepared.design is None:
-            prepared.design = np.concatenate([design for design, *_ in parts], axis=1)
+            prepared.design = IndicatorDesign(
+                np.concatenate([design for design, *_ in parts], axis=1)
+            )
         constant = log_weights + sum(part[1] for part in parts)
         coef = np.concatenate([part[2] for part in parts], axis=1)
         log_lik, mass, sums = indicator_pass(prepared.design, weights, constant, coef)
@@ -521,10 +523,10 @@ class Independent(ComponentFamily):
 
 class BlockData(dict):
     """:meth:`Independent.prepare`'s blocks' constants by block name, and the blocks'
-    designs side by side once :meth:`Independent.expectation` has built them
-    (``design``, None before)."""
+    designs side by side, packed for :func:`~bayesmix.families.kernels.indicator_pass`,
+    once :meth:`Independent.expectation` has built them (``design``, None before)."""
 
-    design: np.ndarray | None = None
+    design: IndicatorDesign | None = None
 
 
 #: a categorical block joins the fused pass while its design has at most this many

@@ -34,11 +34,20 @@ Four passes serve the families:
   mass per bin (from which ``sum r x`` follows). Each chunk fills its own histogram;
   :func:`table_chunks` bounds their number so that zeroing and summing them stays
   small against the pass.
-* :func:`indicator_pass` (Bernoulli, categorical): ``log p(x | k) = c_k + sum_m z_m
-  b_km`` for indicator columns ``z`` (a Bernoulli's items, a categorical's indicators of
-  its categories past the first, and with missing entries the indicators of observed
-  entries), in blocks of rows by two BLAS products each: the block times ``b`` for the
-  log densities, the responsibilities times the block for ``sum r z``.
+* :func:`indicator_pass` (Bernoulli, categorical, Independent's blocks): ``log p(x |
+  k) = c_k + sum_m z_m b_km`` for design columns ``z`` (a Bernoulli's items, a
+  categorical's indicators of its categories past the first, with missing entries the
+  indicators of observed entries; Normal's ``x`` and ``x^2``). An
+  :class:`IndicatorDesign`, built once, packs the 0/1 columns :data:`PACK_BITS` to a
+  byte code per row and keeps the others dense. In blocks of rows, laid out
+  (components x rows) so that the loops over rows vectorise: per code group one table
+  entry per row and component (the code's sum of coefficients, tables built per pass)
+  and one BLAS product with the dense columns give the log densities; the
+  responsibilities go into each group's histogram of codes (one entry per row and
+  component; ``sum r z`` of a packed column is the mass of the codes with its bit set)
+  and a second BLAS product with the dense columns. On 20 binary items this replaces 200
+  multiply-adds per row by 3 table reads and 3 histogram additions per component (the
+  pass 1.7x faster than two BLAS products per 128-row block, measured).
 * :func:`student_t_pass`: full-scale multivariate t, in blocks of rows transposed
   (features x rows): one BLAS product whitens a block for every component at once
   (``L_k^-1 (x - mu_k)``), one Mahalanobis distance per row and component gives both
@@ -57,6 +66,7 @@ import numba as nb
 import numpy as np
 
 __all__ = [
+    "IndicatorDesign",
     "count_pass",
     "indicator_pass",
     "n_chunks",
@@ -72,6 +82,15 @@ MIN_CHUNK_ROWS = 512
 BLOCK_ROWS = 128
 #: rows per block of :func:`table_pass`
 TABLE_BLOCK = 64
+#: rows per block of :func:`indicator_pass`: its ``(K, rows)`` log densities stay in the
+#: core's first-level cache
+INDICATOR_BLOCK = 256
+#: chunks of :func:`indicator_pass` with packed columns, at least (up to :func:`n_chunks`;
+#: more than :func:`table_chunks` allows, so that two threads share them evenly)
+INDICATOR_CHUNKS = 16
+#: 0/1 design columns packed into one code of :func:`indicator_pass` (tables of
+#: ``2^PACK_BITS`` entries per component)
+PACK_BITS = 8
 #: the chunks' histograms of :func:`table_pass` hold at most this share of the entries
 TABLE_HISTOGRAM_SHARE = 8
 
@@ -559,53 +578,183 @@ def table_pass(
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _indicator_chunks(first, last, Z, weights, constant, coef_t, chunks, outputs):
-    # Rows go in blocks of BLOCK_ROWS, copied into a contiguous buffer: one BLAS product
-    # gives the block's log densities for every component (rows, K), a second the
-    # statistics of its responsibilities (K, columns). The buffers' rows past a partial
-    # block keep the previous block's (finite) values and meet zero responsibilities.
-    log_lik, mass, sums = outputs
-    n_obs, n_columns = Z.shape
+def _indicator_chunks(first, last, dense, codes, weights, constant, coef, tables, chunks, outputs):
+    # Rows go in blocks of INDICATOR_BLOCK, their log densities laid out (K, rows) so the
+    # loops over a block's rows vectorise: one BLAS product with the dense columns, then
+    # per code group and component one table entry per row. The responsibilities go
+    # into each group's histogram of codes (one entry per row) and, for the dense
+    # columns, a second BLAS product. The mass adds up per row slot over the chunk.
+    log_lik, mass, sums, histogram = outputs
+    n_obs = weights.shape[0]
     n_components = constant.shape[0]
-    rows = np.zeros((BLOCK_ROWS, n_columns))
-    block = np.empty((BLOCK_ROWS, n_components))
-    resp_t = np.zeros((n_components, BLOCK_ROWS))
-    product = np.empty((n_components, n_columns))
-    peaks = np.empty(BLOCK_ROWS)
+    n_dense = dense.shape[1]
+    n_groups = codes.shape[0]
+    buffer = np.empty(n_components * INDICATOR_BLOCK)
+    lanes = np.empty((n_components, INDICATOR_BLOCK))
+    peaks = np.empty(INDICATOR_BLOCK)
+    totals = np.empty(INDICATOR_BLOCK)
+    scale = np.empty(INDICATOR_BLOCK)
+    product = np.empty((n_components, n_dense))
     for c in range(first, last):
         chunk_lik = 0.0
+        lanes[:] = 0.0
         chunk_stop = (c + 1) * n_obs // chunks
-        for start in range(c * n_obs // chunks, chunk_stop, BLOCK_ROWS):
-            size = min(BLOCK_ROWS, chunk_stop - start)
-            rows[:size] = Z[start : start + size]
-            np.dot(rows, coef_t, block)
+        for start in range(c * n_obs // chunks, chunk_stop, INDICATOR_BLOCK):
+            size = min(INDICATOR_BLOCK, chunk_stop - start)
+            stop = start + size
+            block = buffer[: n_components * size].reshape((n_components, size))
+            rows = dense[start:stop]
+            if n_dense > 0:
+                np.dot(coef, rows.T, block)
+            else:
+                block[:] = 0.0
+            for k in range(n_components):
+                row = block[k]
+                shift = constant[k]
+                for b in range(size):
+                    row[b] += shift
+                for g in range(n_groups):
+                    table, group = tables[g, k], codes[g, start:stop]
+                    for b in range(size):
+                        row[b] += table[group[b]]
+            row = block[0]
             for b in range(size):
-                row = block[b]
-                for k in range(n_components):
-                    row[k] += constant[k]
-                peaks[b] = _subtract_peak(row, n_components)
-            chunk_lik = _weigh_block(chunk_lik, block, peaks, weights, start, size, n_components)
-            resp_t[:] = 0.0
+                peaks[b] = row[b]
+            for k in range(1, n_components):
+                row = block[k]
+                for b in range(size):
+                    peaks[b] = max(peaks[b], row[b])
             for b in range(size):
-                row = block[b]
+                totals[b] = 0.0
+                scale[b] = 0.0 if peaks[b] == -math.inf else peaks[b]
+            for k in range(n_components):
+                row = block[k]
+                for b in range(size):
+                    value = _exp_shifted(row[b] - scale[b])
+                    row[b] = value
+                    totals[b] += value
+            for b in range(size):
+                weight = weights[start + b]
+                possible = peaks[b] != -math.inf
+                if weight != 0.0:
+                    if possible:
+                        chunk_lik += weight * (peaks[b] + math.log(totals[b]))
+                    else:
+                        chunk_lik = -math.inf
+                scale[b] = weight / totals[b] if weight != 0.0 and possible else 0.0
+            for k in range(n_components):
+                row, lane = block[k], lanes[k]
+                for b in range(size):
+                    row[b] *= scale[b]
+                    lane[b] += row[b]
+            for g in range(n_groups):
+                group = codes[g, start:stop]
                 for k in range(n_components):
-                    resp_t[k, b] = row[k]
-                    mass[c, k] += row[k]
-            np.dot(resp_t, rows, product)
-            sums[c] += product
+                    counts, row = histogram[c, g, k], block[k]
+                    for b in range(size):
+                        counts[group[b]] += row[b]
+            if n_dense > 0:
+                np.dot(block, rows, product)
+                sums[c] += product
+        for k in range(n_components):
+            total = 0.0
+            for b in range(INDICATOR_BLOCK):
+                total += lanes[k, b]
+            mass[c, k] = total
         log_lik[c] = chunk_lik
 
 
-def indicator_pass(
-    Z: np.ndarray, weights: np.ndarray, constant: np.ndarray, coef: np.ndarray
-) -> tuple[float, np.ndarray, np.ndarray]:
-    """One EM pass of a family whose log density is linear in indicator columns:
-    ``log p(x | k) = c_k + sum_m z_m b_km`` (module notes).
+@nb.njit(cache=True, nogil=True)
+def _binary_columns(Z):
+    """Whether each column of ``Z`` holds only 0 and 1."""
+    other = np.zeros(Z.shape[1], dtype=np.uint8)
+    for i in range(Z.shape[0]):
+        row = Z[i]
+        for j in range(Z.shape[1]):
+            other[j] |= (row[j] != 0.0) & (row[j] != 1.0)
+    return other == 0
+
+
+@nb.njit(cache=True, nogil=True)
+def _pack(Z, columns, codes):
+    """Each row's 0/1 ``columns`` of ``Z`` into ``codes`` ``(n_groups, n_obs)``,
+    :data:`PACK_BITS` to a code."""
+    for i in range(Z.shape[0]):
+        row = Z[i]
+        for g in range(codes.shape[0]):
+            code = 0
+            for j in range(min(PACK_BITS, columns.size - g * PACK_BITS)):
+                code |= int(row[columns[g * PACK_BITS + j]] == 1.0) << j
+            codes[g, i] = code
+
+
+class IndicatorDesign:
+    """A design of :func:`indicator_pass`, prepared once: its 0/1 columns packed
+    :data:`PACK_BITS` to a byte code per row (groups of columns in order), the other
+    columns kept dense.
 
     Parameters
     ----------
     Z : ndarray of shape (n_obs, n_columns)
-        The rows' indicators (a Bernoulli's items; a categorical's category indicators).
+    """
+
+    def __init__(self, Z: np.ndarray) -> None:
+        Z = np.ascontiguousarray(Z, dtype=float)
+        binary = _binary_columns(Z)
+        self.shape: tuple[int, int] = Z.shape
+        #: the dense columns and the packed ones, in design order
+        self.dense_columns = np.flatnonzero(~binary)
+        self.packed_columns = np.flatnonzero(binary)
+        #: (n_obs, n_dense) float
+        self.dense = np.ascontiguousarray(Z[:, self.dense_columns])
+        #: (n_groups, n_obs) uint8: bit j of group g is packed column g PACK_BITS + j
+        self.codes = np.empty((-(-self.packed_columns.size // PACK_BITS), Z.shape[0]), np.uint8)
+        _pack(Z, self.packed_columns, self.codes)
+
+    def tables(self, coef: np.ndarray) -> np.ndarray:
+        """``(n_groups, K, 2^PACK_BITS)``: per group and component, each code's sum of
+        the coefficients of its set bits (in bit order: exact, the same on any
+        machine)."""
+        n_components = coef.shape[0]
+        n_groups = self.codes.shape[0]
+        padded = np.zeros((n_components, n_groups * PACK_BITS))
+        padded[:, : self.packed_columns.size] = coef[:, self.packed_columns]
+        padded = padded.reshape(n_components, n_groups, PACK_BITS).transpose(1, 0, 2)
+        tables = np.zeros((n_groups, n_components, 1 << PACK_BITS))
+        for j in range(PACK_BITS):
+            tables[:, :, 1 << j : 2 << j] = tables[:, :, : 1 << j] + padded[:, :, j, None]
+        return tables
+
+    def packed_sums(self, histogram: np.ndarray) -> np.ndarray:
+        """``sum r z`` ``(K, n_packed)`` of the packed columns from each group's
+        histogram of responsibility mass per code ``(n_groups, K, 2^PACK_BITS)``."""
+        sums = np.stack(
+            [histogram[:, :, _PATTERNS[:, j]].sum(axis=-1) for j in range(PACK_BITS)], axis=-1
+        )
+        return sums.transpose(1, 0, 2).reshape(histogram.shape[1], -1)[
+            :, : self.packed_columns.size
+        ]
+
+
+#: bit j of each code
+_PATTERNS = (np.arange(1 << PACK_BITS)[:, None] >> np.arange(PACK_BITS)) & 1 == 1
+
+
+def indicator_pass(
+    Z: np.ndarray | IndicatorDesign,
+    weights: np.ndarray,
+    constant: np.ndarray,
+    coef: np.ndarray,
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """One EM pass of a family whose log density is linear in design columns, most of
+    them indicators: ``log p(x | k) = c_k + sum_m z_m b_km`` (module notes).
+
+    Parameters
+    ----------
+    Z : ndarray of shape (n_obs, n_columns), or its :class:`IndicatorDesign`
+        The rows' design (a Bernoulli's items; a categorical's category indicators;
+        Normal's ``x`` and ``x^2``). Callers that iterate keep the
+        :class:`IndicatorDesign` (an array is prepared anew at every call).
     weights : ndarray of shape (n_obs,)
     constant : ndarray of shape (n_components,)
     coef : ndarray of shape (n_components, n_columns)
@@ -617,24 +766,37 @@ def indicator_pass(
     sums : ndarray of shape (n_components, n_columns)
         ``sum_n r_nk z_nm``.
     """
-    chunks = n_chunks(Z.shape[0])
-    n_components, n_columns = np.shape(coef)
+    design = Z if isinstance(Z, IndicatorDesign) else IndicatorDesign(Z)
+    n_obs = design.shape[0]
+    coef = np.asarray(coef, dtype=float)
+    n_components = coef.shape[0]
+    n_groups = design.codes.shape[0]
+    cells = n_groups * n_components << PACK_BITS
+    chunks = n_chunks(n_obs)
+    if n_groups:  # each chunk fills its own histograms (module notes)
+        chunks = max(table_chunks(n_obs, n_groups, cells), min(chunks, INDICATOR_CHUNKS))
     outputs = (
         np.zeros(chunks),
         np.zeros((chunks, n_components)),
-        np.zeros((chunks, n_components, n_columns)),
+        np.zeros((chunks, n_components, design.dense_columns.size)),
+        np.zeros((chunks, n_groups, n_components, 1 << PACK_BITS)),
     )
-    log_lik, mass, sums = _in_threads(
+    log_lik, mass, dense_sums, histogram = _in_threads(
         chunks,
         _indicator_chunks,
-        np.ascontiguousarray(Z, dtype=float),
+        design.dense,
+        design.codes,
         np.ascontiguousarray(weights, dtype=float),
         np.ascontiguousarray(constant, dtype=float),
-        np.ascontiguousarray(np.asarray(coef, dtype=float).T),
+        np.ascontiguousarray(coef[:, design.dense_columns]),
+        design.tables(coef),
         chunks,
         outputs,
     )
-    return float(log_lik.sum()), mass.sum(axis=0), sums.sum(axis=0)
+    sums = np.empty((n_components, design.shape[1]))
+    sums[:, design.dense_columns] = dense_sums.sum(axis=0)
+    sums[:, design.packed_columns] = design.packed_sums(histogram.sum(axis=0))
+    return float(log_lik.sum()), mass.sum(axis=0), sums
 
 
 def _in_threads(chunks: int, kernel, *args):
