@@ -16,7 +16,16 @@ seconds (MAP-EM start, sampling, relabelling); the wall time of the whole proces
 - ``student_t_pymc``: the same fit by the former route (PyMC's model compiled and
   sampled by PyMC's NUTS: ``StudentT.nutpie_density`` switched off in the child);
 - ``gaussian_t_data``: ``GaussianMixture(3, "full")`` on the Student-t case's rows (the
-  Gaussian fast path on the same data).
+  Gaussian fast path on the same data);
+- ``normal``: ``Mixture(3, Normal())`` (diagonal Gaussian components, latent profiles) on
+  2,000 x D rows of three Gaussian clusters, by nutpie on the hand-written density
+  (:mod:`bayesmix.families.normal_logdensity`);
+- ``normal_pymc``: the same fit by the PyMC route (``Normal.nutpie_density`` switched
+  off in the child: PyMC's model compiled and sampled by PyMC's NUTS).
+
+Besides the wall time, the CPU seconds of each child process (user + system, from the
+parent's ``RUSAGE_CHILDREN``) are reported: the machine may be shared, and the PyMC route
+runs its chains in worker processes.
 
 Warm: numba's on-disk cache is filled by one run first, then ``--repeats`` runs, medians.
 Cold: one run with ``NUMBA_CACHE_DIR`` pointing at an empty directory (every numba
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -41,7 +51,10 @@ import time
 N_ROWS, N_COMPONENTS = 10_000, 3
 #: rows of the Student-t cases
 T_ROWS = 2_000
-T_CASES = ("student_t", "student_t_pymc", "gaussian_t_data")
+T_CASES = ("student_t", "student_t_pymc", "gaussian_t_data", "normal", "normal_pymc")
+#: each case's baseline in the ratios printed at the end
+BASELINES = {"student_t": "gaussian_t_data", "student_t_pymc": "gaussian_t_data"}
+BASELINES |= {"normal_pymc": "normal"}
 
 CHILD = """
 import json, sys, time, warnings
@@ -68,6 +81,12 @@ elif case in ("student_t", "student_t_pymc", "gaussian_t_data"):
         bm.families.StudentT.nutpie_density = lambda *args: None
     elif case == "gaussian_t_data":
         model = bm.GaussianMixture(3, "full")
+elif case in ("normal", "normal_pymc"):
+    locations = np.array([[0.0, 0.0, 0.0], [4.0, -3.0, 4.0], [-4.0, 4.0, 6.0]])[:, :D]
+    X = locations[z] + rng.standard_normal((N, D)) * np.array([1.0, 0.5, 2.0])[:D]
+    model = bm.Mixture(3, bm.families.Normal())
+    if case == "normal_pymc":
+        bm.families.Normal.nutpie_density = lambda *args: None
 else:
     X = np.array([[0.0] * 3, [4.0, -4.0, 4.0], [-4.0, 4.0, 4.0]])[:, :D][z]
     X = X + rng.standard_normal(X.shape)
@@ -91,7 +110,9 @@ def rows(case: str) -> int:
 
 
 def run_once(case: str, n_features: int, env: dict | None = None) -> dict:
-    """One fresh process: its report plus ``process_seconds`` (wall, from outside)."""
+    """One fresh process: its report plus ``process_seconds`` (wall, from outside) and
+    ``cpu_seconds`` (the process and its children, user + system)."""
+    cpu = _children_cpu()
     started = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-c", CHILD, case, str(n_features), str(rows(case))],
@@ -102,7 +123,14 @@ def run_once(case: str, n_features: int, env: dict | None = None) -> dict:
     )
     out = json.loads(run.stdout.splitlines()[-1])
     out["process_seconds"] = time.perf_counter() - started
+    out["cpu_seconds"] = _children_cpu() - cpu
     return out
+
+
+def _children_cpu() -> float:
+    """User + system CPU seconds of the finished child processes so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -119,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
         runs = [run_once(case, args.features) for _ in range(args.repeats)]
         results[case] = {
             "process_seconds": statistics.median(r["process_seconds"] for r in runs),
+            "cpu_seconds": statistics.median(r["cpu_seconds"] for r in runs),
             "fit_seconds": statistics.median(r["fit_seconds"] for r in runs),
             "import_seconds": statistics.median(r["import_seconds"] for r in runs),
             "min_ess_bulk": min(r["min_ess_bulk"] for r in runs),
@@ -136,24 +165,27 @@ def main(argv: list[str] | None = None) -> dict:
         "NUTS defaults (4 chains)"
     )
     print(
-        f"{'case':<18} {'process s':>9} {'fit s':>7} {'import s':>8} {'cold proc s':>11} "
+        f"{'case':<18} {'process s':>9} {'cpu s':>7} {'fit s':>7} {'import s':>8} "
+        f"{'cold proc s':>11} "
         f"{'cold fit s':>10} {'min ESS':>8} {'max rhat':>8}  density  pymc"
     )
     for case, r in results.items():
         print(
-            f"{case:<18} {r['process_seconds']:9.2f} {r['fit_seconds']:7.2f} "
+            f"{case:<18} {r['process_seconds']:9.2f} {r['cpu_seconds']:7.2f} "
+            f"{r['fit_seconds']:7.2f} "
             f"{r['import_seconds']:8.2f} {r.get('cold_process_seconds', float('nan')):11.2f} "
             f"{r.get('cold_fit_seconds', float('nan')):10.2f} {r['min_ess_bulk']:8.0f} "
             f"{r['max_r_hat']:8.3f}  {r['log_density']:<8} {r['pymc_imported']}"
         )
     for case in results:
-        base = "gaussian_t_data" if case in T_CASES else "gaussian"
+        base = BASELINES.get(case, "gaussian")
         if case != base and base in results:
             process = results[case]["process_seconds"] / results[base]["process_seconds"]
+            cpu = results[case]["cpu_seconds"] / results[base]["cpu_seconds"]
             fit = results[case]["fit_seconds"] / results[base]["fit_seconds"]
             print(
                 f"{case} / {base} (warm, median of {args.repeats}): "
-                f"process {process:.2f}x, fit {fit:.2f}x"
+                f"process {process:.2f}x, cpu {cpu:.2f}x, fit {fit:.2f}x"
             )
     return results
 
