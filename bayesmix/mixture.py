@@ -464,16 +464,21 @@ class Mixture:
         if isinstance(family, Independent):
             family = bind(_bound(self.family, names).with_label_counts(categories))
             return Mixture(self.n_components, family, self.priors, categories)
-        if isinstance(family, Bernoulli):
-            sizes = [2] * len(names)
-        else:
-            sizes = family.sizes(len(names))
-            if self.family.n_categories is None:  # inferred: the labels count, seen or not
-                sizes = [
-                    len(labels) if labels is not None else int(size)
-                    for labels, size in zip(categories, sizes, strict=True)
-                ]
-                family = Categorical(tuple(sizes))
+        if not isinstance(family, CategoryFamily):
+            typed = [name for name, labels in zip(names, categories, strict=True) if labels]
+            raise ValueError(
+                f"X's column(s) {typed} hold categories but the {family.name} family models "
+                "numbers; fit them with family='auto', bm.families.Categorical() or "
+                "Bernoulli(), or mixed columns with bm.families.Independent({...})."
+            )
+        sizes = family.sizes(len(names))
+        if isinstance(family, Categorical) and self.family.n_categories is None:
+            # inferred: the labels count, seen or not
+            sizes = [
+                len(labels) if labels is not None else int(size)
+                for labels, size in zip(categories, sizes, strict=True)
+            ]
+            family = Categorical(tuple(sizes))
         _check_label_counts(family, names, categories, sizes)
         return Mixture(self.n_components, family, self.priors, categories)
 
@@ -619,32 +624,9 @@ class Mixture:
         }
         if any("feature_" in dims for dims in self.family.parameters.values()):
             coords["feature_"] = list(feature_names)
-        coords.update(self._category_coords(arrays))
-        coords.update(family.coords(feature_names))  # an Independent's blocks' columns
+        # the family's own dims: an Independent's blocks' columns, category labels
+        coords.update(family.coords(feature_names, self.categories))
         return xr.Dataset(variables, coords=coords)
-
-    def _category_coords(self, arrays: Parameters) -> dict[str, Any]:
-        """The labels of the categories (none without :attr:`categories`): a
-        ``category_label`` coordinate ``(feature, category)`` (a numeric column's codes
-        as text, ``""`` past a feature's categories) and, when every feature has the same
-        labels, those as the ``category`` coordinate."""
-        if self.categories is None or isinstance(self.family, Independent):
-            return {}  # an Independent's blocks have their own category dims
-        widths = [
-            arrays[name].shape[-1]
-            for name, dims in self.family.parameters.items()
-            if dims[-1:] == ("category",)
-        ]
-        width = widths[0] if widths else 2  # a Bernoulli: codes 0 and 1
-        labels = [
-            list(column) if column is not None else [str(code) for code in range(width)]
-            for column in self.categories
-        ]
-        table = np.array([column + [""] * (width - len(column)) for column in labels], dtype=str)
-        coords: dict[str, Any] = {"category_label": (("feature", "category"), table)}
-        if all(column == labels[0] for column in labels) and len(labels[0]) == width:
-            coords["category"] = labels[0]
-        return coords
 
     def __repr__(self) -> str:
         priors = "default (scaled to the data)" if self.priors is None else repr(self.priors)

@@ -153,3 +153,19 @@ def test_report_draws_numeric_pairs_and_the_profile(fit, frame, tmp_path):
     assert {"clusters_em", "profile_em", "density_em"} <= set(files.plots)
     page = files.html.read_text()
     assert "profile plot" in page
+
+
+def test_a_product_familys_category_blocks_carry_their_labels(fit):
+    posterior = fit.posterior
+    assert list(posterior["categorical_category"].values) == ["Lima", "Oslo", "Rome"]
+    table = posterior["bernoulli_category_label"]
+    assert table.dims == ("bernoulli_feature", "bernoulli_category")
+    assert table.sel(bernoulli_feature="smoker").values.tolist() == ["no", "yes"]
+    assert table.sel(bernoulli_feature="flag").values.tolist() == ["False", "True"]
+    probabilities = posterior["categorical_probabilities"].sel(categorical_category="Oslo")
+    assert probabilities.dims == ("chain", "draw", "component", "categorical_feature")
+
+
+def test_a_numeric_family_on_category_columns_is_a_one_line_error(frame):
+    with pytest.raises(ValueError, match=r"\['smoker', 'city', 'flag'\] hold categories"):
+        bm.Mixture(2, bm.families.Normal()).fit(as_data(frame, categories="infer"))

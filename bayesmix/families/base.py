@@ -192,11 +192,15 @@ class ComponentFamily(ABC):
         """The M-step: maximum likelihood (``priors=None``) or MAP parameters from the
         statistics; components without mass keep ``previous``."""
 
-    def coords(self, feature_names: tuple[str, ...]) -> dict[str, list[str]]:
+    def coords(
+        self, feature_names: tuple[str, ...], categories: tuple[Any, ...] | None = None
+    ) -> dict[str, Any]:
         """Coordinates of the family's own dims beyond ``component``, ``feature`` and
-        ``feature_`` (none by default; an
+        ``feature_``, for its posterior and its PyMC model: none by default; the
+        category families' labels (given ``categories``, the data's labels per column,
+        None for a column without labels); an
         :class:`~bayesmix.families.independent.Independent` family's blocks' columns by
-        name), for its posterior and its PyMC model."""
+        name and their blocks' coordinates."""
         return {}
 
     # -- one-feature marginals -------------------------------------------------------

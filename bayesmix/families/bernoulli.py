@@ -85,6 +85,10 @@ class Bernoulli(CategoryFamily):
     def n_bins(self, X: np.ndarray, summary: DataSummary | None = None) -> int:
         return 2
 
+    def sizes(self, n_features: int) -> np.ndarray:
+        """Two categories per feature."""
+        return np.full(n_features, 2)
+
     def marginal_grid(self, low: float, high: float, n_grid: int) -> np.ndarray:
         """The two outcomes."""
         return np.array([0.0, 1.0])

@@ -202,6 +202,32 @@ class CategoryFamily(ComponentFamily):
     def n_bins(self, X: np.ndarray, summary: DataSummary | None = None) -> int:
         """The length of the padded category axis for data ``X``."""
 
+    @abstractmethod
+    def sizes(self, n_features: int) -> np.ndarray | None:
+        """``C_d`` per feature ``(D,)``, or None when the categories are not known yet."""
+
+    # -- labels ------------------------------------------------------------------------
+    def coords(
+        self, feature_names: tuple[str, ...], categories: tuple[Any, ...] | None = None
+    ) -> dict[str, Any]:
+        """The labels of the categories (none without ``categories``): a
+        ``category_label`` coordinate ``(feature, category)`` (a column without labels
+        has its codes as text, ``""`` past a feature's categories) and, when every
+        feature has the same labels, those as the ``category`` coordinate."""
+        sizes = self.sizes(len(feature_names))
+        if categories is None or sizes is None:
+            return {}
+        width = int(sizes.max())
+        labels = [
+            list(column) if column is not None else [str(code) for code in range(width)]
+            for column in categories
+        ]
+        table = np.array([column + [""] * (width - len(column)) for column in labels], dtype=str)
+        coords: dict[str, Any] = {"category_label": (("feature", "category"), table)}
+        if all(column == labels[0] for column in labels) and len(labels[0]) == width:
+            coords["category"] = labels[0]
+        return coords
+
     # -- EM ----------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> CategoryCodes:
         """The entries' category bins (row by row; ``summary`` only fixes the padded

@@ -181,16 +181,25 @@ class Independent(ComponentFamily):
             raise ValueError(f"Independent's blocks do not cover column(s) {uncovered}.")
         return Independent(bound)
 
-    def coords(self, feature_names: tuple[str, ...]) -> dict[str, list[str]]:
+    def coords(
+        self, feature_names: tuple[str, ...], categories: tuple[Any, ...] | None = None
+    ) -> dict[str, Any]:
         """The blocks' column names as the coordinates of their ``<block>_feature`` (and
-        ``<block>_feature_``) dims."""
+        ``<block>_feature_``) dims, and each block's own coordinates (a Categorical
+        block's labels: ``<block>_category_label`` on ``(<block>_feature,
+        <block>_category)``) under the block's prefix."""
         dims = {dim for value in self.parameters.values() for dim in value}
-        out = {}
-        for prefix, columns, _ in self._parts():
-            names = [str(feature_names[column]) for column in columns]
+        out: dict[str, Any] = {}
+        for prefix, columns, family in self._parts():
+            names = tuple(str(feature_names[column]) for column in columns)
             for dim in (f"{prefix}_feature", f"{prefix}_feature_"):
                 if dim in dims:
-                    out[dim] = names
+                    out[dim] = list(names)
+            labels = None if categories is None else tuple(categories[c] for c in columns)
+            for name, value in family.coords(names, labels).items():
+                if isinstance(value, tuple):  # (dims, values)
+                    value = (tuple(f"{prefix}_{dim}" for dim in value[0]), value[1])
+                out[f"{prefix}_{name}"] = value
         return out
 
     def for_data(self, values: np.ndarray) -> Independent:
