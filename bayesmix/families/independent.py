@@ -18,7 +18,7 @@ Parameters. Block ``b``'s parameter ``p`` is ``<b>_<p>`` (``normal_means``,
 ``bernoulli_probabilities``), its dims prefixed the same way: ``(component,
 normal_feature)``, ``(component, categorical_feature, categorical_category)``; the
 block's ``<b>_feature`` coordinate holds its columns' names in the order of its key
-(:meth:`Independent.coords`; a category axis is numbered by code).
+(:meth:`Independent.coords`).
 
 Priors. Block ``b``'s hyperparameter ``h`` is ``<b>_<h>`` (``normal_mean_loc``,
 ``bernoulli_probability_alpha``); ``weight_concentration`` stays the mixture's.
@@ -27,8 +27,9 @@ Priors. Block ``b``'s hyperparameter ``h`` is ``<b>_<h>`` (``normal_mean_loc``,
 Typed columns. A DataFrame's categorical, text and boolean columns are coded as the
 category families' integer codes (as for ``Categorical()`` alone); a Categorical block
 of labelled columns takes their numbers of labels. The posterior labels a block's
-features by name; its category axis is numbered by code (the labels are in the
-result's ``model.categories``).
+features by name and its categories by label, as the block's family alone does
+(``<b>_category_label`` on ``(<b>_feature, <b>_category)``, and ``<b>_category`` itself
+when the block's columns share their labels).
 
 EM's start. k-means clusters the blocks' start transforms side by side (counts' square
 roots, categories' one-hot indicators), the continuous blocks' columns standardised: a
