@@ -79,12 +79,12 @@ def _compare_with_sklearn(ref, X, covariance_type, n_components, n_iter, reg_cov
     assert not res.converged
     np.testing.assert_allclose(res.weights, sk.weights_, **tight)
     np.testing.assert_allclose(res.means, sk.means_, **tight)
-    np.testing.assert_allclose(res.params.covariances, sk.covariances_, **tight)
-    np.testing.assert_allclose(
-        res.covariances,
-        ref.expand(covariance_type, sk.covariances_, n_components, n_features),
-        **tight,
-    )
+    # a covariance's entries are rounded relative to the matrix, not each to itself:
+    # small off-diagonal entries of the collapsing 12-D component differ by 8e-11
+    # (9e-9 of themselves) on some CPUs, 1e-11 of the matrix's largest entry
+    scaled = {**tight, "atol": tight["rtol"] * np.abs(full).max()}
+    np.testing.assert_allclose(res.params.covariances, sk.covariances_, **scaled)
+    np.testing.assert_allclose(res.covariances, full, **scaled)
     # Precision factors amplify rounding in the covariances by their condition number
     # (a component collapsing onto a few points in 12-D reaches 1e6).
     np.testing.assert_allclose(
