@@ -334,9 +334,9 @@ class Mixture:
         method : {"em", "map", "nuts", "advi", "fullrank_advi"}
             ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
             MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
-            PyMC's NUTS; ``advi`` / ``fullrank_advi``: draws from PyMC's variational
-            approximations (the Bayesian methods for families with a PyMC
-            parametrisation: Poisson, negative binomial and Student-t).
+            NUTS; ``advi`` / ``fullrank_advi``: draws from the mean-field or full-rank
+            variational approximation (every family: on complete data through the
+            family's hand-written log density where it has one, else through PyMC).
         **options
             EM and MAP: ``sample_weight`` (frequency weights), ``n_init`` (starts,
             default 10), ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per

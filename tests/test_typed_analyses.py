@@ -169,3 +169,43 @@ def test_a_product_familys_category_blocks_carry_their_labels(fit):
 def test_a_numeric_family_on_category_columns_is_a_one_line_error(frame):
     with pytest.raises(ValueError, match=r"\['smoker', 'city', 'flag'\] hold categories"):
         bm.Mixture(2, bm.families.Normal()).fit(as_data(frame, categories="infer"))
+
+
+@pytest.fixture(scope="module")
+def kids() -> pd.DataFrame:
+    """A count column that is zero in most rows: a Normal block collapses onto the zeros."""
+    rng = np.random.default_rng(5)
+    n = 300
+    return pd.DataFrame(
+        {
+            "kids": np.where(rng.random(n) < 0.7, 0, rng.integers(1, 4, n)),
+            "score": rng.normal(0.0, 1.0, n),
+            "smoker": rng.choice(["no", "yes"], n),
+        }
+    )
+
+
+def test_a_block_on_its_floor_is_a_spurious_maximum_never_chosen(kids):
+    model = bm.Mixture(3, family="auto")  # kids and score: a Normal block
+    with pytest.warns(bm.DegenerateComponentWarning, match="'kids' is constant"):
+        fit = model.fit(kids, random_state=0)
+    assert fit.spurious and "variance floor" in fit.spurious[0]
+    assert fit.settings["n_spurious_runs"] == fit.settings["n_init"]
+    with pytest.warns(bm.DegenerateComponentWarning):
+        selection = bm.select_components(kids, [1, 3], families="auto", random_state=0)
+    status = selection.table["status"].droplevel([0, 1])
+    assert status[3] == "spurious" and status[1] == "ok"
+    assert selection.best.loc["em", "n_components"] == 1
+    # with priors the variances stay off the floor: nothing to flag
+    assert not model.fit(kids, method="map", random_state=0).spurious
+
+
+def test_em_and_the_posterior_number_the_classes_alike(frame):
+    items = frame[["smoker", "city", "flag"]]
+    model = bm.Mixture(2, bm.families.Categorical())
+    em = model.fit(items, random_state=0)
+    advi = model.fit(items, method="advi", n=3000, draws=200, random_state=0)
+    assert advi.settings["order_feature"] == em.settings["order_feature"]
+    em_table = bm.response_probabilities(em)["mean"]
+    advi_table = bm.response_probabilities(advi)["mean"]
+    np.testing.assert_allclose(advi_table, em_table, atol=0.1)

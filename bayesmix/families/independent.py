@@ -412,6 +412,18 @@ class Independent(ComponentFamily):
         return out
 
     # -- densities and summaries ---------------------------------------------------
+    def degeneracy_messages(
+        self, params: Parameters, prepared: Any, feature_names: tuple[str, ...], n_obs: float
+    ) -> list[str]:
+        """Every block's messages about its columns (a Normal block's variance left on
+        its floor)."""
+        messages = []
+        for prefix, columns, family in self._parts():
+            block = {"weights": params["weights"], **self._block_params(params, prefix, family)}
+            names = tuple(feature_names[column] for column in columns)
+            messages += family.degeneracy_messages(block, prepared[prefix], names, n_obs)
+        return messages
+
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
         """The sum of the blocks' log densities on their columns ``(n_obs, K)``."""
         if prepared is None:

@@ -85,7 +85,9 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
 
 def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
     """The checks every method shares, then the MAP-EM start: ``(progressbar, seed,
-    start, priors, started)``."""
+    start, priors, started, order_by)``; without ``order_by`` the components are
+    numbered by the start's order feature, chosen by EM's rule, so that EM, MAP and the
+    posterior number them alike."""
     check_choice(identify, "identify", IDENTIFY)
     resolve_order_by(order_by, data.feature_names)
     progressbar = show_progress(progressbar)
@@ -95,7 +97,9 @@ def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progr
     em = model.fit(data, method="map", random_state=seed, n_init=5, missing=missing)
     start = {"weights": em.parameters["weights"]}
     start.update(model.family.pymc_initial_values(em.parameters, em.priors))
-    return progressbar, seed, start, em.priors, started
+    if order_by is None:
+        order_by = em.settings["order_feature"]
+    return progressbar, seed, start, em.priors, started, order_by
 
 
 def fit_family_nuts(
@@ -116,7 +120,7 @@ def fit_family_nuts(
     draws, tune, chains, cores, target_accept = check_nuts_settings(
         draws, tune, chains, cores, target_accept
     )
-    progressbar, seed, start, priors, started = _prepare(
+    progressbar, seed, start, priors, started, order_by = _prepare(
         model, data, identify, order_by, random_state, progressbar
     )
     # complete data of a family with a hand-written density: nutpie samples it, with no
@@ -210,7 +214,7 @@ def fit_family_vi(
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, inclusive=False)
-    progressbar, seed, start, priors, started = _prepare(
+    progressbar, seed, start, priors, started, order_by = _prepare(
         model, data, identify, order_by, random_state, progressbar
     )
     density = None

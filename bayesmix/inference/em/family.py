@@ -312,16 +312,28 @@ def run_family_em(
             )
             for _ in range(n_init)
         ]
-        best = max(runs, key=lambda run: run["trace"][-1])
+        healthy = [
+            run
+            for run in runs
+            if not _degeneracy(model, source, priors, run["params"], feature_names)
+        ]
+        best = max(healthy or runs, key=lambda run: run["trace"][-1])
         params = _ordered(model, best["params"], order_feature)
         with np.errstate(divide="ignore"):
             log_weights = np.log(params["weights"])
         log_likelihood, log_max_resp = source.final(log_weights, params)
-    if priors is None:  # a prior keeps the variances off the floor
-        for message in model.family.degeneracy_messages(
-            params, source.prepared, feature_names, float(source.total_weight)
-        ):
-            warnings.warn(message, DegenerateComponentWarning, stacklevel=4)
+    messages = _degeneracy(model, source, priors, params, feature_names)
+    for message in messages:
+        warnings.warn(message, DegenerateComponentWarning, stacklevel=4)
+    if messages:  # every start ended on a floor: a spurious maximum, never chosen
+        warnings.warn(
+            f"every EM run ended on a spurious maximum of the likelihood ({len(runs)} "
+            "starts): a component rests on a floor, not on the data. Fit with priors "
+            "(method='map'), another family (counts: Poisson() or NegativeBinomial()) or "
+            "fewer components.",
+            DegenerateComponentWarning,
+            stacklevel=4,
+        )
     if not best["converged"]:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
@@ -338,6 +350,7 @@ def run_family_em(
         **options.seed_record,
         **settings,
         "order_feature": feature_names[_order_index(model, params, order_feature)],
+        "n_spurious_runs": len(runs) - len(healthy),
     }
     record["fit_seconds"] = time.perf_counter() - options.started
     return EMResult(
@@ -353,6 +366,20 @@ def run_family_em(
         n_iter=best["n_iter"],
         priors=priors,
         settings=record,
+        spurious=tuple(messages),
+    )
+
+
+def _degeneracy(
+    model: Mixture, source: Any, priors: Any, params: Parameters, feature_names: tuple[str, ...]
+) -> list[str]:
+    """What a maximum-likelihood estimate owes to a floor rather than to the data (the
+    family's :meth:`~bayesmix.families.base.ComponentFamily.degeneracy_messages`); none
+    with priors, which keep the parameters off the floors."""
+    if priors is not None:
+        return []
+    return model.family.degeneracy_messages(
+        params, source.prepared, feature_names, float(source.total_weight)
     )
 
 
