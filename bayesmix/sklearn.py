@@ -1,8 +1,8 @@
 """scikit-learn estimators wrapping the bayesmix EM backend.
 
 :class:`Mixture` is an estimator for a mixture of any component family of
-:mod:`bayesmix.families` (Poisson, negative binomial, Student-t), fitted by the family's
-EM or MAP-EM.
+:mod:`bayesmix.families` (Poisson, negative binomial, Student-t, Normal, Bernoulli,
+Categorical, Independent), fitted by the family's EM or MAP-EM.
 
 :class:`GaussianMixture` here is a drop-in for :class:`sklearn.mixture.GaussianMixture`:
 the same constructor parameters (plus ``priors`` and ``map`` for MAP estimation), the

@@ -366,9 +366,8 @@ def supported_methods(model: Any) -> tuple[str, ...]:
     -------
     tuple of str
         Every method for Gaussian mixtures (``em``, ``map``, ``gibbs``, ``nuts``, ``advi``,
-        ``fullrank_advi``); for other families ``em`` and ``map``, and ``nuts``, ``advi``
-        and ``fullrank_advi`` when the family has a PyMC parametrisation (Poisson,
-        negative binomial and Student-t).
+        ``fullrank_advi``); for the other families ``em``, ``map``, ``nuts``, ``advi``
+        and ``fullrank_advi`` (every family has a PyMC parametrisation).
     """
     from bayesmix.mixture import FAMILY_METHODS, Mixture
     from bayesmix.model import FIT_METHODS
