@@ -676,16 +676,18 @@ def _binary_columns(Z):
 
 
 @nb.njit(cache=True, nogil=True)
-def _pack(Z, columns, codes):
-    """Each row's 0/1 ``columns`` of ``Z`` into ``codes`` ``(n_groups, n_obs)``,
-    :data:`PACK_BITS` to a code."""
+def _pack(Z, packed, codes, dense_columns, dense):
+    """Each row's 0/1 ``packed`` columns of ``Z`` into ``codes`` ``(n_groups, n_obs)``,
+    :data:`PACK_BITS` to a code, and its ``dense_columns`` into ``dense``."""
     for i in range(Z.shape[0]):
         row = Z[i]
         for g in range(codes.shape[0]):
             code = 0
-            for j in range(min(PACK_BITS, columns.size - g * PACK_BITS)):
-                code |= int(row[columns[g * PACK_BITS + j]] == 1.0) << j
+            for j in range(min(PACK_BITS, packed.size - g * PACK_BITS)):
+                code |= int(row[packed[g * PACK_BITS + j]] == 1.0) << j
             codes[g, i] = code
+        for j in range(dense_columns.size):
+            dense[i, j] = row[dense_columns[j]]
 
 
 class IndicatorDesign:
@@ -706,10 +708,10 @@ class IndicatorDesign:
         self.dense_columns = np.flatnonzero(~binary)
         self.packed_columns = np.flatnonzero(binary)
         #: (n_obs, n_dense) float
-        self.dense = np.ascontiguousarray(Z[:, self.dense_columns])
+        self.dense = np.empty((Z.shape[0], self.dense_columns.size))
         #: (n_groups, n_obs) uint8: bit j of group g is packed column g PACK_BITS + j
         self.codes = np.empty((-(-self.packed_columns.size // PACK_BITS), Z.shape[0]), np.uint8)
-        _pack(Z, self.packed_columns, self.codes)
+        _pack(Z, self.packed_columns, self.codes, self.dense_columns, self.dense)
 
     def tables(self, coef: np.ndarray) -> np.ndarray:
         """``(n_groups, K, 2^PACK_BITS)``: per group and component, each code's sum of
