@@ -275,7 +275,7 @@ class BayesResult(MixtureResult):
             if n_chains > 1 and worst > RHAT_LIMIT:
                 problems.append(
                     (
-                        f"r_hat up to {worst:.3f} (> {RHAT_LIMIT}): {self._rhat_remedy()}",
+                        f"r_hat up to {worst:.4f} (> {RHAT_LIMIT}): {self._rhat_remedy()}",
                         SamplerWarning,
                     )
                 )
