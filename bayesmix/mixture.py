@@ -170,7 +170,12 @@ class Mixture:
         """Free parameters for data with ``n_features`` columns (``K - 1`` weights)."""
         n_features = check_int(n_features, "n_features")
         family = self.chosen_family("n_parameters")
-        return self.n_components - 1 + self.n_components * family.n_parameters(n_features)
+        return (
+            self.n_components
+            - 1
+            + self.n_components * family.n_parameters(n_features)
+            + family.shared_parameters(n_features)
+        )
 
     def check_data(
         self, X: Any, n_features: int | None = None, name: str = "X", missing: Any = "error"
@@ -462,7 +467,7 @@ class Mixture:
         if categories is None:
             return Mixture(self.n_components, family, self.priors)
         if isinstance(family, Independent):
-            family = bind(_bound(self.family, names).with_label_counts(categories))
+            family = bind(_bound(self.family, names).with_label_counts(categories, names))
             return Mixture(self.n_components, family, self.priors, categories)
         if not isinstance(family, CategoryFamily):
             typed = [name for name, labels in zip(names, categories, strict=True) if labels]

@@ -16,7 +16,8 @@
 * :class:`Normal` — continuous data, features independent given the component (latent
   profiles), one mean and one variance per component and column;
 * :class:`Independent` — mixed-type data: a product of the families above over
-  disjoint groups of columns.
+  disjoint groups of columns (a ``Gaussian(covariance_type)`` block keeps its columns'
+  correlations).
 
 Non-Gaussian families implement :class:`ComponentFamily`, the one interface through
 which backends and analyses use their math.

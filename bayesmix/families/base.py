@@ -115,6 +115,11 @@ class ComponentFamily(ABC):
     def n_parameters(self, n_features: int) -> int:
         """Free parameters of one component."""
 
+    def shared_parameters(self, n_features: int) -> int:
+        """Free parameters shared by all components, counted once (0 by default; a
+        tied Gaussian block's covariance)."""
+        return 0
+
     @abstractmethod
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """Raise ``ValueError`` naming the column and row when ``values`` is outside the

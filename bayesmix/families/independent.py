@@ -6,7 +6,20 @@ gives each component the density ``p(x | k) = prod_b p_b(x_b | theta_kb)``: the 
 given the component, each with its own family and parameters. Its log density is the
 sum of the blocks' on their columns; its statistics are the blocks' (a dict by block);
 the M-step is every block's own; a missing entry is handled as its block's family
-handles it (the local-independence families drop its factor).
+handles it (the local-independence families drop its factor; a Gaussian block takes the
+marginal of its observed columns).
+
+A Gaussian block. ``Independent({("x", "y"): Gaussian("full"), "smoker": Bernoulli()})``:
+the ``Gaussian(covariance_type)`` declaration as a block becomes a
+:class:`~bayesmix.families.gaussian.block.GaussianBlock` (``"full"``, ``"tied"``,
+``"diag"``, ``"spherical"``), whose columns keep their correlations within a component
+while the blocks stay independent given the component. Its math is the Gaussian
+mixture's (covariance structures, M-step with MAP priors, exact marginals over missing
+entries with conditional expectations in EM's statistics, degeneracy messages, PyMC
+parametrisation): parameters ``gaussian_means`` and ``gaussian_covariances`` (dims
+``(component, gaussian_feature, gaussian_feature_)``, full matrices for every
+structure), a tied covariance counted once in ``n_parameters``. It takes numeric columns
+only; ``family="auto"`` gives numeric columns a ``Normal()`` block.
 
 Blocks and names. A block's key is one column or a tuple of columns, each a name of
 the data's columns or an integer position. Each block is named by its family's
@@ -57,6 +70,8 @@ import numpy as np
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import Categorical, CategoryCodes, CategoryFamily
+from bayesmix.families.gaussian import Gaussian
+from bayesmix.families.gaussian.block import GaussianBlock
 from bayesmix.families.kernels import IndicatorDesign, indicator_pass
 from bayesmix.families.negative_binomial import NegativeBinomial
 from bayesmix.families.normal import Normal
@@ -72,9 +87,11 @@ class Independent(ComponentFamily):
     Parameters
     ----------
     blocks : mapping
-        Column selection -> :class:`~bayesmix.families.base.ComponentFamily`. A
-        selection is a column name, an integer position or a tuple of them; the
-        selections must be disjoint and, when fitted, cover every column.
+        Column selection -> :class:`~bayesmix.families.base.ComponentFamily` (or a
+        ``Gaussian(covariance_type)`` declaration: a Gaussian block with that
+        covariance structure). A selection is a column name, an integer position or a
+        tuple of them; the selections must be disjoint and, when fitted, cover every
+        column.
 
     Examples
     --------
@@ -104,10 +121,12 @@ class Independent(ComponentFamily):
             )
         checked = []
         for key, family in blocks.items():
+            if isinstance(family, Gaussian):
+                family = GaussianBlock(family.covariance_type)
             if not isinstance(family, ComponentFamily) or isinstance(family, Independent):
                 raise ValueError(
                     f"Independent's block {key!r} must be a component family (Normal(), "
-                    f"Poisson(), Bernoulli(), ...), not {family!r}."
+                    f"Gaussian('full'), Poisson(), Bernoulli(), ...), not {family!r}."
                 )
             checked.append((_selection(key), family))
         columns = [column for key, _ in checked for column in key]
@@ -220,13 +239,28 @@ class Independent(ComponentFamily):
             }
         )
 
-    def with_label_counts(self, categories: tuple[Any, ...]) -> Independent:
+    def with_label_counts(
+        self, categories: tuple[Any, ...], feature_names: tuple[str, ...] | None = None
+    ) -> Independent:
         """Categorical blocks without numbers of categories take each labelled column's
         number of labels (``categories``: the data's labels per column, None for a
-        numeric column), so that labels the fitted rows did not use still count."""
+        numeric column), so that labels the fitted rows did not use still count; a
+        Gaussian block of labelled columns is a ``ValueError`` naming them (by
+        ``feature_names`` when given)."""
         blocks = {}
         for key, family in self._blocks:
             labels = [categories[column] for column in self._columns(key)]
+            typed = [
+                column if feature_names is None else feature_names[column]
+                for column, label in zip(key, labels, strict=True)
+                if label is not None
+            ]
+            if isinstance(family, GaussianBlock) and typed:
+                raise ValueError(
+                    f"Independent's Gaussian block {_key_repr(key)} takes numeric columns; "
+                    f"column(s) {typed} hold categories (text, categorical or boolean): "
+                    "give them a Categorical() or Bernoulli() block."
+                )
             if isinstance(family, Categorical) and family.n_categories is None:
                 if all(column is not None for column in labels):
                     family = Categorical(tuple(len(column) for column in labels))
@@ -236,6 +270,12 @@ class Independent(ComponentFamily):
     def n_parameters(self, n_features: int) -> int:
         self._check_width(n_features)
         return sum(family.n_parameters(len(key)) for key, family in self._blocks)
+
+    def shared_parameters(self, n_features: int) -> int:
+        """The blocks' parameters shared by all components (a tied Gaussian block's
+        covariance)."""
+        self._check_width(n_features)
+        return sum(family.shared_parameters(len(key)) for key, family in self._blocks)
 
     def check_values(self, values: np.ndarray, feature_names: tuple[str, ...], name: str) -> None:
         """The selections checked against the columns, then every block's values by
@@ -588,7 +628,15 @@ def _linear_part(family: ComponentFamily, params: Parameters, prepared: Any) -> 
 #: the families a saved Independent's blocks may name
 BLOCK_FAMILIES: dict[str, type[ComponentFamily]] = {
     family.name: family
-    for family in (Normal, Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical)
+    for family in (
+        Normal,
+        GaussianBlock,
+        Poisson,
+        NegativeBinomial,
+        StudentT,
+        Bernoulli,
+        Categorical,
+    )
 }
 
 

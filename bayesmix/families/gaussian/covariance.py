@@ -267,8 +267,11 @@ class CovarianceStructure(ABC):
         """The prior scale as the PyMC parametrisation consumes it (a data input)."""
 
     @abstractmethod
-    def pymc_precision(self, dof, scale, n_components: int, n_features: int):
+    def pymc_precision(self, dof, scale, n_components: int, n_features: int, prefix: str = ""):
         """Create the covariance prior's variables in the active ``pm.Model``.
+
+        ``prefix`` prefixes the variables' names and their dims other than
+        ``component`` (a Gaussian block of an Independent family, ``"gaussian_"``).
 
         ``dof`` and ``scale`` (from :meth:`pymc_scale`) may be shared data tensors, so a
         compiled model can be reused with other priors. Free variables are
@@ -277,9 +280,12 @@ class CovarianceStructure(ABC):
         """
 
     @abstractmethod
-    def pymc_start(self, cov: np.ndarray, scale: np.ndarray) -> dict[str, np.ndarray]:
+    def pymc_start(
+        self, cov: np.ndarray, scale: np.ndarray, prefix: str = ""
+    ) -> dict[str, np.ndarray]:
         """Values of the free variables of :meth:`pymc_precision` that reproduce ``cov``
-        (natural form), given the PyMC scale from :meth:`pymc_scale`."""
+        (natural form), given the PyMC scale from :meth:`pymc_scale` (names prefixed
+        with ``prefix``)."""
 
     @abstractmethod
     def pymc_log_prob(self, X, means, precision):
@@ -448,7 +454,9 @@ def _inverse_gamma_draw(shape: np.ndarray, rate: np.ndarray, rng: np.random.Gene
 # PyMC parametrisations (pymc is imported lazily: EM users never pay for it)
 
 
-def _bartlett_factor(name: str, dof, lower, n_features: int, batch: tuple[int, ...], dims):
+def _bartlett_factor(
+    name: str, dof, lower, n_features: int, batch: tuple[int, ...], dims, prefix: str = ""
+):
     """Lower-triangular ``F = L A`` with ``F F^T ~ Wishart(dof, inv(scale))``, i.e. the
     covariance ``inv(F F^T) ~ InverseWishart(dof, scale)`` (Bartlett decomposition):
     ``L = chol(inv(scale))``, ``A_ii = sqrt(c_i)`` with ``c_i ~ ChiSquared(dof - i)`` and
@@ -466,16 +474,22 @@ def _bartlett_factor(name: str, dof, lower, n_features: int, batch: tuple[int, .
     if rows.size:
         normal = pm.Normal(f"{name}_normal", 0.0, 1.0, shape=batch + (rows.size,))
         factor = pt.set_subtensor(factor[..., rows, cols], normal)
-    return pm.Deterministic(name, pt.matmul(lower, factor), dims=dims + ("feature", "feature_"))
+    dims = _prefixed_dims(prefix, dims + ("feature", "feature_"))
+    return pm.Deterministic(name, pt.matmul(lower, factor), dims=dims)
 
 
-def _variances(name: str, dof: float, scale, shape, dims):
+def _prefixed_dims(prefix: str, dims: tuple[str, ...]) -> tuple[str, ...]:
+    """``dims`` with every dim but ``component`` prefixed."""
+    return tuple(dim if dim == "component" else f"{prefix}{dim}" for dim in dims)
+
+
+def _variances(name: str, dof: float, scale, shape, dims, prefix: str = ""):
     """``scale * v`` with ``v ~ InverseGamma(dof / 2, 1 / 2)``: the same as
     ``InverseGamma(dof / 2, scale / 2)`` with a dimensionless free variable."""
     import pymc as pm
 
     raw = pm.InverseGamma(f"{name}_raw", alpha=0.5 * dof, beta=0.5, shape=shape)
-    return pm.Deterministic(name, raw * scale, dims=dims)
+    return pm.Deterministic(name, raw * scale, dims=_prefixed_dims(prefix, dims))
 
 
 def _factor_log_prob(X, means, factor):
@@ -609,13 +623,19 @@ class Full(CovarianceStructure):
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
 
-    def pymc_precision(self, dof, scale, n_components, n_features):
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
         return _bartlett_factor(
-            "precision_factor", dof, scale, n_features, (n_components,), ("component",)
+            f"{prefix}precision_factor",
+            dof,
+            scale,
+            n_features,
+            (n_components,),
+            ("component",),
+            prefix,
         )
 
-    def pymc_start(self, cov, scale):
-        return _bartlett_start("precision_factor", cov, scale)
+    def pymc_start(self, cov, scale, prefix=""):
+        return _bartlett_start(f"{prefix}precision_factor", cov, scale)
 
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision)
@@ -723,11 +743,11 @@ class Tied(CovarianceStructure):
     def pymc_scale(self, scale):
         return np.linalg.cholesky(np.linalg.inv(scale))
 
-    def pymc_precision(self, dof, scale, n_components, n_features):
-        return _bartlett_factor("precision_factor", dof, scale, n_features, (), ())
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
+        return _bartlett_factor(f"{prefix}precision_factor", dof, scale, n_features, (), (), prefix)
 
-    def pymc_start(self, cov, scale):
-        return _bartlett_start("precision_factor", cov, scale)
+    def pymc_start(self, cov, scale, prefix=""):
+        return _bartlett_start(f"{prefix}precision_factor", cov, scale)
 
     def pymc_log_prob(self, X, means, precision):
         return _factor_log_prob(X, means, precision[None].repeat(means.shape[0], axis=0))
@@ -858,17 +878,18 @@ class Diag(CovarianceStructure):
     def pymc_scale(self, scale):
         return np.asarray(scale, dtype=float)
 
-    def pymc_precision(self, dof, scale, n_components, n_features):
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
         return _variances(
-            "variances",
+            f"{prefix}variances",
             dof,
             np.asarray(scale),
             (n_components, n_features),
             ("component", "feature"),
+            prefix,
         )
 
-    def pymc_start(self, cov, scale):
-        return {"variances_raw": np.asarray(cov) / scale}
+    def pymc_start(self, cov, scale, prefix=""):
+        return {f"{prefix}variances_raw": np.asarray(cov) / scale}
 
     def pymc_log_prob(self, X, means, precision):
         import pytensor.tensor as pt
@@ -956,8 +977,8 @@ class Spherical(Diag):
         ) * precision
         return np.maximum(dist, 0.0)
 
-    def pymc_precision(self, dof, scale, n_components, n_features):
-        return _variances("variances", dof, scale, (n_components,), ("component",))
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
+        return _variances(f"{prefix}variances", dof, scale, (n_components,), ("component",))
 
     @staticmethod
     def _values_per_variance(n_features: int) -> int:

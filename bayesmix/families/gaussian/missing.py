@@ -50,6 +50,7 @@ __all__ = [
     "Pattern",
     "MissingEStep",
     "check_missing",
+    "completed_statistics",
     "missing_layout",
     "drop_unobserved_rows",
     "observed_moments",
@@ -360,6 +361,18 @@ def _pattern_stats(xo, weights, pattern, gaussians, params, structure, n_feature
     log_dens, diff = gaussians.log_density(xo)
     log_norm, log_resp = log_normalise(log_dens + _log_weights(params))
     resp = np.exp(log_resp) * weights[:, None]  # (n, K), weighted
+    mass, sum_x, sum_xx = _completed_moments(
+        xo, resp, diff, pattern, gaussians, structure, n_features
+    )
+    log_lik = float(weights @ log_norm)
+    log_max = float(weights @ log_resp.max(axis=1))
+    return SufficientStats(mass, sum_x, sum_xx, log_lik, log_max)
+
+
+def _completed_moments(xo, resp, diff, pattern, gaussians, structure, n_features):
+    """``mass``, ``sum_x`` and ``sum_xx`` (structure form) of one block of rows of one
+    pattern with the (weighted) responsibilities ``resp`` ``(n, K)``: the missing block
+    filled by its conditional expectations."""
     mass = resp.sum(axis=0)
     filled = gaussians.completed(xo, diff, n_features)  # (K, n, D)
     weighted = filled * resp.T[:, :, None]
@@ -371,10 +384,61 @@ def _pattern_stats(xo, weights, pattern, gaussians, params, structure, n_feature
     else:
         moments = np.swapaxes(weighted, 1, 2) @ filled  # (K, D, D)
         moments[:, mis[:, None], mis] += mass[:, None, None] * gaussians.cond_cov
-    sum_xx = structure.pool_second_moments(moments)
-    log_lik = float(weights @ log_norm)
-    log_max = float(weights @ log_resp.max(axis=1))
-    return SufficientStats(mass, sum_x, sum_xx, log_lik, log_max)
+    return mass, sum_x, structure.pool_second_moments(moments)
+
+
+def completed_statistics(
+    X: np.ndarray,
+    resp: np.ndarray,
+    params: Params,
+    structure: CovarianceStructure,
+    layout: MissingLayout | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The expected sufficient statistics of rows with NaN for given responsibilities.
+
+    For responsibilities that come from elsewhere (a Gaussian block of an
+    :class:`~bayesmix.families.independent.Independent` family, whose responsibilities
+    are the product family's), the statistics the M-step
+    (:func:`~bayesmix.families.gaussian.stats.m_step`) needs: ``sum_n r_nk E[x_n | x_n,o,
+    k]`` and ``sum_n r_nk E[x_n x_n^T | x_n,o, k]`` (structure form), with the missing
+    entries' conditional moments under ``params``.
+
+    Parameters
+    ----------
+    X : numpy.ndarray of shape (n_obs, n_features)
+        Observations, NaN where missing, in the units of ``params``.
+    resp : numpy.ndarray of shape (n_obs, n_components)
+        Responsibilities, sample weights multiplied in.
+    params : Params
+        The current parameters (the weights are not used).
+    structure : CovarianceStructure
+    layout : MissingLayout, optional
+        ``missing_layout(X)``, computed when not given.
+
+    Returns
+    -------
+    sum_x : numpy.ndarray of shape (n_components, n_features)
+    sum_xx : numpy.ndarray
+        :meth:`~bayesmix.families.gaussian.covariance.CovarianceStructure.second_moment`'s
+        form.
+    """
+    layout = missing_layout(X) if layout is None else layout
+    n_features = X.shape[1]
+    complete = layout.complete
+    rows, weights = X[complete], resp[complete]
+    sum_x = weights.T @ rows
+    sum_xx = structure.second_moment(rows, weights)
+    for pattern in layout.patterns:
+        pattern_resp = resp[pattern.rows]
+        xo = X[pattern.rows][:, pattern.observed]  # no column: the components' own moments
+        gaussians = _PatternGaussians(pattern, params, structure)
+        diff = xo[None, :, :] - gaussians.mean_obs[:, None, :]
+        _, part_x, part_xx = _completed_moments(
+            xo, pattern_resp, diff, pattern, gaussians, structure, n_features
+        )
+        sum_x = sum_x + part_x
+        sum_xx = sum_xx + part_xx
+    return sum_x, sum_xx
 
 
 class MissingEStep:
