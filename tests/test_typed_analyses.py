@@ -7,6 +7,8 @@ analyses have always taken: the two must agree exactly.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -209,3 +211,21 @@ def test_em_and_the_posterior_number_the_classes_alike(frame):
     em_table = bm.response_probabilities(em)["mean"]
     advi_table = bm.response_probabilities(advi)["mean"]
     np.testing.assert_allclose(advi_table, em_table, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    ("blocks", "named"),
+    [
+        ({("x", "smoker"): "normal", "y": "normal", ("city", "flag"): "cat"}, "['smoker']"),
+        ({("x", "y"): "normal", ("smoker", "flag"): "poisson", "city": "cat"}, "'flag'"),
+    ],
+)
+def test_category_columns_in_a_numeric_block_are_refused(frame, blocks, named):
+    made = {
+        "normal": bm.families.Normal,
+        "poisson": bm.families.Poisson,
+        "cat": bm.families.Categorical,
+    }
+    family = bm.families.Independent({key: made[kind]() for key, kind in blocks.items()})
+    with pytest.raises(ValueError, match=r"block .* takes numeric columns.*" + re.escape(named)):
+        bm.Mixture(2, family).fit(frame, random_state=0)

@@ -244,9 +244,9 @@ class Independent(ComponentFamily):
     ) -> Independent:
         """Categorical blocks without numbers of categories take each labelled column's
         number of labels (``categories``: the data's labels per column, None for a
-        numeric column), so that labels the fitted rows did not use still count; a
-        Gaussian block of labelled columns is a ``ValueError`` naming them (by
-        ``feature_names`` when given)."""
+        numeric column), so that labels the fitted rows did not use still count; labelled
+        columns in a block of another family (Normal, Gaussian, counts, Student-t) are a
+        ``ValueError`` naming them (by ``feature_names`` when given)."""
         blocks = {}
         for key, family in self._blocks:
             labels = [categories[column] for column in self._columns(key)]
@@ -255,11 +255,13 @@ class Independent(ComponentFamily):
                 for column, label in zip(key, labels, strict=True)
                 if label is not None
             ]
-            if isinstance(family, GaussianBlock) and typed:
+            if typed and not isinstance(family, CategoryFamily):
+                named = key if feature_names is None else tuple(feature_names[c] for c in key)
                 raise ValueError(
-                    f"Independent's Gaussian block {_key_repr(key)} takes numeric columns; "
-                    f"column(s) {typed} hold categories (text, categorical or boolean): "
-                    "give them a Categorical() or Bernoulli() block."
+                    f"Independent's {family.name} block {_key_repr(named)} takes numeric "
+                    f"columns; column(s) {typed} hold categories (text, categorical or "
+                    "boolean): give them a Categorical() or Bernoulli() block (or convert "
+                    "them to numbers first)."
                 )
             if isinstance(family, Categorical) and family.n_categories is None:
                 if all(column is not None for column in labels):
