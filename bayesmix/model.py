@@ -71,7 +71,8 @@ class GaussianMixture:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "n_components", check_int(self.n_components, "n_components"))
-        get_structure(self.covariance_type)
+        # canonical name: "VVV" is "full", so equal declarations compare equal
+        object.__setattr__(self, "covariance_type", get_structure(self.covariance_type).name)
         priors = self.priors
         if isinstance(priors, Mapping):
             try:

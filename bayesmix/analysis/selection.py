@@ -32,7 +32,7 @@ from bayesmix.analysis.latent_class import adjusted_bic, entropy_r2
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.families import ComponentFamily, Gaussian
-from bayesmix.families.gaussian.covariance import STRUCTURES
+from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
@@ -60,7 +60,7 @@ __all__ = [
     "OVERFITTED_GIBBS",
 ]
 
-COVARIANCE_TYPES = tuple(STRUCTURES)
+COVARIANCE_TYPES = BASIC_STRUCTURES
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
 EM_CRITERIA = ("bic", "aic", "abic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)

@@ -22,6 +22,6 @@ class Gaussian:
     covariance_type: str = "full"
 
     def __post_init__(self) -> None:
-        get_structure(self.covariance_type)
+        object.__setattr__(self, "covariance_type", get_structure(self.covariance_type).name)
 
     name = "gaussian"

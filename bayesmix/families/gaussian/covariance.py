@@ -33,7 +33,12 @@ from bayesmix.families.gaussian import kernels
 from bayesmix.families.gaussian.kernels import n_chunks_for
 
 __all__ = [
+    "ALIASES",
+    "BASIC_STRUCTURES",
     "CovarianceStructure",
+    "MCLUST_MODELS",
+    "accepted_names",
+    "canonical_name",
     "get_structure",
     "inverse_wishart_logpdf",
     "STRUCTURES",
@@ -58,6 +63,8 @@ class CovarianceStructure(ABC):
     """Operations of one covariance structure; stateless singletons."""
 
     name: ClassVar[str]
+    #: the model's name in mclust (Fraley & Raftery), e.g. ``"VVV"`` for ``full``
+    mclust_name: ClassVar[str]
 
     # -- bookkeeping ---------------------------------------------------------------
     natural_dims: ClassVar[tuple[str, ...]]
@@ -543,6 +550,7 @@ class Full(CovarianceStructure):
     """One unrestricted covariance matrix per component (mclust's VVV)."""
 
     name = "full"
+    mclust_name = "VVV"
     natural_dims = ("component", "feature", "feature_")
     pymc_precision_name = "precision_factor"
 
@@ -651,6 +659,7 @@ class Tied(CovarianceStructure):
     """One covariance matrix shared by all components (mclust's EEE)."""
 
     name = "tied"
+    mclust_name = "EEE"
     natural_dims = ("feature", "feature_")
     pymc_precision_name = "precision_factor"
     shared_across_components = True
@@ -764,6 +773,7 @@ class Diag(CovarianceStructure):
     """Axis-aligned covariances, one variance per component and feature (mclust's VVI)."""
 
     name = "diag"
+    mclust_name = "VVI"
     natural_dims = ("component", "feature")
     pymc_precision_name = "variances"
     axis_aligned = True
@@ -918,6 +928,7 @@ class Spherical(Diag):
     """One variance per component shared by all features (mclust's VII)."""
 
     name = "spherical"
+    mclust_name = "VII"
     natural_dims = ("component",)
 
     def representable_variances(self, values, n_features):
@@ -989,21 +1000,63 @@ class Spherical(Diag):
         return values
 
 
+#: mclust's 14 covariance models in mclust's order (``Sigma_k = lambda_k D_k A_k D_k^T``:
+#: volume, shape, orientation; E equal across components, V varying, I identity).
+MCLUST_MODELS = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
+#: The four scikit-learn names: the default list of :func:`bayesmix.select_components`.
+BASIC_STRUCTURES = ("full", "tied", "diag", "spherical")
+
+#: Every implemented structure under its canonical name: the scikit-learn name for the
+#: four basic ones, the mclust name for the others.
 STRUCTURES: dict[str, CovarianceStructure] = {
     s.name: s for s in (Full(), Tied(), Diag(), Spherical())
 }
+#: mclust names of the basic structures, aliases of their canonical names.
+ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
+
+
+def accepted_names() -> list[str]:
+    """Every name :func:`get_structure` accepts: canonical names, then mclust aliases."""
+    return list(STRUCTURES) + [name for name in MCLUST_MODELS if name not in STRUCTURES]
+
+
+def canonical_name(covariance_type: str) -> str:
+    """The canonical name of ``covariance_type`` (``"VVV"`` -> ``"full"``); raises as
+    :func:`get_structure` does for an unknown name."""
+    return get_structure(covariance_type).name
 
 
 def get_structure(covariance_type: str) -> CovarianceStructure:
-    """Return the structure named ``covariance_type``; raise a clear error otherwise."""
+    """Return the structure named ``covariance_type``; raise a clear error otherwise.
+
+    Parameters
+    ----------
+    covariance_type : str
+        A canonical name (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"`` or one of
+        the other mclust models, e.g. ``"VEV"``) or an mclust alias of a basic structure
+        (``"VVV"``, ``"EEE"``, ``"VVI"``, ``"VII"``).
+
+    Returns
+    -------
+    CovarianceStructure
+        The structure's singleton: an alias returns the same object as its canonical name.
+    """
     if not isinstance(covariance_type, str):
         raise TypeError(
-            f"covariance_type must be a string, one of {sorted(STRUCTURES)}; "
+            f"covariance_type must be a string, one of {accepted_names()}; "
             f"got {type(covariance_type).__name__}."
         )
+    name = ALIASES.get(covariance_type, covariance_type)
     try:
-        return STRUCTURES[covariance_type]
+        return STRUCTURES[name]
     except KeyError:
+        pass
+    if name in MCLUST_MODELS:
         raise ValueError(
-            f"covariance_type must be one of {sorted(STRUCTURES)}; got {covariance_type!r}."
-        ) from None
+            f"covariance_type {covariance_type!r} (an mclust model) is not implemented yet; "
+            f"use one of {accepted_names()}."
+        )
+    raise ValueError(f"covariance_type must be one of {accepted_names()}; got {covariance_type!r}.")
