@@ -8,6 +8,7 @@ import pytest
 
 import bayesmix as bm
 from bayesmix.datasets import (
+    load_banknote,
     load_biochemists,
     load_faithful,
     load_galaxies,
@@ -33,6 +34,22 @@ def test_load_faithful_returns_a_fresh_frame():
     first = load_faithful()
     first.iloc[0, 0] = -1.0
     assert load_faithful().iloc[0, 0] == 3.6
+
+
+def test_load_banknote():
+    X = load_banknote()
+    assert X.shape == (200, 6)
+    assert list(X.columns) == ["Length", "Left", "Right", "Bottom", "Top", "Diagonal"]
+    assert all(pd.api.types.is_float_dtype(t) for t in X.dtypes)
+    # R's mclust::banknote: first row and column means
+    assert tuple(X.iloc[0]) == (214.8, 131.0, 131.1, 9.0, 9.7, 141.0)
+    np.testing.assert_allclose(
+        X.mean().to_numpy(), [214.896, 130.1215, 129.9565, 9.4175, 10.6505, 140.4835]
+    )
+    labelled = load_banknote(status=True)
+    assert labelled.columns[0] == "Status"
+    assert labelled["Status"].value_counts().to_dict() == {"genuine": 100, "counterfeit": 100}
+    assert (labelled["Status"].iloc[:100] == "genuine").all()
 
 
 def test_load_biochemists():

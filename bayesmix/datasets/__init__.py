@@ -10,7 +10,13 @@ import pandas as pd
 
 from bayesmix.validation import check_int, check_random_state
 
-__all__ = ["load_biochemists", "load_faithful", "load_galaxies", "make_shifted_stretched"]
+__all__ = [
+    "load_banknote",
+    "load_biochemists",
+    "load_faithful",
+    "load_galaxies",
+    "make_shifted_stretched",
+]
 
 
 def _read(name: str) -> pd.DataFrame:
@@ -26,6 +32,23 @@ def load_faithful() -> pd.DataFrame:
     (Härdle 1991; Azzalini & Bowman 1990).
     """
     return _read("faithful.csv")
+
+
+def load_banknote(status: bool = False) -> pd.DataFrame:
+    """Six measurements (mm) of 200 Swiss 1000-franc bank notes, 100 genuine and 100
+    counterfeit (Flury & Riedwyl 1988; R ``mclust::banknote``).
+
+    Columns ``Length``, ``Left``, ``Right``, ``Bottom``, ``Top`` and ``Diagonal``; with
+    ``status=True`` also ``Status`` (``"genuine"`` or ``"counterfeit"``, categorical), the
+    known class, first. A standard test of model-based clustering: mclust's BIC over its
+    14 covariance models is the everyday call on it.
+
+    References: B. Flury & H. Riedwyl (1988), *Multivariate Statistics: A Practical
+    Approach*, Chapman & Hall, Table 1.1.
+    """
+    frame = _read("banknote.csv")
+    frame["Status"] = pd.Categorical(frame["Status"], categories=["genuine", "counterfeit"])
+    return frame if status else frame.drop(columns="Status")
 
 
 def load_galaxies(thousands: bool = False) -> pd.DataFrame:
