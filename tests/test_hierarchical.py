@@ -62,7 +62,40 @@ DEVIATIONS = {
     ("faithful", "VVV", "SPH"): (212, 0.8),
     ("wine", "VVV", "SPH"): (169, -0.2),
     ("breast_cancer", "VVV", "SPH"): (504, 0.0),
+    ("faithful", "EEE", "STD"): (17, 0.7),
 }
+
+# VII and EEE (iris, faithful, wine) are checked merge for merge: the partition after every
+# merge equals mclust's except after the merges listed here, where two (or three) merges
+# of exactly equal cost in exact arithmetic (the data lie on a grid of 0.1 or 1: equal
+# difference vectors) are made in the other order, rounding breaking the tie; the partitions
+# agree again right after. mclust's hcEEE computes the trace increments from rows scaled
+# by 1/sqrt(N) in its own order of operations, which bayesmix reproduces, so on the data as
+# given (VARS) even these ties fall as in mclust; standardised data (STD, SVD) already
+# differ from R's in the last bits. faithful EEE STD (in DEVIATIONS) parts at such a tie at
+# merge 17 and does not come back (adjusted Rand index >= 0.71 for G = 1..9).
+TIES_IN_OTHER_ORDER = {
+    ("iris", "VII", "VARS"): [67],
+    ("iris", "EEE", "STD"): [18],
+    ("iris", "EEE", "SVD"): [11],
+    ("faithful", "VII", "STD"): [252, 253],
+    ("faithful", "EEE", "SVD"): [20, 27, 29, 37, 41, 42, 56, 57, 58, 95, 100],
+}
+
+
+def _steps_with_other_partition(merges: np.ndarray, reference: np.ndarray) -> list[int]:
+    """Merges after which the two trees' partitions differ."""
+    n = merges.shape[0] + 1
+    ours, theirs = np.arange(n), np.arange(n)
+    steps = []
+    for step, ((i, j), (k, m)) in enumerate(zip(merges, reference, strict=True)):
+        ours[ours == j] = i
+        theirs[theirs == m] = k
+        if not np.array_equal(
+            np.unique(ours, return_inverse=True)[1], np.unique(theirs, return_inverse=True)[1]
+        ):
+            steps.append(step)
+    return steps
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +130,10 @@ def test_partitions_equal_mclust(references, name, model, use, partition):
     if deviation is not None:
         first = deviation[0]
         np.testing.assert_array_equal(tree.merges[:first], mclust_merges[:first])
+    elif model in ("VII", "EEE"):
+        assert _steps_with_other_partition(tree.merges, mclust_merges) == TIES_IN_OTHER_ORDER.get(
+            (name, model, use), []
+        )
 
 
 def test_default_tree_on_breast_cancer():
@@ -108,7 +145,7 @@ def test_default_tree_on_breast_cancer():
     assert np.bincount(tree.labels(9)).sum() == X.shape[0]
 
 
-@pytest.mark.parametrize("model", ["VVV", "EII"])
+@pytest.mark.parametrize("model", ["VVV", "EII", "VII", "EEE"])
 def test_weight_two_equals_duplicated_row(model):
     X = load_iris().data[::3]
     rows = [4, 17, 30]
@@ -209,7 +246,7 @@ def test_bad_input():
     with pytest.raises(ValueError, match="NaN"):
         hierarchical_tree(np.where(np.eye(150, 4) > 0, np.nan, X))
     with pytest.raises(ValueError, match="model_name"):
-        hierarchical_tree(X, model_name="VII")
+        hierarchical_tree(X, model_name="EEV")
     with pytest.raises(ValueError, match="use must"):
         hierarchical_tree(X, use="RND")
     with pytest.raises(ValueError, match="univariate"):

@@ -13,18 +13,30 @@ a group's term, for groups of mass ``n``, mean ``m`` and scatter matrix ``W``):
     regularises the singular scatter of small groups (``n <= p`` has no determinant).
     ``alpha = alpha0 tr(W_all) / (N p)`` (at least machine epsilon) and ``beta = beta0``,
     with mclust's defaults ``alpha0 = beta0 = 1``.
+``"VII"`` (spherical, varying volume; mclust's ``hcVII``)
+    ``t = n log((tr W + alpha) / n)`` (a single row: ``log(alpha)``), with ``alpha`` as
+    for VVV (``alpha0 tr(W_all) / (N p)``, at least epsilon; no ``beta``).
+``"EEE"`` (one full covariance for all groups; mclust's ``hcEEE``)
+    The criterion is the pooled within-group scatter ``W`` (in units of ``1 / N``), not a
+    sum of group terms: every merge changes every pair's cost, so all pairs are
+    recomputed at each step (``O(G^3)`` time, as mclust). The first ``p - 1`` merges
+    minimise ``tr W``; then ``log(det W + tr W)`` (``det W = 0`` while ``W`` is
+    singular), switching to ``det W`` alone once it reaches ``tr(W_all) / (N p)``
+    (details in ``_EEE``). No ``alpha`` or ``beta``.
 ``"EII"`` (spherical, equal volume) and ``"E"`` (univariate, equal variance)
     Ward's criterion, ``n_A n_B / (n_A + n_B) |m_A - m_B|^2``.
 ``"V"`` (univariate, varying variance; mclust's ``hcV``)
-    ``t = n log((W + alpha) / n)`` with ``alpha`` machine epsilon (mclust 6.0.0's ``hcV``
+    VII's term on one column with ``alpha`` machine epsilon (mclust 6.0.0's ``hcV``
     takes the minimum of epsilon and the variance in R, then the maximum with epsilon in
     Fortran, so its alpha is always epsilon).
 
 Group statistics are updated in closed form,
 ``W_AB = W_A + W_B + n_A n_B / (n_A + n_B) (m_A - m_B)(m_A - m_B)^T``; the merge costs of
 all candidate pairs are kept, and after a merge only the pairs with the new group are
-recomputed, in one vectorised batch. Ties are broken as mclust's Fortran breaks them, so
-the trees agree with mclust's merge for merge (up to rounding in exact near-ties).
+recomputed, in one vectorised batch (for EEE, the trace increments; the determinants of
+all pairs come from one eigendecomposition of ``W`` per merge). Ties are broken as
+mclust's Fortran breaks them, so the trees agree with mclust's merge for merge (up to
+rounding in exact near-ties).
 """
 
 from __future__ import annotations
@@ -46,7 +58,7 @@ __all__ = [
     "hierarchical_tree",
 ]
 
-HC_MODEL_NAMES = ("VVV", "EII", "V", "E")
+HC_MODEL_NAMES = ("VVV", "EEE", "VII", "EII", "V", "E")
 HC_USES = ("SVD", "VARS", "STD", "SPH", "PCS", "PCR")
 # Rows with positive weight above which the tree is built on a subsample of this many rows.
 # The tree costs O(G^2) memory (one float per pair of groups: 32 MB at 2000) and, for VVV,
@@ -55,6 +67,8 @@ HC_MAX_ROWS = 2000
 # Bytes of the (pairs, p, p) stack one batched determinant call may allocate.
 _BATCH_BYTES = 32 * 2**20
 _EPS = float(np.finfo(np.float64).eps)
+# mclust hcEEE's floor on the trace and on the threshold of its determinant phase.
+_EPS_MIN = _EPS / 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -241,7 +255,7 @@ def hierarchical_tree(
         Frequency weights ``>= 0``, acting as masses: a row of weight 2 gives the same tree
         as the row twice. Rows of zero weight take no part and are assigned afterwards to
         the nearest group mean (in the transformed space).
-    model_name : {"VVV", "EII", "V", "E"}, optional
+    model_name : {"VVV", "EEE", "VII", "EII", "V", "E"}, optional
         The criterion (see the module docstring). Default: mclust's choice, ``"V"`` for
         one column, ``"VVV"`` when there are more rows of positive weight than columns,
         else ``"EII"``. ``"V"`` and ``"E"`` need one column after the transformation.
@@ -249,7 +263,8 @@ def hierarchical_tree(
         The data transformation (:func:`hc_transform`); mclust 6's default ``"SVD"``.
     alpha, beta : float
         mclust's regularisation of ``"VVV"`` (``alpha`` is multiplied by
-        ``tr(W_all) / (N p)``); ignored by the other criteria.
+        ``tr(W_all) / (N p)``) and ``alpha`` of ``"VII"`` (likewise); ignored by the other
+        criteria.
     group_duplicates : bool
         Whether identical rows start in one group (mclust's ``dupPartition``), so that the
         tree depends only on the distinct rows and their total weights: a row of weight 2
@@ -264,7 +279,8 @@ def hierarchical_tree(
         in random order: every row of weight ``w`` is drawn ``floor`` or ``ceil`` of
         ``w max_rows / sum(w)`` times, and its count is its mass); the other rows are
         assigned to the nearest group mean when the tree is cut. The tree needs
-        ``O(max_rows^2)`` memory and, for ``"VVV"``, up to ``O(max_rows^2 p^3)`` time.
+        ``O(max_rows^2)`` memory and, for ``"VVV"``, up to ``O(max_rows^2 p^3)`` time
+        (``"EEE"``: ``O(max_rows^3 p)``).
     rng : numpy.random.Generator, optional
         Draws the subsample (only used when subsampling); default ``default_rng(0)``.
     finite : bool
@@ -313,22 +329,30 @@ def hierarchical_tree(
     if model_name in ("V", "E") and Z.shape[1] != 1:
         raise ValueError(
             f"model_name={model_name!r} is for univariate data; X has {Z.shape[1]} columns "
-            "after the transformation. Use 'VVV' or 'EII'."
+            "after the transformation. Use 'VVV', 'EEE', 'VII' or 'EII'."
         )
     initial, group_rows = _initial_groups(X, masses, group_duplicates)
     inside = initial >= 0
     group_mass = np.bincount(initial[inside], masses[inside], group_rows.size)
     group_mean = Z[group_rows]
-    if model_name == "VVV":
+    if model_name in ("VVV", "VII"):
         live = masses > 0
         spread = Z[live] - masses[live] @ Z[live] / masses[live].sum()
         scale = masses[live] @ (spread**2).sum(axis=1) / (masses[live].sum() * Z.shape[1])
-        criterion = _VVV(group_mean, group_mass, max(alpha * scale, _EPS), beta)
+        if model_name == "VVV":
+            criterion = _VVV(group_mean, group_mass, max(alpha * scale, _EPS), beta)
+        else:
+            criterion = _VII(group_mean, group_mass, max(alpha * scale, _EPS))
     elif model_name == "V":
-        criterion = _Univariate(group_mean, group_mass)
+        criterion = _VII(group_mean, group_mass, _EPS)
+    elif model_name == "EEE":
+        criterion = _EEE(group_mean, group_mass, float(group_mass.sum()) - group_mass.size)
     else:
         criterion = _Ward(group_mean, group_mass)
-    merges, costs = _agglomerate(criterion)
+    if model_name == "EEE":
+        merges, costs = _agglomerate_pooled(criterion)
+    else:
+        merges, costs = _agglomerate(criterion)
     return HierarchicalTree(initial, merges, costs, Z, masses, model_name, use, subsampled)
 
 
@@ -394,41 +418,42 @@ class _Ward:
         self.mass[dst] = self.mass[src]
 
 
-class _Univariate(_Ward):
-    """mclust's ``hcV``: group term ``n log((W + alpha) / n)``, alpha machine epsilon."""
+class _VII(_Ward):
+    """mclust's ``hcVII`` (and ``hcV``, its one-column case): group term
+    ``n log((tr W + alpha) / n)``, so a single row's term is ``log(alpha)``."""
 
-    def __init__(self, mean: np.ndarray, mass: np.ndarray) -> None:
+    def __init__(self, mean: np.ndarray, mass: np.ndarray, alpha: float) -> None:
         super().__init__(mean, mass)
-        self.alpha = _EPS
-        self.scatter = np.zeros(mass.shape[0])
-        self.term = self._term(self.mass, self.scatter)
+        self.alpha = alpha
+        self.trace = np.zeros(mass.shape[0])
+        self.term = self._term(self.mass, self.trace)
 
-    def _term(self, mass: np.ndarray, scatter: np.ndarray) -> np.ndarray:
-        return mass * np.log((scatter + self.alpha) / mass)
+    def _term(self, mass: np.ndarray, trace: np.ndarray) -> np.ndarray:
+        return mass * np.log((trace + self.alpha) / mass)
 
     def initial_costs(self) -> np.ndarray:
         mass = self.mass
         total = mass[:, None] + mass
-        scatter = mass[:, None] * mass / total * cdist(self.mean, self.mean, "sqeuclidean")
-        return self._term(total, scatter) - self.term[:, None] - self.term
+        trace = mass[:, None] * mass / total * cdist(self.mean, self.mean, "sqeuclidean")
+        return self._term(total, trace) - self.term[:, None] - self.term
 
     def pair_costs(self, a: int, others: np.ndarray) -> np.ndarray:
         total = self.mass[a] + self.mass[others]
-        diff = self.mean[others, 0] - self.mean[a, 0]
+        diff = self.mean[others] - self.mean[a]
         shrink = self.mass[a] * self.mass[others] / total
-        scatter = self.scatter[a] + self.scatter[others] + shrink * diff**2
-        return self._term(total, scatter) - self.term[a] - self.term[others]
+        trace = self.trace[a] + self.trace[others] + shrink * np.einsum("kd,kd->k", diff, diff)
+        return self._term(total, trace) - self.term[a] - self.term[others]
 
     def merge(self, i: int, j: int) -> None:
         total = self.mass[i] + self.mass[j]
-        diff = self.mean[j, 0] - self.mean[i, 0]
-        self.scatter[i] += self.scatter[j] + self.mass[i] * self.mass[j] / total * diff**2
+        diff = self.mean[j] - self.mean[i]
+        self.trace[i] += self.trace[j] + self.mass[i] * self.mass[j] / total * (diff @ diff)
         super().merge(i, j)
-        self.term[i] = self._term(self.mass[i], self.scatter[i])
+        self.term[i] = self._term(self.mass[i], self.trace[i])
 
     def move(self, src: int, dst: int) -> None:
         super().move(src, dst)
-        self.scatter[dst] = self.scatter[src]
+        self.trace[dst] = self.trace[src]
         self.term[dst] = self.term[src]
 
 
@@ -538,6 +563,173 @@ class _VVV(_Ward):
         self.trace[dst] = self.trace[src]
         self.term[dst] = self.term[src]
         self.pool_of[dst], self.pool_of[src] = self.pool_of[src], -1
+
+
+class _EEE(_Ward):
+    """mclust's ``hcEEE``: the criterion is the pooled within-group scatter ``W`` of all
+    groups (scaled by ``1 / N``), so every merge changes every pair's cost.
+
+    A merge of ``A`` and ``B`` adds ``v v^T`` to ``W``, with
+    ``v v^T = n_A n_B / (n_A + n_B) (m_A - m_B)(m_A - m_B)^T / N``. In three phases, as
+    mclust's Fortran: (1) while fewer than ``p`` merges (counting rows absorbed by the
+    initial groups twice) have been made, the pair that least increases ``tr W``
+    (at least ``eps / 2``; the trace kept is that clamped value); (2) then the pair that
+    minimises ``log(det W' + tr W')`` (``det`` zero while ``W'`` is singular; ``-inf``
+    if ``tr W' = 0``), unless even the smallest ``det W'`` is at least the threshold
+    ``tr(W_all) / (N p) + eps / 2``: then the pair of smallest ``det W'``; (3) once the
+    ``det W`` of a merge reached the threshold, the pair of smallest ``det W'``.
+    ``det(W + v v^T) = det W + v^T adj(W) v`` is computed for all pairs at once from the
+    eigendecomposition of ``W`` (whose rank is the number of nonzero updates while that
+    is below ``p``, as mclust's Cholesky factor has exact zero pivots then).
+    """
+
+    def __init__(self, mean: np.ndarray, mass: np.ndarray, absorbed: float) -> None:
+        super().__init__(mean, mass)
+        self.p = mean.shape[1]
+        self.total = float(mass.sum())
+        centred = mean - mass @ mean / self.total
+        trace_all = float(mass @ (centred**2).sum(axis=1)) / (self.total * self.p)
+        self.threshold = np.log(trace_all + _EPS_MIN)
+        self.scatter = np.zeros((self.p, self.p))  # pooled W, in units of 1 / N
+        self.trace = 0.0
+        self.updates = 0  # nonzero rank-one updates of W
+        # mclust counts each row absorbed by an initial group twice (its q = 1 + 2 absorbed)
+        self.count = 1.0 + 2.0 * max(absorbed, 0.0)
+        self.phase = 1 if self.count < self.p else 2
+        # mclust's rows: sqrt(n / N) times the group mean, the merge increments computed
+        # from them with its operations in its order (exact ties in the data, as on the
+        # grids of iris and faithful, then round the same way)
+        self.rows = mean * (1.0 / np.sqrt(self.total))
+        unit = self.mass != 1.0
+        self.rows[unit] *= np.sqrt(self.mass[unit])[:, None]
+        self.ward = np.empty(0)
+
+    def _increments(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``|v|^2`` (the trace a merge adds) for the pairs ``a x b``, as mclust: ``v =
+        sqrt(n_b / n) x_a - sqrt(n_a / n) x_b``, its squares summed in column order."""
+        mass_a, mass_b = self.mass[a][:, None], self.mass[b][None, :]
+        total = mass_a + mass_b
+        share_a, share_b = np.sqrt(mass_a / total), np.sqrt(mass_b / total)
+        out = np.zeros((a.size, b.size))
+        for d in range(self.p):
+            v = share_b * self.rows[a, d][:, None] + -share_a * self.rows[b, d][None, :]
+            out += v * v
+        return out
+
+    def initial_costs(self) -> np.ndarray:
+        every = np.arange(self.mass.shape[0])
+        self.ward = self._increments(every, every)
+        np.fill_diagonal(self.ward, np.inf)
+        return self.ward
+
+    def _log_det_updated(self, active: int) -> np.ndarray:
+        """``log det(W + v v^T)`` for every pair of the first ``active`` groups."""
+        values, vectors = np.linalg.eigh(self.scatter)
+        values = np.maximum(values, 0.0)
+        if self.updates < self.p:
+            values[: self.p - self.updates] = 0.0
+        with np.errstate(divide="ignore"):
+            logs = np.log(values)
+        # log of adj(W)'s eigenvalues: the products of the other p - 1 eigenvalues
+        adj = np.where(np.eye(self.p, dtype=bool), 0.0, logs[None, :]).sum(axis=1)
+        top = adj.max()
+        mass = self.mass[:active]
+        if not np.isfinite(top):  # rank p - 2 or less: W + v v^T stays singular
+            return np.full((active, active), -np.inf)
+        scaled = self.mean[:active] @ vectors * np.sqrt(np.exp(adj - top))
+        shrink = mass[:, None] * mass / (mass[:, None] + mass)
+        quad = shrink * cdist(scaled, scaled, "sqeuclidean") / self.total
+        with np.errstate(divide="ignore"):
+            return top + np.log(quad + np.exp(logs.sum() - top))
+
+    def choose(self, active: int) -> tuple[int, int, float]:
+        """The pair ``i < j`` to merge among the first ``active`` groups and its cost."""
+        upper = np.triu(np.ones((active, active), dtype=bool), 1)
+        ward = self.ward[:active, :active]
+        if self.phase == 1:
+            trace = np.where(upper, np.maximum(self.trace + ward, _EPS_MIN), np.inf)
+            i, j = _last_minimum(trace)
+            self.chosen = (trace[i, j], -np.inf)
+            return i, j, float(trace[i, j])
+        log_det = np.where(upper, self._log_det_updated(active), np.inf)
+        if self.phase == 2:
+            trace = self.trace + ward
+            with np.errstate(divide="ignore"):
+                both = np.logaddexp(log_det, np.log(np.maximum(trace, _EPS_MIN)))
+            both = np.where(upper, np.where(trace == 0.0, -np.inf, both), np.inf)
+            i, j = _last_minimum(log_det)
+            if log_det[i, j] < self.threshold:
+                i, j = _last_minimum(both)
+                self.chosen = (trace[i, j], log_det[i, j])
+                return i, j, float(both[i, j])
+            self.chosen = (trace[i, j], log_det[i, j])
+            return i, j, float(log_det[i, j])
+        i, j = _last_minimum(log_det)
+        self.chosen = (self.trace + ward[i, j], log_det[i, j])
+        return i, j, float(log_det[i, j])
+
+    def merge(self, i: int, j: int) -> None:
+        diff = self.mean[j] - self.mean[i]
+        total = self.mass[i] + self.mass[j]
+        shrink = self.mass[i] * self.mass[j] / total
+        self.scatter += shrink / self.total * np.outer(diff, diff)
+        self.rows[i] = np.sqrt(self.mass[i] / total) * self.rows[i]
+        self.rows[i] += np.sqrt(self.mass[j] / total) * self.rows[j]
+        self.updates += bool(np.any(diff != 0.0))
+        self.trace, log_det = self.chosen
+        if self.phase == 1:
+            self.count += 1.0
+            if self.count >= self.p:
+                self.phase = 2
+        elif log_det >= self.threshold:
+            self.phase = 3
+        super().merge(i, j)
+
+    def move(self, src: int, dst: int) -> None:
+        super().move(src, dst)
+        self.rows[dst] = self.rows[src]
+        self.ward[dst, :] = self.ward[src, :]
+        self.ward[:, dst] = self.ward[:, src]
+        self.ward[dst, dst] = np.inf
+
+    def renew(self, i: int, active: int) -> None:
+        """Ward distances of the merged group ``i`` to the other active groups."""
+        others = np.flatnonzero(np.arange(active) != i)
+        new = self._increments(np.array([i]), others)[0]
+        self.ward[i, others] = new
+        self.ward[others, i] = new
+
+
+def _last_minimum(cost: np.ndarray) -> tuple[int, int]:
+    """The minimum's ``(i, j)``, ties to the last in column-major order (mclust's scan)."""
+    tied = cost == cost.min()
+    j = int(np.flatnonzero(tied.any(axis=0))[-1])
+    return int(np.flatnonzero(tied[:, j])[-1]), j
+
+
+def _agglomerate_pooled(criterion: _EEE) -> tuple[np.ndarray, np.ndarray]:
+    """Merge groups until one is left, every pair's cost recomputed at each step (the
+    criterion depends on all groups); slots and labels as in :func:`_agglomerate`."""
+    n_groups = criterion.mass.shape[0]
+    merges = np.empty((n_groups - 1, 2), dtype=np.intp)
+    costs = np.empty(n_groups - 1)
+    if n_groups == 1:
+        return merges, costs
+    criterion.initial_costs()
+    label = np.arange(n_groups)
+    for active in range(n_groups, 1, -1):
+        step = n_groups - active
+        i, j, costs[step] = criterion.choose(active)
+        merges[step] = sorted((label[i], label[j]))
+        criterion.merge(i, j)
+        label[i] = min(label[i], label[j])
+        last = active - 1
+        if j != last:
+            criterion.move(last, j)
+            label[j] = label[last]
+        if last > 1:
+            criterion.renew(i, last)
+    return merges, costs
 
 
 def _column_minima(

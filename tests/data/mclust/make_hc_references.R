@@ -15,7 +15,9 @@
 # does not pass its `partition = dupPartition(data)` default on to hcVVV and friends) and
 # "dupPartition" for `hc(X, ..., partition = dupPartition(X))` (identical rows start as one
 # group), written only for data with duplicate rows, for the default model and use.
-# Multivariate data: VVV with every `use` except RND; EII with VARS, STD and SVD.
+# Multivariate data: VVV with every `use` except RND; EII with VARS, STD and SVD; and, for
+# data of at most 300 rows (iris, faithful, wine; hcEEE takes O(n^3 p^2) time), VII and EEE
+# with VARS, STD and SVD (written after the others, so older rows keep their place).
 # Univariate data: V and E with VARS, STD and SVD.
 
 suppressPackageStartupMessages(library(mclust))
@@ -45,6 +47,12 @@ for (spec in specs) {
   if (any(duplicated(X))) {
     combos <- rbind(combos, data.frame(use = "SVD", model = if (is.matrix(X)) "VVV" else "V",
                                        partition = "dupPartition"))
+  }
+  if (is.matrix(X) && nrow(X) <= 300) {
+    extra <- expand.grid(use = c("VARS", "STD", "SVD"), model = c("VII", "EEE"),
+                         stringsAsFactors = FALSE)
+    extra$partition <- "rows"
+    combos <- rbind(combos, extra)
   }
   n <- NROW(X)
   classes <- list()
