@@ -10,7 +10,12 @@ from scipy import stats
 from sklearn.mixture._gaussian_mixture import _compute_precision_cholesky
 
 from bayesmix.exceptions import DegenerateComponentWarning
-from bayesmix.families.gaussian.covariance import STRUCTURES, get_structure
+from bayesmix.families.gaussian.covariance import (
+    BASIC_STRUCTURES,
+    MCLUST_MODELS,
+    STRUCTURES,
+    get_structure,
+)
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 K, D = 3, 4
@@ -38,7 +43,9 @@ def rng():
 
 
 def test_registry_and_lookup():
-    assert set(STRUCTURES) == set(COVARIANCE_TYPES)
+    assert set(BASIC_STRUCTURES) == set(COVARIANCE_TYPES) <= set(STRUCTURES)
+    assert len(STRUCTURES) == len(MCLUST_MODELS) == 14
+    assert {structure.mclust_name for structure in STRUCTURES.values()} == set(MCLUST_MODELS)
     for name in COVARIANCE_TYPES:
         assert get_structure(name).name == name
     with pytest.raises(ValueError, match="covariance_type must be one of .*got 'ful'"):

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import warnings
 from abc import ABC, abstractmethod
+from collections import deque
 from typing import ClassVar
 
 import numpy as np
 from scipy.linalg.lapack import dtrtri
 from scipy.special import gammaln, multigammaln
 
-from bayesmix.exceptions import DegenerateComponentWarning
+from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
 from bayesmix.families.gaussian import kernels
 from bayesmix.families.gaussian.kernels import n_chunks_for
 
@@ -36,8 +37,11 @@ __all__ = [
     "ALIASES",
     "BASIC_STRUCTURES",
     "CovarianceStructure",
+    "INNER_MAX_ITER",
+    "INNER_TOL",
     "MCLUST_MODELS",
     "accepted_names",
+    "bayes_structures",
     "canonical_name",
     "get_structure",
     "inverse_wishart_logpdf",
@@ -73,6 +77,8 @@ class CovarianceStructure(ABC):
     shared_across_components: ClassVar[bool] = False
     # variances only (diag, spherical): no correlations, no matrices to factorise
     axis_aligned: ClassVar[bool] = False
+    #: full Bayes (Gibbs, NUTS, ADVI) available: conjugate updates and a PyMC prior
+    supports_bayes: ClassVar[bool] = True
 
     def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of the covariances in this structure's storage."""
@@ -164,12 +170,15 @@ class CovarianceStructure(ABC):
         dof: float | None,
         scale: np.ndarray | float | None,
         reg_covar: float | np.ndarray,
+        start: np.ndarray | None = None,
     ) -> np.ndarray:
         """Covariances maximising the expected complete-data log posterior given ``means``.
 
         With ``dof=None`` (no prior) this is the maximum-likelihood update. ``reg_covar``
         is added to the variances: a scalar, or one value per feature (``(D,)``; a
-        spherical covariance adds their mean).
+        spherical covariance adds their mean). ``start``: the previous covariances
+        (natural form), where the iterative M-steps (VEI, VEE, VEV, EVE, VVE) start
+        their inner iterations; the closed-form ones ignore it.
         """
 
     @abstractmethod
@@ -572,7 +581,7 @@ class Full(CovarianceStructure):
     def second_moment(self, X, resp):
         return _outer_sums(X, resp)
 
-    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         scatter = _scatter_about(sum_xx, sum_x, mass, means)
         n_features = means.shape[1]
         if dof is None:
@@ -690,7 +699,7 @@ class Tied(CovarianceStructure):
     def second_moment(self, X, resp):
         return _outer_sums(X, resp.sum(axis=1, keepdims=True))[0]
 
-    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         cross = sum_x.T @ means  # sum_k S_k mu_k^T
         scatter = sum_xx - cross - cross.T + (means.T * mass) @ means
         n_features = means.shape[1]
@@ -809,7 +818,7 @@ class Diag(CovarianceStructure):
     def _scatter(self, mass, sum_x, sum_xx, means):
         return sum_xx - 2.0 * sum_x * means + mass[..., None] * means**2
 
-    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
         if dof is None:
             var = scatter / mass[:, None]
@@ -964,7 +973,7 @@ class Spherical(Diag):
     def _scatter(self, mass, sum_x, sum_xx, means):
         return sum_xx - 2.0 * np.einsum("...d,...d->...", sum_x, means) + mass * (means**2).sum(-1)
 
-    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar):
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
         n_features = means.shape[1]
         if dof is None:
@@ -1000,6 +1009,536 @@ class Spherical(Diag):
         return values
 
 
+# ---------------------------------------------------------------------------------------
+# mclust's other ten models: Sigma_k = lambda_k D_k A_k D_k^T with det(A_k) = 1
+#
+# Every M-step below maximises sum_k [-n_k/2 log|Sigma_k| - 1/2 tr(W_k Sigma_k^-1)] over
+# the model's constraint set (Celeux & Govaert 1995; Browne & McNicholas 2014 for the
+# common orientation of EVE and VVE), with W_k the component scatter about the new means
+# and n_k its mass. Under the conjugate prior (MAP) the same objective is maximised with
+# W_k + scale and n_k + dof + D + 1 for the matrix models (the inverse-Wishart of ``full``
+# on each component), n_k + dof + 2 for the variances of the axis-aligned ones (the
+# inverse-gamma of ``diag``), and once for a covariance shared by all components: the
+# log prior is that density evaluated at the constrained covariances, so MAP-EM is
+# monotone.
+
+#: Inner iterations of the iterative M-steps (VEI, VEE, VEV, EVE, VVE) stop when the
+#: relative change of the objective ``|F_old - F_new| / (1 + |F_new|)`` is at most
+#: ``INNER_TOL`` (mclust's ``emControl(tol = c(1e-5, sqrt(.Machine$double.eps)))``) or
+#: after ``INNER_MAX_ITER`` iterations, with a :class:`~bayesmix.exceptions.ConvergenceWarning`.
+#: Module constants, read at every M-step: assign to change them. Each M-step starts
+#: from the previous EM iteration's covariances, so a few iterations usually suffice.
+INNER_TOL = float(np.sqrt(np.finfo(float).eps))
+INNER_MAX_ITER = 1000
+
+
+def _floored(values: np.ndarray) -> np.ndarray:
+    """Eigenvalues or variances ``(..., D)`` made strictly positive: at least ``eps``
+    times the largest of their row (a singular scatter stays finite)."""
+    top = np.max(values, axis=-1, keepdims=True)
+    return np.maximum(values, np.maximum(np.finfo(float).eps * top, 1e-300))
+
+
+def _geometric_mean(values: np.ndarray) -> np.ndarray:
+    """``det(diag(values)) ** (1 / D)`` over the last axis."""
+    return np.exp(np.mean(np.log(values), axis=-1))
+
+
+def _descending_eigh(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Batched eigen-decomposition, eigenvalues sorted in descending order."""
+    values, vectors = np.linalg.eigh(0.5 * (matrices + np.swapaxes(matrices, -1, -2)))
+    return values[..., ::-1], vectors[..., ::-1]
+
+
+def _rebuild(vectors: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``V diag(values) V^T`` batched (``vectors`` ``(..., D, D)``, ``values`` ``(..., D)``)."""
+    out = (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
+    return 0.5 * (out + np.swapaxes(out, -1, -2))
+
+
+def _iterate(step, state, objective, model: str):
+    """Repeat ``state = step(state)`` until the objective (minimised) settles."""
+    value = objective(state)
+    for iteration in range(1, INNER_MAX_ITER + 1):
+        state = step(state)
+        new = objective(state)
+        if abs(value - new) <= INNER_TOL * (1.0 + abs(new)):
+            _INNER_COUNTS.append(iteration)
+            return state
+        value = new
+    _INNER_COUNTS.append(INNER_MAX_ITER)
+    warnings.warn(
+        f"the {model} M-step did not converge in INNER_MAX_ITER={INNER_MAX_ITER} inner "
+        f"iterations (relative change {abs(value - new) / (1.0 + abs(new)):.2g} > "
+        f"INNER_TOL={INNER_TOL:.2g}); the covariances still improve the objective. Raise "
+        "bayesmix.families.gaussian.covariance.INNER_MAX_ITER if this recurs.",
+        ConvergenceWarning,
+        stacklevel=5,
+    )
+    return state
+
+
+#: Inner iteration counts of the latest iterative M-steps (diagnostics; bounded).
+_INNER_COUNTS: deque[int] = deque(maxlen=10_000)
+
+
+def _shape_from(cov: np.ndarray) -> np.ndarray:
+    """A common shape (variances ``(D,)``, det 1) from covariances ``(K, D)``: the
+    geometric mean of their normalised shapes."""
+    values = _floored(np.asarray(cov, dtype=float))
+    shapes = np.log(values) - np.log(values).mean(axis=-1, keepdims=True)
+    log_shape = shapes.mean(axis=0)
+    return np.exp(log_shape - log_shape.mean())
+
+
+class _Unsupported:
+    """Mixin of the models without full-Bayes support: their conjugate and PyMC
+    methods refuse (``GaussianMixture.fit`` refuses the Bayes methods first)."""
+
+    supports_bayes = False
+
+    def _refuse(self, *args, **kwargs):
+        raise ValueError(
+            f"covariance_type {self.name!r} supports EM and MAP-EM only; full Bayes "
+            f"(gibbs, nuts, advi, fullrank_advi) is available for {bayes_structures()}."
+        )
+
+    conditional_parameters = _refuse
+    conditional_draw = _refuse
+    conditional_log_density = _refuse
+    pymc_precision = _refuse
+    pymc_start = _refuse
+    pymc_log_prob = _refuse
+    pymc_observed_log_prob = _refuse
+
+
+class _ConstrainedDiag(_Unsupported, Diag):
+    """Axis-aligned models stored as ``(K, D)`` variances (VEI, EVI)."""
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        if dof is None:
+            count = mass
+        else:  # the inverse-gamma prior of every variance
+            count, scatter = mass + dof + 2.0, scatter + scale
+        return self._constrained(scatter, count, start) + reg_covar
+
+    def from_full(self, cov_full):
+        """The constrained covariances nearest (in Kullback-Leibler divergence, equal
+        weights) to the diagonals of ``cov_full``."""
+        variances = np.diagonal(np.asarray(cov_full, dtype=float), axis1=-2, axis2=-1)
+        out = np.empty_like(variances)
+        for index in np.ndindex(variances.shape[:-2]):
+            out[index] = self._constrained(variances[index], np.ones(variances.shape[-2]), None)
+        return out
+
+    @abstractmethod
+    def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:
+        """Variances ``(K, D)`` minimising ``sum_kd count_k log v_kd + scatter_kd / v_kd``
+        under the model's constraint."""
+
+
+class VEI(_ConstrainedDiag):
+    """Axis-aligned covariances of one shape, varying volume: ``lambda_k A``."""
+
+    name = "VEI"
+    mclust_name = "VEI"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components + n_features - 1
+
+    def _constrained(self, scatter, count, start):
+        n_features = scatter.shape[-1]
+        scatter = _floored(scatter)
+        shape = _shape_from(scatter if start is None else start)
+
+        def volumes(shape):
+            return np.maximum((scatter / shape).sum(-1) / (n_features * count), 1e-300)
+
+        def step(shape):
+            pooled = (scatter / volumes(shape)[:, None]).sum(0)
+            return pooled / _geometric_mean(pooled)
+
+        def objective(shape):
+            vol = volumes(shape)
+            return float(
+                (count * n_features * np.log(vol)).sum() + (scatter / (vol[:, None] * shape)).sum()
+            )
+
+        shape = _iterate(step, shape, objective, self.name)
+        return volumes(shape)[:, None] * shape
+
+
+class EVI(_ConstrainedDiag):
+    """Axis-aligned covariances of one volume, varying shape: ``lambda A_k``."""
+
+    name = "EVI"
+    mclust_name = "EVI"
+
+    def n_parameters(self, n_components, n_features):
+        return 1 + n_components * (n_features - 1)
+
+    def min_observations(self, n_features):
+        return 2
+
+    def _constrained(self, scatter, count, start):
+        scatter = _floored(scatter)
+        size = _geometric_mean(scatter)  # |diag W_k|^(1/D)
+        volume = size.sum() / count.sum()
+        return volume * scatter / size[:, None]
+
+
+class _ConstrainedMatrix(_Unsupported, Full):
+    """Matrix models stored as ``(K, D, D)`` (VEE, EVE, VVE, EEV, VEV, EVV)."""
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
+        scatter = _scatter_about(sum_xx, sum_x, mass, means)
+        n_features = means.shape[1]
+        if dof is None:
+            count = mass
+        else:  # the inverse-Wishart prior of every component
+            count, scatter = mass + dof + n_features + 1, scatter + scale
+        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
+        cov = self._constrained(scatter, count, start)
+        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
+        cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
+        return cov
+
+    def from_full(self, cov_full):
+        """The constrained covariances nearest (in Kullback-Leibler divergence, equal
+        weights) to ``cov_full``: the M-step with scatter ``cov_full`` and unit masses."""
+        cov_full = np.asarray(cov_full, dtype=float)
+        out = np.empty_like(cov_full)
+        for index in np.ndindex(cov_full.shape[:-3]):
+            out[index] = self._constrained(cov_full[index], np.ones(cov_full.shape[-3]), None)
+        return out
+
+    @abstractmethod
+    def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:
+        """Covariances ``(K, D, D)`` minimising ``sum_k count_k log|S_k| +
+        tr(scatter_k S_k^-1)`` under the model's constraint."""
+
+
+class VEE(_ConstrainedMatrix):
+    """One shape and orientation, varying volume: ``lambda_k C`` with ``det C = 1``."""
+
+    name = "VEE"
+    mclust_name = "VEE"
+
+    def n_parameters(self, n_components, n_features):
+        return n_components + n_features * (n_features + 1) // 2 - 1
+
+    def min_observations(self, n_features):
+        return 2
+
+    def _constrained(self, scatter, count, start):
+        n_features = scatter.shape[-1]
+        base = scatter.sum(0) if start is None else _normalised(start).mean(0)
+        shape = _normalised(base[None])[0]
+
+        def volumes(shape):
+            inverse = np.linalg.inv(shape)
+            trace = np.einsum("kde,ed->k", scatter, inverse)
+            return np.maximum(trace / (n_features * count), 1e-300)
+
+        def step(shape):
+            return _normalised((scatter / volumes(shape)[:, None, None]).sum(0)[None])[0]
+
+        def objective(shape):
+            vol = volumes(shape)
+            # tr(W_k C^-1) / lambda_k = D n_k at the optimal volumes
+            return float((count * n_features * (np.log(vol) + 1.0)).sum())
+
+        shape = _iterate(step, shape, objective, self.name)
+        return volumes(shape)[:, None, None] * shape
+
+
+def _normalised(matrices: np.ndarray) -> np.ndarray:
+    """``M / det(M)^(1/D)`` for a batch of positive definite matrices (eigenvalues floored)."""
+    values, vectors = _descending_eigh(matrices)
+    values = _floored(values)
+    return _rebuild(vectors, values / _geometric_mean(values)[..., None])
+
+
+class VEV(_ConstrainedMatrix):
+    """One shape, varying volume and orientation: ``lambda_k D_k A D_k^T``."""
+
+    name = "VEV"
+    mclust_name = "VEV"
+
+    def n_parameters(self, n_components, n_features):
+        d = n_features
+        return n_components + (d - 1) + n_components * d * (d - 1) // 2
+
+    def min_observations(self, n_features):
+        return 2
+
+    def _constrained(self, scatter, count, start):
+        n_features = scatter.shape[-1]
+        values, vectors = _descending_eigh(scatter)  # D_k: the eigenvectors of W_k
+        values = _floored(values)
+        if start is None:
+            shape = _shape_from(values)
+        else:
+            shape = _shape_from(_floored(_descending_eigh(start)[0]))
+
+        def volumes(shape):
+            return np.maximum((values / shape).sum(-1) / (n_features * count), 1e-300)
+
+        def step(shape):
+            pooled = (values / volumes(shape)[:, None]).sum(0)
+            return pooled / _geometric_mean(pooled)
+
+        def objective(shape):
+            return float((count * n_features * (np.log(volumes(shape)) + 1.0)).sum())
+
+        shape = _iterate(step, shape, objective, self.name)
+        return _rebuild(vectors, volumes(shape)[:, None] * shape)
+
+
+class EEV(_ConstrainedMatrix):
+    """One volume and shape, varying orientation: ``lambda D_k A D_k^T``."""
+
+    name = "EEV"
+    mclust_name = "EEV"
+
+    def n_parameters(self, n_components, n_features):
+        d = n_features
+        return 1 + (d - 1) + n_components * d * (d - 1) // 2
+
+    def min_observations(self, n_features):
+        return 1
+
+    def _constrained(self, scatter, count, start):
+        values, vectors = _descending_eigh(scatter)
+        values = np.maximum(values, 0.0)
+        pooled = _floored(values.sum(0) / count.sum())  # lambda A
+        return _rebuild(vectors, np.broadcast_to(pooled, values.shape))
+
+
+class EVV(_ConstrainedMatrix):
+    """One volume, varying shape and orientation: ``lambda C_k`` with ``det C_k = 1``."""
+
+    name = "EVV"
+    mclust_name = "EVV"
+
+    def n_parameters(self, n_components, n_features):
+        d = n_features
+        return 1 + n_components * (d * (d + 1) // 2 - 1)
+
+    def _constrained(self, scatter, count, start):
+        values, vectors = _descending_eigh(scatter)
+        values = _floored(values)
+        size = _geometric_mean(values)  # |W_k|^(1/D)
+        volume = size.sum() / count.sum()
+        return _rebuild(vectors, volume * values / size[:, None])
+
+
+class _CommonOrientation(_ConstrainedMatrix):
+    """EVE and VVE: ``Sigma_k = D diag(v_k) D^T`` with one orientation ``D``, found by
+    the majorise-minimise steps of Browne & McNicholas (2014) alternated with the
+    closed-form variances given ``D``."""
+
+    def min_observations(self, n_features):
+        return n_features + 1
+
+    @abstractmethod
+    def _variances(self, rotated: np.ndarray, count: np.ndarray) -> np.ndarray:
+        """Variances ``v_k`` ``(K, D)`` given ``diag(D^T W_k D)`` ``(K, D)``."""
+
+    def _constrained(self, scatter, count, start):
+        if start is None:
+            base = scatter.sum(0)
+        else:  # weights that tell the components apart: a tie of the sum is no tie of each
+            weights = np.arange(1.0, len(start) + 1.0)
+            base = np.einsum("k,kde->de", weights, _normalised(start))
+        orientation = _descending_eigh(base)[1]
+        largest = np.linalg.eigvalsh(scatter)[:, -1]  # alpha_k
+
+        def rotated(orientation):
+            return np.einsum("dj,kde,ej->kj", orientation, scatter, orientation)
+
+        def update(orientation):
+            variances = self._variances(_floored(np.maximum(rotated(orientation), 0.0)), count)
+            return orientation, variances
+
+        def step(state):
+            orientation, variances = state
+            inverse = 1.0 / variances  # B_k
+            # W_k <= alpha_k I: maximise tr(D^T H), H = sum_k (alpha_k I - W_k) D B_k
+            h = np.einsum("k,dj,kj->dj", largest, orientation, inverse) - np.einsum(
+                "kde,ej,kj->dj", scatter, orientation, inverse
+            )
+            orientation = _polar(h)
+            # B_k <= beta_k I: H = sum_k W_k D (beta_k I - B_k)
+            spare = inverse.max(axis=1, keepdims=True) - inverse
+            h = np.einsum("kde,ej,kj->dj", scatter, orientation, spare)
+            if np.any(h):
+                orientation = _polar(h)
+            return update(orientation)
+
+        def objective(state):
+            orientation, variances = state
+            return float(
+                (count[:, None] * np.log(variances)).sum()
+                + (rotated(orientation) / variances).sum()
+            )
+
+        orientation, variances = _iterate(step, update(orientation), objective, self.name)
+        return _rebuild(np.broadcast_to(orientation, scatter.shape), variances)
+
+
+def _polar(h: np.ndarray) -> np.ndarray:
+    """The orthogonal matrix maximising ``tr(D^T h)``: ``U V^T`` for ``h = U S V^T``."""
+    u, _, vt = np.linalg.svd(h)
+    return u @ vt
+
+
+class EVE(_CommonOrientation):
+    """One volume and orientation, varying shape: ``lambda D A_k D^T``."""
+
+    name = "EVE"
+    mclust_name = "EVE"
+
+    def n_parameters(self, n_components, n_features):
+        d = n_features
+        return 1 + n_components * (d - 1) + d * (d - 1) // 2
+
+    def _variances(self, rotated, count):
+        size = _geometric_mean(rotated)
+        return (size.sum() / count.sum()) * rotated / size[:, None]
+
+
+class VVE(_CommonOrientation):
+    """One orientation, varying volume and shape: ``lambda_k D A_k D^T``."""
+
+    name = "VVE"
+    mclust_name = "VVE"
+
+    def n_parameters(self, n_components, n_features):
+        d = n_features
+        return n_components * d + d * (d - 1) // 2
+
+    def _variances(self, rotated, count):
+        return rotated / count[:, None]
+
+
+class EII(_Unsupported, Spherical):
+    """One variance shared by all features and components: ``lambda I``."""
+
+    name = "EII"
+    mclust_name = "EII"
+    natural_dims = ()
+    shared_across_components = True
+
+    def n_covariances(self, n_components):
+        return 1
+
+    def pool_second_moments(self, moments):
+        return np.sum(moments)
+
+    def n_parameters(self, n_components, n_features):
+        return 1
+
+    def to_full(self, cov, n_components, n_features):
+        cov = np.asarray(cov, dtype=float)
+        matrix = cov[..., None, None, None] * np.eye(n_features)
+        return np.broadcast_to(matrix, cov.shape + (n_components, n_features, n_features))
+
+    def from_full(self, cov_full):
+        return np.diagonal(np.asarray(cov_full), axis1=-2, axis2=-1).mean(axis=(-2, -1))
+
+    def second_moment(self, X, resp):
+        return np.asarray(resp.sum(axis=1) @ np.einsum("nd,nd->n", X, X))
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return (
+            sum_xx
+            - 2.0 * np.einsum("...kd,...kd->...", sum_x, means)
+            + np.einsum("...k,...k->...", mass, (means**2).sum(-1))
+        )
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        count = mass.sum() * means.shape[1]
+        if dof is None:
+            var = scatter / count
+        else:  # one inverse-gamma prior for the one variance
+            var = (scatter + scale) / (count + dof + 2.0)
+        return np.asarray(var + np.mean(reg_covar), dtype=float)
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        n_components = means.shape[0]
+        precision = np.full(n_components, float(prec_chol) ** 2)
+        log_det = np.full(n_components, X.shape[1] * np.log(float(prec_chol)))
+        mass, sum_x, sum_xx, log_lik, log_max = kernels.estep_spherical(
+            X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks_for(len(X))
+        )
+        return mass, sum_x, np.asarray(sum_xx.sum()), log_lik, log_max
+
+    def precision_cholesky(self, cov):
+        return Diag.precision_cholesky(self, np.asarray(cov, dtype=float)[..., None])[..., 0]
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(np.asarray(prec_chol) ** 2, n_components, n_features)
+
+
+class EEI(_Unsupported, Diag):
+    """One axis-aligned covariance shared by all components: ``lambda A``."""
+
+    name = "EEI"
+    mclust_name = "EEI"
+    natural_dims = ("feature",)
+    shared_across_components = True
+
+    def n_covariances(self, n_components):
+        return 1
+
+    def pool_second_moments(self, moments):
+        return moments.sum(axis=0)
+
+    def n_parameters(self, n_components, n_features):
+        return n_features
+
+    def to_full(self, cov, n_components, n_features):
+        matrix = Diag.to_full(self, cov, n_components, n_features)
+        return np.broadcast_to(
+            matrix[..., None, :, :], matrix.shape[:-2] + (n_components,) + matrix.shape[-2:]
+        )
+
+    def from_full(self, cov_full):
+        return np.diagonal(np.asarray(cov_full), axis1=-2, axis2=-1).mean(axis=-2)
+
+    def second_moment(self, X, resp):
+        return resp.sum(axis=1) @ (X * X)
+
+    def _scatter(self, mass, sum_x, sum_xx, means):
+        return sum_xx - 2.0 * (sum_x * means).sum(-2) + (mass[..., None] * means**2).sum(-2)
+
+    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        if dof is None:
+            var = scatter / mass.sum()
+        else:  # one inverse-gamma prior per feature
+            var = (scatter + scale) / (mass.sum() + dof + 2.0)
+        return var + reg_covar
+
+    def fused_statistics(self, X, sample_weight, shift, log_weights, means, prec_chol):
+        n_components = means.shape[0]
+        precision = np.ascontiguousarray(np.broadcast_to(prec_chol**2, means.shape))
+        log_det = np.full(n_components, np.log(prec_chol).sum())
+        mass, sum_x, sum_xx, log_lik, log_max = kernels.estep_diag(
+            X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks_for(len(X))
+        )
+        return mass, sum_x, sum_xx.sum(axis=0), log_lik, log_max
+
+    def precision_matrices(self, prec_chol, n_components, n_features):
+        return self.to_full(prec_chol**2, n_components, n_features)
+
+    def mahalanobis(self, X, means, prec_chol):
+        return Diag.mahalanobis(self, X, means, np.broadcast_to(prec_chol, means.shape))
+
+
 #: mclust's 14 covariance models in mclust's order (``Sigma_k = lambda_k D_k A_k D_k^T``:
 #: volume, shape, orientation; E equal across components, V varying, I identity).
 MCLUST_MODELS = (
@@ -1012,7 +1551,9 @@ BASIC_STRUCTURES = ("full", "tied", "diag", "spherical")
 #: Every implemented structure under its canonical name: the scikit-learn name for the
 #: four basic ones, the mclust name for the others.
 STRUCTURES: dict[str, CovarianceStructure] = {
-    s.name: s for s in (Full(), Tied(), Diag(), Spherical())
+    s.name: s
+    for s in (Full(), Tied(), Diag(), Spherical())
+    + (EII(), EEI(), VEI(), EVI(), VEE(), EVE(), VVE(), EEV(), VEV(), EVV())
 }
 #: mclust names of the basic structures, aliases of their canonical names.
 ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
@@ -1021,6 +1562,11 @@ ALIASES = {"VVV": "full", "EEE": "tied", "VVI": "diag", "VII": "spherical"}
 def accepted_names() -> list[str]:
     """Every name :func:`get_structure` accepts: canonical names, then mclust aliases."""
     return list(STRUCTURES) + [name for name in MCLUST_MODELS if name not in STRUCTURES]
+
+
+def bayes_structures() -> list[str]:
+    """Canonical names of the structures with full-Bayes support (Gibbs, NUTS, ADVI)."""
+    return [name for name, structure in STRUCTURES.items() if structure.supports_bayes]
 
 
 def canonical_name(covariance_type: str) -> str:
@@ -1054,9 +1600,4 @@ def get_structure(covariance_type: str) -> CovarianceStructure:
         return STRUCTURES[name]
     except KeyError:
         pass
-    if name in MCLUST_MODELS:
-        raise ValueError(
-            f"covariance_type {covariance_type!r} (an mclust model) is not implemented yet; "
-            f"use one of {accepted_names()}."
-        )
     raise ValueError(f"covariance_type must be one of {accepted_names()}; got {covariance_type!r}.")

@@ -238,9 +238,9 @@ def _full_covariances(structure: CovarianceStructure, covariances: np.ndarray, s
 
 
 def _variances(structure: CovarianceStructure, covariances: np.ndarray, shape) -> np.ndarray:
-    """Per-component, per-feature variances ``(K, D)`` of ``diag``/``spherical``."""
-    cov = np.asarray(covariances, dtype=float)
-    return np.broadcast_to(cov if cov.ndim == 2 else cov[:, None], shape)
+    """Per-component, per-feature variances ``(K, D)`` of an axis-aligned structure."""
+    full = structure.to_full(np.asarray(covariances, dtype=float), *shape)
+    return np.diagonal(full, axis1=-2, axis2=-1)
 
 
 class _PatternGaussians:

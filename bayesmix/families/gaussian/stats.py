@@ -145,8 +145,11 @@ def m_step(
         means = sum_x / mass[:, None]
     else:
         means = _map_means(mass, sum_x, priors, structure, previous)
+    start = None if previous is None else previous.covariances  # iterative M-steps' start
     if priors is None:
-        covariances = structure.m_step(mass, sum_x, sum_xx, means, None, None, reg_covar)
+        covariances = structure.m_step(
+            mass, sum_x, sum_xx, means, None, None, reg_covar, start=start
+        )
     else:
         covariances = structure.m_step(
             mass,
@@ -156,6 +159,7 @@ def m_step(
             priors.covariance_dof,
             priors.covariance_scale,
             reg_covar,
+            start=start,
         )
     return Params(weights, means, covariances, structure.precision_cholesky(covariances))
 
