@@ -602,7 +602,7 @@ class _EEE(_Ward):
         self.rows = mean * (1.0 / np.sqrt(self.total))
         unit = self.mass != 1.0
         self.rows[unit] *= np.sqrt(self.mass[unit])[:, None]
-        self.ward = np.empty(0)
+        self.ward = self.shrink = np.empty(0)
 
     def _increments(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``|v|^2`` (the trace a merge adds) for the pairs ``a x b``, as mclust: ``v =
@@ -620,10 +620,13 @@ class _EEE(_Ward):
         every = np.arange(self.mass.shape[0])
         self.ward = self._increments(every, every)
         np.fill_diagonal(self.ward, np.inf)
+        mass = self.mass
+        self.shrink = mass[:, None] * mass / (mass[:, None] + mass) / self.total
         return self.ward
 
-    def _log_det_updated(self, active: int) -> np.ndarray:
-        """``log det(W + v v^T)`` for every pair of the first ``active`` groups."""
+    def _determinants(self, active: int) -> np.ndarray | None:
+        """``det(W + v v^T)`` for every pair of the first ``active`` groups (diagonal
+        infinite); ``None`` when ``W`` has rank ``p - 2`` or less (all are singular)."""
         values, vectors = np.linalg.eigh(self.scatter)
         values = np.maximum(values, 0.0)
         if self.updates < self.p:
@@ -633,40 +636,49 @@ class _EEE(_Ward):
         # log of adj(W)'s eigenvalues: the products of the other p - 1 eigenvalues
         adj = np.where(np.eye(self.p, dtype=bool), 0.0, logs[None, :]).sum(axis=1)
         top = adj.max()
-        mass = self.mass[:active]
-        if not np.isfinite(top):  # rank p - 2 or less: W + v v^T stays singular
-            return np.full((active, active), -np.inf)
+        if not np.isfinite(top):
+            return None
         scaled = self.mean[:active] @ vectors * np.sqrt(np.exp(adj - top))
-        shrink = mass[:, None] * mass / (mass[:, None] + mass)
-        quad = shrink * cdist(scaled, scaled, "sqeuclidean") / self.total
-        with np.errstate(divide="ignore"):
-            return top + np.log(quad + np.exp(logs.sum() - top))
+        det = cdist(scaled, scaled, "sqeuclidean")
+        det *= self.shrink[:active, :active]
+        det += np.exp(logs.sum() - top)
+        det *= np.exp(top)
+        np.fill_diagonal(det, np.inf)
+        return det
 
     def choose(self, active: int) -> tuple[int, int, float]:
-        """The pair ``i < j`` to merge among the first ``active`` groups and its cost."""
-        upper = np.triu(np.ones((active, active), dtype=bool), 1)
+        """The pair ``i < j`` to merge among the first ``active`` groups and its cost.
+
+        Costs are compared in the linear domain and only the near-minimal ones are taken
+        to logarithms (where mclust compares them, so that values its logarithm rounds
+        to one tie as in mclust)."""
         ward = self.ward[:active, :active]
         if self.phase == 1:
-            trace = np.where(upper, np.maximum(self.trace + ward, _EPS_MIN), np.inf)
+            trace = np.maximum(self.trace + ward, _EPS_MIN)
             i, j = _last_minimum(trace)
             self.chosen = (trace[i, j], -np.inf)
             return i, j, float(trace[i, j])
-        log_det = np.where(upper, self._log_det_updated(active), np.inf)
-        if self.phase == 2:
-            trace = self.trace + ward
-            with np.errstate(divide="ignore"):
-                both = np.logaddexp(log_det, np.log(np.maximum(trace, _EPS_MIN)))
-            both = np.where(upper, np.where(trace == 0.0, -np.inf, both), np.inf)
-            i, j = _last_minimum(log_det)
-            if log_det[i, j] < self.threshold:
-                i, j = _last_minimum(both)
-                self.chosen = (trace[i, j], log_det[i, j])
-                return i, j, float(both[i, j])
-            self.chosen = (trace[i, j], log_det[i, j])
-            return i, j, float(log_det[i, j])
-        i, j = _last_minimum(log_det)
-        self.chosen = (self.trace + ward[i, j], log_det[i, j])
-        return i, j, float(log_det[i, j])
+        det = self._determinants(active)
+        with np.errstate(divide="ignore"):
+            if self.phase == 2:
+                trace = self.trace + ward
+                both = np.maximum(trace, _EPS_MIN)
+                if det is not None:
+                    both += det
+                if self.trace == 0.0:
+                    both[trace == 0.0] = 0.0  # mclust: -FLMAX
+                if det is None or np.log(det.min()) < self.threshold:
+                    i, j = _last_minimum(both, log=True)
+                    cost = np.log(both[i, j])
+                else:
+                    i, j = _last_minimum(det, log=True)
+                    cost = np.log(det[i, j])
+                log_det = -np.inf if det is None else np.log(det[i, j])
+                self.chosen = (trace[i, j], log_det)
+                return i, j, float(cost)
+            i, j = _last_minimum(det, log=True)
+            self.chosen = (self.trace + ward[i, j], np.log(det[i, j]))
+            return i, j, float(np.log(det[i, j]))
 
     def merge(self, i: int, j: int) -> None:
         diff = self.mean[j] - self.mean[i]
@@ -688,8 +700,9 @@ class _EEE(_Ward):
     def move(self, src: int, dst: int) -> None:
         super().move(src, dst)
         self.rows[dst] = self.rows[src]
-        self.ward[dst, :] = self.ward[src, :]
-        self.ward[:, dst] = self.ward[:, src]
+        for pairs in (self.ward, self.shrink):
+            pairs[dst, :] = pairs[src, :]
+            pairs[:, dst] = pairs[:, src]
         self.ward[dst, dst] = np.inf
 
     def renew(self, i: int, active: int) -> None:
@@ -698,13 +711,28 @@ class _EEE(_Ward):
         new = self._increments(np.array([i]), others)[0]
         self.ward[i, others] = new
         self.ward[others, i] = new
+        mass = self.mass[others]
+        shrink = self.mass[i] * mass / (self.mass[i] + mass) / self.total
+        self.shrink[i, others] = shrink
+        self.shrink[others, i] = shrink
 
 
-def _last_minimum(cost: np.ndarray) -> tuple[int, int]:
-    """The minimum's ``(i, j)``, ties to the last in column-major order (mclust's scan)."""
-    tied = cost == cost.min()
-    j = int(np.flatnonzero(tied.any(axis=0))[-1])
-    return int(np.flatnonzero(tied[:, j])[-1]), j
+def _last_minimum(cost: np.ndarray, log: bool = False) -> tuple[int, int]:
+    """The minimum ``(i, j)``, ``i < j``, of a symmetric ``cost``, ties to the last in
+    column-major order (mclust's scan); ``log``: ties among the logarithms of the costs."""
+    best = cost.min()
+    if log and best > 0.0:
+        near = 4.0 * _EPS * max(1.0, abs(float(np.log(best))))
+        rows, cols = np.nonzero(cost <= best * (1.0 + near))
+        values = np.log(cost[rows, cols])
+        keep = values == values.min()
+        rows, cols = rows[keep], cols[keep]
+    else:
+        rows, cols = np.nonzero(cost == best)
+    upper = rows < cols
+    rows, cols = rows[upper], cols[upper]
+    last = np.lexsort((rows, cols))[-1]
+    return int(rows[last]), int(cols[last])
 
 
 def _agglomerate_pooled(criterion: _EEE) -> tuple[np.ndarray, np.ndarray]:
