@@ -84,7 +84,7 @@ from bayesmix.inference.em.fit import (
     start_method,
     user_params,
 )
-from bayesmix.inference.em.init import hc_labels, kmeans, kmeans_plusplus, nearest
+from bayesmix.inference.em.init import hc_labels, hc_model_name, kmeans, kmeans_plusplus, nearest
 from bayesmix.ordering import resolve_order_by
 from bayesmix.priors import Priors, ResolvedPriors
 from bayesmix.validation import reproducible_rng
@@ -620,8 +620,8 @@ def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarra
         candidates = np.flatnonzero(weights > 0)
         chosen = rng.choice(candidates, size=n_components, replace=False)
         return sample[chosen]
-    if init == "hc":  # the hierarchical groups of the sample, as centres
-        labels = hc_labels(sample, weights, n_components, rng)
+    if hc_model_name(init) != "":  # the hierarchical groups of the sample, as centres
+        labels = hc_labels(sample, weights, n_components, rng, hc_model_name(init))
     else:  # "kmeans"
         labels = kmeans(sample, weights, n_components, rng)
     return _group_centres(sample, weights, labels, n_components, rng)

@@ -33,7 +33,12 @@ from bayesmix.families.gaussian.stats import (
 )
 from bayesmix.inference.em.convergence import ConvergenceTest
 from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution, warn_degenerate
-from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities, nearest
+from bayesmix.inference.em.init import (
+    INIT_METHODS,
+    hc_model_name,
+    initial_responsibilities,
+    nearest,
+)
 from bayesmix.ordering import (
     best_separated_feature,
     component_order,
@@ -152,6 +157,11 @@ def fit_em(
       start in the first test (scikit-learn's warm start); ``None`` is minus infinity.
       ``reg_covar`` is then absolute (scikit-learn's), not relative to each feature's
       variance.
+
+    ``init="hc:EEE"`` (any criterion of
+    :data:`~bayesmix.inference.em.hierarchical.HC_MODEL_NAMES` after ``"hc:"``) starts
+    from the hierarchical tree of that criterion instead of mclust's default VVV
+    (mclust's ``mclust.options(hcModelName = "EEE")``).
 
     ``data.values`` may be float32: the E-step then runs float32 kernels
     (:mod:`bayesmix.families.gaussian.kernels`); initialisation, M-step and parameters stay float64.
@@ -624,9 +634,10 @@ def check_init(init: Any, partial: bool = False) -> None:
     """Validate ``init``; ``partial`` accepts a mapping without ``"means"`` (its
     ``"method"`` initialises the parameters it does not give)."""
     if isinstance(init, str):
-        if init != "auto" and init not in INIT_METHODS:
+        if init != "auto" and init not in INIT_METHODS and hc_model_name(init) == "":
             raise ValueError(
-                f"init must be 'auto', one of {list(INIT_METHODS)} or a mapping; got {init!r}."
+                f"init must be 'auto', one of {list(INIT_METHODS)}, 'hc:<criterion>' "
+                f"(e.g. 'hc:EEE') or a mapping; got {init!r}."
             )
         return
     if not isinstance(init, Mapping):

@@ -8,7 +8,12 @@ import hashlib
 import numpy as np
 
 from bayesmix.families.gaussian.stats import block_rows, iter_blocks
-from bayesmix.inference.em.hierarchical import HC_MAX_ROWS, HierarchicalTree, hierarchical_tree
+from bayesmix.inference.em.hierarchical import (
+    HC_MAX_ROWS,
+    HC_MODEL_NAMES,
+    HierarchicalTree,
+    hierarchical_tree,
+)
 
 __all__ = ["INIT_METHODS", "hc_labels", "initial_responsibilities", "kmeans_plusplus", "nearest"]
 
@@ -83,8 +88,33 @@ def kmeans(
     return labels
 
 
+def hc_model_name(method: object) -> str | None:
+    """The criterion a hierarchical ``init`` asks for, ``""`` when ``method`` is not one.
+
+    ``"hc"`` is mclust's default criterion (``None``: VVV, see :func:`hc_labels`);
+    ``"hc:EEE"`` (or any name of ``HC_MODEL_NAMES``) picks the criterion, as mclust's
+    ``mclust.options(hcModelName = "EEE")``. An unknown name after ``"hc:"`` is a
+    ``ValueError``.
+    """
+    if not isinstance(method, str) or not (method == "hc" or method.startswith("hc:")):
+        return ""
+    if method == "hc":
+        return None
+    name = method[3:]
+    if name not in HC_MODEL_NAMES:
+        raise ValueError(
+            f"init={method!r}: the hierarchical criterion after 'hc:' must be one of "
+            f"{list(HC_MODEL_NAMES)}."
+        )
+    return name
+
+
 def hc_labels(
-    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+    model_name: str | None = None,
 ) -> np.ndarray:
     """Labels of mclust's hierarchical start: ``hclass(hc(X), K)``.
 
@@ -98,7 +128,9 @@ def hc_labels(
     positive weight: then it is built on a subsample drawn with a seed taken from ``rng``.
     The last tree is cached, keyed by a digest of ``X``, the weights and that seed. With
     fewer distinct rows than ``n_components`` the surplus components get no rows. ``X``
-    is finite (EM's validated data), so the tree does not check it again.
+    is finite (EM's validated data), so the tree does not check it again. ``model_name``
+    (``"EEE"``, ``"VII"``, ...; ``init="hc:EEE"``) replaces mclust's default criterion,
+    as ``mclust.options(hcModelName = ...)`` does; the data are still SVD-transformed.
     """
     seed = None
     if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
@@ -109,6 +141,7 @@ def hc_labels(
         hashlib.blake2b(np.ascontiguousarray(X)).hexdigest(),
         hashlib.blake2b(np.ascontiguousarray(sample_weight, dtype=np.float64)).hexdigest(),
         seed,
+        model_name,
     )
     tree = _HC_CACHE.get(key)
     if tree is None:
@@ -120,7 +153,13 @@ def hc_labels(
         # rows grouped (a row of weight 2 is then the row twice)
         weighted = bool(np.any(sample_weight[sample_weight > 0] != 1.0))
         tree = hierarchical_tree(
-            X, sample_weight, use=use, group_duplicates=weighted, rng=sub_rng, finite=True
+            X,
+            sample_weight,
+            model_name=model_name,
+            use=use,
+            group_duplicates=weighted,
+            rng=sub_rng,
+            finite=True,
         )
         _HC_CACHE.clear()
         _HC_CACHE[key] = tree
@@ -151,7 +190,9 @@ def initial_responsibilities(
         ``random_from_data``: hard assignment to K distinct random observations;
         ``hc``: hard assignment to the K groups of mclust's model-based agglomerative
         hierarchical clustering (:func:`hc_labels`; deterministic, the same for every
-        ``rng`` unless the data have more than ``HC_MAX_ROWS`` rows of positive weight).
+        ``rng`` unless the data have more than ``HC_MAX_ROWS`` rows of positive weight);
+        ``"hc:EEE"`` (``"hc:VVV"``, ``"hc:VII"``, ``"hc:EII"``; ``"hc:V"``, ``"hc:E"`` for
+        one column): the same with that criterion instead of mclust's default.
     """
     if method in ("kmeans++", "kmeans||"):
         labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
@@ -165,8 +206,8 @@ def initial_responsibilities(
         replace = candidates.size < n_components
         chosen = rng.choice(candidates, size=n_components, replace=replace)
         labels, _ = nearest(X, X[chosen])
-    elif method == "hc":
-        labels = hc_labels(X, sample_weight, n_components, rng)
+    elif hc_model_name(method) != "":
+        labels = hc_labels(X, sample_weight, n_components, rng, hc_model_name(method))
     else:  # validated at the door; kept for direct callers
         raise ValueError(f"init must be one of {INIT_METHODS} or a mapping; got {method!r}.")
     return _one_hot(labels, n_components)
