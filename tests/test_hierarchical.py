@@ -325,3 +325,30 @@ def test_em_from_a_chosen_criterion_reaches_mclusts_optimum():
     expected = pd.read_csv(DATA / "hc_iris.csv").query("model == 'EEE' and use == 'SVD'")
     np.testing.assert_array_equal(eee, expected["G4"].to_numpy() - 1)
     assert adjusted_rand_score(default, eee) < 1.0
+
+
+def test_eee_pruned_search_equals_full_search(monkeypatch):
+    """EEE evaluates determinants only for pairs whose trace increment leaves them a
+    chance; with every pair evaluated the trees are the same (data on a grid with
+    duplicates, in all three phases: the determinant phase is reached on VARS at these
+    scales)."""
+    from bayesmix.inference.em import hierarchical
+
+    rng = np.random.default_rng(5)
+    grid = np.repeat(rng.normal(size=(30, 3)), 2, axis=0).round(1)
+    scaled = rng.normal(size=(120, 4)) * [10.0, 100.0, 1000.0, 1000.0]
+    cases = [(grid, "SVD", False), (grid, "VARS", True), (scaled, "SVD", False)]
+    cases.append((scaled, "VARS", False))
+    build = lambda X, use, grouped: hierarchical_tree(  # noqa: E731
+        X, model_name="EEE", use=use, group_duplicates=grouped
+    )
+    pruned = [build(*case) for case in cases]
+
+    def every_pair(self, active, limit):
+        return np.triu_indices(active, 1)
+
+    monkeypatch.setattr(hierarchical._EEE, "_candidates", every_pair)
+    for tree, case in zip(pruned, cases, strict=True):
+        full = build(*case)
+        np.testing.assert_array_equal(tree.merges, full.merges)
+        np.testing.assert_array_equal(tree.costs, full.costs)
