@@ -575,8 +575,9 @@ class _EEE(_Ward):
     A merge of ``A`` and ``B`` adds ``v v^T`` to ``W``, with
     ``v v^T = n_A n_B / (n_A + n_B) (m_A - m_B)(m_A - m_B)^T / N``. In three phases, as
     mclust's Fortran: (1) for the first ``p - 1`` merges (fewer when the initial groups
-    absorbed rows: mclust counts each such row as two merges), the pair that least
-    increases ``tr W``
+    absorbed rows: mclust counts each such row as two merges; with weights the absorbed
+    rows are the total mass less the number of groups, so that a row of weight 2 counts as
+    the row twice), the pair that least increases ``tr W``
     (at least ``eps / 2``; the trace kept is that clamped value); (2) then the pair that
     minimises ``log(det W' + tr W')`` (``det`` zero while ``W'`` is singular; ``-inf``
     if ``tr W' = 0``), unless even the smallest ``det W'`` is at least the threshold
