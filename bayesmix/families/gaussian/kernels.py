@@ -34,6 +34,7 @@ import os
 import subprocess
 import sys
 import threading
+import types
 from typing import Any
 
 import numba as nb
@@ -451,6 +452,27 @@ def _estep_spherical(X, sample_weight, shift, log_weights, means, precision, log
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
+def _serial_twin(kernel):
+    """``kernel`` compiled without ``parallel=True`` (``prange`` runs as ``range``), under
+    its own name ``<name>_serial`` (numba's disk cache is keyed by the function's name, so
+    the twins never overwrite each other's entries).
+
+    A one-chunk pass (fewer than 1,024 rows) runs in the calling thread: the parallel
+    launch alone cost 30-250 us a call on this machine (more when it is busy), against
+    about 10 us for the whole pass over iris; EM on small data makes thousands of
+    passes (mclust's table over 14 models and K = 1..9)."""
+    source = kernel.py_func
+    name = f"{source.__name__}_serial"
+    twin = types.FunctionType(
+        source.__code__, source.__globals__, name, source.__defaults__, source.__closure__
+    )
+    twin.__qualname__ = f"{source.__qualname__}_serial"
+    twin.__doc__ = source.__doc__
+    compiled = nb.njit(**{**_KERNEL_OPTIONS, "parallel": False})(twin)
+    globals()[name] = compiled
+    return compiled
+
+
 def _summed_over_chunks(kernel, symmetric: bool):
     """``kernel`` called with read-only inputs, its per-chunk statistics summed in order.
 
@@ -472,7 +494,8 @@ def _summed_over_chunks(kernel, symmetric: bool):
     therefore compiled, and cached, by a child process (:func:`_compile_in_child`).
     """
     first_call = threading.Lock()
-    ready: set[np.dtype] = set()
+    ready: set[tuple[np.dtype, bool]] = set()
+    serial = _serial_twin(kernel)
 
     @functools.wraps(kernel.py_func)
     def call(X, sample_weight, shift, log_weights, means, scale, log_det, n_chunks):
@@ -487,27 +510,49 @@ def _summed_over_chunks(kernel, symmetric: bool):
             _read_only(log_det),
             n_chunks,
         ]
-        if dtype not in ready:
+        one_chunk = n_chunks == 1
+        if (dtype, one_chunk) not in ready:
             with first_call:
-                _compile_in_child(kernel, frozen)
-                ready.add(dtype)
-        # No more threads than chunks: waking idle workers costs more than a small pass
-        # (and far more on a busy machine). Results do not depend on the thread count.
-        threads = nb.get_num_threads()
-        nb.set_num_threads(max(1, min(n_chunks, threads)))
-        try:
-            mass, sum_x, sum_xx, log_lik, log_max = kernel(*frozen)
-        finally:
-            nb.set_num_threads(threads)
-        sum_xx = sum_xx.sum(axis=0)
+                _compile_in_child(serial if one_chunk else kernel, frozen)
+                ready.add((dtype, one_chunk))
+        if one_chunk:
+            mass, sum_x, sum_xx, log_lik, log_max = serial(*frozen)
+        else:
+            # No more threads than chunks: waking idle workers costs more than a small
+            # pass (and far more on a busy machine). Results do not depend on the thread
+            # count.
+            threads = nb.get_num_threads()
+            nb.set_num_threads(max(1, min(n_chunks, threads)))
+            try:
+                mass, sum_x, sum_xx, log_lik, log_max = kernel(*frozen)
+            finally:
+                nb.set_num_threads(threads)
+        if one_chunk:
+            mass, sum_x, sum_xx, log_lik, log_max = (
+                mass[0],
+                sum_x[0],
+                sum_xx[0],
+                log_lik[0],
+                log_max[0],
+            )
+        else:
+            mass, sum_x, sum_xx = mass.sum(axis=0), sum_x.sum(axis=0), sum_xx.sum(axis=0)
+            log_lik, log_max = log_lik.sum(), log_max.sum()
         if symmetric:
-            sum_xx = sum_xx + np.swapaxes(np.tril(sum_xx, -1), -1, -2)
-        return mass.sum(axis=0), sum_x.sum(axis=0), sum_xx, log_lik.sum(), log_max.sum()
+            rows, cols = _upper_indices(sum_xx.shape[-1])
+            sum_xx[..., rows, cols] = sum_xx[..., cols, rows]
+        return mass, sum_x, sum_xx, log_lik, log_max
 
     return call
 
 
 _CHILD_COMPILE_TIMEOUT = 900.0  # seconds; a cold compile takes 20-30
+
+
+@functools.cache
+def _upper_indices(n_features: int) -> tuple[np.ndarray, np.ndarray]:
+    """Row and column indices of the strict upper triangle of a ``D x D`` matrix."""
+    return np.triu_indices(n_features, 1)
 
 
 def _compile_in_child(kernel, args) -> None:
@@ -542,8 +587,9 @@ def _compile_in_child(kernel, args) -> None:
 
 
 def compile_kernel(name: str, dtype: str = "float64") -> None:
-    """Compile (and cache on disk) the E-step kernel ``_estep_<name>`` for data of type
-    ``dtype`` on a tiny problem."""
+    """Compile (and cache on disk) the E-step kernel ``_estep_<name>`` (``name``: ``full``,
+    ``tied``, ``diag``, ``spherical``, or one of them with ``_serial``, its one-chunk twin)
+    for data of type ``dtype`` on a tiny problem."""
     data_type = kernel_dtype(np.dtype(dtype))
     rows = _read_only(np.linspace(-1.0, 1.0, 6).reshape(3, 2), data_type)
     ones, pair = _read_only(np.ones(3)), _read_only(np.zeros(2))
@@ -555,7 +601,7 @@ def compile_kernel(name: str, dtype: str = "float64") -> None:
         _read_only(pair, data_type),
         pair,
         rows[:2],
-        _read_only(scale[name], data_type),
+        _read_only(scale[name.removesuffix("_serial")], data_type),
         pair,
         1,
     )
