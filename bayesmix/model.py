@@ -11,7 +11,11 @@ import pandas as pd
 import xarray as xr
 
 from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
-from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
+from bayesmix.families.gaussian.covariance import (
+    CovarianceStructure,
+    bayes_structures,
+    get_structure,
+)
 from bayesmix.families.gaussian.missing import marginal_log_joint
 from bayesmix.families.gaussian.stats import Params, block_rows, iter_blocks, log_joint
 from bayesmix.priors import Priors, ResolvedPriors
@@ -30,10 +34,20 @@ EM_METHODS = ("em", "map")
 BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 FIT_METHODS = EM_METHODS + BAYES_METHODS
 _COVARIANCE_WORDS = {
-    "full": "one unrestricted covariance per component",
-    "tied": "one covariance shared by all components",
-    "diag": "one diagonal covariance per component",
-    "spherical": "one variance per component",
+    "full": "one unrestricted covariance per component, mclust's VVV",
+    "tied": "one covariance shared by all components, mclust's EEE",
+    "diag": "one diagonal covariance per component, mclust's VVI",
+    "spherical": "one variance per component, mclust's VII",
+    "EII": "one variance shared by all components and features",
+    "EEI": "one diagonal covariance shared by all components",
+    "VEI": "diagonal, equal shape, varying volume",
+    "EVI": "diagonal, equal volume, varying shape",
+    "VEE": "equal shape and orientation, varying volume",
+    "EVE": "equal volume and orientation, varying shape",
+    "VVE": "equal orientation, varying volume and shape",
+    "EEV": "equal volume and shape, varying orientation",
+    "VEV": "equal shape, varying volume and orientation",
+    "EVV": "equal volume, varying shape and orientation",
 }
 
 
@@ -45,10 +59,23 @@ class GaussianMixture:
     ----------
     n_components : int
         Number of components K (>= 1).
-    covariance_type : {"full", "diag", "spherical", "tied"}
+    covariance_type : str
         ``full``: one unrestricted covariance per component; ``diag``: axis-aligned;
         ``spherical``: one variance per component; ``tied``: one full covariance shared
-        by all components.
+        by all components. Or any of mclust's 14 models (Celeux & Govaert 1995),
+        ``Sigma_k = lambda_k D_k A_k D_k^T`` with volume ``lambda_k``, shape ``A_k``
+        (diagonal, det 1) and orientation ``D_k``, each letter ``E`` (equal for all
+        components), ``V`` (varying) or ``I`` (identity): ``"EII"``, ``"VII"``,
+        ``"EEI"``, ``"VEI"``, ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``,
+        ``"VVE"``, ``"EEV"``, ``"VEV"``, ``"EVV"``, ``"VVV"``. ``VVV``, ``EEE``,
+        ``VVI`` and ``VII`` are ``full``, ``tied``, ``diag`` and ``spherical`` and are
+        stored under those names (``GaussianMixture(2, "VVV").covariance_type ==
+        "full"``). Storage: ``EII`` one variance ``()``, ``EEI`` ``(D,)``, ``VEI`` and
+        ``EVI`` ``(K, D)`` variances, the other matrix models ``(K, D, D)``. Every model
+        fits by EM and MAP-EM (the constrained M-steps are in
+        :mod:`bayesmix.families.gaussian.covariance`); the Bayesian methods take the
+        models of :func:`~bayesmix.families.gaussian.covariance.bayes_structures` and
+        refuse the others.
     priors : Priors, mapping or None
         Priors on weights, means and covariances (see :class:`bayesmix.Priors`).
         ``None`` means the weakly informative data-scaled defaults; they are used by
@@ -228,6 +255,13 @@ class GaussianMixture:
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
+        if method in BAYES_METHODS and not self.structure.supports_bayes:
+            raise ValueError(
+                f"method={method!r} is not available for covariance_type="
+                f"{self.covariance_type!r}, which supports EM only (method='em' or 'map'); "
+                f"full Bayes (gibbs, nuts, advi, fullrank_advi) supports covariance_type "
+                f"{bayes_structures()}."
+            )
         if is_dask_input(X):
             return _fit_dask(self, X, method, options)
         missing = _missing_policy(X, options.pop("missing", None))

@@ -201,10 +201,16 @@ class GaussianMixture(_EstimatorBase):
     ----------
     n_components : int, default=1
         Number of mixture components.
-    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+    covariance_type : str, default="full"
         ``full``: one unrestricted covariance per component; ``tied``: one covariance
         shared by all components; ``diag``: one diagonal covariance per component;
-        ``spherical``: one variance per component.
+        ``spherical``: one variance per component. Or any of mclust's 14 models
+        (``"EII"``, ``"VII"``, ``"EEI"``, ``"VEI"``, ``"EVI"``, ``"VVI"``, ``"EEE"``,
+        ``"VEE"``, ``"EVE"``, ``"VVE"``, ``"EEV"``, ``"VEV"``, ``"EVV"``, ``"VVV"``; see
+        :class:`bayesmix.GaussianMixture`), whose ``covariances_`` have the shape of
+        their storage: ``()`` for ``EII``, ``(n_features,)`` for ``EEI``,
+        ``(n_components, n_features)`` for ``VEI`` and ``EVI``, ``(n_components,
+        n_features, n_features)`` for the other matrix models.
     tol : float, default=1e-3
         Convergence threshold on the change of the mean log-likelihood (or, for MAP,
         log posterior) per sample between iterations.

@@ -87,7 +87,7 @@ from bayesmix.families.base import (
     pymc_dims,
     real_hyperparameter,
 )
-from bayesmix.families.gaussian.covariance import get_structure, inverse_wishart_logpdf
+from bayesmix.families.gaussian.covariance import ALIASES, get_structure, inverse_wishart_logpdf
 from bayesmix.families.kernels import student_t_pass
 
 __all__ = ["StudentT", "DOF_BOUNDS"]
@@ -120,7 +120,9 @@ class StudentT(ComponentFamily):
     Parameters
     ----------
     covariance_type : {"full", "diag"}
-        Scale matrices: full ``(K, D, D)``, or diagonal (stored as ``(K, D)`` variances).
+        Scale matrices: full ``(K, D, D)``, or diagonal (stored as ``(K, D)`` variances);
+        mclust's names ``"VVV"`` and ``"VVI"`` are accepted for them. The other mclust
+        models are Gaussian only (:class:`bayesmix.GaussianMixture`).
     dof : float, optional
         Fixed degrees of freedom for every component (> 0); ``None`` (default) estimates
         them per component within :data:`DOF_BOUNDS`.
@@ -152,10 +154,12 @@ class StudentT(ComponentFamily):
     }
 
     def __init__(self, covariance_type: str = "full", dof: float | None = None) -> None:
+        if isinstance(covariance_type, str):  # mclust's names of the two: VVV, VVI
+            covariance_type = ALIASES.get(covariance_type, covariance_type)
         if covariance_type not in COVARIANCE_TYPES:
             raise ValueError(
-                f"covariance_type must be one of {list(COVARIANCE_TYPES)} for the Student-t "
-                f"family; got {covariance_type!r}."
+                f"covariance_type must be one of {list(COVARIANCE_TYPES)} (mclust's VVV, "
+                f"VVI) for the Student-t family; got {covariance_type!r}."
             )
         if dof is not None:
             try:

@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters, pymc_dims
-from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES, get_structure
 from bayesmix.families.gaussian.missing import (
     MissingLayout,
     completed_statistics,
@@ -94,8 +94,18 @@ class GaussianBlock(ComponentFamily):
     supports_pymc = True
 
     def __init__(self, covariance_type: str = "full") -> None:
-        self.structure = get_structure(covariance_type)
-        self.covariance_type = covariance_type
+        structure = get_structure(covariance_type)
+        if structure.name not in BASIC_STRUCTURES:
+            # the block counts and stores one covariance per component (or one shared);
+            # the other mclust models couple the components' covariances
+            raise ValueError(
+                f"a Gaussian block of an Independent family takes covariance_type one of "
+                f"{list(BASIC_STRUCTURES)} (or their mclust names VVV, EEE, VVI, VII); got "
+                f"{covariance_type!r}. Fit the other mclust models with "
+                "bm.GaussianMixture(n_components, covariance_type)."
+            )
+        self.structure = structure
+        self.covariance_type = structure.name
 
     def settings(self) -> dict[str, Any]:
         return {"covariance_type": self.covariance_type}
