@@ -26,6 +26,7 @@ from bayesmix.analysis.latent_class import (
     entropy_r2,
     response_probabilities,
 )
+from bayesmix.analysis.lrt import BootstrapLRTResult, bootstrap_lrt
 from bayesmix.analysis.selection import (
     SelectionResult,
     fit_overfitted,
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AnomalyScores",
+    "BootstrapLRTResult",
     "BayesmixWarning",
     "Comparison",
     "ConvergenceWarning",
@@ -76,6 +78,7 @@ __all__ = [
     "adjusted_rand_index",
     "anomaly_scores",
     "bayes",
+    "bootstrap_lrt",
     "class_sizes",
     "classification_table",
     "co_clustering",

@@ -32,8 +32,14 @@ from bayesmix.analysis.latent_class import adjusted_bic, entropy_r2
 from bayesmix.data import Data, as_data
 from bayesmix.exceptions import BayesmixWarning, ParetoKWarning, SamplerWarning
 from bayesmix.families import ComponentFamily, Gaussian
-from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES
+from bayesmix.families.gaussian.covariance import (
+    BASIC_STRUCTURES,
+    MCLUST_MODELS,
+    accepted_names,
+    get_structure,
+)
 from bayesmix.families.gaussian.stats import log_normalise
+from bayesmix.inference.em.init import shared_hc_subsample
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
@@ -61,6 +67,11 @@ __all__ = [
 ]
 
 COVARIANCE_TYPES = BASIC_STRUCTURES
+#: What ``covariance_types`` accepts: the canonical names, mclust's 14 names and ``"all"``
+#: (mclust's 14 models in mclust's order).
+COVARIANCE_CHOICES = tuple(dict.fromkeys([*accepted_names(), *MCLUST_MODELS, "all"]))
+#: Criteria :meth:`SelectionResult.mclust_table` tabulates (EM fits).
+MCLUST_CRITERIA = ("bic", "icl", "aic", "abic", "log_likelihood")
 #: Criteria for point estimates (scikit-learn's sign, lower is better) and for posteriors.
 EM_CRITERIA = ("bic", "aic", "abic", "icl")
 CRITERIA = EM_CRITERIA + ("loo",)
@@ -74,6 +85,8 @@ OVERFITTED_TARGET_ACCEPT = 0.99
 OVERFITTED_GIBBS = {"tune": 1000, "draws": 5000, "thin": 4}
 
 _KEY_NAMES = ("method", "covariance_type", "n_components")
+# Messages and notes listed under mclust's tables before "... N more".
+_SHOWN_MESSAGES = 10
 _EM_COLUMNS = (
     "log_likelihood",
     "n_parameters",
@@ -369,24 +382,36 @@ def select_components(
 
     keys = [(m, c, k) for m in methods for c in declarations for k in ks]
     seeds = rng.integers(2**31 - 1, size=len(keys))
+    # one hierarchical tree for the whole grid, as mclust's mclustBIC computes hc once
+    # (drawn after the fits' seeds, so these stay what they were without it)
+    hc_seed = int(rng.integers(2**63))
     rows, fits, errors = [], {}, []
-    for key, seed in zip(keys, seeds, strict=True):
-        method, label, k = key
-        family = declarations[label]
-        model = (
-            GaussianMixture(k, label, None if method == "em" else priors)
-            if family is None
-            else Mixture(k, family)
-        )
-        method_options = options[method]
-        if family is not None:  # options only the Gaussian fits take are left out
-            allowed = model.fit_options(method)
-            method_options = {k: v for k, v in method_options.items() if k in allowed}
-        row, fit, error = _fit_one(model, data, key, int(seed), n_init, method_options)
-        rows.append(row)
-        fits[key] = fit
-        if error is not None:
-            errors.append(error)
+    with shared_hc_subsample(hc_seed):
+        for key, seed in zip(keys, seeds, strict=True):
+            method, label, k = key
+            family = declarations[label]
+            try:
+                model = (
+                    GaussianMixture(k, label, None if method == "em" else priors)
+                    if family is None
+                    else Mixture(k, family)
+                )
+            except ValueError as exc:  # e.g. an mclust model not implemented yet
+                row = dict(zip(_KEY_NAMES, key, strict=True), notes="")
+                row.update(status="failed", message=f"{type(exc).__name__}: {exc}")
+                rows.append(row)
+                fits[key] = None
+                errors.append(exc)
+                continue
+            method_options = options[method]
+            if family is not None:  # options only the Gaussian fits take are left out
+                allowed = model.fit_options(method)
+                method_options = {k: v for k, v in method_options.items() if k in allowed}
+            row, fit, error = _fit_one(model, data, key, int(seed), n_init, method_options)
+            rows.append(row)
+            fits[key] = fit
+            if error is not None:
+                errors.append(error)
     if len(errors) == len(keys):
         raise errors[0]  # nothing fitted: a systematic problem (e.g. an option's value)
     table = pd.DataFrame(rows).set_index(list(_KEY_NAMES))
@@ -426,7 +451,7 @@ def _declarations(
     if covariance_types is None:
         types = [] if families else ["full"]
     else:
-        types = _check_names(covariance_types, "covariance_types", COVARIANCE_TYPES)
+        types = _covariance_labels(covariance_types)
     out: dict[str, ComponentFamily | None] = {}
     for family in families:
         if isinstance(family, Gaussian):
@@ -441,6 +466,45 @@ def _declarations(
     if not types and not out:
         raise ValueError("families is empty; give component families or covariance_types.")
     return {**dict.fromkeys(types), **out}
+
+
+def _covariance_labels(covariance_types: Any) -> list[str]:
+    """The table labels of ``covariance_types``: ``"all"`` is mclust's 14 models in
+    mclust's order, mclust names may be given in any case (``"vev"``), and a structure
+    named twice (``"full"`` and its mclust name ``"VVV"``) is fitted once, under the first
+    name given."""
+    if isinstance(covariance_types, str):
+        covariance_types = [covariance_types]
+    if not isinstance(covariance_types, Iterable):
+        raise TypeError(
+            "covariance_types must be a string or a sequence of strings such as "
+            f"['full', 'diag'], ['VEV', 'EEE'] or 'all'; got {covariance_types!r}."
+        )
+    items = []
+    for item in covariance_types:
+        if isinstance(item, str) and item.upper() in (*MCLUST_MODELS, "ALL"):
+            item = item.upper()
+        if item == "ALL":
+            items.extend(MCLUST_MODELS)
+        else:
+            items.append(item)
+    names = _check_names(items, "covariance_types", COVARIANCE_CHOICES)
+    labels: dict[str, str] = {}
+    for name in names:
+        labels.setdefault(mclust_name(name) or name, name)
+    return list(labels.values())
+
+
+def mclust_name(label: str) -> str | None:
+    """mclust's name of the Gaussian covariance structure labelled ``label`` in a
+    selection table (``"full"`` -> ``"VVV"``, ``"VEV"`` -> ``"VEV"``); ``None`` for
+    the label of another family."""
+    if label in MCLUST_MODELS:
+        return label
+    try:
+        return get_structure(label).mclust_name
+    except (TypeError, ValueError):
+        return None
 
 
 def _family_label(family: ComponentFamily) -> str:
@@ -704,35 +768,248 @@ class SelectionResult:
         return self.fits[(method, row["covariance_type"], int(row["n_components"]))]
 
     def plot(
-        self, criterion: str | None = None, ax: matplotlib.axes.Axes | None = None
+        self,
+        criterion: str | None = None,
+        ax: matplotlib.axes.Axes | None = None,
+        *,
+        kind: str = "curve",
     ) -> matplotlib.axes.Axes:
-        """The model-selection curve; see :func:`bayesmix.viz.plot_selection`."""
+        """The model-selection curve (``kind="curve"``, :func:`bayesmix.viz.plot_selection`)
+        or mclust's BIC plot (``kind="bic"``, :meth:`plot_bic`; ``criterion`` then one of
+        ``"bic"`` (default), ``"icl"``, ``"aic"``, ``"abic"``, in mclust's sign)."""
+        check_choice(kind, "kind", ("curve", "bic"))
+        if kind == "bic":
+            return self.plot_bic(criterion or "bic", ax=ax)
         from bayesmix.viz.selection import plot_selection
 
         return plot_selection(self, criterion=criterion, ax=ax)
 
+    # -- mclust's view -------------------------------------------------------------------
+    def _em_method(self, method: str | None) -> str:
+        """``method`` checked to be an EM method of the selection (default: the first)."""
+        em = tuple(m for m in self.methods if m in EM_METHODS)
+        if not em:
+            raise ValueError(
+                "mclust's tables need EM fits (methods 'em' or 'map'); this selection ran "
+                f"{self.methods}."
+            )
+        if method is None:
+            return em[0]
+        return check_choice(method, "method", em)
+
+    def _mclust_models(self) -> list[tuple[str, str]]:
+        """(table label, mclust name) of the Gaussian covariance structures, in mclust's
+        order."""
+        labels = dict.fromkeys(self.table.index.get_level_values("covariance_type"))
+        named = [(label, mclust_name(label)) for label in labels]
+        named = [(label, name) for label, name in named if name is not None]
+        return sorted(named, key=lambda item: MCLUST_MODELS.index(item[1]))
+
+    def mclust_table(
+        self, criterion: str = "bic", *, sign: str = "mclust", method: str | None = None
+    ) -> pd.DataFrame:
+        """A criterion of the Gaussian EM fits as mclust prints ``mclustBIC``: one row per
+        K, one column per covariance model (mclust's names in mclust's order).
+
+        Parameters
+        ----------
+        criterion : {"bic", "icl", "aic", "abic", "log_likelihood"}
+        sign : {"mclust", "bayesmix"}
+            ``"mclust"`` (default): ``2 log L - penalty``, *higher is better*, the values
+            of R's ``mclustBIC`` / ``mclustICL``; ``"bayesmix"``: ``-2 log L + penalty``,
+            scikit-learn's sign, *lower is better*. The log-likelihood has one sign.
+        method : {"em", "map"}, optional
+            The EM method whose fits are tabulated; default the first EM method run.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``K``, columns ``model``. A fit that failed, ended on a spurious maximum
+            or is degenerate is NaN (mclust's NA); :meth:`na_reasons` says why.
+        """
+        check_choice(criterion, "criterion", MCLUST_CRITERIA)
+        check_choice(sign, "sign", ("mclust", "bayesmix"))
+        rows = self.table.xs(self._em_method(method), level="method")
+        models = self._mclust_models()
+        ks = sorted(set(rows.index.get_level_values("n_components")))
+        out = pd.DataFrame(
+            np.nan,
+            index=pd.Index(ks, name="K"),
+            columns=pd.Index([name for _, name in models], name="model"),
+        )
+        if criterion not in rows:  # every fit failed
+            return out
+        flip = -1.0 if sign == "mclust" and criterion != "log_likelihood" else 1.0
+        for label, name in models:
+            group = rows.xs(label, level="covariance_type")
+            values = group[criterion].astype(float).where(group["status"] == "ok")
+            out[name] = flip * values.reindex(ks).to_numpy()
+        return out
+
+    def na_reasons(self, method: str | None = None) -> pd.DataFrame:
+        """Why cells of :meth:`mclust_table` are NA: one row per Gaussian EM fit that is
+        not ``"ok"``, indexed by ``(model, K)`` (mclust's names), with its ``status``
+        (``"failed"``, ``"spurious"``, ``"degenerate"``) and ``message``."""
+        rows = self.table.xs(self._em_method(method), level="method")
+        out = []
+        for label, name in self._mclust_models():
+            group = rows.xs(label, level="covariance_type")
+            for k, row in group[group["status"] != "ok"].iterrows():
+                out.append((name, int(k), row["status"], row["message"]))
+        frame = pd.DataFrame(out, columns=["model", "K", "status", "message"])
+        return frame.set_index(["model", "K"])
+
+    def top(self, n: int = 3, criterion: str = "bic", method: str | None = None) -> pd.DataFrame:
+        """The ``n`` best Gaussian EM fits by ``criterion``, as mclust's
+        ``summary(mclustBIC(X))`` lists them.
+
+        Parameters
+        ----------
+        n : int
+            How many (default 3, as mclust).
+        criterion : {"bic", "icl", "aic", "abic"}
+            Ranked in mclust's sign (``2 log L - penalty``, higher is better).
+        method : {"em", "map"}, optional
+            Default: the first EM method run.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Index ``rank`` (1 = best); columns ``model`` (mclust's name),
+            ``covariance_type`` (the label in :attr:`table`), ``n_components``, the
+            criterion (mclust's sign) and ``difference`` (to the best, <= 0). NA cells
+            are never ranked; fewer rows when fewer fits are available.
+        """
+        n = check_int(n, "n")
+        check_choice(criterion, "criterion", EM_CRITERIA)
+        method = self._em_method(method)
+        table = self.mclust_table(criterion, method=method)
+        labels = {name: label for label, name in self._mclust_models()}
+        cells = table.stack().dropna()  # (K, model) -> value
+        order = sorted(
+            cells.index,
+            key=lambda km: (-cells[km], MCLUST_MODELS.index(km[1]), km[0]),
+        )[:n]
+        best = cells[order[0]] if order else np.nan
+        frame = pd.DataFrame(
+            [(m, labels[m], int(k), float(cells[(k, m)]), cells[(k, m)] - best) for k, m in order],
+            columns=["model", "covariance_type", "n_components", criterion, "difference"],
+        )
+        frame.index = pd.RangeIndex(1, len(frame) + 1, name="rank")
+        return frame
+
+    def _top_text(self, n: int = 3, criterion: str = "bic", method: str | None = None) -> str:
+        """mclust's print of the best models: ``Best BIC values:`` and two rows."""
+        top = self.top(n, criterion, method)
+        name = criterion.upper()
+        if top.empty:
+            return f"Best {name} values: none (every fit is NA)"
+        # mclust prints 7 significant digits of the largest value, the same decimals for all
+        scale = np.abs(top[criterion].to_numpy()).max()
+        decimals = max(0, 7 - len(str(int(scale)))) if np.isfinite(scale) else 3
+        frame = pd.DataFrame(
+            [top[criterion].to_numpy(), top["difference"].to_numpy()],
+            index=[name, f"{name} diff"],
+            columns=[f"{m},{k}" for m, k in zip(top["model"], top["n_components"], strict=True)],
+        )
+        text = frame.to_string(float_format=lambda v: f"{v:.{decimals}f}")
+        return f"Best {name} values:\n{text}"
+
+    def plot_bic(
+        self,
+        criterion: str = "bic",
+        *,
+        method: str | None = None,
+        ax: matplotlib.axes.Axes | None = None,
+        legend: bool = True,
+    ) -> matplotlib.axes.Axes:
+        """mclust's BIC plot (``plot(mclustBIC(X))``): one line per covariance model
+        against K with mclust's symbols and colours; see :func:`bayesmix.viz.plot_bic`."""
+        from bayesmix.viz.selection import plot_bic
+
+        return plot_bic(self, criterion=criterion, method=method, ax=ax, legend=legend)
+
+    def _is_mclust_grid(self) -> bool:
+        """Whether the display shows mclust's tables: EM fits of more covariance models
+        than the four basic ones."""
+        return any(m in EM_METHODS for m in self.methods) and len(self._mclust_models()) > len(
+            BASIC_STRUCTURES
+        )
+
+    def _other_rows(self) -> pd.Series:
+        """Rows the mclust tables do not show: other families and Bayesian methods."""
+        gaussian = {label for label, _ in self._mclust_models()}
+        index = self.table.index
+        return pd.Series(
+            ~(
+                index.get_level_values("method").isin(EM_METHODS)
+                & index.get_level_values("covariance_type").isin(gaussian)
+            ),
+            index=index,
+        )
+
+    def _mclust_blocks(self) -> list[tuple[str, pd.DataFrame, str]]:
+        """(title, BIC table, best-values text) per EM method."""
+        blocks = []
+        for method in (m for m in self.methods if m in EM_METHODS):
+            title = (
+                f"mclust's BIC of the {method} fits (2 log L - p log n, higher is better), "
+                "K by covariance model; NA: failed, spurious or degenerate (.na_reasons()):"
+            )
+            blocks.append(
+                (title, self.mclust_table("bic", method=method), self._top_text(3, "bic", method))
+            )
+        return blocks
+
+    def _mclust_footer(self) -> list[str]:
+        lines = [
+            "ICL: .mclust_table('icl'); bayesmix's sign (lower is better): "
+            ".mclust_table(sign='bayesmix'); every criterion, convergence and timing: .table; "
+            "the plot: .plot_bic().",
+        ]
+        reasons = [
+            f"NA ({method}, {model}, K={k}): {row['status']}: {row['message']}"
+            for method in (m for m in self.methods if m in EM_METHODS)
+            for (model, k), row in self.na_reasons(method).iterrows()
+        ]
+        notes = [
+            f"notes ({method}, {covariance}, K={k}): {text}"
+            for (method, covariance, k), text in self.table["notes"].items()
+            if text
+        ]
+        for kind, items in (("NA cells", reasons), ("fits with notes", notes)):
+            lines += items[:_SHOWN_MESSAGES]
+            if len(items) > _SHOWN_MESSAGES:
+                lines.append(
+                    f"... {len(items) - _SHOWN_MESSAGES} more {kind} (.na_reasons(), "
+                    ".table['notes'])."
+                )
+        return lines
+
     # -- display -------------------------------------------------------------------------
-    def _display_table(self) -> pd.DataFrame:
+    def _display_table(self, rows: Any = None) -> pd.DataFrame:
         """The table as displayed: a ``best`` column instead of the ``best_*`` flags,
         without mclust's signs, the messages and notes (listed under it) and empty
-        columns, so it stays narrow."""
+        columns, so it stays narrow (``rows``: a boolean mask of the rows shown)."""
+        table = self.table if rows is None else self.table[rows]
         flags = [c for c in self.table if c.startswith("best_")]
         hidden = [*flags, "message", "notes", "mclust_bic", "mclust_icl"]
-        if "spurious_starts" in self.table and not self.table["spurious_starts"].any():
+        if "spurious_starts" in table and not table["spurious_starts"].any():
             hidden.append("spurious_starts")  # shown where some start was set aside
-        if (self.table["status"] == "ok").all():
+        if (table["status"] == "ok").all():
             hidden.append("status")  # the header names the fits excluded otherwise
-        if "converged" in self.table and self.table["converged"].astype(bool).all():
+        if "converged" in table and table["converged"].astype(bool).all():
             hidden.append("converged")  # the footer says so
-        table = self.table.drop(columns=[c for c in hidden if c in self.table])
+        source = table
+        table = table.drop(columns=[c for c in hidden if c in table])
         table = table.dropna(axis=1, how="all")
         best = [
             ", ".join(
                 c[5:].upper() + ("*" if c[5:] == self.criteria[key[0]] else "")
                 for c in flags
-                if self.table.loc[key, c]
+                if source.loc[key, c]
             )
-            for key in self.table.index
+            for key in table.index
         ]
         table.insert(0, "best", best)
         if "fit_seconds" in table:
@@ -745,6 +1022,7 @@ class SelectionResult:
         levels = self.table.index
         ks = sorted(set(levels.get_level_values("n_components")))
         covs = list(dict.fromkeys(levels.get_level_values("covariance_type")))
+        covs.sort(key=lambda c: MCLUST_MODELS.index(mclust_name(c)) if mclust_name(c) else 99)
         status = self.table["status"].value_counts()
         excluded = ", ".join(f"{status[name]} {name}" for name in status.index if name != "ok")
         lines = [
@@ -764,32 +1042,54 @@ class SelectionResult:
         return lines
 
     def _footer(self, shown: pd.DataFrame) -> list[str]:
-        """What the shown columns mean, then the fits' messages and notes."""
+        """What the shown columns mean, then the shown fits' messages and notes."""
         lines = ["best: the best fit of each method by each criterion; * = its criterion."]
         if "converged" in self.table and "converged" not in shown:
             lines.append("Every fit converged.")
         lines += [f"{meaning}." for column, meaning in _COLUMN_MEANINGS if column in shown]
         for column in ("message", "notes"):
             for (method, covariance, k), text in self.table[column].items():
-                if text:
+                if text and (method, covariance, k) in shown.index:
                     lines.append(f"{column} ({method}, {covariance}, K={k}): {text}")
         return lines
 
     def __repr__(self) -> str:
-        shown = self._display_table()
-        table = shown.to_string(float_format=lambda v: f"{v:.6g}")
-        return "\n".join([*self._header(), "", table, "", *self._footer(shown)])
+        number = lambda v: f"{v:.6g}"  # noqa: E731
+        if not self._is_mclust_grid():
+            shown = self._display_table()
+            table = shown.to_string(float_format=number)
+            return "\n".join([*self._header(), "", table, "", *self._footer(shown)])
+        lines = [*self._header(), ""]
+        for title, table, top in self._mclust_blocks():
+            text = table.to_string(float_format=lambda v: f"{v:.7g}", na_rep="NA", line_width=88)
+            lines += [title, text, "", top, ""]
+        other = self._other_rows()
+        if other.any():
+            shown = self._display_table(other)
+            lines += [shown.to_string(float_format=number), "", *self._footer(shown)]
+        return "\n".join([*lines, *self._mclust_footer()])
 
     def _repr_html_(self) -> str:
-        shown = self._display_table()
+        number = lambda v: f"{v:.6g}"  # noqa: E731
         header = self._header()
         best = "".join(f"<li>{html.escape(line.strip())}</li>" for line in header[1:])
-        footer = "".join(f"<li>{html.escape(line)}</li>" for line in self._footer(shown))
-        return (
-            f"<div><p><b>{html.escape(header[0])}</b></p><ul>{best}</ul>"
-            + shown.to_html(float_format=lambda v: f"{v:.6g}")
-            + f"<ul>{footer}</ul></div>"
-        )
+        page = f"<div><p><b>{html.escape(header[0])}</b></p><ul>{best}</ul>"
+        if not self._is_mclust_grid():
+            shown = self._display_table()
+            footer = "".join(f"<li>{html.escape(line)}</li>" for line in self._footer(shown))
+            return page + shown.to_html(float_format=number) + f"<ul>{footer}</ul></div>"
+        for title, table, top in self._mclust_blocks():
+            page += f"<p>{html.escape(title)}</p>"
+            page += table.to_html(float_format=lambda v: f"{v:.7g}", na_rep="NA")
+            page += f"<pre>{html.escape(top)}</pre>"
+        other = self._other_rows()
+        footer = []
+        if other.any():
+            shown = self._display_table(other)
+            page += shown.to_html(float_format=number)
+            footer = self._footer(shown)
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in footer + self._mclust_footer())
+        return page + f"<ul>{items}</ul></div>"
 
 
 # -- overfitted mixtures ---------------------------------------------------------------

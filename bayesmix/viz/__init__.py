@@ -12,10 +12,17 @@ from bayesmix.viz.compare import plot_comparison
 from bayesmix.viz.density import plot_anomalies, plot_density
 from bayesmix.viz.diagnostics import plot_rank, plot_trace
 from bayesmix.viz.profile import plot_profile
-from bayesmix.viz.selection import plot_n_clusters, plot_selection
+from bayesmix.viz.selection import (
+    plot_bic,
+    plot_bootstrap_lrt,
+    plot_n_clusters,
+    plot_selection,
+)
 
 __all__ = [
     "plot_anomalies",
+    "plot_bic",
+    "plot_bootstrap_lrt",
     "plot_clusters_2d",
     "plot_co_clustering",
     "plot_comparison",

@@ -3,7 +3,9 @@ model-based hierarchical clustering (mclust's start)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -15,7 +17,14 @@ from bayesmix.inference.em.hierarchical import (
     hierarchical_tree,
 )
 
-__all__ = ["INIT_METHODS", "hc_labels", "initial_responsibilities", "kmeans_plusplus", "nearest"]
+__all__ = [
+    "INIT_METHODS",
+    "hc_labels",
+    "initial_responsibilities",
+    "kmeans_plusplus",
+    "nearest",
+    "shared_hc_subsample",
+]
 
 # "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
 # data per centre; in memory it is the exact k-means++ seeding that k-means|| approximates.
@@ -24,6 +33,28 @@ INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data", 
 # The last hierarchical tree built, keyed by a digest of the data, the weights and the
 # subsample seed: fitting K = 1..9 to the same data builds the tree once.
 _HC_CACHE: dict[tuple, HierarchicalTree] = {}
+# The subsample seed pinned by shared_hc_subsample (None: each fit draws its own).
+_SHARED_SEED: list[int | None] = [None]
+
+
+@contextlib.contextmanager
+def shared_hc_subsample(seed: int) -> Iterator[None]:
+    """Within the block, every hierarchical start on more than ``HC_MAX_ROWS`` rows uses
+    the subsample drawn with ``seed``, so fits of several models and K share one tree.
+
+    mclust's ``mclustBIC`` computes ``hc`` once (on a random subset of ``subset = 2000``
+    rows for larger data) and starts every model and K from it;
+    :func:`bayesmix.select_components` fits its grid inside this block to do the same.
+    Each fit's ``rng`` is still advanced exactly as without the block, and data with at
+    most ``HC_MAX_ROWS`` rows of positive weight (whose tree has no subsample and is
+    shared through the cache anyway) are not affected.
+    """
+    previous = _SHARED_SEED[0]
+    _SHARED_SEED[0] = int(seed)
+    try:
+        yield
+    finally:
+        _SHARED_SEED[0] = previous
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -135,6 +166,8 @@ def hc_labels(
     seed = None
     if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
         seed = int(rng.integers(2**63))
+        if _SHARED_SEED[0] is not None:  # shared_hc_subsample: one tree for the grid
+            seed = _SHARED_SEED[0]
     key = (
         X.shape,
         X.dtype.str,
