@@ -360,3 +360,51 @@ def test_against_mclust(data):
         assert result.log_likelihood >= floor, (row.model, row.G, result.log_likelihood)
         checked += 1
     assert checked >= 0.9 * reference["loglik"].notna().sum()
+
+
+# ---------------------------------------------------------------------------------------
+# degenerate fits
+
+
+def _identical_points(rng):
+    return np.vstack([rng.normal(size=(50, 2)), np.tile([[6.0, 6.0]], (30, 1))])
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m[0] == "V"])
+def test_a_collapsed_component_is_named_like_a_full_one(model):
+    """A component on 30 identical points: with its own volume it collapses (the
+    likelihood is unbounded), and the fit says so as it does for ``full``."""
+    X = _identical_points(np.random.default_rng(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = bm.GaussianMixture(2, model).fit(
+            X, init={"means": [[0.0, 0.0], [6.0, 6.0]]}, n_init=1, random_state=0
+        )
+    messages = [str(w.message) for w in caught if w.category is bm.DegenerateComponentWarning]
+    assert any("component 1 sits on identical points (about 30 observations" in m for m in messages)
+    assert result.spurious and "component 1" in result.spurious[0]
+    assert np.isfinite(result.covariances).all()
+    # with several starts EM keeps one that is not spurious where there is one
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        several = bm.GaussianMixture(2, model).fit(X, n_init=10, random_state=0)
+    assert several.settings["n_spurious_runs"] >= 1
+
+
+@pytest.mark.parametrize("model", [m for m in MODELS if m[0] == "E"])
+def test_equal_volumes_cannot_collapse_one_component(model):
+    """With one volume for all the likelihood stays bounded; a varying shape (EVI, EVE,
+    EVV) of the component on identical points is set by rounding noise (any shape of
+    that volume fits it equally well), so only finiteness is asked of it."""
+    X = _identical_points(np.random.default_rng(3))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = bm.GaussianMixture(2, model).fit(
+            X, init={"means": [[0.0, 0.0], [6.0, 6.0]]}, n_init=1, random_state=0
+        )
+    assert np.isfinite(result.log_likelihood)
+    assert np.isfinite(result.covariances).all()
+    if model[1] != "V":  # one shape too: the collapsed component's scatter has no say
+        volumes = np.exp(np.linalg.slogdet(result.covariances)[1] / 2)
+        np.testing.assert_allclose(volumes, volumes[0], rtol=1e-6)
+        assert not [w for w in caught if "identical points" in str(w.message)]

@@ -1039,6 +1039,18 @@ def _floored(values: np.ndarray) -> np.ndarray:
     return np.maximum(values, np.maximum(np.finfo(float).eps * top, 1e-300))
 
 
+def _informative(trace: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Components whose scatter is more than rounding: per observation, a trace above
+    ``1e-14`` of the pooled one's. A component on identical points (scatter ~1e-30 of
+    rounding noise) would otherwise set the shared shape by its noise (its ``W_k /
+    lambda_k`` is scale-free); it is left out of the shared shape, its volume goes to
+    zero and the degeneracy checks name it. All components are kept when none is
+    informative."""
+    per_observation = np.maximum(trace, 0.0) / count
+    keep = per_observation > 1e-14 * (np.maximum(trace, 0.0).sum() / count.sum())
+    return keep if keep.any() else np.ones_like(keep)
+
+
 def _geometric_mean(values: np.ndarray) -> np.ndarray:
     """``det(diag(values)) ** (1 / D)`` over the last axis."""
     return np.exp(np.mean(np.log(values), axis=-1))
@@ -1149,21 +1161,21 @@ class VEI(_ConstrainedDiag):
 
     def _constrained(self, scatter, count, start):
         n_features = scatter.shape[-1]
+        keep = _informative(scatter.sum(-1), count)
         scatter = _floored(scatter)
-        shape = _shape_from(scatter if start is None else start)
+        shape = _shape_from((scatter if start is None else start)[keep])
 
         def volumes(shape):
             return np.maximum((scatter / shape).sum(-1) / (n_features * count), 1e-300)
 
         def step(shape):
-            pooled = (scatter / volumes(shape)[:, None]).sum(0)
+            pooled = (scatter / volumes(shape)[:, None])[keep].sum(0)
             return pooled / _geometric_mean(pooled)
 
         def objective(shape):
             vol = volumes(shape)
-            return float(
-                (count * n_features * np.log(vol)).sum() + (scatter / (vol[:, None] * shape)).sum()
-            )
+            terms = count * n_features * np.log(vol) + (scatter / (vol[:, None] * shape)).sum(-1)
+            return float(terms[keep].sum())
 
         shape = _iterate(step, shape, objective, self.name)
         return volumes(shape)[:, None] * shape
@@ -1233,7 +1245,8 @@ class VEE(_ConstrainedMatrix):
 
     def _constrained(self, scatter, count, start):
         n_features = scatter.shape[-1]
-        base = scatter.sum(0) if start is None else _normalised(start).mean(0)
+        keep = _informative(np.einsum("kdd->k", scatter), count)
+        base = scatter.sum(0) if start is None else _normalised(start[keep]).mean(0)
         shape = _normalised(base[None])[0]
 
         def volumes(shape):
@@ -1242,12 +1255,13 @@ class VEE(_ConstrainedMatrix):
             return np.maximum(trace / (n_features * count), 1e-300)
 
         def step(shape):
-            return _normalised((scatter / volumes(shape)[:, None, None]).sum(0)[None])[0]
+            pooled = (scatter / volumes(shape)[:, None, None])[keep].sum(0)
+            return _normalised(pooled[None])[0]
 
         def objective(shape):
             vol = volumes(shape)
             # tr(W_k C^-1) / lambda_k = D n_k at the optimal volumes
-            return float((count * n_features * (np.log(vol) + 1.0)).sum())
+            return float((count * n_features * (np.log(vol) + 1.0))[keep].sum())
 
         shape = _iterate(step, shape, objective, self.name)
         return volumes(shape)[:, None, None] * shape
@@ -1275,22 +1289,23 @@ class VEV(_ConstrainedMatrix):
 
     def _constrained(self, scatter, count, start):
         n_features = scatter.shape[-1]
+        keep = _informative(np.einsum("kdd->k", scatter), count)
         values, vectors = _descending_eigh(scatter)  # D_k: the eigenvectors of W_k
         values = _floored(values)
         if start is None:
-            shape = _shape_from(values)
+            shape = _shape_from(values[keep])
         else:
-            shape = _shape_from(_floored(_descending_eigh(start)[0]))
+            shape = _shape_from(_floored(_descending_eigh(start[keep])[0]))
 
         def volumes(shape):
             return np.maximum((values / shape).sum(-1) / (n_features * count), 1e-300)
 
         def step(shape):
-            pooled = (values / volumes(shape)[:, None]).sum(0)
+            pooled = (values / volumes(shape)[:, None])[keep].sum(0)
             return pooled / _geometric_mean(pooled)
 
         def objective(shape):
-            return float((count * n_features * (np.log(volumes(shape)) + 1.0)).sum())
+            return float((count * n_features * (np.log(volumes(shape)) + 1.0))[keep].sum())
 
         shape = _iterate(step, shape, objective, self.name)
         return _rebuild(vectors, volumes(shape)[:, None] * shape)
