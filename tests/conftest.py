@@ -19,6 +19,44 @@ import bayesmix as bm
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 
 
+# -- the order of the files on pytest-xdist's workers ------------------------------------------
+# ``make test`` runs ``-n 2 --dist loadfile``: a whole file goes to one worker, and a worker
+# takes the next file from the queue when it is done. xdist queues the files by their
+# number of tests, most first, which put the few-test files that compile PyMC models or
+# run notebooks (minutes each on a fresh machine) at the end of the queue, so one worker ran
+# them while the other had finished. These go first, longest first (seconds measured one
+# file at a time on the shared two-core machine at load 6-13, compile caches cold or
+# half-warm): the rest follow in collection order and fill the gaps. test_bayes.py and
+# notebook 05 both fit (full-rank) ADVI to Old Faithful, K=2 full: they do not start side
+# by side, so the second can find the first's compiled code in the disk caches. Every test
+# still runs; only the order changes.
+LONGEST_FIRST = (
+    "test_bayes.py",  # 870 s: PyMC's own NUTS on galaxies, (full-rank) ADVI graphs
+    "test_independent_bayes.py",  # 500 s: six PyMC graphs (NUTS and ADVI, with NaN)
+    "test_notebooks.py",  # 730 s: notebook 05 alone 400 s (NUTS, Gibbs, two ADVIs)
+    "test_gaussian_block.py",  # 410 s: the Gaussian block's PyMC graph with NaN
+    "test_family_bayes_t.py",  # 220 s
+    "test_calibration.py",
+    "test_vi.py",
+    "test_family_bayes.py",  # 110 s
+    "test_docs.py",  # the Sphinx site
+    "test_latent_class.py",
+    "test_selection.py",
+    "test_gibbs.py",
+)
+
+
+def pytest_configure(config):
+    # keep the collection order below as xdist's queue (its default sorts by test count)
+    if hasattr(config.option, "loadscopereorder"):
+        config.option.loadscopereorder = False
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))
+
+
 def _simulate_blobs(n_per_component, means, covariances, seed):
     """Observations from Gaussians drawn with numpy directly, with their labels."""
     rng = np.random.default_rng(seed)

@@ -89,6 +89,13 @@ class CovarianceStructure(ABC):
         """Number of distinct covariances: one per component, or one shared by all."""
         return n_components
 
+    def per_component(self) -> CovarianceStructure:
+        """The structure that evaluates one component's covariance on its own: this
+        one, or for a covariance shared by all components the unshared structure of
+        the same form (tied: full; EII: spherical; EEI: diag), whose precision factors
+        are the shared one's repeated per component."""
+        return self
+
     def min_observations(self, n_features: int) -> int:
         """Effective observations a covariance needs to have spread in every direction:
         ``D + 1`` for a matrix (fewer cannot span the space), 2 for variances (one point
@@ -676,6 +683,9 @@ class Tied(CovarianceStructure):
     def n_covariances(self, n_components):
         return 1
 
+    def per_component(self):
+        return STRUCTURES["full"]
+
     def pool_second_moments(self, moments):
         return moments.sum(axis=0)
 
@@ -913,9 +923,7 @@ class Diag(CovarianceStructure):
     def pymc_log_prob(self, X, means, precision):
         import pytensor.tensor as pt
 
-        # variances (K, D) for diag; (K,) for spherical, broadcast over features
-        var = precision if precision.ndim == 2 else pt.shape_padright(precision)
-        var = pt.broadcast_to(var, means.shape)
+        var = pt.broadcast_to(self._pymc_variance_rows(precision), means.shape)
         sq = ((X[None, :, :] - means[:, None, :]) ** 2 / var[:, None, :]).sum(-1)
         return (-0.5 * (sq + pt.log(var).sum(-1)[:, None])).T - 0.5 * X.shape[-1] * LOG_2PI
 
@@ -923,6 +931,11 @@ class Diag(CovarianceStructure):
         return self.pymc_log_prob(
             X, means[:, observed], self._observed_variances(precision, observed)
         )
+
+    @staticmethod
+    def _pymc_variance_rows(variances):
+        """The variances (a pytensor tensor) broadcastable to ``(K, D)``."""
+        return variances
 
     @staticmethod
     def _observed_variances(variances, observed):
@@ -946,6 +959,12 @@ class Spherical(Diag):
 
     def pool_second_moments(self, moments):
         return moments.sum(axis=1)
+
+    @staticmethod
+    def _pymc_variance_rows(variances):
+        import pytensor.tensor as pt
+
+        return pt.shape_padright(variances)  # (K, 1)
 
     @staticmethod
     def _observed_variances(variances, observed):
@@ -1438,8 +1457,18 @@ class VVE(_CommonOrientation):
         return rotated / count[:, None]
 
 
-class EII(_Unsupported, Spherical):
-    """One variance shared by all features and components: ``lambda I``."""
+class EII(Spherical):
+    """One variance shared by all features and components: ``lambda I`` (the tied form
+    of ``spherical``).
+
+    Conjugate prior: one inverse-gamma(``dof / 2``, ``scale / 2``) on the shared variance
+    (``scale`` a scalar). Given the means and the allocations its conditional posterior
+    pools every component's scatter: inverse-gamma(``(dof + n D) / 2``, ``(scale +
+    sum_k sum_(n in k) |x_n - mu_k|^2) / 2``). PyMC: one dimensionless
+    ``InverseGamma(dof / 2, 1 / 2)`` variable times ``scale`` (the Deterministic
+    ``variances``, no dims), broadcast to every component and feature; nutpie samples
+    the hand-written density of :mod:`bayesmix.families.gaussian.logdensity`.
+    """
 
     name = "EII"
     mclust_name = "EII"
@@ -1448,6 +1477,9 @@ class EII(_Unsupported, Spherical):
 
     def n_covariances(self, n_components):
         return 1
+
+    def per_component(self):
+        return STRUCTURES["spherical"]
 
     def pool_second_moments(self, moments):
         return np.sum(moments)
@@ -1497,9 +1529,35 @@ class EII(_Unsupported, Spherical):
     def precision_matrices(self, prec_chol, n_components, n_features):
         return self.to_full(np.asarray(prec_chol) ** 2, n_components, n_features)
 
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        shape = 0.5 * (dof + mass.sum(axis=-1) * means.shape[-1])
+        return np.broadcast_to(shape, scatter.shape), 0.5 * (scatter + scale)
 
-class EEI(_Unsupported, Diag):
-    """One axis-aligned covariance shared by all components: ``lambda A``."""
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
+        return _variances(f"{prefix}variances", dof, scale, (), (), prefix)
+
+    @staticmethod
+    def _pymc_variance_rows(variances):
+        return variances  # a scalar broadcasts to (K, D)
+
+    def covariance_from_precision(self, precision, n_features):
+        variance = np.asarray(precision, dtype=float)
+        return variance[..., None, None, None] * np.eye(n_features)
+
+
+class EEI(Diag):
+    """One axis-aligned covariance shared by all components: ``lambda A`` (the tied
+    form of ``diag``).
+
+    Conjugate prior: one inverse-gamma(``dof / 2``, ``scale_d / 2``) per feature's shared
+    variance (``scale`` of shape ``(D,)``). Given the means and the allocations, feature
+    ``d``'s variance is inverse-gamma(``(dof + n) / 2``, ``(scale_d + sum_k sum_(n in k)
+    (x_nd - mu_kd)^2) / 2``), pooling every component. PyMC: ``(D,)`` dimensionless
+    ``InverseGamma(dof / 2, 1 / 2)`` variables times ``scale`` (the Deterministic
+    ``variances``, dims ``feature``), broadcast to every component; nutpie samples the
+    hand-written density of :mod:`bayesmix.families.gaussian.logdensity`.
+    """
 
     name = "EEI"
     mclust_name = "EEI"
@@ -1508,6 +1566,9 @@ class EEI(_Unsupported, Diag):
 
     def n_covariances(self, n_components):
         return 1
+
+    def per_component(self):
+        return STRUCTURES["diag"]
 
     def pool_second_moments(self, moments):
         return moments.sum(axis=0)
@@ -1552,6 +1613,21 @@ class EEI(_Unsupported, Diag):
 
     def mahalanobis(self, X, means, prec_chol):
         return Diag.mahalanobis(self, X, means, np.broadcast_to(prec_chol, means.shape))
+
+    def conditional_parameters(self, mass, sum_x, sum_xx, means, dof, scale):
+        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
+        shape = np.asarray(0.5 * (dof + mass.sum(axis=-1)))[..., None]
+        return np.broadcast_to(shape, scatter.shape), 0.5 * (scatter + scale)
+
+    def pymc_precision(self, dof, scale, n_components, n_features, prefix=""):
+        return _variances(f"{prefix}variances", dof, scale, (n_features,), ("feature",), prefix)
+
+    @staticmethod
+    def _observed_variances(variances, observed):
+        return variances[observed]
+
+    def covariance_from_precision(self, precision, n_features):
+        return Diag.to_full(self, precision, None, n_features)[..., None, :, :]
 
 
 #: mclust's 14 covariance models in mclust's order (``Sigma_k = lambda_k D_k A_k D_k^T``:
