@@ -14,12 +14,12 @@ ink levels). StepMix's EM steps are called one at a time through its ``_e_step``
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
+from stepmix_driver import stepmix_at, stepmix_iterations
 
 import bayesmix as bm
 from bayesmix.exceptions import MissingDataWarning
@@ -73,36 +73,14 @@ def with_missing(rng, X, share=0.15):
 # -- the two EM loops from one start -----------------------------------------------------------
 def stepmix_model(X, n_components, measurement, weights, table):
     """A StepMix estimator set to ``weights`` and the category probabilities ``table``."""
-    model = stepmix.StepMix(
-        n_components=n_components,
-        measurement=measurement,
-        n_init=1,
-        max_iter=1,
-        random_state=0,
-        progress_bar=0,
-        verbose=0,
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X)
-    params = model.get_parameters()
-    params["weights"] = weights.copy()
-    if measurement.startswith("binary"):
-        params["measurement"]["pis"] = table[..., 1].copy()
-    else:
-        params["measurement"]["pis"] = table.reshape(n_components, -1).copy()
-    model.set_parameters(params)
-    return model
 
+    def set_table(params):
+        if measurement.startswith("binary"):
+            params["pis"] = table[..., 1].copy()
+        else:
+            params["pis"] = table.reshape(n_components, -1).copy()
 
-def stepmix_iterations(model, X, n_iter):
-    """StepMix's log-likelihood before each of ``n_iter`` EM steps, and its parameters."""
-    trace = []
-    for _ in range(n_iter):
-        average, log_resp = model._e_step(X)
-        trace.append(average * X.shape[0])
-        model._m_step(X, np.exp(log_resp))
-    return np.array(trace), model.get_parameters()
+    return stepmix_at(X, n_components, measurement, weights, set_table)
 
 
 def bayesmix_iterations(family, X, weights, params, n_iter):

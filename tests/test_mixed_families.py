@@ -10,13 +10,13 @@ time through its ``_e_step`` and ``_m_step`` with ``reg_covar=0``.
 from __future__ import annotations
 
 import itertools
-import warnings
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
+from stepmix_driver import STEPMIX_QUIET, stepmix_at, stepmix_step
 
 import bayesmix as bm
 from bayesmix.inference.em.family import block_estep, weights_step
@@ -147,27 +147,21 @@ def random_start(rng, kind, n_components=3):
 
 
 #: StepMix's settings in these tests (quiet, seeded)
-STEPMIX_QUIET = {"random_state": 0, "progress_bar": 0, "verbose": 0}
-
-
 def stepmix_model(X, kind, weights, start):
     """A StepMix estimator of ``measurement(kind)`` set to the start ``weights`` and
-    ``start`` (fitted once first: StepMix sets parameters only on a fitted model)."""
-    options = {"measurement": measurement(kind), "n_init": 1, "max_iter": 1, **STEPMIX_QUIET}
-    model = stepmix.StepMix(len(weights), **options)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(X)
-    params = model.get_parameters()
-    params["weights"] = weights.copy()
-    params["measurement"]["cont"] = {
-        "means": start["normal_means"].copy(),
-        "covariances": start["normal_variances"].copy(),
-    }
-    table = start["bernoulli_probabilities" if kind == "binary" else "categorical_probabilities"]
-    params["measurement"]["codes"]["pis"] = table.reshape(len(weights), -1).copy()
-    model.set_parameters(params)
-    return model
+    ``start``."""
+
+    def set_start(params):
+        params["cont"] = {
+            "means": start["normal_means"].copy(),
+            "covariances": start["normal_variances"].copy(),
+        }
+        table = start[
+            "bernoulli_probabilities" if kind == "binary" else "categorical_probabilities"
+        ]
+        params["codes"]["pis"] = table.reshape(len(weights), -1).copy()
+
+    return stepmix_at(X, len(weights), measurement(kind), weights, set_start)
 
 
 def both_iterations(family, X, start, model, n_iter):
@@ -184,10 +178,8 @@ def both_iterations(family, X, start, model, n_iter):
             **family.maximise(mass, statistics, None, params, prepared),
             "weights": weights_step(mass, None),
         }
-        average, log_resp = model._e_step(X)
-        model._m_step(X, np.exp(log_resp))
         ours.append(log_lik)
-        theirs.append(average * X.shape[0])
+        theirs.append(stepmix_step(model, X))
     return np.array(ours), np.array(theirs), params, model.get_parameters()
 
 
