@@ -22,6 +22,13 @@ __all__ = ["cli", "main", "read_data"]
 
 FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
+# mclust's 14 covariance models in mclust's order (bayesmix.families.gaussian.covariance.
+# MCLUST_MODELS, kept here so --help does not import the package); --covariance takes them
+# in any case, and "all" for the 14
+MCLUST_NAMES = (
+    "EII", "VII", "EEI", "VEI", "EVI", "VVI", "EEE",
+    "VEE", "EVE", "VVE", "EEV", "VEV", "EVV", "VVV",
+)  # fmt: skip
 # the non-Gaussian families by name (bayesmix.families.FAMILIES; kept here so --help does
 # not import the package)
 FAMILY_NAMES = ("poisson", "negative_binomial", "student_t", "bernoulli", "categorical", "auto")
@@ -112,6 +119,29 @@ class _ChoiceList(click.ParamType):
                 ctx,
             )
         return list(dict.fromkeys(items))
+
+
+class _CovarianceList(_ChoiceList):
+    """Comma-separated covariance structures: bayesmix's names, mclust's (any case) and
+    ``all`` (mclust's 14 in mclust's order)."""
+
+    def __init__(self) -> None:
+        super().__init__((*COVARIANCE_TYPES, "all", *MCLUST_NAMES), "covariance type")
+        self.choices = (*COVARIANCE_TYPES, "all", *(name.lower() for name in MCLUST_NAMES))
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join((*COVARIANCE_TYPES, "all", "EII|...|VVV")) + "],..."
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
+        names = []
+        for item in super().convert(value, param, ctx):
+            names.extend(MCLUST_NAMES if item == "all" else [_covariance_name(item)])
+        return list(dict.fromkeys(names))
+
+
+def _covariance_name(name: str) -> str:
+    """mclust's names upper case (``vev`` -> ``VEV``), bayesmix's lower case."""
+    return name.upper() if name.upper() in MCLUST_NAMES else name.lower()
 
 
 class _ComponentList(click.ParamType):
@@ -608,10 +638,10 @@ Examples:
 )
 @click.option(
     "--covariance",
-    type=click.Choice(COVARIANCE_TYPES, case_sensitive=False),
+    type=click.Choice((*COVARIANCE_TYPES, *MCLUST_NAMES), case_sensitive=False),
     default=None,
-    help="Covariance structure of Gaussian components, or scale structure of Student-t "
-    "ones (full or diag) [default: full].",
+    help="Covariance structure of Gaussian components (also mclust's names: EII, VII, "
+    "..., VEV, VVV), or scale structure of Student-t ones (full or diag) [default: full].",
 )
 @click.option(
     "--method",
@@ -813,7 +843,7 @@ def _declaration(
     if family == "gaussian":
         from bayesmix.model import GaussianMixture
 
-        covariance = (covariance or "full").lower()
+        covariance = _covariance_name(covariance or "full")
         return GaussianMixture(components, covariance), covariance
     from bayesmix.families import FAMILIES
     from bayesmix.mixture import Mixture
@@ -891,6 +921,7 @@ def _echo_estimates(summary_path: Path, ranking: Any, location: str = "means") -
 Examples:
   bayesmix select data.csv
   bayesmix select data.csv --components 1-8 --covariance full,diag,tied --out selection.csv
+  bayesmix select data.csv --components 1-9 --covariance all --plot bic.png
   bayesmix select data.csv --components 2,3,4 --method em,nuts --draws 500
   bayesmix select counts.csv --components 1-4 --family poisson,negative_binomial
 """
@@ -907,10 +938,12 @@ Examples:
 @click.option(
     "--covariance",
     "covariances",
-    type=_ChoiceList(COVARIANCE_TYPES, "covariance type"),
+    type=_CovarianceList(),
     default=None,
-    help="Gaussian covariance structure(s), comma-separated [default: full, or none when "
-    "--family is given].",
+    help="Gaussian covariance structure(s), comma-separated: full, diag, spherical, tied, "
+    "mclust's names (EII, VII, EEI, VEI, EVI, VVI, EEE, VEE, EVE, VVE, EEV, VEV, EVV, VVV; "
+    "any case) or all (mclust's 14, printed as mclust's BIC table and top 3) [default: "
+    "full, or none when --family is given].",
 )
 @click.option(
     "--family",
@@ -1024,6 +1057,11 @@ def select(
     ):
         click.echo(f"Warning: {message}", err=True)
     click.echo(repr(selection))
+    gaussian = [c for c in covariances or () if c in MCLUST_NAMES or c in COVARIANCE_TYPES]
+    em = any(m in ("em", "map") for m in methods)
+    if em and 1 < len(gaussian) <= len(COVARIANCE_TYPES):
+        # more models print mclust's tables and top 3 in the repr; show its top 3 here
+        click.echo("\n" + selection.mclust_summary())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
         selection.table.to_csv(out)
@@ -1033,7 +1071,8 @@ def select(
         import matplotlib.pyplot as plt
 
         plot.parent.mkdir(parents=True, exist_ok=True)
-        ax = selection.plot()
+        # mclust's BIC plot for more than the four basic structures
+        ax = selection.plot(kind="bic" if em and len(gaussian) > len(COVARIANCE_TYPES) else "curve")
         ax.figure.savefig(plot, dpi=110, bbox_inches="tight")
         plt.close(ax.figure)
         click.echo(f"plot: {plot}")

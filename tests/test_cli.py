@@ -489,3 +489,34 @@ def test_select_compares_count_families(tmp_path):
     assert "full" not in set(table["covariance_type"])  # no Gaussian rows unless asked
     bad = run("select", path, "--family", "gamma")
     assert bad.exit_code != 0 and "poisson" in bad.output
+
+
+# -- mclust's model space (issue 19) ---------------------------------------------------------
+def test_cli_knows_mclusts_fourteen_names():
+    from bayesmix.cli import MCLUST_NAMES
+    from bayesmix.families.gaussian.covariance import MCLUST_MODELS
+
+    assert MCLUST_NAMES == MCLUST_MODELS
+
+
+def test_select_covariance_all_prints_mclusts_table_and_top_three(tmp_path):
+    plot_path = tmp_path / "bic.png"
+    result = run("select", FAITHFUL, "--components", "1-2", "--covariance", "all", "--seed", "0",
+                 "--n-init", "1", "--plot", plot_path, "--out", tmp_path / "table.csv")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "mclust's BIC of the em fits" in out and "Best BIC values:" in out
+    assert all(name in out for name in ("EII", "VEV", "EVV", "VVV"))
+    assert max(map(len, out.splitlines())) < 240  # the table wraps at 88 characters
+    assert plot_path.stat().st_size > 10_000
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert len(table) == 28 and table["covariance_type"].nunique() == 14
+
+
+def test_select_takes_mclust_names_in_any_case(tmp_path):
+    result = run("select", FAITHFUL, "--components", "2,3", "--covariance", "vvv,EEE,diag",
+                 "--seed", "0", "--n-init", "1")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Best BIC values:" in result.stdout and "EEE,3" in result.stdout
+    bad = run("select", FAITHFUL, "--covariance", "VVX")
+    assert_one_line_error(bad, 2, "unknown covariance type 'vvx'")

@@ -298,7 +298,12 @@ def select_components(
         Numbers of components to try, each between 1 and ``n_obs``.
     covariance_types : str or sequence of str, optional
         Gaussian mixtures with any of ``"full"``, ``"tied"``, ``"diag"``,
-        ``"spherical"``. Default ``("full",)``, or none when ``families`` is given.
+        ``"spherical"`` or mclust's names (``"EII"``, ``"VII"``, ``"EEI"``, ``"VEI"``,
+        ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``, ``"VVE"``, ``"EEV"``,
+        ``"VEV"``, ``"EVV"``, ``"VVV"``, in any case), or ``"all"``: mclust's 14 models
+        in mclust's order (what ``mclustBIC(X)`` fits). A structure named twice
+        (``"full"`` and ``"VVV"``) is fitted once, under the first name. Default
+        ``("full",)``, or none when ``families`` is given.
     methods : str or sequence of str
         Any of ``"em"`` (maximum likelihood), ``"map"`` (MAP-EM with ``priors``),
         ``"nuts"``, ``"advi"``, ``"fullrank_advi"``.
@@ -335,10 +340,16 @@ def select_components(
     Returns
     -------
     SelectionResult
-        ``.table`` (one row per fit), ``.best``, ``.best_fit()``, ``.fits``, ``.plot()``.
+        ``.table`` (one row per fit), ``.best``, ``.best_fit()``, ``.fits``, ``.plot()``;
+        mclust's view of the Gaussian EM fits: ``.mclust_table("bic")`` (K by model,
+        mclust's sign), ``.top(3)`` and ``.mclust_summary()`` (``summary(mclustBIC(X))``),
+        ``.na_reasons()``, ``.plot_bic()``.
 
     Notes
     -----
+    Every EM fit of the grid that starts from mclust's hierarchical clustering starts
+    from one tree, built once, as ``mclustBIC`` computes ``hc`` once (for more than
+    2000 rows, on one random subsample of 2000 shared by all fits).
     A fit that raises is kept in the table with ``status="failed"`` and the error in
     ``message``; the other fits go on (if every fit fails, the first error is raised:
     the problem is then not one of the fits, e.g. a bad option). EM keeps the best of
@@ -363,6 +374,9 @@ def select_components(
     >>> sel = bm.select_components(X, range(1, 5), ["full", "diag"], random_state=0)
     >>> sel.best.loc["em", "n_components"]
     2
+    >>> sel = bm.select_components(X, range(1, 10), "all", random_state=0)  # mclustBIC(X)
+    >>> sel.top(3)[["model", "n_components"]].values.tolist()
+    [['EEE', 3], ['EEE', 4], ['VVE', 2]]
     """
     declarations = _declarations(covariance_types, _chosen_families(families, X))
     codes = any(Mixture(1, f).coding == "infer" for f in declarations.values() if f is not None)
@@ -717,6 +731,15 @@ class SelectionResult:
         The fitted results keyed like the table's index; ``None`` for failed fits.
     criteria : dict
         The headline criterion of each method.
+
+    Notes
+    -----
+    mclust's view of the Gaussian EM fits: :meth:`mclust_table` (``mclustBIC``'s
+    table: K by covariance model in mclust's order, mclust's sign, NA where a fit
+    failed, was spurious or degenerate), :meth:`na_reasons`, :meth:`top` and
+    :meth:`mclust_summary` (``summary(mclustBIC(X))``'s best three), :meth:`plot_bic`
+    (``plot(mclustBIC(X))``). With more than the four basic covariance models the
+    ``repr`` shows these tables instead of the long one.
     """
 
     def __init__(
@@ -898,8 +921,10 @@ class SelectionResult:
         frame.index = pd.RangeIndex(1, len(frame) + 1, name="rank")
         return frame
 
-    def _top_text(self, n: int = 3, criterion: str = "bic", method: str | None = None) -> str:
-        """mclust's print of the best models: ``Best BIC values:`` and two rows."""
+    def mclust_summary(self, n: int = 3, criterion: str = "bic", method: str | None = None) -> str:
+        """The best models as mclust's ``summary(mclustBIC(X))`` prints them: ``Best BIC
+        values:``, then the criterion (mclust's sign) and its difference to the best under
+        ``model,K`` headings; see :meth:`top` for the arguments."""
         top = self.top(n, criterion, method)
         name = criterion.upper()
         if top.empty:
@@ -957,7 +982,11 @@ class SelectionResult:
                 "K by covariance model; NA: failed, spurious or degenerate (.na_reasons()):"
             )
             blocks.append(
-                (title, self.mclust_table("bic", method=method), self._top_text(3, "bic", method))
+                (
+                    title,
+                    self.mclust_table("bic", method=method),
+                    self.mclust_summary(3, "bic", method),
+                )
             )
         return blocks
 
