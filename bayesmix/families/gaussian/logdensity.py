@@ -25,7 +25,8 @@ Flat layout of the unconstrained vector ``theta``:
    chi-squares ``(K, D)`` and then the below-diagonal normals ``(K, D (D - 1) / 2)`` in
    ``numpy.tril_indices(D, -1)`` order, the precision factor being ``F = L A``; for
    ``diag`` (``spherical``) the logs of the dimensionless variances ``(K, D)`` (``(K,)``),
-   the variances being ``exp(u) * scale``.
+   the variances being ``exp(u) * scale``; for the shared variances of ``EEI``
+   (``EII``) the same ``(D,)`` (one value), repeated for every component.
 """
 
 from __future__ import annotations
@@ -66,8 +67,15 @@ __all__ = [
     "whiten",
 ]
 
-_FULL, _TIED, _DIAG, _SPHERICAL = 0, 1, 2, 3
-KINDS = {"full": _FULL, "tied": _TIED, "diag": _DIAG, "spherical": _SPHERICAL}
+_FULL, _TIED, _DIAG, _SPHERICAL, _EII, _EEI = 0, 1, 2, 3, 4, 5
+KINDS = {
+    "full": _FULL,
+    "tied": _TIED,
+    "diag": _DIAG,
+    "spherical": _SPHERICAL,
+    "EII": _EII,
+    "EEI": _EEI,
+}
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
@@ -230,14 +238,46 @@ def bartlett(theta, pos, lower, n_factors, D):
     return A, factors
 
 
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _per_feature(kind):
+    """One variance per feature (diag, EEI), not one for all features."""
+    return kind == _DIAG or kind == _EEI
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _variance_index(kind, k, d, D):
+    """Offset in the covariance block of the log raw variance of component ``k`` and
+    feature ``d`` (shared variances: the same for every component)."""
+    if kind == _DIAG:
+        return k * D + d
+    if kind == _SPHERICAL:
+        return k
+    if kind == _EEI:
+        return d
+    return 0
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _n_variances(kind, K, D):
+    if kind == _DIAG:
+        return K * D
+    if kind == _SPHERICAL:
+        return K
+    if kind == _EEI:
+        return D
+    return 1
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def variances(theta, pos, scale, K, D, kind):
-    """Variances ``(K, D)`` (spherical: each row constant) from their log raw values."""
+    """Variances ``(K, D)`` (spherical, EII: each row constant; EII, EEI: every row the
+    same) from their log raw values."""
     var = np.empty((K, D))
+    per_feature = _per_feature(kind)
     for k in range(K):
         for d in range(D):
-            u = theta[pos + k * D + d] if kind == _DIAG else theta[pos + k]
-            var[k, d] = math.exp(u) * (scale[k, d] if kind == _DIAG else scale[k, 0])
+            u = theta[pos + _variance_index(kind, k, d, D)]
+            var[k, d] = math.exp(u) * scale[k, d if per_feature else 0]
     return var
 
 
@@ -315,13 +355,14 @@ def _log_density(
     else:
         A = factors = np.empty((0, 0, 0))
         var = variances(theta, pos, covariance_scale, K, D, kind)
-        logp += inverse_gamma_log_prior(theta[pos : pos + (K * D if kind == _DIAG else K)], dof[0])
+        logp += inverse_gamma_log_prior(theta[pos : pos + _n_variances(kind, K, D)], dof[0])
         precision = 1.0 / var.reshape((K, 1, D))
         log_det = np.zeros(K)  # log det of the precision / 2 = -sum (u + log scale) / 2
+        per_feature = _per_feature(kind)
         for k in range(K):
             for d in range(D):
-                u = theta[pos + k * D + d] if kind == _DIAG else theta[pos + k]
-                log_det[k] -= 0.5 * (u + math.log(covariance_scale[k, d if kind == _DIAG else 0]))
+                u = theta[pos + _variance_index(kind, k, d, D)]
+                log_det[k] -= 0.5 * (u + math.log(covariance_scale[k, d if per_feature else 0]))
     if not math.isfinite(logp):
         return -np.inf
 
@@ -414,18 +455,20 @@ def _raw_means_gradient(theta, pos, g_raw, order_feature, rotation, grad):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def variance_gradient(theta, pos, var, counts, scatter, dof, kind, grad):
-    """Gradient in the log raw variances: likelihood (centred scatter diagonals) plus the
-    inverse-gamma prior and its Jacobian."""
+    """Gradient in the log raw variances: likelihood (centred scatter diagonals, summed
+    over the components that share a variance) plus the inverse-gamma prior and its
+    Jacobian."""
     K, D = var.shape
+    for i in range(pos, pos + _n_variances(kind, K, D)):
+        grad[i] = -0.5 * dof + 0.5 * math.exp(-theta[i])
     for k in range(K):
-        if kind == _DIAG:
+        if _per_feature(kind):
             for d in range(D):
-                i = pos + k * D + d
-                g = 0.5 * scatter[k, 0, d] / var[k, d] - 0.5 * counts[k]
-                grad[i] = g - 0.5 * dof + 0.5 * math.exp(-theta[i])
+                i = pos + _variance_index(kind, k, d, D)
+                grad[i] += 0.5 * scatter[k, 0, d] / var[k, d] - 0.5 * counts[k]
         else:
-            g = 0.5 * scatter[k, 0].sum() / var[k, 0] - 0.5 * D * counts[k]
-            grad[pos + k] = g - 0.5 * dof + 0.5 * math.exp(-theta[pos + k])
+            i = pos + _variance_index(kind, k, 0, D)
+            grad[i] += 0.5 * scatter[k, 0].sum() / var[k, 0] - 0.5 * D * counts[k]
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -543,8 +586,9 @@ def _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order
                     i += 1
     else:
         var = variances(theta, pos, covariance_scale, K, D, kind)
-        for k in range(K):
-            for d in range(D if kind == _DIAG else 1):
+        shared = kind == _EII or kind == _EEI
+        for k in range(1 if shared else K):
+            for d in range(D if _per_feature(kind) else 1):
                 out[i] = var[k, d]
                 i += 1
 
@@ -586,7 +630,9 @@ def pack_inputs(layout: Layout, inputs: dict[str, np.ndarray]) -> np.ndarray:
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _covariance_scale_shape(D, K, kind):
-    return (D, D) if kind == _FULL or kind == _TIED else (K, D if kind == _DIAG else 1)
+    if kind == _FULL or kind == _TIED:
+        return (D, D)
+    return (K, D if kind == _DIAG or kind == _EEI else 1)
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

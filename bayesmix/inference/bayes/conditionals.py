@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from scipy.special import gammaln
 
-from bayesmix.families.gaussian.covariance import LOG_2PI, get_structure
+from bayesmix.families.gaussian.covariance import LOG_2PI
 
 if TYPE_CHECKING:
     from bayesmix.families.gaussian.covariance import CovarianceStructure
@@ -30,8 +30,6 @@ __all__ = [
     "mean_log_density_pairs",
     "impute_missing",
 ]
-
-_FULL = get_structure("full")
 
 
 @dataclass(frozen=True)
@@ -90,11 +88,12 @@ class GibbsState:
 
 def _component_view(state: GibbsState, structure: CovarianceStructure):
     """Every replica's components side by side: the structure that evaluates them and
-    their precision factors ``(R K, ...)`` (a tied factor repeated per component, read
-    as full covariances)."""
+    their precision factors ``(R K, ...)`` (a shared factor repeated per component, read
+    by the unshared structure of the same form: tied as full, EII as spherical, EEI as
+    diag)."""
     n_replicas, n_components, _ = state.shape
     if structure.shared_across_components:
-        return _FULL, np.repeat(state.prec_chol, n_components, axis=0)
+        return structure.per_component(), np.repeat(state.prec_chol, n_components, axis=0)
     factors = state.prec_chol.reshape((n_replicas * n_components,) + state.prec_chol.shape[2:])
     return structure, factors
 

@@ -158,11 +158,13 @@ def gibbs_sweep(
         sum_xx = _second_moments(_FULL, X, per_replica).reshape(
             n_replicas, n_components, n_features, n_features
         )
+        if structure.axis_aligned:  # shared variances: the moments' diagonals
+            sum_xx = np.diagonal(sum_xx, axis1=-2, axis2=-1)
         draws = [
             structure.posterior_draw(
                 mass.reshape(n_replicas, n_components)[r],
                 sum_x.reshape(n_replicas, n_components, n_features)[r],
-                sum_xx[r].sum(axis=0),
+                structure.pool_second_moments(sum_xx[r]),
                 means.reshape(n_replicas, n_components, n_features)[r],
                 dof,
                 scale,
