@@ -27,6 +27,9 @@ SIZES = [(1, 3, None), (2, 1, 0), (1, 1, None)]
 CASES = [
     (cov, order, 3, 3) for cov in ("full", "tied", "diag", "spherical") for order in (1, None)
 ] + [(cov, order, K, D) for cov in ("full", "tied", "diag", "spherical") for K, D, order in SIZES]
+# the variances shared by all components (mclust's EII, EEI): ordered and exchangeable, and
+# the edge sizes
+CASES += [("EII", 1, 3, 3), ("EEI", None, 3, 3), ("EII", None, 1, 3), ("EEI", 0, 2, 1)]
 
 
 def _problem(covariance_type: str, order_feature: int | None, K: int = 3, D: int = 3):
@@ -147,7 +150,7 @@ def test_start_reproduces_the_point_estimate(problem):
     order = np.argsort(em.means[:, max(layout.order_feature, 0)], kind="stable")
     covariances = model.structure.covariance_from_precision(factor, layout.n_features)
     want_cov = em.params.covariances
-    if model.covariance_type != "tied":
+    if not model.structure.shared_across_components:
         want_cov = want_cov[order]
     np.testing.assert_allclose(weights, em.weights[order] / em.weights.sum(), rtol=1e-9)
     np.testing.assert_allclose(means, em.means[order], rtol=1e-9, atol=1e-12)
@@ -158,7 +161,14 @@ def test_start_reproduces_the_point_estimate(problem):
 
 
 # a chi-square of exp(2000) or a variance of exp(-2000): prior density zero
-FAR = {"full": 2000.0, "tied": 2000.0, "diag": -2000.0, "spherical": -2000.0}
+FAR = {
+    "full": 2000.0,
+    "tied": 2000.0,
+    "diag": -2000.0,
+    "spherical": -2000.0,
+    "EII": -2000.0,
+    "EEI": -2000.0,
+}
 
 
 @pytest.mark.parametrize("covariance_type", list(FAR))
