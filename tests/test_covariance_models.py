@@ -408,3 +408,20 @@ def test_equal_volumes_cannot_collapse_one_component(model):
         volumes = np.exp(np.linalg.slogdet(result.covariances)[1] / 2)
         np.testing.assert_allclose(volumes, volumes[0], rtol=1e-6)
         assert not [w for w in caught if "identical points" in str(w.message)]
+
+
+def test_inner_iteration_controls(monkeypatch):
+    """INNER_MAX_ITER caps the iterative M-steps with a ConvergenceWarning; the capped
+    steps still never decrease the log-likelihood (each inner step improves the
+    objective from the previous covariances)."""
+    from bayesmix.families.gaussian import covariance
+
+    X = bm.datasets.load_faithful().values
+    monkeypatch.setattr(covariance, "INNER_MAX_ITER", 1)
+    monkeypatch.setattr(covariance, "INNER_TOL", 0.0)
+    with pytest.warns(bm.ConvergenceWarning, match="VVE M-step did not converge"):
+        result = bm.GaussianMixture(3, "VVE").fit(
+            X, n_init=1, init="random_from_data", max_iter=100, random_state=1
+        )
+    trace = np.asarray(result.log_likelihood_trace)
+    assert np.all(np.diff(trace) >= -1e-9 * np.abs(trace[1:]))

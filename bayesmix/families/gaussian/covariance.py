@@ -1,8 +1,13 @@
-"""The four covariance structures, each defined in one place.
+"""mclust's 14 covariance structures, each defined in one place.
 
-Every structure knows, for its *natural* storage (the shapes scikit-learn uses):
+``full`` (VVV), ``tied`` (EEE), ``diag`` (VVI) and ``spherical`` (VII) keep scikit-learn's
+names; the other ten (EII, EEI, VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV, with
+``Sigma_k = lambda_k D_k A_k D_k^T``) are named by their mclust names and reuse the storage
+and the E-step kernels of the basic four (see the section on them below). Every structure
+knows, for its *natural* storage (the shapes scikit-learn uses):
 
-* ``full``: ``(K, D, D)``; ``tied``: ``(D, D)``; ``diag``: ``(K, D)``; ``spherical``: ``(K,)``,
+* ``full``: ``(K, D, D)``; ``tied``: ``(D, D)``; ``diag``: ``(K, D)``; ``spherical``: ``(K,)``;
+  ``EII``: ``()``; ``EEI``: ``(D,)``; ``VEI``, ``EVI``: ``(K, D)``; the other six ``(K, D, D)``,
 
 how many free parameters it has, the sufficient second-moment statistic of a block of
 rows, the M-step (maximum likelihood, or MAP under its conjugate prior), the precision
