@@ -153,6 +153,39 @@ def pymc_point(pm_model, theta):
     return point
 
 
+# -- hand-written NUTS log densities next to PyMC's (test_*_logdensity.py) ---------------
+def density_problem(model, X):
+    """``(model, X, priors, density)``: ``model``'s hand-written NUTS log density on ``X``
+    with the priors it resolves for ``X``."""
+    priors = model.resolve_priors(model.check_data(X))
+    return model, X, priors, model.family.nutpie_density(X, priors, model.n_components)
+
+
+def map_em_start(model, X):
+    """The MAP-EM fit, and its estimate as the PyMC model's free variables (``weights``
+    first)."""
+    em = model.fit(X, method="map", random_state=0)
+    start = {"weights": em.parameters["weights"]}
+    start.update(model.family.pymc_initial_values(em.parameters, em.priors))
+    return em, start
+
+
+def density_and_pymc(model, X, priors, density):
+    """A :func:`density_problem` with the PyMC model of the same posterior and the MAP-EM
+    start: ``(model, X, priors, density, pm_model, em, start)``."""
+    from bayesmix.inference.bayes.family import build_family_pymc
+
+    pm_model = build_family_pymc(model, model.check_data(X), priors)
+    em, start = map_em_start(model, X)
+    return model, X, priors, density, pm_model, em, start
+
+
+def points_around(density, centre, n=4, seed=0):
+    """``centre`` and ``n`` points around it (unconstrained coordinates, sd 0.5)."""
+    rng = np.random.default_rng(seed)
+    return [centre] + [centre + 0.5 * rng.standard_normal(density.n_dim) for _ in range(n)]
+
+
 def scipy_log_prior(weights, means, natural_cov, covariance_type, priors):
     """Log prior density with scipy's distributions (covariances in natural storage)."""
     value = stats.dirichlet.logpdf(weights, priors.weight_concentration)

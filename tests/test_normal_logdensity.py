@@ -16,11 +16,10 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import pymc_point
+from conftest import density_and_pymc, density_problem, points_around, pymc_point
 from scipy import stats
 
 import bayesmix as bm
-from bayesmix.inference.bayes.family import build_family_pymc
 
 # (K, D)
 CASES = [(2, 3), (1, 1)]
@@ -36,31 +35,12 @@ def _rows(D: int, n: int = 60, seed: int = 5) -> np.ndarray:
 
 
 def _problem(K, D):
-    X = _rows(D)
-    model = bm.Mixture(K, bm.families.Normal())
-    priors = model.resolve_priors(model.check_data(X))
-    return model, X, priors, model.family.nutpie_density(X, priors, K)
-
-
-def _em_start(model, X):
-    """The MAP-EM estimate as the PyMC model's free variables (``weights`` first)."""
-    em = model.fit(X, method="map", random_state=0)
-    start = {"weights": em.parameters["weights"]}
-    start.update(model.family.pymc_initial_values(em.parameters, em.priors))
-    return em, start
-
-
-def _thetas(density, centre, n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    return [centre] + [centre + 0.5 * rng.standard_normal(density.n_dim) for _ in range(n)]
+    return density_problem(bm.Mixture(K, bm.families.Normal()), _rows(D))
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
 def problem(request):
-    model, X, priors, density = _problem(*request.param)
-    pm_model = build_family_pymc(model, model.check_data(X), priors)
-    em, start = _em_start(model, X)
-    return model, X, priors, density, pm_model, em, start
+    return density_and_pymc(*_problem(*request.param))
 
 
 def test_density_and_gradient_equal_pymc(problem):
@@ -75,7 +55,7 @@ def test_density_and_gradient_equal_pymc(problem):
     logp = pm_model.compile_logp(jacobian=True, mode="FAST_COMPILE")
     dlogp = pm_model.compile_dlogp(jacobian=True, mode="FAST_COMPILE")
     ours, theirs = [], []
-    for theta in _thetas(density, density.flat_start(start)):
+    for theta in points_around(density, density.flat_start(start)):
         grad = np.empty(density.n_dim)
         ours.append(density.log_density(theta, grad))
         point = pymc_point(pm_model, theta)

@@ -15,12 +15,11 @@ import ctypes
 
 import numpy as np
 import pytest
-from conftest import pymc_point
+from conftest import density_and_pymc, density_problem, map_em_start, points_around, pymc_point
 from scipy import stats
 
 import bayesmix as bm
 from bayesmix.families.student_t_logdensity import student_t_density
-from bayesmix.inference.bayes.family import build_family_pymc
 
 # (covariance_type, dof, K, D)
 CASES = [("full", None, 2, 3), ("diag", None, 2, 3), ("full", 5.0, 1, 1), ("diag", 4.0, 2, 1)]
@@ -36,33 +35,12 @@ def _rows(D: int, n: int = 60, seed: int = 5) -> np.ndarray:
 
 
 def _problem(covariance_type, dof, K, D):
-    X = _rows(D)
-    model = bm.Mixture(K, bm.families.StudentT(covariance_type, dof))
-    data = model.check_data(X)
-    priors = model.resolve_priors(data)
-    density = model.family.nutpie_density(X, priors, K)
-    return model, X, priors, density
-
-
-def _em_start(model, X):
-    """The MAP-EM estimate as the PyMC model's free variables (``weights`` first)."""
-    em = model.fit(X, method="map", random_state=0)
-    start = {"weights": em.parameters["weights"]}
-    start.update(model.family.pymc_initial_values(em.parameters, em.priors))
-    return em, start
-
-
-def _thetas(density, centre, n=4, seed=0):
-    rng = np.random.default_rng(seed)
-    return [centre] + [centre + 0.5 * rng.standard_normal(density.n_dim) for _ in range(n)]
+    return density_problem(bm.Mixture(K, bm.families.StudentT(covariance_type, dof)), _rows(D))
 
 
 @pytest.fixture(scope="module", params=CASES, ids=IDS)
 def problem(request):
-    model, X, priors, density = _problem(*request.param)
-    pm_model = build_family_pymc(model, model.check_data(X), priors)
-    em, start = _em_start(model, X)
-    return model, X, priors, density, pm_model, em, start
+    return density_and_pymc(*_problem(*request.param))
 
 
 def test_density_and_gradient_equal_pymc(problem):
@@ -80,7 +58,7 @@ def test_density_and_gradient_equal_pymc(problem):
     logp = pm_model.compile_logp(jacobian=True, mode="FAST_COMPILE")
     dlogp = pm_model.compile_dlogp(jacobian=True, mode="FAST_COMPILE")
     ours, theirs = [], []
-    for theta in _thetas(density, density.flat_start(start)):
+    for theta in points_around(density, density.flat_start(start)):
         grad = np.empty(density.n_dim)
         ours.append(density.log_density(theta, grad))
         point = pymc_point(pm_model, theta)
@@ -114,7 +92,7 @@ def test_density_equals_scipy_at_constrained_values(covariance_type):
     """K = 1: Normal, (Bartlett) inverse-Wishart or inverse-gamma, Gamma priors and the
     t likelihood by scipy, plus the log transforms' Jacobians."""
     model, X, priors, density = _problem(covariance_type, None, 1, 3)
-    _, start = _em_start(model, X)
+    _, start = map_em_start(model, X)
     theta = density.flat_start(start) + 0.1
     params = density.expand(theta)
     means, nu = params[1:4], params[-1]
