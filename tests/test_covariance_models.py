@@ -178,14 +178,28 @@ def test_other_families_and_estimator():
     with pytest.raises(ValueError, match="for the Student-t family; got 'VEV'"):
         StudentT("VEV")
     assert GaussianBlock("EEE").covariance_type == "tied"
-    with pytest.raises(ValueError, match="Gaussian block .* got 'EVE'"):
-        GaussianBlock("EVE")
+    for model in EM_ONLY:  # the models that couple the components' covariances
+        assert get_structure(model).couples_components
+        with pytest.raises(ValueError, match=f"Gaussian block .*'EII', 'EEI'.* got '{model}'"):
+            GaussianBlock(model)
     X = np.random.default_rng(1).normal(size=(60, 2))
     shapes = {"EII": (), "EEI": (2,), "VEI": (2, 2), "EVE": (2, 2, 2)}
     for model, shape in shapes.items():
         estimator = SkGaussianMixture(2, covariance_type=model, random_state=0).fit(X)
         assert estimator.covariances_.shape == shape
         assert np.isfinite(estimator.score(X))
+
+
+def test_shared_models_in_an_independent_block():
+    """EII and EEI are shared like tied: a Gaussian block takes them, with
+    GaussianMixture's fit and counts."""
+    X = bm.datasets.load_faithful()
+    for model in ("EII", "EEI"):
+        family = bm.families.Independent({("eruptions", "waiting"): bm.families.Gaussian(model)})
+        block = bm.Mixture(3, family).fit(X, random_state=0, n_init=3)
+        plain = bm.GaussianMixture(3, model).fit(X, random_state=0, n_init=3)
+        assert block.log_likelihood == pytest.approx(plain.log_likelihood, rel=1e-9)
+        assert block.bic(X) == pytest.approx(plain.bic(X), rel=1e-9)
 
 
 @pytest.mark.parametrize("model", MODELS)

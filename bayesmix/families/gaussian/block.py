@@ -46,7 +46,7 @@ from typing import Any
 import numpy as np
 
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters, pymc_dims
-from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES, get_structure
+from bayesmix.families.gaussian.covariance import STRUCTURES, get_structure
 from bayesmix.families.gaussian.missing import (
     MissingLayout,
     completed_statistics,
@@ -95,12 +95,13 @@ class GaussianBlock(ComponentFamily):
 
     def __init__(self, covariance_type: str = "full") -> None:
         structure = get_structure(covariance_type)
-        if structure.name not in BASIC_STRUCTURES:
-            # the block counts and stores one covariance per component (or one shared);
-            # the other mclust models couple the components' covariances
+        if structure.couples_components:
+            # the block counts and updates one covariance per component (or one shared);
+            # these mclust models couple the components' covariances
+            accepted = [n for n, s in STRUCTURES.items() if not s.couples_components]
             raise ValueError(
                 f"a Gaussian block of an Independent family takes covariance_type one of "
-                f"{list(BASIC_STRUCTURES)} (or their mclust names VVV, EEE, VVI, VII); got "
+                f"{accepted} (or the mclust names VVV, EEE, VVI, VII); got "
                 f"{covariance_type!r}. Fit the other mclust models with "
                 "bm.GaussianMixture(n_components, covariance_type)."
             )

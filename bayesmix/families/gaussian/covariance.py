@@ -84,6 +84,10 @@ class CovarianceStructure(ABC):
     axis_aligned: ClassVar[bool] = False
     #: full Bayes (Gibbs, NUTS, ADVI) available: conjugate updates and a PyMC prior
     supports_bayes: ClassVar[bool] = True
+    #: the components' covariances share a part (a volume, shape or orientation) without
+    #: being one shared covariance (VEI, EVI, VEE, EVE, VVE, EEV, VEV, EVV): no component's
+    #: covariance can be counted or updated on its own
+    couples_components: ClassVar[bool] = False
 
     def natural_shape(self, n_components: int, n_features: int) -> tuple[int, ...]:
         """Shape of the covariances in this structure's storage."""
@@ -1151,6 +1155,8 @@ class _Unsupported:
 class _ConstrainedDiag(_Unsupported, Diag):
     """Axis-aligned models stored as ``(K, D)`` variances (VEI, EVI)."""
 
+    couples_components = True
+
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
         if dof is None:
@@ -1226,6 +1232,8 @@ class EVI(_ConstrainedDiag):
 
 class _ConstrainedMatrix(_Unsupported, Full):
     """Matrix models stored as ``(K, D, D)`` (VEE, EVE, VVE, EEV, VEV, EVV)."""
+
+    couples_components = True
 
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
         scatter = _scatter_about(sum_xx, sum_x, mass, means)
