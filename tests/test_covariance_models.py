@@ -253,10 +253,11 @@ def test_m_step_is_the_constrained_maximum(model):
             candidate = build(model, K, D, rng, base=scatter, spread=spread)
             assert constraint_violation(model, candidate) < 1e-8
             assert best >= _objective(X, resp, means, candidate) - 1e-9 * abs(best), spread
-    # from any start (the warm start of EM), to the same maximum
-    start = structure.from_full(build(model, K, D, rng))
+    # from any start (the warm start of EM: the previous covariances), to the same maximum
+    start = structure.from_full(build(model, K, D, rng, base=scatter, spread=0.3))
     again = structure.m_step(mass, sum_x, sum_xx, means, None, None, 0.0, start=start)
     assert _objective(X, resp, means, _full(model, again, K, D)) == pytest.approx(best, rel=1e-7)
+    assert best >= _objective(X, resp, means, _full(model, start, K, D))
 
 
 @pytest.mark.parametrize("model", MODELS)
