@@ -64,8 +64,8 @@ def bootstrap_lrt(
        ``K``-component parameters and with ``K + 1`` components from the fitted
        ``(K + 1)``-component parameters (mclust's starts), giving a bootstrap
        statistic (refits to EM tolerance ``REFIT_TOL = 1e-5``, mclust's order); a
-       refit that fails or ends on a spurious maximum is retried from two of EM's
-       default starts, and a replicate without a sound refit is redrawn (mclust
+       refit that fails or ends on a spurious maximum is retried from two
+       k-means++ starts, and a replicate without a sound refit is redrawn (mclust
        redraws a replicate whose EM fails);
     3. the p-value ``(1 + #{bootstrap LRTS >= LRTS_K}) / (n_bootstrap + 1)``;
     4. with ``sequential=True`` the tests stop at the first p-value above ``level``.
@@ -95,9 +95,8 @@ def bootstrap_lrt(
         EM starts of the fits of ``X`` (default 5, as :func:`select_components`).
     bootstrap_starts : int
         EM starts of each bootstrap refit: 1 (default) is mclust's single start from
-        the fitted parameters; more add starts of EM's default scheme (the
-        hierarchical start, then k-means++), the best kept, at that many times the
-        cost.
+        the fitted parameters; more add k-means++ starts, the best sound fit kept, at
+        about that many times the cost.
 
     Returns
     -------
@@ -216,9 +215,9 @@ def _start(fit: MixtureResult) -> dict[str, np.ndarray]:
 
 def _refit(sample, k, start, starts, rng, covariance_type) -> float:
     """The log-likelihood of the best sound refit (not failed, not spurious): from
-    ``start`` and ``starts - 1`` more of EM's default starts; when the start from
-    ``start`` is not sound and no more were asked for, from two default starts. NaN when
-    none is sound."""
+    ``start`` and ``starts - 1`` more k-means++ starts; when the start from ``start`` is
+    not sound and no more were asked for, from two k-means++ starts. NaN when none is
+    sound."""
     model = GaussianMixture(k, covariance_type)
 
     def sound(options) -> float:
@@ -233,7 +232,9 @@ def _refit(sample, k, start, starts, rng, covariance_type) -> float:
     best = sound({"init": start})
     if starts > 1 or not np.isfinite(best):
         more = max(starts - 1, 2)
-        best = max(best, sound({"n_init": more, "random_state": _seed(rng)}))
+        # k-means++ starts: a hierarchical start would build a tree for every sample
+        options = {"n_init": more, "init": "kmeans++", "random_state": _seed(rng)}
+        best = max(best, sound(options))
     return best if np.isfinite(best) else np.nan
 
 
