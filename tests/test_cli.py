@@ -520,3 +520,10 @@ def test_select_takes_mclust_names_in_any_case(tmp_path):
     assert "Best BIC values:" in result.stdout and "EEE,3" in result.stdout
     bad = run("select", FAITHFUL, "--covariance", "VVX")
     assert_one_line_error(bad, 2, "unknown covariance type 'vvx'")
+
+
+def test_fit_takes_an_mclust_name(tmp_path):
+    result = run("fit", FAITHFUL, "-k", "2", "--covariance", "vev", "--no-plots", "--out",
+                 tmp_path / "out", "--n-init", "1", "--seed", "0")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert bm.load(tmp_path / "out" / "em.nc").model.covariance_type == "VEV"
