@@ -348,8 +348,8 @@ class GaussianBlock(ComponentFamily):
         """Full covariance matrices ``(K, D, D)`` of the structure's precision parameter."""
         import pytensor.tensor as pt
 
-        if self.structure.axis_aligned:  # variances (K, D), or (K,) for all features
-            variances = precision if precision.ndim == 2 else pt.shape_padright(precision)
+        if self.structure.axis_aligned:  # variances (K, D), (K,), (D,) or one for all
+            variances = self.structure.pymc_variances(precision)
             variances = pt.broadcast_to(variances, (n_components, n_features))
             return variances[:, :, None] * pt.eye(n_features)[None]
         factor = precision if precision.ndim == 3 else precision[None]

@@ -932,7 +932,7 @@ class Diag(CovarianceStructure):
     def pymc_log_prob(self, X, means, precision):
         import pytensor.tensor as pt
 
-        var = pt.broadcast_to(self._pymc_variance_rows(precision), means.shape)
+        var = pt.broadcast_to(self.pymc_variances(precision), means.shape)
         sq = ((X[None, :, :] - means[:, None, :]) ** 2 / var[:, None, :]).sum(-1)
         return (-0.5 * (sq + pt.log(var).sum(-1)[:, None])).T - 0.5 * X.shape[-1] * LOG_2PI
 
@@ -942,8 +942,9 @@ class Diag(CovarianceStructure):
         )
 
     @staticmethod
-    def _pymc_variance_rows(variances):
-        """The variances (a pytensor tensor) broadcastable to ``(K, D)``."""
+    def pymc_variances(variances):
+        """The variances of :meth:`pymc_precision` (a pytensor tensor) in a shape that
+        broadcasts to ``(K, D)``."""
         return variances
 
     @staticmethod
@@ -970,7 +971,7 @@ class Spherical(Diag):
         return moments.sum(axis=1)
 
     @staticmethod
-    def _pymc_variance_rows(variances):
+    def pymc_variances(variances):
         import pytensor.tensor as pt
 
         return pt.shape_padright(variances)  # (K, 1)
@@ -1551,7 +1552,7 @@ class EII(Spherical):
         return _variances(f"{prefix}variances", dof, scale, (), (), prefix)
 
     @staticmethod
-    def _pymc_variance_rows(variances):
+    def pymc_variances(variances):
         return variances  # a scalar broadcasts to (K, D)
 
     def covariance_from_precision(self, precision, n_features):
