@@ -20,7 +20,10 @@ interface. Other modules read what differs between structures from the structure
 Conjugate priors: ``full`` and ``tied`` covariances are inverse-Wishart(``dof``, ``scale``)
 with ``scale`` a ``(D, D)`` matrix; ``diag`` and ``spherical`` variances are
 inverse-gamma(``dof / 2``, ``scale / 2``) with ``scale`` of shape ``(D,)`` or scalar, the
-one-dimensional case of the same inverse-Wishart family.
+one-dimensional case of the same inverse-Wishart family; so are the variances shared by
+all components of ``EEI`` (``(D,)``) and ``EII`` (one), whose conditional posteriors pool
+every component's scatter as ``tied``'s does. These six support full Bayes (Gibbs, NUTS,
+ADVI: :func:`bayes_structures`); the other eight, EM and MAP-EM only.
 """
 
 from __future__ import annotations
