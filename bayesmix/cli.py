@@ -1057,7 +1057,7 @@ def select(
     ):
         click.echo(f"Warning: {message}", err=True)
     click.echo(repr(selection))
-    gaussian = [c for c in covariances or () if c in MCLUST_NAMES or c in COVARIANCE_TYPES]
+    gaussian = list(covariances or ())  # --covariance takes Gaussian structures only
     em = any(m in ("em", "map") for m in methods)
     if em and 1 < len(gaussian) <= len(COVARIANCE_TYPES):
         # more models print mclust's tables and top 3 in the repr; show its top 3 here
