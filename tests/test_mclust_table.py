@@ -446,3 +446,25 @@ def test_observed_lrt_statistics_match_mclust(name, load):
     close = np.isclose(reference, converged.to_numpy(), rtol=1e-4, atol=0)
     assert close[0]  # 1 vs 2 always
     np.testing.assert_allclose(lrt.observed[close], reference[close], rtol=1e-4)
+
+
+def test_one_column_fits_mclusts_e_and_v():
+    """mclustBIC on one column fits E and V only; the other twelve models repeat them."""
+    X = bm.datasets.load_galaxies(thousands=True)
+    sel = select_components(X, [1, 2, 3], "all", random_state=0, n_init=1)
+    assert list(dict.fromkeys(sel.table.index.get_level_values("covariance_type"))) == [
+        "EII",
+        "VII",
+    ]
+    bic = sel.mclust_table()
+    assert list(bic.columns) == ["E", "V"]
+    np.testing.assert_allclose(bic.loc[1, "E"], bic.loc[1, "V"], rtol=1e-12)
+    models = pd.read_csv(REFERENCES / "galaxies.csv").drop_duplicates(["model", "G"])
+    models = models.set_index(["model", "G"])["bic_mclust"]
+    for name in ("E", "V"):  # mclust's optimum or a higher one (V, K=2: -462.15 > -462.52)
+        expected = models.loc[name].loc[[1, 2, 3]].to_numpy()
+        assert (bic[name].to_numpy() >= expected - 1e-4 * np.abs(expected)).all(), name
+    assert sel.top(1)["model"].iloc[0] in ("E", "V")
+    ax = sel.plot_bic()
+    assert [line.get_label() for line in ax.lines] == ["E", "V"]
+    plt.close(ax.figure)

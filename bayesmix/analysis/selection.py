@@ -394,6 +394,15 @@ def select_components(
             f"priors must be None, a bayesmix.Priors or a mapping; got {type(priors).__name__}."
         )
 
+    univariate = data.n_features == 1
+    if univariate and _asks_all(covariance_types):
+        # one column: mclust's models reduce to E (equal variances) and V (varying), the
+        # two mclustBIC fits; the other twelve would repeat them
+        declarations = {
+            label: family
+            for label, family in declarations.items()
+            if family is not None or mclust_name(label) in ("EII", "VII")
+        }
     keys = [(m, c, k) for m in methods for c in declarations for k in ks]
     seeds = rng.integers(2**31 - 1, size=len(keys))
     # one hierarchical tree for the whole grid, as mclust's mclustBIC computes hc once
@@ -434,7 +443,7 @@ def select_components(
         table = _add_loo(table, fits, data, bayes)
     order = ["status", *_EM_COLUMNS, *_LOO_COLUMNS, "fit_seconds", "message", "notes"]
     table = _mark_best(table[[c for c in order if c in table]].sort_index(), methods)
-    return SelectionResult(table, fits, criteria, data.n_obs)
+    return SelectionResult(table, fits, criteria, data.n_obs, univariate=univariate)
 
 
 def _chosen_families(families: Any, X: Any) -> Any:
@@ -507,6 +516,13 @@ def _covariance_labels(covariance_types: Any) -> list[str]:
     for name in names:
         labels.setdefault(mclust_name(name) or name, name)
     return list(labels.values())
+
+
+def _asks_all(covariance_types: Any) -> bool:
+    items = [covariance_types] if isinstance(covariance_types, str) else covariance_types
+    return isinstance(items, Iterable) and any(
+        isinstance(item, str) and item.upper() == "ALL" for item in items
+    )
 
 
 def mclust_name(label: str) -> str | None:
@@ -748,11 +764,15 @@ class SelectionResult:
         fits: dict[tuple[str, str, int], MixtureResult | None],
         criteria: dict[str, str],
         n_obs: int,
+        *,
+        univariate: bool = False,
     ) -> None:
         self.table = table
         self.fits = fits
         self.criteria = dict(criteria)
         self.n_obs = n_obs
+        #: One column of data: mclust's tables name the models E and V, as mclust does.
+        self.univariate = bool(univariate)
 
     @property
     def methods(self) -> list[str]:
@@ -822,11 +842,18 @@ class SelectionResult:
 
     def _mclust_models(self) -> list[tuple[str, str]]:
         """(table label, mclust name) of the Gaussian covariance structures, in mclust's
-        order."""
+        order; for one column of data mclust's univariate names ``E`` and ``V`` (the
+        first model of each volume kept)."""
         labels = dict.fromkeys(self.table.index.get_level_values("covariance_type"))
         named = [(label, mclust_name(label)) for label in labels]
         named = [(label, name) for label, name in named if name is not None]
-        return sorted(named, key=lambda item: MCLUST_MODELS.index(item[1]))
+        named.sort(key=lambda item: MCLUST_MODELS.index(item[1]))
+        if self.univariate:
+            first = {}
+            for label, name in named:
+                first.setdefault(name[0], label)
+            named = [(label, name) for name, label in sorted(first.items())]
+        return named
 
     def mclust_table(
         self, criterion: str = "bic", *, sign: str = "mclust", method: str | None = None
@@ -908,11 +935,9 @@ class SelectionResult:
         method = self._em_method(method)
         table = self.mclust_table(criterion, method=method)
         labels = {name: label for label, name in self._mclust_models()}
+        position = {name: i for i, name in enumerate(labels)}
         cells = table.stack().dropna()  # (K, model) -> value
-        order = sorted(
-            cells.index,
-            key=lambda km: (-cells[km], MCLUST_MODELS.index(km[1]), km[0]),
-        )[:n]
+        order = sorted(cells.index, key=lambda km: (-cells[km], position[km[1]], km[0]))[:n]
         best = cells[order[0]] if order else np.nan
         frame = pd.DataFrame(
             [(m, labels[m], int(k), float(cells[(k, m)]), cells[(k, m)] - best) for k, m in order],

@@ -192,12 +192,13 @@ def plot_n_clusters(
 _MCLUST_PCH = {
     "EII": 17, "VII": 2, "EEI": 16, "EVI": 10, "VEI": 13, "VVI": 1, "EEE": 15,
     "EVE": 5, "VEE": 8, "VVE": 9, "EEV": 12, "VEV": 7, "EVV": 14, "VVV": 0,
+    "E": 17, "V": 2,
 }  # fmt: skip
 _MCLUST_COLORS = {
     "EII": "#BEBEBE", "VII": "#000000", "EEI": "#228B22", "EVI": "#428850",
     "VEI": "#518577", "VVI": "#59819D", "EEE": "#5A7DC4", "EVE": "#5178EB",
     "VEE": "#726FE7", "VVE": "#9C60B9", "EEV": "#B3508C", "VEV": "#C13F61",
-    "EVV": "#C92A36", "VVV": "#CD0000",
+    "EVV": "#C92A36", "VVV": "#CD0000", "E": "#BEBEBE", "V": "#000000",
 }  # fmt: skip
 _MCLUST_LABELS = {
     "bic": "BIC",
