@@ -133,14 +133,15 @@ class _CovarianceList(_ChoiceList):
         return "[" + "|".join((*COVARIANCE_TYPES, "all", "EII|...|VVV")) + "],..."
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
-        names = []
-        for item in super().convert(value, param, ctx):
-            names.extend(MCLUST_NAMES if item == "all" else [_covariance_name(item)])
+        # "all" is passed on as it is: select_components fits mclust's 14 models, or on
+        # one column of data its two univariate ones (E and V)
+        names = [_covariance_name(item) for item in super().convert(value, param, ctx)]
         return list(dict.fromkeys(names))
 
 
 def _covariance_name(name: str) -> str:
-    """mclust's names upper case (``vev`` -> ``VEV``), bayesmix's lower case."""
+    """mclust's names upper case (``vev`` -> ``VEV``), bayesmix's (and ``all``) lower
+    case."""
     return name.upper() if name.upper() in MCLUST_NAMES else name.lower()
 
 
@@ -1033,7 +1034,12 @@ def select(
         m: {k: v for k, v in o.items() if k not in ("random_state", "n_init")}
         for m, o in options.items()
     }
-    declarations = (len(covariances) if covariances else 0 if families else 1) + len(families or ())
+    # --covariance all is mclust's 14 models (2 on one column)
+    gaussian = [n for c in covariances or () for n in (MCLUST_NAMES if c == "all" else [c])]
+    gaussian = list(dict.fromkeys(gaussian))
+    if "all" in (covariances or ()) and frame.shape[1] == 1:
+        gaussian = ["EII", "VII"]
+    declarations = (len(gaussian) if gaussian else 0 if families else 1) + len(families or ())
     n_fits = len(components) * declarations * len(methods)
     click.echo(
         f"Data: {frame.shape[0]} observations of {frame.shape[1]} feature(s) "
@@ -1056,11 +1062,11 @@ def select(
         _one_line(w.message) for w in caught if issubclass(w.category, BayesmixWarning)
     ):
         click.echo(f"Warning: {message}", err=True)
-    click.echo(repr(selection))
-    gaussian = list(covariances or ())  # --covariance takes Gaussian structures only
+    text = repr(selection)
+    click.echo(text)
     em = any(m in ("em", "map") for m in methods)
-    if em and 1 < len(gaussian) <= len(COVARIANCE_TYPES):
-        # more models print mclust's tables and top 3 in the repr; show its top 3 here
+    if em and len(gaussian) > 1 and "Best BIC values" not in text:
+        # with more than the four basic models the repr shows mclust's top 3 already
         click.echo("\n" + selection.mclust_summary())
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -1071,8 +1077,9 @@ def select(
         import matplotlib.pyplot as plt
 
         plot.parent.mkdir(parents=True, exist_ok=True)
-        # mclust's BIC plot for more than the four basic structures
-        ax = selection.plot(kind="bic" if em and len(gaussian) > len(COVARIANCE_TYPES) else "curve")
+        # mclust's BIC plot for more than the four basic structures or --covariance all
+        mclust_grid = len(gaussian) > len(COVARIANCE_TYPES) or "all" in (covariances or ())
+        ax = selection.plot(kind="bic" if em and mclust_grid else "curve")
         ax.figure.savefig(plot, dpi=110, bbox_inches="tight")
         plt.close(ax.figure)
         click.echo(f"plot: {plot}")

@@ -518,6 +518,13 @@ def test_select_takes_mclust_names_in_any_case(tmp_path):
                  "--seed", "0", "--n-init", "1")  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Best BIC values:" in result.stdout and "EEE,3" in result.stdout
+    galaxies = tmp_path / "galaxies.csv"
+    bm.datasets.load_galaxies(thousands=True).to_csv(galaxies, index=False)
+    one = run("select", galaxies, "--components", "1-3", "--covariance", "ALL", "--seed", "0",
+              "--n-init", "1", "--plot", tmp_path / "e_v.png")  # fmt: skip
+    assert one.exit_code == 0, one.output
+    assert "6 fits" in one.stderr and "covariance types ['EII', 'VII']" in one.stdout
+    assert "Best BIC values:" in one.stdout and (tmp_path / "e_v.png").stat().st_size > 5000
     bad = run("select", FAITHFUL, "--covariance", "VVX")
     assert_one_line_error(bad, 2, "unknown covariance type 'vvx'")
 

@@ -301,7 +301,8 @@ def select_components(
         ``"spherical"`` or mclust's names (``"EII"``, ``"VII"``, ``"EEI"``, ``"VEI"``,
         ``"EVI"``, ``"VVI"``, ``"EEE"``, ``"VEE"``, ``"EVE"``, ``"VVE"``, ``"EEV"``,
         ``"VEV"``, ``"EVV"``, ``"VVV"``, in any case), or ``"all"``: mclust's 14 models
-        in mclust's order (what ``mclustBIC(X)`` fits). A structure named twice
+        in mclust's order (what ``mclustBIC(X)`` fits; for one column of data its two
+        univariate models, E and V, fitted as ``EII`` and ``VII``). A structure named twice
         (``"full"`` and ``"VVV"``) is fitted once, under the first name. Default
         ``("full",)``, or none when ``families`` is given.
     methods : str or sequence of str
