@@ -34,12 +34,12 @@ LONGEST_FIRST = (
     "test_bayes.py",  # 870 s: PyMC's own NUTS on galaxies, (full-rank) ADVI graphs
     "test_independent_bayes.py",  # 500 s: six PyMC graphs (NUTS and ADVI, with NaN)
     "test_notebooks.py",  # 730 s: notebook 05 alone 400 s (NUTS, Gibbs, two ADVIs)
+    "test_vi.py",  # 440 s: three minibatch ADVI fits on 15,000-20,000 rows
     "test_gaussian_block.py",  # 410 s: the Gaussian block's PyMC graph with NaN
     "test_family_bayes_t.py",  # 220 s
-    "test_calibration.py",
-    "test_vi.py",
+    "test_docs.py",  # 130 s: the Sphinx site
+    "test_calibration.py",  # 130 s
     "test_family_bayes.py",  # 110 s
-    "test_docs.py",  # the Sphinx site
     "test_latent_class.py",
     "test_selection.py",
     "test_gibbs.py",
