@@ -244,7 +244,8 @@ def test_pymc_log_likelihood_marginalises_like_the_em_density():
     start.update(model.family.pymc_initial_values(params, map_fit.priors))
     replace = {pm_model[name]: np.asarray(value, dtype=float) for name, value in start.items()}
     (potential,) = pm_model.potentials
-    got = pytensor.graph.graph_replace(potential, replace, strict=False).eval()
+    # FAST_COMPILE: the same graph evaluated without numba (68 s -> 18 s with cold caches)
+    got = pytensor.graph.graph_replace(potential, replace, strict=False).eval(mode="FAST_COMPILE")
     log_joint = np.log(params["weights"]) + model.family.log_density(X, params)
     np.testing.assert_allclose(got, logsumexp(log_joint, axis=1).sum(), rtol=1e-8)
 
