@@ -34,7 +34,6 @@ from collections import deque
 from typing import ClassVar
 
 import numpy as np
-from scipy.linalg.lapack import dtrtri
 from scipy.special import gammaln, multigammaln
 
 from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
@@ -429,11 +428,10 @@ def jittered_cholesky(cov: np.ndarray) -> np.ndarray:
 
 def _upper_precision_cholesky(cov: np.ndarray) -> np.ndarray:
     """``U = inv(L)^T`` for ``cov = L L^T`` (batched), so ``inv(cov) = U U^T``."""
-    lower = jittered_cholesky(cov)
-    inverse = np.empty_like(lower)
-    for index in np.ndindex(lower.shape[:-2]):  # per matrix, never per row
-        inverse[index], _ = dtrtri(lower[index], lower=1)
-    return np.swapaxes(inverse, -1, -2)
+    lower = kernels.cholesky_factors(cov)
+    if lower is None:  # not positive definite to rounding: jitter, and say so
+        lower = jittered_cholesky(cov)
+    return np.swapaxes(kernels.lower_triangular_inverse(lower), -1, -2)
 
 
 def inverse_wishart_logpdf(

@@ -45,7 +45,9 @@ __all__ = [
     "estep_tied",
     "estep_diag",
     "estep_spherical",
+    "cholesky_factors",
     "kernel_dtype",
+    "lower_triangular_inverse",
     "n_chunks_for",
 ]
 
@@ -547,6 +549,68 @@ def _summed_over_chunks(kernel, symmetric: bool):
 
 
 _CHILD_COMPILE_TIMEOUT = 900.0  # seconds; a cold compile takes 20-30
+
+
+def cholesky_factors(cov: np.ndarray) -> np.ndarray | None:
+    """Lower Cholesky factors of symmetric matrices ``(..., D, D)`` in one compiled call,
+    or ``None`` if any of them is not numerically positive definite (a pivot not above
+    zero): the caller then takes the careful route (``jittered_cholesky``).
+
+    ``numpy.linalg.cholesky`` on a stack of small matrices costs ~25 us a call in
+    checks and dispatch; this costs ~2 us for K = 9 factors of size 4.
+    """
+    cov = np.asarray(cov, dtype=np.float64)
+    batch = np.ascontiguousarray(cov.reshape((-1,) + cov.shape[-2:]))
+    lower, ok = _cholesky(batch)
+    return lower.reshape(cov.shape) if ok else None
+
+
+@nb.njit(cache=True)
+def _cholesky(cov):
+    n_matrices, size, _ = cov.shape
+    lower = np.zeros_like(cov)
+    for b in range(n_matrices):
+        for j in range(size):
+            pivot = cov[b, j, j]
+            for m in range(j):
+                pivot -= lower[b, j, m] * lower[b, j, m]
+            if not pivot > 0.0:  # also NaN
+                return lower, False
+            diagonal = math.sqrt(pivot)
+            lower[b, j, j] = diagonal
+            for i in range(j + 1, size):
+                acc = cov[b, i, j]
+                for m in range(j):
+                    acc -= lower[b, i, m] * lower[b, j, m]
+                lower[b, i, j] = acc / diagonal
+    return lower, True
+
+
+def lower_triangular_inverse(lower: np.ndarray) -> np.ndarray:
+    """Inverses of lower-triangular matrices ``(..., D, D)`` by forward substitution.
+
+    One compiled call for the whole batch: LAPACK's ``dtrtri`` called once per matrix
+    cost ~8 us a call from Python, and EM inverts the K Cholesky factors at every
+    iteration (thousands of iterations for mclust's 14-model table on small data).
+    """
+    lower = np.asarray(lower, dtype=np.float64)
+    batch = np.ascontiguousarray(lower.reshape((-1,) + lower.shape[-2:]))
+    return _lower_inverse(batch).reshape(lower.shape)
+
+
+@nb.njit(cache=True)
+def _lower_inverse(lower):
+    n_matrices, size, _ = lower.shape
+    out = np.zeros_like(lower)
+    for b in range(n_matrices):
+        for j in range(size):
+            out[b, j, j] = 1.0 / lower[b, j, j]
+            for i in range(j + 1, size):
+                acc = 0.0
+                for m in range(j, i):
+                    acc += lower[b, i, m] * out[b, m, j]
+                out[b, i, j] = -acc / lower[b, i, i]
+    return out
 
 
 @functools.cache
