@@ -108,3 +108,27 @@ def test_latent_class_benchmark_runs_both_cases(capsys):
         assert per["log_likelihood_rel_diff"] < tolerance
         assert per["bayesmix_wall"] > 0 and per["stepmix_wall"] > 0
     assert "StepMix/bayesmix" in capsys.readouterr().out
+
+
+def test_mclust_table_benchmark_cells_and_data():
+    import numpy as np
+    import pandas as pd
+
+    from benchmarks import mclust_table
+
+    assert mclust_table.load("banknote").shape == (200, 6)
+    assert mclust_table.load("sim5000").shape == (5000, 4)
+    # mclust's own converged optima as "bayesmix": every fitted cell equal to the tight
+    # reference and at least mclust's everyday call (which stops earlier)
+    ref = pd.read_csv(mclust_table.REFERENCES / "models_iris.csv").set_index(["model", "G"])
+    ours = ref["loglik"].copy()
+    ours.iloc[0] += 1.0  # one cell higher
+    cells = mclust_table.compare_cells("iris", 150, ours.rename_axis(["model", "G"]))
+    counts = cells["vs_tight"].value_counts().to_dict()
+    assert counts == {"equal": 119, "higher": 1, "bayesmix NA": 6}
+    # mclust's everyday call ends above its own tol-1e-10 run in six VVE cells (by up to
+    # 0.028: its inner orientation iterations stop elsewhere), so those read "lower"
+    lower = cells.index[cells["vs_default"] == "lower"]
+    assert list(lower) == [("VVE", g) for g in (2, 3, 4, 5, 6, 9)]
+    stored = pd.read_csv(mclust_table.STORED_TIMINGS).set_index("data")
+    assert set(stored.index) == set(mclust_table.DATA) and np.all(stored["seconds_median"] > 0)
