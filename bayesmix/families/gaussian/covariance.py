@@ -82,6 +82,8 @@ class CovarianceStructure(ABC):
     pymc_precision_name: ClassVar[str]  # the Deterministic holding the precision parameter
     # one covariance for all components (tied), not one per component
     shared_across_components: ClassVar[bool] = False
+    # for a shared covariance: the unshared structure of the same form (per_component)
+    unshared_name: ClassVar[str | None] = None
     # variances only (diag, spherical): no correlations, no matrices to factorise
     axis_aligned: ClassVar[bool] = False
     #: full Bayes (Gibbs, NUTS, ADVI) available: conjugate updates and a PyMC prior
@@ -98,14 +100,14 @@ class CovarianceStructure(ABC):
 
     def n_covariances(self, n_components: int) -> int:
         """Number of distinct covariances: one per component, or one shared by all."""
-        return n_components
+        return 1 if self.shared_across_components else n_components
 
     def per_component(self) -> CovarianceStructure:
         """The structure that evaluates one component's covariance on its own: this
         one, or for a covariance shared by all components the unshared structure of
-        the same form (tied: full; EII: spherical; EEI: diag), whose precision factors
-        are the shared one's repeated per component."""
-        return self
+        the same form (``unshared_name``; tied: full; EII: spherical; EEI: diag), whose
+        precision factors are the shared one's repeated per component."""
+        return STRUCTURES[self.unshared_name] if self.shared_across_components else self
 
     def min_observations(self, n_features: int) -> int:
         """Effective observations a covariance needs to have spread in every direction:
@@ -689,12 +691,7 @@ class Tied(CovarianceStructure):
     natural_dims = ("feature", "feature_")
     pymc_precision_name = "precision_factor"
     shared_across_components = True
-
-    def n_covariances(self, n_components):
-        return 1
-
-    def per_component(self):
-        return STRUCTURES["full"]
+    unshared_name = "full"
 
     def pool_second_moments(self, moments):
         return moments.sum(axis=0)
@@ -1489,12 +1486,7 @@ class EII(Spherical):
     mclust_name = "EII"
     natural_dims = ()
     shared_across_components = True
-
-    def n_covariances(self, n_components):
-        return 1
-
-    def per_component(self):
-        return STRUCTURES["spherical"]
+    unshared_name = "spherical"
 
     def pool_second_moments(self, moments):
         return np.sum(moments)
@@ -1578,12 +1570,7 @@ class EEI(Diag):
     mclust_name = "EEI"
     natural_dims = ("feature",)
     shared_across_components = True
-
-    def n_covariances(self, n_components):
-        return 1
-
-    def per_component(self):
-        return STRUCTURES["diag"]
+    unshared_name = "diag"
 
     def pool_second_moments(self, moments):
         return moments.sum(axis=0)
