@@ -395,6 +395,9 @@ def test_describe_and_supported_methods():
     assert "nuts" in supported_methods(bm.Mixture(2, bm.families.NegativeBinomial()))
     assert "gibbs" not in supported_methods(bm.Mixture(2, bm.families.Poisson()))
     assert "gibbs" in supported_methods(bm.GaussianMixture(2))
+    assert "nuts" in supported_methods(bm.GaussianMixture(2, "EEI"))
+    # mclust's coupled models have EM and MAP-EM only
+    assert supported_methods(bm.GaussianMixture(2, "VEV")) == ("em", "map")
     assert describe_model(bm.Mixture(3, bm.families.NegativeBinomial())).startswith(
         "3 negative binomial components"
     )

@@ -366,14 +366,16 @@ def supported_methods(model: Any) -> tuple[str, ...]:
     -------
     tuple of str
         Every method for Gaussian mixtures (``em``, ``map``, ``gibbs``, ``nuts``, ``advi``,
-        ``fullrank_advi``); for the other families ``em``, ``map``, ``nuts``, ``advi``
-        and ``fullrank_advi`` (every family has a PyMC parametrisation).
+        ``fullrank_advi``) whose covariance structure supports full Bayes, ``em`` and
+        ``map`` for the others (mclust's coupled models such as ``VEV``); for the other
+        families ``em``, ``map``, ``nuts``, ``advi`` and ``fullrank_advi`` (every family
+        has a PyMC parametrisation).
     """
     from bayesmix.mixture import FAMILY_METHODS, Mixture
-    from bayesmix.model import FIT_METHODS
+    from bayesmix.model import EM_METHODS, FIT_METHODS
 
     if not isinstance(model, Mixture):
-        return tuple(FIT_METHODS)
+        return tuple(FIT_METHODS) if model.structure.supports_bayes else tuple(EM_METHODS)
     if model.family.supports_pymc:
         return tuple(FAMILY_METHODS)
     return tuple(m for m in FAMILY_METHODS if m in ("em", "map"))
