@@ -1102,19 +1102,27 @@ def _iterate(step, state, objective, model: str):
         state = step(state)
         new = objective(state)
         if abs(value - new) <= INNER_TOL * (1.0 + abs(new)):
-            _INNER_COUNTS.append(iteration)
+            _count_inner(iteration, True, model)
             return state
         value = new
-    _INNER_COUNTS.append(INNER_MAX_ITER)
+    change = abs(value - new) / (1.0 + abs(new))
+    _count_inner(INNER_MAX_ITER, False, model, f" (relative change {change:.2g})")
+    return state
+
+
+def _count_inner(iterations: int, converged: bool, model: str, detail: str = "") -> None:
+    """Record an iterative M-step's inner iterations; warn if it stopped at the cap."""
+    _INNER_COUNTS.append(iterations)
+    if converged:
+        return
     warnings.warn(
         f"the {model} M-step did not converge in INNER_MAX_ITER={INNER_MAX_ITER} inner "
-        f"iterations (relative change {abs(value - new) / (1.0 + abs(new)):.2g} > "
-        f"INNER_TOL={INNER_TOL:.2g}); the covariances still improve the objective. Raise "
-        "bayesmix.families.gaussian.covariance.INNER_MAX_ITER if this recurs.",
+        f"iterations{detail}, INNER_TOL={INNER_TOL:.2g}; the covariances still improve the "
+        "objective. Raise bayesmix.families.gaussian.covariance.INNER_MAX_ITER if this "
+        "recurs.",
         ConvergenceWarning,
-        stacklevel=5,
+        stacklevel=6,
     )
-    return state
 
 
 #: Inner iteration counts of the latest iterative M-steps (diagnostics; bounded).
@@ -1383,14 +1391,14 @@ class EVV(_ConstrainedMatrix):
 class _CommonOrientation(_ConstrainedMatrix):
     """EVE and VVE: ``Sigma_k = D diag(v_k) D^T`` with one orientation ``D``, found by
     the majorise-minimise steps of Browne & McNicholas (2014) alternated with the
-    closed-form variances given ``D``."""
+    closed-form variances given ``D``, in one compiled loop
+    (:func:`~bayesmix.families.gaussian.kernels.common_orientation`)."""
+
+    # one volume for all components (EVE) or one per component (VVE)
+    equal_volume: ClassVar[bool]
 
     def min_observations(self, n_features):
         return n_features + 1
-
-    @abstractmethod
-    def _variances(self, rotated: np.ndarray, count: np.ndarray) -> np.ndarray:
-        """Variances ``v_k`` ``(K, D)`` given ``diag(D^T W_k D)`` ``(K, D)``."""
 
     def _constrained(self, scatter, count, start):
         if start is None:
@@ -1399,45 +1407,11 @@ class _CommonOrientation(_ConstrainedMatrix):
             weights = np.arange(1.0, len(start) + 1.0)
             base = np.einsum("k,kde->de", weights, _normalised(start))
         orientation = _descending_eigh(base)[1]
-        largest = np.linalg.eigvalsh(scatter)[:, -1]  # alpha_k
-
-        def rotated(orientation):
-            return np.einsum("dj,kde,ej->kj", orientation, scatter, orientation)
-
-        def update(orientation):
-            variances = self._variances(_floored(np.maximum(rotated(orientation), 0.0)), count)
-            return orientation, variances
-
-        def step(state):
-            orientation, variances = state
-            inverse = 1.0 / variances  # B_k
-            # W_k <= alpha_k I: maximise tr(D^T H), H = sum_k (alpha_k I - W_k) D B_k
-            h = np.einsum("k,dj,kj->dj", largest, orientation, inverse) - np.einsum(
-                "kde,ej,kj->dj", scatter, orientation, inverse
-            )
-            orientation = _polar(h)
-            # B_k <= beta_k I: H = sum_k W_k D (beta_k I - B_k)
-            spare = inverse.max(axis=1, keepdims=True) - inverse
-            h = np.einsum("kde,ej,kj->dj", scatter, orientation, spare)
-            if np.any(h):
-                orientation = _polar(h)
-            return update(orientation)
-
-        def objective(state):
-            orientation, variances = state
-            return float(
-                (count[:, None] * np.log(variances)).sum()
-                + (rotated(orientation) / variances).sum()
-            )
-
-        orientation, variances = _iterate(step, update(orientation), objective, self.name)
+        orientation, variances, iterations, converged = kernels.common_orientation(
+            scatter, count, orientation, self.equal_volume, INNER_TOL, INNER_MAX_ITER
+        )
+        _count_inner(iterations, converged, self.name)
         return _rebuild(np.broadcast_to(orientation, scatter.shape), variances)
-
-
-def _polar(h: np.ndarray) -> np.ndarray:
-    """The orthogonal matrix maximising ``tr(D^T h)``: ``U V^T`` for ``h = U S V^T``."""
-    u, _, vt = np.linalg.svd(h)
-    return u @ vt
 
 
 class EVE(_CommonOrientation):
@@ -1450,9 +1424,7 @@ class EVE(_CommonOrientation):
         d = n_features
         return 1 + n_components * (d - 1) + d * (d - 1) // 2
 
-    def _variances(self, rotated, count):
-        size = _geometric_mean(rotated)
-        return (size.sum() / count.sum()) * rotated / size[:, None]
+    equal_volume = True
 
 
 class VVE(_CommonOrientation):
@@ -1465,8 +1437,7 @@ class VVE(_CommonOrientation):
         d = n_features
         return n_components * d + d * (d - 1) // 2
 
-    def _variances(self, rotated, count):
-        return rotated / count[:, None]
+    equal_volume = False
 
 
 class EII(Spherical):

@@ -46,6 +46,7 @@ __all__ = [
     "estep_diag",
     "estep_spherical",
     "cholesky_factors",
+    "common_orientation",
     "kernel_dtype",
     "lower_triangular_inverse",
     "n_chunks_for",
@@ -611,6 +612,133 @@ def _lower_inverse(lower):
                     acc += lower[b, i, m] * out[b, m, j]
                 out[b, i, j] = -acc / lower[b, i, i]
     return out
+
+
+def common_orientation(
+    scatter: np.ndarray,
+    count: np.ndarray,
+    orientation: np.ndarray,
+    equal_volume: bool,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, np.ndarray, int, bool]:
+    """The M-step of mclust's EVE (``equal_volume``) and VVE models: covariances
+    ``D diag(v_k) D^T`` with one orientation ``D``, minimising ``sum_k [count_k sum_j
+    log v_kj + tr(W_k D diag(1 / v_k) D^T)]``.
+
+    Alternates the two majorise-minimise steps of Browne & McNicholas (2014) for ``D``
+    (with ``alpha_k`` the largest eigenvalue of ``W_k`` and ``B_k = diag(1 / v_k)``:
+    ``D = polar(sum_k (alpha_k I - W_k) D B_k)``, then ``D = polar(sum_k W_k D (beta_k I
+    - B_k))``, ``beta_k = max B_k``; each never increases the objective) with the
+    closed-form variances given ``D`` (EVE: one volume, ``v_k`` proportional to ``diag(D^T
+    W_k D)`` with the geometric means pooled; VVE: ``diag(D^T W_k D) / count_k``), from
+    ``orientation``, until the objective's relative change is at most ``tol`` or
+    ``max_iter`` steps were made. One compiled loop: the same steps in numpy cost
+    ~0.3 ms each in call overheads on 4 x 4 matrices.
+
+    Returns
+    -------
+    orientation : numpy.ndarray of shape (D, D)
+    variances : numpy.ndarray of shape (K, D)
+    iterations : int
+    converged : bool
+    """
+    return _common_orientation(
+        np.ascontiguousarray(scatter, dtype=np.float64),
+        np.ascontiguousarray(count, dtype=np.float64),
+        np.ascontiguousarray(orientation, dtype=np.float64),
+        bool(equal_volume),
+        float(tol),
+        int(max_iter),
+    )
+
+
+@nb.njit(cache=True)
+def _rotated_variances(scatter, orientation):
+    """``diag(D^T W_k D)`` ``(K, D)``."""
+    n_components, size, _ = scatter.shape
+    out = np.zeros((n_components, size))
+    for k in range(n_components):
+        product = scatter[k] @ orientation
+        for j in range(size):
+            acc = 0.0
+            for d in range(size):
+                acc += orientation[d, j] * product[d, j]
+            out[k, j] = acc
+    return out
+
+
+@nb.njit(cache=True)
+def _orientation_variances(scatter, count, orientation, equal_volume):
+    """The variances given the orientation: floored at ``eps`` times each row's largest
+    (a singular scatter stays finite), then EVE's or VVE's closed form."""
+    rotated = _rotated_variances(scatter, orientation)
+    n_components, size = rotated.shape
+    eps = np.finfo(np.float64).eps
+    for k in range(n_components):
+        top = max(rotated[k].max(), 0.0)
+        floor = max(eps * top, 1e-300)
+        for j in range(size):
+            rotated[k, j] = max(rotated[k, j], floor)
+    if not equal_volume:
+        for k in range(n_components):
+            rotated[k] /= count[k]
+        return rotated
+    sizes = np.exp(np.log(rotated).sum(axis=1) / size)
+    volume = sizes.sum() / count.sum()
+    for k in range(n_components):
+        rotated[k] *= volume / sizes[k]
+    return rotated
+
+
+@nb.njit(cache=True)
+def _orientation_objective(scatter, count, orientation, variances):
+    rotated = _rotated_variances(scatter, orientation)
+    value = 0.0
+    for k in range(rotated.shape[0]):
+        for j in range(rotated.shape[1]):
+            value += count[k] * math.log(variances[k, j]) + rotated[k, j] / variances[k, j]
+    return value
+
+
+@nb.njit(cache=True)
+def _polar(h):
+    u, _, vt = np.linalg.svd(h)
+    return u @ vt
+
+
+@nb.njit(cache=True)
+def _common_orientation(scatter, count, orientation, equal_volume, tol, max_iter):
+    n_components, size, _ = scatter.shape
+    largest = np.empty(n_components)
+    for k in range(n_components):
+        largest[k] = np.linalg.eigvalsh(scatter[k])[-1]
+    variances = _orientation_variances(scatter, count, orientation, equal_volume)
+    value = _orientation_objective(scatter, count, orientation, variances)
+    for iteration in range(1, max_iter + 1):
+        inverse = 1.0 / variances
+        h = np.zeros((size, size))
+        for k in range(n_components):
+            product = scatter[k] @ orientation
+            for d in range(size):
+                for j in range(size):
+                    h[d, j] += inverse[k, j] * (largest[k] * orientation[d, j] - product[d, j])
+        orientation = _polar(h)
+        h = np.zeros((size, size))
+        for k in range(n_components):
+            product = scatter[k] @ orientation
+            beta = inverse[k].max()
+            for d in range(size):
+                for j in range(size):
+                    h[d, j] += product[d, j] * (beta - inverse[k, j])
+        if np.any(h != 0.0):
+            orientation = _polar(h)
+        variances = _orientation_variances(scatter, count, orientation, equal_volume)
+        new = _orientation_objective(scatter, count, orientation, variances)
+        if abs(value - new) <= tol * (1.0 + abs(new)):
+            return orientation, variances, iteration, True
+        value = new
+    return orientation, variances, max_iter, False
 
 
 @functools.cache
