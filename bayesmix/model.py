@@ -33,22 +33,6 @@ __all__ = ["GaussianMixture", "FIT_METHODS", "EM_METHODS", "BAYES_METHODS"]
 EM_METHODS = ("em", "map")
 BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
 FIT_METHODS = EM_METHODS + BAYES_METHODS
-_COVARIANCE_WORDS = {
-    "full": "one unrestricted covariance per component, mclust's VVV",
-    "tied": "one covariance shared by all components, mclust's EEE",
-    "diag": "one diagonal covariance per component, mclust's VVI",
-    "spherical": "one variance per component, mclust's VII",
-    "EII": "one variance shared by all components and features",
-    "EEI": "one diagonal covariance shared by all components",
-    "VEI": "diagonal, equal shape, varying volume",
-    "EVI": "diagonal, equal volume, varying shape",
-    "VEE": "equal shape and orientation, varying volume",
-    "EVE": "equal volume and orientation, varying shape",
-    "VVE": "equal orientation, varying volume and shape",
-    "EEV": "equal volume and shape, varying orientation",
-    "VEV": "equal shape, varying volume and orientation",
-    "EVV": "equal volume, varying shape and orientation",
-}
 
 
 @dataclass(frozen=True)
@@ -508,7 +492,7 @@ class GaussianMixture:
 
         facts = [
             ("components", self.n_components),
-            ("covariance", f"{self.covariance_type} ({_COVARIANCE_WORDS[self.covariance_type]})"),
+            ("covariance", f"{self.covariance_type} ({self.structure.description})"),
         ]
         if self.priors is None:
             facts.append(("priors", "default, scaled to the data at fit time"))

@@ -144,6 +144,14 @@ def test_names_and_aliases():
         assert structure is STRUCTURES[structure.name]
         assert bm.GaussianMixture(2, model).covariance_type == structure.name
     assert bm.GaussianMixture(2, "VVV") == bm.GaussianMixture(2, "full")
+    # mclust's names in any case, here and in the scikit-learn estimator
+    assert bm.GaussianMixture(2, "vev").covariance_type == "VEV"
+    assert get_structure("vvv") is STRUCTURES["full"]
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    from bayesmix.sklearn import GaussianMixture as SklearnGaussianMixture
+
+    estimator = SklearnGaussianMixture(2, covariance_type="eev", random_state=0).fit(X)
+    assert estimator.covariances_.shape == (2, 2, 2)
     for model in EM_ONLY:
         assert not get_structure(model).supports_bayes
     for name in BASIC.values():

@@ -34,7 +34,7 @@ def test_declaration_card_names_every_setting():
     model = bm.GaussianMixture(3, "tied", priors={"mean_scale": 2.0})
     page = _parse(model._repr_html_())
     text = " ".join(page.chunks)
-    assert "tied (one covariance shared by all components)" in text
+    assert "tied (one covariance shared by all components, mclust's EEE)" in text
     assert "prior mean_scale" in text and "2.0" in text
     assert "nuts" in text and "style" in page.tags
     assert "default, scaled to the data" in " ".join(

@@ -398,6 +398,10 @@ def test_describe_and_supported_methods():
     assert "nuts" in supported_methods(bm.GaussianMixture(2, "EEI"))
     # mclust's coupled models have EM and MAP-EM only
     assert supported_methods(bm.GaussianMixture(2, "VEV")) == ("em", "map")
+    assert describe_model(bm.GaussianMixture(3, "VEV")) == (
+        "3 Gaussian components with VEV covariance matrices (equal shape, varying volume "
+        "and orientation)"
+    )
     assert describe_model(bm.Mixture(3, bm.families.NegativeBinomial())).startswith(
         "3 negative binomial components"
     )

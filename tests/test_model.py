@@ -88,9 +88,9 @@ def test_bad_n_components(value, error, match):
         (
             "Full",
             ValueError,
-            r"covariance_type must be one of \['diag', 'full', 'spherical', 'tied'\]",
+            r"covariance_type must be one of \['full', 'tied', 'diag', 'spherical', 'EII', ",
         ),
-        ("VVV", ValueError, "covariance_type must be one of .*got 'VVV'"),
+        ("VVX", ValueError, r"covariance_type must be one of .*'VVV'\]; got 'VVX'"),
         (3, TypeError, "covariance_type must be a string"),
         (None, TypeError, "covariance_type must be a string"),
     ],

@@ -397,7 +397,10 @@ def describe_model(model: Any) -> str:
 
     k = model.n_components
     if not isinstance(model, Mixture):
-        return f"{k} Gaussian components with {model.covariance_type} covariance matrices"
+        return (
+            f"{k} Gaussian components with {model.covariance_type} covariance matrices "
+            f"({model.structure.description})"
+        )
     family = model.family
     words = {
         "poisson": "Poisson",

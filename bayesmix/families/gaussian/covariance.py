@@ -74,6 +74,8 @@ class CovarianceStructure(ABC):
     """Operations of one covariance structure; stateless singletons."""
 
     name: ClassVar[str]
+    # what the model constrains, in words (declarations and reports show it)
+    description: ClassVar[str]
     #: the model's name in mclust (Fraley & Raftery), e.g. ``"VVV"`` for ``full``
     mclust_name: ClassVar[str]
 
@@ -579,6 +581,7 @@ class Full(CovarianceStructure):
 
     name = "full"
     mclust_name = "VVV"
+    description = "one unrestricted covariance per component, mclust's VVV"
     natural_dims = ("component", "feature", "feature_")
     pymc_precision_name = "precision_factor"
 
@@ -688,6 +691,7 @@ class Tied(CovarianceStructure):
 
     name = "tied"
     mclust_name = "EEE"
+    description = "one covariance shared by all components, mclust's EEE"
     natural_dims = ("feature", "feature_")
     pymc_precision_name = "precision_factor"
     shared_across_components = True
@@ -800,6 +804,7 @@ class Diag(CovarianceStructure):
 
     name = "diag"
     mclust_name = "VVI"
+    description = "one diagonal covariance per component, mclust's VVI"
     natural_dims = ("component", "feature")
     pymc_precision_name = "variances"
     axis_aligned = True
@@ -959,6 +964,7 @@ class Spherical(Diag):
 
     name = "spherical"
     mclust_name = "VII"
+    description = "one variance per component, mclust's VII"
     natural_dims = ("component",)
 
     def representable_variances(self, values, n_features):
@@ -1192,6 +1198,7 @@ class VEI(_ConstrainedDiag):
 
     name = "VEI"
     mclust_name = "VEI"
+    description = "diagonal, equal shape, varying volume"
 
     def n_parameters(self, n_components, n_features):
         return n_components + n_features - 1
@@ -1223,6 +1230,7 @@ class EVI(_ConstrainedDiag):
 
     name = "EVI"
     mclust_name = "EVI"
+    description = "diagonal, equal volume, varying shape"
 
     def n_parameters(self, n_components, n_features):
         return 1 + n_components * (n_features - 1)
@@ -1275,6 +1283,7 @@ class VEE(_ConstrainedMatrix):
 
     name = "VEE"
     mclust_name = "VEE"
+    description = "equal shape and orientation, varying volume"
 
     def n_parameters(self, n_components, n_features):
         return n_components + n_features * (n_features + 1) // 2 - 1
@@ -1318,6 +1327,7 @@ class VEV(_ConstrainedMatrix):
 
     name = "VEV"
     mclust_name = "VEV"
+    description = "equal shape, varying volume and orientation"
 
     def n_parameters(self, n_components, n_features):
         d = n_features
@@ -1355,6 +1365,7 @@ class EEV(_ConstrainedMatrix):
 
     name = "EEV"
     mclust_name = "EEV"
+    description = "equal volume and shape, varying orientation"
 
     def n_parameters(self, n_components, n_features):
         d = n_features
@@ -1375,6 +1386,7 @@ class EVV(_ConstrainedMatrix):
 
     name = "EVV"
     mclust_name = "EVV"
+    description = "equal volume, varying shape and orientation"
 
     def n_parameters(self, n_components, n_features):
         d = n_features
@@ -1419,6 +1431,7 @@ class EVE(_CommonOrientation):
 
     name = "EVE"
     mclust_name = "EVE"
+    description = "equal volume and orientation, varying shape"
 
     def n_parameters(self, n_components, n_features):
         d = n_features
@@ -1432,6 +1445,7 @@ class VVE(_CommonOrientation):
 
     name = "VVE"
     mclust_name = "VVE"
+    description = "equal orientation, varying volume and shape"
 
     def n_parameters(self, n_components, n_features):
         d = n_features
@@ -1455,6 +1469,7 @@ class EII(Spherical):
 
     name = "EII"
     mclust_name = "EII"
+    description = "one variance shared by all components and features"
     natural_dims = ()
     shared_across_components = True
     unshared_name = "spherical"
@@ -1539,6 +1554,7 @@ class EEI(Diag):
 
     name = "EEI"
     mclust_name = "EEI"
+    description = "one diagonal covariance shared by all components"
     natural_dims = ("feature",)
     shared_across_components = True
     unshared_name = "diag"
@@ -1647,7 +1663,8 @@ def get_structure(covariance_type: str) -> CovarianceStructure:
     covariance_type : str
         A canonical name (``"full"``, ``"tied"``, ``"diag"``, ``"spherical"`` or one of
         the other mclust models, e.g. ``"VEV"``) or an mclust alias of a basic structure
-        (``"VVV"``, ``"EEE"``, ``"VVI"``, ``"VII"``).
+        (``"VVV"``, ``"EEE"``, ``"VVI"``, ``"VII"``); mclust's names in any case
+        (``"vev"``).
 
     Returns
     -------
@@ -1659,6 +1676,8 @@ def get_structure(covariance_type: str) -> CovarianceStructure:
             f"covariance_type must be a string, one of {accepted_names()}; "
             f"got {type(covariance_type).__name__}."
         )
+    if covariance_type.upper() in MCLUST_MODELS:
+        covariance_type = covariance_type.upper()
     name = ALIASES.get(covariance_type, covariance_type)
     try:
         return STRUCTURES[name]
