@@ -471,7 +471,11 @@ def _serial_twin(kernel):
     )
     twin.__qualname__ = f"{source.__qualname__}_serial"
     twin.__doc__ = source.__doc__
-    compiled = nb.njit(**{**_KERNEL_OPTIONS, "parallel": False})(twin)
+    # numpy's error model, as the parallel kernel's prange body has: a NaN row (data
+    # that turns non-finite mid-stream) gives NaN statistics for the caller to report,
+    # not a ZeroDivisionError from inside the kernel
+    options = {**_KERNEL_OPTIONS, "parallel": False, "error_model": "numpy"}
+    compiled = nb.njit(**options)(twin)
     globals()[name] = compiled
     return compiled
 
@@ -566,7 +570,7 @@ def cholesky_factors(cov: np.ndarray) -> np.ndarray | None:
     return lower.reshape(cov.shape) if ok else None
 
 
-@nb.njit(cache=True)
+@nb.njit(cache=True, error_model="numpy")
 def _cholesky(cov):
     n_matrices, size, _ = cov.shape
     lower = np.zeros_like(cov)
