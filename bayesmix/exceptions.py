@@ -34,3 +34,9 @@ class MissingDataWarning(BayesmixWarning):
 
 class RechunkWarning(BayesmixWarning):
     """Dask input was chunked along the feature axis and was rechunked to whole rows."""
+
+
+class InterruptedFitWarning(BayesmixWarning):
+    """A fit was interrupted (Ctrl-C, ``KeyboardInterrupt``) and returned the work done
+    so far: the draws or iterations made before the interrupt (see the guide's "What
+    Ctrl-C gives back")."""

@@ -39,6 +39,7 @@ from bayesmix.inference.em.init import (
     initial_responsibilities,
     nearest,
 )
+from bayesmix.inference.interrupt import keeps_partial_work, warn_interrupted
 from bayesmix.ordering import (
     best_separated_feature,
     component_order,
@@ -86,6 +87,17 @@ class EMRun:
     n_spurious: int = 0
     n_runs: int = 1
     stopped: bool = False
+    interrupted: bool = False
+
+
+class InterruptedRun(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` raised out of :func:`_run_em`, carrying the run's last
+    consistent state (``run``) for :func:`best_run` to keep."""
+
+    def __init__(self, run: EMRun) -> None:
+        super().__init__()
+        self.run = run
+        self.index = 0  # the run's start, set by best_run
 
 
 @dataclass(frozen=True)
@@ -388,6 +400,12 @@ def best_run(
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.inference.em.distributed`).
+
+    A ``KeyboardInterrupt`` (Ctrl-C) returns the best state reached so far: the best of
+    the runs made and the interrupted run's last state, with ``converged=False`` and
+    ``interrupted=True``, and an :class:`~bayesmix.InterruptedFitWarning`; it is raised
+    again when no run has parameters yet, or inside
+    :func:`~bayesmix.inference.interrupt.nested_fits`.
     """
     init, n_init, max_iter, tol = options.init, options.n_init, options.max_iter, options.tol
     test = ConvergenceTest(total_weight, tol, lagged, reference)
@@ -401,24 +419,74 @@ def best_run(
 
     def run(index, resume=None, limit=max_iter):
         start = initial(index) if resume is None else None
-        return _run_em(
-            estep,
-            start,
-            structure,
-            priors,
-            limit,
-            reg_covar,
-            test,
-            reporter(index),
-            judge,
-            resume,
-            end=limit == max_iter,
-        )
+        try:
+            return _run_em(
+                estep,
+                start,
+                structure,
+                priors,
+                limit,
+                reg_covar,
+                test,
+                reporter(index),
+                judge,
+                resume,
+                end=limit == max_iter,
+            )
+        except InterruptedRun as interrupt:
+            interrupt.index = index
+            raise
 
     def verdict(result):
         return tuple(judge(result.params)) if judge is not None else ()
 
-    screened = [run(index, limit=screen) for index in range(n_runs)]
+    screened: list[EMRun] = []
+    try:
+        return _best_of_runs(
+            screened, run, verdict, reporter, n_runs, screen, options, callback, lagged
+        )
+    except KeyboardInterrupt as interrupt:
+        if not keeps_partial_work():
+            raise
+        return _interrupted_best(screened, interrupt, verdict, lagged, n_runs)
+
+
+def _interrupted_best(screened, interrupt, verdict, lagged, n_runs) -> EMRun:
+    """The best state reached before a ``KeyboardInterrupt``: the best of the runs made
+    so far and the interrupted run's last state; re-raised if there is none (interrupted
+    while initialising the first run)."""
+    runs, begun = list(screened), len(screened)
+    if isinstance(interrupt, InterruptedRun):
+        runs.append(interrupt.run)
+        begun = max(begun, interrupt.index + 1)
+    if not runs:
+        raise interrupt
+    best = max(runs, key=lambda r: (not verdict(r), _objective(r, lagged)))
+    warn_interrupted(
+        "EM",
+        begun,
+        max(begun, n_runs),
+        "starts",
+        stacklevel=5,
+        holds="the result is the best state reached so far, with converged=False",
+    )
+    n_spurious = sum(bool(verdict(r)) for r in runs)
+    return replace(
+        best,
+        spurious=verdict(best),
+        converged=False,
+        interrupted=True,
+        n_spurious=n_spurious,
+        n_runs=begun,
+    )
+
+
+def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, callback, lagged):
+    """:func:`best_run`'s runs (appended to ``screened`` as they end, so that an
+    interrupt keeps them) and its choice."""
+    init, max_iter, tol = options.init, options.max_iter, options.tol
+    for index in range(n_runs):
+        screened.append(run(index, limit=screen))
     if screen < max_iter:
         ranked = sorted(
             range(1, n_runs),
@@ -435,7 +503,7 @@ def best_run(
         # the continued runs and those that converged within the screen
         finished = [r for r in screened if r.converged or r.n_iter >= max_iter or r.stopped]
     else:
-        finished = screened
+        finished = list(screened)
     best, best_key, n_spurious = None, None, 0
     index = n_runs
     while finished:
@@ -446,7 +514,8 @@ def best_run(
         if best is None or key > best_key:
             best, best_key = replace(result, spurious=reasons), key
         if not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
-            finished.append(run(index))  # all spurious: another start, to the end
+            screened.append(run(index))  # all spurious: another start, to the end
+            finished.append(screened[-1])
             index += 1
     best = replace(best, n_spurious=n_spurious, n_runs=index)
     if not best.converged and max_iter > 0:
@@ -454,7 +523,7 @@ def best_run(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
             "max_iter or tol, or try other initialisations (n_init).",
             ConvergenceWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
     return best
 
@@ -500,6 +569,8 @@ def em_result(
         best = replace(best, spurious=tuple(judge(params)))
     settings["n_spurious_runs"] = best.n_spurious
     settings["n_runs"] = best.n_runs
+    if best.interrupted:  # Ctrl-C: the best state reached (see best_run)
+        settings["interrupted"] = True
     reg = settings["reg_covar"] if regularisation is None else regularisation
     if priors is None:
         warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs, reg)
@@ -590,24 +661,28 @@ def _run_em(
     if report is not None and resume is None:
         report(0, trace[-1], np.nan, False, False)
     converged = collapsing = stopped = False
-    while len(log_lik) <= max_iter:
-        params = m_step(stats, structure, priors, reg_covar, previous=params)
-        stats = estep(params)
-        log_lik.append(stats.log_likelihood)
-        if priors is not None:
-            log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
-        change = test.change(trace)
-        converged = abs(change) < test.tol
-        if report is not None:
-            report(len(log_lik) - 1, trace[-1], change, converged, False)
-        if converged:
-            break
-        if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
-            spurious = bool(judge(params))
-            stopped = spurious and collapsing
-            if stopped:
+    try:
+        while len(log_lik) <= max_iter:
+            following = m_step(stats, structure, priors, reg_covar, previous=params)
+            params, stats = following, estep(following)  # one state: an interrupt keeps both
+            log_lik.append(stats.log_likelihood)
+            if priors is not None:
+                log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
+            change = test.change(trace)
+            converged = abs(change) < test.tol
+            if report is not None:
+                report(len(log_lik) - 1, trace[-1], change, converged, False)
+            if converged:
                 break
-            collapsing = spurious
+            if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
+                spurious = bool(judge(params))
+                stopped = spurious and collapsing
+                if stopped:
+                    break
+                collapsing = spurious
+    except KeyboardInterrupt:
+        run = _interrupted_run(params, stats, log_lik, log_post, priors, structure)
+        raise InterruptedRun(run) from None
     if report is not None and (converged or stopped or end):
         report(len(log_lik) - 1, trace[-1], np.nan, converged, True)
     return EMRun(
@@ -618,6 +693,26 @@ def _run_em(
         converged,
         len(log_lik) - 1,
         stopped=stopped,
+    )
+
+
+def _interrupted_run(params, stats, log_lik, log_post, priors, structure) -> EMRun:
+    """The EMRun of an interrupted run at its last state (``params`` and ``stats``,
+    assigned together), its traces ending at that state's objective."""
+    if log_lik[-1] != stats.log_likelihood:  # interrupted before the trace was appended
+        log_lik = [*log_lik, stats.log_likelihood]
+    if priors is not None:
+        log_post = log_post[: len(log_lik)]
+        if len(log_post) < len(log_lik):
+            log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
+    return EMRun(
+        params,
+        stats,
+        np.asarray(log_lik),
+        None if priors is None else np.asarray(log_post),
+        False,
+        len(log_lik) - 1,
+        interrupted=True,
     )
 
 

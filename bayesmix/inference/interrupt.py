@@ -1,0 +1,121 @@
+"""What a fit does when it is interrupted (Ctrl-C, ``KeyboardInterrupt``): it stops and
+returns the work done so far, labelled, instead of losing it.
+
+- MCMC (NUTS, Gibbs) returns the draws made before the interrupt, every chain cut to
+  the shortest chain's length; ADVI the approximation reached (its draws are drawn as
+  usual); EM the best state reached (the best finished start, or the current start's
+  parameters), with ``converged=False``.
+- The result's ``settings`` record ``interrupted=True``, and an
+  :class:`~bayesmix.InterruptedFitWarning` says how much of the work was done and that
+  the diagnostics are computed on that.
+- With nothing to return (interrupted while compiling, during the MAP-EM start of a
+  Bayesian fit, or during NUTS' or Gibbs' tuning, whose draws are not kept), the
+  ``KeyboardInterrupt`` is raised again.
+- A fit run inside another fit or inside a loop of fits (:func:`nested_fits`: the MAP-EM
+  start of a Bayesian fit, the fits of :func:`~bayesmix.select_components`, bootstrap
+  refits) does not keep partial work: the interrupt stops the whole loop.
+- A second Ctrl-C while the partial result is assembled is not caught: it interrupts that
+  as Python normally does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import signal
+import threading
+import warnings
+from collections.abc import Iterator
+
+import numpy as np
+
+from bayesmix.exceptions import InterruptedFitWarning
+
+__all__ = [
+    "keeps_partial_work",
+    "nested_fits",
+    "warn_interrupted",
+    "SigintWatch",
+    "watch_sigint",
+    "completed_draws",
+]
+
+_NESTED = contextvars.ContextVar("bayesmix_nested_fits", default=0)
+
+
+def keeps_partial_work() -> bool:
+    """Whether an interrupted fit returns its partial work (it is not nested in another
+    fit or a loop of fits, see :func:`nested_fits`)."""
+    return _NESTED.get() == 0
+
+
+@contextlib.contextmanager
+def nested_fits() -> Iterator[None]:
+    """Fits run inside this block re-raise ``KeyboardInterrupt`` instead of returning
+    their partial work, so that one Ctrl-C stops the enclosing fit or loop."""
+    token = _NESTED.set(_NESTED.get() + 1)
+    try:
+        yield
+    finally:
+        _NESTED.reset(token)
+
+
+def warn_interrupted(
+    what: str, done: int, total: int, unit: str, stacklevel: int = 3, holds: str | None = None
+) -> None:
+    """Emit the :class:`~bayesmix.InterruptedFitWarning` of a fit (``what``) stopped
+    after ``done`` of ``total`` ``unit``; ``holds`` says what the result holds (default:
+    those ``done`` ``unit``, on which its diagnostics are computed)."""
+    if holds is None:
+        holds = f"the result holds those {done} {unit}, and its diagnostics are computed on them"
+    warnings.warn(
+        f"{what} was interrupted (KeyboardInterrupt) after {done} of {total} {unit}; "
+        f"{holds} (settings['interrupted'] is True).",
+        InterruptedFitWarning,
+        stacklevel=stacklevel + 1,
+    )
+
+
+class SigintWatch:
+    """Counts the SIGINTs received while it is active (see :func:`watch_sigint`)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    @property
+    def interrupted(self) -> bool:
+        return self.count > 0
+
+
+@contextlib.contextmanager
+def watch_sigint() -> Iterator[SigintWatch]:
+    """Count SIGINTs (Ctrl-C) while the block runs, for libraries that catch the
+    ``KeyboardInterrupt`` themselves and return normally (PyMC's samplers and ADVI):
+    the handler counts the signal and then does what the handler before it did (by
+    default, raise ``KeyboardInterrupt``). Outside the main thread nothing is installed
+    and nothing is counted."""
+    watch = SigintWatch()
+    if threading.current_thread() is not threading.main_thread():
+        yield watch
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        watch.count += 1
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield watch
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def completed_draws(values: np.ndarray) -> np.ndarray:
+    """Per chain, how many leading draws of ``values`` ``(chain, draw, ...)`` are all
+    finite (a sampler pads interrupted chains with NaN)."""
+    finite = np.isfinite(values.reshape(values.shape[:2] + (-1,))).all(axis=-1)
+    return np.where(finite.all(axis=1), finite.shape[1], np.argmin(finite, axis=1))
