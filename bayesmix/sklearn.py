@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+from scipy.special import logsumexp
 from sklearn.base import BaseEstimator, DensityMixin
 from sklearn.exceptions import ConvergenceWarning as SklearnConvergenceWarning
 from sklearn.utils.validation import (
@@ -47,14 +48,19 @@ from bayesmix.exceptions import ConvergenceWarning as BayesmixConvergenceWarning
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families import FAMILIES, ComponentFamily, Gaussian
 from bayesmix.families.base import CountFamily
-from bayesmix.families.gaussian.covariance import CovarianceStructure
+from bayesmix.families.gaussian.covariance import (
+    BASIC_STRUCTURES,
+    CovarianceStructure,
+    get_structure,
+)
 from bayesmix.inference.em.fit import EMProgress, fit_em
+from bayesmix.inference.vb import default_prior, expected_log_joint, fit_vb
 from bayesmix.mixture import Mixture as FamilyMixture
 from bayesmix.model import GaussianMixture as MixtureModel
 from bayesmix.priors import Priors
 from bayesmix.results import EMResult
 
-__all__ = ["GaussianMixture", "Mixture", "ConvergenceWarning"]
+__all__ = ["BayesianGaussianMixture", "GaussianMixture", "Mixture", "ConvergenceWarning"]
 
 # scikit-learn spells the k-means++ initialisation with a hyphen.
 _INIT_ALIASES = {"k-means++": "kmeans++"}
@@ -1089,3 +1095,422 @@ def _precisions_to_covariances(
     inv_lower = np.linalg.inv(lower)
     covariances = np.swapaxes(inv_lower, 1, 2) @ inv_lower
     return covariances.reshape(expected)
+
+
+# -- variational Bayes ---------------------------------------------------------------------
+
+_BGMM_INIT = ("kmeans", "k-means++", "kmeans++", "random", "random_from_data")
+
+
+class BayesianGaussianMixture(DensityMixin, BaseEstimator):
+    """Variational Bayesian Gaussian mixture (closed-form CAVI), scikit-learn's interface.
+
+    The estimate of :class:`sklearn.mixture.BayesianGaussianMixture`, computed by
+    :func:`bayesmix.inference.vb.fit_vb` on bayesmix's compiled E-step kernels: same
+    parameters, same prior family and defaults, same fitted attributes. From the same
+    initial responsibilities the fitted parameters and ``lower_bound_`` agree with
+    scikit-learn's to 1e-8 relative (``tests/test_vb.py``).
+
+    Parameters
+    ----------
+    n_components : int, default=1
+        Number of components (the truncation level: the fit may leave some with weight
+        near zero).
+    covariance_type : {"full", "tied", "diag", "spherical"}, default="full"
+        Covariance structure of the components.
+    tol : float, default=1e-3
+        Stop when the lower bound changes by less than ``tol`` between iterations.
+    reg_covar : float, default=1e-6
+        Non-negative value added to the diagonal of the responsibility-weighted
+        covariances.
+    max_iter : int, default=100
+        Iterations per initialisation; ``0`` keeps the initial variational parameters.
+    n_init : int, default=1
+        Initialisations; the run with the highest lower bound is kept.
+    init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
+        Initial responsibilities: k-means clusters, k-means++ seeds, uniform random
+        responsibilities or K random observations (bayesmix's initialisations).
+    weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, \
+default="dirichlet_process"
+        Stick-breaking (truncated Dirichlet process) or symmetric Dirichlet weights.
+    weight_concentration_prior : float > 0, default=None
+        Dirichlet concentration (or the sticks' Beta(1, .) parameter); ``1 /
+        n_components`` when None.
+    mean_precision_prior : float > 0, default=None
+        Prior precision scale ``beta_0`` of the means; 1 when None.
+    mean_prior : array-like of shape (n_features,), default=None
+        Prior mean of the means; the data mean when None.
+    degrees_of_freedom_prior : float > n_features - 1, default=None
+        Prior Wishart degrees of freedom; ``n_features`` when None.
+    covariance_prior : float or array-like, default=None
+        Prior Wishart scale (``(n_features, n_features)`` for full and tied,
+        ``(n_features,)`` for diag, a float for spherical); the data covariance when None.
+    random_state : int, RandomState, Generator or None, default=None
+        Seed of the initialisation (and of :meth:`sample`).
+    warm_start : bool, default=False
+        Continue from the previous fit's variational parameters (one run).
+    verbose : int, default=0
+        ``1`` prints one line per initialisation; ``2`` adds its lower bound.
+    verbose_interval : int, default=10
+        Kept for scikit-learn compatibility.
+
+    Attributes
+    ----------
+    weights_, means_, covariances_, precisions_, precisions_cholesky_ : ndarray
+        Expected weights, the means ``m_k`` of ``q(mu_k)``, the normalised covariances
+        ``inv(nu_k W_k)`` and their precisions and Cholesky factors, in scikit-learn's
+        shapes.
+    weight_concentration_ : ndarray or tuple of two ndarrays
+        Dirichlet parameters, or the sticks' Beta parameters ``(a, b)``.
+    mean_precision_, degrees_of_freedom_ : ndarray
+        ``beta_k`` and ``nu_k`` (a float for tied).
+    weight_concentration_prior_, mean_precision_prior_, mean_prior_, \
+degrees_of_freedom_prior_, covariance_prior_ :
+        The prior used.
+    converged_ : bool
+    n_iter_ : int
+    lower_bound_ : float
+        scikit-learn's lower bound (the ELBO without constant terms; see
+        :mod:`bayesmix.inference.vb`) of the kept run; ``result_.elbo`` adds them.
+    lower_bounds_ : list of float
+        The lower bound after each iteration of the kept run.
+    result_ : bayesmix.inference.vb.VBResult
+    n_features_in_ : int
+    feature_names_in_ : ndarray
+
+    Examples
+    --------
+    >>> import bayesmix as bm
+    >>> from bayesmix.sklearn import BayesianGaussianMixture
+    >>> X = bm.datasets.load_faithful()
+    >>> vb = BayesianGaussianMixture(n_components=5, random_state=0).fit(X)
+    >>> int((vb.weights_ > 0.05).sum())
+    2
+    """
+
+    def __init__(
+        self,
+        *,
+        n_components: int = 1,
+        covariance_type: str = "full",
+        tol: float = 1e-3,
+        reg_covar: float = 1e-6,
+        max_iter: int = 100,
+        n_init: int = 1,
+        init_params: str = "kmeans",
+        weight_concentration_prior_type: str = "dirichlet_process",
+        weight_concentration_prior: float | None = None,
+        mean_precision_prior: float | None = None,
+        mean_prior: Any = None,
+        degrees_of_freedom_prior: float | None = None,
+        covariance_prior: Any = None,
+        random_state: Any = None,
+        warm_start: bool = False,
+        verbose: int = 0,
+        verbose_interval: int = 10,
+    ) -> None:
+        self.n_components = n_components
+        self.covariance_type = covariance_type
+        self.tol = tol
+        self.reg_covar = reg_covar
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.init_params = init_params
+        self.weight_concentration_prior_type = weight_concentration_prior_type
+        self.weight_concentration_prior = weight_concentration_prior
+        self.mean_precision_prior = mean_precision_prior
+        self.mean_prior = mean_prior
+        self.degrees_of_freedom_prior = degrees_of_freedom_prior
+        self.covariance_prior = covariance_prior
+        self.random_state = random_state
+        self.warm_start = warm_start
+        self.verbose = verbose
+        self.verbose_interval = verbose_interval
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> BayesianGaussianMixture:
+        """Fit the variational posterior to ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Training data.
+        y : None
+            Ignored; present for API consistency.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Non-negative frequency weights (a bayesmix extension).
+
+        Returns
+        -------
+        self
+        """
+        self._fit(X, sample_weight)
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> np.ndarray:
+        """Fit, then return the most probable component of each row (``fit(X).predict(X)``)."""
+        X = self._fit(X, sample_weight)
+        return self._log_resp(X).argmax(axis=1)
+
+    def _check_params(self) -> tuple[CovarianceStructure, str]:
+        n_components = self.n_components
+        if isinstance(n_components, bool) or not isinstance(n_components, numbers.Integral):
+            raise TypeError(f"n_components must be an int >= 1; got {n_components!r}.")
+        if n_components < 1:
+            raise ValueError(f"n_components must be an int >= 1; got {n_components}.")
+        for name, low in (("max_iter", 0), ("n_init", 1)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+                raise TypeError(f"{name} must be an int >= {low}; got {value!r}.")
+            if value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value}.")
+        for name in ("tol", "reg_covar"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise TypeError(f"{name} must be a number >= 0; got {value!r}.")
+            if not value >= 0:
+                raise ValueError(f"{name} must be a number >= 0; got {value}.")
+        if self.covariance_type not in BASIC_STRUCTURES:
+            raise ValueError(
+                f"covariance_type must be one of {list(BASIC_STRUCTURES)}; got "
+                f"{self.covariance_type!r}."
+            )
+        if self.init_params not in _BGMM_INIT:
+            raise ValueError(
+                f"init_params must be one of {list(_BGMM_INIT)}; got {self.init_params!r}."
+            )
+        if not isinstance(self.warm_start, (bool, np.bool_)):
+            raise TypeError(f"warm_start must be a bool; got {self.warm_start!r}.")
+        init = _INIT_ALIASES.get(self.init_params, self.init_params)
+        return get_structure(self.covariance_type), init
+
+    def _prior(self, X, structure, sample_weight):
+        n_features = X.shape[1]
+        covariance = self.covariance_prior
+        if covariance is not None:
+            covariance = np.array(covariance, dtype=np.float64)
+            if not np.isfinite(covariance).all():
+                raise ValueError("covariance_prior contains NaN or infinite values.")
+            if not structure.axis_aligned and covariance.shape == (n_features, n_features):
+                if not np.allclose(covariance, covariance.T) or (
+                    np.linalg.eigvalsh(covariance).min() <= 0
+                ):
+                    raise ValueError(
+                        f"'{structure.name} covariance_prior' should be symmetric, "
+                        "positive-definite."
+                    )
+            elif structure.axis_aligned and (covariance <= 0).any():
+                raise ValueError(f"'{structure.name} covariance_prior' should be positive.")
+        return default_prior(
+            X,
+            self.n_components,
+            structure,
+            self.weight_concentration_prior_type,
+            sample_weight=sample_weight,
+            weight_concentration=self.weight_concentration_prior,
+            mean_precision=self.mean_precision_prior,
+            mean=self.mean_prior,
+            degrees_of_freedom=self.degrees_of_freedom_prior,
+            covariance=covariance,
+        )
+
+    def _fit(self, X: Any, sample_weight: Any) -> np.ndarray:
+        structure, init = self._check_params()
+        verbose = _check_verbosity(self.verbose, self.verbose_interval)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
+        X = X.astype(np.float64, copy=False)
+        n_samples = X.shape[0]
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(
+                sample_weight, X, dtype=np.float64, ensure_non_negative=True
+            )
+        if n_samples < self.n_components:
+            raise ValueError(
+                "Expected n_samples >= n_components but got n_components = "
+                f"{self.n_components}, n_samples = {n_samples}"
+            )
+        prior = self._prior(X, structure, sample_weight)
+        previous = None
+        if self.warm_start and hasattr(self, "result_"):
+            old = self.result_
+            if (
+                old.structure is not structure
+                or old.params.means.shape
+                != (
+                    self.n_components,
+                    X.shape[1],
+                )
+                or old.prior.weight_prior != prior.weight_prior
+            ):
+                raise ValueError(
+                    "warm_start=True continues the previous fit, which had a different "
+                    "n_components, covariance_type, weight_concentration_prior_type or "
+                    "number of features; refit with warm_start=False after changing them."
+                )
+            init, previous = old.params, old.lower_bound
+
+        def report(run: int, result: Any) -> None:
+            status = "converged" if result.converged else "did not converge"
+            line = f"Initialization {run}: {status} after {result.n_iter} iterations."
+            if verbose >= 2:
+                line += f" lower bound {result.lower_bound:.5f}."
+            print(line)
+
+        result = fit_vb(
+            X,
+            self.n_components,
+            structure,
+            prior,
+            sample_weight=sample_weight,
+            init=init,
+            n_init=self.n_init,
+            max_iter=self.max_iter,
+            tol=self.tol,
+            reg_covar=self.reg_covar,
+            random_state=self.random_state,
+            previous_lower_bound=previous,
+            callback=report if verbose else None,
+            warn=False,
+        )
+        if not np.isfinite(result.params.covariances).all():
+            raise ValueError(_ILL_DEFINED)
+        if self.max_iter > 0 and not result.converged:
+            warnings.warn(_NOT_CONVERGED, ConvergenceWarning, stacklevel=3)
+        self._set_fitted(result)
+        return X
+
+    def _set_fitted(self, result: Any) -> None:
+        params, prior = result.params, result.prior
+        self.result_ = result
+        self.weight_concentration_prior_ = prior.weight_concentration
+        self.mean_precision_prior_ = prior.mean_precision
+        self.mean_prior_ = prior.mean
+        self.degrees_of_freedom_prior_ = prior.degrees_of_freedom
+        self.covariance_prior_ = (
+            float(prior.covariance) if np.ndim(prior.covariance) == 0 else prior.covariance
+        )
+        concentration = params.weight_concentration
+        self.weight_concentration_ = (
+            concentration
+            if prior.weight_prior == "dirichlet_distribution"
+            else (concentration[0], concentration[1])
+        )
+        self.mean_precision_ = params.mean_precision
+        self.means_ = params.means
+        dof = params.degrees_of_freedom
+        self.degrees_of_freedom_ = float(dof) if np.ndim(dof) == 0 else dof
+        self.covariances_ = params.covariances
+        self.precisions_cholesky_ = params.precisions_cholesky
+        self.precisions_ = result.structure.natural_precisions(params.precisions_cholesky)
+        self.weights_ = params.weights
+        self.converged_ = result.converged
+        self.n_iter_ = result.n_iter
+        self.lower_bound_ = result.lower_bound
+        self.lower_bounds_ = [float(v) for v in result.lower_bound_trace]
+
+    # -- prediction ------------------------------------------------------------------
+    def _validated(self, X: Any) -> np.ndarray:
+        check_is_fitted(self)
+        X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
+        return X.astype(np.float64, copy=False)
+
+    def _weighted_log_prob(self, X: np.ndarray) -> np.ndarray:
+        params = self.result_.params
+        centre = params.means.mean(axis=0)  # distances in centred units: no cancellation
+        return expected_log_joint(X - centre, params.shifted(centre), self.result_.structure)
+
+    def _log_resp(self, X: np.ndarray) -> np.ndarray:
+        log_prob = self._weighted_log_prob(X)
+        return log_prob - logsumexp(log_prob, axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Most probable component of each sample.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        labels : ndarray of shape (n_samples,)
+        """
+        return self._weighted_log_prob(self._validated(X)).argmax(axis=1)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Responsibilities of the components for each sample under ``q``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        resp : ndarray of shape (n_samples, n_components)
+        """
+        return np.exp(self._log_resp(self._validated(X)))
+
+    def score_samples(self, X: Any) -> np.ndarray:
+        """``log sum_k exp E_q[log p(x, z = k)]`` of each sample (scikit-learn's
+        ``score_samples`` for this estimator).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_prob : ndarray of shape (n_samples,)
+        """
+        return logsumexp(self._weighted_log_prob(self._validated(X)), axis=1)
+
+    def score(self, X: Any, y: Any = None) -> float:
+        """Mean of :meth:`score_samples`.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        float
+        """
+        return float(np.mean(self.score_samples(X)))
+
+    def sample(self, n_samples: int = 1) -> tuple[np.ndarray, np.ndarray]:
+        """Draw from the mixture with the fitted expected weights, means and normalised
+        covariances (as scikit-learn), grouped by component.
+
+        Parameters
+        ----------
+        n_samples : int, default=1
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features)
+        y : ndarray of shape (n_samples,)
+        """
+        from sklearn.utils import check_random_state as sklearn_random_state
+
+        check_is_fitted(self)
+        if (
+            isinstance(n_samples, bool)
+            or not isinstance(n_samples, numbers.Integral)
+            or n_samples < 1
+        ):
+            raise ValueError(
+                f"Invalid value for 'n_samples': {n_samples!r}; n_samples must be an integer >= 1."
+            )
+        n_components, n_features = self.means_.shape
+        rng = sklearn_random_state(self.random_state)
+        counts = rng.multinomial(int(n_samples), self.weights_)
+        covariances = np.asarray(
+            self.result_.structure.to_full(self.covariances_, n_components, n_features)
+        )
+        draws = [
+            rng.multivariate_normal(mean, cov, int(count))
+            for mean, cov, count in zip(self.means_, covariances, counts, strict=True)
+        ]
+        labels = np.repeat(np.arange(n_components), counts)
+        return np.vstack(draws), labels

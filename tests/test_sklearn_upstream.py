@@ -1,9 +1,11 @@
-"""scikit-learn's own GaussianMixture tests, run against :mod:`bayesmix.sklearn`.
+"""scikit-learn's own GaussianMixture and BayesianGaussianMixture tests, run against
+:mod:`bayesmix.sklearn`.
 
-At run time the test files ``test_gaussian_mixture.py`` and ``test_mixture.py`` are copied
-from the installed scikit-learn (so they follow its releases) into a temporary directory,
-their ``from sklearn.mixture import GaussianMixture`` is swapped for ``from
-bayesmix.sklearn import GaussianMixture``, and pytest runs them in a child process with
+At run time the test files ``test_gaussian_mixture.py``, ``test_bayesian_mixture.py`` and
+``test_mixture.py`` are copied from the installed scikit-learn (so they follow its
+releases) into a temporary directory, their ``from sklearn.mixture import
+GaussianMixture`` (``BayesianGaussianMixture``, or both) is swapped for the same import
+from ``bayesmix.sklearn``, and pytest runs them in a child process with
 scikit-learn's own fixtures (its ``conftest.py`` as a plugin) and
 ``SKLEARN_RUN_FLOAT32_TESTS=1``. Every failing upstream test is listed by node id with its
 error.
@@ -26,7 +28,9 @@ from pathlib import Path
 import pytest
 import sklearn.mixture
 
-UPSTREAM_FILES = ("test_gaussian_mixture.py", "test_mixture.py")
+UPSTREAM_FILES = ("test_gaussian_mixture.py", "test_bayesian_mixture.py", "test_mixture.py")
+# the estimators whose upstream imports are swapped for bayesmix's
+ESTIMATORS = ("BayesianGaussianMixture", "GaussianMixture")
 
 # Node-id prefixes (relative to the copied files) -> why the test is left out. A prefix
 # ending in "[" selects every parametrisation of one test and nothing else.
@@ -46,6 +50,11 @@ EXCLUDED: dict[str, str] = {
         "private function: counts calls of scikit-learn's private "
         "sklearn.mixture._gaussian_mixture._estimate_gaussian_parameters, which bayesmix's "
         "estimator never calls"
+    ),
+    "test_bayesian_mixture.py::test_compare_covar_type": (
+        "private function: calls the estimator's private _check_parameters and "
+        "_initialize_parameters (scikit-learn's internal initialisation steps) and reads "
+        "their side effects"
     ),
 }
 
@@ -73,31 +82,34 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _estimator_is_bayesmix(request):
     module = request.module
-    if hasattr(module, "GaussianMixture"):
-        assert module.GaussianMixture is bayesmix.sklearn.GaussianMixture
+    for name in ("GaussianMixture", "BayesianGaussianMixture"):
+        if hasattr(module, name):
+            assert getattr(module, name) is getattr(bayesmix.sklearn, name)
 '''
 
 
 def swap_import(source: str) -> str:
-    """``source`` with scikit-learn's GaussianMixture import replaced by bayesmix's."""
+    """``source`` with scikit-learn's GaussianMixture and BayesianGaussianMixture imports
+    replaced by bayesmix's."""
     swapped = 0
 
     def replace(match: re.Match) -> str:
         nonlocal swapped
         names = [name.strip() for name in match["names"].split(",")]
-        if "GaussianMixture" not in names:
+        ours = [name for name in names if name in ESTIMATORS]
+        if not ours:
             return match[0]
         swapped += 1
-        rest = [name for name in names if name != "GaussianMixture"]
+        rest = [name for name in names if name not in ESTIMATORS]
         lines = [f"from sklearn.mixture import {', '.join(rest)}"] if rest else []
-        return "\n".join([*lines, "from bayesmix.sklearn import GaussianMixture"])
+        return "\n".join([*lines, f"from bayesmix.sklearn import {', '.join(ours)}"])
 
     result = _IMPORT.sub(replace, source)
     if swapped != 1:
         raise AssertionError(
-            f"expected one 'from sklearn.mixture import ... GaussianMixture' line, found "
-            f"{swapped}: scikit-learn changed how its tests import the estimator; update "
-            "swap_import."
+            f"expected one 'from sklearn.mixture import ...' line naming {ESTIMATORS}, "
+            f"found {swapped}: scikit-learn changed how its tests import the estimator; "
+            "update swap_import."
         )
     return result
 
@@ -127,12 +139,15 @@ def test_swap_import_handles_both_upstream_styles():
     )
     assert swap_import(
         "from sklearn.mixture import BayesianGaussianMixture, GaussianMixture\n"
-    ) == (
-        "from sklearn.mixture import BayesianGaussianMixture\n"
-        "from bayesmix.sklearn import GaussianMixture\n"
+    ) == ("from bayesmix.sklearn import BayesianGaussianMixture, GaussianMixture\n")
+    assert swap_import("from sklearn.mixture import BayesianGaussianMixture\n") == (
+        "from bayesmix.sklearn import BayesianGaussianMixture\n"
+    )
+    assert swap_import("from sklearn.mixture import GaussianMixture, other\n") == (
+        "from sklearn.mixture import other\nfrom bayesmix.sklearn import GaussianMixture\n"
     )
     with pytest.raises(AssertionError, match="changed how its tests import"):
-        swap_import("from sklearn.mixture import BayesianGaussianMixture\n")
+        swap_import("from sklearn.mixture import other\n")
 
 
 def test_sklearn_gaussian_mixture_suite_passes(tmp_path):
