@@ -277,11 +277,29 @@ class MixtureResult:
         Fit settings (method, seeds, timings), recorded as DataTree attributes.
     """
 
-    def __init__(self, model: GaussianMixture, posterior: xr.Dataset, settings: dict) -> None:
+    def __init__(
+        self,
+        model: GaussianMixture,
+        posterior: xr.Dataset | Callable[[], xr.Dataset],
+        settings: dict,
+    ) -> None:
         self.model = model
-        self.posterior = posterior
+        self._posterior = posterior
         self.settings = dict(settings)
         self.settings.setdefault("versions", package_versions())
+
+    @property
+    def posterior(self) -> xr.Dataset:
+        """The parameters per draw (``chain``, ``draw``, ``component``, ...). An EM
+        estimate builds it on first use: :func:`~bayesmix.select_components` fits many
+        models whose tables read only their log-likelihoods."""
+        if callable(self._posterior):
+            self._posterior = self._posterior()
+        return self._posterior
+
+    @posterior.setter
+    def posterior(self, value: xr.Dataset) -> None:
+        self._posterior = value
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the result to a netCDF file that :func:`bayesmix.load` reads back exactly.
@@ -524,7 +542,7 @@ class EMResult(MixtureResult):
         settings: dict,
         spurious: tuple[str, ...] = (),
     ) -> None:
-        super().__init__(model, model.point_posterior(params, feature_names), settings)
+        super().__init__(model, partial(model.point_posterior, params, feature_names), settings)
         self.params = params
         self.n_obs = n_obs
         self.log_likelihood = float(log_likelihood)
@@ -536,6 +554,15 @@ class EMResult(MixtureResult):
         self.priors = priors
         self.spurious = tuple(spurious)
         self.__dict__["_draw_params"] = [params]
+        self._feature_names = tuple(feature_names)
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return self._feature_names
+
+    @property
+    def n_features(self) -> int:
+        return len(self._feature_names)
 
     @property
     def weights(self) -> np.ndarray:

@@ -46,6 +46,10 @@ __all__ = [
     "estep_diag",
     "estep_spherical",
     "cholesky_factors",
+    "cholesky_lower",
+    "compile_in_child",
+    "lower_inverse",
+    "serial_estep",
     "common_orientation",
     "kernel_dtype",
     "lower_triangular_inverse",
@@ -498,7 +502,7 @@ def _summed_over_chunks(kernel, symmetric: bool):
     compile and the code numba loads from its cache round differently in the last bits
     (measured: the full and tied kernels), so a process that compiled a kernel would not
     reproduce the fits of the processes that load it. A kernel missing from the cache is
-    therefore compiled, and cached, by a child process (:func:`_compile_in_child`).
+    therefore compiled, and cached, by a child process (:func:`compile_in_child`).
     """
     first_call = threading.Lock()
     ready: set[tuple[np.dtype, bool]] = set()
@@ -520,7 +524,7 @@ def _summed_over_chunks(kernel, symmetric: bool):
         one_chunk = n_chunks == 1
         if (dtype, one_chunk) not in ready:
             with first_call:
-                _compile_in_child(serial if one_chunk else kernel, frozen)
+                compile_in_child(serial if one_chunk else kernel, frozen)
                 ready.add((dtype, one_chunk))
         if one_chunk:
             mass, sum_x, sum_xx, log_lik, log_max = serial(*frozen)
@@ -566,12 +570,14 @@ def cholesky_factors(cov: np.ndarray) -> np.ndarray | None:
     """
     cov = np.asarray(cov, dtype=np.float64)
     batch = np.ascontiguousarray(cov.reshape((-1,) + cov.shape[-2:]))
-    lower, ok = _cholesky(batch)
+    lower, ok = cholesky_lower(batch)
     return lower.reshape(cov.shape) if ok else None
 
 
 @nb.njit(cache=True, error_model="numpy")
-def _cholesky(cov):
+def cholesky_lower(cov):
+    """Compiled core of :func:`cholesky_factors` (``cov`` ``(B, D, D)`` C-contiguous):
+    the lower factors and whether every pivot was positive."""
     n_matrices, size, _ = cov.shape
     lower = np.zeros_like(cov)
     for b in range(n_matrices):
@@ -600,11 +606,12 @@ def lower_triangular_inverse(lower: np.ndarray) -> np.ndarray:
     """
     lower = np.asarray(lower, dtype=np.float64)
     batch = np.ascontiguousarray(lower.reshape((-1,) + lower.shape[-2:]))
-    return _lower_inverse(batch).reshape(lower.shape)
+    return lower_inverse(batch).reshape(lower.shape)
 
 
 @nb.njit(cache=True)
-def _lower_inverse(lower):
+def lower_inverse(lower):
+    """Compiled core of :func:`lower_triangular_inverse` (``lower`` ``(B, D, D)``)."""
     n_matrices, size, _ = lower.shape
     out = np.zeros_like(lower)
     for b in range(n_matrices):
@@ -751,9 +758,11 @@ def _upper_indices(n_features: int) -> tuple[np.ndarray, np.ndarray]:
     return np.triu_indices(n_features, 1)
 
 
-def _compile_in_child(kernel, args) -> None:
+def compile_in_child(kernel, args, command: str | None = None) -> None:
     """Compile ``kernel`` in a child Python process if it is not in numba's disk cache yet,
-    so that this process loads it from there.
+    so that this process loads it from there. ``command``: the Python code the child
+    runs to compile it for ``args``' types (default: :func:`compile_kernel` for an E-step
+    kernel).
 
     If the child fails (or caching is unavailable), this process compiles the kernel itself
     on its first call, as numba always does: fits stay correct, and bitwise equal across
@@ -764,15 +773,13 @@ def _compile_in_child(kernel, args) -> None:
         return
     if kernel._cache.load_overload(signature, kernel.targetctx) is not None:
         return
-    name = kernel.py_func.__name__.removeprefix("_estep_")
-    dtype = args[0].dtype.name
+    if command is None:
+        name = kernel.py_func.__name__.removeprefix("_estep_")
+        dtype = args[0].dtype.name
+        command = f"import {__name__} as k; k.compile_kernel({name!r}, {dtype!r})"
     try:
         subprocess.run(
-            [
-                sys.executable,
-                "-c",
-                f"import {__name__} as k; k.compile_kernel({name!r}, {dtype!r})",
-            ],
+            [sys.executable, "-c", command],
             env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
             capture_output=True,
             timeout=_CHILD_COMPILE_TIMEOUT,
@@ -801,6 +808,13 @@ def compile_kernel(name: str, dtype: str = "float64") -> None:
         pair,
         1,
     )
+
+
+def serial_estep(name: str):
+    """The one-chunk (serial) E-step kernel ``name`` (``full``, ``tied``, ``diag``,
+    ``spherical``) for use inside other compiled code; its arguments are those of the
+    parallel kernel, with ``n_chunks = 1``."""
+    return globals()[f"_estep_{name}_serial"]
 
 
 def kernel_dtype(dtype: np.dtype) -> np.dtype:

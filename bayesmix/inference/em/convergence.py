@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba as nb
 import numpy as np
 
-__all__ = ["ConvergenceTest", "ROUNDING_STEPS"]
+__all__ = ["ConvergenceTest", "ROUNDING_STEPS", "projected_change"]
 
 # a step of the objective within this many eps of its size is rounding: converged
 ROUNDING_STEPS = 1000
@@ -38,11 +39,21 @@ class ConvergenceTest:
         if self.lagged:
             before = trace[-3] / self.total_weight if len(trace) > 2 else self.reference
             return trace[-2] / self.total_weight - before
-        step = trace[-1] - trace[-2]
-        rounding = ROUNDING_STEPS * np.finfo(float).eps * max(abs(trace[-1]), self.total_weight)
-        if len(trace) < 3 or step <= rounding:  # also a decrease: rounding at the optimum
-            return step / self.total_weight
-        previous = trace[-2] - trace[-3]
-        rate = step / previous if previous > 0 else np.inf
-        gain = step * rate / (1.0 - rate) if 0.0 <= rate < 1.0 else np.inf
-        return max(step, gain) / self.total_weight
+        older = trace[-3] if len(trace) > 2 else np.nan
+        return projected_change(trace[-1], trace[-2], older, len(trace), self.total_weight)
+
+
+@nb.njit(cache=True)
+def projected_change(newest, previous, older, n_values, total_weight):
+    """:meth:`ConvergenceTest.change` (not lagged) from the last three objectives
+    (``n_values`` of them exist, at least 2; ``older`` is ignored with fewer than 3);
+    compiled, so the compiled EM loops of
+    :mod:`bayesmix.families.gaussian.em_loop` test convergence the same way."""
+    step = newest - previous
+    rounding = ROUNDING_STEPS * np.finfo(np.float64).eps * max(abs(newest), total_weight)
+    if n_values < 3 or step <= rounding:  # also a decrease: rounding at the optimum
+        return step / total_weight
+    before = previous - older
+    rate = step / before if before > 0 else np.inf
+    gain = step * rate / (1.0 - rate) if 0.0 <= rate < 1.0 else np.inf
+    return max(step, gain) / total_weight

@@ -15,6 +15,7 @@ import numpy as np
 from bayesmix.data import Data, check_sample_weight
 from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
 from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_rounding
+from bayesmix.families.gaussian.em_loop import compiled_loop
 from bayesmix.families.gaussian.missing import (
     MissingEStep,
     check_missing,
@@ -240,6 +241,7 @@ def fit_em(
         lagged=sklearn,
         reference=reference,
         judge=judge,
+        compiled=None if has_missing else partial(compiled_loop, structure, X, weights, shift, reg),
     )
     settings = options.settings(
         seed_record,
@@ -379,6 +381,7 @@ def best_run(
     lagged=False,
     reference=-np.inf,
     judge=None,
+    compiled=None,
 ) -> EMRun:
     """The best of ``options.n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
     ``options.init`` gives the start explicitly, as a mapping with means); warns if it did not
@@ -400,6 +403,9 @@ def best_run(
 
     ``estep(params)`` returns the sufficient statistics of all the data: one fused pass in
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.inference.em.distributed`).
+    ``compiled(test)``, where given, returns the structure's compiled EM loop for the
+    convergence test ``test`` (:func:`~bayesmix.families.gaussian.em_loop.compiled_loop`)
+    or ``None``: maximum-likelihood runs without progress reports iterate inside it.
 
     A ``KeyboardInterrupt`` (Ctrl-C) returns the best state reached so far: the best of
     the runs made and the interrupted run's last state, with ``converged=False`` and
@@ -410,6 +416,7 @@ def best_run(
     init, n_init, max_iter, tol = options.init, options.n_init, options.max_iter, options.tol
     test = ConvergenceTest(total_weight, tol, lagged, reference)
     judge = judge if priors is None else None
+    loop = None if compiled is None or priors is not None else compiled(test)
     n_runs = 1 if _explicit(init) else n_init
     screened_starts = init == "auto" and not lagged and n_runs > 1
     screen = min(SCREEN_ITER, max_iter) if screened_starts else max_iter
@@ -432,6 +439,7 @@ def best_run(
                 judge,
                 resume,
                 end=limit == max_iter,
+                loop=loop if callback is None else None,
             )
         except InterruptedRun as interrupt:
             interrupt.index = index
@@ -639,6 +647,7 @@ def _run_em(
     judge=None,
     resume=None,
     end=True,
+    loop=None,
 ) -> EMRun:
     """One EM run from ``params``, or continuing the run ``resume``, until it converges or
     has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
@@ -663,15 +672,21 @@ def _run_em(
     converged = collapsing = stopped = False
     try:
         while len(log_lik) <= max_iter:
-            following = m_step(stats, structure, priors, reg_covar, previous=params)
-            params, stats = following, estep(following)  # one state: an interrupt keeps both
-            log_lik.append(stats.log_likelihood)
-            if priors is not None:
-                log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
-            change = test.change(trace)
-            converged = abs(change) < test.tol
-            if report is not None:
-                report(len(log_lik) - 1, trace[-1], change, converged, False)
+            made = len(log_lik) - 1
+            if loop is not None:  # compiled, up to the next check for a collapse
+                steps = min(max_iter - made, SPURIOUS_CHECK - made % SPURIOUS_CHECK)
+                params, stats, objectives, converged = loop(params, stats, steps, log_lik[-3:])
+                log_lik.extend(objectives)
+            if len(log_lik) - 1 == made:  # the general route (also where the loop stopped)
+                following = m_step(stats, structure, priors, reg_covar, previous=params)
+                params, stats = following, estep(following)  # one state: an interrupt keeps both
+                log_lik.append(stats.log_likelihood)
+                if priors is not None:
+                    log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
+                change = test.change(trace)
+                converged = abs(change) < test.tol
+                if report is not None:
+                    report(len(log_lik) - 1, trace[-1], change, converged, False)
             if converged:
                 break
             if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:

@@ -1,0 +1,456 @@
+"""EM iterations inside one compiled call, for small data in memory.
+
+On a few hundred rows an EM iteration is a 10 us E-step pass and a 2 us M-step, but
+driving them from Python (the statistics, the M-step's numpy calls, the precision
+factors, the convergence test) cost about 100-300 us an iteration: mclust's table of 14
+models x 9 component counts makes about 25,000 iterations on iris. Here the M-step of a
+structure, its precision factors, the one-chunk E-step kernel of
+:mod:`bayesmix.families.gaussian.kernels` and the convergence test run in one compiled
+loop, called with the number of iterations it may make.
+
+The loop keeps to the regular case: maximum likelihood (no priors), every component with
+responsibility mass, covariances positive definite, a finite log-likelihood. Before an
+iteration that is not regular it returns, with the parameters and statistics of the last
+regular one, and the caller makes that iteration the general way (the M-step's
+re-seeding, jitter and warnings) before calling it again.
+
+Each loop is a twin of :func:`_em_loop` compiled for one storage of the covariances
+(``full``, ``tied``, ``diag``, ``spherical``, ``shared_diag``, ``shared_spherical``) and,
+like the E-step kernels, compiled by a child process and loaded from numba's disk cache,
+so every process runs the same machine code (bitwise reproducible fits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import threading
+import types
+from collections.abc import Callable
+from pathlib import Path
+
+import numba as nb
+import numpy as np
+
+from bayesmix.families.gaussian import kernels
+from bayesmix.inference.em.convergence import projected_change
+
+__all__ = ["LOOP_KINDS", "compile_loop", "compiled_loop"]
+
+# what the M-step adds to every mass (scikit-learn's; stats.MASS_EPS)
+MASS_EPS = 10 * np.finfo(np.float64).eps
+
+# statuses of a loop call
+RUNNING, CONVERGED, IRREGULAR = 0, 1, 2
+
+
+# -- M-steps: (mass, sum_x, sum_xx, reg) -> weights, means, covariances -------------------
+@nb.njit(cache=True, inline="always")
+def _weights_means(mass, sum_x):
+    mass = mass + MASS_EPS
+    return mass, mass / mass.sum(), sum_x / mass.reshape((-1, 1))
+
+
+@nb.njit(cache=True)
+def _mstep_full(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    n_components, n_features = means.shape
+    cov = np.empty((n_components, n_features, n_features))
+    for k in range(n_components):
+        for i in range(n_features):
+            for j in range(i + 1):
+                scatter = (
+                    sum_xx[k, i, j]
+                    - sum_x[k, i] * means[k, j]
+                    - means[k, i] * sum_x[k, j]
+                    + mass[k] * means[k, i] * means[k, j]
+                )
+                cov[k, i, j] = cov[k, j, i] = scatter / mass[k]
+            cov[k, i, i] += reg[i]
+    return weights, means, cov
+
+
+@nb.njit(cache=True)
+def _mstep_tied(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    n_components, n_features = means.shape
+    cov = np.empty((n_features, n_features))
+    total = mass.sum()
+    for i in range(n_features):
+        for j in range(i + 1):
+            scatter = sum_xx[i, j]
+            for k in range(n_components):
+                scatter += (
+                    mass[k] * means[k, i] * means[k, j]
+                    - sum_x[k, i] * means[k, j]
+                    - means[k, i] * sum_x[k, j]
+                )
+            cov[i, j] = cov[j, i] = scatter / total
+        cov[i, i] += reg[i]
+    return weights, means, cov
+
+
+@nb.njit(cache=True, inline="always")
+def _axis_scatter(mass, sum_x, sum_xx, means):
+    """``sum r (x_d - mu_kd)^2`` ``(K, D)`` from raw moments, floored at zero."""
+    return np.maximum(sum_xx - 2.0 * sum_x * means + mass.reshape((-1, 1)) * means**2, 0.0)
+
+
+@nb.njit(cache=True)
+def _mstep_diag(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    cov = _axis_scatter(mass, sum_x, sum_xx, means) / mass.reshape((-1, 1)) + reg
+    return weights, means, cov
+
+
+@nb.njit(cache=True)
+def _mstep_spherical(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    n_features = means.shape[1]
+    scatter = np.maximum(
+        sum_xx - 2.0 * (sum_x * means).sum(axis=1) + mass * (means**2).sum(axis=1), 0.0
+    )
+    return weights, means, scatter / (mass * n_features) + reg.mean()
+
+
+@nb.njit(cache=True)
+def _mstep_shared_diag(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    raw = sum_xx - 2.0 * (sum_x * means).sum(axis=0)  # sum_xx pooled: (D,)
+    scatter = np.maximum(raw + (mass.reshape((-1, 1)) * means**2).sum(axis=0), 0.0)
+    return weights, means, scatter / mass.sum() + reg
+
+
+@nb.njit(cache=True)
+def _mstep_shared_spherical(mass, sum_x, sum_xx, reg):
+    mass, weights, means = _weights_means(mass, sum_x)
+    n_features = means.shape[1]
+    raw = sum_xx.sum() - 2.0 * (sum_x * means).sum() + (mass * (means**2).sum(axis=1)).sum()
+    cov = np.empty(1)
+    cov[0] = max(raw, 0.0) / (mass.sum() * n_features) + reg.mean()
+    return weights, means, cov
+
+
+# -- precision factors: (means, cov) -> ok, natural factors, the E-step kernel's scale,
+#    its means argument and log det of the precision factors per component -------------
+@nb.njit(cache=True)
+def _factors_full(means, cov):
+    lower, ok = kernels.cholesky_lower(cov)
+    inverse = kernels.lower_inverse(lower) if ok else lower  # U^T, inv(cov) = U U^T
+    n_components, n_features = means.shape
+    log_det = np.zeros(n_components)
+    for k in range(n_components):
+        for d in range(n_features):
+            log_det[k] += math.log(inverse[k, d, d]) if ok else 0.0
+    return ok, np.ascontiguousarray(inverse.transpose(0, 2, 1)), inverse, means, log_det
+
+
+@nb.njit(cache=True)
+def _factors_tied(means, cov):
+    n_features = cov.shape[0]
+    lower, ok = kernels.cholesky_lower(cov.reshape((1, n_features, n_features)))
+    inverse = (kernels.lower_inverse(lower) if ok else lower)[0]
+    upper = np.ascontiguousarray(inverse.T)
+    log_det = 0.0
+    for d in range(n_features):
+        log_det += math.log(inverse[d, d]) if ok else 0.0
+    return ok, upper, inverse, means @ upper, np.full(means.shape[0], log_det)
+
+
+@nb.njit(cache=True)
+def _factors_diag(means, cov):
+    ok = np.all(cov > 0.0)
+    factor = 1.0 / np.sqrt(np.maximum(cov, 1e-300))
+    return ok, factor, factor**2, means, np.log(factor).sum(axis=1)
+
+
+@nb.njit(cache=True)
+def _factors_spherical(means, cov):
+    ok = np.all(cov > 0.0)
+    factor = 1.0 / np.sqrt(np.maximum(cov, 1e-300))
+    return ok, factor, factor**2, means, means.shape[1] * np.log(factor)
+
+
+@nb.njit(cache=True)
+def _factors_shared_diag(means, cov):
+    ok = np.all(cov > 0.0)
+    factor = 1.0 / np.sqrt(np.maximum(cov, 1e-300))
+    n_components = means.shape[0]
+    precision = np.empty(means.shape)
+    for k in range(n_components):
+        precision[k] = factor**2
+    return ok, factor, precision, means, np.full(n_components, np.log(factor).sum())
+
+
+@nb.njit(cache=True)
+def _factors_shared_spherical(means, cov):
+    ok = cov[0] > 0.0
+    factor = 1.0 / np.sqrt(np.maximum(cov, 1e-300))
+    n_components, n_features = means.shape
+    precision = np.full(n_components, factor[0] ** 2)
+    return ok, factor, precision, means, np.full(n_components, n_features * np.log(factor[0]))
+
+
+# -- the statistics in the structure's form, from the kernel's (chunk axis of one) --------
+@nb.njit(cache=True)
+def _mirrored(sum_xx):
+    """The kernel fills the lower triangle of each matrix: mirror it."""
+    out = sum_xx[0].copy()
+    size = out.shape[-1]
+    flat = out.reshape((-1, size, size))
+    for b in range(flat.shape[0]):
+        for i in range(size):
+            for j in range(i):
+                flat[b, j, i] = flat[b, i, j]
+    return out
+
+
+@nb.njit(cache=True)
+def _as_is(sum_xx):
+    return sum_xx[0].copy()
+
+
+@nb.njit(cache=True)
+def _pooled_features(sum_xx):
+    return sum_xx[0].sum(axis=0)
+
+
+@nb.njit(cache=True)
+def _pooled_all(sum_xx):
+    out = np.empty(1)
+    out[0] = sum_xx[0].sum()
+    return out
+
+
+# The parts :func:`_em_loop` calls: each compiled twin binds its kind's (:func:`_twin`).
+_estep = _mstep = _factors = _pool = None
+
+
+def _em_loop(X, sample_weight, shift, state, stats, reg, n_steps, tol, total_weight, recent):
+    """Up to ``n_steps`` EM iterations from ``state = (weights, means, cov, factors)``
+    and its statistics ``stats = (mass, sum_x, sum_xx, log_lik, log_max)``.
+
+    ``recent`` holds the last three objectives (NaN where there are fewer; the newest
+    last). Returns the state and statistics after the last regular iteration, the
+    objectives ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and
+    the status: ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route)
+    or ``RUNNING`` (``n_steps`` made).
+    """
+    weights, means, cov, factors = state
+    mass, sum_x, sum_xx, log_lik, log_max = stats
+    objectives = np.empty(n_steps)
+    older, previous, newest = recent[0], recent[1], recent[2]
+    n_values = 3 - np.isnan(recent).sum()
+    for step in range(n_steps):
+        if np.any(mass <= 1e-12 * mass.sum()):
+            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
+        new_weights, new_means, new_cov = _mstep(mass, sum_x, sum_xx, reg)
+        ok, new_factors, scale, centres, log_det = _factors(new_means, new_cov)
+        if not ok:
+            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
+        raw = _estep(X, sample_weight, shift, np.log(new_weights), centres, scale, log_det, 1)
+        new_log_lik = raw[3][0]
+        if not np.isfinite(new_log_lik):
+            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
+        weights, means, cov, factors = new_weights, new_means, new_cov, new_factors
+        mass, sum_x, sum_xx = raw[0][0].copy(), raw[1][0].copy(), _pool(raw[2])
+        log_lik, log_max = new_log_lik, raw[4][0]
+        stats = (mass, sum_x, sum_xx, log_lik, log_max)
+        objectives[step] = log_lik
+        older, previous, newest = previous, newest, log_lik
+        n_values += 1
+        change = projected_change(newest, previous, older, n_values, total_weight)
+        if abs(change) < tol:
+            return (weights, means, cov, factors), stats, objectives, step + 1, CONVERGED
+    return (weights, means, cov, factors), stats, objectives, n_steps, RUNNING
+
+
+#: the storages of the covariances a loop exists for: E-step kernel, M-step, factors,
+#: the statistics' form
+_PARTS = {
+    "full": ("full", _mstep_full, _factors_full, _mirrored),
+    "tied": ("tied", _mstep_tied, _factors_tied, _mirrored),
+    "diag": ("diag", _mstep_diag, _factors_diag, _as_is),
+    "spherical": ("spherical", _mstep_spherical, _factors_spherical, _as_is),
+    "shared_diag": ("diag", _mstep_shared_diag, _factors_shared_diag, _pooled_features),
+    "shared_spherical": (
+        "spherical",
+        _mstep_shared_spherical,
+        _factors_shared_spherical,
+        _pooled_all,
+    ),
+}
+LOOP_KINDS = tuple(_PARTS)
+
+
+def _twin(kind: str):
+    """:func:`_em_loop` compiled for ``kind``, named ``_em_loop_<kind>_<digest>``: numba's
+    disk cache is keyed by the function's name and checks only this file's time stamp,
+    and the loop compiles in the E-step kernel and the factors of ``kernels.py``, so the
+    digest of that file's source names a new entry whenever it changes."""
+    estep, mstep, factors, pool = _PARTS[kind]
+    source = _em_loop
+    scope = {
+        **source.__globals__,
+        "_estep": kernels.serial_estep(estep),
+        "_mstep": mstep,
+        "_factors": factors,
+        "_pool": pool,
+    }
+    name = f"_em_loop_{kind}_{_KERNELS_DIGEST}"
+    twin = types.FunctionType(source.__code__, scope, name, source.__defaults__)
+    twin.__qualname__ = name
+    twin.__doc__ = source.__doc__
+    compiled = nb.njit(cache=True, error_model="numpy")(twin)
+    globals()[name] = compiled
+    return compiled
+
+
+_KERNELS_DIGEST = hashlib.sha1(Path(kernels.__file__).read_bytes()).hexdigest()[:12]
+
+#: the loop's storage for each structure that has one (by structure name)
+_KIND_OF = {
+    "full": "full",
+    "tied": "tied",
+    "diag": "diag",
+    "spherical": "spherical",
+    "EEI": "shared_diag",
+    "EII": "shared_spherical",
+}
+
+_compiled: dict[str, Callable] = {}
+_first_call = threading.Lock()
+
+
+def _loop(kind: str, args: tuple) -> Callable:
+    """The loop of ``kind``, compiled (by a child process if numba's cache lacks it)."""
+    if kind not in _compiled:
+        with _first_call:
+            if kind not in _compiled:
+                twin = _twin(kind)
+                kernels.compile_in_child(
+                    twin, args, f"import {__name__} as m; m.compile_loop({kind!r})"
+                )
+                _compiled[kind] = twin
+    return _compiled[kind]
+
+
+def _read_only(array) -> np.ndarray:
+    view = np.ascontiguousarray(array, dtype=np.float64).view()
+    view.flags.writeable = False
+    return view
+
+
+def _array(value) -> np.ndarray:
+    """A float64 C-contiguous array of at least one dimension (a shared spherical
+    covariance, its factor and its statistic are scalars in the structure's form)."""
+    return np.ascontiguousarray(np.atleast_1d(np.asarray(value, dtype=np.float64)))
+
+
+def _arguments(X, sample_weight, shift, reg, params, stats, n_steps, tol, total_weight, recent):
+    state = tuple(_array(part) for part in params)
+    moments = (_array(stats[0]), _array(stats[1]), _array(stats[2]))
+    return (
+        _read_only(X),
+        _read_only(sample_weight),
+        _read_only(shift),
+        state,
+        (*moments, float(stats[3]), float(stats[4])),
+        _array(reg),
+        int(n_steps),
+        float(tol),
+        float(total_weight),
+        _array(recent),
+    )
+
+
+def compile_loop(kind: str) -> None:
+    """Compile (and cache on disk) the loop of ``kind`` on a tiny problem (run by the
+    child process of :func:`~bayesmix.families.gaussian.kernels.compile_in_child`)."""
+    n_components, n_features = 2, 2
+    full = np.stack([np.eye(n_features)] * n_components)
+    shapes = {
+        "full": (full, (n_components, n_features, n_features)),
+        "tied": (full[0], (n_features, n_features)),
+        "diag": (np.ones((n_components, n_features)), (n_components, n_features)),
+        "spherical": (np.ones(n_components), (n_components,)),
+        "shared_diag": (np.ones(n_features), (n_features,)),
+        "shared_spherical": (np.ones(1), (1,)),
+    }
+    cov, moment_shape = shapes[kind]
+    X = np.linspace(-1.0, 1.0, 6).reshape(3, n_features)
+    params = (np.full(n_components, 0.5), X[:n_components], cov, cov)
+    stats = (np.ones(n_components), X[:n_components], np.ones(moment_shape), 0.0, 0.0)
+    args = _arguments(
+        X,
+        np.ones(3),
+        np.zeros(n_features),
+        np.zeros(n_features),
+        params,
+        stats,
+        1,
+        1e-8,
+        3.0,
+        np.full(3, np.nan),
+    )
+    _twin(kind)(*args)
+
+
+def compiled_loop(structure, X, sample_weight, shift, reg, test):
+    """A function running EM iterations of ``structure`` on ``X`` in one compiled call,
+    or ``None`` where there is none: a structure without a loop, data that are not
+    float64 or take more than one chunk of the E-step kernels, or scikit-learn's lagged
+    convergence test.
+
+    The function ``run(params, stats, n_steps, recent)`` makes at most ``n_steps``
+    iterations from ``params`` (a :class:`~bayesmix.families.gaussian.stats.Params`) and
+    its statistics ``stats`` (``recent``: the last log-likelihoods so far, up to three)
+    and returns ``(params, stats, objectives, converged)`` after the last regular
+    iteration: the log-likelihoods of the iterations made (a list) and whether the run
+    converged under ``test``. It makes fewer iterations than asked, without converging,
+    where the next one is irregular.
+    """
+    kind = _KIND_OF.get(structure.name)
+    if kind is None or test.lagged or X.dtype != np.float64:
+        return None
+    if kernels.n_chunks_for(len(X)) != 1:
+        return None
+    from bayesmix.families.gaussian.stats import Params, SufficientStats
+
+    scalar = kind == "shared_spherical"
+
+    def run(params, stats, n_steps, recent):
+        last = np.full(3, np.nan)
+        last[3 - len(recent) :] = recent
+        moments = (stats.mass, stats.sum_x, stats.sum_xx, stats.log_likelihood, stats.log_max_resp)
+        args = _arguments(
+            X,
+            sample_weight,
+            shift,
+            reg,
+            params_tuple(params),
+            moments,
+            n_steps,
+            test.tol,
+            test.total_weight,
+            last,
+        )
+        state, moments, objectives, n_made, status = _loop(kind, args)(*args)
+        if n_made == 0:
+            return params, stats, [], False
+        weights, means, cov, factors = state
+        mass, sum_x, sum_xx, log_lik, log_max = moments
+        if scalar:
+            cov, factors, sum_xx = cov.reshape(()), factors.reshape(()), sum_xx.reshape(())
+        return (
+            Params(weights, means, cov, factors),
+            SufficientStats(mass, sum_x, sum_xx, float(log_lik), float(log_max)),
+            objectives[:n_made].tolist(),
+            status == CONVERGED,
+        )
+
+    return run
+
+
+def params_tuple(params) -> tuple:
+    return (params.weights, params.means, params.covariances, params.precisions_cholesky)

@@ -1,0 +1,134 @@
+"""The compiled EM loop (:mod:`bayesmix.families.gaussian.em_loop`) makes the same
+iterations as the general route: :func:`~bayesmix.families.gaussian.stats.m_step` then
+:func:`~bayesmix.families.gaussian.stats.e_step`, driven from Python."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_iris
+
+import bayesmix as bm
+from bayesmix.data import as_data
+from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.families.gaussian.em_loop import compiled_loop
+from bayesmix.families.gaussian.stats import (
+    e_step,
+    m_step,
+    stats_from_responsibilities,
+)
+from bayesmix.inference.em.convergence import ConvergenceTest
+from bayesmix.inference.em.fit import fit_em
+
+STRUCTURES = ("full", "tied", "diag", "spherical", "EEI", "EII")
+
+
+@pytest.fixture(scope="module")
+def iris():
+    X = load_iris().data.astype(float)
+    weights = np.ones(len(X))
+    shift = X.mean(axis=0)
+    reg = 1e-6 * X.var(axis=0)
+    resp = np.random.default_rng(0).dirichlet(np.ones(3), size=len(X))
+    return X, weights, shift, reg, resp
+
+
+def _start(iris, structure):
+    X, weights, shift, reg, resp = iris
+    params = m_step(
+        stats_from_responsibilities(X, weights, shift, resp, structure), structure, None, reg
+    )
+    return params, e_step(X, weights, shift, params, structure)
+
+
+@pytest.mark.parametrize("name", STRUCTURES)
+def test_loop_makes_the_general_iterations(iris, name):
+    X, weights, shift, reg, _ = iris
+    structure = get_structure(name)
+    test = ConvergenceTest(float(len(X)), 0.0, False, -np.inf)  # tol 0: never converges
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    assert run is not None
+    params, stats = _start(iris, structure)
+    trace = [stats.log_likelihood]
+    for _ in range(25):
+        params = m_step(stats, structure, None, reg, previous=params)
+        stats = e_step(X, weights, shift, params, structure)
+        trace.append(stats.log_likelihood)
+    start_params, start_stats = _start(iris, structure)
+    fast, fast_stats, objectives, converged = run(
+        start_params, start_stats, 25, [start_stats.log_likelihood]
+    )
+    assert not converged and len(objectives) == 25
+    np.testing.assert_allclose(objectives, trace[1:], rtol=1e-12)
+    np.testing.assert_allclose(fast_stats.log_likelihood, stats.log_likelihood, rtol=1e-12)
+    for got, expected in zip(
+        (fast.weights, fast.means, fast.covariances, fast.precisions_cholesky),
+        (params.weights, params.means, params.covariances, params.precisions_cholesky),
+        strict=True,
+    ):
+        assert np.shape(got) == np.shape(expected)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    for got, expected in zip(
+        (fast_stats.mass, fast_stats.sum_x, fast_stats.sum_xx),
+        (stats.mass, stats.sum_x, stats.sum_xx),
+        strict=True,
+    ):
+        assert np.shape(got) == np.shape(expected)
+        np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", ("full", "EII"))
+def test_loop_stops_where_the_convergence_test_does(iris, name):
+    X, weights, shift, reg, _ = iris
+    structure = get_structure(name)
+    test = ConvergenceTest(float(len(X)), 1e-8, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    params, stats = _start(iris, structure)
+    trace = [stats.log_likelihood]
+    _, _, objectives, converged = run(params, stats, 1000, trace)
+    assert converged
+    trace += objectives
+    assert abs(test.change(trace)) < test.tol
+    assert abs(test.change(trace[:-1])) >= test.tol
+
+
+def test_loop_leaves_an_empty_component_to_the_general_route(iris):
+    X, weights, shift, reg, _ = iris
+    structure = get_structure("full")
+    test = ConvergenceTest(float(len(X)), 1e-8, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    params, stats = _start(iris, structure)
+    empty = type(stats)(
+        np.array([stats.mass[0] + stats.mass[2], stats.mass[1], 0.0]),
+        stats.sum_x,
+        stats.sum_xx,
+        stats.log_likelihood,
+        stats.log_max_resp,
+    )
+    same, same_stats, objectives, converged = run(params, empty, 10, [stats.log_likelihood])
+    assert objectives == [] and not converged
+    assert same is params and same_stats is empty
+
+
+def test_no_loop_where_it_does_not_apply(iris):
+    X, weights, shift, reg, _ = iris
+    test = ConvergenceTest(float(len(X)), 1e-8, False, -np.inf)
+    assert (
+        compiled_loop(get_structure("full"), X.astype(np.float32), weights, shift, reg, test)
+        is None
+    )
+    lagged = ConvergenceTest(float(len(X)), 1e-8, True, -np.inf)
+    assert compiled_loop(get_structure("full"), X, weights, shift, reg, lagged) is None
+    big = np.repeat(X, 10, axis=0)
+    assert compiled_loop(get_structure("full"), big, np.ones(len(big)), shift, reg, test) is None
+
+
+def test_fits_with_and_without_progress_reports_agree(iris):
+    """A progress callback sends the runs through the general route: the same fit."""
+    data = as_data(iris[0])
+    model = bm.GaussianMixture(3, covariance_type="full")
+    quiet = fit_em(model, data, use_priors=False, random_state=1)
+    reported = fit_em(model, data, use_priors=False, random_state=1, callback=lambda p: None)
+    np.testing.assert_allclose(quiet.log_likelihood, reported.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(quiet.means, reported.means, rtol=1e-8)
+    assert quiet.n_iter == reported.n_iter
