@@ -1102,6 +1102,37 @@ def _precisions_to_covariances(
 _BGMM_INIT = ("kmeans", "k-means++", "kmeans++", "random", "random_from_data")
 
 
+def _sklearn_start(X, n_components, method, random_state, sample_weight):
+    """scikit-learn's initial responsibilities for each run, drawn as scikit-learn draws
+    them (one ``RandomState`` for all runs): the same ``random_state`` gives the same
+    starts, so the fits agree with scikit-learn's."""
+    from sklearn.cluster import KMeans, kmeans_plusplus
+    from sklearn.utils import check_random_state as sklearn_random_state
+
+    rng = sklearn_random_state(random_state)
+    n_obs = X.shape[0]
+    columns = np.arange(n_components)
+
+    def start(run: int) -> np.ndarray:
+        resp = np.zeros((n_obs, n_components))
+        if method == "kmeans":
+            kmeans = KMeans(n_clusters=n_components, n_init=1, random_state=rng)
+            resp[np.arange(n_obs), kmeans.fit(X, sample_weight=sample_weight).labels_] = 1.0
+        elif method == "random":
+            resp = rng.uniform(size=(n_obs, n_components))
+            resp /= resp.sum(axis=1, keepdims=True)
+        elif method == "random_from_data":
+            resp[rng.choice(n_obs, size=n_components, replace=False), columns] = 1.0
+        else:  # k-means++ seeds, one observation each
+            _, seeds = kmeans_plusplus(
+                X, n_components, random_state=rng, sample_weight=sample_weight
+            )
+            resp[seeds, columns] = 1.0
+        return resp
+
+    return start
+
+
 class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     """Variational Bayesian Gaussian mixture (closed-form CAVI), scikit-learn's interface.
 
@@ -1128,8 +1159,10 @@ class BayesianGaussianMixture(DensityMixin, BaseEstimator):
     n_init : int, default=1
         Initialisations; the run with the highest lower bound is kept.
     init_params : {"kmeans", "k-means++", "random", "random_from_data"}, default="kmeans"
-        Initial responsibilities: k-means clusters, k-means++ seeds, uniform random
-        responsibilities or K random observations (bayesmix's initialisations).
+        Initial responsibilities, drawn as scikit-learn draws them (the same
+        ``random_state`` gives the same starts): scikit-learn's k-means clusters, one
+        k-means++ seed per component, uniform random responsibilities, or one random
+        observation per component.
     weight_concentration_prior_type : {"dirichlet_process", "dirichlet_distribution"}, \
 default="dirichlet_process"
         Stick-breaking (truncated Dirichlet process) or symmetric Dirichlet weights.
@@ -1281,8 +1314,7 @@ degrees_of_freedom_prior_, covariance_prior_ :
             )
         if not isinstance(self.warm_start, (bool, np.bool_)):
             raise TypeError(f"warm_start must be a bool; got {self.warm_start!r}.")
-        init = _INIT_ALIASES.get(self.init_params, self.init_params)
-        return get_structure(self.covariance_type), init
+        return get_structure(self.covariance_type), self.init_params
 
     def _prior(self, X, structure, sample_weight):
         n_features = X.shape[1]
@@ -1348,6 +1380,9 @@ degrees_of_freedom_prior_, covariance_prior_ :
                     "number of features; refit with warm_start=False after changing them."
                 )
             init, previous = old.params, old.lower_bound
+
+        if not (self.warm_start and hasattr(self, "result_")):
+            init = _sklearn_start(X, self.n_components, init, self.random_state, sample_weight)
 
         def report(run: int, result: Any) -> None:
             status = "converged" if result.converged else "did not converge"

@@ -67,7 +67,7 @@ from scipy.special import betaln, digamma, gammaln
 
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
-from bayesmix.families.gaussian.stats import MASS_EPS, stats_from_responsibilities
+from bayesmix.families.gaussian.stats import MASS_EPS
 from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities
 from bayesmix.validation import check_random_state
 
@@ -468,6 +468,27 @@ def _entropy(
     return float(log_lik - mass @ const + 0.5 * maha)
 
 
+def _statistics(X, sample_weight, shift, resp, structure):
+    """Mass, ``sum r x`` and the structure's ``sum r x x^T`` for given responsibilities
+    (the start): one GEMM per component over the rows it holds, so a hard assignment
+    costs ``N D^2`` in all, not ``K N D^2``."""
+    centred = X - shift
+    weighted = resp * sample_weight[:, None]
+    mass = weighted.sum(axis=0)
+    sum_x = weighted.T @ centred
+    if structure.axis_aligned:
+        moments = weighted.T @ (centred * centred)
+    else:
+        n_components, n_features = sum_x.shape
+        moments = np.empty((n_components, n_features, n_features))
+        for k in range(n_components):  # components, not rows
+            rows = np.flatnonzero(weighted[:, k])
+            block = centred[rows]
+            moments[k] = (block * weighted[rows, k, None]).T @ block
+        moments = 0.5 * (moments + np.swapaxes(moments, 1, 2))
+    return mass, sum_x, structure.pool_second_moments(moments)
+
+
 def _e_step(X, sample_weight, shift, params, structure):
     """The kernel's statistics under ``q`` and the entropy of the responsibilities."""
     log_weights = _log_weights(params, params.means.shape[1])
@@ -513,7 +534,7 @@ def fit_vb(
     prior: VBPrior | None = None,
     *,
     sample_weight: np.ndarray | None = None,
-    init: str | np.ndarray | VBParams = "kmeans++",
+    init: str | np.ndarray | Callable[[int], np.ndarray] | VBParams = "kmeans++",
     n_init: int = 1,
     max_iter: int = 100,
     tol: float = 1e-3,
@@ -536,10 +557,11 @@ def fit_vb(
         Default: :func:`default_prior` (scikit-learn's defaults, stick-breaking weights).
     sample_weight : numpy.ndarray of shape (n_obs,), optional
         Frequency weights.
-    init : str, numpy.ndarray or VBParams, default "kmeans++"
+    init : str, numpy.ndarray, callable or VBParams, default "kmeans++"
         A method of :data:`bayesmix.inference.em.init.INIT_METHODS` for the initial
-        responsibilities, an ``(n_obs, K)`` array of them (every run starts there), or
-        variational parameters to continue from (a warm start; one run).
+        responsibilities, an ``(n_obs, K)`` array of them (every run starts there), a
+        function ``init(run)`` returning them for each run, or variational parameters to
+        continue from (a warm start; one run).
     n_init : int, default 1
         Runs from different initial responsibilities; the one with the highest final
         lower bound is kept.
@@ -584,24 +606,25 @@ def fit_vb(
         if isinstance(init, VBParams):
             start = init.shifted(shift)
         else:
-            if isinstance(init, np.ndarray):
+            if callable(init):
+                resp = np.asarray(init(run), dtype=np.float64)
+            elif isinstance(init, np.ndarray):
                 resp = np.asarray(init, dtype=np.float64)
-                if resp.shape != (n_obs, n_components):
-                    raise ValueError(
-                        f"init responsibilities must have shape {(n_obs, n_components)}; "
-                        f"got {resp.shape}."
-                    )
-            elif init in INIT_METHODS:
+            elif isinstance(init, str) and init in INIT_METHODS:
                 resp = initial_responsibilities(init, X64, weights, n_components, rng)
             else:
                 raise ValueError(
                     f"init must be one of {list(INIT_METHODS)}, an (n_obs, n_components) "
-                    f"array of responsibilities or VBParams; got {init!r}."
+                    f"array of responsibilities, a function of the run returning one, or "
+                    f"VBParams; got {init!r}."
                 )
-            stats = stats_from_responsibilities(X64, weights, shift, resp, structure)
-            start = _m_step(
-                stats.mass, stats.sum_x, stats.sum_xx, shifted_prior, structure, reg_covar
-            )
+            if resp.shape != (n_obs, n_components):
+                raise ValueError(
+                    f"init responsibilities must have shape {(n_obs, n_components)}; "
+                    f"got {resp.shape}."
+                )
+            mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
+            start = _m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
         if max_iter == 0:
             params, trace, converged = start, np.array([]), False
         else:
