@@ -1,0 +1,160 @@
+"""Variational Bayes: bayesmix against scikit-learn's BayesianGaussianMixture (issue 20).
+
+Both estimators with their defaults (``BayesianGaussianMixture(n_components=K,
+random_state=0)`` from :mod:`sklearn.mixture` and from :mod:`bayesmix.sklearn`: k-means
+start, stick-breaking weights, ``tol=1e-3``, ``max_iter=100``), full covariances, on
+
+- Old Faithful (272 x 2), K = 2;
+- simulated data, N = 100,000, D = 16, K = 8 (eight Gaussian clusters with random means
+  and covariances, ``--rows`` to change N).
+
+Prints, per case, the median seconds per fit over ``--repeats`` timed fits (after one
+untimed warm-up fit of each, which also compiles bayesmix's kernels), the ratio
+scikit-learn / bayesmix, iterations and convergence of each, and the adjusted Rand index
+between their clusterings of the data. The bayesmix estimator draws scikit-learn's starts
+(its KMeans from the same ``random_state``), so the two fit the same iterates; a second
+table times :func:`bayesmix.inference.vb.fit_vb` with bayesmix's own default start
+(k-means++ seeds and one nearest-seed assignment instead of a k-means run).
+
+Run: ``python -m benchmarks.vb`` (``--quick`` for a small smoke run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score
+from sklearn.mixture import BayesianGaussianMixture as SklearnBGMM
+
+import bayesmix as bm
+from bayesmix.inference.vb import expected_log_joint, fit_vb
+from bayesmix.sklearn import BayesianGaussianMixture
+
+
+@dataclass
+class Result:
+    case: str
+    sklearn_seconds: float
+    bayesmix_seconds: float
+    sklearn_iter: int
+    bayesmix_iter: int
+    sklearn_converged: bool
+    bayesmix_converged: bool
+    ari: float
+    native_seconds: float
+    native_iter: int
+    native_ari: float
+
+    @property
+    def native_ratio(self) -> float:
+        return self.sklearn_seconds / self.native_seconds
+
+    @property
+    def ratio(self) -> float:
+        return self.sklearn_seconds / self.bayesmix_seconds
+
+
+def simulate(n_obs: int, n_features: int = 16, n_components: int = 8, seed: int = 0):
+    """Eight well-separated Gaussian clusters with random covariances."""
+    rng = np.random.default_rng(seed)
+    means = rng.normal(scale=4.0, size=(n_components, n_features))
+    labels = rng.integers(n_components, size=n_obs)
+    X = np.empty((n_obs, n_features))
+    for k in range(n_components):
+        factor = rng.normal(scale=0.3, size=(n_features, n_features)) + np.eye(n_features)
+        rows = labels == k
+        X[rows] = means[k] + rng.standard_normal((rows.sum(), n_features)) @ factor.T
+    return X
+
+
+class _Native:
+    """``fit_vb`` with bayesmix's own default start (k-means++ seeds, then nearest)."""
+
+    def __init__(self, n_components: int) -> None:
+        self.n_components = n_components
+
+    def fit(self, X):
+        self.result_ = fit_vb(X, self.n_components, "full", random_state=0, warn=False)
+        return self
+
+    def predict(self, X):
+        params = self.result_.params
+        return expected_log_joint(X, params, self.result_.structure).argmax(axis=1)
+
+
+def _time(make, X, repeats):
+    make().fit(X)  # warm-up
+    seconds, fitted = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fitted = make().fit(X)
+        seconds.append(time.perf_counter() - start)
+    return statistics.median(seconds), fitted
+
+
+def run_case(name: str, X: np.ndarray, n_components: int, repeats: int) -> Result:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk_seconds, sk = _time(
+            lambda: SklearnBGMM(n_components=n_components, random_state=0), X, repeats
+        )
+        bm_seconds, ours = _time(
+            lambda: BayesianGaussianMixture(n_components=n_components, random_state=0),
+            X,
+            repeats,
+        )
+        native_seconds, native = _time(lambda: _Native(n_components), X, repeats)
+    return Result(
+        name,
+        sk_seconds,
+        bm_seconds,
+        sk.n_iter_,
+        ours.n_iter_,
+        bool(sk.converged_),
+        bool(ours.converged_),
+        adjusted_rand_score(sk.predict(X), ours.predict(X)),
+        native_seconds,
+        native.result_.n_iter,
+        adjusted_rand_score(sk.predict(X), native.predict(X)),
+    )
+
+
+def main(argv: list[str] | None = None) -> list[Result]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="2,000 simulated rows, 1 repeat")
+    args = parser.parse_args(argv)
+    rows, repeats = (2_000, 1) if args.quick else (args.rows, args.repeats)
+    cases = [
+        ("faithful 272x2 K=2", bm.datasets.load_faithful().to_numpy(dtype=float), 2),
+        (f"simulated {rows}x16 K=8", simulate(rows), 8),
+    ]
+    results = [run_case(name, X, k, repeats) for name, X, k in cases]
+    header = (
+        f"{'case':<26} {'sklearn s':>10} {'bayesmix s':>11} {'sklearn/bayesmix':>17} "
+        f"{'iter sk/bm':>11} {'converged sk/bm':>16} {'ARI':>6}"
+    )
+    print(header)
+    for r in results:
+        print(
+            f"{r.case:<26} {r.sklearn_seconds:>10.3f} {r.bayesmix_seconds:>11.4f} "
+            f"{r.ratio:>17.1f} {r.sklearn_iter:>5}/{r.bayesmix_iter:<5} "
+            f"{str(r.sklearn_converged):>7}/{str(r.bayesmix_converged):<8} {r.ari:>6.3f}"
+        )
+    print("\nfit_vb with bayesmix's default start (k-means++ seeds):")
+    for r in results:
+        print(
+            f"{r.case:<26} {r.native_seconds:>10.4f} s  sklearn/bayesmix {r.native_ratio:>6.1f}  "
+            f"iterations {r.native_iter:>4}  ARI with sklearn {r.native_ari:.3f}"
+        )
+    return results
+
+
+if __name__ == "__main__":
+    main()
