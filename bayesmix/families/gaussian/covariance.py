@@ -37,7 +37,7 @@ import numpy as np
 from scipy.special import gammaln, multigammaln
 
 from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
-from bayesmix.families.gaussian import kernels
+from bayesmix.families.gaussian import constrained_kernels, kernels
 from bayesmix.families.gaussian.kernels import n_chunks_for
 
 __all__ = [
@@ -1065,83 +1065,23 @@ INNER_TOL = float(np.sqrt(np.finfo(float).eps))
 INNER_MAX_ITER = 1000
 
 
-def _floored(values: np.ndarray) -> np.ndarray:
-    """Eigenvalues or variances ``(..., D)`` made strictly positive: at least ``eps``
-    times the largest of their row (a singular scatter stays finite)."""
-    top = np.max(values, axis=-1, keepdims=True)
-    return np.maximum(values, np.maximum(np.finfo(float).eps * top, 1e-300))
-
-
-def _informative(trace: np.ndarray, count: np.ndarray) -> np.ndarray:
-    """Components whose scatter is more than rounding: per observation, a trace above
-    ``1e-14`` of the pooled one's. A component on identical points (scatter ~1e-30 of
-    rounding noise) would otherwise set the shared shape by its noise (its ``W_k /
-    lambda_k`` is scale-free); it is left out of the shared shape, its volume goes to
-    zero and the degeneracy checks name it. All components are kept when none is
-    informative."""
-    per_observation = np.maximum(trace, 0.0) / count
-    keep = per_observation > 1e-14 * (np.maximum(trace, 0.0).sum() / count.sum())
-    return keep if keep.any() else np.ones_like(keep)
-
-
-def _geometric_mean(values: np.ndarray) -> np.ndarray:
-    """``det(diag(values)) ** (1 / D)`` over the last axis."""
-    return np.exp(np.mean(np.log(values), axis=-1))
-
-
-def _descending_eigh(matrices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Batched eigen-decomposition, eigenvalues sorted in descending order."""
-    values, vectors = np.linalg.eigh(0.5 * (matrices + np.swapaxes(matrices, -1, -2)))
-    return values[..., ::-1], vectors[..., ::-1]
-
-
-def _rebuild(vectors: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``V diag(values) V^T`` batched (``vectors`` ``(..., D, D)``, ``values`` ``(..., D)``)."""
-    out = (vectors * values[..., None, :]) @ np.swapaxes(vectors, -1, -2)
-    return 0.5 * (out + np.swapaxes(out, -1, -2))
-
-
-def _iterate(step, state, objective, model: str):
-    """Repeat ``state = step(state)`` until the objective (minimised) settles."""
-    value = objective(state)
-    for iteration in range(1, INNER_MAX_ITER + 1):
-        state = step(state)
-        new = objective(state)
-        if abs(value - new) <= INNER_TOL * (1.0 + abs(new)):
-            _count_inner(iteration, True, model)
-            return state
-        value = new
-    change = abs(value - new) / (1.0 + abs(new))
-    _count_inner(INNER_MAX_ITER, False, model, f" (relative change {change:.2g})")
-    return state
-
-
-def _count_inner(iterations: int, converged: bool, model: str, detail: str = "") -> None:
+def _count_inner(iterations: int, converged: bool, model: str, change: float) -> None:
     """Record an iterative M-step's inner iterations; warn if it stopped at the cap."""
     _INNER_COUNTS.append(iterations)
     if converged:
         return
     warnings.warn(
         f"the {model} M-step did not converge in INNER_MAX_ITER={INNER_MAX_ITER} inner "
-        f"iterations{detail}, INNER_TOL={INNER_TOL:.2g}; the covariances still improve the "
-        "objective. Raise bayesmix.families.gaussian.covariance.INNER_MAX_ITER if this "
-        "recurs.",
+        f"iterations (relative change {change:.2g}), INNER_TOL={INNER_TOL:.2g}; the "
+        "covariances still improve the objective. Raise "
+        "bayesmix.families.gaussian.covariance.INNER_MAX_ITER if this recurs.",
         ConvergenceWarning,
-        stacklevel=6,
+        stacklevel=5,
     )
 
 
 #: Inner iteration counts of the latest iterative M-steps (diagnostics; bounded).
 _INNER_COUNTS: deque[int] = deque(maxlen=10_000)
-
-
-def _shape_from(cov: np.ndarray) -> np.ndarray:
-    """A common shape (variances ``(D,)``, det 1) from covariances ``(K, D)``: the
-    geometric mean of their normalised shapes."""
-    values = _floored(np.asarray(cov, dtype=float))
-    shapes = np.log(values) - np.log(values).mean(axis=-1, keepdims=True)
-    log_shape = shapes.mean(axis=0)
-    return np.exp(log_shape - log_shape.mean())
 
 
 class _Unsupported:
@@ -1165,18 +1105,44 @@ class _Unsupported:
     pymc_observed_log_prob = _refuse
 
 
-class _ConstrainedDiag(_Unsupported, Diag):
-    """Axis-aligned models stored as ``(K, D)`` variances (VEI, EVI)."""
+class _Constrained(_Unsupported):
+    """The ten constrained models: each M-step is one compiled call
+    (:func:`bayesmix.families.gaussian.constrained_kernels.m_step`, keyed by the model's
+    mclust name; the steps of each model are described in its class docstring)."""
 
     couples_components = True
 
     def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
-        scatter = np.maximum(self._scatter(mass, sum_x, sum_xx, means), 0.0)
-        if dof is None:
-            count = mass
-        else:  # the inverse-gamma prior of every variance
-            count, scatter = mass + dof + 2.0, scatter + scale
-        return self._constrained(scatter, count, start) + reg_covar
+        cov, iterations, converged, change = constrained_kernels.m_step(
+            self.name,
+            mass,
+            sum_x,
+            sum_xx,
+            means,
+            dof,
+            scale,
+            reg_covar,
+            start,
+            INNER_TOL,
+            INNER_MAX_ITER,
+        )
+        if iterations:  # an iterative model (VEI, VEE, VEV, EVE, VVE)
+            _count_inner(iterations, converged, self.name, change)
+        return cov
+
+    def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:
+        """The constrained covariances minimising ``sum_k count_k log|S_k| +
+        tr(scatter_k S_k^-1)`` (axis-aligned models: ``sum_kd count_k log v_kd +
+        scatter_kd / v_kd``): the M-step with scatters ``scatter`` (about zero means),
+        masses ``count``, no prior and no ``reg_covar``."""
+        zeros = np.zeros(np.shape(count) + np.shape(scatter)[-1:])
+        return self.m_step(count, zeros, scatter, zeros, None, None, 0.0, start)
+
+
+class _ConstrainedDiag(_Constrained, Diag):
+    """Axis-aligned models stored as ``(K, D)`` variances (VEI, EVI). The scatters are
+    the diagonals ``sum_n r (x - mu)^2`` (floored at zero); under MAP each variance has
+    ``diag``'s inverse-gamma prior (scatter + ``scale``, count ``n_k + dof + 2``)."""
 
     def from_full(self, cov_full):
         """The constrained covariances nearest (in Kullback-Leibler divergence, equal
@@ -1187,14 +1153,18 @@ class _ConstrainedDiag(_Unsupported, Diag):
             out[index] = self._constrained(variances[index], np.ones(variances.shape[-2]), None)
         return out
 
-    @abstractmethod
-    def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:
-        """Variances ``(K, D)`` minimising ``sum_kd count_k log v_kd + scatter_kd / v_kd``
-        under the model's constraint."""
-
 
 class VEI(_ConstrainedDiag):
-    """Axis-aligned covariances of one shape, varying volume: ``lambda_k A``."""
+    """Axis-aligned covariances of one shape, varying volume: ``lambda_k A``.
+
+    M-step: the components whose scatter is more than rounding (per observation, a trace
+    above ``1e-14`` of the pooled one's) set the shape; the diagonals ``w_k`` floored at
+    ``eps`` times their largest; from the geometric mean of the normalised shapes of the
+    start (the previous covariances, else the scatters), alternately the volumes
+    ``lambda_k = sum_d w_kd / A_d / (D n_k)`` and the shape ``A`` the normalised pooled
+    ``sum_k w_k / lambda_k`` until ``sum_k [n_k D log lambda_k + sum_d w_kd / (lambda_k
+    A_d)]`` settles (:data:`INNER_TOL`, :data:`INNER_MAX_ITER`).
+    """
 
     name = "VEI"
     mclust_name = "VEI"
@@ -1203,30 +1173,14 @@ class VEI(_ConstrainedDiag):
     def n_parameters(self, n_components, n_features):
         return n_components + n_features - 1
 
-    def _constrained(self, scatter, count, start):
-        n_features = scatter.shape[-1]
-        keep = _informative(scatter.sum(-1), count)
-        scatter = _floored(scatter)
-        shape = _shape_from((scatter if start is None else start)[keep])
-
-        def volumes(shape):
-            return np.maximum((scatter / shape).sum(-1) / (n_features * count), 1e-300)
-
-        def step(shape):
-            pooled = (scatter / volumes(shape)[:, None])[keep].sum(0)
-            return pooled / _geometric_mean(pooled)
-
-        def objective(shape):
-            vol = volumes(shape)
-            terms = count * n_features * np.log(vol) + (scatter / (vol[:, None] * shape)).sum(-1)
-            return float(terms[keep].sum())
-
-        shape = _iterate(step, shape, objective, self.name)
-        return volumes(shape)[:, None] * shape
-
 
 class EVI(_ConstrainedDiag):
-    """Axis-aligned covariances of one volume, varying shape: ``lambda A_k``."""
+    """Axis-aligned covariances of one volume, varying shape: ``lambda A_k``.
+
+    M-step (closed form): with the diagonals ``w_k`` floored at ``eps`` times their
+    largest, ``A_k = w_k / |diag w_k|^(1/D)`` and ``lambda = sum_k |diag w_k|^(1/D) /
+    sum_k n_k``.
+    """
 
     name = "EVI"
     mclust_name = "EVI"
@@ -1238,30 +1192,12 @@ class EVI(_ConstrainedDiag):
     def min_observations(self, n_features):
         return 2
 
-    def _constrained(self, scatter, count, start):
-        scatter = _floored(scatter)
-        size = _geometric_mean(scatter)  # |diag W_k|^(1/D)
-        volume = size.sum() / count.sum()
-        return volume * scatter / size[:, None]
 
-
-class _ConstrainedMatrix(_Unsupported, Full):
-    """Matrix models stored as ``(K, D, D)`` (VEE, EVE, VVE, EEV, VEV, EVV)."""
-
-    couples_components = True
-
-    def m_step(self, mass, sum_x, sum_xx, means, dof, scale, reg_covar, start=None):
-        scatter = _scatter_about(sum_xx, sum_x, mass, means)
-        n_features = means.shape[1]
-        if dof is None:
-            count = mass
-        else:  # the inverse-Wishart prior of every component
-            count, scatter = mass + dof + n_features + 1, scatter + scale
-        scatter = 0.5 * (scatter + np.swapaxes(scatter, 1, 2))
-        cov = self._constrained(scatter, count, start)
-        cov = 0.5 * (cov + np.swapaxes(cov, 1, 2))
-        cov[:, np.arange(n_features), np.arange(n_features)] += reg_covar
-        return cov
+class _ConstrainedMatrix(_Constrained, Full):
+    """Matrix models stored as ``(K, D, D)`` (VEE, EVE, VVE, EEV, VEV, EVV). The
+    scatters ``W_k = sum_n r (x - mu)(x - mu)^T`` are symmetrised; under MAP each has
+    ``full``'s inverse-Wishart prior (scatter + ``scale``, count ``n_k + dof + D + 1``).
+    Eigenvalues are floored at ``eps`` times the largest of their matrix."""
 
     def from_full(self, cov_full):
         """The constrained covariances nearest (in Kullback-Leibler divergence, equal
@@ -1272,14 +1208,15 @@ class _ConstrainedMatrix(_Unsupported, Full):
             out[index] = self._constrained(cov_full[index], np.ones(cov_full.shape[-3]), None)
         return out
 
-    @abstractmethod
-    def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:
-        """Covariances ``(K, D, D)`` minimising ``sum_k count_k log|S_k| +
-        tr(scatter_k S_k^-1)`` under the model's constraint."""
-
 
 class VEE(_ConstrainedMatrix):
-    """One shape and orientation, varying volume: ``lambda_k C`` with ``det C = 1``."""
+    """One shape and orientation, varying volume: ``lambda_k C`` with ``det C = 1``.
+
+    M-step: the informative components (as VEI's) set ``C``; from the normalised sum of
+    the scatters (or the mean of the start's normalised covariances ``S / |S|^(1/D)``),
+    alternately the volumes ``lambda_k = tr(W_k C^-1) / (D n_k)`` and ``C`` the
+    normalised ``sum_k W_k / lambda_k``, until ``sum_k n_k D (log lambda_k + 1)`` settles.
+    """
 
     name = "VEE"
     mclust_name = "VEE"
@@ -1291,39 +1228,14 @@ class VEE(_ConstrainedMatrix):
     def min_observations(self, n_features):
         return 2
 
-    def _constrained(self, scatter, count, start):
-        n_features = scatter.shape[-1]
-        keep = _informative(np.einsum("kdd->k", scatter), count)
-        base = scatter.sum(0) if start is None else _normalised(start[keep]).mean(0)
-        shape = _normalised(base[None])[0]
-
-        def volumes(shape):
-            inverse = np.linalg.inv(shape)
-            trace = np.einsum("kde,ed->k", scatter, inverse)
-            return np.maximum(trace / (n_features * count), 1e-300)
-
-        def step(shape):
-            pooled = (scatter / volumes(shape)[:, None, None])[keep].sum(0)
-            return _normalised(pooled[None])[0]
-
-        def objective(shape):
-            vol = volumes(shape)
-            # tr(W_k C^-1) / lambda_k = D n_k at the optimal volumes
-            return float((count * n_features * (np.log(vol) + 1.0))[keep].sum())
-
-        shape = _iterate(step, shape, objective, self.name)
-        return volumes(shape)[:, None, None] * shape
-
-
-def _normalised(matrices: np.ndarray) -> np.ndarray:
-    """``M / det(M)^(1/D)`` for a batch of positive definite matrices (eigenvalues floored)."""
-    values, vectors = _descending_eigh(matrices)
-    values = _floored(values)
-    return _rebuild(vectors, values / _geometric_mean(values)[..., None])
-
 
 class VEV(_ConstrainedMatrix):
-    """One shape, varying volume and orientation: ``lambda_k D_k A D_k^T``."""
+    """One shape, varying volume and orientation: ``lambda_k D_k A D_k^T``.
+
+    M-step: ``D_k`` the eigenvectors of ``W_k`` (eigenvalues descending), then VEI's
+    iteration on the eigenvalues, stopped when ``sum_k n_k D (log lambda_k + 1)`` settles
+    (the shape starts from the start's eigenvalues when there is a start).
+    """
 
     name = "VEV"
     mclust_name = "VEV"
@@ -1336,32 +1248,13 @@ class VEV(_ConstrainedMatrix):
     def min_observations(self, n_features):
         return 2
 
-    def _constrained(self, scatter, count, start):
-        n_features = scatter.shape[-1]
-        keep = _informative(np.einsum("kdd->k", scatter), count)
-        values, vectors = _descending_eigh(scatter)  # D_k: the eigenvectors of W_k
-        values = _floored(values)
-        if start is None:
-            shape = _shape_from(values[keep])
-        else:
-            shape = _shape_from(_floored(_descending_eigh(start[keep])[0]))
-
-        def volumes(shape):
-            return np.maximum((values / shape).sum(-1) / (n_features * count), 1e-300)
-
-        def step(shape):
-            pooled = (values / volumes(shape)[:, None])[keep].sum(0)
-            return pooled / _geometric_mean(pooled)
-
-        def objective(shape):
-            return float((count * n_features * (np.log(volumes(shape)) + 1.0))[keep].sum())
-
-        shape = _iterate(step, shape, objective, self.name)
-        return _rebuild(vectors, volumes(shape)[:, None] * shape)
-
 
 class EEV(_ConstrainedMatrix):
-    """One volume and shape, varying orientation: ``lambda D_k A D_k^T``."""
+    """One volume and shape, varying orientation: ``lambda D_k A D_k^T``.
+
+    M-step (closed form): ``D_k`` the eigenvectors of ``W_k``, ``lambda A`` the summed
+    eigenvalues (descending, negative ones zeroed) over ``sum_k n_k``.
+    """
 
     name = "EEV"
     mclust_name = "EEV"
@@ -1374,15 +1267,13 @@ class EEV(_ConstrainedMatrix):
     def min_observations(self, n_features):
         return 1
 
-    def _constrained(self, scatter, count, start):
-        values, vectors = _descending_eigh(scatter)
-        values = np.maximum(values, 0.0)
-        pooled = _floored(values.sum(0) / count.sum())  # lambda A
-        return _rebuild(vectors, np.broadcast_to(pooled, values.shape))
-
 
 class EVV(_ConstrainedMatrix):
-    """One volume, varying shape and orientation: ``lambda C_k`` with ``det C_k = 1``."""
+    """One volume, varying shape and orientation: ``lambda C_k`` with ``det C_k = 1``.
+
+    M-step (closed form): ``C_k = W_k / |W_k|^(1/D)``, ``lambda = sum_k |W_k|^(1/D) /
+    sum_k n_k``.
+    """
 
     name = "EVV"
     mclust_name = "EVV"
@@ -1392,38 +1283,17 @@ class EVV(_ConstrainedMatrix):
         d = n_features
         return 1 + n_components * (d * (d + 1) // 2 - 1)
 
-    def _constrained(self, scatter, count, start):
-        values, vectors = _descending_eigh(scatter)
-        values = _floored(values)
-        size = _geometric_mean(values)  # |W_k|^(1/D)
-        volume = size.sum() / count.sum()
-        return _rebuild(vectors, volume * values / size[:, None])
-
 
 class _CommonOrientation(_ConstrainedMatrix):
     """EVE and VVE: ``Sigma_k = D diag(v_k) D^T`` with one orientation ``D``, found by
     the majorise-minimise steps of Browne & McNicholas (2014) alternated with the
-    closed-form variances given ``D``, in one compiled loop
-    (:func:`~bayesmix.families.gaussian.kernels.common_orientation`)."""
-
-    # one volume for all components (EVE) or one per component (VVE)
-    equal_volume: ClassVar[bool]
+    closed-form variances given ``D``
+    (:func:`~bayesmix.families.gaussian.constrained_kernels.common_orientation`), from
+    the eigenvectors of the summed scatters, or of the start's normalised covariances
+    weighted ``1, ..., K`` (a tie of the sum is no tie of each)."""
 
     def min_observations(self, n_features):
         return n_features + 1
-
-    def _constrained(self, scatter, count, start):
-        if start is None:
-            base = scatter.sum(0)
-        else:  # weights that tell the components apart: a tie of the sum is no tie of each
-            weights = np.arange(1.0, len(start) + 1.0)
-            base = np.einsum("k,kde->de", weights, _normalised(start))
-        orientation = _descending_eigh(base)[1]
-        orientation, variances, iterations, converged = kernels.common_orientation(
-            scatter, count, orientation, self.equal_volume, INNER_TOL, INNER_MAX_ITER
-        )
-        _count_inner(iterations, converged, self.name)
-        return _rebuild(np.broadcast_to(orientation, scatter.shape), variances)
 
 
 class EVE(_CommonOrientation):
@@ -1437,8 +1307,6 @@ class EVE(_CommonOrientation):
         d = n_features
         return 1 + n_components * (d - 1) + d * (d - 1) // 2
 
-    equal_volume = True
-
 
 class VVE(_CommonOrientation):
     """One orientation, varying volume and shape: ``lambda_k D A_k D^T``."""
@@ -1450,8 +1318,6 @@ class VVE(_CommonOrientation):
     def n_parameters(self, n_components, n_features):
         d = n_features
         return n_components * d + d * (d - 1) // 2
-
-    equal_volume = False
 
 
 class EII(Spherical):
