@@ -15,10 +15,12 @@ import pytest
 from scipy.special import multigammaln
 from sklearn.datasets import load_iris, load_wine
 from sklearn.mixture import BayesianGaussianMixture as SklearnBGMM
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import bayesmix as bm
 from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.inference.vb import WEIGHT_PRIORS, VBParams, default_prior, fit_vb
+from bayesmix.sklearn import BayesianGaussianMixture
 
 COVARIANCE_TYPES = ("full", "tied", "diag", "spherical")
 RTOL = 1e-8
@@ -238,8 +240,6 @@ def test_prior_checks_name_the_argument():
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 @pytest.mark.parametrize("init_params", ["kmeans", "k-means++", "random", "random_from_data"])
 def test_estimator_with_the_same_seed_is_sklearns_fit(init_params, covariance_type, weight_prior):
-    from bayesmix.sklearn import BayesianGaussianMixture
-
     if covariance_type == "tied" and init_params in ("k-means++", "random_from_data"):
         pytest.skip(
             "scikit-learn's tied start from one seed row per component pools X^T X over "
@@ -267,3 +267,59 @@ def test_estimator_with_the_same_seed_is_sklearns_fit(init_params, covariance_ty
     np.testing.assert_array_equal(ours.predict(X), reference.predict(X))
     np.testing.assert_allclose(ours.score_samples(X), reference.score_samples(X), rtol=1e-8)
     np.testing.assert_allclose(ours.predict_proba(X), reference.predict_proba(X), atol=1e-8)
+
+
+def _expected_failed_checks(estimator):
+    """As for bayesmix's GaussianMixture (tests/test_sklearn.py): with two or more
+    components the random start is not invariant to shuffling the rows, which
+    check_sample_weight_equivalence_on_dense_data does (weighting itself is exact:
+    test_sample_weight_counts_rows)."""
+    if estimator.n_components > 1:
+        return {
+            "check_sample_weight_equivalence_on_dense_data": (
+                "random initialisation is not invariant to shuffling the rows"
+            )
+        }
+    return {}
+
+
+@parametrize_with_checks(
+    [
+        BayesianGaussianMixture(),
+        *(BayesianGaussianMixture(covariance_type=t) for t in COVARIANCE_TYPES[1:]),
+        BayesianGaussianMixture(weight_concentration_prior_type="dirichlet_distribution"),
+        BayesianGaussianMixture(
+            n_components=2, covariance_type="diag", max_iter=20, random_state=0
+        ),
+    ],
+    expected_failed_checks=_expected_failed_checks,
+)
+def test_sklearn_compatible_estimator(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check(estimator)
+
+
+def test_estimator_checks_its_parameters_by_name():
+    X = _data("iris")
+    for params, name in [
+        ({"n_components": 0}, "n_components"),
+        ({"max_iter": -1}, "max_iter"),
+        ({"tol": -1.0}, "tol"),
+        ({"covariance_type": "VVV"}, "covariance_type"),
+        ({"init_params": "hc"}, "init_params"),
+        ({"weight_concentration_prior": 0.0}, "weight_concentration_prior"),
+        ({"mean_prior": [0.0, 1.0]}, "means"),
+        ({"covariance_prior": -np.eye(4)}, "full covariance_prior"),
+        ({"covariance_type": "diag", "covariance_prior": [1.0, -1.0, 1.0, 1.0]}, "diag"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=name):
+            BayesianGaussianMixture(**params).fit(X)
+
+
+def test_benchmark_runs_and_agrees_with_sklearn(capsys):
+    from benchmarks import vb as benchmark
+
+    results = benchmark.main(["--quick"])
+    assert [r.ari for r in results] == [1.0, 1.0]  # the same starts: the same clustering
+    assert "sklearn/bayesmix" in capsys.readouterr().out
