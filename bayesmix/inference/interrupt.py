@@ -32,6 +32,8 @@ import numpy as np
 from bayesmix.exceptions import InterruptedFitWarning
 
 __all__ = [
+    "INTERRUPTS",
+    "is_interrupt",
     "keeps_partial_work",
     "nested_fits",
     "warn_interrupted",
@@ -41,6 +43,22 @@ __all__ = [
 ]
 
 _NESTED = contextvars.ContextVar("bayesmix_nested_fits", default=0)
+# what a Ctrl-C can surface as: a SIGINT handled while numba-compiled code calls back into
+# Python (e.g. numba's _numba_unpickle) comes out as a SystemError caused by the
+# KeyboardInterrupt; catch these and ask is_interrupt
+INTERRUPTS = (KeyboardInterrupt, SystemError)
+
+
+def is_interrupt(error: BaseException) -> bool:
+    """Whether ``error`` is a ``KeyboardInterrupt``, or an exception raised because of
+    one (in its ``__cause__`` / ``__context__`` chain, as numba's SystemError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def keeps_partial_work() -> bool:
@@ -117,5 +135,7 @@ def watch_sigint() -> Iterator[SigintWatch]:
 def completed_draws(values: np.ndarray) -> np.ndarray:
     """Per chain, how many leading draws of ``values`` ``(chain, draw, ...)`` are all
     finite (a sampler pads interrupted chains with NaN)."""
+    if values.shape[1] == 0:  # interrupted while tuning: no draw at all
+        return np.zeros(values.shape[0], dtype=int)
     finite = np.isfinite(values.reshape(values.shape[:2] + (-1,))).all(axis=-1)
     return np.where(finite.all(axis=1), finite.shape[1], np.argmin(finite, axis=1))

@@ -36,6 +36,12 @@ import numba as nb
 import numpy as np
 
 from bayesmix.inference.bayes.fit import progress_bar
+from bayesmix.inference.interrupt import (
+    INTERRUPTS,
+    is_interrupt,
+    keeps_partial_work,
+    warn_interrupted,
+)
 
 __all__ = ["VI_METHODS", "AdviFit", "fit_advi"]
 
@@ -64,6 +70,9 @@ class AdviFit:
         The approximation's mean in the unconstrained space.
     scale : numpy.ndarray
         Its Cholesky factor ``(n_dim, n_dim)`` (diagonal for mean-field).
+    interrupted : bool
+        Whether a ``KeyboardInterrupt`` stopped the steps (the draws are then from the
+        approximation reached; see :func:`fit_advi`).
     """
 
     draws: dict[str, np.ndarray]
@@ -72,6 +81,7 @@ class AdviFit:
     converged: bool
     mean: np.ndarray
     scale: np.ndarray
+    interrupted: bool = False
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -190,26 +200,54 @@ def _log_densities(density: Any, points: np.ndarray, grads: np.ndarray, step: in
 
 def _optimise(density, params, full, rng, n, learning_rate, tolerance, n_mc, progressbar):
     """At most ``n`` Adam steps of ``params`` (in place): ``(elbo history,
-    converged)``."""
+    converged)``. A ``KeyboardInterrupt`` after the first step ends the steps there
+    (the history is then that far; see :func:`fit_advi`), unless nested in another fit."""
+    try:
+        return _adam_steps(
+            density, params, full, rng, n, learning_rate, tolerance, n_mc, progressbar
+        )
+    except _Interrupted as stop:
+        if not keeps_partial_work() or stop.elbo.size == 0:
+            raise KeyboardInterrupt from None
+        return stop.elbo, None
+
+
+class _Interrupted(KeyboardInterrupt):
+    """A ``KeyboardInterrupt`` carrying the ELBO history of the steps made."""
+
+    def __init__(self, elbo: np.ndarray) -> None:
+        super().__init__()
+        self.elbo = elbo
+
+
+def _adam_steps(density, params, full, rng, n, learning_rate, tolerance, n_mc, progressbar):
+    """:func:`_optimise`'s steps; an interrupt raises :class:`_Interrupted`."""
     d = density.n_dim
     m, v = np.zeros_like(params), np.zeros_like(params)
     convergence = _Convergence(tolerance)
     constant = 0.5 * d * _LOG_2PI_E
     points, grads = np.empty((n_mc, d)), np.empty((n_mc, d))
     elbo = np.empty(n)
-    with progress_bar(n, progressbar, "ADVI") as advance:
-        for first in range(0, n, CHECK_EVERY):
-            block = rng.standard_normal((min(CHECK_EVERY, n - first), n_mc, d))
-            for offset, eps in enumerate(block):
-                step = first + offset + 1
-                _draw(params, eps, full, points)
-                log_p = _log_densities(density, points, grads, step)
-                entropy = _ascend(params, m, v, step, learning_rate, eps, grads, full)
-                elbo[step - 1] = log_p + entropy + constant
-                if convergence.check(params, step):
-                    advance(offset + 1)
-                    return elbo[:step], True
-            advance(block.shape[0])
+    done = 0  # steps whose ELBO is recorded
+    try:
+        with progress_bar(n, progressbar, "ADVI") as advance:
+            for first in range(0, n, CHECK_EVERY):
+                block = rng.standard_normal((min(CHECK_EVERY, n - first), n_mc, d))
+                for offset, eps in enumerate(block):
+                    step = first + offset + 1
+                    _draw(params, eps, full, points)
+                    log_p = _log_densities(density, points, grads, step)
+                    entropy = _ascend(params, m, v, step, learning_rate, eps, grads, full)
+                    elbo[step - 1] = log_p + entropy + constant
+                    done = step
+                    if convergence.check(params, step):
+                        advance(offset + 1)
+                        return elbo[:step], True
+                advance(block.shape[0])
+    except INTERRUPTS as error:
+        if not is_interrupt(error):
+            raise
+        raise _Interrupted(elbo[:done]) from None
     return elbo, False
 
 
@@ -266,6 +304,11 @@ def fit_advi(
     Returns
     -------
     AdviFit
+
+    A ``KeyboardInterrupt`` (Ctrl-C) during the steps stops them: the draws are from
+    the approximation reached, ``interrupted`` is set and an
+    :class:`~bayesmix.InterruptedFitWarning` is emitted; it is raised again before the
+    first step ends, or inside :func:`~bayesmix.inference.interrupt.nested_fits`.
     """
     if method not in VI_METHODS:
         raise ValueError(f"method must be one of {VI_METHODS}; got {method!r}.")
@@ -278,6 +321,18 @@ def fit_advi(
     elbo, converged = _optimise(
         density, params, full, rng, n, learning_rate, tolerance, n_mc, progressbar
     )
+    interrupted = converged is None
+    if interrupted:
+        converged = False
+        warn_interrupted(
+            method,
+            elbo.size,
+            n,
+            "iterations",
+            stacklevel=4,
+            holds="the result holds draws from the approximation reached then (not "
+            "converged), and its ELBO history stops there",
+        )
     points = np.empty((draws, start.size))
     _draw(params, rng.standard_normal((draws, start.size)), full, points)
     return AdviFit(
@@ -287,4 +342,5 @@ def fit_advi(
         converged=converged,
         mean=params[: start.size].copy(),
         scale=_scale(params, start.size, full),
+        interrupted=interrupted,
     )

@@ -30,7 +30,15 @@ from bayesmix.inference.bayes.fit import (
     check_nuts_settings,
     identified_result,
     resolve_seed,
+    sample_nutpie,
+    sample_pymc,
     show_progress,
+)
+from bayesmix.inference.interrupt import (
+    keeps_partial_work,
+    nested_fits,
+    warn_interrupted,
+    watch_sigint,
 )
 from bayesmix.ordering import resolve_order_by
 from bayesmix.results.posterior import BayesResult
@@ -42,6 +50,11 @@ if TYPE_CHECKING:
 __all__ = ["build_family_pymc", "fit_family_nuts", "fit_family_vi"]
 
 IDENTIFY = ("relabel", "none")
+# what an interrupted ADVI fit returns
+VI_HOLDS = (
+    "the result holds draws from the approximation reached then (not converged), and its "
+    "ELBO history stops there"
+)
 
 
 def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray]):
@@ -94,7 +107,8 @@ def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progr
     seed = resolve_seed(random_state)
     started = time.perf_counter()
     missing = "marginalize" if np.isnan(data.values).any() else "error"
-    em = model.fit(data, method="map", random_state=seed, n_init=5, missing=missing)
+    with nested_fits():  # Ctrl-C during the start stops the whole fit
+        em = model.fit(data, method="map", random_state=seed, n_init=5, missing=missing)
     start = {"weights": em.parameters["weights"]}
     start.update(model.family.pymc_initial_values(em.parameters, em.priors))
     if order_by is None:
@@ -129,8 +143,6 @@ def fit_family_nuts(
     if not np.isnan(data.values).any():
         density = model.family.nutpie_density(data.values, priors, model.n_components)
     if density is not None:
-        import nutpie
-
         compiled = callback_nutpie_model(
             density.nutpie_logp,
             density.nutpie_expand,
@@ -141,7 +153,7 @@ def fit_family_nuts(
             feature_names=data.feature_names,
             centre=density.flat_start(start),
         )
-        tree = nutpie.sample(
+        tree = sample_nutpie(
             compiled,
             draws=draws,
             tune=tune,
@@ -153,21 +165,19 @@ def fit_family_nuts(
             target_accept=target_accept,
         )
     else:
-        import pymc as pm
-
-        with build_family_pymc(model, data, priors):
-            tree = pm.sample(
-                draws,
-                tune=tune,
-                chains=chains,
-                cores=cores,
-                random_seed=seed,
-                nuts_sampler="pymc",
-                initvals=start,
-                progressbar=progressbar,
-                compute_convergence_checks=False,
-                target_accept=target_accept,
-            )
+        tree = sample_pymc(
+            build_family_pymc(model, data, priors),
+            draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            random_seed=seed,
+            nuts_sampler="pymc",
+            initvals=start,
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+            target_accept=target_accept,
+        )
     stats = tree["sample_stats"].dataset
     numeric = [
         name
@@ -186,6 +196,7 @@ def fit_family_nuts(
         random_state=seed,
         seed=seed,
     )
+    settings.update(tree.attrs.get("bayesmix_interrupted", {}))
     return _result(
         model, data, priors, _tree_draws(tree), settings, order_by, started, stats[numeric]
     )
@@ -225,9 +236,10 @@ def fit_family_vi(
     )
     if density is not None:
         fitted = fit_advi(density, density.flat_start(start), seed=seed, **options)
-        samples, elbo = fitted.draws, fitted.elbo
+        samples, elbo, interrupted = fitted.draws, fitted.elbo, fitted.interrupted
     else:
-        samples, elbo = _pymc_vi(build_family_pymc(model, data, priors), start, seed, **options)
+        pm_model = build_family_pymc(model, data, priors)
+        samples, elbo, interrupted = _pymc_vi(pm_model, start, seed, **options)
     settings = dict(
         method=method,
         log_density="pymc" if density is None else "bayesmix",
@@ -239,17 +251,21 @@ def fit_family_vi(
         random_state=seed,
         seed=seed,
     )
+    if interrupted:
+        settings["interrupted"] = True
     return _result(model, data, priors, samples, settings, order_by, started, elbo=elbo)
 
 
 def _pymc_vi(pm_model, start, seed, *, method, n, draws, learning_rate, progressbar):
     """PyMC's ADVI on ``pm_model`` (:func:`build_family_pymc`): ``(draws, elbo
-    history)``."""
+    history, interrupted)``. PyMC stops at a ``KeyboardInterrupt`` and returns the
+    approximation reached; the SIGINT is counted here to label it (raised again when
+    nested in another fit)."""
     import pymc as pm
     from pymc.variational.callbacks import CheckParametersConvergence
     from pymc.variational.updates import adam
 
-    with pm_model:
+    with pm_model, watch_sigint() as watch:
         kind = pm.ADVI if method == "advi" else pm.FullRankADVI
         inference = kind(start=start, random_seed=seed)
         approx = inference.fit(
@@ -258,8 +274,13 @@ def _pymc_vi(pm_model, start, seed, *, method, n, draws, learning_rate, progress
             callbacks=[CheckParametersConvergence(tolerance=1e-3, diff="relative")],
             progressbar=progressbar,
         )
-        tree = approx.sample(draws, random_seed=seed)
-    return _tree_draws(tree), -np.asarray(approx.hist)
+    elbo = -np.asarray(approx.hist)
+    if watch.interrupted:
+        if not keeps_partial_work() or elbo.size == 0:
+            raise KeyboardInterrupt
+        warn_interrupted(method, elbo.size, n, "iterations", stacklevel=4, holds=VI_HOLDS)
+    tree = approx.sample(draws, random_seed=seed)
+    return _tree_draws(tree), elbo, watch.interrupted
 
 
 def _tree_draws(tree) -> dict[str, np.ndarray]:

@@ -27,6 +27,15 @@ from bayesmix.families.gaussian.builder import (
     pymc_inputs,
 )
 from bayesmix.inference.em.fit import fit_em
+from bayesmix.inference.interrupt import (
+    INTERRUPTS,
+    completed_draws,
+    is_interrupt,
+    keeps_partial_work,
+    nested_fits,
+    warn_interrupted,
+    watch_sigint,
+)
 from bayesmix.ordering import (
     best_separated_feature,
     best_separating_direction,
@@ -58,6 +67,8 @@ __all__ = [
     "order_feature",
     "order_rotation",
     "callback_nutpie_model",
+    "sample_nutpie",
+    "sample_pymc",
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
@@ -114,7 +125,7 @@ def quick_em(model: GaussianMixture, data: Data, seed: int):
     """A MAP-EM point estimate (3 restarts) to choose the ordered feature and to start
     variational fits; MAP keeps it inside the prior's support. ``data`` is the fit's
     validated data, passed down as it is."""
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), nested_fits():  # Ctrl-C here stops the whole fit
         warnings.simplefilter("ignore")
         return map_em(model, data, n_init=3, random_state=seed)
 
@@ -301,22 +312,20 @@ def fit_nuts(
             spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
         )
     else:
-        import pymc as pm
-
         pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
-        with pm_model:
-            tree = pm.sample(
-                draws,
-                tune=tune,
-                chains=chains,
-                cores=cores,
-                random_seed=seed,
-                nuts_sampler=sampler,
-                initvals=em_start,
-                progressbar=progressbar,
-                compute_convergence_checks=False,
-                target_accept=target_accept,
-            )
+        tree = sample_pymc(
+            pm_model,
+            draws,
+            tune=tune,
+            chains=chains,
+            cores=cores,
+            random_seed=seed,
+            nuts_sampler=sampler,
+            initvals=em_start,
+            progressbar=progressbar,
+            compute_convergence_checks=False,
+            target_accept=target_accept,
+        )
     settings.update(
         method="nuts",
         identify=identify,
@@ -327,6 +336,7 @@ def fit_nuts(
     )
     if direction is not None:
         settings["order_direction"] = [float(v) for v in direction]
+    settings.update(tree.attrs.get("bayesmix_interrupted", {}))
     params = _tree_params(tree, model.structure)
     return _result(model, data, priors, spec, params, settings, sample_stats=_sample_stats(tree))
 
@@ -334,13 +344,11 @@ def fit_nuts(
 def _sample_nutpie(
     spec, model, data, priors, em_start, rotation, seed, progressbar, cores, **settings
 ):
-    import nutpie
-
     if settings["log_density"] == "bayesmix":
         compiled = _numba_nutpie_model(spec, model.structure, data, priors, em_start, rotation)
     else:
         compiled = _pymc_nutpie_model(spec, model, data, priors, em_start, rotation)
-    return nutpie.sample(
+    return sample_nutpie(
         compiled,
         draws=settings["draws"],
         tune=settings["tune"],
@@ -352,6 +360,103 @@ def _sample_nutpie(
         target_accept=settings["target_accept"],
         adaptation=settings["mass_matrix"],
     )
+
+
+def sample_nutpie(compiled, **options: Any) -> xr.DataTree:
+    """``nutpie.sample(compiled, **options)``, keeping the draws made when interrupted.
+
+    nutpie samples in the background while Python waits; on ``KeyboardInterrupt``
+    (Ctrl-C) the sampler is stopped and its trace so far taken (``abort``), every chain
+    cut to the shortest one's completed draws (:func:`interrupted_tree`). Nested in
+    another fit (:func:`~bayesmix.inference.interrupt.nested_fits`) the draws are
+    discarded and the interrupt raised again."""
+    import nutpie
+
+    sampler = nutpie.sample(compiled, blocking=False, **options)
+    try:
+        return sampler.wait()
+    except KeyboardInterrupt:
+        if not keeps_partial_work():
+            sampler.cancel()
+            raise
+        tree = sampler.abort()
+    return interrupted_tree(tree, options["draws"], options["chains"])
+
+
+def sample_pymc(pm_model, draws: int, **options: Any) -> xr.DataTree:
+    """``pm.sample(draws, **options)`` in ``pm_model``, keeping the draws made when
+    interrupted.
+
+    PyMC catches a ``KeyboardInterrupt`` itself and returns the chains so far (dropping
+    chains to keep the most draws in all, as :func:`pymc.sampling.mcmc._choose_chains`
+    does); the SIGINT is counted here (:func:`~bayesmix.inference.interrupt.watch_sigint`)
+    so that the result is labelled (:func:`interrupted_tree`). PyMC's own NUTS on one
+    core samples its chains one after the other and would start the next chain after
+    an interrupt: a callback stops every later chain too. With no draw made, or nested
+    in another fit, the interrupt is raised again."""
+    import pymc as pm
+
+    with watch_sigint() as watch, pm_model:
+        if options.get("nuts_sampler", "pymc") == "pymc":
+
+            def stop_after_interrupt(trace, draw) -> None:
+                if watch.interrupted:
+                    raise KeyboardInterrupt
+
+            options["callback"] = stop_after_interrupt
+        try:
+            tree = pm.sample(draws, **options)
+        except ValueError as error:  # PyMC: "Not enough samples to build a trace."
+            if watch.interrupted:
+                raise KeyboardInterrupt from error
+            raise
+    posterior = tree["posterior"].dataset
+    if not watch.interrupted and posterior.sizes["draw"] == draws:
+        return tree
+    if not keeps_partial_work():
+        raise KeyboardInterrupt
+    return interrupted_tree(tree, draws, options.get("chains"))
+
+
+def interrupted_tree(tree: xr.DataTree, draws: int, chains: int | None) -> xr.DataTree:
+    """The posterior and sample statistics of an interrupted sampler's ``tree``, every
+    chain cut to the number of draws all chains completed (nutpie pads unfinished chains
+    with NaN), with an :class:`~bayesmix.InterruptedFitWarning`; its ``attrs`` carry
+    the settings a result records (``"bayesmix_interrupted"``). Re-raises
+    ``KeyboardInterrupt`` when no chain has a completed draw (interrupted while tuning).
+    A tree whose chains are all complete is returned as it is."""
+    posterior = tree["posterior"].dataset
+    completed = [completed_draws(var.values) for var in posterior.data_vars.values()]
+    per_chain = np.min(completed, axis=0) if completed else np.zeros(0, dtype=int)
+    kept = int(per_chain.min()) if per_chain.size else 0
+    n_chains = posterior.sizes.get("chain", 0)
+    if kept == 0:
+        raise KeyboardInterrupt
+    if kept == draws and (chains is None or n_chains == chains):
+        return tree
+    groups = {"posterior": posterior.isel(draw=slice(0, kept))}
+    if "sample_stats" in tree.children:
+        groups["sample_stats"] = tree["sample_stats"].dataset.isel(draw=slice(0, kept))
+    out = xr.DataTree.from_dict(groups)
+    dropped = "" if chains is None or n_chains == chains else f" ({n_chains} of {chains} chains)"
+    warn_interrupted(
+        "NUTS",
+        kept,
+        draws,
+        "draws per chain",
+        stacklevel=5,
+        holds=(
+            f"the result holds those {kept} draws of every chain{dropped}, after the full "
+            "tuning, and its diagnostics (r_hat, ESS, divergences) are computed on them"
+        ),
+    )
+    out.attrs["bayesmix_interrupted"] = {
+        "interrupted": True,
+        "draws": kept,
+        "draws_requested": draws,
+        "chains": n_chains,
+    }
+    return out
 
 
 def _numba_nutpie_model(spec, structure, data, priors, em_start, rotation=None):
@@ -571,7 +676,18 @@ def fit_vi(
         losses, converged = compiled.optimise(n, tolerance, progressbar)
         rule = f"relative ELBO change >= {tolerance}"
     weights, means, precision = compiled.draw(draws, seed)
-    if not converged:
+    interrupted = converged is None
+    if interrupted:
+        converged = False
+        warn_interrupted(
+            method,
+            len(losses),
+            n,
+            "iterations",
+            holds="the result holds draws from the approximation reached then (not "
+            "converged), and its ELBO history stops there",
+        )
+    elif not converged:
         warnings.warn(
             f"{method} did not converge in n={n} iterations ({rule}); increase n.",
             ConvergenceWarning,
@@ -591,6 +707,8 @@ def fit_vi(
         seed=seed,
         fit_seconds=time.perf_counter() - start,
     )
+    if interrupted:
+        settings["interrupted"] = True
     params = (weights[None], means[None], precision[None])  # one chain
     return _result(model, data, priors, spec, params, settings, elbo=-losses)
 
@@ -761,24 +879,32 @@ class _CompiledVI:
             rate = MINIBATCH_SCALE_RATE * learning_rate
             self._rates["L_tril"].set_value(rate * np.where(diagonal, 1.0, marginal[rows]))
 
-    def optimise(self, n: int, tolerance: float, progressbar: bool) -> tuple[np.ndarray, bool]:
-        """At most ``n`` Adam steps; the losses (negative ELBO) and whether they converged."""
+    def optimise(
+        self, n: int, tolerance: float, progressbar: bool
+    ) -> tuple[np.ndarray, bool | None]:
+        """At most ``n`` Adam steps; the losses (negative ELBO) and whether they
+        converged (``None``: interrupted, see :func:`_interruptible`)."""
         convergence = _ElboConvergence(tolerance)
         losses = np.empty(n)
         step = self._step
-        with progress_bar(n, progressbar, "ADVI") as advance:
-            for i in range(n):
-                loss = step()
-                if np.isnan(loss):
-                    raise FloatingPointError(
-                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate "
-                        f"(now {float(self._learning_rate.get_value())})."
-                    )
-                losses[i] = loss
-                if (i + 1) % convergence.window == 0:
-                    advance(convergence.window)
-                    if convergence.check(losses[: i + 1]):
-                        return losses[: i + 1], True
+        done = 0
+        with _interruptible() as interrupt:
+            with progress_bar(n, progressbar, "ADVI") as advance:
+                for i in range(n):
+                    loss = step()
+                    if np.isnan(loss):
+                        raise FloatingPointError(
+                            f"the ELBO became NaN at iteration {i + 1}; lower learning_rate "
+                            f"(now {float(self._learning_rate.get_value())})."
+                        )
+                    losses[i] = loss
+                    done = i + 1
+                    if (i + 1) % convergence.window == 0:
+                        advance(convergence.window)
+                        if convergence.check(losses[: i + 1]):
+                            return losses[: i + 1], True
+        if interrupt:
+            return _interrupted_losses(losses[:done])
         return losses, False
 
     def optimise_averaged(
@@ -795,29 +921,32 @@ class _CompiledVI:
         windows: list[dict[str, np.ndarray]] = []
         losses = np.empty(n)
         step, converged, done = self._step, False, 0
-        with progress_bar(n, progressbar, "ADVI") as advance:
-            for i in range(n):
-                loss = step()[0]
-                if np.isnan(loss):
-                    raise FloatingPointError(
-                        f"the ELBO became NaN at iteration {i + 1}; lower learning_rate."
-                    )
-                losses[i] = loss
-                for name, param in params.items():
-                    sums[name] += param.get_value(borrow=True)
-                done = i + 1
-                if done % window == 0:
-                    windows.append({name: total / window for name, total in sums.items()})
-                    for total in sums.values():
-                        total[:] = 0.0
-                    advance(window)
-                    if _tail_settled(windows, self._marginal_sds, tolerance):
-                        converged = True
-                        break
+        with _interruptible() as interrupt:
+            with progress_bar(n, progressbar, "ADVI") as advance:
+                for i in range(n):
+                    loss = step()[0]
+                    if np.isnan(loss):
+                        raise FloatingPointError(
+                            f"the ELBO became NaN at iteration {i + 1}; lower learning_rate."
+                        )
+                    losses[i] = loss
+                    for name, param in params.items():
+                        sums[name] += param.get_value(borrow=True)
+                    done = i + 1
+                    if done % window == 0:
+                        windows.append({name: total / window for name, total in sums.items()})
+                        for total in sums.values():
+                            total[:] = 0.0
+                        advance(window)
+                        if _tail_settled(windows, self._marginal_sds, tolerance):
+                            converged = True
+                            break
         if windows:
             tail = windows[len(windows) // 2 :]
             for name, param in params.items():
                 param.set_value(np.mean([w[name] for w in tail], axis=0))
+        if interrupt:
+            return _interrupted_losses(losses[:done])
         return losses[:done], converged
 
     def _marginal_sds(self, values: dict[str, np.ndarray]) -> np.ndarray:
@@ -836,6 +965,37 @@ class _CompiledVI:
 
         reseed_rngs(self._draw_rngs, [seed, 1])
         return tuple(np.asarray(x) for x in self._draw(draws))
+
+
+class _Interrupt:
+    """Whether the block of :func:`_interruptible` was interrupted."""
+
+    def __init__(self) -> None:
+        self.caught = False
+
+    def __bool__(self) -> bool:
+        return self.caught
+
+
+@contextlib.contextmanager
+def _interruptible():
+    """Ends the block at a ``KeyboardInterrupt`` (the yielded flag is then true), unless
+    nested in another fit (:func:`~bayesmix.inference.interrupt.nested_fits`)."""
+    interrupt = _Interrupt()
+    try:
+        yield interrupt
+    except INTERRUPTS as error:
+        if not (is_interrupt(error) and keeps_partial_work()):
+            raise
+        interrupt.caught = True
+
+
+def _interrupted_losses(losses: np.ndarray) -> tuple[np.ndarray, None]:
+    """An interrupted optimisation's losses and ``None`` for "converged"; the interrupt
+    is raised again when no step was made."""
+    if losses.size == 0:
+        raise KeyboardInterrupt
+    return losses, None
 
 
 def show_progress(progressbar: Any) -> bool:

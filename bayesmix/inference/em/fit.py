@@ -40,7 +40,12 @@ from bayesmix.inference.em.init import (
     initial_responsibilities,
     nearest,
 )
-from bayesmix.inference.interrupt import keeps_partial_work, warn_interrupted
+from bayesmix.inference.interrupt import (
+    INTERRUPTS,
+    is_interrupt,
+    keeps_partial_work,
+    warn_interrupted,
+)
 from bayesmix.ordering import (
     best_separated_feature,
     component_order,
@@ -453,8 +458,8 @@ def best_run(
         return _best_of_runs(
             screened, run, verdict, reporter, n_runs, screen, options, callback, lagged
         )
-    except KeyboardInterrupt as interrupt:
-        if not keeps_partial_work():
+    except INTERRUPTS as interrupt:
+        if not (is_interrupt(interrupt) and keeps_partial_work()):
             raise
         return _interrupted_best(screened, interrupt, verdict, lagged, n_runs)
 
@@ -695,7 +700,9 @@ def _run_em(
                 if stopped:
                     break
                 collapsing = spurious
-    except KeyboardInterrupt:
+    except INTERRUPTS as error:
+        if not is_interrupt(error):
+            raise
         run = _interrupted_run(params, stats, log_lik, log_post, priors, structure)
         raise InterruptedRun(run) from None
     if report is not None and (converged or stopped or end):
