@@ -85,13 +85,14 @@ elif MODE in ("nuts", "nuts_tuning", "family_nuts"):
 elif MODE == "nuts_pymc":
     import pymc as pm
 
-    sample = pm.sample
+    sample, reached = pm.sample, {}
 
     def watched(*args, **kwargs):
         callback = kwargs.get("callback")
 
-        def watch(trace, draw):
-            if not draw.tuning and draw.draw_idx >= TUNE + KEPT:
+        def watch(trace, draw):  # the chains run in parallel, each at its own pace
+            reached[draw.chain] = draw.draw_idx
+            if len(reached) == 2 and min(reached.values()) >= TUNE + KEPT:
                 mark()
             if callback is not None:
                 callback(trace=trace, draw=draw)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from bayesmix.data import as_data
 from bayesmix.families.gaussian.covariance import get_structure
+from bayesmix.inference.interrupt import nested_fits
 from bayesmix.model import GaussianMixture
 from bayesmix.results import MixtureResult
 from bayesmix.validation import check_float, check_int, check_random_state
@@ -146,7 +147,8 @@ def bootstrap_lrt(
     def fitted(k: int) -> MixtureResult:
         if k not in fits:
             model = GaussianMixture(k, structure.name)
-            fit = model.fit(data, method="em", n_init=n_init, random_state=_seed(rng))
+            with nested_fits():  # Ctrl-C stops the whole test, not one fit
+                fit = model.fit(data, method="em", n_init=n_init, random_state=_seed(rng))
             if fit.spurious or not np.isfinite(fit.log_likelihood):
                 raise ValueError(
                     f"the {k}-component {structure.mclust_name} fit of X ended on a spurious "
@@ -222,7 +224,8 @@ def _refit(sample, k, start, starts, rng, covariance_type) -> float:
 
     def sound(options) -> float:
         try:
-            fit = model.fit(sample, method="em", tol=REFIT_TOL, **options)
+            with nested_fits():  # Ctrl-C stops the bootstrap, not one refit
+                fit = model.fit(sample, method="em", tol=REFIT_TOL, **options)
         except _FIT_ERRORS:
             return -np.inf
         if fit.spurious or not np.isfinite(fit.log_likelihood):

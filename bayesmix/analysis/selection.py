@@ -40,6 +40,7 @@ from bayesmix.families.gaussian.covariance import (
 )
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.inference.em.init import shared_hc_subsample
+from bayesmix.inference.interrupt import nested_fits
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
@@ -563,7 +564,8 @@ def _fit_one(model, data, key, seed, n_init, options):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            fit = model.fit(data, method=method, **kwargs)
+            with nested_fits():  # Ctrl-C stops the whole selection, not one fit
+                fit = model.fit(data, method=method, **kwargs)
         except (ValueError, ArithmeticError, np.linalg.LinAlgError, RuntimeError) as exc:
             row.update(status="failed", message=f"{type(exc).__name__}: {exc}")
             error = exc

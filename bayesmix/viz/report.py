@@ -32,6 +32,7 @@ from bayesmix.exceptions import BayesmixWarning, LabelSwitchingWarning
 from bayesmix.families.bernoulli import Bernoulli
 from bayesmix.families.categorical import CategoryFamily
 from bayesmix.inference.em.fit import EM_DEFAULTS
+from bayesmix.inference.interrupt import nested_fits
 from bayesmix.results import MixtureResult, parameter_draws
 from bayesmix.validation import check_choice, check_ci_prob
 
@@ -338,7 +339,9 @@ def fit_methods(
         start = time.perf_counter()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            results[method] = _resolve_label_switching(model.fit(X, method=method, **kwargs))
+            with nested_fits():  # Ctrl-C stops the whole report, not one fit
+                fit = model.fit(X, method=method, **kwargs)
+            results[method] = _resolve_label_switching(fit)
         messages = list(
             dict.fromkeys(
                 _one_line(w.message)
