@@ -1,4 +1,4 @@
-"""scikit-learn estimators wrapping the bayesmix EM backend.
+"""scikit-learn estimators wrapping the bayesmix EM and variational Bayes backends.
 
 :class:`Mixture` is an estimator for a mixture of any component family of
 :mod:`bayesmix.families` (Poisson, negative binomial, Student-t, Normal, Bernoulli,
@@ -10,6 +10,11 @@ same fitted attributes with the same names and shapes, and the same methods, so 
 in pipelines, grid searches and anything else that takes a scikit-learn estimator. It
 adds ``sample_weight`` (frequency weights) to ``fit`` and keeps the full bayesmix result,
 with its ICL, summaries and ArviZ export, in ``result_``.
+
+:class:`BayesianGaussianMixture` is a drop-in for
+:class:`sklearn.mixture.BayesianGaussianMixture`, fitted by bayesmix's closed-form
+variational Bayes (:mod:`bayesmix.inference.vb`): same parameters, prior defaults,
+fitted attributes and starts, so the same ``random_state`` gives scikit-learn's fit.
 
 Examples
 --------
