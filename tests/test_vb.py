@@ -323,3 +323,30 @@ def test_benchmark_runs_and_agrees_with_sklearn(capsys):
     results = benchmark.main(["--quick"])
     assert [r.ari for r in results] == [1.0, 1.0]  # the same starts: the same clustering
     assert "sklearn/bayesmix" in capsys.readouterr().out
+
+
+def test_float32_data_use_the_float32_kernel_and_agree():
+    X = _data("faithful")
+    resp = _start(len(X), 2)
+    double = fit_vb(X, 2, "full", init=resp, max_iter=20, warn=False)
+    single = fit_vb(
+        X.astype(np.float32),
+        2,
+        "full",
+        double.prior,
+        init=resp,
+        max_iter=20,
+        warn=False,
+    )
+    np.testing.assert_allclose(single.params.means, double.params.means, rtol=1e-5)
+    assert single.lower_bound == pytest.approx(double.lower_bound, rel=1e-5)
+
+
+def test_max_iter_zero_keeps_the_start():
+    X = _data("iris")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no convergence warning for an initialisation only
+        vb = BayesianGaussianMixture(n_components=3, max_iter=0, random_state=0).fit(X)
+    assert vb.n_iter_ == 0 and not vb.converged_
+    assert vb.lower_bound_ == -np.inf and vb.lower_bounds_ == []
+    assert vb.predict(X).shape == (len(X),)
