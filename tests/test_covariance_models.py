@@ -268,6 +268,67 @@ def test_m_step_is_the_constrained_maximum(model):
     assert best >= _objective(X, resp, means, _full(model, start, K, D))
 
 
+@pytest.mark.parametrize("model", EM_ONLY)
+def test_m_step_in_one_dimension(model):
+    """D = 1: shape and orientation are trivial, so a varying-volume model's variances
+    are ``W_k / n_k`` and an equal-volume model's ``sum_k W_k / sum_k n_k``, with or
+    without a start, and ``reg_covar`` is added."""
+    rng = np.random.default_rng(3)
+    K = 4
+    mass = rng.uniform(2.0, 30.0, K)
+    means = rng.normal(size=(K, 1))
+    scatter = rng.uniform(0.5, 5.0, K)
+    sum_x = mass[:, None] * means
+    structure = get_structure(model)
+    axis = model[2] == "I"
+    second = scatter[:, None] + mass[:, None] * means**2
+    sum_xx = second if axis else second[:, :, None]
+    expected = scatter / mass if model[0] == "V" else np.full(K, scatter.sum() / mass.sum())
+    for start in (None, structure.m_step(mass, sum_x, sum_xx, means, None, None, 0.0)):
+        cov = structure.m_step(mass, sum_x, sum_xx, means, None, None, 1e-3, start=start)
+        np.testing.assert_allclose(np.ravel(cov), expected + 1e-3, rtol=1e-12)
+
+
+@pytest.mark.parametrize("model", EM_ONLY)
+def test_m_step_with_a_near_singular_component(model):
+    """One component's scatter of rank D - 1 (plus 1e-10): the M-step stays finite,
+    positive definite and feasible, and is the constrained maximum against candidates
+    near it; from a start it reaches the same objective."""
+    rng = np.random.default_rng(11 + sum(map(ord, model)))
+    X, resp = _problem(rng)
+    K, D = resp.shape[1], X.shape[1]
+    structure = get_structure(model)
+    mass, sum_x = resp.sum(0), resp.T @ X
+    means = sum_x / mass[:, None]
+    scatter = np.stack([((X - means[k]).T * resp[:, k]) @ (X - means[k]) for k in range(K)])
+    flat = rng.normal(size=(D - 1, D))
+    scatter[0] = mass[0] * (flat.T @ flat / (D - 1) + 1e-10 * np.eye(D))
+    sum_xx = scatter + mass[:, None, None] * means[:, :, None] * means[:, None, :]
+    if model[2] == "I":
+        sum_xx = np.einsum("kdd->kd", sum_xx)
+    natural = structure.m_step(mass, sum_x, sum_xx, means, None, None, 0.0)
+    cov = _full(model, natural, K, D)
+    assert np.all(np.isfinite(cov))
+    assert np.all(np.linalg.eigvalsh(cov) > 0.0)
+    assert constraint_violation(model, cov) < 1e-6
+
+    def objective(cov):  # sum_k -n_k/2 log|S_k| - 1/2 tr(W_k S_k^-1)
+        return sum(
+            -0.5 * mass[k] * np.linalg.slogdet(cov[k])[1]
+            - 0.5 * np.trace(np.linalg.solve(cov[k], scatter[k]))
+            for k in range(K)
+        )
+
+    best = objective(cov)
+    for spread in (0.001, 0.01, 0.1):
+        for _ in range(5):
+            candidate = build(model, K, D, rng, base=cov, spread=spread)
+            assert best >= objective(candidate) - 1e-8 * abs(best), spread
+    start = structure.from_full(build(model, K, D, rng, base=cov, spread=0.3))
+    again = structure.m_step(mass, sum_x, sum_xx, means, None, None, 0.0, start=start)
+    assert objective(_full(model, again, K, D)) == pytest.approx(best, rel=1e-6)
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_map_m_step_maximises_the_log_posterior(model):
     """With a prior: the M-step maximises the objective plus the structure's log prior."""
