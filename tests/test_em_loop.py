@@ -10,8 +10,10 @@ from sklearn.datasets import load_iris
 
 import bayesmix as bm
 from bayesmix.data import as_data
+from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.families.gaussian import covariance
 from bayesmix.families.gaussian.covariance import get_structure
-from bayesmix.families.gaussian.em_loop import compiled_loop
+from bayesmix.families.gaussian.em_loop import MAX_ROWS, compiled_loop
 from bayesmix.families.gaussian.stats import (
     e_step,
     m_step,
@@ -20,7 +22,22 @@ from bayesmix.families.gaussian.stats import (
 from bayesmix.inference.em.convergence import ConvergenceTest
 from bayesmix.inference.em.fit import fit_em
 
-STRUCTURES = ("full", "tied", "diag", "spherical", "EEI", "EII")
+STRUCTURES = (
+    "full",
+    "tied",
+    "diag",
+    "spherical",
+    "EEI",
+    "EII",
+    "VEI",
+    "EVI",
+    "VEE",
+    "VEV",
+    "EEV",
+    "EVV",
+    "EVE",
+    "VVE",
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +94,28 @@ def test_loop_makes_the_general_iterations(iris, name):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
+def test_loop_sums_the_chunks_of_the_parallel_kernel(iris):
+    """On data of several E-step chunks the loop's sums are the general route's."""
+    X, _, _, reg, _ = iris
+    X = np.repeat(X, 20, axis=0) + np.random.default_rng(1).normal(0, 0.05, (3000, 4))
+    weights, shift = np.ones(len(X)), X.mean(axis=0)
+    structure = get_structure("VEV")
+    test = ConvergenceTest(float(len(X)), 0.0, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    resp = np.random.default_rng(0).dirichlet(np.ones(3), size=len(X))
+    params = m_step(
+        stats_from_responsibilities(X, weights, shift, resp, structure), structure, None, reg
+    )
+    stats = e_step(X, weights, shift, params, structure)
+    fast, fast_stats, objectives, _ = run(params, stats, 5, [stats.log_likelihood])
+    for _ in range(5):
+        params = m_step(stats, structure, None, reg, previous=params)
+        stats = e_step(X, weights, shift, params, structure)
+    assert len(objectives) == 5
+    np.testing.assert_allclose(fast_stats.log_likelihood, stats.log_likelihood, rtol=1e-12)
+    np.testing.assert_allclose(fast.covariances, params.covariances, rtol=1e-9)
+
+
 @pytest.mark.parametrize("name", ("full", "EII"))
 def test_loop_stops_where_the_convergence_test_does(iris, name):
     X, weights, shift, reg, _ = iris
@@ -119,7 +158,7 @@ def test_no_loop_where_it_does_not_apply(iris):
     )
     lagged = ConvergenceTest(float(len(X)), 1e-8, True, -np.inf)
     assert compiled_loop(get_structure("full"), X, weights, shift, reg, lagged) is None
-    big = np.repeat(X, 10, axis=0)
+    big = np.repeat(X, MAX_ROWS // len(X) + 1, axis=0)
     assert compiled_loop(get_structure("full"), big, np.ones(len(big)), shift, reg, test) is None
 
 
@@ -132,3 +171,18 @@ def test_fits_with_and_without_progress_reports_agree(iris):
     np.testing.assert_allclose(quiet.log_likelihood, reported.log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(quiet.means, reported.means, rtol=1e-8)
     assert quiet.n_iter == reported.n_iter
+
+
+def test_capped_inner_iterations_warn_and_go_on(iris, monkeypatch):
+    """An M-step stopped at INNER_MAX_ITER still improves the objective: the loop keeps
+    it, as the general route does, and the same ConvergenceWarning is raised."""
+    X, weights, shift, reg, _ = iris
+    structure = get_structure("VVE")
+    monkeypatch.setattr(covariance, "INNER_MAX_ITER", 1)
+    test = ConvergenceTest(float(len(X)), 0.0, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    params, stats = _start(iris, structure)
+    with pytest.warns(ConvergenceWarning, match="VVE M-step did not converge"):
+        _, _, objectives, _ = run(params, stats, 10, [stats.log_likelihood])
+    assert len(objectives) == 10
+    assert np.all(np.diff([stats.log_likelihood, *objectives]) > -1e-9 * len(X))

@@ -45,6 +45,7 @@ __all__ = [
     "BASIC_STRUCTURES",
     "CovarianceStructure",
     "INNER_MAX_ITER",
+    "record_inner_iterations",
     "INNER_TOL",
     "MCLUST_MODELS",
     "accepted_names",
@@ -1065,8 +1066,9 @@ INNER_TOL = float(np.sqrt(np.finfo(float).eps))
 INNER_MAX_ITER = 1000
 
 
-def _count_inner(iterations: int, converged: bool, model: str, change: float) -> None:
-    """Record an iterative M-step's inner iterations; warn if it stopped at the cap."""
+def record_inner_iterations(iterations: int, converged: bool, model: str, change: float) -> None:
+    """Record an iterative M-step's inner iterations; warn if it stopped at the cap
+    (``change``: the relative change of its objective at the last inner iteration)."""
     _INNER_COUNTS.append(iterations)
     if converged:
         return
@@ -1127,7 +1129,7 @@ class _Constrained(_Unsupported):
             INNER_MAX_ITER,
         )
         if iterations:  # an iterative model (VEI, VEE, VEV, EVE, VVE)
-            _count_inner(iterations, converged, self.name, change)
+            record_inner_iterations(iterations, converged, self.name, change)
         return cov
 
     def _constrained(self, scatter: np.ndarray, count: np.ndarray, start) -> np.ndarray:

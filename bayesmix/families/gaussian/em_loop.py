@@ -32,7 +32,9 @@ from pathlib import Path
 import numba as nb
 import numpy as np
 
-from bayesmix.families.gaussian import kernels
+from bayesmix.families.gaussian import constrained_kernels, covariance, kernels
+from bayesmix.families.gaussian.constrained_kernels import MODELS
+from bayesmix.families.gaussian.stats import Params, SufficientStats
 from bayesmix.inference.em.convergence import projected_change
 
 __all__ = ["LOOP_KINDS", "compile_loop", "compiled_loop"]
@@ -40,11 +42,18 @@ __all__ = ["LOOP_KINDS", "compile_loop", "compiled_loop"]
 # what the M-step adds to every mass (scikit-learn's; stats.MASS_EPS)
 MASS_EPS = 10 * np.finfo(np.float64).eps
 
+#: Data with more rows are left to the general route, whose E-step runs the chunks on
+#: all threads: there a pass costs more than the Python around it.
+MAX_ROWS = 16_384
+
 # statuses of a loop call
 RUNNING, CONVERGED, IRREGULAR = 0, 1, 2
 
 
-# -- M-steps: (mass, sum_x, sum_xx, reg) -> weights, means, covariances -------------------
+# -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
+#    inner tol, inner max_iter) -> weights, means, covariances, whether the inner
+#    iterations converged and their last relative change (the closed forms ignore the
+#    last four arguments) ----------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
 def _weights_means(mass, sum_x):
     mass = mass + MASS_EPS
@@ -52,7 +61,7 @@ def _weights_means(mass, sum_x):
 
 
 @nb.njit(cache=True)
-def _mstep_full(mass, sum_x, sum_xx, reg):
+def _mstep_full(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_components, n_features = means.shape
     cov = np.empty((n_components, n_features, n_features))
@@ -67,11 +76,11 @@ def _mstep_full(mass, sum_x, sum_xx, reg):
                 )
                 cov[k, i, j] = cov[k, j, i] = scatter / mass[k]
             cov[k, i, i] += reg[i]
-    return weights, means, cov
+    return weights, means, cov, True, 0.0
 
 
 @nb.njit(cache=True)
-def _mstep_tied(mass, sum_x, sum_xx, reg):
+def _mstep_tied(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_components, n_features = means.shape
     cov = np.empty((n_features, n_features))
@@ -87,7 +96,7 @@ def _mstep_tied(mass, sum_x, sum_xx, reg):
                 )
             cov[i, j] = cov[j, i] = scatter / total
         cov[i, i] += reg[i]
-    return weights, means, cov
+    return weights, means, cov, True, 0.0
 
 
 @nb.njit(cache=True, inline="always")
@@ -97,38 +106,56 @@ def _axis_scatter(mass, sum_x, sum_xx, means):
 
 
 @nb.njit(cache=True)
-def _mstep_diag(mass, sum_x, sum_xx, reg):
+def _mstep_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     cov = _axis_scatter(mass, sum_x, sum_xx, means) / mass.reshape((-1, 1)) + reg
-    return weights, means, cov
+    return weights, means, cov, True, 0.0
 
 
 @nb.njit(cache=True)
-def _mstep_spherical(mass, sum_x, sum_xx, reg):
+def _mstep_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_features = means.shape[1]
     scatter = np.maximum(
         sum_xx - 2.0 * (sum_x * means).sum(axis=1) + mass * (means**2).sum(axis=1), 0.0
     )
-    return weights, means, scatter / (mass * n_features) + reg.mean()
+    return weights, means, scatter / (mass * n_features) + reg.mean(), True, 0.0
 
 
 @nb.njit(cache=True)
-def _mstep_shared_diag(mass, sum_x, sum_xx, reg):
+def _mstep_shared_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     raw = sum_xx - 2.0 * (sum_x * means).sum(axis=0)  # sum_xx pooled: (D,)
     scatter = np.maximum(raw + (mass.reshape((-1, 1)) * means**2).sum(axis=0), 0.0)
-    return weights, means, scatter / mass.sum() + reg
+    return weights, means, scatter / mass.sum() + reg, True, 0.0
 
 
 @nb.njit(cache=True)
-def _mstep_shared_spherical(mass, sum_x, sum_xx, reg):
+def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_features = means.shape[1]
     raw = sum_xx.sum() - 2.0 * (sum_x * means).sum() + (mass * (means**2).sum(axis=1)).sum()
     cov = np.empty(1)
     cov[0] = max(raw, 0.0) / (mass.sum() * n_features) + reg.mean()
-    return weights, means, cov
+    return weights, means, cov, True, 0.0
+
+
+@nb.njit(cache=True)
+def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+    mass, weights, means = _weights_means(mass, sum_x)
+    cov, _, converged, change = constrained_kernels.diag_m_step(
+        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+    )
+    return weights, means, cov, converged, change
+
+
+@nb.njit(cache=True)
+def _mstep_matrix_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+    mass, weights, means = _weights_means(mass, sum_x)
+    cov, _, converged, change = constrained_kernels.matrix_m_step(
+        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+    )
+    return weights, means, cov, converged, change
 
 
 # -- precision factors: (means, cov) -> ok, natural factors, the E-step kernel's scale,
@@ -191,11 +218,11 @@ def _factors_shared_spherical(means, cov):
     return ok, factor, precision, means, np.full(n_components, n_features * np.log(factor[0]))
 
 
-# -- the statistics in the structure's form, from the kernel's (chunk axis of one) --------
+# -- the statistics in the structure's form, from the kernel's summed over chunks ---------
 @nb.njit(cache=True)
 def _mirrored(sum_xx):
-    """The kernel fills the lower triangle of each matrix: mirror it."""
-    out = sum_xx[0].copy()
+    """The kernel fills the lower triangle of each matrix: mirror it (in place)."""
+    out = sum_xx
     size = out.shape[-1]
     flat = out.reshape((-1, size, size))
     for b in range(flat.shape[0]):
@@ -207,18 +234,18 @@ def _mirrored(sum_xx):
 
 @nb.njit(cache=True)
 def _as_is(sum_xx):
-    return sum_xx[0].copy()
+    return sum_xx
 
 
 @nb.njit(cache=True)
 def _pooled_features(sum_xx):
-    return sum_xx[0].sum(axis=0)
+    return sum_xx.sum(axis=0)
 
 
 @nb.njit(cache=True)
 def _pooled_all(sum_xx):
     out = np.empty(1)
-    out[0] = sum_xx[0].sum()
+    out[0] = sum_xx.sum()
     return out
 
 
@@ -226,43 +253,66 @@ def _pooled_all(sum_xx):
 _estep = _mstep = _factors = _pool = None
 
 
-def _em_loop(X, sample_weight, shift, state, stats, reg, n_steps, tol, total_weight, recent):
+def _em_loop(
+    X, sample_weight, shift, n_chunks, state, stats, reg, n_steps, tol, total_weight, recent, inner
+):
     """Up to ``n_steps`` EM iterations from ``state = (weights, means, cov, factors)``
-    and its statistics ``stats = (mass, sum_x, sum_xx, log_lik, log_max)``.
+    and its statistics ``stats = (mass, sum_x, sum_xx, log_lik, log_max)``, the E-step
+    over ``n_chunks`` chunks of the rows (``kernels.n_chunks_for``: the chunks of the
+    parallel kernel, so the sums are those of the general route) in this thread.
 
     ``recent`` holds the last three objectives (NaN where there are fewer; the newest
-    last). Returns the state and statistics after the last regular iteration, the
-    objectives ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and
-    the status: ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route)
-    or ``RUNNING`` (``n_steps`` made).
+    last); ``inner = (code, tol, max_iter)``: the constrained model's index in
+    :data:`~bayesmix.families.gaussian.constrained_kernels.MODELS` and its inner
+    iterations' stopping rule.
+
+    Returns the state and statistics after the last regular iteration, the objectives
+    ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and the status:
+    ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route) or
+    ``RUNNING`` (``n_steps`` made), and how many M-steps stopped their inner iterations
+    at ``max_iter`` (still improving the objective, as in the general route) with the
+    largest of their last relative changes.
     """
     weights, means, cov, factors = state
-    mass, sum_x, sum_xx, log_lik, log_max = stats
     objectives = np.empty(n_steps)
     older, previous, newest = recent[0], recent[1], recent[2]
     n_values = 3 - np.isnan(recent).sum()
-    for step in range(n_steps):
+    capped, capped_change = 0, 0.0
+    made, status = 0, RUNNING
+    while made < n_steps:
+        mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
         if np.any(mass <= 1e-12 * mass.sum()):
-            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
-        new_weights, new_means, new_cov = _mstep(mass, sum_x, sum_xx, reg)
+            status = IRREGULAR
+            break
+        new_weights, new_means, new_cov, inner_ok, inner_change = _mstep(
+            mass, sum_x, sum_xx, reg, cov, *inner
+        )
         ok, new_factors, scale, centres, log_det = _factors(new_means, new_cov)
         if not ok:
-            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
-        raw = _estep(X, sample_weight, shift, np.log(new_weights), centres, scale, log_det, 1)
-        new_log_lik = raw[3][0]
-        if not np.isfinite(new_log_lik):
-            return (weights, means, cov, factors), stats, objectives, step, IRREGULAR
+            status = IRREGULAR
+            break
+        raw = _estep(
+            X, sample_weight, shift, np.log(new_weights), centres, scale, log_det, n_chunks
+        )
+        log_lik = raw[3].sum()  # the chunks' sums added in order, as kernels.py does
+        if not np.isfinite(log_lik):
+            status = IRREGULAR
+            break
         weights, means, cov, factors = new_weights, new_means, new_cov, new_factors
-        mass, sum_x, sum_xx = raw[0][0].copy(), raw[1][0].copy(), _pool(raw[2])
-        log_lik, log_max = new_log_lik, raw[4][0]
-        stats = (mass, sum_x, sum_xx, log_lik, log_max)
-        objectives[step] = log_lik
+        pooled = _pool(raw[2].sum(axis=0))
+        stats = (raw[0].sum(axis=0), raw[1].sum(axis=0), pooled, log_lik, raw[4].sum())
+        if not inner_ok:
+            capped += 1
+            capped_change = max(capped_change, inner_change)
+        objectives[made] = log_lik
+        made += 1
         older, previous, newest = previous, newest, log_lik
         n_values += 1
-        change = projected_change(newest, previous, older, n_values, total_weight)
-        if abs(change) < tol:
-            return (weights, means, cov, factors), stats, objectives, step + 1, CONVERGED
-    return (weights, means, cov, factors), stats, objectives, n_steps, RUNNING
+        if abs(projected_change(newest, previous, older, n_values, total_weight)) < tol:
+            status = CONVERGED
+            break
+    state = (weights, means, cov, factors)
+    return state, stats, objectives, made, status, capped, capped_change
 
 
 #: the storages of the covariances a loop exists for: E-step kernel, M-step, factors,
@@ -279,15 +329,17 @@ _PARTS = {
         _factors_shared_spherical,
         _pooled_all,
     ),
+    "diag_constrained": ("diag", _mstep_diag_constrained, _factors_diag, _as_is),
+    "matrix_constrained": ("full", _mstep_matrix_constrained, _factors_full, _mirrored),
 }
 LOOP_KINDS = tuple(_PARTS)
 
 
 def _twin(kind: str):
     """:func:`_em_loop` compiled for ``kind``, named ``_em_loop_<kind>_<digest>``: numba's
-    disk cache is keyed by the function's name and checks only this file's time stamp,
-    and the loop compiles in the E-step kernel and the factors of ``kernels.py``, so the
-    digest of that file's source names a new entry whenever it changes."""
+    disk cache is keyed by the function's name and checks only this file's time stamp, and
+    the loop compiles in kernels of ``kernels.py`` and ``constrained_kernels.py``, so the
+    digest of their sources names a new entry whenever they change."""
     estep, mstep, factors, pool = _PARTS[kind]
     source = _em_loop
     scope = {
@@ -306,7 +358,9 @@ def _twin(kind: str):
     return compiled
 
 
-_KERNELS_DIGEST = hashlib.sha1(Path(kernels.__file__).read_bytes()).hexdigest()[:12]
+_KERNELS_DIGEST = hashlib.sha1(
+    b"".join(Path(module.__file__).read_bytes() for module in (kernels, constrained_kernels))
+).hexdigest()[:12]
 
 #: the loop's storage for each structure that has one (by structure name)
 _KIND_OF = {
@@ -316,6 +370,8 @@ _KIND_OF = {
     "spherical": "spherical",
     "EEI": "shared_diag",
     "EII": "shared_spherical",
+    **dict.fromkeys(("VEI", "EVI"), "diag_constrained"),
+    **dict.fromkeys(("VEE", "VEV", "EEV", "EVV", "EVE", "VVE"), "matrix_constrained"),
 }
 
 _compiled: dict[str, Callable] = {}
@@ -347,13 +403,16 @@ def _array(value) -> np.ndarray:
     return np.ascontiguousarray(np.atleast_1d(np.asarray(value, dtype=np.float64)))
 
 
-def _arguments(X, sample_weight, shift, reg, params, stats, n_steps, tol, total_weight, recent):
+def _arguments(
+    X, sample_weight, shift, reg, params, stats, n_steps, tol, total_weight, recent, inner
+):
     state = tuple(_array(part) for part in params)
     moments = (_array(stats[0]), _array(stats[1]), _array(stats[2]))
     return (
         _read_only(X),
         _read_only(sample_weight),
         _read_only(shift),
+        kernels.n_chunks_for(len(X)),
         state,
         (*moments, float(stats[3]), float(stats[4])),
         _array(reg),
@@ -361,6 +420,7 @@ def _arguments(X, sample_weight, shift, reg, params, stats, n_steps, tol, total_
         float(tol),
         float(total_weight),
         _array(recent),
+        (int(inner[0]), float(inner[1]), int(inner[2])),
     )
 
 
@@ -377,6 +437,8 @@ def compile_loop(kind: str) -> None:
         "shared_diag": (np.ones(n_features), (n_features,)),
         "shared_spherical": (np.ones(1), (1,)),
     }
+    shapes["diag_constrained"] = shapes["diag"]
+    shapes["matrix_constrained"] = shapes["full"]
     cov, moment_shape = shapes[kind]
     X = np.linspace(-1.0, 1.0, 6).reshape(3, n_features)
     params = (np.full(n_components, 0.5), X[:n_components], cov, cov)
@@ -392,6 +454,7 @@ def compile_loop(kind: str) -> None:
         1e-8,
         3.0,
         np.full(3, np.nan),
+        (0, 1e-8, 10),
     )
     _twin(kind)(*args)
 
@@ -399,7 +462,7 @@ def compile_loop(kind: str) -> None:
 def compiled_loop(structure, X, sample_weight, shift, reg, test):
     """A function running EM iterations of ``structure`` on ``X`` in one compiled call,
     or ``None`` where there is none: a structure without a loop, data that are not
-    float64 or take more than one chunk of the E-step kernels, or scikit-learn's lagged
+    float64 or have more than :data:`MAX_ROWS` rows, or scikit-learn's lagged
     convergence test.
 
     The function ``run(params, stats, n_steps, recent)`` makes at most ``n_steps``
@@ -408,16 +471,17 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     and returns ``(params, stats, objectives, converged)`` after the last regular
     iteration: the log-likelihoods of the iterations made (a list) and whether the run
     converged under ``test``. It makes fewer iterations than asked, without converging,
-    where the next one is irregular.
+    where the next one is irregular. The constrained models' inner iterations follow
+    :data:`~bayesmix.families.gaussian.covariance.INNER_TOL` and ``INNER_MAX_ITER`` as
+    they are at each call.
     """
     kind = _KIND_OF.get(structure.name)
     if kind is None or test.lagged or X.dtype != np.float64:
         return None
-    if kernels.n_chunks_for(len(X)) != 1:
+    if len(X) > MAX_ROWS:
         return None
-    from bayesmix.families.gaussian.stats import Params, SufficientStats
-
     scalar = kind == "shared_spherical"
+    code = MODELS.index(structure.name) if structure.name in MODELS else 0
 
     def run(params, stats, n_steps, recent):
         last = np.full(3, np.nan)
@@ -434,8 +498,13 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
             test.tol,
             test.total_weight,
             last,
+            (code, covariance.INNER_TOL, covariance.INNER_MAX_ITER),
         )
-        state, moments, objectives, n_made, status = _loop(kind, args)(*args)
+        state, moments, objectives, n_made, status, capped, change = _loop(kind, args)(*args)
+        if capped:  # as the general route does at every such M-step
+            covariance.record_inner_iterations(
+                covariance.INNER_MAX_ITER, False, structure.name, change
+            )
         if n_made == 0:
             return params, stats, [], False
         weights, means, cov, factors = state
