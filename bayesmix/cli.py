@@ -20,7 +20,7 @@ import click
 
 __all__ = ["cli", "main", "read_data"]
 
-FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi")
+FIT_METHODS = ("em", "map", "gibbs", "nuts", "advi", "fullrank_advi", "vb")
 COVARIANCE_TYPES = ("full", "diag", "spherical", "tied")
 # mclust's 14 covariance models in mclust's order (bayesmix.families.gaussian.covariance.
 # MCLUST_MODELS, kept here so --help does not import the package); --covariance takes them
@@ -450,6 +450,9 @@ def method_options(
         if method in ("em", "map"):
             options[method] = {"n_init": n_init, "random_state": seed}
             continue
+        if method == "vb":  # closed form: no progress bar; restarts as EM's
+            options[method] = {"draws": draws, "n_init": n_init, "random_state": seed}
+            continue
         options[method] = {"draws": draws, "random_state": seed, "progressbar": progress}
         if method in ("gibbs", "nuts"):  # MCMC: chains and their tuning or burn-in
             options[method].update(tune=tune, chains=chains)
@@ -652,7 +655,8 @@ Examples:
     show_default=True,
     help="Inference method(s), comma-separated: em (maximum likelihood), map (MAP-EM), "
     "gibbs (conjugate Gibbs sampler for Gaussians: the MCMC that mixes on real data), "
-    "nuts (MCMC), advi, fullrank_advi (variational).",
+    "nuts (MCMC), advi, fullrank_advi (variational, PyMC), vb (closed-form variational "
+    "Bayes for Gaussians with full, tied, diag or spherical covariances).",
 )
 @click.option(
     "--out",
@@ -960,8 +964,8 @@ Examples:
     type=_ChoiceList(FIT_METHODS, "method"),
     default="em",
     show_default=True,
-    help="Method(s), comma-separated: EM methods are compared by BIC/AIC/ICL, gibbs, nuts "
-    "and advi by PSIS-LOO.",
+    help="Method(s), comma-separated: EM methods are compared by BIC/AIC/ICL, gibbs, nuts, "
+    "advi and vb by PSIS-LOO.",
 )
 @click.option(
     "--out",

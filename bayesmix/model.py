@@ -12,6 +12,7 @@ import xarray as xr
 
 from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
 from bayesmix.families.gaussian.covariance import (
+    BASIC_STRUCTURES,
     CovarianceStructure,
     bayes_structures,
     get_structure,
@@ -31,7 +32,7 @@ __all__ = ["GaussianMixture", "FIT_METHODS", "EM_METHODS", "BAYES_METHODS"]
 
 # Point estimates (maximum likelihood or MAP EM) and posterior approximations (MCMC, VI).
 EM_METHODS = ("em", "map")
-BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi")
+BAYES_METHODS = ("gibbs", "nuts", "advi", "fullrank_advi", "vb")
 FIT_METHODS = EM_METHODS + BAYES_METHODS
 
 
@@ -128,7 +129,7 @@ class GaussianMixture:
         ----------
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations. Column names become the ``feature`` coordinate.
-        method : {"em", "map", "gibbs", "nuts", "advi", "fullrank_advi"}
+        method : {"em", "map", "gibbs", "nuts", "advi", "fullrank_advi", "vb"}
             ``em``: EM for the maximum-likelihood estimate, or the MAP estimate when the
             declaration has explicit priors; ``map``: MAP-EM with the declaration's
             priors or their defaults; ``gibbs``: posterior draws by the conjugate Gibbs
@@ -136,7 +137,10 @@ class GaussianMixture:
             best on real data in 4-30 dimensions (``benchmarks/``); ``nuts``: posterior
             draws by NUTS (nutpie by default);
             ``advi`` / ``fullrank_advi``: draws from a mean-field / full-rank Gaussian
-            variational approximation fitted with PyMC.
+            variational approximation fitted with PyMC; ``vb``: draws from the
+            closed-form mean-field variational posterior (coordinate ascent, no PyMC;
+            :mod:`bayesmix.inference.vb`), for ``full``, ``tied``, ``diag`` and
+            ``spherical`` covariances.
         **options
             For EM: ``sample_weight`` (frequency weights), ``n_init`` (starts, default
             5; the best that is not a spurious maximum is kept, see
@@ -227,6 +231,22 @@ class GaussianMixture:
             other data of that shape skips the compile and gives what a fresh compile
             gives for the same seed.
 
+            For VB: ``weight_prior`` (``"dirichlet"``, default: the symmetric
+            Dirichlet with the declaration's ``weight_concentration``;
+            ``"dirichlet_process"``: a Dirichlet process truncated at K sticks, its
+            concentration the declaration's ``weight_concentration`` when that is set
+            to another value than the default 4, else 1, and the covariance prior
+            scaled for one cluster unless ``covariance_clusters`` is set), ``n_init``
+            (5 starts; the highest ELBO is kept),
+            ``init`` (``"kmeans++"`` or another EM start method, or an ``(n_obs, K)``
+            array of responsibilities), ``max_iter`` (1000), ``tol`` (1e-6, the change
+            of the ELBO that counts as converged), ``reg_covar`` (1e-6), ``draws``
+            (1000 draws from ``q``), ``order_by``, ``random_state``. The prior is the
+            Normal-Wishart conjugate family with the declaration's data-scaled values
+            (:func:`bayesmix.inference.vb.interface_prior`); ``result.elbo`` is the ELBO
+            trace (never decreasing), ``settings`` has ``converged`` and ``n_iter``.
+            Complete data only.
+
             ``progressbar`` (Gibbs, NUTS and ADVI): ``None`` (default) shows progress in a
             Jupyter kernel or an interactive terminal and hides it elsewhere; ``True``
             or ``False`` force it.
@@ -234,11 +254,17 @@ class GaussianMixture:
         Returns
         -------
         MixtureResult
-            For EM an :class:`~bayesmix.results.EMResult`, for Gibbs, NUTS and ADVI a
+            For EM an :class:`~bayesmix.results.EMResult`, for Gibbs, NUTS, ADVI and VB a
             :class:`~bayesmix.results.posterior.BayesResult`.
         """
         if not isinstance(method, str) or method not in FIT_METHODS:
             raise ValueError(f"method must be one of {list(FIT_METHODS)}; got {method!r}.")
+        if method == "vb" and self.covariance_type not in BASIC_STRUCTURES:
+            raise ValueError(
+                f"method='vb' is not available for covariance_type={self.covariance_type!r}; "
+                "closed-form variational Bayes supports covariance_type 'full', 'tied', "
+                "'diag' and 'spherical' (mclust's VVV, EEE, VVI, VII)."
+            )
         if method in BAYES_METHODS and not self.structure.supports_bayes:
             raise ValueError(
                 f"method={method!r} is not available for covariance_type="
@@ -263,7 +289,11 @@ class GaussianMixture:
             )
         if missing == "marginalize":
             data = _drop_unobserved(data)
-        if method == "gibbs":
+        if method == "vb":
+            from bayesmix.inference.vb import fit_vb_result
+
+            result = fit_vb_result(self, data, **check_options(options, VB_OPTIONS, method))
+        elif method == "gibbs":
             from bayesmix.inference.bayes.gibbs import fit_gibbs
 
             result = fit_gibbs(self, data, **check_options(options, GIBBS_OPTIONS, method))
@@ -575,6 +605,22 @@ VI_OPTIONS = frozenset(
 )
 
 
+VB_OPTIONS = frozenset(
+    {
+        "weight_prior",
+        "n_init",
+        "init",
+        "max_iter",
+        "tol",
+        "reg_covar",
+        "draws",
+        "order_by",
+        "random_state",
+        "missing",
+    }
+)
+
+
 def check_options(options: dict[str, Any], allowed: frozenset[str], method: str) -> dict:
     """Return ``options`` if every key is a valid option of a fit method.
 
@@ -584,7 +630,7 @@ def check_options(options: dict[str, Any], allowed: frozenset[str], method: str)
         Keyword options passed to :meth:`GaussianMixture.fit`.
     allowed : frozenset of str
         The method's valid options (:data:`EM_OPTIONS`, :data:`NUTS_OPTIONS`,
-        :data:`GIBBS_OPTIONS` or :data:`VI_OPTIONS`).
+        :data:`GIBBS_OPTIONS`, :data:`VI_OPTIONS` or :data:`VB_OPTIONS`).
     method : str
         The fit method, named in the error message.
 

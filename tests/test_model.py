@@ -127,8 +127,8 @@ def small():
         (
             {"method": "mcmc"},
             ValueError,
-            r"method must be one of \['em', 'map', 'gibbs', 'nuts', 'advi', 'fullrank_advi'\]; "
-            r"got 'mcmc'",
+            r"method must be one of \['em', 'map', 'gibbs', 'nuts', 'advi', 'fullrank_advi', "
+            r"'vb'\]; got 'mcmc'",
         ),
         ({"method": None}, ValueError, "method must be one of"),
         ({"n_iter": 5}, TypeError, r"unknown option\(s\) \['n_iter'\] for method='em'"),

@@ -217,6 +217,7 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
         EM_OPTIONS,
         GIBBS_OPTIONS,
         NUTS_OPTIONS,
+        VB_OPTIONS,
         VI_OPTIONS,
         check_options,
     )
@@ -239,6 +240,7 @@ def _check_fit_options(fit_options: Any, methods: list[str]) -> dict[str, dict]:
         "map": EM_OPTIONS,
         "gibbs": GIBBS_OPTIONS,
         "nuts": NUTS_OPTIONS,
+        "vb": VB_OPTIONS,
     }
     out = {}
     for method in methods:
@@ -557,7 +559,7 @@ def _fit_one(model, data, key, seed, n_init, options):
     method, covariance_type, k = key
     label = f"[{method}, {covariance_type}, K={k}]"
     kwargs = dict(options, random_state=seed)
-    if method in EM_METHODS:
+    if method in EM_METHODS or method == "vb":  # the methods with restarts
         kwargs["n_init"] = n_init
     row = dict(zip(_KEY_NAMES, key, strict=True), status="ok", message="", notes="")
     fit = error = None

@@ -60,18 +60,30 @@ import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
 
 from bayesmix.exceptions import ConvergenceWarning
-from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
+from bayesmix.families.gaussian.covariance import (
+    BASIC_STRUCTURES,
+    CovarianceStructure,
+    get_structure,
+)
 from bayesmix.families.gaussian.stats import MASS_EPS
 from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities
-from bayesmix.validation import check_random_state
+from bayesmix.priors import WEIGHT_CONCENTRATION
+from bayesmix.validation import check_choice, check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.data import Data
+    from bayesmix.model import GaussianMixture
+    from bayesmix.priors import ResolvedPriors
+    from bayesmix.results.posterior import BayesResult
 
 __all__ = [
+    "VB_STRUCTURES",
     "WEIGHT_PRIORS",
     "VBPrior",
     "VBParams",
@@ -80,11 +92,17 @@ __all__ = [
     "elbo_offset",
     "expected_log_joint",
     "fit_vb",
+    "fit_vb_result",
+    "interface_prior",
+    "sample_q",
+    "vb_priors",
 ]
 
 #: the two weight priors: a truncated Dirichlet process (stick-breaking) or a symmetric
 #: Dirichlet distribution
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
+#: the covariance structures closed-form VB supports (scikit-learn's four)
+VB_STRUCTURES = BASIC_STRUCTURES
 _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -663,3 +681,311 @@ def fit_vb(
             stacklevel=2,
         )
     return best
+
+
+# -- the common result interface (GaussianMixture.fit(method="vb")) -------------------
+
+#: the ``weight_prior`` option of ``fit(method="vb")`` and :func:`WEIGHT_PRIORS`' names
+INTERFACE_WEIGHT_PRIORS = {
+    "dirichlet": "dirichlet_distribution",
+    "dirichlet_process": "dirichlet_process",
+}
+#: the Dirichlet process' concentration when the declaration has default priors
+DP_CONCENTRATION = 1.0
+
+
+def interface_prior(
+    model: GaussianMixture, data: Data, resolved: ResolvedPriors, weight_prior: str
+) -> VBPrior:
+    """The Normal-Wishart prior of ``fit(method="vb")``, read from the declaration.
+
+    The conjugate family of closed-form VB (module docstring) cannot take bayesmix's
+    independent Normal and inverse-Wishart priors as they are; it takes their data-scaled
+    values (:meth:`bayesmix.GaussianMixture.resolve_priors`, the values MAP-EM, Gibbs,
+    NUTS and ADVI use) as follows:
+
+    * weights: ``weight_prior="dirichlet"``: the symmetric Dirichlet with the
+      declaration's ``weight_concentration`` (default 4; :func:`bayesmix.overfitted_mixture`
+      sets a sparse 0.02); ``"dirichlet_process"``: sticks ``Beta(1, alpha)`` with
+      ``alpha`` the declaration's ``weight_concentration`` when it is set to another
+      value than the Dirichlet's default 4, else :data:`DP_CONCENTRATION` (1). The
+      Dirichlet process expects few clusters, so its default covariance prior is scaled
+      for one cluster spanning the data (``covariance_clusters=1``, as
+      :func:`bayesmix.overfitted_mixture`) unless the declaration sets
+      ``covariance_clusters`` (:func:`vb_priors`);
+    * ``Lambda_k ~ Wishart(nu, inv(covariance_scale))``, i.e. an inverse-Wishart on the
+      covariance with bayesmix's ``covariance_scale``; ``nu`` is ``priors.covariance_dof``
+      when given, else ``D + 2`` (for every structure: the weakest whose prior mean
+      covariance ``covariance_scale / (nu - D - 1)`` is finite, equal to bayesmix's
+      default prior mean covariance);
+    * ``mu_k | Lambda_k ~ N(mean_loc, (beta Lambda_k)^-1)`` with ``beta`` chosen so
+      that, at the prior mean covariance, the means' prior standard deviations are
+      bayesmix's ``mean_scale`` (default 2.5 data standard deviations; averaged over
+      features: ``beta = mean_d(prior variance_d / mean_scale_d^2)``).
+
+    Raises
+    ------
+    ValueError
+        An asymmetric ``weight_concentration``, or ``covariance_dof <= D - 1``.
+    """
+    n_features = data.n_features
+    concentration = np.atleast_1d(np.asarray(resolved.weight_concentration, dtype=float))
+    if not np.allclose(concentration, concentration[0]):
+        raise ValueError(
+            "method='vb' takes a symmetric weight prior: priors.weight_concentration must "
+            f"be one value; got {concentration.tolist()}."
+        )
+    alpha = float(concentration[0])
+    if weight_prior == "dirichlet_process" and (
+        model.priors is None or np.all(concentration == WEIGHT_CONCENTRATION)
+    ):
+        alpha = DP_CONCENTRATION
+    explicit_dof = model.priors is not None and model.priors.covariance_dof is not None
+    dof = float(resolved.covariance_dof) if explicit_dof else n_features + 2.0
+    if not dof > n_features - 1:
+        raise ValueError(
+            f"method='vb' needs priors.covariance_dof > n_features - 1 = {n_features - 1} "
+            f"(a Wishart prior on the precisions); got {dof:g}."
+        )
+    scale = np.asarray(resolved.covariance_scale, dtype=float)
+    diagonal = np.diagonal(scale) if scale.ndim == 2 else np.broadcast_to(scale, (n_features,))
+    prior_variances = diagonal / max(dof - n_features - 1.0, 1.0)
+    mean_precision = float(np.mean(prior_variances / np.asarray(resolved.mean_scale) ** 2))
+    return default_prior(
+        data.values,
+        model.n_components,
+        model.structure,
+        INTERFACE_WEIGHT_PRIORS[weight_prior],
+        weight_concentration=alpha,
+        mean_precision=mean_precision,
+        mean=np.asarray(resolved.mean_loc, dtype=float),
+        degrees_of_freedom=dof,
+        covariance=scale,
+    )
+
+
+def vb_priors(model: GaussianMixture, data: Data, weight_prior: str) -> ResolvedPriors:
+    """The declaration's resolved priors that :func:`interface_prior` reads: those of
+    :meth:`~bayesmix.GaussianMixture.resolve_priors`, but for the Dirichlet process
+    with ``covariance_clusters=1`` unless the declaration sets it."""
+    priors = model.priors
+    if weight_prior == "dirichlet_process" and (
+        priors is None or priors.covariance_clusters is None
+    ):
+        from bayesmix.priors import Priors
+
+        priors = replace(Priors() if priors is None else priors, covariance_clusters=1.0)
+        model = replace(model, priors=priors)
+    return model.resolve_priors(data)
+
+
+def _wishart(dof: float, factor: np.ndarray, size: int, rng: np.random.Generator):
+    """``size`` draws of Wishart(``dof``, ``factor factor^T``) (Bartlett decomposition)."""
+    n_features = factor.shape[0]
+    bartlett = np.zeros((size, n_features, n_features))
+    diagonal = np.arange(n_features)
+    bartlett[:, diagonal, diagonal] = np.sqrt(
+        rng.chisquare(dof - diagonal, size=(size, n_features))
+    )
+    lower = np.tril_indices(n_features, -1)
+    bartlett[:, lower[0], lower[1]] = rng.standard_normal((size, lower[0].size))
+    root = factor @ bartlett
+    return root @ np.swapaxes(root, -1, -2)
+
+
+def _inverse(precision: np.ndarray) -> np.ndarray:
+    covariance = np.linalg.inv(precision)
+    return 0.5 * (covariance + np.swapaxes(covariance, -1, -2))
+
+
+def sample_q(
+    params: VBParams, structure: CovarianceStructure, n_draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Draws of ``(weights, means, covariances)`` from the variational posterior ``q``.
+
+    Weights: Dirichlet(``weight_concentration``), or stick-breaking ``pi_k = v_k
+    prod_{j<k} (1 - v_j)`` with ``v_k ~ Beta(a_k, b_k)``, renormalised over the K
+    sticks of the truncation (as :attr:`VBParams.weights`). Precisions: full,
+    ``Lambda_k ~ Wishart(nu_k, W_k)`` with ``nu_k W_k = inv(covariances_k)``; tied, one
+    such Wishart shared by every component; diag, ``lambda_kd ~ Gamma(nu_k / 2, rate
+    nu_k sigma2_kd / 2)``; spherical, ``lambda_k ~ Gamma(D nu_k / 2, rate D nu_k
+    sigma2_k / 2)`` (the Gamma posteriors scikit-learn's diag and spherical updates
+    are; in every case ``E[Lambda] = inv(covariances)``). Means: ``mu_k | Lambda_k ~
+    N(m_k, (beta_k Lambda_k)^-1)``.
+
+    Returns
+    -------
+    weights : (n_draws, K); means : (n_draws, K, D); covariances : (n_draws, K, D, D)
+    """
+    n_components, n_features = params.means.shape
+    concentration = np.asarray(params.weight_concentration, dtype=float)
+    if params.weight_prior == "dirichlet_distribution":
+        weights = rng.dirichlet(concentration, size=n_draws)
+    else:
+        sticks = rng.beta(concentration[0], concentration[1], size=(n_draws, n_components))
+        rest = np.cumprod(1.0 - sticks, axis=1)
+        weights = sticks * np.concatenate((np.ones((n_draws, 1)), rest[:, :-1]), axis=1)
+        weights /= weights.sum(axis=1, keepdims=True)
+    dof = np.asarray(params.degrees_of_freedom, dtype=float)
+    covariances = np.zeros((n_draws, n_components, n_features, n_features))
+    if not structure.axis_aligned:
+        if structure.shared_across_components:  # tied
+            factor = np.asarray(params.precisions_cholesky) / np.sqrt(dof)
+            covariances[:] = _inverse(_wishart(float(dof), factor, n_draws, rng))[:, None]
+        else:
+            for k in range(n_components):
+                factor = params.precisions_cholesky[k] / np.sqrt(dof[k])
+                covariances[:, k] = _inverse(_wishart(dof[k], factor, n_draws, rng))
+    else:
+        # diag: one Gamma per feature; spherical: one per component, pooling D features
+        pooled = _pooled_count(structure, n_components, n_features)
+        variances = np.asarray(params.covariances, dtype=float).reshape(n_components, -1)
+        shape = np.broadcast_to(0.5 * pooled * dof[:, None], variances.shape)
+        precisions = rng.gamma(shape, 1.0 / (shape * variances), size=(n_draws,) + shape.shape)
+        drawn = np.broadcast_to(1.0 / precisions, (n_draws, n_components, n_features))
+        diagonal = np.arange(n_features)
+        covariances[:, :, diagonal, diagonal] = drawn
+    scaled = covariances / np.asarray(params.mean_precision)[None, :, None, None]
+    noise = rng.standard_normal((n_draws, n_components, n_features, 1))
+    means = params.means[None] + (np.linalg.cholesky(scaled) @ noise)[..., 0]
+    return weights, means, covariances
+
+
+def _resolve_seed(random_state: Any) -> int:
+    """One integer seed from ``random_state`` (an int is used as it is)."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        check_random_state(random_state)  # validates the sign
+        return int(random_state)
+    return int(check_random_state(random_state).integers(2**31 - 1))
+
+
+def fit_vb_result(
+    model: GaussianMixture,
+    data: Data,
+    *,
+    weight_prior: str = "dirichlet",
+    n_init: int = 5,
+    init: Any = "kmeans++",
+    max_iter: int = 1000,
+    tol: float = 1e-6,
+    reg_covar: float = 1e-6,
+    draws: int = 1000,
+    order_by: Any = None,
+    random_state: Any = None,
+) -> BayesResult:
+    """``model.fit(data, method="vb")``: CAVI (:func:`fit_vb`) under :func:`interface_prior`,
+    then ``draws`` draws from ``q`` (:func:`sample_q`) as a one-chain
+    :class:`~bayesmix.results.posterior.BayesResult`.
+
+    Components are numbered by :mod:`bayesmix.ordering`'s rule applied to ``q``'s means
+    (``order_by`` or the best-separated feature of ``q``'s expected parameters).
+    ``result.elbo`` is the ELBO after every iteration of the kept run (exact for full
+    covariances; for the others scikit-learn's bound plus the same constant,
+    :func:`elbo_offset`), never decreasing; ``settings`` records ``method="vb"``,
+    ``converged``, ``n_iter``, the options and the prior (``vb_prior``).
+    """
+    import time
+
+    from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
+    from bayesmix.results import parameters_dataset
+    from bayesmix.results.posterior import BayesResult
+
+    start_time = time.perf_counter()
+    structure = model.structure
+    if model.covariance_type not in VB_STRUCTURES:
+        raise ValueError(
+            f"method='vb' supports covariance_type {list(VB_STRUCTURES)} (mclust's VVV, EEE, "
+            f"VVI and VII); got {model.covariance_type!r}. Fit it with method='em' or 'map', "
+            "or by gibbs/nuts/advi where supported."
+        )
+    check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_float(tol, "tol", inclusive=False)
+    reg_covar = check_float(reg_covar, "reg_covar")
+    draws = check_int(draws, "draws")
+    if isinstance(init, str):
+        check_choice(init, "init", INIT_METHODS)
+    elif not isinstance(init, np.ndarray):
+        raise TypeError(
+            f"init must be one of {list(INIT_METHODS)} or an (n_obs, n_components) array of "
+            f"responsibilities; got {type(init).__name__}."
+        )
+    feature = resolve_order_by(order_by, data.feature_names)  # before any work
+    if data.has_missing:
+        raise ValueError(
+            "method='vb' needs complete data: X has missing values (NaN). Drop or impute "
+            "the incomplete rows, or fit by em/map, gibbs, nuts or advi with "
+            "missing='marginalize'."
+        )
+    seed = _resolve_seed(random_state)
+    rng = np.random.default_rng(seed)
+    resolved = vb_priors(model, data, weight_prior)
+    prior = interface_prior(model, data, resolved, weight_prior)
+    fit = fit_vb(
+        data.values,
+        model.n_components,
+        structure,
+        prior,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        random_state=rng,
+        warn=False,
+    )
+    if not fit.converged:
+        warnings.warn(
+            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
+            f"ELBO above tol={tol}); increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
+    params = fit.params
+    n_components, n_features = params.means.shape
+    weights, means, covariances = sample_q(params, structure, draws, rng)
+    posterior = parameters_dataset(
+        weights[None], means[None], covariances[None], data.feature_names
+    )
+    if feature is None:
+        full = np.broadcast_to(
+            structure.to_full(params.covariances, n_components, n_features),
+            (n_components, n_features, n_features),
+        )
+        feature = best_separated_feature(params.means, full)
+    posterior = order_posterior(posterior, feature, params.means)
+    offset = elbo_offset(prior, structure, n_components, fit.n_obs)
+    settings = dict(
+        method="vb",
+        weight_prior=weight_prior,
+        n_init=n_init,
+        init=init if isinstance(init, str) else "array",
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        n_iter=fit.n_iter,
+        converged=int(fit.converged),
+        elbo=fit.lower_bound + offset,
+        draws=draws,
+        order_feature=data.feature_names[feature],
+        random_state=seed,
+        seed=seed,
+        vb_prior={
+            "weight_prior": prior.weight_prior,
+            "weight_concentration": prior.weight_concentration,
+            "mean_precision": prior.mean_precision,
+            "mean": prior.mean.tolist(),
+            "degrees_of_freedom": prior.degrees_of_freedom,
+            "covariance": np.asarray(prior.covariance).tolist(),
+        },
+        fit_seconds=time.perf_counter() - start_time,
+    )
+    return BayesResult(
+        model=model,
+        posterior=posterior,
+        data=data,
+        priors=resolved,
+        elbo=fit.lower_bound_trace + offset,
+        settings=settings,
+    )

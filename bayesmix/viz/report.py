@@ -369,16 +369,21 @@ def supported_methods(model: Any) -> tuple[str, ...]:
     -------
     tuple of str
         Every method for Gaussian mixtures (``em``, ``map``, ``gibbs``, ``nuts``, ``advi``,
-        ``fullrank_advi``) whose covariance structure supports full Bayes, ``em`` and
+        ``fullrank_advi``, and ``vb`` for the basic four covariance types) whose covariance
+        structure supports full Bayes, ``em`` and
         ``map`` for the others (mclust's coupled models such as ``VEV``); for the other
         families ``em``, ``map``, ``nuts``, ``advi`` and ``fullrank_advi`` (every family
         has a PyMC parametrisation).
     """
+    from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES
     from bayesmix.mixture import FAMILY_METHODS, Mixture
     from bayesmix.model import EM_METHODS, FIT_METHODS
 
     if not isinstance(model, Mixture):
-        return tuple(FIT_METHODS) if model.structure.supports_bayes else tuple(EM_METHODS)
+        if not model.structure.supports_bayes:
+            return tuple(EM_METHODS)
+        vb = model.covariance_type in BASIC_STRUCTURES  # closed-form VB's four
+        return tuple(m for m in FIT_METHODS if vb or m != "vb")
     if model.family.supports_pymc:
         return tuple(FAMILY_METHODS)
     return tuple(m for m in FAMILY_METHODS if m in ("em", "map"))
@@ -484,6 +489,11 @@ def _fitting_line(method: str, options: Mapping[str, Any], family: bool = False)
             f"draws after {options.get('tune', 1000)} tuning steps (the first use on a machine "
             "compiles bayesmix's log density, about 20 s, cached on disk; with missing values "
             "the PyMC model is compiled, tens of seconds per process) ..."
+        )
+    if method == "vb":
+        return (
+            f"Fitting vb: closed-form variational Bayes ({options.get('n_init', 5)} start(s)), "
+            f"{options.get('draws', 1000)} draws from the approximation ..."
         )
     if method in ("advi", "fullrank_advi"):
         return (
