@@ -1106,8 +1106,8 @@ Examples:
 @click.option(
     "--quick",
     is_flag=True,
-    help="EM and a short NUTS run only (2 chains x 300 draws; no ADVI, whose first fit on a "
-    "machine compiles PyMC's model).",
+    help="EM, VB and a short NUTS run only (2 chains x 300 draws; no Gibbs and no ADVI, whose "
+    "first fit on a machine compiles PyMC's model).",
 )
 @click.option(
     "--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Random seed."
@@ -1117,7 +1117,7 @@ def demo(out: Path, quick: bool, seed: int, no_plots: bool) -> None:
     """Run the showcase on the shipped Old Faithful data.
 
     Chooses K by BIC over EM fits with 1-4 components, then fits the chosen
-    full-covariance mixture (K=2) by EM, Gibbs, NUTS and ADVI, compares them, and writes the
+    full-covariance mixture (K=2) by EM, VB, Gibbs, NUTS and ADVI, compares them, and writes the
     report (as 'bayesmix fit' does) into --out.
     """
     from bayesmix.demo import run_demo

@@ -1,7 +1,8 @@
 """The showcase run by ``make demo`` (``bayesmix demo``, ``python -m bayesmix.demo``).
 
 On the shipped Old Faithful data it chooses the number of components by BIC over EM
-fits, fits the chosen mixture by EM, Gibbs sampling, NUTS and ADVI, compares them, and writes the
+fits, fits the chosen mixture by EM, closed-form VB, Gibbs sampling, NUTS and ADVI, compares
+them, and writes the
 report that ``bayesmix fit`` writes (summary table, netCDF files, plots, HTML page).
 """
 
@@ -35,8 +36,8 @@ def run_demo(
     out : str or path-like
         Directory for the report (created if needed).
     quick : bool
-        EM and a short NUTS run only (2 chains x 300 draws after 300 tuning steps), no
-        ADVI.
+        EM, VB and a short NUTS run only (2 chains x 300 draws after 300 tuning steps),
+        no Gibbs and no ADVI.
     seed : int
         Seeds the model selection and every fit.
     plots : bool
@@ -69,8 +70,8 @@ def run_demo(
 
     model = GaussianMixture(k_best, "full")
     nuts = {"chains": 2, "draws": 300, "tune": 300} if quick else {"chains": 4, "draws": 1000}
-    options = {"em": {"n_init": 5}, "gibbs": {"chains": 4}, "nuts": nuts, "advi": {}}
-    methods = ["em", "nuts"] if quick else ["em", "gibbs", "nuts", "advi"]
+    options = {"em": {"n_init": 5}, "vb": {}, "gibbs": {"chains": 4}, "nuts": nuts, "advi": {}}
+    methods = ["em", "vb", "nuts"] if quick else ["em", "vb", "gibbs", "nuts", "advi"]
     for method in methods:
         options[method]["random_state"] = seed
     results, fit_warnings = fit_methods(X, model, methods, options, echo=echo)
@@ -80,7 +81,7 @@ def run_demo(
         results,
         X,
         out,
-        title=f"bayesmix demo: Old Faithful, {k_best} components by EM, "
+        title=f"bayesmix demo: Old Faithful, {k_best} components by EM, VB, "
         + ("NUTS" if quick else "Gibbs, NUTS and ADVI"),
         data_info={
             "source": "Old Faithful geyser, Yellowstone (R datasets::faithful), shipped "
@@ -106,7 +107,7 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m bayesmix.demo", description=run_demo.__doc__.splitlines()[0]
     )
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"report directory ({DEFAULT_OUT})")
-    parser.add_argument("--quick", action="store_true", help="EM and a short NUTS run only")
+    parser.add_argument("--quick", action="store_true", help="EM, VB and a short NUTS run only")
     args = parser.parse_args(sys.argv[1:] if argv is None else argv)
     matplotlib.use("Agg")
     files = run_demo(Path(args.out), quick=args.quick)

@@ -373,12 +373,15 @@ def test_demo_quick(tmp_path, monkeypatch):
     assert f"Open the report: {report.resolve()}" in result.output
     assert "BIC chooses K=2" in result.output
     written = {p.name for p in report.parent.iterdir()}
-    assert written == {"report.html", "summary.csv", "comparison.csv", "em.nc", "nuts.nc"}
+    assert written == {
+        "report.html", "summary.csv", "comparison.csv", "em.nc", "vb.nc", "nuts.nc"
+    }  # fmt: skip
     page = report.read_text()
     assert_self_contained(page, n_images=0)
     assert "Choosing the number of components" in page and "BIC*" in page
     summary = pd.read_csv(report.parent / "summary.csv")
-    assert summary["parameter"].tolist() == FAITHFUL_PARAMETERS * 2
+    assert summary["parameter"].tolist() == FAITHFUL_PARAMETERS * 3
+    assert summary["method"].unique().tolist() == ["em", "vb", "nuts"]
 
 
 # -- what a newcomer's files look like -------------------------------------------------------
