@@ -9,7 +9,7 @@ JSON line describing the result (settings, draws' shape and finiteness, warnings
 
 Modes: gibbs, nuts (nutpie on bayesmix's density), nuts_pymc (PyMC's own NUTS on the
 compiled PyMC model), advi (PyMC-compiled ADVI), family_nuts and family_advi (a Poisson
-mixture: nutpie and ADVI on the hand-written density), em; nuts_tuning (SIGINT while
+mixture: nutpie and ADVI on the hand-written density), vb, em; nuts_tuning (SIGINT while
 nothing is kept: the interrupt must come through); gibbs_twice (a second SIGINT while
 the partial result is assembled: it must interrupt that too).
 """
@@ -118,6 +118,19 @@ elif MODE in ("advi", "family_advi"):
     bayes_fit._ElboConvergence.check = lambda self, losses: False
     advi._Convergence.check = lambda self, params, step: False
     options = dict(method="advi", n=10_000_000)
+elif MODE == "vb":
+    import bayesmix.inference.vb as vb
+
+    bound, bounds = vb._lower_bound, []
+
+    def counted_bound(*args, **kwargs):
+        bounds.append(1)
+        if len(bounds) >= 20:  # iterations made
+            mark()
+        return bound(*args, **kwargs)
+
+    vb._lower_bound = counted_bound
+    options = dict(method="vb", n_init=1_000_000, max_iter=1000)
 elif MODE == "em":
     import bayesmix.inference.em.fit as em_fit
 

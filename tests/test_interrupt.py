@@ -106,6 +106,13 @@ def test_advi_keeps_approximation(tmp_path, mode):
     assert f"after {iterations} of 10000000 iterations" in report["message"]
 
 
+def test_vb_keeps_best_run(tmp_path):
+    report = partial_result(interrupt("vb", tmp_path))
+    assert report["n_draws"] == 1000  # drawn from the approximation reached
+    assert 1 <= report["settings"]["n_iter"] <= 1000
+    assert "the best run so far" in report["message"]
+
+
 def test_em_keeps_best_state(tmp_path):
     report = partial_result(interrupt("em", tmp_path))
     assert report["converged"] is False

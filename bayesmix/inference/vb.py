@@ -73,6 +73,12 @@ from bayesmix.families.gaussian.covariance import (
 )
 from bayesmix.families.gaussian.stats import MASS_EPS
 from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities
+from bayesmix.inference.interrupt import (
+    INTERRUPTS,
+    is_interrupt,
+    keeps_partial_work,
+    warn_interrupted,
+)
 from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
@@ -186,6 +192,7 @@ class VBResult:
     converged: bool
     n_iter: int
     n_obs: float
+    interrupted: bool = False  # Ctrl-C stopped the runs (see fit_vb)
 
     @property
     def elbo(self) -> float:
@@ -520,28 +527,35 @@ def _e_step(X, sample_weight, shift, params, structure):
 
 
 def _run(X, sample_weight, shift, start, prior, structure, max_iter, tol, reg_covar, previous):
-    """One CAVI run from ``start`` (shifted units)."""
+    """One CAVI run from ``start`` (shifted units); ``converged`` is ``None`` when a
+    ``KeyboardInterrupt`` stopped it after at least one iteration (raised before, or
+    inside :func:`~bayesmix.inference.interrupt.nested_fits`)."""
     params = start
     trace: list[float] = []
     lower = -np.inf if previous is None else previous
     converged = False
     n_components = params.means.shape[0]
-    for _ in range(max_iter):
-        prev = lower
-        stats, entropy = _e_step(X, sample_weight, shift, params, structure)
-        mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
-        if not (np.isfinite(stats[3]) and np.isfinite(sum_xx).all()):
-            raise ValueError(
-                "the variational E-step gave non-finite statistics: the data contain "
-                "NaN or infinite values, or a component's precision overflowed; check X "
-                "and consider a larger reg_covar."
-            )
-        params = _m_step(mass, sum_x, sum_xx, prior, structure, reg_covar)
-        lower = _lower_bound(entropy, params, structure, n_components)
-        trace.append(lower)
-        if abs(lower - prev) < tol:
-            converged = True
-            break
+    try:
+        for _ in range(max_iter):
+            prev = lower
+            stats, entropy = _e_step(X, sample_weight, shift, params, structure)
+            mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
+            if not (np.isfinite(stats[3]) and np.isfinite(sum_xx).all()):
+                raise ValueError(
+                    "the variational E-step gave non-finite statistics: the data contain "
+                    "NaN or infinite values, or a component's precision overflowed; check X "
+                    "and consider a larger reg_covar."
+                )
+            params = _m_step(mass, sum_x, sum_xx, prior, structure, reg_covar)
+            lower = _lower_bound(entropy, params, structure, n_components)
+            trace.append(lower)
+            if abs(lower - prev) < tol:
+                converged = True
+                break
+    except INTERRUPTS as error:  # Ctrl-C: the run so far (converged None), if it iterated
+        if not (is_interrupt(error) and keeps_partial_work() and trace):
+            raise
+        converged = None
     return params, np.array(trace), converged
 
 
@@ -620,60 +634,68 @@ def fit_vb(
     best = None
     runs = 1 if isinstance(init, VBParams) else n_init
     X64 = X.astype(np.float64, copy=False)
-    for run in range(runs):
-        if isinstance(init, VBParams):
-            start = init.shifted(shift)
-        else:
-            if callable(init):
-                resp = np.asarray(init(run), dtype=np.float64)
-            elif isinstance(init, np.ndarray):
-                resp = np.asarray(init, dtype=np.float64)
-            elif isinstance(init, str) and init in INIT_METHODS:
-                resp = initial_responsibilities(init, X64, weights, n_components, rng)
+    try:
+        for run in range(runs):
+            if isinstance(init, VBParams):
+                start = init.shifted(shift)
             else:
-                raise ValueError(
-                    f"init must be one of {list(INIT_METHODS)}, an (n_obs, n_components) "
-                    f"array of responsibilities, a function of the run returning one, or "
-                    f"VBParams; got {init!r}."
+                if callable(init):
+                    resp = np.asarray(init(run), dtype=np.float64)
+                elif isinstance(init, np.ndarray):
+                    resp = np.asarray(init, dtype=np.float64)
+                elif isinstance(init, str) and init in INIT_METHODS:
+                    resp = initial_responsibilities(init, X64, weights, n_components, rng)
+                else:
+                    raise ValueError(
+                        f"init must be one of {list(INIT_METHODS)}, an (n_obs, n_components) "
+                        f"array of responsibilities, a function of the run returning one, or "
+                        f"VBParams; got {init!r}."
+                    )
+                if resp.shape != (n_obs, n_components):
+                    raise ValueError(
+                        f"init responsibilities must have shape {(n_obs, n_components)}; "
+                        f"got {resp.shape}."
+                    )
+                mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
+                start = _m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
+            if max_iter == 0:
+                params, trace, converged = start, np.array([]), False
+            else:
+                params, trace, converged = _run(
+                    X,
+                    weights,
+                    shift,
+                    start,
+                    shifted_prior,
+                    structure,
+                    max_iter,
+                    tol,
+                    reg_covar,
+                    previous_lower_bound,
                 )
-            if resp.shape != (n_obs, n_components):
-                raise ValueError(
-                    f"init responsibilities must have shape {(n_obs, n_components)}; "
-                    f"got {resp.shape}."
-                )
-            mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
-            start = _m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
-        if max_iter == 0:
-            params, trace, converged = start, np.array([]), False
-        else:
-            params, trace, converged = _run(
-                X,
-                weights,
-                shift,
-                start,
-                shifted_prior,
+            lower = float(trace[-1]) if len(trace) else -np.inf
+            result = VBResult(
+                params.shifted(-shift),
+                prior,
                 structure,
-                max_iter,
-                tol,
-                reg_covar,
-                previous_lower_bound,
+                lower,
+                trace,
+                bool(converged),
+                len(trace),
+                float(weights.sum()),
             )
-        lower = float(trace[-1]) if len(trace) else -np.inf
-        result = VBResult(
-            params.shifted(-shift),
-            prior,
-            structure,
-            lower,
-            trace,
-            converged,
-            len(trace),
-            float(weights.sum()),
-        )
-        if callback is not None:
-            callback(run, result)
-        if best is None or lower > best.lower_bound:
-            best = result
-    if warn and max_iter > 0 and not best.converged:
+            if callback is not None:
+                callback(run, result)
+            if best is None or lower > best.lower_bound:
+                best = result
+            if converged is None:  # interrupted: no more runs
+                best = replace(best, converged=False, interrupted=True)
+                break
+    except INTERRUPTS as error:  # Ctrl-C while a later run started: the best so far
+        if not (is_interrupt(error) and keeps_partial_work() and best is not None):
+            raise
+        best = replace(best, converged=False, interrupted=True)
+    if warn and max_iter > 0 and not best.converged and not best.interrupted:
         warnings.warn(
             f"variational Bayes did not converge in max_iter={max_iter} iterations (last "
             f"change of the lower bound above tol={tol}); increase max_iter or tol.",
@@ -935,7 +957,16 @@ def fit_vb_result(
         random_state=rng,
         warn=False,
     )
-    if not fit.converged:
+    if fit.interrupted:
+        warn_interrupted(
+            "vb",
+            fit.n_iter,
+            max_iter,
+            "iterations",
+            holds="the result holds draws from the approximation reached then (the best "
+            "run so far, not converged), and its ELBO history stops there",
+        )
+    elif not fit.converged:
         warnings.warn(
             f"vb did not converge in max_iter={max_iter} iterations (last change of the "
             f"ELBO above tol={tol}); increase max_iter or tol.",
@@ -981,6 +1012,8 @@ def fit_vb_result(
         },
         fit_seconds=time.perf_counter() - start_time,
     )
+    if fit.interrupted:
+        settings["interrupted"] = True
     return BayesResult(
         model=model,
         posterior=posterior,
