@@ -305,3 +305,30 @@ def test_cli_refuses_vb_for_other_families(faithful, tmp_path):
         cli, ["fit", str(csv), "-k", "2", "--covariance", "VEV", "--method", "vb"]
     )
     assert result.exit_code != 0 and "vb" in result.output
+
+
+def test_select_components_compares_vb_fits_by_loo(faithful):
+    selection = bm.select_components(
+        faithful, [1, 2], "full", ("em", "vb"), random_state=0, fit_options={"vb": {"draws": 200}}
+    )
+    vb = selection.table.xs(("vb", "full"), level=("method", "covariance_type"))
+    assert (vb["status"] == "ok").all() and vb["elpd_loo"].notna().all()
+    assert vb.loc[2, "elpd_loo"] > vb.loc[1, "elpd_loo"]
+    fit = selection.fits[("vb", "full", 2)]
+    assert fit.method == "vb" and fit.settings["n_init"] == 5
+    with pytest.raises(TypeError, match="chains"):
+        bm.select_components(faithful, [2], methods="vb", fit_options={"vb": {"chains": 2}})
+
+
+def test_cli_select_method_vb(faithful, tmp_path):
+    from click.testing import CliRunner
+
+    from bayesmix.cli import cli
+
+    csv = tmp_path / "faithful.csv"
+    faithful.to_csv(csv, index=False)
+    result = CliRunner().invoke(
+        cli, ["select", str(csv), "--components", "1,2", "--method", "vb", "--draws", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "vb" in result.output and "LOO" in result.output
