@@ -7,11 +7,12 @@ hooks below only watch (or, for ADVI, switch off the stopping rule so that the f
 end on its own); the interrupt itself goes through bayesmix's code untouched. Prints one
 JSON line describing the result (settings, draws' shape and finiteness, warnings).
 
-Modes: gibbs, nuts (nutpie on bayesmix's density), nuts_pymc (PyMC's own NUTS on the
-compiled PyMC model), advi (PyMC-compiled ADVI), family_nuts and family_advi (a Poisson
-mixture: nutpie and ADVI on the hand-written density), vb, em; nuts_tuning (SIGINT while
-nothing is kept: the interrupt must come through); gibbs_twice (a second SIGINT while
-the partial result is assembled: it must interrupt that too).
+Modes: gibbs, nuts (nutpie on bayesmix's density), nuts_missing (nutpie on the compiled
+PyMC model of data with NaN), nuts_pymc (PyMC's own NUTS on the compiled PyMC model), advi
+and advi_minibatch (PyMC-compiled ADVI, full batch and minibatch), family_nuts and
+family_advi (a Poisson mixture: nutpie and ADVI on the hand-written density), vb, em;
+nuts_tuning (SIGINT while nothing is kept: the interrupt must come through); gibbs_twice
+(a second SIGINT while the partial result is assembled: it must interrupt that too).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ if MODE in ("gibbs", "gibbs_twice"):
 
         gibbs.warn_interrupted = warn_then_interrupt
     options = dict(method="gibbs", draws=1_000_000, tune=TUNE, chains=2, mode_jumps=False)
-elif MODE in ("nuts", "nuts_tuning", "family_nuts"):
+elif MODE in ("nuts", "nuts_tuning", "family_nuts", "nuts_missing"):
     import nutpie
 
     sample = nutpie.sample
@@ -82,6 +83,9 @@ elif MODE in ("nuts", "nuts_tuning", "family_nuts"):
     nutpie.sample = watched
     tune = 1_000_000 if MODE == "nuts_tuning" else TUNE
     options = dict(method="nuts", draws=1_000_000, tune=tune, chains=2)
+    if MODE == "nuts_missing":  # nutpie on the compiled PyMC model (data with NaN)
+        X[::10, 1] = np.nan
+        options["missing"] = "marginalize"
 elif MODE == "nuts_pymc":
     import pymc as pm
 
@@ -101,7 +105,7 @@ elif MODE == "nuts_pymc":
 
     pm.sample = watched
     options = dict(method="nuts", sampler="pymc", draws=1_000_000, tune=TUNE, chains=2)
-elif MODE in ("advi", "family_advi"):
+elif MODE in ("advi", "family_advi", "advi_minibatch"):
     import bayesmix.inference.bayes.advi as advi
     import bayesmix.inference.bayes.fit as bayes_fit
 
@@ -117,7 +121,10 @@ elif MODE in ("advi", "family_advi"):
     # never converged: the fit can only end by the interrupt
     bayes_fit._ElboConvergence.check = lambda self, losses: False
     advi._Convergence.check = lambda self, params, step: False
+    bayes_fit._tail_settled = lambda windows, sds, tolerance: False
     options = dict(method="advi", n=10_000_000)
+    if MODE == "advi_minibatch":
+        options["batch_size"] = 50
 elif MODE == "vb":
     import bayesmix.inference.vb as vb
 

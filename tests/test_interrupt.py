@@ -97,7 +97,17 @@ def test_nuts_pymc_keeps_draws(tmp_path):
     assert report["settings"]["sampler"] == "pymc"
 
 
-@pytest.mark.parametrize("mode", ["advi", "family_advi"])
+@pytest.mark.slow
+def test_nuts_compiled_pymc_model_keeps_draws(tmp_path):
+    """nutpie on the PyMC model compiled for data with missing values."""
+    report = partial_result(interrupt("nuts_missing", tmp_path, wait=900.0))
+    check_draws(report)
+    assert report["settings"]["log_density"] == "pymc"
+
+
+@pytest.mark.parametrize(
+    "mode", ["advi", "family_advi", pytest.param("advi_minibatch", marks=pytest.mark.slow)]
+)
 def test_advi_keeps_approximation(tmp_path, mode):
     report = partial_result(interrupt(mode, tmp_path, wait=600.0))
     assert report["n_draws"] == 1000  # drawn from the approximation reached
