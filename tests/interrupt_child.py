@@ -10,7 +10,8 @@ JSON line describing the result (settings, draws' shape and finiteness, warnings
 Modes: gibbs, nuts (nutpie on bayesmix's density), nuts_missing (nutpie on the compiled
 PyMC model of data with NaN), nuts_pymc (PyMC's own NUTS on the compiled PyMC model), advi
 and advi_minibatch (PyMC-compiled ADVI, full batch and minibatch), family_nuts and
-family_advi (a Poisson mixture: nutpie and ADVI on the hand-written density), vb, em;
+family_advi (a Poisson mixture: nutpie and ADVI on the hand-written density),
+family_advi_missing (PyMC's ADVI on the Poisson mixture's model of data with NaN), vb, em;
 nuts_tuning (SIGINT while nothing is kept: the interrupt must come through); gibbs_twice
 (a second SIGINT while the partial result is assembled: it must interrupt that too).
 """
@@ -125,6 +126,15 @@ elif MODE in ("advi", "family_advi", "advi_minibatch"):
     options = dict(method="advi", n=10_000_000)
     if MODE == "advi_minibatch":
         options["batch_size"] = 50
+elif MODE == "family_advi_missing":  # PyMC's own ADVI (a family's model with NaN)
+    from pymc.variational.callbacks import CheckParametersConvergence
+
+    def marking_check(self, approx, loss, i):  # never stops; marks after 200 steps
+        if i >= 200:
+            mark()
+
+    CheckParametersConvergence.__call__ = marking_check
+    options = dict(method="advi", n=10_000_000, missing="marginalize")
 elif MODE == "vb":
     import bayesmix.inference.vb as vb
 
@@ -158,6 +168,9 @@ else:
 
 if MODE.startswith("family"):
     X = np.concatenate([rng.poisson(2.0, (100, 2)), rng.poisson(12.0, (100, 2))])
+    if MODE == "family_advi_missing":
+        X = X.astype(float)
+        X[::10, 1] = np.nan
     model = bm.Mixture(2, bm.families.Poisson())
 
 with warnings.catch_warnings(record=True) as caught:

@@ -106,7 +106,13 @@ def test_nuts_compiled_pymc_model_keeps_draws(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "mode", ["advi", "family_advi", pytest.param("advi_minibatch", marks=pytest.mark.slow)]
+    "mode",
+    [
+        "advi",
+        "family_advi",
+        pytest.param("advi_minibatch", marks=pytest.mark.slow),
+        pytest.param("family_advi_missing", marks=pytest.mark.slow),
+    ],
 )
 def test_advi_keeps_approximation(tmp_path, mode):
     report = partial_result(interrupt(mode, tmp_path, wait=600.0))
