@@ -539,7 +539,8 @@ def _eve_vve(scatter, count, start, has_start, equal_volume, tol, max_iter):
 
 
 # ---------------------------------------------------------------------------------------
-# EVE and VVE's common orientation (Browne & McNicholas 2014)
+# EVE and VVE's common orientation (Jacobi plane rotations, as Flury & Gautschi 1986 for
+# common principal components)
 
 
 def common_orientation(
@@ -554,15 +555,17 @@ def common_orientation(
     orientation: covariances ``D diag(v_k) D^T`` with one orientation ``D``, minimising
     ``sum_k [count_k sum_j log v_kj + tr(W_k D diag(1 / v_k) D^T)]``.
 
-    Alternates the two majorise-minimise steps of Browne & McNicholas (2014) for ``D``
-    (with ``alpha_k`` the largest eigenvalue of ``W_k`` and ``B_k = diag(1 / v_k)``:
-    ``D = polar(sum_k (alpha_k I - W_k) D B_k)``, then ``D = polar(sum_k W_k D (beta_k I
-    - B_k))``, ``beta_k = max B_k``; each never increases the objective) with the
-    closed-form variances given ``D`` (EVE: one volume, ``v_k`` proportional to ``diag(D^T
-    W_k D)`` with the geometric means pooled; VVE: ``diag(D^T W_k D) / count_k``), from
+    Alternates a sweep of plane rotations of ``D`` (each pair of axes turned to the exact
+    minimum of ``sum_k tr(D^T W_k D diag(1 / v_k))`` over that plane's rotations, in closed
+    form) with the closed-form variances given ``D`` (EVE: one volume, ``v_k``
+    proportional to ``diag(D^T W_k D)`` with the geometric means pooled; VVE: ``diag(D^T
+    W_k D) / count_k``), from
     ``orientation``, until the objective's relative change is at most ``tol`` or
-    ``max_iter`` steps were made. (:func:`m_step` runs it for EVE and VVE from their
-    starting orientation.)
+    ``max_iter`` steps were made; each step never increases the objective. (:func:`m_step`
+    runs it for EVE and VVE from their starting orientation.) The majorise-minimise steps
+    of Browne & McNicholas (2014), which mclust takes, reach the same optima (the same
+    log-likelihoods to 1e-10 over mclust's iris table) but crawl where a component
+    collapses (1,000 iterations an M-step against a median of 3 here: iris VVE, K=9).
 
     Returns
     -------
@@ -579,25 +582,11 @@ def common_orientation(
 
 
 @nb.njit(**_OPTIONS)
-def _rotated_variances(scatter, orientation):
-    """``diag(D^T W_k D)`` ``(K, D)``."""
-    n_components, size, _ = scatter.shape
-    out = np.zeros((n_components, size))
-    for k in range(n_components):
-        product = scatter[k] @ orientation
-        for j in range(size):
-            acc = 0.0
-            for d in range(size):
-                acc += orientation[d, j] * product[d, j]
-            out[k, j] = acc
-    return out
-
-
-@nb.njit(**_OPTIONS)
-def _orientation_variances(scatter, count, orientation, equal_volume):
-    """The variances given the orientation: floored at ``eps`` times each row's largest
-    (a singular scatter stays finite), then EVE's or VVE's closed form."""
-    rotated = _floored(_rotated_variances(scatter, orientation))
+def _orientation_variances(rotated, count, equal_volume):
+    """The variances given the orientation, from ``diag(D^T W_k D)`` ``rotated``
+    ``(K, D)``: floored at ``eps`` times each row's largest (a singular scatter stays
+    finite), then EVE's or VVE's closed form."""
+    rotated = _floored(rotated)
     n_components, size = rotated.shape
     if not equal_volume:
         for k in range(n_components):
@@ -611,50 +600,78 @@ def _orientation_variances(scatter, count, orientation, equal_volume):
 
 
 @nb.njit(**_OPTIONS)
-def _orientation_objective(scatter, count, orientation, variances):
-    rotated = _rotated_variances(scatter, orientation)
+def _diagonals(rotated_scatter):
+    n_components, size, _ = rotated_scatter.shape
+    out = np.empty((n_components, size))
+    for k in range(n_components):
+        for j in range(size):
+            out[k, j] = rotated_scatter[k, j, j]
+    return out
+
+
+@nb.njit(**_OPTIONS)
+def _orientation_objective(diagonals, count, variances):
     value = 0.0
-    for k in range(rotated.shape[0]):
-        for j in range(rotated.shape[1]):
-            value += count[k] * math.log(variances[k, j]) + rotated[k, j] / variances[k, j]
+    for k in range(diagonals.shape[0]):
+        for j in range(diagonals.shape[1]):
+            value += count[k] * math.log(variances[k, j]) + diagonals[k, j] / variances[k, j]
     return value
 
 
 @nb.njit(**_OPTIONS)
-def _polar(h):
-    u, _, vt = np.linalg.svd(h)
-    return u @ vt
+def _jacobi_sweep(rotated, orientation, inverse):
+    """One sweep of plane rotations over every pair of axes ``(i, j)``, each the exact
+    minimiser of ``sum_k tr(A_k diag(inverse_k))`` over the rotations of that plane,
+    with ``A_k = D^T W_k D`` (``rotated``, updated in place with ``orientation``).
+
+    Rotating axes ``i, j`` by ``t`` changes the sum by ``a cos 2t + b sin 2t`` plus a
+    constant, with ``a = sum_k (B_ki - B_kj)(A_kii - A_kjj) / 2`` and ``b = sum_k
+    (B_ki - B_kj) A_kij``: the minimum is at ``(cos 2t, sin 2t) = -(a, b) / |(a, b)|``.
+    """
+    n_components, size, _ = rotated.shape
+    for i in range(size - 1):
+        for j in range(i + 1, size):
+            a = 0.0
+            b = 0.0
+            for k in range(n_components):
+                gap = inverse[k, i] - inverse[k, j]
+                a += 0.5 * gap * (rotated[k, i, i] - rotated[k, j, j])
+                b += gap * rotated[k, i, j]
+            radius = math.hypot(a, b)
+            if radius == 0.0 or b == 0.0 and a <= 0.0:  # already the plane's minimum
+                continue
+            angle = 0.5 * math.atan2(-b, -a)
+            c, s = math.cos(angle), math.sin(angle)
+            for d in range(size):  # D <- D G, G the rotation of axes i and j
+                left, right = orientation[d, i], orientation[d, j]
+                orientation[d, i] = c * left + s * right
+                orientation[d, j] = -s * left + c * right
+            for k in range(n_components):  # A_k <- G^T A_k G
+                for d in range(size):
+                    left, right = rotated[k, d, i], rotated[k, d, j]
+                    rotated[k, d, i] = c * left + s * right
+                    rotated[k, d, j] = -s * left + c * right
+                for d in range(size):
+                    left, right = rotated[k, i, d], rotated[k, j, d]
+                    rotated[k, i, d] = c * left + s * right
+                    rotated[k, j, d] = -s * left + c * right
 
 
 @nb.njit(**_OPTIONS)
 def _common_orientation(scatter, count, orientation, equal_volume, tol, max_iter):
     n_components, size, _ = scatter.shape
-    largest = np.empty(n_components)
+    orientation = orientation.copy()
+    rotated = np.empty_like(scatter)
     for k in range(n_components):
-        largest[k] = np.linalg.eigvalsh(scatter[k])[-1]
-    variances = _orientation_variances(scatter, count, orientation, equal_volume)
-    value = _orientation_objective(scatter, count, orientation, variances)
+        rotated[k] = orientation.T @ scatter[k] @ orientation
+    variances = _orientation_variances(_diagonals(rotated), count, equal_volume)
+    value = _orientation_objective(_diagonals(rotated), count, variances)
     change = 0.0
     for iteration in range(1, max_iter + 1):
-        inverse = 1.0 / variances
-        h = np.zeros((size, size))
-        for k in range(n_components):
-            product = scatter[k] @ orientation
-            for d in range(size):
-                for j in range(size):
-                    h[d, j] += inverse[k, j] * (largest[k] * orientation[d, j] - product[d, j])
-        orientation = _polar(h)
-        h = np.zeros((size, size))
-        for k in range(n_components):
-            product = scatter[k] @ orientation
-            beta = inverse[k].max()
-            for d in range(size):
-                for j in range(size):
-                    h[d, j] += product[d, j] * (beta - inverse[k, j])
-        if np.any(h != 0.0):
-            orientation = _polar(h)
-        variances = _orientation_variances(scatter, count, orientation, equal_volume)
-        new = _orientation_objective(scatter, count, orientation, variances)
+        _jacobi_sweep(rotated, orientation, 1.0 / variances)
+        diagonals = _diagonals(rotated)
+        variances = _orientation_variances(diagonals.copy(), count, equal_volume)
+        new = _orientation_objective(diagonals, count, variances)
         change = abs(value - new) / (1.0 + abs(new))
         if abs(value - new) <= tol * (1.0 + abs(new)):
             return orientation, variances, iteration, True, change

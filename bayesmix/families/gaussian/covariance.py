@@ -46,6 +46,7 @@ __all__ = [
     "CovarianceStructure",
     "INNER_MAX_ITER",
     "record_inner_iterations",
+    "capped_m_steps",
     "INNER_TOL",
     "MCLUST_MODELS",
     "accepted_names",
@@ -1047,14 +1048,14 @@ class Spherical(Diag):
 # mclust's other ten models: Sigma_k = lambda_k D_k A_k D_k^T with det(A_k) = 1
 #
 # Every M-step below maximises sum_k [-n_k/2 log|Sigma_k| - 1/2 tr(W_k Sigma_k^-1)] over
-# the model's constraint set (Celeux & Govaert 1995; Browne & McNicholas 2014 for the
-# common orientation of EVE and VVE), with W_k the component scatter about the new means
-# and n_k its mass. Under the conjugate prior (MAP) the same objective is maximised with
-# W_k + scale and n_k + dof + D + 1 for the matrix models (the inverse-Wishart of ``full``
-# on each component), n_k + dof + 2 for the variances of the axis-aligned ones (the
-# inverse-gamma of ``diag``), and once for a covariance shared by all components: the
-# log prior is that density evaluated at the constrained covariances, so MAP-EM is
-# monotone.
+# the model's constraint set (Celeux & Govaert 1995; for the common orientation of EVE and
+# VVE, Jacobi plane rotations as in Flury & Gautschi 1986), with W_k the component scatter
+# about the new means and n_k its mass. Under the conjugate prior (MAP) the same objective
+# is maximised with W_k + scale and n_k + dof + D + 1 for the matrix models (the inverse-
+# Wishart of ``full`` on each component), n_k + dof + 2 for the variances of the axis-
+# aligned ones (the inverse-gamma of ``diag``), and once for a covariance shared by all
+# components: the log prior is that density evaluated at the constrained covariances, so
+# MAP-EM is monotone.
 
 #: Inner iterations of the iterative M-steps (VEI, VEE, VEV, EVE, VVE) stop when the
 #: relative change of the objective ``|F_old - F_new| / (1 + |F_new|)`` is at most
@@ -1072,6 +1073,8 @@ def record_inner_iterations(iterations: int, converged: bool, model: str, change
     _INNER_COUNTS.append(iterations)
     if converged:
         return
+    global _capped_m_steps
+    _capped_m_steps += 1
     warnings.warn(
         f"the {model} M-step did not converge in INNER_MAX_ITER={INNER_MAX_ITER} inner "
         f"iterations (relative change {change:.2g}), INNER_TOL={INNER_TOL:.2g}; the "
@@ -1084,6 +1087,13 @@ def record_inner_iterations(iterations: int, converged: bool, model: str, change
 
 #: Inner iteration counts of the latest iterative M-steps (diagnostics; bounded).
 _INNER_COUNTS: deque[int] = deque(maxlen=10_000)
+_capped_m_steps = 0
+
+
+def capped_m_steps() -> int:
+    """How many M-steps of this process stopped their inner iterations at
+    ``INNER_MAX_ITER`` (EM compares the count before and after an M-step)."""
+    return _capped_m_steps
 
 
 class _Unsupported:
@@ -1288,8 +1298,7 @@ class EVV(_ConstrainedMatrix):
 
 class _CommonOrientation(_ConstrainedMatrix):
     """EVE and VVE: ``Sigma_k = D diag(v_k) D^T`` with one orientation ``D``, found by
-    the majorise-minimise steps of Browne & McNicholas (2014) alternated with the
-    closed-form variances given ``D``
+    sweeps of plane rotations alternated with the closed-form variances given ``D``
     (:func:`~bayesmix.families.gaussian.constrained_kernels.common_orientation`), from
     the eigenvectors of the summed scatters, or of the start's normalised covariances
     weighted ``1, ..., K`` (a tie of the sum is no tie of each)."""

@@ -47,7 +47,7 @@ MASS_EPS = 10 * np.finfo(np.float64).eps
 MAX_ROWS = 16_384
 
 # statuses of a loop call
-RUNNING, CONVERGED, IRREGULAR = 0, 1, 2
+RUNNING, CONVERGED, IRREGULAR, CAPPED = 0, 1, 2, 3
 
 
 # -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
@@ -268,10 +268,11 @@ def _em_loop(
 
     Returns the state and statistics after the last regular iteration, the objectives
     ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and the status:
-    ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route) or
-    ``RUNNING`` (``n_steps`` made), and how many M-steps stopped their inner iterations
-    at ``max_iter`` (still improving the objective, as in the general route) with the
-    largest of their last relative changes.
+    ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route),
+    ``CAPPED`` (the last M-step stopped its inner iterations at ``max_iter``: still an
+    improvement, kept as in the general route, but the sign of a component collapsing, for
+    the caller to judge) or ``RUNNING`` (``n_steps`` made), and how many M-steps were
+    capped (0 or 1) with the last relative change of their inner iterations.
     """
     weights, means, cov, factors = state
     objectives = np.empty(n_steps)
@@ -310,6 +311,9 @@ def _em_loop(
         n_values += 1
         if abs(projected_change(newest, previous, older, n_values, total_weight)) < tol:
             status = CONVERGED
+            break
+        if not inner_ok:
+            status = CAPPED
             break
     state = (weights, means, cov, factors)
     return state, stats, objectives, made, status, capped, capped_change
@@ -468,10 +472,12 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     The function ``run(params, stats, n_steps, recent)`` makes at most ``n_steps``
     iterations from ``params`` (a :class:`~bayesmix.families.gaussian.stats.Params`) and
     its statistics ``stats`` (``recent``: the last log-likelihoods so far, up to three)
-    and returns ``(params, stats, objectives, converged)`` after the last regular
-    iteration: the log-likelihoods of the iterations made (a list) and whether the run
-    converged under ``test``. It makes fewer iterations than asked, without converging,
-    where the next one is irregular. The constrained models' inner iterations follow
+    and returns ``(params, stats, objectives, converged, capped)`` after the last regular
+    iteration: the log-likelihoods of the iterations made (a list), whether the run
+    converged under ``test`` and whether it stopped after an M-step whose inner
+    iterations stopped at ``INNER_MAX_ITER``. It makes fewer iterations than asked,
+    without converging, where the next one is irregular or the last was capped. The
+    constrained models' inner iterations follow
     :data:`~bayesmix.families.gaussian.covariance.INNER_TOL` and ``INNER_MAX_ITER`` as
     they are at each call.
     """
@@ -506,7 +512,7 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
                 covariance.INNER_MAX_ITER, False, structure.name, change
             )
         if n_made == 0:
-            return params, stats, [], False
+            return params, stats, [], False, False
         weights, means, cov, factors = state
         mass, sum_x, sum_xx, log_lik, log_max = moments
         if scalar:
@@ -516,6 +522,7 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
             SufficientStats(mass, sum_x, sum_xx, float(log_lik), float(log_max)),
             objectives[:n_made].tolist(),
             status == CONVERGED,
+            status == CAPPED,
         )
 
     return run

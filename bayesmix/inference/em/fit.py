@@ -14,7 +14,11 @@ import numpy as np
 
 from bayesmix.data import Data, check_sample_weight
 from bayesmix.exceptions import ConvergenceWarning, DegenerateComponentWarning
-from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_rounding
+from bayesmix.families.gaussian.covariance import (
+    CovarianceStructure,
+    capped_m_steps,
+    variance_rounding,
+)
 from bayesmix.families.gaussian.em_loop import compiled_loop
 from bayesmix.families.gaussian.missing import (
     MissingEStep,
@@ -658,7 +662,10 @@ def _run_em(
     has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
     run found spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there
     (``stopped``): the collapse goes on without end and no more iterations can make it
-    sound. ``report`` announces the start (not on resuming), every iteration and the end
+    sound; so does a run found spurious right after an M-step whose inner iterations
+    stopped at ``INNER_MAX_ITER`` (a constrained model's M-step chasing a collapsing
+    component, at up to 1,000 inner iterations an EM iteration). ``report`` announces the
+    start (not on resuming), every iteration and the end
     (converged, stopped, or out of iterations where ``end``: a screening run that is not
     continued gets its last report from :func:`best_run`)."""
     if resume is None:
@@ -680,10 +687,14 @@ def _run_em(
             made = len(log_lik) - 1
             if loop is not None:  # compiled, up to the next check for a collapse
                 steps = min(max_iter - made, SPURIOUS_CHECK - made % SPURIOUS_CHECK)
-                params, stats, objectives, converged = loop(params, stats, steps, log_lik[-3:])
+                params, stats, objectives, converged, capped = loop(
+                    params, stats, steps, log_lik[-3:]
+                )
                 log_lik.extend(objectives)
             if len(log_lik) - 1 == made:  # the general route (also where the loop stopped)
+                before = capped_m_steps()
                 following = m_step(stats, structure, priors, reg_covar, previous=params)
+                capped = capped_m_steps() > before
                 params, stats = following, estep(following)  # one state: an interrupt keeps both
                 log_lik.append(stats.log_likelihood)
                 if priors is not None:
@@ -693,6 +704,9 @@ def _run_em(
                 if report is not None:
                     report(len(log_lik) - 1, trace[-1], change, converged, False)
             if converged:
+                break
+            if capped and judge is not None and judge(params):
+                stopped = True
                 break
             if judge is not None and (len(log_lik) - 1) % SPURIOUS_CHECK == 0:
                 spurious = bool(judge(params))
