@@ -26,6 +26,7 @@ def interrupt(mode: str, tmp_path: Path, wait: float = 300.0) -> subprocess.Comp
     proc = subprocess.Popen(
         [sys.executable, str(CHILD), mode, str(marker)],
         cwd=ROOT,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},  # a crash names its place
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
