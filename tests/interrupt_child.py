@@ -160,7 +160,7 @@ elif MODE == "em":
         return run(*args, **kwargs)
 
     em_fit._run_em = counted_run
-    X = np.vstack([rng.normal(-3.0, 1.0, (2_000, 4)), rng.normal(3.0, 1.0, (2_000, 4))])
+    X = np.vstack([rng.normal(-3.0, 1.0, (800, 4)), rng.normal(3.0, 1.0, (800, 4))])
     model = bm.GaussianMixture(6, covariance_type="full")
     options = dict(method="em", n_init=500, tol=0.0, max_iter=100_000)
 else:
