@@ -329,6 +329,17 @@ def test_m_step_with_a_near_singular_component(model):
     assert objective(_full(model, again, K, D)) == pytest.approx(best, rel=1e-6)
 
 
+@pytest.mark.parametrize("model", ["VEI", "EVI", "VEE", "VEV", "EEV", "EVV"])
+def test_non_finite_scatter_gives_nan(model):
+    """A NaN scatter gives NaN covariances (the caller's checks report it), as the numpy
+    M-steps did, rather than an error from inside the compiled M-step."""
+    shape = (2, 3) if model[2] == "I" else (2, 3, 3)
+    with warnings.catch_warnings():  # NaN objectives never settle: the inner cap's warning
+        warnings.simplefilter("ignore", bm.ConvergenceWarning)
+        cov = get_structure(model)._constrained(np.full(shape, np.nan), np.ones(2), None)
+    assert cov.shape == shape and np.isnan(cov).all()
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_map_m_step_maximises_the_log_posterior(model):
     """With a prior: the M-step maximises the objective plus the structure's log prior."""

@@ -247,8 +247,14 @@ def _trace(scatter):
 
 @nb.njit(**_OPTIONS)
 def _descending_eigh(matrix):
-    """Eigenvalues (descending) and eigenvectors of a symmetric ``(D, D)`` matrix."""
-    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
+    """Eigenvalues (descending) and eigenvectors of a symmetric ``(D, D)`` matrix; NaN
+    for a matrix with NaN or infinite entries (as ``numpy.linalg.eigh`` gives, where
+    numba's raises)."""
+    symmetric = 0.5 * (matrix + matrix.T)
+    if not np.isfinite(symmetric).all():
+        size = matrix.shape[0]
+        return np.full(size, np.nan), np.full((size, size), np.nan)
+    values, vectors = np.linalg.eigh(symmetric)
     return values[::-1].copy(), np.ascontiguousarray(vectors[:, ::-1])
 
 
@@ -402,6 +408,8 @@ def _eigen(scatter):
 def _vee_volumes(scatter, count, shape):
     """VEE's optimal volumes given the shape: ``tr(W_k C^-1) / (D n_k)``."""
     n_components, n_features, _ = scatter.shape
+    if not np.isfinite(shape).all():  # NaN as numpy's inverse gives (numba's raises)
+        return np.full(n_components, np.nan)
     inverse = np.linalg.inv(shape)
     out = np.empty(n_components)
     for k in range(n_components):
