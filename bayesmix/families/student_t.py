@@ -541,6 +541,10 @@ class StudentT(ComponentFamily):
             scales = 0.5 * (scales + np.swapaxes(scales, 1, 2))
             diagonal = np.diag_indices(means.shape[1])
             scales[:, diagonal[0], diagonal[1]] += prepared.ridge
+            # the scatter is of uncentred moments: rounding leaves it indefinite for data
+            # far from 0 (a column at 1e8 +- 1) or constant columns (Cholesky then fails)
+            rounding = np.finfo(float).eps * means.shape[1] * np.abs(means).max(axis=1) ** 2
+            scales = _floor_eigenvalues(scales, 16.0 * rounding)
             scales = np.where(alive[:, None, None], scales, previous["scales"])
         else:
             scatter = sum_uxx - 2.0 * sum_ux * means + sum_u[:, None] * means**2
@@ -832,6 +836,23 @@ def _positive_scalar(given: Mapping[str, Any], key: str, default: float) -> floa
     if not np.isfinite(number) or number <= 0:
         raise ValueError(f"priors[{key!r}] must be finite and > 0; got {value!r}.")
     return number
+
+
+def _floor_eigenvalues(scales: np.ndarray, floor: np.ndarray) -> np.ndarray:
+    """``scales`` with eigenvalues below ``floor`` (one per component) raised to it, for
+    the finite components whose smallest eigenvalue is at most ``floor``; the others as
+    they are."""
+    finite = np.isfinite(scales).all(axis=(1, 2)) & np.isfinite(floor)
+    if not finite.any():
+        return scales
+    low = np.zeros(len(scales), dtype=bool)
+    low[finite] = np.linalg.eigvalsh(scales[finite])[:, 0] <= floor[finite]
+    if low.any():
+        values, vectors = np.linalg.eigh(scales[low])
+        values = np.maximum(values, np.maximum(floor[low], np.finfo(float).tiny)[:, None])
+        scales = scales.copy()
+        scales[low] = (vectors * values[:, None, :]) @ np.swapaxes(vectors, 1, 2)
+    return scales
 
 
 def _dof_step(
