@@ -826,30 +826,19 @@ def test_gaussian_em_at_extreme_scales(covariance_type, scale, n_components):
     _assert_finite_fit(result, X)
 
 
-_TINY_FAMILY = "data at 1e-160: the data-scaled defaults underflow (the variance floor / "
-_TINY_FAMILY += "Student-t ridge from a subnormal variance is 0; the MAP start's "
-_TINY_FAMILY += "1 / mean_scale ** 2 overflows; Normal also at 1e-200): NaN estimates, where "
-_TINY_FAMILY += "Gaussian data at 1e-200 fit with the 'spread of X' warning (test_degenerate.py)"
-
-
-def _tiny(family, scale):
-    return pytest.param(family, scale, marks=pytest.mark.xfail(strict=True, reason=_TINY_FAMILY))
-
-
 @pytest.mark.parametrize(
     ("family", "scale"),
     [
         *[(f, s) for f in (Normal(), StudentT("full"), StudentT("diag")) for s in (1.0, 1e-151)],
-        (StudentT("full"), 1e-200),
-        (StudentT("diag"), 1e-200),
-        _tiny(Normal(), 1e-200),
-        _tiny(Normal(), 1e-160),
-        _tiny(StudentT("full"), 1e-160),
-        _tiny(StudentT("diag"), 1e-160),
+        # regressions: at 1e-160 (both) and 1e-200 (Normal) the data-scaled variance
+        # floor, Student-t ridge and prior scales came from a subnormal variance and
+        # underflowed to 0 (1 / mean_scale ** 2 overflowed): NaN estimates
+        *[(f, s) for f in (Normal(), StudentT("full"), StudentT("diag")) for s in (1e-200, 1e-160)],
     ],
     ids=repr,
 )
 def test_continuous_families_at_extreme_scales(family, scale):
+    """Normal data times ``scale``: finite estimates from Normal and Student-t."""
     X = np.random.default_rng(5).normal(size=(20, 2)) * scale
     result = _call(bm.Mixture(2, family).fit, X, random_state=0, n_init=2, max_iter=50)
     assert result is not None

@@ -93,9 +93,12 @@ def observed_moments(X: np.ndarray, weights: np.ndarray | None = None):
 
 def variance_floor(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
     """``REG_VARIANCE`` times each feature's variance (a constant feature's squared mean,
-    or 1)."""
-    constant = variance <= variance_rounding(mean)
-    scale = np.where(~constant, variance, np.where(mean != 0, np.square(mean), 1.0))
+    or 1). A variance or squared mean below float64's smallest normal number (data at
+    1e-160) counts as zero: a floor of it would be 0 and its reciprocal overflow."""
+    tiny = np.finfo(float).tiny
+    constant = (variance <= variance_rounding(mean)) | (variance < tiny)
+    square = np.square(mean)
+    scale = np.where(~constant, variance, np.where(square >= tiny, square, 1.0))
     return REG_VARIANCE * scale
 
 
@@ -144,7 +147,7 @@ class Normal(ComponentFamily):
         defaults (data mean, 2.5 data sds, 3, data variance)."""
         n_features = X.shape[1]
         mean, variance = observed_moments(X, weights)
-        spread = variance > 0
+        spread = variance >= np.finfo(float).tiny  # a subnormal one (1e-160 data) is 0
         variance = np.where(spread, variance, variance[spread].mean() if spread.any() else 1.0)
         return {
             "mean_loc": real_hyperparameter(given, "mean_loc", mean, n_features),

@@ -208,7 +208,7 @@ class StudentT(ComponentFamily):
     ) -> dict[str, np.ndarray]:
         n_features = X.shape[1]
         data_mean, data_var = _observed_moments(X, weights)
-        spread = data_var > 0
+        spread = data_var >= np.finfo(float).tiny  # a subnormal one (1e-160 data) is 0
         data_var = np.where(spread, data_var, data_var[spread].mean() if spread.any() else 1.0)
         loc = real_hyperparameter(given, "mean_loc", data_mean, n_features)
         default_dof = n_features + 2.0 if self._full else 3.0
@@ -283,7 +283,8 @@ class StudentT(ComponentFamily):
             var = _observed_moments(X, np.ones(X.shape[0]))[1]
         else:
             var = X.var(axis=0)
-        return Prepared(REG_SCALE * np.where(var > 0, var, 1.0))
+        # a subnormal variance (data at 1e-160) counts as zero: its ridge would be 0
+        return Prepared(REG_SCALE * np.where(var >= np.finfo(float).tiny, var, 1.0))
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """The rows, missing entries replaced by their column's mean (for k-means)."""
