@@ -680,12 +680,13 @@ def _position(column: int | str, names: list[str]) -> int:
     """The position of ``column`` among ``names``; ``ValueError`` when it is not there."""
     if isinstance(column, int):
         if not 0 <= column < len(names):
-            raise ValueError(
-                f"Independent selects column {column}; the data have {len(names)} columns."
-            )
+            raise ValueError(f"Independent selects column {column}; X has {len(names)} columns.")
         return column
     if column not in names:
-        raise ValueError(f"Independent selects unknown column {column!r}; columns: {names}.")
+        raise ValueError(
+            f"Independent selects unknown column {column!r}, which X does not have; X's "
+            f"columns: {names}."
+        )
     return names.index(column)
 
 
