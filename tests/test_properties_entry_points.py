@@ -24,12 +24,20 @@ import pytest
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
-from test_properties import SPECIAL_FLOATS, WARNINGS_ALLOWED, _floats, anything, plausible_data
+from test_properties import (
+    SPECIAL_FLOATS,
+    WARNINGS_ALLOWED,
+    _floats,
+    anything,
+    frames,
+    plausible_data,
+)
 
 import bayesmix as bm
 from bayesmix.families import (
     Bernoulli,
     Categorical,
+    Independent,
     NegativeBinomial,
     Normal,
     Poisson,
@@ -322,6 +330,72 @@ def test_student_t_declaration_is_valid_or_refuses_clearly(family, dof):
     family = _call(StudentT, family, dof, names=("covariance_type", "dof"))
     if family is not None:
         assert family.dof is None or (np.isfinite(family.dof) and family.dof > 0)
+
+
+@st.composite
+def mixed_frames(draw):
+    """DataFrames of a numeric, a binary, a count and a text column (3-30 rows), each
+    sometimes degenerate (constant, a level seen once, NaN, a negative count)."""
+    n_rows = draw(st.integers(3, 30))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n_rows) * draw(st.sampled_from([1.0, 1e-8, 1e8])),
+            "y": rng.integers(0, 2, size=n_rows),
+            "n": rng.poisson(2.0, size=n_rows),
+            "c": rng.choice(["a", "b", "c"], size=n_rows),
+        }
+    )
+    for column in draw(st.lists(st.sampled_from("xync"), max_size=2, unique=True)):
+        kind = draw(st.sampled_from(["constant", "once", "nan", "negative"]))
+        if kind == "constant":
+            frame[column] = frame[column].iloc[0]
+        elif kind == "once":
+            frame.loc[0, column] = {"x": 1e6, "y": 1, "n": 500, "c": "z"}[column]
+        elif kind == "nan" and column in "xn":
+            frame[column] = frame[column].astype(float)
+            frame.loc[0, column] = np.nan
+        elif kind == "negative" and column == "n":
+            frame.loc[0, column] = -1
+    return frame
+
+
+MIXED_FAMILIES = {
+    "auto": "auto",
+    "independent": Independent(
+        {"x": Normal(), "y": Bernoulli(), "n": Poisson(), "c": Categorical()}
+    ),
+    "independent-t": Independent(
+        {"x": StudentT("diag"), "y": Bernoulli(), "n": NegativeBinomial(), "c": Categorical()}
+    ),
+}
+
+
+@SETTINGS
+@given(
+    X=st.one_of(mixed_frames(), mixed_frames(), frames()),
+    family=st.sampled_from(sorted(MIXED_FAMILIES)),
+    n_components=st.integers(1, 3),
+    missing=st.sampled_from(["error", "marginalize"]),
+)
+def test_mixed_type_fit_is_finite_or_refuses_clearly(X, family, n_components, missing):
+    """``family="auto"`` and ``Independent`` blocks on typed DataFrames (numeric, binary,
+    count, text columns with their degenerate cases, and test_properties' frames)."""
+    model = bm.Mixture(n_components, MIXED_FAMILIES[family])
+    result = _call(
+        model.fit,
+        X,
+        random_state=0,
+        n_init=2,
+        max_iter=50,
+        missing=missing,
+        names=("X", "family", "missing"),
+    )
+    if result is not None:
+        for name, values in result.parameters.items():
+            assert np.isfinite(np.asarray(values, dtype=float)).all(), f"{name} not finite"
+        assert np.isclose(np.sum(result.weights), 1.0)
+        assert np.isfinite(result.log_likelihood)
 
 
 # ---------------------------------------------------------------------------------------
