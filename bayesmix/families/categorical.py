@@ -644,9 +644,23 @@ class Categorical(CategoryFamily):
         return out
 
 
+#: the most categories inferred from a column's largest code (``n_categories=None``); a
+#: larger code is taken for a value that is not a category code (1e150 overflowed the
+#: integer conversion; 1e7 took 30 s and 1e9 exhausted memory allocating probabilities)
+MAX_INFERRED_CATEGORIES = 10_000
+
+
 def inferred_sizes(values: np.ndarray) -> np.ndarray:
-    """Each column's largest code plus one ``(D,)`` (1 for a column without codes)."""
+    """Each column's largest code plus one ``(D,)`` (1 for a column without codes);
+    ``ValueError`` naming X for a code of :data:`MAX_INFERRED_CATEGORIES` or more."""
     largest = np.where(np.isnan(values), 0.0, values).max(axis=0, initial=0.0)
+    if (largest >= MAX_INFERRED_CATEGORIES).any():
+        column = int(np.argmax(largest >= MAX_INFERRED_CATEGORIES))
+        raise ValueError(
+            f"X has category code {largest[column]:g} in column {column}, which would mean "
+            f"more than {MAX_INFERRED_CATEGORIES:,} categories: recode the column as 0, 1, "
+            "..., m - 1 or give Categorical(n_categories=...)."
+        )
     return largest.astype(int) + 1
 
 
