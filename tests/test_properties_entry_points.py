@@ -816,6 +816,10 @@ DEGENERATE = {
         Categorical(),
         pd.DataFrame({"a": ["x"] * 39 + ["y"], "b": ["p", "q"] * 20}),
     ),
+    # regression: a huge "code" overflowed the integer conversion (n_categories blamed)
+    # or allocated its number of categories (1e7: 30 s; 1e9: memory)
+    "categorical, a code of 1e7": (Categorical(), np.r_[_CODES[:, :1], [[1e7]]]),
+    "categorical, a code of 1e150": (Categorical(), np.r_[_CODES[:, :1], [[1e150]]]),
     "student-t, dof at its lower bound": (StudentT("diag", dof=1.0), RNG.standard_cauchy((60, 2))),
     "student-t, dof at its upper bound": (StudentT("full", dof=200.0), RNG.normal(size=(60, 2))),
     "student-t, estimated dof on Cauchy data": (StudentT("diag"), RNG.standard_cauchy((60, 2))),
