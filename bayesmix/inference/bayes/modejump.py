@@ -342,7 +342,8 @@ def merge_split_starts(X: np.ndarray, mode: GibbsState, structure) -> GibbsState
     Returns
     -------
     GibbsState
-        ``K (K - 1)`` starts (centred, like ``X``).
+        ``K (K - 1)`` starts (centred, like ``X``); fewer, or none, when a side has at
+        most ``D`` rows.
     """
     n_components, n_features = mode.shape[1:]
     joint = log_joint(X, mode, structure)[:, 0]  # (N, K)
@@ -382,6 +383,8 @@ def merge_split_starts(X: np.ndarray, mode: GibbsState, structure) -> GibbsState
                     structure.precision_cholesky(natural)[None],
                 )
             )
+    if not starts:  # too few rows to place a freed component (at most D + 1 per side)
+        return GibbsState(*(values[:0] for values in mode.arrays()))
     return GibbsState.concatenate(starts)
 
 
@@ -402,7 +405,10 @@ def initial_modes(
             merge_split_starts(X, modes.take(np.array([m])), model.structure)
             for m in range(modes.shape[0])
         ]
-        modes = find_modes(model, data, priors, GibbsState.concatenate(starts), shift, modes)
+        proposals = GibbsState.concatenate(starts)
+        if proposals.shape[0] == 0:
+            break
+        modes = find_modes(model, data, priors, proposals, shift, modes)
     return modes
 
 
