@@ -486,6 +486,14 @@ def test_vb_fit_is_finite_or_refuses_clearly(X, n_components, covariance_type, w
 # sparse (overfitted) mixtures: the declaration and a short Gibbs run
 
 
+@example(
+    # regression: two rows left merge_split_starts no start, and concatenating none
+    # raised TypeError ("GibbsState.__init__() missing 4 required positional arguments")
+    X=np.array([[0.12573022, -0.13210486], [0.64042265, 0.10490012]]),
+    max_components=2,
+    covariance_type="full",
+    concentration=0.01,
+)
 @settings(SETTINGS, max_examples=20)
 @given(
     X=plausible_data(),
