@@ -301,10 +301,14 @@ def _conditional_means(mass, sum_x, alpha, priors):
         return np.divide(sum_x, mass, out=np.zeros_like(sum_x), where=mass > 0)
     shape = priors["mean_shape"]
     rate = shape / priors["mean_mean"]
-    # root of rate mu^2 + B mu - C = 0 in its cancellation-free form
+    # root of rate mu^2 + B mu - C = 0 in its cancellation-free form for the sign of B
+    # (2 C / (B + root) alone divided by ~0 for B < 0: counts of 1e15 gave mu = inf)
     c = np.maximum(shape - 1.0 + sum_x, 0.0) * alpha
     b = alpha * (rate + mass) - (shape - 1.0)
-    return 2.0 * c / (b + np.sqrt(b**2 + 4.0 * rate * c))
+    root = np.sqrt(b**2 + 4.0 * rate * c)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        positive = 2.0 * c / (b + root)
+    return np.where(b >= 0, positive, (root - b) / (2.0 * rate))
 
 
 def _count_terms(histogram: np.ndarray, values: np.ndarray):
