@@ -816,6 +816,8 @@ DEGENERATE = {
     "negative binomial, an all-zero column": (NegativeBinomial(), _zero_column(_COUNTS)),
     "negative binomial, all zeros": (NegativeBinomial(), np.zeros((40, 2), dtype=int)),
     "negative binomial, one row": (NegativeBinomial(), _COUNTS[:1]),
+    # regression: the MAP mean's root divided by ~0 (mu = inf, NaN weights)
+    "negative binomial, counts 1e15 and 0": (NegativeBinomial(), np.array([[10**15], [0]])),
     "bernoulli, an item always 0": (Bernoulli(), _never_varies(_BINARY, 0)),
     "bernoulli, an item always 1": (Bernoulli(), _never_varies(_BINARY, 1)),
     "bernoulli, every item constant": (Bernoulli(), np.ones((40, 3), dtype=int)),
