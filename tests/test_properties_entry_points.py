@@ -880,19 +880,17 @@ def test_vb_on_degenerate_gaussian_data(n_components):
 # Faults found by these properties in the Gaussian EM core (bayesmix/inference/em/fit.py,
 # families/gaussian/em_loop.py and constrained_kernels.py, being changed by the lead),
 # reported and kept as strict expected failures until fixed there.
-_TINY = "regularisation() in inference/em/fit.py: reg_covar is relative to each feature's "
-_TINY += "variance, which is subnormal for data at 1e-160 (squares ~1e-320), so the "
-_TINY += "covariances stay subnormal and precision_cholesky**2 overflows: NaN weights "
-_TINY += "(OverflowError for EII, covariance.py's float(prec_chol) ** 2)"
 _EVI = "EVI on data at 1e100 or 1e-151 (20 x 2, K=1 or 2) ends with NaN weights "
 _EVI += "(cause in the compiled EVI M-step or loop not traced)"
 _EVV = "EVV's compiled loop (em_loop) passes non-finite matrices to numba's eigh/inv for "
 _EVV += "data at 1e100: numpy.linalg.LinAlgError escapes fit()"
 SCALE_FAULTS = [
-    pytest.param("spherical", 1e-160, marks=pytest.mark.xfail(strict=True, reason=_TINY)),
-    pytest.param("diag", 1e-160, marks=pytest.mark.xfail(strict=True, reason=_TINY)),
-    pytest.param("EII", 1e-160, marks=pytest.mark.xfail(strict=True, reason=_TINY)),
-    pytest.param("EEI", 1e-160, marks=pytest.mark.xfail(strict=True, reason=_TINY)),
+    # regressions: regularisation() was relative to a subnormal variance (data at 1e-160,
+    # squares ~1e-320), so it added 0 and the precisions overflowed (NaN weights)
+    pytest.param("spherical", 1e-160),
+    pytest.param("diag", 1e-160),
+    pytest.param("EII", 1e-160),
+    pytest.param("EEI", 1e-160),
     pytest.param("EVI", 1e100, marks=pytest.mark.xfail(strict=True, reason=_EVI)),
     pytest.param("EVI", 1e-151, marks=pytest.mark.xfail(strict=True, reason=_EVI)),
     pytest.param("EVV", 1e100, marks=pytest.mark.xfail(strict=True, reason=_EVV)),

@@ -275,7 +275,8 @@ def fit_em(
 def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.ndarray:
     """What the M-step adds to each feature's variance: ``reg_covar`` times the feature's
     weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
-    every scale; a constant feature uses its squared mean, or 1 if that is 0."""
+    every scale; a constant feature (or one whose variance is subnormal) uses its squared
+    mean, or 1 if that is 0 or subnormal."""
     n_obs, n_features = X.shape
     sums = np.zeros((3, n_features))  # weight, weighted sum, weighted sum of squares
     sample = X[:: max(1, n_obs // 1000)]
@@ -294,8 +295,12 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     offset = sums[1] / total
     variance = np.maximum(sums[2] / total - offset**2, 0.0)
     mean = centre + offset
-    constant = variance <= variance_rounding(mean)
-    scale = np.where(~constant, variance, np.where(mean != 0, np.square(mean), 1.0))
+    # a subnormal variance (data at 1e-160) is as good as none: relative to it, reg_covar
+    # would add 0 and the precisions overflow
+    tiny = np.finfo(float).tiny
+    constant = (variance <= variance_rounding(mean)) | (variance < tiny)
+    square = np.square(mean)
+    scale = np.where(~constant, variance, np.where(square >= tiny, square, 1.0))
     return reg_covar * scale
 
 
