@@ -389,7 +389,7 @@ def _evi(scatter, count):
     volume = sizes.sum() / count.sum()
     cov = np.empty_like(scatter)
     for k in range(scatter.shape[0]):
-        cov[k] = volume * scatter[k] / sizes[k]
+        cov[k] = volume * (scatter[k] / sizes[k])  # volume * scatter overflows at 1e100
     return cov
 
 
@@ -519,7 +519,7 @@ def _evv(scatter, count):
     volume = sizes.sum() / count.sum()
     cov = np.empty_like(scatter)
     for k in range(scatter.shape[0]):
-        cov[k] = _rebuild(vectors[k], volume * values[k] / sizes[k])
+        cov[k] = _rebuild(vectors[k], volume * (values[k] / sizes[k]))  # no overflow
     return cov
 
 

@@ -35,6 +35,7 @@ from bayesmix.inference.bayes.fit import (
     show_progress,
 )
 from bayesmix.inference.interrupt import (
+    is_interrupt,
     keeps_partial_work,
     nested_fits,
     warn_interrupted,
@@ -260,7 +261,9 @@ def _pymc_vi(pm_model, start, seed, *, method, n, draws, learning_rate, progress
     """PyMC's ADVI on ``pm_model`` (:func:`build_family_pymc`): ``(draws, elbo
     history, interrupted)``. PyMC stops at a ``KeyboardInterrupt`` and returns the
     approximation reached; the SIGINT is counted here to label it (raised again when
-    nested in another fit)."""
+    nested in another fit). A SIGINT that lands inside the compiled graph comes out of
+    PyMC as numba's SystemError, past PyMC's handler: the approximation reached is kept
+    all the same, with the losses a callback recorded."""
     import pymc as pm
     from pymc.variational.callbacks import CheckParametersConvergence
     from pymc.variational.updates import adam
@@ -268,13 +271,23 @@ def _pymc_vi(pm_model, start, seed, *, method, n, draws, learning_rate, progress
     with pm_model, watch_sigint() as watch:
         kind = pm.ADVI if method == "advi" else pm.FullRankADVI
         inference = kind(start=start, random_seed=seed)
-        approx = inference.fit(
-            n,
-            obj_optimizer=adam(learning_rate=learning_rate),
-            callbacks=[CheckParametersConvergence(tolerance=1e-3, diff="relative")],
-            progressbar=progressbar,
-        )
-    elbo = -np.asarray(approx.hist)
+        losses = []
+
+        def record(approximation, scores, iteration):
+            losses[:] = [scores]
+
+        try:
+            approx = inference.fit(
+                n,
+                obj_optimizer=adam(learning_rate=learning_rate),
+                callbacks=[CheckParametersConvergence(tolerance=1e-3, diff="relative"), record],
+                progressbar=progressbar,
+            )
+            elbo = -np.asarray(approx.hist)
+        except Exception as error:
+            if not (is_interrupt(error) and watch.interrupted):
+                raise
+            approx, elbo = inference.approx, -np.asarray(losses[0] if losses else [])
     if watch.interrupted:
         if not keeps_partial_work() or elbo.size == 0:
             raise KeyboardInterrupt
