@@ -39,6 +39,7 @@ __all__ = [
     "warn_interrupted",
     "SigintWatch",
     "watch_sigint",
+    "deferred_sigint",
     "completed_draws",
 ]
 
@@ -130,6 +131,36 @@ def watch_sigint() -> Iterator[SigintWatch]:
         yield watch
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
+def deferred_sigint() -> Iterator[None]:
+    """Hold a SIGINT (Ctrl-C) that arrives while the block runs until it ends, then do
+    what the handler before would have done (by default, raise ``KeyboardInterrupt``).
+
+    For short compiled calls: numba-compiled code that calls back into Python (numba's
+    ``_numba_unpickle``) while a SIGINT is handled gets an exception it cannot propagate,
+    and the process crashed (SIGSEGV, seen in the compiled EM loop). Outside the main
+    thread nothing is installed (signals reach only the main thread)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    held = []
+
+    def hold(signum, frame):
+        held.append((signum, frame))
+
+    signal.signal(signal.SIGINT, hold)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:
+            if callable(previous):
+                previous(*held[0])
+            elif previous != signal.SIG_IGN:
+                raise KeyboardInterrupt
 
 
 def completed_draws(values: np.ndarray) -> np.ndarray:

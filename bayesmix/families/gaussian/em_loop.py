@@ -36,6 +36,7 @@ from bayesmix.families.gaussian import constrained_kernels, covariance, kernels
 from bayesmix.families.gaussian.constrained_kernels import MODELS
 from bayesmix.families.gaussian.stats import Params, SufficientStats
 from bayesmix.inference.em.convergence import projected_change
+from bayesmix.inference.interrupt import deferred_sigint
 
 __all__ = ["LOOP_KINDS", "compile_loop", "compiled_loop"]
 
@@ -506,7 +507,9 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
             last,
             (code, covariance.INNER_TOL, covariance.INNER_MAX_ITER),
         )
-        state, moments, objectives, n_made, status, capped, change = _loop(kind, args)(*args)
+        compiled = _loop(kind, args)
+        with deferred_sigint():  # a Ctrl-C inside compiled code crashed the process
+            state, moments, objectives, n_made, status, capped, change = compiled(*args)
         if capped:  # as the general route does at every such M-step
             covariance.record_inner_iterations(
                 covariance.INNER_MAX_ITER, False, structure.name, change
