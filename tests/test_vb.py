@@ -16,6 +16,7 @@ from scipy.special import multigammaln
 from sklearn.datasets import load_iris, load_wine
 from sklearn.mixture import BayesianGaussianMixture as SklearnBGMM
 from sklearn.utils.estimator_checks import parametrize_with_checks
+from test_sklearn import expected_failed_checks
 
 import bayesmix as bm
 from bayesmix.families.gaussian.covariance import get_structure
@@ -269,20 +270,6 @@ def test_estimator_with_the_same_seed_is_sklearns_fit(init_params, covariance_ty
     np.testing.assert_allclose(ours.predict_proba(X), reference.predict_proba(X), atol=1e-8)
 
 
-def _expected_failed_checks(estimator):
-    """As for bayesmix's GaussianMixture (tests/test_sklearn.py): with two or more
-    components the random start is not invariant to shuffling the rows, which
-    check_sample_weight_equivalence_on_dense_data does (weighting itself is exact:
-    test_sample_weight_counts_rows)."""
-    if estimator.n_components > 1:
-        return {
-            "check_sample_weight_equivalence_on_dense_data": (
-                "random initialisation is not invariant to shuffling the rows"
-            )
-        }
-    return {}
-
-
 @parametrize_with_checks(
     [
         BayesianGaussianMixture(),
@@ -292,7 +279,7 @@ def _expected_failed_checks(estimator):
             n_components=2, covariance_type="diag", max_iter=20, random_state=0
         ),
     ],
-    expected_failed_checks=_expected_failed_checks,
+    expected_failed_checks=expected_failed_checks,  # GaussianMixture's: the same reason
 )
 def test_sklearn_compatible_estimator(estimator, check):
     with warnings.catch_warnings():
