@@ -23,15 +23,35 @@ Non-Gaussian families implement :class:`ComponentFamily`, the one interface thro
 which backends and analyses use their math.
 """
 
-from bayesmix.families.base import ComponentFamily
-from bayesmix.families.bernoulli import Bernoulli
-from bayesmix.families.categorical import Categorical
-from bayesmix.families.gaussian import Gaussian
-from bayesmix.families.independent import Independent
-from bayesmix.families.negative_binomial import NegativeBinomial
-from bayesmix.families.normal import Normal
-from bayesmix.families.poisson import Poisson
-from bayesmix.families.student_t import StudentT
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bayesmix.families.base import ComponentFamily
+    from bayesmix.families.bernoulli import Bernoulli
+    from bayesmix.families.categorical import Categorical
+    from bayesmix.families.gaussian import Gaussian
+    from bayesmix.families.independent import Independent
+    from bayesmix.families.negative_binomial import NegativeBinomial
+    from bayesmix.families.normal import Normal
+    from bayesmix.families.poisson import Poisson
+    from bayesmix.families.student_t import StudentT
+
+#: public name -> the module that defines it; imported on first use, so that importing one
+#: family (the Gaussian one on the EM path) does not import the others and their kernels
+_ATTRIBUTES: dict[str, str] = {
+    "Bernoulli": "bayesmix.families.bernoulli",
+    "Categorical": "bayesmix.families.categorical",
+    "ComponentFamily": "bayesmix.families.base",
+    "Gaussian": "bayesmix.families.gaussian",
+    "Independent": "bayesmix.families.independent",
+    "NegativeBinomial": "bayesmix.families.negative_binomial",
+    "Normal": "bayesmix.families.normal",
+    "Poisson": "bayesmix.families.poisson",
+    "StudentT": "bayesmix.families.student_t",
+}
 
 __all__ = [
     "Bernoulli",
@@ -46,8 +66,62 @@ __all__ = [
     "StudentT",
 ]
 
-#: the non-Gaussian families by their ``name`` (saved files and the CLI name them so)
-FAMILIES: dict[str, type[ComponentFamily]] = {
-    family.name: family
-    for family in (Poisson, NegativeBinomial, StudentT, Bernoulli, Categorical, Normal, Independent)
-}
+
+def _families() -> dict[str, type[ComponentFamily]]:
+    """The non-Gaussian families by their ``name`` (saved files and the CLI name them so)."""
+    return {
+        family.name: family
+        for family in (
+            __getattr__(name)
+            for name in (
+                "Poisson",
+                "NegativeBinomial",
+                "StudentT",
+                "Bernoulli",
+                "Categorical",
+                "Normal",
+                "Independent",
+            )
+        )
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """Import a family's module on the first use of its name (PEP 562).
+
+    ``FAMILIES``, the non-Gaussian families by their ``name`` (saved files and the CLI name
+    them so), imports all of them.
+
+    Parameters
+    ----------
+    name : str
+        A name of ``__all__``.
+
+    Returns
+    -------
+    object
+        The family class, :class:`ComponentFamily` or ``FAMILIES``.
+
+    Raises
+    ------
+    AttributeError
+        If the name is not one of the package's public names.
+    """
+    if name in _ATTRIBUTES:
+        value = getattr(importlib.import_module(_ATTRIBUTES[name]), name)
+    elif name == "FAMILIES":
+        value = _families()
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    """The package's names with every public name, loaded or not (tab completion).
+
+    Returns
+    -------
+    list of str
+    """
+    return sorted({*globals(), *__all__})
