@@ -1,0 +1,238 @@
+"""What a fresh process imports (issue 21, cold start): ``import bayesmix`` is light, a fit
+imports only what its path uses, and every public name still resolves.
+
+Each check runs ``python -c`` in a new process (modules already imported by the test
+session would hide an import) with this checkout first on ``sys.path``. Speed is measured in
+``benchmarks/cold_start.py``, never asserted here; these tests pin the module sets that the
+speed comes from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: never imported by ``import bayesmix`` (the public names load on first use)
+HEAVY = (
+    "arviz",
+    "arviz_base",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "numba",
+    "nutpie",
+    "pandas",
+    "pymc",
+    "pytensor",
+    "scipy",
+    "sklearn",
+    "xarray",
+)
+#: never imported by an EM fit of a GaussianMixture on a numpy array
+NOT_FOR_EM = (
+    "arviz",
+    "arviz_base",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "nutpie",
+    "pymc",
+    "pytensor",
+    "sklearn",
+)
+#: never imported by the modules of the NUTS backend (nutpie and PyMC load when sampling)
+NOT_FOR_NUTS_BACKEND = (
+    "arviz",
+    "dask",
+    "distributed",
+    "matplotlib",
+    "nutpie",
+    "pymc",
+    "pytensor",
+    "sklearn",
+)
+
+
+def run_fresh(code: str) -> dict:
+    """Run ``code`` in a new interpreter; it prints one JSON object as its last line.
+
+    Parameters
+    ----------
+    code : str
+        Python source; ``loaded(names)`` (the names among ``names`` that are in
+        ``sys.modules``) is defined before it runs.
+
+    Returns
+    -------
+    dict
+        The JSON object the code printed last.
+    """
+    prelude = (
+        "import json, sys, warnings\n"
+        "warnings.simplefilter('ignore')\n"
+        "def loaded(names):\n"
+        "    return sorted(n for n in names if n in sys.modules)\n"
+    )
+    path = os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    run = subprocess.run(
+        [sys.executable, "-c", prelude + code],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_the_checkout_under_test_is_imported():
+    out = run_fresh("import bayesmix\nprint(json.dumps({'file': bayesmix.__file__}))")
+    assert Path(out["file"]).resolve() == ROOT / "bayesmix" / "__init__.py"
+
+
+def test_import_bayesmix_loads_no_heavy_module():
+    out = run_fresh(
+        f"import bayesmix\nprint(json.dumps({{'heavy': loaded({HEAVY!r}), "
+        "'bayesmix': sorted(m for m in sys.modules if m.startswith('bayesmix'))}))"
+    )
+    assert out == {"heavy": [], "bayesmix": ["bayesmix"]}
+
+
+def test_cli_help_loads_no_heavy_module():
+    out = run_fresh(
+        "import contextlib, io\n"
+        "from bayesmix.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "    main(['--help'])\n"
+        f"print(json.dumps({{'heavy': loaded({HEAVY!r})}}))"
+    )
+    assert out == {"heavy": []}
+
+
+def test_one_family_does_not_import_the_others():
+    out = run_fresh(
+        "from bayesmix.families import Gaussian\n"
+        "print(json.dumps({'families': sorted(m for m in sys.modules\n"
+        "    if m.startswith('bayesmix.families.') and m.count('.') == 2)}))"
+    )
+    assert out == {"families": ["bayesmix.families.gaussian"]}
+
+
+def test_em_fit_imports_only_what_it_uses():
+    out = run_fresh(
+        "import numpy as np\n"
+        "import bayesmix as bm\n"
+        "X = np.loadtxt('bayesmix/datasets/faithful.csv', delimiter=',', skiprows=1)\n"
+        "fit = bm.GaussianMixture(2).fit(X, method='em', random_state=0)\n"
+        "labels = fit.predict(X)\n"
+        "bic = fit.bic(X)\n"
+        f"print(json.dumps({{'loaded': loaded({NOT_FOR_EM!r}), "
+        "'sizes': sorted(np.bincount(labels).tolist())}))"
+    )
+    assert out == {"loaded": [], "sizes": [97, 175]}
+
+
+def test_nuts_backend_modules_load_no_sampler_or_plotting():
+    out = run_fresh(
+        "import bayesmix.inference.bayes.fit\n"
+        f"print(json.dumps({{'loaded': loaded({NOT_FOR_NUTS_BACKEND!r})}}))"
+    )
+    assert out == {"loaded": []}
+
+
+@pytest.mark.slow
+def test_nuts_fit_imports_no_pymc_sklearn_or_plotting_of_its_own():
+    """A NUTS fit on complete data samples bayesmix's own log density with nutpie: no PyMC.
+    nutpie itself imports all of ArviZ (``nutpie.sample``: ``import arviz``, whose
+    ``arviz_plots`` imports matplotlib), and xarray's first Dataset imports ``dask.array``
+    when Dask is installed; neither is bayesmix's import, so they are not checked here."""
+    out = run_fresh(
+        "import numpy as np\n"
+        "import bayesmix as bm\n"
+        "X = np.loadtxt('bayesmix/datasets/faithful.csv', delimiter=',', skiprows=1)\n"
+        "X = (X - X.mean(0)) / X.std(0)\n"
+        "fit = bm.GaussianMixture(2).fit(X, method='nuts', chains=2, draws=100, tune=100,\n"
+        "    random_state=0, progressbar=False)\n"
+        "print(json.dumps({'loaded': loaded(('pymc', 'pytensor', 'sklearn', 'distributed')),\n"
+        "    'sampler': fit.settings['sampler']}))"
+    )
+    assert out == {"loaded": [], "sampler": "nutpie"}
+
+
+PUBLIC_NAMES = """
+import importlib
+import bayesmix
+public = {
+    "bayesmix": bayesmix,
+    "bayesmix.families": bayesmix.families,
+    "bayesmix.datasets": bayesmix.datasets,
+    "bayesmix.bayes": bayesmix.bayes,
+    "bayesmix.plots": bayesmix.plots,
+    "bayesmix.sklearn": importlib.import_module("bayesmix.sklearn"),
+}
+missing, unlisted, duplicated = [], [], []
+for label, module in public.items():
+    names = module.__all__
+    duplicated += [f"{label}.{n}" for n in set(names) if names.count(n) > 1]
+    for name in names:
+        try:
+            getattr(module, name)
+            exec(f"from {module.__name__} import {name}", {})
+        except Exception as error:
+            missing.append(f"{label}.{name}: {error!r}")
+    unlisted += [f"{label}.{n}" for n in names if n not in dir(module)]
+try:
+    bayesmix.no_such_name
+    unknown = "no error"
+except AttributeError as error:
+    unknown = str(error)
+star = {}
+exec("from bayesmix import *", star)
+print(json.dumps({
+    "missing": missing,
+    "unlisted": unlisted,
+    "duplicated": duplicated,
+    "unknown": unknown,
+    "star": sorted(set(bayesmix.__all__) - set(star)),
+    "submodules": [bayesmix.analysis.__name__, bayesmix.results.__name__],
+    "plots": bayesmix.plots.__name__,
+}))
+"""
+
+
+def test_every_public_name_resolves_in_a_fresh_process():
+    out = run_fresh(PUBLIC_NAMES)
+    assert out == {
+        "missing": [],
+        "unlisted": [],
+        "duplicated": [],
+        "unknown": "module 'bayesmix' has no attribute 'no_such_name'",
+        "star": [],
+        "submodules": ["bayesmix.analysis", "bayesmix.results"],
+        "plots": "bayesmix.viz",
+    }
+
+
+def test_families_registry_names_every_non_gaussian_family():
+    out = run_fresh(
+        "from bayesmix.families import FAMILIES\n"
+        "print(json.dumps({name: cls.__name__ for name, cls in FAMILIES.items()}))"
+    )
+    assert out == {
+        "poisson": "Poisson",
+        "negative_binomial": "NegativeBinomial",
+        "student_t": "StudentT",
+        "bernoulli": "Bernoulli",
+        "categorical": "Categorical",
+        "normal": "Normal",
+        "independent": "Independent",
+    }
