@@ -63,7 +63,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.special import betaln, digamma, gammaln
+from scipy.special import digamma, gammaln
 
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.families.gaussian.covariance import (
@@ -79,7 +79,17 @@ from bayesmix.inference.interrupt import (
     keeps_partial_work,
     warn_interrupted,
 )
-from bayesmix.priors import WEIGHT_CONCENTRATION
+from bayesmix.inference.vb_weights import (
+    INTERFACE_WEIGHT_PRIORS,
+    WEIGHT_PRIORS,
+    expected_log_weights,
+    expected_weights,
+    interface_concentration,
+    log_normaliser,
+    posterior_concentration,
+    prior_log_normaliser,
+    sample_weights,
+)
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
 if TYPE_CHECKING:
@@ -104,9 +114,6 @@ __all__ = [
     "vb_priors",
 ]
 
-#: the two weight priors: a truncated Dirichlet process (stick-breaking) or a symmetric
-#: Dirichlet distribution
-WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
 #: the covariance structures closed-form VB supports (scikit-learn's four)
 VB_STRUCTURES = BASIC_STRUCTURES
 _LOG_2 = math.log(2.0)
@@ -151,24 +158,11 @@ class VBParams:
     @property
     def weights(self) -> np.ndarray:
         """Expected weights ``E_q[pi_k]`` (normalised for the truncated stick-breaking)."""
-        concentration = np.asarray(self.weight_concentration)
-        if self.weight_prior == "dirichlet_distribution":
-            return concentration / concentration.sum()
-        a, b = concentration
-        stick = a / (a + b)
-        remaining = np.concatenate(([1.0], np.cumprod(b / (a + b))[:-1]))
-        weights = stick * remaining
-        return weights / weights.sum()
+        return expected_weights(self.weight_prior, self.weight_concentration)
 
     def expected_log_weights(self) -> np.ndarray:
         """``E_q[log pi_k]``."""
-        concentration = np.asarray(self.weight_concentration)
-        if self.weight_prior == "dirichlet_distribution":
-            return digamma(concentration) - digamma(concentration.sum())
-        a, b = concentration
-        log_total = digamma(a + b)
-        log_rest = np.concatenate(([0.0], np.cumsum(digamma(b) - log_total)[:-1]))
-        return digamma(a) - log_total + log_rest
+        return expected_log_weights(self.weight_prior, self.weight_concentration)
 
     def shifted(self, shift: np.ndarray) -> VBParams:
         """The same parameters for the data ``X - shift``."""
@@ -352,11 +346,7 @@ def _m_step(
     """``q(pi, mu, Lambda)`` given the responsibilities' statistics (shifted units)."""
     n_components, n_features = sum_x.shape
     nk = mass + MASS_EPS  # as scikit-learn, so empty components stay finite
-    if prior.weight_prior == "dirichlet_distribution":
-        concentration = prior.weight_concentration + nk
-    else:
-        later = np.concatenate((np.cumsum(nk[::-1])[-2::-1], [0.0]))  # sum_{j > k} N_j
-        concentration = np.stack((1.0 + nk, prior.weight_concentration + later))
+    concentration = posterior_concentration(prior.weight_prior, prior.weight_concentration, nk)
     beta = prior.mean_precision + nk
     means = (prior.mean_precision * prior.mean + sum_x) / beta[:, None]
     xbar = sum_x / nk[:, None]
@@ -426,11 +416,7 @@ def _lower_bound(
     halves = 0.5 * (np.asarray(dof)[..., None] - np.arange(n_features))
     log_wishart = -(dof * log_det_w + 0.5 * n_features * _LOG_2 * dof + gammaln(halves).sum(-1))
     log_wishart = np.broadcast_to(log_wishart, (n_components,)).sum()
-    concentration = np.asarray(params.weight_concentration)
-    if params.weight_prior == "dirichlet_distribution":
-        log_norm = gammaln(concentration.sum()) - gammaln(concentration).sum()
-    else:
-        log_norm = -betaln(concentration[0], concentration[1]).sum()
+    log_norm = log_normaliser(params.weight_prior, params.weight_concentration)
     return float(
         entropy - log_wishart - log_norm - 0.5 * n_features * np.log(params.mean_precision).sum()
     )
@@ -462,11 +448,9 @@ def elbo_offset(
         - gammaln(halves).sum()
     )
     pi_terms = 0.25 * n_features * (n_features - 1) * math.log(math.pi)
-    alpha = prior.weight_concentration
-    if prior.weight_prior == "dirichlet_distribution":
-        log_norm_prior = gammaln(n_components * alpha) - n_components * gammaln(alpha)
-    else:
-        log_norm_prior = n_components * math.log(alpha)  # -betaln(1, alpha) per stick
+    log_norm_prior = prior_log_normaliser(
+        prior.weight_prior, prior.weight_concentration, n_components
+    )
     return float(
         n_components * (log_wishart_prior + pi_terms)
         + log_norm_prior
@@ -707,14 +691,6 @@ def fit_vb(
 
 # -- the common result interface (GaussianMixture.fit(method="vb")) -------------------
 
-#: the ``weight_prior`` option of ``fit(method="vb")`` and :func:`WEIGHT_PRIORS`' names
-INTERFACE_WEIGHT_PRIORS = {
-    "dirichlet": "dirichlet_distribution",
-    "dirichlet_process": "dirichlet_process",
-}
-#: the Dirichlet process' concentration when the declaration has default priors
-DP_CONCENTRATION = 1.0
-
 
 def interface_prior(
     model: GaussianMixture, data: Data, resolved: ResolvedPriors, weight_prior: str
@@ -730,8 +706,9 @@ def interface_prior(
       declaration's ``weight_concentration`` (default 4; :func:`bayesmix.overfitted_mixture`
       sets a sparse 0.02); ``"dirichlet_process"``: sticks ``Beta(1, alpha)`` with
       ``alpha`` the declaration's ``weight_concentration`` when it is set to another
-      value than the Dirichlet's default 4, else :data:`DP_CONCENTRATION` (1). The
-      Dirichlet process expects few clusters, so its default covariance prior is scaled
+      value than the Dirichlet's default 4, else
+      :data:`~bayesmix.inference.vb_weights.DP_CONCENTRATION` (1). The Dirichlet process
+      expects few clusters, so its default covariance prior is scaled
       for one cluster spanning the data (``covariance_clusters=1``, as
       :func:`bayesmix.overfitted_mixture`) unless the declaration sets
       ``covariance_clusters`` (:func:`vb_priors`);
@@ -751,17 +728,9 @@ def interface_prior(
         An asymmetric ``weight_concentration``, or ``covariance_dof <= D - 1``.
     """
     n_features = data.n_features
-    concentration = np.atleast_1d(np.asarray(resolved.weight_concentration, dtype=float))
-    if not np.allclose(concentration, concentration[0]):
-        raise ValueError(
-            "method='vb' takes a symmetric weight prior: priors.weight_concentration must "
-            f"be one value; got {concentration.tolist()}."
-        )
-    alpha = float(concentration[0])
-    if weight_prior == "dirichlet_process" and (
-        model.priors is None or np.all(concentration == WEIGHT_CONCENTRATION)
-    ):
-        alpha = DP_CONCENTRATION
+    alpha = interface_concentration(
+        weight_prior, resolved.weight_concentration, model.priors is not None
+    )
     explicit_dof = model.priors is not None and model.priors.covariance_dof is not None
     dof = float(resolved.covariance_dof) if explicit_dof else n_features + 2.0
     if not dof > n_features - 1:
@@ -840,14 +809,7 @@ def sample_q(
     weights : (n_draws, K); means : (n_draws, K, D); covariances : (n_draws, K, D, D)
     """
     n_components, n_features = params.means.shape
-    concentration = np.asarray(params.weight_concentration, dtype=float)
-    if params.weight_prior == "dirichlet_distribution":
-        weights = rng.dirichlet(concentration, size=n_draws)
-    else:
-        sticks = rng.beta(concentration[0], concentration[1], size=(n_draws, n_components))
-        rest = np.cumprod(1.0 - sticks, axis=1)
-        weights = sticks * np.concatenate((np.ones((n_draws, 1)), rest[:, :-1]), axis=1)
-        weights /= weights.sum(axis=1, keepdims=True)
+    weights = sample_weights(params.weight_prior, params.weight_concentration, n_draws, rng)
     dof = np.asarray(params.degrees_of_freedom, dtype=float)
     covariances = np.zeros((n_draws, n_components, n_features, n_features))
     if not structure.axis_aligned:
