@@ -68,8 +68,9 @@ __all__ = ["Mixture", "FAMILY_METHODS", "AUTO"]
 AUTO = "auto"
 
 #: fit methods of the non-Gaussian families (the Bayesian ones for families with a PyMC
-#: parametrisation, ``family.supports_pymc``)
-FAMILY_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi")
+#: parametrisation, ``family.supports_pymc``; ``vb`` for those with closed-form
+#: variational updates, ``family.supports_vb``)
+FAMILY_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi", "vb")
 _BAYES_COMMON = {"identify", "order_by", "random_state", "progressbar", "draws", "missing"}
 _OPTIONS = {
     "em": frozenset(
@@ -79,6 +80,20 @@ _OPTIONS = {
     "advi": frozenset(_BAYES_COMMON | {"n", "learning_rate"}),
 }
 _OPTIONS["map"] = _OPTIONS["em"]
+_OPTIONS["vb"] = frozenset(
+    {
+        "weight_prior",
+        "sample_weight",
+        "n_init",
+        "init",
+        "max_iter",
+        "tol",
+        "draws",
+        "order_by",
+        "random_state",
+        "missing",
+    }
+)
 _OPTIONS["fullrank_advi"] = _OPTIONS["advi"]
 
 
@@ -336,12 +351,16 @@ class Mixture:
             DataFrame (``em`` and ``map``) is fitted chunk by chunk without bringing it
             into memory, equal to the in-memory fit with the same seed and starts
             (one start by default; :func:`~bayesmix.inference.em.distributed.fit_family_em_dask`).
-        method : {"em", "map", "nuts", "advi", "fullrank_advi"}
+        method : {"em", "map", "nuts", "advi", "fullrank_advi", "vb"}
             ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
             MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
             NUTS; ``advi`` / ``fullrank_advi``: draws from the mean-field or full-rank
             variational approximation (every family: on complete data through the
-            family's hand-written log density where it has one, else through PyMC).
+            family's hand-written log density where it has one, else through PyMC);
+            ``vb``: draws from the closed-form mean-field variational posterior
+            (coordinate ascent, no PyMC; :mod:`bayesmix.inference.vb_family`) for the
+            conjugate families: ``Poisson()``, ``Bernoulli()``, ``Categorical()``,
+            ``Normal()`` and ``Independent`` products of them.
         **options
             EM and MAP: ``sample_weight`` (frequency weights), ``n_init`` (starts,
             default 10), ``max_iter`` (1000), ``tol`` (1e-8, the objective's gain per
@@ -367,6 +386,20 @@ class Mixture:
             model is compiled on every fit (tens of seconds on two cores; less when
             numba's cache already holds a model of the same shape).
 
+            VB: ``weight_prior`` (``"dirichlet"``, default: the symmetric Dirichlet with
+            the declaration's ``weight_concentration``, default 4 as MAP-EM;
+            ``"dirichlet_process"``: a Dirichlet process truncated at K sticks, its
+            concentration the declaration's ``weight_concentration`` when set to
+            another value than 4, else 1), ``sample_weight``, ``n_init`` (5 runs; the
+            highest ELBO is kept), ``init`` (``"kmeans"``, EM's start; ``"random"``; or
+            an ``(n_obs, K)`` array of responsibilities), ``max_iter`` (1000), ``tol``
+            (1e-8, the ELBO's gain per observation that counts as converged), ``draws``
+            (1000 draws from ``q``), ``order_by``, ``random_state``, ``missing``. The
+            priors are the declaration's resolved priors, as MAP-EM's (a ``Normal()``
+            block's read as the conjugate Normal-Gamma,
+            :meth:`bayesmix.families.Normal.vb_prior`); ``result.elbo`` is the ELBO
+            trace (never decreasing), ``settings`` has ``converged`` and ``n_iter``.
+
         Returns
         -------
         EMResult or BayesResult
@@ -382,7 +415,11 @@ class Mixture:
                 f"method must be one of {list(FAMILY_METHODS)} for the {self.family.name} "
                 f"family; got {method!r}."
             )
-        if method not in ("em", "map") and not self.family.supports_pymc:
+        if method == "vb" and not self.family.supports_vb:
+            from bayesmix.inference.vb_family import vb_unsupported_message
+
+            raise ValueError(vb_unsupported_message(self.family))
+        if method not in ("em", "map", "vb") and not self.family.supports_pymc:
             raise ValueError(
                 f"method={method!r} is not available for the {self.family.name} family yet "
                 "(it has no PyMC parametrisation); use method='em' or 'map'."
@@ -410,7 +447,11 @@ class Mixture:
                 f"X has {data.n_obs} rows; a mixture of {self.n_components} components "
                 f"needs at least {self.n_components}."
             )
-        if method == "nuts":
+        if method == "vb":
+            from bayesmix.inference.vb_family import fit_family_vb_result
+
+            result = fit_family_vb_result(self, data, **options)
+        elif method == "nuts":
             from bayesmix.inference.bayes.family import fit_family_nuts
 
             result = fit_family_nuts(self, data, **options)

@@ -27,7 +27,7 @@ from functools import cached_property
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import digamma, gammaln
 
 __all__ = [
     "ComponentFamily",
@@ -36,6 +36,8 @@ __all__ = [
     "DataSummary",
     "Parameters",
     "check_counts",
+    "dirichlet_kl",
+    "gamma_kl",
     "missingness_patterns",
     "positive_hyperparameter",
     "pymc_dims",
@@ -366,6 +368,77 @@ class ComponentFamily(ABC):
                 value = value[:, columns][:, :, columns]
             out[name] = value
         return out
+
+    # -- closed-form variational Bayes (CAVI, bayesmix.inference.vb_family) ----------
+    #: whether the family has a conjugate prior and closed-form mean-field updates
+    #: (:meth:`vb_posterior`, :meth:`vb_log_density`, :meth:`vb_kl`, :meth:`vb_mean`,
+    #: :meth:`vb_sample`)
+    supports_vb: ClassVar[bool] = False
+
+    def vb_posterior(
+        self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """The variational factor ``q(theta_k)`` of every component (its natural
+        parameters, a dict of ``(K, ...)`` arrays) given :meth:`statistics` of the
+        responsibilities and the resolved priors (:meth:`resolve_priors`, read as the
+        family's conjugate prior)."""
+        raise NotImplementedError
+
+    def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
+        """``E_q[log p(x_n | theta_k)]`` ``(n_obs, K)`` (missing entries marginalised as
+        in :meth:`log_density`)."""
+        raise NotImplementedError
+
+    def vb_expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        q: Parameters,
+        prepared: Any,
+    ) -> tuple[float, np.ndarray, Parameters] | None:
+        """An optional fused variational E-step, as :meth:`expectation` with
+        :meth:`vb_log_density` in place of :meth:`log_density`: ``(sum_n w_n log
+        sum_k exp(log_weights_k + E_q[log p(x_n | theta_k)]), mass, statistics)``.
+        None (the default): the CAVI loop normalises :meth:`vb_log_density` and calls
+        :meth:`statistics`."""
+        return None
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """``sum_k KL(q(theta_k) || p(theta_k))``."""
+        raise NotImplementedError
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        """The family's parameters at their ``q`` means (the names of :attr:`parameters`)."""
+        raise NotImplementedError
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        """``n_draws`` draws of the family's parameters from ``q``, ``(n_draws, K, ...)``."""
+        raise NotImplementedError
+
+
+def gamma_kl(
+    shape: np.ndarray, rate: np.ndarray, prior_shape: np.ndarray, prior_rate: np.ndarray
+) -> np.ndarray:
+    """Elementwise ``KL(Gamma(shape, rate) || Gamma(prior_shape, prior_rate))`` (shape-rate)."""
+    return (
+        (shape - prior_shape) * digamma(shape)
+        - gammaln(shape)
+        + gammaln(prior_shape)
+        + prior_shape * (np.log(rate) - np.log(prior_rate))
+        + shape * (prior_rate - rate) / rate
+    )
+
+
+def dirichlet_kl(concentration: np.ndarray, prior: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``KL(Dirichlet(concentration) || Dirichlet(prior))`` over the last axis's entries
+    where ``mask`` holds (the others are left out), one value per leading index."""
+    c = np.where(mask, concentration, 1.0)
+    a = np.where(mask, prior, 1.0)
+    total = np.where(mask, c, 0.0).sum(axis=-1)
+    log_pi = digamma(c) - digamma(total)[..., None]
+    terms = np.where(mask, -gammaln(c) + gammaln(a) + (c - a) * log_pi, 0.0).sum(axis=-1)
+    return gammaln(total) - gammaln(np.where(mask, a, 0.0).sum(axis=-1)) + terms
 
 
 def pymc_dims(prefix: str, dims: tuple[str, ...]) -> tuple[str, ...]:

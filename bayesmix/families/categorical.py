@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse
-from scipy.special import gammaln, xlogy
+from scipy.special import digamma, gammaln, xlogy
 
 from bayesmix.families.base import (
     ComponentFamily,
     DataSummary,
     Parameters,
+    dirichlet_kl,
     positive_hyperparameter,
     pymc_dims,
 )
@@ -277,6 +278,19 @@ class CategoryFamily(ComponentFamily):
         probabilities (a last bin of zeros for missing entries). The histogram of
         responsibility mass per category is the statistics."""
         table = self.log_table(params, prepared.n_bins)
+        return self.table_expectation(X, weights, log_weights, table, prepared)
+
+    def table_expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        table: np.ndarray,
+        prepared: CategoryCodes,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """:meth:`expectation` given the log probabilities ``table`` ``(K, D, n_bins +
+        1)`` (:meth:`log_table`'s layout: a last bin of zeros for missing entries, zeros
+        past each feature's categories); VB passes ``E_q[log pi]`` there."""
         if prepared.design_width <= 2 * X.shape[1]:
             constant, coef = prepared.design_coefficients(table)
             log_lik, mass, sums = indicator_pass(
@@ -325,6 +339,74 @@ class CategoryFamily(ComponentFamily):
         ).sum(axis=-1)
         kernel = np.where(mask, xlogy(alpha - 1.0, table), 0.0).sum(axis=(-2, -1))
         return float((kernel + constant.sum()).sum())
+
+    # -- closed-form VB: pi_kd ~ Dirichlet(concentration) under q ----------------------
+    supports_vb = True
+
+    def vb_posterior(
+        self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """``q(pi_kd) = Dirichlet(a_d + n_kd)``: the prior's concentrations
+        (:meth:`concentrations`: Beta's ``(probability_beta, probability_alpha)`` for a
+        Bernoulli) plus the EM statistics' histogram of responsibility mass per category;
+        entries past a feature's categories are 0."""
+        counts = stats["counts"]
+        n_features, n_bins = counts.shape[1:]
+        mask = self.category_mask(n_features, n_bins)
+        return {"concentration": np.where(mask, counts + self.concentrations(priors, n_bins), 0.0)}
+
+    def _vb_log_table(self, q: Parameters, n_bins: int) -> np.ndarray:
+        """``E_q[log pi]`` in :meth:`log_table`'s layout ``(K, D, n_bins + 1)``."""
+        concentration = q["concentration"]
+        n_components, n_features, width = concentration.shape
+        mask = self.category_mask(n_features, width)
+        total = concentration.sum(axis=-1, keepdims=True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_pi = digamma(np.where(mask, concentration, 1.0)) - digamma(total)
+        out = np.zeros((n_components, n_features, n_bins + 1))
+        out[..., :width] = np.where(mask, log_pi, 0.0)
+        return out
+
+    def vb_log_density(
+        self, X: np.ndarray, q: Parameters, prepared: CategoryCodes | None = None
+    ) -> np.ndarray:
+        """``sum_d E_q[log pi_kd[x_d]]`` over the observed entries: one sparse product of
+        the rows' one-hot codes with the table."""
+        codes = self.prepare(X) if prepared is None else prepared
+        table = self._vb_log_table(q, codes.n_bins)
+        return np.asarray(codes.one_hot @ table.reshape(table.shape[0], -1).T)
+
+    def vb_expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        q: Parameters,
+        prepared: CategoryCodes,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """The EM pass (:meth:`table_expectation`) over ``E_q[log pi]``."""
+        table = self._vb_log_table(q, prepared.n_bins)
+        return self.table_expectation(X, weights, log_weights, table, prepared)
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """Sum of the Dirichlet (Beta) KL divergences over components and features."""
+        concentration = q["concentration"]
+        n_features, n_bins = concentration.shape[1:]
+        mask = self.category_mask(n_features, n_bins)
+        prior = self.concentrations(priors, n_bins)
+        return float(dirichlet_kl(concentration, prior, mask).sum())
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        concentration = q["concentration"]
+        return self.from_table(concentration / concentration.sum(axis=-1, keepdims=True))
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        """Dirichlet draws as normalised Gamma draws (0 past a feature's categories)."""
+        concentration = q["concentration"]
+        mask = concentration > 0
+        gammas = rng.gamma(np.where(mask, concentration, 1.0), size=(n_draws,) + mask.shape)
+        gammas = np.where(mask, gammas, 0.0)
+        return self.from_table(gammas / gammas.sum(axis=-1, keepdims=True))
 
     # -- NUTS and ADVI without PyMC -----------------------------------------------------
     def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):

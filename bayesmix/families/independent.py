@@ -453,6 +453,60 @@ class Independent(ComponentFamily):
             out.update(self._prefixed(block, prefix))
         return out
 
+    # -- closed-form VB (every block's own q; the blocks' terms add up) --------------
+    @property
+    def supports_vb(self) -> bool:  # type: ignore[override]
+        return all(family.supports_vb for _, family in self._blocks)
+
+    def vb_unsupported(self) -> list[str]:
+        """The blocks (``"<name> (<family>)"``) without closed-form VB."""
+        return [
+            f"{prefix} ({family!r})"
+            for prefix, (_, family) in zip(self._prefixes, self._blocks, strict=True)
+            if not family.supports_vb
+        ]
+
+    def vb_posterior(
+        self, stats: Mapping[str, Parameters], priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """Every block's ``q`` from its statistics, under ``<block>_<name>``."""
+        out: Parameters = {}
+        for prefix, _, family in self._parts():
+            block = family.vb_posterior(
+                stats[prefix], self._unprefixed(priors, prefix), prepared[prefix]
+            )
+            out.update(self._prefixed(block, prefix))
+        return out
+
+    def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
+        """The sum of the blocks' ``E_q[log p]`` on their columns ``(n_obs, K)``."""
+        if prepared is None:
+            prepared = self.prepare(X)
+        return sum(
+            family.vb_log_density(X[:, columns], self._unprefixed(q, prefix), prepared[prefix])
+            for prefix, columns, family in self._parts()
+        )
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """The sum of the blocks' KL divergences."""
+        return sum(
+            family.vb_kl(self._unprefixed(q, prefix), self._unprefixed(priors, prefix))
+            for prefix, _, family in self._parts()
+        )
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        out: Parameters = {}
+        for prefix, _, family in self._parts():
+            out.update(self._prefixed(family.vb_mean(self._unprefixed(q, prefix)), prefix))
+        return out
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        out: Parameters = {}
+        for prefix, _, family in self._parts():
+            block = family.vb_sample(self._unprefixed(q, prefix), n_draws, rng)
+            out.update(self._prefixed(block, prefix))
+        return out
+
     # -- densities and summaries ---------------------------------------------------
     def degeneracy_messages(
         self, params: Parameters, prepared: Any, feature_names: tuple[str, ...], n_obs: float

@@ -26,11 +26,13 @@ from functools import cached_property
 from typing import Any
 
 import numpy as np
+from scipy.special import digamma
 
 from bayesmix.families.base import (
     ComponentFamily,
     DataSummary,
     Parameters,
+    gamma_kl,
     positive_hyperparameter,
     pymc_dims,
     real_hyperparameter,
@@ -340,6 +342,82 @@ class Normal(ComponentFamily):
     ) -> np.ndarray:
         means = params["means"][components]
         return rng.normal(means, np.sqrt(params["variances"][components]))
+
+    # -- closed-form VB: Normal-Gamma (mu_kd, tau_kd = 1 / s2_kd) under q -------------
+    supports_vb = True
+
+    @staticmethod
+    def vb_prior(priors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The conjugate Normal-Gamma prior ``(m0, kappa0, a0, b0)`` per feature that
+        closed-form VB reads from the resolved priors: ``tau = 1 / s2 ~ Gamma(a0 =
+        variance_dof / 2, rate b0 = variance_scale / 2)`` (the inverse-gamma prior of the
+        variances, exactly), ``mu | tau ~ Normal(m0 = mean_loc, 1 / (kappa0 tau))`` with
+        ``kappa0`` such that at the prior mean variance ``variance_scale / (variance_dof
+        - 2)`` (``variance_scale`` when ``variance_dof <= 3``) the means' prior sd is
+        ``mean_scale``. (MAP-EM's mean prior is independent of the variance; the
+        conjugate one is what closed-form updates need.)"""
+        dof, scale = priors["variance_dof"], priors["variance_scale"]
+        prior_variance = scale / np.maximum(dof - 2.0, 1.0)
+        kappa = prior_variance / priors["mean_scale"] ** 2
+        return priors["mean_loc"], kappa, 0.5 * dof, 0.5 * scale
+
+    def vb_posterior(
+        self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """The Normal-Gamma posterior of each component and feature from the observed
+        mass ``N``, ``sum r x`` and ``sum r x^2``: ``kappa = kappa0 + N``, ``m = (kappa0
+        m0 + S1) / kappa``, ``a = a0 + N / 2``, ``b = b0 + (scatter + kappa0 N (xbar -
+        m0)^2 / kappa) / 2``."""
+        m0, kappa0, a0, b0 = self.vb_prior(priors)
+        n, sum_x, sum_xx = stats["observed_mass"], stats["sum_x"], stats["sum_xx"]
+        xbar = np.divide(sum_x, n, out=np.zeros_like(sum_x), where=n > 0)
+        scatter = np.maximum(sum_xx - xbar * sum_x, 0.0)
+        kappa = kappa0 + n
+        return {
+            "mean": (kappa0 * m0 + sum_x) / kappa,
+            "kappa": kappa,
+            "shape": a0 + 0.5 * n,
+            "rate": b0 + 0.5 * (scatter + kappa0 * n * (xbar - m0) ** 2 / kappa),
+        }
+
+    def vb_log_density(
+        self, X: np.ndarray, q: Parameters, prepared: NormalData | None = None
+    ) -> np.ndarray:
+        """``sum_d (E[log tau] - log 2 pi - E[tau] (x_d - m)^2 - 1 / kappa) / 2`` over the
+        observed features (one pass over the rows per component)."""
+        data = self.prepare(X) if prepared is None else prepared
+        precision = q["shape"] / q["rate"]
+        constant = 0.5 * (digamma(q["shape"]) - np.log(q["rate"]) - LOG_2PI - 1.0 / q["kappa"])
+        observed = np.ones(X.shape) if data.observed is None else data.observed
+        out = np.empty((X.shape[0], precision.shape[0]))
+        for k in range(precision.shape[0]):  # a loop over components, vectorised over rows
+            terms = constant[k] - 0.5 * precision[k] * (data.values - q["mean"][k]) ** 2
+            out[:, k] = (terms * observed).sum(axis=1)
+        return out
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """The Gamma KL of the precisions plus the expected KL of the means' Normals."""
+        m0, kappa0, a0, b0 = self.vb_prior(priors)
+        ratio = kappa0 / q["kappa"]
+        means = 0.5 * (
+            ratio - 1.0 - np.log(ratio) + kappa0 * q["shape"] / q["rate"] * (q["mean"] - m0) ** 2
+        )
+        return float((gamma_kl(q["shape"], q["rate"], a0, b0) + means).sum())
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        """The means and ``E[s2] = b / (a - 1)`` (``b / a`` for ``a <= 1``)."""
+        shape = q["shape"]
+        return {
+            "means": q["mean"].copy(),
+            "variances": q["rate"] / np.where(shape > 1.0, shape - 1.0, shape),
+        }
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        shape = q["shape"]
+        precision = rng.gamma(shape, 1.0 / q["rate"], size=(n_draws,) + shape.shape)
+        noise = rng.standard_normal(precision.shape)
+        means = q["mean"] + noise / np.sqrt(q["kappa"] * precision)
+        return {"means": means, "variances": 1.0 / precision}
 
     # -- PyMC ----------------------------------------------------------------------
     def nutpie_density(self, X: np.ndarray, priors: Mapping[str, np.ndarray], n_components: int):

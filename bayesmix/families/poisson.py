@@ -18,13 +18,14 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import digamma, gammaln
 
 from bayesmix.families.base import (
     CountData,
     CountFamily,
     DataSummary,
     Parameters,
+    gamma_kl,
     positive_hyperparameter,
     pymc_dims,
 )
@@ -101,6 +102,11 @@ class Poisson(CountFamily):
         by one product with the log rates, ``-lambda`` in the constant (or, with missing
         entries, in a table over observed / missing whose histogram is the observed mass)."""
         rates = np.maximum(params["rates"], RATE_FLOOR)
+        return self._pass(X, weights, log_weights, rates, np.log(rates), prepared)
+
+    def _pass(self, X, weights, log_weights, rates, log_rates, prepared: CountData):
+        """:func:`~bayesmix.families.kernels.count_pass` with ``rates`` in the ``-lambda``
+        term and ``log_rates`` as the factor of ``x``."""
         if prepared.observed is None:
             constant = log_weights - rates.sum(axis=1)
             table = np.zeros(rates.shape + (0,))
@@ -112,7 +118,7 @@ class Poisson(CountFamily):
             NO_BINS if prepared.observed is None else prepared.missing_bins,
             weights,
             constant,
-            np.log(rates),
+            log_rates,
             table,
             prepared.row_constant,
         )
@@ -161,6 +167,58 @@ class Poisson(CountFamily):
         self, params: Parameters, components: np.ndarray, rng: np.random.Generator
     ) -> np.ndarray:
         return rng.poisson(params["rates"][components]).astype(float)
+
+    # -- closed-form VB: lambda_kd ~ Gamma(shape, rate) under q -----------------------
+    supports_vb = True
+
+    def vb_posterior(
+        self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """``q(lambda_kd) = Gamma(a + S_kd, b_d + N_kd)`` (shape-rate) under the prior
+        ``Gamma(a, b)``, ``a = rate_shape``, ``b = rate_shape / rate_mean``: the EM
+        statistics' responsibility-weighted sums ``S`` and observed masses ``N``."""
+        shape, rate = priors["rate_shape"], priors["rate_shape"] / priors["rate_mean"]
+        return {"shape": shape + stats["sum_x"], "rate": rate + stats["observed_mass"]}
+
+    @staticmethod
+    def _vb_moments(q: Parameters) -> tuple[np.ndarray, np.ndarray]:
+        """``E_q[lambda]`` and ``E_q[log lambda]``."""
+        return q["shape"] / q["rate"], digamma(q["shape"]) - np.log(q["rate"])
+
+    def vb_log_density(
+        self, X: np.ndarray, q: Parameters, prepared: CountData | None = None
+    ) -> np.ndarray:
+        """``sum_d x_d E[log lambda_kd] - E[lambda_kd] - log x_d!`` over the observed
+        entries."""
+        data = self.prepare(X) if prepared is None else prepared
+        mean, log_mean = self._vb_moments(q)
+        return data.values @ log_mean.T - data.column_sums(mean) - data.row_constant[:, None]
+
+    def vb_expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        q: Parameters,
+        prepared: CountData,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """The EM pass (:meth:`expectation`) with ``E[log lambda]`` for ``log lambda`` and
+        ``E[lambda]`` for ``lambda``."""
+        mean, log_mean = self._vb_moments(q)
+        return self._pass(X, weights, log_weights, mean, log_mean, prepared)
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        """Sum of the Gamma KL divergences."""
+        shape, rate = priors["rate_shape"], priors["rate_shape"] / priors["rate_mean"]
+        return float(gamma_kl(q["shape"], q["rate"], shape, rate).sum())
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        return {"rates": q["shape"] / q["rate"]}
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        shape = q["shape"]
+        rates = rng.gamma(shape, 1.0 / q["rate"], size=(n_draws,) + shape.shape)
+        return {"rates": np.maximum(rates, RATE_FLOOR)}
 
     supports_pymc = True
 

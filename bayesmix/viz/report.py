@@ -373,7 +373,9 @@ def supported_methods(model: Any) -> tuple[str, ...]:
         structure supports full Bayes, ``em`` and
         ``map`` for the others (mclust's coupled models such as ``VEV``); for the other
         families ``em``, ``map``, ``nuts``, ``advi`` and ``fullrank_advi`` (every family
-        has a PyMC parametrisation).
+        has a PyMC parametrisation), and ``vb`` for the conjugate ones
+        (``family.supports_vb``: Poisson, Bernoulli, Categorical, Normal and products
+        of them).
     """
     from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES
     from bayesmix.mixture import FAMILY_METHODS, Mixture
@@ -384,9 +386,12 @@ def supported_methods(model: Any) -> tuple[str, ...]:
             return tuple(EM_METHODS)
         vb = model.covariance_type in BASIC_STRUCTURES  # closed-form VB's four
         return tuple(m for m in FIT_METHODS if vb or m != "vb")
-    if model.family.supports_pymc:
-        return tuple(FAMILY_METHODS)
-    return tuple(m for m in FAMILY_METHODS if m in ("em", "map"))
+    pymc, vb = model.family.supports_pymc, model.family.supports_vb
+    return tuple(
+        m
+        for m in FAMILY_METHODS
+        if m in ("em", "map") or (m == "vb" and vb) or (m not in ("em", "map", "vb") and pymc)
+    )
 
 
 def describe_model(model: Any) -> str:

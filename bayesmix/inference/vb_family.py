@@ -1,0 +1,453 @@
+"""Closed-form mean-field variational Bayes (CAVI) for the conjugate non-Gaussian families.
+
+Coordinate ascent on ``q(z) q(pi) prod_k q(theta_k)`` (Bishop 2006, ch. 10; Blei & Jordan
+2006 for the stick-breaking weights) for a :class:`bayesmix.Mixture` whose family has
+closed-form updates (``family.supports_vb``):
+
+========================  ====================================  ===========================
+family                    conjugate prior (from its priors)     ``q(theta_k)``
+========================  ====================================  ===========================
+``Poisson()``             ``lambda ~ Gamma(rate_shape,          Gamma per component and
+                          rate_shape / rate_mean)``             column
+``Bernoulli()``           ``p ~ Beta(probability_alpha,         Beta per component and
+                          probability_beta)``                   column
+``Categorical()``         ``pi_d ~ Dirichlet(                   Dirichlet per component and
+                          probability_concentration)``          column
+``Normal()``              Normal-Gamma (see ``Normal.vb_prior``) Normal-Gamma per component
+                                                                and column
+``Independent({...})``    every block's own                     every block's own
+========================  ====================================  ===========================
+
+The priors are the declaration's resolved priors (:meth:`bayesmix.Mixture.resolve_priors`),
+the values MAP-EM, NUTS and ADVI use, so that for large N the VB posterior means approach
+the MAP-EM estimate; only ``Normal()`` blocks read theirs into the conjugate
+Normal-Gamma family (:meth:`bayesmix.families.Normal.vb_prior`). Weights:
+:mod:`bayesmix.inference.vb_weights` (symmetric Dirichlet or truncated stick-breaking).
+
+One iteration is the family's E-step under ``q`` — the EM kernels' pass with ``E_q[log
+theta]`` in place of ``log theta`` (:meth:`~bayesmix.families.base.ComponentFamily.
+vb_expectation`), or, for products of families, the blocks' expected log densities
+normalised here (:meth:`~bayesmix.families.base.ComponentFamily.vb_log_density`) and
+EM's :meth:`~bayesmix.families.base.ComponentFamily.statistics` — and then every
+factor's closed-form update from those same additive statistics
+(:meth:`~bayesmix.families.base.ComponentFamily.vb_posterior`). Missing entries
+(``missing="marginalize"``) drop out of the statistics as in EM.
+
+Evidence lower bound
+--------------------
+After each E-step, with ``q(z)`` optimal for the current ``q(pi) q(theta)``, the ELBO is
+exact and cheap:
+
+    ELBO = sum_n w_n log sum_k exp(E[log pi_k] + E[log p(x_n | theta_k)])
+           - KL(q(pi) || p(pi)) - sum_k KL(q(theta_k) || p(theta_k)),
+
+the first term being the E-step pass's log-likelihood. Each CAVI update maximises the
+ELBO over one factor, so the trace never decreases (``tests/test_vb_families.py``); for
+``K = 1`` with the Dirichlet weight prior ``q`` is the exact posterior and the ELBO is
+the log marginal likelihood. The fit stops when the ELBO gains less than ``tol`` per
+(weighted) observation.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.families.gaussian.stats import log_normalise
+from bayesmix.inference.em.init import kmeans
+from bayesmix.inference.vb_weights import (
+    INTERFACE_WEIGHT_PRIORS,
+    WEIGHT_PRIORS,
+    expected_log_weights,
+    expected_weights,
+    interface_concentration,
+    posterior_concentration,
+    sample_weights,
+    weights_kl,
+)
+from bayesmix.validation import check_choice, check_float, check_int, check_random_state
+
+if TYPE_CHECKING:
+    from bayesmix.data import Data
+    from bayesmix.families.base import ComponentFamily
+    from bayesmix.mixture import Mixture
+    from bayesmix.results.posterior import BayesResult
+
+__all__ = [
+    "FAMILY_VB_INITS",
+    "FamilyVBResult",
+    "fit_family_vb",
+    "fit_family_vb_result",
+    "vb_family_names",
+    "vb_unsupported_message",
+]
+
+#: the start methods of :func:`fit_family_vb`: k-means on the family's start transform
+#: (EM's start), or random responsibilities
+FAMILY_VB_INITS = ("kmeans", "random")
+
+
+def vb_family_names() -> str:
+    """The families closed-form VB supports, for error messages."""
+    return (
+        "Gaussian (full, tied, diag, spherical), Poisson(), Bernoulli(), Categorical(), "
+        "Normal() and Independent({...}) products of these"
+    )
+
+
+def vb_unsupported_message(family: ComponentFamily) -> str:
+    """Why ``fit(method="vb")`` refuses ``family``: the supported families and, for a
+    product, its blocks without closed-form VB."""
+    blocks = family.vb_unsupported() if hasattr(family, "vb_unsupported") else []
+    which = f" (block(s) {', '.join(blocks)})" if blocks else ""
+    return (
+        f"method='vb' is not available for the {family.name} family{which}: closed-form "
+        f"variational Bayes supports {vb_family_names()}. Fit it with method='em', 'map', "
+        "'nuts' or 'advi'."
+    )
+
+
+@dataclass(frozen=True)
+class FamilyVBResult:
+    """One CAVI fit: the kept run's ``q`` and its ELBO trace.
+
+    Attributes
+    ----------
+    q : dict of numpy.ndarray
+        The family's variational parameters (:meth:`~bayesmix.families.base.
+        ComponentFamily.vb_posterior`).
+    weight_prior : str
+        ``"dirichlet_distribution"`` or ``"dirichlet_process"``.
+    weight_concentration : numpy.ndarray
+        ``q(pi)``'s parameters (:mod:`bayesmix.inference.vb_weights`).
+    alpha : float
+        The weight prior's concentration.
+    elbo_trace : numpy.ndarray
+        The ELBO after each E-step of the kept run (never decreasing).
+    converged : bool
+    n_iter : int
+        Iterations of the kept run.
+    n_obs : float
+        Total weight of the rows.
+    """
+
+    q: dict[str, np.ndarray]
+    weight_prior: str
+    weight_concentration: np.ndarray
+    alpha: float
+    elbo_trace: np.ndarray
+    converged: bool
+    n_iter: int
+    n_obs: float
+
+    @property
+    def elbo(self) -> float:
+        """The last ELBO (``-inf`` without iterations)."""
+        return float(self.elbo_trace[-1]) if len(self.elbo_trace) else -np.inf
+
+    @property
+    def weights(self) -> np.ndarray:
+        """``E_q[pi]``."""
+        return expected_weights(self.weight_prior, self.weight_concentration)
+
+
+def _estep(family, X, weights, prepared, log_weights, q):
+    """``(sum_n w_n log sum_k exp(...), mass, statistics)`` under ``q``: the family's fused
+    pass, else its expected log density normalised and EM's statistics of the
+    responsibilities (the parameters at ``q``'s means passed for their names)."""
+    fused = family.vb_expectation(X, weights, log_weights, q, prepared)
+    if fused is not None:
+        return fused
+    log_norm, log_resp = log_normalise(log_weights + family.vb_log_density(X, q, prepared))
+    resp = np.exp(log_resp) * weights[:, None]
+    stats = family.statistics(X, resp, family.vb_mean(q), prepared)
+    return float(weights @ log_norm), resp.sum(axis=0), stats
+
+
+def _start_resp(family, X, weights, n_components, init, rng) -> np.ndarray:
+    """Initial responsibilities ``(n_obs, K)``: one-hot k-means clusters of the family's
+    start transform, random (Dirichlet(1) rows), or the given array."""
+    if isinstance(init, np.ndarray):
+        return init
+    if init == "random":
+        return rng.dirichlet(np.ones(n_components), size=X.shape[0])
+    labels = kmeans(family.start_transform(X), weights, n_components, rng)
+    resp = np.zeros((X.shape[0], n_components))
+    resp[np.arange(X.shape[0]), labels] = 1.0
+    return resp
+
+
+def _start_parameters(family, X, resp, weights) -> dict[str, np.ndarray]:
+    """Parameters with the family's names (what :meth:`statistics` indexes), at the
+    responsibility-weighted centres of the rows (NaN filled by column means)."""
+    missing = np.isnan(X)
+    filled = np.where(missing, np.nanmean(X, axis=0), X) if missing.any() else X
+    weighted = resp * weights[:, None]
+    centres = weighted.T @ filled / np.maximum(weighted.sum(axis=0), 1e-300)[:, None]
+    return family.initial_parameters(X, centres, weights)
+
+
+def fit_family_vb(
+    family: ComponentFamily,
+    X: np.ndarray,
+    priors: dict[str, np.ndarray],
+    n_components: int,
+    *,
+    weight_prior: str = "dirichlet_distribution",
+    alpha: float = 1.0,
+    sample_weight: np.ndarray | None = None,
+    init: str | np.ndarray = "kmeans",
+    n_init: int = 5,
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    random_state: Any = None,
+    warn: bool = True,
+) -> FamilyVBResult:
+    """Fit ``q`` by coordinate ascent on the ELBO; keep the best of ``n_init`` runs.
+
+    Parameters
+    ----------
+    family : ComponentFamily
+        A family with ``supports_vb`` (its settings fixed by the data, as
+        :meth:`bayesmix.Mixture.fit` fixes them).
+    X : numpy.ndarray of shape (n_obs, n_features)
+        Data in the family's support; NaN marks a missing entry.
+    priors : dict
+        The family's resolved priors (:meth:`bayesmix.Mixture.resolve_priors`).
+    n_components : int
+        K (the truncation level for the Dirichlet process).
+    weight_prior : {"dirichlet_distribution", "dirichlet_process"}
+    alpha : float
+        The weight prior's concentration.
+    sample_weight : numpy.ndarray of shape (n_obs,), optional
+        Frequency weights.
+    init : {"kmeans", "random"} or numpy.ndarray
+        Initial responsibilities: k-means on the family's start transform (EM's start),
+        Dirichlet(1) rows, or an ``(n_obs, K)`` array (every run starts there).
+    n_init : int
+        Runs; the one with the highest final ELBO is kept.
+    max_iter : int
+        Iterations per run (``0``: the start's ``q``, no ELBO).
+    tol : float
+        Stop when the ELBO gains less than ``tol`` per (weighted) observation.
+    random_state : None, int or numpy.random.Generator
+    warn : bool
+        Warn (:class:`bayesmix.ConvergenceWarning`) when the kept run did not converge.
+
+    Returns
+    -------
+    FamilyVBResult
+
+    Raises
+    ------
+    ValueError
+        A family without closed-form VB, an unknown ``weight_prior`` or ``init``, a
+        non-positive ``alpha``, responsibilities of the wrong shape, or a non-finite
+        ELBO.
+    """
+    if not family.supports_vb:
+        raise ValueError(vb_unsupported_message(family))
+    check_choice(weight_prior, "weight_prior", WEIGHT_PRIORS)
+    alpha = check_float(alpha, "alpha", inclusive=False)
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter", minimum=0)
+    tol = check_float(tol, "tol")
+    X = np.asarray(X, dtype=np.float64)
+    n_obs = X.shape[0]
+    weights = np.ones(n_obs) if sample_weight is None else np.asarray(sample_weight, float)
+    if isinstance(init, np.ndarray):
+        if init.shape != (n_obs, n_components):
+            raise ValueError(
+                f"init responsibilities must have shape {(n_obs, n_components)}; got {init.shape}."
+            )
+        init = np.asarray(init, dtype=np.float64)
+    else:
+        check_choice(init, "init", FAMILY_VB_INITS)
+    rng = check_random_state(random_state)
+    prepared = family.prepare(X)
+    total = float(weights.sum())
+    best = None
+    for _ in range(n_init):
+        resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
+        params = _start_parameters(family, X, resp, weights)
+        q = family.vb_posterior(family.statistics(X, resp, params, prepared), priors, prepared)
+        concentration = posterior_concentration(weight_prior, alpha, resp.sum(axis=0))
+        trace: list[float] = []
+        converged = False
+        for _ in range(max_iter):
+            log_weights = expected_log_weights(weight_prior, concentration)
+            log_lik, mass, stats = _estep(family, X, weights, prepared, log_weights, q)
+            elbo = (
+                log_lik - weights_kl(weight_prior, concentration, alpha) - family.vb_kl(q, priors)
+            )
+            if not np.isfinite(elbo):
+                raise ValueError(
+                    "the variational E-step gave a non-finite ELBO: X holds values outside "
+                    f"the {family.name} family's support or infinite values; check X."
+                )
+            trace.append(float(elbo))
+            if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * total:
+                converged = True
+                break
+            q = family.vb_posterior(stats, priors, prepared)
+            concentration = posterior_concentration(weight_prior, alpha, mass)
+        result = FamilyVBResult(
+            q,
+            weight_prior,
+            np.asarray(concentration),
+            alpha,
+            np.asarray(trace),
+            converged,
+            len(trace),
+            total,
+        )
+        if best is None or result.elbo > best.elbo:
+            best = result
+    if warn and max_iter > 0 and not best.converged:
+        warnings.warn(
+            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
+            f"ELBO per observation above tol={tol}); increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return best
+
+
+def _seed(random_state: Any) -> int:
+    """One integer seed from ``random_state`` (an int is used as it is)."""
+    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        check_random_state(random_state)  # validates the sign
+        return int(random_state)
+    return int(check_random_state(random_state).integers(2**31 - 1))
+
+
+def fit_family_vb_result(
+    model: Mixture,
+    data: Data,
+    *,
+    weight_prior: str = "dirichlet",
+    sample_weight: Any = None,
+    n_init: int = 5,
+    init: Any = "kmeans",
+    max_iter: int = 1000,
+    tol: float = 1e-8,
+    draws: int = 1000,
+    order_by: Any = None,
+    random_state: Any = None,
+) -> BayesResult:
+    """``Mixture(K, family).fit(X, method="vb")``: :func:`fit_family_vb` under the
+    declaration's resolved priors (those of MAP-EM), then ``draws`` draws from ``q`` as a
+    one-chain :class:`~bayesmix.results.posterior.BayesResult`.
+
+    ``weight_prior="dirichlet"``: the symmetric Dirichlet with the declaration's
+    ``weight_concentration`` (default 4, as MAP-EM); ``"dirichlet_process"``: sticks
+    ``Beta(1, alpha)``, ``alpha`` the declaration's ``weight_concentration`` when set to
+    another value than 4, else 1 (:func:`~bayesmix.inference.vb_weights.
+    interface_concentration`). Components are numbered by :mod:`bayesmix.ordering`'s rule
+    applied to ``q``'s means. ``result.elbo`` is the kept run's ELBO trace;
+    ``settings`` records ``method="vb"``, ``converged``, ``n_iter``, ``elbo`` and the
+    options.
+
+    Raises
+    ------
+    ValueError
+        A family without closed-form VB (naming the supported ones and, for a product,
+        the blocks without), or a bad option (named).
+    TypeError
+        ``init`` neither a method name nor an array.
+    """
+    from bayesmix.data import check_sample_weight
+    from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
+    from bayesmix.results.posterior import BayesResult
+
+    started = time.perf_counter()
+    family = model.family
+    if not family.supports_vb:
+        raise ValueError(vb_unsupported_message(family))
+    check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    n_init = check_int(n_init, "n_init")
+    max_iter = check_int(max_iter, "max_iter")
+    tol = check_float(tol, "tol", inclusive=False)
+    draws = check_int(draws, "draws")
+    if isinstance(init, str):
+        check_choice(init, "init", FAMILY_VB_INITS)
+    elif not isinstance(init, np.ndarray):
+        raise TypeError(
+            f"init must be one of {list(FAMILY_VB_INITS)} or an (n_obs, n_components) "
+            f"array of responsibilities; got {type(init).__name__}."
+        )
+    feature = resolve_order_by(order_by, data.feature_names)  # before any work
+    weights = check_sample_weight(sample_weight, data.n_obs)
+    seed = _seed(random_state)
+    rng = np.random.default_rng(seed)
+    priors = model.resolve_priors(data, weights)
+    internal = INTERFACE_WEIGHT_PRIORS[weight_prior]
+    alpha = interface_concentration(
+        internal,
+        priors["weight_concentration"],
+        model.priors is not None and "weight_concentration" in model.priors,
+    )
+    fit = fit_family_vb(
+        family,
+        data.values,
+        priors,
+        model.n_components,
+        weight_prior=internal,
+        alpha=alpha,
+        sample_weight=weights,
+        init=init,
+        n_init=n_init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=rng,
+        warn=False,
+    )
+    if not fit.converged:
+        warnings.warn(
+            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
+            f"ELBO per observation above tol={tol}); increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
+    arrays = {"weights": sample_weights(internal, fit.weight_concentration, draws, rng)}
+    arrays.update(family.vb_sample(fit.q, draws, rng))
+    posterior = model.posterior_from_draws(
+        {name: value[None] for name, value in arrays.items()}, data.feature_names
+    )
+    mean = family.vb_mean(fit.q)
+    means = family.component_means(mean)
+    if feature is None:
+        variances = family.component_variances(mean)
+        feature = best_separated_feature(means, variances[..., None] * np.eye(means.shape[1]))
+    posterior = order_posterior(posterior, feature, means)
+    settings = dict(
+        method="vb",
+        family=family.name,
+        weight_prior=weight_prior,
+        weight_concentration=alpha,
+        n_init=n_init,
+        init=init if isinstance(init, str) else "array",
+        max_iter=max_iter,
+        tol=tol,
+        n_iter=fit.n_iter,
+        converged=int(fit.converged),
+        elbo=fit.elbo,
+        draws=draws,
+        order_feature=data.feature_names[feature],
+        random_state=seed,
+        seed=seed,
+        fit_seconds=time.perf_counter() - started,
+    )
+    return BayesResult(
+        model=model,
+        posterior=posterior,
+        data=data,
+        priors=priors,
+        elbo=fit.elbo_trace,
+        settings=settings,
+    )
