@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xarray as xr
 
 from bayesmix.exceptions import RechunkWarning
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "Categories",
@@ -23,6 +26,7 @@ __all__ = [
     "check_sample_weight",
     "is_dask_input",
     "is_typed",
+    "is_xarray",
 ]
 
 #: the category labels of a DataFrame's typed columns, one entry per feature: the labels of
@@ -172,7 +176,7 @@ def as_data(
         data = _from_frame(frame, name, categories)
     elif isinstance(X, pd.DataFrame):
         data = _from_frame(X, name, categories)
-    elif isinstance(X, xr.DataArray):
+    elif is_xarray(X, "DataArray"):
         data = _from_dataarray(X, name)
     else:
         data = _from_array(X, name)
@@ -376,6 +380,26 @@ def _typed_labels(column: pd.Series, distinct: Any, name: str) -> tuple[str, ...
     return labels
 
 
+def is_xarray(X: Any, kind: str) -> bool:
+    """Whether ``X`` is an ``xarray.<kind>`` (``"DataArray"`` or ``"Dataset"``).
+
+    False without importing xarray when it is not imported yet: no xarray object can exist
+    then, and numpy input is validated without loading xarray (and pandas' share of it).
+
+    Parameters
+    ----------
+    X : object
+    kind : str
+        The xarray class's name.
+
+    Returns
+    -------
+    bool
+    """
+    xarray = sys.modules.get("xarray")
+    return xarray is not None and isinstance(X, getattr(xarray, kind))
+
+
 def _from_dataarray(array: xr.DataArray, name: str) -> Data:
     if array.ndim != 2:
         raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {array.dims}.")
@@ -529,9 +553,9 @@ def is_dask_input(X: Any) -> bool:
         return True
     if type(X).__module__.startswith("dask"):
         return hasattr(X, "__dask_graph__")
-    if isinstance(X, xr.DataArray):
+    if is_xarray(X, "DataArray"):
         return X.chunks is not None
-    if isinstance(X, xr.Dataset):
+    if is_xarray(X, "Dataset"):
         return bool(X.chunks)
     return False
 
@@ -689,7 +713,7 @@ def _dask_values(
 ) -> tuple[Any, tuple[str, ...] | None, Categories | None]:
     """The Dask array behind ``X``, its feature names (None: default names) and the
     labels of its coded columns (None: none coded)."""
-    if isinstance(X, xr.Dataset):
+    if is_xarray(X, "Dataset"):
         names = list(X.data_vars)
         bad = [v for v in names if X[v].ndim != 1]
         if not names or bad:
@@ -700,7 +724,7 @@ def _dask_values(
             )
         X = X[names].to_dataarray(dim="feature").transpose(X[names[0]].dims[0], "feature")
         X = X.chunk({"feature": -1})  # one chunk per variable from the stacking: merge them
-    if isinstance(X, xr.DataArray):
+    if is_xarray(X, "DataArray"):
         if X.ndim != 2:
             raise ValueError(f"{name} must be a 2-D DataArray (obs, feature); got dims {X.dims}.")
         feature_dim = X.dims[1]

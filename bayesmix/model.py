@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 
 from bayesmix.data import Data, as_data, check_sample_weight, is_dask_input
 from bayesmix.families.gaussian.covariance import (
@@ -27,6 +25,10 @@ from bayesmix.results import (
     sample_mixture,
 )
 from bayesmix.validation import check_int, check_random_state
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import xarray as xr
 
 __all__ = ["GaussianMixture", "FIT_METHODS", "EM_METHODS", "BAYES_METHODS"]
 
@@ -507,6 +509,8 @@ class GaussianMixture:
 
     def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
         """A point estimate as one row per component: weight, means, standard deviations."""
+        import pandas as pd
+
         table = pd.DataFrame({"weight": posterior["weights"].values[0, 0]})
         features = [str(name) for name in posterior["feature"].values]
         means, stds = posterior["means"].values[0, 0], posterior["stds"].values[0, 0]

@@ -20,13 +20,15 @@ the feature used (and ``result.settings["order_direction"]`` the direction, if a
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import xarray as xr
 
 from bayesmix.families.gaussian.stats import Params
 from bayesmix.validation import check_int
+
+if TYPE_CHECKING:
+    import xarray as xr
 
 __all__ = [
     "best_separated_feature",

@@ -396,3 +396,36 @@ def test_asymmetric_weight_prior_is_refused():
     model = bm.Mixture(2, family, {"weight_concentration": [1.0, 3.0]})
     with pytest.raises(ValueError, match="weight_concentration"):
         model.fit(X, method="vb")
+
+
+class _InterruptedPoisson(Poisson):
+    """A Poisson family whose KL term raises KeyboardInterrupt at its ``at``-th call
+    (Ctrl-C in the middle of a run)."""
+
+    def __init__(self, at: int) -> None:
+        self.at, self.calls = at, 0
+
+    def vb_kl(self, q, priors):
+        self.calls += 1
+        if self.calls == self.at:
+            raise KeyboardInterrupt
+        return super().vb_kl(q, priors)
+
+
+@pytest.mark.parametrize("at", [1, 8, 40])
+def test_ctrl_c_keeps_the_best_run_so_far(at):
+    """Interrupted in the first run's first iteration: re-raised (nothing to keep); later:
+    the best run so far, not converged, marked interrupted, with a warning."""
+    X, _ = _data("poisson")
+    family = _InterruptedPoisson(at)
+    if at == 1:
+        with pytest.raises(KeyboardInterrupt):
+            bm.Mixture(2, family).fit(X, method="vb", n_init=3, tol=1e-12, random_state=0)
+        return
+    with pytest.warns(bm.InterruptedFitWarning, match="vb was interrupted"):
+        result = bm.Mixture(2, family).fit(
+            X, method="vb", n_init=3, tol=1e-12, draws=20, random_state=0
+        )
+    assert result.settings["interrupted"] and result.settings["converged"] == 0
+    assert len(result.elbo) == result.settings["n_iter"] >= 1
+    assert np.all(np.diff(result.elbo) >= -1e-9 * np.abs(result.elbo).max())

@@ -52,7 +52,7 @@ from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -60,6 +60,12 @@ import numpy as np
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.families.gaussian.stats import log_normalise
 from bayesmix.inference.em.init import kmeans
+from bayesmix.inference.interrupt import (
+    INTERRUPTS,
+    is_interrupt,
+    keeps_partial_work,
+    warn_interrupted,
+)
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
     WEIGHT_PRIORS,
@@ -134,6 +140,8 @@ class FamilyVBResult:
         Iterations of the kept run.
     n_obs : float
         Total weight of the rows.
+    interrupted : bool
+        Ctrl-C stopped the runs: the best run so far is kept (not converged).
     """
 
     q: dict[str, np.ndarray]
@@ -144,6 +152,7 @@ class FamilyVBResult:
     converged: bool
     n_iter: int
     n_obs: float
+    interrupted: bool = False
 
     @property
     def elbo(self) -> float:
@@ -272,13 +281,55 @@ def fit_family_vb(
     prepared = family.prepare(X)
     total = float(weights.sum())
     best = None
-    for _ in range(n_init):
-        resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
-        params = _start_parameters(family, X, resp, weights)
-        q = family.vb_posterior(family.statistics(X, resp, params, prepared), priors, prepared)
-        concentration = posterior_concentration(weight_prior, alpha, resp.sum(axis=0))
-        trace: list[float] = []
-        converged = False
+    try:
+        for _ in range(n_init):
+            resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
+            params = _start_parameters(family, X, resp, weights)
+            stats = family.statistics(X, resp, params, prepared)
+            q = family.vb_posterior(stats, priors, prepared)
+            concentration = posterior_concentration(weight_prior, alpha, resp.sum(axis=0))
+            q, concentration, trace, converged = _run(
+                family, X, weights, prepared, priors, q, concentration,
+                (weight_prior, alpha, max_iter, tol * total),
+            )  # fmt: skip
+            result = FamilyVBResult(
+                q,
+                weight_prior,
+                np.asarray(concentration),
+                alpha,
+                np.asarray(trace),
+                bool(converged),
+                len(trace),
+                total,
+                converged is None,
+            )
+            if best is None or result.elbo > best.elbo:
+                best = result
+            if converged is None:  # interrupted: no more runs
+                best = replace(best, converged=False, interrupted=True)
+                break
+    except INTERRUPTS as error:  # Ctrl-C while a later run started: the best so far
+        if not (is_interrupt(error) and keeps_partial_work() and best is not None):
+            raise
+        best = replace(best, converged=False, interrupted=True)
+    if warn and max_iter > 0 and not best.converged and not best.interrupted:
+        warnings.warn(
+            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
+            f"ELBO per observation above tol={tol}); increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
+    return best
+
+
+def _run(family, X, weights, prepared, priors, q, concentration, settings):
+    """One CAVI run from ``q``: ``(q, concentration, ELBO trace, converged)``, converged
+    None when a ``KeyboardInterrupt`` stopped it after at least one iteration (raised
+    before, or when nested in another fit)."""
+    weight_prior, alpha, max_iter, tolerance = settings
+    trace: list[float] = []
+    converged: bool | None = False
+    try:
         for _ in range(max_iter):
             log_weights = expected_log_weights(weight_prior, concentration)
             log_lik, mass, stats = _estep(family, X, weights, prepared, log_weights, q)
@@ -291,31 +342,16 @@ def fit_family_vb(
                     f"the {family.name} family's support or infinite values; check X."
                 )
             trace.append(float(elbo))
-            if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tol * total:
+            if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tolerance:
                 converged = True
                 break
             q = family.vb_posterior(stats, priors, prepared)
             concentration = posterior_concentration(weight_prior, alpha, mass)
-        result = FamilyVBResult(
-            q,
-            weight_prior,
-            np.asarray(concentration),
-            alpha,
-            np.asarray(trace),
-            converged,
-            len(trace),
-            total,
-        )
-        if best is None or result.elbo > best.elbo:
-            best = result
-    if warn and max_iter > 0 and not best.converged:
-        warnings.warn(
-            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
-            f"ELBO per observation above tol={tol}); increase max_iter or tol.",
-            ConvergenceWarning,
-            stacklevel=2,
-        )
-    return best
+    except INTERRUPTS as error:  # Ctrl-C: the run so far (converged None), if it iterated
+        if not (is_interrupt(error) and keeps_partial_work() and trace):
+            raise
+        converged = None
+    return q, concentration, trace, converged
 
 
 def _seed(random_state: Any) -> int:
@@ -407,7 +443,16 @@ def fit_family_vb_result(
         random_state=rng,
         warn=False,
     )
-    if not fit.converged:
+    if fit.interrupted:
+        warn_interrupted(
+            "vb",
+            fit.n_iter,
+            max_iter,
+            "iterations",
+            holds="the result holds draws from the approximation reached then (the best "
+            "run so far, not converged), and its ELBO history stops there",
+        )
+    elif not fit.converged:
         warnings.warn(
             f"vb did not converge in max_iter={max_iter} iterations (last change of the "
             f"ELBO per observation above tol={tol}); increase max_iter or tol.",
@@ -443,6 +488,8 @@ def fit_family_vb_result(
         seed=seed,
         fit_seconds=time.perf_counter() - started,
     )
+    if fit.interrupted:
+        settings["interrupted"] = True
     return BayesResult(
         model=model,
         posterior=posterior,

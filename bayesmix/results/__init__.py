@@ -15,8 +15,6 @@ from importlib import metadata
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
-import xarray as xr
 
 from bayesmix.data import Data, as_dask_data, as_data, check_sample_weight, is_dask_input
 from bayesmix.families.gaussian.covariance import get_structure
@@ -29,6 +27,12 @@ from bayesmix.families.gaussian.stats import (
 from bayesmix.validation import check_int, check_random_state
 
 if TYPE_CHECKING:
+    # xarray and pandas are imported where a Dataset or DataFrame is built: an EM fit on
+    # numpy data and its predictions never build one, so they never import them (nor the
+    # Dask that xarray's first Dataset imports when it is installed)
+    import pandas as pd
+    import xarray as xr
+
     from bayesmix.model import GaussianMixture
     from bayesmix.priors import ResolvedPriors
 
@@ -64,6 +68,8 @@ def parameters_dataset(
         ``weights``, ``means``, ``covariances`` and the derived per-component standard
         deviations ``stds`` and correlation matrices ``correlations``.
     """
+    import xarray as xr
+
     stds = np.sqrt(np.diagonal(covariances, axis1=-2, axis2=-1))
     outer = stds[..., :, None] * stds[..., None, :]
     correlations = np.divide(covariances, outer, out=np.zeros_like(covariances), where=outer > 0)
@@ -109,6 +115,8 @@ def identified_parameters(posterior: xr.Dataset, covariance_type: str) -> xr.Dat
         The labels :func:`arviz.summary` gives its rows (``means[0, waiting]``,
         ``correlations[0, eruptions, waiting]``) are the ones every bayesmix table uses.
     """
+    import xarray as xr
+
     structure = get_structure(covariance_type)
     # a dim the structure does not store holds copies: keep its first entry only
     repeated = [dim for dim in ("component", "feature") if dim not in structure.natural_dims]
@@ -381,6 +389,8 @@ class MixtureResult:
         xarray.DataArray
             Dims ``(chain, draw, obs, component)``.
         """
+        import xarray as xr
+
         data = self.check_data(X)
         probs = np.stack(
             [np.exp(log_normalise(self._log_joint(data, p))[1]) for p in self._draw_params]
@@ -458,6 +468,8 @@ class MixtureResult:
             Observations to add as ``observed_data`` with the pointwise
             ``log_likelihood`` of every draw.
         """
+        import xarray as xr
+
         groups = {"posterior": self._exported_posterior().assign_attrs(self._attrs())}
         if X is not None:
             data = self.check_data(X)
@@ -630,11 +642,15 @@ class EMResult(MixtureResult):
         """Point estimates as a table: one row per weight, mean and standard deviation,
         and per correlation for matrix structures, labelled as in a NUTS or ADVI
         ``summary()`` (the parameters of :func:`identified_parameters`)."""
+        import pandas as pd
+
         labels, draws = parameter_draws(self.model.identified_parameters(self.posterior))
         rows = list(zip(labels, draws[0, 0].tolist(), strict=True))
         return pd.DataFrame(rows, columns=["parameter", "estimate"]).set_index("parameter")
 
     def _extra_groups(self) -> dict[str, xr.Dataset]:
+        import xarray as xr
+
         trace = {"log_likelihood": ("iteration", self.log_likelihood_trace)}
         if self.log_posterior_trace is not None:
             trace["log_posterior"] = ("iteration", self.log_posterior_trace)
