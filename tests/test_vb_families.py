@@ -313,6 +313,19 @@ def test_memberships_density_compare_summary(mixed_fits):
     assert np.isfinite(az.loo(tree).elpd)
 
 
+def test_save_load_and_report(mixed_fits, tmp_path):
+    from bayesmix.viz.report import write_report
+
+    X, vb, em = mixed_fits
+    vb.save(tmp_path / "vb.nc")
+    loaded = bm.load(tmp_path / "vb.nc")
+    assert loaded.method == "vb" and loaded.settings == vb.settings
+    xr.testing.assert_allclose(loaded.posterior, vb.posterior)
+    np.testing.assert_allclose(loaded.predict_proba(X), vb.predict_proba(X))
+    write_report({"map": em, "vb": vb}, X, tmp_path / "report")
+    assert "vb" in (tmp_path / "report" / "report.html").read_text()
+
+
 def test_same_seed_same_result():
     X, family = _data("categorical")
     model = bm.Mixture(2, family)
