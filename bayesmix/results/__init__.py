@@ -7,6 +7,7 @@ memberships, predictive densities, sampling, the DataTree — is written once ag
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform
 from collections.abc import Callable
@@ -253,9 +254,11 @@ def lazy_prediction(result: MixtureResult, X: Any, kind: str) -> Any:
     )
 
 
-# The function MixtureResult.save writes with. bayesmix.results.io registers its ``save`` on import
-# (and bayesmix/__init__ imports bayesmix.results.io): io reads and writes results, so it sits above
-# this module, which therefore must not import it.
+# The function MixtureResult.save writes with. bayesmix.results.io registers its ``save`` on import:
+# io reads and writes results, so it sits above this module, which therefore does not import it
+# by an import statement. ``import bayesmix`` no longer imports io (its names load on first use),
+# so save() loads it by name the first time (WRITER_MODULE) when nothing has registered yet.
+WRITER_MODULE = "bayesmix.results.io"
 _WRITER: Callable[[MixtureResult, str | os.PathLike], None] | None = None
 
 
@@ -317,8 +320,10 @@ class MixtureResult:
         path : str or path-like
             The file to write (conventionally ``.nc``); it is overwritten.
         """
-        if _WRITER is None:  # pragma: no cover - bayesmix/__init__ imports bayesmix.results.io
-            raise RuntimeError("no result writer is registered; import bayesmix.results.io first.")
+        if _WRITER is None:
+            importlib.import_module(WRITER_MODULE)  # registers its writer
+        if _WRITER is None:  # pragma: no cover - bayesmix.results.io registers on import
+            raise RuntimeError(f"no result writer is registered; import {WRITER_MODULE} first.")
         _WRITER(self, path)
 
     # -- parameters per draw -------------------------------------------------------
