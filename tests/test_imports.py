@@ -242,3 +242,19 @@ def test_families_registry_names_every_non_gaussian_family():
         "normal": "Normal",
         "independent": "Independent",
     }
+
+
+def test_save_works_without_importing_the_io_module_first(tmp_path):
+    """``bayesmix.results.io`` registers the writer ``save`` calls; ``import bayesmix``
+    no longer imports it, so the first ``save`` loads it."""
+    path = tmp_path / "fit.nc"
+    out = run_fresh(
+        "import numpy as np\n"
+        "import bayesmix as bm\n"
+        "X = np.loadtxt('bayesmix/datasets/faithful.csv', delimiter=',', skiprows=1)\n"
+        "fit = bm.GaussianMixture(2).fit(X, method='em', random_state=0)\n"
+        f"fit.save({str(path)!r})\n"
+        f"loaded = bm.load({str(path)!r})\n"
+        "print(json.dumps({'same': bool(np.array_equal(loaded.weights, fit.weights))}))"
+    )
+    assert out == {"same": True}
