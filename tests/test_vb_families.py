@@ -326,6 +326,17 @@ def test_save_load_and_report(mixed_fits, tmp_path):
     assert "vb" in (tmp_path / "report" / "report.html").read_text()
 
 
+def test_select_components_compares_family_vb_fits_by_loo():
+    X, family = _data("poisson", n=300)
+    selection = bm.select_components(
+        X, [1, 2], families=[family], methods=("map", "vb"), random_state=0,
+        fit_options={"vb": {"draws": 200}},
+    )  # fmt: skip
+    vb = selection.table.xs("vb", level="method")
+    assert (vb["status"] == "ok").all() and vb["elpd_loo"].notna().all()
+    assert vb["elpd_loo"].iloc[1] > vb["elpd_loo"].iloc[0]
+
+
 def test_same_seed_same_result():
     X, family = _data("categorical")
     model = bm.Mixture(2, family)

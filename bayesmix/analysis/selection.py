@@ -617,7 +617,10 @@ def _fit_one(model, data, key, seed, n_init, options):
 
 def _is_degenerate(fit: MixtureResult, data: Data, tol: float = 1e-8) -> bool:
     """Whether some component covariance is numerically singular in units of the data's
-    standard deviations (in any draw)."""
+    standard deviations (in any draw); never for a family without covariances (Poisson,
+    latent classes: their draws keep off their floors)."""
+    if "covariances" not in fit.posterior:
+        return False
     sd = data.values.std(axis=0)
     sd = np.where(sd > 0, sd, 1.0)
     covariances = fit.posterior["covariances"].values / np.multiply.outer(sd, sd)
