@@ -111,10 +111,17 @@ def vb_unsupported_message(family: ComponentFamily) -> str:
     product, its blocks without closed-form VB."""
     blocks = family.vb_unsupported() if hasattr(family, "vb_unsupported") else []
     which = f" (block(s) {', '.join(blocks)})" if blocks else ""
+    gaussian = any("GaussianBlock" in block for block in blocks)
+    hint = (
+        " In a product, give Gaussian columns as a Normal() block (diagonal, with a "
+        "Normal-Gamma prior) for vb."
+        if gaussian
+        else ""
+    )
     return (
         f"method='vb' is not available for the {family.name} family{which}: closed-form "
         f"variational Bayes supports {vb_family_names()}. Fit it with method='em', 'map', "
-        "'nuts' or 'advi'."
+        f"'nuts' or 'advi'.{hint}"
     )
 
 
