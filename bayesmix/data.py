@@ -9,11 +9,11 @@ from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
 
 from bayesmix.exceptions import RechunkWarning
 
 if TYPE_CHECKING:
+    import pandas as pd
     import xarray as xr
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "check_categories",
     "check_sample_weight",
     "is_dask_input",
-    "is_typed",
+    "is_pandas",
     "is_xarray",
 ]
 
@@ -171,10 +171,10 @@ def as_data(
     if isinstance(X, Data):
         data = X
         allow_missing = bool(allow_missing or X.allow_missing)
-    elif isinstance(X, pd.Series):
+    elif is_pandas(X, "Series"):
         frame = X.to_frame(name=X.name if X.name is not None else "x0")
         data = _from_frame(frame, name, categories)
-    elif isinstance(X, pd.DataFrame):
+    elif is_pandas(X, "DataFrame"):
         data = _from_frame(X, name, categories)
     elif is_xarray(X, "DataArray"):
         data = _from_dataarray(X, name)
@@ -209,33 +209,16 @@ def _check_n_features(data: Data, name: str, n_features: int | None) -> None:
         )
 
 
-def check_numeric_columns(frame: Any, name: str) -> None:
-    """Raise a TypeError naming the columns of a (pandas or Dask) DataFrame that are not
-    real numbers or booleans (strings, categoricals, complex numbers)."""
-    bad = [
-        str(col)
-        for col, dtype in frame.dtypes.items()
-        if not (pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
-        or isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_complex_dtype(dtype)
-    ]
-    if bad:
-        raise TypeError(
-            f"{name} has non-numeric columns {bad}; fit category or text columns with "
-            "family='auto' or bm.families.Categorical() (latent class analysis), select "
-            f"numeric columns (e.g. {name}.select_dtypes('number')) or encode them as "
-            "numbers first."
-        )
-
-
 def _from_frame(frame: pd.DataFrame, name: str, categories: Categories | str | None) -> Data:
+    from bayesmix.frames import check_numeric_columns, coded_frame
+
     feature_names = tuple(str(c) for c in frame.columns)
     labels = None
     if categories is None:
         check_numeric_columns(frame, name)
         values = frame.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
-        values, labels = _coded_frame(frame, name, categories)
+        values, labels = coded_frame(frame, name, categories)
     # row-major like every other input: the fused E-step walks rows (pandas hands out
     # column-major arrays, which the kernels would copy on every pass)
     return Data(
@@ -273,113 +256,6 @@ def check_categories(categories: Any) -> Categories | str | None:
     return tuple(out)
 
 
-def _coded_frame(
-    frame: pd.DataFrame, name: str, categories: Categories | str
-) -> tuple[np.ndarray, Categories | None]:
-    """The columns as numbers, typed ones as category codes, and their labels (None when
-    no column is typed and none was given)."""
-    fitted = _fitted_labels(categories, frame.shape[1], name)
-    values = np.empty(frame.shape)
-    labels: list[tuple[str, ...] | None] = []
-    for index in range(frame.shape[1]):
-        column = frame.iloc[:, index]
-        known = None if fitted is None else fitted[index]
-        values[:, index], column_labels = _coded_column(column, name, known, fitted is None)
-        labels.append(column_labels)
-    if fitted is None and all(column is None for column in labels):
-        return values, None
-    return values, tuple(labels)
-
-
-def _fitted_labels(categories: Categories | str, n_columns: int, name: str) -> Categories | None:
-    """A fit's labels (None for ``"infer"``); ``ValueError`` when they are not one per
-    column."""
-    fitted = None if categories == "infer" else categories
-    if fitted is not None and len(fitted) != n_columns:
-        raise ValueError(
-            f"{name} has {n_columns} features but the model was fitted on "
-            f"{len(fitted)}; pass data with the same columns as at fit time."
-        )
-    return fitted
-
-
-def is_typed(dtype: Any) -> bool:
-    """Whether a pandas column of ``dtype`` holds categories (categorical, text/object or
-    boolean) rather than numbers."""
-    return (
-        isinstance(dtype, pd.CategoricalDtype)
-        or pd.api.types.is_bool_dtype(dtype)
-        or pd.api.types.is_object_dtype(dtype)
-        or pd.api.types.is_string_dtype(dtype)
-    )
-
-
-def _coded_column(
-    column: pd.Series, name: str, known: tuple[str, ...] | None, infer: bool
-) -> tuple[np.ndarray, tuple[str, ...] | None]:
-    """One column as numbers: a typed column's category codes (NaN: missing) with the
-    labels ``known`` from a fit, or those of the column when ``infer``."""
-    if not is_typed(column.dtype):
-        check_numeric_columns(column.to_frame(), name)
-        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
-    if known is None and not infer:
-        raise TypeError(
-            f"{name}'s column {str(column.name)!r} holds {column.dtype} values but was "
-            "numeric when the model was fitted; pass it as numbers."
-        )
-    observed = column.notna().to_numpy()
-    text = column[observed].astype(str)
-    labels = _column_labels(column, text, name) if known is None else known
-    codes = pd.Index(labels).get_indexer(text.to_numpy())
-    if (codes < 0).any():
-        unseen = text.to_numpy()[np.argmax(codes < 0)]
-        raise ValueError(
-            f"{name}'s column {str(column.name)!r} has the category {unseen!r}, which the "
-            f"model did not see when it was fitted (its categories: {list(labels)})."
-        )
-    values = np.full(column.shape[0], np.nan)
-    values[observed] = codes
-    return values, labels
-
-
-def _column_labels(column: pd.Series, text: pd.Series, name: str) -> tuple[str, ...]:
-    """A typed column's labels in code order: a categorical's categories, ``False, True``
-    for booleans, the sorted distinct values of text; ``ValueError`` for a column with
-    fewer than two distinct values or labels equal as text."""
-    distinct = pd.unique(text.to_numpy())
-    if distinct.size < 2:
-        raise too_few_categories(column.name, distinct, name)
-    return _typed_labels(column, distinct, name)
-
-
-def too_few_categories(column: Any, distinct: Any, name: str) -> ValueError:
-    """The error for a typed column with fewer than two distinct observed values
-    (``distinct``: the labels found)."""
-    found = f"the single category {distinct[0]!r}" if len(distinct) else "no observed value"
-    return ValueError(
-        f"{name}'s column {str(column)!r} has {found}; it tells nothing about the "
-        "classes: drop the column."
-    )
-
-
-def _typed_labels(column: pd.Series, distinct: Any, name: str) -> tuple[str, ...]:
-    """The labelling rules: a categorical's categories, ``False, True`` for booleans, the
-    sorted ``distinct`` values (as text) of text; ``ValueError`` for labels equal as text.
-    ``column`` only lends its dtype and name (an empty column does)."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        labels = tuple(str(c) for c in column.cat.categories)
-    elif pd.api.types.is_bool_dtype(column.dtype):
-        labels = ("False", "True")
-    else:
-        labels = tuple(sorted(str(v) for v in distinct))
-    if len(set(labels)) != len(labels):
-        raise ValueError(
-            f"{name}'s column {str(column.name)!r} has categories that are equal as text "
-            f"({list(labels)}); rename them."
-        )
-    return labels
-
-
 def is_xarray(X: Any, kind: str) -> bool:
     """Whether ``X`` is an ``xarray.<kind>`` (``"DataArray"`` or ``"Dataset"``).
 
@@ -396,8 +272,31 @@ def is_xarray(X: Any, kind: str) -> bool:
     -------
     bool
     """
-    xarray = sys.modules.get("xarray")
-    return xarray is not None and isinstance(X, getattr(xarray, kind))
+    return _loaded_isinstance(X, "xarray", kind)
+
+
+def is_pandas(X: Any, kind: str) -> bool:
+    """Whether ``X`` is a ``pandas.<kind>`` (``"Series"`` or ``"DataFrame"``).
+
+    False without importing pandas when it is not imported yet: no pandas object can exist
+    then, and numpy input is validated without loading pandas.
+
+    Parameters
+    ----------
+    X : object
+    kind : str
+        The pandas class's name.
+
+    Returns
+    -------
+    bool
+    """
+    return _loaded_isinstance(X, "pandas", kind)
+
+
+def _loaded_isinstance(X: Any, module: str, kind: str) -> bool:
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(X, getattr(loaded, kind))
 
 
 def _from_dataarray(array: xr.DataArray, name: str) -> Data:
@@ -734,6 +633,10 @@ def _dask_values(
         _, da = import_dask()
         return da.asarray(X.data), features, None
     if hasattr(X, "to_dask_array"):  # Dask DataFrame or Series
+        import pandas as pd
+
+        from bayesmix.frames import check_numeric_columns, is_typed
+
         frame = X if X.ndim == 2 else X.to_frame(name=X.name if X.name is not None else "x0")
         features = tuple(str(c) for c in frame.columns)
         if categories is None or not any(is_typed(dtype) for dtype in frame.dtypes):
@@ -756,13 +659,24 @@ def _coded_dask_frame(
     frame: Any, name: str, categories: Categories | str
 ) -> tuple[Any, Categories | None]:
     """A Dask DataFrame with typed columns as a float64 Dask array of its numbers and
-    category codes (:func:`_coded_frame` of every partition, with all the partitions'
+    category codes (:func:`bayesmix.frames.coded_frame` of every partition, with all the partitions'
     labels), and those labels."""
+    import pandas as pd
+
+    from bayesmix.frames import (
+        coded_frame,
+        coded_partition,
+        fitted_labels,
+        is_typed,
+        too_few_categories,
+        typed_labels,
+    )
+
     dask, _ = import_dask()
-    fitted = _fitted_labels(categories, len(frame.columns), name)
+    fitted = fitted_labels(categories, len(frame.columns), name)
     meta = frame._meta  # empty pandas frame with the dtypes (a known categorical's categories)
     if fitted is not None:
-        _coded_frame(meta, name, fitted)  # a typed column numeric at fit time: raise now
+        coded_frame(meta, name, fitted)  # a typed column numeric at fit time: raise now
         labels: Categories = fitted
     else:
         found: list[tuple[str, ...] | None] = [None] * len(frame.columns)
@@ -776,7 +690,7 @@ def _coded_dask_frame(
                     f"make them known first: {name} = {name}.categorize()."
                 )
             if isinstance(dtype, pd.CategoricalDtype) or pd.api.types.is_bool_dtype(dtype):
-                found[index] = _typed_labels(meta.iloc[:, index], (), name)
+                found[index] = typed_labels(meta.iloc[:, index], (), name)
             else:
                 text.append(index)
         distinct = [frame.iloc[:, index].dropna().astype(str).unique() for index in text]
@@ -787,10 +701,10 @@ def _coded_dask_frame(
             values = pd.unique(np.asarray(values, dtype=object))
             if values.size < 2:
                 raise too_few_categories(frame.columns[index], values, name)
-            found[index] = _typed_labels(meta.iloc[:, index], values, name)
+            found[index] = typed_labels(meta.iloc[:, index], values, name)
         labels = tuple(found)
     coded = frame.map_partitions(
-        _coded_partition,
+        coded_partition,
         name,
         labels,
         meta=pd.DataFrame({column: np.empty(0) for column in frame.columns}),
@@ -804,7 +718,3 @@ def _coded_dask_frame(
     return array, labels
 
 
-def _coded_partition(part: pd.DataFrame, name: str, labels: Categories) -> pd.DataFrame:
-    """One partition's numbers and codes with all the partitions' ``labels``."""
-    values, _ = _coded_frame(part, name, labels)
-    return pd.DataFrame(values, index=part.index, columns=part.columns)

@@ -47,7 +47,6 @@ from bayesmix.data import (
     check_categories,
     check_sample_weight,
     is_dask_input,
-    too_few_categories,
 )
 from bayesmix.exceptions import MissingDataWarning
 from bayesmix.families.base import ComponentFamily, DataSummary, Parameters
@@ -57,6 +56,7 @@ from bayesmix.families.gaussian import Gaussian
 from bayesmix.families.gaussian.stats import block_rows, iter_blocks
 from bayesmix.families.independent import Independent
 from bayesmix.families.normal import Normal
+from bayesmix.frames import too_few_categories
 from bayesmix.model import GaussianMixture
 from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results import MixtureResult

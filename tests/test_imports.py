@@ -36,7 +36,8 @@ HEAVY = (
     "xarray",
 )
 #: never imported by an EM fit of a GaussianMixture on a numpy array, nor by its
-#: predictions: the result builds its xarray posterior on first use
+#: predictions: the result builds its xarray posterior on first use, and pandas loads
+#: with pandas input (bayesmix.frames)
 NOT_FOR_EM = (
     "arviz",
     "arviz_base",
@@ -44,6 +45,7 @@ NOT_FOR_EM = (
     "distributed",
     "matplotlib",
     "nutpie",
+    "pandas",
     "pymc",
     "pytensor",
     "sklearn",
