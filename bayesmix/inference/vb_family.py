@@ -13,7 +13,7 @@ family                    conjugate prior (from its priors)     ``q(theta_k)``
                           probability_beta)``                   column
 ``Categorical()``         ``pi_d ~ Dirichlet(                   Dirichlet per component and
                           probability_concentration)``          column
-``Normal()``              Normal-Gamma (see ``Normal.vb_prior``) Normal-Gamma per component
+``Normal()``              Normal-Gamma (``Normal.vb_prior``)    Normal-Gamma per component
                                                                 and column
 ``Independent({...})``    every block's own                     every block's own
 ========================  ====================================  ===========================
