@@ -132,3 +132,12 @@ def test_mclust_table_benchmark_cells_and_data():
     assert list(lower) == [("VVE", g) for g in (2, 3, 4, 5, 6, 9)]
     stored = pd.read_csv(mclust_table.STORED_TIMINGS).set_index("data")
     assert set(stored.index) == set(mclust_table.DATA) and np.all(stored["seconds_median"] > 0)
+
+
+def test_cold_start_benchmark_runs(capsys):
+    from benchmarks import cold_start
+
+    records = cold_start.main(["--repeats", "1", "--paths", "import"])
+    (record,) = records[(str(cold_start.ROOT), "import")]
+    assert record["heavy"] == [] and record["importtime"] > 0 and record["process"] > 0
+    assert "| import |" in capsys.readouterr().out
