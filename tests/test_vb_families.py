@@ -475,3 +475,34 @@ def test_ctrl_c_keeps_the_best_run_so_far(at):
     assert result.settings["interrupted"] and result.settings["converged"] == 0
     assert len(result.elbo) == result.settings["n_iter"] >= 1
     assert np.all(np.diff(result.elbo) >= -1e-9 * np.abs(result.elbo).max())
+
+
+_RNG = np.random.default_rng(7)
+_COUNTS = _RNG.poisson(3.0, size=(40, 3)).astype(float)
+_BINARY = (_RNG.random((40, 4)) < 0.5).astype(float)
+_CODES = _RNG.integers(0, 3, size=(40, 3)).astype(float)
+DEGENERATE = {
+    "poisson, an all-zero column": (Poisson(), np.c_[np.zeros(40), _COUNTS[:, 1:]]),
+    "poisson, all zeros": (Poisson(), np.zeros((40, 2))),
+    "bernoulli, an item never 1": (Bernoulli(), np.c_[np.zeros(40), _BINARY[:, 1:]]),
+    "bernoulli, one row": (Bernoulli(), _BINARY[:3]),
+    "categorical, a code seen once": (Categorical(), np.r_[_CODES[:-1], [[3.0, 0.0, 1.0]]]),
+    "normal, a constant column": (Normal(), np.c_[_RNG.normal(size=40), np.ones(40)]),
+    "normal, data around 1e8": (Normal(), 1e8 + _RNG.normal(size=(40, 2))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(DEGENERATE))
+@pytest.mark.parametrize("n_components", [1, 3])
+@pytest.mark.parametrize("weight_prior", ["dirichlet", "dirichlet_process"])
+def test_degenerate_data_give_finite_draws(name, n_components, weight_prior):
+    family, X = DEGENERATE[name]
+    if X.shape[0] < n_components:
+        return
+    result = bm.Mixture(n_components, family).fit(
+        X, method="vb", weight_prior=weight_prior, n_init=2, draws=20, random_state=0
+    )
+    for value in result.posterior.data_vars.values():
+        assert np.isfinite(value.values).all()
+    np.testing.assert_allclose(result.predict_proba(X).sum(axis=1), 1.0)
+    assert np.all(np.diff(result.elbo) >= -1e-9 * np.abs(result.elbo).max())

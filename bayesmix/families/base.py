@@ -379,10 +379,20 @@ class ComponentFamily(ABC):
         self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
     ) -> Parameters:
         """The variational factor ``q(theta_k)`` of every component (its natural
-        parameters, a dict of ``(K, ...)`` arrays) given :meth:`statistics` of the
+        parameters, a dict of ``(K, ...)`` arrays) given :meth:`vb_statistics` of the
         responsibilities and the resolved priors (:meth:`resolve_priors`, read as the
         family's conjugate prior)."""
         raise NotImplementedError
+
+    def vb_statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> Parameters:
+        """The statistics :meth:`vb_posterior` takes, of responsibilities ``resp``
+        (weights multiplied in): :meth:`statistics` by default (``params``: parameters
+        with the family's names, e.g. :meth:`vb_mean`); a family may take them in
+        another origin (``Normal()``: about the data's means, so that data far from 0
+        keep their scatter)."""
+        return self.statistics(X, resp, params, prepared)
 
     def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
         """``E_q[log p(x_n | theta_k)]`` ``(n_obs, K)`` (missing entries marginalised as

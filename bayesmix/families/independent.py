@@ -478,6 +478,18 @@ class Independent(ComponentFamily):
             out.update(self._prefixed(block, prefix))
         return out
 
+    def vb_statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> dict[str, Parameters]:
+        """Every block's :meth:`~bayesmix.families.base.ComponentFamily.vb_statistics`,
+        by block name."""
+        return {
+            prefix: family.vb_statistics(
+                X[:, columns], resp, self._block_params(params, prefix, family), prepared[prefix]
+            )
+            for prefix, columns, family in self._parts()
+        }
+
     def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
         """The sum of the blocks' ``E_q[log p]`` on their columns ``(n_obs, K)``."""
         if prepared is None:

@@ -361,20 +361,37 @@ class Normal(ComponentFamily):
         kappa = prior_variance / priors["mean_scale"] ** 2
         return priors["mean_loc"], kappa, 0.5 * dof, 0.5 * scale
 
+    def vb_statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: NormalData
+    ) -> Parameters:
+        """:meth:`statistics` of the rows less ``shift`` (each column's mean): sums of
+        squares of data far from 0 (1e8) would lose their scatter to rounding."""
+        shift = prepared.shift
+        observed = np.ones(X.shape) if prepared.observed is None else prepared.observed
+        centred = (prepared.values - shift) * observed
+        return {
+            "observed_mass": prepared.observed_mass(resp),
+            "sum_x": resp.T @ centred,
+            "sum_xx": resp.T @ (centred * centred),
+            "shift": shift,
+        }
+
     def vb_posterior(
         self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
     ) -> Parameters:
         """The Normal-Gamma posterior of each component and feature from the observed
-        mass ``N``, ``sum r x`` and ``sum r x^2``: ``kappa = kappa0 + N``, ``m = (kappa0
-        m0 + S1) / kappa``, ``a = a0 + N / 2``, ``b = b0 + (scatter + kappa0 N (xbar -
-        m0)^2 / kappa) / 2``."""
+        mass ``N``, ``S1 = sum r x`` and ``sum r x^2`` (:meth:`vb_statistics`, about
+        ``shift``): ``kappa = kappa0 + N``, ``m = (kappa0 m0 + S1) / kappa``, ``a = a0 +
+        N / 2``, ``b = b0 + (scatter + kappa0 N (xbar - m0)^2 / kappa) / 2``."""
         m0, kappa0, a0, b0 = self.vb_prior(priors)
         n, sum_x, sum_xx = stats["observed_mass"], stats["sum_x"], stats["sum_xx"]
+        shift = stats.get("shift", 0.0)
+        m0 = m0 - shift
         xbar = np.divide(sum_x, n, out=np.zeros_like(sum_x), where=n > 0)
         scatter = np.maximum(sum_xx - xbar * sum_x, 0.0)
         kappa = kappa0 + n
         return {
-            "mean": (kappa0 * m0 + sum_x) / kappa,
+            "mean": (kappa0 * m0 + sum_x) / kappa + shift,
             "kappa": kappa,
             "shape": a0 + 0.5 * n,
             "rate": b0 + 0.5 * (scatter + kappa0 * n * (xbar - m0) ** 2 / kappa),

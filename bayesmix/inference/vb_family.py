@@ -174,14 +174,15 @@ class FamilyVBResult:
 
 def _estep(family, X, weights, prepared, log_weights, q):
     """``(sum_n w_n log sum_k exp(...), mass, statistics)`` under ``q``: the family's fused
-    pass, else its expected log density normalised and EM's statistics of the
-    responsibilities (the parameters at ``q``'s means passed for their names)."""
+    pass, else its expected log density normalised and the statistics of the
+    responsibilities (:meth:`vb_statistics`; the parameters at ``q``'s means passed for
+    their names)."""
     fused = family.vb_expectation(X, weights, log_weights, q, prepared)
     if fused is not None:
         return fused
     log_norm, log_resp = log_normalise(log_weights + family.vb_log_density(X, q, prepared))
     resp = np.exp(log_resp) * weights[:, None]
-    stats = family.statistics(X, resp, family.vb_mean(q), prepared)
+    stats = family.vb_statistics(X, resp, family.vb_mean(q), prepared)
     return float(weights @ log_norm), resp.sum(axis=0), stats
 
 
@@ -292,7 +293,7 @@ def fit_family_vb(
         for _ in range(n_init):
             resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
             params = _start_parameters(family, X, resp, weights)
-            stats = family.statistics(X, resp, params, prepared)
+            stats = family.vb_statistics(X, resp, params, prepared)
             q = family.vb_posterior(stats, priors, prepared)
             concentration = posterior_concentration(weight_prior, alpha, resp.sum(axis=0))
             q, concentration, trace, converged = _run(
