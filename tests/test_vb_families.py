@@ -506,3 +506,51 @@ def test_degenerate_data_give_finite_draws(name, n_components, weight_prior):
         assert np.isfinite(value.values).all()
     np.testing.assert_allclose(result.predict_proba(X).sum(axis=1), 1.0)
     assert np.all(np.diff(result.elbo) >= -1e-9 * np.abs(result.elbo).max())
+
+
+# -- Student-t through its latent scales ---------------------------------------------------
+def _heavy_tails(n: int = 1000, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    z = rng.choice(2, size=n, p=[0.6, 0.4])
+    centres = np.array([[0.0, 0.0], [8.0, 3.0]])
+    return 1e3 + centres[z] + rng.standard_t(4, (n, 2)), z
+
+
+@pytest.mark.parametrize("weight_prior", WEIGHT_PRIORS)
+def test_student_t_elbo_never_decreases(weight_prior):
+    X, _ = _heavy_tails(400)
+    family = bm.families.StudentT("diag", dof=4.0)
+    fit = fit_family_vb(
+        family, X, _priors(family, X), 3, weight_prior=weight_prior, alpha=0.5,
+        init="random", max_iter=150, tol=0.0, random_state=0, warn=False,
+    )  # fmt: skip
+    trace = fit.elbo_trace
+    assert np.diff(trace).min() >= -1e-9 * np.abs(trace).max() and trace[-1] > trace[0]
+
+
+def test_student_t_agrees_with_map_em_and_resists_outliers():
+    X, z = _heavy_tails(3000, seed=1)
+    model = bm.Mixture(2, bm.families.StudentT("diag", dof=4.0))
+    vb = model.fit(X, method="vb", draws=500, order_by=0, random_state=0)
+    em = model.fit(X, method="map", order_by=0, random_state=0)
+    post = vb.posterior.mean(("chain", "draw"))
+    np.testing.assert_allclose(vb.weights, em.weights, atol=0.01)
+    np.testing.assert_allclose(post["means"].values, em.parameters["means"], atol=0.05)
+    np.testing.assert_allclose(post["scales"].values, em.parameters["scales"], rtol=0.05)
+    np.testing.assert_allclose(post["means"].values, 1e3 + np.array([[0, 0], [8, 3]]), atol=0.1)
+    assert (post["dof"].values == 4.0).all()
+
+
+def test_student_t_vb_refusals():
+    X, _ = _heavy_tails(60)
+    for family in (bm.families.StudentT("diag"), bm.families.StudentT("full", dof=4.0)):
+        with pytest.raises(ValueError, match=r"StudentT\('diag', dof=\.\.\.\)"):
+            bm.Mixture(2, family).fit(X, method="vb")
+    product = Independent({0: bm.families.StudentT("diag", dof=4.0), 1: Normal()})
+    with pytest.raises(ValueError, match="student_t"):
+        bm.Mixture(2, product).fit(X, method="vb")
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="complete data"):
+        bm.Mixture(2, bm.families.StudentT("diag", dof=4.0)).fit(
+            X, method="vb", missing="marginalize"
+        )

@@ -38,6 +38,9 @@ __all__ = [
     "check_counts",
     "dirichlet_kl",
     "gamma_kl",
+    "normal_gamma_kl",
+    "normal_gamma_posterior",
+    "normal_gamma_prior",
     "missingness_patterns",
     "positive_hyperparameter",
     "pymc_dims",
@@ -374,6 +377,10 @@ class ComponentFamily(ABC):
     #: (:meth:`vb_posterior`, :meth:`vb_log_density`, :meth:`vb_kl`, :meth:`vb_mean`,
     #: :meth:`vb_sample`)
     supports_vb: ClassVar[bool] = False
+    #: whether the family's VB can be a block of an
+    #: :class:`~bayesmix.families.independent.Independent` product (its statistics
+    #: follow from the responsibilities alone; a Student-t's need its latent scales)
+    vb_in_products: ClassVar[bool] = True
 
     def vb_posterior(
         self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
@@ -438,6 +445,60 @@ def gamma_kl(
         + prior_shape * (np.log(rate) - np.log(prior_rate))
         + shape * (prior_rate - rate) / rate
     )
+
+
+def normal_gamma_prior(
+    mean_loc: np.ndarray, mean_scale: np.ndarray, dof: np.ndarray, scale: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The conjugate Normal-Gamma prior ``(m0, kappa0, a0, b0)`` per feature that
+    closed-form VB reads from an independent Normal prior on a mean (``mean_loc``,
+    ``mean_scale``) and an ``InverseGamma(dof / 2, scale / 2)`` prior on its variance:
+    ``tau = 1 / s2 ~ Gamma(a0 = dof / 2, rate b0 = scale / 2)`` (the inverse-gamma prior,
+    exactly) and ``mu | tau ~ Normal(m0 = mean_loc, 1 / (kappa0 tau))`` with ``kappa0``
+    such that at the prior mean variance ``scale / (dof - 2)`` (``scale`` when ``dof <=
+    3``) the mean's prior sd is ``mean_scale``."""
+    prior_variance = scale / np.maximum(dof - 2.0, 1.0)
+    return mean_loc, prior_variance / mean_scale**2, 0.5 * dof, 0.5 * scale
+
+
+def normal_gamma_posterior(
+    mass: np.ndarray,
+    weight: np.ndarray,
+    sum_x: np.ndarray,
+    sum_xx: np.ndarray,
+    prior: tuple[np.ndarray, ...],
+    shift: Any = 0.0,
+) -> Parameters:
+    """The Normal-Gamma posterior ``{"mean", "kappa", "shape", "rate"}`` of ``(mu, tau)``
+    given rows with responsibilities ``r`` and precision weights ``u`` (1 for a Normal,
+    the latent scales' expectations for a Student-t): ``mass = sum r``, ``weight = sum r
+    u``, ``sum_x = sum r u (x - shift)``, ``sum_xx = sum r u (x - shift)^2`` (about
+    ``shift``, so that data far from 0 keep their scatter): ``kappa = kappa0 + weight``,
+    ``m = (kappa0 m0 + sum_x) / kappa``, ``a = a0 + mass / 2``, ``b = b0 + (scatter +
+    kappa0 weight (xbar - m0)^2 / kappa) / 2``."""
+    m0, kappa0, a0, b0 = prior
+    m0 = m0 - shift
+    xbar = np.divide(sum_x, weight, out=np.zeros_like(sum_x), where=weight > 0)
+    scatter = np.maximum(sum_xx - xbar * sum_x, 0.0)
+    kappa = kappa0 + weight
+    return {
+        "mean": (kappa0 * m0 + sum_x) / kappa + shift,
+        "kappa": kappa,
+        "shape": a0 + 0.5 * mass,
+        "rate": b0 + 0.5 * (scatter + kappa0 * weight * (xbar - m0) ** 2 / kappa),
+    }
+
+
+def normal_gamma_kl(q: Parameters, prior: tuple[np.ndarray, ...]) -> np.ndarray:
+    """Elementwise ``KL(q(mu, tau) || p(mu, tau))`` of Normal-Gamma ``q``
+    (:func:`normal_gamma_posterior`) and ``prior`` (:func:`normal_gamma_prior`): the
+    Gamma KL of the precisions plus the expected KL of the means' Normals."""
+    m0, kappa0, a0, b0 = prior
+    ratio = kappa0 / q["kappa"]
+    means = 0.5 * (
+        ratio - 1.0 - np.log(ratio) + kappa0 * q["shape"] / q["rate"] * (q["mean"] - m0) ** 2
+    )
+    return gamma_kl(q["shape"], q["rate"], a0, b0) + means
 
 
 def dirichlet_kl(concentration: np.ndarray, prior: np.ndarray, mask: np.ndarray) -> np.ndarray:

@@ -456,14 +456,14 @@ class Independent(ComponentFamily):
     # -- closed-form VB (every block's own q; the blocks' terms add up) --------------
     @property
     def supports_vb(self) -> bool:  # type: ignore[override]
-        return all(family.supports_vb for _, family in self._blocks)
+        return all(family.supports_vb and family.vb_in_products for _, family in self._blocks)
 
     def vb_unsupported(self) -> list[str]:
         """The blocks (``"<name> (<family>)"``) without closed-form VB."""
         return [
             f"{prefix} ({family!r})"
             for prefix, (_, family) in zip(self._prefixes, self._blocks, strict=True)
-            if not family.supports_vb
+            if not (family.supports_vb and family.vb_in_products)
         ]
 
     def vb_posterior(

@@ -32,7 +32,9 @@ from bayesmix.families.base import (
     ComponentFamily,
     DataSummary,
     Parameters,
-    gamma_kl,
+    normal_gamma_kl,
+    normal_gamma_posterior,
+    normal_gamma_prior,
     positive_hyperparameter,
     pymc_dims,
     real_hyperparameter,
@@ -356,10 +358,12 @@ class Normal(ComponentFamily):
         - 2)`` (``variance_scale`` when ``variance_dof <= 3``) the means' prior sd is
         ``mean_scale``. (MAP-EM's mean prior is independent of the variance; the
         conjugate one is what closed-form updates need.)"""
-        dof, scale = priors["variance_dof"], priors["variance_scale"]
-        prior_variance = scale / np.maximum(dof - 2.0, 1.0)
-        kappa = prior_variance / priors["mean_scale"] ** 2
-        return priors["mean_loc"], kappa, 0.5 * dof, 0.5 * scale
+        return normal_gamma_prior(
+            priors["mean_loc"],
+            priors["mean_scale"],
+            priors["variance_dof"],
+            priors["variance_scale"],
+        )
 
     def vb_statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: NormalData
@@ -383,19 +387,10 @@ class Normal(ComponentFamily):
         mass ``N``, ``S1 = sum r x`` and ``sum r x^2`` (:meth:`vb_statistics`, about
         ``shift``): ``kappa = kappa0 + N``, ``m = (kappa0 m0 + S1) / kappa``, ``a = a0 +
         N / 2``, ``b = b0 + (scatter + kappa0 N (xbar - m0)^2 / kappa) / 2``."""
-        m0, kappa0, a0, b0 = self.vb_prior(priors)
-        n, sum_x, sum_xx = stats["observed_mass"], stats["sum_x"], stats["sum_xx"]
-        shift = stats.get("shift", 0.0)
-        m0 = m0 - shift
-        xbar = np.divide(sum_x, n, out=np.zeros_like(sum_x), where=n > 0)
-        scatter = np.maximum(sum_xx - xbar * sum_x, 0.0)
-        kappa = kappa0 + n
-        return {
-            "mean": (kappa0 * m0 + sum_x) / kappa + shift,
-            "kappa": kappa,
-            "shape": a0 + 0.5 * n,
-            "rate": b0 + 0.5 * (scatter + kappa0 * n * (xbar - m0) ** 2 / kappa),
-        }
+        n = stats["observed_mass"]
+        return normal_gamma_posterior(
+            n, n, stats["sum_x"], stats["sum_xx"], self.vb_prior(priors), stats.get("shift", 0.0)
+        )
 
     def vb_log_density(
         self, X: np.ndarray, q: Parameters, prepared: NormalData | None = None
@@ -414,12 +409,7 @@ class Normal(ComponentFamily):
 
     def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
         """The Gamma KL of the precisions plus the expected KL of the means' Normals."""
-        m0, kappa0, a0, b0 = self.vb_prior(priors)
-        ratio = kappa0 / q["kappa"]
-        means = 0.5 * (
-            ratio - 1.0 - np.log(ratio) + kappa0 * q["shape"] / q["rate"] * (q["mean"] - m0) ** 2
-        )
-        return float((gamma_kl(q["shape"], q["rate"], a0, b0) + means).sum())
+        return float(normal_gamma_kl(q, self.vb_prior(priors)).sum())
 
     def vb_mean(self, q: Parameters) -> Parameters:
         """The means and ``E[s2] = b / (a - 1)`` (``b / a`` for ``a <= 1``)."""

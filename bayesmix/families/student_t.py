@@ -83,6 +83,9 @@ from bayesmix.families.base import (
     ComponentFamily,
     DataSummary,
     Parameters,
+    normal_gamma_kl,
+    normal_gamma_posterior,
+    normal_gamma_prior,
     positive_hyperparameter,
     pymc_dims,
     real_hyperparameter,
@@ -641,6 +644,145 @@ class StudentT(ComponentFamily):
             z = z * np.sqrt(scales[components])
         w = rng.chisquare(nu) / nu
         return means + z / np.sqrt(w)[:, None]
+
+    # -- closed-form VB (diag scales, fixed dof): latent scales u, Normal-Gamma q ------
+    vb_in_products = False
+
+    @property
+    def supports_vb(self) -> bool:  # type: ignore[override]
+        """Closed-form VB takes diagonal scales with fixed degrees of freedom
+        (``StudentT("diag", dof=...)``)."""
+        return not self._full and self._dof is not None
+
+    def vb_prior(self, priors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
+        """The Normal-Gamma prior of each location and inverse scale that VB reads from
+        the MAP-EM priors (:func:`~bayesmix.families.base.normal_gamma_prior`:
+        ``1 / s2 ~ Gamma(scale_dof / 2, scale_scale / 2)`` exactly, ``mu | s2 ~
+        Normal(mean_loc, s2 / kappa0)`` with ``kappa0`` matching ``mean_scale``)."""
+        return normal_gamma_prior(
+            priors["mean_loc"], priors["mean_scale"], priors["scale_dof"], priors["scale_scale"]
+        )
+
+    def _vb_check(self, X: np.ndarray) -> None:
+        if not self.supports_vb:
+            raise ValueError(
+                "closed-form VB takes Student-t components with diagonal scales and fixed "
+                f"degrees of freedom, StudentT('diag', dof=...); got {self!r}."
+            )
+        if np.isnan(X).any():
+            raise ValueError(
+                "closed-form VB of Student-t components needs complete data: X has missing "
+                "values (NaN); drop or impute them, or fit by em/map, nuts or advi."
+            )
+
+    def vb_statistics(
+        self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
+    ) -> Parameters:
+        """The start's statistics: latent scales ``u = 1`` (see :meth:`vb_expectation`)."""
+        self._vb_check(X)
+        return self._vb_sums(X, resp, resp)
+
+    @staticmethod
+    def _vb_sums(X: np.ndarray, resp: np.ndarray, weighted: np.ndarray) -> Parameters:
+        """``sum r``, ``sum r u`` and ``sum r u (x - shift)^k`` (``weighted = r u``) per
+        component and feature, about each column's mean ``shift``."""
+        shift = X.mean(axis=0)
+        centred = X - shift
+        n_features = X.shape[1]
+        return {
+            "mass": np.repeat(resp.sum(axis=0)[:, None], n_features, axis=1),
+            "weight": np.repeat(weighted.sum(axis=0)[:, None], n_features, axis=1),
+            "sum_x": weighted.T @ centred,
+            "sum_xx": weighted.T @ (centred * centred),
+            "shift": shift,
+        }
+
+    def vb_posterior(
+        self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any
+    ) -> Parameters:
+        """The Normal-Gamma posterior of each location and inverse scale
+        (:func:`~bayesmix.families.base.normal_gamma_posterior`): the precision of a
+        row's contribution is scaled by its latent scale's expectation ``E[u]``."""
+        return normal_gamma_posterior(
+            stats["mass"],
+            stats["weight"],
+            stats["sum_x"],
+            stats["sum_xx"],
+            self.vb_prior(priors),
+            stats["shift"],
+        )
+
+    def _vb_terms(self, X: np.ndarray, q: Parameters) -> tuple[np.ndarray, np.ndarray]:
+        """``log int exp(E_q[log N(x | mu, 1 / (u tau))]) Gamma(u | nu/2, nu/2) du``
+        ``(n, K)`` (the row's expected log density with its latent scale integrated
+        out under its optimal ``q(u | k) = Gamma((nu + D) / 2, (nu + A) / 2)``) and
+        ``E[u]`` ``(n, K)``, where ``A = sum_d E[tau] (x_d - m)^2 + 1 / kappa``."""
+        n_features = X.shape[1]
+        nu = float(self._dof)
+        precision = q["shape"] / q["rate"]
+        spread = np.empty((X.shape[0], precision.shape[0]))
+        for k in range(precision.shape[0]):  # a loop over components, vectorised over rows
+            spread[:, k] = ((X - q["mean"][k]) ** 2) @ precision[k]
+        spread += (1.0 / q["kappa"]).sum(axis=1)
+        log_det = (digamma(q["shape"]) - np.log(q["rate"])).sum(axis=1)
+        half = 0.5 * (nu + n_features)
+        constant = (
+            0.5 * log_det
+            - 0.5 * n_features * np.log(2.0 * np.pi)
+            + 0.5 * nu * np.log(0.5 * nu)
+            - gammaln(0.5 * nu)
+            + gammaln(half)
+        )
+        log_density = constant - half * np.log(0.5 * (nu + spread))
+        return log_density, (nu + n_features) / (nu + spread)
+
+    def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
+        """The row's expected log density, its latent scale integrated out
+        (:meth:`_vb_terms`)."""
+        self._vb_check(X)
+        return self._vb_terms(X, q)[0]
+
+    def vb_expectation(
+        self,
+        X: np.ndarray,
+        weights: np.ndarray,
+        log_weights: np.ndarray,
+        q: Parameters,
+        prepared: Any,
+    ) -> tuple[float, np.ndarray, Parameters]:
+        """The E-step over ``q(z, u) = q(z) q(u | z)`` (Svensén & Bishop 2005;
+        Archambeau & Verleysen 2007): responsibilities from the rows' expected log
+        densities with ``u`` integrated out, then the statistics weighted by ``r`` and by
+        ``r E[u]``."""
+        self._vb_check(X)
+        log_density, scale = self._vb_terms(X, q)
+        peak = (log_weights + log_density).max(axis=1, keepdims=True)
+        joint = np.exp(log_weights + log_density - peak)
+        total = joint.sum(axis=1, keepdims=True)
+        resp = joint / total * weights[:, None]
+        log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
+        return log_lik, resp.sum(axis=0), self._vb_sums(X, resp, resp * scale)
+
+    def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
+        return float(normal_gamma_kl(q, self.vb_prior(priors)).sum())
+
+    def vb_mean(self, q: Parameters) -> Parameters:
+        """The locations, ``E[s2] = b / (a - 1)`` (``b / a`` for ``a <= 1``) as the
+        scales, and the fixed dof."""
+        shape = q["shape"]
+        return {
+            "means": q["mean"].copy(),
+            "scales": q["rate"] / np.where(shape > 1.0, shape - 1.0, shape),
+            "dof": np.full(shape.shape[0], float(self._dof)),
+        }
+
+    def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
+        shape = q["shape"]
+        precision = rng.gamma(shape, 1.0 / q["rate"], size=(n_draws,) + shape.shape)
+        noise = rng.standard_normal(precision.shape)
+        means = q["mean"] + noise / np.sqrt(q["kappa"] * precision)
+        dof = np.full((n_draws, shape.shape[0]), float(self._dof))
+        return {"means": means, "scales": 1.0 / precision, "dof": dof}
 
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------
     supports_pymc = True

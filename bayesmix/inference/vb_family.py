@@ -16,12 +16,24 @@ family                    conjugate prior (from its priors)     ``q(theta_k)``
 ``Normal()``              Normal-Gamma (``Normal.vb_prior``)    Normal-Gamma per component
                                                                 and column
 ``Independent({...})``    every block's own                     every block's own
+``StudentT``, diag        Normal-Gamma (``StudentT.vb_prior``)  Normal-Gamma per component
+                                                                and column; ``q(u | z)``
+                                                                Gamma per row
 ========================  ====================================  ===========================
+
+``StudentT("diag", dof=nu)``: a Student-t component is a scale mixture of Normals,
+``x | u ~ N(mu, Sigma / u)`` with ``u ~ Gamma(nu / 2, nu / 2)``: with its degrees of
+freedom fixed and diagonal scales it is conjugate given the latent scales, and
+``q(z_n, u_n) = q(z_n) q(u_n | z_n)`` (Svensén & Bishop 2005; Archambeau & Verleysen 2007)
+keeps every update closed form; the rows' ``E[u]`` weight the Normal-Gamma statistics. It
+needs complete data and cannot be a block of a product (its statistics need its latent
+scales).
 
 The priors are the declaration's resolved priors (:meth:`bayesmix.Mixture.resolve_priors`),
 the values MAP-EM, NUTS and ADVI use, so that for large N the VB posterior means approach
-the MAP-EM estimate; only ``Normal()`` blocks read theirs into the conjugate
-Normal-Gamma family (:meth:`bayesmix.families.Normal.vb_prior`). Weights:
+the MAP-EM estimate; ``Normal()`` and ``StudentT`` read their independent Normal and
+inverse-gamma priors into the conjugate Normal-Gamma family
+(:func:`bayesmix.families.base.normal_gamma_prior`). Weights:
 :mod:`bayesmix.inference.vb_weights` (symmetric Dirichlet or truncated stick-breaking).
 
 One iteration is the family's E-step under ``q`` — the EM kernels' pass with ``E_q[log
@@ -102,7 +114,8 @@ def vb_family_names() -> str:
     """The families closed-form VB supports, for error messages."""
     return (
         "Gaussian (full, tied, diag, spherical), Poisson(), Bernoulli(), Categorical(), "
-        "Normal() and Independent({...}) products of these"
+        "Normal(), Independent({...}) products of these, and StudentT('diag', dof=...) "
+        "(diagonal scales, fixed degrees of freedom, not in a product)"
     )
 
 
