@@ -156,9 +156,13 @@ class GaussianMixture:
             log-likelihood — or log posterior — per observation still to come,
             projected by Aitken's acceleration), ``reg_covar`` (1e-8, times each
             feature's variance, added to the covariance diagonals), ``random_state``,
-            ``missing`` (below). These defaults reach the local optimum and mclust's
-            optima on real data; :class:`bayesmix.sklearn.GaussianMixture` keeps
-            scikit-learn's (see the EM guide).
+            ``missing`` (below), ``accelerate`` (``True``: SQUAREM, Varadhan & Roland
+            2008 — after every two EM iterations an extrapolated point, kept only if
+            the iteration from it raises the objective; 4-6x fewer E-steps where
+            components overlap; ``False``: plain EM). These defaults reach the local
+            optimum and mclust's optima on real data;
+            :class:`bayesmix.sklearn.GaussianMixture` keeps scikit-learn's (see the EM
+            guide).
 
             Every method: ``order_by`` — the feature (name or index) whose means number
             the components: component ``k`` has the ``k``-th smallest mean. By default
@@ -560,6 +564,7 @@ EM_OPTIONS = frozenset(
         "random_state",
         "missing",
         "order_by",
+        "accelerate",
     }
 )
 NUTS_OPTIONS = frozenset(

@@ -68,7 +68,7 @@ def _compare_with_sklearn(ref, X, covariance_type, n_components, n_iter, reg_cov
     init = {"weights": weights, "means": means, "covariances": covariances}
     with pytest.warns(bm.ConvergenceWarning, match="did not converge"):
         res = bm.GaussianMixture(n_components, covariance_type).fit(
-            X, init=init, max_iter=n_iter, tol=0.0, reg_covar=reg_covar
+            X, init=init, max_iter=n_iter, tol=0.0, reg_covar=reg_covar, accelerate=False
         )
     n_features = X.shape[1]
     full = ref.expand(covariance_type, sk.covariances_, n_components, n_features)
@@ -681,7 +681,7 @@ def test_convergence_warning_when_max_iter_too_small():
 
 def test_convergence_uses_tol_per_observation():
     X = bm.datasets.load_faithful()
-    res = bm.GaussianMixture(2).fit(X, tol=1e-4, random_state=0)
+    res = bm.GaussianMixture(2).fit(X, tol=1e-4, random_state=0, accelerate=False)
     trace = res.log_likelihood_trace
     assert abs(trace[-1] - trace[-2]) / len(X) < 1e-4
     assert (np.abs(np.diff(trace[:-1])) / len(X) >= 1e-4).all()
@@ -844,7 +844,7 @@ def _fit_em(X, n_components=3, covariance_type="full", **options):
 def test_callback_reports_every_iteration(three_blobs):
     X = three_blobs[0]
     reports = []
-    result = _fit_em(X, n_init=2, random_state=0, callback=reports.append)
+    result = _fit_em(X, n_init=2, random_state=0, callback=reports.append, accelerate=False)
     assert [r.init for r in reports if r.n_iter == 0 and not r.done] == [0, 1]
     assert [r.init for r in reports if r.done] == [0, 1]
     last_run = [r for r in reports if r.init == 1]

@@ -21,6 +21,10 @@ from bayesmix.families.gaussian.stats import (
 )
 from bayesmix.inference.em.convergence import ConvergenceTest
 from bayesmix.inference.em.fit import fit_em
+from bayesmix.inference.em.squarem import acceleration_state
+
+# the SQUAREM state of a plain EM run (acceleration off)
+PLAIN = acceleration_state(False)
 
 STRUCTURES = (
     "full",
@@ -72,11 +76,9 @@ def test_loop_makes_the_general_iterations(iris, name):
         stats = e_step(X, weights, shift, params, structure)
         trace.append(stats.log_likelihood)
     start_params, start_stats = _start(iris, structure)
-    fast, fast_stats, objectives, converged, _ = run(
-        start_params, start_stats, 25, [start_stats.log_likelihood]
-    )
-    assert not converged and len(objectives) == 25
-    np.testing.assert_allclose(objectives, trace[1:], rtol=1e-12)
+    fast, fast_stats, step = run(start_params, start_stats, 25, [start_stats.log_likelihood], PLAIN)
+    assert not step.converged and len(step.objectives) == 25
+    np.testing.assert_allclose(step.objectives, trace[1:], rtol=1e-12)
     np.testing.assert_allclose(fast_stats.log_likelihood, stats.log_likelihood, rtol=1e-12)
     for got, expected in zip(
         (fast.weights, fast.means, fast.covariances, fast.precisions_cholesky),
@@ -107,11 +109,11 @@ def test_loop_sums_the_chunks_of_the_parallel_kernel(iris):
         stats_from_responsibilities(X, weights, shift, resp, structure), structure, None, reg
     )
     stats = e_step(X, weights, shift, params, structure)
-    fast, fast_stats, objectives, _, _ = run(params, stats, 5, [stats.log_likelihood])
+    fast, fast_stats, step = run(params, stats, 5, [stats.log_likelihood], PLAIN)
     for _ in range(5):
         params = m_step(stats, structure, None, reg, previous=params)
         stats = e_step(X, weights, shift, params, structure)
-    assert len(objectives) == 5
+    assert len(step.objectives) == 5
     np.testing.assert_allclose(fast_stats.log_likelihood, stats.log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(fast.covariances, params.covariances, rtol=1e-9)
 
@@ -124,9 +126,9 @@ def test_loop_stops_where_the_convergence_test_does(iris, name):
     run = compiled_loop(structure, X, weights, shift, reg, test)
     params, stats = _start(iris, structure)
     trace = [stats.log_likelihood]
-    _, _, objectives, converged, _ = run(params, stats, 1000, trace)
-    assert converged
-    trace += objectives
+    _, _, step = run(params, stats, 1000, trace, PLAIN)
+    assert step.converged
+    trace += step.objectives
     assert abs(test.change(trace)) < test.tol
     assert abs(test.change(trace[:-1])) >= test.tol
 
@@ -144,8 +146,8 @@ def test_loop_leaves_an_empty_component_to_the_general_route(iris):
         stats.log_likelihood,
         stats.log_max_resp,
     )
-    same, same_stats, objectives, converged, _ = run(params, empty, 10, [stats.log_likelihood])
-    assert objectives == [] and not converged
+    same, same_stats, step = run(params, empty, 10, [stats.log_likelihood], PLAIN)
+    assert step.objectives == [] and not step.converged
     assert same is params and same_stats is empty
 
 
@@ -186,7 +188,7 @@ def test_capped_inner_iterations_are_kept_warned_and_reported(iris, monkeypatch)
     trace = [stats.log_likelihood]
     for _ in range(10):
         with pytest.warns(ConvergenceWarning, match="VVE M-step did not converge"):
-            params, stats, objectives, _, capped = run(params, stats, 10, trace[-3:])
-        assert capped and len(objectives) == 1
-        trace += objectives
+            params, stats, step = run(params, stats, 10, trace[-3:], PLAIN)
+        assert step.capped and len(step.objectives) == 1
+        trace += step.objectives
     assert np.all(np.diff(trace) > -1e-9 * len(X))

@@ -223,6 +223,11 @@ class CovarianceStructure(ABC):
     def precision_cholesky(self, cov: np.ndarray) -> np.ndarray:
         """Factor ``U`` with ``inv(cov) = U U^T`` (upper triangular for matrices)."""
 
+    def positive_definite(self, cov: np.ndarray) -> bool:
+        """Whether covariances in this structure's form are all positive definite (to
+        rounding, without jitter)."""
+        return kernels.cholesky_factors(cov) is not None
+
     @abstractmethod
     def precision_matrices(self, prec_chol: np.ndarray, n_components: int, n_features: int):
         """Precision matrices ``(K, D, D)``."""
@@ -813,6 +818,9 @@ class Diag(CovarianceStructure):
 
     def min_observations(self, n_features):
         return 2
+
+    def positive_definite(self, cov):
+        return bool(np.all(np.asarray(cov) > 0.0))
 
     def natural_precisions(self, prec_chol):
         return prec_chol**2

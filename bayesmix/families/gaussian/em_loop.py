@@ -27,6 +27,7 @@ import math
 import threading
 import types
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numba as nb
@@ -35,10 +36,19 @@ import numpy as np
 from bayesmix.families.gaussian import constrained_kernels, covariance, kernels
 from bayesmix.families.gaussian.constrained_kernels import MODELS
 from bayesmix.families.gaussian.stats import Params, SufficientStats
+from bayesmix.inference.em import convergence, squarem
 from bayesmix.inference.em.convergence import projected_change
+from bayesmix.inference.em.squarem import (
+    accelerated_change,
+    acceleration_state,
+    adapted_step_max,
+    extrapolated,
+    squared_steps,
+    step_length,
+)
 from bayesmix.inference.interrupt import deferred_sigint
 
-__all__ = ["LOOP_KINDS", "compile_loop", "compiled_loop"]
+__all__ = ["LOOP_KINDS", "LoopStep", "compile_loop", "compiled_loop"]
 
 # what the M-step adds to every mass (scikit-learn's; stats.MASS_EPS)
 MASS_EPS = 10 * np.finfo(np.float64).eps
@@ -49,6 +59,29 @@ MAX_ROWS = 16_384
 
 # statuses of a loop call
 RUNNING, CONVERGED, IRREGULAR, CAPPED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class LoopStep:
+    """What one call of a compiled loop did.
+
+    Attributes
+    ----------
+    objectives : list of float
+        The log-likelihoods of the iterations made.
+    converged : bool
+        Whether the run converged under the convergence test.
+    capped : bool
+        Whether it stopped after an M-step whose inner iterations stopped at
+        ``INNER_MAX_ITER``.
+    n_extrapolated : int
+        E-steps made at extrapolated points (not iterations: the work beyond them).
+    """
+
+    objectives: list
+    converged: bool
+    capped: bool
+    n_extrapolated: int
 
 
 # -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
@@ -250,12 +283,68 @@ def _pooled_all(sum_xx):
     return out
 
 
-# The parts :func:`_em_loop` calls: each compiled twin binds its kind's (:func:`_twin`).
-_estep = _mstep = _factors = _pool = None
+# The parts the loop calls: each compiled twin binds its kind's (:func:`_twin`).
+_estep = _mstep = _factors = _pool = _expectation = _em_iteration = None
+
+
+def _expectation_template(X, sample_weight, shift, n_chunks, weights, centres, scale, log_det):
+    """The statistics ``(mass, sum_x, sum_xx, log_lik, log_max)`` at the parameters whose
+    E-step arguments are given, over ``n_chunks`` chunks of the rows (the chunks' sums
+    added in order, as :mod:`~bayesmix.families.gaussian.kernels` does)."""
+    raw = _estep(X, sample_weight, shift, np.log(weights), centres, scale, log_det, n_chunks)
+    pooled = _pool(raw[2].sum(axis=0))
+    return (raw[0].sum(axis=0), raw[1].sum(axis=0), pooled, raw[3].sum(), raw[4].sum())
+
+
+def _em_iteration_template(X, sample_weight, shift, n_chunks, state, stats, previous, reg, inner):
+    """One EM iteration from ``state`` and its statistics ``stats``: ``(regular, state,
+    stats, inner_ok, inner_change)``, with the state and statistics given back unchanged
+    where the iteration is not regular (a component without mass, covariances not
+    positive definite, a log-likelihood not finite). ``previous``: the covariances the
+    constrained M-steps' inner iterations start from."""
+    mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
+    if np.any(mass <= 1e-12 * mass.sum()):
+        return False, state, stats, True, 0.0
+    weights, means, cov, inner_ok, inner_change = _mstep(mass, sum_x, sum_xx, reg, previous, *inner)
+    ok, factors, scale, centres, log_det = _factors(means, cov)
+    if not ok:
+        return False, state, stats, True, 0.0
+    following = _expectation(X, sample_weight, shift, n_chunks, weights, centres, scale, log_det)
+    if not np.isfinite(following[3]):
+        return False, state, stats, True, 0.0
+    return True, (weights, means, cov, factors), following, inner_ok, inner_change
+
+
+@nb.njit(cache=True)
+def _extrapolation(start, middle, end, step_max):
+    """SQUAREM's step from the cycle's three states (:mod:`~bayesmix.inference.em.squarem`):
+    the step length and the extrapolated weights, means and covariances."""
+    r_weights, v_weights = squared_steps(start[0], middle[0], end[0])
+    r_means, v_means = squared_steps(start[1], middle[1], end[1])
+    r_cov, v_cov = squared_steps(start[2], middle[2], end[2])
+    step = step_length(r_weights + r_means + r_cov, v_weights + v_means + v_cov, step_max)
+    return (
+        step,
+        extrapolated(start[0], middle[0], end[0], step),
+        extrapolated(start[1], middle[1], end[1], step),
+        extrapolated(start[2], middle[2], end[2], step),
+    )
 
 
 def _em_loop(
-    X, sample_weight, shift, n_chunks, state, stats, reg, n_steps, tol, total_weight, recent, inner
+    X,
+    sample_weight,
+    shift,
+    n_chunks,
+    state,
+    stats,
+    reg,
+    n_steps,
+    tol,
+    total_weight,
+    recent,
+    inner,
+    acceleration,
 ):
     """Up to ``n_steps`` EM iterations from ``state = (weights, means, cov, factors)``
     and its statistics ``stats = (mass, sum_x, sum_xx, log_lik, log_max)``, the E-step
@@ -267,57 +356,114 @@ def _em_loop(
     :data:`~bayesmix.families.gaussian.constrained_kernels.MODELS` and its inner
     iterations' stopping rule.
 
+    ``acceleration = [step_max, rate, ...]``
+    (:func:`~bayesmix.inference.em.squarem.acceleration_state`): with ``step_max`` >= 1
+    SQUAREM accelerates EM (:mod:`~bayesmix.inference.em.squarem`; 0 for plain EM): every
+    two iterations the
+    run extrapolates, makes one iteration from the extrapolated point and keeps it if its
+    log-likelihood is at least that of the second iteration. The objectives recorded are
+    those of the EM iterations kept (from EM's own parameters, never from an extrapolated
+    point), and the convergence test is
+    :func:`~bayesmix.inference.em.squarem.accelerated_change`, made only where the last
+    three are EM iterations in a row, with the rates of its previous tests.
+    ``acceleration`` is updated in place.
+
     Returns the state and statistics after the last regular iteration, the objectives
     ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and the status:
     ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route),
     ``CAPPED`` (the last M-step stopped its inner iterations at ``max_iter``: still an
     improvement, kept as in the general route, but the sign of a component collapsing, for
-    the caller to judge) or ``RUNNING`` (``n_steps`` made), and how many M-steps were
-    capped (0 or 1) with the last relative change of their inner iterations.
+    the caller to judge) or ``RUNNING`` (``n_steps`` made), how many M-steps were
+    capped (0 or 1) with the last relative change of their inner iterations, and the
+    number of E-steps at extrapolated points.
     """
-    weights, means, cov, factors = state
     objectives = np.empty(n_steps)
     older, previous, newest = recent[0], recent[1], recent[2]
-    n_values = 3 - np.isnan(recent).sum()
-    capped, capped_change = 0, 0.0
+    # the objectives at the end of the run that are plain EM iterations in a row
+    step_max = acceleration[0]
+    chain = 3 - np.isnan(recent).sum() if step_max == 0.0 else 1
+    capped, capped_change, n_extrapolated = 0, 0.0, 0
     made, status = 0, RUNNING
+    cycle_start = cycle_middle = kept_state = state
+    kept_stats, in_cycle, trial, step = stats, 0, False, 1.0
     while made < n_steps:
-        mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
-        if np.any(mass <= 1e-12 * mass.sum()):
-            status = IRREGULAR
-            break
-        new_weights, new_means, new_cov, inner_ok, inner_change = _mstep(
-            mass, sum_x, sum_xx, reg, cov, *inner
+        regular, following, following_stats, inner_ok, inner_change = _em_iteration(
+            X,
+            sample_weight,
+            shift,
+            n_chunks,
+            state,
+            stats,
+            kept_state[2] if trial else state[2],
+            reg,
+            inner,
         )
-        ok, new_factors, scale, centres, log_det = _factors(new_means, new_cov)
-        if not ok:
+        if trial:  # from the extrapolated point: kept if at least as good as EM's
+            trial = False
+            kept = regular and following_stats[3] >= kept_stats[3]
+            step_max = adapted_step_max(step, step_max, kept)
+            if not kept:
+                state, stats = kept_state, kept_stats
+                cycle_start = state
+                continue
+            chain, in_cycle = 0, -1
+        elif not regular:
             status = IRREGULAR
             break
-        raw = _estep(
-            X, sample_weight, shift, np.log(new_weights), centres, scale, log_det, n_chunks
-        )
-        log_lik = raw[3].sum()  # the chunks' sums added in order, as kernels.py does
-        if not np.isfinite(log_lik):
-            status = IRREGULAR
-            break
-        weights, means, cov, factors = new_weights, new_means, new_cov, new_factors
-        pooled = _pool(raw[2].sum(axis=0))
-        stats = (raw[0].sum(axis=0), raw[1].sum(axis=0), pooled, log_lik, raw[4].sum())
+        state, stats = following, following_stats
         if not inner_ok:
             capped += 1
             capped_change = max(capped_change, inner_change)
+        log_lik = stats[3]
         objectives[made] = log_lik
         made += 1
         older, previous, newest = previous, newest, log_lik
-        n_values += 1
-        if abs(projected_change(newest, previous, older, n_values, total_weight)) < tol:
+        chain += 1
+        if step_max == 0.0:  # plain EM: as ConvergenceTest.change
+            change = projected_change(newest, previous, older, chain, total_weight)
+        elif chain >= 3:
+            change = accelerated_change(newest, previous, older, total_weight, acceleration[1:])
+        else:
+            change = np.inf
+        if abs(change) < tol:
             status = CONVERGED
             break
         if not inner_ok:
             status = CAPPED
             break
-    state = (weights, means, cov, factors)
-    return state, stats, objectives, made, status, capped, capped_change
+        if step_max == 0.0:
+            continue
+        in_cycle += 1
+        if in_cycle == 0:  # the kept stabilising iteration starts the next cycle
+            cycle_start = state
+        elif in_cycle == 1:
+            cycle_middle = state
+        else:
+            in_cycle = 0
+            step, weights, means, cov = _extrapolation(cycle_start, cycle_middle, state, step_max)
+            cycle_start = state
+            if made == n_steps:
+                continue
+            if step == 1.0:
+                step_max = adapted_step_max(step, step_max, True)
+                continue
+            ok, factors, scale, centres, log_det = _factors(means, cov)
+            if not ok or np.any(weights <= 0.0):
+                step_max = adapted_step_max(step, step_max, False)
+                continue
+            trial_stats = _expectation(
+                X, sample_weight, shift, n_chunks, weights, centres, scale, log_det
+            )
+            n_extrapolated += 1
+            if not np.isfinite(trial_stats[3]):
+                step_max = adapted_step_max(step, step_max, False)
+                continue
+            kept_state, kept_stats = state, stats
+            state, stats, trial = (weights, means, cov, factors), trial_stats, True
+    if trial:  # out of iterations before the stabilising one: back to EM's state
+        state, stats = kept_state, kept_stats
+    acceleration[0] = step_max
+    return state, stats, objectives, made, status, capped, capped_change, n_extrapolated
 
 
 #: the storages of the covariances a loop exists for: E-step kernel, M-step, factors,
@@ -341,30 +487,37 @@ LOOP_KINDS = tuple(_PARTS)
 
 
 def _twin(kind: str):
-    """:func:`_em_loop` compiled for ``kind``, named ``_em_loop_<kind>_<digest>``: numba's
-    disk cache is keyed by the function's name and checks only this file's time stamp, and
-    the loop compiles in kernels of ``kernels.py`` and ``constrained_kernels.py``, so the
-    digest of their sources names a new entry whenever they change."""
+    """:func:`_em_loop` compiled for ``kind``, named ``_em_loop_<kind>_<digest>``, with
+    its E-step and iteration (:func:`_expectation_template`, :func:`_em_iteration_template`)
+    compiled for the same kind: numba's disk cache is keyed by the function's name and
+    checks only this file's time stamp, and the loop compiles in kernels of other modules,
+    so the digest of their sources names a new entry whenever they change."""
     estep, mstep, factors, pool = _PARTS[kind]
-    source = _em_loop
     scope = {
-        **source.__globals__,
+        **globals(),
         "_estep": kernels.serial_estep(estep),
         "_mstep": mstep,
         "_factors": factors,
         "_pool": pool,
     }
-    name = f"_em_loop_{kind}_{_KERNELS_DIGEST}"
-    twin = types.FunctionType(source.__code__, scope, name, source.__defaults__)
-    twin.__qualname__ = name
-    twin.__doc__ = source.__doc__
-    compiled = nb.njit(cache=True, error_model="numpy")(twin)
-    globals()[name] = compiled
-    return compiled
+    for part, source in (
+        ("_expectation", _expectation_template),
+        ("_em_iteration", _em_iteration_template),
+        ("_em_loop", _em_loop),
+    ):
+        name = f"{part}_{kind}_{_KERNELS_DIGEST}"
+        twin = types.FunctionType(source.__code__, scope, name, source.__defaults__)
+        twin.__qualname__ = name
+        twin.__doc__ = source.__doc__
+        scope[part] = globals()[name] = nb.njit(cache=True, error_model="numpy")(twin)
+    return scope["_em_loop"]
 
 
 _KERNELS_DIGEST = hashlib.sha1(
-    b"".join(Path(module.__file__).read_bytes() for module in (kernels, constrained_kernels))
+    b"".join(
+        Path(module.__file__).read_bytes()
+        for module in (kernels, constrained_kernels, convergence, squarem)
+    )
 ).hexdigest()[:12]
 
 #: the loop's storage for each structure that has one (by structure name)
@@ -409,7 +562,18 @@ def _array(value) -> np.ndarray:
 
 
 def _arguments(
-    X, sample_weight, shift, reg, params, stats, n_steps, tol, total_weight, recent, inner
+    X,
+    sample_weight,
+    shift,
+    reg,
+    params,
+    stats,
+    n_steps,
+    tol,
+    total_weight,
+    recent,
+    inner,
+    acceleration,
 ):
     state = tuple(_array(part) for part in params)
     moments = (_array(stats[0]), _array(stats[1]), _array(stats[2]))
@@ -426,6 +590,7 @@ def _arguments(
         float(total_weight),
         _array(recent),
         (int(inner[0]), float(inner[1]), int(inner[2])),
+        acceleration,
     )
 
 
@@ -460,6 +625,7 @@ def compile_loop(kind: str) -> None:
         3.0,
         np.full(3, np.nan),
         (0, 1e-8, 10),
+        acceleration_state(True),
     )
     _twin(kind)(*args)
 
@@ -470,13 +636,14 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     float64 or have more than :data:`MAX_ROWS` rows, or scikit-learn's lagged
     convergence test.
 
-    The function ``run(params, stats, n_steps, recent)`` makes at most ``n_steps``
-    iterations from ``params`` (a :class:`~bayesmix.families.gaussian.stats.Params`) and
-    its statistics ``stats`` (``recent``: the last log-likelihoods so far, up to three)
-    and returns ``(params, stats, objectives, converged, capped)`` after the last regular
-    iteration: the log-likelihoods of the iterations made (a list), whether the run
-    converged under ``test`` and whether it stopped after an M-step whose inner
-    iterations stopped at ``INNER_MAX_ITER``. It makes fewer iterations than asked,
+    The function ``run(params, stats, n_steps, recent, acceleration)`` makes at most
+    ``n_steps`` iterations from ``params`` (a
+    :class:`~bayesmix.families.gaussian.stats.Params`) and its statistics ``stats``
+    (``recent``: the last log-likelihoods so far, up to three), accelerated by SQUAREM
+    where ``acceleration[0]`` >= 1 (``acceleration``: SQUAREM's state, which the run
+    carries from call to call and the loop updates in place; see :func:`_em_loop`), and
+    returns ``(params, stats, step)`` after the last regular iteration, ``step``
+    a :class:`LoopStep`. It makes fewer iterations than asked,
     without converging, where the next one is irregular or the last was capped. The
     constrained models' inner iterations follow
     :data:`~bayesmix.families.gaussian.covariance.INNER_TOL` and ``INNER_MAX_ITER`` as
@@ -490,7 +657,7 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     scalar = kind == "shared_spherical"
     code = MODELS.index(structure.name) if structure.name in MODELS else 0
 
-    def run(params, stats, n_steps, recent):
+    def run(params, stats, n_steps, recent, acceleration):
         last = np.full(3, np.nan)
         last[3 - len(recent) :] = recent
         moments = (stats.mass, stats.sum_x, stats.sum_xx, stats.log_likelihood, stats.log_max_resp)
@@ -506,26 +673,30 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
             test.total_weight,
             last,
             (code, covariance.INNER_TOL, covariance.INNER_MAX_ITER),
+            acceleration,
         )
         compiled = _loop(kind, args)
         with deferred_sigint():  # a Ctrl-C inside compiled code crashed the process
-            state, moments, objectives, n_made, status, capped, change = compiled(*args)
+            out = compiled(*args)
+        state, moments, objectives, n_made, status, capped, change, n_extra = out
         if capped:  # as the general route does at every such M-step
             covariance.record_inner_iterations(
                 covariance.INNER_MAX_ITER, False, structure.name, change
             )
+        step = LoopStep([], False, False, n_extra)
         if n_made == 0:
-            return params, stats, [], False, False
+            return params, stats, step
         weights, means, cov, factors = state
         mass, sum_x, sum_xx, log_lik, log_max = moments
         if scalar:
             cov, factors, sum_xx = cov.reshape(()), factors.reshape(()), sum_xx.reshape(())
+        step = LoopStep(
+            objectives[:n_made].tolist(), status == CONVERGED, status == CAPPED, n_extra
+        )
         return (
             Params(weights, means, cov, factors),
             SufficientStats(mass, sum_x, sum_xx, float(log_lik), float(log_max)),
-            objectives[:n_made].tolist(),
-            status == CONVERGED,
-            status == CAPPED,
+            step,
         )
 
     return run

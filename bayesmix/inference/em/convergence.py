@@ -44,16 +44,18 @@ class ConvergenceTest:
 
 
 @nb.njit(cache=True)
-def projected_change(newest, previous, older, n_values, total_weight):
+def projected_change(newest, previous, older, n_values, total_weight, rate_floor=0.0):
     """:meth:`ConvergenceTest.change` (not lagged) from the last three objectives
     (``n_values`` of them exist, at least 2; ``older`` is ignored with fewer than 3);
     compiled, so the compiled EM loops of
-    :mod:`bayesmix.families.gaussian.em_loop` test convergence the same way."""
+    :mod:`bayesmix.families.gaussian.em_loop` test convergence the same way.
+    ``rate_floor``: the rate of convergence is taken to be at least this (SQUAREM's
+    runs, :func:`~bayesmix.inference.em.squarem.accelerated_change`)."""
     step = newest - previous
     rounding = ROUNDING_STEPS * np.finfo(np.float64).eps * max(abs(newest), total_weight)
     if n_values < 3 or step <= rounding:  # also a decrease: rounding at the optimum
         return step / total_weight
     before = previous - older
-    rate = step / before if before > 0 else np.inf
+    rate = max(step / before if before > 0 else np.inf, rate_floor)
     gain = step * rate / (1.0 - rate) if 0.0 <= rate < 1.0 else np.inf
     return max(step, gain) / total_weight

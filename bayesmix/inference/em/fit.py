@@ -44,6 +44,14 @@ from bayesmix.inference.em.init import (
     initial_responsibilities,
     nearest,
 )
+from bayesmix.inference.em.squarem import (
+    accelerated_change,
+    acceleration_state,
+    adapted_step_max,
+    extrapolated,
+    squared_steps,
+    step_length,
+)
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
@@ -98,6 +106,7 @@ class EMRun:
     n_runs: int = 1
     stopped: bool = False
     interrupted: bool = False
+    n_extrapolated: int = 0
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -159,6 +168,7 @@ def fit_em(
     callback: Callable[[EMProgress], None] | None = None,
     sklearn_bookkeeping: bool = False,
     previous_objective: float | None = None,
+    accelerate: bool = True,
 ) -> EMResult:
     """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options.
 
@@ -191,7 +201,16 @@ def fit_em(
 
     sklearn = bool(sklearn_bookkeeping)
     options = EMOptions.checked(
-        use_priors, init, n_init, max_iter, tol, reg_covar, random_state, order_by, sklearn=sklearn
+        use_priors,
+        init,
+        n_init,
+        max_iter,
+        tol,
+        reg_covar,
+        random_state,
+        order_by,
+        sklearn=sklearn,
+        accelerate=accelerate,
     )
     weights = check_sample_weight(sample_weight, data.n_obs)
     if callback is not None and not callable(callback):
@@ -333,6 +352,9 @@ class EMOptions:
         As given (recorded by its label).
     order_by : str, int or None
         The feature whose means number the components.
+    accelerate : bool
+        SQUAREM (:mod:`~bayesmix.inference.em.squarem`); never with scikit-learn's
+        bookkeeping.
     """
 
     use_priors: bool
@@ -343,6 +365,7 @@ class EMOptions:
     reg_covar: float
     random_state: Any
     order_by: Any = None
+    accelerate: bool = True
 
     @classmethod
     def checked(
@@ -357,6 +380,7 @@ class EMOptions:
         order_by: Any = None,
         *,
         sklearn: bool = False,
+        accelerate: Any = True,
     ) -> EMOptions:
         """The options validated, in the order of the attributes (``TypeError`` or
         ``ValueError`` naming the option);
@@ -367,7 +391,22 @@ class EMOptions:
         tol = check_float(tol, "tol")
         reg_covar = check_float(reg_covar, "reg_covar")
         check_init(init, partial=sklearn)
-        return cls(bool(use_priors), init, n_init, max_iter, tol, reg_covar, random_state, order_by)
+        if not isinstance(accelerate, (bool, np.bool_)):
+            raise TypeError(
+                f"accelerate must be True (SQUAREM, the default) or False (plain EM); got "
+                f"{accelerate!r}."
+            )
+        return cls(
+            bool(use_priors),
+            init,
+            n_init,
+            max_iter,
+            tol,
+            reg_covar,
+            random_state,
+            order_by,
+            bool(accelerate) and not sklearn,
+        )
 
     def settings(self, seed_record: dict[str, Any], start: float, **extra: Any) -> dict[str, Any]:
         """The settings an EM result records (``start`` is the ``perf_counter`` time the
@@ -379,6 +418,7 @@ class EMOptions:
             "max_iter": self.max_iter,
             "tol": self.tol,
             "reg_covar": self.reg_covar,
+            "acceleration": "squarem" if self.accelerate else "none",
             "random_state": _seed_label(self.random_state),
             **seed_record,
             **extra,
@@ -458,6 +498,7 @@ def best_run(
                 resume,
                 end=limit == max_iter,
                 loop=loop if callback is None else None,
+                accelerate=options.accelerate and not lagged,
             )
         except InterruptedRun as interrupt:
             interrupt.index = index
@@ -594,6 +635,7 @@ def em_result(
     if best.spurious and judge is not None:
         best = replace(best, spurious=tuple(judge(params)))
     settings["n_spurious_runs"] = best.n_spurious
+    settings["n_extrapolated"] = best.n_extrapolated
     settings["n_runs"] = best.n_runs
     if best.interrupted:  # Ctrl-C: the best state reached (see best_run)
         settings["interrupted"] = True
@@ -666,6 +708,7 @@ def _run_em(
     resume=None,
     end=True,
     loop=None,
+    accelerate=False,
 ) -> EMRun:
     """One EM run from ``params``, or continuing the run ``resume``, until it converges or
     has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
@@ -676,39 +719,58 @@ def _run_em(
     component, at up to 1,000 inner iterations an EM iteration). ``report`` announces the
     start (not on resuming), every iteration and the end
     (converged, stopped, or out of iterations where ``end``: a screening run that is not
-    continued gets its last report from :func:`best_run`)."""
+    continued gets its last report from :func:`best_run`).
+
+    ``accelerate``: SQUAREM (:mod:`~bayesmix.inference.em.squarem`) in the compiled loop
+    and, without one, on the general route: after every two iterations an extrapolated
+    point, one iteration from it kept if its objective is at least the second's. Only the
+    iterations kept are in the traces and ``n_iter``; ``n_extrapolated`` counts the
+    E-steps at extrapolated points."""
     if resume is None:
         stats = estep(params)
         log_lik = [stats.log_likelihood]
         log_post = (
             [] if priors is None else [stats.log_likelihood + _log_prior(params, priors, structure)]
         )
+        n_extrapolated = 0
     else:
         params, stats = resume.params, resume.stats
         log_lik = list(resume.log_likelihood_trace)
         log_post = [] if priors is None else list(resume.log_posterior_trace)
+        n_extrapolated = resume.n_extrapolated
     trace = log_lik if priors is None else log_post
     if report is not None and resume is None:
         report(0, trace[-1], np.nan, False, False)
     converged = collapsing = stopped = False
+    cycle = Cycle(accelerate, structure)
+    cycle.restart(params)  # the loop's calls and the general route's cycles end together
     try:
         while len(log_lik) <= max_iter:
             made = len(log_lik) - 1
             if loop is not None:  # compiled, up to the next check for a collapse
                 steps = min(max_iter - made, SPURIOUS_CHECK - made % SPURIOUS_CHECK)
-                params, stats, objectives, converged, capped = loop(
-                    params, stats, steps, log_lik[-3:]
-                )
-                log_lik.extend(objectives)
+                params, stats, step = loop(params, stats, steps, log_lik[-3:], cycle.acceleration)
+                log_lik.extend(step.objectives)
+                converged, capped = step.converged, step.capped
+                n_extrapolated += step.n_extrapolated
+                cycle.restart(params)
             if len(log_lik) - 1 == made:  # the general route (also where the loop stopped)
                 before = capped_m_steps()
-                following = m_step(stats, structure, priors, reg_covar, previous=params)
+                following = m_step(stats, structure, priors, reg_covar, previous=cycle.kept(params))
                 capped = capped_m_steps() > before
-                params, stats = following, estep(following)  # one state: an interrupt keeps both
+                following_stats = estep(following)
+                objective = following_stats.log_likelihood
+                if priors is not None:
+                    objective += _log_prior(following, priors, structure)
+                if cycle.trial is not None and not cycle.keep(objective, trace[-1]):
+                    params, stats = cycle.trial  # the extrapolation did not pay: EM's state
+                    cycle.trial, cycle.points = None, [params]
+                    continue
+                params, stats = following, following_stats  # one state: an interrupt keeps both
                 log_lik.append(stats.log_likelihood)
                 if priors is not None:
-                    log_post.append(stats.log_likelihood + _log_prior(params, priors, structure))
-                change = test.change(trace)
+                    log_post.append(objective)
+                change = cycle.change(trace, test)
                 converged = abs(change) < test.tol
                 if report is not None:
                     report(len(log_lik) - 1, trace[-1], change, converged, False)
@@ -723,9 +785,28 @@ def _run_em(
                 if stopped:
                     break
                 collapsing = spurious
+            made = len(log_lik) - 1
+            if loop is not None:
+                continue
+            if capped or made % SPURIOUS_CHECK == 0 or made == max_iter:
+                cycle.restart(params)  # where the compiled loop's calls end: the same fit
+                continue
+            point = cycle.advance(params)
+            if point is not None:  # the next iteration starts from the extrapolated point
+                point_stats = estep(point)
+                n_extrapolated += 1
+                if np.isfinite(point_stats.log_likelihood):
+                    cycle.trial = (params, stats)
+                    params, stats = point, point_stats
+                else:
+                    cycle.reject()
+        if cycle.trial is not None:  # out of iterations before the stabilising one
+            params, stats = cycle.trial
     except INTERRUPTS as error:
         if not is_interrupt(error):
             raise
+        if cycle.trial is not None:
+            params, stats = cycle.trial
         run = _interrupted_run(params, stats, log_lik, log_post, priors, structure)
         raise InterruptedRun(run) from None
     if report is not None and (converged or stopped or end):
@@ -738,7 +819,96 @@ def _run_em(
         converged,
         len(log_lik) - 1,
         stopped=stopped,
+        n_extrapolated=n_extrapolated,
     )
+
+
+class Cycle:
+    """SQUAREM's bookkeeping for one run on the general route
+    (:mod:`~bayesmix.inference.em.squarem`): the states of the current cycle, the state
+    kept while an iteration from an extrapolated point is under trial, and the state the
+    compiled loop shares (``acceleration``: the bound on the step and the rates of the
+    last convergence tests; ``step_max`` 0 where not accelerating)."""
+
+    def __init__(self, accelerate: bool, structure: CovarianceStructure) -> None:
+        self.acceleration = acceleration_state(accelerate)
+        self.structure = structure
+        self.points: list[Params] = []
+        self.chain = 1  # EM iterations in a row at the end of the trace (their objectives)
+        self.trial: tuple[Params, SufficientStats] | None = None
+        self.step = 1.0
+
+    @property
+    def accelerating(self) -> bool:
+        return self.acceleration[0] > 0.0
+
+    def restart(self, params: Params) -> None:
+        """A new cycle from ``params`` (after the compiled loop, or a rejected trial)."""
+        self.points = [params]
+        self.trial = None
+        if self.accelerating:
+            self.chain = 1
+
+    def kept(self, params: Params) -> Params:
+        """The parameters the M-step's inner iterations start from: EM's, not the
+        extrapolated point's."""
+        return params if self.trial is None else self.trial[0]
+
+    def keep(self, objective: float, before: float) -> bool:
+        """Whether the iteration from the extrapolated point is kept (its objective at
+        least ``before``, the objective of EM's state); adapts the step's bound."""
+        kept = bool(objective >= before)
+        self.acceleration[0] = adapted_step_max(self.step, self.acceleration[0], kept)
+        if kept:
+            self.trial, self.points, self.chain = None, [], 0
+        return kept
+
+    def change(self, trace: list[float], test: ConvergenceTest) -> float:
+        """The convergence test's change after an iteration (``trace`` ends with its
+        objective): ``test``'s for plain EM, SQUAREM's test where the last three
+        objectives are EM iterations in a row, infinite otherwise."""
+        self.chain += 1
+        if not self.accelerating:
+            return test.change(trace)
+        if self.chain < 3:
+            return np.inf
+        return accelerated_change(
+            trace[-1], trace[-2], trace[-3], test.total_weight, self.acceleration[1:]
+        )
+
+    def reject(self) -> None:
+        """An extrapolated point without a finite objective: a smaller step next."""
+        self.acceleration[0] = adapted_step_max(self.step, self.acceleration[0], False)
+
+    def advance(self, params: Params) -> Params | None:
+        """Add the state of an iteration; after two, the extrapolated point (``None``
+        where the step is 1 or the point is not a valid state)."""
+        if not self.accelerating:
+            return None
+        self.points.append(params)
+        if len(self.points) < 3:
+            return None
+        start, middle, end = self.points
+        self.points = [params]
+        parts = [(p.weights, p.means, np.atleast_1d(p.covariances)) for p in (start, middle, end)]
+        r_squared = v_squared = 0.0
+        for index in range(3):
+            pair = squared_steps(*(np.ascontiguousarray(part[index]) for part in parts))
+            r_squared, v_squared = r_squared + pair[0], v_squared + pair[1]
+        self.step = step_length(r_squared, v_squared, self.acceleration[0])
+        if self.step == 1.0:
+            self.acceleration[0] = adapted_step_max(1.0, self.acceleration[0], True)
+            return None
+        weights, means, covariances = (
+            extrapolated(*(np.ascontiguousarray(part[index]) for part in parts), self.step)
+            for index in range(3)
+        )
+        if np.any(weights <= 0.0) or not self.structure.positive_definite(covariances):
+            self.reject()
+            return None
+        if np.ndim(end.covariances) == 0:
+            covariances = covariances.reshape(())
+        return Params(weights, means, covariances, self.structure.precision_cholesky(covariances))
 
 
 def _interrupted_run(params, stats, log_lik, log_post, priors, structure) -> EMRun:
