@@ -633,6 +633,19 @@ class Mixture:
         family = self.chosen_family("component_means")
         return family.component_means({n: posterior[n].values for n in self.parameter_names})
 
+    def point_parameters(self, params: Parameters) -> dict[str, np.ndarray]:
+        """One estimate's arrays as :meth:`point_posterior` holds them (``weights`` and
+        the family's parameters), without building the Dataset (xarray)."""
+        self.chosen_family("point_parameters")
+        return {name: np.asarray(params[name]) for name in self.parameter_names}
+
+    def point_means(self, params: Parameters) -> np.ndarray:
+        """``E[x | k]`` of one estimate, ``(K, D)``: :meth:`component_means` without the
+        Dataset."""
+        family = self.chosen_family("point_means")
+        point = self.point_parameters(params)
+        return family.component_means({n: v[None, None] for n, v in point.items()})[0, 0]
+
     def parameter_table(self, posterior: xr.Dataset) -> pd.DataFrame:
         """A point estimate as one row per component: the weight and every parameter."""
         family = self.chosen_family("parameter_table")

@@ -440,14 +440,25 @@ class GaussianMixture:
 
     def point_posterior(self, params: Params, feature_names: tuple[str, ...]) -> xr.Dataset:
         """One estimate as a posterior with ``chain = draw = 1``."""
-        n_components, n_features = params.means.shape
-        full = self.structure.to_full(params.covariances, n_components, n_features)
+        point = self.point_parameters(params)
         return parameters_dataset(
-            params.weights[None, None],
-            params.means[None, None],
-            np.array(full)[None, None],
+            point["weights"][None, None],
+            point["means"][None, None],
+            point["covariances"][None, None],
             feature_names,
         )
+
+    def point_parameters(self, params: Params) -> dict[str, np.ndarray]:
+        """One estimate's arrays as :meth:`point_posterior` holds them (``weights``,
+        ``means``, full ``covariances``), without building the Dataset (xarray)."""
+        n_components, n_features = params.means.shape
+        full = self.structure.to_full(params.covariances, n_components, n_features)
+        return {"weights": params.weights, "means": params.means, "covariances": np.array(full)}
+
+    def point_means(self, params: Params) -> np.ndarray:
+        """``E[x | k]`` of one estimate, ``(K, D)``: :meth:`component_means` without the
+        Dataset."""
+        return params.means
 
     def posterior_from_draws(
         self, draws: dict[str, np.ndarray], feature_names: tuple[str, ...]

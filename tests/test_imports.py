@@ -139,14 +139,43 @@ def test_em_fit_imports_only_what_it_uses():
         "fit = bm.GaussianMixture(2).fit(X, method='em', random_state=0)\n"
         "labels = fit.predict(X)\n"
         "bic = fit.bic(X)\n"
+        "read = (fit.weights, fit.means, fit.covariances, fit.parameters)\n"
         f"before = loaded({NOT_FOR_EM!r})\n"
-        "weights = fit.weights\n"
+        "posterior = fit.posterior\n"
+        "same = [bool(np.array_equal(posterior[name].values[0, 0], value))\n"
+        "    for name, value in zip(('weights', 'means', 'covariances'), read)]\n"
         "print(json.dumps({'loaded': before, 'sizes': sorted(np.bincount(labels).tolist()),\n"
-        "    'posterior': loaded(('xarray',))}))"
+        "    'same': same, 'posterior': loaded(('xarray',))}))"
     )
-    # the parameters' first read builds the posterior Dataset (xarray; xarray's first
-    # Dataset also imports dask.array when Dask is installed)
-    assert out == {"loaded": [], "sizes": [97, 175], "posterior": ["xarray"]}
+    # reading the parameters needs no Dataset; the posterior, built on its first use, is
+    # the same estimate (and imports xarray; xarray's first Dataset also imports
+    # dask.array when Dask is installed)
+    assert out == {
+        "loaded": [],
+        "sizes": [97, 175],
+        "same": [True, True, True],
+        "posterior": ["xarray"],
+    }
+
+
+def test_family_em_parameters_read_before_the_dataset_equal_the_posterior():
+    """A family's estimate read before its posterior Dataset exists (the family modules
+    import xarray themselves, so only the values are checked)."""
+    out = run_fresh(
+        "import numpy as np\n"
+        "import bayesmix as bm\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = np.concatenate([rng.poisson(2.0, (150, 2)), rng.poisson(9.0, (150, 2))])\n"
+        "fit = bm.Mixture(2, bm.families.Poisson()).fit(X, method='em', random_state=0)\n"
+        "read = (fit.weights, fit.means, fit.parameters)\n"
+        "means = fit.model.component_means(fit.posterior)[0, 0]\n"
+        "same = [bool(np.array_equal(fit.posterior['weights'].values[0, 0], read[0])),\n"
+        "    bool(np.array_equal(means, read[1]))]\n"
+        "same += [bool(np.array_equal(fit.posterior[n].values[0, 0], v))\n"
+        "    for n, v in read[2].items()]\n"
+        "print(json.dumps({'same': same, 'names': sorted(read[2])}))"
+    )
+    assert out == {"same": [True] * 4, "names": ["rates", "weights"]}
 
 
 def test_nuts_backend_modules_load_no_sampler_or_plotting():

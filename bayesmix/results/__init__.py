@@ -581,25 +581,39 @@ class EMResult(MixtureResult):
     def n_features(self) -> int:
         return len(self._feature_names)
 
+    # The parameters are read from the estimate itself while the posterior Dataset is not
+    # built (building it imports xarray, pandas and, through xarray, dask.array), from the
+    # Dataset once it is (it may have been replaced, e.g. relabelled).
+    @property
+    def _posterior_built(self) -> bool:
+        return not callable(self._posterior)
+
     @property
     def weights(self) -> np.ndarray:
-        return self.posterior["weights"].values[0, 0]
+        return self.parameters["weights"]
 
     @property
     def parameters(self) -> dict[str, np.ndarray]:
         """The estimate as arrays with the component axis first: ``weights`` and the
         family's parameters (for Gaussians ``means`` and full ``covariances``)."""
         names = self.model.parameter_names
+        if not self._posterior_built:
+            point = self.model.point_parameters(self.params)
+            return {name: point[name] for name in names}
         return {name: self.posterior[name].values[0, 0] for name in names}
 
     @property
     def means(self) -> np.ndarray:
         """Component means ``E[x | k]`` ``(K, D)`` (for count families the rates or
         means of every column)."""
+        if not self._posterior_built:
+            return self.model.point_means(self.params)
         return self.model.component_means(self.posterior)[0, 0]
 
     @property
     def covariances(self) -> np.ndarray:
+        if not self._posterior_built and "covariances" in self.model.parameter_names:
+            return self.parameters["covariances"]
         return self.posterior["covariances"].values[0, 0]
 
     @property
