@@ -516,10 +516,11 @@ def _heavy_tails(n: int = 1000, seed: int = 0):
     return 1e3 + centres[z] + rng.standard_t(4, (n, 2)), z
 
 
+@pytest.mark.parametrize("dof", [4.0, None])
 @pytest.mark.parametrize("weight_prior", WEIGHT_PRIORS)
-def test_student_t_elbo_never_decreases(weight_prior):
+def test_student_t_elbo_never_decreases(weight_prior, dof):
     X, _ = _heavy_tails(400)
-    family = bm.families.StudentT("diag", dof=4.0)
+    family = bm.families.StudentT("diag", dof=dof)
     fit = fit_family_vb(
         family, X, _priors(family, X), 3, weight_prior=weight_prior, alpha=0.5,
         init="random", max_iter=150, tol=0.0, random_state=0, warn=False,
@@ -541,10 +542,22 @@ def test_student_t_agrees_with_map_em_and_resists_outliers():
     assert (post["dof"].values == 4.0).all()
 
 
+def test_student_t_estimated_dof_agrees_with_map_em():
+    X, _ = _heavy_tails(3000, seed=1)
+    model = bm.Mixture(2, bm.families.StudentT("diag"))
+    vb = model.fit(X, method="vb", draws=200, order_by=0, random_state=0)
+    em = model.fit(X, method="map", order_by=0, random_state=0)
+    dof = vb.posterior["dof"].values
+    assert (dof == dof[0, 0]).all()  # a point estimate: every draw has it
+    np.testing.assert_allclose(dof[0, 0], em.parameters["dof"], rtol=0.05)
+    np.testing.assert_allclose(dof[0, 0], 4.0, rtol=0.4)
+    np.testing.assert_allclose(vb.weights, em.weights, atol=0.01)
+
+
 def test_student_t_vb_refusals():
     X, _ = _heavy_tails(60)
-    for family in (bm.families.StudentT("diag"), bm.families.StudentT("full", dof=4.0)):
-        with pytest.raises(ValueError, match=r"StudentT\('diag', dof=\.\.\.\)"):
+    for family in (bm.families.StudentT(), bm.families.StudentT("full", dof=4.0)):
+        with pytest.raises(ValueError, match=r"StudentT\('diag'\)"):
             bm.Mixture(2, family).fit(X, method="vb")
     product = Independent({0: bm.families.StudentT("diag", dof=4.0), 1: Normal()})
     with pytest.raises(ValueError, match="student_t"):

@@ -650,9 +650,9 @@ class StudentT(ComponentFamily):
 
     @property
     def supports_vb(self) -> bool:  # type: ignore[override]
-        """Closed-form VB takes diagonal scales with fixed degrees of freedom
-        (``StudentT("diag", dof=...)``)."""
-        return not self._full and self._dof is not None
+        """Closed-form VB takes diagonal scales (``StudentT("diag")``; the degrees of
+        freedom fixed, or point-estimated as in MAP-EM)."""
+        return not self._full
 
     def vb_prior(self, priors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:
         """The Normal-Gamma prior of each location and inverse scale that VB reads from
@@ -666,8 +666,8 @@ class StudentT(ComponentFamily):
     def _vb_check(self, X: np.ndarray) -> None:
         if not self.supports_vb:
             raise ValueError(
-                "closed-form VB takes Student-t components with diagonal scales and fixed "
-                f"degrees of freedom, StudentT('diag', dof=...); got {self!r}."
+                "closed-form VB takes Student-t components with diagonal scales, "
+                f"StudentT('diag'); got {self!r}."
             )
         if np.isnan(X).any():
             raise ValueError(
@@ -702,8 +702,12 @@ class StudentT(ComponentFamily):
     ) -> Parameters:
         """The Normal-Gamma posterior of each location and inverse scale
         (:func:`~bayesmix.families.base.normal_gamma_posterior`): the precision of a
-        row's contribution is scaled by its latent scale's expectation ``E[u]``."""
-        return normal_gamma_posterior(
+        row's contribution is scaled by its latent scale's expectation ``E[u]``. The
+        degrees of freedom ``dof`` ``(K,)``: fixed, or (``dof=None``) a point estimate,
+        MAP-EM's update (the root of the expected complete-data log density of the
+        latent scales plus the ``Gamma(dof_shape, dof_rate)`` log prior, with ``E[log
+        u] - E[u]`` under ``q(u | z)``); the start has :data:`INITIAL_DOF`."""
+        q = normal_gamma_posterior(
             stats["mass"],
             stats["weight"],
             stats["sum_x"],
@@ -711,14 +715,22 @@ class StudentT(ComponentFamily):
             self.vb_prior(priors),
             stats["shift"],
         )
+        n_components = stats["mass"].shape[0]
+        if self._dof is not None:
+            q["dof"] = np.full(n_components, float(self._dof))
+        elif "sum_log_u" in stats:
+            q["dof"] = _dof_root(stats["mass"][:, 0], stats["sum_log_u"], priors, stats["dof"])
+        else:
+            q["dof"] = np.full(n_components, INITIAL_DOF)
+        return q
 
     def _vb_terms(self, X: np.ndarray, q: Parameters) -> tuple[np.ndarray, np.ndarray]:
         """``log int exp(E_q[log N(x | mu, 1 / (u tau))]) Gamma(u | nu/2, nu/2) du``
         ``(n, K)`` (the row's expected log density with its latent scale integrated
         out under its optimal ``q(u | k) = Gamma((nu + D) / 2, (nu + A) / 2)``) and
-        ``E[u]`` ``(n, K)``, where ``A = sum_d E[tau] (x_d - m)^2 + 1 / kappa``."""
+        ``A = sum_d E[tau] (x_d - m)^2 + 1 / kappa`` ``(n, K)``."""
         n_features = X.shape[1]
-        nu = float(self._dof)
+        nu = q["dof"]
         precision = q["shape"] / q["rate"]
         spread = np.empty((X.shape[0], precision.shape[0]))
         for k in range(precision.shape[0]):  # a loop over components, vectorised over rows
@@ -734,7 +746,7 @@ class StudentT(ComponentFamily):
             + gammaln(half)
         )
         log_density = constant - half * np.log(0.5 * (nu + spread))
-        return log_density, (nu + n_features) / (nu + spread)
+        return log_density, spread
 
     def vb_log_density(self, X: np.ndarray, q: Parameters, prepared: Any = None) -> np.ndarray:
         """The row's expected log density, its latent scale integrated out
@@ -755,16 +767,31 @@ class StudentT(ComponentFamily):
         densities with ``u`` integrated out, then the statistics weighted by ``r`` and by
         ``r E[u]``."""
         self._vb_check(X)
-        log_density, scale = self._vb_terms(X, q)
+        log_density, spread = self._vb_terms(X, q)
         peak = (log_weights + log_density).max(axis=1, keepdims=True)
         joint = np.exp(log_weights + log_density - peak)
         total = joint.sum(axis=1, keepdims=True)
         resp = joint / total * weights[:, None]
         log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
-        return log_lik, resp.sum(axis=0), self._vb_sums(X, resp, resp * scale)
+        nu, n_features = q["dof"], X.shape[1]
+        scale = (nu + n_features) / (nu + spread)  # E[u] under q(u | k)
+        stats = self._vb_sums(X, resp, resp * scale)
+        log_scale = digamma(0.5 * (nu + n_features)) - np.log(0.5 * (nu + spread))
+        stats["sum_log_u"] = (resp * (log_scale - scale)).sum(axis=0)
+        stats["dof"] = nu
+        return log_lik, resp.sum(axis=0), stats
 
     def vb_kl(self, q: Parameters, priors: Mapping[str, np.ndarray]) -> float:
-        return float(normal_gamma_kl(q, self.vb_prior(priors)).sum())
+        """The Normal-Gamma KL terms; with estimated degrees of freedom less their
+        ``Gamma(dof_shape, dof_rate)`` log prior (the bound is then on ``log p(X, nu)``,
+        which the point update of ``nu`` raises as the other updates do)."""
+        kl = float(normal_gamma_kl(q, self.vb_prior(priors)).sum())
+        if self._dof is None:
+            shape, rate, nu = float(priors["dof_shape"]), float(priors["dof_rate"]), q["dof"]
+            kl -= float(
+                (shape * np.log(rate) - gammaln(shape) + (shape - 1) * np.log(nu) - rate * nu).sum()
+            )
+        return kl
 
     def vb_mean(self, q: Parameters) -> Parameters:
         """The locations, ``E[s2] = b / (a - 1)`` (``b / a`` for ``a <= 1``) as the
@@ -773,7 +800,7 @@ class StudentT(ComponentFamily):
         return {
             "means": q["mean"].copy(),
             "scales": q["rate"] / np.where(shape > 1.0, shape - 1.0, shape),
-            "dof": np.full(shape.shape[0], float(self._dof)),
+            "dof": np.asarray(q["dof"], dtype=float).copy(),
         }
 
     def vb_sample(self, q: Parameters, n_draws: int, rng: np.random.Generator) -> Parameters:
@@ -781,7 +808,7 @@ class StudentT(ComponentFamily):
         precision = rng.gamma(shape, 1.0 / q["rate"], size=(n_draws,) + shape.shape)
         noise = rng.standard_normal(precision.shape)
         means = q["mean"] + noise / np.sqrt(q["kappa"] * precision)
-        dof = np.full((n_draws, shape.shape[0]), float(self._dof))
+        dof = np.repeat(np.asarray(q["dof"], dtype=float)[None], n_draws, axis=0)
         return {"means": means, "scales": 1.0 / precision, "dof": dof}
 
     # -- PyMC (NUTS, ADVI) ---------------------------------------------------------

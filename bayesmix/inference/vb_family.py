@@ -21,13 +21,14 @@ family                    conjugate prior (from its priors)     ``q(theta_k)``
                                                                 Gamma per row
 ========================  ====================================  ===========================
 
-``StudentT("diag", dof=nu)``: a Student-t component is a scale mixture of Normals,
-``x | u ~ N(mu, Sigma / u)`` with ``u ~ Gamma(nu / 2, nu / 2)``: with its degrees of
-freedom fixed and diagonal scales it is conjugate given the latent scales, and
-``q(z_n, u_n) = q(z_n) q(u_n | z_n)`` (Svensén & Bishop 2005; Archambeau & Verleysen 2007)
-keeps every update closed form; the rows' ``E[u]`` weight the Normal-Gamma statistics. It
-needs complete data and cannot be a block of a product (its statistics need its latent
-scales).
+``StudentT("diag")``: a Student-t component is a scale mixture of Normals, ``x | u ~
+N(mu, Sigma / u)`` with ``u ~ Gamma(nu / 2, nu / 2)``: with diagonal scales it is
+conjugate given the latent scales, and ``q(z_n, u_n) = q(z_n) q(u_n | z_n)`` (Svensén &
+Bishop 2005; Archambeau & Verleysen 2007) keeps every update closed form; the rows'
+``E[u]`` weight the Normal-Gamma statistics. The degrees of freedom are fixed
+(``StudentT("diag", dof=nu)``) or a point estimate (MAP-EM's update with ``E_q[log u -
+u]``; the bound then is on ``log p(X, nu)``, its Gamma prior included). It needs complete
+data and cannot be a block of a product (its statistics need its latent scales).
 
 The priors are the declaration's resolved priors (:meth:`bayesmix.Mixture.resolve_priors`),
 the values MAP-EM, NUTS and ADVI use, so that for large N the VB posterior means approach
@@ -114,8 +115,8 @@ def vb_family_names() -> str:
     """The families closed-form VB supports, for error messages."""
     return (
         "Gaussian (full, tied, diag, spherical), Poisson(), Bernoulli(), Categorical(), "
-        "Normal(), Independent({...}) products of these, and StudentT('diag', dof=...) "
-        "(diagonal scales, fixed degrees of freedom, not in a product)"
+        "Normal(), Independent({...}) products of these, and StudentT('diag') (diagonal "
+        "scales, not in a product)"
     )
 
 
