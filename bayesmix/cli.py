@@ -656,8 +656,8 @@ Examples:
     help="Inference method(s), comma-separated: em (maximum likelihood), map (MAP-EM), "
     "gibbs (conjugate Gibbs sampler for Gaussians: the MCMC that mixes on real data), "
     "nuts (MCMC), advi, fullrank_advi (variational, PyMC), vb (closed-form variational "
-    "Bayes: Gaussians with full, tied, diag or spherical covariances, and the poisson, "
-    "bernoulli and categorical families and their mixes).",
+    "Bayes: Gaussians with full, tied, diag or spherical covariances, the poisson, "
+    "bernoulli and categorical families and their mixes, student_t with --covariance diag).",
 )
 @click.option(
     "--out",

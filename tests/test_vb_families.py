@@ -567,3 +567,22 @@ def test_student_t_vb_refusals():
         bm.Mixture(2, bm.families.StudentT("diag", dof=4.0)).fit(
             X, method="vb", missing="marginalize"
         )
+
+
+def test_cli_fits_a_diagonal_student_t_by_vb(tmp_path):
+    import pandas as pd
+    from click.testing import CliRunner
+
+    from bayesmix.cli import cli
+
+    X, _ = _heavy_tails(300)
+    pd.DataFrame(X, columns=["a", "b"]).to_csv(tmp_path / "t.csv", index=False)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(
+        cli,
+        ["fit", str(tmp_path / "t.csv"), "-k", "2", "--family", "student_t", "--covariance",
+         "diag", "--method", "vb", "--draws", "50", "--seed", "1", "--no-plots", "--out",
+         str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert bm.load(out / "vb.nc").settings["family"] == "student_t"

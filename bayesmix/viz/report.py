@@ -375,7 +375,7 @@ def supported_methods(model: Any) -> tuple[str, ...]:
         families ``em``, ``map``, ``nuts``, ``advi`` and ``fullrank_advi`` (every family
         has a PyMC parametrisation), and ``vb`` for the conjugate ones
         (``family.supports_vb``: Poisson, Bernoulli, Categorical, Normal and products
-        of them).
+        of them, and the Student-t with diagonal scales).
     """
     from bayesmix.families.gaussian.covariance import BASIC_STRUCTURES
     from bayesmix.mixture import FAMILY_METHODS, Mixture
