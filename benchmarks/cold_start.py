@@ -16,7 +16,8 @@ with ``numpy.loadtxt`` (no pandas on the way in):
   density).
 
 For each, the heavy modules (matplotlib, ArviZ, Dask, PyMC, ...) loaded by the end of the
-fit are listed, and those the parameters' first read adds (the result's xarray posterior). ``--roots`` times other checkouts of bayesmix (``PYTHONPATH``; for example a ``git
+fit are listed, and those the parameters' first read adds (the result's xarray posterior).
+``--roots`` times other checkouts of bayesmix (``PYTHONPATH``; for example a ``git
 worktree`` of an older commit, its numba cache copied) in the same run, interleaved, so
 that before/after ratios come from one run. Medians over ``--repeats`` processes.
 
