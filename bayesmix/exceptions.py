@@ -1,4 +1,5 @@
-"""Warning classes of bayesmix, so users can filter them with :mod:`warnings`."""
+"""Warning classes of bayesmix, so users can filter them with :mod:`warnings`, and its
+own error classes."""
 
 from __future__ import annotations
 
@@ -40,3 +41,9 @@ class InterruptedFitWarning(BayesmixWarning):
     """A fit was interrupted (Ctrl-C, ``KeyboardInterrupt``) and returned the work done
     so far: the draws or iterations made before the interrupt (see the guide's "What
     Ctrl-C gives back")."""
+
+
+class WorkerLostError(RuntimeError):
+    """A fit on Dask input lost a worker and could not recover: the data lived only on
+    that worker and cannot be recomputed, or the cluster did not get them back (or get a
+    worker) within ``bayesmix.inference.em.distributed.WORKER_LOSS_TIMEOUT`` seconds."""

@@ -26,6 +26,17 @@ worker holds its chunks (:class:`_WorkerChunks`) and an E-step is one actor call
 worker (relayed by the scheduler, or direct with ``Client(direct_to_workers=True)``), a
 few milliseconds of overhead instead of tens for a task graph.
 
+A worker that dies mid-fit (out of memory, a killed process, a lost machine) does not lose
+the fit. On a task graph, distributed reruns the lost tasks and recomputes lost persisted
+chunks from their graph; on the worker actors the pass that failed is redone: the lost
+chunks are recomputed by distributed, the actors are placed again on the workers there
+are (a restarted one included) and the same E-step is run again. Every pass sums its
+chunks' statistics in chunk order whichever worker computed them, so the fit ends where
+the fault-free fit ends, to the last bit. If the data cannot be recomputed (the only copy
+of scattered data was on the dead worker), or no worker is there to compute them for
+``WORKER_LOSS_TIMEOUT`` seconds, the fit raises a one-line
+:class:`~bayesmix.exceptions.WorkerLostError`.
+
 ``init="kmeans||"`` (:func:`kmeans_parallel_centres`) chooses the initial centres over
 all rows in a few more passes instead of on the sample; anomaly thresholds on Dask input
 use the exact :func:`blockwise_quantiles`.
@@ -56,7 +67,7 @@ from bayesmix.data import (
     import_dask,
     is_dask_input,
 )
-from bayesmix.exceptions import MissingDataWarning, RechunkWarning
+from bayesmix.exceptions import MissingDataWarning, RechunkWarning, WorkerLostError
 from bayesmix.families.base import DataSummary
 from bayesmix.families.gaussian.stats import (
     Params,
@@ -116,6 +127,14 @@ TREE_FAN_IN = 8
 # EM iterations on data persisted on a dask.distributed cluster call one actor per worker
 # (False: a task graph per iteration, as for any other data).
 WORKER_ACTORS = True
+# After losing a worker, a fit waits at most this many seconds for the lost chunks to be
+# back in the cluster's memory (distributed recomputes them from their graph) and for a
+# worker to compute on, then raises WorkerLostError; a pass is redone at most
+# WORKER_LOSS_RETRIES times in a row.
+WORKER_LOSS_TIMEOUT = 60.0
+WORKER_LOSS_RETRIES = 3
+# Seconds between looks at the cluster while a pass waits for its result.
+_POLL_SECONDS = 0.5
 
 
 def _dask_weights(sample_weight: Any, data: DaskData) -> Any:
@@ -305,8 +324,10 @@ class DaskSource:
         self.data = data
         self.n_chunks = len(data.row_chunks)
         self._weights = weights
+        self._cluster = _active_client(data.array)  # a dask.distributed client, or None
         self._client = _persisted_on_client(data.array) if WORKER_ACTORS else None
         self._workers: _WorkerChunks | None = None
+        self.worker_losses = 0  # passes of the worker actors redone after losing a worker
         self._x = list(data.array.to_delayed(optimize_graph=True).ravel())
         self._w = (
             [None] * self.n_chunks
@@ -332,7 +353,9 @@ class DaskSource:
         node = delayed(combine, pure=False)
         while len(parts) > 1:
             parts = [node(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)]
-        return self._compute(parts[0])[0]
+        if self._cluster is None:
+            return self._compute(parts[0])[0]
+        return _cluster_result(self._cluster, parts[0], self.data.array)
 
     def scan(self, rng: np.random.Generator, sample_rows: int) -> _Scan:
         keep = min(1.0, sample_rows / max(self.data.n_obs, 1))
@@ -351,9 +374,76 @@ class DaskSource:
     def estep(self, params: Params, *, shift: np.ndarray, structure) -> SufficientStats:
         if self._client is None:
             return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
-        if self._workers is None:  # first E-step: place the actors
-            self._workers = _WorkerChunks(self._client, self.data.array, self._weights)
-        return _finite(self._workers.estep(shift, params, structure))
+        return _finite(self.on_workers("estep", _sum_all, shift, params, structure))
+
+    def on_workers(self, method: str, combine: Callable, *args: Any) -> Any:
+        """``combine`` over chunks (in chunk order, the tree of :meth:`map_reduce`) of the
+        worker actors' per-chunk results of ``method(*args)``.
+
+        The actors are placed at the first call. A pass that loses a worker (a call that
+        fails to reach it or an actor's worker that left the cluster) is redone: the
+        actors are released, the lost chunks of the persisted array are awaited back in
+        memory (distributed recomputes them from their graph), the actors are placed
+        again on the workers there are and the same call runs again. Its result is the
+        fault-free one: the chunks' results are summed in chunk order, whichever worker
+        computed them.
+
+        Raises
+        ------
+        WorkerLostError
+            If the lost chunks cannot be recomputed, are not back within
+            ``WORKER_LOSS_TIMEOUT`` seconds, or the pass failed ``WORKER_LOSS_RETRIES + 1``
+            times in a row.
+        """
+        lost_types = _worker_loss_types()
+        failures = 0
+        while True:
+            workers = self._workers
+            try:
+                if workers is None:
+                    workers = self._workers = _WorkerChunks(
+                        self._client, self.data.array, self._weights
+                    )
+                return _tree_reduce(workers.call(method, *args), combine)
+            except lost_types as error:
+                if self._client.status != "running":  # the client closed: not a worker loss
+                    raise
+                addresses = [] if workers is None else workers.addresses
+                self.close()
+                failures += 1
+                if failures > WORKER_LOSS_RETRIES:
+                    raise WorkerLostError(
+                        f"the Dask cluster lost a worker {failures} times in a row during one "
+                        f"pass of the fit over X (last: {type(error).__name__}: {error}); "
+                        "check the workers' logs (memory?) and fit again."
+                    ) from None
+                self._await_chunks(addresses)
+                self.worker_losses += 1
+
+    def _await_chunks(self, addresses: list[str]) -> None:
+        """After a failed actor pass: wait until the scheduler has removed a lost worker
+        (it notices a killed process within milliseconds; two seconds at most, in case
+        the failure was another one) and every chunk of X is in memory again."""
+        from concurrent.futures import CancelledError
+
+        client = self._client
+        deadline = time.monotonic() + WORKER_LOSS_TIMEOUT
+        settle = time.monotonic() + 2.0
+        while addresses and set(addresses) <= set(client.nthreads()):
+            if time.monotonic() > settle:
+                break
+            time.sleep(0.02)
+        try:
+            futures = _chunk_futures(client, self.data.array)
+            with client.as_current():
+                _distributed().wait(futures, timeout=max(deadline - time.monotonic(), 0.0))
+        except TimeoutError:
+            raise WorkerLostError(_timeout_message()) from None
+        except CancelledError:  # distributed gave up on some chunks
+            raise WorkerLostError(_lost_data_message()) from None
+        gone = [f for f in futures if f.status != "finished"]
+        if gone:
+            raise WorkerLostError(_lost_data_message(len(gone), len(futures)))
 
     def close(self) -> None:
         """Release the actors (and the chunk copies they hold)."""
@@ -393,16 +483,22 @@ def _finite(stats: SufficientStats) -> SufficientStats:
 # -- persisted data on a distributed cluster: one actor per worker ----------------------
 
 
-def _persisted_on_client(array: Any) -> Any:
-    """The active ``dask.distributed`` client if every chunk of ``array`` is a future in
-    its cluster's memory (``array.persist()`` under that client), else None."""
+def _active_client(array: Any) -> Any:
+    """The ``dask.distributed`` client that would compute ``array`` (running), else None."""
     try:
         from dask.base import get_scheduler
         from distributed import Client
     except ImportError:
         return None
     client = getattr(get_scheduler(collections=[array]), "__self__", None)
-    if not isinstance(client, Client) or client.status != "running":
+    return client if isinstance(client, Client) and client.status == "running" else None
+
+
+def _persisted_on_client(array: Any) -> Any:
+    """The active ``dask.distributed`` client if every chunk of ``array`` is a future in
+    its cluster's memory (``array.persist()`` under that client), else None."""
+    client = _active_client(array)
+    if client is None:
         return None
     keys = {f.key for f in client.futures_of(array)}
     return client if keys and keys.issuperset(_chunk_keys(array)) else None
@@ -412,6 +508,150 @@ def _chunk_keys(array: Any) -> list:
     from dask.core import flatten
 
     return list(flatten(array.__dask_keys__()))
+
+
+def _chunk_futures(client: Any, array: Any) -> list:
+    """The futures of a persisted array's chunks, in chunk order."""
+    futures = {f.key: f for f in client.futures_of(array)}
+    return [futures[key] for key in _chunk_keys(array)]
+
+
+# -- losing a worker ---------------------------------------------------------------------
+
+
+def _distributed():
+    import distributed
+
+    return distributed
+
+
+def _worker_loss_types() -> tuple[type[BaseException], ...]:
+    """What a pass raises when a worker it used died: a call that could not reach the
+    worker (``OSError``, incl. distributed's ``CommClosedError``), futures cancelled
+    because their data are gone, a task that killed every worker it ran on."""
+    from concurrent.futures import CancelledError
+
+    return (OSError, CancelledError, _distributed().KilledWorker)
+
+
+def _lost_data_message(n_lost: int | None = None, n_chunks: int | None = None) -> str:
+    which = "X's chunks" if n_lost is None else f"{n_lost} of X's {n_chunks} chunks"
+    return (
+        f"a Dask worker died during the fit and {which} were lost with it and cannot be "
+        "recomputed (their only copy, e.g. scattered data, was on that worker); build X "
+        "from a source Dask can recompute (da.from_array, files, a seeded generator), "
+        "persist that, and fit again."
+    )
+
+
+def _timeout_message() -> str:
+    return (
+        f"a Dask worker died during the fit and the cluster did not have X's chunks (or "
+        f"any worker) back within WORKER_LOSS_TIMEOUT={WORKER_LOSS_TIMEOUT:g} s; check "
+        "that the cluster has running workers (client.nthreads()) and fit again."
+    )
+
+
+def _cluster_result(client: Any, obj: Any, array: Any) -> Any:
+    """``obj`` (a delayed object over the chunks of ``array``) computed on a
+    ``dask.distributed`` cluster.
+
+    distributed reruns the tasks a dead worker was running or held results of, and
+    recomputes lost persisted chunks from their graph. A pass it cancels is submitted
+    again (up to ``WORKER_LOSS_RETRIES`` times) unless chunks of ``array`` are gone;
+    data that cannot be recomputed, no worker for ``WORKER_LOSS_TIMEOUT`` seconds or a
+    task that killed every worker it ran on raise a
+    :class:`~bayesmix.exceptions.WorkerLostError` instead of a hang or distributed's own
+    message.
+    """
+    from concurrent.futures import CancelledError
+
+    for _ in range(WORKER_LOSS_RETRIES + 1):
+        future = client.compute(obj)
+        try:
+            _await_future(client, future)
+            if future.status != "cancelled":
+                return future.result()
+        except _distributed().KilledWorker as error:
+            raise WorkerLostError(
+                f"the task {error.task!r} of the fit over X was running on each of the "
+                f"{error.allowed_failures + 1} Dask workers that died while running it; it "
+                "probably exhausts a worker's memory: use smaller chunks or give the "
+                "workers more memory (and see the workers' logs), then fit again."
+            ) from None
+        finally:
+            future.release()
+        if client.status != "running":
+            raise CancelledError("the Dask client closed during the fit")
+        if _chunks_lost(client, array):
+            raise WorkerLostError(_lost_data_message())
+    raise WorkerLostError(
+        f"the Dask cluster cancelled a pass of the fit over X {WORKER_LOSS_RETRIES + 1} "
+        "times in a row (workers lost?); check the cluster's workers and fit again."
+    )
+
+
+def _chunks_lost(client: Any, array: Any) -> bool:
+    """Whether chunks of a persisted ``array`` were cancelled (lost for good)."""
+    from concurrent.futures import CancelledError
+
+    try:
+        futures = client.futures_of(array)
+    except CancelledError:
+        return True
+    return any(f.status == "cancelled" for f in futures)
+
+
+def _await_future(client: Any, future: Any) -> None:
+    """Wait until ``future`` is finished, erred or cancelled, looking at the cluster every
+    ``_POLL_SECONDS``: ``WorkerLostError`` when it has had no worker for
+    ``WORKER_LOSS_TIMEOUT`` seconds."""
+    from concurrent.futures import CancelledError
+
+    wait = _distributed().wait
+    no_workers_since = None
+    while True:
+        try:
+            with client.as_current():
+                wait([future], timeout=_POLL_SECONDS)
+            return
+        except CancelledError:
+            return
+        except TimeoutError:
+            pass
+        if client.nthreads():
+            no_workers_since = None
+        elif no_workers_since is None:
+            no_workers_since = time.monotonic()
+        elif time.monotonic() - no_workers_since > WORKER_LOSS_TIMEOUT:
+            raise WorkerLostError(_timeout_message()) from None
+
+
+def _placed(client: Any, future: Any) -> Any:
+    """The actor of a submitted :class:`_ChunkHolder` (``WorkerLostError`` when the
+    cluster has no worker to place it on for ``WORKER_LOSS_TIMEOUT`` seconds)."""
+    _await_future(client, future)
+    return future.result()
+
+
+def _actor_result(client: Any, call: Any, address: str) -> Any:
+    """The result of an actor call, raising ``ConnectionError`` (a worker loss) if the
+    actor's worker left the cluster while the call was waiting."""
+    while True:
+        try:
+            return call.result(timeout=_POLL_SECONDS)
+        except TimeoutError:
+            if call.done():
+                raise
+        if address not in client.nthreads():
+            raise ConnectionError(f"the Dask worker {address} left the cluster during the call")
+
+
+def _tree_reduce(parts: list, combine: Callable) -> Any:
+    """``combine`` over ``parts`` in the tree of :meth:`DaskSource.map_reduce`."""
+    while len(parts) > 1:
+        parts = [combine(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)]
+    return parts[0]
 
 
 def assign_chunks(
@@ -470,30 +710,25 @@ class _ChunkHolder:
         self._weights = weights
         self._n_threads = get_worker().state.nthreads
 
-    def estep(self, shift, params, structure) -> SufficientStats:
-        """The E-step statistics of this worker's chunks, summed in chunk order, computed
-        on the worker's threads."""
+    def estep(self, shift, params, structure) -> list[SufficientStats]:
+        """The E-step statistics of each of this worker's chunks, computed on the worker's
+        threads (the same numbers on any number of threads); the client sums them."""
         with _numba_threads(self._n_threads):
-            return _sum_all(
-                *(
-                    e_step(*_block(x, w), shift, params, structure)
-                    for x, w in zip(self._chunks, self._weights, strict=True)
-                )
-            )
+            return [
+                e_step(*_block(x, w), shift, params, structure)
+                for x, w in zip(self._chunks, self._weights, strict=True)
+            ]
 
-    def family_estep(self, family, summary, drop_empty, log_weights, params):
-        """:func:`~bayesmix.inference.em.family.block_estep` of this worker's chunks,
-        summed in chunk order; the chunks are prepared for the family once per fit (the
-        actors live for one fit)."""
+    def family_estep(self, family, summary, drop_empty, log_weights, params) -> list:
+        """:func:`~bayesmix.inference.em.family.block_estep` of each of this worker's
+        chunks; the chunks are prepared for the family once per fit (the actors live for
+        one fit)."""
         if getattr(self, "_family_rows", None) is None:
             self._family_rows = [
                 _family_rows(x, w, family, summary, drop_empty)
                 for x, w in zip(self._chunks, self._weights, strict=True)
             ]
-        return reduce(
-            add_statistics,
-            (block_estep(family, *rows, log_weights, params) for rows in self._family_rows),
-        )
+        return [block_estep(family, *rows, log_weights, params) for rows in self._family_rows]
 
 
 class _WorkerChunks:
@@ -501,16 +736,17 @@ class _WorkerChunks:
 
     A task graph per iteration costs tens of milliseconds of scheduler round trips (one
     task per chunk plus the reduction tree); an actor holds each worker's chunks for
-    the whole fit, and an iteration is one call per worker (a few milliseconds) whose
-    ``K x D x D`` statistics the client sums in worker order. Chunks are balanced over
-    the workers' threads once (:func:`assign_chunks`); weights are computed onto the
-    workers that serve their chunks.
+    the whole fit, and an iteration is one call per worker (a few milliseconds) that
+    returns its chunks' ``K x D x D`` statistics, which the client sums in chunk order
+    (the task graph's tree): the same sum whichever worker holds which chunk. Chunks are
+    balanced over the workers' threads once (:func:`assign_chunks`); weights are
+    computed onto the workers that serve their chunks.
     """
 
     def __init__(self, client: Any, array: Any, weights: Any) -> None:
         self._client = client
-        futures = {f.key: f for f in client.futures_of(array)}
-        chunks = [futures[key] for key in _chunk_keys(array)]
+        chunks = _chunk_futures(client, array)
+        self._n_chunks = len(chunks)
         who_has = client.who_has(chunks)
         threads = client.nthreads()
         owners = assign_chunks(
@@ -518,16 +754,26 @@ class _WorkerChunks:
             [int(c) for c in array.chunks[0]],
             threads,
         )
+        self.addresses = sorted(set(owners))
+        self._mine = [[i for i, owner in enumerate(owners) if owner == w] for w in self.addresses]
+        self._actors: list = []
+        self._futures: list = []
+        try:
+            self._place(client, chunks, weights)
+        except BaseException:
+            self.close()  # what was submitted so far
+            raise
+
+    def _place(self, client: Any, chunks: list, weights: Any) -> None:
+        """One :class:`_ChunkHolder` actor per worker, with its chunks and their weights."""
         w_parts = None if weights is None else weights.to_delayed(optimize_graph=True).ravel()
-        submitted = []
-        for worker in sorted(set(owners)):
-            mine = [i for i, owner in enumerate(owners) if owner == worker]
+        for worker, mine in zip(self.addresses, self._mine, strict=True):
             w = (
                 [None] * len(mine)
                 if w_parts is None
                 else client.compute([w_parts[i] for i in mine], workers=[worker])
             )
-            submitted.append(
+            self._futures.append(
                 client.submit(
                     _ChunkHolder,
                     [chunks[i] for i in mine],
@@ -539,19 +785,16 @@ class _WorkerChunks:
                 )
             )
         with client.as_current():  # the actor proxies bind to this client
-            self._actors = [future.result() for future in submitted]
-        self._futures = submitted
+            self._actors = [_placed(client, future) for future in self._futures]
 
-    def estep(self, shift, params, structure) -> SufficientStats:
-        calls = [actor.estep(shift, params, structure) for actor in self._actors]
-        return _sum_all(*(call.result() for call in calls))
-
-    def family_estep(self, family, summary, drop_empty, log_weights, params):
-        calls = [
-            actor.family_estep(family, summary, drop_empty, log_weights, params)
-            for actor in self._actors
-        ]
-        return reduce(add_statistics, (call.result() for call in calls))
+    def call(self, method: str, *args: Any) -> list:
+        """Per chunk, in chunk order, the result of the actors' ``method(*args)``."""
+        calls = [getattr(actor, method)(*args) for actor in self._actors]
+        parts: list = [None] * self._n_chunks
+        for call, address, mine in zip(calls, self.addresses, self._mine, strict=True):
+            for i, part in zip(mine, _actor_result(self._client, call, address), strict=True):
+                parts[i] = part
+        return parts
 
     def close(self) -> None:
         # The proxies hold futures of their own, which a reference cycle inside
@@ -771,7 +1014,6 @@ def fit_em_dask(
     reg_covar: float = EM_DEFAULTS["reg_covar"],
     random_state: Any = None,
     order_by: Any = None,
-    accelerate: bool = True,
 ) -> EMResult:
     """Fit ``model`` by EM (or MAP-EM) to Dask input without materialising it.
 
@@ -796,15 +1038,7 @@ def fit_em_dask(
         ``settings`` also records ``backend="dask"`` and ``n_chunks``.
     """
     options = EMOptions.checked(
-        use_priors,
-        init,
-        n_init,
-        max_iter,
-        tol,
-        reg_covar,
-        random_state,
-        order_by,
-        accelerate=accelerate,
+        use_priors, init, n_init, max_iter, tol, reg_covar, random_state, order_by
     )
     data = as_dask_data(X, min_obs=model.n_components)
     resolve_order_by(order_by, data.feature_names)  # before any pass over the data
@@ -855,6 +1089,7 @@ def fit_em_dask(
         backend="dask",
         n_chunks=source.n_chunks,
         estep=source.estep_path,
+        worker_losses=source.worker_losses,
         reg_covar_scale="feature variance",
     )
     return em_result(
@@ -1138,9 +1373,9 @@ class FamilyChunks:
             return source.map_reduce(
                 _family_estep_block, _sum_statistics, *self._shared(), log_weights, params
             )
-        if source._workers is None:  # first E-step: place the actors
-            source._workers = _WorkerChunks(source._client, source.data.array, source._weights)
-        return source._workers.family_estep(*self._shared(), log_weights, params)
+        return source.on_workers(
+            "family_estep", _sum_statistics, *self._shared(), log_weights, params
+        )
 
     def assigned(self, labels: np.ndarray | None, centres: np.ndarray | None, params):
         bounds = self._bounds
@@ -1278,7 +1513,7 @@ def fit_family_em_dask(
         default_priors = model.resolve_priors(
             Data(two_rows, data.feature_names, np.arange(2)), np.ones(2)
         )
-        return run_family_em(
+        result = run_family_em(
             model,
             chunks,
             default_priors,
@@ -1289,6 +1524,8 @@ def fit_family_em_dask(
         )
     finally:
         source.close()
+    result.settings["worker_losses"] = source.worker_losses
+    return result
 
 
 # -- exact quantiles of per-row values over chunks -----------------------------------------
