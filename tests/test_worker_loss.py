@@ -215,3 +215,24 @@ def test_lost_data_raise_one_line_error_within_seconds(cluster, monkeypatch, act
     assert "\n" not in message and "died during the fit" in message
     assert "cannot be recomputed" in message and "from a source Dask can recompute" in message
     assert elapsed < ERROR_BOUND
+
+
+def test_a_cluster_without_workers_raises_within_the_timeout(clusters, monkeypatch):
+    """Never a hang: no worker to compute on for WORKER_LOSS_TIMEOUT seconds is an error."""
+    monkeypatch.setattr(distributed, "WORKER_LOSS_TIMEOUT", 2.0)
+    client = clusters.both_workers()
+    dX = da.from_array(X, chunks=(CHUNK_ROWS, 4))
+    clusters.cluster.scale(0)
+    for _ in range(100):
+        if not client.nthreads():
+            break
+        time.sleep(0.1)
+    began = time.perf_counter()
+    try:
+        with client.as_current(), pytest.raises(WorkerLostError) as error:
+            _fit_gaussian(dX)
+        elapsed = time.perf_counter() - began
+    finally:
+        clusters.start()  # a cluster with workers for what comes next
+    assert "\n" not in str(error.value) and "WORKER_LOSS_TIMEOUT=2 s" in str(error.value)
+    assert elapsed < 10
