@@ -1014,6 +1014,7 @@ def fit_em_dask(
     reg_covar: float = EM_DEFAULTS["reg_covar"],
     random_state: Any = None,
     order_by: Any = None,
+    accelerate: bool = True,
 ) -> EMResult:
     """Fit ``model`` by EM (or MAP-EM) to Dask input without materialising it.
 
@@ -1038,7 +1039,15 @@ def fit_em_dask(
         ``settings`` also records ``backend="dask"`` and ``n_chunks``.
     """
     options = EMOptions.checked(
-        use_priors, init, n_init, max_iter, tol, reg_covar, random_state, order_by
+        use_priors,
+        init,
+        n_init,
+        max_iter,
+        tol,
+        reg_covar,
+        random_state,
+        order_by,
+        accelerate=accelerate,
     )
     data = as_dask_data(X, min_obs=model.n_components)
     resolve_order_by(order_by, data.feature_names)  # before any pass over the data
