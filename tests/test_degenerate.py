@@ -123,6 +123,23 @@ def test_constant_feature_at_a_large_value_is_named(rng):
     assert any("feature 'serial' is constant in X" in m for m in messages), messages
 
 
+def test_a_large_offset_changes_neither_the_fit_nor_the_verdict(rng):
+    """A column far from zero with unit spread (1e8 + N(0, 1)) is not constant: the fit
+    on it equals the fit on the centred column (the floor of a variance by rounding is
+    (eps * mean)^2, not eps * mean^2, which called it constant and regularised it with
+    its squared mean: variances of 1e8); the same column held at 1e8 + 0.1 still is."""
+    x = np.concatenate([rng.normal(0.0, 1.0, 300), rng.normal(5.0, 1.0, 300)])[:, None]
+    centred, _ = _fit_recording(x, n_components=2)
+    for offset in (1e8, 1e12):
+        shifted, messages = _fit_recording(x + offset, n_components=2)
+        assert messages == [], offset
+        np.testing.assert_allclose(shifted.means - offset, centred.means, atol=1e-3)
+        np.testing.assert_allclose(shifted.covariances, centred.covariances, rtol=1e-3)
+    X = pd.DataFrame({"x": rng.normal(size=100), "held": 1e8 + 0.1})
+    _, messages = _fit_recording(X, n_components=1)
+    assert any("feature 'held' is constant in X" in m for m in messages), messages
+
+
 def test_collinear_tiny_scale_features_are_named(rng):
     t = 1e-6 * rng.normal(size=100)
     X = pd.DataFrame({"a": t, "b": 3.0 * t + 1e-6, "big": rng.normal(1e6, 1.0, size=100)})

@@ -59,17 +59,22 @@ __all__ = [
 ]
 
 LOG_2PI = np.log(2.0 * np.pi)
-# eps times this many, times mean^2, is how far a variance of values of size |mean| may sit
-# from zero by rounding alone (moments of that size, less the square of their mean)
+# how many units of rounding (eps times the size) a variance may sit from zero by rounding
 VARIANCE_ROUNDING = 16.0
 
 
 def variance_rounding(mean: np.ndarray, offset: float = 0.0) -> np.ndarray:
     """The variance a constant feature with this mean may show by rounding alone: a
-    variance at or below it is zero on the feature's own scale (3.3 repeated has variance
-    ~1e-30, not 0; 1e6 + 0.1 repeated ~1e-20). ``offset``: a variance that was added and
-    subtracted again (``reg_covar``), whose rounding counts too."""
-    return VARIANCE_ROUNDING * np.finfo(float).eps * (np.square(mean) + offset)
+    variance at or below it is zero on the feature's own scale. Each value of size
+    ``|mean|`` is stored to ``eps |mean|``, and the variances are computed about a centre
+    (never as the mean square less the squared mean), so a constant feature's variance is
+    of order ``(eps mean)^2`` (3.3 repeated has variance 1e-30 to 3e-29, not 0; 1e6 +
+    0.1 repeated ~1e-20): the floor is ``(VARIANCE_ROUNDING * eps * mean)^2``. A floor of
+    ``eps mean^2`` called the column ``1e8 + N(0, 1)`` constant (variance 1 below 35)
+    and regularised it with its squared mean. ``offset``: a variance that was added and
+    subtracted again (``reg_covar``), whose rounding ``eps * offset`` counts too."""
+    eps = np.finfo(float).eps
+    return np.square(VARIANCE_ROUNDING * eps * mean) + VARIANCE_ROUNDING * eps * offset
 
 
 class CovarianceStructure(ABC):
