@@ -20,6 +20,7 @@ from bayesmix.exceptions import ConvergenceWarning, WorkerLostError
 from bayesmix.families import Poisson
 from bayesmix.inference.em import distributed
 
+dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
 distributed_lib = pytest.importorskip("distributed")
 
@@ -31,7 +32,7 @@ ERROR_BOUND = 15.0
 
 class _Cluster:
     """One 2-worker LocalCluster with processes at a time; started again if a killed
-    worker does not come back (its Nanny occasionally closes instead of restarting it)."""
+    worker does not come back."""
 
     def __init__(self):
         self.cluster = self.client = None
@@ -65,11 +66,15 @@ def clusters():
         warnings.simplefilter("ignore", ConvergenceWarning)
         bm.GaussianMixture(2, "full").fit(_gaussian(600), max_iter=1, random_state=0)
     holder = _Cluster()
-    holder.start()
-    try:
-        yield holder
-    finally:
-        holder.close()
+    # A LocalCluster closes a worker's Nanny when no worker of its name is registered 15 s
+    # (lost-worker-timeout) after one was lost: here, when the restarted worker was killed
+    # again by the next test.
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+        holder.start()
+        try:
+            yield holder
+        finally:
+            holder.close()
 
 
 @pytest.fixture
