@@ -287,13 +287,48 @@ def _pooled_all(sum_xx):
 _estep = _mstep = _factors = _pool = _expectation = _em_iteration = None
 
 
+# Explicit loops below rather than array expressions and ``sum(axis=...)``: numba
+# compiles those with generic reduction and shape-error code, which took most of a loop
+# twin's compile time (measured with numba's "numba:compile" events).
+@nb.njit(cache=True)
+def _chunk_sum(per_chunk):
+    """``per_chunk.sum(axis=0)`` of a C-contiguous array, the chunks added in order."""
+    n_chunks = per_chunk.shape[0]
+    flat = per_chunk.reshape((n_chunks, per_chunk.size // n_chunks))
+    out = flat[0].copy()
+    for chunk in range(1, n_chunks):
+        for i in range(out.size):
+            out[i] += flat[chunk, i]
+    return out.reshape(per_chunk.shape[1:])
+
+
+@nb.njit(cache=True)
+def _has_empty_component(mass):
+    """Whether a component's responsibility mass is at most 1e-12 of the total."""
+    total = 0.0
+    for k in range(mass.size):
+        total += mass[k]
+    for k in range(mass.size):
+        if mass[k] <= 1e-12 * total:
+            return True
+    return False
+
+
+@nb.njit(cache=True)
+def _all_positive(values):
+    for i in range(values.size):
+        if not values[i] > 0.0:
+            return False
+    return True
+
+
 def _expectation_template(X, sample_weight, shift, n_chunks, weights, centres, scale, log_det):
     """The statistics ``(mass, sum_x, sum_xx, log_lik, log_max)`` at the parameters whose
     E-step arguments are given, over ``n_chunks`` chunks of the rows (the chunks' sums
     added in order, as :mod:`~bayesmix.families.gaussian.kernels` does)."""
     raw = _estep(X, sample_weight, shift, np.log(weights), centres, scale, log_det, n_chunks)
-    pooled = _pool(raw[2].sum(axis=0))
-    return (raw[0].sum(axis=0), raw[1].sum(axis=0), pooled, raw[3].sum(), raw[4].sum())
+    pooled = _pool(_chunk_sum(raw[2]))
+    return (_chunk_sum(raw[0]), _chunk_sum(raw[1]), pooled, raw[3].sum(), raw[4].sum())
 
 
 def _em_iteration_template(X, sample_weight, shift, n_chunks, state, stats, previous, reg, inner):
@@ -303,14 +338,14 @@ def _em_iteration_template(X, sample_weight, shift, n_chunks, state, stats, prev
     positive definite, a log-likelihood not finite). ``previous``: the covariances the
     constrained M-steps' inner iterations start from."""
     mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
-    if np.any(mass <= 1e-12 * mass.sum()):
+    if _has_empty_component(mass):
         return False, state, stats, True, 0.0
     weights, means, cov, inner_ok, inner_change = _mstep(mass, sum_x, sum_xx, reg, previous, *inner)
     ok, factors, scale, centres, log_det = _factors(means, cov)
     if not ok:
         return False, state, stats, True, 0.0
     following = _expectation(X, sample_weight, shift, n_chunks, weights, centres, scale, log_det)
-    if not np.isfinite(following[3]):
+    if not math.isfinite(following[3]):
         return False, state, stats, True, 0.0
     return True, (weights, means, cov, factors), following, inner_ok, inner_change
 
@@ -381,7 +416,9 @@ def _em_loop(
     older, previous, newest = recent[0], recent[1], recent[2]
     # the objectives at the end of the run that are plain EM iterations in a row
     step_max = acceleration[0]
-    chain = 3 - np.isnan(recent).sum() if step_max == 0.0 else 1
+    chain = 1
+    if step_max == 0.0:  # plain EM: every objective given counts
+        chain = 3 - math.isnan(recent[0]) - math.isnan(recent[1]) - math.isnan(recent[2])
     capped, capped_change, n_extrapolated = 0, 0.0, 0
     made, status = 0, RUNNING
     cycle_start = cycle_middle = kept_state = state
@@ -448,14 +485,14 @@ def _em_loop(
                 step_max = adapted_step_max(step, step_max, True)
                 continue
             ok, factors, scale, centres, log_det = _factors(means, cov)
-            if not ok or np.any(weights <= 0.0):
+            if not ok or not _all_positive(weights):
                 step_max = adapted_step_max(step, step_max, False)
                 continue
             trial_stats = _expectation(
                 X, sample_weight, shift, n_chunks, weights, centres, scale, log_det
             )
             n_extrapolated += 1
-            if not np.isfinite(trial_stats[3]):
+            if not math.isfinite(trial_stats[3]):
                 step_max = adapted_step_max(step, step_max, False)
                 continue
             kept_state, kept_stats = state, stats

@@ -117,8 +117,11 @@ def accelerated_change(newest, previous, older, total_weight, rates):
     iterations in a row: Aitken's projected gain per unit of weight with the rate at least
     the largest of ``rates``, the rates measured at the run's previous tests, which are
     updated in place (newest first)."""
-    change = projected_change(newest, previous, older, 3, total_weight, rates.max())
+    floor = rates[0]
+    for i in range(rates.size - 1, 0, -1):  # loops: cheaper to compile than slices
+        floor = max(floor, rates[i])
+        rates[i] = rates[i - 1]
+    change = projected_change(newest, previous, older, 3, total_weight, floor)
     before = previous - older
-    rates[1:] = rates[:-1].copy()
     rates[0] = (newest - previous) / before if before > 0.0 else np.inf
     return change
