@@ -58,13 +58,20 @@ def shared_hc_subsample(seed: int) -> Iterator[None]:
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and squared distance to the nearest centre, computed in row blocks."""
+    """Index of and squared distance to the nearest centre, computed in row blocks.
+
+    The rows and centres are taken about the centres' mean: the distances come from
+    ``|x|^2 - 2 x.c + |c|^2``, which about 0 would lose the spread of data far from 0 to
+    rounding (at 1e8, ``eps * 1e16`` is 2: every row would be about as near to every
+    centre)."""
     n_obs = X.shape[0]
     labels = np.empty(n_obs, dtype=np.intp)
     dist = np.empty(n_obs)
+    origin = centres.mean(axis=0)
+    centres = centres - origin
     centre_sq = np.einsum("kd,kd->k", centres, centres)
     for rows in iter_blocks(n_obs, block_rows(n_obs, X.shape[1], centres.shape[0])):
-        block = X[rows]
+        block = X[rows] - origin
         d2 = np.einsum("nd,nd->n", block, block)[:, None] - 2.0 * block @ centres.T + centre_sq
         labels[rows] = d2.argmin(axis=1)
         dist[rows] = np.maximum(d2[np.arange(block.shape[0]), labels[rows]], 0.0)
