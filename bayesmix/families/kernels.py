@@ -291,12 +291,15 @@ def count_pass(
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale, chunks, outputs):
+def _student_t_chunks(
+    first, last, X, shift, weights, constant, whiten, dof, log_scale, chunks, outputs
+):
     # Rows go in blocks of BLOCK_ROWS, transposed (features x rows), so the per-entry
     # loops run over a block's rows and vectorise. whiten (K D, D + 1): every
     # component's [L_k^-1, -L_k^-1 mu_k] stacked, so one product with the block and its
     # row of ones whitens it for all components; moments (K D, D + 1) per chunk: row
-    # k D + d holds sum r u x_d x (columns < D) and sum r u x_d (column D) of component k.
+    # k D + d holds sum r u x_d x (columns < D) and sum r u x_d (column D) of component k,
+    # x taken less shift.
     log_lik, mass, sum_u, sum_uu, sum_log_u, moments = outputs
     n_obs, n_features = X.shape
     n_components = constant.shape[0]
@@ -328,7 +331,7 @@ def _student_t_chunks(first, last, X, weights, constant, whiten, dof, log_scale,
                 xt[n_features, b] = 1.0 if b < size else 0.0
             for d in range(n_features):
                 for b in range(block):
-                    xt[d, b] = X[start + b, d] if b < size else 0.0
+                    xt[d, b] = X[start + b, d] - shift[d] if b < size else 0.0
             for b in range(block):
                 for d in range(n_features + 1):
                     rows[b, d] = xt[d, b]
@@ -405,8 +408,11 @@ def student_t_pass(
     whiten: np.ndarray,
     dof: np.ndarray,
     means: np.ndarray,
+    shift: np.ndarray | None = None,
 ) -> tuple[float, np.ndarray, dict[str, np.ndarray]]:
-    """One ECM pass of full-scale Student-t components (module notes).
+    """One ECM pass of full-scale Student-t components (module notes), on the rows
+    less ``shift``: the moments are about it, so that data far from 0 keep their scatter
+    (and their distances) in rounding.
 
     Parameters
     ----------
@@ -418,19 +424,23 @@ def student_t_pass(
         ``L_k^-1``, the inverse of each scale's lower Cholesky factor.
     dof : ndarray of shape (n_components,)
     means : ndarray of shape (n_components, n_features)
+        The locations, in the rows' units (not less ``shift``).
+    shift : ndarray of shape (n_features,), optional
+        The origin of the moments (default 0).
 
     Returns
     -------
     log_likelihood : float
     mass : ndarray of shape (n_components,)
     statistics : dict
-        ``sum_u``, ``sum_uu`` (``sum r u^2``), ``sum_ux``, ``sum_uxx`` (symmetric) and
-        ``sum_r_log_u`` (``sum r (log u - u)``).
+        ``sum_u``, ``sum_uu`` (``sum r u^2``), ``sum_ux``, ``sum_uxx`` (symmetric; of
+        ``x - shift``) and ``sum_r_log_u`` (``sum r (log u - u)``).
     """
     chunks = n_chunks(X.shape[0])
     whiten = np.asarray(whiten, dtype=float)
     dof = np.ascontiguousarray(dof, dtype=float)
     n_components, n_features = whiten.shape[:2]
+    shift = np.zeros(n_features) if shift is None else np.ascontiguousarray(shift, dtype=float)
     outputs = (
         np.zeros(chunks),
         np.zeros((chunks, n_components)),
@@ -443,12 +453,13 @@ def student_t_pass(
         chunks,
         _student_t_chunks,
         np.ascontiguousarray(X, dtype=float),
+        shift,
         np.ascontiguousarray(weights, dtype=float),
         np.ascontiguousarray(constant, dtype=float),
         np.concatenate(
             [
                 whiten.reshape(n_components * n_features, n_features),
-                -(whiten @ np.asarray(means, dtype=float)[..., None]).reshape(-1, 1),
+                -(whiten @ (np.asarray(means, dtype=float) - shift)[..., None]).reshape(-1, 1),
             ],
             axis=1,
         ),

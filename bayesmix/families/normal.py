@@ -7,7 +7,10 @@ of one Normal log density per observed feature:
 entry (NaN) contributes nothing, which marginalises it exactly in every backend. On
 complete data the family is the diagonal Gaussian (``bm.GaussianMixture(K, "diag")``),
 with the same variance floor: ``1e-8`` times each feature's variance is added to every
-variance in the M-step (a constant feature uses its squared mean, or 1).
+variance in the M-step (a constant feature uses its squared mean, or 1). EM's
+statistics are the weighted sums of ``x - shift`` and its square, ``shift`` each
+column's mean, and the M-step runs in those units (as GaussianMixture's EM): sums of
+``x^2`` over data at 1e8 would lose the scatter to rounding (``eps * 1e16`` is 2).
 
 Priors (MAP-EM, NUTS, ADVI): ``mu_kd ~ Normal(mean_loc_d, mean_scale_d)`` with defaults
 the data mean and 2.5 data standard deviations; ``s2_kd ~ InverseGamma(variance_dof_d /
@@ -20,6 +23,7 @@ weighted mean and scatter over the rows observing the feature.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -55,16 +59,22 @@ LOG_2PI = np.log(2.0 * np.pi)
 @dataclass(frozen=True)
 class NormalData:
     """The rows ready for EM: missing entries as zeros, the mask of observed entries
-    (None when none is missing) and the variance floor per feature ``(D,)``."""
+    (None when none is missing), the variance floor per feature ``(D,)`` and the origin
+    ``shift`` ``(D,)`` of the statistics (each column's observed mean over all rows: the
+    same for every block of chunked data, so that the blocks' statistics add up)."""
 
     values: np.ndarray
     observed: np.ndarray | None
     floor: np.ndarray
+    shift: np.ndarray
 
     @cached_property
-    def shift(self) -> np.ndarray:
-        """Each column's mean ``(D,)``, the origin of :attr:`design`."""
-        return self.values.mean(axis=0) if self.values.shape[0] else np.zeros(self.values.shape[1])
+    def centred(self) -> np.ndarray:
+        """``x - shift`` ``(n_obs, D)``, 0 at missing entries: the statistics' rows, whose
+        sums of squares keep the scatter of data far from 0 (at 1e8 the sums of ``x^2``
+        lose it to rounding, ``eps * 1e16``)."""
+        centred = self.values - self.shift
+        return centred if self.observed is None else centred * self.observed
 
     @cached_property
     def design(self) -> np.ndarray | None:
@@ -73,7 +83,7 @@ class NormalData:
         entries."""
         if self.observed is not None:
             return None
-        centred = self.values - self.shift
+        centred = self.centred
         return np.concatenate([centred, centred * centred], axis=1)
 
     def observed_mass(self, resp: np.ndarray) -> np.ndarray:
@@ -85,25 +95,56 @@ class NormalData:
 
 def observed_moments(X: np.ndarray, weights: np.ndarray | None = None):
     """Weighted mean and variance (divided by the weight) of each column's observed
-    entries ``(D,)`` each."""
+    entries ``(D,)`` each.
+
+    Both are computed about a centre, each column's median over a sample of at most
+    about 1000 rows (as GaussianMixture's ``regularisation``): a column held at ``1e8 +
+    0.1`` then has variance 0 exactly (about its computed mean, whose rounding grows
+    with the rows summed, it showed 1e-12, above the rounding floor of
+    :func:`variance_floor`), and data far from 0 keep their spread."""
     observed = ~np.isnan(X)
     w = (np.ones(X.shape[0]) if weights is None else weights)[:, None] * observed
     total = np.maximum(w.sum(axis=0), np.finfo(float).tiny)
-    values = np.where(observed, X, 0.0)
-    mean = (w * values).sum(axis=0) / total
-    variance = (w * np.where(observed, X - mean, 0.0) ** 2).sum(axis=0) / total
-    return mean, variance
+    centre = np.zeros(X.shape[1])
+    if X.shape[0]:
+        sample = X[:: max(1, X.shape[0] // 1000)]
+        with warnings.catch_warnings():  # an all-NaN column: centre 0
+            warnings.simplefilter("ignore", RuntimeWarning)
+            centre = (
+                np.nanmedian(sample, axis=0)
+                if np.isnan(sample).any()
+                else np.median(sample, axis=0)
+            )
+        centre = np.where(np.isfinite(centre), centre, 0.0)
+    values = np.where(observed, X - centre, 0.0)
+    offset = (w * values).sum(axis=0) / total
+    variance = (w * np.where(observed, values - offset, 0.0) ** 2).sum(axis=0) / total
+    return centre + offset, variance
 
 
-def variance_floor(mean: np.ndarray, variance: np.ndarray) -> np.ndarray:
-    """``REG_VARIANCE`` times each feature's variance (a constant feature's squared mean,
-    or 1). A variance or squared mean below float64's smallest normal number (data at
-    1e-160) counts as zero: a floor of it would be 0 and its reciprocal overflow."""
+def variance_floor(mean: np.ndarray, variance: np.ndarray, reg: float = REG_VARIANCE) -> np.ndarray:
+    """``reg`` times each feature's variance (a constant feature's squared mean, or 1):
+    the rule of the Gaussian family's ``regularisation`` (a variance at most
+    :func:`~bayesmix.families.gaussian.covariance.variance_rounding` of the mean is
+    constant). A variance or squared mean below float64's smallest normal number (data
+    at 1e-160) counts as zero: a floor of it would be 0 and its reciprocal overflow.
+
+    Parameters
+    ----------
+    mean, variance : ndarray of shape (n_features,)
+        Each feature's mean and variance (about its mean).
+    reg : float
+        The floor relative to the variance (default :data:`REG_VARIANCE`).
+
+    Returns
+    -------
+    ndarray of shape (n_features,)
+    """
     tiny = np.finfo(float).tiny
     constant = (variance <= variance_rounding(mean)) | (variance < tiny)
     square = np.square(mean)
     scale = np.where(~constant, variance, np.where(square >= tiny, square, 1.0))
-    return REG_VARIANCE * scale
+    return reg * scale
 
 
 class Normal(ComponentFamily):
@@ -177,8 +218,9 @@ class Normal(ComponentFamily):
 
     # -- EM ------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> NormalData:
-        """Missing entries zeroed, their mask, and the variance floor (from ``summary``
-        when given, else from ``X``)."""
+        """Missing entries zeroed, their mask, the variance floor and the statistics'
+        origin (each column's observed mean; from ``summary`` when given, else from
+        ``X``)."""
         missing = np.isnan(X)
         values = np.where(missing, 0.0, X) if missing.any() else X
         observed = (~missing).astype(float) if missing.any() else None
@@ -186,7 +228,7 @@ class Normal(ComponentFamily):
             mean, variance = observed_moments(X)
         else:
             mean, variance = summary.mean, summary.variance
-        return NormalData(values, observed, variance_floor(mean, variance))
+        return NormalData(values, observed, variance_floor(mean, variance), mean)
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """The rows, missing entries replaced by their column's observed mean."""
@@ -207,12 +249,14 @@ class Normal(ComponentFamily):
     def statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: NormalData
     ) -> Parameters:
-        """Per component and feature: observed mass, weighted sum and sum of squares."""
-        values = prepared.values
+        """Per component and feature: observed mass, and the weighted sum and sum of
+        squares of ``x - prepared.shift`` (about the columns' means: sums of ``x`` and
+        ``x^2`` themselves would lose the scatter of data far from 0 to rounding)."""
+        centred = prepared.centred
         return {
             "observed_mass": prepared.observed_mass(resp),
-            "sum_x": resp.T @ values,
-            "sum_xx": resp.T @ (values * values),
+            "sum_x": resp.T @ centred,
+            "sum_xx": resp.T @ (centred * centred),
         }
 
     def maximise(
@@ -224,14 +268,17 @@ class Normal(ComponentFamily):
         prepared: NormalData,
     ) -> Parameters:
         """Means (given the previous variances under the prior), then variances; a
-        component and feature without mass keeps its previous values."""
+        component and feature without mass keeps its previous values. The statistics
+        are about ``prepared.shift`` (:meth:`statistics`): the step runs in those
+        units and shifts the means back."""
         n, sum_x, sum_xx = stats["observed_mass"], stats["sum_x"], stats["sum_xx"]
+        shift = prepared.shift
         if priors is None:
-            means = np.divide(sum_x, n, out=previous["means"].copy(), where=n > 0)
+            means = np.divide(sum_x, n, out=previous["means"] - shift, where=n > 0)
         else:
             precision = 1.0 / priors["mean_scale"] ** 2
             weight = n / previous["variances"]
-            means = (sum_x / previous["variances"] + precision * priors["mean_loc"]) / (
+            means = (sum_x / previous["variances"] + precision * (priors["mean_loc"] - shift)) / (
                 weight + precision
             )
         scatter = np.maximum(sum_xx - 2.0 * sum_x * means + n * means**2, 0.0)
@@ -241,7 +288,7 @@ class Normal(ComponentFamily):
         else:
             dof, scale = priors["variance_dof"], priors["variance_scale"]
             variances = (scatter + scale) / (n + dof + 2.0) + prepared.floor
-        return {"means": means, "variances": variances}
+        return {"means": means + shift, "variances": variances}
 
     def design_coefficients(
         self, params: Parameters, prepared: NormalData
@@ -282,14 +329,14 @@ class Normal(ComponentFamily):
         Returns
         -------
         dict
-            ``observed_mass``, ``sum_x`` and ``sum_xx`` ``(K, D)``.
+            ``observed_mass``, ``sum_x`` and ``sum_xx`` ``(K, D)``, about
+            ``prepared.shift`` as :meth:`statistics`.
         """
-        shift, n = prepared.shift, mass[:, None]
         sum_z, sum_zz = np.split(sums, 2, axis=1)
         return {
-            "observed_mass": np.repeat(n, shift.size, axis=1),
-            "sum_x": sum_z + n * shift,
-            "sum_xx": sum_zz + 2.0 * shift * sum_z + n * shift * shift,
+            "observed_mass": np.repeat(mass[:, None], sum_z.shape[1], axis=1),
+            "sum_x": sum_z,
+            "sum_xx": sum_zz,
         }
 
     def degeneracy_messages(
@@ -370,9 +417,7 @@ class Normal(ComponentFamily):
     ) -> Parameters:
         """:meth:`statistics` of the rows less ``shift`` (each column's mean): sums of
         squares of data far from 0 (1e8) would lose their scatter to rounding."""
-        shift = prepared.shift
-        observed = np.ones(X.shape) if prepared.observed is None else prepared.observed
-        centred = (prepared.values - shift) * observed
+        shift, centred = prepared.shift, prepared.centred
         return {
             "observed_mass": prepared.observed_mass(resp),
             "sum_x": resp.T @ centred,

@@ -32,8 +32,11 @@ towards a near-Gaussian component's bound; see :func:`_dof_step`), within
 :data:`DOF_BOUNDS` = [1, 200] (1: the location still is a centre, though the mean of
 a t with ``nu <= 1`` does not exist; 200: Gaussian for any practical purpose, and a flat
 likelihood in ``nu`` beyond). A ridge of
-``1e-8`` times each feature's variance is added to the diagonal of every scale, as the
-Gaussian family's ``reg_covar``.
+``1e-8`` times each feature's variance (a constant feature's squared mean, or 1) is
+added to the diagonal of every scale, as the Gaussian family's ``reg_covar``. The
+statistics are of the rows less each column's mean (``x - shift``; the M-step runs in
+those units and shifts the locations back), and the distances are computed about it:
+sums of ``x x^T`` over data at 1e8 lose their scatter to rounding (``eps * 1e16`` is 2).
 
 Missing values (``fit(..., missing="marginalize")``, NaN missing at random) are
 marginalised exactly (Liu & Rubin 1995; Liu 1997): a row with ``p_o`` observed features
@@ -92,6 +95,7 @@ from bayesmix.families.base import (
 )
 from bayesmix.families.gaussian.covariance import ALIASES, get_structure, inverse_wishart_logpdf
 from bayesmix.families.kernels import student_t_pass
+from bayesmix.families.normal import observed_moments, variance_floor
 
 __all__ = ["StudentT", "DOF_BOUNDS"]
 
@@ -111,9 +115,12 @@ COVARIANCE_TYPES = ("full", "diag")
 
 @dataclass(frozen=True)
 class Prepared:
-    """Data constants of the M-step: the ridge added to the scales' diagonals."""
+    """Data constants of EM: the ridge added to the scales' diagonals and the origin
+    ``shift`` ``(D,)`` of the statistics (each column's observed mean over all rows, the
+    same for every block of chunked data, so that the blocks' statistics add up)."""
 
     ridge: np.ndarray
+    shift: np.ndarray
 
 
 class StudentT(ComponentFamily):
@@ -279,15 +286,16 @@ class StudentT(ComponentFamily):
 
     # -- EM ------------------------------------------------------------------------
     def prepare(self, X: np.ndarray, summary: DataSummary | None = None) -> Prepared:
-        """The scales' ridge from each feature's variance (of all rows: ``summary``)."""
+        """The scales' ridge from each feature's mean and variance (of all rows:
+        ``summary``) by the Gaussian family's rule
+        (:func:`~bayesmix.families.normal.variance_floor`: ``REG_SCALE`` times the
+        variance, or a constant feature's squared mean, or 1), and the statistics'
+        origin, each feature's mean."""
         if summary is not None:
-            var = summary.variance
-        elif np.isnan(X).any():
-            var = _observed_moments(X, np.ones(X.shape[0]))[1]
+            mean, var = summary.mean, summary.variance
         else:
-            var = X.var(axis=0)
-        # a subnormal variance (data at 1e-160) counts as zero: its ridge would be 0
-        return Prepared(REG_SCALE * np.where(var >= np.finfo(float).tiny, var, 1.0))
+            mean, var = observed_moments(X)
+        return Prepared(variance_floor(mean, var, REG_SCALE), mean)
 
     def start_transform(self, X: np.ndarray) -> np.ndarray:
         """The rows, missing entries replaced by their column's mean (for k-means)."""
@@ -316,6 +324,7 @@ class StudentT(ComponentFamily):
     def statistics(
         self, X: np.ndarray, resp: np.ndarray, params: Parameters, prepared: Any
     ) -> Parameters:
+        X, params = _shifted(X, params, prepared.shift)  # statistics about the shift
         missing = np.isnan(X)
         if not missing.any():
             delta, _ = self._mahalanobis(X, params)
@@ -339,11 +348,15 @@ class StudentT(ComponentFamily):
         :func:`~bayesmix.families.kernels.student_t_pass`; diagonal: numpy).
 
         Rows with missing entries (NaN) go through :meth:`_pattern_pass`, grouped by
-        their pattern of observed features (the module notes' exact ECM)."""
+        their pattern of observed features (the module notes' exact ECM). The
+        statistics are of the rows less ``prepared.shift`` (:meth:`maximise`)."""
         missing = np.isnan(X)
         if not missing.any():
-            log_lik, mass, stats = self._complete_expectation(X, weights, log_weights, params)
+            log_lik, mass, stats = self._complete_expectation(
+                X, weights, log_weights, params, prepared.shift
+            )
             return log_lik, mass, _with_dims(stats, mass)
+        X, params = _shifted(X, params, prepared.shift)
         total = None
         for rows, observed in _patterns(missing):
             part = self._pattern_pass(
@@ -352,8 +365,9 @@ class StudentT(ComponentFamily):
             total = part if total is None else _add(total, part)
         return total
 
-    def _complete_expectation(self, X, weights, log_weights, params):
-        """:meth:`expectation` of rows without missing entries."""
+    def _complete_expectation(self, X, weights, log_weights, params, shift):
+        """:meth:`expectation` of rows without missing entries, statistics about
+        ``shift``."""
         n_features = X.shape[1]
         nu = params["dof"]
         half = 0.5 * (nu + n_features)
@@ -363,10 +377,11 @@ class StudentT(ComponentFamily):
             log_det = 2.0 * np.log(np.diagonal(lower, axis1=1, axis2=2)).sum(axis=1)
             constant = log_weights + self._log_constant(nu, log_det, n_features)
             log_lik, mass, stats = student_t_pass(
-                X, weights, constant, np.linalg.solve(lower, eye), nu, params["means"]
+                X, weights, constant, np.linalg.solve(lower, eye), nu, params["means"], shift
             )
             stats["sum_log_u"] = stats.pop("sum_r_log_u") + mass * (digamma(half) - np.log(half))
             return log_lik, mass, stats
+        X, params = _shifted(X, params, shift)
         delta, log_det = self._mahalanobis(X, params)
         log_joint = log_weights + self._log_constant(nu, log_det, n_features)
         log_joint = log_joint - half * np.log1p(delta / nu)
@@ -520,6 +535,11 @@ class StudentT(ComponentFamily):
     ) -> Parameters:
         alive = mass > 0
         sum_u, sum_ux, sum_uxx = stats["sum_u"], stats["sum_ux"], stats["sum_uxx"]
+        # the statistics are about the shift: the steps run in its units
+        shift = prepared.shift
+        previous = {**previous, "means": previous["means"] - shift}
+        if priors is not None:
+            priors = {**priors, "mean_loc": priors["mean_loc"] - shift}
         # CM-step 1: locations given the previous scales
         if priors is None:
             safe = np.where(sum_u > 0, sum_u, 1.0)[:, None]
@@ -545,8 +565,8 @@ class StudentT(ComponentFamily):
             scales = 0.5 * (scales + np.swapaxes(scales, 1, 2))
             diagonal = np.diag_indices(means.shape[1])
             scales[:, diagonal[0], diagonal[1]] += prepared.ridge
-            # the scatter is of uncentred moments: rounding leaves it indefinite for data
-            # far from 0 (a column at 1e8 +- 1) or constant columns (Cholesky then fails)
+            # the scatter is of moments about the shift, not about the means: rounding
+            # can leave it indefinite for constant columns (Cholesky then fails)
             rounding = np.finfo(float).eps * means.shape[1] * np.abs(means).max(axis=1) ** 2
             scales = _floor_eigenvalues(scales, 16.0 * rounding)
             scales = np.where(alive[:, None, None], scales, previous["scales"])
@@ -565,7 +585,7 @@ class StudentT(ComponentFamily):
             dof = np.where(alive, dof, previous["dof"])
         else:
             dof = np.full(mass.shape, self._dof)
-        return {"means": means, "scales": scales, "dof": dof}
+        return {"means": means + shift, "scales": scales, "dof": dof}
 
     def _map_means(self, sum_u, sum_ux, scales, priors):
         """Conditional mode of the locations under their Normal prior given ``scales``."""
@@ -596,8 +616,12 @@ class StudentT(ComponentFamily):
         return (z**2).sum(axis=2).T, log_det
 
     def log_density(self, X: np.ndarray, params: Parameters, prepared: Any = None) -> np.ndarray:
-        """Multivariate t log densities ``(n_obs, K)`` (``prepared`` is not needed); for a
-        row with missing entries (NaN) the t marginal of its observed features."""
+        """Multivariate t log densities ``(n_obs, K)``; for a row with missing entries
+        (NaN) the t marginal of its observed features. The rows and locations are taken
+        less ``prepared.shift`` (without ``prepared``, the locations' mean): distances
+        of data far from 0 keep their precision."""
+        origin = params["means"].mean(axis=0) if prepared is None else prepared.shift
+        X, params = _shifted(X, params, origin)
         missing = np.isnan(X)
         if missing.any():
             out = np.empty((X.shape[0], params["means"].shape[0]))
@@ -962,6 +986,11 @@ def _observed_moments(X: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, n
     mean = weights @ np.where(observed, X, 0.0) / safe
     var = weights @ np.where(observed, X - mean, 0.0) ** 2 / safe
     return mean, var
+
+
+def _shifted(X: np.ndarray, params: Parameters, shift: np.ndarray) -> tuple[np.ndarray, Parameters]:
+    """The rows and the locations less ``shift`` (the other parameters as they are)."""
+    return X - shift, {**params, "means": params["means"] - shift}
 
 
 def _patterns(missing: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
