@@ -1152,10 +1152,14 @@ class _FamilyScan:
 
 def _column_moments(x, w, observed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column: total weight, weighted mean and squared deviations of the observed
-    entries."""
-    zeroed = np.where(observed, x, 0.0)
+    entries. The mean is taken about each column's first observed entry: a column held
+    at ``1e8 + 0.1`` then has that mean and no deviations exactly (the rounding of its
+    plain sum left deviations of 1e-6, which called it not constant)."""
+    first = observed.argmax(axis=0)
+    centre = np.where(observed.any(axis=0), x[first, np.arange(x.shape[1])], 0.0)
+    zeroed = np.where(observed, x - centre, 0.0)
     total = w @ observed
-    mean = np.divide(w @ zeroed, total, out=np.zeros(x.shape[1]), where=total > 0)
+    mean = centre + np.divide(w @ zeroed, total, out=np.zeros(x.shape[1]), where=total > 0)
     m2 = np.zeros(x.shape[1])
     for rows in iter_blocks(x.shape[0], _SCAN_ROWS):  # bounded temporaries
         centred = np.where(observed[rows], x[rows] - mean, 0.0)
