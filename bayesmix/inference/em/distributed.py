@@ -1153,8 +1153,9 @@ class _FamilyScan:
 def _column_moments(x, w, observed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per column: total weight, weighted mean and squared deviations of the observed
     entries. The mean is taken about each column's first observed entry: a column held
-    at ``1e8 + 0.1`` then has that mean and no deviations exactly (the rounding of its
-    plain sum left deviations of 1e-6, which called it not constant)."""
+    at ``1e8 + 0.1`` then has that mean and no deviations exactly (about its plain
+    mean, a chunk of 20000 such rows showed a variance of 3e-13, above the rounding
+    floor ``(16 eps 1e8)^2 = 1.3e-13``, which called it not constant)."""
     first = observed.argmax(axis=0)
     centre = np.where(observed.any(axis=0), x[first, np.arange(x.shape[1])], 0.0)
     zeroed = np.where(observed, x - centre, 0.0)
