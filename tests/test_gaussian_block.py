@@ -74,6 +74,7 @@ def iterate(family, X, params, n_iter):
 
 
 def gaussian_reference(X, structure, weights, means, natural, n_iter, **options):
+    """GaussianMixture's plain EM iterations (the family's EM is not accelerated)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return bm.GaussianMixture(3, structure).fit(
@@ -82,6 +83,7 @@ def gaussian_reference(X, structure, weights, means, natural, n_iter, **options)
             n_init=1,
             max_iter=n_iter - 1,
             tol=1e-300,
+            accelerate=False,
             **options,
         )
 

@@ -245,6 +245,8 @@ def _unresolved_calls() -> dict:
         "declaration_attrs": lambda m: m.declaration_attrs(),
         "log_prior": lambda m: m.log_prior(params, {}),
         "point_posterior": lambda m: m.point_posterior(params, ("a",)),
+        "point_parameters": lambda m: m.point_parameters(params),
+        "point_means": lambda m: m.point_means(params),
         "draw_parameters": lambda m: m.draw_parameters(posterior),
         "log_joint": lambda m: m.log_joint(np.zeros((2, 1)), params),
         "sample_posterior": lambda m: m.sample_posterior(posterior, 5, np.random.default_rng()),

@@ -26,6 +26,7 @@ import signal
 import threading
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -39,6 +40,7 @@ __all__ = [
     "warn_interrupted",
     "SigintWatch",
     "watch_sigint",
+    "HeldSigint",
     "deferred_sigint",
     "completed_draws",
 ]
@@ -133,34 +135,52 @@ def watch_sigint() -> Iterator[SigintWatch]:
         signal.signal(signal.SIGINT, previous)
 
 
+class HeldSigint:
+    """A SIGINT held by :func:`deferred_sigint`, released at its end or earlier by
+    :meth:`release`."""
+
+    def __init__(self, previous: Any = None) -> None:
+        self.previous = previous
+        self.held: list[tuple[int, Any]] = []
+
+    def hold(self, signum: int, frame: Any) -> None:
+        self.held.append((signum, frame))
+
+    def release(self) -> None:
+        """Do what the handler before would have done with a held SIGINT (by default,
+        raise ``KeyboardInterrupt``); nothing if none was held. Loops that call compiled
+        code call it between two calls, so a Ctrl-C ends them at once."""
+        if not self.held:
+            return
+        signum, frame = self.held[0]
+        self.held.clear()
+        if callable(self.previous):
+            self.previous(signum, frame)
+        elif self.previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def deferred_sigint() -> Iterator[None]:
-    """Hold a SIGINT (Ctrl-C) that arrives while the block runs until it ends, then do
-    what the handler before would have done (by default, raise ``KeyboardInterrupt``).
+def deferred_sigint() -> Iterator[HeldSigint]:
+    """Hold a SIGINT (Ctrl-C) that arrives while the block runs until it ends (or until
+    the yielded :class:`HeldSigint` is released), then do what the handler before would
+    have done (by default, raise ``KeyboardInterrupt``).
 
-    For short compiled calls: numba-compiled code that calls back into Python (numba's
+    For compiled calls: numba-compiled code that calls back into Python (numba's
     ``_numba_unpickle``) while a SIGINT is handled gets an exception it cannot propagate,
-    and the process crashed (SIGSEGV, seen in the compiled EM loop). Outside the main
-    thread nothing is installed (signals reach only the main thread)."""
+    and the process crashed (SIGSEGV, seen in the compiled EM loop and in ADVI's
+    PyTensor step). Outside the main thread nothing is installed (signals reach only the
+    main thread)."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield HeldSigint()
         return
-    previous = signal.getsignal(signal.SIGINT)
-    held = []
-
-    def hold(signum, frame):
-        held.append((signum, frame))
-
-    signal.signal(signal.SIGINT, hold)
+    held = HeldSigint(signal.getsignal(signal.SIGINT))
+    signal.signal(signal.SIGINT, held.hold)
     try:
-        yield
+        yield held
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:
-            if callable(previous):
-                previous(*held[0])
-            elif previous != signal.SIG_IGN:
-                raise KeyboardInterrupt
+        signal.signal(signal.SIGINT, held.previous)
+        held.release()
 
 
 def completed_draws(values: np.ndarray) -> np.ndarray:

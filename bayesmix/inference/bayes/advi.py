@@ -38,6 +38,7 @@ import numpy as np
 from bayesmix.inference.bayes.fit import progress_bar
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
+    deferred_sigint,
     is_interrupt,
     keeps_partial_work,
     warn_interrupted,
@@ -230,10 +231,11 @@ def _adam_steps(density, params, full, rng, n, learning_rate, tolerance, n_mc, p
     elbo = np.empty(n)
     done = 0  # steps whose ELBO is recorded
     try:
-        with progress_bar(n, progressbar, "ADVI") as advance:
+        with deferred_sigint() as sigint, progress_bar(n, progressbar, "ADVI") as advance:
             for first in range(0, n, CHECK_EVERY):
                 block = rng.standard_normal((min(CHECK_EVERY, n - first), n_mc, d))
                 for offset, eps in enumerate(block):
+                    sigint.release()  # a Ctrl-C during a compiled call ends the steps here
                     step = first + offset + 1
                     _draw(params, eps, full, points)
                     log_p = _log_densities(density, points, grads, step)

@@ -30,6 +30,7 @@ from bayesmix.inference.em.fit import fit_em
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
     completed_draws,
+    deferred_sigint,
     is_interrupt,
     keeps_partial_work,
     nested_fits,
@@ -888,9 +889,10 @@ class _CompiledVI:
         losses = np.empty(n)
         step = self._step
         done = 0
-        with _interruptible() as interrupt:
+        with _interruptible() as interrupt, deferred_sigint() as sigint:
             with progress_bar(n, progressbar, "ADVI") as advance:
                 for i in range(n):
+                    sigint.release()  # a Ctrl-C during a compiled step ends the steps here
                     loss = step()
                     if np.isnan(loss):
                         raise FloatingPointError(
@@ -921,9 +923,10 @@ class _CompiledVI:
         windows: list[dict[str, np.ndarray]] = []
         losses = np.empty(n)
         step, converged, done = self._step, False, 0
-        with _interruptible() as interrupt:
+        with _interruptible() as interrupt, deferred_sigint() as sigint:
             with progress_bar(n, progressbar, "ADVI") as advance:
                 for i in range(n):
+                    sigint.release()  # a Ctrl-C during a compiled step ends the steps here
                     loss = step()[0]
                     if np.isnan(loss):
                         raise FloatingPointError(
