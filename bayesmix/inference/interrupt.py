@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from bayesmix.exceptions import InterruptedFitWarning
+from bayesmix.exceptions import ConvergenceWarning, InterruptedFitWarning
 
 __all__ = [
     "INTERRUPTS",
@@ -38,6 +38,7 @@ __all__ = [
     "keeps_partial_work",
     "nested_fits",
     "warn_interrupted",
+    "warn_vb_unfinished",
     "SigintWatch",
     "watch_sigint",
     "HeldSigint",
@@ -95,6 +96,38 @@ def warn_interrupted(
         InterruptedFitWarning,
         stacklevel=stacklevel + 1,
     )
+
+
+def warn_vb_unfinished(
+    interrupted: bool,
+    converged: bool,
+    n_iter: int,
+    max_iter: int,
+    tol: float,
+    change: str = "ELBO",
+    stacklevel: int = 3,
+) -> None:
+    """The warning of a closed-form VB fit that ended before converging: interrupted
+    (Ctrl-C; an :class:`~bayesmix.InterruptedFitWarning`) or out of iterations (a
+    :class:`~bayesmix.ConvergenceWarning`); ``change`` names what ``tol`` bounds. Nothing
+    for a converged fit. ``stacklevel`` as the caller's own ``warnings.warn`` would give."""
+    if interrupted:
+        warn_interrupted(
+            "vb",
+            n_iter,
+            max_iter,
+            "iterations",
+            stacklevel=stacklevel + 1,
+            holds="the result holds draws from the approximation reached then (the best "
+            "run so far, not converged), and its ELBO history stops there",
+        )
+    elif not converged:
+        warnings.warn(
+            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
+            f"{change} above tol={tol}); increase max_iter or tol.",
+            ConvergenceWarning,
+            stacklevel=stacklevel + 1,
+        )
 
 
 class SigintWatch:

@@ -77,7 +77,7 @@ from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
     keeps_partial_work,
-    warn_interrupted,
+    warn_vb_unfinished,
 )
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
@@ -919,22 +919,7 @@ def fit_vb_result(
         random_state=rng,
         warn=False,
     )
-    if fit.interrupted:
-        warn_interrupted(
-            "vb",
-            fit.n_iter,
-            max_iter,
-            "iterations",
-            holds="the result holds draws from the approximation reached then (the best "
-            "run so far, not converged), and its ELBO history stops there",
-        )
-    elif not fit.converged:
-        warnings.warn(
-            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
-            f"ELBO above tol={tol}); increase max_iter or tol.",
-            ConvergenceWarning,
-            stacklevel=3,
-        )
+    warn_vb_unfinished(fit.interrupted, fit.converged, fit.n_iter, max_iter, tol)
     params = fit.params
     n_components, n_features = params.means.shape
     weights, means, covariances = sample_q(params, structure, draws, rng)

@@ -77,7 +77,7 @@ from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
     keeps_partial_work,
-    warn_interrupted,
+    warn_vb_unfinished,
 )
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
@@ -465,22 +465,15 @@ def fit_family_vb_result(
         random_state=rng,
         warn=False,
     )
-    if fit.interrupted:
-        warn_interrupted(
-            "vb",
-            fit.n_iter,
-            max_iter,
-            "iterations",
-            holds="the result holds draws from the approximation reached then (the best "
-            "run so far, not converged), and its ELBO history stops there",
-        )
-    elif not fit.converged:
-        warnings.warn(
-            f"vb did not converge in max_iter={max_iter} iterations (last change of the "
-            f"ELBO per observation above tol={tol}); increase max_iter or tol.",
-            ConvergenceWarning,
-            stacklevel=4,
-        )
+    warn_vb_unfinished(
+        fit.interrupted,
+        fit.converged,
+        fit.n_iter,
+        max_iter,
+        tol,
+        change="ELBO per observation",
+        stacklevel=4,
+    )
     arrays = {"weights": sample_weights(internal, fit.weight_concentration, draws, rng)}
     arrays.update(family.vb_sample(fit.q, draws, rng))
     posterior = model.posterior_from_draws(
