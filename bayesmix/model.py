@@ -253,6 +253,22 @@ class GaussianMixture:
             trace (never decreasing), ``settings`` has ``converged`` and ``n_iter``.
             Complete data only.
 
+            VB on Dask input (:mod:`bayesmix.inference.vb_dask`; ``X`` stays on the
+            cluster, persist it if it fits): ``mode`` — ``"cavi"`` (default):
+            full-batch coordinate ascent, one pass over the chunks per iteration, the
+            in-memory fit to rounding; ``"stochastic"``: stochastic VB (Hoffman et al.
+            2013), natural-gradient steps from minibatches of ``batch_chunks`` chunks
+            (default a tenth of the chunks; statistics scaled by ``N / |B|``), step size
+            ``(learning_offset + t) ^ -learning_decay`` (defaults 1 and 0.6),
+            ``max_iter`` steps (default 100 epochs, at least 1000), ``tol`` (1e-5: the
+            change per observation of the averaged ELBO over an epoch), then one
+            full-data pass whose ELBO ends ``result.elbo`` (the noisy per-step estimates
+            before it). ``n_init`` defaults to 1 and ``init`` to ``"kmeans++"`` on a
+            sample of about 1e5 rows
+            (``"kmeans||"``, ``"random"``, ... as for EM; no responsibility arrays).
+            ``settings`` adds ``mode``, ``worker_losses`` (passes redone after a Dask
+            worker died: the fit ends where the fault-free fit ends) and ``n_chunks``.
+
             ``progressbar`` (Gibbs, NUTS and ADVI): ``None`` (default) shows progress in a
             Jupyter kernel or an interactive terminal and hides it elsewhere; ``True``
             or ``False`` force it.
@@ -589,6 +605,8 @@ NUTS_OPTIONS = frozenset(
         "mass_matrix",
         "identify",
         "order_by",
+        "weight_prior",
+        "discount",
         "random_state",
         "progressbar",
         "missing",
@@ -618,6 +636,8 @@ VI_OPTIONS = frozenset(
         "batch_size",
         "identify",
         "order_by",
+        "weight_prior",
+        "discount",
         "random_state",
         "progressbar",
         "missing",
@@ -637,6 +657,25 @@ VB_OPTIONS = frozenset(
         "order_by",
         "random_state",
         "missing",
+    }
+)
+
+# method="vb" on Dask input (bayesmix.inference.vb_dask): no missing values; the modes
+VB_DASK_OPTIONS = frozenset(
+    {
+        "weight_prior",
+        "n_init",
+        "init",
+        "max_iter",
+        "tol",
+        "reg_covar",
+        "draws",
+        "order_by",
+        "random_state",
+        "mode",
+        "batch_chunks",
+        "learning_offset",
+        "learning_decay",
     }
 )
 
@@ -674,12 +713,13 @@ def check_options(options: dict[str, Any], allowed: frozenset[str], method: str)
 
 
 def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> MixtureResult:
-    """EM and MAP-EM on Dask input without materialising it (bayesmix.inference.em.distributed)."""
-    if method not in ("em", "map"):
+    """EM and MAP-EM (bayesmix.inference.em.distributed) and closed-form VB
+    (bayesmix.inference.vb_dask) on Dask input without materialising it."""
+    if method not in ("em", "map", "vb"):
         raise ValueError(
             f"method={method!r} needs the data in memory; X is a Dask collection. Fit "
-            "method='em' or 'map' on Dask input, or bring X into memory with X.compute() "
-            "(for very large data see docs/guide/scaling.md: minibatch ADVI)."
+            "method='em', 'map' or 'vb' on Dask input, or bring X into memory with "
+            "X.compute() (for very large data see docs/guide/scaling.md: minibatch ADVI)."
         )
     if options.get("missing", "error") != "error":
         raise ValueError(
@@ -687,6 +727,10 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
             "incomplete rows first, or compute X and fit in memory."
         )
     options = {k: v for k, v in options.items() if k != "missing"}
+    if method == "vb":
+        from bayesmix.inference.vb_dask import fit_vb_dask
+
+        return fit_vb_dask(model, X, **check_options(options, VB_DASK_OPTIONS, method))
     from bayesmix.inference.em.distributed import fit_em_dask
 
     use_priors = method == "map" or model.priors is not None

@@ -60,6 +60,7 @@ import numbers
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -105,12 +106,19 @@ __all__ = [
     "VBParams",
     "VBResult",
     "default_prior",
+    "cavi_m_step",
+    "component_log_weights",
     "elbo_offset",
+    "estep_entropy",
     "expected_log_joint",
     "fit_vb",
     "fit_vb_result",
     "interface_prior",
+    "lower_bound",
+    "resolve_seed",
+    "run_cavi",
     "sample_q",
+    "vb_bayes_result",
     "vb_priors",
 ]
 
@@ -335,7 +343,7 @@ def _identity(structure: CovarianceStructure, coef: np.ndarray, n_features: int)
     return structure.pool_second_moments(moments)
 
 
-def _m_step(
+def cavi_m_step(
     mass: np.ndarray,
     sum_x: np.ndarray,
     sum_xx: np.ndarray,
@@ -385,10 +393,11 @@ def _expected_log_det(dof: np.ndarray, n_features: int) -> np.ndarray:
     return n_features * _LOG_2 + digamma(halves).sum(-1)
 
 
-def _log_weights(params: VBParams, n_features: int) -> np.ndarray:
+def component_log_weights(params: VBParams) -> np.ndarray:
     """The per-component constants of ``E_q[log p(x, z = k)]`` beyond the Gaussian log
     density with the normalised precision: ``E[log pi_k] + (E[log|Lambda_k|] -
     log|nu_k W_k|) / 2 - D / (2 beta_k)``."""
+    n_features = params.means.shape[1]
     dof = params.degrees_of_freedom
     return (
         params.expected_log_weights()
@@ -400,15 +409,22 @@ def _log_weights(params: VBParams, n_features: int) -> np.ndarray:
 def expected_log_joint(X: np.ndarray, params: VBParams, structure: CovarianceStructure):
     """``E_q[log p(x_n, z_n = k)]`` up to ``q``-free terms, ``(n, K)``: log responsibilities
     before normalising (scikit-learn's ``_estimate_weighted_log_prob``)."""
-    n_features = params.means.shape[1]
     log_density = structure.log_prob(X, params.means, params.precisions_cholesky)
-    return log_density + _log_weights(params, n_features)
+    return log_density + component_log_weights(params)
+
+
+def lower_bound(
+    entropy: float, params: VBParams, structure: CovarianceStructure, n_components: int
+) -> float:
+    """scikit-learn's lower bound after an M-step (module docstring): ``entropy`` of the
+    E-step's ``q(z)`` (:func:`estep_entropy`), ``params`` the M-step's ``q``."""
+    return _lower_bound(entropy, params, structure, n_components)
 
 
 def _lower_bound(
     entropy: float, params: VBParams, structure: CovarianceStructure, n_components: int
 ) -> float:
-    """scikit-learn's lower bound after an M-step (module docstring)."""
+    """:func:`lower_bound` (tests count its calls)."""
     n_features = params.means.shape[1]
     dof = params.degrees_of_freedom
     log_det = structure.log_det_precision_cholesky(params.precisions_cholesky, n_features)
@@ -459,7 +475,7 @@ def elbo_offset(
     )
 
 
-def _entropy(
+def estep_entropy(
     stats: tuple, params: VBParams, structure: CovarianceStructure, log_weights: np.ndarray
 ) -> float:
     """``-sum_nk w_n r_nk log r_nk`` from the E-step's statistics: ``log r = log rho -
@@ -498,31 +514,54 @@ def _statistics(X, sample_weight, shift, resp, structure):
     return mass, sum_x, structure.pool_second_moments(moments)
 
 
-def _e_step(X, sample_weight, shift, params, structure):
+def _e_step(X, sample_weight, shift, params, *, structure):
     """The kernel's statistics under ``q`` and the entropy of the responsibilities."""
-    log_weights = _log_weights(params, params.means.shape[1])
+    log_weights = component_log_weights(params)
     stats = structure.fused_statistics(
         X, sample_weight, shift, log_weights, params.means, params.precisions_cholesky
     )
-    return stats, _entropy(stats, params, structure, log_weights)
+    return stats, estep_entropy(stats, params, structure, log_weights)
 
 
 # -- the fit --------------------------------------------------------------------------
 
 
-def _run(X, sample_weight, shift, start, prior, structure, max_iter, tol, reg_covar, previous):
-    """One CAVI run from ``start`` (shifted units); ``converged`` is ``None`` when a
-    ``KeyboardInterrupt`` stopped it after at least one iteration (raised before, or
-    inside :func:`~bayesmix.inference.interrupt.nested_fits`)."""
+def run_cavi(
+    estep: Callable[[VBParams], tuple[tuple, float]],
+    start: VBParams,
+    prior: VBPrior,
+    structure: CovarianceStructure,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    previous: float | None = None,
+) -> tuple[VBParams, np.ndarray, bool | None]:
+    """One CAVI run from ``start`` (shifted units), with any E-step.
+
+    ``estep(params)`` returns the responsibilities' statistics under ``q`` (a tuple or
+    :class:`~bayesmix.families.gaussian.stats.SufficientStats`: mass, ``sum r x``, the
+    structure's ``sum r x x^T``, the log-sum-exp total and one more value) and the
+    entropy of ``q(z)`` (:func:`estep_entropy`): one pass over the rows in memory, or over
+    the chunks of a Dask array (:mod:`bayesmix.inference.vb_dask`). Each iteration is that
+    E-step, :func:`cavi_m_step` and the lower bound (module docstring); the run stops when
+    the bound changes by less than ``tol`` or after ``max_iter`` iterations.
+
+    Returns
+    -------
+    params, trace, converged
+        ``converged`` is ``None`` when a ``KeyboardInterrupt`` stopped the run after at
+        least one iteration (raised before, or inside
+        :func:`~bayesmix.inference.interrupt.nested_fits`).
+    """
     params = start
     trace: list[float] = []
     lower = -np.inf if previous is None else previous
-    converged = False
+    converged: bool | None = False
     n_components = params.means.shape[0]
     try:
         for _ in range(max_iter):
             prev = lower
-            stats, entropy = _e_step(X, sample_weight, shift, params, structure)
+            stats, entropy = estep(params)
             mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
             if not (np.isfinite(stats[3]) and np.isfinite(sum_xx).all()):
                 raise ValueError(
@@ -530,7 +569,7 @@ def _run(X, sample_weight, shift, start, prior, structure, max_iter, tol, reg_co
                     "NaN or infinite values, or a component's precision overflowed; check X "
                     "and consider a larger reg_covar."
                 )
-            params = _m_step(mass, sum_x, sum_xx, prior, structure, reg_covar)
+            params = cavi_m_step(mass, sum_x, sum_xx, prior, structure, reg_covar)
             lower = _lower_bound(entropy, params, structure, n_components)
             trace.append(lower)
             if abs(lower - prev) < tol:
@@ -641,14 +680,12 @@ def fit_vb(
                         f"got {resp.shape}."
                     )
                 mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
-                start = _m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
+                start = cavi_m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
             if max_iter == 0:
                 params, trace, converged = start, np.array([]), False
             else:
-                params, trace, converged = _run(
-                    X,
-                    weights,
-                    shift,
+                params, trace, converged = run_cavi(
+                    partial(_e_step, X, weights, shift, structure=structure),
                     start,
                     shifted_prior,
                     structure,
@@ -835,7 +872,7 @@ def sample_q(
     return weights, means, covariances
 
 
-def _resolve_seed(random_state: Any) -> int:
+def resolve_seed(random_state: Any) -> int:
     """One integer seed from ``random_state`` (an int is used as it is)."""
     if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
         check_random_state(random_state)  # validates the sign
@@ -870,9 +907,7 @@ def fit_vb_result(
     """
     import time
 
-    from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
-    from bayesmix.results import parameters_dataset
-    from bayesmix.results.posterior import BayesResult
+    from bayesmix.ordering import resolve_order_by
 
     start_time = time.perf_counter()
     structure = model.structure
@@ -902,7 +937,7 @@ def fit_vb_result(
             "the incomplete rows, or fit by em/map, gibbs, nuts or advi with "
             "missing='marginalize'."
         )
-    seed = _resolve_seed(random_state)
+    seed = resolve_seed(random_state)
     rng = np.random.default_rng(seed)
     resolved = vb_priors(model, data, weight_prior)
     prior = interface_prior(model, data, resolved, weight_prior)
@@ -920,7 +955,59 @@ def fit_vb_result(
         warn=False,
     )
     warn_vb_unfinished(fit.interrupted, fit.converged, fit.n_iter, max_iter, tol)
-    params = fit.params
+    settings = dict(
+        weight_prior=weight_prior,
+        n_init=n_init,
+        init=init if isinstance(init, str) else "array",
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        random_state=seed,
+        seed=seed,
+    )
+    return vb_bayes_result(
+        model,
+        data,
+        fit,
+        resolved,
+        draws=draws,
+        feature=feature,
+        rng=rng,
+        settings=settings,
+        start_time=start_time,
+    )
+
+
+def vb_bayes_result(
+    model: GaussianMixture,
+    data: Any,
+    fit: VBResult,
+    resolved: ResolvedPriors,
+    *,
+    draws: int,
+    feature: int | None,
+    rng: np.random.Generator,
+    settings: dict,
+    start_time: float,
+) -> BayesResult:
+    """The :class:`~bayesmix.results.posterior.BayesResult` of a VB fit: ``draws`` draws
+    from ``q`` (:func:`sample_q`, with ``rng``) as one chain, components numbered by the
+    order ``feature`` (default: the best-separated feature of ``q``'s expected
+    parameters), ``elbo`` the kept run's lower-bound trace plus :func:`elbo_offset`.
+
+    ``settings`` (the fit's options) gains ``method="vb"``, ``n_iter``, ``converged``,
+    ``elbo``, ``draws``, ``order_feature``, ``vb_prior``, ``fit_seconds`` (since
+    ``start_time``, a :func:`time.perf_counter` value) and ``interrupted`` when Ctrl-C
+    stopped the fit. ``data`` is the training :class:`~bayesmix.data.Data`, or the
+    :class:`~bayesmix.data.DaskData` of a fit on Dask input.
+    """
+    import time
+
+    from bayesmix.ordering import best_separated_feature, order_posterior
+    from bayesmix.results import parameters_dataset
+    from bayesmix.results.posterior import BayesResult
+
+    structure, prior, params = fit.structure, fit.prior, fit.params
     n_components, n_features = params.means.shape
     weights, means, covariances = sample_q(params, structure, draws, rng)
     posterior = parameters_dataset(
@@ -936,19 +1023,12 @@ def fit_vb_result(
     offset = elbo_offset(prior, structure, n_components, fit.n_obs)
     settings = dict(
         method="vb",
-        weight_prior=weight_prior,
-        n_init=n_init,
-        init=init if isinstance(init, str) else "array",
-        max_iter=max_iter,
-        tol=tol,
-        reg_covar=reg_covar,
+        **settings,
         n_iter=fit.n_iter,
         converged=int(fit.converged),
         elbo=fit.lower_bound + offset,
         draws=draws,
         order_feature=data.feature_names[feature],
-        random_state=seed,
-        seed=seed,
         vb_prior={
             "weight_prior": prior.weight_prior,
             "weight_concentration": prior.weight_concentration,

@@ -112,10 +112,12 @@ __all__ = [
     "as_dask_data",
     "assign_chunks",
     "blockwise_quantiles",
+    "check_scan",
     "fit_em_dask",
     "fit_family_em_dask",
     "is_dask_input",
     "kmeans_parallel_centres",
+    "sample_centres",
 ]
 
 # Rows the initialisation sample holds in expectation (k-means++ runs on it in memory).
@@ -274,6 +276,14 @@ def _merge_scans(a: _Scan, b: _Scan) -> _Scan:
     )
 
 
+def _in_threads(n_threads: int, func: Callable, x, w, *args: Any) -> Any:
+    """``func`` on a chunk as contiguous float64 (and its weights, ones when unweighted)
+    with numba on ``n_threads`` threads (:meth:`DaskSource.map_chunks`)."""
+    x, w = _block(x, w)
+    with _numba_threads(n_threads):
+        return func(x, w, *args)
+
+
 def _estep_block(x, w, shift, params, structure) -> SufficientStats:
     x, w = _block(x, w)
     with _numba_threads(1):
@@ -337,18 +347,22 @@ class DaskSource:
         self._delayed = dask.delayed
         self._compute = dask.compute
 
-    def map_reduce(self, func: Callable, combine: Callable, *args: Any, per_chunk=None) -> Any:
+    def map_reduce(
+        self, func: Callable, combine: Callable, *args: Any, per_chunk=None, chunks=None
+    ) -> Any:
         """``combine`` over chunks (in chunk order, tree-shaped) of
-        ``func(x_chunk, w_chunk, *per_chunk[i], *args)``; small ``args`` are sent once."""
+        ``func(x_chunk, w_chunk, *per_chunk[i], *args)``; small ``args`` are sent once.
+        ``chunks``: the indices of the chunks to map over (default: all)."""
         delayed = self._delayed
         shared = [
             delayed(a) if isinstance(a, (np.ndarray, Params, dict, DataSummary)) else a
             for a in args
         ]
         task = delayed(func, pure=False)
+        selected = range(self.n_chunks) if chunks is None else sorted(chunks)
         parts = [
-            task(x, w, *(() if per_chunk is None else per_chunk[i]), *shared)
-            for i, (x, w) in enumerate(zip(self._x, self._w, strict=True))
+            task(self._x[i], self._w[i], *(() if per_chunk is None else per_chunk[i]), *shared)
+            for i in selected
         ]
         node = delayed(combine, pure=False)
         while len(parts) > 1:
@@ -371,12 +385,27 @@ class DaskSource:
         """``"worker-actors"`` (persisted data, distributed client) or ``"task-graph"``."""
         return "task-graph" if self._client is None else "worker-actors"
 
+    def map_chunks(self, func: Callable, combine: Callable, *args: Any, chunks=None) -> Any:
+        """``combine`` over chunks (in chunk order, tree-shaped) of ``func(x, w, *args)``
+        with ``x`` a chunk of X as contiguous float64 and ``w`` its weights (ones when
+        unweighted), by the E-step's route (:attr:`estep_path`): the worker actors for
+        data persisted on a ``dask.distributed`` cluster, else a task graph. Either route
+        survives losing a worker (:meth:`on_workers`, :func:`_cluster_result`) with the
+        fault-free result. ``func`` must be importable on the workers (a module-level
+        function); it runs with numba on the worker's threads (actors) or one thread (a
+        graph task). ``chunks``: the indices of the chunks to map over (default: all).
+        """
+        if self._client is None:
+            return self.map_reduce(partial(_in_threads, 1, func), combine, *args, chunks=chunks)
+        selected = range(self.n_chunks) if chunks is None else chunks
+        return self.on_workers("apply", combine, func, *args, chunks=selected)
+
     def estep(self, params: Params, *, shift: np.ndarray, structure) -> SufficientStats:
         if self._client is None:
             return _finite(self.map_reduce(_estep_block, _sum_all, shift, params, structure))
         return _finite(self.on_workers("estep", _sum_all, shift, params, structure))
 
-    def on_workers(self, method: str, combine: Callable, *args: Any) -> Any:
+    def on_workers(self, method: str, combine: Callable, *args: Any, chunks=None) -> Any:
         """``combine`` over chunks (in chunk order, the tree of :meth:`map_reduce`) of the
         worker actors' per-chunk results of ``method(*args)``.
 
@@ -386,7 +415,7 @@ class DaskSource:
         memory (distributed recomputes them from their graph), the actors are placed
         again on the workers there are and the same call runs again. Its result is the
         fault-free one: the chunks' results are summed in chunk order, whichever worker
-        computed them.
+        computed them. ``chunks``: the indices of the chunks to call on (default: all).
 
         Raises
         ------
@@ -404,7 +433,7 @@ class DaskSource:
                     workers = self._workers = _WorkerChunks(
                         self._client, self.data.array, self._weights
                     )
-                return _tree_reduce(workers.call(method, *args), combine)
+                return _tree_reduce(workers.call(method, *args, chunks=chunks), combine)
             except lost_types as error:
                 if self._client.status != "running":  # the client closed: not a worker loss
                     raise
@@ -719,6 +748,14 @@ class _ChunkHolder:
                 for x, w in zip(self._chunks, self._weights, strict=True)
             ]
 
+    def apply(self, positions: list[int], func: Callable, *args: Any) -> list:
+        """``func(x, w, *args)`` on this worker's chunks at ``positions`` in its list, on
+        the worker's threads (:meth:`DaskSource.map_chunks`)."""
+        return [
+            _in_threads(self._n_threads, func, self._chunks[i], self._weights[i], *args)
+            for i in positions
+        ]
+
     def family_estep(self, family, summary, drop_empty, log_weights, params) -> list:
         """:func:`~bayesmix.inference.em.family.block_estep` of each of this worker's
         chunks; the chunks are prepared for the family once per fit (the actors live for
@@ -787,14 +824,27 @@ class _WorkerChunks:
         with client.as_current():  # the actor proxies bind to this client
             self._actors = [_placed(client, future) for future in self._futures]
 
-    def call(self, method: str, *args: Any) -> list:
-        """Per chunk, in chunk order, the result of the actors' ``method(*args)``."""
-        calls = [getattr(actor, method)(*args) for actor in self._actors]
-        parts: list = [None] * self._n_chunks
-        for call, address, mine in zip(calls, self.addresses, self._mine, strict=True):
+    def call(self, method: str, *args: Any, chunks=None) -> list:
+        """Per chunk, in chunk order, the result of the actors' ``method(*args)``; with
+        ``chunks`` (indices) only for those, calling ``method(positions, *args)`` with
+        the positions of the selected chunks among each actor's own."""
+        if chunks is None:
+            calls = [getattr(actor, method)(*args) for actor in self._actors]
+            served = self._mine
+        else:
+            wanted = set(chunks)
+            served, calls = [], []
+            for actor, mine in zip(self._actors, self._mine, strict=True):
+                positions = [p for p, i in enumerate(mine) if i in wanted]
+                served.append([mine[p] for p in positions])
+                calls.append(getattr(actor, method)(positions, *args) if positions else None)
+        parts: dict = {}
+        for call, address, mine in zip(calls, self.addresses, served, strict=True):
+            if call is None:
+                continue
             for i, part in zip(mine, _actor_result(self._client, call, address), strict=True):
                 parts[i] = part
-        return parts
+        return [parts[i] for i in sorted(parts)]
 
     def close(self) -> None:
         # The proxies hold futures of their own, which a reference cycle inside
@@ -810,7 +860,10 @@ class _WorkerChunks:
 # -- the fit -----------------------------------------------------------------------------
 
 
-def _check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
+def check_scan(scan: _Scan, data: DaskData, n_components: int) -> None:
+    """Raise a ValueError naming what the scan of X found wrong: NaN or infinite values
+    (the first one's row and column), values whose squares overflow, bad weights, fewer
+    rows of positive weight than components."""
     if scan.n_bad:
         row, col = scan.first_bad
         raise ValueError(
@@ -848,7 +901,7 @@ def _resolve_priors(model: GaussianMixture, scan: _Scan) -> ResolvedPriors:
     return priors.resolve(two_rows, model.n_components, model.structure, np.ones(2))
 
 
-def _sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarray:
+def sample_centres(init: str, scan: _Scan, n_components: int, rng) -> np.ndarray:
     """Initial centres (data units) chosen on the scan's sample."""
     sample, weights = scan.sample, scan.sample_weight
     if np.count_nonzero(weights) < n_components:
@@ -989,7 +1042,7 @@ def _initial_params(init, source: DaskSource, scan, shift, model, priors, reg_co
         if init == "kmeans||":
             centres = kmeans_parallel_centres(source, scan, model.n_components, rng) - shift
         else:
-            centres = _sample_centres(init, scan, model.n_components, rng) - shift
+            centres = sample_centres(init, scan, model.n_components, rng) - shift
         stats = source.assigned_stats(centres, shift=shift, structure=structure)
     return m_step(stats, structure, priors, reg_covar)
 
@@ -1059,7 +1112,7 @@ def fit_em_dask(
     source = DaskSource(data, weights)
     try:
         scan = source.scan(rng, INIT_SAMPLE_ROWS)
-        _check_scan(scan, data, model.n_components)
+        check_scan(scan, data, model.n_components)
         shift = scan.mean
         priors = _resolve_priors(model, scan) if use_priors else None
         shifted_priors = priors.shifted(shift) if priors is not None else None
