@@ -424,6 +424,14 @@ class Mixture:
                 f"method={method!r} is not available for the {self.family.name} family yet "
                 "(it has no PyMC parametrisation); use method='em' or 'map'."
             )
+        if method != "vb" and ("weight_prior" in options or "discount" in options):
+            raise ValueError(
+                "weight_prior for Mixture(K, family) is an option of method='vb' only (a "
+                f"symmetric Dirichlet or a Dirichlet process); method={method!r} samples the "
+                "symmetric Dirichlet of the declaration's weight_concentration. The "
+                "stick-breaking priors of NUTS and ADVI (weight_prior='dirichlet_process', "
+                "'pitman_yor') are GaussianMixture's."
+            )
         unknown = set(options) - _OPTIONS[method]
         if unknown:
             raise TypeError(

@@ -207,16 +207,33 @@ class GaussianMixture:
             fit; with missing values the PyMC model, compiled once per shape and process
             in about 20 s; or ``"pymc"``, ``"numpyro"`` or ``"blackjax"`` on the PyMC
             model; the JAX ones need ``pip install 'bayesmix[jax]'``),
-            ``target_accept`` (0.8), ``mass_matrix`` (``"auto"``: nutpie adapts a low-rank
+            ``target_accept`` (0.8; 0.9 under a stick-breaking ``weight_prior``),
+            ``mass_matrix`` (``"auto"``: nutpie adapts a low-rank
             mass matrix for two or more features and a diagonal one in 1-D; or
-            ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``: order the means of the
+            ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``, the default under
+            the Dirichlet weight prior: order the means of the
             best-separated feature, chosen by a quick EM fit or named by ``order_by``;
             ``"direction"``: order the means' projections on the best-separating
             direction of the quick EM fit's components; ``"relabel"``: exchangeable
             model relabelled afterwards by Stephens' KL algorithm; ``"none"``),
-            ``order_by``, ``random_state``, ``progressbar``. Every chain starts at a
-            MAP-EM estimate plus uniform jitter of ±0.1 per unconstrained coordinate,
-            drawn from the chain's seed.
+            ``order_by``, ``weight_prior``, ``discount`` (below), ``random_state``,
+            ``progressbar``. Every chain starts at a MAP-EM estimate plus uniform jitter
+            of ±0.1 per unconstrained coordinate, drawn from the chain's seed.
+
+            NUTS and ADVI: ``weight_prior`` — ``"dirichlet"`` (default: the symmetric
+            Dirichlet with the declaration's ``weight_concentration``);
+            ``"dirichlet_process"``: a Dirichlet process truncated at K components,
+            ``K - 1`` sticks ``v_k ~ Beta(1, alpha)`` and the remainder (Ishwaran & James
+            2001; the weights sum to one), sampled as the sticks' logits; ``alpha`` as
+            VB reads it (the declaration's ``weight_concentration`` when set to another
+            value than 4, else 1; fixed, no hyperprior) and the covariance prior scaled
+            for one cluster unless ``covariance_clusters`` is set; ``"pitman_yor"``:
+            sticks ``v_k ~ Beta(1 - discount, alpha + k discount)`` with ``discount``
+            (``0 <= discount < 1``, default 0; only with ``"pitman_yor"``). Under both
+            stick-breaking priors ``identify`` defaults to ``"relabel"`` (the prior is
+            not exchangeable: ordering the means would tie sticks to positions, and
+            gave divergences). Read the number of clusters with
+            :func:`bayesmix.n_clusters_posterior`.
 
             For ADVI: ``n`` (maximum iterations, 30000), ``draws`` (1000),
             ``learning_rate`` (full batch: Adam's step, 0.005; minibatch: the step
@@ -231,7 +248,8 @@ class GaussianMixture:
             each step sees ``batch_size`` random rows and scales their log-likelihood
             by ``n_obs / batch_size``, for data too large for full-batch fits; values
             ``>= n_obs`` mean the full batch; not with missing values), ``identify``,
-            ``order_by``, ``random_state``, ``progressbar``. The fit starts at a MAP-EM
+            ``order_by``, ``weight_prior``, ``discount`` (as NUTS), ``random_state``,
+            ``progressbar``. The fit starts at a MAP-EM
             estimate. The compiled ADVI step is kept per model shape (K, D, covariance
             type, ordered feature, method, batch size) for the process: a refit on
             other data of that shape skips the compile and gives what a fresh compile
@@ -242,7 +260,9 @@ class GaussianMixture:
             ``"dirichlet_process"``: a Dirichlet process truncated at K sticks, its
             concentration the declaration's ``weight_concentration`` when that is set
             to another value than the default 4, else 1, and the covariance prior
-            scaled for one cluster unless ``covariance_clusters`` is set), ``n_init``
+            scaled for one cluster unless ``covariance_clusters`` is set; as
+            scikit-learn's, all K sticks are Beta and the weights renormalised, where
+            NUTS and ADVI break ``K - 1`` sticks and keep the remainder), ``n_init``
             (5 starts; the highest ELBO is kept),
             ``init`` (``"kmeans++"`` or another EM start method, or an ``(n_obs, K)``
             array of responsibilities), ``max_iter`` (1000), ``tol`` (1e-6, the change

@@ -30,11 +30,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.special import gammaln
+from scipy.special import betaln, gammaln
 
 from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_rounding
 
-__all__ = ["Priors", "ResolvedPriors", "MEAN_SCALE_IN_SDS", "WEIGHT_CONCENTRATION"]
+__all__ = [
+    "Priors",
+    "ResolvedPriors",
+    "StickBreakingPriors",
+    "MEAN_SCALE_IN_SDS",
+    "WEIGHT_CONCENTRATION",
+]
 
 MEAN_SCALE_IN_SDS = 2.5
 WEIGHT_CONCENTRATION = 4.0
@@ -250,14 +256,7 @@ class ResolvedPriors:
         # Components emptied by a sparse prior (weight exactly 0, where the density of a
         # concentration < 1 is infinite) leave the model: the Dirichlet is evaluated over
         # the remaining components, so the objective stays finite and comparable.
-        alive = weights > 0
-        alpha = np.where(alive, self.weight_concentration, 0.0)
-        weight_terms = np.where(alive, (alpha - 1.0) * np.log(np.where(alive, weights, 1.0)), 0.0)
-        log_dirichlet = (
-            gammaln(alpha.sum(axis=1))
-            - np.where(alive, gammaln(np.where(alive, alpha, 1.0)), 0.0).sum(axis=1)
-            + weight_terms.sum(axis=1)
-        )
+        log_dirichlet = self.weights_log_density(weights)
         z = (means - self.mean_loc) / self.mean_scale
         log_normal = -0.5 * (z**2).sum(axis=(1, 2)) - means.shape[1] * (
             np.log(self.mean_scale).sum() + 0.5 * means.shape[2] * np.log(2 * np.pi)
@@ -266,3 +265,56 @@ class ResolvedPriors:
             covariances, prec_chol, self.covariance_dof, self.covariance_scale
         )
         return log_dirichlet + log_normal + log_cov
+
+    def weights_log_density(self, weights: np.ndarray) -> np.ndarray:
+        """Log prior density ``(S,)`` of weights ``(S, K)``: the Dirichlet over the
+        components alive."""
+        alive = weights > 0
+        alpha = np.where(alive, self.weight_concentration, 0.0)
+        weight_terms = np.where(alive, (alpha - 1.0) * np.log(np.where(alive, weights, 1.0)), 0.0)
+        return (
+            gammaln(alpha.sum(axis=1))
+            - np.where(alive, gammaln(np.where(alive, alpha, 1.0)), 0.0).sum(axis=1)
+            + weight_terms.sum(axis=1)
+        )
+
+
+@dataclass(frozen=True)
+class StickBreakingPriors(ResolvedPriors):
+    """:class:`ResolvedPriors` whose weights have the truncated stick-breaking prior of
+    NUTS and ADVI (``weight_prior="dirichlet_process"`` or ``"pitman_yor"``):
+    ``weight_sticks`` holds the Beta parameters ``(2, K - 1)`` of the ``K - 1`` sticks,
+    the K-th weight the remainder
+    (:func:`bayesmix.inference.vb_weights.truncated_stick_parameters`);
+    ``weight_concentration`` is unused. A saved result keeps the fields of
+    :class:`ResolvedPriors` only."""
+
+    weight_sticks: np.ndarray | None = None
+
+    def shifted(self, shift: np.ndarray) -> StickBreakingPriors:
+        """The same priors for data translated by ``-shift``."""
+        base = ResolvedPriors.shifted(self, shift)
+        return StickBreakingPriors(**vars(base), weight_sticks=self.weight_sticks)
+
+    def weights_log_density(self, weights: np.ndarray) -> np.ndarray:
+        """Log prior density ``(S,)`` of weights ``(S, K)`` under the sticks."""
+        return _stick_log_density(weights, self.weight_sticks)
+
+
+def _stick_log_density(weights: np.ndarray, sticks: np.ndarray) -> np.ndarray:
+    """Log density ``(S,)`` of weights ``(S, K)`` under the truncated stick-breaking prior
+    with ``K - 1`` sticks ``v_k = pi_k / R_k ~ Beta(a_k, b_k)`` (``R_k = sum_{j>=k} pi_j``,
+    the K-th weight the remainder; ``sticks`` = ``(a, b)``, ``(2, K - 1)``): ``sum_k
+    log Beta(v_k) - log R_k`` (the generalised Dirichlet of Connor & Mosimann 1969)."""
+    a, b = np.asarray(sticks, dtype=float)
+    tail = np.cumsum(weights[:, ::-1], axis=1)[:, ::-1]  # R_k
+    n_sticks = a.size
+    with np.errstate(divide="ignore"):
+        log_w, log_tail = np.log(weights[:, :n_sticks]), np.log(tail)
+    terms = (
+        (a - 1.0) * log_w
+        + (b - 1.0) * log_tail[:, 1 : n_sticks + 1]
+        - (a + b - 1.0) * log_tail[:, :n_sticks]
+        - betaln(a, b)
+    )
+    return terms.sum(axis=1)

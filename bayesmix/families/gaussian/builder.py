@@ -6,6 +6,13 @@ compiled model serves every data set of the same shape. Free variables are
 dimensionless (means ``loc + scale * raw``, Bartlett factors, scaled inverse-gamma
 variances); ``weights``, ``means`` and the precision parameter are Deterministics in the
 data's units.
+
+The weights have a symmetric Dirichlet prior, or (``ModelSpec.weight_prior =
+"stick_breaking"``: ``weight_prior="dirichlet_process"`` or ``"pitman_yor"`` in
+``fit``) the truncated stick-breaking prior ``v_k = w_k / sum_{j>=k} w_j ~ Beta(a_k,
+b_k)`` of ``K - 1`` sticks, the K-th weight the remainder, sampled as the sticks
+(``weights_sticks``, PyMC's ``Beta`` on its log-odds scale; see
+:func:`stick_breaking_weights`).
 """
 
 from __future__ import annotations
@@ -27,7 +34,13 @@ __all__ = [
     "initial_point",
     "point_estimate_start",
     "missing_patterns",
+    "stick_breaking_weights",
+    "WEIGHT_SPECS",
 ]
+
+#: the weight priors of a :class:`ModelSpec`: the symmetric Dirichlet or the truncated
+#: stick-breaking prior (Dirichlet or Pitman-Yor process)
+WEIGHT_SPECS = ("dirichlet", "stick_breaking")
 
 _SIGNATURE_LETTERS = {"component": "k", "feature": "d", "feature_": "d"}
 
@@ -43,6 +56,9 @@ class ModelSpec:
     # observed-feature masks of the incomplete rows' patterns (missing="marginalize"),
     # as ``bayesmix.families.gaussian.missing.missing_layout(X).key``; () for complete data
     missing_patterns: tuple[tuple[bool, ...], ...] = ()
+    # "dirichlet", or "stick_breaking" (the priors' weight_sticks, pm.Data
+    # "prior_weight_sticks")
+    weight_prior: str = "dirichlet"
 
 
 def pymc_inputs(
@@ -56,11 +72,17 @@ def pymc_inputs(
     With missing values, ``X_data`` holds the complete rows and ``X_pattern{p}_data``
     the observed columns of the rows with the ``p``-th missingness pattern.
     ``prior_mean_rotation`` is the ordered means' rotation (see :func:`build_pymc`;
-    default: the identity).
+    default: the identity). ``prior_weight_sticks`` (the sticks' Beta parameters
+    ``(2, K - 1)``) is there when the priors are
+    :class:`~bayesmix.priors.StickBreakingPriors`.
     """
     D = data.n_features
+    sticks = {}
+    if getattr(priors, "weight_sticks", None) is not None:  # StickBreakingPriors
+        sticks["prior_weight_sticks"] = np.asarray(priors.weight_sticks, dtype=float)
     return {
         **_observation_inputs(data),
+        **sticks,
         "prior_weight_concentration": priors.weight_concentration,
         "prior_mean_loc": priors.mean_loc,
         "prior_mean_scale": priors.mean_scale,
@@ -98,7 +120,12 @@ def point_estimate_start(
         covariances = covariances[order]
     weights = np.maximum(weights[order], 1e-3)
     raw = raw[order]
-    start = {"weights": weights / weights.sum()}
+    weights = weights / weights.sum()
+    if spec.weight_prior == "stick_breaking" and spec.n_components > 1:
+        tail = np.cumsum(weights[::-1])[::-1]
+        start = {"weights_sticks": np.clip(weights[:-1] / tail[:-1], 1e-6, 1.0 - 1e-6)}
+    else:
+        start = {"weights": weights}
     start.update(structure.pymc_start(covariances, structure.pymc_scale(priors.covariance_scale)))
     if spec.order_feature is None:
         start["means_raw"] = raw
@@ -153,6 +180,11 @@ def build_pymc(
 
     inputs = pymc_inputs(data, priors, structure, rotation)
     n_components, n_features = spec.n_components, spec.n_features
+    if (spec.weight_prior == "stick_breaking") != ("prior_weight_sticks" in inputs):
+        raise ValueError(
+            f"spec.weight_prior={spec.weight_prior!r} needs priors.weight_sticks "
+            "exactly when it is 'stick_breaking'."
+        )
     layout = _checked_layout(spec, data)
     coords = {
         "obs": np.asarray(data.obs_names)[layout.complete],
@@ -169,7 +201,11 @@ def build_pymc(
         cov_scale = pm.Data("prior_covariance_scale", inputs["prior_covariance_scale"])
         mean_rotation = pm.Data("prior_mean_rotation", inputs["prior_mean_rotation"])
 
-        weights = pm.Dirichlet("weights", a=concentration, dims="component")
+        if spec.weight_prior == "stick_breaking" and n_components > 1:
+            sticks = pm.Data("prior_weight_sticks", inputs["prior_weight_sticks"])
+            weights = stick_breaking_weights("weights", sticks, n_components)
+        else:
+            weights = pm.Dirichlet("weights", a=concentration, dims="component")
         raw = _raw_means(spec, mean_rotation)
         means = pm.Deterministic("means", loc + scale * raw, dims=("component", "feature"))
         precision = structure.pymc_precision(dof, cov_scale, n_components, n_features)
@@ -208,6 +244,28 @@ def build_pymc(
                 layout, data, inputs, structure, weights, means, precision, random
             )
     return model
+
+
+def stick_breaking_weights(name: str, sticks, n_components: int):
+    """Weights ``(K,)`` (a Deterministic, dims ``component``) under the truncated
+    stick-breaking prior with Beta parameters ``sticks`` ``(2, K - 1)``, in the current
+    ``pm.Model``: the free variable ``{name}_sticks`` ``v ~ Beta(a, b)`` ``(K - 1,)``,
+    sampled on PyMC's log-odds scale, and ``w_k = v_k prod_{j<k} (1 - v_j)``, the K-th
+    weight the remainder ``prod_{j<K} (1 - v_j)`` (Ishwaran & James 2001: the weights
+    sum to one without renormalising).
+
+    On the logit scale each stick's prior is smooth and log-concave with exponential
+    tails, so an empty component's stick (whose Beta density piles up at ``v -> 0``)
+    leaves no wall or funnel for NUTS; the hand-written density of nutpie
+    (:mod:`bayesmix.families.gaussian.logdensity`) uses the same coordinates.
+    """
+    import pymc as pm
+    import pytensor.tensor as pt
+
+    v = pm.Beta(f"{name}_sticks", alpha=sticks[0], beta=sticks[1], shape=(n_components - 1,))
+    rest = pt.cumprod(1.0 - v)
+    before = pt.concatenate([pt.ones((1,)), rest[:-1]])
+    return pm.Deterministic(name, pt.concatenate([v * before, rest[-1:]]), dims="component")
 
 
 def _observed_rows(X, batch_size: int | None) -> dict:

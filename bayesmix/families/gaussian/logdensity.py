@@ -13,7 +13,15 @@ sufficient statistics in closed form.
 
 Flat layout of the unconstrained vector ``theta``:
 
-1. ``K - 1`` simplex coordinates of the weights: ``w = softmax([y, -sum(y)])``;
+1. ``K - 1`` coordinates of the weights: under the Dirichlet prior PyMC's simplex
+   coordinates, ``w = softmax([y, -sum(y)])``; under the truncated stick-breaking prior
+   (``sticks`` given: ``weight_prior="dirichlet_process"`` or ``"pitman_yor"``) the
+   logits ``u_k`` of the sticks ``v_k ~ Beta(a_k, b_k)``, ``w_k = v_k prod_{j<k} (1 -
+   v_j)``, the K-th weight the remainder (PyMC's ``Beta`` with its log-odds transform).
+   On the logit scale every stick's prior is a smooth log-concave density independent of
+   the others, an empty component's stick has exponential tails instead of the Beta's
+   pile-up at ``v -> 0``, and the likelihood's gradient is conjugate-like:
+   ``(a_k + N_k) sigma(-u_k) - (b_k + N_{>k}) sigma(u_k)`` (:func:`stick_weights_gradient`);
 2. the standardised means ``raw`` (``means = loc + scale * raw``): with an ordered
    coordinate ``j``, ``K`` ordered coordinates (``z[0, j] = o_0``, then increments
    ``exp(o_i)``) followed by the other coordinates of ``z`` ``(K, D - 1)`` row-major, and
@@ -57,6 +65,9 @@ __all__ = [
     "pack_inputs",
     "nutpie_logp",
     "nutpie_expand",
+    "stick_log_prior",
+    "stick_log_weights",
+    "stick_weights_gradient",
     "bartlett",
     "bartlett_log_prior",
     "factor_gradient",
@@ -132,7 +143,10 @@ def density_inputs(
 ) -> dict[str, np.ndarray]:
     """The arrays :func:`log_density` reads besides ``theta``: data and priors, each
     broadcast to one fixed rank so that one compiled function serves every model, and
-    the ordered means' ``rotation`` (default: the identity, which orders one feature)."""
+    the ordered means' ``rotation`` (default: the identity, which orders one feature).
+    ``sticks`` ``(2, K)``: the stick-breaking prior's Beta parameters
+    (``StickBreakingPriors.weight_sticks``) in the first ``K - 1`` columns, zeros for
+    the Dirichlet."""
     K, D = n_components, data.n_features
     scale = np.asarray(structure.pymc_scale(priors.covariance_scale), dtype=np.float64)
     # one fixed rank: matrices (D, D), variances one row per component ((K, D) or (K, 1))
@@ -149,14 +163,26 @@ def density_inputs(
         "dof": np.array([priors.covariance_dof], dtype=np.float64),
         "covariance_scale": np.ascontiguousarray(scale, dtype=np.float64),
         "rotation": np.ascontiguousarray(np.eye(D) if rotation is None else rotation, np.float64),
+        "sticks": _sticks_input(priors, K),
     }
+
+
+def _sticks_input(priors: ResolvedPriors, K: int) -> np.ndarray:
+    sticks = np.zeros((2, K))
+    if getattr(priors, "weight_sticks", None) is not None:  # StickBreakingPriors
+        sticks[:, : K - 1] = priors.weight_sticks
+    return sticks
 
 
 def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
     """``theta`` of a start point given as constrained values of the PyMC model's free
     variables (:func:`bayesmix.families.gaussian.builder.point_estimate_start`)."""
-    log_w = np.log(start["weights"])
-    blocks = [log_w[:-1] - log_w.mean()]
+    if "weights_sticks" in start:  # the stick-breaking prior: logits of the sticks
+        v = np.asarray(start["weights_sticks"], dtype=float)
+        blocks = [np.log(v) - np.log1p(-v)]
+    else:
+        log_w = np.log(start["weights"])
+        blocks = [log_w[:-1] - log_w.mean()]
     if layout.order_feature < 0:
         blocks.append(np.ravel(start["means_raw"]))
     else:
@@ -297,12 +323,16 @@ def log_density(
     order_feature,
     grad,
     rotation=None,
+    sticks=None,
 ):
     """Log posterior density at ``theta`` (see the module docstring for the layout);
     its gradient is written into ``grad``. Returns ``-inf`` outside the support.
-    ``rotation`` (default: the identity) is that of the ordered means."""
+    ``rotation`` (default: the identity) is that of the ordered means; ``sticks``
+    (default: zeros, the Dirichlet) the stick-breaking prior's (:func:`density_inputs`)."""
     if rotation is None:
         rotation = np.eye(X.shape[1])
+    if sticks is None:
+        sticks = np.zeros((2, concentration.shape[0]))
     return _log_density(
         theta,
         X,
@@ -312,6 +342,7 @@ def log_density(
         dof,
         covariance_scale,
         np.ascontiguousarray(rotation, dtype=np.float64),
+        np.ascontiguousarray(sticks, dtype=np.float64),
         kind,
         order_feature,
         grad,
@@ -328,6 +359,7 @@ def _log_density(
     dof,
     covariance_scale,
     rotation,
+    sticks,
     kind,
     order_feature,
     grad,
@@ -336,10 +368,14 @@ def _log_density(
     K = concentration.shape[0]
     tied, matrix = kind == _TIED, kind == _FULL or kind == _TIED
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
+    stick_breaking = K > 1 and sticks[0, 0] > 0.0
+    log_w = stick_log_weights(theta, K) if stick_breaking else log_weights(theta, K)
     raw, log_jac = _raw_means(theta, K - 1, K, D, order_feature, rotation)
     means = mean_loc + mean_scale * raw
-    logp = dirichlet_log_prior(log_w, concentration) + log_jac
+    if stick_breaking:
+        logp = stick_log_prior(theta, sticks, K) + log_jac
+    else:
+        logp = dirichlet_log_prior(log_w, concentration) + log_jac
     logp -= 0.5 * (np.sum(raw**2) + K * D * _LOG_2PI)
     pos = K - 1 + K * D  # the covariance parameters
     if matrix:
@@ -375,7 +411,10 @@ def _log_density(
     if not math.isfinite(logp):
         return -np.inf
 
-    weights_gradient(log_w, concentration, counts, grad)
+    if stick_breaking:
+        stick_weights_gradient(theta, sticks, counts, grad)
+    else:
+        weights_gradient(log_w, concentration, counts, grad)
     g_means = precision_times(first, factors, var, matrix, tied)
     _raw_means_gradient(theta, K - 1, mean_scale * g_means - raw, order_feature, rotation, grad)
     if matrix:
@@ -385,6 +424,56 @@ def _log_density(
     else:
         variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
     return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
+def _log_sigmoid(u):
+    """``log(1 / (1 + exp(-u)))`` without overflow."""
+    if u >= 0.0:
+        return -math.log1p(math.exp(-u))
+    return u - math.log1p(math.exp(u))
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def stick_log_weights(theta, K):
+    """``log w`` ``(K,)`` from the stick logits ``theta[:K - 1]``: ``log w_k = log
+    sigma(u_k) + sum_{j<k} log sigma(-u_j)``, the K-th the remainder."""
+    log_w = np.empty(K)
+    rest = 0.0  # log prod_{j<k} (1 - v_j)
+    for k in range(K - 1):
+        log_w[k] = _log_sigmoid(theta[k]) + rest
+        rest += _log_sigmoid(-theta[k])
+    log_w[K - 1] = rest
+    return log_w
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def stick_log_prior(theta, sticks, K):
+    """Log density of the stick logits ``u_k = logit(v_k)``, ``v_k ~ Beta(a_k, b_k)``
+    (``sticks[:, k] = (a_k, b_k)``), log Jacobian included: ``sum_k a_k log sigma(u_k)
+    + b_k log sigma(-u_k) - log B(a_k, b_k)``."""
+    logp = 0.0
+    for k in range(K - 1):
+        a, b = sticks[0, k], sticks[1, k]
+        logp += a * _log_sigmoid(theta[k]) + b * _log_sigmoid(-theta[k])
+        logp -= math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
+    return logp
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def stick_weights_gradient(theta, sticks, counts, grad):
+    """Gradient in the stick logits of :func:`stick_log_prior` plus ``sum_k N_k log
+    w_k`` (``counts`` the responsibility totals), written into ``grad[:K - 1]``:
+    ``(a_k + N_k) sigma(-u_k) - (b_k + sum_{j>k} N_j) sigma(u_k)``."""
+    K = counts.shape[0]
+    later = 0.0
+    for k in range(K - 1, 0, -1):
+        later += counts[k]  # sum_{j > k - 1} N_j
+        u = theta[k - 1]
+        sig = math.exp(_log_sigmoid(u))
+        grad[k - 1] = (sticks[0, k - 1] + counts[k - 1]) * (1.0 - sig) - (
+            sticks[1, k - 1] + later
+        ) * sig
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -554,19 +643,40 @@ def factor_gradient(theta, pos, A, factors, lower, counts, scatter, dof, kind, g
                     i += 1
 
 
-def expand(theta, mean_loc, mean_scale, covariance_scale, kind, order_feature, out, rotation=None):
+def expand(
+    theta,
+    mean_loc,
+    mean_scale,
+    covariance_scale,
+    kind,
+    order_feature,
+    out,
+    rotation=None,
+    sticks=None,
+):
     """Weights, means and the precision parameter at ``theta``, flattened into ``out``;
-    ``rotation`` (default: the identity) is that of the ordered means."""
+    ``rotation`` (default: the identity) is that of the ordered means, ``sticks``
+    (default: zeros, the Dirichlet's simplex coordinates) the stick-breaking prior's."""
     if rotation is None:
         rotation = np.eye(mean_loc.shape[1])
+    if sticks is None:
+        sticks = np.zeros((2, mean_loc.shape[0]))
     rotation = np.ascontiguousarray(rotation, dtype=np.float64)
-    _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order_feature, out)
+    sticks = np.ascontiguousarray(sticks, dtype=np.float64)
+    _expand(
+        theta, mean_loc, mean_scale, covariance_scale, rotation, sticks, kind, order_feature, out
+    )
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _expand(theta, mean_loc, mean_scale, covariance_scale, rotation, kind, order_feature, out):
+def _expand(
+    theta, mean_loc, mean_scale, covariance_scale, rotation, sticks, kind, order_feature, out
+):
     K, D = mean_loc.shape
-    log_w = log_weights(theta, K)
+    if K > 1 and sticks[0, 0] > 0.0:
+        log_w = stick_log_weights(theta, K)
+    else:
+        log_w = log_weights(theta, K)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     pos = K - 1
@@ -619,6 +729,7 @@ def pack_inputs(layout: Layout, inputs: dict[str, np.ndarray]) -> np.ndarray:
     rotation = inputs.get("rotation", np.eye(D))
     for name in ("X", "concentration", "mean_loc", "mean_scale"):
         parts.append(np.ravel(inputs[name]))
+    parts.append(np.ravel(inputs.get("sticks", np.zeros((2, layout.n_components)))))
     parts += [np.ravel(rotation), np.ravel(inputs["covariance_scale"])]
     buffer = np.concatenate(parts)
     expected = _buffer_size(n, layout.n_features, layout.n_components, layout.kind)
@@ -638,7 +749,7 @@ def _covariance_scale_shape(D, K, kind):
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, kind):
     rows, cols = _covariance_scale_shape(D, K, kind)
-    return _HEADER + n * D + K + 2 * K * D + D * D + rows * cols
+    return _HEADER + n * D + K + 2 * K * D + 2 * K + D * D + rows * cols
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -656,12 +767,25 @@ def _unpack(address):
     pos += K * D
     mean_scale = buffer[pos : pos + K * D].reshape((K, D))
     pos += K * D
+    sticks = buffer[pos : pos + 2 * K].reshape((2, K))
+    pos += 2 * K
     rotation = buffer[pos : pos + D * D].reshape((D, D))
     pos += D * D
     covariance_scale = buffer[pos:].reshape(_covariance_scale_shape(D, K, kind))
     dof = buffer[_DOF : _DOF + 1]
     order = int(header[_ORDER_FEATURE])
-    return X, concentration, mean_loc, mean_scale, dof, covariance_scale, rotation, kind, order
+    return (
+        X,
+        concentration,
+        mean_loc,
+        mean_scale,
+        dof,
+        covariance_scale,
+        rotation,
+        sticks,
+        kind,
+        order,
+    )
 
 
 _double_pointer = nb.types.CPointer(nb.types.double)
@@ -678,9 +802,18 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
     try:
-        X, concentration, mean_loc, mean_scale, dof, covariance_scale, rotation, kind, order = (
-            _unpack(inputs_address)
-        )
+        (
+            X,
+            concentration,
+            mean_loc,
+            mean_scale,
+            dof,
+            covariance_scale,
+            rotation,
+            sticks,
+            kind,
+            order,
+        ) = _unpack(inputs_address)
         x = nb.carray(x_address, (n_dim,))
         grad = nb.carray(grad_address, (n_dim,))
         logp = nb.carray(logp_address, (1,))
@@ -693,6 +826,7 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
             dof,
             covariance_scale,
             rotation,
+            sticks,
             kind,
             order,
             grad,
@@ -718,12 +852,12 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing weights, means and the precision parameter of a draw;
     0 on success, 1 on an error."""
     try:
-        _, _, mean_loc, mean_scale, _, covariance_scale, rotation, kind, order = _unpack(
+        _, _, mean_loc, mean_scale, _, covariance_scale, rotation, sticks, kind, order = _unpack(
             inputs_address
         )
         x = nb.carray(x_address, (n_dim,))
         out = nb.carray(out_address, (n_expanded,))
-        _expand(x, mean_loc, mean_scale, covariance_scale, rotation, kind, order, out)
+        _expand(x, mean_loc, mean_scale, covariance_scale, rotation, sticks, kind, order, out)
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0

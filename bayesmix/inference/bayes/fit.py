@@ -70,6 +70,9 @@ __all__ = [
     "callback_nutpie_model",
     "sample_nutpie",
     "sample_pymc",
+    "NUTS_WEIGHT_PRIORS",
+    "default_identification",
+    "weight_priors",
 ]
 
 SAMPLERS = ("nutpie", "pymc", "numpyro", "blackjax")
@@ -91,6 +94,14 @@ MINIBATCH_WINDOW = 500
 MINIBATCH_MIN_WINDOWS = 4
 MINIBATCH_MEAN_TOLERANCE = 0.5
 IDENTIFICATIONS = ("ordered", "relabel", "none")
+# the weight priors of NUTS and ADVI: the declaration's symmetric Dirichlet, or the
+# truncated stick-breaking priors of the Dirichlet and Pitman-Yor processes
+NUTS_WEIGHT_PRIORS = ("dirichlet", "dirichlet_process", "pitman_yor")
+# NUTS' default target acceptance under a stick-breaking weight prior. Measured
+# (benchmarks/README.md, "Dirichlet-process mixtures by NUTS"): galaxies K=8, 3 seeds x 4
+# chains x 1000 draws, divergent transitions 3, 0, 0 at 0.8 and 0, 0, 1 at 0.9 (Old
+# Faithful K=8: none at either)
+STICK_TARGET_ACCEPT = 0.9
 # NUTS also orders along the best-separating direction (see order_rotation)
 NUTS_IDENTIFICATIONS = ("ordered", "direction", "relabel", "none")
 _EXTRA = {
@@ -138,7 +149,78 @@ def map_em(model: GaussianMixture, data: Data, **options: Any):
     return fit_em(model, data, use_priors=True, missing=missing, **options)
 
 
-def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any, em) -> ModelSpec:
+def weight_priors(
+    model: GaussianMixture, data: Data, weight_prior: Any = "dirichlet", discount: Any = 0.0
+):
+    """The resolved priors of a NUTS or ADVI fit with ``weight_prior`` and the model
+    graph's weight prior (``"dirichlet"`` or ``"stick_breaking"``).
+
+    ``"dirichlet"``: :meth:`~bayesmix.GaussianMixture.resolve_priors`. ``"dirichlet_process"``
+    and ``"pitman_yor"`` (``discount`` ``d``): the sticks ``v_k ~ Beta(1 - d, alpha + k
+    d)``, ``k = 1 .. K - 1``, the K-th weight the remainder, with ``alpha`` and the
+    covariance prior those of ``fit(method="vb")``'s Dirichlet process
+    (:func:`bayesmix.inference.vb_weights.interface_concentration`: the declaration's
+    ``weight_concentration`` when set to another value than 4, else
+    :data:`~bayesmix.inference.vb_weights.DP_CONCENTRATION` = 1;
+    :func:`bayesmix.inference.vb.vb_priors`: ``covariance_clusters=1`` unless set).
+    ``alpha`` is fixed (no hyperprior).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``weight_prior``; a ``discount`` outside ``[0, 1)`` or given with
+        another prior than ``"pitman_yor"``; ``alpha <= -discount``; an asymmetric
+        ``weight_concentration`` with a stick-breaking prior.
+    """
+    from bayesmix.inference.vb import vb_priors
+    from bayesmix.inference.vb_weights import (
+        check_stick_prior,
+        interface_concentration,
+        truncated_stick_parameters,
+    )
+    from bayesmix.priors import StickBreakingPriors
+
+    weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
+    if weight_prior == "dirichlet":
+        if not (isinstance(discount, numbers.Real) and discount == 0):
+            raise ValueError(
+                f"discount={discount!r} needs weight_prior='pitman_yor'; the Dirichlet "
+                "weight prior has no discount."
+            )
+        return model.resolve_priors(data), "dirichlet"
+    resolved = vb_priors(model, data, "dirichlet_process")
+    alpha = interface_concentration(
+        weight_prior, resolved.weight_concentration, model.priors is not None
+    )
+    alpha, discount = check_stick_prior(weight_prior, alpha, discount)
+    sticks = truncated_stick_parameters(alpha, model.n_components, discount)
+    return StickBreakingPriors(**vars(resolved), weight_sticks=sticks), "stick_breaking"
+
+
+def default_identification(identify: Any, weight_prior: Any) -> Any:
+    """``identify`` of NUTS and ADVI, ``None`` meaning ``"ordered"`` under the Dirichlet
+    and ``"relabel"`` under a stick-breaking prior.
+
+    The stick-breaking prior is not exchangeable: ordering the means would tie the
+    k-th stick to the k-th smallest mean (another prior than the process'), and its
+    sampler meets the ordered transform's walls where empty components cross
+    (measured on Old Faithful, K=6: 215 divergent transitions of 2000 ordered, 0
+    exchangeable; ``benchmarks/README.md``). So the model is sampled as declared and
+    its draws relabelled afterwards (Stephens' KL algorithm).
+    """
+    if identify is not None:
+        return identify
+    return "relabel" if weight_prior in ("dirichlet_process", "pitman_yor") else "ordered"
+
+
+def model_spec(
+    model: GaussianMixture,
+    data: Data,
+    identify: str,
+    order_by: Any,
+    em,
+    weight_prior: str = "dirichlet",
+) -> ModelSpec:
     """The model's graph; ``em`` (a point estimate) picks the ordered feature when
     ``order_by`` is not given.
 
@@ -152,6 +234,8 @@ def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any,
         The ordered feature; None lets ``em`` choose it.
     em : MixtureResult or None
         A point estimate, needed only when the feature is chosen.
+    weight_prior : {"dirichlet", "stick_breaking"}
+        The graph's weight prior (the second value :func:`weight_priors` returns).
 
     Returns
     -------
@@ -165,6 +249,7 @@ def model_spec(model: GaussianMixture, data: Data, identify: str, order_by: Any,
         data.n_features,
         order_feature(data, order_by, em) if ordered else None,
         missing_patterns(data),
+        weight_prior,
     )
 
 
@@ -265,14 +350,21 @@ def fit_nuts(
     chains: int = 4,
     cores: int | None = None,
     sampler: str | None = None,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     mass_matrix: str = "auto",
-    identify: str = "ordered",
+    identify: str | None = None,
     order_by: Any = None,
+    weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     random_state: Any = None,
     progressbar: bool | None = None,
 ) -> BayesResult:
-    """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`."""
+    """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`. ``weight_prior``
+    and ``discount``: :func:`weight_priors`. ``target_accept`` defaults to 0.8, and to
+    :data:`STICK_TARGET_ACCEPT` under a stick-breaking weight prior."""
+    if target_accept is None:
+        stick = weight_prior in ("dirichlet_process", "pitman_yor")
+        target_accept = STICK_TARGET_ACCEPT if stick else 0.8
     draws, tune, chains, cores, target_accept = check_nuts_settings(
         draws, tune, chains, cores, target_accept
     )
@@ -282,16 +374,20 @@ def fit_nuts(
     _require(sampler)
     seed = resolve_seed(random_state)
     start = time.perf_counter()
-    identify = check_choice(identify, "identify", NUTS_IDENTIFICATIONS)
+    identify = check_choice(
+        default_identification(identify, weight_prior), "identify", NUTS_IDENTIFICATIONS
+    )
     if identify == "direction" and order_by is not None:
         raise ValueError(
             f"order_by={order_by!r} names a feature to order, identify='direction' orders "
             "along a direction: give identify='ordered' with order_by, or leave order_by out."
         )
     resolve_order_by(order_by, data.feature_names)  # before any work
+    priors, weight_spec = weight_priors(model, data, weight_prior, discount)
     em = quick_em(model, data, seed)
-    priors = model.resolve_priors(data)
-    spec = model_spec(model, data, "ordered" if identify == "direction" else identify, order_by, em)
+    spec = model_spec(
+        model, data, "ordered" if identify == "direction" else identify, order_by, em, weight_spec
+    )
     spec, rotation, direction = (
         order_rotation(spec, data, priors, em) if identify == "direction" else (spec, None, None)
     )
@@ -305,6 +401,7 @@ def fit_nuts(
         sampler=sampler,
         target_accept=target_accept,
         mass_matrix=mass_matrix,
+        weight_prior=weight_prior,
         # nutpie samples bayesmix's own density of complete data, PyMC's model otherwise
         log_density="bayesmix" if sampler == "nutpie" and not spec.missing_patterns else "pymc",
     )
@@ -337,6 +434,8 @@ def fit_nuts(
     )
     if direction is not None:
         settings["order_direction"] = [float(v) for v in direction]
+    if weight_prior == "pitman_yor":
+        settings["discount"] = float(discount)
     settings.update(tree.attrs.get("bayesmix_interrupted", {}))
     params = _tree_params(tree, model.structure)
     return _result(model, data, priors, spec, params, settings, sample_stats=_sample_stats(tree))
@@ -604,12 +703,15 @@ def fit_vi(
     learning_rate: float | None = None,
     tolerance: float | None = None,
     batch_size: int | None = None,
-    identify: str = "ordered",
+    identify: str | None = None,
     order_by: Any = None,
+    weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     random_state: Any = None,
     progressbar: bool | None = None,
 ) -> BayesResult:
     """Fit a variational approximation with PyMC (``advi`` or ``fullrank_advi``).
+    ``weight_prior`` and ``discount``: :func:`weight_priors`.
 
     Full batch (``batch_size=None``): Adam with a constant ``learning_rate`` (default
     0.005) from the MAP-EM estimate at standard deviation ``INITIAL_VI_SD``, stopped when
@@ -651,10 +753,11 @@ def fit_vi(
         )
     seed = resolve_seed(random_state)
     start = time.perf_counter()
+    identify = default_identification(identify, weight_prior)
     _check_identification(data, identify, order_by)  # before any work
+    priors, weight_spec = weight_priors(model, data, weight_prior, discount)
     em = quick_em(model, data, seed)
-    spec = model_spec(model, data, identify, order_by, em)
-    priors = model.resolve_priors(data)
+    spec = model_spec(model, data, identify, order_by, em, weight_spec)
     key = (spec, method, batch_size)
     compiled = _VI_CACHE.get(key)
     if compiled is None:
@@ -702,12 +805,15 @@ def fit_vi(
         draws=draws,
         learning_rate=learning_rate,
         batch_size=data.n_obs if batch_size is None else batch_size,
+        weight_prior=weight_prior,
         identify=identify,
         order_feature=data.feature_names[order_feature(data, order_by, em)],
         random_state=seed,
         seed=seed,
         fit_seconds=time.perf_counter() - start,
     )
+    if weight_prior == "pitman_yor":
+        settings["discount"] = float(discount)
     if interrupted:
         settings["interrupted"] = True
     params = (weights[None], means[None], precision[None])  # one chain
