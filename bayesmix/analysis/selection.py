@@ -39,7 +39,7 @@ from bayesmix.families.gaussian.covariance import (
     get_structure,
 )
 from bayesmix.families.gaussian.stats import log_normalise
-from bayesmix.inference.em.init import shared_hc_subsample
+from bayesmix.inference.em.init import shared_starts
 from bayesmix.inference.interrupt import nested_fits
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
@@ -316,7 +316,9 @@ def select_components(
         starts, screened (see :meth:`GaussianMixture.fit`); the best that is not a
         spurious maximum is kept.
     random_state : int, numpy.random.Generator or None
-        Seeds every fit (one child seed per fit, so the same seed gives the same table).
+        Seeds every fit (one child seed per method and K, shared by the covariance models
+        and families of that K, which start from the same draws; the same seed gives the
+        same table).
     criterion : {"bic", "aic", "abic", "icl", "loo"}, optional
         Criterion that picks :attr:`SelectionResult.best` and is drawn by
         :meth:`SelectionResult.plot`. Default: ``"bic"`` for EM methods and ``"loo"``
@@ -408,12 +410,15 @@ def select_components(
             if family is not None or mclust_name(label) in ("EII", "VII")
         }
     keys = [(m, c, k) for m in methods for c in declarations for k in ks]
-    seeds = rng.integers(2**31 - 1, size=len(keys))
+    # one seed for every model of one method and K: they start from the same draws
+    # (drawn once, init.shared_starts), as mclust starts every model from one hc
+    groups = list(dict.fromkeys((m, k) for m, _, k in keys))
+    seed_of = dict(zip(groups, rng.integers(2**31 - 1, size=len(groups)).tolist(), strict=True))
+    seeds = [seed_of[m, k] for m, _, k in keys]
     # one hierarchical tree for the whole grid, as mclust's mclustBIC computes hc once
-    # (drawn after the fits' seeds, so these stay what they were without it)
     hc_seed = int(rng.integers(2**63))
     rows, fits, errors = [], {}, []
-    with shared_hc_subsample(hc_seed):
+    with shared_starts(hc_seed):
         for key, seed in zip(keys, seeds, strict=True):
             method, label, k = key
             family = declarations[label]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import numbers
 import time
 import warnings
@@ -92,8 +93,10 @@ AUTO_STARTS = ("hc", "kmeans++", "random")
 class EMRun:
     """One EM run from one initialisation (parameters in shifted units); ``spurious``:
     why it is a spurious maximum (empty if it is not), ``n_spurious``: how many of the
-    runs it was chosen from were, ``n_runs``: how many runs there were, ``stopped``:
-    whether it was stopped as collapsing (see :func:`best_run` and :func:`_run_em`)."""
+    runs it was chosen from were, ``n_runs``: how many starts there were,
+    ``n_repeated_starts``: how many of them repeated an earlier start and were not run,
+    ``stopped``: whether it was stopped as collapsing (see :func:`best_run` and
+    :func:`_run_em`)."""
 
     params: Params
     stats: SufficientStats
@@ -107,6 +110,7 @@ class EMRun:
     stopped: bool = False
     interrupted: bool = False
     n_extrapolated: int = 0
+    n_repeated_starts: int = 0
 
 
 class InterruptedRun(KeyboardInterrupt):
@@ -451,6 +455,9 @@ def best_run(
     every start gets ``SCREEN_ITER`` iterations, then only the first (the hierarchical
     one, mclust's) and the best of the others by objective continue to convergence. Any
     other ``init`` (and ``lagged``, scikit-learn's loop) runs every start to convergence.
+    There, without ``callback``, a start equal to an earlier one (k-means++ often draws
+    the same partition; every start of one component is the same) is not run again: it
+    would make the same run; the best of the others continues in its place.
 
     ``judge(params)`` lists why a run ended on a spurious maximum
     (:func:`~bayesmix.inference.em.degeneracy.collapse_reasons`): the best run is the one of highest
@@ -482,8 +489,16 @@ def best_run(
     def reporter(index):
         return None if callback is None else partial(_report, callback, index, total_weight)
 
+    starts_made: set[bytes] = set()
+    skip_repeats = screened_starts and callback is None
+
     def run(index, resume=None, limit=max_iter):
         start = initial(index) if resume is None else None
+        if skip_repeats and start is not None:
+            key = _start_key(start)
+            if key in starts_made:  # the same start gives the same run: not run again
+                return None
+            starts_made.add(key)
         try:
             return _run_em(
                 estep,
@@ -504,8 +519,14 @@ def best_run(
             interrupt.index = index
             raise
 
+    judged: dict[int, tuple] = {}  # id(params) -> (params, reasons): judged once
+
     def verdict(result):
-        return tuple(judge(result.params)) if judge is not None else ()
+        if judge is None:
+            return ()
+        if id(result.params) not in judged:
+            judged[id(result.params)] = (result.params, tuple(judge(result.params)))
+        return judged[id(result.params)][1]
 
     screened: list[EMRun] = []
     try:
@@ -516,6 +537,14 @@ def best_run(
         if not (is_interrupt(interrupt) and keeps_partial_work()):
             raise
         return _interrupted_best(screened, interrupt, verdict, lagged, n_runs)
+
+
+def _start_key(start: Params) -> bytes:
+    """A digest of a run's starting parameters: equal starts make equal runs."""
+    digest = hashlib.blake2b(digest_size=16)
+    for part in (start.weights, start.means, start.covariances):
+        digest.update(np.ascontiguousarray(part).tobytes())
+    return digest.digest()
 
 
 def _interrupted_best(screened, interrupt, verdict, lagged, n_runs) -> EMRun:
@@ -552,19 +581,24 @@ def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, cal
     """:func:`best_run`'s runs (appended to ``screened`` as they end, so that an
     interrupt keeps them) and its choice."""
     init, max_iter, tol = options.init, options.max_iter, options.tol
+    starts = []  # the index of each screened run's start
     for index in range(n_runs):
-        screened.append(run(index, limit=screen))
+        screen_run = run(index, limit=screen)
+        if screen_run is not None:  # None: the start repeats an earlier one
+            screened.append(screen_run)
+            starts.append(index)
     if screen < max_iter:
         ranked = sorted(
-            range(1, n_runs),
+            range(1, len(screened)),
             key=lambda i: (not verdict(screened[i]), _objective(screened[i])),
             reverse=True,
         )
-        for index, screen_run in enumerate(screened):
+        for position, screen_run in enumerate(screened):
+            index = starts[position]
             if screen_run.converged or screen_run.stopped:
                 continue
-            if index in (0, *ranked[:1]):
-                screened[index] = run(index, resume=screen_run)
+            if position in (0, *ranked[:1]):
+                screened[position] = run(index, resume=screen_run)
             elif callback is not None:  # cut short by the screen: its last report
                 reporter(index)(screen_run.n_iter, _objective(screen_run), np.nan, False, True)
         # the continued runs and those that converged within the screen
@@ -580,11 +614,14 @@ def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, cal
         key = (not reasons, _objective(result, lagged))
         if best is None or key > best_key:
             best, best_key = replace(result, spurious=reasons), key
-        if not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
-            screened.append(run(index))  # all spurious: another start, to the end
-            finished.append(screened[-1])
+        while not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
+            extra = run(index)  # all spurious: another start, to the end
             index += 1
-    best = replace(best, n_spurious=n_spurious, n_runs=index)
+            if extra is not None:
+                screened.append(extra)
+                finished.append(extra)
+    n_repeated = index - len(screened)
+    best = replace(best, n_spurious=n_spurious, n_runs=index, n_repeated_starts=n_repeated)
     if not best.converged and max_iter > 0:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
@@ -637,18 +674,20 @@ def em_result(
     settings["n_spurious_runs"] = best.n_spurious
     settings["n_extrapolated"] = best.n_extrapolated
     settings["n_runs"] = best.n_runs
+    settings["n_repeated_starts"] = best.n_repeated_starts
     if best.interrupted:  # Ctrl-C: the best state reached (see best_run)
         settings["interrupted"] = True
     reg = settings["reg_covar"] if regularisation is None else regularisation
     if priors is None:
         warn_degenerate(params, model.structure, settings["reg_covar"], feature_names, n_obs, reg)
     if best.spurious:
+        n_made = best.n_runs - best.n_repeated_starts
         warnings.warn(
             f"every EM run ended on a spurious maximum of the likelihood ({best.n_spurious} "
-            f"of {best.n_runs} starts run to the end"
+            f"of {n_made} starts run to the end"
             + (
                 f", the others left after the {SCREEN_ITER}-iteration screen"
-                if best.n_spurious < best.n_runs
+                if best.n_spurious < n_made
                 else ""
             )
             + f"): {'; '.join(best.spurious)}. The "

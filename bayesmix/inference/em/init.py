@@ -23,7 +23,7 @@ __all__ = [
     "initial_responsibilities",
     "kmeans_plusplus",
     "nearest",
-    "shared_hc_subsample",
+    "shared_starts",
 ]
 
 # "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
@@ -33,28 +33,38 @@ INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data", 
 # The last hierarchical tree built, keyed by a digest of the data, the weights and the
 # subsample seed: fitting K = 1..9 to the same data builds the tree once.
 _HC_CACHE: dict[tuple, HierarchicalTree] = {}
-# The subsample seed pinned by shared_hc_subsample (None: each fit draws its own).
+# The subsample seed pinned by shared_starts (None: each fit draws its own).
 _SHARED_SEED: list[int | None] = [None]
+# Within shared_starts: the starts drawn so far, keyed by the method, K, the data's and
+# the weights' identity and the generator's state before the draw (None: not shared).
+_SHARED_STARTS: list[dict | None] = [None]
 
 
 @contextlib.contextmanager
-def shared_hc_subsample(seed: int) -> Iterator[None]:
-    """Within the block, every hierarchical start on more than ``HC_MAX_ROWS`` rows uses
-    the subsample drawn with ``seed``, so fits of several models and K share one tree.
+def shared_starts(seed: int) -> Iterator[None]:
+    """Within the block, fits of several models to the same data share their starts.
 
-    mclust's ``mclustBIC`` computes ``hc`` once (on a random subset of ``subset = 2000``
-    rows for larger data) and starts every model and K from it;
-    :func:`bayesmix.select_components` fits its grid inside this block to do the same.
-    Each fit's ``rng`` is still advanced exactly as without the block, and data with at
-    most ``HC_MAX_ROWS`` rows of positive weight (whose tree has no subsample and is
-    shared through the cache anyway) are not affected.
+    - Every hierarchical start on more than ``HC_MAX_ROWS`` rows uses the subsample drawn
+      with ``seed``, so fits of several models and K share one tree. mclust's
+      ``mclustBIC`` computes ``hc`` once (on a random subset of ``subset = 2000`` rows
+      for larger data) and starts every model and K from it. Each fit's ``rng`` is still
+      advanced exactly as without the block, and data with at most ``HC_MAX_ROWS`` rows of
+      positive weight (whose tree has no subsample and is shared through the cache
+      anyway) are not affected.
+    - :func:`initial_responsibilities` draws a start once for each method, number of
+      components, data (the same values) and state of the generator: a fit of
+      another covariance model from the same seed gets the same starts without drawing
+      them again, and its generator is left where the draw would have left it.
+
+    :func:`bayesmix.select_components` fits its grid inside this block, with one seed for
+    all the models of one K.
     """
-    previous = _SHARED_SEED[0]
-    _SHARED_SEED[0] = int(seed)
+    previous = _SHARED_SEED[0], _SHARED_STARTS[0]
+    _SHARED_SEED[0], _SHARED_STARTS[0] = int(seed), {}
     try:
         yield
     finally:
-        _SHARED_SEED[0] = previous
+        _SHARED_SEED[0], _SHARED_STARTS[0] = previous
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -78,6 +88,24 @@ def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return labels, dist
 
 
+def _draw(rng: np.random.Generator, probs: np.ndarray) -> int:
+    """One index drawn in proportion to ``probs``: ``rng.choice(probs.size, p=probs)``'s
+    draw (the same uniform variate and inverse CDF), without its checks of ``probs``."""
+    cdf = np.cumsum(probs)
+    cdf /= cdf[-1]
+    return int(cdf.searchsorted(rng.random(), side="right"))
+
+
+def _squared_distances(X: np.ndarray, centre: np.ndarray) -> np.ndarray:
+    """``|x - centre|^2`` for every row, in row blocks (as :func:`nearest` gives them for
+    one centre, which is then the origin)."""
+    dist = np.empty(X.shape[0])
+    for rows in iter_blocks(X.shape[0], block_rows(X.shape[0], X.shape[1], 1)):
+        diff = X[rows] - centre
+        dist[rows] = np.einsum("nd,nd->n", diff, diff)
+    return dist
+
+
 def kmeans_plusplus(
     X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
 ) -> np.ndarray:
@@ -87,17 +115,15 @@ def kmeans_plusplus(
     proportion to weight times squared distance to the nearest centre chosen so far.
     """
     centres = np.empty((n_components, X.shape[1]))
-    probs = sample_weight / sample_weight.sum()
-    centres[0] = X[rng.choice(X.shape[0], p=probs)]
-    _, dist = nearest(X, centres[:1])
+    centres[0] = X[_draw(rng, sample_weight / sample_weight.sum())]
+    dist = _squared_distances(X, centres[0])
     for k in range(1, n_components):
         score = sample_weight * dist
         total = score.sum()
         # All remaining points coincide with centres: fall back to the weights.
         probs = score / total if total > 0 else sample_weight / sample_weight.sum()
-        centres[k] = X[rng.choice(X.shape[0], p=probs)]
-        _, new_dist = nearest(X, centres[k : k + 1])
-        dist = np.minimum(dist, new_dist)
+        centres[k] = X[_draw(rng, probs)]
+        np.minimum(dist, _squared_distances(X, centres[k]), out=dist)
     return centres
 
 
@@ -173,16 +199,9 @@ def hc_labels(
     seed = None
     if np.count_nonzero(sample_weight) > HC_MAX_ROWS:
         seed = int(rng.integers(2**63))
-        if _SHARED_SEED[0] is not None:  # shared_hc_subsample: one tree for the grid
+        if _SHARED_SEED[0] is not None:  # shared_starts: one tree for the grid
             seed = _SHARED_SEED[0]
-    key = (
-        X.shape,
-        X.dtype.str,
-        hashlib.blake2b(np.ascontiguousarray(X)).hexdigest(),
-        hashlib.blake2b(np.ascontiguousarray(sample_weight, dtype=np.float64)).hexdigest(),
-        seed,
-        model_name,
-    )
+    key = (_digest(X, sample_weight), seed, model_name)
     tree = _HC_CACHE.get(key)
     if tree is None:
         sub_rng = np.random.default_rng(seed) if seed is not None else None
@@ -204,6 +223,16 @@ def hc_labels(
         _HC_CACHE.clear()
         _HC_CACHE[key] = tree
     return tree.labels(min(n_components, tree.n_groups))
+
+
+def _digest(X: np.ndarray, sample_weight: np.ndarray) -> tuple:
+    """A key for the data and its weights: shape, type and a digest of their values."""
+    return (
+        X.shape,
+        X.dtype.str,
+        hashlib.blake2b(np.ascontiguousarray(X)).hexdigest(),
+        hashlib.blake2b(np.ascontiguousarray(sample_weight, dtype=np.float64)).hexdigest(),
+    )
 
 
 def _one_hot(labels: np.ndarray, n_components: int) -> np.ndarray:
@@ -234,6 +263,20 @@ def initial_responsibilities(
         ``"hc:EEE"`` (``"hc:VVV"``, ``"hc:VII"``, ``"hc:EII"``; ``"hc:V"``, ``"hc:E"`` for
         one column): the same with that criterion instead of mclust's default.
     """
+    shared = _SHARED_STARTS[0]
+    if shared is None:
+        return _drawn_responsibilities(method, X, sample_weight, n_components, rng)
+    key = (method, n_components, _digest(X, sample_weight), str(rng.bit_generator.state))
+    if key not in shared:
+        resp = _drawn_responsibilities(method, X, sample_weight, n_components, rng)
+        resp.flags.writeable = False
+        shared[key] = (resp, rng.bit_generator.state)
+    resp, state = shared[key]
+    rng.bit_generator.state = state
+    return resp
+
+
+def _drawn_responsibilities(method, X, sample_weight, n_components, rng) -> np.ndarray:
     if method in ("kmeans++", "kmeans||"):
         labels, _ = nearest(X, kmeans_plusplus(X, sample_weight, n_components, rng))
     elif method == "kmeans":
