@@ -588,16 +588,18 @@ def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, cal
             screened.append(screen_run)
             starts.append(index)
     if screen < max_iter:
+        # the best of the other starts: the highest objective the judge does not reject
+        # (judged in that order, as far as needed), else the highest
         ranked = sorted(
-            range(1, len(screened)),
-            key=lambda i: (not verdict(screened[i]), _objective(screened[i])),
-            reverse=True,
+            range(1, len(screened)), key=lambda i: _objective(screened[i]), reverse=True
         )
+        sound = (i for i in ranked if not verdict(screened[i]))
+        best_other = next(sound, ranked[0] if ranked else None)
         for position, screen_run in enumerate(screened):
             index = starts[position]
             if screen_run.converged or screen_run.stopped:
                 continue
-            if position in (0, *ranked[:1]):
+            if position in (0, best_other):
                 screened[position] = run(index, resume=screen_run)
             elif callback is not None:  # cut short by the screen: its last report
                 reporter(index)(screen_run.n_iter, _objective(screen_run), np.nan, False, True)
