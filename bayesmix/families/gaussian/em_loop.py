@@ -15,9 +15,7 @@ regular one, and the caller makes that iteration the general way (the M-step's
 re-seeding, jitter and warnings) before calling it again.
 
 Each loop is a twin of :func:`_em_loop` compiled for one storage of the covariances
-(``full``, ``tied``, ``diag``, ``spherical``, ``shared_diag``, ``shared_spherical``; the
-constrained models run in the loop of their storage, full or diag: six loops for the 14
-models, each about 30 s of compiling on a fresh machine) and,
+(``full``, ``tied``, ``diag``, ``spherical``, ``shared_diag``, ``shared_spherical``) and,
 like the E-step kernels, compiled by a child process and loaded from numba's disk cache,
 so every process runs the same machine code (bitwise reproducible fits).
 """
@@ -89,8 +87,7 @@ class LoopStep:
 # -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
 #    inner tol, inner max_iter) -> weights, means, covariances, whether the inner
 #    iterations converged and their last relative change (the closed forms ignore the
-#    last four arguments; full and diag take the constrained models stored as they are,
-#    code >= 0, so that one loop serves them) ----------------------------------------------
+#    last four arguments) ----------------------------------------------------------------
 @nb.njit(cache=True, inline="always")
 def _weights_means(mass, sum_x):
     mass = mass + MASS_EPS
@@ -99,15 +96,7 @@ def _weights_means(mass, sum_x):
 
 @nb.njit(cache=True)
 def _mstep_full(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
-    """VVV's M-step (``code`` < 0), else that of the constrained model ``code``
-    (:data:`~bayesmix.families.gaussian.constrained_kernels.MODELS`) whose covariances
-    are stored as full matrices: one loop for all seven, compiled once."""
     mass, weights, means = _weights_means(mass, sum_x)
-    if code >= 0:
-        cov, _, converged, change = constrained_kernels.matrix_m_step(
-            code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
-        )
-        return weights, means, cov, converged, change
     n_components, n_features = means.shape
     cov = np.empty((n_components, n_features, n_features))
     for k in range(n_components):
@@ -152,14 +141,7 @@ def _axis_scatter(mass, sum_x, sum_xx, means):
 
 @nb.njit(cache=True)
 def _mstep_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
-    """VVI's M-step (``code`` < 0), else that of the constrained model ``code`` whose
-    covariances are stored as diagonals (VEI, EVI)."""
     mass, weights, means = _weights_means(mass, sum_x)
-    if code >= 0:
-        cov, _, converged, change = constrained_kernels.diag_m_step(
-            code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
-        )
-        return weights, means, cov, converged, change
     cov = _axis_scatter(mass, sum_x, sum_xx, means) / mass.reshape((-1, 1)) + reg
     return weights, means, cov, True, 0.0
 
@@ -190,6 +172,24 @@ def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_i
     cov = np.empty(1)
     cov[0] = max(raw, 0.0) / (mass.sum() * n_features) + reg.mean()
     return weights, means, cov, True, 0.0
+
+
+@nb.njit(cache=True)
+def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+    mass, weights, means = _weights_means(mass, sum_x)
+    cov, _, converged, change = constrained_kernels.diag_m_step(
+        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+    )
+    return weights, means, cov, converged, change
+
+
+@nb.njit(cache=True)
+def _mstep_matrix_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+    mass, weights, means = _weights_means(mass, sum_x)
+    cov, _, converged, change = constrained_kernels.matrix_m_step(
+        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+    )
+    return weights, means, cov, converged, change
 
 
 # -- precision factors: (means, cov) -> ok, natural factors, the E-step kernel's scale,
@@ -517,6 +517,8 @@ _PARTS = {
         _factors_shared_spherical,
         _pooled_all,
     ),
+    "diag_constrained": ("diag", _mstep_diag_constrained, _factors_diag, _as_is),
+    "matrix_constrained": ("full", _mstep_matrix_constrained, _factors_full, _mirrored),
 }
 LOOP_KINDS = tuple(_PARTS)
 
@@ -563,8 +565,8 @@ _KIND_OF = {
     "spherical": "spherical",
     "EEI": "shared_diag",
     "EII": "shared_spherical",
-    **dict.fromkeys(("VEI", "EVI"), "diag"),
-    **dict.fromkeys(("VEE", "VEV", "EEV", "EVV", "EVE", "VVE"), "full"),
+    **dict.fromkeys(("VEI", "EVI"), "diag_constrained"),
+    **dict.fromkeys(("VEE", "VEV", "EEV", "EVV", "EVE", "VVE"), "matrix_constrained"),
 }
 
 _compiled: dict[str, Callable] = {}
@@ -642,6 +644,8 @@ def compile_loop(kind: str) -> None:
         "shared_diag": (np.ones(n_features), (n_features,)),
         "shared_spherical": (np.ones(1), (1,)),
     }
+    shapes["diag_constrained"] = shapes["diag"]
+    shapes["matrix_constrained"] = shapes["full"]
     cov, moment_shape = shapes[kind]
     X = np.linspace(-1.0, 1.0, 6).reshape(3, n_features)
     params = (np.full(n_components, 0.5), X[:n_components], cov, cov)
@@ -688,7 +692,7 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     if len(X) > MAX_ROWS:
         return None
     scalar = kind == "shared_spherical"
-    code = MODELS.index(structure.name) if structure.name in MODELS else -1
+    code = MODELS.index(structure.name) if structure.name in MODELS else 0
 
     def run(params, stats, n_steps, recent, acceleration):
         last = np.full(3, np.nan)
