@@ -754,6 +754,7 @@ def _buffer_size(n, D, K, kind):
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _unpack(address):
+    """The packed buffer's arrays and sizes, in :func:`_log_density`'s argument order."""
     header = nb.carray(address, (_HEADER,), np.float64)
     n, D = int(header[_N_OBS]), int(header[_N_FEATURES])
     K, kind = int(header[_N_COMPONENTS]), int(header[_KIND])
@@ -802,35 +803,11 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
     try:
-        (
-            X,
-            concentration,
-            mean_loc,
-            mean_scale,
-            dof,
-            covariance_scale,
-            rotation,
-            sticks,
-            kind,
-            order,
-        ) = _unpack(inputs_address)
         x = nb.carray(x_address, (n_dim,))
         grad = nb.carray(grad_address, (n_dim,))
         logp = nb.carray(logp_address, (1,))
-        logp[0] = _log_density(
-            x,
-            X,
-            concentration,
-            mean_loc,
-            mean_scale,
-            dof,
-            covariance_scale,
-            rotation,
-            sticks,
-            kind,
-            order,
-            grad,
-        )
+        # _unpack returns _log_density's inputs between theta and grad, in its order
+        logp[0] = _log_density(*((x,) + _unpack(inputs_address) + (grad,)))
         if not math.isfinite(logp[0]):
             return 4
         for i in range(n_dim):
