@@ -681,23 +681,12 @@ VB_OPTIONS = frozenset(
 )
 
 # method="vb" on Dask input (bayesmix.inference.vb_dask): no missing values; the modes
-VB_DASK_OPTIONS = frozenset(
-    {
-        "weight_prior",
-        "n_init",
-        "init",
-        "max_iter",
-        "tol",
-        "reg_covar",
-        "draws",
-        "order_by",
-        "random_state",
-        "mode",
-        "batch_chunks",
-        "learning_offset",
-        "learning_decay",
-    }
-)
+VB_DASK_OPTIONS = (VB_OPTIONS - {"missing"}) | {
+    "mode",
+    "batch_chunks",
+    "learning_offset",
+    "learning_decay",
+}
 
 
 def check_options(options: dict[str, Any], allowed: frozenset[str], method: str) -> dict:

@@ -303,3 +303,17 @@ def test_lost_data_raise_one_line_error_within_seconds(client, monkeypatch):
     assert "\n" not in message and "cannot be recomputed" in message
     assert elapsed < ERROR_BOUND
     del futures
+
+
+def test_benchmark_script_runs():
+    from benchmarks import vb_dask
+
+    rows = vb_dask.run(6_000, 6, repeats=1, sklearn=False)
+    assert [r["engine"].split(",")[0] for r in rows] == [
+        "bayesmix in memory (CAVI",
+        "bayesmix on Dask",
+        "bayesmix on Dask",
+    ]
+    assert abs(rows[1]["gap_per_obs"]) < 1e-10  # full-batch CAVI on Dask: the same fit
+    assert rows[1]["iterations"] == rows[0]["iterations"]
+    assert "| engine | seconds |" in vb_dask.table(rows)

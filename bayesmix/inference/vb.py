@@ -107,6 +107,7 @@ __all__ = [
     "VBResult",
     "default_prior",
     "cavi_m_step",
+    "check_vb_model",
     "component_log_weights",
     "elbo_offset",
     "estep_entropy",
@@ -911,13 +912,7 @@ def fit_vb_result(
 
     start_time = time.perf_counter()
     structure = model.structure
-    if model.covariance_type not in VB_STRUCTURES:
-        raise ValueError(
-            f"method='vb' supports covariance_type {list(VB_STRUCTURES)} (mclust's VVV, EEE, "
-            f"VVI and VII); got {model.covariance_type!r}. Fit it with method='em' or 'map', "
-            "or by gibbs/nuts/advi where supported."
-        )
-    check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    check_vb_model(model, weight_prior)
     n_init = check_int(n_init, "n_init")
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol", inclusive=False)
@@ -976,6 +971,18 @@ def fit_vb_result(
         settings=settings,
         start_time=start_time,
     )
+
+
+def check_vb_model(model: GaussianMixture, weight_prior: str) -> None:
+    """Raise a ValueError unless closed-form VB fits ``model`` (covariance types
+    :data:`VB_STRUCTURES`) with ``weight_prior``."""
+    if model.covariance_type not in VB_STRUCTURES:
+        raise ValueError(
+            f"method='vb' supports covariance_type {list(VB_STRUCTURES)} (mclust's VVV, EEE, "
+            f"VVI and VII); got {model.covariance_type!r}. Fit it with method='em' or 'map', "
+            "or by gibbs/nuts/advi where supported."
+        )
+    check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
 
 
 def vb_bayes_result(

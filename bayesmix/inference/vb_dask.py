@@ -87,10 +87,10 @@ from bayesmix.inference.interrupt import (
     warn_vb_unfinished,
 )
 from bayesmix.inference.vb import (
-    VB_STRUCTURES,
     VBParams,
     VBResult,
     cavi_m_step,
+    check_vb_model,
     component_log_weights,
     estep_entropy,
     interface_prior,
@@ -100,7 +100,6 @@ from bayesmix.inference.vb import (
     vb_bayes_result,
     vb_priors,
 )
-from bayesmix.inference.vb_weights import INTERFACE_WEIGHT_PRIORS
 from bayesmix.ordering import resolve_order_by
 from bayesmix.validation import check_choice, check_float, check_int
 
@@ -379,12 +378,7 @@ def fit_vb_dask(
     """
     start_time = time.perf_counter()
     structure = model.structure
-    if model.covariance_type not in VB_STRUCTURES:
-        raise ValueError(
-            f"method='vb' supports covariance_type {list(VB_STRUCTURES)}; got "
-            f"{model.covariance_type!r}."
-        )
-    check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    check_vb_model(model, weight_prior)
     n_init = check_int(n_init, "n_init", minimum=1)
     reg_covar = check_float(reg_covar, "reg_covar")
     draws = check_int(draws, "draws")
