@@ -1,0 +1,166 @@
+"""The full-covariance E-step kernel's blocking against a plain numpy/scipy reference.
+
+The kernel (``bayesmix/families/gaussian/kernels.py``) pads the features to a multiple of
+four, whitens and accumulates second moments in 4 x 4 register tiles, walks the rows in
+blocks of 64-256 and takes one log per 64 rows of unit weight. These tests exercise the
+edges of that scheme: one row, one feature, one component, row counts that are not a
+multiple of the block, features that are not a multiple of four, several row chunks,
+wildly different feature scales, and many components whose row totals would overflow one
+product over a 256-row block.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+import pytest
+from scipy.linalg import solve_triangular
+from scipy.special import logsumexp
+
+from bayesmix.families.gaussian import kernels
+
+
+def _problem(n_obs, n_features, n_components, seed=0, scales=None, offset=0.0, unit=True):
+    """Random rows, means, covariances and weights; the kernel's arguments and the
+    covariances for the reference."""
+    rng = np.random.default_rng(seed)
+    scales = np.ones(n_features) if scales is None else scales
+    X = offset + rng.normal(size=(n_obs, n_features)) * scales
+    means = offset + rng.normal(size=(n_components, n_features)) * scales
+    covs = np.empty((n_components, n_features, n_features))
+    for k in range(n_components):
+        a = rng.normal(size=(n_features, n_features)) / np.sqrt(n_features)
+        covs[k] = (a @ a.T + np.eye(n_features)) * np.outer(scales, scales)
+    sample_weight = np.ones(n_obs) if unit else rng.uniform(0.2, 3.0, n_obs)
+    log_weights = np.log(rng.dirichlet(np.ones(n_components)))
+    shift = X.mean(axis=0)
+    return X, sample_weight, shift, log_weights, means, covs
+
+
+def _kernel(X, sample_weight, shift, log_weights, means, covs, dtype=np.float64):
+    """The public kernel call, as ``FullCovariance.fused_statistics`` makes it."""
+    # upper precision factor U (inv(cov) = U U^T) is the inverse transpose of chol(cov)
+    chol = np.linalg.cholesky(covs)
+    eye = np.eye(X.shape[1])
+    upper = np.stack([solve_triangular(c, eye, lower=True).T for c in chol])
+    lower = np.ascontiguousarray(np.swapaxes(upper, 1, 2))
+    log_det = np.log(np.diagonal(upper, axis1=1, axis2=2)).sum(axis=1)
+    return kernels.estep_full(
+        X.astype(dtype),
+        sample_weight,
+        shift,
+        log_weights,
+        means - shift,
+        lower,
+        log_det,
+        kernels.n_chunks_for(len(X)),
+    )
+
+
+def _reference(X, sample_weight, shift, log_weights, means, covs):
+    """Mass, sum r x, sum r x x^T (shifted units), log-likelihood and sum log max_k r,
+    row by row from triangular solves and scipy's logsumexp; and the size of each (the
+    sum of the magnitudes of its terms)."""
+    n_obs, n_features = X.shape
+    log_prob = np.empty((n_obs, len(means)))
+    for k, (mean, cov) in enumerate(zip(means, covs, strict=True)):
+        chol = np.linalg.cholesky(cov)
+        whitened = solve_triangular(chol, (X - mean).T, lower=True)
+        log_prob[:, k] = (
+            log_weights[k]
+            - 0.5 * (whitened**2).sum(axis=0)
+            - np.log(np.diag(chol)).sum()
+            - 0.5 * n_features * np.log(2 * np.pi)
+        )
+    total = logsumexp(log_prob, axis=1)
+    resp = np.exp(log_prob - total[:, None])
+    weighted = resp * sample_weight[:, None]
+    centred = X - shift
+    log_max = np.log(resp.max(axis=1))
+    statistics = (
+        weighted.sum(axis=0),
+        weighted.T @ centred,
+        np.einsum("nk,ni,nj->kij", weighted, centred, centred),
+        float(sample_weight @ total),
+        float(sample_weight @ log_max),
+    )
+    magnitudes = (
+        weighted.sum(),
+        np.abs(weighted.T @ np.abs(centred)).max(),
+        (weighted.T @ centred**2).max(),
+        float(sample_weight @ np.abs(total)),
+        float(sample_weight @ np.abs(log_max)),
+    )
+    return statistics, magnitudes
+
+
+def _assert_matches(ours, reference, rtol):
+    """Each statistic within ``rtol`` of the reference, relative to the sum of the
+    magnitudes of its terms (sums that cancel to about zero, such as ``sum r x`` about
+    the data mean for one component, are compared at that scale)."""
+    names = ("mass", "sum_x", "sum_xx", "log_lik", "log_max")
+    for name, got, want, scale in zip(names, ours, *reference, strict=True):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=rtol * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("unit", [True, False], ids=["unit-weights", "weighted"])
+@pytest.mark.parametrize(
+    ("n_obs", "n_features", "n_components"),
+    [
+        (1, 1, 1),  # one row, one feature, one component
+        (1, 3, 2),  # one row
+        (7, 1, 3),  # one feature (padded to four)
+        (1000, 3, 4),  # one chunk of 256-row blocks, the last one 232 rows
+        (3001, 5, 3),  # five chunks of 600 rows; features padded 5 -> 8
+        (700, 16, 1),  # one component
+        (1100, 16, 8),  # two chunks, 256-row blocks
+        (600, 32, 3),  # 128-row blocks
+    ],
+)
+def test_full_kernel_matches_reference(n_obs, n_features, n_components, unit):
+    problem = _problem(n_obs, n_features, n_components, unit=unit)
+    _assert_matches(_kernel(*problem), _reference(*problem), rtol=1e-12)
+
+
+@pytest.mark.parametrize("n_features", [2, 16, 32])
+def test_full_kernel_extreme_scales(n_features):
+    """Features from 1e-6 to 1e6 around an offset of 1e8 (shifted by the data mean)."""
+    scales = np.logspace(-6, 6, n_features)
+    problem = _problem(900, n_features, 3, seed=3, scales=scales, offset=1e8)
+    _assert_matches(_kernel(*problem), _reference(*problem), rtol=1e-12)
+
+
+def test_many_components_long_block():
+    """400 equal components: every row total is K = 400, so one product over a 256-row
+    block (400**256, 1e666) would overflow; the kernel takes a log per 64 rows."""
+    n_obs, n_components = 300, 400
+    X = np.linspace(-1.0, 1.0, n_obs)[:, None]
+    means = np.zeros((n_components, 1))
+    covs = np.ones((n_components, 1, 1))
+    log_weights = np.full(n_components, -np.log(n_components))
+    problem = (X, np.ones(n_obs), np.zeros(1), log_weights, means, covs)
+    ours = _kernel(*problem)
+    assert ours[4] == pytest.approx(-n_obs * np.log(n_components), rel=1e-13)
+    _assert_matches(ours, _reference(*problem), rtol=1e-12)
+
+
+def test_full_kernel_float32():
+    """Float32 rows: per-row arithmetic and 256-row block sums in float32."""
+    problem = _problem(1100, 16, 4, seed=5)
+    reference = _reference(*problem)
+    ours = _kernel(*problem, dtype=np.float32)
+    _assert_matches(ours, reference, rtol=2e-5)
+
+
+def test_full_kernel_thread_count_bitwise():
+    """Several chunks: the same bits with one thread and with every thread."""
+    problem = _problem(4000, 6, 3, seed=7)
+    threads = nb.get_num_threads()
+    try:
+        nb.set_num_threads(1)
+        single = _kernel(*problem)
+    finally:
+        nb.set_num_threads(threads)
+    every = _kernel(*problem)
+    for a, b in zip(single, every, strict=True):
+        np.testing.assert_array_equal(a, b)
