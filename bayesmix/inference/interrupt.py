@@ -207,8 +207,8 @@ def deferred_sigint() -> Iterator[HeldSigint]:
     if threading.current_thread() is not threading.main_thread():
         yield HeldSigint()
         return
-    held = HeldSigint(signal.getsignal(signal.SIGINT))
-    signal.signal(signal.SIGINT, held.hold)
+    held = HeldSigint()
+    held.previous = signal.signal(signal.SIGINT, held.hold)  # it returns the one before
     try:
         yield held
     finally:
