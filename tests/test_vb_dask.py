@@ -141,7 +141,7 @@ def test_stochastic_fits_repeat_bit_for_bit_and_keep_the_best_start():
     assert best.settings["elbo"] >= one.settings["elbo"]
 
 
-def test_the_result_is_the_common_interface():
+def test_the_result_is_the_common_interface(tmp_path):
     result = bm.GaussianMixture(3, "full").fit(
         DSMALL, method="vb", mode="stochastic", batch_chunks=2, random_state=0, draws=30
     )
@@ -161,6 +161,13 @@ def test_the_result_is_the_common_interface():
     assert tree["posterior"]["means"].shape == (1, 30, 3, 4)
     labels = result.predict(SMALL[:200])
     assert labels.shape == (200,)
+    # the training data stay on Dask: the per-row groups need X in memory, and saving refuses
+    with pytest.raises(ValueError, match=r"fitted on Dask input.*to_datatree\(X\)"):
+        result.to_datatree()
+    with pytest.raises(ValueError, match=r"membership_draws\(X\)"):
+        result.memberships()
+    with pytest.raises(ValueError, match="cannot be saved"):
+        result.save(tmp_path / "vb.nc")
 
 
 @pytest.mark.parametrize(

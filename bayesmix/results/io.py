@@ -397,6 +397,12 @@ def _result_tree(result: MixtureResult, bayes_class: type) -> xr.DataTree:
     else:
         result_type = "BayesResult"
         data = result.data
+        if not isinstance(data, Data):
+            raise ValueError(
+                "a result fitted on Dask input cannot be saved: a saved BayesResult holds its "
+                "training data, and this one holds only the Dask collection. Keep the "
+                "result in the session, or fit X.compute() in memory to save it."
+            )
         obs_names, obs_dtype = _storable_names(np.asarray(data.obs_names))
         groups["observed_data"] = xr.Dataset(
             {"X": (("obs", "feature"), np.asarray(data.values))},

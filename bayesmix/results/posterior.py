@@ -162,7 +162,18 @@ class BayesResult(MixtureResult):
     def memberships(self) -> xr.DataArray:
         """Membership probabilities of the training observations for every draw,
         dims ``(chain, draw, obs, component)``."""
-        return self.membership_draws(self.data)
+        return self.membership_draws(self._training_data("membership_draws(X)"))
+
+    def _training_data(self, call: str) -> Data:
+        """The training data in memory; a fit on Dask input (closed-form VB) keeps only
+        the Dask collection, whose per-row, per-draw groups would not fit in memory."""
+        if not isinstance(self.data, Data):
+            raise ValueError(
+                f"this result was fitted on Dask input, which it does not hold in memory; "
+                f"pass the observations to use: {call} with X in "
+                "memory (e.g. a sample of rows, X[:10_000].compute())."
+            )
+        return self.data
 
     # -- the DataTree ----------------------------------------------------------------
     def to_datatree(
@@ -181,7 +192,7 @@ class BayesResult(MixtureResult):
         random_state : int or Generator, optional
             Seed of the posterior predictive draws.
         """
-        data = self.data if X is None else X
+        data = self._training_data("to_datatree(X)") if X is None else X
         tree = super().to_datatree(data)
         groups = {path: node.dataset for path, node in tree.subtree_with_keys if path != "."}
         if self.sample_stats is not None:
