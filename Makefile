@@ -14,7 +14,7 @@ demo: $(STAMP)
 	$(VENV)/bin/bayesmix demo --out demo-report
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 --dist loadfile
+	$(PY) -m pytest -n 2 --dist loadfile --durations=30
 
 lint: $(STAMP)
 	$(PY) -m ruff check bayesmix tests benchmarks
