@@ -386,3 +386,23 @@ def test_pitman_yor_nuts_counts_clusters():
     # galaxies: three to five velocity groups (Roeder 1990; Richardson & Green 1997)
     assert clusters.index[0] == 1 and clusters.sum() == pytest.approx(1.0)
     assert 3.0 <= clusters.attrs["mean"] <= 5.0
+
+
+def test_stick_priors_log_density_and_saved_result(dp_nuts, tmp_path):
+    """``StickBreakingPriors`` evaluates the weights under the sticks (scipy's Betas and
+    the Jacobian ``1 / R_k``); a saved DP fit loads with its draws (and the base priors)."""
+    priors = dp_nuts.priors
+    a, b = priors.weight_sticks
+    weights = np.random.default_rng(6).dirichlet(np.ones(6), size=3)
+    tail = np.cumsum(weights[:, ::-1], axis=1)[:, ::-1]
+    v = weights[:, :5] / tail[:, :5]
+    want = (stats.beta.logpdf(v, a, b) - np.log(tail[:, :5])).sum(axis=1)
+    np.testing.assert_allclose(priors.weights_log_density(weights), want, rtol=1e-10)
+    assert priors.shifted(np.ones(2)).weight_sticks is priors.weight_sticks
+    path = tmp_path / "dp.nc"
+    dp_nuts.save(path)
+    loaded = bm.load(path)
+    assert loaded.settings["weight_prior"] == "dirichlet_process"
+    np.testing.assert_array_equal(
+        loaded.posterior["weights"].values, dp_nuts.posterior["weights"].values
+    )
