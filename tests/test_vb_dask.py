@@ -170,6 +170,28 @@ def test_the_result_is_the_common_interface(tmp_path):
         result.save(tmp_path / "vb.nc")
 
 
+@pytest.mark.parametrize("init", ["kmeans||", "kmeans", "random", "random_from_data"])
+def test_every_start_method(init):
+    result = bm.GaussianMixture(3, "diag").fit(
+        DSMALL, method="vb", init=init, random_state=0, draws=10
+    )
+    assert result.settings["init"] == init and result.settings["converged"] == 1
+    # every start reaches the optimum of these well-separated data
+    optimum = bm.GaussianMixture(3, "diag").fit(SMALL, method="vb", n_init=1, random_state=0)
+    assert result.settings["elbo"] == pytest.approx(optimum.settings["elbo"], rel=1e-6)
+
+
+def test_a_dask_dataframe_names_the_features():
+    dd = pytest.importorskip("dask.dataframe")
+    pd = pytest.importorskip("pandas")
+    frame = dd.from_pandas(pd.DataFrame(SMALL, columns=["a", "b", "c", "d"]), npartitions=3)
+    result = bm.GaussianMixture(3, "full").fit(
+        frame, method="vb", mode="stochastic", batch_chunks=1, random_state=0, draws=10
+    )
+    assert list(result.posterior["feature"].values) == ["a", "b", "c", "d"]
+    assert result.settings["n_chunks"] == 3
+
+
 @pytest.mark.parametrize(
     ("options", "error", "match"),
     [
