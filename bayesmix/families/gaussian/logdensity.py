@@ -775,18 +775,8 @@ def _unpack(address):
     covariance_scale = buffer[pos:].reshape(_covariance_scale_shape(D, K, kind))
     dof = buffer[_DOF : _DOF + 1]
     order = int(header[_ORDER_FEATURE])
-    return (
-        X,
-        concentration,
-        mean_loc,
-        mean_scale,
-        dof,
-        covariance_scale,
-        rotation,
-        sticks,
-        kind,
-        order,
-    )
+    arrays = (X, concentration, mean_loc, mean_scale, dof, covariance_scale, rotation, sticks)
+    return arrays + (kind, order)
 
 
 _double_pointer = nb.types.CPointer(nb.types.double)
