@@ -346,3 +346,27 @@ def test_benchmark_script_runs():
     assert abs(rows[1]["gap_per_obs"]) < 1e-10  # full-batch CAVI on Dask: the same fit
     assert rows[1]["iterations"] == rows[0]["iterations"]
     assert "| engine | seconds |" in vb_dask.table(rows)
+
+
+@pytest.mark.parametrize("mode", ["cavi", "stochastic"])
+def test_ctrl_c_keeps_the_steps_made(monkeypatch, mode):
+    from bayesmix.exceptions import InterruptedFitWarning
+    from bayesmix.inference import vb_dask
+
+    original, calls = vb_dask._estep, []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # after five E-steps
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vb_dask, "_estep", interrupted)
+    options = dict(method="vb", mode=mode, random_state=0, draws=10)
+    if mode == "stochastic":
+        options["batch_chunks"] = 1
+    with pytest.warns(InterruptedFitWarning):
+        result = bm.GaussianMixture(3, "full").fit(DSMALL, **options)
+    assert result.settings["interrupted"] and result.settings["converged"] == 0
+    assert result.settings["n_iter"] == len(result.elbo) == 5
+    assert np.isfinite(result.settings["elbo"])

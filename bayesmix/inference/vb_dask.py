@@ -49,7 +49,9 @@ exactly the in-memory bound of that ``q`` and which gives the returned ``q``
 (``settings["elbo"]``). The stop rule reads the averaged bound: the bound of the smoothed
 statistics ``S_t`` (with the entropy smoothed alike), compared at the end of every epoch;
 the fit has converged when it changed by less than ``tol`` per observation over the last
-epoch, else it stops after ``max_iter`` steps.
+epoch, else it stops after ``max_iter`` steps. Ctrl-C during the steps returns the ``q``
+reached (with an :class:`~bayesmix.InterruptedFitWarning`) without the full-data pass:
+``settings["elbo"]`` is then the averaged bound.
 
 A worker lost mid-fit costs time, not the fit: every pass goes through
 :meth:`bayesmix.inference.em.distributed.DaskSource.map_chunks` (the EM's worker actors
