@@ -222,8 +222,13 @@ def main(argv: list[str] | None = None) -> list[CaseResult]:
     parser.add_argument("--quick", action="store_true", help="tiny cases (a smoke test)")
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--cases", help="comma-separated row numbers (from 0) of the table to run; default all"
+    )
     args = parser.parse_args(argv)
     cases = QUICK_CASES if args.quick else CASES
+    if args.cases:
+        cases = [cases[int(i)] for i in args.cases.split(",")]
     threads = numba.get_num_threads()
     reference = dgemm_gflops() * threads
     print(f"{args.iterations} EM iterations, tol=0, median of {args.repeats} interleaved runs")
