@@ -279,7 +279,8 @@ class GaussianMixture:
             in-memory fit to rounding; ``"stochastic"``: stochastic VB (Hoffman et al.
             2013), natural-gradient steps from minibatches of ``batch_chunks`` chunks
             (default a tenth of the chunks; statistics scaled by ``N / |B|``), step size
-            ``(learning_offset + t) ^ -learning_decay`` (defaults 1 and 0.6),
+            ``(learning_offset + t) ^ -learning_decay`` (defaults 1 and 0.6; the offset
+            at least 1, the decay in ``(0.5, 1]``),
             ``max_iter`` steps (default 100 epochs, at least 1000), ``tol`` (1e-5: the
             change per observation of the averaged ELBO over an epoch), then one
             full-data pass whose ELBO ends ``result.elbo`` (the noisy per-step estimates

@@ -293,6 +293,12 @@ def _check_options(n_chunks, mode, batch_chunks, learning_offset, learning_decay
         )
     offset = LEARNING_OFFSET if learning_offset is None else learning_offset
     offset = check_float(offset, "learning_offset", inclusive=False)
+    if offset < 1.0:
+        raise ValueError(
+            f"learning_offset must be >= 1 (the first step (learning_offset + 0) ^ "
+            f"-learning_decay must not exceed 1: a larger one extrapolates past the "
+            f"minibatch's statistics to invalid ones); got {offset!r}."
+        )
     decay = LEARNING_DECAY if learning_decay is None else learning_decay
     decay = check_float(decay, "learning_decay", inclusive=False)
     if not 0.5 < decay <= 1.0:
@@ -359,7 +365,9 @@ def fit_vb_dask(
         one); the minibatch's statistics are scaled by ``N / |B|``.
     learning_offset, learning_decay : float, optional
         Stochastic only: the step size ``(learning_offset + t) ^ -learning_decay``
-        (defaults 1 and 0.6; the decay must lie in ``(0.5, 1]``).
+        (defaults 1 and 0.6; the decay must lie in ``(0.5, 1]``, the offset be at least
+        1: the first step, ``t = 0``, is at most 1, as a larger one would extrapolate past
+        the minibatch's estimate to invalid (negative) statistics).
 
     Returns
     -------
