@@ -182,6 +182,8 @@ def weight_priors(
 
     weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
     if weight_prior == "dirichlet":
+        if isinstance(discount, bool | np.bool_):  # as check_stick_prior: not a number
+            raise TypeError(f"discount must be a number in [0, 1); got {discount!r}.")
         if not (isinstance(discount, numbers.Real) and discount == 0):
             raise ValueError(
                 f"discount={discount!r} needs weight_prior='pitman_yor'; the Dirichlet "
@@ -362,6 +364,7 @@ def fit_nuts(
     """Sample the posterior by NUTS; see :meth:`GaussianMixture.fit`. ``weight_prior``
     and ``discount``: :func:`weight_priors`. ``target_accept`` defaults to 0.8, and to
     :data:`STICK_TARGET_ACCEPT` under a stick-breaking weight prior."""
+    weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
     if target_accept is None:
         stick = weight_prior in ("dirichlet_process", "pitman_yor")
         target_accept = STICK_TARGET_ACCEPT if stick else 0.8
@@ -753,6 +756,7 @@ def fit_vi(
         )
     seed = resolve_seed(random_state)
     start = time.perf_counter()
+    weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
     identify = default_identification(identify, weight_prior)
     _check_identification(data, identify, order_by)  # before any work
     priors, weight_spec = weight_priors(model, data, weight_prior, discount)
