@@ -83,6 +83,7 @@ _OPTIONS["map"] = _OPTIONS["em"]
 _OPTIONS["vb"] = frozenset(
     {
         "weight_prior",
+        "discount",
         "sample_weight",
         "n_init",
         "init",
@@ -390,7 +391,10 @@ class Mixture:
             the declaration's ``weight_concentration``, default 4 as MAP-EM;
             ``"dirichlet_process"``: a Dirichlet process truncated at K sticks, its
             concentration the declaration's ``weight_concentration`` when set to
-            another value than 4, else 1), ``sample_weight``, ``n_init`` (5 runs; the
+            another value than 4, else 1; ``"pitman_yor"``: a Pitman-Yor process
+            truncated at K sticks ``v_k ~ Beta(1 - discount, alpha + k discount)``,
+            ``alpha`` as the Dirichlet process'), ``discount`` (``0 <= discount < 1``,
+            default 0; only with ``"pitman_yor"``), ``sample_weight``, ``n_init`` (5 runs; the
             highest ELBO is kept), ``init`` (``"kmeans"``, EM's start; ``"random"``; or
             an ``(n_obs, K)`` array of responsibilities), ``max_iter`` (1000), ``tol``
             (1e-8, the ELBO's gain per observation that counts as converged), ``draws``
@@ -426,8 +430,9 @@ class Mixture:
             )
         if method != "vb" and ("weight_prior" in options or "discount" in options):
             raise ValueError(
-                "weight_prior for Mixture(K, family) is an option of method='vb' only (a "
-                f"symmetric Dirichlet or a Dirichlet process); method={method!r} samples the "
+                "weight_prior and discount for Mixture(K, family) are options of method='vb' "
+                "only (a symmetric Dirichlet, a Dirichlet or a Pitman-Yor process); "
+                f"method={method!r} samples the "
                 "symmetric Dirichlet of the declaration's weight_concentration. The "
                 "stick-breaking priors of NUTS and ADVI (weight_prior='dirichlet_process', "
                 "'pitman_yor') are GaussianMixture's."

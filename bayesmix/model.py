@@ -262,7 +262,16 @@ class GaussianMixture:
             to another value than the default 4, else 1, and the covariance prior
             scaled for one cluster unless ``covariance_clusters`` is set; as
             scikit-learn's, all K sticks are Beta and the weights renormalised, where
-            NUTS and ADVI break ``K - 1`` sticks and keep the remainder), ``n_init``
+            NUTS and ADVI break ``K - 1`` sticks and keep the remainder;
+            ``"pitman_yor"``: K sticks ``v_k ~ Beta(1 - discount, alpha + k discount)``,
+            ``alpha`` and the covariance prior as the Dirichlet process'; mean-field
+            ``q`` keeps the sticks in one order, whose marginal ``prod_k B(a_k + N_k,
+            b_k + N_>k) / B(a_k, b_k)`` lacks the sum over orders that makes the
+            process favour more clusters as ``discount`` grows: a larger discount need
+            not give more clusters in the fit), ``discount`` (``0 <= discount < 1``,
+            default 0; only with ``"pitman_yor"``; also on Dask input; under both
+            processes ``result.priors`` is a :class:`~bayesmix.priors.StickBreakingPriors`),
+            ``n_init``
             (5 starts; the highest ELBO is kept),
             ``init`` (``"kmeans++"`` or another EM start method, or an ``(n_obs, K)``
             array of responsibilities), ``max_iter`` (1000), ``tol`` (1e-6, the change
@@ -669,6 +678,7 @@ VI_OPTIONS = frozenset(
 VB_OPTIONS = frozenset(
     {
         "weight_prior",
+        "discount",
         "n_init",
         "init",
         "max_iter",

@@ -384,7 +384,7 @@ def test_cli_fits_a_count_family_by_vb(tmp_path):
 @pytest.mark.parametrize(
     ("options", "error", "fragment"),
     [
-        ({"weight_prior": "pitman_yor"}, ValueError, "weight_prior"),
+        ({"weight_prior": "pitman"}, ValueError, "weight_prior"),
         ({"init": "hc"}, ValueError, "init"),
         ({"init": 3}, TypeError, "init"),
         ({"init": np.zeros((5, 2))}, ValueError, "init responsibilities"),

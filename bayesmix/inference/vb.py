@@ -8,7 +8,9 @@ family, so that from the same start the fit reproduces
 * weights: a symmetric Dirichlet(``weight_concentration``) on K weights
   (``"dirichlet_distribution"``; small values give sparse, overfitted mixtures), or a
   Dirichlet process truncated at K sticks, ``v_k ~ Beta(1, weight_concentration)``
-  (``"dirichlet_process"``);
+  (``"dirichlet_process"``), or a Pitman-Yor process truncated at K sticks, ``v_k ~
+  Beta(1 - discount, weight_concentration + k discount)`` (``"pitman_yor"``;
+  :mod:`bayesmix.inference.vb_weights`);
 * ``mu_k | Lambda_k ~ N(mean, (mean_precision Lambda_k)^-1)``;
 * ``Lambda_k ~ Wishart(degrees_of_freedom, inv(covariance))``: ``covariance`` is the
   prior's scale matrix ``W_0^-1`` (``(D, D)`` for full and tied, per-feature variances
@@ -82,7 +84,11 @@ from bayesmix.inference.interrupt import (
 )
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
+    STICK_PRIORS,
+    VB_WEIGHT_PRIORS,
     WEIGHT_PRIORS,
+    check_discount,
+    check_stick_prior,
     expected_log_weights,
     expected_weights,
     interface_concentration,
@@ -90,6 +96,7 @@ from bayesmix.inference.vb_weights import (
     posterior_concentration,
     prior_log_normaliser,
     sample_weights,
+    truncated_stick_parameters,
 )
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
@@ -117,6 +124,7 @@ __all__ = [
     "interface_prior",
     "lower_bound",
     "resolve_seed",
+    "result_priors",
     "run_cavi",
     "sample_q",
     "vb_bayes_result",
@@ -131,7 +139,8 @@ _LOG_2PI = math.log(2.0 * math.pi)
 
 @dataclass(frozen=True)
 class VBPrior:
-    """scikit-learn's conjugate prior (see the module docstring); data units."""
+    """scikit-learn's conjugate prior (see the module docstring); data units.
+    ``discount``: the Pitman-Yor prior's (0 for the other weight priors)."""
 
     weight_prior: str
     weight_concentration: float
@@ -139,6 +148,7 @@ class VBPrior:
     mean: np.ndarray
     degrees_of_freedom: float
     covariance: np.ndarray
+    discount: float = 0.0
 
     def shifted(self, shift: np.ndarray) -> VBPrior:
         """The same prior for the data ``X - shift``."""
@@ -220,6 +230,7 @@ def default_prior(
     mean: Any = None,
     degrees_of_freedom: float | None = None,
     covariance: Any = None,
+    discount: float = 0.0,
 ) -> VBPrior:
     """scikit-learn's prior, with its defaults for the values not given.
 
@@ -227,24 +238,28 @@ def default_prior(
     mean, ``degrees_of_freedom = D`` and ``covariance`` the data covariance (``ddof=1``:
     the matrix for full and tied, its diagonal for diag, the diagonal's mean for
     spherical). With ``sample_weight`` the mean and covariance are weighted (frequency
-    weights).
+    weights). ``discount``: the ``"pitman_yor"`` weight prior's, ``0 <= discount < 1``
+    (:func:`~bayesmix.inference.vb_weights.check_discount`).
 
     Raises
     ------
     ValueError
         ``weight_prior`` unknown, ``degrees_of_freedom <= D - 1``, a non-positive
-        concentration or precision, or a ``mean`` or ``covariance`` of the wrong shape.
+        concentration or precision, a ``discount`` out of range or given with another
+        weight prior than ``"pitman_yor"``, or a ``mean`` or ``covariance`` of the wrong
+        shape.
     """
     structure = (
         covariance_type
         if isinstance(covariance_type, CovarianceStructure)
         else get_structure(covariance_type)
     )
-    if weight_prior not in WEIGHT_PRIORS:
+    if weight_prior not in VB_WEIGHT_PRIORS:
         raise ValueError(
-            f"weight_concentration_prior_type must be one of {list(WEIGHT_PRIORS)}; got "
+            f"weight_concentration_prior_type must be one of {list(VB_WEIGHT_PRIORS)}; got "
             f"{weight_prior!r}."
         )
+    discount = check_discount(weight_prior, discount)
     X = np.asarray(X, dtype=np.float64)
     n_obs, n_features = X.shape
     weights = np.ones(n_obs) if sample_weight is None else np.asarray(sample_weight, float)
@@ -298,6 +313,7 @@ def default_prior(
         mean,
         float(degrees_of_freedom),
         covariance,
+        discount,
     )
 
 
@@ -355,7 +371,9 @@ def cavi_m_step(
     """``q(pi, mu, Lambda)`` given the responsibilities' statistics (shifted units)."""
     n_components, n_features = sum_x.shape
     nk = mass + MASS_EPS  # as scikit-learn, so empty components stay finite
-    concentration = posterior_concentration(prior.weight_prior, prior.weight_concentration, nk)
+    concentration = posterior_concentration(
+        prior.weight_prior, prior.weight_concentration, nk, discount=prior.discount
+    )
     beta = prior.mean_precision + nk
     means = (prior.mean_precision * prior.mean + sum_x) / beta[:, None]
     xbar = sum_x / nk[:, None]
@@ -466,7 +484,7 @@ def elbo_offset(
     )
     pi_terms = 0.25 * n_features * (n_features - 1) * math.log(math.pi)
     log_norm_prior = prior_log_normaliser(
-        prior.weight_prior, prior.weight_concentration, n_components
+        prior.weight_prior, prior.weight_concentration, n_components, discount=prior.discount
     )
     return float(
         n_components * (log_wishart_prior + pi_terms)
@@ -731,7 +749,11 @@ def fit_vb(
 
 
 def interface_prior(
-    model: GaussianMixture, data: Data, resolved: ResolvedPriors, weight_prior: str
+    model: GaussianMixture,
+    data: Data,
+    resolved: ResolvedPriors,
+    weight_prior: str,
+    discount: float = 0.0,
 ) -> VBPrior:
     """The Normal-Wishart prior of ``fit(method="vb")``, read from the declaration.
 
@@ -749,7 +771,9 @@ def interface_prior(
       expects few clusters, so its default covariance prior is scaled
       for one cluster spanning the data (``covariance_clusters=1``, as
       :func:`bayesmix.overfitted_mixture`) unless the declaration sets
-      ``covariance_clusters`` (:func:`vb_priors`);
+      ``covariance_clusters`` (:func:`vb_priors`); ``"pitman_yor"``: sticks
+      ``Beta(1 - discount, alpha + k discount)``, ``alpha`` and the covariance prior as
+      the Dirichlet process';
     * ``Lambda_k ~ Wishart(nu, inv(covariance_scale))``, i.e. an inverse-Wishart on the
       covariance with bayesmix's ``covariance_scale``; ``nu`` is ``priors.covariance_dof``
       when given, else ``D + 2`` (for every structure: the weakest whose prior mean
@@ -763,12 +787,16 @@ def interface_prior(
     Raises
     ------
     ValueError
-        An asymmetric ``weight_concentration``, or ``covariance_dof <= D - 1``.
+        An asymmetric ``weight_concentration``, ``covariance_dof <= D - 1``, or a bad
+        ``discount`` (:func:`~bayesmix.inference.vb_weights.check_stick_prior`).
     """
     n_features = data.n_features
+    internal = INTERFACE_WEIGHT_PRIORS[weight_prior]
     alpha = interface_concentration(
-        weight_prior, resolved.weight_concentration, model.priors is not None
+        internal, resolved.weight_concentration, model.priors is not None
     )
+    if internal in STICK_PRIORS:
+        alpha, discount = check_stick_prior(internal, alpha, discount)
     explicit_dof = model.priors is not None and model.priors.covariance_dof is not None
     dof = float(resolved.covariance_dof) if explicit_dof else n_features + 2.0
     if not dof > n_features - 1:
@@ -784,23 +812,22 @@ def interface_prior(
         data.values,
         model.n_components,
         model.structure,
-        INTERFACE_WEIGHT_PRIORS[weight_prior],
+        internal,
         weight_concentration=alpha,
         mean_precision=mean_precision,
         mean=np.asarray(resolved.mean_loc, dtype=float),
         degrees_of_freedom=dof,
         covariance=scale,
+        discount=discount,
     )
 
 
 def vb_priors(model: GaussianMixture, data: Data, weight_prior: str) -> ResolvedPriors:
     """The declaration's resolved priors that :func:`interface_prior` reads: those of
-    :meth:`~bayesmix.GaussianMixture.resolve_priors`, but for the Dirichlet process
-    with ``covariance_clusters=1`` unless the declaration sets it."""
+    :meth:`~bayesmix.GaussianMixture.resolve_priors`, but for the Dirichlet and
+    Pitman-Yor processes with ``covariance_clusters=1`` unless the declaration sets it."""
     priors = model.priors
-    if weight_prior == "dirichlet_process" and (
-        priors is None or priors.covariance_clusters is None
-    ):
+    if weight_prior in STICK_PRIORS and (priors is None or priors.covariance_clusters is None):
         from bayesmix.priors import Priors
 
         priors = replace(Priors() if priors is None else priors, covariance_clusters=1.0)
@@ -886,6 +913,7 @@ def fit_vb_result(
     data: Data,
     *,
     weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     n_init: int = 5,
     init: Any = "kmeans++",
     max_iter: int = 1000,
@@ -904,7 +932,9 @@ def fit_vb_result(
     ``result.elbo`` is the ELBO after every iteration of the kept run (exact for full
     covariances; for the others scikit-learn's bound plus the same constant,
     :func:`elbo_offset`), never decreasing; ``settings`` records ``method="vb"``,
-    ``converged``, ``n_iter``, the options and the prior (``vb_prior``).
+    ``converged``, ``n_iter``, the options and the prior (``vb_prior``; ``discount``
+    under ``weight_prior="pitman_yor"``). ``discount``: the Pitman-Yor prior's
+    (:func:`~bayesmix.inference.vb_weights.check_discount`).
     """
     import time
 
@@ -912,7 +942,7 @@ def fit_vb_result(
 
     start_time = time.perf_counter()
     structure = model.structure
-    check_vb_model(model, weight_prior)
+    discount = check_vb_model(model, weight_prior, discount)
     n_init = check_int(n_init, "n_init")
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol", inclusive=False)
@@ -935,7 +965,7 @@ def fit_vb_result(
     seed = resolve_seed(random_state)
     rng = np.random.default_rng(seed)
     resolved = vb_priors(model, data, weight_prior)
-    prior = interface_prior(model, data, resolved, weight_prior)
+    prior = interface_prior(model, data, resolved, weight_prior, discount)
     fit = fit_vb(
         data.values,
         model.n_components,
@@ -973,9 +1003,11 @@ def fit_vb_result(
     )
 
 
-def check_vb_model(model: GaussianMixture, weight_prior: str) -> None:
+def check_vb_model(model: GaussianMixture, weight_prior: str, discount: Any = 0.0) -> float:
     """Raise a ValueError unless closed-form VB fits ``model`` (covariance types
-    :data:`VB_STRUCTURES`) with ``weight_prior``."""
+    :data:`VB_STRUCTURES`) with ``weight_prior`` and ``discount``; return the discount
+    (:func:`~bayesmix.inference.vb_weights.check_discount`; a TypeError for a
+    non-number)."""
     if model.covariance_type not in VB_STRUCTURES:
         raise ValueError(
             f"method='vb' supports covariance_type {list(VB_STRUCTURES)} (mclust's VVV, EEE, "
@@ -983,6 +1015,22 @@ def check_vb_model(model: GaussianMixture, weight_prior: str) -> None:
             "or by gibbs/nuts/advi where supported."
         )
     check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    return check_discount(weight_prior, discount)
+
+
+def result_priors(resolved: ResolvedPriors, prior: VBPrior, n_components: int):
+    """The priors a VB result records: ``resolved`` under the Dirichlet weight prior;
+    under the Dirichlet and Pitman-Yor processes a
+    :class:`~bayesmix.priors.StickBreakingPriors` with ``prior``'s ``alpha`` and
+    ``discount``, its weight density the process truncated at K as NUTS and ADVI
+    truncate it (``K - 1`` sticks and the remainder; ``q`` keeps K sticks,
+    renormalised, as scikit-learn)."""
+    if prior.weight_prior not in STICK_PRIORS:
+        return resolved
+    from bayesmix.priors import StickBreakingPriors
+
+    sticks = truncated_stick_parameters(prior.weight_concentration, n_components, prior.discount)
+    return StickBreakingPriors(**vars(resolved), weight_sticks=sticks)
 
 
 def vb_bayes_result(
@@ -1036,9 +1084,11 @@ def vb_bayes_result(
         elbo=fit.lower_bound + offset,
         draws=draws,
         order_feature=data.feature_names[feature],
+        **({"discount": prior.discount} if prior.weight_prior == "pitman_yor" else {}),
         vb_prior={
             "weight_prior": prior.weight_prior,
             "weight_concentration": prior.weight_concentration,
+            **({"discount": prior.discount} if prior.weight_prior == "pitman_yor" else {}),
             "mean_precision": prior.mean_precision,
             "mean": prior.mean.tolist(),
             "degrees_of_freedom": prior.degrees_of_freedom,
@@ -1052,7 +1102,7 @@ def vb_bayes_result(
         model=model,
         posterior=posterior,
         data=data,
-        priors=resolved,
+        priors=result_priors(resolved, prior, n_components),
         elbo=fit.lower_bound_trace + offset,
         settings=settings,
     )

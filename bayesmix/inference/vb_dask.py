@@ -315,6 +315,7 @@ def fit_vb_dask(
     *,
     mode: str = "cavi",
     weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     n_init: int = 1,
     init: str = "kmeans++",
     max_iter: int | None = None,
@@ -343,8 +344,8 @@ def fit_vb_dask(
     mode : {"cavi", "stochastic"}, default "cavi"
         Full-batch coordinate ascent (one pass per iteration, the in-memory fit), or
         stochastic VB on minibatches of chunks (Hoffman et al. 2013).
-    weight_prior, reg_covar, draws, order_by, random_state
-        As in memory.
+    weight_prior, discount, reg_covar, draws, order_by, random_state
+        As in memory (``discount`` with ``weight_prior="pitman_yor"``).
     n_init : int, default 1
         Starts; the highest final lower bound is kept (each start costs passes).
     init : str, default "kmeans++"
@@ -388,7 +389,7 @@ def fit_vb_dask(
     """
     start_time = time.perf_counter()
     structure = model.structure
-    check_vb_model(model, weight_prior)
+    discount = check_vb_model(model, weight_prior, discount)
     n_init = check_int(n_init, "n_init", minimum=1)
     reg_covar = check_float(reg_covar, "reg_covar")
     draws = check_int(draws, "draws")
@@ -421,7 +422,7 @@ def fit_vb_dask(
         check_scan(scan, data, model.n_components)
         moments = _moment_data(scan, data.feature_names)
         resolved = vb_priors(model, moments, weight_prior)
-        prior = interface_prior(model, moments, resolved, weight_prior)
+        prior = interface_prior(model, moments, resolved, weight_prior, discount)
         shift = scan.mean
         shifted_prior = prior.shifted(shift)
         estep = partial(_estep, source, shift, structure)

@@ -81,7 +81,10 @@ from bayesmix.inference.interrupt import (
 )
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
-    WEIGHT_PRIORS,
+    STICK_PRIORS,
+    VB_WEIGHT_PRIORS,
+    check_discount,
+    check_stick_prior,
     expected_log_weights,
     expected_weights,
     interface_concentration,
@@ -149,7 +152,7 @@ class FamilyVBResult:
         The family's variational parameters (:meth:`~bayesmix.families.base.
         ComponentFamily.vb_posterior`).
     weight_prior : str
-        ``"dirichlet_distribution"`` or ``"dirichlet_process"``.
+        ``"dirichlet_distribution"``, ``"dirichlet_process"`` or ``"pitman_yor"``.
     weight_concentration : numpy.ndarray
         ``q(pi)``'s parameters (:mod:`bayesmix.inference.vb_weights`).
     alpha : float
@@ -163,6 +166,8 @@ class FamilyVBResult:
         Total weight of the rows.
     interrupted : bool
         Ctrl-C stopped the runs: the best run so far is kept (not converged).
+    discount : float
+        The Pitman-Yor prior's discount (0 for the other weight priors).
     """
 
     q: dict[str, np.ndarray]
@@ -174,6 +179,7 @@ class FamilyVBResult:
     n_iter: int
     n_obs: float
     interrupted: bool = False
+    discount: float = 0.0
 
     @property
     def elbo(self) -> float:
@@ -231,6 +237,7 @@ def fit_family_vb(
     *,
     weight_prior: str = "dirichlet_distribution",
     alpha: float = 1.0,
+    discount: float = 0.0,
     sample_weight: np.ndarray | None = None,
     init: str | np.ndarray = "kmeans",
     n_init: int = 5,
@@ -252,9 +259,11 @@ def fit_family_vb(
         The family's resolved priors (:meth:`bayesmix.Mixture.resolve_priors`).
     n_components : int
         K (the truncation level for the Dirichlet process).
-    weight_prior : {"dirichlet_distribution", "dirichlet_process"}
+    weight_prior : {"dirichlet_distribution", "dirichlet_process", "pitman_yor"}
     alpha : float
         The weight prior's concentration.
+    discount : float
+        The Pitman-Yor prior's discount, ``0 <= discount < 1`` (0 for the others).
     sample_weight : numpy.ndarray of shape (n_obs,), optional
         Frequency weights.
     init : {"kmeans", "random"} or numpy.ndarray
@@ -278,12 +287,15 @@ def fit_family_vb(
     ------
     ValueError
         A family without closed-form VB, an unknown ``weight_prior`` or ``init``, a
-        non-positive ``alpha``, responsibilities of the wrong shape, or a non-finite
+        non-positive ``alpha``, a ``discount`` out of range or with another prior than
+        ``"pitman_yor"`` (:func:`~bayesmix.inference.vb_weights.check_discount`),
+        responsibilities of the wrong shape, or a non-finite
         ELBO.
     """
     if not family.supports_vb:
         raise ValueError(vb_unsupported_message(family))
-    check_choice(weight_prior, "weight_prior", WEIGHT_PRIORS)
+    check_choice(weight_prior, "weight_prior", VB_WEIGHT_PRIORS)
+    discount = check_discount(weight_prior, discount)
     alpha = check_float(alpha, "alpha", inclusive=False)
     n_init = check_int(n_init, "n_init")
     max_iter = check_int(max_iter, "max_iter", minimum=0)
@@ -309,10 +321,12 @@ def fit_family_vb(
             params = _start_parameters(family, X, resp, weights)
             stats = family.vb_statistics(X, resp, params, prepared)
             q = family.vb_posterior(stats, priors, prepared)
-            concentration = posterior_concentration(weight_prior, alpha, resp.sum(axis=0))
+            concentration = posterior_concentration(
+                weight_prior, alpha, resp.sum(axis=0), discount=discount
+            )
             q, concentration, trace, converged = _run(
                 family, X, weights, prepared, priors, q, concentration,
-                (weight_prior, alpha, max_iter, tol * total),
+                (weight_prior, alpha, discount, max_iter, tol * total),
             )  # fmt: skip
             result = FamilyVBResult(
                 q,
@@ -324,6 +338,7 @@ def fit_family_vb(
                 len(trace),
                 total,
                 converged is None,
+                discount,
             )
             if best is None or result.elbo > best.elbo:
                 best = result
@@ -348,16 +363,15 @@ def _run(family, X, weights, prepared, priors, q, concentration, settings):
     """One CAVI run from ``q``: ``(q, concentration, ELBO trace, converged)``, converged
     None when a ``KeyboardInterrupt`` stopped it after at least one iteration (raised
     before, or when nested in another fit)."""
-    weight_prior, alpha, max_iter, tolerance = settings
+    weight_prior, alpha, discount, max_iter, tolerance = settings
     trace: list[float] = []
     converged: bool | None = False
     try:
         for _ in range(max_iter):
             log_weights = expected_log_weights(weight_prior, concentration)
             log_lik, mass, stats = _estep(family, X, weights, prepared, log_weights, q)
-            elbo = (
-                log_lik - weights_kl(weight_prior, concentration, alpha) - family.vb_kl(q, priors)
-            )
+            weight_kl = weights_kl(weight_prior, concentration, alpha, discount=discount)
+            elbo = log_lik - weight_kl - family.vb_kl(q, priors)
             if not np.isfinite(elbo):
                 raise ValueError(
                     "the variational E-step gave a non-finite ELBO: X holds values outside "
@@ -368,7 +382,7 @@ def _run(family, X, weights, prepared, priors, q, concentration, settings):
                 converged = True
                 break
             q = family.vb_posterior(stats, priors, prepared)
-            concentration = posterior_concentration(weight_prior, alpha, mass)
+            concentration = posterior_concentration(weight_prior, alpha, mass, discount=discount)
     except INTERRUPTS as error:  # Ctrl-C: the run so far (converged None), if it iterated
         if not (is_interrupt(error) and keeps_partial_work() and trace):
             raise
@@ -389,6 +403,7 @@ def fit_family_vb_result(
     data: Data,
     *,
     weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     sample_weight: Any = None,
     n_init: int = 5,
     init: Any = "kmeans",
@@ -406,10 +421,11 @@ def fit_family_vb_result(
     ``weight_concentration`` (default 4, as MAP-EM); ``"dirichlet_process"``: sticks
     ``Beta(1, alpha)``, ``alpha`` the declaration's ``weight_concentration`` when set to
     another value than 4, else 1 (:func:`~bayesmix.inference.vb_weights.
-    interface_concentration`). Components are numbered by :mod:`bayesmix.ordering`'s rule
-    applied to ``q``'s means. ``result.elbo`` is the kept run's ELBO trace;
-    ``settings`` records ``method="vb"``, ``converged``, ``n_iter``, ``elbo`` and the
-    options.
+    interface_concentration`); ``"pitman_yor"``: sticks ``Beta(1 - discount, alpha + k
+    discount)``, ``alpha`` as the Dirichlet process'. Components are numbered by
+    :mod:`bayesmix.ordering`'s rule applied to ``q``'s means. ``result.elbo`` is the kept
+    run's ELBO trace; ``settings`` records ``method="vb"``, ``converged``, ``n_iter``,
+    ``elbo`` and the options (``discount`` under ``"pitman_yor"``).
 
     Raises
     ------
@@ -428,6 +444,7 @@ def fit_family_vb_result(
     if not family.supports_vb:
         raise ValueError(vb_unsupported_message(family))
     check_choice(weight_prior, "weight_prior", tuple(INTERFACE_WEIGHT_PRIORS))
+    discount = check_discount(weight_prior, discount)
     n_init = check_int(n_init, "n_init")
     max_iter = check_int(max_iter, "max_iter")
     tol = check_float(tol, "tol", inclusive=False)
@@ -450,6 +467,8 @@ def fit_family_vb_result(
         priors["weight_concentration"],
         model.priors is not None and "weight_concentration" in model.priors,
     )
+    if internal in STICK_PRIORS:
+        alpha, discount = check_stick_prior(internal, alpha, discount)
     fit = fit_family_vb(
         family,
         data.values,
@@ -457,6 +476,7 @@ def fit_family_vb_result(
         model.n_components,
         weight_prior=internal,
         alpha=alpha,
+        discount=discount,
         sample_weight=weights,
         init=init,
         n_init=n_init,
@@ -490,6 +510,7 @@ def fit_family_vb_result(
         family=family.name,
         weight_prior=weight_prior,
         weight_concentration=alpha,
+        **({"discount": discount} if internal == "pitman_yor" else {}),
         n_init=n_init,
         init=init if isinstance(init, str) else "array",
         max_iter=max_iter,

@@ -33,6 +33,9 @@ truncated as Ishwaran & James (2001): ``K - 1`` sticks and the remainder
 
 from __future__ import annotations
 
+import numbers
+from typing import Any
+
 import numpy as np
 from scipy.special import betaln, digamma, gammaln
 
@@ -42,7 +45,9 @@ __all__ = [
     "DP_CONCENTRATION",
     "INTERFACE_WEIGHT_PRIORS",
     "STICK_PRIORS",
+    "VB_WEIGHT_PRIORS",
     "WEIGHT_PRIORS",
+    "check_discount",
     "check_stick_prior",
     "expected_log_weights",
     "expected_weights",
@@ -58,13 +63,17 @@ __all__ = [
     "weights_kl",
 ]
 
-#: the two weight priors: a truncated Dirichlet process (stick-breaking) or a symmetric
-#: Dirichlet distribution
+#: scikit-learn's two weight priors (its ``weight_concentration_prior_type``): a
+#: truncated Dirichlet process (stick-breaking) or a symmetric Dirichlet distribution
 WEIGHT_PRIORS = ("dirichlet_process", "dirichlet_distribution")
+#: the weight priors of closed-form VB: :data:`WEIGHT_PRIORS` and a truncated Pitman-Yor
+#: process (stick-breaking with a ``discount``)
+VB_WEIGHT_PRIORS = (*WEIGHT_PRIORS, "pitman_yor")
 #: the ``weight_prior`` option of ``fit(method="vb")`` and :data:`WEIGHT_PRIORS`' names
 INTERFACE_WEIGHT_PRIORS = {
     "dirichlet": "dirichlet_distribution",
     "dirichlet_process": "dirichlet_process",
+    "pitman_yor": "pitman_yor",
 }
 #: the Dirichlet process' concentration when the declaration has default priors
 DP_CONCENTRATION = 1.0
@@ -102,6 +111,34 @@ def check_stick_prior(weight_prior: str, alpha: float, discount: float) -> tuple
             f"for the Dirichlet process); got weight_concentration {alpha:g}."
         )
     return alpha, discount
+
+
+def check_discount(weight_prior: str, discount: Any) -> float:
+    """The ``discount`` option given with ``weight_prior`` (an interface name of
+    :data:`INTERFACE_WEIGHT_PRIORS` or one of :data:`VB_WEIGHT_PRIORS`), checked before any
+    work: any ``0 <= discount < 1`` for ``"pitman_yor"``, 0 for the others.
+
+    The concentration's bound ``alpha > -discount`` is :func:`check_stick_prior`'s, once
+    ``alpha`` is read from the declaration (a declared ``weight_concentration`` is > 0,
+    so it holds).
+
+    Raises
+    ------
+    TypeError
+        ``discount`` not a real number (a bool included).
+    ValueError
+        ``discount`` outside ``[0, 1)``, or not 0 with another prior than ``"pitman_yor"``.
+    """
+    if weight_prior in STICK_PRIORS:
+        return check_stick_prior(weight_prior, DP_CONCENTRATION, discount)[1]
+    if isinstance(discount, bool | np.bool_) or not isinstance(discount, numbers.Real):
+        raise TypeError(f"discount must be a number in [0, 1); got {discount!r}.")
+    if discount != 0:
+        raise ValueError(
+            f"discount={discount!r} needs weight_prior='pitman_yor'; the Dirichlet weight "
+            "prior has no discount."
+        )
+    return 0.0
 
 
 def stick_prior_parameters(alpha: float, n_sticks: int, discount: float = 0.0) -> np.ndarray:
