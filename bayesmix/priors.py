@@ -282,12 +282,13 @@ class ResolvedPriors:
 @dataclass(frozen=True)
 class StickBreakingPriors(ResolvedPriors):
     """:class:`ResolvedPriors` whose weights have the truncated stick-breaking prior of
-    NUTS and ADVI (``weight_prior="dirichlet_process"`` or ``"pitman_yor"``):
+    NUTS, ADVI and VB (``weight_prior="dirichlet_process"`` or ``"pitman_yor"``):
     ``weight_sticks`` holds the Beta parameters ``(2, K - 1)`` of the ``K - 1`` sticks,
     the K-th weight the remainder
-    (:func:`bayesmix.inference.vb_weights.truncated_stick_parameters`);
-    ``weight_concentration`` is unused. A saved result keeps the fields of
-    :class:`ResolvedPriors` only."""
+    (:func:`bayesmix.inference.vb_weights.truncated_stick_parameters`; VB's ``q`` keeps K
+    sticks, :func:`bayesmix.inference.vb.result_priors`);
+    ``weight_concentration`` is unused. A saved result keeps ``weight_sticks``
+    (:mod:`bayesmix.results.io`; a file without them loads as :class:`ResolvedPriors`)."""
 
     weight_sticks: np.ndarray | None = None
 

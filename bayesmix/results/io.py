@@ -37,7 +37,7 @@ from bayesmix.families.gaussian.covariance import STRUCTURES, get_structure
 from bayesmix.families.gaussian.stats import Params
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, GaussianMixture
-from bayesmix.priors import Priors, ResolvedPriors
+from bayesmix.priors import Priors, ResolvedPriors, StickBreakingPriors
 from bayesmix.results import EMResult, MixtureResult, register_writer
 
 __all__ = ["save", "load", "FORMAT_NAME", "FORMAT_VERSION"]
@@ -480,7 +480,8 @@ def _model_dict(model: Any) -> dict:
 def _priors_dict(priors: ResolvedPriors | dict | None) -> dict | None:
     if priors is None or isinstance(priors, dict):  # a family's priors are a dict already
         return priors
-    return {f.name: getattr(priors, f.name) for f in dataclasses.fields(ResolvedPriors)}
+    # StickBreakingPriors adds weight_sticks (files without it load as ResolvedPriors)
+    return {f.name: getattr(priors, f.name) for f in dataclasses.fields(priors)}
 
 
 def _storable_names(names: np.ndarray) -> tuple[np.ndarray, str]:
@@ -746,7 +747,7 @@ def _load_priors(loader: _Loader, raw: Any, model, n_features: int) -> ResolvedP
     if raw is None:
         return None
     names = [f.name for f in dataclasses.fields(ResolvedPriors)]
-    raw = loader.mapping(raw, "priors", required=names)
+    raw = loader.mapping(raw, "priors", required=names, optional=("weight_sticks",))
     k = model.n_components
     scale_shape = np.shape(
         get_structure(model.covariance_type).default_prior_scale(np.ones(n_features))
@@ -778,7 +779,19 @@ def _load_priors(loader: _Loader, raw: Any, model, n_features: int) -> ResolvedP
         not np.array_equal(scale, scale.T) or np.linalg.eigvalsh(scale).min() <= 0
     ):
         raise loader.fail("priors.covariance_scale", "must be a symmetric positive definite matrix")
-    return ResolvedPriors(**{name: raw[name] for name in names})
+    base = {name: raw[name] for name in names}
+    if "weight_sticks" not in raw:
+        return ResolvedPriors(**base)
+    sticks = raw["weight_sticks"]
+    if not (isinstance(sticks, np.ndarray) and sticks.dtype.kind in "iuf"):
+        raise loader.fail("priors.weight_sticks", f"must be numeric; got {type(sticks).__name__}")
+    if sticks.shape != (2, k - 1):
+        raise loader.fail(
+            "priors.weight_sticks", f"has shape {sticks.shape}; expected {(2, k - 1)}"
+        )
+    if not (np.isfinite(sticks).all() and (sticks > 0).all()):
+        raise loader.fail("priors.weight_sticks", "must be finite and > 0 (Beta parameters)")
+    return StickBreakingPriors(**base, weight_sticks=sticks.astype(float))
 
 
 def _load_em(loader, tree, model, settings, raw_fields, priors, feature_names, arrays, sizes):
