@@ -11,7 +11,8 @@ Modes: gibbs, nuts (nutpie on bayesmix's density), nuts_missing (nutpie on the c
 PyMC model of data with NaN), nuts_pymc (PyMC's own NUTS on the compiled PyMC model), advi
 and advi_minibatch (PyMC-compiled ADVI, full batch and minibatch), family_nuts and
 family_advi (a Poisson mixture: nutpie and ADVI on the hand-written density),
-family_advi_missing (PyMC's ADVI on the Poisson mixture's model of data with NaN), vb, em;
+family_advi_missing (PyMC's ADVI on the Poisson mixture's model of data with NaN), vb,
+vb_dask (stochastic VB on a Dask array), em;
 nuts_tuning (SIGINT while nothing is kept: the interrupt must come through); gibbs_twice
 (a second SIGINT while the partial result is assembled: it must interrupt that too).
 """
@@ -148,6 +149,30 @@ elif MODE == "vb":
 
     vb._lower_bound = counted_bound
     options = dict(method="vb", n_init=1_000_000, max_iter=1000)
+elif MODE == "vb_dask":  # stochastic VB on a Dask array (dask's threaded scheduler)
+    import dask.array as da
+
+    import bayesmix.inference.vb_dask as vb_dask
+
+    estep, steps = vb_dask._estep, []
+
+    def counted_estep(*args, **kwargs):
+        steps.append(1)
+        if len(steps) > 30:  # 30 minibatch steps made
+            mark()
+        return estep(*args, **kwargs)
+
+    vb_dask._estep = counted_estep
+    X = da.from_array(np.vstack([X] * 10), chunks=(100, 2))  # 2,000 rows, 20 chunks
+    # a step size that stays large and a tol no change meets: only Ctrl-C ends the fit
+    options = dict(
+        method="vb",
+        mode="stochastic",
+        batch_chunks=1,
+        learning_decay=0.51,
+        max_iter=10_000_000,
+        tol=1e-300,
+    )
 elif MODE == "em":
     import bayesmix.inference.em.fit as em_fit
 

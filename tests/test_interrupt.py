@@ -130,6 +130,18 @@ def test_vb_keeps_best_run(tmp_path):
     assert "the best run so far" in report["message"]
 
 
+def test_vb_on_dask_keeps_the_steps_made(tmp_path):
+    """Stochastic VB on a Dask array: the q reached by the minibatch steps so far (no
+    final full-data pass), its noisy ELBO trace up to there."""
+    report = partial_result(interrupt("vb_dask", tmp_path))
+    settings = report["settings"]
+    assert report["n_draws"] == 1000  # drawn from the approximation reached
+    assert settings["mode"] == "stochastic" and settings["backend"] == "dask"
+    assert 30 <= settings["n_iter"] < 10_000_000 and settings["converged"] == 0
+    assert f"after {settings['n_iter']} of 10000000 iterations" in report["message"]
+    assert "the best run so far" in report["message"]
+
+
 def test_em_keeps_best_state(tmp_path):
     report = partial_result(interrupt("em", tmp_path))
     assert report["converged"] is False
