@@ -232,12 +232,15 @@ def test_invalid_stick_breaking_options_are_refused_before_compiling(
 )
 @example(weight_prior="pitman_yor", discount="absent", family=None)
 @example(weight_prior="pitman_yor", discount=0.3, family=None)
+@example(weight_prior="pitman_yor", discount=0.999999, family="poisson")
+@example(weight_prior="pitman_yor", discount=np.float32(0.3), family=None)
 @example(weight_prior="dirichlet_process", discount="absent", family="poisson")
+@example(weight_prior=np.array([0.5, 0.2]), discount=0.3, family=None)
 def test_vb_weight_prior_is_finite_or_refuses_clearly(weight_prior, discount, family):
-    """Closed-form VB (Gaussian and a family): ``weight_prior`` "dirichlet" or
-    "dirichlet_process" fit (finite q, weights summing to 1, ELBO never decreasing);
-    anything else, "pitman_yor" and any ``discount`` included (VB's weights are the
-    Dirichlet or the Dirichlet process), is a one-line error naming the argument."""
+    """Closed-form VB (Gaussian and a family): the weight priors of the documented
+    domain — "dirichlet" or "dirichlet_process" (discount absent or 0), "pitman_yor" with
+    any ``0 <= discount < 1`` — fit (finite q, weights summing to 1, ELBO never
+    decreasing); anything else is a one-line error naming the argument."""
     options = {"weight_prior": weight_prior}
     if not (isinstance(discount, str) and discount == "absent"):
         options["discount"] = discount
@@ -256,8 +259,8 @@ def test_vb_weight_prior_is_finite_or_refuses_clearly(weight_prior, discount, fa
         names=("weight_prior", "discount"),
         **options,
     )
-    valid = isinstance(weight_prior, str) and weight_prior in ("dirichlet", "dirichlet_process")
-    assert (result is not None) == (valid and "discount" not in options), options
+    valid = _valid_stick_options(weight_prior, options.get("discount", 0.0))
+    assert (result is not None) == valid, options
     if result is not None:
         _assert_finite_q(result)
         _assert_ascending(result.elbo)
@@ -277,7 +280,8 @@ DASK_VB_OPTIONS = {
     "n_init": st.integers(1, 2),
     "init": st.sampled_from(["kmeans++", "kmeans||", "kmeans", "random", "random_from_data"]),
     "draws": st.integers(1, 20),
-    "weight_prior": st.sampled_from(["dirichlet", "dirichlet_process"]),
+    "weight_prior": st.sampled_from(["dirichlet", "dirichlet_process", "pitman_yor"]),
+    "discount": st.floats(0.0, 1.0, exclude_max=True),
     "order_by": st.sampled_from([0, 1, "x0", "x1"]),
 }
 
@@ -310,7 +314,7 @@ def dask_vb_cases(draw):
     options=st.dictionaries(
         st.sampled_from(sorted(DASK_VB_OPTIONS)),
         st.one_of(*[DASK_VB_OPTIONS[name] for name in sorted(DASK_VB_OPTIONS)], ANY_VALUE),
-        max_size=3,
+        max_size=4,
     ),
 )
 @example(
@@ -330,6 +334,18 @@ def dask_vb_cases(draw):
     covariance_type="full",
     mode="stochastic",
     options={"learning_offset": 0.5, "learning_decay": 1.0},
+)
+@example(
+    case=(_two_clusters(8, 2, 0), 1, 8),
+    covariance_type="spherical",
+    mode="stochastic",
+    options={"weight_prior": "pitman_yor", "discount": 0.9},
+)
+@example(
+    case=(np.full((6, 2), 3.0), 2, 4),
+    covariance_type="full",
+    mode="cavi",
+    options={"weight_prior": "pitman_yor", "discount": 0.5},
 )
 def test_vb_on_dask_is_finite_or_refuses_clearly(case, covariance_type, mode, options):
     """``fit(X_dask, method="vb", mode=..., ...)``: any option value (valid ones and
@@ -395,11 +411,20 @@ VB_DEGENERATE = {
 }
 
 
+WEIGHTS = {
+    "dirichlet": {},
+    "dirichlet_process": {"weight_prior": "dirichlet_process"},
+    "pitman_yor 0.5": {"weight_prior": "pitman_yor", "discount": 0.5},
+}
+
+
 @pytest.mark.parametrize("name", sorted(VB_DEGENERATE))
 @pytest.mark.parametrize("n_components", [1, 3])
-def test_family_vb_degenerate_cases(name, n_components):
-    """Closed-form VB of each family on its degenerate data: finite q (weights summing
-    to 1, ELBO never decreasing) or a one-line error naming the data or the family."""
+@pytest.mark.parametrize("weights", sorted(WEIGHTS))
+def test_family_vb_degenerate_cases(name, n_components, weights):
+    """Closed-form VB of each family on its degenerate data, under each weight prior:
+    finite q (weights summing to 1, ELBO never decreasing) or a one-line error naming
+    the data or the family."""
     family, X = VB_DEGENERATE[name]
     result = _call(
         bm.Mixture(n_components, family).fit,
@@ -408,6 +433,7 @@ def test_family_vb_degenerate_cases(name, n_components):
         random_state=0,
         n_init=2,
         draws=20,
+        **WEIGHTS[weights],
         names=("X", "StudentT", "n_components"),
     )
     if result is not None:
