@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import warnings
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -86,16 +87,16 @@ def test_one_component_elbo_adds_the_sticks_marginal(discount):
     alpha + d) - log B(1 - d, alpha + d)``."""
     alpha = 0.7
     common = dict(mean_precision=0.5, weight_concentration=alpha)
+    dirichlet = default_prior(X, 1, "full", "dirichlet_distribution", **common)
+    sticks = replace(
+        default_prior(X, 1, "full", "dirichlet_process", **common),
+        weight_prior="pitman_yor",
+        discount=discount,
+    )
     fits = {
-        weight_prior: fit_vb(
-            X, 1, "full", default_prior(X, 1, "full", weight_prior, **common, **extra),
-            init="kmeans++", max_iter=3, reg_covar=0.0,
-        )
-        for weight_prior, extra in (
-            ("dirichlet_distribution", {}),
-            ("pitman_yor", {"discount": discount}),
-        )
-    }  # fmt: skip
+        prior.weight_prior: fit_vb(X, 1, "full", prior, max_iter=3, reg_covar=0.0)
+        for prior in (dirichlet, sticks)
+    }
     n_obs = len(X)
     stick = betaln(1 - discount + n_obs, alpha + discount) - betaln(1 - discount, alpha + discount)
     got = fits["pitman_yor"].elbo - fits["dirichlet_distribution"].elbo

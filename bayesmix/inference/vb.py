@@ -85,7 +85,6 @@ from bayesmix.inference.interrupt import (
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
     STICK_PRIORS,
-    VB_WEIGHT_PRIORS,
     WEIGHT_PRIORS,
     check_discount,
     check_stick_prior,
@@ -230,7 +229,6 @@ def default_prior(
     mean: Any = None,
     degrees_of_freedom: float | None = None,
     covariance: Any = None,
-    discount: float = 0.0,
 ) -> VBPrior:
     """scikit-learn's prior, with its defaults for the values not given.
 
@@ -238,28 +236,26 @@ def default_prior(
     mean, ``degrees_of_freedom = D`` and ``covariance`` the data covariance (``ddof=1``:
     the matrix for full and tied, its diagonal for diag, the diagonal's mean for
     spherical). With ``sample_weight`` the mean and covariance are weighted (frequency
-    weights). ``discount``: the ``"pitman_yor"`` weight prior's, ``0 <= discount < 1``
-    (:func:`~bayesmix.inference.vb_weights.check_discount`).
+    weights). scikit-learn's two weight priors (:data:`WEIGHT_PRIORS`); the Pitman-Yor
+    prior is ``replace(prior, weight_prior="pitman_yor", discount=d)`` of the Dirichlet
+    process' (:func:`interface_prior`).
 
     Raises
     ------
     ValueError
         ``weight_prior`` unknown, ``degrees_of_freedom <= D - 1``, a non-positive
-        concentration or precision, a ``discount`` out of range or given with another
-        weight prior than ``"pitman_yor"``, or a ``mean`` or ``covariance`` of the wrong
-        shape.
+        concentration or precision, or a ``mean`` or ``covariance`` of the wrong shape.
     """
     structure = (
         covariance_type
         if isinstance(covariance_type, CovarianceStructure)
         else get_structure(covariance_type)
     )
-    if weight_prior not in VB_WEIGHT_PRIORS:
+    if weight_prior not in WEIGHT_PRIORS:
         raise ValueError(
-            f"weight_concentration_prior_type must be one of {list(VB_WEIGHT_PRIORS)}; got "
+            f"weight_concentration_prior_type must be one of {list(WEIGHT_PRIORS)}; got "
             f"{weight_prior!r}."
         )
-    discount = check_discount(weight_prior, discount)
     X = np.asarray(X, dtype=np.float64)
     n_obs, n_features = X.shape
     weights = np.ones(n_obs) if sample_weight is None else np.asarray(sample_weight, float)
@@ -313,7 +309,6 @@ def default_prior(
         mean,
         float(degrees_of_freedom),
         covariance,
-        discount,
     )
 
 
@@ -808,18 +803,20 @@ def interface_prior(
     diagonal = np.diagonal(scale) if scale.ndim == 2 else np.broadcast_to(scale, (n_features,))
     prior_variances = diagonal / max(dof - n_features - 1.0, 1.0)
     mean_precision = float(np.mean(prior_variances / np.asarray(resolved.mean_scale) ** 2))
-    return default_prior(
+    prior = default_prior(
         data.values,
         model.n_components,
         model.structure,
-        internal,
+        "dirichlet_process" if internal == "pitman_yor" else internal,
         weight_concentration=alpha,
         mean_precision=mean_precision,
         mean=np.asarray(resolved.mean_loc, dtype=float),
         degrees_of_freedom=dof,
         covariance=scale,
-        discount=discount,
     )
+    if internal == "pitman_yor":
+        prior = replace(prior, weight_prior=internal, discount=discount)
+    return prior
 
 
 def vb_priors(model: GaussianMixture, data: Data, weight_prior: str) -> ResolvedPriors:
