@@ -6,6 +6,7 @@ recomputed give a one-line WorkerLostError within seconds."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -65,11 +66,19 @@ def clusters():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         bm.GaussianMixture(2, "full").fit(_gaussian(600), max_iter=1, random_state=0)
+    with module_cluster() as holder:
+        yield holder
+
+
+@contextlib.contextmanager
+def module_cluster(config: dict | None = None):
+    """A test module's :class:`_Cluster`, started, with the dask settings ``config`` while
+    it runs; closed at the end."""
     holder = _Cluster()
     # A LocalCluster closes a worker's Nanny when no worker of its name is registered 15 s
     # (lost-worker-timeout) after one was lost: here, when the restarted worker was killed
     # again by the next test.
-    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h"}):
+    with dask.config.set({"distributed.deploy.lost-worker-timeout": "1h", **(config or {})}):
         holder.start()
         try:
             yield holder

@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 import pytest
-from test_worker_loss import _Cluster, _gaussian, _persisted
+from test_worker_loss import _gaussian, _persisted, module_cluster
 
 import bayesmix as bm
 from bayesmix.exceptions import ConvergenceWarning, WorkerLostError
@@ -46,17 +46,9 @@ def clusters():
         warnings.simplefilter("ignore", ConvergenceWarning)
         bm.GaussianMixture(2, "full").fit(X[:600], max_iter=1, random_state=0)
         bm.GaussianMixture(2, "full").fit(X[:600], method="vb", max_iter=1, draws=5)
-    holder = _Cluster()
-    config = {
-        "distributed.deploy.lost-worker-timeout": "1h",  # see test_worker_loss.clusters
-        "distributed.scheduler.allowed-failures": 1,  # KilledWorker at the second death
-    }
-    with dask.config.set(config):
-        holder.start()
-        try:
-            yield holder
-        finally:
-            holder.close()
+    # KilledWorker at a task's second death
+    with module_cluster({"distributed.scheduler.allowed-failures": 1}) as holder:
+        yield holder
 
 
 @pytest.fixture
