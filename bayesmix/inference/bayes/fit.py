@@ -174,6 +174,7 @@ def weight_priors(
     """
     from bayesmix.inference.vb import vb_priors
     from bayesmix.inference.vb_weights import (
+        check_discount,
         check_stick_prior,
         interface_concentration,
         truncated_stick_parameters,
@@ -182,13 +183,7 @@ def weight_priors(
 
     weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
     if weight_prior == "dirichlet":
-        if isinstance(discount, bool | np.bool_):  # as check_stick_prior: not a number
-            raise TypeError(f"discount must be a number in [0, 1); got {discount!r}.")
-        if not (isinstance(discount, numbers.Real) and discount == 0):
-            raise ValueError(
-                f"discount={discount!r} needs weight_prior='pitman_yor'; the Dirichlet "
-                "weight prior has no discount."
-            )
+        check_discount(weight_prior, discount)
         return model.resolve_priors(data), "dirichlet"
     resolved = vb_priors(model, data, "dirichlet_process")
     alpha = interface_concentration(
