@@ -224,6 +224,30 @@ def test_invalid_stick_breaking_options_are_refused_before_compiling(
     assert time.perf_counter() - start < REFUSAL_SECONDS, "refused only after compiling"
 
 
+@settings(SETTINGS, max_examples=40)
+@given(
+    method=st.sampled_from(["em", "map", "nuts", "advi", "fullrank_advi"]),
+    weight_prior=st.one_of(st.just("absent"), WEIGHT_PRIOR_VALUES),
+    discount=st.one_of(st.just("absent"), DISCOUNT_VALUES),
+)
+def test_family_mixture_refuses_weight_priors_outside_vb(method, weight_prior, discount):
+    """``Mixture(K, family)``: ``weight_prior`` and ``discount`` are VB's options only;
+    with any other method any value (valid stick-breaking ones included) is refused
+    within seconds, before a model is built."""
+    options = {
+        name: value
+        for name, value in (("weight_prior", weight_prior), ("discount", discount))
+        if not (isinstance(value, str) and value == "absent")
+    }
+    assume(options)
+    X = np.random.default_rng(5).poisson([[1.0, 6.0]], size=(20, 2))
+    start = time.perf_counter()
+    with pytest.raises((ValueError, TypeError)) as caught:
+        bm.Mixture(2, Poisson()).fit(X, method=method, **options)
+    _assert_clear_error(caught.value, "weight_prior", "discount")
+    assert time.perf_counter() - start < REFUSAL_SECONDS
+
+
 @settings(SETTINGS, max_examples=80)
 @given(
     weight_prior=WEIGHT_PRIOR_VALUES,
