@@ -96,6 +96,9 @@ _OPTIONS["vb"] = frozenset(
     }
 )
 _OPTIONS["fullrank_advi"] = _OPTIONS["advi"]
+#: options of method="vb" on Dask input only (bayesmix.inference.vb_family_dask)
+_VB_DASK_ONLY = frozenset({"mode", "batch_chunks", "learning_offset", "learning_decay"})
+_OPTIONS["vb"] = _OPTIONS["vb"] | _VB_DASK_ONLY
 
 
 @dataclass(frozen=True, eq=True)
@@ -349,9 +352,11 @@ class Mixture:
         X : array-like of shape (n_obs, n_features), DataFrame or DataArray
             Observations in the family's support (counts for Poisson and negative
             binomial). Column names become the ``feature`` coordinate. A Dask array or
-            DataFrame (``em`` and ``map``) is fitted chunk by chunk without bringing it
-            into memory, equal to the in-memory fit with the same seed and starts
-            (one start by default; :func:`~bayesmix.inference.em.distributed.fit_family_em_dask`).
+            DataFrame (``em``, ``map`` and ``vb``) is fitted chunk by chunk without
+            bringing it into memory, equal to the in-memory fit with the same seed and
+            starts (one start by default;
+            :func:`~bayesmix.inference.em.distributed.fit_family_em_dask`,
+            :func:`~bayesmix.inference.vb_family_dask.fit_family_vb_dask`).
         method : {"em", "map", "nuts", "advi", "fullrank_advi", "vb"}
             ``em``: maximum likelihood (MAP when the declaration has priors); ``map``:
             MAP-EM with the priors or their defaults; ``nuts``: posterior draws by
@@ -398,7 +403,11 @@ class Mixture:
             highest ELBO is kept), ``init`` (``"kmeans"``, EM's start; ``"random"``; or
             an ``(n_obs, K)`` array of responsibilities), ``max_iter`` (1000), ``tol``
             (1e-8, the ELBO's gain per observation that counts as converged), ``draws``
-            (1000 draws from ``q``), ``order_by``, ``random_state``, ``missing``. The
+            (1000 draws from ``q``), ``order_by``, ``random_state``, ``missing``; on
+            Dask input also ``mode`` (``"cavi"``, default: full-batch, the in-memory
+            fit; ``"stochastic"``: stochastic VB on minibatches of chunks) and, with
+            ``"stochastic"``, ``batch_chunks``, ``learning_offset`` and
+            ``learning_decay`` (as for :class:`~bayesmix.GaussianMixture`). The
             priors are the declaration's resolved priors, as MAP-EM's (a ``Normal()``
             block's read as the conjugate Normal-Gamma,
             :meth:`bayesmix.families.Normal.vb_prior`); ``result.elbo`` is the ELBO
@@ -446,6 +455,13 @@ class Mixture:
         missing = options.pop("missing", "error")
         if is_dask_input(X):
             return _fit_dask(self, X, method, missing, options)
+        if method == "vb" and _VB_DASK_ONLY & set(options):
+            raise ValueError(
+                f"{', '.join(sorted(_VB_DASK_ONLY & set(options)))} choose between full-batch "
+                "and stochastic VB over the chunks of Dask input; X is in memory, where vb "
+                "is full-batch CAVI: drop them, or pass X as a Dask array (dask.array."
+                "from_array(X, chunks=(rows, -1))) for stochastic VB."
+            )
         data, kept = self._checked(X, None, "X", missing)
         fixed = self._fixed_by(data)
         if fixed != self:  # settings fixed by the data (Categorical's categories, labels)
@@ -783,14 +799,22 @@ def _check_missing(family: ComponentFamily, missing: Any) -> None:
 
 
 def _fit_dask(model: Mixture, X: Any, method: str, missing: Any, options: dict) -> MixtureResult:
-    """EM and MAP-EM on Dask input without materialising it
-    (:func:`bayesmix.inference.em.distributed.fit_family_em_dask`)."""
-    if method not in ("em", "map"):
+    """EM and MAP-EM (:func:`bayesmix.inference.em.distributed.fit_family_em_dask`) and
+    closed-form VB (:func:`bayesmix.inference.vb_family_dask.fit_family_vb_dask`) on
+    Dask input without materialising it."""
+    if method not in ("em", "map", "vb"):
         raise ValueError(
             f"method={method!r} needs the data in memory; X is a Dask collection. Fit "
-            "method='em' or 'map' on Dask input, or bring X into memory with X.compute()."
+            "method='em', 'map' or 'vb' on Dask input, or bring X into memory with "
+            "X.compute()."
         )
     _check_missing(model.family, missing)
+    if method == "vb":
+        from bayesmix.inference.vb_family_dask import fit_family_vb_dask
+
+        result = fit_family_vb_dask(model, X, missing=missing, **options)
+        result.settings["missing"] = missing
+        return result
     from bayesmix.inference.em.distributed import fit_family_em_dask
 
     use_priors = method == "map" or model.priors is not None

@@ -381,6 +381,10 @@ class ComponentFamily(ABC):
     #: :class:`~bayesmix.families.independent.Independent` product (its statistics
     #: follow from the responsibilities alone; a Student-t's need its latent scales)
     vb_in_products: ClassVar[bool] = True
+    #: entries of :meth:`vb_statistics` that are not sums over rows but the same for
+    #: every block of rows (an origin, a fixed parameter): blocks' statistics add up
+    #: except these (:func:`bayesmix.inference.vb_family.add_vb_statistics`)
+    vb_shared: ClassVar[tuple[str, ...]] = ()
 
     def vb_posterior(
         self, stats: Parameters, priors: Mapping[str, np.ndarray], prepared: Any

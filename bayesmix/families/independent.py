@@ -458,6 +458,11 @@ class Independent(ComponentFamily):
     def supports_vb(self) -> bool:  # type: ignore[override]
         return all(family.supports_vb and family.vb_in_products for _, family in self._blocks)
 
+    @property
+    def vb_shared(self) -> tuple[str, ...]:  # type: ignore[override]
+        """The blocks' shared statistics (by name, within each block's statistics)."""
+        return tuple(sorted({name for _, family in self._blocks for name in family.vb_shared}))
+
     def vb_unsupported(self) -> list[str]:
         """The blocks (``"<name> (<family>)"``) without closed-form VB."""
         return [

@@ -394,6 +394,7 @@ class Normal(ComponentFamily):
 
     # -- closed-form VB: Normal-Gamma (mu_kd, tau_kd = 1 / s2_kd) under q -------------
     supports_vb = True
+    vb_shared = ("shift",)
 
     @staticmethod
     def vb_prior(priors: Mapping[str, np.ndarray]) -> tuple[np.ndarray, ...]:

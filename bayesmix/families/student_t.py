@@ -671,6 +671,7 @@ class StudentT(ComponentFamily):
 
     # -- closed-form VB (diag scales, fixed dof): latent scales u, Normal-Gamma q ------
     vb_in_products = False
+    vb_shared = ("shift", "dof")
 
     @property
     def supports_vb(self) -> bool:  # type: ignore[override]
@@ -704,13 +705,15 @@ class StudentT(ComponentFamily):
     ) -> Parameters:
         """The start's statistics: latent scales ``u = 1`` (see :meth:`vb_expectation`)."""
         self._vb_check(X)
-        return self._vb_sums(X, resp, resp)
+        return self._vb_sums(X, resp, resp, prepared.shift)
 
     @staticmethod
-    def _vb_sums(X: np.ndarray, resp: np.ndarray, weighted: np.ndarray) -> Parameters:
+    def _vb_sums(
+        X: np.ndarray, resp: np.ndarray, weighted: np.ndarray, shift: np.ndarray
+    ) -> Parameters:
         """``sum r``, ``sum r u`` and ``sum r u (x - shift)^k`` (``weighted = r u``) per
-        component and feature, about each column's mean ``shift``."""
-        shift = X.mean(axis=0)
+        component and feature, about ``shift``, each column's mean over all rows
+        (:meth:`prepare`: the same for every block of chunked data)."""
         centred = X - shift
         n_features = X.shape[1]
         return {
@@ -799,7 +802,7 @@ class StudentT(ComponentFamily):
         log_lik = float(weights @ (np.log(total[:, 0]) + peak[:, 0]))
         nu, n_features = q["dof"], X.shape[1]
         scale = (nu + n_features) / (nu + spread)  # E[u] under q(u | k)
-        stats = self._vb_sums(X, resp, resp * scale)
+        stats = self._vb_sums(X, resp, resp * scale, prepared.shift)
         log_scale = digamma(0.5 * (nu + n_features)) - np.log(0.5 * (nu + spread))
         stats["sum_log_u"] = (resp * (log_scale - scale)).sum(axis=0)
         stats["dof"] = nu

@@ -106,11 +106,10 @@ from bayesmix.ordering import resolve_order_by
 from bayesmix.validation import check_choice, check_float, check_int
 
 if TYPE_CHECKING:
-    from bayesmix.families.gaussian.covariance import CovarianceStructure
     from bayesmix.model import GaussianMixture
     from bayesmix.results.posterior import BayesResult
 
-__all__ = ["VB_DASK_MODES", "fit_vb_dask"]
+__all__ = ["VB_DASK_MODES", "check_stochastic_options", "fit_vb_dask", "run_stochastic"]
 
 #: the modes of ``fit(X_dask, method="vb", mode=...)``
 VB_DASK_MODES = ("cavi", "stochastic")
@@ -158,10 +157,6 @@ def _estep(source: DaskSource, shift, structure, params: VBParams, chunks=None):
 # -- stochastic VB -----------------------------------------------------------------------
 
 
-def _scaled(stats: tuple, factor: float) -> tuple:
-    return (stats[0] * factor, stats[1] * factor, stats[2] * factor)
-
-
 def _batches(rng: np.random.Generator, n_chunks: int, batch_chunks: int):
     """Minibatches of chunk indices (sorted), epoch after epoch: a fresh permutation of
     the chunks per epoch, cut into groups of ``batch_chunks``; yields ``(batch,
@@ -173,13 +168,11 @@ def _batches(rng: np.random.Generator, n_chunks: int, batch_chunks: int):
             yield batch.tolist(), start + batch_chunks >= n_chunks
 
 
-def _run_stochastic(
-    source: DaskSource,
-    shift: np.ndarray,
-    start: VBParams,
-    start_stats: SufficientStats,
-    prior,
-    structure: CovarianceStructure,
+def run_stochastic(
+    steps: Any,
+    start: Any,
+    effective: Any,
+    rows: np.ndarray,
     *,
     rng: np.random.Generator,
     batch_chunks: int,
@@ -187,17 +180,26 @@ def _run_stochastic(
     learning_decay: float,
     max_iter: int,
     tol: float,
-    reg_covar: float,
-) -> tuple[VBParams, np.ndarray, bool | None, float]:
-    """One stochastic VB run (module docstring); returns the final full-data pass's
-    ``q``, the trace (noisy estimates, then the full-data bound), ``converged`` (None when
-    interrupted) and the final lower bound."""
-    n_components = start.means.shape[0]
-    rows = np.asarray(source.data.row_chunks, dtype=float)
-    n_obs = float(rows.sum())
-    n_chunks = source.n_chunks
-    effective = (start_stats.mass, start_stats.sum_x, start_stats.sum_xx)
-    entropy_eff = 0.0
+) -> tuple[Any, np.ndarray, bool | None, float]:
+    """One stochastic VB run (module docstring) from ``q = start`` with smoothed
+    statistics ``effective``, over chunks of ``rows`` rows each; the model's work is
+    ``steps``' (Gaussian mixtures here, the conjugate families in
+    :mod:`bayesmix.inference.vb_family_dask`):
+
+    - ``steps.estep(q, batch)``: the statistics of the chunks ``batch`` under ``q``
+      (``ValueError`` when they are not finite);
+    - ``steps.scaled(stats, factor, q)``: ``(statistics scaled to all rows, the step's
+      noisy ELBO estimate)``;
+    - ``steps.blend(effective, scaled, rho)``: ``(1 - rho) effective + rho scaled``;
+    - ``steps.update(effective)``: ``q`` from smoothed statistics;
+    - ``steps.averaged(effective, q)``: the averaged ELBO the stop rule reads;
+    - ``steps.full_pass(q)``: ``(q, ELBO)`` after one pass over all the data.
+
+    Returns the final ``q``, the trace (noisy estimates, then the full-data ELBO),
+    ``converged`` (None when interrupted: then no full-data pass, the ELBO the averaged
+    one) and the final ELBO."""
+    rows = np.asarray(rows, dtype=float)
+    n_obs, n_chunks = float(rows.sum()), len(rows)
     params = start
     trace: list[float] = []
     averaged_before = None
@@ -206,25 +208,14 @@ def _run_stochastic(
     try:
         for step in range(max_iter):
             batch, epoch_end = next(batches)
-            stats, entropy = _estep(source, shift, structure, params, chunks=batch)
-            if not (np.isfinite(stats[3]) and np.isfinite(stats[2]).all()):
-                raise ValueError(
-                    "the variational E-step gave non-finite statistics on a minibatch: a "
-                    "component's precision overflowed; consider a larger reg_covar or "
-                    "larger minibatches (batch_chunks)."
-                )
-            factor = n_obs / rows[batch].sum()
-            scaled = _scaled(stats, factor)
-            noisy = cavi_m_step(*scaled, prior, structure, reg_covar)
-            trace.append(lower_bound(factor * entropy, noisy, structure, n_components))
+            stats = steps.estep(params, batch)
+            scaled, noisy = steps.scaled(stats, n_obs / rows[batch].sum(), params)
+            trace.append(noisy)
             rho = 1.0 if len(batch) == n_chunks else (learning_offset + step) ** -learning_decay
-            effective = tuple(
-                (1.0 - rho) * e + rho * s for e, s in zip(effective, scaled, strict=True)
-            )
-            entropy_eff = (1.0 - rho) * entropy_eff + rho * factor * entropy
-            params = cavi_m_step(*effective, prior, structure, reg_covar)
+            effective = steps.blend(effective, scaled, rho)
+            params = steps.update(effective)
             if epoch_end:
-                averaged = lower_bound(entropy_eff, params, structure, n_components)
+                averaged = steps.averaged(effective, params)
                 if averaged_before is not None and abs(averaged - averaged_before) < tol * n_obs:
                     converged = True
                     break
@@ -232,13 +223,53 @@ def _run_stochastic(
     except INTERRUPTS as error:  # Ctrl-C: the steps so far, without the full-data pass
         if not (is_interrupt(error) and keeps_partial_work() and trace):
             raise
-        bound = lower_bound(entropy_eff, params, structure, n_components)
-        return params, np.array(trace), None, bound
-    stats, entropy = _estep(source, shift, structure, params)  # the full-data pass
-    params = cavi_m_step(*stats[:3], prior, structure, reg_covar)
-    bound = lower_bound(entropy, params, structure, n_components)
+        return params, np.array(trace), None, steps.averaged(effective, params)
+    params, bound = steps.full_pass(params)
     trace.append(bound)
     return params, np.array(trace), converged, bound
+
+
+class _GaussianSteps:
+    """:func:`run_stochastic`'s steps for a Gaussian mixture: the statistics (mass,
+    ``sum r x``, ``sum r x x^T``) and the entropy of ``q(z)`` (smoothed alike), the
+    M-step and the lower bound of :mod:`bayesmix.inference.vb`."""
+
+    def __init__(self, source, shift, prior, structure, reg_covar) -> None:
+        self.source, self.shift, self.prior = source, shift, prior
+        self.structure, self.reg_covar = structure, reg_covar
+
+    def estep(self, params: VBParams, batch: list[int]) -> tuple:
+        stats, entropy = _estep(self.source, self.shift, self.structure, params, chunks=batch)
+        if not (np.isfinite(stats[3]) and np.isfinite(stats[2]).all()):
+            raise ValueError(
+                "the variational E-step gave non-finite statistics on a minibatch: a "
+                "component's precision overflowed; consider a larger reg_covar or "
+                "larger minibatches (batch_chunks)."
+            )
+        return (*stats[:3], entropy)
+
+    def scaled(self, stats: tuple, factor: float, params: VBParams) -> tuple[tuple, float]:
+        scaled = (stats[0] * factor, stats[1] * factor, stats[2] * factor)
+        noisy = self.update(scaled)
+        n_components = params.means.shape[0]
+        return (*scaled, factor * stats[3]), lower_bound(
+            factor * stats[3], noisy, self.structure, n_components
+        )
+
+    @staticmethod
+    def blend(effective: tuple, scaled: tuple, rho: float) -> tuple:
+        return tuple((1.0 - rho) * e + rho * s for e, s in zip(effective, scaled, strict=True))
+
+    def update(self, effective: tuple) -> VBParams:
+        return cavi_m_step(*effective[:3], self.prior, self.structure, self.reg_covar)
+
+    def averaged(self, effective: tuple, params: VBParams) -> float:
+        return lower_bound(effective[3], params, self.structure, params.means.shape[0])
+
+    def full_pass(self, params: VBParams) -> tuple[VBParams, float]:
+        stats, entropy = _estep(self.source, self.shift, self.structure, params)
+        params = cavi_m_step(*stats[:3], self.prior, self.structure, self.reg_covar)
+        return params, lower_bound(entropy, params, self.structure, params.means.shape[0])
 
 
 # -- the fit -----------------------------------------------------------------------------
@@ -264,7 +295,16 @@ def _moment_data(scan, feature_names) -> Data:
     return Data(rows, tuple(feature_names), np.arange(2))
 
 
-def _check_options(n_chunks, mode, batch_chunks, learning_offset, learning_decay):
+def check_stochastic_options(
+    n_chunks: int,
+    mode: str,
+    batch_chunks: int | None,
+    learning_offset: float | None,
+    learning_decay: float | None,
+) -> tuple[int | None, float | None, float | None]:
+    """The checked ``mode`` and stochastic VB's ``(batch_chunks, learning_offset,
+    learning_decay)`` with their defaults (all None for ``mode="cavi"``, which refuses
+    them); ``ValueError`` naming the option and the fix."""
     check_choice(mode, "mode", VB_DASK_MODES)
     if mode == "cavi":
         given = [
@@ -403,7 +443,7 @@ def fit_vb_dask(
     data = as_dask_data(X, min_obs=model.n_components)
     feature = resolve_order_by(order_by, data.feature_names)
     source = DaskSource(data, None)
-    batch_chunks, learning_offset, learning_decay = _check_options(
+    batch_chunks, learning_offset, learning_decay = check_stochastic_options(
         source.n_chunks, mode, batch_chunks, learning_offset, learning_decay
     )
     stochastic = mode == "stochastic"
@@ -433,20 +473,17 @@ def fit_vb_dask(
                 stats.mass, stats.sum_x, stats.sum_xx, shifted_prior, structure, reg_covar
             )
             if stochastic:
-                params, trace, converged, bound = _run_stochastic(
-                    source,
-                    shift,
+                params, trace, converged, bound = run_stochastic(
+                    _GaussianSteps(source, shift, shifted_prior, structure, reg_covar),
                     start,
-                    stats,
-                    shifted_prior,
-                    structure,
+                    (stats.mass, stats.sum_x, stats.sum_xx, 0.0),
+                    source.data.row_chunks,
                     rng=rng,
                     batch_chunks=batch_chunks,
                     learning_offset=learning_offset,
                     learning_decay=learning_decay,
                     max_iter=max_iter,
                     tol=tol,
-                    reg_covar=reg_covar,
                 )
             else:
                 params, trace, converged = run_cavi(

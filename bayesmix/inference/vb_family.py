@@ -59,26 +59,34 @@ ELBO over one factor, so the trace never decreases (``tests/test_vb_families.py`
 ``K = 1`` with the Dirichlet weight prior ``q`` is the exact posterior and the ELBO is
 the log marginal likelihood. The fit stops when the ELBO gains less than ``tol`` per
 (weighted) observation.
+
+The pieces are functions of a block of rows (:func:`block_vb_estep`,
+:func:`block_vb_assigned`, added by :func:`add_vb_statistics`) and of the E-step
+(:func:`run_family_cavi`), so that Dask input runs the same loop over chunks, or
+stochastic VB on minibatches of them (:mod:`bayesmix.inference.vb_family_dask`).
 """
 
 from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial, reduce
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from bayesmix.exceptions import ConvergenceWarning
 from bayesmix.families.gaussian.stats import log_normalise
-from bayesmix.inference.em.init import kmeans
+from bayesmix.inference.em.init import kmeans, nearest
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
     keeps_partial_work,
     warn_vb_unfinished,
 )
+from bayesmix.inference.vb import resolve_seed
 from bayesmix.inference.vb_weights import (
     INTERFACE_WEIGHT_PRIORS,
     STICK_PRIORS,
@@ -90,6 +98,7 @@ from bayesmix.inference.vb_weights import (
     interface_concentration,
     posterior_concentration,
     sample_weights,
+    truncated_stick_parameters,
     weights_kl,
 )
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
@@ -103,10 +112,20 @@ if TYPE_CHECKING:
 __all__ = [
     "FAMILY_VB_INITS",
     "FamilyVBResult",
+    "add_vb_statistics",
+    "block_vb_assigned",
+    "block_vb_estep",
+    "combine_vb_statistics",
+    "family_elbo",
+    "family_vb_result",
     "fit_family_vb",
     "fit_family_vb_result",
+    "keep_best_run",
+    "run_family_cavi",
+    "start_parameters",
     "vb_family_names",
     "vb_unsupported_message",
+    "vb_weight_prior",
 ]
 
 #: the start methods of :func:`fit_family_vb`: k-means on the family's start transform
@@ -192,11 +211,11 @@ class FamilyVBResult:
         return expected_weights(self.weight_prior, self.weight_concentration)
 
 
-def _estep(family, X, weights, prepared, log_weights, q):
-    """``(sum_n w_n log sum_k exp(...), mass, statistics)`` under ``q``: the family's fused
-    pass, else its expected log density normalised and the statistics of the
-    responsibilities (:meth:`vb_statistics`; the parameters at ``q``'s means passed for
-    their names)."""
+def block_vb_estep(family, X, weights, prepared, log_weights, q):
+    """``(sum_n w_n log sum_k exp(...), mass, statistics)`` of a block of rows under
+    ``q``: the family's fused pass, else its expected log density normalised and the
+    statistics of the responsibilities (:meth:`vb_statistics`; the parameters at
+    ``q``'s means passed for their names). Blocks add up by :func:`add_vb_statistics`."""
     fused = family.vb_expectation(X, weights, log_weights, q, prepared)
     if fused is not None:
         return fused
@@ -204,6 +223,60 @@ def _estep(family, X, weights, prepared, log_weights, q):
     resp = np.exp(log_resp) * weights[:, None]
     stats = family.vb_statistics(X, resp, family.vb_mean(q), prepared)
     return float(weights @ log_norm), resp.sum(axis=0), stats
+
+
+def block_vb_assigned(family, X, weights, prepared, labels, centres, params):
+    """``(mass, statistics)`` of a block's rows assigned to one component each (their
+    weights as responsibilities): by ``labels``, or (``labels=None``) to the nearest of
+    ``centres`` in the family's start transform; ``params`` name the statistics."""
+    if labels is None:
+        labels, _ = nearest(family.start_transform(X), centres)
+    resp = np.zeros((X.shape[0], _n_rows(params)))
+    resp[np.arange(X.shape[0]), labels] = weights
+    return resp.sum(axis=0), family.vb_statistics(X, resp, params, prepared)
+
+
+def _n_rows(params) -> int:
+    return next(iter(params.values())).shape[0]
+
+
+def add_vb_statistics(shared: tuple[str, ...], *parts: Any) -> Any:
+    """The sum of blocks' :func:`block_vb_estep` (or :func:`block_vb_assigned`)
+    results: numbers and arrays add, tuples and dicts elementwise, except the entries
+    named in ``shared`` (the family's :attr:`~bayesmix.families.base.ComponentFamily.
+    vb_shared`: an origin or a fixed parameter, the same in every block), kept."""
+    return reduce(partial(_add_tree, shared), parts)
+
+
+def _add_tree(shared, a, b):
+    if isinstance(a, dict):
+        return {
+            key: a[key]
+            if key in shared and not isinstance(a[key], dict)
+            else _add_tree(shared, a[key], b[key])
+            for key in a
+        }
+    if isinstance(a, tuple):
+        return tuple(_add_tree(shared, x, y) for x, y in zip(a, b, strict=True))
+    return a + b
+
+
+def combine_vb_statistics(shared: tuple[str, ...], a: Any, b: Any, scale_a: float, scale_b: float):
+    """``scale_a a + scale_b b`` entry by entry (tuples and dicts of numbers and arrays),
+    the entries named in ``shared`` taken from ``b``: stochastic VB's scaled minibatch
+    statistics and their smoothing."""
+    if isinstance(a, dict):
+        return {
+            key: b[key]
+            if key in shared and not isinstance(a[key], dict)
+            else combine_vb_statistics(shared, a[key], b[key], scale_a, scale_b)
+            for key in a
+        }
+    if isinstance(a, tuple):
+        return tuple(
+            combine_vb_statistics(shared, x, y, scale_a, scale_b) for x, y in zip(a, b, strict=True)
+        )
+    return scale_a * a + scale_b * b
 
 
 def _start_resp(family, X, weights, n_components, init, rng) -> np.ndarray:
@@ -219,7 +292,7 @@ def _start_resp(family, X, weights, n_components, init, rng) -> np.ndarray:
     return resp
 
 
-def _start_parameters(family, X, resp, weights) -> dict[str, np.ndarray]:
+def start_parameters(family, X, resp, weights) -> dict[str, np.ndarray]:
     """Parameters with the family's names (what :meth:`statistics` indexes), at the
     responsibility-weighted centres of the rows (NaN filled by column means)."""
     missing = np.isnan(X)
@@ -314,41 +387,20 @@ def fit_family_vb(
     rng = check_random_state(random_state)
     prepared = family.prepare(X)
     total = float(weights.sum())
-    best = None
-    try:
-        for _ in range(n_init):
-            resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
-            params = _start_parameters(family, X, resp, weights)
-            stats = family.vb_statistics(X, resp, params, prepared)
-            q = family.vb_posterior(stats, priors, prepared)
-            concentration = posterior_concentration(
-                weight_prior, alpha, resp.sum(axis=0), discount=discount
-            )
-            q, concentration, trace, converged = _run(
-                family, X, weights, prepared, priors, q, concentration,
-                (weight_prior, alpha, discount, max_iter, tol * total),
-            )  # fmt: skip
-            result = FamilyVBResult(
-                q,
-                weight_prior,
-                np.asarray(concentration),
-                alpha,
-                np.asarray(trace),
-                bool(converged),
-                len(trace),
-                total,
-                converged is None,
-                discount,
-            )
-            if best is None or result.elbo > best.elbo:
-                best = result
-            if converged is None:  # interrupted: no more runs
-                best = replace(best, converged=False, interrupted=True)
-                break
-    except INTERRUPTS as error:  # Ctrl-C while a later run started: the best so far
-        if not (is_interrupt(error) and keeps_partial_work() and best is not None):
-            raise
-        best = replace(best, converged=False, interrupted=True)
+    estep = partial(block_vb_estep, family, X, weights, prepared)
+    settings = (weight_prior, alpha, discount, max_iter, tol * total)
+
+    def run() -> FamilyVBResult:
+        resp = _start_resp(family, X, weights, n_components, init, rng) * weights[:, None]
+        params = start_parameters(family, X, resp, weights)
+        stats = family.vb_statistics(X, resp, params, prepared)
+        q = family.vb_posterior(stats, priors, prepared)
+        concentration = posterior_concentration(
+            weight_prior, alpha, resp.sum(axis=0), discount=discount
+        )
+        return run_family_cavi(estep, family, priors, prepared, q, concentration, settings, total)
+
+    best = keep_best_run(run, n_init)
     if warn and max_iter > 0 and not best.converged and not best.interrupted:
         warnings.warn(
             f"vb did not converge in max_iter={max_iter} iterations (last change of the "
@@ -359,25 +411,52 @@ def fit_family_vb(
     return best
 
 
-def _run(family, X, weights, prepared, priors, q, concentration, settings):
-    """One CAVI run from ``q``: ``(q, concentration, ELBO trace, converged)``, converged
-    None when a ``KeyboardInterrupt`` stopped it after at least one iteration (raised
-    before, or when nested in another fit)."""
+def keep_best_run(run: Callable[[], FamilyVBResult], n_init: int) -> FamilyVBResult:
+    """The run of ``n_init`` calls of ``run`` with the highest final ELBO; Ctrl-C (in
+    a run that iterated, or between runs) keeps the best so far, marked interrupted,
+    and starts no more runs."""
+    best = None
+    try:
+        for _ in range(n_init):
+            result = run()
+            if best is None or result.elbo > best.elbo:
+                best = result
+            if result.interrupted:  # no more runs
+                best = replace(best, converged=False, interrupted=True)
+                break
+    except INTERRUPTS as error:  # Ctrl-C while a later run started: the best so far
+        if not (is_interrupt(error) and keeps_partial_work() and best is not None):
+            raise
+        best = replace(best, converged=False, interrupted=True)
+    return best
+
+
+def run_family_cavi(
+    estep: Callable[[np.ndarray, dict], tuple[float, np.ndarray, Any]],
+    family: ComponentFamily,
+    priors: dict[str, np.ndarray],
+    prepared: Any,
+    q: dict[str, np.ndarray],
+    concentration: np.ndarray,
+    settings: tuple,
+    total: float,
+) -> FamilyVBResult:
+    """One CAVI run from ``(q, concentration)``: ``estep(log_weights, q)`` gives the
+    E-step's ``(log-likelihood, mass, statistics)`` over all rows (in memory one block,
+    on Dask the chunks' sum), then every factor's closed-form update. ``settings`` is
+    ``(weight_prior, alpha, discount, max_iter, tolerance)``, the tolerance in nats
+    (``tol`` times ``total``, the rows' total weight). Ctrl-C after at least one
+    iteration returns the run so far, ``interrupted`` (raised before, or when nested in
+    another fit)."""
     weight_prior, alpha, discount, max_iter, tolerance = settings
     trace: list[float] = []
     converged: bool | None = False
     try:
         for _ in range(max_iter):
             log_weights = expected_log_weights(weight_prior, concentration)
-            log_lik, mass, stats = _estep(family, X, weights, prepared, log_weights, q)
-            weight_kl = weights_kl(weight_prior, concentration, alpha, discount=discount)
-            elbo = log_lik - weight_kl - family.vb_kl(q, priors)
-            if not np.isfinite(elbo):
-                raise ValueError(
-                    "the variational E-step gave a non-finite ELBO: X holds values outside "
-                    f"the {family.name} family's support or infinite values; check X."
-                )
-            trace.append(float(elbo))
+            log_lik, mass, stats = estep(log_weights, q)
+            elbo = family_elbo(family, priors, log_lik, q, concentration, settings)
+            trace.append(elbo)
             if len(trace) > 1 and abs(trace[-1] - trace[-2]) < tolerance:
                 converged = True
                 break
@@ -387,15 +466,34 @@ def _run(family, X, weights, prepared, priors, q, concentration, settings):
         if not (is_interrupt(error) and keeps_partial_work() and trace):
             raise
         converged = None
-    return q, concentration, trace, converged
+    return FamilyVBResult(
+        q,
+        weight_prior,
+        np.asarray(concentration),
+        alpha,
+        np.asarray(trace),
+        bool(converged),
+        len(trace),
+        total,
+        converged is None,
+        discount,
+    )
 
 
-def _seed(random_state: Any) -> int:
-    """One integer seed from ``random_state`` (an int is used as it is)."""
-    if isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        check_random_state(random_state)  # validates the sign
-        return int(random_state)
-    return int(check_random_state(random_state).integers(2**31 - 1))
+def family_elbo(family, priors, log_lik, q, concentration, settings) -> float:
+    """The ELBO of ``q`` after an E-step under it whose log-sum-exp total is
+    ``log_lik``: that total less the weights' and the components' KL divergences
+    (module docstring); ``ValueError`` when it is not finite. ``settings`` as in
+    :func:`run_family_cavi`."""
+    weight_prior, alpha, discount = settings[:3]
+    weight_kl = weights_kl(weight_prior, concentration, alpha, discount=discount)
+    elbo = float(log_lik - weight_kl - family.vb_kl(q, priors))
+    if not np.isfinite(elbo):
+        raise ValueError(
+            "the variational E-step gave a non-finite ELBO: X holds values outside "
+            f"the {family.name} family's support or infinite values; check X."
+        )
+    return elbo
 
 
 def fit_family_vb_result(
@@ -436,8 +534,7 @@ def fit_family_vb_result(
         ``init`` neither a method name nor an array.
     """
     from bayesmix.data import check_sample_weight
-    from bayesmix.ordering import best_separated_feature, order_posterior, resolve_order_by
-    from bayesmix.results.posterior import BayesResult
+    from bayesmix.ordering import resolve_order_by
 
     started = time.perf_counter()
     family = model.family
@@ -458,17 +555,10 @@ def fit_family_vb_result(
         )
     feature = resolve_order_by(order_by, data.feature_names)  # before any work
     weights = check_sample_weight(sample_weight, data.n_obs)
-    seed = _seed(random_state)
+    seed = resolve_seed(random_state)
     rng = np.random.default_rng(seed)
     priors = model.resolve_priors(data, weights)
-    internal = INTERFACE_WEIGHT_PRIORS[weight_prior]
-    alpha = interface_concentration(
-        internal,
-        priors["weight_concentration"],
-        model.priors is not None and "weight_concentration" in model.priors,
-    )
-    if internal in STICK_PRIORS:
-        alpha, discount = check_stick_prior(internal, alpha, discount)
+    internal, alpha, discount = vb_weight_prior(model, priors, weight_prior, discount)
     fit = fit_family_vb(
         family,
         data.values,
@@ -494,6 +584,74 @@ def fit_family_vb_result(
         change="ELBO per observation",
         stacklevel=4,
     )
+    settings = dict(
+        n_init=n_init,
+        init=init if isinstance(init, str) else "array",
+        max_iter=max_iter,
+        tol=tol,
+    )
+    return family_vb_result(
+        model,
+        data,
+        fit,
+        priors,
+        weight_prior=weight_prior,
+        draws=draws,
+        feature=feature,
+        seed=seed,
+        rng=rng,
+        settings=settings,
+        started=started,
+    )
+
+
+def vb_weight_prior(
+    model: Mixture, priors: dict[str, np.ndarray], weight_prior: str, discount: float
+) -> tuple[str, float, float]:
+    """The weight prior of a family VB fit from the option ``weight_prior`` (checked)
+    and the resolved ``priors``: ``(internal name, alpha, discount)``
+    (:func:`~bayesmix.inference.vb_weights.interface_concentration`)."""
+    internal = INTERFACE_WEIGHT_PRIORS[weight_prior]
+    alpha = interface_concentration(
+        internal,
+        priors["weight_concentration"],
+        model.priors is not None and "weight_concentration" in model.priors,
+    )
+    if internal in STICK_PRIORS:
+        alpha, discount = check_stick_prior(internal, alpha, discount)
+    return internal, alpha, discount
+
+
+def family_vb_result(
+    model: Mixture,
+    data: Any,
+    fit: FamilyVBResult,
+    priors: dict[str, np.ndarray],
+    *,
+    weight_prior: str,
+    draws: int,
+    feature: int | None,
+    seed: int,
+    rng: np.random.Generator,
+    settings: dict,
+    started: float,
+) -> BayesResult:
+    """The :class:`~bayesmix.results.posterior.BayesResult` of a family VB fit (in
+    memory or on Dask: ``data`` a :class:`~bayesmix.data.Data` or
+    :class:`~bayesmix.data.DaskData`): ``draws`` draws from ``q`` with ``rng`` as one
+    chain, components numbered by the order ``feature`` (default: the best-separated
+    feature of ``q``'s means), ``elbo`` the kept run's trace. ``settings`` (the fit's
+    options) gains ``method``, ``family``, the weight prior, ``n_iter``, ``converged``,
+    ``elbo``, ``draws``, ``order_feature``, the seed, ``fit_seconds`` (since
+    ``started``) and ``interrupted`` when Ctrl-C stopped the fit. Under the
+    stick-breaking priors the result's priors hold ``weight_sticks``, the Beta
+    parameters ``(2, K - 1)`` of the truncation NUTS and ADVI sample
+    (:func:`~bayesmix.inference.vb_weights.truncated_stick_parameters`), as a Gaussian
+    VB result's :class:`~bayesmix.priors.StickBreakingPriors`."""
+    from bayesmix.ordering import best_separated_feature, order_posterior
+    from bayesmix.results.posterior import BayesResult
+
+    family, internal, alpha = model.family, fit.weight_prior, fit.alpha
     arrays = {"weights": sample_weights(internal, fit.weight_concentration, draws, rng)}
     arrays.update(family.vb_sample(fit.q, draws, rng))
     posterior = model.posterior_from_draws(
@@ -510,11 +668,8 @@ def fit_family_vb_result(
         family=family.name,
         weight_prior=weight_prior,
         weight_concentration=alpha,
-        **({"discount": discount} if internal == "pitman_yor" else {}),
-        n_init=n_init,
-        init=init if isinstance(init, str) else "array",
-        max_iter=max_iter,
-        tol=tol,
+        **({"discount": fit.discount} if internal == "pitman_yor" else {}),
+        **settings,
         n_iter=fit.n_iter,
         converged=int(fit.converged),
         elbo=fit.elbo,
@@ -526,6 +681,9 @@ def fit_family_vb_result(
     )
     if fit.interrupted:
         settings["interrupted"] = True
+    if internal in STICK_PRIORS:
+        sticks = truncated_stick_parameters(alpha, model.n_components, fit.discount)
+        priors = {**priors, "weight_sticks": sticks}
     return BayesResult(
         model=model,
         posterior=posterior,

@@ -705,19 +705,28 @@ def _load_categories(loader: _Loader, raw: Any, field: str) -> tuple | None:
 
 
 def _load_family_priors(loader: _Loader, raw: Any, model: Mixture) -> dict | None:
-    """A family's resolved priors: every hyperparameter, finite numbers."""
+    """A family's resolved priors: every hyperparameter, finite numbers; a VB fit under
+    a stick-breaking prior also ``weight_sticks``, the Beta parameters ``(2, K - 1)``."""
     if raw is None:
         return None
     names = ("weight_concentration", *model.family.prior_defaults)
-    raw = loader.mapping(raw, "priors", required=names)
+    raw = loader.mapping(raw, "priors", required=names, optional=("weight_sticks",))
     priors = {}
-    for name in names:
+    for name in (*names, *(("weight_sticks",) if "weight_sticks" in raw else ())):
         value = np.asarray(raw[name])
         if value.dtype.kind not in "iuf" or not np.isfinite(value).all():
             raise loader.fail(f"priors.{name}", "must be finite numbers")
         priors[name] = value.astype(float)
     if priors["weight_concentration"].shape != (model.n_components,):
         raise loader.fail("priors.weight_concentration", f"must have {model.n_components} values")
+    sticks = priors.get("weight_sticks")
+    if sticks is not None and sticks.shape != (2, model.n_components - 1):
+        raise loader.fail(
+            "priors.weight_sticks",
+            f"has shape {sticks.shape}; expected {(2, model.n_components - 1)}",
+        )
+    if sticks is not None and not (sticks > 0).all():
+        raise loader.fail("priors.weight_sticks", "must be > 0 (Beta parameters)")
     return priors
 
 

@@ -114,6 +114,7 @@ __all__ = [
     "blockwise_quantiles",
     "check_scan",
     "fit_em_dask",
+    "family_chunks",
     "fit_family_em_dask",
     "is_dask_input",
     "kmeans_parallel_centres",
@@ -1363,6 +1364,11 @@ def _family_rows(x, w, family, summary, drop_empty) -> tuple[np.ndarray, np.ndar
     return x, w, family.prepare(x, summary)
 
 
+def _rows_call(x, w, extra, func, family, summary, drop_empty, *args):
+    """:meth:`FamilyChunks.map_rows`' per-chunk call."""
+    return func(family, *_family_rows(x, w, family, summary, drop_empty), *extra, *args)
+
+
 def _family_estep_block(x, w, family, summary, drop_empty, log_weights, params):
     return block_estep(
         family, *_family_rows(x, w, family, summary, drop_empty), log_weights, params
@@ -1464,6 +1470,30 @@ class FamilyChunks:
             _family_final_block, _sum_statistics, *self._shared(), log_weights, params
         )
 
+    def map_rows(
+        self, func: Callable, combine: Callable, *args: Any, per_chunk=None, chunks=None
+    ) -> Any:
+        """``combine`` over chunks (in chunk order) of ``func(family, x, w, prepared,
+        *per_chunk[i], *args)``, each chunk's rows as the family's passes see them (rows
+        without an observed entry left out under ``missing="marginalize"``, the
+        family's :meth:`prepare` given the summary of all rows): another fit's passes
+        (closed-form VB's) by the E-step's route, :meth:`DaskSource.map_chunks`, and its
+        recovery from a lost worker. ``per_chunk`` (a tuple per chunk, e.g. a start's
+        labels cut by :meth:`chunk_rows`): by the task graph
+        (:meth:`DaskSource.map_reduce`). ``chunks``: the indices of the chunks to map
+        over (default: all)."""
+        shared = (func, *self._shared())
+        if per_chunk is not None:
+            return self.source.map_reduce(
+                _rows_call, combine, *shared, *args, per_chunk=[(p,) for p in per_chunk]
+            )
+        return self.source.map_chunks(_rows_call, combine, (), *shared, *args, chunks=chunks)
+
+    def chunk_rows(self, values: np.ndarray) -> list[np.ndarray]:
+        """``values`` of the rows the passes see (the scan's, in order) cut by chunk."""
+        bounds = self._bounds
+        return [values[bounds[i] : bounds[i + 1]] for i in range(self.source.n_chunks)]
+
 
 def _check_family_scan(scan: _FamilyScan, model: Mixture, data: DaskData) -> None:
     names, family = data.feature_names, model.family
@@ -1563,23 +1593,9 @@ def fit_family_em_dask(
     options = FamilyEMOptions.checked(
         use_priors, n_init, max_iter, tol, random_state, order_by, data.feature_names, started
     )
-    weights = _dask_weights(sample_weight, data)
-    source = DaskSource(data, weights)
+    model, chunks, default_priors = family_chunks(model, data, sample_weight, missing, options.rng)
+    source = chunks.source
     try:
-        chunks = FamilyChunks(source, model.family, missing == "marginalize")
-        scan = chunks.scan(options.rng, INIT_SAMPLE_ROWS)
-        _check_family_scan(scan, model, data)
-        # the settings the data fix (Categorical's numbers of categories, an Independent's
-        # blocks by position) and a Dask DataFrame's labels, as Mixture.fit in memory
-        model = model.fixed_by_summary(chunks.summary, data)
-        chunks.bind(model.family)
-        # Two rows at mean -+ sd with equal weights have the data's weighted mean and
-        # variance per column (to rounding), all the families' default priors read.
-        sd = np.sqrt(scan.weighted_m2 / np.where(scan.weight > 0, scan.weight, 1.0))
-        two_rows = np.stack([scan.weighted_mean - sd, scan.weighted_mean + sd])
-        default_priors = model.resolve_priors(
-            Data(two_rows, data.feature_names, np.arange(2)), np.ones(2)
-        )
         result = run_family_em(
             model,
             chunks,
@@ -1593,6 +1609,39 @@ def fit_family_em_dask(
         source.close()
     result.settings["worker_losses"] = source.worker_losses
     return result
+
+
+def family_chunks(
+    model: Mixture, data: DaskData, sample_weight: Any, missing: str, rng: np.random.Generator
+) -> tuple[Mixture, FamilyChunks, dict[str, np.ndarray]]:
+    """The start of every family fit on Dask input (EM, MAP-EM, closed-form VB): the
+    scan of the chunks (``rng`` draws the starts' sample when ``data`` has more than
+    ``INIT_SAMPLE_ROWS`` rows) and its checks, the declaration with the settings the
+    data fix, the chunks bound to its family, and the declaration's resolved default
+    priors from the data's weighted moments. Returns ``(model, chunks,
+    default_priors)``; close ``chunks.source`` when done. ``ValueError`` (named) for
+    data the scan finds wrong."""
+    weights = _dask_weights(sample_weight, data)
+    source = DaskSource(data, weights)
+    try:
+        chunks = FamilyChunks(source, model.family, missing == "marginalize")
+        scan = chunks.scan(rng, INIT_SAMPLE_ROWS)
+        _check_family_scan(scan, model, data)
+        # the settings the data fix (Categorical's numbers of categories, an Independent's
+        # blocks by position) and a Dask DataFrame's labels, as Mixture.fit in memory
+        model = model.fixed_by_summary(chunks.summary, data)
+        chunks.bind(model.family)
+        # Two rows at mean -+ sd with equal weights have the data's weighted mean and
+        # variance per column (to rounding), all the families' default priors read.
+        sd = np.sqrt(scan.weighted_m2 / np.where(scan.weight > 0, scan.weight, 1.0))
+        two_rows = np.stack([scan.weighted_mean - sd, scan.weighted_mean + sd])
+        default_priors = model.resolve_priors(
+            Data(two_rows, data.feature_names, np.arange(2)), np.ones(2)
+        )
+    except BaseException:
+        source.close()
+        raise
+    return model, chunks, default_priors
 
 
 # -- exact quantiles of per-row values over chunks -----------------------------------------
