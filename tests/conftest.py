@@ -186,6 +186,33 @@ def points_around(density, centre, n=4, seed=0):
     return [centre] + [centre + 0.5 * rng.standard_normal(density.n_dim) for _ in range(n)]
 
 
+def call_nutpie_callbacks(density, theta):
+    """nutpie's two C callbacks of a hand-written ``density`` at ``theta``, through its
+    packed buffer as nutpie calls them: ``(logp code, logp, gradient, expand code,
+    expansion)``."""
+    import ctypes
+
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    double = ctypes.POINTER(ctypes.c_double)
+    grad, value, out = np.empty(density.n_dim), np.empty(1), np.empty(density.n_expanded)
+    buffer = ctypes.c_void_p(density.buffer.ctypes.data)
+    logp_code = density.nutpie_logp.ctypes(
+        density.n_dim,
+        theta.ctypes.data_as(double),
+        grad.ctypes.data_as(double),
+        value.ctypes.data_as(double),
+        buffer,
+    )
+    expand_code = density.nutpie_expand.ctypes(
+        density.n_dim,
+        density.n_expanded,
+        theta.ctypes.data_as(double),
+        out.ctypes.data_as(double),
+        buffer,
+    )
+    return logp_code, value[0], grad, expand_code, out
+
+
 def scipy_log_prior(weights, means, natural_cov, covariance_type, priors):
     """Log prior density with scipy's distributions (covariances in natural storage)."""
     value = stats.dirichlet.logpdf(weights, priors.weight_concentration)

@@ -231,15 +231,22 @@ def test_invalid_stick_breaking_options_are_refused_before_compiling(
     discount=st.one_of(st.just("absent"), DISCOUNT_VALUES),
 )
 def test_family_mixture_refuses_weight_priors_outside_vb(method, weight_prior, discount):
-    """``Mixture(K, family)``: ``weight_prior`` and ``discount`` are VB's options only;
-    with any other method any value (valid stick-breaking ones included) is refused
-    within seconds, before a model is built."""
+    """``Mixture(K, family)``: ``weight_prior`` and ``discount`` are options of the
+    Bayesian methods; EM and MAP refuse any value (valid stick-breaking ones included),
+    NUTS and ADVI every value outside the documented domain, within seconds, before a
+    model is built (valid ones are fitted in ``test_dp_nuts_family.py``)."""
     options = {
         name: value
         for name, value in (("weight_prior", weight_prior), ("discount", discount))
         if not (isinstance(value, str) and value == "absent")
     }
     assume(options)
+    if method not in ("em", "map"):
+        assume(
+            not _valid_stick_options(
+                options.get("weight_prior", "dirichlet"), options.get("discount", 0.0)
+            )
+        )
     X = np.random.default_rng(5).poisson([[1.0, 6.0]], size=(20, 2))
     start = time.perf_counter()
     with pytest.raises((ValueError, TypeError)) as caught:

@@ -426,6 +426,7 @@ class CategoryFamily(ComponentFamily):
             family.category_mask(X.shape[1], n_bins).sum(axis=1),
             n_components,
             PROBABILITY_FLOOR,
+            weight_sticks=priors.get("weight_sticks"),
         )
 
     # -- densities and summaries -------------------------------------------------------

@@ -7,7 +7,8 @@ The density is that of :func:`bayesmix.inference.bayes.family.build_family_pymc`
 complete data, in the same unconstrained coordinates, Jacobians included, so it equals
 the PyMC model's ``logp`` to rounding:
 
-* the weights: ``K - 1`` simplex coordinates (:mod:`bayesmix.families.simplex`);
+* the weights: ``K - 1`` simplex coordinates (:mod:`bayesmix.families.simplex`), or
+  under a stick-breaking prior the sticks' logits (:mod:`bayesmix.families.sticks`);
 * Bernoulli: ``probabilities ~ Beta(a_d, b_d)`` ``(K, D)`` through PyMC's log-odds
   transform, one coordinate ``y = logit(p)`` per component and feature (row-major), log
   Jacobian ``log p + log(1 - p)``;
@@ -36,10 +37,18 @@ import numpy as np
 
 from bayesmix.families.simplex import (
     dirichlet_log_prior,
-    flat_weights,
     log_weights,
     normalise_joint,
     weights_gradient,
+)
+from bayesmix.families.sticks import (
+    STICKS_KEY,
+    flat_mixture_weights,
+    log_sigmoid,
+    mixture_log_weights,
+    mixture_weights_gradient,
+    weight_log_prior,
+    weight_prior_inputs,
 )
 
 __all__ = ["KINDS", "CategoryDensity", "category_density", "nutpie_logp", "nutpie_expand"]
@@ -59,6 +68,7 @@ def category_density(
     sizes: np.ndarray,
     n_components: int,
     floor: float,
+    weight_sticks: np.ndarray | None = None,
 ) -> CategoryDensity:
     """The density of a ``kind`` (``"bernoulli"`` or ``"categorical"``) mixture of
     ``n_components`` on the complete category codes ``X``.
@@ -80,6 +90,9 @@ def category_density(
         ``K``.
     floor : float
         The likelihood's probability floor (the family's PyMC density's).
+    weight_sticks : numpy.ndarray, optional
+        The sticks' Beta parameters ``(2, K - 1)`` of a stick-breaking weight prior
+        (then ``weight_concentration`` is unused); default: the Dirichlet.
 
     Returns
     -------
@@ -92,7 +105,9 @@ def category_density(
     sizes = np.asarray(sizes, dtype=np.int64)
     width = int(sizes.max())
     rows, multiplicity = np.unique(X, axis=0, return_counts=True)
-    concentration = np.broadcast_to(np.asarray(weight_concentration, dtype=np.float64), (K,))
+    weight_prior = weight_prior_inputs(
+        {"weight_concentration": weight_concentration, STICKS_KEY: weight_sticks}, K
+    )
     alpha = np.ones((D, width))
     alpha[:, : concentrations.shape[1]] = concentrations
     offsets = np.empty((K, D))  # each (component, feature)'s first coordinate in theta
@@ -114,7 +129,7 @@ def category_density(
         width,
         math.log(floor),
     )
-    parts = [header, rows, multiplicity, concentration, alpha, sizes, offsets]
+    parts = [header, rows, multiplicity, weight_prior, alpha, sizes, offsets]
     buffer = np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
     expected = _buffer_size(rows.shape[0], D, K, width)
     if buffer.size != expected:
@@ -125,7 +140,7 @@ def category_density(
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, W):
-    return _HEADER + n * D + n + K + D * W + D + K * D
+    return _HEADER + n * D + n + 3 * K + D * W + D + K * D
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -137,8 +152,8 @@ def _unpack(buffer):
     pos += n * D
     multiplicity = buffer[pos : pos + n]
     pos += n
-    concentration = buffer[pos : pos + K]
-    pos += K
+    weight_prior = buffer[pos : pos + 3 * K].reshape((3, K))
+    pos += 3 * K
     alpha = buffer[pos : pos + D * W].reshape((D, W))
     pos += D * W
     sizes = buffer[pos : pos + D]
@@ -147,19 +162,13 @@ def _unpack(buffer):
     return (
         rows,
         multiplicity,
-        concentration,
+        weight_prior,
         alpha,
         sizes,
         offsets,
         int(buffer[_KIND]),
         buffer[_LOG_FLOOR],
     )
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def _log_sigmoid(y):
-    """``log(1 / (1 + exp(-y)))``, stable."""
-    return min(y, 0.0) - math.log1p(math.exp(-abs(y)))
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -175,7 +184,7 @@ def _cells(theta, alpha, sizes, offsets, kind, log_floor, log_table, log_prob, p
             if kind == _BERNOULLI:
                 y = theta[pos]
                 a, b = alpha[d, 1], alpha[d, 0]
-                log_p, log_q = _log_sigmoid(y), _log_sigmoid(-y)
+                log_p, log_q = log_sigmoid(y), log_sigmoid(-y)
                 logp += a * log_p + b * log_q - math.lgamma(a) - math.lgamma(b) + math.lgamma(a + b)
                 log_prob[k, d, 0], log_prob[k, d, 1] = log_q, log_p
                 p = math.exp(log_p)
@@ -200,13 +209,13 @@ def _cells(theta, alpha, sizes, offsets, kind, log_floor, log_table, log_prob, p
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _log_density(
-    theta, rows, multiplicity, concentration, alpha, sizes, offsets, kind, log_floor, grad
+    theta, rows, multiplicity, weight_prior, alpha, sizes, offsets, kind, log_floor, grad
 ):
     n, D = rows.shape
-    K, W = concentration.shape[0], alpha.shape[1]
+    K, W = weight_prior.shape[1], alpha.shape[1]
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
-    logp = dirichlet_log_prior(log_w, concentration)
+    log_w = mixture_log_weights(theta, weight_prior)
+    logp = weight_log_prior(theta, log_w, weight_prior)
     log_table, log_prob = np.zeros((K, D, W)), np.zeros((K, D, W))
     passes = np.zeros((K, D, W), dtype=np.bool_)
     logp += _cells(theta, alpha, sizes, offsets, kind, log_floor, log_table, log_prob, passes)
@@ -228,7 +237,7 @@ def _log_density(
                 histogram[k, d, int(rows[i, d])] += r
     if not math.isfinite(logp):
         return -np.inf
-    weights_gradient(log_w, concentration, counts, grad)
+    mixture_weights_gradient(theta, log_w, weight_prior, counts, grad)
     masked = np.zeros(W)
     for k in range(K):
         for d in range(D):
@@ -247,19 +256,19 @@ def _log_density(
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _expand(theta, concentration, alpha, sizes, offsets, kind, log_floor, out):
+def _expand(theta, weight_prior, alpha, sizes, offsets, kind, log_floor, out):
     """Weights, then the probabilities (Bernoulli: ``(K, D)``; Categorical: ``(K, D, W)``,
     zero past each feature's categories), flattened."""
     K, D = offsets.shape
     W = alpha.shape[1]
-    log_w = log_weights(theta, K)
+    log_w = mixture_log_weights(theta, weight_prior)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     for k in range(K):
         for d in range(D):
             pos = int(offsets[k, d])
             if kind == _BERNOULLI:
-                out[K + k * D + d] = math.exp(_log_sigmoid(theta[pos]))
+                out[K + k * D + d] = math.exp(log_sigmoid(theta[pos]))
             else:
                 C = int(sizes[d])
                 lp = log_weights(theta[pos : pos + C - 1], C)
@@ -380,7 +389,7 @@ class CategoryDensity:
         """``theta`` at constrained values of the free variables: ``weights`` and
         (Bernoulli) ``probabilities`` ``(K, D)`` or (Categorical) each group's
         ``probabilities_<C>`` ``(K, D_C, C)``, as the family's ``pymc_initial_values``."""
-        blocks = [flat_weights(start["weights"])]
+        blocks = [flat_mixture_weights(start)]
         if self.kind == _BERNOULLI:
             p = np.asarray(start["probabilities"], dtype=np.float64)
             blocks.append(np.ravel(np.log(p) - np.log1p(-p)))

@@ -8,8 +8,9 @@ Jacobians included), so it equals the PyMC model's ``logp`` to rounding; compili
 model costs seconds to tens of seconds in every fresh process, these functions load from
 numba's cache.
 
-Flat layout of the unconstrained vector ``theta``: ``K - 1`` simplex coordinates of the
-weights (:mod:`bayesmix.families.simplex`), then per parameter (Poisson: ``rates``;
+Flat layout of the unconstrained vector ``theta``: ``K - 1`` coordinates of the weights
+(the Dirichlet's simplex coordinates, or under a stick-breaking prior the sticks' logits:
+:mod:`bayesmix.families.sticks`), then per parameter (Poisson: ``rates``;
 negative binomial: ``means``, then ``dispersions``) its logs ``(K, D)`` row-major.
 
 Priors (those of the families' ``pymc_parameters``): rates and NB means
@@ -32,12 +33,13 @@ import numba as nb
 import numpy as np
 from scipy.special import gammaln
 
-from bayesmix.families.simplex import (
-    dirichlet_log_prior,
-    flat_weights,
-    log_weights,
-    normalise_joint,
-    weights_gradient,
+from bayesmix.families.simplex import normalise_joint
+from bayesmix.families.sticks import (
+    flat_mixture_weights,
+    mixture_log_weights,
+    mixture_weights_gradient,
+    weight_log_prior,
+    weight_prior_inputs,
 )
 
 __all__ = [
@@ -73,7 +75,7 @@ def count_density(
     rows, multiplicity = np.unique(X, axis=0, return_counts=True)
     multiplicity = multiplicity.astype(np.float64)
     constant = -float(multiplicity @ gammaln(rows + 1.0).sum(axis=1))
-    concentration = np.broadcast_to(priors["weight_concentration"], (K,))
+    weight_prior = weight_prior_inputs(priors, K)
     if kind == _POISSON:
         shape, mean = priors["rate_shape"], priors["rate_mean"]
         loc = scale = np.zeros(D)
@@ -99,7 +101,7 @@ def count_density(
         values.size,
         constant,
     )
-    parts = [header, rows, multiplicity, concentration, shape, rate, loc, scale]
+    parts = [header, rows, multiplicity, weight_prior, shape, rate, loc, scale]
     parts += [values, columns, bins]
     buffer = np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
     expected = _buffer_size(rows.shape[0], D, K, kind, values.size)
@@ -112,7 +114,7 @@ def count_density(
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, kind, V):
     bins = n * D if kind == _NEGATIVE_BINOMIAL else 0
-    return _HEADER + n * D + n + K + 4 * D + 2 * V + bins
+    return _HEADER + n * D + n + 3 * K + 4 * D + 2 * V + bins
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -124,8 +126,8 @@ def _unpack(buffer):
     pos += n * D
     multiplicity = buffer[pos : pos + n]
     pos += n
-    concentration = buffer[pos : pos + K]
-    pos += K
+    weight_prior = buffer[pos : pos + 3 * K].reshape((3, K))
+    pos += 3 * K
     shape = buffer[pos : pos + D]
     rate = buffer[pos + D : pos + 2 * D]
     loc = buffer[pos + 2 * D : pos + 3 * D]
@@ -140,7 +142,7 @@ def _unpack(buffer):
     return (
         rows,
         multiplicity,
-        concentration,
+        weight_prior,
         shape,
         rate,
         loc,
@@ -200,7 +202,7 @@ def _log_density(
     theta,
     rows,
     multiplicity,
-    concentration,
+    weight_prior,
     shape,
     rate,
     loc,
@@ -213,12 +215,12 @@ def _log_density(
     grad,
 ):
     if kind == _POISSON:
-        return _poisson(theta, rows, multiplicity, concentration, shape, rate, constant, grad)
+        return _poisson(theta, rows, multiplicity, weight_prior, shape, rate, constant, grad)
     return _negative_binomial(
         theta,
         rows,
         multiplicity,
-        concentration,
+        weight_prior,
         shape,
         rate,
         loc,
@@ -232,12 +234,12 @@ def _log_density(
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _poisson(theta, rows, multiplicity, concentration, shape, rate, constant, grad):
+def _poisson(theta, rows, multiplicity, weight_prior, shape, rate, constant, grad):
     n, D = rows.shape
-    K = concentration.shape[0]
+    K = weight_prior.shape[1]
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
-    logp = dirichlet_log_prior(log_w, concentration) + constant
+    log_w = mixture_log_weights(theta, weight_prior)
+    logp = weight_log_prior(theta, log_w, weight_prior) + constant
     pos = K - 1
     rates = np.empty((K, D))
     base = np.empty(K)  # log w_k - sum_d lambda_kd
@@ -266,7 +268,7 @@ def _poisson(theta, rows, multiplicity, concentration, shape, rate, constant, gr
                 sums[k, d] += r * rows[i, d]
     if not math.isfinite(logp):
         return -np.inf
-    weights_gradient(log_w, concentration, counts, grad)
+    mixture_weights_gradient(theta, log_w, weight_prior, counts, grad)
     for k in range(K):
         for d in range(D):
             grad[pos + k * D + d] = sums[k, d] - (counts[k] + rate[d]) * rates[k, d] + shape[d]
@@ -278,7 +280,7 @@ def _negative_binomial(
     theta,
     rows,
     multiplicity,
-    concentration,
+    weight_prior,
     shape,
     rate,
     loc,
@@ -290,11 +292,11 @@ def _negative_binomial(
     grad,
 ):
     n, D = rows.shape
-    K = concentration.shape[0]
+    K = weight_prior.shape[1]
     V = values.shape[0]
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
-    logp = dirichlet_log_prior(log_w, concentration) + constant
+    log_w = mixture_log_weights(theta, weight_prior)
+    logp = weight_log_prior(theta, log_w, weight_prior) + constant
     pos_mu, pos_a = K - 1, K - 1 + K * D
     mu, alpha, log_total = np.empty((K, D)), np.empty((K, D)), np.empty((K, D))
     base = np.empty(K)  # log w_k + sum_d a log(a / (a + mu))
@@ -337,7 +339,7 @@ def _negative_binomial(
                 histogram[k, int(bins[i, d])] += r
     if not math.isfinite(logp):
         return -np.inf
-    weights_gradient(log_w, concentration, counts, grad)
+    mixture_weights_gradient(theta, log_w, weight_prior, counts, grad)
     sums, rising = np.zeros((K, D)), np.zeros((K, D))  # sum r x, sum r [psi(x + a) - psi(a)]
     for k in range(K):
         for g in range(V):
@@ -359,10 +361,11 @@ def _negative_binomial(
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
-def _expand(theta, K, out):
+def _expand(theta, weight_prior, out):
     """Weights, then the exponentials of the other coordinates (every count parameter is
     the exponential of its coordinates)."""
-    log_w = log_weights(theta, K)
+    K = weight_prior.shape[1]
+    log_w = mixture_log_weights(theta, weight_prior)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     for i in range(K - 1, theta.shape[0]):
@@ -427,10 +430,10 @@ def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing the weights and the family's parameters of a draw; 0 on
     success, 1 on an error."""
     try:
-        K = int(nb.carray(inputs_address, (_HEADER,), np.float64)[_N_COMPONENTS])
+        weight_prior = _unpack(_buffer_at(inputs_address))[2]
         x = nb.carray(x_address, (n_dim,))
         out = nb.carray(out_address, (n_expanded,))
-        _expand(x, K, out)
+        _expand(x, weight_prior, out)
     except Exception:  # noqa: BLE001 - an exception cannot cross into nutpie's threads
         return 1
     return 0
@@ -473,7 +476,7 @@ class CountDensity:
     def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
         """``theta`` at constrained values of the free variables (``weights`` and the
         family's parameters)."""
-        blocks = [flat_weights(start["weights"])]
+        blocks = [flat_mixture_weights(start)]
         blocks += [np.log(np.ravel(start[name])) for name in self.names]
         return np.concatenate(blocks).astype(np.float64)
 
@@ -485,5 +488,6 @@ class CountDensity:
     def expand(self, theta: np.ndarray) -> np.ndarray:
         """Weights and the family's parameters at ``theta``, flattened."""
         out = np.empty(self.n_expanded)
-        _expand(np.ascontiguousarray(theta, dtype=np.float64), self.n_components, out)
+        weight_prior = _unpack(self.buffer)[2]
+        _expand(np.ascontiguousarray(theta, dtype=np.float64), weight_prior, out)
         return out

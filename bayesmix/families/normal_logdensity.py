@@ -8,7 +8,8 @@ The density is that of :func:`bayesmix.inference.bayes.family.build_family_pymc`
 so it equals the PyMC model's ``logp`` to rounding. Flat layout of ``theta`` (the free
 variables in the PyMC model's order):
 
-1. ``K - 1`` simplex coordinates of the weights (:mod:`bayesmix.families.simplex`);
+1. ``K - 1`` simplex coordinates of the weights (:mod:`bayesmix.families.simplex`), or
+   under a stick-breaking prior the sticks' logits (:mod:`bayesmix.families.sticks`);
 2. the means ``(K, D)`` row-major, untransformed (``Normal(mean_loc_d, mean_scale_d)``);
 3. the log variances ``u = log s2`` ``(K, D)`` row-major: ``s2_kd ~ InverseGamma(a_d,
    b_d)`` with ``a_d = variance_dof_d / 2``, ``b_d = variance_scale_d / 2``, whose log
@@ -30,12 +31,13 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
-from bayesmix.families.simplex import (
-    dirichlet_log_prior,
-    flat_weights,
-    log_weights,
-    normalise_joint,
-    weights_gradient,
+from bayesmix.families.simplex import normalise_joint
+from bayesmix.families.sticks import (
+    flat_mixture_weights,
+    mixture_log_weights,
+    mixture_weights_gradient,
+    weight_log_prior,
+    weight_prior_inputs,
 )
 from bayesmix.families.student_t_logdensity import normal_log_prior
 
@@ -57,7 +59,7 @@ def normal_density(X: np.ndarray, priors: dict[str, np.ndarray], n_components: i
     K = n_components
     header = np.zeros(_HEADER)
     header[[_N_ROWS, _N_FEATURES, _N_COMPONENTS]] = n, D, K
-    parts = [header, X, np.broadcast_to(priors["weight_concentration"], (K,))]
+    parts = [header, X, weight_prior_inputs(priors, K)]
     names = ("mean_loc", "mean_scale", "variance_dof", "variance_scale")
     parts += [np.broadcast_to(priors[name], (D,)) for name in names]
     buffer = np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
@@ -70,7 +72,7 @@ def normal_density(X: np.ndarray, priors: dict[str, np.ndarray], n_components: i
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K):
-    return _HEADER + n * D + K + 4 * D
+    return _HEADER + n * D + 3 * K + 4 * D
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -79,10 +81,10 @@ def _unpack(buffer):
     pos = _HEADER
     X = buffer[pos : pos + n * D].reshape((n, D))
     pos += n * D
-    concentration = buffer[pos : pos + K]
-    pos += K
+    weight_prior = buffer[pos : pos + 3 * K].reshape((3, K))
+    pos += 3 * K
     priors = buffer[pos : pos + 4 * D].reshape((4, D))  # loc, scale, dof, variance scale
-    return X, concentration, priors
+    return X, weight_prior, priors
 
 
 # ---------------------------------------------------------------------------------------
@@ -107,15 +109,15 @@ def _variance_log_prior(log_var, dof, scale):
 def _log_density(theta, buffer, grad):
     """Log posterior density at ``theta`` of the model packed in ``buffer``; its
     gradient is written into ``grad``. Returns ``-inf`` outside the support."""
-    X, concentration, priors = _unpack(buffer)
+    X, weight_prior, priors = _unpack(buffer)
     n, D = X.shape
-    K = concentration.shape[0]
+    K = weight_prior.shape[1]
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
+    log_w = mixture_log_weights(theta, weight_prior)
     pos = K - 1
     means = theta[pos : pos + K * D].copy().reshape((K, D))
     log_var = theta[pos + K * D : pos + 2 * K * D].copy().reshape((K, D))
-    logp = dirichlet_log_prior(log_w, concentration)
+    logp = weight_log_prior(theta, log_w, weight_prior)
     logp += normal_log_prior(means, priors[0], priors[1])
     logp += _variance_log_prior(log_var, priors[2], priors[3])
     if not math.isfinite(logp):
@@ -146,7 +148,7 @@ def _log_density(theta, buffer, grad):
                 scatter[k, d] += weighted * centred[k, d]
     if not math.isfinite(logp):
         return -np.inf
-    weights_gradient(log_w, concentration, counts, grad)
+    mixture_weights_gradient(theta, log_w, weight_prior, counts, grad)
     for k in range(K):
         for d in range(D):
             loc, sd = priors[0, d], priors[1, d]
@@ -160,9 +162,9 @@ def _log_density(theta, buffer, grad):
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _expand(theta, buffer, out):
     """Weights, means and variances at ``theta``, flattened into ``out``."""
-    X, concentration, _ = _unpack(buffer)
-    D, K = X.shape[1], concentration.shape[0]
-    log_w = log_weights(theta, K)
+    X, weight_prior, _ = _unpack(buffer)
+    D, K = X.shape[1], weight_prior.shape[1]
+    log_w = mixture_log_weights(theta, weight_prior)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     pos = K - 1
@@ -252,7 +254,7 @@ class NormalDensity:
     def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
         """``theta`` at constrained values of the free variables: ``weights``, ``means``
         and ``variances`` (as the family's ``pymc_initial_values``)."""
-        blocks = [flat_weights(start["weights"]), np.ravel(start["means"])]
+        blocks = [flat_mixture_weights(start), np.ravel(start["means"])]
         blocks.append(np.log(np.ravel(start["variances"])))
         theta = np.concatenate(blocks).astype(np.float64)
         if theta.size != self.n_dim:

@@ -10,7 +10,8 @@ process, these functions load from numba's cache.
 Flat layout of the unconstrained vector ``theta`` (the free variables of
 :meth:`~bayesmix.families.StudentT.pymc_parameters`, in the PyMC model's order):
 
-1. ``K - 1`` simplex coordinates of the weights (:mod:`bayesmix.families.simplex`);
+1. ``K - 1`` simplex coordinates of the weights (:mod:`bayesmix.families.simplex`), or
+   under a stick-breaking prior the sticks' logits (:mod:`bayesmix.families.sticks`);
 2. the means ``(K, D)`` row-major, untransformed;
 3. ``full``: the logs of the Bartlett chi-squares ``scales_chi2`` ``(K, D)``, then the
    below-diagonal normals ``scales_normal`` ``(K, D (D - 1) / 2)`` in
@@ -53,12 +54,13 @@ from bayesmix.families.gaussian.logdensity import (
     variances,
     whiten,
 )
-from bayesmix.families.simplex import (
-    dirichlet_log_prior,
-    flat_weights,
-    log_weights,
-    normalise_joint,
-    weights_gradient,
+from bayesmix.families.simplex import normalise_joint
+from bayesmix.families.sticks import (
+    flat_mixture_weights,
+    mixture_log_weights,
+    mixture_weights_gradient,
+    weight_log_prior,
+    weight_prior_inputs,
 )
 
 __all__ = [
@@ -117,7 +119,7 @@ def student_t_density(
     header[[_SCALE_DOF, _DOF_SHAPE, _DOF_RATE]] = [
         float(priors[name]) for name in ("scale_dof", "dof_shape", "dof_rate")
     ]
-    parts = [header, X, np.broadcast_to(priors["weight_concentration"], (K,))]
+    parts = [header, X, weight_prior_inputs(priors, K)]
     parts += [np.broadcast_to(priors[name], (D,)) for name in ("mean_loc", "mean_scale")]
     parts += [scale, np.full(K, np.nan if dof is None else dof)]
     buffer = np.concatenate([np.ravel(np.asarray(p, dtype=np.float64)) for p in parts])
@@ -130,7 +132,7 @@ def student_t_density(
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, kind):
-    return _HEADER + n * D + K + 2 * D + (D * D if kind == _FULL else K * D) + K
+    return _HEADER + n * D + 3 * K + 2 * D + (D * D if kind == _FULL else K * D) + K
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -140,8 +142,8 @@ def _unpack(buffer):
     pos = _HEADER
     X = buffer[pos : pos + n * D].reshape((n, D))
     pos += n * D
-    concentration = buffer[pos : pos + K]
-    pos += K
+    weight_prior = buffer[pos : pos + 3 * K].reshape((3, K))
+    pos += 3 * K
     mean_loc, mean_scale = buffer[pos : pos + D], buffer[pos + D : pos + 2 * D]
     pos += 2 * D
     rows = D if kind == _FULL else K
@@ -150,7 +152,7 @@ def _unpack(buffer):
     fixed_dof = buffer[pos : pos + K]
     priors = buffer[_SCALE_DOF : _DOF_RATE + 1]  # scale_dof, dof_shape, dof_rate
     estimate_dof = buffer[_ESTIMATE_DOF] > 0.5
-    return X, concentration, mean_loc, mean_scale, scale, fixed_dof, priors, kind, estimate_dof
+    return X, weight_prior, mean_loc, mean_scale, scale, fixed_dof, priors, kind, estimate_dof
 
 
 # ---------------------------------------------------------------------------------------
@@ -161,16 +163,17 @@ def _unpack(buffer):
 def _log_density(theta, buffer, grad):
     """Log posterior density at ``theta`` of the model packed in ``buffer``; its
     gradient is written into ``grad``. Returns ``-inf`` outside the support."""
-    X, concentration, mean_loc, mean_scale, scale, fixed_dof, priors, kind, estimate_dof = _unpack(
+    X, weight_prior, mean_loc, mean_scale, scale, fixed_dof, priors, kind, estimate_dof = _unpack(
         buffer
     )
     D = X.shape[1]
-    K = concentration.shape[0]
+    K = weight_prior.shape[1]
     full = kind == _FULL
     grad[:] = 0.0
-    log_w = log_weights(theta, K)
+    log_w = mixture_log_weights(theta, weight_prior)
     means = theta[K - 1 : K - 1 + K * D].copy().reshape((K, D))
-    logp = dirichlet_log_prior(log_w, concentration) + normal_log_prior(means, mean_loc, mean_scale)
+    logp = weight_log_prior(theta, log_w, weight_prior)
+    logp += normal_log_prior(means, mean_loc, mean_scale)
     pos = K - 1 + K * D  # the scale parameters
     shifted, A, factors, var, log_det, prior = _scales(theta, pos, scale, priors[0], kind, K, D)
     pos_dof = pos + K * D + (K * D * (D - 1) // 2 if full else 0)
@@ -188,7 +191,7 @@ def _log_density(theta, buffer, grad):
     logp += _row_statistics(X, means, factors, var, nu, base, full, sums, first, scatter)
     if not math.isfinite(logp):
         return -np.inf
-    weights_gradient(log_w, concentration, sums[0], grad)
+    mixture_weights_gradient(theta, log_w, weight_prior, sums[0], grad)
     g_means = precision_times(first, factors, var, full, False)
     for k in range(K):
         for d in range(D):
@@ -323,9 +326,9 @@ def _dof_gradient(theta, pos, nu, D, sums, priors, grad):
 def _expand(theta, buffer, out):
     """Weights, means, scales (full: ``(F F^T)^-1``) and degrees of freedom of the model
     packed in ``buffer`` at ``theta``, flattened into ``out``."""
-    X, concentration, _, _, scale, fixed_dof, priors, kind, estimate_dof = _unpack(buffer)
-    D, K = X.shape[1], concentration.shape[0]
-    log_w = log_weights(theta, K)
+    X, weight_prior, _, _, scale, fixed_dof, priors, kind, estimate_dof = _unpack(buffer)
+    D, K = X.shape[1], weight_prior.shape[1]
+    log_w = mixture_log_weights(theta, weight_prior)
     for k in range(K):
         out[k] = math.exp(log_w[k])
     pos = K - 1
@@ -473,7 +476,7 @@ class StudentTDensity:
     def flat_start(self, start: dict[str, np.ndarray]) -> np.ndarray:
         """``theta`` at the PyMC model's free variables given as constrained values
         (:meth:`~bayesmix.families.StudentT.pymc_initial_values` plus ``weights``)."""
-        blocks = [flat_weights(start["weights"]), np.ravel(start["means"])]
+        blocks = [flat_mixture_weights(start), np.ravel(start["means"])]
         if self.full:
             blocks.append(np.log(np.ravel(start["scales_chi2"])))
             if self.n_features > 1:

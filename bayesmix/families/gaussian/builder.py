@@ -12,7 +12,7 @@ The weights have a symmetric Dirichlet prior, or (``ModelSpec.weight_prior =
 ``fit``) the truncated stick-breaking prior ``v_k = w_k / sum_{j>=k} w_j ~ Beta(a_k,
 b_k)`` of ``K - 1`` sticks, the K-th weight the remainder, sampled as the sticks
 (``weights_sticks``, PyMC's ``Beta`` on its log-odds scale; see
-:func:`stick_breaking_weights`).
+:func:`bayesmix.families.sticks.stick_breaking_weights`).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import numpy as np
 from bayesmix.data import Data
 from bayesmix.families.gaussian.covariance import CovarianceStructure
 from bayesmix.families.gaussian.missing import MissingLayout, missing_layout
+from bayesmix.families.sticks import flat_sticks, stick_breaking_weights
 from bayesmix.priors import ResolvedPriors
 from bayesmix.results import sample_mixture
 
@@ -34,7 +35,6 @@ __all__ = [
     "initial_point",
     "point_estimate_start",
     "missing_patterns",
-    "stick_breaking_weights",
     "WEIGHT_SPECS",
 ]
 
@@ -122,8 +122,7 @@ def point_estimate_start(
     raw = raw[order]
     weights = weights / weights.sum()
     if spec.weight_prior == "stick_breaking" and spec.n_components > 1:
-        tail = np.cumsum(weights[::-1])[::-1]
-        start = {"weights_sticks": np.clip(weights[:-1] / tail[:-1], 1e-6, 1.0 - 1e-6)}
+        start = {"weights_sticks": flat_sticks(weights)}
     else:
         start = {"weights": weights}
     start.update(structure.pymc_start(covariances, structure.pymc_scale(priors.covariance_scale)))
@@ -244,28 +243,6 @@ def build_pymc(
                 layout, data, inputs, structure, weights, means, precision, random
             )
     return model
-
-
-def stick_breaking_weights(name: str, sticks, n_components: int):
-    """Weights ``(K,)`` (a Deterministic, dims ``component``) under the truncated
-    stick-breaking prior with Beta parameters ``sticks`` ``(2, K - 1)``, in the current
-    ``pm.Model``: the free variable ``{name}_sticks`` ``v ~ Beta(a, b)`` ``(K - 1,)``,
-    sampled on PyMC's log-odds scale, and ``w_k = v_k prod_{j<k} (1 - v_j)``, the K-th
-    weight the remainder ``prod_{j<K} (1 - v_j)`` (Ishwaran & James 2001: the weights
-    sum to one without renormalising).
-
-    On the logit scale each stick's prior is smooth and log-concave with exponential
-    tails, so an empty component's stick (whose Beta density piles up at ``v -> 0``)
-    leaves no wall or funnel for NUTS; the hand-written density of nutpie
-    (:mod:`bayesmix.families.gaussian.logdensity`) uses the same coordinates.
-    """
-    import pymc as pm
-    import pytensor.tensor as pt
-
-    v = pm.Beta(f"{name}_sticks", alpha=sticks[0], beta=sticks[1], shape=(n_components - 1,))
-    rest = pt.cumprod(1.0 - v)
-    before = pt.concatenate([pt.ones((1,)), rest[:-1]])
-    return pm.Deterministic(name, pt.concatenate([v * before, rest[-1:]]), dims="component")
 
 
 def _observed_rows(X, batch_size: int | None) -> dict:

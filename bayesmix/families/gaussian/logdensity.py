@@ -21,7 +21,8 @@ Flat layout of the unconstrained vector ``theta``:
    On the logit scale every stick's prior is a smooth log-concave density independent of
    the others, an empty component's stick has exponential tails instead of the Beta's
    pile-up at ``v -> 0``, and the likelihood's gradient is conjugate-like:
-   ``(a_k + N_k) sigma(-u_k) - (b_k + N_{>k}) sigma(u_k)`` (:func:`stick_weights_gradient`);
+   ``(a_k + N_k) sigma(-u_k) - (b_k + N_{>k}) sigma(u_k)`` (shared with the other
+   families: :mod:`bayesmix.families.sticks`);
 2. the standardised means ``raw`` (``means = loc + scale * raw``): with an ordered
    coordinate ``j``, ``K`` ordered coordinates (``z[0, j] = o_0``, then increments
    ``exp(o_i)``) followed by the other coordinates of ``z`` ``(K, D - 1)`` row-major, and
@@ -53,6 +54,12 @@ from bayesmix.families.simplex import (
     normalise_joint,
     weights_gradient,
 )
+from bayesmix.families.sticks import (
+    flat_mixture_weights,
+    stick_log_prior,
+    stick_log_weights,
+    stick_weights_gradient,
+)
 from bayesmix.priors import ResolvedPriors
 
 __all__ = [
@@ -65,9 +72,6 @@ __all__ = [
     "pack_inputs",
     "nutpie_logp",
     "nutpie_expand",
-    "stick_log_prior",
-    "stick_log_weights",
-    "stick_weights_gradient",
     "bartlett",
     "bartlett_log_prior",
     "factor_gradient",
@@ -177,12 +181,7 @@ def _sticks_input(priors: ResolvedPriors, K: int) -> np.ndarray:
 def flat_start(layout: Layout, start: dict[str, np.ndarray]) -> np.ndarray:
     """``theta`` of a start point given as constrained values of the PyMC model's free
     variables (:func:`bayesmix.families.gaussian.builder.point_estimate_start`)."""
-    if "weights_sticks" in start:  # the stick-breaking prior: logits of the sticks
-        v = np.asarray(start["weights_sticks"], dtype=float)
-        blocks = [np.log(v) - np.log1p(-v)]
-    else:
-        log_w = np.log(start["weights"])
-        blocks = [log_w[:-1] - log_w.mean()]
+    blocks = [flat_mixture_weights(start)]  # the sticks' logits or simplex coordinates
     if layout.order_feature < 0:
         blocks.append(np.ravel(start["means_raw"]))
     else:
@@ -424,56 +423,6 @@ def _log_density(
     else:
         variance_gradient(theta, pos, var, counts, scatter, dof[0], kind, grad)
     return logp
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy", inline="always")
-def _log_sigmoid(u):
-    """``log(1 / (1 + exp(-u)))`` without overflow."""
-    if u >= 0.0:
-        return -math.log1p(math.exp(-u))
-    return u - math.log1p(math.exp(u))
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def stick_log_weights(theta, K):
-    """``log w`` ``(K,)`` from the stick logits ``theta[:K - 1]``: ``log w_k = log
-    sigma(u_k) + sum_{j<k} log sigma(-u_j)``, the K-th the remainder."""
-    log_w = np.empty(K)
-    rest = 0.0  # log prod_{j<k} (1 - v_j)
-    for k in range(K - 1):
-        log_w[k] = _log_sigmoid(theta[k]) + rest
-        rest += _log_sigmoid(-theta[k])
-    log_w[K - 1] = rest
-    return log_w
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def stick_log_prior(theta, sticks, K):
-    """Log density of the stick logits ``u_k = logit(v_k)``, ``v_k ~ Beta(a_k, b_k)``
-    (``sticks[:, k] = (a_k, b_k)``), log Jacobian included: ``sum_k a_k log sigma(u_k)
-    + b_k log sigma(-u_k) - log B(a_k, b_k)``."""
-    logp = 0.0
-    for k in range(K - 1):
-        a, b = sticks[0, k], sticks[1, k]
-        logp += a * _log_sigmoid(theta[k]) + b * _log_sigmoid(-theta[k])
-        logp -= math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b)
-    return logp
-
-
-@nb.njit(cache=True, nogil=True, error_model="numpy")
-def stick_weights_gradient(theta, sticks, counts, grad):
-    """Gradient in the stick logits of :func:`stick_log_prior` plus ``sum_k N_k log
-    w_k`` (``counts`` the responsibility totals), written into ``grad[:K - 1]``:
-    ``(a_k + N_k) sigma(-u_k) - (b_k + sum_{j>k} N_j) sigma(u_k)``."""
-    K = counts.shape[0]
-    later = 0.0
-    for k in range(K - 1, 0, -1):
-        later += counts[k]  # sum_{j > k - 1} N_j
-        u = theta[k - 1]
-        sig = math.exp(_log_sigmoid(u))
-        grad[k - 1] = (sticks[0, k - 1] + counts[k - 1]) * (1.0 - sig) - (
-            sticks[1, k - 1] + later
-        ) * sig
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")

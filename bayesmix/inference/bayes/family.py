@@ -1,7 +1,10 @@
 """NUTS and ADVI for mixtures of a non-Gaussian family (:class:`bayesmix.Mixture`).
 
-The PyMC model: ``weights ~ Dirichlet(weight_concentration)``, the family's parameters
-with their priors (:meth:`~bayesmix.families.base.ComponentFamily.pymc_parameters`), and
+The PyMC model: ``weights ~ Dirichlet(weight_concentration)`` or (``weight_prior=
+"dirichlet_process"`` or ``"pitman_yor"``) the truncated stick-breaking prior of
+:mod:`bayesmix.families.sticks` (the same as :class:`~bayesmix.GaussianMixture`'s, its
+``alpha`` read as closed-form VB reads it: :func:`family_weight_prior`), the family's
+parameters with their priors (:meth:`~bayesmix.families.base.ComponentFamily.pymc_parameters`), and
 the marginal likelihood ``sum_n logsumexp_k(log w_k + log p(x_n | theta_k))`` as a
 potential (the allocations are summed out). The model is exchangeable: draws are
 identified afterwards by Stephens' relabelling (``identify="relabel"``, default) and the
@@ -24,8 +27,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bayesmix.data import Data
+from bayesmix.families.sticks import STICKS_KEY, flat_sticks, stick_breaking_weights
 from bayesmix.inference.bayes.advi import fit_advi
 from bayesmix.inference.bayes.fit import (
+    NUTS_WEIGHT_PRIORS,
+    STICK_TARGET_ACCEPT,
     callback_nutpie_model,
     check_nuts_settings,
     identified_result,
@@ -41,14 +47,22 @@ from bayesmix.inference.interrupt import (
     warn_interrupted,
     watch_sigint,
 )
+from bayesmix.inference.vb_weights import (
+    STICK_PRIORS,
+    check_discount,
+    check_stick_prior,
+    interface_concentration,
+    truncated_stick_parameters,
+)
 from bayesmix.ordering import resolve_order_by
+from bayesmix.priors import WEIGHT_CONCENTRATION
 from bayesmix.results.posterior import BayesResult
 from bayesmix.validation import check_choice, check_float, check_int
 
 if TYPE_CHECKING:
     from bayesmix.mixture import Mixture
 
-__all__ = ["build_family_pymc", "fit_family_nuts", "fit_family_vi"]
+__all__ = ["build_family_pymc", "family_weight_prior", "fit_family_nuts", "fit_family_vi"]
 
 IDENTIFY = ("relabel", "none")
 # what an interrupted ADVI fit returns
@@ -67,11 +81,16 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     marginal density per pattern of observed features for others; an
     :class:`~bayesmix.families.Independent` family each block as its own family does).
 
+    ``priors`` holding ``"weight_sticks"`` (:func:`family_weight_prior`) give the
+    weights the truncated stick-breaking prior
+    (:func:`~bayesmix.families.sticks.stick_breaking_weights`).
+
     Returns
     -------
     pymc.Model
-        Free variables ``weights`` (dims ``component``) and the family's parameters;
-        the potential ``log_likelihood``.
+        Free variables ``weights`` (dims ``component``; under the stick-breaking prior
+        ``weights_sticks`` ``(K - 1,)``, ``weights`` a Deterministic) and the family's
+        parameters; the potential ``log_likelihood``.
     """
     import pymc as pm
     import pytensor.tensor as pt
@@ -84,7 +103,11 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     coords.update(family.coords(data.feature_names))
     values = data.values
     with pm.Model(coords=coords) as pm_model:
-        weights = pm.Dirichlet("weights", a=priors["weight_concentration"], dims="component")
+        sticks = priors.get(STICKS_KEY)
+        if sticks is not None and model.n_components > 1:
+            weights = stick_breaking_weights("weights", sticks, model.n_components)
+        else:
+            weights = pm.Dirichlet("weights", a=priors["weight_concentration"], dims="component")
         params = family.pymc_parameters(priors)
         if not np.isnan(values).any():
             X = pm.Data("X", values, dims=("obs", "feature"))
@@ -97,11 +120,58 @@ def build_family_pymc(model: Mixture, data: Data, priors: dict[str, np.ndarray])
     return pm_model
 
 
-def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progressbar):
+def family_weight_prior(
+    model: Mixture, weight_prior: Any = "dirichlet", discount: Any = 0.0
+) -> tuple[np.ndarray | None, dict[str, Any]]:
+    """The weight prior of a family's NUTS or ADVI fit, checked before any work:
+    ``(sticks, settings)``.
+
+    ``"dirichlet"`` (default): the declaration's ``weight_concentration``; ``sticks`` is
+    None. ``"dirichlet_process"`` and ``"pitman_yor"`` (``discount`` ``d``): the
+    Beta parameters ``(2, K - 1)`` of the sticks ``v_k ~ Beta(1 - d, alpha + k d)``
+    (:func:`~bayesmix.inference.vb_weights.truncated_stick_parameters`), ``alpha`` the
+    declaration's ``weight_concentration`` when set to another value than 4, else 1
+    (:func:`~bayesmix.inference.vb_weights.interface_concentration`, as
+    ``fit(method="vb")`` and :class:`~bayesmix.GaussianMixture`'s NUTS read it).
+    ``settings`` records ``weight_prior``, and under the sticks ``weight_concentration``
+    (``alpha``) and, for Pitman-Yor, ``discount``.
+
+    Raises
+    ------
+    ValueError
+        An unknown ``weight_prior``; a ``discount`` outside ``[0, 1)`` or given with
+        another prior than ``"pitman_yor"``; an asymmetric declared
+        ``weight_concentration`` with a stick-breaking prior.
+    TypeError
+        A ``discount`` that is not a real number.
+    """
+    weight_prior = check_choice(weight_prior, "weight_prior", NUTS_WEIGHT_PRIORS)
+    discount = check_discount(weight_prior, discount)
+    if weight_prior not in STICK_PRIORS:
+        return None, {"weight_prior": weight_prior}
+    declared = model.priors or {}
+    alpha = interface_concentration(
+        weight_prior,
+        declared.get("weight_concentration", WEIGHT_CONCENTRATION),
+        "weight_concentration" in declared,
+    )
+    alpha, discount = check_stick_prior(weight_prior, alpha, discount)
+    settings = {"weight_prior": weight_prior, "weight_concentration": alpha}
+    if weight_prior == "pitman_yor":
+        settings["discount"] = discount
+    return truncated_stick_parameters(alpha, model.n_components, discount), settings
+
+
+def _prepare(
+    model: Mixture, data: Data, identify, order_by, random_state, progressbar, sticks=None
+):
     """The checks every method shares, then the MAP-EM start: ``(progressbar, seed,
     start, priors, started, order_by)``; without ``order_by`` the components are
     numbered by the start's order feature, chosen by EM's rule, so that EM, MAP and the
-    posterior number them alike."""
+    posterior number them alike. Under a stick-breaking prior (``sticks``, see
+    :func:`family_weight_prior`) the start's weights are its sticks
+    (``weights_sticks``), and ``priors`` (those the density and the PyMC model read)
+    carry ``sticks`` as ``"weight_sticks"``."""
     check_choice(identify, "identify", IDENTIFY)
     resolve_order_by(order_by, data.feature_names)
     progressbar = show_progress(progressbar)
@@ -111,10 +181,15 @@ def _prepare(model: Mixture, data: Data, identify, order_by, random_state, progr
     with nested_fits():  # Ctrl-C during the start stops the whole fit
         em = model.fit(data, method="map", random_state=seed, n_init=5, missing=missing)
     start = {"weights": em.parameters["weights"]}
+    priors = em.priors
+    if sticks is not None and model.n_components > 1:
+        weights = np.maximum(em.parameters["weights"], 1e-3)  # no stick at 0 or 1
+        start = {"weights_sticks": flat_sticks(weights / weights.sum())}
+        priors = {**priors, STICKS_KEY: sticks}
     start.update(model.family.pymc_initial_values(em.parameters, em.priors))
     if order_by is None:
         order_by = em.settings["order_feature"]
-    return progressbar, seed, start, em.priors, started, order_by
+    return progressbar, seed, start, priors, started, order_by
 
 
 def fit_family_nuts(
@@ -125,18 +200,26 @@ def fit_family_nuts(
     tune: int = 1000,
     chains: int = 4,
     cores: int | None = None,
-    target_accept: float = 0.8,
+    target_accept: float | None = None,
     identify: str = "relabel",
     order_by: Any = None,
+    weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     random_state: Any = None,
     progressbar: bool | None = None,
 ) -> BayesResult:
-    """Posterior draws by PyMC's NUTS; see :meth:`bayesmix.Mixture.fit`."""
+    """Posterior draws by NUTS; see :meth:`bayesmix.Mixture.fit`. ``weight_prior`` and
+    ``discount``: :func:`family_weight_prior`; ``target_accept`` defaults to 0.8, and
+    to :data:`~bayesmix.inference.bayes.fit.STICK_TARGET_ACCEPT` under a stick-breaking
+    weight prior."""
+    sticks, weight_settings = family_weight_prior(model, weight_prior, discount)
+    if target_accept is None:
+        target_accept = 0.8 if sticks is None else STICK_TARGET_ACCEPT
     draws, tune, chains, cores, target_accept = check_nuts_settings(
         draws, tune, chains, cores, target_accept
     )
     progressbar, seed, start, priors, started, order_by = _prepare(
-        model, data, identify, order_by, random_state, progressbar
+        model, data, identify, order_by, random_state, progressbar, sticks
     )
     # complete data of a family with a hand-written density: nutpie samples it, with no
     # PyMC graph to compile; otherwise (missing entries) PyMC's model and NUTS
@@ -196,6 +279,7 @@ def fit_family_nuts(
         identify=identify,
         random_state=seed,
         seed=seed,
+        **weight_settings,
     )
     settings.update(tree.attrs.get("bayesmix_interrupted", {}))
     return _result(
@@ -213,6 +297,8 @@ def fit_family_vi(
     learning_rate: float = 0.005,
     identify: str = "relabel",
     order_by: Any = None,
+    weight_prior: str = "dirichlet",
+    discount: float = 0.0,
     random_state: Any = None,
     progressbar: bool | None = None,
 ) -> BayesResult:
@@ -222,12 +308,14 @@ def fit_family_vi(
     Complete data of a family with a hand-written density (``nutpie_density``) are fitted
     on it by :func:`bayesmix.inference.bayes.advi.fit_advi`, with no PyMC model to
     compile; otherwise (missing entries, no such density) by PyMC's ADVI. Both run the
-    same optimisation (Adam, PyMC's start and stopping rule)."""
+    same optimisation (Adam, PyMC's start and stopping rule). ``weight_prior`` and
+    ``discount``: :func:`family_weight_prior`."""
+    sticks, weight_settings = family_weight_prior(model, weight_prior, discount)
     n = check_int(n, "n")
     draws = check_int(draws, "draws")
     learning_rate = check_float(learning_rate, "learning_rate", minimum=0.0, inclusive=False)
     progressbar, seed, start, priors, started, order_by = _prepare(
-        model, data, identify, order_by, random_state, progressbar
+        model, data, identify, order_by, random_state, progressbar, sticks
     )
     density = None
     if not np.isnan(data.values).any():
@@ -251,6 +339,7 @@ def fit_family_vi(
         identify=identify,
         random_state=seed,
         seed=seed,
+        **weight_settings,
     )
     if interrupted:
         settings["interrupted"] = True
@@ -320,6 +409,9 @@ def _result(
         feature = best_separated_feature(means, variances[..., None] * np.eye(means.shape[1]))
     settings.update(order_feature=data.feature_names[feature])
     posterior = order_posterior(dataset, feature, means)
+    # the sticks follow from settings' weight_concentration and discount; the result's
+    # priors stay the family's resolved priors (what a saved family result holds)
+    priors = {name: value for name, value in priors.items() if name != STICKS_KEY}
     result = identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
     result.settings["fit_seconds"] = time.perf_counter() - started
     return result
