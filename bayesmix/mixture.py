@@ -71,7 +71,16 @@ AUTO = "auto"
 #: parametrisation, ``family.supports_pymc``; ``vb`` for those with closed-form
 #: variational updates, ``family.supports_vb``)
 FAMILY_METHODS = ("em", "map", "nuts", "advi", "fullrank_advi", "vb")
-_BAYES_COMMON = {"identify", "order_by", "random_state", "progressbar", "draws", "missing"}
+_BAYES_COMMON = {
+    "identify",
+    "order_by",
+    "random_state",
+    "progressbar",
+    "draws",
+    "missing",
+    "weight_prior",
+    "discount",
+}
 _OPTIONS = {
     "em": frozenset(
         {"sample_weight", "n_init", "max_iter", "tol", "random_state", "order_by", "missing"}
@@ -381,12 +390,24 @@ class Mixture:
             methods; NUTS and ADVI take it too, with the same likelihood).
 
             NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
-            ``target_accept`` (0.8), ``identify`` (``"relabel"``: Stephens' relabelling
-            of the exchangeable model's draws, default; ``"none"``), ``order_by``,
-            ``random_state``, ``progressbar``, ``missing``. ADVI: ``n`` (30000 iterations
-            at most, stopped when the parameters settle), ``draws`` (1000),
-            ``learning_rate`` (0.005), ``identify``, ``order_by``, ``random_state``,
-            ``progressbar``, ``missing``. Every chain or approximation starts at the
+            ``target_accept`` (0.8; 0.9 under a stick-breaking ``weight_prior``),
+            ``identify`` (``"relabel"``: Stephens' relabelling of the exchangeable
+            model's draws, default; ``"none"``), ``order_by``, ``weight_prior``,
+            ``discount`` (below), ``random_state``, ``progressbar``, ``missing``. ADVI:
+            ``n`` (30000 iterations at most, stopped when the parameters settle),
+            ``draws`` (1000), ``learning_rate`` (0.005), ``identify``, ``order_by``,
+            ``weight_prior``, ``discount``, ``random_state``, ``progressbar``,
+            ``missing``. NUTS and ADVI: ``weight_prior`` — ``"dirichlet"`` (default: the
+            symmetric Dirichlet of the declaration's ``weight_concentration``),
+            ``"dirichlet_process"`` (a Dirichlet process truncated at K: ``K - 1``
+            sticks ``v_k ~ Beta(1, alpha)`` and the remainder, sampled as the sticks'
+            logits, as :meth:`bayesmix.GaussianMixture.fit`'s; ``alpha`` the
+            declaration's ``weight_concentration`` when set to another value than 4,
+            else 1) or ``"pitman_yor"`` (sticks ``v_k ~ Beta(1 - discount, alpha + k
+            discount)``, ``0 <= discount < 1``); :func:`bayesmix.n_clusters_posterior`
+            gives the posterior of the number of occupied components, and
+            ``settings`` records ``weight_prior``, ``weight_concentration`` (``alpha``)
+            and ``discount``. Every chain or approximation starts at the
             MAP-EM estimate, mapped exactly into the PyMC model's free variables (for
             full Student-t scales, the Bartlett factors of their precisions). The PyMC
             model is compiled on every fit (tens of seconds on two cores; less when
@@ -437,14 +458,13 @@ class Mixture:
                 f"method={method!r} is not available for the {self.family.name} family yet "
                 "(it has no PyMC parametrisation); use method='em' or 'map'."
             )
-        if method != "vb" and ("weight_prior" in options or "discount" in options):
+        if method in ("em", "map") and ("weight_prior" in options or "discount" in options):
             raise ValueError(
-                "weight_prior and discount for Mixture(K, family) are options of method='vb' "
-                "only (a symmetric Dirichlet, a Dirichlet or a Pitman-Yor process); "
-                f"method={method!r} samples the "
-                "symmetric Dirichlet of the declaration's weight_concentration. The "
-                "stick-breaking priors of NUTS and ADVI (weight_prior='dirichlet_process', "
-                "'pitman_yor') are GaussianMixture's."
+                "weight_prior and discount for Mixture(K, family) are options of the "
+                "Bayesian methods ('nuts', 'advi', 'fullrank_advi', 'vb': a symmetric "
+                "Dirichlet, a Dirichlet or a Pitman-Yor process); "
+                f"method={method!r} uses the symmetric Dirichlet of the declaration's "
+                "weight_concentration (priors={'weight_concentration': ...})."
             )
         unknown = set(options) - _OPTIONS[method]
         if unknown:
