@@ -222,7 +222,7 @@ def test_dp_nuts_counts_clusters_as_blocked_gibbs(dp_poisson):
     assert fit.settings["weight_concentration"] == 1.0
     assert fit.settings["target_accept"] == 0.9
     assert fit.settings["log_density"] == "bayesmix"
-    assert "weight_sticks" not in fit.priors
+    np.testing.assert_array_equal(fit.priors["weight_sticks"], [[1.0] * 4, [1.0] * 4])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         clusters = bm.n_clusters_posterior(fit, random_state=0)
@@ -241,6 +241,7 @@ def test_dp_fit_saves_and_reloads(dp_poisson, tmp_path):
     fit.save(path)
     back = bm.load(path)
     assert back.settings["weight_prior"] == "dirichlet_process"
+    np.testing.assert_array_equal(back.priors["weight_sticks"], fit.priors["weight_sticks"])
     np.testing.assert_array_equal(back.posterior["weights"].values, fit.posterior["weights"].values)
 
 

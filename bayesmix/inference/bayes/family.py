@@ -170,8 +170,8 @@ def _prepare(
     numbered by the start's order feature, chosen by EM's rule, so that EM, MAP and the
     posterior number them alike. Under a stick-breaking prior (``sticks``, see
     :func:`family_weight_prior`) the start's weights are its sticks
-    (``weights_sticks``), and ``priors`` (those the density and the PyMC model read)
-    carry ``sticks`` as ``"weight_sticks"``."""
+    (``weights_sticks``), and ``priors`` (those the density, the PyMC model and the
+    result read; saved with it) carry ``sticks`` as ``"weight_sticks"``."""
     check_choice(identify, "identify", IDENTIFY)
     resolve_order_by(order_by, data.feature_names)
     progressbar = show_progress(progressbar)
@@ -409,9 +409,6 @@ def _result(
         feature = best_separated_feature(means, variances[..., None] * np.eye(means.shape[1]))
     settings.update(order_feature=data.feature_names[feature])
     posterior = order_posterior(dataset, feature, means)
-    # the sticks follow from settings' weight_concentration and discount; the result's
-    # priors stay the family's resolved priors (what a saved family result holds)
-    priors = {name: value for name, value in priors.items() if name != STICKS_KEY}
     result = identified_result(model, data, priors, posterior, settings, sample_stats, elbo)
     result.settings["fit_seconds"] = time.perf_counter() - started
     return result
