@@ -14,12 +14,11 @@ for bit at the fault-free fit.
 from __future__ import annotations
 
 import os
-import signal
-import time
 import warnings
 
 import numpy as np
 import pytest
+from test_vb_dask import _kill_at_pass
 
 import bayesmix as bm
 from bayesmix.exceptions import ConvergenceWarning, InterruptedFitWarning
@@ -32,7 +31,6 @@ from bayesmix.families import (
     Poisson,
     StudentT,
 )
-from bayesmix.inference.em import distributed
 
 dask = pytest.importorskip("dask")
 da = pytest.importorskip("dask.array")
@@ -327,24 +325,7 @@ def client():
             local.close()
 
 
-def _kill_at_pass(client, monkeypatch, at):
-    """SIGKILL one worker process before the VB pass ``at`` of the next fit."""
-    pids = client.run(os.getpid)
-    victim = pids[sorted(pids)[0]]
-    original = distributed.DaskSource.map_chunks
-    state = {"calls": 0, "killed_at": None}
-
-    def map_chunks(self, *args, **kwargs):
-        state["calls"] += 1
-        if state["calls"] == at:
-            state["killed_at"] = time.perf_counter()
-            os.kill(victim, signal.SIGKILL)
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(distributed.DaskSource, "map_chunks", map_chunks)
-    return state, victim
-
-
+@pytest.mark.filterwarnings("ignore::bayesmix.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("mode", ["cavi", "stochastic"])
 def test_a_killed_worker_does_not_change_the_fit(client, monkeypatch, mode):
     import distributed as distributed_lib

@@ -109,7 +109,13 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.results.posterior import BayesResult
 
-__all__ = ["VB_DASK_MODES", "check_stochastic_options", "fit_vb_dask", "run_stochastic"]
+__all__ = [
+    "VB_DASK_MODES",
+    "check_stochastic_options",
+    "dask_vb_record",
+    "fit_vb_dask",
+    "run_stochastic",
+]
 
 #: the modes of ``fit(X_dask, method="vb", mode=...)``
 VB_DASK_MODES = ("cavi", "stochastic")
@@ -192,7 +198,8 @@ def run_stochastic(
       noisy ELBO estimate)``;
     - ``steps.blend(effective, scaled, rho)``: ``(1 - rho) effective + rho scaled``;
     - ``steps.update(effective)``: ``q`` from smoothed statistics;
-    - ``steps.averaged(effective, q)``: the averaged ELBO the stop rule reads;
+    - ``steps.averaged(effective, q)``: the ELBO the stop rule compares at the end of
+      every epoch (and the bound returned when interrupted);
     - ``steps.full_pass(q)``: ``(q, ELBO)`` after one pass over all the data.
 
     Returns the final ``q``, the trace (noisy estimates, then the full-data ELBO),
@@ -301,10 +308,54 @@ def check_stochastic_options(
     batch_chunks: int | None,
     learning_offset: float | None,
     learning_decay: float | None,
-) -> tuple[int | None, float | None, float | None]:
-    """The checked ``mode`` and stochastic VB's ``(batch_chunks, learning_offset,
-    learning_decay)`` with their defaults (all None for ``mode="cavi"``, which refuses
-    them); ``ValueError`` naming the option and the fix."""
+    max_iter: int | None,
+    tol: float | None,
+    cavi_tol: float,
+) -> tuple[int | None, float | None, float | None, int, float]:
+    """The checked ``mode`` and options of VB on ``n_chunks`` chunks with their defaults:
+    ``(batch_chunks, learning_offset, learning_decay)`` (all None for ``mode="cavi"``,
+    which refuses them), ``max_iter`` (1000 iterations; steps: 100 epochs' worth, at
+    least 1000) and ``tol`` (CAVI: ``cavi_tol``; stochastic: 1e-5). ``ValueError``
+    naming the option and the fix."""
+    steps = _steps_options(n_chunks, mode, batch_chunks, learning_offset, learning_decay)
+    if max_iter is None:
+        max_iter = 1000
+        if mode == "stochastic":
+            max_iter = max(max_iter, 100 * math.ceil(n_chunks / steps[0]))
+    max_iter = check_int(max_iter, "max_iter", minimum=1)
+    if tol is None:
+        tol = 1e-5 if mode == "stochastic" else cavi_tol
+    return (*steps, max_iter, check_float(tol, "tol", inclusive=False))
+
+
+def dask_vb_record(
+    source: DaskSource,
+    mode: str,
+    batch_chunks: int | None,
+    learning_offset: float | None,
+    learning_decay: float | None,
+    n_iter: int,
+) -> dict[str, Any]:
+    """What a VB fit on Dask adds to ``settings``: ``mode``, ``backend``, ``n_chunks``,
+    ``estep``, ``worker_losses`` and, stochastic, the steps' options and ``epochs``."""
+    record = dict(
+        mode=mode,
+        backend="dask",
+        n_chunks=source.n_chunks,
+        estep=source.estep_path,
+        worker_losses=source.worker_losses,
+    )
+    if mode == "stochastic":
+        record.update(
+            batch_chunks=batch_chunks,
+            learning_offset=learning_offset,
+            learning_decay=learning_decay,
+            epochs=n_iter * batch_chunks / source.n_chunks,
+        )
+    return record
+
+
+def _steps_options(n_chunks, mode, batch_chunks, learning_offset, learning_decay):
     check_choice(mode, "mode", VB_DASK_MODES)
     if mode == "cavi":
         given = [
@@ -443,18 +494,10 @@ def fit_vb_dask(
     data = as_dask_data(X, min_obs=model.n_components)
     feature = resolve_order_by(order_by, data.feature_names)
     source = DaskSource(data, None)
-    batch_chunks, learning_offset, learning_decay = check_stochastic_options(
-        source.n_chunks, mode, batch_chunks, learning_offset, learning_decay
+    batch_chunks, learning_offset, learning_decay, max_iter, tol = check_stochastic_options(
+        source.n_chunks, mode, batch_chunks, learning_offset, learning_decay, max_iter, tol, 1e-6
     )
     stochastic = mode == "stochastic"
-    if max_iter is None:
-        max_iter = 1000
-        if stochastic:
-            max_iter = max(max_iter, 100 * math.ceil(source.n_chunks / batch_chunks))
-    max_iter = check_int(max_iter, "max_iter", minimum=1)
-    tol = check_float(
-        (1e-5 if stochastic else 1e-6) if tol is None else tol, "tol", inclusive=False
-    )
     seed = resolve_seed(random_state)
     rng = np.random.default_rng(seed)
     try:
@@ -519,19 +562,8 @@ def fit_vb_dask(
         reg_covar=reg_covar,
         random_state=seed,
         seed=seed,
-        mode=mode,
-        backend="dask",
-        n_chunks=source.n_chunks,
-        estep=source.estep_path,
-        worker_losses=source.worker_losses,
+        **dask_vb_record(source, mode, batch_chunks, learning_offset, learning_decay, best.n_iter),
     )
-    if stochastic:
-        settings.update(
-            batch_chunks=batch_chunks,
-            learning_offset=learning_offset,
-            learning_decay=learning_decay,
-            epochs=best.n_iter * batch_chunks / source.n_chunks,
-        )
     return vb_bayes_result(
         model,
         data,
