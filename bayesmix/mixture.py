@@ -390,7 +390,7 @@ class Mixture:
             methods; NUTS and ADVI take it too, with the same likelihood).
 
             NUTS: ``draws`` (1000), ``tune`` (1000), ``chains`` (4), ``cores``,
-            ``target_accept`` (0.8; 0.9 under a stick-breaking ``weight_prior``),
+            ``target_accept`` (0.8; 0.95 under a stick-breaking ``weight_prior``),
             ``identify`` (``"relabel"``: Stephens' relabelling of the exchangeable
             model's draws, default; ``"none"``), ``order_by``, ``weight_prior``,
             ``discount`` (below), ``random_state``, ``progressbar``, ``missing``. ADVI:

@@ -4,7 +4,8 @@
 Cases: two Poisson clusters (rates 2 and 12, 300 rows) and three latent classes of 6
 binary items (500 rows), truncation K=5, the DP's default ``alpha = 1`` and a declared
 ``alpha = 0.1`` (``priors={"weight_concentration": 0.1}``). Every fit: ``--chains``
-chains, ``--tune`` tuning steps and ``--draws`` draws, through the family's hand-written
+chains, ``--tune`` tuning steps and ``--draws`` draws (``--target-accept``: default
+0.9 under the sticks), through the family's hand-written
 log density on nutpie (no PyMC). The table gives, per case, the median seconds of the fit
 (MAP-EM start and relabelling included), the divergent transitions (median, worst seed,
 seeds with any), and the posterior of the number of occupied clusters
@@ -13,7 +14,8 @@ same posterior by a blocked Gibbs sampler of the same truncated model (Ishwaran 
 2001: conjugate updates of allocations, sticks and Gamma rates; 20,000 sweeps) is the
 reference. The machine's load average is printed.
 
-Run: ``PYTHONPATH=. python -m benchmarks.dp_nuts_family [--seeds 3]``.
+Run: ``PYTHONPATH=. python -m benchmarks.dp_nuts_family [--seeds 3] [--cases poisson]
+[--alphas 1,0.1] [--target-accept 0.95]``.
 """
 
 from __future__ import annotations
@@ -84,7 +86,7 @@ def cases():
     }
 
 
-def run(name, family, X, alpha, seeds, chains, tune, draws) -> dict:
+def run(name, family, X, alpha, seeds, chains, tune, draws, target_accept=None) -> dict:
     import bayesmix as bm
 
     priors = None if alpha == 1.0 else {"weight_concentration": alpha}
@@ -101,6 +103,7 @@ def run(name, family, X, alpha, seeds, chains, tune, draws) -> dict:
                 chains=chains,
                 tune=tune,
                 draws=draws,
+                target_accept=target_accept,
                 random_state=seed,
                 progressbar=False,
             )
@@ -131,17 +134,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--tune", type=int, default=1000)
     parser.add_argument("--draws", type=int, default=1000)
     parser.add_argument("--alphas", default="1,0.1")
+    parser.add_argument("--target-accept", type=float, default=None)
+    parser.add_argument("--cases", default="poisson,bernoulli")
     args = parser.parse_args(argv)
     seeds = list(range(args.seeds))
     print(f"load average before: {os.getloadavg()}")
     rows = []
+    chosen = args.cases.split(",")
     for name, (family, X) in cases().items():
+        if name not in chosen:
+            continue
         for alpha in (float(a) for a in args.alphas.split(",")):
-            rows.append(run(name, family, X, alpha, seeds, args.chains, args.tune, args.draws))
+            options = (seeds, args.chains, args.tune, args.draws, args.target_accept)
+            rows.append(run(name, family, X, alpha, *options))
             row = rows[-1]
             reference = " ".join(f"{p:.3f}" for p in row.get("gibbs", []))
             print(
-                f"{name:10s} alpha={alpha:<4g} {row['seconds']:6.1f} s  divergences median "
+                f"{name:10s} alpha={alpha:<4g} target_accept={args.target_accept} "
+                f"{row['seconds']:6.1f} s  divergences median "
                 f"{row['divergences']:g} worst {row['worst']} ({row['seeds_with']} of "
                 f"{len(seeds)} seeds)  P(1..{K}) "
                 + " ".join(f"{p:.3f}" for p in row["clusters"])
