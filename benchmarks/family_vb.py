@@ -14,7 +14,20 @@ loaded from its disk cache before the timed runs; medians of ``--repeats`` runs)
 - ``mixed``: ``Mixture(2, Independent({Normal, Bernoulli, Poisson, Categorical}))`` on
   10,000 rows: ``vb`` against ``map`` (5 starts each).
 
-Run: ``python -m benchmarks.family_vb [--repeats 3] [--skip-bayes]``.
+On Dask (``--dask``): ``Mixture(3, Bernoulli())`` on ``--dask-rows`` (1e6) x 10 binary
+items drawn as ``lca``, persisted in ``--chunks`` (20) chunks on a 2-worker
+``LocalCluster`` (one thread per worker process): in-memory CAVI, full-batch CAVI on
+Dask and stochastic VB on Dask (its defaults: a tenth of the chunks per step, ``(1 +
+t)^-0.6``, the epoch-averaged stop rule at 1e-5 per observation, then a full-data pass),
+all from one start (the Dask fits' ``init="kmeans"``: k-means on the scan's seeded
+sample of 1e5 rows, every row then joining its nearest centre, given to the in-memory
+fit as its ``init`` responsibilities), CAVI's ``tol`` 1e-8 per observation (the
+default). Printed: seconds (median of ``--repeats`` after a warm-up fit), iterations or
+steps, ELBO per observation and its gap to the in-memory fit, and the 1-minute load
+average before and after.
+
+Run: ``python -m benchmarks.family_vb [--repeats 3] [--skip-bayes] [--dask [--dask-rows
+N] [--chunks C]]``.
 """
 
 from __future__ import annotations
@@ -54,8 +67,107 @@ def mixed_data():
     ).astype(float)
 
 
-def timed(fit, repeats):
-    fit()  # warm-up: kernels loaded from numba's cache
+def lca_rows(n_obs: int) -> np.ndarray:
+    """``n_obs`` x 10 binary items of three latent classes, drawn as :func:`lca_data`."""
+    rng = np.random.default_rng(0)
+    probabilities = rng.uniform(0.1, 0.9, (3, 10))
+    z = rng.choice(3, size=n_obs, p=[0.5, 0.3, 0.2])
+    return (rng.random((n_obs, 10)) < probabilities[z]).astype(float)
+
+
+def dask_start(model, dX, X: np.ndarray) -> np.ndarray:
+    """The responsibilities of the Dask fits' start (``init="kmeans"``,
+    ``random_state=0``): the same scan, sample and k-means as
+    :func:`bayesmix.inference.vb_family_dask.fit_family_vb_dask`, every row of ``X``
+    joining the nearest centre in the family's start transform."""
+    from bayesmix.data import as_dask_data
+    from bayesmix.inference.em.distributed import family_chunks
+    from bayesmix.inference.em.init import kmeans, nearest
+
+    rng = np.random.default_rng(0)
+    data = as_dask_data(dX, min_obs=model.n_components)
+    model, chunks, _ = family_chunks(model, data, None, "error", rng)
+    chunks.source.close()
+    family, k = model.family, model.n_components
+    transformed = family.start_transform(chunks.sample)
+    labels = kmeans(transformed, chunks.sample_weight, k, rng)
+    centres = np.stack([transformed[labels == j].mean(axis=0) for j in range(k)])
+    labels, _ = nearest(family.start_transform(X), centres)
+    return np.eye(k)[labels]
+
+
+def dask_case(n_obs: int, n_chunks: int, repeats: int) -> list[dict]:
+    """In-memory CAVI, full-batch CAVI and stochastic VB on Dask (module docstring)."""
+    import dask.array as da
+    from distributed import Client, LocalCluster, wait
+
+    import bayesmix as bm
+
+    X = lca_rows(n_obs)
+    model = bm.Mixture(3, bm.families.Bernoulli())
+    common = dict(method="vb", n_init=1, random_state=0, draws=200)
+    rows = []
+    cluster = LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    )
+    client = Client(cluster)
+    try:
+        dX = client.persist(da.from_array(X, chunks=(-(-n_obs // n_chunks), -1)))
+        wait(client.futures_of(dX))
+        start = dask_start(model, dX, X)
+        fits = [
+            ("in memory, CAVI", lambda: model.fit(X, init=start, **common), X[:5000]),
+            ("Dask, full-batch CAVI", lambda: model.fit(dX, mode="cavi", **common), dX[:5000]),
+            (
+                "Dask, stochastic VB",
+                lambda: model.fit(dX, mode="stochastic", **common),
+                None,
+            ),
+        ]
+        for label, fit, warm in fits:
+            if warm is not None:  # kernels compiled or loaded, on the client and workers
+                model.fit(warm, max_iter=3, method="vb", n_init=1, random_state=0, draws=10)
+            seconds, result = timed(fit, repeats, warm_up=False)
+            settings = result.settings
+            note = f"converged={settings['converged']}"
+            if settings.get("mode") == "stochastic":
+                note += (
+                    f", {settings['batch_chunks']} of {settings['n_chunks']} chunks per "
+                    f"step, {settings['epochs']:.1f} epochs"
+                )
+            rows.append(
+                {
+                    "engine": label,
+                    "seconds": seconds,
+                    "iterations": settings["n_iter"],
+                    "elbo_per_obs": settings["elbo"] / n_obs,
+                    "note": note,
+                }
+            )
+    finally:
+        client.close()
+        cluster.close()
+    for row in rows:
+        row["gap_per_obs"] = rows[0]["elbo_per_obs"] - row["elbo_per_obs"]
+    return rows
+
+
+def dask_table(rows: list[dict]) -> str:
+    lines = [
+        "| engine | seconds | iterations / steps | ELBO per obs | gap to in-memory | notes |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['engine']} | {r['seconds']:.2f} | {r['iterations']} | "
+            f"{r['elbo_per_obs']:.8f} | {r['gap_per_obs']:.2e} | {r['note']} |"
+        )
+    return "\n".join(lines)
+
+
+def timed(fit, repeats, warm_up=True):
+    if warm_up:
+        fit()  # warm-up: kernels loaded from numba's cache
     seconds, result = [], None
     for _ in range(repeats):
         started = time.perf_counter()
@@ -77,8 +189,20 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-bayes", action="store_true", help="no ADVI and NUTS")
+    parser.add_argument("--dask", action="store_true", help="only the Dask case")
+    parser.add_argument("--dask-rows", type=int, default=1_000_000)
+    parser.add_argument("--chunks", type=int, default=20)
     args = parser.parse_args()
     warnings.simplefilter("ignore")
+    if args.dask:
+        import os
+
+        print(f"load before: {os.getloadavg()[0]:.2f}")
+        rows = dask_case(args.dask_rows, args.chunks, args.repeats)
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        print(f"Mixture(3, Bernoulli()), {args.dask_rows} x 10, {args.chunks} chunks")
+        print(dask_table(rows))
+        return
     families = bm.families
     cases = {
         "poisson": (bm.Mixture(3, families.Poisson()), poisson_data(), 5),
