@@ -137,3 +137,315 @@ def test_a_pass_losing_a_worker_every_time_gives_up(cluster, monkeypatch, method
     _assert_one_line(caught.value, "lost a worker 2 times in a row during one pass")
     assert len(kills) == 2 and len(set(kills)) == 2, kills
     assert elapsed < ERROR_BOUND, elapsed
+
+
+# -- the task graph's cancelled passes ----------------------------------------------------
+
+
+class _CancelPasses:
+    """Have the scheduler cancel (``Client.cancel``, a real cancellation of the pass's
+    future) the attempts ``cancel`` (numbered from 1 over the fit's passes on the
+    cluster) before the fit waits for them."""
+
+    def __init__(self, monkeypatch, cancel):
+        self.cancel, self.attempts, self.cancelled = cancel, 0, []
+        original = distributed._await_future
+
+        def await_future(client, future):
+            self.attempts += 1
+            if self.cancel(self.attempts):
+                client.cancel(future)
+                self.cancelled.append(self.attempts)
+            return original(client, future)
+
+        monkeypatch.setattr(distributed, "_await_future", await_future)
+
+
+def test_a_pass_cancelled_once_is_submitted_again(cluster, monkeypatch):
+    """The task graph's pass cancelled by the cluster (not a loss of data) is submitted
+    again: the fit ends at the fault-free fit, to 1e-9 relative (the same sums)."""
+    monkeypatch.setattr(distributed, "WORKER_ACTORS", False)
+    dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4)))
+    want = _fit(dX, "em")
+    cancels = _CancelPasses(monkeypatch, lambda attempt: attempt in (6, 9))
+    got = _fit(dX, "em")
+    assert cancels.cancelled == [6, 9], cancels.cancelled
+    assert got.settings["estep"] == want.settings["estep"] == "task-graph"
+    assert got.n_iter == want.n_iter == 20
+    assert got.log_likelihood == pytest.approx(want.log_likelihood, rel=1e-9, abs=0)
+    np.testing.assert_array_equal(got.log_likelihood_trace, want.log_likelihood_trace)
+
+
+@pytest.mark.parametrize("method", ["em", "vb"])
+def test_a_pass_cancelled_every_time_gives_up(cluster, monkeypatch, method):
+    """A pass the cluster cancels at every attempt ends the fit after
+    WORKER_LOSS_RETRIES + 1 attempts with a one-line WorkerLostError, within seconds."""
+    monkeypatch.setattr(distributed, "WORKER_ACTORS", False)
+    monkeypatch.setattr(distributed, "WORKER_LOSS_RETRIES", 2)
+    dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4)))
+    cancels = _CancelPasses(monkeypatch, lambda attempt: attempt >= 5)
+    began = time.perf_counter()
+    with pytest.raises(WorkerLostError) as caught:
+        _fit(dX, method)
+    elapsed = time.perf_counter() - began
+    _assert_one_line(caught.value, "cancelled a pass of the fit over X 3 times in a row")
+    assert cancels.cancelled == [5, 6, 7], cancels.cancelled  # then no more attempts
+    assert elapsed < ERROR_BOUND, elapsed
+    cluster.wait_for_workers(2, timeout=30)  # the cluster is unharmed
+    assert dX.sum().compute() == pytest.approx(X.sum())
+
+
+# -- the worker actors' recovery timeout ----------------------------------------------------
+
+
+def _slow_to_recompute(chunks, release):
+    """A chunk of X read from a source that is slow the second time: its first
+    computation records itself in ``chunks`` (a directory), a recomputation waits until
+    the file ``release`` exists (at most 120 s). Built in a closure (cloudpickle sends it
+    by value)."""
+
+    def chunk(index, n_rows):
+        import time
+        from pathlib import Path
+
+        done = Path(chunks) / f"chunk-{index}"
+        if done.exists():
+            deadline = time.monotonic() + 120.0
+            while not Path(release).exists() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        done.touch()
+        rng = np.random.default_rng(index)
+        return rng.standard_normal((n_rows, 4)) + 4.0 * (rng.random((n_rows, 1)) < 0.5)
+
+    return chunk
+
+
+def _kill_a_holder(client, dX) -> int:
+    """SIGKILL a worker holding the only copy of a chunk of the persisted ``dX`` (the
+    first such worker by address); its process id."""
+    holders = client.who_has(client.futures_of(dX)).values()
+    only = sorted(next(iter(h)) for h in holders if len(h) == 1)
+    victim = client.run(os.getpid)[only[0]]
+    os.kill(victim, signal.SIGKILL)
+    return victim
+
+
+def test_worker_actors_give_up_after_the_loss_timeout(cluster, monkeypatch, tmp_path):
+    """A worker holding chunks of X is killed (SIGKILL) mid-fit and distributed cannot
+    get them back (their recomputation hangs): the actor route waits
+    WORKER_LOSS_TIMEOUT seconds (2 here), then raises a one-line WorkerLostError naming
+    the setting; never a hang."""
+    monkeypatch.setattr(distributed, "WORKER_LOSS_TIMEOUT", 2.0)
+    release = tmp_path / "release"
+    source = dask.delayed(_slow_to_recompute(str(tmp_path), str(release)), pure=False)
+    dX = _persisted(
+        cluster,
+        da.concatenate(
+            [
+                da.from_delayed(source(i, CHUNK_ROWS), shape=(CHUNK_ROWS, 4), dtype=float)
+                for i in range(4)
+            ]
+        ),
+    )
+    original = distributed._WorkerChunks.call
+    state = {"calls": 0, "victim": None, "killed_at": None}
+
+    def call(self, *args, **kwargs):
+        """At the 3rd E-step, kill a worker holding the only copy of a chunk of X."""
+        state["calls"] += 1
+        if state["calls"] == 3:
+            state["victim"] = _kill_a_holder(cluster, dX)
+            state["killed_at"] = time.perf_counter()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(distributed._WorkerChunks, "call", call)
+    try:
+        with pytest.raises(WorkerLostError) as caught:
+            _fit(dX, "em")
+        elapsed = time.perf_counter() - state["killed_at"]
+    finally:
+        release.touch()  # the recomputation may finish now
+    _assert_one_line(caught.value, "did not have X's chunks", "WORKER_LOSS_TIMEOUT=2 s")
+    # 2 s of timeout, at most 2 s for the scheduler to drop the dead worker and the
+    # actor call's polling, on a loaded machine
+    assert 2.0 <= elapsed < ERROR_BOUND, elapsed
+    cluster.wait_for_workers(2, timeout=30)
+    assert state["victim"] not in cluster.run(os.getpid).values()  # really killed
+
+
+@pytest.mark.parametrize("actors", [True, False], ids=["worker-actors", "task-graph"])
+def test_a_killed_worker_costs_a_bounded_time(cluster, monkeypatch, actors):
+    """A worker holding chunks of X killed (SIGKILL) just before the 5th E-step: the fit
+    ends at the fault-free fit (1e-9 relative, same iterations) and the E-step hit by
+    the kill, recovery included, returns within ERROR_BOUND seconds."""
+    monkeypatch.setattr(distributed, "WORKER_ACTORS", actors)
+    dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4)))
+    want = _fit(dX, "em")
+    original = distributed.DaskSource.estep
+    state = {"calls": 0, "victim": None, "hit": None}
+
+    def estep(self, *args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] != 5:
+            return original(self, *args, **kwargs)
+        state["victim"] = _kill_a_holder(cluster, dX)
+        began = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            state["hit"] = time.perf_counter() - began
+
+    monkeypatch.setattr(distributed.DaskSource, "estep", estep)
+    got = _fit(dX, "em")
+    assert state["hit"] is not None and state["hit"] < ERROR_BOUND, state
+    assert got.settings["estep"] == want.settings["estep"]
+    assert got.settings["estep"] == ("worker-actors" if actors else "task-graph")
+    assert got.settings["worker_losses"] >= (1 if actors else 0)
+    assert got.n_iter == want.n_iter
+    assert got.log_likelihood == pytest.approx(want.log_likelihood, rel=1e-9, abs=0)
+    cluster.wait_for_workers(2, timeout=30)
+    assert state["victim"] not in cluster.run(os.getpid).values()  # really killed
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "error", "match"),
+    [
+        ("WORKER_LOSS_TIMEOUT", 0.0, ValueError, "WORKER_LOSS_TIMEOUT must be a finite"),
+        ("WORKER_LOSS_TIMEOUT", -1, ValueError, "WORKER_LOSS_TIMEOUT must be a finite"),
+        ("WORKER_LOSS_TIMEOUT", float("inf"), ValueError, "WORKER_LOSS_TIMEOUT must be a fin"),
+        ("WORKER_LOSS_TIMEOUT", float("nan"), ValueError, "WORKER_LOSS_TIMEOUT must be a fin"),
+        ("WORKER_LOSS_TIMEOUT", "60", TypeError, "WORKER_LOSS_TIMEOUT must be a number"),
+        ("WORKER_LOSS_TIMEOUT", True, TypeError, "WORKER_LOSS_TIMEOUT must be a number"),
+        ("WORKER_LOSS_RETRIES", -1, ValueError, "WORKER_LOSS_RETRIES must be >= 0"),
+        ("WORKER_LOSS_RETRIES", 2.0, TypeError, "WORKER_LOSS_RETRIES must be an integer"),
+        ("WORKER_LOSS_RETRIES", None, TypeError, "WORKER_LOSS_RETRIES must be an integer"),
+    ],
+)
+@pytest.mark.parametrize("method", ["em", "vb"])
+def test_bad_worker_loss_settings_are_refused_before_any_pass(
+    monkeypatch, setting, value, error, match, method
+):
+    """The settings are checked when a fit on Dask input starts (no cluster needed)."""
+    monkeypatch.setattr(distributed, setting, value)
+    passes = []
+    monkeypatch.setattr(distributed.DaskSource, "map_reduce", lambda *a, **k: passes.append(a))
+    with pytest.raises(error, match=match) as caught:
+        _fit(da.from_array(X[:400], chunks=(100, 4)), method)
+    assert "\n" not in str(caught.value) and not passes
+
+
+# -- Ctrl-C during EM on a cluster ----------------------------------------------------------
+
+_CHILD = """
+import json, sys, time, warnings
+from pathlib import Path
+
+import dask.array as da
+import distributed
+import numpy as np
+
+import bayesmix as bm
+from bayesmix.inference.em import distributed as dist
+
+if __name__ == "__main__":
+    folder = Path(sys.argv[1])
+    cluster = distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    )
+    client = distributed.Client(cluster)
+    rng = np.random.default_rng(0)
+    # overlapping clusters: EM still moves when the signal lands
+    X = np.concatenate([rng.normal(m, 1.0, (4_000, 4)) for m in (0.0, 1.0, 2.0)])
+    dX = client.persist(da.from_array(X, chunks=(2_000, 4)))
+    distributed.wait(client.futures_of(dX))
+    model = bm.GaussianMixture(3, "full")
+    estep = dist.DaskSource.estep
+
+    def actors_left():  # the actors' release reaches the workers within moments
+        for _ in range(100):
+            left = sum(client.run(lambda dask_worker: len(dask_worker.state.actors)).values())
+            if not left:
+                break
+            time.sleep(0.1)
+        return left
+
+    for route in ("worker-actors", "task-graph"):
+        dist.WORKER_ACTORS = route == "worker-actors"
+        calls = []
+
+        def watched(self, *args, **kwargs):  # only watches: marks the 8th E-step
+            calls.append(1)
+            if len(calls) == 8:
+                (folder / route).write_text("started")
+            return estep(self, *args, **kwargs)
+
+        dist.DaskSource.estep = watched
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            got = model.fit(dX, max_iter=10**7, tol=0, n_init=1, random_state=0)
+        dist.DaskSource.estep = estep
+        after_interrupt = actors_left()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            same = model.fit(dX, max_iter=got.n_iter, tol=0, n_init=1, random_state=0)
+        print(json.dumps({
+            "warnings": [f"{type(w.message).__name__}: {w.message}" for w in caught],
+            "interrupted": got.settings.get("interrupted"), "converged": bool(got.converged),
+            "estep": got.settings["estep"], "n_iter": got.n_iter, "calls": len(calls),
+            "log_likelihood": got.log_likelihood, "same_n_iter": same.log_likelihood,
+            "last_step": float(np.diff(got.log_likelihood_trace)[-1]),
+            "finite": bool(np.isfinite(got.means).all() and np.isfinite(got.covariances).all()),
+            "actors_left": after_interrupt, "actors_left_after_a_fit": actors_left(),
+            "sum": float(dX.sum().compute()), "want_sum": float(X.sum()),
+        }), flush=True)
+    client.close()
+    cluster.close()
+"""
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
+def test_ctrl_c_during_em_on_a_cluster_keeps_the_best_state(tmp_path):
+    """A real SIGINT to a process fitting EM on a 2-worker LocalCluster (processes), once
+    per route: the fit returns the state of the iterations made (the same as an
+    uninterrupted fit of that many iterations, 1e-9 relative) with one
+    InterruptedFitWarning, converged=False, no actor left on the workers, and the
+    cluster and persisted data still usable."""
+    import json
+    import subprocess
+    import sys
+
+    script = tmp_path / "child.py"
+    script.write_text(_CHILD)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    routes = ("worker-actors", "task-graph")
+    pending = [tmp_path / route for route in routes]  # a SIGINT as each marker appears
+    deadline = time.monotonic() + 400
+    while pending and proc.poll() is None and time.monotonic() < deadline:
+        if pending[0].exists():
+            os.kill(proc.pid, signal.SIGINT)
+            pending.pop(0)
+        time.sleep(0.05)
+    if pending:  # the child ended or stalled before a marker
+        proc.kill()
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert not pending and proc.returncode == 0, f"{pending}\n{out}\n{err}"
+    reports = [json.loads(line) for line in out.strip().splitlines()[-2:]]
+    for route, report in zip(routes, reports, strict=True):
+        kept = [w for w in report["warnings"] if w.startswith("InterruptedFitWarning")]
+        assert len(kept) == 1 and "best state reached so far" in kept[0], report["warnings"]
+        assert report["interrupted"] is True and report["converged"] is False
+        assert report["estep"] == route and report["finite"]
+        assert 2 <= report["n_iter"] <= report["calls"] and report["last_step"] > 0
+        assert report["log_likelihood"] == pytest.approx(report["same_n_iter"], rel=1e-9, abs=0)
+        assert report["actors_left"] == report["actors_left_after_a_fit"] == 0
+        assert report["sum"] == pytest.approx(report["want_sum"], rel=1e-12)

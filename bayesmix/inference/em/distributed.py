@@ -133,7 +133,8 @@ WORKER_ACTORS = True
 # After losing a worker, a fit waits at most this many seconds for the lost chunks to be
 # back in the cluster's memory (distributed recomputes them from their graph) and for a
 # worker to compute on, then raises WorkerLostError; a pass is redone at most
-# WORKER_LOSS_RETRIES times in a row.
+# WORKER_LOSS_RETRIES times in a row. Both are settings (assign them on this module):
+# every fit on Dask input checks them first (_loss_timeout, _loss_retries).
 WORKER_LOSS_TIMEOUT = 60.0
 WORKER_LOSS_RETRIES = 3
 # Seconds between looks at the cluster while a pass waits for its result.
@@ -335,6 +336,7 @@ class DaskSource:
         self.data = data
         self.n_chunks = len(data.row_chunks)
         self._weights = weights
+        _loss_timeout(), _loss_retries()  # bad settings refused before any pass
         self._cluster = _active_client(data.array)  # a dask.distributed client, or None
         self._client = _persisted_on_client(data.array) if WORKER_ACTORS else None
         self._workers: _WorkerChunks | None = None
@@ -360,17 +362,23 @@ class DaskSource:
             for a in args
         ]
         task = delayed(func, pure=False)
-        selected = range(self.n_chunks) if chunks is None else sorted(chunks)
-        parts = [
-            task(self._x[i], self._w[i], *(() if per_chunk is None else per_chunk[i]), *shared)
-            for i in selected
-        ]
         node = delayed(combine, pure=False)
-        while len(parts) > 1:
-            parts = [node(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)]
+        selected = range(self.n_chunks) if chunks is None else sorted(chunks)
+
+        def graph():  # new keys at each call (pure=False)
+            parts = [
+                task(self._x[i], self._w[i], *(() if per_chunk is None else per_chunk[i]), *shared)
+                for i in selected
+            ]
+            while len(parts) > 1:
+                parts = [
+                    node(*parts[i : i + TREE_FAN_IN]) for i in range(0, len(parts), TREE_FAN_IN)
+                ]
+            return parts[0]
+
         if self._cluster is None:
-            return self._compute(parts[0])[0]
-        return _cluster_result(self._cluster, parts[0], self.data.array)
+            return self._compute(graph())[0]
+        return _cluster_result(self._cluster, graph, self.data.array)
 
     def scan(self, rng: np.random.Generator, sample_rows: int) -> _Scan:
         keep = min(1.0, sample_rows / max(self.data.n_obs, 1))
@@ -441,7 +449,7 @@ class DaskSource:
                 addresses = [] if workers is None else workers.addresses
                 self.close()
                 failures += 1
-                if failures > WORKER_LOSS_RETRIES:
+                if failures > _loss_retries():
                     raise WorkerLostError(
                         f"the Dask cluster lost a worker {failures} times in a row during one "
                         f"pass of the fit over X (last: {type(error).__name__}: {error}); "
@@ -457,7 +465,7 @@ class DaskSource:
         from concurrent.futures import CancelledError
 
         client = self._client
-        deadline = time.monotonic() + WORKER_LOSS_TIMEOUT
+        deadline = time.monotonic() + _loss_timeout()
         settle = time.monotonic() + 2.0
         while addresses and set(addresses) <= set(client.nthreads()):
             if time.monotonic() > settle:
@@ -564,6 +572,40 @@ def _worker_loss_types() -> tuple[type[BaseException], ...]:
     return (OSError, CancelledError, _distributed().KilledWorker)
 
 
+def _loss_timeout() -> float:
+    """``WORKER_LOSS_TIMEOUT``, checked: a finite number of seconds > 0 (a TypeError or
+    ValueError naming the setting otherwise; an infinite wait would be a hang)."""
+    value = WORKER_LOSS_TIMEOUT
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            "bayesmix.inference.em.distributed.WORKER_LOSS_TIMEOUT must be a number of "
+            f"seconds, got {type(value).__name__} {value!r}; set it to e.g. 60.0."
+        )
+    if not (np.isfinite(value) and value > 0):
+        raise ValueError(
+            "bayesmix.inference.em.distributed.WORKER_LOSS_TIMEOUT must be a finite number "
+            f"of seconds > 0, got {value!r}; set it to e.g. 60.0."
+        )
+    return float(value)
+
+
+def _loss_retries() -> int:
+    """``WORKER_LOSS_RETRIES``, checked: an integer >= 0 (a TypeError or ValueError
+    naming the setting otherwise)."""
+    value = WORKER_LOSS_RETRIES
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(
+            "bayesmix.inference.em.distributed.WORKER_LOSS_RETRIES must be an integer, got "
+            f"{type(value).__name__} {value!r}; set it to e.g. 3."
+        )
+    if value < 0:
+        raise ValueError(
+            "bayesmix.inference.em.distributed.WORKER_LOSS_RETRIES must be >= 0 (the times "
+            f"a pass is redone after losing a worker), got {value!r}; set it to e.g. 3."
+        )
+    return int(value)
+
+
 def _lost_data_message(n_lost: int | None = None, n_chunks: int | None = None) -> str:
     which = "X's chunks" if n_lost is None else f"{n_lost} of X's {n_chunks} chunks"
     return (
@@ -577,18 +619,20 @@ def _lost_data_message(n_lost: int | None = None, n_chunks: int | None = None) -
 def _timeout_message() -> str:
     return (
         f"a Dask worker died during the fit and the cluster did not have X's chunks (or "
-        f"any worker) back within WORKER_LOSS_TIMEOUT={WORKER_LOSS_TIMEOUT:g} s; check "
+        f"any worker) back within WORKER_LOSS_TIMEOUT={_loss_timeout():g} s; check "
         "that the cluster has running workers (client.nthreads()) and fit again."
     )
 
 
-def _cluster_result(client: Any, obj: Any, array: Any) -> Any:
-    """``obj`` (a delayed object over the chunks of ``array``) computed on a
+def _cluster_result(client: Any, graph: Callable[[], Any], array: Any) -> Any:
+    """``graph()`` (a delayed object over the chunks of ``array``) computed on a
     ``dask.distributed`` cluster.
 
     distributed reruns the tasks a dead worker was running or held results of, and
     recomputes lost persisted chunks from their graph. A pass it cancels is submitted
-    again (up to ``WORKER_LOSS_RETRIES`` times) unless chunks of ``array`` are gone;
+    again (up to ``WORKER_LOSS_RETRIES`` times; a new ``graph()``, with new keys: the
+    client keeps a cancelled key cancelled, so the same graph would come back cancelled
+    at once) unless chunks of ``array`` are gone;
     data that cannot be recomputed, no worker for ``WORKER_LOSS_TIMEOUT`` seconds or a
     task that killed every worker it ran on raise a
     :class:`~bayesmix.exceptions.WorkerLostError` instead of a hang or distributed's own
@@ -596,8 +640,9 @@ def _cluster_result(client: Any, obj: Any, array: Any) -> Any:
     """
     from concurrent.futures import CancelledError
 
-    for _ in range(WORKER_LOSS_RETRIES + 1):
-        future = client.compute(obj)
+    attempts = _loss_retries() + 1
+    for _ in range(attempts):
+        future = client.compute(graph())
         try:
             _await_future(client, future)
             if future.status != "cancelled":
@@ -616,7 +661,7 @@ def _cluster_result(client: Any, obj: Any, array: Any) -> Any:
         if _chunks_lost(client, array):
             raise WorkerLostError(_lost_data_message())
     raise WorkerLostError(
-        f"the Dask cluster cancelled a pass of the fit over X {WORKER_LOSS_RETRIES + 1} "
+        f"the Dask cluster cancelled a pass of the fit over X {attempts} "
         "times in a row (workers lost?); check the cluster's workers and fit again."
     )
 
@@ -653,7 +698,7 @@ def _await_future(client: Any, future: Any) -> None:
             no_workers_since = None
         elif no_workers_since is None:
             no_workers_since = time.monotonic()
-        elif time.monotonic() - no_workers_since > WORKER_LOSS_TIMEOUT:
+        elif time.monotonic() - no_workers_since > _loss_timeout():
             raise WorkerLostError(_timeout_message()) from None
 
 
