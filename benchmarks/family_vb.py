@@ -102,6 +102,7 @@ def dask_case(n_obs: int, n_chunks: int, repeats: int) -> list[dict]:
     from distributed import Client, LocalCluster, wait
 
     import bayesmix as bm
+    from benchmarks.vb_dask import result_row
 
     X = lca_rows(n_obs)
     model = bm.Mixture(3, bm.families.Bernoulli())
@@ -128,41 +129,13 @@ def dask_case(n_obs: int, n_chunks: int, repeats: int) -> list[dict]:
             if warm is not None:  # kernels compiled or loaded, on the client and workers
                 model.fit(warm, max_iter=3, method="vb", n_init=1, random_state=0, draws=10)
             seconds, result = timed(fit, repeats, warm_up=False)
-            settings = result.settings
-            note = f"converged={settings['converged']}"
-            if settings.get("mode") == "stochastic":
-                note += (
-                    f", {settings['batch_chunks']} of {settings['n_chunks']} chunks per "
-                    f"step, {settings['epochs']:.1f} epochs"
-                )
-            rows.append(
-                {
-                    "engine": label,
-                    "seconds": seconds,
-                    "iterations": settings["n_iter"],
-                    "elbo_per_obs": settings["elbo"] / n_obs,
-                    "note": note,
-                }
-            )
+            rows.append(result_row(label, seconds, result, n_obs))
     finally:
         client.close()
         cluster.close()
     for row in rows:
         row["gap_per_obs"] = rows[0]["elbo_per_obs"] - row["elbo_per_obs"]
     return rows
-
-
-def dask_table(rows: list[dict]) -> str:
-    lines = [
-        "| engine | seconds | iterations / steps | ELBO per obs | gap to in-memory | notes |",
-        "| --- | --- | --- | --- | --- | --- |",
-    ]
-    for r in rows:
-        lines.append(
-            f"| {r['engine']} | {r['seconds']:.2f} | {r['iterations']} | "
-            f"{r['elbo_per_obs']:.8f} | {r['gap_per_obs']:.2e} | {r['note']} |"
-        )
-    return "\n".join(lines)
 
 
 def timed(fit, repeats, warm_up=True):
@@ -197,11 +170,13 @@ def main() -> None:
     if args.dask:
         import os
 
+        from benchmarks.vb_dask import table
+
         print(f"load before: {os.getloadavg()[0]:.2f}")
         rows = dask_case(args.dask_rows, args.chunks, args.repeats)
         print(f"load after: {os.getloadavg()[0]:.2f}")
         print(f"Mixture(3, Bernoulli()), {args.dask_rows} x 10, {args.chunks} chunks")
-        print(dask_table(rows))
+        print(table(rows))
         return
     families = bm.families
     cases = {

@@ -81,7 +81,7 @@ def run(n_obs: int, n_chunks: int, repeats: int, sklearn: bool = True) -> list[d
                 lambda: model.fit(X, tol=tol, **{**common, "init": start}), repeats
             )
             label = "bayesmix in memory (CAVI, 2 numba threads)"
-            rows.append(_row(label, seconds, memory, n_obs))
+            rows.append(result_row(label, seconds, memory, n_obs))
             common["init"] = "kmeans"
             model.fit(dX[:5000], max_iter=3, **common)  # warm-up on the workers
             for mode, label, options in (
@@ -94,7 +94,7 @@ def run(n_obs: int, n_chunks: int, repeats: int, sklearn: bool = True) -> list[d
                     ),
                     repeats,
                 )
-                rows.append(_row(label, seconds, result, n_obs))
+                rows.append(result_row(label, seconds, result, n_obs))
         finally:
             client.close()
             cluster.close()
@@ -137,7 +137,9 @@ def dask_start(dX, X: np.ndarray) -> np.ndarray:
     return np.eye(N_COMPONENTS)[labels]
 
 
-def _row(engine: str, seconds: float, result, n_obs: int) -> dict:
+def result_row(engine: str, seconds: float, result, n_obs: int) -> dict:
+    """A row of :func:`table`: a VB fit's seconds, iterations, ELBO per observation and
+    notes (for stochastic VB its minibatches and epochs)."""
     settings = result.settings
     note = f"converged={settings['converged']}"
     if settings.get("mode") == "stochastic":
