@@ -137,6 +137,27 @@ def test_cavi_on_dask_equals_the_in_memory_fit_with_options(options):
         np.testing.assert_array_equal(got.priors["weight_sticks"], want.priors["weight_sticks"])
 
 
+def test_a_sampled_start_is_the_in_memory_fit_from_the_same_responsibilities(monkeypatch):
+    """More rows than the start's sample: k-means on a seeded sample, every row joining
+    its nearest centre (benchmarks/family_vb.py's ``dask_start`` replays it); the
+    in-memory fit from those responsibilities is the Dask fit."""
+    from bayesmix.inference.em import distributed
+    from benchmarks.family_vb import dask_start
+
+    monkeypatch.setattr(distributed, "INIT_SAMPLE_ROWS", 600)
+    X, family = _data("bernoulli")
+    dX = da.from_array(X, chunks=(CHUNK, -1))
+    model = bm.Mixture(3, family)
+    start = dask_start(model, dX, X)
+    assert 0 < start.sum(axis=0).min() and start.sum() == N_OBS
+    got = model.fit(dX, method="vb", random_state=0, draws=50)
+    want = model.fit(X, method="vb", init=start, n_init=1, random_state=0, draws=50)
+    # the same q at every iteration (the draws differ: the Dask fit's generator also drew
+    # the sample and ran k-means)
+    assert got.settings["n_iter"] == want.settings["n_iter"]
+    np.testing.assert_allclose(got.elbo, want.elbo, rtol=1e-10, atol=0)
+
+
 # -- stochastic VB -----------------------------------------------------------------------
 
 
