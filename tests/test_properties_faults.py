@@ -1,4 +1,11 @@
-"""Property-based tests of the CLI's data options under attack (issue 22, part 3): CSV
+"""Property-based tests of entry points under attack (issue 22, part 3).
+
+mclust's 14 covariance models by MAP-EM and on Dask input (EM and MAP-EM, any chunking):
+finite estimates or a one-line ``ValueError``/``TypeError`` naming the argument, within a
+bounded time, the caller's data unchanged; the Bayesian methods refuse the models that
+support EM only, naming ``covariance_type``, within seconds and before compiling anything.
+
+The CLI's data options: CSV
 text with any separator (comma, semicolon, tab, ``|``), decimal commas, text and
 missing-value tokens in numeric columns, odd or repeated headers, and any
 ``--na-values``, ``--columns``, ``--index-col``, ``--drop-missing`` and ``--family``
@@ -10,14 +17,30 @@ kernels.
 
 from __future__ import annotations
 
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_properties_entry_points import SETTINGS, _invoke
+from test_properties import plausible_data
+from test_properties_entry_points import (
+    MCLUST_NAMES,
+    SETTINGS,
+    _assert_clear_error,
+    _assert_finite_fit,
+    _call,
+    _invoke,
+)
+
+import bayesmix as bm
+
+da = pytest.importorskip("dask.array")
+BASIC_NAMES = ("EII", "VII", "EEI", "VVI", "EEE", "VVV")  # mclust names NUTS/VB may support
 
 SEPARATORS = (",", ";", "\t", "|")
 HEADERS = ("x", "y", "z", "", "x", "Unnamed: 0", "1", "a b", "größe", "x,y")
@@ -30,6 +53,11 @@ def _compiled_before_the_timed_calls(tmp_path_factory):
     here (Gaussian, categorical, and the mix ``auto`` makes), before any call is timed."""
     from bayesmix.cli import cli
 
+    X = np.random.default_rng(0).normal(size=(40, 2))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in MCLUST_NAMES:
+            bm.GaussianMixture(2, name).fit(X, method="map", random_state=0, n_init=1)
     folder = tmp_path_factory.mktemp("warm")
     rng = np.random.default_rng(0)
     lines = ["x,y,kind"] + [
@@ -68,7 +96,7 @@ def csv_files(draw):
     return "\n".join(lines) + "\n", suffix, header
 
 
-@settings(SETTINGS, max_examples=40)
+@settings(SETTINGS, max_examples=80)
 @given(
     csv=csv_files(),
     na_values=st.one_of(st.none(), st.sampled_from(["?", "?,-", "abc,NA", ",", "-,?,abc,TRUE"])),
@@ -100,3 +128,63 @@ def test_cli_reads_any_csv_or_fails_in_one_line(
     if _invoke(args):
         assert (folder / "out" / "summary.csv").exists()
     assert path.read_bytes() == before  # the data file is not modified
+
+
+# ---------------------------------------------------------------------------------------
+# mclust's models by MAP-EM and on Dask input
+
+
+def _as_dask(X, chunk_rows):
+    values = X.to_numpy() if isinstance(X, pd.DataFrame) else X
+    return da.from_array(values, chunks=(chunk_rows, -1)) if values.ndim == 2 else values
+
+
+@settings(SETTINGS, max_examples=60)
+@given(
+    X=plausible_data(),
+    n_components=st.integers(1, 4),
+    covariance_type=st.sampled_from(MCLUST_NAMES),
+    method=st.sampled_from(["em", "map"]),
+    chunk_rows=st.one_of(st.none(), st.integers(1, 20)),
+)
+def test_mclust_models_by_map_and_on_dask_are_finite_or_refuse_clearly(
+    X, n_components, covariance_type, method, chunk_rows
+):
+    """MAP-EM in memory (``chunk_rows`` None) and EM or MAP-EM on a Dask array cut in
+    chunks of ``chunk_rows`` rows (1-row chunks included)."""
+    if chunk_rows is None and method == "em":
+        method = "map"  # EM in memory: test_properties_entry_points
+    data = X if chunk_rows is None else _as_dask(X, chunk_rows)
+    model = bm.GaussianMixture(n_components, covariance_type)
+    names = ("X", "n_components", "covariance_type", "reg_covar")
+    result = _call(model.fit, data, names=names, method=method, random_state=0, max_iter=50)
+    if result is None:
+        return
+    if chunk_rows is None:
+        _assert_finite_fit(result, X)
+        return
+    for name, values in result.parameters.items():
+        assert np.isfinite(np.asarray(values, dtype=float)).all(), f"{name} not finite"
+    assert np.isclose(np.sum(result.weights), 1.0) and np.isfinite(result.log_likelihood)
+
+
+@settings(SETTINGS, max_examples=40)
+@given(
+    X=plausible_data(),
+    covariance_type=st.sampled_from([n for n in MCLUST_NAMES if n not in BASIC_NAMES]),
+    method=st.sampled_from(["vb", "nuts", "gibbs", "advi", "fullrank_advi"]),
+    dask_input=st.booleans(),
+)
+def test_bayesian_methods_refuse_em_only_models_before_compiling(
+    X, covariance_type, method, dask_input
+):
+    """mclust's models without a Bayesian parametrisation (VEI, EVI, VEE, EVE, VVE,
+    EEV, VEV, EVV) with every Bayesian method: a one-line ValueError naming
+    covariance_type (or X) within 5 s, before any PyMC model is compiled."""
+    data = _as_dask(X, 7) if dask_input else X
+    model = bm.GaussianMixture(2, covariance_type)
+    start = time.perf_counter()
+    with pytest.raises((ValueError, TypeError)) as caught:
+        model.fit(data, method=method, random_state=0, draws=10, tune=10, chains=1)
+    assert time.perf_counter() - start < 5.0
+    _assert_clear_error(caught.value, "covariance_type", "X")
