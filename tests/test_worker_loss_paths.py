@@ -284,6 +284,29 @@ def test_worker_actors_give_up_after_the_loss_timeout(cluster, monkeypatch, tmp_
     assert state["victim"] not in cluster.run(os.getpid).values()  # really killed
 
 
+def _kill_before_pass(client, monkeypatch, dX, method, at):
+    """SIGKILL a worker holding chunks of ``dX`` (:func:`_kill_a_holder`) just before
+    the pass ``at`` over X of the next fit (EM's E-step, VB's map_chunks); the state
+    records the victim, the time of the kill and the seconds the pass hit took."""
+    name = "estep" if method == "em" else "map_chunks"
+    original = getattr(distributed.DaskSource, name)
+    state = {"calls": 0, "victim": None, "killed_at": None, "hit": None}
+
+    def hit_by_a_kill(self, *args, **kwargs):
+        state["calls"] += 1
+        if state["calls"] != at:
+            return original(self, *args, **kwargs)
+        state["victim"] = _kill_a_holder(client, dX)
+        state["killed_at"] = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            state["hit"] = time.perf_counter() - state["killed_at"]
+
+    monkeypatch.setattr(distributed.DaskSource, name, hit_by_a_kill)
+    return state
+
+
 @pytest.mark.parametrize(
     ("method", "actors"),
     [("em", True), ("em", False), ("vb", True)],
@@ -297,22 +320,7 @@ def test_a_killed_worker_costs_a_bounded_time(cluster, monkeypatch, method, acto
     monkeypatch.setattr(distributed, "WORKER_ACTORS", actors)
     dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4)))
     want = _fit(dX, method)
-    name = "estep" if method == "em" else "map_chunks"
-    original = getattr(distributed.DaskSource, name)
-    state = {"calls": 0, "victim": None, "hit": None}
-
-    def hit_by_a_kill(self, *args, **kwargs):
-        state["calls"] += 1
-        if state["calls"] != 5:
-            return original(self, *args, **kwargs)
-        state["victim"] = _kill_a_holder(cluster, dX)
-        began = time.perf_counter()
-        try:
-            return original(self, *args, **kwargs)
-        finally:
-            state["hit"] = time.perf_counter() - began
-
-    monkeypatch.setattr(distributed.DaskSource, name, hit_by_a_kill)
+    state = _kill_before_pass(cluster, monkeypatch, dX, method, at=5)
     got = _fit(dX, method)
     assert state["hit"] is not None and state["hit"] < ERROR_BOUND, state
     assert got.settings["estep"] == want.settings["estep"]
@@ -326,6 +334,26 @@ def test_a_killed_worker_costs_a_bounded_time(cluster, monkeypatch, method, acto
         assert got.settings["elbo"] == pytest.approx(want.settings["elbo"], rel=1e-9, abs=0)
     cluster.wait_for_workers(2, timeout=30)
     assert state["victim"] not in cluster.run(os.getpid).values()  # really killed
+
+
+def test_vb_lost_data_on_the_task_graph_raise_one_line_error_within_seconds(cluster, monkeypatch):
+    """Scattered chunks (no graph to recompute them) whose worker is killed (SIGKILL)
+    during closed-form VB on the task-graph route: a one-line WorkerLostError saying the
+    data cannot be recomputed, within ERROR_BOUND seconds of the kill."""
+    monkeypatch.setattr(distributed, "WORKER_ACTORS", False)
+    parts = [X[i : i + CHUNK_ROWS] for i in range(0, len(X), CHUNK_ROWS)]
+    futures = cluster.scatter(parts, hash=False)
+    chunks = [
+        da.from_delayed(f, shape=p.shape, dtype=float) for f, p in zip(futures, parts, strict=True)
+    ]
+    dX = _persisted(cluster, da.concatenate(chunks))
+    state = _kill_before_pass(cluster, monkeypatch, dX, "vb", at=3)
+    with pytest.raises(WorkerLostError) as caught:
+        _fit(dX, "vb")
+    assert state["killed_at"] is not None
+    assert time.perf_counter() - state["killed_at"] < ERROR_BOUND
+    _assert_one_line(caught.value, "cannot be recomputed", "from a source Dask can recompute")
+    del futures
 
 
 @pytest.mark.parametrize(
