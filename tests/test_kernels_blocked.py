@@ -1,15 +1,18 @@
-"""The full-covariance E-step kernel's blocking against a plain numpy/scipy reference.
+"""The E-step kernels' blocking against a plain numpy/scipy reference.
 
-The kernel (``bayesmix/families/gaussian/kernels.py``) pads the features to a multiple of
-four, whitens and accumulates second moments in 4 x 4 register tiles, walks the rows in
-blocks of 64-256 and takes one log per 64 rows of unit weight. These tests exercise the
-edges of that scheme: one row, one feature, one component, row counts that are not a
-multiple of the block, features that are not a multiple of four, several row chunks,
-wildly different feature scales, and many components whose row totals would overflow one
-product over a 256-row block.
+The kernels (``bayesmix/families/gaussian/kernels.py``) pad the features (and
+components) to a multiple of four, whiten and accumulate moments in 4 x 4 register
+tiles, walk the rows in blocks of 64-256 and take one log per 64 rows of unit weight; the
+full and tied kernels take an unpadded path for up to three features. These tests
+exercise the edges of that scheme: one row, one feature, one component, row counts that
+are not a multiple of the block, features that are not a multiple of four, several row
+chunks, wildly different feature scales, and many components whose row totals would
+overflow one product over a 256-row block; for every covariance type.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numba as nb
 import numpy as np
@@ -162,5 +165,136 @@ def test_full_kernel_thread_count_bitwise():
     finally:
         nb.set_num_threads(threads)
     every = _kernel(*problem)
+    for a, b in zip(single, every, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _structured(problem, kind):
+    """``problem`` with its covariances made tied (all the first one), diagonal or
+    spherical (the mean variance)."""
+    X, sample_weight, shift, log_weights, means, covs = problem
+    n_components, n_features = means.shape
+    if kind == "tied":
+        covs = np.repeat(covs[:1], n_components, axis=0)
+    elif kind == "diag":
+        covs = np.stack([np.diag(np.diag(c)) for c in covs])
+    elif kind == "spherical":
+        covs = np.stack([np.eye(n_features) * np.diag(c).mean() for c in covs])
+    return X, sample_weight, shift, log_weights, means, covs
+
+
+def _kernel_structured(kind, X, sample_weight, shift, log_weights, means, covs, dtype=np.float64):
+    """The public tied, diag or spherical kernel call, as ``fused_statistics`` makes it."""
+    shifted = means - shift
+    n_chunks = kernels.n_chunks_for(len(X))
+    if kind == "tied":
+        chol = np.linalg.cholesky(covs[0])
+        upper = solve_triangular(chol, np.eye(X.shape[1]), lower=True).T
+        log_det = np.full(len(means), np.log(np.diag(upper)).sum())
+        return kernels.estep_tied(
+            X.astype(dtype),
+            sample_weight,
+            shift,
+            log_weights,
+            shifted @ upper,
+            np.ascontiguousarray(upper.T),
+            log_det,
+            n_chunks,
+        )
+    variances = np.diagonal(covs, axis1=1, axis2=2)
+    if kind == "diag":
+        call, precision = kernels.estep_diag, 1.0 / variances
+        log_det = -0.5 * np.log(variances).sum(axis=1)
+    else:
+        call, precision = kernels.estep_spherical, 1.0 / variances[:, 0]
+        log_det = -0.5 * X.shape[1] * np.log(variances[:, 0])
+    args = (X.astype(dtype), sample_weight, shift, log_weights, shifted, precision, log_det)
+    return call(*args, n_chunks)
+
+
+def _reference_structured(kind, *problem):
+    """The full reference's statistics in the kernel's shapes: the tied scatter summed
+    over the components, the diagonal of each scatter, or its trace."""
+    (mass, sum_x, sum_xx, log_lik, log_max), scales = _reference(*problem)
+    if kind == "tied":
+        sum_xx = sum_xx.sum(axis=0)
+    elif kind == "diag":
+        sum_xx = np.diagonal(sum_xx, axis1=1, axis2=2)
+    else:
+        sum_xx = np.trace(sum_xx, axis1=1, axis2=2)
+        scales = (*scales[:2], scales[2] * problem[0].shape[1], *scales[3:])
+    return (mass, sum_x, sum_xx, log_lik, log_max), scales
+
+
+STRUCTURED_SHAPES = [
+    (1, 1, 1),  # one row, one feature, one component
+    (7, 1, 3),  # one feature
+    (1000, 2, 4),  # the everyday two features
+    (1000, 3, 20),  # three features, twenty components (padded to 20)
+    (3001, 5, 3),  # five chunks; features padded 5 -> 8, components 3 -> 4
+    (1100, 16, 8),  # two chunks
+    (600, 40, 5),  # forty features
+]
+
+
+@pytest.mark.parametrize("kind", ["tied", "diag", "spherical"])
+@pytest.mark.parametrize("unit", [True, False], ids=["unit-weights", "weighted"])
+@pytest.mark.parametrize(("n_obs", "n_features", "n_components"), STRUCTURED_SHAPES)
+def test_structured_kernels_match_reference(kind, n_obs, n_features, n_components, unit):
+    problem = _structured(_problem(n_obs, n_features, n_components, unit=unit), kind)
+    ours = _kernel_structured(kind, *problem)
+    _assert_matches(ours, _reference_structured(kind, *problem), rtol=1e-12)
+
+
+@pytest.mark.parametrize(("n_obs", "n_features", "n_components"), [(1000, 2, 20), (600, 40, 5)])
+def test_full_kernel_wide_and_many(n_obs, n_features, n_components):
+    """Twenty components on two features (the unpadded path), forty features, weighted."""
+    problem = _problem(n_obs, n_features, n_components, seed=11, unit=False)
+    _assert_matches(_kernel(*problem), _reference(*problem), rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["tied", "diag", "spherical"])
+def test_structured_kernels_extreme_scales(kind):
+    """Features from 1e-6 to 1e6 around an offset of 1e8 (shifted by the data mean)."""
+    scales = np.logspace(-6, 6, 6)
+    problem = _structured(_problem(900, 6, 3, seed=3, scales=scales, offset=1e8), kind)
+    _assert_matches(
+        _kernel_structured(kind, *problem), _reference_structured(kind, *problem), rtol=1e-12
+    )
+
+
+@pytest.mark.parametrize("kind", ["tied", "diag", "spherical"])
+@pytest.mark.parametrize("n_features", [2, 16])
+def test_structured_kernels_float32(kind, n_features):
+    """Float32 rows: per-row arithmetic and block sums in float32."""
+    problem = _structured(_problem(1100, n_features, 4, seed=5, unit=False), kind)
+    ours = _kernel_structured(kind, *problem, dtype=np.float32)
+    _assert_matches(ours, _reference_structured(kind, *problem), rtol=2e-5)
+
+
+@pytest.mark.parametrize("n_features", [2, 16])
+def test_full_kernel_float32_small_and_wide(n_features):
+    """Float32 through the unpadded path (two features) and the tiles, weighted rows."""
+    problem = _problem(1100, n_features, 4, seed=5, unit=False)
+    _assert_matches(_kernel(*problem, dtype=np.float32), _reference(*problem), rtol=2e-5)
+
+
+@pytest.mark.parametrize("kind", ["full", "tied", "diag", "spherical"])
+@pytest.mark.parametrize("n_features", [2, 7])
+def test_kernels_thread_count_bitwise(kind, n_features):
+    """Several chunks: the same bits with one thread and with every thread."""
+    problem = _problem(4000, n_features, 3, seed=7, unit=False)
+    if kind == "full":
+        call = _kernel
+    else:
+        problem = _structured(problem, kind)
+        call = functools.partial(_kernel_structured, kind)
+    threads = nb.get_num_threads()
+    try:
+        nb.set_num_threads(1)
+        single = call(*problem)
+    finally:
+        nb.set_num_threads(threads)
+    every = call(*problem)
     for a, b in zip(single, every, strict=True):
         np.testing.assert_array_equal(a, b)

@@ -5,18 +5,21 @@ component log densities, the log-sum-exp, the responsibilities and adds them int
 chunk's statistics — no ``(N, K)`` or ``(N, K, D)`` temporaries. Chunk statistics are
 summed at the end, in a fixed order, so results do not depend on thread scheduling.
 
-Within a chunk, rows go in blocks of ``BLOCK_ROWS`` (the full kernel: 64-256, see
-``_FULL_BLOCK_ELEMENTS``), copied transposed (features x rows),
+Within a chunk, rows go in blocks of 64-256 (about ``_FULL_BLOCK_ELEMENTS`` values),
+copied transposed (features x rows),
 so every inner loop runs over the rows of a block: contiguous, the same length each time
 and vectorised by LLVM (SIMD) — about twice as fast as looping over components and
 features row by row. The block length is a run-time value on purpose: LLVM fully unrolls
 a loop of constant length into scalar code instead of vectorising it. The last block of a
 chunk is padded with zero-weight rows.
 
-The full kernel's two matrix products per component and block, the whitening
-``L_k (x - mu_k)`` and the weighted scatter ``sum r x x^T``, are register-tiled by hand
-(``_whiten_quad``, ``_scatter_quad``): 4 x 4 tiles, so each load feeds four multiply-adds,
-with the factors and the features zero-padded to a multiple of four.
+The matrix products of every kernel are register-tiled by hand, 4 x 4 tiles so each
+load feeds four multiply-adds, with the factors, features and components zero-padded to
+a multiple of four: the whitening ``L (x - mu_k)`` (``_whiten_quad``; full and tied),
+the scatter ``sum r x x^T`` and the moments ``R [x; x^2]^T`` (``_product_tile``), the
+spherical dots ``M x`` (``_combine_quad``). With at most three features the full and
+tied kernels take unpadded loops instead (``_small_log_prob``, ``_small_moments``): there
+the padding to four cost more than the tiles saved.
 Compiled code is cached on disk (``cache=True``): only the first use on a machine pays
 for compilation.
 
@@ -82,6 +85,8 @@ BLOCK_ROWS = 64
 # longer the block, the fewer of those (1.2-1.5x faster than 64 rows at D = 16 and 32).
 _FULL_BLOCK_ELEMENTS = 4096
 _FULL_BLOCK_MAX = 256
+# At most this many features, the full kernel takes an unpadded path (_small_log_prob)
+_SMALL_FEATURES = 3
 # the largest K for which K**_PRODUCT_ROWS stays far below the largest float (1e308)
 _MAX_COMPONENTS_PRODUCT = 10_000
 _PRODUCT_ROWS = 64
@@ -168,29 +173,6 @@ def _normalise_block(log_prob, w, peak, total):
 
 
 @nb.njit(cache=True, inline="always")
-def _combine_rows(coefs, rows, count, out):
-    """``out = sum_{i < count} coefs[i] rows[i]``: a linear combination of a block's rows
-    (features), e.g. one feature of the whitened block (``coefs`` a row of the Cholesky
-    factor) or the products ``mu_k . x`` of a block.
-
-    Four input rows per pass over the block, so each load and store of ``out`` serves four
-    multiply-adds (1.33x the speed of one row per pass for the full kernel, D=16).
-    """
-    out[:] = 0.0
-    quads = count // 4 * 4
-    for i in range(0, quads, 4):
-        f0, f1, f2, f3 = coefs[i], coefs[i + 1], coefs[i + 2], coefs[i + 3]
-        for b in range(out.shape[0]):
-            out[b] += (f0 * rows[i, b] + f1 * rows[i + 1, b]) + (
-                f2 * rows[i + 2, b] + f3 * rows[i + 3, b]
-            )
-    for i in range(quads, count):
-        factor = coefs[i]
-        for b in range(out.shape[0]):
-            out[b] += factor * rows[i, b]
-
-
-@nb.njit(cache=True, inline="always")
 def _first_moments(resp, k, xt, rx, mass, sum_x, zero):
     """Add component ``k``'s mass and ``sum r x`` of a block; leave ``r x`` in ``rx``.
     ``zero`` is a zero of the data type: the block's sums run in that type."""
@@ -238,49 +220,145 @@ def _whiten_quad(lower, j, diff, y0, y1, y2, y3, maha):
 
 
 @nb.njit(cache=True, inline="always")
+def _product_tile(p, i, q, j, out, zero):
+    """``out[i:i+4, j:j+4] += p[i:i+4] @ q[j:j+4].T``, the sums over a block's rows (the
+    second axis): sixteen sums per pass over the block, each load serving four
+    multiply-adds. ``zero`` is a zero of the data type: the block's sums run in it."""
+    s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
+    s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+    for b in range(p.shape[1]):
+        p0, p1, p2, p3 = p[i, b], p[i + 1, b], p[i + 2, b], p[i + 3, b]
+        x0, x1, x2, x3 = q[j, b], q[j + 1, b], q[j + 2, b], q[j + 3, b]
+        s00 += p0 * x0
+        s01 += p0 * x1
+        s02 += p0 * x2
+        s03 += p0 * x3
+        s10 += p1 * x0
+        s11 += p1 * x1
+        s12 += p1 * x2
+        s13 += p1 * x3
+        s20 += p2 * x0
+        s21 += p2 * x1
+        s22 += p2 * x2
+        s23 += p2 * x3
+        s30 += p3 * x0
+        s31 += p3 * x1
+        s32 += p3 * x2
+        s33 += p3 * x3
+    out[i, j] += s00
+    out[i, j + 1] += s01
+    out[i, j + 2] += s02
+    out[i, j + 3] += s03
+    out[i + 1, j] += s10
+    out[i + 1, j + 1] += s11
+    out[i + 1, j + 2] += s12
+    out[i + 1, j + 3] += s13
+    out[i + 2, j] += s20
+    out[i + 2, j + 1] += s21
+    out[i + 2, j + 2] += s22
+    out[i + 2, j + 3] += s23
+    out[i + 3, j] += s30
+    out[i + 3, j + 1] += s31
+    out[i + 3, j + 2] += s32
+    out[i + 3, j + 3] += s33
+
+
+@nb.njit(cache=True, inline="always")
 def _scatter_quad(rx, xt, i, out, zero):
     """Rows ``i .. i + 3`` of a block's weighted scatter ``rx @ xt.T``, columns up to
-    ``i + 3``, added into ``out``: sixteen sums per pass over the block, each load serving
-    four multiply-adds."""
-    block = xt.shape[1]
+    ``i + 3``, added into ``out`` (4 x 4 tiles, :func:`_product_tile`)."""
     for j in range(0, i + 4, 4):
-        s00 = s01 = s02 = s03 = s10 = s11 = s12 = s13 = zero
-        s20 = s21 = s22 = s23 = s30 = s31 = s32 = s33 = zero
+        _product_tile(rx, i, xt, j, out, zero)
+
+
+@nb.njit(cache=True, inline="always")
+def _to_data_type(resp, rk):
+    """Responsibilities ``resp (K, B)`` (float64) into ``rk`` (the data type, components
+    padded to a multiple of four with zero rows); return the masses ``sum_b r_kb``."""
+    mass = np.zeros(resp.shape[0])
+    for k in range(resp.shape[0]):
+        acc = 0.0
+        for b in range(resp.shape[1]):
+            acc += resp[k, b]
+            rk[k, b] = resp[k, b]
+        mass[k] = acc
+    return mass
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _small_log_prob(xt, means, lower, const, n_features, log_prob):
+    """Component log densities of a block with at most three features, into ``log_prob``:
+    ``xt``, ``means`` and ``lower`` are zero-padded (to four features), one pass over the
+    block per component with the difference, the whitening and the squared norm in
+    registers. One or two features take the two-feature loop (the padding is zero)."""
+    block = xt.shape[1]
+    for k in range(means.shape[0]):
+        m0, m1, m2 = means[k, 0], means[k, 1], means[k, 2]
+        f = lower[k]
+        l00, l10, l11 = f[0, 0], f[1, 0], f[1, 1]
+        l20, l21, l22 = f[2, 0], f[2, 1], f[2, 2]
+        c = const[k]
+        if n_features == 3:
+            for b in range(block):
+                d0, d1, d2 = xt[0, b] - m0, xt[1, b] - m1, xt[2, b] - m2
+                y0 = l00 * d0
+                y1 = l10 * d0 + l11 * d1
+                y2 = (l20 * d0 + l21 * d1) + l22 * d2
+                log_prob[k, b] = c - 0.5 * ((y0 * y0 + y1 * y1) + y2 * y2)
+        else:
+            for b in range(block):
+                d0, d1 = xt[0, b] - m0, xt[1, b] - m1
+                y0 = l00 * d0
+                y1 = l10 * d0 + l11 * d1
+                log_prob[k, b] = c - 0.5 * (y0 * y0 + y1 * y1)
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _small_moments(resp, xt, n_features, rk, mass, sum_x, sum_xx, zero):
+    """Add a block's mass, ``sum r x`` and the lower triangle of ``sum r x x^T`` for at
+    most three features (``xt`` zero-padded), one pass over the block per component after
+    the responsibilities are converted to the data type (into ``rk``)."""
+    block = xt.shape[1]
+    for k in range(resp.shape[0]):
+        acc = 0.0
         for b in range(block):
-            p0, p1, p2, p3 = rx[i, b], rx[i + 1, b], rx[i + 2, b], rx[i + 3, b]
-            x0, x1, x2, x3 = xt[j, b], xt[j + 1, b], xt[j + 2, b], xt[j + 3, b]
-            s00 += p0 * x0
-            s01 += p0 * x1
-            s02 += p0 * x2
-            s03 += p0 * x3
-            s10 += p1 * x0
-            s11 += p1 * x1
-            s12 += p1 * x2
-            s13 += p1 * x3
-            s20 += p2 * x0
-            s21 += p2 * x1
-            s22 += p2 * x2
-            s23 += p2 * x3
-            s30 += p3 * x0
-            s31 += p3 * x1
-            s32 += p3 * x2
-            s33 += p3 * x3
-        out[i, j] += s00
-        out[i, j + 1] += s01
-        out[i, j + 2] += s02
-        out[i, j + 3] += s03
-        out[i + 1, j] += s10
-        out[i + 1, j + 1] += s11
-        out[i + 1, j + 2] += s12
-        out[i + 1, j + 3] += s13
-        out[i + 2, j] += s20
-        out[i + 2, j + 1] += s21
-        out[i + 2, j + 2] += s22
-        out[i + 2, j + 3] += s23
-        out[i + 3, j] += s30
-        out[i + 3, j + 1] += s31
-        out[i + 3, j + 2] += s32
-        out[i + 3, j + 3] += s33
+            acc += resp[k, b]
+            rk[b] = resp[k, b]
+        mass[k] += acc
+        s0 = s1 = s2 = s00 = s10 = s11 = s20 = s21 = s22 = zero
+        if n_features == 3:
+            for b in range(block):
+                x0, x1, x2 = xt[0, b], xt[1, b], xt[2, b]
+                p0, p1, p2 = rk[b] * x0, rk[b] * x1, rk[b] * x2
+                s0 += p0
+                s1 += p1
+                s2 += p2
+                s00 += p0 * x0
+                s10 += p1 * x0
+                s11 += p1 * x1
+                s20 += p2 * x0
+                s21 += p2 * x1
+                s22 += p2 * x2
+        else:
+            for b in range(block):
+                x0, x1 = xt[0, b], xt[1, b]
+                p0, p1 = rk[b] * x0, rk[b] * x1
+                s0 += p0
+                s1 += p1
+                s00 += p0 * x0
+                s10 += p1 * x0
+                s11 += p1 * x1
+        sum_x[k, 0] += s0
+        sum_xx[k, 0, 0] += s00
+        if n_features > 1:
+            sum_x[k, 1] += s1
+            sum_xx[k, 1, 0] += s10
+            sum_xx[k, 1, 1] += s11
+        if n_features > 2:
+            sum_x[k, 2] += s2
+            sum_xx[k, 2, 0] += s20
+            sum_xx[k, 2, 1] += s21
+            sum_xx[k, 2, 2] += s22
 
 
 @nb.njit(**_KERNEL_OPTIONS)
@@ -303,6 +381,10 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
     factors = np.zeros((n_components, padded, padded), X.dtype)
     factors[:, :n_features, :n_features] = lower
     zero = np.zeros(1, X.dtype)[0]
+    # Up to three features: one fused pass per component and block, no padding to four
+    small = n_features <= _SMALL_FEATURES
+    centres = np.zeros((n_components, padded), X.dtype)
+    centres[:, :n_features] = means
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((n_components, n_features))
@@ -323,18 +405,24 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
         stop = (c + 1) * n_obs // n_chunks
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
-            for k in range(n_components):
-                for d in range(n_features):
+            if small:
+                _small_log_prob(xt, centres, factors, const, n_features, resp)
+            else:
+                for k in range(n_components):
+                    for d in range(n_features):
+                        for b in range(block):
+                            diff[d, b] = xt[d, b] - means[k, d]
+                    maha[:] = 0.0
+                    for j in range(0, padded, 4):
+                        _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
                     for b in range(block):
-                        diff[d, b] = xt[d, b] - means[k, d]
-                maha[:] = 0.0
-                for j in range(0, padded, 4):
-                    _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
-                for b in range(block):
-                    resp[k, b] = const[k] - 0.5 * maha[b]
+                        resp[k, b] = const[k] - 0.5 * maha[b]
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
+            if small:
+                _small_moments(resp, xt, n_features, y0, chunk_mass, chunk_x, chunk_xx, zero)
+                continue
             for k in range(n_components):
                 _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
                 for i in range(0, padded, 4):
@@ -352,27 +440,48 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
 def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n_chunks):
     """Statistics for one shared covariance; ``centres[k] = mu_k @ U`` (whitened means).
 
-    ``sum_xx`` is the weighted scatter of the rows, ``(D, D)``.
+    ``sum_xx`` is the weighted scatter of the rows, ``(D, D)``. The three products of a
+    block run in 4 x 4 register tiles, features (and components) zero-padded to a
+    multiple of four: the whitening ``y = L x`` (:func:`_whiten_quad`), the first moments
+    ``R X^T`` and the scatter ``(w X) X^T`` (:func:`_product_tile`); the distances
+    ``|y - c_k|^2`` take four features per pass over the block.
     """
     n_obs, n_features = X.shape
     n_components = centres.shape[0]
-    block = min(BLOCK_ROWS, n_obs)
+    padded = (n_features + 3) // 4 * 4
+    padded_k = (n_components + 3) // 4 * 4
+    block = min(max(BLOCK_ROWS, _FULL_BLOCK_ELEMENTS // padded), _FULL_BLOCK_MAX, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_features, n_features))
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
-    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
-    # chunk's running sums are float64.
+    factor = np.zeros((padded, padded), X.dtype)
+    factor[:n_features, :n_features] = lower
+    whitened_centres = np.zeros((n_components, padded), X.dtype)
+    whitened_centres[:, :n_features] = centres
+    # Sums over one block (at most _FULL_BLOCK_MAX rows) run in the data type, in SIMD;
+    # the chunk's running sums are float64.
     zero = np.zeros(1, X.dtype)[0]
+    # Up to three features: the full kernel's unpadded loops on the whitened rows (one
+    # identity factor per component) and per-component scatters summed at the end
+    small = n_features <= _SMALL_FEATURES
+    identity = np.zeros((n_components if small else 0, padded, padded), X.dtype)
+    for k in range(identity.shape[0]):
+        for j in range(padded):
+            identity[k, j, j] = 1.0
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
-        chunk_x = np.zeros((n_components, n_features))
-        chunk_xx = np.zeros((n_features, n_features))
-        xt = np.empty((n_features, block), X.dtype)
-        yt = np.empty((n_features, block), X.dtype)
-        rx = np.empty((n_features, block), X.dtype)
+        chunk_x = np.zeros((padded_k, padded))
+        chunk_xx = np.zeros((padded, padded))
+        component_xx = np.zeros((identity.shape[0], padded, padded))
+        # padded features and components stay zero
+        xt = np.zeros((padded, block), X.dtype)
+        yt = np.zeros((padded, block), X.dtype)
+        rx = np.zeros((padded, block), X.dtype)
+        rk = np.zeros((padded_k, block), X.dtype)
+        norms = np.empty(block, X.dtype)
         dist = np.empty(block, X.dtype)
         resp = np.empty((n_components, block))
         w = np.empty(block)
@@ -381,60 +490,119 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
         stop = (c + 1) * n_obs // n_chunks
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
-            for j in range(n_features):
-                _combine_rows(lower[j], xt, j + 1, yt[j])
+            norms[:] = 0.0
+            for j in range(0, padded, 4):
+                _whiten_quad(factor, j, xt, yt[j], yt[j + 1], yt[j + 2], yt[j + 3], norms)
+            if small:
+                _small_log_prob(yt, whitened_centres, identity, const, n_features, resp)
+                block_lik, block_max = _normalise_block(resp, w, peak, total)
+                log_lik[c] += block_lik
+                log_max[c] += block_max
+                _small_moments(resp, xt, n_features, dist, chunk_mass, chunk_x, component_xx, zero)
+                continue
             for k in range(n_components):
-                dist[:] = 0.0
-                for j in range(n_features):
-                    centre = centres[k, j]
-                    for b in range(block):
-                        delta = yt[j, b] - centre
-                        dist[b] += delta * delta
+                for j in range(0, padded, 4):
+                    c0, c1 = whitened_centres[k, j], whitened_centres[k, j + 1]
+                    c2, c3 = whitened_centres[k, j + 2], whitened_centres[k, j + 3]
+                    if j == 0:
+                        for b in range(block):
+                            e0, e1 = yt[j, b] - c0, yt[j + 1, b] - c1
+                            e2, e3 = yt[j + 2, b] - c2, yt[j + 3, b] - c3
+                            dist[b] = (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3)
+                    else:
+                        for b in range(block):
+                            e0, e1 = yt[j, b] - c0, yt[j + 1, b] - c1
+                            e2, e3 = yt[j + 2, b] - c2, yt[j + 3, b] - c3
+                            dist[b] += (e0 * e0 + e1 * e1) + (e2 * e2 + e3 * e3)
                 for b in range(block):
                     resp[k, b] = const[k] - 0.5 * dist[b]
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
-            for k in range(n_components):
-                _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
+            chunk_mass += _to_data_type(resp, rk)
+            for k in range(0, padded_k, 4):
+                for i in range(0, padded, 4):
+                    _product_tile(rk, k, xt, i, chunk_x, zero)
             for i in range(n_features):
                 for b in range(block):
                     rx[i, b] = w[b] * xt[i, b]
-            for i in range(n_features):
-                for j in range(i + 1):
-                    acc = zero
-                    for b in range(block):
-                        acc += rx[i, b] * xt[j, b]
-                    chunk_xx[i, j] += acc
+            for i in range(0, padded, 4):
+                _scatter_quad(rx, xt, i, chunk_xx, zero)
+        for k in range(identity.shape[0]):
+            chunk_xx += component_xx[k]
         mass[c] = chunk_mass
-        sum_x[c] = chunk_x
-        sum_xx[c] = chunk_xx
+        sum_x[c] = chunk_x[:n_components, :n_features]
+        sum_xx[c] = chunk_xx[:n_features, :n_features]
     return mass, sum_x, sum_xx, log_lik, log_max
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _moment_rows(xt, n_features, count, extra, out):
+    """A block's rows for the moment products: ``out[:D] = xt[:D]``; then, from row
+    ``D``, the squares of the first ``count`` features (diag: all of them) and, if
+    ``extra`` (spherical), the squared norms ``|x|^2`` as one row. ``out`` is
+    zero-padded to a multiple of four rows."""
+    block = xt.shape[1]
+    for d in range(n_features):
+        for b in range(block):
+            out[d, b] = xt[d, b]
+    for d in range(count):
+        for b in range(block):
+            out[n_features + d, b] = xt[d, b] * xt[d, b]
+    if extra:
+        norms = out[n_features + count]
+        for b in range(block):
+            norms[b] = 0.0
+        for d in range(n_features):
+            for b in range(block):
+                norms[b] += xt[d, b] * xt[d, b]
+
+
+@nb.njit(cache=True, inline="always")
+def _moment_products(resp, rk, rows, n_rows, mass, moments, zero):
+    """Add a block's masses and ``R @ rows.T`` (components and rows in 4 x 4 tiles,
+    :func:`_product_tile`) into ``mass`` and ``moments``."""
+    mass += _to_data_type(resp, rk)
+    for k in range(0, rk.shape[0], 4):
+        for i in range(0, n_rows, 4):
+            _product_tile(rk, k, rows, i, moments, zero)
 
 
 @nb.njit(**_KERNEL_OPTIONS)
 def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det, n_chunks):
     """Statistics for axis-aligned covariances; ``precision (K, D)`` holds ``1 / var``
-    (spherical: the same value across features). ``sum_xx`` is ``sum r x^2``, ``(K, D)``."""
+    (spherical: the same value across features). ``sum_xx`` is ``sum r x^2``, ``(K, D)``.
+
+    The distances take four features per pass over the block (features zero-padded to a
+    multiple of four, with zero precision); ``sum r x`` and ``sum r x^2`` are one product
+    of the responsibilities with the rows ``[x; x^2]`` in 4 x 4 tiles."""
     n_obs, n_features = X.shape
     n_components = means.shape[0]
-    block = min(BLOCK_ROWS, n_obs)
+    padded = (n_features + 3) // 4 * 4
+    padded_k = (n_components + 3) // 4 * 4
+    n_rows = (2 * n_features + 3) // 4 * 4
+    block = min(max(BLOCK_ROWS, _FULL_BLOCK_ELEMENTS // n_rows), _FULL_BLOCK_MAX, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_components, n_features))
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
-    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
-    # chunk's running sums are float64.
+    centres = np.zeros((n_components, padded), X.dtype)
+    centres[:, :n_features] = means
+    scales = np.zeros((n_components, padded), X.dtype)
+    scales[:, :n_features] = precision
+    # Sums over one block (at most _FULL_BLOCK_MAX rows) run in the data type, in SIMD;
+    # the chunk's running sums are float64.
     zero = np.zeros(1, X.dtype)[0]
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
-        chunk_x = np.zeros((n_components, n_features))
-        chunk_xx = np.zeros((n_components, n_features))
-        xt = np.empty((n_features, block), X.dtype)
+        moments = np.zeros((padded_k, n_rows))
+        # padded features, rows and components stay zero
+        xt = np.zeros((padded, block), X.dtype)
+        rows = np.zeros((n_rows, block), X.dtype)
+        rk = np.zeros((padded_k, block), X.dtype)
         dist = np.empty(block, X.dtype)
-        rk = np.empty(block, X.dtype)
         resp = np.empty((n_components, block))
         w = np.empty(block)
         peak = np.empty(block)
@@ -443,36 +611,82 @@ def _estep_diag(X, sample_weight, shift, log_weights, means, precision, log_det,
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
             for k in range(n_components):
-                dist[:] = 0.0
-                for d in range(n_features):
-                    mean, prec = means[k, d], precision[k, d]
-                    for b in range(block):
-                        delta = xt[d, b] - mean
-                        dist[b] += prec * delta * delta
+                for j in range(0, padded, 4):
+                    m0, m1, m2, m3 = (
+                        centres[k, j],
+                        centres[k, j + 1],
+                        centres[k, j + 2],
+                        centres[k, j + 3],
+                    )
+                    p0, p1, p2, p3 = (
+                        scales[k, j],
+                        scales[k, j + 1],
+                        scales[k, j + 2],
+                        scales[k, j + 3],
+                    )
+                    if j == 0:
+                        for b in range(block):
+                            e0, e1 = xt[j, b] - m0, xt[j + 1, b] - m1
+                            e2, e3 = xt[j + 2, b] - m2, xt[j + 3, b] - m3
+                            dist[b] = (p0 * e0 * e0 + p1 * e1 * e1) + (p2 * e2 * e2 + p3 * e3 * e3)
+                    else:
+                        for b in range(block):
+                            e0, e1 = xt[j, b] - m0, xt[j + 1, b] - m1
+                            e2, e3 = xt[j + 2, b] - m2, xt[j + 3, b] - m3
+                            dist[b] += (p0 * e0 * e0 + p1 * e1 * e1) + (p2 * e2 * e2 + p3 * e3 * e3)
                 for b in range(block):
                     resp[k, b] = const[k] - 0.5 * dist[b]
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
-            for k in range(n_components):
-                acc = 0.0
-                for b in range(block):
-                    acc += resp[k, b]
-                    rk[b] = resp[k, b]  # in the data type
-                chunk_mass[k] += acc
-                for d in range(n_features):
-                    acc_x = zero
-                    acc_xx = zero
-                    for b in range(block):
-                        weighted = rk[b] * xt[d, b]
-                        acc_x += weighted
-                        acc_xx += weighted * xt[d, b]
-                    chunk_x[k, d] += acc_x
-                    chunk_xx[k, d] += acc_xx
+            _moment_rows(xt, n_features, n_features, False, rows)
+            _moment_products(resp, rk, rows, n_rows, chunk_mass, moments, zero)
         mass[c] = chunk_mass
-        sum_x[c] = chunk_x
-        sum_xx[c] = chunk_xx
+        sum_x[c] = moments[:n_components, :n_features]
+        sum_xx[c] = moments[:n_components, n_features : 2 * n_features]
     return mass, sum_x, sum_xx, log_lik, log_max
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _combine_quad(coefs, k, rows, count, out):
+    """``out[k:k+4] = coefs[k:k+4, :count] @ rows[:count]`` (``count`` a multiple of
+    four): four outputs from four input rows per pass over the block, each load of
+    ``rows`` serving four multiply-adds and each load and store of ``out`` four."""
+    o0, o1, o2, o3 = out[k], out[k + 1], out[k + 2], out[k + 3]
+    for i in range(0, count, 4):
+        a0, a1, a2, a3 = coefs[k, i], coefs[k, i + 1], coefs[k, i + 2], coefs[k, i + 3]
+        b0, b1, b2, b3 = (
+            coefs[k + 1, i],
+            coefs[k + 1, i + 1],
+            coefs[k + 1, i + 2],
+            coefs[k + 1, i + 3],
+        )
+        c0, c1, c2, c3 = (
+            coefs[k + 2, i],
+            coefs[k + 2, i + 1],
+            coefs[k + 2, i + 2],
+            coefs[k + 2, i + 3],
+        )
+        e0, e1, e2, e3 = (
+            coefs[k + 3, i],
+            coefs[k + 3, i + 1],
+            coefs[k + 3, i + 2],
+            coefs[k + 3, i + 3],
+        )
+        if i == 0:
+            for b in range(rows.shape[1]):
+                d0, d1, d2, d3 = rows[i, b], rows[i + 1, b], rows[i + 2, b], rows[i + 3, b]
+                o0[b] = (a0 * d0 + a1 * d1) + (a2 * d2 + a3 * d3)
+                o1[b] = (b0 * d0 + b1 * d1) + (b2 * d2 + b3 * d3)
+                o2[b] = (c0 * d0 + c1 * d1) + (c2 * d2 + c3 * d3)
+                o3[b] = (e0 * d0 + e1 * d1) + (e2 * d2 + e3 * d3)
+        else:
+            for b in range(rows.shape[1]):
+                d0, d1, d2, d3 = rows[i, b], rows[i + 1, b], rows[i + 2, b], rows[i + 3, b]
+                o0[b] += (a0 * d0 + a1 * d1) + (a2 * d2 + a3 * d3)
+                o1[b] += (b0 * d0 + b1 * d1) + (b2 * d2 + b3 * d3)
+                o2[b] += (c0 * d0 + c1 * d1) + (c2 * d2 + c3 * d3)
+                o3[b] += (e0 * d0 + e1 * d1) + (e2 * d2 + e3 * d3)
 
 
 @nb.njit(**_KERNEL_OPTIONS)
@@ -482,67 +696,59 @@ def _estep_spherical(X, sample_weight, shift, log_weights, means, precision, log
     With the same variance in every direction, ``|x - mu_k|^2 = |x|^2 - 2 mu_k . x +
     |mu_k|^2``: the squared norm of a row is shared by the components, so each component
     costs one multiply-add per feature for the distances and one for ``sum r x``.
-    ``sum_xx`` is ``sum r |x|^2``, ``(K,)``.
+    ``sum_xx`` is ``sum r |x|^2``, ``(K,)``. Both products (the dots ``M X`` and the
+    moments ``R [X; |x|^2]^T``) run in 4 x 4 tiles, zero-padded to multiples of four.
     """
     n_obs, n_features = X.shape
     n_components = means.shape[0]
-    block = min(BLOCK_ROWS, n_obs)
+    padded = (n_features + 3) // 4 * 4
+    padded_k = (n_components + 3) // 4 * 4
+    n_rows = (n_features + 4) // 4 * 4
+    block = min(max(BLOCK_ROWS, _FULL_BLOCK_ELEMENTS // n_rows), _FULL_BLOCK_MAX, n_obs)
     mass = np.zeros((n_chunks, n_components))
     sum_x = np.zeros((n_chunks, n_components, n_features))
     sum_xx = np.zeros((n_chunks, n_components))
     log_lik = np.zeros(n_chunks)
     log_max = np.zeros(n_chunks)
     const = log_weights + log_det - n_features * _HALF_LOG_2PI
-    # Sums over one block (at most BLOCK_ROWS rows) run in the data type, in SIMD; the
-    # chunk's running sums are float64.
+    # Sums over one block (at most _FULL_BLOCK_MAX rows) run in the data type, in SIMD;
+    # the chunk's running sums are float64.
     zero = np.zeros(1, X.dtype)[0]
     mean_norms = (means * means).sum(axis=1)
+    centres = np.zeros((padded_k, padded), X.dtype)
+    for k in range(n_components):
+        for d in range(n_features):
+            centres[k, d] = means[k, d]
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
-        chunk_x = np.zeros((n_components, n_features))
-        chunk_xx = np.zeros(n_components)
-        xt = np.empty((n_features, block), X.dtype)
+        moments = np.zeros((padded_k, n_rows))
+        # padded features, rows and components stay zero
+        xt = np.zeros((padded, block), X.dtype)
+        rows = np.zeros((n_rows, block), X.dtype)
+        rk = np.zeros((padded_k, block), X.dtype)
+        dot = np.empty((padded_k, block), X.dtype)
         resp = np.empty((n_components, block))
-        norms = np.empty(block, X.dtype)
-        dot = np.empty(block, X.dtype)
-        rk = np.empty(block, X.dtype)
         w = np.empty(block)
         peak = np.empty(block)
         total = np.empty(block)
         stop = (c + 1) * n_obs // n_chunks
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
-            norms[:] = 0.0
-            for d in range(n_features):
-                for b in range(block):
-                    norms[b] += xt[d, b] * xt[d, b]
+            _moment_rows(xt, n_features, 0, True, rows)
+            for k in range(0, padded_k, 4):
+                _combine_quad(centres, k, xt, padded, dot)
             for k in range(n_components):
-                _combine_rows(means[k], xt, n_features, dot)
                 half_precision = 0.5 * precision[k]
                 for b in range(block):
-                    squared = max(norms[b] - 2.0 * dot[b] + mean_norms[k], 0.0)
+                    squared = max(rows[n_features, b] - 2.0 * dot[k, b] + mean_norms[k], 0.0)
                     resp[k, b] = const[k] - half_precision * squared
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
-            for k in range(n_components):
-                acc = 0.0
-                for b in range(block):
-                    acc += resp[k, b]
-                    rk[b] = resp[k, b]  # in the data type
-                acc_xx = zero
-                for b in range(block):
-                    acc_xx += rk[b] * norms[b]
-                chunk_mass[k] += acc
-                chunk_xx[k] += acc_xx
-                for d in range(n_features):
-                    acc_x = zero
-                    for b in range(block):
-                        acc_x += rk[b] * xt[d, b]
-                    chunk_x[k, d] += acc_x
+            _moment_products(resp, rk, rows, n_rows, chunk_mass, moments, zero)
         mass[c] = chunk_mass
-        sum_x[c] = chunk_x
-        sum_xx[c] = chunk_xx
+        sum_x[c] = moments[:n_components, :n_features]
+        sum_xx[c] = moments[:n_components, n_features]
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
