@@ -6,8 +6,9 @@ The PyMC model: ``weights ~ Dirichlet(weight_concentration)`` or (``weight_prior
 ``alpha`` read as closed-form VB reads it: :func:`family_weight_prior`), the family's
 parameters with their priors (:meth:`~bayesmix.families.base.ComponentFamily.pymc_parameters`), and
 the marginal likelihood ``sum_n logsumexp_k(log w_k + log p(x_n | theta_k))`` as a
-potential (the allocations are summed out). The model is exchangeable: draws are
-identified afterwards by Stephens' relabelling (``identify="relabel"``, default) and the
+potential (the allocations are summed out). The model is exchangeable (under the
+stick-breaking priors only its likelihood is, the sticks' order being a prior choice): draws
+are identified afterwards by Stephens' relabelling (``identify="relabel"``, default) and the
 components numbered by :mod:`bayesmix.ordering`'s rule, as for Gaussians. Every chain
 starts at the MAP-EM estimate, mapped into the free variables by the family
 (:meth:`~bayesmix.families.base.ComponentFamily.pymc_initial_values`). Missing entries
