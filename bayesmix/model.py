@@ -272,8 +272,9 @@ class GaussianMixture:
             default 0; only with ``"pitman_yor"``; also on Dask input; under both
             processes ``result.priors`` is a :class:`~bayesmix.priors.StickBreakingPriors`),
             ``n_init``
-            (5 starts; the highest ELBO is kept),
-            ``init`` (``"kmeans++"`` or another EM start method, or an ``(n_obs, K)``
+            (5 starts; the highest ELBO is kept; a start equal to an earlier one is not run
+            again, ``settings["n_repeated_starts"]``),
+            ``init`` (``"kmeans"`` or another EM start method, or an ``(n_obs, K)``
             array of responsibilities), ``max_iter`` (1000), ``tol`` (1e-6, the change
             of the ELBO that counts as converged), ``reg_covar`` (1e-6), ``draws``
             (1000 draws from ``q``), ``order_by``, ``random_state``. The prior is the
@@ -293,7 +294,7 @@ class GaussianMixture:
             ``max_iter`` steps (default 100 epochs, at least 1000), ``tol`` (1e-5: the
             change per observation of the averaged ELBO over an epoch), then one
             full-data pass whose ELBO ends ``result.elbo`` (the noisy per-step estimates
-            before it). ``n_init`` defaults to 1 and ``init`` to ``"kmeans++"`` on a
+            before it). ``n_init`` defaults to 1 and ``init`` to ``"kmeans"`` on a
             sample of about 1e5 rows
             (``"kmeans||"``, ``"random"``, ... as for EM; no responsibility arrays).
             ``settings`` adds ``mode``, ``worker_losses`` (passes redone after a Dask

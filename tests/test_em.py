@@ -540,16 +540,49 @@ def test_every_init_method_finds_separated_clusters(three_blobs, init):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_kmeans_init_is_lloyd_from_kmeans_plusplus_like_sklearn(blobs_for_restarts, seed):
+def test_kmeans_init_is_the_best_of_three_lloyd_runs_like_sklearn(blobs_for_restarts, seed):
     X = blobs_for_restarts
     weights = np.random.default_rng(seed).uniform(0.5, 2.0, X.shape[0])
     resp = initial_responsibilities("kmeans", X, weights, 5, np.random.default_rng(seed))
-    centres = kmeans_plusplus(X, weights, 5, np.random.default_rng(seed))
-    lloyd = KMeans(5, init=centres, n_init=1, algorithm="lloyd", tol=0.0, max_iter=300)
-    sk_labels = lloyd.fit(X, sample_weight=weights).labels_
+    rng = np.random.default_rng(seed)  # the same draws: greedy seeds with 2 + log 5 trials
+    runs = [
+        KMeans(5, init=kmeans_plusplus(X, weights, 5, rng, 3), n_init=1, algorithm="lloyd").fit(
+            X, sample_weight=weights
+        )
+        for _ in range(3)
+    ]
+    sk_labels = min(runs, key=lambda run: run.inertia_).labels_
     # the same partition; a row equidistant from two centres up to rounding could go
     # either way in two implementations, which the adjusted Rand index would show
     assert adjusted_rand_score(sk_labels, resp.argmax(1)) == 1.0
+
+
+def test_kmeans_on_many_rows_fits_a_subsample_and_labels_every_row():
+    rng = np.random.default_rng(3)
+    means = np.array([[0.0, 0.0], [8.0, 0.0], [0.0, 8.0]])
+    truth = rng.integers(3, size=30_000)
+    X = means[truth] + rng.normal(size=(30_000, 2))
+    resp = initial_responsibilities("kmeans", X, np.ones(len(X)), 3, np.random.default_rng(0))
+    assert resp.shape == (30_000, 3) and np.all(resp.sum(axis=1) == 1.0)
+    assert adjusted_rand_score(truth, resp.argmax(1)) > 0.999
+    again = initial_responsibilities("kmeans", X, np.ones(len(X)), 3, np.random.default_rng(0))
+    assert np.array_equal(resp, again)
+
+
+def test_greedy_kmeans_plusplus_picks_the_cheapest_of_its_trials():
+    X = np.random.default_rng(5).normal(size=(400, 3))
+    weights = np.ones(len(X))
+    plain = kmeans_plusplus(X, weights, 6, np.random.default_rng(1))
+    again = kmeans_plusplus(X, weights, 6, np.random.default_rng(1), n_trials=1)
+    assert np.array_equal(plain, again)  # one trial is the plain seeding, draw for draw
+    costs = []
+    for trials in (1, 8):
+        centres = [
+            kmeans_plusplus(X, weights, 6, np.random.default_rng(s), trials) for s in range(20)
+        ]
+        d2 = [((X[:, None, :] - c[None]) ** 2).sum(-1).min(1).sum() for c in centres]
+        costs.append(np.median(d2))
+    assert costs[1] < costs[0]  # greedy seeds cost less than plain ones (median of 20)
 
 
 def test_kmeans_parallel_in_memory_is_kmeans_plusplus(three_blobs):

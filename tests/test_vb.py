@@ -309,6 +309,9 @@ def test_benchmark_runs_and_agrees_with_sklearn(capsys):
 
     results = benchmark.main(["--quick"])
     assert [r.ari for r in results] == [1.0, 1.0]  # the same starts: the same clustering
+    for r in results:  # bayesmix's own start, one run and all defaults: sklearn's clusters
+        assert r.native_ari >= 0.95 and r.interface_ari >= 0.95, r
+        assert 1 <= r.interface_runs <= 5
     assert "sklearn/bayesmix" in capsys.readouterr().out
 
 
@@ -337,3 +340,24 @@ def test_max_iter_zero_keeps_the_start():
     assert vb.n_iter_ == 0 and not vb.converged_
     assert vb.lower_bound_ == -np.inf and vb.lower_bounds_ == []
     assert vb.predict(X).shape == (len(X),)
+
+
+def test_a_start_equal_to_an_earlier_one_is_not_run_again():
+    X = _data("faithful")
+    resp = _start(len(X), 2)
+    runs = []
+    once = fit_vb(X, 2, "full", init=resp, warn=False)
+    thrice = fit_vb(
+        X, 2, "full", init=resp, n_init=3, warn=False, callback=lambda *a: runs.append(a)
+    )
+    assert len(runs) == 1 and thrice.n_repeated_starts == 2 and once.n_repeated_starts == 0
+    np.testing.assert_array_equal(thrice.lower_bound_trace, once.lower_bound_trace)
+    # k-means finds Old Faithful's two clusters from most seeds (the stopping rule can
+    # leave a boundary row either side): fewer VB runs than starts
+    fit = bm.GaussianMixture(2).fit(X, method="vb", random_state=0, draws=10)
+    assert fit.settings["init"] == "kmeans" and 1 <= fit.settings["n_repeated_starts"] <= 4
+    iris = _data("iris")  # three overlapping clusters: k-means' starts differ, all are run
+    runs.clear()
+    fit_vb(iris, 3, "full", init="random", n_init=3, random_state=0, warn=False,
+           callback=lambda *a: runs.append(a))  # fmt: skip
+    assert len(runs) == 3

@@ -57,6 +57,7 @@ prior).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import numbers
 import warnings
@@ -205,6 +206,7 @@ class VBResult:
     n_iter: int
     n_obs: float
     interrupted: bool = False  # Ctrl-C stopped the runs (see fit_vb)
+    n_repeated_starts: int = 0  # starts equal to an earlier one, not run again
 
     @property
     def elbo(self) -> float:
@@ -603,7 +605,7 @@ def fit_vb(
     prior: VBPrior | None = None,
     *,
     sample_weight: np.ndarray | None = None,
-    init: str | np.ndarray | Callable[[int], np.ndarray] | VBParams = "kmeans++",
+    init: str | np.ndarray | Callable[[int], np.ndarray] | VBParams = "kmeans",
     n_init: int = 1,
     max_iter: int = 100,
     tol: float = 1e-3,
@@ -626,14 +628,16 @@ def fit_vb(
         Default: :func:`default_prior` (scikit-learn's defaults, stick-breaking weights).
     sample_weight : numpy.ndarray of shape (n_obs,), optional
         Frequency weights.
-    init : str, numpy.ndarray, callable or VBParams, default "kmeans++"
+    init : str, numpy.ndarray, callable or VBParams, default "kmeans"
         A method of :data:`bayesmix.inference.em.init.INIT_METHODS` for the initial
         responsibilities, an ``(n_obs, K)`` array of them (every run starts there), a
         function ``init(run)`` returning them for each run, or variational parameters to
         continue from (a warm start; one run).
     n_init : int, default 1
         Runs from different initial responsibilities; the one with the highest final
-        lower bound is kept.
+        lower bound is kept. A start equal to an earlier one (the same responsibilities,
+        as k-means often finds from different seeds) is not run again: the run is
+        deterministic given its start (``result.n_repeated_starts`` counts them).
     max_iter : int, default 100
         Iterations (E-step and M-step) per run; ``0`` returns the initial ``q``.
     tol : float, default 1e-3
@@ -668,7 +672,7 @@ def fit_vb(
     shift = weights @ X.astype(np.float64, copy=False) / weights.sum()
     shifted_prior = prior.shifted(shift)
     rng = check_random_state(random_state)
-    best = None
+    best, seen, n_repeated = None, set(), 0
     runs = 1 if isinstance(init, VBParams) else n_init
     X64 = X.astype(np.float64, copy=False)
     try:
@@ -693,6 +697,12 @@ def fit_vb(
                         f"init responsibilities must have shape {(n_obs, n_components)}; "
                         f"got {resp.shape}."
                     )
+                if not callable(init):  # a start seen before ends where it ended
+                    digest = hashlib.blake2b(resp.tobytes(), digest_size=16).digest()
+                    if digest in seen:
+                        n_repeated += 1
+                        continue
+                    seen.add(digest)
                 mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
                 start = cavi_m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
             if max_iter == 0:
@@ -730,6 +740,7 @@ def fit_vb(
         if not (is_interrupt(error) and keeps_partial_work() and best is not None):
             raise
         best = replace(best, converged=False, interrupted=True)
+    best = replace(best, n_repeated_starts=n_repeated)
     if warn and max_iter > 0 and not best.converged and not best.interrupted:
         warnings.warn(
             f"variational Bayes did not converge in max_iter={max_iter} iterations (last "
@@ -912,7 +923,7 @@ def fit_vb_result(
     weight_prior: str = "dirichlet",
     discount: float = 0.0,
     n_init: int = 5,
-    init: Any = "kmeans++",
+    init: Any = "kmeans",
     max_iter: int = 1000,
     tol: float = 1e-6,
     reg_covar: float = 1e-6,
@@ -980,6 +991,7 @@ def fit_vb_result(
     settings = dict(
         weight_prior=weight_prior,
         n_init=n_init,
+        n_repeated_starts=fit.n_repeated_starts,
         init=init if isinstance(init, str) else "array",
         max_iter=max_iter,
         tol=tol,

@@ -408,7 +408,7 @@ def fit_vb_dask(
     weight_prior: str = "dirichlet",
     discount: float = 0.0,
     n_init: int = 1,
-    init: str = "kmeans++",
+    init: str = "kmeans",
     max_iter: int | None = None,
     tol: float | None = None,
     reg_covar: float = 1e-6,
@@ -439,7 +439,7 @@ def fit_vb_dask(
         As in memory (``discount`` with ``weight_prior="pitman_yor"``).
     n_init : int, default 1
         Starts; the highest final lower bound is kept (each start costs passes).
-    init : str, default "kmeans++"
+    init : str, default "kmeans"
         Start method: hard assignment to centres chosen on a seeded sample of about
         ``INIT_SAMPLE_ROWS`` rows (``"kmeans++"``, ``"kmeans"``, ``"random_from_data"``,
         ``"hc"``; on at most that many rows the sample is all of ``X`` and the start is

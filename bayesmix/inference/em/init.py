@@ -21,7 +21,9 @@ __all__ = [
     "INIT_METHODS",
     "hc_labels",
     "initial_responsibilities",
+    "kmeans",
     "kmeans_plusplus",
+    "lloyd",
     "nearest",
     "shared_starts",
 ]
@@ -38,6 +40,14 @@ _SHARED_SEED: list[int | None] = [None]
 # Within shared_starts: the starts drawn so far, keyed by the method, K, the data's and
 # the weights' identity and the generator's state before the draw (None: not shared).
 _SHARED_STARTS: list[dict | None] = [None]
+# k-means (init="kmeans"): Lloyd runs from greedy k-means++ seeds, the best of
+# KMEANS_RESTARTS, on at most KMEANS_MAX_ROWS random rows (the centres of 10,000 rows
+# place the rest as the full data would), stopped when the centres move by less than
+# KMEANS_TOL times the mean variance (scikit-learn's default tol) or after KMEANS_MAX_ITER.
+KMEANS_RESTARTS = 3
+KMEANS_MAX_ROWS = 10_000
+KMEANS_TOL = 1e-4
+KMEANS_MAX_ITER = 300
 
 
 @contextlib.contextmanager
@@ -88,12 +98,15 @@ def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return labels, dist
 
 
-def _draw(rng: np.random.Generator, probs: np.ndarray) -> int:
-    """One index drawn in proportion to ``probs``: ``rng.choice(probs.size, p=probs)``'s
-    draw (the same uniform variate and inverse CDF), without its checks of ``probs``."""
+def _draw(rng: np.random.Generator, probs: np.ndarray, size: int | None = None):
+    """Indices drawn in proportion to ``probs``: ``rng.choice(probs.size, p=probs)``'s
+    draw (the same uniform variates and inverse CDF), without its checks of ``probs``;
+    one index (an int) when ``size`` is None."""
     cdf = np.cumsum(probs)
     cdf /= cdf[-1]
-    return int(cdf.searchsorted(rng.random(), side="right"))
+    if size is None:
+        return int(cdf.searchsorted(rng.random(), side="right"))
+    return np.minimum(cdf.searchsorted(rng.random(size), side="right"), probs.size - 1)
 
 
 def _squared_distances(X: np.ndarray, centre: np.ndarray) -> np.ndarray:
@@ -107,12 +120,18 @@ def _squared_distances(X: np.ndarray, centre: np.ndarray) -> np.ndarray:
 
 
 def kmeans_plusplus(
-    X: np.ndarray, sample_weight: np.ndarray, n_components: int, rng: np.random.Generator
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    n_components: int,
+    rng: np.random.Generator,
+    n_trials: int = 1,
 ) -> np.ndarray:
     """D^2 seeding (Arthur & Vassilvitskii 2007) with frequency weights.
 
     The first centre is drawn in proportion to the weights, each further one in
     proportion to weight times squared distance to the nearest centre chosen so far.
+    With ``n_trials > 1`` (greedy k-means++), each further centre is the one of
+    ``n_trials`` such draws that lowers the weighted sum of squared distances most.
     """
     centres = np.empty((n_components, X.shape[1]))
     centres[0] = X[_draw(rng, sample_weight / sample_weight.sum())]
@@ -122,9 +141,52 @@ def kmeans_plusplus(
         total = score.sum()
         # All remaining points coincide with centres: fall back to the weights.
         probs = score / total if total > 0 else sample_weight / sample_weight.sum()
-        centres[k] = X[_draw(rng, probs)]
-        np.minimum(dist, _squared_distances(X, centres[k]), out=dist)
+        if n_trials == 1:
+            centres[k] = X[_draw(rng, probs)]
+            np.minimum(dist, _squared_distances(X, centres[k]), out=dist)
+            continue
+        best_cost = np.inf
+        for candidate in _draw(rng, probs, n_trials):  # trials, not rows
+            trial = np.minimum(dist, _squared_distances(X, X[candidate]))
+            cost = sample_weight @ trial
+            if cost < best_cost:
+                best_cost, centres[k], best = cost, X[candidate], trial
+        dist = best
     return centres
+
+
+def lloyd(
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    centres: np.ndarray,
+    max_iter: int = KMEANS_MAX_ITER,
+) -> tuple[np.ndarray, float]:
+    """Weighted Lloyd iterations from ``centres``: ``(centres, cost)``, the cost the
+    weighted sum of squared distances to the nearest centre.
+
+    Stops when the centres move by less than ``KMEANS_TOL`` times the data's mean
+    variance of the columns in all (squared distance summed over the centres, the
+    variance unweighted: scikit-learn's rule). A
+    centre that loses all its rows stays where it was."""
+    n_components, n_features = centres.shape
+    threshold = KMEANS_TOL * float(X.var(axis=0).mean())
+    centres = centres.copy()
+    for _ in range(max_iter):
+        labels, _ = nearest(X, centres)
+        mass = np.bincount(labels, weights=sample_weight, minlength=n_components)
+        sums = np.stack(
+            [np.bincount(labels, X[:, d] * sample_weight, n_components) for d in range(n_features)],
+            axis=1,
+        )
+        filled = mass > 0
+        moved = centres.copy()
+        moved[filled] = sums[filled] / mass[filled, None]
+        shift = float(((moved - centres) ** 2).sum())
+        centres = moved
+        if shift <= threshold:
+            break
+    _, dist = nearest(X, centres)
+    return centres, float(sample_weight @ dist)
 
 
 def kmeans(
@@ -132,24 +194,22 @@ def kmeans(
     sample_weight: np.ndarray,
     n_components: int,
     rng: np.random.Generator,
-    max_iter: int = 100,
 ) -> np.ndarray:
-    """Weighted Lloyd iterations from a k-means++ start; returns the labels."""
-    centres = kmeans_plusplus(X, sample_weight, n_components, rng)
-    labels, _ = nearest(X, centres)
-    for _ in range(max_iter):
-        mass = np.bincount(labels, weights=sample_weight, minlength=n_components)
-        sums = np.stack(
-            [np.bincount(labels, X[:, d] * sample_weight, n_components) for d in range(X.shape[1])],
-            axis=1,
-        )
-        filled = mass > 0
-        centres[filled] = sums[filled] / mass[filled, None]
-        new_labels, _ = nearest(X, centres)
-        if np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-    return labels
+    """k-means labels: the best (lowest cost) of ``KMEANS_RESTARTS`` Lloyd runs from
+    greedy k-means++ seeds, fitted to at most ``KMEANS_MAX_ROWS`` rows drawn at random
+    (all rows when there are fewer), then every row labelled by its nearest centre."""
+    rows = np.flatnonzero(sample_weight > 0)
+    if rows.size > KMEANS_MAX_ROWS:
+        rows = np.sort(rng.choice(rows, KMEANS_MAX_ROWS, replace=False))
+    subset, weights = X[rows], sample_weight[rows]
+    n_trials = 2 + int(np.log(n_components))
+    best_cost, best_centres = np.inf, None
+    for _ in range(KMEANS_RESTARTS):
+        seeds = kmeans_plusplus(subset, weights, n_components, rng, n_trials)
+        centres, cost = lloyd(subset, weights, seeds)
+        if cost < best_cost:
+            best_cost, best_centres = cost, centres
+    return nearest(X, best_centres)[0]
 
 
 def hc_model_name(method: object) -> str | None:
@@ -254,8 +314,9 @@ def initial_responsibilities(
     ----------
     method : {"kmeans++", "kmeans||", "kmeans", "random", "random_from_data", "hc"}
         ``kmeans++`` (and ``kmeans||``, its scalable approximation for Dask input, which
-        in memory is k-means++ itself): hard assignment to k-means++ seeds; ``kmeans``: to converged
-        k-means clusters; ``random``: uniform random responsibilities;
+        in memory is k-means++ itself): hard assignment to k-means++ seeds; ``kmeans``: to k-means
+        clusters (:func:`kmeans`: greedy seeds, Lloyd, best of three, on at most 10,000
+        rows); ``random``: uniform random responsibilities;
         ``random_from_data``: hard assignment to K distinct random observations;
         ``hc``: hard assignment to the K groups of mclust's model-based agglomerative
         hierarchical clustering (:func:`hc_labels`; deterministic, the same for every
