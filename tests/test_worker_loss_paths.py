@@ -231,12 +231,16 @@ def _slow_to_recompute(chunks, release):
     return chunk
 
 
-def _kill_a_holder(client, dX) -> int:
-    """SIGKILL a worker holding the only copy of a chunk of the persisted ``dX`` (the
-    first such worker by address); its process id."""
-    holders = client.who_has(client.futures_of(dX)).values()
-    only = sorted(next(iter(h)) for h in holders if len(h) == 1)
-    victim = client.run(os.getpid)[only[0]]
+def _kill_a_holder(client, dX, also=()) -> int:
+    """SIGKILL the worker holding the first chunk of the persisted ``dX``, after
+    dropping the extra copies of its chunks (and of the futures ``also``) that passes
+    or actors made on other workers (``Client.replicate(n=1)``), so that the chunk is
+    lost with it. The killed process id."""
+    futures = [*client.futures_of(dX), *also]
+    client.replicate(futures, n=1)
+    holders = client.who_has(futures)
+    first = distributed._chunk_futures(client, dX)[0].key
+    victim = client.run(os.getpid)[next(iter(holders[first]))]
     os.kill(victim, signal.SIGKILL)
     return victim
 
@@ -284,7 +288,7 @@ def test_worker_actors_give_up_after_the_loss_timeout(cluster, monkeypatch, tmp_
     assert state["victim"] not in cluster.run(os.getpid).values()  # really killed
 
 
-def _kill_before_pass(client, monkeypatch, dX, method, at):
+def _kill_before_pass(client, monkeypatch, dX, method, at, also=()):
     """SIGKILL a worker holding chunks of ``dX`` (:func:`_kill_a_holder`) just before
     the pass ``at`` over X of the next fit (EM's E-step, VB's map_chunks); the state
     records the victim, the time of the kill and the seconds the pass hit took."""
@@ -296,7 +300,7 @@ def _kill_before_pass(client, monkeypatch, dX, method, at):
         state["calls"] += 1
         if state["calls"] != at:
             return original(self, *args, **kwargs)
-        state["victim"] = _kill_a_holder(client, dX)
+        state["victim"] = _kill_a_holder(client, dX, also)
         state["killed_at"] = time.perf_counter()
         try:
             return original(self, *args, **kwargs)
@@ -318,7 +322,8 @@ def test_a_killed_worker_costs_a_bounded_time(cluster, monkeypatch, method, acto
     same iterations) and the pass hit by the kill, recovery included, returns within
     ERROR_BOUND seconds."""
     monkeypatch.setattr(distributed, "WORKER_ACTORS", actors)
-    dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4)))
+    # keys of its own (name=False): no copy of an earlier test's chunks on the workers
+    dX = _persisted(cluster, da.from_array(X, chunks=(CHUNK_ROWS, 4), name=False))
     want = _fit(dX, method)
     state = _kill_before_pass(cluster, monkeypatch, dX, method, at=5)
     got = _fit(dX, method)
@@ -347,7 +352,7 @@ def test_vb_lost_data_on_the_task_graph_raise_one_line_error_within_seconds(clus
         da.from_delayed(f, shape=p.shape, dtype=float) for f, p in zip(futures, parts, strict=True)
     ]
     dX = _persisted(cluster, da.concatenate(chunks))
-    state = _kill_before_pass(cluster, monkeypatch, dX, "vb", at=3)
+    state = _kill_before_pass(cluster, monkeypatch, dX, "vb", at=3, also=futures)
     with pytest.raises(WorkerLostError) as caught:
         _fit(dX, "vb")
     assert state["killed_at"] is not None
