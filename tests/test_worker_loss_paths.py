@@ -15,8 +15,8 @@
   ``WorkerLostError`` naming the setting; the setting validated before any pass;
 * the time a killed worker costs: the E-step it hits returns within seconds with the
   fault-free result, on both routes;
-* Ctrl-C (a real SIGINT to a subprocess) during EM on a cluster: the iterations made are
-  kept, on both routes, and no actor is left on the workers.
+* Ctrl-C (a real SIGINT to a subprocess) during EM (both routes) and closed-form VB on a
+  cluster: the iterations made are kept and no actor is left on the workers.
 
 Real 2-worker ``LocalCluster`` with processes (the Nanny restarts a killed worker); the
 workers are killed with SIGKILL, nothing of Dask is mocked (bayesmix's own functions are
@@ -413,7 +413,7 @@ if __name__ == "__main__":
     dX = client.persist(da.from_array(X, chunks=(2_000, 4)))
     distributed.wait(client.futures_of(dX))
     model = bm.GaussianMixture(3, "full")
-    estep = dist.DaskSource.estep
+    CASES = (("em", "worker-actors"), ("em", "task-graph"), ("vb", "worker-actors"))
 
     def actors_left():  # the actors' release reaches the workers within moments
         for _ in range(100):
@@ -423,32 +423,43 @@ if __name__ == "__main__":
             time.sleep(0.1)
         return left
 
-    for route in ("worker-actors", "task-graph"):
+    for method, route in CASES:
         dist.WORKER_ACTORS = route == "worker-actors"
-        calls = []
+        name = "estep" if method == "em" else "map_chunks"  # a pass over X
+        original, calls = getattr(dist.DaskSource, name), []
+        marker = folder / f"{method}-{route}"
 
-        def watched(self, *args, **kwargs):  # only watches: marks the 8th E-step
-            calls.append(1)
+        def watched(self, *args, _original=original, _marker=marker, **kwargs):
+            calls.append(1)  # only watches: marks the 8th pass
             if len(calls) == 8:
-                (folder / route).write_text("started")
-            return estep(self, *args, **kwargs)
+                _marker.write_text("started")
+            return _original(self, *args, **kwargs)
 
-        dist.DaskSource.estep = watched
+        setattr(dist.DaskSource, name, watched)
+        options = dict(n_init=1, random_state=0, tol=0)
+        if method == "vb":
+            options.update(method="vb", mode="cavi", tol=1e-300, draws=20)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            got = model.fit(dX, max_iter=10**7, tol=0, n_init=1, random_state=0)
-        dist.DaskSource.estep = estep
+            got = model.fit(dX, max_iter=10**7, **options)
+        setattr(dist.DaskSource, name, original)
         after_interrupt = actors_left()
+        n_iter = got.n_iter if method == "em" else got.settings["n_iter"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            same = model.fit(dX, max_iter=got.n_iter, tol=0, n_init=1, random_state=0)
+            same = model.fit(dX, max_iter=n_iter, **options)
+        if method == "em":
+            value, again, trace = got.log_likelihood, same.log_likelihood, got.log_likelihood_trace
+            means, converged = got.means, got.converged
+        else:
+            value, again, trace = got.settings["elbo"], same.settings["elbo"], got.elbo
+            means, converged = got.posterior["means"].values, got.settings["converged"]
         print(json.dumps({
             "warnings": [f"{type(w.message).__name__}: {w.message}" for w in caught],
-            "interrupted": got.settings.get("interrupted"), "converged": bool(got.converged),
-            "estep": got.settings["estep"], "n_iter": got.n_iter, "calls": len(calls),
-            "log_likelihood": got.log_likelihood, "same_n_iter": same.log_likelihood,
-            "last_step": float(np.diff(got.log_likelihood_trace)[-1]),
-            "finite": bool(np.isfinite(got.means).all() and np.isfinite(got.covariances).all()),
+            "interrupted": got.settings.get("interrupted"), "converged": bool(converged),
+            "estep": got.settings["estep"], "n_iter": n_iter, "calls": len(calls),
+            "value": value, "same_n_iter": again, "last_step": float(np.diff(trace)[-1]),
+            "finite": bool(np.isfinite(means).all()),
             "actors_left": after_interrupt, "actors_left_after_a_fit": actors_left(),
             "sum": float(dX.sum().compute()), "want_sum": float(X.sum()),
         }), flush=True)
@@ -458,9 +469,10 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(os.name != "posix", reason="SIGINT to a subprocess")
-def test_ctrl_c_during_em_on_a_cluster_keeps_the_best_state(tmp_path):
-    """A real SIGINT to a process fitting EM on a 2-worker LocalCluster (processes), once
-    per route: the fit returns the state of the iterations made (the same as an
+def test_ctrl_c_during_a_fit_on_a_cluster_keeps_the_work_done(tmp_path):
+    """A real SIGINT to a process fitting on a 2-worker LocalCluster (processes), during
+    EM on each route and during closed-form VB (CAVI) on the worker actors: the fit
+    returns the state of the iterations made (the log-likelihood or ELBO of an
     uninterrupted fit of that many iterations, 1e-9 relative) with one
     InterruptedFitWarning, converged=False, no actor left on the workers, and the
     cluster and persisted data still usable."""
@@ -476,8 +488,8 @@ def test_ctrl_c_during_em_on_a_cluster_keeps_the_best_state(tmp_path):
         stderr=subprocess.PIPE,
         text=True,
     )
-    routes = ("worker-actors", "task-graph")
-    pending = [tmp_path / route for route in routes]  # a SIGINT as each marker appears
+    cases = (("em", "worker-actors"), ("em", "task-graph"), ("vb", "worker-actors"))
+    pending = [tmp_path / f"{m}-{r}" for m, r in cases]  # a SIGINT as each marker appears
     deadline = time.monotonic() + 400
     while pending and proc.poll() is None and time.monotonic() < deadline:
         if pending[0].exists():
@@ -493,13 +505,14 @@ def test_ctrl_c_during_em_on_a_cluster_keeps_the_best_state(tmp_path):
             proc.kill()
             proc.communicate()
     assert not pending and proc.returncode == 0, f"{pending}\n{out}\n{err}"
-    reports = [json.loads(line) for line in out.strip().splitlines()[-2:]]
-    for route, report in zip(routes, reports, strict=True):
+    reports = [json.loads(line) for line in out.strip().splitlines()[-3:]]
+    for (method, route), report in zip(cases, reports, strict=True):
         kept = [w for w in report["warnings"] if w.startswith("InterruptedFitWarning")]
-        assert len(kept) == 1 and "best state reached so far" in kept[0], report["warnings"]
+        holds = "best state reached so far" if method == "em" else "the best run so far"
+        assert len(kept) == 1 and holds in kept[0], report["warnings"]
         assert report["interrupted"] is True and report["converged"] is False
         assert report["estep"] == route and report["finite"]
         assert 2 <= report["n_iter"] <= report["calls"] and report["last_step"] > 0
-        assert report["log_likelihood"] == pytest.approx(report["same_n_iter"], rel=1e-9, abs=0)
+        assert report["value"] == pytest.approx(report["same_n_iter"], rel=1e-9, abs=0)
         assert report["actors_left"] == report["actors_left_after_a_fit"] == 0
         assert report["sum"] == pytest.approx(report["want_sum"], rel=1e-12)
