@@ -716,5 +716,3 @@ def _coded_dask_frame(
     if fitted is None and all(column is None for column in labels):
         return array, None
     return array, labels
-
-
