@@ -207,7 +207,7 @@ class GaussianMixture:
             fit; with missing values the PyMC model, compiled once per shape and process
             in about 20 s; or ``"pymc"``, ``"numpyro"`` or ``"blackjax"`` on the PyMC
             model; the JAX ones need ``pip install 'bayesmix[jax]'``),
-            ``target_accept`` (0.8; 0.9 under a stick-breaking ``weight_prior``),
+            ``target_accept`` (0.8; 0.95 under a stick-breaking ``weight_prior``),
             ``mass_matrix`` (``"auto"``: nutpie adapts a low-rank
             mass matrix for two or more features and a diagonal one in 1-D; or
             ``"diag"``, ``"low_rank"``), ``identify`` (``"ordered"``, the default under

@@ -381,7 +381,7 @@ def test_pitman_yor_nuts_counts_clusters():
         )
         clusters = bm.n_clusters_posterior(fit, random_state=0)
     assert fit.settings["discount"] == 0.25 and fit.settings["identify"] == "relabel"
-    assert fit.settings["target_accept"] == 0.9
+    assert fit.settings["target_accept"] == 0.95
     np.testing.assert_allclose(fit.posterior["weights"].values.sum(axis=-1), 1.0, atol=1e-12)
     # galaxies: three to five velocity groups (Roeder 1990; Richardson & Green 1997)
     assert clusters.index[0] == 1 and clusters.sum() == pytest.approx(1.0)

@@ -382,7 +382,7 @@ def test_posterior_methods_refuse_invalid_data_before_compiling(X, method, covar
 )
 def test_nuts_options_are_refused_before_compiling(option, value):
     assume(not (option == "tune" and value == 0))  # tune=0 is valid: no warm-up
-    # None means the default (target_accept: 0.8, or 0.9 under a stick-breaking prior)
+    # None means the default (target_accept: 0.8, or 0.95 under a stick-breaking prior)
     assume(not (option in ("tune", "sampler", "target_accept") and value is None))
     X = np.random.default_rng(2).normal(size=(20, 1))
     start = time.perf_counter()

@@ -32,6 +32,7 @@ from bayesmix.families.sticks import STICKS_KEY, flat_sticks, stick_breaking_wei
 from bayesmix.inference.bayes.advi import fit_advi
 from bayesmix.inference.bayes.fit import (
     NUTS_WEIGHT_PRIORS,
+    STICK_TARGET_ACCEPT,
     callback_nutpie_model,
     check_nuts_settings,
     identified_result,
@@ -63,7 +64,6 @@ if TYPE_CHECKING:
     from bayesmix.mixture import Mixture
 
 __all__ = [
-    "FAMILY_STICK_TARGET_ACCEPT",
     "build_family_pymc",
     "family_weight_prior",
     "fit_family_nuts",
@@ -71,12 +71,6 @@ __all__ = [
 ]
 
 IDENTIFY = ("relabel", "none")
-# NUTS' default target acceptance under a stick-breaking weight prior (the Gaussian's
-# is 0.9). Measured (benchmarks/README.md, "Dirichlet-process mixtures of the families"):
-# K=5, 4 chains x (1000 + 1000), seeds 0-2, alpha = 1: Poisson (300 rows) 0, 2 and 7
-# divergent transitions at 0.9, none at 0.95; Bernoulli latent classes (500 x 6) 0, 1 and
-# 349 at 0.9, none at 0.95
-FAMILY_STICK_TARGET_ACCEPT = 0.95
 # what an interrupted ADVI fit returns
 VI_HOLDS = (
     "the result holds draws from the approximation reached then (not converged), and its "
@@ -221,11 +215,12 @@ def fit_family_nuts(
     progressbar: bool | None = None,
 ) -> BayesResult:
     """Posterior draws by NUTS; see :meth:`bayesmix.Mixture.fit`. ``weight_prior`` and
-    ``discount``: :func:`family_weight_prior`; ``target_accept`` defaults to 0.8, and
-    to :data:`FAMILY_STICK_TARGET_ACCEPT` (0.95) under a stick-breaking weight prior."""
+    ``discount``: :func:`family_weight_prior`; ``target_accept`` defaults to 0.8, and to
+    :data:`~bayesmix.inference.bayes.fit.STICK_TARGET_ACCEPT` (0.95) under a
+    stick-breaking weight prior."""
     sticks, weight_settings = family_weight_prior(model, weight_prior, discount)
     if target_accept is None:
-        target_accept = 0.8 if sticks is None else FAMILY_STICK_TARGET_ACCEPT
+        target_accept = 0.8 if sticks is None else STICK_TARGET_ACCEPT
     draws, tune, chains, cores, target_accept = check_nuts_settings(
         draws, tune, chains, cores, target_accept
     )
