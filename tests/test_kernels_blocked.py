@@ -155,20 +155,6 @@ def test_full_kernel_float32():
     _assert_matches(ours, reference, rtol=2e-5)
 
 
-def test_full_kernel_thread_count_bitwise():
-    """Several chunks: the same bits with one thread and with every thread."""
-    problem = _problem(4000, 6, 3, seed=7)
-    threads = nb.get_num_threads()
-    try:
-        nb.set_num_threads(1)
-        single = _kernel(*problem)
-    finally:
-        nb.set_num_threads(threads)
-    every = _kernel(*problem)
-    for a, b in zip(single, every, strict=True):
-        np.testing.assert_array_equal(a, b)
-
-
 def _structured(problem, kind):
     """``problem`` with its covariances made tied (all the first one), diagonal or
     spherical (the mean variance)."""
