@@ -148,7 +148,8 @@ elif MODE == "vb":
         return bound(*args, **kwargs)
 
     vb._lower_bound = counted_bound
-    options = dict(method="vb", n_init=1_000_000, max_iter=1000)
+    # random starts: k-means' would repeat, and repeated starts are not run again
+    options = dict(method="vb", n_init=1_000_000, max_iter=1000, init="random")
 elif MODE == "vb_dask":  # stochastic VB on a Dask array (dask's threaded scheduler)
     import dask.array as da
 

@@ -111,7 +111,9 @@ def test_the_compiled_loop_and_the_general_route_make_the_same_fit(covariance_ty
     assert quiet.n_iter == reported.n_iter
     assert quiet.settings["n_extrapolated"] == reported.settings["n_extrapolated"] > 0
     np.testing.assert_allclose(quiet.log_likelihood, reported.log_likelihood, rtol=1e-12)
-    np.testing.assert_allclose(quiet.means, reported.means, rtol=1e-8)
+    # the two routes' E-steps round differently (the loop's fused kernel, the small-D
+    # kernel of db5a1f5); at tol=1e-8 the means sit on a flat likelihood to about 1e-8
+    np.testing.assert_allclose(quiet.means, reported.means, rtol=1e-6)
 
 
 @pytest.mark.parametrize("covariance_type", ["full", "tied", "spherical", "EEI", "VEI", "EVE"])
