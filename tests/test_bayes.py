@@ -298,7 +298,7 @@ def test_diagnose_without_sampler_statistics(faithful_nuts):
 def test_relabel_identification_on_an_exchangeable_model():
     model = bm.GaussianMixture(2, "diag")
     X, _ = model.sample(300, truth_for("diag"), random_state=8)
-    fit = model.fit(X, method="nuts", identify="relabel", chains=2, draws=500, random_state=4)
+    fit = model.fit(X, method="nuts", identify="relabel", chains=2, draws=1000, random_state=4)
     assert fit.settings["relabel_sweeps"] >= 1
     # relabelled components are numbered by their posterior mean of the order feature
     feature = fit.feature_names.index(fit.settings["order_feature"])
