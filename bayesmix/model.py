@@ -274,7 +274,8 @@ class GaussianMixture:
             ``n_init``
             (5 starts; the highest ELBO is kept; a start equal to an earlier one is not run
             again, ``settings["n_repeated_starts"]``),
-            ``init`` (``"kmeans"`` or another EM start method, or an ``(n_obs, K)``
+            ``init`` (``"auto"``: the first start k-means, the others k-means++; or an EM
+            start method, or an ``(n_obs, K)``
             array of responsibilities), ``max_iter`` (1000), ``tol`` (1e-6, the change
             of the ELBO that counts as converged), ``reg_covar`` (1e-6), ``draws``
             (1000 draws from ``q``), ``order_by``, ``random_state``. The prior is the

@@ -17,8 +17,9 @@ table times :func:`bayesmix.inference.vb.fit_vb` with bayesmix's own default sta
 (``init="kmeans"``: the best of three Lloyd runs from greedy k-means++ seeds on at most
 10,000 rows, then every row to its nearest centre), one run as scikit-learn's default;
 the third, ``GaussianMixture(K).fit(X, method="vb")`` with all of bayesmix's defaults
-(5 starts, of which those equal to an earlier one are not run again; ``tol=1e-6``;
-1000 draws from ``q`` and the DataTree result).
+(5 starts, ``init="auto"``: the first from k-means, the others from k-means++ seeds,
+those equal to an earlier one not run again; ``tol=1e-6``; 1000 draws from ``q`` and the
+DataTree result).
 
 Run: ``python -m benchmarks.vb`` (``--quick`` for a small smoke run).
 """

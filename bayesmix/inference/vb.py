@@ -106,6 +106,13 @@ if TYPE_CHECKING:
     from bayesmix.priors import ResolvedPriors
     from bayesmix.results.posterior import BayesResult
 
+# VB's start methods: EM's, and "auto" (the default): the first run from k-means, the
+# others from k-means++ seeds. On iris, wine and breast_cancer (standardised, 5 starts)
+# neither alone always reaches the highest lower bound: k-means finds scikit-learn's
+# solution (wine: -275.7 against k-means++' -306.4), k-means++ a higher bound on iris
+# (164.0 against 155.3) and breast_cancer (15762.7 against 15583.6)
+VB_INIT_METHODS = ("auto", *INIT_METHODS)
+
 __all__ = [
     "VB_STRUCTURES",
     "WEIGHT_PRIORS",
@@ -605,7 +612,7 @@ def fit_vb(
     prior: VBPrior | None = None,
     *,
     sample_weight: np.ndarray | None = None,
-    init: str | np.ndarray | Callable[[int], np.ndarray] | VBParams = "kmeans",
+    init: str | np.ndarray | Callable[[int], np.ndarray] | VBParams = "auto",
     n_init: int = 1,
     max_iter: int = 100,
     tol: float = 1e-3,
@@ -628,8 +635,10 @@ def fit_vb(
         Default: :func:`default_prior` (scikit-learn's defaults, stick-breaking weights).
     sample_weight : numpy.ndarray of shape (n_obs,), optional
         Frequency weights.
-    init : str, numpy.ndarray, callable or VBParams, default "kmeans"
-        A method of :data:`bayesmix.inference.em.init.INIT_METHODS` for the initial
+    init : str, numpy.ndarray, callable or VBParams, default "auto"
+        ``"auto"``: the first run from k-means (:func:`~bayesmix.inference.em.init.kmeans`),
+        the others from k-means++ seeds; or a method of
+        :data:`bayesmix.inference.em.init.INIT_METHODS` for the initial
         responsibilities, an ``(n_obs, K)`` array of them (every run starts there), a
         function ``init(run)`` returning them for each run, or variational parameters to
         continue from (a warm start; one run).
@@ -684,11 +693,12 @@ def fit_vb(
                     resp = np.asarray(init(run), dtype=np.float64)
                 elif isinstance(init, np.ndarray):
                     resp = np.asarray(init, dtype=np.float64)
-                elif isinstance(init, str) and init in INIT_METHODS:
-                    resp = initial_responsibilities(init, X64, weights, n_components, rng)
+                elif isinstance(init, str) and init in VB_INIT_METHODS:
+                    method = init if init != "auto" else "kmeans" if run == 0 else "kmeans++"
+                    resp = initial_responsibilities(method, X64, weights, n_components, rng)
                 else:
                     raise ValueError(
-                        f"init must be one of {list(INIT_METHODS)}, an (n_obs, n_components) "
+                        f"init must be one of {list(VB_INIT_METHODS)}, an (n_obs, n_components) "
                         f"array of responsibilities, a function of the run returning one, or "
                         f"VBParams; got {init!r}."
                     )
@@ -923,7 +933,7 @@ def fit_vb_result(
     weight_prior: str = "dirichlet",
     discount: float = 0.0,
     n_init: int = 5,
-    init: Any = "kmeans",
+    init: Any = "auto",
     max_iter: int = 1000,
     tol: float = 1e-6,
     reg_covar: float = 1e-6,
@@ -957,10 +967,10 @@ def fit_vb_result(
     reg_covar = check_float(reg_covar, "reg_covar")
     draws = check_int(draws, "draws")
     if isinstance(init, str):
-        check_choice(init, "init", INIT_METHODS)
+        check_choice(init, "init", VB_INIT_METHODS)
     elif not isinstance(init, np.ndarray):
         raise TypeError(
-            f"init must be one of {list(INIT_METHODS)} or an (n_obs, n_components) array of "
+            f"init must be one of {list(VB_INIT_METHODS)} or an (n_obs, n_components) array of "
             f"responsibilities; got {type(init).__name__}."
         )
     feature = resolve_order_by(order_by, data.feature_names)  # before any work
