@@ -261,15 +261,17 @@ def mode_proposal(
     modes: GibbsState,
     structure: CovarianceStructure,
     priors: ResolvedPriors,
-) -> tuple[GibbsState, ModeProposal]:
+) -> tuple[GibbsState, ModeProposal | None]:
     """The modes that hold at least :data:`MIN_MODE_SHARE` of the estimated posterior
-    mass, and their :class:`ModeProposal` (``X`` centred, priors in the same units)."""
+    mass, and their :class:`ModeProposal` (``X`` centred, priors in the same units); no
+    proposal (None) when no mode has a finite posterior density (degenerate data)."""
+    if modes.shape[0] == 0:
+        return modes, None
     proposal = ModeProposal.from_modes(X, modes, structure, priors)
     keep = np.flatnonzero(proposal.mass_share >= MIN_MODE_SHARE)
     if len(keep) == modes.shape[0]:
         return modes, proposal
-    modes = modes.take(keep)
-    return modes, ModeProposal.from_modes(X, modes, structure, priors)
+    return mode_proposal(X, modes.take(keep), structure, priors)  # none kept: None
 
 
 def _relabelled(state: GibbsState, order: np.ndarray, structure) -> GibbsState:
@@ -401,6 +403,8 @@ def initial_modes(
     X = data.values - shift
     modes = best
     for _ in range(MERGE_SPLIT_ROUNDS):
+        if modes.shape[0] == 0:  # no mode with a finite posterior density: no jumps
+            break
         starts = [
             merge_split_starts(X, modes.take(np.array([m])), model.structure)
             for m in range(modes.shape[0])
@@ -474,7 +478,7 @@ def find_modes(
             kept.append(int(index))
         if len(kept) == MAX_MODES:
             break
-    return modes.take(np.array(kept))
+    return modes.take(np.array(kept, dtype=np.intp))  # none where no mode is finite
 
 
 class ModeJumps:
@@ -511,6 +515,7 @@ class ModeJumps:
         self.active = True
         modes = initial_modes(model, data, priors, best, shift)
         self.modes, self.proposal = mode_proposal(self._X, modes, model.structure, priors)
+        self.active = self.proposal is not None
         probe = min(PROBE_SWEEPS, tune // 4)
         fractions = {int(tune * fraction) - 1 for fraction in MODE_SEARCHES}
         self._searches = ({probe - 1} | fractions) - {-1}
@@ -544,6 +549,7 @@ class ModeJumps:
         if sweep in self._searches:
             modes = find_modes(model, data, priors, state, shift, self.modes)
             self.modes, self.proposal = mode_proposal(self._X, modes, model.structure, priors)
+            self.active = self.proposal is not None
 
     def _rarely_accepted(self) -> bool:
         proposed, accepted = self._counts[0]
