@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from scipy.linalg import solve_triangular
 from scipy.special import logsumexp
+from scipy.stats import multivariate_normal
 
 from bayesmix.families.gaussian import kernels
 
@@ -40,15 +41,18 @@ def _problem(n_obs, n_features, n_components, seed=0, scales=None, offset=0.0, u
     return X, sample_weight, shift, log_weights, means, covs
 
 
-def _kernel(X, sample_weight, shift, log_weights, means, covs, dtype=np.float64):
-    """The public kernel call, as ``FullCovariance.fused_statistics`` makes it."""
+def _kernel(
+    X, sample_weight, shift, log_weights, means, covs, dtype=np.float64, estep=kernels.estep_full
+):
+    """The public kernel call, as ``FullCovariance.fused_statistics`` makes it (``estep``:
+    or VB's :func:`~bayesmix.families.gaussian.kernels.estep_full_sparse`)."""
     # upper precision factor U (inv(cov) = U U^T) is the inverse transpose of chol(cov)
     chol = np.linalg.cholesky(covs)
     eye = np.eye(X.shape[1])
     upper = np.stack([solve_triangular(c, eye, lower=True).T for c in chol])
     lower = np.ascontiguousarray(np.swapaxes(upper, 1, 2))
     log_det = np.log(np.diagonal(upper, axis1=1, axis2=2)).sum(axis=1)
-    return kernels.estep_full(
+    return estep(
         X.astype(dtype),
         sample_weight,
         shift,
@@ -283,4 +287,72 @@ def test_kernels_thread_count_bitwise(kind, n_features):
         nb.set_num_threads(threads)
     every = call(*problem)
     for a, b in zip(single, every, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def _separated(n_obs, n_features, n_components, seed=0, unit=True):
+    """:func:`_problem` with every row drawn near one of the means, eight standard
+    deviations apart: most responsibilities are exact zeros (below ``e^-40``)."""
+    X, sample_weight, shift, log_weights, means, covs = _problem(
+        n_obs, n_features, n_components, seed=seed, unit=unit
+    )
+    rng = np.random.default_rng(seed + 100)
+    means = 8.0 * means
+    labels = rng.integers(n_components, size=n_obs)
+    chol = np.linalg.cholesky(covs)
+    X = means[labels] + np.einsum("nij,nj->ni", chol[labels], rng.normal(size=X.shape))
+    return X, sample_weight, X.mean(axis=0), log_weights, means, covs
+
+
+_sparse = functools.partial(_kernel, estep=kernels.estep_full_sparse)
+
+
+@pytest.mark.parametrize("separated", [True, False], ids=["separated", "overlapping"])
+@pytest.mark.parametrize("unit", [True, False], ids=["unit-weights", "weighted"])
+@pytest.mark.parametrize(
+    ("n_obs", "n_features", "n_components"),
+    [
+        (1100, 16, 8),  # two chunks, 256-row blocks
+        (3001, 5, 3),  # five chunks; features padded 5 -> 8
+        (5000, 4, 1),  # one component: every row in its buffer
+        (2000, 33, 12),  # 64-row blocks, buffers flushed part-filled at the chunk ends
+    ],
+)
+def test_sparse_full_kernel_matches_reference(n_obs, n_features, n_components, unit, separated):
+    """VB's kernel (moments over each component's rows of non-zero responsibility)."""
+    make = _separated if separated else _problem
+    problem = make(n_obs, n_features, n_components, seed=11, unit=unit)
+    statistics, sizes = _reference(*problem)
+    if separated and n_components > 1:  # most (row, component) pairs are skipped
+        X, _, _, log_weights, means, covs = problem
+        log_prob = np.column_stack(
+            [
+                w + multivariate_normal(m, c).logpdf(X)
+                for w, m, c in zip(log_weights, means, covs, strict=True)
+            ]
+        )
+        assert np.mean(log_prob - log_prob.max(axis=1, keepdims=True) < -40.0) > 0.5
+    # sum log max_k r: with separated components every term is about -1e-15 and the
+    # kernel's log of a row total near 1 is exact to eps (1e-16) at best, so its scale is
+    # n_obs * 1e-4 at rtol 1e-12 (the dense kernel rounds the same)
+    sizes = (*sizes[:4], max(sizes[4], 1e-4 * len(problem[0])))
+    _assert_matches(_sparse(*problem), (statistics, sizes), rtol=1e-12)
+
+
+def test_sparse_full_kernel_float32():
+    problem = _separated(1100, 16, 4, seed=5, unit=False)
+    statistics, sizes = _reference(*problem)
+    sizes = (*sizes[:4], max(sizes[4], 1e-4 * len(problem[0])))  # as above
+    _assert_matches(_sparse(*problem, dtype=np.float32), (statistics, sizes), rtol=2e-5)
+
+
+def test_sparse_full_kernel_thread_count_bitwise():
+    problem = _separated(4000, 7, 3, seed=7, unit=False)
+    threads = nb.get_num_threads()
+    try:
+        nb.set_num_threads(1)
+        single = _sparse(*problem)
+    finally:
+        nb.set_num_threads(threads)
+    for a, b in zip(single, _sparse(*problem), strict=True):
         np.testing.assert_array_equal(a, b)

@@ -51,6 +51,7 @@ import numpy as np
 
 __all__ = [
     "estep_full",
+    "estep_full_sparse",
     "estep_tied",
     "estep_diag",
     "estep_spherical",
@@ -430,6 +431,130 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
                 _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
                 for i in range(0, padded, 4):
                     _scatter_quad(rx, xt, i, chunk_xx[k], zero)
+        mass[c] = chunk_mass
+        sum_x[c] = chunk_x
+        for k in range(n_components):
+            for i in range(n_features):
+                for j in range(n_features):
+                    sum_xx[c, k, i, j] = chunk_xx[k, i, j]
+    return mass, sum_x, sum_xx, log_lik, log_max
+
+
+@nb.njit(cache=True, inline="always")
+def _flush_rows(k, gathered, weights, fill, rx, mass, sum_x, sum_xx, zero):
+    """Add component ``k``'s gathered rows (``gathered[k]``, features x rows, and their
+    responsibilities ``weights[k]``; the first ``fill[k]`` of them) into its mass, ``sum
+    r x`` and lower scatter (4 x 4 tiles, :func:`_scatter_quad`), and empty the buffer.
+    A partly filled buffer is zeroed past ``fill[k]``: those columns add exact zeros."""
+    padded, capacity = rx.shape
+    n_features = sum_x.shape[1]
+    x = gathered[k]
+    r = weights[k]
+    for t in range(fill[k], capacity):
+        r[t] = 0.0
+        for i in range(n_features):
+            x[i, t] = zero
+    acc = 0.0
+    for t in range(capacity):
+        acc += r[t]
+    mass[k] += acc
+    for i in range(n_features):
+        acc_x = zero
+        for t in range(capacity):
+            rx[i, t] = r[t] * x[i, t]
+            acc_x += rx[i, t]
+        sum_x[k, i] += acc_x
+    for i in range(0, padded, 4):
+        _scatter_quad(rx, x, i, sum_xx[k], zero)
+    fill[k] = 0
+
+
+@nb.njit(**_KERNEL_OPTIONS)
+def _estep_full_sparse(X, sample_weight, shift, log_weights, means, lower, log_det, n_chunks):
+    """:func:`_estep_full` with each component's moments summed over only the rows that it
+    holds: a responsibility below ``e^-40`` of the row's largest is exactly zero
+    (:func:`_normalise_block`), and with well-separated components most are. Each
+    block's rows of non-zero responsibility are copied into the component's buffer
+    (features x rows, as many rows as a block), and a full buffer is added into the
+    statistics in 4 x 4 tiles (:func:`_flush_rows`): the scatter, half of the dense
+    kernel's work, shrinks by up to K times. The same statistics up to the order of the
+    sums; any number of features (no small-feature path).
+    """
+    n_obs, n_features = X.shape
+    n_components = means.shape[0]
+    padded = (n_features + 3) // 4 * 4
+    block = min(max(BLOCK_ROWS, _FULL_BLOCK_ELEMENTS // padded), _FULL_BLOCK_MAX, n_obs)
+    mass = np.zeros((n_chunks, n_components))
+    sum_x = np.zeros((n_chunks, n_components, n_features))
+    sum_xx = np.zeros((n_chunks, n_components, n_features, n_features))
+    log_lik = np.zeros(n_chunks)
+    log_max = np.zeros(n_chunks)
+    const = log_weights + log_det - n_features * _HALF_LOG_2PI
+    factors = np.zeros((n_components, padded, padded), X.dtype)
+    factors[:, :n_features, :n_features] = lower
+    zero = np.zeros(1, X.dtype)[0]
+    for c in nb.prange(n_chunks):
+        chunk_mass = np.zeros(n_components)
+        chunk_x = np.zeros((n_components, n_features))
+        chunk_xx = np.zeros((n_components, padded, padded))
+        # padded features stay zero
+        xt = np.zeros((padded, block), X.dtype)
+        diff = np.zeros((padded, block), X.dtype)
+        rx = np.zeros((padded, block), X.dtype)
+        gathered = np.zeros((n_components, padded, block), X.dtype)
+        weights = np.zeros((n_components, block))  # float64, as resp
+        fill = np.zeros(n_components, np.intp)
+        rows = np.empty(block, np.intp)
+        resp = np.empty((n_components, block))
+        w = np.empty(block)
+        y0 = np.empty(block, X.dtype)
+        y1 = np.empty(block, X.dtype)
+        y2 = np.empty(block, X.dtype)
+        y3 = np.empty(block, X.dtype)
+        maha = np.empty(block, X.dtype)
+        peak = np.empty(block)
+        total = np.empty(block)
+        stop = (c + 1) * n_obs // n_chunks
+        for start in range(c * n_obs // n_chunks, stop, block):
+            _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
+            for k in range(n_components):
+                for d in range(n_features):
+                    for b in range(block):
+                        diff[d, b] = xt[d, b] - means[k, d]
+                maha[:] = 0.0
+                for j in range(0, padded, 4):
+                    _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
+                for b in range(block):
+                    resp[k, b] = const[k] - 0.5 * maha[b]
+            block_lik, block_max = _normalise_block(resp, w, peak, total)
+            log_lik[c] += block_lik
+            log_max[c] += block_max
+            for k in range(n_components):
+                # the rows holding mass, in order (branch-free), then copied a buffer's
+                # worth at a time, feature by feature
+                count = 0
+                for b in range(block):
+                    rows[count] = b
+                    count += resp[k, b] != 0.0
+                done = 0
+                while done < count:
+                    first = fill[k]
+                    take = min(count - done, block - first)
+                    x = gathered[k]
+                    for d in range(n_features):
+                        for t in range(take):
+                            x[d, first + t] = xt[d, rows[done + t]]
+                    for t in range(take):
+                        weights[k, first + t] = resp[k, rows[done + t]]
+                    fill[k] = first + take
+                    done += take
+                    if fill[k] == block:
+                        _flush_rows(
+                            k, gathered, weights, fill, rx, chunk_mass, chunk_x, chunk_xx, zero
+                        )
+        for k in range(n_components):
+            if fill[k] > 0:
+                _flush_rows(k, gathered, weights, fill, rx, chunk_mass, chunk_x, chunk_xx, zero)
         mass[c] = chunk_mass
         sum_x[c] = chunk_x
         for k in range(n_components):
@@ -973,7 +1098,7 @@ def compile_kernel(name: str, dtype: str = "float64") -> None:
         _read_only(pair, data_type),
         pair,
         rows[:2],
-        _read_only(scale[name.removesuffix("_serial")], data_type),
+        _read_only(scale[name.removesuffix("_serial").removesuffix("_sparse")], data_type),
         pair,
         1,
     )
@@ -999,6 +1124,7 @@ def _read_only(array: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
 
 
 estep_full = _summed_over_chunks(_estep_full, symmetric=True)
+estep_full_sparse = _summed_over_chunks(_estep_full_sparse, symmetric=True)
 estep_tied = _summed_over_chunks(_estep_tied, symmetric=True)
 estep_diag = _summed_over_chunks(_estep_diag, symmetric=False)
 estep_spherical = _summed_over_chunks(_estep_spherical, symmetric=False)
