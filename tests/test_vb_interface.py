@@ -89,6 +89,63 @@ def test_draws_have_the_moments_of_q(faithful, covariance_type):
     np.testing.assert_allclose(np.linalg.inv(covs).mean(0) / scale, expected / scale, atol=0.03)
 
 
+def _within(draws, expected, z=5.0):
+    """Monte Carlo means of ``draws`` (first axis) within ``z`` standard errors of
+    ``expected``."""
+    error = draws.std(axis=0) / np.sqrt(draws.shape[0])
+    assert np.all(np.abs(draws.mean(axis=0) - expected) <= z * error + 1e-12)
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_wishart_draws_match_closed_forms(covariance_type):
+    """Five features, two components: the precision draws have the Wishart mean ``nu W``
+    and variances ``nu (W_ij^2 + W_ii W_jj)``, the covariance draws the inverse-Wishart
+    mean ``nu cov / (nu - D - 1)``, the means ``m_k`` and covariance ``E[Sigma_k] /
+    beta_k``; covariances are symmetric positive definite."""
+    from bayesmix.families.gaussian.covariance import get_structure
+    from bayesmix.inference.vb import VBParams
+
+    rng = np.random.default_rng(7)
+    n_features, n_draws = 5, 40_000
+    loadings = rng.normal(size=(2, n_features, n_features))
+    cov = loadings @ np.swapaxes(loadings, 1, 2) / n_features + np.eye(n_features)
+    dof, beta = np.array([11.5, 20.0]), np.array([3.0, 40.0])
+    if covariance_type == "tied":
+        cov, dof = cov[0], np.asarray(14.0)
+    structure = get_structure(covariance_type)
+    params = VBParams(
+        "dirichlet_distribution",
+        np.array([5.0, 7.0]),
+        beta,
+        rng.normal(size=(2, n_features)),
+        dof,
+        cov,
+        structure.precision_cholesky(cov),
+    )
+    _, means, covs = sample_q(params, structure, n_draws, np.random.default_rng(8))
+    full = np.broadcast_to(cov, (2, n_features, n_features))
+    nu = np.broadcast_to(dof, (2,))[:, None, None]
+    precision_mean = np.linalg.inv(full)  # nu W
+    wishart_scale = precision_mean / nu  # W
+    diagonal = np.einsum("kii->ki", wishart_scale)
+    precision_var = nu * (wishart_scale**2 + diagonal[:, :, None] * diagonal[:, None, :])
+    precisions = np.linalg.inv(covs)
+    _within(precisions, precision_mean)
+    np.testing.assert_allclose(precisions.var(axis=0), precision_var, rtol=0.08)
+    covariance_mean = nu * full / (nu - n_features - 1)
+    _within(covs, covariance_mean)
+    centred = means - params.means
+    _within(centred, 0.0)
+    means_cov = np.einsum("nki,nkj->kij", centred, centred) / n_draws
+    expected = covariance_mean / beta[:, None, None]
+    scale = np.sqrt(np.einsum("kii,kjj->kij", expected, expected))  # sqrt(C_ii C_jj)
+    np.testing.assert_allclose(means_cov / scale, expected / scale, atol=0.04)
+    np.testing.assert_array_equal(covs, np.swapaxes(covs, -1, -2))
+    assert np.linalg.eigvalsh(covs).min() > 0
+    if covariance_type == "tied":
+        np.testing.assert_array_equal(covs[:, 0], covs[:, 1])
+
+
 @pytest.mark.parametrize("covariance_type", COVARIANCE_TYPES)
 def test_every_covariance_type_on_iris(iris, covariance_type):
     result = bm.GaussianMixture(3, covariance_type).fit(

@@ -70,6 +70,7 @@ import numpy as np
 from scipy.special import digamma, gammaln
 
 from bayesmix.exceptions import ConvergenceWarning
+from bayesmix.families.gaussian import kernels
 from bayesmix.families.gaussian.covariance import (
     BASIC_STRUCTURES,
     CovarianceStructure,
@@ -142,6 +143,8 @@ __all__ = [
 VB_STRUCTURES = BASIC_STRUCTURES
 _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
+# up to this many features the full kernel's unpadded path beats the sparse kernel
+_SMALL_FEATURES = 3
 
 
 @dataclass(frozen=True)
@@ -297,10 +300,9 @@ def default_prior(
         )
     if covariance is None:
         centred = X - data_mean
-        if sample_weight is None:
-            data_cov = np.atleast_2d(np.cov(X.T))
-        else:
-            data_cov = (centred.T * weights) @ centred / (total - 1.0)
+        # one GEMM on the centred rows (np.cov copies the transposed data first)
+        weighted = centred if sample_weight is None else centred * weights[:, None]
+        data_cov = weighted.T @ centred / (total - 1.0)
         variances = np.diagonal(data_cov).copy()
         covariance = _in_form(structure, data_cov, variances)
     covariance = np.asarray(covariance, dtype=np.float64)
@@ -516,33 +518,98 @@ def estep_entropy(
     return float(log_lik - mass @ const + 0.5 * maha)
 
 
-def _statistics(X, sample_weight, shift, resp, structure):
+def _hard_labels(resp: np.ndarray) -> np.ndarray | None:
+    """The component of each row when every row has at most one non-zero responsibility
+    (a hard start: k-means, k-means++, hc), else None."""
+    if np.count_nonzero(resp) > resp.shape[0]:
+        return None
+    labels = resp.argmax(axis=1)
+    if np.count_nonzero(resp[np.arange(resp.shape[0]), labels]) != np.count_nonzero(resp):
+        return None
+    return labels
+
+
+def _start_digest(resp: np.ndarray, labels: np.ndarray | None) -> bytes:
+    """A digest of the start's responsibilities (of a hard start's labels and values)."""
+    if labels is None:
+        return hashlib.blake2b(resp.tobytes(), digest_size=16).digest()
+    values = resp[np.arange(resp.shape[0]), labels]
+    digest = hashlib.blake2b(labels.astype(np.int32).tobytes(), digest_size=16)
+    digest.update(values.tobytes())
+    return digest.digest()
+
+
+def _statistics(X, sample_weight, shift, resp, structure, labels=None):
     """Mass, ``sum r x`` and the structure's ``sum r x x^T`` for given responsibilities
     (the start): one GEMM per component over the rows it holds, so a hard assignment
-    costs ``N D^2`` in all, not ``K N D^2``."""
-    centred = X - shift
-    weighted = resp * sample_weight[:, None]
-    mass = weighted.sum(axis=0)
-    sum_x = weighted.T @ centred
-    if structure.axis_aligned:
-        moments = weighted.T @ (centred * centred)
+    costs ``N D^2`` in all, not ``K N D^2``. ``labels``: a hard start's components
+    (:func:`_hard_labels`), which give those rows without reading ``resp`` by column."""
+    n_components = resp.shape[1]
+    if labels is None:
+        weighted = resp * sample_weight[:, None]
+        members = [np.flatnonzero(weighted[:, k]) for k in range(n_components)]
+        row_weights = [weighted[rows_k, k] for k, rows_k in enumerate(members)]
     else:
-        n_components, n_features = sum_x.shape
-        moments = np.empty((n_components, n_features, n_features))
-        for k in range(n_components):  # components, not rows
-            rows = np.flatnonzero(weighted[:, k])
-            block = centred[rows]
-            moments[k] = (block * weighted[rows, k, None]).T @ block
+        members, row_weights = [], []
+        for k in range(n_components):
+            rows_k = np.flatnonzero(labels == k)
+            w = resp[rows_k, k] * sample_weight[rows_k]
+            held = w != 0.0
+            members.append(rows_k[held])
+            row_weights.append(w[held])
+    n_features = X.shape[1]
+    mass = np.zeros(n_components)
+    sum_x = np.zeros((n_components, n_features))
+    if structure.axis_aligned:
+        moments = np.zeros((n_components, n_features))
+    else:
+        moments = np.zeros((n_components, n_features, n_features))
+    # each row one opaque item: numpy's fancy indexing of (n, D) rows costs 5x more
+    rows = np.ascontiguousarray(X, dtype=np.float64)
+    rows = rows.view(np.dtype((np.void, rows.itemsize * n_features))).ravel()
+    for k, (rows_k, w) in enumerate(zip(members, row_weights, strict=True)):  # components
+        block = np.take(rows, rows_k).view(np.float64).reshape(-1, n_features)
+        block -= shift
+        mass[k] = w.sum()
+        sum_x[k] = w @ block
+        unit = bool(np.all(w == 1.0))
+        if structure.axis_aligned:
+            moments[k] = w @ (block * block)
+        else:
+            moments[k] = (block if unit else block * w[:, None]).T @ block
+    if not structure.axis_aligned:
         moments = 0.5 * (moments + np.swapaxes(moments, 1, 2))
     return mass, sum_x, structure.pool_second_moments(moments)
 
 
 def _e_step(X, sample_weight, shift, params, *, structure):
-    """The kernel's statistics under ``q`` and the entropy of the responsibilities."""
+    """The kernel's statistics under ``q`` and the entropy of the responsibilities.
+
+    Full covariances (a matrix per component) with more than three features and more
+    than one chunk of rows take
+    :func:`~bayesmix.families.gaussian.kernels.estep_full_sparse` (each component's
+    moments over only the rows it holds: the same statistics up to the order of the
+    sums); the rest the structure's EM kernel."""
     log_weights = component_log_weights(params)
-    stats = structure.fused_statistics(
-        X, sample_weight, shift, log_weights, params.means, params.precisions_cholesky
-    )
+    prec_chol = params.precisions_cholesky
+    n_obs, n_features = X.shape
+    n_chunks = kernels.n_chunks_for(n_obs)
+    per_component_matrices = not (structure.axis_aligned or structure.shared_across_components)
+    if per_component_matrices and n_features > _SMALL_FEATURES and n_chunks > 1:
+        stats = kernels.estep_full_sparse(
+            X,
+            sample_weight,
+            shift,
+            log_weights,
+            params.means,
+            np.ascontiguousarray(np.swapaxes(prec_chol, 1, 2)),
+            structure.log_det_precision_cholesky(prec_chol, n_features),
+            n_chunks,
+        )
+    else:
+        stats = structure.fused_statistics(
+            X, sample_weight, shift, log_weights, params.means, prec_chol
+        )
     return stats, estep_entropy(stats, params, structure, log_weights)
 
 
@@ -707,13 +774,14 @@ def fit_vb(
                         f"init responsibilities must have shape {(n_obs, n_components)}; "
                         f"got {resp.shape}."
                     )
-                if not callable(init):  # a start seen before ends where it ended
-                    digest = hashlib.blake2b(resp.tobytes(), digest_size=16).digest()
+                labels = _hard_labels(resp)
+                if not callable(init) and runs > 1:  # a start seen before ends where it ended
+                    digest = _start_digest(resp, labels)
                     if digest in seen:
                         n_repeated += 1
                         continue
                     seen.add(digest)
-                mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure)
+                mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure, labels)
                 start = cavi_m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
             if max_iter == 0:
                 params, trace, converged = start, np.array([]), False
@@ -853,23 +921,26 @@ def vb_priors(model: GaussianMixture, data: Data, weight_prior: str) -> Resolved
     return model.resolve_priors(data)
 
 
-def _wishart(dof: float, factor: np.ndarray, size: int, rng: np.random.Generator):
-    """``size`` draws of Wishart(``dof``, ``factor factor^T``) (Bartlett decomposition)."""
-    n_features = factor.shape[0]
-    bartlett = np.zeros((size, n_features, n_features))
+def _wishart_cholesky(
+    dof: np.ndarray, factor: np.ndarray, size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Upper-triangular ``R`` with ``R R^T ~ Wishart(dof_k, factor_k factor_k^T)``, ``size``
+    draws for each of the upper-triangular ``factor`` ``(K, D, D)``: ``(size, K, D, D)``.
+
+    Bartlett decomposition with the features in reverse order: ``B`` upper triangular,
+    ``B_ii^2 ~ chi2(dof - D + 1 + i)``, standard normals above the diagonal, gives ``B B^T
+    ~ Wishart(dof, I)`` (``P A P`` of the usual lower factor ``A``, ``P`` the reversal);
+    ``R = factor B`` is upper triangular as a product of two."""
+    n_components, n_features, _ = factor.shape
+    bartlett = np.zeros((size, n_components, n_features, n_features))
     diagonal = np.arange(n_features)
-    bartlett[:, diagonal, diagonal] = np.sqrt(
-        rng.chisquare(dof - diagonal, size=(size, n_features))
+    degrees = np.asarray(dof, dtype=float)[:, None] - (n_features - 1) + diagonal  # (K, D)
+    bartlett[..., diagonal, diagonal] = np.sqrt(
+        rng.chisquare(degrees, size=(size, n_components, n_features))
     )
-    lower = np.tril_indices(n_features, -1)
-    bartlett[:, lower[0], lower[1]] = rng.standard_normal((size, lower[0].size))
-    root = factor @ bartlett
-    return root @ np.swapaxes(root, -1, -2)
-
-
-def _inverse(precision: np.ndarray) -> np.ndarray:
-    covariance = np.linalg.inv(precision)
-    return 0.5 * (covariance + np.swapaxes(covariance, -1, -2))
+    upper = np.triu_indices(n_features, 1)
+    bartlett[..., upper[0], upper[1]] = rng.standard_normal((size, n_components, upper[0].size))
+    return factor @ bartlett
 
 
 def sample_q(
@@ -887,6 +958,12 @@ def sample_q(
     are; in every case ``E[Lambda] = inv(covariances)``). Means: ``mu_k | Lambda_k ~
     N(m_k, (beta_k Lambda_k)^-1)``.
 
+    Full and tied precisions are drawn as their upper Cholesky-type factor ``R``
+    (``Lambda = R R^T``, :func:`_wishart_cholesky`, all draws and components at once);
+    ``M = R^-T`` (one batched triangular inversion) is the lower Cholesky factor of the
+    covariance ``Sigma = M M^T``, and ``mu = m + M z / sqrt(beta)``: no general inverse
+    and no further factorisation.
+
     Returns
     -------
     weights : (n_draws, K); means : (n_draws, K, D); covariances : (n_draws, K, D, D)
@@ -894,15 +971,24 @@ def sample_q(
     n_components, n_features = params.means.shape
     weights = sample_weights(params.weight_prior, params.weight_concentration, n_draws, rng)
     dof = np.asarray(params.degrees_of_freedom, dtype=float)
-    covariances = np.zeros((n_draws, n_components, n_features, n_features))
     if not structure.axis_aligned:
-        if structure.shared_across_components:  # tied
-            factor = np.asarray(params.precisions_cholesky) / np.sqrt(dof)
-            covariances[:] = _inverse(_wishart(float(dof), factor, n_draws, rng))[:, None]
+        prec_chol = np.asarray(params.precisions_cholesky, dtype=float)
+        if structure.shared_across_components:  # tied: one Wishart for every component
+            factor = (prec_chol / np.sqrt(dof))[None]
+            dof_k = dof.reshape(1)
         else:
-            for k in range(n_components):
-                factor = params.precisions_cholesky[k] / np.sqrt(dof[k])
-                covariances[:, k] = _inverse(_wishart(dof[k], factor, n_draws, rng))
+            factor = prec_chol / np.sqrt(dof)[:, None, None]
+            dof_k = dof
+        root = _wishart_cholesky(dof_k, factor, n_draws, rng)
+        # R^-T = inverse of the lower-triangular R^T
+        cov_chol = kernels.lower_triangular_inverse(np.swapaxes(root, -1, -2))
+        covariances = cov_chol @ np.swapaxes(cov_chol, -1, -2)
+        covariances = 0.5 * (covariances + np.swapaxes(covariances, -1, -2))
+        if structure.shared_across_components:
+            covariances = np.broadcast_to(
+                covariances, (n_draws, n_components, n_features, n_features)
+            ).copy()
+            cov_chol = np.broadcast_to(cov_chol, covariances.shape)
     else:
         # diag: one Gamma per feature; spherical: one per component, pooling D features
         pooled = _pooled_count(structure, n_components, n_features)
@@ -911,10 +997,13 @@ def sample_q(
         precisions = rng.gamma(shape, 1.0 / (shape * variances), size=(n_draws,) + shape.shape)
         drawn = np.broadcast_to(1.0 / precisions, (n_draws, n_components, n_features))
         diagonal = np.arange(n_features)
+        covariances = np.zeros((n_draws, n_components, n_features, n_features))
         covariances[:, :, diagonal, diagonal] = drawn
-    scaled = covariances / np.asarray(params.mean_precision)[None, :, None, None]
+        cov_chol = np.zeros_like(covariances)
+        cov_chol[:, :, diagonal, diagonal] = np.sqrt(drawn)
     noise = rng.standard_normal((n_draws, n_components, n_features, 1))
-    means = params.means[None] + (np.linalg.cholesky(scaled) @ noise)[..., 0]
+    scale = 1.0 / np.sqrt(np.asarray(params.mean_precision, dtype=float))
+    means = params.means[None] + scale[None, :, None] * (cov_chol @ noise)[..., 0]
     return weights, means, covariances
 
 
