@@ -90,3 +90,32 @@ def test_models_of_one_k_share_their_starts(iris, monkeypatch):
                 iris, random_state=cell.settings["random_state"]
             )
             assert alone.log_likelihood == cell.log_likelihood  # the same starts, bit for bit
+
+
+def test_data_summaries_are_computed_once_per_data(iris):
+    """The regularisation's feature scales and the spurious-maximum judge's feature
+    resolutions: once per data set for a grid, the values computed directly."""
+    from bayesmix.inference.em.degeneracy import feature_resolution
+    from bayesmix.inference.em.fit import feature_scale, regularisation
+
+    weights = np.ones(len(iris))
+    calls = []
+
+    def counting(X, sample_weight):
+        calls.append(1)
+        return feature_scale(X, sample_weight)
+
+    other = iris[::-1].copy()
+    with em_init.shared_starts(0):
+        first = em_init.shared_summary("scale", iris, weights, counting)
+        again = em_init.shared_summary("scale", iris.copy(), weights, counting)
+        em_init.shared_summary("scale", other, weights, counting)  # other data: computed
+        em_init.shared_summary("scale", iris, weights * 2.0, counting)  # other weights
+        resolution = em_init.shared_summary("resolution", iris, weights, feature_resolution)
+    assert len(calls) == 3
+    assert again is first and not first.flags.writeable
+    np.testing.assert_allclose(first, iris.var(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(regularisation(iris, weights, 1e-6), 1e-6 * iris.var(axis=0))
+    np.testing.assert_allclose(resolution, [0.1, 0.1, 0.1, 0.1], rtol=1e-9)
+    em_init.shared_summary("scale", iris, weights, counting)  # outside the block: computed
+    assert len(calls) == 4

@@ -44,6 +44,7 @@ from bayesmix.inference.em.init import (
     hc_model_name,
     initial_responsibilities,
     nearest,
+    shared_summary,
 )
 from bayesmix.inference.em.squarem import (
     accelerated_change,
@@ -249,7 +250,7 @@ def fit_em(
         collapse_reasons,
         structure=structure,
         regularisation=reg,
-        resolution=feature_resolution(X, weights),
+        resolution=shared_summary("feature_resolution", X, weights, feature_resolution),
         n_obs=float(weights.sum()),
     )
     best = best_run(
@@ -299,7 +300,15 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     """What the M-step adds to each feature's variance: ``reg_covar`` times the feature's
     weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
     every scale; a constant feature (or one whose variance is subnormal) uses its squared
-    mean, or 1 if that is 0 or subnormal."""
+    mean, or 1 if that is 0 or subnormal (:func:`feature_scale`; computed once for fits
+    of the same data within :func:`~bayesmix.inference.em.init.shared_starts`)."""
+    return reg_covar * shared_summary("feature_scale", X, weights, feature_scale)
+
+
+def feature_scale(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Each feature's weighted variance in ``X`` (NaN ignored), or for a constant feature
+    (or one whose variance is subnormal) its squared mean, or 1 if that is 0 or
+    subnormal: the scale :func:`regularisation` multiplies by ``reg_covar``."""
     n_obs, n_features = X.shape
     sums = np.zeros((3, n_features))  # weight, weighted sum, weighted sum of squares
     sample = X[:: max(1, n_obs // 1000)]
@@ -323,8 +332,7 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     tiny = np.finfo(float).tiny
     constant = (variance <= variance_rounding(mean)) | (variance < tiny)
     square = np.square(mean)
-    scale = np.where(~constant, variance, np.where(square >= tiny, square, 1.0))
-    return reg_covar * scale
+    return np.where(~constant, variance, np.where(square >= tiny, square, 1.0))
 
 
 def start_method(init: str | Mapping, index: int, n_init: int) -> str | Mapping:

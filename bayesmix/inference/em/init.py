@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -26,6 +26,7 @@ __all__ = [
     "lloyd",
     "nearest",
     "shared_starts",
+    "shared_summary",
 ]
 
 # "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
@@ -65,6 +66,8 @@ def shared_starts(seed: int) -> Iterator[None]:
       components, data (the same values) and state of the generator: a fit of
       another covariance model from the same seed gets the same starts without drawing
       them again, and its generator is left where the draw would have left it.
+    - :func:`shared_summary` computes a summary of the data (each feature's variance
+      scale and resolution, for the regularisation and the spurious-maximum judge) once.
 
     :func:`bayesmix.select_components` fits its grid inside this block, with one seed for
     all the models of one K.
@@ -283,6 +286,25 @@ def hc_labels(
         _HC_CACHE.clear()
         _HC_CACHE[key] = tree
     return tree.labels(min(n_components, tree.n_groups))
+
+
+def shared_summary(
+    name: str,
+    X: np.ndarray,
+    sample_weight: np.ndarray,
+    compute: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """``compute(X, sample_weight)``, computed once per ``name`` and data (the same values
+    and weights) within :func:`shared_starts`, every time outside it."""
+    shared = _SHARED_STARTS[0]
+    if shared is None:
+        return compute(X, sample_weight)
+    key = ("summary", name, _digest(X, sample_weight))
+    if key not in shared:
+        value = np.asarray(compute(X, sample_weight))
+        value.flags.writeable = False
+        shared[key] = value
+    return shared[key]
 
 
 def _digest(X: np.ndarray, sample_weight: np.ndarray) -> tuple:
