@@ -390,3 +390,40 @@ def test_cli_select_method_vb(faithful, tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert "vb" in result.output and "LOO" in result.output
+
+
+_FRESH_PROCESS_FIT = """
+import warnings
+import numpy as np
+from numba.core import event
+import bayesmix as bm
+warnings.simplefilter("ignore")
+rng = np.random.default_rng(0)
+X = np.concatenate([rng.normal(size=(1500, 5)), rng.normal(size=(1500, 5)) + 6.0])
+with event.install_recorder("numba:compile") as recorder:
+    bm.GaussianMixture(2).fit(X, method="vb", random_state=0, draws=50)
+    bm.GaussianMixture(2).fit(bm.datasets.load_faithful(), method="vb", random_state=0, draws=50)
+compiled = {e.data["dispatcher"].py_func.__qualname__ for _, e in recorder.buffer if e.is_start}
+print(sorted(compiled))
+"""
+
+
+def test_first_vb_fit_in_a_fresh_process_compiles_nothing():
+    """Issue 20: after one process has fitted (and so cached every kernel), the first VB
+    fits of the next process (3,000 x 5: the sparse full kernel; faithful: the one-chunk
+    kernel) compile nothing: numba loads every function from its disk cache."""
+    import subprocess
+    import sys
+
+    def run():
+        done = subprocess.run(
+            [sys.executable, "-c", _FRESH_PROCESS_FIT],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=True,
+        )
+        return done.stdout.strip().splitlines()[-1]
+
+    run()  # fills the cache if this machine has not compiled the kernels yet
+    assert run() == "[]"
