@@ -37,7 +37,9 @@ is ``y_j = sum_{i <= j} lower[k, j, i] (x_i - mu_ki)``.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import hashlib
 import math
 import os
 import subprocess
@@ -1071,16 +1073,44 @@ def compile_in_child(kernel, args, command: str | None = None) -> None:
         name = kernel.py_func.__name__.removeprefix("_estep_")
         dtype = args[0].dtype.name
         command = f"import {__name__} as k; k.compile_kernel({name!r}, {dtype!r})"
+    with _compile_lock(kernel, signature):
+        # another process may have compiled it while this one waited for the lock
+        if kernel._cache.load_overload(signature, kernel.targetctx) is not None:
+            return
+        try:
+            subprocess.run(
+                [sys.executable, "-c", command],
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
+                capture_output=True,
+                timeout=_CHILD_COMPILE_TIMEOUT,
+                check=False,
+            )
+        except (OSError, subprocess.TimeoutExpired):
+            pass  # this process compiles on the first call instead
+
+
+@contextlib.contextmanager
+def _compile_lock(kernel, signature):
+    """An exclusive lock, across processes, on compiling ``kernel`` for ``signature``:
+    processes that start a fit on a fresh machine at the same time (pytest-xdist workers,
+    Dask workers) would otherwise each compile the same kernel in a child of their own,
+    the CPU of every compile spent once per process. A lock file in numba's cache
+    directory (none where ``fcntl`` or the directory is unavailable: no lock)."""
     try:
-        subprocess.run(
-            [sys.executable, "-c", command],
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, sys.path))},
-            capture_output=True,
-            timeout=_CHILD_COMPILE_TIMEOUT,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        pass  # this process compiles on the first call instead
+        import fcntl
+
+        key = f"{kernel.py_func.__qualname__}-{signature}".encode()
+        digest = hashlib.sha1(key).hexdigest()[:16]
+        os.makedirs(kernel._cache.cache_path, exist_ok=True)
+        handle = open(os.path.join(kernel._cache.cache_path, f"compile-{digest}.lock"), "a")
+    except (ImportError, OSError, AttributeError):
+        yield
+        return
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+    finally:
+        handle.close()  # releases the lock
 
 
 def compile_kernel(name: str, dtype: str = "float64") -> None:
