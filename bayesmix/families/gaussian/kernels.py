@@ -291,6 +291,38 @@ def _to_data_type(resp, rk):
     return mass
 
 
+@nb.njit(cache=True, inline="always")
+def _log_densities(xt, means, factors, const, diff, y0, y1, y2, y3, maha, log_prob):
+    """Component log densities of a block into ``log_prob (K, B)``: ``const_k`` minus half
+    the squared norm of the whitened difference ``factors[k] (x - mu_k)``, four whitened
+    features per pass (:func:`_whiten_quad`; ``xt``, ``diff`` and ``factors`` zero-padded
+    to a multiple of four features)."""
+    n_components, n_features = means.shape
+    padded, block = xt.shape
+    for k in range(n_components):
+        for d in range(n_features):
+            for b in range(block):
+                diff[d, b] = xt[d, b] - means[k, d]
+        maha[:] = 0.0
+        for j in range(0, padded, 4):
+            _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
+        for b in range(block):
+            log_prob[k, b] = const[k] - 0.5 * maha[b]
+
+
+@nb.njit(cache=True, inline="always")
+def _store_chunk(c, chunk_mass, chunk_x, chunk_xx, mass, sum_x, sum_xx):
+    """Chunk ``c``'s statistics into the kernel's outputs (the first ``D`` features of the
+    padded scatter)."""
+    n_components, n_features = chunk_x.shape
+    mass[c] = chunk_mass
+    sum_x[c] = chunk_x
+    for k in range(n_components):
+        for i in range(n_features):
+            for j in range(n_features):
+                sum_xx[c, k, i, j] = chunk_xx[k, i, j]
+
+
 @nb.njit(cache=True, fastmath=_FASTMATH)
 def _small_log_prob(xt, means, lower, const, n_features, log_prob):
     """Component log densities of a block with at most three features, into ``log_prob``:
@@ -414,15 +446,7 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
             if small:
                 _small_log_prob(xt, centres, factors, const, n_features, resp)
             else:
-                for k in range(n_components):
-                    for d in range(n_features):
-                        for b in range(block):
-                            diff[d, b] = xt[d, b] - means[k, d]
-                    maha[:] = 0.0
-                    for j in range(0, padded, 4):
-                        _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
-                    for b in range(block):
-                        resp[k, b] = const[k] - 0.5 * maha[b]
+                _log_densities(xt, means, factors, const, diff, y0, y1, y2, y3, maha, resp)
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
@@ -433,12 +457,7 @@ def _estep_full(X, sample_weight, shift, log_weights, means, lower, log_det, n_c
                 _first_moments(resp, k, xt, rx, chunk_mass, chunk_x, zero)
                 for i in range(0, padded, 4):
                     _scatter_quad(rx, xt, i, chunk_xx[k], zero)
-        mass[c] = chunk_mass
-        sum_x[c] = chunk_x
-        for k in range(n_components):
-            for i in range(n_features):
-                for j in range(n_features):
-                    sum_xx[c, k, i, j] = chunk_xx[k, i, j]
+        _store_chunk(c, chunk_mass, chunk_x, chunk_xx, mass, sum_x, sum_xx)
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
@@ -519,15 +538,7 @@ def _estep_full_sparse(X, sample_weight, shift, log_weights, means, lower, log_d
         stop = (c + 1) * n_obs // n_chunks
         for start in range(c * n_obs // n_chunks, stop, block):
             _load_block(X, sample_weight, shift, start, min(start + block, stop), xt, w)
-            for k in range(n_components):
-                for d in range(n_features):
-                    for b in range(block):
-                        diff[d, b] = xt[d, b] - means[k, d]
-                maha[:] = 0.0
-                for j in range(0, padded, 4):
-                    _whiten_quad(factors[k], j, diff, y0, y1, y2, y3, maha)
-                for b in range(block):
-                    resp[k, b] = const[k] - 0.5 * maha[b]
+            _log_densities(xt, means, factors, const, diff, y0, y1, y2, y3, maha, resp)
             block_lik, block_max = _normalise_block(resp, w, peak, total)
             log_lik[c] += block_lik
             log_max[c] += block_max
@@ -557,12 +568,7 @@ def _estep_full_sparse(X, sample_weight, shift, log_weights, means, lower, log_d
         for k in range(n_components):
             if fill[k] > 0:
                 _flush_rows(k, gathered, weights, fill, rx, chunk_mass, chunk_x, chunk_xx, zero)
-        mass[c] = chunk_mass
-        sum_x[c] = chunk_x
-        for k in range(n_components):
-            for i in range(n_features):
-                for j in range(n_features):
-                    sum_xx[c, k, i, j] = chunk_xx[k, i, j]
+        _store_chunk(c, chunk_mass, chunk_x, chunk_xx, mass, sum_x, sum_xx)
     return mass, sum_x, sum_xx, log_lik, log_max
 
 
