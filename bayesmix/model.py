@@ -159,7 +159,10 @@ class GaussianMixture:
             ``missing`` (below), ``accelerate`` (``True``: SQUAREM, Varadhan & Roland
             2008 — after every two EM iterations an extrapolated point, kept only if
             the iteration from it raises the objective; 4-6x fewer E-steps where
-            components overlap; ``False``: plain EM). These defaults reach the local
+            components overlap; ``False``: plain EM), ``extra_starts`` (in memory: a
+            list of ``init`` mappings, each run to convergence besides the ``n_init``
+            starts and kept if best; :func:`bayesmix.select_components` starts mclust's
+            VVE from the EVE fit of the same K this way). These defaults reach the local
             optimum and mclust's optima on real data;
             :class:`bayesmix.sklearn.GaussianMixture` keeps scikit-learn's (see the EM
             guide).
@@ -624,6 +627,7 @@ EM_OPTIONS = frozenset(
         "missing",
         "order_by",
         "accelerate",
+        "extra_starts",
     }
 )
 NUTS_OPTIONS = frozenset(
@@ -757,7 +761,10 @@ def _fit_dask(model: GaussianMixture, X: Any, method: str, options: dict) -> Mix
 
     use_priors = method == "map" or model.priors is not None
     return fit_em_dask(
-        model, X, use_priors=use_priors, **check_options(options, EM_OPTIONS, method)
+        model,
+        X,
+        use_priors=use_priors,
+        **check_options(options, EM_OPTIONS - {"extra_starts"}, method),
     )
 
 

@@ -439,6 +439,10 @@ def select_components(
             if family is not None:  # options only the Gaussian fits take are left out
                 allowed = model.fit_options(method)
                 method_options = {k: v for k, v in method_options.items() if k in allowed}
+            nested = _nested_start(fits, declarations, key)
+            if nested is not None:
+                extra = [*method_options.get("extra_starts", ()), nested]
+                method_options = {**method_options, "extra_starts": extra}
             row, fit, error = _fit_one(model, data, key, int(seed), n_init, method_options)
             rows.append(row)
             fits[key] = fit
@@ -532,6 +536,29 @@ def _asks_all(covariance_types: Any) -> bool:
     return isinstance(items, Iterable) and any(
         isinstance(item, str) and item.upper() == "ALL" for item in items
     )
+
+
+#: mclust models whose fit also starts from the fit of a model they nest, fitted earlier
+#: in the table for the same K: VVE's M-step (the common orientation's local search)
+#: can end below EVE's optimum (banknote K=5: -625.91 from the default starts, -615.35 from
+#: the EVE fit; mclust -625.56), and EVE is VVE with equal volumes
+NESTED_STARTS = {"VVE": "EVE"}
+
+
+def _nested_start(fits: Mapping, declarations: Mapping, key: tuple) -> dict | None:
+    """The ``init`` mapping of the fit that ``key``'s model nests (:data:`NESTED_STARTS`),
+    for maximum-likelihood EM, when that fit exists and is not spurious; else ``None``."""
+    method, label, k = key
+    nested = NESTED_STARTS.get(mclust_name(label) or "")
+    if method != "em" or nested is None or declarations.get(label) is not None:
+        return None
+    for other, family in declarations.items():
+        fit = fits.get((method, other, k))
+        if family is None and mclust_name(other) == nested and fit is not None:
+            if fit.spurious:
+                return None
+            return {"weights": fit.weights, "means": fit.means, "covariances": fit.covariances}
+    return None
 
 
 def mclust_name(label: str) -> str | None:

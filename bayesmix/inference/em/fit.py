@@ -6,7 +6,7 @@ import hashlib
 import numbers
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -174,6 +174,7 @@ def fit_em(
     sklearn_bookkeeping: bool = False,
     previous_objective: float | None = None,
     accelerate: bool = True,
+    extra_starts: Sequence[Mapping] = (),
 ) -> EMResult:
     """Fit ``model`` to ``data`` by EM; see :meth:`GaussianMixture.fit` for the options.
 
@@ -221,6 +222,7 @@ def fit_em(
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None; got {type(callback).__name__}.")
     reference = -np.inf if previous_objective is None else float(previous_objective)
+    extra_starts = check_extra_starts(extra_starts)
     resolve_order_by(order_by, data.feature_names)
     missing = check_missing(missing)
     has_missing = missing == "marginalize" and data.has_missing
@@ -255,7 +257,7 @@ def fit_em(
     )
     best = best_run(
         lambda index: _initial_params(
-            start_method(init, index, options.n_init),
+            start_method(init, index, options.n_init) if index >= 0 else extra_starts[~index],
             X,
             weights,
             shift,
@@ -275,6 +277,7 @@ def fit_em(
         reference=reference,
         judge=judge,
         compiled=None if has_missing else partial(compiled_loop, structure, X, weights, shift, reg),
+        n_extra=len(extra_starts),
     )
     settings = options.settings(
         seed_record,
@@ -452,6 +455,7 @@ def best_run(
     reference=-np.inf,
     judge=None,
     compiled=None,
+    n_extra=0,
 ) -> EMRun:
     """The best of ``options.n_init`` EM runs, run ``i`` from ``initial(i)`` (one run when
     ``options.init`` gives the start explicitly, as a mapping with means); warns if it did not
@@ -495,7 +499,10 @@ def best_run(
     screen = min(SCREEN_ITER, max_iter) if screened_starts else max_iter
 
     def reporter(index):
-        return None if callback is None else partial(_report, callback, index, total_weight)
+        if callback is None:
+            return None
+        shown = index if index >= 0 else n_runs + ~index  # the extra starts after the others
+        return partial(_report, callback, shown, total_weight)
 
     starts_made: set[bytes] = set()
     skip_repeats = screened_starts and callback is None
@@ -539,7 +546,7 @@ def best_run(
     screened: list[EMRun] = []
     try:
         return _best_of_runs(
-            screened, run, verdict, reporter, n_runs, screen, options, callback, lagged
+            screened, run, verdict, reporter, (n_runs, n_extra), screen, options, callback, lagged
         )
     except INTERRUPTS as interrupt:
         if not (is_interrupt(interrupt) and keeps_partial_work()):
@@ -585,10 +592,12 @@ def _interrupted_best(screened, interrupt, verdict, lagged, n_runs) -> EMRun:
     )
 
 
-def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, callback, lagged):
+def _best_of_runs(screened, run, verdict, reporter, counts, screen, options, callback, lagged):
     """:func:`best_run`'s runs (appended to ``screened`` as they end, so that an
-    interrupt keeps them) and its choice."""
+    interrupt keeps them) and its choice; ``counts``: the starts and the extra starts
+    (``initial(-1)``, ``initial(-2)``, ...: run to the end after the others)."""
     init, max_iter, tol = options.init, options.max_iter, options.tol
+    n_runs, n_extra = counts
     starts = []  # the index of each screened run's start
     for index in range(n_runs):
         screen_run = run(index, limit=screen)
@@ -615,6 +624,11 @@ def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, cal
         finished = [r for r in screened if r.converged or r.n_iter >= max_iter or r.stopped]
     else:
         finished = list(screened)
+    for extra in range(1, n_extra + 1):
+        extra_run = run(-extra)
+        if extra_run is not None:
+            screened.append(extra_run)
+            finished.append(extra_run)
     best, best_key, n_spurious = None, None, 0
     index = n_runs
     while finished:
@@ -630,8 +644,10 @@ def _best_of_runs(screened, run, verdict, reporter, n_runs, screen, options, cal
             if extra is not None:
                 screened.append(extra)
                 finished.append(extra)
-    n_repeated = index - len(screened)
-    best = replace(best, n_spurious=n_spurious, n_runs=index, n_repeated_starts=n_repeated)
+    n_repeated = index + n_extra - len(screened)
+    best = replace(
+        best, n_spurious=n_spurious, n_runs=index + n_extra, n_repeated_starts=n_repeated
+    )
     if not best.converged and max_iter > 0:
         warnings.warn(
             f"EM did not converge in max_iter={max_iter} iterations (tol={tol}); increase "
@@ -987,6 +1003,24 @@ def _log_prior(params: Params, priors: ResolvedPriors, structure: CovarianceStru
 def _explicit(init: Any) -> bool:
     """Whether ``init`` gives the start explicitly (a mapping with means): one run."""
     return isinstance(init, Mapping) and "means" in init
+
+
+def check_extra_starts(extra_starts: Any) -> tuple[Mapping, ...]:
+    """The ``extra_starts`` option validated: a list or tuple of ``init`` mappings with
+    ``means`` (and optionally ``weights`` and ``covariances``)."""
+    if not isinstance(extra_starts, (list, tuple)):
+        raise TypeError(
+            "extra_starts must be a list of init mappings (each with 'means' and optionally "
+            f"'weights' and 'covariances'); got {type(extra_starts).__name__}."
+        )
+    for start in extra_starts:
+        if not _explicit(start):
+            raise ValueError(
+                "every entry of extra_starts must be a mapping with 'means' (and optionally "
+                f"'weights' and 'covariances'), as init takes; got {start!r:.80}."
+            )
+        check_init(start)
+    return tuple(extra_starts)
 
 
 def check_init(init: Any, partial: bool = False) -> None:
