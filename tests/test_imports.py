@@ -187,11 +187,12 @@ def test_nuts_backend_modules_load_no_sampler_or_plotting():
 
 
 @pytest.mark.slow
-def test_nuts_fit_imports_no_pymc_sklearn_or_plotting_of_its_own():
+def test_nuts_fit_imports_no_pymc_sklearn_or_plotting():
     """A NUTS fit on complete data samples bayesmix's own log density with nutpie: no PyMC.
-    nutpie itself imports all of ArviZ (``nutpie.sample``: ``import arviz``, whose
-    ``arviz_plots`` imports matplotlib), and xarray's first Dataset imports ``dask.array``
-    when Dask is installed; neither is bayesmix's import, so they are not checked here."""
+    nutpie's ``import arviz`` (for arviz_base's ``from_dict``) does not load ArviZ's stats
+    and plots (scipy.stats, matplotlib): ``import_nutpie``. xarray's first Dataset imports
+    ``dask.array`` when Dask is installed, which is not bayesmix's import. A later ``import
+    arviz`` is the real package, and nutpie's module reads every name from it."""
     out = run_fresh(
         "import numpy as np\n"
         "import bayesmix as bm\n"
@@ -199,10 +200,38 @@ def test_nuts_fit_imports_no_pymc_sklearn_or_plotting_of_its_own():
         "X = (X - X.mean(0)) / X.std(0)\n"
         "fit = bm.GaussianMixture(2).fit(X, method='nuts', chains=2, draws=100, tune=100,\n"
         "    random_state=0, progressbar=False)\n"
-        "print(json.dumps({'loaded': loaded(('pymc', 'pytensor', 'sklearn', 'distributed')),\n"
-        "    'sampler': fit.settings['sampler']}))"
+        "heavy = ('pymc', 'pytensor', 'sklearn', 'distributed', 'arviz', 'arviz_stats',\n"
+        "    'arviz_plots', 'matplotlib', 'scipy.stats')\n"
+        "before = loaded(heavy)\n"
+        "import arviz, arviz_stats\n"
+        "nutpies_arviz = sys.modules['nutpie.sample'].arviz\n"
+        "ess = arviz.ess(fit.posterior, var_names=['weights'])\n"
+        "print(json.dumps({'loaded': before, 'sampler': fit.settings['sampler'],\n"
+        "    'draws': fit.posterior.sizes['draw'], 'real': arviz.__file__ is not None,\n"
+        "    'same': [nutpies_arviz.from_dict is arviz.from_dict,\n"
+        "        nutpies_arviz.ess is arviz.ess is arviz_stats.ess],\n"
+        "    'ess': bool(ess['weights'].min() > 20)}))"
     )
-    assert out == {"loaded": [], "sampler": "nutpie"}
+    assert out == {
+        "loaded": [],
+        "sampler": "nutpie",
+        "draws": 100,
+        "real": True,
+        "same": [True, True],
+        "ess": True,
+    }
+
+
+def test_nutpie_import_keeps_a_loaded_arviz():
+    """With ArviZ already imported, nutpie binds it as is (nothing stands in for it)."""
+    out = run_fresh(
+        "import arviz\n"
+        "from bayesmix.inference.bayes.fit import import_nutpie\n"
+        "import_nutpie()\n"
+        "print(json.dumps({'same': sys.modules['nutpie.sample'].arviz is arviz,\n"
+        "    'module': sys.modules['arviz'] is arviz}))"
+    )
+    assert out == {"same": True, "module": True}
 
 
 PUBLIC_NAMES = """

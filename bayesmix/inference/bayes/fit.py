@@ -10,6 +10,7 @@ import importlib.util
 import numbers
 import sys
 import time
+import types
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -463,6 +464,54 @@ def _sample_nutpie(
     )
 
 
+# What nutpie reads from its module-level ``import arviz`` (nutpie 0.16, ``sample.py``): the
+# DataTree constructors, which are arviz_base's own functions re-exported by ``arviz``.
+NUTPIE_ARVIZ_NAMES = frozenset({"from_dict", "dict_to_dataset"})
+
+
+class _ArvizOnUse(types.ModuleType):
+    """What nutpie's ``import arviz`` binds when :func:`import_nutpie` imports it: the
+    names nutpie uses come from ``arviz_base`` (the same objects ``arviz`` exports); any
+    other name imports the real ``arviz`` and is read from it.
+
+    ``__spec__`` is ``None`` (set by ``ModuleType``), so ``import arviz`` takes this module
+    as loaded without touching ``__getattr__``."""
+
+    def __getattr__(self, name: str) -> Any:
+        if name in NUTPIE_ARVIZ_NAMES:
+            import arviz_base
+
+            return getattr(arviz_base, name)
+        if name.startswith("__"):
+            raise AttributeError(name)
+        if sys.modules.get("arviz") is self:  # read while nutpie is being imported
+            del sys.modules["arviz"]
+        import arviz
+
+        return getattr(arviz, name)
+
+
+def import_nutpie() -> types.ModuleType:
+    """``import nutpie``, without the full ``arviz`` namespace nutpie imports.
+
+    ArviZ 1's ``arviz`` imports arviz_stats (with ``scipy.stats``) and arviz_plots (with
+    ``matplotlib.pyplot``), 1.5-3 s of a cold NUTS fit, for two functions of arviz_base.
+    While nutpie is first imported (and no ``arviz`` is loaded yet) ``sys.modules["arviz"]``
+    holds :class:`_ArvizOnUse`; it is removed right after, so every later ``import
+    arviz`` (the user's, ArviZ summaries, plots) loads the real package."""
+    if "nutpie" in sys.modules or "arviz" in sys.modules:
+        import nutpie
+
+        return nutpie
+    on_use = sys.modules["arviz"] = _ArvizOnUse("arviz")
+    try:
+        import nutpie
+    finally:
+        if sys.modules.get("arviz") is on_use:
+            del sys.modules["arviz"]
+    return nutpie
+
+
 def sample_nutpie(compiled, **options: Any) -> xr.DataTree:
     """``nutpie.sample(compiled, **options)``, keeping the draws made when interrupted.
 
@@ -471,9 +520,7 @@ def sample_nutpie(compiled, **options: Any) -> xr.DataTree:
     cut to the shortest one's completed draws (:func:`interrupted_tree`). Nested in
     another fit (:func:`~bayesmix.inference.interrupt.nested_fits`) the draws are
     discarded and the interrupt raised again."""
-    import nutpie
-
-    sampler = nutpie.sample(compiled, blocking=False, **options)
+    sampler = import_nutpie().sample(compiled, blocking=False, **options)
     try:
         return sampler.wait()
     except KeyboardInterrupt:
@@ -605,8 +652,7 @@ def callback_nutpie_model(
     involved here); what it must hold is what its ``_make_model`` reads (nutpie 0.16:
     the callbacks' addresses, ``user_data``, ``n_expanded``, the names and shapes in
     ``shape_info``, ``_n_dim``, ``_coords``, ``dims`` and ``initial_point_func``)."""
-    from nutpie.compile_pymc import CompiledPyMCModel
-
+    CompiledPyMCModel = import_nutpie().compile_pymc.CompiledPyMCModel
     K = shapes["weights"][0]
     coords = {
         "component": np.arange(K),
@@ -637,8 +683,7 @@ def callback_nutpie_model(
 def _pymc_nutpie_model(spec, model, data, priors, em_start, rotation=None):
     """nutpie's model compiled from the PyMC graph (data with missing values), kept per
     graph for the process: a refit swaps data and priors in with ``with_data``."""
-    import nutpie
-
+    nutpie = import_nutpie()
     cached = _NUTPIE_CACHE.get(spec)
     if cached is None:
         pm_model = build_pymc(spec, model.structure, data, priors, rotation=rotation)
