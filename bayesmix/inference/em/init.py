@@ -9,12 +9,18 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from bayesmix.families.gaussian.stats import block_rows, iter_blocks
 from bayesmix.inference.em.hierarchical import (
     HC_MAX_ROWS,
     HC_MODEL_NAMES,
     HierarchicalTree,
     hierarchical_tree,
+)
+from bayesmix.inference.em.kmeans_kernels import (
+    BLOCK_ROWS,
+    frozen,
+    lloyd_passes,
+    squared_distances,
+    transposed_blocks,
 )
 
 __all__ = [
@@ -49,6 +55,8 @@ KMEANS_RESTARTS = 3
 KMEANS_MAX_ROWS = 10_000
 KMEANS_TOL = 1e-4
 KMEANS_MAX_ITER = 300
+# the weights nearest() passes to lloyd_passes, which reads none without iterations
+_NO_WEIGHTS = frozen(np.zeros(0))
 
 
 @contextlib.contextmanager
@@ -81,24 +89,16 @@ def shared_starts(seed: int) -> Iterator[None]:
 
 
 def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of and squared distance to the nearest centre, computed in row blocks.
+    """Index of (the first of ties) and squared distance to the nearest centre.
 
-    The rows and centres are taken about the centres' mean: the distances come from
-    ``|x|^2 - 2 x.c + |c|^2``, which about 0 would lose the spread of data far from 0 to
-    rounding (at 1e8, ``eps * 1e16`` is 2: every row would be about as near to every
-    centre)."""
-    n_obs = X.shape[0]
-    labels = np.empty(n_obs, dtype=np.intp)
-    dist = np.empty(n_obs)
-    origin = centres.mean(axis=0)
-    centres = centres - origin
-    centre_sq = np.einsum("kd,kd->k", centres, centres)
-    for rows in iter_blocks(n_obs, block_rows(n_obs, X.shape[1], centres.shape[0])):
-        block = X[rows] - origin
-        d2 = np.einsum("nd,nd->n", block, block)[:, None] - 2.0 * block @ centres.T + centre_sq
-        labels[rows] = d2.argmin(axis=1)
-        dist[rows] = np.maximum(d2[np.arange(block.shape[0]), labels[rows]], 0.0)
-    return labels, dist
+    One compiled pass (:func:`~bayesmix.inference.em.kmeans_kernels.lloyd_passes` with no
+    iteration); each distance is ``sum_d (x_d - c_d)^2``, exact up to rounding wherever
+    the data lie (``|x|^2 - 2 x.c + |c|^2`` would lose the spread of data far from 0:
+    at 1e8, ``eps * 1e16`` is 2)."""
+    rows = frozen(X)
+    no_blocks = np.empty((0, rows.shape[1], BLOCK_ROWS))  # each block transposed as read
+    _, labels, dist, _ = lloyd_passes(rows, no_blocks, _NO_WEIGHTS, frozen(centres), 0, 0.0)
+    return labels.astype(np.intp, copy=False), dist
 
 
 def _draw(rng: np.random.Generator, probs: np.ndarray, size: int | None = None):
@@ -112,14 +112,9 @@ def _draw(rng: np.random.Generator, probs: np.ndarray, size: int | None = None):
     return np.minimum(cdf.searchsorted(rng.random(size), side="right"), probs.size - 1)
 
 
-def _squared_distances(X: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """``|x - centre|^2`` for every row, in row blocks (as :func:`nearest` gives them for
-    one centre, which is then the origin)."""
-    dist = np.empty(X.shape[0])
-    for rows in iter_blocks(X.shape[0], block_rows(X.shape[0], X.shape[1], 1)):
-        diff = X[rows] - centre
-        dist[rows] = np.einsum("nd,nd->n", diff, diff)
-    return dist
+def _squared_distances(blocks: np.ndarray, n_obs: int, centres: np.ndarray) -> np.ndarray:
+    """``|x_n - c_k|^2`` ``(K, n)`` for the rows in ``blocks`` (``transposed_blocks``)."""
+    return squared_distances(blocks, n_obs, frozen(np.atleast_2d(centres)))
 
 
 def kmeans_plusplus(
@@ -136,9 +131,16 @@ def kmeans_plusplus(
     With ``n_trials > 1`` (greedy k-means++), each further centre is the one of
     ``n_trials`` such draws that lowers the weighted sum of squared distances most.
     """
+    X = frozen(X)
+    return _seeds(X, transposed_blocks(X), sample_weight, n_components, rng, n_trials)
+
+
+def _seeds(X, blocks, sample_weight, n_components, rng, n_trials):
+    """:func:`kmeans_plusplus` of ``X`` (:func:`frozen`) and its ``transposed_blocks``."""
+    n_obs = X.shape[0]
     centres = np.empty((n_components, X.shape[1]))
     centres[0] = X[_draw(rng, sample_weight / sample_weight.sum())]
-    dist = _squared_distances(X, centres[0])
+    dist = _squared_distances(blocks, n_obs, centres[0])[0]
     for k in range(1, n_components):
         score = sample_weight * dist
         total = score.sum()
@@ -146,15 +148,13 @@ def kmeans_plusplus(
         probs = score / total if total > 0 else sample_weight / sample_weight.sum()
         if n_trials == 1:
             centres[k] = X[_draw(rng, probs)]
-            np.minimum(dist, _squared_distances(X, centres[k]), out=dist)
+            np.minimum(dist, _squared_distances(blocks, n_obs, centres[k])[0], out=dist)
             continue
-        best_cost = np.inf
-        for candidate in _draw(rng, probs, n_trials):  # trials, not rows
-            trial = np.minimum(dist, _squared_distances(X, X[candidate]))
-            cost = sample_weight @ trial
-            if cost < best_cost:
-                best_cost, centres[k], best = cost, X[candidate], trial
-        dist = best
+        candidates = X[_draw(rng, probs, n_trials)]  # trials, not rows
+        trials = np.minimum(dist, _squared_distances(blocks, n_obs, candidates))
+        costs = trials @ sample_weight
+        best = int(costs.argmin())  # the first of equal costs
+        centres[k], dist = candidates[best], trials[best]
     return centres
 
 
@@ -171,24 +171,17 @@ def lloyd(
     variance of the columns in all (squared distance summed over the centres, the
     variance unweighted: scikit-learn's rule). A
     centre that loses all its rows stays where it was."""
-    n_components, n_features = centres.shape
+    X = frozen(X)
     threshold = KMEANS_TOL * float(X.var(axis=0).mean())
-    centres = centres.copy()
-    for _ in range(max_iter):
-        labels, _ = nearest(X, centres)
-        mass = np.bincount(labels, weights=sample_weight, minlength=n_components)
-        sums = np.stack(
-            [np.bincount(labels, X[:, d] * sample_weight, n_components) for d in range(n_features)],
-            axis=1,
-        )
-        filled = mass > 0
-        moved = centres.copy()
-        moved[filled] = sums[filled] / mass[filled, None]
-        shift = float(((moved - centres) ** 2).sum())
-        centres = moved
-        if shift <= threshold:
-            break
-    _, dist = nearest(X, centres)
+    return _lloyd(X, transposed_blocks(X), sample_weight, centres, max_iter, threshold)
+
+
+def _lloyd(X, blocks, sample_weight, centres, max_iter, threshold):
+    """:func:`lloyd` of ``X`` (:func:`frozen`) and its ``transposed_blocks``, stopped at
+    ``threshold``."""
+    centres, _, dist, _ = lloyd_passes(
+        X, blocks, frozen(sample_weight), frozen(centres), max_iter, threshold
+    )
     return centres, float(sample_weight @ dist)
 
 
@@ -204,12 +197,14 @@ def kmeans(
     rows = np.flatnonzero(sample_weight > 0)
     if rows.size > KMEANS_MAX_ROWS:
         rows = np.sort(rng.choice(rows, KMEANS_MAX_ROWS, replace=False))
-    subset, weights = X[rows], sample_weight[rows]
+    subset, weights = frozen(X[rows]), sample_weight[rows]
+    blocks = transposed_blocks(subset)  # for every seeding and Lloyd run
+    threshold = KMEANS_TOL * float(subset.var(axis=0).mean())
     n_trials = 2 + int(np.log(n_components))
     best_cost, best_centres = np.inf, None
     for _ in range(KMEANS_RESTARTS):
-        seeds = kmeans_plusplus(subset, weights, n_components, rng, n_trials)
-        centres, cost = lloyd(subset, weights, seeds)
+        seeds = _seeds(subset, blocks, weights, n_components, rng, n_trials)
+        centres, cost = _lloyd(subset, blocks, weights, seeds, KMEANS_MAX_ITER, threshold)
         if cost < best_cost:
             best_cost, best_centres = cost, centres
     return nearest(X, best_centres)[0]

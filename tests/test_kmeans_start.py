@@ -1,0 +1,53 @@
+"""The compiled k-means passes of the k-means start (bayesmix/inference/em/kmeans_kernels.py)
+against scikit-learn's KMeans and direct numpy distances."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+
+from bayesmix.inference.em.init import KMEANS_TOL, kmeans_plusplus, lloyd, nearest
+
+
+def _blobs(n_obs: int, n_features: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    centres = rng.uniform(-5.0, 5.0, size=(6, n_features))
+    return centres[rng.integers(6, size=n_obs)] + rng.normal(size=(n_obs, n_features))
+
+
+@pytest.mark.parametrize("n_features", [1, 3, 4, 9])
+def test_lloyd_is_sklearns_lloyd_from_the_same_seeds(n_features):
+    """Rows not a multiple of the block (2,003), features not a multiple of four."""
+    X = _blobs(2_003, n_features, n_features)
+    weights = np.random.default_rng(1).uniform(0.5, 2.0, X.shape[0])
+    seeds = kmeans_plusplus(X, weights, 6, np.random.default_rng(2))
+    centres, cost = lloyd(X, weights, seeds)
+    reference = KMeans(6, init=seeds, n_init=1, algorithm="lloyd", tol=KMEANS_TOL).fit(
+        X, sample_weight=weights
+    )
+    np.testing.assert_allclose(centres, reference.cluster_centers_, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(cost, reference.inertia_, rtol=1e-10)
+    np.testing.assert_array_equal(nearest(X, centres)[0], reference.labels_)
+
+
+def test_nearest_is_exact_far_from_zero():
+    """Data around 1e8 with unit spread: the distances are those of ``x - c`` formed
+    directly, the labels those of the direct argmin."""
+    rng = np.random.default_rng(3)
+    X = 1e8 + rng.normal(size=(1_000, 5))
+    centres = 1e8 + rng.normal(size=(4, 5))
+    labels, dist = nearest(X, centres)
+    direct = ((X[:, None, :] - centres[None]) ** 2).sum(-1)
+    np.testing.assert_array_equal(labels, direct.argmin(1))
+    np.testing.assert_allclose(dist, direct.min(1), rtol=1e-12)
+
+
+def test_ties_go_to_the_first_centre_and_empty_centres_stay():
+    X = np.array([[0.0], [2.0], [10.0]])
+    labels, dist = nearest(X, np.array([[1.0], [1.0], [100.0]]))
+    np.testing.assert_array_equal(labels, [0, 0, 0])
+    np.testing.assert_array_equal(dist, [1.0, 1.0, 81.0])
+    centres, cost = lloyd(X, np.ones(3), np.array([[0.0], [10.0], [100.0]]))
+    np.testing.assert_array_equal(centres, [[1.0], [10.0], [100.0]])  # the third is empty
+    assert cost == 2.0
