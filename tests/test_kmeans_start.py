@@ -8,6 +8,7 @@ import pytest
 from sklearn.cluster import KMeans
 
 from bayesmix.inference.em.init import KMEANS_TOL, kmeans_plusplus, lloyd, nearest
+from bayesmix.inference.em.kmeans_kernels import frozen, start_statistics
 
 
 def _blobs(n_obs: int, n_features: int, seed: int) -> np.ndarray:
@@ -51,3 +52,24 @@ def test_ties_go_to_the_first_centre_and_empty_centres_stay():
     centres, cost = lloyd(X, np.ones(3), np.array([[0.0], [10.0], [100.0]]))
     np.testing.assert_array_equal(centres, [[1.0], [10.0], [100.0]])  # the third is empty
     assert cost == 2.0
+
+
+def test_start_statistics_are_the_weighted_moments():
+    """Against numpy's sums, for a hard start with zero weights and a soft one."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(500, 5)) + 3.0
+    weights = rng.uniform(0.0, 2.0, 500)
+    weights[::7] = 0.0
+    shift = X.mean(axis=0)
+    hard = np.eye(4)[rng.integers(4, size=500)]
+    soft = rng.dirichlet(np.ones(4), size=500)
+    for resp in (hard, soft):
+        mass, sum_x, sum_xx = start_statistics(
+            frozen(X), frozen(weights), frozen(shift), frozen(resp)
+        )
+        weighted = resp * weights[:, None]
+        centred = X - shift
+        np.testing.assert_allclose(mass, weighted.sum(axis=0), rtol=1e-12)
+        np.testing.assert_allclose(sum_x, weighted.T @ centred, rtol=1e-12, atol=1e-12)
+        expected = np.einsum("nk,nd,ne->kde", weighted, centred, centred)
+        np.testing.assert_allclose(sum_xx, expected, rtol=1e-12, atol=1e-12)

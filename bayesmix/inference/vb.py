@@ -78,6 +78,7 @@ from bayesmix.families.gaussian.covariance import (
 )
 from bayesmix.families.gaussian.stats import MASS_EPS
 from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities
+from bayesmix.inference.em.kmeans_kernels import frozen, start_statistics
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
@@ -541,9 +542,22 @@ def _start_digest(resp: np.ndarray, labels: np.ndarray | None) -> bytes:
 
 def _statistics(X, sample_weight, shift, resp, structure, labels=None):
     """Mass, ``sum r x`` and the structure's ``sum r x x^T`` for given responsibilities
-    (the start): one GEMM per component over the rows it holds, so a hard assignment
-    costs ``N D^2`` in all, not ``K N D^2``. ``labels``: a hard start's components
-    (:func:`_hard_labels`), which give those rows without reading ``resp`` by column."""
+    (the start). A matrix structure (full, tied) with a hard start (at most one non-zero
+    responsibility per row: k-means, k-means++, hc; at most N non-zeros in all) takes
+    one compiled pass over the rows
+    (:func:`~bayesmix.inference.em.kmeans_kernels.start_statistics`: ``N D^2``, no copy
+    of the rows); otherwise one GEMM per component over the rows it holds, so a hard
+    assignment costs ``N D^2`` in all, not ``K N D^2``.
+    ``labels``: a hard start's components (:func:`_hard_labels`), which give those rows
+    without reading ``resp`` by column."""
+    if not structure.axis_aligned and (
+        labels is not None or np.count_nonzero(resp) <= resp.shape[0]
+    ):
+        mass, sum_x, moments = start_statistics(
+            frozen(X), frozen(sample_weight), frozen(shift), frozen(resp)
+        )
+        moments = 0.5 * (moments + np.swapaxes(moments, 1, 2))
+        return mass, sum_x, structure.pool_second_moments(moments)
     n_components = resp.shape[1]
     if labels is None:
         weighted = resp * sample_weight[:, None]
@@ -774,8 +788,10 @@ def fit_vb(
                         f"init responsibilities must have shape {(n_obs, n_components)}; "
                         f"got {resp.shape}."
                     )
-                labels = _hard_labels(resp)
-                if not callable(init) and runs > 1:  # a start seen before ends where it ended
+                digest_needed = not callable(init) and runs > 1
+                # a hard start's labels: for the digest, and the axis-aligned statistics
+                labels = _hard_labels(resp) if digest_needed or structure.axis_aligned else None
+                if digest_needed:  # a start seen before ends where it ended
                     digest = _start_digest(resp, labels)
                     if digest in seen:
                         n_repeated += 1

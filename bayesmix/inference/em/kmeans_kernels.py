@@ -1,6 +1,6 @@
 """Compiled k-means passes for the k-means start (:func:`bayesmix.inference.em.init.kmeans`).
 
-Three entry points, all serial and without ``fastmath``, so a freshly compiled function
+Four entry points, all serial and without ``fastmath``, so a freshly compiled function
 and the one numba loads from its disk cache (``cache=True``) give the same bits, whatever
 the number of threads:
 
@@ -11,7 +11,9 @@ the number of threads:
   k-means++ trials);
 - :func:`lloyd_passes`: Lloyd's iterations, each one pass over the rows that assigns
   every row to its nearest centre and adds it to that centre's weighted sums (in row
-  order); then the assignment to the final centres (labels, squared distances).
+  order); then the assignment to the final centres (labels, squared distances);
+- :func:`start_statistics`: the responsibility-weighted moments of a start (VB's first
+  M-step), each row only for its non-zero responsibilities.
 
 Distances are summed as ``sum_d (x_d - c_d)^2`` in feature order, exact up to rounding
 wherever the data lie (no ``|x|^2 - 2 x.c + |c|^2`` cancellation). The innermost loops run
@@ -26,7 +28,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-__all__ = ["BLOCK_ROWS", "frozen", "lloyd_passes", "squared_distances", "transposed_blocks"]
+__all__ = [
+    "BLOCK_ROWS",
+    "frozen",
+    "lloyd_passes",
+    "squared_distances",
+    "start_statistics",
+    "transposed_blocks",
+]
 
 
 def frozen(array: np.ndarray, dtype=np.float64) -> np.ndarray:
@@ -186,3 +195,33 @@ def lloyd_passes(X, blocks, sample_weight, centres, max_iter, threshold):
                     current[k, d] = moved
         if shift <= threshold:
             max_iter = n_iter  # converged: the next pass is the assignment
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def start_statistics(X, sample_weight, shift, resp):
+    """Mass ``sum_n w_n r_nk``, ``sum_n w_n r_nk (x_n - s)`` and ``sum_n w_n r_nk (x_n -
+    s)(x_n - s)^T`` ``(K, D, D)`` of a start's responsibilities ``resp`` ``(n, K)``, ``s``
+    the ``shift``: one pass over the rows, each row's terms only for its non-zero
+    responsibilities (a hard start, such as the k-means labels, costs ``N D^2``, not
+    ``K N D^2``), added in row order. Entry ``(d, e)`` adds ``(w r x_d) x_e``: symmetric
+    up to rounding."""
+    n_obs, n_features = X.shape
+    n_components = resp.shape[1]
+    mass = np.zeros(n_components)
+    sum_x = np.zeros((n_components, n_features))
+    sum_xx = np.zeros((n_components, n_features, n_features))
+    row = np.empty(n_features)
+    for n in range(n_obs):
+        for d in range(n_features):
+            row[d] = X[n, d] - shift[d]
+        for k in range(n_components):
+            weight = resp[n, k] * sample_weight[n]
+            if weight == 0.0:
+                continue
+            mass[k] += weight
+            for d in range(n_features):
+                scaled = weight * row[d]
+                sum_x[k, d] += scaled
+                for e in range(n_features):
+                    sum_xx[k, d, e] += scaled * row[e]
+    return mass, sum_x, sum_xx
