@@ -61,10 +61,12 @@ def load(name: str):
 
 
 def meets_target(posterior) -> tuple[bool, float, float]:
-    """Whether an identified-parameter Dataset reaches the ESS and r_hat targets."""
-    import arviz as az
+    """Whether an identified-parameter Dataset reaches the ESS and r_hat targets
+    (``arviz_stats.summary``, which ``arviz.summary`` re-exports, without the rest of the
+    ``arviz`` namespace: a cold process of either tool pays only for what the check uses)."""
+    import arviz_stats
 
-    table = az.summary(posterior, kind="diagnostics").dropna()
+    table = arviz_stats.summary(posterior, kind="diagnostics").dropna()
     ess, rhat = float(table["ess_bulk"].min()), float(table["r_hat"].max())
     return ess >= ESS_TARGET and rhat <= RHAT_TARGET, ess, rhat
 

@@ -191,8 +191,9 @@ def test_nuts_fit_imports_no_pymc_sklearn_or_plotting():
     """A NUTS fit on complete data samples bayesmix's own log density with nutpie: no PyMC.
     nutpie's ``import arviz`` (for arviz_base's ``from_dict``) does not load ArviZ's stats
     and plots (scipy.stats, matplotlib): ``import_nutpie``. xarray's first Dataset imports
-    ``dask.array`` when Dask is installed, which is not bayesmix's import. A later ``import
-    arviz`` is the real package, and nutpie's module reads every name from it."""
+    ``dask.array`` when Dask is installed, which is not bayesmix's import. The summary
+    takes arviz_stats alone. A later ``import arviz`` is the real package, and nutpie's
+    module reads every name from it."""
     out = run_fresh(
         "import numpy as np\n"
         "import bayesmix as bm\n"
@@ -203,10 +204,13 @@ def test_nuts_fit_imports_no_pymc_sklearn_or_plotting():
         "heavy = ('pymc', 'pytensor', 'sklearn', 'distributed', 'arviz', 'arviz_stats',\n"
         "    'arviz_plots', 'matplotlib', 'scipy.stats')\n"
         "before = loaded(heavy)\n"
+        "rows = len(fit.summary())\n"
+        "after_summary = loaded(('arviz', 'arviz_plots', 'matplotlib'))\n"
         "import arviz, arviz_stats\n"
         "nutpies_arviz = sys.modules['nutpie.sample'].arviz\n"
         "ess = arviz.ess(fit.posterior, var_names=['weights'])\n"
-        "print(json.dumps({'loaded': before, 'sampler': fit.settings['sampler'],\n"
+        "print(json.dumps({'loaded': before, 'summary': [rows > 0, after_summary],\n"
+        "    'sampler': fit.settings['sampler'],\n"
         "    'draws': fit.posterior.sizes['draw'], 'real': arviz.__file__ is not None,\n"
         "    'same': [nutpies_arviz.from_dict is arviz.from_dict,\n"
         "        nutpies_arviz.ess is arviz.ess is arviz_stats.ess],\n"
@@ -214,6 +218,7 @@ def test_nuts_fit_imports_no_pymc_sklearn_or_plotting():
     )
     assert out == {
         "loaded": [],
+        "summary": [True, []],
         "sampler": "nutpie",
         "draws": 100,
         "real": True,

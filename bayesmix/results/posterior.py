@@ -237,12 +237,13 @@ class BayesResult(MixtureResult):
         bayesmix table). Warns (:class:`~bayesmix.SamplerWarning`,
         :class:`~bayesmix.LabelSwitchingWarning`) with every problem :meth:`diagnose`
         finds; returns the table.
-        Keyword arguments go to :func:`arviz.summary`.
+        Keyword arguments go to :func:`arviz.summary` (arviz_stats', imported without the
+        rest of the ``arviz`` namespace, whose plots load matplotlib).
         """
-        import arviz as az
+        import arviz_stats
 
         kind = kwargs.pop("kind", "all" if self.is_mcmc else "stats")
-        table = az.summary(self._summary_dataset(), kind=kind, ci_prob=ci_prob, **kwargs)
+        table = arviz_stats.summary(self._summary_dataset(), kind=kind, ci_prob=ci_prob, **kwargs)
         reusable = table if "r_hat" in table.columns else None  # kind="stats" has no r_hat
         for message, category in self.diagnose(reusable):
             warnings.warn(message, category, stacklevel=2)
@@ -254,9 +255,9 @@ class BayesResult(MixtureResult):
         result's draws never change; relabelling makes a new result). On 30 features
         this ``az.summary`` call takes seconds, and reports and comparisons ask for it
         several times."""
-        import arviz as az
+        import arviz_stats
 
-        return az.summary(self._summary_dataset(), kind="diagnostics")
+        return arviz_stats.summary(self._summary_dataset(), kind="diagnostics")
 
     def diagnose(self, table: pd.DataFrame | None = None) -> list[tuple[str, type[Warning]]]:
         """Plain-language problems with this posterior and what to do about them.

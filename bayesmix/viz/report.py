@@ -256,14 +256,14 @@ def _summary_rows(
             lower, upper = np.quantile(draws, [tail, 1.0 - tail], axis=0)
             frame["lower"], frame["upper"], frame["ci_prob"] = lower, upper, ci_prob
         if getattr(result, "is_mcmc", False):
-            import arviz as az
+            import arviz_stats
 
             shape = (posterior.sizes["chain"], posterior.sizes["draw"], len(labels))
             values = xr.DataArray(draws.reshape(shape), dims=("chain", "draw", "parameter"))
             if shape[0] > 1:
-                frame["r_hat"] = np.asarray(az.rhat(values))
-            frame["ess_bulk"] = np.asarray(az.ess(values, method="bulk"))
-            frame["ess_tail"] = np.asarray(az.ess(values, method="tail"))
+                frame["r_hat"] = np.asarray(arviz_stats.rhat(values))
+            frame["ess_bulk"] = np.asarray(arviz_stats.ess(values, method="bulk"))
+            frame["ess_tail"] = np.asarray(arviz_stats.ess(values, method="tail"))
         frames.append(frame[np.isfinite(frame["estimate"])])
     return pd.concat(frames, ignore_index=True)[list(_SUMMARY_COLUMNS)]
 
