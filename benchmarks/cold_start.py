@@ -13,10 +13,10 @@ with ``numpy.loadtxt`` (no pandas on the way in):
   (the result's first parameter read);
 * ``nuts``: the same for ``fit(method="nuts")`` on the standardised data, 4 chains x
   (400 tuning + 400 draws) as ``benchmarks.bayes`` does (nutpie on bayesmix's own log
-  density).
+  density), then ``fit.summary()`` (r_hat and ESS: the convergence check a user runs).
 
 For each, the heavy modules (matplotlib, ArviZ, Dask, PyMC, ...) loaded by the end of the
-fit are listed, and those the parameters' first read adds (the result's xarray posterior).
+fit are listed, and those the parameters' first read and the summary add.
 ``--roots`` times other checkouts of bayesmix (``PYTHONPATH``; for example a ``git
 worktree`` of an older commit, its numba cache copied) in the same run, interleaved, so
 that before/after ratios come from one run. Medians over ``--repeats`` processes.
@@ -84,6 +84,10 @@ if path != "import":
     t = time.perf_counter()
     weights = fit.weights
     steps["weights"] = time.perf_counter() - t
+    if path == "nuts":
+        t = time.perf_counter()
+        table = fit.summary()
+        steps["summary"] = time.perf_counter() - t
 else:
     after_fit = [m for m in heavy if m in sys.modules]
 steps["total"] = time.perf_counter() - start
@@ -198,10 +202,10 @@ def table(records: dict) -> str:
     str
     """
     lines = [
-        "| checkout | path | import s | declare s | fit s | weights s | total s | "
+        "| checkout | path | import s | declare s | fit s | weights s | summary s | total s | "
         "process s | -X importtime s | modules | heavy modules after the fit | "
-        "after reading weights |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "added by weights and summary |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
 
     def cell(runs: list[dict], key: str) -> str:
@@ -212,7 +216,8 @@ def table(records: dict) -> str:
         times = [run["importtime"] for run in runs if "importtime" in run]
         lines.append(
             f"| {root} | {path} | {cell(runs, 'import')} | {cell(runs, 'declare')} | "
-            f"{cell(runs, 'fit')} | {cell(runs, 'weights')} | {cell(runs, 'total')} | "
+            f"{cell(runs, 'fit')} | {cell(runs, 'weights')} | {cell(runs, 'summary')} | "
+            f"{cell(runs, 'total')} | "
             f"{median(run['process'] for run in runs):.3f} | "
             f"{f'{median(times):.3f}' if times else ''} | "
             f"{median(run['modules'] for run in runs):.0f} | "
