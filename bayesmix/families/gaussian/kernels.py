@@ -17,9 +17,11 @@ The matrix products of every kernel are register-tiled by hand, 4 x 4 tiles so e
 load feeds four multiply-adds, with the factors, features and components zero-padded to
 a multiple of four: the whitening ``L (x - mu_k)`` (``_whiten_quad``; full and tied),
 the scatter ``sum r x x^T`` and the moments ``R [x; x^2]^T`` (``_product_tile``), the
-spherical dots ``M x`` (``_combine_quad``). With at most three features the full and
-tied kernels take unpadded loops instead (``_small_log_prob``, ``_small_moments``): there
-the padding to four cost more than the tiles saved.
+spherical dots ``M x`` (``_combine_quad``). With at most three features the full
+kernel takes unpadded loops instead (``_small_log_prob``, ``_small_moments``): there the
+padding to four cost more than the tiles saved. (The tied kernel did too until the path
+measured no faster there, 2.5 vs 2.6 ms at 100,000 x 2, K = 8, and cost 40% of its
+compile.)
 Compiled code is cached on disk (``cache=True``): only the first use on a machine pays
 for compilation.
 
@@ -600,18 +602,10 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
     # Sums over one block (at most _FULL_BLOCK_MAX rows) run in the data type, in SIMD;
     # the chunk's running sums are float64.
     zero = np.zeros(1, X.dtype)[0]
-    # Up to three features: the full kernel's unpadded loops on the whitened rows (one
-    # identity factor per component) and per-component scatters summed at the end
-    small = n_features <= _SMALL_FEATURES
-    identity = np.zeros((n_components if small else 0, padded, padded), X.dtype)
-    for k in range(identity.shape[0]):
-        for j in range(padded):
-            identity[k, j, j] = 1.0
     for c in nb.prange(n_chunks):
         chunk_mass = np.zeros(n_components)
         chunk_x = np.zeros((padded_k, padded))
         chunk_xx = np.zeros((padded, padded))
-        component_xx = np.zeros((identity.shape[0], padded, padded))
         # padded features and components stay zero
         xt = np.zeros((padded, block), X.dtype)
         yt = np.zeros((padded, block), X.dtype)
@@ -629,13 +623,6 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
             norms[:] = 0.0
             for j in range(0, padded, 4):
                 _whiten_quad(factor, j, xt, yt[j], yt[j + 1], yt[j + 2], yt[j + 3], norms)
-            if small:
-                _small_log_prob(yt, whitened_centres, identity, const, n_features, resp)
-                block_lik, block_max = _normalise_block(resp, w, peak, total)
-                log_lik[c] += block_lik
-                log_max[c] += block_max
-                _small_moments(resp, xt, n_features, dist, chunk_mass, chunk_x, component_xx, zero)
-                continue
             for k in range(n_components):
                 for j in range(0, padded, 4):
                     c0, c1 = whitened_centres[k, j], whitened_centres[k, j + 1]
@@ -664,8 +651,6 @@ def _estep_tied(X, sample_weight, shift, log_weights, centres, lower, log_det, n
                     rx[i, b] = w[b] * xt[i, b]
             for i in range(0, padded, 4):
                 _scatter_quad(rx, xt, i, chunk_xx, zero)
-        for k in range(identity.shape[0]):
-            chunk_xx += component_xx[k]
         mass[c] = chunk_mass
         sum_x[c] = chunk_x[:n_components, :n_features]
         sum_xx[c] = chunk_xx[:n_features, :n_features]
