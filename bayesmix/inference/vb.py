@@ -358,12 +358,10 @@ def _outer(structure: CovarianceStructure, a: np.ndarray, b: np.ndarray, coef: n
 
 def _identity(structure: CovarianceStructure, coef: np.ndarray, n_features: int):
     """``coef_k I`` per component, pooled into the structure's form."""
-    n_components = coef.shape[0]
     if structure.axis_aligned:
         moments = np.repeat(coef[:, None], n_features, axis=1)
     else:
-        moments = coef[:, None, None] * np.eye(n_features)
-        moments = np.broadcast_to(moments, (n_components, n_features, n_features))
+        moments = coef[:, None, None] * np.eye(n_features)  # (K, D, D)
     return structure.pool_second_moments(moments)
 
 
