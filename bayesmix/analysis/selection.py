@@ -39,6 +39,7 @@ from bayesmix.families.gaussian.covariance import (
     get_structure,
 )
 from bayesmix.families.gaussian.stats import log_normalise
+from bayesmix.inference.em.fit import shared_start_statistics
 from bayesmix.inference.em.init import shared_starts
 from bayesmix.inference.interrupt import nested_fits
 from bayesmix.mixture import Mixture
@@ -418,7 +419,8 @@ def select_components(
     # one hierarchical tree for the whole grid, as mclust's mclustBIC computes hc once
     hc_seed = int(rng.integers(2**63))
     rows, fits, errors = [], {}, []
-    with shared_starts(hc_seed):
+    # and each start's statistics computed once per form of the second moments
+    with shared_starts(hc_seed), shared_start_statistics():
         for key, seed in zip(keys, seeds, strict=True):
             method, label, k = key
             family = declarations[label]

@@ -32,6 +32,11 @@ import numpy as np
 
 from bayesmix.exceptions import ConvergenceWarning, InterruptedFitWarning
 
+try:  # the C function behind signal.signal, without its enum conversions
+    from _signal import signal as _raw_signal
+except ImportError:  # pragma: no cover - interpreters without CPython's _signal
+    _raw_signal = signal.signal
+
 __all__ = [
     "INTERRUPTS",
     "is_interrupt",
@@ -170,11 +175,14 @@ def watch_sigint() -> Iterator[SigintWatch]:
 
 class HeldSigint:
     """A SIGINT held by :func:`deferred_sigint`, released at its end or earlier by
-    :meth:`release`."""
+    :meth:`release`; also the context manager :func:`deferred_sigint` returns (entering
+    it installs the holding handler, in the main thread only)."""
 
-    def __init__(self, previous: Any = None) -> None:
+    def __init__(self, previous: Any = None, *, install: bool = False) -> None:
         self.previous = previous
         self.held: list[tuple[int, Any]] = []
+        self._install = install
+        self._installed = False
 
     def hold(self, signum: int, frame: Any) -> None:
         self.held.append((signum, frame))
@@ -192,9 +200,29 @@ class HeldSigint:
         elif self.previous != signal.SIG_IGN:
             raise KeyboardInterrupt
 
+    def __enter__(self) -> HeldSigint:
+        # signals reach only the main thread: elsewhere nothing is installed
+        if self._install and threading.get_ident() == threading.main_thread().ident:
+            self.previous = _set_handler(self.hold)  # it returns the one before
+            self._installed = True
+        return self
 
-@contextlib.contextmanager
-def deferred_sigint() -> Iterator[HeldSigint]:
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._installed:
+            self._installed = False
+            _set_handler(self.previous)
+            self.release()
+
+
+def _set_handler(handler: Any) -> Any:
+    """Install ``handler`` for SIGINT and return the one before: ``signal.signal``
+    without its conversions of the handlers to and from enums (the compiled EM loop
+    installs a handler around each of its calls, thousands in a model-selection table;
+    the conversions cost more than the call itself)."""
+    return _raw_signal(signal.SIGINT.value, handler)
+
+
+def deferred_sigint() -> HeldSigint:
     """Hold a SIGINT (Ctrl-C) that arrives while the block runs until it ends (or until
     the yielded :class:`HeldSigint` is released), then do what the handler before would
     have done (by default, raise ``KeyboardInterrupt``).
@@ -203,17 +231,8 @@ def deferred_sigint() -> Iterator[HeldSigint]:
     ``_numba_unpickle``) while a SIGINT is handled gets an exception it cannot propagate,
     and the process crashed (SIGSEGV, seen in the compiled EM loop and in ADVI's
     PyTensor step). Outside the main thread nothing is installed (signals reach only the
-    main thread)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield HeldSigint()
-        return
-    held = HeldSigint()
-    held.previous = signal.signal(signal.SIGINT, held.hold)  # it returns the one before
-    try:
-        yield held
-    finally:
-        signal.signal(signal.SIGINT, held.previous)
-        held.release()
+    main thread). Use as ``with deferred_sigint() as held: ...``."""
+    return HeldSigint(install=True)
 
 
 def completed_draws(values: np.ndarray) -> np.ndarray:

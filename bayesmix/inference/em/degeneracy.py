@@ -18,6 +18,7 @@ from bayesmix.families.gaussian.covariance import CovarianceStructure, variance_
 from bayesmix.families.gaussian.stats import Params
 
 __all__ = [
+    "CollapseJudge",
     "collapse_reasons",
     "degeneracy_messages",
     "feature_resolution",
@@ -85,7 +86,8 @@ def degeneracy_messages(
     )
     covariances = structure.to_full(params.covariances, n_components, n_features)
     scatter = covariances - np.diag(added)
-    data_variance = _mixture_variance(params.weights, params.means, scatter)
+    within = np.einsum("k,kdd->d", params.weights, scatter)
+    data_variance = _mixture_variance(params.weights, params.means, within)
     if np.all(data_variance <= added):
         return [
             f"the spread of X (largest feature variance {data_variance.max():.3g}) is not above "
@@ -227,36 +229,87 @@ def collapse_reasons(
     list of str
         One reason per collapsed component.
     """
-    n_components, n_features = params.means.shape
-    added = structure.representable_variances(regularisation, n_features)
-    covariances = np.asarray(structure.to_full(params.covariances, n_components, n_features))
-    scatter = covariances - np.diag(added)
-    data_variance = _mixture_variance(params.weights, params.means, scatter)
-    floor = np.maximum(
-        RESOLUTION_SD**2 * np.square(resolution) / 12.0, RELATIVE_SPREAD * data_variance
-    )
-    floor = structure.representable_variances(floor, n_features)
-    values, vectors = np.linalg.eigh(scatter)
-    thresholds = np.einsum("kdj,d->kj", vectors**2, floor)
-    mass = params.weights * n_obs
-    least = structure.min_observations(n_features)  # observations a spread needs
-    shared = structure.shared_across_components  # a shared covariance pools all observations
-    reasons = []
-    for k in range(structure.n_covariances(n_components)):
-        who = "the shared covariance" if shared else f"component {k}"
-        if not shared and mass[k] < least:
-            reasons.append(
-                f"{who} has {mass[k]:.1f} effective observations, fewer than the {least} "
-                f"its covariance needs"
-            )
-        elif (values[k] < thresholds[k]).any():
-            j = int(np.argmin(values[k] - thresholds[k]))
-            reasons.append(
-                f"{who} has standard deviation {np.sqrt(max(values[k, j], 0.0)):.3g} along "
-                f"a direction where the data's resolution supports no less than "
-                f"{np.sqrt(thresholds[k, j]):.3g}"
-            )
-    return reasons
+    return CollapseJudge(structure, regularisation, resolution, n_obs)(params)
+
+
+class CollapseJudge:
+    """:func:`collapse_reasons` for the fits of one structure to one data set: called
+    with the parameters (``judge(params)``), it returns their reasons, with what depends
+    only on the data and the structure (the regularisation as the structure represents
+    it, the resolution's floor) computed once; EM judges a fit's runs many times."""
+
+    def __init__(
+        self,
+        structure: CovarianceStructure,
+        regularisation: np.ndarray | float,
+        resolution: np.ndarray,
+        n_obs: float,
+    ) -> None:
+        self.structure = structure
+        self.regularisation = regularisation
+        self.n_obs = n_obs
+        self.resolution_floor = RESOLUTION_SD**2 * np.square(resolution) / 12.0
+        self._added: dict[int, np.ndarray] = {}  # by number of features
+
+    def __call__(self, params: Params) -> list[str]:
+        structure = self.structure
+        n_components, n_features = params.means.shape
+        added = self._added.get(n_features)
+        if added is None:
+            added = structure.representable_variances(self.regularisation, n_features)
+            self._added[n_features] = added
+        n_covariances = structure.n_covariances(n_components)
+        if structure.axis_aligned:  # diagonal matrices: their eigenvalues are the variances
+            scatter = _component_variances(structure, params.covariances, n_components, n_features)
+            scatter = scatter - added
+            within = np.einsum("k,kd->d", params.weights, scatter)
+        else:
+            covariances = structure.to_full(params.covariances, n_components, n_features)
+            scatter = np.asarray(covariances) - np.diag(added)
+            within = np.einsum("k,kdd->d", params.weights, scatter)
+        data_variance = _mixture_variance(params.weights, params.means, within)
+        floor = np.maximum(self.resolution_floor, RELATIVE_SPREAD * data_variance)
+        floor = structure.representable_variances(floor, n_features)
+        if structure.axis_aligned:
+            values = scatter[:n_covariances]
+            thresholds = np.broadcast_to(floor, values.shape)
+        else:  # a shared covariance: one eigen-decomposition
+            values, vectors = np.linalg.eigh(scatter[:n_covariances])
+            thresholds = np.einsum("kdj,d->kj", vectors**2, floor)
+        mass = params.weights * self.n_obs
+        least = structure.min_observations(n_features)  # observations a spread needs
+        shared = structure.shared_across_components  # a shared covariance pools all observations
+        thin = (values < thresholds).any(axis=1)
+        few = np.zeros(n_covariances, dtype=bool) if shared else mass < least
+        reasons = []
+        for k in np.flatnonzero(thin | few).tolist():
+            who = "the shared covariance" if shared else f"component {k}"
+            if few[k]:
+                reasons.append(
+                    f"{who} has {mass[k]:.1f} effective observations, fewer than the {least} "
+                    f"its covariance needs"
+                )
+            else:
+                j = int(np.argmin(values[k] - thresholds[k]))
+                reasons.append(
+                    f"{who} has standard deviation {np.sqrt(max(values[k, j], 0.0)):.3g} "
+                    f"along a direction where the data's resolution supports no less than "
+                    f"{np.sqrt(thresholds[k, j]):.3g}"
+                )
+        return reasons
+
+
+def _component_variances(
+    structure: CovarianceStructure, covariances: np.ndarray, n_components: int, n_features: int
+) -> np.ndarray:
+    """The diagonals ``(K, D)`` of an axis-aligned structure's covariances (stored per
+    component or shared, per feature or one for all features)."""
+    variances = np.asarray(covariances, dtype=float)
+    if "component" not in structure.natural_dims:
+        variances = variances[None]
+    if "feature" not in structure.natural_dims:
+        variances = variances[..., None]
+    return np.broadcast_to(variances, (n_components, n_features))
 
 
 def _mixture_mean(params: Params) -> np.ndarray:
@@ -272,10 +325,10 @@ def _standardised(
     return scatter / np.multiply.outer(scale, scale), floor / scale**2
 
 
-def _mixture_variance(weights: np.ndarray, means: np.ndarray, scatter: np.ndarray) -> np.ndarray:
-    """Per-feature variance of the fitted mixture without ``reg_covar`` (the data's)."""
+def _mixture_variance(weights: np.ndarray, means: np.ndarray, within: np.ndarray) -> np.ndarray:
+    """Per-feature variance of the fitted mixture without ``reg_covar`` (the data's), from
+    ``within``, the weighted mean of the components' variances less ``reg_covar``."""
     centre = weights @ means
-    within = np.einsum("k,kdd->d", weights, scatter)
     between = weights @ (means - centre) ** 2
     return np.maximum(within + between, 0.0)
 

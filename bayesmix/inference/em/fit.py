@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import numbers
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ from bayesmix.families.gaussian.stats import (
     stats_from_responsibilities,
 )
 from bayesmix.inference.em.convergence import ConvergenceTest
-from bayesmix.inference.em.degeneracy import collapse_reasons, feature_resolution, warn_degenerate
+from bayesmix.inference.em.degeneracy import CollapseJudge, feature_resolution, warn_degenerate
 from bayesmix.inference.em.init import (
     INIT_METHODS,
     hc_model_name,
@@ -73,7 +74,16 @@ if TYPE_CHECKING:
     from bayesmix.model import GaussianMixture
     from bayesmix.results import EMResult
 
-__all__ = ["fit_em", "EMRun", "EMProgress", "EM_DEFAULTS", "regularisation"]
+__all__ = [
+    "fit_em",
+    "EMRun",
+    "EMProgress",
+    "EM_DEFAULTS",
+    "regularisation",
+    "shared_start_statistics",
+    "start_statistics",
+    "data_summary",
+]
 
 # The native defaults: run to the local optimum (the Aitken-projected gain below tol per
 # observation, Böhning et al. 1994), from a hierarchical start and k-means++ restarts,
@@ -248,12 +258,11 @@ def fit_em(
     reg = options.reg_covar if sklearn else regularisation(X, weights, options.reg_covar)
     if estep is None:
         estep = partial(e_step, X, weights, shift, structure=structure)
-    judge = partial(
-        collapse_reasons,
-        structure=structure,
-        regularisation=reg,
-        resolution=shared_summary("feature_resolution", X, weights, feature_resolution),
-        n_obs=float(weights.sum()),
+    judge = CollapseJudge(
+        structure,
+        reg,
+        data_summary("feature_resolution", X, weights, feature_resolution),
+        float(weights.sum()),
     )
     best = best_run(
         lambda index: _initial_params(
@@ -304,8 +313,9 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
     every scale; a constant feature (or one whose variance is subnormal) uses its squared
     mean, or 1 if that is 0 or subnormal (:func:`feature_scale`; computed once for fits
-    of the same data within :func:`~bayesmix.inference.em.init.shared_starts`)."""
-    return reg_covar * shared_summary("feature_scale", X, weights, feature_scale)
+    of the same data within :func:`~bayesmix.inference.em.init.shared_starts` or
+    :func:`shared_start_statistics`, see :func:`data_summary`)."""
+    return reg_covar * data_summary("feature_scale", X, weights, feature_scale)
 
 
 def feature_scale(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -629,7 +639,7 @@ def _best_of_runs(screened, run, verdict, reporter, counts, screen, options, cal
         if extra_run is not None:
             screened.append(extra_run)
             finished.append(extra_run)
-    best, best_key, n_spurious = None, None, 0
+    best, best_key, best_reasons, n_spurious = None, None, (), 0
     index = n_runs
     while finished:
         result = finished.pop(0)
@@ -637,8 +647,8 @@ def _best_of_runs(screened, run, verdict, reporter, counts, screen, options, cal
         n_spurious += bool(reasons)
         key = (not reasons, _objective(result, lagged))
         if best is None or key > best_key:
-            best, best_key = replace(result, spurious=reasons), key
-        while not finished and best.spurious and index < 2 * n_runs and not _explicit(init):
+            best, best_key, best_reasons = result, key, reasons
+        while not finished and best_reasons and index < 2 * n_runs and not _explicit(init):
             extra = run(index)  # all spurious: another start, to the end
             index += 1
             if extra is not None:
@@ -646,7 +656,11 @@ def _best_of_runs(screened, run, verdict, reporter, counts, screen, options, cal
                 finished.append(extra)
     n_repeated = index + n_extra - len(screened)
     best = replace(
-        best, n_spurious=n_spurious, n_runs=index + n_extra, n_repeated_starts=n_repeated
+        best,
+        spurious=best_reasons,
+        n_spurious=n_spurious,
+        n_runs=index + n_extra,
+        n_repeated_starts=n_repeated,
     )
     if not best.converged and max_iter > 0:
         warnings.warn(
@@ -1072,9 +1086,121 @@ def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> P
             reg_covar,
             partial(_assigned_stats, X, weights, shift, structure=structure),
         )
-    resp = initial_responsibilities(init, X, weights, model.n_components, rng)
-    stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+    stats = start_statistics(init, X, weights, shift, structure, model.n_components, rng)
     return m_step(stats, structure, priors, reg_covar)
+
+
+# Within shared_start_statistics: the data the entries are for and, per start, its
+# responsibilities' statistics by form of the second moments (None: nothing shared)
+_SHARED_STATISTICS: list[dict | None] = [None]
+
+
+@contextlib.contextmanager
+def shared_start_statistics() -> Iterator[None]:
+    """Within this block, fits of the same data share the sufficient statistics of their
+    starts: a start drawn by the same method, for the same number of components, from
+    the same state of the random generator (as
+    :func:`~bayesmix.inference.em.init.shared_starts` shares the starts themselves
+    between the models of one K) has its statistics computed once per form of the
+    second moments (full matrices, diagonals, ...: the models of one form, e.g. VVV and
+    the six matrix-constrained ones, need the same sums), and the generator is left in
+    the state the draw left it in, as if drawn again. The statistics are the ones
+    :func:`start_statistics` computes outside the block, bit for bit. Entries are kept
+    for one data array (the same object, with the same weights) at a time and dropped
+    at the end of the block."""
+    outer = _SHARED_STATISTICS[0]
+    _SHARED_STATISTICS[0] = {}
+    try:
+        yield
+    finally:
+        _SHARED_STATISTICS[0] = outer
+
+
+def start_statistics(
+    method: str,
+    X: np.ndarray,
+    weights: np.ndarray,
+    shift: np.ndarray,
+    structure: CovarianceStructure,
+    n_components: int,
+    rng: np.random.Generator,
+) -> SufficientStats:
+    """The sufficient statistics (in ``structure``'s form, about ``shift``) of the
+    responsibilities that the start ``method``
+    (:func:`~bayesmix.inference.em.init.initial_responsibilities`) draws from ``rng``;
+    shared between fits within :func:`shared_start_statistics`."""
+    shared = _shared_for(X, weights)
+    state = None if shared is None else _state_key(rng)
+    if state is None:
+        resp = initial_responsibilities(method, X, weights, n_components, rng)
+        return stats_from_responsibilities(X, weights, shift, resp, structure)
+    key = (method, n_components, state)
+    start = shared["starts"].get(key)
+    if start is None:
+        resp = initial_responsibilities(method, X, weights, n_components, rng)
+        start = shared["starts"][key] = (resp, rng.bit_generator.state, {})
+    else:
+        rng.bit_generator.state = start[1]  # where drawing the start leaves the generator
+    resp, _, by_form = start
+    form = (type(structure).second_moment, shift.tobytes())
+    if form not in by_form:
+        stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+        for part in (stats.mass, stats.sum_x, stats.sum_xx):
+            part.flags.writeable = False  # shared: an M-step must not write into them
+        by_form[form] = stats
+    return by_form[form]
+
+
+def data_summary(
+    name: str,
+    X: np.ndarray,
+    weights: np.ndarray,
+    compute: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> np.ndarray:
+    """``compute(X, weights)`` (a per-feature summary of the data: the regularisation's
+    feature scales, the resolution the spurious-maximum judge reads), computed once for
+    the fits of one data array within :func:`shared_start_statistics` (without hashing
+    the data again for every fit), else as
+    :func:`~bayesmix.inference.em.init.shared_summary` gives it."""
+    shared = _shared_for(X, weights)
+    if shared is None:
+        return shared_summary(name, X, weights, compute)
+    if name not in shared["summaries"]:
+        value = np.asarray(compute(X, weights))
+        value.flags.writeable = False
+        shared["summaries"][name] = value
+    return shared["summaries"][name]
+
+
+def _shared_for(X: np.ndarray, weights: np.ndarray) -> dict | None:
+    """The entries :func:`shared_start_statistics` keeps for the data ``X`` (the same
+    array object, with the same weights; entries for other data are dropped), or
+    ``None`` outside it."""
+    shared = _SHARED_STATISTICS[0]
+    if shared is None:
+        return None
+    if shared.get("weights") is weights and shared["data"] is X:
+        return shared  # checked already (a fit asks several times with the same arrays)
+    if shared.get("data") is not X or not np.array_equal(shared["first_weights"], weights):
+        shared.clear()  # other data: the entries are not theirs
+        shared.update(data=X, first_weights=weights, starts={}, summaries={})
+    shared["weights"] = weights
+    return shared
+
+
+def _state_key(rng: np.random.Generator) -> tuple | None:
+    """A key for the state of ``rng``'s bit generator: its integers for PCG64 (numpy's
+    default) and PCG64DXSM; ``None`` (not shared) for other bit generators."""
+    state = rng.bit_generator.state
+    inner = state.get("state")
+    if state.get("bit_generator") not in ("PCG64", "PCG64DXSM") or not isinstance(inner, dict):
+        return None
+    return (
+        state["bit_generator"],
+        *inner.values(),
+        state.get("has_uint32"),
+        state.get("uinteger"),
+    )
 
 
 def _given_parts(init, params: Params, structure: CovarianceStructure) -> Params:
