@@ -351,7 +351,7 @@ def _outer(structure: CovarianceStructure, a: np.ndarray, b: np.ndarray, coef: n
     if structure.axis_aligned:
         moments = coef[:, None] * a * b
     else:
-        cross = np.einsum("k,kd,ke->kde", coef, a, b)
+        cross = (coef[:, None] * a)[:, :, None] * b[:, None, :]  # (coef_k a_kd) b_ke
         moments = 0.5 * (cross + np.swapaxes(cross, 1, 2))
     return structure.pool_second_moments(moments)
 

@@ -190,8 +190,14 @@ def posterior_concentration(
     mass = np.asarray(mass, dtype=float)
     if weight_prior == "dirichlet_distribution":
         return alpha + mass
-    later = np.concatenate((np.cumsum(mass[::-1])[-2::-1], [0.0]))  # sum_{j > k} N_j
-    return stick_prior_parameters(alpha, mass.size, discount) + np.stack((mass, later))
+    # stick_prior_parameters(alpha, K, discount) + [mass; sum_{j > k} N_j], written into
+    # one array (the same additions; CAVI calls this at every iteration)
+    concentration = np.empty((2, mass.size))
+    np.add(1.0 - discount, mass, out=concentration[0])
+    concentration[1, -1] = 0.0
+    concentration[1, :-1] = np.cumsum(mass[::-1])[-2::-1]
+    concentration[1] += alpha + np.arange(1, mass.size + 1, dtype=float) * discount
+    return concentration
 
 
 def expected_weights(weight_prior: str, concentration: np.ndarray) -> np.ndarray:
