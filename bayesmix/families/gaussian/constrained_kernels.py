@@ -282,14 +282,15 @@ def descending_eigh(matrix):
     size = matrix.shape[0]
     values = np.empty(size)
     vectors = np.empty((size, size))
-    _descending_eigh_into(matrix, values, vectors)
+    _descending_eigh_into(matrix, values, vectors, True)
     return values, vectors
 
 
 @nb.njit(**_OPTIONS)
-def _descending_eigh_into(matrix, values, vectors):
+def _descending_eigh_into(matrix, values, vectors, with_vectors):
     """:func:`descending_eigh` written into ``values`` ``(D,)`` and ``vectors``
-    ``(D, D)``."""
+    ``(D, D)``; without ``with_vectors`` the Jacobi method updates no vectors (the same
+    eigenvalues: its rotations do not depend on them) and ``vectors`` is left undefined."""
     size = matrix.shape[0]
     finite = True
     for i in range(size):
@@ -342,7 +343,7 @@ def _descending_eigh_into(matrix, values, vectors):
                         left, right = work[r, p], work[r, q]
                         work[r, p] = work[p, r] = c * left - s * right
                         work[r, q] = work[q, r] = s * left + c * right
-                for r in range(size):
+                for r in range(size if with_vectors else 0):
                     left, right = vectors[r, p], vectors[r, q]
                     vectors[r, p] = c * left - s * right
                     vectors[r, q] = s * left + c * right
@@ -354,7 +355,7 @@ def _descending_eigh_into(matrix, values, vectors):
         j = i
         while j > 0 and values[j - 1] < values[j]:
             values[j - 1], values[j] = values[j], values[j - 1]
-            for r in range(size):
+            for r in range(size if with_vectors else 0):
                 vectors[r, j - 1], vectors[r, j] = vectors[r, j], vectors[r, j - 1]
             j -= 1
 
@@ -509,7 +510,7 @@ def _eigen(scatter):
     values = np.empty((n_components, n_features))
     vectors = np.empty_like(scatter)
     for k in range(n_components):
-        _descending_eigh_into(scatter[k], values[k], vectors[k])
+        _descending_eigh_into(scatter[k], values[k], vectors[k], True)
     return values, vectors
 
 
@@ -600,7 +601,11 @@ def _vev(scatter, count, start, has_start, tol, max_iter):
     values, vectors = _eigen(scatter)
     values = _floored(values)
     if has_start:
-        shape = _shape_from(_floored(_eigen(start)[0]), keep)
+        start_values = np.empty_like(values)
+        work = np.empty((n_features, n_features))
+        for k in range(n_components):
+            _descending_eigh_into(start[k], start_values[k], work, False)
+        shape = _shape_from(_floored(start_values), keep)
     else:
         shape = _shape_from(values, keep)
     shape, iterations, converged, change = _common_shape(
