@@ -110,16 +110,25 @@ def test_iris_full_k3_reaches_mclust_optimum_from_any_seed(iris, seed):
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_sklearn_estimator_on_iris_finds_species_and_beats_sklearn(seed):
+@pytest.mark.parametrize("tol", [1e-3, 1e-8])
+def test_sklearn_estimator_on_iris_finds_species_and_beats_sklearn(seed, tol):
+    """At scikit-learn's default tol (1e-3 on the per-sample lower bound) both estimators
+    stop wherever their kept run's gain first falls below it, so either may end up to
+    ``tol`` per sample short of the optimum, depending on the starts (bayesmix's score is
+    the higher one for 11 of seeds 0-11, 4e-5 lower for seed 0); at a tight tol both
+    reach the optimum, and bayesmix's is never below."""
     X, species = load_iris(return_X_y=True)
-    ours = bayesmix.sklearn.GaussianMixture(3, n_init=10, random_state=seed).fit(X)
+    ours = bayesmix.sklearn.GaussianMixture(3, n_init=10, random_state=seed, tol=tol).fit(X)
     with threadpool_limits(1):  # scikit-learn's k-means oversubscribes a shared machine
-        theirs = sklearn.mixture.GaussianMixture(3, n_init=10, random_state=seed).fit(X)
+        theirs = sklearn.mixture.GaussianMixture(
+            3, n_init=10, random_state=seed, tol=tol, max_iter=1000
+        ).fit(X)
     assert adjusted_rand_score(species, ours.predict(X)) >= 0.90
     # score: mean log-likelihood per observation; scikit-learn's reg_covar (1e-6,
     # absolute) keeps it a little below the optimum -180.185477 / 150 = -1.2012365
-    assert ours.score(X) >= theirs.score(X) - 1e-9
-    assert ours.score(X) == pytest.approx(-180.185477 / 150, abs=1e-4)
+    slack = tol if tol > 1e-6 else 1e-9
+    assert ours.score(X) >= theirs.score(X) - slack
+    assert ours.score(X) == pytest.approx(-180.185477 / 150, abs=max(tol, 1e-6))
 
 
 # -- 3. iris: the whole grid, and mclust's BIC choice ------------------------------------
