@@ -84,6 +84,15 @@ class LoopStep:
     n_extrapolated: int
 
 
+# Functions here that call kernels of other modules are not cached on disk by themselves:
+# numba keys a cached function by its own file's time stamp only, so a cached one would
+# keep the callees' code of the day it was compiled (the constrained M-steps of before
+# 65b3742 ran in the loop, twice as slow as the current ones, until this file changed).
+# They are compiled into each loop twin, whose cache name holds the digest of those
+# modules' sources (:func:`_twin`).
+_UNCACHED = {"cache": False}
+
+
 # -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
 #    inner tol, inner max_iter) -> weights, means, covariances, whether the inner
 #    iterations converged and their last relative change (the closed forms ignore the
@@ -174,7 +183,7 @@ def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_i
     return weights, means, cov, True, 0.0
 
 
-@nb.njit(cache=True)
+@nb.njit(**_UNCACHED)
 def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     cov, _, converged, change = constrained_kernels.diag_m_step(
@@ -183,7 +192,7 @@ def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_i
     return weights, means, cov, converged, change
 
 
-@nb.njit(cache=True)
+@nb.njit(**_UNCACHED)
 def _mstep_matrix_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     cov, _, converged, change = constrained_kernels.matrix_m_step(
@@ -194,7 +203,7 @@ def _mstep_matrix_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max
 
 # -- precision factors: (means, cov) -> ok, natural factors, the E-step kernel's scale,
 #    its means argument and log det of the precision factors per component -------------
-@nb.njit(cache=True)
+@nb.njit(**_UNCACHED)
 def _factors_full(means, cov):
     lower, ok = kernels.cholesky_lower(cov)
     inverse = kernels.lower_inverse(lower) if ok else lower  # U^T, inv(cov) = U U^T
@@ -206,7 +215,7 @@ def _factors_full(means, cov):
     return ok, np.ascontiguousarray(inverse.transpose(0, 2, 1)), inverse, means, log_det
 
 
-@nb.njit(cache=True)
+@nb.njit(**_UNCACHED)
 def _factors_tied(means, cov):
     n_features = cov.shape[0]
     lower, ok = kernels.cholesky_lower(cov.reshape((1, n_features, n_features)))
@@ -350,7 +359,7 @@ def _em_iteration_template(X, sample_weight, shift, n_chunks, state, stats, prev
     return True, (weights, means, cov, factors), following, inner_ok, inner_change
 
 
-@nb.njit(cache=True)
+@nb.njit(**_UNCACHED)
 def _extrapolation(start, middle, end, step_max):
     """SQUAREM's step from the cycle's three states (:mod:`~bayesmix.inference.em.squarem`):
     the step length and the extrapolated weights, means and covariances."""
