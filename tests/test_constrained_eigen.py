@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from bayesmix.families.gaussian import constrained_kernels
 from bayesmix.families.gaussian.constrained_kernels import JACOBI_MAX_FEATURES, descending_eigh
 
 SIZES = range(1, 11)
@@ -99,3 +100,44 @@ def test_only_the_symmetric_part_counts():
         values, _ = descending_eigh(matrix)
         expected = np.linalg.eigvalsh(0.5 * (matrix + matrix.T))[::-1]
         np.testing.assert_allclose(values, expected, rtol=0.0, atol=1e-13 * size)
+
+
+# -- the det-1 normalisation of the iterative models' start (VEE, EVE, VVE) -------------
+
+
+def _normalised_reference(matrix: np.ndarray) -> np.ndarray:
+    """``S / det(S)^(1/D)`` of the symmetric part ``S``, its eigenvalues floored at
+    ``eps`` times the largest (numpy's eigh)."""
+    values, vectors = np.linalg.eigh(0.5 * (matrix + matrix.T))
+    values = np.maximum(values, max(np.finfo(float).eps * values.max(), 1e-300))
+    values /= np.exp(np.log(values).mean())
+    return (vectors * values) @ vectors.T
+
+
+@pytest.mark.parametrize("size", [1, 2, 4, 7])
+@pytest.mark.parametrize("condition", [1.0, 1e6, 1e12, 1e20])
+def test_normalised_matches_the_floored_eigen_definition(size, condition):
+    """Well-conditioned matrices take the Cholesky determinant, nearly singular ones
+    (condition beyond 1/eps) the floored eigenvalues; both give the definition's matrix
+    to the accuracy the condition number allows."""
+    rng = np.random.default_rng(size)
+    basis, _ = np.linalg.qr(rng.normal(size=(size, size)))
+    spectrum = np.geomspace(1.0, 1.0 / condition, size) * 3.7e4
+    matrix = (basis * spectrum) @ basis.T
+    matrix[0, -1] += 1e-9 * spectrum[0]  # an asymmetric part, which must not count
+    out = constrained_kernels._normalised(matrix)
+    expected = _normalised_reference(matrix)
+    # det(S) is known to about eps times the condition number, relative (either way)
+    accuracy = min(1e-3, max(1e-9, 10 * np.finfo(float).eps * condition))
+    np.testing.assert_allclose(out, expected, rtol=0.0, atol=accuracy * np.abs(expected).max())
+    np.testing.assert_array_equal(out, out.T)
+    if condition < 1e12:  # the floor is inactive: the determinant is 1
+        assert np.linalg.det(out) == pytest.approx(1.0, rel=1e-9)
+
+
+def test_normalised_of_a_singular_or_nan_matrix_takes_the_floor_path():
+    singular = np.outer([1.0, 2.0, 3.0], [1.0, 2.0, 3.0])
+    np.testing.assert_allclose(
+        constrained_kernels._normalised(singular), _normalised_reference(singular), atol=1e-6
+    )
+    assert np.isnan(constrained_kernels._normalised(np.full((3, 3), np.nan))).all()
