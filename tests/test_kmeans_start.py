@@ -8,7 +8,8 @@ import pytest
 from sklearn.cluster import KMeans
 
 from bayesmix.inference.em.init import KMEANS_TOL, kmeans_plusplus, lloyd, nearest
-from bayesmix.inference.em.kmeans_kernels import frozen, start_statistics
+from bayesmix.inference.em.kmeans_kernels import start_statistics
+from bayesmix.jit import read_only
 
 
 def _blobs(n_obs: int, n_features: int, seed: int) -> np.ndarray:
@@ -65,7 +66,7 @@ def test_start_statistics_are_the_weighted_moments():
     soft = rng.dirichlet(np.ones(4), size=500)
     for resp in (hard, soft):
         mass, sum_x, sum_xx = start_statistics(
-            frozen(X), frozen(weights), frozen(shift), frozen(resp)
+            read_only(X), read_only(weights), read_only(shift), read_only(resp)
         )
         weighted = resp * weights[:, None]
         centred = X - shift

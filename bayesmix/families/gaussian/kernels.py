@@ -48,10 +48,11 @@ import subprocess
 import sys
 import threading
 import types
-from typing import Any
 
 import numba as nb
 import numpy as np
+
+from bayesmix.jit import read_only
 
 __all__ = [
     "estep_full",
@@ -926,13 +927,13 @@ def _summed_over_chunks(kernel, symmetric: bool):
     def call(X, sample_weight, shift, log_weights, means, scale, log_det, n_chunks):
         dtype = kernel_dtype(X.dtype)
         frozen = [
-            _read_only(X, dtype),
-            _read_only(sample_weight),
-            _read_only(shift, dtype),
-            _read_only(log_weights),
-            _read_only(means, dtype),
-            _read_only(scale, dtype),
-            _read_only(log_det),
+            read_only(X, dtype),
+            read_only(sample_weight),
+            read_only(shift, dtype),
+            read_only(log_weights),
+            read_only(means, dtype),
+            read_only(scale, dtype),
+            read_only(log_det),
             n_chunks,
         ]
         one_chunk = n_chunks == 1
@@ -1109,17 +1110,17 @@ def compile_kernel(name: str, dtype: str = "float64") -> None:
     ``tied``, ``diag``, ``spherical``, or one of them with ``_serial``, its one-chunk twin)
     for data of type ``dtype`` on a tiny problem."""
     data_type = kernel_dtype(np.dtype(dtype))
-    rows = _read_only(np.linspace(-1.0, 1.0, 6).reshape(3, 2), data_type)
-    ones, pair = _read_only(np.ones(3)), _read_only(np.zeros(2))
+    rows = read_only(np.linspace(-1.0, 1.0, 6).reshape(3, 2), data_type)
+    ones, pair = read_only(np.ones(3)), read_only(np.zeros(2))
     lower = np.stack([np.eye(2)] * 2)
     scale = {"full": lower, "tied": lower[0], "diag": np.ones((2, 2)), "spherical": np.ones(2)}
     globals()[f"_estep_{name}"](
         rows,
         ones,
-        _read_only(pair, data_type),
+        read_only(pair, data_type),
         pair,
         rows[:2],
-        _read_only(scale[name.removesuffix("_serial").removesuffix("_sparse")], data_type),
+        read_only(scale[name.removesuffix("_serial").removesuffix("_sparse")], data_type),
         pair,
         1,
     )
@@ -1136,12 +1137,6 @@ def kernel_dtype(dtype: np.dtype) -> np.dtype:
     """The floating type the kernels compute in for data of type ``dtype``: float32 for
     float32 data, float64 for everything else."""
     return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
-
-
-def _read_only(array: np.ndarray, dtype: Any = np.float64) -> np.ndarray:
-    view = np.ascontiguousarray(array, dtype=dtype).view()
-    view.flags.writeable = False
-    return view
 
 
 estep_full = _summed_over_chunks(_estep_full, symmetric=True)

@@ -19,14 +19,16 @@ Distances are summed as ``sum_d (x_d - c_d)^2`` in feature order, exact up to ro
 wherever the data lie (no ``|x|^2 - 2 x.c + |c|^2`` cancellation). The innermost loops run
 over the rows of a transposed block: independent sums, vectorised by LLVM without
 reassociating any of them. Ties go to the first centre, as ``numpy.argmin``. The data,
-weights and centres are C-contiguous float64 arrays passed read-only (:func:`frozen`),
-so each function is compiled for one signature only.
+weights and centres are C-contiguous float64 arrays passed read-only
+(:func:`~bayesmix.jit.read_only`), so each function is compiled for one signature only.
 """
 
 from __future__ import annotations
 
 import numba as nb
 import numpy as np
+
+from bayesmix.jit import read_only
 
 __all__ = [
     "BLOCK_ROWS",
@@ -38,11 +40,8 @@ __all__ = [
 ]
 
 
-def frozen(array: np.ndarray, dtype=np.float64) -> np.ndarray:
-    """A read-only C-contiguous view (a copy only when the type or layout differs)."""
-    view = np.ascontiguousarray(array, dtype=dtype).view()
-    view.flags.writeable = False
-    return view
+# the name init.py and vb.py still import (their owners switch them to read_only)
+frozen = read_only
 
 
 # rows per block: the block's transposed rows and distances stay in the level-1 cache
