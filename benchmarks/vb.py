@@ -21,7 +21,16 @@ the third, ``GaussianMixture(K).fit(X, method="vb")`` with all of bayesmix's def
 those equal to an earlier one not run again; ``tol=1e-6``; 1000 draws from ``q`` and the
 DataTree result).
 
-Run: ``python -m benchmarks.vb`` (``--quick`` for a small smoke run).
+``--cpu``: instead of the wall-time tables, CPU time (:func:`time.process_time`) with one
+thread for everything (``threadpoolctl`` for BLAS and OpenMP, ``numba.set_num_threads(1)``),
+scikit-learn's fit and bayesmix's two one-run fits (the same starts; the own start)
+alternated in one process after a warm-up, ``--cpu-repeats`` rounds per case (default: 41
+on faithful, 9 on the simulated data), medians and the ratios of those medians: a loaded
+machine slows all three alike within a round, which wall medians of separate blocks do not
+control.
+
+Run: ``python -m benchmarks.vb`` (``--quick`` for a small smoke run, ``--cpu`` for the CPU
+table).
 """
 
 from __future__ import annotations
@@ -155,17 +164,98 @@ def run_case(name: str, X: np.ndarray, n_components: int, repeats: int) -> Resul
     )
 
 
-def main(argv: list[str] | None = None) -> list[Result]:
+@dataclass
+class CpuResult:
+    case: str
+    rounds: int
+    sklearn_ms: float
+    same_start_ms: float
+    own_start_ms: float
+    same_start_ari: float
+    own_start_ari: float
+    own_start_iter: int
+    sklearn_iter: int
+
+    @property
+    def same_start_ratio(self) -> float:
+        return self.sklearn_ms / self.same_start_ms
+
+    @property
+    def own_start_ratio(self) -> float:
+        return self.sklearn_ms / self.own_start_ms
+
+
+def run_cpu_case(name: str, X: np.ndarray, n_components: int, rounds: int) -> CpuResult:
+    """Interleaved CPU times of one fit each (module docstring, ``--cpu``)."""
+    makers = (
+        lambda: SklearnBGMM(n_components=n_components, random_state=0),
+        lambda: BayesianGaussianMixture(n_components=n_components, random_state=0),
+        lambda: _Native(n_components),
+    )
+    seconds: list[list[float]] = [[] for _ in makers]
+    fitted = [make().fit(X) for make in makers]  # warm-up (and compiles)
+    for _ in range(rounds):
+        for i, make in enumerate(makers):
+            start = time.process_time()
+            fitted[i] = make().fit(X)
+            seconds[i].append(time.process_time() - start)
+    ms = [1e3 * statistics.median(s) for s in seconds]
+    reference = fitted[0].predict(X)
+    return CpuResult(
+        name,
+        rounds,
+        *ms,
+        adjusted_rand_score(reference, fitted[1].predict(X)),
+        adjusted_rand_score(reference, fitted[2].predict(X)),
+        fitted[2].result_.n_iter,
+        fitted[0].n_iter_,
+    )
+
+
+def main_cpu(cases, rounds: int | None) -> list[CpuResult]:
+    """The ``--cpu`` table (one thread for everything)."""
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    numba.set_num_threads(1)
+    results = []
+    with threadpool_limits(limits=1), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, X, k in cases:
+            n_rounds = rounds if rounds is not None else (41 if len(X) < 10_000 else 9)
+            results.append(run_cpu_case(name, X, k, n_rounds))
+    print(
+        f"{'case':<26} {'rounds':>6} {'sklearn ms':>10} {'same start ms':>13} {'ratio':>6} "
+        f"{'own start ms':>12} {'ratio':>6} {'ARI same/own':>13} {'iter sk/own':>11}"
+    )
+    for r in results:
+        print(
+            f"{r.case:<26} {r.rounds:>6} {r.sklearn_ms:>10.3f} {r.same_start_ms:>13.3f} "
+            f"{r.same_start_ratio:>6.2f} {r.own_start_ms:>12.3f} {r.own_start_ratio:>6.2f} "
+            f"{r.same_start_ari:>6.3f}/{r.own_start_ari:<6.3f} "
+            f"{r.sklearn_iter:>5}/{r.own_start_iter:<5}"
+        )
+    return results
+
+
+def main(argv: list[str] | None = None) -> list[Result] | list[CpuResult]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="2,000 simulated rows, 1 repeat")
+    parser.add_argument("--cpu", action="store_true", help="interleaved CPU times, one thread")
+    parser.add_argument("--cpu-repeats", type=int, default=None, help="rounds of --cpu")
+    parser.add_argument("--only", choices=("faithful", "simulated"), default=None)
     args = parser.parse_args(argv)
     rows, repeats = (2_000, 1) if args.quick else (args.rows, args.repeats)
     cases = [
         ("faithful 272x2 K=2", bm.datasets.load_faithful().to_numpy(dtype=float), 2),
         (f"simulated {rows}x16 K=8", simulate(rows), 8),
     ]
+    if args.only is not None:
+        cases = [case for case in cases if case[0].startswith(args.only)]
+    if args.cpu:
+        return main_cpu(cases, 1 if args.quick else args.cpu_repeats)
     results = [run_case(name, X, k, repeats) for name, X, k in cases]
     header = (
         f"{'case':<26} {'sklearn s':>10} {'bayesmix s':>11} {'sklearn/bayesmix':>17} "

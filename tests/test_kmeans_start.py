@@ -74,3 +74,27 @@ def test_start_statistics_are_the_weighted_moments():
         np.testing.assert_allclose(sum_x, weighted.T @ centred, rtol=1e-12, atol=1e-12)
         expected = np.einsum("nk,nd,ne->kde", weighted, centred, centred)
         np.testing.assert_allclose(sum_xx, expected, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_components", [1, 3, 6])
+def test_kmeans_labels_are_the_kmeans_start_from_the_same_draws(n_components):
+    """The whole small-data k-means start in one call (VB's): ``init.kmeans``' labels
+    from the same generator, which one vector of its draws leaves where ``kmeans``'s
+    calls leave it; unit and integer weights, rows not a multiple of the block."""
+    from bayesmix.inference.em.init import KMEANS_MAX_ITER, KMEANS_RESTARTS, kmeans
+    from bayesmix.inference.em.kmeans_kernels import kmeans_labels
+
+    X = _blobs(601, 3, 5)
+    n_trials = 2 + int(np.log(n_components))
+    for seed in range(4):
+        for weights in (np.ones(601), np.random.default_rng(seed).integers(1, 4, 601) * 1.0):
+            reference_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+            reference = kmeans(X, weights, n_components, reference_rng)
+            uniforms = rng.random(KMEANS_RESTARTS * (1 + (n_components - 1) * n_trials))
+            labels = kmeans_labels(
+                read_only(X), read_only(weights), read_only(uniforms), n_components,
+                n_trials, KMEANS_RESTARTS, KMEANS_MAX_ITER,
+                KMEANS_TOL * float(X.var(axis=0).mean()),
+            )  # fmt: skip
+            np.testing.assert_array_equal(labels, reference)
+            assert rng.bit_generator.state == reference_rng.bit_generator.state

@@ -378,3 +378,51 @@ def test_the_default_start_reaches_the_best_bound_of_kmeans_and_kmeans_plusplus(
             for init in ("auto", "kmeans", "kmeans++")
         }  # fmt: skip
         assert bounds["auto"] >= max(bounds["kmeans"], bounds["kmeans++"]) - 1.0, (name, bounds)
+
+
+@pytest.mark.parametrize("weight_prior", [*WEIGHT_PRIORS, "pitman_yor"])
+def test_compiled_run_is_the_stepwise_run(weight_prior, monkeypatch):
+    """Full covariances on small data run in one compiled call (vb_loop.cavi_full):
+    the same iterations, parameters and bound trace as the step-by-step route (numpy
+    M-step, the E-step kernels), with frequency weights and a soft start."""
+    from dataclasses import replace
+
+    from bayesmix.inference import vb as vb_module
+
+    for X in (_data("faithful"), _data("wine")):
+        weights = np.arange(len(X)) % 3 + 1.0
+        prior = default_prior(X, 3, "full", "dirichlet_process", sample_weight=weights)
+        prior = replace(prior, weight_prior=weight_prior, discount=0.0)
+        if weight_prior == "pitman_yor":
+            prior = replace(prior, discount=0.3)
+        elif weight_prior == "dirichlet_distribution":
+            prior = replace(prior, weight_concentration=0.7)
+        fits = []
+        for size in (vb_module._COMPILED_LOOP_SIZE, -1):
+            monkeypatch.setattr(vb_module, "_COMPILED_LOOP_SIZE", size)
+            fits.append(fit_vb(X, 3, "full", prior, sample_weight=weights, init=_start(len(X), 3),
+                               max_iter=300, tol=1e-9, warn=False))  # fmt: skip
+        compiled, stepwise = fits
+        assert compiled.n_iter == stepwise.n_iter > 5 and compiled.converged
+        for field in ("weight_concentration", "mean_precision", "means", "degrees_of_freedom",
+                      "covariances", "precisions_cholesky"):  # fmt: skip
+            difference = _relative(getattr(compiled.params, field), getattr(stepwise.params, field))
+            assert difference < 1e-9, (field, difference)
+        assert _relative(compiled.lower_bound_trace, stepwise.lower_bound_trace) < 1e-12
+
+
+@pytest.mark.parametrize("covariance_type", ["full", "tied"])
+def test_the_default_prior_from_the_start_is_default_prior(covariance_type):
+    """fit_vb's default prior of matrix covariances comes from the start's statistics
+    (no pass over the data): default_prior's, to rounding, with and without weights."""
+    X = _data("wine") + 1e3
+    for weights in (None, np.arange(len(X)) % 4 + 0.5):
+        fit = fit_vb(X, 3, covariance_type, sample_weight=weights, random_state=0, max_iter=2,
+                     warn=False)  # fmt: skip
+        reference = default_prior(X, 3, covariance_type, sample_weight=weights)
+        assert fit.prior.weight_prior == reference.weight_prior
+        for field in ("weight_concentration", "mean_precision", "degrees_of_freedom", "mean",
+                      "covariance"):  # fmt: skip
+            np.testing.assert_allclose(
+                getattr(fit.prior, field), getattr(reference, field), rtol=1e-12, atol=0
+            )

@@ -77,8 +77,16 @@ from bayesmix.families.gaussian.covariance import (
     get_structure,
 )
 from bayesmix.families.gaussian.stats import MASS_EPS
-from bayesmix.inference.em.init import INIT_METHODS, initial_responsibilities
-from bayesmix.inference.em.kmeans_kernels import frozen, start_statistics
+from bayesmix.inference import vb_loop
+from bayesmix.inference.em.init import (
+    INIT_METHODS,
+    KMEANS_MAX_ITER,
+    KMEANS_MAX_ROWS,
+    KMEANS_RESTARTS,
+    KMEANS_TOL,
+    initial_responsibilities,
+)
+from bayesmix.inference.em.kmeans_kernels import kmeans_labels, start_statistics
 from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
@@ -100,6 +108,7 @@ from bayesmix.inference.vb_weights import (
     sample_weights,
     truncated_stick_parameters,
 )
+from bayesmix.jit import read_only
 from bayesmix.validation import check_choice, check_float, check_int, check_random_state
 
 if TYPE_CHECKING:
@@ -146,6 +155,8 @@ _LOG_2 = math.log(2.0)
 _LOG_2PI = math.log(2.0 * math.pi)
 # up to this many features the full kernel's unpadded path beats the sparse kernel
 _SMALL_FEATURES = 3
+# full covariances with N K D^2 up to this: each run in one compiled call (vb_loop)
+_COMPILED_LOOP_SIZE = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -538,6 +549,49 @@ def _start_digest(resp: np.ndarray, labels: np.ndarray | None) -> bytes:
     return digest.digest()
 
 
+def _data_prior(second_moments, mean, n_components, total):
+    """:func:`default_prior` (full or tied, the default weight prior) from a start's
+    second moments about the data ``mean`` ``(K, D, D)`` (full) or pooled ``(D, D)``
+    (tied) of responsibilities whose rows sum to one: their sum over the components is
+    the data's weighted scatter, the prior's covariance that over ``total - 1``."""
+    scatter = second_moments.sum(axis=0) if second_moments.ndim == 3 else second_moments
+    return VBPrior(
+        "dirichlet_process",
+        1.0 / n_components,
+        1.0,
+        mean.copy(),
+        float(mean.shape[0]),
+        scatter / (total - 1.0),
+    )
+
+
+def _start_responsibilities(method, X, sample_weight, n_components, rng):
+    """:func:`~bayesmix.inference.em.init.initial_responsibilities`; a k-means start of
+    at most ``KMEANS_MAX_ROWS`` rows, all of positive weight (no subsample), in one
+    compiled call (:func:`~bayesmix.inference.em.kmeans_kernels.kmeans_labels`: the same
+    algorithm on the same draws of ``rng``, which it leaves where ``kmeans`` leaves it)."""
+    n_obs = X.shape[0]
+    if method != "kmeans" or n_obs > KMEANS_MAX_ROWS or not (sample_weight > 0).all():
+        return initial_responsibilities(method, X, sample_weight, n_components, rng)
+    rows = read_only(X)
+    n_trials = 2 + int(np.log(n_components))
+    uniforms = rng.random(KMEANS_RESTARTS * (1 + (n_components - 1) * n_trials))
+    threshold = KMEANS_TOL * float(rows.var(axis=0).mean())
+    labels = kmeans_labels(
+        rows,
+        read_only(sample_weight),
+        read_only(uniforms),
+        n_components,
+        n_trials,
+        KMEANS_RESTARTS,
+        KMEANS_MAX_ITER,
+        threshold,
+    )
+    resp = np.zeros((n_obs, n_components))
+    resp[np.arange(n_obs), labels] = 1.0
+    return resp
+
+
 def _statistics(X, sample_weight, shift, resp, structure, labels=None):
     """Mass, ``sum r x`` and the structure's ``sum r x x^T`` for given responsibilities
     (the start). A matrix structure (full, tied) with a hard start (at most one non-zero
@@ -552,7 +606,7 @@ def _statistics(X, sample_weight, shift, resp, structure, labels=None):
         labels is not None or np.count_nonzero(resp) <= resp.shape[0]
     ):
         mass, sum_x, moments = start_statistics(
-            frozen(X), frozen(sample_weight), frozen(shift), frozen(resp)
+            read_only(X), read_only(sample_weight), read_only(shift), read_only(resp)
         )
         moments = 0.5 * (moments + np.swapaxes(moments, 1, 2))
         return mass, sum_x, structure.pool_second_moments(moments)
@@ -626,6 +680,38 @@ def _e_step(X, sample_weight, shift, params, *, structure):
 
 
 # -- the fit --------------------------------------------------------------------------
+
+
+def _compiled_run(X, weights, shift, statistics, prior, reg_covar, max_iter, tol, previous):
+    """One CAVI run of full covariances in one compiled call
+    (:func:`~bayesmix.inference.vb_loop.cavi_full`) from the start's statistics, as
+    :func:`run_cavi` returns it; ``None`` when the careful route must run instead (a
+    covariance not positive definite to rounding, non-finite statistics)."""
+    code = vb_loop.DIRICHLET if prior.weight_prior == "dirichlet_distribution" else vb_loop.STICKS
+    *fitted, trace, status = vb_loop.cavi_full(
+        read_only(X),
+        read_only(weights),
+        read_only(shift),
+        *(read_only(value) for value in statistics),
+        read_only(prior.mean),
+        read_only(prior.covariance),
+        float(prior.mean_precision),
+        float(prior.degrees_of_freedom),
+        code,
+        float(prior.weight_concentration),
+        float(prior.discount),
+        float(reg_covar),
+        int(max_iter),
+        float(tol),
+        -np.inf if previous is None else float(previous),
+    )
+    if status in (vb_loop.NOT_POSITIVE_DEFINITE, vb_loop.NOT_FINITE):
+        return None
+    concentration, beta, means, dof, cov, prec_chol = fitted
+    if code == vb_loop.DIRICHLET:
+        concentration = concentration[0].copy()
+    params = VBParams(prior.weight_prior, concentration, beta, means, dof, cov, prec_chol)
+    return params, trace.copy(), status == vb_loop.CONVERGED
 
 
 def run_cavi(
@@ -755,16 +841,29 @@ def fit_vb(
         X = X.astype(np.float64)
     n_obs, n_features = X.shape
     weights = np.ones(n_obs) if sample_weight is None else np.asarray(sample_weight, np.float64)
-    if prior is None:
+    # the default prior of full and tied covariances from the first start's statistics
+    # (their sum over the components is the data's scatter): no pass over the data
+    matrices = not (structure.axis_aligned or structure.couples_components)  # full, tied
+    from_start = prior is None and matrices and isinstance(init, str)
+    if prior is None and not from_start:
         prior = default_prior(X, n_components, structure, sample_weight=sample_weight)
     shift = weights @ X.astype(np.float64, copy=False) / weights.sum()
-    shifted_prior = prior.shifted(shift)
+    shifted_prior = None if from_start else prior.shifted(shift)
     rng = check_random_state(random_state)
     best, seen, n_repeated = None, set(), 0
     runs = 1 if isinstance(init, VBParams) else n_init
     X64 = X.astype(np.float64, copy=False)
+    # small in-memory data: the whole run in one compiled call (vb_loop)
+    compiled_loop = (
+        matrices
+        and not structure.shared_across_components
+        and X.dtype == np.float64
+        and max_iter > 0
+        and n_obs * n_components * n_features**2 <= _COMPILED_LOOP_SIZE
+    )
     try:
         for run in range(runs):
+            ran = None
             if isinstance(init, VBParams):
                 start = init.shifted(shift)
             else:
@@ -774,7 +873,7 @@ def fit_vb(
                     resp = np.asarray(init, dtype=np.float64)
                 elif isinstance(init, str) and init in VB_INIT_METHODS:
                     method = init if init != "auto" else "kmeans" if run == 0 else "kmeans++"
-                    resp = initial_responsibilities(method, X64, weights, n_components, rng)
+                    resp = _start_responsibilities(method, X64, weights, n_components, rng)
                 else:
                     raise ValueError(
                         f"init must be one of {list(VB_INIT_METHODS)}, an (n_obs, n_components) "
@@ -796,8 +895,19 @@ def fit_vb(
                         continue
                     seen.add(digest)
                 mass, sum_x, sum_xx = _statistics(X64, weights, shift, resp, structure, labels)
-                start = cavi_m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
-            if max_iter == 0:
+                if shifted_prior is None:
+                    prior = _data_prior(sum_xx, shift, n_components, float(weights.sum()))
+                    shifted_prior = prior.shifted(shift)
+                if compiled_loop:
+                    ran = _compiled_run(
+                        X64, weights, shift, (mass, sum_x, sum_xx), shifted_prior, reg_covar,
+                        max_iter, tol, previous_lower_bound,
+                    )  # fmt: skip
+                if ran is None:
+                    start = cavi_m_step(mass, sum_x, sum_xx, shifted_prior, structure, reg_covar)
+            if ran is not None:
+                params, trace, converged = ran
+            elif max_iter == 0:
                 params, trace, converged = start, np.array([]), False
             else:
                 params, trace, converged = run_cavi(

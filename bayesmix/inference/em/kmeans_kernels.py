@@ -1,6 +1,6 @@
 """Compiled k-means passes for the k-means start (:func:`bayesmix.inference.em.init.kmeans`).
 
-Four entry points, all serial and without ``fastmath``, so a freshly compiled function
+Five entry points, all serial and without ``fastmath``, so a freshly compiled function
 and the one numba loads from its disk cache (``cache=True``) give the same bits, whatever
 the number of threads:
 
@@ -14,6 +14,9 @@ the number of threads:
   order); then the assignment to the final centres (labels, squared distances);
 - :func:`start_statistics`: the responsibility-weighted moments of a start (VB's first
   M-step), each row only for its non-zero responsibilities.
+- :func:`kmeans_labels`: a whole k-means start of small data (no subsample) in one
+  call, from the generator's draws made beforehand (VB's start on small data, where the
+  calls of :func:`bayesmix.inference.em.init.kmeans` cost more than their work).
 
 Distances are summed as ``sum_d (x_d - c_d)^2`` in feature order, exact up to rounding
 wherever the data lie (no ``|x|^2 - 2 x.c + |c|^2`` cancellation). The innermost loops run
@@ -34,6 +37,7 @@ __all__ = [
     "BLOCK_ROWS",
     "frozen",
     "lloyd_passes",
+    "kmeans_labels",
     "squared_distances",
     "start_statistics",
     "transposed_blocks",
@@ -224,3 +228,83 @@ def start_statistics(X, sample_weight, shift, resp):
                 for e in range(n_features):
                     sum_xx[k, d, e] += scaled * row[e]
     return mass, sum_x, sum_xx
+
+
+@nb.njit(cache=True, nogil=True, error_model="numpy")
+def kmeans_labels(
+    X, sample_weight, uniforms, n_components, n_trials, restarts, max_iter, threshold
+):
+    """The whole k-means start of rows that are all used (at most ``KMEANS_MAX_ROWS``,
+    every weight positive) in one call: ``restarts`` times greedy k-means++ seeds and
+    Lloyd's iterations from them (:func:`lloyd_passes`), then the labels of the rows by
+    the centres of the lowest cost (the first of equal costs), as
+    :func:`bayesmix.inference.em.init.kmeans` makes them from the same ``uniforms``
+    (its generator's draws in order: per restart one for the first centre, then
+    ``n_trials`` per further centre; ``n_trials`` 1 for plain k-means++): each centre
+    the first row whose normalised cumulative ``w`` (first) or ``w d^2`` exceeds the
+    uniform, of several trials the one with the lowest weighted cost."""
+    n_obs, n_features = X.shape
+    blocks = transposed_blocks(X)
+    centres = np.empty((n_components, n_features))
+    candidates = np.empty((n_trials, n_features))
+    cdf = np.empty(n_obs)
+    best_cost = np.inf
+    best_labels = np.zeros(n_obs, dtype=np.int64)
+    used = 0
+    for _ in range(restarts):
+        _cumulative(sample_weight, cdf)
+        row = _inverse_cdf(cdf, uniforms[used])
+        used += 1
+        centres[0] = X[row]
+        dist = squared_distances(blocks, n_obs, centres[:1])[0]
+        for k in range(1, n_components):
+            score = sample_weight * dist
+            if not score.sum() > 0.0:  # all rows on centres: draw by the weights
+                score = sample_weight
+            _cumulative(score, cdf)
+            for t in range(n_trials):
+                candidates[t] = X[min(_inverse_cdf(cdf, uniforms[used]), n_obs - 1)]
+                used += 1
+            trials = squared_distances(blocks, n_obs, candidates)
+            best, lowest = 0, np.inf
+            for t in range(n_trials):
+                cost = 0.0
+                for n in range(n_obs):
+                    trials[t, n] = min(dist[n], trials[t, n])
+                    cost += trials[t, n] * sample_weight[n]
+                if cost < lowest:
+                    best, lowest = t, cost
+            centres[k] = candidates[best]
+            dist = trials[best].copy()
+        _, labels, dist, _ = lloyd_passes(X, blocks, sample_weight, centres, max_iter, threshold)
+        cost = 0.0
+        for n in range(n_obs):
+            cost += sample_weight[n] * dist[n]
+        if cost < best_cost:
+            best_cost = cost
+            best_labels = labels
+    return best_labels
+
+
+@nb.njit(cache=True, inline="always")
+def _inverse_cdf(cdf, uniform):
+    """The first index whose ``cdf / cdf[-1]`` exceeds ``uniform`` (numpy's
+    ``searchsorted(uniform, side="right")`` of the normalised ``cdf``)."""
+    low, high = 0, cdf.shape[0]
+    while low < high:
+        middle = (low + high) // 2
+        if cdf[middle] / cdf[-1] > uniform:
+            high = middle
+        else:
+            low = middle + 1
+    return low
+
+
+@nb.njit(cache=True, inline="always")
+def _cumulative(score, cdf):
+    """``cdf = cumsum(score / score.sum())`` (``init._draw``'s probabilities)."""
+    total = score.sum()
+    running = 0.0
+    for n in range(score.shape[0]):
+        running += score[n] / total
+        cdf[n] = running
