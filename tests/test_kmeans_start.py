@@ -91,10 +91,11 @@ def test_kmeans_labels_are_the_kmeans_start_from_the_same_draws(n_components):
             reference_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
             reference = kmeans(X, weights, n_components, reference_rng)
             uniforms = rng.random(KMEANS_RESTARTS * (1 + (n_components - 1) * n_trials))
-            labels = kmeans_labels(
+            labels, centres = kmeans_labels(
                 read_only(X), read_only(weights), read_only(uniforms), n_components,
                 n_trials, KMEANS_RESTARTS, KMEANS_MAX_ITER,
                 KMEANS_TOL * float(X.var(axis=0).mean()),
             )  # fmt: skip
             np.testing.assert_array_equal(labels, reference)
+            np.testing.assert_array_equal(nearest(X, centres)[0], reference)
             assert rng.bit_generator.state == reference_rng.bit_generator.state

@@ -426,3 +426,24 @@ def test_the_default_prior_from_the_start_is_default_prior(covariance_type):
             np.testing.assert_allclose(
                 getattr(fit.prior, field), getattr(reference, field), rtol=1e-12, atol=0
             )
+
+
+def test_the_compiled_kmeans_start_is_the_kmeans_start():
+    """VB's k-means start (seeds and Lloyd runs in one compiled call) gives
+    initial_responsibilities' k-means start from the same generator and leaves the
+    generator in the same state: all rows, rows of zero weight, and the 10,000-row
+    subsample of larger data."""
+    from bayesmix.inference import vb as vb_module
+    from bayesmix.inference.em.init import initial_responsibilities
+
+    rng = np.random.default_rng(7)
+    big = np.concatenate([rng.normal(size=(4_000, 3)) + shift for shift in (0.0, 4.0, 8.0)])
+    cases = [(_data("wine"), np.ones(178)), (_data("faithful"), np.arange(272) % 3 * 1.0),
+             (big, np.ones(len(big)))]  # fmt: skip
+    for X, weights in cases:
+        for seed in range(2):
+            reference_rng, rng = np.random.default_rng(seed), np.random.default_rng(seed)
+            reference = initial_responsibilities("kmeans", X, weights, 3, reference_rng)
+            resp = vb_module._start_responsibilities("kmeans", X, weights, 3, rng)
+            np.testing.assert_array_equal(resp, reference)
+            assert rng.bit_generator.state == reference_rng.bit_generator.state

@@ -85,6 +85,7 @@ from bayesmix.inference.em.init import (
     KMEANS_RESTARTS,
     KMEANS_TOL,
     initial_responsibilities,
+    nearest,
 )
 from bayesmix.inference.em.kmeans_kernels import kmeans_labels, start_statistics
 from bayesmix.inference.interrupt import (
@@ -566,20 +567,26 @@ def _data_prior(second_moments, mean, n_components, total):
 
 
 def _start_responsibilities(method, X, sample_weight, n_components, rng):
-    """:func:`~bayesmix.inference.em.init.initial_responsibilities`; a k-means start of
-    at most ``KMEANS_MAX_ROWS`` rows, all of positive weight (no subsample), in one
-    compiled call (:func:`~bayesmix.inference.em.kmeans_kernels.kmeans_labels`: the same
-    algorithm on the same draws of ``rng``, which it leaves where ``kmeans`` leaves it)."""
-    n_obs = X.shape[0]
-    if method != "kmeans" or n_obs > KMEANS_MAX_ROWS or not (sample_weight > 0).all():
+    """:func:`~bayesmix.inference.em.init.initial_responsibilities`, with a k-means
+    start's seeds and Lloyd runs in one compiled call
+    (:func:`~bayesmix.inference.em.kmeans_kernels.kmeans_labels`): the same algorithm on
+    the same draws of ``rng`` (the subsample of at most ``KMEANS_MAX_ROWS`` rows of
+    positive weight, then one vector of uniforms), which it leaves where ``kmeans`` leaves
+    it; every row then to its nearest centre (:func:`~bayesmix.inference.em.init.nearest`)
+    unless the fitted rows are all rows."""
+    if method != "kmeans":
         return initial_responsibilities(method, X, sample_weight, n_components, rng)
-    rows = read_only(X)
+    n_obs = X.shape[0]
+    rows = np.flatnonzero(sample_weight > 0)
+    if rows.size > KMEANS_MAX_ROWS:
+        rows = np.sort(rng.choice(rows, KMEANS_MAX_ROWS, replace=False))
+    subset = read_only(X if rows.size == n_obs else X[rows])
     n_trials = 2 + int(np.log(n_components))
     uniforms = rng.random(KMEANS_RESTARTS * (1 + (n_components - 1) * n_trials))
-    threshold = KMEANS_TOL * float(rows.var(axis=0).mean())
-    labels = kmeans_labels(
-        rows,
-        read_only(sample_weight),
+    threshold = KMEANS_TOL * float(subset.var(axis=0).mean())
+    labels, centres = kmeans_labels(
+        subset,
+        read_only(sample_weight if rows.size == n_obs else sample_weight[rows]),
         read_only(uniforms),
         n_components,
         n_trials,
@@ -587,6 +594,8 @@ def _start_responsibilities(method, X, sample_weight, n_components, rng):
         KMEANS_MAX_ITER,
         threshold,
     )
+    if rows.size != n_obs:
+        labels = nearest(X, centres)[0]
     resp = np.zeros((n_obs, n_components))
     resp[np.arange(n_obs), labels] = 1.0
     return resp

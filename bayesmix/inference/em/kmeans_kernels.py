@@ -14,9 +14,10 @@ the number of threads:
   order); then the assignment to the final centres (labels, squared distances);
 - :func:`start_statistics`: the responsibility-weighted moments of a start (VB's first
   M-step), each row only for its non-zero responsibilities.
-- :func:`kmeans_labels`: a whole k-means start of small data (no subsample) in one
-  call, from the generator's draws made beforehand (VB's start on small data, where the
-  calls of :func:`bayesmix.inference.em.init.kmeans` cost more than their work).
+- :func:`kmeans_labels`: the restarts of a k-means start (seeds and Lloyd runs) in one
+  call, from the generator's draws made beforehand (VB's k-means start, where the numpy
+  calls of :func:`bayesmix.inference.em.init.kmeans`' seeding cost more than their work
+  on small data and ~2 ms on its 10,000-row subsample).
 
 Distances are summed as ``sum_d (x_d - c_d)^2`` in feature order, exact up to rounding
 wherever the data lie (no ``|x|^2 - 2 x.c + |c|^2`` cancellation). The innermost loops run
@@ -234,11 +235,12 @@ def start_statistics(X, sample_weight, shift, resp):
 def kmeans_labels(
     X, sample_weight, uniforms, n_components, n_trials, restarts, max_iter, threshold
 ):
-    """The whole k-means start of rows that are all used (at most ``KMEANS_MAX_ROWS``,
-    every weight positive) in one call: ``restarts`` times greedy k-means++ seeds and
-    Lloyd's iterations from them (:func:`lloyd_passes`), then the labels of the rows by
-    the centres of the lowest cost (the first of equal costs), as
-    :func:`bayesmix.inference.em.init.kmeans` makes them from the same ``uniforms``
+    """The k-means fit of a k-means start in one call: ``restarts`` times greedy
+    k-means++ seeds and Lloyd's iterations from them (:func:`lloyd_passes`) on the rows
+    ``X`` (those :func:`bayesmix.inference.em.init.kmeans` fits: the rows of positive
+    weight, or its subsample of them); returns the labels of these rows by the centres of
+    the lowest cost (the first of equal costs) and those centres, as ``kmeans`` makes
+    them from the same ``uniforms``
     (its generator's draws in order: per restart one for the first centre, then
     ``n_trials`` per further centre; ``n_trials`` 1 for plain k-means++): each centre
     the first row whose normalised cumulative ``w`` (first) or ``w d^2`` exceeds the
@@ -250,6 +252,7 @@ def kmeans_labels(
     cdf = np.empty(n_obs)
     best_cost = np.inf
     best_labels = np.zeros(n_obs, dtype=np.int64)
+    best_centres = centres.copy()
     used = 0
     for _ in range(restarts):
         _cumulative(sample_weight, cdf)
@@ -276,14 +279,17 @@ def kmeans_labels(
                     best, lowest = t, cost
             centres[k] = candidates[best]
             dist = trials[best].copy()
-        _, labels, dist, _ = lloyd_passes(X, blocks, sample_weight, centres, max_iter, threshold)
+        fitted, labels, dist, _ = lloyd_passes(
+            X, blocks, sample_weight, centres, max_iter, threshold
+        )
         cost = 0.0
         for n in range(n_obs):
             cost += sample_weight[n] * dist[n]
         if cost < best_cost:
             best_cost = cost
             best_labels = labels
-    return best_labels
+            best_centres = fitted
+    return best_labels, best_centres
 
 
 @nb.njit(cache=True, inline="always")
