@@ -35,6 +35,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from bayesmix.families import simplex, sticks
 from bayesmix.families.simplex import (
     dirichlet_log_prior,
     log_weights,
@@ -50,6 +51,7 @@ from bayesmix.families.sticks import (
     weight_log_prior,
     weight_prior_inputs,
 )
+from bayesmix.jit import cached
 
 __all__ = ["KINDS", "CategoryDensity", "category_density", "nutpie_logp", "nutpie_expand"]
 
@@ -138,6 +140,11 @@ def category_density(
     return CategoryDensity(code, K, D, sizes, buffer)
 
 
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(simplex, sticks, nogil=True, error_model="numpy")
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, W):
     return _HEADER + n * D + n + 3 * K + D * W + D + K * D
@@ -171,7 +178,7 @@ def _unpack(buffer):
     )
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _cells(theta, alpha, sizes, offsets, kind, log_floor, log_table, log_prob, passes):
     """The probabilities' log prior with Jacobians; fills the likelihood's floored log
     table ``(K, D, W)``, the unfloored log probabilities and whether the floor lets the
@@ -207,7 +214,7 @@ def _cells(theta, alpha, sizes, offsets, kind, log_floor, log_table, log_prob, p
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _log_density(
     theta, rows, multiplicity, weight_prior, alpha, sizes, offsets, kind, log_floor, grad
 ):
@@ -255,7 +262,7 @@ def _log_density(
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand(theta, weight_prior, alpha, sizes, offsets, kind, log_floor, out):
     """Weights, then the probabilities (Bernoulli: ``(K, D)``; Categorical: ``(K, D, W)``,
     zero past each feature's categories), flattened."""
@@ -290,13 +297,13 @@ def _buffer_at(address):
     return nb.carray(address, (_buffer_size(n, D, K, W),), np.float64)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _evaluate(address, theta, grad):
     """:func:`_log_density` on the buffer at ``address``."""
     return _log_density(theta, *_unpack(_buffer_at(address)), grad)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand_at(address, theta, out):
     """:func:`_expand` on the buffer at ``address``."""
     _expand(theta, *_unpack(_buffer_at(address))[2:], out)
@@ -307,7 +314,7 @@ _LOGP = nb.types.int64(nb.types.uint64, _DOUBLES, _DOUBLES, _DOUBLES, nb.types.v
 _EXPAND = nb.types.int64(nb.types.uint64, nb.types.uint64, _DOUBLES, _DOUBLES, nb.types.voidptr)
 
 
-@nb.cfunc(_LOGP, cache=True, error_model="numpy")
+@cached(simplex, sticks, signature=_LOGP, error_model="numpy")
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
@@ -322,7 +329,7 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
         return 1
 
 
-@nb.cfunc(_EXPAND, cache=True, error_model="numpy")
+@cached(simplex, sticks, signature=_EXPAND, error_model="numpy")
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing the weights and probabilities of a draw; 0 on success,
     1 on an error."""

@@ -33,6 +33,7 @@ import numba as nb
 import numpy as np
 from scipy.special import gammaln
 
+from bayesmix.families import simplex, sticks
 from bayesmix.families.simplex import normalise_joint
 from bayesmix.families.sticks import (
     flat_mixture_weights,
@@ -41,6 +42,7 @@ from bayesmix.families.sticks import (
     weight_log_prior,
     weight_prior_inputs,
 )
+from bayesmix.jit import cached
 
 __all__ = [
     "KINDS",
@@ -109,6 +111,11 @@ def count_density(
         raise RuntimeError(f"packed {buffer.size} values where the callbacks read {expected}")
     buffer.flags.writeable = False
     return CountDensity(kind, K, D, buffer)
+
+
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(simplex, sticks, nogil=True, error_model="numpy")
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -197,7 +204,7 @@ def gamma_log_prior(u, shape, rate):
     return shape * math.log(rate) - math.lgamma(shape) + shape * u - rate * math.exp(u)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _log_density(
     theta,
     rows,
@@ -233,7 +240,7 @@ def _log_density(
     )
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _poisson(theta, rows, multiplicity, weight_prior, shape, rate, constant, grad):
     n, D = rows.shape
     K = weight_prior.shape[1]
@@ -275,7 +282,7 @@ def _poisson(theta, rows, multiplicity, weight_prior, shape, rate, constant, gra
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _negative_binomial(
     theta,
     rows,
@@ -360,7 +367,7 @@ def _negative_binomial(
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand(theta, weight_prior, out):
     """Weights, then the exponentials of the other coordinates (every count parameter is
     the exponential of its coordinates)."""
@@ -385,7 +392,7 @@ def _buffer_at(address):
     return nb.carray(address, (_buffer_size(n, D, K, kind, V),), np.float64)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _evaluate(address, theta, grad):
     """:func:`_log_density` on the buffer at ``address``."""
     return _log_density(theta, *_unpack(_buffer_at(address)), grad)
@@ -394,11 +401,12 @@ def _evaluate(address, theta, grad):
 _double_pointer = nb.types.CPointer(nb.types.double)
 
 
-@nb.cfunc(
-    nb.types.int64(
+@cached(
+    simplex,
+    sticks,
+    signature=nb.types.int64(
         nb.types.uint64, _double_pointer, _double_pointer, _double_pointer, nb.types.voidptr
     ),
-    cache=True,
     error_model="numpy",
 )
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
@@ -419,11 +427,12 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     return 0
 
 
-@nb.cfunc(
-    nb.types.int64(
+@cached(
+    simplex,
+    sticks,
+    signature=nb.types.int64(
         nb.types.uint64, nb.types.uint64, _double_pointer, _double_pointer, nb.types.voidptr
     ),
-    cache=True,
     error_model="numpy",
 )
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):

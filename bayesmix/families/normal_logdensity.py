@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from bayesmix.families import simplex, sticks, student_t_logdensity
 from bayesmix.families.simplex import normalise_joint
 from bayesmix.families.sticks import (
     flat_mixture_weights,
@@ -40,6 +41,7 @@ from bayesmix.families.sticks import (
     weight_prior_inputs,
 )
 from bayesmix.families.student_t_logdensity import normal_log_prior
+from bayesmix.jit import cached
 
 __all__ = ["NormalDensity", "normal_density", "nutpie_logp", "nutpie_expand"]
 
@@ -68,6 +70,11 @@ def normal_density(X: np.ndarray, priors: dict[str, np.ndarray], n_components: i
         raise RuntimeError(f"packed {buffer.size} values where the callbacks read {expected}")
     buffer.flags.writeable = False
     return NormalDensity(K, D, buffer)
+
+
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(simplex, sticks, student_t_logdensity, nogil=True, error_model="numpy")
 
 
 @nb.njit(cache=True, nogil=True, error_model="numpy")
@@ -105,7 +112,7 @@ def _variance_log_prior(log_var, dof, scale):
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _log_density(theta, buffer, grad):
     """Log posterior density at ``theta`` of the model packed in ``buffer``; its
     gradient is written into ``grad``. Returns ``-inf`` outside the support."""
@@ -159,7 +166,7 @@ def _log_density(theta, buffer, grad):
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand(theta, buffer, out):
     """Weights, means and variances at ``theta``, flattened into ``out``."""
     X, weight_prior, _ = _unpack(buffer)
@@ -190,7 +197,7 @@ _LOGP = nb.types.int64(nb.types.uint64, _DOUBLES, _DOUBLES, _DOUBLES, nb.types.v
 _EXPAND = nb.types.int64(nb.types.uint64, nb.types.uint64, _DOUBLES, _DOUBLES, nb.types.voidptr)
 
 
-@nb.cfunc(_LOGP, cache=True, error_model="numpy")
+@cached(simplex, sticks, student_t_logdensity, signature=_LOGP, error_model="numpy")
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
@@ -205,7 +212,7 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
         return 1
 
 
-@nb.cfunc(_EXPAND, cache=True, error_model="numpy")
+@cached(simplex, sticks, student_t_logdensity, signature=_EXPAND, error_model="numpy")
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing the weights, means and variances of a draw; 0 on
     success, 1 on an error."""

@@ -31,12 +31,14 @@ from collections.abc import Mapping
 import numba as nb
 import numpy as np
 
+from bayesmix.families import simplex
 from bayesmix.families.simplex import (
     dirichlet_log_prior,
     flat_weights,
     log_weights,
     weights_gradient,
 )
+from bayesmix.jit import cached
 
 __all__ = [
     "STICKS_KEY",
@@ -53,6 +55,10 @@ __all__ = [
     "weight_log_prior",
     "mixture_weights_gradient",
 ]
+
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(simplex, nogil=True, error_model="numpy")
 
 #: where a family's resolved priors (a mapping) carry the sticks' Beta parameters
 #: ``(2, K - 1)`` when the weights have a stick-breaking prior
@@ -116,7 +122,7 @@ def is_stick_breaking(weight_prior):
     return weight_prior.shape[1] > 1 and weight_prior[1, 0] > 0.0
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def mixture_log_weights(theta, weight_prior):
     """``log w`` ``(K,)`` from the first ``K - 1`` coordinates of ``theta``: the sticks'
     logits or the Dirichlet's simplex coordinates, as ``weight_prior`` says."""
@@ -126,7 +132,7 @@ def mixture_log_weights(theta, weight_prior):
     return log_weights(theta, K)
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def weight_log_prior(theta, log_w, weight_prior):
     """The weights' log prior in their coordinates, Jacobian included: the sticks'
     (:func:`stick_log_prior`) or the Dirichlet's (``dirichlet_log_prior`` of ``log_w``)."""
@@ -135,7 +141,7 @@ def weight_log_prior(theta, log_w, weight_prior):
     return dirichlet_log_prior(log_w, weight_prior[0])
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def mixture_weights_gradient(theta, log_w, weight_prior, counts, grad):
     """Gradient in the weights' coordinates of :func:`weight_log_prior` plus ``sum_k N_k
     log w_k`` (``counts`` the components' responsibility totals), into ``grad[:K - 1]``."""

@@ -42,7 +42,9 @@ from dataclasses import dataclass
 import numba as nb
 import numpy as np
 
+from bayesmix.families import count_logdensity, simplex, sticks
 from bayesmix.families.count_logdensity import digamma, gamma_log_prior
+from bayesmix.families.gaussian import logdensity as gaussian_logdensity
 from bayesmix.families.gaussian.logdensity import (
     KINDS,
     bartlett,
@@ -62,6 +64,7 @@ from bayesmix.families.sticks import (
     weight_log_prior,
     weight_prior_inputs,
 )
+from bayesmix.jit import cached
 
 __all__ = [
     "StudentTDensity",
@@ -130,6 +133,13 @@ def student_t_density(
     return StudentTDensity(kind, K, D, dof is None, buffer)
 
 
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(
+    count_logdensity, gaussian_logdensity, simplex, sticks, nogil=True, error_model="numpy"
+)
+
+
 @nb.njit(cache=True, nogil=True, error_model="numpy")
 def _buffer_size(n, D, K, kind):
     return _HEADER + n * D + 3 * K + 2 * D + (D * D if kind == _FULL else K * D) + K
@@ -159,7 +169,7 @@ def _unpack(buffer):
 # the density
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _log_density(theta, buffer, grad):
     """Log posterior density at ``theta`` of the model packed in ``buffer``; its
     gradient is written into ``grad``. Returns ``-inf`` outside the support."""
@@ -218,7 +228,7 @@ def normal_log_prior(means, mean_loc, mean_scale):
     return logp
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _scales(theta, pos, scale, scale_dof, kind, K, D):
     """The scale parameters at ``theta``: ``(shifted, A, factors, var, log_det, prior)``
     with ``shifted`` ``theta`` with diag's log variances made dimensionless (module
@@ -243,7 +253,7 @@ def _scales(theta, pos, scale, scale_dof, kind, K, D):
     return shifted, np.empty((0, 0, 0)), np.empty((0, 0, 0)), var, log_det, prior
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _degrees(theta, pos, fixed_dof, priors, estimate_dof):
     """The degrees of freedom and (estimated) their ``Gamma(dof_shape, dof_rate)`` log
     prior with the log transform's Jacobian."""
@@ -257,7 +267,7 @@ def _degrees(theta, pos, fixed_dof, priors, estimate_dof):
     return nu, prior
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _row_statistics(X, means, factors, var, nu, base, full, sums, first, scatter):
     """Sum over rows of ``log sum_k w_k t(x | mu_k, Sigma_k, nu_k)``; adds each
     component's ``sum r``, ``sum r u``, ``sum r L`` (``sums``), first moment
@@ -307,7 +317,7 @@ def _add_moments(centred, weight, full, first, scatter):
             scatter[0, a] += weighted * centred[a]
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _dof_gradient(theta, pos, nu, D, sums, priors, grad):
     """Gradient in the log degrees of freedom: likelihood from the sums ``sum r``,
     ``sum r u``, ``sum r L`` plus the Gamma prior and its Jacobian."""
@@ -322,7 +332,7 @@ def _dof_gradient(theta, pos, nu, D, sums, priors, grad):
 # unconstrained -> model parameters
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand(theta, buffer, out):
     """Weights, means, scales (full: ``(F F^T)^-1``) and degrees of freedom of the model
     packed in ``buffer`` at ``theta``, flattened into ``out``."""
@@ -398,7 +408,9 @@ _LOGP = nb.types.int64(nb.types.uint64, _pointer, _pointer, _pointer, nb.types.v
 _EXPAND = nb.types.int64(nb.types.uint64, nb.types.uint64, _pointer, _pointer, nb.types.voidptr)
 
 
-@nb.cfunc(_LOGP, cache=True, error_model="numpy")
+@cached(
+    count_logdensity, gaussian_logdensity, simplex, sticks, signature=_LOGP, error_model="numpy"
+)
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     """nutpie's log density callback: 0 on success; a positive code (4: density not finite,
     3: gradient not finite, 1: an error) makes nutpie reject the step as a divergence."""
@@ -412,7 +424,9 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
         return 1
 
 
-@nb.cfunc(_EXPAND, cache=True, error_model="numpy")
+@cached(
+    count_logdensity, gaussian_logdensity, simplex, sticks, signature=_EXPAND, error_model="numpy"
+)
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):
     """nutpie's callback storing the weights, means, scales and degrees of freedom of a
     draw; 0 on success, 1 on an error."""

@@ -47,6 +47,7 @@ import numba as nb
 import numpy as np
 
 from bayesmix.data import Data
+from bayesmix.families import simplex, sticks
 from bayesmix.families.gaussian.covariance import CovarianceStructure, get_structure
 from bayesmix.families.simplex import (
     dirichlet_log_prior,
@@ -60,6 +61,7 @@ from bayesmix.families.sticks import (
     stick_log_weights,
     stick_weights_gradient,
 )
+from bayesmix.jit import cached
 from bayesmix.priors import ResolvedPriors
 
 __all__ = [
@@ -92,6 +94,11 @@ KINDS = {
     "EEI": _EEI,
 }
 _LOG_2PI = math.log(2.0 * math.pi)
+
+
+# compiled under a name carrying the digest of the modules whose compiled functions
+# they call (bayesmix.jit.cached): numba keys a cached function by its own file only
+_cached = cached(simplex, sticks, nogil=True, error_model="numpy")
 
 
 @dataclass(frozen=True)
@@ -348,7 +355,7 @@ def log_density(
     )
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _log_density(
     theta,
     X,
@@ -509,7 +516,7 @@ def variance_gradient(theta, pos, var, counts, scatter, dof, kind, grad):
             grad[i] += 0.5 * scatter[k, 0].sum() / var[k, 0] - 0.5 * D * counts[k]
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _row_statistics(X, means, precision, base, matrix, tied, counts, first, scatter):
     """Sum over rows of log sum_k w_k N(x | mu_k, Sigma_k); adds each component's
     responsibility total, centred first moment and centred scatter (lower triangle; the
@@ -617,7 +624,7 @@ def expand(
     )
 
 
-@nb.njit(cache=True, nogil=True, error_model="numpy")
+@_cached
 def _expand(
     theta, mean_loc, mean_scale, covariance_scale, rotation, sticks, kind, order_feature, out
 ):
@@ -731,11 +738,12 @@ def _unpack(address):
 _double_pointer = nb.types.CPointer(nb.types.double)
 
 
-@nb.cfunc(
-    nb.types.int64(
+@cached(
+    simplex,
+    sticks,
+    signature=nb.types.int64(
         nb.types.uint64, _double_pointer, _double_pointer, _double_pointer, nb.types.voidptr
     ),
-    cache=True,
     error_model="numpy",
 )
 def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
@@ -757,11 +765,12 @@ def nutpie_logp(n_dim, x_address, grad_address, logp_address, inputs_address):
     return 0
 
 
-@nb.cfunc(
-    nb.types.int64(
+@cached(
+    simplex,
+    sticks,
+    signature=nb.types.int64(
         nb.types.uint64, nb.types.uint64, _double_pointer, _double_pointer, nb.types.voidptr
     ),
-    cache=True,
     error_model="numpy",
 )
 def nutpie_expand(n_dim, n_expanded, x_address, out_address, inputs_address):

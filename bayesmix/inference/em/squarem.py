@@ -40,7 +40,9 @@ import math
 import numba as nb
 import numpy as np
 
+from bayesmix.inference.em import convergence
 from bayesmix.inference.em.convergence import projected_change
+from bayesmix.jit import cached
 
 __all__ = [
     "N_RATES",
@@ -111,7 +113,7 @@ def extrapolated(start, middle, end, step):
     return out.reshape(start.shape)
 
 
-@nb.njit(cache=True)
+@cached(convergence)  # the digest of convergence.py names its cache entry
 def accelerated_change(newest, previous, older, total_weight, rates):
     """The convergence test's change of a SQUAREM run whose last three objectives are EM
     iterations in a row: Aitken's projected gain per unit of weight with the rate at least
