@@ -22,13 +22,10 @@ so every process runs the same machine code (bitwise reproducible fits).
 
 from __future__ import annotations
 
-import hashlib
 import math
 import threading
-import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numba as nb
 import numpy as np
@@ -47,6 +44,7 @@ from bayesmix.inference.em.squarem import (
     step_length,
 )
 from bayesmix.inference.interrupt import deferred_sigint
+from bayesmix.jit import cached_twin
 
 __all__ = ["LOOP_KINDS", "LoopStep", "compile_loop", "compiled_loop"]
 
@@ -537,7 +535,8 @@ def _twin(kind: str):
     its E-step and iteration (:func:`_expectation_template`, :func:`_em_iteration_template`)
     compiled for the same kind: numba's disk cache is keyed by the function's name and
     checks only this file's time stamp, and the loop compiles in kernels of other modules,
-    so the digest of their sources names a new entry whenever they change."""
+    so the digest of their sources names a new entry whenever they change
+    (:func:`bayesmix.jit.cached_twin`)."""
     estep, mstep, factors, pool = _PARTS[kind]
     scope = {
         **globals(),
@@ -551,20 +550,13 @@ def _twin(kind: str):
         ("_em_iteration", _em_iteration_template),
         ("_em_loop", _em_loop),
     ):
-        name = f"{part}_{kind}_{_KERNELS_DIGEST}"
-        twin = types.FunctionType(source.__code__, scope, name, source.__defaults__)
-        twin.__qualname__ = name
-        twin.__doc__ = source.__doc__
-        scope[part] = globals()[name] = nb.njit(cache=True, error_model="numpy")(twin)
+        name = f"{part}_{kind}"
+        twin = cached_twin(source, _KERNELS, name=name, scope=scope, error_model="numpy")
+        scope[part] = globals()[twin.__name__] = twin
     return scope["_em_loop"]
 
 
-_KERNELS_DIGEST = hashlib.sha1(
-    b"".join(
-        Path(module.__file__).read_bytes()
-        for module in (kernels, constrained_kernels, convergence, squarem)
-    )
-).hexdigest()[:12]
+_KERNELS = (kernels, constrained_kernels, convergence, squarem)
 
 #: the loop's storage for each structure that has one (by structure name)
 _KIND_OF = {
