@@ -96,6 +96,47 @@ def test_loop_makes_the_general_iterations(iris, name):
         np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("name", ["full", "EII", "VEI", "VEV", "EVE"])
+def test_loop_starts_a_run_from_the_start_statistics(iris, name):
+    """``run(None, start_statistics, ...)``: the start is the M-step of the statistics
+    of its responsibilities (without previous covariances) and its E-step, as the general
+    route makes it, followed by the same iterations."""
+    X, weights, shift, reg, resp = iris
+    structure = get_structure(name)
+    test = ConvergenceTest(float(len(X)), 0.0, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    params, stats = _start(iris, structure)
+    trace = [stats.log_likelihood]
+    for _ in range(8):
+        params = m_step(stats, structure, None, reg, previous=params)
+        stats = e_step(X, weights, shift, params, structure)
+        trace.append(stats.log_likelihood)
+    start_stats = stats_from_responsibilities(X, weights, shift, resp, structure)
+    for part in (start_stats.mass, start_stats.sum_x, start_stats.sum_xx):
+        part.flags.writeable = False  # as shared between fits
+    fast, fast_stats, step = run(None, start_stats, 8, [], PLAIN)
+    np.testing.assert_allclose(step.first, trace[0], rtol=1e-12)
+    np.testing.assert_allclose(step.objectives, trace[1:], rtol=1e-12)
+    np.testing.assert_allclose(fast.means, params.means, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast.covariances, params.covariances, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fast_stats.sum_xx, stats.sum_xx, rtol=1e-9, atol=1e-9)
+
+
+def test_loop_leaves_an_irregular_start_to_the_general_route(iris):
+    """A start whose statistics give a component no mass is not made in the loop: the
+    caller gets ``None`` back, to make it the general way (re-seeding the component)."""
+    X, weights, shift, reg, resp = iris
+    structure = get_structure("full")
+    test = ConvergenceTest(float(len(X)), 0.0, False, -np.inf)
+    run = compiled_loop(structure, X, weights, shift, reg, test)
+    empty = resp.copy()
+    empty[:, 2] = 0.0
+    start_stats = stats_from_responsibilities(X, weights, shift, empty, structure)
+    params, stats, step = run(None, start_stats, 5, [], PLAIN)
+    assert params is None and stats is start_stats
+    assert np.isnan(step.first) and step.objectives == []
+
+
 def test_loop_sums_the_chunks_of_the_parallel_kernel(iris):
     """On data of several E-step chunks the loop's sums are the general route's."""
     X, _, _, reg, _ = iris
@@ -173,6 +214,36 @@ def test_fits_with_and_without_progress_reports_agree(iris):
     np.testing.assert_allclose(quiet.log_likelihood, reported.log_likelihood, rtol=1e-12)
     np.testing.assert_allclose(quiet.means, reported.means, rtol=1e-8)
     assert quiet.n_iter == reported.n_iter
+
+
+def test_a_start_without_mass_in_a_component_is_made_the_general_way():
+    """Five distinct rows (eight copies each) and six components: k-means++'s sixth
+    centre repeats one of the five and gets no rows. The loop does not make that start,
+    the general route re-seeds the component (with its warning), and the fit is the one
+    the general route makes throughout (a progress callback keeps runs out of the loop)."""
+    points = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0], [10.0, 10.0], [5.0, 4.0]])
+    data = as_data(np.repeat(points, 8, axis=0))
+    model = bm.GaussianMixture(6, covariance_type="spherical")
+    fits = []
+    for callback in (None, lambda p: None):
+        with pytest.warns(bm.DegenerateComponentWarning, match="no responsibility mass"):
+            fits.append(
+                fit_em(
+                    model,
+                    data,
+                    use_priors=False,
+                    init="kmeans++",
+                    n_init=1,
+                    random_state=0,
+                    max_iter=5,
+                    callback=callback,
+                )
+            )
+    quiet, reported = fits
+    # the same optimum (the two routes' convergence tests end this degenerate run after
+    # different numbers of iterations, as before the loop made starts)
+    np.testing.assert_allclose(quiet.log_likelihood, reported.log_likelihood, rtol=1e-10)
+    np.testing.assert_allclose(quiet.means, reported.means, atol=1e-9)
 
 
 def test_capped_inner_iterations_are_kept_warned_and_reported(iris, monkeypatch):

@@ -1,8 +1,8 @@
 """The Python around EM's fits made cheaper for the mclust table (issue 19's speed):
 the starts' statistics shared between the models of one K, the spurious-maximum judge
 without eigen-decompositions for diagonal covariances, and Ctrl-C deferred around
-compiled calls without ``signal.signal``'s conversions. Each must give what the plain
-computation gives."""
+compiled calls by a handler installed once per table (``sigint_scope``). Each must give
+what the plain computation gives."""
 
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from bayesmix.data import as_data
 from bayesmix.families.gaussian.covariance import get_structure
 from bayesmix.families.gaussian.stats import Params
 from bayesmix.inference.em.degeneracy import CollapseJudge, feature_resolution
-from bayesmix.inference.em.fit import shared_start_statistics, start_statistics
+from bayesmix.inference.em.fit import start_statistics
 from bayesmix.inference.em.init import initial_responsibilities, shared_starts
-from bayesmix.inference.interrupt import deferred_sigint
+from bayesmix.inference.interrupt import deferred_sigint, sigint_scope
 
 MODELS = ("VVV", "VEV", "VVI", "EEI", "VII", "EII", "EEE")
 
@@ -39,20 +39,18 @@ def _fits(data, models, ks):
 
 
 def test_shared_statistics_give_the_fits_made_without_them(iris):
-    """The same fits, bit for bit, with the starts' statistics shared (and with the
-    starts themselves shared, as select_components does) as each fit computing its own."""
+    """The same fits, bit for bit, with the starts and their statistics shared (as
+    select_components does) as each fit drawing and computing its own."""
     data = as_data(iris)  # one array for every fit, as in select_components
     alone = _fits(data, MODELS, (2, 3))
-    with shared_start_statistics():
+    with shared_starts(7):
         shared = _fits(data, MODELS, (2, 3))
-    with shared_starts(7), shared_start_statistics():
-        both = _fits(data, MODELS, (2, 3))
     for key, fit in alone.items():
-        for other in (shared[key], both[key]):
-            assert other.log_likelihood == fit.log_likelihood, key
-            np.testing.assert_array_equal(other.means, fit.means)
-            np.testing.assert_array_equal(other.covariances, fit.covariances)
-            assert other.settings["n_runs"] == fit.settings["n_runs"]
+        other = shared[key]
+        assert other.log_likelihood == fit.log_likelihood, key
+        np.testing.assert_array_equal(other.means, fit.means)
+        np.testing.assert_array_equal(other.covariances, fit.covariances)
+        assert other.settings["n_runs"] == fit.settings["n_runs"]
 
 
 def test_start_statistics_are_the_responsibilities_sums_and_leave_the_generator(iris):
@@ -63,7 +61,7 @@ def test_start_statistics_are_the_responsibilities_sums_and_leave_the_generator(
     weights = np.ones(len(X))
     shift = X.mean(axis=0)
     full, tied = get_structure("VVV"), get_structure("EEE")
-    with shared_start_statistics():
+    with shared_starts(0):
         first_rng, again_rng = np.random.default_rng(3), np.random.default_rng(3)
         first = start_statistics("kmeans++", X, weights, shift, full, 3, first_rng)
         again = start_statistics("kmeans++", X, weights, shift.copy(), full, 3, again_rng)
@@ -89,7 +87,7 @@ def test_other_data_in_the_block_get_their_own_statistics(iris):
     """Fits of other data inside the block are not given the first data's entries."""
     data, other = as_data(iris), as_data(iris[:, ::-1] * 2.0)
     alone = bm.GaussianMixture(3, "VVI").fit(other, random_state=1)
-    with shared_start_statistics():
+    with shared_starts(0):
         bm.GaussianMixture(3, "VVI").fit(data, random_state=1)
         inside = bm.GaussianMixture(3, "VVI").fit(other, random_state=1)
     assert inside.log_likelihood == alone.log_likelihood
@@ -171,3 +169,31 @@ def test_deferred_sigint_calls_the_handler_before_it():
         assert calls == [signal.SIGINT]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_sigint_scope_installs_the_handler_once_and_holds_only_inside_blocks():
+    """Inside sigint_scope, deferred_sigint blocks hold a SIGINT until they end without
+    installing a handler each; between them a SIGINT interrupts at once; the handler
+    before is back after the scope, and a scope inside a scope installs nothing."""
+    before = signal.getsignal(signal.SIGINT)
+    with sigint_scope():
+        installed = signal.getsignal(signal.SIGINT)
+        assert installed is not before
+        with sigint_scope():  # nested: the outer scope's handler stays
+            assert signal.getsignal(signal.SIGINT) == installed
+        reached = False
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_sigint():
+                assert signal.getsignal(signal.SIGINT) == installed  # nothing installed
+                with deferred_sigint():  # nested blocks: released when the outer ends
+                    signal.raise_signal(signal.SIGINT)
+                reached = True
+        assert reached
+        with pytest.raises(KeyboardInterrupt):  # between blocks: at once
+            signal.raise_signal(signal.SIGINT)
+        with deferred_sigint() as held, pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+            held.release()  # a loop between compiled calls: ends here
+        with deferred_sigint():  # nothing held: nothing done
+            pass
+    assert signal.getsignal(signal.SIGINT) is before

@@ -39,9 +39,8 @@ from bayesmix.families.gaussian.covariance import (
     get_structure,
 )
 from bayesmix.families.gaussian.stats import log_normalise
-from bayesmix.inference.em.fit import shared_start_statistics
 from bayesmix.inference.em.init import shared_starts
-from bayesmix.inference.interrupt import nested_fits
+from bayesmix.inference.interrupt import nested_fits, sigint_scope
 from bayesmix.mixture import Mixture
 from bayesmix.model import BAYES_METHODS, EM_METHODS, FIT_METHODS, GaussianMixture
 from bayesmix.priors import Priors
@@ -419,8 +418,9 @@ def select_components(
     # one hierarchical tree for the whole grid, as mclust's mclustBIC computes hc once
     hc_seed = int(rng.integers(2**63))
     rows, fits, errors = [], {}, []
-    # and each start's statistics computed once per form of the second moments
-    with shared_starts(hc_seed), shared_start_statistics():
+    # (and each start's statistics once per form of the second moments, the data's
+    # summaries once), and SIGINT's handler for the compiled EM loops installed once (sigint_scope)
+    with shared_starts(hc_seed), sigint_scope():
         for key, seed in zip(keys, seeds, strict=True):
             method, label, k = key
             family = declarations[label]

@@ -32,11 +32,6 @@ import numpy as np
 
 from bayesmix.exceptions import ConvergenceWarning, InterruptedFitWarning
 
-try:  # the C function behind signal.signal, without its enum conversions
-    from _signal import signal as _raw_signal
-except ImportError:  # pragma: no cover - interpreters without CPython's _signal
-    _raw_signal = signal.signal
-
 __all__ = [
     "INTERRUPTS",
     "is_interrupt",
@@ -48,6 +43,7 @@ __all__ = [
     "watch_sigint",
     "HeldSigint",
     "deferred_sigint",
+    "sigint_scope",
     "completed_draws",
 ]
 
@@ -176,21 +172,33 @@ def watch_sigint() -> Iterator[SigintWatch]:
 class HeldSigint:
     """A SIGINT held by :func:`deferred_sigint`, released at its end or earlier by
     :meth:`release`; also the context manager :func:`deferred_sigint` returns (entering
-    it installs the holding handler, in the main thread only)."""
+    it installs the holding handler, in the main thread only, unless a
+    :func:`sigint_scope` installed it already)."""
 
-    def __init__(self, previous: Any = None, *, install: bool = False) -> None:
+    def __init__(
+        self, previous: Any = None, *, install: bool = False, scope: HeldSigint | None = None
+    ) -> None:
         self.previous = previous
-        self.held: list[tuple[int, Any]] = []
+        self.held: list[tuple[int, Any]] = [] if scope is None else scope.held
+        self.holding = 0  # the blocks open that hold a SIGINT (a scope's handler)
         self._install = install
         self._installed = False
+        self._scope = scope
 
     def hold(self, signum: int, frame: Any) -> None:
+        """The handler: hold the SIGINT while a block holds, else (a :func:`sigint_scope`'s
+        handler between blocks) do at once what the handler before would have done."""
         self.held.append((signum, frame))
+        if not self.holding:
+            self.release()
 
     def release(self) -> None:
         """Do what the handler before would have done with a held SIGINT (by default,
         raise ``KeyboardInterrupt``); nothing if none was held. Loops that call compiled
         code call it between two calls, so a Ctrl-C ends them at once."""
+        if self._scope is not None:
+            self._scope.release()
+            return
         if not self.held:
             return
         signum, frame = self.held[0]
@@ -201,25 +209,49 @@ class HeldSigint:
             raise KeyboardInterrupt
 
     def __enter__(self) -> HeldSigint:
+        if self._scope is not None:  # the scope's handler is installed: hold
+            self._scope.holding += 1
         # signals reach only the main thread: elsewhere nothing is installed
-        if self._install and threading.get_ident() == threading.main_thread().ident:
-            self.previous = _set_handler(self.hold)  # it returns the one before
+        elif self._install and threading.get_ident() == threading.main_thread().ident:
+            self.holding = 1
+            self.previous = signal.signal(signal.SIGINT, self.hold)
             self._installed = True
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        if self._installed:
+        if self._scope is not None:
+            self._scope.holding -= 1
+            if not self._scope.holding:
+                self._scope.release()
+        elif self._installed:
             self._installed = False
-            _set_handler(self.previous)
+            signal.signal(signal.SIGINT, self.previous)
             self.release()
 
 
-def _set_handler(handler: Any) -> Any:
-    """Install ``handler`` for SIGINT and return the one before: ``signal.signal``
-    without its conversions of the handlers to and from enums (the compiled EM loop
-    installs a handler around each of its calls, thousands in a model-selection table;
-    the conversions cost more than the call itself)."""
-    return _raw_signal(signal.SIGINT.value, handler)
+# the handler a sigint_scope installed (None: none is active)
+_SCOPE: list[HeldSigint | None] = [None]
+
+
+@contextlib.contextmanager
+def sigint_scope() -> Iterator[None]:
+    """Install :func:`deferred_sigint`'s handler once for the block rather than at each
+    ``deferred_sigint`` block inside it: the compiled EM loop holds SIGINT around each of
+    its calls, thousands in a model-selection table, and installing a handler costs more
+    than such a call. Between those blocks a SIGINT does at once what the handler before
+    would have done (by default, raise ``KeyboardInterrupt``), as without the scope.
+    Nothing is installed outside the main thread or inside another scope."""
+    if _SCOPE[0] is not None or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    scope = HeldSigint()
+    scope.previous = signal.signal(signal.SIGINT, scope.hold)
+    _SCOPE[0] = scope
+    try:
+        yield
+    finally:
+        _SCOPE[0] = None
+        signal.signal(signal.SIGINT, scope.previous)
 
 
 def deferred_sigint() -> HeldSigint:
@@ -231,7 +263,11 @@ def deferred_sigint() -> HeldSigint:
     ``_numba_unpickle``) while a SIGINT is handled gets an exception it cannot propagate,
     and the process crashed (SIGSEGV, seen in the compiled EM loop and in ADVI's
     PyTensor step). Outside the main thread nothing is installed (signals reach only the
-    main thread). Use as ``with deferred_sigint() as held: ...``."""
+    main thread); inside a :func:`sigint_scope` the scope's handler holds. Use as
+    ``with deferred_sigint() as held: ...``."""
+    scope = _SCOPE[0]
+    if scope is not None and threading.get_ident() == threading.main_thread().ident:
+        return HeldSigint(scope.previous, scope=scope)
     return HeldSigint(install=True)
 
 

@@ -44,7 +44,7 @@ from bayesmix.inference.em.squarem import (
     step_length,
 )
 from bayesmix.inference.interrupt import deferred_sigint
-from bayesmix.jit import cached_twin
+from bayesmix.jit import cached_twin, read_only
 
 __all__ = ["LOOP_KINDS", "LoopStep", "compile_loop", "compiled_loop"]
 
@@ -74,12 +74,16 @@ class LoopStep:
         ``INNER_MAX_ITER``.
     n_extrapolated : int
         E-steps made at extrapolated points (not iterations: the work beyond them).
+    first : float
+        The start's log-likelihood, where the call started the run (NaN otherwise, and
+        where the start was left to the general route).
     """
 
     objectives: list
     converged: bool
     capped: bool
     n_extrapolated: int
+    first: float = math.nan
 
 
 # Functions here that call kernels of other modules are not cached on disk by themselves:
@@ -91,10 +95,10 @@ class LoopStep:
 _UNCACHED = {"cache": False}
 
 
-# -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, constrained model's code,
-#    inner tol, inner max_iter) -> weights, means, covariances, whether the inner
-#    iterations converged and their last relative change (the closed forms ignore the
-#    last four arguments) ----------------------------------------------------------------
+# -- M-steps: (mass, sum_x, sum_xx, reg, previous covariances, whether there are any
+#    (a run's first M-step has none), constrained model's code, inner tol, inner
+#    max_iter) -> weights, means, covariances, whether the inner iterations converged and
+#    their last relative change (the closed forms ignore the last five arguments) --------
 @nb.njit(cache=True, inline="always")
 def _weights_means(mass, sum_x):
     mass = mass + MASS_EPS
@@ -102,7 +106,7 @@ def _weights_means(mass, sum_x):
 
 
 @nb.njit(cache=True)
-def _mstep_full(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_full(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_components, n_features = means.shape
     cov = np.empty((n_components, n_features, n_features))
@@ -121,7 +125,7 @@ def _mstep_full(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
 
 
 @nb.njit(cache=True)
-def _mstep_tied(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_tied(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_components, n_features = means.shape
     cov = np.empty((n_features, n_features))
@@ -147,14 +151,14 @@ def _axis_scatter(mass, sum_x, sum_xx, means):
 
 
 @nb.njit(cache=True)
-def _mstep_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_diag(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     cov = _axis_scatter(mass, sum_x, sum_xx, means) / mass.reshape((-1, 1)) + reg
     return weights, means, cov, True, 0.0
 
 
 @nb.njit(cache=True)
-def _mstep_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_spherical(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_features = means.shape[1]
     scatter = np.maximum(
@@ -164,7 +168,7 @@ def _mstep_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
 
 
 @nb.njit(cache=True)
-def _mstep_shared_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_shared_diag(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     raw = sum_xx - 2.0 * (sum_x * means).sum(axis=0)  # sum_xx pooled: (D,)
     scatter = np.maximum(raw + (mass.reshape((-1, 1)) * means**2).sum(axis=0), 0.0)
@@ -172,7 +176,7 @@ def _mstep_shared_diag(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
 
 
 @nb.njit(cache=True)
-def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     n_features = means.shape[1]
     raw = sum_xx.sum() - 2.0 * (sum_x * means).sum() + (mass * (means**2).sum(axis=1)).sum()
@@ -182,19 +186,45 @@ def _mstep_shared_spherical(mass, sum_x, sum_xx, reg, previous, code, tol, max_i
 
 
 @nb.njit(**_UNCACHED)
-def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_diag_constrained(mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter):
     mass, weights, means = _weights_means(mass, sum_x)
     cov, _, converged, change = constrained_kernels.diag_m_step(
-        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+        code,
+        mass,
+        sum_x,
+        sum_xx,
+        means,
+        False,
+        0.0,
+        sum_xx,
+        reg,
+        previous,
+        has_previous,
+        tol,
+        max_iter,
     )
     return weights, means, cov, converged, change
 
 
 @nb.njit(**_UNCACHED)
-def _mstep_matrix_constrained(mass, sum_x, sum_xx, reg, previous, code, tol, max_iter):
+def _mstep_matrix_constrained(
+    mass, sum_x, sum_xx, reg, previous, has_previous, code, tol, max_iter
+):
     mass, weights, means = _weights_means(mass, sum_x)
     cov, _, converged, change = constrained_kernels.matrix_m_step(
-        code, mass, sum_x, sum_xx, means, False, 0.0, sum_xx, reg, previous, True, tol, max_iter
+        code,
+        mass,
+        sum_x,
+        sum_xx,
+        means,
+        False,
+        0.0,
+        sum_xx,
+        reg,
+        previous,
+        has_previous,
+        tol,
+        max_iter,
     )
     return weights, means, cov, converged, change
 
@@ -338,16 +368,21 @@ def _expectation_template(X, sample_weight, shift, n_chunks, weights, centres, s
     return (_chunk_sum(raw[0]), _chunk_sum(raw[1]), pooled, raw[3].sum(), raw[4].sum())
 
 
-def _em_iteration_template(X, sample_weight, shift, n_chunks, state, stats, previous, reg, inner):
+def _em_iteration_template(
+    X, sample_weight, shift, n_chunks, state, stats, previous, has_previous, reg, inner
+):
     """One EM iteration from ``state`` and its statistics ``stats``: ``(regular, state,
     stats, inner_ok, inner_change)``, with the state and statistics given back unchanged
     where the iteration is not regular (a component without mass, covariances not
     positive definite, a log-likelihood not finite). ``previous``: the covariances the
-    constrained M-steps' inner iterations start from."""
+    constrained M-steps' inner iterations start from, where ``has_previous`` (not at a
+    run's start, whose M-step is made from the start's statistics alone)."""
     mass, sum_x, sum_xx = stats[0], stats[1], stats[2]
     if _has_empty_component(mass):
         return False, state, stats, True, 0.0
-    weights, means, cov, inner_ok, inner_change = _mstep(mass, sum_x, sum_xx, reg, previous, *inner)
+    weights, means, cov, inner_ok, inner_change = _mstep(
+        mass, sum_x, sum_xx, reg, previous, has_previous, *inner
+    )
     ok, factors, scale, centres, log_det = _factors(means, cov)
     if not ok:
         return False, state, stats, True, 0.0
@@ -380,6 +415,7 @@ def _em_loop(
     n_chunks,
     state,
     stats,
+    fresh,
     reg,
     n_steps,
     tol,
@@ -392,6 +428,14 @@ def _em_loop(
     and its statistics ``stats = (mass, sum_x, sum_xx, log_lik, log_max)``, the E-step
     over ``n_chunks`` chunks of the rows (``kernels.n_chunks_for``: the chunks of the
     parallel kernel, so the sums are those of the general route) in this thread.
+
+    ``fresh``: the run starts here. ``stats`` then holds the start's statistics (those
+    of its responsibilities; the log-likelihoods are ignored) and ``state`` only gives
+    the shapes: the start's state is the M-step from them (without previous
+    covariances) and its E-step, as a run's first state on the general route; its
+    log-likelihood is returned as ``first`` and ``recent`` is ignored. Where that first
+    iteration is not regular nothing is made (``first`` is NaN): the caller starts the
+    run the general way.
 
     ``recent`` holds the last three objectives (NaN where there are fewer; the newest
     last); ``inner = (code, tol, max_iter)``: the constrained model's index in
@@ -410,7 +454,8 @@ def _em_loop(
     three are EM iterations in a row, with the rates of its previous tests.
     ``acceleration`` is updated in place.
 
-    Returns the state and statistics after the last regular iteration, the objectives
+    Returns the state and statistics after the last regular iteration, ``first`` (the
+    start's log-likelihood where ``fresh``, else NaN), the objectives
     ``(n_steps,)`` of which the first ``n_made`` were made, ``n_made``, and the status:
     ``CONVERGED``, ``IRREGULAR`` (the next iteration needs the general route),
     ``CAPPED`` (the last M-step stopped its inner iterations at ``max_iter``: still an
@@ -421,12 +466,23 @@ def _em_loop(
     """
     objectives = np.empty(n_steps)
     older, previous, newest = recent[0], recent[1], recent[2]
+    capped, capped_change, n_extrapolated = 0, 0.0, 0
+    first = np.nan
+    if fresh:  # the start's state: the M-step from its statistics and the E-step
+        regular, state, stats, inner_ok, inner_change = _em_iteration(
+            X, sample_weight, shift, n_chunks, state, stats, state[2], False, reg, inner
+        )
+        if not regular:
+            return state, stats, first, objectives, 0, IRREGULAR, 0, 0.0, 0
+        if not inner_ok:  # recorded, as the general route records it; not judged
+            capped, capped_change = 1, inner_change
+        first = stats[3]
+        older, previous, newest = np.nan, np.nan, first
     # the objectives at the end of the run that are plain EM iterations in a row
     step_max = acceleration[0]
     chain = 1
     if step_max == 0.0:  # plain EM: every objective given counts
-        chain = 3 - math.isnan(recent[0]) - math.isnan(recent[1]) - math.isnan(recent[2])
-    capped, capped_change, n_extrapolated = 0, 0.0, 0
+        chain = 3 - math.isnan(older) - math.isnan(previous) - math.isnan(newest)
     made, status = 0, RUNNING
     cycle_start = cycle_middle = kept_state = state
     kept_stats, in_cycle, trial, step = stats, 0, False, 1.0
@@ -439,6 +495,7 @@ def _em_loop(
             state,
             stats,
             kept_state[2] if trial else state[2],
+            True,
             reg,
             inner,
         )
@@ -507,7 +564,7 @@ def _em_loop(
     if trial:  # out of iterations before the stabilising one: back to EM's state
         state, stats = kept_state, kept_stats
     acceleration[0] = step_max
-    return state, stats, objectives, made, status, capped, capped_change, n_extrapolated
+    return state, stats, first, objectives, made, status, capped, capped_change, n_extrapolated
 
 
 #: the storages of the covariances a loop exists for: E-step kernel, M-step, factors,
@@ -587,25 +644,35 @@ def _loop(kind: str, args: tuple) -> Callable:
     return _compiled[kind]
 
 
-def _read_only(array) -> np.ndarray:
-    view = np.ascontiguousarray(array, dtype=np.float64).view()
-    view.flags.writeable = False
-    return view
-
-
 def _array(value) -> np.ndarray:
     """A float64 C-contiguous array of at least one dimension (a shared spherical
     covariance, its factor and its statistic are scalars in the structure's form)."""
     return np.ascontiguousarray(np.atleast_1d(np.asarray(value, dtype=np.float64)))
 
 
+def _writable(value) -> np.ndarray:
+    """:func:`_array`, copied where it is read-only (a start's statistics shared between
+    fits): numba types a read-only array apart, and would compile the loop again."""
+    array = _array(value)
+    return array if array.flags.writeable else array.copy()
+
+
+def _data_arguments(X, sample_weight, shift, reg) -> tuple:
+    """The arguments of every call of one fit's loop that depend on the data only."""
+    return (
+        read_only(X),
+        read_only(sample_weight),
+        read_only(shift),
+        kernels.n_chunks_for(len(X)),
+    ), _array(reg)
+
+
 def _arguments(
-    X,
-    sample_weight,
-    shift,
+    data,
     reg,
     params,
     stats,
+    fresh,
     n_steps,
     tol,
     total_weight,
@@ -613,16 +680,22 @@ def _arguments(
     inner,
     acceleration,
 ):
-    state = tuple(_array(part) for part in params)
-    moments = (_array(stats[0]), _array(stats[1]), _array(stats[2]))
+    """The loop's arguments: ``data`` and ``reg`` from :func:`_data_arguments`, the state
+    ``params`` (ignored where ``fresh``: zeros of the statistics' shapes stand in) and
+    the statistics ``stats`` as tuples."""
+    moments = (_writable(stats[0]), _writable(stats[1]), _writable(stats[2]))
+    if fresh:
+        mass, sum_x, sum_xx = moments
+        cov = np.zeros_like(sum_xx)  # the covariances and factors have its shape
+        state = (np.zeros_like(mass), np.zeros_like(sum_x), cov, cov)
+    else:
+        state = tuple(_array(part) for part in params)
     return (
-        _read_only(X),
-        _read_only(sample_weight),
-        _read_only(shift),
-        kernels.n_chunks_for(len(X)),
+        *data,
         state,
         (*moments, float(stats[3]), float(stats[4])),
-        _array(reg),
+        bool(fresh),
+        reg,
         int(n_steps),
         float(tol),
         float(total_weight),
@@ -652,12 +725,10 @@ def compile_loop(kind: str) -> None:
     params = (np.full(n_components, 0.5), X[:n_components], cov, cov)
     stats = (np.ones(n_components), X[:n_components], np.ones(moment_shape), 0.0, 0.0)
     args = _arguments(
-        X,
-        np.ones(3),
-        np.zeros(n_features),
-        np.zeros(n_features),
+        *_data_arguments(X, np.ones(3), np.zeros(n_features), np.zeros(n_features)),
         params,
         stats,
+        False,
         1,
         1e-8,
         3.0,
@@ -686,6 +757,12 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
     constrained models' inner iterations follow
     :data:`~bayesmix.families.gaussian.covariance.INNER_TOL` and ``INNER_MAX_ITER`` as
     they are at each call.
+
+    ``params=None`` starts the run in the same call: ``stats`` are then the statistics of
+    the start's responsibilities, its state is their M-step (without previous
+    covariances) and E-step, its log-likelihood ``step.first``; where that is not
+    regular (a component without mass, ...) nothing is made and ``params`` comes back
+    ``None``, for the caller to start the run the general way.
     """
     kind = _KIND_OF.get(structure.name)
     if kind is None or test.lagged or X.dtype != np.float64:
@@ -694,18 +771,23 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
         return None
     scalar = kind == "shared_spherical"
     code = MODELS.index(structure.name) if structure.name in MODELS else 0
+    data, reg = _data_arguments(X, sample_weight, shift, reg)
+    no_recent = np.full(3, np.nan)
 
     def run(params, stats, n_steps, recent, acceleration):
-        last = np.full(3, np.nan)
-        last[3 - len(recent) :] = recent
+        fresh = params is None
+        if fresh or not len(recent):
+            last = no_recent
+        else:
+            last = np.full(3, np.nan)
+            last[3 - len(recent) :] = recent
         moments = (stats.mass, stats.sum_x, stats.sum_xx, stats.log_likelihood, stats.log_max_resp)
         args = _arguments(
-            X,
-            sample_weight,
-            shift,
+            data,
             reg,
-            params_tuple(params),
+            None if fresh else params_tuple(params),
             moments,
+            fresh,
             n_steps,
             test.tol,
             test.total_weight,
@@ -716,20 +798,25 @@ def compiled_loop(structure, X, sample_weight, shift, reg, test):
         compiled = _loop(kind, args)
         with deferred_sigint():  # a Ctrl-C inside compiled code crashed the process
             out = compiled(*args)
-        state, moments, objectives, n_made, status, capped, change, n_extra = out
+        state, moments, first, objectives, n_made, status, capped, change, n_extra = out
         if capped:  # as the general route does at every such M-step
             covariance.record_inner_iterations(
                 covariance.INNER_MAX_ITER, False, structure.name, change
             )
-        step = LoopStep([], False, False, n_extra)
-        if n_made == 0:
-            return params, stats, step
+        if fresh and math.isnan(first):  # the start is left to the general route
+            return None, stats, LoopStep([], False, False, n_extra)
+        if n_made == 0 and not fresh:
+            return params, stats, LoopStep([], False, False, n_extra)
         weights, means, cov, factors = state
         mass, sum_x, sum_xx, log_lik, log_max = moments
         if scalar:
             cov, factors, sum_xx = cov.reshape(()), factors.reshape(()), sum_xx.reshape(())
         step = LoopStep(
-            objectives[:n_made].tolist(), status == CONVERGED, status == CAPPED, n_extra
+            objectives[:n_made].tolist(),
+            status == CONVERGED,
+            status == CAPPED,
+            n_extra,
+            float(first),
         )
         return (
             Params(weights, means, cov, factors),

@@ -249,40 +249,63 @@ class CollapseJudge:
         self.regularisation = regularisation
         self.n_obs = n_obs
         self.resolution_floor = RESOLUTION_SD**2 * np.square(resolution) / 12.0
-        self._added: dict[int, np.ndarray] = {}  # by number of features
+        # by number of features: the regularisation as represented, as a diagonal matrix,
+        # and whether the structure represents per-feature variances by their mean
+        self._added: dict[int, tuple[np.ndarray, np.ndarray, bool]] = {}
+
+    def _represented(self, n_features: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        known = self._added.get(n_features)
+        if known is None:
+            structure = self.structure
+            added = structure.representable_variances(self.regularisation, n_features)
+            probe = np.arange(1.0, n_features + 1.0)
+            averages = not np.array_equal(
+                structure.representable_variances(probe, n_features), probe
+            )
+            known = self._added[n_features] = (added, np.diag(added), averages)
+        return known
 
     def __call__(self, params: Params) -> list[str]:
         structure = self.structure
+        weights = params.weights
         n_components, n_features = params.means.shape
-        added = self._added.get(n_features)
-        if added is None:
-            added = structure.representable_variances(self.regularisation, n_features)
-            self._added[n_features] = added
+        added, added_matrix, averages = self._represented(n_features)
         n_covariances = structure.n_covariances(n_components)
         if structure.axis_aligned:  # diagonal matrices: their eigenvalues are the variances
             scatter = _component_variances(structure, params.covariances, n_components, n_features)
             scatter = scatter - added
-            within = np.einsum("k,kd->d", params.weights, scatter)
+            within = np.einsum("k,kd->d", weights, scatter)
         else:
             covariances = structure.to_full(params.covariances, n_components, n_features)
-            scatter = np.asarray(covariances) - np.diag(added)
-            within = np.einsum("k,kdd->d", params.weights, scatter)
-        data_variance = _mixture_variance(params.weights, params.means, within)
+            scatter = np.asarray(covariances) - added_matrix
+            within = np.einsum("k,kdd->d", weights, scatter)
+        data_variance = _mixture_variance(weights, params.means, within)
         floor = np.maximum(self.resolution_floor, RELATIVE_SPREAD * data_variance)
-        floor = structure.representable_variances(floor, n_features)
+        if averages:  # else representable_variances(floor) is floor itself
+            floor = structure.representable_variances(floor, n_features)
         if structure.axis_aligned:
             values = scatter[:n_covariances]
-            thresholds = np.broadcast_to(floor, values.shape)
+            thresholds = floor  # the same for every covariance
+            thin = (values < floor).any(axis=1)
         else:  # a shared covariance: one eigen-decomposition
             values, vectors = np.linalg.eigh(scatter[:n_covariances])
             thresholds = np.einsum("kdj,d->kj", vectors**2, floor)
-        mass = params.weights * self.n_obs
+            thin = (values < thresholds).any(axis=1)
+        mass = weights * self.n_obs
         least = structure.min_observations(n_features)  # observations a spread needs
         shared = structure.shared_across_components  # a shared covariance pools all observations
-        thin = (values < thresholds).any(axis=1)
-        few = np.zeros(n_covariances, dtype=bool) if shared else mass < least
+        if shared:
+            flagged = thin
+        else:
+            few = mass < least
+            flagged = thin | few
+        if not flagged.any():
+            return []
+        if shared:
+            few = np.zeros(n_covariances, dtype=bool)
+        thresholds = np.broadcast_to(thresholds, values.shape)
         reasons = []
-        for k in np.flatnonzero(thin | few).tolist():
+        for k in np.flatnonzero(flagged).tolist():
             who = "the shared covariance" if shared else f"component {k}"
             if few[k]:
                 reasons.append(
@@ -305,6 +328,8 @@ def _component_variances(
     """The diagonals ``(K, D)`` of an axis-aligned structure's covariances (stored per
     component or shared, per feature or one for all features)."""
     variances = np.asarray(covariances, dtype=float)
+    if variances.shape == (n_components, n_features):  # stored per component and feature
+        return variances
     if "component" not in structure.natural_dims:
         variances = variances[None]
     if "feature" not in structure.natural_dims:

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import numbers
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -45,6 +44,7 @@ from bayesmix.inference.em.init import (
     hc_model_name,
     initial_responsibilities,
     nearest,
+    shared_entries,
     shared_summary,
 )
 from bayesmix.inference.em.squarem import (
@@ -59,6 +59,7 @@ from bayesmix.inference.interrupt import (
     INTERRUPTS,
     is_interrupt,
     keeps_partial_work,
+    sigint_scope,
     warn_interrupted,
 )
 from bayesmix.ordering import (
@@ -80,9 +81,7 @@ __all__ = [
     "EMProgress",
     "EM_DEFAULTS",
     "regularisation",
-    "shared_start_statistics",
     "start_statistics",
-    "data_summary",
 ]
 
 # The native defaults: run to the local optimum (the Aitken-projected gain below tol per
@@ -261,33 +260,37 @@ def fit_em(
     judge = CollapseJudge(
         structure,
         reg,
-        data_summary("feature_resolution", X, weights, feature_resolution),
+        shared_summary("feature_resolution", X, weights, feature_resolution),
         float(weights.sum()),
     )
-    best = best_run(
-        lambda index: _initial_params(
-            start_method(init, index, options.n_init) if index >= 0 else extra_starts[~index],
-            X,
-            weights,
-            shift,
-            model,
+    with sigint_scope():  # one handler for the compiled loop's calls
+        best = best_run(
+            lambda index, statistics=False: _initial_params(
+                start_method(init, index, options.n_init) if index >= 0 else extra_starts[~index],
+                X,
+                weights,
+                shift,
+                model,
+                shifted_priors,
+                reg,
+                rng,
+                statistics=statistics,
+            ),
+            estep,
+            float(weights.sum()),
+            structure,
             shifted_priors,
-            reg,
-            rng,
-        ),
-        estep,
-        float(weights.sum()),
-        structure,
-        shifted_priors,
-        options,
-        reg_covar=reg,
-        callback=callback,
-        lagged=sklearn,
-        reference=reference,
-        judge=judge,
-        compiled=None if has_missing else partial(compiled_loop, structure, X, weights, shift, reg),
-        n_extra=len(extra_starts),
-    )
+            options,
+            reg_covar=reg,
+            callback=callback,
+            lagged=sklearn,
+            reference=reference,
+            judge=judge,
+            compiled=None
+            if has_missing
+            else partial(compiled_loop, structure, X, weights, shift, reg),
+            n_extra=len(extra_starts),
+        )
     settings = options.settings(
         seed_record,
         start,
@@ -313,9 +316,8 @@ def regularisation(X: np.ndarray, weights: np.ndarray, reg_covar: float) -> np.n
     weighted variance in ``X`` (NaN ignored), so that the regularisation means the same on
     every scale; a constant feature (or one whose variance is subnormal) uses its squared
     mean, or 1 if that is 0 or subnormal (:func:`feature_scale`; computed once for fits
-    of the same data within :func:`~bayesmix.inference.em.init.shared_starts` or
-    :func:`shared_start_statistics`, see :func:`data_summary`)."""
-    return reg_covar * data_summary("feature_scale", X, weights, feature_scale)
+    of the same data within :func:`~bayesmix.inference.em.init.shared_starts`)."""
+    return reg_covar * shared_summary("feature_scale", X, weights, feature_scale)
 
 
 def feature_scale(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -492,7 +494,9 @@ def best_run(
     memory, a map over chunks and a tree sum on Dask (:mod:`bayesmix.inference.em.distributed`).
     ``compiled(test)``, where given, returns the structure's compiled EM loop for the
     convergence test ``test`` (:func:`~bayesmix.families.gaussian.em_loop.compiled_loop`)
-    or ``None``: maximum-likelihood runs without progress reports iterate inside it.
+    or ``None``: maximum-likelihood runs without progress reports iterate inside it, and
+    start there: ``initial(i, True)`` may then return the statistics of the start's
+    responsibilities instead of its parameters (the loop makes their M-step and E-step).
 
     A ``KeyboardInterrupt`` (Ctrl-C) returns the best state reached so far: the best of
     the runs made and the interrupted run's last state, with ``converged=False`` and
@@ -514,11 +518,27 @@ def best_run(
         shown = index if index >= 0 else n_runs + ~index  # the extra starts after the others
         return partial(_report, callback, shown, total_weight)
 
+    # id(params) -> (params, reasons): each state judged once, whether at a run's checks
+    # or when the runs are ranked (a screening run ends on a check)
+    judged: dict[int, tuple] = {}
+
+    def judged_once(params):
+        entry = judged.get(id(params))
+        if entry is None:
+            entry = judged[id(params)] = (params, tuple(judge(params)))
+        return entry[1]
+
+    def verdict(result):
+        return () if judge is None else judged_once(result.params)
+
     starts_made: set[bytes] = set()
     skip_repeats = screened_starts and callback is None
+    in_loop = loop is not None and callback is None  # runs start inside the loop
 
     def run(index, resume=None, limit=max_iter):
-        start = initial(index) if resume is None else None
+        start = None
+        if resume is None:
+            start = initial(index, True) if in_loop else initial(index)
         if skip_repeats and start is not None:
             key = _start_key(start)
             if key in starts_made:  # the same start gives the same run: not run again
@@ -534,7 +554,7 @@ def best_run(
                 reg_covar,
                 test,
                 reporter(index),
-                judge,
+                None if judge is None else judged_once,
                 resume,
                 end=limit == max_iter,
                 loop=loop if callback is None else None,
@@ -543,15 +563,6 @@ def best_run(
         except InterruptedRun as interrupt:
             interrupt.index = index
             raise
-
-    judged: dict[int, tuple] = {}  # id(params) -> (params, reasons): judged once
-
-    def verdict(result):
-        if judge is None:
-            return ()
-        if id(result.params) not in judged:
-            judged[id(result.params)] = (result.params, tuple(judge(result.params)))
-        return judged[id(result.params)][1]
 
     screened: list[EMRun] = []
     try:
@@ -564,11 +575,16 @@ def best_run(
         return _interrupted_best(screened, interrupt, verdict, lagged, n_runs)
 
 
-def _start_key(start: Params) -> bytes:
-    """A digest of a run's starting parameters: equal starts make equal runs."""
+def _start_key(start: Params | SufficientStats) -> bytes:
+    """A digest of a run's starting parameters, or of the statistics they are the
+    M-step of: equal starts make equal runs."""
     digest = hashlib.blake2b(digest_size=16)
-    for part in (start.weights, start.means, start.covariances):
-        digest.update(np.ascontiguousarray(part).tobytes())
+    if isinstance(start, SufficientStats):
+        parts = (b"statistics", start.mass, start.sum_x, start.sum_xx)
+    else:
+        parts = (b"parameters", start.weights, start.means, start.covariances)
+    for part in parts:
+        digest.update(part if isinstance(part, bytes) else np.ascontiguousarray(part).tobytes())
     return digest.digest()
 
 
@@ -790,22 +806,31 @@ def _run_em(
     accelerate=False,
 ) -> EMRun:
     """One EM run from ``params``, or continuing the run ``resume``, until it converges or
-    has made ``max_iter`` iterations in all. With ``judge`` (maximum likelihood only), a
-    run found spurious at two checks ``SPURIOUS_CHECK`` iterations apart stops there
-    (``stopped``): the collapse goes on without end and no more iterations can make it
-    sound; so does a run found spurious right after an M-step whose inner iterations
-    stopped at ``INNER_MAX_ITER`` (a constrained model's M-step chasing a collapsing
-    component, at up to 1,000 inner iterations an EM iteration). ``report`` announces the
-    start (not on resuming), every iteration and the end
-    (converged, stopped, or out of iterations where ``end``: a screening run that is not
-    continued gets its last report from :func:`best_run`).
+    has made ``max_iter`` iterations in all. ``params`` may be the statistics of the
+    start's responsibilities (:class:`SufficientStats`, for maximum likelihood): the
+    start is then their M-step, made by ``loop`` where it has one. With ``judge``
+    (maximum likelihood only), a run found spurious at two checks ``SPURIOUS_CHECK``
+    iterations apart stops there (``stopped``): the collapse goes on without end and no
+    more iterations can make it sound; so does a run found spurious right after an
+    M-step whose inner iterations stopped at ``INNER_MAX_ITER`` (a constrained model's
+    M-step chasing a collapsing component, at up to 1,000 inner iterations an EM
+    iteration). ``report`` announces the start (not on resuming), every iteration and
+    the end (converged, stopped, or out of iterations where ``end``: a screening run that
+    is not continued gets its last report from :func:`best_run`).
 
     ``accelerate``: SQUAREM (:mod:`~bayesmix.inference.em.squarem`) in the compiled loop
     and, without one, on the general route: after every two iterations an extrapolated
     point, one iteration from it kept if its objective is at least the second's. Only the
     iterations kept are in the traces and ``n_iter``; ``n_extrapolated`` counts the
     E-steps at extrapolated points."""
-    if resume is None:
+    start_stats = None  # the start's statistics, where its M-step is the loop's
+    if resume is None and isinstance(params, SufficientStats):
+        start_stats, params = params, None
+        if loop is None:
+            params = m_step(start_stats, structure, priors, reg_covar)
+    if resume is None and params is None:  # the run starts in the loop
+        stats, log_lik, log_post, n_extrapolated = start_stats, [], [], 0
+    elif resume is None:
         stats = estep(params)
         log_lik = [stats.log_likelihood]
         log_post = (
@@ -818,7 +843,7 @@ def _run_em(
         log_post = [] if priors is None else list(resume.log_posterior_trace)
         n_extrapolated = resume.n_extrapolated
     trace = log_lik if priors is None else log_post
-    if report is not None and resume is None:
+    if report is not None and resume is None and trace:
         report(0, trace[-1], np.nan, False, False)
     converged = collapsing = stopped = False
     cycle = Cycle(accelerate, structure)
@@ -826,7 +851,22 @@ def _run_em(
     try:
         while len(log_lik) <= max_iter:
             made = len(log_lik) - 1
-            if loop is not None:  # compiled, up to the next check for a collapse
+            if params is None:  # the start (and the first iterations) in the loop
+                steps = min(max_iter, SPURIOUS_CHECK)
+                params, stats, step = loop(None, start_stats, steps, (), cycle.acceleration)
+                if params is None:  # not a regular start: the general way
+                    params = m_step(start_stats, structure, priors, reg_covar)
+                    stats = estep(params)
+                    log_lik.append(stats.log_likelihood)
+                    cycle.restart(params)
+                    continue
+                log_lik.append(step.first)
+                made = 0
+                log_lik.extend(step.objectives)
+                converged, capped = step.converged, step.capped
+                n_extrapolated += step.n_extrapolated
+                cycle.restart(params)
+            elif loop is not None:  # compiled, up to the next check for a collapse
                 steps = min(max_iter - made, SPURIOUS_CHECK - made % SPURIOUS_CHECK)
                 params, stats, step = loop(params, stats, steps, log_lik[-3:], cycle.acceleration)
                 log_lik.extend(step.objectives)
@@ -882,7 +922,7 @@ def _run_em(
         if cycle.trial is not None:  # out of iterations before the stabilising one
             params, stats = cycle.trial
     except INTERRUPTS as error:
-        if not is_interrupt(error):
+        if not is_interrupt(error) or params is None:  # no state yet: as before the start
             raise
         if cycle.trial is not None:
             params, stats = cycle.trial
@@ -1069,7 +1109,12 @@ def check_init(init: Any, partial: bool = False) -> None:
         )
 
 
-def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> Params:
+def _initial_params(
+    init, X, weights, shift, model, priors, reg_covar, rng, statistics=False
+) -> Params | SufficientStats:
+    """The start ``init`` (a method's name or a user's mapping): its parameters or,
+    where ``statistics`` and the start is drawn by a method, the statistics of its
+    responsibilities (their M-step is the start; the compiled loop makes it)."""
     structure = model.structure
     if isinstance(init, Mapping) and "means" not in init:
         method = _initial_params(
@@ -1087,33 +1132,9 @@ def _initial_params(init, X, weights, shift, model, priors, reg_covar, rng) -> P
             partial(_assigned_stats, X, weights, shift, structure=structure),
         )
     stats = start_statistics(init, X, weights, shift, structure, model.n_components, rng)
+    if statistics and priors is None:
+        return stats
     return m_step(stats, structure, priors, reg_covar)
-
-
-# Within shared_start_statistics: the data the entries are for and, per start, its
-# responsibilities' statistics by form of the second moments (None: nothing shared)
-_SHARED_STATISTICS: list[dict | None] = [None]
-
-
-@contextlib.contextmanager
-def shared_start_statistics() -> Iterator[None]:
-    """Within this block, fits of the same data share the sufficient statistics of their
-    starts: a start drawn by the same method, for the same number of components, from
-    the same state of the random generator (as
-    :func:`~bayesmix.inference.em.init.shared_starts` shares the starts themselves
-    between the models of one K) has its statistics computed once per form of the
-    second moments (full matrices, diagonals, ...: the models of one form, e.g. VVV and
-    the six matrix-constrained ones, need the same sums), and the generator is left in
-    the state the draw left it in, as if drawn again. The statistics are the ones
-    :func:`start_statistics` computes outside the block, bit for bit. Entries are kept
-    for one data array (the same object, with the same weights) at a time and dropped
-    at the end of the block."""
-    outer = _SHARED_STATISTICS[0]
-    _SHARED_STATISTICS[0] = {}
-    try:
-        yield
-    finally:
-        _SHARED_STATISTICS[0] = outer
 
 
 def start_statistics(
@@ -1127,80 +1148,26 @@ def start_statistics(
 ) -> SufficientStats:
     """The sufficient statistics (in ``structure``'s form, about ``shift``) of the
     responsibilities that the start ``method``
-    (:func:`~bayesmix.inference.em.init.initial_responsibilities`) draws from ``rng``;
-    shared between fits within :func:`shared_start_statistics`."""
-    shared = _shared_for(X, weights)
-    state = None if shared is None else _state_key(rng)
-    if state is None:
-        resp = initial_responsibilities(method, X, weights, n_components, rng)
+    (:func:`~bayesmix.inference.em.init.initial_responsibilities`) draws from ``rng``.
+
+    Within :func:`~bayesmix.inference.em.init.shared_starts`, where the models of one K
+    share their starts, a start's statistics are computed once per form of the second
+    moments (full matrices, diagonals, ...: the models of one form, e.g. VVV and the six
+    matrix-constrained ones, need the same sums), read-only, bit for bit the statistics
+    computed outside the block."""
+    resp = initial_responsibilities(method, X, weights, n_components, rng)
+    entries = shared_entries(X, weights)
+    if entries is None:
         return stats_from_responsibilities(X, weights, shift, resp, structure)
-    key = (method, n_components, state)
-    start = shared["starts"].get(key)
-    if start is None:
-        resp = initial_responsibilities(method, X, weights, n_components, rng)
-        start = shared["starts"][key] = (resp, rng.bit_generator.state, {})
-    else:
-        rng.bit_generator.state = start[1]  # where drawing the start leaves the generator
-    resp, _, by_form = start
-    form = (type(structure).second_moment, shift.tobytes())
-    if form not in by_form:
+    # the shared responsibilities are kept alive by the entries: their id is a key
+    key = (id(resp), type(structure).second_moment, shift.tobytes())
+    stats = entries["statistics"].get(key)
+    if stats is None:
         stats = stats_from_responsibilities(X, weights, shift, resp, structure)
         for part in (stats.mass, stats.sum_x, stats.sum_xx):
             part.flags.writeable = False  # shared: an M-step must not write into them
-        by_form[form] = stats
-    return by_form[form]
-
-
-def data_summary(
-    name: str,
-    X: np.ndarray,
-    weights: np.ndarray,
-    compute: Callable[[np.ndarray, np.ndarray], np.ndarray],
-) -> np.ndarray:
-    """``compute(X, weights)`` (a per-feature summary of the data: the regularisation's
-    feature scales, the resolution the spurious-maximum judge reads), computed once for
-    the fits of one data array within :func:`shared_start_statistics` (without hashing
-    the data again for every fit), else as
-    :func:`~bayesmix.inference.em.init.shared_summary` gives it."""
-    shared = _shared_for(X, weights)
-    if shared is None:
-        return shared_summary(name, X, weights, compute)
-    if name not in shared["summaries"]:
-        value = np.asarray(compute(X, weights))
-        value.flags.writeable = False
-        shared["summaries"][name] = value
-    return shared["summaries"][name]
-
-
-def _shared_for(X: np.ndarray, weights: np.ndarray) -> dict | None:
-    """The entries :func:`shared_start_statistics` keeps for the data ``X`` (the same
-    array object, with the same weights; entries for other data are dropped), or
-    ``None`` outside it."""
-    shared = _SHARED_STATISTICS[0]
-    if shared is None:
-        return None
-    if shared.get("weights") is weights and shared["data"] is X:
-        return shared  # checked already (a fit asks several times with the same arrays)
-    if shared.get("data") is not X or not np.array_equal(shared["first_weights"], weights):
-        shared.clear()  # other data: the entries are not theirs
-        shared.update(data=X, first_weights=weights, starts={}, summaries={})
-    shared["weights"] = weights
-    return shared
-
-
-def _state_key(rng: np.random.Generator) -> tuple | None:
-    """A key for the state of ``rng``'s bit generator: its integers for PCG64 (numpy's
-    default) and PCG64DXSM; ``None`` (not shared) for other bit generators."""
-    state = rng.bit_generator.state
-    inner = state.get("state")
-    if state.get("bit_generator") not in ("PCG64", "PCG64DXSM") or not isinstance(inner, dict):
-        return None
-    return (
-        state["bit_generator"],
-        *inner.values(),
-        state.get("has_uint32"),
-        state.get("uinteger"),
-    )
+        entries["statistics"][key] = stats
+    return stats
 
 
 def _given_parts(init, params: Params, structure: CovarianceStructure) -> Params:

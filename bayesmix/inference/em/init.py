@@ -17,11 +17,11 @@ from bayesmix.inference.em.hierarchical import (
 )
 from bayesmix.inference.em.kmeans_kernels import (
     BLOCK_ROWS,
-    frozen,
     lloyd_passes,
     squared_distances,
     transposed_blocks,
 )
+from bayesmix.jit import read_only
 
 __all__ = [
     "INIT_METHODS",
@@ -33,6 +33,8 @@ __all__ = [
     "nearest",
     "shared_starts",
     "shared_summary",
+    "shared_entries",
+    "generator_state",
 ]
 
 # "kmeans||" is k-means|| (Bahmani et al. 2012) on Dask input, where it saves a pass over the
@@ -44,8 +46,9 @@ INIT_METHODS = ("kmeans++", "kmeans||", "kmeans", "random", "random_from_data", 
 _HC_CACHE: dict[tuple, HierarchicalTree] = {}
 # The subsample seed pinned by shared_starts (None: each fit draws its own).
 _SHARED_SEED: list[int | None] = [None]
-# Within shared_starts: the starts drawn so far, keyed by the method, K, the data's and
-# the weights' identity and the generator's state before the draw (None: not shared).
+# Within shared_starts: per data set (keyed by a digest of its values and weights), what
+# its fits share (shared_entries); "last" holds the data array, weights and entries of the
+# last lookup (None: not shared).
 _SHARED_STARTS: list[dict | None] = [None]
 # k-means (init="kmeans"): Lloyd runs from greedy k-means++ seeds, the best of
 # KMEANS_RESTARTS, on at most KMEANS_MAX_ROWS random rows (the centres of 10,000 rows
@@ -56,7 +59,7 @@ KMEANS_MAX_ROWS = 10_000
 KMEANS_TOL = 1e-4
 KMEANS_MAX_ITER = 300
 # the weights nearest() passes to lloyd_passes, which reads none without iterations
-_NO_WEIGHTS = frozen(np.zeros(0))
+_NO_WEIGHTS = read_only(np.zeros(0))
 
 
 @contextlib.contextmanager
@@ -76,7 +79,10 @@ def shared_starts(seed: int) -> Iterator[None]:
       them again, and its generator is left where the draw would have left it.
     - :func:`shared_summary` computes a summary of the data (each feature's variance
       scale and resolution, for the regularisation and the spurious-maximum judge) once.
+    - EM's :func:`~bayesmix.inference.em.fit.start_statistics` computes the statistics of
+      a shared start once per form of the second moments.
 
+    All of these are kept in :func:`shared_entries`, per data set.
     :func:`bayesmix.select_components` fits its grid inside this block, with one seed for
     all the models of one K.
     """
@@ -95,9 +101,9 @@ def nearest(X: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     iteration); each distance is ``sum_d (x_d - c_d)^2``, exact up to rounding wherever
     the data lie (``|x|^2 - 2 x.c + |c|^2`` would lose the spread of data far from 0:
     at 1e8, ``eps * 1e16`` is 2)."""
-    rows = frozen(X)
+    rows = read_only(X)
     no_blocks = np.empty((0, rows.shape[1], BLOCK_ROWS))  # each block transposed as read
-    _, labels, dist, _ = lloyd_passes(rows, no_blocks, _NO_WEIGHTS, frozen(centres), 0, 0.0)
+    _, labels, dist, _ = lloyd_passes(rows, no_blocks, _NO_WEIGHTS, read_only(centres), 0, 0.0)
     return labels.astype(np.intp, copy=False), dist
 
 
@@ -114,7 +120,7 @@ def _draw(rng: np.random.Generator, probs: np.ndarray, size: int | None = None):
 
 def _squared_distances(blocks: np.ndarray, n_obs: int, centres: np.ndarray) -> np.ndarray:
     """``|x_n - c_k|^2`` ``(K, n)`` for the rows in ``blocks`` (``transposed_blocks``)."""
-    return squared_distances(blocks, n_obs, frozen(np.atleast_2d(centres)))
+    return squared_distances(blocks, n_obs, read_only(np.atleast_2d(centres)))
 
 
 def kmeans_plusplus(
@@ -131,12 +137,13 @@ def kmeans_plusplus(
     With ``n_trials > 1`` (greedy k-means++), each further centre is the one of
     ``n_trials`` such draws that lowers the weighted sum of squared distances most.
     """
-    X = frozen(X)
+    X = read_only(X)
     return _seeds(X, transposed_blocks(X), sample_weight, n_components, rng, n_trials)
 
 
 def _seeds(X, blocks, sample_weight, n_components, rng, n_trials):
-    """:func:`kmeans_plusplus` of ``X`` (:func:`frozen`) and its ``transposed_blocks``."""
+    """:func:`kmeans_plusplus` of ``X`` (read-only, :func:`~bayesmix.jit.read_only`) and
+    its ``transposed_blocks``."""
     n_obs = X.shape[0]
     centres = np.empty((n_components, X.shape[1]))
     centres[0] = X[_draw(rng, sample_weight / sample_weight.sum())]
@@ -171,16 +178,16 @@ def lloyd(
     variance of the columns in all (squared distance summed over the centres, the
     variance unweighted: scikit-learn's rule). A
     centre that loses all its rows stays where it was."""
-    X = frozen(X)
+    X = read_only(X)
     threshold = KMEANS_TOL * float(X.var(axis=0).mean())
     return _lloyd(X, transposed_blocks(X), sample_weight, centres, max_iter, threshold)
 
 
 def _lloyd(X, blocks, sample_weight, centres, max_iter, threshold):
-    """:func:`lloyd` of ``X`` (:func:`frozen`) and its ``transposed_blocks``, stopped at
-    ``threshold``."""
+    """:func:`lloyd` of ``X`` (read-only, :func:`~bayesmix.jit.read_only`) and its
+    ``transposed_blocks``, stopped at ``threshold``."""
     centres, _, dist, _ = lloyd_passes(
-        X, blocks, frozen(sample_weight), frozen(centres), max_iter, threshold
+        X, blocks, read_only(sample_weight), read_only(centres), max_iter, threshold
     )
     return centres, float(sample_weight @ dist)
 
@@ -197,7 +204,7 @@ def kmeans(
     rows = np.flatnonzero(sample_weight > 0)
     if rows.size > KMEANS_MAX_ROWS:
         rows = np.sort(rng.choice(rows, KMEANS_MAX_ROWS, replace=False))
-    subset, weights = frozen(X[rows]), sample_weight[rows]
+    subset, weights = read_only(X[rows]), sample_weight[rows]
     blocks = transposed_blocks(subset)  # for every seeding and Lloyd run
     threshold = KMEANS_TOL * float(subset.var(axis=0).mean())
     n_trials = 2 + int(np.log(n_components))
@@ -283,6 +290,31 @@ def hc_labels(
     return tree.labels(min(n_components, tree.n_groups))
 
 
+def shared_entries(X: np.ndarray, sample_weight: np.ndarray) -> dict | None:
+    """What the fits of the data ``X`` with weights ``sample_weight`` share within
+    :func:`shared_starts` (``None`` outside it): a dict with ``"starts"`` (the drawn
+    responsibilities by method, K and generator state), ``"summaries"`` (by name) and
+    ``"statistics"`` (EM's start statistics). Data with the same values and weights share
+    one dict; asked again with the same array (and equal weights), as a fit does several
+    times, the data are not hashed again."""
+    shared = _SHARED_STARTS[0]
+    if shared is None:
+        return None
+    last = shared.get("last")
+    if (
+        last is not None
+        and last[0] is X
+        and (last[1] is sample_weight or np.array_equal(last[1], sample_weight))
+    ):
+        entries = last[2]
+    else:
+        entries = shared.setdefault(
+            _digest(X, sample_weight), {"starts": {}, "summaries": {}, "statistics": {}}
+        )
+    shared["last"] = (X, sample_weight, entries)
+    return entries
+
+
 def shared_summary(
     name: str,
     X: np.ndarray,
@@ -290,16 +322,31 @@ def shared_summary(
     compute: Callable[[np.ndarray, np.ndarray], np.ndarray],
 ) -> np.ndarray:
     """``compute(X, sample_weight)``, computed once per ``name`` and data (the same values
-    and weights) within :func:`shared_starts`, every time outside it."""
-    shared = _SHARED_STARTS[0]
-    if shared is None:
+    and weights) within :func:`shared_starts` (read-only), every time outside it."""
+    entries = shared_entries(X, sample_weight)
+    if entries is None:
         return compute(X, sample_weight)
-    key = ("summary", name, _digest(X, sample_weight))
-    if key not in shared:
+    summaries = entries["summaries"]
+    if name not in summaries:
         value = np.asarray(compute(X, sample_weight))
         value.flags.writeable = False
-        shared[key] = value
-    return shared[key]
+        summaries[name] = value
+    return summaries[name]
+
+
+def generator_state(rng: np.random.Generator) -> tuple:
+    """A key for the state of ``rng``'s bit generator: its integers for PCG64 (numpy's
+    default) and PCG64DXSM, the state's text for other bit generators."""
+    state = rng.bit_generator.state
+    inner = state.get("state")
+    if state.get("bit_generator") not in ("PCG64", "PCG64DXSM") or not isinstance(inner, dict):
+        return (str(state),)
+    return (
+        state["bit_generator"],
+        *inner.values(),
+        state.get("has_uint32"),
+        state.get("uinteger"),
+    )
 
 
 def _digest(X: np.ndarray, sample_weight: np.ndarray) -> tuple:
@@ -341,17 +388,18 @@ def initial_responsibilities(
         ``"hc:EEE"`` (``"hc:VVV"``, ``"hc:VII"``, ``"hc:EII"``; ``"hc:V"``, ``"hc:E"`` for
         one column): the same with that criterion instead of mclust's default.
     """
-    shared = _SHARED_STARTS[0]
-    if shared is None:
+    entries = shared_entries(X, sample_weight)
+    if entries is None:
         return _drawn_responsibilities(method, X, sample_weight, n_components, rng)
-    key = (method, n_components, _digest(X, sample_weight), str(rng.bit_generator.state))
-    if key not in shared:
+    starts = entries["starts"]
+    key = (method, n_components, generator_state(rng))
+    if key not in starts:
         resp = _drawn_responsibilities(method, X, sample_weight, n_components, rng)
         resp.flags.writeable = False
-        shared[key] = (resp, rng.bit_generator.state)
-    resp, state = shared[key]
-    rng.bit_generator.state = state
-    return resp
+        starts[key] = (resp, rng.bit_generator.state)
+    else:
+        rng.bit_generator.state = starts[key][1]  # where drawing the start left it
+    return starts[key][0]
 
 
 def _drawn_responsibilities(method, X, sample_weight, n_components, rng) -> np.ndarray:
