@@ -6,8 +6,10 @@ bayesmix against independent implementations, never against its own earlier outp
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
+import cost_profile
 import numpy as np
 import pytest
 from scipy import stats
@@ -47,6 +49,10 @@ LONGEST_FIRST = (
 
 
 def pytest_configure(config):
+    # opt-in: where the suite's time goes (tests/cost_profile.py)
+    if os.environ.get(cost_profile.ENVIRONMENT_VARIABLE):
+        profile = cost_profile.CostProfile(os.environ[cost_profile.ENVIRONMENT_VARIABLE])
+        config.pluginmanager.register(profile, "bayesmix-cost-profile")
     # keep the collection order below as xdist's queue (its default sorts by test count)
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
