@@ -6,7 +6,8 @@ so a module-scoped fixture counts for the first test that uses it) appends one J
 process and of the child processes it waited for (numba kernels compiled by a child,
 notebook kernels, subprocess tests), and the CPU seconds numba spent compiling in the
 worker, in total and per compiled function (exclusive of the functions compiled inside
-it; a numba cache hit is no compile). The lines are written as the tests end, so an
+it; a numba cache hit is no compile), and the number of C modules pytensor compiled (each
+by a g++ child). The lines are written as the tests end, so an
 interrupted run keeps what it measured. Example::
 
     BAYESMIX_TEST_PROFILE=/tmp/cost make test
@@ -62,6 +63,19 @@ def _compile_clock():
     return CompileClock()
 
 
+def _count_c_compiles(counter: collections.Counter) -> None:
+    """Count pytensor's compiles of C code (each a g++ child process) in ``counter``."""
+    from pytensor.link.c import cmodule
+
+    compile_str = cmodule.GCC_compiler.compile_str
+
+    def counted(*args, **kwargs):
+        counter["pytensor_c_modules"] += 1
+        return compile_str(*args, **kwargs)
+
+    cmodule.GCC_compiler.compile_str = staticmethod(counted)
+
+
 def _cpu(who: int) -> float:
     usage = resource.getrusage(who)
     return usage.ru_utime + usage.ru_stime
@@ -74,6 +88,8 @@ class CostProfile:
         import numba.core.event
 
         self.clock = _compile_clock()
+        self.c_compiles = collections.Counter()
+        _count_c_compiles(self.c_compiles)
         numba.core.event.register("numba:compile", self.clock)
         Path(directory).mkdir(parents=True, exist_ok=True)
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
@@ -89,12 +105,14 @@ class CostProfile:
         )
         yield
         compiles = self.clock.take()
+        c_modules, self.c_compiles["pytensor_c_modules"] = self.c_compiles["pytensor_c_modules"], 0
         record = {
             "test": item.nodeid,
             "wall": time.perf_counter() - wall,
             "cpu": _cpu(resource.RUSAGE_SELF) - own,
             "children_cpu": _cpu(resource.RUSAGE_CHILDREN) - children,
             "compile_cpu": sum(compiles.values()),
+            "pytensor_c_modules": c_modules,
             "compiles": {name: round(s, 2) for name, s in compiles.items() if s >= 0.2},
         }
         with self.path.open("a") as file:
@@ -112,14 +130,17 @@ def summary(directory: str, top: int = 25) -> str:
     by_function: collections.Counter[str] = collections.Counter()
     for record in records:
         totals = by_file[record["test"].split("::")[0]]
-        for key in ("wall", "cpu", "children_cpu", "compile_cpu"):
+        for key in ("wall", "cpu", "children_cpu", "compile_cpu", "pytensor_c_modules"):
             totals[key] += record[key]
         by_function.update(record["compiles"])
-    lines = [f"{len(records)} tests; seconds: wall, cpu, children cpu, numba compile cpu"]
+    lines = [
+        f"{len(records)} tests; seconds: wall, cpu, children cpu, numba compile cpu; "
+        "pytensor's C modules compiled"
+    ]
     for name, totals in sorted(by_file.items(), key=lambda kv: -kv[1]["wall"])[:top]:
         lines.append(
             f"{totals['wall']:8.1f} {totals['cpu']:8.1f} {totals['children_cpu']:8.1f} "
-            f"{totals['compile_cpu']:8.1f}  {name}"
+            f"{totals['compile_cpu']:8.1f} {totals['pytensor_c_modules']:4.0f}  {name}"
         )
     lines.append("numba compiles in the workers (cpu s):")
     lines += [f"{seconds:8.1f}  {name}" for name, seconds in by_function.most_common(top)]
