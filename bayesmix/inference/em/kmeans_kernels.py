@@ -32,21 +32,14 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from bayesmix.jit import read_only
-
 __all__ = [
     "BLOCK_ROWS",
-    "frozen",
     "lloyd_passes",
     "kmeans_labels",
     "squared_distances",
     "start_statistics",
     "transposed_blocks",
 ]
-
-
-# the name init.py and vb.py still import (their owners switch them to read_only)
-frozen = read_only
 
 
 # rows per block: the block's transposed rows and distances stay in the level-1 cache
