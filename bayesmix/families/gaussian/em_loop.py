@@ -652,7 +652,8 @@ def _array(value) -> np.ndarray:
 
 def _writable(value) -> np.ndarray:
     """:func:`_array`, copied where it is read-only (a start's statistics shared between
-    fits): numba types a read-only array apart, and would compile the loop again."""
+    fits, a start given as ``init``, which validation returns read-only): numba types a
+    read-only array apart, and would compile the loop again."""
     array = _array(value)
     return array if array.flags.writeable else array.copy()
 
@@ -689,7 +690,7 @@ def _arguments(
         cov = np.zeros_like(sum_xx)  # the covariances and factors have its shape
         state = (np.zeros_like(mass), np.zeros_like(sum_x), cov, cov)
     else:
-        state = tuple(_array(part) for part in params)
+        state = tuple(_writable(part) for part in params)
     return (
         *data,
         state,
